@@ -1,0 +1,57 @@
+//! twistrs-core: the single-threaded mio reactor and the plugin API, in Twisted's vocabulary.
+//!
+//! A plugin author who knows Twisted finds the same concepts here: a [`Protocol`] is built per
+//! connection by a [`Factory`] and talks to its peer through a [`Transport`]; timers are
+//! [`DelayedCall`]s; one-shot results are [`Deferred`]s; a [`Service`] tree is started and
+//! stopped by the launcher; a [`Plugin`] is Twisted's `IServiceMaker`.
+//!
+//! Twisted's echo server reads almost line for line:
+//!
+//! ```no_run
+//! use twistrs_core::{Address, Factory, Protocol, Reactor, Transport, Endpoint};
+//!
+//! struct Echo;
+//! impl Protocol for Echo {
+//!     fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
+//!         t.write(data);
+//!     }
+//! }
+//!
+//! struct EchoFactory;
+//! impl Factory for EchoFactory {
+//!     fn name(&self) -> &'static str { "Echo" }
+//!     fn build_protocol(&mut self, _peer: &Address) -> Option<Box<dyn Protocol>> {
+//!         Some(Box::new(Echo))
+//!     }
+//! }
+//!
+//! let mut reactor = Reactor::new().unwrap();
+//! let factory = reactor.add_factory(Box::new(EchoFactory));
+//! let endpoint: Endpoint = "tcp:8000:interface=127.0.0.1".parse().unwrap();
+//! reactor.listen(&endpoint, factory).unwrap();
+//! reactor.run().unwrap();
+//! ```
+
+pub mod address;
+pub mod deferred;
+pub mod endpoint;
+pub mod error;
+pub mod plugin;
+pub mod protocol;
+pub mod reactor;
+pub mod service;
+pub mod testing;
+pub mod threads;
+pub mod timer;
+pub mod transport;
+
+pub use address::Address;
+pub use deferred::Deferred;
+pub use endpoint::Endpoint;
+pub use error::{Failure, Reason};
+pub use plugin::{Plugin, PluginError};
+pub use protocol::{ClientFactory, DatagramProtocol, Factory, Protocol};
+pub use reactor::{Handle, ListenerId, Reactor, ReactorConfig, StopReason};
+pub use service::{ListeningService, MultiService, Service};
+pub use timer::{Clock, DelayedCall};
+pub use transport::{ConnId, DatagramTransport, Transport};

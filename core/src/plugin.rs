@@ -1,0 +1,35 @@
+//! `Plugin`: Twisted's `IServiceMaker`, resolved at compile time instead of by discovery.
+
+use crate::service::Service;
+
+/// A plugin's options were inconsistent, or its service could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PluginError(pub String);
+
+impl PluginError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        PluginError(msg.into())
+    }
+}
+
+/// One runnable service kind: `twistrs [global options] TAPNAME [plugin options]`.
+#[derive(Clone, Copy)]
+pub struct Plugin {
+    /// The command name (`echo`, `web`, `mail`).
+    pub tapname: &'static str,
+    /// One line for `twistrs --help`.
+    pub description: &'static str,
+    /// The plugin's options; `--help` and the man page come from it.
+    pub options: fn() -> clap::Command,
+    /// Builds the service from parsed options.
+    pub make_service: fn(&clap::ArgMatches) -> Result<Box<dyn Service>, PluginError>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("tapname", &self.tapname)
+            .finish()
+    }
+}

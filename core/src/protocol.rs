@@ -1,0 +1,99 @@
+//! The callbacks a plugin implements: `Protocol`, `Factory`, `ClientFactory`, `DatagramProtocol`.
+//!
+//! The names and contracts are Twisted's (`twisted.internet.protocol`), in Rust: the transport is
+//! passed into each callback rather than stored, so there is no shared mutable state.
+
+use std::any::Any;
+use std::net::SocketAddr;
+
+use crate::address::Address;
+use crate::error::Reason;
+use crate::reactor::Handle;
+use crate::transport::{DatagramTransport, Transport};
+
+/// One connection's protocol, built by a [`Factory`] per accepted connection.
+pub trait Protocol {
+    /// The connection is up; the transport can be written to.
+    fn connection_made(&mut self, _t: &mut Transport<'_>) {}
+
+    /// Bytes arrived. They may be any part of what the peer sent: one byte, or many messages.
+    fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]);
+
+    /// The peer shut down its sending side. The default closes once our output is flushed.
+    fn read_eof(&mut self, t: &mut Transport<'_>) {
+        t.lose_connection();
+    }
+
+    /// The connection is gone; no more callbacks follow.
+    fn connection_lost(&mut self, _reason: &Reason) {}
+
+    /// (Producers) the output passed the high-water mark: stop producing.
+    fn pause_producing(&mut self) {}
+
+    /// (Producers) the output drained below the low-water mark: produce more.
+    fn resume_producing(&mut self, _t: &mut Transport<'_>) {}
+
+    /// The idle timeout set with `Transport::set_timeout` expired. The default aborts.
+    fn timeout_connection(&mut self, t: &mut Transport<'_>) {
+        t.abort_connection();
+    }
+
+    /// A timer from `Transport::call_later` fired.
+    fn timer_fired(&mut self, _t: &mut Transport<'_>, _key: u64) {}
+
+    /// A message sent with `Handle::notify` arrived (e.g. a worker thread's result).
+    fn notified(&mut self, _t: &mut Transport<'_>, _msg: Box<dyn Any>) {}
+
+    /// The server is shutting down gracefully: finish what is in flight, then close.
+    /// The default closes once the output is flushed.
+    fn stop_requested(&mut self, t: &mut Transport<'_>) {
+        t.lose_connection();
+    }
+}
+
+/// Builds protocols for a listening port; every listener of one service shares one factory.
+pub trait Factory {
+    /// The name in log lines: `Echo starting on 7`, `[Echo,3,127.0.0.1]`.
+    fn name(&self) -> &'static str;
+
+    /// A protocol for a new connection from `peer`, or `None` to refuse it.
+    fn build_protocol(&mut self, peer: &Address) -> Option<Box<dyn Protocol>>;
+
+    /// The first listener started (Twisted's `startFactory`).
+    fn start_factory(&mut self, _handle: &Handle) {}
+
+    /// The last listener stopped (Twisted's `stopFactory`).
+    fn stop_factory(&mut self) {}
+
+    /// At most this many connections at once; accepting pauses at the limit.
+    fn max_connections(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// Builds the protocol of an outgoing connection, or hears that it failed.
+pub trait ClientFactory {
+    /// The name in log lines.
+    fn name(&self) -> &'static str;
+
+    /// The connection to `peer` is up.
+    fn build_protocol(&mut self, peer: &Address) -> Box<dyn Protocol>;
+
+    /// The connection could not be made (refused, unreachable, timed out).
+    fn client_connection_failed(&mut self, _reason: &Reason) {}
+}
+
+/// A UDP protocol (Twisted's `DatagramProtocol`).
+pub trait DatagramProtocol {
+    /// The name in log lines.
+    fn name(&self) -> &'static str;
+
+    /// The port is listening.
+    fn start_protocol(&mut self, _handle: &Handle) {}
+
+    /// One datagram arrived from `from`.
+    fn datagram_received(&mut self, t: &mut DatagramTransport<'_>, data: &[u8], from: SocketAddr);
+
+    /// The port stopped.
+    fn stop_protocol(&mut self) {}
+}

@@ -1,0 +1,305 @@
+//! Driving one connection: flush, read until `WouldBlock`, backpressure, producers, close.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+
+use mio::Interest;
+
+use super::{Entry, READS_PER_TURN, Reactor};
+use crate::error::Reason;
+use crate::protocol::Protocol;
+use crate::transport::{ConnId, ConnState, IDLE_KEY, Transport, flags};
+
+/// A connected stream socket.
+pub(crate) enum Stream {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl Stream {
+    pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(Shutdown::Write),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An open connection: its socket, protocol and transport state.
+pub(crate) struct Connection {
+    pub(crate) stream: Stream,
+    pub(crate) proto: Box<dyn Protocol>,
+    pub(crate) st: ConnState,
+    /// The factory whose connection count this connection holds (none for outgoing ones).
+    pub(crate) factory: Option<u32>,
+}
+
+impl Reactor {
+    pub(crate) fn conn_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
+        match self.entries.get_mut(id.key as usize) {
+            Some(Entry::Conn(c)) if c.st.id == id => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Registers a new connection and tells its protocol; returns its key.
+    pub(crate) fn add_connection(
+        &mut self,
+        key: usize,
+        mut stream: Stream,
+        proto: Box<dyn Protocol>,
+        st: ConnState,
+        factory: Option<u32>,
+    ) -> io::Result<()> {
+        self.poll.registry().register(
+            stream.source(),
+            mio::Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.entries[key] = Entry::Conn(Connection {
+            stream,
+            proto,
+            st,
+            factory,
+        });
+        self.live_conns += 1;
+        self.with_conn(key, |p, t| p.connection_made(t));
+        Ok(())
+    }
+
+    /// Runs one protocol callback, then flushes and settles the connection's state.
+    pub(crate) fn with_conn(
+        &mut self,
+        key: usize,
+        f: impl FnOnce(&mut dyn Protocol, &mut Transport<'_>),
+    ) {
+        let handle = self.handle.clone();
+        if let Some(Entry::Conn(c)) = self.entries.get_mut(key) {
+            let mut t = Transport::new(&mut c.st, &handle);
+            f(&mut *c.proto, &mut t);
+        }
+        self.drive(key, false, false);
+    }
+
+    /// Handles readiness (or a re-drive, with both false) for connection `key`.
+    pub(crate) fn drive(&mut self, key: usize, readable: bool, writable: bool) {
+        let (hw, lw) = (self.cfg.high_water, self.cfg.low_water);
+        let handle = &self.handle;
+        let buf = &mut self.read_buf[..];
+        let Some(Entry::Conn(c)) = self.entries.get_mut(key) else {
+            return;
+        };
+        let mut outcome: Option<Reason> = None;
+        if writable && let Err(e) = c.st.flush_to(&mut c.stream) {
+            outcome = Some(Reason::Io(e));
+        }
+        let mut want_read = readable || c.st.has(flags::READ_PENDING);
+        let mut reads = 0;
+        let mut budget_spent = false;
+        // Reading and producing can each free or fill the buffer; settle in a bounded loop.
+        for _ in 0..4 {
+            if outcome.is_some() {
+                break;
+            }
+            if want_read {
+                want_read = false;
+                c.st.flags &= !flags::READ_PENDING;
+                loop {
+                    if c.st.has(flags::READ_PAUSED | flags::LOSING | flags::ABORT)
+                        || c.st.buffered() >= hw
+                    {
+                        if !c.st.has(flags::EOF_RECEIVED) {
+                            c.st.flags |= flags::READ_PENDING;
+                        }
+                        break;
+                    }
+                    if c.st.has(flags::EOF_RECEIVED) {
+                        break;
+                    }
+                    if reads >= READS_PER_TURN {
+                        c.st.flags |= flags::READ_PENDING;
+                        budget_spent = true;
+                        break;
+                    }
+                    match c.stream.read(buf) {
+                        Ok(0) => {
+                            c.st.flags |= flags::EOF_RECEIVED;
+                            let mut t = Transport::new(&mut c.st, handle);
+                            c.proto.read_eof(&mut t);
+                            break;
+                        }
+                        Ok(n) => {
+                            reads += 1;
+                            c.st.last_activity = handle.now();
+                            let mut t = Transport::new(&mut c.st, handle);
+                            c.proto.data_received(&mut t, &buf[..n]);
+                            // A short read drained the socket: epoll will report new data.
+                            if n < buf.len() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            outcome = Some(Reason::Io(e));
+                            break;
+                        }
+                    }
+                }
+            }
+            if outcome.is_some() || c.st.has(flags::ABORT) {
+                break;
+            }
+            let before = c.st.buffered();
+            if let Err(e) = c.st.flush_to(&mut c.stream) {
+                outcome = Some(Reason::Io(e));
+                break;
+            }
+            if c.st.buffered() < before {
+                c.st.last_activity = handle.now();
+            }
+            // Producer flow control (Twisted's IPushProducer on the transport).
+            if c.st.has(flags::PRODUCER) && !c.st.has(flags::LOSING) {
+                if c.st.buffered() >= hw {
+                    if !c.st.has(flags::PRODUCER_PAUSED) {
+                        c.st.flags |= flags::PRODUCER_PAUSED;
+                        c.proto.pause_producing();
+                    }
+                } else if c.st.buffered() < lw {
+                    c.st.flags &= !flags::PRODUCER_PAUSED;
+                    let mut t = Transport::new(&mut c.st, handle);
+                    c.proto.resume_producing(&mut t);
+                    if c.st.buffered() > 0 {
+                        continue;
+                    }
+                }
+            }
+            if c.st.has(flags::READ_PENDING)
+                && !budget_spent
+                && !c.st.has(flags::READ_PAUSED)
+                && c.st.buffered() < lw
+            {
+                want_read = true;
+                continue;
+            }
+            break;
+        }
+        if outcome.is_none() {
+            if c.st.has(flags::ABORT) {
+                outcome = Some(Reason::Aborted);
+            } else if c.st.buffered() == 0 {
+                if c.st.has(flags::LOSING) {
+                    outcome = Some(Reason::Done);
+                } else if c.st.has(flags::WRITE_EOF) && !c.st.has(flags::WRITE_SHUT) {
+                    c.st.flags |= flags::WRITE_SHUT;
+                    if let Err(e) = c.stream.shutdown_write() {
+                        outcome = Some(Reason::Io(e));
+                    } else if c.st.has(flags::EOF_RECEIVED) {
+                        outcome = Some(Reason::Done);
+                    }
+                } else if c.st.has(flags::WRITE_SHUT) && c.st.has(flags::EOF_RECEIVED) {
+                    outcome = Some(Reason::Done);
+                }
+            }
+        }
+        if budget_spent {
+            self.redrive.push(key);
+        }
+        if let Some(r) = outcome {
+            self.close(key, r);
+        }
+    }
+
+    /// Closes whatever `key` is, tells its protocol, and frees the slot after the batch.
+    pub(crate) fn close(&mut self, key: usize, reason: Reason) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        match std::mem::replace(entry, Entry::Closed) {
+            Entry::Conn(mut c) => {
+                let _ = self.poll.registry().deregister(c.stream.source());
+                drop(c.stream);
+                self.live_conns -= 1;
+                if let Some(f) = c.factory {
+                    self.connection_slot_freed(f as usize);
+                }
+                c.proto.connection_lost(&reason);
+            }
+            Entry::Connecting(mut c) => {
+                let _ = self.poll.registry().deregister(&mut c.stream);
+                self.live_conns -= 1;
+                c.timer.cancel();
+                c.factory.client_connection_failed(&reason);
+            }
+            other => {
+                *entry = other;
+                return;
+            }
+        }
+        self.to_free.push(key);
+    }
+
+    /// An idle-timeout timer came due: time the connection out or look again later.
+    pub(crate) fn idle_check(&mut self, key: usize) {
+        let now = self.handle.now();
+        let Some(Entry::Conn(c)) = self.entries.get_mut(key) else {
+            return;
+        };
+        c.st.idle_check = None;
+        let Some(d) = c.st.idle else { return };
+        let due = c.st.last_activity + d;
+        if now >= due {
+            log::info!(target: &transport_system(&c.st), "Timing out idle connection.");
+            self.with_conn(key, |p, t| p.timeout_connection(t));
+        } else {
+            c.st.idle_check = Some(due);
+            self.handle
+                .timers()
+                .schedule(due - now, crate::timer::Target::Conn(c.st.id, IDLE_KEY));
+        }
+    }
+
+    /// Delivers `stop_requested` once per connection.
+    pub(crate) fn stop_requested(&mut self, key: usize) {
+        if let Some(Entry::Conn(c)) = self.entries.get_mut(key) {
+            if c.st.has(flags::STOPPING) {
+                return;
+            }
+            c.st.flags |= flags::STOPPING;
+            self.with_conn(key, |p, t| p.stop_requested(t));
+        }
+    }
+}
+
+fn transport_system(st: &ConnState) -> String {
+    format!("{},{},{}", st.name, st.session, st.peer.host_string())
+}

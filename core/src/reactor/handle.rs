@@ -1,0 +1,215 @@
+//! `Handle`: a cheap, clonable reference to the reactor for timers, threads and commands.
+//!
+//! Commands (write to another connection, connect out, stop) are queued and carried out by the
+//! reactor right after the current callback returns, so no callback ever re-enters another.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::deferred::Deferred;
+use crate::error::Failure;
+use crate::protocol::ClientFactory;
+use crate::threads::{JobResult, ThreadPool};
+use crate::timer::{Clock, DelayedCall, Target, TimerQueue};
+use crate::transport::ConnId;
+
+/// Something for the reactor to do once the current callback returns.
+pub(crate) enum Command {
+    Write(ConnId, Vec<u8>),
+    Lose(ConnId),
+    Abort(ConnId),
+    PauseReading(ConnId),
+    ResumeReading(ConnId),
+    Notify(ConnId, Box<dyn Any>),
+    Connect {
+        addr: SocketAddr,
+        factory: Box<dyn ClientFactory>,
+        timeout: Duration,
+    },
+    Stop,
+}
+
+type Completion = Box<dyn FnOnce(JobResult)>;
+
+pub(crate) struct Shared {
+    pub(crate) clock: Clock,
+    pub(crate) timers: Rc<TimerQueue>,
+    pub(crate) commands: RefCell<VecDeque<Command>>,
+    pool: RefCell<Option<ThreadPool>>,
+    pool_size: usize,
+    waker: Option<Arc<mio::Waker>>,
+    completions: RefCell<HashMap<u64, Completion>>,
+    next_job: Cell<u64>,
+}
+
+/// A reference to the reactor, usable from any callback on the reactor thread.
+#[derive(Clone)]
+pub struct Handle(pub(crate) Rc<Shared>);
+
+impl Handle {
+    pub(crate) fn new(clock: Clock, waker: Option<Arc<mio::Waker>>, pool_size: usize) -> Self {
+        Handle(Rc::new(Shared {
+            timers: TimerQueue::new(clock.clone()),
+            clock,
+            commands: RefCell::new(VecDeque::new()),
+            pool: RefCell::new(None),
+            pool_size,
+            waker,
+            completions: RefCell::new(HashMap::new()),
+            next_job: Cell::new(0),
+        }))
+    }
+
+    /// A handle with no reactor behind it, for tests (see [`crate::testing`]).
+    pub fn detached(clock: Clock) -> Self {
+        Handle::new(clock, None, 2)
+    }
+
+    pub(crate) fn timers(&self) -> &Rc<TimerQueue> {
+        &self.0.timers
+    }
+
+    fn push(&self, c: Command) {
+        self.0.commands.borrow_mut().push_back(c);
+    }
+
+    pub(crate) fn pop_command(&self) -> Option<Command> {
+        self.0.commands.borrow_mut().pop_front()
+    }
+
+    /// The time as of the start of this reactor turn (cheap: no system call).
+    pub fn now(&self) -> Instant {
+        self.0.clock.now()
+    }
+
+    /// The reactor's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.0.clock
+    }
+
+    /// Runs `f` on the reactor thread after `delay` (Twisted's `callLater`).
+    pub fn call_later(&self, delay: Duration, f: impl FnOnce() + 'static) -> DelayedCall {
+        self.0.timers.schedule(delay, Target::Call(Box::new(f)))
+    }
+
+    /// Queues `data` on another connection.
+    pub fn write_to(&self, conn: ConnId, data: Vec<u8>) {
+        self.push(Command::Write(conn, data));
+    }
+
+    /// Closes another connection after its output is flushed.
+    pub fn lose_connection(&self, conn: ConnId) {
+        self.push(Command::Lose(conn));
+    }
+
+    /// Closes another connection now.
+    pub fn abort_connection(&self, conn: ConnId) {
+        self.push(Command::Abort(conn));
+    }
+
+    /// Stops reading from another connection (for relays whose other side is slow).
+    pub fn pause_reading(&self, conn: ConnId) {
+        self.push(Command::PauseReading(conn));
+    }
+
+    /// Resumes reading from another connection.
+    pub fn resume_reading(&self, conn: ConnId) {
+        self.push(Command::ResumeReading(conn));
+    }
+
+    /// Delivers `msg` to a connection's `Protocol::notified`.
+    pub fn notify(&self, conn: ConnId, msg: Box<dyn Any>) {
+        self.push(Command::Notify(conn, msg));
+    }
+
+    /// Opens an outgoing TCP connection (Twisted's `connectTCP`).
+    pub fn connect_tcp(
+        &self,
+        addr: SocketAddr,
+        factory: Box<dyn ClientFactory>,
+        timeout: Duration,
+    ) {
+        self.push(Command::Connect {
+            addr,
+            factory,
+            timeout,
+        });
+    }
+
+    /// Asks the reactor to stop (Twisted's `reactor.stop()`).
+    pub fn stop(&self) {
+        self.push(Command::Stop);
+    }
+
+    /// Runs blocking `f` on a worker thread; the Deferred fires on the reactor thread.
+    pub fn defer_to_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+    ) -> Deferred<T> {
+        let d = Deferred::new();
+        let id = self.0.next_job.get();
+        self.0.next_job.set(id + 1);
+        let d2 = d.clone();
+        self.0.completions.borrow_mut().insert(
+            id,
+            Box::new(move |r: JobResult| {
+                let out = match r.downcast::<Result<T, Failure>>() {
+                    Ok(b) => *b,
+                    Err(other) => Err(match other.downcast::<Failure>() {
+                        Ok(f) => *f,
+                        Err(_) => Failure::msg("worker returned an unexpected type"),
+                    }),
+                };
+                let _ = match out {
+                    Ok(v) => d2.callback(v),
+                    Err(e) => d2.errback(e),
+                };
+            }),
+        );
+        let mut pool = self.0.pool.borrow_mut();
+        let pool =
+            pool.get_or_insert_with(|| ThreadPool::new(self.0.pool_size, self.0.waker.clone()));
+        pool.submit(id, Box::new(move || Box::new(f()) as JobResult));
+        d
+    }
+
+    /// Fires the Deferreds of finished thread jobs; returns how many.
+    pub(crate) fn run_thread_results(&self) -> usize {
+        let results = match &*self.0.pool.borrow() {
+            Some(p) => p.take_results(),
+            None => return 0,
+        };
+        self.complete(results)
+    }
+
+    fn complete(&self, results: Vec<(u64, JobResult)>) -> usize {
+        let n = results.len();
+        for (id, r) in results {
+            let c = self.0.completions.borrow_mut().remove(&id);
+            if let Some(c) = c {
+                c(r);
+            }
+        }
+        n
+    }
+
+    /// Thread jobs whose result has not been delivered yet.
+    pub fn threads_pending(&self) -> usize {
+        self.0.completions.borrow().len()
+    }
+
+    /// Blocks until some thread job finishes (or `timeout`), then fires its Deferred.
+    /// For tests and shutdown, where no reactor loop is running.
+    pub fn wait_for_threads(&self, timeout: Duration) -> usize {
+        let results = match &*self.0.pool.borrow() {
+            Some(p) => p.wait_results(timeout),
+            None => return 0,
+        };
+        self.complete(results)
+    }
+}

@@ -1,0 +1,414 @@
+//! Listening ports: binding endpoints, accepting with a connection limit, closing.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mio::{Interest, Token};
+use socket2::{Domain, Socket, Type};
+
+use super::conn::Stream;
+use super::{Entry, FactoryId, Reactor};
+use crate::address::Address;
+use crate::endpoint::{Endpoint, SystemdDomain};
+use crate::transport::ConnState;
+
+/// Identifies a listening port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerId(pub(crate) usize);
+
+/// A port could not be opened; `Display` is twistd's one-line `Couldn't listen on ...`.
+#[derive(Debug)]
+pub struct ListenError {
+    pub what: String,
+    pub error: io::Error,
+}
+
+impl fmt::Display for ListenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Couldn't listen on {}: {}.", self.what, self.error)
+    }
+}
+
+impl std::error::Error for ListenError {}
+
+pub(crate) enum ListenSock {
+    Tcp(mio::net::TcpListener),
+    Unix(mio::net::UnixListener),
+}
+
+/// A listening stream port.
+pub(crate) struct Listener {
+    sock: ListenSock,
+    factory: usize,
+    pub(crate) paused: bool,
+    host: Address,
+    /// What the "starting on" and "Closed" lines name: a port number or a quoted path.
+    label: String,
+    /// A UNIX socket path and lock link to remove when closing.
+    cleanup: Option<(PathBuf, Option<PathBuf>)>,
+}
+
+fn listen_err(what: impl Into<String>, error: io::Error) -> ListenError {
+    ListenError {
+        what: what.into(),
+        error,
+    }
+}
+
+fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    sock.set_cloexec(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(backlog.min(i32::MAX as u32) as i32)?;
+    sock.set_nonblocking(true)?;
+    Ok(mio::net::TcpListener::from_std(sock.into()))
+}
+
+/// Takes the `PATH.lock` symlink (Twisted's `FilesystemLock`): a lock naming a live process
+/// means the socket is in use; a stale one is replaced, and so is a stale socket file.
+fn lock_unix_path(path: &Path) -> io::Result<PathBuf> {
+    let mut lock = path.as_os_str().to_owned();
+    lock.push(".lock");
+    let lock = PathBuf::from(lock);
+    let me = std::process::id().to_string();
+    for _ in 0..3 {
+        match std::os::unix::fs::symlink(&me, &lock) {
+            Ok(()) => {
+                if let Ok(md) = std::fs::symlink_metadata(path)
+                    && md.file_type().is_socket()
+                {
+                    std::fs::remove_file(path)?;
+                }
+                return Ok(lock);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let owner = std::fs::read_link(&lock)
+                    .ok()
+                    .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
+                let alive = owner.is_some_and(|pid| {
+                    pid as u32 != std::process::id()
+                        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                            .map_or_else(|e| e == nix::errno::Errno::EPERM, |_| true)
+                });
+                if alive {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("locked by a running process ({})", lock.display()),
+                    ));
+                }
+                let _ = std::fs::remove_file(&lock);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("could not take the lock {}", lock.display()),
+    ))
+}
+
+fn bind_unix(path: &Path, mode: u32, backlog: u32) -> io::Result<mio::net::UnixListener> {
+    let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    sock.set_cloexec(true)?;
+    sock.bind(&socket2::SockAddr::unix(path)?)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    sock.listen(backlog.min(i32::MAX as u32) as i32)?;
+    sock.set_nonblocking(true)?;
+    Ok(mio::net::UnixListener::from_std(sock.into()))
+}
+
+/// The descriptor systemd passed for `index`, checked against LISTEN_PID and LISTEN_FDS.
+/// Unlike twistd, LISTEN_FDNAMES is not required.
+fn systemd_fd(index: u32) -> io::Result<RawFd> {
+    let pid = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok());
+    let fds = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok());
+    match (pid, fds) {
+        (Some(p), Some(n)) if p == std::process::id() && index < n => Ok(3 + index as RawFd),
+        (Some(p), Some(_)) if p == std::process::id() => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("systemd passed fewer than {} sockets", index + 1),
+        )),
+        _ => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no sockets were passed by systemd (LISTEN_PID/LISTEN_FDS unset or for another process)",
+        )),
+    }
+}
+
+impl Reactor {
+    /// Opens a stream endpoint for `factory`. Logs twistd's `Echo starting on 8080`.
+    pub fn listen(&mut self, ep: &Endpoint, factory: FactoryId) -> Result<ListenerId, ListenError> {
+        let (sock, host, label, cleanup) = match ep {
+            Endpoint::Tcp {
+                port,
+                interface,
+                backlog,
+                v6,
+            } => {
+                let ip = interface.unwrap_or(if *v6 {
+                    IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                } else {
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                });
+                let addr = SocketAddr::new(ip, *port);
+                let l = bind_tcp(addr, *backlog).map_err(|e| listen_err(addr.to_string(), e))?;
+                let local = l
+                    .local_addr()
+                    .map_err(|e| listen_err(addr.to_string(), e))?;
+                (
+                    ListenSock::Tcp(l),
+                    Address::Tcp(local),
+                    local.port().to_string(),
+                    None,
+                )
+            }
+            Endpoint::Unix {
+                path,
+                mode,
+                backlog,
+                lockfile,
+            } => {
+                let what = path.display().to_string();
+                let lock = if *lockfile {
+                    Some(lock_unix_path(path).map_err(|e| listen_err(&what, e))?)
+                } else {
+                    None
+                };
+                let l = bind_unix(path, *mode, *backlog).map_err(|e| {
+                    if let Some(l) = &lock {
+                        let _ = std::fs::remove_file(l);
+                    }
+                    listen_err(&what, e)
+                })?;
+                (
+                    ListenSock::Unix(l),
+                    Address::Unix(Some(path.clone())),
+                    format!("'{}'", path.display()),
+                    Some((path.clone(), lock)),
+                )
+            }
+            Endpoint::Systemd { domain, index } => {
+                let what = ep.to_string();
+                let fd = systemd_fd(*index).map_err(|e| listen_err(&what, e))?;
+                // SAFETY: systemd hands these descriptors to us; each index is taken once.
+                let sock = unsafe { Socket::from_raw_fd(fd) };
+                let _ = sock.set_cloexec(true);
+                sock.set_nonblocking(true)
+                    .map_err(|e| listen_err(&what, e))?;
+                match domain {
+                    SystemdDomain::Unix => {
+                        let l = mio::net::UnixListener::from_std(sock.into());
+                        let path = l
+                            .local_addr()
+                            .ok()
+                            .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+                        let label =
+                            format!("'{}'", path.as_deref().unwrap_or(Path::new("")).display());
+                        (ListenSock::Unix(l), Address::Unix(path), label, None)
+                    }
+                    SystemdDomain::Inet | SystemdDomain::Inet6 => {
+                        let l = mio::net::TcpListener::from_std(sock.into());
+                        let local = l.local_addr().map_err(|e| listen_err(&what, e))?;
+                        (
+                            ListenSock::Tcp(l),
+                            Address::Tcp(local),
+                            local.port().to_string(),
+                            None,
+                        )
+                    }
+                }
+            }
+            Endpoint::Udp { .. } => {
+                return Err(listen_err(
+                    ep.to_string(),
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a datagram endpoint needs a datagram protocol",
+                    ),
+                ));
+            }
+        };
+        Ok(self.add_listener(sock, factory.0, host, label, cleanup))
+    }
+
+    fn add_listener(
+        &mut self,
+        mut sock: ListenSock,
+        factory: usize,
+        host: Address,
+        label: String,
+        cleanup: Option<(PathBuf, Option<PathBuf>)>,
+    ) -> ListenerId {
+        let key = self.entries.vacant_key();
+        let src: &mut dyn mio::event::Source = match &mut sock {
+            ListenSock::Tcp(l) => l,
+            ListenSock::Unix(l) => l,
+        };
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(src, Token(key), Interest::READABLE)
+        {
+            log::error!(target: "twistrs.reactor", "cannot register listener: {e}");
+        }
+        let slot = &mut self.factories[factory];
+        log::info!(target: "-", "{} starting on {label}", slot.factory.name());
+        slot.listeners += 1;
+        if slot.listeners == 1 {
+            log::info!(target: "-", "Starting factory {}", slot.factory.name());
+            slot.factory.start_factory(&self.handle);
+        }
+        self.entries.insert(Entry::Listener(Listener {
+            sock,
+            factory,
+            paused: false,
+            host,
+            label,
+            cleanup,
+        }));
+        ListenerId(key)
+    }
+
+    /// The address a listener is bound to (read back after binding port 0).
+    pub fn listener_address(&self, id: ListenerId) -> Option<Address> {
+        match self.entries.get(id.0) {
+            Some(Entry::Listener(l)) => Some(l.host.clone()),
+            Some(Entry::Udp(u)) => Some(u.host.clone()),
+            _ => None,
+        }
+    }
+
+    /// Closes a listening port (stream or datagram). Logs twistd's `(TCP Port 8080 Closed)`.
+    pub fn stop_listening(&mut self, id: ListenerId) {
+        match self.entries.get(id.0) {
+            Some(Entry::Listener(_)) => {}
+            Some(Entry::Udp(_)) => return self.stop_udp(id.0),
+            _ => return,
+        }
+        let Entry::Listener(mut l) = self.entries.remove(id.0) else {
+            return;
+        };
+        let kind = match &mut l.sock {
+            ListenSock::Tcp(s) => {
+                let _ = self.poll.registry().deregister(s);
+                "TCP"
+            }
+            ListenSock::Unix(s) => {
+                let _ = self.poll.registry().deregister(s);
+                "UNIX"
+            }
+        };
+        drop(l.sock);
+        if let Some((path, lock)) = &l.cleanup {
+            let _ = std::fs::remove_file(path);
+            if let Some(lock) = lock {
+                let _ = std::fs::remove_file(lock);
+            }
+        }
+        log::info!(target: "-", "({kind} Port {} Closed)", l.label.trim_matches('\''));
+        let slot = &mut self.factories[l.factory];
+        slot.listeners -= 1;
+        if slot.listeners == 0 {
+            log::info!(target: "-", "Stopping factory {}", slot.factory.name());
+            slot.factory.stop_factory();
+        }
+    }
+
+    /// Accepts until `WouldBlock`, the factory's limit, or a descriptor shortage.
+    pub(crate) fn accept(&mut self, key: usize) {
+        loop {
+            let Some(Entry::Listener(l)) = self.entries.get_mut(key) else {
+                return;
+            };
+            let slot = &mut self.factories[l.factory];
+            if slot.max.is_some_and(|m| slot.conns >= m) {
+                if !l.paused {
+                    log::warn!(target: "-",
+                        "{}: connection limit ({}) reached; accepting paused",
+                        slot.factory.name(), slot.conns);
+                }
+                l.paused = true;
+                return;
+            }
+            let accepted = match &l.sock {
+                ListenSock::Tcp(s) => s.accept().map(|(s, peer)| {
+                    let _ = s.set_nodelay(true);
+                    // Only a wildcard bind needs getsockname to know the local address.
+                    let wildcard = l
+                        .host
+                        .socket_addr()
+                        .is_some_and(|a| a.ip().is_unspecified());
+                    let host = if wildcard {
+                        s.local_addr().map_or(l.host.clone(), Address::Tcp)
+                    } else {
+                        l.host.clone()
+                    };
+                    (Stream::Tcp(s), Address::Tcp(peer), host)
+                }),
+                ListenSock::Unix(s) => s
+                    .accept()
+                    .map(|(s, _)| (Stream::Unix(s), Address::Unix(None), l.host.clone())),
+            };
+            match accepted {
+                Ok((stream, peer, host)) => {
+                    l.paused = false;
+                    let factory = l.factory;
+                    let slot = &mut self.factories[factory];
+                    let Some(proto) = slot.factory.build_protocol(&peer) else {
+                        continue;
+                    };
+                    let session = slot.sessions;
+                    slot.sessions = slot.sessions.wrapping_add(1);
+                    slot.conns += 1;
+                    let name = slot.factory.name();
+                    let key = self.entries.insert(Entry::Closed);
+                    let id = self.next_id(key);
+                    let st = ConnState::new(id, peer, host, name, session, self.handle.now());
+                    if let Err(e) =
+                        self.add_connection(key, stream, proto, st, Some(factory as u32))
+                    {
+                        log::error!(target: "twistrs.reactor", "cannot register connection: {e}");
+                        self.factories[factory].conns -= 1;
+                        self.entries.remove(key);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    // EMFILE/ENFILE/ENOBUFS: back off instead of spinning on a full table.
+                    log::error!(target: "-", "accept failed: {e}; retrying in 100 ms");
+                    l.paused = true;
+                    self.accept_retry_at = Some(self.handle.now() + Duration::from_millis(100));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A connection of `factory` closed: resume its paused listeners.
+    pub(crate) fn connection_slot_freed(&mut self, factory: usize) {
+        let slot = &mut self.factories[factory];
+        slot.conns -= 1;
+        if slot.max.is_some_and(|m| slot.conns < m) {
+            for (k, e) in self.entries.iter() {
+                if let Entry::Listener(l) = e
+                    && l.paused
+                    && l.factory == factory
+                {
+                    self.resume_accept.push(k);
+                }
+            }
+        }
+    }
+}

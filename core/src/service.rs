@@ -1,0 +1,144 @@
+//! Services (Twisted's `IService`): what the launcher starts and stops, in order.
+//!
+//! Start-up is in two steps as in twistd: `privileged_start_service` binds ports while the
+//! process may still be root, `start_service` runs after privileges were dropped.
+
+use crate::endpoint::Endpoint;
+use crate::error::Failure;
+use crate::protocol::{DatagramProtocol, Factory};
+use crate::reactor::{ListenerId, Reactor};
+
+/// Something with a start and a stop.
+pub trait Service {
+    /// A name for log lines and errors.
+    fn name(&self) -> &str;
+
+    /// Binds ports and opens what needs privileges. Runs before privileges are dropped.
+    fn privileged_start_service(&mut self, _r: &mut Reactor) -> Result<(), Failure> {
+        Ok(())
+    }
+
+    /// Starts the service proper.
+    fn start_service(&mut self, _r: &mut Reactor) -> Result<(), Failure> {
+        Ok(())
+    }
+
+    /// Stops accepting new work; open connections are drained by the reactor afterwards.
+    fn stop_service(&mut self, _r: &mut Reactor) {}
+}
+
+/// A service made of services: started in order, stopped in reverse.
+pub struct MultiService {
+    name: String,
+    children: Vec<Box<dyn Service>>,
+}
+
+impl MultiService {
+    pub fn new(name: impl Into<String>) -> Self {
+        MultiService {
+            name: name.into(),
+            children: Vec::new(),
+        }
+    }
+
+    /// Adds a child (Twisted's `setServiceParent`).
+    pub fn add(&mut self, s: Box<dyn Service>) {
+        self.children.push(s);
+    }
+}
+
+impl Service for MultiService {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn privileged_start_service(&mut self, r: &mut Reactor) -> Result<(), Failure> {
+        self.children
+            .iter_mut()
+            .try_for_each(|c| c.privileged_start_service(r))
+    }
+
+    fn start_service(&mut self, r: &mut Reactor) -> Result<(), Failure> {
+        self.children
+            .iter_mut()
+            .try_for_each(|c| c.start_service(r))
+    }
+
+    fn stop_service(&mut self, r: &mut Reactor) {
+        for c in self.children.iter_mut().rev() {
+            c.stop_service(r);
+        }
+    }
+}
+
+/// Builds one datagram protocol per UDP endpoint.
+pub type DatagramBuilder = Box<dyn FnMut() -> Box<dyn DatagramProtocol>>;
+
+/// Listens on every endpoint with one shared factory (twistd's repeated `--listen`), and
+/// on `udp:` endpoints with a datagram protocol when the plugin has one.
+pub struct ListeningService {
+    name: String,
+    endpoints: Vec<Endpoint>,
+    factory: Option<Box<dyn Factory>>,
+    datagram: Option<DatagramBuilder>,
+    ports: Vec<ListenerId>,
+}
+
+impl ListeningService {
+    pub fn new(
+        name: impl Into<String>,
+        endpoints: Vec<Endpoint>,
+        factory: Box<dyn Factory>,
+        datagram: Option<DatagramBuilder>,
+    ) -> Self {
+        ListeningService {
+            name: name.into(),
+            endpoints,
+            factory: Some(factory),
+            datagram,
+            ports: Vec::new(),
+        }
+    }
+
+    /// The ports opened so far.
+    pub fn ports(&self) -> &[ListenerId] {
+        &self.ports
+    }
+}
+
+impl Service for ListeningService {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn privileged_start_service(&mut self, r: &mut Reactor) -> Result<(), Failure> {
+        let Some(factory) = self.factory.take() else {
+            return Ok(());
+        };
+        let fid = r.add_factory(factory);
+        for ep in &self.endpoints {
+            let id = if ep.is_datagram() {
+                match &mut self.datagram {
+                    Some(build) => r.listen_udp(ep, build()),
+                    None => {
+                        return Err(Failure::msg(format!(
+                            "{}: '{ep}' is a datagram endpoint, but {} has no UDP service",
+                            self.name, self.name
+                        )));
+                    }
+                }
+            } else {
+                r.listen(ep, fid)
+            };
+            self.ports
+                .push(id.map_err(|e| Failure::msg(e.to_string()))?);
+        }
+        Ok(())
+    }
+
+    fn stop_service(&mut self, r: &mut Reactor) {
+        for id in self.ports.drain(..) {
+            r.stop_listening(id);
+        }
+    }
+}

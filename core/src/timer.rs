@@ -1,0 +1,284 @@
+//! Timers: a [`Clock`] read once per reactor turn, and cancellable, resettable [`DelayedCall`]s.
+//!
+//! A `DelayedCall` is a shared handle (Twisted's `IDelayedCall`): `cancel` and `reset` need no
+//! reactor argument. The queue is a binary heap with lazy deletion: a reset pushes a fresh entry
+//! and bumps the call's generation, so stale entries are skipped when they come up.
+
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use crate::transport::ConnId;
+
+/// The reactor's notion of now. Real reactors set it once per turn; tests move it by hand.
+#[derive(Clone, Debug)]
+pub struct Clock(Rc<Cell<Instant>>);
+
+impl Clock {
+    /// A clock reading the current instant.
+    pub fn new() -> Self {
+        Clock(Rc::new(Cell::new(Instant::now())))
+    }
+
+    /// The time as of the start of this reactor turn.
+    pub fn now(&self) -> Instant {
+        self.0.get()
+    }
+
+    /// Sets the time (the reactor does this each turn).
+    pub fn set(&self, t: Instant) {
+        self.0.set(t)
+    }
+
+    /// Moves the time forward (for tests with a manual clock).
+    pub fn advance(&self, d: Duration) {
+        self.0.set(self.0.get() + d)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a timer does when it fires.
+pub(crate) enum Target {
+    /// Run a closure on the reactor thread.
+    Call(Box<dyn FnOnce()>),
+    /// Tell a connection's protocol (`Protocol::timer_fired`) with a key it chose.
+    Conn(ConnId, u64),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    Pending,
+    Called,
+    Cancelled,
+}
+
+struct CallState {
+    deadline: Cell<Instant>,
+    generation: Cell<u64>,
+    state: Cell<State>,
+    target: RefCell<Option<Target>>,
+    queue: Weak<TimerQueue>,
+}
+
+/// A scheduled call, as returned by `call_later` (Twisted's `DelayedCall`).
+#[derive(Clone)]
+pub struct DelayedCall(Rc<CallState>);
+
+impl DelayedCall {
+    /// Cancels the call; a no-op once it has run or was cancelled.
+    pub fn cancel(&self) {
+        if self.0.state.get() == State::Pending {
+            self.0.state.set(State::Cancelled);
+            self.0.target.borrow_mut().take();
+        }
+    }
+
+    /// Moves the deadline to `delay` from now; a no-op once it has run or was cancelled.
+    pub fn reset(&self, delay: Duration) {
+        if self.0.state.get() != State::Pending {
+            return;
+        }
+        if let Some(q) = self.0.queue.upgrade() {
+            let at = q.clock.now() + delay;
+            self.0.deadline.set(at);
+            self.0.generation.set(self.0.generation.get() + 1);
+            q.push(&self.0);
+        }
+    }
+
+    /// True until the call has run or been cancelled.
+    pub fn active(&self) -> bool {
+        self.0.state.get() == State::Pending
+    }
+
+    /// When the call is due.
+    pub fn deadline(&self) -> Instant {
+        self.0.deadline.get()
+    }
+}
+
+struct Entry {
+    at: Instant,
+    seq: u64,
+    generation: u64,
+    call: Rc<CallState>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// The reactor's timer heap.
+pub(crate) struct TimerQueue {
+    clock: Clock,
+    heap: RefCell<BinaryHeap<Reverse<Entry>>>,
+    seq: Cell<u64>,
+}
+
+impl TimerQueue {
+    pub(crate) fn new(clock: Clock) -> Rc<Self> {
+        Rc::new(TimerQueue {
+            clock,
+            heap: RefCell::new(BinaryHeap::new()),
+            seq: Cell::new(0),
+        })
+    }
+
+    fn push(&self, call: &Rc<CallState>) {
+        let seq = self.seq.get();
+        self.seq.set(seq + 1);
+        self.heap.borrow_mut().push(Reverse(Entry {
+            at: call.deadline.get(),
+            seq,
+            generation: call.generation.get(),
+            call: call.clone(),
+        }));
+    }
+
+    /// Schedules `target` to run `delay` from now.
+    pub(crate) fn schedule(self: &Rc<Self>, delay: Duration, target: Target) -> DelayedCall {
+        let call = Rc::new(CallState {
+            deadline: Cell::new(self.clock.now() + delay),
+            generation: Cell::new(0),
+            state: Cell::new(State::Pending),
+            target: RefCell::new(Some(target)),
+            queue: Rc::downgrade(self),
+        });
+        self.push(&call);
+        DelayedCall(call)
+    }
+
+    /// The deadline of the earliest live timer, dropping dead entries on the way.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let mut heap = self.heap.borrow_mut();
+        while let Some(Reverse(e)) = heap.peek() {
+            if e.call.state.get() == State::Pending && e.generation == e.call.generation.get() {
+                return Some(e.at);
+            }
+            heap.pop();
+        }
+        None
+    }
+
+    /// Removes and returns the next timer due at or before `now`.
+    pub(crate) fn pop_due(&self, now: Instant) -> Option<Target> {
+        loop {
+            let mut heap = self.heap.borrow_mut();
+            let due = matches!(heap.peek(), Some(Reverse(e)) if e.at <= now);
+            if !due {
+                return None;
+            }
+            let Some(Reverse(e)) = heap.pop() else {
+                return None;
+            };
+            drop(heap);
+            if e.call.state.get() != State::Pending || e.generation != e.call.generation.get() {
+                continue;
+            }
+            e.call.state.set(State::Called);
+            if let Some(t) = e.call.target.borrow_mut().take() {
+                return Some(t);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.next_deadline().is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fire_all(q: &TimerQueue, now: Instant) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Some(t) = q.pop_due(now) {
+            match t {
+                Target::Call(f) => f(),
+                Target::Conn(_, k) => out.push(k),
+            }
+        }
+        out
+    }
+
+    fn conn(key: u64) -> Target {
+        Target::Conn(ConnId::new(0, 0), key)
+    }
+
+    #[test]
+    fn fires_in_deadline_order_only_when_due() {
+        let clock = Clock::new();
+        let q = TimerQueue::new(clock.clone());
+        q.schedule(Duration::from_secs(3), conn(3));
+        q.schedule(Duration::from_secs(1), conn(1));
+        q.schedule(Duration::from_secs(2), conn(2));
+        assert!(fire_all(&q, clock.now()).is_empty());
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(fire_all(&q, clock.now()), vec![1, 2]);
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(fire_all(&q, clock.now()), vec![3]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn cancel_and_reset() {
+        let clock = Clock::new();
+        let q = TimerQueue::new(clock.clone());
+        let a = q.schedule(Duration::from_secs(1), conn(1));
+        let b = q.schedule(Duration::from_secs(1), conn(2));
+        a.cancel();
+        assert!(!a.active());
+        b.reset(Duration::from_secs(10));
+        clock.advance(Duration::from_secs(5));
+        assert!(fire_all(&q, clock.now()).is_empty());
+        assert_eq!(
+            q.next_deadline(),
+            Some(b.deadline()),
+            "the stale entry of the reset call is gone"
+        );
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(fire_all(&q, clock.now()), vec![2]);
+        assert!(!b.active());
+        b.reset(Duration::from_secs(1));
+        b.cancel();
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn closures_run_once() {
+        let clock = Clock::new();
+        let q = TimerQueue::new(clock.clone());
+        let hits = Rc::new(Cell::new(0));
+        let h = hits.clone();
+        let dc = q.schedule(
+            Duration::ZERO,
+            Target::Call(Box::new(move || h.set(h.get() + 1))),
+        );
+        fire_all(&q, clock.now());
+        fire_all(&q, clock.now());
+        assert_eq!(hits.get(), 1);
+        assert!(!dc.active());
+    }
+}

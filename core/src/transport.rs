@@ -1,0 +1,319 @@
+//! `Transport`: what a protocol uses to talk to its peer (Twisted's `ITransport`).
+//!
+//! `write` only appends to the connection's output buffer and never blocks; the reactor flushes
+//! after each callback. `lose_connection` closes once the buffer is flushed; `abort_connection`
+//! closes now. The same `ConnState` backs a real socket in the reactor and a string transport in
+//! [`crate::testing`], so protocols are unit-tested without sockets.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::address::Address;
+use crate::reactor::Handle;
+use crate::timer::{DelayedCall, Target};
+
+/// Identifies a connection for commands sent through a [`Handle`]; stale ids are ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    pub(crate) key: u32,
+    pub(crate) serial: u32,
+}
+
+impl ConnId {
+    pub(crate) fn new(key: u32, serial: u32) -> Self {
+        ConnId { key, serial }
+    }
+}
+
+pub(crate) mod flags {
+    /// `lose_connection` was called: close once the output is flushed.
+    pub const LOSING: u16 = 1;
+    /// `abort_connection` was called: close now, dropping output.
+    pub const ABORT: u16 = 1 << 1;
+    /// `lose_write_connection` was called: shut down our side once flushed.
+    pub const WRITE_EOF: u16 = 1 << 2;
+    /// Our write side is shut down.
+    pub const WRITE_SHUT: u16 = 1 << 3;
+    /// The peer's EOF arrived.
+    pub const EOF_RECEIVED: u16 = 1 << 4;
+    /// The protocol paused reading (`Transport::pause_producing`).
+    pub const READ_PAUSED: u16 = 1 << 5;
+    /// Reading stopped early (high-water mark, pause, budget): data may be waiting.
+    pub const READ_PENDING: u16 = 1 << 6;
+    /// The protocol registered itself as a streaming producer.
+    pub const PRODUCER: u16 = 1 << 7;
+    /// The producer was told to pause.
+    pub const PRODUCER_PAUSED: u16 = 1 << 8;
+    /// `stop_requested` was delivered.
+    pub const STOPPING: u16 = 1 << 9;
+}
+
+/// Per-connection state that a [`Transport`] reads and writes.
+pub struct ConnState {
+    pub(crate) id: ConnId,
+    pub(crate) out: Vec<u8>,
+    pub(crate) out_pos: usize,
+    pub(crate) flags: u16,
+    pub(crate) peer: Address,
+    pub(crate) host: Address,
+    pub(crate) name: &'static str,
+    pub(crate) session: u32,
+    pub(crate) idle: Option<Duration>,
+    pub(crate) last_activity: Instant,
+    pub(crate) idle_check: Option<Instant>,
+}
+
+/// Key of the reactor's own idle-timeout timer entries.
+pub(crate) const IDLE_KEY: u64 = u64::MAX;
+
+impl ConnState {
+    pub(crate) fn new(
+        id: ConnId,
+        peer: Address,
+        host: Address,
+        name: &'static str,
+        session: u32,
+        now: Instant,
+    ) -> Self {
+        ConnState {
+            id,
+            out: Vec::new(),
+            out_pos: 0,
+            flags: 0,
+            peer,
+            host,
+            name,
+            session,
+            idle: None,
+            last_activity: now,
+            idle_check: None,
+        }
+    }
+
+    pub(crate) fn has(&self, f: u16) -> bool {
+        self.flags & f != 0
+    }
+
+    /// Bytes written by the protocol and not yet sent.
+    pub(crate) fn buffered(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    pub(crate) fn pending(&self) -> &[u8] {
+        &self.out[self.out_pos..]
+    }
+
+    /// Records that `n` pending bytes were sent; frees the buffer when it empties.
+    pub(crate) fn consumed(&mut self, n: usize) {
+        self.out_pos += n;
+        if self.out_pos >= self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+            // An idle connection should hold no large buffer.
+            if self.out.capacity() > 64 * 1024 {
+                self.out = Vec::new();
+            }
+        } else if self.out_pos >= 64 * 1024 && self.out_pos * 2 >= self.out.len() {
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
+    }
+
+    pub(crate) fn write(&mut self, data: &[u8]) {
+        if data.is_empty() || self.has(flags::LOSING | flags::ABORT | flags::WRITE_EOF) {
+            return;
+        }
+        self.out.extend_from_slice(data);
+    }
+
+    /// Writes `data` to a socket-like sink until it would block.
+    pub(crate) fn flush_to(&mut self, w: &mut impl io::Write) -> io::Result<()> {
+        while self.buffered() > 0 {
+            match w.write(self.pending()) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.consumed(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A protocol's handle on its connection, valid for the duration of one callback.
+pub struct Transport<'a> {
+    pub(crate) st: &'a mut ConnState,
+    pub(crate) handle: &'a Handle,
+}
+
+impl<'a> Transport<'a> {
+    pub(crate) fn new(st: &'a mut ConnState, handle: &'a Handle) -> Self {
+        Transport { st, handle }
+    }
+
+    /// Queues `data` for the peer. Never blocks; dropped after `lose_connection`/`abort`.
+    pub fn write(&mut self, data: &[u8]) {
+        self.st.write(data);
+    }
+
+    /// Queues several buffers (Twisted's `writeSequence`).
+    pub fn write_sequence(&mut self, parts: &[&[u8]]) {
+        for p in parts {
+            self.st.write(p);
+        }
+    }
+
+    /// Closes the connection once everything written so far has been sent.
+    pub fn lose_connection(&mut self) {
+        self.st.flags |= flags::LOSING;
+    }
+
+    /// Closes the connection now, dropping unsent output.
+    pub fn abort_connection(&mut self) {
+        self.st.flags |= flags::ABORT;
+    }
+
+    /// Shuts down our sending side once flushed; the peer may keep sending (half-close).
+    pub fn lose_write_connection(&mut self) {
+        self.st.flags |= flags::WRITE_EOF;
+    }
+
+    /// Stops reading from the peer until `resume_producing` (Twisted's `pauseProducing`).
+    pub fn pause_producing(&mut self) {
+        self.st.flags |= flags::READ_PAUSED;
+    }
+
+    /// Starts reading from the peer again.
+    pub fn resume_producing(&mut self) {
+        if self.st.has(flags::READ_PAUSED) {
+            self.st.flags &= !flags::READ_PAUSED;
+            self.st.flags |= flags::READ_PENDING;
+        }
+    }
+
+    /// Registers the protocol as a streaming producer: the reactor calls its
+    /// `pause_producing` when the output passes the high-water mark and `resume_producing`
+    /// when it drains below the low-water mark.
+    pub fn register_producer(&mut self) {
+        self.st.flags |= flags::PRODUCER;
+    }
+
+    /// Stops producer callbacks.
+    pub fn unregister_producer(&mut self) {
+        self.st.flags &= !(flags::PRODUCER | flags::PRODUCER_PAUSED);
+    }
+
+    /// Bytes written but not yet sent.
+    pub fn buffered(&self) -> usize {
+        self.st.buffered()
+    }
+
+    /// True once `lose_connection` or `abort_connection` was called.
+    pub fn disconnecting(&self) -> bool {
+        self.st.has(flags::LOSING | flags::ABORT)
+    }
+
+    /// The remote address.
+    pub fn peer(&self) -> &Address {
+        &self.st.peer
+    }
+
+    /// The local address.
+    pub fn host(&self) -> &Address {
+        &self.st.host
+    }
+
+    /// This connection's id, for commands sent through a [`Handle`] from elsewhere.
+    pub fn id(&self) -> ConnId {
+        self.st.id
+    }
+
+    /// The per-connection log system, Twisted's `logPrefix`: `Echo,3,127.0.0.1`.
+    pub fn system(&self) -> String {
+        format!(
+            "{},{},{}",
+            self.st.name,
+            self.st.session,
+            self.st.peer.host_string()
+        )
+    }
+
+    /// Closes the connection after `timeout` without input or output progress
+    /// (Twisted's `TimeoutMixin.setTimeout`); `None` turns it off.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.st.idle = timeout;
+        self.st.last_activity = self.handle.now();
+        if let Some(d) = timeout {
+            let due = self.st.last_activity + d;
+            if self.st.idle_check.is_none_or(|at| at > due) {
+                self.st.idle_check = Some(due);
+                self.handle
+                    .timers()
+                    .schedule(d, Target::Conn(self.st.id, IDLE_KEY));
+            }
+        }
+    }
+
+    /// Counts as activity for the idle timeout (Twisted's `resetTimeout`).
+    pub fn reset_timeout(&mut self) {
+        self.st.last_activity = self.handle.now();
+    }
+
+    /// Calls this protocol's `timer_fired(key)` after `delay`.
+    pub fn call_later(&mut self, delay: Duration, key: u64) -> DelayedCall {
+        self.handle
+            .timers()
+            .schedule(delay, Target::Conn(self.st.id, key))
+    }
+
+    /// The reactor, for timers, threads and commands to other connections.
+    pub fn handle(&self) -> &Handle {
+        self.handle
+    }
+}
+
+/// Where a datagram transport sends to: a UDP socket, or a list in tests.
+pub(crate) trait DatagramSink {
+    fn send_to(&mut self, data: &[u8], to: SocketAddr) -> io::Result<usize>;
+}
+
+impl DatagramSink for mio::net::UdpSocket {
+    fn send_to(&mut self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        mio::net::UdpSocket::send_to(self, data, to)
+    }
+}
+
+impl DatagramSink for Vec<(Vec<u8>, SocketAddr)> {
+    fn send_to(&mut self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.push((data.to_vec(), to));
+        Ok(data.len())
+    }
+}
+
+/// A datagram protocol's handle on its port (Twisted's UDP transport).
+pub struct DatagramTransport<'a> {
+    pub(crate) sink: &'a mut dyn DatagramSink,
+    pub(crate) host: &'a Address,
+    pub(crate) handle: &'a Handle,
+}
+
+impl DatagramTransport<'_> {
+    /// Sends one datagram. UDP is lossy: a full socket buffer drops it, as the network would.
+    pub fn write(&mut self, data: &[u8], to: SocketAddr) {
+        if let Err(e) = self.sink.send_to(data, to) {
+            log::debug!(target: "twistrs.udp", "datagram to {to} dropped: {e}");
+        }
+    }
+
+    /// The local address.
+    pub fn host(&self) -> &Address {
+        self.host
+    }
+
+    /// The reactor.
+    pub fn handle(&self) -> &Handle {
+        self.handle
+    }
+}
