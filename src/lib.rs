@@ -1,1 +1,21 @@
+//! twistrs, the launcher: command line, plugin registry, logging and the run sequence.
+//!
+//! It is a library so that a third party can build its own launcher with extra plugins
+//! (Twisted's plugin system, at compile time):
+//!
+//! ```no_run
+//! let mut plugins = twistrs::builtin_plugins();
+//! // plugins.push(my_crate::plugin());
+//! std::process::exit(twistrs::run(std::env::args_os(), plugins));
+//! ```
 
+pub mod cli;
+pub mod launcher;
+pub mod logging;
+pub mod registry;
+
+pub use launcher::run;
+pub use registry::builtin_plugins;
+
+/// The version printed by `--version` and the start-up line.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -97,3 +97,41 @@ pub trait DatagramProtocol {
     /// The port stopped.
     fn stop_protocol(&mut self) {}
 }
+
+/// A factory that builds each protocol with a closure (Twisted's `Factory.forProtocol`).
+pub struct ProtocolFactory<F: FnMut() -> Box<dyn Protocol>> {
+    name: &'static str,
+    build: F,
+    max: Option<usize>,
+}
+
+impl<F: FnMut() -> Box<dyn Protocol>> ProtocolFactory<F> {
+    /// A factory named `name` (the log name) building protocols with `build`.
+    pub fn for_protocol(name: &'static str, build: F) -> Self {
+        ProtocolFactory {
+            name,
+            build,
+            max: None,
+        }
+    }
+
+    /// Limits concurrent connections.
+    pub fn max_connections(mut self, max: Option<usize>) -> Self {
+        self.max = max;
+        self
+    }
+}
+
+impl<F: FnMut() -> Box<dyn Protocol>> Factory for ProtocolFactory<F> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn build_protocol(&mut self, _peer: &Address) -> Option<Box<dyn Protocol>> {
+        Some((self.build)())
+    }
+
+    fn max_connections(&self) -> Option<usize> {
+        self.max
+    }
+}
