@@ -213,3 +213,95 @@ pub fn python_only_option(m: &ArgMatches) -> Option<(&'static str, &'static str)
         used.then_some((*name, *why))
     })
 }
+
+/// Sections of `twistrs(1)` beyond what clap renders, in roff.
+pub const MAN_EXTRA: &str = r#".SH ENDPOINTS
+Listeners are given as endpoint strings in twistd's grammar:
+.B TYPE:ARG:KEY=VALUE...
+A segment with "=" is a keyword argument (only the first "=" separates); a backslash
+escapes the next character, so IPv6 addresses are written \fBtcp6:80:interface=\e:\e:1\fR.
+.TP
+.B tcp:PORT[:interface=ADDR][:backlog=50]
+TCP over IPv4; all interfaces unless \fBinterface\fR is given. Port 0 picks a free port,
+which the "starting on" log line names.
+.TP
+.B tcp6:PORT[:interface=ADDR][:backlog=50]
+TCP over IPv6.
+.TP
+.B unix:PATH[:mode=666][:backlog=50][:lockfile=1]
+A UNIX socket. With \fBlockfile=1\fR (the default) a \fIPATH\fB.lock\fR symlink names the
+owning process: a socket left by a dead process is replaced, one owned by a live process is not.
+The socket and its lock are removed at a clean exit.
+.TP
+.B udp:PORT[:interface=ADDR]
+UDP, for plugins with a datagram service.
+.TP
+.B systemd:domain=INET|INET6|UNIX:index=N
+A socket passed by systemd socket activation (LISTEN_PID, LISTEN_FDS; LISTEN_FDNAMES is not
+required).
+.SH SIGNALS
+.TP
+.B SIGTERM, SIGINT
+Stop gracefully: close the listeners, ask every connection to finish, close what is left after
+\fB--shutdown-timeout\fR seconds (a second signal closes at once), then exit by re-raising the
+signal, as twistd does. A SIGINT ignored when twistrs started (a background job) stays ignored.
+.TP
+.B SIGHUP, SIGUSR1
+Reopen the log file by name, so logrotate can move it and signal. twistd renames its own log
+on SIGUSR1 and dies on SIGHUP.
+.SH EXIT STATUS
+.TP
+.B 0
+Stopped normally (help and version output included).
+.TP
+.B 1
+A usage error (unknown plugin or option, malformed endpoint), or a start-up failure
+(a port in use, an unreadable file); one line on stderr says which.
+.TP
+.B 143, 130
+Stopped by SIGTERM or SIGINT: the process ends by the signal, which a shell reports as
+128 + the signal number.
+.SH DIFFERENCES FROM TWISTD
+Plugins are compiled in; the Python-only options (\fB-y\fR, \fB-f\fR, \fB-s\fR, \fB-e\fR,
+\fB-o\fR, \fB-p\fR, \fB--profiler\fR, \fB--savestats\fR, \fB-b\fR, \fB--spew\fR,
+\fB--logger\fR) are refused by name. There is one reactor. Start-up errors are printed whole.
+The log file is reopened on SIGHUP and SIGUSR1. Daemonizing, the pidfile, \fB--uid\fR,
+\fB--gid\fR, \fB--euid\fR, \fB--chroot\fR and \fB--syslog\fR are parsed but not implemented
+yet: use \fB-n\fR.
+.SH SEE ALSO
+.BR twistd (1)
+"#;
+
+/// The man pages: `twistrs.1` and `twistrs-PLUGIN.1`, as (file name, roff text).
+pub fn man_pages(plugins: &[Plugin]) -> Vec<(String, String)> {
+    let cmd = build_command(plugins);
+    let mut pages = Vec::new();
+    let mut main = Vec::new();
+    let man = clap_mangen::Man::new(cmd.clone());
+    let _ = man.render_title(&mut main);
+    let _ = man.render_name_section(&mut main);
+    let _ = man.render_synopsis_section(&mut main);
+    let _ = man.render_description_section(&mut main);
+    let _ = man.render_options_section(&mut main);
+    let _ = man.render_subcommands_section(&mut main);
+    main.extend_from_slice(MAN_EXTRA.as_bytes());
+    pages.push((
+        "twistrs.1".to_string(),
+        String::from_utf8_lossy(&main).into_owned(),
+    ));
+    for sub in cmd.get_subcommands() {
+        let name = format!("twistrs-{}", sub.get_name());
+        let page = sub
+            .clone()
+            .name(name.clone())
+            .bin_name(format!("twistrs {}", sub.get_name()));
+        let mut out = Vec::new();
+        let _ = clap_mangen::Man::new(page).render(&mut out);
+        out.extend_from_slice(b".SH SEE ALSO\n.BR twistrs (1)\n");
+        pages.push((
+            format!("{name}.1"),
+            String::from_utf8_lossy(&out).into_owned(),
+        ));
+    }
+    pages
+}

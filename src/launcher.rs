@@ -34,6 +34,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
         println!("    default  mio (epoll on Linux): twistrs' only reactor");
         return 0;
     }
+    if let Some((name, why)) = cli::python_only_option(&matches) {
+        eprintln!("twistrs: --{name} {why}; twistrs runs native plugins and does not support it");
+        return EXIT_FAILURE;
+    }
     if matches.subcommand().is_none() {
         eprintln!("twistrs: no plugin given\n\n{}", cmd.render_usage());
         eprintln!("Run 'twistrs --help' for the list of plugins.");
@@ -70,11 +74,6 @@ fn usage_error(cmd: &mut clap::Command, e: clap::Error) -> i32 {
 
 /// Refuses options that cannot work, before anything is touched.
 fn check_options(m: &ArgMatches) -> Result<(), String> {
-    if let Some((name, why)) = cli::python_only_option(m) {
-        return Err(format!(
-            "--{name} {why}; twistrs runs native plugins and does not support it"
-        ));
-    }
     match m.get_one::<String>("reactor").map(String::as_str) {
         Some("default" | "epoll") | None => {}
         Some(other) => {
@@ -117,7 +116,7 @@ fn start(m: &ArgMatches, plugins: &[Plugin]) -> Result<i32, String> {
     set_umask(m);
     raise_fd_limit();
     let mut reactor = Reactor::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
-    reactor.on_reopen(Box::new(|| reopen_log()));
+    reactor.on_reopen(Box::new(reopen_log));
     if let Err(e) = service.privileged_start_service(&mut reactor) {
         service.stop_service(&mut reactor);
         return Err(e.to_string());

@@ -1,1 +1,53 @@
-fn main() {}
+//! `twistrs-bench`: the load generator behind bench/echo.sh (`echo` for throughput and
+//! latency, `idle` for memory per held connection); run by hand, see bench/README.md.
+
+mod args;
+mod connect;
+mod echo;
+mod hist;
+mod idle;
+mod sys;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage:
+  twistrs-bench echo --addr 127.0.0.1:PORT [--conns 64] [--size 64] [--secs 5] [--warmup 1]
+  twistrs-bench idle --addr 127.0.0.1:PORT [--conns 10000] [--hold-secs 60]
+                     [--inflight 256] [--connect-timeout-secs 120]
+
+echo: CONNS connections, each with one SIZE-byte message in flight; prints
+  msgs_per_sec=.. p50_ms=.. p99_ms=.. errors=.. (and more key=value fields).
+idle: opens CONNS idle connections, prints connected=N, holds them for HOLD-SECS
+  or until stdin (a pipe or terminal) closes, then prints dropped=K and closes them.";
+
+/// A failure to report: usage errors exit 2, everything else 1.
+pub enum Failure {
+    Usage(String),
+    Run(String),
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let result = match argv.first().map(String::as_str) {
+        Some("echo") => args::EchoArgs::parse(&argv[1..]).and_then(|a| echo::run(&a)),
+        Some("idle") => args::IdleArgs::parse(&argv[1..]).and_then(|a| idle::run(&a)),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => Err(Failure::Usage(format!("unknown subcommand {other:?}"))),
+        None => Err(Failure::Usage("missing subcommand".into())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(msg)) => {
+            eprintln!("twistrs-bench: {msg}\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(msg)) => {
+            eprintln!("twistrs-bench: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}

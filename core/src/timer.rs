@@ -188,9 +188,7 @@ impl TimerQueue {
             if !due {
                 return None;
             }
-            let Some(Reverse(e)) = heap.pop() else {
-                return None;
-            };
+            let Reverse(e) = heap.pop()?;
             drop(heap);
             if e.call.state.get() != State::Pending || e.generation != e.call.generation.get() {
                 continue;

@@ -47,6 +47,9 @@ pub(crate) mod flags {
     pub const PRODUCER_PAUSED: u16 = 1 << 8;
     /// `stop_requested` was delivered.
     pub const STOPPING: u16 = 1 << 9;
+    /// epoll reported the peer's FIN (or an error): read until EOF, a short read is not
+    /// the end, since no further edge will come.
+    pub const PEER_CLOSED: u16 = 1 << 10;
 }
 
 /// Per-connection state that a [`Transport`] reads and writes.

@@ -125,8 +125,11 @@ impl Reactor {
         let mut want_read = readable || c.st.has(flags::READ_PENDING);
         let mut reads = 0;
         let mut budget_spent = false;
-        // Reading and producing can each free or fill the buffer; settle in a bounded loop.
+        // Reading and producing can each free or fill the buffer; settle in a bounded loop,
+        // and come back next turn if work is left (no readiness edge would bring us back).
+        let mut more = false;
         for _ in 0..4 {
+            more = false;
             if outcome.is_some() {
                 break;
             }
@@ -162,8 +165,9 @@ impl Reactor {
                             c.st.last_activity = handle.now();
                             let mut t = Transport::new(&mut c.st, handle);
                             c.proto.data_received(&mut t, &buf[..n]);
-                            // A short read drained the socket: epoll will report new data.
-                            if n < buf.len() {
+                            // A short read drained the socket: epoll will report new data
+                            // (but not a FIN it already reported).
+                            if n < buf.len() && !c.st.has(flags::PEER_CLOSED) {
                                 break;
                             }
                         }
@@ -199,6 +203,7 @@ impl Reactor {
                     let mut t = Transport::new(&mut c.st, handle);
                     c.proto.resume_producing(&mut t);
                     if c.st.buffered() > 0 {
+                        more = true;
                         continue;
                     }
                 }
@@ -209,6 +214,7 @@ impl Reactor {
                 && c.st.buffered() < lw
             {
                 want_read = true;
+                more = true;
                 continue;
             }
             break;
@@ -231,7 +237,7 @@ impl Reactor {
                 }
             }
         }
-        if budget_spent {
+        if (budget_spent || more) && outcome.is_none() {
             self.redrive.push(key);
         }
         if let Some(r) = outcome {

@@ -95,7 +95,7 @@ pub(crate) enum Entry {
 pub struct Reactor {
     poll: Poll,
     events: Events,
-    ready: Vec<(Token, bool, bool)>,
+    ready: Vec<(Token, bool, bool, bool)>,
     handle: Handle,
     cfg: ReactorConfig,
     entries: Slab<Entry>,
@@ -276,17 +276,18 @@ impl Reactor {
         self.handle.clock().set(Instant::now());
         self.ready.clear();
         for ev in self.events.iter() {
-            let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+            let hup = ev.is_read_closed() || ev.is_error();
+            let readable = ev.is_readable() || hup;
             let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-            self.ready.push((ev.token(), readable, writable));
+            self.ready.push((ev.token(), readable, writable, hup));
         }
         for k in std::mem::take(&mut self.redrive_udp) {
             self.udp_readable(k);
             self.run_commands();
         }
         for i in 0..self.ready.len() {
-            let (token, readable, writable) = self.ready[i];
-            self.dispatch(token, readable, writable);
+            let (token, readable, writable, hup) = self.ready[i];
+            self.dispatch(token, readable, writable, hup);
             self.run_commands();
         }
         self.fire_timers();
@@ -306,14 +307,19 @@ impl Reactor {
         Ok(())
     }
 
-    fn dispatch(&mut self, token: Token, readable: bool, writable: bool) {
+    fn dispatch(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
         match token {
             SIGNAL_TOKEN => self.handle_signals(),
             WAKER_TOKEN => {
                 self.handle.run_thread_results();
             }
             Token(key) => match self.entries.get(key) {
-                Some(Entry::Conn(_)) => self.drive(key, readable, writable),
+                Some(Entry::Conn(_)) => {
+                    if hup && let Some(Entry::Conn(c)) = self.entries.get_mut(key) {
+                        c.st.flags |= crate::transport::flags::PEER_CLOSED;
+                    }
+                    self.drive(key, readable, writable)
+                }
                 Some(Entry::Listener(_)) => self.accept(key),
                 Some(Entry::Udp(_)) => self.udp_readable(key),
                 Some(Entry::Connecting(_)) => self.connect_ready(key),
@@ -329,10 +335,8 @@ impl Reactor {
         }
         for sig in got {
             match sig {
-                SIGTERM | SIGINT => {
-                    if self.stop.is_none() {
-                        self.stop = Some(StopReason::Signal(sig));
-                    }
+                SIGTERM | SIGINT if self.stop.is_none() => {
+                    self.stop = Some(StopReason::Signal(sig));
                 }
                 SIGHUP | SIGUSR1 => {
                     for h in &mut self.reopen_hooks {

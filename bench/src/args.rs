@@ -1,0 +1,162 @@
+//! Hand-rolled `--key value` parsing for the two subcommands, with range checks so every
+//! run is bounded in connections and time, and a loopback-only target address.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::Failure;
+
+pub struct EchoArgs {
+    pub addr: SocketAddr,
+    pub conns: usize,
+    pub size: usize,
+    pub secs: Duration,
+    pub warmup: Duration,
+}
+
+pub struct IdleArgs {
+    pub addr: SocketAddr,
+    pub conns: usize,
+    pub hold: Duration,
+    pub inflight: usize,
+    pub connect_timeout: Duration,
+}
+
+/// The `--key value` pairs of one command line, each used at most once.
+struct Opts<'a> {
+    pairs: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Opts<'a> {
+    fn parse(args: &'a [String], known: &[&str]) -> Result<Self, Failure> {
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let (key, inline) = match arg.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (arg.as_str(), None),
+            };
+            let Some(name) = key.strip_prefix("--").filter(|n| known.contains(n)) else {
+                return Err(Failure::Usage(format!("unknown option {arg:?}")));
+            };
+            let value = match inline {
+                Some(v) => v,
+                None => it
+                    .next()
+                    .map(String::as_str)
+                    .ok_or_else(|| Failure::Usage(format!("--{name} needs a value")))?,
+            };
+            if pairs.iter().any(|(k, _)| *k == name) {
+                return Err(Failure::Usage(format!("--{name} given twice")));
+            }
+            pairs.push((name, value));
+        }
+        Ok(Opts { pairs })
+    }
+
+    fn raw(&self, name: &str) -> Option<&'a str> {
+        self.pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+    }
+
+    /// A number within `lo..=hi`, or `default` when absent.
+    fn num<T>(&self, name: &str, default: T, lo: T, hi: T) -> Result<T, Failure>
+    where
+        T: FromStr + PartialOrd + Copy + std::fmt::Display,
+    {
+        let Some(raw) = self.raw(name) else {
+            return Ok(default);
+        };
+        let v: T = raw
+            .parse()
+            .map_err(|_| Failure::Usage(format!("--{name}: not a number: {raw:?}")))?;
+        if v < lo || v > hi {
+            return Err(Failure::Usage(format!(
+                "--{name}: {v} is outside {lo}..={hi}"
+            )));
+        }
+        Ok(v)
+    }
+
+    fn secs(&self, name: &str, default: f64, lo: f64, hi: f64) -> Result<Duration, Failure> {
+        Ok(Duration::from_secs_f64(self.num(name, default, lo, hi)?))
+    }
+
+    /// The required target; only loopback, since this tool must never load another host.
+    fn addr(&self) -> Result<SocketAddr, Failure> {
+        let raw = self
+            .raw("addr")
+            .ok_or_else(|| Failure::Usage("--addr 127.0.0.1:PORT is required".into()))?;
+        let addr: SocketAddr = raw
+            .parse()
+            .map_err(|_| Failure::Usage(format!("--addr: not IP:PORT: {raw:?}")))?;
+        if !addr.ip().is_loopback() || addr.port() == 0 {
+            return Err(Failure::Usage(format!(
+                "--addr {addr}: only a loopback address with a port is allowed"
+            )));
+        }
+        Ok(addr)
+    }
+}
+
+impl EchoArgs {
+    pub fn parse(args: &[String]) -> Result<Self, Failure> {
+        let o = Opts::parse(args, &["addr", "conns", "size", "secs", "warmup"])?;
+        Ok(EchoArgs {
+            addr: o.addr()?,
+            conns: o.num("conns", 64, 1, 10_000)?,
+            size: o.num("size", 64, 1, 1 << 20)?,
+            secs: o.secs("secs", 5.0, 0.1, 3600.0)?,
+            warmup: o.secs("warmup", 1.0, 0.0, 600.0)?,
+        })
+    }
+}
+
+impl IdleArgs {
+    pub fn parse(args: &[String]) -> Result<Self, Failure> {
+        let o = Opts::parse(
+            args,
+            &["addr", "conns", "hold-secs", "inflight", "connect-timeout-secs"],
+        )?;
+        Ok(IdleArgs {
+            addr: o.addr()?,
+            conns: o.num("conns", 10_000, 1, 60_000)?,
+            hold: o.secs("hold-secs", 60.0, 0.0, 3600.0)?,
+            inflight: o.num("inflight", 256, 1, 4096)?,
+            connect_timeout: o.secs("connect-timeout-secs", 120.0, 1.0, 600.0)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn parses_echo_with_defaults_and_inline_values() {
+        let a = EchoArgs::parse(&argv("--addr 127.0.0.1:7 --size=4096")).unwrap_or_else(|_| {
+            panic!("should parse");
+        });
+        assert_eq!(a.addr.port(), 7);
+        assert_eq!((a.conns, a.size), (64, 4096));
+        assert_eq!(a.secs, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn rejects_non_loopback_unknown_and_out_of_range() {
+        for bad in [
+            "--addr 10.0.0.1:7",
+            "--addr 127.0.0.1:0",
+            "--addr 127.0.0.1:7 --bogus 1",
+            "--addr 127.0.0.1:7 --conns 0",
+            "--addr 127.0.0.1:7 --secs",
+            "--addr 127.0.0.1:7 --size 1 --size 2",
+        ] {
+            assert!(EchoArgs::parse(&argv(bad)).is_err(), "{bad}");
+        }
+    }
+}

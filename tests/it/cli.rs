@@ -1,0 +1,107 @@
+//! The command line: help, version, usage errors and their exit statuses.
+
+use crate::support::run;
+
+#[test]
+fn no_arguments_prints_help_and_exits_0() {
+    let (code, out, _) = run(&[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Usage: twistrs [options] PLUGIN"), "{out}");
+}
+
+#[test]
+fn help_lists_every_plugin_sorted_with_descriptions() {
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    let names: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("Plugins:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        names,
+        ["chargen", "daytime", "discard", "echo", "qotd", "time"]
+    );
+    assert!(out.contains("RFC 862"), "descriptions shown");
+    for opt in [
+        "--nodaemon",
+        "--logfile",
+        "--pidfile",
+        "--rundir",
+        "--umask",
+        "--uid",
+        "--gid",
+    ] {
+        assert!(out.contains(opt), "{opt} in help");
+    }
+}
+
+#[test]
+fn plugin_help_and_version() {
+    let (code, out, _) = run(&["echo", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("--listen <ENDPOINT>") && out.contains("tcp:7"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("twistrs (the Twisted daemon, in Rust) "),
+        "{out}"
+    );
+}
+
+#[test]
+fn unknown_plugin_and_option_exit_1_with_usage() {
+    let (code, _, err) = run(&["-n", "bogus"]);
+    assert_eq!(code, 1, "twistd's status for an unknown command");
+    assert!(err.contains("'bogus'") && err.contains("Usage:"), "{err}");
+    let (code, _, err) = run(&["--bogus", "echo"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--bogus"), "{err}");
+    let (code, _, err) = run(&["-n", "echo", "--bogus"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--bogus"), "{err}");
+}
+
+#[test]
+fn malformed_endpoints_are_one_line_errors() {
+    for bad in [
+        "8080",
+        "tcp:abc",
+        "tcp:99999",
+        "tcp:80:foo=bar",
+        "tcp:80:interface=nohost",
+        "unix:",
+        "unix:/x:mode=9z",
+        "bogus:1",
+        "tcp:80\\",
+    ] {
+        let (code, out, err) = run(&["-n", "echo", "--listen", bad]);
+        assert_eq!(code, 1, "{bad}: {err}");
+        assert!(
+            err.contains(&format!("'{bad}'")),
+            "quotes the string: {err}"
+        );
+        assert!(!err.contains("panicked") && !out.contains("panicked"));
+        let first = err.lines().next().unwrap_or("");
+        assert!(first.starts_with("error: invalid value"), "{first}");
+    }
+}
+
+#[test]
+fn python_only_options_and_other_reactors_are_refused() {
+    let (code, _, err) = run(&["-y", "app.tac"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--python") && err.contains("not support"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["--reactor=select", "-n", "echo"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("reactor 'select'"), "{err}");
+}

@@ -1,0 +1,145 @@
+//! Start-up errors, signals and logs: what an operator scripting twistrs relies on.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+#[test]
+fn sigterm_with_clients_connected_drains_and_exits_143() {
+    let mut srv = Server::start(&["echo", "--listen", "tcp:0:interface=127.0.0.1"]);
+    let mut clients: Vec<_> = (0..5).map(|_| connect(srv.addr())).collect();
+    for c in &mut clients {
+        send(c, b"hi");
+        assert_eq!(read_n(c, 2), b"hi");
+    }
+    let status = srv.term();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(15),
+        "re-raised SIGTERM: a shell sees 143"
+    );
+    for c in &mut clients {
+        assert_eq!(read_to_end(c), b"", "each client was closed cleanly");
+    }
+    let lines = srv.lines();
+    let order = [
+        "Received SIGTERM, shutting down.",
+        "(TCP Port",
+        "Main loop terminated.",
+        "Server Shut Down.",
+    ];
+    let pos: Vec<usize> = order
+        .iter()
+        .map(|w| {
+            lines
+                .iter()
+                .position(|l| l.contains(w))
+                .unwrap_or_else(|| panic!("{w}: {lines:?}"))
+        })
+        .collect();
+    assert!(
+        pos.windows(2).all(|w| w[0] < w[1]),
+        "in twistd's order: {lines:?}"
+    );
+}
+
+#[test]
+fn sigint_exits_130_style() {
+    let mut srv = Server::start(&["discard", "--listen", "tcp:0:interface=127.0.0.1"]);
+    srv.signal(2);
+    let st = srv.wait(Duration::from_secs(10)).expect("stops");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), Some(2));
+    assert!(srv.log_contains("Received SIGINT, shutting down."));
+}
+
+#[test]
+fn port_in_use_is_one_line_naming_the_address() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let (code, _, err) = run(&[
+        "-n",
+        "echo",
+        "--listen",
+        &format!("tcp:{port}:interface=127.0.0.1"),
+    ]);
+    assert_eq!(code, 1);
+    let want = format!("twistrs: Couldn't listen on 127.0.0.1:{port}: Address already in use");
+    assert!(err.lines().any(|l| l.starts_with(&want)), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn unix_socket_lock_refuses_a_live_owner_and_replaces_a_stale_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    let ep = format!("unix:{}", sock.display());
+    // A stale socket file and a lock naming a dead PID: both replaced.
+    let stale = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    drop(stale);
+    std::os::unix::fs::symlink("999999", dir.path().join("s.sock.lock")).unwrap();
+    let mut first = Server::start(&["echo", "--listen", &ep]);
+    let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    send(&mut c, b"ok");
+    assert_eq!(read_n(&mut c, 2), b"ok");
+    // A second server on the same path: the live lock refuses it.
+    let (code, _, err) = run(&["-n", "echo", "--listen", &ep]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Couldn't listen on") && err.contains("locked by a running process"),
+        "{err}"
+    );
+    first.term();
+    assert!(!sock.exists());
+}
+
+#[test]
+fn logfile_option_writes_twistd_lines_and_sighup_reopens_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let srv = Server::spawn(&[
+        "-l",
+        log.to_str().unwrap(),
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let started = || std::fs::read_to_string(&log).unwrap_or_default();
+    for _ in 0..500 {
+        if started().contains("starting on") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let text = started();
+    let first = text.lines().next().expect("a first line");
+    // 2026-11-26T17:36:39+0000 [twistrs.launcher#info] twistrs 0.1.0 (...) starting up.
+    let (stamp, rest) = first.split_at(24);
+    assert!(
+        stamp.as_bytes()[10] == b'T' && (stamp.contains('+') || stamp.contains('-')),
+        "{first}"
+    );
+    assert!(
+        rest.starts_with(" [twistrs.launcher#info] twistrs "),
+        "{first}"
+    );
+    assert!(rest.ends_with("starting up."), "{first}");
+    // logrotate: move the file, signal, and the daemon writes a new one.
+    let moved = dir.path().join("app.log.1");
+    std::fs::rename(&log, &moved).unwrap();
+    srv.signal(1);
+    for _ in 0..500 {
+        if started().contains("Reopened log file") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(started().contains("Reopened log file"), "new file written");
+    assert!(
+        !std::fs::read_to_string(&moved)
+            .unwrap()
+            .contains("Reopened")
+    );
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real `twistrs` binary against real clients on 127.0.0.1.
+
+mod cli;
+mod lifecycle;
+mod load;
+mod man;
+mod support;
+mod wire;

@@ -1,0 +1,245 @@
+//! Test support: start the binary, read its log, find its ports, stop it by PID.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_twistrs");
+
+/// A running `twistrs -n ...` in its own temporary directory.
+pub struct Server {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    /// The working directory, removed when the server is dropped.
+    _dir: tempfile::TempDir,
+    status: Option<ExitStatus>,
+}
+
+impl Server {
+    /// Starts `twistrs -n --pidfile= ARGS...` and waits until every listener logged its port.
+    pub fn start(args: &[&str]) -> Server {
+        let s = Self::spawn(args);
+        let want = args.iter().filter(|a| **a == "--listen").count().max(1);
+        s.wait_until(|l| count_ports(l) >= want, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("server did not start: {:?}", s.lines()));
+        s
+    }
+
+    /// Starts without waiting for anything.
+    pub fn spawn(args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new(BIN)
+            .arg("-n")
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn twistrs");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for pipe in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let l = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    l.lock().unwrap().push(line);
+                }
+            });
+        }
+        Server {
+            child,
+            lines,
+            _dir: dir,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything logged so far (stdout and stderr).
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.lines().iter().any(|l| l.contains(needle))
+    }
+
+    /// Polls `cond` over the log until it holds or `timeout` passes.
+    pub fn wait_until(&self, cond: impl Fn(&[String]) -> bool, timeout: Duration) -> Option<()> {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if cond(&self.lines()) {
+                return Some(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// The ports from `X starting on PORT` lines, in listen order.
+    pub fn ports(&self) -> Vec<u16> {
+        ports_of(&self.lines())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.ports()[0]
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port()))
+    }
+
+    /// Sends a signal to this server only.
+    pub fn signal(&self, sig: i32) {
+        use nix::sys::signal::{Signal, kill};
+        let sig = Signal::try_from(sig).expect("signal number");
+        kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).expect("kill");
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if self.status.is_some() {
+            return self.status;
+        }
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                self.status = Some(st);
+                // Let the reader threads drain the pipes.
+                std::thread::sleep(Duration::from_millis(50));
+                return self.status;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// SIGTERM, then wait; the exit status.
+    pub fn term(&mut self) -> ExitStatus {
+        self.signal(15);
+        self.wait(Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("server did not stop: {:?}", self.lines()))
+    }
+
+    /// Resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.status.is_none() && matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn ports_of(lines: &[String]) -> Vec<u16> {
+    lines
+        .iter()
+        .filter_map(|l| l.split(" starting on ").nth(1))
+        .filter_map(|p| p.trim().parse().ok())
+        .collect()
+}
+
+fn count_ports(lines: &[String]) -> usize {
+    lines.iter().filter(|l| l.contains(" starting on ")).count()
+}
+
+/// Runs the binary to completion (bounded) and returns (status code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("twistrs {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A TCP client with a read timeout.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Reads exactly `n` bytes (bounded by the socket's read timeout).
+pub fn read_n(s: &mut impl Read, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).expect("read_exact");
+    buf
+}
+
+/// Reads until EOF (bounded by the socket's read timeout).
+pub fn read_to_end(s: &mut impl Read) -> Vec<u8> {
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read to EOF");
+    out
+}
+
+/// Writes all of `data`.
+pub fn send(s: &mut impl Write, data: &[u8]) {
+    s.write_all(data).expect("write");
+}
+
+/// Raises this test process's descriptor limit to the hard limit.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// A UDP socket on 127.0.0.1 with a read timeout.
+pub fn udp() -> std::net::UdpSocket {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Sends one datagram to `port` and returns the answer.
+pub fn udp_ask(port: u16, data: &[u8]) -> Vec<u8> {
+    let s = udp();
+    s.send_to(data, ("127.0.0.1", port)).expect("send_to");
+    let mut buf = [0u8; 2048];
+    let (n, _) = s.recv_from(&mut buf).expect("udp answer");
+    buf[..n].to_vec()
+}
