@@ -200,6 +200,14 @@ impl TimerQueue {
         }
     }
 
+    /// Drops every pending timer (their closures may hold handles: this breaks the cycle).
+    pub(crate) fn clear(&self) {
+        let entries = std::mem::take(&mut *self.heap.borrow_mut());
+        for Reverse(e) in entries {
+            e.call.target.borrow_mut().take();
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.next_deadline().is_none()

@@ -250,6 +250,9 @@ impl Reactor {
     pub fn turn(&mut self, max_wait: Option<Duration>) -> io::Result<()> {
         let now = Instant::now();
         self.handle.clock().set(now);
+        // Commands queued outside a callback (during set-up, by a service) run before polling.
+        self.run_commands();
+        self.after_batch();
         let mut timeout = self
             .handle
             .timers()
@@ -457,6 +460,14 @@ impl Reactor {
                 self.entries.remove(k);
             }
         }
+    }
+}
+
+impl Drop for Reactor {
+    /// Timer closures and queued commands may hold `Handle`s; dropping them frees the reactor.
+    fn drop(&mut self) {
+        self.handle.timers().clear();
+        while self.handle.pop_command().is_some() {}
     }
 }
 

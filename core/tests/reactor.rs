@@ -1,0 +1,273 @@
+//! The reactor over real sockets on 127.0.0.1: timers, threads, outgoing connections,
+//! idle timeouts, half-close and the graceful drain.
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use twistrs_core::{
+    Address, ClientFactory, Endpoint, Factory, Failure, Protocol, ProtocolFactory, Reactor,
+    ReactorConfig, Reason, StopReason, Transport,
+};
+
+fn quiet_reactor() -> Reactor {
+    Reactor::with_config(ReactorConfig {
+        handle_signals: false,
+        ..ReactorConfig::default()
+    })
+    .expect("reactor")
+}
+
+/// Runs `setup` on a reactor in its own thread; returns its first listener's address and the
+/// thread, which yields how `run` ended.
+fn serve(
+    setup: impl FnOnce(&mut Reactor) -> Option<twistrs_core::FactoryId> + Send + 'static,
+) -> (SocketAddr, std::thread::JoinHandle<StopReason>) {
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let mut r = quiet_reactor();
+        let f = setup(&mut r);
+        let addr = f.map(|f| {
+            let ep: Endpoint = "tcp:0:interface=127.0.0.1".parse().unwrap();
+            let id = r.listen(&ep, f).expect("listen");
+            r.listener_address(id).unwrap().socket_addr().unwrap()
+        });
+        tx.send(addr.unwrap_or_else(|| "127.0.0.1:1".parse().unwrap()))
+            .unwrap();
+        let reason = r.run().expect("run");
+        r.drain(Duration::from_secs(2)).expect("drain");
+        reason
+    });
+    (rx.recv_timeout(Duration::from_secs(5)).expect("ready"), t)
+}
+
+fn client(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+#[test]
+fn call_later_cancel_and_stop() {
+    let (_, t) = serve(|r| {
+        let h = r.handle();
+        let fired = Rc::new(RefCell::new(Vec::new()));
+        let f = fired.clone();
+        let cancelled = h.call_later(Duration::from_millis(10), move || {
+            f.borrow_mut().push("cancelled")
+        });
+        cancelled.cancel();
+        let f = fired.clone();
+        let h2 = h.clone();
+        h.call_later(Duration::from_millis(30), move || {
+            f.borrow_mut().push("ran");
+            assert_eq!(*f.borrow(), vec!["ran"]);
+            h2.stop();
+        });
+        None
+    });
+    assert_eq!(t.join().unwrap(), StopReason::Requested);
+}
+
+#[test]
+fn defer_to_thread_comes_back_through_the_waker() {
+    let (_, t) = serve(|r| {
+        let h = r.handle();
+        let main = std::thread::current().id();
+        let d = h.defer_to_thread(move || {
+            assert_ne!(std::thread::current().id(), main, "runs on a worker");
+            std::thread::sleep(Duration::from_millis(50));
+            Ok::<_, Failure>(21)
+        });
+        let h2 = h.clone();
+        d.add_callback(move |v| {
+            assert_eq!(
+                std::thread::current().id(),
+                main,
+                "fires on the reactor thread"
+            );
+            assert_eq!(v, 21);
+            h2.stop();
+            Ok(v)
+        });
+        None
+    });
+    assert_eq!(t.join().unwrap(), StopReason::Requested);
+}
+
+struct Greeter {
+    sent: Rc<RefCell<Vec<String>>>,
+}
+
+impl Protocol for Greeter {
+    fn connection_made(&mut self, t: &mut Transport<'_>) {
+        self.sent.borrow_mut().push(format!("made {}", t.peer()));
+        t.write(b"hello from the client side");
+        t.lose_connection();
+    }
+    fn data_received(&mut self, _t: &mut Transport<'_>, _d: &[u8]) {}
+    fn connection_lost(&mut self, reason: &Reason) {
+        self.sent
+            .borrow_mut()
+            .push(format!("lost clean={}", reason.is_clean()));
+    }
+}
+
+struct Client {
+    log: Rc<RefCell<Vec<String>>>,
+    stop_after: usize,
+    h: twistrs_core::Handle,
+}
+
+impl ClientFactory for Client {
+    fn name(&self) -> &'static str {
+        "Greeter"
+    }
+    fn build_protocol(&mut self, _peer: &Address) -> Box<dyn Protocol> {
+        Box::new(Greeter {
+            sent: self.log.clone(),
+        })
+    }
+    fn client_connection_failed(&mut self, reason: &Reason) {
+        self.log.borrow_mut().push(format!("failed {reason}"));
+        if self.log.borrow().len() >= self.stop_after {
+            self.h.stop();
+        }
+    }
+}
+
+#[test]
+fn connect_tcp_reports_success_and_failure() {
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taddr = target.local_addr().unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let caddr = closed.local_addr().unwrap();
+    drop(closed);
+    let (tx, rx) = mpsc::channel();
+    let (_, t) = serve(move |r| {
+        let h = r.handle();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        h.connect_tcp(
+            taddr,
+            Box::new(Client {
+                log: log.clone(),
+                stop_after: 99,
+                h: h.clone(),
+            }),
+            Duration::from_secs(5),
+        );
+        h.connect_tcp(
+            caddr,
+            Box::new(Client {
+                log: log.clone(),
+                stop_after: 99,
+                h: h.clone(),
+            }),
+            Duration::from_secs(5),
+        );
+        let h2 = h.clone();
+        h.call_later(Duration::from_secs(3), move || {
+            tx.send(log.borrow().clone()).unwrap();
+            h2.stop();
+        });
+        None
+    });
+    let (mut s, _) = target.accept().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hello from the client side");
+    t.join().unwrap();
+    let log = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(log.contains(&format!("made {taddr}")), "{log:?}");
+    assert!(log.contains(&"lost clean=true".to_string()), "{log:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("failed") && l.contains("refused")),
+        "{log:?}"
+    );
+}
+
+struct Idle;
+impl Protocol for Idle {
+    fn connection_made(&mut self, t: &mut Transport<'_>) {
+        t.set_timeout(Some(Duration::from_millis(300)));
+    }
+    fn data_received(&mut self, t: &mut Transport<'_>, d: &[u8]) {
+        t.write(d);
+        t.lose_write_connection();
+    }
+}
+
+#[test]
+fn idle_timeout_closes_and_half_close_keeps_reading() {
+    let (addr, _t) = serve(|r| {
+        Some(
+            r.add_factory(Box::new(ProtocolFactory::for_protocol("Idle", || {
+                Box::new(Idle) as Box<dyn Protocol>
+            }))),
+        )
+    });
+    // Idle: closed by the server after about 300 ms.
+    let mut c = client(addr);
+    let start = Instant::now();
+    let mut buf = [0u8; 8];
+    assert_eq!(c.read(&mut buf).unwrap_or(0), 0, "closed");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    // Half-close: the server shuts its side after answering; ours can still write.
+    let mut c = client(addr);
+    c.write_all(b"abc").unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"abc", "EOF after the answer");
+    c.write_all(b"still open").unwrap();
+}
+
+/// Ignores the stop request: only the drain deadline closes it.
+struct Stubborn;
+impl Protocol for Stubborn {
+    fn data_received(&mut self, _t: &mut Transport<'_>, _d: &[u8]) {}
+    fn stop_requested(&mut self, _t: &mut Transport<'_>) {}
+}
+
+struct StubbornFactory;
+impl Factory for StubbornFactory {
+    fn name(&self) -> &'static str {
+        "Stubborn"
+    }
+    fn build_protocol(&mut self, _peer: &Address) -> Option<Box<dyn Protocol>> {
+        Some(Box::new(Stubborn))
+    }
+}
+
+#[test]
+fn drain_closes_what_is_left_at_the_deadline() {
+    let (tx, rx) = mpsc::channel::<()>();
+    let (addr, t) = serve(move |r| {
+        let h = r.handle();
+        let h2 = h.clone();
+        h.call_later(Duration::from_millis(300), move || {
+            let _ = tx.send(());
+            h2.stop();
+        });
+        Some(r.add_factory(Box::new(StubbornFactory)))
+    });
+    let mut c = client(addr);
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 4];
+    assert_eq!(c.read(&mut buf).unwrap_or(0), 0, "closed at the deadline");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "waited for the 2 s deadline: {waited:?}"
+    );
+    t.join().unwrap();
+}
