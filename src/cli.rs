@@ -65,7 +65,7 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
         )
         .override_usage("twistrs [options] PLUGIN [plugin options]")
         .subcommand_value_name("PLUGIN")
-        .subcommand_help_heading("Plugins")
+        .subcommand_help_heading("Plugins and commands")
         .disable_version_flag(true)
         .arg_required_else_help(true)
         .disable_help_subcommand(true)
@@ -194,12 +194,75 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
         };
         cmd = cmd.arg(a);
     }
+    cmd = cmd
+        .arg(
+            Arg::new("log-rotate-size")
+                .long("log-rotate-size")
+                .value_name("BYTES")
+                .value_parser(value_parser!(u64))
+                .help("Rotate the log file when it passes BYTES (off by default: use logrotate and SIGHUP)"),
+        )
+        .arg(
+            Arg::new("log-keep")
+                .long("log-keep")
+                .value_name("N")
+                .default_value("10")
+                .value_parser(value_parser!(u32).range(1..=1000))
+                .help("Rotated log files to keep, FILE.1 to FILE.N"),
+        );
     let mut sorted: Vec<&Plugin> = plugins.iter().collect();
     sorted.sort_by_key(|p| p.tapname);
     for p in sorted {
         cmd = cmd.subcommand((p.options)().name(p.tapname).about(p.description));
     }
+    for c in control_commands() {
+        cmd = cmd.subcommand(c);
+    }
     cmd
+}
+
+/// The names of the control commands, which are not plugins.
+pub const CONTROL: &[&str] = &["restart", "status", "stop"];
+
+fn pidfile_arg() -> Arg {
+    Arg::new("pidfile")
+        .long("pidfile")
+        .value_name("FILE")
+        .help("The running service's pidfile [default: the global --pidfile, twistrs.pid]")
+}
+
+/// `stop`, `status` and `restart`, for scripts and init systems.
+fn control_commands() -> Vec<Command> {
+    vec![
+        Command::new("restart")
+            .about("Control: restart the running service without downtime (re-exec, hand over sockets)")
+            .arg(pidfile_arg())
+            .arg(
+                Arg::new("timeout")
+                    .long("timeout")
+                    .value_name("SECONDS")
+                    .default_value("30")
+                    .value_parser(seconds)
+                    .help("How long to wait for the new process to serve"),
+            )
+            .after_help("Exit status: 0 once the new process serves; 1 if it failed (the old one keeps serving) or nothing runs."),
+        Command::new("status")
+            .about("Control: tell whether the service runs (LSB exit status 0, 1 or 3)")
+            .arg(pidfile_arg())
+            .after_help("Exit status: 0 running; 1 dead, but its pidfile is left; 3 not running."),
+        Command::new("stop")
+            .about("Control: stop the running service (SIGTERM, then SIGKILL after --timeout)")
+            .arg(pidfile_arg())
+            .arg(
+                Arg::new("timeout")
+                    .long("timeout")
+                    .value_name("SECONDS")
+                    .default_value("10")
+                    .value_parser(seconds)
+                    .help("Seconds to wait after SIGTERM before SIGKILL"),
+            )
+            .after_help("Exit status: 0 once stopped, also when it was not running; 1 if it could not be stopped."),
+    ]
 }
 
 /// The first Python-only option present, with why twistrs refuses it.

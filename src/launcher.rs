@@ -1,15 +1,21 @@
 //! The run sequence, in twistd's order, as straight-line code: one named step per function.
+//!
+//! Order (twistd's, `scripts/_twistd_unix.py`): pidfile check; log opened; chroot; chdir to
+//! --rundir; umask; double fork; pidfile written; listeners bound as the starting user;
+//! privileges dropped; services started; status reported to the waiting parent.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::ArgMatches;
 use clap::error::ErrorKind;
-use twistrs_core::{Plugin, Reactor, StopReason};
+use twistrs_core::{Plugin, Reactor, Service, StopReason};
 
-use crate::cli;
-use crate::logging::{self, Destination};
+use crate::daemon::{self, StatusWriter};
+use crate::logging::{self, Destination, Rotation};
+use crate::pidfile::{Pidfile, PidfileError};
+use crate::{cli, control, notify, privileges, upgrade};
 
 const LAUNCHER: &str = "twistrs.launcher";
 
@@ -20,8 +26,9 @@ const EXIT_FAILURE: i32 = 1;
 /// status. A stop by SIGTERM/SIGINT re-raises the signal, as twistd does, so the process ends
 /// with 128+signal and this function does not return.
 pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i32 {
+    let args: Vec<OsString> = args.into_iter().collect();
     let mut cmd = cli::build_command(&plugins);
-    let matches = match cmd.try_get_matches_from_mut(args) {
+    let matches = match cmd.try_get_matches_from_mut(args.clone()) {
         Ok(m) => m,
         Err(e) => return usage_error(&mut cmd, e),
     };
@@ -38,15 +45,24 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
         eprintln!("twistrs: --{name} {why}; twistrs runs native plugins and does not support it");
         return EXIT_FAILURE;
     }
-    if matches.subcommand().is_none() {
-        eprintln!("twistrs: no plugin given\n\n{}", cmd.render_usage());
-        eprintln!("Run 'twistrs --help' for the list of plugins.");
-        return EXIT_FAILURE;
+    match matches.subcommand() {
+        None => {
+            eprintln!("twistrs: no plugin given\n\n{}", cmd.render_usage());
+            eprintln!("Run 'twistrs --help' for the list of plugins.");
+            return EXIT_FAILURE;
+        }
+        Some((name, sub)) if cli::CONTROL.contains(&name) => {
+            return control::run(name, &matches, sub);
+        }
+        Some(_) => {}
     }
-    match start(&matches, &plugins) {
-        Ok(status) => status,
+    let mut status = StatusWriter::none();
+    match start(&matches, &plugins, &args, &mut status) {
+        Ok(code) => code,
         Err(msg) => {
             log::error!(target: LAUNCHER, "{msg}");
+            log::logger().flush();
+            status.fail(&msg);
             eprintln!("twistrs: {msg}");
             EXIT_FAILURE
         }
@@ -72,100 +88,386 @@ fn usage_error(cmd: &mut clap::Command, e: clap::Error) -> i32 {
     }
 }
 
-/// Refuses options that cannot work, before anything is touched.
-fn check_options(m: &ArgMatches) -> Result<(), String> {
+fn check_reactor(m: &ArgMatches) -> Result<(), String> {
     match m.get_one::<String>("reactor").map(String::as_str) {
-        Some("default" | "epoll") | None => {}
-        Some(other) => {
-            return Err(format!(
-                "reactor '{other}' is not available: twistrs has one reactor, 'default' (epoll)"
-            ));
-        }
+        Some("default" | "epoll") | None => Ok(()),
+        Some(other) => Err(format!(
+            "reactor '{other}' is not available: twistrs has one reactor, 'default' (epoll)"
+        )),
     }
-    if !m.get_flag("nodaemon") {
-        return Err(
-            "daemon mode is not implemented yet: run in the foreground with -n \
-                    (under systemd, use Type=simple)"
-                .into(),
-        );
-    }
-    for opt in ["uid", "gid", "chroot"] {
-        if m.contains_id(opt) && m.value_source(opt) == Some(clap::parser::ValueSource::CommandLine)
-        {
-            return Err(format!("--{opt} is not implemented yet"));
-        }
-    }
-    if m.get_flag("euid") || m.get_flag("syslog") {
-        return Err("--euid and --syslog are not implemented yet".into());
-    }
-    Ok(())
 }
 
-fn start(m: &ArgMatches, plugins: &[Plugin]) -> Result<i32, String> {
-    check_options(m)?;
+/// Everything decided from the command line before anything is touched.
+struct Plan {
+    daemon: bool,
+    start_dir: PathBuf,
+    pidfile: Option<PathBuf>,
+    log: Destination,
+    rotation: Option<Rotation>,
+    rundir: PathBuf,
+    umask: Option<u32>,
+    chroot: Option<PathBuf>,
+    target: privileges::Target,
+    shutdown_timeout: Duration,
+}
+
+fn plan(m: &ArgMatches, successor: bool) -> Result<Plan, String> {
+    check_reactor(m)?;
+    let daemon = !m.get_flag("nodaemon") && !successor;
+    let start_dir =
+        std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    // Both paths resolve against the start directory, before --rundir, as in twistd.
+    let pidfile = control::pidfile_path(m, None);
+    let log = if m.get_flag("syslog") {
+        Destination::Syslog(m.get_one::<String>("prefix").cloned().unwrap_or_default())
+    } else {
+        match m.get_one::<PathBuf>("logfile") {
+            Some(p) if p.as_os_str() == "-" => {
+                if daemon {
+                    return Err("Daemons cannot log to stdout, exiting!".into());
+                }
+                Destination::Stdout
+            }
+            Some(p) => Destination::File(start_dir.join(p)),
+            None if daemon || successor => Destination::File(start_dir.join("twistrs.log")),
+            None => Destination::Stdout,
+        }
+    };
+    let rotation = m.get_one::<u64>("log-rotate-size").map(|max| Rotation {
+        max: (*max).max(1),
+        keep: m.get_one::<u32>("log-keep").copied().unwrap_or(10),
+    });
+    let target = privileges::resolve(
+        m.get_one::<String>("uid").map(String::as_str),
+        m.get_one::<String>("gid").map(String::as_str),
+        m.get_flag("euid"),
+    )?;
+    Ok(Plan {
+        daemon,
+        start_dir,
+        pidfile,
+        log,
+        rotation,
+        rundir: m
+            .get_one::<PathBuf>("rundir")
+            .cloned()
+            .unwrap_or_else(|| ".".into()),
+        umask: m.get_one::<u32>("umask").copied(),
+        chroot: m.get_one::<PathBuf>("chroot").cloned(),
+        target,
+        shutdown_timeout: Duration::from_secs_f64(
+            m.get_one::<f64>("shutdown-timeout")
+                .copied()
+                .unwrap_or(10.0),
+        ),
+    })
+}
+
+fn start(
+    m: &ArgMatches,
+    plugins: &[Plugin],
+    args: &[OsString],
+    status: &mut StatusWriter,
+) -> Result<i32, String> {
+    let mut inherited = upgrade::from_env();
+    let plan = plan(m, inherited.is_some())?;
     let (name, sub) = m.subcommand().ok_or("no plugin given")?;
     let plugin = plugins
         .iter()
         .find(|p| p.tapname == name)
         .ok_or_else(|| format!("Unknown command: {name}"))?;
     let mut service = (plugin.make_service)(sub).map_err(|e| e.to_string())?;
-    open_log(m)?;
-    log::info!(target: LAUNCHER, "twistrs {} ({}) starting up.", crate::VERSION, exe());
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("twistrs"));
+    let systemd_fds = systemd_fds_for_us();
+
+    // 1. The pidfile check: a live twistrs holds its lock.
+    let mut pidfile = match (&plan.pidfile, &inherited) {
+        (None, _) => None,
+        (Some(p), Some(inh)) if inh.pidfile.is_some() => {
+            Some(Pidfile::inherit(p, inh.pidfile.unwrap_or(-1)).map_err(|e| e.to_string())?)
+        }
+        (Some(p), _) => Some(Pidfile::acquire(p).map_err(|e| match e {
+            PidfileError::Running { .. } => e.to_string(),
+            other => other.to_string(),
+        })?),
+    };
+    if let Some(fd) = inherited.as_mut().and_then(|i| i.ready.take()) {
+        *status = StatusWriter::from_fd(fd);
+    }
+
+    // 2. The log.
+    let log_path = match &plan.log {
+        Destination::File(p) => Some(p.clone()),
+        _ => None,
+    };
+    let shown = log_path
+        .as_ref()
+        .map_or("-".into(), |p| p.display().to_string());
+    let logger = logging::init(clone_dest(&plan.log), plan.rotation)
+        .map_err(|e| format!("cannot open log file {shown}: {e}"))?;
+    log::info!(target: LAUNCHER, "twistrs {} ({}) starting up.", crate::VERSION, exe.display());
     log::info!(target: LAUNCHER, "reactor class: twistrs_core::Reactor (mio, epoll).");
-    enter_rundir(m)?;
-    set_umask(m);
+    if let Some(p) = &pidfile
+        && let Some(prev) = &p.previous
+    {
+        log::info!(target: LAUNCHER,
+            "Replacing stale pidfile {} (it held '{prev}'; no process holds its lock).",
+            p.path().display());
+    }
+    let result = serve(
+        m,
+        &plan,
+        &mut service,
+        &mut pidfile,
+        status,
+        inherited,
+        &exe,
+        args,
+        systemd_fds,
+        logger,
+    );
+    match result {
+        Ok(Ended::Signal(sig)) => {
+            if let Some(p) = pidfile {
+                p.remove();
+            }
+            log::info!(target: LAUNCHER, "Server Shut Down.");
+            log::logger().flush();
+            exit_with_signal(sig);
+        }
+        Ok(Ended::Requested) => {
+            if let Some(p) = pidfile {
+                p.remove();
+            }
+            log::info!(target: LAUNCHER, "Server Shut Down.");
+            Ok(0)
+        }
+        Ok(Ended::HandedOver(pid)) => {
+            if let Some(p) = pidfile {
+                p.release();
+            }
+            log::info!(target: LAUNCHER, "Server Shut Down (handed over to PID {pid}).");
+            Ok(0)
+        }
+        Err(e) => {
+            if let Some(p) = pidfile {
+                p.remove();
+            }
+            Err(e)
+        }
+    }
+}
+
+fn clone_dest(d: &Destination) -> Destination {
+    match d {
+        Destination::Stdout => Destination::Stdout,
+        Destination::File(p) => Destination::File(p.clone()),
+        Destination::Syslog(i) => Destination::Syslog(i.clone()),
+    }
+}
+
+/// How the service ended.
+enum Ended {
+    Signal(i32),
+    Requested,
+    HandedOver(u32),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    m: &ArgMatches,
+    plan: &Plan,
+    service: &mut Box<dyn Service>,
+    pidfile: &mut Option<Pidfile>,
+    status: &mut StatusWriter,
+    inherited: Option<upgrade::Inherited>,
+    exe: &Path,
+    args: &[OsString],
+    systemd_fds: bool,
+    logger: &'static logging::Logger,
+) -> Result<Ended, String> {
+    // 3-5. chroot, chdir, umask.
+    if let Some(dir) = &plan.chroot {
+        privileges::chroot(dir)?;
+    }
+    if plan.rundir != Path::new(".") {
+        std::env::set_current_dir(&plan.rundir)
+            .map_err(|e| format!("cannot change to directory {}: {e}", plan.rundir.display()))?;
+    }
+    let umask = plan.umask.or(plan.daemon.then_some(0o077));
+    if let Some(mask) = umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    // 6. Into the background; the parent waits on the status pipe and never returns.
+    if plan.daemon {
+        let log_path = logger.path();
+        *status = daemon::daemonize(Path::new("."), umask.unwrap_or(0o077), log_path.as_deref())?;
+    }
+    if systemd_fds {
+        // Socket activation names the PID systemd started; after a fork that is us.
+        // SAFETY: single-threaded at this point (the reactor and its threads come later).
+        unsafe { std::env::set_var("LISTEN_PID", std::process::id().to_string()) };
+    }
+    // 7. The pidfile names the process that serves (a successor writes it once it serves).
+    if inherited.is_none()
+        && let Some(p) = pidfile.as_mut()
+    {
+        p.write_pid()
+            .map_err(|e| format!("cannot write pidfile {}: {e}", p.path().display()))?;
+    }
     raise_fd_limit();
+    // 8. Listeners, bound as the starting user (port 80 as root), or inherited.
     let mut reactor = Reactor::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
     reactor.on_reopen(Box::new(reopen_log));
-    if let Err(e) = service.privileged_start_service(&mut reactor) {
-        service.stop_service(&mut reactor);
-        return Err(e.to_string());
+    if let Some(inh) = &inherited {
+        for (ep, fd) in &inh.listeners {
+            // SAFETY: our predecessor passed each listening socket exactly once.
+            let owned =
+                unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(*fd) };
+            reactor.inherit_listener(ep.clone(), owned);
+        }
     }
-    if let Err(e) = service.start_service(&mut reactor) {
+    let started = service
+        .privileged_start_service(&mut reactor)
+        .map_err(|e| e.to_string())
+        // 9. Privileges dropped; the pidfile and log stay usable by the new user.
+        .and_then(|()| {
+            if plan.target.any() {
+                if let Some(p) = pidfile.as_ref() {
+                    let _ = p.chown(plan.target.uid, plan.target.gid);
+                }
+                logger.chown(plan.target.uid, plan.target.gid);
+                plan.target.drop_privileges()?;
+            }
+            Ok(())
+        })
+        // 10. Services.
+        .and_then(|()| {
+            service
+                .start_service(&mut reactor)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = started {
         service.stop_service(&mut reactor);
-        return Err(e.to_string());
+        return Err(e);
     }
-    let reason = reactor
-        .run()
-        .map_err(|e| format!("the reactor failed: {e}"))?;
-    let signal = announce_stop(reason);
+    if inherited.is_some()
+        && let Some(p) = pidfile.as_mut()
+    {
+        p.write_pid()
+            .map_err(|e| format!("cannot write pidfile {}: {e}", p.path().display()))?;
+    }
+    // 11. Serving: tell the parent (or predecessor) and systemd.
+    status.ok();
+    if inherited.is_some() {
+        notify::notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
+    } else {
+        notify::notify("READY=1");
+    }
+    let ended = loop {
+        let reason = reactor
+            .run()
+            .map_err(|e| format!("the reactor failed: {e}"))?;
+        match reason {
+            StopReason::Upgrade => {
+                if let Some(pid) = restart(&mut reactor, plan, pidfile.as_ref(), exe, args)? {
+                    break Ended::HandedOver(pid);
+                }
+            }
+            StopReason::Signal(sig) => {
+                let name = if sig == libc::SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                log::info!(target: "twistrs.reactor", "Received {name}, shutting down.");
+                break Ended::Signal(sig);
+            }
+            StopReason::Requested => break Ended::Requested,
+        }
+    };
+    notify::notify("STOPPING=1");
     service.stop_service(&mut reactor);
-    let timeout = m
-        .get_one::<f64>("shutdown-timeout")
-        .copied()
-        .unwrap_or(10.0);
-    if let Err(e) = reactor.drain(Duration::from_secs_f64(timeout)) {
+    if let Err(e) = reactor.drain(plan.shutdown_timeout) {
         log::error!(target: LAUNCHER, "error while draining connections: {e}");
     }
     log::info!(target: "twistrs.reactor", "Main loop terminated.");
-    log::info!(target: LAUNCHER, "Server Shut Down.");
-    log::logger().flush();
-    drop(reactor);
-    if let Some(sig) = signal {
-        exit_with_signal(sig);
+    let _ = m;
+    Ok(ended)
+}
+
+/// SIGUSR2: start the successor and wait (serving all along) until it serves or fails.
+/// Returns its PID once it took over.
+fn restart(
+    reactor: &mut Reactor,
+    plan: &Plan,
+    pidfile: Option<&Pidfile>,
+    exe: &Path,
+    args: &[OsString],
+) -> Result<Option<u32>, String> {
+    log::info!(target: LAUNCHER, "Received SIGUSR2, restarting: starting {}.", exe.display());
+    let report = |text: &str| {
+        if let Some(p) = pidfile {
+            upgrade::write_status(p.path(), text);
+        }
+    };
+    if plan.chroot.is_some() {
+        let msg = "a chrooted service cannot re-execute its binary; stop and start it instead";
+        log::error!(target: LAUNCHER, "Restart failed: {msg}");
+        report(&format!("failed {msg}"));
+        return Ok(None);
     }
-    Ok(0)
+    let mut succ = match upgrade::spawn(
+        exe,
+        &args[1..],
+        &plan.start_dir,
+        &reactor.listener_fds(),
+        pidfile.map(Pidfile::raw_fd),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!(target: LAUNCHER, "Restart failed: {e}");
+            report(&format!("failed {e}"));
+            return Ok(None);
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        reactor
+            .turn(Some(Duration::from_millis(20)))
+            .map_err(|e| format!("the reactor failed: {e}"))?;
+        match succ.poll() {
+            upgrade::Progress::Waiting if Instant::now() < deadline => continue,
+            upgrade::Progress::Waiting => {
+                let pid = succ.pid();
+                succ.kill();
+                let msg = format!("the new process (PID {pid}) did not serve within 60 s");
+                log::error!(target: LAUNCHER, "Restart failed: {msg}; still serving.");
+                report(&format!("failed {msg}"));
+                return Ok(None);
+            }
+            upgrade::Progress::Failed(msg) => {
+                log::error!(target: LAUNCHER, "Restart failed: {msg}; still serving.");
+                report(&format!("failed {msg}"));
+                return Ok(None);
+            }
+            upgrade::Progress::Ready(pid) => {
+                log::info!(target: LAUNCHER,
+                    "PID {pid} serves; stopping accepting and draining connections.");
+                reactor.abandon_listeners();
+                report(&format!("ok {pid}"));
+                return Ok(Some(pid));
+            }
+        }
+    }
 }
 
-fn exe() -> String {
-    std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "twistrs".into())
-}
-
-/// `-l FILE` (resolved against the start directory, before `--rundir`), `-l -` or stdout.
-fn open_log(m: &ArgMatches) -> Result<(), String> {
-    let dest = match m.get_one::<PathBuf>("logfile") {
-        Some(p) if p.as_os_str() == "-" => Destination::Stdout,
-        Some(p) => Destination::File(p.clone()),
-        None => Destination::Stdout,
-    };
-    let shown = match &dest {
-        Destination::File(p) => p.display().to_string(),
-        Destination::Stdout => "-".into(),
-    };
-    logging::init(dest).map_err(|e| format!("cannot open log file {shown}: {e}"))?;
-    Ok(())
+/// True if systemd passed sockets to this process (checked before any fork changes our PID).
+fn systemd_fds_for_us() -> bool {
+    std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id())
 }
 
 fn reopen_log() {
@@ -181,22 +483,6 @@ fn reopen_log() {
     }
 }
 
-fn enter_rundir(m: &ArgMatches) -> Result<(), String> {
-    if let Some(dir) = m.get_one::<PathBuf>("rundir")
-        && dir != Path::new(".")
-    {
-        std::env::set_current_dir(dir)
-            .map_err(|e| format!("cannot change to directory {}: {e}", dir.display()))?;
-    }
-    Ok(())
-}
-
-fn set_umask(m: &ArgMatches) {
-    if let Some(mask) = m.get_one::<u32>("umask") {
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(*mask));
-    }
-}
-
 /// Lifts the soft descriptor limit to the hard one: every connection is a descriptor.
 fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -205,22 +491,6 @@ fn raise_fd_limit() {
         && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
     {
         log::warn!(target: LAUNCHER, "cannot raise the open-file limit from {soft}: {e}");
-    }
-}
-
-/// Logs twistd's shutdown line; returns the signal to exit with.
-fn announce_stop(reason: StopReason) -> Option<i32> {
-    match reason {
-        StopReason::Signal(sig) => {
-            let name = match sig {
-                libc::SIGTERM => "SIGTERM",
-                libc::SIGINT => "SIGINT",
-                _ => "a signal",
-            };
-            log::info!(target: "twistrs.reactor", "Received {name}, shutting down.");
-            Some(sig)
-        }
-        StopReason::Requested => None,
     }
 }
 

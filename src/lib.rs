@@ -10,9 +10,15 @@
 //! ```
 
 pub mod cli;
+pub mod control;
+pub mod daemon;
 pub mod launcher;
 pub mod logging;
+pub mod notify;
+pub mod pidfile;
+pub mod privileges;
 pub mod registry;
+pub mod upgrade;
 
 pub use launcher::run;
 pub use registry::builtin_plugins;

@@ -17,15 +17,30 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 pub enum Destination {
     Stdout,
     File(PathBuf),
+    /// syslog(3) with this ident, facility LOG_USER.
+    Syslog(String),
+}
+
+/// Built-in rotation by size: rotate past `max` bytes, keep `keep` old files.
+#[derive(Clone, Copy, Debug)]
+pub struct Rotation {
+    pub max: u64,
+    pub keep: u32,
 }
 
 enum Sink {
     Stdout(io::Stdout),
-    File { path: PathBuf, file: File },
+    File {
+        path: PathBuf,
+        file: File,
+        size: u64,
+    },
+    Syslog,
 }
 
 struct State {
     sink: Sink,
+    rotation: Option<Rotation>,
     stamp_secs: i64,
     stamp: String,
 }
@@ -42,23 +57,37 @@ fn open_append(path: &Path) -> io::Result<File> {
 }
 
 /// Installs the logger. Fails if the log file cannot be opened.
-pub fn init(dest: Destination) -> io::Result<&'static Logger> {
+pub fn init(dest: Destination, rotation: Option<Rotation>) -> io::Result<&'static Logger> {
     let sink = match dest {
         Destination::Stdout => Sink::Stdout(io::stdout()),
         Destination::File(path) => {
             let path = std::path::absolute(&path)?;
             let file = open_append(&path)?;
-            Sink::File { path, file }
+            let size = file.metadata().map_or(0, |m| m.len());
+            Sink::File { path, file, size }
+        }
+        Destination::Syslog(ident) => {
+            // openlog keeps the pointer: the ident must live for the whole process.
+            let ident = std::ffi::CString::new(ident).unwrap_or_default();
+            let ident: &'static std::ffi::CStr = Box::leak(ident.into_boxed_c_str());
+            // SAFETY: a static NUL-terminated ident; plain libc call.
+            unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, libc::LOG_USER) };
+            Sink::Syslog
         }
     };
     let logger = LOGGER.get_or_init(|| Logger {
         state: Mutex::new(State {
             sink: Sink::Stdout(io::stdout()),
+            rotation: None,
             stamp_secs: i64::MIN,
             stamp: String::new(),
         }),
     });
-    logger.lock().sink = sink;
+    {
+        let mut st = logger.lock();
+        st.sink = sink;
+        st.rotation = rotation;
+    }
     // A second init (tests, embedding) keeps the first registration; that is fine.
     let _ = log::set_logger(logger);
     log::set_max_level(LevelFilter::Info);
@@ -78,8 +107,9 @@ impl Logger {
     /// Opens the log file again by name (after logrotate moved it). Stdout is left alone.
     pub fn reopen(&self) -> io::Result<()> {
         let mut st = self.lock();
-        if let Sink::File { path, file } = &mut st.sink {
+        if let Sink::File { path, file, size } = &mut st.sink {
             *file = open_append(path)?;
+            *size = file.metadata().map_or(0, |m| m.len());
         }
         Ok(())
     }
@@ -88,9 +118,39 @@ impl Logger {
     pub fn path(&self) -> Option<PathBuf> {
         match &self.lock().sink {
             Sink::File { path, .. } => Some(path.clone()),
-            Sink::Stdout(_) => None,
+            _ => None,
         }
     }
+
+    /// Gives the log file to the user privileges are dropped to, so it can reopen it.
+    pub fn chown(&self, uid: Option<nix::unistd::Uid>, gid: Option<nix::unistd::Gid>) {
+        if let Sink::File { file, .. } = &self.lock().sink {
+            let _ = nix::unistd::fchown(file, uid, gid);
+        }
+    }
+}
+
+/// `FILE.N` for rotation.
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(format!(".{n}"));
+    PathBuf::from(p)
+}
+
+/// Renames FILE.N-1 to FILE.N (dropping the oldest), FILE to FILE.1, and opens a new FILE.
+/// Anything but a regular file is never renamed: `-l /dev/null` stays /dev/null.
+fn rotate(path: &Path, keep: u32) -> io::Result<Option<File>> {
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return Ok(None);
+    }
+    for n in (1..keep).rev() {
+        let from = numbered(path, n);
+        if from.exists() {
+            std::fs::rename(&from, numbered(path, n + 1))?;
+        }
+    }
+    std::fs::rename(path, numbered(path, 1))?;
+    open_append(path).map(Some)
 }
 
 /// twistd's timestamp: `%Y-%m-%dT%H:%M:%S%z` in local time.
@@ -161,10 +221,47 @@ impl Log for Logger {
             st.stamp = timestamp(now);
         }
         let line = format_line(&st.stamp, &sys, &text);
-        let _ = match &mut st.sink {
-            Sink::Stdout(s) => s.write_all(line.as_bytes()).and_then(|_| s.flush()),
-            Sink::File { file, .. } => file.write_all(line.as_bytes()),
-        };
+        let rotation = st.rotation;
+        match &mut st.sink {
+            Sink::Stdout(s) => {
+                let _ = s.write_all(line.as_bytes()).and_then(|_| s.flush());
+            }
+            Sink::File { path, file, size } => {
+                if file.write_all(line.as_bytes()).is_ok() {
+                    *size += line.len() as u64;
+                }
+                if let Some(r) = rotation
+                    && *size >= r.max
+                {
+                    match rotate(path, r.keep) {
+                        Ok(Some(f)) => {
+                            *file = f;
+                            *size = 0;
+                        }
+                        // Not a regular file: never renamed, never rotated.
+                        Ok(None) => *size = 0,
+                        Err(_) => *size = 0,
+                    }
+                }
+            }
+            Sink::Syslog => {
+                let prio = if r.level() <= Level::Error {
+                    libc::LOG_ALERT
+                } else {
+                    libc::LOG_INFO
+                };
+                for (i, part) in text.split('\n').enumerate() {
+                    let msg = if i == 0 {
+                        format!("[{sys}] {part}")
+                    } else {
+                        format!("\t{part}")
+                    };
+                    let msg = std::ffi::CString::new(msg.replace('\0', "")).unwrap_or_default();
+                    // SAFETY: a "%s" format with one NUL-terminated argument.
+                    unsafe { libc::syslog(prio, c"%s".as_ptr(), msg.as_ptr()) };
+                }
+            }
+        }
     }
 
     fn flush(&self) {
@@ -190,6 +287,22 @@ mod tests {
             system("twistrs.reactor", Level::Error),
             "twistrs.reactor#error"
         );
+    }
+
+    #[test]
+    fn rotation_keeps_n_files_and_never_renames_special_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        for i in 0..5 {
+            std::fs::write(&log, format!("gen {i}")).unwrap();
+            let f = rotate(&log, 3).unwrap();
+            assert!(f.is_some());
+        }
+        assert_eq!(std::fs::read_to_string(numbered(&log, 1)).unwrap(), "gen 4");
+        assert_eq!(std::fs::read_to_string(numbered(&log, 3)).unwrap(), "gen 2");
+        assert!(!numbered(&log, 4).exists(), "at most 3 kept");
+        assert!(rotate(Path::new("/dev/null"), 3).unwrap().is_none());
+        assert!(Path::new("/dev/null").exists());
     }
 
     #[test]

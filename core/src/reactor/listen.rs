@@ -51,6 +51,8 @@ pub(crate) struct Listener {
     label: String,
     /// A UNIX socket path and lock link to remove when closing.
     cleanup: Option<(PathBuf, Option<PathBuf>)>,
+    /// The endpoint string, to match the socket up with a successor's listener.
+    endpoint: String,
 }
 
 fn listen_err(what: impl Into<String>, error: io::Error) -> ListenError {
@@ -148,6 +150,10 @@ fn systemd_fd(index: u32) -> io::Result<RawFd> {
 impl Reactor {
     /// Opens a stream endpoint for `factory`. Logs twistd's `Echo starting on 8080`.
     pub fn listen(&mut self, ep: &Endpoint, factory: FactoryId) -> Result<ListenerId, ListenError> {
+        let key = ep.to_string();
+        if let Some(fd) = self.take_inherited(&key) {
+            return self.listen_inherited(ep, fd, factory.0);
+        }
         let (sock, host, label, cleanup) = match ep {
             Endpoint::Tcp {
                 port,
@@ -238,7 +244,89 @@ impl Reactor {
                 ));
             }
         };
-        Ok(self.add_listener(sock, factory.0, host, label, cleanup))
+        Ok(self.add_listener(sock, factory.0, host, label, cleanup, key))
+    }
+
+    /// Hands a predecessor's listening socket for `endpoint` to the next `listen` of it.
+    pub fn inherit_listener(&mut self, endpoint: String, fd: std::os::fd::OwnedFd) {
+        self.inherited.push((endpoint, fd));
+    }
+
+    pub(crate) fn take_inherited(&mut self, endpoint: &str) -> Option<std::os::fd::OwnedFd> {
+        let i = self.inherited.iter().position(|(e, _)| e == endpoint)?;
+        Some(self.inherited.swap_remove(i).1)
+    }
+
+    fn listen_inherited(
+        &mut self,
+        ep: &Endpoint,
+        fd: std::os::fd::OwnedFd,
+        factory: usize,
+    ) -> Result<ListenerId, ListenError> {
+        let what = ep.to_string();
+        let sock = Socket::from(fd);
+        let _ = sock.set_cloexec(true);
+        sock.set_nonblocking(true)
+            .map_err(|e| listen_err(&what, e))?;
+        let (sock, host, label, cleanup) = match ep {
+            Endpoint::Unix { path, lockfile, .. } => {
+                let lock = lockfile.then(|| {
+                    let mut l = path.as_os_str().to_owned();
+                    l.push(".lock");
+                    let l = PathBuf::from(l);
+                    // The lock names the process that will remove the socket at exit.
+                    let _ = std::fs::remove_file(&l);
+                    let _ = std::os::unix::fs::symlink(std::process::id().to_string(), &l);
+                    l
+                });
+                (
+                    ListenSock::Unix(mio::net::UnixListener::from_std(sock.into())),
+                    Address::Unix(Some(path.clone())),
+                    format!("'{}'", path.display()),
+                    Some((path.clone(), lock)),
+                )
+            }
+            _ => {
+                let l = mio::net::TcpListener::from_std(sock.into());
+                let local = l.local_addr().map_err(|e| listen_err(&what, e))?;
+                (
+                    ListenSock::Tcp(l),
+                    Address::Tcp(local),
+                    local.port().to_string(),
+                    None,
+                )
+            }
+        };
+        Ok(self.add_listener(sock, factory, host, label, cleanup, what))
+    }
+
+    /// Every listening socket with its endpoint string, for a successor to inherit.
+    pub fn listener_fds(&self) -> Vec<(String, RawFd)> {
+        use std::os::fd::AsRawFd;
+        self.entries
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Entry::Listener(l) => Some((
+                    l.endpoint.clone(),
+                    match &l.sock {
+                        ListenSock::Tcp(s) => s.as_raw_fd(),
+                        ListenSock::Unix(s) => s.as_raw_fd(),
+                    },
+                )),
+                Entry::Udp(u) => Some((u.endpoint.clone(), u.raw_fd())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The successor owns the sockets now: forget UNIX socket files so closing our copies
+    /// leaves them in place.
+    pub fn abandon_listeners(&mut self) {
+        for (_, e) in self.entries.iter_mut() {
+            if let Entry::Listener(l) = e {
+                l.cleanup = None;
+            }
+        }
     }
 
     fn add_listener(
@@ -248,6 +336,7 @@ impl Reactor {
         host: Address,
         label: String,
         cleanup: Option<(PathBuf, Option<PathBuf>)>,
+        endpoint: String,
     ) -> ListenerId {
         let key = self.entries.vacant_key();
         let src: &mut dyn mio::event::Source = match &mut sock {
@@ -275,6 +364,7 @@ impl Reactor {
             host,
             label,
             cleanup,
+            endpoint,
         }));
         ListenerId(key)
     }

@@ -16,7 +16,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use slab::Slab;
 
 pub(crate) use handle::Command;
@@ -67,6 +67,8 @@ pub enum StopReason {
     Signal(i32),
     /// `Handle::stop` was called.
     Requested,
+    /// SIGUSR2: the launcher should start its successor (`twistrs restart`).
+    Upgrade,
 }
 
 /// Identifies a factory added with [`Reactor::add_factory`].
@@ -114,6 +116,8 @@ pub struct Reactor {
     to_free: Vec<usize>,
     reopen_hooks: Vec<Box<dyn FnMut()>>,
     live_conns: usize,
+    /// Listening sockets handed over by a predecessor, by endpoint string.
+    inherited: Vec<(String, std::os::fd::OwnedFd)>,
 }
 
 impl Reactor {
@@ -127,7 +131,7 @@ impl Reactor {
         let poll = Poll::new()?;
         let waker = std::sync::Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
         let signals = if cfg.handle_signals {
-            let mut list = vec![SIGTERM, SIGHUP, SIGUSR1];
+            let mut list = vec![SIGTERM, SIGHUP, SIGUSR1, SIGUSR2];
             // As twistd: a SIGINT ignored at exec time (a background job) stays ignored.
             if !signal_is_ignored(SIGINT) {
                 list.push(SIGINT);
@@ -159,6 +163,7 @@ impl Reactor {
             to_free: Vec::new(),
             reopen_hooks: Vec::new(),
             live_conns: 0,
+            inherited: Vec::new(),
         })
     }
 
@@ -341,6 +346,7 @@ impl Reactor {
                 SIGTERM | SIGINT if self.stop.is_none() => {
                     self.stop = Some(StopReason::Signal(sig));
                 }
+                SIGUSR2 if self.stop.is_none() => self.stop = Some(StopReason::Upgrade),
                 SIGHUP | SIGUSR1 => {
                     for h in &mut self.reopen_hooks {
                         h();

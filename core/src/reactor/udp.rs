@@ -15,10 +15,18 @@ use crate::transport::DatagramTransport;
 /// How many datagrams one port reads per turn before others have their go.
 const DATAGRAMS_PER_TURN: usize = 64;
 
+impl UdpPort {
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.sock.as_raw_fd()
+    }
+}
+
 pub(crate) struct UdpPort {
     sock: mio::net::UdpSocket,
     proto: Box<dyn DatagramProtocol>,
     pub(crate) host: Address,
+    pub(crate) endpoint: String,
 }
 
 impl Reactor {
@@ -42,7 +50,11 @@ impl Reactor {
             what: addr.to_string(),
             error: e,
         };
-        let std = std::net::UdpSocket::bind(addr).map_err(err)?;
+        let endpoint = ep.to_string();
+        let std = match self.take_inherited(&endpoint) {
+            Some(fd) => std::net::UdpSocket::from(fd),
+            None => std::net::UdpSocket::bind(addr).map_err(err)?,
+        };
         std.set_nonblocking(true).map_err(err)?;
         let mut sock = mio::net::UdpSocket::from_std(std);
         let local = sock.local_addr().map_err(err)?;
@@ -57,6 +69,7 @@ impl Reactor {
             sock,
             proto,
             host: Address::Udp(local),
+            endpoint,
         }));
         Ok(ListenerId(key))
     }

@@ -1,0 +1,113 @@
+//! Daemonizing with a start-up status pipe: the parent exits only once the daemon serves.
+//!
+//! The double fork, `setsid` and stdio to /dev/null come from the `daemonize` crate (its
+//! `execute`, never its unsound `privileged_action`). Around it, a pipe made before the fork
+//! carries the daemon's verdict back: `0` once the pidfile is written and every listener is
+//! bound, or `1 <message>`. The parent prints the whole message (twistd cuts it to 100 bytes)
+//! and exits 1, so `systemd Type=forking` with `PIDFile=` has no race and scripts see failures.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+/// The daemon's end of the status pipe.
+pub struct StatusWriter(Option<File>);
+
+impl StatusWriter {
+    /// No parent is waiting (`-n`, or a restart's successor reporting elsewhere).
+    pub fn none() -> Self {
+        StatusWriter(None)
+    }
+
+    /// Wraps a descriptor to report on.
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        StatusWriter(Some(File::from(fd)))
+    }
+
+    /// Start-up succeeded.
+    pub fn ok(&mut self) {
+        if let Some(mut f) = self.0.take() {
+            let _ = f.write_all(b"0");
+        }
+    }
+
+    /// Start-up failed with `msg`.
+    pub fn fail(&mut self, msg: &str) {
+        if let Some(mut f) = self.0.take() {
+            let _ = f.write_all(format!("1 {msg}").as_bytes());
+        }
+    }
+}
+
+/// What the parent read from the pipe, as an exit status and a message for stderr.
+pub fn verdict(report: &str, log: Option<&Path>) -> (i32, Option<String>) {
+    match report.split_once(' ').map_or((report, ""), |(a, b)| (a, b)) {
+        ("0", _) => (0, None),
+        ("1", msg) if !msg.is_empty() => (1, Some(msg.to_string())),
+        _ => {
+            let see = log.map_or(String::new(), |p| {
+                format!("; please look at the log file {}", p.display())
+            });
+            (1, Some(format!("the daemon exited during start-up{see}")))
+        }
+    }
+}
+
+/// Forks into the background in `workdir` with `umask`. Returns the status writer in the
+/// daemon; in the original process, waits for the verdict and exits with it.
+pub fn daemonize(workdir: &Path, umask: u32, log: Option<&Path>) -> Result<StatusWriter, String> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("cannot create the status pipe: {e}"))?;
+    match daemonize::Daemonize::new()
+        .working_directory(workdir)
+        .umask(umask)
+        .execute()
+    {
+        daemonize::Outcome::Parent(Ok(_)) => {
+            drop(w);
+            let mut report = String::new();
+            let _ = File::from(r).read_to_string(&mut report);
+            let (code, msg) = verdict(&report, log);
+            if let Some(m) = msg {
+                eprintln!("twistrs: {m}");
+            }
+            std::process::exit(code);
+        }
+        daemonize::Outcome::Parent(Err(e)) => Err(format!("cannot daemonize: {e}")),
+        daemonize::Outcome::Child(Ok(_)) => {
+            drop(r);
+            Ok(StatusWriter::from_fd(w))
+        }
+        daemonize::Outcome::Child(Err(e)) => {
+            let mut s = StatusWriter::from_fd(w);
+            s.fail(&format!("cannot daemonize: {e}"));
+            std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(verdict("0", None), (0, None));
+        assert_eq!(
+            verdict(
+                "1 Couldn't listen on 127.0.0.1:80: Address already in use (os error 98).",
+                None
+            ),
+            (
+                1,
+                Some(
+                    "Couldn't listen on 127.0.0.1:80: Address already in use (os error 98).".into()
+                )
+            )
+        );
+        let (code, msg) = verdict("", Some(Path::new("/x/twistrs.log")));
+        assert_eq!(code, 1);
+        assert!(msg.unwrap().contains("/x/twistrs.log"));
+    }
+}

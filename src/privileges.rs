@@ -1,0 +1,105 @@
+//! Dropping privileges after the ports are bound: `--uid`, `--gid`, `--euid`, `--chroot`.
+//!
+//! Order as twistd and as the kernel needs it: chroot while still root, then the group, the
+//! supplementary groups (initgroups), then the user last. Names or numbers are accepted.
+
+use std::ffi::CString;
+
+use nix::unistd::{Gid, Group, Uid, User};
+
+/// Who to become.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub uid: Option<Uid>,
+    pub gid: Option<Gid>,
+    pub euid_only: bool,
+}
+
+/// Resolves `--uid`/`--gid` (names or numbers); the group defaults to the user's primary one.
+pub fn resolve(uid: Option<&str>, gid: Option<&str>, euid_only: bool) -> Result<Target, String> {
+    let user: Option<(Uid, Option<User>)> = match uid {
+        None => None,
+        Some(u) => Some(match u.parse::<u32>() {
+            Ok(n) => {
+                let id = Uid::from_raw(n);
+                (id, User::from_uid(id).ok().flatten())
+            }
+            Err(_) => {
+                let usr = User::from_name(u)
+                    .map_err(|e| format!("--uid {u}: {e}"))?
+                    .ok_or_else(|| format!("--uid {u}: no such user"))?;
+                (usr.uid, Some(usr))
+            }
+        }),
+    };
+    let gid = match gid {
+        Some(g) => Some(match g.parse::<u32>() {
+            Ok(n) => Gid::from_raw(n),
+            Err(_) => {
+                Group::from_name(g)
+                    .map_err(|e| format!("--gid {g}: {e}"))?
+                    .ok_or_else(|| format!("--gid {g}: no such group"))?
+                    .gid
+            }
+        }),
+        None => user.as_ref().and_then(|(_, u)| u.as_ref().map(|u| u.gid)),
+    };
+    Ok(Target {
+        uid: user.map(|(id, _)| id),
+        gid,
+        euid_only,
+    })
+}
+
+impl Target {
+    /// True if there is anything to drop.
+    pub fn any(&self) -> bool {
+        self.uid.is_some() || self.gid.is_some()
+    }
+
+    /// Becomes the target user and group. Already being them is only worth a warning.
+    pub fn drop_privileges(&self) -> Result<(), String> {
+        let (uid, gid) = (self.uid, self.gid);
+        if uid.is_some_and(|u| u == Uid::current()) && gid.is_none_or(|g| g == Gid::current()) {
+            return Ok(());
+        }
+        let fail = |e: nix::Error| {
+            format!(
+                "failed to set uid/gid {}/{}: {e} (are you root?) -- exiting.",
+                uid.map_or("-".into(), |u| u.to_string()),
+                gid.map_or("-".into(), |g| g.to_string())
+            )
+        };
+        if let Some(g) = gid {
+            if self.euid_only {
+                nix::unistd::setegid(g).map_err(fail)?;
+            } else {
+                nix::unistd::setgid(g).map_err(fail)?;
+            }
+        }
+        if let Some(u) = uid {
+            if !self.euid_only {
+                // Supplementary groups: the target user's, not root's.
+                if let Ok(Some(usr)) = User::from_uid(u)
+                    && let Ok(name) = CString::new(usr.name.as_bytes())
+                {
+                    nix::unistd::initgroups(&name, gid.unwrap_or(usr.gid)).map_err(fail)?;
+                } else if let Some(g) = gid {
+                    nix::unistd::setgroups(&[g]).map_err(fail)?;
+                }
+                nix::unistd::setuid(u).map_err(fail)?;
+            } else {
+                nix::unistd::seteuid(u).map_err(fail)?;
+            }
+        }
+        log::info!(target: "twistrs.launcher", "set uid/gid {}/{}",
+            Uid::effective(), Gid::effective());
+        Ok(())
+    }
+}
+
+/// Chroots to `dir` and moves to its root.
+pub fn chroot(dir: &std::path::Path) -> Result<(), String> {
+    nix::unistd::chroot(dir).map_err(|e| format!("cannot chroot to {}: {e}", dir.display()))?;
+    std::env::set_current_dir("/").map_err(|e| format!("cannot enter the chroot: {e}"))
+}

@@ -1,0 +1,193 @@
+//! `twistrs restart` without downtime: the running daemon re-executes its own binary and hands
+//! over its listening sockets and its locked pidfile.
+//!
+//! On SIGUSR2 the daemon starts its successor with its original command line and working
+//! directory. The listening sockets, the pidfile descriptor (and with it the lock) and a ready
+//! pipe are inherited; TWISTRS_UPGRADE names them. The successor listens on the inherited
+//! sockets instead of binding, writes the pidfile once it serves and reports `0` on the pipe;
+//! only then does the old daemon stop accepting and drain its connections. Both processes share
+//! the same listening sockets the whole time, so no connection is refused. If the successor
+//! fails, the old daemon keeps serving. Either way the outcome is written to `PIDFILE.restart`
+//! for the waiting `twistrs restart`.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{ErrorKind, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+
+/// The environment variable that tells a process it is a restart's successor.
+pub const ENV: &str = "TWISTRS_UPGRADE";
+
+/// What a successor inherited.
+pub struct Inherited {
+    /// Taken by the status writer; closing it is what tells the predecessor we are done.
+    pub ready: Option<OwnedFd>,
+    pub pidfile: Option<RawFd>,
+    pub listeners: Vec<(String, RawFd)>,
+}
+
+/// Reads and clears TWISTRS_UPGRADE: `READY_FD PIDFILE_FD` on the first line (`-` for none),
+/// then one `FD ENDPOINT` per line.
+pub fn from_env() -> Option<Inherited> {
+    let v = std::env::var(ENV).ok()?;
+    // SAFETY: called at start-up, before any thread exists.
+    unsafe { std::env::remove_var(ENV) };
+    let mut lines = v.lines();
+    let mut head = lines.next()?.split(' ');
+    let ready: RawFd = head.next()?.parse().ok()?;
+    let pidfile = head.next().and_then(|p| p.parse().ok());
+    let listeners = lines
+        .filter_map(|l| {
+            let (fd, ep) = l.split_once(' ')?;
+            Some((ep.to_string(), fd.parse().ok()?))
+        })
+        .collect();
+    Some(Inherited {
+        // SAFETY: our predecessor passed this descriptor for this purpose.
+        ready: Some(unsafe { OwnedFd::from_raw_fd(ready) }),
+        pidfile,
+        listeners,
+    })
+}
+
+fn set_inheritable(fd: RawFd, yes: bool) -> nix::Result<()> {
+    // SAFETY: fcntl on a descriptor we own for the duration of the call.
+    let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let flags = if yes {
+        FdFlag::empty()
+    } else {
+        FdFlag::FD_CLOEXEC
+    };
+    fcntl(bfd, FcntlArg::F_SETFD(flags)).map(|_| ())
+}
+
+/// A successor being started.
+pub struct Successor {
+    child: Child,
+    ready: File,
+    report: Vec<u8>,
+}
+
+/// How the successor is doing.
+pub enum Progress {
+    Waiting,
+    Ready(u32),
+    Failed(String),
+}
+
+/// Starts the successor: `exe` with `args`, in `cwd`, inheriting `listeners` and `pidfile`.
+pub fn spawn(
+    exe: &Path,
+    args: &[OsString],
+    cwd: &Path,
+    listeners: &[(String, RawFd)],
+    pidfile: Option<RawFd>,
+) -> Result<Successor, String> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+        .map_err(|e| format!("cannot create the ready pipe: {e}"))?;
+    // The successor's end blocks; ours polls.
+    let _ = fcntl(&w, FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()));
+    let mut env = format!(
+        "{} {}",
+        w.as_raw_fd(),
+        pidfile.map_or("-".to_string(), |p| p.to_string())
+    );
+    let mut pass: Vec<RawFd> = vec![w.as_raw_fd()];
+    pass.extend(pidfile);
+    for (ep, fd) in listeners {
+        env.push_str(&format!("\n{fd} {ep}"));
+        pass.push(*fd);
+    }
+    for fd in &pass {
+        set_inheritable(*fd, true).map_err(|e| format!("cannot pass descriptor {fd}: {e}"))?;
+    }
+    let spawned = Command::new(exe)
+        .args(args)
+        .current_dir(cwd)
+        .env(ENV, env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    for fd in &pass {
+        let _ = set_inheritable(*fd, false);
+    }
+    drop(w);
+    let child = spawned.map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    Ok(Successor {
+        child,
+        ready: File::from(r),
+        report: Vec::new(),
+    })
+}
+
+impl Successor {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Checks the ready pipe and the child without blocking.
+    pub fn poll(&mut self) -> Progress {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.ready.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.report.extend_from_slice(&buf[..n]);
+                    if self.report.len() > 64 * 1024 {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if self.report.first() == Some(&b'0') {
+                        return Progress::Ready(self.pid());
+                    }
+                    return match self.child.try_wait() {
+                        Ok(Some(st)) => Progress::Failed(format!("the new process exited ({st})")),
+                        _ => Progress::Waiting,
+                    };
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Progress::Failed(format!("ready pipe: {e}")),
+            }
+        }
+        self.verdict()
+    }
+
+    fn verdict(&mut self) -> Progress {
+        let text = String::from_utf8_lossy(&self.report).into_owned();
+        match crate::daemon::verdict(&text, None) {
+            (0, _) => Progress::Ready(self.pid()),
+            (_, msg) => {
+                let _ = self.child.wait();
+                Progress::Failed(msg.unwrap_or_default())
+            }
+        }
+    }
+
+    /// Gives up on a successor that took too long.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where the outcome of a restart is written for `twistrs restart`.
+pub fn status_path(pidfile: &Path) -> PathBuf {
+    let mut p = pidfile.as_os_str().to_owned();
+    p.push(".restart");
+    PathBuf::from(p)
+}
+
+/// Records the outcome of a restart.
+pub fn write_status(pidfile: &Path, text: &str) {
+    let path = status_path(pidfile);
+    let tmp = path.with_extension("restart.tmp");
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(&tmp, &path);
+    }
+}
