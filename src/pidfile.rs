@@ -65,12 +65,11 @@ pub enum State {
 }
 
 fn read_trimmed(f: &mut File) -> io::Result<String> {
-    let mut s = String::new();
+    let mut buf = Vec::new();
     f.seek(SeekFrom::Start(0))?;
-    f.take(64)
-        .read_to_string(&mut s)
-        .or_else(|_| Ok::<_, io::Error>(0))?;
-    Ok(s.trim().to_string())
+    f.take(64).read_to_end(&mut buf)?;
+    // Garbage need not be UTF-8.
+    Ok(String::from_utf8_lossy(&buf).trim().to_string())
 }
 
 impl Pidfile {
