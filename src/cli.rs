@@ -302,35 +302,82 @@ UDP, for plugins with a datagram service.
 .B systemd:domain=INET|INET6|UNIX:index=N
 A socket passed by systemd socket activation (LISTEN_PID, LISTEN_FDS; LISTEN_FDNAMES is not
 required).
+.SH DAEMON
+Without \fB-n\fR, twistrs starts in twistd's order: the pidfile is checked (a running twistrs
+holds a lock on it), the log file opened, \fB--chroot\fR and \fB--rundir\fR entered, the umask
+set (0077 unless \fB--umask\fR), the process forked twice into its own session with stdio on
+/dev/null, the pidfile written, the listeners bound as the starting user (so root can bind port
+80), privileges dropped, and the services started. The starting process waits and exits 0 only
+once all of that succeeded; otherwise it prints the whole error and exits 1.
+.PP
+The pidfile is locked (flock) for the daemon's whole life. A pidfile nobody holds (stale, empty,
+garbage, or naming a PID now used by another program) never blocks a start: it is replaced and
+the log says so. With \fB-u\fR, the pidfile and log file are given to that user first, so the
+daemon can still reopen its log and remove its pidfile (or empty it, if the directory does not
+allow removal).
 .SH SIGNALS
 .TP
 .B SIGTERM, SIGINT
-Stop gracefully: close the listeners, ask every connection to finish, close what is left after
-\fB--shutdown-timeout\fR seconds (a second signal closes at once), then exit by re-raising the
-signal, as twistd does. A SIGINT ignored when twistrs started (a background job) stays ignored.
+Stop gracefully: close the listeners, let connections finish (idle ones close after a second),
+close what is left after \fB--shutdown-timeout\fR seconds (a second signal closes at once), then
+exit by re-raising the signal, as twistd does. A SIGINT ignored when twistrs started (a
+background job) stays ignored.
 .TP
 .B SIGHUP, SIGUSR1
 Reopen the log file by name, so logrotate can move it and signal. twistd renames its own log
 on SIGUSR1 and dies on SIGHUP.
+.TP
+.B SIGUSR2
+Restart without downtime (what \fBtwistrs restart\fR sends): start the same binary with the
+same command line, hand it the listening sockets and the locked pidfile, and once it serves,
+stop accepting and drain. If it fails, keep serving.
 .SH EXIT STATUS
 .TP
 .B 0
-Stopped normally (help and version output included).
+Stopped normally (help and version output included); for \fBstop\fR, stopped or not running;
+for \fBstatus\fR, running; for \fBrestart\fR, the new process serves.
 .TP
 .B 1
-A usage error (unknown plugin or option, malformed endpoint), or a start-up failure
-(a port in use, an unreadable file); one line on stderr says which.
+A usage error (unknown plugin or option, malformed endpoint), or a start-up failure (another
+twistrs holds the pidfile, a port in use, an unreadable file, a failed privilege drop); one
+message on stderr says which. For \fBstatus\fR: not running, but the pidfile is left. For
+\fBstop\fR/\fBrestart\fR: it could not stop / the new process failed (the old one keeps serving).
+.TP
+.B 3
+\fBstatus\fR: not running (no pidfile).
+.TP
+.B 4
+\fBstatus\fR: the pidfile cannot be read, or is disabled.
 .TP
 .B 143, 130
 Stopped by SIGTERM or SIGINT: the process ends by the signal, which a shell reports as
 128 + the signal number.
+.SH FILES
+.TP
+.I twistrs.pid
+The default pidfile, in the directory twistrs was started from (\fB--pidfile\fR).
+.TP
+.I twistrs.log
+The daemon's default log file, in the same directory (\fB-l\fR).
+.TP
+.I PIDFILE.restart
+Where a restart's outcome is written for \fBtwistrs restart\fR.
+.SH ENVIRONMENT
+.TP
+.B LISTEN_PID, LISTEN_FDS
+Sockets passed by systemd, used by \fBsystemd:\fR endpoints (LISTEN_FDNAMES is not needed).
+.TP
+.B NOTIFY_SOCKET
+When set, twistrs sends READY=1 once serving and STOPPING=1 when stopping (Type=notify).
 .SH DIFFERENCES FROM TWISTD
 Plugins are compiled in; the Python-only options (\fB-y\fR, \fB-f\fR, \fB-s\fR, \fB-e\fR,
 \fB-o\fR, \fB-p\fR, \fB--profiler\fR, \fB--savestats\fR, \fB-b\fR, \fB--spew\fR,
-\fB--logger\fR) are refused by name. There is one reactor. Start-up errors are printed whole.
-The log file is reopened on SIGHUP and SIGUSR1. Daemonizing, the pidfile, \fB--uid\fR,
-\fB--gid\fR, \fB--euid\fR, \fB--chroot\fR and \fB--syslog\fR are parsed but not implemented
-yet: use \fB-n\fR.
+\fB--logger\fR) are refused by name. There is one reactor. Start-up errors are printed whole
+(twistd cuts them to 100 bytes). The pidfile is locked, so stale pidfiles never block a start.
+The log file is reopened on SIGHUP and SIGUSR1 and is rotated by size only if asked
+(\fB--log-rotate-size\fR, bounded by \fB--log-keep\fR; never a non-regular file). twistd has
+no \fBstop\fR, \fBstatus\fR or \fBrestart\fR, no sd_notify, and needs LISTEN_FDNAMES. The
+syslog ident defaults to \fBtwistrs\fR.
 .SH SEE ALSO
 .BR twistd (1)
 "#;

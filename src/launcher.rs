@@ -170,6 +170,10 @@ fn start(
     status: &mut StatusWriter,
 ) -> Result<i32, String> {
     let mut inherited = upgrade::from_env();
+    // A restart's successor reports every failure, even an early one, to its predecessor.
+    if let Some(fd) = inherited.as_mut().and_then(|i| i.ready.take()) {
+        *status = StatusWriter::from_fd(fd);
+    }
     let plan = plan(m, inherited.is_some())?;
     let (name, sub) = m.subcommand().ok_or("no plugin given")?;
     let plugin = plugins
@@ -191,9 +195,6 @@ fn start(
             other => other.to_string(),
         })?),
     };
-    if let Some(fd) = inherited.as_mut().and_then(|i| i.ready.take()) {
-        *status = StatusWriter::from_fd(fd);
-    }
 
     // 2. The log.
     let log_path = match &plan.log {

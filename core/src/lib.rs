@@ -50,7 +50,9 @@ pub use deferred::Deferred;
 pub use endpoint::Endpoint;
 pub use error::{Failure, Reason};
 pub use plugin::{Plugin, PluginError};
-pub use protocol::{ClientFactory, DatagramProtocol, Factory, Protocol, ProtocolFactory};
+pub use protocol::{
+    ClientFactory, DatagramProtocol, Factory, Protocol, ProtocolFactory, STOP_GRACE,
+};
 pub use reactor::{FactoryId, Handle, ListenError, ListenerId, Reactor, ReactorConfig, StopReason};
 pub use service::{ListeningService, MultiService, Service};
 pub use timer::{Clock, DelayedCall};

@@ -11,6 +11,9 @@ use crate::error::Reason;
 use crate::reactor::Handle;
 use crate::transport::{DatagramTransport, Transport};
 
+/// How long a connection must be idle before the default `stop_requested` closes it.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One connection's protocol, built by a [`Factory`] per accepted connection.
 pub trait Protocol {
     /// The connection is up; the transport can be written to.
@@ -44,10 +47,12 @@ pub trait Protocol {
     /// A message sent with `Handle::notify` arrived (e.g. a worker thread's result).
     fn notified(&mut self, _t: &mut Transport<'_>, _msg: Box<dyn Any>) {}
 
-    /// The server is shutting down gracefully: finish what is in flight, then close.
-    /// The default closes once the output is flushed.
+    /// The server is shutting down gracefully (a stop, or the old process of a restart):
+    /// finish what is in flight, then close. The default closes the connection once it has
+    /// been idle for [`STOP_GRACE`], so a request already on its way is still answered;
+    /// protocols with message boundaries close between messages instead.
     fn stop_requested(&mut self, t: &mut Transport<'_>) {
-        t.lose_connection();
+        t.set_timeout(Some(STOP_GRACE));
     }
 }
 

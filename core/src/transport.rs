@@ -246,6 +246,13 @@ impl<'a> Transport<'a> {
     /// Closes the connection after `timeout` without input or output progress
     /// (Twisted's `TimeoutMixin.setTimeout`); `None` turns it off.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        if self.st.has(flags::STOPPING)
+            && let (Some(old), Some(new)) = (self.st.idle, timeout)
+            && old < new
+        {
+            // While stopping, a protocol may shorten its idle timeout but not lengthen it.
+            return;
+        }
         self.st.idle = timeout;
         self.st.last_activity = self.handle.now();
         if let Some(d) = timeout {

@@ -1,6 +1,7 @@
 //! Integration tests: the real `twistrs` binary against real clients on 127.0.0.1.
 
 mod cli;
+mod daemon;
 mod lifecycle;
 mod load;
 mod man;

@@ -73,6 +73,12 @@ impl Protocol for Chargen {
     fn resume_producing(&mut self, t: &mut Transport<'_>) {
         self.produce(t);
     }
+
+    /// An endless stream is never idle: stop producing and close once flushed.
+    fn stop_requested(&mut self, t: &mut Transport<'_>) {
+        t.unregister_producer();
+        t.lose_connection();
+    }
 }
 
 /// The UDP character generator: a datagram of 0 to 512 characters per datagram received.

@@ -1,0 +1,460 @@
+//! The daemon lifecycle with the real binary: detach, status pipe, pidfile cases, privileges,
+//! stop/status/restart, socket activation and sd_notify.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// Runs the binary in `dir` to completion (bounded); (status, stdout, stderr).
+fn run_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let end = Instant::now() + Duration::from_secs(40);
+    while child.try_wait().ok().flatten().is_none() {
+        assert!(Instant::now() < end, "twistrs {args:?} did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A daemon started in its own directory; stopped by PID through `twistrs stop` when dropped.
+struct Daemon {
+    dir: tempfile::TempDir,
+    pid: u32,
+}
+
+impl Daemon {
+    fn start(args: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, out, err) = run_in(dir.path(), args);
+        assert_eq!(code, 0, "daemon start {args:?}: {out} {err}");
+        let pid = std::fs::read_to_string(dir.path().join("twistrs.pid"))
+            .expect("the pidfile exists when the parent exits")
+            .parse()
+            .expect("a PID");
+        Daemon { dir, pid }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("twistrs.log")).unwrap_or_default()
+    }
+
+    fn ports(&self) -> Vec<u16> {
+        self.log()
+            .lines()
+            .filter_map(|l| l.split(" starting on ").nth(1))
+            .filter_map(|p| p.trim().parse().ok())
+            .collect()
+    }
+
+    fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        run_in(self.dir.path(), args)
+    }
+
+    fn wait_log(&self, needle: &str) -> bool {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = run_in(self.dir.path(), &["stop", "--timeout", "2"]);
+    }
+}
+
+fn proc_field(pid: u32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{field}:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+fn echo_once(port: u16) {
+    let mut c = connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    send(&mut c, b"ping");
+    assert_eq!(read_n(&mut c, 4), b"ping");
+}
+
+#[test]
+fn daemon_detaches_serves_and_stops_through_the_pidfile() {
+    let d = Daemon::start(&["echo", "--listen", "tcp:0:interface=127.0.0.1"]);
+    assert_ne!(d.pid, std::process::id());
+    let stat = |pid: u32| -> Vec<String> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        s.rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    let (daemon, me) = (stat(d.pid), stat(std::process::id()));
+    // Fields after the name: state, ppid, pgrp, session.
+    assert_ne!(daemon[3], me[3], "a session of its own (setsid)");
+    assert_ne!(
+        daemon[3],
+        d.pid.to_string(),
+        "not its leader: it can never get a terminal"
+    );
+    assert_ne!(
+        daemon[1],
+        std::process::id().to_string(),
+        "detached from its starter"
+    );
+    assert_eq!(proc_field(d.pid, "Umask"), "0077", "twistd's daemon umask");
+    let fd0 = std::fs::read_link(format!("/proc/{}/fd/0", d.pid)).unwrap();
+    assert_eq!(fd0, Path::new("/dev/null"));
+    echo_once(d.ports()[0]);
+    assert_eq!(d.ctl(&["status"]).0, 0);
+    let (code, out, _) = d.ctl(&["stop"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!d.path("twistrs.pid").exists(), "removed at a clean exit");
+    assert!(d.log().contains("Server Shut Down."));
+    assert_eq!(d.ctl(&["status"]).0, 3, "LSB: not running");
+    assert_eq!(d.ctl(&["stop"]).0, 0, "stopping a stopped service succeeds");
+}
+
+#[test]
+fn start_up_errors_reach_the_waiting_parent_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    // A long UNIX path makes the message longer than twistd's 100-byte cut.
+    let long = dir.path().join("a-rather-long-directory-name-for-a-socket");
+    std::fs::create_dir(&long).unwrap();
+    let sock = format!("unix:{}/s.sock", long.display());
+    let ep = format!("tcp:{port}:interface=127.0.0.1");
+    let (code, _, err) = run_in(dir.path(), &["echo", "--listen", &sock, "--listen", &ep]);
+    assert_eq!(code, 1);
+    let want = format!("Couldn't listen on 127.0.0.1:{port}: Address already in use");
+    assert!(err.contains(&want), "{err}");
+    assert!(
+        !dir.path().join("twistrs.pid").exists(),
+        "removed after a failed start"
+    );
+    assert!(
+        !long.join("s.sock").exists(),
+        "the socket bound before the failure is cleaned up"
+    );
+    let (code, _, err) = run_in(dir.path(), &["echo", "--listen", "tcp:nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("'tcp:nope'"), "{err}");
+    let (code, _, err) = run_in(dir.path(), &["-l", "-", "echo"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Daemons cannot log to stdout, exiting!"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pidfile_cases_live_stale_empty_garbage_and_reused() {
+    let d = Daemon::start(&["echo", "--listen", "tcp:0:interface=127.0.0.1"]);
+    let (code, _, err) = d.ctl(&["echo", "--listen", "tcp:0:interface=127.0.0.1"]);
+    assert_eq!(code, 1, "a live twistrs refuses a second start");
+    assert!(
+        err.contains(&format!("Another twistrs server is running, PID {}", d.pid)),
+        "{err}"
+    );
+    // The same with -n.
+    let (code, _, err) = d.ctl(&["-n", "echo", "--listen", "tcp:0:interface=127.0.0.1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Another twistrs server is running"), "{err}");
+    drop(d);
+
+    // A PID that now belongs to another live program (ours) must not block a start.
+    let mine = std::process::id().to_string();
+    for content in ["999999", "", "not a pid \u{1}\u{2}", mine.as_str()] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("twistrs.pid"), content).unwrap();
+        let (code, _, err) = run_in(
+            dir.path(),
+            &["echo", "--listen", "tcp:0:interface=127.0.0.1"],
+        );
+        assert_eq!(code, 0, "{content:?}: {err}");
+        let pid = std::fs::read_to_string(dir.path().join("twistrs.pid")).unwrap();
+        assert_ne!(pid, content);
+        let log = std::fs::read_to_string(dir.path().join("twistrs.log")).unwrap();
+        if !content.is_empty() {
+            assert!(log.contains("Replacing stale pidfile"), "{log}");
+        }
+        assert_eq!(run_in(dir.path(), &["stop"]).0, 0);
+    }
+}
+
+#[test]
+fn status_reports_a_dead_service_with_a_pidfile_left() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("twistrs.pid"), "999999").unwrap();
+    let (code, out, _) = run_in(dir.path(), &["status"]);
+    assert_eq!(code, 1, "{out}");
+    let (code, _, err) = run_in(dir.path(), &["status", "--pidfile", ""]);
+    assert_eq!(code, 4, "no pidfile to read: {err}");
+    let (code, out, _) = run_in(dir.path(), &["stop", "--pidfile", "elsewhere.pid"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn stop_kills_after_its_timeout() {
+    // An echo client that sends without reading fills every buffer on the way: the server
+    // cannot flush, so its drain cannot finish within its 60 s.
+    let d = Daemon::start(&[
+        "--shutdown-timeout",
+        "60",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let mut stalled = connect(std::net::SocketAddr::from(([127, 0, 0, 1], d.ports()[0])));
+    stalled.set_nonblocking(true).unwrap();
+    let chunk = vec![b'z'; 64 * 1024];
+    let mut blocked_since: Option<Instant> = None;
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        match stalled.write(&chunk) {
+            Ok(_) => blocked_since = None,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if blocked_since.get_or_insert_with(Instant::now).elapsed()
+                    > Duration::from_millis(300)
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let start = Instant::now();
+    let (code, out, err) = d.ctl(&["stop", "--timeout", "0.5"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(err.contains("SIGKILL"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        d.ctl(&["status"]).0,
+        1,
+        "killed: the pidfile is left, unlocked"
+    );
+}
+
+#[test]
+fn restart_under_a_client_loop_refuses_nothing() {
+    let d = Daemon::start(&["echo", "--listen", "tcp:0:interface=127.0.0.1"]);
+    let port = d.ports()[0];
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let loop_thread = std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0u32, Vec::new());
+        let end = Instant::now() + Duration::from_secs(20);
+        while !s2.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < end {
+            let r = (|| -> std::io::Result<()> {
+                let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
+                c.set_read_timeout(Some(Duration::from_secs(5)))?;
+                c.write_all(b"x")?;
+                let mut b = [0u8; 1];
+                c.read_exact(&mut b)?;
+                Ok(())
+            })();
+            match r {
+                Ok(()) => ok += 1,
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        (ok, failed)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, out, err) = d.ctl(&["restart"]);
+    assert_eq!(code, 0, "{out} {err}");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = loop_thread.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} failed of {}: {failed:?}",
+        failed.len(),
+        ok + failed.len() as u32
+    );
+    assert!(ok > 50, "the loop ran: {ok}");
+    let new: u32 = std::fs::read_to_string(d.path("twistrs.pid"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(new, d.pid, "the pidfile names the new process");
+    assert!(out.contains(&format!("handed over to PID {new}")), "{out}");
+    assert!(
+        d.wait_log("handed over to PID"),
+        "the old one drained and left"
+    );
+    echo_once(port);
+    let (code, out, _) = d.ctl(&["status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&new.to_string()));
+}
+
+#[test]
+fn a_failed_restart_keeps_the_old_process_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let quotes = dir.path().join("quotes.txt");
+    std::fs::write(&quotes, "a quote\n").unwrap();
+    let d = Daemon::start(&[
+        "qotd",
+        "--file",
+        quotes.to_str().unwrap(),
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    std::fs::remove_file(&quotes).unwrap();
+    let (code, _, err) = d.ctl(&["restart"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("quotes file") && err.contains("keeps serving"),
+        "{err}"
+    );
+    let (code, out, _) = d.ctl(&["status"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&d.pid.to_string()),
+        "the old PID still serves: {out}"
+    );
+    let mut c = connect(std::net::SocketAddr::from(([127, 0, 0, 1], d.ports()[0])));
+    assert_eq!(read_to_end(&mut c), b"a quote\r\n");
+}
+
+#[test]
+fn privileges_drop_to_nobody_after_binding_a_privileged_port() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("not root: skipping the privilege test");
+        return;
+    }
+    let Some(nobody) = nix::unistd::User::from_name("nobody").ok().flatten() else {
+        eprintln!("no user nobody: skipping");
+        return;
+    };
+    let port = (600..1000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free privileged port");
+    let dir = tempfile::tempdir().unwrap();
+    // A directory the dropped user can write, as /run/NAME would be.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let ep = format!("tcp:{port}:interface=127.0.0.1");
+    let (code, _, err) = run_in(dir.path(), &["-u", "nobody", "echo", "--listen", &ep]);
+    assert_eq!(code, 0, "{err}");
+    let pid: u32 = std::fs::read_to_string(dir.path().join("twistrs.pid"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let uids = proc_field(pid, "Uid");
+    assert!(
+        uids.split_whitespace().all(|u| u == nobody.uid.to_string()),
+        "{uids}"
+    );
+    let gids = proc_field(pid, "Gid");
+    assert!(
+        gids.split_whitespace().all(|g| g == nobody.gid.to_string()),
+        "{gids}"
+    );
+    let groups = proc_field(pid, "Groups");
+    assert!(
+        !groups.split_whitespace().any(|g| g == "0"),
+        "root's groups are gone: {groups}"
+    );
+    for f in ["twistrs.pid", "twistrs.log"] {
+        let md = std::fs::metadata(dir.path().join(f)).unwrap();
+        assert_eq!(md.uid(), nobody.uid.as_raw(), "{f} belongs to nobody");
+    }
+    echo_once(port);
+    assert_eq!(run_in(dir.path(), &["stop"]).0, 0);
+    assert!(
+        !dir.path().join("twistrs.pid").exists(),
+        "nobody could remove it"
+    );
+    let log = std::fs::read_to_string(dir.path().join("twistrs.log")).unwrap();
+    assert!(
+        log.contains(&format!("set uid/gid {}/{}", nobody.uid, nobody.gid)),
+        "{log}"
+    );
+}
+
+#[test]
+fn socket_activation_without_fdnames_and_sd_notify() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fd = listener.as_raw_fd();
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" -n --pidfile= echo --listen systemd:domain=INET:index=0")
+        .arg(BIN)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env_remove("LISTEN_FDNAMES")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: dup2 is async-signal-safe; it puts the listening socket on fd 3 in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY=1 arrives");
+    assert_eq!(&buf[..n], b"READY=1");
+    drop(listener);
+    echo_once(port);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let n = notify.recv(&mut buf).expect("STOPPING=1 arrives");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let end = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < end);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
