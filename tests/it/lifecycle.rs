@@ -143,3 +143,64 @@ fn logfile_option_writes_twistd_lines_and_sighup_reopens_it() {
             .contains("Reopened")
     );
 }
+
+#[test]
+fn built_in_rotation_keeps_n_files_and_spares_dev_null() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("r.log");
+    let srv = Server::spawn(&[
+        "-l",
+        log.to_str().unwrap(),
+        "--log-rotate-size",
+        "300",
+        "--log-keep",
+        "2",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let numbered = |n: u32| dir.path().join(format!("r.log.{n}"));
+    assert!(srv.wait_catches(1), "SIGHUP handler installed");
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    // Each SIGHUP logs a reopen line; a dozen of them pass 300 bytes several times.
+    while !numbered(2).exists() && std::time::Instant::now() < end {
+        srv.signal(1);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(
+        numbered(1).exists() && numbered(2).exists(),
+        "rotated twice"
+    );
+    for _ in 0..20 {
+        srv.signal(1);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!numbered(3).exists(), "at most --log-keep files");
+    assert!(std::fs::metadata(&log).unwrap().len() < 1000);
+
+    let srv = Server::spawn(&[
+        "-l",
+        "/dev/null",
+        "--log-rotate-size",
+        "10",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    assert!(srv.wait_catches(1), "SIGHUP handler installed");
+    for _ in 0..10 {
+        srv.signal(1);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    assert!(
+        !std::path::Path::new("/dev/null.1").exists(),
+        "never renamed"
+    );
+}

@@ -129,6 +129,25 @@ impl Server {
             .unwrap_or_else(|| panic!("server did not stop: {:?}", self.lines()))
     }
 
+    /// Waits (bounded) until the process catches `sig`, i.e. its handler is installed.
+    pub fn wait_catches(&self, sig: u32) -> bool {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            let status =
+                std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+            let caught = status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(0);
+            if caught & (1 << (sig - 1)) != 0 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
     /// Resident memory in KiB.
     pub fn rss_kib(&self) -> u64 {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
