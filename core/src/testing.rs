@@ -113,7 +113,7 @@ impl<P: Protocol> Harness<P> {
         self
     }
 
-    /// What was written and not yet taken.
+    /// What was written and not yet taken (up to the first queued file).
     pub fn output(&self) -> &[u8] {
         self.st.pending()
     }
@@ -121,8 +121,10 @@ impl<P: Protocol> Harness<P> {
     /// Takes everything written so far, as a peer reading it all would; then closes a losing
     /// connection and resumes a paused producer, as the reactor would after a flush.
     pub fn take_output(&mut self) -> Vec<u8> {
-        let out = self.st.pending().to_vec();
-        self.st.consumed(out.len());
+        let out = self
+            .st
+            .take_all()
+            .expect("queued file regions are readable");
         if self.lost.is_none() {
             if self.st.has(flags::LOSING) {
                 self.lose(Reason::Done);
@@ -219,6 +221,7 @@ impl<P: DatagramProtocol> DatagramHarness<P> {
 mod tests {
     use super::*;
     use crate::error::Failure;
+    use std::rc::Rc;
 
     /// Echoes lines, closes on "quit", times out after 5 s idle, and has a timer.
     struct LineEcho {
@@ -283,6 +286,32 @@ mod tests {
         assert!(h.lost().is_none());
         h.advance(Duration::from_secs(1));
         assert!(matches!(h.lost(), Some(Reason::Aborted)));
+    }
+
+    struct Framed(Rc<std::fs::File>);
+    impl Protocol for Framed {
+        fn data_received(&mut self, t: &mut Transport<'_>, _d: &[u8]) {
+            t.write(b"[");
+            t.send_file(self.0.clone(), 1, 3);
+            t.write(b"|");
+            t.send_file(self.0.clone(), 0, 2);
+            t.write(b"]");
+        }
+    }
+
+    #[test]
+    fn queued_files_and_bytes_come_out_in_order() {
+        let mut f = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut f, b"abcdef").unwrap();
+        let mut h = Harness::new(Framed(Rc::new(f)));
+        h.connect().feed(b"x");
+        assert_eq!(h.take_output(), b"[bcd|ab]");
+        h.feed(b"y");
+        assert_eq!(
+            h.take_output(),
+            b"[bcd|ab]",
+            "the queue empties and starts again"
+        );
     }
 
     #[test]

@@ -5,8 +5,12 @@
 //! closes now. The same `ConnState` backs a real socket in the reactor and a string transport in
 //! [`crate::testing`], so protocols are unit-tested without sockets.
 
+use std::collections::VecDeque;
+use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::address::Address;
@@ -52,11 +56,26 @@ pub(crate) mod flags {
     pub const PEER_CLOSED: u16 = 1 << 10;
 }
 
+/// Output queued behind a file: more bytes, or a file region sent with sendfile(2).
+pub(crate) enum Chunk {
+    Bytes(Vec<u8>),
+    File {
+        file: Rc<File>,
+        offset: u64,
+        len: u64,
+    },
+}
+
 /// Per-connection state that a [`Transport`] reads and writes.
 pub struct ConnState {
     pub(crate) id: ConnId,
+    /// Bytes to send first; everything written while no file is queued lands here.
     pub(crate) out: Vec<u8>,
     pub(crate) out_pos: usize,
+    /// Output behind the first queued file; boxed so a connection without files stays small.
+    pub(crate) queue: Option<Box<VecDeque<Chunk>>>,
+    /// Bytes (including file bytes) in `queue`.
+    pub(crate) queued: u64,
     pub(crate) flags: u16,
     pub(crate) peer: Address,
     pub(crate) host: Address,
@@ -83,6 +102,8 @@ impl ConnState {
             id,
             out: Vec::new(),
             out_pos: 0,
+            queue: None,
+            queued: 0,
             flags: 0,
             peer,
             host,
@@ -98,9 +119,9 @@ impl ConnState {
         self.flags & f != 0
     }
 
-    /// Bytes written by the protocol and not yet sent.
+    /// Bytes written by the protocol (files included) and not yet sent.
     pub(crate) fn buffered(&self) -> usize {
-        self.out.len() - self.out_pos
+        self.out.len() - self.out_pos + self.queued as usize
     }
 
     pub(crate) fn pending(&self) -> &[u8] {
@@ -127,21 +148,120 @@ impl ConnState {
         if data.is_empty() || self.has(flags::LOSING | flags::ABORT | flags::WRITE_EOF) {
             return;
         }
-        self.out.extend_from_slice(data);
-    }
-
-    /// Writes `data` to a socket-like sink until it would block.
-    pub(crate) fn flush_to(&mut self, w: &mut impl io::Write) -> io::Result<()> {
-        while self.buffered() > 0 {
-            match w.write(self.pending()) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.consumed(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+        match &mut self.queue {
+            None => self.out.extend_from_slice(data),
+            Some(q) => {
+                self.queued += data.len() as u64;
+                match q.back_mut() {
+                    Some(Chunk::Bytes(b)) => b.extend_from_slice(data),
+                    _ => q.push_back(Chunk::Bytes(data.to_vec())),
+                }
             }
         }
-        Ok(())
+    }
+
+    pub(crate) fn send_file(&mut self, file: Rc<File>, offset: u64, len: u64) {
+        if len == 0 || self.has(flags::LOSING | flags::ABORT | flags::WRITE_EOF) {
+            return;
+        }
+        self.queued += len;
+        self.queue
+            .get_or_insert_with(Default::default)
+            .push_back(Chunk::File { file, offset, len });
+    }
+
+    /// Moves the next queued bytes into `out`, or returns the file at the queue's head.
+    fn advance_queue(&mut self) -> Option<(Rc<File>, u64, u64)> {
+        loop {
+            let q = self.queue.as_mut()?;
+            match q.front_mut() {
+                None => {
+                    self.queue = None;
+                    return None;
+                }
+                Some(Chunk::Bytes(b)) => {
+                    self.queued -= b.len() as u64;
+                    self.out = std::mem::take(b);
+                    self.out_pos = 0;
+                    q.pop_front();
+                    if !self.out.is_empty() {
+                        return None;
+                    }
+                }
+                Some(Chunk::File { file, offset, len }) => {
+                    return Some((file.clone(), *offset, *len));
+                }
+            }
+        }
+    }
+
+    /// Records that `n` bytes of the file at the queue's head were sent.
+    fn file_sent(&mut self, n: u64) {
+        self.queued -= n;
+        if let Some(q) = self.queue.as_mut()
+            && let Some(Chunk::File { offset, len, .. }) = q.front_mut()
+        {
+            *offset += n;
+            *len -= n;
+            if *len == 0 {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// Writes the output to a socket until it would block: bytes with write(2), file
+    /// regions with sendfile(2), in the order they were queued.
+    pub(crate) fn flush_to<W: io::Write + AsFd>(&mut self, w: &mut W) -> io::Result<()> {
+        loop {
+            while self.out_pos < self.out.len() {
+                match w.write(self.pending()) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => self.consumed(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let Some((file, offset, len)) = self.advance_queue() else {
+                if self.out_pos < self.out.len() {
+                    continue;
+                }
+                return Ok(());
+            };
+            let mut off = offset as libc::off_t;
+            let count = len.min(1 << 30) as usize;
+            match nix::sys::sendfile::sendfile(w.as_fd(), file.as_fd(), Some(&mut off), count) {
+                // The file shrank under us: the promised length cannot be sent.
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => self.file_sent(n as u64),
+                Err(nix::errno::Errno::EAGAIN) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(io::Error::from(e)),
+            }
+        }
+    }
+
+    /// Takes all pending output, reading queued file regions (for the string transport).
+    pub(crate) fn take_all(&mut self) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut out = self.pending().to_vec();
+        self.consumed(out.len());
+        loop {
+            match self.advance_queue() {
+                Some((file, offset, len)) => {
+                    let start = out.len();
+                    out.resize(start + len as usize, 0);
+                    file.read_exact_at(&mut out[start..], offset)?;
+                    self.file_sent(len);
+                }
+                None if self.out_pos < self.out.len() => {
+                    out.extend_from_slice(self.pending());
+                    let n = self.out.len() - self.out_pos;
+                    self.consumed(n);
+                }
+                None => return Ok(out),
+            }
+        }
     }
 }
 
@@ -159,6 +279,12 @@ impl<'a> Transport<'a> {
     /// Queues `data` for the peer. Never blocks; dropped after `lose_connection`/`abort`.
     pub fn write(&mut self, data: &[u8]) {
         self.st.write(data);
+    }
+
+    /// Queues `len` bytes of `file` from `offset`, sent with sendfile(2): no copy through user
+    /// space, so memory stays flat however large the file. Output written after it follows it.
+    pub fn send_file(&mut self, file: Rc<File>, offset: u64, len: u64) {
+        self.st.send_file(file, offset, len);
     }
 
     /// Queues several buffers (Twisted's `writeSequence`).

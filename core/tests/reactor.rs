@@ -271,3 +271,51 @@ fn drain_closes_what_is_left_at_the_deadline() {
     );
     t.join().unwrap();
 }
+
+/// Answers each byte received with "<", the file, ">" (files interleaved with bytes).
+struct FileServer {
+    file: Rc<std::fs::File>,
+    len: u64,
+}
+
+impl Protocol for FileServer {
+    fn data_received(&mut self, t: &mut Transport<'_>, d: &[u8]) {
+        for _ in d {
+            t.write(b"<");
+            t.send_file(self.file.clone(), 0, self.len);
+            t.write(b">");
+        }
+    }
+}
+
+#[test]
+fn send_file_keeps_order_with_written_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.bin");
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&path, &body).unwrap();
+    let (addr, _t) = serve(move |r| {
+        let file = Rc::new(std::fs::File::open(&path).unwrap());
+        let len = file.metadata().unwrap().len();
+        Some(r.add_factory(Box::new(ProtocolFactory::for_protocol(
+            "Files",
+            move || {
+                Box::new(FileServer {
+                    file: file.clone(),
+                    len,
+                }) as Box<dyn Protocol>
+            },
+        ))))
+    });
+    let mut c = client(addr);
+    c.write_all(b"ab").unwrap();
+    let mut want = Vec::new();
+    for _ in 0..2 {
+        want.push(b'<');
+        want.extend_from_slice(&body);
+        want.push(b'>');
+    }
+    let mut got = vec![0u8; want.len()];
+    c.read_exact(&mut got).unwrap();
+    assert!(got == want, "two files, each between its markers, in order");
+}
