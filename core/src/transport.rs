@@ -72,7 +72,9 @@ pub struct ConnState {
     /// Bytes to send first; everything written while no file is queued lands here.
     pub(crate) out: Vec<u8>,
     pub(crate) out_pos: usize,
-    /// Output behind the first queued file; boxed so a connection without files stays small.
+    /// Output behind the first queued file; boxed so a connection without files stays small
+    /// (8 bytes instead of 32 in every idle connection).
+    #[allow(clippy::box_collection)]
     pub(crate) queue: Option<Box<VecDeque<Chunk>>>,
     /// Bytes (including file bytes) in `queue`.
     pub(crate) queued: u64,
