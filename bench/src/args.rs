@@ -116,13 +116,19 @@ impl IdleArgs {
     pub fn parse(args: &[String]) -> Result<Self, Failure> {
         let o = Opts::parse(
             args,
-            &["addr", "conns", "hold-secs", "inflight", "connect-timeout-secs"],
+            &[
+                "addr",
+                "conns",
+                "hold-secs",
+                "inflight",
+                "connect-timeout-secs",
+            ],
         )?;
         Ok(IdleArgs {
             addr: o.addr()?,
             conns: o.num("conns", 10_000, 1, 60_000)?,
             hold: o.secs("hold-secs", 60.0, 0.0, 3600.0)?,
-            inflight: o.num("inflight", 256, 1, 4096)?,
+            inflight: o.num("inflight", 32, 1, 4096)?,
             connect_timeout: o.secs("connect-timeout-secs", 120.0, 1.0, 600.0)?,
         })
     }

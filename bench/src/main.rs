@@ -14,7 +14,7 @@ const USAGE: &str = "\
 usage:
   twistrs-bench echo --addr 127.0.0.1:PORT [--conns 64] [--size 64] [--secs 5] [--warmup 1]
   twistrs-bench idle --addr 127.0.0.1:PORT [--conns 10000] [--hold-secs 60]
-                     [--inflight 256] [--connect-timeout-secs 120]
+                     [--inflight 32] [--connect-timeout-secs 120]
 
 echo: CONNS connections, each with one SIZE-byte message in flight; prints
   msgs_per_sec=.. p50_ms=.. p99_ms=.. errors=.. (and more key=value fields).
