@@ -45,6 +45,7 @@ pub(crate) struct Shared {
     waker: Option<Arc<mio::Waker>>,
     completions: RefCell<HashMap<u64, Completion>>,
     next_job: Cell<u64>,
+    pub(crate) reopen_hooks: RefCell<Vec<Box<dyn FnMut()>>>,
 }
 
 /// A reference to the reactor, usable from any callback on the reactor thread.
@@ -62,6 +63,7 @@ impl Handle {
             waker,
             completions: RefCell::new(HashMap::new()),
             next_job: Cell::new(0),
+            reopen_hooks: RefCell::new(Vec::new()),
         }))
     }
 
@@ -139,6 +141,12 @@ impl Handle {
             factory,
             timeout,
         });
+    }
+
+    /// Calls `hook` on SIGHUP and SIGUSR1, with the launcher's own log reopen (for a plugin's
+    /// own files, such as an access log).
+    pub fn on_reopen(&self, hook: Box<dyn FnMut()>) {
+        self.0.reopen_hooks.borrow_mut().push(hook);
     }
 
     /// Asks the reactor to stop (Twisted's `reactor.stop()`).

@@ -351,6 +351,13 @@ impl Reactor {
                     for h in &mut self.reopen_hooks {
                         h();
                     }
+                    let mut hooks = std::mem::take(&mut *self.handle.0.reopen_hooks.borrow_mut());
+                    for h in &mut hooks {
+                        h();
+                    }
+                    let mut shared = self.handle.0.reopen_hooks.borrow_mut();
+                    hooks.append(&mut shared);
+                    *shared = hooks;
                 }
                 _ => {}
             }

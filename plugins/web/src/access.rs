@@ -1,0 +1,170 @@
+//! The access log in twistd's combined format, into the main log or its own file.
+//!
+//! `"127.0.0.1" - - [26/Nov/2026:17:47:53 +0000] "GET / HTTP/1.1" 200 5 "-" "curl/8.0"`:
+//! the client in quotes, UTC time cached per second, strings escaped, the length `-` when
+//! nothing was sent. A file is buffered and flushed every second (and at stop), and reopened
+//! by name on SIGHUP/SIGUSR1 together with the main log.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+enum Sink {
+    Main,
+    File { path: PathBuf, w: BufWriter<File> },
+}
+
+pub struct AccessLog {
+    sink: Sink,
+    stamp_secs: u64,
+    stamp: String,
+}
+
+/// One request's entry.
+pub struct Line<'a> {
+    pub client: &'a str,
+    pub request: &'a str,
+    pub status: u16,
+    pub bytes: u64,
+    pub referer: Option<&'a str>,
+    pub agent: Option<&'a str>,
+}
+
+/// Escapes as twistd does: quotes and backslashes, and control bytes as `\xHH`.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `26/Nov/2026:17:47:53 +0000` from the HTTP date of the same second.
+fn clf_time(now: std::time::SystemTime) -> String {
+    let http = httpdate::fmt_http_date(now); // "Thu, 26 Nov 2026 17:47:53 GMT"
+    let p: Vec<&str> = http.split_whitespace().collect();
+    match p.as_slice() {
+        [_, day, mon, year, time, _] => format!("{day}/{mon}/{year}:{time} +0000"),
+        _ => http,
+    }
+}
+
+impl AccessLog {
+    /// Into the main log.
+    pub fn main() -> Self {
+        AccessLog {
+            sink: Sink::Main,
+            stamp_secs: u64::MAX,
+            stamp: String::new(),
+        }
+    }
+
+    /// Into its own file (appending).
+    pub fn file(path: PathBuf) -> std::io::Result<Self> {
+        let f = OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(AccessLog {
+            sink: Sink::File {
+                path,
+                w: BufWriter::with_capacity(64 * 1024, f),
+            },
+            stamp_secs: u64::MAX,
+            stamp: String::new(),
+        })
+    }
+
+    pub fn format(&mut self, l: &Line<'_>) -> String {
+        let now = std::time::SystemTime::now();
+        let secs = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if secs != self.stamp_secs {
+            self.stamp_secs = secs;
+            self.stamp = clf_time(now);
+        }
+        let bytes = if l.bytes == 0 {
+            "-".to_string()
+        } else {
+            l.bytes.to_string()
+        };
+        format!(
+            "\"{}\" - - [{}] \"{}\" {} {} \"{}\" \"{}\"",
+            escape(l.client),
+            self.stamp,
+            escape(l.request),
+            l.status,
+            bytes,
+            escape(l.referer.unwrap_or("-")),
+            escape(l.agent.unwrap_or("-"))
+        )
+    }
+
+    pub fn log(&mut self, l: &Line<'_>) {
+        let text = self.format(l);
+        match &mut self.sink {
+            Sink::Main => log::info!(target: "twistrs.web.access", "{text}"),
+            Sink::File { w, .. } => {
+                let _ = w.write_all(text.as_bytes());
+                let _ = w.write_all(b"\n");
+            }
+        }
+    }
+
+    pub fn flush(&mut self) {
+        if let Sink::File { w, .. } = &mut self.sink {
+            let _ = w.flush();
+        }
+    }
+
+    /// Opens the file again by name (after logrotate moved it).
+    pub fn reopen(&mut self) {
+        if let Sink::File { path, w } = &mut self.sink {
+            let _ = w.flush();
+            match OpenOptions::new().create(true).append(true).open(&*path) {
+                Ok(f) => *w = BufWriter::with_capacity(64 * 1024, f),
+                Err(e) => {
+                    log::error!(target: "twistrs.web", "cannot reopen {}: {e}", path.display())
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combined_format_as_twistd() {
+        let mut a = AccessLog::main();
+        let s = a.format(&Line {
+            client: "127.0.0.1",
+            request: "GET /a\"b HTTP/1.1",
+            status: 200,
+            bytes: 5,
+            referer: None,
+            agent: Some("curl/8.0"),
+        });
+        assert!(s.starts_with("\"127.0.0.1\" - - ["), "{s}");
+        assert!(
+            s.ends_with("] \"GET /a\\\"b HTTP/1.1\" 200 5 \"-\" \"curl/8.0\""),
+            "{s}"
+        );
+        let t = &s[s.find('[').unwrap() + 1..s.find(']').unwrap()];
+        assert_eq!(t.len(), "26/Nov/2026:17:47:53 +0000".len(), "{t}");
+        assert!(t.ends_with(" +0000"));
+        let zero = a.format(&Line {
+            client: "::1",
+            request: "HEAD / HTTP/1.1",
+            status: 200,
+            bytes: 0,
+            referer: Some("http://x/"),
+            agent: None,
+        });
+        assert!(zero.contains("\" 200 - \"http://x/\" \"-\""), "{zero}");
+    }
+}

@@ -1,0 +1,692 @@
+//! The HTTP/1.1 protocol: requests in (pipelined), responses out in order.
+//!
+//! Each connection buffers only an unfinished request head; bodies are counted and dropped as
+//! they arrive. Responses are written into the transport as each request completes: headers
+//! from one reused buffer, small bodies from the file cache, large ones with sendfile. When the
+//! output backs up, the protocol stops taking requests until the reactor says it drained.
+
+use std::cell::RefCell;
+use std::ffi::OsString;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use twistrs_core::{DelayedCall, Protocol, Reason, Transport};
+
+use crate::access::{AccessLog, Line};
+use crate::path::{self, PathError};
+use crate::request::{self, Body, ChunkProgress, ChunkedDiscard, Head, Limits, Method, Request};
+use crate::resource::{Entry, Found, Root};
+use crate::response::{self, Ranges};
+
+/// Stop taking pipelined requests while this much output waits.
+const PIPELINE_OUTPUT_MAX: usize = 1024 * 1024;
+/// Timer key: the request head did not arrive in time.
+const HEAD_TIMER: u64 = 1;
+
+/// What every connection of one `web` service shares.
+pub struct Site {
+    /// `None` without `--path`: twistd's demo page.
+    pub root: Option<Root>,
+    pub indexes: Vec<OsString>,
+    pub ignore_ext: Vec<String>,
+    pub allow_ignore_ext: bool,
+    pub no_listing: bool,
+    pub extra_headers: Vec<String>,
+    pub limits: Limits,
+    pub timeout: Duration,
+    pub access: Rc<RefCell<AccessLog>>,
+    pub boundary: String,
+}
+
+enum State {
+    Head,
+    Body(u64),
+    Chunked(ChunkedDiscard),
+}
+
+/// One HTTP connection.
+pub struct Http {
+    site: Rc<Site>,
+    input: Vec<u8>,
+    state: State,
+    /// No further requests: `Connection: close`, an error, EOF.
+    done: bool,
+    /// Graceful stop: finish the request whose bytes have arrived, then close.
+    stopping: bool,
+    /// The output is backed up; wait for `resume_producing`.
+    waiting: bool,
+    head_timer: Option<DelayedCall>,
+    scratch: Vec<u8>,
+}
+
+/// What a response was, for the access log.
+struct Sent {
+    status: u16,
+    bytes: u64,
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `If-None-Match` against an ETag (weak comparison, as for GET).
+fn etag_matches(header: &str, etag: &str) -> bool {
+    let strip = |s: &str| s.trim().trim_start_matches("W/").to_string();
+    let want = strip(etag);
+    header
+        .split(',')
+        .any(|t| t.trim() == "*" || strip(t) == want)
+}
+
+impl Http {
+    pub fn new(site: Rc<Site>) -> Self {
+        Http {
+            site,
+            input: Vec::new(),
+            state: State::Head,
+            done: false,
+            stopping: false,
+            waiting: false,
+            head_timer: None,
+            scratch: Vec::with_capacity(512),
+        }
+    }
+
+    fn cancel_head_timer(&mut self) {
+        if let Some(t) = self.head_timer.take() {
+            t.cancel();
+        }
+    }
+
+    /// Takes requests from the input while the output has room.
+    fn process(&mut self, t: &mut Transport<'_>) {
+        while !self.done && !self.waiting {
+            match &mut self.state {
+                State::Body(left) => {
+                    let take = (*left).min(self.input.len() as u64);
+                    self.input.drain(..take as usize);
+                    *left -= take;
+                    if *left > 0 {
+                        return;
+                    }
+                    self.state = State::Head;
+                }
+                State::Chunked(d) => match d.feed(&self.input) {
+                    ChunkProgress::NeedMore => {
+                        self.input.clear();
+                        return;
+                    }
+                    ChunkProgress::Done(n) => {
+                        self.input.drain(..n);
+                        self.state = State::Head;
+                    }
+                    ChunkProgress::Error(r) => {
+                        self.reject(t, r.status, r.why, None);
+                        return;
+                    }
+                },
+                State::Head => {
+                    // Blank lines between pipelined requests are allowed.
+                    let blank = self
+                        .input
+                        .iter()
+                        .take_while(|b| **b == b'\r' || **b == b'\n')
+                        .count();
+                    self.input.drain(..blank);
+                    if self.input.is_empty() {
+                        self.cancel_head_timer();
+                        if self.stopping {
+                            self.done = true;
+                            t.lose_connection();
+                        }
+                        return;
+                    }
+                    match request::parse_head(&self.input, &self.site.limits) {
+                        Head::Partial => {
+                            if self.head_timer.is_none() {
+                                self.head_timer = Some(t.call_later(self.site.timeout, HEAD_TIMER));
+                            }
+                            return;
+                        }
+                        Head::Error(r) => {
+                            self.reject(t, r.status, r.why, None);
+                            return;
+                        }
+                        Head::Complete(req, used) => {
+                            self.input.drain(..used);
+                            self.cancel_head_timer();
+                            self.state = match req.body {
+                                Some(Body::Length(n)) => State::Body(n),
+                                Some(Body::Chunked) => {
+                                    State::Chunked(ChunkedDiscard::new(self.site.limits.max_body))
+                                }
+                                _ => State::Head,
+                            };
+                            self.request(t, &req);
+                            if t.buffered() >= PIPELINE_OUTPUT_MAX {
+                                self.waiting = true;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers a request that cannot be parsed or framed, and closes.
+    fn reject(&mut self, t: &mut Transport<'_>, status: u16, why: &str, req: Option<&Request>) {
+        log::info!(target: &t.system(), "Bad request from {}: {why} ({status})", t.peer());
+        self.done = true;
+        self.input.clear();
+        self.cancel_head_timer();
+        let head_only = req.is_some_and(|r| r.method() == Method::Head);
+        let sent = self.error(t, status, false, head_only, req.map_or(1, |r| r.minor));
+        let line = req.map_or_else(|| "-".to_string(), Request::line);
+        self.log(t, &line, sent, req);
+        t.lose_connection();
+    }
+
+    fn log(&self, t: &Transport<'_>, line: &str, sent: Sent, req: Option<&Request>) {
+        let client = t.peer().host_string();
+        self.site.access.borrow_mut().log(&Line {
+            client: if client.is_empty() { "-" } else { &client },
+            request: line,
+            status: sent.status,
+            bytes: sent.bytes,
+            referer: req.and_then(|r| r.referer.as_deref()),
+            agent: req.and_then(|r| r.user_agent.as_deref()),
+        });
+    }
+
+    fn request(&mut self, t: &mut Transport<'_>, req: &Request) {
+        let keep_alive = req.keep_alive && !self.stopping;
+        let sent = self.respond(t, req, keep_alive);
+        self.log(t, &req.line(), sent, Some(req));
+        if !keep_alive {
+            self.done = true;
+            t.lose_connection();
+        }
+    }
+
+    fn respond(&mut self, t: &mut Transport<'_>, req: &Request, keep_alive: bool) -> Sent {
+        let http10 = req.minor == 0;
+        let has_body = !matches!(req.body, Some(Body::None) | None);
+        let method = req.method();
+        if method == Method::Other {
+            // A body we never asked for (Expect: 100-continue) is not read: close instead.
+            let ka = keep_alive && !(has_body && req.expect_continue);
+            self.scratch.clear();
+            response::begin(&mut self.scratch, 405, &self.site.extra_headers);
+            response::header(&mut self.scratch, "Allow", "GET, HEAD");
+            return self.finish_error(t, 405, ka, false, http10);
+        }
+        if req.expect_continue && has_body {
+            t.write(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        let head_only = method == Method::Head;
+        let url = match path::decode(&req.target) {
+            Ok(u) => u,
+            Err(PathError::BadTarget) => {
+                return self.error(t, 400, keep_alive, head_only, req.minor);
+            }
+            Err(PathError::Forbidden(why)) => {
+                log::info!(target: &t.system(), "Refused {:?}: {why}", req.target);
+                return self.error(t, 404, keep_alive, head_only, req.minor);
+            }
+        };
+        let site = self.site.clone();
+        let Some(root) = &site.root else {
+            return self.demo(t, &url.raw, keep_alive, head_only, http10);
+        };
+        if root.hide_dotfiles && url.has_dotfile() {
+            return self.error(t, 404, keep_alive, head_only, req.minor);
+        }
+        let rel = url.relative();
+        match root.find(&rel) {
+            Found::File(e) if !url.trailing_slash || !root.is_dir() => {
+                self.file(t, req, &e, keep_alive)
+            }
+            Found::File(_) => self.error(t, 404, keep_alive, head_only, req.minor),
+            Found::Dir(fd) => {
+                if !url.trailing_slash {
+                    let query = req.target.find('?').map_or("", |i| &req.target[i..]);
+                    let loc = format!("{}/{query}", url.raw);
+                    return self.redirect(t, &loc, keep_alive, head_only, http10);
+                }
+                for idx in &site.indexes {
+                    let mut p = if rel == "." {
+                        OsString::new()
+                    } else {
+                        rel.clone()
+                    };
+                    if !p.is_empty() {
+                        p.push("/");
+                    }
+                    p.push(idx);
+                    if let Found::File(e) = root.find(&p) {
+                        return self.file(t, req, &e, keep_alive);
+                    }
+                }
+                if site.no_listing {
+                    return self.error(t, 403, keep_alive, head_only, req.minor);
+                }
+                let entries = root.list(fd);
+                let html = response::listing(&url.raw, &entries, |n| {
+                    crate::resource::content_type(n, &root.default_type)
+                });
+                self.page(
+                    t,
+                    200,
+                    "text/html; charset=utf-8",
+                    html.as_bytes(),
+                    keep_alive,
+                    head_only,
+                    http10,
+                )
+            }
+            Found::NotFound => {
+                if !url.trailing_slash
+                    && let Some(e) = self.ignored_extension(root, &url.segments, &rel)
+                {
+                    return self.file(t, req, &e, keep_alive);
+                }
+                self.error(t, 404, keep_alive, head_only, req.minor)
+            }
+            Found::Forbidden(why) => {
+                log::info!(target: &t.system(), "Forbidden {:?}: {why}", req.target);
+                self.error(t, 403, keep_alive, head_only, req.minor)
+            }
+        }
+    }
+
+    /// `--ignore-ext` and `--allow-ignore-ext`: `/page` may serve `page.html`.
+    fn ignored_extension(
+        &self,
+        root: &Root,
+        segs: &[OsString],
+        rel: &OsString,
+    ) -> Option<Rc<Entry>> {
+        for ext in &self.site.ignore_ext {
+            let mut p = rel.clone();
+            p.push(ext);
+            if let Found::File(e) = root.find(&p) {
+                return Some(e);
+            }
+        }
+        if self.site.allow_ignore_ext {
+            let (last, parent) = segs.split_last()?;
+            let mut dir = OsString::new();
+            for (i, s) in parent.iter().enumerate() {
+                if i > 0 {
+                    dir.push("/");
+                }
+                dir.push(s);
+            }
+            if dir.is_empty() {
+                dir.push(".");
+            }
+            for name in root.with_any_extension(&dir, last) {
+                let p = if dir == "." {
+                    name
+                } else {
+                    let mut p = dir.clone();
+                    p.push("/");
+                    p.push(name);
+                    p
+                };
+                if let Found::File(e) = root.find(&p) {
+                    return Some(e);
+                }
+            }
+        }
+        None
+    }
+
+    fn file(
+        &mut self,
+        t: &mut Transport<'_>,
+        req: &Request,
+        e: &Rc<Entry>,
+        keep_alive: bool,
+    ) -> Sent {
+        let head_only = req.method() == Method::Head;
+        let http10 = req.minor == 0;
+        let not_modified = match (&req.if_none_match, &req.if_modified_since) {
+            (Some(inm), _) => etag_matches(inm, &e.etag),
+            (None, Some(ims)) => httpdate::parse_http_date(ims)
+                .is_ok_and(|since| unix_secs(e.mtime) <= unix_secs(since)),
+            (None, None) => false,
+        };
+        let extra = &self.site.extra_headers;
+        self.scratch.clear();
+        if not_modified {
+            response::begin(&mut self.scratch, 304, extra);
+            response::header(&mut self.scratch, "ETag", &e.etag);
+            response::header(&mut self.scratch, "Last-Modified", &e.last_modified);
+            response::end(&mut self.scratch, keep_alive, http10);
+            t.write(&self.scratch);
+            return Sent {
+                status: 304,
+                bytes: 0,
+            };
+        }
+        let range_applies = match &req.if_range {
+            None => true,
+            Some(v) if v.starts_with('"') || v.starts_with("W/") => v.trim() == e.etag,
+            Some(v) => {
+                httpdate::parse_http_date(v).is_ok_and(|d| unix_secs(d) == unix_secs(e.mtime))
+            }
+        };
+        let ranges = if range_applies {
+            response::parse_ranges(req.range.as_deref(), e.size)
+        } else {
+            Ranges::Whole
+        };
+        let common = |buf: &mut Vec<u8>| {
+            response::header(buf, "Last-Modified", &e.last_modified);
+            response::header(buf, "ETag", &e.etag);
+            response::header(buf, "Accept-Ranges", "bytes");
+            if let Some(enc) = e.encoding {
+                response::header(buf, "Content-Encoding", enc);
+            }
+        };
+        match ranges {
+            Ranges::Whole => {
+                response::begin(&mut self.scratch, 200, extra);
+                response::header(&mut self.scratch, "Content-Type", &e.content_type);
+                response::header(&mut self.scratch, "Content-Length", e.size);
+                common(&mut self.scratch);
+                response::end(&mut self.scratch, keep_alive, http10);
+                t.write(&self.scratch);
+                if !head_only {
+                    send_body(t, e, 0, e.size);
+                }
+                Sent {
+                    status: 200,
+                    bytes: if head_only { 0 } else { e.size },
+                }
+            }
+            Ranges::Unsatisfiable => {
+                response::begin(&mut self.scratch, 416, extra);
+                response::header(
+                    &mut self.scratch,
+                    "Content-Range",
+                    format_args!("bytes */{}", e.size),
+                );
+                response::header(&mut self.scratch, "Content-Length", 0);
+                response::end(&mut self.scratch, keep_alive, http10);
+                t.write(&self.scratch);
+                Sent {
+                    status: 416,
+                    bytes: 0,
+                }
+            }
+            Ranges::Parts(parts) if parts.len() == 1 => {
+                let (a, b) = parts[0];
+                response::begin(&mut self.scratch, 206, extra);
+                response::header(&mut self.scratch, "Content-Type", &e.content_type);
+                response::header(
+                    &mut self.scratch,
+                    "Content-Range",
+                    format_args!("bytes {a}-{b}/{}", e.size),
+                );
+                response::header(&mut self.scratch, "Content-Length", b - a + 1);
+                common(&mut self.scratch);
+                response::end(&mut self.scratch, keep_alive, http10);
+                t.write(&self.scratch);
+                if !head_only {
+                    send_body(t, e, a, b - a + 1);
+                }
+                Sent {
+                    status: 206,
+                    bytes: if head_only { 0 } else { b - a + 1 },
+                }
+            }
+            Ranges::Parts(parts) => {
+                let boundary = &self.site.boundary;
+                let part_heads: Vec<String> = parts
+                    .iter()
+                    .map(|(a, b)| {
+                        format!(
+                            "\r\n--{boundary}\r\nContent-Type: {}\r\nContent-Range: bytes {a}-{b}/{}\r\n\r\n",
+                            e.content_type, e.size
+                        )
+                    })
+                    .collect();
+                let tail = format!("\r\n--{boundary}--\r\n");
+                let len: u64 = part_heads.iter().map(|h| h.len() as u64).sum::<u64>()
+                    + parts.iter().map(|(a, b)| b - a + 1).sum::<u64>()
+                    + tail.len() as u64;
+                response::begin(&mut self.scratch, 206, extra);
+                response::header(
+                    &mut self.scratch,
+                    "Content-Type",
+                    format_args!("multipart/byteranges; boundary={boundary}"),
+                );
+                response::header(&mut self.scratch, "Content-Length", len);
+                common(&mut self.scratch);
+                response::end(&mut self.scratch, keep_alive, http10);
+                t.write(&self.scratch);
+                if !head_only {
+                    for (h, (a, b)) in part_heads.iter().zip(&parts) {
+                        t.write(h.as_bytes());
+                        send_body(t, e, *a, b - a + 1);
+                    }
+                    t.write(tail.as_bytes());
+                }
+                Sent {
+                    status: 206,
+                    bytes: if head_only { 0 } else { len },
+                }
+            }
+        }
+    }
+
+    fn redirect(
+        &mut self,
+        t: &mut Transport<'_>,
+        loc: &str,
+        ka: bool,
+        head_only: bool,
+        http10: bool,
+    ) -> Sent {
+        let body = response::redirect_page(loc);
+        self.scratch.clear();
+        response::begin(&mut self.scratch, 302, &self.site.extra_headers);
+        response::header(&mut self.scratch, "Location", loc);
+        self.body(
+            t,
+            302,
+            "text/html; charset=utf-8",
+            body.as_bytes(),
+            ka,
+            head_only,
+            http10,
+        )
+    }
+
+    fn demo(
+        &mut self,
+        t: &mut Transport<'_>,
+        raw: &str,
+        ka: bool,
+        head_only: bool,
+        http10: bool,
+    ) -> Sent {
+        if raw != "/" {
+            return self.error(t, 404, ka, head_only, u8::from(!http10));
+        }
+        let body = b"<html><head><title>twistrs web</title></head><body>Hello! This is a twistrs web test page.</body></html>";
+        self.page(
+            t,
+            200,
+            "text/html; charset=utf-8",
+            body,
+            ka,
+            head_only,
+            http10,
+        )
+    }
+
+    /// A generated page with a status.
+    #[allow(clippy::too_many_arguments)]
+    fn page(
+        &mut self,
+        t: &mut Transport<'_>,
+        status: u16,
+        ctype: &str,
+        body: &[u8],
+        ka: bool,
+        head_only: bool,
+        http10: bool,
+    ) -> Sent {
+        self.scratch.clear();
+        response::begin(&mut self.scratch, status, &self.site.extra_headers);
+        self.body(t, status, ctype, body, ka, head_only, http10)
+    }
+
+    /// Ends a begun head with a body.
+    #[allow(clippy::too_many_arguments)]
+    fn body(
+        &mut self,
+        t: &mut Transport<'_>,
+        status: u16,
+        ctype: &str,
+        body: &[u8],
+        ka: bool,
+        head_only: bool,
+        http10: bool,
+    ) -> Sent {
+        response::header(&mut self.scratch, "Content-Type", ctype);
+        response::header(&mut self.scratch, "Content-Length", body.len());
+        response::end(&mut self.scratch, ka, http10);
+        t.write(&self.scratch);
+        if head_only {
+            return Sent { status, bytes: 0 };
+        }
+        t.write(body);
+        Sent {
+            status,
+            bytes: body.len() as u64,
+        }
+    }
+
+    fn error(
+        &mut self,
+        t: &mut Transport<'_>,
+        status: u16,
+        ka: bool,
+        head_only: bool,
+        minor: u8,
+    ) -> Sent {
+        self.scratch.clear();
+        response::begin(&mut self.scratch, status, &self.site.extra_headers);
+        self.finish_error(t, status, ka, head_only, minor == 0)
+    }
+
+    fn finish_error(
+        &mut self,
+        t: &mut Transport<'_>,
+        status: u16,
+        ka: bool,
+        head_only: bool,
+        http10: bool,
+    ) -> Sent {
+        let page = response::error_page(status);
+        self.body(
+            t,
+            status,
+            "text/html; charset=utf-8",
+            page.as_bytes(),
+            ka,
+            head_only,
+            http10,
+        )
+    }
+}
+
+/// The body bytes `[offset, offset+len)` of a file: from the cache, or with sendfile.
+fn send_body(t: &mut Transport<'_>, e: &Entry, offset: u64, len: u64) {
+    if let Some(b) = &e.body {
+        let (a, z) = (offset as usize, (offset + len) as usize);
+        if let Some(slice) = b.get(a..z) {
+            t.write(slice);
+        }
+    } else if let Some(f) = &e.file {
+        t.send_file(f.clone(), offset, len);
+    }
+}
+
+impl Protocol for Http {
+    fn connection_made(&mut self, t: &mut Transport<'_>) {
+        t.register_producer();
+        t.set_timeout(Some(self.site.timeout));
+    }
+
+    fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
+        if self.done {
+            return;
+        }
+        self.input.extend_from_slice(data);
+        self.process(t);
+    }
+
+    fn read_eof(&mut self, t: &mut Transport<'_>) {
+        self.done = true;
+        self.cancel_head_timer();
+        t.lose_connection();
+    }
+
+    fn connection_lost(&mut self, _reason: &Reason) {
+        self.cancel_head_timer();
+    }
+
+    fn pause_producing(&mut self) {
+        self.waiting = true;
+    }
+
+    fn resume_producing(&mut self, t: &mut Transport<'_>) {
+        if self.waiting && t.buffered() < PIPELINE_OUTPUT_MAX {
+            self.waiting = false;
+            self.process(t);
+        }
+    }
+
+    /// Idle between requests: close. A client that stopped reading a response: abort.
+    fn timeout_connection(&mut self, t: &mut Transport<'_>) {
+        if t.buffered() > 0 {
+            t.abort_connection();
+        } else {
+            self.done = true;
+            t.lose_connection();
+        }
+    }
+
+    /// A request head that has not arrived within the timeout (a slow client): 408.
+    fn timer_fired(&mut self, t: &mut Transport<'_>, key: u64) {
+        if key == HEAD_TIMER {
+            self.head_timer = None;
+            if !self.input.is_empty() && !self.done {
+                self.reject(t, 408, "request head timed out", None);
+            }
+        }
+    }
+
+    /// Graceful stop: finish the request in progress, take no more, close when idle.
+    fn stop_requested(&mut self, t: &mut Transport<'_>) {
+        self.stopping = true;
+        if self.input.is_empty() && matches!(self.state, State::Head) {
+            self.done = true;
+            t.lose_connection();
+        } else {
+            t.set_timeout(Some(twistrs_core::STOP_GRACE));
+        }
+    }
+}
+
+impl Http {
+    /// Bytes waiting in the input buffer (for tests).
+    pub fn pending_input(&self) -> usize {
+        self.input.len()
+    }
+}

@@ -1,0 +1,349 @@
+//! The `web` plugin: static files over HTTP/1.1, twistd's `web --path DIR`.
+//!
+//! A `twistd web` command line with `--path`, `--listen`, `--port`, `--index`, `--mime-type`,
+//! `--ignore-ext`, `--allow-ignore-ext`, `--add-header` and `--logfile` works here with the
+//! same meaning and defaults. The Python-only options are refused by name.
+
+pub mod access;
+pub mod http;
+pub mod path;
+pub mod request;
+pub mod resource;
+pub mod response;
+
+use std::cell::RefCell;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
+use twistrs_core::{
+    Address, Endpoint, Factory, Handle, ListeningService, Plugin, PluginError, Protocol, Service,
+};
+
+use crate::access::AccessLog;
+use crate::http::{Http, Site};
+use crate::request::Limits;
+use crate::resource::Root;
+
+const ABOUT: &str =
+    "A static web server: files over HTTP/1.1 (twistd's web --path), with sendfile.";
+
+/// twistd web options that need Python; each is refused with why.
+const PYTHON_ONLY: &[(&str, Option<char>, &str)] = &[
+    ("wsgi", None, "runs a Python WSGI application"),
+    ("class", None, "uses a Python Resource class as the root"),
+    ("resource-script", None, "runs a Python .rpy script"),
+    ("processor", None, "maps extensions to Python processors"),
+    (
+        "user",
+        Some('u'),
+        "serves users' ~/public_html through Python's twisted.web.distrib",
+    ),
+    (
+        "personal",
+        None,
+        "publishes the site over Python's Perspective Broker",
+    ),
+    (
+        "https",
+        None,
+        "needs TLS, which twistrs web does not have yet",
+    ),
+    ("certificate", Some('c'), "belongs to --https"),
+    ("privkey", Some('k'), "belongs to --https"),
+];
+
+/// The plugin.
+pub fn plugin() -> Plugin {
+    Plugin {
+        tapname: "web",
+        description: ABOUT,
+        options,
+        make_service,
+    }
+}
+
+fn endpoint(s: &str) -> Result<Endpoint, String> {
+    s.parse::<Endpoint>().map_err(|e| e.to_string())
+}
+
+fn header_line(s: &str) -> Result<String, String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}' is not \"Name: Value\""))?;
+    let (name, value) = (name.trim(), value.trim());
+    if name.is_empty()
+        || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+        || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+    {
+        return Err(format!("'{s}' is not a valid header"));
+    }
+    Ok(format!("{name}: {value}"))
+}
+
+fn options() -> Command {
+    let mut c = Command::new("web")
+        .about(ABOUT)
+        .arg(
+            Arg::new("path")
+                .long("path")
+                .value_name("DIR")
+                .value_parser(value_parser!(PathBuf))
+                .help("The directory (or single file) to serve [default: a test page]"),
+        )
+        .arg(
+            Arg::new("listen")
+                .long("listen")
+                .value_name("ENDPOINT")
+                .action(ArgAction::Append)
+                .value_parser(endpoint)
+                .help("Endpoint to listen on, repeatable [default: tcp:8080]"),
+        )
+        .arg(
+            Arg::new("port")
+                .short('p')
+                .long("port")
+                .value_name("ENDPOINT")
+                .action(ArgAction::Append)
+                .value_parser(endpoint)
+                .help("Deprecated alias of --listen, as in twistd"),
+        )
+        .arg(
+            Arg::new("index")
+                .short('i')
+                .long("index")
+                .value_name("NAME")
+                .action(ArgAction::Append)
+                .help("Index file name, repeatable; replaces the default list index.html, index.htm"),
+        )
+        .arg(
+            Arg::new("mime-type")
+                .short('m')
+                .long("mime-type")
+                .value_name("TYPE")
+                .default_value("text/html")
+                .help("Content-Type for files whose extension is unknown"),
+        )
+        .arg(
+            Arg::new("ignore-ext")
+                .long("ignore-ext")
+                .value_name("EXT")
+                .action(ArgAction::Append)
+                .help("Try this extension when a path is not found (/page serves page.html), repeatable"),
+        )
+        .arg(
+            Arg::new("allow-ignore-ext")
+                .long("allow-ignore-ext")
+                .action(ArgAction::SetTrue)
+                .help("Let any extension be left out of a path"),
+        )
+        .arg(
+            Arg::new("add-header")
+                .long("add-header")
+                .value_name("NAME: VALUE")
+                .action(ArgAction::Append)
+                .value_parser(header_line)
+                .help("A header added to every response, repeatable"),
+        )
+        .arg(
+            Arg::new("logfile")
+                .short('l')
+                .long("logfile")
+                .value_name("FILE")
+                .value_parser(value_parser!(PathBuf))
+                .help("Access log file [default: the main log]"),
+        )
+        .arg(
+            Arg::new("no-listing")
+                .long("no-listing")
+                .action(ArgAction::SetTrue)
+                .help("Answer 403 for a directory without an index file, instead of listing it"),
+        )
+        .arg(
+            Arg::new("hide-dotfiles")
+                .long("hide-dotfiles")
+                .action(ArgAction::SetTrue)
+                .help("Neither list nor serve names starting with a dot (twistd does both)"),
+        )
+        .arg(
+            Arg::new("follow-symlinks")
+                .long("follow-symlinks")
+                .action(ArgAction::SetTrue)
+                .help("Serve symlinks that point outside the root (refused by default; twistd follows them)"),
+        )
+        .arg(
+            Arg::new("max-connections")
+                .long("max-connections")
+                .value_name("N")
+                .value_parser(value_parser!(usize))
+                .help("Accept at most N connections at once"),
+        )
+        .arg(
+            Arg::new("timeout")
+                .long("timeout")
+                .value_name("SECONDS")
+                .default_value("60")
+                .value_parser(value_parser!(u64).range(1..))
+                .help("Close idle connections, and clients whose request head takes longer (408), after SECONDS"),
+        )
+        .arg(
+            Arg::new("display-tracebacks")
+                .long("display-tracebacks")
+                .action(ArgAction::SetTrue)
+                .hide(true),
+        )
+        .arg(
+            Arg::new("notracebacks")
+                .short('n')
+                .long("notracebacks")
+                .action(ArgAction::SetTrue)
+                .hide(true),
+        );
+    for (name, short, _) in PYTHON_ONLY {
+        let mut a = Arg::new(*name).long(*name).hide(true).num_args(0..=1);
+        if let Some(s) = short {
+            a = a.short(*s);
+        }
+        c = c.arg(a);
+    }
+    c
+}
+
+/// A factory of `Http` protocols sharing one site.
+struct WebFactory {
+    site: Rc<Site>,
+    max: Option<usize>,
+}
+
+impl Factory for WebFactory {
+    fn name(&self) -> &'static str {
+        "Site"
+    }
+
+    fn build_protocol(&mut self, _peer: &Address) -> Option<Box<dyn Protocol>> {
+        Some(Box::new(Http::new(self.site.clone())))
+    }
+
+    fn start_factory(&mut self, handle: &Handle) {
+        let access = self.site.access.clone();
+        handle.on_reopen(Box::new(move || access.borrow_mut().reopen()));
+        schedule_flush(handle.clone(), self.site.access.clone());
+    }
+
+    fn stop_factory(&mut self) {
+        self.site.access.borrow_mut().flush();
+    }
+
+    fn max_connections(&self) -> Option<usize> {
+        self.max
+    }
+}
+
+/// Flushes the access log every second.
+fn schedule_flush(h: Handle, access: Rc<RefCell<AccessLog>>) {
+    let h2 = h.clone();
+    h.call_later(Duration::from_secs(1), move || {
+        access.borrow_mut().flush();
+        schedule_flush(h2, access);
+    });
+}
+
+fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
+    for (name, _, why) in PYTHON_ONLY {
+        if m.value_source(name) == Some(clap::parser::ValueSource::CommandLine) {
+            return Err(PluginError::new(format!(
+                "web: --{name} {why}; twistrs web does not support it"
+            )));
+        }
+    }
+    let default_type = m
+        .get_one::<String>("mime-type")
+        .cloned()
+        .unwrap_or_else(|| "text/html".into());
+    let root = match m.get_one::<PathBuf>("path") {
+        Some(p) => Some(
+            Root::open(
+                p,
+                m.get_flag("follow-symlinks"),
+                m.get_flag("hide-dotfiles"),
+                default_type,
+            )
+            .map_err(|e| PluginError::new(format!("web: --path {}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let access = match m.get_one::<PathBuf>("logfile") {
+        Some(p) => AccessLog::file(std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+            .map_err(|e| PluginError::new(format!("web: --logfile {}: {e}", p.display())))?,
+        None => AccessLog::main(),
+    };
+    let indexes: Vec<OsString> = match m.get_many::<String>("index") {
+        Some(v) => v.map(OsString::from).collect(),
+        None => vec!["index.html".into(), "index.htm".into()],
+    };
+    let ignore_ext: Vec<String> = m
+        .get_many::<String>("ignore-ext")
+        .map(|v| {
+            v.map(|e| {
+                if e.starts_with('.') {
+                    e.clone()
+                } else {
+                    format!(".{e}")
+                }
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let site = Site {
+        root,
+        indexes,
+        ignore_ext,
+        allow_ignore_ext: m.get_flag("allow-ignore-ext"),
+        no_listing: m.get_flag("no-listing"),
+        extra_headers: m
+            .get_many::<String>("add-header")
+            .map(|v| v.cloned().collect())
+            .unwrap_or_default(),
+        limits: Limits::default(),
+        timeout: Duration::from_secs(m.get_one::<u64>("timeout").copied().unwrap_or(60)),
+        access: Rc::new(RefCell::new(access)),
+        boundary: format!("{:032x}", seed ^ u128::from(std::process::id()) << 64),
+    };
+    let mut endpoints: Vec<Endpoint> = m
+        .get_many::<Endpoint>("listen")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
+    endpoints.extend(
+        m.get_many::<Endpoint>("port")
+            .into_iter()
+            .flatten()
+            .cloned(),
+    );
+    if endpoints.is_empty() {
+        endpoints.push(
+            "tcp:8080"
+                .parse()
+                .map_err(|e| PluginError::new(format!("{e}")))?,
+        );
+    }
+    if let Some(ep) = endpoints.iter().find(|e| e.is_datagram()) {
+        return Err(PluginError::new(format!(
+            "web: '{ep}' is a datagram endpoint; HTTP needs a stream"
+        )));
+    }
+    let factory = WebFactory {
+        site: Rc::new(site),
+        max: m.get_one::<usize>("max-connections").copied(),
+    };
+    Ok(Box::new(ListeningService::new(
+        "web",
+        endpoints,
+        Box::new(factory),
+        None,
+    )))
+}

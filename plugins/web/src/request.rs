@@ -1,0 +1,501 @@
+//! The sans-IO HTTP/1.x request parser: bytes in, a request head or an error status out.
+//!
+//! httparse does the grammar; this module adds what a server needs around it: limits (request
+//! line 414, header bytes and count 431, body 413), the framing of the body that follows
+//! (Content-Length or chunked, read and thrown away), keep-alive and `Expect: 100-continue`.
+
+/// Limits on what a client may send.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_request_line: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_line: 8 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            max_body: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Other,
+}
+
+/// How the request's body is framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A parsed request head.
+#[derive(Debug, Default, Clone)]
+pub struct Request {
+    pub method_name: String,
+    pub target: String,
+    /// The minor version: 0 or 1.
+    pub minor: u8,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    pub host: Option<String>,
+    pub user_agent: Option<String>,
+    pub referer: Option<String>,
+    pub if_modified_since: Option<String>,
+    pub if_none_match: Option<String>,
+    pub range: Option<String>,
+    pub if_range: Option<String>,
+    pub body: Option<Body>,
+}
+
+impl Request {
+    pub fn method(&self) -> Method {
+        match self.method_name.as_str() {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            _ => Method::Other,
+        }
+    }
+
+    /// The request line as the access log shows it.
+    pub fn line(&self) -> String {
+        format!("{} {} HTTP/1.{}", self.method_name, self.target, self.minor)
+    }
+}
+
+/// An error status and a reason for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reject {
+    pub status: u16,
+    pub why: &'static str,
+}
+
+fn reject(status: u16, why: &'static str) -> Reject {
+    Reject { status, why }
+}
+
+/// What `parse_head` found.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // returned by value once per request; boxing would allocate
+pub enum Head {
+    /// A whole head, and how many bytes it took.
+    Complete(Request, usize),
+    /// More bytes are needed.
+    Partial,
+    Error(Reject),
+}
+
+fn header_str(v: &[u8]) -> Option<String> {
+    std::str::from_utf8(v).ok().map(|s| s.trim().to_string())
+}
+
+/// Parses one request head from the start of `buf`.
+pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
+    // Tolerate the empty lines some clients send between requests (RFC 9112 2.2).
+    let line_end = buf.iter().position(|b| *b == b'\n');
+    match line_end {
+        None if buf.len() > limits.max_request_line => {
+            return Head::Error(reject(414, "request line too long"));
+        }
+        Some(n) if n > limits.max_request_line => {
+            return Head::Error(reject(414, "request line too long"));
+        }
+        _ => {}
+    }
+    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut req = httparse::Request::new(&mut headers);
+    let used = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > limits.max_header_bytes {
+                return Head::Error(reject(431, "request header fields too large"));
+            }
+            return Head::Partial;
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Head::Error(reject(431, "too many header fields"));
+        }
+        Err(httparse::Error::Version) => {
+            return Head::Error(reject(505, "HTTP version not supported"));
+        }
+        Err(_) => return Head::Error(reject(400, "malformed request")),
+    };
+    if used > limits.max_header_bytes {
+        return Head::Error(reject(431, "request header fields too large"));
+    }
+    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+        return Head::Error(reject(400, "malformed request"));
+    };
+    let mut r = Request {
+        method_name: method.to_string(),
+        target: path.to_string(),
+        minor,
+        keep_alive: minor == 1,
+        ..Request::default()
+    };
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let Some(n) = header_str(h.value).and_then(|v| v.parse::<u64>().ok()) else {
+                return Head::Error(reject(400, "invalid Content-Length"));
+            };
+            if length.is_some_and(|l| l != n) {
+                return Head::Error(reject(400, "conflicting Content-Length"));
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            let v = header_str(h.value).unwrap_or_default().to_ascii_lowercase();
+            if v.rsplit(',').next().map(str::trim) != Some("chunked") {
+                return Head::Error(reject(501, "unsupported Transfer-Encoding"));
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case("connection") {
+            let v = header_str(h.value).unwrap_or_default().to_ascii_lowercase();
+            for token in v.split(',').map(str::trim) {
+                match token {
+                    "close" => r.keep_alive = false,
+                    "keep-alive" => r.keep_alive = true,
+                    _ => {}
+                }
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            let v = header_str(h.value).unwrap_or_default();
+            if v.eq_ignore_ascii_case("100-continue") {
+                r.expect_continue = true;
+            } else {
+                return Head::Error(reject(417, "unsupported expectation"));
+            }
+        } else if name.eq_ignore_ascii_case("host") {
+            r.host = header_str(h.value);
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            r.user_agent = header_str(h.value);
+        } else if name.eq_ignore_ascii_case("referer") {
+            r.referer = header_str(h.value);
+        } else if name.eq_ignore_ascii_case("if-modified-since") {
+            r.if_modified_since = header_str(h.value);
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            r.if_none_match = header_str(h.value);
+        } else if name.eq_ignore_ascii_case("range") {
+            r.range = header_str(h.value);
+        } else if name.eq_ignore_ascii_case("if-range") {
+            r.if_range = header_str(h.value);
+        }
+    }
+    if chunked && length.is_some() {
+        // Both framings at once is the request-smuggling pattern (RFC 9112 6.1).
+        return Head::Error(reject(400, "both Content-Length and Transfer-Encoding"));
+    }
+    r.body = Some(if chunked {
+        Body::Chunked
+    } else {
+        match length {
+            Some(n) if n > limits.max_body => {
+                return Head::Error(reject(413, "request body too large"));
+            }
+            Some(0) | None => Body::None,
+            Some(n) => Body::Length(n),
+        }
+    });
+    Head::Complete(r, used)
+}
+
+/// Reads and drops a chunked body, byte by byte as it arrives, within a size limit.
+#[derive(Debug, Clone)]
+pub struct ChunkedDiscard {
+    state: ChunkState,
+    size: u64,
+    digits: u8,
+    total: u64,
+    max: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    Size,
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    TrailerLine,
+    FinalLf,
+    Done,
+}
+
+/// What feeding a chunked body gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChunkProgress {
+    /// Consumed everything given; more body to come.
+    NeedMore,
+    /// The body ended after this many bytes of the input.
+    Done(usize),
+    Error(Reject),
+}
+
+impl ChunkedDiscard {
+    pub fn new(max: u64) -> Self {
+        ChunkedDiscard {
+            state: ChunkState::Size,
+            size: 0,
+            digits: 0,
+            total: 0,
+            max,
+        }
+    }
+
+    /// Consumes body bytes from `input`.
+    pub fn feed(&mut self, input: &[u8]) -> ChunkProgress {
+        let bad = ChunkProgress::Error(reject(400, "malformed chunked body"));
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            match self.state {
+                ChunkState::Size => match (b as char).to_digit(16) {
+                    Some(d) => {
+                        self.digits += 1;
+                        if self.digits > 15 {
+                            return ChunkProgress::Error(reject(413, "chunk too large"));
+                        }
+                        self.size = self.size * 16 + u64::from(d);
+                    }
+                    None if self.digits == 0 => return bad,
+                    None if b == b';' || b == b' ' || b == b'\t' => {
+                        self.state = ChunkState::Extension
+                    }
+                    None if b == b'\r' => self.state = ChunkState::SizeLf,
+                    None if b == b'\n' => self.size_done(),
+                    None => return bad,
+                },
+                ChunkState::Extension => {
+                    if b == b'\n' {
+                        self.size_done();
+                    } else if b == b'\r' {
+                        self.state = ChunkState::SizeLf;
+                    }
+                }
+                ChunkState::SizeLf => {
+                    if b != b'\n' {
+                        return bad;
+                    }
+                    self.size_done();
+                }
+                ChunkState::Data => {
+                    let take = (self.size as usize).min(input.len() - i);
+                    self.size -= take as u64;
+                    i += take;
+                    if self.size == 0 {
+                        self.state = ChunkState::DataCr;
+                    }
+                    continue;
+                }
+                ChunkState::DataCr => match b {
+                    b'\r' => self.state = ChunkState::DataLf,
+                    b'\n' => self.restart(),
+                    _ => return bad,
+                },
+                ChunkState::DataLf => {
+                    if b != b'\n' {
+                        return bad;
+                    }
+                    self.restart();
+                }
+                ChunkState::TrailerStart => match b {
+                    b'\r' => self.state = ChunkState::FinalLf,
+                    b'\n' => {
+                        self.state = ChunkState::Done;
+                        return ChunkProgress::Done(i + 1);
+                    }
+                    _ => self.state = ChunkState::TrailerLine,
+                },
+                ChunkState::TrailerLine => {
+                    if b == b'\n' {
+                        self.state = ChunkState::TrailerStart;
+                    }
+                }
+                ChunkState::FinalLf => {
+                    if b != b'\n' {
+                        return bad;
+                    }
+                    self.state = ChunkState::Done;
+                    return ChunkProgress::Done(i + 1);
+                }
+                ChunkState::Done => return ChunkProgress::Done(i),
+            }
+            if self.total > self.max {
+                return ChunkProgress::Error(reject(413, "request body too large"));
+            }
+            i += 1;
+        }
+        if self.total > self.max {
+            return ChunkProgress::Error(reject(413, "request body too large"));
+        }
+        ChunkProgress::NeedMore
+    }
+
+    fn size_done(&mut self) {
+        self.total += self.size;
+        self.state = if self.size == 0 {
+            ChunkState::TrailerStart
+        } else {
+            ChunkState::Data
+        };
+    }
+
+    fn restart(&mut self) {
+        self.state = ChunkState::Size;
+        self.size = 0;
+        self.digits = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` in `chunk`-byte pieces into a growing buffer, as a connection would.
+    fn head_in_pieces(input: &[u8], chunk: usize, limits: &Limits) -> Head {
+        let mut buf = Vec::new();
+        for piece in input.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            match parse_head(&buf, limits) {
+                Head::Partial => continue,
+                other => return other,
+            }
+        }
+        Head::Partial
+    }
+
+    #[test]
+    fn a_request_parses_the_same_in_every_chunking() {
+        let raw = b"GET /a%20b/?q=1 HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/8.0\r\nRange: bytes=0-1\r\nIf-None-Match: \"e\"\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+        let first_len = raw.len() - b"GET / HTTP/1.1\r\n\r\n".len();
+        for chunk in 1..=raw.len() {
+            match head_in_pieces(raw, chunk, &Limits::default()) {
+                Head::Complete(r, used) => {
+                    assert_eq!(used, first_len, "chunk {chunk}");
+                    assert_eq!(r.method(), Method::Get);
+                    assert_eq!(r.target, "/a%20b/?q=1");
+                    assert_eq!(r.minor, 1);
+                    assert!(!r.keep_alive, "Connection: close");
+                    assert_eq!(r.user_agent.as_deref(), Some("curl/8.0"));
+                    assert_eq!(r.range.as_deref(), Some("bytes=0-1"));
+                    assert_eq!(r.if_none_match.as_deref(), Some("\"e\""));
+                    assert_eq!(r.body, Some(Body::None));
+                }
+                other => panic!("chunk {chunk}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn keep_alive_defaults_by_version() {
+        let h = |raw: &[u8]| match parse_head(raw, &Limits::default()) {
+            Head::Complete(r, _) => r,
+            other => panic!("{other:?}"),
+        };
+        assert!(!h(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(h(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        assert!(h(b"HEAD / HTTP/1.1\r\n\r\n").keep_alive);
+        assert!(
+            h(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+                .expect_continue
+        );
+    }
+
+    #[test]
+    fn limits_and_malformed_heads_get_their_status() {
+        let small = Limits {
+            max_request_line: 64,
+            max_header_bytes: 256,
+            max_headers: 4,
+            max_body: 100,
+        };
+        let status = |raw: Vec<u8>| match head_in_pieces(&raw, 1, &small) {
+            Head::Error(r) => r.status,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            status(format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(100)).into_bytes()),
+            414
+        );
+        assert_eq!(
+            status(format!("GET /{}", "a".repeat(100)).into_bytes()),
+            414,
+            "no line end yet"
+        );
+        let many: String = (0..5).map(|i| format!("X-{i}: y\r\n")).collect();
+        assert_eq!(
+            status(format!("GET / HTTP/1.1\r\n{many}\r\n").into_bytes()),
+            431
+        );
+        assert_eq!(
+            status(format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "b".repeat(300)).into_bytes()),
+            431
+        );
+        assert_eq!(status(b"GET / HTTP/2.0\r\n\r\n".to_vec()), 505);
+        assert_eq!(status(b"GET\x01 / HTTP/1.1\r\n\r\n".to_vec()), 400);
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n".to_vec()),
+            413
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n".to_vec()),
+            400
+        );
+        assert_eq!(
+            status(
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    .to_vec()
+            ),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec()),
+            501
+        );
+    }
+
+    #[test]
+    fn chunked_bodies_are_skipped_in_every_chunking() {
+        let body = b"5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+        for chunk in 1..=body.len() {
+            let mut d = ChunkedDiscard::new(1000);
+            let mut done_at = None;
+            let mut offset = 0;
+            for piece in body.chunks(chunk) {
+                match d.feed(piece) {
+                    ChunkProgress::NeedMore => offset += piece.len(),
+                    ChunkProgress::Done(n) => {
+                        done_at = Some(offset + n);
+                        break;
+                    }
+                    ChunkProgress::Error(e) => panic!("chunk {chunk}: {e:?}"),
+                }
+            }
+            assert_eq!(done_at, Some(body.len() - 4), "chunk {chunk}");
+        }
+        let mut d = ChunkedDiscard::new(10);
+        assert!(matches!(
+            d.feed(b"ff\r\n"),
+            ChunkProgress::Error(Reject { status: 413, .. })
+        ));
+        let mut d = ChunkedDiscard::new(10);
+        assert!(matches!(
+            d.feed(b"zz\r\n"),
+            ChunkProgress::Error(Reject { status: 400, .. })
+        ));
+    }
+}

@@ -1,0 +1,381 @@
+//! The served tree: opening files safely under the root, their metadata, and a small cache.
+//!
+//! Every file is opened with `openat2(root, path, RESOLVE_BENEATH)`, so neither `..` nor a
+//! symlink can reach outside the root (unless `--follow-symlinks`). Small files are kept in
+//! memory with their response headers, and each hit is checked with one `fstatat`: a changed
+//! inode, size, mtime or ctime is a miss. Large files are sent with sendfile from an open file.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{FileStat, SFlag};
+
+/// Files up to this size are cached in memory.
+const CACHE_FILE_MAX: u64 = 256 * 1024;
+const CACHE_BYTES_MAX: usize = 32 * 1024 * 1024;
+const CACHE_ENTRIES_MAX: usize = 4096;
+
+/// What identifies a version of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(st: &FileStat) -> Stamp {
+        Stamp {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        }
+    }
+}
+
+/// A regular file ready to serve.
+pub struct Entry {
+    pub stamp: Stamp,
+    pub size: u64,
+    pub mtime: SystemTime,
+    /// The body, for cached small files.
+    pub body: Option<Rc<[u8]>>,
+    /// The open file, for large ones.
+    pub file: Option<Rc<File>>,
+    pub content_type: String,
+    pub encoding: Option<&'static str>,
+    pub etag: String,
+    pub last_modified: String,
+}
+
+/// What a path names.
+pub enum Found {
+    File(Rc<Entry>),
+    /// A directory, with its open descriptor (for listing).
+    Dir(OwnedFd),
+    NotFound,
+    Forbidden(&'static str),
+}
+
+/// The root being served, and how.
+pub struct Root {
+    pub path: PathBuf,
+    dir: Option<OwnedFd>,
+    pub follow_symlinks: bool,
+    pub hide_dotfiles: bool,
+    pub default_type: String,
+    cache: RefCell<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    map: HashMap<OsString, Rc<Entry>>,
+    bytes: usize,
+}
+
+/// twistd's own additions to the MIME table (`static.loadMimeTypes`).
+fn twistd_type(ext: &str) -> Option<&'static str> {
+    Some(match ext {
+        "conf" | "diff" | "patch" | "java" => "text/plain",
+        "flac" => "audio/x-flac",
+        "oz" => "text/x-oz",
+        "swf" => "application/x-shockwave-flash",
+        "wml" => "text/vnd.wap.wml",
+        "xul" => "application/vnd.mozilla.xul+xml",
+        _ => return None,
+    })
+}
+
+/// Content-Type and Content-Encoding for a file name: `.gz`/`.bz2` are encodings of the
+/// inner name, as twistd serves them.
+pub fn content_type(name: &OsStr, default: &str) -> (String, Option<&'static str>) {
+    let name = Path::new(name);
+    let (inner, encoding) = match name.extension().and_then(OsStr::to_str) {
+        Some("gz") => (
+            Path::new(name.file_stem().unwrap_or_default()),
+            Some("gzip"),
+        ),
+        Some("bz2") => (
+            Path::new(name.file_stem().unwrap_or_default()),
+            Some("bzip2"),
+        ),
+        _ => (name, None),
+    };
+    let ext = inner
+        .extension()
+        .and_then(OsStr::to_str)
+        .map(str::to_ascii_lowercase);
+    let t = match ext.as_deref() {
+        None => default.to_string(),
+        Some(e) => twistd_type(e)
+            .map(str::to_string)
+            .or_else(|| mime_guess::from_ext(e).first_raw().map(str::to_string))
+            .unwrap_or_else(|| default.to_string()),
+    };
+    (t, encoding)
+}
+
+fn errno_found(e: nix::Error) -> Found {
+    use nix::errno::Errno;
+    match e {
+        Errno::EACCES | Errno::EPERM => Found::Forbidden("permission denied"),
+        Errno::EXDEV => Found::Forbidden("path leaves the root through a symlink"),
+        Errno::ELOOP => Found::Forbidden("too many symlinks"),
+        _ => Found::NotFound,
+    }
+}
+
+impl Root {
+    /// Opens the root (a directory or a single file).
+    pub fn open(
+        path: &Path,
+        follow_symlinks: bool,
+        hide_dotfiles: bool,
+        default_type: String,
+    ) -> std::io::Result<Root> {
+        let path = std::path::absolute(path)?;
+        let md = std::fs::metadata(&path)?;
+        let dir = if md.is_dir() {
+            Some(OwnedFd::from(File::open(&path)?))
+        } else {
+            None
+        };
+        Ok(Root {
+            path,
+            dir,
+            follow_symlinks,
+            hide_dotfiles,
+            default_type,
+            cache: RefCell::new(Cache::default()),
+        })
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// Looks up `rel` (from `path::UrlPath::relative`, never holding `..`).
+    pub fn find(&self, rel: &OsStr) -> Found {
+        let Some(dir) = &self.dir else {
+            return self.single_file(rel);
+        };
+        if let Some(hit) = self.cached(dir, rel) {
+            return Found::File(hit);
+        }
+        let resolve = if self.follow_symlinks {
+            ResolveFlag::empty()
+        } else {
+            ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS
+        };
+        let how = OpenHow::new()
+            // O_NONBLOCK: opening a FIFO must not stall the reactor.
+            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
+            .resolve(resolve);
+        let fd = match nix::fcntl::openat2(dir.as_fd(), rel, how) {
+            Ok(fd) => fd,
+            Err(e) => return errno_found(e),
+        };
+        let st = match nix::sys::stat::fstat(&fd) {
+            Ok(s) => s,
+            Err(e) => return errno_found(e),
+        };
+        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+        if kind == SFlag::S_IFDIR {
+            return Found::Dir(fd);
+        }
+        if kind != SFlag::S_IFREG {
+            return Found::Forbidden("not a regular file");
+        }
+        let name = Path::new(rel).file_name().unwrap_or(rel);
+        match self.entry(File::from(fd), &st, name) {
+            Ok(e) => {
+                let e = Rc::new(e);
+                if e.body.is_some() {
+                    self.remember(rel, e.clone());
+                }
+                Found::File(e)
+            }
+            Err(_) => Found::Forbidden("unreadable"),
+        }
+    }
+
+    fn single_file(&self, rel: &OsStr) -> Found {
+        if rel != "." {
+            return Found::NotFound;
+        }
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Found::Forbidden("permission denied");
+            }
+            Err(_) => return Found::NotFound,
+        };
+        let Ok(st) = nix::sys::stat::fstat(&file) else {
+            return Found::NotFound;
+        };
+        let name = self.path.file_name().unwrap_or_default().to_os_string();
+        match self.entry(file, &st, &name) {
+            Ok(e) => Found::File(Rc::new(e)),
+            Err(_) => Found::Forbidden("unreadable"),
+        }
+    }
+
+    fn cached(&self, dir: &OwnedFd, rel: &OsStr) -> Option<Rc<Entry>> {
+        let cache = self.cache.borrow();
+        let hit = cache.map.get(rel)?;
+        // One stat per hit: any change to the file is a miss.
+        let st = nix::sys::stat::fstatat(dir, rel, nix::fcntl::AtFlags::empty()).ok()?;
+        (Stamp::of(&st) == hit.stamp).then(|| hit.clone())
+    }
+
+    fn remember(&self, rel: &OsStr, e: Rc<Entry>) {
+        let mut c = self.cache.borrow_mut();
+        let len = e.body.as_ref().map_or(0, |b| b.len());
+        while (c.bytes + len > CACHE_BYTES_MAX || c.map.len() >= CACHE_ENTRIES_MAX)
+            && let Some(k) = c.map.keys().next().cloned()
+        {
+            if let Some(old) = c.map.remove(&k) {
+                c.bytes -= old.body.as_ref().map_or(0, |b| b.len());
+            }
+        }
+        if let Some(old) = c.map.insert(rel.to_os_string(), e) {
+            c.bytes -= old.body.as_ref().map_or(0, |b| b.len());
+        }
+        c.bytes += len;
+    }
+
+    fn entry(&self, file: File, st: &FileStat, name: &OsStr) -> std::io::Result<Entry> {
+        let size = st.st_size as u64;
+        let mtime = UNIX_EPOCH
+            + Duration::new(
+                st.st_mtime.max(0) as u64,
+                st.st_mtime_nsec.clamp(0, 999_999_999) as u32,
+            );
+        let (content_type, encoding) = content_type(name, &self.default_type);
+        let (body, file) = if size <= CACHE_FILE_MAX {
+            let mut buf = vec![0u8; size as usize];
+            file.read_exact_at(&mut buf, 0)?;
+            (Some(Rc::<[u8]>::from(buf)), None)
+        } else {
+            (None, Some(Rc::new(file)))
+        };
+        Ok(Entry {
+            stamp: Stamp::of(st),
+            size,
+            mtime,
+            body,
+            file,
+            content_type,
+            encoding,
+            etag: format!("\"{:x}-{:x}-{:x}\"", st.st_mtime, st.st_mtime_nsec, size),
+            last_modified: httpdate::fmt_http_date(mtime),
+        })
+    }
+
+    /// Lists a directory: (name, is_dir, size), directories first, each group by name.
+    pub fn list(&self, dir: OwnedFd) -> Vec<(OsString, bool, u64)> {
+        let Ok(mut d) = nix::dir::Dir::from_fd(dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let names: Vec<OsString> = d
+            .iter()
+            .filter_map(Result::ok)
+            .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
+            .filter(|n| n != "." && n != "..")
+            .filter(|n| !(self.hide_dotfiles && n.as_bytes().first() == Some(&b'.')))
+            .collect();
+        for n in names {
+            if let Ok(st) = nix::sys::stat::fstatat(&d, n.as_os_str(), nix::fcntl::AtFlags::empty())
+            {
+                let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+                out.push((n, kind == SFlag::S_IFDIR, st.st_size as u64));
+            }
+        }
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out
+    }
+
+    /// Files in `dir_rel` named `stem.EXT`, for `--allow-ignore-ext`.
+    pub fn with_any_extension(&self, dir_rel: &OsStr, stem: &OsStr) -> Vec<OsString> {
+        let Found::Dir(fd) = self.find(dir_rel) else {
+            return Vec::new();
+        };
+        let mut prefix = stem.as_bytes().to_vec();
+        prefix.push(b'.');
+        let mut v: Vec<OsString> = self
+            .list(fd)
+            .into_iter()
+            .filter(|(n, is_dir, _)| !is_dir && n.as_bytes().starts_with(&prefix))
+            .map(|(n, _, _)| n)
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_and_encodings_as_twistd() {
+        let t = |n: &str| content_type(OsStr::new(n), "text/html");
+        assert_eq!(t("a.txt"), ("text/plain".into(), None));
+        assert_eq!(t("r.txt.gz"), ("text/plain".into(), Some("gzip")));
+        assert_eq!(t("x.tar.bz2"), ("application/x-tar".into(), Some("bzip2")));
+        assert_eq!(t("p.patch").0, "text/plain");
+        assert_eq!(t("noext").0, "text/html", "the default for unknown");
+        assert_eq!(t("weird.zzzq").0, "text/html");
+        assert_eq!(t("i.PNG").0, "image/png");
+    }
+
+    #[test]
+    fn cache_sees_changes_and_symlinks_cannot_escape() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "one").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("out")).unwrap();
+        std::os::unix::fs::symlink("a.txt", dir.path().join("in")).unwrap();
+        let root = Root::open(dir.path(), false, false, "text/html".into()).unwrap();
+        let body = |f: Found| match f {
+            Found::File(e) => e.body.as_deref().unwrap_or_default().to_vec(),
+            _ => b"<not a file>".to_vec(),
+        };
+        assert_eq!(body(root.find(OsStr::new("a.txt"))), b"one");
+        assert_eq!(body(root.find(OsStr::new("a.txt"))), b"one", "a cache hit");
+        std::fs::write(dir.path().join("a.txt"), "two!").unwrap();
+        assert_eq!(
+            body(root.find(OsStr::new("a.txt"))),
+            b"two!",
+            "the change is seen"
+        );
+        assert_eq!(
+            body(root.find(OsStr::new("in"))),
+            b"two!",
+            "a symlink inside is fine"
+        );
+        assert!(matches!(root.find(OsStr::new("out")), Found::Forbidden(_)));
+        assert!(matches!(root.find(OsStr::new("nope")), Found::NotFound));
+        let follow = Root::open(dir.path(), true, false, "text/html".into()).unwrap();
+        assert_eq!(
+            body(follow.find(OsStr::new("out"))),
+            b"s",
+            "--follow-symlinks"
+        );
+    }
+}
