@@ -6,4 +6,5 @@ mod lifecycle;
 mod load;
 mod man;
 mod support;
+mod web;
 mod wire;

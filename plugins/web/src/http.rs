@@ -654,7 +654,9 @@ impl Protocol for Http {
 
     /// Idle between requests: close. A client that stopped reading a response: abort.
     fn timeout_connection(&mut self, t: &mut Transport<'_>) {
-        if t.buffered() > 0 {
+        if !self.input.is_empty() && !self.done && matches!(self.state, State::Head) {
+            self.reject(t, 408, "request head timed out", None);
+        } else if t.buffered() > 0 {
             t.abort_connection();
         } else {
             self.done = true;

@@ -1,0 +1,660 @@
+//! The web plugin against real clients (curl and raw sockets) on 127.0.0.1.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// A parsed response.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response from `s` (body by Content-Length; none for HEAD, 1xx, 304).
+fn read_resp(s: &mut TcpStream, head_only: bool) -> Resp {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).expect("response head");
+        assert!(
+            n == 1,
+            "connection closed in the head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+        assert!(buf.len() < 64 * 1024);
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let mut lines = text.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            (n.trim().to_string(), v.trim().to_string())
+        })
+        .collect();
+    let mut r = Resp {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    let len: usize = r.header("Content-Length").map_or(0, |v| v.parse().unwrap());
+    if !head_only && status != 304 && status >= 200 {
+        r.body = read_n(s, len);
+    }
+    r
+}
+
+/// One request on a new connection.
+fn get(addr: SocketAddr, req: &str) -> Resp {
+    let mut s = connect(addr);
+    send(&mut s, req.as_bytes());
+    read_resp(&mut s, req.starts_with("HEAD"))
+}
+
+fn get_path(addr: SocketAddr, path: &str) -> Resp {
+    get(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+fn curl(args: &[&str]) -> (i32, Vec<u8>) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "30"])
+        .args(args)
+        .output()
+        .expect("curl");
+    (out.status.code().unwrap_or(-1), out.stdout)
+}
+
+/// A tree: index.html, a.txt, r.txt.gz, data.bin, noext, sub/ (with b.css), empty/,
+/// .hidden, a name needing escapes, and a secret outside the root.
+struct Tree {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    secret: PathBuf,
+}
+
+fn tree() -> Tree {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::create_dir_all(root.join("empty")).unwrap();
+    std::fs::write(root.join("index.html"), "<p>index</p>").unwrap();
+    std::fs::write(root.join("a.txt"), "0123456789").unwrap();
+    std::fs::write(root.join("r.txt.gz"), b"\x1f\x8bgz").unwrap();
+    std::fs::write(root.join("noext"), "no extension").unwrap();
+    std::fs::write(root.join("page.html"), "the page").unwrap();
+    std::fs::write(root.join("sub/b.css"), "b{}").unwrap();
+    std::fs::write(root.join(".hidden"), "dot").unwrap();
+    std::fs::write(root.join("empty/x <&>\".txt"), "x").unwrap();
+    let big: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(root.join("data.bin"), &big).unwrap();
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, "TOP SECRET").unwrap();
+    std::os::unix::fs::symlink(&secret, root.join("escape")).unwrap();
+    std::os::unix::fs::symlink("a.txt", root.join("alias.txt")).unwrap();
+    Tree {
+        _dir: dir,
+        root,
+        secret,
+    }
+}
+
+fn web(t: &Tree, extra: &[&str]) -> Server {
+    let root = t.root.to_str().unwrap().to_string();
+    let mut args = vec![
+        "web",
+        "--path",
+        &root,
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+#[test]
+fn files_types_headers_and_conditionals() {
+    let t = tree();
+    let srv = web(&t, &["--add-header", "X-Test: yes"]);
+    let a = srv.addr();
+    let r = get_path(a, "/a.txt");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"0123456789");
+    assert_eq!(r.header("Content-Type"), Some("text/plain"));
+    assert_eq!(r.header("Accept-Ranges"), Some("bytes"));
+    assert_eq!(
+        r.header("X-Test"),
+        Some("yes"),
+        "--add-header on every response"
+    );
+    assert!(r.header("Date").is_some() && r.header("Last-Modified").is_some());
+    let etag = r.header("ETag").unwrap().to_string();
+    let lm = r.header("Last-Modified").unwrap().to_string();
+    let gz = get_path(a, "/r.txt.gz");
+    assert_eq!(
+        (gz.header("Content-Type"), gz.header("Content-Encoding")),
+        (Some("text/plain"), Some("gzip"))
+    );
+    assert_eq!(
+        get_path(a, "/noext").header("Content-Type"),
+        Some("text/html"),
+        "twistd's default type"
+    );
+    let r = get(
+        a,
+        &format!("GET /a.txt HTTP/1.1\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(r.status, 304);
+    assert_eq!(r.header("X-Test"), Some("yes"), "also on 304");
+    let r = get(
+        a,
+        &format!("GET /a.txt HTTP/1.1\r\nIf-Modified-Since: {lm}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(r.status, 304);
+    let r = get(
+        a,
+        "GET /a.txt HTTP/1.1\r\nIf-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let h = get(a, "HEAD /a.txt HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!((h.status, h.header("Content-Length")), (200, Some("10")));
+    assert!(h.body.is_empty());
+    // A symlink inside the root that stays inside is served.
+    assert_eq!(get_path(a, "/alias.txt").body, b"0123456789");
+    let srv = web(&t, &["-m", "application/octet-stream"]);
+    assert_eq!(
+        get_path(srv.addr(), "/noext").header("Content-Type"),
+        Some("application/octet-stream")
+    );
+}
+
+#[test]
+fn ranges_single_multiple_unsatisfiable_and_if_range() {
+    let t = tree();
+    let srv = web(&t, &[]);
+    let a = srv.addr();
+    let r = get(
+        a,
+        "GET /a.txt HTTP/1.1\r\nRange: bytes=2-4\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, b"234");
+    assert_eq!(r.header("Content-Range"), Some("bytes 2-4/10"));
+    let r = get(
+        a,
+        "GET /data.bin HTTP/1.1\r\nRange: bytes=-5\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        r.header("Content-Range"),
+        Some("bytes 599995-599999/600000"),
+        "sendfile range"
+    );
+    assert_eq!(
+        r.body,
+        (599_995..600_000u32)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<_>>()
+    );
+    let r = get(
+        a,
+        "GET /a.txt HTTP/1.1\r\nRange: bytes=0-1,8-\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 206);
+    let ct = r.header("Content-Type").unwrap();
+    let boundary = ct
+        .strip_prefix("multipart/byteranges; boundary=")
+        .expect(ct);
+    let body = String::from_utf8(r.body.clone()).unwrap();
+    assert!(
+        body.contains("Content-Range: bytes 0-1/10\r\n\r\n01\r\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("Content-Range: bytes 8-9/10\r\n\r\n89\r\n"),
+        "{body}"
+    );
+    assert!(body.ends_with(&format!("--{boundary}--\r\n")));
+    let r = get(
+        a,
+        "GET /a.txt HTTP/1.1\r\nRange: bytes=50-60\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        (r.status, r.header("Content-Range")),
+        (416, Some("bytes */10"))
+    );
+    let etag = get_path(a, "/a.txt").header("ETag").unwrap().to_string();
+    let r = get(
+        a,
+        &format!(
+            "GET /a.txt HTTP/1.1\r\nRange: bytes=0-0\r\nIf-Range: {etag}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!((r.status, r.body.as_slice()), (206, b"0".as_slice()));
+    let r = get(
+        a,
+        "GET /a.txt HTTP/1.1\r\nRange: bytes=0-0\r\nIf-Range: \"stale\"\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        (r.status, r.body.len()),
+        (200, 10),
+        "a stale If-Range gets everything"
+    );
+    let r = get(
+        a,
+        "GET /a.txt HTTP/1.1\r\nRange: bytes=9-2\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        r.status, 200,
+        "a malformed Range is ignored, as twistd does"
+    );
+    let (code, out) = curl(&["-r", "3-5", &format!("http://{a}/a.txt")]);
+    assert_eq!((code, out.as_slice()), (0, b"345".as_slice()));
+}
+
+#[test]
+fn directories_redirect_index_listing_and_errors() {
+    let t = tree();
+    let srv = web(&t, &[]);
+    let a = srv.addr();
+    let r = get_path(a, "/sub?x=1");
+    assert_eq!((r.status, r.header("Location")), (302, Some("/sub/?x=1")));
+    assert_eq!(get_path(a, "/").body, b"<p>index</p>", "index.html");
+    let l = get_path(a, "/sub/");
+    assert_eq!(l.status, 200);
+    let html = String::from_utf8(l.body).unwrap();
+    assert!(
+        html.contains("Directory listing for /sub/")
+            && html.contains("<a href=\"b.css\">b.css</a>")
+    );
+    assert!(html.contains("[text/css]"));
+    let e = String::from_utf8(get_path(a, "/empty/").body).unwrap();
+    assert!(
+        e.contains("x &lt;&amp;&gt;\"") && e.contains("href=\"x%20%3C%26%3E%22.txt\""),
+        "{e}"
+    );
+    let r = get_path(a, "/missing");
+    assert_eq!(r.status, 404);
+    assert!(String::from_utf8_lossy(&r.body).contains("No Such Resource"));
+    assert_eq!(
+        get_path(a, "/.hidden").status,
+        200,
+        "twistd serves dotfiles by default"
+    );
+    assert_eq!(get_path(a, "/a.txt/").status, 404);
+    // -i replaces the default list; --no-listing; --hide-dotfiles.
+    let srv = web(&t, &["-i", "a.txt", "--no-listing", "--hide-dotfiles"]);
+    let a = srv.addr();
+    assert_eq!(get_path(a, "/").body, b"0123456789");
+    assert_eq!(get_path(a, "/sub/").status, 403);
+    assert_eq!(get_path(a, "/.hidden").status, 404);
+    // A single file as the root.
+    let f = t.root.join("a.txt");
+    let srv = Server::start(&[
+        "web",
+        "--path",
+        f.to_str().unwrap(),
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    assert_eq!(get_path(srv.addr(), "/").body, b"0123456789");
+    assert_eq!(get_path(srv.addr(), "/other").status, 404);
+}
+
+#[test]
+fn ignore_ext_and_allow_ignore_ext() {
+    let t = tree();
+    let srv = web(&t, &["--ignore-ext", ".html"]);
+    assert_eq!(get_path(srv.addr(), "/page").body, b"the page");
+    assert_eq!(get_path(srv.addr(), "/a").status, 404);
+    let srv = web(&t, &["--allow-ignore-ext"]);
+    assert_eq!(get_path(srv.addr(), "/a").body, b"0123456789");
+    assert_eq!(get_path(srv.addr(), "/sub/b").body, b"b{}");
+}
+
+#[test]
+fn no_request_reads_outside_the_root() {
+    let t = tree();
+    let srv = web(&t, &[]);
+    let a = srv.addr();
+    let name = t.secret.file_name().unwrap().to_str().unwrap();
+    for target in [
+        format!("/../{name}"),
+        format!("/%2e%2e/{name}"),
+        format!("/%2E%2e/{name}"),
+        format!("/sub/..%2f..%2f{name}"),
+        format!("/sub/%2e%2e%2f%2e%2e%2f{name}"),
+        format!("/..%5c{name}"),
+        format!("/..\\{name}"),
+        format!("/a.txt%00.html"),
+        t.secret.display().to_string(),
+        format!("http://x{}", t.secret.display()),
+        "/escape".to_string(),
+    ] {
+        let mut s = connect(a);
+        send(
+            &mut s,
+            format!("GET {target} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        let raw = read_to_end(&mut s);
+        let text = String::from_utf8_lossy(&raw);
+        assert!(!text.contains("TOP SECRET"), "{target}: {text}");
+        let status: u16 = text.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0);
+        assert!([400, 403, 404].contains(&status), "{target}: {text}");
+    }
+    assert_eq!(
+        get_path(a, "/escape").status,
+        403,
+        "a symlink out of the root is refused"
+    );
+    let srv = web(&t, &["--follow-symlinks"]);
+    assert_eq!(
+        get_path(srv.addr(), "/escape").body,
+        b"TOP SECRET",
+        "unless --follow-symlinks"
+    );
+}
+
+#[test]
+fn keep_alive_pipelining_http10_and_close() {
+    let t = tree();
+    let srv = web(&t, &[]);
+    let mut s = connect(srv.addr());
+    // Three pipelined requests in one write; answered in order on one connection.
+    send(&mut s, b"GET /a.txt HTTP/1.1\r\n\r\nHEAD /sub/b.css HTTP/1.1\r\n\r\nGET /sub/b.css HTTP/1.1\r\n\r\n");
+    let r1 = read_resp(&mut s, false);
+    let r2 = read_resp(&mut s, true);
+    let r3 = read_resp(&mut s, false);
+    assert_eq!(
+        (r1.body.as_slice(), r2.status, r3.body.as_slice()),
+        (b"0123456789".as_slice(), 200, b"b{}".as_slice())
+    );
+    // Fed a byte at a time, a request still parses.
+    for b in b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n" {
+        send(&mut s, &[*b]);
+    }
+    assert_eq!(read_resp(&mut s, false).body, b"0123456789");
+    // HTTP/1.0 closes by default; keeps alive when asked.
+    let mut s = connect(srv.addr());
+    send(&mut s, b"GET /a.txt HTTP/1.0\r\n\r\n");
+    let raw = read_to_end(&mut s);
+    assert!(raw.starts_with(b"HTTP/1.1 200") && raw.ends_with(b"0123456789"));
+    let mut s = connect(srv.addr());
+    send(
+        &mut s,
+        b"GET /a.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    );
+    let r = read_resp(&mut s, false);
+    assert_eq!(r.header("Connection"), Some("keep-alive"));
+    send(&mut s, b"GET /a.txt HTTP/1.1\r\nConnection: close\r\n\r\n");
+    let r = read_resp(&mut s, false);
+    assert_eq!(r.header("Connection"), Some("close"));
+    assert_eq!(read_to_end(&mut s), b"", "closed after Connection: close");
+}
+
+#[test]
+fn methods_bodies_and_expect_continue() {
+    let t = tree();
+    let srv = web(&t, &[]);
+    let mut s = connect(srv.addr());
+    send(
+        &mut s,
+        b"POST /a.txt HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /a.txt HTTP/1.1\r\n\r\n",
+    );
+    let r = read_resp(&mut s, false);
+    assert_eq!((r.status, r.header("Allow")), (405, Some("GET, HEAD")));
+    assert_eq!(
+        read_resp(&mut s, false).body,
+        b"0123456789",
+        "the body was dropped, the next request served"
+    );
+    send(&mut s, b"GET /a.txt HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /sub/b.css HTTP/1.1\r\n\r\n");
+    assert_eq!(read_resp(&mut s, false).body, b"0123456789");
+    assert_eq!(
+        read_resp(&mut s, false).body,
+        b"b{}",
+        "chunked body skipped"
+    );
+    // Expect: 100-continue gets the interim response before the body is sent.
+    send(
+        &mut s,
+        b"GET /a.txt HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+    );
+    let interim = read_resp(&mut s, true);
+    assert_eq!(interim.status, 100);
+    send(&mut s, b"body");
+    assert_eq!(read_resp(&mut s, false).status, 200);
+    // Over the body limit (1 MiB): 413 and close.
+    let mut s = connect(srv.addr());
+    send(
+        &mut s,
+        b"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+    );
+    assert_eq!(read_resp(&mut s, false).status, 413);
+    let (code, out) = curl(&[
+        "-X",
+        "DELETE",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("http://{}/a.txt", srv.addr()),
+    ]);
+    assert_eq!((code, out.as_slice()), (0, b"405".as_slice()));
+}
+
+#[test]
+fn limits_414_431_and_timeouts() {
+    let t = tree();
+    let srv = web(&t, &["--timeout", "1"]);
+    let a = srv.addr();
+    let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(9000));
+    assert_eq!(get(a, &long).status, 414);
+    let fat = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "b".repeat(17000));
+    assert_eq!(get(a, &fat).status, 431);
+    let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
+    assert_eq!(get(a, &format!("GET / HTTP/1.1\r\n{many}\r\n")).status, 431);
+    assert_eq!(get(a, "GET / HTTP/2.0\r\n\r\n").status, 505);
+    assert_eq!(get(a, "BR0KEN\x01 / HTTP/1.1\r\n\r\n").status, 400);
+    assert!(
+        srv.log_contains("Bad request from"),
+        "malformed input is logged"
+    );
+    // Idle keep-alive connection: closed after --timeout.
+    let mut s = connect(a);
+    let start = Instant::now();
+    assert_eq!(read_to_end(&mut s), b"");
+    assert!(
+        start.elapsed() >= Duration::from_millis(900) && start.elapsed() < Duration::from_secs(5)
+    );
+    // A slow client that never finishes its head: 408, then closed.
+    let mut s = connect(a);
+    send(&mut s, b"GET / HTTP/1.1\r\nHost:");
+    let raw = read_to_end(&mut s);
+    assert!(
+        raw.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    let srv = web(&t, &["--max-connections", "1"]);
+    let _first = connect(srv.addr());
+    let mut second = connect(srv.addr());
+    second
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    send(&mut second, b"GET /a.txt HTTP/1.1\r\n\r\n");
+    let mut b = [0u8; 1];
+    assert!(
+        second.read(&mut b).is_err(),
+        "not served while at the limit"
+    );
+}
+
+#[test]
+fn access_log_in_the_main_log_and_in_its_own_file() {
+    let t = tree();
+    let srv = web(&t, &[]);
+    let (code, _) = curl(&[
+        "-A",
+        "curl/8.0",
+        "-o",
+        "/dev/null",
+        &format!("http://{}/a.txt", srv.addr()),
+    ]);
+    assert_eq!(code, 0);
+    srv.wait_until(
+        |l| {
+            l.iter()
+                .any(|l| l.contains("\"GET /a.txt HTTP/1.1\" 200 10"))
+        },
+        Duration::from_secs(5),
+    )
+    .expect("logged");
+    let line = srv
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("GET /a.txt"))
+        .unwrap();
+    assert!(
+        line.contains("[twistrs.web.access#info] \"127.0.0.1\" - - ["),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("\"GET /a.txt HTTP/1.1\" 200 10 \"-\" \"curl/8.0\""),
+        "{line}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let srv = web(&t, &["-l", log.to_str().unwrap()]);
+    assert!(srv.wait_catches(1));
+    get_path(srv.addr(), "/a.txt");
+    let wait_for = |p: &Path, needle: &str| {
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .contains(needle)
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    };
+    assert!(
+        wait_for(&log, "\"GET /a.txt HTTP/1.1\" 200 10"),
+        "flushed within a second"
+    );
+    std::fs::rename(&log, dir.path().join("access.log.1")).unwrap();
+    srv.signal(1);
+    std::thread::sleep(Duration::from_millis(100));
+    get_path(srv.addr(), "/sub/b.css");
+    assert!(wait_for(&log, "GET /sub/b.css"), "reopened on SIGHUP");
+}
+
+#[test]
+fn python_only_web_options_are_refused() {
+    for opt in [
+        &["--wsgi", "app.x"][..],
+        &["--class", "a.B"],
+        &["--user"],
+        &["--personal"],
+        &["--processor", "x=y"],
+    ] {
+        let mut args = vec!["-n", "web"];
+        args.extend_from_slice(opt);
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 1, "{opt:?}");
+        assert!(err.contains("twistrs web does not support it"), "{err}");
+    }
+    let (code, _, err) = run(&["-n", "web", "--add-header", "NoColon"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Name: Value"), "{err}");
+}
+
+#[test]
+fn a_one_gib_sparse_file_downloads_intact_with_flat_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bin");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(1 << 30).unwrap();
+    use std::os::unix::fs::FileExt;
+    for (i, off) in [0u64, 12_345_678, 700_000_000, (1 << 30) - 5]
+        .iter()
+        .enumerate()
+    {
+        f.write_all_at(format!("mark{i}").as_bytes(), *off).unwrap();
+    }
+    drop(f);
+    let srv = Server::start(&[
+        "web",
+        "--path",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let base = srv.rss_kib();
+    let url = format!("http://{}/big.bin", srv.addr());
+    let sum = |cmd: String| {
+        let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (p2, pid) = (peak.clone(), srv.pid());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d2 = done.clone();
+    let sampler = std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(120);
+        while !d2.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < end {
+            let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            if let Some(kib) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            {
+                p2.fetch_max(kib, std::sync::atomic::Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let got = sum(format!("curl -s --max-time 120 {url} | md5sum"));
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    sampler.join().unwrap();
+    let want = sum(format!("md5sum {}", big.display()));
+    assert_eq!(got, want, "the whole GiB arrived intact");
+    let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        peak < base + 4096,
+        "memory flat during 1 GiB: {base} KiB -> peak {peak} KiB"
+    );
+}
