@@ -1,6 +1,6 @@
 //! The web plugin against real clients (curl and raw sockets) on 127.0.0.1.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -351,7 +351,7 @@ fn no_request_reads_outside_the_root() {
         format!("/sub/%2e%2e%2f%2e%2e%2f{name}"),
         format!("/..%5c{name}"),
         format!("/..\\{name}"),
-        format!("/a.txt%00.html"),
+        "/a.txt%00.html".to_string(),
         t.secret.display().to_string(),
         format!("http://x{}", t.secret.display()),
         "/escape".to_string(),
