@@ -6,6 +6,7 @@ use twistrs_core::Plugin;
 pub fn builtin_plugins() -> Vec<Plugin> {
     let mut v = twistrs_wire::plugins();
     v.push(twistrs_web::plugin());
+    v.push(twistrs_mail::plugin());
     v.sort_by_key(|p| p.tapname);
     v
 }

@@ -1,0 +1,332 @@
+//! Mail domains, users and aliases, stored as twistd lays them out.
+//!
+//! A domain given with `-d NAME=PATH` keeps its passwords in `PATH/passwd/` (twistd's DirDBM:
+//! one file per user, named with base64 where `\n` is `_` and `/` is `-`, holding the password)
+//! and one Maildir per user at `PATH/USER/{new,cur,tmp}`. Both are read when needed, so users
+//! added to the directory while the server runs are seen, as with twistd.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+
+/// One virtual domain.
+#[derive(Debug)]
+pub struct Domain {
+    pub name: String,
+    pub path: PathBuf,
+    pub aliases: Option<Aliases>,
+    pub bounce_to_postmaster: bool,
+}
+
+/// The parsed file and the mtime it was read at.
+type Loaded = (Option<SystemTime>, HashMap<String, Vec<String>>);
+
+/// An aliases(5) file, reloaded when it changes.
+#[derive(Debug)]
+pub struct Aliases {
+    pub path: PathBuf,
+    loaded: std::cell::RefCell<Loaded>,
+}
+
+/// The whole mail configuration.
+#[derive(Debug)]
+pub struct MailConfig {
+    pub domains: Vec<Domain>,
+    /// The domain for addresses in no other domain, and for bare POP3 user names.
+    pub default: Option<usize>,
+    pub hostname: String,
+    pub esmtp: bool,
+    /// SMTP AUTH credentials (`--auth file:` and `memory:`).
+    pub auth: Option<HashMap<String, String>>,
+    pub max_message: usize,
+    pub max_recipients: usize,
+    pub max_errors: u32,
+    pub timeout: Duration,
+    pub pop3_fail_delay: Duration,
+}
+
+/// twistd's DirDBM file name for a key: Python's `base64.encodebytes` (a newline after every
+/// 76 characters and at the end), then `\n` -> `_` and `/` -> `-`.
+pub fn dirdbm_name(key: &str) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key.as_bytes());
+    let mut out = String::new();
+    for (i, c) in b64.chars().enumerate() {
+        if i > 0 && i % 76 == 0 {
+            out.push('_');
+        }
+        out.push(match c {
+            '/' => '-',
+            c => c,
+        });
+    }
+    out.push('_');
+    out
+}
+
+/// Creates a Maildir (`new`, `cur`, `tmp`) and twistd's `.Trash` beside them.
+pub fn make_maildir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true).mode(0o700);
+    for sub in [
+        "new",
+        "cur",
+        "tmp",
+        ".Trash/new",
+        ".Trash/cur",
+        ".Trash/tmp",
+    ] {
+        b.create(dir.join(sub))?;
+    }
+    let folder = dir.join(".Trash/maildirfolder");
+    if !folder.exists() {
+        std::fs::write(folder, "")?;
+    }
+    Ok(())
+}
+
+/// A user name that may name a directory: no separators, dots-only names or NUL.
+pub fn valid_user(u: &str) -> bool {
+    !u.is_empty()
+        && u != "."
+        && u != ".."
+        && !u.contains(['/', '\\', '\0', '\n', '\r'])
+        && u.len() <= 255
+}
+
+impl Domain {
+    /// The stored password of `user`, if the user exists.
+    pub fn password(&self, user: &str) -> Option<String> {
+        if !valid_user(user) {
+            return None;
+        }
+        std::fs::read_to_string(self.path.join("passwd").join(dirdbm_name(user))).ok()
+    }
+
+    /// Adds a user as twistd's `-u USER=PASS` does.
+    pub fn add_user(&self, user: &str, pass: &str) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let p = self.path.join("passwd").join(dirdbm_name(user));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(p)?;
+        std::io::Write::write_all(&mut f, pass.as_bytes())?;
+        make_maildir(&self.path.join(user))
+    }
+
+    /// Local users an address's local part reaches: itself, or what its alias names.
+    pub fn expand(&self, local: &str) -> Vec<String> {
+        if let Some(a) = &self.aliases
+            && let Some(targets) = a.lookup(local)
+        {
+            return targets;
+        }
+        vec![local.to_string()]
+    }
+}
+
+impl Aliases {
+    pub fn new(path: PathBuf) -> std::io::Result<Aliases> {
+        let a = Aliases {
+            path,
+            loaded: std::cell::RefCell::new((None, HashMap::new())),
+        };
+        a.reload()?;
+        Ok(a)
+    }
+
+    fn reload(&self) -> std::io::Result<()> {
+        let mtime = std::fs::metadata(&self.path)?.modified().ok();
+        if self.loaded.borrow().0 == mtime && mtime.is_some() {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(&self.path)?;
+        let mut map = HashMap::new();
+        // aliases(5): "name: target, target", continuation lines start with whitespace.
+        let mut logical: Vec<String> = Vec::new();
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("");
+            if line.starts_with([' ', '\t']) && !logical.is_empty() {
+                if let Some(last) = logical.last_mut() {
+                    last.push_str(line);
+                }
+            } else if !line.trim().is_empty() {
+                logical.push(line.to_string());
+            }
+        }
+        for l in logical {
+            if let Some((name, targets)) = l.split_once(':') {
+                let t: Vec<String> = targets
+                    .split(',')
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .collect();
+                map.insert(name.trim().to_ascii_lowercase(), t);
+            }
+        }
+        *self.loaded.borrow_mut() = (mtime, map);
+        Ok(())
+    }
+
+    /// The targets of `name`, reloading the file if it changed.
+    pub fn lookup(&self, name: &str) -> Option<Vec<String>> {
+        if let Err(e) = self.reload() {
+            log::warn!(target: "twistrs.mail", "aliases {}: {e}", self.path.display());
+        }
+        self.loaded
+            .borrow()
+            .1
+            .get(&name.to_ascii_lowercase())
+            .cloned()
+    }
+}
+
+/// Why a recipient was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a domain we receive for: we never relay.
+    Foreign,
+    /// A domain of ours, but no such user (and no postmaster bounce).
+    NoUser,
+    Syntax,
+}
+
+impl MailConfig {
+    fn domain_of(&self, name: &str) -> Option<&Domain> {
+        let name = name.to_ascii_lowercase();
+        self.domains
+            .iter()
+            .find(|d| d.name == name)
+            .or_else(|| self.default.and_then(|i| self.domains.get(i)))
+    }
+
+    /// The Maildirs `addr` delivers to, each with the address for `Delivered-To:`.
+    pub fn resolve(&self, addr: &str) -> Result<Vec<(PathBuf, String)>, Refusal> {
+        let (local, domain) = addr.rsplit_once('@').ok_or(Refusal::Syntax)?;
+        if local.is_empty() || domain.is_empty() {
+            return Err(Refusal::Syntax);
+        }
+        let d = self.domain_of(domain).ok_or(Refusal::Foreign)?;
+        let mut out = Vec::new();
+        for user in d.expand(local) {
+            // An alias may name user@domain in another of our domains.
+            let (u, dom) = match user.rsplit_once('@') {
+                Some((u, dd)) => match self.domain_of(dd) {
+                    Some(dd) => (u.to_string(), dd),
+                    None => continue,
+                },
+                None => (user.clone(), d),
+            };
+            // Local parts are matched as given, then in lower case (JOE@ reaches joe).
+            let u = if dom.password(&u).is_none() && dom.password(&u.to_ascii_lowercase()).is_some()
+            {
+                u.to_ascii_lowercase()
+            } else {
+                u
+            };
+            if dom.password(&u).is_some() {
+                out.push((dom.path.join(&u), format!("{u}@{}", dom.name)));
+            } else if dom.bounce_to_postmaster {
+                let pm = dom.path.join("postmaster");
+                let _ = make_maildir(&pm);
+                out.push((pm, format!("postmaster@{}", dom.name)));
+            }
+        }
+        if out.is_empty() {
+            return Err(Refusal::NoUser);
+        }
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The domain and user a POP3 login names: `user@domain`, or a bare `user` of the default.
+    pub fn pop3_user(&self, login: &str) -> Option<(&Domain, String)> {
+        let (user, dom) = match login.rsplit_once('@') {
+            Some((u, d)) => (
+                u,
+                self.domains
+                    .iter()
+                    .find(|x| x.name == d.to_ascii_lowercase())?,
+            ),
+            None => (login, self.domains.get(self.default?)?),
+        };
+        valid_user(user).then(|| (dom, user.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dirdbm_names_match_twistd() {
+        assert_eq!(dirdbm_name("joe"), "am9l_");
+        assert_eq!(dirdbm_name("???"), "Pz8-_", "'/' becomes '-'");
+        let long = "x".repeat(60);
+        let n = dirdbm_name(&long);
+        assert_eq!(
+            n.matches('_').count(),
+            2,
+            "a newline every 76 characters: {n}"
+        );
+    }
+
+    #[test]
+    fn resolve_users_aliases_postmaster_and_foreign() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("example.com");
+        std::fs::create_dir_all(path.join("passwd")).unwrap();
+        let aliases = dir.path().join("aliases");
+        std::fs::write(&aliases, "# comment\nsales: joe,\n  ann\nroot: joe\n").unwrap();
+        let d = Domain {
+            name: "example.com".into(),
+            path: path.clone(),
+            aliases: Some(Aliases::new(aliases).unwrap()),
+            bounce_to_postmaster: false,
+        };
+        d.add_user("joe", "secret").unwrap();
+        d.add_user("ann", "pw").unwrap();
+        assert!(path.join("passwd/am9l_").exists());
+        assert!(path.join("joe/new").is_dir() && path.join("joe/.Trash/maildirfolder").exists());
+        assert_eq!(d.password("joe").as_deref(), Some("secret"));
+        let cfg = |d: Domain| MailConfig {
+            domains: vec![d],
+            default: None,
+            hostname: "h".into(),
+            esmtp: false,
+            auth: None,
+            max_message: 1000,
+            max_recipients: 10,
+            max_errors: 5,
+            timeout: Duration::from_secs(1),
+            pop3_fail_delay: Duration::ZERO,
+        };
+        let c = cfg(d);
+        assert_eq!(
+            c.resolve("JOE@Example.COM").unwrap(),
+            vec![(path.join("joe"), "joe@example.com".into())]
+        );
+        assert_eq!(c.resolve("sales@example.com").unwrap().len(), 2);
+        assert_eq!(c.resolve("nobody@example.com"), Err(Refusal::NoUser));
+        assert_eq!(c.resolve("joe@elsewhere.org"), Err(Refusal::Foreign));
+        assert_eq!(c.resolve("no-at-sign"), Err(Refusal::Syntax));
+        assert_eq!(c.resolve("../../etc@example.com"), Err(Refusal::NoUser));
+        let mut d = c.domains.into_iter().next().unwrap();
+        d.bounce_to_postmaster = true;
+        let c = cfg(d);
+        assert_eq!(
+            c.resolve("nobody@example.com").unwrap()[0].1,
+            "postmaster@example.com"
+        );
+        assert!(c.pop3_user("joe").is_none(), "no default domain");
+        assert_eq!(
+            c.pop3_user("joe@example.com").map(|(_, u)| u),
+            Some("joe".into())
+        );
+    }
+}

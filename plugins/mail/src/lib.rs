@@ -1,0 +1,350 @@
+//! The `mail` plugin: SMTP into Maildir and POP3 out of it, with twistd's command line.
+//!
+//! `twistd mail` defines the options and the storage layout; in Twisted 26.10 it cannot
+//! deliver on Python 3. This is the working version: `-d DOMAIN=PATH`, `-u USER=PASS`, `-D`,
+//! `-A`, `-b`, `-H`, `-E`, `--auth`, `-s`/`-p` endpoints, and a mail directory made for twistd
+//! works as is.
+
+pub mod config;
+pub mod maildir;
+pub mod pop3;
+pub mod proto;
+pub mod smtp;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
+use twistrs_core::{
+    Address, Endpoint, Factory, ListeningService, MultiService, Plugin, PluginError, Protocol,
+    Service,
+};
+
+use crate::config::{Aliases, Domain, MailConfig};
+use crate::proto::{Deliveries, Pop3Protocol, SmtpProtocol, apop_banner};
+
+const ABOUT: &str = "An email service: SMTP into Maildir, POP3 out of it (twistd's mail).";
+
+/// The plugin.
+pub fn plugin() -> Plugin {
+    Plugin {
+        tapname: "mail",
+        description: ABOUT,
+        options,
+        make_service,
+    }
+}
+
+fn endpoint(s: &str) -> Result<Endpoint, String> {
+    s.parse::<Endpoint>().map_err(|e| e.to_string())
+}
+
+fn options() -> Command {
+    Command::new("mail")
+        .about(ABOUT)
+        .arg(Arg::new("smtp").short('s').long("smtp").value_name("ENDPOINT").action(ArgAction::Append)
+            .value_parser(endpoint).help("SMTP endpoint, repeatable [default: tcp:8025]"))
+        .arg(Arg::new("pop3").short('p').long("pop3").value_name("ENDPOINT").action(ArgAction::Append)
+            .value_parser(endpoint).help("POP3 endpoint, repeatable [default: tcp:8110]"))
+        .arg(Arg::new("no-smtp").long("no-smtp").action(ArgAction::SetTrue).help("Disable the default SMTP listener"))
+        .arg(Arg::new("no-pop3").long("no-pop3").action(ArgAction::SetTrue).help("Disable the default POP3 listener"))
+        .arg(Arg::new("maildirdbmdomain").short('d').long("maildirdbmdomain").value_name("DOMAIN=PATH")
+            .action(ArgAction::Append).help("A domain whose users and Maildirs live under PATH, repeatable"))
+        .arg(Arg::new("user").short('u').long("user").value_name("USER=PASS").action(ArgAction::Append)
+            .help("Add a user to the last -d domain, repeatable"))
+        .arg(Arg::new("default").short('D').long("default").action(ArgAction::Count)
+            .help("Make the last -d domain the default (other domains, bare POP3 names)"))
+        .arg(Arg::new("aliases").short('A').long("aliases").value_name("FILE").action(ArgAction::Append)
+            .value_parser(value_parser!(PathBuf)).help("An aliases(5) file for the last -d domain, reloaded when it changes"))
+        .arg(Arg::new("bounce-to-postmaster").short('b').long("bounce-to-postmaster").action(ArgAction::Count)
+            .help("Deliver mail for unknown users of the last -d domain to its postmaster"))
+        .arg(Arg::new("hostname").short('H').long("hostname").value_name("NAME")
+            .help("The name in the greeting and Received: headers [default: this host's name]"))
+        .arg(Arg::new("esmtp").short('E').long("esmtp").action(ArgAction::SetTrue)
+            .help("ESMTP: EHLO with PIPELINING, 8BITMIME, SIZE, ENHANCEDSTATUSCODES, AUTH (needs --hostname)"))
+        .arg(Arg::new("auth").long("auth").value_name("TYPE:ARG").action(ArgAction::Append)
+            .help("SMTP AUTH credentials: file:PATH (user:pass lines) or memory:USER:PASS[:USER:PASS...]"))
+        .arg(Arg::new("relay").short('R').long("relay").value_name("DIR").hide(true))
+        .arg(Arg::new("disable-anonymous").long("disable-anonymous").action(ArgAction::SetTrue).hide(true))
+        .arg(Arg::new("max-message-size").long("max-message-size").value_name("BYTES").default_value("10485760")
+            .value_parser(value_parser!(usize)).help("Largest message accepted (552 above)"))
+        .arg(Arg::new("max-recipients").long("max-recipients").value_name("N").default_value("100")
+            .value_parser(value_parser!(u32).range(1..)).help("Recipients per message (452 above)"))
+        .arg(Arg::new("timeout").long("timeout").value_name("SECONDS").default_value("300")
+            .value_parser(value_parser!(u64).range(1..)).help("Idle time before a session is closed (SMTP 421)"))
+        .arg(Arg::new("max-connections").long("max-connections").value_name("N")
+            .value_parser(value_parser!(usize)).help("Sessions at once, per protocol"))
+}
+
+/// Splits `KEY=VALUE`.
+fn pair<'a>(s: &'a str, opt: &str) -> Result<(&'a str, &'a str), PluginError> {
+    s.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| PluginError::new(format!("mail: {opt} takes NAME=VALUE, not '{s}'")))
+}
+
+/// The values of `id` with their positions on the command line, to apply options to the
+/// `-d` before them, as twistd does.
+fn positioned<'a>(m: &'a ArgMatches, id: &str) -> Vec<(usize, &'a String)> {
+    match (m.indices_of(id), m.get_many::<String>(id)) {
+        (Some(i), Some(v)) => i.zip(v).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn last_domain_before(domains: &[(usize, usize)], pos: usize) -> Option<usize> {
+    domains
+        .iter()
+        .rev()
+        .find(|(at, _)| *at < pos)
+        .map(|(_, i)| *i)
+}
+
+/// This host's name (twistd uses the FQDN; the kernel's node name is what we have offline).
+fn system_hostname() -> String {
+    nix::sys::utsname::uname()
+        .ok()
+        .and_then(|u| u.nodename().to_str().map(str::to_string))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn parse_auth(values: Vec<&String>) -> Result<Option<HashMap<String, String>>, PluginError> {
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let mut creds = HashMap::new();
+    for v in values {
+        if let Some(path) = v.strip_prefix("file:") {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| PluginError::new(format!("mail: --auth file:{path}: {e}")))?;
+            for line in text
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            {
+                let (u, p) = line.split_once(':').ok_or_else(|| {
+                    PluginError::new(format!(
+                        "mail: --auth file:{path}: '{line}' is not user:pass"
+                    ))
+                })?;
+                creds.insert(u.to_string(), p.to_string());
+            }
+        } else if let Some(list) = v.strip_prefix("memory:") {
+            let parts: Vec<&str> = list.split(':').collect();
+            if !parts.len().is_multiple_of(2) || parts.is_empty() {
+                return Err(PluginError::new(
+                    "mail: --auth memory:USER:PASS[:USER:PASS...]",
+                ));
+            }
+            for c in parts.chunks(2) {
+                creds.insert(c[0].to_string(), c[1].to_string());
+            }
+        } else if v == "anonymous" {
+            // twistd's default checker: nothing to add.
+        } else {
+            return Err(PluginError::new(format!(
+                "mail: --auth {v}: only file:PATH and memory:USER:PASS are supported"
+            )));
+        }
+    }
+    Ok(Some(creds))
+}
+
+/// Builds the configuration; creates domain directories and users as twistd does.
+pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
+    if m.value_source("relay") == Some(clap::parser::ValueSource::CommandLine) {
+        return Err(PluginError::new(
+            "mail: --relay is not supported: twistrs mail delivers locally and never relays",
+        ));
+    }
+    let hostname = m.get_one::<String>("hostname").cloned();
+    if m.get_flag("esmtp") && hostname.is_none() {
+        return Err(PluginError::new("--esmtp requires --hostname"));
+    }
+    let mut domains: Vec<Domain> = Vec::new();
+    let mut at: Vec<(usize, usize)> = Vec::new();
+    for (pos, v) in positioned(m, "maildirdbmdomain") {
+        let (name, path) = pair(v, "-d")?;
+        let path = std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path));
+        std::fs::create_dir_all(path.join("passwd"))
+            .map_err(|e| PluginError::new(format!("mail: -d {v}: {e}")))?;
+        at.push((pos, domains.len()));
+        domains.push(Domain {
+            name: name.to_ascii_lowercase(),
+            path,
+            aliases: None,
+            bounce_to_postmaster: false,
+        });
+    }
+    for (pos, v) in positioned(m, "user") {
+        let d = last_domain_before(&at, pos)
+            .ok_or_else(|| PluginError::new("Specify a domain before specifying users"))?;
+        let (user, pass) = pair(v, "-u")?;
+        if !config::valid_user(user) {
+            return Err(PluginError::new(format!(
+                "mail: -u: '{user}' is not a valid user name"
+            )));
+        }
+        domains[d]
+            .add_user(user, pass)
+            .map_err(|e| PluginError::new(format!("mail: -u {user}: {e}")))?;
+    }
+    let aliases: Vec<(usize, PathBuf)> =
+        match (m.indices_of("aliases"), m.get_many::<PathBuf>("aliases")) {
+            (Some(i), Some(v)) => i.zip(v.cloned()).collect(),
+            _ => Vec::new(),
+        };
+    for (pos, file) in aliases {
+        let d = last_domain_before(&at, pos)
+            .ok_or_else(|| PluginError::new("Specify a domain before specifying aliases"))?;
+        domains[d].aliases = Some(
+            Aliases::new(file.clone())
+                .map_err(|e| PluginError::new(format!("mail: -A {}: {e}", file.display())))?,
+        );
+    }
+    for pos in m.indices_of("bounce-to-postmaster").into_iter().flatten() {
+        let d = last_domain_before(&at, pos)
+            .ok_or_else(|| PluginError::new("Specify a domain before --bounce-to-postmaster"))?;
+        domains[d].bounce_to_postmaster = true;
+    }
+    let mut default = None;
+    for pos in m.indices_of("default").into_iter().flatten() {
+        default =
+            Some(last_domain_before(&at, pos).ok_or_else(|| {
+                PluginError::new("Specify a domain before specifying the default")
+            })?);
+    }
+    let auth = parse_auth(
+        m.get_many::<String>("auth")
+            .map(|v| v.collect())
+            .unwrap_or_default(),
+    )?;
+    Ok(MailConfig {
+        domains,
+        default,
+        hostname: hostname.unwrap_or_else(system_hostname),
+        esmtp: m.get_flag("esmtp"),
+        auth,
+        max_message: m
+            .get_one::<usize>("max-message-size")
+            .copied()
+            .unwrap_or(10 << 20),
+        max_recipients: m
+            .get_one::<u32>("max-recipients")
+            .map_or(100, |n| *n as usize),
+        max_errors: 10,
+        timeout: Duration::from_secs(m.get_one::<u64>("timeout").copied().unwrap_or(300)),
+        pop3_fail_delay: Duration::from_secs(1),
+    })
+}
+
+struct SmtpFactory {
+    cfg: Rc<MailConfig>,
+    store: Rc<RefCell<Deliveries>>,
+    max: Option<usize>,
+}
+
+impl Factory for SmtpFactory {
+    fn name(&self) -> &'static str {
+        "SMTP"
+    }
+    fn build_protocol(&mut self, peer: &Address) -> Option<Box<dyn Protocol>> {
+        let host = peer.host_string();
+        let host = if host.is_empty() {
+            "localhost".into()
+        } else {
+            host
+        };
+        Some(Box::new(SmtpProtocol::new(
+            self.cfg.clone(),
+            self.store.clone(),
+            host,
+        )))
+    }
+    fn max_connections(&self) -> Option<usize> {
+        self.max
+    }
+}
+
+struct Pop3Factory {
+    cfg: Rc<MailConfig>,
+    sessions: Cell<u64>,
+    max: Option<usize>,
+}
+
+impl Factory for Pop3Factory {
+    fn name(&self) -> &'static str {
+        "VirtualPOP3"
+    }
+    fn build_protocol(&mut self, _peer: &Address) -> Option<Box<dyn Protocol>> {
+        let n = self.sessions.get();
+        self.sessions.set(n + 1);
+        let banner = apop_banner(&self.cfg.hostname, n);
+        Some(Box::new(Pop3Protocol::new(self.cfg.clone(), banner)))
+    }
+    fn max_connections(&self) -> Option<usize> {
+        self.max
+    }
+}
+
+fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
+    if m.get_flag("no-smtp") && m.get_flag("no-pop3") {
+        return Err(PluginError::new("You cannot disable all protocols"));
+    }
+    let cfg = Rc::new(build_config(m)?);
+    if cfg.domains.is_empty() {
+        log::warn!(target: "twistrs.mail", "no -d domain: every recipient will be refused");
+    }
+    let endpoints = |id: &str, default: &str, off: bool| -> Result<Vec<Endpoint>, PluginError> {
+        let given: Vec<Endpoint> = m
+            .get_many::<Endpoint>(id)
+            .map(|v| v.cloned().collect())
+            .unwrap_or_default();
+        if !given.is_empty() {
+            return Ok(given);
+        }
+        if off {
+            return Ok(Vec::new());
+        }
+        Ok(vec![
+            default
+                .parse()
+                .map_err(|e| PluginError::new(format!("{e}")))?,
+        ])
+    };
+    let max = m.get_one::<usize>("max-connections").copied();
+    let mut svc = MultiService::new("mail");
+    let smtp = endpoints("smtp", "tcp:8025", m.get_flag("no-smtp"))?;
+    if !smtp.is_empty() {
+        let store = Deliveries::new(cfg.hostname.clone());
+        let f = SmtpFactory {
+            cfg: cfg.clone(),
+            store,
+            max,
+        };
+        svc.add(Box::new(ListeningService::new(
+            "mail (SMTP)",
+            smtp,
+            Box::new(f),
+            None,
+        )));
+    }
+    let pop3 = endpoints("pop3", "tcp:8110", m.get_flag("no-pop3"))?;
+    if !pop3.is_empty() {
+        let f = Pop3Factory {
+            cfg,
+            sessions: Cell::new(0),
+            max,
+        };
+        svc.add(Box::new(ListeningService::new(
+            "mail (POP3)",
+            pop3,
+            Box::new(f),
+            None,
+        )));
+    }
+    Ok(Box::new(svc))
+}

@@ -1,0 +1,671 @@
+//! The sans-IO SMTP session (RFC 5321): lines in, replies and deliveries out.
+//!
+//! Command lines are parsed by the `smtp-proto` crate; this module keeps the session state, the
+//! limits (line length, message size, recipients, errors in a row) and the DATA phase with its
+//! dot-unstuffing. When a message is complete, `step` returns [`Action::Deliver`] and waits:
+//! the caller writes it to disk and calls `delivered`, and only then is 250 sent, so commands
+//! pipelined behind DATA are answered in order and nothing is acknowledged before it is durable.
+
+use std::rc::Rc;
+
+use base64::Engine;
+use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, Request};
+
+use crate::config::{MailConfig, Refusal};
+use crate::maildir::Job;
+
+/// RFC 5321 4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
+pub const MAX_LINE: usize = 1000;
+
+/// What the caller must do.
+#[derive(Debug)]
+pub enum Action {
+    /// Write this message to its Maildirs, then call `delivered`.
+    Deliver(Job),
+    /// Close the connection once the replies are flushed.
+    Close,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    Command,
+    Data,
+    AuthPlain,
+    AuthLoginUser,
+    AuthLoginPass(String),
+    Delivering,
+    Closed,
+}
+
+/// One SMTP session.
+pub struct Smtp {
+    cfg: Rc<MailConfig>,
+    peer: String,
+    input: Vec<u8>,
+    /// Discarding the rest of an over-long line.
+    skipping: bool,
+    state: State,
+    helo: Option<String>,
+    extended: bool,
+    from: Option<String>,
+    rcpts: Vec<(std::path::PathBuf, String)>,
+    rcpt_addrs: Vec<String>,
+    data: Vec<u8>,
+    too_big: bool,
+    long_line: bool,
+    errors: u32,
+    authed: Option<String>,
+}
+
+impl Smtp {
+    pub fn new(cfg: Rc<MailConfig>, peer: String) -> Self {
+        Smtp {
+            cfg,
+            peer,
+            input: Vec::new(),
+            skipping: false,
+            state: State::Command,
+            helo: None,
+            extended: false,
+            from: None,
+            rcpts: Vec::new(),
+            rcpt_addrs: Vec::new(),
+            data: Vec::new(),
+            too_big: false,
+            long_line: false,
+            errors: 0,
+            authed: None,
+        }
+    }
+
+    /// Writes a reply, with its enhanced status code when the client asked for ESMTP.
+    fn reply(&self, out: &mut Vec<u8>, code: u16, enh: &str, text: &str) {
+        let line = if self.extended && !enh.is_empty() {
+            format!("{code} {enh} {text}\r\n")
+        } else {
+            format!("{code} {text}\r\n")
+        };
+        out.extend_from_slice(line.as_bytes());
+    }
+
+    /// The greeting, sent once the connection is up.
+    pub fn greeting(&self, out: &mut Vec<u8>) {
+        let esmtp = if self.cfg.esmtp { " ESMTP" } else { "" };
+        let line = format!(
+            "220 {} NO UCE NO UBE NO RELAY PROBES{esmtp}\r\n",
+            self.cfg.hostname
+        );
+        out.extend_from_slice(line.as_bytes());
+    }
+
+    pub fn feed(&mut self, data: &[u8]) {
+        if self.state != State::Closed {
+            self.input.extend_from_slice(data);
+        }
+    }
+
+    /// True while a delivery is being written.
+    pub fn delivering(&self) -> bool {
+        self.state == State::Delivering
+    }
+
+    /// True between DATA and its final dot: a stop should let it finish.
+    pub fn in_transaction(&self) -> bool {
+        matches!(self.state, State::Data | State::Delivering)
+    }
+
+    /// Takes the next complete line, enforcing the length limit.
+    fn next_line(&mut self) -> Option<Result<Vec<u8>, ()>> {
+        loop {
+            match self.input.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    let line: Vec<u8> = self.input.drain(..=i).collect();
+                    if self.skipping {
+                        self.skipping = false;
+                        return Some(Err(()));
+                    }
+                    if line.len() > MAX_LINE {
+                        return Some(Err(()));
+                    }
+                    return Some(Ok(line));
+                }
+                None if self.input.len() > MAX_LINE => {
+                    self.input.clear();
+                    self.skipping = true;
+                }
+                None => return None,
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.from = None;
+        self.rcpts.clear();
+        self.rcpt_addrs.clear();
+        self.data.clear();
+        self.too_big = false;
+        self.long_line = false;
+    }
+
+    /// Processes input until an action is needed or more input is.
+    pub fn step(&mut self, out: &mut Vec<u8>) -> Option<Action> {
+        while !matches!(self.state, State::Delivering | State::Closed) {
+            let line = self.next_line()?;
+            let action = match self.state {
+                State::Data => self.data_line(line, out),
+                State::AuthPlain | State::AuthLoginUser | State::AuthLoginPass(_) => {
+                    self.auth_line(line, out);
+                    None
+                }
+                _ => match line {
+                    Err(()) => self.bad(out, 500, "5.5.2", "Line too long"),
+                    Ok(l) => self.command(&l, out),
+                },
+            };
+            if action.is_some() {
+                return action;
+            }
+        }
+        None
+    }
+
+    /// A bad command: after `max_errors` in a row, give up on the client.
+    fn bad(&mut self, out: &mut Vec<u8>, code: u16, enh: &str, text: &str) -> Option<Action> {
+        self.reply(out, code, enh, text);
+        self.errors += 1;
+        log::info!(target: "twistrs.mail.smtp", "{}: {code} {text}", self.peer);
+        if self.errors >= self.cfg.max_errors {
+            self.reply(
+                out,
+                421,
+                "4.7.0",
+                &format!("{} Too many errors, closing", self.cfg.hostname),
+            );
+            self.state = State::Closed;
+            return Some(Action::Close);
+        }
+        None
+    }
+
+    /// One command; a command that is not refused ends a run of errors.
+    fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Action> {
+        let before = self.errors;
+        let action = self.command_inner(line, out);
+        if self.errors == before {
+            self.errors = 0;
+        }
+        action
+    }
+
+    fn command_inner(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Action> {
+        let parsed = Request::parse(&mut line.iter());
+        let req = match parsed {
+            Ok(r) => r,
+            Err(ParseError::UnknownCommand) => {
+                return self.bad(out, 500, "5.5.1", "Command not implemented");
+            }
+            Err(ParseError::SyntaxError { syntax }) => {
+                return self.bad(out, 501, "5.5.4", &format!("Syntax: {syntax}"));
+            }
+            Err(ParseError::InvalidSenderAddress) => {
+                return self.bad(out, 501, "5.1.7", "Invalid sender address");
+            }
+            Err(ParseError::InvalidRecipientAddress) => {
+                return self.bad(out, 501, "5.1.3", "Invalid recipient address");
+            }
+            Err(_) => return self.bad(out, 501, "5.5.4", "Invalid parameters"),
+        };
+        let host = self.cfg.hostname.clone();
+        match req {
+            Request::Helo { host: h } => {
+                self.reset();
+                self.helo = Some(h.to_string());
+                self.extended = false;
+                let text = format!("{host} Hello {}, nice to meet you", self.peer);
+                self.reply(out, 250, "", &text);
+            }
+            Request::Ehlo { host: h } => {
+                if !self.cfg.esmtp {
+                    return self.bad(out, 500, "", "Command not implemented");
+                }
+                self.reset();
+                self.helo = Some(h.to_string());
+                self.extended = true;
+                let mut lines = vec![
+                    format!("{host} Hello {}, nice to meet you", self.peer),
+                    "PIPELINING".to_string(),
+                    "8BITMIME".to_string(),
+                    format!("SIZE {}", self.cfg.max_message),
+                    "ENHANCEDSTATUSCODES".to_string(),
+                ];
+                if self.cfg.auth.is_some() {
+                    lines.push("AUTH PLAIN LOGIN".to_string());
+                }
+                for (i, l) in lines.iter().enumerate() {
+                    let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+                    out.extend_from_slice(format!("250{sep}{l}\r\n").as_bytes());
+                }
+            }
+            Request::Mail { from } => {
+                if self.helo.is_none() {
+                    return self.bad(out, 503, "5.5.1", "Send HELO first");
+                }
+                if self.from.is_some() {
+                    return self.bad(out, 503, "5.5.1", "Nested MAIL command");
+                }
+                if from.size > self.cfg.max_message {
+                    self.reply(
+                        out,
+                        552,
+                        "5.3.4",
+                        "Message size exceeds fixed maximum message size",
+                    );
+                    return None;
+                }
+                self.from = Some(from.address.to_string());
+                self.reply(out, 250, "2.1.0", "Sender address accepted");
+            }
+            Request::Rcpt { to } => {
+                if self.from.is_none() {
+                    return self.bad(out, 503, "5.5.1", "Must have sender before recipient");
+                }
+                if self.rcpt_addrs.len() >= self.cfg.max_recipients {
+                    self.reply(out, 452, "4.5.3", "Too many recipients");
+                    return None;
+                }
+                match self.cfg.resolve(&to.address) {
+                    Ok(targets) => {
+                        for t in targets {
+                            if !self.rcpts.contains(&t) {
+                                self.rcpts.push(t);
+                            }
+                        }
+                        self.rcpt_addrs.push(to.address.to_string());
+                        self.reply(out, 250, "2.1.5", "Recipient address accepted");
+                    }
+                    Err(r) => {
+                        let enh = match r {
+                            Refusal::Foreign => "5.7.1",
+                            Refusal::NoUser => "5.1.1",
+                            Refusal::Syntax => "5.1.3",
+                        };
+                        log::info!(target: "twistrs.mail.smtp",
+                            "{}: refused recipient <{}> ({r:?})", self.peer, to.address);
+                        self.reply(out, 550, enh, "Cannot receive for specified address");
+                    }
+                }
+            }
+            Request::Data => {
+                if self.rcpts.is_empty() {
+                    return self.bad(out, 503, "5.5.1", "Must have valid receiver and originator");
+                }
+                self.state = State::Data;
+                self.reply(out, 354, "", "Continue");
+            }
+            Request::Rset => {
+                self.reset();
+                self.reply(out, 250, "2.0.0", "I remember nothing.");
+            }
+            Request::Noop { .. } => self.reply(out, 250, "2.0.0", "Nothing happens"),
+            Request::Vrfy { .. } => self.reply(
+                out,
+                252,
+                "2.5.0",
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            ),
+            Request::Quit => {
+                self.reply(out, 221, "2.0.0", "See you later");
+                self.state = State::Closed;
+                return Some(Action::Close);
+            }
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => {
+                if !self.extended || self.cfg.auth.is_none() {
+                    return self.bad(out, 500, "5.5.1", "Command not implemented");
+                }
+                if self.authed.is_some() {
+                    return self.bad(out, 503, "5.5.1", "Already authenticated");
+                }
+                let ir = initial_response.to_string();
+                if mechanism == AUTH_PLAIN {
+                    if ir.is_empty() {
+                        self.state = State::AuthPlain;
+                        out.extend_from_slice(b"334 \r\n");
+                    } else {
+                        self.check_plain(&ir, out);
+                    }
+                } else if mechanism == AUTH_LOGIN {
+                    self.state = State::AuthLoginUser;
+                    out.extend_from_slice(b"334 VXNlcm5hbWU6\r\n");
+                } else {
+                    self.reply(out, 504, "5.5.4", "Unrecognized authentication type");
+                }
+            }
+            _ => return self.bad(out, 500, "5.5.1", "Command not implemented"),
+        }
+        None
+    }
+
+    fn b64(s: &[u8]) -> Option<Vec<u8>> {
+        let t = std::str::from_utf8(s).ok()?.trim();
+        base64::engine::general_purpose::STANDARD.decode(t).ok()
+    }
+
+    fn check_plain(&mut self, b64: &str, out: &mut Vec<u8>) {
+        let creds = Self::b64(b64.as_bytes()).and_then(|d| {
+            let mut parts = d.split(|b| *b == 0);
+            let _authz = parts.next()?;
+            let user = String::from_utf8(parts.next()?.to_vec()).ok()?;
+            let pass = String::from_utf8(parts.next()?.to_vec()).ok()?;
+            Some((user, pass))
+        });
+        self.finish_auth(creds, out);
+    }
+
+    fn finish_auth(&mut self, creds: Option<(String, String)>, out: &mut Vec<u8>) {
+        self.state = State::Command;
+        let ok = creds.as_ref().is_some_and(|(u, p)| {
+            self.cfg
+                .auth
+                .as_ref()
+                .and_then(|m| m.get(u))
+                .is_some_and(|want| want == p)
+        });
+        if ok {
+            self.authed = creds.map(|(u, _)| u);
+            self.reply(out, 235, "2.7.0", "Authentication successful");
+        } else {
+            log::info!(target: "twistrs.mail.smtp", "{}: authentication failed", self.peer);
+            self.reply(out, 535, "5.7.8", "Authentication credentials invalid");
+        }
+    }
+
+    fn auth_line(&mut self, line: Result<Vec<u8>, ()>, out: &mut Vec<u8>) {
+        let Ok(line) = line else {
+            self.state = State::Command;
+            self.reply(out, 500, "5.5.2", "Line too long");
+            return;
+        };
+        let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
+        let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
+        if trimmed == b"*" {
+            self.state = State::Command;
+            self.reply(out, 501, "5.7.0", "Authentication cancelled");
+            return;
+        }
+        match std::mem::replace(&mut self.state, State::Command) {
+            State::AuthPlain => {
+                let s = String::from_utf8_lossy(trimmed).into_owned();
+                self.check_plain(&s, out);
+            }
+            State::AuthLoginUser => {
+                match Self::b64(trimmed).and_then(|u| String::from_utf8(u).ok()) {
+                    Some(u) => {
+                        self.state = State::AuthLoginPass(u);
+                        out.extend_from_slice(b"334 UGFzc3dvcmQ6\r\n");
+                    }
+                    None => self.finish_auth(None, out),
+                }
+            }
+            State::AuthLoginPass(user) => {
+                let pass = Self::b64(trimmed).and_then(|p| String::from_utf8(p).ok());
+                self.finish_auth(pass.map(|p| (user, p)), out);
+            }
+            other => self.state = other,
+        }
+    }
+
+    fn data_line(&mut self, line: Result<Vec<u8>, ()>, out: &mut Vec<u8>) -> Option<Action> {
+        let line = match line {
+            Ok(l) => l,
+            Err(()) => {
+                self.long_line = true;
+                return None;
+            }
+        };
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text == b"." {
+            self.state = State::Command;
+            if self.too_big {
+                self.reset();
+                self.reply(out, 552, "5.3.4", "Message too big");
+                return None;
+            }
+            if self.long_line {
+                self.reset();
+                self.reply(out, 500, "5.5.2", "Line too long (1000 octets at most)");
+                return None;
+            }
+            return Some(self.make_job());
+        }
+        if self.too_big {
+            return None;
+        }
+        let text = text.strip_prefix(b".").unwrap_or(text);
+        if self.data.len() + text.len() + 1 > self.cfg.max_message {
+            self.too_big = true;
+            self.data = Vec::new();
+            return None;
+        }
+        self.data.extend_from_slice(text);
+        self.data.push(b'\n');
+        None
+    }
+
+    fn make_job(&mut self) -> Action {
+        let helo = self.helo.clone().unwrap_or_default();
+        let with = match (self.extended, self.authed.is_some()) {
+            (true, true) => "esmtpa",
+            (true, false) => "esmtp",
+            _ => "smtp",
+        };
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now()).replace(" GMT", " +0000");
+        let rcpts = self
+            .rcpt_addrs
+            .iter()
+            .map(|r| format!("<{r}>"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let received = format!(
+            "Received: from {helo} ([{}] helo={helo})\n\tby {} with {with} (twistrs {})\n\tfor {rcpts}; {date}\n",
+            self.peer,
+            self.cfg.hostname,
+            env!("CARGO_PKG_VERSION")
+        );
+        let mut data = received.into_bytes();
+        data.append(&mut self.data);
+        let job = Job {
+            data,
+            targets: std::mem::take(&mut self.rcpts),
+        };
+        self.reset();
+        self.state = State::Delivering;
+        Action::Deliver(job)
+    }
+
+    /// The delivery of the last message finished: acknowledge it or not.
+    pub fn delivered(&mut self, result: Result<(), String>, out: &mut Vec<u8>) {
+        if self.state != State::Delivering {
+            return;
+        }
+        self.state = State::Command;
+        match result {
+            Ok(()) => self.reply(out, 250, "2.0.0", "Delivery in progress"),
+            Err(e) => {
+                log::error!(target: "twistrs.mail.smtp", "{}: delivery failed: {e}", self.peer);
+                self.reply(
+                    out,
+                    451,
+                    "4.3.0",
+                    "Requested action aborted: local error in processing",
+                );
+            }
+        }
+    }
+
+    /// The idle timeout: say so and close.
+    pub fn timeout(&mut self, out: &mut Vec<u8>) {
+        self.reply(
+            out,
+            421,
+            "4.4.2",
+            &format!("{} Timeout, closing connection", self.cfg.hostname),
+        );
+        self.state = State::Closed;
+    }
+
+    /// A graceful stop between transactions.
+    pub fn shutdown(&mut self, out: &mut Vec<u8>) {
+        self.reply(
+            out,
+            421,
+            "4.3.2",
+            &format!("{} Service shutting down", self.cfg.hostname),
+        );
+        self.state = State::Closed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Domain, MailConfig};
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    fn cfg(dir: &std::path::Path, esmtp: bool) -> Rc<MailConfig> {
+        let path = dir.join("example.com");
+        std::fs::create_dir_all(path.join("passwd")).unwrap();
+        let d = Domain {
+            name: "example.com".into(),
+            path,
+            aliases: None,
+            bounce_to_postmaster: false,
+        };
+        d.add_user("joe", "secret").unwrap();
+        Rc::new(MailConfig {
+            domains: vec![d],
+            default: None,
+            hostname: "mx.test".into(),
+            esmtp,
+            auth: Some(HashMap::from([("joe".to_string(), "secret".to_string())])),
+            max_message: 200,
+            max_recipients: 2,
+            max_errors: 3,
+            timeout: Duration::from_secs(60),
+            pop3_fail_delay: Duration::ZERO,
+        })
+    }
+
+    /// Runs a whole session fed in `chunk`-byte pieces; deliveries succeed at once.
+    fn session(cfg: Rc<MailConfig>, input: &[u8], chunk: usize) -> (String, Vec<Job>) {
+        let mut s = Smtp::new(cfg, "127.0.0.1".into());
+        let mut out = Vec::new();
+        let mut jobs = Vec::new();
+        s.greeting(&mut out);
+        'outer: for piece in input.chunks(chunk) {
+            s.feed(piece);
+            loop {
+                match s.step(&mut out) {
+                    Some(Action::Deliver(j)) => {
+                        jobs.push(j);
+                        s.delivered(Ok(()), &mut out);
+                    }
+                    Some(Action::Close) => break 'outer,
+                    None => break,
+                }
+            }
+        }
+        (String::from_utf8(out).unwrap(), jobs)
+    }
+
+    const MAIL: &[u8] = b"HELO client\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nRCPT TO:<x@elsewhere.org>\r\nDATA\r\nSubject: hi\r\n\r\n..leading dot\r\nbody\r\n.\r\nNOOP\r\nQUIT\r\n";
+
+    #[test]
+    fn a_session_is_the_same_in_every_chunking() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path(), false);
+        let (first, jobs) = session(c.clone(), MAIL, MAIL.len());
+        let codes: Vec<&str> = first.lines().map(|l| &l[..3]).collect();
+        assert_eq!(
+            codes,
+            [
+                "220", "250", "250", "250", "550", "354", "250", "250", "221"
+            ]
+        );
+        assert_eq!(jobs.len(), 1);
+        let text = String::from_utf8(jobs[0].data.clone()).unwrap();
+        assert!(
+            text.starts_with(
+                "Received: from client ([127.0.0.1] helo=client)\n\tby mx.test with smtp"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("Subject: hi\n\n.leading dot\nbody\n"),
+            "dot-unstuffed, LF: {text}"
+        );
+        assert_eq!(jobs[0].targets[0].1, "joe@example.com");
+        for chunk in 1..MAIL.len() {
+            let (out, jobs2) = session(c.clone(), MAIL, chunk);
+            assert_eq!(out, first, "chunk {chunk}");
+            assert_eq!(jobs2.len(), 1);
+        }
+    }
+
+    #[test]
+    fn esmtp_auth_limits_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = base64::engine::general_purpose::STANDARD.encode(b"\0joe\0secret");
+        let input = format!(
+            "EHLO c\r\nAUTH PLAIN {plain}\r\nMAIL FROM:<a@b> SIZE=999\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nRCPT TO:<joe@example.com>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\n{}\r\n.\r\nQUIT\r\n",
+            "x".repeat(250)
+        );
+        let (out, jobs) = session(cfg(dir.path(), true), input.as_bytes(), 7);
+        assert!(out.contains("250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 200\r\n250-ENHANCEDSTATUSCODES\r\n250 AUTH PLAIN LOGIN"), "{out}");
+        assert!(out.contains("235 2.7.0"));
+        assert!(
+            out.contains("552 5.3.4 Message size exceeds"),
+            "SIZE= over the limit"
+        );
+        assert!(out.contains("452 4.5.3 Too many recipients"));
+        assert!(out.contains("552 5.3.4 Message too big"), "{out}");
+        assert!(jobs.is_empty());
+        let (out, _) = session(cfg(dir.path(), false), b"EHLO c\r\n", 1);
+        assert!(
+            out.contains("500 Command not implemented"),
+            "EHLO needs -E, as twistd"
+        );
+        let login = "EHLO c\r\nAUTH LOGIN\r\nam9l\r\nd3Jvbmc=\r\nQUIT\r\n";
+        let (out, _) = session(cfg(dir.path(), true), login.as_bytes(), 3);
+        assert!(
+            out.contains("334 VXNlcm5hbWU6") && out.contains("535 5.7.8"),
+            "{out}"
+        );
+        let (out, _) = session(
+            cfg(dir.path(), false),
+            b"bogus\r\nMAIL FROM:<a@b>\r\nfoo\r\nNOOP\r\n",
+            1,
+        );
+        assert!(
+            out.ends_with("421 mx.test Too many errors, closing\r\n"),
+            "{out}"
+        );
+        let long = format!("HELO {}\r\nNOOP\r\n", "h".repeat(1200));
+        let (out, _) = session(cfg(dir.path(), false), long.as_bytes(), 50);
+        assert!(
+            out.contains("500 Line too long") && out.ends_with("250 Nothing happens\r\n"),
+            "{out}"
+        );
+        let data = format!(
+            "HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\n{}\r\n.\r\nQUIT\r\n",
+            "y".repeat(1100)
+        );
+        let (out, jobs) = session(cfg(dir.path(), false), data.as_bytes(), 64);
+        assert!(out.contains("500 Line too long (1000"), "{out}");
+        assert!(jobs.is_empty());
+    }
+}
