@@ -4,6 +4,7 @@ mod cli;
 mod daemon;
 mod lifecycle;
 mod load;
+mod mail;
 mod man;
 mod support;
 mod web;

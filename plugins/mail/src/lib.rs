@@ -95,6 +95,14 @@ fn positioned<'a>(m: &'a ArgMatches, id: &str) -> Vec<(usize, &'a String)> {
     }
 }
 
+/// Where a counted flag was given (none when only its default value is there).
+fn flag_positions(m: &ArgMatches, id: &str) -> Vec<usize> {
+    if m.value_source(id) != Some(clap::parser::ValueSource::CommandLine) {
+        return Vec::new();
+    }
+    m.indices_of(id).map(|i| i.collect()).unwrap_or_default()
+}
+
 fn last_domain_before(domains: &[(usize, usize)], pos: usize) -> Option<usize> {
     domains
         .iter()
@@ -205,13 +213,13 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
                 .map_err(|e| PluginError::new(format!("mail: -A {}: {e}", file.display())))?,
         );
     }
-    for pos in m.indices_of("bounce-to-postmaster").into_iter().flatten() {
+    for pos in flag_positions(m, "bounce-to-postmaster") {
         let d = last_domain_before(&at, pos)
             .ok_or_else(|| PluginError::new("Specify a domain before --bounce-to-postmaster"))?;
         domains[d].bounce_to_postmaster = true;
     }
     let mut default = None;
-    for pos in m.indices_of("default").into_iter().flatten() {
+    for pos in flag_positions(m, "default") {
         default =
             Some(last_domain_before(&at, pos).ok_or_else(|| {
                 PluginError::new("Specify a domain before specifying the default")

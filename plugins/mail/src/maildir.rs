@@ -23,7 +23,8 @@ pub struct Job {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// twistd's unique name: `<secs>.M<usec>P<pid>Q<counter>.<host>`.
+/// twistd's unique name: `<secs>.M<usec>P<pid>Q<counter>.<host>`, the microseconds padded to
+/// seven digits as twistd does, so names sort in arrival order.
 pub fn unique_name(host: &str) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -31,7 +32,7 @@ pub fn unique_name(host: &str) -> String {
     let q = COUNTER.fetch_add(1, Ordering::Relaxed);
     let host = host.replace(['/', ':'], "_");
     format!(
-        "{}.M{}P{}Q{q}.{host}",
+        "{}.M{:07}P{}Q{q}.{host}",
         now.as_secs(),
         now.subsec_micros(),
         std::process::id()
