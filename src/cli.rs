@@ -284,14 +284,14 @@ Listeners are given as endpoint strings in twistd's grammar:
 A segment with "=" is a keyword argument (only the first "=" separates); a backslash
 escapes the next character, so IPv6 addresses are written \fBtcp6:80:interface=\e:\e:1\fR.
 .TP
-.B tcp:PORT[:interface=ADDR][:backlog=50]
+.B tcp:PORT[:interface=ADDR][:backlog=511]
 TCP over IPv4; all interfaces unless \fBinterface\fR is given. Port 0 picks a free port,
 which the "starting on" log line names.
 .TP
-.B tcp6:PORT[:interface=ADDR][:backlog=50]
+.B tcp6:PORT[:interface=ADDR][:backlog=511]
 TCP over IPv6.
 .TP
-.B unix:PATH[:mode=666][:backlog=50][:lockfile=1]
+.B unix:PATH[:mode=666][:backlog=511][:lockfile=1]
 A UNIX socket. With \fBlockfile=1\fR (the default) a \fIPATH\fB.lock\fR symlink names the
 owning process: a socket left by a dead process is replaced, one owned by a live process is not.
 The socket and its lock are removed at a clean exit.

@@ -10,8 +10,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
-/// Twisted's default listen backlog for every stream endpoint.
-pub const DEFAULT_BACKLOG: u32 = 50;
+/// The default listen backlog for stream endpoints: nginx's 511. twistd's 50 overflows in a
+/// burst of a few hundred connects, and the kernel then drops SYNs (seconds of retransmits).
+pub const DEFAULT_BACKLOG: u32 = 511;
 
 /// A parsed server endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -358,7 +359,7 @@ mod tests {
             } => {
                 assert_eq!(port, 8080);
                 assert_eq!(interface, Some("127.0.0.1".parse().unwrap()));
-                assert_eq!(backlog, 50);
+                assert_eq!(backlog, DEFAULT_BACKLOG);
                 assert!(!v6);
             }
             other => panic!("{other:?}"),
@@ -409,7 +410,7 @@ mod tests {
             } => {
                 assert_eq!(path, PathBuf::from("/tmp/a:b.sock"));
                 assert_eq!(mode, 0o666);
-                assert_eq!(backlog, 50);
+                assert_eq!(backlog, DEFAULT_BACKLOG);
                 assert!(lockfile);
             }
             other => panic!("{other:?}"),
