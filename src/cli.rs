@@ -377,7 +377,8 @@ Plugins are compiled in; the Python-only options (\fB-y\fR, \fB-f\fR, \fB-s\fR, 
 The log file is reopened on SIGHUP and SIGUSR1 and is rotated by size only if asked
 (\fB--log-rotate-size\fR, bounded by \fB--log-keep\fR; never a non-regular file). twistd has
 no \fBstop\fR, \fBstatus\fR or \fBrestart\fR, no sd_notify, and needs LISTEN_FDNAMES. The
-syslog ident defaults to \fBtwistrs\fR.
+syslog ident defaults to \fBtwistrs\fR, and the listen backlog to 511 (twistd's 50 overflows
+in a burst of connects).
 .SH SEE ALSO
 .BR twistd (1)
 "#;
