@@ -59,6 +59,15 @@ pub struct Http {
     scratch: Vec<u8>,
 }
 
+/// How a response is framed: whether the connection stays open, a HEAD (headers only),
+/// an HTTP/1.0 client (which needs `Connection: keep-alive` said).
+#[derive(Clone, Copy)]
+struct Framing {
+    keep_alive: bool,
+    head_only: bool,
+    http10: bool,
+}
+
 /// What a response was, for the access log.
 struct Sent {
     status: u16,
@@ -179,8 +188,12 @@ impl Http {
         self.done = true;
         self.input.clear();
         self.cancel_head_timer();
-        let head_only = req.is_some_and(|r| r.method() == Method::Head);
-        let sent = self.error(t, status, false, head_only, req.map_or(1, |r| r.minor));
+        let f = Framing {
+            keep_alive: false,
+            head_only: req.is_some_and(|r| r.method() == Method::Head),
+            http10: req.is_some_and(|r| r.minor == 0),
+        };
+        let sent = self.error(t, status, f);
         let line = req.map_or_else(|| "-".to_string(), Request::line);
         self.log(t, &line, sent, req);
         t.lose_connection();
@@ -209,49 +222,53 @@ impl Http {
     }
 
     fn respond(&mut self, t: &mut Transport<'_>, req: &Request, keep_alive: bool) -> Sent {
-        let http10 = req.minor == 0;
         let has_body = !matches!(req.body, Some(Body::None) | None);
         let method = req.method();
+        let f = Framing {
+            keep_alive,
+            head_only: method == Method::Head,
+            http10: req.minor == 0,
+        };
         if method == Method::Other {
             // A body we never asked for (Expect: 100-continue) is not read: close instead.
-            let ka = keep_alive && !(has_body && req.expect_continue);
+            let f = Framing {
+                keep_alive: keep_alive && !(has_body && req.expect_continue),
+                ..f
+            };
             self.scratch.clear();
             response::begin(&mut self.scratch, 405, &self.site.extra_headers);
             response::header(&mut self.scratch, "Allow", "GET, HEAD");
-            return self.finish_error(t, 405, ka, false, http10);
+            return self.finish_error(t, 405, f);
         }
         if req.expect_continue && has_body {
             t.write(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        let head_only = method == Method::Head;
         let url = match path::decode(&req.target) {
             Ok(u) => u,
             Err(PathError::BadTarget) => {
-                return self.error(t, 400, keep_alive, head_only, req.minor);
+                return self.error(t, 400, f);
             }
             Err(PathError::Forbidden(why)) => {
                 log::info!(target: &t.system(), "Refused {:?}: {why}", req.target);
-                return self.error(t, 404, keep_alive, head_only, req.minor);
+                return self.error(t, 404, f);
             }
         };
         let site = self.site.clone();
         let Some(root) = &site.root else {
-            return self.demo(t, &url.raw, keep_alive, head_only, http10);
+            return self.demo(t, &url.raw, f);
         };
         if root.hide_dotfiles && url.has_dotfile() {
-            return self.error(t, 404, keep_alive, head_only, req.minor);
+            return self.error(t, 404, f);
         }
         let rel = url.relative();
         match root.find(&rel) {
-            Found::File(e) if !url.trailing_slash || !root.is_dir() => {
-                self.file(t, req, &e, keep_alive)
-            }
-            Found::File(_) => self.error(t, 404, keep_alive, head_only, req.minor),
+            Found::File(e) if !url.trailing_slash || !root.is_dir() => self.file(t, req, &e, f),
+            Found::File(_) => self.error(t, 404, f),
             Found::Dir(fd) => {
                 if !url.trailing_slash {
                     let query = req.target.find('?').map_or("", |i| &req.target[i..]);
                     let loc = format!("{}/{query}", url.raw);
-                    return self.redirect(t, &loc, keep_alive, head_only, http10);
+                    return self.redirect(t, &loc, f);
                 }
                 for idx in &site.indexes {
                     let mut p = if rel == "." {
@@ -264,37 +281,29 @@ impl Http {
                     }
                     p.push(idx);
                     if let Found::File(e) = root.find(&p) {
-                        return self.file(t, req, &e, keep_alive);
+                        return self.file(t, req, &e, f);
                     }
                 }
                 if site.no_listing {
-                    return self.error(t, 403, keep_alive, head_only, req.minor);
+                    return self.error(t, 403, f);
                 }
                 let entries = root.list(fd);
                 let html = response::listing(&url.raw, &entries, |n| {
                     crate::resource::content_type(n, &root.default_type)
                 });
-                self.page(
-                    t,
-                    200,
-                    "text/html; charset=utf-8",
-                    html.as_bytes(),
-                    keep_alive,
-                    head_only,
-                    http10,
-                )
+                self.page(t, 200, "text/html; charset=utf-8", html.as_bytes(), f)
             }
             Found::NotFound => {
                 if !url.trailing_slash
                     && let Some(e) = self.ignored_extension(root, &url.segments, &rel)
                 {
-                    return self.file(t, req, &e, keep_alive);
+                    return self.file(t, req, &e, f);
                 }
-                self.error(t, 404, keep_alive, head_only, req.minor)
+                self.error(t, 404, f)
             }
             Found::Forbidden(why) => {
                 log::info!(target: &t.system(), "Forbidden {:?}: {why}", req.target);
-                self.error(t, 403, keep_alive, head_only, req.minor)
+                self.error(t, 403, f)
             }
         }
     }
@@ -342,15 +351,12 @@ impl Http {
         None
     }
 
-    fn file(
-        &mut self,
-        t: &mut Transport<'_>,
-        req: &Request,
-        e: &Rc<Entry>,
-        keep_alive: bool,
-    ) -> Sent {
-        let head_only = req.method() == Method::Head;
-        let http10 = req.minor == 0;
+    fn file(&mut self, t: &mut Transport<'_>, req: &Request, e: &Rc<Entry>, f: Framing) -> Sent {
+        let Framing {
+            keep_alive,
+            head_only,
+            http10,
+        } = f;
         let not_modified = match (&req.if_none_match, &req.if_modified_since) {
             (Some(inm), _) => etag_matches(inm, &e.etag),
             (None, Some(ims)) => httpdate::parse_http_date(ims)
@@ -482,86 +488,51 @@ impl Http {
         }
     }
 
-    fn redirect(
-        &mut self,
-        t: &mut Transport<'_>,
-        loc: &str,
-        ka: bool,
-        head_only: bool,
-        http10: bool,
-    ) -> Sent {
+    fn redirect(&mut self, t: &mut Transport<'_>, loc: &str, f: Framing) -> Sent {
         let body = response::redirect_page(loc);
         self.scratch.clear();
         response::begin(&mut self.scratch, 302, &self.site.extra_headers);
         response::header(&mut self.scratch, "Location", loc);
-        self.body(
-            t,
-            302,
-            "text/html; charset=utf-8",
-            body.as_bytes(),
-            ka,
-            head_only,
-            http10,
-        )
+        self.body(t, 302, "text/html; charset=utf-8", body.as_bytes(), f)
     }
 
-    fn demo(
-        &mut self,
-        t: &mut Transport<'_>,
-        raw: &str,
-        ka: bool,
-        head_only: bool,
-        http10: bool,
-    ) -> Sent {
+    /// Without `--path`: a test page at `/`, as twistd's demo root.
+    fn demo(&mut self, t: &mut Transport<'_>, raw: &str, f: Framing) -> Sent {
         if raw != "/" {
-            return self.error(t, 404, ka, head_only, u8::from(!http10));
+            return self.error(t, 404, f);
         }
         let body = b"<html><head><title>twistrs web</title></head><body>Hello! This is a twistrs web test page.</body></html>";
-        self.page(
-            t,
-            200,
-            "text/html; charset=utf-8",
-            body,
-            ka,
-            head_only,
-            http10,
-        )
+        self.page(t, 200, "text/html; charset=utf-8", body, f)
     }
 
     /// A generated page with a status.
-    #[allow(clippy::too_many_arguments)]
     fn page(
         &mut self,
         t: &mut Transport<'_>,
         status: u16,
         ctype: &str,
         body: &[u8],
-        ka: bool,
-        head_only: bool,
-        http10: bool,
+        f: Framing,
     ) -> Sent {
         self.scratch.clear();
         response::begin(&mut self.scratch, status, &self.site.extra_headers);
-        self.body(t, status, ctype, body, ka, head_only, http10)
+        self.body(t, status, ctype, body, f)
     }
 
     /// Ends a begun head with a body.
-    #[allow(clippy::too_many_arguments)]
     fn body(
         &mut self,
         t: &mut Transport<'_>,
         status: u16,
         ctype: &str,
         body: &[u8],
-        ka: bool,
-        head_only: bool,
-        http10: bool,
+        f: Framing,
     ) -> Sent {
         response::header(&mut self.scratch, "Content-Type", ctype);
         response::header(&mut self.scratch, "Content-Length", body.len());
-        response::end(&mut self.scratch, ka, http10);
+        response::end(&mut self.scratch, f.keep_alive, f.http10);
         t.write(&self.scratch);
-        if head_only {
+        if f.head_only {
             return Sent { status, bytes: 0 };
         }
         t.write(body);
@@ -571,37 +542,16 @@ impl Http {
         }
     }
 
-    fn error(
-        &mut self,
-        t: &mut Transport<'_>,
-        status: u16,
-        ka: bool,
-        head_only: bool,
-        minor: u8,
-    ) -> Sent {
+    fn error(&mut self, t: &mut Transport<'_>, status: u16, f: Framing) -> Sent {
         self.scratch.clear();
         response::begin(&mut self.scratch, status, &self.site.extra_headers);
-        self.finish_error(t, status, ka, head_only, minor == 0)
+        self.finish_error(t, status, f)
     }
 
-    fn finish_error(
-        &mut self,
-        t: &mut Transport<'_>,
-        status: u16,
-        ka: bool,
-        head_only: bool,
-        http10: bool,
-    ) -> Sent {
+    /// Ends a begun head with twistd's error page.
+    fn finish_error(&mut self, t: &mut Transport<'_>, status: u16, f: Framing) -> Sent {
         let page = response::error_page(status);
-        self.body(
-            t,
-            status,
-            "text/html; charset=utf-8",
-            page.as_bytes(),
-            ka,
-            head_only,
-            http10,
-        )
+        self.body(t, status, "text/html; charset=utf-8", page.as_bytes(), f)
     }
 }
 
