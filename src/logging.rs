@@ -301,7 +301,11 @@ mod tests {
         assert_eq!(std::fs::read_to_string(numbered(&log, 1)).unwrap(), "gen 4");
         assert_eq!(std::fs::read_to_string(numbered(&log, 3)).unwrap(), "gen 2");
         assert!(!numbered(&log, 4).exists(), "at most 3 kept");
-        assert!(rotate(Path::new("/dev/null"), 3).unwrap().is_none());
+        // Only where /dev/null is the device it should be (a broken machine is not a test).
+        use std::os::unix::fs::FileTypeExt;
+        if std::fs::metadata("/dev/null").is_ok_and(|m| m.file_type().is_char_device()) {
+            assert!(rotate(Path::new("/dev/null"), 3).unwrap().is_none());
+        }
         assert!(Path::new("/dev/null").exists());
     }
 
