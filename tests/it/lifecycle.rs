@@ -200,7 +200,6 @@ fn built_in_rotation_keeps_n_files_and_spares_dev_null() {
         srv.signal(1);
         std::thread::sleep(Duration::from_millis(10));
     }
-    use std::os::unix::fs::FileTypeExt;
     assert!(
         std::fs::metadata("/dev/null")
             .unwrap()
