@@ -79,6 +79,9 @@ fn start(this: &Rc<RefCell<Deliveries>>, h: &Handle) {
     );
 }
 
+/// Unprocessed input a session may hold while it waits (for the disk, or a login delay).
+const PENDING_INPUT_MAX: usize = 64 * 1024;
+
 /// An SMTP connection.
 pub struct SmtpProtocol {
     core: Smtp,
@@ -139,11 +142,15 @@ impl Protocol for SmtpProtocol {
         self.core.feed(data);
         if !self.core.delivering() {
             self.pump(t);
+        } else if self.core.pending_input() > PENDING_INPUT_MAX {
+            // Pipelined input piles up while the disk works: stop reading until it is done.
+            t.pause_producing();
         }
     }
 
     fn notified(&mut self, t: &mut Transport<'_>, msg: Box<dyn Any>) {
         if let Ok(d) = msg.downcast::<Delivered>() {
+            t.resume_producing();
             t.reset_timeout();
             self.core.delivered(d.0, &mut self.out);
             self.pump(t);
@@ -198,6 +205,7 @@ impl Pop3Protocol {
         match self.core.step(&mut self.out) {
             Some(pop3::Action::Delay(d, reply)) => {
                 self.delayed = Some(reply);
+                t.pause_producing();
                 t.call_later(d, DELAY_TIMER);
             }
             Some(pop3::Action::Close) => {
@@ -234,6 +242,7 @@ impl Protocol for Pop3Protocol {
             && let Some(reply) = self.delayed.take()
         {
             t.write(&reply);
+            t.resume_producing();
             self.pump(t);
         }
     }

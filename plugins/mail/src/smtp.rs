@@ -104,6 +104,11 @@ impl Smtp {
         }
     }
 
+    /// Input received and not yet processed.
+    pub fn pending_input(&self) -> usize {
+        self.input.len()
+    }
+
     /// True while a delivery is being written.
     pub fn delivering(&self) -> bool {
         self.state == State::Delivering
