@@ -215,8 +215,19 @@ impl ConnState {
     /// regions with sendfile(2), in the order they were queued.
     pub(crate) fn flush_to<W: io::Write + AsFd>(&mut self, w: &mut W) -> io::Result<()> {
         loop {
+            // Bytes right before a file (an HTTP head) go with MSG_MORE, so the kernel sends
+            // them in the file's first full packet instead of a small one of their own.
+            let file_next = matches!(
+                self.queue.as_ref().and_then(|q| q.front()),
+                Some(Chunk::File { .. })
+            );
             while self.out_pos < self.out.len() {
-                match w.write(self.pending()) {
+                let sent = if file_next {
+                    send_more(w.as_fd(), self.pending())
+                } else {
+                    w.write(self.pending())
+                };
+                match sent {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => self.consumed(n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -264,6 +275,25 @@ impl ConnState {
                 None => return Ok(out),
             }
         }
+    }
+}
+
+/// send(2) with MSG_MORE: more data follows at once.
+fn send_more(fd: std::os::fd::BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor and a buffer of the given length.
+    let n = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_MORE | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 

@@ -18,6 +18,8 @@ pub struct AccessLog {
     sink: Sink,
     stamp_secs: u64,
     stamp: String,
+    /// The line being formatted, reused.
+    line: String,
 }
 
 /// One request's entry.
@@ -30,18 +32,23 @@ pub struct Line<'a> {
     pub agent: Option<&'a str>,
 }
 
-/// Escapes as twistd does: quotes and backslashes, and control bytes as `\xHH`.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+/// Appends `s` escaped as twistd does: quotes and backslashes, and control characters as
+/// `\xHH`. Most fields need nothing, and are copied as they are.
+fn escape_into(out: &mut String, s: &str) {
+    if !s.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => {
+                let _ = std::fmt::Write::write_fmt(out, format_args!("\\x{:02x}", c as u32));
+            }
             c => out.push(c),
         }
     }
-    out
 }
 
 /// `26/Nov/2026:17:47:53 +0000` from the HTTP date of the same second.
@@ -61,6 +68,7 @@ impl AccessLog {
             sink: Sink::Main,
             stamp_secs: u64::MAX,
             stamp: String::new(),
+            line: String::new(),
         }
     }
 
@@ -74,10 +82,13 @@ impl AccessLog {
             },
             stamp_secs: u64::MAX,
             stamp: String::new(),
+            line: String::new(),
         })
     }
 
-    pub fn format(&mut self, l: &Line<'_>) -> String {
+    /// Formats `l` into the reused line buffer.
+    fn format_line(&mut self, l: &Line<'_>) {
+        use std::fmt::Write as _;
         let now = std::time::SystemTime::now();
         let secs = now
             .duration_since(std::time::UNIX_EPOCH)
@@ -86,29 +97,39 @@ impl AccessLog {
             self.stamp_secs = secs;
             self.stamp = clf_time(now);
         }
-        let bytes = if l.bytes == 0 {
-            "-".to_string()
+        let out = &mut self.line;
+        out.clear();
+        out.push('"');
+        escape_into(out, l.client);
+        out.push_str("\" - - [");
+        out.push_str(&self.stamp);
+        out.push_str("] \"");
+        escape_into(out, l.request);
+        let _ = write!(out, "\" {} ", l.status);
+        if l.bytes == 0 {
+            out.push('-');
         } else {
-            l.bytes.to_string()
-        };
-        format!(
-            "\"{}\" - - [{}] \"{}\" {} {} \"{}\" \"{}\"",
-            escape(l.client),
-            self.stamp,
-            escape(l.request),
-            l.status,
-            bytes,
-            escape(l.referer.unwrap_or("-")),
-            escape(l.agent.unwrap_or("-"))
-        )
+            let _ = write!(out, "{}", l.bytes);
+        }
+        out.push_str(" \"");
+        escape_into(out, l.referer.unwrap_or("-"));
+        out.push_str("\" \"");
+        escape_into(out, l.agent.unwrap_or("-"));
+        out.push('"');
+    }
+
+    /// The line for `l`, as it is logged.
+    pub fn format(&mut self, l: &Line<'_>) -> String {
+        self.format_line(l);
+        self.line.clone()
     }
 
     pub fn log(&mut self, l: &Line<'_>) {
-        let text = self.format(l);
+        self.format_line(l);
         match &mut self.sink {
-            Sink::Main => log::info!(target: "twistrs.web.access", "{text}"),
+            Sink::Main => log::info!(target: "twistrs.web.access", "{}", self.line),
             Sink::File { w, .. } => {
-                let _ = w.write_all(text.as_bytes());
+                let _ = w.write_all(self.line.as_bytes());
                 let _ = w.write_all(b"\n");
             }
         }

@@ -4,6 +4,9 @@
 //! line 414, header bytes and count 431, body 413), the framing of the body that follows
 //! (Content-Length or chunked, read and thrown away), keep-alive and `Expect: 100-continue`.
 
+/// The most header fields any request may carry (the default limit).
+pub const MAX_HEADERS: usize = 100;
+
 /// Limits on what a client may send.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -18,7 +21,7 @@ impl Default for Limits {
         Limits {
             max_request_line: 8 * 1024,
             max_header_bytes: 16 * 1024,
-            max_headers: 100,
+            max_headers: MAX_HEADERS,
             max_body: 1024 * 1024,
         }
     }
@@ -112,8 +115,9 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
         }
         _ => {}
     }
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut headers);
+    // On the stack: no allocation per request. `max_headers` can only lower the limit.
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut storage[..limits.max_headers.min(MAX_HEADERS)]);
     let used = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
