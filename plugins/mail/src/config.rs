@@ -105,6 +105,11 @@ impl Domain {
         std::fs::read_to_string(self.path.join("passwd").join(dirdbm_name(user))).ok()
     }
 
+    /// True if `user` has an entry (one stat, no read).
+    pub fn exists(&self, user: &str) -> bool {
+        valid_user(user) && self.path.join("passwd").join(dirdbm_name(user)).is_file()
+    }
+
     /// Adds a user as twistd's `-u USER=PASS` does.
     pub fn add_user(&self, user: &str, pass: &str) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
@@ -223,13 +228,13 @@ impl MailConfig {
                 None => (user.clone(), d),
             };
             // Local parts are matched as given, then in lower case (JOE@ reaches joe).
-            let u = if dom.password(&u).is_none() && dom.password(&u.to_ascii_lowercase()).is_some()
-            {
-                u.to_ascii_lowercase()
+            let found = if dom.exists(&u) {
+                Some(u)
             } else {
-                u
+                let lower = u.to_ascii_lowercase();
+                (lower != u && dom.exists(&lower)).then_some(lower)
             };
-            if dom.password(&u).is_some() {
+            if let Some(u) = found {
                 out.push((dom.path.join(&u), format!("{u}@{}", dom.name)));
             } else if dom.bounce_to_postmaster {
                 let pm = dom.path.join("postmaster");

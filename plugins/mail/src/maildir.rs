@@ -30,13 +30,14 @@ pub fn unique_name(host: &str) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let q = COUNTER.fetch_add(1, Ordering::Relaxed);
     let host = host.replace(['/', ':'], "_");
     format!(
         "{}.M{:07}P{}Q{q}.{host}",
         now.as_secs(),
         now.subsec_micros(),
-        std::process::id()
+        PID.get_or_init(std::process::id)
     )
 }
 
@@ -68,8 +69,11 @@ pub fn deliver_batch(jobs: &[Job], host: &str) -> Vec<Result<(), String>> {
                 .mode(0o600)
                 .open(&tmp)
                 .and_then(|mut f| {
-                    f.write_all(head.as_bytes())?;
-                    f.write_all(&job.data)?;
+                    // One write for the header and the message.
+                    let mut whole = Vec::with_capacity(size);
+                    whole.extend_from_slice(head.as_bytes());
+                    whole.extend_from_slice(&job.data);
+                    f.write_all(&whole)?;
                     Ok(f)
                 });
             match r {

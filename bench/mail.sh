@@ -1,0 +1,509 @@
+#!/usr/bin/env bash
+# bench/mail.sh: the mail benchmark, twistrs mail (SMTP into Maildir, every message
+# fsynced, group-committed) vs aiosmtpd writing a Maildir (with Python's
+# mailbox.Maildir.add as in the issue's reference figure, which fsyncs the file but not
+# new/; with file and new/ fsynced per message, like twistrs; and with no fsync at all),
+# all on 127.0.0.1:
+# messages/s over 20 parallel SMTP sessions with a new connection per message and with
+# reused sessions (postfix's smtp-source), files landed, and POP3 RETR/s and latency
+# (twistrs only).
+# Run by hand, not in CI: see bench/README.md ("Mail"). Results go to bench/results/.
+#
+# Needs smtp-source (Debian: DEBIAN_FRONTEND=noninteractive apt-get install -y postfix,
+# "No configuration"; the script never starts postfix itself) and aiosmtpd in bench/.venv
+# (installed by the script if missing).
+# Knobs (environment): BENCH_SERVERS="twistrs aiosmtpd aiosmtpd-fsync aiosmtpd-nosync", BENCH_MSGS=2000,
+# BENCH_SESSIONS=20, BENCH_SIZE=1024 (payload bytes per message), BENCH_RUNS=3 (runs per
+# mode, median reported), BENCH_WARMUP_MSGS=200 (discarded, before the runs),
+# BENCH_POP3_MSGS=200, BENCH_FSYNC_ITERS=200, BENCH_PIN=1 (servers on CPU 0, smtp-source
+# and the POP3 client on CPU 1; 0 lets the scheduler place them), BENCH_BUILD=1 (0 runs
+# the twistrs binary already in target/release).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+
+SERVERS=${BENCH_SERVERS:-"twistrs aiosmtpd aiosmtpd-fsync aiosmtpd-nosync"}
+MSGS=${BENCH_MSGS:-2000}
+SESSIONS=${BENCH_SESSIONS:-20}
+SIZE=${BENCH_SIZE:-1024}
+RUNS=${BENCH_RUNS:-3}
+WARMUP_MSGS=${BENCH_WARMUP_MSGS:-200}
+POP3_MSGS=${BENCH_POP3_MSGS:-200}
+FSYNC_ITERS=${BENCH_FSYNC_ITERS:-200}
+PIN=${BENCH_PIN:-1}
+BUILD=${BENCH_BUILD:-1}
+AIOSMTPD_VERSION=1.4.6
+RCPT=joe@example.com
+SENDER=a@b.test
+# Upper bound for one smtp-source or POP3 run (seconds): every loop here is bounded.
+RUN_TIMEOUT=300
+
+# The safety check comes first: twistd-style servers rotate log files by renaming them,
+# so a log on /dev/null would, as root, replace the device (this happened in web.sh's
+# first version). No server here ever gets /dev/null as a log file.
+[[ -c /dev/null ]] || {
+    echo "mail.sh: /dev/null is not a character device: repair it (rm /dev/null; mknod -m 666 /dev/null c 1 3) first" >&2
+    exit 1
+}
+for v in MSGS SESSIONS SIZE RUNS WARMUP_MSGS POP3_MSGS FSYNC_ITERS; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "mail.sh: BENCH_$v must be a number" >&2; exit 1; }
+done
+((RUNS >= 1 && RUNS <= 20 && MSGS >= 1 && MSGS <= 1000000 && SESSIONS >= 1 && SESSIONS <= 1000)) ||
+    { echo "mail.sh: BENCH_RUNS (1-20), BENCH_MSGS (1-1000000) or BENCH_SESSIONS (1-1000) out of range" >&2; exit 1; }
+
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+results="$here/results"
+mkdir -p "$results"
+raw="$results/mail-$stamp.log"
+summary="$results/mail-$stamp.md"
+work=$(mktemp -d)
+# Every folder made directly in $work (each server's Maildir) goes into a block group of
+# its own, one with few folders and many free inodes (ext4's Orlov allocator treats a
+# folder with the T attribute as a top of hierarchy), rather than next to /tmp: on ext4
+# without a journal, creating a file in a group where many files were deleted in the
+# last 60-300 s (the previous run's cleanup, anyone's test suite in /tmp) scans past
+# every one of those inodes (recently_deleted() in find_inode_bit), and on this VM that
+# made each create cost 0.5 ms instead of 0.015 ms. See clear_maildir too.
+chattr +T "$work" 2>/dev/null || true
+# Everything printed from here on is also the raw record of the run.
+exec > >(tee -a "$raw") 2>&1
+
+pids=()          # processes this script started and has not reaped yet
+status=0         # 1 once any run had errors, lost messages or failed
+
+say() { printf '%s\n' "$*"; }
+die() {
+    say "mail.sh: $*" >&2
+    exit 1
+}
+
+# SIGTERM, then SIGKILL after 10 s; only for PIDs this script started.
+stop_pid() {
+    local pid=$1 i
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            say "  pid $pid ignored SIGTERM for 10 s; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    wait "$pid" 2>/dev/null || true
+    local keep=() p
+    for p in "${pids[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+    pids=("${keep[@]}")
+}
+
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do stop_pid "$p"; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# key=value field of a one-line report.
+kv() { grep -oE "(^| )$1=[^ ]*" <<<"$2" | head -n1 | cut -d= -f2; }
+# utime + stime of a process (all its threads), clock ticks (fields 14 and 15).
+cpu_ticks() { sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}' || true; }
+# cutime + cstime of this shell: CPU of the children it has waited for (smtp-source), ticks.
+reaped_ticks() { sed -E 's/^.*\) //' "/proc/$$/stat" | awk '{print $14 + $15}'; }
+now() { printf '%s' "$EPOCHREALTIME"; }
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+hz=$(getconf CLK_TCK)
+
+# --- build and environment -------------------------------------------------------------
+twistrs="$root/target/release/twistrs"
+if [[ $BUILD == 1 ]]; then
+    say "== build"
+    (cd "$root" && cargo build --release -p twistrs)
+else
+    say "== build skipped (BENCH_BUILD=0): $(ls -l --time-style=+%FT%T "$twistrs" | awk '{print $6}') $twistrs"
+fi
+[[ -x $twistrs ]] || die "missing $twistrs"
+"$twistrs" mail --help >/dev/null 2>&1 || die "$twistrs has no mail plugin"
+
+smtp_source=$(command -v smtp-source || true)
+[[ -n $smtp_source ]] || { [[ -x /usr/sbin/smtp-source ]] && smtp_source=/usr/sbin/smtp-source; }
+[[ -n $smtp_source ]] ||
+    die "smtp-source not found (Debian: echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections; DEBIAN_FRONTEND=noninteractive apt-get install -y postfix)"
+for tool in taskset timeout find; do
+    command -v "$tool" >/dev/null || die "$tool not found"
+done
+
+say "== python environment"
+venv="$here/.venv"
+if [[ ! -x $venv/bin/python ]]; then
+    python3 -m venv "$venv"
+fi
+py="$venv/bin/python"
+if ! "$py" -c "import sys, aiosmtpd; sys.exit(aiosmtpd.__version__ != '$AIOSMTPD_VERSION')" 2>/dev/null; then
+    "$venv/bin/pip" install --quiet "aiosmtpd==$AIOSMTPD_VERSION"
+fi
+"$py" -c "import sys, asyncio, aiosmtpd; \
+print('python', sys.version.split()[0], '| aiosmtpd', aiosmtpd.__version__, '|', type(asyncio.new_event_loop()).__name__)" ||
+    die "aiosmtpd does not import from $venv"
+
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+srv_pin=()
+cli_pin=()
+if [[ $PIN == 1 ]] && (($(nproc) >= 2)); then
+    srv_pin=(taskset -c 0)
+    cli_pin=(taskset -c 1)
+fi
+
+say "== run $stamp"
+say "host: $(uname -sr), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+say "twistrs: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)'), $twistrs"
+say "smtp-source: $smtp_source ($(dpkg-query -W -f='${Package} ${Version}' postfix 2>/dev/null || echo '?'))"
+say "file system of the Maildirs: $(df -T "$work" | awk 'NR == 2 {print $1, $2}') ($work)"
+say "servers: $SERVERS; $MSGS messages of $SIZE B to $RCPT over $SESSIONS sessions, $RUNS runs per mode (median), $WARMUP_MSGS warm-up messages; POP3: $POP3_MSGS messages"
+say "pinning: ${srv_pin[*]:-none} for servers, ${cli_pin[*]:-none} for smtp-source and the POP3 client"
+say "loadavg at start: $(cat /proc/loadavg)"
+# Anything else running (a build, a test suite) skews every number: wait up to a minute
+# for the machine to be quiet (under 0.2 busy cores over one second).
+busy=n/a
+for ((i = 0; i < 60; i++)); do
+    b0=$(machine_ticks)
+    sleep 1
+    busy=$(awk -v a="$b0" -v b="$(machine_ticks)" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }')
+    awk -v b="$busy" 'BEGIN { exit !(b < 0.2) }' && break
+    ((i % 10 == 0)) && say "machine busy ($busy cores used by other processes); waiting for it to be idle"
+done
+say "machine busy before start: $busy cores"
+
+declare -A R   # R[name.key] = value
+
+# --- what the disk charges for durability ------------------------------------------------
+# (Its files stay in $work until the end, for the reason given at clear_maildir.)
+say "== fsync cost"
+if line=$("$py" "$here/peers/fsync_cost.py" "$work" "$FSYNC_ITERS"); then
+    say "fsync cost: $line"
+    for k in create_p50_ms file_fsync_p50_ms file_fsync_p99_ms dir_fsync_p50_ms dir_fsync_p99_ms delivery_p50_ms serial_msgs_per_sec; do
+        R[fsync.$k]=$(kv "$k" "$line")
+    done
+    # Creating a file normally takes about 0.015 ms here; far more means the scan over
+    # recently deleted inodes described at the top, which slows every server's deliveries.
+    if awk -v c="${R[fsync.create_p50_ms]:-0}" 'BEGIN { exit !(c > 0.1) }'; then
+        say "fsync cost: WARNING: creating a file takes ${R[fsync.create_p50_ms]} ms (usually ~0.015 ms): many files were deleted"
+        say "  near $work in the last minutes; delivery figures will be low. Rerun in 5 minutes."
+    fi
+else
+    say "fsync cost: failed"
+fi
+
+# --- servers ---------------------------------------------------------------------------
+# Each server's files live in a folder of its own, $work/NAME.XXXXXX: a random name, since
+# ext4 picks the block group of a new folder under a T folder starting from a hash of its
+# name, and a fixed name would land in the group whose files the previous run has just
+# deleted (see the top).
+declare -A BASE
+base_of() {
+    [[ -n ${BASE[$1]:-} ]] || BASE[$1]=$(mktemp -d "$work/$1.XXXXXX")
+    printf '%s' "${BASE[$1]}"
+}
+# The Maildir (the folder holding new/, tmp/, cur/) of server $1.
+maildir_of() {
+    case $1 in
+    twistrs) printf '%s' "${BASE[$1]}/mail/joe" ;;
+    *) printf '%s' "${BASE[$1]}/Maildir" ;;
+    esac
+}
+count_files() { find "$1" -mindepth 1 -maxdepth 1 -type f 2>/dev/null | wc -l || true; }
+# Empties a Maildir between runs without deleting a file: each of new/, tmp/, cur/ that
+# holds files is renamed into $work/retired/ and made again, empty, with the same mode
+# (the servers open these folders by path for every message, and are idle meanwhile).
+# Deleting would skew the next runs: on ext4 without a journal (this VM's disk), the
+# kernel does not reuse an inode for 60 s after its file was deleted (300 s while its
+# inode table block is dirty), and every file created in that block group meanwhile
+# scans past all the recently freed inodes (recently_deleted() in find_inode_bit): after
+# a few thousand deletions, creating a file costs up to 30 times as much. Everything is
+# deleted at the end, with $work.
+retired=0
+clear_maildir() {
+    local d=$1 sub mode
+    mkdir -p "$work/retired"
+    for sub in new tmp cur; do
+        [[ -d $d/$sub ]] || continue
+        [[ -n $(find "$d/$sub" -mindepth 1 -maxdepth 1 -print -quit) ]] || continue
+        mode=$(stat -c %a "$d/$sub")
+        retired=$((retired + 1))
+        mv "$d/$sub" "$work/retired/$retired-$sub"
+        mkdir -m "$mode" "$d/$sub"
+    done
+    return 0
+}
+
+# Starts server $1 on free ports of 127.0.0.1; sets SPID, SPORT and (twistrs) PPORT.
+start_server() {
+    local name=$1 log="$work/$1.server.log" out="$work/$1.server.out" i cmd
+    rm -f "$log" "$out"
+    base_of "$name" >/dev/null # (not in a subshell: sets BASE[$name])
+    case $name in
+    twistrs)
+        mkdir -p "${BASE[twistrs]}/mail"
+        # -l: a regular file of the run's folder, never /dev/null (see the top).
+        cmd=("$twistrs" -n --pidfile= -l "$log" mail -H mx.test -d "example.com=${BASE[twistrs]}/mail"
+            -u joe=secret -s tcp:0:interface=127.0.0.1 -p tcp:0:interface=127.0.0.1)
+        ;;
+    aiosmtpd) cmd=("$py" "$here/peers/aiosmtpd_maildir.py" --port 0 "$(maildir_of "$name")") ;;
+    aiosmtpd-fsync) cmd=("$py" "$here/peers/aiosmtpd_maildir.py" --fsync --port 0 "$(maildir_of "$name")") ;;
+    aiosmtpd-nosync) cmd=("$py" "$here/peers/aiosmtpd_maildir.py" --nosync --port 0 "$(maildir_of "$name")") ;;
+    *) die "unknown server $name (BENCH_SERVERS takes twistrs, aiosmtpd, aiosmtpd-fsync, aiosmtpd-nosync)" ;;
+    esac
+    say "[$name] ${cmd[*]}"
+    "${srv_pin[@]}" "${cmd[@]}" </dev/null >"$out" 2>&1 &
+    SPID=$!
+    pids+=("$SPID")
+    SPORT=
+    PPORT=
+    for ((i = 0; i < 100; i++)); do
+        if [[ $name == twistrs ]]; then
+            # The log file appears only once twistrs has started logging.
+            SPORT=$(sed -nE 's/.* SMTP starting on ([0-9]+)$/\1/p' "$log" 2>/dev/null | head -n1 || true)
+            PPORT=$(sed -nE 's/.* VirtualPOP3 starting on ([0-9]+)$/\1/p' "$log" 2>/dev/null | head -n1 || true)
+            [[ -n $SPORT && -n $PPORT ]] && break
+        else
+            SPORT=$(sed -nE 's/^listening ([0-9]+)$/\1/p' "$out" | head -n1 || true)
+            [[ -n $SPORT ]] && break
+        fi
+        kill -0 "$SPID" 2>/dev/null || { cat "$out" "$log" 2>/dev/null || true; die "$name exited before listening"; }
+        sleep 0.1
+    done
+    [[ -n $SPORT ]] || { cat "$out" "$log" 2>/dev/null || true; die "$name did not report its port within 10 s"; }
+    say "[$name] pid $SPID, SMTP on 127.0.0.1:$SPORT${PPORT:+, POP3 on 127.0.0.1:$PPORT}, Maildir $(maildir_of "$name")"
+}
+
+# smtp-source with $1 messages, mode $2 (new: a new connection per message, the default;
+# reused: -d, each session sends message after message over one connection). Output in
+# SS_RC, SS_ERR (stderr lines), SS_SECS, SS_SCPU/SS_CCPU/SS_OTHER (cores).
+run_source() {
+    local msgs=$1 mode=$2 flags=() t0 t1 c0 c1 w0 w1 m0 m1
+    [[ $mode == reused ]] && flags=(-d)
+    t0=$(now); c0=$(cpu_ticks "$SPID"); w0=$(reaped_ticks); m0=$(machine_ticks)
+    SS_RC=0
+    "${cli_pin[@]}" timeout "$RUN_TIMEOUT" "$smtp_source" "${flags[@]}" -s "$SESSIONS" -m "$msgs" -l "$SIZE" \
+        -M bench.test -f "$SENDER" -t "$RCPT" "127.0.0.1:$SPORT" >"$work/ss.out" 2>"$work/ss.err" </dev/null || SS_RC=$?
+    t1=$(now); c1=$(cpu_ticks "$SPID"); w1=$(reaped_ticks); m1=$(machine_ticks)
+    SS_ERR=$(cat "$work/ss.out" "$work/ss.err" | grep -c . || true)
+    SS_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')
+    SS_SCPU=$(awk -v a="$c0" -v b="$c1" -v s="$SS_SECS" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz / s }')
+    SS_CCPU=$(awk -v a="$w0" -v b="$w1" -v s="$SS_SECS" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz / s }')
+    SS_OTHER=$(awk -v a="$m0" -v b="$m1" -v s="$SS_SECS" -v hz="$hz" -v x="$SS_SCPU" -v y="$SS_CCPU" 'BEGIN {
+        o = (b - a) / hz / s - x - y; printf "%.2f", (o < 0 ? 0 : o) }')
+}
+
+# Median of the numbers on stdin.
+median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.1f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+# RUNS runs of mode $2 against server $1, each into an empty Maildir.
+measure_mode() {
+    local name=$1 mode=$2 md run landed tmpleft short rate rates=() bad=() errs=0 us
+    md=$(maildir_of "$name")
+    for ((run = 1; run <= RUNS; run++)); do
+        clear_maildir "$md"
+        run_source "$MSGS" "$mode"
+        landed=$(count_files "$md/new")
+        tmpleft=$(count_files "$md/tmp")
+        # Every message carries SIZE payload bytes plus headers: a smaller file is truncated.
+        short=$(find "$md/new" -mindepth 1 -maxdepth 1 -type f -size -"$SIZE"c 2>/dev/null | wc -l || true)
+        rate=$(awk -v n="$MSGS" -v s="$SS_SECS" 'BEGIN { printf "%.0f", n / s }')
+        us=$(awk -v c="$SS_SCPU" -v s="$SS_SECS" -v n="$MSGS" 'BEGIN { printf "%.0f", c * s * 1e6 / n }')
+        say "[$name] $mode run $run: $MSGS msgs in ${SS_SECS}s = $rate msg/s; smtp-source rc=$SS_RC, $SS_ERR output lines; landed $landed/$MSGS in new/, $tmpleft left in tmp/, $short short; server_cpu=$SS_SCPU smtp_source_cpu=$SS_CCPU other_cpu=$SS_OTHER server_us_per_msg=$us"
+        if ((SS_ERR > 0)); then
+            head -n 5 "$work/ss.out" "$work/ss.err" 2>/dev/null | sed "s/^/[$name] $mode run $run: smtp-source: /"
+        fi
+        R[$name.$mode.run$run]="$rate|$landed|$((SS_ERR + (SS_RC != 0)))|$SS_SCPU|$SS_CCPU|$SS_OTHER|$us|$tmpleft|$short"
+        if awk -v o="$SS_OTHER" 'BEGIN { exit !(o > 0.15) }'; then
+            say "[$name] $mode run $run: WARNING: other processes used $SS_OTHER cores during this run"
+        fi
+        if ((SS_RC != 0 || SS_ERR > 0 || landed != MSGS || tmpleft != 0 || short != 0)); then
+            status=1
+            errs=$((errs + SS_ERR + (SS_RC != 0)))
+            bad+=("$landed")
+        fi
+        if ((SS_RC == 0)); then rates+=("$rate"); fi
+    done
+    clear_maildir "$md"
+    R[$name.$mode.rate]=$(printf '%s\n' "${rates[@]}" | { grep -E '^[0-9]+$' || true; } | median)
+    R[$name.$mode.rates]="${rates[*]:-}"
+    R[$name.$mode.errs]=$errs
+    R[$name.$mode.bad]="${bad[*]:-}"
+}
+
+# twistrs only: POP3_MSGS messages delivered over SMTP, then RETR 1..N in one session.
+measure_pop3() {
+    local name=$1 md line landed
+    md=$(maildir_of "$name")
+    clear_maildir "$md"
+    run_source "$POP3_MSGS" reused
+    landed=$(count_files "$md/new")
+    say "[$name] pop3: delivered $landed/$POP3_MSGS (smtp-source rc=$SS_RC)"
+    if ((landed != POP3_MSGS)); then
+        status=1
+    fi
+    line=$("${cli_pin[@]}" timeout "$RUN_TIMEOUT" "$py" "$here/peers/pop3_retr.py" --port "$PPORT" \
+        --user "$RCPT" --password secret --expect "$POP3_MSGS" --maildir "$md" </dev/null 2>"$work/pop3.err") || status=1
+    sed "s/^/[$name] pop3: /" "$work/pop3.err"
+    say "[$name] pop3: ${line:-failed}"
+    for k in retr retr_per_sec p50_ms p99_ms max_ms login_ms errors; do
+        R[$name.pop3.$k]=$(kv "$k" "${line:-}")
+    done
+    [[ ${R[$name.pop3.errors]:-1} == 0 ]] || status=1
+    clear_maildir "$md"
+}
+
+for name in $SERVERS; do
+    say "== $name"
+    start_server "$name"
+    md=$(maildir_of "$name")
+    # The same durability probe, in the server's own folder: its block group is the
+    # Maildir's, so a slow create here means this server's deliveries pay for it too.
+    if line=$("$py" "$here/peers/fsync_cost.py" "${BASE[$name]}" 50); then
+        R[$name.create]=$(kv create_p50_ms "$line")
+        say "[$name] probe next to the Maildir: $line"
+        if awk -v c="${R[$name.create]:-0}" 'BEGIN { exit !(c > 0.1) }'; then
+            say "[$name] WARNING: creating a file next to this Maildir takes ${R[$name.create]} ms (usually ~0.015 ms):"
+            say "  recently deleted files in its block group; this server's figures will be low. Rerun in 5 minutes."
+        fi
+    fi
+    if ((WARMUP_MSGS > 0)); then
+        run_source "$WARMUP_MSGS" new
+        say "[$name] warm-up: $WARMUP_MSGS msgs in ${SS_SECS}s (rc=$SS_RC), landed $(count_files "$md/new") (discarded)"
+        clear_maildir "$md"
+    fi
+    for mode in new reused; do
+        measure_mode "$name" "$mode"
+    done
+    if [[ $name == twistrs && $POP3_MSGS -gt 0 ]]; then
+        measure_pop3 "$name"
+    fi
+    say "[$name] RSS at the end: $(awk '/^VmRSS:/ {print $2}' "/proc/$SPID/status" 2>/dev/null || echo '?') KiB, threads: $(awk '/^Threads:/ {print $2}' "/proc/$SPID/status" 2>/dev/null || echo '?')"
+    kill -0 "$SPID" 2>/dev/null || { say "[$name] the server died during the runs"; status=1; }
+    stop_pid "$SPID"
+    { tail -n 4 "$work/$name.server.log" 2>/dev/null || true; tail -n 4 "$work/$name.server.out"; } |
+        sed "s/^/[$name] log: /"
+    # Anything the server logged as an error or a traceback.
+    if grep -iE 'error|traceback|exception|panic' "$work/$name.server.log" "$work/$name.server.out" 2>/dev/null | head -n 10 | sed "s/^/[$name] log: ERROR? /" | grep .; then
+        status=1
+    fi
+done
+say "loadavg at end: $(cat /proc/loadavg)"
+if [[ ! -c /dev/null ]]; then
+    say "mail.sh: ERROR: /dev/null is no longer a character device after this run"
+    status=1
+fi
+
+# --- report ----------------------------------------------------------------------------
+get() { printf '%s' "${R[$1]:-n/a}"; }
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 <= 0) { print "n/a"; exit }
+        printf "%.2fx", a / b }'
+}
+# Whether $1 (a number or "1.23x") is at least ($2 == ge) or below ($2 == lt) $3.
+verdict() {
+    awk -v r="${1%x}" -v op="$2" -v t="$3" 'BEGIN {
+        if (r !~ /^[0-9.]+$/) { print "n/a"; exit }
+        ok = (op == "ge") ? (r + 0 >= t) : (r + 0 < t)
+        print ok ? "met" : "MISSED" }'
+}
+has() { [[ " $SERVERS " == *" $1 "* ]]; }
+# "2000/2000" when every run of both modes landed every message, else the short counts.
+landed_cell() {
+    local name=$1 bad
+    bad="$(get "$name.new.bad") $(get "$name.reused.bad")"
+    bad=$(tr -s ' ' <<<"${bad//n\/a/}" | sed 's/^ //; s/ $//')
+    if [[ -z $bad ]]; then
+        printf '%s/%s (all %s runs)' "$MSGS" "$MSGS" "$((2 * RUNS))"
+    else
+        printf 'NOT ALL: %s/%s in failed runs' "$bad" "$MSGS"
+    fi
+}
+label() {
+    case $1 in
+    twistrs) printf 'twistrs (fsync, group commit)' ;;
+    aiosmtpd) printf 'aiosmtpd, mailbox.Maildir.add (file fsync, no dir fsync)' ;;
+    aiosmtpd-fsync) printf 'aiosmtpd --fsync (file + dir fsync per message)' ;;
+    aiosmtpd-nosync) printf 'aiosmtpd --nosync (no fsync at all)' ;;
+    *) printf '%s' "$1" ;;
+    esac
+}
+
+{
+    say ""
+    say "Mail benchmark, $stamp: smtp-source, $MSGS messages of $SIZE B (payload) to $RCPT over"
+    say "$SESSIONS parallel sessions; msg/s is the median of $RUNS runs per mode, each into an empty Maildir."
+    say ""
+    say "| server / variant | msg/s new connection per message | msg/s reused sessions | files landed | errors |"
+    say "|---|---:|---:|---|---:|"
+    for name in $SERVERS; do
+        e=$(($(get "$name.new.errs" | sed 's/n\/a/0/') + $(get "$name.reused.errs" | sed 's/n\/a/0/')))
+        say "| $(label "$name") | $(get "$name.new.rate") | $(get "$name.reused.rate") | $(landed_cell "$name") | $e |"
+    done
+    if has twistrs && [[ $POP3_MSGS -gt 0 ]]; then
+        say ""
+        say "| POP3 (twistrs) | RETR/s | p50 ms per RETR | p99 ms per RETR | max ms | RETRs | errors |"
+        say "|---|---:|---:|---:|---:|---:|---:|"
+        say "| poplib, one session, RETR 1..$POP3_MSGS of $SIZE B messages | $(get twistrs.pop3.retr_per_sec) | $(get twistrs.pop3.p50_ms) | $(get twistrs.pop3.p99_ms) | $(get twistrs.pop3.max_ms) | $(get twistrs.pop3.retr) | $(get twistrs.pop3.errors) |"
+    fi
+    if has twistrs; then
+        say ""
+        say "| ratio | value | target | |"
+        say "|---|---:|---|---|"
+        for peer in aiosmtpd aiosmtpd-fsync aiosmtpd-nosync; do
+            has "$peer" || continue
+            for mode in new reused; do
+                r=$(ratio "$(get "twistrs.$mode.rate")" "$(get "$peer.$mode.rate")")
+                m=$([[ $mode == new ]] && echo "new connections" || echo "reused sessions")
+                if [[ $peer == aiosmtpd-nosync ]]; then
+                    say "| twistrs/$peer msg/s, $m | $r | (no target: aiosmtpd with no durability at all) | |"
+                else
+                    say "| twistrs/$peer msg/s, $m | $r | at least 5x aiosmtpd's messages/s while fsyncing every message | $(verdict "$r" ge 5) |"
+                fi
+            done
+        done
+        if [[ $POP3_MSGS -gt 0 ]]; then
+            p99=$(get twistrs.pop3.p99_ms)
+            say "| twistrs ms per RETR (p99; p50 $(get twistrs.pop3.p50_ms)) | $p99 ms | under 1 ms per RETR | $(verdict "$p99" lt 1) |"
+            r=$(ratio "$(get twistrs.pop3.retr_per_sec)" 23)
+            say "| twistrs RETR/s / Twisted's reference (~23 RETR/s) | $r | (reference figure, not measured here) | |"
+        fi
+    fi
+    say ""
+    say "Disk cost of durability here ($FSYNC_ITERS serial deliveries of 1 KiB: write to tmp/, fsync, rename"
+    say "into new/, fsync new/): create p50 $(get fsync.create_p50_ms) ms, file fsync p50 $(get fsync.file_fsync_p50_ms) ms (p99 $(get fsync.file_fsync_p99_ms)),"
+    say "directory fsync p50 $(get fsync.dir_fsync_p50_ms) ms (p99 $(get fsync.dir_fsync_p99_ms)), whole delivery p50"
+    say "$(get fsync.delivery_p50_ms) ms: at most $(get fsync.serial_msgs_per_sec) msg/s for one writer that fsyncs each message alone."
+    say "Create p50 next to each server's Maildir (usually ~0.015 ms; far more skews that server):$(
+        for name in $SERVERS; do printf ' %s %s ms;' "$name" "$(get "$name.create")"; done | sed 's/;$/./')"
+    say ""
+    say "| server | mode | run | msg/s | landed | errors | server CPU | smtp-source CPU | other CPU | server CPU µs/msg |"
+    say "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for name in $SERVERS; do
+        for mode in new reused; do
+            for ((run = 1; run <= RUNS; run++)); do
+                IFS='|' read -r rate landed errs scpu ccpu other us _ _ <<<"$(get "$name.$mode.run$run")"
+                say "| $name | $mode | $run | ${rate:-n/a} | ${landed:-n/a} | ${errs:-n/a} | ${scpu:-n/a} | ${ccpu:-n/a} | ${other:-n/a} | ${us:-n/a} |"
+            done
+        done
+    done
+    say ""
+    say "(new: smtp-source's default, one connection per message; reused: smtp-source -d, each"
+    say "session sends message after message over one connection. CPU: cores busy over the run,"
+    say "1.00 = one full core; other: used by neither side, i.e. interference; µs/msg: server CPU"
+    say "time, kernel included, per message. landed: files in new/ after the run.)"
+} | tee "$summary"
+
+say ""
+say "raw log: ${raw#"$root"/}"
+say "summary: ${summary#"$root"/}"
+if ((status != 0)); then
+    say "mail.sh: some runs had errors, lost messages or failed (see above)"
+fi
+exit "$status"
