@@ -54,6 +54,8 @@ pub(crate) mod flags {
     /// epoll reported the peer's FIN (or an error): read until EOF, a short read is not
     /// the end, since no further edge will come.
     pub const PEER_CLOSED: u16 = 1 << 10;
+    /// TCP_CORK is set while queued files are being sent.
+    pub const CORKED: u16 = 1 << 11;
 }
 
 /// Output queued behind a file: more bytes, or a file region sent with sendfile(2).
@@ -239,8 +241,17 @@ impl ConnState {
                 if self.out_pos < self.out.len() {
                     continue;
                 }
+                if self.has(flags::CORKED) {
+                    self.flags &= !flags::CORKED;
+                    set_cork(w.as_fd(), false);
+                }
                 return Ok(());
             };
+            if !self.has(flags::CORKED) {
+                // As nginx's tcp_nopush: while a file goes out, only full segments are sent.
+                self.flags |= flags::CORKED;
+                set_cork(w.as_fd(), true);
+            }
             let mut off = offset as libc::off_t;
             let count = len.min(1 << 30) as usize;
             match nix::sys::sendfile::sendfile(w.as_fd(), file.as_fd(), Some(&mut off), count) {
@@ -275,6 +286,22 @@ impl ConnState {
                 None => return Ok(out),
             }
         }
+    }
+}
+
+/// Sets or clears TCP_CORK; not a TCP socket (UNIX) is fine: nothing to do.
+fn set_cork(fd: std::os::fd::BorrowedFd<'_>, on: bool) {
+    use std::os::fd::AsRawFd;
+    let v: libc::c_int = on.into();
+    // SAFETY: setsockopt with a pointer to a c_int of the size given.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 
