@@ -56,6 +56,8 @@ pub(crate) mod flags {
     pub const PEER_CLOSED: u16 = 1 << 10;
     /// TCP_CORK is set while queued files are being sent.
     pub const CORKED: u16 = 1 << 11;
+    /// Closing: our side is shut down, the peer's last input is read and dropped.
+    pub const LINGER: u16 = 1 << 12;
 }
 
 /// Output queued behind a file: more bytes, or a file region sent with sendfile(2).

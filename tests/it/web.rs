@@ -658,3 +658,31 @@ fn a_one_gib_sparse_file_downloads_intact_with_flat_memory() {
         "memory flat during 1 GiB: {base} KiB -> peak {peak} KiB"
     );
 }
+
+#[test]
+fn an_error_answer_survives_unread_input_lingering_close() {
+    let t = tree();
+    let srv = web(&t, &[]);
+    // 200 KB of request line: the server reads part, answers 414 and closes while the rest is
+    // still arriving. Without a lingering close the kernel would answer that rest with a reset
+    // and the client could lose the 414.
+    for _ in 0..10 {
+        let mut s = connect(srv.addr());
+        let junk = format!("GET /{} HTTP/1.1\r\n\r\n", "j".repeat(200_000));
+        let writer = {
+            let mut w = s.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let _ = std::io::Write::write_all(&mut w, junk.as_bytes());
+            })
+        };
+        let mut got = Vec::new();
+        let r = s.read_to_end(&mut got);
+        writer.join().unwrap();
+        assert!(r.is_ok(), "no reset: {r:?}");
+        assert!(
+            got.starts_with(b"HTTP/1.1 414 "),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+}

@@ -10,6 +10,32 @@ use crate::error::Reason;
 use crate::protocol::Protocol;
 use crate::transport::{ConnId, ConnState, IDLE_KEY, Transport, flags};
 
+/// How long a closing connection waits for the peer's EOF before it closes anyway.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+/// Timer key of the lingering close.
+pub(crate) const LINGER_KEY: u64 = u64::MAX - 1;
+/// The most a lingering connection reads and drops in one go before closing anyway.
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Reads and drops input of a closing connection; `Some` once it should close.
+fn linger_read(stream: &mut Stream, buf: &mut [u8]) -> Option<Reason> {
+    let mut total = 0;
+    loop {
+        match stream.read(buf) {
+            Ok(0) => return Some(Reason::Done),
+            Ok(n) => {
+                total += n;
+                if total > LINGER_BYTES {
+                    return Some(Reason::Done);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Some(Reason::Done),
+        }
+    }
+}
+
 /// A connected stream socket.
 pub(crate) enum Stream {
     Tcp(mio::net::TcpStream),
@@ -128,6 +154,15 @@ impl Reactor {
             return;
         };
         let mut outcome: Option<Reason> = None;
+        if c.st.has(flags::LINGER) {
+            // Closing: our side is shut; read and drop what the peer still sends until its
+            // EOF, so the kernel never answers that data with a reset that could destroy the
+            // response before the peer has read it (nginx's lingering close).
+            if readable && let Some(r) = linger_read(&mut c.stream, buf) {
+                self.close(key, r);
+            }
+            return;
+        }
         if writable && let Err(e) = c.st.flush_to(&mut c.stream) {
             outcome = Some(Reason::Io(e));
         }
@@ -233,7 +268,21 @@ impl Reactor {
                 outcome = Some(Reason::Aborted);
             } else if c.st.buffered() == 0 {
                 if c.st.has(flags::LOSING) {
-                    outcome = Some(Reason::Done);
+                    if c.st.has(flags::EOF_RECEIVED) || c.stream.shutdown_write().is_err() {
+                        outcome = Some(Reason::Done);
+                    } else {
+                        c.st.flags |= flags::LINGER | flags::WRITE_SHUT;
+                        let id = c.st.id;
+                        self.handle
+                            .timers()
+                            .schedule(LINGER_TIME, crate::timer::Target::Conn(id, LINGER_KEY));
+                        // Whatever already arrived is dropped now; the rest as it comes.
+                        if let Some(Entry::Conn(c)) = self.entries.get_mut(key)
+                            && let Some(r) = linger_read(&mut c.stream, &mut self.read_buf)
+                        {
+                            outcome = Some(r);
+                        }
+                    }
                 } else if c.st.has(flags::WRITE_EOF) && !c.st.has(flags::WRITE_SHUT) {
                     c.st.flags |= flags::WRITE_SHUT;
                     if let Err(e) = c.stream.shutdown_write() {

@@ -380,7 +380,11 @@ impl Reactor {
         let k = id.key as usize;
         match self.entries.get(k) {
             Some(Entry::Conn(c)) if c.st.id == id => {
-                if key == IDLE_KEY {
+                if key == conn::LINGER_KEY {
+                    if c.st.has(crate::transport::flags::LINGER) {
+                        self.close(k, crate::error::Reason::Done);
+                    }
+                } else if key == IDLE_KEY {
                     self.idle_check(k);
                 } else {
                     self.with_conn(k, |p, t| p.timer_fired(t, key));
