@@ -211,3 +211,55 @@ fn built_in_rotation_keeps_n_files_and_spares_dev_null() {
         "never renamed"
     );
 }
+
+#[test]
+fn syslog_with_prefix() {
+    let dev_log = std::path::Path::new("/dev/log");
+    if dev_log.exists() || !nix::unistd::Uid::effective().is_root() {
+        eprintln!("a syslog daemon owns /dev/log (or not root): skipping");
+        return;
+    }
+    // No syslog daemon here: play one on /dev/log for the length of the test.
+    let sock = std::os::unix::net::UnixDatagram::bind(dev_log).expect("bind /dev/log");
+    struct Unlink;
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file("/dev/log");
+        }
+    }
+    let _unlink = Unlink;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut srv = Server::spawn(&[
+        "--syslog",
+        "--prefix",
+        "mytw",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = sock.recv(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        if got.iter().any(|m| m.contains("starting on")) {
+            break;
+        }
+    }
+    let pid = srv.pid();
+    let start = got
+        .iter()
+        .find(|m| m.contains("starting up."))
+        .expect("a start-up record");
+    // <14> is LOG_USER | LOG_INFO; the ident is --prefix with the PID, as twistd's syslog.
+    assert!(start.starts_with("<14>"), "{start}");
+    assert!(
+        start.contains(&format!("mytw[{pid}]: [twistrs.launcher#info] twistrs ")),
+        "{start}"
+    );
+    assert!(
+        got.iter().any(|m| m.contains("[-] Echo starting on ")),
+        "{got:?}"
+    );
+    srv.term();
+}
