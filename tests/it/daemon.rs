@@ -458,3 +458,38 @@ fn socket_activation_without_fdnames_and_sd_notify() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn chroot_and_euid() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("not root: skipping");
+        return;
+    }
+    let Some(nobody) = nix::unistd::User::from_name("nobody").ok().flatten() else {
+        return;
+    };
+    let jail = tempfile::tempdir().unwrap();
+    let srv = Server::start(&[
+        "--chroot",
+        jail.path().to_str().unwrap(),
+        "-u",
+        "nobody",
+        "--euid",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let root = std::fs::read_link(format!("/proc/{}/root", srv.pid())).unwrap();
+    assert_eq!(root, jail.path().canonicalize().unwrap(), "--chroot");
+    let uids: Vec<String> = proc_field(srv.pid(), "Uid")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert_eq!(uids[0], "0", "--euid keeps the real uid");
+    assert_eq!(
+        uids[1],
+        nobody.uid.to_string(),
+        "and sets the effective one"
+    );
+    echo_once(srv.port());
+}
