@@ -28,6 +28,20 @@ use crate::proto::{Deliveries, Pop3Protocol, SmtpProtocol, apop_banner};
 
 const ABOUT: &str = "An email service: SMTP into Maildir, POP3 out of it (twistd's mail).";
 
+/// The behaviour, for `--help` and the man page.
+const MAIL_NOTES: &str = "\
+Storage is twistd's: PATH/passwd/ holds one file per user named as twistd's DirDBM names it \
+(joe is am9l_) containing the password, and PATH/USER/{new,cur,tmp} is the user's Maildir. \
+SMTP: HELO, and with -E EHLO with PIPELINING, 8BITMIME, SIZE, ENHANCEDSTATUSCODES and AUTH \
+PLAIN/LOGIN; MAIL, RCPT, DATA, RSET, NOOP, QUIT, VRFY (252). Unknown users and other domains are \
+refused at RCPT (550): never a relay. Limits: --max-message-size (552), lines of 1000 octets \
+(500), --max-recipients (452), ten bad commands in a row or --timeout idle (421). \
+A message is answered 250 only once it is in new/ and synced (tmp/, fsync, rename, directory \
+sync, in batches shared by concurrent sessions); a graceful stop finishes messages in DATA. \
+POP3: USER/PASS (user@domain, or a bare user of the -D domain), APOP, STAT, LIST, UIDL, RETR, \
+TOP, DELE, RSET, NOOP, QUIT, CAPA; deletions take effect at QUIT; the mailbox is locked while a \
+session holds it; a wrong password is answered after a second.";
+
 /// The plugin.
 pub fn plugin() -> Plugin {
     Plugin {
@@ -45,6 +59,7 @@ fn endpoint(s: &str) -> Result<Endpoint, String> {
 fn options() -> Command {
     Command::new("mail")
         .about(ABOUT)
+        .after_long_help(MAIL_NOTES)
         .arg(Arg::new("smtp").short('s').long("smtp").value_name("ENDPOINT").action(ArgAction::Append)
             .value_parser(endpoint).help("SMTP endpoint, repeatable [default: tcp:8025]"))
         .arg(Arg::new("pop3").short('p').long("pop3").value_name("ENDPOINT").action(ArgAction::Append)

@@ -30,6 +30,21 @@ use crate::resource::Root;
 const ABOUT: &str =
     "A static web server: files over HTTP/1.1 (twistd's web --path), with sendfile.";
 
+/// The behaviour, for `--help` and the man page.
+const WEB_NOTES: &str = "\
+Serves GET and HEAD over HTTP/1.0 and 1.1 with keep-alive, pipelining and Expect: 100-continue; \
+other methods get 405 with Allow; request bodies are read and dropped (413 above 1 MiB). \
+Content-Type comes from the extension (.gz and .bz2 as Content-Encoding); Date, Last-Modified, \
+ETag and Accept-Ranges are sent; If-None-Match and If-Modified-Since give 304; Range gives 206, \
+multipart/byteranges for several ranges, 416 when unsatisfiable, honouring If-Range. A directory \
+without its slash is redirected (302); index files are served, or twistd's listing. \
+No request reads outside the root: '..', encoded slashes, backslashes and NUL are refused (404) \
+and symlinks leaving the root are refused (403) unless --follow-symlinks. Limits: request line \
+8 KiB (414), headers 16 KiB and 100 fields (431), --timeout for idle connections and slow \
+request heads (408). Files go out with sendfile; files up to 256 KiB are cached and checked \
+with one stat per request. The access log uses twistd's combined format and is reopened on \
+SIGHUP and SIGUSR1.";
+
 /// twistd web options that need Python; each is refused with why.
 const PYTHON_ONLY: &[(&str, Option<char>, &str)] = &[
     ("wsgi", None, "runs a Python WSGI application"),
@@ -86,6 +101,7 @@ fn header_line(s: &str) -> Result<String, String> {
 fn options() -> Command {
     let mut c = Command::new("web")
         .about(ABOUT)
+        .after_long_help(WEB_NOTES)
         .arg(
             Arg::new("path")
                 .long("path")
