@@ -270,3 +270,72 @@ pub fn apop_banner(host: &str, n: u64) -> String {
         now.subsec_nanos()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Domain, MailConfig};
+    use twistrs_core::testing::Harness;
+
+    #[test]
+    fn input_piled_up_behind_a_delivery_pauses_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("example.com");
+        std::fs::create_dir_all(path.join("passwd")).unwrap();
+        let d = Domain {
+            name: "example.com".into(),
+            path,
+            aliases: None,
+            bounce_to_postmaster: false,
+        };
+        d.add_user("joe", "pw").unwrap();
+        let cfg = Rc::new(MailConfig {
+            domains: vec![d],
+            default: None,
+            hostname: "h".into(),
+            esmtp: false,
+            auth: None,
+            max_message: 1 << 20,
+            max_recipients: 10,
+            max_errors: 10,
+            timeout: Duration::from_secs(60),
+            pop3_fail_delay: Duration::ZERO,
+        });
+        let store = Deliveries::new("h".into());
+        let mut h = Harness::new(SmtpProtocol::new(cfg, store, "127.0.0.1".into()));
+        h.connect();
+        h.feed(b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\nhi\r\n.\r\n");
+        let before = String::from_utf8(h.take_output()).unwrap();
+        assert!(
+            before.ends_with("354 Continue\r\n"),
+            "no 250 before the disk: {before}"
+        );
+        // Pipelined commands keep coming while the message is being written.
+        h.feed(&b"NOOP\r\n".repeat(20_000));
+        assert!(
+            h.reading_paused(),
+            "past 64 KiB of waiting input, reading stops"
+        );
+        // The worker finishes; the session hears it (the reactor would deliver this notify).
+        h.handle().wait_for_threads(Duration::from_secs(10));
+        h.notify(Box::new(Delivered(Ok(()))));
+        assert!(!h.reading_paused(), "reading resumes once answered");
+        let after = String::from_utf8(h.take_output()).unwrap();
+        assert!(
+            after.starts_with("250 Delivery in progress\r\n250 Nothing happens\r\n"),
+            "{}",
+            &after[..60]
+        );
+        assert_eq!(
+            after.matches("250 Nothing happens").count(),
+            20_000,
+            "every pipelined command answered in order"
+        );
+        assert_eq!(
+            crate::maildir::read_mailbox(&dir.path().join("example.com/joe"))
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+}
