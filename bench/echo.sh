@@ -9,8 +9,9 @@
 # binaries already in target/release, e.g. while the sources do not build).
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
+SCRIPT=echo.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 SERVERS=${BENCH_SERVERS:-"twistrs twisted asyncio"}
 CONNS=${BENCH_CONNS:-64}
@@ -22,114 +23,27 @@ BUILD=${BENCH_BUILD:-1}
 TWISTED_VERSION=26.10.0
 SIZES=(64 4096)
 
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
-results="$here/results"
-mkdir -p "$results"
-raw="$results/echo-$stamp.log"
-summary="$results/echo-$stamp.md"
-work=$(mktemp -d)
-# Everything printed from here on is also the raw record of the run.
-exec > >(tee -a "$raw") 2>&1
+start_run echo
 
-pids=()          # processes this script started and has not reaped yet
-status=0         # 1 once any run reported errors or dropped connections
-
-say() { printf '%s\n' "$*"; }
-die() {
-    say "echo.sh: $*" >&2
-    exit 1
-}
-
-# SIGTERM, then SIGKILL after 10 s; only for PIDs this script started.
-stop_pid() {
-    local pid=$1 i
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 100; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            say "  pid $pid ignored SIGTERM for 10 s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-    local keep=() p
-    for p in "${pids[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-    pids=("${keep[@]}")
-}
-
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do stop_pid "$p"; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# key=value field of a twistrs-bench output line.
-kv() { grep -oE "(^| )$1=[^ ]*" <<<"$2" | head -n1 | cut -d= -f2; }
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 fd_count() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 | wc -l; }
-# utime + stime in clock ticks (fields 14 and 15, counted after the "(comm)" field).
-cpu_ticks() { sed -E 's/^.*\) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 now() { date +%s.%N; }
-# Busy clock ticks of the whole machine (all of /proc/stat's cpu line but idle and iowait).
-machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
-hz=$(getconf CLK_TCK)
 
 # --- build and environment -------------------------------------------------------------
-twistrs="$root/target/release/twistrs"
 bench="$root/target/release/twistrs-bench"
-if [[ $BUILD == 1 ]]; then
-    say "== build"
-    (cd "$root" && cargo build --release -p twistrs -p twistrs-bench)
-else
-    say "== build skipped (BENCH_BUILD=0): $(ls -l --time-style=+%FT%T "$twistrs" | awk '{print $6}') $twistrs"
-fi
+build_release -p twistrs -p twistrs-bench
 [[ -x $twistrs && -x $bench ]] || die "missing $twistrs or $bench"
 
-say "== python environment"
-venv="$here/.venv"
-if [[ ! -x $venv/bin/python ]]; then
-    python3 -m venv "$venv"
-fi
-py="$venv/bin/python"
-if ! "$py" -c "import sys, twisted; sys.exit(twisted.__version__ != '$TWISTED_VERSION')" 2>/dev/null; then
-    "$venv/bin/pip" install --quiet "Twisted==$TWISTED_VERSION"
-fi
-"$py" -c "import sys, twisted; from twisted.internet import reactor; \
-print('python', sys.version.split()[0], '| Twisted', twisted.__version__, '|', type(reactor).__name__)" ||
-    die "Twisted does not import from $venv"
+python_env twisted Twisted "$TWISTED_VERSION"
+check_twisted
 
-srv_pin=()
-cli_pin=()
-if [[ $PIN == 1 ]] && command -v taskset >/dev/null && (($(nproc) >= 2)); then
-    srv_pin=(taskset -c 0)
-    cli_pin=(taskset -c 1)
-fi
+set_pinning
 
-say "== run $stamp"
-say "host: $(uname -sr), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-say "twistrs: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)')"
+run_header ""
 say "servers: $SERVERS; echo: $CONNS conns, ${SIZES[*]} B, ${WARMUP}s warm-up + ${SECS}s; idle: $IDLE_CONNS conns"
 say "pinning: ${srv_pin[*]:-none} for servers, ${cli_pin[*]:-none} for the load generator"
-say "loadavg at start: $(cat /proc/loadavg)"
-# Anything else running (a build, a test suite) skews every number: wait up to a minute
-# for the machine to be quiet (under 0.2 busy cores over one second).
-for ((i = 0; i < 60; i++)); do
-    b0=$(machine_ticks)
-    sleep 1
-    busy=$(awk -v a="$b0" -v b="$(machine_ticks)" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }')
-    awk -v b="$busy" 'BEGIN { exit !(b < 0.2) }' && break
-    ((i % 10 == 0)) && say "machine busy ($busy cores used by other processes); waiting for it to be idle"
-done
-say "machine busy before start: $busy cores"
+wait_quiet
 
 # --- one server ------------------------------------------------------------------------
-declare -A R   # R[name.key] = value
-
 # Starts server $1 on a free port; sets SPID and SPORT.
 start_server() {
     local name=$1 log="$work/$1.server.log" cmd i
@@ -167,17 +81,11 @@ run_echo() {
     t1=$(now)
     c1=$(cpu_ticks "$SPID")
     m1=$(machine_ticks)
-    cpu=$(awk -v a="$c0" -v b="$c1" -v t0="$t0" -v t1="$t1" -v hz="$hz" \
-        'BEGIN { printf "%.2f", (b - a) / hz / (t1 - t0) }')
-    # What neither the server nor the load generator used: interference from elsewhere.
-    other=$(awk -v a="$m0" -v b="$m1" -v t0="$t0" -v t1="$t1" -v hz="$hz" -v s="$cpu" \
-        -v c="$(kv client_cpu "$line")" 'BEGIN {
-            o = (b - a) / hz / (t1 - t0) - s - c; printf "%.2f", (o < 0 ? 0 : o) }')
+    cpu=$(cores "$c0" "$c1" "$t0" "$t1")
+    other=$(other_cores "$m0" "$m1" "$t0" "$t1" "$cpu" "$(kv client_cpu "$line")")
     say "[$name] echo ${size} B: $line server_cpu=$cpu other_cpu=$other"
     R[$name.other$size]=$other
-    if awk -v o="$other" 'BEGIN { exit !(o > 0.15) }'; then
-        say "[$name] echo ${size} B: WARNING: other processes used $other cores during this run"
-    fi
+    warn_other "[$name] echo ${size} B" "$other"
     R[$name.msgs$size]=$(kv msgs_per_sec "$line")
     R[$name.p50_$size]=$(kv p50_ms "$line")
     R[$name.p99_$size]=$(kv p99_ms "$line")
@@ -256,21 +164,6 @@ done
 say "loadavg at end: $(cat /proc/loadavg)"
 
 # --- report ----------------------------------------------------------------------------
-get() { printf '%s' "${R[$1]:-n/a}"; }
-# a / b as "1.23x", or n/a when either is missing or b is not positive.
-ratio() {
-    awk -v a="$1" -v b="$2" 'BEGIN {
-        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 <= 0) { print "n/a"; exit }
-        printf "%.2fx", a / b }'
-}
-# Whether ratio $1 ("1.23x") is at least ($2 == ge) or above ($2 == gt) $3.
-verdict() {
-    awk -v r="${1%x}" -v op="$2" -v t="$3" 'BEGIN {
-        if (r !~ /^[0-9.]+$/) { print "n/a"; exit }
-        ok = (op == "ge") ? (r + 0 >= t) : (r + 0 > t)
-        print ok ? "met" : "MISSED" }'
-}
-
 {
     say ""
     say "Echo benchmark, $stamp: $CONNS connections, one message in flight each,"
@@ -281,12 +174,12 @@ verdict() {
     for name in $SERVERS; do
         say "| $name | $(get "$name.msgs64") | $(get "$name.p99_64") | $(get "$name.msgs4096") | $(get "$name.p99_4096") | $(get "$name.kib") |"
     done
-    if [[ " $SERVERS " == *" twistrs "* ]]; then
+    if has twistrs; then
         say ""
         say "| ratio | value | target | |"
         say "|---|---:|---|---|"
         for peer in twisted asyncio; do
-            [[ " $SERVERS " == *" $peer "* ]] || continue
+            has "$peer" || continue
             if [[ $peer == twisted ]]; then op=ge t=4 target="at least 4x"; else op=gt t=1 target="ahead (> 1x)"; fi
             for size in "${SIZES[@]}"; do
                 label=$([[ $size == 64 ]] && echo 64B || echo 4KiB)
@@ -295,7 +188,7 @@ verdict() {
             done
         done
         for peer in twisted asyncio; do
-            [[ " $SERVERS " == *" $peer "* ]] || continue
+            has "$peer" || continue
             r=$(ratio "$(get "$peer.kib")" "$(get twistrs.kib)")
             if [[ $peer == twisted ]]; then
                 say "| twisted_KiB/twistrs_KiB per idle conn | $r | at least 4x (a quarter of Twisted's memory) | $(verdict "$r" ge 4) |"
@@ -317,10 +210,4 @@ verdict() {
     say "side, i.e. interference; µs/msg: server CPU time, kernel included, per echoed message.)"
 } | tee "$summary"
 
-say ""
-say "raw log: ${raw#"$root"/}"
-say "summary: ${summary#"$root"/}"
-if ((status != 0)); then
-    say "echo.sh: some runs reported errors, failures or dropped connections (see above)"
-fi
-exit "$status"
+finish "some runs reported errors, failures or dropped connections"

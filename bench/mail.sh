@@ -20,8 +20,9 @@
 # the twistrs binary already in target/release).
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
+SCRIPT=mail.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 SERVERS=${BENCH_SERVERS:-"twistrs aiosmtpd aiosmtpd-fsync aiosmtpd-nosync"}
 MSGS=${BENCH_MSGS:-2000}
@@ -40,24 +41,17 @@ SENDER=a@b.test
 RUN_TIMEOUT=300
 
 # The safety check comes first: twistd-style servers rotate log files by renaming them,
-# so a log on /dev/null would, as root, replace the device (this happened in web.sh's
-# first version). No server here ever gets /dev/null as a log file.
-[[ -c /dev/null ]] || {
-    echo "mail.sh: /dev/null is not a character device: repair it (rm /dev/null; mknod -m 666 /dev/null c 1 3) first" >&2
-    exit 1
-}
+# so a log on /dev/null would, as root, replace the device (see need_dev_null). No
+# server here ever gets /dev/null as a log file.
+need_dev_null
 for v in MSGS SESSIONS SIZE RUNS WARMUP_MSGS POP3_MSGS FSYNC_ITERS; do
-    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "mail.sh: BENCH_$v must be a number" >&2; exit 1; }
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "BENCH_$v must be a number"
 done
 ((RUNS >= 1 && RUNS <= 20 && MSGS >= 1 && MSGS <= 1000000 && SESSIONS >= 1 && SESSIONS <= 1000)) ||
-    { echo "mail.sh: BENCH_RUNS (1-20), BENCH_MSGS (1-1000000) or BENCH_SESSIONS (1-1000) out of range" >&2; exit 1; }
+    die "BENCH_RUNS (1-20), BENCH_MSGS (1-1000000) or BENCH_SESSIONS (1-1000) out of range"
 
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
-results="$here/results"
-mkdir -p "$results"
-raw="$results/mail-$stamp.log"
-summary="$results/mail-$stamp.md"
-work=$(mktemp -d)
+start_run mail
+
 # Every folder made directly in $work (each server's Maildir) goes into a block group of
 # its own, one with few folders and many free inodes (ext4's Orlov allocator treats a
 # folder with the T attribute as a top of hierarchy), rather than next to /tmp: on ext4
@@ -66,118 +60,33 @@ work=$(mktemp -d)
 # every one of those inodes (recently_deleted() in find_inode_bit), and on this VM that
 # made each create cost 0.5 ms instead of 0.015 ms. See clear_maildir too.
 chattr +T "$work" 2>/dev/null || true
-# Everything printed from here on is also the raw record of the run.
-exec > >(tee -a "$raw") 2>&1
 
-pids=()          # processes this script started and has not reaped yet
-status=0         # 1 once any run had errors, lost messages or failed
-
-say() { printf '%s\n' "$*"; }
-die() {
-    say "mail.sh: $*" >&2
-    exit 1
-}
-
-# SIGTERM, then SIGKILL after 10 s; only for PIDs this script started.
-stop_pid() {
-    local pid=$1 i
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 100; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            say "  pid $pid ignored SIGTERM for 10 s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-    local keep=() p
-    for p in "${pids[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-    pids=("${keep[@]}")
-}
-
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do stop_pid "$p"; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# key=value field of a one-line report.
-kv() { grep -oE "(^| )$1=[^ ]*" <<<"$2" | head -n1 | cut -d= -f2; }
-# utime + stime of a process (all its threads), clock ticks (fields 14 and 15).
-cpu_ticks() { sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}' || true; }
-# cutime + cstime of this shell: CPU of the children it has waited for (smtp-source), ticks.
-reaped_ticks() { sed -E 's/^.*\) //' "/proc/$$/stat" | awk '{print $14 + $15}'; }
 now() { printf '%s' "$EPOCHREALTIME"; }
-machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
-hz=$(getconf CLK_TCK)
 
 # --- build and environment -------------------------------------------------------------
-twistrs="$root/target/release/twistrs"
-if [[ $BUILD == 1 ]]; then
-    say "== build"
-    (cd "$root" && cargo build --release -p twistrs)
-else
-    say "== build skipped (BENCH_BUILD=0): $(ls -l --time-style=+%FT%T "$twistrs" | awk '{print $6}') $twistrs"
-fi
-[[ -x $twistrs ]] || die "missing $twistrs"
-"$twistrs" mail --help >/dev/null 2>&1 || die "$twistrs has no mail plugin"
+build_release -p twistrs
+need_twistrs mail
 
 smtp_source=$(command -v smtp-source || true)
 [[ -n $smtp_source ]] || { [[ -x /usr/sbin/smtp-source ]] && smtp_source=/usr/sbin/smtp-source; }
 [[ -n $smtp_source ]] ||
     die "smtp-source not found (Debian: echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections; DEBIAN_FRONTEND=noninteractive apt-get install -y postfix)"
-for tool in taskset timeout find; do
-    command -v "$tool" >/dev/null || die "$tool not found"
-done
+need_tools "" taskset timeout find
 
-say "== python environment"
-venv="$here/.venv"
-if [[ ! -x $venv/bin/python ]]; then
-    python3 -m venv "$venv"
-fi
-py="$venv/bin/python"
-if ! "$py" -c "import sys, aiosmtpd; sys.exit(aiosmtpd.__version__ != '$AIOSMTPD_VERSION')" 2>/dev/null; then
-    "$venv/bin/pip" install --quiet "aiosmtpd==$AIOSMTPD_VERSION"
-fi
+python_env aiosmtpd aiosmtpd "$AIOSMTPD_VERSION"
 "$py" -c "import sys, asyncio, aiosmtpd; \
 print('python', sys.version.split()[0], '| aiosmtpd', aiosmtpd.__version__, '|', type(asyncio.new_event_loop()).__name__)" ||
     die "aiosmtpd does not import from $venv"
 
-ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+raise_nofile
+set_pinning
 
-srv_pin=()
-cli_pin=()
-if [[ $PIN == 1 ]] && (($(nproc) >= 2)); then
-    srv_pin=(taskset -c 0)
-    cli_pin=(taskset -c 1)
-fi
-
-say "== run $stamp"
-say "host: $(uname -sr), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-say "twistrs: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)'), $twistrs"
+run_header ", $twistrs"
 say "smtp-source: $smtp_source ($(dpkg-query -W -f='${Package} ${Version}' postfix 2>/dev/null || echo '?'))"
 say "file system of the Maildirs: $(df -T "$work" | awk 'NR == 2 {print $1, $2}') ($work)"
 say "servers: $SERVERS; $MSGS messages of $SIZE B to $RCPT over $SESSIONS sessions, $RUNS runs per mode (median), $WARMUP_MSGS warm-up messages; POP3: $POP3_MSGS messages"
 say "pinning: ${srv_pin[*]:-none} for servers, ${cli_pin[*]:-none} for smtp-source and the POP3 client"
-say "loadavg at start: $(cat /proc/loadavg)"
-# Anything else running (a build, a test suite) skews every number: wait up to a minute
-# for the machine to be quiet (under 0.2 busy cores over one second).
-busy=n/a
-for ((i = 0; i < 60; i++)); do
-    b0=$(machine_ticks)
-    sleep 1
-    busy=$(awk -v a="$b0" -v b="$(machine_ticks)" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }')
-    awk -v b="$busy" 'BEGIN { exit !(b < 0.2) }' && break
-    ((i % 10 == 0)) && say "machine busy ($busy cores used by other processes); waiting for it to be idle"
-done
-say "machine busy before start: $busy cores"
-
-declare -A R   # R[name.key] = value
+wait_quiet
 
 # --- what the disk charges for durability ------------------------------------------------
 # (Its files stay in $work until the end, for the reason given at clear_maildir.)
@@ -292,14 +201,10 @@ run_source() {
     t1=$(now); c1=$(cpu_ticks "$SPID"); w1=$(reaped_ticks); m1=$(machine_ticks)
     SS_ERR=$(cat "$work/ss.out" "$work/ss.err" | grep -c . || true)
     SS_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')
-    SS_SCPU=$(awk -v a="$c0" -v b="$c1" -v s="$SS_SECS" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz / s }')
-    SS_CCPU=$(awk -v a="$w0" -v b="$w1" -v s="$SS_SECS" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz / s }')
-    SS_OTHER=$(awk -v a="$m0" -v b="$m1" -v s="$SS_SECS" -v hz="$hz" -v x="$SS_SCPU" -v y="$SS_CCPU" 'BEGIN {
-        o = (b - a) / hz / s - x - y; printf "%.2f", (o < 0 ? 0 : o) }')
+    SS_SCPU=$(cores "$c0" "$c1" 0 "$SS_SECS")
+    SS_CCPU=$(cores "$w0" "$w1" 0 "$SS_SECS")
+    SS_OTHER=$(other_cores "$m0" "$m1" 0 "$SS_SECS" "$SS_SCPU" "$SS_CCPU")
 }
-
-# Median of the numbers on stdin.
-median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.1f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 # RUNS runs of mode $2 against server $1, each into an empty Maildir.
 measure_mode() {
@@ -319,9 +224,7 @@ measure_mode() {
             head -n 5 "$work/ss.out" "$work/ss.err" 2>/dev/null | sed "s/^/[$name] $mode run $run: smtp-source: /"
         fi
         R[$name.$mode.run$run]="$rate|$landed|$((SS_ERR + (SS_RC != 0)))|$SS_SCPU|$SS_CCPU|$SS_OTHER|$us|$tmpleft|$short"
-        if awk -v o="$SS_OTHER" 'BEGIN { exit !(o > 0.15) }'; then
-            say "[$name] $mode run $run: WARNING: other processes used $SS_OTHER cores during this run"
-        fi
+        warn_other "[$name] $mode run $run" "$SS_OTHER"
         if ((SS_RC != 0 || SS_ERR > 0 || landed != MSGS || tmpleft != 0 || short != 0)); then
             status=1
             errs=$((errs + SS_ERR + (SS_RC != 0)))
@@ -383,7 +286,7 @@ for name in $SERVERS; do
     if [[ $name == twistrs && $POP3_MSGS -gt 0 ]]; then
         measure_pop3 "$name"
     fi
-    say "[$name] RSS at the end: $(awk '/^VmRSS:/ {print $2}' "/proc/$SPID/status" 2>/dev/null || echo '?') KiB, threads: $(awk '/^Threads:/ {print $2}' "/proc/$SPID/status" 2>/dev/null || echo '?')"
+    say "[$name] RSS at the end: $(rss_kib "$SPID" 2>/dev/null || echo '?') KiB, threads: $(awk '/^Threads:/ {print $2}' "/proc/$SPID/status" 2>/dev/null || echo '?')"
     kill -0 "$SPID" 2>/dev/null || { say "[$name] the server died during the runs"; status=1; }
     stop_pid "$SPID"
     { tail -n 4 "$work/$name.server.log" 2>/dev/null || true; tail -n 4 "$work/$name.server.out"; } |
@@ -394,26 +297,9 @@ for name in $SERVERS; do
     fi
 done
 say "loadavg at end: $(cat /proc/loadavg)"
-if [[ ! -c /dev/null ]]; then
-    say "mail.sh: ERROR: /dev/null is no longer a character device after this run"
-    status=1
-fi
+check_dev_null
 
 # --- report ----------------------------------------------------------------------------
-get() { printf '%s' "${R[$1]:-n/a}"; }
-ratio() {
-    awk -v a="$1" -v b="$2" 'BEGIN {
-        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 <= 0) { print "n/a"; exit }
-        printf "%.2fx", a / b }'
-}
-# Whether $1 (a number or "1.23x") is at least ($2 == ge) or below ($2 == lt) $3.
-verdict() {
-    awk -v r="${1%x}" -v op="$2" -v t="$3" 'BEGIN {
-        if (r !~ /^[0-9.]+$/) { print "n/a"; exit }
-        ok = (op == "ge") ? (r + 0 >= t) : (r + 0 < t)
-        print ok ? "met" : "MISSED" }'
-}
-has() { [[ " $SERVERS " == *" $1 "* ]]; }
 # "2000/2000" when every run of both modes landed every message, else the short counts.
 landed_cell() {
     local name=$1 bad
@@ -500,10 +386,4 @@ label() {
     say "time, kernel included, per message. landed: files in new/ after the run.)"
 } | tee "$summary"
 
-say ""
-say "raw log: ${raw#"$root"/}"
-say "summary: ${summary#"$root"/}"
-if ((status != 0)); then
-    say "mail.sh: some runs had errors, lost messages or failed (see above)"
-fi
-exit "$status"
+finish "some runs had errors, lost messages or failed"

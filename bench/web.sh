@@ -14,8 +14,9 @@
 # listen backlog, 50 for twistrs and twistd, 511 for nginx; a number gives all three it).
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
+SCRIPT=web.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 SERVERS=${BENCH_SERVERS:-"twistrs twistd nginx"}
 CONNS=${BENCH_CONNS:-64}
@@ -29,128 +30,52 @@ BUILD=${BENCH_BUILD:-1}
 BACKLOG=${BENCH_BACKLOG:-}
 TWISTED_VERSION=26.10.0
 
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
-results="$here/results"
-mkdir -p "$results"
-raw="$results/web-$stamp.log"
-summary="$results/web-$stamp.md"
-work=$(mktemp -d)
-# Everything printed from here on is also the raw record of the run.
-exec > >(tee -a "$raw") 2>&1
-
-pids=()          # processes this script started and has not reaped yet
-status=0         # 1 once any run had errors, wrong bodies or failed
-
-say() { printf '%s\n' "$*"; }
-die() {
-    say "web.sh: $*" >&2
-    exit 1
-}
-
-children_of() { cat "/proc/$1/task/$1/children" 2>/dev/null || true; }
-
-# SIGTERM, then SIGKILL after 10 s; only for PIDs this script started. Children the
-# server leaves behind (nginx's worker, if its master had to be killed) get SIGKILL.
-stop_pid() {
-    local pid=$1 i kids
-    kids=$(children_of "$pid")
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 100; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            say "  pid $pid ignored SIGTERM for 10 s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-    local k
-    for k in $kids; do kill -KILL "$k" 2>/dev/null || true; done
-    local keep=() p
-    for p in "${pids[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-    pids=("${keep[@]}")
-}
-
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do stop_pid "$p"; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+start_run web
 
 # VmRSS of a process plus its children (nginx: master + worker), KiB.
 tree_rss_kib() {
     local p t=0 v
     for p in "$1" $(children_of "$1"); do
-        v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+        v=$(rss_kib "$p" 2>/dev/null || true)
         t=$((t + ${v:-0}))
     done
     printf '%s' "$t"
 }
-# utime + stime of a process and its children, clock ticks (fields 14 and 15).
+# utime + stime of a process and its children, clock ticks.
 tree_ticks() {
     local p t=0 v
     for p in "$1" $(children_of "$1"); do
-        v=$(sed -E 's/^.*\) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}' || true)
+        v=$(cpu_ticks "$p")
         t=$((t + ${v:-0}))
     done
     printf '%s' "$t"
 }
-# cutime + cstime of this shell: CPU of the children it has waited for (wrk), ticks.
-reaped_ticks() { sed -E 's/^.*\) //' "/proc/$$/stat" | awk '{print $14 + $15}'; }
 now() { date +%s.%N; }
 # A TcpExt counter of /proc/net/netstat (this network namespace; only this script's
 # traffic runs here, on loopback): ListenOverflows counts connections dropped because
 # a listen queue (the backlog) was full.
 tcpext() { awk -v k="$1" '/^TcpExt:/ { if (!n++) { for (i = 2; i <= NF; i++) h[$i] = i } else { print (k in h) ? $(h[k]) : 0; exit } }' /proc/net/netstat; }
-machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
-hz=$(getconf CLK_TCK)
 
 # --- build and environment -------------------------------------------------------------
-twistrs="$root/target/release/twistrs"
-if [[ $BUILD == 1 ]]; then
-    say "== build"
-    (cd "$root" && cargo build --release -p twistrs)
-else
-    say "== build skipped (BENCH_BUILD=0): $(ls -l --time-style=+%FT%T "$twistrs" | awk '{print $6}') $twistrs"
-fi
-[[ -x $twistrs ]] || die "missing $twistrs"
-"$twistrs" web --help >/dev/null 2>&1 || die "$twistrs has no web plugin"
+build_release -p twistrs
+need_twistrs web
 
 # A check this script's servers once failed (see server_cmd): /dev/null must be the device.
-[[ -c /dev/null ]] || die "/dev/null is not a character device: repair it (rm /dev/null; mknod -m 666 /dev/null c 1 3) first"
-for tool in wrk nginx curl taskset; do
-    command -v "$tool" >/dev/null || die "$tool not found (Debian: apt-get install -y nginx-light wrk curl util-linux)"
-done
+need_dev_null
+need_tools "Debian: apt-get install -y nginx-light wrk curl util-linux" wrk nginx curl taskset
 
-say "== python environment"
-venv="$here/.venv"
-if [[ ! -x $venv/bin/python ]]; then
-    python3 -m venv "$venv"
-fi
-py="$venv/bin/python"
-if ! "$py" -c "import sys, twisted; sys.exit(twisted.__version__ != '$TWISTED_VERSION')" 2>/dev/null; then
-    "$venv/bin/pip" install --quiet "Twisted==$TWISTED_VERSION"
-fi
+python_env twisted Twisted "$TWISTED_VERSION"
 [[ -x $venv/bin/twistd ]] || die "no twistd in $venv"
-"$py" -c "import sys, twisted; from twisted.internet import reactor; \
-print('python', sys.version.split()[0], '| Twisted', twisted.__version__, '|', type(reactor).__name__)" ||
-    die "Twisted does not import from $venv"
+check_twisted
 
 # wrk with 1000 connections needs more than 1024 descriptors; servers inherit this too.
-ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+raise_nofile
 (($(ulimit -n) >= MANY_CONNS + 100)) || die "ulimit -n is $(ulimit -n), too low for $MANY_CONNS connections"
 
-srv_pin=()
-cli_pin=()
+set_pinning
 srv_cpu=()
 cli_cpu=()
-if [[ $PIN == 1 ]] && (($(nproc) >= 2)); then
-    srv_pin=(taskset -c 0)
-    cli_pin=(taskset -c 1)
+if ((${#srv_pin[@]} > 0)); then
     srv_cpu=(--server-cpu 0)
     cli_cpu=(--client-cpu 1)
 fi
@@ -161,9 +86,7 @@ mkdir -p "$www"
 head -c 1024 /dev/urandom >"$www/1k.bin"
 head -c 1048576 /dev/urandom >"$www/1m.bin"
 
-say "== run $stamp"
-say "host: $(uname -sr), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-say "twistrs: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)'), $twistrs"
+run_header ", $twistrs"
 say "twistd: $("$venv/bin/twistd" --version 2>&1 | head -n1)"
 say "nginx: $(nginx -v 2>&1) ($(dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\n' nginx-light nginx-core nginx 2>/dev/null |
     awk '$1 == "ii" { printf "%s%s %s", (n++ ? ", " : ""), $2, $3 }' || true))"
@@ -173,18 +96,7 @@ backlog_note=${BACKLOG:-"the servers' defaults"}
 say "listen backlog: $backlog_note; somaxconn $(cat /proc/sys/net/core/somaxconn), tcp_max_syn_backlog $(cat /proc/sys/net/ipv4/tcp_max_syn_backlog); ulimit -n $(ulimit -n)"
 say "pinning: ${srv_pin[*]:-none} for servers, ${cli_pin[*]:-none} for wrk and the start-up poller"
 say "files: $www/1k.bin (1024 B), $www/1m.bin (1048576 B), random"
-say "loadavg at start: $(cat /proc/loadavg)"
-# Anything else running (a build, a test suite) skews every number: wait up to a minute
-# for the machine to be quiet (under 0.2 busy cores over one second).
-busy=n/a
-for ((i = 0; i < 60; i++)); do
-    b0=$(machine_ticks)
-    sleep 1
-    busy=$(awk -v a="$b0" -v b="$(machine_ticks)" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }')
-    awk -v b="$busy" 'BEGIN { exit !(b < 0.2) }' && break
-    ((i % 10 == 0)) && say "machine busy ($busy cores used by other processes); waiting for it to be idle"
-done
-say "machine busy before start: $busy cores"
+wait_quiet
 
 # --- servers ---------------------------------------------------------------------------
 free_port() { "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -240,8 +152,6 @@ server_cmd() {
     *) die "unknown server $name (BENCH_SERVERS takes twistrs, twistd, nginx)" ;;
     esac
 }
-
-declare -A R   # R[name.key] = value
 
 # Starts server $1 on a free port and waits until it accepts connections (no request
 # sent); sets SPID and SPORT.
@@ -311,6 +221,7 @@ run_wrk() {
     t1=$(now); c1=$(tree_ticks "$SPID"); m1=$(machine_ticks); w1=$(reaped_ticks)
     lo1=$(tcpext ListenOverflows)
     say "[$name] $key: wrk -t$THREADS -c$conns -d${SECS}s --latency $url"
+    # shellcheck disable=SC2001 # a prefix on every line of wrk's report
     sed "s/^/[$name] $key:   /" <<<"$out"
     local rps p50 p99 reqs read non2xx sock scpu wcpu other bpr
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
@@ -321,10 +232,9 @@ run_wrk() {
     non2xx=$(awk -F': *' '/Non-2xx or 3xx responses/ {print $2}' <<<"$out")
     sock=$(awk '/Socket errors:/ { s = 0; for (i = 3; i <= NF; i += 2) s += $(i + 1) + 0; print s }' <<<"$out")
     R[$name.$key.sockdetail]=$(grep -E 'Socket errors' <<<"$out" | sed 's/^ *//' || true)
-    scpu=$(awk -v a="$c0" -v b="$c1" -v t0="$t0" -v t1="$t1" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz / (t1 - t0) }')
-    wcpu=$(awk -v a="$w0" -v b="$w1" -v t0="$t0" -v t1="$t1" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz / (t1 - t0) }')
-    other=$(awk -v a="$m0" -v b="$m1" -v t0="$t0" -v t1="$t1" -v hz="$hz" -v s="$scpu" -v w="$wcpu" 'BEGIN {
-        o = (b - a) / hz / (t1 - t0) - s - w; printf "%.2f", (o < 0 ? 0 : o) }')
+    scpu=$(cores "$c0" "$c1" "$t0" "$t1")
+    wcpu=$(cores "$w0" "$w1" "$t0" "$t1")
+    other=$(other_cores "$m0" "$m1" "$t0" "$t1" "$scpu" "$wcpu")
     # Bytes per response (headers included): a truncated or wrong body shows here.
     bpr=$(awk -v r="$reqs" -v m="$(to_mib "$read")" 'BEGIN {
         if (r !~ /^[0-9]+$/ || r + 0 == 0 || m !~ /^[0-9.]+$/) print "n/a"; else printf "%.0f", m * 1048576 / r }')
@@ -348,13 +258,8 @@ run_wrk() {
         say "[$name] $key: ERRORS (see wrk output above)"
         status=1
     fi
-    if awk -v o="$other" 'BEGIN { exit !(o > 0.15) }'; then
-        say "[$name] $key: WARNING: other processes used $other cores during this run"
-    fi
+    warn_other "[$name] $key" "$other"
 }
-
-# Median of the numbers on stdin.
-median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.1f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 # Start-up: STARTS fresh starts, each timed by first200.py until GET /1k.bin gives 200.
 measure_startup() {
@@ -384,7 +289,7 @@ for name in $SERVERS; do
     sleep 0.5
     rss=$(tree_rss_kib "$SPID")
     R[$name.rss]=$(awk -v k="$rss" 'BEGIN { printf "%.2f", k / 1024 }')
-    say "[$name] idle RSS after one request: $rss KiB (process $SPID alone: $(awk '/^VmRSS:/ {print $2}' "/proc/$SPID/status") KiB)"
+    say "[$name] idle RSS after one request: $rss KiB (process $SPID alone: $(rss_kib "$SPID") KiB)"
     check_get "$name" /1m.bin
     run_wrk "$name" k64 "$CONNS" /1k.bin
     run_wrk "$name" k1000 "$MANY_CONNS" /1k.bin
@@ -402,26 +307,9 @@ for name in $SERVERS; do
     fi
 done
 say "loadavg at end: $(cat /proc/loadavg)"
-if [[ ! -c /dev/null ]]; then
-    say "web.sh: ERROR: /dev/null is no longer a character device after this run"
-    status=1
-fi
+check_dev_null
 
 # --- report ----------------------------------------------------------------------------
-get() { printf '%s' "${R[$1]:-n/a}"; }
-ratio() {
-    awk -v a="$1" -v b="$2" 'BEGIN {
-        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 <= 0) { print "n/a"; exit }
-        printf "%.2fx", a / b }'
-}
-# Whether $1 (a number or "1.23x") is at least ($2 == ge) or below ($2 == lt) $3.
-verdict() {
-    awk -v r="${1%x}" -v op="$2" -v t="$3" 'BEGIN {
-        if (r !~ /^[0-9.]+$/) { print "n/a"; exit }
-        ok = (op == "ge") ? (r + 0 >= t) : (r + 0 < t)
-        print ok ? "met" : "MISSED" }'
-}
-has() { [[ " $SERVERS " == *" $1 "* ]]; }
 rows=("k64:req/s 1 KiB x$CONNS" "k1000:req/s 1 KiB x$MANY_CONNS" "m64:req/s 1 MiB x$CONNS")
 
 {
@@ -483,10 +371,4 @@ rows=("k64:req/s 1 KiB x$CONNS" "k1000:req/s 1 KiB x$MANY_CONNS" "m64:req/s 1 Mi
     done
 } | tee "$summary"
 
-say ""
-say "raw log: ${raw#"$root"/}"
-say "summary: ${summary#"$root"/}"
-if ((status != 0)); then
-    say "web.sh: some runs had errors, wrong responses or failures (see above)"
-fi
-exit "$status"
+finish "some runs had errors, wrong responses or failures"
