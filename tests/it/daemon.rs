@@ -433,7 +433,13 @@ fn socket_activation_without_fdnames_and_sd_notify() {
     // SAFETY: dup2 is async-signal-safe; it puts the listening socket on fd 3 in the child.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
+            // dup2 onto itself would leave FD_CLOEXEC set: clear it instead.
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
