@@ -264,6 +264,41 @@ impl MailConfig {
     }
 }
 
+/// Test fixtures: a domain `example.com` under `dir` with `joe` (password `secret`), and a
+/// configuration around it that each test adjusts with struct update syntax.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use super::*;
+
+    pub(crate) fn example_domain(dir: &Path) -> Domain {
+        let path = dir.join("example.com");
+        std::fs::create_dir_all(path.join("passwd")).expect("domain directory");
+        let d = Domain {
+            name: "example.com".into(),
+            path,
+            aliases: None,
+            bounce_to_postmaster: false,
+        };
+        d.add_user("joe", "secret").expect("user joe");
+        d
+    }
+
+    pub(crate) fn config(domains: Vec<Domain>) -> MailConfig {
+        MailConfig {
+            domains,
+            default: None,
+            hostname: "h".into(),
+            esmtp: false,
+            auth: None,
+            max_message: 1000,
+            max_recipients: 10,
+            max_errors: 3,
+            timeout: Duration::from_secs(60),
+            pop3_fail_delay: Duration::ZERO,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,18 +334,7 @@ mod tests {
         assert!(path.join("passwd/am9l_").exists());
         assert!(path.join("joe/new").is_dir() && path.join("joe/.Trash/maildirfolder").exists());
         assert_eq!(d.password("joe").as_deref(), Some("secret"));
-        let cfg = |d: Domain| MailConfig {
-            domains: vec![d],
-            default: None,
-            hostname: "h".into(),
-            esmtp: false,
-            auth: None,
-            max_message: 1000,
-            max_recipients: 10,
-            max_errors: 5,
-            timeout: Duration::from_secs(1),
-            pop3_fail_delay: Duration::ZERO,
-        };
+        let cfg = |d: Domain| fixture::config(vec![d]);
         let c = cfg(d);
         assert_eq!(
             c.resolve("JOE@Example.COM").unwrap(),

@@ -318,19 +318,12 @@ impl Pop3 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Domain;
+    use crate::config::fixture;
     use crate::maildir::{Job, deliver_batch};
 
     fn setup(dir: &std::path::Path) -> Rc<MailConfig> {
-        let path = dir.join("example.com");
-        std::fs::create_dir_all(path.join("passwd")).unwrap();
-        let d = Domain {
-            name: "example.com".into(),
-            path: path.clone(),
-            aliases: None,
-            bounce_to_postmaster: false,
-        };
-        d.add_user("joe", "secret").unwrap();
+        let d = fixture::example_domain(dir);
+        let path = d.path.clone();
         let jobs: Vec<Job> = ["one", "two"]
             .iter()
             .map(|s| Job {
@@ -340,16 +333,8 @@ mod tests {
             .collect();
         assert!(deliver_batch(&jobs, "h").iter().all(Result::is_ok));
         Rc::new(MailConfig {
-            domains: vec![d],
             default: Some(0),
-            hostname: "h".into(),
-            esmtp: false,
-            auth: None,
-            max_message: 1000,
-            max_recipients: 10,
-            max_errors: 3,
-            timeout: Duration::from_secs(60),
-            pop3_fail_delay: Duration::ZERO,
+            ..fixture::config(vec![d])
         })
     }
 

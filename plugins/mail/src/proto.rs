@@ -274,32 +274,15 @@ pub fn apop_banner(host: &str, n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Domain, MailConfig};
+    use crate::config::{MailConfig, fixture};
     use twistrs_core::testing::Harness;
 
     #[test]
     fn input_piled_up_behind_a_delivery_pauses_reading() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("example.com");
-        std::fs::create_dir_all(path.join("passwd")).unwrap();
-        let d = Domain {
-            name: "example.com".into(),
-            path,
-            aliases: None,
-            bounce_to_postmaster: false,
-        };
-        d.add_user("joe", "pw").unwrap();
         let cfg = Rc::new(MailConfig {
-            domains: vec![d],
-            default: None,
-            hostname: "h".into(),
-            esmtp: false,
-            auth: None,
             max_message: 1 << 20,
-            max_recipients: 10,
-            max_errors: 10,
-            timeout: Duration::from_secs(60),
-            pop3_fail_delay: Duration::ZERO,
+            ..fixture::config(vec![fixture::example_domain(dir.path())])
         });
         let store = Deliveries::new("h".into());
         let mut h = Harness::new(SmtpProtocol::new(cfg, store, "127.0.0.1".into()));

@@ -537,31 +537,17 @@ impl Smtp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Domain, MailConfig};
+    use crate::config::{MailConfig, fixture};
     use std::collections::HashMap;
-    use std::time::Duration;
 
     fn cfg(dir: &std::path::Path, esmtp: bool) -> Rc<MailConfig> {
-        let path = dir.join("example.com");
-        std::fs::create_dir_all(path.join("passwd")).unwrap();
-        let d = Domain {
-            name: "example.com".into(),
-            path,
-            aliases: None,
-            bounce_to_postmaster: false,
-        };
-        d.add_user("joe", "secret").unwrap();
         Rc::new(MailConfig {
-            domains: vec![d],
-            default: None,
             hostname: "mx.test".into(),
             esmtp,
             auth: Some(HashMap::from([("joe".to_string(), "secret".to_string())])),
             max_message: 200,
             max_recipients: 2,
-            max_errors: 3,
-            timeout: Duration::from_secs(60),
-            pop3_fail_delay: Duration::ZERO,
+            ..fixture::config(vec![fixture::example_domain(dir)])
         })
     }
 
