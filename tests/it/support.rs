@@ -68,8 +68,14 @@ impl Server {
         self.lines.lock().unwrap().clone()
     }
 
+    /// True once a logged line contains `needle`, waiting (bounded) for the log to arrive:
+    /// the server writes it to a pipe that a thread of ours reads.
     pub fn log_contains(&self, needle: &str) -> bool {
-        self.lines().iter().any(|l| l.contains(needle))
+        self.wait_until(
+            |l| l.iter().any(|x| x.contains(needle)),
+            Duration::from_secs(5),
+        )
+        .is_some()
     }
 
     /// Polls `cond` over the log until it holds or `timeout` passes.
