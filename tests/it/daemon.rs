@@ -9,29 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// Runs the binary in `dir` to completion (bounded); (status, stdout, stderr).
-fn run_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let end = Instant::now() + Duration::from_secs(40);
-    while child.try_wait().ok().flatten().is_none() {
-        assert!(Instant::now() < end, "twistrs {args:?} did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().expect("output");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// A daemon started in its own directory; stopped by PID through `twistrs stop` when dropped.
 struct Daemon {
     dir: tempfile::TempDir,

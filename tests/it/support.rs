@@ -30,15 +30,9 @@ impl Server {
     /// Starts without waiting for anything.
     pub fn spawn(args: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(BIN)
-            .arg("-n")
-            .args(args)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn twistrs");
+        let mut full = vec!["-n"];
+        full.extend_from_slice(args);
+        let mut child = spawn_in(dir.path(), &full);
         let lines = Arc::new(Mutex::new(Vec::new()));
         for pipe in [
             Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
@@ -186,22 +180,23 @@ fn count_ports(lines: &[String]) -> usize {
     lines.iter().filter(|l| l.contains(" starting on ")).count()
 }
 
-/// Runs the binary to completion (bounded) and returns (status code, stdout, stderr).
-pub fn run(args: &[&str]) -> (i32, String, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(BIN)
+/// Starts the binary in `dir` with stdin empty and stdout/stderr piped.
+fn spawn_in(dir: &std::path::Path, args: &[&str]) -> Child {
+    Command::new(BIN)
         .args(args)
-        .current_dir(dir.path())
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn");
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
+        .expect("spawn twistrs")
+}
+
+/// Runs the binary in `dir` to completion (bounded); (status code, stdout, stderr).
+pub fn run_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let mut child = spawn_in(dir, args);
+    let end = Instant::now() + Duration::from_secs(40);
+    while child.try_wait().ok().flatten().is_none() {
         if Instant::now() > end {
             let _ = child.kill();
             panic!("twistrs {args:?} did not exit");
@@ -214,6 +209,12 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs the binary to completion in a fresh directory.
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_in(dir.path(), args)
 }
 
 /// A TCP client with a read timeout.

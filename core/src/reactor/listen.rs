@@ -55,6 +55,26 @@ pub(crate) struct Listener {
     endpoint: String,
 }
 
+/// A listening socket with what the listener table keeps about it: its local address, the
+/// label of its log lines, and a UNIX path (and lock) to remove when it closes.
+type Opened = (
+    ListenSock,
+    Address,
+    String,
+    Option<(PathBuf, Option<PathBuf>)>,
+);
+
+/// A TCP listener, its local address read back (the real port after port 0).
+fn adopt_tcp(l: mio::net::TcpListener, what: &str) -> Result<Opened, ListenError> {
+    let local = l.local_addr().map_err(|e| listen_err(what, e))?;
+    Ok((
+        ListenSock::Tcp(l),
+        Address::Tcp(local),
+        local.port().to_string(),
+        None,
+    ))
+}
+
 fn listen_err(what: impl Into<String>, error: io::Error) -> ListenError {
     ListenError {
         what: what.into(),
@@ -168,15 +188,7 @@ impl Reactor {
                 });
                 let addr = SocketAddr::new(ip, *port);
                 let l = bind_tcp(addr, *backlog).map_err(|e| listen_err(addr.to_string(), e))?;
-                let local = l
-                    .local_addr()
-                    .map_err(|e| listen_err(addr.to_string(), e))?;
-                (
-                    ListenSock::Tcp(l),
-                    Address::Tcp(local),
-                    local.port().to_string(),
-                    None,
-                )
+                adopt_tcp(l, &addr.to_string())?
             }
             Endpoint::Unix {
                 path,
@@ -223,14 +235,7 @@ impl Reactor {
                         (ListenSock::Unix(l), Address::Unix(path), label, None)
                     }
                     SystemdDomain::Inet | SystemdDomain::Inet6 => {
-                        let l = mio::net::TcpListener::from_std(sock.into());
-                        let local = l.local_addr().map_err(|e| listen_err(&what, e))?;
-                        (
-                            ListenSock::Tcp(l),
-                            Address::Tcp(local),
-                            local.port().to_string(),
-                            None,
-                        )
+                        adopt_tcp(mio::net::TcpListener::from_std(sock.into()), &what)?
                     }
                 }
             }
@@ -286,16 +291,7 @@ impl Reactor {
                     Some((path.clone(), lock)),
                 )
             }
-            _ => {
-                let l = mio::net::TcpListener::from_std(sock.into());
-                let local = l.local_addr().map_err(|e| listen_err(&what, e))?;
-                (
-                    ListenSock::Tcp(l),
-                    Address::Tcp(local),
-                    local.port().to_string(),
-                    None,
-                )
-            }
+            _ => adopt_tcp(mio::net::TcpListener::from_std(sock.into()), &what)?,
         };
         Ok(self.add_listener(sock, factory, host, label, cleanup, what))
     }

@@ -635,10 +635,3 @@ impl Protocol for Http {
         }
     }
 }
-
-impl Http {
-    /// Bytes waiting in the input buffer (for tests).
-    pub fn pending_input(&self) -> usize {
-        self.input.len()
-    }
-}
