@@ -31,7 +31,7 @@ fn stalled_clients(addr: std::net::SocketAddr, n: usize) -> Vec<std::net::TcpStr
 fn chargen_clients_that_stop_reading_keep_memory_flat() {
     let srv = Server::start(&["chargen", "--listen", "tcp:0:interface=127.0.0.1"]);
     let base = srv.rss_kib();
-    let _stalled = stalled_clients(srv.addr(), 50);
+    let mut stalled = stalled_clients(srv.addr(), 50);
     // The kernel buffers fill, then the server's own buffers stop at the high-water mark.
     std::thread::sleep(Duration::from_millis(1500));
     let filled = srv.rss_kib();
@@ -51,6 +51,12 @@ fn chargen_clients_that_stop_reading_keep_memory_flat() {
     let got = read_n(&mut reader, 10 << 20);
     assert_eq!(got.len(), 10 << 20);
     assert!(start.elapsed() < Duration::from_secs(10));
+    // The stalled clients were paused, not dropped: each still gets the stream, in order.
+    let pattern = twistrs_wire::chargen_pattern();
+    for c in &mut stalled {
+        let got = read_n(c, pattern.len());
+        assert_eq!(got, pattern, "a stalled client's connection is intact");
+    }
 }
 
 #[test]

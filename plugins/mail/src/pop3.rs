@@ -390,6 +390,24 @@ mod tests {
     }
 
     #[test]
+    fn an_over_long_line_is_refused_and_the_session_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = format!(
+            "USER {}\r\nUSER joe\r\nPASS secret\r\nSTAT\r\n",
+            "x".repeat(2000)
+        );
+        for chunk in [1, 7, 600, long.len()] {
+            let out = run(setup(dir.path()), long.as_bytes(), chunk);
+            assert_eq!(
+                out.matches("-ERR Line too long").count(),
+                1,
+                "chunk {chunk}: {out}"
+            );
+            assert!(out.contains("+OK 2 "), "chunk {chunk}: {out}");
+        }
+    }
+
+    #[test]
     fn wrong_passwords_apop_and_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = setup(dir.path());

@@ -278,6 +278,26 @@ mod tests {
     use twistrs_core::testing::Harness;
 
     #[test]
+    fn idle_sessions_are_told_and_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Rc::new(fixture::config(vec![fixture::example_domain(dir.path())]));
+        let mut pop = Harness::new(Pop3Protocol::new(cfg.clone(), "<b@h>".into()));
+        pop.connect().take_output();
+        pop.advance(cfg.timeout - Duration::from_secs(1));
+        assert!(!pop.disconnecting(), "not before the timeout");
+        pop.advance(Duration::from_secs(1));
+        assert_eq!(pop.take_output(), b"-ERR Timeout, closing connection\r\n");
+        assert!(pop.lost().is_some(), "closed after the reply was flushed");
+        let store = Deliveries::new("h".into());
+        let mut smtp = Harness::new(SmtpProtocol::new(cfg.clone(), store, "127.0.0.1".into()));
+        smtp.connect().take_output();
+        smtp.advance(cfg.timeout);
+        let out = String::from_utf8(smtp.take_output()).unwrap();
+        assert!(out.starts_with("421 h Timeout"), "{out}");
+        assert!(smtp.lost().is_some());
+    }
+
+    #[test]
     fn input_piled_up_behind_a_delivery_pauses_reading() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Rc::new(MailConfig {
