@@ -391,12 +391,12 @@ mod tests {
 
     #[test]
     fn an_over_long_line_is_refused_and_the_session_goes_on() {
-        let dir = tempfile::tempdir().unwrap();
         let long = format!(
             "USER {}\r\nUSER joe\r\nPASS secret\r\nSTAT\r\n",
             "x".repeat(2000)
         );
         for chunk in [1, 7, 600, long.len()] {
+            let dir = tempfile::tempdir().unwrap();
             let out = run(setup(dir.path()), long.as_bytes(), chunk);
             assert_eq!(
                 out.matches("-ERR Line too long").count(),
