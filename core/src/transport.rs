@@ -90,6 +90,8 @@ pub struct ConnState {
     pub(crate) idle: Option<Duration>,
     pub(crate) last_activity: Instant,
     pub(crate) idle_check: Option<Instant>,
+    /// Bytes (files included) that left for the peer since the connection opened.
+    pub(crate) sent: u64,
 }
 
 /// Key of the reactor's own idle-timeout timer entries.
@@ -118,6 +120,7 @@ impl ConnState {
             idle: None,
             last_activity: now,
             idle_check: None,
+            sent: 0,
         }
     }
 
@@ -136,6 +139,7 @@ impl ConnState {
 
     /// Records that `n` pending bytes were sent; frees the buffer when it empties.
     pub(crate) fn consumed(&mut self, n: usize) {
+        self.sent += n as u64;
         self.out_pos += n;
         if self.out_pos >= self.out.len() {
             self.out.clear();
@@ -203,6 +207,7 @@ impl ConnState {
 
     /// Records that `n` bytes of the file at the queue's head were sent.
     fn file_sent(&mut self, n: u64) {
+        self.sent += n;
         self.queued -= n;
         if let Some(q) = self.queue.as_mut()
             && let Some(Chunk::File { offset, len, .. }) = q.front_mut()
@@ -398,6 +403,17 @@ impl<'a> Transport<'a> {
     /// Bytes written but not yet sent.
     pub fn buffered(&self) -> usize {
         self.st.buffered()
+    }
+
+    /// Bytes (files included) that have left for the peer since the connection opened: a
+    /// response written at total `n` is on the wire once `bytes_sent() >= n`.
+    pub fn bytes_sent(&self) -> u64 {
+        self.st.sent
+    }
+
+    /// Bytes (files included) written since the connection opened, sent or not.
+    pub fn bytes_written(&self) -> u64 {
+        self.st.sent + self.st.buffered() as u64
     }
 
     /// True once `lose_connection` or `abort_connection` was called.

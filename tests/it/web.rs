@@ -686,3 +686,52 @@ fn an_error_answer_survives_unread_input_lingering_close() {
         );
     }
 }
+
+#[test]
+fn a_slow_download_that_keeps_moving_outlives_the_idle_timeout() {
+    // 12 MB read at about 4 MB/s takes about 3 s, three times --timeout 1: the timeout is for
+    // a connection where nothing moves, not for the length of a response.
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..12_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(dir.path().join("slow.bin"), &data).unwrap();
+    let srv = Server::start(&[
+        "web",
+        "--path",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--timeout",
+        "1",
+    ]);
+    let mut s = connect(srv.addr());
+    send(
+        &mut s,
+        b"GET /slow.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    // Bounded: at most 1,000 reads of 64 KiB, 15 ms apart.
+    for _ in 0..1000 {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    let took = started.elapsed();
+    let body_at = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(got.len(), |i| i + 4);
+    assert_eq!(
+        got.len() - body_at,
+        data.len(),
+        "every byte arrived in {took:?}"
+    );
+    assert!(got[body_at..] == data[..], "intact");
+    assert!(
+        took > Duration::from_millis(2000),
+        "the download was slow enough to mean something ({took:?})"
+    );
+}

@@ -154,6 +154,9 @@ impl Reactor {
             return;
         };
         let mut outcome: Option<Reason> = None;
+        // Output progress counts as activity for the idle timeout, as input does: a download
+        // that is moving is never cut (nginx's send_timeout is between two writes too).
+        let sent_before = c.st.sent;
         if c.st.has(flags::LINGER) {
             // Closing: our side is shut; read and drop what the peer still sends until its
             // EOF, so the kernel never answers that data with a reset that could destroy the
@@ -227,13 +230,9 @@ impl Reactor {
             if outcome.is_some() || c.st.has(flags::ABORT) {
                 break;
             }
-            let before = c.st.buffered();
             if let Err(e) = c.st.flush_to(&mut c.stream) {
                 outcome = Some(Reason::Io(e));
                 break;
-            }
-            if c.st.buffered() < before {
-                c.st.last_activity = handle.now();
             }
             // Producer flow control (Twisted's IPushProducer on the transport).
             if c.st.has(flags::PRODUCER) && !c.st.has(flags::LOSING) {
@@ -262,6 +261,9 @@ impl Reactor {
                 continue;
             }
             break;
+        }
+        if c.st.sent != sent_before {
+            c.st.last_activity = handle.now();
         }
         if outcome.is_none() {
             if c.st.has(flags::ABORT) {
