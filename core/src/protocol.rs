@@ -27,8 +27,9 @@ pub trait Protocol {
         t.lose_connection();
     }
 
-    /// The connection is gone; no more callbacks follow.
-    fn connection_lost(&mut self, _reason: &Reason) {}
+    /// The connection is gone; no more callbacks follow. The transport is closed (writes are
+    /// dropped) but still answers questions such as `bytes_sent`.
+    fn connection_lost(&mut self, _t: &mut Transport<'_>, _reason: &Reason) {}
 
     /// (Producers) the output passed the high-water mark: stop producing.
     fn pause_producing(&mut self) {}

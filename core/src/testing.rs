@@ -68,7 +68,9 @@ impl<P: Protocol> Harness<P> {
 
     fn lose(&mut self, r: Reason) {
         if self.lost.is_none() {
-            self.proto.connection_lost(&r);
+            self.st.flags |= flags::ABORT;
+            let mut t = Transport::new(&mut self.st, &self.handle);
+            self.proto.connection_lost(&mut t, &r);
             self.lost = Some(r);
         }
     }

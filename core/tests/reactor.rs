@@ -109,7 +109,7 @@ impl Protocol for Greeter {
         t.lose_connection();
     }
     fn data_received(&mut self, _t: &mut Transport<'_>, _d: &[u8]) {}
-    fn connection_lost(&mut self, reason: &Reason) {
+    fn connection_lost(&mut self, _t: &mut Transport<'_>, reason: &Reason) {
         self.sent
             .borrow_mut()
             .push(format!("lost clean={}", reason.is_clean()));

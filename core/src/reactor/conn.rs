@@ -318,7 +318,12 @@ impl Reactor {
                 if let Some(f) = c.factory {
                     self.connection_slot_freed(f as usize);
                 }
-                c.proto.connection_lost(&reason);
+                // Twisted's transport is still there in connectionLost: the protocol can read
+                // what was sent; anything it writes now is dropped.
+                c.st.flags |= flags::ABORT;
+                let handle = self.handle.clone();
+                let mut t = Transport::new(&mut c.st, &handle);
+                c.proto.connection_lost(&mut t, &reason);
             }
             Entry::Connecting(mut c) => {
                 let _ = self.poll.registry().deregister(&mut c.stream);

@@ -587,7 +587,7 @@ impl Protocol for Http {
         t.lose_connection();
     }
 
-    fn connection_lost(&mut self, _reason: &Reason) {
+    fn connection_lost(&mut self, _t: &mut Transport<'_>, _reason: &Reason) {
         self.cancel_head_timer();
     }
 
