@@ -69,6 +69,7 @@ impl<P: Protocol> Harness<P> {
     fn lose(&mut self, r: Reason) {
         if self.lost.is_none() {
             self.st.flags |= flags::ABORT;
+            self.st.cancel_timers();
             let mut t = Transport::new(&mut self.st, &self.handle);
             self.proto.connection_lost(&mut t, &r);
             self.lost = Some(r);
@@ -147,15 +148,8 @@ impl<P: Protocol> Harness<P> {
             match t {
                 Target::Call(f) => f(),
                 Target::Conn(_, IDLE_KEY) => {
-                    self.st.idle_check = None;
-                    if let Some(idle) = self.st.idle {
-                        let due = self.st.last_activity + idle;
-                        if now >= due {
-                            self.call(|p, t| p.timeout_connection(t));
-                        } else {
-                            self.st.idle_check = Some(due);
-                            timers.schedule(due - now, Target::Conn(self.st.id, IDLE_KEY));
-                        }
+                    if self.st.idle_due(now, &timers) {
+                        self.call(|p, t| p.timeout_connection(t));
                     }
                 }
                 Target::Conn(_, key) => self.call(|p, t| p.timer_fired(t, key)),

@@ -2,7 +2,10 @@
 //!
 //! A `DelayedCall` is a shared handle (Twisted's `IDelayedCall`): `cancel` and `reset` need no
 //! reactor argument. The queue is a binary heap with lazy deletion: a reset pushes a fresh entry
-//! and bumps the call's generation, so stale entries are skipped when they come up.
+//! and bumps the call's generation, so stale entries are skipped when they come up. Dead entries
+//! (cancelled, or left behind by a reset) are counted, and once they are the majority the heap
+//! is rebuilt without them, so it stays within twice the live timers however many are
+//! cancelled or re-armed before their deadline.
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
@@ -77,6 +80,9 @@ impl DelayedCall {
         if self.0.state.get() == State::Pending {
             self.0.state.set(State::Cancelled);
             self.0.target.borrow_mut().take();
+            if let Some(q) = self.0.queue.upgrade() {
+                q.entry_died();
+            }
         }
     }
 
@@ -90,6 +96,7 @@ impl DelayedCall {
             self.0.deadline.set(at);
             self.0.generation.set(self.0.generation.get() + 1);
             q.push(&self.0);
+            q.entry_died();
         }
     }
 
@@ -109,6 +116,13 @@ struct Entry {
     seq: u64,
     generation: u64,
     call: Rc<CallState>,
+}
+
+impl Entry {
+    /// The call is pending and this is its current deadline.
+    fn is_live(&self) -> bool {
+        self.call.state.get() == State::Pending && self.generation == self.call.generation.get()
+    }
 }
 
 impl PartialEq for Entry {
@@ -133,7 +147,12 @@ pub(crate) struct TimerQueue {
     clock: Clock,
     heap: RefCell<BinaryHeap<Reverse<Entry>>>,
     seq: Cell<u64>,
+    /// Entries in the heap whose call was cancelled or re-armed since.
+    dead: Cell<usize>,
 }
+
+/// Below this many dead entries the heap is never rebuilt (rebuilding costs O(n)).
+const COMPACT_MIN: usize = 64;
 
 impl TimerQueue {
     pub(crate) fn new(clock: Clock) -> Rc<Self> {
@@ -141,7 +160,32 @@ impl TimerQueue {
             clock,
             heap: RefCell::new(BinaryHeap::new()),
             seq: Cell::new(0),
+            dead: Cell::new(0),
         })
+    }
+
+    /// An entry went dead; rebuild the heap once dead entries are the majority, so its size
+    /// stays proportional to the live timers (amortised O(1) per cancel or reset).
+    fn entry_died(&self) {
+        let dead = self.dead.get() + 1;
+        self.dead.set(dead);
+        let Ok(mut heap) = self.heap.try_borrow_mut() else {
+            return;
+        };
+        if dead > COMPACT_MIN && dead * 2 > heap.len() {
+            let live: Vec<Reverse<Entry>> = std::mem::take(&mut *heap)
+                .into_vec()
+                .into_iter()
+                .filter(|Reverse(e)| e.is_live())
+                .collect();
+            *heap = BinaryHeap::from(live);
+            self.dead.set(0);
+        }
+    }
+
+    /// Timers in the heap, live or awaiting removal.
+    pub(crate) fn len(&self) -> usize {
+        self.heap.borrow().len()
     }
 
     fn push(&self, call: &Rc<CallState>) {
@@ -172,10 +216,11 @@ impl TimerQueue {
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let mut heap = self.heap.borrow_mut();
         while let Some(Reverse(e)) = heap.peek() {
-            if e.call.state.get() == State::Pending && e.generation == e.call.generation.get() {
+            if e.is_live() {
                 return Some(e.at);
             }
             heap.pop();
+            self.dead.set(self.dead.get().saturating_sub(1));
         }
         None
     }
@@ -190,7 +235,8 @@ impl TimerQueue {
             }
             let Reverse(e) = heap.pop()?;
             drop(heap);
-            if e.call.state.get() != State::Pending || e.generation != e.call.generation.get() {
+            if !e.is_live() {
+                self.dead.set(self.dead.get().saturating_sub(1));
                 continue;
             }
             e.call.state.set(State::Called);
@@ -203,6 +249,7 @@ impl TimerQueue {
     /// Drops every pending timer (their closures may hold handles: this breaks the cycle).
     pub(crate) fn clear(&self) {
         let entries = std::mem::take(&mut *self.heap.borrow_mut());
+        self.dead.set(0);
         for Reverse(e) in entries {
             e.call.target.borrow_mut().take();
         }
@@ -270,6 +317,33 @@ mod tests {
         b.reset(Duration::from_secs(1));
         b.cancel();
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn cancelled_and_rearmed_timers_do_not_pile_up() {
+        let clock = Clock::new();
+        let q = TimerQueue::new(clock.clone());
+        let keep: Vec<DelayedCall> = (0..10)
+            .map(|i| q.schedule(Duration::from_secs(100 + i), conn(i)))
+            .collect();
+        // A request rate times a timeout: each request arms a timer and cancels it.
+        for i in 0..100_000 {
+            q.schedule(Duration::from_secs(60), conn(i)).cancel();
+            assert!(q.len() <= 2 * 10 + 2 * COMPACT_MIN, "{} entries", q.len());
+        }
+        // One timer re-armed over and over.
+        for i in 0..100_000 {
+            keep[0].reset(Duration::from_secs(200 + i));
+            assert!(q.len() <= 2 * 10 + 2 * COMPACT_MIN, "{} entries", q.len());
+        }
+        clock.advance(Duration::from_secs(150));
+        let fired = fire_all(&q, clock.now());
+        assert_eq!(
+            fired,
+            (1..10).collect::<Vec<u64>>(),
+            "the live ones still fire, in order"
+        );
+        assert!(keep[0].active(), "re-armed far ahead");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::address::Address;
 use crate::reactor::Handle;
-use crate::timer::{DelayedCall, Target};
+use crate::timer::{DelayedCall, Target, TimerQueue};
 
 /// Identifies a connection for commands sent through a [`Handle`]; stale ids are ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -89,7 +89,11 @@ pub struct ConnState {
     pub(crate) session: u32,
     pub(crate) idle: Option<Duration>,
     pub(crate) last_activity: Instant,
-    pub(crate) idle_check: Option<Instant>,
+    /// The idle-timeout check; when it fires early (there was activity), it is re-armed.
+    pub(crate) idle_timer: Option<DelayedCall>,
+    /// Other timers aimed at this connection (protocol timers, the lingering close), all
+    /// cancelled when it closes so none outlives it in the timer heap.
+    pub(crate) timers: Vec<DelayedCall>,
     /// Bytes (files included) that left for the peer since the connection opened.
     pub(crate) sent: u64,
 }
@@ -119,9 +123,39 @@ impl ConnState {
             session,
             idle: None,
             last_activity: now,
-            idle_check: None,
+            idle_timer: None,
+            timers: Vec::new(),
             sent: 0,
         }
+    }
+
+    /// Keeps `call` to cancel it at close; forgets the ones that already ran.
+    pub(crate) fn track_timer(&mut self, call: DelayedCall) {
+        self.timers.retain(DelayedCall::active);
+        self.timers.push(call);
+    }
+
+    /// Cancels every timer aimed at this connection (it is closing).
+    pub(crate) fn cancel_timers(&mut self) {
+        if let Some(t) = self.idle_timer.take() {
+            t.cancel();
+        }
+        for t in self.timers.drain(..) {
+            t.cancel();
+        }
+    }
+
+    /// The idle timer came due at `now`: true if the connection was idle for its whole
+    /// timeout, else the timer is re-armed for what is left of it.
+    pub(crate) fn idle_due(&mut self, now: Instant, timers: &Rc<TimerQueue>) -> bool {
+        self.idle_timer = None;
+        let Some(d) = self.idle else { return false };
+        let due = self.last_activity + d;
+        if now >= due {
+            return true;
+        }
+        self.idle_timer = Some(timers.schedule(due - now, Target::Conn(self.id, IDLE_KEY)));
+        false
     }
 
     pub(crate) fn has(&self, f: u16) -> bool {
@@ -458,13 +492,24 @@ impl<'a> Transport<'a> {
         }
         self.st.idle = timeout;
         self.st.last_activity = self.handle.now();
-        if let Some(d) = timeout {
-            let due = self.st.last_activity + d;
-            if self.st.idle_check.is_none_or(|at| at > due) {
-                self.st.idle_check = Some(due);
-                self.handle
+        match (timeout, &self.st.idle_timer) {
+            (None, _) => {
+                if let Some(t) = self.st.idle_timer.take() {
+                    t.cancel();
+                }
+            }
+            // A later deadline is found when the timer fires early and re-arms.
+            (Some(d), Some(t)) if t.active() => {
+                if t.deadline() > self.st.last_activity + d {
+                    t.reset(d);
+                }
+            }
+            (Some(d), _) => {
+                let t = self
+                    .handle
                     .timers()
                     .schedule(d, Target::Conn(self.st.id, IDLE_KEY));
+                self.st.idle_timer = Some(t);
             }
         }
     }
@@ -475,10 +520,14 @@ impl<'a> Transport<'a> {
     }
 
     /// Calls this protocol's `timer_fired(key)` after `delay`.
+    /// The call is cancelled if the connection closes first.
     pub fn call_later(&mut self, delay: Duration, key: u64) -> DelayedCall {
-        self.handle
+        let call = self
+            .handle
             .timers()
-            .schedule(delay, Target::Conn(self.st.id, key))
+            .schedule(delay, Target::Conn(self.st.id, key));
+        self.st.track_timer(call.clone());
+        call
     }
 
     /// The reactor, for timers, threads and commands to other connections.

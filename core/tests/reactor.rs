@@ -319,3 +319,59 @@ fn send_file_keeps_order_with_written_bytes() {
     c.read_exact(&mut got).unwrap();
     assert!(got == want, "two files, each between its markers, in order");
 }
+
+/// Arms an idle timeout and a protocol timer far ahead, answers, and closes.
+struct Timed;
+
+impl Protocol for Timed {
+    fn connection_made(&mut self, t: &mut Transport<'_>) {
+        t.set_timeout(Some(Duration::from_secs(600)));
+        t.call_later(Duration::from_secs(600), 7);
+    }
+    fn data_received(&mut self, t: &mut Transport<'_>, _d: &[u8]) {
+        t.write(b"bye");
+        t.lose_connection();
+    }
+}
+
+#[test]
+fn closed_connections_leave_no_timers_behind() {
+    let (tx, rx) = mpsc::channel();
+    let (addr, t) = serve(move |r| {
+        let h = r.handle();
+        // Report the timer count every 50 ms until told to stop.
+        fn tick(h: twistrs_core::Handle, tx: mpsc::Sender<usize>) {
+            if tx.send(h.timer_count()).is_ok() {
+                let h2 = h.clone();
+                h.call_later(Duration::from_millis(50), move || tick(h2, tx));
+            } else {
+                h.stop();
+            }
+        }
+        tick(h, tx);
+        Some(
+            r.add_factory(Box::new(ProtocolFactory::for_protocol("Timed", || {
+                Box::new(Timed) as Box<dyn Protocol>
+            }))),
+        )
+    });
+    for _ in 0..2000 {
+        let mut c = client(addr);
+        c.write_all(b"x").unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"bye");
+    }
+    // Every connection is closed; what the queue holds now is the ticker and what awaits
+    // removal, not 4,000 timers due in ten minutes. Counts sent before now are stale.
+    while rx.try_recv().is_ok() {}
+    let last = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a fresh count");
+    assert!(
+        last < 200,
+        "{last} timers left after 2,000 closed connections"
+    );
+    drop(rx);
+    assert_eq!(t.join().unwrap(), StopReason::Requested);
+}

@@ -8,7 +8,7 @@ use mio::Interest;
 use super::{Entry, READS_PER_TURN, Reactor};
 use crate::error::Reason;
 use crate::protocol::Protocol;
-use crate::transport::{ConnId, ConnState, IDLE_KEY, Transport, flags};
+use crate::transport::{ConnId, ConnState, Transport, flags};
 
 /// How long a closing connection waits for the peer's EOF before it closes anyway.
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
@@ -275,9 +275,11 @@ impl Reactor {
                     } else {
                         c.st.flags |= flags::LINGER | flags::WRITE_SHUT;
                         let id = c.st.id;
-                        self.handle
+                        let linger = self
+                            .handle
                             .timers()
                             .schedule(LINGER_TIME, crate::timer::Target::Conn(id, LINGER_KEY));
+                        c.st.track_timer(linger);
                         // Whatever already arrived is dropped now; the rest as it comes.
                         if let Some(Entry::Conn(c)) = self.entries.get_mut(key)
                             && let Some(r) = linger_read(&mut c.stream, &mut self.read_buf)
@@ -312,6 +314,7 @@ impl Reactor {
         };
         match std::mem::replace(entry, Entry::Closed) {
             Entry::Conn(mut c) => {
+                c.st.cancel_timers();
                 let _ = self.poll.registry().deregister(c.stream.source());
                 drop(c.stream);
                 self.live_conns -= 1;
@@ -345,17 +348,9 @@ impl Reactor {
         let Some(Entry::Conn(c)) = self.entries.get_mut(key) else {
             return;
         };
-        c.st.idle_check = None;
-        let Some(d) = c.st.idle else { return };
-        let due = c.st.last_activity + d;
-        if now >= due {
+        if c.st.idle_due(now, self.handle.timers()) {
             log::info!(target: &transport_system(&c.st), "Timing out idle connection.");
             self.with_conn(key, |p, t| p.timeout_connection(t));
-        } else {
-            c.st.idle_check = Some(due);
-            self.handle
-                .timers()
-                .schedule(due - now, crate::timer::Target::Conn(c.st.id, IDLE_KEY));
         }
     }
 

@@ -99,6 +99,12 @@ impl Handle {
         self.0.timers.schedule(delay, Target::Call(Box::new(f)))
     }
 
+    /// Timers in the reactor's queue, live or awaiting removal (for diagnostics and tests:
+    /// it stays proportional to the live timers).
+    pub fn timer_count(&self) -> usize {
+        self.0.timers.len()
+    }
+
     /// Queues `data` on another connection.
     pub fn write_to(&self, conn: ConnId, data: Vec<u8>) {
         self.push(Command::Write(conn, data));
