@@ -143,3 +143,47 @@ fn max_connections_pauses_accepting_and_resumes() {
         .unwrap();
     assert_eq!(read_n(&mut third, 1), b"3", "accepted once a slot freed");
 }
+
+#[test]
+fn out_of_descriptors_accepting_backs_off_and_says_so_once() {
+    // 40 descriptors: the server runs out after a few dozen connections; the rest wait in
+    // the listen queue until descriptors come back.
+    let srv = Server::start_wrapped(
+        &["prlimit", "--nofile=40:40"],
+        &["echo", "--listen", "tcp:0:interface=127.0.0.1"],
+    );
+    let mut clients: Vec<std::net::TcpStream> = (0..60).map(|_| connect(srv.addr())).collect();
+    assert!(
+        srv.log_contains("accept failed"),
+        "the shortage is logged: {:?}",
+        srv.lines()
+    );
+    // The back-off retries ten times a second; a second of it must still be one line.
+    std::thread::sleep(Duration::from_secs(1));
+    let failed = |s: &Server| {
+        s.lines()
+            .iter()
+            .filter(|l| l.contains("accept failed"))
+            .count()
+    };
+    assert_eq!(failed(&srv), 1, "{:?}", srv.lines());
+    // Give descriptors back: the queued clients are taken and served. As closes free
+    // descriptors one by one, the shortage may end and start again; every start is said once
+    // and every end once.
+    let waiting = clients.split_off(45);
+    drop(clients);
+    for mut c in waiting {
+        send(&mut c, b"hi");
+        assert_eq!(read_n(&mut c, 2), b"hi");
+    }
+    let count = |s: &Server, what: &str| s.lines().iter().filter(|l| l.contains(what)).count();
+    assert!(
+        srv.wait_until(
+            |_| count(&srv, "accepting again") == count(&srv, "accept failed"),
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "each shortage has its end: {:?}",
+        srv.lines()
+    );
+}

@@ -29,10 +29,37 @@ impl Server {
 
     /// Starts without waiting for anything.
     pub fn spawn(args: &[&str]) -> Server {
+        Self::spawn_wrapped(&[], args)
+    }
+
+    /// Starts `twistrs -n ARGS...` through `wrapper` (a command that execs what follows it,
+    /// such as `prlimit --nofile=64:64`, so the PID is still the server's) and waits until
+    /// every listener logged its port.
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Server {
+        let s = Self::spawn_wrapped(wrapper, args);
+        let want = args.iter().filter(|a| **a == "--listen").count().max(1);
+        s.wait_until(|l| count_ports(l) >= want, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("server did not start: {:?}", s.lines()));
+        s
+    }
+
+    fn spawn_wrapped(wrapper: &[&str], args: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut full = vec!["-n"];
         full.extend_from_slice(args);
-        let mut child = spawn_in(dir.path(), &full);
+        let mut child = match wrapper.split_first() {
+            None => spawn_in(dir.path(), &full),
+            Some((cmd, rest)) => Command::new(cmd)
+                .args(rest)
+                .arg(BIN)
+                .args(&full)
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn the wrapped twistrs"),
+        };
         let lines = Arc::new(Mutex::new(Vec::new()));
         for pipe in [
             Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,

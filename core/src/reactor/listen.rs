@@ -41,11 +41,48 @@ pub(crate) enum ListenSock {
     Unix(mio::net::UnixListener),
 }
 
+/// Whether a listener takes connections, and if not, what brings it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Accepting {
+    /// Accepting as connections arrive.
+    Open,
+    /// At its factory's connection limit: resumed when one of those connections closes.
+    AtLimit,
+    /// accept(2) ran out of descriptors or memory: retried after a pause, or as soon as a
+    /// connection closes and gives one back.
+    BackingOff,
+}
+
+/// How long a listener out of descriptors waits before it tries again.
+const BACKOFF: Duration = Duration::from_millis(100);
+/// Connections one listener accepts per reactor turn before the others have their go.
+const ACCEPTS_PER_TURN: usize = 128;
+
+/// accept(2) errors that concern only the connection being accepted (the peer went away, or
+/// a network error already pending on it, per accept(2)'s notes): take the next one.
+fn retry_at_once(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNABORTED
+                | libc::EINTR
+                | libc::EPROTO
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETDOWN
+                | libc::ENETUNREACH
+        )
+    )
+}
+
 /// A listening stream port.
 pub(crate) struct Listener {
     sock: ListenSock,
     factory: usize,
-    pub(crate) paused: bool,
+    pub(crate) accepting: Accepting,
     host: Address,
     /// What the "starting on" and "Closed" lines name: a port number or a quoted path.
     label: String,
@@ -249,7 +286,7 @@ impl Reactor {
                 ));
             }
         };
-        Ok(self.add_listener(sock, factory.0, host, label, cleanup, key))
+        self.add_listener(sock, factory.0, host, label, cleanup, key)
     }
 
     /// Hands a predecessor's listening socket for `endpoint` to the next `listen` of it.
@@ -293,7 +330,7 @@ impl Reactor {
             }
             _ => adopt_tcp(mio::net::TcpListener::from_std(sock.into()), &what)?,
         };
-        Ok(self.add_listener(sock, factory, host, label, cleanup, what))
+        self.add_listener(sock, factory, host, label, cleanup, what)
     }
 
     /// Every listening socket with its endpoint string, for a successor to inherit.
@@ -333,19 +370,17 @@ impl Reactor {
         label: String,
         cleanup: Option<(PathBuf, Option<PathBuf>)>,
         endpoint: String,
-    ) -> ListenerId {
+    ) -> Result<ListenerId, ListenError> {
         let key = self.entries.vacant_key();
         let src: &mut dyn mio::event::Source = match &mut sock {
             ListenSock::Tcp(l) => l,
             ListenSock::Unix(l) => l,
         };
-        if let Err(e) = self
-            .poll
+        // A listener the poll cannot watch would never accept: a start-up error.
+        self.poll
             .registry()
             .register(src, Token(key), Interest::READABLE)
-        {
-            log::error!(target: "twistrs.reactor", "cannot register listener: {e}");
-        }
+            .map_err(|e| listen_err(&endpoint, e))?;
         let slot = &mut self.factories[factory];
         log::info!(target: "-", "{} starting on {label}", slot.factory.name());
         slot.listeners += 1;
@@ -356,13 +391,13 @@ impl Reactor {
         self.entries.insert(Entry::Listener(Listener {
             sock,
             factory,
-            paused: false,
+            accepting: Accepting::Open,
             host,
             label,
             cleanup,
             endpoint,
         }));
-        ListenerId(key)
+        Ok(ListenerId(key))
     }
 
     /// The address a listener is bound to (read back after binding port 0).
@@ -410,20 +445,21 @@ impl Reactor {
         }
     }
 
-    /// Accepts until `WouldBlock`, the factory's limit, or a descriptor shortage.
+    /// Accepts until `WouldBlock`, the factory's limit, a descriptor shortage, or this turn's
+    /// share (then again next turn: no new readiness edge would come for what is queued).
     pub(crate) fn accept(&mut self, key: usize) {
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             let Some(Entry::Listener(l)) = self.entries.get_mut(key) else {
                 return;
             };
             let slot = &mut self.factories[l.factory];
             if slot.max.is_some_and(|m| slot.conns >= m) {
-                if !l.paused {
+                if l.accepting != Accepting::AtLimit {
                     log::warn!(target: "-",
                         "{}: connection limit ({}) reached; accepting paused",
                         slot.factory.name(), slot.conns);
                 }
-                l.paused = true;
+                l.accepting = Accepting::AtLimit;
                 return;
             }
             let accepted = match &l.sock {
@@ -447,54 +483,106 @@ impl Reactor {
             };
             match accepted {
                 Ok((stream, peer, host)) => {
-                    l.paused = false;
-                    let factory = l.factory;
-                    let slot = &mut self.factories[factory];
-                    let Some(proto) = slot.factory.build_protocol(&peer) else {
-                        continue;
-                    };
-                    let session = slot.sessions;
-                    slot.sessions = slot.sessions.wrapping_add(1);
-                    slot.conns += 1;
-                    let name = slot.factory.name();
-                    let key = self.entries.insert(Entry::Closed);
-                    let id = self.next_id(key);
-                    let st = ConnState::new(id, peer, host, name, session, self.handle.now());
-                    if let Err(e) =
-                        self.add_connection(key, stream, proto, st, Some(factory as u32))
-                    {
-                        log::error!(target: "twistrs.reactor", "cannot register connection: {e}");
-                        self.factories[factory].conns -= 1;
-                        self.entries.remove(key);
+                    if l.accepting == Accepting::BackingOff {
+                        let name = self.factories[l.factory].factory.name();
+                        log::info!(target: "-", "{name} on {}: accepting again", l.label);
                     }
+                    l.accepting = Accepting::Open;
+                    let factory = l.factory;
+                    self.connection_accepted(factory, stream, peer, host);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // accept(2) worked again, the queue is just empty: the shortage is over.
+                    if l.accepting == Accepting::BackingOff {
+                        let name = self.factories[l.factory].factory.name();
+                        log::info!(target: "-", "{name} on {}: accepting again", l.label);
+                        l.accepting = Accepting::Open;
+                    }
+                    return;
+                }
+                Err(e) if retry_at_once(&e) => continue,
                 Err(e) => {
-                    // EMFILE/ENFILE/ENOBUFS: back off instead of spinning on a full table.
-                    log::error!(target: "-", "accept failed: {e}; retrying in 100 ms");
-                    l.paused = true;
-                    self.accept_retry_at = Some(self.handle.now() + Duration::from_millis(100));
+                    // EMFILE/ENFILE/ENOBUFS/ENOMEM: back off instead of spinning on a full
+                    // table. Said once when it starts and once when it ends.
+                    if l.accepting != Accepting::BackingOff {
+                        let name = self.factories[l.factory].factory.name();
+                        log::error!(target: "-",
+                            "{name} on {}: accept failed: {e}; pausing accepts until descriptors free up",
+                            l.label);
+                    }
+                    l.accepting = Accepting::BackingOff;
+                    let at = self.handle.now() + BACKOFF;
+                    self.accept_retry_at = Some(self.accept_retry_at.map_or(at, |t| t.min(at)));
                     return;
                 }
             }
         }
+        self.resume_accept.push(key);
     }
 
-    /// A connection of `factory` closed: resume its paused listeners.
+    /// Builds the protocol for an accepted connection and registers it.
+    fn connection_accepted(
+        &mut self,
+        factory: usize,
+        stream: Stream,
+        peer: Address,
+        host: Address,
+    ) {
+        let slot = &mut self.factories[factory];
+        let Some(proto) = slot.factory.build_protocol(&peer) else {
+            return;
+        };
+        let session = slot.sessions;
+        slot.sessions = slot.sessions.wrapping_add(1);
+        slot.conns += 1;
+        let name = slot.factory.name();
+        let key = self.entries.insert(Entry::Closed);
+        let id = self.next_id(key);
+        let st = ConnState::new(id, peer, host, name, session, self.handle.now());
+        if let Err(e) = self.add_connection(key, stream, proto, st, Some(factory as u32)) {
+            log::error!(target: "twistrs.reactor", "cannot register connection: {e}");
+            self.factories[factory].conns -= 1;
+            self.entries.remove(key);
+        }
+    }
+
+    /// A connection of `factory` closed: its listeners at the limit may accept again, and so
+    /// may any listener out of descriptors (one was just given back).
     pub(crate) fn connection_slot_freed(&mut self, factory: usize) {
         let slot = &mut self.factories[factory];
         slot.conns -= 1;
-        if slot.max.is_some_and(|m| slot.conns < m) {
-            for (k, e) in self.entries.iter() {
-                if let Entry::Listener(l) = e
-                    && l.paused
-                    && l.factory == factory
-                {
+        let below_limit = slot.max.is_none_or(|m| slot.conns < m);
+        for (k, e) in self.entries.iter() {
+            if let Entry::Listener(l) = e {
+                let resume = match l.accepting {
+                    Accepting::Open => false,
+                    Accepting::AtLimit => below_limit && l.factory == factory,
+                    Accepting::BackingOff => true,
+                };
+                if resume {
                     self.resume_accept.push(k);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_connection_accept_errors_are_retried_shortages_are_not() {
+        for e in [
+            libc::ECONNABORTED,
+            libc::EPROTO,
+            libc::ENETUNREACH,
+            libc::EINTR,
+        ] {
+            assert!(retry_at_once(&io::Error::from_raw_os_error(e)), "{e}");
+        }
+        for e in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert!(!retry_at_once(&io::Error::from_raw_os_error(e)), "{e}");
         }
     }
 }

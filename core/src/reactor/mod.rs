@@ -306,7 +306,9 @@ impl Reactor {
             let keys: Vec<usize> = self
                 .entries
                 .iter()
-                .filter(|(_, e)| matches!(e, Entry::Listener(l) if l.paused))
+                .filter(|(_, e)| {
+                    matches!(e, Entry::Listener(l) if l.accepting == listen::Accepting::BackingOff)
+                })
                 .map(|(k, _)| k)
                 .collect();
             self.resume_accept.extend(keys);
