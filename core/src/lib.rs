@@ -36,6 +36,7 @@ pub mod address;
 pub mod deferred;
 pub mod endpoint;
 pub mod error;
+pub mod limit;
 pub mod line;
 pub mod plugin;
 pub mod protocol;
