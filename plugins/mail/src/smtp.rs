@@ -1,21 +1,25 @@
-//! The sans-IO SMTP session (RFC 5321): lines in, replies and deliveries out.
+//! The sans-IO SMTP session (RFC 5321): bytes in, replies and deliveries out.
 //!
-//! Command lines are parsed by the `smtp-proto` crate; this module keeps the session state, the
-//! limits (line length, message size, recipients, errors in a row) and the DATA phase with its
-//! dot-unstuffing. When a message is complete, `step` returns [`Action::Deliver`] and waits:
-//! the caller writes it to disk and calls `delivered`, and only then is 250 sent, so commands
-//! pipelined behind DATA are answered in order and nothing is acknowledged before it is durable.
+//! Command lines are framed by the core's `LineReceiver` and parsed by the `smtp-proto` crate;
+//! this module keeps the session state and the limits (line length, message size, recipients,
+//! errors in a row). DATA switches the receiver to raw mode and hands the bytes to the
+//! [`DataReader`] (which alone decides where the message ends). When a message is complete,
+//! `step` returns [`Action::Deliver`] and waits: the caller writes it to disk and calls
+//! `delivered`, and only then is 250 sent, so commands pipelined behind DATA are answered in
+//! order and nothing is acknowledged before it is durable.
 
 use std::rc::Rc;
 
 use base64::Engine;
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, Request};
+use twistrs_core::line::{Line, LineReceiver};
 
 use crate::config::{MailConfig, Refusal};
+use crate::data::{self, DataReader, Outcome};
 use crate::maildir::Job;
 
 /// RFC 5321 4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
-pub const MAX_LINE: usize = 1000;
+pub const MAX_LINE: usize = data::MAX_LINE;
 
 /// What the caller must do.
 #[derive(Debug)]
@@ -37,47 +41,177 @@ enum State {
     Closed,
 }
 
-/// One SMTP session.
+/// One SMTP session: the line framing, and the session state it feeds.
 pub struct Smtp {
+    lines: LineReceiver,
+    /// The current command line with its LF, as smtp-proto parses it.
+    scratch: Vec<u8>,
+    s: Session,
+}
+
+/// Everything but the framing.
+struct Session {
     cfg: Rc<MailConfig>,
     peer: String,
-    input: Vec<u8>,
-    /// Discarding the rest of an over-long line.
-    skipping: bool,
     state: State,
     helo: Option<String>,
     extended: bool,
     from: Option<String>,
     rcpts: Vec<(std::path::PathBuf, String)>,
     rcpt_addrs: Vec<String>,
-    data: Vec<u8>,
-    too_big: bool,
-    long_line: bool,
+    data: Option<DataReader>,
     errors: u32,
     authed: Option<String>,
+}
+
+/// Text that goes into headers we write (`Received:`) and into the log: printable, no
+/// control characters, no DEL (RFC 5321 4.1.2 has no room for them in a domain or a path).
+fn clean_text(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(char::is_control)
+}
+
+/// A HELO/EHLO argument: a domain or an address literal, printable ASCII only.
+fn clean_helo(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
 impl Smtp {
     pub fn new(cfg: Rc<MailConfig>, peer: String) -> Self {
         Smtp {
-            cfg,
-            peer,
-            input: Vec::new(),
-            skipping: false,
-            state: State::Command,
-            helo: None,
-            extended: false,
-            from: None,
-            rcpts: Vec::new(),
-            rcpt_addrs: Vec::new(),
-            data: Vec::new(),
-            too_big: false,
-            long_line: false,
-            errors: 0,
-            authed: None,
+            // The limit counts the LF; a CR before it is part of the line here.
+            lines: LineReceiver::new(b"\n", MAX_LINE - 1),
+            scratch: Vec::with_capacity(128),
+            s: Session {
+                cfg,
+                peer,
+                state: State::Command,
+                helo: None,
+                extended: false,
+                from: None,
+                rcpts: Vec::new(),
+                rcpt_addrs: Vec::new(),
+                data: None,
+                errors: 0,
+                authed: None,
+            },
         }
     }
 
+    /// The greeting, sent once the connection is up.
+    pub fn greeting(&self, out: &mut Vec<u8>) {
+        let esmtp = if self.s.cfg.esmtp { " ESMTP" } else { "" };
+        let line = format!(
+            "220 {} NO UCE NO UBE NO RELAY PROBES{esmtp}\r\n",
+            self.s.cfg.hostname
+        );
+        out.extend_from_slice(line.as_bytes());
+    }
+
+    pub fn feed(&mut self, data: &[u8]) {
+        if self.s.state != State::Closed {
+            self.lines.feed(data);
+        }
+    }
+
+    /// Input received and not yet processed.
+    pub fn pending_input(&self) -> usize {
+        self.lines.buffered()
+    }
+
+    /// True while a delivery is being written.
+    pub fn delivering(&self) -> bool {
+        self.s.state == State::Delivering
+    }
+
+    /// True between DATA and its final dot: a stop should let it finish.
+    pub fn in_transaction(&self) -> bool {
+        matches!(self.s.state, State::Data | State::Delivering)
+    }
+
+    /// Octets of message data received so far, while in DATA.
+    pub fn data_size(&self) -> Option<usize> {
+        self.s.data.as_ref().map(DataReader::size)
+    }
+
+    /// True when part of a command line is buffered: its end has not arrived yet.
+    pub fn partial_command(&self) -> bool {
+        !matches!(
+            self.s.state,
+            State::Data | State::Delivering | State::Closed
+        ) && self.lines.buffered() > 0
+    }
+
+    /// True once the session is over (QUIT, too many errors, a timeout).
+    pub fn closed(&self) -> bool {
+        self.s.state == State::Closed
+    }
+
+    /// Processes input until an action is needed or more input is.
+    pub fn step(&mut self, out: &mut Vec<u8>) -> Option<Action> {
+        loop {
+            match self.s.state {
+                State::Delivering | State::Closed => return None,
+                State::Data => {
+                    let reader = self.s.data.as_mut()?;
+                    let (used, end) = reader.feed(self.lines.raw());
+                    self.lines.consume(used);
+                    let outcome = end?;
+                    self.lines.set_line_mode();
+                    if let Some(a) = self.s.end_of_data(outcome, out) {
+                        return Some(a);
+                    }
+                }
+                _ => {
+                    let line = match self.lines.next_line()? {
+                        Line::Complete(l) => {
+                            self.scratch.clear();
+                            self.scratch.extend_from_slice(l);
+                            self.scratch.push(b'\n');
+                            Ok(&self.scratch[..])
+                        }
+                        Line::TooLong => Err(()),
+                    };
+                    let action = self.s.line(line, out);
+                    if self.s.state == State::Data {
+                        self.lines.set_raw_mode();
+                    }
+                    if action.is_some() {
+                        return action;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The delivery of the last message finished: acknowledge it or not.
+    pub fn delivered(&mut self, result: Result<(), String>, out: &mut Vec<u8>) {
+        self.s.delivered(result, out);
+    }
+
+    /// The idle timeout: say so and close.
+    pub fn timeout(&mut self, out: &mut Vec<u8>) {
+        let text = format!("{} Timeout, closing connection", self.s.cfg.hostname);
+        self.s.reply(out, 421, "4.4.2", &text);
+        self.s.state = State::Closed;
+    }
+
+    /// A command line or a DATA transfer took longer than allowed: say so and close.
+    pub fn deadline(&mut self, out: &mut Vec<u8>) {
+        log::info!(target: "twistrs.mail.smtp", "{}: command or DATA too slow, closing", self.s.peer);
+        let text = format!("{} Timeout, closing connection", self.s.cfg.hostname);
+        self.s.reply(out, 421, "4.4.2", &text);
+        self.s.state = State::Closed;
+    }
+
+    /// A graceful stop between transactions.
+    pub fn shutdown(&mut self, out: &mut Vec<u8>) {
+        let text = format!("{} Service shutting down", self.s.cfg.hostname);
+        self.s.reply(out, 421, "4.3.2", &text);
+        self.s.state = State::Closed;
+    }
+}
+
+impl Session {
     /// Writes a reply, with its enhanced status code when the client asked for ESMTP.
     fn reply(&self, out: &mut Vec<u8>, code: u16, enh: &str, text: &str) {
         let line = if self.extended && !enh.is_empty() {
@@ -88,90 +222,25 @@ impl Smtp {
         out.extend_from_slice(line.as_bytes());
     }
 
-    /// The greeting, sent once the connection is up.
-    pub fn greeting(&self, out: &mut Vec<u8>) {
-        let esmtp = if self.cfg.esmtp { " ESMTP" } else { "" };
-        let line = format!(
-            "220 {} NO UCE NO UBE NO RELAY PROBES{esmtp}\r\n",
-            self.cfg.hostname
-        );
-        out.extend_from_slice(line.as_bytes());
-    }
-
-    pub fn feed(&mut self, data: &[u8]) {
-        if self.state != State::Closed {
-            self.input.extend_from_slice(data);
-        }
-    }
-
-    /// Input received and not yet processed.
-    pub fn pending_input(&self) -> usize {
-        self.input.len()
-    }
-
-    /// True while a delivery is being written.
-    pub fn delivering(&self) -> bool {
-        self.state == State::Delivering
-    }
-
-    /// True between DATA and its final dot: a stop should let it finish.
-    pub fn in_transaction(&self) -> bool {
-        matches!(self.state, State::Data | State::Delivering)
-    }
-
-    /// Takes the next complete line, enforcing the length limit.
-    fn next_line(&mut self) -> Option<Result<Vec<u8>, ()>> {
-        loop {
-            match self.input.iter().position(|b| *b == b'\n') {
-                Some(i) => {
-                    let line: Vec<u8> = self.input.drain(..=i).collect();
-                    if self.skipping {
-                        self.skipping = false;
-                        return Some(Err(()));
-                    }
-                    if line.len() > MAX_LINE {
-                        return Some(Err(()));
-                    }
-                    return Some(Ok(line));
-                }
-                None if self.input.len() > MAX_LINE => {
-                    self.input.clear();
-                    self.skipping = true;
-                }
-                None => return None,
-            }
-        }
-    }
-
     fn reset(&mut self) {
         self.from = None;
         self.rcpts.clear();
         self.rcpt_addrs.clear();
-        self.data.clear();
-        self.too_big = false;
-        self.long_line = false;
+        self.data = None;
     }
 
-    /// Processes input until an action is needed or more input is.
-    pub fn step(&mut self, out: &mut Vec<u8>) -> Option<Action> {
-        while !matches!(self.state, State::Delivering | State::Closed) {
-            let line = self.next_line()?;
-            let action = match self.state {
-                State::Data => self.data_line(line, out),
-                State::AuthPlain | State::AuthLoginUser | State::AuthLoginPass(_) => {
-                    self.auth_line(line, out);
-                    None
-                }
-                _ => match line {
-                    Err(()) => self.bad(out, 500, "5.5.2", "Line too long"),
-                    Ok(l) => self.command(&l, out),
-                },
-            };
-            if action.is_some() {
-                return action;
+    /// One line (with its LF) in a command or AUTH state, or `Err` for an over-long one.
+    fn line(&mut self, line: Result<&[u8], ()>, out: &mut Vec<u8>) -> Option<Action> {
+        match self.state {
+            State::AuthPlain | State::AuthLoginUser | State::AuthLoginPass(_) => {
+                self.auth_line(line, out);
+                None
             }
+            _ => match line {
+                Err(()) => self.bad(out, 500, "5.5.2", "Line too long"),
+                Ok(l) => self.command(l, out),
+            },
         }
-        None
     }
 
     /// A bad command: after `max_errors` in a row, give up on the client.
@@ -222,6 +291,9 @@ impl Smtp {
         };
         let host = self.cfg.hostname.clone();
         match req {
+            Request::Helo { host: h } | Request::Ehlo { host: h } if !clean_helo(&h) => {
+                return self.bad(out, 501, "5.5.2", "Invalid domain name");
+            }
             Request::Helo { host: h } => {
                 self.reset();
                 self.helo = Some(h.to_string());
@@ -258,6 +330,9 @@ impl Smtp {
                 if self.from.is_some() {
                     return self.bad(out, 503, "5.5.1", "Nested MAIL command");
                 }
+                if !from.address.is_empty() && !clean_text(&from.address) {
+                    return self.bad(out, 501, "5.1.7", "Invalid sender address");
+                }
                 if from.size > self.cfg.max_message {
                     self.reply(
                         out,
@@ -273,6 +348,9 @@ impl Smtp {
             Request::Rcpt { to } => {
                 if self.from.is_none() {
                     return self.bad(out, 503, "5.5.1", "Must have sender before recipient");
+                }
+                if !clean_text(&to.address) {
+                    return self.bad(out, 501, "5.1.3", "Invalid recipient address");
                 }
                 if self.rcpt_addrs.len() >= self.cfg.max_recipients {
                     self.reply(out, 452, "4.5.3", "Too many recipients");
@@ -305,6 +383,8 @@ impl Smtp {
                     return self.bad(out, 503, "5.5.1", "Must have valid receiver and originator");
                 }
                 self.state = State::Data;
+                let after_crlf = line.ends_with(b"\r\n");
+                self.data = Some(DataReader::new(self.cfg.max_message, after_crlf));
                 self.reply(out, 354, "", "Continue");
             }
             Request::Rset => {
@@ -387,13 +467,13 @@ impl Smtp {
         }
     }
 
-    fn auth_line(&mut self, line: Result<Vec<u8>, ()>, out: &mut Vec<u8>) {
+    fn auth_line(&mut self, line: Result<&[u8], ()>, out: &mut Vec<u8>) {
         let Ok(line) = line else {
             self.state = State::Command;
             self.reply(out, 500, "5.5.2", "Line too long");
             return;
         };
-        let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
+        let trimmed = line.strip_suffix(b"\n").unwrap_or(line);
         let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
         if trimmed == b"*" {
             self.state = State::Command;
@@ -422,45 +502,29 @@ impl Smtp {
         }
     }
 
-    fn data_line(&mut self, line: Result<Vec<u8>, ()>, out: &mut Vec<u8>) -> Option<Action> {
-        let line = match line {
-            Ok(l) => l,
-            Err(()) => {
-                self.long_line = true;
-                return None;
-            }
-        };
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
-        if text == b"." {
-            self.state = State::Command;
-            if self.too_big {
+    /// The DATA transfer ended: hand the message over, or refuse it.
+    fn end_of_data(&mut self, outcome: Outcome, out: &mut Vec<u8>) -> Option<Action> {
+        self.state = State::Command;
+        if self.data.as_ref().is_some_and(|d| d.bare_lf) {
+            log::info!(target: "twistrs.mail.smtp",
+                "{}: bare LF line ends in DATA, taken as CRLF", self.peer);
+        }
+        match outcome {
+            Outcome::TooBig => {
                 self.reset();
                 self.reply(out, 552, "5.3.4", "Message too big");
-                return None;
+                None
             }
-            if self.long_line {
+            Outcome::LongLine => {
                 self.reset();
                 self.reply(out, 500, "5.5.2", "Line too long (1000 octets at most)");
-                return None;
+                None
             }
-            return Some(self.make_job());
+            Outcome::Message(body) => Some(self.make_job(body)),
         }
-        if self.too_big {
-            return None;
-        }
-        let text = text.strip_prefix(b".").unwrap_or(text);
-        if self.data.len() + text.len() + 1 > self.cfg.max_message {
-            self.too_big = true;
-            self.data = Vec::new();
-            return None;
-        }
-        self.data.extend_from_slice(text);
-        self.data.push(b'\n');
-        None
     }
 
-    fn make_job(&mut self) -> Action {
+    fn make_job(&mut self, mut body: Vec<u8>) -> Action {
         let helo = self.helo.clone().unwrap_or_default();
         let with = match (self.extended, self.authed.is_some()) {
             (true, true) => "esmtpa",
@@ -481,7 +545,7 @@ impl Smtp {
             env!("CARGO_PKG_VERSION")
         );
         let mut data = received.into_bytes();
-        data.append(&mut self.data);
+        data.append(&mut body);
         let job = Job {
             data,
             targets: std::mem::take(&mut self.rcpts),
@@ -491,8 +555,7 @@ impl Smtp {
         Action::Deliver(job)
     }
 
-    /// The delivery of the last message finished: acknowledge it or not.
-    pub fn delivered(&mut self, result: Result<(), String>, out: &mut Vec<u8>) {
+    fn delivered(&mut self, result: Result<(), String>, out: &mut Vec<u8>) {
         if self.state != State::Delivering {
             return;
         }
@@ -510,28 +573,6 @@ impl Smtp {
             }
         }
     }
-
-    /// The idle timeout: say so and close.
-    pub fn timeout(&mut self, out: &mut Vec<u8>) {
-        self.reply(
-            out,
-            421,
-            "4.4.2",
-            &format!("{} Timeout, closing connection", self.cfg.hostname),
-        );
-        self.state = State::Closed;
-    }
-
-    /// A graceful stop between transactions.
-    pub fn shutdown(&mut self, out: &mut Vec<u8>) {
-        self.reply(
-            out,
-            421,
-            "4.3.2",
-            &format!("{} Service shutting down", self.cfg.hostname),
-        );
-        self.state = State::Closed;
-    }
 }
 
 #[cfg(test)]
@@ -541,11 +582,15 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(dir: &std::path::Path, esmtp: bool) -> Rc<MailConfig> {
+        cfg_sized(dir, esmtp, 200)
+    }
+
+    fn cfg_sized(dir: &std::path::Path, esmtp: bool, max_message: usize) -> Rc<MailConfig> {
         Rc::new(MailConfig {
             hostname: "mx.test".into(),
             esmtp,
             auth: Some(HashMap::from([("joe".to_string(), "secret".to_string())])),
-            max_message: 200,
+            max_message,
             max_recipients: 2,
             ..fixture::config(vec![fixture::example_domain(dir)])
         })
@@ -658,5 +703,79 @@ mod tests {
         let (out, jobs) = session(cfg(dir.path(), false), data.as_bytes(), 64);
         assert!(out.contains("500 Line too long (1000"), "{out}");
         assert!(jobs.is_empty());
+    }
+
+    #[test]
+    fn a_smuggled_second_message_stays_inside_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg_sized(dir.path(), false, 10_000);
+        for end in ["\n.\n", "\r\n.\n", "\n.\r\n"] {
+            let input = format!(
+                "HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\nfirst{end}MAIL FROM:<boss@example.com>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\nsmuggled\r\n.\r\nQUIT\r\n"
+            );
+            for chunk in 1..=input.len() {
+                let (out, jobs) = session(c.clone(), input.as_bytes(), chunk);
+                assert_eq!(jobs.len(), 1, "{end:?} chunk {chunk}: {out}");
+                let text = String::from_utf8_lossy(&jobs[0].data).into_owned();
+                assert!(
+                    text.ends_with("first\n.\nMAIL FROM:<boss@example.com>\nRCPT TO:<joe@example.com>\nDATA\nsmuggled\n"),
+                    "{end:?}: the rest is content: {text}"
+                );
+                assert!(
+                    out.ends_with(
+                        "354 Continue\r\n250 Delivery in progress\r\n221 See you later\r\n"
+                    ),
+                    "{out}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path(), false);
+        for bad in ["HELO ev\x1bil\r\n", "HELO ev\x7fil\r\n"] {
+            let input = format!(
+                "{bad}MAIL FROM:<a@b>\r\nHELO good\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\nx\r\n.\r\n"
+            );
+            let (out, jobs) = session(c.clone(), input.as_bytes(), 3);
+            assert!(out.contains("501 Invalid domain name"), "{out}");
+            assert!(
+                out.contains("503 Send HELO first"),
+                "the bad HELO did not count: {out}"
+            );
+            assert_eq!(jobs.len(), 1);
+            let text = String::from_utf8_lossy(&jobs[0].data).into_owned();
+            assert!(text.starts_with("Received: from good "), "{text}");
+            assert!(!text.contains('\x1b') && !text.contains('\x7f'));
+        }
+        let (out, jobs) = session(
+            c,
+            b"HELO c\r\nMAIL FROM:<a\x1b@b>\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe\x7f@example.com>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\nx\r\n.\r\n",
+            1,
+        );
+        assert!(out.contains("501 Invalid sender address"), "{out}");
+        assert!(out.contains("501 Invalid recipient address"), "{out}");
+        assert_eq!(jobs.len(), 1);
+    }
+
+    #[test]
+    fn size_is_what_was_transmitted() {
+        let dir = tempfile::tempdir().unwrap();
+        // 20 lines of 8 octets: 180 stored with LF, 200 on the wire (limit 200).
+        let body = "12345678\r\n".repeat(20);
+        for (limit, code) in [(200, "250"), (199, "552")] {
+            let c = cfg_sized(dir.path(), false, limit);
+            let input = format!(
+                "HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\n{body}.\r\n"
+            );
+            let (out, _) = session(c, input.as_bytes(), 11);
+            assert_eq!(
+                out.lines().last().map(|l| &l[..3]),
+                Some(code),
+                "{limit}: {out}"
+            );
+        }
     }
 }
