@@ -301,6 +301,14 @@ fn twistd_option_errors() {
         ),
         (vec!["-n", "mail", "-R", "/tmp/q"], "never relays"),
         (
+            vec!["-n", "mail", "-d", "example.com"],
+            "Argument to --maildirdbmdomain must be of the form 'name=path'",
+        ),
+        (
+            vec!["-n", "mail", "-d", dom.as_str(), "-u", "joe"],
+            "Argument to --user must be of the form 'user=password'",
+        ),
+        (
             vec!["-n", "mail", "--auth", "unix"],
             "only file:PATH and memory:USER:PASS",
         ),
@@ -460,4 +468,159 @@ print(f.readline().split()[0], f.readline().split()[0], f.readline())
     let files = new_files(&m.maildir("joe"));
     assert_eq!(files.len(), 1);
     assert!(files[0].ends_with("Subject: in flight\n\nfirst half\nsecond half\n"));
+}
+
+/// Reads lines from `s` until one starts with `code` (bounded by the socket's timeout).
+fn until_code(s: &mut std::net::TcpStream, code: &str) -> String {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut b = [0u8; 1];
+    for _ in 0..100_000 {
+        match s.read(&mut b) {
+            Ok(1) => {
+                got.push(b[0]);
+                let text = String::from_utf8_lossy(&got);
+                if text.ends_with("\r\n")
+                    && text.lines().last().is_some_and(|l| l.starts_with(code))
+                {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn a_half_closed_client_still_gets_its_250_and_221() {
+    let m = Mail::start(&[]);
+    let mut s = connect(format!("127.0.0.1:{}", m.smtp()).parse().unwrap());
+    until_code(&mut s, "220");
+    send(
+        &mut s,
+        b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\n",
+    );
+    assert!(until_code(&mut s, "354").contains("354"));
+    // The message, QUIT, and the client's FIN all at once.
+    send(&mut s, b"Subject: last\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let rest = String::from_utf8_lossy(&read_to_end(&mut s)).into_owned();
+    assert!(
+        rest.starts_with("250 ") && rest.contains("\r\n221 "),
+        "every reply due was sent before the close: {rest:?}"
+    );
+    assert_eq!(new_files(&m.maildir("joe")).len(), 1);
+}
+
+#[test]
+fn a_client_that_trickles_bytes_is_cut_at_the_deadline() {
+    let m = Mail::start(&["--timeout", "2"]);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", m.smtp()).parse().unwrap();
+    // One byte every 300 ms keeps the idle timer happy forever; the deadline of a whole
+    // command line (and of a whole DATA transfer) does not.
+    for (setup, trickle) in [
+        (&b""[..], &b"NOOP NOOP NOOP NOOP NOOP NOOP NOOP NOOP"[..]),
+        (
+            b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\n",
+            b"Subject: slow\r\n\r\nvery slow body\r\n",
+        ),
+    ] {
+        let mut s = connect(addr);
+        until_code(&mut s, "220");
+        send(&mut s, setup);
+        if !setup.is_empty() {
+            assert!(until_code(&mut s, "354").contains("354"));
+        }
+        let started = std::time::Instant::now();
+        let mut closed_after = None;
+        for b in trickle {
+            if std::io::Write::write_all(&mut s, &[*b]).is_err() {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            if started.elapsed() > Duration::from_secs(8) {
+                break;
+            }
+        }
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let said = until_code(&mut s, "421");
+        assert!(
+            said.contains("421 ") && said.contains("Timeout"),
+            "told before the close: {said:?} ({closed_after:?})"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "cut at the deadline, not after {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(new_files(&m.maildir("joe")).is_empty());
+}
+
+#[test]
+fn sessions_per_client_address_are_limited() {
+    let m = Mail::start(&["--max-connections-per-client", "3"]);
+    for (port, greet, refusal) in [
+        (m.smtp(), "220", "421 4.7.0 Too many connections"),
+        (m.pop3(), "+OK", "-ERR [SYS/TEMP] Too many connections"),
+    ] {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut held: Vec<std::net::TcpStream> = (0..3)
+            .map(|_| {
+                let mut s = connect(addr);
+                assert!(until_code(&mut s, greet).starts_with(greet));
+                s
+            })
+            .collect();
+        let mut fourth = connect(addr);
+        let said = String::from_utf8_lossy(&read_to_end(&mut fourth)).into_owned();
+        assert!(said.starts_with(refusal), "{said:?}");
+        // A slot comes back when a session ends.
+        drop(held.pop());
+        let mut again = None;
+        for _ in 0..100 {
+            let mut s = connect(addr);
+            let first = until_code(&mut s, "");
+            if first.starts_with(greet) {
+                again = Some(first);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(again.is_some(), "admitted once another session ended");
+    }
+    assert!(m.srv.log_contains("too many connections, refused"));
+    let (code, help, _) = run(&["mail", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        help.contains("--max-connections <N>") && help.contains("[default: 1000]"),
+        "a default session limit: {help}"
+    );
+}
+
+#[test]
+fn a_smuggled_message_is_content_of_the_real_one() {
+    let m = Mail::start(&[]);
+    let mut s = connect(format!("127.0.0.1:{}", m.smtp()).parse().unwrap());
+    until_code(&mut s, "220");
+    send(
+        &mut s,
+        b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\nreal\r\n\n.\nMAIL FROM:<boss@example.com>\r\nRCPT TO:<ann@example.com>\r\nDATA\r\nforged\r\n.\r\nQUIT\r\n",
+    );
+    let said = String::from_utf8_lossy(&read_to_end(&mut s)).into_owned();
+    assert_eq!(said.matches("\r\n250 Delivery").count(), 1, "{said}");
+    assert!(
+        new_files(&m.maildir("ann")).is_empty(),
+        "no second envelope"
+    );
+    let joe = new_files(&m.maildir("joe"));
+    assert_eq!(joe.len(), 1);
+    assert!(
+        joe[0].contains("\n.\nMAIL FROM:<boss@example.com>\n"),
+        "{}",
+        joe[0]
+    );
+    assert!(m.srv.log_contains("bare LF line ends in DATA"));
 }

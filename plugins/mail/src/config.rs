@@ -110,6 +110,16 @@ impl Domain {
         valid_user(user) && self.path.join("passwd").join(dirdbm_name(user)).is_file()
     }
 
+    /// The stored name of user `u`: as given, else in lower case (`JOE` reaches `joe`), the
+    /// same rule for SMTP recipients and POP3 logins.
+    pub fn find_user(&self, u: &str) -> Option<String> {
+        if self.exists(u) {
+            return Some(u.to_string());
+        }
+        let lower = u.to_ascii_lowercase();
+        (lower != u && self.exists(&lower)).then_some(lower)
+    }
+
     /// Adds a user as twistd's `-u USER=PASS` does.
     pub fn add_user(&self, user: &str, pass: &str) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
@@ -227,14 +237,7 @@ impl MailConfig {
                 },
                 None => (user.clone(), d),
             };
-            // Local parts are matched as given, then in lower case (JOE@ reaches joe).
-            let found = if dom.exists(&u) {
-                Some(u)
-            } else {
-                let lower = u.to_ascii_lowercase();
-                (lower != u && dom.exists(&lower)).then_some(lower)
-            };
-            if let Some(u) = found {
+            if let Some(u) = dom.find_user(&u) {
                 out.push((dom.path.join(&u), format!("{u}@{}", dom.name)));
             } else if dom.bounce_to_postmaster {
                 let pm = dom.path.join("postmaster");
@@ -249,7 +252,9 @@ impl MailConfig {
         Ok(out)
     }
 
-    /// The domain and user a POP3 login names: `user@domain`, or a bare `user` of the default.
+    /// The domain and stored user name a POP3 login names: `user@domain`, or a bare `user`
+    /// of the default; case as for SMTP recipients (the domain in any case, the user as given
+    /// or in lower case).
     pub fn pop3_user(&self, login: &str) -> Option<(&Domain, String)> {
         let (user, dom) = match login.rsplit_once('@') {
             Some((u, d)) => (
@@ -260,7 +265,7 @@ impl MailConfig {
             ),
             None => (login, self.domains.get(self.default?)?),
         };
-        valid_user(user).then(|| (dom, user.to_string()))
+        Some((dom, dom.find_user(user)?))
     }
 }
 
@@ -357,5 +362,11 @@ mod tests {
             c.pop3_user("joe@example.com").map(|(_, u)| u),
             Some("joe".into())
         );
+        assert_eq!(
+            c.pop3_user("JOE@EXAMPLE.COM").map(|(_, u)| u),
+            Some("joe".into()),
+            "the same case rule as resolve"
+        );
+        assert!(c.pop3_user("nobody@example.com").is_none());
     }
 }

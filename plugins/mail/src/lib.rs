@@ -6,6 +6,7 @@
 //! works as is.
 
 pub mod config;
+pub mod data;
 pub mod maildir;
 pub mod pop3;
 pub mod proto;
@@ -24,7 +25,8 @@ use twistrs_core::{
 };
 
 use crate::config::{Aliases, Domain, MailConfig};
-use crate::proto::{Deliveries, Pop3Protocol, SmtpProtocol, apop_banner};
+use crate::proto::{Deliveries, Pop3Protocol, Refused, SmtpProtocol, apop_banner};
+use twistrs_core::limit::PeerLimit;
 
 const ABOUT: &str = "An email service: SMTP into Maildir, POP3 out of it (twistd's mail).";
 
@@ -90,15 +92,23 @@ fn options() -> Command {
             .value_parser(value_parser!(u32).range(1..)).help("Recipients per message (452 above)"))
         .arg(Arg::new("timeout").long("timeout").value_name("SECONDS").default_value("300")
             .value_parser(value_parser!(u64).range(1..)).help("Idle time before a session is closed (SMTP 421)"))
-        .arg(Arg::new("max-connections").long("max-connections").value_name("N")
-            .value_parser(value_parser!(usize)).help("Sessions at once, per protocol"))
+        .arg(Arg::new("max-connections").long("max-connections").value_name("N").default_value("1000")
+            .value_parser(value_parser!(usize)).help("Sessions at once, per protocol (accepting pauses at the limit)"))
+        .arg(Arg::new("max-connections-per-client").long("max-connections-per-client").value_name("N")
+            .default_value("50").value_parser(value_parser!(usize))
+            .help("Sessions at once from one client address, per protocol (postfix's smtpd_client_connection_count_limit); 0: no limit"))
 }
 
-/// Splits `KEY=VALUE`.
-fn pair<'a>(s: &'a str, opt: &str) -> Result<(&'a str, &'a str), PluginError> {
+/// Splits `KEY=VALUE`; otherwise twistd's message, which names the form (`form` is
+/// `name=path` or `user=password`).
+fn pair<'a>(s: &'a str, opt: &str, form: &str) -> Result<(&'a str, &'a str), PluginError> {
     s.split_once('=')
         .filter(|(k, _)| !k.is_empty())
-        .ok_or_else(|| PluginError::new(format!("mail: {opt} takes NAME=VALUE, not '{s}'")))
+        .ok_or_else(|| {
+            PluginError::new(format!(
+                "Argument to --{opt} must be of the form '{form}', not '{s}'"
+            ))
+        })
 }
 
 /// The values of `id` with their positions on the command line, to apply options to the
@@ -190,7 +200,7 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
     let mut domains: Vec<Domain> = Vec::new();
     let mut at: Vec<(usize, usize)> = Vec::new();
     for (pos, v) in positioned(m, "maildirdbmdomain") {
-        let (name, path) = pair(v, "-d")?;
+        let (name, path) = pair(v, "maildirdbmdomain", "name=path")?;
         let path = std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path));
         std::fs::create_dir_all(path.join("passwd"))
             .map_err(|e| PluginError::new(format!("mail: -d {v}: {e}")))?;
@@ -205,7 +215,7 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
     for (pos, v) in positioned(m, "user") {
         let d = last_domain_before(&at, pos)
             .ok_or_else(|| PluginError::new("Specify a domain before specifying users"))?;
-        let (user, pass) = pair(v, "-u")?;
+        let (user, pass) = pair(v, "user", "user=password")?;
         if !config::valid_user(user) {
             return Err(PluginError::new(format!(
                 "mail: -u: '{user}' is not a valid user name"
@@ -268,6 +278,7 @@ struct SmtpFactory {
     cfg: Rc<MailConfig>,
     store: Rc<RefCell<Deliveries>>,
     max: Option<usize>,
+    per_client: PeerLimit,
 }
 
 impl Factory for SmtpFactory {
@@ -275,6 +286,12 @@ impl Factory for SmtpFactory {
         "SMTP"
     }
     fn build_protocol(&mut self, peer: &Address) -> Option<Box<dyn Protocol>> {
+        let Some(slot) = self.per_client.admit(peer) else {
+            log::info!(target: "twistrs.mail.smtp", "{}: too many connections, refused", peer.host_string());
+            return Some(Box::new(Refused(
+                b"421 4.7.0 Too many connections from your address, try again later\r\n",
+            )));
+        };
         let host = peer.host_string();
         let host = if host.is_empty() {
             "localhost".into()
@@ -285,6 +302,7 @@ impl Factory for SmtpFactory {
             self.cfg.clone(),
             self.store.clone(),
             host,
+            slot,
         )))
     }
     fn max_connections(&self) -> Option<usize> {
@@ -296,17 +314,24 @@ struct Pop3Factory {
     cfg: Rc<MailConfig>,
     sessions: Cell<u64>,
     max: Option<usize>,
+    per_client: PeerLimit,
 }
 
 impl Factory for Pop3Factory {
     fn name(&self) -> &'static str {
         "VirtualPOP3"
     }
-    fn build_protocol(&mut self, _peer: &Address) -> Option<Box<dyn Protocol>> {
+    fn build_protocol(&mut self, peer: &Address) -> Option<Box<dyn Protocol>> {
+        let Some(slot) = self.per_client.admit(peer) else {
+            log::info!(target: "twistrs.mail.pop3", "{}: too many connections, refused", peer.host_string());
+            return Some(Box::new(Refused(
+                b"-ERR [SYS/TEMP] Too many connections from your address, try again later\r\n",
+            )));
+        };
         let n = self.sessions.get();
         self.sessions.set(n + 1);
         let banner = apop_banner(&self.cfg.hostname, n);
-        Some(Box::new(Pop3Protocol::new(self.cfg.clone(), banner)))
+        Some(Box::new(Pop3Protocol::new(self.cfg.clone(), banner, slot)))
     }
     fn max_connections(&self) -> Option<usize> {
         self.max
@@ -338,7 +363,14 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
                 .map_err(|e| PluginError::new(format!("{e}")))?,
         ])
     };
-    let max = m.get_one::<usize>("max-connections").copied();
+    let max = m
+        .get_one::<usize>("max-connections")
+        .copied()
+        .filter(|n| *n > 0);
+    let per_client = m
+        .get_one::<usize>("max-connections-per-client")
+        .copied()
+        .unwrap_or(0);
     let mut svc = MultiService::new("mail");
     let smtp = endpoints("smtp", "tcp:8025", m.get_flag("no-smtp"))?;
     if !smtp.is_empty() {
@@ -347,6 +379,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
             cfg: cfg.clone(),
             store,
             max,
+            per_client: PeerLimit::new(per_client),
         };
         svc.add(Box::new(ListeningService::new(
             "mail (SMTP)",
@@ -361,6 +394,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
             cfg,
             sessions: Cell::new(0),
             max,
+            per_client: PeerLimit::new(per_client),
         };
         svc.add(Box::new(ListeningService::new(
             "mail (POP3)",

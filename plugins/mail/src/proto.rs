@@ -10,7 +10,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use twistrs_core::{ConnId, Handle, Protocol, Transport};
+use twistrs_core::limit::PeerSlot;
+use twistrs_core::{ConnId, DelayedCall, Handle, Protocol, Transport};
 
 use crate::config::MailConfig;
 use crate::maildir::{Job, deliver_batch};
@@ -82,6 +83,24 @@ fn start(this: &Rc<RefCell<Deliveries>>, h: &Handle) {
 /// Unprocessed input a session may hold while it waits (for the disk, or a login delay).
 const PENDING_INPUT_MAX: usize = 64 * 1024;
 
+/// Timer key: the deadline of a command line or of a DATA transfer.
+const DEADLINE_TIMER: u64 = 2;
+
+/// The slowest a DATA transfer may go once it has used up `--timeout` (postfix's
+/// `smtpd_min_data_rate`): a 10 MiB message gets the timeout plus 5.8 hours at most.
+const MIN_DATA_RATE: u64 = 500;
+
+/// What the deadline timer is watching.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Nothing: no partial command, not in DATA.
+    Idle,
+    /// A command line has begun and not ended.
+    Command,
+    /// A DATA transfer, since the given instant.
+    Data(std::time::Instant),
+}
+
 /// An SMTP connection.
 pub struct SmtpProtocol {
     core: Smtp,
@@ -89,16 +108,30 @@ pub struct SmtpProtocol {
     store: Rc<RefCell<Deliveries>>,
     out: Vec<u8>,
     stopping: bool,
+    /// The client half-closed: answer what it sent, then close.
+    eof: bool,
+    phase: Phase,
+    deadline: Option<DelayedCall>,
+    _slot: PeerSlot,
 }
 
 impl SmtpProtocol {
-    pub fn new(cfg: Rc<MailConfig>, store: Rc<RefCell<Deliveries>>, peer: String) -> Self {
+    pub fn new(
+        cfg: Rc<MailConfig>,
+        store: Rc<RefCell<Deliveries>>,
+        peer: String,
+        slot: PeerSlot,
+    ) -> Self {
         SmtpProtocol {
             core: Smtp::new(cfg.clone(), peer),
             cfg,
             store,
             out: Vec::new(),
             stopping: false,
+            eof: false,
+            phase: Phase::Idle,
+            deadline: None,
+            _slot: slot,
         }
     }
 
@@ -115,19 +148,82 @@ impl SmtpProtocol {
             // The session waits in `delivering` until `notified` brings the result.
             Some(smtp::Action::Deliver(job)) => submit(&self.store, t.handle(), t.id(), job),
             Some(smtp::Action::Close) => {
-                self.flush(t);
-                t.lose_connection();
+                self.close(t);
                 return;
             }
             None => {}
         }
         if self.stopping && !self.core.in_transaction() {
             self.core.shutdown(&mut self.out);
-            self.flush(t);
-            t.lose_connection();
+            self.close(t);
+            return;
+        }
+        if self.eof && !self.core.delivering() {
+            // Everything the client sent before its FIN has been answered.
+            self.close(t);
             return;
         }
         self.flush(t);
+        self.watch_deadline(t);
+    }
+
+    fn close(&mut self, t: &mut Transport<'_>) {
+        self.flush(t);
+        self.set_phase(t, Phase::Idle);
+        t.lose_connection();
+    }
+
+    /// Arms the deadline for what the session is in the middle of (a command line, a DATA
+    /// transfer), so a client that trickles a byte at a time cannot hold a session forever.
+    fn watch_deadline(&mut self, t: &mut Transport<'_>) {
+        let phase = if self.core.data_size().is_some() {
+            match self.phase {
+                Phase::Data(since) => Phase::Data(since),
+                _ => Phase::Data(t.handle().now()),
+            }
+        } else if self.core.partial_command() {
+            Phase::Command
+        } else {
+            Phase::Idle
+        };
+        self.set_phase(t, phase);
+    }
+
+    fn set_phase(&mut self, t: &mut Transport<'_>, phase: Phase) {
+        if phase == self.phase {
+            return;
+        }
+        self.phase = phase;
+        if let Some(d) = self.deadline.take() {
+            d.cancel();
+        }
+        if phase != Phase::Idle {
+            self.deadline = Some(t.call_later(self.cfg.timeout, DEADLINE_TIMER));
+        }
+    }
+
+    /// The deadline timer fired: close if the command or the transfer is over its time.
+    fn deadline_fired(&mut self, t: &mut Transport<'_>) {
+        self.deadline = None;
+        let late = match self.phase {
+            Phase::Idle => false,
+            Phase::Command => self.core.partial_command(),
+            Phase::Data(since) => {
+                let size = self.core.data_size().unwrap_or(0) as u64;
+                let allowed = self.cfg.timeout + Duration::from_secs(size / MIN_DATA_RATE);
+                let now = t.handle().now();
+                if now < since + allowed {
+                    self.deadline = Some(t.call_later(since + allowed - now, DEADLINE_TIMER));
+                    false
+                } else {
+                    true
+                }
+            }
+        };
+        if late {
+            self.core.deadline(&mut self.out);
+            self.close(t);
+        }
     }
 }
 
@@ -148,12 +244,27 @@ impl Protocol for SmtpProtocol {
         }
     }
 
+    /// A half-close is not a QUIT: what arrived before it is answered (a message already on
+    /// its way to the disk gets its 250), then the connection closes.
+    fn read_eof(&mut self, t: &mut Transport<'_>) {
+        self.eof = true;
+        if !self.core.delivering() {
+            self.pump(t);
+        }
+    }
+
     fn notified(&mut self, t: &mut Transport<'_>, msg: Box<dyn Any>) {
         if let Ok(d) = msg.downcast::<Delivered>() {
             t.resume_producing();
             t.reset_timeout();
             self.core.delivered(d.0, &mut self.out);
             self.pump(t);
+        }
+    }
+
+    fn timer_fired(&mut self, t: &mut Transport<'_>, key: u64) {
+        if key == DEADLINE_TIMER {
+            self.deadline_fired(t);
         }
     }
 
@@ -164,8 +275,7 @@ impl Protocol for SmtpProtocol {
             return;
         }
         self.core.timeout(&mut self.out);
-        self.flush(t);
-        t.lose_connection();
+        self.close(t);
     }
 
     /// Graceful stop: a message in DATA or being written is finished and answered first.
@@ -177,6 +287,18 @@ impl Protocol for SmtpProtocol {
     }
 }
 
+/// A connection refused at once with one line (too many connections from one address).
+pub struct Refused(pub &'static [u8]);
+
+impl Protocol for Refused {
+    fn connection_made(&mut self, t: &mut Transport<'_>) {
+        t.write(self.0);
+        t.lose_connection();
+    }
+
+    fn data_received(&mut self, _t: &mut Transport<'_>, _data: &[u8]) {}
+}
+
 /// Timer key: the delayed reply to a failed login is due.
 const DELAY_TIMER: u64 = 1;
 
@@ -186,15 +308,17 @@ pub struct Pop3Protocol {
     cfg: Rc<MailConfig>,
     out: Vec<u8>,
     delayed: Option<Vec<u8>>,
+    _slot: PeerSlot,
 }
 
 impl Pop3Protocol {
-    pub fn new(cfg: Rc<MailConfig>, banner: String) -> Self {
+    pub fn new(cfg: Rc<MailConfig>, banner: String, slot: PeerSlot) -> Self {
         Pop3Protocol {
             core: Pop3::new(cfg.clone(), banner),
             cfg,
             out: Vec::new(),
             delayed: None,
+            _slot: slot,
         }
     }
 
@@ -277,11 +401,18 @@ mod tests {
     use crate::config::{MailConfig, fixture};
     use twistrs_core::testing::Harness;
 
+    /// A slot of no limit (the harness has no factory).
+    fn slot() -> PeerSlot {
+        twistrs_core::limit::PeerLimit::new(0)
+            .admit(&twistrs_core::Address::Unix(None))
+            .expect("no limit")
+    }
+
     #[test]
     fn idle_sessions_are_told_and_closed() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Rc::new(fixture::config(vec![fixture::example_domain(dir.path())]));
-        let mut pop = Harness::new(Pop3Protocol::new(cfg.clone(), "<b@h>".into()));
+        let mut pop = Harness::new(Pop3Protocol::new(cfg.clone(), "<b@h>".into(), slot()));
         pop.connect().take_output();
         pop.advance(cfg.timeout - Duration::from_secs(1));
         assert!(!pop.disconnecting(), "not before the timeout");
@@ -289,7 +420,12 @@ mod tests {
         assert_eq!(pop.take_output(), b"-ERR Timeout, closing connection\r\n");
         assert!(pop.lost().is_some(), "closed after the reply was flushed");
         let store = Deliveries::new("h".into());
-        let mut smtp = Harness::new(SmtpProtocol::new(cfg.clone(), store, "127.0.0.1".into()));
+        let mut smtp = Harness::new(SmtpProtocol::new(
+            cfg.clone(),
+            store,
+            "127.0.0.1".into(),
+            slot(),
+        ));
         smtp.connect().take_output();
         smtp.advance(cfg.timeout);
         let out = String::from_utf8(smtp.take_output()).unwrap();
@@ -305,7 +441,7 @@ mod tests {
             ..fixture::config(vec![fixture::example_domain(dir.path())])
         });
         let store = Deliveries::new("h".into());
-        let mut h = Harness::new(SmtpProtocol::new(cfg, store, "127.0.0.1".into()));
+        let mut h = Harness::new(SmtpProtocol::new(cfg, store, "127.0.0.1".into(), slot()));
         h.connect();
         h.feed(b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\nhi\r\n.\r\n");
         let before = String::from_utf8(h.take_output()).unwrap();
