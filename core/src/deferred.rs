@@ -12,7 +12,8 @@ use std::rc::Rc;
 
 use crate::error::Failure;
 
-type Step<T> = Box<dyn FnOnce(Result<T, Failure>) -> Result<T, Failure>>;
+/// A step of the chain; `None` from a step means it took the result for good (`consume`).
+type Step<T> = Box<dyn FnOnce(Result<T, Failure>) -> Option<Result<T, Failure>>>;
 
 struct Inner<T> {
     result: Option<Result<T, Failure>>,
@@ -111,7 +112,21 @@ impl<T: 'static> Deferred<T> {
 
     /// Adds a step that sees either outcome (Twisted's `addBoth`).
     pub fn add_both(&self, f: impl FnOnce(Result<T, Failure>) -> Result<T, Failure> + 'static) {
-        self.0.borrow_mut().chain.push_back(Box::new(f));
+        self.0
+            .borrow_mut()
+            .chain
+            .push_back(Box::new(move |r| Some(f(r))));
+        self.run();
+    }
+
+    /// Ends the chain: `f` takes the outcome by value (a file, a lock: something that cannot
+    /// be handed back), and steps added later never run. A failure given to `f` counts as
+    /// handled.
+    pub fn consume(&self, f: impl FnOnce(Result<T, Failure>) + 'static) {
+        self.0.borrow_mut().chain.push_back(Box::new(move |r| {
+            f(r);
+            None
+        }));
         self.run();
     }
 
@@ -164,7 +179,7 @@ impl<T: 'static> Deferred<T> {
                 }
             };
             let out = step(r);
-            self.0.borrow_mut().result = Some(out);
+            self.0.borrow_mut().result = out;
         }
     }
 }
@@ -223,6 +238,18 @@ mod tests {
         d.callback(1).unwrap();
         assert_eq!(hits.get(), 11);
         assert!(d.called());
+    }
+
+    #[test]
+    fn consume_takes_the_outcome_and_ends_the_chain() {
+        let d: Deferred<String> = Deferred::new();
+        let got = Rc::new(RefCell::new(String::new()));
+        let g = got.clone();
+        d.add_callback(|v| Ok(v + "!"));
+        d.consume(move |r| *g.borrow_mut() = r.unwrap_or_default());
+        d.add_callback(|_| panic!("never runs after consume"));
+        d.callback("owned".into()).unwrap();
+        assert_eq!(*got.borrow(), "owned!");
     }
 
     #[test]

@@ -530,6 +530,19 @@ impl<'a> Transport<'a> {
         call
     }
 
+    /// Runs blocking `f` on a worker thread (file and disk work) and delivers its outcome,
+    /// a `Result<T, Failure>`, to this protocol's `notified` on the reactor thread; nothing
+    /// is delivered if the connection closed first.
+    pub fn call_in_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, crate::error::Failure> + Send + 'static,
+    ) {
+        let (h, id) = (self.handle.clone(), self.st.id);
+        self.handle
+            .defer_to_thread(f)
+            .consume(move |r| h.notify(id, Box::new(r)));
+    }
+
     /// The reactor, for timers, threads and commands to other connections.
     pub fn handle(&self) -> &Handle {
         self.handle
