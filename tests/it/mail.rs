@@ -513,50 +513,76 @@ fn a_half_closed_client_still_gets_its_250_and_221() {
     assert_eq!(new_files(&m.maildir("joe")).len(), 1);
 }
 
+/// Sends `bytes` one every 300 ms, stopping when the server says something; what it said
+/// and when (bounded: 8 s of trickling at most).
+fn trickle(s: &mut std::net::TcpStream, bytes: &[u8]) -> (String, Duration) {
+    use std::io::{Read, Write};
+    let started = std::time::Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut said = Vec::new();
+    let mut buf = [0u8; 512];
+    for b in bytes.iter().cycle() {
+        if s.write_all(&[*b]).is_err() || started.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                said.extend_from_slice(&buf[..n]);
+                if said.ends_with(b"\r\n") {
+                    break;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    (
+        String::from_utf8_lossy(&said).into_owned(),
+        started.elapsed(),
+    )
+}
+
 #[test]
 fn a_client_that_trickles_bytes_is_cut_at_the_deadline() {
     let m = Mail::start(&["--timeout", "2"]);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", m.smtp()).parse().unwrap();
     // One byte every 300 ms keeps the idle timer happy forever; the deadline of a whole
     // command line (and of a whole DATA transfer) does not.
-    for (setup, trickle) in [
-        (&b""[..], &b"NOOP NOOP NOOP NOOP NOOP NOOP NOOP NOOP"[..]),
-        (
-            b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\n",
-            b"Subject: slow\r\n\r\nvery slow body\r\n",
-        ),
-    ] {
-        let mut s = connect(addr);
-        until_code(&mut s, "220");
-        send(&mut s, setup);
-        if !setup.is_empty() {
-            assert!(until_code(&mut s, "354").contains("354"));
-        }
-        let started = std::time::Instant::now();
-        let mut closed_after = None;
-        for b in trickle {
-            if std::io::Write::write_all(&mut s, &[*b]).is_err() {
-                closed_after = Some(started.elapsed());
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(300));
-            if started.elapsed() > Duration::from_secs(8) {
-                break;
-            }
-        }
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let said = until_code(&mut s, "421");
-        assert!(
-            said.contains("421 ") && said.contains("Timeout"),
-            "told before the close: {said:?} ({closed_after:?})"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(6),
-            "cut at the deadline, not after {:?}",
-            started.elapsed()
-        );
-    }
+    let mut s = connect(addr);
+    until_code(&mut s, "220");
+    let (said, took) = trickle(&mut s, b"NOOP NOOP ");
+    assert!(
+        said.starts_with("421 ") && said.contains("Timeout"),
+        "{said:?}"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "cut at the deadline, not after {took:?}"
+    );
+    let mut s = connect(addr);
+    until_code(&mut s, "220");
+    send(
+        &mut s,
+        b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\n",
+    );
+    assert!(until_code(&mut s, "354").contains("354"));
+    let (said, took) = trickle(&mut s, b"slow body\r\n");
+    assert!(
+        said.starts_with("421 ") && said.contains("Timeout"),
+        "{said:?}"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "cut at the deadline, not after {took:?}"
+    );
     assert!(new_files(&m.maildir("joe")).is_empty());
+    // POP3 the same.
+    let mut s = connect(format!("127.0.0.1:{}", m.pop3()).parse().unwrap());
+    until_code(&mut s, "+OK");
+    let (said, took) = trickle(&mut s, b"USER joe ");
+    assert!(said.starts_with("-ERR Timeout"), "{said:?}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
 }
 
 #[test]
@@ -623,4 +649,60 @@ fn a_smuggled_message_is_content_of_the_real_one() {
         joe[0]
     );
     assert!(m.srv.log_contains("bare LF line ends in DATA"));
+}
+
+#[test]
+fn a_pop3_client_that_never_reads_large_retrs_keeps_memory_flat() {
+    let m = Mail::start(&[]);
+    // A 50 MB message, put in place as a delivery would leave it.
+    let new = m.maildir("joe").join("new");
+    let line = "x".repeat(99) + "\n";
+    let body = format!("Subject: big\n\n{}", line.repeat(500_000));
+    std::fs::write(new.join("1700000000.M1P1Q1.test,S=50000014"), &body).unwrap();
+    let base = m.srv.rss_kib();
+    let mut s = connect(format!("127.0.0.1:{}", m.pop3()).parse().unwrap());
+    until_code(&mut s, "+OK");
+    send(&mut s, b"USER joe@example.com\r\nPASS secret\r\n");
+    assert!(until_code(&mut s, "+OK Maildrop").contains("+OK Maildrop has 1"));
+    // Ten RETRs of it pipelined, and never a byte read.
+    send(&mut s, &b"RETR 1\r\n".repeat(10));
+    let mut peak = 0;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        peak = peak.max(m.srv.rss_kib());
+    }
+    assert!(
+        peak < base + 8 * 1024,
+        "memory grew from {base} KiB to {peak} KiB for 500 MB owed to one client"
+    );
+    // The client is served whole once it reads.
+    let mut head = Vec::new();
+    let mut r = std::io::BufReader::new(&mut s);
+    std::io::BufRead::read_until(&mut r, b'\n', &mut head).unwrap();
+    assert!(
+        head.starts_with(b"+OK 50500016 octets"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+}
+
+#[test]
+fn a_pop3_user_without_a_maildir_yet_can_log_in() {
+    let m = Mail::start(&[]);
+    // A user added to the passwd database by hand (or by twistd), no maildir yet.
+    let passwd = m.dir.path().join("example.com/passwd");
+    std::fs::write(passwd.join("bmV3_"), "pw").unwrap(); // "new"
+    let (code, out, err) = py(
+        r#"
+import poplib, sys
+p = poplib.POP3('127.0.0.1', int(sys.argv[1]), timeout=10)
+p.user('NEW@example.com'); p.pass_('pw')
+print('stat', p.stat())
+p.quit()
+"#,
+        &[&m.pop3()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("stat (0, 0)"), "{out}");
+    assert!(m.maildir("new").join("new").is_dir(), "made on demand");
 }

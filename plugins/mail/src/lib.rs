@@ -7,8 +7,10 @@
 
 pub mod config;
 pub mod data;
+pub mod mailbox;
 pub mod maildir;
 pub mod pop3;
+pub mod pop3_server;
 pub mod proto;
 pub mod smtp;
 
@@ -25,7 +27,8 @@ use twistrs_core::{
 };
 
 use crate::config::{Aliases, Domain, MailConfig};
-use crate::proto::{Deliveries, Pop3Protocol, Refused, SmtpProtocol, apop_banner};
+use crate::pop3_server::{Pop3Protocol, apop_banner};
+use crate::proto::{Deliveries, Refused, SmtpProtocol};
 use twistrs_core::limit::PeerLimit;
 
 const ABOUT: &str = "An email service: SMTP into Maildir, POP3 out of it (twistd's mail).";

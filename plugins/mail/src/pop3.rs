@@ -1,17 +1,21 @@
-//! The sans-IO POP3 session (RFC 1939, CAPA from RFC 2449): lines in, replies out.
+//! The sans-IO POP3 session (RFC 1939, CAPA from RFC 2449): lines in, replies and disk work
+//! out.
 //!
 //! AUTHORIZATION takes USER/PASS (`user@domain`, or a bare user of the default domain) or
-//! APOP; TRANSACTION locks the mailbox (flock on a file inside it, so two sessions, even of two
-//! processes during a restart, never share it) and serves STAT, LIST, UIDL, RETR, TOP, DELE,
-//! RSET, NOOP; QUIT enters UPDATE and only then removes what was deleted.
+//! APOP; TRANSACTION serves STAT, LIST, UIDL, RETR, TOP, DELE, RSET, NOOP; QUIT enters UPDATE
+//! and only then removes what was deleted. The session never touches the disk itself: opening
+//! the mailbox (lock and listing), sending a message and removing deleted ones are
+//! [`Action`]s the caller carries out off the reactor thread, and the session waits, with
+//! pipelined commands buffered, until it hears back (`opened`, `sent`, `updated`).
 
-use std::fs::File;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
+use twistrs_core::line::{Line, LineReceiver};
+
 use crate::config::MailConfig;
-use crate::maildir::{Message, pop3_body, read_mailbox};
+use crate::mailbox::{Mailbox, Message, OpenError};
 
 /// Command lines longer than this are refused (RFC 2449 allows 255 octets of arguments).
 const MAX_LINE: usize = 512;
@@ -25,25 +29,51 @@ pub enum Action {
     Delay(Duration, Vec<u8>),
     /// Close once the replies are flushed.
     Close,
-}
-
-struct Mailbox {
-    msgs: Vec<Message>,
-    _lock: nix::fcntl::Flock<File>,
+    /// Open the Maildir at the path (`mailbox::open`), then call `opened`.
+    Open(PathBuf),
+    /// Send a message: `+OK <size> octets`, then the message through a `mailbox::Encoder`
+    /// (TOP: `Some(lines)`), then call `sent(Ok)`; if it cannot be read before anything
+    /// went out, call `sent(Err)` and the client gets -ERR.
+    Send {
+        path: PathBuf,
+        size: u64,
+        top: Option<usize>,
+    },
+    /// Remove these files (UPDATE), then call `updated` with how many could not be.
+    Update(Vec<PathBuf>),
 }
 
 enum State {
-    Auth { user: Option<String> },
-    Transaction { login: String, mbox: Mailbox },
+    Auth {
+        user: Option<String>,
+    },
+    /// Waiting for the mailbox to be opened for this login.
+    Opening(String),
+    Transaction {
+        login: String,
+        mbox: Mailbox,
+    },
+    /// A message is on its way: commands wait behind it.
+    Sending {
+        login: String,
+        mbox: Mailbox,
+    },
+    /// Deleted messages are being removed; the lock is held until they are gone.
+    Updating {
+        _held: Mailbox,
+    },
     Closed,
 }
 
-/// One POP3 session.
+/// One POP3 session: the line framing, and the session state it feeds.
 pub struct Pop3 {
+    lines: LineReceiver,
+    s: Session,
+}
+
+struct Session {
     cfg: Rc<MailConfig>,
     banner: String,
-    input: Vec<u8>,
-    skipping: bool,
     state: State,
     failures: u32,
 }
@@ -60,57 +90,134 @@ impl Pop3 {
     /// `banner` is the APOP timestamp, `<...@host>`.
     pub fn new(cfg: Rc<MailConfig>, banner: String) -> Self {
         Pop3 {
-            cfg,
-            banner,
-            input: Vec::new(),
-            skipping: false,
-            state: State::Auth { user: None },
-            failures: 0,
+            // The limit counts the LF; a CR before it is part of the line here.
+            lines: LineReceiver::new(b"\n", MAX_LINE - 1),
+            s: Session {
+                cfg,
+                banner,
+                state: State::Auth { user: None },
+                failures: 0,
+            },
         }
     }
 
     pub fn greeting(&self, out: &mut Vec<u8>) {
-        ok(out, &self.banner);
+        ok(out, &self.s.banner);
     }
 
     pub fn feed(&mut self, data: &[u8]) {
-        if !matches!(self.state, State::Closed) {
-            self.input.extend_from_slice(data);
+        if !matches!(self.s.state, State::Closed) {
+            self.lines.feed(data);
         }
+    }
+
+    /// Input received and not yet processed.
+    pub fn pending_input(&self) -> usize {
+        self.lines.buffered()
+    }
+
+    /// True while the session waits for the disk (opening, sending, removing).
+    pub fn waiting(&self) -> bool {
+        matches!(
+            self.s.state,
+            State::Opening(_) | State::Sending { .. } | State::Updating { .. }
+        )
+    }
+
+    /// True when part of a command line is buffered: its end has not arrived yet.
+    pub fn partial_command(&self) -> bool {
+        !self.waiting() && !self.closed() && self.lines.buffered() > 0
+    }
+
+    /// True once the session is over.
+    pub fn closed(&self) -> bool {
+        matches!(self.s.state, State::Closed)
     }
 
     /// Processes whole lines until an action is needed or more input is.
     pub fn step(&mut self, out: &mut Vec<u8>) -> Option<Action> {
         loop {
-            if matches!(self.state, State::Closed) {
+            if self.waiting() || self.closed() {
                 return None;
             }
-            let line = match self.input.iter().position(|b| *b == b'\n') {
-                Some(i) => {
-                    let l: Vec<u8> = self.input.drain(..=i).collect();
-                    if std::mem::take(&mut self.skipping) || l.len() > MAX_LINE {
-                        err(out, "Line too long");
-                        continue;
-                    }
-                    l
-                }
-                None => {
-                    if self.input.len() > MAX_LINE {
-                        self.input.clear();
-                        self.skipping = true;
-                    }
-                    return None;
+            let line = match self.lines.next_line()? {
+                Line::Complete(l) => l,
+                Line::TooLong => {
+                    err(out, "Line too long");
+                    continue;
                 }
             };
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim_end_matches(['\r', '\n']);
+            let text = String::from_utf8_lossy(line);
+            let text = text.trim_end_matches('\r');
             let (cmd, arg) = text.split_once(' ').unwrap_or((text, ""));
-            if let Some(a) = self.command(&cmd.to_ascii_uppercase(), arg.trim(), out) {
+            let cmd = cmd.to_ascii_uppercase();
+            if let Some(a) = self.s.command(&cmd, arg.trim(), out) {
                 return Some(a);
             }
         }
     }
 
+    /// The mailbox asked for with [`Action::Open`] is open, or not.
+    pub fn opened(&mut self, result: Result<Mailbox, OpenError>, out: &mut Vec<u8>) {
+        let State::Opening(login) = std::mem::replace(&mut self.s.state, State::Closed) else {
+            return;
+        };
+        self.s.state = State::Auth { user: None };
+        match result {
+            Ok(mbox) => {
+                ok(out, &format!("Maildrop has {} messages", mbox.msgs.len()));
+                self.s.state = State::Transaction { login, mbox };
+            }
+            Err(OpenError::Locked) => err(out, "[IN-USE] Mailbox is locked by another session"),
+            Err(OpenError::Io(e)) => {
+                log::error!(target: "twistrs.mail.pop3", "{login}: cannot open the mailbox: {e}");
+                err(out, "[SYS/TEMP] Cannot open the mailbox");
+            }
+        }
+    }
+
+    /// The message asked for with [`Action::Send`] went out (`Ok`), or could not be read
+    /// before anything was sent (`Err`: the client gets -ERR).
+    pub fn sent(&mut self, result: Result<(), String>, out: &mut Vec<u8>) {
+        let State::Sending { login, mbox } = std::mem::replace(&mut self.s.state, State::Closed)
+        else {
+            return;
+        };
+        if let Err(e) = result {
+            log::error!(target: "twistrs.mail.pop3", "{login}: {e}");
+            err(out, "Cannot read the message");
+        }
+        self.s.state = State::Transaction { login, mbox };
+    }
+
+    /// UPDATE finished; `failed` files could not be removed. The lock goes now.
+    pub fn updated(&mut self, failed: usize, out: &mut Vec<u8>) -> Option<Action> {
+        if !matches!(self.s.state, State::Updating { .. }) {
+            return None;
+        }
+        if failed == 0 {
+            ok(out, "Bye");
+        } else {
+            err(out, "Some deleted messages were not removed");
+        }
+        self.s.state = State::Closed;
+        Some(Action::Close)
+    }
+}
+
+/// The index of message `n` (1-based) if it exists and is not deleted.
+fn pick(
+    mbox: &Mailbox,
+    n: Option<Result<usize, std::num::ParseIntError>>,
+) -> Result<usize, &'static str> {
+    match n {
+        Some(Ok(i)) if i >= 1 && i <= mbox.msgs.len() && !mbox.msgs[i - 1].deleted => Ok(i - 1),
+        Some(Ok(_)) => Err("No such message"),
+        _ => Err("Bad message number"),
+    }
+}
+
+impl Session {
     fn command(&mut self, cmd: &str, arg: &str, out: &mut Vec<u8>) -> Option<Action> {
         if cmd == "CAPA" {
             out.extend_from_slice(
@@ -158,106 +265,104 @@ impl Pop3 {
                 }
                 _ => err(out, "Authentication required"),
             },
-            State::Transaction { login, mbox } => {
-                let n = arg.split_whitespace().next().map(str::parse::<usize>);
-                let pick =
-                    |mbox: &Mailbox, n: Option<Result<usize, _>>| -> Result<usize, &'static str> {
-                        match n {
-                            Some(Ok(i))
-                                if i >= 1 && i <= mbox.msgs.len() && !mbox.msgs[i - 1].deleted =>
-                            {
-                                Ok(i - 1)
-                            }
-                            Some(Ok(_)) => Err("No such message"),
-                            _ => Err("Bad message number"),
-                        }
-                    };
-                match cmd {
-                    "STAT" => {
-                        let live = mbox.msgs.iter().filter(|m| !m.deleted);
-                        let (count, size) = live.fold((0, 0), |(c, s), m| (c + 1, s + m.size));
-                        ok(out, &format!("{count} {size}"));
+            State::Transaction { .. } => return self.transaction(cmd, arg, out),
+            State::Opening(_) | State::Sending { .. } | State::Updating { .. } | State::Closed => {}
+        }
+        None
+    }
+
+    /// A command in the TRANSACTION state.
+    fn transaction(&mut self, cmd: &str, arg: &str, out: &mut Vec<u8>) -> Option<Action> {
+        let State::Transaction { mbox, .. } = &mut self.state else {
+            return None;
+        };
+        let n = arg.split_whitespace().next().map(str::parse::<usize>);
+        match cmd {
+            "STAT" => {
+                let live = mbox.msgs.iter().filter(|m| !m.deleted);
+                let (count, size) = live.fold((0, 0), |(c, s), m| (c + 1, s + m.size));
+                ok(out, &format!("{count} {size}"));
+            }
+            "LIST" | "UIDL" => {
+                let field = |i: usize, m: &Message| {
+                    if cmd == "LIST" {
+                        format!("{} {}", i + 1, m.size)
+                    } else {
+                        format!("{} {}", i + 1, m.uid)
                     }
-                    "LIST" | "UIDL" => {
-                        let field = |i: usize, m: &Message| {
-                            if cmd == "LIST" {
-                                format!("{} {}", i + 1, m.size)
-                            } else {
-                                format!("{} {}", i + 1, m.uid)
-                            }
-                        };
-                        if arg.is_empty() {
-                            ok(out, "");
-                            for (i, m) in mbox.msgs.iter().enumerate().filter(|(_, m)| !m.deleted) {
-                                out.extend_from_slice(format!("{}\r\n", field(i, m)).as_bytes());
-                            }
-                            out.extend_from_slice(b".\r\n");
-                        } else {
-                            match pick(mbox, n) {
-                                Ok(i) => ok(out, &field(i, &mbox.msgs[i])),
-                                Err(e) => err(out, e),
-                            }
-                        }
+                };
+                if arg.is_empty() {
+                    ok(out, "");
+                    for (i, m) in mbox.msgs.iter().enumerate().filter(|(_, m)| !m.deleted) {
+                        out.extend_from_slice(format!("{}\r\n", field(i, m)).as_bytes());
                     }
-                    "RETR" | "TOP" => {
-                        let lines = if cmd == "TOP" {
-                            match arg.split_whitespace().nth(1).map(str::parse::<usize>) {
-                                Some(Ok(k)) => Some(k),
-                                _ => {
-                                    err(out, "Usage: TOP msg lines");
-                                    return None;
-                                }
-                            }
-                        } else {
-                            None
-                        };
-                        match pick(mbox, n) {
-                            Ok(i) => match std::fs::read(&mbox.msgs[i].path) {
-                                Ok(data) => {
-                                    ok(out, &format!("{} octets", mbox.msgs[i].size));
-                                    out.extend_from_slice(&pop3_body(&data, lines));
-                                }
-                                Err(e) => {
-                                    log::error!(target: "twistrs.mail.pop3", "{login}: {e}");
-                                    err(out, "Cannot read the message");
-                                }
-                            },
-                            Err(e) => err(out, e),
-                        }
-                    }
-                    "DELE" => match pick(mbox, n) {
-                        Ok(i) => {
-                            mbox.msgs[i].deleted = true;
-                            ok(out, &format!("message {} deleted", i + 1));
-                        }
+                    out.extend_from_slice(b".\r\n");
+                } else {
+                    match pick(mbox, n) {
+                        Ok(i) => ok(out, &field(i, &mbox.msgs[i])),
                         Err(e) => err(out, e),
-                    },
-                    "RSET" => {
-                        for m in &mut mbox.msgs {
-                            m.deleted = false;
-                        }
-                        ok(out, "");
                     }
-                    "QUIT" => {
-                        // UPDATE: deletions take effect now, and only now.
-                        let mut failed = 0;
-                        for m in mbox.msgs.iter().filter(|m| m.deleted) {
-                            if std::fs::remove_file(&m.path).is_err() {
-                                failed += 1;
-                            }
-                        }
-                        if failed == 0 {
-                            ok(out, "Bye");
-                        } else {
-                            err(out, "Some deleted messages were not removed");
-                        }
-                        self.state = State::Closed;
-                        return Some(Action::Close);
-                    }
-                    _ => err(out, "Unknown command"),
                 }
             }
-            State::Closed => {}
+            "RETR" | "TOP" => {
+                let top = if cmd == "TOP" {
+                    match arg.split_whitespace().nth(1).map(str::parse::<usize>) {
+                        Some(Ok(k)) => Some(k),
+                        _ => {
+                            err(out, "Usage: TOP msg lines");
+                            return None;
+                        }
+                    }
+                } else {
+                    None
+                };
+                match pick(mbox, n) {
+                    Ok(i) => {
+                        let m = &mbox.msgs[i];
+                        let action = Action::Send {
+                            path: m.path.clone(),
+                            size: m.size,
+                            top,
+                        };
+                        if let State::Transaction { login, mbox } =
+                            std::mem::replace(&mut self.state, State::Closed)
+                        {
+                            self.state = State::Sending { login, mbox };
+                        }
+                        return Some(action);
+                    }
+                    Err(e) => err(out, e),
+                }
+            }
+            "DELE" => match pick(mbox, n) {
+                Ok(i) => {
+                    mbox.msgs[i].deleted = true;
+                    ok(out, &format!("message {} deleted", i + 1));
+                }
+                Err(e) => err(out, e),
+            },
+            "RSET" => {
+                for m in &mut mbox.msgs {
+                    m.deleted = false;
+                }
+                ok(out, "");
+            }
+            "QUIT" => {
+                // UPDATE: deletions take effect now, and only now.
+                let gone: Vec<PathBuf> = mbox
+                    .msgs
+                    .iter()
+                    .filter(|m| m.deleted)
+                    .map(|m| m.path.clone())
+                    .collect();
+                if let State::Transaction { mbox, .. } =
+                    std::mem::replace(&mut self.state, State::Closed)
+                {
+                    self.state = State::Updating { _held: mbox };
+                }
+                return Some(Action::Update(gone));
+            }
+            _ => err(out, "Unknown command"),
         }
         None
     }
@@ -279,39 +384,9 @@ impl Pop3 {
             err(out, "Authentication failed");
             return None;
         };
-        let dir: PathBuf = dom.path.join(&user);
-        let lock = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join(".twistrs-pop3.lock"))
-            .map_err(|e| e.to_string())
-            .and_then(|f| {
-                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
-                    .map_err(|(_, e)| e.to_string())
-            });
-        let lock = match lock {
-            Ok(l) => l,
-            Err(_) => {
-                err(out, "[IN-USE] Mailbox is locked by another session");
-                return None;
-            }
-        };
-        match read_mailbox(&dir) {
-            Ok(msgs) => {
-                ok(out, &format!("Maildrop has {} messages", msgs.len()));
-                self.state = State::Transaction {
-                    login,
-                    mbox: Mailbox { msgs, _lock: lock },
-                };
-            }
-            Err(e) => {
-                log::error!(target: "twistrs.mail.pop3", "{}: {e}", dir.display());
-                err(out, "[SYS/TEMP] Cannot open the mailbox");
-            }
-        }
-        None
+        let dir = dom.path.join(&user);
+        self.state = State::Opening(login);
+        Some(Action::Open(dir))
     }
 }
 
@@ -319,6 +394,7 @@ impl Pop3 {
 mod tests {
     use super::*;
     use crate::config::fixture;
+    use crate::mailbox::scan as read_mailbox;
     use crate::maildir::{Job, deliver_batch};
 
     fn setup(dir: &std::path::Path) -> Rc<MailConfig> {
@@ -338,17 +414,43 @@ mod tests {
         })
     }
 
+    /// Carries out one action at once, as the reactor side does on worker threads; true
+    /// when the session is over.
+    fn carry_out(p: &mut Pop3, action: Action, out: &mut Vec<u8>) -> bool {
+        match action {
+            Action::Delay(_, r) => out.extend_from_slice(&r),
+            Action::Close => return true,
+            Action::Open(dir) => p.opened(crate::mailbox::open(&dir), out),
+            Action::Send { path, size, top } => match std::fs::read(&path) {
+                Ok(data) => {
+                    out.extend_from_slice(format!("+OK {size} octets\r\n").as_bytes());
+                    let mut e = crate::mailbox::Encoder::new(top);
+                    e.feed(&data, out);
+                    e.finish(out);
+                    p.sent(Ok(()), out);
+                }
+                Err(e) => p.sent(Err(e.to_string()), out),
+            },
+            Action::Update(paths) => {
+                let failed = paths
+                    .iter()
+                    .filter(|p| std::fs::remove_file(p).is_err())
+                    .count();
+                return p.updated(failed, out).is_some();
+            }
+        }
+        false
+    }
+
     fn run(cfg: Rc<MailConfig>, input: &[u8], chunk: usize) -> String {
         let mut p = Pop3::new(cfg, "<1.2@h>".into());
         let mut out = Vec::new();
         p.greeting(&mut out);
         'outer: for piece in input.chunks(chunk) {
             p.feed(piece);
-            loop {
-                match p.step(&mut out) {
-                    Some(Action::Delay(_, r)) => out.extend_from_slice(&r),
-                    Some(Action::Close) => break 'outer,
-                    None => break,
+            while let Some(a) = p.step(&mut out) {
+                if carry_out(&mut p, a, &mut out) {
+                    break 'outer;
                 }
             }
         }
@@ -433,7 +535,10 @@ mod tests {
         let mut first = Pop3::new(cfg.clone(), "<b>".into());
         let mut o = Vec::new();
         first.feed(b"USER joe\r\nPASS secret\r\n");
-        first.step(&mut o);
+        while let Some(a) = first.step(&mut o) {
+            carry_out(&mut first, a, &mut o);
+        }
+        assert!(String::from_utf8_lossy(&o).contains("+OK Maildrop has 2"));
         let out = run(cfg, b"USER joe\r\nPASS secret\r\n", 100);
         assert!(out.contains("[IN-USE]"), "{out}");
     }

@@ -15,7 +15,6 @@ use twistrs_core::{ConnId, DelayedCall, Handle, Protocol, Transport};
 
 use crate::config::MailConfig;
 use crate::maildir::{Job, deliver_batch};
-use crate::pop3::{self, Pop3};
 use crate::smtp::{self, Smtp};
 
 /// A delivery's outcome, sent to its session.
@@ -299,102 +298,6 @@ impl Protocol for Refused {
     fn data_received(&mut self, _t: &mut Transport<'_>, _data: &[u8]) {}
 }
 
-/// Timer key: the delayed reply to a failed login is due.
-const DELAY_TIMER: u64 = 1;
-
-/// A POP3 connection.
-pub struct Pop3Protocol {
-    core: Pop3,
-    cfg: Rc<MailConfig>,
-    out: Vec<u8>,
-    delayed: Option<Vec<u8>>,
-    _slot: PeerSlot,
-}
-
-impl Pop3Protocol {
-    pub fn new(cfg: Rc<MailConfig>, banner: String, slot: PeerSlot) -> Self {
-        Pop3Protocol {
-            core: Pop3::new(cfg.clone(), banner),
-            cfg,
-            out: Vec::new(),
-            delayed: None,
-            _slot: slot,
-        }
-    }
-
-    fn pump(&mut self, t: &mut Transport<'_>) {
-        if self.delayed.is_some() {
-            return;
-        }
-        match self.core.step(&mut self.out) {
-            Some(pop3::Action::Delay(d, reply)) => {
-                self.delayed = Some(reply);
-                t.pause_producing();
-                t.call_later(d, DELAY_TIMER);
-            }
-            Some(pop3::Action::Close) => {
-                t.write(&self.out);
-                self.out.clear();
-                t.lose_connection();
-                return;
-            }
-            None => {}
-        }
-        // Each reply in one write: no waiting on Nagle and delayed ACKs (TCP_NODELAY is on too).
-        if !self.out.is_empty() {
-            t.write(&self.out);
-            self.out.clear();
-        }
-    }
-}
-
-impl Protocol for Pop3Protocol {
-    fn connection_made(&mut self, t: &mut Transport<'_>) {
-        t.set_timeout(Some(self.cfg.timeout));
-        self.core.greeting(&mut self.out);
-        t.write(&self.out);
-        self.out.clear();
-    }
-
-    fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
-        self.core.feed(data);
-        self.pump(t);
-    }
-
-    fn timer_fired(&mut self, t: &mut Transport<'_>, key: u64) {
-        if key == DELAY_TIMER
-            && let Some(reply) = self.delayed.take()
-        {
-            t.write(&reply);
-            t.resume_producing();
-            self.pump(t);
-        }
-    }
-
-    fn timeout_connection(&mut self, t: &mut Transport<'_>) {
-        t.write(b"-ERR Timeout, closing connection\r\n");
-        t.lose_connection();
-    }
-
-    fn stop_requested(&mut self, t: &mut Transport<'_>) {
-        t.write(b"-ERR Server shutting down\r\n");
-        t.lose_connection();
-    }
-}
-
-/// The POP3 APOP banner: `<secs.pid.rand@host>`, unique per connection.
-pub fn apop_banner(host: &str, n: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    format!(
-        "<{}.{}.{}{n}@{host}>",
-        now.as_secs(),
-        std::process::id(),
-        now.subsec_nanos()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,7 +315,11 @@ mod tests {
     fn idle_sessions_are_told_and_closed() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Rc::new(fixture::config(vec![fixture::example_domain(dir.path())]));
-        let mut pop = Harness::new(Pop3Protocol::new(cfg.clone(), "<b@h>".into(), slot()));
+        let mut pop = Harness::new(crate::pop3_server::Pop3Protocol::new(
+            cfg.clone(),
+            "<b@h>".into(),
+            slot(),
+        ));
         pop.connect().take_output();
         pop.advance(cfg.timeout - Duration::from_secs(1));
         assert!(!pop.disconnecting(), "not before the timeout");

@@ -1,0 +1,372 @@
+//! A Maildir as POP3 sees it: opened and locked, listed with sizes, and each message turned
+//! into its POP3 form a chunk at a time.
+//!
+//! Everything here that touches the disk is meant for a worker thread (`defer_to_thread`):
+//! a slow disk then delays the session that waits for it, never the reactor. Messages are
+//! never read whole: sizes are counted through a fixed buffer and messages are sent in
+//! chunks, so memory per session stays bounded whatever the size of the mail.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+/// How much of a message is read at once.
+pub const CHUNK: usize = 64 * 1024;
+
+/// One message in a mailbox.
+#[derive(Debug)]
+pub struct Message {
+    pub path: PathBuf,
+    /// The unique name, for UIDL.
+    pub uid: String,
+    /// Octets as sent over POP3 (LF counted as CRLF).
+    pub size: u64,
+    pub deleted: bool,
+}
+
+/// A mailbox held by one POP3 session.
+#[derive(Debug)]
+pub struct Mailbox {
+    pub msgs: Vec<Message>,
+    /// Held for the session's life; dropping it lets the next session in.
+    _lock: Flock<File>,
+}
+
+/// Why a mailbox could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Another session holds it.
+    Locked,
+    Io(io::Error),
+}
+
+/// Opens the Maildir of a user at `dir` for a session: creates it if the user has none yet
+/// (as twistd does for a user added to the passwd database by hand), takes its lock, and
+/// lists its messages.
+pub fn open(dir: &Path) -> Result<Mailbox, OpenError> {
+    if !dir.join("new").is_dir() {
+        crate::config::make_maildir(dir).map_err(OpenError::Io)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(".twistrs-pop3.lock"))
+        .map_err(OpenError::Io)?;
+    let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Err(OpenError::Locked),
+        Err((_, e)) => return Err(OpenError::Io(io::Error::from(e))),
+    };
+    Ok(Mailbox {
+        msgs: scan(dir).map_err(OpenError::Io)?,
+        _lock: lock,
+    })
+}
+
+/// The POP3 size of a message named `name` (`,W=` as dovecot and twistrs write it), if the
+/// name says.
+fn size_from_name(name: &str) -> Option<u64> {
+    name.split([',', ':'])
+        .find_map(|f| f.strip_prefix("W="))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Octets of `path` as POP3 sends it, counted through a fixed buffer.
+fn pop3_size(path: &Path) -> io::Result<u64> {
+    let mut f = File::open(path)?;
+    let mut buf = vec![0u8; CHUNK];
+    let (mut total, mut lf, mut crlf) = (0u64, 0u64, 0u64);
+    let mut last_cr = false;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let chunk = &buf[..n];
+        total += n as u64;
+        lf += memchr::memchr_iter(b'\n', chunk).count() as u64;
+        crlf += memchr::memmem::find_iter(chunk, b"\r\n").count() as u64;
+        if last_cr && chunk.first() == Some(&b'\n') {
+            crlf += 1;
+        }
+        last_cr = chunk.last() == Some(&b'\r');
+    }
+    Ok(total + lf - crlf)
+}
+
+/// Lists `new/` and `cur/` oldest first, sizing each message as POP3 sends it.
+pub fn scan(dir: &Path) -> io::Result<Vec<Message>> {
+    let mut msgs = Vec::new();
+    for sub in ["cur", "new"] {
+        let rd = match std::fs::read_dir(dir.join(sub)) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !e.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            let path = e.path();
+            let size = match size_from_name(&name) {
+                Some(s) => s,
+                None => pop3_size(&path)?,
+            };
+            msgs.push(Message {
+                path,
+                uid: name.split([':', ',']).next().unwrap_or(&name).to_string(),
+                size,
+                deleted: false,
+            });
+        }
+    }
+    // Maildir names start with the delivery time: name order is arrival order.
+    msgs.sort_by(|a, b| a.uid.cmp(&b.uid));
+    Ok(msgs)
+}
+
+/// Reads the chunk of `file` at `offset` (empty at the end).
+pub fn read_chunk(file: &File, offset: u64) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match file.read_at(&mut buf, offset) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Turns a stored message into its POP3 form, chunk by chunk: CRLF line ends, a leading `.`
+/// doubled, and for TOP only the headers, the blank line and that many body lines. The
+/// result is the same however the message is cut into chunks.
+#[derive(Debug)]
+pub struct Encoder {
+    /// At the start of a line.
+    bol: bool,
+    /// A CR ended the last chunk: it is a line end if the next byte is LF.
+    pending_cr: bool,
+    /// Past the blank line that ends the headers.
+    in_body: bool,
+    /// The current line has no content so far.
+    line_empty: bool,
+    /// TOP: body lines still to send.
+    body_left: Option<usize>,
+    done: bool,
+}
+
+impl Encoder {
+    /// An encoder for RETR (`None`) or TOP with `body_lines`.
+    pub fn new(body_lines: Option<usize>) -> Self {
+        Encoder {
+            bol: true,
+            pending_cr: false,
+            in_body: false,
+            line_empty: true,
+            body_left: body_lines,
+            done: false,
+        }
+    }
+
+    /// True once TOP has sent its lines: the rest of the message is not needed.
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Encodes the next chunk of the message into `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        out.reserve(chunk.len() + chunk.len() / 32 + 4);
+        let mut rest = chunk;
+        while !rest.is_empty() && !self.done {
+            if self.pending_cr {
+                self.pending_cr = false;
+                if rest[0] == b'\n' {
+                    self.line_end(out);
+                    rest = &rest[1..];
+                } else {
+                    // A bare CR is content.
+                    self.content(b"\r", out);
+                }
+                continue;
+            }
+            match memchr::memchr(b'\n', rest) {
+                Some(n) => {
+                    let piece = &rest[..n];
+                    // A CR right before LF belongs to the line end.
+                    let text = piece.strip_suffix(b"\r").unwrap_or(piece);
+                    self.content(text, out);
+                    self.line_end(out);
+                    rest = &rest[n + 1..];
+                }
+                None => {
+                    // The chunk ends inside a line; a final CR waits for the next byte.
+                    let (text, cr) = match rest.strip_suffix(b"\r") {
+                        Some(t) => (t, true),
+                        None => (rest, false),
+                    };
+                    self.content(text, out);
+                    self.pending_cr = cr;
+                    rest = &[];
+                }
+            }
+        }
+    }
+
+    /// A new line begins: for TOP, count it or stop. False once done.
+    fn begin_line(&mut self) -> bool {
+        if self.in_body
+            && let Some(left) = &mut self.body_left
+        {
+            if *left == 0 {
+                self.done = true;
+                return false;
+            }
+            *left -= 1;
+        }
+        self.bol = false;
+        true
+    }
+
+    fn content(&mut self, text: &[u8], out: &mut Vec<u8>) {
+        let Some(first) = text.first() else { return };
+        if self.done || (self.bol && !self.begin_line()) {
+            return;
+        }
+        if self.line_empty && *first == b'.' {
+            out.push(b'.');
+        }
+        out.extend_from_slice(text);
+        self.line_empty = false;
+    }
+
+    fn line_end(&mut self, out: &mut Vec<u8>) {
+        if self.done || (self.bol && !self.begin_line()) {
+            return;
+        }
+        out.extend_from_slice(b"\r\n");
+        if !self.in_body && self.line_empty {
+            self.in_body = true;
+        }
+        self.bol = true;
+        self.line_empty = true;
+    }
+
+    /// The end of the message: a last line without its LF is ended, then the final dot.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        // A CR at the very end ends the last line, as a CRLF would.
+        if std::mem::take(&mut self.pending_cr) || !self.bol {
+            self.line_end(out);
+        }
+        out.extend_from_slice(b".\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message in POP3 form, from the whole message at once: the reference.
+    fn reference(data: &[u8], body_lines: Option<usize>) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut in_body = false;
+        let mut sent_body = 0usize;
+        let text = data.strip_suffix(b"\n").unwrap_or(data);
+        for line in text.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if in_body {
+                if body_lines.is_some_and(|n| sent_body >= n) {
+                    break;
+                }
+                sent_body += 1;
+            }
+            if line.first() == Some(&b'.') {
+                out.push(b'.');
+            }
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+            if !in_body && line.is_empty() {
+                in_body = true;
+            }
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
+
+    fn encode(data: &[u8], body_lines: Option<usize>, chunk: usize) -> Vec<u8> {
+        let mut e = Encoder::new(body_lines);
+        let mut out = Vec::new();
+        for piece in data.chunks(chunk.max(1)) {
+            e.feed(piece, &mut out);
+            if e.done() {
+                break;
+            }
+        }
+        e.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn the_same_pop3_form_in_every_chunking() {
+        let msgs: &[&[u8]] = &[
+            b"Subject: s\n\n.dot line\nline 2\nline 3\n",
+            b"A: b\r\nC: d\r\n\r\n..two dots\r\nbody\r\n",
+            b"H: x\n\nno final newline",
+            b"H: x\n\nbare\rcr\r\n.\n\n\nend\r",
+            b"H: only headers\n",
+            b".starts with a dot\n\n.\n",
+        ];
+        for m in msgs {
+            for top in [None, Some(0), Some(1), Some(2), Some(10)] {
+                let want = reference(m, top);
+                for chunk in 1..=m.len() {
+                    assert_eq!(
+                        String::from_utf8_lossy(&encode(m, top, chunk)),
+                        String::from_utf8_lossy(&want),
+                        "{:?} top {top:?} chunk {chunk}",
+                        String::from_utf8_lossy(m)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_from_names_or_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::config::make_maildir(dir.path()).unwrap();
+        std::fs::write(dir.path().join("new/1.M1P1Q1.h,S=9"), "a\nb\r\nc\n").unwrap();
+        std::fs::write(dir.path().join("new/2.M1P1Q2.h,S=3,W=99"), "x\n").unwrap();
+        let msgs = scan(dir.path()).unwrap();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[0].size, 9, "LF counted as CRLF, CRLF once");
+        assert_eq!(msgs[0].uid, "1.M1P1Q1.h");
+        assert_eq!(msgs[1].size, 99, "W= is trusted");
+    }
+
+    #[test]
+    fn a_user_without_a_maildir_gets_one_and_the_lock_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let joe = dir.path().join("joe");
+        let first = open(&joe).expect("made on demand");
+        assert!(joe.join("new").is_dir() && joe.join("cur").is_dir());
+        assert!(first.msgs.is_empty());
+        assert!(matches!(open(&joe), Err(OpenError::Locked)));
+        drop(first);
+        assert!(open(&joe).is_ok());
+        assert!(matches!(
+            open(Path::new("/proc/no/such/dir")),
+            Err(OpenError::Io(_))
+        ));
+    }
+}

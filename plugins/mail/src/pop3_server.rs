@@ -1,0 +1,348 @@
+//! The POP3 session on the reactor: disk work on worker threads, messages streamed.
+//!
+//! Opening a mailbox (lock and listing), reading a message and removing deleted ones run on
+//! the reactor's worker threads (`Transport::call_in_thread`), so a slow disk delays only the
+//! session waiting for it. A message goes out a chunk at a time: the next chunk is read only
+//! once the transport has drained below the low-water mark (the reactor calls
+//! `resume_producing`), so a client that does not read holds at most a chunk and the
+//! high-water mark of its output, however large the message or however many RETRs it
+//! pipelines. Commands are taken only while the output has room.
+
+use std::any::Any;
+use std::fs::File;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use twistrs_core::limit::PeerSlot;
+use twistrs_core::{DelayedCall, Failure, Protocol, Transport};
+
+use crate::config::MailConfig;
+use crate::mailbox::{self, Encoder, Mailbox, OpenError};
+use crate::pop3::{self, Pop3};
+
+/// Timer key: the delayed reply to a failed login is due.
+const DELAY_TIMER: u64 = 1;
+/// Timer key: a command line did not arrive whole in time.
+const DEADLINE_TIMER: u64 = 2;
+/// Unprocessed input a session may hold while it waits (for the disk, a login delay).
+const PENDING_INPUT_MAX: usize = 64 * 1024;
+/// Commands are taken only while less than this waits to be sent.
+const OUTPUT_MAX: usize = 64 * 1024;
+
+/// A mailbox opened on a worker thread.
+struct Opened(Result<Mailbox, OpenError>);
+
+/// The next chunk of a message, read on a worker thread, with the file to read on from.
+struct Chunk {
+    file: File,
+    data: Vec<u8>,
+}
+
+/// UPDATE done on a worker thread: how many files could not be removed.
+struct Removed(usize);
+
+/// A message on its way to the client.
+struct Sending {
+    path: PathBuf,
+    size: u64,
+    encoder: Encoder,
+    /// The open file, between reads; `None` before the first read and while one runs.
+    file: Option<File>,
+    offset: u64,
+    reading: bool,
+    /// `+OK` went out: an error now can only close the connection.
+    started: bool,
+}
+
+/// A POP3 connection.
+pub struct Pop3Protocol {
+    core: Pop3,
+    cfg: Rc<MailConfig>,
+    out: Vec<u8>,
+    delayed: Option<Vec<u8>>,
+    sending: Option<Sending>,
+    /// The client half-closed: answer what it sent, then close.
+    eof: bool,
+    /// A graceful stop: finish the message on its way, then say so and close.
+    stopping: bool,
+    deadline: Option<DelayedCall>,
+    _slot: PeerSlot,
+}
+
+impl Pop3Protocol {
+    pub fn new(cfg: Rc<MailConfig>, banner: String, slot: PeerSlot) -> Self {
+        Pop3Protocol {
+            core: Pop3::new(cfg.clone(), banner),
+            cfg,
+            out: Vec::new(),
+            delayed: None,
+            sending: None,
+            eof: false,
+            stopping: false,
+            deadline: None,
+            _slot: slot,
+        }
+    }
+
+    /// Each reply in one write: no waiting on Nagle and delayed ACKs.
+    fn flush(&mut self, t: &mut Transport<'_>) {
+        if !self.out.is_empty() {
+            t.write(&self.out);
+            self.out.clear();
+        }
+    }
+
+    fn close(&mut self, t: &mut Transport<'_>) {
+        self.flush(t);
+        if let Some(d) = self.deadline.take() {
+            d.cancel();
+        }
+        t.lose_connection();
+    }
+
+    /// Runs the session as far as it goes: until it waits for the disk, a login delay, more
+    /// input, or room in the output.
+    fn pump(&mut self, t: &mut Transport<'_>) {
+        while self.delayed.is_none() && self.sending.is_none() && t.buffered() < OUTPUT_MAX {
+            let action = self.core.step(&mut self.out);
+            self.flush(t);
+            match action {
+                None => break,
+                Some(pop3::Action::Delay(d, reply)) => {
+                    self.delayed = Some(reply);
+                    t.call_later(d, DELAY_TIMER);
+                }
+                Some(pop3::Action::Close) => return self.close(t),
+                Some(pop3::Action::Open(dir)) => {
+                    t.call_in_thread(move || Ok(Opened(mailbox::open(&dir))));
+                }
+                Some(pop3::Action::Send { path, size, top }) => {
+                    self.sending = Some(Sending {
+                        path,
+                        size,
+                        encoder: Encoder::new(top),
+                        file: None,
+                        offset: 0,
+                        reading: false,
+                        started: false,
+                    });
+                    self.read_next(t);
+                }
+                Some(pop3::Action::Update(paths)) => {
+                    t.call_in_thread(move || {
+                        let failed = paths
+                            .iter()
+                            .filter(|p| std::fs::remove_file(p).is_err())
+                            .count();
+                        Ok(Removed(failed))
+                    });
+                }
+            }
+        }
+        if self.stopping && !self.busy() && !self.core.closed() {
+            t.write(b"-ERR Server shutting down\r\n");
+            return self.close(t);
+        }
+        if self.eof && !self.busy() {
+            return self.close(t);
+        }
+        // Stop reading while commands pile up behind a wait.
+        if self.core.pending_input() > PENDING_INPUT_MAX {
+            t.pause_producing();
+        } else {
+            t.resume_producing();
+        }
+        self.watch_deadline(t);
+    }
+
+    /// Waiting for something other than the client.
+    fn busy(&self) -> bool {
+        self.delayed.is_some() || self.sending.is_some() || self.core.waiting()
+    }
+
+    /// A command line that has begun must end within the timeout: a client that trickles a
+    /// byte at a time cannot hold a session forever.
+    fn watch_deadline(&mut self, t: &mut Transport<'_>) {
+        let partial = self.core.partial_command() && !self.busy();
+        match (&self.deadline, partial) {
+            (None, true) => self.deadline = Some(t.call_later(self.cfg.timeout, DEADLINE_TIMER)),
+            (Some(_), false) => {
+                if let Some(d) = self.deadline.take() {
+                    d.cancel();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Reads the next chunk of the message being sent, on a worker thread.
+    fn read_next(&mut self, t: &mut Transport<'_>) {
+        let Some(s) = self.sending.as_mut() else {
+            return;
+        };
+        if s.reading {
+            return;
+        }
+        s.reading = true;
+        let (file, path, offset) = (s.file.take(), s.path.clone(), s.offset);
+        t.call_in_thread(move || {
+            let file = match file {
+                Some(f) => f,
+                None => File::open(&path)
+                    .map_err(|e| Failure::msg(format!("{}: {e}", path.display())))?,
+            };
+            let data = mailbox::read_chunk(&file, offset)
+                .map_err(|e| Failure::msg(format!("{}: {e}", path.display())))?;
+            Ok(Chunk { file, data })
+        });
+    }
+
+    fn chunk_arrived(&mut self, t: &mut Transport<'_>, r: Result<Chunk, Failure>) {
+        let Some(s) = self.sending.as_mut() else {
+            return;
+        };
+        s.reading = false;
+        let chunk = match r {
+            Ok(c) => c,
+            Err(f) if !s.started => {
+                self.sending = None;
+                self.core.sent(Err(f.to_string()), &mut self.out);
+                return self.pump(t);
+            }
+            Err(f) => {
+                // Part of the message went out: the reply cannot be mended, only cut.
+                log::error!(target: "twistrs.mail.pop3", "message cut short: {f}");
+                self.sending = None;
+                return t.abort_connection();
+            }
+        };
+        if !s.started {
+            s.started = true;
+            self.out
+                .extend_from_slice(format!("+OK {} octets\r\n", s.size).as_bytes());
+        }
+        let at_end = chunk.data.is_empty();
+        s.offset += chunk.data.len() as u64;
+        s.encoder.feed(&chunk.data, &mut self.out);
+        if at_end || s.encoder.done() {
+            s.encoder.finish(&mut self.out);
+            self.sending = None;
+            self.core.sent(Ok(()), &mut self.out);
+            self.flush(t);
+            return self.pump(t);
+        }
+        s.file = Some(chunk.file);
+        self.flush(t);
+        if t.buffered() < OUTPUT_MAX {
+            self.read_next(t);
+        }
+    }
+}
+
+impl Protocol for Pop3Protocol {
+    fn connection_made(&mut self, t: &mut Transport<'_>) {
+        t.register_producer();
+        t.set_timeout(Some(self.cfg.timeout));
+        self.core.greeting(&mut self.out);
+        self.flush(t);
+    }
+
+    fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
+        self.core.feed(data);
+        self.pump(t);
+    }
+
+    /// A half-close is not a QUIT: what arrived before it is answered, then the connection
+    /// closes (a QUIT among it still removes the deleted messages first).
+    fn read_eof(&mut self, t: &mut Transport<'_>) {
+        self.eof = true;
+        self.pump(t);
+    }
+
+    fn notified(&mut self, t: &mut Transport<'_>, msg: Box<dyn Any>) {
+        let msg = match msg.downcast::<Result<Chunk, Failure>>() {
+            Ok(r) => return self.chunk_arrived(t, *r),
+            Err(m) => m,
+        };
+        let msg = match msg.downcast::<Result<Opened, Failure>>() {
+            Ok(r) => {
+                let opened = r.map_or_else(
+                    |f| Err(OpenError::Io(std::io::Error::other(f.to_string()))),
+                    |o| o.0,
+                );
+                self.core.opened(opened, &mut self.out);
+                t.reset_timeout();
+                return self.pump(t);
+            }
+            Err(m) => m,
+        };
+        if let Ok(r) = msg.downcast::<Result<Removed, Failure>>() {
+            let failed = r.map_or(usize::MAX, |r| r.0);
+            if let Some(pop3::Action::Close) = self.core.updated(failed, &mut self.out) {
+                self.close(t);
+            }
+        }
+    }
+
+    /// The output drained: send more of the message, or take more commands.
+    fn resume_producing(&mut self, t: &mut Transport<'_>) {
+        match &self.sending {
+            Some(s) if s.file.is_some() && !s.reading => self.read_next(t),
+            Some(_) => {}
+            None => {
+                if self.core.pending_input() > 0 && !self.busy() && !self.core.closed() {
+                    self.pump(t);
+                }
+            }
+        }
+    }
+
+    fn timer_fired(&mut self, t: &mut Transport<'_>, key: u64) {
+        match key {
+            DELAY_TIMER => {
+                if let Some(reply) = self.delayed.take() {
+                    t.write(&reply);
+                    self.pump(t);
+                }
+            }
+            DEADLINE_TIMER => {
+                self.deadline = None;
+                if self.core.partial_command() {
+                    log::info!(target: "twistrs.mail.pop3", "{}: command too slow, closing",
+                        t.peer().host_string());
+                    t.write(b"-ERR Timeout, closing connection\r\n");
+                    self.close(t);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn timeout_connection(&mut self, t: &mut Transport<'_>) {
+        t.write(b"-ERR Timeout, closing connection\r\n");
+        self.close(t);
+    }
+
+    /// Graceful stop: a message on its way (or a mailbox being opened or updated) is
+    /// finished first; the reactor's shutdown deadline bounds the wait.
+    fn stop_requested(&mut self, t: &mut Transport<'_>) {
+        self.stopping = true;
+        if !self.busy() {
+            self.pump(t);
+        }
+    }
+}
+
+/// The POP3 APOP banner: `<secs.pid.rand@host>`, unique per connection.
+pub fn apop_banner(host: &str, n: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    format!(
+        "<{}.{}.{}{n}@{host}>",
+        now.as_secs(),
+        std::process::id(),
+        now.subsec_nanos()
+    )
+}
