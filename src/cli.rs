@@ -312,7 +312,8 @@ once all of that succeeded; otherwise it prints the whole error and exits 1.
 .PP
 The pidfile is locked (flock) for the daemon's whole life. A pidfile nobody holds (stale, empty,
 garbage, or naming a PID now used by another program) never blocks a start: it is replaced and
-the log says so. With \fB-u\fR, the pidfile and log file are given to that user first, so the
+the log says so. It is never opened through a symbolic link: a path that is a link, a
+directory, a FIFO, a device or a file with several hard links is refused (exit 1). With \fB-u\fR, the pidfile and log file are given to that user first, so the
 daemon can still reopen its log and remove its pidfile (or empty it, if the directory does not
 allow removal).
 .SH SIGNALS

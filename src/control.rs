@@ -34,7 +34,7 @@ pub fn run(name: &str, global: &ArgMatches, sub: &ArgMatches) -> i32 {
     let st = match pidfile::state(&path) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("twistrs {name}: cannot read {}: {e}", path.display());
+            eprintln!("twistrs {name}: {e}");
             return if name == "status" { 4 } else { 1 };
         }
     };
@@ -155,7 +155,7 @@ fn restart(path: &std::path::Path, st: State, timeout: Duration) -> i32 {
     }
     let end = Instant::now() + timeout;
     while Instant::now() < end {
-        if let Ok(text) = std::fs::read_to_string(&report) {
+        if let Some(text) = upgrade::read_status(path) {
             let _ = std::fs::remove_file(&report);
             return match text.split_once(' ') {
                 Some(("ok", new)) => {

@@ -5,19 +5,25 @@
 //! the file, whatever it held before (a stale PID, nothing, garbage, or a PID reused by another
 //! program: twistd bugs 3851 and 7555), and logs that it replaced it. The kernel drops the lock
 //! when the process dies, however it dies.
+//!
+//! The file is only ever opened as itself: never through a symbolic link, and never when it is
+//! a directory, FIFO, device or a file with several names, so a planted link cannot make a
+//! root daemon (or root's `twistrs status`) write into, or hang on, some other file.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
 /// A held pidfile.
 pub struct Pidfile {
     path: PathBuf,
-    lock: Flock<File>,
+    /// Locked. Closing it does not unlock a lock shared with a restart's successor; the kernel
+    /// drops the lock when the last descriptor of this open file closes.
+    file: File,
     /// What the file held before we took it, if anything.
     pub previous: Option<String>,
 }
@@ -29,6 +35,11 @@ pub enum PidfileError {
     Running {
         path: PathBuf,
         pid: String,
+    },
+    /// The path is not a plain regular file (`what` says what it is instead).
+    Refused {
+        path: PathBuf,
+        what: String,
     },
     Io {
         path: PathBuf,
@@ -45,6 +56,11 @@ impl std::fmt::Display for PidfileError {
                  This could either be a previously started instance of your application or a\n\
                  different application entirely. To start a new one, either run it in some other\n\
                  directory, or use the --pidfile and --logfile parameters to avoid clashes."
+            ),
+            PidfileError::Refused { path, what } => write!(
+                f,
+                "pidfile {} is {what}, not a regular file: refusing to use it",
+                path.display()
             ),
             PidfileError::Io { path, error } => {
                 write!(f, "cannot open pidfile {}: {error}", path.display())
@@ -64,12 +80,71 @@ pub enum State {
     Running(String),
 }
 
-fn read_trimmed(f: &mut File) -> io::Result<String> {
+fn read_trimmed(mut f: &File) -> io::Result<String> {
     let mut buf = Vec::new();
     f.seek(SeekFrom::Start(0))?;
     f.take(64).read_to_end(&mut buf)?;
     // Garbage need not be UTF-8.
     Ok(String::from_utf8_lossy(&buf).trim().to_string())
+}
+
+/// What a path is, if it is not a regular file with one name.
+fn not_plain(md: &Metadata) -> Option<String> {
+    let t = md.file_type();
+    let what = if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else if !t.is_file() {
+        "not a file"
+    } else if md.nlink() > 1 {
+        return Some(format!("a file with {} hard links", md.nlink()));
+    } else {
+        return None;
+    };
+    Some(what.to_string())
+}
+
+/// Opens `path` with `opts` as a pidfile (or the restart report beside it): without following
+/// a symbolic link, without blocking on a FIFO, and only if it is a plain regular file.
+pub(crate) fn open_plain(path: &Path, opts: &mut OpenOptions) -> Result<File, PidfileError> {
+    let refused = |what| PidfileError::Refused {
+        path: path.to_path_buf(),
+        what,
+    };
+    let io_err = |error| PidfileError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    // Checked before opening, so a FIFO or device is never opened at all...
+    match std::fs::symlink_metadata(path) {
+        Ok(md) => {
+            if let Some(what) = not_plain(&md) {
+                return Err(refused(what));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    let file = opts
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refused("a symbolic link".into()),
+            _ => io_err(e),
+        })?;
+    // ...and after, on what was opened, in case the path was swapped in between.
+    if let Some(what) = not_plain(&file.metadata().map_err(io_err)?) {
+        return Err(refused(what));
+    }
+    fcntl(&file, FcntlArg::F_SETFL(OFlag::empty())).map_err(|e| io_err(e.into()))?;
+    Ok(file)
 }
 
 impl Pidfile {
@@ -80,26 +155,26 @@ impl Pidfile {
             path: path.clone(),
             error,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(io_err)?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(mut lock) => {
-                let prev = read_trimmed(&mut lock).map_err(io_err)?;
+        let file = open_plain(
+            &path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644),
+        )?;
+        match file.try_lock() {
+            Ok(()) => {
+                let prev = read_trimmed(&file).map_err(io_err)?;
                 Ok(Pidfile {
                     path,
-                    lock,
+                    file,
                     previous: (!prev.is_empty()).then_some(prev),
                 })
             }
-            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
-                let pid = read_trimmed(&mut file).unwrap_or_default();
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = read_trimmed(&file).unwrap_or_default();
                 Err(PidfileError::Running {
                     path,
                     pid: if pid.is_empty() {
@@ -109,7 +184,7 @@ impl Pidfile {
                     },
                 })
             }
-            Err((_, e)) => Err(io_err(io::Error::from(e))),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_err(e)),
         }
     }
 
@@ -119,20 +194,16 @@ impl Pidfile {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         // SAFETY: the fd was passed to us by our predecessor for this purpose, exactly once.
         let file = unsafe { File::from_raw_fd(fd) };
-        let _ = nix::fcntl::fcntl(
-            &file,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        );
-        // Already locked by the shared open file description; this is a no-op re-lock.
-        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-            PidfileError::Io {
-                path: path.clone(),
-                error: io::Error::from(e),
-            }
+        let _ = fcntl(&file, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+        // Already locked by the shared open file description; this is a no-op re-lock that
+        // checks the descriptor is the locked pidfile.
+        file.try_lock().map_err(|e| PidfileError::Io {
+            path: path.clone(),
+            error: io::Error::from(e),
         })?;
         Ok(Pidfile {
             path,
-            lock,
+            file,
             previous: None,
         })
     }
@@ -140,10 +211,10 @@ impl Pidfile {
     /// Writes our PID (decimal, no newline, as twistd).
     pub fn write_pid(&mut self) -> io::Result<()> {
         let pid = std::process::id().to_string();
-        self.lock.set_len(0)?;
-        self.lock.seek(SeekFrom::Start(0))?;
-        self.lock.write_all(pid.as_bytes())?;
-        self.lock.flush()
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.write_all(pid.as_bytes())?;
+        self.file.flush()
     }
 
     pub fn path(&self) -> &Path {
@@ -151,7 +222,7 @@ impl Pidfile {
     }
 
     pub fn raw_fd(&self) -> RawFd {
-        self.lock.as_raw_fd()
+        self.file.as_raw_fd()
     }
 
     /// Hands the owner and group to the user privileges are dropped to, so that user can
@@ -161,35 +232,43 @@ impl Pidfile {
         uid: Option<nix::unistd::Uid>,
         gid: Option<nix::unistd::Gid>,
     ) -> io::Result<()> {
-        nix::unistd::fchown(&*self.lock, uid, gid).map_err(io::Error::from)
+        nix::unistd::fchown(&self.file, uid, gid).map_err(io::Error::from)
     }
 
     /// Removes the file at a clean exit. If the directory does not let us (privileges were
     /// dropped), empties it instead: an empty, unlocked pidfile never blocks a start.
     pub fn remove(self) {
         if std::fs::remove_file(&self.path).is_err() {
-            let _ = self.lock.set_len(0);
+            let _ = self.file.set_len(0);
         }
     }
 
     /// Leaves the file and its lock as they are: the successor of a restart shares the open
-    /// file and owns it now. (Dropping the lock normally would unlock it for both.)
+    /// file and owns it now. Closing our descriptor leaves the lock to the successor's.
     pub fn release(self) {
-        std::mem::forget(self.lock);
+        drop(self.file);
     }
 }
 
 /// What the pidfile at `path` says, without disturbing its owner.
-pub fn state(path: &Path) -> io::Result<State> {
-    let file = match OpenOptions::new().read(true).open(path) {
+pub fn state(path: &Path) -> Result<State, PidfileError> {
+    let file = match open_plain(path, OpenOptions::new().read(true)) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(State::Absent),
+        Err(PidfileError::Io { error, .. }) if error.kind() == io::ErrorKind::NotFound => {
+            return Ok(State::Absent);
+        }
         Err(e) => return Err(e),
     };
-    match Flock::lock(file, FlockArg::LockSharedNonblock) {
-        Ok(mut f) => Ok(State::Stale(read_trimmed(&mut f)?)),
-        Err((mut f, nix::errno::Errno::EWOULDBLOCK)) => Ok(State::Running(read_trimmed(&mut f)?)),
-        Err((_, e)) => Err(io::Error::from(e)),
+    let io_err = |error| PidfileError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(State::Stale(read_trimmed(&file).map_err(io_err)?)),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Ok(State::Running(read_trimmed(&file).map_err(io_err)?))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(e)),
     }
 }
 
@@ -218,5 +297,39 @@ mod tests {
             held.remove();
             assert_eq!(state(&p).unwrap(), State::Absent);
         }
+    }
+
+    #[test]
+    fn only_a_plain_regular_file_is_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let link = dir.path().join("link.pid");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let dangling = dir.path().join("dangling.pid");
+        std::os::unix::fs::symlink(dir.path().join("nothing"), &dangling).unwrap();
+        let hard = dir.path().join("hard.pid");
+        std::fs::hard_link(&victim, &hard).unwrap();
+        let fifo = dir.path().join("fifo.pid");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let cases = [
+            (&link, "a symbolic link"),
+            (&dangling, "a symbolic link"),
+            (&hard, "a file with 2 hard links"),
+            (&fifo, "a FIFO"),
+            (&dir.path().to_path_buf(), "a directory"),
+        ];
+        for (p, what) in cases {
+            for err in [Pidfile::acquire(p).err(), state(p).err()] {
+                match err {
+                    Some(PidfileError::Refused { path, what: w }) => {
+                        assert_eq!((path.as_path(), w.as_str()), (p.as_path(), what));
+                    }
+                    other => panic!("{}: {other:?}", p.display()),
+                }
+            }
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!dir.path().join("nothing").exists());
     }
 }

@@ -1,0 +1,108 @@
+//! The pidfile hardened (issue 8): never opened through a link or as a non-file, and the
+//! restart report beside it never written through a planted link.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::support::*;
+
+/// A foreground `twistrs -n --pidfile DIR/t.pid ARGS...`, DIR being the test's directory.
+struct Foreground {
+    srv: Server,
+    dir: tempfile::TempDir,
+    pidfile: PathBuf,
+}
+
+impl Foreground {
+    fn start(args: &[&str]) -> Foreground {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("t.pid");
+        let mut full = vec!["--pidfile", pidfile.to_str().unwrap()];
+        full.extend_from_slice(args);
+        let srv = Server::start(&full);
+        Foreground { srv, dir, pidfile }
+    }
+
+    /// `twistrs CMD --pidfile DIR/t.pid ARGS...`
+    fn ctl(&self, cmd: &str, args: &[&str]) -> (i32, String, String) {
+        let mut full = vec![cmd, "--pidfile", self.pidfile.to_str().unwrap()];
+        full.extend_from_slice(args);
+        run_in(self.dir.path(), &full)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+const ECHO: [&str; 3] = ["echo", "--listen", "tcp:0:interface=127.0.0.1"];
+
+#[test]
+fn a_pidfile_that_is_a_link_fifo_or_directory_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let link = dir.path().join("link.pid");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let fifo = dir.path().join("fifo.pid");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let sub = dir.path().join("dir.pid");
+    std::fs::create_dir(&sub).unwrap();
+    for (p, what) in [
+        (&link, "a symbolic link"),
+        (&fifo, "a FIFO"),
+        (&sub, "a directory"),
+    ] {
+        let ps = p.to_str().unwrap();
+        let want = format!("pidfile {ps} is {what}, not a regular file");
+        for daemon in [true, false] {
+            let mut args = vec!["--pidfile", ps];
+            if !daemon {
+                args.insert(0, "-n");
+            }
+            args.extend_from_slice(&ECHO);
+            let (code, _, err) = run_in(dir.path(), &args);
+            assert_eq!(code, 1, "{args:?}: {err}");
+            assert!(err.contains(&want), "{args:?}: {err}");
+        }
+        for (cmd, status) in [("status", 4), ("stop", 1), ("restart", 1)] {
+            let (code, _, err) = run_in(dir.path(), &[cmd, "--pidfile", ps]);
+            assert_eq!(code, status, "{cmd} on {what}: {err}");
+            assert!(err.contains(&want), "{cmd}: {err}");
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+    assert!(
+        !dir.path().join("twistrs.log").exists(),
+        "refused before the log"
+    );
+}
+
+#[test]
+fn the_restart_report_is_never_written_through_a_planted_link() {
+    let mut fg = Foreground::start(&ECHO);
+    let victim = fg.path("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let tmp = fg.path("t.pid.restart.tmp");
+    std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+    let (code, out, err) = fg.ctl("restart", &[]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    let new = std::fs::read_to_string(&fg.pidfile).unwrap();
+    assert!(out.contains(&format!("handed over to PID {new}")), "{out}");
+    assert!(!tmp.exists() && !fg.path("t.pid.restart").exists());
+    let old = fg
+        .srv
+        .wait(Duration::from_secs(10))
+        .expect("the old process left");
+    assert!(old.success(), "{old:?}");
+    stop_successor(&fg);
+}
+
+/// Stops what a restart left serving (the foreground process handed over and exited).
+fn stop_successor(fg: &Foreground) {
+    let (code, out, err) = fg.ctl("stop", &[]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(!fg.pidfile.exists(), "removed at the successor's exit");
+}
