@@ -310,7 +310,8 @@ set (0077 unless \fB--umask\fR), the process forked twice into its own session w
 80), privileges dropped, and the services started. The starting process waits and exits 0 only
 once all of that succeeded; otherwise it prints the whole error and exits 1.
 .PP
-The pidfile is locked (flock) for the daemon's whole life. A pidfile nobody holds (stale, empty,
+The pidfile is created with the run's umask (0600 for a daemon, as twistd's) and locked
+(flock) for the daemon's whole life. A pidfile nobody holds (stale, empty,
 garbage, or naming a PID now used by another program) never blocks a start: it is replaced and
 the log says so. It is never opened through a symbolic link: a path that is a link, a
 directory, a FIFO, a device or a file with several hard links is refused (exit 1). With \fB-u\fR, the pidfile and log file are given to that user first, so the

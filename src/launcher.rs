@@ -111,6 +111,14 @@ struct Plan {
     shutdown_timeout: Duration,
 }
 
+impl Plan {
+    /// The umask the run uses: `--umask`, else twistd's 0077 for a daemon, else the inherited
+    /// one (`None`).
+    fn umask(&self) -> Option<u32> {
+        self.umask.or(self.daemon.then_some(0o077))
+    }
+}
+
 fn plan(m: &ArgMatches, successor: bool) -> Result<Plan, String> {
     check_reactor(m)?;
     let daemon = !m.get_flag("nodaemon") && !successor;
@@ -190,7 +198,7 @@ fn start(
         (Some(p), Some(inh)) if inh.pidfile.is_some() => {
             Some(Pidfile::inherit(p, inh.pidfile.unwrap_or(-1)).map_err(|e| e.to_string())?)
         }
-        (Some(p), _) => Some(Pidfile::acquire(p).map_err(|e| match e {
+        (Some(p), _) => Some(Pidfile::acquire(p, plan.umask()).map_err(|e| match e {
             PidfileError::Running { .. } => e.to_string(),
             other => other.to_string(),
         })?),
@@ -295,7 +303,7 @@ fn serve(
         std::env::set_current_dir(&plan.rundir)
             .map_err(|e| format!("cannot change to directory {}: {e}", plan.rundir.display()))?;
     }
-    let umask = plan.umask.or(plan.daemon.then_some(0o077));
+    let umask = plan.umask();
     if let Some(mask) = umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }

@@ -13,7 +13,7 @@
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
@@ -147,23 +147,51 @@ pub(crate) fn open_plain(path: &Path, opts: &mut OpenOptions) -> Result<File, Pi
     Ok(file)
 }
 
+/// Opens the pidfile for writing, creating it with the run's umask if it does not exist.
+fn create_or_open(path: &Path, umask: Option<u32>) -> Result<File, PidfileError> {
+    let mode = 0o666 & !umask.unwrap_or(0);
+    let mut rw = OpenOptions::new();
+    rw.read(true).write(true);
+    let is = |e: &PidfileError, kind| matches!(e, PidfileError::Io { error, .. } if error.kind() == kind);
+    // Bounded: a round fails only if another process removes the file between our two opens.
+    for _ in 0..3 {
+        match open_plain(path, rw.clone().create_new(true).mode(mode)) {
+            Ok(file) => {
+                if umask.is_some() {
+                    // The process umask is still the caller's: set the mode exactly.
+                    file.set_permissions(std::fs::Permissions::from_mode(mode))
+                        .map_err(|error| PidfileError::Io {
+                            path: path.to_path_buf(),
+                            error,
+                        })?;
+                }
+                return Ok(file);
+            }
+            Err(e) if !is(&e, io::ErrorKind::AlreadyExists) => return Err(e),
+            Err(_) => {}
+        }
+        match open_plain(path, &mut rw.clone()) {
+            Err(e) if is(&e, io::ErrorKind::NotFound) => continue,
+            other => return other,
+        }
+    }
+    Err(PidfileError::Io {
+        path: path.to_path_buf(),
+        error: io::Error::other("it kept being created and removed while twistrs opened it"),
+    })
+}
+
 impl Pidfile {
-    /// Takes the pidfile at `path` (made absolute), or says who holds it.
-    pub fn acquire(path: &Path) -> Result<Pidfile, PidfileError> {
+    /// Takes the pidfile at `path` (made absolute), or says who holds it. A new file gets mode
+    /// 0666 less `umask`, the umask the run will use (twistd creates it once that umask is set,
+    /// so a daemon's is 0600); with `None`, the process umask applies.
+    pub fn acquire(path: &Path, umask: Option<u32>) -> Result<Pidfile, PidfileError> {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let io_err = |error| PidfileError::Io {
             path: path.clone(),
             error,
         };
-        let file = open_plain(
-            &path,
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o644),
-        )?;
+        let file = create_or_open(&path, umask)?;
         match file.try_lock() {
             Ok(()) => {
                 let prev = read_trimmed(&file).map_err(io_err)?;
@@ -284,13 +312,13 @@ mod tests {
         for junk in ["", "garbage", "1", "999999"] {
             std::fs::write(&p, junk).unwrap();
             assert_eq!(state(&p).unwrap(), State::Stale(junk.to_string()));
-            let mut held = Pidfile::acquire(&p).expect("a stale file never blocks");
+            let mut held = Pidfile::acquire(&p, None).expect("a stale file never blocks");
             assert_eq!(held.previous.as_deref(), (!junk.is_empty()).then_some(junk));
             held.write_pid().unwrap();
             let me = std::process::id().to_string();
             assert_eq!(std::fs::read_to_string(&p).unwrap(), me);
             assert_eq!(state(&p).unwrap(), State::Running(me.clone()));
-            match Pidfile::acquire(&p) {
+            match Pidfile::acquire(&p, None) {
                 Err(PidfileError::Running { pid, .. }) => assert_eq!(pid, me),
                 other => panic!("second acquire: {:?}", other.err()),
             }
@@ -320,7 +348,7 @@ mod tests {
             (&dir.path().to_path_buf(), "a directory"),
         ];
         for (p, what) in cases {
-            for err in [Pidfile::acquire(p).err(), state(p).err()] {
+            for err in [Pidfile::acquire(p, None).err(), state(p).err()] {
                 match err {
                     Some(PidfileError::Refused { path, what: w }) => {
                         assert_eq!((path.as_path(), w.as_str()), (p.as_path(), what));

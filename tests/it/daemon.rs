@@ -109,6 +109,11 @@ fn daemon_detaches_serves_and_stops_through_the_pidfile() {
         "detached from its starter"
     );
     assert_eq!(proc_field(d.pid, "Umask"), "0077", "twistd's daemon umask");
+    let mode = std::fs::metadata(d.path("twistrs.pid")).unwrap().mode() & 0o777;
+    assert_eq!(
+        mode, 0o600,
+        "the pidfile follows the daemon's umask, as twistd's"
+    );
     let fd0 = std::fs::read_link(format!("/proc/{}/fd/0", d.pid)).unwrap();
     assert_eq!(fd0, Path::new("/dev/null"));
     echo_once(d.ports()[0]);

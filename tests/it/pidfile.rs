@@ -100,6 +100,20 @@ fn the_restart_report_is_never_written_through_a_planted_link() {
     stop_successor(&fg);
 }
 
+#[test]
+fn a_new_pidfile_follows_the_umask_of_the_run() {
+    use std::os::unix::fs::MetadataExt;
+    // Whatever this test process's umask is, --umask decides, as it does for twistd.
+    for (umask, want) in [("000", 0o666), ("027", 0o640)] {
+        let mut args = vec!["--umask", umask];
+        args.extend_from_slice(&ECHO);
+        let mut fg = Foreground::start(&args);
+        let mode = std::fs::metadata(&fg.pidfile).unwrap().mode() & 0o777;
+        assert_eq!(mode, want, "--umask {umask}");
+        fg.srv.term();
+    }
+}
+
 /// Stops what a restart left serving (the foreground process handed over and exited).
 fn stop_successor(fg: &Foreground) {
     let (code, out, err) = fg.ctl("stop", &[]);
