@@ -304,7 +304,7 @@ A socket passed by systemd socket activation (LISTEN_PID, LISTEN_FDS; LISTEN_FDN
 required).
 .SH DAEMON
 Without \fB-n\fR, twistrs starts in twistd's order: the pidfile is checked (a running twistrs
-holds a lock on it), the log file opened, \fB--chroot\fR and \fB--rundir\fR entered, the umask
+holds a lock on it), the log file opened, the plugin's service built, \fB--chroot\fR and \fB--rundir\fR entered, the umask
 set (0077 unless \fB--umask\fR), the process forked twice into its own session with stdio on
 /dev/null, the pidfile written, the listeners bound as the starting user (so root can bind port
 80), privileges dropped, and the services started. The starting process waits and exits 0 only

@@ -26,6 +26,8 @@ pub struct Pidfile {
     file: File,
     /// What the file held before we took it, if anything.
     pub previous: Option<String>,
+    /// Passed by the process a restart replaces, which still serves until we do.
+    inherited: bool,
 }
 
 /// Why a pidfile could not be taken.
@@ -199,6 +201,7 @@ impl Pidfile {
                     path,
                     file,
                     previous: (!prev.is_empty()).then_some(prev),
+                    inherited: false,
                 })
             }
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -233,6 +236,7 @@ impl Pidfile {
             path,
             file,
             previous: None,
+            inherited: true,
         })
     }
 
@@ -268,6 +272,16 @@ impl Pidfile {
     pub fn remove(self) {
         if std::fs::remove_file(&self.path).is_err() {
             let _ = self.file.set_len(0);
+        }
+    }
+
+    /// A failed start: our own pidfile goes, as twistd removes it; one inherited from a
+    /// restart is left alone, since the predecessor that holds it too keeps serving.
+    pub fn give_up(self) {
+        if self.inherited {
+            self.release();
+        } else {
+            self.remove();
         }
     }
 

@@ -114,6 +114,47 @@ fn a_new_pidfile_follows_the_umask_of_the_run() {
     }
 }
 
+#[test]
+fn a_start_refused_by_the_pidfile_changes_no_file_of_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let domain = dir.path().join("example.com");
+    let dom = format!("example.com={}", domain.display());
+    let mail = |user: &'static str| {
+        let listen = "tcp:0:interface=127.0.0.1";
+        vec![
+            "mail",
+            "-d",
+            dom.as_str(),
+            "-u",
+            user,
+            "-s",
+            listen,
+            "-p",
+            listen,
+        ]
+    };
+    let fg = Foreground::start(&mail("joe=one"));
+    let passwd = domain.join("passwd").join("am9l_");
+    assert_eq!(std::fs::read_to_string(&passwd).unwrap(), "one");
+    let pidfile = fg.pidfile.to_str().unwrap();
+    for foreground in [true, false] {
+        let mut args = vec!["--pidfile", pidfile];
+        if foreground {
+            args.insert(0, "-n");
+        }
+        args.extend(mail("joe=two"));
+        let (code, _, err) = run_in(fg.dir.path(), &args);
+        assert_eq!(code, 1, "{err}");
+        let want = format!("Another twistrs server is running, PID {}", fg.srv.pid());
+        assert!(err.contains(&want), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&passwd).unwrap(),
+            "one",
+            "the refused start (-n: {foreground}) rewrote the password"
+        );
+    }
+}
+
 /// Stops what a restart left serving (the foreground process handed over and exited).
 fn stop_successor(fg: &Foreground) {
     let (code, out, err) = fg.ctl("stop", &[]);
