@@ -357,12 +357,12 @@ fn serve(
     let started = service
         .privileged_start_service(&mut reactor)
         .map_err(|e| e.to_string())
-        // 9. Privileges dropped; the pidfile and log stay usable by the new user.
+        // 9. Privileges dropped. The log goes to the new user, who reopens it by name after a
+        // rotation. The pidfile stays the starter's: the new user writes and empties it only
+        // through the descriptor opened before, so it can never aim the starter's `stop` at
+        // another process (which the lock check forbids anyway).
         .and_then(|()| {
             if plan.target.any() {
-                if let Some(p) = pidfile.as_ref() {
-                    let _ = p.chown(plan.target.uid, plan.target.gid);
-                }
                 logger.chown(plan.target.uid, plan.target.gid);
                 plan.target.drop_privileges()?;
             }

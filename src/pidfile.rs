@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
+use crate::holder::{self, FileId, Holder};
+
 /// A held pidfile.
 pub struct Pidfile {
     path: PathBuf,
@@ -33,7 +35,8 @@ pub struct Pidfile {
 /// Why a pidfile could not be taken.
 #[derive(Debug)]
 pub enum PidfileError {
-    /// Another process holds the lock; its PID as the file says.
+    /// Another process holds the lock: its PID, as seen in /proc if it can be, else as the
+    /// file says.
     Running {
         path: PathBuf,
         pid: String,
@@ -71,15 +74,48 @@ impl std::fmt::Display for PidfileError {
     }
 }
 
-/// What a pidfile says about its owner, without taking it (for `status` and `stop`).
-#[derive(Debug, PartialEq, Eq)]
+/// What a pidfile says about its owner, without taking it (for `status`, `stop`, `restart`).
+#[derive(Debug)]
 pub enum State {
     /// No pidfile.
     Absent,
     /// A pidfile nobody holds (the owner died without cleaning up), with its content.
     Stale(String),
-    /// Held by a live process, with the PID the file names.
-    Running(String),
+    /// Held by a live process.
+    Running(Held),
+}
+
+/// A pidfile that some process holds locked, open (unlocked) in ours to find and watch it.
+#[derive(Debug)]
+pub struct Held {
+    file: File,
+    id: FileId,
+    /// What the file says: a hint for finding the holder, never trusted as one.
+    pub named: String,
+}
+
+impl Held {
+    /// Who holds the lock: the PID the file names if it does, else whoever does.
+    pub fn holder(&self) -> io::Result<Holder> {
+        holder::resolve(&self.named, self.id)
+    }
+
+    /// True if `pid` holds the lock on this very file.
+    pub fn holds(&self, pid: i32) -> bool {
+        holder::holds(pid, self.id)
+    }
+
+    /// True once no process holds the lock on this file (this inode, whatever its name is by
+    /// now: a zombie holds nothing).
+    pub fn released(&self) -> bool {
+        match self.file.try_lock_shared() {
+            Ok(()) => {
+                let _ = self.file.unlock();
+                true
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 fn read_trimmed(mut f: &File) -> io::Result<String> {
@@ -205,15 +241,16 @@ impl Pidfile {
                 })
             }
             Err(std::fs::TryLockError::WouldBlock) => {
-                let pid = read_trimmed(&file).unwrap_or_default();
-                Err(PidfileError::Running {
-                    path,
-                    pid: if pid.is_empty() {
-                        "unknown".into()
-                    } else {
-                        pid
-                    },
-                })
+                let named = read_trimmed(&file).unwrap_or_default();
+                let holder = file
+                    .metadata()
+                    .and_then(|md| holder::resolve(&named, FileId::of(&md)));
+                let pid = match holder {
+                    Ok(Holder::Named(pid) | Holder::Other(pid)) => pid.to_string(),
+                    _ if named.is_empty() => "unknown".into(),
+                    _ => named,
+                };
+                Err(PidfileError::Running { path, pid })
             }
             Err(std::fs::TryLockError::Error(e)) => Err(io_err(e)),
         }
@@ -257,18 +294,9 @@ impl Pidfile {
         self.file.as_raw_fd()
     }
 
-    /// Hands the owner and group to the user privileges are dropped to, so that user can
-    /// still rewrite it.
-    pub fn chown(
-        &self,
-        uid: Option<nix::unistd::Uid>,
-        gid: Option<nix::unistd::Gid>,
-    ) -> io::Result<()> {
-        nix::unistd::fchown(&self.file, uid, gid).map_err(io::Error::from)
-    }
-
     /// Removes the file at a clean exit. If the directory does not let us (privileges were
-    /// dropped), empties it instead: an empty, unlocked pidfile never blocks a start.
+    /// dropped: the file stays its starter's), empties it through our descriptor instead: an
+    /// empty, unlocked pidfile never blocks a start.
     pub fn remove(self) {
         if std::fs::remove_file(&self.path).is_err() {
             let _ = self.file.set_len(0);
@@ -308,7 +336,9 @@ pub fn state(path: &Path) -> Result<State, PidfileError> {
     match file.try_lock_shared() {
         Ok(()) => Ok(State::Stale(read_trimmed(&file).map_err(io_err)?)),
         Err(std::fs::TryLockError::WouldBlock) => {
-            Ok(State::Running(read_trimmed(&file).map_err(io_err)?))
+            let named = read_trimmed(&file).map_err(io_err)?;
+            let id = FileId::of(&file.metadata().map_err(io_err)?);
+            Ok(State::Running(Held { file, id, named }))
         }
         Err(std::fs::TryLockError::Error(e)) => Err(io_err(e)),
     }
@@ -322,22 +352,29 @@ mod tests {
     fn lock_decides_not_the_content() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.pid");
-        assert_eq!(state(&p).unwrap(), State::Absent);
+        assert!(matches!(state(&p).unwrap(), State::Absent));
         for junk in ["", "garbage", "1", "999999"] {
             std::fs::write(&p, junk).unwrap();
-            assert_eq!(state(&p).unwrap(), State::Stale(junk.to_string()));
+            assert!(matches!(state(&p).unwrap(), State::Stale(s) if s == junk));
             let mut held = Pidfile::acquire(&p, None).expect("a stale file never blocks");
             assert_eq!(held.previous.as_deref(), (!junk.is_empty()).then_some(junk));
             held.write_pid().unwrap();
             let me = std::process::id().to_string();
             assert_eq!(std::fs::read_to_string(&p).unwrap(), me);
-            assert_eq!(state(&p).unwrap(), State::Running(me.clone()));
+            match state(&p).unwrap() {
+                State::Running(h) => {
+                    assert_eq!(h.named, me);
+                    assert!(h.holds(std::process::id() as i32));
+                    assert!(!h.released());
+                }
+                other => panic!("{other:?}"),
+            }
             match Pidfile::acquire(&p, None) {
                 Err(PidfileError::Running { pid, .. }) => assert_eq!(pid, me),
                 other => panic!("second acquire: {:?}", other.err()),
             }
             held.remove();
-            assert_eq!(state(&p).unwrap(), State::Absent);
+            assert!(matches!(state(&p).unwrap(), State::Absent));
         }
     }
 

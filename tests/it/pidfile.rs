@@ -1,5 +1,6 @@
-//! The pidfile hardened (issue 8): never opened through a link or as a non-file, and the
-//! restart report beside it never written through a planted link.
+//! The pidfile hardened (issue 8): never opened through a link or as a non-file, the restart
+//! report beside it never written through a planted link, and `stop`, `status` and `restart`
+//! aimed at the process holding the lock, whatever PID the file holds.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +33,35 @@ impl Foreground {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+}
+
+/// An unrelated process of the test's, which no command may touch; killed by PID when dropped.
+struct Bystander(std::process::Child);
+
+impl Bystander {
+    fn start() -> Bystander {
+        Bystander(
+            std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .expect("sleep"),
+        )
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Bystander {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -153,6 +183,93 @@ fn a_start_refused_by_the_pidfile_changes_no_file_of_the_plugin() {
             "the refused start (-n: {foreground}) rewrote the password"
         );
     }
+}
+
+#[test]
+fn stop_signals_the_lock_holder_not_the_pid_the_file_names() {
+    let mut fg = Foreground::start(&ECHO);
+    let mut other = Bystander::start();
+    std::fs::write(&fg.pidfile, other.pid().to_string()).unwrap();
+    let (code, out, err) = fg.ctl("stop", &["--timeout", "5"]);
+    assert_eq!(code, 0, "{out} {err}");
+    let want = format!(
+        "names PID '{}', but PID {} holds its lock",
+        other.pid(),
+        fg.srv.pid()
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(
+        out.contains(&format!("stopped (PID {})", fg.srv.pid())),
+        "{out}"
+    );
+    use std::os::unix::process::ExitStatusExt;
+    let st = fg.srv.wait(Duration::from_secs(10)).expect("stopped");
+    assert_eq!(st.signal(), Some(15), "by stop's SIGTERM");
+    assert!(other.alive(), "the PID in the file was not signalled");
+}
+
+#[test]
+fn status_names_the_lock_holder_whatever_the_file_holds() {
+    let mut fg = Foreground::start(&ECHO);
+    let mut other = Bystander::start();
+    let daemon = fg.srv.pid();
+    for content in [other.pid().to_string(), "-1".into(), "0".into(), "x".into()] {
+        std::fs::write(&fg.pidfile, &content).unwrap();
+        let (code, out, err) = fg.ctl("status", &[]);
+        assert_eq!(code, 0, "{content:?}: {out} {err}");
+        assert!(out.contains(&format!("running (PID {daemon},")), "{out}");
+        let want = format!("names PID '{content}', but PID {daemon} holds its lock");
+        assert!(err.contains(&want), "{err}");
+    }
+    // A refused start names the holder too.
+    let mut again = vec!["-n", "--pidfile", fg.pidfile.to_str().unwrap()];
+    again.extend_from_slice(&ECHO);
+    let (code, _, err) = run_in(fg.dir.path(), &again);
+    assert_eq!(code, 1);
+    let want = format!("Another twistrs server is running, PID {daemon}\n");
+    assert!(err.contains(&want), "{err}");
+    std::fs::write(&fg.pidfile, "").unwrap();
+    let (code, out, err) = fg.ctl("status", &[]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(err.contains("is empty, but PID"), "{err}");
+    // The file names the holder again: nothing to report.
+    std::fs::write(&fg.pidfile, daemon.to_string()).unwrap();
+    let (code, out, err) = fg.ctl("status", &[]);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    // A pidfile saying -1 (issue 8.22) stops nothing else either.
+    std::fs::write(&fg.pidfile, "-1").unwrap();
+    let (code, out, err) = fg.ctl("stop", &["--timeout", "5"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(fg.srv.wait(Duration::from_secs(10)).is_some(), "stopped");
+    assert!(other.alive());
+    assert_eq!(fg.ctl("status", &[]).0, 3, "removed at its exit");
+}
+
+#[test]
+fn restart_signals_the_lock_holder_not_the_pid_the_file_names() {
+    let mut fg = Foreground::start(&ECHO);
+    let mut other = Bystander::start();
+    let daemon = fg.srv.pid();
+    std::fs::write(&fg.pidfile, other.pid().to_string()).unwrap();
+    let (code, out, err) = fg.ctl("restart", &["--timeout", "10"]);
+    assert_eq!(code, 0, "{out} {err}");
+    let want = format!(
+        "names PID '{}', but PID {daemon} holds its lock",
+        other.pid()
+    );
+    assert!(err.contains(&want), "{err}");
+    let new = std::fs::read_to_string(&fg.pidfile).unwrap();
+    assert!(
+        out.contains(&format!("PID {daemon} handed over to PID {new}")),
+        "{out}"
+    );
+    let old = fg
+        .srv
+        .wait(Duration::from_secs(10))
+        .expect("the old one left");
+    assert!(old.success(), "{old:?}");
+    assert!(other.alive(), "the PID in the file was not signalled");
+    stop_successor(&fg);
 }
 
 /// Stops what a restart left serving (the foreground process handed over and exited).
