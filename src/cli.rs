@@ -245,11 +245,11 @@ fn control_commands() -> Vec<Command> {
                     .value_parser(seconds)
                     .help("How long to wait for the new process to serve"),
             )
-            .after_help("Exit status: 0 once the new process serves; 1 if it failed (the old one keeps serving) or nothing runs."),
+            .after_help("SIGUSR2 goes only to a process seen in /proc to hold the pidfile's lock, never merely to the PID the file holds.\n\nExit status: 0 once the new process serves; 1 if it failed (the old one keeps serving), nothing runs, or no single holder of the lock could be found."),
         Command::new("status")
-            .about("Control: tell whether the service runs (LSB exit status 0, 1 or 3)")
+            .about("Control: tell whether the service runs, and its PID (LSB exit status 0, 1, 3 or 4)")
             .arg(pidfile_arg())
-            .after_help("Exit status: 0 running; 1 dead, but its pidfile is left; 3 not running."),
+            .after_help("The PID reported is the process holding the pidfile's lock, checked in /proc; a file naming another PID is reported on stderr.\n\nExit status: 0 running; 1 dead, but its pidfile is left; 3 not running; 4 unknown (the pidfile cannot be read, or its lock's holder cannot be seen)."),
         Command::new("stop")
             .about("Control: stop the running service (SIGTERM, then SIGKILL after --timeout)")
             .arg(pidfile_arg())
@@ -261,7 +261,7 @@ fn control_commands() -> Vec<Command> {
                     .value_parser(seconds)
                     .help("Seconds to wait after SIGTERM before SIGKILL"),
             )
-            .after_help("Exit status: 0 once stopped, also when it was not running; 1 if it could not be stopped."),
+            .after_help("Only a process seen in /proc to hold the pidfile's lock is signalled, never merely the PID the file holds.\n\nExit status: 0 once stopped, also when it was not running; 1 if it could not be stopped, or no single holder of the lock could be found."),
     ]
 }
 
@@ -304,17 +304,26 @@ A socket passed by systemd socket activation (LISTEN_PID, LISTEN_FDS; LISTEN_FDN
 required).
 .SH DAEMON
 Without \fB-n\fR, twistrs starts in twistd's order: the pidfile is checked (a running twistrs
-holds a lock on it), the log file opened, \fB--chroot\fR and \fB--rundir\fR entered, the umask
+holds a lock on it), the log file opened, the plugin's service built, \fB--chroot\fR and \fB--rundir\fR entered, the umask
 set (0077 unless \fB--umask\fR), the process forked twice into its own session with stdio on
 /dev/null, the pidfile written, the listeners bound as the starting user (so root can bind port
 80), privileges dropped, and the services started. The starting process waits and exits 0 only
 once all of that succeeded; otherwise it prints the whole error and exits 1.
 .PP
-The pidfile is locked (flock) for the daemon's whole life. A pidfile nobody holds (stale, empty,
+The pidfile is created with the run's umask (0600 for a daemon, as twistd's) and locked
+(flock) for the daemon's whole life. A pidfile nobody holds (stale, empty,
 garbage, or naming a PID now used by another program) never blocks a start: it is replaced and
-the log says so. With \fB-u\fR, the pidfile and log file are given to that user first, so the
-daemon can still reopen its log and remove its pidfile (or empty it, if the directory does not
-allow removal).
+the log says so. It is never opened through a symbolic link: a path that is a link, a
+directory, a FIFO, a device or a file with several hard links is refused (exit 1). With
+\fB-u\fR, the log file is given to that user first, so the daemon can reopen it; the pidfile
+stays the starting user's and is written through the descriptor opened before the privilege
+drop, then removed at exit if the directory allows it, else emptied.
+.PP
+\fBstop\fR, \fBstatus\fR and \fBrestart\fR act on the process holding the pidfile's lock,
+found in /proc (its descriptors and their fdinfo lock lines), never merely on the PID the file
+holds: a file naming another process is reported and overruled; several holders none of which
+the file names (a restart handing over), or a lock whose holder cannot be seen, make them
+refuse (exit 1; \fBstatus\fR: 4).
 .SH SIGNALS
 .TP
 .B SIGTERM, SIGINT
@@ -341,13 +350,14 @@ for \fBstatus\fR, running; for \fBrestart\fR, the new process serves.
 A usage error (unknown plugin or option, malformed endpoint), or a start-up failure (another
 twistrs holds the pidfile, a port in use, an unreadable file, a failed privilege drop); one
 message on stderr says which. For \fBstatus\fR: not running, but the pidfile is left. For
-\fBstop\fR/\fBrestart\fR: it could not stop / the new process failed (the old one keeps serving).
+\fBstop\fR/\fBrestart\fR: it could not stop / the new process failed (the old one keeps serving),
+or no single process holding the pidfile's lock could be found.
 .TP
 .B 3
 \fBstatus\fR: not running (no pidfile).
 .TP
 .B 4
-\fBstatus\fR: the pidfile cannot be read, or is disabled.
+\fBstatus\fR: the pidfile cannot be read or is disabled, or the holder of its lock cannot be seen.
 .TP
 .B 143, 130
 Stopped by SIGTERM or SIGINT: the process ends by the signal, which a shell reports as
@@ -373,7 +383,8 @@ When set, twistrs sends READY=1 once serving and STOPPING=1 when stopping (Type=
 Plugins are compiled in; the Python-only options (\fB-y\fR, \fB-f\fR, \fB-s\fR, \fB-e\fR,
 \fB-o\fR, \fB-p\fR, \fB--profiler\fR, \fB--savestats\fR, \fB-b\fR, \fB--spew\fR,
 \fB--logger\fR) are refused by name. There is one reactor. Start-up errors are printed whole
-(twistd cuts them to 100 bytes). The pidfile is locked, so stale pidfiles never block a start.
+(twistd cuts them to 100 bytes). The pidfile is locked, so stale pidfiles never block a start, and
+\fBstop\fR, \fBstatus\fR and \fBrestart\fR act on the process holding that lock.
 The log file is reopened on SIGHUP and SIGUSR1 and is rotated by size only if asked
 (\fB--log-rotate-size\fR, bounded by \fB--log-keep\fR; never a non-regular file). twistd has
 no \fBstop\fR, \fBstatus\fR or \fBrestart\fR, no sd_notify, and needs LISTEN_FDNAMES. The

@@ -1,15 +1,18 @@
 //! `twistrs stop`, `status` and `restart`: the commands scripts and init systems need, which
-//! twistd lacks. All three read the pidfile and its lock; none trusts `kill(pid, 0)`, which a
-//! zombie or a reused PID fools.
+//! twistd lacks. All three act on the process that holds the pidfile's lock, found in /proc
+//! (`holder`), never on whatever PID the file holds: anyone who can write the file, or a
+//! reused PID, would otherwise aim root's signals at another process. None trusts
+//! `kill(pid, 0)`, which a zombie or a reused PID fools.
 
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::ArgMatches;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
-use crate::pidfile::{self, State};
+use crate::holder::Holder;
+use crate::pidfile::{self, Held, State};
 use crate::upgrade;
 
 /// The pidfile to use: the command's own `--pidfile`, else the global one; `None` if disabled.
@@ -27,15 +30,28 @@ pub fn pidfile_path(global: &ArgMatches, sub: Option<&ArgMatches>) -> Option<Pat
 
 /// Runs a control command; returns its exit status.
 pub fn run(name: &str, global: &ArgMatches, sub: &ArgMatches) -> i32 {
+    // LSB: status 4 is "unknown".
+    let failed = if name == "status" { 4 } else { 1 };
     let Some(path) = pidfile_path(global, Some(sub)) else {
         eprintln!("twistrs {name}: no pidfile (--pidfile= disables it), so nothing to control");
-        return if name == "status" { 4 } else { 1 };
+        return failed;
     };
-    let st = match pidfile::state(&path) {
-        Ok(s) => s,
+    let held = match pidfile::state(&path) {
+        Ok(State::Running(held)) => held,
+        Ok(State::Stale(_)) => return not_running(name, &path, true),
+        Ok(State::Absent) => return not_running(name, &path, false),
         Err(e) => {
-            eprintln!("twistrs {name}: cannot read {}: {e}", path.display());
-            return if name == "status" { 4 } else { 1 };
+            eprintln!("twistrs {name}: {e}");
+            return failed;
+        }
+    };
+    let pid = match holder_of(name, &path, &held) {
+        Ok(Some(pid)) => pid,
+        // The holder exited between our two looks.
+        Ok(None) => return not_running(name, &path, path.symlink_metadata().is_ok()),
+        Err(e) => {
+            eprintln!("twistrs {name}: {e}");
+            return failed;
         }
     };
     let timeout = sub
@@ -44,48 +60,133 @@ pub fn run(name: &str, global: &ArgMatches, sub: &ArgMatches) -> i32 {
         .flatten()
         .copied()
         .unwrap_or(10.0);
+    let timeout = Duration::from_secs_f64(timeout);
     match name {
-        "status" => status(&path, st),
-        "stop" => stop(&path, st, Duration::from_secs_f64(timeout)),
-        _ => restart(&path, st, Duration::from_secs_f64(timeout)),
-    }
-}
-
-fn status(path: &std::path::Path, st: State) -> i32 {
-    match st {
-        State::Running(pid) => {
+        "status" => {
             println!("twistrs is running (PID {pid}, pidfile {})", path.display());
             0
         }
-        State::Stale(_) => {
+        "stop" => stop(&path, &held, pid, timeout),
+        _ => restart(&path, &held, pid, timeout),
+    }
+}
+
+/// What each command says and returns when no process holds the lock.
+fn not_running(name: &str, path: &Path, left: bool) -> i32 {
+    match name {
+        "status" if left => {
             println!(
                 "twistrs is not running, but its pidfile {} is left",
                 path.display()
             );
             1
         }
-        State::Absent => {
+        "status" => {
             println!("twistrs is not running (no pidfile {})", path.display());
             3
+        }
+        "stop" => {
+            println!("twistrs is not running");
+            0
+        }
+        _ => {
+            eprintln!(
+                "twistrs {name}: twistrs is not running (pidfile {}); start it with its command line",
+                path.display()
+            );
+            1
         }
     }
 }
 
-fn parse_pid(pid: &str, path: &std::path::Path) -> Result<Pid, String> {
-    match pid.parse::<i32>() {
-        Ok(p) if p > 1 => Ok(Pid::from_raw(p)),
-        _ => Err(format!(
-            "{} is locked by a running process but names no valid PID ('{pid}')",
-            path.display()
+/// The process to act on: the holder of the lock. A file naming someone else is reported (on
+/// stderr) and overruled; several holders the file names none of, or a lock whose holder
+/// cannot be seen, are refused. `None` if the lock was released meanwhile.
+fn holder_of(name: &str, path: &Path, held: &Held) -> Result<Option<i32>, String> {
+    let shown = path.display();
+    let names = if held.named.is_empty() {
+        "is empty".to_string()
+    } else {
+        format!("names PID '{}'", held.named)
+    };
+    match held.holder() {
+        Err(e) => Err(format!(
+            "{shown} is locked, but /proc cannot be read to find which process holds it: {e}"
+        )),
+        Ok(Holder::Named(pid)) => Ok(Some(pid)),
+        Ok(Holder::Other(pid)) => {
+            eprintln!(
+                "twistrs {name}: the pidfile {shown} {names}, but PID {pid} holds its lock: \
+                 acting on PID {pid}"
+            );
+            Ok(Some(pid))
+        }
+        Ok(Holder::Several(pids)) => {
+            let list: Vec<String> = pids.iter().map(i32::to_string).collect();
+            Err(format!(
+                "{shown} is locked by PIDs {} at once (a restart in progress?) and {names}, \
+                 none of them: try again",
+                list.join(", ")
+            ))
+        }
+        Ok(Holder::Unseen) if held.released() => Ok(None),
+        Ok(Holder::Unseen) => Err(format!(
+            "{shown} is locked, but no process holding its lock can be seen (is /proc \
+             readable? is the holder in another PID namespace?); not signalling the PID the \
+             file names"
         )),
     }
 }
 
+/// Sends `sig` to `pid` only if it holds the lock. The check and the signal go through one
+/// pidfd, so a PID reused between them is never hit.
+fn signal(held: &Held, pid: i32, sig: Signal) -> Result<(), String> {
+    let cannot = |e: std::io::Error| format!("cannot signal PID {pid}: {e}");
+    // SAFETY: pidfd_open(2) takes a PID and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let pidfd = match fd {
+        // SAFETY: a descriptor pidfd_open just returned to us, owned from here on.
+        fd if fd >= 0 => Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
+        _ => match std::io::Error::last_os_error() {
+            // A kernel older than 5.3: check, then kill(2).
+            e if e.raw_os_error() == Some(libc::ENOSYS) => None,
+            e => return Err(cannot(e)),
+        },
+    };
+    if !held.holds(pid) {
+        return Err(format!(
+            "PID {pid} no longer holds the pidfile's lock: not signalling it"
+        ));
+    }
+    let sent = match &pidfd {
+        Some(fd) => {
+            // SAFETY: pidfd_send_signal(2) on our pidfd, with no siginfo and no flags.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    sig as libc::c_int,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            if r < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        }
+        None => nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+            .map_err(std::io::Error::from),
+    };
+    sent.map_err(cannot)
+}
+
 /// Waits until nobody holds the pidfile's lock (the process ended, even as a zombie).
-fn wait_released(path: &std::path::Path, timeout: Duration) -> bool {
+fn wait_released(held: &Held, timeout: Duration) -> bool {
     let end = Instant::now() + timeout;
     loop {
-        if !matches!(pidfile::state(path), Ok(State::Running(_))) {
+        if held.released() {
             return true;
         }
         if Instant::now() >= end {
@@ -95,68 +196,45 @@ fn wait_released(path: &std::path::Path, timeout: Duration) -> bool {
     }
 }
 
-fn stop(path: &std::path::Path, st: State, timeout: Duration) -> i32 {
-    let pid = match st {
-        State::Absent | State::Stale(_) => {
-            println!("twistrs is not running");
-            return 0;
+fn stop(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
+    if let Err(e) = signal(held, pid, Signal::SIGTERM) {
+        if held.released() {
+            // It ended on its own between our look and the signal.
+            return not_running("stop", path, false);
         }
-        State::Running(pid) => pid,
-    };
-    let pid = match parse_pid(&pid, path) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("twistrs stop: {e}");
-            return 1;
-        }
-    };
-    if let Err(e) = kill(pid, Signal::SIGTERM) {
-        eprintln!("twistrs stop: cannot signal PID {pid}: {e}");
+        eprintln!("twistrs stop: {e}");
         return 1;
     }
-    if wait_released(path, timeout) {
+    if wait_released(held, timeout) {
         println!("twistrs stopped (PID {pid})");
         return 0;
     }
     eprintln!("twistrs stop: PID {pid} still running after {timeout:?}; sending SIGKILL");
-    let _ = kill(pid, Signal::SIGKILL);
-    if wait_released(path, Duration::from_secs(5)) {
+    if let Err(e) = signal(held, pid, Signal::SIGKILL) {
+        eprintln!("twistrs stop: {e}");
+    }
+    if wait_released(held, Duration::from_secs(5)) {
         println!("twistrs killed (PID {pid})");
         0
     } else {
-        eprintln!("twistrs stop: PID {pid} did not stop");
+        eprintln!(
+            "twistrs stop: {} is still locked: PID {pid} did not stop",
+            path.display()
+        );
         1
     }
 }
 
-fn restart(path: &std::path::Path, st: State, timeout: Duration) -> i32 {
-    let pid = match st {
-        State::Running(pid) => pid,
-        _ => {
-            eprintln!(
-                "twistrs restart: twistrs is not running (pidfile {}); start it with its command line",
-                path.display()
-            );
-            return 1;
-        }
-    };
-    let pid = match parse_pid(&pid, path) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("twistrs restart: {e}");
-            return 1;
-        }
-    };
-    let report = upgrade::status_path(path);
-    let _ = std::fs::remove_file(&report);
-    if let Err(e) = kill(pid, Signal::SIGUSR2) {
-        eprintln!("twistrs restart: cannot signal PID {pid}: {e}");
+fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
+    let _ = std::fs::remove_file(upgrade::status_path(path));
+    if let Err(e) = signal(held, pid, Signal::SIGUSR2) {
+        eprintln!("twistrs restart: {e}");
         return 1;
     }
     let end = Instant::now() + timeout;
     while Instant::now() < end {
-        if let Ok(text) = std::fs::read_to_string(&report) {
-            let _ = std::fs::remove_file(&report);
+        if let Some(text) = upgrade::read_status(path) {
+            let _ = std::fs::remove_file(upgrade::status_path(path));
             return match text.split_once(' ') {
                 Some(("ok", new)) => {
                     println!("twistrs restarted: PID {pid} handed over to PID {new}");

@@ -1,8 +1,10 @@
 //! The run sequence, in twistd's order, as straight-line code: one named step per function.
 //!
-//! Order (twistd's, `scripts/_twistd_unix.py`): pidfile check; log opened; chroot; chdir to
-//! --rundir; umask; double fork; pidfile written; listeners bound as the starting user;
-//! privileges dropped; services started; status reported to the waiting parent.
+//! Order (twistd's, `scripts/_twistd_unix.py`): pidfile check; log opened; the plugin's service
+//! built (twistd builds it first, so a refused start has already run the plugin's options, and
+//! what they log is lost); chroot; chdir to --rundir; umask; double fork; pidfile written;
+//! listeners bound as the starting user; privileges dropped; services started; status
+//! reported to the waiting parent.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ use twistrs_core::{Plugin, Reactor, Service, StopReason};
 
 use crate::daemon::{self, StatusWriter};
 use crate::logging::{self, Destination, Rotation};
-use crate::pidfile::{Pidfile, PidfileError};
+use crate::pidfile::Pidfile;
 use crate::{cli, control, notify, privileges, upgrade};
 
 const LAUNCHER: &str = "twistrs.launcher";
@@ -111,6 +113,14 @@ struct Plan {
     shutdown_timeout: Duration,
 }
 
+impl Plan {
+    /// The umask the run uses: `--umask`, else twistd's 0077 for a daemon, else the inherited
+    /// one (`None`).
+    fn umask(&self) -> Option<u32> {
+        self.umask.or(self.daemon.then_some(0o077))
+    }
+}
+
 fn plan(m: &ArgMatches, successor: bool) -> Result<Plan, String> {
     check_reactor(m)?;
     let daemon = !m.get_flag("nodaemon") && !successor;
@@ -180,7 +190,6 @@ fn start(
         .iter()
         .find(|p| p.tapname == name)
         .ok_or_else(|| format!("Unknown command: {name}"))?;
-    let mut service = (plugin.make_service)(sub).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("twistrs"));
     let systemd_fds = systemd_fds_for_us();
 
@@ -190,31 +199,24 @@ fn start(
         (Some(p), Some(inh)) if inh.pidfile.is_some() => {
             Some(Pidfile::inherit(p, inh.pidfile.unwrap_or(-1)).map_err(|e| e.to_string())?)
         }
-        (Some(p), _) => Some(Pidfile::acquire(p).map_err(|e| match e {
-            PidfileError::Running { .. } => e.to_string(),
-            other => other.to_string(),
-        })?),
+        (Some(p), _) => Some(Pidfile::acquire(p, plan.umask()).map_err(|e| e.to_string())?),
     };
 
-    // 2. The log.
-    let log_path = match &plan.log {
-        Destination::File(p) => Some(p.clone()),
-        _ => None,
+    // 2. The log; then the service, built only now (twistd builds it first): a refused start
+    // changes nothing a plugin writes (mail's passwords), and what it logs reaches the log.
+    let built = open_log(&plan, &exe, pidfile.as_ref()).and_then(|logger| {
+        let service = (plugin.make_service)(sub).map_err(|e| e.to_string())?;
+        Ok((logger, service))
+    });
+    let (logger, mut service) = match built {
+        Ok(b) => b,
+        Err(e) => {
+            if let Some(p) = pidfile {
+                p.give_up();
+            }
+            return Err(e);
+        }
     };
-    let shown = log_path
-        .as_ref()
-        .map_or("-".into(), |p| p.display().to_string());
-    let logger = logging::init(clone_dest(&plan.log), plan.rotation)
-        .map_err(|e| format!("cannot open log file {shown}: {e}"))?;
-    log::info!(target: LAUNCHER, "twistrs {} ({}) starting up.", crate::VERSION, exe.display());
-    log::info!(target: LAUNCHER, "reactor class: twistrs_core::Reactor (mio, epoll).");
-    if let Some(p) = &pidfile
-        && let Some(prev) = &p.previous
-    {
-        log::info!(target: LAUNCHER,
-            "Replacing stale pidfile {} (it held '{prev}'; no process holds its lock).",
-            p.path().display());
-    }
     let result = serve(
         m,
         &plan,
@@ -252,11 +254,35 @@ fn start(
         }
         Err(e) => {
             if let Some(p) = pidfile {
-                p.remove();
+                p.give_up();
             }
             Err(e)
         }
     }
+}
+
+/// Opens the log and writes the start-up lines.
+fn open_log(
+    plan: &Plan,
+    exe: &Path,
+    pidfile: Option<&Pidfile>,
+) -> Result<&'static logging::Logger, String> {
+    let shown = match &plan.log {
+        Destination::File(p) => p.display().to_string(),
+        _ => "-".into(),
+    };
+    let logger = logging::init(clone_dest(&plan.log), plan.rotation)
+        .map_err(|e| format!("cannot open log file {shown}: {e}"))?;
+    log::info!(target: LAUNCHER, "twistrs {} ({}) starting up.", crate::VERSION, exe.display());
+    log::info!(target: LAUNCHER, "reactor class: twistrs_core::Reactor (mio, epoll).");
+    if let Some(p) = pidfile
+        && let Some(prev) = &p.previous
+    {
+        log::info!(target: LAUNCHER,
+            "Replacing stale pidfile {} (it held '{prev}'; no process holds its lock).",
+            p.path().display());
+    }
+    Ok(logger)
 }
 
 fn clone_dest(d: &Destination) -> Destination {
@@ -295,7 +321,7 @@ fn serve(
         std::env::set_current_dir(&plan.rundir)
             .map_err(|e| format!("cannot change to directory {}: {e}", plan.rundir.display()))?;
     }
-    let umask = plan.umask.or(plan.daemon.then_some(0o077));
+    let umask = plan.umask();
     if let Some(mask) = umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
@@ -331,12 +357,12 @@ fn serve(
     let started = service
         .privileged_start_service(&mut reactor)
         .map_err(|e| e.to_string())
-        // 9. Privileges dropped; the pidfile and log stay usable by the new user.
+        // 9. Privileges dropped. The log goes to the new user, who reopens it by name after a
+        // rotation. The pidfile stays the starter's: the new user writes and empties it only
+        // through the descriptor opened before, so it can never aim the starter's `stop` at
+        // another process (which the lock check forbids anyway).
         .and_then(|()| {
             if plan.target.any() {
-                if let Some(p) = pidfile.as_ref() {
-                    let _ = p.chown(plan.target.uid, plan.target.gid);
-                }
                 logger.chown(plan.target.uid, plan.target.gid);
                 plan.target.drop_privileges()?;
             }

@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod control;
 pub mod daemon;
+pub mod holder;
 pub mod launcher;
 pub mod logging;
 pub mod notify;

@@ -5,30 +5,46 @@
 //! the file, whatever it held before (a stale PID, nothing, garbage, or a PID reused by another
 //! program: twistd bugs 3851 and 7555), and logs that it replaced it. The kernel drops the lock
 //! when the process dies, however it dies.
+//!
+//! The file is only ever opened as itself: never through a symbolic link, and never when it is
+//! a directory, FIFO, device or a file with several names, so a planted link cannot make a
+//! root daemon (or root's `twistrs status`) write into, or hang on, some other file.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+
+use crate::holder::{self, FileId, Holder};
 
 /// A held pidfile.
 pub struct Pidfile {
     path: PathBuf,
-    lock: Flock<File>,
+    /// Locked. Closing it does not unlock a lock shared with a restart's successor; the kernel
+    /// drops the lock when the last descriptor of this open file closes.
+    file: File,
     /// What the file held before we took it, if anything.
     pub previous: Option<String>,
+    /// Passed by the process a restart replaces, which still serves until we do.
+    inherited: bool,
 }
 
 /// Why a pidfile could not be taken.
 #[derive(Debug)]
 pub enum PidfileError {
-    /// Another process holds the lock; its PID as the file says.
+    /// Another process holds the lock: its PID, as seen in /proc if it can be, else as the
+    /// file says.
     Running {
         path: PathBuf,
         pid: String,
+    },
+    /// The path is not a plain regular file (`what` says what it is instead).
+    Refused {
+        path: PathBuf,
+        what: String,
     },
     Io {
         path: PathBuf,
@@ -46,6 +62,11 @@ impl std::fmt::Display for PidfileError {
                  different application entirely. To start a new one, either run it in some other\n\
                  directory, or use the --pidfile and --logfile parameters to avoid clashes."
             ),
+            PidfileError::Refused { path, what } => write!(
+                f,
+                "pidfile {} is {what}, not a regular file: refusing to use it",
+                path.display()
+            ),
             PidfileError::Io { path, error } => {
                 write!(f, "cannot open pidfile {}: {error}", path.display())
             }
@@ -53,18 +74,51 @@ impl std::fmt::Display for PidfileError {
     }
 }
 
-/// What a pidfile says about its owner, without taking it (for `status` and `stop`).
-#[derive(Debug, PartialEq, Eq)]
+/// What a pidfile says about its owner, without taking it (for `status`, `stop`, `restart`).
+#[derive(Debug)]
 pub enum State {
     /// No pidfile.
     Absent,
     /// A pidfile nobody holds (the owner died without cleaning up), with its content.
     Stale(String),
-    /// Held by a live process, with the PID the file names.
-    Running(String),
+    /// Held by a live process.
+    Running(Held),
 }
 
-fn read_trimmed(f: &mut File) -> io::Result<String> {
+/// A pidfile that some process holds locked, open (unlocked) in ours to find and watch it.
+#[derive(Debug)]
+pub struct Held {
+    file: File,
+    id: FileId,
+    /// What the file says: a hint for finding the holder, never trusted as one.
+    pub named: String,
+}
+
+impl Held {
+    /// Who holds the lock: the PID the file names if it does, else whoever does.
+    pub fn holder(&self) -> io::Result<Holder> {
+        holder::resolve(&self.named, self.id)
+    }
+
+    /// True if `pid` holds the lock on this very file.
+    pub fn holds(&self, pid: i32) -> bool {
+        holder::holds(pid, self.id)
+    }
+
+    /// True once no process holds the lock on this file (this inode, whatever its name is by
+    /// now: a zombie holds nothing).
+    pub fn released(&self) -> bool {
+        match self.file.try_lock_shared() {
+            Ok(()) => {
+                let _ = self.file.unlock();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+fn read_trimmed(mut f: &File) -> io::Result<String> {
     let mut buf = Vec::new();
     f.seek(SeekFrom::Start(0))?;
     f.take(64).read_to_end(&mut buf)?;
@@ -72,44 +126,133 @@ fn read_trimmed(f: &mut File) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&buf).trim().to_string())
 }
 
+/// What a path is, if it is not a regular file with one name.
+fn not_plain(md: &Metadata) -> Option<String> {
+    let t = md.file_type();
+    let what = if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else if !t.is_file() {
+        "not a file"
+    } else if md.nlink() > 1 {
+        return Some(format!("a file with {} hard links", md.nlink()));
+    } else {
+        return None;
+    };
+    Some(what.to_string())
+}
+
+/// Opens `path` with `opts` as a pidfile (or the restart report beside it): without following
+/// a symbolic link, without blocking on a FIFO, and only if it is a plain regular file.
+pub(crate) fn open_plain(path: &Path, opts: &mut OpenOptions) -> Result<File, PidfileError> {
+    let refused = |what| PidfileError::Refused {
+        path: path.to_path_buf(),
+        what,
+    };
+    let io_err = |error| PidfileError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    // Checked before opening, so a FIFO or device is never opened at all...
+    match std::fs::symlink_metadata(path) {
+        Ok(md) => {
+            if let Some(what) = not_plain(&md) {
+                return Err(refused(what));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    let file = opts
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refused("a symbolic link".into()),
+            _ => io_err(e),
+        })?;
+    // ...and after, on what was opened, in case the path was swapped in between.
+    if let Some(what) = not_plain(&file.metadata().map_err(io_err)?) {
+        return Err(refused(what));
+    }
+    fcntl(&file, FcntlArg::F_SETFL(OFlag::empty())).map_err(|e| io_err(e.into()))?;
+    Ok(file)
+}
+
+/// Opens the pidfile for writing, creating it with the run's umask if it does not exist.
+fn create_or_open(path: &Path, umask: Option<u32>) -> Result<File, PidfileError> {
+    let mode = 0o666 & !umask.unwrap_or(0);
+    let mut rw = OpenOptions::new();
+    rw.read(true).write(true);
+    let is = |e: &PidfileError, kind| matches!(e, PidfileError::Io { error, .. } if error.kind() == kind);
+    // Bounded: a round fails only if another process removes the file between our two opens.
+    for _ in 0..3 {
+        match open_plain(path, rw.clone().create_new(true).mode(mode)) {
+            Ok(file) => {
+                if umask.is_some() {
+                    // The process umask is still the caller's: set the mode exactly.
+                    file.set_permissions(std::fs::Permissions::from_mode(mode))
+                        .map_err(|error| PidfileError::Io {
+                            path: path.to_path_buf(),
+                            error,
+                        })?;
+                }
+                return Ok(file);
+            }
+            Err(e) if !is(&e, io::ErrorKind::AlreadyExists) => return Err(e),
+            Err(_) => {}
+        }
+        match open_plain(path, &mut rw.clone()) {
+            Err(e) if is(&e, io::ErrorKind::NotFound) => continue,
+            other => return other,
+        }
+    }
+    Err(PidfileError::Io {
+        path: path.to_path_buf(),
+        error: io::Error::other("it kept being created and removed while twistrs opened it"),
+    })
+}
+
 impl Pidfile {
-    /// Takes the pidfile at `path` (made absolute), or says who holds it.
-    pub fn acquire(path: &Path) -> Result<Pidfile, PidfileError> {
+    /// Takes the pidfile at `path` (made absolute), or says who holds it. A new file gets mode
+    /// 0666 less `umask`, the umask the run will use (twistd creates it once that umask is set,
+    /// so a daemon's is 0600); with `None`, the process umask applies.
+    pub fn acquire(path: &Path, umask: Option<u32>) -> Result<Pidfile, PidfileError> {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let io_err = |error| PidfileError::Io {
             path: path.clone(),
             error,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(io_err)?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(mut lock) => {
-                let prev = read_trimmed(&mut lock).map_err(io_err)?;
+        let file = create_or_open(&path, umask)?;
+        match file.try_lock() {
+            Ok(()) => {
+                let prev = read_trimmed(&file).map_err(io_err)?;
                 Ok(Pidfile {
                     path,
-                    lock,
+                    file,
                     previous: (!prev.is_empty()).then_some(prev),
+                    inherited: false,
                 })
             }
-            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
-                let pid = read_trimmed(&mut file).unwrap_or_default();
-                Err(PidfileError::Running {
-                    path,
-                    pid: if pid.is_empty() {
-                        "unknown".into()
-                    } else {
-                        pid
-                    },
-                })
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let named = read_trimmed(&file).unwrap_or_default();
+                let holder = file
+                    .metadata()
+                    .and_then(|md| holder::resolve(&named, FileId::of(&md)));
+                let pid = match holder {
+                    Ok(Holder::Named(pid) | Holder::Other(pid)) => pid.to_string(),
+                    _ if named.is_empty() => "unknown".into(),
+                    _ => named,
+                };
+                Err(PidfileError::Running { path, pid })
             }
-            Err((_, e)) => Err(io_err(io::Error::from(e))),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_err(e)),
         }
     }
 
@@ -119,31 +262,28 @@ impl Pidfile {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         // SAFETY: the fd was passed to us by our predecessor for this purpose, exactly once.
         let file = unsafe { File::from_raw_fd(fd) };
-        let _ = nix::fcntl::fcntl(
-            &file,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        );
-        // Already locked by the shared open file description; this is a no-op re-lock.
-        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-            PidfileError::Io {
-                path: path.clone(),
-                error: io::Error::from(e),
-            }
+        let _ = fcntl(&file, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+        // Already locked by the shared open file description; this is a no-op re-lock that
+        // checks the descriptor is the locked pidfile.
+        file.try_lock().map_err(|e| PidfileError::Io {
+            path: path.clone(),
+            error: io::Error::from(e),
         })?;
         Ok(Pidfile {
             path,
-            lock,
+            file,
             previous: None,
+            inherited: true,
         })
     }
 
     /// Writes our PID (decimal, no newline, as twistd).
     pub fn write_pid(&mut self) -> io::Result<()> {
         let pid = std::process::id().to_string();
-        self.lock.set_len(0)?;
-        self.lock.seek(SeekFrom::Start(0))?;
-        self.lock.write_all(pid.as_bytes())?;
-        self.lock.flush()
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.write_all(pid.as_bytes())?;
+        self.file.flush()
     }
 
     pub fn path(&self) -> &Path {
@@ -151,45 +291,56 @@ impl Pidfile {
     }
 
     pub fn raw_fd(&self) -> RawFd {
-        self.lock.as_raw_fd()
-    }
-
-    /// Hands the owner and group to the user privileges are dropped to, so that user can
-    /// still rewrite it.
-    pub fn chown(
-        &self,
-        uid: Option<nix::unistd::Uid>,
-        gid: Option<nix::unistd::Gid>,
-    ) -> io::Result<()> {
-        nix::unistd::fchown(&*self.lock, uid, gid).map_err(io::Error::from)
+        self.file.as_raw_fd()
     }
 
     /// Removes the file at a clean exit. If the directory does not let us (privileges were
-    /// dropped), empties it instead: an empty, unlocked pidfile never blocks a start.
+    /// dropped: the file stays its starter's), empties it through our descriptor instead: an
+    /// empty, unlocked pidfile never blocks a start.
     pub fn remove(self) {
         if std::fs::remove_file(&self.path).is_err() {
-            let _ = self.lock.set_len(0);
+            let _ = self.file.set_len(0);
+        }
+    }
+
+    /// A failed start: our own pidfile goes, as twistd removes it; one inherited from a
+    /// restart is left alone, since the predecessor that holds it too keeps serving.
+    pub fn give_up(self) {
+        if self.inherited {
+            self.release();
+        } else {
+            self.remove();
         }
     }
 
     /// Leaves the file and its lock as they are: the successor of a restart shares the open
-    /// file and owns it now. (Dropping the lock normally would unlock it for both.)
+    /// file and owns it now. Closing our descriptor leaves the lock to the successor's.
     pub fn release(self) {
-        std::mem::forget(self.lock);
+        drop(self.file);
     }
 }
 
 /// What the pidfile at `path` says, without disturbing its owner.
-pub fn state(path: &Path) -> io::Result<State> {
-    let file = match OpenOptions::new().read(true).open(path) {
+pub fn state(path: &Path) -> Result<State, PidfileError> {
+    let file = match open_plain(path, OpenOptions::new().read(true)) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(State::Absent),
+        Err(PidfileError::Io { error, .. }) if error.kind() == io::ErrorKind::NotFound => {
+            return Ok(State::Absent);
+        }
         Err(e) => return Err(e),
     };
-    match Flock::lock(file, FlockArg::LockSharedNonblock) {
-        Ok(mut f) => Ok(State::Stale(read_trimmed(&mut f)?)),
-        Err((mut f, nix::errno::Errno::EWOULDBLOCK)) => Ok(State::Running(read_trimmed(&mut f)?)),
-        Err((_, e)) => Err(io::Error::from(e)),
+    let io_err = |error| PidfileError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(State::Stale(read_trimmed(&file).map_err(io_err)?)),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let named = read_trimmed(&file).map_err(io_err)?;
+            let id = FileId::of(&file.metadata().map_err(io_err)?);
+            Ok(State::Running(Held { file, id, named }))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(e)),
     }
 }
 
@@ -201,22 +352,63 @@ mod tests {
     fn lock_decides_not_the_content() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.pid");
-        assert_eq!(state(&p).unwrap(), State::Absent);
+        assert!(matches!(state(&p).unwrap(), State::Absent));
         for junk in ["", "garbage", "1", "999999"] {
             std::fs::write(&p, junk).unwrap();
-            assert_eq!(state(&p).unwrap(), State::Stale(junk.to_string()));
-            let mut held = Pidfile::acquire(&p).expect("a stale file never blocks");
+            assert!(matches!(state(&p).unwrap(), State::Stale(s) if s == junk));
+            let mut held = Pidfile::acquire(&p, None).expect("a stale file never blocks");
             assert_eq!(held.previous.as_deref(), (!junk.is_empty()).then_some(junk));
             held.write_pid().unwrap();
             let me = std::process::id().to_string();
             assert_eq!(std::fs::read_to_string(&p).unwrap(), me);
-            assert_eq!(state(&p).unwrap(), State::Running(me.clone()));
-            match Pidfile::acquire(&p) {
+            match state(&p).unwrap() {
+                State::Running(h) => {
+                    assert_eq!(h.named, me);
+                    assert!(h.holds(std::process::id() as i32));
+                    assert!(!h.released());
+                }
+                other => panic!("{other:?}"),
+            }
+            match Pidfile::acquire(&p, None) {
                 Err(PidfileError::Running { pid, .. }) => assert_eq!(pid, me),
                 other => panic!("second acquire: {:?}", other.err()),
             }
             held.remove();
-            assert_eq!(state(&p).unwrap(), State::Absent);
+            assert!(matches!(state(&p).unwrap(), State::Absent));
         }
+    }
+
+    #[test]
+    fn only_a_plain_regular_file_is_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let link = dir.path().join("link.pid");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let dangling = dir.path().join("dangling.pid");
+        std::os::unix::fs::symlink(dir.path().join("nothing"), &dangling).unwrap();
+        let hard = dir.path().join("hard.pid");
+        std::fs::hard_link(&victim, &hard).unwrap();
+        let fifo = dir.path().join("fifo.pid");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let cases = [
+            (&link, "a symbolic link"),
+            (&dangling, "a symbolic link"),
+            (&hard, "a file with 2 hard links"),
+            (&fifo, "a FIFO"),
+            (&dir.path().to_path_buf(), "a directory"),
+        ];
+        for (p, what) in cases {
+            for err in [Pidfile::acquire(p, None).err(), state(p).err()] {
+                match err {
+                    Some(PidfileError::Refused { path, what: w }) => {
+                        assert_eq!((path.as_path(), w.as_str()), (p.as_path(), what));
+                    }
+                    other => panic!("{}: {other:?}", p.display()),
+                }
+            }
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!dir.path().join("nothing").exists());
     }
 }

@@ -183,11 +183,36 @@ pub fn status_path(pidfile: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Records the outcome of a restart.
+/// Records the outcome of a restart. The temporary file is created afresh (O_EXCL, never
+/// through a link someone planted in the pidfile's directory) and renamed over the report,
+/// which replaces whatever name was there without following it.
 pub fn write_status(pidfile: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let path = status_path(pidfile);
     let tmp = path.with_extension("restart.tmp");
-    if std::fs::write(&tmp, text).is_ok() {
+    // A leftover from a crash, or a planted link: unlinking removes the name, not its target.
+    let _ = std::fs::remove_file(&tmp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()));
+    if written.is_ok() {
         let _ = std::fs::rename(&tmp, &path);
     }
+}
+
+/// The outcome of a restart, once written: read as the pidfile is, never through a link.
+pub fn read_status(pidfile: &Path) -> Option<String> {
+    let mut f = crate::pidfile::open_plain(
+        &status_path(pidfile),
+        std::fs::OpenOptions::new().read(true),
+    )
+    .ok()?;
+    let mut text = String::new();
+    f.by_ref().take(4096).read_to_string(&mut text).ok()?;
+    Some(text)
 }

@@ -109,6 +109,11 @@ fn daemon_detaches_serves_and_stops_through_the_pidfile() {
         "detached from its starter"
     );
     assert_eq!(proc_field(d.pid, "Umask"), "0077", "twistd's daemon umask");
+    let mode = std::fs::metadata(d.path("twistrs.pid")).unwrap().mode() & 0o777;
+    assert_eq!(
+        mode, 0o600,
+        "the pidfile follows the daemon's umask, as twistd's"
+    );
     let fd0 = std::fs::read_link(format!("/proc/{}/fd/0", d.pid)).unwrap();
     assert_eq!(fd0, Path::new("/dev/null"));
     echo_once(d.ports()[0]);
@@ -340,10 +345,17 @@ fn privileges_drop_to_nobody_after_binding_a_privileged_port() {
         .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
         .expect("a free privileged port");
     let dir = tempfile::tempdir().unwrap();
-    // A directory the dropped user can write, as /run/NAME would be.
+    // A directory of the dropped user's, as /run/NAME would be: it may remove the pidfile and
+    // write the restart report there.
+    std::os::unix::fs::chown(
+        dir.path(),
+        Some(nobody.uid.as_raw()),
+        Some(nobody.gid.as_raw()),
+    )
+    .unwrap();
     std::fs::set_permissions(
         dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
     let ep = format!("tcp:{port}:interface=127.0.0.1");
@@ -368,10 +380,35 @@ fn privileges_drop_to_nobody_after_binding_a_privileged_port() {
         !groups.split_whitespace().any(|g| g == "0"),
         "root's groups are gone: {groups}"
     );
-    for f in ["twistrs.pid", "twistrs.log"] {
-        let md = std::fs::metadata(dir.path().join(f)).unwrap();
-        assert_eq!(md.uid(), nobody.uid.as_raw(), "{f} belongs to nobody");
-    }
+    let log = std::fs::metadata(dir.path().join("twistrs.log")).unwrap();
+    assert_eq!(
+        log.uid(),
+        nobody.uid.as_raw(),
+        "nobody reopens its log by name"
+    );
+    // The pidfile stays root's: nobody writes it only through the descriptor opened before
+    // the drop, and can never make it name another process for root's `stop`.
+    let root_owned = || {
+        let md = std::fs::metadata(dir.path().join("twistrs.pid")).unwrap();
+        assert_eq!((md.uid(), md.mode() & 0o777), (0, 0o600), "root's, 0600");
+    };
+    root_owned();
+    echo_once(port);
+    // A restart as nobody: the successor writes its PID through the inherited descriptor.
+    let (code, out, err) = run_in(dir.path(), &["restart"]);
+    assert_eq!(code, 0, "{out} {err}");
+    let new: u32 = std::fs::read_to_string(dir.path().join("twistrs.pid"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(new, pid);
+    assert!(out.contains(&format!("handed over to PID {new}")), "{out}");
+    let uids = proc_field(new, "Uid");
+    assert!(
+        uids.split_whitespace().all(|u| u == nobody.uid.to_string()),
+        "{uids}"
+    );
+    root_owned();
     echo_once(port);
     assert_eq!(run_in(dir.path(), &["stop"]).0, 0);
     assert!(

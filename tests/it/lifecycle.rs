@@ -96,6 +96,45 @@ fn unix_socket_lock_refuses_a_live_owner_and_replaces_a_stale_one() {
 }
 
 #[test]
+fn what_a_plugin_logs_while_it_is_built_reaches_the_log_file() {
+    let warning = "[twistrs.mail#warn] no -d domain: every recipient will be refused";
+    let mail = [
+        "mail",
+        "-s",
+        "tcp:0:interface=127.0.0.1",
+        "-p",
+        "tcp:0:interface=127.0.0.1",
+    ];
+    let wait_for = |log: &std::path::Path, needle: &str| {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < end {
+            if std::fs::read_to_string(log).is_ok_and(|t| t.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    };
+    // -n -l FILE.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let mut args = vec!["-l", log.to_str().unwrap()];
+    args.extend_from_slice(&mail);
+    let mut srv = Server::spawn(&args);
+    assert!(wait_for(&log, "starting on"), "{:?}", srv.lines());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(warning), "{text}");
+    srv.term();
+    // A daemon: its twistrs.log, opened before the fork.
+    let (code, _, err) = run_in(dir.path(), &mail);
+    assert_eq!(code, 0, "{err}");
+    let log = dir.path().join("twistrs.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(warning), "{text}");
+    assert_eq!(run_in(dir.path(), &["stop"]).0, 0);
+}
+
+#[test]
 fn logfile_option_writes_twistd_lines_and_sighup_reopens_it() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("app.log");

@@ -6,6 +6,7 @@ mod lifecycle;
 mod load;
 mod mail;
 mod man;
+mod pidfile;
 mod support;
 mod web;
 mod wire;
