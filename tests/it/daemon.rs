@@ -253,7 +253,8 @@ fn restart_under_a_client_loop_refuses_nothing() {
     let d = Daemon::start(&["echo", "--listen", "tcp:0:interface=127.0.0.1"]);
     let port = d.ports()[0];
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let s2 = stop.clone();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (s2, done2) = (stop.clone(), done.clone());
     let loop_thread = std::thread::spawn(move || {
         let (mut ok, mut failed) = (0u32, Vec::new());
         let end = Instant::now() + Duration::from_secs(20);
@@ -267,16 +268,27 @@ fn restart_under_a_client_loop_refuses_nothing() {
                 Ok(())
             })();
             match r {
-                Ok(()) => ok += 1,
+                Ok(()) => {
+                    ok += 1;
+                    done2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 Err(e) => failed.push(e.to_string()),
             }
         }
         (ok, failed)
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // The loop is running before the restart, and still after it.
+    let served = |n: u32| {
+        let end = Instant::now() + Duration::from_secs(10);
+        while done.load(std::sync::atomic::Ordering::SeqCst) < n && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        done.load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let before = served(20);
     let (code, out, err) = d.ctl(&["restart"]);
     assert_eq!(code, 0, "{out} {err}");
-    std::thread::sleep(Duration::from_millis(300));
+    served(before + 40);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (ok, failed) = loop_thread.join().unwrap();
     assert!(
@@ -334,11 +346,17 @@ fn a_failed_restart_keeps_the_old_process_serving() {
 #[test]
 fn privileges_drop_to_nobody_after_binding_a_privileged_port() {
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("not root: skipping the privilege test");
+        skip(
+            "privileges_drop_to_nobody_after_binding_a_privileged_port",
+            "not root",
+        );
         return;
     }
     let Some(nobody) = nix::unistd::User::from_name("nobody").ok().flatten() else {
-        eprintln!("no user nobody: skipping");
+        skip(
+            "privileges_drop_to_nobody_after_binding_a_privileged_port",
+            "no user nobody",
+        );
         return;
     };
     let port = (600..1000)
@@ -482,10 +500,11 @@ fn socket_activation_without_fdnames_and_sd_notify() {
 #[test]
 fn chroot_and_euid() {
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("not root: skipping");
+        skip("chroot_and_euid", "not root");
         return;
     }
     let Some(nobody) = nix::unistd::User::from_name("nobody").ok().flatten() else {
+        skip("chroot_and_euid", "no user nobody");
         return;
     };
     let jail = tempfile::tempdir().unwrap();

@@ -255,7 +255,10 @@ fn built_in_rotation_keeps_n_files_and_spares_dev_null() {
 fn syslog_with_prefix() {
     let dev_log = std::path::Path::new("/dev/log");
     if dev_log.exists() || !nix::unistd::Uid::effective().is_root() {
-        eprintln!("a syslog daemon owns /dev/log (or not root): skipping");
+        skip(
+            "syslog_with_prefix",
+            "a syslog daemon owns /dev/log (or not root)",
+        );
         return;
     }
     // No syslog daemon here: play one on /dev/log for the length of the test.

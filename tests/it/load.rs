@@ -22,6 +22,22 @@ fn a_thousand_concurrent_echo_clients() {
     }
 }
 
+/// The server's resident memory once it has not grown for half a second (bounded: 10 s).
+fn rss_settled(srv: &Server) -> u64 {
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut last = srv.rss_kib();
+    let mut steady_since = Instant::now();
+    while Instant::now() < end && steady_since.elapsed() < Duration::from_millis(500) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = srv.rss_kib();
+        if now > last {
+            steady_since = Instant::now();
+        }
+        last = last.max(now);
+    }
+    last
+}
+
 /// Sets a socket non-blocking and reads nothing, to play a client that stalled.
 fn stalled_clients(addr: std::net::SocketAddr, n: usize) -> Vec<std::net::TcpStream> {
     (0..n).map(|_| connect(addr)).collect()
@@ -32,9 +48,9 @@ fn chargen_clients_that_stop_reading_keep_memory_flat() {
     let srv = Server::start(&["chargen", "--listen", "tcp:0:interface=127.0.0.1"]);
     let base = srv.rss_kib();
     let mut stalled = stalled_clients(srv.addr(), 50);
-    // The kernel buffers fill, then the server's own buffers stop at the high-water mark.
-    std::thread::sleep(Duration::from_millis(1500));
-    let filled = srv.rss_kib();
+    // The kernel buffers fill, then the server's own buffers stop at the high-water mark:
+    // wait until memory stops growing, then watch a while longer.
+    let filled = rss_settled(&srv);
     std::thread::sleep(Duration::from_millis(1500));
     let later = srv.rss_kib();
     assert!(

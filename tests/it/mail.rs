@@ -451,7 +451,14 @@ for cmd in [b'HELO c', b'MAIL FROM:<a@b>', b'RCPT TO:<joe@example.com>', b'DATA'
     c.sendall(cmd + b'\r\n'); f.readline()
 c.sendall(b'Subject: in flight\r\n\r\nfirst half\r\n')
 os.kill(int(sys.argv[2]), signal.SIGTERM)
-time.sleep(0.3)
+# The stop has begun once the listener is closed (bounded: 5 s).
+deadline = time.time() + 5
+while time.time() < deadline:
+    try:
+        socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=1).close()
+        time.sleep(0.01)
+    except OSError:
+        break
 c.sendall(b'second half\r\n.\r\n')
 print(f.readline().split()[0], f.readline().split()[0], f.readline())
 "#,

@@ -271,6 +271,21 @@ pub fn send(s: &mut impl Write, data: &[u8]) {
     s.write_all(data).expect("write");
 }
 
+/// Records that `test` did not run what it tests, and why: on stderr, and in a list that
+/// `.ci/run` prints after the suite, so a skip is never silent.
+pub fn skip(test: &str, why: &str) {
+    let line = format!("SKIPPED {test}: {why}\n");
+    eprint!("{line}");
+    let list = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(list)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
 /// Raises this test process's descriptor limit to the hard limit.
 pub fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};

@@ -165,7 +165,7 @@ fn qotd_serves_built_in_and_file_quotes() {
 #[test]
 fn tcp6_on_loopback() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("no IPv6 loopback here; skipping");
+        skip("tcp6_on_loopback", "no IPv6 loopback here");
         return;
     }
     let srv = Server::start(&["echo", "--listen", r"tcp6:0:interface=\:\:1"]);
