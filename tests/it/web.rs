@@ -735,3 +735,35 @@ fn a_slow_download_that_keeps_moving_outlives_the_idle_timeout() {
         "the download was slow enough to mean something ({took:?})"
     );
 }
+
+#[test]
+fn a_redirect_never_leaves_this_host() {
+    // A directory named like a host: `//evil.com` must not become `Location: //evil.com/`,
+    // which a browser reads as another host (issue 8.4).
+    let t = tree();
+    std::fs::create_dir(t.root.join("evil.com")).unwrap();
+    let srv = web(&t, &[]);
+    let a = srv.addr();
+    for (target, want) in [
+        ("//evil.com", Some("/evil.com/")),
+        ("///evil.com?q=1", Some("/evil.com/?q=1")),
+        ("http://x//evil.com", Some("/evil.com/")),
+        ("/evil.com", Some("/evil.com/")),
+        ("/\\evil.com", None),
+        ("/%2F%2Fevil.com", None),
+        ("/%5Cevil.com", None),
+    ] {
+        let r = get(
+            a,
+            &format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        match want {
+            Some(loc) => assert_eq!(
+                (r.status, r.header("Location")),
+                (302, Some(loc)),
+                "{target}"
+            ),
+            None => assert_eq!((r.status, r.header("Location")), (404, None), "{target}"),
+        }
+    }
+}

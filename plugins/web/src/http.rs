@@ -267,7 +267,7 @@ impl Http {
             Found::Dir(fd) => {
                 if !url.trailing_slash {
                     let query = req.target.find('?').map_or("", |i| &req.target[i..]);
-                    let loc = format!("{}/{query}", url.raw);
+                    let loc = format!("{}{query}", url.with_slash());
                     return self.redirect(t, &loc, f);
                 }
                 for idx in &site.indexes {
