@@ -168,21 +168,28 @@ fn files_types_headers_and_conditionals() {
     );
     let r = get(
         a,
-        &format!("GET /a.txt HTTP/1.1\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n"),
+        &format!(
+            "GET /a.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n"
+        ),
     );
     assert_eq!(r.status, 304);
     assert_eq!(r.header("X-Test"), Some("yes"), "also on 304");
     let r = get(
         a,
-        &format!("GET /a.txt HTTP/1.1\r\nIf-Modified-Since: {lm}\r\nConnection: close\r\n\r\n"),
+        &format!(
+            "GET /a.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: {lm}\r\nConnection: close\r\n\r\n"
+        ),
     );
     assert_eq!(r.status, 304);
     let r = get(
         a,
-        "GET /a.txt HTTP/1.1\r\nIf-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\nConnection: close\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(r.status, 200);
-    let h = get(a, "HEAD /a.txt HTTP/1.1\r\nConnection: close\r\n\r\n");
+    let h = get(
+        a,
+        "HEAD /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!((h.status, h.header("Content-Length")), (200, Some("10")));
     assert!(h.body.is_empty());
     // A symlink inside the root that stays inside is served.
@@ -201,14 +208,14 @@ fn ranges_single_multiple_unsatisfiable_and_if_range() {
     let a = srv.addr();
     let r = get(
         a,
-        "GET /a.txt HTTP/1.1\r\nRange: bytes=2-4\r\nConnection: close\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=2-4\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(r.status, 206);
     assert_eq!(r.body, b"234");
     assert_eq!(r.header("Content-Range"), Some("bytes 2-4/10"));
     let r = get(
         a,
-        "GET /data.bin HTTP/1.1\r\nRange: bytes=-5\r\nConnection: close\r\n\r\n",
+        "GET /data.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=-5\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(
         r.header("Content-Range"),
@@ -223,7 +230,7 @@ fn ranges_single_multiple_unsatisfiable_and_if_range() {
     );
     let r = get(
         a,
-        "GET /a.txt HTTP/1.1\r\nRange: bytes=0-1,8-\r\nConnection: close\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1,8-\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(r.status, 206);
     let ct = r.header("Content-Type").unwrap();
@@ -242,7 +249,7 @@ fn ranges_single_multiple_unsatisfiable_and_if_range() {
     assert!(body.ends_with(&format!("--{boundary}--\r\n")));
     let r = get(
         a,
-        "GET /a.txt HTTP/1.1\r\nRange: bytes=50-60\r\nConnection: close\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=50-60\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(
         (r.status, r.header("Content-Range")),
@@ -252,13 +259,13 @@ fn ranges_single_multiple_unsatisfiable_and_if_range() {
     let r = get(
         a,
         &format!(
-            "GET /a.txt HTTP/1.1\r\nRange: bytes=0-0\r\nIf-Range: {etag}\r\nConnection: close\r\n\r\n"
+            "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\nIf-Range: {etag}\r\nConnection: close\r\n\r\n"
         ),
     );
     assert_eq!((r.status, r.body.as_slice()), (206, b"0".as_slice()));
     let r = get(
         a,
-        "GET /a.txt HTTP/1.1\r\nRange: bytes=0-0\r\nIf-Range: \"stale\"\r\nConnection: close\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\nIf-Range: \"stale\"\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(
         (r.status, r.body.len()),
@@ -267,7 +274,7 @@ fn ranges_single_multiple_unsatisfiable_and_if_range() {
     );
     let r = get(
         a,
-        "GET /a.txt HTTP/1.1\r\nRange: bytes=9-2\r\nConnection: close\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=9-2\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(
         r.status, 200,
@@ -359,7 +366,7 @@ fn no_request_reads_outside_the_root() {
         let mut s = connect(a);
         send(
             &mut s,
-            format!("GET {target} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
         );
         let raw = read_to_end(&mut s);
         let text = String::from_utf8_lossy(&raw);
@@ -386,7 +393,7 @@ fn keep_alive_pipelining_http10_and_close() {
     let srv = web(&t, &[]);
     let mut s = connect(srv.addr());
     // Three pipelined requests in one write; answered in order on one connection.
-    send(&mut s, b"GET /a.txt HTTP/1.1\r\n\r\nHEAD /sub/b.css HTTP/1.1\r\n\r\nGET /sub/b.css HTTP/1.1\r\n\r\n");
+    send(&mut s, b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\nHEAD /sub/b.css HTTP/1.1\r\nHost: x\r\n\r\nGET /sub/b.css HTTP/1.1\r\nHost: x\r\n\r\n");
     let r1 = read_resp(&mut s, false);
     let r2 = read_resp(&mut s, true);
     let r3 = read_resp(&mut s, false);
@@ -411,7 +418,10 @@ fn keep_alive_pipelining_http10_and_close() {
     );
     let r = read_resp(&mut s, false);
     assert_eq!(r.header("Connection"), Some("keep-alive"));
-    send(&mut s, b"GET /a.txt HTTP/1.1\r\nConnection: close\r\n\r\n");
+    send(
+        &mut s,
+        b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     let r = read_resp(&mut s, false);
     assert_eq!(r.header("Connection"), Some("close"));
     assert_eq!(read_to_end(&mut s), b"", "closed after Connection: close");
@@ -424,7 +434,7 @@ fn methods_bodies_and_expect_continue() {
     let mut s = connect(srv.addr());
     send(
         &mut s,
-        b"POST /a.txt HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /a.txt HTTP/1.1\r\n\r\n",
+        b"POST /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n",
     );
     let r = read_resp(&mut s, false);
     assert_eq!((r.status, r.header("Allow")), (405, Some("GET, HEAD")));
@@ -433,7 +443,7 @@ fn methods_bodies_and_expect_continue() {
         b"0123456789",
         "the body was dropped, the next request served"
     );
-    send(&mut s, b"GET /a.txt HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /sub/b.css HTTP/1.1\r\n\r\n");
+    send(&mut s, b"GET /a.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /sub/b.css HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(read_resp(&mut s, false).body, b"0123456789");
     assert_eq!(
         read_resp(&mut s, false).body,
@@ -443,7 +453,7 @@ fn methods_bodies_and_expect_continue() {
     // Expect: 100-continue gets the interim response before the body is sent.
     send(
         &mut s,
-        b"GET /a.txt HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+        b"GET /a.txt HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
     );
     let interim = read_resp(&mut s, true);
     assert_eq!(interim.status, 100);
@@ -453,7 +463,7 @@ fn methods_bodies_and_expect_continue() {
     let mut s = connect(srv.addr());
     send(
         &mut s,
-        b"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n",
     );
     assert_eq!(read_resp(&mut s, false).status, 413);
     let (code, out) = curl(&[
@@ -473,14 +483,23 @@ fn limits_414_431_and_timeouts() {
     let t = tree();
     let srv = web(&t, &["--timeout", "1"]);
     let a = srv.addr();
-    let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(9000));
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
     assert_eq!(get(a, &long).status, 414);
-    let fat = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "b".repeat(17000));
+    let fat = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(17000)
+    );
     assert_eq!(get(a, &fat).status, 431);
     let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
-    assert_eq!(get(a, &format!("GET / HTTP/1.1\r\n{many}\r\n")).status, 431);
+    assert_eq!(
+        get(a, &format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")).status,
+        431
+    );
     assert_eq!(get(a, "GET / HTTP/2.0\r\n\r\n").status, 505);
-    assert_eq!(get(a, "BR0KEN\x01 / HTTP/1.1\r\n\r\n").status, 400);
+    assert_eq!(
+        get(a, "BR0KEN\x01 / HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        400
+    );
     assert!(
         srv.log_contains("Bad request from"),
         "malformed input is logged"
@@ -507,7 +526,7 @@ fn limits_414_431_and_timeouts() {
     second
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
-    send(&mut second, b"GET /a.txt HTTP/1.1\r\n\r\n");
+    send(&mut second, b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n");
     let mut b = [0u8; 1];
     assert!(
         second.read(&mut b).is_err(),
@@ -668,7 +687,7 @@ fn an_error_answer_survives_unread_input_lingering_close() {
     // and the client could lose the 414.
     for _ in 0..10 {
         let mut s = connect(srv.addr());
-        let junk = format!("GET /{} HTTP/1.1\r\n\r\n", "j".repeat(200_000));
+        let junk = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "j".repeat(200_000));
         let writer = {
             let mut w = s.try_clone().unwrap();
             std::thread::spawn(move || {
@@ -766,4 +785,45 @@ fn a_redirect_never_leaves_this_host() {
             None => assert_eq!((r.status, r.header("Location")), (404, None), "{target}"),
         }
     }
+}
+
+#[test]
+fn host_is_required_in_http11_and_only_once() {
+    // RFC 9112 3.2: an HTTP/1.1 request without Host, or any request with two, is a 400.
+    let t = tree();
+    let srv = web(&t, &[]);
+    let a = srv.addr();
+    let status = |req: &str| get(a, req).status;
+    assert_eq!(
+        status("GET /a.txt HTTP/1.1\r\nConnection: close\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status("GET /a.txt HTTP/1.1\r\nHost: x\r\nHost: y\r\nConnection: close\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status("GET /a.txt HTTP/1.0\r\nHost: x\r\nHost: x\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status("GET /a.txt HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n"),
+        400,
+        "an invalid Host value"
+    );
+    assert_eq!(
+        status("GET /a.txt HTTP/1.0\r\n\r\n"),
+        200,
+        "HTTP/1.0 needs no Host"
+    );
+    assert_eq!(
+        status("GET /a.txt HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\n\r\n"),
+        200
+    );
+    assert_eq!(
+        status("GET /a.txt HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n"),
+        200,
+        "an empty Host is allowed (a target without authority)"
+    );
+    assert!(srv.log_contains("missing Host"), "{:?}", srv.lines());
 }

@@ -33,7 +33,8 @@ const ABOUT: &str =
 /// The behaviour, for `--help` and the man page.
 const WEB_NOTES: &str = "\
 Serves GET and HEAD over HTTP/1.0 and 1.1 with keep-alive, pipelining and Expect: 100-continue; \
-other methods get 405 with Allow; request bodies are read and dropped (413 above 1 MiB). \
+other methods get 405 with Allow; request bodies are read and dropped (413 above 1 MiB); an \
+HTTP/1.1 request without Host, or any request with two, gets 400 (RFC 9112). \
 Content-Type comes from the extension (.gz and .bz2 as Content-Encoding); Date, Last-Modified, \
 ETag and Accept-Ranges are sent; If-None-Match and If-Modified-Since give 304; Range gives 206, \
 multipart/byteranges for several ranges, 416 when unsatisfiable, honouring If-Range. A directory \
