@@ -118,6 +118,8 @@ fn tree() -> Tree {
     std::fs::write(&secret, "TOP SECRET").unwrap();
     std::os::unix::fs::symlink(&secret, root.join("escape")).unwrap();
     std::os::unix::fs::symlink("a.txt", root.join("alias.txt")).unwrap();
+    std::os::unix::fs::symlink(root.join("a.txt"), root.join("abs-alias.txt")).unwrap();
+    std::os::unix::fs::symlink(root.join("sub"), root.join("abs-sub")).unwrap();
     Tree {
         _dir: dir,
         root,
@@ -192,8 +194,15 @@ fn files_types_headers_and_conditionals() {
     );
     assert_eq!((h.status, h.header("Content-Length")), (200, Some("10")));
     assert!(h.body.is_empty());
-    // A symlink inside the root that stays inside is served.
+    // A symlink inside the root that stays inside is served, its target written relative
+    // or absolute (issue 8.18).
     assert_eq!(get_path(a, "/alias.txt").body, b"0123456789");
+    assert_eq!(get_path(a, "/abs-alias.txt").body, b"0123456789");
+    assert_eq!(get_path(a, "/abs-sub/b.css").body, b"b{}");
+    assert_eq!(
+        get_path(a, "/abs-sub").header("Location"),
+        Some("/abs-sub/")
+    );
     let srv = web(&t, &["-m", "application/octet-stream"]);
     assert_eq!(
         get_path(srv.addr(), "/noext").header("Content-Type"),
