@@ -836,3 +836,76 @@ fn host_is_required_in_http11_and_only_once() {
     );
     assert!(srv.log_contains("missing Host"), "{:?}", srv.lines());
 }
+
+/// Sets the descriptor limit (soft and hard) of process `pid`.
+fn set_fd_limit(pid: u32, n: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: prlimit(2) reads `lim` and writes nothing (old limit pointer is null).
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &lim,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// The descriptor numbers process `pid` has open.
+fn open_fds(pid: u32) -> Vec<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_file_that_cannot_be_opened_at_the_descriptor_limit_is_a_500() {
+    // At the limit, open() fails with EMFILE: a server error, not "No Such Resource"
+    // (issue 8.11).
+    let t = tree();
+    let srv = web(&t, &[]);
+    let pid = srv.pid();
+    // A new descriptor takes the lowest free number, which must be below the limit: with
+    // the limit just above the second free number, two connections fit and the file the
+    // second asks for does not.
+    let open = open_fds(pid);
+    let free: Vec<u64> = (0..).filter(|n| !open.contains(n)).take(2).collect();
+    let limit = free[1] + 1;
+    set_fd_limit(pid, limit);
+    let below = || open_fds(pid).iter().filter(|n| **n < limit).count() as u64;
+    let _first = connect(srv.addr());
+    let mut second = connect(srv.addr());
+    let end = Instant::now() + Duration::from_secs(5);
+    while below() < limit && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        below(),
+        limit,
+        "both connections accepted, every number taken"
+    );
+    send(&mut second, b"GET /data.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = read_resp(&mut second, false);
+    assert_eq!(r.status, 500, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        srv.log_contains("Too many open files"),
+        "the error is logged: {:?}",
+        srv.lines()
+    );
+    // With a descriptor free again, the same connection gets the file.
+    drop(_first);
+    let end = Instant::now() + Duration::from_secs(5);
+    while below() >= limit && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    send(&mut second, b"GET /data.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = read_resp(&mut second, false);
+    assert_eq!((r.status, r.body.len()), (200, 600_000));
+}

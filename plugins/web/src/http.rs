@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::ffi::OsString;
+use std::io;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -280,8 +281,10 @@ impl Http {
                         p.push("/");
                     }
                     p.push(idx);
-                    if let Found::File(e) = root.find(&p) {
-                        return self.file(t, req, &e, f);
+                    match root.find(&p) {
+                        Found::File(e) => return self.file(t, req, &e, f),
+                        Found::Failed(e) => return self.failed(t, req, &e, f),
+                        _ => {}
                     }
                 }
                 if site.no_listing {
@@ -293,37 +296,41 @@ impl Http {
                 });
                 self.page(t, 200, "text/html; charset=utf-8", html.as_bytes(), f)
             }
-            Found::NotFound => {
-                if !url.trailing_slash
-                    && let Some(e) = self.ignored_extension(root, &url.segments, &rel)
-                {
-                    return self.file(t, req, &e, f);
-                }
-                self.error(t, 404, f)
-            }
+            Found::NotFound if url.trailing_slash => self.error(t, 404, f),
+            Found::NotFound => match self.ignored_extension(root, &url.segments, &rel) {
+                Found::File(e) => self.file(t, req, &e, f),
+                Found::Failed(e) => self.failed(t, req, &e, f),
+                _ => self.error(t, 404, f),
+            },
             Found::Forbidden(why) => {
                 log::info!(target: &t.system(), "Forbidden {:?}: {why}", req.target);
                 self.error(t, 403, f)
             }
+            Found::Failed(e) => self.failed(t, req, &e, f),
         }
     }
 
-    /// `--ignore-ext` and `--allow-ignore-ext`: `/page` may serve `page.html`.
-    fn ignored_extension(
-        &self,
-        root: &Root,
-        segs: &[OsString],
-        rel: &OsString,
-    ) -> Option<Rc<Entry>> {
+    /// A file that exists, or may, but could not be opened or read (no descriptor left, an
+    /// I/O error): 500, with the error in the log, as nginx does.
+    fn failed(&mut self, t: &mut Transport<'_>, req: &Request, e: &io::Error, f: Framing) -> Sent {
+        log::error!(target: &t.system(), "Cannot serve {:?}: {e}", req.target);
+        self.error(t, 500, f)
+    }
+
+    /// `--ignore-ext` and `--allow-ignore-ext`: `/page` may serve `page.html`. The first
+    /// candidate that is a file, or that failed to open, decides.
+    fn ignored_extension(&self, root: &Root, segs: &[OsString], rel: &OsString) -> Found {
         for ext in &self.site.ignore_ext {
             let mut p = rel.clone();
             p.push(ext);
-            if let Found::File(e) = root.find(&p) {
-                return Some(e);
+            if let found @ (Found::File(_) | Found::Failed(_)) = root.find(&p) {
+                return found;
             }
         }
         if self.site.allow_ignore_ext {
-            let (last, parent) = segs.split_last()?;
+            let Some((last, parent)) = segs.split_last() else {
+                return Found::NotFound;
+            };
             let mut dir = OsString::new();
             for (i, s) in parent.iter().enumerate() {
                 if i > 0 {
@@ -343,12 +350,12 @@ impl Http {
                     p.push(name);
                     p
                 };
-                if let Found::File(e) = root.find(&p) {
-                    return Some(e);
+                if let found @ (Found::File(_) | Found::Failed(_)) = root.find(&p) {
+                    return found;
                 }
             }
         }
-        None
+        Found::NotFound
     }
 
     fn file(&mut self, t: &mut Transport<'_>, req: &Request, e: &Rc<Entry>, f: Framing) -> Sent {

@@ -40,7 +40,9 @@ ETag and Accept-Ranges are sent; If-None-Match and If-Modified-Since give 304; R
 multipart/byteranges for several ranges, 416 when unsatisfiable, honouring If-Range. A directory \
 without its slash is redirected (302); index files are served, or twistd's listing. \
 No request reads outside the root: '..', encoded slashes, backslashes and NUL are refused (404) \
-and symlinks leaving the root are refused (403) unless --follow-symlinks. Limits: request line \
+and symlinks leaving the root are refused (403) unless --follow-symlinks. A file that cannot be \
+opened for any other reason than not existing or being refused (no descriptor left, an I/O \
+error) gets 500, and the error is logged. Limits: request line \
 8 KiB (414), headers 16 KiB and 100 fields (431), --timeout for idle connections and slow \
 request heads (408). Files go out with sendfile; files up to 256 KiB are cached and checked \
 with one stat per request. The access log uses twistd's combined format and is reopened on \

@@ -70,6 +70,9 @@ pub enum Found {
     Dir(OwnedFd),
     NotFound,
     Forbidden(&'static str),
+    /// The file may well exist but could not be opened or read (no descriptor left, EIO,
+    /// ...): a server error, 500, never "No Such Resource".
+    Failed(std::io::Error),
 }
 
 /// The root being served, and how.
@@ -132,13 +135,26 @@ pub fn content_type(name: &OsStr, default: &str) -> (String, Option<&'static str
     (t, encoding)
 }
 
+/// What a failed open or stat says about the path: missing (404), refused (403), or a
+/// failure of the server's own (500).
 fn errno_found(e: nix::Error) -> Found {
     use nix::errno::Errno;
     match e {
+        Errno::ENOENT | Errno::ENOTDIR | Errno::ENAMETOOLONG | Errno::ENXIO | Errno::ENODEV => {
+            Found::NotFound
+        }
         Errno::EACCES | Errno::EPERM => Found::Forbidden("permission denied"),
         Errno::EXDEV => Found::Forbidden("path leaves the root through a symlink"),
         Errno::ELOOP => Found::Forbidden("too many symlinks"),
-        _ => Found::NotFound,
+        e => Found::Failed(std::io::Error::from(e)),
+    }
+}
+
+/// The same for std's errors.
+fn io_found(e: std::io::Error) -> Found {
+    match e.raw_os_error() {
+        Some(n) => errno_found(nix::errno::Errno::from_raw(n)),
+        None => Found::Failed(e),
     }
 }
 
@@ -224,7 +240,7 @@ impl Root {
                 }
                 Found::File(e)
             }
-            Err(_) => Found::Forbidden("unreadable"),
+            Err(e) => Found::Failed(e),
         }
     }
 
@@ -257,18 +273,16 @@ impl Root {
         }
         let file = match File::open(&self.path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Found::Forbidden("permission denied");
-            }
-            Err(_) => return Found::NotFound,
+            Err(e) => return io_found(e),
         };
-        let Ok(st) = nix::sys::stat::fstat(&file) else {
-            return Found::NotFound;
+        let st = match nix::sys::stat::fstat(&file) {
+            Ok(st) => st,
+            Err(e) => return errno_found(e),
         };
         let name = self.path.file_name().unwrap_or_default().to_os_string();
         match self.entry(file, &st, &name) {
             Ok(e) => Found::File(Rc::new(e)),
-            Err(_) => Found::Forbidden("unreadable"),
+            Err(e) => Found::Failed(e),
         }
     }
 
