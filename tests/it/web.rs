@@ -909,3 +909,77 @@ fn a_file_that_cannot_be_opened_at_the_descriptor_limit_is_a_500() {
     let r = read_resp(&mut second, false);
     assert_eq!((r.status, r.body.len()), (200, 600_000));
 }
+
+/// The byte count of the access line for `request` once one is logged.
+fn logged_bytes(srv: &Server, request: &str) -> Option<u64> {
+    let needle = format!("\"{request}\" 200 ");
+    srv.wait_until(
+        |l| l.iter().any(|x| x.contains(&needle)),
+        Duration::from_secs(10),
+    )?;
+    let lines = srv.lines();
+    let line = lines.iter().find(|x| x.contains(&needle))?;
+    let rest = &line[line.find(&needle)? + needle.len()..];
+    rest.split(' ').next()?.parse().ok()
+}
+
+#[test]
+fn an_interrupted_response_is_logged_with_the_bytes_that_left() {
+    // 256 MiB (sparse): more than the kernel's socket buffers on both sides can hold, so a
+    // client that reads 1 MiB and goes away cuts the response (issue 8.8).
+    let dir = tempfile::tempdir().unwrap();
+    let size: u64 = 256 << 20;
+    std::fs::File::create(dir.path().join("big.bin"))
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    std::fs::File::create(dir.path().join("whole.bin"))
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let srv = Server::start(&[
+        "web",
+        "--path",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let mut s = connect(srv.addr());
+    send(&mut s, b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < 1 << 20 {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => panic!("the response stopped at {got} bytes"),
+            Ok(n) => got += n,
+        }
+    }
+    drop(s);
+    let bytes = logged_bytes(&srv, "GET /big.bin HTTP/1.1").expect("an access line");
+    assert!(
+        bytes >= (1 << 20) - 1024 && bytes < size,
+        "the access line shows what left, not the file's size: {bytes}"
+    );
+    assert!(
+        srv.log_contains(&format!(
+            "\"GET /big.bin HTTP/1.1\" interrupted after {bytes} of {size} bytes: Connection was lost"
+        )),
+        "{:?}",
+        srv.lines()
+    );
+    // A download read to the end: its whole size, and no interrupted line.
+    let (code, _) = curl(&[
+        "-o",
+        "/dev/null",
+        &format!("http://{}/whole.bin", srv.addr()),
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(logged_bytes(&srv, "GET /whole.bin HTTP/1.1"), Some(size));
+    assert!(
+        !srv.lines()
+            .iter()
+            .any(|l| l.contains("\"GET /whole.bin HTTP/1.1\" interrupted")),
+        "{:?}",
+        srv.lines()
+    );
+}

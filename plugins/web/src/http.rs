@@ -4,6 +4,8 @@
 //! they arrive. Responses are written into the transport as each request completes: headers
 //! from one reused buffer, small bodies from the file cache, large ones with sendfile. When the
 //! output backs up, the protocol stops taking requests until the reactor says it drained.
+//! Each response's access log line is written once its last byte has left (or, with the
+//! bytes that did leave, when the connection is lost first).
 
 use std::cell::RefCell;
 use std::ffi::OsString;
@@ -15,6 +17,7 @@ use twistrs_core::{DelayedCall, Protocol, Reason, Transport};
 
 use crate::access::{AccessLog, Line};
 use crate::path::{self, PathError};
+use crate::pending::{Outstanding, Pending};
 use crate::request::{self, Body, ChunkProgress, ChunkedDiscard, Head, Limits, Method, Request};
 use crate::resource::{Entry, Found, Root};
 use crate::response::{self, Ranges};
@@ -58,6 +61,10 @@ pub struct Http {
     waiting: bool,
     head_timer: Option<DelayedCall>,
     scratch: Vec<u8>,
+    /// The peer's address as the access log shows it.
+    client: String,
+    /// Responses whose access log line waits for them to leave.
+    outstanding: Outstanding,
 }
 
 /// How a response is framed: whether the connection stays open, a HEAD (headers only),
@@ -99,6 +106,8 @@ impl Http {
             waiting: false,
             head_timer: None,
             scratch: Vec::with_capacity(512),
+            client: String::new(),
+            outstanding: Outstanding::default(),
         }
     }
 
@@ -172,7 +181,7 @@ impl Http {
                                 }
                                 _ => State::Head,
                             };
-                            self.request(t, &req);
+                            self.request(t, req);
                             if t.buffered() >= PIPELINE_OUTPUT_MAX {
                                 self.waiting = true;
                             }
@@ -196,26 +205,52 @@ impl Http {
         };
         let sent = self.error(t, status, f);
         let line = req.map_or_else(|| "-".to_string(), Request::line);
-        self.log(t, &line, sent, req);
+        self.outstanding.push(Pending {
+            line,
+            status: sent.status,
+            body: sent.bytes,
+            end: t.bytes_written(),
+            referer: req.and_then(|r| r.referer.clone()),
+            agent: req.and_then(|r| r.user_agent.clone()),
+        });
         t.lose_connection();
     }
 
-    fn log(&self, t: &Transport<'_>, line: &str, sent: Sent, req: Option<&Request>) {
-        let client = t.peer().host_string();
+    /// The access log line of a response, with the body bytes that left.
+    fn log(&self, p: &Pending, bytes: u64) {
         self.site.access.borrow_mut().log(&Line {
-            client: if client.is_empty() { "-" } else { &client },
-            request: line,
-            status: sent.status,
-            bytes: sent.bytes,
-            referer: req.and_then(|r| r.referer.as_deref()),
-            agent: req.and_then(|r| r.user_agent.as_deref()),
+            client: if self.client.is_empty() {
+                "-"
+            } else {
+                &self.client
+            },
+            request: &p.line,
+            status: p.status,
+            bytes,
+            referer: p.referer.as_deref(),
+            agent: p.agent.as_deref(),
         });
     }
 
-    fn request(&mut self, t: &mut Transport<'_>, req: &Request) {
+    /// Logs the responses that have wholly left, in order.
+    fn log_sent(&mut self, t: &Transport<'_>) {
+        let sent = t.bytes_sent();
+        while let Some(p) = self.outstanding.pop_sent(sent) {
+            self.log(&p, p.body);
+        }
+    }
+
+    fn request(&mut self, t: &mut Transport<'_>, mut req: Request) {
         let keep_alive = req.keep_alive && !self.stopping;
-        let sent = self.respond(t, req, keep_alive);
-        self.log(t, &req.line(), sent, Some(req));
+        let sent = self.respond(t, &req, keep_alive);
+        self.outstanding.push(Pending {
+            line: req.line(),
+            status: sent.status,
+            body: sent.bytes,
+            end: t.bytes_written(),
+            referer: req.referer.take(),
+            agent: req.user_agent.take(),
+        });
         if !keep_alive {
             self.done = true;
             t.lose_connection();
@@ -576,11 +611,13 @@ fn send_body(t: &mut Transport<'_>, e: &Entry, offset: u64, len: u64) {
 
 impl Protocol for Http {
     fn connection_made(&mut self, t: &mut Transport<'_>) {
+        self.client = t.peer().host_string();
         t.register_producer();
         t.set_timeout(Some(self.site.timeout));
     }
 
     fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
+        self.log_sent(t);
         if self.done {
             return;
         }
@@ -594,8 +631,18 @@ impl Protocol for Http {
         t.lose_connection();
     }
 
-    fn connection_lost(&mut self, _t: &mut Transport<'_>, _reason: &Reason) {
+    /// Logs what was sent; a response cut short is logged with the bytes that left, and
+    /// said so in the main log.
+    fn connection_lost(&mut self, t: &mut Transport<'_>, reason: &Reason) {
         self.cancel_head_timer();
+        self.log_sent(t);
+        let sent = t.bytes_sent();
+        while let Some(p) = self.outstanding.pop() {
+            let got = p.body_sent(sent);
+            self.log(&p, got);
+            log::info!(target: &t.system(),
+                "Response to {:?} interrupted after {got} of {} bytes: {reason}", p.line, p.body);
+        }
     }
 
     fn pause_producing(&mut self) {
@@ -603,6 +650,7 @@ impl Protocol for Http {
     }
 
     fn resume_producing(&mut self, t: &mut Transport<'_>) {
+        self.log_sent(t);
         if self.waiting && t.buffered() < PIPELINE_OUTPUT_MAX {
             self.waiting = false;
             self.process(t);
@@ -623,6 +671,7 @@ impl Protocol for Http {
 
     /// A request head that has not arrived within the timeout (a slow client): 408.
     fn timer_fired(&mut self, t: &mut Transport<'_>, key: u64) {
+        self.log_sent(t);
         if key == HEAD_TIMER {
             self.head_timer = None;
             if !self.input.is_empty() && !self.done {

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod http;
 pub mod path;
+pub mod pending;
 pub mod request;
 pub mod resource;
 pub mod response;
@@ -46,7 +47,8 @@ error) gets 500, and the error is logged. Limits: request line \
 8 KiB (414), headers 16 KiB and 100 fields (431), --timeout for idle connections and slow \
 request heads (408). Files go out with sendfile; files up to 256 KiB are cached and checked \
 with one stat per request. The access log uses twistd's combined format and is reopened on \
-SIGHUP and SIGUSR1.";
+SIGHUP and SIGUSR1; each line is written once its response has left, with the bytes that did, \
+and a response cut short is also reported in the main log with the reason.";
 
 /// twistd web options that need Python; each is refused with why.
 const PYTHON_ONLY: &[(&str, Option<char>, &str)] = &[
