@@ -8,6 +8,8 @@ pub mod access;
 pub mod http;
 pub mod path;
 pub mod pending;
+#[cfg(test)]
+mod prop;
 pub mod request;
 pub mod resource;
 pub mod response;
