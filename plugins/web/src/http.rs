@@ -24,6 +24,9 @@ use crate::response::{self, Ranges};
 
 /// Stop taking pipelined requests while this much output waits.
 const PIPELINE_OUTPUT_MAX: usize = 1024 * 1024;
+/// Stop taking pipelined requests while the access lines of unsent responses hold this much
+/// (a fat head can earn a 200-byte answer; its line waits until the answer has left).
+const PENDING_LOG_MAX: usize = 64 * 1024;
 /// Timer key: the request head did not arrive in time.
 const HEAD_TIMER: u64 = 1;
 
@@ -182,14 +185,22 @@ impl Http {
                                 _ => State::Head,
                             };
                             self.request(t, req);
-                            if t.buffered() >= PIPELINE_OUTPUT_MAX {
+                            if self.backed_up(t) {
+                                // Stop reading too: the input would grow while we wait.
                                 self.waiting = true;
+                                t.pause_producing();
                             }
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Too much waits to leave to take another request: output, or the access lines that
+    /// wait for it.
+    fn backed_up(&self, t: &Transport<'_>) -> bool {
+        t.buffered() >= PIPELINE_OUTPUT_MAX || self.outstanding.held() >= PENDING_LOG_MAX
     }
 
     /// Answers a request that cannot be parsed or framed, and closes.
@@ -651,8 +662,9 @@ impl Protocol for Http {
 
     fn resume_producing(&mut self, t: &mut Transport<'_>) {
         self.log_sent(t);
-        if self.waiting && t.buffered() < PIPELINE_OUTPUT_MAX {
+        if self.waiting && !self.backed_up(t) {
             self.waiting = false;
+            t.resume_producing();
             self.process(t);
         }
     }
@@ -689,5 +701,64 @@ impl Protocol for Http {
         } else {
             t.set_timeout(Some(twistrs_core::STOP_GRACE));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use twistrs_core::testing::Harness;
+
+    fn site(dir: &std::path::Path) -> Rc<Site> {
+        Rc::new(Site {
+            root: Some(Root::open(dir, false, false, "text/html".into()).unwrap()),
+            indexes: vec!["index.html".into()],
+            ignore_ext: Vec::new(),
+            allow_ignore_ext: false,
+            no_listing: false,
+            extra_headers: Vec::new(),
+            limits: Limits::default(),
+            timeout: Duration::from_secs(60),
+            access: Rc::new(RefCell::new(crate::access::AccessLog::main())),
+            boundary: "b".into(),
+        })
+    }
+
+    #[test]
+    fn unsent_responses_hold_a_bounded_amount_of_log_lines() {
+        // A client pipelining fat heads for small answers and reading none: each answer's
+        // access line waits for it to leave, so the protocol must stop taking requests (and
+        // reading) before those lines hold much, well before the output itself is large.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "x").unwrap();
+        let mut h = Harness::new(Http::new(site(dir.path())));
+        h.connect();
+        let req = format!(
+            "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\nUser-Agent: {}\r\n\r\n",
+            "u".repeat(15 * 1024)
+        );
+        let input = req.repeat(400);
+        // In 64 KiB reads, as the reactor delivers them.
+        h.feed_chunked(input.as_bytes(), 64 * 1024);
+        let held = h.proto.outstanding.held();
+        assert!(
+            held <= PENDING_LOG_MAX + req.len(),
+            "{held} bytes of log lines held"
+        );
+        assert!(h.reading_paused(), "reading stops meanwhile");
+        // The client reads: answers leave, their lines are written, the protocol takes the
+        // next requests, until all 400 are answered.
+        let mut answers = 0;
+        for _ in 0..400 {
+            let out = h.take_output();
+            if out.is_empty() {
+                break;
+            }
+            answers += out.windows(13).filter(|w| w == b"HTTP/1.1 206 ").count();
+            assert!(h.proto.outstanding.held() <= PENDING_LOG_MAX + req.len());
+        }
+        assert_eq!(answers, 400);
+        assert_eq!(h.proto.outstanding.held(), 0);
+        assert!(!h.reading_paused());
     }
 }

@@ -34,10 +34,28 @@ impl Pending {
 pub struct Outstanding {
     first: Option<Pending>,
     rest: VecDeque<Pending>,
+    /// Bytes the waiting lines hold, so a client that never reads cannot make them grow
+    /// without bound.
+    held: usize,
+}
+
+impl Pending {
+    /// The memory this line holds.
+    fn size(&self) -> usize {
+        std::mem::size_of::<Pending>()
+            + self.line.capacity()
+            + self.referer.as_ref().map_or(0, String::capacity)
+            + self.agent.as_ref().map_or(0, String::capacity)
+    }
 }
 
 impl Outstanding {
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
     pub fn push(&mut self, p: Pending) {
+        self.held += p.size();
         if self.first.is_none() {
             self.first = Some(p);
         } else {
@@ -55,9 +73,10 @@ impl Outstanding {
 
     /// The oldest response, sent or not.
     pub fn pop(&mut self) -> Option<Pending> {
-        let p = self.first.take();
+        let p = self.first.take()?;
+        self.held -= p.size();
         self.first = self.rest.pop_front();
-        p
+        Some(p)
     }
 }
 
@@ -82,6 +101,7 @@ mod tests {
         o.push(pending("a", 10, 100));
         o.push(pending("b", 0, 150));
         o.push(pending("c", 50, 300));
+        assert!(o.held() > 3 * std::mem::size_of::<Pending>());
         assert!(o.pop_sent(99).is_none(), "a has one byte to go");
         assert_eq!(o.pop_sent(160).map(|p| p.line), Some("a".into()));
         assert_eq!(o.pop_sent(160).map(|p| p.line), Some("b".into()));
@@ -92,6 +112,7 @@ mod tests {
             "taken unsent at a close"
         );
         assert!(o.pop().is_none());
+        assert_eq!(o.held(), 0);
     }
 
     #[test]
