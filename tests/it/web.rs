@@ -118,6 +118,8 @@ fn tree() -> Tree {
     std::fs::write(&secret, "TOP SECRET").unwrap();
     std::os::unix::fs::symlink(&secret, root.join("escape")).unwrap();
     std::os::unix::fs::symlink("a.txt", root.join("alias.txt")).unwrap();
+    std::os::unix::fs::symlink(root.join("a.txt"), root.join("abs-alias.txt")).unwrap();
+    std::os::unix::fs::symlink(root.join("sub"), root.join("abs-sub")).unwrap();
     Tree {
         _dir: dir,
         root,
@@ -168,25 +170,39 @@ fn files_types_headers_and_conditionals() {
     );
     let r = get(
         a,
-        &format!("GET /a.txt HTTP/1.1\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n"),
+        &format!(
+            "GET /a.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n"
+        ),
     );
     assert_eq!(r.status, 304);
     assert_eq!(r.header("X-Test"), Some("yes"), "also on 304");
     let r = get(
         a,
-        &format!("GET /a.txt HTTP/1.1\r\nIf-Modified-Since: {lm}\r\nConnection: close\r\n\r\n"),
+        &format!(
+            "GET /a.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: {lm}\r\nConnection: close\r\n\r\n"
+        ),
     );
     assert_eq!(r.status, 304);
     let r = get(
         a,
-        "GET /a.txt HTTP/1.1\r\nIf-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\nConnection: close\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(r.status, 200);
-    let h = get(a, "HEAD /a.txt HTTP/1.1\r\nConnection: close\r\n\r\n");
+    let h = get(
+        a,
+        "HEAD /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!((h.status, h.header("Content-Length")), (200, Some("10")));
     assert!(h.body.is_empty());
-    // A symlink inside the root that stays inside is served.
+    // A symlink inside the root that stays inside is served, its target written relative
+    // or absolute (issue 8.18).
     assert_eq!(get_path(a, "/alias.txt").body, b"0123456789");
+    assert_eq!(get_path(a, "/abs-alias.txt").body, b"0123456789");
+    assert_eq!(get_path(a, "/abs-sub/b.css").body, b"b{}");
+    assert_eq!(
+        get_path(a, "/abs-sub").header("Location"),
+        Some("/abs-sub/")
+    );
     let srv = web(&t, &["-m", "application/octet-stream"]);
     assert_eq!(
         get_path(srv.addr(), "/noext").header("Content-Type"),
@@ -201,14 +217,14 @@ fn ranges_single_multiple_unsatisfiable_and_if_range() {
     let a = srv.addr();
     let r = get(
         a,
-        "GET /a.txt HTTP/1.1\r\nRange: bytes=2-4\r\nConnection: close\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=2-4\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(r.status, 206);
     assert_eq!(r.body, b"234");
     assert_eq!(r.header("Content-Range"), Some("bytes 2-4/10"));
     let r = get(
         a,
-        "GET /data.bin HTTP/1.1\r\nRange: bytes=-5\r\nConnection: close\r\n\r\n",
+        "GET /data.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=-5\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(
         r.header("Content-Range"),
@@ -223,7 +239,7 @@ fn ranges_single_multiple_unsatisfiable_and_if_range() {
     );
     let r = get(
         a,
-        "GET /a.txt HTTP/1.1\r\nRange: bytes=0-1,8-\r\nConnection: close\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1,8-\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(r.status, 206);
     let ct = r.header("Content-Type").unwrap();
@@ -242,7 +258,7 @@ fn ranges_single_multiple_unsatisfiable_and_if_range() {
     assert!(body.ends_with(&format!("--{boundary}--\r\n")));
     let r = get(
         a,
-        "GET /a.txt HTTP/1.1\r\nRange: bytes=50-60\r\nConnection: close\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=50-60\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(
         (r.status, r.header("Content-Range")),
@@ -252,13 +268,13 @@ fn ranges_single_multiple_unsatisfiable_and_if_range() {
     let r = get(
         a,
         &format!(
-            "GET /a.txt HTTP/1.1\r\nRange: bytes=0-0\r\nIf-Range: {etag}\r\nConnection: close\r\n\r\n"
+            "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\nIf-Range: {etag}\r\nConnection: close\r\n\r\n"
         ),
     );
     assert_eq!((r.status, r.body.as_slice()), (206, b"0".as_slice()));
     let r = get(
         a,
-        "GET /a.txt HTTP/1.1\r\nRange: bytes=0-0\r\nIf-Range: \"stale\"\r\nConnection: close\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\nIf-Range: \"stale\"\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(
         (r.status, r.body.len()),
@@ -267,7 +283,7 @@ fn ranges_single_multiple_unsatisfiable_and_if_range() {
     );
     let r = get(
         a,
-        "GET /a.txt HTTP/1.1\r\nRange: bytes=9-2\r\nConnection: close\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=9-2\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(
         r.status, 200,
@@ -359,7 +375,7 @@ fn no_request_reads_outside_the_root() {
         let mut s = connect(a);
         send(
             &mut s,
-            format!("GET {target} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
         );
         let raw = read_to_end(&mut s);
         let text = String::from_utf8_lossy(&raw);
@@ -386,7 +402,7 @@ fn keep_alive_pipelining_http10_and_close() {
     let srv = web(&t, &[]);
     let mut s = connect(srv.addr());
     // Three pipelined requests in one write; answered in order on one connection.
-    send(&mut s, b"GET /a.txt HTTP/1.1\r\n\r\nHEAD /sub/b.css HTTP/1.1\r\n\r\nGET /sub/b.css HTTP/1.1\r\n\r\n");
+    send(&mut s, b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\nHEAD /sub/b.css HTTP/1.1\r\nHost: x\r\n\r\nGET /sub/b.css HTTP/1.1\r\nHost: x\r\n\r\n");
     let r1 = read_resp(&mut s, false);
     let r2 = read_resp(&mut s, true);
     let r3 = read_resp(&mut s, false);
@@ -411,7 +427,10 @@ fn keep_alive_pipelining_http10_and_close() {
     );
     let r = read_resp(&mut s, false);
     assert_eq!(r.header("Connection"), Some("keep-alive"));
-    send(&mut s, b"GET /a.txt HTTP/1.1\r\nConnection: close\r\n\r\n");
+    send(
+        &mut s,
+        b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     let r = read_resp(&mut s, false);
     assert_eq!(r.header("Connection"), Some("close"));
     assert_eq!(read_to_end(&mut s), b"", "closed after Connection: close");
@@ -424,7 +443,7 @@ fn methods_bodies_and_expect_continue() {
     let mut s = connect(srv.addr());
     send(
         &mut s,
-        b"POST /a.txt HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /a.txt HTTP/1.1\r\n\r\n",
+        b"POST /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n",
     );
     let r = read_resp(&mut s, false);
     assert_eq!((r.status, r.header("Allow")), (405, Some("GET, HEAD")));
@@ -433,7 +452,7 @@ fn methods_bodies_and_expect_continue() {
         b"0123456789",
         "the body was dropped, the next request served"
     );
-    send(&mut s, b"GET /a.txt HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /sub/b.css HTTP/1.1\r\n\r\n");
+    send(&mut s, b"GET /a.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /sub/b.css HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(read_resp(&mut s, false).body, b"0123456789");
     assert_eq!(
         read_resp(&mut s, false).body,
@@ -443,7 +462,7 @@ fn methods_bodies_and_expect_continue() {
     // Expect: 100-continue gets the interim response before the body is sent.
     send(
         &mut s,
-        b"GET /a.txt HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+        b"GET /a.txt HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
     );
     let interim = read_resp(&mut s, true);
     assert_eq!(interim.status, 100);
@@ -453,7 +472,7 @@ fn methods_bodies_and_expect_continue() {
     let mut s = connect(srv.addr());
     send(
         &mut s,
-        b"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n",
     );
     assert_eq!(read_resp(&mut s, false).status, 413);
     let (code, out) = curl(&[
@@ -473,14 +492,23 @@ fn limits_414_431_and_timeouts() {
     let t = tree();
     let srv = web(&t, &["--timeout", "1"]);
     let a = srv.addr();
-    let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(9000));
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
     assert_eq!(get(a, &long).status, 414);
-    let fat = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "b".repeat(17000));
+    let fat = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(17000)
+    );
     assert_eq!(get(a, &fat).status, 431);
     let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
-    assert_eq!(get(a, &format!("GET / HTTP/1.1\r\n{many}\r\n")).status, 431);
+    assert_eq!(
+        get(a, &format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")).status,
+        431
+    );
     assert_eq!(get(a, "GET / HTTP/2.0\r\n\r\n").status, 505);
-    assert_eq!(get(a, "BR0KEN\x01 / HTTP/1.1\r\n\r\n").status, 400);
+    assert_eq!(
+        get(a, "BR0KEN\x01 / HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        400
+    );
     assert!(
         srv.log_contains("Bad request from"),
         "malformed input is logged"
@@ -507,7 +535,7 @@ fn limits_414_431_and_timeouts() {
     second
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
-    send(&mut second, b"GET /a.txt HTTP/1.1\r\n\r\n");
+    send(&mut second, b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n");
     let mut b = [0u8; 1];
     assert!(
         second.read(&mut b).is_err(),
@@ -668,7 +696,7 @@ fn an_error_answer_survives_unread_input_lingering_close() {
     // and the client could lose the 414.
     for _ in 0..10 {
         let mut s = connect(srv.addr());
-        let junk = format!("GET /{} HTTP/1.1\r\n\r\n", "j".repeat(200_000));
+        let junk = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "j".repeat(200_000));
         let writer = {
             let mut w = s.try_clone().unwrap();
             std::thread::spawn(move || {
@@ -733,5 +761,225 @@ fn a_slow_download_that_keeps_moving_outlives_the_idle_timeout() {
     assert!(
         took > Duration::from_millis(2000),
         "the download was slow enough to mean something ({took:?})"
+    );
+}
+
+#[test]
+fn a_redirect_never_leaves_this_host() {
+    // A directory named like a host: `//evil.com` must not become `Location: //evil.com/`,
+    // which a browser reads as another host (issue 8.4).
+    let t = tree();
+    std::fs::create_dir(t.root.join("evil.com")).unwrap();
+    let srv = web(&t, &[]);
+    let a = srv.addr();
+    for (target, want) in [
+        ("//evil.com", Some("/evil.com/")),
+        ("///evil.com?q=1", Some("/evil.com/?q=1")),
+        ("http://x//evil.com", Some("/evil.com/")),
+        ("/evil.com", Some("/evil.com/")),
+        ("/\\evil.com", None),
+        ("/%2F%2Fevil.com", None),
+        ("/%5Cevil.com", None),
+    ] {
+        let r = get(
+            a,
+            &format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        match want {
+            Some(loc) => assert_eq!(
+                (r.status, r.header("Location")),
+                (302, Some(loc)),
+                "{target}"
+            ),
+            None => assert_eq!((r.status, r.header("Location")), (404, None), "{target}"),
+        }
+    }
+}
+
+#[test]
+fn host_is_required_in_http11_and_only_once() {
+    // RFC 9112 3.2: an HTTP/1.1 request without Host, or any request with two, is a 400.
+    let t = tree();
+    let srv = web(&t, &[]);
+    let a = srv.addr();
+    let status = |req: &str| get(a, req).status;
+    assert_eq!(
+        status("GET /a.txt HTTP/1.1\r\nConnection: close\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status("GET /a.txt HTTP/1.1\r\nHost: x\r\nHost: y\r\nConnection: close\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status("GET /a.txt HTTP/1.0\r\nHost: x\r\nHost: x\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status("GET /a.txt HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n"),
+        400,
+        "an invalid Host value"
+    );
+    assert_eq!(
+        status("GET /a.txt HTTP/1.0\r\n\r\n"),
+        200,
+        "HTTP/1.0 needs no Host"
+    );
+    assert_eq!(
+        status("GET /a.txt HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\n\r\n"),
+        200
+    );
+    assert_eq!(
+        status("GET /a.txt HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n"),
+        200,
+        "an empty Host is allowed (a target without authority)"
+    );
+    assert!(srv.log_contains("missing Host"), "{:?}", srv.lines());
+}
+
+/// Sets the descriptor limit (soft and hard) of process `pid`.
+fn set_fd_limit(pid: u32, n: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: prlimit(2) reads `lim` and writes nothing (old limit pointer is null).
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &lim,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// The descriptor numbers process `pid` has open.
+fn open_fds(pid: u32) -> Vec<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_file_that_cannot_be_opened_at_the_descriptor_limit_is_a_500() {
+    // At the limit, open() fails with EMFILE: a server error, not "No Such Resource"
+    // (issue 8.11).
+    let t = tree();
+    let srv = web(&t, &[]);
+    let pid = srv.pid();
+    // A new descriptor takes the lowest free number, which must be below the limit: with
+    // the limit just above the second free number, two connections fit and the file the
+    // second asks for does not.
+    let open = open_fds(pid);
+    let free: Vec<u64> = (0..).filter(|n| !open.contains(n)).take(2).collect();
+    let limit = free[1] + 1;
+    set_fd_limit(pid, limit);
+    let below = || open_fds(pid).iter().filter(|n| **n < limit).count() as u64;
+    let _first = connect(srv.addr());
+    let mut second = connect(srv.addr());
+    let end = Instant::now() + Duration::from_secs(5);
+    while below() < limit && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        below(),
+        limit,
+        "both connections accepted, every number taken"
+    );
+    send(&mut second, b"GET /data.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = read_resp(&mut second, false);
+    assert_eq!(r.status, 500, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        srv.log_contains("Too many open files"),
+        "the error is logged: {:?}",
+        srv.lines()
+    );
+    // With a descriptor free again, the same connection gets the file.
+    drop(_first);
+    let end = Instant::now() + Duration::from_secs(5);
+    while below() >= limit && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    send(&mut second, b"GET /data.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = read_resp(&mut second, false);
+    assert_eq!((r.status, r.body.len()), (200, 600_000));
+}
+
+/// The byte count of the access line for `request` once one is logged.
+fn logged_bytes(srv: &Server, request: &str) -> Option<u64> {
+    let needle = format!("\"{request}\" 200 ");
+    srv.wait_until(
+        |l| l.iter().any(|x| x.contains(&needle)),
+        Duration::from_secs(10),
+    )?;
+    let lines = srv.lines();
+    let line = lines.iter().find(|x| x.contains(&needle))?;
+    let rest = &line[line.find(&needle)? + needle.len()..];
+    rest.split(' ').next()?.parse().ok()
+}
+
+#[test]
+fn an_interrupted_response_is_logged_with_the_bytes_that_left() {
+    // 256 MiB (sparse): more than the kernel's socket buffers on both sides can hold, so a
+    // client that reads 1 MiB and goes away cuts the response (issue 8.8).
+    let dir = tempfile::tempdir().unwrap();
+    let size: u64 = 256 << 20;
+    std::fs::File::create(dir.path().join("big.bin"))
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    std::fs::File::create(dir.path().join("whole.bin"))
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let srv = Server::start(&[
+        "web",
+        "--path",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let mut s = connect(srv.addr());
+    send(&mut s, b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < 1 << 20 {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => panic!("the response stopped at {got} bytes"),
+            Ok(n) => got += n,
+        }
+    }
+    drop(s);
+    let bytes = logged_bytes(&srv, "GET /big.bin HTTP/1.1").expect("an access line");
+    assert!(
+        bytes >= (1 << 20) - 1024 && bytes < size,
+        "the access line shows what left, not the file's size: {bytes}"
+    );
+    assert!(
+        srv.log_contains(&format!(
+            "\"GET /big.bin HTTP/1.1\" interrupted after {bytes} of {size} bytes: Connection was lost"
+        )),
+        "{:?}",
+        srv.lines()
+    );
+    // A download read to the end: its whole size, and no interrupted line.
+    let (code, _) = curl(&[
+        "-o",
+        "/dev/null",
+        &format!("http://{}/whole.bin", srv.addr()),
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(logged_bytes(&srv, "GET /whole.bin HTTP/1.1"), Some(size));
+    assert!(
+        !srv.lines()
+            .iter()
+            .any(|l| l.contains("\"GET /whole.bin HTTP/1.1\" interrupted")),
+        "{:?}",
+        srv.lines()
     );
 }

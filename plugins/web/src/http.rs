@@ -4,9 +4,12 @@
 //! they arrive. Responses are written into the transport as each request completes: headers
 //! from one reused buffer, small bodies from the file cache, large ones with sendfile. When the
 //! output backs up, the protocol stops taking requests until the reactor says it drained.
+//! Each response's access log line is written once its last byte has left (or, with the
+//! bytes that did leave, when the connection is lost first).
 
 use std::cell::RefCell;
 use std::ffi::OsString;
+use std::io;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,12 +17,16 @@ use twistrs_core::{DelayedCall, Protocol, Reason, Transport};
 
 use crate::access::{AccessLog, Line};
 use crate::path::{self, PathError};
+use crate::pending::{Outstanding, Pending};
 use crate::request::{self, Body, ChunkProgress, ChunkedDiscard, Head, Limits, Method, Request};
 use crate::resource::{Entry, Found, Root};
 use crate::response::{self, Ranges};
 
 /// Stop taking pipelined requests while this much output waits.
 const PIPELINE_OUTPUT_MAX: usize = 1024 * 1024;
+/// Stop taking pipelined requests while the access lines of unsent responses hold this much
+/// (a fat head can earn a 200-byte answer; its line waits until the answer has left).
+const PENDING_LOG_MAX: usize = 64 * 1024;
 /// Timer key: the request head did not arrive in time.
 const HEAD_TIMER: u64 = 1;
 
@@ -57,6 +64,10 @@ pub struct Http {
     waiting: bool,
     head_timer: Option<DelayedCall>,
     scratch: Vec<u8>,
+    /// The peer's address as the access log shows it.
+    client: String,
+    /// Responses whose access log line waits for them to leave.
+    outstanding: Outstanding,
 }
 
 /// How a response is framed: whether the connection stays open, a HEAD (headers only),
@@ -98,6 +109,8 @@ impl Http {
             waiting: false,
             head_timer: None,
             scratch: Vec::with_capacity(512),
+            client: String::new(),
+            outstanding: Outstanding::default(),
         }
     }
 
@@ -171,15 +184,23 @@ impl Http {
                                 }
                                 _ => State::Head,
                             };
-                            self.request(t, &req);
-                            if t.buffered() >= PIPELINE_OUTPUT_MAX {
+                            self.request(t, req);
+                            if self.backed_up(t) {
+                                // Stop reading too: the input would grow while we wait.
                                 self.waiting = true;
+                                t.pause_producing();
                             }
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Too much waits to leave to take another request: output, or the access lines that
+    /// wait for it.
+    fn backed_up(&self, t: &Transport<'_>) -> bool {
+        t.buffered() >= PIPELINE_OUTPUT_MAX || self.outstanding.held() >= PENDING_LOG_MAX
     }
 
     /// Answers a request that cannot be parsed or framed, and closes.
@@ -195,26 +216,52 @@ impl Http {
         };
         let sent = self.error(t, status, f);
         let line = req.map_or_else(|| "-".to_string(), Request::line);
-        self.log(t, &line, sent, req);
+        self.outstanding.push(Pending {
+            line,
+            status: sent.status,
+            body: sent.bytes,
+            end: t.bytes_written(),
+            referer: req.and_then(|r| r.referer.clone()),
+            agent: req.and_then(|r| r.user_agent.clone()),
+        });
         t.lose_connection();
     }
 
-    fn log(&self, t: &Transport<'_>, line: &str, sent: Sent, req: Option<&Request>) {
-        let client = t.peer().host_string();
+    /// The access log line of a response, with the body bytes that left.
+    fn log(&self, p: &Pending, bytes: u64) {
         self.site.access.borrow_mut().log(&Line {
-            client: if client.is_empty() { "-" } else { &client },
-            request: line,
-            status: sent.status,
-            bytes: sent.bytes,
-            referer: req.and_then(|r| r.referer.as_deref()),
-            agent: req.and_then(|r| r.user_agent.as_deref()),
+            client: if self.client.is_empty() {
+                "-"
+            } else {
+                &self.client
+            },
+            request: &p.line,
+            status: p.status,
+            bytes,
+            referer: p.referer.as_deref(),
+            agent: p.agent.as_deref(),
         });
     }
 
-    fn request(&mut self, t: &mut Transport<'_>, req: &Request) {
+    /// Logs the responses that have wholly left, in order.
+    fn log_sent(&mut self, t: &Transport<'_>) {
+        let sent = t.bytes_sent();
+        while let Some(p) = self.outstanding.pop_sent(sent) {
+            self.log(&p, p.body);
+        }
+    }
+
+    fn request(&mut self, t: &mut Transport<'_>, mut req: Request) {
         let keep_alive = req.keep_alive && !self.stopping;
-        let sent = self.respond(t, req, keep_alive);
-        self.log(t, &req.line(), sent, Some(req));
+        let sent = self.respond(t, &req, keep_alive);
+        self.outstanding.push(Pending {
+            line: req.line(),
+            status: sent.status,
+            body: sent.bytes,
+            end: t.bytes_written(),
+            referer: req.referer.take(),
+            agent: req.user_agent.take(),
+        });
         if !keep_alive {
             self.done = true;
             t.lose_connection();
@@ -267,7 +314,7 @@ impl Http {
             Found::Dir(fd) => {
                 if !url.trailing_slash {
                     let query = req.target.find('?').map_or("", |i| &req.target[i..]);
-                    let loc = format!("{}/{query}", url.raw);
+                    let loc = format!("{}{query}", url.with_slash());
                     return self.redirect(t, &loc, f);
                 }
                 for idx in &site.indexes {
@@ -280,8 +327,10 @@ impl Http {
                         p.push("/");
                     }
                     p.push(idx);
-                    if let Found::File(e) = root.find(&p) {
-                        return self.file(t, req, &e, f);
+                    match root.find(&p) {
+                        Found::File(e) => return self.file(t, req, &e, f),
+                        Found::Failed(e) => return self.failed(t, req, &e, f),
+                        _ => {}
                     }
                 }
                 if site.no_listing {
@@ -293,37 +342,41 @@ impl Http {
                 });
                 self.page(t, 200, "text/html; charset=utf-8", html.as_bytes(), f)
             }
-            Found::NotFound => {
-                if !url.trailing_slash
-                    && let Some(e) = self.ignored_extension(root, &url.segments, &rel)
-                {
-                    return self.file(t, req, &e, f);
-                }
-                self.error(t, 404, f)
-            }
+            Found::NotFound if url.trailing_slash => self.error(t, 404, f),
+            Found::NotFound => match self.ignored_extension(root, &url.segments, &rel) {
+                Found::File(e) => self.file(t, req, &e, f),
+                Found::Failed(e) => self.failed(t, req, &e, f),
+                _ => self.error(t, 404, f),
+            },
             Found::Forbidden(why) => {
                 log::info!(target: &t.system(), "Forbidden {:?}: {why}", req.target);
                 self.error(t, 403, f)
             }
+            Found::Failed(e) => self.failed(t, req, &e, f),
         }
     }
 
-    /// `--ignore-ext` and `--allow-ignore-ext`: `/page` may serve `page.html`.
-    fn ignored_extension(
-        &self,
-        root: &Root,
-        segs: &[OsString],
-        rel: &OsString,
-    ) -> Option<Rc<Entry>> {
+    /// A file that exists, or may, but could not be opened or read (no descriptor left, an
+    /// I/O error): 500, with the error in the log, as nginx does.
+    fn failed(&mut self, t: &mut Transport<'_>, req: &Request, e: &io::Error, f: Framing) -> Sent {
+        log::error!(target: &t.system(), "Cannot serve {:?}: {e}", req.target);
+        self.error(t, 500, f)
+    }
+
+    /// `--ignore-ext` and `--allow-ignore-ext`: `/page` may serve `page.html`. The first
+    /// candidate that is a file, or that failed to open, decides.
+    fn ignored_extension(&self, root: &Root, segs: &[OsString], rel: &OsString) -> Found {
         for ext in &self.site.ignore_ext {
             let mut p = rel.clone();
             p.push(ext);
-            if let Found::File(e) = root.find(&p) {
-                return Some(e);
+            if let found @ (Found::File(_) | Found::Failed(_)) = root.find(&p) {
+                return found;
             }
         }
         if self.site.allow_ignore_ext {
-            let (last, parent) = segs.split_last()?;
+            let Some((last, parent)) = segs.split_last() else {
+                return Found::NotFound;
+            };
             let mut dir = OsString::new();
             for (i, s) in parent.iter().enumerate() {
                 if i > 0 {
@@ -343,12 +396,12 @@ impl Http {
                     p.push(name);
                     p
                 };
-                if let Found::File(e) = root.find(&p) {
-                    return Some(e);
+                if let found @ (Found::File(_) | Found::Failed(_)) = root.find(&p) {
+                    return found;
                 }
             }
         }
-        None
+        Found::NotFound
     }
 
     fn file(&mut self, t: &mut Transport<'_>, req: &Request, e: &Rc<Entry>, f: Framing) -> Sent {
@@ -569,11 +622,13 @@ fn send_body(t: &mut Transport<'_>, e: &Entry, offset: u64, len: u64) {
 
 impl Protocol for Http {
     fn connection_made(&mut self, t: &mut Transport<'_>) {
+        self.client = t.peer().host_string();
         t.register_producer();
         t.set_timeout(Some(self.site.timeout));
     }
 
     fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
+        self.log_sent(t);
         if self.done {
             return;
         }
@@ -587,8 +642,18 @@ impl Protocol for Http {
         t.lose_connection();
     }
 
-    fn connection_lost(&mut self, _t: &mut Transport<'_>, _reason: &Reason) {
+    /// Logs what was sent; a response cut short is logged with the bytes that left, and
+    /// said so in the main log.
+    fn connection_lost(&mut self, t: &mut Transport<'_>, reason: &Reason) {
         self.cancel_head_timer();
+        self.log_sent(t);
+        let sent = t.bytes_sent();
+        while let Some(p) = self.outstanding.pop() {
+            let got = p.body_sent(sent);
+            self.log(&p, got);
+            log::info!(target: &t.system(),
+                "Response to {:?} interrupted after {got} of {} bytes: {reason}", p.line, p.body);
+        }
     }
 
     fn pause_producing(&mut self) {
@@ -596,8 +661,10 @@ impl Protocol for Http {
     }
 
     fn resume_producing(&mut self, t: &mut Transport<'_>) {
-        if self.waiting && t.buffered() < PIPELINE_OUTPUT_MAX {
+        self.log_sent(t);
+        if self.waiting && !self.backed_up(t) {
             self.waiting = false;
+            t.resume_producing();
             self.process(t);
         }
     }
@@ -616,6 +683,7 @@ impl Protocol for Http {
 
     /// A request head that has not arrived within the timeout (a slow client): 408.
     fn timer_fired(&mut self, t: &mut Transport<'_>, key: u64) {
+        self.log_sent(t);
         if key == HEAD_TIMER {
             self.head_timer = None;
             if !self.input.is_empty() && !self.done {
@@ -633,5 +701,64 @@ impl Protocol for Http {
         } else {
             t.set_timeout(Some(twistrs_core::STOP_GRACE));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use twistrs_core::testing::Harness;
+
+    fn site(dir: &std::path::Path) -> Rc<Site> {
+        Rc::new(Site {
+            root: Some(Root::open(dir, false, false, "text/html".into()).unwrap()),
+            indexes: vec!["index.html".into()],
+            ignore_ext: Vec::new(),
+            allow_ignore_ext: false,
+            no_listing: false,
+            extra_headers: Vec::new(),
+            limits: Limits::default(),
+            timeout: Duration::from_secs(60),
+            access: Rc::new(RefCell::new(crate::access::AccessLog::main())),
+            boundary: "b".into(),
+        })
+    }
+
+    #[test]
+    fn unsent_responses_hold_a_bounded_amount_of_log_lines() {
+        // A client pipelining fat heads for small answers and reading none: each answer's
+        // access line waits for it to leave, so the protocol must stop taking requests (and
+        // reading) before those lines hold much, well before the output itself is large.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "x").unwrap();
+        let mut h = Harness::new(Http::new(site(dir.path())));
+        h.connect();
+        let req = format!(
+            "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\nUser-Agent: {}\r\n\r\n",
+            "u".repeat(15 * 1024)
+        );
+        let input = req.repeat(400);
+        // In 64 KiB reads, as the reactor delivers them.
+        h.feed_chunked(input.as_bytes(), 64 * 1024);
+        let held = h.proto.outstanding.held();
+        assert!(
+            held <= PENDING_LOG_MAX + req.len(),
+            "{held} bytes of log lines held"
+        );
+        assert!(h.reading_paused(), "reading stops meanwhile");
+        // The client reads: answers leave, their lines are written, the protocol takes the
+        // next requests, until all 400 are answered.
+        let mut answers = 0;
+        for _ in 0..400 {
+            let out = h.take_output();
+            if out.is_empty() {
+                break;
+            }
+            answers += out.windows(13).filter(|w| w == b"HTTP/1.1 206 ").count();
+            assert!(h.proto.outstanding.held() <= PENDING_LOG_MAX + req.len());
+        }
+        assert_eq!(answers, 400);
+        assert_eq!(h.proto.outstanding.held(), 0);
+        assert!(!h.reading_paused());
     }
 }

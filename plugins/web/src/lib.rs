@@ -7,6 +7,9 @@
 pub mod access;
 pub mod http;
 pub mod path;
+pub mod pending;
+#[cfg(test)]
+mod prop;
 pub mod request;
 pub mod resource;
 pub mod response;
@@ -33,17 +36,21 @@ const ABOUT: &str =
 /// The behaviour, for `--help` and the man page.
 const WEB_NOTES: &str = "\
 Serves GET and HEAD over HTTP/1.0 and 1.1 with keep-alive, pipelining and Expect: 100-continue; \
-other methods get 405 with Allow; request bodies are read and dropped (413 above 1 MiB). \
+other methods get 405 with Allow; request bodies are read and dropped (413 above 1 MiB); an \
+HTTP/1.1 request without Host, or any request with two, gets 400 (RFC 9112). \
 Content-Type comes from the extension (.gz and .bz2 as Content-Encoding); Date, Last-Modified, \
 ETag and Accept-Ranges are sent; If-None-Match and If-Modified-Since give 304; Range gives 206, \
 multipart/byteranges for several ranges, 416 when unsatisfiable, honouring If-Range. A directory \
 without its slash is redirected (302); index files are served, or twistd's listing. \
 No request reads outside the root: '..', encoded slashes, backslashes and NUL are refused (404) \
-and symlinks leaving the root are refused (403) unless --follow-symlinks. Limits: request line \
+and symlinks leaving the root are refused (403) unless --follow-symlinks. A file that cannot be \
+opened for any other reason than not existing or being refused (no descriptor left, an I/O \
+error) gets 500, and the error is logged. Limits: request line \
 8 KiB (414), headers 16 KiB and 100 fields (431), --timeout for idle connections and slow \
 request heads (408). Files go out with sendfile; files up to 256 KiB are cached and checked \
 with one stat per request. The access log uses twistd's combined format and is reopened on \
-SIGHUP and SIGUSR1.";
+SIGHUP and SIGUSR1; each line is written once its response has left, with the bytes that did, \
+and a response cut short is also reported in the main log with the reason.";
 
 /// twistd web options that need Python; each is refused with why.
 const PYTHON_ONLY: &[(&str, Option<char>, &str)] = &[

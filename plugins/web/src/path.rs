@@ -81,6 +81,20 @@ impl UrlPath {
         out
     }
 
+    /// Where a directory named without its slash is redirected: the path with `/` added and
+    /// its leading slashes collapsed, so `//evil.com` gives `/evil.com/`, never the
+    /// scheme-relative `//evil.com/` a browser would take to another host.
+    pub fn with_slash(&self) -> String {
+        match self
+            .raw
+            .trim_start_matches(['/', '\\'])
+            .trim_end_matches('/')
+        {
+            "" => "/".to_string(),
+            rest => format!("/{rest}/"),
+        }
+    }
+
     /// True if any segment starts with a dot.
     pub fn has_dotfile(&self) -> bool {
         use std::os::unix::ffi::OsStrExt;
@@ -112,6 +126,16 @@ mod tests {
         );
         assert_eq!(decode("/./a/.").unwrap().relative(), OsString::from("a"));
         assert!(decode("/.hidden").unwrap().has_dotfile());
+    }
+
+    #[test]
+    fn a_redirect_target_never_names_another_host() {
+        let to = |t: &str| decode(t).unwrap().with_slash();
+        assert_eq!(to("/sub"), "/sub/");
+        assert_eq!(to("//evil.com"), "/evil.com/");
+        assert_eq!(to("////evil.com/x"), "/evil.com/x/");
+        assert_eq!(to("http://h//evil.com"), "/evil.com/");
+        assert_eq!(to("/"), "/");
     }
 
     #[test]

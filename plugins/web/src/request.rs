@@ -102,6 +102,12 @@ fn header_str(v: &[u8]) -> Option<String> {
     std::str::from_utf8(v).ok().map(|s| s.trim().to_string())
 }
 
+/// A byte a Host value may hold: RFC 3986's unreserved, sub-delims, `%`, and `:[]` for the
+/// port and IPv6 literals.
+fn host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b)
+}
+
 /// Parses one request head from the start of `buf`.
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
     // Tolerate the empty lines some clients send between requests (RFC 9112 2.2).
@@ -182,7 +188,15 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
                 return Head::Error(reject(417, "unsupported expectation"));
             }
         } else if name.eq_ignore_ascii_case("host") {
-            r.host = header_str(h.value);
+            // RFC 9112 3.2: two Host fields, or one that is no `uri-host [":" port]`, is a 400.
+            if r.host.is_some() {
+                return Head::Error(reject(400, "more than one Host"));
+            }
+            let v = header_str(h.value).unwrap_or_default();
+            if !v.bytes().all(host_byte) {
+                return Head::Error(reject(400, "invalid Host"));
+            }
+            r.host = Some(v);
         } else if name.eq_ignore_ascii_case("user-agent") {
             r.user_agent = header_str(h.value);
         } else if name.eq_ignore_ascii_case("referer") {
@@ -212,6 +226,10 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
             Some(n) => Body::Length(n),
         }
     });
+    if minor == 1 && r.host.is_none() {
+        // RFC 9112 3.2: every HTTP/1.1 request names its host (HTTP/1.0 need not).
+        return Head::Error(reject(400, "missing Host"));
+    }
     Head::Complete(r, used)
 }
 
@@ -412,10 +430,31 @@ mod tests {
         };
         assert!(!h(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(h(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
-        assert!(h(b"HEAD / HTTP/1.1\r\n\r\n").keep_alive);
+        assert!(h(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n").keep_alive);
         assert!(
-            h(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+            h(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
                 .expect_continue
+        );
+    }
+
+    #[test]
+    fn host_is_required_in_http11_once_and_well_formed() {
+        let status = |raw: &[u8]| match parse_head(raw, &Limits::default()) {
+            Head::Complete(..) => 200,
+            Head::Error(r) => r.status,
+            Head::Partial => 0,
+        };
+        assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), 400, "missing");
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: u@h\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.0\r\n\r\n"), 200);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost:\r\n\r\n"), 200, "empty");
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"), 200);
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nHost: xn--b-5ga.example:8080\r\n\r\n"),
+            200
         );
     }
 

@@ -1,7 +1,9 @@
 //! The served tree: opening files safely under the root, their metadata, and a small cache.
 //!
 //! Every file is opened with `openat2(root, path, RESOLVE_BENEATH)`, so neither `..` nor a
-//! symlink can reach outside the root (unless `--follow-symlinks`). Small files are kept in
+//! symlink can reach outside the root (unless `--follow-symlinks`). A path the kernel refuses
+//! that way (an absolute link, even one pointing inside) is resolved in user space and opened
+//! only if it lands inside the root, with no symlink left to follow. Small files are kept in
 //! memory with their response headers, and each hit is checked with one `fstatat`: a changed
 //! inode, size, mtime or ctime is a miss. Large files are sent with sendfile from an open file.
 
@@ -68,11 +70,16 @@ pub enum Found {
     Dir(OwnedFd),
     NotFound,
     Forbidden(&'static str),
+    /// The file may well exist but could not be opened or read (no descriptor left, EIO,
+    /// ...): a server error, 500, never "No Such Resource".
+    Failed(std::io::Error),
 }
 
 /// The root being served, and how.
 pub struct Root {
     pub path: PathBuf,
+    /// The root with every symlink resolved, once at start: what a link must stay inside.
+    canonical: PathBuf,
     dir: Option<OwnedFd>,
     pub follow_symlinks: bool,
     pub hide_dotfiles: bool,
@@ -128,14 +135,35 @@ pub fn content_type(name: &OsStr, default: &str) -> (String, Option<&'static str
     (t, encoding)
 }
 
+/// What a failed open or stat says about the path: missing (404), refused (403), or a
+/// failure of the server's own (500).
 fn errno_found(e: nix::Error) -> Found {
     use nix::errno::Errno;
     match e {
+        Errno::ENOENT | Errno::ENOTDIR | Errno::ENAMETOOLONG | Errno::ENXIO | Errno::ENODEV => {
+            Found::NotFound
+        }
         Errno::EACCES | Errno::EPERM => Found::Forbidden("permission denied"),
         Errno::EXDEV => Found::Forbidden("path leaves the root through a symlink"),
         Errno::ELOOP => Found::Forbidden("too many symlinks"),
-        _ => Found::NotFound,
+        e => Found::Failed(std::io::Error::from(e)),
     }
+}
+
+/// The same for std's errors.
+fn io_found(e: std::io::Error) -> Found {
+    match e.raw_os_error() {
+        Some(n) => errno_found(nix::errno::Errno::from_raw(n)),
+        None => Found::Failed(e),
+    }
+}
+
+/// How every file is opened: read-only, and O_NONBLOCK so opening a FIFO cannot stall the
+/// reactor.
+fn open_how(resolve: ResolveFlag) -> OpenHow {
+    OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
+        .resolve(resolve)
 }
 
 impl Root {
@@ -147,6 +175,7 @@ impl Root {
         default_type: String,
     ) -> std::io::Result<Root> {
         let path = std::path::absolute(path)?;
+        let canonical = std::fs::canonicalize(&path)?;
         let md = std::fs::metadata(&path)?;
         let dir = if md.is_dir() {
             Some(OwnedFd::from(File::open(&path)?))
@@ -155,6 +184,7 @@ impl Root {
         };
         Ok(Root {
             path,
+            canonical,
             dir,
             follow_symlinks,
             hide_dotfiles,
@@ -180,12 +210,14 @@ impl Root {
         } else {
             ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS
         };
-        let how = OpenHow::new()
-            // O_NONBLOCK: opening a FIFO must not stall the reactor.
-            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
-            .resolve(resolve);
-        let fd = match nix::fcntl::openat2(dir.as_fd(), rel, how) {
+        let fd = match nix::fcntl::openat2(dir.as_fd(), rel, open_how(resolve)) {
             Ok(fd) => fd,
+            Err(nix::errno::Errno::EXDEV) if !self.follow_symlinks => {
+                match self.open_resolved(dir, rel) {
+                    Ok(fd) => fd,
+                    Err(found) => return found,
+                }
+            }
             Err(e) => return errno_found(e),
         };
         let st = match nix::sys::stat::fstat(&fd) {
@@ -208,8 +240,31 @@ impl Root {
                 }
                 Found::File(e)
             }
-            Err(_) => Found::Forbidden("unreadable"),
+            Err(e) => Found::Failed(e),
         }
+    }
+
+    /// Opens a path that `RESOLVE_BENEATH` refused: a symlink written as an absolute path (or
+    /// climbing with `..`) may still point inside the root. The path is resolved here and
+    /// opened only if it lands inside the real root, relative to the root and with no symlink
+    /// left to follow, so a link swapped in meanwhile makes the open fail instead of escaping.
+    fn open_resolved(&self, dir: &OwnedFd, rel: &OsStr) -> Result<OwnedFd, Found> {
+        let escapes = Found::Forbidden("path leaves the root through a symlink");
+        let Ok(real) = std::fs::canonicalize(self.canonical.join(rel)) else {
+            return Err(escapes);
+        };
+        let inside = match real.strip_prefix(&self.canonical) {
+            Ok(p) if p.as_os_str().is_empty() => Path::new("."),
+            Ok(p) => p,
+            Err(_) => return Err(escapes),
+        };
+        let resolve = ResolveFlag::RESOLVE_BENEATH
+            | ResolveFlag::RESOLVE_NO_SYMLINKS
+            | ResolveFlag::RESOLVE_NO_MAGICLINKS;
+        nix::fcntl::openat2(dir.as_fd(), inside, open_how(resolve)).map_err(|e| match e {
+            nix::errno::Errno::ELOOP => Found::Forbidden("a symlink changed while opening"),
+            e => errno_found(e),
+        })
     }
 
     fn single_file(&self, rel: &OsStr) -> Found {
@@ -218,18 +273,16 @@ impl Root {
         }
         let file = match File::open(&self.path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Found::Forbidden("permission denied");
-            }
-            Err(_) => return Found::NotFound,
+            Err(e) => return io_found(e),
         };
-        let Ok(st) = nix::sys::stat::fstat(&file) else {
-            return Found::NotFound;
+        let st = match nix::sys::stat::fstat(&file) {
+            Ok(st) => st,
+            Err(e) => return errno_found(e),
         };
         let name = self.path.file_name().unwrap_or_default().to_os_string();
         match self.entry(file, &st, &name) {
             Ok(e) => Found::File(Rc::new(e)),
-            Err(_) => Found::Forbidden("unreadable"),
+            Err(e) => Found::Failed(e),
         }
     }
 
@@ -371,11 +424,58 @@ mod tests {
         );
         assert!(matches!(root.find(OsStr::new("out")), Found::Forbidden(_)));
         assert!(matches!(root.find(OsStr::new("nope")), Found::NotFound));
+        // A cached link repointed out of the root is a miss, and refused.
+        std::fs::remove_file(dir.path().join("in")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("in")).unwrap();
+        assert!(matches!(root.find(OsStr::new("in")), Found::Forbidden(_)));
         let follow = Root::open(dir.path(), true, false, "text/html".into()).unwrap();
         assert_eq!(
             body(follow.find(OsStr::new("out"))),
             b"s",
             "--follow-symlinks"
         );
+    }
+
+    #[test]
+    fn a_link_written_as_an_absolute_path_is_served_when_it_stays_inside() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("root");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("a.txt"), "one").unwrap();
+        std::fs::write(dir.join("sub/b.txt"), "bee").unwrap();
+        let link = |target: &Path, name: &str| std::os::unix::fs::symlink(target, dir.join(name));
+        link(&dir.join("a.txt"), "abs").unwrap();
+        link(&dir.join("sub"), "abs-sub").unwrap();
+        link(&outside.path().join("secret"), "abs-out").unwrap();
+        // A relative link climbing to `/` and down to the secret.
+        let mut up = PathBuf::new();
+        for _ in 1..dir.components().count() {
+            up.push("..");
+        }
+        let rel_out = up
+            .join(outside.path().strip_prefix("/").unwrap())
+            .join("secret");
+        link(&rel_out, "rel-out").unwrap();
+        link(&dir.join("missing"), "dangling").unwrap();
+        // Served through a symlink to the root too: links are judged against the real root.
+        std::os::unix::fs::symlink(&dir, top.path().join("root-link")).unwrap();
+        for served_as in [dir.clone(), top.path().join("root-link")] {
+            let root = Root::open(&served_as, false, false, "text/html".into()).unwrap();
+            let body = |rel: &str| match root.find(OsStr::new(rel)) {
+                Found::File(e) => e.body.as_deref().unwrap_or_default().to_vec(),
+                Found::Forbidden(_) => b"403".to_vec(),
+                Found::NotFound => b"404".to_vec(),
+                _ => b"other".to_vec(),
+            };
+            assert_eq!(body("abs"), b"one");
+            assert_eq!(body("abs"), b"one", "a cache hit");
+            assert_eq!(body("abs-sub/b.txt"), b"bee");
+            assert!(matches!(root.find(OsStr::new("abs-sub")), Found::Dir(_)));
+            assert_eq!(body("abs-out"), b"403");
+            assert_eq!(body("rel-out"), b"403");
+            assert_eq!(body("dangling"), b"403");
+        }
     }
 }
