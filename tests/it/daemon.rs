@@ -532,3 +532,120 @@ fn chroot_and_euid() {
     );
     echo_once(srv.port());
 }
+
+/// One keep-alive HTTP client in a loop: (answered, lost) where lost is a request written
+/// whole that got EOF or a reset before its whole response. Once `ending` is set, a refused
+/// connection ends the loop (the server is going away), not a loss.
+fn keep_alive_client(
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ending: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u32, Vec<String>) {
+    let (mut ok, mut lost) = (0u32, Vec::new());
+    let mut conn: Option<std::net::TcpStream> = None;
+    let end = Instant::now() + Duration::from_secs(30);
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < end {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(c) => {
+                    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    conn.insert(c)
+                }
+                Err(_) if ending.load(std::sync::atomic::Ordering::SeqCst) => break,
+                Err(e) => {
+                    lost.push(format!("connect: {e}"));
+                    continue;
+                }
+            },
+        };
+        if c.write_all(b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+            .is_err()
+        {
+            // The server closed an idle connection before this request: it never left.
+            conn = None;
+            continue;
+        }
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        let got_head = loop {
+            match c.read(&mut b) {
+                Ok(1) => {
+                    head.push(b[0]);
+                    if head.ends_with(b"\r\n\r\n") {
+                        break true;
+                    }
+                }
+                _ => break false,
+            }
+        };
+        let mut body = [0u8; 10];
+        if !got_head || c.read_exact(&mut body).is_err() {
+            lost.push(format!("after {} bytes", head.len()));
+            conn = None;
+            continue;
+        }
+        ok += 1;
+        if String::from_utf8_lossy(&head).contains("Connection: close") {
+            conn = None;
+        }
+    }
+    (ok, lost)
+}
+
+#[test]
+fn restart_and_stop_under_keep_alive_load_lose_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "0123456789").unwrap();
+    let root = dir.path().to_str().unwrap().to_string();
+    let d = Daemon::start(&[
+        "web",
+        "--path",
+        &root,
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let port = d.ports()[0];
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ending = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, e) = (stop.clone(), ending.clone());
+            std::thread::spawn(move || keep_alive_client(port, s, e))
+        })
+        .collect();
+    let log_has = |n: usize| {
+        let end = Instant::now() + Duration::from_secs(10);
+        while d.log().matches("\"GET /a.txt HTTP/1.1\" 200").count() < n && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        d.log().matches("\"GET /a.txt HTTP/1.1\" 200").count()
+    };
+    for _ in 0..3 {
+        // Requests are flowing before each restart.
+        let served = log_has(0);
+        log_has(served + 200);
+        let (code, out, err) = d.ctl(&["restart"]);
+        assert_eq!(code, 0, "{out} {err}");
+    }
+    let served = log_has(0);
+    log_has(served + 200);
+    // And a stop under the same load: every request that arrived is answered.
+    ending.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (code, out, err) = d.ctl(&["stop"]);
+    assert_eq!(code, 0, "{out} {err}");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut ok, mut lost) = (0, Vec::new());
+    for c in clients {
+        let (o, l) = c.join().unwrap();
+        ok += o;
+        lost.extend(l);
+    }
+    assert!(ok > 100, "the load ran: {ok}");
+    assert!(
+        lost.is_empty(),
+        "{} of {} requests lost: {lost:?}",
+        lost.len(),
+        ok
+    );
+}

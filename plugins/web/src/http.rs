@@ -13,6 +13,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use twistrs_core::line::InputBuffer;
 use twistrs_core::{DelayedCall, Protocol, Reason, Transport};
 
 use crate::access::{AccessLog, Line};
@@ -54,7 +55,7 @@ enum State {
 /// One HTTP connection.
 pub struct Http {
     site: Rc<Site>,
-    input: Vec<u8>,
+    input: InputBuffer,
     state: State,
     /// No further requests: `Connection: close`, an error, EOF.
     done: bool,
@@ -102,7 +103,7 @@ impl Http {
     pub fn new(site: Rc<Site>) -> Self {
         Http {
             site,
-            input: Vec::new(),
+            input: InputBuffer::new(),
             state: State::Head,
             done: false,
             stopping: false,
@@ -126,20 +127,20 @@ impl Http {
             match &mut self.state {
                 State::Body(left) => {
                     let take = (*left).min(self.input.len() as u64);
-                    self.input.drain(..take as usize);
+                    self.input.consume(take as usize);
                     *left -= take;
                     if *left > 0 {
                         return;
                     }
                     self.state = State::Head;
                 }
-                State::Chunked(d) => match d.feed(&self.input) {
+                State::Chunked(d) => match d.feed(self.input.peek()) {
                     ChunkProgress::NeedMore => {
                         self.input.clear();
                         return;
                     }
                     ChunkProgress::Done(n) => {
-                        self.input.drain(..n);
+                        self.input.consume(n);
                         self.state = State::Head;
                     }
                     ChunkProgress::Error(r) => {
@@ -151,19 +152,19 @@ impl Http {
                     // Blank lines between pipelined requests are allowed.
                     let blank = self
                         .input
+                        .peek()
                         .iter()
                         .take_while(|b| **b == b'\r' || **b == b'\n')
                         .count();
-                    self.input.drain(..blank);
+                    self.input.consume(blank);
                     if self.input.is_empty() {
+                        // While stopping, an idle connection is closed by the grace timeout
+                        // set in `stop_requested`, so a request already on its way is read.
                         self.cancel_head_timer();
-                        if self.stopping {
-                            self.done = true;
-                            t.lose_connection();
-                        }
+                        self.input.release_if_empty();
                         return;
                     }
-                    match request::parse_head(&self.input, &self.site.limits) {
+                    match request::parse_head(self.input.peek(), &self.site.limits) {
                         Head::Partial => {
                             if self.head_timer.is_none() {
                                 self.head_timer = Some(t.call_later(self.site.timeout, HEAD_TIMER));
@@ -175,7 +176,7 @@ impl Http {
                             return;
                         }
                         Head::Complete(req, used) => {
-                            self.input.drain(..used);
+                            self.input.consume(used);
                             self.cancel_head_timer();
                             self.state = match req.body {
                                 Some(Body::Length(n)) => State::Body(n),
@@ -252,7 +253,11 @@ impl Http {
     }
 
     fn request(&mut self, t: &mut Transport<'_>, mut req: Request) {
-        let keep_alive = req.keep_alive && !self.stopping;
+        // While stopping, every request that has arrived is answered: the connection stays
+        // open only for the requests pipelined behind this one (`Connection: close` on the
+        // last), so none is lost to the close.
+        let more = !self.input.is_empty() || !matches!(self.state, State::Head);
+        let keep_alive = req.keep_alive && (!self.stopping || more);
         let sent = self.respond(t, &req, keep_alive);
         self.outstanding.push(Pending {
             line: req.line(),
@@ -632,7 +637,7 @@ impl Protocol for Http {
         if self.done {
             return;
         }
-        self.input.extend_from_slice(data);
+        self.input.feed(data);
         self.process(t);
     }
 
@@ -692,14 +697,15 @@ impl Protocol for Http {
         }
     }
 
-    /// Graceful stop: finish the request in progress, take no more, close when idle.
+    /// Graceful stop: answer every request that has arrived (the last with
+    /// `Connection: close`), and close an idle connection only after a grace period, so a
+    /// request already on its way (sent, not yet read) is still answered. A keep-alive client
+    /// that sends nothing for the grace period is closed then.
     fn stop_requested(&mut self, t: &mut Transport<'_>) {
         self.stopping = true;
-        if self.input.is_empty() && matches!(self.state, State::Head) {
-            self.done = true;
-            t.lose_connection();
-        } else {
-            t.set_timeout(Some(twistrs_core::STOP_GRACE));
+        t.set_timeout(Some(twistrs_core::STOP_GRACE));
+        if !self.input.is_empty() && !self.waiting {
+            self.process(t);
         }
     }
 }
