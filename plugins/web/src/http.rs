@@ -56,6 +56,8 @@ enum State {
 pub struct Http {
     site: Rc<Site>,
     input: InputBuffer,
+    /// How much of an unfinished head was there when it was last parsed.
+    partial_head: usize,
     state: State,
     /// No further requests: `Connection: close`, an error, EOF.
     done: bool,
@@ -104,6 +106,7 @@ impl Http {
         Http {
             site,
             input: InputBuffer::new(),
+            partial_head: 0,
             state: State::Head,
             done: false,
             stopping: false,
@@ -164,8 +167,20 @@ impl Http {
                         self.input.release_if_empty();
                         return;
                     }
-                    match request::parse_head(self.input.peek(), &self.site.limits) {
+                    // A head can only end at a new LF: a head arriving a byte at a time is
+                    // not parsed again per byte (past the limits it is, to refuse it).
+                    let buf = self.input.peek();
+                    let limits = &self.site.limits;
+                    if self.partial_head > 0
+                        && buf.len() <= limits.max_request_line.min(limits.max_header_bytes)
+                        && memchr::memchr(b'\n', buf.get(self.partial_head..).unwrap_or(&[]))
+                            .is_none()
+                    {
+                        return;
+                    }
+                    match request::parse_head(buf, limits) {
                         Head::Partial => {
+                            self.partial_head = buf.len();
                             if self.head_timer.is_none() {
                                 self.head_timer = Some(t.call_later(self.site.timeout, HEAD_TIMER));
                             }
@@ -176,6 +191,7 @@ impl Http {
                             return;
                         }
                         Head::Complete(req, used) => {
+                            self.partial_head = 0;
                             self.input.consume(used);
                             self.cancel_head_timer();
                             self.state = match req.body {
@@ -766,5 +782,40 @@ mod tests {
         assert_eq!(answers, 400);
         assert_eq!(h.proto.outstanding.held(), 0);
         assert!(!h.reading_paused());
+    }
+
+    #[test]
+    fn heads_in_every_chunking_and_the_limits_without_a_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "0123456789").unwrap();
+        let input =
+            b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n\r\nHEAD /a.txt HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut whole = Harness::new(Http::new(site(dir.path())));
+        whole.connect().feed(input);
+        let want = whole.take_output();
+        let text = String::from_utf8_lossy(&want).into_owned();
+        assert_eq!(text.matches("HTTP/1.1 200 ").count(), 2, "{text}");
+        // Dates may tick between runs: compare without them.
+        let undated = |b: &[u8]| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .filter(|l| !l.starts_with("Date:"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        for chunk in 1..input.len() {
+            let mut h = Harness::new(Http::new(site(dir.path())));
+            h.connect().feed_chunked(input, chunk);
+            assert_eq!(undated(&h.take_output()), undated(&want), "chunk {chunk}");
+        }
+        // A request line that never ends is refused once past its limit, a byte at a time.
+        let mut h = Harness::new(Http::new(site(dir.path())));
+        h.connect();
+        let long = vec![b'a'; Limits::default().max_request_line + 2];
+        h.feed(b"GET /").feed_chunked(&long, 1);
+        assert!(
+            String::from_utf8_lossy(&h.take_output()).starts_with("HTTP/1.1 414 "),
+            "414 without a newline ever arriving"
+        );
     }
 }
