@@ -304,12 +304,17 @@ impl fmt::Display for Endpoint {
                 mode,
                 backlog,
                 lockfile,
-            } => write!(
-                f,
-                "unix:{}:mode={mode:o}:backlog={backlog}:lockfile={}",
-                quote_argument(&path.to_string_lossy()),
-                u8::from(*lockfile)
-            ),
+            } => {
+                // A path with `=` in it would read as a keyword: name it as one.
+                let path = path.to_string_lossy();
+                let key = if path.contains('=') { "address=" } else { "" };
+                write!(
+                    f,
+                    "unix:{key}{}:mode={mode:o}:backlog={backlog}:lockfile={}",
+                    quote_argument(&path),
+                    u8::from(*lockfile)
+                )
+            }
             Endpoint::Udp { port, interface } => {
                 write!(f, "udp:{port}")?;
                 if let Some(i) = interface {

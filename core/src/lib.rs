@@ -39,6 +39,8 @@ pub mod error;
 pub mod limit;
 pub mod line;
 pub mod plugin;
+#[cfg(test)]
+mod prop;
 pub mod protocol;
 pub mod reactor;
 pub mod service;

@@ -11,6 +11,8 @@ pub mod mailbox;
 pub mod maildir;
 pub mod pop3;
 pub mod pop3_server;
+#[cfg(test)]
+mod prop;
 pub mod proto;
 pub mod smtp;
 
