@@ -33,11 +33,14 @@
 //! ```
 
 pub mod address;
+mod connection;
 pub mod deferred;
 pub mod endpoint;
 pub mod error;
 pub mod limit;
 pub mod line;
+pub mod logsys;
+mod output;
 pub mod plugin;
 #[cfg(test)]
 mod prop;

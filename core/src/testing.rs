@@ -1,95 +1,161 @@
 //! Test doubles: run a protocol against a string transport and a manual clock, no sockets.
 //!
-//! [`Harness`] plays the reactor's part for one connection: bytes in with `feed`, bytes out with
-//! `take_output` (which also drives producers, as a peer reading would), time with `advance`.
+//! [`Harness`] runs one connection through the same code the reactor runs
+//! (`crate::connection`: reading, backpressure, producers, the close phases), on an in-memory
+//! socket: bytes in with `feed`, bytes out with `take_output`, time with `advance`. Its peer
+//! reads nothing until the test takes the output, so output piles up, producers pause and
+//! reading stops exactly as they would against a client that does not read.
 
 use std::any::Any;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use crate::address::Address;
+use crate::connection::{After, Conn, Driver};
 use crate::error::Reason;
+use crate::output::Socket;
 use crate::protocol::{DatagramProtocol, Protocol};
-use crate::reactor::Handle;
+use crate::reactor::{Handle, ReactorConfig};
 use crate::timer::{Clock, Target};
-use crate::transport::{ConnId, ConnState, DatagramTransport, IDLE_KEY, Transport, flags};
+use crate::transport::{ConnId, ConnState, DatagramTransport, Phase};
 
-/// The default high- and low-water marks, as the reactor's defaults.
-const HIGH_WATER: usize = 64 * 1024;
-const LOW_WATER: usize = 16 * 1024;
+/// The peer's end of a string transport.
+#[derive(Default)]
+struct MemorySocket {
+    /// What the peer sent and the connection has not read yet.
+    input: VecDeque<u8>,
+    /// The peer shut its sending side down after `input`.
+    input_eof: bool,
+    /// What the peer received and the test has not taken yet.
+    received: Vec<u8>,
+    /// How much more the peer takes before a send would block.
+    room: usize,
+}
+
+impl Read for MemorySocket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.input.is_empty() {
+            return if self.input_eof {
+                Ok(0)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            };
+        }
+        let (a, b) = self.input.as_slices();
+        let n = buf.len().min(a.len());
+        buf[..n].copy_from_slice(&a[..n]);
+        let m = (buf.len() - n).min(b.len());
+        buf[n..n + m].copy_from_slice(&b[..m]);
+        self.input.drain(..n + m);
+        Ok(n + m)
+    }
+}
+
+impl Socket for MemorySocket {
+    fn send(&mut self, buf: &[u8], _more: bool) -> io::Result<usize> {
+        if self.room == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.room);
+        self.received.extend_from_slice(&buf[..n]);
+        self.room -= n;
+        Ok(n)
+    }
+
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        if self.room == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut chunk = vec![0u8; len.min(self.room).min(1 << 20)];
+        let n = file.read_at(&mut chunk, offset)?;
+        self.received.extend_from_slice(&chunk[..n]);
+        self.room -= n;
+        Ok(n)
+    }
+
+    fn set_cork(&mut self, _on: bool) {}
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 /// One protocol instance on a string transport.
-pub struct Harness<P: Protocol> {
+pub struct Harness<P: Protocol + 'static> {
     /// The protocol under test, open for inspection.
     pub proto: P,
-    st: ConnState,
+    conn: Conn<MemorySocket>,
     handle: Handle,
+    buf: Vec<u8>,
     lost: Option<Reason>,
 }
 
-impl<P: Protocol> Harness<P> {
+impl<P: Protocol + 'static> Harness<P> {
     /// A harness whose peer is 127.0.0.1:54321 and host 127.0.0.1:7.
     pub fn new(proto: P) -> Self {
         let clock = Clock::new();
         let handle = Handle::detached(clock.clone());
         let peer = Address::Tcp(SocketAddr::from(([127, 0, 0, 1], 54321)));
         let host = Address::Tcp(SocketAddr::from(([127, 0, 0, 1], 7)));
+        let st = ConnState::new(ConnId::new(0, 1), peer, host, "Test", 0, clock.now());
         Harness {
             proto,
-            st: ConnState::new(ConnId::new(0, 1), peer, host, "Test", 0, clock.now()),
+            conn: Conn::new(MemorySocket::default(), st),
             handle,
+            buf: vec![0; ReactorConfig::default().read_buffer],
             lost: None,
         }
     }
 
-    fn call(&mut self, f: impl FnOnce(&mut P, &mut Transport<'_>)) {
+    /// Runs one step of the connection's life and what follows from it, as the reactor's
+    /// turn would: re-drives while work is left, and the close with its `connection_lost`.
+    fn run(
+        &mut self,
+        step: impl FnOnce(&mut Conn<MemorySocket>, &mut dyn Protocol, &mut Driver<'_>) -> After,
+    ) {
         if self.lost.is_some() {
             return;
         }
-        let mut t = Transport::new(&mut self.st, &self.handle);
-        f(&mut self.proto, &mut t);
-        self.settle();
-    }
-
-    /// Applies what the reactor would after a callback: aborts, producer pauses.
-    fn settle(&mut self) {
-        if self.st.has(flags::ABORT) {
-            self.lose(Reason::Aborted);
-            return;
-        }
-        if self.st.has(flags::PRODUCER)
-            && self.st.buffered() >= HIGH_WATER
-            && !self.st.has(flags::PRODUCER_PAUSED)
-        {
-            self.st.flags |= flags::PRODUCER_PAUSED;
-            self.proto.pause_producing();
-        }
-    }
-
-    fn lose(&mut self, r: Reason) {
-        if self.lost.is_none() {
-            self.st.flags |= flags::ABORT;
-            self.st.cancel_timers();
-            let mut t = Transport::new(&mut self.st, &self.handle);
-            self.proto.connection_lost(&mut t, &r);
-            self.lost = Some(r);
+        let cfg = ReactorConfig::default();
+        let mut d = Driver {
+            handle: &self.handle,
+            buf: &mut self.buf,
+            high: cfg.high_water,
+            low: cfg.low_water,
+        };
+        let mut after = step(&mut self.conn, &mut self.proto, &mut d);
+        // Bounded, like the reactor's re-drive loop; a connection never needs this many.
+        for _ in 0..10_000 {
+            match after {
+                After::Settled => return,
+                After::Again => after = self.conn.drive(&mut self.proto, &mut d, false, false),
+                After::Close(r) => {
+                    self.conn.lost(&mut self.proto, &mut d, &r);
+                    self.lost = Some(r);
+                    return;
+                }
+            }
         }
     }
 
     /// `connection_made`.
     pub fn connect(&mut self) -> &mut Self {
-        self.call(|p, t| p.connection_made(t));
+        self.run(|c, p, d| c.callback(p, d, |p, t| p.connection_made(t)));
         self
     }
 
-    /// `data_received` with `data` in one piece.
+    /// The peer sends `data` in one piece.
     pub fn feed(&mut self, data: &[u8]) -> &mut Self {
-        self.st.last_activity = self.handle.now();
-        self.call(|p, t| p.data_received(t, data));
+        self.conn.socket.input.extend(data);
+        self.run(|c, p, d| c.drive(p, d, true, false));
         self
     }
 
-    /// `data_received` once per `chunk`-byte piece of `data`.
+    /// The peer sends `data` in `chunk`-byte pieces.
     pub fn feed_chunked(&mut self, data: &[u8], chunk: usize) -> &mut Self {
         for piece in data.chunks(chunk.max(1)) {
             self.feed(piece);
@@ -97,44 +163,56 @@ impl<P: Protocol> Harness<P> {
         self
     }
 
-    /// The peer half-closed.
+    /// The peer half-closes (after what it sent, which is still read first).
     pub fn eof(&mut self) -> &mut Self {
-        self.st.flags |= flags::EOF_RECEIVED;
-        self.call(|p, t| p.read_eof(t));
+        self.conn.socket.input_eof = true;
+        self.run(|c, p, d| c.drive(p, d, true, false));
         self
     }
 
     /// The server is shutting down.
     pub fn stop_requested(&mut self) -> &mut Self {
-        self.call(|p, t| p.stop_requested(t));
+        self.run(|c, p, d| c.stop_requested(p, d));
         self
     }
 
     /// Delivers a `Handle::notify` message.
     pub fn notify(&mut self, msg: Box<dyn Any>) -> &mut Self {
-        self.call(move |p, t| p.notified(t, msg));
+        self.run(|c, p, d| c.callback(p, d, move |p, t| p.notified(t, msg)));
         self
     }
 
     /// What was written and not yet taken (up to the first queued file).
     pub fn output(&self) -> &[u8] {
-        self.st.pending()
+        self.conn.st.out.pending()
     }
 
-    /// Takes everything written so far, as a peer reading it all would; then closes a losing
-    /// connection and resumes a paused producer, as the reactor would after a flush.
+    /// Takes everything written so far, as a peer reading it all would. While input the peer
+    /// sent waits unread (reading stopped when the output backed up), the peer goes on
+    /// reading, so the answers to all of it come out; a closing connection then sees the
+    /// peer's EOF (the peer read our FIN) and closes.
     pub fn take_output(&mut self) -> Vec<u8> {
-        let out = self
-            .st
-            .take_all()
-            .expect("queued file regions are readable");
-        if self.lost.is_none() {
-            if self.st.has(flags::LOSING) {
-                self.lose(Reason::Done);
-            } else if self.st.has(flags::PRODUCER) && self.st.buffered() < LOW_WATER {
-                self.st.flags &= !flags::PRODUCER_PAUSED;
-                self.call(|p, t| p.resume_producing(t));
+        let mut out = Vec::new();
+        let mut tail = false;
+        for _ in 0..100_000 {
+            self.conn.socket.room = self.conn.st.buffered();
+            self.run(|c, p, d| c.drive(p, d, false, true));
+            out.append(&mut self.conn.socket.received);
+            let st = &self.conn.st;
+            let unread = !self.conn.socket.input.is_empty() && st.reads() && !st.read_paused;
+            if unread && self.lost.is_none() {
+                continue;
             }
+            // The answers to the last of the input, once.
+            if tail || self.lost.is_some() || st.buffered() == 0 {
+                break;
+            }
+            tail = true;
+        }
+        self.conn.socket.room = 0;
+        if self.conn.st.phase() == Phase::Lingering {
+            self.conn.socket.input_eof = true;
+            self.run(|c, p, d| c.drive(p, d, true, false));
         }
         out
     }
@@ -147,30 +225,28 @@ impl<P: Protocol> Harness<P> {
         while let Some(t) = timers.pop_due(now) {
             match t {
                 Target::Call(f) => f(),
-                Target::Conn(_, IDLE_KEY) => {
-                    if self.st.idle_due(now, &timers) {
-                        self.call(|p, t| p.timeout_connection(t));
-                    }
+                Target::Conn(id, key) if id == self.conn.st.id => {
+                    self.run(|c, p, d| c.timer(p, d, key));
                 }
-                Target::Conn(_, key) => self.call(|p, t| p.timer_fired(t, key)),
+                Target::Conn(..) => {}
             }
         }
         self
     }
 
-    /// The protocol asked to close after flushing (`lose_connection`).
+    /// The protocol asked to close (`lose_connection`), or the connection closed.
     pub fn disconnecting(&self) -> bool {
-        self.st.has(flags::LOSING)
+        self.conn.st.disconnecting()
     }
 
     /// The protocol asked to half-close (`lose_write_connection`).
     pub fn write_closed(&self) -> bool {
-        self.st.has(flags::WRITE_EOF)
+        matches!(self.conn.st.phase(), Phase::HalfClosing | Phase::HalfClosed)
     }
 
     /// The protocol paused reading.
     pub fn reading_paused(&self) -> bool {
-        self.st.has(flags::READ_PAUSED)
+        self.conn.st.read_paused
     }
 
     /// Why the connection was lost, once it was.
@@ -217,6 +293,7 @@ impl<P: DatagramProtocol> DatagramHarness<P> {
 mod tests {
     use super::*;
     use crate::error::Failure;
+    use crate::transport::Transport;
     use std::rc::Rc;
 
     /// Echoes lines, closes on "quit", times out after 5 s idle, and has a timer.
@@ -337,5 +414,73 @@ mod tests {
         }
         assert_eq!(got.get(), 42);
         assert_eq!(*msg.borrow(), "disk on fire");
+    }
+
+    /// Pauses reading after each piece it gets, until told to go on.
+    #[derive(Default)]
+    struct OneAtATime {
+        got: Vec<Vec<u8>>,
+    }
+
+    impl Protocol for OneAtATime {
+        fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
+            self.got.push(data.to_vec());
+            t.pause_producing();
+        }
+        fn notified(&mut self, t: &mut Transport<'_>, _msg: Box<dyn Any>) {
+            t.resume_producing();
+        }
+    }
+
+    #[test]
+    fn paused_reading_leaves_input_with_the_peer_as_on_a_socket() {
+        let mut h = Harness::new(OneAtATime::default());
+        h.connect().feed(b"first");
+        h.feed(b"second").feed(b"third");
+        assert_eq!(
+            h.proto.got,
+            vec![b"first".to_vec()],
+            "nothing read while paused"
+        );
+        assert!(h.reading_paused());
+        h.notify(Box::new(()));
+        assert_eq!(
+            h.proto.got,
+            vec![b"first".to_vec(), b"secondthird".to_vec()],
+            "what waited is read at once on resume, in one read as a socket would give it"
+        );
+    }
+
+    /// Writes 1 KiB per producing round, forever.
+    #[derive(Default)]
+    struct Stream {
+        paused: u32,
+    }
+
+    impl Protocol for Stream {
+        fn connection_made(&mut self, t: &mut Transport<'_>) {
+            t.register_producer();
+        }
+        fn data_received(&mut self, _t: &mut Transport<'_>, _d: &[u8]) {}
+        fn pause_producing(&mut self) {
+            self.paused += 1;
+        }
+        fn resume_producing(&mut self, t: &mut Transport<'_>) {
+            t.write(&[b'x'; 1024]);
+        }
+    }
+
+    #[test]
+    fn a_producer_is_paused_at_the_high_water_mark_as_in_the_reactor() {
+        let mut h = Harness::new(Stream::default());
+        h.connect();
+        let first = h.output().len();
+        assert!(
+            first >= 16 * 1024,
+            "produced while below the low-water mark: {first}"
+        );
+        h.take_output();
+        // Taking it all lets it produce again; it never runs past the high-water mark.
+        assert!(h.output().len() < 64 * 1024 + 1024);
     }
 }

@@ -2,18 +2,20 @@
 //!
 //! `write` only appends to the connection's output buffer and never blocks; the reactor flushes
 //! after each callback. `lose_connection` closes once the buffer is flushed; `abort_connection`
-//! closes now. The same `ConnState` backs a real socket in the reactor and a string transport in
-//! [`crate::testing`], so protocols are unit-tested without sockets.
+//! closes now. A connection's state is one [`Phase`] (open, half-closing, losing, lingering...)
+//! changed in one place, plus the bits independent of it (reading paused, a producer). The same
+//! `ConnState`, driven by the same code (`crate::connection`), backs a real socket in the
+//! reactor and a string transport in [`crate::testing`], so protocols are unit-tested without
+//! sockets and behave as they will on them.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::address::Address;
+use crate::output::Output;
 use crate::reactor::Handle;
 use crate::timer::{DelayedCall, Target, TimerQueue};
 
@@ -30,59 +32,62 @@ impl ConnId {
     }
 }
 
-pub(crate) mod flags {
-    /// `lose_connection` was called: close once the output is flushed.
-    pub const LOSING: u16 = 1;
-    /// `abort_connection` was called: close now, dropping output.
-    pub const ABORT: u16 = 1 << 1;
-    /// `lose_write_connection` was called: shut down our side once flushed.
-    pub const WRITE_EOF: u16 = 1 << 2;
-    /// Our write side is shut down.
-    pub const WRITE_SHUT: u16 = 1 << 3;
-    /// The peer's EOF arrived.
-    pub const EOF_RECEIVED: u16 = 1 << 4;
-    /// The protocol paused reading (`Transport::pause_producing`).
-    pub const READ_PAUSED: u16 = 1 << 5;
-    /// Reading stopped early (high-water mark, pause, budget): data may be waiting.
-    pub const READ_PENDING: u16 = 1 << 6;
-    /// The protocol registered itself as a streaming producer.
-    pub const PRODUCER: u16 = 1 << 7;
-    /// The producer was told to pause.
-    pub const PRODUCER_PAUSED: u16 = 1 << 8;
-    /// `stop_requested` was delivered.
-    pub const STOPPING: u16 = 1 << 9;
-    /// epoll reported the peer's FIN (or an error): read until EOF, a short read is not
-    /// the end, since no further edge will come.
-    pub const PEER_CLOSED: u16 = 1 << 10;
-    /// TCP_CORK is set while queued files are being sent.
-    pub const CORKED: u16 = 1 << 11;
-    /// Closing: our side is shut down, the peer's last input is read and dropped.
-    pub const LINGER: u16 = 1 << 12;
+/// Where a connection is in its life. Every change goes through [`ConnState::set_phase`].
+///
+/// ```text
+///  Open ──lose_write──▶ HalfClosing ──flushed──▶ HalfClosed ──peer EOF──▶ Closed
+///   │ └────────────────────────┴──lose──┐            │
+///   ├──lose──▶ Losing ◀─────────────────┘◀───lose────┘
+///   │            └──flushed──▶ Lingering ──peer EOF, 2 s or 256 KiB──▶ Closed
+///   │            └──flushed, the peer already sent EOF──────────────────▶ Closed
+///   └──abort (from any phase)──▶ Aborted ──▶ Closed      (an I/O error: ──▶ Closed)
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Reading and writing.
+    Open,
+    /// `lose_write_connection`: our side shuts down once the output is flushed.
+    HalfClosing,
+    /// Our sending side is shut down (TCP half-close); the peer may still send.
+    HalfClosed,
+    /// `lose_connection`: closes once the output is flushed.
+    Losing,
+    /// Closing: our side is shut down, the peer's last input is read and dropped until its
+    /// EOF, so no reset destroys the response in flight (nginx's lingering close).
+    Lingering,
+    /// `abort_connection`: closes at the end of this step, dropping unsent output.
+    Aborted,
+    /// Gone; the protocol heard `connection_lost`.
+    Closed,
 }
 
-/// Output queued behind a file: more bytes, or a file region sent with sendfile(2).
-pub(crate) enum Chunk {
-    Bytes(Vec<u8>),
-    File {
-        file: Rc<File>,
-        offset: u64,
-        len: u64,
-    },
+/// A registered streaming producer's state (Twisted's `IPushProducer` on the transport).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Producer {
+    None,
+    Producing,
+    /// Told to pause: the output passed the high-water mark.
+    Paused,
 }
 
 /// Per-connection state that a [`Transport`] reads and writes.
 pub struct ConnState {
     pub(crate) id: ConnId,
-    /// Bytes to send first; everything written while no file is queued lands here.
-    pub(crate) out: Vec<u8>,
-    pub(crate) out_pos: usize,
-    /// Output behind the first queued file; boxed so a connection without files stays small
-    /// (8 bytes instead of 32 in every idle connection).
-    #[allow(clippy::box_collection)]
-    pub(crate) queue: Option<Box<VecDeque<Chunk>>>,
-    /// Bytes (including file bytes) in `queue`.
-    pub(crate) queued: u64,
-    pub(crate) flags: u16,
+    phase: Phase,
+    pub(crate) out: Output,
+    /// The peer's EOF arrived: nothing more to read.
+    pub(crate) eof_received: bool,
+    /// The protocol paused reading (`Transport::pause_producing`).
+    pub(crate) read_paused: bool,
+    /// Reading stopped early (high-water mark, pause, budget): data may be waiting, and no
+    /// readiness edge will say so again.
+    pub(crate) read_pending: bool,
+    /// epoll reported the peer's FIN (or an error): read until EOF, a short read is not the
+    /// end.
+    pub(crate) peer_closed: bool,
+    pub(crate) producer: Producer,
+    /// `stop_requested` was delivered.
+    pub(crate) stopping: bool,
     pub(crate) peer: Address,
     pub(crate) host: Address,
     pub(crate) name: &'static str,
@@ -94,8 +99,6 @@ pub struct ConnState {
     /// Other timers aimed at this connection (protocol timers, the lingering close), all
     /// cancelled when it closes so none outlives it in the timer heap.
     pub(crate) timers: Vec<DelayedCall>,
-    /// Bytes (files included) that left for the peer since the connection opened.
-    pub(crate) sent: u64,
 }
 
 /// Key of the reactor's own idle-timeout timer entries.
@@ -112,11 +115,14 @@ impl ConnState {
     ) -> Self {
         ConnState {
             id,
-            out: Vec::new(),
-            out_pos: 0,
-            queue: None,
-            queued: 0,
-            flags: 0,
+            phase: Phase::Open,
+            out: Output::default(),
+            eof_received: false,
+            read_paused: false,
+            read_pending: false,
+            peer_closed: false,
+            producer: Producer::None,
+            stopping: false,
             peer,
             host,
             name,
@@ -125,8 +131,83 @@ impl ConnState {
             last_activity: now,
             idle_timer: None,
             timers: Vec::new(),
-            sent: 0,
         }
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The one place the phase changes. A change the diagram does not allow is ignored (and
+    /// a bug in debug builds); every change is traced.
+    pub(crate) fn set_phase(&mut self, next: Phase) {
+        use Phase::*;
+        let allowed = match (self.phase, next) {
+            (a, b) if a == b => return,
+            (Closed, _) => false,
+            (_, Closed | Aborted) => true,
+            (Open, HalfClosing | Losing) => true,
+            (HalfClosing, HalfClosed | Losing) => true,
+            (HalfClosed, Losing) => true,
+            (Losing, Lingering) => true,
+            _ => false,
+        };
+        debug_assert!(allowed, "{:?}: {:?} => {next:?}", self.id, self.phase);
+        if allowed {
+            log::trace!(target: "twistrs.conn", "{:?}: {:?} => {next:?}", self.id, self.phase);
+            self.phase = next;
+        }
+    }
+
+    /// `lose_connection` or `abort_connection` was called, or the connection is gone.
+    pub(crate) fn disconnecting(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Losing | Phase::Lingering | Phase::Aborted | Phase::Closed
+        )
+    }
+
+    /// Written output is taken only while open.
+    pub(crate) fn accepts_output(&self) -> bool {
+        self.phase == Phase::Open
+    }
+
+    /// Queues `data`; dropped once the connection is closing.
+    pub(crate) fn write(&mut self, data: &[u8]) {
+        if self.accepts_output() {
+            self.out.write(data);
+        }
+    }
+
+    /// Closes once the output has left (`lose_connection`).
+    pub(crate) fn lose(&mut self) {
+        if matches!(
+            self.phase,
+            Phase::Open | Phase::HalfClosing | Phase::HalfClosed
+        ) {
+            self.set_phase(Phase::Losing);
+        }
+    }
+
+    /// Stops reading from the peer.
+    pub(crate) fn pause_reading(&mut self) {
+        self.read_paused = true;
+    }
+
+    /// Reads again; true if reading was paused (the connection must be driven: no readiness
+    /// edge will come for what is waiting).
+    pub(crate) fn resume_reading(&mut self) -> bool {
+        let was = std::mem::take(&mut self.read_paused);
+        self.read_pending |= was;
+        was
+    }
+
+    /// The peer is read only while the connection is not closing our side for good.
+    pub(crate) fn reads(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Open | Phase::HalfClosing | Phase::HalfClosed
+        ) && !self.eof_received
     }
 
     /// Keeps `call` to cancel it at close; forgets the ones that already ran.
@@ -158,210 +239,14 @@ impl ConnState {
         false
     }
 
-    pub(crate) fn has(&self, f: u16) -> bool {
-        self.flags & f != 0
-    }
-
     /// Bytes written by the protocol (files included) and not yet sent.
     pub(crate) fn buffered(&self) -> usize {
-        self.out.len() - self.out_pos + self.queued as usize
+        self.out.buffered()
     }
 
-    pub(crate) fn pending(&self) -> &[u8] {
-        &self.out[self.out_pos..]
-    }
-
-    /// Records that `n` pending bytes were sent; frees the buffer when it empties.
-    pub(crate) fn consumed(&mut self, n: usize) {
-        self.sent += n as u64;
-        self.out_pos += n;
-        if self.out_pos >= self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
-            // An idle connection should hold no large buffer.
-            if self.out.capacity() > 64 * 1024 {
-                self.out = Vec::new();
-            }
-        } else if self.out_pos >= 64 * 1024 && self.out_pos * 2 >= self.out.len() {
-            self.out.drain(..self.out_pos);
-            self.out_pos = 0;
-        }
-    }
-
-    pub(crate) fn write(&mut self, data: &[u8]) {
-        if data.is_empty() || self.has(flags::LOSING | flags::ABORT | flags::WRITE_EOF) {
-            return;
-        }
-        match &mut self.queue {
-            None => self.out.extend_from_slice(data),
-            Some(q) => {
-                self.queued += data.len() as u64;
-                match q.back_mut() {
-                    Some(Chunk::Bytes(b)) => b.extend_from_slice(data),
-                    _ => q.push_back(Chunk::Bytes(data.to_vec())),
-                }
-            }
-        }
-    }
-
-    pub(crate) fn send_file(&mut self, file: Rc<File>, offset: u64, len: u64) {
-        if len == 0 || self.has(flags::LOSING | flags::ABORT | flags::WRITE_EOF) {
-            return;
-        }
-        self.queued += len;
-        self.queue
-            .get_or_insert_with(Default::default)
-            .push_back(Chunk::File { file, offset, len });
-    }
-
-    /// Moves the next queued bytes into `out`, or returns the file at the queue's head.
-    fn advance_queue(&mut self) -> Option<(Rc<File>, u64, u64)> {
-        loop {
-            let q = self.queue.as_mut()?;
-            match q.front_mut() {
-                None => {
-                    self.queue = None;
-                    return None;
-                }
-                Some(Chunk::Bytes(b)) => {
-                    self.queued -= b.len() as u64;
-                    self.out = std::mem::take(b);
-                    self.out_pos = 0;
-                    q.pop_front();
-                    if !self.out.is_empty() {
-                        return None;
-                    }
-                }
-                Some(Chunk::File { file, offset, len }) => {
-                    return Some((file.clone(), *offset, *len));
-                }
-            }
-        }
-    }
-
-    /// Records that `n` bytes of the file at the queue's head were sent.
-    fn file_sent(&mut self, n: u64) {
-        self.sent += n;
-        self.queued -= n;
-        if let Some(q) = self.queue.as_mut()
-            && let Some(Chunk::File { offset, len, .. }) = q.front_mut()
-        {
-            *offset += n;
-            *len -= n;
-            if *len == 0 {
-                q.pop_front();
-            }
-        }
-    }
-
-    /// Writes the output to a socket until it would block: bytes with write(2), file
-    /// regions with sendfile(2), in the order they were queued.
-    pub(crate) fn flush_to<W: io::Write + AsFd>(&mut self, w: &mut W) -> io::Result<()> {
-        loop {
-            // Bytes right before a file (an HTTP head) go with MSG_MORE, so the kernel sends
-            // them in the file's first full packet instead of a small one of their own.
-            let file_next = matches!(
-                self.queue.as_ref().and_then(|q| q.front()),
-                Some(Chunk::File { .. })
-            );
-            while self.out_pos < self.out.len() {
-                let sent = if file_next {
-                    send_more(w.as_fd(), self.pending())
-                } else {
-                    w.write(self.pending())
-                };
-                match sent {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => self.consumed(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            let Some((file, offset, len)) = self.advance_queue() else {
-                if self.out_pos < self.out.len() {
-                    continue;
-                }
-                if self.has(flags::CORKED) {
-                    self.flags &= !flags::CORKED;
-                    set_cork(w.as_fd(), false);
-                }
-                return Ok(());
-            };
-            if !self.has(flags::CORKED) {
-                // As nginx's tcp_nopush: while a file goes out, only full segments are sent.
-                self.flags |= flags::CORKED;
-                set_cork(w.as_fd(), true);
-            }
-            let mut off = offset as libc::off_t;
-            let count = len.min(1 << 30) as usize;
-            match nix::sys::sendfile::sendfile(w.as_fd(), file.as_fd(), Some(&mut off), count) {
-                // The file shrank under us: the promised length cannot be sent.
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => self.file_sent(n as u64),
-                Err(nix::errno::Errno::EAGAIN) => return Ok(()),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(io::Error::from(e)),
-            }
-        }
-    }
-
-    /// Takes all pending output, reading queued file regions (for the string transport).
-    pub(crate) fn take_all(&mut self) -> io::Result<Vec<u8>> {
-        use std::os::unix::fs::FileExt;
-        let mut out = self.pending().to_vec();
-        self.consumed(out.len());
-        loop {
-            match self.advance_queue() {
-                Some((file, offset, len)) => {
-                    let start = out.len();
-                    out.resize(start + len as usize, 0);
-                    file.read_exact_at(&mut out[start..], offset)?;
-                    self.file_sent(len);
-                }
-                None if self.out_pos < self.out.len() => {
-                    out.extend_from_slice(self.pending());
-                    let n = self.out.len() - self.out_pos;
-                    self.consumed(n);
-                }
-                None => return Ok(out),
-            }
-        }
-    }
-}
-
-/// Sets or clears TCP_CORK; not a TCP socket (UNIX) is fine: nothing to do.
-fn set_cork(fd: std::os::fd::BorrowedFd<'_>, on: bool) {
-    use std::os::fd::AsRawFd;
-    let v: libc::c_int = on.into();
-    // SAFETY: setsockopt with a pointer to a c_int of the size given.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_CORK,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
-/// send(2) with MSG_MORE: more data follows at once.
-fn send_more(fd: std::os::fd::BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid descriptor and a buffer of the given length.
-    let n = unsafe {
-        libc::send(
-            fd.as_raw_fd(),
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_MORE | libc::MSG_NOSIGNAL,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
+    /// The connection's log system, Twisted's `logPrefix`: `Echo,3,127.0.0.1`.
+    pub(crate) fn system(&self) -> String {
+        crate::logsys::connection(self.name, self.session, &self.peer)
     }
 }
 
@@ -384,54 +269,59 @@ impl<'a> Transport<'a> {
     /// Queues `len` bytes of `file` from `offset`, sent with sendfile(2): no copy through user
     /// space, so memory stays flat however large the file. Output written after it follows it.
     pub fn send_file(&mut self, file: Rc<File>, offset: u64, len: u64) {
-        self.st.send_file(file, offset, len);
+        if self.st.accepts_output() {
+            self.st.out.send_file(file, offset, len);
+        }
     }
 
     /// Queues several buffers (Twisted's `writeSequence`).
     pub fn write_sequence(&mut self, parts: &[&[u8]]) {
         for p in parts {
-            self.st.write(p);
+            self.write(p);
         }
     }
 
     /// Closes the connection once everything written so far has been sent.
     pub fn lose_connection(&mut self) {
-        self.st.flags |= flags::LOSING;
+        self.st.lose();
     }
 
     /// Closes the connection now, dropping unsent output.
     pub fn abort_connection(&mut self) {
-        self.st.flags |= flags::ABORT;
+        if self.st.phase() != Phase::Closed {
+            self.st.set_phase(Phase::Aborted);
+        }
     }
 
     /// Shuts down our sending side once flushed; the peer may keep sending (half-close).
     pub fn lose_write_connection(&mut self) {
-        self.st.flags |= flags::WRITE_EOF;
+        if self.st.phase() == Phase::Open {
+            self.st.set_phase(Phase::HalfClosing);
+        }
     }
 
     /// Stops reading from the peer until `resume_producing` (Twisted's `pauseProducing`).
     pub fn pause_producing(&mut self) {
-        self.st.flags |= flags::READ_PAUSED;
+        self.st.pause_reading();
     }
 
     /// Starts reading from the peer again.
     pub fn resume_producing(&mut self) {
-        if self.st.has(flags::READ_PAUSED) {
-            self.st.flags &= !flags::READ_PAUSED;
-            self.st.flags |= flags::READ_PENDING;
-        }
+        self.st.resume_reading();
     }
 
     /// Registers the protocol as a streaming producer: the reactor calls its
     /// `pause_producing` when the output passes the high-water mark and `resume_producing`
     /// when it drains below the low-water mark.
     pub fn register_producer(&mut self) {
-        self.st.flags |= flags::PRODUCER;
+        if self.st.producer == Producer::None {
+            self.st.producer = Producer::Producing;
+        }
     }
 
     /// Stops producer callbacks.
     pub fn unregister_producer(&mut self) {
-        self.st.flags &= !(flags::PRODUCER | flags::PRODUCER_PAUSED);
+        self.st.producer = Producer::None;
     }
 
     /// Bytes written but not yet sent.
@@ -442,17 +332,17 @@ impl<'a> Transport<'a> {
     /// Bytes (files included) that have left for the peer since the connection opened: a
     /// response written at total `n` is on the wire once `bytes_sent() >= n`.
     pub fn bytes_sent(&self) -> u64 {
-        self.st.sent
+        self.st.out.sent
     }
 
     /// Bytes (files included) written since the connection opened, sent or not.
     pub fn bytes_written(&self) -> u64 {
-        self.st.sent + self.st.buffered() as u64
+        self.st.out.sent + self.st.buffered() as u64
     }
 
     /// True once `lose_connection` or `abort_connection` was called.
     pub fn disconnecting(&self) -> bool {
-        self.st.has(flags::LOSING | flags::ABORT)
+        self.st.disconnecting()
     }
 
     /// The remote address.
@@ -472,18 +362,13 @@ impl<'a> Transport<'a> {
 
     /// The per-connection log system, Twisted's `logPrefix`: `Echo,3,127.0.0.1`.
     pub fn system(&self) -> String {
-        format!(
-            "{},{},{}",
-            self.st.name,
-            self.st.session,
-            self.st.peer.host_string()
-        )
+        self.st.system()
     }
 
     /// Closes the connection after `timeout` without input or output progress
     /// (Twisted's `TimeoutMixin.setTimeout`); `None` turns it off.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
-        if self.st.has(flags::STOPPING)
+        if self.st.stopping
             && let (Some(old), Some(new)) = (self.st.idle, timeout)
             && old < new
         {

@@ -25,13 +25,10 @@ pub use listen::{ListenError, ListenerId};
 
 use crate::protocol::Factory;
 use crate::timer::{Clock, Target};
-use crate::transport::{ConnId, IDLE_KEY};
+use crate::transport::ConnId;
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
 const WAKER_TOKEN: Token = Token(usize::MAX - 2);
-
-/// How many reads one connection gets per turn before others have their go.
-const READS_PER_TURN: usize = 16;
 
 /// Tunables; the defaults suit every built-in plugin.
 #[derive(Clone, Debug)]
@@ -326,7 +323,7 @@ impl Reactor {
             Token(key) => match self.entries.get(key) {
                 Some(Entry::Conn(_)) => {
                     if hup && let Some(Entry::Conn(c)) = self.entries.get_mut(key) {
-                        c.st.flags |= crate::transport::flags::PEER_CLOSED;
+                        c.conn.st.peer_closed = true;
                     }
                     self.drive(key, readable, writable)
                 }
@@ -381,17 +378,7 @@ impl Reactor {
     fn conn_timer(&mut self, id: ConnId, key: u64) {
         let k = id.key as usize;
         match self.entries.get(k) {
-            Some(Entry::Conn(c)) if c.st.id == id => {
-                if key == conn::LINGER_KEY {
-                    if c.st.has(crate::transport::flags::LINGER) {
-                        self.close(k, crate::error::Reason::Done);
-                    }
-                } else if key == IDLE_KEY {
-                    self.idle_check(k);
-                } else {
-                    self.with_conn(k, |p, t| p.timer_fired(t, key));
-                }
-            }
+            Some(Entry::Conn(c)) if c.conn.st.id == id => self.conn_timer_due(k, key),
             Some(Entry::Connecting(c)) if c.id == id => self.connect_timed_out(k),
             _ => {}
         }
@@ -403,13 +390,13 @@ impl Reactor {
             match cmd {
                 Command::Write(id, data) => {
                     if let Some(c) = self.conn_mut(id) {
-                        c.st.write(&data);
+                        c.conn.st.write(&data);
                         self.redrive.push(id.key as usize);
                     }
                 }
                 Command::Lose(id) => {
                     if let Some(c) = self.conn_mut(id) {
-                        c.st.flags |= crate::transport::flags::LOSING;
+                        c.conn.st.lose();
                         self.redrive.push(id.key as usize);
                     }
                 }
@@ -420,16 +407,14 @@ impl Reactor {
                 }
                 Command::PauseReading(id) => {
                     if let Some(c) = self.conn_mut(id) {
-                        c.st.flags |= crate::transport::flags::READ_PAUSED;
+                        c.conn.st.pause_reading();
                     }
                 }
                 Command::ResumeReading(id) => {
-                    if let Some(c) = self.conn_mut(id) {
-                        use crate::transport::flags::{READ_PAUSED, READ_PENDING};
-                        if c.st.has(READ_PAUSED) {
-                            c.st.flags = (c.st.flags & !READ_PAUSED) | READ_PENDING;
-                            self.redrive.push(id.key as usize);
-                        }
+                    if let Some(c) = self.conn_mut(id)
+                        && c.conn.st.resume_reading()
+                    {
+                        self.redrive.push(id.key as usize);
                     }
                 }
                 Command::Notify(id, msg) => {

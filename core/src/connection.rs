@@ -1,0 +1,310 @@
+//! One connection's life, the same code for a socket in the reactor and for the string
+//! transport of [`crate::testing`]: read and hand bytes to the protocol, flush, producer flow
+//! control, and the close phases of [`Phase`].
+//!
+//! A drive is four steps, each small: `flush` what is queued, `read` until the socket is
+//! drained (or the protocol paused, the output backed up, the turn's budget spent),
+//! `produce` (pause or resume a streaming producer), and `settle` (carry out the close the
+//! protocol asked for once its output has left). The reactor adds only what is its own: the
+//! poll registration, the slab slot, the factory's connection count.
+
+use std::io::{self, Read};
+use std::time::Duration;
+
+use crate::error::Reason;
+use crate::output::Socket;
+use crate::protocol::Protocol;
+use crate::reactor::Handle;
+use crate::timer::Target;
+use crate::transport::{ConnState, IDLE_KEY, Phase, Producer, Transport};
+
+/// How many reads one connection gets per turn before others have their go.
+pub(crate) const READS_PER_TURN: usize = 16;
+/// How long a closing connection waits for the peer's EOF before it closes anyway.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+/// Timer key of the lingering close.
+pub(crate) const LINGER_KEY: u64 = u64::MAX - 1;
+/// The most a lingering connection reads and drops in one go before closing anyway.
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// What a drive needs from its surroundings.
+pub(crate) struct Driver<'a> {
+    pub(crate) handle: &'a Handle,
+    /// The read buffer, shared by every connection of a reactor.
+    pub(crate) buf: &'a mut [u8],
+    /// Output above this stops reading from the peer and pauses a producer.
+    pub(crate) high: usize,
+    /// Output below this resumes them.
+    pub(crate) low: usize,
+}
+
+/// What the owner of a connection must do after a drive.
+#[derive(Debug)]
+pub(crate) enum After {
+    /// Nothing: wait for readiness or a callback.
+    Settled,
+    /// Drive it again this turn: work is left and no readiness edge will bring it back.
+    Again,
+    /// Close it (and tell the protocol) with this reason.
+    Close(Reason),
+}
+
+/// A connection's socket and state; the protocol is passed in, so the reactor can keep a
+/// `Box<dyn Protocol>` and a test harness its concrete protocol.
+pub(crate) struct Conn<S> {
+    pub(crate) socket: S,
+    pub(crate) st: ConnState,
+}
+
+/// Reads and drops input of a closing connection; `Some` once it should close.
+fn linger_read(socket: &mut impl Read, buf: &mut [u8]) -> Option<Reason> {
+    let mut total = 0;
+    loop {
+        match socket.read(buf) {
+            Ok(0) => return Some(Reason::Done),
+            Ok(n) => {
+                total += n;
+                if total > LINGER_BYTES {
+                    return Some(Reason::Done);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Some(Reason::Done),
+        }
+    }
+}
+
+impl<S: Socket> Conn<S> {
+    pub(crate) fn new(socket: S, st: ConnState) -> Self {
+        Conn { socket, st }
+    }
+
+    /// Runs one protocol callback, then settles the connection.
+    pub(crate) fn callback(
+        &mut self,
+        p: &mut dyn Protocol,
+        d: &mut Driver<'_>,
+        f: impl FnOnce(&mut dyn Protocol, &mut Transport<'_>),
+    ) -> After {
+        let mut t = Transport::new(&mut self.st, d.handle);
+        f(p, &mut t);
+        self.drive(p, d, false, false)
+    }
+
+    /// Handles readiness (or a re-drive, with both false).
+    pub(crate) fn drive(
+        &mut self,
+        p: &mut dyn Protocol,
+        d: &mut Driver<'_>,
+        readable: bool,
+        writable: bool,
+    ) -> After {
+        match self.st.phase() {
+            Phase::Lingering => return self.linger(d, readable),
+            Phase::Closed => return After::Settled,
+            _ => {}
+        }
+        let sent_before = self.st.out.sent;
+        let exchanged = self.exchange(p, d, readable, writable);
+        // Output progress counts as activity for the idle timeout, as input does: a download
+        // that is moving is never cut (nginx's send_timeout is between two writes too).
+        if self.st.out.sent != sent_before {
+            self.st.last_activity = d.handle.now();
+        }
+        match exchanged {
+            Err(r) => After::Close(r),
+            Ok(again) => match self.settle(d) {
+                Some(r) => After::Close(r),
+                None if again => After::Again,
+                None => After::Settled,
+            },
+        }
+    }
+
+    /// Reads, flushes and produces until nothing changes; `Ok(true)` if work is left for
+    /// another turn. Bounded: each side can free or fill room for the other.
+    fn exchange(
+        &mut self,
+        p: &mut dyn Protocol,
+        d: &mut Driver<'_>,
+        readable: bool,
+        writable: bool,
+    ) -> Result<bool, Reason> {
+        if writable {
+            self.flush()?;
+        }
+        let mut want_read = readable || self.st.read_pending;
+        let mut reads = 0;
+        for _ in 0..4 {
+            if want_read {
+                want_read = false;
+                self.read(p, d, &mut reads)?;
+            }
+            if self.st.phase() == Phase::Aborted {
+                return Ok(false);
+            }
+            self.flush()?;
+            if self.produce(p, d) {
+                continue;
+            }
+            let budget_spent = reads >= READS_PER_TURN;
+            if self.st.read_pending
+                && !budget_spent
+                && !self.st.read_paused
+                && self.st.reads()
+                && self.st.buffered() < d.low
+            {
+                // Output drained below the low-water mark: read what was left waiting.
+                want_read = true;
+                continue;
+            }
+            return Ok(budget_spent && self.st.read_pending);
+        }
+        Ok(true)
+    }
+
+    /// Writes what is queued until the socket would block.
+    fn flush(&mut self) -> Result<(), Reason> {
+        self.st.out.flush(&mut self.socket).map_err(Reason::Io)
+    }
+
+    /// Reads until the socket is drained, the protocol pauses, the output backs up past the
+    /// high-water mark, or this turn's budget is spent (then `read_pending` says so).
+    fn read(
+        &mut self,
+        p: &mut dyn Protocol,
+        d: &mut Driver<'_>,
+        reads: &mut usize,
+    ) -> Result<(), Reason> {
+        self.st.read_pending = false;
+        loop {
+            if !self.st.reads() {
+                return Ok(());
+            }
+            if self.st.read_paused || self.st.buffered() >= d.high || *reads >= READS_PER_TURN {
+                self.st.read_pending = true;
+                return Ok(());
+            }
+            match self.socket.read(d.buf) {
+                Ok(0) => {
+                    self.st.eof_received = true;
+                    p.read_eof(&mut Transport::new(&mut self.st, d.handle));
+                    return Ok(());
+                }
+                Ok(n) => {
+                    *reads += 1;
+                    self.st.last_activity = d.handle.now();
+                    let data = &d.buf[..n];
+                    p.data_received(&mut Transport::new(&mut self.st, d.handle), data);
+                    // A short read drained the socket: epoll will report new data (but not a
+                    // FIN it already reported).
+                    if n < d.buf.len() && !self.st.peer_closed {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Reason::Io(e)),
+            }
+        }
+    }
+
+    /// Producer flow control (Twisted's `IPushProducer`): pause above the high-water mark,
+    /// resume below the low one. True if the producer wrote more.
+    fn produce(&mut self, p: &mut dyn Protocol, d: &mut Driver<'_>) -> bool {
+        if self.st.producer == Producer::None || !self.st.accepts_output() {
+            return false;
+        }
+        let buffered = self.st.buffered();
+        if buffered >= d.high {
+            if self.st.producer == Producer::Producing {
+                self.st.producer = Producer::Paused;
+                p.pause_producing();
+            }
+            false
+        } else if buffered < d.low {
+            self.st.producer = Producer::Producing;
+            p.resume_producing(&mut Transport::new(&mut self.st, d.handle));
+            self.st.buffered() > 0
+        } else {
+            false
+        }
+    }
+
+    /// Once the output has left, carries out the close the protocol asked for.
+    fn settle(&mut self, d: &mut Driver<'_>) -> Option<Reason> {
+        match self.st.phase() {
+            Phase::Aborted => Some(Reason::Aborted),
+            _ if self.st.buffered() > 0 => None,
+            Phase::Losing => {
+                if self.st.eof_received || self.socket.shutdown_write().is_err() {
+                    return Some(Reason::Done);
+                }
+                self.st.set_phase(Phase::Lingering);
+                let linger = d
+                    .handle
+                    .timers()
+                    .schedule(LINGER_TIME, Target::Conn(self.st.id, LINGER_KEY));
+                self.st.track_timer(linger);
+                // Whatever already arrived is dropped now; the rest as it comes.
+                linger_read(&mut self.socket, d.buf)
+            }
+            Phase::HalfClosing => {
+                self.st.set_phase(Phase::HalfClosed);
+                if let Err(e) = self.socket.shutdown_write() {
+                    return Some(Reason::Io(e));
+                }
+                self.st.eof_received.then_some(Reason::Done)
+            }
+            Phase::HalfClosed if self.st.eof_received => Some(Reason::Done),
+            _ => None,
+        }
+    }
+
+    /// A lingering connection became readable: drop what came, close at EOF.
+    fn linger(&mut self, d: &mut Driver<'_>, readable: bool) -> After {
+        if readable && let Some(r) = linger_read(&mut self.socket, d.buf) {
+            return After::Close(r);
+        }
+        After::Settled
+    }
+
+    /// A timer aimed at this connection came due.
+    pub(crate) fn timer(&mut self, p: &mut dyn Protocol, d: &mut Driver<'_>, key: u64) -> After {
+        match key {
+            LINGER_KEY if self.st.phase() == Phase::Lingering => After::Close(Reason::Done),
+            LINGER_KEY => After::Settled,
+            IDLE_KEY => {
+                if self.st.idle_due(d.handle.now(), d.handle.timers()) {
+                    log::info!(target: &self.st.system(), "Timing out idle connection.");
+                    self.callback(p, d, |p, t| p.timeout_connection(t))
+                } else {
+                    After::Settled
+                }
+            }
+            k => self.callback(p, d, |p, t| p.timer_fired(t, k)),
+        }
+    }
+
+    /// The server is stopping: tells the protocol, once.
+    pub(crate) fn stop_requested(&mut self, p: &mut dyn Protocol, d: &mut Driver<'_>) -> After {
+        if self.st.stopping {
+            return After::Settled;
+        }
+        self.st.stopping = true;
+        self.callback(p, d, |p, t| p.stop_requested(t))
+    }
+
+    /// The connection is gone: its timers are cancelled and the protocol told, once. Twisted's
+    /// transport is still there in connectionLost: the protocol can read what was sent, and
+    /// anything it writes now is dropped.
+    pub(crate) fn lost(&mut self, p: &mut dyn Protocol, d: &mut Driver<'_>, reason: &Reason) {
+        if self.st.phase() == Phase::Closed {
+            return;
+        }
+        self.st.cancel_timers();
+        self.st.set_phase(Phase::Closed);
+        p.connection_lost(&mut Transport::new(&mut self.st, d.handle), reason);
+    }
+}

@@ -1,0 +1,230 @@
+//! The output side of a connection: bytes and file regions queued in order, flushed to a
+//! [`Socket`] until it would block.
+//!
+//! Bytes written while no file is queued go to one buffer; once a file region is queued,
+//! what follows it waits in a queue behind it, so the peer receives everything in the order
+//! it was written. File regions go out with sendfile(2) (no copy through user space), with
+//! TCP_CORK on while they do and MSG_MORE on the bytes right before one, so a response head
+//! and its body leave in full segments (nginx's `tcp_nopush`).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::rc::Rc;
+
+/// What a connection's bytes go through: a TCP or UNIX socket in the reactor, a string of
+/// bytes in tests (and later a TLS session).
+pub(crate) trait Socket: io::Read {
+    /// Sends some of `buf`; `more` says more data follows at once (MSG_MORE).
+    fn send(&mut self, buf: &[u8], more: bool) -> io::Result<usize>;
+    /// Sends up to `len` bytes of `file` from `offset` (sendfile(2)); 0 means the file ended.
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize>;
+    /// Holds partial segments back while a file goes out (TCP_CORK); a no-op where there are
+    /// no segments.
+    fn set_cork(&mut self, on: bool);
+    /// Shuts our sending side down (TCP FIN).
+    fn shutdown_write(&mut self) -> io::Result<()>;
+}
+
+/// Output queued behind a file: more bytes, or a file region.
+enum Chunk {
+    Bytes(Vec<u8>),
+    File {
+        file: Rc<File>,
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// What is at the head of the queue once the byte buffer is empty.
+enum Next {
+    /// More bytes moved into the buffer.
+    Bytes,
+    File(Rc<File>, u64, u64),
+    /// Nothing left.
+    Empty,
+}
+
+/// One connection's unsent output.
+#[derive(Default)]
+pub(crate) struct Output {
+    /// Bytes to send first; everything written while no file is queued lands here.
+    buf: Vec<u8>,
+    pos: usize,
+    /// Output behind the first queued file; boxed so a connection without files stays small
+    /// (8 bytes instead of 32 in every idle connection).
+    #[allow(clippy::box_collection)]
+    queue: Option<Box<VecDeque<Chunk>>>,
+    /// Bytes (including file bytes) in `queue`.
+    queued: u64,
+    /// TCP_CORK is set while queued files are being sent.
+    corked: bool,
+    /// Bytes (files included) that left for the peer since the connection opened.
+    pub(crate) sent: u64,
+}
+
+impl Output {
+    /// Bytes written (files included) and not yet sent.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len() - self.pos + self.queued as usize
+    }
+
+    /// The bytes to send first (up to the first queued file).
+    pub(crate) fn pending(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    pub(crate) fn write(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        match &mut self.queue {
+            None => self.buf.extend_from_slice(data),
+            Some(q) => {
+                self.queued += data.len() as u64;
+                match q.back_mut() {
+                    Some(Chunk::Bytes(b)) => b.extend_from_slice(data),
+                    _ => q.push_back(Chunk::Bytes(data.to_vec())),
+                }
+            }
+        }
+    }
+
+    pub(crate) fn send_file(&mut self, file: Rc<File>, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        self.queued += len;
+        self.queue
+            .get_or_insert_with(Default::default)
+            .push_back(Chunk::File { file, offset, len });
+    }
+
+    /// Records that `n` buffered bytes were sent; frees the buffer when it empties.
+    fn consumed(&mut self, n: usize) {
+        self.sent += n as u64;
+        self.pos += n;
+        if self.pos >= self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+            // An idle connection should hold no large buffer.
+            if self.buf.capacity() > 64 * 1024 {
+                self.buf = Vec::new();
+            }
+        } else if self.pos >= 64 * 1024 && self.pos * 2 >= self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+    }
+
+    /// Moves the next queued bytes into the buffer, or says which file is at the head.
+    fn advance(&mut self) -> Next {
+        let Some(q) = self.queue.as_mut() else {
+            return Next::Empty;
+        };
+        match q.front_mut() {
+            None => {
+                self.queue = None;
+                Next::Empty
+            }
+            Some(Chunk::Bytes(b)) => {
+                self.queued -= b.len() as u64;
+                self.buf = std::mem::take(b);
+                self.pos = 0;
+                q.pop_front();
+                Next::Bytes
+            }
+            Some(Chunk::File { file, offset, len }) => Next::File(file.clone(), *offset, *len),
+        }
+    }
+
+    /// Records that `n` bytes of the file at the queue's head were sent.
+    fn file_sent(&mut self, n: u64) {
+        self.sent += n;
+        self.queued -= n;
+        if let Some(q) = self.queue.as_mut()
+            && let Some(Chunk::File { offset, len, .. }) = q.front_mut()
+        {
+            *offset += n;
+            *len -= n;
+            if *len == 0 {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// Sends the buffered bytes; `Ok(false)` if the socket would block first.
+    fn flush_bytes<S: Socket>(&mut self, s: &mut S) -> io::Result<bool> {
+        // Bytes right before a file (an HTTP head) go with MSG_MORE, so the kernel sends them
+        // in the file's first full packet instead of a small one of their own.
+        let more = matches!(
+            self.queue.as_ref().and_then(|q| q.front()),
+            Some(Chunk::File { .. })
+        );
+        while self.pos < self.buf.len() {
+            match s.send(self.pending(), more) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.consumed(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Sends a region of the file at the queue's head; `Ok(false)` if the socket would block.
+    fn flush_file<S: Socket>(
+        &mut self,
+        s: &mut S,
+        file: &File,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<bool> {
+        let count = len.min(1 << 30) as usize;
+        loop {
+            match s.send_file(file, offset, count) {
+                // The file shrank under us: the promised length cannot be sent.
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    self.file_sent(n as u64);
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn cork<S: Socket>(&mut self, s: &mut S, on: bool) {
+        if self.corked != on {
+            self.corked = on;
+            s.set_cork(on);
+        }
+    }
+
+    /// Writes the output to `s` until it would block: bytes, then each queued file region,
+    /// in the order they were queued.
+    pub(crate) fn flush<S: Socket>(&mut self, s: &mut S) -> io::Result<()> {
+        loop {
+            if !self.flush_bytes(s)? {
+                return Ok(());
+            }
+            match self.advance() {
+                Next::Bytes => {}
+                Next::Empty => {
+                    self.cork(s, false);
+                    return Ok(());
+                }
+                Next::File(file, offset, len) => {
+                    // As nginx's tcp_nopush: while a file goes out, only full segments leave.
+                    self.cork(s, true);
+                    if !self.flush_file(s, &file, offset, len)? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
