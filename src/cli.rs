@@ -8,36 +8,52 @@ use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use twistrs_core::Plugin;
+use twistrs_core::options::Refused;
 
 /// Options twistd has that load or debug Python code; twistrs refuses each by name.
-pub const PYTHON_ONLY: &[(&str, Option<char>, bool, &str)] = &[
-    ("python", Some('y'), true, "loads a Python .tac file"),
-    (
+pub const PYTHON_ONLY: &[Refused] = &[
+    refused("python", Some('y'), true, "loads a Python .tac file"),
+    refused(
         "file",
         Some('f'),
         true,
         "loads a pickled Python application",
     ),
-    ("source", Some('s'), true, "loads a Python AOT source file"),
-    (
+    refused("source", Some('s'), true, "loads a Python AOT source file"),
+    refused(
         "encrypted",
         Some('e'),
         false,
         "decrypts a pickled Python application",
     ),
-    (
+    refused(
         "no_save",
         Some('o'),
         false,
         "controls pickling of Python state",
     ),
-    ("profile", Some('p'), true, "runs the Python profiler"),
-    ("profiler", None, true, "selects a Python profiler"),
-    ("savestats", None, false, "saves Python profiler statistics"),
-    ("debug", Some('b'), false, "runs under the Python debugger"),
-    ("spew", None, false, "traces every Python function call"),
-    ("logger", None, true, "names a Python log observer"),
+    refused("profile", Some('p'), true, "runs the Python profiler"),
+    refused("profiler", None, true, "selects a Python profiler"),
+    refused("savestats", None, false, "saves Python profiler statistics"),
+    refused("debug", Some('b'), false, "runs under the Python debugger"),
+    refused("spew", None, false, "traces every Python function call"),
+    refused("logger", None, true, "names a Python log observer"),
 ];
+
+/// One refused option, briefly.
+const fn refused(
+    long: &'static str,
+    short: Option<char>,
+    takes_value: bool,
+    why: &'static str,
+) -> Refused {
+    Refused {
+        long,
+        short,
+        takes_value,
+        why,
+    }
+}
 
 fn octal(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s, 8)
@@ -182,18 +198,7 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
                 .value_parser(seconds)
                 .help("On SIGTERM/SIGINT, wait this long for open connections to finish"),
         );
-    for (name, short, takes_value, _) in PYTHON_ONLY {
-        let mut a = Arg::new(*name).long(*name).hide(true);
-        if let Some(s) = short {
-            a = a.short(*s);
-        }
-        a = if *takes_value {
-            a.action(ArgAction::Set).value_name("VALUE")
-        } else {
-            a.action(ArgAction::SetTrue)
-        };
-        cmd = cmd.arg(a);
-    }
+    cmd = cmd.args(Refused::args(PYTHON_ONLY));
     cmd = cmd
         .arg(
             Arg::new("log-rotate-size")
@@ -267,14 +272,7 @@ fn control_commands() -> Vec<Command> {
 
 /// The first Python-only option present, with why twistrs refuses it.
 pub fn python_only_option(m: &ArgMatches) -> Option<(&'static str, &'static str)> {
-    PYTHON_ONLY.iter().find_map(|(name, _, takes_value, why)| {
-        let used = if *takes_value {
-            m.contains_id(name) && m.get_one::<String>(name).is_some()
-        } else {
-            m.get_flag(name)
-        };
-        used.then_some((*name, *why))
-    })
+    Refused::find(PYTHON_ONLY, m).map(|r| (r.long, r.why))
 }
 
 /// Sections of `twistrs(1)` beyond what clap renders, in roff.

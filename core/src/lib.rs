@@ -40,6 +40,7 @@ pub mod error;
 pub mod limit;
 pub mod line;
 pub mod logsys;
+pub mod options;
 mod output;
 pub mod plugin;
 #[cfg(test)]
@@ -51,6 +52,9 @@ pub mod testing;
 pub mod threads;
 pub mod timer;
 pub mod transport;
+
+/// The clap the plugin API is built on, so a plugin outside this repository uses the same one.
+pub use clap;
 
 pub use address::Address;
 pub use deferred::Deferred;

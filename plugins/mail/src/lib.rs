@@ -22,7 +22,8 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
+use twistrs_core::clap::{self, Arg, ArgAction, ArgMatches, Command, value_parser};
+use twistrs_core::options::{ListenOpt, MaxConnectionsOpt, PerClientOpt, TimeoutOpt};
 use twistrs_core::{
     Address, Endpoint, Factory, ListeningService, MultiService, Plugin, PluginError, Protocol,
     Service,
@@ -59,18 +60,42 @@ pub fn plugin() -> Plugin {
     }
 }
 
-fn endpoint(s: &str) -> Result<Endpoint, String> {
-    s.parse::<Endpoint>().map_err(|e| e.to_string())
-}
+const SMTP: ListenOpt = ListenOpt {
+    id: "smtp",
+    short: Some('s'),
+    default: &["tcp:8025"],
+    help: "SMTP endpoint, repeatable",
+};
+const POP3: ListenOpt = ListenOpt {
+    id: "pop3",
+    short: Some('p'),
+    default: &["tcp:8110"],
+    help: "POP3 endpoint, repeatable",
+};
+/// postfix runs 100 smtpd processes by default and dovecot takes 1000 clients: sessions are
+/// cheap here, but one client must not take every descriptor.
+const MAX_CONNECTIONS: MaxConnectionsOpt = MaxConnectionsOpt {
+    default: Some(1000),
+};
+const PER_CLIENT: PerClientOpt = PerClientOpt {
+    default: 50,
+    help: "Sessions at once from one client address, per protocol (postfix's \
+           smtpd_client_connection_count_limit); 0: no limit",
+};
+const TIMEOUT: TimeoutOpt = TimeoutOpt {
+    default: 300,
+    help: "Idle time before a session is closed (SMTP 421); also the time a command line may \
+           take to arrive, and a DATA transfer (plus its size at 500 bytes/s)",
+};
+const MAX_MESSAGE: usize = 10 << 20;
+const MAX_RECIPIENTS: u32 = 100;
 
 fn options() -> Command {
     Command::new("mail")
         .about(ABOUT)
         .after_long_help(MAIL_NOTES)
-        .arg(Arg::new("smtp").short('s').long("smtp").value_name("ENDPOINT").action(ArgAction::Append)
-            .value_parser(endpoint).help("SMTP endpoint, repeatable [default: tcp:8025]"))
-        .arg(Arg::new("pop3").short('p').long("pop3").value_name("ENDPOINT").action(ArgAction::Append)
-            .value_parser(endpoint).help("POP3 endpoint, repeatable [default: tcp:8110]"))
+        .arg(SMTP.arg())
+        .arg(POP3.arg())
         .arg(Arg::new("no-smtp").long("no-smtp").action(ArgAction::SetTrue).help("Disable the default SMTP listener"))
         .arg(Arg::new("no-pop3").long("no-pop3").action(ArgAction::SetTrue).help("Disable the default POP3 listener"))
         .arg(Arg::new("maildirdbmdomain").short('d').long("maildirdbmdomain").value_name("DOMAIN=PATH")
@@ -91,17 +116,15 @@ fn options() -> Command {
             .help("SMTP AUTH credentials: file:PATH (user:pass lines) or memory:USER:PASS[:USER:PASS...]"))
         .arg(Arg::new("relay").short('R').long("relay").value_name("DIR").hide(true))
         .arg(Arg::new("disable-anonymous").long("disable-anonymous").action(ArgAction::SetTrue).hide(true))
-        .arg(Arg::new("max-message-size").long("max-message-size").value_name("BYTES").default_value("10485760")
-            .value_parser(value_parser!(usize)).help("Largest message accepted (552 above)"))
-        .arg(Arg::new("max-recipients").long("max-recipients").value_name("N").default_value("100")
+        .arg(Arg::new("max-message-size").long("max-message-size").value_name("BYTES")
+            .default_value(MAX_MESSAGE.to_string())
+            .value_parser(value_parser!(usize)).help("Largest message accepted, as transmitted (552 above)"))
+        .arg(Arg::new("max-recipients").long("max-recipients").value_name("N")
+            .default_value(MAX_RECIPIENTS.to_string())
             .value_parser(value_parser!(u32).range(1..)).help("Recipients per message (452 above)"))
-        .arg(Arg::new("timeout").long("timeout").value_name("SECONDS").default_value("300")
-            .value_parser(value_parser!(u64).range(1..)).help("Idle time before a session is closed (SMTP 421)"))
-        .arg(Arg::new("max-connections").long("max-connections").value_name("N").default_value("1000")
-            .value_parser(value_parser!(usize)).help("Sessions at once, per protocol (accepting pauses at the limit)"))
-        .arg(Arg::new("max-connections-per-client").long("max-connections-per-client").value_name("N")
-            .default_value("50").value_parser(value_parser!(usize))
-            .help("Sessions at once from one client address, per protocol (postfix's smtpd_client_connection_count_limit); 0: no limit"))
+        .arg(TIMEOUT.arg())
+        .arg(MAX_CONNECTIONS.arg())
+        .arg(PER_CLIENT.arg())
 }
 
 /// Splits `KEY=VALUE`; otherwise twistd's message, which names the form (`form` is
@@ -269,12 +292,13 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
         max_message: m
             .get_one::<usize>("max-message-size")
             .copied()
-            .unwrap_or(10 << 20),
+            .unwrap_or(MAX_MESSAGE),
         max_recipients: m
             .get_one::<u32>("max-recipients")
-            .map_or(100, |n| *n as usize),
+            .copied()
+            .unwrap_or(MAX_RECIPIENTS) as usize,
         max_errors: 10,
-        timeout: Duration::from_secs(m.get_one::<u64>("timeout").copied().unwrap_or(300)),
+        timeout: TIMEOUT.get(m),
         pop3_fail_delay: Duration::from_secs(1),
     })
 }
@@ -351,33 +375,18 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
     if cfg.domains.is_empty() {
         log::warn!(target: "twistrs.mail", "no -d domain: every recipient will be refused");
     }
-    let endpoints = |id: &str, default: &str, off: bool| -> Result<Vec<Endpoint>, PluginError> {
-        let given: Vec<Endpoint> = m
-            .get_many::<Endpoint>(id)
-            .map(|v| v.cloned().collect())
-            .unwrap_or_default();
-        if !given.is_empty() {
-            return Ok(given);
+    // Given endpoints always count; the default one only if not disabled (twistd's rule).
+    let endpoints = |opt: &ListenOpt, off: bool| -> Result<Vec<Endpoint>, PluginError> {
+        match (opt.given(m), off) {
+            (given, _) if !given.is_empty() => Ok(given),
+            (_, true) => Ok(Vec::new()),
+            _ => opt.get(m),
         }
-        if off {
-            return Ok(Vec::new());
-        }
-        Ok(vec![
-            default
-                .parse()
-                .map_err(|e| PluginError::new(format!("{e}")))?,
-        ])
     };
-    let max = m
-        .get_one::<usize>("max-connections")
-        .copied()
-        .filter(|n| *n > 0);
-    let per_client = m
-        .get_one::<usize>("max-connections-per-client")
-        .copied()
-        .unwrap_or(0);
+    let max = MAX_CONNECTIONS.get(m);
+    let per_client = PER_CLIENT.get(m);
     let mut svc = MultiService::new("mail");
-    let smtp = endpoints("smtp", "tcp:8025", m.get_flag("no-smtp"))?;
+    let smtp = endpoints(&SMTP, m.get_flag("no-smtp"))?;
     if !smtp.is_empty() {
         let store = Deliveries::new(cfg.hostname.clone());
         let f = SmtpFactory {
@@ -393,7 +402,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
             None,
         )));
     }
-    let pop3 = endpoints("pop3", "tcp:8110", m.get_flag("no-pop3"))?;
+    let pop3 = endpoints(&POP3, m.get_flag("no-pop3"))?;
     if !pop3.is_empty() {
         let f = Pop3Factory {
             cfg,

@@ -20,9 +20,10 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
+use twistrs_core::clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
+use twistrs_core::options::{ListenOpt, MaxConnectionsOpt, Refused, TimeoutOpt};
 use twistrs_core::{
-    Address, Endpoint, Factory, Handle, ListeningService, Plugin, PluginError, Protocol, Service,
+    Address, Factory, Handle, ListeningService, Plugin, PluginError, Protocol, Service,
 };
 
 use crate::access::AccessLog;
@@ -53,29 +54,57 @@ SIGHUP and SIGUSR1; each line is written once its response has left, with the by
 and a response cut short is also reported in the main log with the reason.";
 
 /// twistd web options that need Python; each is refused with why.
-const PYTHON_ONLY: &[(&str, Option<char>, &str)] = &[
-    ("wsgi", None, "runs a Python WSGI application"),
-    ("class", None, "uses a Python Resource class as the root"),
-    ("resource-script", None, "runs a Python .rpy script"),
-    ("processor", None, "maps extensions to Python processors"),
-    (
+const PYTHON_ONLY: &[Refused] = &[
+    refused("wsgi", None, true, "runs a Python WSGI application"),
+    refused(
+        "class",
+        None,
+        true,
+        "uses a Python Resource class as the root",
+    ),
+    refused("resource-script", None, true, "runs a Python .rpy script"),
+    refused(
+        "processor",
+        None,
+        true,
+        "maps extensions to Python processors",
+    ),
+    refused(
         "user",
         Some('u'),
+        false,
         "serves users' ~/public_html through Python's twisted.web.distrib",
     ),
-    (
+    refused(
         "personal",
         None,
+        false,
         "publishes the site over Python's Perspective Broker",
     ),
-    (
+    refused(
         "https",
         None,
+        true,
         "needs TLS, which twistrs web does not have yet",
     ),
-    ("certificate", Some('c'), "belongs to --https"),
-    ("privkey", Some('k'), "belongs to --https"),
+    refused("certificate", Some('c'), true, "belongs to --https"),
+    refused("privkey", Some('k'), true, "belongs to --https"),
 ];
+
+/// One refused option, briefly.
+const fn refused(
+    long: &'static str,
+    short: Option<char>,
+    takes_value: bool,
+    why: &'static str,
+) -> Refused {
+    Refused {
+        long,
+        short,
+        takes_value,
+        why,
+    }
+}
 
 /// The plugin.
 pub fn plugin() -> Plugin {
@@ -87,9 +116,21 @@ pub fn plugin() -> Plugin {
     }
 }
 
-fn endpoint(s: &str) -> Result<Endpoint, String> {
-    s.parse::<Endpoint>().map_err(|e| e.to_string())
-}
+/// `--listen`, twistd web's default port.
+const LISTEN: ListenOpt = ListenOpt::listen(&["tcp:8080"]);
+/// `-p/--port`, twistd's deprecated alias of `--listen`.
+const PORT: ListenOpt = ListenOpt {
+    id: "port",
+    short: Some('p'),
+    default: &[],
+    help: "Deprecated alias of --listen, as in twistd",
+};
+const MAX_CONNECTIONS: MaxConnectionsOpt = MaxConnectionsOpt { default: None };
+const TIMEOUT: TimeoutOpt = TimeoutOpt {
+    default: 60,
+    help: "Close a connection after SECONDS with nothing read or written, and a client whose \
+           request head takes longer (408)",
+};
 
 fn header_line(s: &str) -> Result<String, String> {
     let (name, value) = s
@@ -106,7 +147,7 @@ fn header_line(s: &str) -> Result<String, String> {
 }
 
 fn options() -> Command {
-    let mut c = Command::new("web")
+    let c = Command::new("web")
         .about(ABOUT)
         .after_long_help(WEB_NOTES)
         .arg(
@@ -116,23 +157,8 @@ fn options() -> Command {
                 .value_parser(value_parser!(PathBuf))
                 .help("The directory (or single file) to serve [default: a test page]"),
         )
-        .arg(
-            Arg::new("listen")
-                .long("listen")
-                .value_name("ENDPOINT")
-                .action(ArgAction::Append)
-                .value_parser(endpoint)
-                .help("Endpoint to listen on, repeatable [default: tcp:8080]"),
-        )
-        .arg(
-            Arg::new("port")
-                .short('p')
-                .long("port")
-                .value_name("ENDPOINT")
-                .action(ArgAction::Append)
-                .value_parser(endpoint)
-                .help("Deprecated alias of --listen, as in twistd"),
-        )
+        .arg(LISTEN.arg())
+        .arg(PORT.arg())
         .arg(
             Arg::new("index")
                 .short('i')
@@ -196,21 +222,8 @@ fn options() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("Serve symlinks that point outside the root (refused by default; twistd follows them)"),
         )
-        .arg(
-            Arg::new("max-connections")
-                .long("max-connections")
-                .value_name("N")
-                .value_parser(value_parser!(usize))
-                .help("Accept at most N connections at once"),
-        )
-        .arg(
-            Arg::new("timeout")
-                .long("timeout")
-                .value_name("SECONDS")
-                .default_value("60")
-                .value_parser(value_parser!(u64).range(1..))
-                .help("Close idle connections, and clients whose request head takes longer (408), after SECONDS"),
-        )
+        .arg(MAX_CONNECTIONS.arg())
+        .arg(TIMEOUT.arg())
         .arg(
             Arg::new("display-tracebacks")
                 .long("display-tracebacks")
@@ -224,14 +237,7 @@ fn options() -> Command {
                 .action(ArgAction::SetTrue)
                 .hide(true),
         );
-    for (name, short, _) in PYTHON_ONLY {
-        let mut a = Arg::new(*name).long(*name).hide(true).num_args(0..=1);
-        if let Some(s) = short {
-            a = a.short(*s);
-        }
-        c = c.arg(a);
-    }
-    c
+    c.args(Refused::args(PYTHON_ONLY))
 }
 
 /// A factory of `Http` protocols sharing one site.
@@ -274,12 +280,11 @@ fn schedule_flush(h: Handle, access: Rc<RefCell<AccessLog>>) {
 }
 
 fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
-    for (name, _, why) in PYTHON_ONLY {
-        if m.value_source(name) == Some(clap::parser::ValueSource::CommandLine) {
-            return Err(PluginError::new(format!(
-                "web: --{name} {why}; twistrs web does not support it"
-            )));
-        }
+    if let Some(r) = Refused::find(PYTHON_ONLY, m) {
+        return Err(PluginError::new(format!(
+            "web: --{} {}; twistrs web does not support it",
+            r.long, r.why
+        )));
     }
     let default_type = m
         .get_one::<String>("mime-type")
@@ -333,26 +338,14 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
             .map(|v| v.cloned().collect())
             .unwrap_or_default(),
         limits: Limits::default(),
-        timeout: Duration::from_secs(m.get_one::<u64>("timeout").copied().unwrap_or(60)),
+        timeout: TIMEOUT.get(m),
         access: Rc::new(RefCell::new(access)),
         boundary: format!("{:032x}", seed ^ u128::from(std::process::id()) << 64),
     };
-    let mut endpoints: Vec<Endpoint> = m
-        .get_many::<Endpoint>("listen")
-        .map(|v| v.cloned().collect())
-        .unwrap_or_default();
-    endpoints.extend(
-        m.get_many::<Endpoint>("port")
-            .into_iter()
-            .flatten()
-            .cloned(),
-    );
+    let mut endpoints = LISTEN.given(m);
+    endpoints.extend(PORT.given(m));
     if endpoints.is_empty() {
-        endpoints.push(
-            "tcp:8080"
-                .parse()
-                .map_err(|e| PluginError::new(format!("{e}")))?,
-        );
+        endpoints = LISTEN.get(m)?;
     }
     if let Some(ep) = endpoints.iter().find(|e| e.is_datagram()) {
         return Err(PluginError::new(format!(
@@ -361,7 +354,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
     }
     let factory = WebFactory {
         site: Rc::new(site),
-        max: m.get_one::<usize>("max-connections").copied(),
+        max: MAX_CONNECTIONS.get(m),
     };
     Ok(Box::new(ListeningService::new(
         "web",

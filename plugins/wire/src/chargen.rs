@@ -8,7 +8,8 @@
 use std::net::SocketAddr;
 use std::sync::LazyLock;
 
-use clap::ArgMatches;
+use twistrs_core::clap::ArgMatches;
+use twistrs_core::options::ListenOpt;
 use twistrs_core::{
     DatagramProtocol, DatagramTransport, Plugin, PluginError, Protocol, ProtocolFactory, Service,
     Transport,
@@ -135,6 +136,7 @@ fn make(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
     crate::service(
         "chargen",
         m,
+        &LISTEN,
         Box::new(f),
         Some(Box::new(|| Box::new(ChargenUdp::new(seed())))),
     )
@@ -142,10 +144,12 @@ fn make(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
 
 const ABOUT: &str = "A character generator (RFC 864): an endless stream over TCP, one datagram per datagram over UDP.";
 
+const LISTEN: ListenOpt = ListenOpt::listen(&["tcp:19"]);
+
 pub(crate) const PLUGIN: Plugin = Plugin {
     tapname: "chargen",
     description: ABOUT,
-    options: || crate::command("chargen", ABOUT, "tcp:19"),
+    options: || crate::command("chargen", ABOUT, &LISTEN),
     make_service: make,
 };
 

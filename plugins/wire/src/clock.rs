@@ -7,7 +7,8 @@
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::ArgMatches;
+use twistrs_core::clap::ArgMatches;
+use twistrs_core::options::ListenOpt;
 use twistrs_core::{
     DatagramProtocol, DatagramTransport, Plugin, PluginError, Protocol, ProtocolFactory, Service,
     Transport,
@@ -119,6 +120,7 @@ fn make_daytime(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
     crate::service(
         "daytime",
         m,
+        &DAYTIME_LISTEN,
         Box::new(f),
         Some(Box::new(|| Box::new(Daytime { now: unix_now }))),
     )
@@ -132,6 +134,7 @@ fn make_time(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
     crate::service(
         "time",
         m,
+        &TIME_LISTEN,
         Box::new(f),
         Some(Box::new(|| Box::new(Time { now: unix_now }))),
     )
@@ -142,17 +145,20 @@ const DAYTIME_ABOUT: &str =
 const TIME_ABOUT: &str =
     "A time server (RFC 868): seconds since 1900 as 32 bits, over TCP and UDP.";
 
+const DAYTIME_LISTEN: ListenOpt = ListenOpt::listen(&["tcp:13"]);
+const TIME_LISTEN: ListenOpt = ListenOpt::listen(&["tcp:37"]);
+
 pub(crate) const DAYTIME: Plugin = Plugin {
     tapname: "daytime",
     description: DAYTIME_ABOUT,
-    options: || crate::command("daytime", DAYTIME_ABOUT, "tcp:13"),
+    options: || crate::command("daytime", DAYTIME_ABOUT, &DAYTIME_LISTEN),
     make_service: make_daytime,
 };
 
 pub(crate) const TIME: Plugin = Plugin {
     tapname: "time",
     description: TIME_ABOUT,
-    options: || crate::command("time", TIME_ABOUT, "tcp:37"),
+    options: || crate::command("time", TIME_ABOUT, &TIME_LISTEN),
     make_service: make_time,
 };
 

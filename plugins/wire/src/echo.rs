@@ -2,7 +2,8 @@
 
 use std::net::SocketAddr;
 
-use clap::ArgMatches;
+use twistrs_core::clap::ArgMatches;
+use twistrs_core::options::ListenOpt;
 use twistrs_core::{
     DatagramProtocol, DatagramTransport, Plugin, PluginError, Protocol, ProtocolFactory, Service,
     Transport,
@@ -45,7 +46,13 @@ impl DatagramProtocol for Discard {
 fn make_echo(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
     let f = ProtocolFactory::for_protocol("Echo", || Box::new(Echo) as Box<dyn Protocol>)
         .max_connections(crate::max_connections(m));
-    crate::service("echo", m, Box::new(f), Some(Box::new(|| Box::new(Echo))))
+    crate::service(
+        "echo",
+        m,
+        &ECHO_LISTEN,
+        Box::new(f),
+        Some(Box::new(|| Box::new(Echo))),
+    )
 }
 
 fn make_discard(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
@@ -54,10 +61,14 @@ fn make_discard(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
     crate::service(
         "discard",
         m,
+        &DISCARD_LISTEN,
         Box::new(f),
         Some(Box::new(|| Box::new(Discard))),
     )
 }
+
+const ECHO_LISTEN: ListenOpt = ListenOpt::listen(&["tcp:7"]);
+const DISCARD_LISTEN: ListenOpt = ListenOpt::listen(&["tcp:9"]);
 
 pub(crate) const ECHO: Plugin = Plugin {
     tapname: "echo",
@@ -66,7 +77,7 @@ pub(crate) const ECHO: Plugin = Plugin {
         crate::command(
             "echo",
             "An echo server (RFC 862): sends back what it receives, over TCP and UDP.",
-            "tcp:7",
+            &ECHO_LISTEN,
         )
     },
     make_service: make_echo,
@@ -79,7 +90,7 @@ pub(crate) const DISCARD: Plugin = Plugin {
         crate::command(
             "discard",
             "A discard server (RFC 863): reads and throws away, over TCP and UDP.",
-            "tcp:9",
+            &DISCARD_LISTEN,
         )
     },
     make_service: make_discard,

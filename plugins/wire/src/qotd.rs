@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use clap::{Arg, ArgMatches, value_parser};
+use twistrs_core::clap::{Arg, ArgMatches, value_parser};
+use twistrs_core::options::ListenOpt;
 use twistrs_core::{
     DatagramProtocol, DatagramTransport, Plugin, PluginError, Protocol, ProtocolFactory, Service,
     Transport,
@@ -168,6 +169,7 @@ fn make(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
     crate::service(
         "qotd",
         m,
+        &LISTEN,
         Box::new(f),
         Some(Box::new(move || Box::new(Qotd::new(quotes.clone())))),
     )
@@ -175,11 +177,13 @@ fn make(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
 
 const ABOUT: &str = "A quote of the day server (RFC 865), over TCP and UDP.";
 
+const LISTEN: ListenOpt = ListenOpt::listen(&["tcp:17"]);
+
 pub(crate) const PLUGIN: Plugin = Plugin {
     tapname: "qotd",
     description: ABOUT,
     options: || {
-        crate::command("qotd", ABOUT, "tcp:17").arg(
+        crate::command("qotd", ABOUT, &LISTEN).arg(
             Arg::new("file")
                 .short('f')
                 .long("file")
