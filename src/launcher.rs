@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::ArgMatches;
 use clap::error::ErrorKind;
-use twistrs_core::{Plugin, Reactor, Service, StopReason};
+use twistrs_core::{Plugin, Reactor, Service, SignalAction, StopReason};
 
 use crate::daemon::{self, StatusWriter};
 use crate::logging::{self, Destination, Rotation};
@@ -345,7 +345,7 @@ fn serve(
     raise_fd_limit();
     // 8. Listeners, bound as the starting user (port 80 as root), or inherited.
     let mut reactor = Reactor::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
-    reactor.on_reopen(Box::new(reopen_log));
+    watch_signals(&mut reactor).map_err(|e| format!("cannot watch signals: {e}"))?;
     if let Some(inh) = &inherited {
         for (ep, fd) in &inh.listeners {
             // SAFETY: our predecessor passed each listening socket exactly once.
@@ -355,7 +355,7 @@ fn serve(
         }
     }
     let started = service
-        .privileged_start_service(&mut reactor)
+        .privileged_start_service(&mut reactor.service_host())
         .map_err(|e| e.to_string())
         // 9. Privileges dropped. The log goes to the new user, who reopens it by name after a
         // rotation. The pidfile stays the starter's: the new user writes and empties it only
@@ -371,11 +371,11 @@ fn serve(
         // 10. Services.
         .and_then(|()| {
             service
-                .start_service(&mut reactor)
+                .start_service(&mut reactor.service_host())
                 .map_err(|e| e.to_string())
         });
     if let Err(e) = started {
-        service.stop_service(&mut reactor);
+        service.stop_service(&mut reactor.service_host());
         return Err(e);
     }
     if inherited.is_some()
@@ -396,7 +396,7 @@ fn serve(
             .run()
             .map_err(|e| format!("the reactor failed: {e}"))?;
         match reason {
-            StopReason::Upgrade => {
+            StopReason::Signal(libc::SIGUSR2) => {
                 if let Some(pid) = restart(&mut reactor, plan, pidfile.as_ref(), exe, args)? {
                     break Ended::HandedOver(pid);
                 }
@@ -414,7 +414,7 @@ fn serve(
         }
     };
     notify::notify("STOPPING=1");
-    service.stop_service(&mut reactor);
+    service.stop_service(&mut reactor.service_host());
     if let Err(e) = reactor.drain(plan.shutdown_timeout) {
         log::error!(target: LAUNCHER, "error while draining connections: {e}");
     }
@@ -495,6 +495,23 @@ fn systemd_fds_for_us() -> bool {
         .ok()
         .and_then(|p| p.parse::<u32>().ok())
         == Some(std::process::id())
+}
+
+/// What the signals mean, on top of the reactor's SIGTERM/SIGINT (stop): SIGUSR2 restarts
+/// (`run` returns, then `restart`), SIGHUP and SIGUSR1 reopen the log and every plugin's files.
+fn watch_signals(reactor: &mut Reactor) -> std::io::Result<()> {
+    reactor.on_signal(libc::SIGUSR2, SignalAction::Stop)?;
+    for sig in [libc::SIGHUP, libc::SIGUSR1] {
+        let h = reactor.handle();
+        reactor.on_signal(
+            sig,
+            SignalAction::Call(Box::new(move || {
+                reopen_log();
+                h.reopen_files();
+            })),
+        )?;
+    }
+    Ok(())
 }
 
 fn reopen_log() {

@@ -180,10 +180,11 @@ pub fn timestamp(secs: i64) -> String {
     )
 }
 
-/// The bracketed system: a per-connection prefix (`Echo,3,127.0.0.1`) or `-` as given,
-/// otherwise the target as a dotted namespace with the level (`twistrs.launcher#info`).
+/// The bracketed system, by the core's convention (`twistrs_core::logsys`): a connection's
+/// prefix (`Echo,3,127.0.0.1`) or `-` as given, otherwise the target as a dotted namespace
+/// with the level (`twistrs.launcher#info`).
 pub fn system(target: &str, level: Level) -> String {
-    if target == "-" || target.contains(',') {
+    if twistrs_core::logsys::is_verbatim(target) {
         target.to_string()
     } else {
         format!(

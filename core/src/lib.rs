@@ -64,7 +64,9 @@ pub use plugin::{Plugin, PluginError};
 pub use protocol::{
     ClientFactory, DatagramProtocol, Factory, Protocol, ProtocolFactory, STOP_GRACE,
 };
-pub use reactor::{FactoryId, Handle, ListenError, ListenerId, Reactor, ReactorConfig, StopReason};
-pub use service::{ListeningService, MultiService, Service};
+pub use reactor::{
+    FactoryId, Handle, ListenError, ListenerId, Reactor, ReactorConfig, SignalAction, StopReason,
+};
+pub use service::{ListeningService, MultiService, Service, ServiceHost};
 pub use timer::{Clock, DelayedCall};
 pub use transport::{ConnId, DatagramTransport, Transport};

@@ -1,12 +1,64 @@
 //! Services (Twisted's `IService`): what the launcher starts and stops, in order.
 //!
 //! Start-up is in two steps as in twistd: `privileged_start_service` binds ports while the
-//! process may still be root, `start_service` runs after privileges were dropped.
+//! process may still be root, `start_service` runs after privileges were dropped. A service
+//! sees the reactor through a [`ServiceHost`]: factories, ports and a handle, not the
+//! launcher's own controls (signals, the restart hand-over).
 
+use crate::address::Address;
 use crate::endpoint::Endpoint;
 use crate::error::Failure;
 use crate::protocol::{DatagramProtocol, Factory};
-use crate::reactor::{ListenerId, Reactor};
+use crate::reactor::{FactoryId, Handle, ListenError, ListenerId, Reactor};
+
+/// The reactor as a service sees it while starting and stopping.
+pub struct ServiceHost<'a> {
+    reactor: &'a mut Reactor,
+}
+
+impl Reactor {
+    /// The reactor as services see it (what the launcher hands to `Service` methods).
+    pub fn service_host(&mut self) -> ServiceHost<'_> {
+        ServiceHost { reactor: self }
+    }
+}
+
+impl ServiceHost<'_> {
+    /// Registers a factory; listeners started with its id share it.
+    pub fn add_factory(&mut self, factory: Box<dyn Factory>) -> FactoryId {
+        self.reactor.add_factory(factory)
+    }
+
+    /// Opens a stream endpoint for `factory` (a successor of a restart gets the socket its
+    /// predecessor had for the same endpoint).
+    pub fn listen(&mut self, ep: &Endpoint, factory: FactoryId) -> Result<ListenerId, ListenError> {
+        self.reactor.listen(ep, factory)
+    }
+
+    /// Opens a datagram endpoint for `proto`.
+    pub fn listen_udp(
+        &mut self,
+        ep: &Endpoint,
+        proto: Box<dyn DatagramProtocol>,
+    ) -> Result<ListenerId, ListenError> {
+        self.reactor.listen_udp(ep, proto)
+    }
+
+    /// Closes a listening port.
+    pub fn stop_listening(&mut self, id: ListenerId) {
+        self.reactor.stop_listening(id)
+    }
+
+    /// The address a port is bound to.
+    pub fn listener_address(&self, id: ListenerId) -> Option<Address> {
+        self.reactor.listener_address(id)
+    }
+
+    /// The reactor's handle, for timers, threads and connections.
+    pub fn handle(&self) -> Handle {
+        self.reactor.handle()
+    }
+}
 
 /// Something with a start and a stop.
 pub trait Service {
@@ -14,17 +66,17 @@ pub trait Service {
     fn name(&self) -> &str;
 
     /// Binds ports and opens what needs privileges. Runs before privileges are dropped.
-    fn privileged_start_service(&mut self, _r: &mut Reactor) -> Result<(), Failure> {
+    fn privileged_start_service(&mut self, _h: &mut ServiceHost<'_>) -> Result<(), Failure> {
         Ok(())
     }
 
     /// Starts the service proper.
-    fn start_service(&mut self, _r: &mut Reactor) -> Result<(), Failure> {
+    fn start_service(&mut self, _h: &mut ServiceHost<'_>) -> Result<(), Failure> {
         Ok(())
     }
 
     /// Stops accepting new work; open connections are drained by the reactor afterwards.
-    fn stop_service(&mut self, _r: &mut Reactor) {}
+    fn stop_service(&mut self, _h: &mut ServiceHost<'_>) {}
 }
 
 /// A service made of services: started in order, stopped in reverse.
@@ -52,19 +104,19 @@ impl Service for MultiService {
         &self.name
     }
 
-    fn privileged_start_service(&mut self, r: &mut Reactor) -> Result<(), Failure> {
+    fn privileged_start_service(&mut self, r: &mut ServiceHost<'_>) -> Result<(), Failure> {
         self.children
             .iter_mut()
             .try_for_each(|c| c.privileged_start_service(r))
     }
 
-    fn start_service(&mut self, r: &mut Reactor) -> Result<(), Failure> {
+    fn start_service(&mut self, r: &mut ServiceHost<'_>) -> Result<(), Failure> {
         self.children
             .iter_mut()
             .try_for_each(|c| c.start_service(r))
     }
 
-    fn stop_service(&mut self, r: &mut Reactor) {
+    fn stop_service(&mut self, r: &mut ServiceHost<'_>) {
         for c in self.children.iter_mut().rev() {
             c.stop_service(r);
         }
@@ -111,7 +163,7 @@ impl Service for ListeningService {
         &self.name
     }
 
-    fn privileged_start_service(&mut self, r: &mut Reactor) -> Result<(), Failure> {
+    fn privileged_start_service(&mut self, r: &mut ServiceHost<'_>) -> Result<(), Failure> {
         let Some(factory) = self.factory.take() else {
             return Ok(());
         };
@@ -136,7 +188,7 @@ impl Service for ListeningService {
         Ok(())
     }
 
-    fn stop_service(&mut self, r: &mut Reactor) {
+    fn stop_service(&mut self, r: &mut ServiceHost<'_>) {
         for id in self.ports.drain(..) {
             r.stop_listening(id);
         }

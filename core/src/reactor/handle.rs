@@ -149,10 +149,21 @@ impl Handle {
         });
     }
 
-    /// Calls `hook` on SIGHUP and SIGUSR1, with the launcher's own log reopen (for a plugin's
-    /// own files, such as an access log).
+    /// Calls `hook` whenever files are reopened (the launcher does so on SIGHUP and SIGUSR1,
+    /// with its own log): for a plugin's own files, such as an access log.
     pub fn on_reopen(&self, hook: Box<dyn FnMut()>) {
         self.0.reopen_hooks.borrow_mut().push(hook);
+    }
+
+    /// Runs the `on_reopen` hooks (a hook may add hooks: they run next time).
+    pub fn reopen_files(&self) {
+        let mut hooks = std::mem::take(&mut *self.0.reopen_hooks.borrow_mut());
+        for h in &mut hooks {
+            h();
+        }
+        let mut shared = self.0.reopen_hooks.borrow_mut();
+        hooks.append(&mut shared);
+        *shared = hooks;
     }
 
     /// Asks the reactor to stop (Twisted's `reactor.stop()`).

@@ -382,10 +382,10 @@ impl Reactor {
             .register(src, Token(key), Interest::READABLE)
             .map_err(|e| listen_err(&endpoint, e))?;
         let slot = &mut self.factories[factory];
-        log::info!(target: "-", "{} starting on {label}", slot.factory.name());
+        log::info!(target: crate::logsys::BARE, "{} starting on {label}", slot.factory.name());
         slot.listeners += 1;
         if slot.listeners == 1 {
-            log::info!(target: "-", "Starting factory {}", slot.factory.name());
+            log::info!(target: crate::logsys::BARE, "Starting factory {}", slot.factory.name());
             slot.factory.start_factory(&self.handle);
         }
         self.entries.insert(Entry::Listener(Listener {
@@ -436,11 +436,11 @@ impl Reactor {
                 let _ = std::fs::remove_file(lock);
             }
         }
-        log::info!(target: "-", "({kind} Port {} Closed)", l.label.trim_matches('\''));
+        log::info!(target: crate::logsys::BARE, "({kind} Port {} Closed)", l.label.trim_matches('\''));
         let slot = &mut self.factories[l.factory];
         slot.listeners -= 1;
         if slot.listeners == 0 {
-            log::info!(target: "-", "Stopping factory {}", slot.factory.name());
+            log::info!(target: crate::logsys::BARE, "Stopping factory {}", slot.factory.name());
             slot.factory.stop_factory();
         }
     }
@@ -455,7 +455,7 @@ impl Reactor {
             let slot = &mut self.factories[l.factory];
             if slot.max.is_some_and(|m| slot.conns >= m) {
                 if l.accepting != Accepting::AtLimit {
-                    log::warn!(target: "-",
+                    log::warn!(target: crate::logsys::BARE,
                         "{}: connection limit ({}) reached; accepting paused",
                         slot.factory.name(), slot.conns);
                 }
@@ -485,7 +485,7 @@ impl Reactor {
                 Ok((stream, peer, host)) => {
                     if l.accepting == Accepting::BackingOff {
                         let name = self.factories[l.factory].factory.name();
-                        log::info!(target: "-", "{name} on {}: accepting again", l.label);
+                        log::info!(target: crate::logsys::BARE, "{name} on {}: accepting again", l.label);
                     }
                     l.accepting = Accepting::Open;
                     let factory = l.factory;
@@ -495,7 +495,7 @@ impl Reactor {
                     // accept(2) worked again, the queue is just empty: the shortage is over.
                     if l.accepting == Accepting::BackingOff {
                         let name = self.factories[l.factory].factory.name();
-                        log::info!(target: "-", "{name} on {}: accepting again", l.label);
+                        log::info!(target: crate::logsys::BARE, "{name} on {}: accepting again", l.label);
                         l.accepting = Accepting::Open;
                     }
                     return;
@@ -506,7 +506,7 @@ impl Reactor {
                     // table. Said once when it starts and once when it ends.
                     if l.accepting != Accepting::BackingOff {
                         let name = self.factories[l.factory].factory.name();
-                        log::error!(target: "-",
+                        log::error!(target: crate::logsys::BARE,
                             "{name} on {}: accept failed: {e}; pausing accepts until descriptors free up",
                             l.label);
                     }

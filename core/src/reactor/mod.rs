@@ -16,7 +16,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+use signal_hook::consts::{SIGINT, SIGTERM};
 use slab::Slab;
 
 pub(crate) use handle::Command;
@@ -41,7 +41,8 @@ pub struct ReactorConfig {
     pub low_water: usize,
     /// Worker threads for `defer_to_thread`.
     pub thread_pool_size: usize,
-    /// Handle SIGTERM/SIGINT (stop) and SIGHUP/SIGUSR1 (reopen) in the poll.
+    /// Stop on SIGTERM and SIGINT, handled in the poll, as Twisted's reactor does. Other
+    /// signals mean what the launcher says ([`Reactor::on_signal`]).
     pub handle_signals: bool,
 }
 
@@ -60,12 +61,19 @@ impl Default for ReactorConfig {
 /// Why `run` returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
-    /// SIGTERM or SIGINT arrived (the signal number).
+    /// A signal watched with [`SignalAction::Stop`] arrived (SIGTERM or SIGINT unless the
+    /// launcher watches others); what it means is the launcher's business.
     Signal(i32),
     /// `Handle::stop` was called.
     Requested,
-    /// SIGUSR2: the launcher should start its successor (`twistrs restart`).
-    Upgrade,
+}
+
+/// What a signal watched by the reactor does ([`Reactor::on_signal`]).
+pub enum SignalAction {
+    /// `run` returns `StopReason::Signal(sig)`.
+    Stop,
+    /// A callback on the reactor thread, between two callbacks of everything else.
+    Call(Box<dyn FnMut()>),
 }
 
 /// Identifies a factory added with [`Reactor::add_factory`].
@@ -111,7 +119,8 @@ pub struct Reactor {
     resume_accept: Vec<usize>,
     accept_retry_at: Option<Instant>,
     to_free: Vec<usize>,
-    reopen_hooks: Vec<Box<dyn FnMut()>>,
+    /// What each watched signal does.
+    signal_actions: Vec<(i32, SignalAction)>,
     live_conns: usize,
     /// Listening sockets handed over by a predecessor, by endpoint string.
     inherited: Vec<(String, std::os::fd::OwnedFd)>,
@@ -127,19 +136,23 @@ impl Reactor {
     pub fn with_config(cfg: ReactorConfig) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = std::sync::Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
-        let signals = if cfg.handle_signals {
-            let mut list = vec![SIGTERM, SIGHUP, SIGUSR1, SIGUSR2];
+        let mut stops = Vec::new();
+        if cfg.handle_signals {
+            stops.push(SIGTERM);
             // As twistd: a SIGINT ignored at exec time (a background job) stays ignored.
             if !signal_is_ignored(SIGINT) {
-                list.push(SIGINT);
+                stops.push(SIGINT);
             }
-            let mut s = signal_hook_mio::v1_0::Signals::new(list)?;
+        }
+        let signals = if stops.is_empty() {
+            None
+        } else {
+            let mut s = signal_hook_mio::v1_0::Signals::new(&stops)?;
             poll.registry()
                 .register(&mut s, SIGNAL_TOKEN, Interest::READABLE)?;
             Some(s)
-        } else {
-            None
         };
+        let signal_actions = stops.into_iter().map(|s| (s, SignalAction::Stop)).collect();
         let read_buf = vec![0; cfg.read_buffer.max(512)];
         Ok(Reactor {
             poll,
@@ -158,7 +171,7 @@ impl Reactor {
             resume_accept: Vec::new(),
             accept_retry_at: None,
             to_free: Vec::new(),
-            reopen_hooks: Vec::new(),
+            signal_actions,
             live_conns: 0,
             inherited: Vec::new(),
         })
@@ -182,9 +195,23 @@ impl Reactor {
         FactoryId(self.factories.len() - 1)
     }
 
-    /// Calls `hook` on SIGHUP and SIGUSR1 (the launcher reopens its log files there).
-    pub fn on_reopen(&mut self, hook: Box<dyn FnMut()>) {
-        self.reopen_hooks.push(hook);
+    /// Watches `sig` in the poll and gives it `action` (replacing what it did before). The
+    /// reactor gives no signal a meaning of its own but SIGTERM and SIGINT (stop): the
+    /// launcher says which one restarts and which one reopens the logs.
+    pub fn on_signal(&mut self, sig: i32, action: SignalAction) -> io::Result<()> {
+        match &mut self.signals {
+            Some(s) => s.add_signal(sig)?,
+            None => {
+                let mut s = signal_hook_mio::v1_0::Signals::new([sig])?;
+                self.poll
+                    .registry()
+                    .register(&mut s, SIGNAL_TOKEN, Interest::READABLE)?;
+                self.signals = Some(s);
+            }
+        }
+        self.signal_actions.retain(|(s, _)| *s != sig);
+        self.signal_actions.push((sig, action));
+        Ok(())
     }
 
     /// Open connections, incoming and outgoing.
@@ -341,23 +368,11 @@ impl Reactor {
             got.extend(s.pending());
         }
         for sig in got {
-            match sig {
-                SIGTERM | SIGINT if self.stop.is_none() => {
+            match self.signal_actions.iter_mut().find(|(s, _)| *s == sig) {
+                Some((_, SignalAction::Stop)) if self.stop.is_none() => {
                     self.stop = Some(StopReason::Signal(sig));
                 }
-                SIGUSR2 if self.stop.is_none() => self.stop = Some(StopReason::Upgrade),
-                SIGHUP | SIGUSR1 => {
-                    for h in &mut self.reopen_hooks {
-                        h();
-                    }
-                    let mut hooks = std::mem::take(&mut *self.handle.0.reopen_hooks.borrow_mut());
-                    for h in &mut hooks {
-                        h();
-                    }
-                    let mut shared = self.handle.0.reopen_hooks.borrow_mut();
-                    hooks.append(&mut shared);
-                    *shared = hooks;
-                }
+                Some((_, SignalAction::Call(f))) => f(),
                 _ => {}
             }
         }

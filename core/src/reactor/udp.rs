@@ -63,7 +63,7 @@ impl Reactor {
             .registry()
             .register(&mut sock, Token(key), Interest::READABLE)
             .map_err(err)?;
-        log::info!(target: "-", "{} starting on {}", proto.name(), local.port());
+        log::info!(target: crate::logsys::BARE, "{} starting on {}", proto.name(), local.port());
         proto.start_protocol(&self.handle);
         self.entries.insert(Entry::Udp(UdpPort {
             sock,
@@ -112,7 +112,7 @@ impl Reactor {
         let _ = self.poll.registry().deregister(&mut u.sock);
         u.proto.stop_protocol();
         if let Address::Udp(a) = u.host {
-            log::info!(target: "-", "(UDP Port {} Closed)", a.port());
+            log::info!(target: crate::logsys::BARE, "(UDP Port {} Closed)", a.port());
         }
     }
 }
