@@ -29,6 +29,10 @@ const EXIT_FAILURE: i32 = 1;
 /// with 128+signal and this function does not return.
 pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i32 {
     let args: Vec<OsString> = args.into_iter().collect();
+    if let Err(e) = crate::registry::check_names(&plugins) {
+        eprintln!("twistrs: {e}");
+        return EXIT_FAILURE;
+    }
     let mut cmd = cli::build_command(&plugins);
     let matches = match cmd.try_get_matches_from_mut(args.clone()) {
         Ok(m) => m,
