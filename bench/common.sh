@@ -213,12 +213,12 @@ ratio() {
         if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 <= 0) { print "n/a"; exit }
         printf "%.2fx", a / b }'
 }
-# Whether $1 (a number or "1.23x") is at least ($2 == ge), above ($2 == gt) or below
-# ($2 == lt) $3: met, MISSED, or n/a when $1 is not a number.
+# Whether $1 (a number or "1.23x") is at least ($2 == ge), above ($2 == gt), below
+# ($2 == lt) or at most ($2 == le) $3: met, MISSED, or n/a when $1 is not a number.
 verdict() {
     awk -v r="${1%x}" -v op="$2" -v t="$3" 'BEGIN {
         if (r !~ /^[0-9.]+$/) { print "n/a"; exit }
-        ok = (op == "ge") ? (r + 0 >= t) : (op == "gt") ? (r + 0 > t) : (r + 0 < t)
+        ok = (op == "ge") ? (r + 0 >= t) : (op == "gt") ? (r + 0 > t) : (op == "le") ? (r + 0 <= t) : (r + 0 < t)
         print ok ? "met" : "MISSED" }'
 }
 

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# bench/echo.sh: the echo benchmark, twistrs vs Twisted 26.10 vs asyncio side by side:
-# msgs/s and p99 latency at 64 B and 4 KiB, and server memory per idle connection.
+# bench/echo.sh: the echo benchmark, twistrs vs Twisted 26.10 vs asyncio side by side, and
+# vs the floor (a minimal echo server on mio, `twistrs-bench floor`): msgs/s and p99 latency
+# at 64 B and 4 KiB, the server's CPU time per message (user + system over the measured run,
+# divided by its messages: what the server costs, whatever the load generator manages on a
+# 2-core machine), and server memory per idle connection.
 # Run by hand, not in CI: see bench/README.md. Results go to bench/results/.
 #
-# Knobs (environment): BENCH_SERVERS="twistrs twisted asyncio", BENCH_CONNS=64,
+# Knobs (environment): BENCH_SERVERS="twistrs floor twisted asyncio", BENCH_CONNS=64,
 # BENCH_SECS=5, BENCH_WARMUP=1, BENCH_IDLE_CONNS=10000, BENCH_PIN=1 (server on CPU 0,
 # load generator on CPU 1; 0 lets the scheduler place both), BENCH_BUILD=1 (0 runs the
 # binaries already in target/release, e.g. while the sources do not build).
@@ -13,7 +16,7 @@ SCRIPT=echo.sh
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-SERVERS=${BENCH_SERVERS:-"twistrs twisted asyncio"}
+SERVERS=${BENCH_SERVERS:-"twistrs floor twisted asyncio"}
 CONNS=${BENCH_CONNS:-64}
 SECS=${BENCH_SECS:-5}
 WARMUP=${BENCH_WARMUP:-1}
@@ -49,9 +52,10 @@ start_server() {
     local name=$1 log="$work/$1.server.log" cmd i
     case $name in
     twistrs) cmd=("$twistrs" -n echo --listen tcp:0:interface=127.0.0.1) ;;
+    floor) cmd=("$bench" floor) ;;
     twisted) cmd=("$py" "$here/peers/twisted_echo.py" 0) ;;
     asyncio) cmd=("$py" "$here/peers/asyncio_echo.py" 0) ;;
-    *) die "unknown server $name (BENCH_SERVERS takes twistrs, twisted, asyncio)" ;;
+    *) die "unknown server $name (BENCH_SERVERS takes twistrs, floor, twisted, asyncio)" ;;
     esac
     "${srv_pin[@]}" "${cmd[@]}" </dev/null >"$log" 2>&1 &
     SPID=$!
@@ -69,11 +73,17 @@ start_server() {
 
 run_echo() {
     local name=$1 size=$2 t0 c0 m0 t1 c1 m1 line cpu other
+    # The warm-up is a run of its own, so the server's CPU time is read over the measured
+    # run alone.
+    if ((WARMUP > 0)); then
+        "${cli_pin[@]}" "$bench" echo --addr "127.0.0.1:$SPORT" --conns "$CONNS" \
+            --size "$size" --secs "$WARMUP" --warmup 0 >/dev/null || true
+    fi
     t0=$(now)
     c0=$(cpu_ticks "$SPID")
     m0=$(machine_ticks)
     if ! line=$("${cli_pin[@]}" "$bench" echo --addr "127.0.0.1:$SPORT" --conns "$CONNS" \
-        --size "$size" --secs "$SECS" --warmup "$WARMUP"); then
+        --size "$size" --secs "$SECS" --warmup 0); then
         say "[$name] echo ${size} B: the load generator failed"
         status=1
         line="msgs_per_sec=n/a p50_ms=n/a p99_ms=n/a errors=failed client_cpu=n/a"
@@ -92,10 +102,10 @@ run_echo() {
     R[$name.err$size]=$(kv errors "$line")
     R[$name.ccpu$size]=$(kv client_cpu "$line")
     R[$name.scpu$size]=$cpu
-    # Server CPU per message, kernel included: a cost that does not depend on how fast
-    # the load generator is.
-    R[$name.us$size]=$(awk -v c="$cpu" -v m="${R[$name.msgs$size]}" \
-        'BEGIN { if (m !~ /^[0-9.]+$/ || m + 0 <= 0) print "n/a"; else printf "%.1f", c * 1e6 / m }')
+    # Server CPU per message, kernel included (user + system ticks over the run, divided by
+    # the messages of the run): a cost that does not depend on how fast the load generator is.
+    R[$name.us$size]=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" -v m="$(kv msgs "$line")" \
+        'BEGIN { if (m !~ /^[0-9]+$/ || m + 0 <= 0) print "n/a"; else printf "%.2f", (b - a) / hz * 1e6 / m }')
     [[ ${R[$name.err$size]} == 0 ]] || status=1
 }
 
@@ -196,6 +206,25 @@ say "loadavg at end: $(cat /proc/loadavg)"
                 say "| asyncio_KiB/twistrs_KiB per idle conn | $r | (no target) | |"
             fi
         done
+    fi
+    say ""
+    if has twistrs; then
+        say ""
+        say "| server CPU per message | 64 B | 4 KiB | target |"
+        say "|---|---:|---:|---|"
+        for name in $SERVERS; do
+            say "| $name µs/msg | $(get "$name.us64") | $(get "$name.us4096") | |"
+        done
+        if has floor; then
+            r64=$(ratio "$(get twistrs.us64)" "$(get floor.us64)")
+            r4k=$(ratio "$(get twistrs.us4096)" "$(get floor.us4096)")
+            say "| twistrs/floor | $r64 $(verdict "$r64" le 1.15) | $r4k $(verdict "$r4k" le 1.15) | at most 1.15x |"
+        fi
+        if has twisted; then
+            r64=$(ratio "$(get twistrs.us64)" "$(get twisted.us64)")
+            r4k=$(ratio "$(get twistrs.us4096)" "$(get twisted.us4096)")
+            say "| twistrs/twisted | $r64 $(verdict "$r64" le 0.25) | $r4k $(verdict "$r4k" le 0.25) | at most 0.25x |"
+        fi
     fi
     say ""
     say "| server | size | p50 ms | p99 ms | errors | server CPU | load generator CPU | other CPU | server CPU µs/msg |"

@@ -4,6 +4,7 @@
 mod args;
 mod connect;
 mod echo;
+mod floor;
 mod hist;
 mod idle;
 mod sys;
@@ -15,11 +16,14 @@ usage:
   twistrs-bench echo --addr 127.0.0.1:PORT [--conns 64] [--size 64] [--secs 5] [--warmup 1]
   twistrs-bench idle --addr 127.0.0.1:PORT [--conns 10000] [--hold-secs 60]
                      [--inflight 32] [--connect-timeout-secs 120]
+  twistrs-bench floor
 
 echo: CONNS connections, each with one SIZE-byte message in flight; prints
   msgs_per_sec=.. p50_ms=.. p99_ms=.. errors=.. (and more key=value fields).
 idle: opens CONNS idle connections, prints connected=N, holds them for HOLD-SECS
-  or until stdin (a pipe or terminal) closes, then prints dropped=K and closes them.";
+  or until stdin (a pipe or terminal) closes, then prints dropped=K and closes them.
+floor: a minimal echo server on mio (the floor for CPU per message), on 127.0.0.1,
+  prints listening PORT and runs until killed.";
 
 /// A failure to report: usage errors exit 2, everything else 1.
 pub enum Failure {
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
     let result = match argv.first().map(String::as_str) {
         Some("echo") => args::EchoArgs::parse(&argv[1..]).and_then(|a| echo::run(&a)),
         Some("idle") => args::IdleArgs::parse(&argv[1..]).and_then(|a| idle::run(&a)),
+        Some("floor") => floor::run(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
