@@ -77,6 +77,9 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 # utime + stime of a process (all its threads), clock ticks (fields 14 and 15, counted
 # after the "(comm)" field); empty once the process is gone.
 cpu_ticks() { sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}' || true; }
+# Of those, the ticks in user space only (the framework's own work; the kernel's is the same
+# for every server on loopback).
+user_ticks() { sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12}' || true; }
 # cutime + cstime of this shell: CPU of the children it has waited for (the load
 # generator), clock ticks.
 reaped_ticks() { sed -E 's/^.*\) //' "/proc/$$/stat" | awk '{print $14 + $15}'; }

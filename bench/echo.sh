@@ -72,7 +72,7 @@ start_server() {
 }
 
 run_echo() {
-    local name=$1 size=$2 t0 c0 m0 t1 c1 m1 line cpu other
+    local name=$1 size=$2 t0 c0 u0 m0 t1 c1 u1 m1 line cpu other
     # The warm-up is a run of its own, so the server's CPU time is read over the measured
     # run alone.
     if ((WARMUP > 0)); then
@@ -81,6 +81,7 @@ run_echo() {
     fi
     t0=$(now)
     c0=$(cpu_ticks "$SPID")
+    u0=$(user_ticks "$SPID")
     m0=$(machine_ticks)
     if ! line=$("${cli_pin[@]}" "$bench" echo --addr "127.0.0.1:$SPORT" --conns "$CONNS" \
         --size "$size" --secs "$SECS" --warmup 0); then
@@ -90,6 +91,7 @@ run_echo() {
     fi
     t1=$(now)
     c1=$(cpu_ticks "$SPID")
+    u1=$(user_ticks "$SPID")
     m1=$(machine_ticks)
     cpu=$(cores "$c0" "$c1" "$t0" "$t1")
     other=$(other_cores "$m0" "$m1" "$t0" "$t1" "$cpu" "$(kv client_cpu "$line")")
@@ -105,6 +107,8 @@ run_echo() {
     # Server CPU per message, kernel included (user + system ticks over the run, divided by
     # the messages of the run): a cost that does not depend on how fast the load generator is.
     R[$name.us$size]=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" -v m="$(kv msgs "$line")" \
+        'BEGIN { if (m !~ /^[0-9]+$/ || m + 0 <= 0) print "n/a"; else printf "%.2f", (b - a) / hz * 1e6 / m }')
+    R[$name.uus$size]=$(awk -v a="$u0" -v b="$u1" -v hz="$hz" -v m="$(kv msgs "$line")" \
         'BEGIN { if (m !~ /^[0-9]+$/ || m + 0 <= 0) print "n/a"; else printf "%.2f", (b - a) / hz * 1e6 / m }')
     [[ ${R[$name.err$size]} == 0 ]] || status=1
 }
@@ -210,20 +214,24 @@ say "loadavg at end: $(cat /proc/loadavg)"
     say ""
     if has twistrs; then
         say ""
-        say "| server CPU per message | 64 B | 4 KiB | target |"
-        say "|---|---:|---:|---|"
+        say "| server CPU per message | 64 B | 4 KiB | of which user space, 64 B | 4 KiB | target |"
+        say "|---|---:|---:|---:|---:|---|"
         for name in $SERVERS; do
-            say "| $name µs/msg | $(get "$name.us64") | $(get "$name.us4096") | |"
+            say "| $name µs/msg | $(get "$name.us64") | $(get "$name.us4096") | $(get "$name.uus64") | $(get "$name.uus4096") | |"
         done
         if has floor; then
             r64=$(ratio "$(get twistrs.us64)" "$(get floor.us64)")
             r4k=$(ratio "$(get twistrs.us4096)" "$(get floor.us4096)")
-            say "| twistrs/floor | $r64 $(verdict "$r64" le 1.15) | $r4k $(verdict "$r4k" le 1.15) | at most 1.15x |"
+            u64=$(ratio "$(get twistrs.uus64)" "$(get floor.uus64)")
+            u4k=$(ratio "$(get twistrs.uus4096)" "$(get floor.uus4096)")
+            say "| twistrs/floor | $r64 $(verdict "$r64" le 1.15) | $r4k $(verdict "$r4k" le 1.15) | $u64 | $u4k | at most 1.15x |"
         fi
         if has twisted; then
             r64=$(ratio "$(get twistrs.us64)" "$(get twisted.us64)")
             r4k=$(ratio "$(get twistrs.us4096)" "$(get twisted.us4096)")
-            say "| twistrs/twisted | $r64 $(verdict "$r64" le 0.25) | $r4k $(verdict "$r4k" le 0.25) | at most 0.25x |"
+            u64=$(ratio "$(get twistrs.uus64)" "$(get twisted.uus64)")
+            u4k=$(ratio "$(get twistrs.uus4096)" "$(get twisted.uus4096)")
+            say "| twistrs/twisted | $r64 $(verdict "$r64" le 0.25) | $r4k $(verdict "$r4k" le 0.25) | $u64 | $u4k | at most 0.25x |"
         fi
     fi
     say ""
