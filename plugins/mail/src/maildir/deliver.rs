@@ -1,0 +1,506 @@
+//! Delivering a batch of messages into Maildirs: durable before any 250, all or nothing per message.
+//!
+//! Each message is written into `tmp/` of each of its Maildirs, and every file is flushed by an
+//! fsync of its own; the files of a message whose writes and flushes all succeeded are renamed
+//! into `new/`, and every `new/` directory touched is flushed by an fsync of its own. Only then
+//! is the message acknowledged. The flushes of one batch are issued together (writeback of
+//! every file started first, then the fsyncs from a few threads at once), so the disk serves
+//! them side by side and their cost is paid about once per batch, not once per message. No
+//! syncfs(2): it would also wait for everything else dirty on the file system (another
+//! program's bulk write), and cover only the one file system it is given.
+//!
+//! When any file of a message fails (write, flush, rename, directory flush), the copies it
+//! already put into any `new/` are removed and those directories flushed again: that message
+//! alone gets 451, and the client's retry cannot deliver it twice. What remains is a crash
+//! between the first rename and the 250 (see ARCHITECTURE.md, "Group commit").
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::{Job, unique_name};
+
+/// The flushes a delivery needs. Production uses [`Disk`]; tests put failures in.
+trait Flush: Sync {
+    /// Starts writing `file` back without waiting for it, so that the flushes that follow
+    /// find their data already on its way to the disk.
+    fn start(&self, _file: &File) {}
+    /// Makes `file` (at `path` in `tmp/`) durable.
+    fn file(&self, file: &File, path: &Path) -> io::Result<()>;
+    /// Makes the entries of directory `dir` durable.
+    fn dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// The real disk.
+struct Disk;
+
+impl Flush for Disk {
+    fn start(&self, file: &File) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a system call on a descriptor `file` owns, with no memory passed. Its
+        // error is not needed: the fsync that follows reports any.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+
+    /// fsync, not fdatasync: for a file just created and written both must write its inode
+    /// (size and blocks changed), so fdatasync would save nothing here.
+    fn file(&self, file: &File, _path: &Path) -> io::Result<()> {
+        file.sync_all()
+    }
+
+    fn dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+/// At most this many flushes of a batch are waited for at once: the delivery thread and
+/// `SYNC_THREADS - 1` scoped helpers, each flushing its share of the files in turn.
+const SYNC_THREADS: usize = 4;
+
+/// One message's copy for one Maildir.
+struct Copy {
+    job: usize,
+    tmp: PathBuf,
+    new: PathBuf,
+    /// Open from the write until it is flushed.
+    file: Option<File>,
+    /// Renamed into `new/`.
+    moved: bool,
+}
+
+/// Delivers every job; one result per job, `Ok` only once the message is durable in every
+/// one of its Maildirs, `Err` with nothing of it left in any `new/`.
+pub fn deliver_batch(jobs: &[Job], host: &str) -> Vec<Result<(), String>> {
+    deliver_with(jobs, host, &Disk)
+}
+
+fn deliver_with(jobs: &[Job], host: &str, flush: &dyn Flush) -> Vec<Result<(), String>> {
+    let mut results: Vec<Result<(), String>> = vec![Ok(()); jobs.len()];
+    let mut copies = write_all(jobs, host, &mut results);
+    flush_files(&mut copies, &mut results, flush);
+    for c in &mut copies {
+        if results[c.job].is_err() {
+            continue;
+        }
+        match std::fs::rename(&c.tmp, &c.new) {
+            Ok(()) => c.moved = true,
+            Err(e) => fail(
+                &mut results,
+                c.job,
+                format!("cannot move into {}: {e}", c.new.display()),
+            ),
+        }
+    }
+    flush_new_dirs(&copies, &mut results, flush);
+    take_back(&copies, &mut results, flush);
+    results
+}
+
+/// Writes every job's copies into `tmp/`, the header and the message in one write each.
+fn write_all(jobs: &[Job], host: &str, results: &mut [Result<(), String>]) -> Vec<Copy> {
+    let mut copies = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        for (dir, rcpt) in &job.targets {
+            let name = unique_name(host);
+            let tmp = dir.join("tmp").join(&name);
+            let head = format!("Delivered-To: {rcpt}\n");
+            let size = head.len() + job.data.len();
+            let new = dir.join("new").join(format!("{name},S={size}"));
+            let written = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .and_then(|mut f| {
+                    let mut whole = Vec::with_capacity(size);
+                    whole.extend_from_slice(head.as_bytes());
+                    whole.extend_from_slice(&job.data);
+                    f.write_all(&whole)?;
+                    Ok(f)
+                });
+            match written {
+                Ok(file) => copies.push(Copy {
+                    job: j,
+                    tmp,
+                    new,
+                    file: Some(file),
+                    moved: false,
+                }),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    fail(results, j, format!("cannot write {}: {e}", tmp.display()));
+                }
+            }
+        }
+    }
+    copies
+}
+
+/// Flushes every copy of the jobs still whole, each by itself, all of them at once.
+fn flush_files(copies: &mut [Copy], results: &mut [Result<(), String>], flush: &dyn Flush) {
+    let todo: Vec<(usize, &File, &Path)> = copies
+        .iter()
+        .filter(|c| results[c.job].is_ok())
+        .filter_map(|c| Some((c.job, c.file.as_ref()?, c.tmp.as_path())))
+        .collect();
+    for (_, file, _) in &todo {
+        flush.start(file);
+    }
+    let done = each(&todo, &|(_, file, path)| flush.file(file, path));
+    for ((job, _, path), r) in todo.iter().zip(done) {
+        if let Err(e) = r {
+            fail(
+                results,
+                *job,
+                format!("cannot sync {}: {e}", path.display()),
+            );
+        }
+    }
+    for c in copies {
+        c.file = None;
+    }
+}
+
+/// Flushes each `new/` directory that received a copy of a job still whole, each by itself,
+/// all of them at once; a failure fails every job with a copy there.
+fn flush_new_dirs(copies: &[Copy], results: &mut [Result<(), String>], flush: &dyn Flush) {
+    let dirs: Vec<&Path> = copies
+        .iter()
+        .filter(|c| c.moved && results[c.job].is_ok())
+        .filter_map(|c| c.new.parent())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let done = each(&dirs, &|d| flush.dir(d));
+    for (dir, r) in dirs.iter().zip(done) {
+        if let Err(e) = r {
+            for c in copies
+                .iter()
+                .filter(|c| c.moved && c.new.parent() == Some(dir))
+            {
+                fail(
+                    results,
+                    c.job,
+                    format!("cannot sync {}: {e}", dir.display()),
+                );
+            }
+        }
+    }
+}
+
+/// Removes every copy of a failed job, from `tmp/` or `new/`, and flushes again the `new/`
+/// directories it was removed from (as well as the disk lets us: a directory whose flush has
+/// just failed may fail again).
+fn take_back(copies: &[Copy], results: &mut [Result<(), String>], flush: &dyn Flush) {
+    let mut dirs = BTreeSet::new();
+    for c in copies {
+        if results[c.job].is_ok() {
+            continue;
+        }
+        if !c.moved {
+            let _ = std::fs::remove_file(&c.tmp);
+            continue;
+        }
+        match std::fs::remove_file(&c.new) {
+            Ok(()) => dirs.extend(c.new.parent()),
+            Err(e) => add(
+                results,
+                c.job,
+                format!("its copy {} could not be removed: {e}", c.new.display()),
+            ),
+        }
+    }
+    let dirs: Vec<&Path> = dirs.into_iter().collect();
+    let done = each(&dirs, &|d| flush.dir(d));
+    for (dir, r) in dirs.iter().zip(done) {
+        if let Err(e) = r {
+            for c in copies
+                .iter()
+                .filter(|c| c.moved && c.new.parent() == Some(dir))
+            {
+                let why = format!("the removal from {} may not be durable: {e}", dir.display());
+                add(results, c.job, why);
+            }
+        }
+    }
+}
+
+/// Records the first failure of a job; later ones are consequences of it.
+fn fail(results: &mut [Result<(), String>], job: usize, why: String) {
+    if results[job].is_ok() {
+        results[job] = Err(why);
+    }
+}
+
+/// Adds to the failure of a job what undoing it could not undo.
+fn add(results: &mut [Result<(), String>], job: usize, what: String) {
+    if let Err(why) = &mut results[job] {
+        why.push_str("; and ");
+        why.push_str(&what);
+    }
+}
+
+/// `f` of every item, from up to [`SYNC_THREADS`] threads at once; results in the items'
+/// order. Concurrent flushes overlap on the disk (and their cache flushes merge), where one
+/// thread would wait for each in turn.
+fn each<T: Sync>(items: &[T], f: &(dyn Fn(&T) -> io::Result<()> + Sync)) -> Vec<io::Result<()>> {
+    let threads = SYNC_THREADS.min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let share = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let mut shares = items.chunks(share);
+        let mine = shares.next().unwrap_or_default();
+        let helpers: Vec<_> = shares
+            .map(|part| {
+                let run = move || part.iter().map(f).collect::<Vec<_>>();
+                // A small stack: a helper only makes one system call at a time.
+                let spawned = std::thread::Builder::new()
+                    .name("twistrs-fsync".into())
+                    .stack_size(64 * 1024)
+                    .spawn_scoped(s, run);
+                (part, spawned)
+            })
+            .collect();
+        let mut out: Vec<io::Result<()>> = mine.iter().map(f).collect();
+        for (part, spawned) in helpers {
+            match spawned {
+                Ok(h) => match h.join() {
+                    Ok(r) => out.extend(r),
+                    Err(_) => out.extend(part.iter().map(|_| Err(io::Error::other("panicked")))),
+                },
+                // No thread to be had: flush that share here.
+                Err(_) => out.extend(part.iter().map(f)),
+            }
+        }
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn maildirs(root: &Path, names: &[&str]) -> Vec<PathBuf> {
+        names
+            .iter()
+            .map(|n| {
+                let d = root.join(n);
+                crate::config::make_maildir(&d).unwrap();
+                d
+            })
+            .collect()
+    }
+
+    fn job(subject: &str, targets: &[&PathBuf]) -> Job {
+        Job {
+            data: format!("Subject: {subject}\n\nbody\n").into_bytes(),
+            targets: targets
+                .iter()
+                .map(|d| ((*d).clone(), "x@example.com".into()))
+                .collect(),
+        }
+    }
+
+    /// The subjects of the messages in `dir/sub`, sorted.
+    fn subjects(dir: &Path, sub: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.join(sub))
+            .unwrap()
+            .map(|e| {
+                let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+                let line = text.lines().find(|l| l.starts_with("Subject: "));
+                line.unwrap_or("?")
+                    .trim_start_matches("Subject: ")
+                    .to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The real disk, with the flush of one file or directory failing, and every flush
+    /// recorded with what the flushed directory held at the time.
+    #[derive(Default)]
+    struct Faulty {
+        bad_file_in: Option<PathBuf>,
+        bad_dir: Option<PathBuf>,
+        files: Mutex<Vec<PathBuf>>,
+        dirs: Mutex<Vec<(PathBuf, Vec<String>)>>,
+    }
+
+    impl Flush for Faulty {
+        fn file(&self, file: &File, path: &Path) -> io::Result<()> {
+            assert!(path.exists(), "{} is flushed while in tmp/", path.display());
+            self.files.lock().unwrap().push(path.to_path_buf());
+            if self.bad_file_in.as_deref() == path.parent().and_then(Path::parent) {
+                return Err(io::Error::other("injected"));
+            }
+            Disk.file(file, path)
+        }
+
+        fn dir(&self, dir: &Path) -> io::Result<()> {
+            let held = subjects(dir.parent().unwrap(), "new");
+            self.dirs.lock().unwrap().push((dir.to_path_buf(), held));
+            if self.bad_dir.as_deref() == Some(dir) {
+                return Err(io::Error::other("injected"));
+            }
+            Disk.dir(dir)
+        }
+    }
+
+    #[test]
+    fn each_file_and_each_new_dir_is_flushed_by_itself() {
+        // Issue 8.12: no syncfs of one file system for the whole batch.
+        let root = tempfile::tempdir().unwrap();
+        let d = maildirs(root.path(), &["a", "b"]);
+        let jobs = [
+            job("one", &[&d[0], &d[1]]),
+            job("two", &[&d[0]]),
+            job("three", &[&d[1]]),
+        ];
+        let disk = Faulty::default();
+        let r = deliver_with(&jobs, "h", &disk);
+        assert!(r.iter().all(Result::is_ok), "{r:?}");
+        let files = disk.files.into_inner().unwrap();
+        assert_eq!(files.len(), 4, "one flush per copy: {files:?}");
+        assert_eq!(files.iter().collect::<BTreeSet<_>>().len(), 4);
+        let mut dirs = disk.dirs.into_inner().unwrap();
+        dirs.sort();
+        assert_eq!(
+            dirs,
+            [
+                (d[0].join("new"), vec!["one".into(), "two".into()]),
+                (d[1].join("new"), vec!["one".into(), "three".into()]),
+            ],
+            "each new/ flushed once, holding its copies"
+        );
+        assert_eq!(subjects(&d[0], "new"), ["one", "two"]);
+        assert_eq!(subjects(&d[1], "new"), ["one", "three"]);
+        for dir in &d {
+            assert!(subjects(dir, "tmp").is_empty(), "nothing left in tmp/");
+        }
+    }
+
+    #[test]
+    fn a_failed_rename_leaves_no_copy_and_spares_the_other_jobs() {
+        // Issue 8.13: the first copy of "both" is moved, the second cannot be (b's new/ is
+        // a file), so the first is taken back; the other jobs are delivered.
+        let root = tempfile::tempdir().unwrap();
+        let d = maildirs(root.path(), &["a", "b", "c"]);
+        std::fs::remove_dir(d[1].join("new")).unwrap();
+        std::fs::write(d[1].join("new"), b"not a directory").unwrap();
+        let jobs = [
+            job("both", &[&d[0], &d[1]]),
+            job("alone", &[&d[0]]),
+            job("other", &[&d[2], &d[0]]),
+        ];
+        let r = deliver_batch(&jobs, "h");
+        let e = r[0].as_ref().unwrap_err();
+        assert!(e.contains("cannot move into"), "{e}");
+        assert!(r[1].is_ok() && r[2].is_ok(), "{r:?}");
+        assert_eq!(subjects(&d[0], "new"), ["alone", "other"]);
+        assert_eq!(subjects(&d[2], "new"), ["other"]);
+        for dir in &d {
+            assert!(subjects(dir, "tmp").is_empty(), "nothing left in tmp/");
+        }
+    }
+
+    #[test]
+    fn a_failed_file_flush_moves_no_copy() {
+        let root = tempfile::tempdir().unwrap();
+        let d = maildirs(root.path(), &["a", "b"]);
+        let jobs = [job("both", &[&d[0], &d[1]]), job("alone", &[&d[0]])];
+        let disk = Faulty {
+            bad_file_in: Some(d[1].clone()),
+            ..Faulty::default()
+        };
+        let r = deliver_with(&jobs, "h", &disk);
+        let e = r[0].as_ref().unwrap_err();
+        assert!(e.contains("cannot sync") && e.contains("injected"), "{e}");
+        assert!(r[1].is_ok(), "{r:?}");
+        assert_eq!(subjects(&d[0], "new"), ["alone"]);
+        assert!(subjects(&d[1], "new").is_empty());
+        let dirs = disk.dirs.into_inner().unwrap();
+        assert_eq!(dirs, [(d[0].join("new"), vec!["alone".into()])]);
+        for dir in &d {
+            assert!(subjects(dir, "tmp").is_empty(), "nothing left in tmp/");
+        }
+    }
+
+    #[test]
+    fn a_failed_dir_flush_takes_back_every_copy_of_its_messages() {
+        // b's new/ cannot be flushed: the messages with a copy there fail and lose their
+        // copies everywhere, and a's new/ is flushed again after the removal.
+        let root = tempfile::tempdir().unwrap();
+        let d = maildirs(root.path(), &["a", "b"]);
+        let jobs = [
+            job("both", &[&d[0], &d[1]]),
+            job("a only", &[&d[0]]),
+            job("b only", &[&d[1]]),
+        ];
+        let disk = Faulty {
+            bad_dir: Some(d[1].join("new")),
+            ..Faulty::default()
+        };
+        let r = deliver_with(&jobs, "h", &disk);
+        for k in [0, 2] {
+            let e = r[k].as_ref().unwrap_err();
+            assert!(e.contains("cannot sync") && e.contains("injected"), "{e}");
+        }
+        assert!(r[1].is_ok(), "{r:?}");
+        assert_eq!(subjects(&d[0], "new"), ["a only"]);
+        assert!(subjects(&d[1], "new").is_empty());
+        let mut dirs = disk.dirs.into_inner().unwrap();
+        dirs.sort();
+        assert_eq!(
+            dirs,
+            [
+                (d[0].join("new"), vec!["a only".into()]),
+                (d[0].join("new"), vec!["a only".into(), "both".into()]),
+                (d[1].join("new"), vec![]),
+                (d[1].join("new"), vec!["b only".into(), "both".into()]),
+            ],
+            "both new/ flushed after the removal too"
+        );
+        let e = r[0].as_ref().unwrap_err();
+        assert!(
+            e.contains("may not be durable"),
+            "b's second flush fails too: {e}"
+        );
+    }
+
+    #[test]
+    fn each_keeps_the_order_of_its_items() {
+        for n in [0, 1, 2, 3, 5, 17] {
+            let items: Vec<usize> = (0..n).collect();
+            let r = each(&items, &|i| {
+                if i % 3 == 0 {
+                    Err(io::Error::other(i.to_string()))
+                } else {
+                    Ok(())
+                }
+            });
+            let got: Vec<String> = r
+                .iter()
+                .map(|r| r.as_ref().map_or_else(|e| e.to_string(), |()| "ok".into()))
+                .collect();
+            let want: Vec<String> = items
+                .iter()
+                .map(|i| {
+                    if i % 3 == 0 {
+                        i.to_string()
+                    } else {
+                        "ok".into()
+                    }
+                })
+                .collect();
+            assert_eq!(got, want);
+        }
+    }
+}
