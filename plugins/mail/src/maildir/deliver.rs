@@ -4,26 +4,28 @@
 //! fsync of its own; the files of a message whose writes and flushes all succeeded are renamed
 //! into `new/`, and every `new/` directory touched is flushed by an fsync of its own. Only then
 //! is the message acknowledged. The flushes of one batch are issued together (writeback of
-//! every file started first, then the fsyncs from a few threads at once), so the disk serves
-//! them side by side and their cost is paid about once per batch, not once per message. No
-//! syncfs(2): it would also wait for everything else dirty on the file system (another
-//! program's bulk write), and cover only the one file system it is given.
+//! every file started first, then the fsyncs from the delivery thread and three helper
+//! threads at once), so the disk serves them side by side and their cost is shared by the
+//! batch. No syncfs(2): it would also wait for everything else dirty on the file system
+//! (another program's bulk write), and cover only the one file system it is given.
 //!
 //! When any file of a message fails (write, flush, rename, directory flush), the copies it
 //! already put into any `new/` are removed and those directories flushed again: that message
 //! alone gets 451, and the client's retry cannot deliver it twice. What remains is a crash
-//! between the first rename and the 250 (see ARCHITECTURE.md, "Group commit").
+//! between the first rename and the 250 (see ARCHITECTURE.md, "All or nothing per message").
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 
 use super::{Job, unique_name};
 
 /// The flushes a delivery needs. Production uses [`Disk`]; tests put failures in.
-trait Flush: Sync {
+trait Flush: Send + Sync {
     /// Starts writing `file` back without waiting for it, so that the flushes that follow
     /// find their data already on its way to the disk.
     fn start(&self, _file: &File) {}
@@ -58,7 +60,7 @@ impl Flush for Disk {
 }
 
 /// At most this many flushes of a batch are waited for at once: the delivery thread and
-/// `SYNC_THREADS - 1` scoped helpers, each flushing its share of the files in turn.
+/// `SYNC_THREADS - 1` helper threads, each flushing its share of the batch in turn.
 const SYNC_THREADS: usize = 4;
 
 /// One message's copy for one Maildir.
@@ -75,10 +77,11 @@ struct Copy {
 /// Delivers every job; one result per job, `Ok` only once the message is durable in every
 /// one of its Maildirs, `Err` with nothing of it left in any `new/`.
 pub fn deliver_batch(jobs: &[Job], host: &str) -> Vec<Result<(), String>> {
-    deliver_with(jobs, host, &Disk)
+    let disk: Arc<dyn Flush> = Arc::new(Disk);
+    deliver_with(jobs, host, &disk)
 }
 
-fn deliver_with(jobs: &[Job], host: &str, flush: &dyn Flush) -> Vec<Result<(), String>> {
+fn deliver_with(jobs: &[Job], host: &str, flush: &Arc<dyn Flush>) -> Vec<Result<(), String>> {
     let mut results: Vec<Result<(), String>> = vec![Ok(()); jobs.len()];
     let mut copies = write_all(jobs, host, &mut results);
     flush_files(&mut copies, &mut results, flush);
@@ -141,33 +144,34 @@ fn write_all(jobs: &[Job], host: &str, results: &mut [Result<(), String>]) -> Ve
 }
 
 /// Flushes every copy of the jobs still whole, each by itself, all of them at once.
-fn flush_files(copies: &mut [Copy], results: &mut [Result<(), String>], flush: &dyn Flush) {
-    let todo: Vec<(usize, &File, &Path)> = copies
-        .iter()
-        .filter(|c| results[c.job].is_ok())
-        .filter_map(|c| Some((c.job, c.file.as_ref()?, c.tmp.as_path())))
-        .collect();
-    for (_, file, _) in &todo {
-        flush.start(file);
+fn flush_files(copies: &mut [Copy], results: &mut [Result<(), String>], flush: &Arc<dyn Flush>) {
+    let mut whose = Vec::new();
+    let mut tasks: Vec<Task> = Vec::new();
+    for c in copies.iter_mut() {
+        // Closed here, or by its task once flushed.
+        let Some(file) = c.file.take() else { continue };
+        if results[c.job].is_err() {
+            continue;
+        }
+        flush.start(&file);
+        let (flush, path) = (flush.clone(), c.tmp.clone());
+        tasks.push(Box::new(move || flush.file(&file, &path)));
+        whose.push(c);
     }
-    let done = each(&todo, &|(_, file, path)| flush.file(file, path));
-    for ((job, _, path), r) in todo.iter().zip(done) {
+    for (c, r) in whose.into_iter().zip(run_all(tasks)) {
         if let Err(e) = r {
             fail(
                 results,
-                *job,
-                format!("cannot sync {}: {e}", path.display()),
+                c.job,
+                format!("cannot sync {}: {e}", c.tmp.display()),
             );
         }
-    }
-    for c in copies {
-        c.file = None;
     }
 }
 
 /// Flushes each `new/` directory that received a copy of a job still whole, each by itself,
 /// all of them at once; a failure fails every job with a copy there.
-fn flush_new_dirs(copies: &[Copy], results: &mut [Result<(), String>], flush: &dyn Flush) {
+fn flush_new_dirs(copies: &[Copy], results: &mut [Result<(), String>], flush: &Arc<dyn Flush>) {
     let dirs: Vec<&Path> = copies
         .iter()
         .filter(|c| c.moved && results[c.job].is_ok())
@@ -175,7 +179,7 @@ fn flush_new_dirs(copies: &[Copy], results: &mut [Result<(), String>], flush: &d
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let done = each(&dirs, &|d| flush.dir(d));
+    let done = flush_dirs(&dirs, flush);
     for (dir, r) in dirs.iter().zip(done) {
         if let Err(e) = r {
             for c in copies
@@ -195,7 +199,7 @@ fn flush_new_dirs(copies: &[Copy], results: &mut [Result<(), String>], flush: &d
 /// Removes every copy of a failed job, from `tmp/` or `new/`, and flushes again the `new/`
 /// directories it was removed from (as well as the disk lets us: a directory whose flush has
 /// just failed may fail again).
-fn take_back(copies: &[Copy], results: &mut [Result<(), String>], flush: &dyn Flush) {
+fn take_back(copies: &[Copy], results: &mut [Result<(), String>], flush: &Arc<dyn Flush>) {
     let mut dirs = BTreeSet::new();
     for c in copies {
         if results[c.job].is_ok() {
@@ -215,7 +219,7 @@ fn take_back(copies: &[Copy], results: &mut [Result<(), String>], flush: &dyn Fl
         }
     }
     let dirs: Vec<&Path> = dirs.into_iter().collect();
-    let done = each(&dirs, &|d| flush.dir(d));
+    let done = flush_dirs(&dirs, flush);
     for (dir, r) in dirs.iter().zip(done) {
         if let Err(e) = r {
             for c in copies
@@ -244,42 +248,88 @@ fn add(results: &mut [Result<(), String>], job: usize, what: String) {
     }
 }
 
-/// `f` of every item, from up to [`SYNC_THREADS`] threads at once; results in the items'
-/// order. Concurrent flushes overlap on the disk (and their cache flushes merge), where one
-/// thread would wait for each in turn.
-fn each<T: Sync>(items: &[T], f: &(dyn Fn(&T) -> io::Result<()> + Sync)) -> Vec<io::Result<()>> {
-    let threads = SYNC_THREADS.min(items.len());
-    if threads <= 1 {
-        return items.iter().map(f).collect();
-    }
-    let share = items.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let mut shares = items.chunks(share);
-        let mine = shares.next().unwrap_or_default();
-        let helpers: Vec<_> = shares
-            .map(|part| {
-                let run = move || part.iter().map(f).collect::<Vec<_>>();
-                // A small stack: a helper only makes one system call at a time.
-                let spawned = std::thread::Builder::new()
-                    .name("twistrs-fsync".into())
-                    .stack_size(64 * 1024)
-                    .spawn_scoped(s, run);
-                (part, spawned)
-            })
-            .collect();
-        let mut out: Vec<io::Result<()>> = mine.iter().map(f).collect();
-        for (part, spawned) in helpers {
-            match spawned {
-                Ok(h) => match h.join() {
-                    Ok(r) => out.extend(r),
-                    Err(_) => out.extend(part.iter().map(|_| Err(io::Error::other("panicked")))),
-                },
-                // No thread to be had: flush that share here.
-                Err(_) => out.extend(part.iter().map(f)),
+/// Flushes every directory, each by itself, all of them at once.
+fn flush_dirs(dirs: &[&Path], flush: &Arc<dyn Flush>) -> Vec<io::Result<()>> {
+    let tasks = dirs.iter().map(|d| {
+        let (flush, dir) = (flush.clone(), d.to_path_buf());
+        Box::new(move || flush.dir(&dir)) as Task
+    });
+    run_all(tasks.collect())
+}
+
+/// One flush, owning what it needs, so that a helper thread can run it.
+type Task = Box<dyn FnOnce() -> io::Result<()> + Send>;
+
+/// Some of a batch's flushes for one helper thread, and where its results go.
+struct Share {
+    tasks: Vec<(usize, Task)>,
+    done: mpsc::Sender<(usize, io::Result<()>)>,
+}
+
+/// The helper threads, started on first use and kept: starting threads for every batch
+/// would cost more CPU than the flushes' own system calls (about 25 us each here).
+fn helpers() -> &'static [mpsc::Sender<Share>] {
+    static HELPERS: OnceLock<Vec<mpsc::Sender<Share>>> = OnceLock::new();
+    HELPERS.get_or_init(|| (1..SYNC_THREADS).filter_map(|_| helper()).collect())
+}
+
+fn helper() -> Option<mpsc::Sender<Share>> {
+    let (tx, rx) = mpsc::channel::<Share>();
+    std::thread::Builder::new()
+        .name("twistrs-fsync".into())
+        // A helper makes one system call at a time: a small stack is plenty.
+        .stack_size(128 * 1024)
+        .spawn(move || {
+            for share in rx {
+                for (i, task) in share.tasks {
+                    let _ = share.done.send((i, task()));
+                }
             }
+        })
+        .ok()?;
+    Some(tx)
+}
+
+/// Runs every task, a share on this thread and the others on the helpers at once, so that
+/// the flushes overlap on the disk (concurrent fsyncs wait for one journal commit, and
+/// their cache flushes merge) where one thread would wait for each in turn. Results in the
+/// tasks' order.
+fn run_all(tasks: Vec<Task>) -> Vec<io::Result<()>> {
+    let n = tasks.len();
+    let helpers = if n > 1 { helpers() } else { &[] };
+    let ways = (helpers.len() + 1).min(n).max(1);
+    let mut shares: Vec<Vec<(usize, Task)>> = (0..ways).map(|_| Vec::new()).collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        shares[i % ways].push((i, task));
+    }
+    let mut mine = shares.swap_remove(0);
+    let (done, results) = mpsc::channel();
+    let mut sent = 0;
+    for (tasks, helper) in shares.into_iter().zip(helpers) {
+        let count = tasks.len();
+        let share = Share {
+            tasks,
+            done: done.clone(),
+        };
+        match helper.send(share) {
+            Ok(()) => sent += count,
+            // That helper is gone: its share is flushed here.
+            Err(mpsc::SendError(back)) => mine.extend(back.tasks),
         }
-        out
-    })
+    }
+    drop(done);
+    let mut out: Vec<Option<io::Result<()>>> = (0..n).map(|_| None).collect();
+    for (i, task) in mine {
+        out[i] = Some(task());
+    }
+    for _ in 0..sent {
+        // Err: every helper holding a share has stopped; what they did not flush failed.
+        let Ok((i, r)) = results.recv() else { break };
+        out[i] = Some(r);
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(io::Error::other("a flush helper stopped"))))
+        .collect()
 }
 
 #[cfg(test)]
@@ -325,19 +375,35 @@ mod tests {
     }
 
     /// The real disk, with the flush of one file or directory failing, and every flush
-    /// recorded with what the flushed directory held at the time.
+    /// recorded: a file with whether it was there, a directory with what it held.
     #[derive(Default)]
     struct Faulty {
         bad_file_in: Option<PathBuf>,
         bad_dir: Option<PathBuf>,
-        files: Mutex<Vec<PathBuf>>,
+        files: Mutex<Vec<(PathBuf, bool)>>,
         dirs: Mutex<Vec<(PathBuf, Vec<String>)>>,
+    }
+
+    impl Faulty {
+        fn run(self, jobs: &[Job]) -> (Vec<Result<(), String>>, Arc<Faulty>) {
+            let disk = Arc::new(self);
+            let flush: Arc<dyn Flush> = disk.clone();
+            (deliver_with(jobs, "h", &flush), disk)
+        }
+        fn files(&self) -> Vec<(PathBuf, bool)> {
+            self.files.lock().unwrap().clone()
+        }
+        fn dirs(&self) -> Vec<(PathBuf, Vec<String>)> {
+            let mut v = self.dirs.lock().unwrap().clone();
+            v.sort();
+            v
+        }
     }
 
     impl Flush for Faulty {
         fn file(&self, file: &File, path: &Path) -> io::Result<()> {
-            assert!(path.exists(), "{} is flushed while in tmp/", path.display());
-            self.files.lock().unwrap().push(path.to_path_buf());
+            let there = path.exists();
+            self.files.lock().unwrap().push((path.to_path_buf(), there));
             if self.bad_file_in.as_deref() == path.parent().and_then(Path::parent) {
                 return Err(io::Error::other("injected"));
             }
@@ -364,16 +430,14 @@ mod tests {
             job("two", &[&d[0]]),
             job("three", &[&d[1]]),
         ];
-        let disk = Faulty::default();
-        let r = deliver_with(&jobs, "h", &disk);
+        let (r, disk) = Faulty::default().run(&jobs);
         assert!(r.iter().all(Result::is_ok), "{r:?}");
-        let files = disk.files.into_inner().unwrap();
+        let files = disk.files();
         assert_eq!(files.len(), 4, "one flush per copy: {files:?}");
         assert_eq!(files.iter().collect::<BTreeSet<_>>().len(), 4);
-        let mut dirs = disk.dirs.into_inner().unwrap();
-        dirs.sort();
+        assert!(files.iter().all(|(_, there)| *there), "flushed in tmp/");
         assert_eq!(
-            dirs,
+            disk.dirs(),
             [
                 (d[0].join("new"), vec!["one".into(), "two".into()]),
                 (d[1].join("new"), vec!["one".into(), "three".into()]),
@@ -416,18 +480,17 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let d = maildirs(root.path(), &["a", "b"]);
         let jobs = [job("both", &[&d[0], &d[1]]), job("alone", &[&d[0]])];
-        let disk = Faulty {
+        let (r, disk) = Faulty {
             bad_file_in: Some(d[1].clone()),
             ..Faulty::default()
-        };
-        let r = deliver_with(&jobs, "h", &disk);
+        }
+        .run(&jobs);
         let e = r[0].as_ref().unwrap_err();
         assert!(e.contains("cannot sync") && e.contains("injected"), "{e}");
         assert!(r[1].is_ok(), "{r:?}");
         assert_eq!(subjects(&d[0], "new"), ["alone"]);
         assert!(subjects(&d[1], "new").is_empty());
-        let dirs = disk.dirs.into_inner().unwrap();
-        assert_eq!(dirs, [(d[0].join("new"), vec!["alone".into()])]);
+        assert_eq!(disk.dirs(), [(d[0].join("new"), vec!["alone".into()])]);
         for dir in &d {
             assert!(subjects(dir, "tmp").is_empty(), "nothing left in tmp/");
         }
@@ -444,11 +507,11 @@ mod tests {
             job("a only", &[&d[0]]),
             job("b only", &[&d[1]]),
         ];
-        let disk = Faulty {
+        let (r, disk) = Faulty {
             bad_dir: Some(d[1].join("new")),
             ..Faulty::default()
-        };
-        let r = deliver_with(&jobs, "h", &disk);
+        }
+        .run(&jobs);
         for k in [0, 2] {
             let e = r[k].as_ref().unwrap_err();
             assert!(e.contains("cannot sync") && e.contains("injected"), "{e}");
@@ -456,10 +519,8 @@ mod tests {
         assert!(r[1].is_ok(), "{r:?}");
         assert_eq!(subjects(&d[0], "new"), ["a only"]);
         assert!(subjects(&d[1], "new").is_empty());
-        let mut dirs = disk.dirs.into_inner().unwrap();
-        dirs.sort();
         assert_eq!(
-            dirs,
+            disk.dirs(),
             [
                 (d[0].join("new"), vec!["a only".into()]),
                 (d[0].join("new"), vec!["a only".into(), "both".into()]),
@@ -476,22 +537,21 @@ mod tests {
     }
 
     #[test]
-    fn each_keeps_the_order_of_its_items() {
+    fn run_all_keeps_the_order_of_its_tasks() {
         for n in [0, 1, 2, 3, 5, 17] {
-            let items: Vec<usize> = (0..n).collect();
-            let r = each(&items, &|i| {
-                if i % 3 == 0 {
-                    Err(io::Error::other(i.to_string()))
-                } else {
-                    Ok(())
-                }
-            });
-            let got: Vec<String> = r
+            let tasks: Vec<Task> = (0..n)
+                .map(|i| {
+                    Box::new(move || match i % 3 {
+                        0 => Err(io::Error::other(i.to_string())),
+                        _ => Ok(()),
+                    }) as Task
+                })
+                .collect();
+            let got: Vec<String> = run_all(tasks)
                 .iter()
                 .map(|r| r.as_ref().map_or_else(|e| e.to_string(), |()| "ok".into()))
                 .collect();
-            let want: Vec<String> = items
-                .iter()
+            let want: Vec<String> = (0..n)
                 .map(|i| {
                     if i % 3 == 0 {
                         i.to_string()
