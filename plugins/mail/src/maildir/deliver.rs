@@ -64,7 +64,7 @@ impl Flush for Disk {
 const SYNC_THREADS: usize = 4;
 
 /// One message's copy for one Maildir.
-struct Copy {
+struct MessageCopy {
     job: usize,
     tmp: PathBuf,
     new: PathBuf,
@@ -104,7 +104,7 @@ fn deliver_with(jobs: &[Job], host: &str, flush: &Arc<dyn Flush>) -> Vec<Result<
 }
 
 /// Writes every job's copies into `tmp/`, the header and the message in one write each.
-fn write_all(jobs: &[Job], host: &str, results: &mut [Result<(), String>]) -> Vec<Copy> {
+fn write_all(jobs: &[Job], host: &str, results: &mut [Result<(), String>]) -> Vec<MessageCopy> {
     let mut copies = Vec::new();
     for (j, job) in jobs.iter().enumerate() {
         for (dir, rcpt) in &job.targets {
@@ -126,7 +126,7 @@ fn write_all(jobs: &[Job], host: &str, results: &mut [Result<(), String>]) -> Ve
                     Ok(f)
                 });
             match written {
-                Ok(file) => copies.push(Copy {
+                Ok(file) => copies.push(MessageCopy {
                     job: j,
                     tmp,
                     new,
@@ -144,7 +144,11 @@ fn write_all(jobs: &[Job], host: &str, results: &mut [Result<(), String>]) -> Ve
 }
 
 /// Flushes every copy of the jobs still whole, each by itself, all of them at once.
-fn flush_files(copies: &mut [Copy], results: &mut [Result<(), String>], flush: &Arc<dyn Flush>) {
+fn flush_files(
+    copies: &mut [MessageCopy],
+    results: &mut [Result<(), String>],
+    flush: &Arc<dyn Flush>,
+) {
     let mut whose = Vec::new();
     let mut tasks: Vec<Task> = Vec::new();
     for c in copies.iter_mut() {
@@ -171,7 +175,11 @@ fn flush_files(copies: &mut [Copy], results: &mut [Result<(), String>], flush: &
 
 /// Flushes each `new/` directory that received a copy of a job still whole, each by itself,
 /// all of them at once; a failure fails every job with a copy there.
-fn flush_new_dirs(copies: &[Copy], results: &mut [Result<(), String>], flush: &Arc<dyn Flush>) {
+fn flush_new_dirs(
+    copies: &[MessageCopy],
+    results: &mut [Result<(), String>],
+    flush: &Arc<dyn Flush>,
+) {
     let dirs: Vec<&Path> = copies
         .iter()
         .filter(|c| c.moved && results[c.job].is_ok())
@@ -199,7 +207,7 @@ fn flush_new_dirs(copies: &[Copy], results: &mut [Result<(), String>], flush: &A
 /// Removes every copy of a failed job, from `tmp/` or `new/`, and flushes again the `new/`
 /// directories it was removed from (as well as the disk lets us: a directory whose flush has
 /// just failed may fail again).
-fn take_back(copies: &[Copy], results: &mut [Result<(), String>], flush: &Arc<dyn Flush>) {
+fn take_back(copies: &[MessageCopy], results: &mut [Result<(), String>], flush: &Arc<dyn Flush>) {
     let mut dirs = BTreeSet::new();
     for c in copies {
         if results[c.job].is_ok() {
