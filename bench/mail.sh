@@ -5,8 +5,9 @@
 # new/; with file and new/ fsynced per message, like twistrs; and with no fsync at all),
 # all on 127.0.0.1:
 # messages/s over 20 parallel SMTP sessions with a new connection per message and with
-# reused sessions (postfix's smtp-source), files landed, and POP3 RETR/s and latency
-# (twistrs only).
+# reused sessions (postfix's smtp-source), files landed, POP3 RETR/s and latency
+# (twistrs only), and the latency from the end of DATA to the 250 over 10 sessions, alone
+# and while a bulk writer fills the same file system (twistrs and aiosmtpd-fsync).
 # Run by hand, not in CI: see bench/README.md ("Mail"). Results go to bench/results/.
 #
 # Needs smtp-source (Debian: DEBIAN_FRONTEND=noninteractive apt-get install -y postfix,
@@ -17,14 +18,34 @@
 # mode, median reported), BENCH_WARMUP_MSGS=200 (discarded, before the runs),
 # BENCH_POP3_MSGS=200, BENCH_FSYNC_ITERS=200, BENCH_PIN=1 (servers on CPU 0, smtp-source
 # and the POP3 client on CPU 1; 0 lets the scheduler place them), BENCH_BUILD=1 (0 runs
-# the twistrs binary already in target/release).
+# the twistrs binary already in target/release), BENCH_TWISTRS_BINS="LABEL=PATH ..."
+# (other twistrs binaries, e.g. built from an older commit, run as servers twistrs-LABEL
+# beside twistrs), BENCH_LAT_SERVERS (default: every twistrs and aiosmtpd-fsync of
+# BENCH_SERVERS), BENCH_LAT_MSGS=200, BENCH_LAT_SESSIONS=10, BENCH_LAT_RUNS=3,
+# BENCH_BULK_MB=4096 (the bulk writer's size; 0: no bulk writer rows).
 set -euo pipefail
 
 SCRIPT=mail.sh
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-SERVERS=${BENCH_SERVERS:-"twistrs aiosmtpd aiosmtpd-fsync aiosmtpd-nosync"}
+# Other twistrs binaries: TW_BIN[twistrs-LABEL]=PATH.
+declare -A TW_BIN
+for kv in ${BENCH_TWISTRS_BINS:-}; do
+    [[ $kv =~ ^([A-Za-z0-9_]+)=(.+)$ ]] || die "BENCH_TWISTRS_BINS takes LABEL=PATH words, not '$kv'"
+    [[ -x ${BASH_REMATCH[2]} ]] || die "BENCH_TWISTRS_BINS: ${BASH_REMATCH[2]} is not executable"
+    TW_BIN[twistrs-${BASH_REMATCH[1]}]=$(realpath "${BASH_REMATCH[2]}")
+done
+other_twistrs=$(for n in "${!TW_BIN[@]}"; do printf '%s ' "$n"; done | tr ' ' '\n' | sort | tr '\n' ' ')
+SERVERS=${BENCH_SERVERS:-"twistrs ${other_twistrs}aiosmtpd aiosmtpd-fsync aiosmtpd-nosync"}
+is_twistrs() { [[ $1 == twistrs || $1 == twistrs-* ]]; }
+LAT_SERVERS=${BENCH_LAT_SERVERS:-$(for n in $SERVERS; do
+    if is_twistrs "$n" || [[ $n == aiosmtpd-fsync ]]; then printf '%s ' "$n"; fi
+done)}
+LAT_MSGS=${BENCH_LAT_MSGS:-200}
+LAT_SESSIONS=${BENCH_LAT_SESSIONS:-10}
+LAT_RUNS=${BENCH_LAT_RUNS:-3}
+BULK_MB=${BENCH_BULK_MB:-4096}
 MSGS=${BENCH_MSGS:-2000}
 SESSIONS=${BENCH_SESSIONS:-20}
 SIZE=${BENCH_SIZE:-1024}
@@ -44,11 +65,13 @@ RUN_TIMEOUT=300
 # so a log on /dev/null would, as root, replace the device (see need_dev_null). No
 # server here ever gets /dev/null as a log file.
 need_dev_null
-for v in MSGS SESSIONS SIZE RUNS WARMUP_MSGS POP3_MSGS FSYNC_ITERS; do
+for v in MSGS SESSIONS SIZE RUNS WARMUP_MSGS POP3_MSGS FSYNC_ITERS LAT_MSGS LAT_SESSIONS LAT_RUNS BULK_MB; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "BENCH_$v must be a number"
 done
 ((RUNS >= 1 && RUNS <= 20 && MSGS >= 1 && MSGS <= 1000000 && SESSIONS >= 1 && SESSIONS <= 1000)) ||
     die "BENCH_RUNS (1-20), BENCH_MSGS (1-1000000) or BENCH_SESSIONS (1-1000) out of range"
+((LAT_RUNS <= 20 && LAT_MSGS <= 100000 && LAT_SESSIONS >= 1 && LAT_SESSIONS <= 1000 && BULK_MB <= 65536)) ||
+    die "BENCH_LAT_RUNS (0-20), BENCH_LAT_MSGS (0-100000), BENCH_LAT_SESSIONS (1-1000) or BENCH_BULK_MB (0-65536) out of range"
 
 start_run mail
 
@@ -71,7 +94,7 @@ smtp_source=$(command -v smtp-source || true)
 [[ -n $smtp_source ]] || { [[ -x /usr/sbin/smtp-source ]] && smtp_source=/usr/sbin/smtp-source; }
 [[ -n $smtp_source ]] ||
     die "smtp-source not found (Debian: echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections; DEBIAN_FRONTEND=noninteractive apt-get install -y postfix)"
-need_tools "" taskset timeout find
+need_tools "" taskset timeout find dd
 
 python_env aiosmtpd aiosmtpd "$AIOSMTPD_VERSION"
 "$py" -c "import sys, asyncio, aiosmtpd; \
@@ -82,6 +105,7 @@ raise_nofile
 set_pinning
 
 run_header ", $twistrs"
+for n in "${!TW_BIN[@]}"; do say "$n: ${TW_BIN[$n]} ($(date -r "${TW_BIN[$n]}" +%FT%T))"; done
 say "smtp-source: $smtp_source ($(dpkg-query -W -f='${Package} ${Version}' postfix 2>/dev/null || echo '?'))"
 say "file system of the Maildirs: $(df -T "$work" | awk 'NR == 2 {print $1, $2}') ($work)"
 say "servers: $SERVERS; $MSGS messages of $SIZE B to $RCPT over $SESSIONS sessions, $RUNS runs per mode (median), $WARMUP_MSGS warm-up messages; POP3: $POP3_MSGS messages"
@@ -119,7 +143,7 @@ base_of() {
 # The Maildir (the folder holding new/, tmp/, cur/) of server $1.
 maildir_of() {
     case $1 in
-    twistrs) printf '%s' "${BASE[$1]}/mail/joe" ;;
+    twistrs | twistrs-*) printf '%s' "${BASE[$1]}/mail/joe" ;;
     *) printf '%s' "${BASE[$1]}/Maildir" ;;
     esac
 }
@@ -154,16 +178,21 @@ start_server() {
     rm -f "$log" "$out"
     base_of "$name" >/dev/null # (not in a subshell: sets BASE[$name])
     case $name in
-    twistrs)
-        mkdir -p "${BASE[twistrs]}/mail"
+    twistrs | twistrs-*)
+        mkdir -p "${BASE[$name]}/mail"
+        local bin=$twistrs
+        if [[ $name != twistrs ]]; then
+            bin=${TW_BIN[$name]:-}
+            [[ -n $bin ]] || die "no binary for $name: give it in BENCH_TWISTRS_BINS"
+        fi
         # -l: a regular file of the run's folder, never /dev/null (see the top).
-        cmd=("$twistrs" -n --pidfile= -l "$log" mail -H mx.test -d "example.com=${BASE[twistrs]}/mail"
+        cmd=("$bin" -n --pidfile= -l "$log" mail -H mx.test -d "example.com=${BASE[$name]}/mail"
             -u joe=secret -s tcp:0:interface=127.0.0.1 -p tcp:0:interface=127.0.0.1)
         ;;
     aiosmtpd) cmd=("$py" "$here/peers/aiosmtpd_maildir.py" --port 0 "$(maildir_of "$name")") ;;
     aiosmtpd-fsync) cmd=("$py" "$here/peers/aiosmtpd_maildir.py" --fsync --port 0 "$(maildir_of "$name")") ;;
     aiosmtpd-nosync) cmd=("$py" "$here/peers/aiosmtpd_maildir.py" --nosync --port 0 "$(maildir_of "$name")") ;;
-    *) die "unknown server $name (BENCH_SERVERS takes twistrs, aiosmtpd, aiosmtpd-fsync, aiosmtpd-nosync)" ;;
+    *) die "unknown server $name (BENCH_SERVERS takes twistrs, twistrs-LABEL, aiosmtpd, aiosmtpd-fsync, aiosmtpd-nosync)" ;;
     esac
     say "[$name] ${cmd[*]}"
     "${srv_pin[@]}" "${cmd[@]}" </dev/null >"$out" 2>&1 &
@@ -172,7 +201,7 @@ start_server() {
     SPORT=
     PPORT=
     for ((i = 0; i < 100; i++)); do
-        if [[ $name == twistrs ]]; then
+        if is_twistrs "$name"; then
             # The log file appears only once twistrs has started logging.
             SPORT=$(sed -nE 's/.* SMTP starting on ([0-9]+)$/\1/p' "$log" 2>/dev/null | head -n1 || true)
             PPORT=$(sed -nE 's/.* VirtualPOP3 starting on ([0-9]+)$/\1/p' "$log" 2>/dev/null | head -n1 || true)
@@ -261,6 +290,84 @@ measure_pop3() {
     clear_maildir "$md"
 }
 
+# --- latency to the 250, alone and beside a bulk writer ----------------------------------
+# The latency client (peers/smtp_latency.py) against the server started last: LAT_MSGS
+# messages over LAT_SESSIONS sessions, each timed from its "." to its 250. Sets LAT_LINE
+# and LAT_RC.
+run_latency() {
+    LAT_RC=0
+    LAT_LINE=$("${cli_pin[@]}" timeout "$RUN_TIMEOUT" "$py" "$here/peers/smtp_latency.py" --port "$SPORT" \
+        --sessions "$LAT_SESSIONS" --msgs "$LAT_MSGS" --size "$SIZE" --rcpt "$RCPT" \
+        --timeout $((RUN_TIMEOUT - 10)) </dev/null 2>"$work/lat.err") || LAT_RC=$?
+}
+# The bulk writer: dd writes BULK_MB MiB of zeros, buffered, into $work (the file system of
+# the Maildirs) and fdatasyncs them, on the clients' CPU at the lowest priority (so it
+# takes no CPU from the server, and the client still gets the CPU when an answer comes).
+# Returns once a quarter of it is written (the page cache then holds gigabytes of dirty
+# pages and the kernel is writing them back), or after 60 s. Sets BULK_PID and BULK_AT.
+start_bulk() {
+    local i mb=0
+    rm -f "$work/bulk"
+    "${cli_pin[@]}" nice -n 19 timeout "$RUN_TIMEOUT" dd if=/dev/zero of="$work/bulk" bs=1M count="$BULK_MB" \
+        conv=fdatasync status=none </dev/null 2>"$work/bulk.err" &
+    BULK_PID=$!
+    pids+=("$BULK_PID")
+    for ((i = 0; i < 600; i++)); do
+        mb=$(($(stat -c %s "$work/bulk" 2>/dev/null || echo 0) / 1048576))
+        ((mb >= BULK_MB / 4)) && break
+        kill -0 "$BULK_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    BULK_AT=$mb
+}
+# Stops the writer (by its PID) and deletes its file. Sets BULK_ALIVE (whether it was
+# still writing or syncing when the client finished) and BULK_DONE (MiB written by then).
+stop_bulk() {
+    BULK_ALIVE=no
+    kill -0 "$BULK_PID" 2>/dev/null && BULK_ALIVE=yes
+    BULK_DONE=$(($(stat -c %s "$work/bulk" 2>/dev/null || echo 0) / 1048576))
+    stop_pid "$BULK_PID"
+    rm -f "$work/bulk"
+}
+# LAT_RUNS latency runs against server $1 with nothing else writing (quiet), then as many
+# with the bulk writer (bulk), each into an empty Maildir.
+measure_latency() {
+    local name=$1 md kind run landed v p50s p99s maxs totals note
+    md=$(maildir_of "$name")
+    for kind in quiet bulk; do
+        [[ $kind == bulk ]] && ((BULK_MB == 0)) && continue
+        p50s=() p99s=() maxs=() totals=()
+        for ((run = 1; run <= LAT_RUNS; run++)); do
+            clear_maildir "$md"
+            note=
+            [[ $kind == bulk ]] && start_bulk
+            run_latency
+            if [[ $kind == bulk ]]; then
+                stop_bulk
+                note="; bulk writer: client started at $BULK_AT MiB, $BULK_DONE MiB written by its end, writer still busy then: $BULK_ALIVE"
+            fi
+            landed=$(count_files "$md/new")
+            say "[$name] latency $kind run $run: ${LAT_LINE:-failed} (rc=$LAT_RC); landed $landed/$LAT_MSGS$note"
+            sed "s/^/[$name] latency $kind run $run: /" "$work/lat.err"
+            if ((LAT_RC != 0 || landed != LAT_MSGS)) || [[ $(kv errors "${LAT_LINE:-}") != 0 ]]; then
+                status=1
+            fi
+            p50s+=("$(kv p50_ms "${LAT_LINE:-}")")
+            p99s+=("$(kv p99_ms "${LAT_LINE:-}")")
+            maxs+=("$(kv max_ms "${LAT_LINE:-}")")
+            totals+=("$(kv total_s "${LAT_LINE:-}")")
+        done
+        clear_maildir "$md"
+        R[$name.lat.$kind.p50]=$(printf '%s\n' "${p50s[@]}" | { grep -E '^[0-9.]+$' || true; } | median)
+        R[$name.lat.$kind.p99]=$(printf '%s\n' "${p99s[@]}" | { grep -E '^[0-9.]+$' || true; } | median)
+        R[$name.lat.$kind.total]=$(printf '%s\n' "${totals[@]}" | { grep -E '^[0-9.]+$' || true; } | median)
+        v=$(printf '%s\n' "${maxs[@]}" | { grep -E '^[0-9.]+$' || true; } | sort -n | tail -n1)
+        R[$name.lat.$kind.max]=${v:-n/a}
+        R[$name.lat.$kind.p99s]="${p99s[*]}"
+        R[$name.lat.$kind.totals]="${totals[*]}"
+    done
+}
+
 for name in $SERVERS; do
     say "== $name"
     start_server "$name"
@@ -285,6 +392,9 @@ for name in $SERVERS; do
     done
     if [[ $name == twistrs && $POP3_MSGS -gt 0 ]]; then
         measure_pop3 "$name"
+    fi
+    if [[ " $LAT_SERVERS " == *" $name "* ]] && ((LAT_RUNS > 0 && LAT_MSGS > 0)); then
+        measure_latency "$name"
     fi
     say "[$name] RSS at the end: $(rss_kib "$SPID" 2>/dev/null || echo '?') KiB, threads: $(awk '/^Threads:/ {print $2}' "/proc/$SPID/status" 2>/dev/null || echo '?')"
     kill -0 "$SPID" 2>/dev/null || { say "[$name] the server died during the runs"; status=1; }
@@ -311,12 +421,14 @@ landed_cell() {
         printf 'NOT ALL: %s/%s in failed runs' "$bad" "$MSGS"
     fi
 }
+has_lat() { [[ " $LAT_SERVERS " == *" $1 "* ]]; }
 label() {
     case $1 in
     twistrs) printf 'twistrs (fsync, group commit)' ;;
     aiosmtpd) printf 'aiosmtpd, mailbox.Maildir.add (file fsync, no dir fsync)' ;;
     aiosmtpd-fsync) printf 'aiosmtpd --fsync (file + dir fsync per message)' ;;
     aiosmtpd-nosync) printf 'aiosmtpd --nosync (no fsync at all)' ;;
+    twistrs-*) printf '%s (%s)' "$1" "${TW_BIN[$1]:-?}" ;;
     *) printf '%s' "$1" ;;
     esac
 }
@@ -338,10 +450,37 @@ label() {
         say "|---|---:|---:|---:|---:|---:|---:|"
         say "| poplib, one session, RETR 1..$POP3_MSGS of $SIZE B messages | $(get twistrs.pop3.retr_per_sec) | $(get twistrs.pop3.p50_ms) | $(get twistrs.pop3.p99_ms) | $(get twistrs.pop3.max_ms) | $(get twistrs.pop3.retr) | $(get twistrs.pop3.errors) |"
     fi
+    if [[ -n ${LAT_SERVERS// /} ]] && ((LAT_RUNS > 0 && LAT_MSGS > 0)); then
+        say ""
+        say "Latency from the end of DATA to the 250: $LAT_MSGS messages of $SIZE B over $LAT_SESSIONS sessions (smtplib),"
+        say "$LAT_RUNS runs each, alone (quiet) and while dd writes $BULK_MB MiB into the same file system (bulk):"
+        say "medians over the runs, and the largest max."
+        say ""
+        say "| server / variant | writer | p50 ms | p99 ms | max ms | s for $LAT_MSGS msgs | p99 ms per run | s per run |"
+        say "|---|---|---:|---:|---:|---:|---|---|"
+        for name in $LAT_SERVERS; do
+            for kind in quiet bulk; do
+                [[ $kind == bulk ]] && ((BULK_MB == 0)) && continue
+                w=$([[ $kind == bulk ]] && echo "dd ${BULK_MB} MiB" || echo "none")
+                say "| $(label "$name") | $w | $(get "$name.lat.$kind.p50") | $(get "$name.lat.$kind.p99") | $(get "$name.lat.$kind.max") | $(get "$name.lat.$kind.total") | $(get "$name.lat.$kind.p99s") | $(get "$name.lat.$kind.totals") |"
+            done
+        done
+    fi
     if has twistrs; then
         say ""
         say "| ratio | value | target | |"
         say "|---|---:|---|---|"
+        for other in $SERVERS; do
+            [[ $other == twistrs-* ]] || continue
+            for mode in new reused; do
+                r=$(ratio "$(get "twistrs.$mode.rate")" "$(get "$other.$mode.rate")")
+                say "| twistrs/$other msg/s, $mode | $r | (no target: twistrs against another build) | |"
+            done
+            if [[ " $LAT_SERVERS " == *" $other "* ]] && ((BULK_MB > 0)) && has_lat twistrs; then
+                r=$(ratio "$(get "$other.lat.bulk.p99")" "$(get twistrs.lat.bulk.p99)")
+                say "| $other/twistrs p99 ms to the 250 beside the bulk writer | $r | (no target) | |"
+            fi
+        done
         for peer in aiosmtpd aiosmtpd-fsync aiosmtpd-nosync; do
             has "$peer" || continue
             for mode in new reused; do

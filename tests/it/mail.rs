@@ -439,6 +439,45 @@ print('\n'.join(acked))
 }
 
 #[test]
+fn a_message_reaches_all_its_mailboxes_or_none() {
+    // Issue 8.13: ann's new/ cannot take the message (it is a file): the message to joe and
+    // ann gets 451 and leaves no copy in joe's new/, so the client's retry cannot duplicate
+    // it; the next message, to joe alone, is delivered.
+    let m = Mail::start(&[]);
+    let ann_new = m.maildir("ann").join("new");
+    std::fs::remove_dir(&ann_new).unwrap();
+    std::fs::write(&ann_new, b"not a directory").unwrap();
+    let (code, out, err) = py(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)
+s.helo('c')
+try:
+    s.sendmail('a@b', ['joe@example.com', 'ann@example.com'], 'Subject: both\r\n\r\nhi\r\n')
+    print('both: 250')
+except smtplib.SMTPDataError as e:
+    print('both:', e.smtp_code)
+s.sendmail('a@b', ['joe@example.com'], 'Subject: joe alone\r\n\r\nhi\r\n')
+print('joe alone: 250')
+s.quit()
+"#,
+        &[&m.smtp()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["both: 451", "joe alone: 250"]
+    );
+    let files = new_files(&m.maildir("joe"));
+    assert_eq!(files.len(), 1, "only the second message: {files:?}");
+    assert!(files[0].contains("Subject: joe alone"), "{files:?}");
+    for user in ["joe", "ann"] {
+        let tmp = std::fs::read_dir(m.maildir(user).join("tmp")).unwrap();
+        assert_eq!(tmp.count(), 0, "nothing left in {user}'s tmp/");
+    }
+}
+
+#[test]
 fn a_graceful_stop_finishes_the_message_in_flight() {
     let mut m = Mail::start(&[]);
     let pid = m.srv.pid().to_string();

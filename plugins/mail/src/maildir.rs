@@ -1,15 +1,16 @@
 //! Maildir delivery that loses nothing, and reading a mailbox for POP3.
 //!
-//! A batch of messages is written into `tmp/` and made durable (fsync for one file, one
-//! syncfs(2) for several), then renamed into `new/` under unique names, and the `new/`
-//! directories are made durable the same way; only then is any of them acknowledged.
-//! Concurrent deliveries share one batch (group commit), so the disk flushes are paid once per
-//! batch, not once per message.
+//! Delivery (in `deliver`) takes a batch of messages from concurrent sessions: each copy is
+//! written into `tmp/` and flushed by its own fsync, renamed into `new/` under a unique name,
+//! and each `new/` directory is flushed by its own fsync; only then is any of them
+//! acknowledged. The flushes of a batch are issued together (group commit), so the disk's
+//! cost is paid about once per batch, not once per message; a message reaches all its
+//! Maildirs or none.
 
-use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+mod deliver;
+
+pub use deliver::deliver_batch;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -39,108 +40,6 @@ pub fn unique_name(host: &str) -> String {
         now.subsec_micros(),
         PID.get_or_init(std::process::id)
     )
-}
-
-struct Written {
-    job: usize,
-    tmp: PathBuf,
-    new: PathBuf,
-    file: File,
-}
-
-fn fsync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Delivers every job; one result per job, `Ok` only once the message is durable everywhere.
-pub fn deliver_batch(jobs: &[Job], host: &str) -> Vec<Result<(), String>> {
-    let mut results: Vec<Result<(), String>> = vec![Ok(()); jobs.len()];
-    let mut written: Vec<Written> = Vec::new();
-    for (j, job) in jobs.iter().enumerate() {
-        for (dir, rcpt) in &job.targets {
-            let name = unique_name(host);
-            let tmp = dir.join("tmp").join(&name);
-            let head = format!("Delivered-To: {rcpt}\n");
-            let size = head.len() + job.data.len();
-            let new = dir.join("new").join(format!("{name},S={size}"));
-            let r = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .and_then(|mut f| {
-                    // One write for the header and the message.
-                    let mut whole = Vec::with_capacity(size);
-                    whole.extend_from_slice(head.as_bytes());
-                    whole.extend_from_slice(&job.data);
-                    f.write_all(&whole)?;
-                    Ok(f)
-                });
-            match r {
-                Ok(file) => written.push(Written {
-                    job: j,
-                    tmp,
-                    new,
-                    file,
-                }),
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    results[j] = Err(format!("cannot write {}: {e}", tmp.display()));
-                }
-            }
-        }
-    }
-    // Make every file durable. One file: fsync it. Several: one syncfs(2) flushes them all
-    // with a single journal commit, where fsyncing each in turn would commit once per file.
-    if written.len() == 1 {
-        let w = &written[0];
-        if let Err(e) = w.file.sync_all() {
-            results[w.job] = Err(format!("cannot sync {}: {e}", w.tmp.display()));
-        }
-    } else if let Some(first) = written.first()
-        && let Err(e) = nix::unistd::syncfs(&first.file)
-    {
-        for w in &written {
-            results[w.job] = Err(format!("cannot sync {}: {e}", w.tmp.display()));
-        }
-    }
-    let mut dirs = BTreeSet::new();
-    for w in &written {
-        if results[w.job].is_err() {
-            let _ = std::fs::remove_file(&w.tmp);
-            continue;
-        }
-        match std::fs::rename(&w.tmp, &w.new) {
-            Ok(()) => {
-                if let Some(d) = w.new.parent() {
-                    dirs.insert(d.to_path_buf());
-                }
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&w.tmp);
-                results[w.job] = Err(format!("cannot move into {}: {e}", w.new.display()));
-            }
-        }
-    }
-    // The renames are durable once each new/ directory is: one fsync for one directory,
-    // one syncfs for many.
-    let synced = if dirs.len() > 1 {
-        File::open(dirs.iter().next().map_or(Path::new("."), |d| d.as_path()))
-            .map_err(|e| e.to_string())
-            .and_then(|f| nix::unistd::syncfs(&f).map_err(|e| e.to_string()))
-    } else {
-        dirs.iter()
-            .try_for_each(|d| fsync_dir(d))
-            .map_err(|e| e.to_string())
-    };
-    if let Err(e) = synced {
-        for w in &written {
-            if results[w.job].is_ok() {
-                results[w.job] = Err(format!("cannot sync {}: {e}", w.new.display()));
-            }
-        }
-    }
-    results
 }
 
 /// One message in a mailbox.
