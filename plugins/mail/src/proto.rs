@@ -378,7 +378,7 @@ mod tests {
             "every pipelined command answered in order"
         );
         assert_eq!(
-            crate::maildir::read_mailbox(&dir.path().join("example.com/joe"))
+            crate::mailbox::scan(&dir.path().join("example.com/joe"))
                 .unwrap()
                 .len(),
             1

@@ -112,7 +112,9 @@ fn write_all(jobs: &[Job], host: &str, results: &mut [Result<(), String>]) -> Ve
             let tmp = dir.join("tmp").join(&name);
             let head = format!("Delivered-To: {rcpt}\n");
             let size = head.len() + job.data.len();
-            let new = dir.join("new").join(format!("{name},S={size}"));
+            // S= as twistd writes it; W= (the POP3 size) as dovecot does, for listing.
+            let wire = head.len() as u64 + 1 + crate::maildir::pop3_size(&job.data);
+            let new = dir.join("new").join(format!("{name},S={size},W={wire}"));
             let written = OpenOptions::new()
                 .write(true)
                 .create_new(true)
