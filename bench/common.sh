@@ -235,3 +235,21 @@ finish() {
     fi
     exit "$status"
 }
+
+# Other twistrs binaries to run beside this one (e.g. built from an older commit):
+# BENCH_TWISTRS_BINS="LABEL=PATH ..." sets TW_BIN[twistrs-LABEL]=PATH and other_twistrs,
+# the list of those server names (with a trailing space), for a script's BENCH_SERVERS.
+other_twistrs_bins() {
+    declare -gA TW_BIN=()
+    local kv
+    for kv in ${BENCH_TWISTRS_BINS:-}; do
+        [[ $kv =~ ^([A-Za-z0-9_]+)=(.+)$ ]] || die "BENCH_TWISTRS_BINS takes LABEL=PATH words, not '$kv'"
+        [[ -x ${BASH_REMATCH[2]} ]] || die "BENCH_TWISTRS_BINS: ${BASH_REMATCH[2]} is not executable"
+        TW_BIN[twistrs-${BASH_REMATCH[1]}]=$(realpath "${BASH_REMATCH[2]}")
+    done
+    other_twistrs=$(for n in "${!TW_BIN[@]}"; do printf '%s ' "$n"; done | tr ' ' '\n' | sort | tr '\n' ' ')
+}
+# The binary of twistrs server $1 (twistrs, or twistrs-LABEL from BENCH_TWISTRS_BINS).
+twistrs_bin() {
+    if [[ $1 == twistrs ]]; then echo "$twistrs"; else echo "${TW_BIN[$1]:-}"; fi
+}

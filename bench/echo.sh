@@ -6,7 +6,8 @@
 # 2-core machine), and server memory per idle connection.
 # Run by hand, not in CI: see bench/README.md. Results go to bench/results/.
 #
-# Knobs (environment): BENCH_SERVERS="twistrs floor twisted asyncio", BENCH_CONNS=64,
+# Knobs (environment): BENCH_SERVERS="twistrs floor twisted asyncio", BENCH_TWISTRS_BINS=
+# "LABEL=PATH" (other twistrs builds run beside, as twistrs-LABEL), BENCH_CONNS=64,
 # BENCH_SECS=5, BENCH_WARMUP=1, BENCH_IDLE_CONNS=10000, BENCH_PIN=1 (server on CPU 0,
 # load generator on CPU 1; 0 lets the scheduler place both), BENCH_BUILD=1 (0 runs the
 # binaries already in target/release, e.g. while the sources do not build).
@@ -16,7 +17,8 @@ SCRIPT=echo.sh
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-SERVERS=${BENCH_SERVERS:-"twistrs floor twisted asyncio"}
+other_twistrs_bins
+SERVERS=${BENCH_SERVERS:-"twistrs ${other_twistrs}floor twisted asyncio"}
 CONNS=${BENCH_CONNS:-64}
 SECS=${BENCH_SECS:-5}
 WARMUP=${BENCH_WARMUP:-1}
@@ -51,7 +53,10 @@ wait_quiet
 start_server() {
     local name=$1 log="$work/$1.server.log" cmd i
     case $name in
-    twistrs) cmd=("$twistrs" -n echo --listen tcp:0:interface=127.0.0.1) ;;
+    twistrs | twistrs-*)
+        [[ -n $(twistrs_bin "$name") ]] || die "no binary for $name: give it in BENCH_TWISTRS_BINS"
+        cmd=("$(twistrs_bin "$name")" -n --pidfile= echo --listen tcp:0:interface=127.0.0.1)
+        ;;
     floor) cmd=("$bench" floor) ;;
     twisted) cmd=("$py" "$here/peers/twisted_echo.py" 0) ;;
     asyncio) cmd=("$py" "$here/peers/asyncio_echo.py" 0) ;;

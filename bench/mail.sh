@@ -29,14 +29,7 @@ SCRIPT=mail.sh
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-# Other twistrs binaries: TW_BIN[twistrs-LABEL]=PATH.
-declare -A TW_BIN
-for kv in ${BENCH_TWISTRS_BINS:-}; do
-    [[ $kv =~ ^([A-Za-z0-9_]+)=(.+)$ ]] || die "BENCH_TWISTRS_BINS takes LABEL=PATH words, not '$kv'"
-    [[ -x ${BASH_REMATCH[2]} ]] || die "BENCH_TWISTRS_BINS: ${BASH_REMATCH[2]} is not executable"
-    TW_BIN[twistrs-${BASH_REMATCH[1]}]=$(realpath "${BASH_REMATCH[2]}")
-done
-other_twistrs=$(for n in "${!TW_BIN[@]}"; do printf '%s ' "$n"; done | tr ' ' '\n' | sort | tr '\n' ' ')
+other_twistrs_bins
 SERVERS=${BENCH_SERVERS:-"twistrs ${other_twistrs}aiosmtpd aiosmtpd-fsync aiosmtpd-nosync"}
 is_twistrs() { [[ $1 == twistrs || $1 == twistrs-* ]]; }
 LAT_SERVERS=${BENCH_LAT_SERVERS:-$(for n in $SERVERS; do

@@ -6,7 +6,8 @@
 # Run by hand, not in CI: see bench/README.md ("Web"). Results go to bench/results/.
 #
 # Needs wrk and nginx (Debian: apt-get install -y nginx-light wrk) and curl.
-# Knobs (environment): BENCH_SERVERS="twistrs twistd nginx", BENCH_CONNS=64,
+# Knobs (environment): BENCH_SERVERS="twistrs twistd nginx", BENCH_TWISTRS_BINS="LABEL=PATH"
+# (other twistrs builds run beside, as twistrs-LABEL), BENCH_CONNS=64,
 # BENCH_MANY_CONNS=1000, BENCH_SECS=5, BENCH_WARMUP=1, BENCH_STARTS=5 (start-up runs,
 # median reported), BENCH_WRK_THREADS=1, BENCH_PIN=1 (servers on CPU 0, wrk and the
 # start-up poller on CPU 1; 0 lets the scheduler place them), BENCH_BUILD=1 (0 runs the
@@ -18,7 +19,8 @@ SCRIPT=web.sh
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-SERVERS=${BENCH_SERVERS:-"twistrs twistd nginx"}
+other_twistrs_bins
+SERVERS=${BENCH_SERVERS:-"twistrs ${other_twistrs}twistd nginx"}
 CONNS=${BENCH_CONNS:-64}
 MANY_CONNS=${BENCH_MANY_CONNS:-1000}
 SECS=${BENCH_SECS:-5}
@@ -137,13 +139,16 @@ server_cmd() {
     # --logfile /dev/null replaces the machine's /dev/null with a regular file. Renaming
     # the symlink is harmless; after its first MB (about 9,000 requests) twistd logs into
     # regular files in $work. twistrs does not rotate: all its lines go to /dev/null.
-    twistrs | twistd)
+    twistrs | twistrs-* | twistd)
         rm -f "$work/$name-access.log"
         ln -s /dev/null "$work/$name-access.log"
         ;;
     esac
     case $name in
-    twistrs) CMD=("$twistrs" -n --pidfile= web --path "$www" --listen "$listen" --logfile "$work/twistrs-access.log") ;;
+    twistrs | twistrs-*)
+        [[ -n $(twistrs_bin "$name") ]] || die "no binary for $name: give it in BENCH_TWISTRS_BINS"
+        CMD=("$(twistrs_bin "$name")" -n --pidfile= web --path "$www" --listen "$listen" --logfile "$work/$name-access.log")
+        ;;
     twistd) CMD=("$venv/bin/twistd" -n --pidfile= web --path "$www" --listen "$listen" --logfile "$work/twistd-access.log") ;;
     nginx)
         d=$(nginx_dir "$port")
