@@ -45,20 +45,24 @@ enum Next {
     Empty,
 }
 
+/// What waits behind the first queued file; boxed and absent until then, so a connection that
+/// never sends a file carries 8 bytes for it.
+#[derive(Default)]
+struct Queue {
+    chunks: VecDeque<Chunk>,
+    /// Bytes in `chunks`, file bytes included.
+    bytes: u64,
+    /// TCP_CORK is set while the queue's files go out.
+    corked: bool,
+}
+
 /// One connection's unsent output.
 #[derive(Default)]
 pub(crate) struct Output {
     /// Bytes to send first; everything written while no file is queued lands here.
     buf: Vec<u8>,
     pos: usize,
-    /// Output behind the first queued file; boxed so a connection without files stays small
-    /// (8 bytes instead of 32 in every idle connection).
-    #[allow(clippy::box_collection)]
-    queue: Option<Box<VecDeque<Chunk>>>,
-    /// Bytes (including file bytes) in `queue`.
-    queued: u64,
-    /// TCP_CORK is set while queued files are being sent.
-    corked: bool,
+    queue: Option<Box<Queue>>,
     /// Bytes (files included) that left for the peer since the connection opened.
     pub(crate) sent: u64,
 }
@@ -66,7 +70,7 @@ pub(crate) struct Output {
 impl Output {
     /// Bytes written (files included) and not yet sent.
     pub(crate) fn buffered(&self) -> usize {
-        self.buf.len() - self.pos + self.queued as usize
+        self.buf.len() - self.pos + self.queue.as_ref().map_or(0, |q| q.bytes as usize)
     }
 
     /// The bytes to send first (up to the first queued file).
@@ -81,10 +85,10 @@ impl Output {
         match &mut self.queue {
             None => self.buf.extend_from_slice(data),
             Some(q) => {
-                self.queued += data.len() as u64;
-                match q.back_mut() {
+                q.bytes += data.len() as u64;
+                match q.chunks.back_mut() {
                     Some(Chunk::Bytes(b)) => b.extend_from_slice(data),
-                    _ => q.push_back(Chunk::Bytes(data.to_vec())),
+                    _ => q.chunks.push_back(Chunk::Bytes(data.to_vec())),
                 }
             }
         }
@@ -94,10 +98,9 @@ impl Output {
         if len == 0 {
             return;
         }
-        self.queued += len;
-        self.queue
-            .get_or_insert_with(Default::default)
-            .push_back(Chunk::File { file, offset, len });
+        let q = self.queue.get_or_insert_with(Default::default);
+        q.bytes += len;
+        q.chunks.push_back(Chunk::File { file, offset, len });
     }
 
     /// Records that `n` buffered bytes were sent; frees the buffer when it empties.
@@ -122,16 +125,13 @@ impl Output {
         let Some(q) = self.queue.as_mut() else {
             return Next::Empty;
         };
-        match q.front_mut() {
-            None => {
-                self.queue = None;
-                Next::Empty
-            }
+        match q.chunks.front_mut() {
+            None => Next::Empty,
             Some(Chunk::Bytes(b)) => {
-                self.queued -= b.len() as u64;
+                q.bytes -= b.len() as u64;
                 self.buf = std::mem::take(b);
                 self.pos = 0;
-                q.pop_front();
+                q.chunks.pop_front();
                 Next::Bytes
             }
             Some(Chunk::File { file, offset, len }) => Next::File(file.clone(), *offset, *len),
@@ -141,14 +141,14 @@ impl Output {
     /// Records that `n` bytes of the file at the queue's head were sent.
     fn file_sent(&mut self, n: u64) {
         self.sent += n;
-        self.queued -= n;
-        if let Some(q) = self.queue.as_mut()
-            && let Some(Chunk::File { offset, len, .. }) = q.front_mut()
-        {
-            *offset += n;
-            *len -= n;
-            if *len == 0 {
-                q.pop_front();
+        if let Some(q) = self.queue.as_mut() {
+            q.bytes -= n;
+            if let Some(Chunk::File { offset, len, .. }) = q.chunks.front_mut() {
+                *offset += n;
+                *len -= n;
+                if *len == 0 {
+                    q.chunks.pop_front();
+                }
             }
         }
     }
@@ -158,7 +158,7 @@ impl Output {
         // Bytes right before a file (an HTTP head) go with MSG_MORE, so the kernel sends them
         // in the file's first full packet instead of a small one of their own.
         let more = matches!(
-            self.queue.as_ref().and_then(|q| q.front()),
+            self.queue.as_ref().and_then(|q| q.chunks.front()),
             Some(Chunk::File { .. })
         );
         while self.pos < self.buf.len() {
@@ -197,13 +197,6 @@ impl Output {
         }
     }
 
-    fn cork<S: Socket>(&mut self, s: &mut S, on: bool) {
-        if self.corked != on {
-            self.corked = on;
-            s.set_cork(on);
-        }
-    }
-
     /// Writes the output to `s` until it would block: bytes, then each queued file region,
     /// in the order they were queued.
     pub(crate) fn flush<S: Socket>(&mut self, s: &mut S) -> io::Result<()> {
@@ -214,12 +207,20 @@ impl Output {
             match self.advance() {
                 Next::Bytes => {}
                 Next::Empty => {
-                    self.cork(s, false);
+                    // Everything went out: the queue goes, and the cork with it.
+                    if self.queue.take().is_some_and(|q| q.corked) {
+                        s.set_cork(false);
+                    }
                     return Ok(());
                 }
                 Next::File(file, offset, len) => {
                     // As nginx's tcp_nopush: while a file goes out, only full segments leave.
-                    self.cork(s, true);
+                    if let Some(q) = self.queue.as_mut()
+                        && !q.corked
+                    {
+                        q.corked = true;
+                        s.set_cork(true);
+                    }
                     if !self.flush_file(s, &file, offset, len)? {
                         return Ok(());
                     }

@@ -11,6 +11,7 @@
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -92,7 +93,9 @@ pub struct ConnState {
     pub(crate) host: Address,
     pub(crate) name: &'static str,
     pub(crate) session: u32,
-    pub(crate) idle: Option<Duration>,
+    /// The idle timeout in milliseconds (4 bytes where a `Duration` takes 16: every idle
+    /// connection carries it).
+    idle_ms: Option<NonZeroU32>,
     pub(crate) last_activity: Instant,
     /// The idle-timeout check; when it fires early (there was activity), it is re-armed.
     pub(crate) idle_timer: Option<DelayedCall>,
@@ -129,7 +132,7 @@ impl ConnState {
             host,
             name,
             session,
-            idle: None,
+            idle_ms: None,
             last_activity: now,
             idle_timer: None,
             timers: None,
@@ -233,13 +236,28 @@ impl ConnState {
     /// timeout, else the timer is re-armed for what is left of it.
     pub(crate) fn idle_due(&mut self, now: Instant, timers: &Rc<TimerQueue>) -> bool {
         self.idle_timer = None;
-        let Some(d) = self.idle else { return false };
+        let Some(d) = self.idle() else {
+            return false;
+        };
         let due = self.last_activity + d;
         if now >= due {
             return true;
         }
         self.idle_timer = Some(timers.schedule(due - now, Target::Conn(self.id, IDLE_KEY)));
         false
+    }
+
+    /// The idle timeout, if any.
+    pub(crate) fn idle(&self) -> Option<Duration> {
+        self.idle_ms
+            .map(|ms| Duration::from_millis(u64::from(ms.get())))
+    }
+
+    fn set_idle(&mut self, d: Option<Duration>) {
+        self.idle_ms = d.map(|d| {
+            let ms = u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+            NonZeroU32::new(ms).unwrap_or(NonZeroU32::MIN)
+        });
     }
 
     /// Bytes written by the protocol (files included) and not yet sent.
@@ -372,13 +390,13 @@ impl<'a> Transport<'a> {
     /// (Twisted's `TimeoutMixin.setTimeout`); `None` turns it off.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
         if self.st.stopping
-            && let (Some(old), Some(new)) = (self.st.idle, timeout)
+            && let (Some(old), Some(new)) = (self.st.idle(), timeout)
             && old < new
         {
             // While stopping, a protocol may shorten its idle timeout but not lengthen it.
             return;
         }
-        self.st.idle = timeout;
+        self.st.set_idle(timeout);
         self.st.last_activity = self.handle.now();
         match (timeout, &self.st.idle_timer) {
             (None, _) => {

@@ -18,7 +18,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `twistrs -n --pidfile= ARGS...` and waits until every listener logged its port.
+    /// Starts `twistrs -n ARGS...` in its own temporary directory (its pidfile and any files
+    /// land there) and waits until every listener logged its port.
     pub fn start(args: &[&str]) -> Server {
         let s = Self::spawn(args);
         let want = args.iter().filter(|a| **a == "--listen").count().max(1);
