@@ -601,7 +601,11 @@ fn access_log_in_the_main_log_and_in_its_own_file() {
     );
     std::fs::rename(&log, dir.path().join("access.log.1")).unwrap();
     srv.signal(1);
-    std::thread::sleep(Duration::from_millis(100));
+    // The reopen creates the file again under its name.
+    let end = Instant::now() + Duration::from_secs(5);
+    while !log.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     get_path(srv.addr(), "/sub/b.css");
     assert!(wait_for(&log, "GET /sub/b.css"), "reopened on SIGHUP");
 }
