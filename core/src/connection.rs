@@ -26,6 +26,26 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 pub(crate) const LINGER_KEY: u64 = u64::MAX - 1;
 /// The most a lingering connection reads and drops in one go before closing anyway.
 const LINGER_BYTES: usize = 256 * 1024;
+/// How long a TLS handshake may take.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Timer key of the TLS handshake's deadline.
+pub(crate) const HANDSHAKE_KEY: u64 = u64::MAX - 2;
+
+/// Gives a connection whose socket just became TLS its handshake deadline.
+pub(crate) fn arm_handshake_timer(st: &mut ConnState, handle: &Handle) {
+    let t = handle
+        .timers()
+        .schedule(HANDSHAKE_TIMEOUT, Target::Conn(st.id, HANDSHAKE_KEY));
+    st.track_timer(t);
+}
+
+/// What `settle` found to do.
+enum Settled {
+    Nothing,
+    /// The socket became TLS: read the handshake that may already be waiting.
+    Upgraded,
+    Close(Reason),
+}
 
 /// What a drive needs from its surroundings.
 pub(crate) struct Driver<'a> {
@@ -101,7 +121,7 @@ impl<S: Socket> Conn<S> {
         writable: bool,
     ) -> After {
         match self.st.phase() {
-            Phase::Lingering => return self.linger(d, readable),
+            Phase::Lingering => return self.linger(d, readable, writable),
             Phase::Closed => return After::Settled,
             _ => {}
         }
@@ -115,9 +135,10 @@ impl<S: Socket> Conn<S> {
         match exchanged {
             Err(r) => After::Close(r),
             Ok(again) => match self.settle(d) {
-                Some(r) => After::Close(r),
-                None if again => After::Again,
-                None => After::Settled,
+                Settled::Close(r) => After::Close(r),
+                Settled::Upgraded => After::Again,
+                Settled::Nothing if again => After::Again,
+                Settled::Nothing => After::Settled,
             },
         }
     }
@@ -205,7 +226,13 @@ impl<S: Socket> Conn<S> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Reason::Io(e)),
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::InvalidData {
+                        // Only TLS says so: plaintext or garbage on a TLS port, an old version.
+                        log::info!(target: &self.st.system(), "TLS failed: {e}; closing.");
+                    }
+                    return Err(Reason::Io(e));
+                }
             }
         }
     }
@@ -232,11 +259,35 @@ impl<S: Socket> Conn<S> {
         }
     }
 
-    /// Once the output has left, carries out the close the protocol asked for.
-    fn settle(&mut self, d: &mut Driver<'_>) -> Option<Reason> {
+    /// Once the output has left, carries out what the protocol asked for: a TLS upgrade, or
+    /// the close.
+    fn settle(&mut self, d: &mut Driver<'_>) -> Settled {
+        if self.st.phase() == Phase::Aborted {
+            return Settled::Close(Reason::Aborted);
+        }
+        if self.st.buffered() > 0 || self.socket.pending() {
+            return Settled::Nothing;
+        }
+        if let Some(config) = self.st.upgrade.take() {
+            return match self.socket.start_tls(config) {
+                Ok(()) => {
+                    self.st.secure = true;
+                    self.st.read_pending = true;
+                    arm_handshake_timer(&mut self.st, d.handle);
+                    Settled::Upgraded
+                }
+                Err(e) => Settled::Close(Reason::Io(e)),
+            };
+        }
+        match self.close_step(d) {
+            Some(r) => Settled::Close(r),
+            None => Settled::Nothing,
+        }
+    }
+
+    /// The phase changes of a close whose output has left.
+    fn close_step(&mut self, d: &mut Driver<'_>) -> Option<Reason> {
         match self.st.phase() {
-            Phase::Aborted => Some(Reason::Aborted),
-            _ if self.st.buffered() > 0 => None,
             Phase::Losing => {
                 if self.st.eof_received || self.socket.shutdown_write().is_err() {
                     return Some(Reason::Done);
@@ -262,8 +313,12 @@ impl<S: Socket> Conn<S> {
         }
     }
 
-    /// A lingering connection became readable: drop what came, close at EOF.
-    fn linger(&mut self, d: &mut Driver<'_>, readable: bool) -> After {
+    /// A lingering connection became readable: drop what came, close at EOF. (TLS records
+    /// of the close, close_notify, still go out as the socket takes them.)
+    fn linger(&mut self, d: &mut Driver<'_>, readable: bool, writable: bool) -> After {
+        if writable && self.socket.flush_pending().is_err() {
+            return After::Close(Reason::Done);
+        }
         if readable && let Some(r) = linger_read(&mut self.socket, d.buf) {
             return After::Close(r);
         }
@@ -275,6 +330,12 @@ impl<S: Socket> Conn<S> {
         match key {
             LINGER_KEY if self.st.phase() == Phase::Lingering => After::Close(Reason::Done),
             LINGER_KEY => After::Settled,
+            HANDSHAKE_KEY if self.socket.handshaking() => {
+                log::info!(target: &self.st.system(),
+                    "TLS handshake not done after {HANDSHAKE_TIMEOUT:?}; closing.");
+                After::Close(Reason::Io(io::ErrorKind::TimedOut.into()))
+            }
+            HANDSHAKE_KEY => After::Settled,
             IDLE_KEY => {
                 if self.st.idle_due(d.handle.now(), d.handle.timers()) {
                     log::info!(target: &self.st.system(), "Timing out idle connection.");

@@ -8,6 +8,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
+
+pub use crate::tls::TlsSpec;
 use std::str::FromStr;
 
 /// The default listen backlog for stream endpoints: nginx's 511. twistd's 50 overflows in a
@@ -17,13 +19,15 @@ pub const DEFAULT_BACKLOG: u32 = 511;
 /// A parsed server endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
-    /// `tcp:PORT[:interface=][:backlog=]` and `tcp6:...`.
+    /// `tcp:PORT[:interface=][:backlog=]` and `tcp6:...`; with `tls`, twistd's
+    /// `ssl:PORT:privateKey=...` (IPv4) or `tls:CERTDIR:port=...` (IPv6, all interfaces).
     Tcp {
         port: u16,
         /// `None` means every interface (`0.0.0.0`, or `::` for tcp6).
         interface: Option<IpAddr>,
         backlog: u32,
         v6: bool,
+        tls: Option<Box<TlsSpec>>,
     },
     /// `unix:PATH[:mode=][:backlog=][:lockfile=]`.
     Unix {
@@ -37,8 +41,14 @@ pub enum Endpoint {
         port: u16,
         interface: Option<IpAddr>,
     },
-    /// `systemd:domain=INET|INET6|UNIX:index=N`: a socket passed in by systemd.
-    Systemd { domain: SystemdDomain, index: u32 },
+    /// `systemd:domain=INET|INET6|UNIX:index=N`: a socket passed in by systemd, with TLS
+    /// from `privateKey=`/`certKey=`/`extraCertChain=` or `certDir=` (twistd has no TLS
+    /// on inherited sockets).
+    Systemd {
+        domain: SystemdDomain,
+        index: u32,
+        tls: Option<Box<TlsSpec>>,
+    },
 }
 
 /// The address family of a socket-activated endpoint.
@@ -61,6 +71,14 @@ impl Endpoint {
     /// True for a datagram endpoint.
     pub fn is_datagram(&self) -> bool {
         matches!(self, Endpoint::Udp { .. })
+    }
+
+    /// Where the endpoint's certificates come from, for a TLS endpoint.
+    pub fn tls(&self) -> Option<&TlsSpec> {
+        match self {
+            Endpoint::Tcp { tls, .. } | Endpoint::Systemd { tls, .. } => tls.as_deref(),
+            _ => None,
+        }
     }
 }
 
@@ -185,11 +203,38 @@ fn parse_interface(v: Option<&str>, v6: bool) -> Result<Option<IpAddr>, String> 
     }
 }
 
+/// A path given in an endpoint, made absolute against the directory the command line was
+/// given in (twistd opens the files then, before any `--rundir`).
+fn abs_path(p: &str) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| PathBuf::from(p))
+}
+
+/// `ssl:`'s certificate keywords (shared with `systemd:`): `None` when none is given.
+fn files_spec(
+    private_key: Option<&str>,
+    cert_key: Option<&str>,
+    extra_chain: Option<&str>,
+    dh_parameters: Option<&str>,
+    method: Option<&str>,
+) -> Result<TlsSpec, String> {
+    if let Some(m) = method {
+        crate::tls::parse_method(m)?;
+    }
+    let nonempty = |v: Option<&str>| v.filter(|v| !v.is_empty()).map(abs_path);
+    Ok(TlsSpec::Files {
+        private_key: abs_path(private_key.unwrap_or("server.pem")),
+        cert_key: nonempty(cert_key),
+        extra_chain: nonempty(extra_chain),
+        dh_parameters: nonempty(dh_parameters),
+        method: method.map(str::to_string),
+    })
+}
+
 fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     let mut args = tokenize(s)?;
     let kind = match args.first() {
         Some(Arg::Pos(k)) if !k.is_empty() => k.to_ascii_lowercase(),
-        _ => return Err("missing endpoint type (tcp, tcp6, unix, udp, systemd)".into()),
+        _ => return Err("missing endpoint type (tcp, tcp6, ssl, tls, unix, udp, systemd)".into()),
     };
     args.remove(0);
     if args.is_empty() && kind.parse::<u32>().is_ok() {
@@ -206,6 +251,55 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
                 interface: parse_interface(get(&b, "interface"), v6)?,
                 backlog: parse_backlog(get(&b, "backlog"))?,
                 v6,
+                tls: None,
+            })
+        }
+        "ssl" => {
+            let b = bind(
+                &[
+                    "port",
+                    "privateKey",
+                    "certKey",
+                    "sslmethod",
+                    "interface",
+                    "backlog",
+                    "extraCertChain",
+                    "dhParameters",
+                ],
+                args,
+            )?;
+            let tls = files_spec(
+                get(&b, "privateKey"),
+                get(&b, "certKey"),
+                get(&b, "extraCertChain"),
+                get(&b, "dhParameters"),
+                get(&b, "sslmethod"),
+            )?;
+            Ok(Endpoint::Tcp {
+                port: parse_port(get(&b, "port"))?,
+                interface: parse_interface(get(&b, "interface"), false)?,
+                backlog: parse_backlog(get(&b, "backlog"))?,
+                v6: false,
+                tls: Some(Box::new(tls)),
+            })
+        }
+        "tls" => {
+            let b = bind(&["certificates", "port", "interface", "backlog"], args)?;
+            let dir = match get(&b, "certificates") {
+                Some(d) if !d.is_empty() => abs_path(d),
+                _ => return Err("a certificate directory is required: tls:CERTDIR".into()),
+            };
+            let iface = get(&b, "interface");
+            let v6 = iface.is_none_or(|i| i.is_empty() || i.contains(':'));
+            Ok(Endpoint::Tcp {
+                port: match get(&b, "port") {
+                    None => 443,
+                    p => parse_port(p)?,
+                },
+                interface: parse_interface(iface, v6)?,
+                backlog: parse_backlog(get(&b, "backlog"))?,
+                v6,
+                tls: Some(Box::new(TlsSpec::Dir(dir))),
             })
         }
         "udp" => {
@@ -243,7 +337,19 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
             })
         }
         "systemd" => {
-            let b = bind(&["domain", "index"], args)?;
+            let b = bind(
+                &[
+                    "domain",
+                    "index",
+                    "privateKey",
+                    "certKey",
+                    "extraCertChain",
+                    "dhParameters",
+                    "sslmethod",
+                    "certDir",
+                ],
+                args,
+            )?;
             let domain = match get(&b, "domain") {
                 Some("INET") => SystemdDomain::Inet,
                 Some("INET6") => SystemdDomain::Inet6,
@@ -257,10 +363,37 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
                     .map_err(|_| format!("index must be a non-negative integer, not '{i}'"))?,
                 None => return Err("index= is required".into()),
             };
-            Ok(Endpoint::Systemd { domain, index })
+            let files = [
+                "privateKey",
+                "certKey",
+                "extraCertChain",
+                "dhParameters",
+                "sslmethod",
+            ];
+            let tls = match (
+                get(&b, "certDir"),
+                files.iter().any(|k| get(&b, k).is_some()),
+            ) {
+                (Some(_), true) => {
+                    return Err("certDir= and privateKey=/certKey= exclude each other".into());
+                }
+                (Some(d), false) => Some(Box::new(TlsSpec::Dir(abs_path(d)))),
+                (None, true) => Some(Box::new(files_spec(
+                    get(&b, "privateKey"),
+                    get(&b, "certKey"),
+                    get(&b, "extraCertChain"),
+                    get(&b, "dhParameters"),
+                    get(&b, "sslmethod"),
+                )?)),
+                (None, false) => None,
+            };
+            if tls.is_some() && domain == SystemdDomain::Unix {
+                return Err("TLS is for INET and INET6 sockets".into());
+            }
+            Ok(Endpoint::Systemd { domain, index, tls })
         }
         other => Err(format!(
-            "unknown endpoint type '{other}' (expected tcp, tcp6, unix, udp or systemd)"
+            "unknown endpoint type '{other}' (expected tcp, tcp6, ssl, tls, unix, udp or systemd)"
         )),
     }
 }
@@ -281,6 +414,35 @@ pub fn quote_argument(s: &str) -> String {
     s.replace('\\', "\\\\").replace(':', "\\:")
 }
 
+/// `ssl:`'s keywords for a `TlsSpec::Files`.
+fn write_files(f: &mut fmt::Formatter<'_>, spec: &TlsSpec) -> fmt::Result {
+    let TlsSpec::Files {
+        private_key,
+        cert_key,
+        extra_chain,
+        dh_parameters,
+        method,
+    } = spec
+    else {
+        return Ok(());
+    };
+    let q = |p: &std::path::Path| quote_argument(&p.to_string_lossy());
+    write!(f, ":privateKey={}", q(private_key))?;
+    for (k, v) in [
+        ("certKey", cert_key),
+        ("extraCertChain", extra_chain),
+        ("dhParameters", dh_parameters),
+    ] {
+        if let Some(v) = v {
+            write!(f, ":{k}={}", q(v))?;
+        }
+    }
+    if let Some(m) = method {
+        write!(f, ":sslmethod={}", quote_argument(m))?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -289,8 +451,20 @@ impl fmt::Display for Endpoint {
                 interface,
                 backlog,
                 v6,
+                tls,
             } => {
-                write!(f, "{}:{port}", if *v6 { "tcp6" } else { "tcp" })?;
+                match tls.as_deref() {
+                    None => write!(f, "{}:{port}", if *v6 { "tcp6" } else { "tcp" })?,
+                    Some(TlsSpec::Dir(d)) => write!(
+                        f,
+                        "tls:{}:port={port}",
+                        quote_argument(&d.to_string_lossy())
+                    )?,
+                    Some(files) => {
+                        write!(f, "ssl:{port}")?;
+                        write_files(f, files)?;
+                    }
+                }
                 if let Some(i) = interface {
                     write!(f, ":interface={}", quote_argument(&i.to_string()))?;
                 }
@@ -322,13 +496,20 @@ impl fmt::Display for Endpoint {
                 }
                 Ok(())
             }
-            Endpoint::Systemd { domain, index } => {
+            Endpoint::Systemd { domain, index, tls } => {
                 let d = match domain {
                     SystemdDomain::Inet => "INET",
                     SystemdDomain::Inet6 => "INET6",
                     SystemdDomain::Unix => "UNIX",
                 };
-                write!(f, "systemd:domain={d}:index={index}")
+                write!(f, "systemd:domain={d}:index={index}")?;
+                match tls.as_deref() {
+                    None => Ok(()),
+                    Some(TlsSpec::Dir(dir)) => {
+                        write!(f, ":certDir={}", quote_argument(&dir.to_string_lossy()))
+                    }
+                    Some(files) => write_files(f, files),
+                }
             }
         }
     }
@@ -361,6 +542,7 @@ mod tests {
                 interface,
                 backlog,
                 v6,
+                ..
             } => {
                 assert_eq!(port, 8080);
                 assert_eq!(interface, Some("127.0.0.1".parse().unwrap()));
@@ -443,9 +625,83 @@ mod tests {
             ok("systemd:domain=INET:index=0"),
             Endpoint::Systemd {
                 domain: SystemdDomain::Inet,
-                index: 0
+                index: 0,
+                tls: None,
             }
         );
+    }
+
+    #[test]
+    fn ssl_tls_and_tls_on_systemd() {
+        let here = std::env::current_dir().unwrap();
+        match ok("ssl:8443:privateKey=k.pem:certKey=c.pem:interface=127.0.0.1") {
+            Endpoint::Tcp {
+                port,
+                v6,
+                tls: Some(spec),
+                ..
+            } => {
+                assert_eq!((port, v6), (8443, false));
+                assert_eq!(
+                    *spec,
+                    TlsSpec::Files {
+                        private_key: here.join("k.pem"),
+                        cert_key: Some(here.join("c.pem")),
+                        extra_chain: None,
+                        dh_parameters: None,
+                        method: None,
+                    }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match ok("ssl:443") {
+            Endpoint::Tcp {
+                tls: Some(spec), ..
+            } => match *spec {
+                TlsSpec::Files { private_key, .. } => assert!(private_key.ends_with("server.pem")),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        match ok("tls:/etc/certs") {
+            Endpoint::Tcp {
+                port,
+                v6,
+                interface,
+                tls: Some(spec),
+                ..
+            } => {
+                assert_eq!((port, v6, interface), (443, true, None));
+                assert_eq!(*spec, TlsSpec::Dir("/etc/certs".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(ok("tls:/c:port=8443:interface=127.0.0.1").tls().is_some());
+        assert!(err("ssl:443:sslmethod=TLSv1_1_METHOD").contains("older than TLS 1.2"));
+        assert!(err("ssl:443:sslmethod=BOGUS").contains("not a method"));
+        assert!(ok("ssl:443:sslmethod=TLSv1_2_METHOD").tls().is_some());
+        assert!(err("tls:").contains("certificate directory"));
+        let sd = ok("systemd:domain=INET6:index=0:certDir=/c");
+        assert_eq!(sd.tls(), Some(&TlsSpec::Dir("/c".into())));
+        assert!(
+            ok("systemd:domain=INET:index=1:privateKey=/k.pem")
+                .tls()
+                .is_some()
+        );
+        assert!(err("systemd:domain=UNIX:index=0:certDir=/c").contains("INET"));
+        assert!(err("systemd:domain=INET:index=0:certDir=/c:privateKey=/k").contains("exclude"));
+        // Every form prints back to itself (restart matches listeners by their string).
+        for s in [
+            "ssl:443:privateKey=/k.pem:certKey=/c.pem:extraCertChain=/x.pem:sslmethod=TLS_METHOD",
+            "tls:/etc/certs:port=8443",
+            "tls:/etc/certs:port=8443:interface=127.0.0.1",
+            "systemd:domain=INET:index=0:privateKey=/k.pem",
+            "systemd:domain=INET6:index=2:certDir=/c",
+        ] {
+            let ep = ok(s);
+            assert_eq!(ok(&ep.to_string()), ep, "{s} -> {ep}");
+        }
     }
 
     #[test]

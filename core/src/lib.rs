@@ -51,6 +51,7 @@ pub mod service;
 pub mod testing;
 pub mod threads;
 pub mod timer;
+pub mod tls;
 pub mod transport;
 
 /// The clap the plugin API is built on, so a plugin outside this repository uses the same one.

@@ -22,8 +22,31 @@ pub(crate) trait Socket: io::Read {
     /// Holds partial segments back while a file goes out (TCP_CORK); a no-op where there are
     /// no segments.
     fn set_cork(&mut self, on: bool);
-    /// Shuts our sending side down (TCP FIN).
+    /// Shuts our sending side down (TCP FIN; TLS's close_notify first).
     fn shutdown_write(&mut self) -> io::Result<()>;
+
+    /// Sends what the socket holds of its own (TLS records); `Ok(false)` if it would block.
+    fn flush_pending(&mut self) -> io::Result<bool> {
+        Ok(true)
+    }
+
+    /// True while the socket holds output of its own (TLS records) not yet sent.
+    fn pending(&self) -> bool {
+        false
+    }
+
+    /// True until a TLS handshake has completed (never, for a plain socket).
+    fn handshaking(&self) -> bool {
+        false
+    }
+
+    /// Becomes a TLS server session in place (STARTTLS); what was read before stays read.
+    fn start_tls(&mut self, _config: std::sync::Arc<rustls::ServerConfig>) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this connection cannot start TLS",
+        ))
+    }
 }
 
 /// Output queued behind a file: more bytes, or a file region.
@@ -200,6 +223,10 @@ impl Output {
     /// Writes the output to `s` until it would block: bytes, then each queued file region,
     /// in the order they were queued.
     pub(crate) fn flush<S: Socket>(&mut self, s: &mut S) -> io::Result<()> {
+        // What the socket itself still holds (TLS records) leaves before anything new.
+        if !s.flush_pending()? {
+            return Ok(());
+        }
         loop {
             if !self.flush_bytes(s)? {
                 return Ok(());

@@ -75,6 +75,11 @@ pub trait Factory {
     fn max_connections(&self) -> Option<usize> {
         None
     }
+
+    /// The protocols offered in TLS's ALPN on TLS endpoints (`http/1.1`), in order.
+    fn alpn_protocols(&self) -> &[&'static [u8]] {
+        &[]
+    }
 }
 
 /// Builds the protocol of an outgoing connection, or hears that it failed.

@@ -34,6 +34,8 @@ struct MemorySocket {
     received: Vec<u8>,
     /// How much more the peer takes before a send would block.
     room: usize,
+    /// `start_tls` happened: the test plays the peer's side of it in plaintext.
+    tls: bool,
 }
 
 impl Read for MemorySocket {
@@ -80,6 +82,12 @@ impl Socket for MemorySocket {
     fn set_cork(&mut self, _on: bool) {}
 
     fn shutdown_write(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// No real handshake in tests: the connection goes on in plaintext, marked secure.
+    fn start_tls(&mut self, _config: std::sync::Arc<rustls::ServerConfig>) -> io::Result<()> {
+        self.tls = true;
         Ok(())
     }
 }
@@ -242,6 +250,11 @@ impl<P: Protocol + 'static> Harness<P> {
     /// The protocol asked to half-close (`lose_write_connection`).
     pub fn write_closed(&self) -> bool {
         matches!(self.conn.st.phase(), Phase::HalfClosing | Phase::HalfClosed)
+    }
+
+    /// The protocol called `start_tls` and the upgrade took place (in tests, in plaintext).
+    pub fn tls_started(&self) -> bool {
+        self.conn.socket.tls
     }
 
     /// The protocol paused reading.

@@ -13,6 +13,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::address::Address;
@@ -89,6 +90,11 @@ pub struct ConnState {
     pub(crate) producer: Producer,
     /// `stop_requested` was delivered.
     pub(crate) stopping: bool,
+    /// The connection is TLS (accepted on a TLS endpoint, or upgraded).
+    pub(crate) secure: bool,
+    /// `start_tls` was asked for: once the output has left, the connection becomes TLS with
+    /// this config (reading stops meanwhile: what follows is the client's handshake).
+    pub(crate) upgrade: Option<Arc<rustls::ServerConfig>>,
     pub(crate) peer: Address,
     pub(crate) host: Address,
     pub(crate) name: &'static str,
@@ -128,6 +134,8 @@ impl ConnState {
             peer_closed: false,
             producer: Producer::None,
             stopping: false,
+            secure: false,
+            upgrade: None,
             peer,
             host,
             name,
@@ -213,6 +221,7 @@ impl ConnState {
             self.phase,
             Phase::Open | Phase::HalfClosing | Phase::HalfClosed
         ) && !self.eof_received
+            && self.upgrade.is_none()
     }
 
     /// Keeps `call` to cancel it at close; forgets the ones that already ran.
@@ -343,6 +352,20 @@ impl<'a> Transport<'a> {
     /// Stops producer callbacks.
     pub fn unregister_producer(&mut self) {
         self.st.producer = Producer::None;
+    }
+
+    /// True if the connection is TLS (a TLS endpoint, or after `start_tls`).
+    pub fn is_secure(&self) -> bool {
+        self.st.secure || self.st.upgrade.is_some()
+    }
+
+    /// Upgrades the connection to TLS in place (STARTTLS, STLS): what was written before is
+    /// sent in plaintext first, then the handshake begins; nothing more is read as plaintext.
+    /// Input the protocol already holds from before is its to throw away (RFC 3207 says so).
+    pub fn start_tls(&mut self, tls: &crate::tls::TlsContext) {
+        if !self.is_secure() {
+            self.st.upgrade = Some(tls.config());
+        }
     }
 
     /// Bytes written but not yet sent.

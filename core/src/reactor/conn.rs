@@ -13,7 +13,10 @@ use crate::connection::{After, Conn, Driver};
 use crate::error::Reason;
 use crate::output::Socket;
 use crate::protocol::Protocol;
+use crate::tls::stream::TlsStream;
 use crate::transport::{ConnId, ConnState, Transport};
+use rustls::ServerConfig;
+use std::sync::Arc;
 
 /// A connected stream socket.
 pub(crate) enum Stream {
@@ -103,9 +106,107 @@ impl Socket for Stream {
     }
 }
 
+/// A connection's socket in the reactor: plain, or TLS over it.
+pub(crate) enum NetSocket {
+    Plain(Stream),
+    Tls(Box<TlsStream<Stream>>),
+    /// Only while `start_tls` swaps one for the other.
+    Swapping,
+}
+
+impl NetSocket {
+    fn stream(&mut self) -> Option<&mut Stream> {
+        match self {
+            NetSocket::Plain(s) => Some(s),
+            NetSocket::Tls(t) => Some(t.socket_mut()),
+            NetSocket::Swapping => None,
+        }
+    }
+
+    pub(crate) fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
+        self.stream().map(Stream::source)
+    }
+}
+
+fn swapping() -> io::Error {
+    io::Error::other("the socket is being upgraded")
+}
+
+impl Read for NetSocket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            NetSocket::Plain(s) => s.read(buf),
+            NetSocket::Tls(t) => t.read(buf),
+            NetSocket::Swapping => Err(swapping()),
+        }
+    }
+}
+
+impl Socket for NetSocket {
+    fn send(&mut self, buf: &[u8], more: bool) -> io::Result<usize> {
+        match self {
+            NetSocket::Plain(s) => s.send(buf, more),
+            NetSocket::Tls(t) => t.send(buf, more),
+            NetSocket::Swapping => Err(swapping()),
+        }
+    }
+
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        match self {
+            NetSocket::Plain(s) => s.send_file(file, offset, len),
+            NetSocket::Tls(t) => t.send_file(file, offset, len),
+            NetSocket::Swapping => Err(swapping()),
+        }
+    }
+
+    fn set_cork(&mut self, on: bool) {
+        match self {
+            NetSocket::Plain(s) => s.set_cork(on),
+            NetSocket::Tls(t) => t.set_cork(on),
+            NetSocket::Swapping => {}
+        }
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        match self {
+            NetSocket::Plain(s) => s.shutdown_write(),
+            NetSocket::Tls(t) => t.shutdown_write(),
+            NetSocket::Swapping => Err(swapping()),
+        }
+    }
+
+    fn flush_pending(&mut self) -> io::Result<bool> {
+        match self {
+            NetSocket::Tls(t) => t.flush_pending(),
+            _ => Ok(true),
+        }
+    }
+
+    fn pending(&self) -> bool {
+        matches!(self, NetSocket::Tls(t) if t.pending())
+    }
+
+    fn handshaking(&self) -> bool {
+        matches!(self, NetSocket::Tls(t) if t.handshaking())
+    }
+
+    fn start_tls(&mut self, config: Arc<ServerConfig>) -> io::Result<()> {
+        match std::mem::replace(self, NetSocket::Swapping) {
+            NetSocket::Plain(s) => {
+                *self = NetSocket::Tls(Box::new(TlsStream::new(s, config)?));
+                Ok(())
+            }
+            other => {
+                *self = other;
+                Err(io::Error::other("the connection is TLS already"))
+            }
+        }
+    }
+}
+
 /// An open connection in the reactor.
 pub(crate) struct Connection {
-    pub(crate) conn: Conn<Stream>,
+    pub(crate) conn: Conn<NetSocket>,
     pub(crate) proto: Box<dyn Protocol>,
     /// The factory whose connection count this connection holds (none for outgoing ones).
     pub(crate) factory: Option<u32>,
@@ -123,18 +224,23 @@ impl Reactor {
     pub(crate) fn add_connection(
         &mut self,
         key: usize,
-        mut stream: Stream,
+        mut socket: NetSocket,
         proto: Box<dyn Protocol>,
-        st: ConnState,
+        mut st: ConnState,
         factory: Option<u32>,
     ) -> io::Result<()> {
+        let source = socket.source().ok_or_else(swapping)?;
         self.poll.registry().register(
-            stream.source(),
+            source,
             mio::Token(key),
             Interest::READABLE | Interest::WRITABLE,
         )?;
+        if matches!(socket, NetSocket::Tls(_)) {
+            st.secure = true;
+            crate::connection::arm_handshake_timer(&mut st, &self.handle);
+        }
         self.entries[key] = Entry::Conn(Connection {
-            conn: Conn::new(stream, st),
+            conn: Conn::new(socket, st),
             proto,
             factory,
         });
@@ -147,7 +253,7 @@ impl Reactor {
     fn step(
         &mut self,
         key: usize,
-        step: impl FnOnce(&mut Conn<Stream>, &mut dyn Protocol, &mut Driver<'_>) -> After,
+        step: impl FnOnce(&mut Conn<NetSocket>, &mut dyn Protocol, &mut Driver<'_>) -> After,
     ) {
         let Some(Entry::Conn(c)) = self.entries.get_mut(key) else {
             return;
@@ -196,7 +302,9 @@ impl Reactor {
         };
         match std::mem::replace(entry, Entry::Closed) {
             Entry::Conn(mut c) => {
-                let _ = self.poll.registry().deregister(c.conn.socket.source());
+                if let Some(source) = c.conn.socket.source() {
+                    let _ = self.poll.registry().deregister(source);
+                }
                 self.live_conns -= 1;
                 if let Some(f) = c.factory {
                     self.connection_slot_freed(f as usize);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mio::{Interest, Token};
 
-use super::conn::Stream;
+use super::conn::{NetSocket, Stream};
 use super::{Entry, Reactor};
 use crate::address::Address;
 use crate::error::Reason;
@@ -93,7 +93,13 @@ impl Reactor {
             0,
             self.handle.now(),
         );
-        if let Err(e) = self.add_connection(key, Stream::Tcp(c.stream), proto, st, None) {
+        if let Err(e) = self.add_connection(
+            key,
+            NetSocket::Plain(Stream::Tcp(c.stream)),
+            proto,
+            st,
+            None,
+        ) {
             log::error!(target: "twistrs.reactor", "cannot register connection: {e}");
             self.to_free.push(key);
         }

@@ -11,11 +11,14 @@ use std::time::Duration;
 use mio::{Interest, Token};
 use socket2::{Domain, Socket, Type};
 
-use super::conn::Stream;
+use super::conn::{NetSocket, Stream};
 use super::{Entry, FactoryId, Reactor};
 use crate::address::Address;
 use crate::endpoint::{Endpoint, SystemdDomain};
+use crate::tls::TlsContext;
+use crate::tls::stream::TlsStream;
 use crate::transport::ConnState;
+use std::rc::Rc;
 
 /// Identifies a listening port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +93,8 @@ pub(crate) struct Listener {
     cleanup: Option<(PathBuf, Option<PathBuf>)>,
     /// The endpoint string, to match the socket up with a successor's listener.
     endpoint: String,
+    /// TLS for every connection it accepts.
+    tls: Option<Rc<TlsContext>>,
 }
 
 /// A listening socket with what the listener table keeps about it: its local address, the
@@ -208,8 +213,10 @@ impl Reactor {
     /// Opens a stream endpoint for `factory`. Logs twistd's `Echo starting on 8080`.
     pub fn listen(&mut self, ep: &Endpoint, factory: FactoryId) -> Result<ListenerId, ListenError> {
         let key = ep.to_string();
+        // Certificates first: a bad file is a start-up error before anything is bound.
+        let tls = self.tls_for(ep, factory.0)?;
         if let Some(fd) = self.take_inherited(&key) {
-            return self.listen_inherited(ep, fd, factory.0);
+            return self.listen_inherited(ep, fd, factory.0, tls);
         }
         let (sock, host, label, cleanup) = match ep {
             Endpoint::Tcp {
@@ -217,6 +224,7 @@ impl Reactor {
                 interface,
                 backlog,
                 v6,
+                ..
             } => {
                 let ip = interface.unwrap_or(if *v6 {
                     IpAddr::V6(Ipv6Addr::UNSPECIFIED)
@@ -252,7 +260,7 @@ impl Reactor {
                     Some((path.clone(), lock)),
                 )
             }
-            Endpoint::Systemd { domain, index } => {
+            Endpoint::Systemd { domain, index, .. } => {
                 let what = ep.to_string();
                 let fd = systemd_fd(*index).map_err(|e| listen_err(&what, e))?;
                 // SAFETY: systemd hands these descriptors to us; each index is taken once.
@@ -286,7 +294,7 @@ impl Reactor {
                 ));
             }
         };
-        self.add_listener(sock, factory.0, host, label, cleanup, key)
+        self.add_listener(sock, factory.0, host, label, cleanup, key, tls)
     }
 
     /// Hands a predecessor's listening socket for `endpoint` to the next `listen` of it.
@@ -304,6 +312,7 @@ impl Reactor {
         ep: &Endpoint,
         fd: std::os::fd::OwnedFd,
         factory: usize,
+        tls: Option<Rc<TlsContext>>,
     ) -> Result<ListenerId, ListenError> {
         let what = ep.to_string();
         let sock = Socket::from(fd);
@@ -330,7 +339,7 @@ impl Reactor {
             }
             _ => adopt_tcp(mio::net::TcpListener::from_std(sock.into()), &what)?,
         };
-        self.add_listener(sock, factory, host, label, cleanup, what)
+        self.add_listener(sock, factory, host, label, cleanup, what, tls)
     }
 
     /// Every listening socket with its endpoint string, for a successor to inherit.
@@ -362,6 +371,30 @@ impl Reactor {
         }
     }
 
+    /// The TLS context of a TLS endpoint, its certificates loaded (and reloaded with the log
+    /// files: SIGHUP); the factory's ALPN protocols are offered.
+    fn tls_for(
+        &mut self,
+        ep: &Endpoint,
+        factory: usize,
+    ) -> Result<Option<Rc<TlsContext>>, ListenError> {
+        let Some(spec) = ep.tls() else {
+            return Ok(None);
+        };
+        let alpn = self.factories[factory].factory.alpn_protocols();
+        let ctx = TlsContext::load(spec, alpn).map_err(|e| {
+            listen_err(
+                ep.to_string(),
+                io::Error::new(io::ErrorKind::InvalidData, e),
+            )
+        })?;
+        let ctx = Rc::new(ctx);
+        let reload = ctx.clone();
+        self.handle.on_reopen(Box::new(move || reload.reload()));
+        Ok(Some(ctx))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn add_listener(
         &mut self,
         mut sock: ListenSock,
@@ -370,6 +403,7 @@ impl Reactor {
         label: String,
         cleanup: Option<(PathBuf, Option<PathBuf>)>,
         endpoint: String,
+        tls: Option<Rc<TlsContext>>,
     ) -> Result<ListenerId, ListenError> {
         let key = self.entries.vacant_key();
         let src: &mut dyn mio::event::Source = match &mut sock {
@@ -396,6 +430,7 @@ impl Reactor {
             label,
             cleanup,
             endpoint,
+            tls,
         }));
         Ok(ListenerId(key))
     }
@@ -488,8 +523,8 @@ impl Reactor {
                         log::info!(target: crate::logsys::BARE, "{name} on {}: accepting again", l.label);
                     }
                     l.accepting = Accepting::Open;
-                    let factory = l.factory;
-                    self.connection_accepted(factory, stream, peer, host);
+                    let (factory, tls) = (l.factory, l.tls.clone());
+                    self.connection_accepted(factory, stream, peer, host, tls);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // accept(2) worked again, the queue is just empty: the shortage is over.
@@ -520,14 +555,26 @@ impl Reactor {
         self.resume_accept.push(key);
     }
 
-    /// Builds the protocol for an accepted connection and registers it.
+    /// Builds the protocol for an accepted connection (TLS over it, on a TLS listener) and
+    /// registers it.
     fn connection_accepted(
         &mut self,
         factory: usize,
         stream: Stream,
         peer: Address,
         host: Address,
+        tls: Option<Rc<TlsContext>>,
     ) {
+        let socket = match tls {
+            None => NetSocket::Plain(stream),
+            Some(ctx) => match TlsStream::new(stream, ctx.config()) {
+                Ok(t) => NetSocket::Tls(Box::new(t)),
+                Err(e) => {
+                    log::error!(target: "twistrs.tls", "cannot start TLS for {peer}: {e}");
+                    return;
+                }
+            },
+        };
         let slot = &mut self.factories[factory];
         let Some(proto) = slot.factory.build_protocol(&peer) else {
             return;
@@ -539,7 +586,7 @@ impl Reactor {
         let key = self.entries.insert(Entry::Closed);
         let id = self.next_id(key);
         let st = ConnState::new(id, peer, host, name, session, self.handle.now());
-        if let Err(e) = self.add_connection(key, stream, proto, st, Some(factory as u32)) {
+        if let Err(e) = self.add_connection(key, socket, proto, st, Some(factory as u32)) {
             log::error!(target: "twistrs.reactor", "cannot register connection: {e}");
             self.factories[factory].conns -= 1;
             self.entries.remove(key);

@@ -1,0 +1,197 @@
+//! TLS for every plugin: certificates from files or a directory, a rustls server
+//! configuration that a listener shares with its connections, and reloading.
+//!
+//! A `ssl:` or `tls:` endpoint (or TLS keywords on a `systemd:` one) carries a [`TlsSpec`];
+//! the listener turns it into a [`TlsContext`] when it opens, so a missing or bad file is a
+//! start-up error naming the file. The context holds the current `rustls::ServerConfig`
+//! behind a shared cell: `reload` (SIGHUP) reads the files again and swaps in a new config for
+//! new handshakes, while established connections keep the one they started with; a bad new
+//! file keeps the old config in service. The TLS stream itself (`stream`) sits below the
+//! protocol as a [`crate::output::Socket`], so a protocol sees plaintext through the same
+//! `Transport` contract.
+//!
+//! Only TLS 1.3 and 1.2 are offered (rustls has nothing older), with the ring provider.
+
+mod certs;
+mod sni;
+pub(crate) mod stream;
+
+use std::cell::RefCell;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+
+pub use certs::CertError;
+
+/// Where a listener's certificates come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSpec {
+    /// `ssl:`: one certificate (with `extraCertChain`) and its key, from PEM files. Without
+    /// `cert_key`, `private_key` holds both.
+    Files {
+        private_key: PathBuf,
+        cert_key: Option<PathBuf>,
+        extra_chain: Option<PathBuf>,
+        /// Accepted, and unused: only ECDHE key exchange is offered.
+        dh_parameters: Option<PathBuf>,
+        /// twistd's `sslmethod`, as given (only the ones that mean TLS 1.2 or newer parse).
+        method: Option<String>,
+    },
+    /// `tls:CERTDIR`: every certificate of `*.pem` files in the directory, chosen by SNI.
+    Dir(PathBuf),
+}
+
+/// The protocol versions an `sslmethod` allows: `None` for the default (1.2 and 1.3).
+pub fn parse_method(
+    m: &str,
+) -> Result<Option<&'static [&'static rustls::SupportedProtocolVersion]>, String> {
+    static TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+    static TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    match m {
+        "SSLv23_METHOD" | "TLS_METHOD" | "TLS_SERVER_METHOD" => Ok(None),
+        "TLSv1_2_METHOD" => Ok(Some(TLS12)),
+        "TLSv1_3_METHOD" => Ok(Some(TLS13)),
+        "SSLv2_METHOD" | "SSLv3_METHOD" | "TLSv1_METHOD" | "TLSv1_1_METHOD" => Err(format!(
+            "sslmethod={m} asks for a protocol older than TLS 1.2, which twistrs does not \
+             offer (TLS 1.2 and 1.3 only)"
+        )),
+        other => Err(format!(
+            "sslmethod={other} is not a method twistrs knows (SSLv23_METHOD, TLS_METHOD, \
+             TLSv1_2_METHOD or TLSv1_3_METHOD)"
+        )),
+    }
+}
+
+/// The crypto provider every TLS config uses.
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A listener's TLS: the current server config, swapped on `reload`.
+pub struct TlsContext {
+    spec: TlsSpec,
+    /// Offered in ALPN, in order (the factory's protocols, such as `http/1.1`).
+    alpn: Vec<Vec<u8>>,
+    current: RefCell<Arc<ServerConfig>>,
+}
+
+impl fmt::Debug for TlsContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsContext")
+            .field("spec", &self.spec)
+            .finish()
+    }
+}
+
+impl TlsContext {
+    /// Loads the certificates of `spec`; every problem is an error naming the file.
+    pub fn load(spec: &TlsSpec, alpn: &[&[u8]]) -> Result<TlsContext, CertError> {
+        let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
+        let config = build(spec, &alpn)?;
+        Ok(TlsContext {
+            spec: spec.clone(),
+            alpn,
+            current: RefCell::new(config),
+        })
+    }
+
+    /// A context for files given to a plugin (a mail server's STARTTLS certificate).
+    pub fn from_files(
+        private_key: &Path,
+        cert_key: Option<&Path>,
+        alpn: &[&[u8]],
+    ) -> Result<TlsContext, CertError> {
+        TlsContext::load(
+            &TlsSpec::Files {
+                private_key: private_key.to_path_buf(),
+                cert_key: cert_key.map(Path::to_path_buf),
+                extra_chain: None,
+                dh_parameters: None,
+                method: None,
+            },
+            alpn,
+        )
+    }
+
+    /// The config new handshakes use.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.current.borrow().clone()
+    }
+
+    /// Reads the files again; new handshakes use them, established connections are not
+    /// touched. A bad file keeps the old certificate in service and is logged.
+    pub fn reload(&self) {
+        match build(&self.spec, &self.alpn) {
+            Ok(config) => {
+                *self.current.borrow_mut() = config;
+                log::info!(target: "twistrs.tls", "Reloaded certificates ({}).", self.describe());
+            }
+            Err(e) => log::error!(target: "twistrs.tls",
+                "Certificates not reloaded, the old ones stay in service: {e}"),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.spec {
+            TlsSpec::Files {
+                private_key,
+                cert_key,
+                ..
+            } => cert_key
+                .as_ref()
+                .unwrap_or(private_key)
+                .display()
+                .to_string(),
+            TlsSpec::Dir(d) => d.display().to_string(),
+        }
+    }
+}
+
+/// A server config for `spec`: TLS 1.2 and 1.3 (or what `sslmethod` narrows it to), no client
+/// certificates, `alpn` offered.
+fn build(spec: &TlsSpec, alpn: &[Vec<u8>]) -> Result<Arc<ServerConfig>, CertError> {
+    let provider = provider();
+    let (versions, resolver): (_, Arc<dyn rustls::server::ResolvesServerCert>) = match spec {
+        TlsSpec::Files {
+            private_key,
+            cert_key,
+            extra_chain,
+            dh_parameters,
+            method,
+        } => {
+            if dh_parameters.is_some() {
+                log::info!(target: "twistrs.tls",
+                    "dhParameters is accepted and not used: only ECDHE key exchange is offered.");
+            }
+            let versions = match method.as_deref().map(parse_method) {
+                Some(Err(e)) => return Err(CertError::new(Path::new(""), e)),
+                Some(Ok(v)) => v,
+                None => None,
+            };
+            let key = certs::load_pair(
+                private_key,
+                cert_key.as_deref(),
+                extra_chain.as_deref(),
+                &provider,
+            )?;
+            (
+                versions,
+                Arc::new(rustls::sign::SingleCertAndKey::from(key)),
+            )
+        }
+        TlsSpec::Dir(dir) => (
+            None,
+            Arc::new(sni::DirResolver::scan(dir, provider.clone())?),
+        ),
+    };
+    let builder = ServerConfig::builder_with_provider(provider);
+    let builder = builder
+        .with_protocol_versions(versions.unwrap_or(rustls::DEFAULT_VERSIONS))
+        .map_err(|e| CertError::new(Path::new(""), e.to_string()))?;
+    let mut config = builder.with_no_client_auth().with_cert_resolver(resolver);
+    config.alpn_protocols = alpn.to_vec();
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,202 @@
+//! The TLS layer as a [`Socket`]: plaintext for the protocol above, TLS records on the socket
+//! below, without ever blocking.
+//!
+//! Reading pulls records from the socket into rustls and returns the plaintext they held,
+//! filling the caller's buffer as a plain socket read does (so a short read still means the
+//! socket is drained, which edge-triggered polling relies on). Sending encrypts into rustls
+//! and writes the records out at once; while records are still waiting for room in the
+//! socket, a send would block, so the plaintext stays in the connection's output buffer and
+//! backpressure bounds both. Files go through in chunks read with pread. Shutting down the
+//! write side sends close_notify, then the TCP FIN once it has left.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use rustls::{ServerConfig, ServerConnection};
+
+use crate::output::Socket;
+
+/// How much of a file is read and encrypted at once.
+const FILE_CHUNK: usize = 64 * 1024;
+/// What rustls may hold: plaintext before the handshake ends, and records not yet written.
+const BUFFER_LIMIT: usize = 64 * 1024;
+
+/// A server-side TLS session over the socket `S`.
+pub(crate) struct TlsStream<S> {
+    sock: S,
+    conn: ServerConnection,
+    /// close_notify was queued: the TCP FIN follows once the records have left.
+    closing: bool,
+    /// The FIN went out.
+    shut: bool,
+    /// A fatal TLS error to report on the next read (after its alert was sent).
+    failed: Option<String>,
+}
+
+impl<S: Socket> TlsStream<S> {
+    pub(crate) fn new(sock: S, config: Arc<ServerConfig>) -> io::Result<TlsStream<S>> {
+        let mut conn = ServerConnection::new(config).map_err(io::Error::other)?;
+        conn.set_buffer_limit(Some(BUFFER_LIMIT));
+        Ok(TlsStream {
+            sock,
+            conn,
+            closing: false,
+            shut: false,
+            failed: None,
+        })
+    }
+
+    pub(crate) fn socket_mut(&mut self) -> &mut S {
+        &mut self.sock
+    }
+
+    /// True until the handshake has completed.
+    pub(crate) fn handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// Writes records rustls has ready; `Ok(false)` if the socket would block first.
+    fn write_records(&mut self) -> io::Result<bool> {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut SocketWriter(&mut self.sock)) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.closing && !self.shut {
+            self.shut = true;
+            self.sock.shutdown_write()?;
+        }
+        Ok(true)
+    }
+
+    /// Reads records from the socket into rustls; `Ok(false)` at the socket's EOF.
+    fn read_records(&mut self) -> io::Result<bool> {
+        loop {
+            match self.conn.read_tls(&mut self.sock) {
+                Ok(0) => return Ok(false),
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Err(e) = self.conn.process_new_packets() {
+            // The alert rustls queued for the peer goes out before the close.
+            let _ = self.write_records();
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        // The handshake may have answers to send.
+        self.write_records()?;
+        Ok(true)
+    }
+}
+
+/// Lets rustls write records through our `Socket` (plain sends, no MSG_MORE).
+struct SocketWriter<'a, S>(&'a mut S);
+
+impl<S: Socket> Write for SocketWriter<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.send(buf, false)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<S: Socket> Read for TlsStream<S> {
+    /// Plaintext, as much as fits in `buf` or the socket holds; WouldBlock when none.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = &self.failed {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e.clone()));
+        }
+        let mut total = 0;
+        let mut eof = false;
+        loop {
+            match self.conn.reader().read(&mut buf[total..]) {
+                // close_notify: the end of the plaintext.
+                Ok(0) if total < buf.len() => return Ok(total),
+                Ok(n) => {
+                    total += n;
+                    if total == buf.len() {
+                        return Ok(total);
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The peer closed the TCP connection without close_notify: an end all the same.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(total),
+                Err(e) => return Err(e),
+            }
+            if eof {
+                return Ok(total);
+            }
+            match self.read_records() {
+                Ok(true) => {}
+                Ok(false) => eof = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return if total > 0 { Ok(total) } else { Err(e) };
+                }
+                Err(e) => {
+                    self.failed = Some(e.to_string());
+                    return if total > 0 { Ok(total) } else { Err(e) };
+                }
+            }
+        }
+    }
+}
+
+impl<S: Socket> Socket for TlsStream<S> {
+    fn send(&mut self, buf: &[u8], _more: bool) -> io::Result<usize> {
+        // Records from earlier sends first: while they wait, so does new plaintext.
+        if !self.write_records()? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = self.conn.writer().write(buf)?;
+        if n == 0 && !buf.is_empty() {
+            // rustls' buffer is full (the handshake has not finished yet).
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.write_records()?;
+        Ok(n)
+    }
+
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        if !self.write_records()? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut chunk = vec![0u8; len.min(FILE_CHUNK)];
+        let n = file.read_at(&mut chunk, offset)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        // What rustls does not take now is read again next time (at the new offset).
+        self.send(&chunk[..n], false)
+    }
+
+    fn set_cork(&mut self, on: bool) {
+        self.sock.set_cork(on);
+    }
+
+    /// close_notify, then the FIN once the records have left.
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        if !self.closing {
+            self.closing = true;
+            self.conn.send_close_notify();
+        }
+        self.write_records().map(|_| ())
+    }
+
+    fn flush_pending(&mut self) -> io::Result<bool> {
+        self.write_records()
+    }
+
+    fn pending(&self) -> bool {
+        self.conn.wants_write() || (self.closing && !self.shut)
+    }
+}
