@@ -12,48 +12,33 @@ use twistrs_core::options::Refused;
 
 /// Options twistd has that load or debug Python code; twistrs refuses each by name.
 pub const PYTHON_ONLY: &[Refused] = &[
-    refused("python", Some('y'), true, "loads a Python .tac file"),
-    refused(
+    Refused::new("python", Some('y'), true, "loads a Python .tac file"),
+    Refused::new(
         "file",
         Some('f'),
         true,
         "loads a pickled Python application",
     ),
-    refused("source", Some('s'), true, "loads a Python AOT source file"),
-    refused(
+    Refused::new("source", Some('s'), true, "loads a Python AOT source file"),
+    Refused::new(
         "encrypted",
         Some('e'),
         false,
         "decrypts a pickled Python application",
     ),
-    refused(
+    Refused::new(
         "no_save",
         Some('o'),
         false,
         "controls pickling of Python state",
     ),
-    refused("profile", Some('p'), true, "runs the Python profiler"),
-    refused("profiler", None, true, "selects a Python profiler"),
-    refused("savestats", None, false, "saves Python profiler statistics"),
-    refused("debug", Some('b'), false, "runs under the Python debugger"),
-    refused("spew", None, false, "traces every Python function call"),
-    refused("logger", None, true, "names a Python log observer"),
+    Refused::new("profile", Some('p'), true, "runs the Python profiler"),
+    Refused::new("profiler", None, true, "selects a Python profiler"),
+    Refused::new("savestats", None, false, "saves Python profiler statistics"),
+    Refused::new("debug", Some('b'), false, "runs under the Python debugger"),
+    Refused::new("spew", None, false, "traces every Python function call"),
+    Refused::new("logger", None, true, "names a Python log observer"),
 ];
-
-/// One refused option, briefly.
-const fn refused(
-    long: &'static str,
-    short: Option<char>,
-    takes_value: bool,
-    why: &'static str,
-) -> Refused {
-    Refused {
-        long,
-        short,
-        takes_value,
-        why,
-    }
-}
 
 fn octal(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s, 8)

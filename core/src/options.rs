@@ -179,6 +179,21 @@ pub struct Refused {
 }
 
 impl Refused {
+    /// One refused option (a `const` list reads best built with this).
+    pub const fn new(
+        long: &'static str,
+        short: Option<char>,
+        takes_value: bool,
+        why: &'static str,
+    ) -> Refused {
+        Refused {
+            long,
+            short,
+            takes_value,
+            why,
+        }
+    }
+
     /// The hidden clap arguments for `list`.
     pub fn args(list: &[Refused]) -> Vec<Arg> {
         list.iter()

@@ -8,20 +8,7 @@ use proptest::prelude::*;
 
 use crate::endpoint::Endpoint;
 use crate::line::{Line, LineReceiver};
-
-/// Cuts `data` into pieces at the given (sorted, deduplicated) offsets.
-fn pieces<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
-    let mut at: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
-    at.sort_unstable();
-    at.dedup();
-    let mut out = Vec::new();
-    let mut prev = 0;
-    for c in at.into_iter().chain(std::iter::once(data.len())) {
-        out.push(&data[prev..c]);
-        prev = c;
-    }
-    out
-}
+use crate::testing::pieces;
 
 /// The lines a receiver gives for `data` fed in `parts`: `None` for an over-long line.
 fn frame(delim: &'static [u8], max: usize, parts: &[&[u8]]) -> (Vec<Option<Vec<u8>>>, usize) {

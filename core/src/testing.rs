@@ -273,6 +273,21 @@ impl<P: Protocol + 'static> Harness<P> {
     }
 }
 
+/// Cuts `data` into pieces at the given offsets (taken modulo its length, sorted, each used
+/// once): property tests feed sans-IO parsers every way a stream can be cut.
+pub fn pieces<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut at: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+    at.sort_unstable();
+    at.dedup();
+    let mut out = Vec::new();
+    let mut prev = 0;
+    for c in at.into_iter().chain(std::iter::once(data.len())) {
+        out.push(&data[prev..c]);
+        prev = c;
+    }
+    out
+}
+
 /// One datagram protocol on a list of sent datagrams.
 pub struct DatagramHarness<P: DatagramProtocol> {
     pub proto: P,

@@ -13,20 +13,7 @@ use crate::config::{MailConfig, fixture};
 use crate::data::{DataReader, Outcome};
 use crate::pop3::{self, Pop3};
 use crate::smtp::{self, Smtp};
-
-/// Cuts `data` at the given offsets (taken modulo its length).
-fn pieces<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
-    let mut at: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
-    at.sort_unstable();
-    at.dedup();
-    let mut out = Vec::new();
-    let mut prev = 0;
-    for c in at.into_iter().chain(std::iter::once(data.len())) {
-        out.push(&data[prev..c]);
-        prev = c;
-    }
-    out
-}
+use twistrs_core::testing::pieces;
 
 /// DATA fed in `parts`, bytes kept buffered as the session keeps them: the outcome and the
 /// number of bytes the reader took before it.
