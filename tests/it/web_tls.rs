@@ -474,6 +474,62 @@ fn tls_certdir_and_a_combined_pem_file() {
     }
 }
 
+#[test]
+fn timeouts_and_error_answers_over_tls() {
+    let t = tree();
+    let c = Certs::new();
+    let srv = web(&t, &[&c.ssl()], &["--timeout", "1"]);
+    // After the handshake: an idle connection is closed with close_notify (a ragged close
+    // fails the script), a request head that does not arrive gets 408.
+    let script = r#"
+import socket, ssl, sys, time
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+def conn():
+    raw = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+    return ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
+def read_all(s):
+    out = b""
+    for _ in range(1000):
+        b = s.recv(65536)
+        if not b:
+            return out
+        out += b
+s = conn()
+started = time.monotonic()
+print("idle", repr(read_all(s)), time.monotonic() - started < 5)
+s = conn()
+s.sendall(b"GET /a.txt HTTP/1.1\r\n")
+print("head", read_all(s).split(b"\r\n")[0].decode())
+"#;
+    let (code, out, err) = py(script, &[&srv.port().to_string(), &c.cert()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "idle b'' True\nhead HTTP/1.1 408 Request Timeout\n"
+    );
+    // A body too large: 413, and the close lingers so the client gets it while still sending.
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.bin");
+    std::fs::write(&body, vec![b'x'; 5_000_000]).unwrap();
+    let port = srv.port();
+    for _ in 0..3 {
+        let (code, status) = curl(&[
+            "--cacert",
+            &c.cert(),
+            "--resolve",
+            &resolve(port),
+            "--data-binary",
+            &format!("@{}", body.display()),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url(port, "/a.txt"),
+        ]);
+        assert_eq!((code, status.as_slice()), (0, b"413".as_slice()));
+    }
+}
+
 /// The peak resident memory of `pid` while `f` runs, sampled every 20 ms.
 fn peak_rss_during<T>(pid: u32, f: impl FnOnce() -> T) -> (T, u64) {
     use std::sync::Arc;
@@ -649,7 +705,7 @@ while got < 1 << 20:
     if not b:
         sys.exit("the response stopped at %d bytes" % got)
     got += len(b)
-raw.close()
+s.close()
 print(got)
 "#;
     let (code, _, err) = py(script, &[&srv.port().to_string(), &c.cert()]);
