@@ -9,4 +9,5 @@ mod man;
 mod pidfile;
 mod support;
 mod web;
+mod web_tls;
 mod wire;

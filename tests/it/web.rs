@@ -1,7 +1,7 @@
 //! The web plugin against real clients (curl and raw sockets) on 127.0.0.1.
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -10,14 +10,14 @@ use crate::support::*;
 
 /// A parsed response.
 #[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -26,7 +26,7 @@ impl Resp {
 }
 
 /// Reads one response from `s` (body by Content-Length; none for HEAD, 1xx, 304).
-fn read_resp(s: &mut TcpStream, head_only: bool) -> Resp {
+pub(crate) fn read_resp(s: &mut impl Read, head_only: bool) -> Resp {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -82,7 +82,7 @@ fn get_path(addr: SocketAddr, path: &str) -> Resp {
     )
 }
 
-fn curl(args: &[&str]) -> (i32, Vec<u8>) {
+pub(crate) fn curl(args: &[&str]) -> (i32, Vec<u8>) {
     let out = Command::new("curl")
         .args(["-s", "--max-time", "30"])
         .args(args)
@@ -93,13 +93,13 @@ fn curl(args: &[&str]) -> (i32, Vec<u8>) {
 
 /// A tree: index.html, a.txt, r.txt.gz, data.bin, noext, sub/ (with b.css), empty/,
 /// .hidden, a name needing escapes, and a secret outside the root.
-struct Tree {
+pub(crate) struct Tree {
     _dir: tempfile::TempDir,
-    root: PathBuf,
+    pub root: PathBuf,
     secret: PathBuf,
 }
 
-fn tree() -> Tree {
+pub(crate) fn tree() -> Tree {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     std::fs::create_dir_all(root.join("sub")).unwrap();
@@ -915,7 +915,7 @@ fn a_file_that_cannot_be_opened_at_the_descriptor_limit_is_a_500() {
 }
 
 /// The byte count of the access line for `request` once one is logged.
-fn logged_bytes(srv: &Server, request: &str) -> Option<u64> {
+pub(crate) fn logged_bytes(srv: &Server, request: &str) -> Option<u64> {
     let needle = format!("\"{request}\" 200 ");
     srv.wait_until(
         |l| l.iter().any(|x| x.contains(&needle)),

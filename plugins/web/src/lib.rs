@@ -2,7 +2,9 @@
 //!
 //! A `twistd web` command line with `--path`, `--listen`, `--port`, `--index`, `--mime-type`,
 //! `--ignore-ext`, `--allow-ignore-ext`, `--add-header` and `--logfile` works here with the
-//! same meaning and defaults. The Python-only options are refused by name.
+//! same meaning and defaults, and so do twistd's TLS options `--https PORT`, `-c/--certificate`
+//! and `-k/--privkey` (or `--listen ssl:...`, `--listen tls:CERTDIR`). The Python-only options
+//! are refused by name.
 
 pub mod access;
 pub mod http;
@@ -21,6 +23,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use twistrs_core::clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
+use twistrs_core::endpoint::{Endpoint, quote_argument};
 use twistrs_core::options::{ListenOpt, MaxConnectionsOpt, Refused, TimeoutOpt};
 use twistrs_core::{
     Address, Factory, Handle, ListeningService, Plugin, PluginError, Protocol, Service,
@@ -51,7 +54,11 @@ error) gets 500, and the error is logged. Limits: request line \
 request heads (408). Files go out with sendfile; files up to 256 KiB are cached and checked \
 with one stat per request. The access log uses twistd's combined format and is reopened on \
 SIGHUP and SIGUSR1; each line is written once its response has left, with the bytes that did, \
-and a response cut short is also reported in the main log with the reason.";
+and a response cut short is also reported in the main log with the reason. \
+HTTPS: --listen ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem, --listen tls:CERTDIR (a \
+certificate per name, chosen by SNI), or twistd's --https PORT with -k KEY and -c CERT. Over \
+TLS everything above works the same, except that files are read and encrypted in bounded \
+chunks instead of sendfile; ALPN offers http/1.1; SIGHUP also reloads the certificates.";
 
 /// twistd web options that need Python; each is refused with why.
 const PYTHON_ONLY: &[Refused] = &[
@@ -81,14 +88,6 @@ const PYTHON_ONLY: &[Refused] = &[
         false,
         "publishes the site over Python's Perspective Broker",
     ),
-    refused(
-        "https",
-        None,
-        true,
-        "needs TLS, which twistrs web does not have yet",
-    ),
-    refused("certificate", Some('c'), true, "belongs to --https"),
-    refused("privkey", Some('k'), true, "belongs to --https"),
 ];
 
 /// One refused option, briefly.
@@ -117,7 +116,14 @@ pub fn plugin() -> Plugin {
 }
 
 /// `--listen`, twistd web's default port.
-const LISTEN: ListenOpt = ListenOpt::listen(&["tcp:8080"]);
+const LISTEN: ListenOpt = ListenOpt {
+    help: "Endpoint to listen on, repeatable: tcp:PORT, tcp6:PORT, unix:PATH, \
+           ssl:PORT:privateKey=KEY.pem[:certKey=CERT.pem] or tls:CERTDIR[:port=443] (HTTPS), \
+           with options such as :interface=127.0.0.1",
+    ..ListenOpt::listen(&["tcp:8080"])
+};
+/// `-c/--certificate` and `-k/--privkey`: twistd's defaults.
+const DEFAULT_PEM: &str = "server.pem";
 /// `-p/--port`, twistd's deprecated alias of `--listen`.
 const PORT: ListenOpt = ListenOpt {
     id: "port",
@@ -159,6 +165,32 @@ fn options() -> Command {
         )
         .arg(LISTEN.arg())
         .arg(PORT.arg())
+        .arg(
+            Arg::new("https")
+                .long("https")
+                .value_name("PORT")
+                .help(
+                    "Serve HTTPS on PORT, as twistd: adds \
+                     ssl:port=PORT:privateKey=KEY:certKey=CERT (from -k and -c) to the --listen \
+                     endpoints, and the default tcp:8080 is then not used",
+                ),
+        )
+        .arg(
+            Arg::new("certificate")
+                .short('c')
+                .long("certificate")
+                .value_name("FILE")
+                .default_value(DEFAULT_PEM)
+                .help("The certificate (PEM) for --https; may hold its chain after it"),
+        )
+        .arg(
+            Arg::new("privkey")
+                .short('k')
+                .long("privkey")
+                .value_name("FILE")
+                .default_value(DEFAULT_PEM)
+                .help("The private key (PEM, not encrypted) for --https"),
+        )
         .arg(
             Arg::new("index")
                 .short('i')
@@ -268,6 +300,31 @@ impl Factory for WebFactory {
     fn max_connections(&self) -> Option<usize> {
         self.max
     }
+
+    fn alpn_protocols(&self) -> &[&'static [u8]] {
+        &[b"http/1.1"]
+    }
+}
+
+/// twistd's `--https PORT`: `ssl:port=PORT:privateKey=KEY:certKey=CERT`, with the file names
+/// quoted (twistd pastes them in as they are, so a `:` in a name breaks its endpoint) and PORT
+/// pasted in as twistd does, so `--https 8443:interface=127.0.0.1` works in both.
+fn https_endpoint(m: &ArgMatches) -> Result<Option<Endpoint>, PluginError> {
+    let Some(port) = m.get_one::<String>("https") else {
+        return Ok(None);
+    };
+    let file = |id: &str| {
+        m.get_one::<String>(id)
+            .map_or(DEFAULT_PEM.into(), |f| quote_argument(f))
+    };
+    let s = format!(
+        "ssl:port={port}:privateKey={}:certKey={}",
+        file("privkey"),
+        file("certificate")
+    );
+    s.parse()
+        .map(Some)
+        .map_err(|e| PluginError::new(format!("web: --https {port}: {e}")))
 }
 
 /// Flushes the access log every second.
@@ -344,6 +401,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
     };
     let mut endpoints = LISTEN.given(m);
     endpoints.extend(PORT.given(m));
+    endpoints.extend(https_endpoint(m)?);
     if endpoints.is_empty() {
         endpoints = LISTEN.get(m)?;
     }
@@ -362,4 +420,63 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
         Box::new(factory),
         None,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The endpoint `--https` adds for `args`, as its string.
+    fn https(args: &[&str]) -> Result<Option<String>, String> {
+        let m = options()
+            .try_get_matches_from(std::iter::once("web").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        https_endpoint(&m)
+            .map(|e| e.map(|e| e.to_string()))
+            .map_err(|e| e.0)
+    }
+
+    fn abs(p: &str) -> String {
+        std::path::absolute(p).unwrap().display().to_string()
+    }
+
+    #[test]
+    fn https_adds_twistds_ssl_endpoint() {
+        assert_eq!(https(&["-c", "c.pem", "-k", "k.pem"]), Ok(None));
+        let pem = abs("server.pem");
+        assert_eq!(
+            https(&["--https", "8443"]),
+            Ok(Some(format!("ssl:8443:privateKey={pem}:certKey={pem}")))
+        );
+        // -k is the key, -c the certificate; keywords after PORT are kept, as in twistd.
+        assert_eq!(
+            https(&[
+                "--https",
+                "443:interface=127.0.0.1",
+                "-c",
+                "c.pem",
+                "--privkey",
+                "k.pem"
+            ]),
+            Ok(Some(format!(
+                "ssl:443:privateKey={}:certKey={}:interface=127.0.0.1",
+                abs("k.pem"),
+                abs("c.pem")
+            )))
+        );
+        // A name with a colon stays one name (twistd would split it).
+        assert_eq!(
+            https(&["--https", "443", "-k", "a:b.pem", "-c", "c.pem"]),
+            Ok(Some(format!(
+                "ssl:443:privateKey={}:certKey={}",
+                abs("a:b.pem").replace(':', "\\:"),
+                abs("c.pem")
+            )))
+        );
+        let err = https(&["--https", "x"]).unwrap_err();
+        assert!(
+            err.starts_with("web: --https x: invalid endpoint 'ssl:port=x:"),
+            "{err}"
+        );
+    }
 }
