@@ -416,7 +416,9 @@ impl Reactor {
             .register(src, Token(key), Interest::READABLE)
             .map_err(|e| listen_err(&endpoint, e))?;
         let slot = &mut self.factories[factory];
-        log::info!(target: crate::logsys::BARE, "{} starting on {label}", slot.factory.name());
+        // As twistd: `Site (TLS) starting on 8443`.
+        let over = if tls.is_some() { " (TLS)" } else { "" };
+        log::info!(target: crate::logsys::BARE, "{}{over} starting on {label}", slot.factory.name());
         slot.listeners += 1;
         if slot.listeners == 1 {
             log::info!(target: crate::logsys::BARE, "Starting factory {}", slot.factory.name());
@@ -457,7 +459,7 @@ impl Reactor {
         let kind = match &mut l.sock {
             ListenSock::Tcp(s) => {
                 let _ = self.poll.registry().deregister(s);
-                "TCP"
+                if l.tls.is_some() { "TLS" } else { "TCP" }
             }
             ListenSock::Unix(s) => {
                 let _ = self.poll.registry().deregister(s);

@@ -62,48 +62,33 @@ chunks instead of sendfile; ALPN offers http/1.1; SIGHUP also reloads the certif
 
 /// twistd web options that need Python; each is refused with why.
 const PYTHON_ONLY: &[Refused] = &[
-    refused("wsgi", None, true, "runs a Python WSGI application"),
-    refused(
+    Refused::new("wsgi", None, true, "runs a Python WSGI application"),
+    Refused::new(
         "class",
         None,
         true,
         "uses a Python Resource class as the root",
     ),
-    refused("resource-script", None, true, "runs a Python .rpy script"),
-    refused(
+    Refused::new("resource-script", None, true, "runs a Python .rpy script"),
+    Refused::new(
         "processor",
         None,
         true,
         "maps extensions to Python processors",
     ),
-    refused(
+    Refused::new(
         "user",
         Some('u'),
         false,
         "serves users' ~/public_html through Python's twisted.web.distrib",
     ),
-    refused(
+    Refused::new(
         "personal",
         None,
         false,
         "publishes the site over Python's Perspective Broker",
     ),
 ];
-
-/// One refused option, briefly.
-const fn refused(
-    long: &'static str,
-    short: Option<char>,
-    takes_value: bool,
-    why: &'static str,
-) -> Refused {
-    Refused {
-        long,
-        short,
-        takes_value,
-        why,
-    }
-}
 
 /// The plugin.
 pub fn plugin() -> Plugin {
