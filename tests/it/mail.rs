@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::support::*;
 
 /// Runs a Python script with arguments (bounded by its own timeouts); (status, stdout).
-fn py(script: &str, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn py(script: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new("timeout")
         .args(["120", "python3", "-c", script])
         .args(args)
@@ -59,7 +59,7 @@ impl Mail {
     }
 }
 
-fn new_files(dir: &Path) -> Vec<String> {
+pub(crate) fn new_files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir.join("new"))
         .map(|d| {
             d.flatten()

@@ -5,6 +5,7 @@ mod daemon;
 mod lifecycle;
 mod load;
 mod mail;
+mod mail_tls;
 mod man;
 mod pidfile;
 mod support;

@@ -7,9 +7,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
+use twistrs_core::tls::TlsContext;
 
 /// One virtual domain.
 #[derive(Debug)]
@@ -45,6 +47,39 @@ pub struct MailConfig {
     pub max_errors: u32,
     pub timeout: Duration,
     pub pop3_fail_delay: Duration,
+    /// The certificate for STARTTLS and STLS (`--certificate`, `--privkey`).
+    pub tls: Option<Rc<TlsContext>>,
+    /// Refuse AUTH, USER, PASS and APOP on connections that are not TLS
+    /// (`--auth-requires-tls`).
+    pub auth_requires_tls: bool,
+}
+
+/// What a session has of TLS: it decides what is advertised, what a login may do, and the
+/// `Received:` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    /// Plaintext, and no certificate to upgrade with.
+    Unavailable,
+    /// Plaintext; STARTTLS/STLS can upgrade it.
+    Offered,
+    /// TLS: an `ssl:`/`tls:` endpoint, or upgraded.
+    Active,
+}
+
+impl Tls {
+    /// A new connection's: `secure` if it came through a TLS endpoint.
+    pub fn of(cfg: &MailConfig, secure: bool) -> Tls {
+        match (secure, cfg.tls.is_some()) {
+            (true, _) => Tls::Active,
+            (false, true) => Tls::Offered,
+            (false, false) => Tls::Unavailable,
+        }
+    }
+
+    /// True when a login may go ahead here.
+    pub fn allows_auth(self, cfg: &MailConfig) -> bool {
+        self == Tls::Active || !cfg.auth_requires_tls
+    }
 }
 
 /// twistd's DirDBM file name for a key: Python's `base64.encodebytes` (a newline after every
@@ -300,7 +335,33 @@ pub(crate) mod fixture {
             max_errors: 3,
             timeout: Duration::from_secs(60),
             pop3_fail_delay: Duration::ZERO,
+            tls: None,
+            auth_requires_tls: false,
         }
+    }
+
+    /// A STARTTLS context from a certificate made now with the openssl command (no key is
+    /// ever committed).
+    pub(crate) fn tls_context(dir: &Path) -> Rc<TlsContext> {
+        let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+        let status = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("the openssl command makes the test certificate");
+        assert!(status.success(), "openssl req failed");
+        Rc::new(TlsContext::from_files(&key, Some(&cert), &[]).expect("a fresh certificate loads"))
     }
 }
 

@@ -3,7 +3,8 @@
 //! `twistd mail` defines the options and the storage layout; in Twisted 26.10 it cannot
 //! deliver on Python 3. This is the working version: `-d DOMAIN=PATH`, `-u USER=PASS`, `-D`,
 //! `-A`, `-b`, `-H`, `-E`, `--auth`, `-s`/`-p` endpoints, and a mail directory made for twistd
-//! works as is.
+//! works as is. Beyond twistd: STARTTLS and STLS (`--certificate`, `--privkey`), and
+//! `--auth-requires-tls`.
 
 pub mod config;
 pub mod data;
@@ -24,9 +25,10 @@ use std::time::Duration;
 
 use twistrs_core::clap::{self, Arg, ArgAction, ArgMatches, Command, value_parser};
 use twistrs_core::options::{ListenOpt, MaxConnectionsOpt, PerClientOpt, TimeoutOpt};
+use twistrs_core::tls::TlsContext;
 use twistrs_core::{
-    Address, Endpoint, Factory, ListeningService, MultiService, Plugin, PluginError, Protocol,
-    Service,
+    Address, Endpoint, Factory, Handle, ListeningService, MultiService, Plugin, PluginError,
+    Protocol, Service,
 };
 
 use crate::config::{Aliases, Domain, MailConfig};
@@ -48,7 +50,15 @@ A message is answered 250 only once it is in new/ and synced (tmp/, fsync, renam
 sync, in batches shared by concurrent sessions); a graceful stop finishes messages in DATA. \
 POP3: USER/PASS (user@domain, or a bare user of the -D domain), APOP, STAT, LIST, UIDL, RETR, \
 TOP, DELE, RSET, NOOP, QUIT, CAPA; deletions take effect at QUIT; the mailbox is locked while a \
-session holds it; a wrong password is answered after a second.";
+session holds it; a wrong password is answered after a second. \
+TLS: with --certificate/--privkey, EHLO (-E) offers STARTTLS (RFC 3207) and CAPA offers STLS \
+(RFC 2595) on plaintext connections; whatever the client sent behind the command before the \
+handshake is thrown away, and the session starts over (a new EHLO; POP3 stays in \
+AUTHORIZATION). Implicit TLS (RFC 8314): -s ssl:465:privateKey=KEY:certKey=CERT, \
+-p ssl:995:... (or tls:CERTDIR). SIGHUP reloads the certificates. --auth-requires-tls refuses \
+AUTH (538 5.7.11, and AUTH is not offered) and USER/PASS/APOP (-ERR [AUTH], USER not in CAPA) \
+until the connection is TLS. Received: says esmtps, or esmtpsa once authenticated, for mail \
+that came over TLS.";
 
 /// The plugin.
 pub fn plugin() -> Plugin {
@@ -122,6 +132,15 @@ fn options() -> Command {
         .arg(Arg::new("max-recipients").long("max-recipients").value_name("N")
             .default_value(MAX_RECIPIENTS.to_string())
             .value_parser(value_parser!(u32).range(1..)).help("Recipients per message (452 above)"))
+        .arg(Arg::new("certificate").long("certificate").value_name("FILE")
+            .value_parser(value_parser!(PathBuf))
+            .help("The certificate (chain) for STARTTLS and STLS, PEM; alone, the file holds the key too"))
+        .arg(Arg::new("privkey").long("privkey").value_name("FILE")
+            .value_parser(value_parser!(PathBuf))
+            .help("The private key of --certificate, PEM; alone, the file holds the certificate too"))
+        .arg(Arg::new("auth-requires-tls").long("auth-requires-tls").action(ArgAction::SetTrue)
+            .help("Refuse SMTP AUTH and POP3 USER/PASS/APOP on connections that are not TLS \
+                   (postfix's smtpd_tls_auth_only, dovecot's disable_plaintext_auth)"))
         .arg(TIMEOUT.arg())
         .arg(MAX_CONNECTIONS.arg())
         .arg(PER_CLIENT.arg())
@@ -214,6 +233,25 @@ fn parse_auth(values: Vec<&String>) -> Result<Option<HashMap<String, String>>, P
     Ok(Some(creds))
 }
 
+/// The STARTTLS/STLS certificate of `--certificate` and `--privkey`, loaded now so that a bad
+/// file is a start-up error naming it. Either option alone names a file holding both, as
+/// `ssl:`'s `privateKey` does.
+fn starttls_context(m: &ArgMatches) -> Result<Option<Rc<TlsContext>>, PluginError> {
+    // Absolute, so a SIGHUP reload after the daemon's chdir reads the same files.
+    let abs = |id: &str| {
+        m.get_one::<PathBuf>(id)
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+    };
+    let (key, cert) = match (abs("privkey"), abs("certificate")) {
+        (None, None) => return Ok(None),
+        (Some(key), cert) => (key, cert),
+        (None, Some(both)) => (both, None),
+    };
+    let ctx = TlsContext::from_files(&key, cert.as_deref(), &[])
+        .map_err(|e| PluginError::new(format!("mail: {e}")))?;
+    Ok(Some(Rc::new(ctx)))
+}
+
 /// Builds the configuration; creates domain directories and users as twistd does.
 pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
     if m.value_source("relay") == Some(clap::parser::ValueSource::CommandLine) {
@@ -300,6 +338,8 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
         max_errors: 10,
         timeout: TIMEOUT.get(m),
         pop3_fail_delay: Duration::from_secs(1),
+        tls: starttls_context(m)?,
+        auth_requires_tls: m.get_flag("auth-requires-tls"),
     })
 }
 
@@ -308,6 +348,16 @@ struct SmtpFactory {
     store: Rc<RefCell<Deliveries>>,
     max: Option<usize>,
     per_client: PeerLimit,
+    /// The STARTTLS certificate to reload on SIGHUP (one factory registers it).
+    reload: Option<Rc<TlsContext>>,
+}
+
+/// Reloads the STARTTLS/STLS certificate with the logs (SIGHUP): new upgrades use the new
+/// files, a bad new file keeps the old certificate in service.
+fn reload_on_reopen(handle: &Handle, tls: &Option<Rc<TlsContext>>) {
+    if let Some(tls) = tls.clone() {
+        handle.on_reopen(Box::new(move || tls.reload()));
+    }
 }
 
 impl Factory for SmtpFactory {
@@ -334,6 +384,9 @@ impl Factory for SmtpFactory {
             slot,
         )))
     }
+    fn start_factory(&mut self, handle: &Handle) {
+        reload_on_reopen(handle, &self.reload);
+    }
     fn max_connections(&self) -> Option<usize> {
         self.max
     }
@@ -344,6 +397,7 @@ struct Pop3Factory {
     sessions: Cell<u64>,
     max: Option<usize>,
     per_client: PeerLimit,
+    reload: Option<Rc<TlsContext>>,
 }
 
 impl Factory for Pop3Factory {
@@ -361,6 +415,9 @@ impl Factory for Pop3Factory {
         self.sessions.set(n + 1);
         let banner = apop_banner(&self.cfg.hostname, n);
         Some(Box::new(Pop3Protocol::new(self.cfg.clone(), banner, slot)))
+    }
+    fn start_factory(&mut self, handle: &Handle) {
+        reload_on_reopen(handle, &self.reload);
     }
     fn max_connections(&self) -> Option<usize> {
         self.max
@@ -387,6 +444,16 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
     let per_client = PER_CLIENT.get(m);
     let mut svc = MultiService::new("mail");
     let smtp = endpoints(&SMTP, m.get_flag("no-smtp"))?;
+    let pop3 = endpoints(&POP3, m.get_flag("no-pop3"))?;
+    if cfg.auth_requires_tls
+        && cfg.tls.is_none()
+        && !smtp.iter().chain(&pop3).any(|e| e.tls().is_some())
+    {
+        log::warn!(target: "twistrs.mail",
+            "--auth-requires-tls with no --certificate and no ssl:/tls: endpoint: every login will be refused");
+    }
+    // The certificate is reloaded once per SIGHUP, by the first factory that uses it.
+    let mut reload = cfg.tls.clone();
     if !smtp.is_empty() {
         let store = Deliveries::new(cfg.hostname.clone());
         let f = SmtpFactory {
@@ -394,6 +461,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
             store,
             max,
             per_client: PeerLimit::new(per_client),
+            reload: reload.take(),
         };
         svc.add(Box::new(ListeningService::new(
             "mail (SMTP)",
@@ -402,13 +470,13 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
             None,
         )));
     }
-    let pop3 = endpoints(&POP3, m.get_flag("no-pop3"))?;
     if !pop3.is_empty() {
         let f = Pop3Factory {
             cfg,
             sessions: Cell::new(0),
             max,
             per_client: PeerLimit::new(per_client),
+            reload,
         };
         svc.add(Box::new(ListeningService::new(
             "mail (POP3)",

@@ -7,6 +7,10 @@
 //! the mailbox (lock and listing), sending a message and removing deleted ones are
 //! [`Action`]s the caller carries out off the reactor thread, and the session waits, with
 //! pipelined commands buffered, until it hears back (`opened`, `sent`, `updated`).
+//!
+//! STLS (RFC 2595 4) returns [`Action::StartTls`] after its `+OK`: what the client sent
+//! behind the command is thrown away, and the session is still in AUTHORIZATION, with no
+//! USER remembered.
 
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -14,7 +18,7 @@ use std::time::Duration;
 
 use twistrs_core::line::{Line, LineReceiver};
 
-use crate::config::MailConfig;
+use crate::config::{MailConfig, Tls};
 use crate::mailbox::{Mailbox, Message, OpenError};
 
 /// Command lines longer than this are refused (RFC 2449 allows 255 octets of arguments).
@@ -41,6 +45,8 @@ pub enum Action {
     },
     /// Remove these files (UPDATE), then call `updated` with how many could not be.
     Update(Vec<PathBuf>),
+    /// Upgrade the connection to TLS once the replies are flushed (`Transport::start_tls`).
+    StartTls,
 }
 
 enum State {
@@ -76,6 +82,7 @@ struct Session {
     banner: String,
     state: State,
     failures: u32,
+    tls: Tls,
 }
 
 fn ok(out: &mut Vec<u8>, text: &str) {
@@ -93,12 +100,18 @@ impl Pop3 {
             // The limit counts the LF; a CR before it is part of the line here.
             lines: LineReceiver::new(b"\n", MAX_LINE - 1),
             s: Session {
+                tls: Tls::of(&cfg, false),
                 cfg,
                 banner,
                 state: State::Auth { user: None },
                 failures: 0,
             },
         }
+    }
+
+    /// What the connection has of TLS (a connection accepted on a TLS endpoint is `Active`).
+    pub fn set_tls(&mut self, tls: Tls) {
+        self.s.tls = tls;
     }
 
     pub fn greeting(&self, out: &mut Vec<u8>) {
@@ -152,9 +165,22 @@ impl Pop3 {
             let (cmd, arg) = text.split_once(' ').unwrap_or((text, ""));
             let cmd = cmd.to_ascii_uppercase();
             if let Some(a) = self.s.command(&cmd, arg.trim(), out) {
+                if let Action::StartTls = a {
+                    self.discard_before_tls();
+                }
                 return Some(a);
             }
         }
+    }
+
+    /// RFC 2595 4: what followed STLS in plaintext is thrown away, never executed.
+    fn discard_before_tls(&mut self) {
+        let n = self.lines.buffered();
+        if n > 0 {
+            log::info!(target: "twistrs.mail.pop3",
+                "{n} bytes sent behind STLS, before the handshake, thrown away");
+        }
+        self.lines.clear();
     }
 
     /// The mailbox asked for with [`Action::Open`] is open, or not.
@@ -220,9 +246,7 @@ fn pick(
 impl Session {
     fn command(&mut self, cmd: &str, arg: &str, out: &mut Vec<u8>) -> Option<Action> {
         if cmd == "CAPA" {
-            out.extend_from_slice(
-                b"+OK Capability list follows\r\nTOP\r\nUSER\r\nUIDL\r\nRESP-CODES\r\n.\r\n",
-            );
+            self.capa(out);
             return None;
         }
         if cmd == "NOOP" && !matches!(self.state, State::Auth { .. }) {
@@ -231,6 +255,20 @@ impl Session {
         }
         match &mut self.state {
             State::Auth { user } => match cmd {
+                "STLS" => return self.stls(out),
+                "USER" | "PASS" if !self.tls.allows_auth(&self.cfg) => {
+                    // dovecot's words for disable_plaintext_auth.
+                    err(
+                        out,
+                        "[AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.",
+                    );
+                }
+                "APOP" if !self.tls.allows_auth(&self.cfg) => {
+                    err(
+                        out,
+                        "[AUTH] Authentication disallowed on non-secure (SSL/TLS) connections.",
+                    );
+                }
                 "USER" if !arg.is_empty() => {
                     *user = Some(arg.to_string());
                     ok(out, "USER accepted, send PASS");
@@ -267,6 +305,36 @@ impl Session {
             },
             State::Transaction { .. } => return self.transaction(cmd, arg, out),
             State::Opening(_) | State::Sending { .. } | State::Updating { .. } | State::Closed => {}
+        }
+        None
+    }
+
+    /// CAPA (RFC 2449): USER only where a login may go ahead, STLS only before one and only
+    /// where it can upgrade (RFC 2595 4).
+    fn capa(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"+OK Capability list follows\r\nTOP\r\n");
+        if self.tls.allows_auth(&self.cfg) {
+            out.extend_from_slice(b"USER\r\n");
+        }
+        out.extend_from_slice(b"UIDL\r\nRESP-CODES\r\n");
+        if self.tls == Tls::Offered && matches!(self.state, State::Auth { .. }) {
+            out.extend_from_slice(b"STLS\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+    }
+
+    /// STLS in AUTHORIZATION: `+OK`, then TLS; the state stays AUTHORIZATION and a USER given
+    /// before is forgotten.
+    fn stls(&mut self, out: &mut Vec<u8>) -> Option<Action> {
+        match self.tls {
+            Tls::Active => err(out, "Command not permitted when TLS active"),
+            Tls::Unavailable => err(out, "TLS not available"),
+            Tls::Offered => {
+                ok(out, "Begin TLS negotiation");
+                self.state = State::Auth { user: None };
+                self.tls = Tls::Active;
+                return Some(Action::StartTls);
+            }
         }
         None
     }
@@ -347,6 +415,7 @@ impl Session {
                 }
                 ok(out, "");
             }
+            "STLS" => err(out, "Command not permitted in TRANSACTION state"),
             "QUIT" => {
                 // UPDATE: deletions take effect now, and only now.
                 let gone: Vec<PathBuf> = mbox
@@ -438,23 +507,36 @@ mod tests {
                     .count();
                 return p.updated(failed, out).is_some();
             }
+            // The handshake is taken as done: what is fed next came over TLS.
+            Action::StartTls => {}
         }
         false
     }
 
     fn run(cfg: Rc<MailConfig>, input: &[u8], chunk: usize) -> String {
+        let tls = Tls::of(&cfg, false);
+        let parts: Vec<&[u8]> = input.chunks(chunk).collect();
+        run_parts(cfg, tls, &parts).0
+    }
+
+    /// A session fed `parts` one after another, with TLS as given; also how many STLS
+    /// upgrades there were.
+    fn run_parts(cfg: Rc<MailConfig>, tls: Tls, parts: &[&[u8]]) -> (String, usize) {
         let mut p = Pop3::new(cfg, "<1.2@h>".into());
+        p.set_tls(tls);
         let mut out = Vec::new();
+        let mut upgrades = 0;
         p.greeting(&mut out);
-        'outer: for piece in input.chunks(chunk) {
+        'outer: for piece in parts {
             p.feed(piece);
             while let Some(a) = p.step(&mut out) {
+                upgrades += usize::from(matches!(a, Action::StartTls));
                 if carry_out(&mut p, a, &mut out) {
                     break 'outer;
                 }
             }
         }
-        String::from_utf8(out).unwrap()
+        (String::from_utf8(out).unwrap(), upgrades)
     }
 
     #[test]
@@ -541,5 +623,130 @@ mod tests {
         assert!(String::from_utf8_lossy(&o).contains("+OK Maildrop has 2"));
         let out = run(cfg, b"USER joe\r\nPASS secret\r\n", 100);
         assert!(out.contains("[IN-USE]"), "{out}");
+    }
+
+    const CAPA_TLS: &str =
+        "+OK Capability list follows\r\nTOP\r\nUSER\r\nUIDL\r\nRESP-CODES\r\n.\r\n";
+
+    #[test]
+    fn stls_throws_away_what_followed_and_stays_in_authorization() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = setup(dir.path());
+        // Sent in plaintext before the handshake: an attacker's commands behind STLS, the
+        // last one cut short.
+        let before = "CAPA\r\nUSER joe@example.com\r\nSTLS\r\n";
+        let whole = format!("{before}PASS secret\r\nDELE 1\r\nQUIT\r\nLI");
+        // Over TLS.
+        let after = b"ST\r\nPASS secret\r\nCAPA\r\nUSER joe@example.com\r\nPASS secret\r\nCAPA\r\nSTLS\r\nSTAT\r\n";
+        let mut first = None;
+        for k in 0..before.len() {
+            for chunk in [1, 3, 7, 1000] {
+                let mut parts: Vec<&[u8]> = whole.as_bytes()[..k].chunks(chunk).collect();
+                parts.push(&whole.as_bytes()[k..]);
+                parts.extend(after.chunks(chunk));
+                let (out, upgrades) = run_parts(cfg.clone(), Tls::Offered, &parts);
+                assert_eq!(upgrades, 1, "{k}/{chunk}: {out}");
+                assert!(
+                    out.contains("RESP-CODES\r\nSTLS\r\n.\r\n"),
+                    "offered: {out}"
+                );
+                let at = out.find("+OK Begin TLS negotiation\r\n").expect(&out);
+                let tls = &out[at + 27..];
+                let want = format!(
+                    "-ERR Authentication required\r\n-ERR USER required\r\n{CAPA_TLS}\
+                     +OK USER accepted, send PASS\r\n+OK Maildrop has 2 messages\r\n{CAPA_TLS}\
+                     -ERR Command not permitted in TRANSACTION state\r\n+OK 2 "
+                );
+                assert!(
+                    tls.starts_with(&want),
+                    "{k}/{chunk}: nothing injected ran, the USER was forgotten: {tls}"
+                );
+                match &first {
+                    None => first = Some(out),
+                    Some(f) => assert_eq!(&out, f, "{k}/{chunk}"),
+                }
+            }
+        }
+        let joe = dir.path().join("example.com/joe");
+        assert_eq!(
+            read_mailbox(&joe).unwrap().len(),
+            2,
+            "the injected DELE, QUIT never ran"
+        );
+    }
+
+    #[test]
+    fn stls_when_it_cannot_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = setup(dir.path());
+        let (out, n) = run_parts(
+            cfg.clone(),
+            Tls::Unavailable,
+            &[b"CAPA\r\n", b"STLS\r\n", b"NOOP\r\n"],
+        );
+        assert!(
+            out.ends_with(&format!(
+                "{CAPA_TLS}-ERR TLS not available\r\n-ERR Authentication required\r\n"
+            )),
+            "not offered, refused: {out}"
+        );
+        assert_eq!(n, 0);
+        let (out, n) = run_parts(cfg.clone(), Tls::Active, &[b"CAPA\r\nSTLS\r\n"]);
+        assert!(
+            out.ends_with(&format!(
+                "{CAPA_TLS}-ERR Command not permitted when TLS active\r\n"
+            )),
+            "{out}"
+        );
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn auth_requires_tls_refuses_plaintext_logins() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Rc::new(MailConfig {
+            auth_requires_tls: true,
+            ..Rc::into_inner(setup(dir.path())).unwrap()
+        });
+        let digest = format!("{:x}", md5::compute("<1.2@h>secret"));
+        let plaintext = format!(
+            "CAPA\r\nUSER joe\r\nPASS secret\r\nAPOP joe {digest}\r\nUSER joe\r\nPASS secret\r\nSTLS\r\n"
+        );
+        let over_tls = b"CAPA\r\nUSER joe\r\nPASS secret\r\nSTAT\r\n";
+        for chunk in [1, 4, 1000] {
+            let mut parts: Vec<&[u8]> = plaintext.as_bytes().chunks(chunk).collect();
+            parts.extend(over_tls.chunks(chunk));
+            let (out, n) = run_parts(cfg.clone(), Tls::Offered, &parts);
+            assert_eq!(n, 1);
+            let (plain, tls) = out.split_at(out.find("+OK Begin TLS").expect(&out));
+            assert!(
+                plain.contains(
+                    "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nSTLS\r\n.\r\n"
+                ),
+                "no USER before TLS: {plain}"
+            );
+            let refused = "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.\r\n";
+            assert_eq!(plain.matches(refused).count(), 4, "{plain}");
+            assert!(
+                plain.contains(
+                    "-ERR [AUTH] Authentication disallowed on non-secure (SSL/TLS) connections.\r\n"
+                ),
+                "APOP: {plain}"
+            );
+            assert!(
+                !plain.contains("Authentication failed"),
+                "not counted as failures"
+            );
+            assert!(tls.contains(CAPA_TLS), "USER after TLS: {tls}");
+            assert!(
+                tls.contains("+OK Maildrop has 2") && tls.contains("+OK 2 "),
+                "{tls}"
+            );
+        }
+        let (out, _) = run_parts(cfg, Tls::Active, &[b"USER joe\r\nPASS secret\r\n"]);
+        assert!(
+            out.contains("+OK Maildrop has 2"),
+            "over an ssl: endpoint: {out}"
+        );
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use twistrs_core::limit::PeerSlot;
 use twistrs_core::{DelayedCall, Failure, Protocol, Transport};
 
-use crate::config::MailConfig;
+use crate::config::{MailConfig, Tls};
 use crate::mailbox::{self, Encoder, Mailbox, OpenError};
 use crate::pop3::{self, Pop3};
 
@@ -114,6 +114,12 @@ impl Pop3Protocol {
                     t.call_later(d, DELAY_TIMER);
                 }
                 Some(pop3::Action::Close) => return self.close(t),
+                // The +OK went out in plaintext above, then the handshake; the session
+                // already threw away what followed the command.
+                Some(pop3::Action::StartTls) => match self.cfg.tls.clone() {
+                    Some(tls) => t.start_tls(&tls),
+                    None => return self.close(t),
+                },
                 Some(pop3::Action::Open(dir)) => {
                     t.call_in_thread(move || Ok(Opened(mailbox::open(&dir))));
                 }
@@ -244,6 +250,7 @@ impl Protocol for Pop3Protocol {
     fn connection_made(&mut self, t: &mut Transport<'_>) {
         t.register_producer();
         t.set_timeout(Some(self.cfg.timeout));
+        self.core.set_tls(Tls::of(&self.cfg, t.is_secure()));
         self.core.greeting(&mut self.out);
         self.flush(t);
     }

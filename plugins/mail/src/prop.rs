@@ -111,6 +111,8 @@ fn smtp_session(cfg: &Rc<MailConfig>, parts: &[&[u8]]) -> (Vec<u8>, Vec<Vec<u8>>
                     s.delivered(Ok(()), &mut out);
                 }
                 smtp::Action::Close => break 'feed,
+                // No certificate in these configurations: STARTTLS is refused.
+                smtp::Action::StartTls => {}
             }
         }
     }
@@ -128,6 +130,7 @@ fn pop3_session(cfg: &Rc<MailConfig>, parts: &[&[u8]]) -> Vec<u8> {
             match a {
                 pop3::Action::Delay(_, r) => out.extend_from_slice(&r),
                 pop3::Action::Close => break 'feed,
+                pop3::Action::StartTls => {}
                 pop3::Action::Open(dir) => p.opened(crate::mailbox::open(&dir), &mut out),
                 pop3::Action::Send { path, size, top } => match std::fs::read(path) {
                     Ok(d) => {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use twistrs_core::limit::PeerSlot;
 use twistrs_core::{ConnId, DelayedCall, Handle, Protocol, Transport};
 
-use crate::config::MailConfig;
+use crate::config::{MailConfig, Tls};
 use crate::maildir::{Job, deliver_batch};
 use crate::smtp::{self, Smtp};
 
@@ -150,6 +150,18 @@ impl SmtpProtocol {
                 self.close(t);
                 return;
             }
+            // The 220 goes out in plaintext, then the handshake; the session already threw
+            // away what followed the command.
+            Some(smtp::Action::StartTls) => match self.cfg.tls.clone() {
+                Some(tls) => {
+                    self.flush(t);
+                    t.start_tls(&tls);
+                }
+                None => {
+                    self.close(t);
+                    return;
+                }
+            },
             None => {}
         }
         if self.stopping && !self.core.in_transaction() {
@@ -229,6 +241,7 @@ impl SmtpProtocol {
 impl Protocol for SmtpProtocol {
     fn connection_made(&mut self, t: &mut Transport<'_>) {
         t.set_timeout(Some(self.cfg.timeout));
+        self.core.set_tls(Tls::of(&self.cfg, t.is_secure()));
         self.core.greeting(&mut self.out);
         self.flush(t);
     }
@@ -382,6 +395,60 @@ mod tests {
                 .unwrap()
                 .len(),
             1
+        );
+    }
+
+    #[test]
+    fn starttls_upgrades_after_the_220_and_drops_what_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Rc::new(MailConfig {
+            esmtp: true,
+            tls: Some(fixture::tls_context(dir.path())),
+            ..fixture::config(vec![fixture::example_domain(dir.path())])
+        });
+        let store = Deliveries::new("h".into());
+        let mut h = Harness::new(SmtpProtocol::new(cfg, store, "127.0.0.1".into(), slot()));
+        h.connect().take_output();
+        h.feed(b"EHLO c\r\n");
+        let ehlo = String::from_utf8(h.take_output()).unwrap();
+        assert!(ehlo.ends_with("250 STARTTLS\r\n"), "{ehlo}");
+        // One packet: the command and, behind it, what a man in the middle added.
+        h.feed(b"STARTTLS\r\nRSET\r\nQUIT\r\n");
+        assert_eq!(h.take_output(), b"220 2.0.0 Ready to start TLS\r\n");
+        assert!(h.tls_started(), "upgraded once the 220 left");
+        assert!(!h.disconnecting(), "the injected QUIT did not run");
+        // Over TLS (the harness plays it in plaintext): the client's new EHLO.
+        h.feed(b"EHLO c\r\n");
+        let ehlo = String::from_utf8(h.take_output()).unwrap();
+        assert!(
+            ehlo.starts_with("250-h Hello") && !ehlo.contains("STARTTLS"),
+            "{ehlo}"
+        );
+    }
+
+    #[test]
+    fn stls_upgrades_after_the_ok_and_drops_what_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Rc::new(MailConfig {
+            tls: Some(fixture::tls_context(dir.path())),
+            default: Some(0),
+            ..fixture::config(vec![fixture::example_domain(dir.path())])
+        });
+        let mut h = Harness::new(crate::pop3_server::Pop3Protocol::new(
+            cfg,
+            "<b@h>".into(),
+            slot(),
+        ));
+        h.connect().take_output();
+        h.feed(b"STLS\r\nQUIT\r\n");
+        assert_eq!(h.take_output(), b"+OK Begin TLS negotiation\r\n");
+        assert!(h.tls_started());
+        assert!(!h.disconnecting(), "the injected QUIT did not run");
+        h.feed(b"CAPA\r\nUSER joe\r\n");
+        let out = String::from_utf8(h.take_output()).unwrap();
+        assert!(
+            !out.contains("STLS") && out.ends_with(".\r\n+OK USER accepted, send PASS\r\n"),
+            "still AUTHORIZATION: {out}"
         );
     }
 }

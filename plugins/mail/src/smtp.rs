@@ -7,6 +7,11 @@
 //! `step` returns [`Action::Deliver`] and waits: the caller writes it to disk and calls
 //! `delivered`, and only then is 250 sent, so commands pipelined behind DATA are answered in
 //! order and nothing is acknowledged before it is durable.
+//!
+//! STARTTLS (RFC 3207) returns [`Action::StartTls`] after its 220: the session throws away
+//! whatever the client sent behind the command (plaintext that an attacker in the middle could
+//! have injected) and starts again as after the greeting, so the client's new EHLO is the
+//! first thing it hears over TLS.
 
 use std::rc::Rc;
 
@@ -14,7 +19,7 @@ use base64::Engine;
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, Request};
 use twistrs_core::line::{Line, LineReceiver};
 
-use crate::config::{MailConfig, Refusal};
+use crate::config::{MailConfig, Refusal, Tls};
 use crate::data::{self, DataReader, Outcome};
 use crate::maildir::Job;
 
@@ -28,6 +33,8 @@ pub enum Action {
     Deliver(Job),
     /// Close the connection once the replies are flushed.
     Close,
+    /// Upgrade the connection to TLS once the replies are flushed (`Transport::start_tls`).
+    StartTls,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -62,6 +69,7 @@ struct Session {
     data: Option<DataReader>,
     errors: u32,
     authed: Option<String>,
+    tls: Tls,
 }
 
 /// Text that goes into headers we write (`Received:`) and into the log: printable, no
@@ -82,7 +90,6 @@ impl Smtp {
             lines: LineReceiver::new(b"\n", MAX_LINE - 1),
             scratch: Vec::with_capacity(128),
             s: Session {
-                cfg,
                 peer,
                 state: State::Command,
                 helo: None,
@@ -93,8 +100,15 @@ impl Smtp {
                 data: None,
                 errors: 0,
                 authed: None,
+                tls: Tls::of(&cfg, false),
+                cfg,
             },
         }
+    }
+
+    /// What the connection has of TLS (a connection accepted on a TLS endpoint is `Active`).
+    pub fn set_tls(&mut self, tls: Tls) {
+        self.s.tls = tls;
     }
 
     /// The greeting, sent once the connection is up.
@@ -175,12 +189,25 @@ impl Smtp {
                     if self.s.state == State::Data {
                         self.lines.set_raw_mode();
                     }
+                    if let Some(Action::StartTls) = action {
+                        self.discard_before_tls();
+                    }
                     if action.is_some() {
                         return action;
                     }
                 }
             }
         }
+    }
+
+    /// RFC 3207 4.2: what followed STARTTLS in plaintext is thrown away, never executed.
+    fn discard_before_tls(&mut self) {
+        let n = self.lines.buffered();
+        if n > 0 {
+            log::info!(target: "twistrs.mail.smtp",
+                "{}: {n} bytes sent behind STARTTLS, before the handshake, thrown away", self.s.peer);
+        }
+        self.lines.clear();
     }
 
     /// The delivery of the last message finished: acknowledge it or not.
@@ -227,6 +254,26 @@ impl Session {
         self.rcpts.clear();
         self.rcpt_addrs.clear();
         self.data = None;
+    }
+
+    /// STARTTLS: answer 220 and forget everything learnt in plaintext (RFC 3207 4.2: the HELO,
+    /// the authentication, the transaction), as if the greeting had just been sent.
+    fn start_tls(&mut self, out: &mut Vec<u8>) -> Option<Action> {
+        match self.tls {
+            Tls::Active => return self.bad(out, 503, "5.5.1", "TLS already active"),
+            Tls::Unavailable => return self.bad(out, 454, "4.7.0", "TLS not available"),
+            Tls::Offered => {}
+        }
+        if self.from.is_some() {
+            return self.bad(out, 503, "5.5.1", "MAIL transaction in progress");
+        }
+        self.reply(out, 220, "2.0.0", "Ready to start TLS");
+        self.reset();
+        self.helo = None;
+        self.extended = false;
+        self.authed = None;
+        self.tls = Tls::Active;
+        Some(Action::StartTls)
     }
 
     /// One line (with its LF) in a command or AUTH state, or `Err` for an over-long one.
@@ -315,8 +362,11 @@ impl Session {
                     format!("SIZE {}", self.cfg.max_message),
                     "ENHANCEDSTATUSCODES".to_string(),
                 ];
-                if self.cfg.auth.is_some() {
+                if self.cfg.auth.is_some() && self.tls.allows_auth(&self.cfg) {
                     lines.push("AUTH PLAIN LOGIN".to_string());
+                }
+                if self.tls == Tls::Offered {
+                    lines.push("STARTTLS".to_string());
                 }
                 for (i, l) in lines.iter().enumerate() {
                     let sep = if i + 1 == lines.len() { ' ' } else { '-' };
@@ -398,6 +448,7 @@ impl Session {
                 "2.5.0",
                 "Cannot VRFY user, but will accept message and attempt delivery",
             ),
+            Request::StartTls => return self.start_tls(out),
             Request::Quit => {
                 self.reply(out, 221, "2.0.0", "See you later");
                 self.state = State::Closed;
@@ -409,6 +460,15 @@ impl Session {
             } => {
                 if !self.extended || self.cfg.auth.is_none() {
                     return self.bad(out, 500, "5.5.1", "Command not implemented");
+                }
+                if !self.tls.allows_auth(&self.cfg) {
+                    // RFC 4954 6; AUTH is not advertised on such a connection either.
+                    return self.bad(
+                        out,
+                        538,
+                        "5.7.11",
+                        "Encryption required for requested authentication mechanism",
+                    );
                 }
                 if self.authed.is_some() {
                     return self.bad(out, 503, "5.5.1", "Already authenticated");
@@ -526,10 +586,17 @@ impl Session {
 
     fn make_job(&mut self, mut body: Vec<u8>) -> Action {
         let helo = self.helo.clone().unwrap_or_default();
-        let with = match (self.extended, self.authed.is_some()) {
-            (true, true) => "esmtpa",
-            (true, false) => "esmtp",
-            _ => "smtp",
+        // RFC 3848's protocol types: S for TLS, A for an authenticated client.
+        let with = match (
+            self.extended,
+            self.tls == Tls::Active,
+            self.authed.is_some(),
+        ) {
+            (false, _, _) => "smtp",
+            (true, false, false) => "esmtp",
+            (true, false, true) => "esmtpa",
+            (true, true, false) => "esmtps",
+            (true, true, true) => "esmtpsa",
         };
         let date = httpdate::fmt_http_date(std::time::SystemTime::now()).replace(" GMT", " +0000");
         let rcpts = self
@@ -598,11 +665,23 @@ mod tests {
 
     /// Runs a whole session fed in `chunk`-byte pieces; deliveries succeed at once.
     fn session(cfg: Rc<MailConfig>, input: &[u8], chunk: usize) -> (String, Vec<Job>) {
+        let tls = Tls::of(&cfg, false);
+        let parts: Vec<&[u8]> = input.chunks(chunk).collect();
+        let (out, jobs, _) = session_parts(cfg, tls, &parts);
+        (out, jobs)
+    }
+
+    /// Runs a whole session fed `parts` one after another; deliveries succeed at once, and a
+    /// STARTTLS upgrade at once too (what is fed after it came over TLS). Also says how many
+    /// upgrades there were.
+    fn session_parts(cfg: Rc<MailConfig>, tls: Tls, parts: &[&[u8]]) -> (String, Vec<Job>, usize) {
         let mut s = Smtp::new(cfg, "127.0.0.1".into());
+        s.set_tls(tls);
         let mut out = Vec::new();
         let mut jobs = Vec::new();
+        let mut upgrades = 0;
         s.greeting(&mut out);
-        'outer: for piece in input.chunks(chunk) {
+        'outer: for piece in parts {
             s.feed(piece);
             loop {
                 match s.step(&mut out) {
@@ -611,11 +690,12 @@ mod tests {
                         s.delivered(Ok(()), &mut out);
                     }
                     Some(Action::Close) => break 'outer,
+                    Some(Action::StartTls) => upgrades += 1,
                     None => break,
                 }
             }
         }
-        (String::from_utf8(out).unwrap(), jobs)
+        (String::from_utf8(out).unwrap(), jobs, upgrades)
     }
 
     const MAIL: &[u8] = b"HELO client\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nRCPT TO:<x@elsewhere.org>\r\nDATA\r\nSubject: hi\r\n\r\n..leading dot\r\nbody\r\n.\r\nNOOP\r\nQUIT\r\n";
@@ -777,5 +857,170 @@ mod tests {
                 "{limit}: {out}"
             );
         }
+    }
+
+    /// The ESMTP configuration with AUTH (joe/secret), and STARTTLS offered.
+    fn tls_cfg(dir: &std::path::Path, auth_requires_tls: bool) -> Rc<MailConfig> {
+        Rc::new(MailConfig {
+            auth_requires_tls,
+            ..Rc::into_inner(cfg_sized(dir, true, 10_000)).unwrap()
+        })
+    }
+
+    /// The replies after the 220 of STARTTLS.
+    fn after_220(out: &str) -> &str {
+        let at = out.find("220 2.0.0 Ready to start TLS\r\n").expect(out);
+        &out[at + 30..]
+    }
+
+    #[test]
+    fn starttls_throws_away_what_followed_and_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = tls_cfg(dir.path(), false);
+        let plain = base64::engine::general_purpose::STANDARD.encode(b"\0joe\0secret");
+        // Sent in plaintext: the command, and an attacker's commands behind it (the last one
+        // cut short), all before the handshake.
+        let before = format!("EHLO c\r\nAUTH PLAIN {plain}\r\nSTARTTLS\r\n");
+        let injected = "RSET\r\nMAIL FROM:<evil@x>\r\nRCPT TO:<joe@example.com>\r\nNOO";
+        let whole = format!("{before}{injected}");
+        // Over TLS.
+        let after = b"P\r\nMAIL FROM:<a@b>\r\nEHLO c2\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n";
+        let mut first = None;
+        // The injection arrives with the end of the STARTTLS line, in every chunking of what
+        // came before it.
+        for k in 0..before.len() {
+            for chunk in [1, 3, 7, 1000] {
+                let mut parts: Vec<&[u8]> = whole.as_bytes()[..k].chunks(chunk).collect();
+                parts.push(&whole.as_bytes()[k..]);
+                parts.extend(after.chunks(chunk));
+                let (out, jobs, upgrades) = session_parts(c.clone(), Tls::Offered, &parts);
+                assert_eq!(upgrades, 1, "{k}/{chunk}: {out}");
+                assert!(
+                    out.contains("250 STARTTLS\r\n"),
+                    "offered in plaintext: {out}"
+                );
+                assert!(out.contains("235 2.7.0"), "{out}");
+                let tls = after_220(&out);
+                assert_eq!(
+                    tls.lines().map(|l| &l[..4]).collect::<Vec<_>>(),
+                    // "P": unknown; MAIL before a new EHLO; EHLO; MAIL, RCPT, DATA, 250, QUIT.
+                    [
+                        "500 ", "503 ", "250-", "250-", "250-", "250-", "250-", "250 ", "250 ",
+                        "250 ", "354 ", "250 ", "221 "
+                    ],
+                    "{k}/{chunk}: nothing injected ran, the session starts over: {tls}"
+                );
+                assert!(tls.contains("503 Send HELO first"), "{tls}");
+                assert!(!tls.contains("STARTTLS"), "not offered again: {tls}");
+                assert!(tls.contains("250 AUTH PLAIN LOGIN\r\n"), "{tls}");
+                assert_eq!(jobs.len(), 1);
+                let text = String::from_utf8_lossy(&jobs[0].data).into_owned();
+                assert!(
+                    text.starts_with(
+                        "Received: from c2 ([127.0.0.1] helo=c2)\n\tby mx.test with esmtps "
+                    ),
+                    "over TLS, and the login before it forgotten: {text}"
+                );
+                assert!(!text.contains("evil"));
+                match &first {
+                    None => first = Some(out),
+                    Some(f) => assert_eq!(&out, f, "{k}/{chunk}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn starttls_when_it_cannot_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = tls_cfg(dir.path(), false);
+        // Each line in a packet of its own, as a client waiting for each reply sends them.
+        let run = |tls, input: &str| {
+            let lines: Vec<&[u8]> = input.split_inclusive('\n').map(str::as_bytes).collect();
+            let (out, _, upgrades) = session_parts(c.clone(), tls, &lines);
+            (out, upgrades)
+        };
+        // No certificate: not offered, and refused (RFC 3207 4: 454).
+        let (out, n) = run(Tls::Unavailable, "EHLO c\r\nSTARTTLS\r\nNOOP\r\n");
+        assert!(!out.contains("STARTTLS"), "{out}");
+        assert!(
+            out.contains("454 4.7.0 TLS not available\r\n250 2.0.0"),
+            "{out}"
+        );
+        assert_eq!(n, 0);
+        // Already TLS (an ssl: endpoint, or a second STARTTLS).
+        let (out, n) = run(Tls::Active, "EHLO c\r\nSTARTTLS\r\nNOOP\r\n");
+        assert!(!out.contains("STARTTLS"), "{out}");
+        assert!(
+            out.contains("503 5.5.1 TLS already active\r\n250 2.0.0"),
+            "{out}"
+        );
+        assert_eq!(n, 0);
+        let (out, n) = run(Tls::Offered, "EHLO c\r\nSTARTTLS\r\nEHLO c\r\nSTARTTLS\r\n");
+        assert!(out.ends_with("503 5.5.1 TLS already active\r\n"), "{out}");
+        assert_eq!(n, 1);
+        // Not in the middle of a transaction.
+        let (out, n) = run(
+            Tls::Offered,
+            "EHLO c\r\nMAIL FROM:<a@b>\r\nSTARTTLS\r\nRSET\r\n",
+        );
+        assert!(
+            out.contains("503 5.5.1 MAIL transaction in progress\r\n250 2.0.0 I remember"),
+            "{out}"
+        );
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn auth_requires_tls_refuses_plaintext_logins() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = tls_cfg(dir.path(), true);
+        let plain = base64::engine::general_purpose::STANDARD.encode(b"\0joe\0secret");
+        let login = format!("AUTH PLAIN {plain}\r\n");
+        let mail = "MAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\nx\r\n.\r\n";
+        let plaintext = format!("EHLO c\r\n{login}AUTH LOGIN\r\nSTARTTLS\r\n");
+        let over_tls = format!("EHLO c\r\n{login}{mail}");
+        for chunk in [1, 5, 1000] {
+            let mut parts: Vec<&[u8]> = plaintext.as_bytes().chunks(chunk).collect();
+            parts.extend(over_tls.as_bytes().chunks(chunk));
+            let (out, jobs, _) = session_parts(c.clone(), Tls::Offered, &parts);
+            let (plaintext, tls) = out.split_at(out.find("220 2.0.0").expect(&out));
+            assert!(!plaintext.contains("AUTH"), "not advertised: {plaintext}");
+            assert_eq!(
+                plaintext
+                    .matches(
+                        "538 5.7.11 Encryption required for requested authentication mechanism\r\n"
+                    )
+                    .count(),
+                2,
+                "PLAIN and LOGIN: {plaintext}"
+            );
+            assert!(
+                tls.contains("250 AUTH PLAIN LOGIN\r\n") && tls.contains("235 2.7.0"),
+                "{tls}"
+            );
+            let text = String::from_utf8_lossy(&jobs[0].data).into_owned();
+            assert!(text.contains("with esmtpsa "), "{text}");
+        }
+        // Over an ssl: endpoint, at once.
+        let (out, jobs, _) = session_parts(
+            c.clone(),
+            Tls::Active,
+            &[format!("EHLO c\r\n{login}{mail}").as_bytes()],
+        );
+        assert!(
+            out.contains("235 2.7.0") && !out.contains("STARTTLS"),
+            "{out}"
+        );
+        assert!(String::from_utf8_lossy(&jobs[0].data).contains("with esmtpsa "));
+        // Without the option, plaintext logins go on as before.
+        let c = tls_cfg(dir.path(), false);
+        let (out, jobs, _) = session_parts(
+            c,
+            Tls::Offered,
+            &[format!("EHLO c\r\n{login}{mail}").as_bytes()],
+        );
+        assert!(out.contains("235 2.7.0"), "{out}");
+        assert!(String::from_utf8_lossy(&jobs[0].data).contains("with esmtpa "));
     }
 }
