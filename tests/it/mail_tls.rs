@@ -98,7 +98,8 @@ impl TlsMail {
             .lines()
             .iter()
             .filter_map(|l| l.split_once(" starting on "))
-            .filter(|(who, _)| who.ends_with(name))
+            // A TLS listener says `SMTP (TLS) starting on N`, as twistd does.
+            .filter(|(who, _)| who.trim_end_matches(" (TLS)").ends_with(name))
             .map(|(_, port)| port.trim().to_string())
             .nth(n)
             .unwrap_or_else(|| panic!("no port {n} for {name}: {:?}", self.srv.lines()))
