@@ -8,5 +8,6 @@ mod mail;
 mod man;
 mod pidfile;
 mod support;
+mod tls;
 mod web;
 mod wire;

@@ -162,7 +162,8 @@ fn build(spec: &TlsSpec, alpn: &[Vec<u8>]) -> Result<Arc<ServerConfig>, CertErro
             dh_parameters,
             method,
         } => {
-            if dh_parameters.is_some() {
+            if let Some(dh) = dh_parameters {
+                certs::check_dh_parameters(dh)?;
                 log::info!(target: "twistrs.tls",
                     "dhParameters is accepted and not used: only ECDHE key exchange is offered.");
             }
