@@ -174,7 +174,9 @@ def context(ca, maxv=None):
     return c
 def connect(port, ca, sni, maxv=None):
     s = socket.create_connection(('127.0.0.1', int(port)), timeout=5)
-    return context(ca, maxv).wrap_socket(s, server_hostname=None if sni == '-' else sni)
+    # A TCP close without close_notify is an error, not a quiet end.
+    return context(ca, maxv).wrap_socket(s, server_hostname=None if sni == '-' else sni,
+                                         suppress_ragged_eofs=False)
 def cn(s):
     c = s.getpeercert()
     names = [v for rdn in c.get('subject', ()) for (k, v) in rdn if k == 'commonName']
@@ -766,4 +768,59 @@ fn an_expired_certificate_is_a_warning() {
     );
     let out = tls_once(s.port(), "-", "localhost");
     assert_eq!(field(&out, "echo"), Some("ping over TLS"), "{out}");
+}
+
+/// `argv[3]` "after": echoes, then closes with close_notify and waits for the server's.
+/// "half": sends, closes its sending side at once (close_notify), then reads the echo to the
+/// end: `close=clean` only if the end is the server's close_notify.
+const HALF: &str = r#"
+port, ca, mode = sys.argv[1:4]
+s = connect(port, ca, 'localhost')
+data = b'half-closed ' * 2000
+if mode == 'after':
+    assert echo(s, data) == data
+    s.unwrap()
+    print('close=clean', flush=True)
+    sys.exit(0)
+s.sendall(data)
+s.setblocking(False)
+try:
+    s.unwrap()
+except ssl.SSLWantReadError:
+    pass
+got, close, end = b'', 'timeout', time.time() + 10
+while time.time() < end:
+    select.select([s], [], [], 1)
+    try:
+        d = s.recv(65536)
+    except ssl.SSLWantReadError:
+        continue
+    except ssl.SSLZeroReturnError:
+        # close_notify (OpenSSL says so this way once ours went first).
+        close = 'clean'
+        break
+    except ssl.SSLError as e:
+        close = 'error ' + str(e)
+        break
+    if not d:
+        close = 'clean'
+        break
+    got += d
+print('same=%s' % (got == data))
+print('close=' + close, flush=True)
+"#;
+
+#[test]
+fn closes_are_tls_close_notify_both_ways() {
+    let pki = Pki::new();
+    pki.leaf("server", "localhost", &["localhost"]);
+    let both = pki.combined("server");
+    let s = echo_server(&format!("ssl:0:privateKey={both}:interface=127.0.0.1"), &[]);
+    let port = s.port().to_string();
+    let limit = Duration::from_secs(20);
+    let out = python(HALF, &[&port, &pki.ca(), "after"], limit);
+    assert_eq!(field(&out, "close"), Some("clean"), "{out}");
+    let out = python(HALF, &[&port, &pki.ca(), "half"], limit);
+    assert_eq!(field(&out, "same"), Some("True"), "{out}");
+    assert_eq!(field(&out, "close"), Some("clean"), "{out}");
 }

@@ -33,6 +33,8 @@ pub(crate) struct TlsStream<S> {
     shut: bool,
     /// A fatal TLS error to report on the next read (after its alert was sent).
     failed: Option<String>,
+    /// The last read returned data with the end (close_notify, EOF or an error) behind it.
+    ahead: bool,
 }
 
 impl<S: Socket> TlsStream<S> {
@@ -45,6 +47,7 @@ impl<S: Socket> TlsStream<S> {
             closing: false,
             shut: false,
             failed: None,
+            ahead: false,
         })
     }
 
@@ -55,6 +58,11 @@ impl<S: Socket> TlsStream<S> {
     /// True until the handshake has completed.
     pub(crate) fn handshaking(&self) -> bool {
         self.conn.is_handshaking()
+    }
+
+    /// The last read returned data and the end is already here: the next read returns it.
+    pub(crate) fn read_ahead(&self) -> bool {
+        self.ahead
     }
 
     /// Writes records rustls has ready; `Ok(false)` if the socket would block first.
@@ -112,6 +120,7 @@ impl<S: Socket> Write for SocketWriter<'_, S> {
 impl<S: Socket> Read for TlsStream<S> {
     /// Plaintext, as much as fits in `buf` or the socket holds; WouldBlock when none.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.ahead = false;
         if let Some(e) = &self.failed {
             return Err(io::Error::new(io::ErrorKind::InvalidData, e.clone()));
         }
@@ -120,7 +129,7 @@ impl<S: Socket> Read for TlsStream<S> {
         loop {
             match self.conn.reader().read(&mut buf[total..]) {
                 // close_notify: the end of the plaintext.
-                Ok(0) if total < buf.len() => return Ok(total),
+                Ok(0) if total < buf.len() => return Ok(self.returned(total)),
                 Ok(n) => {
                     total += n;
                     if total == buf.len() {
@@ -130,11 +139,13 @@ impl<S: Socket> Read for TlsStream<S> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // The peer closed the TCP connection without close_notify: an end all the same.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(total),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Ok(self.returned(total));
+                }
                 Err(e) => return Err(e),
             }
             if eof {
-                return Ok(total);
+                return Ok(self.returned(total));
             }
             match self.read_records() {
                 Ok(true) => {}
@@ -144,10 +155,23 @@ impl<S: Socket> Read for TlsStream<S> {
                 }
                 Err(e) => {
                     self.failed = Some(e.to_string());
-                    return if total > 0 { Ok(total) } else { Err(e) };
+                    return if total > 0 {
+                        Ok(self.returned(total))
+                    } else {
+                        Err(e)
+                    };
                 }
             }
         }
+    }
+}
+
+impl<S> TlsStream<S> {
+    /// `total` bytes read with the end of the input behind them: if there are any, the end
+    /// waits for the next read, which the caller must make without readiness.
+    fn returned(&mut self, total: usize) -> usize {
+        self.ahead = total > 0;
+        total
     }
 }
 
