@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -823,4 +824,532 @@ fn closes_are_tls_close_notify_both_ways() {
     let out = python(HALF, &[&port, &pki.ca(), "half"], limit);
     assert_eq!(field(&out, "same"), Some("True"), "{out}");
     assert_eq!(field(&out, "close"), Some("clean"), "{out}");
+}
+
+/// Reads until the server closes (EOF or a reset); what came before.
+fn read_until_closed(c: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("not closed: {e} after {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn plaintext_and_garbage_get_an_alert_or_a_close_and_one_line() {
+    let pki = Pki::new();
+    pki.leaf("server", "localhost", &["localhost"]);
+    let both = pki.combined("server");
+    let s = echo_server(&format!("ssl:0:privateKey={both}:interface=127.0.0.1"), &[]);
+    let garbage: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+    let payloads: [&[u8]; 4] = [
+        b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b"EHLO client.example\r\n",
+        &garbage,
+        // A handshake record holding no handshake.
+        b"\x16\x03\x01\x00\x05hello",
+    ];
+    for (i, payload) in payloads.iter().enumerate() {
+        let mut c = connect(s.addr());
+        send(&mut c, payload);
+        let got = read_until_closed(&mut c);
+        // Nothing, or one TLS alert record (content type 21).
+        assert!(
+            got.is_empty() || (got[0] == 21 && got.len() == 7),
+            "{i}: {got:?}"
+        );
+        assert!(
+            s.wait_until(
+                |l| l.iter().filter(|x| x.contains("TLS failed")).count() == i + 1,
+                Duration::from_secs(5)
+            )
+            .is_some(),
+            "{i}: one line each: {:?}",
+            s.lines()
+        );
+    }
+    assert_serves(s.port(), &pki.ca(), "localhost", "localhost");
+    assert_eq!(count(&s, "TLS failed"), payloads.len(), "{:?}", s.lines());
+}
+
+#[test]
+fn a_handshake_that_never_completes_is_closed_after_10_s_and_frees_its_slot() {
+    let pki = Pki::new();
+    pki.leaf("server", "localhost", &["localhost"]);
+    let both = pki.combined("server");
+    // Two slots, both taken by stalled handshakes: nothing else is accepted until they go.
+    let s = echo_server(
+        &format!("ssl:0:privateKey={both}:interface=127.0.0.1"),
+        &["--max-connections", "2"],
+    );
+    let start = Instant::now();
+    let mut silent = connect(s.addr());
+    let mut half = connect(s.addr());
+    // The start of a ClientHello record that says 512 bytes follow; 40 do.
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    hello.extend([7u8; 29]);
+    send(&mut half, &hello);
+    for c in [&mut silent, &mut half] {
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        assert!(read_until_closed(c).is_empty());
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+    assert!(s.log_contains("TLS handshake not done after 10s; closing."));
+    assert_eq!(count(&s, "TLS handshake not done"), 2, "{:?}", s.lines());
+    // Their slots are free: a client is accepted and served.
+    assert_serves(s.port(), &pki.ca(), "localhost", "localhost");
+}
+
+/// One TLS connection kept open: prints `cn=`, then echoes each line of stdin (`echo=`).
+const SESSION: &str = r#"
+port, ca = sys.argv[1:3]
+s = connect(port, ca, 'localhost')
+print('cn=' + cn(s), flush=True)
+for line in sys.stdin:
+    word = line.strip().encode()
+    print('echo=' + echo(s, word).decode(), flush=True)
+"#;
+
+/// A Python client holding one TLS connection, driven line by line.
+struct Session {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Session {
+    fn start(port: u16, ca: &str) -> Session {
+        let mut child = spawn_python(SESSION, &[&port.to_string(), ca]);
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Session { child, lines }
+    }
+
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the client answers")
+    }
+
+    fn echo(&mut self, word: &str) -> String {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{word}").unwrap();
+        stdin.flush().unwrap();
+        self.line()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Replaces `to` with `from` in one rename, as a certificate manager does.
+fn replace(from: &Path, to: &Path) {
+    let tmp = to.with_extension("new");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+#[test]
+fn sighup_reloads_certificates_and_keeps_the_old_ones_if_the_new_are_bad() {
+    let pki = Pki::new();
+    for n in ["one", "two", "three"] {
+        pki.leaf(n, n, &["localhost", "alpha.test"]);
+    }
+    let live = tempfile::tempdir().unwrap();
+    let (key, cert) = (live.path().join("key.pem"), live.path().join("cert.pem"));
+    replace(&pki.path("one-key.pem"), &key);
+    replace(&pki.path("one-cert.pem"), &cert);
+    // A tls: directory on the same server is reloaded too.
+    let dir = tempfile::tempdir().unwrap();
+    let in_dir = dir.path().join("a.pem");
+    replace(Path::new(&pki.combined("one")), &in_dir);
+    let ssl = format!(
+        "ssl:0:privateKey={}:certKey={}:interface=127.0.0.1",
+        key.display(),
+        cert.display()
+    );
+    let tls = format!("tls:{}:port=0:interface=127.0.0.1", dir.path().display());
+    let s = Server::start(&["--pidfile=", "echo", "--listen", &ssl, "--listen", &tls]);
+    let (port, dir_port) = (s.ports()[0], s.ports()[1]);
+    let ca = pki.ca();
+    let mut old = Session::start(port, &ca);
+    assert_eq!(old.line(), "cn=one");
+    assert_eq!(old.echo("before"), "echo=before");
+
+    replace(&pki.path("two-key.pem"), &key);
+    replace(&pki.path("two-cert.pem"), &cert);
+    replace(Path::new(&pki.combined("two")), &in_dir);
+    assert!(s.wait_catches(1));
+    s.signal(1);
+    assert!(
+        s.wait_until(
+            |l| l
+                .iter()
+                .filter(|x| x.contains("Reloaded certificates"))
+                .count()
+                == 2,
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "{:?}",
+        s.lines()
+    );
+    assert_serves(port, &ca, "localhost", "two");
+    assert_serves(dir_port, &ca, "alpha.test", "two");
+    assert_eq!(
+        old.echo("after"),
+        "echo=after",
+        "established connections go on"
+    );
+
+    // A key that does not match, then garbage, then a missing file: the old one serves on.
+    let cert_name = cert.display().to_string();
+    let bad: [(&dyn Fn(), &str); 3] = [
+        (
+            &|| replace(&pki.path("three-key.pem"), &key),
+            "does not match",
+        ),
+        (
+            &|| std::fs::write(&cert, "garbage\n").unwrap(),
+            "no certificate",
+        ),
+        (&|| std::fs::remove_file(&cert).unwrap(), "No such file"),
+    ];
+    for (i, (make_bad, why)) in bad.iter().enumerate() {
+        make_bad();
+        s.signal(1);
+        let n = i + 1;
+        assert!(
+            s.wait_until(
+                |l| l
+                    .iter()
+                    .filter(|x| x.contains("Certificates not reloaded"))
+                    .count()
+                    == n,
+                Duration::from_secs(5)
+            )
+            .is_some(),
+            "{:?}",
+            s.lines()
+        );
+        let last = s
+            .lines()
+            .into_iter()
+            .rfind(|x| x.contains("Certificates not reloaded"))
+            .unwrap();
+        assert!(last.contains(&cert_name) && last.contains(why), "{last}");
+        assert_serves(port, &ca, "localhost", "two");
+    }
+    // A bad file in the directory keeps the directory's old certificates too (the ssl:
+    // listener's file is still missing: one line each).
+    std::fs::write(&in_dir, "garbage\n").unwrap();
+    std::fs::write(
+        dir.path().join("b.pem"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    s.signal(1);
+    assert!(
+        s.wait_until(
+            |l| l
+                .iter()
+                .filter(|x| x.contains("Certificates not reloaded"))
+                .count()
+                == 5,
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "{:?}",
+        s.lines()
+    );
+    assert!(s.log_contains("b.pem: the private key cannot be used"));
+    assert_serves(dir_port, &ca, "alpha.test", "two");
+    assert_eq!(old.echo("still"), "echo=still");
+}
+
+/// A new TLS connection per iteration until the file `argv[3]` exists (at most 60 s): `ok CN`
+/// or `failed ERROR` per connection.
+const LOOP: &str = r#"
+import os
+port, ca, stop = sys.argv[1:4]
+end = time.time() + 60
+while not os.path.exists(stop) and time.time() < end:
+    try:
+        s = connect(port, ca, 'localhost')
+        name = cn(s)
+        assert echo(s, b'x') == b'x'
+        s.close()
+        print('ok ' + name, flush=True)
+    except Exception as e:
+        print('failed %r' % e, flush=True)
+"#;
+
+#[test]
+fn restart_under_a_tls_client_loop_fails_no_handshake_and_reloads_the_files() {
+    let pki = Pki::new();
+    pki.leaf("one", "one", &["localhost"]);
+    pki.leaf("two", "two", &["localhost"]);
+    let dir = tempfile::tempdir().unwrap();
+    let both = dir.path().join("server.pem");
+    replace(Path::new(&pki.combined("one")), &both);
+    let ep = format!("ssl:0:privateKey={}:interface=127.0.0.1", both.display());
+    let (code, out, err) = run_in(dir.path(), &["echo", "--listen", &ep]);
+    assert_eq!(code, 0, "{out}{err}");
+    let log = dir.path().join("twistrs.log");
+    let port: u16 = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.split(" starting on ").nth(1)?.trim().parse().ok())
+        .expect("the port in the log");
+    struct Stop<'a>(&'a Path);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = run_in(self.0, &["stop", "--timeout", "2"]);
+        }
+    }
+    let _stop = Stop(dir.path());
+    let stop_file = dir.path().join("stop-the-loop");
+    let mut client = spawn_python(
+        LOOP,
+        &[
+            &port.to_string(),
+            &pki.ca(),
+            &stop_file.display().to_string(),
+        ],
+    );
+    let out = client.stdout.take().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(l);
+            }
+        })
+    };
+    let served = |n: usize| {
+        let end = Instant::now() + Duration::from_secs(20);
+        while lines.lock().unwrap().len() < n && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        lines.lock().unwrap().len()
+    };
+    let before = served(10);
+    // The successor reads the files again: it serves the certificate put there now.
+    replace(Path::new(&pki.combined("two")), &both);
+    let (code, out, err) = run_in(dir.path(), &["restart"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Until it shows up (the old process finishes what it accepted), then a few more.
+    let end = Instant::now() + Duration::from_secs(20);
+    while !lines.lock().unwrap().iter().any(|l| l == "ok two") && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let seen = lines.lock().unwrap().len();
+    served(seen + 10);
+    std::fs::write(&stop_file, "").unwrap();
+    let status = wait_output(client, Duration::from_secs(20)).status;
+    reader.join().unwrap();
+    let lines = lines.lock().unwrap().clone();
+    assert!(status.success(), "{lines:?}");
+    let failed: Vec<&String> = lines.iter().filter(|l| !l.starts_with("ok ")).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {}: {failed:?}",
+        failed.len(),
+        lines.len()
+    );
+    assert!(lines.len() >= before + 20, "{lines:?}");
+    assert_eq!(lines.first().map(String::as_str), Some("ok one"));
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("ok two"),
+        "{lines:?}"
+    );
+}
+
+/// Runs `twistrs -n --pidfile= echo --listen ENDPOINT` with `listener` passed as systemd's
+/// fd 3 (LISTEN_PID, LISTEN_FDS=1), waits for READY=1 on a notify socket, and returns it.
+fn socket_activated(listener: &std::net::TcpListener, endpoint: &str, dir: &Path) -> Child {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = listener.as_raw_fd();
+    let notify_path = dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" -n --pidfile= echo --listen \"$1\"")
+        .arg(BIN)
+        .arg(endpoint)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env_remove("LISTEN_FDNAMES")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: dup2 and fcntl are async-signal-safe; they put the socket on fd 3 in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY=1 arrives");
+    assert_eq!(&buf[..n], b"READY=1");
+    child
+}
+
+#[test]
+fn a_socket_activated_listener_serves_tls() {
+    let pki = Pki::new();
+    pki.leaf("server", "localhost", &["localhost"]);
+    let both = pki.combined("server");
+    let dir = cert_dir(&pki);
+    for endpoint in [
+        format!("systemd:domain=INET:index=0:privateKey={both}"),
+        format!(
+            "systemd:domain=INET:index=0:privateKey={}:certKey={}",
+            pki.arg("server-key.pem"),
+            pki.arg("server-cert.pem")
+        ),
+        format!(
+            "systemd:domain=INET:index=0:certDir={}",
+            dir.path().display()
+        ),
+    ] {
+        let run_dir = tempfile::tempdir().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut child = socket_activated(&listener, &endpoint, run_dir.path());
+        drop(listener);
+        if endpoint.contains("certDir") {
+            assert_serves(port, &pki.ca(), "beta.test", "beta");
+            assert_serves(port, &pki.ca(), "-", "alpha");
+        } else {
+            assert_serves(port, &pki.ca(), "localhost", "localhost");
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < end, "{endpoint} did not stop");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Sends `argv[3]` bytes of a pattern and reads the echo back at once, reading slowly, in
+/// one thread (select): `sent=`, `got=`, `same=`, and `blocked=`: how often the server took
+/// no more (its backpressure reached the client).
+const BULK: &str = r#"
+port, ca, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = connect(port, ca, 'localhost')
+s.setblocking(False)
+pattern = bytes(range(251)) * 300
+sent, got, same, blocked, end = 0, 0, True, 0, time.time() + 60
+while got < total and time.time() < end:
+    want_write = sent < total
+    r, w, _ = select.select([s], [s] if want_write else [], [], 5)
+    # Writes as much as the server takes, reads 16 KiB a turn: it sends faster than it reads.
+    while w and sent < total:
+        n = min(16384, total - sent)
+        try:
+            sent += s.send(pattern[sent % 251:sent % 251 + n])
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            blocked += 1
+            break
+    if r or s.pending():
+        try:
+            d = s.recv(16384)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            continue
+        if not d:
+            break
+        same = same and d == pattern[got % 251:got % 251 + len(d)]
+        got += len(d)
+        # A slow reader: the server's output backs up, so it must stop reading.
+        time.sleep(0.001)
+print('blocked=%d' % blocked)
+print('sent=%d' % sent)
+print('got=%d' % got)
+print('same=%s' % same, flush=True)
+"#;
+
+#[test]
+fn large_transfers_both_ways_with_a_slow_reader_keep_memory_bounded() {
+    let pki = Pki::new();
+    pki.leaf("server", "localhost", &["localhost"]);
+    let both = pki.combined("server");
+    let s = echo_server(&format!("ssl:0:privateKey={both}:interface=127.0.0.1"), &[]);
+    assert_serves(s.port(), &pki.ca(), "localhost", "localhost");
+    let base = s.rss_kib();
+    let total: usize = 32 << 20;
+    let mut client = spawn_python(
+        BULK,
+        &[&s.port().to_string(), &pki.ca(), &total.to_string()],
+    );
+    let mut peak = base;
+    let end = Instant::now() + Duration::from_secs(90);
+    while client.try_wait().ok().flatten().is_none() && Instant::now() < end {
+        peak = peak.max(s.rss_kib());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = wait_output(client, Duration::from_secs(10));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        field(&text, "got"),
+        Some(total.to_string().as_str()),
+        "{text}"
+    );
+    assert_eq!(field(&text, "same"), Some("True"), "{text}");
+    let blocked: u32 = field(&text, "blocked")
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(0);
+    assert!(blocked > 10, "the server never stopped reading: {text}");
+    eprintln!("RSS {base} KiB at rest, {peak} KiB at most while {total} bytes went through");
+    assert!(peak < base + 4 * 1024, "RSS {base} KiB -> {peak} KiB");
 }
