@@ -292,8 +292,10 @@ impl<S: Socket> Conn<S> {
                 if self.st.eof_received {
                     // The peer closed first. Over TLS its close_notify is answered with ours
                     // (a close without it looks like a truncation attack to the client), and
-                    // the close waits for it to leave if the socket has no room now.
+                    // the close waits for it to leave if the socket has no room now. A peer
+                    // gone before its handshake ended is owed nothing.
                     if !self.st.secure
+                        || self.socket.handshaking()
                         || self.socket.shutdown_write().is_err()
                         || !self.socket.pending()
                     {
@@ -350,6 +352,12 @@ impl<S: Socket> Conn<S> {
     /// A timer aimed at this connection came due.
     pub(crate) fn timer(&mut self, p: &mut dyn Protocol, d: &mut Driver<'_>, key: u64) -> After {
         match key {
+            // A close asked for during a TLS handshake lingers until it ends (the handshake
+            // deadline bounds it), so a slow client still gets what was written.
+            LINGER_KEY if self.st.phase() == Phase::Lingering && self.socket.handshaking() => {
+                self.linger_until(d);
+                After::Settled
+            }
             LINGER_KEY if self.st.phase() == Phase::Lingering => After::Close(Reason::Done),
             LINGER_KEY => After::Settled,
             HANDSHAKE_KEY if self.socket.handshaking() => {

@@ -27,8 +27,11 @@ const BUFFER_LIMIT: usize = 64 * 1024;
 pub(crate) struct TlsStream<S> {
     sock: S,
     conn: ServerConnection,
-    /// close_notify was queued: the TCP FIN follows once the records have left.
+    /// Our side is closing: close_notify goes out once the handshake is done, and the TCP
+    /// FIN once the records have left.
     closing: bool,
+    /// close_notify was queued.
+    notified: bool,
     /// The FIN went out.
     shut: bool,
     /// A fatal TLS error to report on the next read (after its alert was sent).
@@ -45,6 +48,7 @@ impl<S: Socket> TlsStream<S> {
             sock,
             conn,
             closing: false,
+            notified: false,
             shut: false,
             failed: None,
             ahead: false,
@@ -67,16 +71,26 @@ impl<S: Socket> TlsStream<S> {
 
     /// Writes records rustls has ready; `Ok(false)` if the socket would block first.
     fn write_records(&mut self) -> io::Result<bool> {
-        while self.conn.wants_write() {
-            match self.conn.write_tls(&mut SocketWriter(&mut self.sock)) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        loop {
+            while self.conn.wants_write() {
+                match self.conn.write_tls(&mut SocketWriter(&mut self.sock)) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
+            // A close asked for during the handshake waits for its end: the plaintext written
+            // before it (a greeting, a daytime line) goes out when the handshake completes.
+            if self.closing && !self.notified && !self.conn.is_handshaking() {
+                self.notified = true;
+                self.conn.send_close_notify();
+                continue;
+            }
+            break;
         }
-        if self.closing && !self.shut {
+        if self.notified && !self.shut {
             self.shut = true;
             self.sock.shutdown_write()?;
         }
@@ -207,12 +221,9 @@ impl<S: Socket> Socket for TlsStream<S> {
         self.sock.set_cork(on);
     }
 
-    /// close_notify, then the FIN once the records have left.
+    /// close_notify (once the handshake is done), then the FIN once the records have left.
     fn shutdown_write(&mut self) -> io::Result<()> {
-        if !self.closing {
-            self.closing = true;
-            self.conn.send_close_notify();
-        }
+        self.closing = true;
         self.write_records().map(|_| ())
     }
 
