@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// Runs `openssl ARGS` in `dir`; panics with its stderr if it fails.
-fn openssl(dir: &Path, args: &[&str]) {
+/// Runs `openssl ARGS` (split at spaces) in `dir`; panics with its stderr if it fails.
+fn openssl(dir: &Path, args: &str) {
     let out = Command::new("openssl")
-        .args(args)
+        .args(args.split_whitespace())
         .current_dir(dir)
         .stdin(Stdio::null())
         .output()
@@ -40,23 +40,7 @@ impl Pki {
         };
         openssl(
             pki.dir.path(),
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca-key.pem",
-                "-out",
-                "ca-cert.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=twistrs test CA",
-            ],
+            "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca-key.pem -out ca-cert.pem -days 2 -subj /CN=twistrs-test-CA",
         );
         pki
     }
@@ -87,21 +71,9 @@ impl Pki {
         );
         openssl(
             dir,
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &format!("/CN={cn}"),
-            ],
+            &format!(
+                "req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {key} -out {csr} -subj /CN={cn}"
+            ),
         );
         let mut e = String::new();
         if ca_ext {
@@ -119,24 +91,9 @@ impl Pki {
         let serial = SERIAL.fetch_add(1, Ordering::SeqCst).to_string();
         openssl(
             dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                &format!("{issuer}-cert.pem"),
-                "-CAkey",
-                &format!("{issuer}-key.pem"),
-                "-set_serial",
-                &serial,
-                "-days",
-                "2",
-                "-extfile",
-                &ext,
-                "-out",
-                &cert,
-            ],
+            &format!(
+                "x509 -req -in {csr} -CA {issuer}-cert.pem -CAkey {issuer}-key.pem -set_serial {serial} -days 2 -extfile {ext} -out {cert}"
+            ),
         );
     }
 
@@ -338,7 +295,7 @@ fn served_chain(port: u16) -> usize {
 #[test]
 fn extra_cert_chain_serves_the_intermediate() {
     let pki = Pki::new();
-    pki.issue("inter", "twistrs test intermediate", &[], "ca", true);
+    pki.issue("inter", "twistrs-test-intermediate", &[], "ca", true);
     pki.issue("server", "localhost", &["localhost"], "inter", false);
     let key = pki.arg("server-key.pem");
     let cert = pki.arg("server-cert.pem");
@@ -371,16 +328,7 @@ fn dh_parameters_are_accepted_with_one_log_line() {
     let both = pki.combined("server");
     openssl(
         pki.dir.path(),
-        &[
-            "genpkey",
-            "-genparam",
-            "-algorithm",
-            "DH",
-            "-pkeyopt",
-            "group:ffdhe2048",
-            "-out",
-            "dh.pem",
-        ],
+        "genpkey -genparam -algorithm DH -pkeyopt group:ffdhe2048 -out dh.pem",
     );
     let s = echo_server(
         &format!(
@@ -390,6 +338,10 @@ fn dh_parameters_are_accepted_with_one_log_line() {
         &[],
     );
     assert_serves(s.port(), &pki.ca(), "localhost", "localhost");
+    // Said once: not at each reload either.
+    assert!(s.wait_catches(1));
+    s.signal(1);
+    assert!(s.log_contains("Reloaded certificates"));
     assert_serves(s.port(), &pki.ca(), "localhost", "localhost");
     assert_eq!(
         count(&s, "dhParameters is accepted and not used"),
@@ -566,6 +518,12 @@ fn tls_1_1_and_1_0_are_refused_with_one_log_line() {
     }
     assert_serves(s.port(), &pki.ca(), "localhost", "localhost");
     assert_eq!(count(&s, "TLS failed"), 2, "{:?}", s.lines());
+    assert_eq!(
+        count(&s, "offers no protocol version"),
+        2,
+        "{:?}",
+        s.lines()
+    );
 }
 
 /// Makes `openssl ca` sign a certificate valid only in January 2020 (OpenSSL 3.0's `req` and
@@ -574,21 +532,7 @@ fn expired(pki: &Pki) -> String {
     let dir = pki.dir.path();
     openssl(
         dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "old-key.pem",
-            "-out",
-            "old.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
+        "req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout old-key.pem -out old.csr -subj /CN=localhost",
     );
     std::fs::write(dir.join("index.txt"), "").unwrap();
     // Extensions make it X.509 v3 (rustls refuses v1 certificates).
@@ -602,27 +546,7 @@ fn expired(pki: &Pki) -> String {
     .unwrap();
     openssl(
         dir,
-        &[
-            "ca",
-            "-batch",
-            "-config",
-            "ca.cnf",
-            "-cert",
-            "ca-cert.pem",
-            "-keyfile",
-            "ca-key.pem",
-            "-in",
-            "old.csr",
-            "-startdate",
-            "20200101000000Z",
-            "-enddate",
-            "20200102000000Z",
-            "-extfile",
-            "old.ext",
-            "-notext",
-            "-out",
-            "old-cert.pem",
-        ],
+        "ca -batch -config ca.cnf -cert ca-cert.pem -keyfile ca-key.pem -in old.csr -startdate 20200101000000Z -enddate 20200102000000Z -extfile old.ext -notext -out old-cert.pem",
     );
     pki.combined("old")
 }
@@ -657,18 +581,7 @@ fn start_up_problems_are_one_line_naming_the_file_and_exit_1() {
     let missing = pki.arg("missing.pem");
     openssl(
         pki.dir.path(),
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-aes256",
-            "-pass",
-            "pass:x",
-            "-out",
-            "encrypted-key.pem",
-        ],
+        "genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -aes256 -pass pass:x -out encrypted-key.pem",
     );
     let encrypted = pki.arg("encrypted-key.pem");
     std::fs::create_dir(pki.path("a-directory.pem")).unwrap();
@@ -897,6 +810,12 @@ fn plaintext_and_garbage_get_an_alert_or_a_close_and_one_line() {
     }
     assert_serves(s.port(), &pki.ca(), "localhost", "localhost");
     assert_eq!(count(&s, "TLS failed"), payloads.len(), "{:?}", s.lines());
+    // The log says what the two plaintext clients likely were.
+    assert!(
+        count(&s, "TLS failed: not TLS (plaintext") >= 2,
+        "{:?}",
+        s.lines()
+    );
 }
 
 #[test]

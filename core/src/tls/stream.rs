@@ -110,11 +110,33 @@ impl<S: Socket> TlsStream<S> {
         if let Err(e) = self.conn.process_new_packets() {
             // The alert rustls queued for the peer goes out before the close.
             let _ = self.write_records();
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, explain(&e)));
         }
         // The handshake may have answers to send.
         self.write_records()?;
         Ok(true)
+    }
+}
+
+/// What a failed session means, for the log: rustls' words, with the likely cause of the
+/// failures an operator sees most (nginx names plain HTTP on an HTTPS port the same way).
+fn explain(e: &rustls::Error) -> String {
+    use rustls::{Error, InvalidMessage, PeerIncompatible as P};
+    match e {
+        Error::InvalidMessage(InvalidMessage::InvalidContentType) => {
+            format!("not TLS (plaintext, such as HTTP, sent to a TLS port?): {e}")
+        }
+        // A TLS 1.0 or 1.1 ClientHello has no signature_algorithms extension.
+        Error::PeerIncompatible(
+            P::SignatureAlgorithmsExtensionRequired
+            | P::Tls12NotOffered
+            | P::Tls12NotOfferedOrEnabled
+            | P::SupportedVersionsExtensionRequired,
+        ) => format!(
+            "the client offers no protocol version this listener speaks (TLS 1.2 and 1.3, or \
+             what sslmethod allows; an old client?): {e}"
+        ),
+        _ => e.to_string(),
     }
 }
 
