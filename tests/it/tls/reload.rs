@@ -200,14 +200,17 @@ fn restart_under_a_tls_client_loop_fails_no_handshake_and_reloads_the_files() {
     let both = dir.path().join("server.pem");
     replace(Path::new(&pki.combined("one")), &both);
     let ep = format!("ssl:0:privateKey={}:interface=127.0.0.1", both.display());
-    let (code, out, err) = run_in(dir.path(), &["echo", "--listen", &ep]);
+    // A tls: listener is handed over too.
+    let certs = cert_dir(&pki);
+    let tls = format!("tls:{}:port=0:interface=127.0.0.1", certs.path().display());
+    let (code, out, err) = run_in(dir.path(), &["echo", "--listen", &ep, "--listen", &tls]);
     assert_eq!(code, 0, "{out}{err}");
-    let log = dir.path().join("twistrs.log");
-    let port: u16 = std::fs::read_to_string(&log)
+    let ports: Vec<u16> = std::fs::read_to_string(dir.path().join("twistrs.log"))
         .unwrap()
         .lines()
-        .find_map(|l| l.split(" starting on ").nth(1)?.trim().parse().ok())
-        .expect("the port in the log");
+        .filter_map(|l| l.split(" starting on ").nth(1)?.trim().parse().ok())
+        .collect();
+    let (port, tls_port) = (ports[0], ports[1]);
     struct Stop<'a>(&'a Path);
     impl Drop for Stop<'_> {
         fn drop(&mut self) {
@@ -273,4 +276,12 @@ fn restart_under_a_tls_client_loop_fails_no_handshake_and_reloads_the_files() {
         Some("ok two"),
         "{lines:?}"
     );
+    assert_serves(tls_port, &pki.ca(), "beta.test", "beta");
+    // A successor that cannot load the files fails, naming one; the running one serves on.
+    std::fs::write(&both, "garbage\n").unwrap();
+    let (code, _, err) = run_in(dir.path(), &["restart"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&both.display().to_string()), "{err}");
+    assert_serves(port, &pki.ca(), "localhost", "two");
+    assert_serves(tls_port, &pki.ca(), "-", "alpha");
 }
