@@ -178,11 +178,15 @@ fn a_protocol_that_writes_and_closes_at_once_is_served_after_the_handshake() {
     pki.leaf("server", "localhost", &["localhost"]);
     let both = pki.combined("server");
     let ep = format!("ssl:0:privateKey={both}:interface=127.0.0.1");
+    let dir = cert_dir(&pki);
+    let tls = format!("tls:{}:port=0:interface=127.0.0.1", dir.path().display());
     let s = Server::start(&[
         "--pidfile=",
         "daytime",
         "--listen",
         &ep,
+        "--listen",
+        &tls,
         "--max-connections",
         "1",
     ]);
@@ -195,4 +199,26 @@ fn a_protocol_that_writes_and_closes_at_once_is_served_after_the_handshake() {
             "{out}"
         );
     }
+    // curl verifies the chain for the name it asked for (SNI) and wants close_notify at the
+    // end; the line comes as an HTTP/0.9 body.
+    let tls_port = s.ports()[1];
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--http0.9",
+            "--cacert",
+            &pki.ca(),
+        ])
+        .args(["--resolve", &format!("www.beta.test:{tls_port}:127.0.0.1")])
+        .arg(format!("https://www.beta.test:{tls_port}/"))
+        .output()
+        .expect("curl");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && body.ends_with("\r\n"),
+        "{body}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
