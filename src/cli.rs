@@ -285,6 +285,42 @@ UDP, for plugins with a datagram service.
 .B systemd:domain=INET|INET6|UNIX:index=N
 A socket passed by systemd socket activation (LISTEN_PID, LISTEN_FDS; LISTEN_FDNAMES is not
 required).
+.TP
+.B ssl:PORT[:privateKey=server.pem][:certKey=FILE][:extraCertChain=FILE][:dhParameters=FILE][:sslmethod=NAME][:interface=ADDR][:backlog=511]
+TLS over TCP/IPv4, TLS 1.3 and 1.2 only (rustls). PEM files: \fBprivateKey\fR holds the key,
+and the certificate too unless \fBcertKey\fR names another file; \fBextraCertChain\fR adds every
+certificate of its file to the chain sent (the intermediates; a file without one is an error).
+\fBdhParameters\fR must name a file of DH parameters, which are not used (only ECDHE key exchange
+is offered; the log says so once). \fBsslmethod\fR: \fBTLS_METHOD\fR or \fBSSLv23_METHOD\fR (the
+default, 1.2 and 1.3), \fBTLSv1_2_METHOD\fR or \fBTLSv1_3_METHOD\fR; the older ones are refused by
+name.
+.TP
+.B tls:CERTDIR[:port=443][:interface=ADDR][:backlog=511]
+TLS over TCP/IPv6 (all interfaces by default). Every \fB*.pem\fR file of CERTDIR is read; keys
+are paired with certificates by public key, in the same file or in separate ones. The name the
+client asks for (SNI) picks the certificate with that name in its subjectAltName;
+\fB*.example.com\fR serves one label below example.com; without SNI, or for a name no
+certificate has, the first certificate by file name is served. Such a name also has the
+directory read again in the background (at most every 3 seconds), so a certificate added to
+it is served from the next handshake on, without a signal. twistd's re-scan only refreshes
+its default certificate: a new file is never served.
+.TP
+.B systemd:domain=INET|INET6:index=N:privateKey=FILE[:certKey=FILE][:extraCertChain=FILE][:dhParameters=FILE][:sslmethod=NAME]
+.TQ
+.B systemd:domain=INET|INET6:index=N:certDir=CERTDIR
+TLS on a socket passed by systemd, with \fBssl:\fR's keywords or a \fBtls:\fR directory.
+twistd cannot serve TLS on a systemd socket.
+.PP
+A certificate or key that cannot be used (a missing or unreadable file, an encrypted key, a
+key that does not match its certificate, a file without a certificate) is a start-up error:
+one line naming the file and the problem, exit 1, with \fB-n\fR and as a daemon. An expired
+certificate is served, with a warning in the log. SIGHUP (and SIGUSR1) read every certificate
+and key again: new handshakes use them, established connections go on with the old ones; if a
+new file is bad, the old certificates stay in service and the log says why (twistd reads them
+only at start; reloading needs a restart). \fBtwistrs restart\fR reads them again in the new
+process. A client that has not finished its handshake after 10 seconds, or that speaks
+plaintext, garbage or TLS 1.1 or older, is closed (with an alert where TLS allows one) and
+logged in one line.
 .SH DAEMON
 Without \fB-n\fR, twistrs starts in twistd's order: the pidfile is checked (a running twistrs
 holds a lock on it), the log file opened, the plugin's service built, \fB--chroot\fR and \fB--rundir\fR entered, the umask
@@ -316,8 +352,8 @@ exit by re-raising the signal, as twistd does. A SIGINT ignored when twistrs sta
 background job) stays ignored.
 .TP
 .B SIGHUP, SIGUSR1
-Reopen the log file by name, so logrotate can move it and signal. twistd renames its own log
-on SIGUSR1 and dies on SIGHUP.
+Reopen the log file by name, so logrotate can move it and signal, and read TLS certificates
+again (see ENDPOINTS). twistd renames its own log on SIGUSR1 and dies on SIGHUP.
 .TP
 .B SIGUSR2
 Restart without downtime (what \fBtwistrs restart\fR sends): start the same binary with the

@@ -219,8 +219,8 @@ impl<S: Socket> Conn<S> {
                     let data = &d.buf[..n];
                     p.data_received(&mut Transport::new(&mut self.st, d.handle), data);
                     // A short read drained the socket: epoll will report new data (but not a
-                    // FIN it already reported).
-                    if n < d.buf.len() && !self.st.peer_closed {
+                    // FIN it already reported, nor a TLS close the socket layer holds).
+                    if n < d.buf.len() && !self.st.peer_closed && !self.socket.read_ahead() {
                         return Ok(());
                     }
                 }
@@ -289,15 +289,25 @@ impl<S: Socket> Conn<S> {
     fn close_step(&mut self, d: &mut Driver<'_>) -> Option<Reason> {
         match self.st.phase() {
             Phase::Losing => {
-                if self.st.eof_received || self.socket.shutdown_write().is_err() {
+                if self.st.eof_received {
+                    // The peer closed first. Over TLS its close_notify is answered with ours
+                    // (a close without it looks like a truncation attack to the client), and
+                    // the close waits for it to leave if the socket has no room now. A peer
+                    // gone before its handshake ended is owed nothing.
+                    if !self.st.secure
+                        || self.socket.handshaking()
+                        || self.socket.shutdown_write().is_err()
+                        || !self.socket.pending()
+                    {
+                        return Some(Reason::Done);
+                    }
+                    self.linger_until(d);
+                    return None;
+                }
+                if self.socket.shutdown_write().is_err() {
                     return Some(Reason::Done);
                 }
-                self.st.set_phase(Phase::Lingering);
-                let linger = d
-                    .handle
-                    .timers()
-                    .schedule(LINGER_TIME, Target::Conn(self.st.id, LINGER_KEY));
-                self.st.track_timer(linger);
+                self.linger_until(d);
                 // Whatever already arrived is dropped now; the rest as it comes.
                 linger_read(&mut self.socket, d.buf)
             }
@@ -313,10 +323,24 @@ impl<S: Socket> Conn<S> {
         }
     }
 
+    /// Enters `Lingering`, for at most `LINGER_TIME`.
+    fn linger_until(&mut self, d: &mut Driver<'_>) {
+        self.st.set_phase(Phase::Lingering);
+        let linger = d
+            .handle
+            .timers()
+            .schedule(LINGER_TIME, Target::Conn(self.st.id, LINGER_KEY));
+        self.st.track_timer(linger);
+    }
+
     /// A lingering connection became readable: drop what came, close at EOF. (TLS records
-    /// of the close, close_notify, still go out as the socket takes them.)
+    /// of the close, close_notify, still go out as the socket takes them; once they have,
+    /// a connection whose peer already closed is done.)
     fn linger(&mut self, d: &mut Driver<'_>, readable: bool, writable: bool) -> After {
         if writable && self.socket.flush_pending().is_err() {
+            return After::Close(Reason::Done);
+        }
+        if self.st.eof_received && !self.socket.pending() {
             return After::Close(Reason::Done);
         }
         if readable && let Some(r) = linger_read(&mut self.socket, d.buf) {
@@ -328,6 +352,12 @@ impl<S: Socket> Conn<S> {
     /// A timer aimed at this connection came due.
     pub(crate) fn timer(&mut self, p: &mut dyn Protocol, d: &mut Driver<'_>, key: u64) -> After {
         match key {
+            // A close asked for during a TLS handshake lingers until it ends (the handshake
+            // deadline bounds it), so a slow client still gets what was written.
+            LINGER_KEY if self.st.phase() == Phase::Lingering && self.socket.handshaking() => {
+                self.linger_until(d);
+                After::Settled
+            }
             LINGER_KEY if self.st.phase() == Phase::Lingering => After::Close(Reason::Done),
             LINGER_KEY => After::Settled,
             HANDSHAKE_KEY if self.socket.handshaking() => {

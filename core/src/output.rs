@@ -35,6 +35,13 @@ pub(crate) trait Socket: io::Read {
         false
     }
 
+    /// True if the last read stopped short of something the socket already holds (TLS: a
+    /// close_notify or an error that came behind the data returned): read again without
+    /// waiting for readiness, which will not come for it.
+    fn read_ahead(&self) -> bool {
+        false
+    }
+
     /// True until a TLS handshake has completed (never, for a plain socket).
     fn handshaking(&self) -> bool {
         false

@@ -9,6 +9,7 @@ mod mail_tls;
 mod man;
 mod pidfile;
 mod support;
+mod tls;
 mod web;
 mod web_tls;
 mod wire;

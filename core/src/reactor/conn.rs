@@ -186,6 +186,10 @@ impl Socket for NetSocket {
         matches!(self, NetSocket::Tls(t) if t.pending())
     }
 
+    fn read_ahead(&self) -> bool {
+        matches!(self, NetSocket::Tls(t) if t.read_ahead())
+    }
+
     fn handshaking(&self) -> bool {
         matches!(self, NetSocket::Tls(t) if t.handshaking())
     }

@@ -79,6 +79,18 @@ pub(crate) fn private_key(
     }
 }
 
+/// `dhParameters` names a readable file of DH parameters, as twistd (OpenSSL) requires, though
+/// they are not used: a mistyped path is a start-up error, not silently ignored.
+pub(crate) fn check_dh_parameters(path: &Path) -> Result<(), CertError> {
+    let pem = read(path)?;
+    if memchr::memmem::find(&pem, b"-----BEGIN DH PARAMETERS-----").is_none()
+        && memchr::memmem::find(&pem, b"-----BEGIN X9.42 DH PARAMETERS-----").is_none()
+    {
+        return Err(CertError::new(path, "no DH PARAMETERS in the file"));
+    }
+    Ok(())
+}
+
 /// A certificate chain and its key, as `ssl:` names them: `private_key` holds the key (and the
 /// certificate, without `cert_key`), `extra_chain` more certificates for the chain.
 pub(crate) fn load_pair(

@@ -91,6 +91,15 @@ impl TlsContext {
     pub fn load(spec: &TlsSpec, alpn: &[&[u8]]) -> Result<TlsContext, CertError> {
         let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
         let config = build(spec, &alpn)?;
+        if let TlsSpec::Files {
+            dh_parameters: Some(_),
+            ..
+        } = spec
+        {
+            // Said once, at start (not again at each reload).
+            log::info!(target: "twistrs.tls",
+                "dhParameters is accepted and not used: only ECDHE key exchange is offered.");
+        }
         Ok(TlsContext {
             spec: spec.clone(),
             alpn,
@@ -162,9 +171,8 @@ fn build(spec: &TlsSpec, alpn: &[Vec<u8>]) -> Result<Arc<ServerConfig>, CertErro
             dh_parameters,
             method,
         } => {
-            if dh_parameters.is_some() {
-                log::info!(target: "twistrs.tls",
-                    "dhParameters is accepted and not used: only ECDHE key exchange is offered.");
+            if let Some(dh) = dh_parameters {
+                certs::check_dh_parameters(dh)?;
             }
             let versions = match method.as_deref().map(parse_method) {
                 Some(Err(e)) => return Err(CertError::new(Path::new(""), e)),

@@ -27,12 +27,17 @@ const BUFFER_LIMIT: usize = 64 * 1024;
 pub(crate) struct TlsStream<S> {
     sock: S,
     conn: ServerConnection,
-    /// close_notify was queued: the TCP FIN follows once the records have left.
+    /// Our side is closing: close_notify goes out once the handshake is done, and the TCP
+    /// FIN once the records have left.
     closing: bool,
+    /// close_notify was queued.
+    notified: bool,
     /// The FIN went out.
     shut: bool,
     /// A fatal TLS error to report on the next read (after its alert was sent).
     failed: Option<String>,
+    /// The last read returned data with the end (close_notify, EOF or an error) behind it.
+    ahead: bool,
 }
 
 impl<S: Socket> TlsStream<S> {
@@ -43,8 +48,10 @@ impl<S: Socket> TlsStream<S> {
             sock,
             conn,
             closing: false,
+            notified: false,
             shut: false,
             failed: None,
+            ahead: false,
         })
     }
 
@@ -57,18 +64,33 @@ impl<S: Socket> TlsStream<S> {
         self.conn.is_handshaking()
     }
 
+    /// The last read returned data and the end is already here: the next read returns it.
+    pub(crate) fn read_ahead(&self) -> bool {
+        self.ahead
+    }
+
     /// Writes records rustls has ready; `Ok(false)` if the socket would block first.
     fn write_records(&mut self) -> io::Result<bool> {
-        while self.conn.wants_write() {
-            match self.conn.write_tls(&mut SocketWriter(&mut self.sock)) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        loop {
+            while self.conn.wants_write() {
+                match self.conn.write_tls(&mut SocketWriter(&mut self.sock)) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
+            // A close asked for during the handshake waits for its end: the plaintext written
+            // before it (a greeting, a daytime line) goes out when the handshake completes.
+            if self.closing && !self.notified && !self.conn.is_handshaking() {
+                self.notified = true;
+                self.conn.send_close_notify();
+                continue;
+            }
+            break;
         }
-        if self.closing && !self.shut {
+        if self.notified && !self.shut {
             self.shut = true;
             self.sock.shutdown_write()?;
         }
@@ -88,11 +110,33 @@ impl<S: Socket> TlsStream<S> {
         if let Err(e) = self.conn.process_new_packets() {
             // The alert rustls queued for the peer goes out before the close.
             let _ = self.write_records();
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, explain(&e)));
         }
         // The handshake may have answers to send.
         self.write_records()?;
         Ok(true)
+    }
+}
+
+/// What a failed session means, for the log: rustls' words, with the likely cause of the
+/// failures an operator sees most (nginx names plain HTTP on an HTTPS port the same way).
+fn explain(e: &rustls::Error) -> String {
+    use rustls::{Error, InvalidMessage, PeerIncompatible as P};
+    match e {
+        Error::InvalidMessage(InvalidMessage::InvalidContentType) => {
+            format!("not TLS (plaintext, such as HTTP, sent to a TLS port?): {e}")
+        }
+        // A TLS 1.0 or 1.1 ClientHello has no signature_algorithms extension.
+        Error::PeerIncompatible(
+            P::SignatureAlgorithmsExtensionRequired
+            | P::Tls12NotOffered
+            | P::Tls12NotOfferedOrEnabled
+            | P::SupportedVersionsExtensionRequired,
+        ) => format!(
+            "the client offers no protocol version this listener speaks (TLS 1.2 and 1.3, or \
+             what sslmethod allows; an old client?): {e}"
+        ),
+        _ => e.to_string(),
     }
 }
 
@@ -112,6 +156,7 @@ impl<S: Socket> Write for SocketWriter<'_, S> {
 impl<S: Socket> Read for TlsStream<S> {
     /// Plaintext, as much as fits in `buf` or the socket holds; WouldBlock when none.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.ahead = false;
         if let Some(e) = &self.failed {
             return Err(io::Error::new(io::ErrorKind::InvalidData, e.clone()));
         }
@@ -120,7 +165,7 @@ impl<S: Socket> Read for TlsStream<S> {
         loop {
             match self.conn.reader().read(&mut buf[total..]) {
                 // close_notify: the end of the plaintext.
-                Ok(0) if total < buf.len() => return Ok(total),
+                Ok(0) if total < buf.len() => return Ok(self.returned(total)),
                 Ok(n) => {
                     total += n;
                     if total == buf.len() {
@@ -130,11 +175,13 @@ impl<S: Socket> Read for TlsStream<S> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // The peer closed the TCP connection without close_notify: an end all the same.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(total),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Ok(self.returned(total));
+                }
                 Err(e) => return Err(e),
             }
             if eof {
-                return Ok(total);
+                return Ok(self.returned(total));
             }
             match self.read_records() {
                 Ok(true) => {}
@@ -144,10 +191,23 @@ impl<S: Socket> Read for TlsStream<S> {
                 }
                 Err(e) => {
                     self.failed = Some(e.to_string());
-                    return if total > 0 { Ok(total) } else { Err(e) };
+                    return if total > 0 {
+                        Ok(self.returned(total))
+                    } else {
+                        Err(e)
+                    };
                 }
             }
         }
+    }
+}
+
+impl<S> TlsStream<S> {
+    /// `total` bytes read with the end of the input behind them: if there are any, the end
+    /// waits for the next read, which the caller must make without readiness.
+    fn returned(&mut self, total: usize) -> usize {
+        self.ahead = total > 0;
+        total
     }
 }
 
@@ -183,12 +243,9 @@ impl<S: Socket> Socket for TlsStream<S> {
         self.sock.set_cork(on);
     }
 
-    /// close_notify, then the FIN once the records have left.
+    /// close_notify (once the handshake is done), then the FIN once the records have left.
     fn shutdown_write(&mut self) -> io::Result<()> {
-        if !self.closing {
-            self.closing = true;
-            self.conn.send_close_notify();
-        }
+        self.closing = true;
         self.write_records().map(|_| ())
     }
 
