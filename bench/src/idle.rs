@@ -22,6 +22,8 @@ pub fn run(a: &IdleArgs) -> Result<(), Failure> {
     let limit = sys::raise_nofile(a.conns as u64 + 16).map_err(Failure::Run)?;
     let mut poll = Poll::new().map_err(|e| Failure::Run(format!("epoll_create: {e}")))?;
     let started = Instant::now();
+    // Per connection: whether the server already sent something after the TLS handshake.
+    let mut sent = vec![false; a.conns];
     let mut streams = match &a.tls_cert {
         Some(cert) => {
             let config = tls::client_config(cert, a.verify).map_err(Failure::Run)?;
@@ -33,6 +35,11 @@ pub fn run(a: &IdleArgs) -> Result<(), Failure> {
                 &config,
                 a.connect_timeout,
             )
+            .map(|all| {
+                let (streams, got): (Vec<_>, Vec<_>) = all.into_iter().unzip();
+                sent = got;
+                streams
+            })
         }
         None => {
             let opts = ConnectOpts {
@@ -88,9 +95,9 @@ pub fn run(a: &IdleArgs) -> Result<(), Failure> {
     // Events can be missed during the connect phase, so ask every socket directly.
     let mut dropped = 0usize;
     let mut with_data = 0usize;
-    for (s, early) in streams.iter_mut().zip(&closed_early) {
+    for ((s, early), before) in streams.iter_mut().zip(&closed_early).zip(&sent) {
         match drain(s) {
-            Ok(got) if !early => with_data += usize::from(got),
+            Ok(got) if !early => with_data += usize::from(got || *before),
             _ => dropped += 1,
         }
     }

@@ -109,6 +109,8 @@ pub struct TlsConn {
     connected: bool,
     /// The peer closed (TCP EOF, or close_notify).
     pub eof: bool,
+    /// Bytes came in after the handshake (session tickets, if nothing else).
+    pub read_after_handshake: bool,
 }
 
 impl TlsConn {
@@ -133,6 +135,7 @@ impl TlsConn {
             tls,
             connected: false,
             eof: false,
+            read_after_handshake: false,
         })
     }
 
@@ -165,7 +168,10 @@ impl TlsConn {
             if !self.eof && self.tls.wants_read() {
                 match self.tls.read_tls(&mut self.sock) {
                     Ok(0) => self.eof = true,
-                    Ok(_) => moved = true,
+                    Ok(_) => {
+                        self.read_after_handshake |= !self.tls.is_handshaking();
+                        moved = true;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => moved = true,
                     Err(e) => return Err(format!("read: {e}")),
@@ -220,7 +226,8 @@ fn connected(s: &TcpStream) -> io::Result<bool> {
 /// `inflight` at a time (below the server's listen backlog: a finished handshake means the
 /// server accepted the connection, so no probe is needed as for plain TCP). Connection `i`
 /// stays registered on `poll` as `Token(i)`; only its socket is kept (rustls's state is
-/// dropped: the connection is never used again). A failed attempt is retried up to 4 times.
+/// dropped: the connection is never used again), with whether it already read bytes after
+/// its handshake (tickets). A failed attempt is retried up to 4 times.
 pub fn establish_all(
     poll: &mut Poll,
     addr: SocketAddr,
@@ -228,12 +235,12 @@ pub fn establish_all(
     inflight: usize,
     config: &Arc<ClientConfig>,
     timeout: std::time::Duration,
-) -> Result<Vec<TcpStream>, String> {
+) -> Result<Vec<(TcpStream, bool)>, String> {
     use std::time::{Duration, Instant};
     const TRIES: u32 = 5;
     const ATTEMPT: Duration = Duration::from_secs(20);
     let deadline = Instant::now() + timeout;
-    let mut done: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
+    let mut done: Vec<Option<(TcpStream, bool)>> = (0..n).map(|_| None).collect();
     let mut tries = vec![0u32; n];
     let mut queue: std::collections::VecDeque<usize> = (0..n).collect();
     let mut active: Vec<Option<(TlsConn, Instant)>> = (0..n).map(|_| None).collect();
@@ -292,7 +299,7 @@ pub fn establish_all(
                 Ok(false) => {}
                 Ok(true) => {
                     if let Some((c, _)) = active[i].take() {
-                        done[i] = Some(c.sock);
+                        done[i] = Some((c.sock, c.read_after_handshake));
                         in_flight -= 1;
                         finished += 1;
                     }
