@@ -2,6 +2,7 @@
 //! run is bounded in connections and time, and a loopback-only target address.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -21,6 +22,19 @@ pub struct IdleArgs {
     pub hold: Duration,
     pub inflight: usize,
     pub connect_timeout: Duration,
+    /// With a certificate, every connection completes a TLS handshake first.
+    pub tls_cert: Option<PathBuf>,
+    pub verify: bool,
+}
+
+pub struct HandshakeArgs {
+    pub addr: SocketAddr,
+    pub conns: usize,
+    pub secs: Duration,
+    pub warmup: Duration,
+    pub path: String,
+    pub cert: PathBuf,
+    pub verify: bool,
 }
 
 /// The `--key value` pairs of one command line, each used at most once.
@@ -78,6 +92,11 @@ impl<'a> Opts<'a> {
         Ok(v)
     }
 
+    /// `--verify-signatures 0|1`: whether the TLS client checks the handshake signature.
+    fn verify(&self) -> Result<bool, Failure> {
+        Ok(self.num("verify-signatures", 0u8, 0, 1)? == 1)
+    }
+
     fn secs(&self, name: &str, default: f64, lo: f64, hi: f64) -> Result<Duration, Failure> {
         Ok(Duration::from_secs_f64(self.num(name, default, lo, hi)?))
     }
@@ -122,6 +141,8 @@ impl IdleArgs {
                 "hold-secs",
                 "inflight",
                 "connect-timeout-secs",
+                "tls-cert",
+                "verify-signatures",
             ],
         )?;
         Ok(IdleArgs {
@@ -130,6 +151,43 @@ impl IdleArgs {
             hold: o.secs("hold-secs", 60.0, 0.0, 3600.0)?,
             inflight: o.num("inflight", 32, 1, 4096)?,
             connect_timeout: o.secs("connect-timeout-secs", 120.0, 1.0, 600.0)?,
+            tls_cert: o.raw("tls-cert").map(PathBuf::from),
+            verify: o.verify()?,
+        })
+    }
+}
+
+impl HandshakeArgs {
+    pub fn parse(args: &[String]) -> Result<Self, Failure> {
+        let o = Opts::parse(
+            args,
+            &[
+                "addr",
+                "conns",
+                "secs",
+                "warmup",
+                "path",
+                "cert",
+                "verify-signatures",
+            ],
+        )?;
+        let path = o.raw("path").unwrap_or("/");
+        if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(Failure::Usage(format!(
+                "--path {path:?}: an absolute path without spaces or control characters"
+            )));
+        }
+        Ok(HandshakeArgs {
+            addr: o.addr()?,
+            conns: o.num("conns", 32, 1, 1000)?,
+            secs: o.secs("secs", 5.0, 0.1, 3600.0)?,
+            warmup: o.secs("warmup", 1.0, 0.0, 600.0)?,
+            path: path.to_string(),
+            cert: o
+                .raw("cert")
+                .map(PathBuf::from)
+                .ok_or_else(|| Failure::Usage("--cert CERT.pem is required".into()))?,
+            verify: o.verify()?,
         })
     }
 }
@@ -150,6 +208,20 @@ mod tests {
         assert_eq!(a.addr.port(), 7);
         assert_eq!((a.conns, a.size), (64, 4096));
         assert_eq!(a.secs, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn parses_handshake_and_refuses_a_bad_path_or_no_certificate() {
+        let a = HandshakeArgs::parse(&argv("--addr 127.0.0.1:7 --cert c.pem --path /1k.bin"))
+            .unwrap_or_else(|_| panic!("should parse"));
+        assert_eq!((a.conns, a.path.as_str(), a.verify), (32, "/1k.bin", false));
+        for bad in [
+            "--addr 127.0.0.1:7 --path /x",
+            "--addr 127.0.0.1:7 --cert c.pem --path x",
+            "--addr 127.0.0.1:7 --cert c.pem --verify-signatures 2",
+        ] {
+            assert!(HandshakeArgs::parse(&argv(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! `twistrs-bench`: the load generator behind bench/echo.sh (`echo` for throughput and
-//! latency, `idle` for memory per held connection); run by hand, see bench/README.md.
+//! latency, `idle` for memory per held connection) and bench/tls.sh (`handshake` for full
+//! TLS handshakes per second, `idle --tls-cert` for memory per idle TLS connection); run by
+//! hand, see bench/README.md.
 
 mod args;
 mod connect;
 mod echo;
 mod floor;
+mod handshake;
 mod hist;
 mod idle;
 mod sys;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -16,12 +20,21 @@ usage:
   twistrs-bench echo --addr 127.0.0.1:PORT [--conns 64] [--size 64] [--secs 5] [--warmup 1]
   twistrs-bench idle --addr 127.0.0.1:PORT [--conns 10000] [--hold-secs 60]
                      [--inflight 32] [--connect-timeout-secs 120]
+                     [--tls-cert CERT.pem [--verify-signatures 0|1]]
+  twistrs-bench handshake --addr 127.0.0.1:PORT --cert CERT.pem [--path /]
+                     [--conns 32] [--secs 5] [--warmup 1] [--verify-signatures 0|1]
   twistrs-bench floor
 
 echo: CONNS connections, each with one SIZE-byte message in flight; prints
   msgs_per_sec=.. p50_ms=.. p99_ms=.. errors=.. (and more key=value fields).
 idle: opens CONNS idle connections, prints connected=N, holds them for HOLD-SECS
   or until stdin (a pipe or terminal) closes, then prints dropped=K and closes them.
+  With --tls-cert, each connection first completes a full TLS 1.3 handshake with a
+  server whose certificate is CERT.pem (no probe then: any server will do).
+handshake: CONNS at a time, a new connection per request: TCP connect, full TLS 1.3
+  handshake (no resumption), GET PATH with Connection: close, the whole 200 response
+  and the server's close; prints handshakes_per_sec=.. p50_ms=.. p99_ms=.. errors=..
+  full=.. resumed=.. and the protocol, cipher suite and key exchange used.
 floor: a minimal echo server on mio (the floor for CPU per message), on 127.0.0.1,
   prints listening PORT and runs until killed.";
 
@@ -36,6 +49,9 @@ fn main() -> ExitCode {
     let result = match argv.first().map(String::as_str) {
         Some("echo") => args::EchoArgs::parse(&argv[1..]).and_then(|a| echo::run(&a)),
         Some("idle") => args::IdleArgs::parse(&argv[1..]).and_then(|a| idle::run(&a)),
+        Some("handshake") => {
+            args::HandshakeArgs::parse(&argv[1..]).and_then(|a| handshake::run(&a))
+        }
         Some("floor") => floor::run(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");

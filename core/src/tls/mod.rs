@@ -10,7 +10,8 @@
 //! protocol as a [`crate::output::Socket`], so a protocol sees plaintext through the same
 //! `Transport` contract.
 //!
-//! Only TLS 1.3 and 1.2 are offered (rustls has nothing older), with the ring provider.
+//! Only TLS 1.3 and 1.2 are offered (rustls has nothing older), with the ring provider, or
+//! aws-lc-rs when the `aws-lc-rs` feature is on (both measured in bench/README.md, "TLS").
 
 mod certs;
 mod sni;
@@ -65,10 +66,18 @@ pub fn parse_method(
     }
 }
 
-/// The crypto provider every TLS config uses.
+/// The crypto provider every TLS config uses: aws-lc-rs when its feature is on (it wins over
+/// ring, which the plugins' default features always turn on), ring otherwise.
 pub(crate) fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    #[cfg(feature = "aws-lc-rs")]
+    let p = rustls::crypto::aws_lc_rs::default_provider();
+    #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+    let p = rustls::crypto::ring::default_provider();
+    Arc::new(p)
 }
+
+#[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+compile_error!("twistrs-core needs a TLS crypto provider: the feature ring or aws-lc-rs");
 
 /// A listener's TLS: the current server config, swapped on `reload`.
 pub struct TlsContext {
