@@ -7,9 +7,13 @@
 //! has, gets the first certificate by file name. An unknown name also starts a re-scan of the
 //! directory, at most once every few seconds and on a thread of its own (the handshake is not
 //! held up), so a certificate dropped into the directory is served from the next handshake on,
-//! without a signal.
+//! without a signal. A re-scan first compares the files' names, inodes, sizes and times with
+//! the last scan, and reads nothing (and logs nothing) when none changed, so a public server
+//! that is sent random names neither re-reads its keys nor repeats its warnings every few
+//! seconds.
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -40,6 +44,23 @@ pub(crate) struct DirResolver {
     certs: Arc<RwLock<Certs>>,
     last_scan: Arc<Mutex<Instant>>,
     rescanning: Arc<AtomicBool>,
+    /// What the directory looked like at the last scan.
+    seen: Arc<Mutex<Listing>>,
+}
+
+/// The `*.pem` files of a directory as `stat` sees them: name, inode, size, change time (ns).
+type Listing = Vec<(PathBuf, u64, u64, i64, i64)>;
+
+/// The directory's listing now; empty if it cannot be read (the scan then says why).
+fn listing(dir: &Path) -> Listing {
+    pem_files(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| {
+            let m = std::fs::metadata(&p).ok()?;
+            Some((p, m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+        })
+        .collect()
 }
 
 impl DirResolver {
@@ -49,6 +70,7 @@ impl DirResolver {
         dir: &Path,
         provider: Arc<CryptoProvider>,
     ) -> Result<DirResolver, CertError> {
+        let seen = listing(dir);
         let certs = scan(dir, &provider, true)?;
         Ok(DirResolver {
             dir: dir.to_path_buf(),
@@ -56,6 +78,7 @@ impl DirResolver {
             certs: Arc::new(RwLock::new(certs)),
             last_scan: Arc::new(Mutex::new(Instant::now())),
             rescanning: Arc::new(AtomicBool::new(false)),
+            seen: Arc::new(Mutex::new(seen)),
         })
     }
 
@@ -68,17 +91,34 @@ impl DirResolver {
             return;
         }
         *last = Instant::now();
-        log::info!(target: "twistrs.tls",
-            "No certificate for {name:?} in {}: scanning it again", self.dir.display());
-        let (dir, provider, certs, flag) = (
+        let (dir, provider, certs, flag, seen) = (
             self.dir.clone(),
             self.provider.clone(),
             self.certs.clone(),
             self.rescanning.clone(),
+            self.seen.clone(),
         );
+        let name = name.to_string();
         let spawned = std::thread::Builder::new()
             .name("tls-rescan".into())
             .spawn(move || {
+                let now = listing(&dir);
+                let changed = match seen.lock() {
+                    Ok(mut seen) if *seen != now => {
+                        *seen = now;
+                        true
+                    }
+                    _ => false,
+                };
+                if !changed {
+                    log::debug!(target: "twistrs.tls",
+                        "No certificate for {name:?}; {} has not changed", dir.display());
+                    flag.store(false, Ordering::SeqCst);
+                    return;
+                }
+                log::info!(target: "twistrs.tls",
+                    "No certificate for {name:?} and {} changed: scanning it again",
+                    dir.display());
                 match scan(&dir, &provider, false) {
                     Ok(new) => {
                         if let Ok(mut c) = certs.write() {

@@ -236,6 +236,40 @@ fn a_certificate_dropped_into_certdir_is_served_without_a_signal() {
     assert_serves(s.port(), &pki.ca(), "beta.test", "beta");
 }
 
+/// Asks for unknown names for a little longer than the re-scan interval (bounded: 8 tries).
+fn unknown_names_for_a_while(s: &Server, pki: &Pki) {
+    let start = Instant::now();
+    for i in 0..8 {
+        assert_serves(s.port(), &pki.ca(), &format!("nobody{i}.test"), "alpha");
+        if start.elapsed() > Duration::from_millis(3500) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn unknown_names_rescan_only_a_changed_directory_and_warn_once() {
+    let pki = Pki::new();
+    let dir = cert_dir(&pki);
+    let s = echo_server(
+        &format!("tls:{}:port=0:interface=127.0.0.1", dir.path().display()),
+        &[],
+    );
+    // Nothing changed: no re-scan, no log line, however many unknown names come.
+    unknown_names_for_a_while(&s, &pki);
+    assert_eq!(count(&s, "scanning it again"), 0, "{:?}", s.lines());
+    // A certificate without its key appears: one re-scan, one warning naming it, then quiet.
+    pki.leaf("delta", "delta", &["delta.test"]);
+    std::fs::copy(pki.path("delta-cert.pem"), dir.path().join("d.pem")).unwrap();
+    unknown_names_for_a_while(&s, &pki);
+    unknown_names_for_a_while(&s, &pki);
+    assert_eq!(count(&s, "scanning it again"), 1, "{:?}", s.lines());
+    assert_eq!(count(&s, "d.pem"), 1, "{:?}", s.lines());
+    // The good certificates are still served.
+    assert_serves(s.port(), &pki.ca(), "beta.test", "beta");
+}
+
 /// Runs `twistrs -n --pidfile= echo --listen ENDPOINT` with `listener` passed as systemd's
 /// fd 3 (LISTEN_PID, LISTEN_FDS=1), waits for READY=1 on a notify socket, and returns it.
 fn socket_activated(listener: &std::net::TcpListener, endpoint: &str, dir: &Path) -> Child {
