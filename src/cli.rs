@@ -301,7 +301,8 @@ are paired with certificates by public key, in the same file or in separate ones
 client asks for (SNI) picks the certificate with that name in its subjectAltName;
 \fB*.example.com\fR serves one label below example.com; without SNI, or for a name no
 certificate has, the first certificate by file name is served. Such a name also has the
-directory read again in the background (at most every 3 seconds), so a certificate added to
+directory read again in the background (at most every 3 seconds, and only when its *.pem
+files changed), so a certificate added to
 it is served from the next handshake on, without a signal. twistd's re-scan only refreshes
 its default certificate: a new file is never served.
 .TP
