@@ -375,3 +375,20 @@ fn closed_connections_leave_no_timers_behind() {
     drop(rx);
     assert_eq!(t.join().unwrap(), StopReason::Requested);
 }
+
+#[test]
+fn a_stop_queued_before_run_returns_without_waiting_for_an_event() {
+    let mut r = Reactor::with_config(ReactorConfig {
+        handle_signals: false,
+        ..ReactorConfig::default()
+    })
+    .expect("reactor");
+    let h = r.handle();
+    // Only a far timer would wake the poll: the stop must be seen before it.
+    let guard = h.call_later(Duration::from_secs(5), || {});
+    h.stop();
+    let t0 = Instant::now();
+    assert_eq!(r.run().expect("run"), StopReason::Requested);
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    guard.cancel();
+}

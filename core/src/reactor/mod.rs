@@ -297,6 +297,9 @@ impl Reactor {
         if !self.redrive.is_empty()
             || !self.resume_accept.is_empty()
             || !self.redrive_udp.is_empty()
+            // A stop asked for by the commands just run: `run` must see it without waiting
+            // for an event.
+            || self.stop.is_some()
         {
             timeout = Some(Duration::ZERO);
         }
