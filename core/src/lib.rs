@@ -43,6 +43,7 @@ pub mod logsys;
 pub mod options;
 mod output;
 pub mod plugin;
+pub mod process;
 #[cfg(test)]
 mod prop;
 pub mod protocol;
@@ -62,6 +63,10 @@ pub use deferred::Deferred;
 pub use endpoint::Endpoint;
 pub use error::{Failure, Reason};
 pub use plugin::{Plugin, PluginError};
+pub use process::{
+    ChildFd, ChildIo, Credentials, ProcessError, ProcessId, ProcessProtocol, ProcessSpec,
+    ProcessStatus, ProcessTransport,
+};
 pub use protocol::{
     ClientFactory, DatagramProtocol, Factory, Protocol, ProtocolFactory, STOP_GRACE,
 };

@@ -5,7 +5,7 @@
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::deferred::Deferred;
 use crate::error::Failure;
+use crate::process::{ProcessError, ProcessId, ProcessProtocol, ProcessSpec, ProcessStatus};
 use crate::protocol::ClientFactory;
 use crate::threads::{JobResult, ThreadPool};
 use crate::timer::{Clock, DelayedCall, Target, TimerQueue};
@@ -32,6 +33,26 @@ pub(crate) enum Command {
         timeout: Duration,
     },
     Stop,
+    /// A child forked by `spawn_process`, for the reactor to take in before its next poll.
+    Adopt(Box<Adopted>),
+    WriteToProcess(ProcessId, Vec<u8>),
+    CloseProcessStdin(ProcessId),
+}
+
+/// A child just forked: its protocol and our ends of its pipes.
+pub(crate) struct Adopted {
+    pub(crate) id: ProcessId,
+    pub(crate) pipes: [Option<std::os::fd::OwnedFd>; 3],
+    pub(crate) proto: Box<dyn ProcessProtocol>,
+}
+
+/// A child not reaped yet: what signalling and stopping it need.
+pub(crate) struct Child {
+    pub(crate) id: ProcessId,
+    kill_time: Duration,
+    /// When the SIGKILL of a stop is due (a stop was asked for).
+    pub(crate) kill_at: Option<Instant>,
+    kill_timer: Option<DelayedCall>,
 }
 
 type Completion = Box<dyn FnOnce(JobResult)>;
@@ -46,6 +67,9 @@ pub(crate) struct Shared {
     completions: RefCell<HashMap<u64, Completion>>,
     next_job: Cell<u64>,
     pub(crate) reopen_hooks: RefCell<Vec<Box<dyn FnMut()>>>,
+    /// Children not reaped yet, by serial.
+    pub(crate) children: RefCell<BTreeMap<u64, Child>>,
+    next_process: Cell<u64>,
 }
 
 /// A reference to the reactor, usable from any callback on the reactor thread.
@@ -64,6 +88,8 @@ impl Handle {
             completions: RefCell::new(HashMap::new()),
             next_job: Cell::new(0),
             reopen_hooks: RefCell::new(Vec::new()),
+            children: RefCell::new(BTreeMap::new()),
+            next_process: Cell::new(0),
         }))
     }
 
@@ -169,6 +195,132 @@ impl Handle {
     /// Asks the reactor to stop (Twisted's `reactor.stop()`).
     pub fn stop(&self) {
         self.push(Command::Stop);
+    }
+
+    /// Starts a child (Twisted's `spawnProcess`): forks and executes `spec` now, and returns
+    /// its id once it runs (an exec that fails, a missing program or directory, a refused
+    /// privilege change, is this error, and leaves no child). `proto` hears from it from the
+    /// reactor's next step on, starting with `connection_made`.
+    pub fn spawn_process(
+        &self,
+        spec: ProcessSpec,
+        proto: Box<dyn ProcessProtocol>,
+    ) -> std::io::Result<ProcessId> {
+        let forked = crate::process::fork_exec(&spec)?;
+        let serial = self.0.next_process.get();
+        self.0.next_process.set(serial + 1);
+        let id = ProcessId {
+            serial,
+            pid: forked.pid,
+        };
+        self.0.children.borrow_mut().insert(
+            serial,
+            Child {
+                id,
+                kill_time: spec.kill_time,
+                kill_at: None,
+                kill_timer: None,
+            },
+        );
+        self.push(Command::Adopt(Box::new(Adopted {
+            id,
+            pipes: forked.pipes,
+            proto,
+        })));
+        Ok(id)
+    }
+
+    /// Sends `sig` to a child not reaped yet (so its PID is still its own).
+    pub fn signal_process(&self, id: ProcessId, sig: i32) -> Result<(), ProcessError> {
+        if !self.0.children.borrow().contains_key(&id.serial) {
+            return Err(ProcessError::ExitedAlready);
+        }
+        // SAFETY: kill(2) on the PID of our own child, which is not reaped: no other process
+        // can have that PID.
+        if unsafe { libc::kill(id.pid as libc::pid_t, sig) } < 0 {
+            return Err(ProcessError::Io(std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Stops a child: SIGTERM now, SIGKILL after its spec's kill time if it still runs.
+    /// Asking again changes nothing; a child gone already is left alone.
+    pub fn stop_process(&self, id: ProcessId) {
+        let kill_time = match self.0.children.borrow().get(&id.serial) {
+            Some(c) if c.kill_at.is_none() => c.kill_time,
+            _ => return,
+        };
+        let _ = self.signal_process(id, libc::SIGTERM);
+        let h = self.clone();
+        let timer = self.call_later(kill_time, move || {
+            let _ = h.signal_process(id, libc::SIGKILL);
+        });
+        if let Some(c) = self.0.children.borrow_mut().get_mut(&id.serial) {
+            c.kill_at = Some(timer.deadline());
+            c.kill_timer = Some(timer);
+        }
+    }
+
+    /// True if a stop was asked for this child and it has not been reaped.
+    pub fn process_stopping(&self, id: ProcessId) -> bool {
+        self.0
+            .children
+            .borrow()
+            .get(&id.serial)
+            .is_some_and(|c| c.kill_at.is_some())
+    }
+
+    /// Queues `data` for a child's stdin pipe.
+    pub fn write_to_process(&self, id: ProcessId, data: Vec<u8>) {
+        self.push(Command::WriteToProcess(id, data));
+    }
+
+    /// Closes a child's stdin once what was queued has been written.
+    pub fn close_process_stdin(&self, id: ProcessId) {
+        self.push(Command::CloseProcessStdin(id));
+    }
+
+    /// Children started and not reaped yet.
+    pub fn running_processes(&self) -> usize {
+        self.0.children.borrow().len()
+    }
+
+    /// Reaps every child of ours that has exited (waitpid with WNOHANG on each: a child
+    /// started by other code in this process is never taken from it).
+    pub(crate) fn reap_children(&self) -> Vec<(ProcessId, ProcessStatus)> {
+        use nix::sys::wait::{WaitPidFlag, waitpid};
+        let ids: Vec<ProcessId> = self.0.children.borrow().values().map(|c| c.id).collect();
+        let mut out = Vec::new();
+        for id in ids {
+            let pid = nix::unistd::Pid::from_raw(id.pid as i32);
+            let status = loop {
+                match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(ws) => break ProcessStatus::from_wait(ws),
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    // Reaped elsewhere (SIGCHLD ignored, or a waitpid(-1) in other code).
+                    Err(_) => break Some(ProcessStatus::Unknown),
+                }
+            };
+            if let Some(st) = status {
+                if let Some(c) = self.0.children.borrow_mut().remove(&id.serial)
+                    && let Some(t) = c.kill_timer
+                {
+                    t.cancel();
+                }
+                out.push((id, st));
+            }
+        }
+        out
+    }
+
+    /// The latest SIGKILL deadline of the children being stopped.
+    pub(crate) fn last_kill_deadline(&self) -> Option<Instant> {
+        self.0
+            .children
+            .borrow()
+            .values()
+            .filter_map(|c| c.kill_at)
+            .max()
     }
 
     /// Runs blocking `f` on a worker thread; the Deferred fires on the reactor thread.

@@ -10,13 +10,14 @@ mod conn;
 mod connect;
 mod handle;
 mod listen;
+mod process;
 mod udp;
 
 use std::io;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 use slab::Slab;
 
 pub(crate) use handle::Command;
@@ -94,6 +95,8 @@ pub(crate) enum Entry {
     Listener(listen::Listener),
     Udp(udp::UdpPort),
     Connecting(connect::Connecting),
+    /// One of a child's pipes.
+    Pipe(process::Pipe),
     /// Closed during this batch; freed at the end of the turn.
     Closed,
 }
@@ -124,6 +127,8 @@ pub struct Reactor {
     live_conns: usize,
     /// Listening sockets handed over by a predecessor, by endpoint string.
     inherited: Vec<(String, std::os::fd::OwnedFd)>,
+    /// Child processes.
+    children: process::Children,
 }
 
 impl Reactor {
@@ -174,6 +179,16 @@ impl Reactor {
             signal_actions,
             live_conns: 0,
             inherited: Vec::new(),
+            children: process::Children::default(),
+        })
+        .and_then(|mut r| {
+            if r.cfg.handle_signals {
+                // As Twisted's reactor: children are reaped from the start, whatever SIGCHLD's
+                // disposition and mask were at exec (ignored would lose exit statuses).
+                r.watch_signal(SIGCHLD)?;
+                r.children.watching = true;
+            }
+            Ok(r)
         })
     }
 
@@ -199,6 +214,15 @@ impl Reactor {
     /// reactor gives no signal a meaning of its own but SIGTERM and SIGINT (stop): the
     /// launcher says which one restarts and which one reopens the logs.
     pub fn on_signal(&mut self, sig: i32, action: SignalAction) -> io::Result<()> {
+        self.watch_signal(sig)?;
+        self.signal_actions.retain(|(s, _)| *s != sig);
+        self.signal_actions.push((sig, action));
+        Ok(())
+    }
+
+    /// Adds `sig` to the signals read in the poll, and unblocks it: a mask inherited at exec
+    /// would otherwise keep it from ever arriving.
+    fn watch_signal(&mut self, sig: i32) -> io::Result<()> {
         match &mut self.signals {
             Some(s) => s.add_signal(sig)?,
             None => {
@@ -209,8 +233,7 @@ impl Reactor {
                 self.signals = Some(s);
             }
         }
-        self.signal_actions.retain(|(s, _)| *s != sig);
-        self.signal_actions.push((sig, action));
+        unblock_signal(sig);
         Ok(())
     }
 
@@ -235,9 +258,12 @@ impl Reactor {
         }
     }
 
-    /// Graceful stop: asks every connection to finish (`Protocol::stop_requested`), runs until
-    /// they have closed, and aborts what remains after `timeout`. A second SIGTERM/SIGINT
-    /// during the drain aborts at once.
+    /// Graceful stop: asks every connection to finish (`Protocol::stop_requested`) and every
+    /// child to stop (`ProcessProtocol::stop_requested`: SIGTERM, SIGKILL after its kill
+    /// time), runs until they are gone, and closes what remains after `timeout`. Children
+    /// are waited for until their last SIGKILL deadline if that is later, and whatever is
+    /// left then is killed, so none outlives the reactor. A second SIGTERM/SIGINT during the
+    /// drain ends it at once.
     pub fn drain(&mut self, timeout: Duration) -> io::Result<()> {
         let keys: Vec<usize> = self
             .entries
@@ -248,12 +274,18 @@ impl Reactor {
         for k in keys {
             self.stop_requested(k);
         }
+        self.stop_children();
         self.after_batch();
         let deadline = Instant::now() + timeout;
         self.stop = None;
-        while self.live_conns > 0 {
+        let mut aborted = false;
+        while self.live_conns > 0 || self.handle.running_processes() > 0 {
             let now = Instant::now();
-            if now >= deadline || self.stop.take().is_some() {
+            if self.stop.take().is_some() {
+                aborted = true;
+                break;
+            }
+            if now >= deadline {
                 break;
             }
             self.turn(Some(deadline - now))?;
@@ -271,6 +303,20 @@ impl Reactor {
         for k in left {
             self.close(k, crate::error::Reason::Shutdown);
         }
+        self.after_batch();
+        // Children being stopped get until their SIGKILL (and a little for it to work).
+        while !aborted && self.handle.running_processes() > 0 {
+            let until = self
+                .handle
+                .last_kill_deadline()
+                .map_or(deadline, |k| k + Duration::from_millis(500));
+            let now = Instant::now();
+            if self.stop.take().is_some() || now >= until {
+                break;
+            }
+            self.turn(Some(until - now))?;
+        }
+        self.kill_children();
         self.after_batch();
         Ok(())
     }
@@ -297,8 +343,9 @@ impl Reactor {
         if !self.redrive.is_empty()
             || !self.resume_accept.is_empty()
             || !self.redrive_udp.is_empty()
-            // A stop asked for by the commands just run: `run` must see it without waiting
-            // for an event.
+            || !self.children.redrive.is_empty()
+            // A stop asked for by the commands just run (a child that ended as it was
+            // adopted): `run` must see it without waiting for an event.
             || self.stop.is_some()
         {
             timeout = Some(Duration::ZERO);
@@ -320,6 +367,7 @@ impl Reactor {
             self.udp_readable(k);
             self.run_commands();
         }
+        self.redrive_pipes();
         for i in 0..self.ready.len() {
             let (token, readable, writable, hup) = self.ready[i];
             self.dispatch(token, readable, writable, hup);
@@ -360,6 +408,7 @@ impl Reactor {
                 Some(Entry::Listener(_)) => self.accept(key),
                 Some(Entry::Udp(_)) => self.udp_readable(key),
                 Some(Entry::Connecting(_)) => self.connect_ready(key),
+                Some(Entry::Pipe(_)) => self.pipe_ready(key, hup),
                 Some(Entry::Closed) | None => {}
             },
         }
@@ -369,6 +418,9 @@ impl Reactor {
         let mut got = Vec::new();
         if let Some(s) = &mut self.signals {
             got.extend(s.pending());
+        }
+        if got.contains(&SIGCHLD) {
+            self.reap();
         }
         for sig in got {
             match self.signal_actions.iter_mut().find(|(s, _)| *s == sig) {
@@ -450,6 +502,9 @@ impl Reactor {
                         self.stop = Some(StopReason::Requested);
                     }
                 }
+                Command::Adopt(a) => self.adopt(*a),
+                Command::WriteToProcess(id, data) => self.write_to_process(id, data),
+                Command::CloseProcessStdin(id) => self.close_process_stdin(id),
             }
         }
     }
@@ -490,6 +545,21 @@ impl Drop for Reactor {
     fn drop(&mut self) {
         self.handle.timers().clear();
         while self.handle.pop_command().is_some() {}
+        // No child outlives its reactor (a drain has normally stopped them already).
+        if self.handle.running_processes() > 0 {
+            self.kill_children();
+        }
+    }
+}
+
+/// Unblocks `sig` for this thread (and the threads it starts later).
+fn unblock_signal(sig: i32) {
+    // SAFETY: pthread_sigmask on a set built here.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
     }
 }
 
