@@ -5,7 +5,11 @@
 //! sees the reactor through a [`ServiceHost`]: factories, ports and a handle, not the
 //! launcher's own controls (signals, the restart hand-over).
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use crate::address::Address;
+use crate::deferred::Deferred;
 use crate::endpoint::Endpoint;
 use crate::error::Failure;
 use crate::protocol::{DatagramProtocol, Factory};
@@ -77,6 +81,39 @@ pub trait Service {
 
     /// Stops accepting new work; open connections are drained by the reactor afterwards.
     fn stop_service(&mut self, _h: &mut ServiceHost<'_>) {}
+
+    /// A restart (`twistrs restart`, SIGUSR2) is about to start the successor, which will
+    /// run this service too while this process drains. What must never run twice (procmon's
+    /// children: two copies of a program) stops here; the successor starts once the Deferred
+    /// fires. Work that may overlap (connections, inetd's per-connection children) stays and
+    /// is drained as at a stop. The default has nothing to stop.
+    fn prepare_handover(&mut self, _h: &mut ServiceHost<'_>) -> Deferred<()> {
+        Deferred::succeed(())
+    }
+
+    /// The successor failed: this process serves on, and takes back up what
+    /// `prepare_handover` stopped.
+    fn handover_failed(&mut self, _h: &mut ServiceHost<'_>) {}
+}
+
+/// A Deferred that fires once all of `ds` have (Twisted's `gatherResults`, for `()`), with
+/// success whatever their outcomes: a hand-over waits for every part, not for its verdict.
+pub fn when_all(ds: Vec<Deferred<()>>) -> Deferred<()> {
+    let all = Deferred::new();
+    let left = Rc::new(Cell::new(ds.len()));
+    if ds.is_empty() {
+        let _ = all.callback(());
+    }
+    for d in ds {
+        let (all, left) = (all.clone(), left.clone());
+        d.consume(move |_| {
+            left.set(left.get() - 1);
+            if left.get() == 0 {
+                let _ = all.callback(());
+            }
+        });
+    }
+    all
 }
 
 /// A service made of services: started in order, stopped in reverse.
@@ -119,6 +156,21 @@ impl Service for MultiService {
     fn stop_service(&mut self, r: &mut ServiceHost<'_>) {
         for c in self.children.iter_mut().rev() {
             c.stop_service(r);
+        }
+    }
+
+    fn prepare_handover(&mut self, r: &mut ServiceHost<'_>) -> Deferred<()> {
+        when_all(
+            self.children
+                .iter_mut()
+                .map(|c| c.prepare_handover(r))
+                .collect(),
+        )
+    }
+
+    fn handover_failed(&mut self, r: &mut ServiceHost<'_>) {
+        for c in &mut self.children {
+            c.handover_failed(r);
         }
     }
 }
@@ -192,5 +244,22 @@ impl Service for ListeningService {
         for id in self.ports.drain(..) {
             r.stop_listening(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn when_all_waits_for_every_part_and_ignores_failures() {
+        assert!(when_all(Vec::new()).called());
+        let (a, b) = (Deferred::new(), Deferred::new());
+        let all = when_all(vec![a.clone(), b.clone(), Deferred::succeed(())]);
+        assert!(!all.called());
+        let _ = a.errback(Failure::msg("one part failed"));
+        assert!(!all.called());
+        let _ = b.callback(());
+        assert!(all.called());
     }
 }
