@@ -28,6 +28,7 @@ const EXIT_FAILURE: i32 = 1;
 /// status. A stop by SIGTERM/SIGINT re-raises the signal, as twistd does, so the process ends
 /// with 128+signal and this function does not return.
 pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i32 {
+    close_inherited_on_exec();
     let args: Vec<OsString> = args.into_iter().collect();
     if let Err(e) = crate::registry::check_names(&plugins) {
         eprintln!("twistrs: {e}");
@@ -500,6 +501,24 @@ fn systemd_fds_for_us() -> bool {
         .and_then(|p| p.parse::<u32>().ok())
         == Some(std::process::id())
 }
+
+/// Marks every descriptor above 2 close-on-exec. Whatever this process inherited (sockets
+/// from systemd or from a restart's predecessor, which are taken by number all the same, or
+/// something its starter leaked) then reaches no child and no successor unless handed over on
+/// purpose; everything twistrs opens itself is close-on-exec already.
+fn close_inherited_on_exec() {
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC changes only descriptor flags; ENOSYS on
+    // kernels before 5.11 is left alone (children get the same treatment before exec).
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        );
+    }
+}
+
 
 /// What the signals mean, on top of the reactor's SIGTERM/SIGINT (stop): SIGUSR2 restarts
 /// (`run` returns, then `restart`), SIGHUP and SIGUSR1 reopen the log and every plugin's files.

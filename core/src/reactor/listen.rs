@@ -299,6 +299,11 @@ impl Reactor {
 
     /// Hands a predecessor's listening socket for `endpoint` to the next `listen` of it.
     pub fn inherit_listener(&mut self, endpoint: String, fd: std::os::fd::OwnedFd) {
+        // At once, not when it is listened on: a child started meanwhile must not get it.
+        let _ = nix::fcntl::fcntl(
+            &fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
         self.inherited.push((endpoint, fd));
     }
 
