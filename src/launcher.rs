@@ -381,6 +381,12 @@ fn serve(
         });
     if let Err(e) = started {
         service.stop_service(&mut reactor.service_host());
+        // Children a service started before another failed are stopped and reaped before the
+        // failure is reported: a restart's predecessor then starts its own again, never
+        // beside them.
+        if let Err(e) = reactor.drain(plan.shutdown_timeout) {
+            log::error!(target: LAUNCHER, "error while stopping: {e}");
+        }
         return Err(e);
     }
     if inherited.is_some()
@@ -402,7 +408,9 @@ fn serve(
             .map_err(|e| format!("the reactor failed: {e}"))?;
         match reason {
             StopReason::Signal(libc::SIGUSR2) => {
-                if let Some(pid) = restart(&mut reactor, plan, pidfile.as_ref(), exe, args)? {
+                if let Some(pid) =
+                    restart(&mut reactor, service, plan, pidfile.as_ref(), exe, args)?
+                {
                     break Ended::HandedOver(pid);
                 }
             }
@@ -432,6 +440,7 @@ fn serve(
 /// Returns its PID once it took over.
 fn restart(
     reactor: &mut Reactor,
+    service: &mut Box<dyn Service>,
     plan: &Plan,
     pidfile: Option<&Pidfile>,
     exe: &Path,
@@ -449,6 +458,21 @@ fn restart(
         report(&format!("failed {msg}"));
         return Ok(None);
     }
+    // What must not run twice (procmon's children) stops before the successor exists.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let prepared = service.prepare_handover(&mut reactor.service_host());
+    while !prepared.called() {
+        if Instant::now() >= deadline {
+            let msg = "the services did not get ready for the hand-over within 60 s";
+            log::error!(target: LAUNCHER, "Restart failed: {msg}; still serving.");
+            report(&format!("failed {msg}"));
+            service.handover_failed(&mut reactor.service_host());
+            return Ok(None);
+        }
+        reactor
+            .turn(Some(Duration::from_millis(20)))
+            .map_err(|e| format!("the reactor failed: {e}"))?;
+    }
     let mut succ = match upgrade::spawn(
         exe,
         &args[1..],
@@ -460,6 +484,7 @@ fn restart(
         Err(e) => {
             log::error!(target: LAUNCHER, "Restart failed: {e}");
             report(&format!("failed {e}"));
+            service.handover_failed(&mut reactor.service_host());
             return Ok(None);
         }
     };
@@ -476,11 +501,13 @@ fn restart(
                 let msg = format!("the new process (PID {pid}) did not serve within 60 s");
                 log::error!(target: LAUNCHER, "Restart failed: {msg}; still serving.");
                 report(&format!("failed {msg}"));
+                service.handover_failed(&mut reactor.service_host());
                 return Ok(None);
             }
             upgrade::Progress::Failed(msg) => {
                 log::error!(target: LAUNCHER, "Restart failed: {msg}; still serving.");
                 report(&format!("failed {msg}"));
+                service.handover_failed(&mut reactor.service_host());
                 return Ok(None);
             }
             upgrade::Progress::Ready(pid) => {
@@ -518,7 +545,6 @@ fn close_inherited_on_exec() {
         );
     }
 }
-
 
 /// What the signals mean, on top of the reactor's SIGTERM/SIGINT (stop): SIGUSR2 restarts
 /// (`run` returns, then `restart`), SIGHUP and SIGUSR1 reopen the log and every plugin's files.
