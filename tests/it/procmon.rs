@@ -1,0 +1,743 @@
+//! procmon with the real binary: twistd's restart policy timed from the log, output lines,
+//! stop and SIGKILL, no zombie in the foreground and as a daemon, restart without two copies,
+//! no descriptor of twistrs in a child, `--user`, and SIGCHLD ignored and blocked at exec.
+
+use std::collections::BTreeSet;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// (state, ppid) of `pid`, from /proc/PID/stat.
+fn stat(pid: u32) -> Option<(char, u32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut f = s.get(s.rfind(')')? + 2..)?.split(' ');
+    let state = f.next()?.chars().next()?;
+    Some((state, f.next()?.parse().ok()?))
+}
+
+/// The children of `parent`: (PID, state, argv).
+fn children(parent: u32) -> Vec<(u32, char, Vec<String>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some((st, ppid)) = stat(pid)
+            && ppid == parent
+        {
+            out.push((pid, st, argv(pid)));
+        }
+    }
+    out
+}
+
+fn argv(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// Processes running exactly `args` (anywhere on the machine: the argument is unique).
+fn copies(args: &[&str]) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| argv(*pid) == args && stat(*pid).is_some_and(|(s, _)| s != 'Z'))
+        .collect()
+}
+
+/// A `sleep` argument no other test or process uses.
+fn unique_sleep() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("3600.{}{:09}", std::process::id(), nanos)
+}
+
+/// PIDs from `'NAME' started, PID N.` lines.
+fn started(lines: &[String], name: &str) -> Vec<u32> {
+    let head = format!("'{name}' started, PID ");
+    lines
+        .iter()
+        .filter_map(|l| l.split(&head).nth(1))
+        .filter_map(|p| p.trim_end_matches('.').parse().ok())
+        .collect()
+}
+
+/// Waits (bounded) for `cond`.
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Descriptors of `pid` above 2 without close-on-exec, from /proc/PID/fdinfo.
+fn inheritable_fds(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_ok_and(|fd| fd > 2) {
+            let info = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+                .unwrap_or(0);
+            if flags & libc::O_CLOEXEC as u32 == 0 {
+                let target = std::fs::read_link(format!("/proc/{pid}/fd/{name}"));
+                out.push(format!("{name} -> {target:?}"));
+            }
+        }
+    }
+    out
+}
+
+/// A child's descriptors and environment hold nothing of twistrs'.
+fn assert_clean_child(child: u32) {
+    let fds: BTreeSet<String> = std::fs::read_dir(format!("/proc/{child}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let want: BTreeSet<String> = ["0", "1", "2"].map(String::from).into();
+    assert_eq!(fds, want, "descriptors of the child {child}");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{child}/fd/0")).unwrap(),
+        Path::new("/dev/null")
+    );
+    let env = std::fs::read(format!("/proc/{child}/environ")).unwrap();
+    let env = String::from_utf8_lossy(&env);
+    for var in ["LISTEN_PID=", "LISTEN_FDS=", "TWISTRS_UPGRADE="] {
+        assert!(
+            !env.split('\0').any(|v| v.starts_with(var)),
+            "{var} in {env}"
+        );
+    }
+}
+
+#[test]
+fn no_command_is_twistds_usage_error() {
+    let (code, _, err) = run(&["-n", "procmon"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Please specify a process commandline"),
+        "{err}"
+    );
+    let (code, out, _) = run(&["procmon", "--help"]);
+    assert_eq!(code, 0);
+    for opt in [
+        "--threshold",
+        "--killtime",
+        "--minrestartdelay",
+        "--maxrestartdelay",
+    ] {
+        assert!(out.contains(opt), "{opt} in {out}");
+    }
+}
+
+#[test]
+fn restarts_back_off_as_twistd_and_a_long_run_restarts_at_once() {
+    // Runs 1, 2 and 4 to 7 die at once; run 3 lives past the threshold.
+    let script = "n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; \
+                  echo \"run $n\"; [ $n -eq 3 ] && sleep 1; [ $n -ge 8 ] && exec sleep 60; exit 3";
+    let s = Server::spawn(&[
+        "procmon", "-t", "0.5", "-m", "0.2", "-M", "0.5", "--name", "flaky", "sh", "-c", script,
+    ]);
+    // When each start and each end was first seen, polling the log.
+    let mut seen_start: Vec<Instant> = Vec::new();
+    let mut seen_end: Vec<Instant> = Vec::new();
+    let end = Instant::now() + Duration::from_secs(30);
+    while seen_start.len() < 8 {
+        assert!(Instant::now() < end, "{:?}", s.lines());
+        let lines = s.lines();
+        let now = Instant::now();
+        let starts = started(&lines, "flaky").len();
+        let ends = lines.iter().filter(|l| l.contains("'flaky' (PID ")).count();
+        seen_start.resize(starts.max(seen_start.len()), now);
+        seen_end.resize(ends.max(seen_end.len()), now);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let lines = s.lines();
+    let words: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.contains("'flaky' (PID ") && l.contains(" ended with exit status 3 after "))
+        .filter_map(|l| l.split("; restarting ").nth(1))
+        .collect();
+    assert_eq!(
+        words,
+        [
+            "in 0.2 s.",
+            "in 0.4 s.",
+            "at once.",
+            "in 0.2 s.",
+            "in 0.4 s.",
+            "in 0.5 s.",
+            "in 0.5 s."
+        ],
+        "{lines:#?}"
+    );
+    let delays = [0.2, 0.4, 0.0, 0.2, 0.4, 0.5, 0.5];
+    for (k, want) in delays.iter().enumerate() {
+        let gap = seen_start[k + 1].duration_since(seen_end[k]).as_secs_f64();
+        assert!(
+            gap >= want - 0.06 && gap < want + 0.5,
+            "restart {k}: waited {gap:.3} s for {want} s"
+        );
+    }
+    // Run 3 was seen to live about a second.
+    let ran = seen_end[2].duration_since(seen_start[2]).as_secs_f64();
+    assert!(ran > 0.8, "{ran}");
+}
+
+#[test]
+fn every_output_line_is_logged_with_the_name() {
+    let script = "echo 'to stdout'; echo 'to stderr' >&2; printf 'bad \\377 byte\\n'; \
+                  head -c 40000 /dev/zero | tr '\\0' x; echo; printf 'no newline yet'; \
+                  exec sleep 60";
+    let mut s = Server::spawn(&["procmon", "--name", "out", "sh", "-c", script]);
+    assert!(s.log_contains("[out] to stdout"), "{:?}", s.lines());
+    let lines = s.lines();
+    let mine = |text: &str| format!("[twistrs.procmon#info] [out] {text}");
+    assert!(
+        lines.iter().any(|l| l.ends_with(&mine("to stdout"))),
+        "{lines:?}"
+    );
+    assert!(s.log_contains(&mine("to stderr")));
+    assert!(s.log_contains(&mine("bad \\xff byte")));
+    // A 40000-byte line: two 16 KiB pieces and the rest.
+    s.wait_until(
+        |l| l.iter().any(|x| x.ends_with(&mine(&"x".repeat(7232)))),
+        Duration::from_secs(10),
+    )
+    .expect("the last piece of the long line");
+    let pieces = s
+        .lines()
+        .iter()
+        .filter(|l| l.ends_with(&mine(&"x".repeat(16384))))
+        .count();
+    assert_eq!(pieces, 2);
+    assert!(!s.lines().iter().any(|l| l.contains("no newline yet")));
+    // The last line without a newline is logged when the stream ends, before the end.
+    s.term();
+    let lines = s.lines();
+    let last = lines
+        .iter()
+        .position(|l| l.ends_with(&mine("no newline yet")))
+        .expect("the unfinished line at the end");
+    let ended = lines
+        .iter()
+        .position(|l| l.contains("'out' (PID ") && l.contains("ended by signal SIGTERM"))
+        .expect("the end");
+    assert!(last < ended, "{lines:#?}");
+}
+
+#[test]
+fn an_endless_line_costs_no_more_than_its_bound() {
+    let mut s = Server::spawn(&[
+        "procmon",
+        "--name",
+        "big",
+        "sh",
+        "-c",
+        "head -c 60000000 /dev/zero | tr '\\0' y; exec sleep 60",
+    ]);
+    let piece = format!("[big] {}", "y".repeat(16384));
+    s.wait_until(
+        |l| l.iter().filter(|x| x.ends_with(&piece)).count() >= 60_000_000 / 16384,
+        Duration::from_secs(60),
+    )
+    .expect("the 60 MB line, in pieces");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
+    let peak: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(peak < 16 * 1024, "peak RSS {peak} KiB for a 60 MB line");
+    s.term();
+}
+
+#[test]
+fn stop_kills_a_program_that_ignores_sigterm_after_the_kill_time() {
+    let mut s = Server::spawn(&[
+        "procmon",
+        "-k",
+        "0.5",
+        "--name",
+        "stubborn",
+        "sh",
+        "-c",
+        "trap '' TERM; echo ready; exec sleep 60",
+    ]);
+    assert!(s.log_contains("[stubborn] ready"), "{:?}", s.lines());
+    let child = started(&s.lines(), "stubborn")[0];
+    let t0 = Instant::now();
+    let status = s.term();
+    let took = t0.elapsed();
+    assert_eq!(status.code(), None, "ended by SIGTERM, as twistd");
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    let lines = s.lines();
+    assert!(
+        lines.iter().any(|l| l.contains(&format!(
+            "Stopping 'stubborn' (PID {child}): SIGTERM, then SIGKILL after 0.5 s."
+        ))),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains(&format!(
+            "'stubborn' (PID {child}) ended by signal SIGKILL after"
+        ))),
+        "{lines:#?}"
+    );
+    assert!(stat(child).is_none_or(|(_, ppid)| ppid != s.pid()));
+}
+
+/// A program that dies at once 99 times, then sleeps (`sleep ARG`).
+fn hundred_runs(arg: &str) -> String {
+    format!(
+        "n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; \
+         [ $n -ge 100 ] && exec sleep {arg}; exit $((n % 3))"
+    )
+}
+
+/// After 100 starts: one child, the sleeping one, and no zombie.
+fn assert_one_child_no_zombie(parent: u32, arg: &str) {
+    let kids = children(parent);
+    assert!(
+        kids.iter().all(|(_, st, _)| *st != 'Z'),
+        "zombies: {kids:?}"
+    );
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    assert_eq!(kids[0].2, ["sleep", arg]);
+}
+
+#[test]
+fn no_zombie_after_many_restarts_in_the_foreground() {
+    let arg = unique_sleep();
+    let script = hundred_runs(&arg);
+    let mut s = Server::spawn(&[
+        "procmon", "-t", "0", "-m", "0", "--name", "many", "sh", "-c", &script,
+    ]);
+    s.wait_until(|l| started(l, "many").len() >= 100, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("100 starts: {}", started(&s.lines(), "many").len()));
+    wait_for("the last run to sleep", Duration::from_secs(10), || {
+        copies(&["sleep", &arg]).len() == 1
+    });
+    assert_one_child_no_zombie(s.pid(), &arg);
+    s.term();
+    assert!(copies(&["sleep", &arg]).is_empty(), "stopped with twistrs");
+}
+
+/// A daemon in its own directory; `twistrs stop` when dropped.
+struct Daemon {
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(args: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, out, err) = run_in(dir.path(), args);
+        assert_eq!(code, 0, "daemon start {args:?}: {out} {err}");
+        Daemon { dir }
+    }
+
+    fn pid(&self) -> u32 {
+        std::fs::read_to_string(self.dir.path().join("twistrs.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("twistrs.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        run_in(self.dir.path(), args)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = run_in(self.dir.path(), &["stop", "--timeout", "5"]);
+    }
+}
+
+#[test]
+fn no_zombie_after_many_restarts_as_a_daemon() {
+    let arg = unique_sleep();
+    let script = hundred_runs(&arg);
+    let d = Daemon::start(&[
+        "procmon", "-t", "0", "-m", "0", "--name", "many", "sh", "-c", &script,
+    ]);
+    let pid = d.pid();
+    wait_for("100 starts", Duration::from_secs(60), || {
+        started(&d.log(), "many").len() >= 100
+    });
+    wait_for("the last run to sleep", Duration::from_secs(10), || {
+        copies(&["sleep", &arg]).len() == 1
+    });
+    assert_one_child_no_zombie(pid, &arg);
+    let log = d.log();
+    let ends = log.iter().filter(|l| l.contains("'many' (PID ")).count();
+    assert_eq!(ends, 99, "every death seen, as a daemon too");
+    assert_eq!(d.ctl(&["stop"]).0, 0);
+    assert!(copies(&["sleep", &arg]).is_empty(), "stopped with twistrs");
+    assert!(
+        d.log()
+            .iter()
+            .any(|l| l.contains("ended by signal SIGTERM")),
+        "{:?}",
+        d.log()
+    );
+}
+
+/// Counts, in a thread, the most copies of `args` seen at once until stopped.
+struct CopyWatch {
+    stop: Arc<AtomicBool>,
+    most: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CopyWatch {
+    fn start(args: Vec<String>) -> CopyWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (s, m) = (stop.clone(), most.clone());
+        let thread = std::thread::spawn(move || {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            let end = Instant::now() + Duration::from_secs(120);
+            while !s.load(Ordering::Relaxed) && Instant::now() < end {
+                m.fetch_max(copies(&a).len(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        CopyWatch {
+            stop,
+            most,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.most.load(Ordering::Relaxed)
+    }
+}
+
+#[test]
+fn restart_stops_the_programs_before_the_successor_starts_them() {
+    let arg = unique_sleep();
+    let d = Daemon::start(&["procmon", "-k", "1", "--name", "one", "sleep", &arg]);
+    let old = d.pid();
+    wait_for("the program", Duration::from_secs(10), || {
+        copies(&["sleep", &arg]).len() == 1
+    });
+    let watch = CopyWatch::start(vec!["sleep".into(), arg.clone()]);
+    let (code, out, err) = d.ctl(&["restart"]);
+    assert_eq!(code, 0, "{out} {err}");
+    let new = d.pid();
+    assert_ne!(new, old);
+    wait_for(
+        "the program under the new process",
+        Duration::from_secs(10),
+        || {
+            children(new)
+                .iter()
+                .any(|(_, _, a)| a[..] == ["sleep", &arg])
+        },
+    );
+    wait_for("the old process to exit", Duration::from_secs(15), || {
+        stat(old).is_none_or(|(s, _)| s == 'Z')
+    });
+    assert_eq!(copies(&["sleep", &arg]).len(), 1);
+    assert_eq!(watch.finish(), 1, "never two copies at once");
+    let log = d.log();
+    assert!(
+        log.iter().any(|l| l.contains("Stopping 'one' (PID ")
+            && l.contains(") before the new process starts it: SIGTERM")),
+        "{log:#?}"
+    );
+}
+
+#[test]
+fn a_failed_restart_starts_the_programs_again_in_the_old_process() {
+    let arg = unique_sleep();
+    let d = Daemon {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    std::fs::create_dir(d.dir.path().join("logs")).unwrap();
+    let args = [
+        "--logfile",
+        "logs/twistrs.log",
+        "procmon",
+        "--name",
+        "one",
+        "sleep",
+        &arg,
+    ];
+    let (code, out, err) = d.ctl(&args);
+    assert_eq!(code, 0, "{out} {err}");
+    let pid = d.pid();
+    wait_for("the program", Duration::from_secs(10), || {
+        children(pid)
+            .iter()
+            .any(|(_, _, a)| a[..] == ["sleep", &arg])
+    });
+    // The successor cannot open its log; the old process writes on in the moved file.
+    std::fs::rename(d.dir.path().join("logs"), d.dir.path().join("moved")).unwrap();
+    let watch = CopyWatch::start(vec!["sleep".into(), arg.clone()]);
+    let (code, _, err) = d.ctl(&["restart"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot open log file") && err.contains("keeps serving"),
+        "{err}"
+    );
+    assert_eq!(d.pid(), pid);
+    wait_for("the program again", Duration::from_secs(10), || {
+        children(pid)
+            .iter()
+            .any(|(_, _, a)| a[..] == ["sleep", &arg])
+    });
+    assert_eq!(watch.finish(), 1, "never two copies at once");
+    let log = std::fs::read_to_string(d.dir.path().join("moved/twistrs.log")).unwrap();
+    assert!(
+        log.contains("The restart failed: starting the programs again."),
+        "{log}"
+    );
+}
+
+/// Starts `twistrs ARGS` with a listening socket on descriptor 3 given as systemd does (no
+/// endpoint takes it, so only close-on-exec keeps it from a child), in `dir`.
+fn spawn_with_socket_on_fd3(dir: &Path, args: &[&str]) -> std::process::Child {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$@\"")
+        .arg("sh")
+        .arg(BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: dup2/fcntl are async-signal-safe; the socket lands on fd 3 without
+    // close-on-exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    drop(listener);
+    child
+}
+
+#[test]
+fn no_descriptor_of_twistrs_reaches_a_program() {
+    // In the foreground, with a socket from systemd that no endpoint takes.
+    let arg = unique_sleep();
+    let dir = tempfile::tempdir().unwrap();
+    let mut fg = spawn_with_socket_on_fd3(
+        dir.path(),
+        &[
+            "-n",
+            "--logfile",
+            "fg.log",
+            "procmon",
+            "--name",
+            "fds",
+            "sleep",
+            &arg,
+        ],
+    );
+    let fg_pid = fg.id();
+    wait_for("the program", Duration::from_secs(10), || {
+        children(fg_pid)
+            .iter()
+            .any(|(_, _, a)| a[..] == ["sleep", &arg])
+    });
+    let child = copies(&["sleep", &arg])[0];
+    assert_clean_child(child);
+    assert_eq!(
+        inheritable_fds(fg_pid),
+        Vec::<String>::new(),
+        "twistrs' own descriptors"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(fg_pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_for("twistrs to stop", Duration::from_secs(10), || {
+        fg.try_wait().unwrap().is_some()
+    });
+
+    // As a daemon (pidfile, log file), and its successor after a restart.
+    let arg = unique_sleep();
+    let d = Daemon {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let mut starter = spawn_with_socket_on_fd3(
+        d.dir.path(),
+        &["procmon", "-k", "1", "--name", "fds", "sleep", &arg],
+    );
+    wait_for("the daemon's starter", Duration::from_secs(10), || {
+        starter.try_wait().unwrap().is_some()
+    });
+    for round in 0..2 {
+        let pid = d.pid();
+        wait_for("the program", Duration::from_secs(10), || {
+            children(pid)
+                .iter()
+                .any(|(_, _, a)| a[..] == ["sleep", &arg])
+        });
+        assert_clean_child(copies(&["sleep", &arg])[0]);
+        assert_eq!(inheritable_fds(pid), Vec::<String>::new(), "round {round}");
+        if round == 0 {
+            let (code, out, err) = d.ctl(&["restart"]);
+            assert_eq!(code, 0, "{out} {err}");
+        }
+    }
+    assert_eq!(d.ctl(&["stop"]).0, 0);
+}
+
+#[test]
+fn user_runs_the_program_as_that_user() {
+    if !nix::unistd::Uid::effective().is_root() {
+        skip("user_runs_the_program_as_that_user", "needs root");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let mut s = Server::spawn(&[
+        "procmon",
+        "--user",
+        "nobody",
+        "--name",
+        "who",
+        "sh",
+        "-c",
+        "id -u; id -g; exec sleep 60",
+    ]);
+    assert!(
+        s.log_contains(&format!("[who] {}", nobody.uid)),
+        "{:?}",
+        s.lines()
+    );
+    assert!(s.log_contains(&format!("[who] {}", nobody.gid)));
+    let child = started(&s.lines(), "who")[0];
+    let status = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line
+            .split_whitespace()
+            .skip(1)
+            .all(|u| u == nobody.uid.to_string()),
+        "{uid_line}"
+    );
+    s.term();
+}
+
+#[test]
+fn exits_are_seen_with_sigchld_ignored_and_blocked_at_exec() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "-n",
+        "--pidfile=",
+        "procmon",
+        "-m",
+        "0.1",
+        "--name",
+        "seven",
+        "sh",
+        "-c",
+        "exit 7",
+    ])
+    .current_dir(dir.path())
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    // SAFETY: sigprocmask and signal are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGCHLD);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let out = child.stdout.take().unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let l2 = lines.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            l2.lock().unwrap().push(line);
+        }
+    });
+    let end = Instant::now() + Duration::from_secs(10);
+    let want = "'seven' (PID ";
+    loop {
+        let got = lines.lock().unwrap().clone();
+        if got
+            .iter()
+            .filter(|l| l.contains(want) && l.contains("ended with exit status 7"))
+            .count()
+            >= 2
+        {
+            break;
+        }
+        assert!(Instant::now() < end, "{got:#?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_for("twistrs to stop", Duration::from_secs(10), || {
+        child.try_wait().unwrap().is_some()
+    });
+}
