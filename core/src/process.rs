@@ -189,6 +189,7 @@ pub struct ProcessSpec {
     pub(crate) stdio: [ChildIo; 3],
     pub(crate) kill_time: Duration,
     pub(crate) new_session: bool,
+    pub(crate) parent_death_signal: Option<i32>,
 }
 
 impl ProcessSpec {
@@ -207,6 +208,7 @@ impl ProcessSpec {
             stdio: [ChildIo::Null, ChildIo::Pipe, ChildIo::Pipe],
             kill_time: DEFAULT_KILL_TIME,
             new_session: false,
+            parent_death_signal: None,
         }
     }
 
@@ -285,6 +287,15 @@ impl ProcessSpec {
     /// a Ctrl-C in the foreground then reaches twistrs only, which stops the child in order.
     pub fn new_session(mut self, yes: bool) -> Self {
         self.new_session = yes;
+        self
+    }
+
+    /// The signal the child gets if twistrs dies without stopping it (SIGKILL, the OOM
+    /// killer, a crash), so a supervised program never outlives its supervisor and a new
+    /// start never runs a second copy beside it (prctl PR_SET_PDEATHSIG, set after the
+    /// privilege change, which would clear it).
+    pub fn parent_death_signal(mut self, sig: Option<i32>) -> Self {
+        self.parent_death_signal = sig;
         self
     }
 
@@ -548,12 +559,17 @@ pub(crate) fn fork_exec(spec: &ProcessSpec) -> io::Result<Forked> {
         Some(d) => Some(path_cstring(d)?),
         None => None,
     };
-    let creds = spec.credentials.clone();
-    let new_session = spec.new_session;
+    let setup = ChildSetup {
+        creds: spec.credentials.clone(),
+        cwd,
+        new_session: spec.new_session,
+        death_signal: spec.parent_death_signal,
+        parent: std::process::id() as libc::pid_t,
+    };
     // SAFETY: the closure runs between fork and exec and makes only async-signal-safe system
     // calls on data prepared before the fork; it allocates nothing.
     unsafe {
-        cmd.pre_exec(move || child_setup(creds.as_ref(), cwd.as_deref(), new_session));
+        cmd.pre_exec(move || setup.run());
     }
     let child = cmd.spawn()?;
     // Dropping a `Child` neither waits nor kills: the reactor reaps it.
@@ -572,44 +588,58 @@ fn path_cstring(p: &Path) -> io::Result<CString> {
     })
 }
 
-/// In the child, after fork: marks every descriptor above 2 close-on-exec, drops privileges
-/// (supplementary groups, group, then user), enters the working directory and, if asked,
-/// a new session. Async-signal-safe: system calls only.
-fn child_setup(
-    creds: Option<&Credentials>,
-    cwd: Option<&std::ffi::CStr>,
+/// What the child does between fork and exec, prepared before the fork.
+struct ChildSetup {
+    creds: Option<Credentials>,
+    cwd: Option<CString>,
     new_session: bool,
-) -> io::Result<()> {
-    let check = |r: libc::c_int| {
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
+    death_signal: Option<i32>,
+    parent: libc::pid_t,
+}
+
+impl ChildSetup {
+    /// In the child: marks every descriptor above 2 close-on-exec, drops privileges
+    /// (supplementary groups, group, then user), sets the parent-death signal, enters the
+    /// working directory and, if asked, a new session. Async-signal-safe: system calls only.
+    fn run(&self) -> io::Result<()> {
+        let check = |r: libc::c_int| {
+            if r < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        // SAFETY: plain system calls on integers and on buffers that outlive them.
+        unsafe {
+            // ENOSYS on kernels before 5.11 (CLOSE_RANGE_CLOEXEC): everything of ours is
+            // close-on-exec anyway; this only catches a descriptor someone else leaked.
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+            );
+            if let Some(c) = &self.creds {
+                check(libc::setgroups(c.groups.len(), c.groups.as_ptr()))?;
+                check(libc::setgid(c.gid))?;
+                check(libc::setuid(c.uid))?;
+            }
+            if let Some(sig) = self.death_signal {
+                check(libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong))?;
+                // The parent may have died between the fork and the prctl: no signal comes.
+                if libc::getppid() != self.parent {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+            }
+            if let Some(d) = &self.cwd {
+                check(libc::chdir(d.as_ptr()))?;
+            }
+            if self.new_session {
+                check(libc::setsid())?;
+            }
         }
-    };
-    // SAFETY: plain system calls on integers and on buffers that outlive them.
-    unsafe {
-        // ENOSYS on kernels before 5.11 (CLOSE_RANGE_CLOEXEC): everything of ours is
-        // close-on-exec anyway; this only catches a descriptor someone else leaked.
-        libc::syscall(
-            libc::SYS_close_range,
-            3 as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
-        );
-        if let Some(c) = creds {
-            check(libc::setgroups(c.groups.len(), c.groups.as_ptr()))?;
-            check(libc::setgid(c.gid))?;
-            check(libc::setuid(c.uid))?;
-        }
-        if let Some(d) = cwd {
-            check(libc::chdir(d.as_ptr()))?;
-        }
-        if new_session {
-            check(libc::setsid())?;
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

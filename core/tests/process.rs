@@ -239,9 +239,9 @@ fn environment_and_working_directory() {
 #[test]
 fn a_child_sees_only_descriptors_0_1_and_2() {
     // A descriptor that is not close-on-exec (a library's leak): the child must not get it.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let f = std::fs::File::open("/dev/null").unwrap();
     // SAFETY: dup(2) of a descriptor we own; the copy is closed below.
-    let leaked = unsafe { libc::dup(l.as_raw_fd()) };
+    let leaked = unsafe { libc::dup(f.as_raw_fd()) };
     assert!(leaked > 2);
     let mut r = quiet_reactor();
     let (p, events) = recorder(None);
@@ -418,4 +418,33 @@ fn the_drain_stops_a_polite_child_with_sigterm() {
         core_dumped: false,
     };
     assert_eq!(events.borrow().last(), Some(&Ev::Ended(term)));
+}
+
+#[test]
+fn a_parent_death_signal_is_set_after_the_privilege_change() {
+    // /proc/self/status has no field for it: the child reads it back with prctl through a
+    // tiny program, python3.
+    if std::process::Command::new("python3")
+        .arg("-c")
+        .arg("pass")
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        eprintln!("SKIPPED a_parent_death_signal_is_set_after_the_privilege_change: no python3");
+        return;
+    }
+    let script = "import ctypes; v = ctypes.c_int(); \
+                  ctypes.CDLL(None).prctl(2, ctypes.byref(v)); print(v.value)";
+    let mut spec = ProcessSpec::new("python3")
+        .args(["-c", script])
+        .parent_death_signal(Some(libc::SIGKILL));
+    if nix::unistd::Uid::effective().is_root() {
+        spec = spec.credentials(Credentials::resolve(Some("nobody"), None).unwrap());
+    }
+    let mut r = quiet_reactor();
+    let (p, events) = recorder(None);
+    r.handle().spawn_process(spec, p).expect("spawn");
+    run(&mut r);
+    let out = String::from_utf8(collected(&events.borrow(), ChildFd::Stdout)).unwrap();
+    assert_eq!(out.trim(), libc::SIGKILL.to_string());
 }

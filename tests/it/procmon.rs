@@ -534,11 +534,33 @@ fn a_failed_restart_starts_the_programs_again_in_the_old_process() {
     );
 }
 
-/// Starts `twistrs ARGS` with a listening socket on descriptor 3 given as systemd does (no
-/// endpoint takes it, so only close-on-exec keeps it from a child), in `dir`.
-fn spawn_with_socket_on_fd3(dir: &Path, args: &[&str]) -> std::process::Child {
+/// A child of the test, killed (and waited for) if the test ends early.
+struct Guard(std::process::Child);
+
+impl Guard {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn exited(&mut self) -> bool {
+        self.0.try_wait().ok().flatten().is_some()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !self.exited() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Starts `twistrs ARGS` in `dir` with a listening socket on descriptor 3 given as systemd
+/// does (no endpoint takes it, so only close-on-exec keeps it from a child).
+fn spawn_with_socket_on_fd3(dir: &Path, args: &[&str]) -> Guard {
     use std::os::fd::AsRawFd;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(dir.join("activated.sock")).unwrap();
     let fd = listener.as_raw_fd();
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
@@ -565,7 +587,7 @@ fn spawn_with_socket_on_fd3(dir: &Path, args: &[&str]) -> std::process::Child {
             Ok(())
         });
     }
-    let child = cmd.spawn().unwrap();
+    let child = Guard(cmd.spawn().unwrap());
     drop(listener);
     child
 }
@@ -588,7 +610,7 @@ fn no_descriptor_of_twistrs_reaches_a_program() {
             &arg,
         ],
     );
-    let fg_pid = fg.id();
+    let fg_pid = fg.pid();
     wait_for("the program", Duration::from_secs(10), || {
         children(fg_pid)
             .iter()
@@ -606,9 +628,7 @@ fn no_descriptor_of_twistrs_reaches_a_program() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    wait_for("twistrs to stop", Duration::from_secs(10), || {
-        fg.try_wait().unwrap().is_some()
-    });
+    wait_for("twistrs to stop", Duration::from_secs(10), || fg.exited());
 
     // As a daemon (pidfile, log file), and its successor after a restart.
     let arg = unique_sleep();
@@ -620,7 +640,7 @@ fn no_descriptor_of_twistrs_reaches_a_program() {
         &["procmon", "-k", "1", "--name", "fds", "sleep", &arg],
     );
     wait_for("the daemon's starter", Duration::from_secs(10), || {
-        starter.try_wait().unwrap().is_some()
+        starter.exited()
     });
     for round in 0..2 {
         let pid = d.pid();
@@ -706,9 +726,9 @@ fn exits_are_seen_with_sigchld_ignored_and_blocked_at_exec() {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().unwrap();
-    let pid = child.id();
-    let out = child.stdout.take().unwrap();
+    let mut child = Guard(cmd.spawn().unwrap());
+    let pid = child.pid();
+    let out = child.0.stdout.take().unwrap();
     let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let l2 = lines.clone();
     std::thread::spawn(move || {
@@ -738,6 +758,22 @@ fn exits_are_seen_with_sigchld_ignored_and_blocked_at_exec() {
     )
     .unwrap();
     wait_for("twistrs to stop", Duration::from_secs(10), || {
-        child.try_wait().unwrap().is_some()
+        child.exited()
     });
+}
+
+#[test]
+fn programs_die_with_a_twistrs_killed_by_sigkill() {
+    let arg = unique_sleep();
+    let mut s = Server::spawn(&["procmon", "--name", "orphan", "sleep", &arg]);
+    wait_for("the program", Duration::from_secs(10), || {
+        copies(&["sleep", &arg]).len() == 1
+    });
+    s.signal(libc::SIGKILL);
+    s.wait(Duration::from_secs(10)).expect("twistrs is gone");
+    wait_for(
+        "the program to die with it",
+        Duration::from_secs(10),
+        || copies(&["sleep", &arg]).is_empty(),
+    );
 }

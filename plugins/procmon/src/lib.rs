@@ -217,9 +217,12 @@ pub fn programs(m: &ArgMatches) -> Result<(Policy, Vec<Program>), PluginError> {
     let programs = named
         .into_iter()
         .map(|(name, words)| {
+            // If twistrs dies without stopping them, they die too: a new start never runs a
+            // second copy beside one left over.
             let mut spec = ProcessSpec::new(&words[0])
                 .args(&words[1..])
-                .kill_time(policy.kill_time);
+                .kill_time(policy.kill_time)
+                .parent_death_signal(Some(libc::SIGKILL));
             if clear {
                 spec = spec.env_clear();
             }
