@@ -576,11 +576,16 @@ fn reopen_log() {
     }
 }
 
-/// Lifts the soft descriptor limit to the hard one: every connection is a descriptor.
+/// Lifts the soft descriptor limit to the hard one: every connection is a descriptor. Child
+/// processes, and a restart's successor (which then does the same), get the limit we were
+/// started with.
 fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    twistrs_core::process::set_child_nofile_limit(soft);
+    if soft < hard
         && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
     {
         log::warn!(target: LAUNCHER, "cannot raise the open-file limit from {soft}: {e}");

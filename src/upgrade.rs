@@ -105,14 +105,35 @@ pub fn spawn(
     for fd in &pass {
         set_inheritable(*fd, true).map_err(|e| format!("cannot pass descriptor {fd}: {e}"))?;
     }
-    let spawned = Command::new(exe)
-        .args(args)
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
         .current_dir(cwd)
         .env(ENV, env)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
+        .stderr(Stdio::null());
+    // The successor starts with the descriptor limit we started with (we raised ours), so it
+    // raises its own the same way and gives its children the same.
+    let nofile = twistrs_core::process::child_nofile_limit().and_then(|soft| {
+        let (_, hard) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ok()?;
+        Some(libc::rlimit {
+            rlim_cur: soft.min(hard),
+            rlim_max: hard,
+        })
+    });
+    if let Some(l) = nofile {
+        // SAFETY: setrlimit is a system call on a value prepared before the fork.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &l) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let spawned = cmd.spawn();
     for fd in &pass {
         let _ = set_inheritable(*fd, false);
     }

@@ -42,6 +42,24 @@ pub const NOT_INHERITED: &[&str] = &[
     "TWISTRS_UPGRADE",
 ];
 
+/// The soft RLIMIT_NOFILE children get (0: what we have). A launcher that raises its own
+/// limit for its connections records the one it was started with here, so a child starts
+/// with the limit it would have had without twistrs (select(2) users break above 1024).
+static CHILD_NOFILE_SOFT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Sets the soft descriptor limit of the children spawned from now on (see above).
+pub fn set_child_nofile_limit(soft: u64) {
+    CHILD_NOFILE_SOFT.store(soft, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The soft descriptor limit children get, if one was set.
+pub fn child_nofile_limit() -> Option<u64> {
+    match CHILD_NOFILE_SOFT.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => None,
+        n => Some(n),
+    }
+}
+
 /// How long a stopped child has between SIGTERM and SIGKILL unless its spec says otherwise
 /// (procmon's `--killtime` default).
 pub const DEFAULT_KILL_TIME: Duration = Duration::from_secs(5);
@@ -565,6 +583,14 @@ pub(crate) fn fork_exec(spec: &ProcessSpec) -> io::Result<Forked> {
         new_session: spec.new_session,
         death_signal: spec.parent_death_signal,
         parent: std::process::id() as libc::pid_t,
+        nofile: child_nofile_limit().and_then(|soft| {
+            let (_, hard) =
+                nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ok()?;
+            Some(libc::rlimit {
+                rlim_cur: soft.min(hard),
+                rlim_max: hard,
+            })
+        }),
     };
     // SAFETY: the closure runs between fork and exec and makes only async-signal-safe system
     // calls on data prepared before the fork; it allocates nothing.
@@ -595,10 +621,12 @@ struct ChildSetup {
     new_session: bool,
     death_signal: Option<i32>,
     parent: libc::pid_t,
+    nofile: Option<libc::rlimit>,
 }
 
 impl ChildSetup {
-    /// In the child: marks every descriptor above 2 close-on-exec, drops privileges
+    /// In the child: marks every descriptor above 2 close-on-exec, restores the descriptor
+    /// limit, drops privileges
     /// (supplementary groups, group, then user), sets the parent-death signal, enters the
     /// working directory and, if asked, a new session. Async-signal-safe: system calls only.
     fn run(&self) -> io::Result<()> {
@@ -619,6 +647,9 @@ impl ChildSetup {
                 libc::c_uint::MAX,
                 libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
             );
+            if let Some(l) = &self.nofile {
+                check(libc::setrlimit(libc::RLIMIT_NOFILE, l))?;
+            }
             if let Some(c) = &self.creds {
                 check(libc::setgroups(c.groups.len(), c.groups.as_ptr()))?;
                 check(libc::setgid(c.gid))?;

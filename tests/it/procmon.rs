@@ -777,3 +777,62 @@ fn programs_die_with_a_twistrs_killed_by_sigkill() {
         || copies(&["sleep", &arg]).is_empty(),
     );
 }
+
+#[test]
+fn programs_get_the_descriptor_limit_twistrs_was_started_with() {
+    let arg = unique_sleep();
+    let d = Daemon {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let script = format!("echo \"soft $(ulimit -n) hard $(ulimit -Hn)\"; exec sleep {arg}");
+    let status = Command::new("prlimit")
+        .args([
+            "--nofile=256:4096",
+            BIN,
+            "procmon",
+            "-k",
+            "1",
+            "--name",
+            "lim",
+        ])
+        .args(["sh", "-c", &script])
+        .current_dir(d.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for round in 0..2 {
+        let pid = d.pid();
+        wait_for("the program", Duration::from_secs(10), || {
+            children(pid)
+                .iter()
+                .any(|(_, _, a)| a[..] == ["sleep", &arg])
+        });
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let open = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        assert!(
+            open.split_whitespace().filter(|w| *w == "4096").count() == 2,
+            "{open}"
+        );
+        wait_for("the program's line", Duration::from_secs(10), || {
+            d.log().iter().filter(|l| l.contains("[lim] soft ")).count() > round
+        });
+        assert!(
+            d.log()
+                .iter()
+                .filter(|l| l.contains("[lim] soft "))
+                .all(|l| l.ends_with("[lim] soft 256 hard 4096")),
+            "{:#?}",
+            d.log()
+        );
+        if round == 0 {
+            let (code, out, err) = d.ctl(&["restart"]);
+            assert_eq!(code, 0, "{out} {err}");
+        }
+    }
+}
