@@ -836,3 +836,49 @@ fn programs_get_the_descriptor_limit_twistrs_was_started_with() {
         }
     }
 }
+
+#[test]
+fn ctrl_c_in_the_foreground_stops_the_programs_in_order() {
+    let arg = unique_sleep();
+    let dir = tempfile::tempdir().unwrap();
+    // twistrs in a process group of its own, as a shell's foreground job: a Ctrl-C is SIGINT
+    // to the whole group.
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "-n",
+        "--logfile",
+        "fg.log",
+        "procmon",
+        "-t",
+        "0",
+        "--name",
+        "job",
+    ])
+    .args(["sleep", &arg])
+    .current_dir(dir.path())
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .process_group(0);
+    let mut twistrs = Guard(cmd.spawn().unwrap());
+    let log = || std::fs::read_to_string(dir.path().join("fg.log")).unwrap_or_default();
+    wait_for("the program", Duration::from_secs(10), || {
+        copies(&["sleep", &arg]).len() == 1
+    });
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(twistrs.pid() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    wait_for("twistrs to stop", Duration::from_secs(10), || {
+        twistrs.exited()
+    });
+    let log = log();
+    assert!(log.contains("ended by signal SIGTERM"), "{log}");
+    assert!(
+        !log.contains("SIGINT after"),
+        "the program saw the Ctrl-C: {log}"
+    );
+    assert_eq!(log.matches("'job' started").count(), 1, "{log}");
+    assert!(copies(&["sleep", &arg]).is_empty());
+}
