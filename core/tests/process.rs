@@ -448,3 +448,51 @@ fn a_parent_death_signal_is_set_after_the_privilege_change() {
     let out = String::from_utf8(collected(&events.borrow(), ChildFd::Stdout)).unwrap();
     assert_eq!(out.trim(), libc::SIGKILL.to_string());
 }
+
+#[test]
+fn an_exit_that_comes_with_a_stop_is_delivered_after_run_returns() {
+    // systemd's KillMode=control-group: the child and twistrs get SIGTERM together. A
+    // supervisor must hear of the death only once its service is stopped, or it restarts it.
+    let mut r = quiet_reactor();
+    r.on_signal(libc::SIGUSR2, twistrs_core::SignalAction::Stop)
+        .expect("watch SIGUSR2");
+    let h = r.handle();
+    let restarted = Rc::new(RefCell::new(false));
+    let flag = restarted.clone();
+    let hook: Hook = Box::new(move |t, e| {
+        if matches!(e, Ev::Exited(_)) {
+            let flag = flag.clone();
+            t.handle()
+                .call_later(Duration::ZERO, move || *flag.borrow_mut() = true);
+        }
+    });
+    let (p, events) = recorder(Some(hook));
+    let id = h
+        .spawn_process(ProcessSpec::new("sleep").arg("0.2"), p)
+        .expect("spawn");
+    // Adopt it (and watch SIGCHLD) now; then let it exit and raise the stop, both pending.
+    r.turn(Some(Duration::ZERO)).expect("turn");
+    let end = Instant::now() + Duration::from_secs(5);
+    while state(id.pid()) != Some('Z') && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: raise(3) of a signal this reactor watches.
+    unsafe { libc::raise(libc::SIGUSR2) };
+    assert_eq!(
+        r.run().expect("run"),
+        twistrs_core::StopReason::Signal(libc::SIGUSR2)
+    );
+    assert!(
+        !events.borrow().iter().any(|e| matches!(e, Ev::Exited(_))),
+        "{:?}",
+        events.borrow()
+    );
+    assert!(!*restarted.borrow());
+    r.drain(Duration::from_secs(2)).expect("drain");
+    assert!(
+        events
+            .borrow()
+            .contains(&Ev::Exited(ProcessStatus::Exited(0)))
+    );
+    assert_eq!(state(id.pid()), None);
+}

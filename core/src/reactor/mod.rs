@@ -327,6 +327,8 @@ impl Reactor {
         self.handle.clock().set(now);
         // Commands queued outside a callback (during set-up, by a service) run before polling.
         self.run_commands();
+        // Exits held back while a stop was pending (the drain's or a restart's turns).
+        self.reap_if_running();
         self.after_batch();
         let mut timeout = self
             .handle
@@ -419,17 +421,29 @@ impl Reactor {
         if let Some(s) = &mut self.signals {
             got.extend(s.pending());
         }
-        if got.contains(&SIGCHLD) {
-            self.reap();
-        }
-        for sig in got {
-            match self.signal_actions.iter_mut().find(|(s, _)| *s == sig) {
+        for sig in &got {
+            match self.signal_actions.iter_mut().find(|(s, _)| s == sig) {
                 Some((_, SignalAction::Stop)) if self.stop.is_none() => {
-                    self.stop = Some(StopReason::Signal(sig));
+                    self.stop = Some(StopReason::Signal(*sig));
                 }
                 Some((_, SignalAction::Call(f))) => f(),
                 _ => {}
             }
+        }
+        if got.contains(&SIGCHLD) {
+            // Exits that arrive with a stop are delivered after `run` returns (in the drain,
+            // once services were stopped), so a supervisor does not restart what a stop of
+            // the whole process group (systemd's KillMode) just ended.
+            self.children.reap_pending = true;
+            self.reap_if_running();
+        }
+    }
+
+    /// Reaps if SIGCHLD came and no stop is pending.
+    fn reap_if_running(&mut self) {
+        if self.children.reap_pending && self.stop.is_none() {
+            self.children.reap_pending = false;
+            self.reap();
         }
     }
 

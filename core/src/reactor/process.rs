@@ -55,6 +55,8 @@ pub(crate) struct Children {
     pub(crate) watching: bool,
     /// Pipes that used up their read budget and may hold more.
     pub(crate) redrive: Vec<usize>,
+    /// A SIGCHLD came while a stop was pending: reap at the next turn.
+    pub(crate) reap_pending: bool,
 }
 
 impl Reactor {
