@@ -486,3 +486,115 @@ fn a_file_through_a_socket_that_backs_up_stays_bounded() {
     assert!(p.back == data, "{} of {} bytes", p.back.len(), data.len());
     p.assert_idle();
 }
+
+/// Feeds `input` to `p`'s server in `cuts` pieces, reading after each: the server answers an
+/// error (InvalidData, every read after it too), waits for more, or (for a close_notify that
+/// happens to be there) ends, and never panics.
+fn feed_garbage(p: &mut Peer, input: &[u8], cuts: &[usize]) {
+    let mut buf = [0u8; 700];
+    let mut at = 0;
+    let mut failed = false;
+    for cut in cuts.iter().copied().chain([input.len()]) {
+        let to = cut.clamp(at, input.len());
+        p.pipe().inbox.extend(&input[at..to]);
+        at = to;
+        for _ in 0..1000 {
+            match p.server.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(!failed, "an error, then no error");
+                    break;
+                }
+                Err(e) => {
+                    assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        // The write side never panics either, and refuses once the session failed.
+        match p.server.send(b"x", false) {
+            Err(e) if failed => assert_eq!(e.kind(), io::ErrorKind::InvalidData),
+            _ => {}
+        }
+        let _ = p.server.flush_pending();
+        p.pipe().wire.clear();
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn garbage_in_any_pieces_is_an_error_never_a_panic(
+        // A plausible record header first, or not, so the parsers get past the first byte.
+        head in proptest::prop_oneof![
+            proptest::strategy::Just(vec![]),
+            proptest::strategy::Just(vec![0x16, 0x03, 0x01]),
+            proptest::strategy::Just(vec![0x17, 0x03, 0x03]),
+            proptest::strategy::Just(vec![0x15, 0x03, 0x03, 0x00, 0x02]),
+        ],
+        body in proptest::collection::vec(proptest::num::u8::ANY, 0..3000),
+        cuts in proptest::collection::vec(0usize..3000, 0..6),
+        after_handshake in proptest::bool::ANY,
+    ) {
+        let mut input = head;
+        input.extend(body);
+        let mut cuts = cuts;
+        cuts.sort_unstable();
+        let mut p = if after_handshake {
+            Peer::connected(TLS13, 64 * 1024)
+        } else {
+            Peer::new(TLS13, 64 * 1024)
+        };
+        feed_garbage(&mut p, &input, &cuts);
+    }
+}
+
+impl Peer {
+    /// As [`Peer::run`], but what the client sends reaches the server `piece` bytes at a time,
+    /// the server reading after each.
+    fn run_in_pieces(&mut self, piece: usize) {
+        for _ in 0..1000 {
+            let mut out = Vec::new();
+            while self.client.wants_write() {
+                self.client.write_tls(&mut out).unwrap();
+            }
+            let mut moved = !out.is_empty();
+            for chunk in out.chunks(piece.max(1)) {
+                self.pipe().inbox.extend(chunk);
+                self.server_reads();
+            }
+            moved |= self.server_reads();
+            self.server.flush_pending().unwrap();
+            moved |= self.client_receives();
+            if !moved {
+                return;
+            }
+        }
+        panic!("bytes still moving after 1000 rounds");
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn a_session_cut_in_any_pieces_reads_the_same(
+        piece in 1usize..600,
+        size in 0usize..40_000,
+        tls12 in proptest::bool::ANY,
+        buf in proptest::prop_oneof![proptest::strategy::Just(512usize), proptest::strategy::Just(64 * 1024)],
+    ) {
+        let mut p = Peer::new(if tls12 { TLS12 } else { TLS13 }, buf);
+        p.run_in_pieces(piece);
+        proptest::prop_assert!(!p.server.handshaking() && !p.client.is_handshaking());
+        let data = pattern(size);
+        p.client.writer().write_all(&data).unwrap();
+        p.client.send_close_notify();
+        p.run_in_pieces(piece);
+        proptest::prop_assert!(p.got == data, "{} of {} bytes", p.got.len(), size);
+        proptest::prop_assert!(p.ended && p.error.is_none());
+        p.server.shutdown_write().unwrap();
+        p.run_in_pieces(piece);
+        proptest::prop_assert!(p.closed && p.pipe().fin);
+        p.assert_idle();
+    }
+}
