@@ -269,7 +269,12 @@ fn restart_under_a_tls_client_loop_fails_no_handshake_and_reloads_the_files() {
         failed.len(),
         lines.len()
     );
-    assert!(lines.len() >= before + 20, "{lines:?}");
+    // Some served before the restart, then at least 10 after the new certificate showed up
+    // (a quick restart leaves fewer than 10 in between).
+    assert!(
+        seen > before && lines.len() >= seen + 10,
+        "{before} then {seen}: {lines:?}"
+    );
     assert_eq!(lines.first().map(String::as_str), Some("ok one"));
     assert_eq!(
         lines.last().map(String::as_str),
