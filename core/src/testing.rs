@@ -311,6 +311,7 @@ impl<P: DatagramProtocol> DatagramHarness<P> {
             sink: &mut sent,
             host: &self.host,
             handle: &self.handle,
+            port: crate::reactor::PortId { key: 0, serial: 0 },
         };
         self.proto.datagram_received(&mut t, data, from);
         sent
