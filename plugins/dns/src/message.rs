@@ -210,7 +210,11 @@ fn push_opt(add: &mut AdditionalBuilder<StaticCompressor<Vec<u8>>>, rcode: OptRc
     add.as_builder_mut().clear_push_limit();
     let _ = add.opt(|o| {
         o.set_udp_payload_size(OUR_PAYLOAD);
-        o.set_rcode(rcode);
+        // OptBuilder::set_rcode rewrites the header's code too: only for extended codes
+        // (BADVERS), or an NXDOMAIN would leave as NOERROR.
+        if rcode.ext() != 0 {
+            o.set_rcode(rcode);
+        }
         Ok(())
     });
 }

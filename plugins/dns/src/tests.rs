@@ -296,6 +296,10 @@ fn negative_answers_carry_the_soa() {
             "example.com 60 SOA ns1.example.com. hostmaster.example.com. 2024010101 3600 600 86400 60"
         ]
     );
+    // With EDNS0 too (the OPT record carries the upper bits of the code, not the lower).
+    let nx_edns = ask_via(&mut r, "nope.example.com", Rtype::A, Via::Udp, Some(1232));
+    assert_eq!(nx_edns.rcode, Rcode::NXDOMAIN);
+    assert_eq!(nx_edns.opt, Some(OUR_PAYLOAD));
     let nodata = ask(&mut r, "web.example.com", Rtype::AAAA);
     assert_eq!(nodata.rcode, Rcode::NOERROR);
     assert!(nodata.answer.is_empty());
