@@ -241,22 +241,40 @@ impl Service for DnsService {
             timeout: self.timeout,
         }));
         if let Some((interface, port)) = self.pair {
-            let udp = Endpoint::Udp { port, interface };
-            let id = h.listen_udp(&udp, self.datagram()).map_err(failure)?;
-            self.ports.push(id);
-            // Port 0: TCP takes the port UDP was given, so the pair stays one port.
-            let port = h
-                .listener_address(id)
-                .and_then(|a| a.socket_addr())
-                .map_or(port, |a| a.port());
-            let tcp = Endpoint::Tcp {
-                port,
-                interface,
-                backlog: DEFAULT_BACKLOG,
-                v6: interface.is_some_and(|i| i.is_ipv6()),
-                tls: None,
-            };
-            self.ports.push(h.listen(&tcp, fid).map_err(failure)?);
+            // Port 0: TCP takes the port UDP was given, so the pair stays one port; if that
+            // TCP port is taken, both try again elsewhere.
+            for attempt in 1.. {
+                let udp = Endpoint::Udp { port, interface };
+                let id = h.listen_udp(&udp, self.datagram()).map_err(failure)?;
+                let got = h
+                    .listener_address(id)
+                    .and_then(|a| a.socket_addr())
+                    .map_or(port, |a| a.port());
+                let tcp = Endpoint::Tcp {
+                    port: got,
+                    interface,
+                    backlog: DEFAULT_BACKLOG,
+                    v6: interface.is_some_and(|i| i.is_ipv6()),
+                    tls: None,
+                };
+                match h.listen(&tcp, fid) {
+                    Ok(tid) => {
+                        self.ports.extend([id, tid]);
+                        break;
+                    }
+                    Err(e)
+                        if port == 0
+                            && attempt < 32
+                            && e.error.kind() == std::io::ErrorKind::AddrInUse =>
+                    {
+                        h.stop_listening(id);
+                    }
+                    Err(e) => {
+                        h.stop_listening(id);
+                        return Err(failure(e));
+                    }
+                }
+            }
         }
         for ep in &self.listen {
             let id = if ep.is_datagram() {

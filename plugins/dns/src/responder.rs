@@ -137,7 +137,13 @@ impl Responder {
             if let Some(n) = name::name_len(msg, 12) {
                 out[12..12 + n].copy_from_slice(&msg[12..12 + n]);
             }
-            return Reply::Send(out);
+            let reply = Reply::Send(out);
+            if self.verbose > 0
+                && let Parsed::Query(q) = message::parse(msg)
+            {
+                self.log(&q, peer, &reply);
+            }
+            return reply;
         }
         let q = match message::parse(msg) {
             Parsed::Query(q) => q,
@@ -156,7 +162,7 @@ impl Responder {
         };
         let reply = self.answer(&q, via, peer);
         if self.verbose > 0 {
-            self.log(&q, peer, &reply);
+            self.log(&q, peer, &reply.0);
         }
         if let (Some(k), Cached::Yes(bytes)) = (memo_key, &reply.1) {
             self.remember(k, bytes);
@@ -174,9 +180,9 @@ impl Responder {
         self.memo.insert(key, answer.into());
     }
 
-    fn log(&self, q: &Query<'_>, peer: IpAddr, reply: &(Reply, Cached)) {
+    fn log(&self, q: &Query<'_>, peer: IpAddr, reply: &Reply) {
         let name = Name::from_slice(q.qname).map_or_else(|_| "?".into(), |n| n.to_string());
-        let what = match &reply.0 {
+        let what = match reply {
             Reply::Send(b) => {
                 let rcode = b.get(3).map_or(0, |f| f & 0xF);
                 let an = b.get(6..8).map_or(0, |c| u16::from_be_bytes([c[0], c[1]]));

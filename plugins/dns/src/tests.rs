@@ -317,6 +317,8 @@ fn wildcards_follow_rfc_4592() {
     let w = ask(&mut r, "anything.wild.example.com", Rtype::A);
     assert_eq!(w.answer, ["anything.wild.example.com 300 A 192.0.2.5"]);
     assert!(w.aa);
+    let deep_a = ask(&mut r, "a.b.wild.example.com", Rtype::A);
+    assert_eq!(deep_a.answer, ["a.b.wild.example.com 300 A 192.0.2.5"]);
     let deep = ask(&mut r, "x.y.wild.example.com", Rtype::TXT);
     assert_eq!(deep.answer, ["x.y.wild.example.com 300 TXT \"wild\""]);
     let nodata = ask(&mut r, "z.wild.example.com", Rtype::MX);
