@@ -516,3 +516,82 @@ fn client_udp_ports_relay_through_a_listener() {
         "each client port was closed"
     );
 }
+
+/// A protocol that takes small datagrams gets them in batches (recvmmsg) and its answers
+/// leave in batches (sendmmsg): every datagram of a burst is answered, to its own sender,
+/// intact; a datagram over the protocol's maximum is dropped.
+#[test]
+fn small_datagrams_are_read_and_answered_in_batches() {
+    use std::net::UdpSocket;
+    use twistrs_core::{DatagramProtocol, DatagramTransport};
+
+    struct Upper;
+    impl DatagramProtocol for Upper {
+        fn name(&self) -> &'static str {
+            "Upper"
+        }
+        fn max_datagram(&self) -> Option<usize> {
+            Some(512)
+        }
+        fn datagram_received(
+            &mut self,
+            t: &mut DatagramTransport<'_>,
+            data: &[u8],
+            from: SocketAddr,
+        ) {
+            if data == b"stop" {
+                return t.handle().stop();
+            }
+            t.write(&data.to_ascii_uppercase(), from);
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let mut r = quiet_reactor();
+        let ep: Endpoint = "udp:0:interface=127.0.0.1".parse().unwrap();
+        let id = r.listen_udp(&ep, Box::new(Upper)).unwrap();
+        tx.send(r.listener_address(id).unwrap().socket_addr().unwrap())
+            .unwrap();
+        r.run().unwrap()
+    });
+    let server = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let clients: Vec<UdpSocket> = (0..4)
+        .map(|_| {
+            let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c
+        })
+        .collect();
+    // A burst of 200 datagrams from four senders, sent before reading any answer.
+    for i in 0..200 {
+        let msg = format!("message {i:03} {}", "x".repeat(i % 300));
+        clients[i % 4].send_to(msg.as_bytes(), server).unwrap();
+    }
+    clients[0].send_to(&[b'y'; 600], server).unwrap();
+    for (k, c) in clients.iter().enumerate() {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while got.len() < 50 {
+            let (n, from) = c.recv_from(&mut buf).expect("an answer");
+            assert_eq!(from, server);
+            got.push(String::from_utf8(buf[..n].to_vec()).unwrap());
+        }
+        got.sort();
+        let mut want: Vec<String> = (0..200)
+            .filter(|i| i % 4 == k)
+            .map(|i| format!("MESSAGE {i:03} {}", "X".repeat(i % 300)))
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "client {k}");
+    }
+    clients[0]
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(
+        clients[0].recv_from(&mut buf).is_err(),
+        "the 600-byte datagram was dropped"
+    );
+    clients[1].send_to(b"stop", server).unwrap();
+    assert_eq!(t.join().unwrap(), StopReason::Requested);
+}

@@ -10,6 +10,7 @@ mod conn;
 mod connect;
 mod handle;
 mod listen;
+mod mmsg;
 mod udp;
 
 use std::io;
