@@ -105,14 +105,6 @@ pub trait DatagramProtocol {
     /// One datagram arrived from `from`.
     fn datagram_received(&mut self, t: &mut DatagramTransport<'_>, data: &[u8], from: SocketAddr);
 
-    /// The largest datagram this protocol takes, if it takes only small ones (a DNS server:
-    /// its queries): the reactor then reads up to 16 per `recvmmsg(2)` into slots of this
-    /// size and sends the answers written meanwhile with one `sendmmsg(2)`; a longer datagram
-    /// is dropped. `None` (the default): any size, one system call per datagram.
-    fn max_datagram(&self) -> Option<usize> {
-        None
-    }
-
     /// (Client ports, `Handle::open_udp`) the socket is bound: a first datagram can go out.
     fn port_opened(&mut self, _t: &mut DatagramTransport<'_>) {}
 

@@ -10,7 +10,6 @@ mod conn;
 mod connect;
 mod handle;
 mod listen;
-mod mmsg;
 mod udp;
 
 use std::io;

@@ -11,7 +11,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use mio::{Interest, Token};
 
 use super::listen::{ListenError, ListenerId};
-use super::mmsg::{BATCH, Inbox, Outbox};
 use super::{Entry, Reactor};
 use crate::address::Address;
 use crate::endpoint::Endpoint;
@@ -36,21 +35,6 @@ pub(crate) struct UdpPort {
     id: PortId,
     /// A `udp:` listener (logged when it opens and closes), not a client port.
     listener: bool,
-    /// recvmmsg/sendmmsg state, for a protocol that takes only small datagrams.
-    batch: Option<Box<(Inbox, Outbox)>>,
-}
-
-/// Batched I/O for `proto` if it takes datagrams small enough for a batch of them to fit
-/// the read buffer.
-fn batch_for(
-    proto: &dyn DatagramProtocol,
-    sock: &mio::net::UdpSocket,
-    read_buf: usize,
-) -> Option<Box<(Inbox, Outbox)>> {
-    use std::os::fd::AsRawFd;
-    let max = proto.max_datagram()?;
-    (max > 0 && max * BATCH <= read_buf)
-        .then(|| Box::new((Inbox::new(max), Outbox::new(sock.as_raw_fd()))))
 }
 
 /// Identifies a datagram port for [`crate::Handle::send_datagram`] and
@@ -98,7 +82,6 @@ impl Reactor {
         log::info!(target: crate::logsys::BARE, "{} starting on {}", proto.name(), local.port());
         proto.start_protocol(&self.handle);
         let id = self.port_id(key);
-        let batch = batch_for(&*proto, &sock, self.read_buf.len());
         self.entries.insert(Entry::Udp(UdpPort {
             sock,
             proto,
@@ -106,7 +89,6 @@ impl Reactor {
             endpoint,
             id,
             listener: true,
-            batch,
         }));
         Ok(ListenerId(key))
     }
@@ -147,7 +129,6 @@ impl Reactor {
             port: id,
         };
         proto.port_opened(&mut t);
-        let batch = batch_for(&*proto, &sock, self.read_buf.len());
         self.entries.insert(Entry::Udp(UdpPort {
             sock,
             proto,
@@ -155,7 +136,6 @@ impl Reactor {
             endpoint: String::new(),
             id,
             listener: false,
-            batch,
         }));
     }
 
@@ -182,40 +162,6 @@ impl Reactor {
         let Some(Entry::Udp(u)) = self.entries.get_mut(key) else {
             return;
         };
-        if let Some(b) = u.batch.as_mut() {
-            use std::os::fd::AsRawFd;
-            let (inbox, outbox) = &mut **b;
-            let fd = u.sock.as_raw_fd();
-            for _ in 0..DATAGRAMS_PER_TURN / BATCH {
-                let n = match inbox.recv(fd, buf) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        log::debug!(target: "twistrs.udp", "recvmmsg: {e}");
-                        return;
-                    }
-                };
-                for i in 0..n {
-                    if let Some((data, from)) = inbox.get(i, buf) {
-                        let mut t = DatagramTransport {
-                            sink: outbox,
-                            host: &u.host,
-                            handle,
-                            port: u.id,
-                        };
-                        u.proto.datagram_received(&mut t, data, from);
-                    }
-                }
-                outbox.flush();
-                if n < BATCH {
-                    // The queue was emptied (a short batch reads until it would block).
-                    return;
-                }
-            }
-            self.redrive_udp.push(key);
-            return;
-        }
         for n in 0.. {
             if n == DATAGRAMS_PER_TURN {
                 // Level-style fairness on an edge-triggered socket: come back next turn.

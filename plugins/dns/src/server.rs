@@ -401,13 +401,6 @@ impl DatagramProtocol for DnsDatagram {
         "DNSDatagramProtocol"
     }
 
-    /// Queries are a header, a question and an OPT: a few hundred bytes. Saying so lets the
-    /// reactor read them 16 at a time and send the answers together (recvmmsg, sendmmsg);
-    /// a datagram over 4 KiB is dropped unanswered.
-    fn max_datagram(&self) -> Option<usize> {
-        Some(MAX_TCP_QUERY)
-    }
-
     fn datagram_received(&mut self, t: &mut DatagramTransport<'_>, data: &[u8], from: SocketAddr) {
         let Some(s) = self.server.upgrade() else {
             return;
