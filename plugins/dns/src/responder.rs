@@ -132,10 +132,12 @@ impl Responder {
             && let Some(hit) = self.memo.get(k)
         {
             let mut out = hit.to_vec();
-            // The id, and the name's case as this client wrote it.
-            out[..2].copy_from_slice(&msg[..2]);
-            if let Some(n) = name::name_len(msg, 12) {
-                out[12..12 + n].copy_from_slice(&msg[12..12 + n]);
+            // The id, and the name's case as this client wrote it (the key holds the name's
+            // length, so the remembered answer's question has the same).
+            let n = name::name_len(msg, 12).unwrap_or(0);
+            if let (Some(to), Some(from)) = (out.get_mut(..12 + n), msg.get(..12 + n)) {
+                to[..2].copy_from_slice(&from[..2]);
+                to[12..].copy_from_slice(&from[12..]);
             }
             let reply = Reply::Send(out);
             if self.verbose > 0

@@ -530,3 +530,37 @@ fn pending_secondaries_answer_servfail() {
         Rcode::SERVFAIL
     );
 }
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes, over UDP or TCP: an answer whose id is the query's, or silence.
+        #[test]
+        fn any_message_gets_an_answer_or_silence(msg in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut r = Responder::new(store());
+            for via in [Via::Udp, Via::Tcp] {
+                match r.respond(&msg, via, PEER) {
+                    Reply::Send(b) => {
+                        prop_assert!(b.len() >= 12);
+                        prop_assert_eq!(&b[..2], &msg[..2]);
+                    }
+                    Reply::Drop => prop_assert!(msg.len() < 12 || msg[2] & 0x80 != 0),
+                    Reply::Transfer(_) | Reply::Forward(_) => {}
+                }
+            }
+        }
+
+        /// A valid query with random names and types: parsed back from the answer.
+        #[test]
+        fn answers_parse_back(label in "[a-z0-9*]{1,20}", t in any::<u16>(), edns in any::<bool>()) {
+            let mut r = Responder::new(store());
+            let q = query(&format!("{label}.wild.example.com"), Rtype::from_int(t), edns.then_some(1232));
+            if let Reply::Send(b) = r.respond(&q, Via::Udp, PEER) {
+                prop_assert!(Message::from_octets(&b[..]).is_ok());
+                prop_assert!(b.len() <= 1232);
+            }
+        }
+    }
+}
