@@ -18,6 +18,8 @@ pub fn builtin_plugins() -> Vec<Plugin> {
     v.push(twistrs_mail::plugin());
     #[cfg(feature = "procmon")]
     v.push(twistrs_procmon::plugin());
+    #[cfg(feature = "dns")]
+    v.push(twistrs_dns::plugin());
     v.sort_by_key(|p| p.tapname);
     v
 }
@@ -57,6 +59,7 @@ mod tests {
             cfg!(feature = "procmon"),
             "{names:?}"
         );
+        assert_eq!(names.contains(&"dns"), cfg!(feature = "dns"), "{names:?}");
         assert!(check_names(&builtin_plugins()).is_ok());
     }
 

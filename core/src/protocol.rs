@@ -105,6 +105,12 @@ pub trait DatagramProtocol {
     /// One datagram arrived from `from`.
     fn datagram_received(&mut self, t: &mut DatagramTransport<'_>, data: &[u8], from: SocketAddr);
 
+    /// (Client ports, `Handle::open_udp`) the socket is bound: a first datagram can go out.
+    fn port_opened(&mut self, _t: &mut DatagramTransport<'_>) {}
+
+    /// (Client ports) the socket could not be made; no other callback follows.
+    fn open_failed(&mut self, _error: &std::io::Error) {}
+
     /// The port stopped.
     fn stop_protocol(&mut self) {}
 }

@@ -288,6 +288,16 @@ pub fn pieces<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
     out
 }
 
+/// A connection id for sans-IO tests of code that routes answers by id (no reactor issues it).
+pub fn conn_id(n: u32) -> crate::transport::ConnId {
+    crate::transport::ConnId::new(n, n)
+}
+
+/// A datagram port id for sans-IO tests, likewise.
+pub fn port_id(n: u32) -> crate::reactor::PortId {
+    crate::reactor::PortId { key: n, serial: n }
+}
+
 /// One datagram protocol on a list of sent datagrams.
 pub struct DatagramHarness<P: DatagramProtocol> {
     pub proto: P,
@@ -311,6 +321,7 @@ impl<P: DatagramProtocol> DatagramHarness<P> {
             sink: &mut sent,
             host: &self.host,
             handle: &self.handle,
+            port: crate::reactor::PortId { key: 0, serial: 0 },
         };
         self.proto.datagram_received(&mut t, data, from);
         sent

@@ -501,6 +501,7 @@ pub struct DatagramTransport<'a> {
     pub(crate) sink: &'a mut dyn DatagramSink,
     pub(crate) host: &'a Address,
     pub(crate) handle: &'a Handle,
+    pub(crate) port: crate::reactor::PortId,
 }
 
 impl DatagramTransport<'_> {
@@ -519,5 +520,11 @@ impl DatagramTransport<'_> {
     /// The reactor.
     pub fn handle(&self) -> &Handle {
         self.handle
+    }
+
+    /// This port's id, to write from it later with `Handle::send_datagram` (an answer that
+    /// waits for another server's).
+    pub fn port(&self) -> crate::reactor::PortId {
+        self.port
     }
 }

@@ -392,3 +392,144 @@ fn a_stop_queued_before_run_returns_without_waiting_for_an_event() {
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     guard.cancel();
 }
+
+/// A resolver's pattern: a listener takes a question, a client port opened with
+/// `Handle::open_udp` asks an upstream server, and its answer leaves through the listener with
+/// `Handle::send_datagram`, outside the listener's own callback; `close_port` closes it.
+#[test]
+fn client_udp_ports_relay_through_a_listener() {
+    use std::net::UdpSocket;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use twistrs_core::{DatagramProtocol, DatagramTransport, Handle, PortId};
+
+    struct Upstream {
+        server: SocketAddr,
+        question: Vec<u8>,
+        listener: PortId,
+        client: SocketAddr,
+        me: Option<PortId>,
+        closed: Arc<AtomicUsize>,
+    }
+    impl DatagramProtocol for Upstream {
+        fn name(&self) -> &'static str {
+            "Upstream"
+        }
+        fn port_opened(&mut self, t: &mut DatagramTransport<'_>) {
+            self.me = Some(t.port());
+            t.write(&self.question, self.server);
+        }
+        fn datagram_received(&mut self, t: &mut DatagramTransport<'_>, data: &[u8], _: SocketAddr) {
+            let mut answer = b"via relay: ".to_vec();
+            answer.extend_from_slice(data);
+            t.handle().send_datagram(self.listener, answer, self.client);
+            if let Some(me) = self.me {
+                t.handle().close_port(me);
+            }
+        }
+        fn stop_protocol(&mut self) {
+            self.me = None;
+            self.closed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    struct Front {
+        server: SocketAddr,
+        handle: Option<Handle>,
+        closed: Arc<AtomicUsize>,
+    }
+    impl DatagramProtocol for Front {
+        fn name(&self) -> &'static str {
+            "Front"
+        }
+        fn start_protocol(&mut self, h: &Handle) {
+            self.handle = Some(h.clone());
+        }
+        fn datagram_received(
+            &mut self,
+            t: &mut DatagramTransport<'_>,
+            data: &[u8],
+            from: SocketAddr,
+        ) {
+            if data == b"stop" {
+                return t.handle().stop();
+            }
+            let up = Upstream {
+                server: self.server,
+                question: data.to_vec(),
+                listener: t.port(),
+                client: from,
+                me: None,
+                closed: self.closed.clone(),
+            };
+            t.handle()
+                .open_udp("127.0.0.1:0".parse().unwrap(), Box::new(up));
+        }
+    }
+
+    // The upstream server: answers each datagram in upper case, from a thread of its own.
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    upstream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let server = upstream.local_addr().unwrap();
+    let up = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 512];
+        for _ in 0..3 {
+            let Ok((n, from)) = upstream.recv_from(&mut buf) else {
+                break;
+            };
+            seen.push(from.port());
+            upstream
+                .send_to(&buf[..n].to_ascii_uppercase(), from)
+                .unwrap();
+        }
+        seen
+    });
+    let (tx, rx) = mpsc::channel();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let closed2 = closed.clone();
+    let t = std::thread::spawn(move || {
+        let mut r = quiet_reactor();
+        let ep: Endpoint = "udp:0:interface=127.0.0.1".parse().unwrap();
+        let id = r
+            .listen_udp(
+                &ep,
+                Box::new(Front {
+                    server,
+                    handle: None,
+                    closed: closed2,
+                }),
+            )
+            .unwrap();
+        tx.send(r.listener_address(id).unwrap().socket_addr().unwrap())
+            .unwrap();
+        r.run().unwrap()
+    });
+    let front = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for q in ["one", "two", "three"] {
+        c.send_to(q.as_bytes(), front).unwrap();
+        let mut buf = [0u8; 512];
+        let (n, from) = c.recv_from(&mut buf).expect("an answer through the relay");
+        assert_eq!(from, front, "the answer comes from the listener's port");
+        assert_eq!(
+            &buf[..n],
+            format!("via relay: {}", q.to_uppercase()).as_bytes()
+        );
+    }
+    let ports = up.join().unwrap();
+    assert_eq!(ports.len(), 3);
+    assert!(
+        !ports.contains(&front.port()),
+        "questions left from client ports"
+    );
+    c.send_to(b"stop", front).unwrap();
+    assert_eq!(t.join().unwrap(), StopReason::Requested);
+    assert_eq!(
+        closed.load(Ordering::SeqCst),
+        3,
+        "each client port was closed"
+    );
+}

@@ -46,6 +46,14 @@ impl Mail {
         ];
         args.extend_from_slice(extra);
         let srv = Server::start(&args);
+        // `-s` and `-p` are two listeners, which `Server::start` does not count (it counts
+        // `--listen`): wait for both ports before a test reads the second.
+        let want = 2 + extra
+            .iter()
+            .filter(|a| ["-s", "-p", "--smtp", "--pop3"].contains(a))
+            .count();
+        srv.wait_until(|l| count_ports(l) >= want, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("mail did not start: {:?}", srv.lines()));
         Mail { srv, dir }
     }
     fn smtp(&self) -> String {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod daemon;
+mod dns;
 mod lifecycle;
 mod load;
 mod mail;

@@ -204,7 +204,7 @@ fn ports_of(lines: &[String]) -> Vec<u16> {
         .collect()
 }
 
-fn count_ports(lines: &[String]) -> usize {
+pub fn count_ports(lines: &[String]) -> usize {
     lines.iter().filter(|l| l.contains(" starting on ")).count()
 }
 

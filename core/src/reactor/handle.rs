@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use crate::deferred::Deferred;
 use crate::error::Failure;
 use crate::process::{ProcessError, ProcessId, ProcessProtocol, ProcessSpec, ProcessStatus};
-use crate::protocol::ClientFactory;
+use crate::protocol::{ClientFactory, DatagramProtocol};
+use crate::reactor::PortId;
 use crate::threads::{JobResult, ThreadPool};
 use crate::timer::{Clock, DelayedCall, Target, TimerQueue};
 use crate::transport::ConnId;
@@ -32,6 +33,9 @@ pub(crate) enum Command {
         factory: Box<dyn ClientFactory>,
         timeout: Duration,
     },
+    OpenUdp(SocketAddr, Box<dyn DatagramProtocol>),
+    SendDatagram(PortId, Vec<u8>, SocketAddr),
+    ClosePort(PortId),
     Stop,
     /// A child forked by `spawn_process`, for the reactor to take in before its next poll.
     Adopt(Box<Adopted>),
@@ -173,6 +177,23 @@ impl Handle {
             factory,
             timeout,
         });
+    }
+
+    /// Opens a client datagram port bound to `bind` (Twisted's `listenUDP(0, proto)` as a
+    /// resolver uses it): `proto` hears `port_opened` with its transport, then the datagrams
+    /// that arrive, until `close_port`.
+    pub fn open_udp(&self, bind: SocketAddr, proto: Box<dyn DatagramProtocol>) {
+        self.push(Command::OpenUdp(bind, proto));
+    }
+
+    /// Sends one datagram from `port` (a listener or a client port) outside its callbacks.
+    pub fn send_datagram(&self, port: PortId, data: Vec<u8>, to: SocketAddr) {
+        self.push(Command::SendDatagram(port, data, to));
+    }
+
+    /// Closes a datagram port; its protocol hears `stop_protocol`.
+    pub fn close_port(&self, port: PortId) {
+        self.push(Command::ClosePort(port));
     }
 
     /// Calls `hook` whenever files are reopened (the launcher does so on SIGHUP and SIGUSR1,

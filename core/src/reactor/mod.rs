@@ -23,6 +23,7 @@ use slab::Slab;
 pub(crate) use handle::Command;
 pub use handle::Handle;
 pub use listen::{ListenError, ListenerId};
+pub use udp::PortId;
 
 use crate::protocol::Factory;
 use crate::timer::{Clock, Target};
@@ -511,6 +512,9 @@ impl Reactor {
                     factory,
                     timeout,
                 } => self.start_connect(addr, factory, timeout),
+                Command::OpenUdp(bind, proto) => self.open_udp(bind, proto),
+                Command::SendDatagram(port, data, to) => self.send_datagram(port, &data, to),
+                Command::ClosePort(port) => self.close_port(port),
                 Command::Stop => {
                     if self.stop.is_none() {
                         self.stop = Some(StopReason::Requested);

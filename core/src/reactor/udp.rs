@@ -1,4 +1,9 @@
 //! Datagram ports: bind, read datagrams until `WouldBlock`, close.
+//!
+//! A port is a listener (`listen_udp`, a `udp:` endpoint, logged as twistd logs it) or a
+//! client port opened from a callback with `Handle::open_udp` (a resolver's socket to its
+//! upstream server: not logged, not handed over on restart). Either can be written to from
+//! outside its own callbacks with `Handle::send_datagram` and its [`PortId`].
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -27,6 +32,17 @@ pub(crate) struct UdpPort {
     proto: Box<dyn DatagramProtocol>,
     pub(crate) host: Address,
     pub(crate) endpoint: String,
+    id: PortId,
+    /// A `udp:` listener (logged when it opens and closes), not a client port.
+    listener: bool,
+}
+
+/// Identifies a datagram port for [`crate::Handle::send_datagram`] and
+/// [`crate::Handle::close_port`]; a stale id (the port closed, its slot reused) is ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PortId {
+    pub(crate) key: u32,
+    pub(crate) serial: u32,
 }
 
 impl Reactor {
@@ -65,13 +81,79 @@ impl Reactor {
             .map_err(err)?;
         log::info!(target: crate::logsys::BARE, "{} starting on {}", proto.name(), local.port());
         proto.start_protocol(&self.handle);
+        let id = self.port_id(key);
         self.entries.insert(Entry::Udp(UdpPort {
             sock,
             proto,
             host: Address::Udp(local),
             endpoint,
+            id,
+            listener: true,
         }));
         Ok(ListenerId(key))
+    }
+
+    fn port_id(&mut self, key: usize) -> PortId {
+        let c = self.next_id(key);
+        PortId {
+            key: c.key,
+            serial: c.serial,
+        }
+    }
+
+    /// `Handle::open_udp`: a client port bound to `bind` (port 0: the kernel picks one). The
+    /// protocol hears `port_opened`, or `open_failed` if the socket cannot be made.
+    pub(crate) fn open_udp(&mut self, bind: SocketAddr, mut proto: Box<dyn DatagramProtocol>) {
+        let opened = std::net::UdpSocket::bind(bind).and_then(|s| {
+            s.set_nonblocking(true)?;
+            let local = s.local_addr()?;
+            Ok((mio::net::UdpSocket::from_std(s), local))
+        });
+        let key = self.entries.vacant_key();
+        let (mut sock, local) = match opened.and_then(|(mut sock, local)| {
+            self.poll
+                .registry()
+                .register(&mut sock, Token(key), Interest::READABLE)?;
+            Ok((sock, local))
+        }) {
+            Ok(v) => v,
+            Err(e) => return proto.open_failed(&e),
+        };
+        let id = self.port_id(key);
+        let host = Address::Udp(local);
+        proto.start_protocol(&self.handle);
+        let mut t = DatagramTransport {
+            sink: &mut sock,
+            host: &host,
+            handle: &self.handle,
+            port: id,
+        };
+        proto.port_opened(&mut t);
+        self.entries.insert(Entry::Udp(UdpPort {
+            sock,
+            proto,
+            host,
+            endpoint: String::new(),
+            id,
+            listener: false,
+        }));
+    }
+
+    /// `Handle::send_datagram`: one datagram from a port, outside its own callbacks.
+    pub(crate) fn send_datagram(&mut self, port: PortId, data: &[u8], to: SocketAddr) {
+        if let Some(Entry::Udp(u)) = self.entries.get_mut(port.key as usize)
+            && u.id == port
+            && let Err(e) = u.sock.send_to(data, to)
+        {
+            log::debug!(target: "twistrs.udp", "datagram to {to} dropped: {e}");
+        }
+    }
+
+    /// `Handle::close_port`: closes a client port (or a listener) by its id.
+    pub(crate) fn close_port(&mut self, port: PortId) {
+        if matches!(self.entries.get(port.key as usize), Some(Entry::Udp(u)) if u.id == port) {
+            self.stop_udp(port.key as usize);
+        }
     }
 
     pub(crate) fn udp_readable(&mut self, key: usize) {
@@ -92,6 +174,7 @@ impl Reactor {
                         sink: &mut u.sock,
                         host: &u.host,
                         handle,
+                        port: u.id,
                     };
                     u.proto.datagram_received(&mut t, &buf[..len], from);
                 }
@@ -106,12 +189,17 @@ impl Reactor {
     }
 
     pub(crate) fn stop_udp(&mut self, key: usize) {
-        let Entry::Udp(mut u) = self.entries.remove(key) else {
+        if !matches!(self.entries.get(key), Some(Entry::Udp(_))) {
+            return;
+        }
+        // Freed at the end of the batch, so no event still queued for it reaches a new port.
+        let Entry::Udp(mut u) = std::mem::replace(&mut self.entries[key], Entry::Closed) else {
             return;
         };
+        self.to_free.push(key);
         let _ = self.poll.registry().deregister(&mut u.sock);
         u.proto.stop_protocol();
-        if let Address::Udp(a) = u.host {
+        if let (true, Address::Udp(a)) = (u.listener, &u.host) {
             log::info!(target: crate::logsys::BARE, "(UDP Port {} Closed)", a.port());
         }
     }

@@ -1,0 +1,257 @@
+//! Upstream answers: checked, made independent of the query that fetched them, relayed to the
+//! client with its own id and flags, and kept by their TTL (`-c`).
+//!
+//! An upstream answer is kept as the bytes after its question, less its OPT record, with the
+//! offset of each record's TTL. Compression pointers in them point at offsets that stay the
+//! same as long as the question in front has the same length, which a question for the same
+//! name always has; so relaying is a header, the client's question, the bytes with the TTLs
+//! lowered by the time spent in the cache, and an OPT if the client sent one.
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use domain::base::iana::{Rcode, Rtype};
+
+use crate::message::{OUR_PAYLOAD, read_rr};
+use crate::name;
+use crate::responder::Forward;
+
+/// Answers kept at most; the oldest goes first.
+pub const MAX_ENTRIES: usize = 10_000;
+/// The longest an answer is kept, whatever its TTL says (Unbound's cache-max-ttl).
+pub const MAX_TTL: u32 = 86_400;
+
+/// An upstream answer, ready to relay.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// RCODE (the low four bits).
+    pub rcode: u8,
+    /// Answer, authority and additional records (no OPT).
+    counts: [u16; 3],
+    body: Vec<u8>,
+    /// Offsets in `body` of each record's TTL.
+    ttls: Vec<usize>,
+    /// The message offset `body` started at (header and question before it).
+    offset: usize,
+    /// How long it may be kept: the lowest TTL, or for a negative answer the SOA's
+    /// (RFC 2308 5); 0 if it is not to be kept.
+    pub keep: u32,
+}
+
+/// Why an upstream message is not an answer to our question.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Bad {
+    /// Not our id, not our question, not a response: ignore it and wait on.
+    NotOurs,
+    /// Truncated: ask again over TCP.
+    Truncated,
+    /// Broken: try another server.
+    Malformed,
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+impl Upstream {
+    /// Reads `msg` as the answer to `query` (the message we sent).
+    pub fn parse(msg: &[u8], query: &[u8]) -> Result<Upstream, Bad> {
+        if msg.len() < 12 || msg[..2] != query[..2] || msg[2] & 0x80 == 0 {
+            return Err(Bad::NotOurs);
+        }
+        let qlen = name::name_len(query, 12).ok_or(Bad::Malformed)? + 4;
+        let q_ours = query.get(12..12 + qlen).ok_or(Bad::Malformed)?;
+        let q_theirs = msg.get(12..12 + qlen).ok_or(Bad::NotOurs)?;
+        if u16_at(msg, 4) != Some(1) || !q_ours.eq_ignore_ascii_case(q_theirs) {
+            return Err(Bad::NotOurs);
+        }
+        if msg[2] & 0x02 != 0 {
+            return Err(Bad::Truncated);
+        }
+        let rcode = msg[3] & 0xF;
+        let count = |i: usize| u16_at(msg, 6 + 2 * i).unwrap_or(0);
+        let (an, ns, ar) = (count(0), count(1), count(2));
+        let offset = 12 + qlen;
+        let mut at = offset;
+        let mut ttls = Vec::new();
+        let mut min_ttl = u32::MAX;
+        let mut soa_neg: Option<u32> = None;
+        let mut kept_ar = 0;
+        let mut end = offset;
+        for i in 0..(an as usize + ns as usize + ar as usize) {
+            let (rtype, _class, ttl, data, next) = read_rr(msg, at).ok_or(Bad::Malformed)?;
+            if rtype == Rtype::OPT.to_int() {
+                if next != msg.len() {
+                    // Records after the OPT would have to move, breaking pointers to them.
+                    return Err(Bad::Malformed);
+                }
+                at = next;
+                continue;
+            }
+            ttls.push(data - 6 - offset);
+            if i < an as usize {
+                min_ttl = min_ttl.min(ttl);
+            } else if i < (an + ns) as usize && rtype == Rtype::SOA.to_int() {
+                // The MINIMUM field ends the SOA's data (RFC 1035 3.3.13).
+                let minimum = msg
+                    .get(next - 4..next)
+                    .map(|m| u32::from_be_bytes([m[0], m[1], m[2], m[3]]))
+                    .unwrap_or(0);
+                soa_neg = Some(ttl.min(minimum));
+            }
+            if i >= (an + ns) as usize {
+                kept_ar += 1;
+            }
+            at = next;
+            end = next;
+        }
+        if at != msg.len() {
+            return Err(Bad::Malformed);
+        }
+        let keep = match Rcode::checked_from_int(rcode) {
+            Some(Rcode::NOERROR) if an > 0 => min_ttl,
+            Some(Rcode::NOERROR | Rcode::NXDOMAIN) => soa_neg.unwrap_or(0),
+            _ => 0,
+        };
+        Ok(Upstream {
+            rcode,
+            counts: [an, ns, kept_ar],
+            body: msg[offset..end].to_vec(),
+            ttls,
+            offset,
+            keep: keep.min(MAX_TTL),
+        })
+    }
+
+    /// The answer for the client of `req`, with TTLs lowered by `age` seconds; TC if it
+    /// does not fit the client's limit.
+    pub fn relay(&self, req: &Forward, age: u32) -> Vec<u8> {
+        let opt = req.edns.is_some();
+        let size = 12 + req.question.len() + self.body.len() + if opt { 11 } else { 0 };
+        let fits = size <= req.limit && 12 + req.question.len() == self.offset;
+        let mut out = Vec::with_capacity(if fits {
+            size
+        } else {
+            12 + req.question.len() + 11
+        });
+        out.extend_from_slice(&req.id.to_be_bytes());
+        let mut f1 = 0x80 | u8::from(req.rd);
+        let cd = if req.cd { 0x10 } else { 0 };
+        let mut f2 = 0x80 | cd | self.rcode;
+        let (an, ns, ar) = if fits {
+            (self.counts[0], self.counts[1], self.counts[2])
+        } else {
+            f1 |= 0x02;
+            f2 &= 0xF0;
+            (0, 0, 0)
+        };
+        out.extend_from_slice(&[f1, f2, 0, 1]);
+        for c in [an, ns, ar + u16::from(opt)] {
+            out.extend_from_slice(&c.to_be_bytes());
+        }
+        out.extend_from_slice(&req.question);
+        if fits {
+            let start = out.len();
+            out.extend_from_slice(&self.body);
+            for &t in &self.ttls {
+                let at = start + t;
+                if let Some(b) = out.get_mut(at..at + 4) {
+                    let ttl = u32::from_be_bytes([b[0], b[1], b[2], b[3]]).saturating_sub(age);
+                    b.copy_from_slice(&ttl.to_be_bytes());
+                }
+            }
+        }
+        if opt {
+            out.extend_from_slice(&[0, 0, 41]);
+            out.extend_from_slice(&OUR_PAYLOAD.to_be_bytes());
+            out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        }
+        out
+    }
+}
+
+type Key = (Box<[u8]>, u16, u16);
+
+struct Entry {
+    answer: Rc<Upstream>,
+    stored: Instant,
+}
+
+/// Upstream answers by question, until their TTL runs out; bounded.
+pub struct Cache {
+    map: HashMap<Key, Entry>,
+    order: VecDeque<Key>,
+    max: usize,
+}
+
+impl Cache {
+    pub fn new(max: usize) -> Cache {
+        Cache {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            max: max.max(1),
+        }
+    }
+
+    fn key(req: &Forward) -> Key {
+        (req.key.clone(), req.qtype.to_int(), req.qclass.to_int())
+    }
+
+    /// The client's answer from the cache, if a live one is there.
+    pub fn answer(&mut self, req: &Forward, now: Instant) -> Option<Vec<u8>> {
+        let key = Cache::key(req);
+        let e = self.map.get(&key)?;
+        let age = now.saturating_duration_since(e.stored);
+        if age >= Duration::from_secs(u64::from(e.answer.keep)) {
+            self.map.remove(&key);
+            return None;
+        }
+        Some(e.answer.relay(req, age.as_secs() as u32))
+    }
+
+    /// Keeps `answer` for `req`'s question (if its TTL allows).
+    pub fn store(&mut self, req: &Forward, answer: Rc<Upstream>, now: Instant) {
+        if answer.keep == 0 {
+            return;
+        }
+        let key = Cache::key(req);
+        if let Some(e) = self.map.get_mut(&key) {
+            *e = Entry {
+                answer,
+                stored: now,
+            };
+            return;
+        }
+        while self.map.len() >= self.max {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        // The order may name keys already gone (expired): drop those as they reach the front.
+        while self.order.len() > 2 * self.max {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+        self.order.push_back(key.clone());
+        self.map.insert(
+            key,
+            Entry {
+                answer,
+                stored: now,
+            },
+        );
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}

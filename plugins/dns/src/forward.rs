@@ -1,0 +1,596 @@
+//! `-r`: questions outside the zones go to the name servers of resolv.conf, over UDP from a
+//! port of their own (a random source port and a random id per question, as Twisted's client
+//! does), tried in turn with a timeout each, then over TCP when the answer is truncated.
+//!
+//! The forwarder is sans-IO: it is told what happened (a port opened, a datagram came, a timer
+//! fired, a TCP answer came or failed) and answers with [`Action`]s for the reactor glue.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+use twistrs_core::{ConnId, PortId};
+
+use crate::cache::{Bad, Upstream};
+use crate::message;
+use crate::responder::Forward;
+
+/// Twisted's and glibc's default when resolv.conf names no server.
+pub const DEFAULT_SERVER: &str = "127.0.0.1:53";
+
+/// The name servers to forward to, and how patiently.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvConf {
+    pub servers: Vec<SocketAddr>,
+    /// Per try (`options timeout:N`).
+    pub timeout: Duration,
+    /// Rounds over the servers (`options attempts:N`).
+    pub attempts: u32,
+}
+
+impl ResolvConf {
+    pub fn load(path: &Path) -> Result<ResolvConf, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(ResolvConf::parse(&text))
+    }
+
+    /// resolv.conf(5): `nameserver ADDR` lines (port 53; twistrs also takes `ADDR#PORT` and
+    /// `[ADDR]:PORT`), `options timeout:N attempts:N`. Defaults: 2 s, 2 rounds (glibc's are
+    /// 5 s and 2, longer than a client such as dig waits for its answer).
+    pub fn parse(text: &str) -> ResolvConf {
+        let mut conf = ResolvConf {
+            servers: Vec::new(),
+            timeout: Duration::from_secs(2),
+            attempts: 2,
+        };
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("nameserver") => {
+                    if let Some(a) = words.next().and_then(parse_server) {
+                        conf.servers.push(a);
+                    }
+                }
+                Some("options") => {
+                    for w in words {
+                        if let Some(n) = w.strip_prefix("timeout:").and_then(|n| n.parse().ok()) {
+                            conf.timeout = Duration::from_secs(u64::clamp(n, 1, 30));
+                        }
+                        if let Some(n) = w.strip_prefix("attempts:").and_then(|n| n.parse().ok()) {
+                            conf.attempts = u32::clamp(n, 1, 5);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if conf.servers.is_empty()
+            && let Ok(a) = DEFAULT_SERVER.parse()
+        {
+            conf.servers.push(a);
+        }
+        conf
+    }
+}
+
+fn parse_server(s: &str) -> Option<SocketAddr> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, 53));
+    }
+    if let Some((ip, port)) = s.split_once('#') {
+        return Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?));
+    }
+    s.parse().ok()
+}
+
+/// Who asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// Over UDP: the answer leaves from the listener it came to.
+    Udp { port: PortId, addr: SocketAddr },
+    /// Over TCP: the answer goes to the connection's protocol.
+    Tcp(ConnId),
+}
+
+/// What the reactor glue is to do.
+#[derive(Debug)]
+pub enum Action {
+    /// Open a UDP port bound to `bind` for question `token`.
+    OpenUdp {
+        token: u64,
+        bind: SocketAddr,
+    },
+    /// Send a datagram from a port.
+    Send {
+        port: PortId,
+        bytes: Vec<u8>,
+        to: SocketAddr,
+    },
+    /// Call `timed_out(token, try_no)` after `after`.
+    Arm {
+        token: u64,
+        try_no: u32,
+        after: Duration,
+    },
+    /// Ask over TCP: connect, send `bytes` (unframed), hand the answer to `tcp_answer`.
+    Connect {
+        token: u64,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+        timeout: Duration,
+    },
+    Close(PortId),
+    /// The client's answer.
+    Reply {
+        client: Client,
+        bytes: Vec<u8>,
+    },
+    /// An upstream answer to keep (`-c`).
+    Keep {
+        req: Forward,
+        answer: Rc<Upstream>,
+    },
+}
+
+struct Pending {
+    client: Client,
+    req: Forward,
+    query: Vec<u8>,
+    port: Option<PortId>,
+    try_no: u32,
+}
+
+/// Questions on their way upstream.
+pub struct Forwarder {
+    pub conf: ResolvConf,
+    pending: HashMap<u64, Pending>,
+    next: u64,
+}
+
+/// A random 16-bit id (getrandom(2); the time if that fails).
+fn random_id() -> u16 {
+    let mut b = [0u8; 2];
+    // SAFETY: getrandom writes at most `b.len()` bytes into `b`.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n == 2 {
+        u16::from_be_bytes(b)
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u16)
+    }
+}
+
+impl Forwarder {
+    pub fn new(conf: ResolvConf) -> Forwarder {
+        Forwarder {
+            conf,
+            pending: HashMap::new(),
+            next: 0,
+        }
+    }
+
+    /// Questions in flight.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Our question to the upstream server: a new id, RD, the client's question and CD, and
+    /// an OPT offering our payload size.
+    fn query(req: &Forward) -> Vec<u8> {
+        let mut q = Vec::with_capacity(12 + req.question.len() + 11);
+        q.extend_from_slice(&random_id().to_be_bytes());
+        q.extend_from_slice(&[0x01, if req.cd { 0x10 } else { 0 }, 0, 1, 0, 0, 0, 0, 0, 1]);
+        q.extend_from_slice(&req.question);
+        q.extend_from_slice(&[0, 0, 41]);
+        q.extend_from_slice(&message::OUR_PAYLOAD.to_be_bytes());
+        q.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        q
+    }
+
+    fn server(&self, try_no: u32) -> Option<SocketAddr> {
+        let n = self.conf.servers.len();
+        (n > 0).then(|| self.conf.servers[try_no as usize % n])
+    }
+
+    fn tries(&self) -> u32 {
+        self.conf.attempts * self.conf.servers.len().max(1) as u32
+    }
+
+    /// A new question: open a port for it.
+    pub fn start(&mut self, req: Forward, client: Client) -> Vec<Action> {
+        let token = self.next;
+        self.next += 1;
+        let Some(server) = self.server(0) else {
+            return vec![servfail(client, &req)];
+        };
+        let bind = match server {
+            SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+        };
+        let query = Forwarder::query(&req);
+        self.pending.insert(
+            token,
+            Pending {
+                client,
+                req,
+                query,
+                port: None,
+                try_no: 0,
+            },
+        );
+        vec![Action::OpenUdp { token, bind }]
+    }
+
+    fn send(&self, token: u64, p: &Pending) -> Vec<Action> {
+        let mut out = Vec::new();
+        if let (Some(port), Some(to)) = (p.port, self.server(p.try_no)) {
+            out.push(Action::Send {
+                port,
+                bytes: p.query.clone(),
+                to,
+            });
+        }
+        out.push(Action::Arm {
+            token,
+            try_no: p.try_no,
+            after: self.conf.timeout,
+        });
+        out
+    }
+
+    /// The question's port is open: send.
+    pub fn opened(&mut self, token: u64, port: PortId) -> Vec<Action> {
+        let Some(p) = self.pending.get_mut(&token) else {
+            return vec![Action::Close(port)];
+        };
+        p.port = Some(port);
+        let p = &self.pending[&token];
+        self.send(token, p)
+    }
+
+    /// No port could be opened.
+    pub fn open_failed(&mut self, token: u64) -> Vec<Action> {
+        self.finish(token, None)
+    }
+
+    /// A datagram on the question's port.
+    pub fn datagram(&mut self, token: u64, from: SocketAddr, msg: &[u8]) -> Vec<Action> {
+        let Some(p) = self.pending.get(&token) else {
+            return Vec::new();
+        };
+        if Some(from) != self.server(p.try_no) {
+            return Vec::new(); // not from the server asked: ignored (spoofing)
+        }
+        match Upstream::parse(msg, &p.query) {
+            Ok(up) => self.finish(token, Some(up)),
+            Err(Bad::NotOurs) => Vec::new(),
+            Err(Bad::Truncated) => {
+                let mut out = Vec::new();
+                if let Some(port) = p.port {
+                    out.push(Action::Close(port));
+                }
+                let p = self.pending.get_mut(&token).map(|p| {
+                    p.port = None;
+                    &*p
+                });
+                if let Some(p) = p {
+                    out.push(Action::Connect {
+                        token,
+                        to: from,
+                        bytes: p.query.clone(),
+                        timeout: self.conf.timeout,
+                    });
+                }
+                out
+            }
+            Err(Bad::Malformed) => self.retry(token),
+        }
+    }
+
+    /// The TCP answer after a truncated one.
+    pub fn tcp_answer(&mut self, token: u64, msg: &[u8]) -> Vec<Action> {
+        let Some(p) = self.pending.get(&token) else {
+            return Vec::new();
+        };
+        match Upstream::parse(msg, &p.query) {
+            Ok(up) => self.finish(token, Some(up)),
+            Err(_) => self.finish(token, None),
+        }
+    }
+
+    /// The TCP connection failed or closed without an answer.
+    pub fn tcp_failed(&mut self, token: u64) -> Vec<Action> {
+        self.finish(token, None)
+    }
+
+    /// A try's timer fired: the next server, or SERVFAIL after the last.
+    pub fn timed_out(&mut self, token: u64, try_no: u32) -> Vec<Action> {
+        match self.pending.get(&token) {
+            Some(p) if p.try_no == try_no && p.port.is_some() => self.retry(token),
+            _ => Vec::new(), // answered, or moved on to TCP (which has its own timeout)
+        }
+    }
+
+    fn retry(&mut self, token: u64) -> Vec<Action> {
+        let tries = self.tries();
+        let Some(p) = self.pending.get_mut(&token) else {
+            return Vec::new();
+        };
+        p.try_no += 1;
+        if p.try_no >= tries {
+            return self.finish(token, None);
+        }
+        let p = &self.pending[&token];
+        self.send(token, p)
+    }
+
+    /// The question is done: relay the answer (and keep it), or SERVFAIL.
+    fn finish(&mut self, token: u64, answer: Option<Upstream>) -> Vec<Action> {
+        let Some(p) = self.pending.remove(&token) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if let Some(port) = p.port {
+            out.push(Action::Close(port));
+        }
+        match answer {
+            Some(up) => {
+                out.push(Action::Reply {
+                    client: p.client,
+                    bytes: up.relay(&p.req, 0),
+                });
+                out.push(Action::Keep {
+                    req: p.req,
+                    answer: Rc::new(up),
+                });
+            }
+            None => out.push(servfail(p.client, &p.req)),
+        }
+        out
+    }
+}
+
+/// SERVFAIL for a forwarded question (no server answered).
+pub fn servfail(client: Client, req: &Forward) -> Action {
+    let mut b = Vec::with_capacity(12 + req.question.len() + 11);
+    b.extend_from_slice(&req.id.to_be_bytes());
+    let cd = if req.cd { 0x10 } else { 0 };
+    b.extend_from_slice(&[
+        0x80 | u8::from(req.rd),
+        0x82 | cd,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        u8::from(req.edns.is_some()),
+    ]);
+    b.extend_from_slice(&req.question);
+    if req.edns.is_some() {
+        b.extend_from_slice(&[0, 0, 41]);
+        b.extend_from_slice(&message::OUR_PAYLOAD.to_be_bytes());
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    }
+    Action::Reply { client, bytes: b }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Cache;
+    use crate::responder::{Reply, Responder, Via};
+    use crate::tests::{query, read};
+    use domain::base::iana::{Rcode, Rtype};
+    use std::time::Instant;
+
+    fn port(n: u32) -> PortId {
+        twistrs_core::testing::port_id(n)
+    }
+
+    fn req(name: &str, qtype: Rtype) -> Forward {
+        let mut r = Responder::new(crate::lookup::Store::default());
+        r.recursion = true;
+        match r.respond(
+            &query(name, qtype, Some(1232)),
+            Via::Udp,
+            "127.0.0.1".parse().unwrap(),
+        ) {
+            Reply::Forward(f) => f,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn conf(servers: &[&str]) -> ResolvConf {
+        ResolvConf::parse(
+            &servers
+                .iter()
+                .map(|s| format!("nameserver {s}\n"))
+                .chain(["options timeout:1 attempts:2\n".to_string()])
+                .collect::<String>(),
+        )
+    }
+
+    fn client() -> Client {
+        Client::Tcp(twistrs_core::testing::conn_id(9))
+    }
+
+    /// What the forwarder sent, answered by an authoritative responder of the test zone.
+    fn upstream_answer(sent: &[u8]) -> Vec<u8> {
+        let mut up = Responder::new(crate::tests::store());
+        match up.respond(sent, Via::Udp, "127.0.0.1".parse().unwrap()) {
+            Reply::Send(b) => b,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn resolv_conf_lines() {
+        let c = ResolvConf::parse(
+            "# x\nnameserver 192.0.2.1\nnameserver ::1\nnameserver 127.0.0.1#5353\n\
+             search example.com\noptions ndots:2 timeout:3 attempts:4\n",
+        );
+        assert_eq!(
+            c.servers,
+            [
+                "192.0.2.1:53".parse().unwrap(),
+                "[::1]:53".parse().unwrap(),
+                "127.0.0.1:5353".parse().unwrap()
+            ]
+        );
+        assert_eq!((c.timeout, c.attempts), (Duration::from_secs(3), 4));
+        let empty = ResolvConf::parse("");
+        assert_eq!(empty.servers, [DEFAULT_SERVER.parse().unwrap()]);
+    }
+
+    #[test]
+    fn a_question_goes_up_and_its_answer_comes_back() {
+        let mut f = Forwarder::new(conf(&["127.0.0.1:5301"]));
+        let a = f.start(req("WEB.example.com", Rtype::A), client());
+        let [Action::OpenUdp { token, bind }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        assert_eq!(bind.port(), 0);
+        let a = f.opened(*token, port(1));
+        let [Action::Send { bytes, to, .. }, Action::Arm { .. }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        assert_eq!(to.port(), 5301);
+        let answer = upstream_answer(bytes);
+        // From another address or with another id: ignored.
+        assert!(
+            f.datagram(*token, "127.0.0.1:5302".parse().unwrap(), &answer)
+                .is_empty()
+        );
+        let mut wrong = answer.clone();
+        wrong[0] ^= 1;
+        assert!(f.datagram(*token, *to, &wrong).is_empty());
+        let a = f.datagram(*token, *to, &answer);
+        let [
+            Action::Close(_),
+            Action::Reply { bytes, .. },
+            Action::Keep { req, answer },
+        ] = a.as_slice()
+        else {
+            panic!("{a:?}")
+        };
+        let r = read(bytes);
+        assert_eq!(r.id, 0xABCD, "the client's id");
+        assert!(r.ra && !r.aa, "recursion available, not authoritative");
+        assert_eq!(r.answer, ["web.example.com 300 A 192.0.2.3"]);
+        assert_eq!(r.opt, Some(crate::message::OUR_PAYLOAD));
+        assert_eq!(f.pending(), 0);
+
+        // Kept: answered from the cache with the TTL lowered by the time spent there.
+        let mut c = Cache::new(10);
+        let t0 = Instant::now();
+        c.store(req, answer.clone(), t0);
+        let hit = c.answer(req, t0 + Duration::from_secs(100)).unwrap();
+        assert_eq!(read(&hit).answer, ["web.example.com 200 A 192.0.2.3"]);
+        assert!(
+            c.answer(req, t0 + Duration::from_secs(300)).is_none(),
+            "expired"
+        );
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn timeouts_move_to_the_next_server_then_servfail() {
+        let mut f = Forwarder::new(conf(&["127.0.0.1:5301", "127.0.0.1:5302"]));
+        let a = f.start(req("web.example.com", Rtype::A), client());
+        let [Action::OpenUdp { token, .. }] = a.as_slice() else {
+            panic!()
+        };
+        let token = *token;
+        f.opened(token, port(1));
+        let mut servers = Vec::new();
+        for try_no in 0..4 {
+            let a = f.timed_out(token, try_no);
+            match a.as_slice() {
+                [Action::Send { to, .. }, Action::Arm { try_no: n, .. }] => {
+                    assert_eq!(*n, try_no + 1);
+                    servers.push(to.port());
+                }
+                [Action::Close(_), Action::Reply { bytes, .. }] => {
+                    assert_eq!(try_no, 3, "2 servers x 2 attempts");
+                    assert_eq!(read(bytes).rcode, Rcode::SERVFAIL);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(servers, [5302, 5301, 5302]);
+        assert!(
+            f.timed_out(token, 0).is_empty(),
+            "a stale timer does nothing"
+        );
+    }
+
+    #[test]
+    fn truncated_answers_are_asked_again_over_tcp() {
+        let mut f = Forwarder::new(conf(&["127.0.0.1:5301"]));
+        let a = f.start(req("big.example.com", Rtype::TXT), client());
+        let [Action::OpenUdp { token, .. }] = a.as_slice() else {
+            panic!()
+        };
+        let token = *token;
+        let a = f.opened(token, port(1));
+        let [Action::Send { bytes, to, .. }, _] = a.as_slice() else {
+            panic!()
+        };
+        let sent = bytes.clone();
+        let udp = upstream_answer(&sent);
+        assert!(read(&udp).tc);
+        let a = f.datagram(token, *to, &udp);
+        let [Action::Close(_), Action::Connect { bytes, .. }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        assert_eq!(bytes, &sent);
+        assert!(
+            f.timed_out(token, 0).is_empty(),
+            "the UDP timer no longer counts"
+        );
+        let mut up = Responder::new(crate::tests::store());
+        let Reply::Send(full) = up.respond(&sent, Via::Tcp, "127.0.0.1".parse().unwrap()) else {
+            panic!()
+        };
+        let a = f.tcp_answer(token, &full);
+        let [Action::Reply { bytes, .. }, Action::Keep { .. }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        // The client asked over UDP with 1232 bytes: the 3 KB answer is truncated for it.
+        assert!(read(bytes).tc);
+    }
+
+    #[test]
+    fn negative_answers_are_kept_by_the_soa_minimum() {
+        let mut f = Forwarder::new(conf(&["127.0.0.1:5301"]));
+        let r = req("nope.example.com", Rtype::A);
+        let a = f.start(r.clone(), client());
+        let [Action::OpenUdp { token, .. }] = a.as_slice() else {
+            panic!()
+        };
+        let a = f.opened(*token, port(1));
+        let [Action::Send { bytes, to, .. }, _] = a.as_slice() else {
+            panic!()
+        };
+        let a = f.datagram(*token, *to, &upstream_answer(bytes));
+        let [_, Action::Reply { bytes, .. }, Action::Keep { answer, .. }] = a.as_slice() else {
+            panic!()
+        };
+        assert_eq!(read(bytes).rcode, Rcode::NXDOMAIN);
+        assert_eq!(answer.keep, 60, "the SOA's MINIMUM");
+        let mut c = Cache::new(2);
+        let t0 = Instant::now();
+        c.store(&r, answer.clone(), t0);
+        assert_eq!(read(&c.answer(&r, t0).unwrap()).rcode, Rcode::NXDOMAIN);
+        // Bounded: the oldest goes first.
+        c.store(&req("a.example.com", Rtype::A), answer.clone(), t0);
+        c.store(&req("b.example.com", Rtype::A), answer.clone(), t0);
+        assert_eq!(c.len(), 2);
+        assert!(c.answer(&r, t0).is_none());
+    }
+}

@@ -1,0 +1,320 @@
+//! Authoritative answers as a pure function of (the zones, the question): RFC 1034 4.3.2
+//! with RFC 4592's wildcards, RFC 2308's negative answers and RFC 6604's CNAME chains.
+
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+use domain::base::iana::{Rcode, Rtype};
+use domain::rdata::ZoneRecordData;
+
+use crate::hosts::Hosts;
+use crate::name::{self, Dname};
+use crate::zone::{Data, Node, Rrset, Zone};
+
+/// CNAMEs followed at most in one answer (BIND follows 16; loops end here).
+const MAX_CHAIN: usize = 8;
+
+/// One record set in an answer, under the owner it is answered with (a wildcard's records
+/// carry the name asked for).
+#[derive(Clone, Debug)]
+pub struct Rr<'a> {
+    pub owner: Dname,
+    pub ttl: u32,
+    pub rtype: Rtype,
+    pub data: &'a [Data],
+}
+
+impl<'a> Rr<'a> {
+    fn of(owner: &Dname, set: &'a Rrset) -> Rr<'a> {
+        Rr {
+            owner: owner.clone(),
+            ttl: set.ttl,
+            rtype: set.rtype,
+            data: &set.data,
+        }
+    }
+}
+
+/// An answer's sections, before they are put on the wire.
+#[derive(Debug)]
+pub struct Answer<'a> {
+    pub rcode: Rcode,
+    pub aa: bool,
+    pub answer: Vec<Rr<'a>>,
+    pub authority: Vec<Rr<'a>>,
+    pub additional: Vec<Rr<'a>>,
+    /// The first this many additional sets are glue a referral needs (RFC 9471): if they do
+    /// not fit, the answer is truncated; the rest is dropped quietly when space runs out.
+    pub required_glue: usize,
+}
+
+impl Default for Answer<'_> {
+    fn default() -> Self {
+        Answer {
+            rcode: Rcode::NOERROR,
+            aa: false,
+            answer: Vec::new(),
+            authority: Vec::new(),
+            additional: Vec::new(),
+            required_glue: 0,
+        }
+    }
+}
+
+/// What the zones and the hosts file say about a question.
+#[derive(Debug)]
+pub enum Found<'a> {
+    Answer(Answer<'a>),
+    /// A secondary zone that has no copy yet: SERVFAIL.
+    Pending,
+    /// Not ours: forward it, or refuse.
+    NotOurs,
+}
+
+/// Every zone served and the hosts file: what a SIGHUP or a zone transfer replaces whole.
+#[derive(Default, Clone)]
+pub struct Store {
+    zones: HashMap<Box<[u8]>, Rc<Zone>>,
+    /// Apexes of secondary zones still waiting for their first transfer.
+    pending: HashSet<Box<[u8]>>,
+    pub hosts: Option<Rc<Hosts>>,
+}
+
+impl Store {
+    pub fn add_zone(&mut self, zone: Rc<Zone>) {
+        self.pending.remove(zone.apex_key());
+        self.zones.insert(zone.apex_key().into(), zone);
+    }
+
+    pub fn add_pending(&mut self, apex: &Dname) {
+        let k = name::key(apex);
+        if !self.zones.contains_key(&k) {
+            self.pending.insert(k);
+        }
+    }
+
+    /// The zone whose apex is exactly `key` (AXFR).
+    pub fn zone_at(&self, key: &[u8]) -> Option<&Rc<Zone>> {
+        self.zones.get(key)
+    }
+
+    pub fn zones(&self) -> impl Iterator<Item = &Rc<Zone>> {
+        self.zones.values()
+    }
+
+    /// The nearest enclosing zone of `key`, or `Err(())` if that is a zone still pending.
+    fn zone_for(&self, key: &[u8]) -> Option<Result<&Zone, ()>> {
+        for s in name::suffixes(key) {
+            if let Some(z) = self.zones.get(s) {
+                return Some(Ok(z));
+            }
+            if self.pending.contains(s) {
+                return Some(Err(()));
+            }
+        }
+        None
+    }
+
+    /// True if `key` is at or under a zone served here (answered, never forwarded).
+    pub fn is_ours(&self, key: &[u8]) -> bool {
+        self.zone_for(key).is_some()
+    }
+
+    /// The answer to (`qname`, `qtype`); `key` is `qname`'s lookup key.
+    pub fn lookup(&self, key: &[u8], qname: &Dname, qtype: Rtype) -> Found<'_> {
+        match self.zone_for(key) {
+            Some(Ok(zone)) => Found::Answer(authoritative(zone, key, qname, qtype)),
+            Some(Err(())) => Found::Pending,
+            None => match self.hosts.as_deref().and_then(|h| h.node(key)) {
+                Some(node) => Found::Answer(from_hosts(node, qtype)),
+                None => Found::NotOurs,
+            },
+        }
+    }
+}
+
+/// A name of the hosts file: its addresses (or PTR), or no data; never NXDOMAIN, since the
+/// file says nothing about other names.
+fn from_hosts(node: &Node, qtype: Rtype) -> Answer<'_> {
+    let answer = node
+        .rrsets
+        .iter()
+        .filter(|s| s.rtype == qtype || qtype == Rtype::ANY)
+        .map(|s| Rr::of(&node.name, s))
+        .collect();
+    Answer {
+        rcode: Rcode::NOERROR,
+        aa: true,
+        answer,
+        ..Answer::default()
+    }
+}
+
+/// RFC 1034 4.3.2 within one zone.
+pub fn authoritative<'z>(zone: &'z Zone, key: &[u8], qname: &Dname, qtype: Rtype) -> Answer<'z> {
+    let mut ans = Answer {
+        aa: true,
+        ..Answer::default()
+    };
+    let mut key = key.to_vec();
+    let mut owner = qname.clone();
+    for _ in 0..MAX_CHAIN {
+        match step(zone, &key, &owner, qtype, &mut ans) {
+            Some(target) if name::is_within(&name::key(&target), zone.apex_key()) => {
+                key = name::key(&target).into_vec();
+                owner = target;
+            }
+            _ => break,
+        }
+    }
+    add_addresses(zone, &mut ans);
+    ans
+}
+
+/// One name of a chain: adds what it has to `ans`; returns a CNAME's target to follow.
+fn step<'z>(
+    zone: &'z Zone,
+    key: &[u8],
+    qname: &Dname,
+    qtype: Rtype,
+    ans: &mut Answer<'z>,
+) -> Option<Dname> {
+    // Down from the apex, label by label: a delegation on the way is a referral, a missing
+    // label ends at the closest encloser.
+    let mut below: Vec<&[u8]> = name::suffixes(key)
+        .take_while(|s| *s != zone.apex_key())
+        .collect();
+    below.reverse();
+    let mut encloser = zone.apex_key();
+    for s in below {
+        let Some(node) = zone.node(s) else {
+            return wildcard(zone, encloser, qname, qtype, ans);
+        };
+        if let Some(ns) = node.get(Rtype::NS)
+            && !(s == key && qtype == Rtype::DS)
+        {
+            referral(zone, node, ns, ans);
+            return None;
+        }
+        encloser = s;
+    }
+    let node = zone.node(key)?;
+    let owner = node.name.clone();
+    answer_from(zone, node, &owner, qtype, ans)
+}
+
+/// The records of `node` for `qtype`, under `owner`; a CNAME's target to follow.
+fn answer_from<'z>(
+    zone: &'z Zone,
+    node: &'z Node,
+    owner: &Dname,
+    qtype: Rtype,
+    ans: &mut Answer<'z>,
+) -> Option<Dname> {
+    ans.rcode = Rcode::NOERROR;
+    if qtype == Rtype::ANY {
+        ans.answer
+            .extend(node.rrsets.iter().map(|s| Rr::of(owner, s)));
+    } else if let Some(set) = node.get(qtype) {
+        ans.answer.push(Rr::of(owner, set));
+    } else if let Some(set) = node.get(Rtype::CNAME) {
+        ans.answer.push(Rr::of(owner, set));
+        if let Some(ZoneRecordData::Cname(c)) = set.data.first() {
+            return Some(c.cname().clone());
+        }
+    }
+    if !ans.answer.iter().any(|r| r.owner == *owner) {
+        negative(zone, ans);
+    }
+    None
+}
+
+/// No node for the name: a wildcard at the closest encloser answers, or NXDOMAIN.
+fn wildcard<'z>(
+    zone: &'z Zone,
+    encloser: &[u8],
+    qname: &Dname,
+    qtype: Rtype,
+    ans: &mut Answer<'z>,
+) -> Option<Dname> {
+    match zone.node(&name::wildcard_of(encloser)) {
+        Some(node) => answer_from(zone, node, qname, qtype, ans),
+        None => {
+            ans.rcode = Rcode::NXDOMAIN;
+            negative(zone, ans);
+            None
+        }
+    }
+}
+
+/// The SOA in the authority section, with the TTL of RFC 2308 3: min(SOA TTL, MINIMUM).
+fn negative<'z>(zone: &'z Zone, ans: &mut Answer<'z>) {
+    if let Some(soa) = zone.soa() {
+        let minimum = zone.soa_timers().map_or(soa.ttl, |t| t.minimum);
+        let mut rr = Rr::of(&zone.apex, soa);
+        rr.ttl = soa.ttl.min(minimum);
+        ans.authority.push(rr);
+    }
+}
+
+/// A delegation: the child's NS set, not authoritative, with the glue we hold.
+fn referral<'z>(zone: &'z Zone, cut: &'z Node, ns: &'z Rrset, ans: &mut Answer<'z>) {
+    ans.rcode = Rcode::NOERROR;
+    ans.aa = ans.answer.iter().any(|r| r.rtype == Rtype::CNAME);
+    ans.authority.push(Rr::of(&cut.name, ns));
+    let cut_key = name::key(&cut.name);
+    for d in &ns.data {
+        if let ZoneRecordData::Ns(n) = d {
+            let k = name::key(n.nsdname());
+            if !name::is_within(&k, &cut_key) {
+                continue;
+            }
+            if let Some(node) = zone.node(&k) {
+                for t in [Rtype::A, Rtype::AAAA] {
+                    if let Some(set) = node.get(t) {
+                        ans.additional.push(Rr::of(&node.name, set));
+                    }
+                }
+            }
+        }
+    }
+    ans.required_glue = ans.additional.len();
+}
+
+/// Addresses of the MX, NS and SRV targets answered (RFC 1034 4.3.2 step 6), from this zone.
+fn add_addresses<'z>(zone: &'z Zone, ans: &mut Answer<'z>) {
+    let mut targets: Vec<&Dname> = Vec::new();
+    let sets = ans.answer.iter().chain(ans.authority.iter());
+    for rr in sets.filter(|r| matches!(r.rtype, Rtype::MX | Rtype::NS | Rtype::SRV)) {
+        if rr.rtype == Rtype::NS && ans.required_glue > 0 {
+            continue; // a referral's glue is already there
+        }
+        for d in rr.data {
+            let t = match d {
+                ZoneRecordData::Mx(m) => m.exchange(),
+                ZoneRecordData::Ns(n) => n.nsdname(),
+                ZoneRecordData::Srv(s) => s.target(),
+                _ => continue,
+            };
+            if !targets.contains(&t) {
+                targets.push(t);
+            }
+        }
+    }
+    for t in targets {
+        let k = name::key(t);
+        if !name::is_within(&k, zone.apex_key()) {
+            continue;
+        }
+        let Some(node) = zone.node(&k) else { continue };
+        for ty in [Rtype::A, Rtype::AAAA] {
+            let dup = |r: &Rr<'_>| r.rtype == ty && name::key(&r.owner) == k;
+            if let Some(set) = node.get(ty)
+                && !ans.answer.iter().any(dup)
+                && !ans.additional.iter().any(dup)
+            {
+                ans.additional.push(Rr::of(&node.name, set));
+            }
+        }
+    }
+}

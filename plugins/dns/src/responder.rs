@@ -1,0 +1,335 @@
+//! One message in, what to send out: the sans-IO core of the server.
+//!
+//! The zones' answers are computed by `lookup` and put on the wire by `message`; those
+//! answers are remembered by the exact query (less its id, the name's case folded) so a repeated
+//! question costs a hash look-up and a copy, as NSD's precompiled answers do. The memory is
+//! dropped whenever the zones change. Questions outside the zones go to the forwarder (`-r`)
+//! or are refused.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use domain::base::iana::{Class, OptRcode, Rcode, Rtype};
+use domain::base::message_builder::{MessageBuilder, StaticCompressor};
+use domain::base::{Name, Ttl};
+
+use crate::lookup::{Found, Store};
+use crate::message::{self, Edns, Parsed, Query, Shape};
+use crate::name;
+
+/// Answers remembered, in bytes of keys and answers, before the memory starts over.
+const MEMO_BYTES: usize = 8 << 20;
+/// An AXFR message's size (RFC 5936 leaves it to the server; BIND's is 16 KiB).
+const AXFR_MESSAGE: usize = 16 * 1024;
+
+/// How the message arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Udp,
+    Tcp,
+}
+
+/// What to send back.
+#[derive(Debug)]
+pub enum Reply {
+    Send(Vec<u8>),
+    /// A zone transfer: several messages, over TCP.
+    Transfer(Vec<Vec<u8>>),
+    /// Nothing (no header to answer, or a response).
+    Drop,
+    /// Not ours, and `-r` is on: ask the upstream servers.
+    Forward(Forward),
+}
+
+/// A question to forward, with what the client's answer needs.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    pub id: u16,
+    pub rd: bool,
+    pub cd: bool,
+    /// The question section as the client sent it (name case included).
+    pub question: Vec<u8>,
+    /// The question's name, lower case: the cache's key with `qtype` and `qclass`.
+    pub key: Box<[u8]>,
+    pub qtype: Rtype,
+    pub qclass: Class,
+    pub edns: Option<Edns>,
+    /// The largest answer the client takes.
+    pub limit: usize,
+}
+
+/// Who may transfer zones (AXFR): loopback always, and these networks.
+#[derive(Clone, Debug, Default)]
+pub struct AxfrAllow(pub Vec<(IpAddr, u8)>);
+
+impl AxfrAllow {
+    pub fn allows(&self, peer: IpAddr) -> bool {
+        let peer = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+            v4 => v4,
+        };
+        peer.is_loopback()
+            || self.0.iter().any(|(net, bits)| match (net, peer) {
+                (IpAddr::V4(n), IpAddr::V4(p)) => prefix_eq(&n.octets(), &p.octets(), *bits),
+                (IpAddr::V6(n), IpAddr::V6(p)) => prefix_eq(&n.octets(), &p.octets(), *bits),
+                _ => false,
+            })
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let bits = (bits as usize).min(a.len() * 8);
+    let (whole, rest) = (bits / 8, bits % 8);
+    a[..whole] == b[..whole] && (rest == 0 || (a[whole] ^ b[whole]) & (0xFFu8 << (8 - rest)) == 0)
+}
+
+/// The server's state that answers depend on.
+pub struct Responder {
+    store: Rc<Store>,
+    memo: HashMap<Box<[u8]>, Box<[u8]>>,
+    memo_bytes: usize,
+    /// `-r`: questions outside the zones are forwarded.
+    pub recursion: bool,
+    pub axfr: AxfrAllow,
+    /// `-v`: one log line per question.
+    pub verbose: u8,
+}
+
+impl Responder {
+    pub fn new(store: Store) -> Responder {
+        Responder {
+            store: Rc::new(store),
+            memo: HashMap::new(),
+            memo_bytes: 0,
+            recursion: false,
+            axfr: AxfrAllow::default(),
+            verbose: 0,
+        }
+    }
+
+    pub fn store(&self) -> &Rc<Store> {
+        &self.store
+    }
+
+    /// New zones (a reload, a transfer): answers remembered are forgotten.
+    pub fn set_store(&mut self, store: Store) {
+        self.store = Rc::new(store);
+        self.memo.clear();
+        self.memo_bytes = 0;
+    }
+
+    /// Answers remembered (for tests and diagnostics).
+    pub fn memo_len(&self) -> usize {
+        self.memo.len()
+    }
+
+    /// The reply to one message from `peer`.
+    pub fn respond(&mut self, msg: &[u8], via: Via, peer: IpAddr) -> Reply {
+        let memo_key = memo_key(msg, via);
+        if let Some(k) = &memo_key
+            && let Some(hit) = self.memo.get(k)
+        {
+            let mut out = hit.to_vec();
+            // The id, and the name's case as this client wrote it (the key holds the name's
+            // length, so the remembered answer's question has the same).
+            let n = name::name_len(msg, 12).unwrap_or(0);
+            if let (Some(to), Some(from)) = (out.get_mut(..12 + n), msg.get(..12 + n)) {
+                to[..2].copy_from_slice(&from[..2]);
+                to[12..].copy_from_slice(&from[12..]);
+            }
+            let reply = Reply::Send(out);
+            if self.verbose > 0
+                && let Parsed::Query(q) = message::parse(msg)
+            {
+                self.log(&q, peer, &reply);
+            }
+            return reply;
+        }
+        let q = match message::parse(msg) {
+            Parsed::Query(q) => q,
+            Parsed::Drop => return Reply::Drop,
+            Parsed::Error {
+                id,
+                flags,
+                rcode,
+                question,
+            } => {
+                if self.verbose > 0 {
+                    log::info!(target: "twistrs.dns", "{rcode} to a malformed message from {peer}");
+                }
+                return Reply::Send(message::error(id, flags, rcode, question));
+            }
+        };
+        let reply = self.answer(&q, via, peer);
+        if self.verbose > 0 {
+            self.log(&q, peer, &reply.0);
+        }
+        if let (Some(k), Cached::Yes(bytes)) = (memo_key, &reply.1) {
+            self.remember(k, bytes);
+        }
+        reply.0
+    }
+
+    fn remember(&mut self, key: Box<[u8]>, answer: &[u8]) {
+        let size = key.len() + answer.len();
+        if self.memo_bytes + size > MEMO_BYTES {
+            self.memo.clear();
+            self.memo_bytes = 0;
+        }
+        self.memo_bytes += size;
+        self.memo.insert(key, answer.into());
+    }
+
+    fn log(&self, q: &Query<'_>, peer: IpAddr, reply: &Reply) {
+        let name = Name::from_slice(q.qname).map_or_else(|_| "?".into(), |n| n.to_string());
+        let what = match reply {
+            Reply::Send(b) => {
+                let rcode = b.get(3).map_or(0, |f| f & 0xF);
+                let an = b.get(6..8).map_or(0, |c| u16::from_be_bytes([c[0], c[1]]));
+                format!(
+                    "{}, {an} answers",
+                    Rcode::checked_from_int(rcode).unwrap_or(Rcode::SERVFAIL)
+                )
+            }
+            Reply::Transfer(m) => format!("a transfer in {} messages", m.len()),
+            Reply::Drop => "nothing".into(),
+            Reply::Forward(_) => "forwarded".into(),
+        };
+        log::info!(target: "twistrs.dns", "{} {} from {peer}: {what}", name, q.qtype);
+    }
+
+    fn answer(&self, q: &Query<'_>, via: Via, peer: IpAddr) -> (Reply, Cached) {
+        let ra = self.recursion;
+        let refuse = |rcode| (Reply::Send(message::refuse(q, rcode, ra)), Cached::No);
+        if q.edns.is_some_and(|e| e.version > 0) {
+            return refuse(OptRcode::BADVERS);
+        }
+        if q.qclass != Class::IN && q.qclass != Class::ANY {
+            return refuse(OptRcode::REFUSED);
+        }
+        match q.qtype {
+            Rtype::OPT => return refuse(OptRcode::FORMERR),
+            Rtype::AXFR if via == Via::Udp => return refuse(OptRcode::FORMERR),
+            Rtype::AXFR => return (self.transfer(q, peer), Cached::No),
+            Rtype::IXFR | Rtype::MAILA | Rtype::MAILB => return refuse(OptRcode::NOTIMP),
+            _ => {}
+        }
+        let key = name::key_of(q.qname);
+        let Ok(qname) = Name::from_octets(Bytes::copy_from_slice(q.qname)) else {
+            return refuse(OptRcode::FORMERR);
+        };
+        let limit = match via {
+            Via::Udp => q.udp_limit(),
+            Via::Tcp => u16::MAX as usize,
+        };
+        match self.store.lookup(&key, &qname, q.qtype) {
+            Found::Answer(ans) => {
+                let bytes = message::answer(q, &ans, Shape { limit, ra });
+                let tc = bytes.get(2).is_some_and(|f| f & 0x02 != 0);
+                let cached = if tc {
+                    Cached::No
+                } else {
+                    Cached::Yes(bytes.clone())
+                };
+                (Reply::Send(bytes), cached)
+            }
+            Found::Pending => refuse(OptRcode::SERVFAIL),
+            Found::NotOurs if self.recursion => (
+                Reply::Forward(Forward {
+                    id: q.id,
+                    rd: q.rd,
+                    cd: q.cd,
+                    question: q.question().to_vec(),
+                    key,
+                    qtype: q.qtype,
+                    qclass: q.qclass,
+                    edns: q.edns,
+                    limit,
+                }),
+                Cached::No,
+            ),
+            Found::NotOurs => refuse(OptRcode::REFUSED),
+        }
+    }
+
+    /// AXFR (RFC 5936): the zone's SOA, every record, the SOA again, in messages of up to
+    /// 16 KiB; refused to clients not allowed, NOTAUTH for a name that is no zone's apex.
+    fn transfer(&self, q: &Query<'_>, peer: IpAddr) -> Reply {
+        if !self.axfr.allows(peer) {
+            log::warn!(target: "twistrs.dns", "Zone transfer refused to {peer}");
+            return Reply::Send(message::refuse(q, OptRcode::REFUSED, self.recursion));
+        }
+        let Some(zone) = self.store.zone_at(&name::key_of(q.qname)) else {
+            return Reply::Send(message::refuse(q, OptRcode::NOTAUTH, self.recursion));
+        };
+        let Some(soa) = zone.soa() else {
+            return Reply::Send(message::refuse(q, OptRcode::SERVFAIL, self.recursion));
+        };
+        let mut records = Vec::new();
+        let soa_rec = soa.data.first().map(|d| (&zone.apex, soa.ttl, d));
+        records.extend(soa_rec);
+        for node in zone.nodes() {
+            for set in node.rrsets.iter().filter(|s| s.rtype != Rtype::SOA) {
+                records.extend(set.data.iter().map(|d| (&node.name, set.ttl, d)));
+            }
+        }
+        records.extend(soa_rec);
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < records.len() {
+            let target = StaticCompressor::new(Vec::with_capacity(AXFR_MESSAGE));
+            let Ok(mut mb) = MessageBuilder::from_target(target);
+            mb.set_push_limit(AXFR_MESSAGE);
+            let h = mb.header_mut();
+            h.set_id(q.id);
+            h.set_qr(true);
+            h.set_aa(true);
+            let mut qb = mb.question();
+            if out.is_empty()
+                && let Ok(n) = Name::from_slice(q.qname)
+            {
+                let _ = qb.push((n, Rtype::AXFR, Class::IN));
+            }
+            let mut ab = qb.answer();
+            let first = i;
+            while let Some((owner, ttl, d)) = records.get(i) {
+                if ab
+                    .push((*owner, Class::IN, Ttl::from_secs(*ttl), *d))
+                    .is_err()
+                {
+                    break;
+                }
+                i += 1;
+            }
+            if i == first {
+                // A record larger than a message: the transfer cannot go on.
+                return Reply::Send(message::refuse(q, OptRcode::SERVFAIL, self.recursion));
+            }
+            out.push(ab.finish().into_target());
+        }
+        Reply::Transfer(out)
+    }
+}
+
+/// Whether an answer may be remembered for the next identical query.
+enum Cached {
+    Yes(Vec<u8>),
+    No,
+}
+
+/// The query less its id, the name folded to lower case, and how it came: the same key is
+/// the same answer as long as the zones stay.
+fn memo_key(msg: &[u8], via: Via) -> Option<Box<[u8]>> {
+    if msg.len() < 12 || msg.len() > message::CLASSIC_UDP || msg[2] & 0x80 != 0 {
+        return None;
+    }
+    let n = name::name_len(msg, 12)?;
+    let mut k = Vec::with_capacity(msg.len() - 1);
+    k.push(via as u8);
+    k.extend_from_slice(&msg[2..12]);
+    k.extend(msg[12..12 + n].iter().map(u8::to_ascii_lowercase));
+    k.extend_from_slice(&msg[12 + n..]);
+    Some(k.into_boxed_slice())
+}

@@ -1,0 +1,330 @@
+//! `--secondary IP[:PORT]/DOMAIN`: a zone copied from its primary by AXFR (RFC 5936).
+//!
+//! A refresh is one TCP connection: ask the SOA; if the primary's serial is newer than ours
+//! (RFC 1982 arithmetic), or we have no copy, ask AXFR on the same connection and read
+//! messages until the closing SOA. The state machine is sans-IO; `server.rs` runs it on the
+//! reactor and sets the SOA's refresh and retry timers.
+
+use std::net::SocketAddr;
+
+use domain::base::iana::{Class, Rcode, Rtype};
+use domain::base::message_builder::MessageBuilder;
+use domain::base::name::FlattenInto;
+use domain::base::{Message, ParsedName, Record};
+use domain::rdata::ZoneRecordData;
+
+use crate::name::{self, Dname};
+use crate::zone::{Data, Zone};
+
+/// How `--secondary` was given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecondarySpec {
+    pub primary: SocketAddr,
+    pub apex: Dname,
+}
+
+impl SecondarySpec {
+    /// twistd's `IP[:PORT]/DOMAIN` (port 53 by default; `[IPv6]:PORT` or a bare IPv6).
+    pub fn parse(s: &str) -> Result<SecondarySpec, String> {
+        let Some((addr, domain)) = s.split_once('/') else {
+            return Err("Argument must be of the form IP[:port]/domain".into());
+        };
+        let primary = if let Ok(ip) = addr.parse::<std::net::IpAddr>() {
+            SocketAddr::new(ip, 53)
+        } else if let Ok(sa) = addr.parse::<SocketAddr>() {
+            sa
+        } else if let Some((ip, port)) = addr.rsplit_once(':') {
+            let ip = ip
+                .parse()
+                .map_err(|_| format!("Invalid IP address {ip:?}"))?;
+            let port = port
+                .parse()
+                .map_err(|_| format!("Specify an integer port number, not {port:?}"))?;
+            SocketAddr::new(ip, port)
+        } else {
+            return Err(format!("Invalid IP address {addr:?}"));
+        };
+        let apex = name::parse(domain).ok_or_else(|| format!("Invalid domain {domain:?}"))?;
+        Ok(SecondarySpec { primary, apex })
+    }
+}
+
+/// What a refresh ended with.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The primary's serial is not newer.
+    UpToDate(u32),
+    /// A new copy.
+    New(Zone),
+    Failed(String),
+}
+
+/// What to do after a message.
+#[derive(Debug)]
+pub enum Step {
+    Send(Vec<u8>),
+    More,
+    Done(Outcome),
+}
+
+enum State {
+    AskingSoa,
+    Receiving {
+        zone: Option<Zone>,
+        soas: u32,
+        records: usize,
+    },
+    Finished,
+}
+
+/// One refresh of one zone, over one TCP connection.
+pub struct Transfer {
+    apex: Dname,
+    have: Option<u32>,
+    id: u16,
+    state: State,
+}
+
+/// RFC 1982: is `a` newer than `b`?
+pub fn serial_newer(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < 0x8000_0000
+}
+
+/// A zone transfer larger than this many records is refused (a runaway primary).
+const MAX_RECORDS: usize = 5_000_000;
+
+impl Transfer {
+    /// A refresh of `apex`, of which we hold serial `have` (or nothing).
+    pub fn new(apex: Dname, have: Option<u32>) -> Transfer {
+        Transfer {
+            apex,
+            have,
+            id: 0,
+            state: State::AskingSoa,
+        }
+    }
+
+    fn question(&mut self, rtype: Rtype) -> Vec<u8> {
+        self.id = self.id.wrapping_add(1);
+        let mut mb = MessageBuilder::new_vec();
+        mb.header_mut().set_id(self.id);
+        let mut qb = mb.question();
+        let _ = qb.push((&self.apex, rtype, Class::IN));
+        qb.finish()
+    }
+
+    /// The first message: the SOA question, or AXFR when we have no copy.
+    pub fn start(&mut self) -> Vec<u8> {
+        if self.have.is_some() {
+            self.question(Rtype::SOA)
+        } else {
+            self.axfr()
+        }
+    }
+
+    fn axfr(&mut self) -> Vec<u8> {
+        self.state = State::Receiving {
+            zone: None,
+            soas: 0,
+            records: 0,
+        };
+        self.question(Rtype::AXFR)
+    }
+
+    fn fail(&mut self, why: impl Into<String>) -> Step {
+        self.state = State::Finished;
+        Step::Done(Outcome::Failed(why.into()))
+    }
+
+    /// One message from the primary.
+    pub fn message(&mut self, msg: &[u8]) -> Step {
+        let Ok(m) = Message::from_octets(bytes::Bytes::copy_from_slice(msg)) else {
+            return self.fail("a malformed message");
+        };
+        let h = m.header();
+        if !h.qr() || h.id() != self.id {
+            return self.fail("an answer to another question");
+        }
+        if h.rcode() != Rcode::NOERROR {
+            return self.fail(format!("the primary answered {}", h.rcode()));
+        }
+        let Ok(answer) = m.answer() else {
+            return self.fail("a malformed message");
+        };
+        let mut records = Vec::new();
+        for rr in answer {
+            let rec = rr.and_then(|r| r.into_record::<ZoneRecordData<_, ParsedName<_>>>());
+            let Ok(Some(rec)) = rec else {
+                return self.fail("a malformed record");
+            };
+            let owned: Result<Record<Dname, Data>, _> = rec.try_flatten_into();
+            match owned {
+                Ok(r) => records.push(r),
+                Err(_) => return self.fail("a malformed record"),
+            }
+        }
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::AskingSoa => {
+                let serial = records.iter().find_map(|r| match r.data() {
+                    ZoneRecordData::Soa(s) if name::key(r.owner()) == name::key(&self.apex) => {
+                        Some(s.serial().into_int())
+                    }
+                    _ => None,
+                });
+                match (serial, self.have) {
+                    (None, _) => self.fail("no SOA in the answer"),
+                    (Some(s), Some(h)) if !serial_newer(s, h) => Step::Done(Outcome::UpToDate(h)),
+                    _ => Step::Send(self.axfr()),
+                }
+            }
+            State::Receiving {
+                mut zone,
+                mut soas,
+                records: mut count,
+            } => {
+                for r in records {
+                    if soas >= 2 {
+                        return self.fail("records after the closing SOA");
+                    }
+                    let is_soa = r.data().rtype_is(Rtype::SOA);
+                    if zone.is_none() {
+                        if !is_soa || name::key(r.owner()) != name::key(&self.apex) {
+                            return self.fail("the transfer does not start with the SOA");
+                        }
+                        zone = Some(Zone::new(self.apex.clone()));
+                    }
+                    if is_soa {
+                        soas += 1;
+                        if soas == 2 {
+                            continue;
+                        }
+                    }
+                    count += 1;
+                    if count > MAX_RECORDS {
+                        return self.fail("over 5,000,000 records");
+                    }
+                    if let Some(z) = zone.as_mut()
+                        && let Err(e) =
+                            z.insert(r.owner().clone(), r.ttl().as_secs(), r.data().clone())
+                    {
+                        return self.fail(e.to_string());
+                    }
+                }
+                if soas >= 2 {
+                    match zone {
+                        Some(z) => match z.check() {
+                            Ok(()) => Step::Done(Outcome::New(z)),
+                            Err(e) => self.fail(e.to_string()),
+                        },
+                        None => self.fail("an empty transfer"),
+                    }
+                } else {
+                    self.state = State::Receiving {
+                        zone,
+                        soas,
+                        records: count,
+                    };
+                    Step::More
+                }
+            }
+            State::Finished => self.fail("a message after the end"),
+        }
+    }
+}
+
+/// `Rtype` test without the `RecordData` import dance at each call site.
+trait RtypeIs {
+    fn rtype_is(&self, t: Rtype) -> bool;
+}
+
+impl RtypeIs for Data {
+    fn rtype_is(&self, t: Rtype) -> bool {
+        use domain::base::RecordData;
+        self.rtype() == t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::responder::{Reply, Responder, Via};
+
+    #[test]
+    fn specs_parse_as_twistd_reads_them() {
+        let s = SecondarySpec::parse("192.0.2.1/example.com").unwrap();
+        assert_eq!(s.primary, "192.0.2.1:53".parse().unwrap());
+        assert_eq!(s.apex.to_string(), "example.com");
+        let s = SecondarySpec::parse("127.0.0.1:5353/example.com.").unwrap();
+        assert_eq!(s.primary.port(), 5353);
+        let s = SecondarySpec::parse("[::1]:5353/example.com").unwrap();
+        assert_eq!(s.primary, "[::1]:5353".parse().unwrap());
+        assert!(
+            SecondarySpec::parse("192.0.2.1")
+                .unwrap_err()
+                .contains("IP[:port]/domain")
+        );
+        assert!(
+            SecondarySpec::parse("192.0.2.1:x/e.com")
+                .unwrap_err()
+                .contains("integer port")
+        );
+    }
+
+    #[test]
+    fn serials_compare_as_rfc_1982_says() {
+        assert!(serial_newer(2, 1));
+        assert!(!serial_newer(1, 1));
+        assert!(!serial_newer(1, 2));
+        assert!(serial_newer(1, u32::MAX), "wraps around");
+    }
+
+    /// A transfer from our own AXFR answer: what a secondary of a twistrs primary reads.
+    #[test]
+    fn a_copy_from_our_own_transfer() {
+        let mut primary = Responder::new(crate::tests::store());
+        let apex = name::parse("example.com").unwrap();
+        let mut t = Transfer::new(apex.clone(), Some(1));
+        let soa_q = t.start();
+        let Reply::Send(soa) = primary.respond(&soa_q, Via::Tcp, "127.0.0.1".parse().unwrap())
+        else {
+            panic!()
+        };
+        let Step::Send(axfr_q) = t.message(&soa) else {
+            panic!("the primary's serial is newer: a transfer")
+        };
+        let Reply::Transfer(msgs) =
+            primary.respond(&axfr_q, Via::Tcp, "127.0.0.1".parse().unwrap())
+        else {
+            panic!()
+        };
+        let mut done = None;
+        for (i, m) in msgs.iter().enumerate() {
+            match t.message(m) {
+                Step::More => assert!(i + 1 < msgs.len()),
+                Step::Done(o) => done = Some(o),
+                Step::Send(_) => panic!(),
+            }
+        }
+        let Some(Outcome::New(z)) = done else {
+            panic!("{done:?}")
+        };
+        assert_eq!(z.soa_timers().unwrap().serial, 2024010101);
+        let orig = primary.store().zone_at(&name::key(&apex)).unwrap();
+        assert_eq!(z.len(), orig.len());
+
+        // Up to date: no transfer.
+        let mut again = Transfer::new(apex, Some(2024010101));
+        let q = again.start();
+        let Reply::Send(soa) = primary.respond(&q, Via::Tcp, "127.0.0.1".parse().unwrap()) else {
+            panic!()
+        };
+        assert!(matches!(
+            again.message(&soa),
+            Step::Done(Outcome::UpToDate(2024010101))
+        ));
+        assert!(matches!(
+            again.message(&soa),
+            Step::Done(Outcome::Failed(_))
+        ));
+    }
+}

@@ -1,0 +1,686 @@
+//! The dns plugin on the reactor: the UDP and TCP protocols, the forwarder's ports and
+//! connections, secondary zone refreshes, and reloading on SIGHUP.
+//!
+//! One [`Server`] holds the state every protocol shares (the responder with its zones, the
+//! forwarder, the cache). Protocols, timers and client ports hold a `Weak` to it and borrow
+//! it for the length of one callback; the reactor never runs two callbacks at once, and
+//! everything the server asks of the reactor is a queued command, so no borrow overlaps.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use twistrs_core::line::InputBuffer;
+use twistrs_core::{
+    Address, ClientFactory, DatagramProtocol, DatagramTransport, DelayedCall, Factory, Handle,
+    PortId, Protocol, Reason, Transport,
+};
+
+use crate::cache::Cache;
+use crate::forward::{Action, Client, Forwarder, ResolvConf};
+use crate::hosts::Hosts;
+use crate::lookup::Store;
+use crate::responder::{AxfrAllow, Forward, Reply, Responder, Via};
+use crate::secondary::{Outcome, SecondarySpec, Step, Transfer};
+use crate::stream::{self, Frame};
+use crate::zone::{SoaTimers, Zone};
+use crate::zonefile;
+
+/// The longest query taken over TCP; a longer one closes the connection (queries are a
+/// question and an OPT: 512 bytes is plenty, this leaves room for options).
+pub const MAX_TCP_QUERY: usize = 4096;
+/// How long a refresh connection to a primary may take, and the retry while no copy exists.
+const XFR_TIMEOUT: Duration = Duration::from_secs(30);
+const FIRST_RETRY: Duration = Duration::from_secs(10);
+
+/// What the command line asked for.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    pub zone_files: Vec<PathBuf>,
+    pub hosts_file: Option<PathBuf>,
+    pub secondaries: Vec<SecondarySpec>,
+    /// `-r`: the resolv.conf to read (and re-read on SIGHUP).
+    pub resolv_conf: Option<PathBuf>,
+    pub cache: bool,
+    pub cache_size: usize,
+    pub verbose: u8,
+    pub axfr: AxfrAllow,
+    pub tcp_timeout: Duration,
+}
+
+struct Secondary {
+    spec: SecondarySpec,
+    zone: Option<Rc<Zone>>,
+    busy: bool,
+    last_ok: Option<Instant>,
+    timer: Option<DelayedCall>,
+}
+
+/// The state the dns protocols share.
+pub struct Server {
+    pub responder: Responder,
+    config: Config,
+    forwarder: Option<Forwarder>,
+    cache: Option<Cache>,
+    zones: Vec<Rc<Zone>>,
+    hosts: Option<Rc<Hosts>>,
+    secondaries: Vec<Secondary>,
+    handle: Option<Handle>,
+    me: Weak<RefCell<Server>>,
+    stopped: bool,
+}
+
+pub type Shared = Rc<RefCell<Server>>;
+
+impl Server {
+    /// Loads every file (the first error is the start-up's: exit 1) and builds the server.
+    pub fn load(config: Config) -> Result<Shared, String> {
+        let mut zones = Vec::new();
+        for f in &config.zone_files {
+            zones.push(Rc::new(zonefile::load(f).map_err(|e| e.to_string())?));
+        }
+        let hosts = match &config.hosts_file {
+            Some(p) => Some(Rc::new(Hosts::load(p)?)),
+            None => None,
+        };
+        let forwarder = match &config.resolv_conf {
+            Some(p) => Some(Forwarder::new(ResolvConf::load(p)?)),
+            None => None,
+        };
+        let cache = config.cache.then(|| Cache::new(config.cache_size));
+        let secondaries = config
+            .secondaries
+            .iter()
+            .map(|spec| Secondary {
+                spec: spec.clone(),
+                zone: None,
+                busy: false,
+                last_ok: None,
+                timer: None,
+            })
+            .collect();
+        let mut responder = Responder::new(Store::default());
+        responder.recursion = forwarder.is_some();
+        responder.axfr = config.axfr.clone();
+        responder.verbose = config.verbose;
+        let server = Rc::new(RefCell::new(Server {
+            responder,
+            config,
+            forwarder,
+            cache,
+            zones,
+            hosts,
+            secondaries,
+            handle: None,
+            me: Weak::new(),
+            stopped: false,
+        }));
+        {
+            let mut s = server.borrow_mut();
+            s.me = Rc::downgrade(&server);
+            s.rebuild();
+        }
+        Ok(server)
+    }
+
+    /// The zones, secondaries and hosts as one store for the responder.
+    fn rebuild(&mut self) {
+        let mut store = Store::default();
+        for s in &self.secondaries {
+            match &s.zone {
+                Some(z) => store.add_zone(z.clone()),
+                None => store.add_pending(&s.spec.apex),
+            }
+        }
+        for z in &self.zones {
+            store.add_zone(z.clone());
+        }
+        store.hosts = self.hosts.clone();
+        self.responder.set_store(store);
+    }
+
+    /// The service started: refresh the secondaries, reload on SIGHUP.
+    pub fn start(&mut self, handle: &Handle) {
+        self.handle = Some(handle.clone());
+        for z in &self.zones {
+            log::info!(target: "twistrs.dns", "Serving zone {} ({} names, serial {})",
+                z.apex, z.len(), z.soa_timers().map_or(0, |t| t.serial));
+        }
+        for i in 0..self.secondaries.len() {
+            self.refresh(i);
+        }
+        let me = self.me.clone();
+        handle.on_reopen(Box::new(move || {
+            if let Some(s) = me.upgrade() {
+                s.borrow_mut().reload();
+            }
+        }));
+    }
+
+    pub fn stop(&mut self) {
+        self.stopped = true;
+        for s in &mut self.secondaries {
+            if let Some(t) = s.timer.take() {
+                t.cancel();
+            }
+        }
+    }
+
+    /// SIGHUP: every zone file, the hosts file and resolv.conf again; one that fails keeps
+    /// what was loaded before, and the log says why.
+    pub fn reload(&mut self) {
+        let mut zones = Vec::with_capacity(self.zones.len());
+        let mut failed = 0;
+        for (i, f) in self.config.zone_files.iter().enumerate() {
+            match zonefile::load(f) {
+                Ok(z) => zones.push(Rc::new(z)),
+                Err(e) => {
+                    failed += 1;
+                    log::error!(target: "twistrs.dns", "{e}; keeping the zone loaded before");
+                    zones.extend(self.zones.get(i).cloned());
+                }
+            }
+        }
+        self.zones = zones;
+        if let Some(p) = &self.config.hosts_file {
+            match Hosts::load(p) {
+                Ok(h) => self.hosts = Some(Rc::new(h)),
+                Err(e) => {
+                    failed += 1;
+                    log::error!(target: "twistrs.dns", "{e}; keeping the hosts loaded before");
+                }
+            }
+        }
+        if let (Some(p), Some(f)) = (&self.config.resolv_conf, &mut self.forwarder) {
+            match ResolvConf::load(p) {
+                Ok(c) => f.conf = c,
+                Err(e) => {
+                    log::error!(target: "twistrs.dns", "{e}; keeping the servers read before")
+                }
+            }
+        }
+        self.rebuild();
+        log::info!(target: "twistrs.dns", "Reloaded {} zone file(s){}", self.config.zone_files.len(),
+            if failed > 0 { format!(", {failed} kept from before") } else { String::new() });
+    }
+
+    /// One message from a client.
+    fn query(&mut self, msg: &[u8], via: Via, peer: SocketAddr, client: Client) -> Option<Reply> {
+        match self.responder.respond(msg, via, peer.ip()) {
+            Reply::Forward(req) => {
+                self.forward(req, client);
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    fn forward(&mut self, req: Forward, client: Client) {
+        let now = self.handle.as_ref().map_or_else(Instant::now, Handle::now);
+        if let Some(bytes) = self.cache.as_mut().and_then(|c| c.answer(&req, now)) {
+            return self.deliver(client, bytes);
+        }
+        if let Some(f) = &mut self.forwarder {
+            let actions = f.start(req, client);
+            self.run(actions);
+        }
+    }
+
+    fn deliver(&self, client: Client, bytes: Vec<u8>) {
+        let Some(h) = &self.handle else { return };
+        match client {
+            Client::Udp { port, addr } => h.send_datagram(port, bytes, addr),
+            Client::Tcp(conn) => h.notify(conn, Box::new(Answer(bytes))),
+        }
+    }
+
+    fn with_forwarder(&mut self, f: impl FnOnce(&mut Forwarder) -> Vec<Action>) {
+        if let Some(fw) = &mut self.forwarder {
+            let actions = f(fw);
+            self.run(actions);
+        }
+    }
+
+    /// Carries out what the forwarder asks.
+    fn run(&mut self, actions: Vec<Action>) {
+        let Some(h) = self.handle.clone() else { return };
+        for a in actions {
+            match a {
+                Action::OpenUdp { token, bind } => h.open_udp(
+                    bind,
+                    Box::new(UpstreamPort {
+                        token,
+                        server: self.me.clone(),
+                    }),
+                ),
+                Action::Send { port, bytes, to } => h.send_datagram(port, bytes, to),
+                Action::Arm {
+                    token,
+                    try_no,
+                    after,
+                } => {
+                    let me = self.me.clone();
+                    h.call_later(after, move || {
+                        if let Some(s) = me.upgrade() {
+                            s.borrow_mut()
+                                .with_forwarder(|f| f.timed_out(token, try_no));
+                        }
+                    });
+                }
+                Action::Connect {
+                    token,
+                    to,
+                    bytes,
+                    timeout,
+                } => h.connect_tcp(
+                    to,
+                    Box::new(UpstreamTcpFactory {
+                        token,
+                        query: Some(bytes),
+                        timeout,
+                        server: self.me.clone(),
+                    }),
+                    timeout,
+                ),
+                Action::Close(port) => h.close_port(port),
+                Action::Reply { client, bytes } => self.deliver(client, bytes),
+                Action::Keep { req, answer } => {
+                    let now = h.now();
+                    if let Some(c) = &mut self.cache {
+                        c.store(&req, answer, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts a refresh of secondary `i` (one at a time per zone).
+    fn refresh(&mut self, i: usize) {
+        let Some(h) = self.handle.clone() else { return };
+        let Some(s) = self.secondaries.get_mut(i) else {
+            return;
+        };
+        if s.busy || self.stopped {
+            return;
+        }
+        s.busy = true;
+        let have = s
+            .zone
+            .as_ref()
+            .and_then(|z| z.soa_timers())
+            .map(|t| t.serial);
+        let factory = XfrFactory {
+            index: i,
+            transfer: Some(Transfer::new(s.spec.apex.clone(), have)),
+            server: self.me.clone(),
+        };
+        h.connect_tcp(s.spec.primary, Box::new(factory), XFR_TIMEOUT);
+    }
+
+    /// A refresh ended: install a new copy, and set the next refresh (the SOA's refresh
+    /// after a success, its retry after a failure; a copy older than its expire is dropped).
+    fn transfer_done(&mut self, i: usize, outcome: Outcome) {
+        let now = self.handle.as_ref().map_or_else(Instant::now, Handle::now);
+        let Some(s) = self.secondaries.get_mut(i) else {
+            return;
+        };
+        s.busy = false;
+        let mut changed = false;
+        match outcome {
+            Outcome::New(z) => {
+                log::info!(target: "twistrs.dns", "Transferred zone {} serial {} from {} ({} names)",
+                    s.spec.apex, z.soa_timers().map_or(0, |t| t.serial), s.spec.primary, z.len());
+                s.zone = Some(Rc::new(z));
+                s.last_ok = Some(now);
+                changed = true;
+            }
+            Outcome::UpToDate(serial) => {
+                log::debug!(target: "twistrs.dns", "Zone {} is up to date (serial {serial})", s.spec.apex);
+                s.last_ok = Some(now);
+            }
+            Outcome::Failed(why) => {
+                log::warn!(target: "twistrs.dns", "Transfer of zone {} from {} failed: {why}",
+                    s.spec.apex, s.spec.primary);
+                let timers = s.zone.as_ref().and_then(|z| z.soa_timers());
+                if let (Some(t), Some(ok)) = (timers, s.last_ok)
+                    && now.saturating_duration_since(ok) >= Duration::from_secs(t.expire.into())
+                {
+                    log::error!(target: "twistrs.dns",
+                        "Zone {} expired: no refresh from {} for {} s; answering SERVFAIL",
+                        s.spec.apex, s.spec.primary, t.expire);
+                    s.zone = None;
+                    changed = true;
+                }
+            }
+        }
+        let success = s.last_ok == Some(now);
+        let delay = match s.zone.as_ref().and_then(|z| z.soa_timers()) {
+            Some(SoaTimers { refresh, retry, .. }) => Duration::from_secs(
+                u64::from(if success { refresh } else { retry }).clamp(1, 86_400),
+            ),
+            None => FIRST_RETRY,
+        };
+        if changed {
+            self.rebuild();
+        }
+        self.schedule(i, delay);
+    }
+
+    fn schedule(&mut self, i: usize, delay: Duration) {
+        let Some(h) = self.handle.clone() else { return };
+        if self.stopped {
+            return;
+        }
+        let me = self.me.clone();
+        let timer = h.call_later(delay, move || {
+            if let Some(s) = me.upgrade() {
+                s.borrow_mut().refresh(i);
+            }
+        });
+        if let Some(s) = self.secondaries.get_mut(i)
+            && let Some(old) = s.timer.replace(timer)
+        {
+            old.cancel();
+        }
+    }
+}
+
+/// A forwarded answer for a TCP client, through `Handle::notify`.
+struct Answer(Vec<u8>);
+
+/// The UDP listener (twistd's `DNSDatagramProtocol`).
+pub struct DnsDatagram {
+    pub server: Weak<RefCell<Server>>,
+}
+
+impl DatagramProtocol for DnsDatagram {
+    fn name(&self) -> &'static str {
+        "DNSDatagramProtocol"
+    }
+
+    fn datagram_received(&mut self, t: &mut DatagramTransport<'_>, data: &[u8], from: SocketAddr) {
+        let Some(s) = self.server.upgrade() else {
+            return;
+        };
+        let client = Client::Udp {
+            port: t.port(),
+            addr: from,
+        };
+        let reply = s.borrow_mut().query(data, Via::Udp, from, client);
+        if let Some(Reply::Send(b)) = reply {
+            t.write(&b, from);
+        }
+    }
+}
+
+/// The TCP listeners' factory (twistd's `DNSServerFactory`).
+pub struct DnsFactory {
+    pub server: Weak<RefCell<Server>>,
+    pub max: Option<usize>,
+    pub timeout: Duration,
+}
+
+impl Factory for DnsFactory {
+    fn name(&self) -> &'static str {
+        "DNSServerFactory"
+    }
+
+    fn build_protocol(&mut self, _peer: &Address) -> Option<Box<dyn Protocol>> {
+        Some(Box::new(DnsStream {
+            server: self.server.clone(),
+            input: InputBuffer::new(),
+            timeout: self.timeout,
+        }))
+    }
+
+    fn max_connections(&self) -> Option<usize> {
+        self.max
+    }
+}
+
+/// One TCP client: length-prefixed queries in, answers out, in any order.
+struct DnsStream {
+    server: Weak<RefCell<Server>>,
+    input: InputBuffer,
+    timeout: Duration,
+}
+
+impl Protocol for DnsStream {
+    fn connection_made(&mut self, t: &mut Transport<'_>) {
+        t.set_timeout(Some(self.timeout));
+    }
+
+    fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
+        self.input.feed(data);
+        let Some(peer) = t.peer().socket_addr() else {
+            return;
+        };
+        let Some(s) = self.server.upgrade() else {
+            return;
+        };
+        loop {
+            match stream::next(&mut self.input, MAX_TCP_QUERY) {
+                Frame::Partial => return,
+                Frame::TooLong(n) => {
+                    log::info!(target: "twistrs.dns", "A {n}-byte message from {peer} over TCP: closing");
+                    return t.lose_connection();
+                }
+                Frame::Message(m) => {
+                    match s
+                        .borrow_mut()
+                        .query(&m, Via::Tcp, peer, Client::Tcp(t.id()))
+                    {
+                        Some(Reply::Send(b)) => t.write(&stream::frame(&b)),
+                        Some(Reply::Transfer(msgs)) => {
+                            for m in msgs {
+                                t.write(&stream::frame(&m));
+                            }
+                        }
+                        Some(Reply::Drop) | Some(Reply::Forward(_)) | None => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn notified(&mut self, t: &mut Transport<'_>, msg: Box<dyn Any>) {
+        if let Ok(a) = msg.downcast::<Answer>() {
+            t.write(&stream::frame(&a.0));
+        }
+    }
+
+    fn stop_requested(&mut self, t: &mut Transport<'_>) {
+        // Between messages, a graceful stop closes at once; otherwise when idle for a second.
+        if self.input.is_empty() {
+            t.lose_connection();
+        } else {
+            t.set_timeout(Some(twistrs_core::STOP_GRACE));
+        }
+    }
+}
+
+/// The UDP port of one forwarded question.
+struct UpstreamPort {
+    token: u64,
+    server: Weak<RefCell<Server>>,
+}
+
+impl DatagramProtocol for UpstreamPort {
+    fn name(&self) -> &'static str {
+        "DNSDatagramProtocol"
+    }
+
+    fn port_opened(&mut self, t: &mut DatagramTransport<'_>) {
+        let port: PortId = t.port();
+        if let Some(s) = self.server.upgrade() {
+            s.borrow_mut()
+                .with_forwarder(|f| f.opened(self.token, port));
+        }
+    }
+
+    fn open_failed(&mut self, error: &std::io::Error) {
+        log::warn!(target: "twistrs.dns", "Cannot open a port to forward a question: {error}");
+        if let Some(s) = self.server.upgrade() {
+            s.borrow_mut().with_forwarder(|f| f.open_failed(self.token));
+        }
+    }
+
+    fn datagram_received(&mut self, _t: &mut DatagramTransport<'_>, data: &[u8], from: SocketAddr) {
+        if let Some(s) = self.server.upgrade() {
+            s.borrow_mut()
+                .with_forwarder(|f| f.datagram(self.token, from, data));
+        }
+    }
+}
+
+/// A forwarded question asked again over TCP after a truncated answer.
+struct UpstreamTcpFactory {
+    token: u64,
+    query: Option<Vec<u8>>,
+    timeout: Duration,
+    server: Weak<RefCell<Server>>,
+}
+
+impl ClientFactory for UpstreamTcpFactory {
+    fn name(&self) -> &'static str {
+        "DNSClientFactory"
+    }
+
+    fn build_protocol(&mut self, _peer: &Address) -> Box<dyn Protocol> {
+        Box::new(UpstreamTcp {
+            token: self.token,
+            query: self.query.take().unwrap_or_default(),
+            timeout: self.timeout,
+            input: InputBuffer::new(),
+            done: false,
+            server: self.server.clone(),
+        })
+    }
+
+    fn client_connection_failed(&mut self, _reason: &Reason) {
+        if let Some(s) = self.server.upgrade() {
+            s.borrow_mut().with_forwarder(|f| f.tcp_failed(self.token));
+        }
+    }
+}
+
+struct UpstreamTcp {
+    token: u64,
+    query: Vec<u8>,
+    timeout: Duration,
+    input: InputBuffer,
+    done: bool,
+    server: Weak<RefCell<Server>>,
+}
+
+impl Protocol for UpstreamTcp {
+    fn connection_made(&mut self, t: &mut Transport<'_>) {
+        t.set_timeout(Some(self.timeout));
+        t.write(&stream::frame(&self.query));
+    }
+
+    fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
+        self.input.feed(data);
+        if let Frame::Message(m) = stream::next(&mut self.input, u16::MAX as usize) {
+            self.done = true;
+            if let Some(s) = self.server.upgrade() {
+                s.borrow_mut()
+                    .with_forwarder(|f| f.tcp_answer(self.token, &m));
+            }
+            t.lose_connection();
+        }
+    }
+
+    fn connection_lost(&mut self, _t: &mut Transport<'_>, _reason: &Reason) {
+        if !self.done
+            && let Some(s) = self.server.upgrade()
+        {
+            s.borrow_mut().with_forwarder(|f| f.tcp_failed(self.token));
+        }
+    }
+}
+
+/// A refresh of a secondary zone.
+struct XfrFactory {
+    index: usize,
+    transfer: Option<Transfer>,
+    server: Weak<RefCell<Server>>,
+}
+
+impl XfrFactory {
+    fn done(&self, outcome: Outcome) {
+        if let Some(s) = self.server.upgrade() {
+            s.borrow_mut().transfer_done(self.index, outcome);
+        }
+    }
+}
+
+impl ClientFactory for XfrFactory {
+    fn name(&self) -> &'static str {
+        "AXFRClient"
+    }
+
+    fn build_protocol(&mut self, _peer: &Address) -> Box<dyn Protocol> {
+        Box::new(Xfr {
+            index: self.index,
+            transfer: self.transfer.take(),
+            input: InputBuffer::new(),
+            server: self.server.clone(),
+        })
+    }
+
+    fn client_connection_failed(&mut self, reason: &Reason) {
+        self.done(Outcome::Failed(format!("cannot connect: {reason}")));
+    }
+}
+
+struct Xfr {
+    index: usize,
+    transfer: Option<Transfer>,
+    input: InputBuffer,
+    server: Weak<RefCell<Server>>,
+}
+
+impl Xfr {
+    fn done(&mut self, outcome: Outcome) {
+        self.transfer = None;
+        if let Some(s) = self.server.upgrade() {
+            s.borrow_mut().transfer_done(self.index, outcome);
+        }
+    }
+}
+
+impl Protocol for Xfr {
+    fn connection_made(&mut self, t: &mut Transport<'_>) {
+        t.set_timeout(Some(XFR_TIMEOUT));
+        if let Some(x) = &mut self.transfer {
+            t.write(&stream::frame(&x.start()));
+        }
+    }
+
+    fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
+        self.input.feed(data);
+        while let Frame::Message(m) = stream::next(&mut self.input, u16::MAX as usize) {
+            let Some(x) = &mut self.transfer else { return };
+            match x.message(&m) {
+                Step::More => {}
+                Step::Send(q) => t.write(&stream::frame(&q)),
+                Step::Done(o) => {
+                    self.done(o);
+                    return t.lose_connection();
+                }
+            }
+        }
+    }
+
+    fn connection_lost(&mut self, _t: &mut Transport<'_>, reason: &Reason) {
+        if self.transfer.is_some() {
+            self.done(Outcome::Failed(format!(
+                "the connection closed early: {reason}"
+            )));
+        }
+    }
+}

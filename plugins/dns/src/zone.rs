@@ -1,0 +1,244 @@
+//! The zone store: a zone's names, each with its record sets, keyed by lower-case wire name.
+//!
+//! Every ancestor of an owner up to the apex is a node too (an empty non-terminal has no
+//! record sets), so "the name exists" is one map look-up and the closest encloser of a missing
+//! name is its nearest suffix in the map (RFC 4592).
+
+use std::collections::HashMap;
+
+use domain::base::RecordData;
+use domain::base::iana::Rtype;
+use domain::rdata::ZoneRecordData;
+
+use crate::name::{self, Dname};
+
+/// Record data with owned names.
+pub type Data = ZoneRecordData<bytes::Bytes, Dname>;
+
+/// The records of one name and type, with one TTL (RFC 2181 5.2: the lowest one given).
+#[derive(Clone, Debug)]
+pub struct Rrset {
+    pub rtype: Rtype,
+    pub ttl: u32,
+    pub data: Vec<Data>,
+}
+
+/// One name of a zone.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The owner as the zone file wrote it (answers carry it).
+    pub name: Dname,
+    pub rrsets: Vec<Rrset>,
+}
+
+impl Node {
+    pub fn get(&self, rtype: Rtype) -> Option<&Rrset> {
+        self.rrsets.iter().find(|r| r.rtype == rtype)
+    }
+}
+
+/// What is wrong with a zone's content as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZoneError {
+    OutOfZone(String),
+    NoSoa,
+    CnameAndOther(String),
+}
+
+impl std::fmt::Display for ZoneError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ZoneError::OutOfZone(n) => write!(f, "{n} is outside the zone"),
+            ZoneError::NoSoa => write!(f, "no SOA record at the zone's apex"),
+            ZoneError::CnameAndOther(n) => write!(f, "{n} has a CNAME and other data"),
+        }
+    }
+}
+
+/// One zone: an apex with its SOA, and every name below it down to the zone cuts.
+#[derive(Clone, Debug)]
+pub struct Zone {
+    pub apex: Dname,
+    apex_key: Box<[u8]>,
+    nodes: HashMap<Box<[u8]>, Node>,
+}
+
+impl Zone {
+    /// An empty zone at `apex`.
+    pub fn new(apex: Dname) -> Zone {
+        let apex_key = name::key(&apex);
+        let mut nodes = HashMap::new();
+        nodes.insert(
+            apex_key.clone(),
+            Node {
+                name: apex.clone(),
+                rrsets: Vec::new(),
+            },
+        );
+        Zone {
+            apex,
+            apex_key,
+            nodes,
+        }
+    }
+
+    pub fn apex_key(&self) -> &[u8] {
+        &self.apex_key
+    }
+
+    /// Adds one record. A second SOA replaces the first; record sets keep the lowest TTL.
+    pub fn insert(&mut self, owner: Dname, ttl: u32, data: Data) -> Result<(), ZoneError> {
+        let key = name::key(&owner);
+        if !name::is_within(&key, &self.apex_key) {
+            return Err(ZoneError::OutOfZone(owner.to_string()));
+        }
+        let rtype = data.rtype();
+        // The owner and every ancestor up to the apex exist.
+        let mut up = name::parent(&key);
+        while let Some(k) = up {
+            if self.nodes.contains_key(k) {
+                break;
+            }
+            if let Some(n) = name::from_key(k) {
+                self.nodes.insert(
+                    k.into(),
+                    Node {
+                        name: n,
+                        rrsets: Vec::new(),
+                    },
+                );
+            }
+            up = name::parent(k);
+        }
+        let node = self.nodes.entry(key).or_insert_with(|| Node {
+            name: owner,
+            rrsets: Vec::new(),
+        });
+        match node.rrsets.iter_mut().find(|r| r.rtype == rtype) {
+            Some(set) if rtype == Rtype::SOA => {
+                set.ttl = ttl;
+                set.data = vec![data];
+            }
+            Some(set) => {
+                set.ttl = set.ttl.min(ttl);
+                if !set.data.contains(&data) {
+                    set.data.push(data);
+                }
+            }
+            None => node.rrsets.push(Rrset {
+                rtype,
+                ttl,
+                data: vec![data],
+            }),
+        }
+        Ok(())
+    }
+
+    /// Checks the whole: an SOA at the apex; no CNAME beside other data (RFC 1034 3.6.2).
+    pub fn check(&self) -> Result<(), ZoneError> {
+        if self.soa().is_none() {
+            return Err(ZoneError::NoSoa);
+        }
+        for node in self.nodes.values() {
+            if node.get(Rtype::CNAME).is_some() && node.rrsets.len() > 1 {
+                return Err(ZoneError::CnameAndOther(node.name.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn node(&self, key: &[u8]) -> Option<&Node> {
+        self.nodes.get(key)
+    }
+
+    /// The apex's SOA record set.
+    pub fn soa(&self) -> Option<&Rrset> {
+        self.nodes.get(&self.apex_key)?.get(Rtype::SOA)
+    }
+
+    /// The SOA's serial, refresh, retry, expire and minimum.
+    pub fn soa_timers(&self) -> Option<SoaTimers> {
+        match self.soa()?.data.first()? {
+            ZoneRecordData::Soa(s) => Some(SoaTimers {
+                serial: s.serial().into_int(),
+                refresh: s.refresh().as_secs(),
+                retry: s.retry().as_secs(),
+                expire: s.expire().as_secs(),
+                minimum: s.minimum().as_secs(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Names in the zone, empty non-terminals included.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Every node, the apex first (for AXFR, which starts and ends with the SOA).
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        let apex = self.nodes.get(&self.apex_key);
+        apex.into_iter().chain(
+            self.nodes
+                .iter()
+                .filter(|(k, _)| **k != self.apex_key)
+                .map(|(_, n)| n),
+        )
+    }
+}
+
+/// The SOA's numbers (RFC 1035 3.3.13).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SoaTimers {
+    pub serial: u32,
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    pub minimum: u32,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    pub(crate) fn n(s: &str) -> Dname {
+        name::parse(s).unwrap()
+    }
+
+    pub(crate) fn a(ip: &str) -> Data {
+        ZoneRecordData::A(domain::rdata::A::from_str(ip).unwrap())
+    }
+
+    #[test]
+    fn ancestors_exist_and_sets_merge() {
+        let mut z = Zone::new(n("example.com"));
+        z.insert(n("a.b.c.example.com"), 60, a("192.0.2.1"))
+            .unwrap();
+        z.insert(n("A.b.c.example.com"), 30, a("192.0.2.2"))
+            .unwrap();
+        z.insert(n("a.b.c.example.com"), 90, a("192.0.2.1"))
+            .unwrap();
+        let k = name::key(&n("a.b.c.example.com"));
+        let node = z.node(&k).unwrap();
+        assert_eq!(node.rrsets.len(), 1);
+        assert_eq!(node.rrsets[0].ttl, 30);
+        assert_eq!(node.rrsets[0].data.len(), 2, "the duplicate is dropped");
+        assert!(
+            z.node(&name::key(&n("b.c.example.com")))
+                .unwrap()
+                .rrsets
+                .is_empty()
+        );
+        assert!(z.node(&name::key(&n("c.example.com"))).is_some());
+        assert_eq!(
+            z.insert(n("example.org"), 60, a("192.0.2.1")),
+            Err(ZoneError::OutOfZone("example.org".into()))
+        );
+        assert_eq!(z.check(), Err(ZoneError::NoSoa));
+    }
+}

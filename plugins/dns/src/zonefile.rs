@@ -1,0 +1,361 @@
+//! BIND master files (RFC 1035 5) into a [`Zone`], with errors that name the file and line.
+//!
+//! The scanning (`$ORIGIN`, `$TTL`, `@`, relative names, parentheses, quoting, every record
+//! type's text form) is `domain`'s zonefile scanner; this module follows `$INCLUDE` (relative
+//! to the including file's directory, its origin defaulting to the current one), checks that
+//! every record is inside the zone, and picks the apex from the SOA. As in twistd, a file
+//! without `$ORIGIN` has its own base name as the initial origin (`example.com` is
+//! `example.com.`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use domain::base::RecordData;
+use domain::base::iana::{Class, Rtype};
+use domain::base::name::FlattenInto;
+use domain::zonefile::inplace::{Entry, Zonefile};
+
+use crate::name::{self, Dname};
+use crate::zone::{Data, Zone};
+
+/// Nested `$INCLUDE`s at most (BIND allows any depth; a loop must end somewhere).
+const MAX_INCLUDE_DEPTH: usize = 16;
+
+/// A zone file that cannot be loaded: the file, the line (when the error is on one) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{l}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// One record as read, with where it came from.
+struct Read {
+    owner: Dname,
+    ttl: u32,
+    data: Data,
+    file: usize,
+    line: usize,
+}
+
+/// Loads the zone of a master file.
+pub fn load(path: &Path) -> Result<Zone, LoadError> {
+    let origin = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(name::parse);
+    let mut files = Vec::new();
+    let mut records = Vec::new();
+    read_file(path, origin, 0, &mut files, &mut records)?;
+    let err = |r: &Read, message: String| LoadError {
+        file: files[r.file].clone(),
+        line: Some(r.line),
+        message,
+    };
+    let soa = records
+        .iter()
+        .filter(|r| r.data.rtype() == Rtype::SOA)
+        .collect::<Vec<_>>();
+    let apex = match soa.as_slice() {
+        [] => {
+            return Err(LoadError {
+                file: path.to_path_buf(),
+                line: None,
+                message: "no SOA record: a zone file starts with its apex's SOA".into(),
+            });
+        }
+        [one] => one.owner.clone(),
+        [first, second, ..] => {
+            return Err(err(
+                second,
+                format!("a second SOA record (the first is for {})", first.owner),
+            ));
+        }
+    };
+    let mut zone = Zone::new(apex);
+    for r in &records {
+        if let Err(e) = zone.insert(r.owner.clone(), r.ttl, r.data.clone()) {
+            return Err(err(r, e.to_string()));
+        }
+    }
+    if let Err(e) = zone.check() {
+        let bad = records.iter().find(|r| {
+            r.data.rtype() == Rtype::CNAME && e.to_string().starts_with(&r.owner.to_string())
+        });
+        return Err(match bad {
+            Some(r) => err(r, e.to_string()),
+            None => LoadError {
+                file: path.to_path_buf(),
+                line: None,
+                message: e.to_string(),
+            },
+        });
+    }
+    Ok(zone)
+}
+
+fn read_file(
+    path: &Path,
+    origin: Option<Dname>,
+    depth: usize,
+    files: &mut Vec<PathBuf>,
+    out: &mut Vec<Read>,
+) -> Result<(), LoadError> {
+    let text = std::fs::read(path).map_err(|e| LoadError {
+        file: path.to_path_buf(),
+        line: None,
+        message: e.to_string(),
+    })?;
+    let file = files.len();
+    files.push(path.to_path_buf());
+    let lines = entry_lines(&text);
+    let mut entry = 0;
+    let mut zf = Zonefile::with_capacity(text.len());
+    zf.extend_from_slice(&text);
+    // The scanner wants a line end after the last entry.
+    if !text.ends_with(b"\n") {
+        zf.extend_from_slice(b"\n");
+    }
+    zf.set_default_class(Class::IN);
+    if let Some(o) = origin {
+        zf.set_origin(o);
+    }
+    loop {
+        // The entry's line by its rank; the scanner's own count if the two ever disagree.
+        let line = lines.get(entry).copied();
+        entry += 1;
+        let read = match zf.next_entry() {
+            Ok(Some(e)) => e,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(scanner_error(path, line, &e.to_string())),
+        };
+        let line = line.unwrap_or(0);
+        let here = |message: String| LoadError {
+            file: path.to_path_buf(),
+            line: Some(line),
+            message,
+        };
+        match read {
+            Entry::Record(rec) => {
+                if rec.class() != Class::IN {
+                    return Err(here(format!("class {} (only IN is served)", rec.class())));
+                }
+                let ttl = rec.ttl().as_secs();
+                let rec: domain::base::Record<Dname, Data> = rec
+                    .try_flatten_into()
+                    .map_err(|_| here("a name too long".into()))?;
+                out.push(Read {
+                    owner: rec.owner().clone(),
+                    ttl,
+                    data: rec.data().clone(),
+                    file,
+                    line,
+                });
+            }
+            Entry::Include { path: inc, origin } => {
+                if depth >= MAX_INCLUDE_DEPTH {
+                    return Err(here(format!(
+                        "$INCLUDE nested more than {MAX_INCLUDE_DEPTH} deep"
+                    )));
+                }
+                let inc = Path::new(inc.as_ref() as &str);
+                let inc = if inc.is_absolute() {
+                    inc.to_path_buf()
+                } else {
+                    path.parent().unwrap_or(Path::new(".")).join(inc)
+                };
+                let origin = origin.or_else(|| zf.origin().ok());
+                read_file(&inc, origin, depth + 1, files, out)?;
+            }
+        }
+    }
+}
+
+/// The scanner's "LINE:COL: message" as "FILE:LINE: message", the line being where the entry
+/// starts (the scanner's own count can be past the entry's end by then).
+fn scanner_error(path: &Path, line: Option<usize>, text: &str) -> LoadError {
+    let mut parts = text.splitn(3, ':');
+    let own = parts.next().and_then(|l| l.parse().ok());
+    let message = parts.nth(1).unwrap_or(text).trim();
+    LoadError {
+        file: path.to_path_buf(),
+        line: line.or(own),
+        message: message.to_string(),
+    }
+}
+
+/// The first line of each entry the scanner hands out (records and `$INCLUDE`s: `$ORIGIN`,
+/// `$TTL` and blank or comment lines it keeps to itself), found with the same rules:
+/// parentheses and quotes continue an entry over line ends, `;` starts a comment, `\`
+/// escapes the next byte. The scanner does not say where an entry was.
+fn entry_lines(text: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let (mut line, mut parens, mut quoted, mut comment) = (1, 0usize, false, false);
+    let mut start: Option<(usize, usize)> = None; // (line, byte) where the entry began
+    let mut i = 0;
+    while i < text.len() {
+        let b = text[i];
+        if comment {
+            if b == b'\n' {
+                comment = false;
+            } else {
+                i += 1;
+                continue;
+            }
+        }
+        match b {
+            b'\\' => {
+                start.get_or_insert((line, i));
+                i += 1; // the escaped byte
+            }
+            b'"' => {
+                start.get_or_insert((line, i));
+                quoted = !quoted;
+            }
+            _ if quoted => {
+                if b == b'\n' {
+                    line += 1;
+                }
+            }
+            b';' => comment = true,
+            b'(' => parens += 1,
+            b')' => parens = parens.saturating_sub(1),
+            b'\n' => {
+                if parens == 0
+                    && let Some((l, at)) = start.take()
+                    && !is_directive(&text[at..])
+                {
+                    out.push(l);
+                }
+                line += 1;
+            }
+            b' ' | b'\t' | b'\r' => {}
+            _ => {
+                start.get_or_insert((line, i));
+            }
+        }
+        i += 1;
+    }
+    if let Some((l, at)) = start
+        && !is_directive(&text[at..])
+    {
+        out.push(l);
+    }
+    out
+}
+
+/// `$ORIGIN` and `$TTL`, which the scanner keeps to itself.
+fn is_directive(entry: &[u8]) -> bool {
+    entry.starts_with(b"$ORIGIN") || entry.starts_with(b"$TTL")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::File::create(&p)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        p
+    }
+
+    const ZONE: &str = "\
+$TTL 300
+@   IN SOA ns1 hostmaster ( 2024010101 ; serial
+        3600 600 86400 60 )
+    IN NS ns1
+    IN MX 10 mail
+ns1 IN A 192.0.2.1
+mail 60 IN A 192.0.2.2
+www IN CNAME @
+$INCLUDE more.inc sub
+";
+
+    #[test]
+    fn a_zone_with_include_and_origin_from_the_file_name() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "more.inc", "host A 192.0.2.9\n@ TXT \"in sub\"");
+        let p = write(d.path(), "example.com", ZONE);
+        let z = load(&p).unwrap();
+        assert_eq!(z.apex.to_string(), "example.com");
+        let key = |s: &str| name::key(&name::parse(s).unwrap());
+        let mail = z.node(&key("mail.example.com")).unwrap();
+        assert_eq!(mail.get(Rtype::A).unwrap().ttl, 60);
+        let ns1 = z.node(&key("ns1.example.com")).unwrap();
+        assert_eq!(ns1.get(Rtype::A).unwrap().ttl, 300);
+        assert!(z.node(&key("host.sub.example.com")).is_some());
+        assert!(
+            z.node(&key("sub.example.com"))
+                .unwrap()
+                .get(Rtype::TXT)
+                .is_some()
+        );
+        let t = z.soa_timers().unwrap();
+        assert_eq!((t.serial, t.refresh, t.minimum), (2024010101, 3600, 60));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "example.com",
+            "@ SOA ns hm 1 2 3 4 5\n; comment\n\nwww A 192.0.2.300\n",
+        );
+        let e = load(&p).unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(
+            e.to_string().starts_with(&format!("{}:4:", p.display())),
+            "{e}"
+        );
+
+        let p = write(
+            d.path(),
+            "example.org",
+            "@ SOA ns hm 1 2 3 4 5\nx.example.net. A 192.0.2.1\n",
+        );
+        let e = load(&p).unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("outside the zone"), "{e}");
+
+        let p = write(d.path(), "example.net", "www A 192.0.2.1\n");
+        assert!(load(&p).unwrap_err().message.contains("no SOA"));
+
+        let p = write(
+            d.path(),
+            "cname.test",
+            "@ SOA ns hm 1 2 3 4 5\nwww A 192.0.2.1\nwww CNAME other\n",
+        );
+        let e = load(&p).unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("CNAME and other data"), "{e}");
+
+        let p = write(
+            d.path(),
+            "inc.test",
+            "@ SOA ns hm 1 2 3 4 5\n$INCLUDE missing.inc\n",
+        );
+        let e = load(&p).unwrap_err();
+        assert!(e.file.ends_with("missing.inc"), "{e}");
+
+        let p = write(
+            d.path(),
+            "loop.test",
+            "@ SOA ns hm 1 2 3 4 5\n$INCLUDE loop.test\n",
+        );
+        assert!(load(&p).is_err(), "an include loop ends");
+    }
+}

@@ -1,0 +1,739 @@
+//! The dns plugin against dig (bind9-dnsutils) and dnspython on 127.0.0.1.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const ZONE: &str = "\
+$ORIGIN example.com.
+$TTL 300
+@        IN SOA ns1 hostmaster 1 1 1 86400 60
+         IN NS  ns1
+         IN MX  10 mail
+         IN TXT \"v=spf1 -all\"
+         IN CAA 0 issue \"letsencrypt.org\"
+ns1      IN A   192.0.2.1
+mail     IN A   192.0.2.2
+mail     IN AAAA 2001:db8::2
+www      IN CNAME web
+web      IN A   192.0.2.3
+_sip._tcp IN SRV 0 5 5060 sip
+sip      IN A   192.0.2.4
+host     IN HINFO \"PDP-11\" \"UNIX\"
+*.wild   IN A   192.0.2.5
+sub      IN NS  ns.sub
+ns.sub   IN A   192.0.2.53
+short 2  IN A   192.0.2.9
+";
+
+/// The zone above with a name holding 40 TXT records (about 3 KB: over any UDP size).
+fn zone_text(serial: u32, extra: &str) -> String {
+    let mut z = ZONE.replace("hostmaster 1 ", &format!("hostmaster {serial} "));
+    for i in 0..40 {
+        z.push_str(&format!(
+            "big IN TXT \"record {i:02} 0123456789012345678901234567890123456789012345678901234567\"\n"
+        ));
+    }
+    z.push_str(extra);
+    z
+}
+
+/// A dns server on 127.0.0.1 (UDP and TCP on one port picked at start), with its files in
+/// a directory of the test's.
+struct Dns {
+    srv: Server,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Dns {
+    /// `twistrs dns -p 0 -i 127.0.0.1 ARGS`; `files` are written to the test's directory
+    /// first, and `{dir}` in an argument names it.
+    fn start(files: &[(&str, &str)], args: &[&str]) -> Dns {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let d = dir.path().display().to_string();
+        let args: Vec<String> = args.iter().map(|a| a.replace("{dir}", &d)).collect();
+        let mut full = vec!["dns", "-p", "0", "-i", "127.0.0.1"];
+        full.extend(args.iter().map(String::as_str));
+        let srv = Server::spawn(&full);
+        srv.wait_until(
+            |l| l.iter().any(|x| x.contains("DNSServerFactory starting on")),
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("dns did not start: {:?}", srv.lines()));
+        // The port of the pair: UDP's, once TCP got it too (-p 0 tries again if TCP's is taken).
+        let port = srv
+            .lines()
+            .iter()
+            .find_map(|l| l.split("DNSServerFactory starting on ").nth(1))
+            .and_then(|p| p.trim().parse().ok())
+            .expect("the port");
+        Dns { srv, dir, port }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `dig @127.0.0.1 -p PORT ARGS` (one try, two seconds).
+    fn dig(&self, args: &[&str]) -> String {
+        dig(self.port, args)
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.srv
+            .lines()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+}
+
+fn dig(port: u16, args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .args([
+            "20",
+            "dig",
+            "@127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "+time=2",
+            "+tries=1",
+        ])
+        .args(args)
+        .output()
+        .expect("dig (apt-get install bind9-dnsutils)");
+    assert!(
+        out.status.success() || out.status.code() == Some(9),
+        "dig {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The answer section of `dig +noall +answer`, one record per line, spaces normalised.
+fn answers(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// A python3 that has dnspython (python3-dnspython, or a pip install).
+fn python_with_dnspython() -> &'static str {
+    for py in ["python3", "/usr/bin/python3"] {
+        let ok = Command::new(py)
+            .args(["-c", "import dns.message, dns.query"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return py;
+        }
+    }
+    panic!("no python3 with dnspython (apt-get install python3-dnspython)");
+}
+
+/// Runs a dnspython script with the port as its argument; its stdout.
+fn dnspython(script: &str, port: u16) -> String {
+    let out = Command::new("timeout")
+        .args([
+            "60",
+            python_with_dnspython(),
+            "-c",
+            script,
+            &port.to_string(),
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `f` (bounded) until it returns true.
+fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what}: not within {timeout:?}");
+}
+
+fn primary() -> Dns {
+    Dns::start(
+        &[
+            ("example.com", &zone_text(1, "")),
+            ("hosts", "192.0.2.80 host.local\n"),
+        ],
+        &[
+            "--bindzone",
+            "{dir}/example.com",
+            "--hosts-file",
+            "{dir}/hosts",
+            "-v",
+        ],
+    )
+}
+
+#[test]
+fn dns_every_record_type_with_dig() {
+    let d = Dns::start(
+        &[
+            ("example.com", &zone_text(1, "")),
+            ("hosts", "192.0.2.80 host.local\n2001:db8::80 host.local\n"),
+            (
+                "2.0.192.in-addr.arpa",
+                "$TTL 300\n@ SOA ns1.example.com. hm.example.com. 1 1 1 60 60\n@ NS ns1.example.com.\n\
+                 4 PTR sip.example.com.\n",
+            ),
+        ],
+        &[
+            "--bindzone",
+            "{dir}/example.com",
+            "--bindzone",
+            "{dir}/2.0.192.in-addr.arpa",
+            "--hosts-file",
+            "{dir}/hosts",
+        ],
+    );
+    for (q, want) in [
+        (
+            &["example.com", "SOA"][..],
+            "example.com. 300 IN SOA ns1.example.com. hostmaster.example.com. 1 1 1 86400 60",
+        ),
+        (
+            &["example.com", "NS"],
+            "example.com. 300 IN NS ns1.example.com.",
+        ),
+        (
+            &["example.com", "MX"],
+            "example.com. 300 IN MX 10 mail.example.com.",
+        ),
+        (
+            &["example.com", "TXT"],
+            "example.com. 300 IN TXT \"v=spf1 -all\"",
+        ),
+        (
+            &["example.com", "CAA"],
+            "example.com. 300 IN CAA 0 issue \"letsencrypt.org\"",
+        ),
+        (
+            &["web.example.com", "A"],
+            "web.example.com. 300 IN A 192.0.2.3",
+        ),
+        (
+            &["mail.example.com", "AAAA"],
+            "mail.example.com. 300 IN AAAA 2001:db8::2",
+        ),
+        (
+            &["www.example.com", "CNAME"],
+            "www.example.com. 300 IN CNAME web.example.com.",
+        ),
+        (
+            &["_sip._tcp.example.com", "SRV"],
+            "_sip._tcp.example.com. 300 IN SRV 0 5 5060 sip.example.com.",
+        ),
+        (
+            &["host.example.com", "HINFO"],
+            "host.example.com. 300 IN HINFO \"PDP-11\" \"UNIX\"",
+        ),
+        (
+            &["-x", "192.0.2.4"],
+            "4.2.0.192.in-addr.arpa. 300 IN PTR sip.example.com.",
+        ),
+        (&["host.local", "A"], "host.local. 3600 IN A 192.0.2.80"),
+        (
+            &["host.local", "AAAA"],
+            "host.local. 3600 IN AAAA 2001:db8::80",
+        ),
+        (&["-x", "2001:db8::80"], "IN PTR host.local."),
+    ] {
+        let mut args = vec!["+norec", "+noall", "+answer", "+comments"];
+        args.extend_from_slice(q);
+        let out = d.dig(&args);
+        assert!(out.contains("status: NOERROR"), "{q:?}: {out}");
+        assert!(out.contains("flags: qr aa"), "{q:?}: authoritative: {out}");
+        assert!(
+            answers(&out).iter().any(|l| l.contains(want)),
+            "{q:?}: want {want}: {out}"
+        );
+    }
+    // A CNAME is followed inside the zone; MX and SRV targets' addresses come along.
+    let cname = answers(&d.dig(&["+noall", "+answer", "www.example.com", "A"]));
+    assert_eq!(
+        cname,
+        [
+            "www.example.com. 300 IN CNAME web.example.com.",
+            "web.example.com. 300 IN A 192.0.2.3"
+        ]
+    );
+    let mx = d.dig(&["+noall", "+additional", "example.com", "MX"]);
+    assert!(
+        answers(&mx).contains(&"mail.example.com. 300 IN A 192.0.2.2".to_string()),
+        "{mx}"
+    );
+    assert!(answers(&mx).contains(&"mail.example.com. 300 IN AAAA 2001:db8::2".to_string()));
+    let srv = d.dig(&["+noall", "+additional", "_sip._tcp.example.com", "SRV"]);
+    assert_eq!(answers(&srv), ["sip.example.com. 300 IN A 192.0.2.4"]);
+}
+
+#[test]
+fn dns_negative_answers_wildcards_and_delegations_with_dig() {
+    let d = primary();
+    let nx = d.dig(&["+noall", "+comments", "+authority", "nope.example.com", "A"]);
+    assert!(
+        nx.contains("status: NXDOMAIN") && nx.contains("flags: qr aa"),
+        "{nx}"
+    );
+    assert!(
+        answers(&nx).contains(
+            &"example.com. 60 IN SOA ns1.example.com. hostmaster.example.com. 1 1 1 86400 60"
+                .to_string()
+        ),
+        "the SOA, its TTL the MINIMUM: {nx}"
+    );
+    let nodata = d.dig(&[
+        "+noall",
+        "+comments",
+        "+answer",
+        "+authority",
+        "web.example.com",
+        "MX",
+    ]);
+    assert!(
+        nodata.contains("status: NOERROR") && nodata.contains("ANSWER: 0"),
+        "{nodata}"
+    );
+    assert!(
+        answers(&nodata).iter().any(|l| l.contains("IN SOA")),
+        "{nodata}"
+    );
+    let wild = answers(&d.dig(&["+noall", "+answer", "a.b.wild.example.com", "A"]));
+    assert_eq!(wild, ["a.b.wild.example.com. 300 IN A 192.0.2.5"]);
+    let referral = d.dig(&[
+        "+norec",
+        "+noall",
+        "+comments",
+        "+authority",
+        "+additional",
+        "www.sub.example.com",
+        "A",
+    ]);
+    assert!(referral.contains("status: NOERROR"), "{referral}");
+    assert!(
+        !referral.contains("flags: qr aa"),
+        "a referral is not authoritative: {referral}"
+    );
+    let lines = answers(&referral);
+    assert!(
+        lines.contains(&"sub.example.com. 300 IN NS ns.sub.example.com.".to_string()),
+        "{referral}"
+    );
+    assert!(
+        lines.contains(&"ns.sub.example.com. 300 IN A 192.0.2.53".to_string()),
+        "glue: {referral}"
+    );
+    // Outside the zones, without -r: REFUSED.
+    let out = d.dig(&["+noall", "+comments", "example.org", "A"]);
+    assert!(out.contains("status: REFUSED"), "{out}");
+}
+
+#[test]
+fn dns_truncation_then_tcp_and_edns_with_dig() {
+    let d = primary();
+    let udp = d.dig(&[
+        "+noedns",
+        "+ignore",
+        "+noall",
+        "+comments",
+        "big.example.com",
+        "TXT",
+    ]);
+    assert!(
+        udp.contains(" tc") && udp.contains("ANSWER: 0"),
+        "truncated over UDP: {udp}"
+    );
+    let edns = d.dig(&[
+        "+bufsize=4096",
+        "+ignore",
+        "+noall",
+        "+comments",
+        "big.example.com",
+        "TXT",
+    ]);
+    assert!(edns.contains(" tc") && edns.contains("udp: 1232"), "{edns}");
+    // dig asks again over TCP on TC, and gets it all.
+    let retried = d.dig(&["+noall", "+answer", "big.example.com", "TXT"]);
+    assert_eq!(answers(&retried).len(), 40, "{retried}");
+    let tcp = d.dig(&["+tcp", "+noall", "+answer", "big.example.com", "TXT"]);
+    assert_eq!(answers(&tcp).len(), 40);
+    assert!(d.count("big.example.com TXT") >= 4, "-v logs each question");
+}
+
+#[test]
+fn dns_edns_and_transfers_with_dnspython() {
+    let d = primary();
+    let out = dnspython(
+        r#"
+import sys, dns.message, dns.query, dns.rcode, dns.rdatatype, dns.rdataclass, dns.flags, dns.zone
+port = int(sys.argv[1])
+def ask(name, rdtype, **kw):
+    q = dns.message.make_query(name, rdtype, **kw)
+    return dns.query.udp(q, "127.0.0.1", port=port, timeout=3, ignore_trailing=True)
+for name, t in [("example.com", "SOA"), ("example.com", "NS"), ("example.com", "MX"),
+                ("example.com", "TXT"), ("example.com", "CAA"), ("web.example.com", "A"),
+                ("mail.example.com", "AAAA"), ("www.example.com", "CNAME"),
+                ("_sip._tcp.example.com", "SRV"), ("host.example.com", "HINFO")]:
+    r = ask(name, t)
+    assert r.rcode() == dns.rcode.NOERROR and r.flags & dns.flags.AA, (name, t, r)
+    assert r.find_rrset(r.answer, dns.name.from_text(name), dns.rdataclass.IN,
+                        dns.rdatatype.from_text(t)), (name, t, r)
+    print(name, t, "ok")
+r = ask("web.example.com", "A", use_edns=0, payload=4096)
+print("edns payload", r.payload, "version", r.edns)
+r = ask("web.example.com", "A")
+print("no edns", r.edns)
+import socket
+w = bytearray(dns.message.make_query("web.example.com", "A", use_edns=0).to_wire())
+w[-5] = 1  # the OPT's EDNS version
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.sendto(bytes(w), ("127.0.0.1", port))
+r = dns.message.from_wire(s.recv(4096))
+print("edns1", dns.rcode.to_text(r.rcode()))
+r = ask("nope.example.com", "A", use_edns=0)
+print("nx with edns", dns.rcode.to_text(r.rcode()))
+z = dns.zone.from_xfr(dns.query.xfr("127.0.0.1", "example.com", port=port, timeout=5))
+print("axfr names", len(z.nodes), "serial", z.get_rdataset("@", "SOA")[0].serial)
+q = dns.message.make_query("example.com", "AXFR")
+r = dns.query.udp(q, "127.0.0.1", port=port, timeout=3)
+print("axfr over udp", dns.rcode.to_text(r.rcode()))
+"#,
+        d.port,
+    );
+    assert_eq!(out.matches(" ok\n").count(), 10, "{out}");
+    assert!(out.contains("edns payload 1232 version 0"), "{out}");
+    assert!(out.contains("no edns -1"), "{out}");
+    assert!(out.contains("edns1 BADVERS"), "{out}");
+    assert!(out.contains("nx with edns NXDOMAIN"), "{out}");
+    assert!(out.contains("axfr names 13 serial 1"), "{out}");
+    assert!(out.contains("axfr over udp FORMERR"), "{out}");
+}
+
+/// A raw UDP exchange: the answer, or `None` after `wait`.
+fn raw_udp(port: u16, msg: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.send_to(msg, ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 4096];
+    s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
+}
+
+fn query(name: &str, qtype: u16) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.push(0);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&[0, 1]);
+    m
+}
+
+#[test]
+fn dns_malformed_packets_and_limits() {
+    let d = Dns::start(
+        &[("example.com", &zone_text(1, ""))],
+        &["--bindzone", "{dir}/example.com", "--timeout", "1"],
+    );
+    let quiet = Duration::from_millis(300);
+    let good = query("web.example.com", 1);
+    // No header: nothing to answer. A response: never answered (no loops).
+    assert!(raw_udp(d.port, b"\x12\x34\x01", quiet).is_none());
+    let mut response = good.clone();
+    response[2] |= 0x80;
+    assert!(raw_udp(d.port, &response, quiet).is_none());
+    // A header with garbage: FORMERR with the id. Cut short: FORMERR.
+    let mut garbage = good[..12].to_vec();
+    garbage.extend_from_slice(&[0xFF; 40]);
+    let a = raw_udp(d.port, &garbage, Duration::from_secs(3)).expect("FORMERR");
+    assert_eq!((&a[..2], a[3] & 0xF), (&[0x12, 0x34][..], 1));
+    let a = raw_udp(d.port, &good[..good.len() - 3], Duration::from_secs(3)).expect("FORMERR");
+    assert_eq!(a[3] & 0xF, 1);
+    // Another opcode (NOTIFY, UPDATE): NOTIMP.
+    for opcode in [4u8, 5] {
+        let mut m = good.clone();
+        m[2] = opcode << 3;
+        let a = raw_udp(d.port, &m, Duration::from_secs(3)).expect("NOTIMP");
+        assert_eq!(a[3] & 0xF, 4, "opcode {opcode}");
+    }
+    // Random bytes: an answer or silence, and the server still answers afterwards.
+    let mut x: u32 = 12345;
+    for _ in 0..200 {
+        let mut m = good.clone();
+        for b in m.iter_mut().skip(2) {
+            x = x.wrapping_mul(1103515245).wrapping_add(12345);
+            if x >> 28 == 0 {
+                *b = (x >> 16) as u8;
+            }
+        }
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(&m, ("127.0.0.1", d.port)).unwrap();
+    }
+    // The burst may still fill the socket's receive buffer when the question arrives on a
+    // loaded machine (a debug build answers slowly), so it is asked again a few times.
+    let a = (0..5)
+        .find_map(|_| raw_udp(d.port, &good, Duration::from_secs(2)))
+        .expect("still answering");
+    assert_eq!(a[3] & 0xF, 0);
+
+    // TCP: a message announced longer than the limit closes the connection.
+    let addr = SocketAddr::from(([127, 0, 0, 1], d.port));
+    let mut c = connect(addr);
+    c.write_all(&[0x20, 0x00]).unwrap();
+    assert_eq!(read_to_end(&mut c), b"", "closed at once");
+    // Two pipelined queries in one write: two answers.
+    let mut c = connect(addr);
+    let mut two = Vec::new();
+    for q in [&good, &query("mail.example.com", 28)] {
+        two.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        two.extend_from_slice(q);
+    }
+    c.write_all(&two).unwrap();
+    for _ in 0..2 {
+        let len = read_n(&mut c, 2);
+        let msg = read_n(&mut c, u16::from_be_bytes([len[0], len[1]]) as usize);
+        assert_eq!(msg[3] & 0xF, 0);
+        assert_eq!(u16::from_be_bytes([msg[6], msg[7]]), 1, "one answer each");
+    }
+    // Idle past --timeout: closed by the server.
+    let t0 = Instant::now();
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(idle.read(&mut buf).unwrap_or(0), 0);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn dns_forwarding_to_an_upstream_with_a_cache() {
+    let up = primary();
+    // A second server forwards to the first; a TXT name too big for UDP goes over TCP.
+    let fwd = Dns::start(
+        &[(
+            "resolv.conf",
+            &format!(
+                "nameserver 127.0.0.1#{}\noptions timeout:1 attempts:1\n",
+                up.port
+            ),
+        )],
+        &["--resolv-conf", "{dir}/resolv.conf", "-c", "-v"],
+    );
+    let out = fwd.dig(&["+noall", "+comments", "+answer", "www.example.com", "A"]);
+    assert!(
+        out.contains("status: NOERROR") && out.contains("flags: qr rd ra"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(" aa"),
+        "a forwarded answer is not authoritative: {out}"
+    );
+    assert_eq!(
+        answers(&out),
+        [
+            "www.example.com. 300 IN CNAME web.example.com.",
+            "web.example.com. 300 IN A 192.0.2.3"
+        ]
+    );
+    let nx = fwd.dig(&["+noall", "+comments", "nope.example.com", "A"]);
+    assert!(nx.contains("status: NXDOMAIN"), "{nx}");
+    let big = fwd.dig(&["+tcp", "+noall", "+answer", "big.example.com", "TXT"]);
+    assert_eq!(
+        answers(&big).len(),
+        40,
+        "asked again over TCP after TC: {big}"
+    );
+    let big_udp = fwd.dig(&["+ignore", "+noall", "+comments", "big.example.com", "TXT"]);
+    assert!(big_udp.contains(" tc"), "{big_udp}");
+
+    // The cache: asked again, the upstream hears nothing; the TTL is counted down; the
+    // 2-second name is asked upstream again once it expired.
+    let asked = |name: &str| up.count(&format!("{name} A from"));
+    assert_eq!(asked("www.example.com"), 1);
+    std::thread::sleep(Duration::from_millis(1100));
+    let again = answers(&fwd.dig(&["+noall", "+answer", "www.example.com", "A"]));
+    assert_eq!(asked("www.example.com"), 1, "from the cache");
+    assert!(
+        again[0].starts_with("www.example.com. 299 ")
+            || again[0].starts_with("www.example.com. 298 "),
+        "{again:?}"
+    );
+    assert_eq!(asked("nope.example.com"), 1);
+    fwd.dig(&["nope.example.com", "A"]);
+    assert_eq!(
+        asked("nope.example.com"),
+        1,
+        "negative answers are cached too"
+    );
+    fwd.dig(&["short.example.com", "A"]);
+    fwd.dig(&["short.example.com", "A"]);
+    assert_eq!(asked("short.example.com"), 1);
+    eventually("the 2 s TTL to run out", Duration::from_secs(10), || {
+        fwd.dig(&["short.example.com", "A"]);
+        asked("short.example.com") == 2
+    });
+
+    // An upstream that never answers: SERVFAIL after the timeout.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = Dns::start(
+        &[(
+            "resolv.conf",
+            &format!(
+                "nameserver 127.0.0.1#{}\noptions timeout:1 attempts:1\n",
+                silent.local_addr().unwrap().port()
+            ),
+        )],
+        &["-r", "--resolv-conf", "{dir}/resolv.conf"],
+    );
+    let t0 = Instant::now();
+    let out = dig(
+        dead.port,
+        &["+time=5", "+noall", "+comments", "www.example.com", "A"],
+    );
+    assert!(out.contains("status: SERVFAIL"), "{out}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn dns_secondary_copies_by_axfr_and_picks_up_a_new_serial() {
+    let p = primary();
+    // Before any copy: SERVFAIL (the primary is a closed port).
+    let closed = TcpStream::connect(("127.0.0.1", p.port)).map(|_| ()).ok();
+    let _ = closed;
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = nowhere.local_addr().unwrap().port();
+    drop(nowhere);
+    let orphan = Dns::start(
+        &[],
+        &["--secondary", &format!("127.0.0.1:{dead_port}/example.com")],
+    );
+    let out = orphan.dig(&["+noall", "+comments", "web.example.com", "A"]);
+    assert!(out.contains("status: SERVFAIL"), "{out}");
+
+    let s = Dns::start(
+        &[],
+        &[
+            "--secondary",
+            &format!("127.0.0.1:{}/example.com", p.port),
+            "-v",
+        ],
+    );
+    assert!(
+        s.srv
+            .log_contains("Transferred zone example.com serial 1 from 127.0.0.1"),
+        "{:?}",
+        s.srv.lines()
+    );
+    let out = s.dig(&["+noall", "+comments", "+answer", "www.example.com", "A"]);
+    assert!(out.contains("flags: qr aa"), "{out}");
+    assert_eq!(answers(&out).len(), 2, "{out}");
+    // A new serial at the primary (SIGHUP reloads its file): the secondary's refresh (1 s)
+    // sees it and transfers again.
+    std::fs::write(p.path("example.com"), zone_text(2, "new IN A 192.0.2.99\n")).unwrap();
+    p.srv.signal(1);
+    assert!(p.srv.log_contains("Reloaded 1 zone file(s)"));
+    assert!(
+        s.srv.log_contains("Transferred zone example.com serial 2"),
+        "{:?}",
+        s.srv.lines()
+    );
+    let new = answers(&s.dig(&["+noall", "+answer", "new.example.com", "A"]));
+    assert_eq!(new, ["new.example.com. 300 IN A 192.0.2.99"]);
+}
+
+#[test]
+fn dns_sighup_reloads_and_a_broken_file_keeps_the_old_data() {
+    let d = primary();
+    let web = || answers(&d.dig(&["+noall", "+answer", "web.example.com", "A"]));
+    assert_eq!(web(), ["web.example.com. 300 IN A 192.0.2.3"]);
+    let file = d.path("example.com");
+    std::fs::write(&file, zone_text(2, "").replace("192.0.2.3", "192.0.2.33")).unwrap();
+    std::fs::write(d.path("hosts"), "192.0.2.81 added.local\n").unwrap();
+    d.srv.signal(1);
+    eventually("the reload", Duration::from_secs(5), || {
+        web() == ["web.example.com. 300 IN A 192.0.2.33"]
+    });
+    assert_eq!(
+        answers(&d.dig(&["+noall", "+answer", "added.local", "A"])),
+        ["added.local. 3600 IN A 192.0.2.81"]
+    );
+    // A broken file: the old zone stays, and the log names the file and line.
+    std::fs::write(&file, zone_text(3, "bad IN A 300.1.2.3\n")).unwrap();
+    let before = d.count("Reloaded");
+    d.srv.signal(1);
+    eventually("the second reload", Duration::from_secs(5), || {
+        d.count("Reloaded") > before
+    });
+    let line = zone_text(3, "").lines().count() + 1;
+    let want = format!("{}:{line}: ", file.display());
+    assert!(
+        d.srv
+            .lines()
+            .iter()
+            .any(|l| l.contains(&want) && l.contains("keeping the zone loaded before")),
+        "{want}: {:?}",
+        d.srv.lines()
+    );
+    assert_eq!(web(), ["web.example.com. 300 IN A 192.0.2.33"]);
+}
+
+#[test]
+fn dns_start_errors_name_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("example.com");
+    std::fs::write(
+        &zone,
+        "@ SOA ns hm 1 2 3 4 5\nwww A 192.0.2.1\nbad MX mail\n",
+    )
+    .unwrap();
+    let z = zone.display().to_string();
+    let (code, _, err) = run_in(
+        dir.path(),
+        &["-n", "--pidfile=", "dns", "-p", "0", "--bindzone", &z],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("{z}:3: ")), "{err}");
+    let (code, _, err) = run_in(
+        dir.path(),
+        &["-n", "--pidfile=", "dns", "--pyzone", "zone.py"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("BIND zone file"), "{err}");
+    let (code, _, err) = run_in(
+        dir.path(),
+        &["-n", "--pidfile=", "dns", "--secondary", "127.0.0.1"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("IP[:port]/domain"), "{err}");
+    assert!(Path::new(&z).exists());
+}
