@@ -47,6 +47,17 @@ fn octal(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("'{s}' is not an octal umask such as 022"))
 }
 
+/// `--workers`: a count of at least 1, or `auto` (0 here: one per CPU of the affinity mask).
+fn workers(s: &str) -> Result<usize, String> {
+    if s == "auto" {
+        return Ok(0);
+    }
+    s.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=1024).contains(n))
+        .ok_or_else(|| format!("'{s}' is not a number of workers (1 to 1024, or 'auto')"))
+}
+
 fn seconds(s: &str) -> Result<f64, String> {
     s.parse::<f64>()
         .ok()
@@ -182,6 +193,14 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
                 .default_value("10")
                 .value_parser(seconds)
                 .help("On SIGTERM/SIGINT, wait this long for open connections to finish"),
+        )
+        .arg(
+            Arg::new("workers")
+                .long("workers")
+                .value_name("N")
+                .default_value("1")
+                .value_parser(workers)
+                .help("Serve from N worker processes on the same listeners, supervised by a master ('auto': one per CPU); 1 is a single process"),
         );
     cmd = cmd.args(Refused::args(PYTHON_ONLY));
     cmd = cmd
