@@ -209,6 +209,17 @@ impl Pool {
         }
     }
 
+    /// Signals the workers that serve: one still starting has no handler yet (SIGHUP would
+    /// kill it), and opens the log afresh anyway.
+    fn signal_serving(&self, sig: i32) {
+        for w in self.workers.iter().filter(|w| w.serving) {
+            if let Some(p) = &w.proc {
+                // SAFETY: a signal to our own unreaped child.
+                unsafe { libc::kill(p.pid() as i32, sig) };
+            }
+        }
+    }
+
     /// Checks each worker: ready pipes, deaths (logged, and a restart scheduled), restarts
     /// that are due.
     fn supervise(&mut self, stopping: bool) {
@@ -396,7 +407,7 @@ pub(crate) fn master(
             .turn(Some(wait))
             .map_err(|e| format!("the reactor failed: {e}"))?;
         if reopen.replace(false) {
-            pool.signal_all(libc::SIGHUP);
+            pool.signal_serving(libc::SIGHUP);
         }
         match reactor.take_stop() {
             Some(StopReason::Signal(libc::SIGUSR2)) => {

@@ -493,3 +493,140 @@ fn single_process_plugins_refuse_workers_and_worker_failures_reach_the_starter()
         }
     );
 }
+
+#[test]
+fn socket_activation_feeds_the_workers_and_ready_comes_once_all_serve() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fd = listener.as_raw_fd();
+    let inode = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+        .unwrap()
+        .ino();
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" -n --pidfile= --workers 2 echo --listen systemd:domain=INET:index=0")
+        .arg(BIN)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env_remove("LISTEN_FDNAMES")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: dup2 and fcntl are async-signal-safe; the listening socket goes on fd 3.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let master = child.id() as i32;
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY=1 arrives");
+    assert_eq!(&buf[..n], b"READY=1");
+    // READY=1 came from the master once both workers served: both hold systemd's socket.
+    let workers = children(master);
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    for w in &workers {
+        assert_eq!(
+            held_by(*w, &[inode]),
+            1,
+            "worker {w} listens on systemd's socket"
+        );
+    }
+    drop(listener);
+    echo_once(port).unwrap();
+    // SAFETY: a signal to the master this test started.
+    unsafe { libc::kill(master, libc::SIGTERM) };
+    let n = notify.recv(&mut buf).expect("STOPPING=1 arrives");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let end = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < end, "the master exits");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // No second READY=1 or anything else from the workers.
+    notify
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    assert!(notify.recv(&mut buf).is_err(), "only the master notifies");
+}
+
+#[test]
+fn workers_drop_privileges_and_the_master_keeps_the_ports() {
+    if !nix::unistd::Uid::effective().is_root() {
+        skip(
+            "workers_drop_privileges_and_the_master_keeps_the_ports",
+            "not root",
+        );
+        return;
+    }
+    let Some(nobody) = nix::unistd::User::from_name("nobody").ok().flatten() else {
+        skip(
+            "workers_drop_privileges_and_the_master_keeps_the_ports",
+            "no user nobody",
+        );
+        return;
+    };
+    let port = (600..1000)
+        .rev()
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free privileged port");
+    let ep = format!("tcp:{port}:interface=127.0.0.1");
+    let m = Master::start(&["-u", "nobody", "--workers", "2", "echo", "--listen", &ep]);
+    assert!(
+        m.wait_log(|l| l.contains("2 workers serve."), 10),
+        "{}",
+        m.log()
+    );
+    let uid = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:").map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let workers = children(m.pid());
+    assert_eq!(workers.len(), 2);
+    for w in &workers {
+        let u = uid(*w);
+        assert!(
+            u.split_whitespace().all(|x| x == nobody.uid.to_string()),
+            "worker {w}: {u}"
+        );
+    }
+    assert!(uid(m.pid()).starts_with("0\t"), "the master stays root");
+    echo_once(port).unwrap();
+    // A worker killed is started again by the root master and drops privileges again.
+    // SAFETY: a signal to a worker this test started.
+    unsafe { libc::kill(workers[0], libc::SIGKILL) };
+    assert!(
+        m.wait_log(|l| l.matches(" serves.").count() >= 3, 10),
+        "{}",
+        m.log()
+    );
+    let again = children(m.pid());
+    assert_eq!(again.len(), 2);
+    for w in &again {
+        let u = uid(*w);
+        assert!(
+            u.split_whitespace().all(|x| x == nobody.uid.to_string()),
+            "{u}"
+        );
+    }
+}
