@@ -379,6 +379,19 @@ again (see ENDPOINTS). twistd renames its own log on SIGUSR1 and dies on SIGHUP.
 Restart without downtime (what \fBtwistrs restart\fR sends): start the same binary with the
 same command line, hand it the listening sockets and the locked pidfile, and once it serves,
 stop accepting and drain. If it fails, keep serving.
+.SH WORKERS
+With \fB--workers\fR \fIN\fR (or \fBauto\fR, one per CPU of the affinity mask), a master process
+binds every listener, holds the pidfile (which names it) and starts \fIN\fR workers, each the
+same binary and command line serving on the inherited sockets (one shared accept queue per
+listener), dropping privileges and chrooting itself. The master runs none of the plugin's
+services. A worker that dies is logged and started again, after a delay doubling from 0.1 s to
+30 s when it dies within a second of its start. SIGTERM and SIGINT drain every worker, then the
+master exits; SIGHUP and SIGUSR1 reopen the master's log and are passed on to the workers;
+SIGUSR2 starts a new master whose workers all serve before the old ones drain.
+\fBstatus\fR lists the workers; systemd gets READY=1 once every worker serves. A worker that
+fails to start fails the start. \fB--max-connections\fR counts per worker.
+\fB--log-rotate-size\fR is refused with workers (use logrotate and SIGHUP), and so is a plugin
+that must run in one process (procmon).
 .SH EXIT STATUS
 .TP
 .B 0
