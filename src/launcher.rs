@@ -451,8 +451,12 @@ fn serve(
             .run()
             .map_err(|e| format!("the reactor failed: {e}"))?;
         match reason {
-            // A worker's master restarts, never the worker.
-            StopReason::Signal(libc::SIGUSR2) if workers::this_worker().is_some() => {}
+            // A worker's master restarts, never the worker: SIGUSR2 is the master's request
+            // to drain and exit (at a stop or once a restart's new workers serve).
+            StopReason::Signal(libc::SIGUSR2) if workers::this_worker().is_some() => {
+                log::info!(target: "twistrs.reactor", "The master asked to stop; shutting down.");
+                break Ended::Requested;
+            }
             StopReason::Signal(libc::SIGUSR2) => {
                 if let Some(pid) =
                     restart(&mut reactor, service, plan, pidfile.as_ref(), exe, args)?
@@ -476,6 +480,18 @@ fn serve(
     if workers::this_worker().is_some() {
         // The master's sockets outlive a worker: its UNIX socket files stay until it stops.
         reactor.abandon_listeners();
+        // systemd's SIGTERM to every process of the service and the master's own request
+        // (SIGUSR2) both arrive, in either order: neither may end the drain as a second
+        // signal does in a single process. The master's SIGQUIT does (a second stop signal
+        // to the master: close at once).
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGUSR2] {
+            reactor
+                .on_signal(sig, SignalAction::Call(Box::new(|| {})))
+                .map_err(|e| format!("cannot watch signals: {e}"))?;
+        }
+        reactor
+            .on_signal(libc::SIGQUIT, SignalAction::Stop)
+            .map_err(|e| format!("cannot watch signals: {e}"))?;
     }
     service.stop_service(&mut reactor.service_host());
     if let Err(e) = reactor.drain(plan.shutdown_timeout) {

@@ -94,7 +94,7 @@ pub fn spawn(
 /// `--workers` master: the same hand-over of listeners and ready pipe, without the pidfile;
 /// the worker keeps the master's stdout and stderr (a `-n` log goes there) and gets neither
 /// systemd's variables (the master is the one systemd knows) nor, through `PR_SET_PDEATHSIG`,
-/// a life longer than its master's.
+/// a life longer than its master's; it runs in a process group of its own.
 pub fn spawn_as(
     exe: &Path,
     args: &[OsString],
@@ -138,6 +138,10 @@ pub fn spawn_as(
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+                // A process group of its own: a Ctrl-C in the foreground reaches the master
+                // alone, which stops the workers gracefully (a second SIGINT of their own
+                // would end their drain at once).
+                libc::setpgid(0, 0);
                 Ok(())
             });
         }

@@ -292,19 +292,22 @@ impl Pool {
         self.workers.iter().any(|w| w.proc.is_some())
     }
 
-    /// SIGTERM to every worker (each drains as a single process does), then waits for them;
-    /// what is left after the drain's deadline and a margin is killed.
+    /// SIGUSR2 to every worker (the master's stop request: each drains as a single process
+    /// does on SIGTERM, and once draining ignores SIGTERM, SIGINT and SIGUSR2, so a SIGTERM
+    /// sent to the whole service and this request do not add up to a second signal), then
+    /// waits for them; a second stop signal to the master becomes a SIGQUIT, which ends the
+    /// drains at once; what is left after the drain's deadline and a margin is killed.
     fn stop_all(&mut self, reactor: &mut Reactor, timeout: Duration) {
         for w in &mut self.workers {
             w.restart_at = None;
         }
-        self.signal_all(libc::SIGTERM);
+        self.signal_all(libc::SIGUSR2);
         let deadline = Instant::now() + timeout + Duration::from_secs(5);
         while self.any_alive() && Instant::now() < deadline {
             let _ = reactor.turn(Some(Duration::from_millis(20)));
             if reactor.take_stop().is_some() {
                 // A second signal: the workers close their connections at once.
-                self.signal_all(libc::SIGTERM);
+                self.signal_all(libc::SIGQUIT);
             }
             self.supervise(true);
         }
