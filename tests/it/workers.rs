@@ -248,7 +248,7 @@ fn workers_are_the_masters_children_and_share_the_connections() {
     let port = m.port();
     let mut conns: Vec<std::net::TcpStream> = Vec::new();
     let mut held = vec![0; workers.len()];
-    while conns.len() < 400 && held.iter().any(|n| *n == 0) {
+    while conns.len() < 400 && held.contains(&0) {
         for _ in 0..20 {
             let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
             c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
