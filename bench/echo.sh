@@ -11,6 +11,8 @@
 # BENCH_SECS=5, BENCH_WARMUP=1, BENCH_IDLE_CONNS=10000, BENCH_PIN=1 (server on CPU 0,
 # load generator on CPU 1; 0 lets the scheduler place both), BENCH_BUILD=1 (0 runs the
 # binaries already in target/release, e.g. while the sources do not build).
+# twistrs_w2 is twistrs --workers 2, not pinned (its workers share both CPUs with the load
+# generator); its CPU is the master's and its workers'; no idle-memory run for it.
 set -euo pipefail
 
 SCRIPT=echo.sh
@@ -18,7 +20,7 @@ SCRIPT=echo.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 other_twistrs_bins
-SERVERS=${BENCH_SERVERS:-"twistrs ${other_twistrs}floor twisted asyncio"}
+SERVERS=${BENCH_SERVERS:-"twistrs ${other_twistrs}twistrs_w2 floor twisted asyncio"}
 CONNS=${BENCH_CONNS:-64}
 SECS=${BENCH_SECS:-5}
 WARMUP=${BENCH_WARMUP:-1}
@@ -31,6 +33,15 @@ SIZES=(64 4096)
 start_run echo
 
 fd_count() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 | wc -l; }
+# CPU ticks (all, or user with $2=user) of a process and its children (a --workers master).
+tree_ticks() {
+    local p t=0 v
+    for p in "$1" $(children_of "$1"); do
+        if [[ ${2:-} == user ]]; then v=$(user_ticks "$p"); else v=$(cpu_ticks "$p"); fi
+        t=$((t + ${v:-0}))
+    done
+    printf '%s' "$t"
+}
 now() { date +%s.%N; }
 
 # --- build and environment -------------------------------------------------------------
@@ -57,12 +68,15 @@ start_server() {
         [[ -n $(twistrs_bin "$name") ]] || die "no binary for $name: give it in BENCH_TWISTRS_BINS"
         cmd=("$(twistrs_bin "$name")" -n --pidfile= echo --listen tcp:0:interface=127.0.0.1)
         ;;
+    twistrs_w2) cmd=("$twistrs" -n --pidfile= --workers 2 echo --listen tcp:0:interface=127.0.0.1) ;;
     floor) cmd=("$bench" floor) ;;
     twisted) cmd=("$py" "$here/peers/twisted_echo.py" 0) ;;
     asyncio) cmd=("$py" "$here/peers/asyncio_echo.py" 0) ;;
     *) die "unknown server $name (BENCH_SERVERS takes twistrs, floor, twisted, asyncio)" ;;
     esac
-    "${srv_pin[@]}" "${cmd[@]}" </dev/null >"$log" 2>&1 &
+    local pin=("${srv_pin[@]}")
+    [[ $name == *_w2 ]] && pin=()
+    "${pin[@]}" "${cmd[@]}" </dev/null >"$log" 2>&1 &
     SPID=$!
     pids+=("$SPID")
     SPORT=
@@ -73,6 +87,12 @@ start_server() {
         sleep 0.1
     done
     [[ -n $SPORT ]] || { cat "$log"; die "$name did not report its port within 10 s"; }
+    if [[ $name == *_w2 ]]; then
+        for ((i = 0; i < 100; i++)); do
+            grep -q ' workers serve\.$' "$log" && break
+            sleep 0.1
+        done
+    fi
     say "[$name] pid $SPID listening on 127.0.0.1:$SPORT, RSS $(rss_kib "$SPID") KiB"
 }
 
@@ -85,8 +105,8 @@ run_echo() {
             --size "$size" --secs "$WARMUP" --warmup 0 >/dev/null || true
     fi
     t0=$(now)
-    c0=$(cpu_ticks "$SPID")
-    u0=$(user_ticks "$SPID")
+    c0=$(tree_ticks "$SPID")
+    u0=$(tree_ticks "$SPID" user)
     m0=$(machine_ticks)
     if ! line=$("${cli_pin[@]}" "$bench" echo --addr "127.0.0.1:$SPORT" --conns "$CONNS" \
         --size "$size" --secs "$SECS" --warmup 0); then
@@ -95,8 +115,8 @@ run_echo() {
         line="msgs_per_sec=n/a p50_ms=n/a p99_ms=n/a errors=failed client_cpu=n/a"
     fi
     t1=$(now)
-    c1=$(cpu_ticks "$SPID")
-    u1=$(user_ticks "$SPID")
+    c1=$(tree_ticks "$SPID")
+    u1=$(tree_ticks "$SPID" user)
     m1=$(machine_ticks)
     cpu=$(cores "$c0" "$c1" "$t0" "$t1")
     other=$(other_cores "$m0" "$m1" "$t0" "$t1" "$cpu" "$(kv client_cpu "$line")")
@@ -176,7 +196,7 @@ for name in $SERVERS; do
     for size in "${SIZES[@]}"; do
         run_echo "$name" "$size"
     done
-    measure_idle "$name"
+    if [[ $name == *_w2 ]]; then R[$name.kib]=n/a; else measure_idle "$name"; fi
     stop_pid "$SPID"
     tail -n 3 "$work/$name.server.log" | sed "s/^/[$name] log: /"
 done
@@ -215,6 +235,13 @@ say "loadavg at end: $(cat /proc/loadavg)"
                 say "| asyncio_KiB/twistrs_KiB per idle conn | $r | (no target) | |"
             fi
         done
+        if has twistrs_w2; then
+            for size in "${SIZES[@]}"; do
+                label=$([[ $size == 64 ]] && echo 64B || echo 4KiB)
+                r=$(ratio "$(get "twistrs_w2.msgs$size")" "$(get "twistrs.msgs$size")")
+                say "| twistrs_w2/twistrs msg/s $label (2 workers over 1) | $r | above 1x | $(verdict "$r" gt 1) |"
+            done
+        fi
     fi
     say ""
     if has twistrs; then

@@ -30,8 +30,17 @@ SCRIPT=mail.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 other_twistrs_bins
-SERVERS=${BENCH_SERVERS:-"twistrs ${other_twistrs}aiosmtpd aiosmtpd-fsync aiosmtpd-nosync"}
-is_twistrs() { [[ $1 == twistrs || $1 == twistrs-* ]]; }
+SERVERS=${BENCH_SERVERS:-"twistrs ${other_twistrs}twistrs_w2 aiosmtpd aiosmtpd-fsync aiosmtpd-nosync"}
+is_twistrs() { [[ $1 == twistrs || $1 == twistrs-* || $1 == twistrs_w2 ]]; }
+# CPU ticks of a process and its children (a --workers master and its workers).
+tree_ticks() {
+    local p t=0 v
+    for p in "$1" $(children_of "$1"); do
+        v=$(cpu_ticks "$p")
+        t=$((t + ${v:-0}))
+    done
+    printf '%s' "$t"
+}
 LAT_SERVERS=${BENCH_LAT_SERVERS:-$(for n in $SERVERS; do
     if is_twistrs "$n" || [[ $n == aiosmtpd-fsync ]]; then printf '%s ' "$n"; fi
 done)}
@@ -136,7 +145,7 @@ base_of() {
 # The Maildir (the folder holding new/, tmp/, cur/) of server $1.
 maildir_of() {
     case $1 in
-    twistrs | twistrs-*) printf '%s' "${BASE[$1]}/mail/joe" ;;
+    twistrs | twistrs-* | twistrs_w2) printf '%s' "${BASE[$1]}/mail/joe" ;;
     *) printf '%s' "${BASE[$1]}/Maildir" ;;
     esac
 }
@@ -171,15 +180,16 @@ start_server() {
     rm -f "$log" "$out"
     base_of "$name" >/dev/null # (not in a subshell: sets BASE[$name])
     case $name in
-    twistrs | twistrs-*)
+    twistrs | twistrs-* | twistrs_w2)
         mkdir -p "${BASE[$name]}/mail"
-        local bin=$twistrs
-        if [[ $name != twistrs ]]; then
+        local bin=$twistrs workers=()
+        [[ $name == twistrs_w2 ]] && workers=(--workers 2)
+        if [[ $name == twistrs-* ]]; then
             bin=${TW_BIN[$name]:-}
             [[ -n $bin ]] || die "no binary for $name: give it in BENCH_TWISTRS_BINS"
         fi
         # -l: a regular file of the run's folder, never /dev/null (see the top).
-        cmd=("$bin" -n --pidfile= -l "$log" mail -H mx.test -d "example.com=${BASE[$name]}/mail"
+        cmd=("$bin" -n --pidfile= "${workers[@]}" -l "$log" mail -H mx.test -d "example.com=${BASE[$name]}/mail"
             -u joe=secret -s tcp:0:interface=127.0.0.1 -p tcp:0:interface=127.0.0.1)
         ;;
     aiosmtpd) cmd=("$py" "$here/peers/aiosmtpd_maildir.py" --port 0 "$(maildir_of "$name")") ;;
@@ -188,7 +198,9 @@ start_server() {
     *) die "unknown server $name (BENCH_SERVERS takes twistrs, twistrs-LABEL, aiosmtpd, aiosmtpd-fsync, aiosmtpd-nosync)" ;;
     esac
     say "[$name] ${cmd[*]}"
-    "${srv_pin[@]}" "${cmd[@]}" </dev/null >"$out" 2>&1 &
+    local pin=("${srv_pin[@]}")
+    [[ $name == *_w2 ]] && pin=()
+    "${pin[@]}" "${cmd[@]}" </dev/null >"$out" 2>&1 &
     SPID=$!
     pids+=("$SPID")
     SPORT=
@@ -198,7 +210,7 @@ start_server() {
             # The log file appears only once twistrs has started logging.
             SPORT=$(sed -nE 's/.* SMTP starting on ([0-9]+)$/\1/p' "$log" 2>/dev/null | head -n1 || true)
             PPORT=$(sed -nE 's/.* VirtualPOP3 starting on ([0-9]+)$/\1/p' "$log" 2>/dev/null | head -n1 || true)
-            [[ -n $SPORT && -n $PPORT ]] && break
+            [[ -n $SPORT && -n $PPORT ]] && { [[ $name != *_w2 ]] || grep -q ' workers serve\.$' "$log"; } && break
         else
             SPORT=$(sed -nE 's/^listening ([0-9]+)$/\1/p' "$out" | head -n1 || true)
             [[ -n $SPORT ]] && break
@@ -216,11 +228,11 @@ start_server() {
 run_source() {
     local msgs=$1 mode=$2 flags=() t0 t1 c0 c1 w0 w1 m0 m1
     [[ $mode == reused ]] && flags=(-d)
-    t0=$(now); c0=$(cpu_ticks "$SPID"); w0=$(reaped_ticks); m0=$(machine_ticks)
+    t0=$(now); c0=$(tree_ticks "$SPID"); w0=$(reaped_ticks); m0=$(machine_ticks)
     SS_RC=0
     "${cli_pin[@]}" timeout "$RUN_TIMEOUT" "$smtp_source" "${flags[@]}" -s "$SESSIONS" -m "$msgs" -l "$SIZE" \
         -M bench.test -f "$SENDER" -t "$RCPT" "127.0.0.1:$SPORT" >"$work/ss.out" 2>"$work/ss.err" </dev/null || SS_RC=$?
-    t1=$(now); c1=$(cpu_ticks "$SPID"); w1=$(reaped_ticks); m1=$(machine_ticks)
+    t1=$(now); c1=$(tree_ticks "$SPID"); w1=$(reaped_ticks); m1=$(machine_ticks)
     SS_ERR=$(cat "$work/ss.out" "$work/ss.err" | grep -c . || true)
     SS_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')
     SS_SCPU=$(cores "$c0" "$c1" 0 "$SS_SECS")
@@ -422,6 +434,7 @@ label() {
     aiosmtpd-fsync) printf 'aiosmtpd --fsync (file + dir fsync per message)' ;;
     aiosmtpd-nosync) printf 'aiosmtpd --nosync (no fsync at all)' ;;
     twistrs-*) printf '%s (%s)' "$1" "${TW_BIN[$1]:-?}" ;;
+    twistrs_w2) printf 'twistrs --workers 2 (not pinned)' ;;
     *) printf '%s' "$1" ;;
     esac
 }
@@ -474,6 +487,12 @@ label() {
                 say "| $other/twistrs p99 ms to the 250 beside the bulk writer | $r | (no target) | |"
             fi
         done
+        if has twistrs_w2; then
+            for mode in new reused; do
+                r=$(ratio "$(get "twistrs_w2.$mode.rate")" "$(get "twistrs.$mode.rate")")
+                say "| twistrs_w2/twistrs msg/s, $mode (2 workers over 1) | $r | above 1x | $(verdict "$r" gt 1) |"
+            done
+        fi
         for peer in aiosmtpd aiosmtpd-fsync aiosmtpd-nosync; do
             has "$peer" || continue
             for mode in new reused; do

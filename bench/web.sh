@@ -13,6 +13,9 @@
 # start-up poller on CPU 1; 0 lets the scheduler place them), BENCH_BUILD=1 (0 runs the
 # twistrs binary already in target/release), BENCH_BACKLOG= (empty: each server's own
 # listen backlog, 50 for twistrs and twistd, 511 for nginx; a number gives all three it).
+# Two more servers run on every core: twistrs_w2 (twistrs --workers 2) and nginx_w2
+# (worker_processes 2), not pinned (their workers share both CPUs with wrk): compare them
+# with each other (BENCH_SERVERS="twistrs nginx twistrs_w2 nginx_w2" runs all four).
 set -euo pipefail
 
 SCRIPT=web.sh
@@ -20,7 +23,7 @@ SCRIPT=web.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 other_twistrs_bins
-SERVERS=${BENCH_SERVERS:-"twistrs ${other_twistrs}twistd nginx"}
+SERVERS=${BENCH_SERVERS:-"twistrs ${other_twistrs}twistd nginx twistrs_w2 nginx_w2"}
 CONNS=${BENCH_CONNS:-64}
 MANY_CONNS=${BENCH_MANY_CONNS:-1000}
 SECS=${BENCH_SECS:-5}
@@ -103,13 +106,13 @@ wait_quiet
 # --- servers ---------------------------------------------------------------------------
 free_port() { "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# nginx config for port $1 in its own directory; prints the directory.
+# nginx config for port $1 in its own directory, $2 worker processes; prints the directory.
 nginx_dir() {
-    local port=$1 d="$work/nginx-$1"
+    local port=$1 workers=${2:-1} d="$work/nginx-$1"
     mkdir -p "$d"
     cat >"$d/nginx.conf" <<EOF
 user root;
-worker_processes 1;
+worker_processes $workers;
 daemon off;
 master_process on;
 pid $d/nginx.pid;
@@ -139,7 +142,7 @@ server_cmd() {
     # --logfile /dev/null replaces the machine's /dev/null with a regular file. Renaming
     # the symlink is harmless; after its first MB (about 9,000 requests) twistd logs into
     # regular files in $work. twistrs does not rotate: all its lines go to /dev/null.
-    twistrs | twistrs-* | twistd)
+    twistrs | twistrs-* | twistrs_w2 | twistd)
         rm -f "$work/$name-access.log"
         ln -s /dev/null "$work/$name-access.log"
         ;;
@@ -148,6 +151,11 @@ server_cmd() {
     twistrs | twistrs-*)
         [[ -n $(twistrs_bin "$name") ]] || die "no binary for $name: give it in BENCH_TWISTRS_BINS"
         CMD=("$(twistrs_bin "$name")" -n --pidfile= web --path "$www" --listen "$listen" --logfile "$work/$name-access.log")
+        ;;
+    twistrs_w2) CMD=("$twistrs" -n --pidfile= --workers 2 web --path "$www" --listen "$listen" --logfile "$work/$name-access.log") ;;
+    nginx_w2)
+        d=$(nginx_dir "$port" 2)
+        CMD=(nginx -p "$d/" -e "$d/error.log" -c "$d/nginx.conf")
         ;;
     twistd) CMD=("$venv/bin/twistd" -n --pidfile= web --path "$www" --listen "$listen" --logfile "$work/twistd-access.log") ;;
     nginx)
@@ -165,7 +173,9 @@ start_server() {
     SPORT=$(free_port)
     server_cmd "$name" "$SPORT"
     say "[$name] ${CMD[*]}"
-    "${srv_pin[@]}" "${CMD[@]}" </dev/null >"$log" 2>&1 &
+    local pin=("${srv_pin[@]}")
+    [[ $name == *_w2 ]] && pin=()
+    "${pin[@]}" "${CMD[@]}" </dev/null >"$log" 2>&1 &
     SPID=$!
     pids+=("$SPID")
     for ((i = 0; i < 200; i++)); do
@@ -343,6 +353,17 @@ rows=("k64:req/s 1 KiB x$CONNS" "k1000:req/s 1 KiB x$MANY_CONNS" "m64:req/s 1 Mi
                 fi
             done
         done
+        if has twistrs_w2; then
+            for row in "${rows[@]}"; do
+                key=${row%%:*}
+                if has nginx_w2; then
+                    r=$(ratio "$(get "twistrs_w2.$key.rps")" "$(get "nginx_w2.$key.rps")")
+                    say "| twistrs_w2/nginx_w2 ${row#*:} (2 workers each) | $r | at least 1x | $(verdict "$r" ge 1) |"
+                fi
+                r=$(ratio "$(get "twistrs_w2.$key.rps")" "$(get "twistrs.$key.rps")")
+                say "| twistrs_w2/twistrs ${row#*:} | $r | (no target: twistrs is pinned to one core) | |"
+            done
+        fi
         for peer in nginx twistd; do
             has "$peer" || continue
             r=$(ratio "$(get "$peer.start")" "$(get twistrs.start)")

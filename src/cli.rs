@@ -47,6 +47,17 @@ fn octal(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("'{s}' is not an octal umask such as 022"))
 }
 
+/// `--workers`: a count of at least 1, or `auto` (0 here: one per CPU of the affinity mask).
+fn workers(s: &str) -> Result<usize, String> {
+    if s == "auto" {
+        return Ok(0);
+    }
+    s.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=1024).contains(n))
+        .ok_or_else(|| format!("'{s}' is not a number of workers (1 to 1024, or 'auto')"))
+}
+
 fn seconds(s: &str) -> Result<f64, String> {
     s.parse::<f64>()
         .ok()
@@ -182,6 +193,14 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
                 .default_value("10")
                 .value_parser(seconds)
                 .help("On SIGTERM/SIGINT, wait this long for open connections to finish"),
+        )
+        .arg(
+            Arg::new("workers")
+                .long("workers")
+                .value_name("N")
+                .default_value("1")
+                .value_parser(workers)
+                .help("Serve from N worker processes on the same listeners, supervised by a master ('auto': one per CPU); 1 is a single process"),
         );
     cmd = cmd.args(Refused::args(PYTHON_ONLY));
     cmd = cmd
@@ -360,6 +379,20 @@ again (see ENDPOINTS). twistd renames its own log on SIGUSR1 and dies on SIGHUP.
 Restart without downtime (what \fBtwistrs restart\fR sends): start the same binary with the
 same command line, hand it the listening sockets and the locked pidfile, and once it serves,
 stop accepting and drain. If it fails, keep serving.
+.SH WORKERS
+With \fB--workers\fR \fIN\fR (or \fBauto\fR, one per CPU of the affinity mask), a master process
+binds every listener, holds the pidfile (which names it) and starts \fIN\fR workers, each the
+same binary and command line serving on the inherited sockets (one shared accept queue per
+listener), dropping privileges and chrooting itself. The master runs none of the plugin's
+services. A worker that dies is logged and started again, after a delay doubling from 0.1 s to
+30 s when it dies within a second of its start. SIGTERM and SIGINT drain every worker (a second
+one closes what is left at once), then the master exits; workers have process groups of their
+own; SIGHUP and SIGUSR1 reopen the master's log and are passed on to the workers;
+SIGUSR2 starts a new master whose workers all serve before the old ones drain.
+\fBstatus\fR lists the workers; systemd gets READY=1 once every worker serves. A worker that
+fails to start fails the start. \fB--max-connections\fR counts per worker.
+\fB--log-rotate-size\fR is refused with workers (use logrotate and SIGHUP), and so is a plugin
+that must run in one process (procmon).
 .SH EXIT STATUS
 .TP
 .B 0

@@ -64,6 +64,11 @@ pub fn run(name: &str, global: &ArgMatches, sub: &ArgMatches) -> i32 {
     match name {
         "status" => {
             println!("twistrs is running (PID {pid}, pidfile {})", path.display());
+            let workers = crate::workers::of(pid);
+            if !workers.is_empty() {
+                let list: Vec<String> = workers.iter().map(i32::to_string).collect();
+                println!("{} workers: PIDs {}", workers.len(), list.join(", "));
+            }
             0
         }
         "stop" => stop(&path, &held, pid, timeout),

@@ -17,9 +17,9 @@ use twistrs_core::{Plugin, Reactor, Service, SignalAction, StopReason};
 use crate::daemon::{self, StatusWriter};
 use crate::logging::{self, Destination, Rotation};
 use crate::pidfile::Pidfile;
-use crate::{cli, control, notify, privileges, upgrade};
+use crate::{cli, control, notify, privileges, upgrade, workers};
 
-const LAUNCHER: &str = "twistrs.launcher";
+pub(crate) const LAUNCHER: &str = "twistrs.launcher";
 
 /// Exit status for every start-up failure, as twistd.
 const EXIT_FAILURE: i32 = 1;
@@ -105,23 +105,23 @@ fn check_reactor(m: &ArgMatches) -> Result<(), String> {
 }
 
 /// Everything decided from the command line before anything is touched.
-struct Plan {
-    daemon: bool,
-    start_dir: PathBuf,
+pub(crate) struct Plan {
+    pub(crate) daemon: bool,
+    pub(crate) start_dir: PathBuf,
     pidfile: Option<PathBuf>,
     log: Destination,
     rotation: Option<Rotation>,
-    rundir: PathBuf,
+    pub(crate) rundir: PathBuf,
     umask: Option<u32>,
-    chroot: Option<PathBuf>,
-    target: privileges::Target,
-    shutdown_timeout: Duration,
+    pub(crate) chroot: Option<PathBuf>,
+    pub(crate) target: privileges::Target,
+    pub(crate) shutdown_timeout: Duration,
 }
 
 impl Plan {
     /// The umask the run uses: `--umask`, else twistd's 0077 for a daemon, else the inherited
     /// one (`None`).
-    fn umask(&self) -> Option<u32> {
+    pub(crate) fn umask(&self) -> Option<u32> {
         self.umask.or(self.daemon.then_some(0o077))
     }
 }
@@ -184,12 +184,26 @@ fn start(
     args: &[OsString],
     status: &mut StatusWriter,
 ) -> Result<i32, String> {
+    let worker = workers::from_env();
     let mut inherited = upgrade::from_env();
-    // A restart's successor reports every failure, even an early one, to its predecessor.
+    // A restart's successor (or a worker) reports every failure, even an early one, to its
+    // predecessor (its master).
     if let Some(fd) = inherited.as_mut().and_then(|i| i.ready.take()) {
         *status = StatusWriter::from_fd(fd);
     }
-    let plan = plan(m, inherited.is_some())?;
+    // A worker logs where its master does, and never goes into the background itself.
+    let mut plan = plan(m, inherited.is_some() && worker.is_none_or(|w| w.file_log))?;
+    if worker.is_some() {
+        plan.daemon = false;
+    }
+    let n = workers::count(m);
+    if n > 1 && plan.rotation.is_some() {
+        return Err(
+            "--log-rotate-size cannot be used with --workers: several processes \
+                    write the log; rotate it with logrotate and SIGHUP"
+                .into(),
+        );
+    }
     let (name, sub) = m.subcommand().ok_or("no plugin given")?;
     let plugin = plugins
         .iter()
@@ -200,6 +214,8 @@ fn start(
 
     // 1. The pidfile check: a live twistrs holds its lock.
     let mut pidfile = match (&plan.pidfile, &inherited) {
+        // The master holds it.
+        _ if worker.is_some() => None,
         (None, _) => None,
         (Some(p), Some(inh)) if inh.pidfile.is_some() => {
             Some(Pidfile::inherit(p, inh.pidfile.unwrap_or(-1)).map_err(|e| e.to_string())?)
@@ -211,6 +227,13 @@ fn start(
     // changes nothing a plugin writes (mail's passwords), and what it logs reaches the log.
     let built = open_log(&plan, &exe, pidfile.as_ref()).and_then(|logger| {
         let service = (plugin.make_service)(sub).map_err(|e| e.to_string())?;
+        if n > 1
+            && let Some(why) = service.single_process()
+        {
+            return Err(format!(
+                "{name} cannot run with --workers {n}: {why}; it runs in one process only"
+            ));
+        }
         Ok((logger, service))
     });
     let (logger, mut service) = match built {
@@ -222,18 +245,33 @@ fn start(
             return Err(e);
         }
     };
-    let result = serve(
-        m,
-        &plan,
-        &mut service,
-        &mut pidfile,
-        status,
-        inherited,
-        &exe,
-        args,
-        systemd_fds,
-        logger,
-    );
+    let result = if n > 1 {
+        workers::master(
+            n,
+            &plan,
+            &mut service,
+            &mut pidfile,
+            status,
+            inherited,
+            &exe,
+            args,
+            systemd_fds,
+            logger,
+        )
+    } else {
+        serve(
+            m,
+            &plan,
+            &mut service,
+            &mut pidfile,
+            status,
+            inherited,
+            &exe,
+            args,
+            systemd_fds,
+            logger,
+        )
+    };
     match result {
         Ok(Ended::Signal(sig)) => {
             if let Some(p) = pidfile {
@@ -280,6 +318,10 @@ fn open_log(
         .map_err(|e| format!("cannot open log file {shown}: {e}"))?;
     log::info!(target: LAUNCHER, "twistrs {} ({}) starting up.", crate::VERSION, exe.display());
     log::info!(target: LAUNCHER, "reactor class: twistrs_core::Reactor (mio, epoll).");
+    if let Some(w) = workers::this_worker() {
+        log::info!(target: LAUNCHER, "Worker {} of master PID {}, PID {}.",
+            w.index, w.master, std::process::id());
+    }
     if let Some(p) = pidfile
         && let Some(prev) = &p.previous
     {
@@ -299,7 +341,7 @@ fn clone_dest(d: &Destination) -> Destination {
 }
 
 /// How the service ended.
-enum Ended {
+pub(crate) enum Ended {
     Signal(i32),
     Requested,
     HandedOver(u32),
@@ -371,6 +413,7 @@ fn serve(
                 logger.chown(plan.target.uid, plan.target.gid);
                 plan.target.drop_privileges()?;
             }
+            workers::after_privilege_drop();
             Ok(())
         })
         // 10. Services.
@@ -395,8 +438,9 @@ fn serve(
         p.write_pid()
             .map_err(|e| format!("cannot write pidfile {}: {e}", p.path().display()))?;
     }
-    // 11. Serving: tell the parent (or predecessor) and systemd.
+    // 11. Serving: tell the parent (or predecessor, or master) and systemd.
     status.ok();
+    workers::test_crash();
     if inherited.is_some() {
         notify::notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
     } else {
@@ -407,6 +451,12 @@ fn serve(
             .run()
             .map_err(|e| format!("the reactor failed: {e}"))?;
         match reason {
+            // A worker's master restarts, never the worker: SIGUSR2 is the master's request
+            // to drain and exit (at a stop or once a restart's new workers serve).
+            StopReason::Signal(libc::SIGUSR2) if workers::this_worker().is_some() => {
+                log::info!(target: "twistrs.reactor", "The master asked to stop; shutting down.");
+                break Ended::Requested;
+            }
             StopReason::Signal(libc::SIGUSR2) => {
                 if let Some(pid) =
                     restart(&mut reactor, service, plan, pidfile.as_ref(), exe, args)?
@@ -427,6 +477,22 @@ fn serve(
         }
     };
     notify::notify("STOPPING=1");
+    if workers::this_worker().is_some() {
+        // The master's sockets outlive a worker: its UNIX socket files stay until it stops.
+        reactor.abandon_listeners();
+        // systemd's SIGTERM to every process of the service and the master's own request
+        // (SIGUSR2) both arrive, in either order: neither may end the drain as a second
+        // signal does in a single process. The master's SIGQUIT does (a second stop signal
+        // to the master: close at once).
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGUSR2] {
+            reactor
+                .on_signal(sig, SignalAction::Call(Box::new(|| {})))
+                .map_err(|e| format!("cannot watch signals: {e}"))?;
+        }
+        reactor
+            .on_signal(libc::SIGQUIT, SignalAction::Stop)
+            .map_err(|e| format!("cannot watch signals: {e}"))?;
+    }
     service.stop_service(&mut reactor.service_host());
     if let Err(e) = reactor.drain(plan.shutdown_timeout) {
         log::error!(target: LAUNCHER, "error while draining connections: {e}");
@@ -563,7 +629,7 @@ fn watch_signals(reactor: &mut Reactor) -> std::io::Result<()> {
     Ok(())
 }
 
-fn reopen_log() {
+pub(crate) fn reopen_log() {
     if let Some(l) = logging::logger() {
         match l.reopen() {
             Ok(()) => {
@@ -579,7 +645,7 @@ fn reopen_log() {
 /// Lifts the soft descriptor limit to the hard one: every connection is a descriptor. Child
 /// processes, and a restart's successor (which then does the same), get the limit we were
 /// started with.
-fn raise_fd_limit() {
+pub(crate) fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return;

@@ -20,6 +20,7 @@ pub mod pidfile;
 pub mod privileges;
 pub mod registry;
 pub mod upgrade;
+pub mod workers;
 
 pub use launcher::run;
 pub use registry::builtin_plugins;

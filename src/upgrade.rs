@@ -87,6 +87,22 @@ pub fn spawn(
     listeners: &[(String, RawFd)],
     pidfile: Option<RawFd>,
 ) -> Result<Successor, String> {
+    spawn_as(exe, args, cwd, listeners, pidfile, None)
+}
+
+/// Starts a successor, or with `worker` (the value of `crate::workers::ENV`) a worker of a
+/// `--workers` master: the same hand-over of listeners and ready pipe, without the pidfile;
+/// the worker keeps the master's stdout and stderr (a `-n` log goes there) and gets neither
+/// systemd's variables (the master is the one systemd knows) nor, through `PR_SET_PDEATHSIG`,
+/// a life longer than its master's; it runs in a process group of its own.
+pub fn spawn_as(
+    exe: &Path,
+    args: &[OsString],
+    cwd: &Path,
+    listeners: &[(String, RawFd)],
+    pidfile: Option<RawFd>,
+    worker: Option<&str>,
+) -> Result<Successor, String> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
         .map_err(|e| format!("cannot create the ready pipe: {e}"))?;
     // The successor's end blocks; ours polls.
@@ -109,9 +125,29 @@ pub fn spawn(
     cmd.args(args)
         .current_dir(cwd)
         .env(ENV, env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stdin(Stdio::null());
+    if let Some(w) = worker {
+        cmd.env(crate::workers::ENV, w);
+        for v in twistrs_core::process::NOT_INHERITED
+            .iter()
+            .filter(|v| **v != ENV)
+        {
+            cmd.env_remove(v);
+        }
+        // SAFETY: prctl is a system call; nothing is allocated after the fork.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+                // A process group of its own: a Ctrl-C in the foreground reaches the master
+                // alone, which stops the workers gracefully (a second SIGINT of their own
+                // would end their drain at once).
+                libc::setpgid(0, 0);
+                Ok(())
+            });
+        }
+    } else {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    }
     // The successor starts with the descriptor limit we started with (we raised ours), so it
     // raises its own the same way and gives its children the same.
     let nofile = twistrs_core::process::child_nofile_limit().and_then(|soft| {
@@ -188,6 +224,11 @@ impl Successor {
                 Progress::Failed(msg.unwrap_or_default())
             }
         }
+    }
+
+    /// Reaps the child if it has exited (a worker that served, watched by its master).
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.child.try_wait()
     }
 
     /// Gives up on a successor that took too long.

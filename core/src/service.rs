@@ -94,6 +94,15 @@ pub trait Service {
     /// The successor failed: this process serves on, and takes back up what
     /// `prepare_handover` stopped.
     fn handover_failed(&mut self, _h: &mut ServiceHost<'_>) {}
+
+    /// `Some(why)` if this service must run in one process only: `--workers N` would run a
+    /// copy in each worker, so state that cannot be shared (a supervisor of programs, which
+    /// would run each program N times) must say so here, and the launcher refuses `--workers`
+    /// with `why` in its message. The default (None) is a service that scales: every worker
+    /// runs it on the shared listeners.
+    fn single_process(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A Deferred that fires once all of `ds` have (Twisted's `gatherResults`, for `()`), with
@@ -172,6 +181,10 @@ impl Service for MultiService {
         for c in &mut self.children {
             c.handover_failed(r);
         }
+    }
+
+    fn single_process(&self) -> Option<&str> {
+        self.children.iter().find_map(|c| c.single_process())
     }
 }
 

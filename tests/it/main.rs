@@ -15,3 +15,4 @@ mod tls;
 mod web;
 mod web_tls;
 mod wire;
+mod workers;

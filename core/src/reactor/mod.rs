@@ -259,6 +259,13 @@ impl Reactor {
         }
     }
 
+    /// The stop that `turn` saw (SIGTERM/SIGINT, a `SignalAction::Stop` signal, or
+    /// `Handle::stop`), taken: for a caller that drives its own loop of turns (the `--workers`
+    /// master, which supervises between them).
+    pub fn take_stop(&mut self) -> Option<StopReason> {
+        self.stop.take()
+    }
+
     /// Graceful stop: asks every connection to finish (`Protocol::stop_requested`) and every
     /// child to stop (`ProcessProtocol::stop_requested`: SIGTERM, SIGKILL after its kill
     /// time), runs until they are gone, and closes what remains after `timeout`. Children

@@ -155,17 +155,32 @@ impl Domain {
         (lower != u && self.exists(&lower)).then_some(lower)
     }
 
-    /// Adds a user as twistd's `-u USER=PASS` does.
+    /// Adds a user as twistd's `-u USER=PASS` does. With `--workers`, every worker runs this
+    /// at its start while the others read the file at logins: an unchanged password is left
+    /// alone, and a new one is written aside (`NAME.PID.new`, as DirDBM writes `NAME.new`) and
+    /// renamed over the old, so no login ever reads a truncated file.
     pub fn add_user(&self, user: &str, pass: &str) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
-        let p = self.path.join("passwd").join(dirdbm_name(user));
-        let mut f = std::fs::OpenOptions::new()
+        let dir = self.path.join("passwd");
+        let name = dirdbm_name(user);
+        let p = dir.join(&name);
+        if std::fs::read(&p).is_ok_and(|cur| cur == pass.as_bytes()) {
+            return make_maildir(&self.path.join(user));
+        }
+        let tmp = dir.join(format!("{name}.{}.new", std::process::id()));
+        let written = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(p)?;
-        std::io::Write::write_all(&mut f, pass.as_bytes())?;
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, pass.as_bytes()))
+            .and_then(|()| std::fs::rename(&tmp, &p));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written?;
         make_maildir(&self.path.join(user))
     }
 
@@ -380,6 +395,43 @@ mod tests {
             2,
             "a newline every 76 characters: {n}"
         );
+    }
+
+    #[test]
+    fn add_user_leaves_an_unchanged_password_alone_and_replaces_a_new_one_whole() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("example.com");
+        std::fs::create_dir_all(path.join("passwd")).unwrap();
+        let d = Domain {
+            name: "example.com".into(),
+            path: path.clone(),
+            aliases: None,
+            bounce_to_postmaster: false,
+        };
+        let file = path.join("passwd/am9l_");
+        let stat = || {
+            let m = std::fs::metadata(&file).unwrap();
+            (m.ino(), m.mtime(), m.mtime_nsec(), m.mode() & 0o777)
+        };
+        d.add_user("joe", "secret").unwrap();
+        let first = stat();
+        // What every `--workers` worker does when it starts (and again when one is restarted)
+        // while the others serve logins: an unchanged password is not written again, so no
+        // reader ever finds the file truncated.
+        d.add_user("joe", "secret").unwrap();
+        assert_eq!(stat(), first);
+        // A new one replaces the file whole (written aside, then renamed over it).
+        d.add_user("joe", "other").unwrap();
+        let second = stat();
+        assert_ne!(second.0, first.0, "a new file, renamed into place");
+        assert_eq!(second.3, 0o600);
+        assert_eq!(d.password("joe").as_deref(), Some("other"));
+        let names: Vec<_> = std::fs::read_dir(path.join("passwd"))
+            .unwrap()
+            .flatten()
+            .collect();
+        assert_eq!(names.len(), 1, "no temporary file left");
     }
 
     #[test]

@@ -284,6 +284,12 @@ impl Service for ProcessMonitor {
         d
     }
 
+    fn single_process(&self) -> Option<&str> {
+        Some(
+            "it supervises programs, and a copy in each worker would run every program once per worker",
+        )
+    }
+
     fn handover_failed(&mut self, _h: &mut ServiceHost<'_>) {
         let n = {
             let mut m = self.0.borrow_mut();

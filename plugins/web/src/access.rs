@@ -129,8 +129,11 @@ impl AccessLog {
         match &mut self.sink {
             Sink::Main => log::info!(target: "twistrs.web.access", "{}", self.line),
             Sink::File { w, .. } => {
+                // The line and its newline in one piece: the buffer then only ever holds, and
+                // writes, whole lines, which matters when `--workers` processes all append.
+                self.line.push('\n');
                 let _ = w.write_all(self.line.as_bytes());
-                let _ = w.write_all(b"\n");
+                self.line.pop();
             }
         }
     }
@@ -187,5 +190,44 @@ mod tests {
             agent: None,
         });
         assert!(zero.contains("\" 200 - \"http://x/\" \"-\""), "{zero}");
+    }
+
+    /// With `--workers`, every worker appends to the same access log: what one writes must be
+    /// whole lines, even when its buffer fills up exactly at a line's end.
+    #[test]
+    fn two_writers_of_one_file_never_tear_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let mut a = AccessLog::file(path.clone()).unwrap();
+        let mut b = AccessLog::file(path.clone()).unwrap();
+        fn line(request: &str) -> Line<'_> {
+            Line {
+                client: "127.0.0.1",
+                request,
+                status: 200,
+                bytes: 5,
+                referer: None,
+                agent: None,
+            }
+        }
+        let base = a.format(&line("")).len();
+        let request = |len: usize| format!("GET /{} HTTP/1.1", "x".repeat(len - 14));
+        // 327 lines of 200 bytes with their newlines: 65,400 of the 65,536-byte buffer used.
+        let r199 = request(199 - base);
+        for _ in 0..327 {
+            a.log(&line(&r199));
+        }
+        // A line that fills the buffer exactly, without room for its newline.
+        let last = request(65_536 - 65_400 - base);
+        assert_eq!(a.format(&line(&last)).len(), 136);
+        a.log(&line(&last));
+        b.log(&line("GET /from-b HTTP/1.1"));
+        b.flush();
+        a.flush();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 329, "one line per record");
+        for l in text.lines() {
+            assert_eq!(l.matches("\"127.0.0.1\"").count(), 1, "a torn line: {l}");
+        }
     }
 }

@@ -1,0 +1,597 @@
+//! `--workers N`: a master process that binds the listeners and supervises N worker processes
+//! serving on them, as nginx's `worker_processes`.
+//!
+//! The master binds every endpoint (the plugin's `privileged_start_service`, as root before any
+//! privilege drop), keeps the listening sockets, and starts each worker by re-executing its own
+//! binary with the same command line and the sockets inherited, as a restart's successor
+//! inherits them (`upgrade::spawn_as`), plus `TWISTRS_WORKER`. A worker is a one-process
+//! twistrs that takes its listeners from the master, has no pidfile, drops privileges itself
+//! and reports on its ready pipe once it serves. The master never starts a service, accepts a
+//! connection or runs a protocol: it holds the pidfile, forwards signals, restarts a worker that
+//! dies (with a backoff when it dies soon after starting) and hands over on SIGUSR2 like a
+//! single process does.
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use twistrs_core::{Reactor, Service, SignalAction, StopReason};
+
+use crate::daemon::{self, StatusWriter};
+use crate::launcher::{self, Ended, LAUNCHER, Plan};
+use crate::pidfile::Pidfile;
+use crate::{logging, notify, upgrade};
+
+/// Set in a worker's environment: `INDEX MASTER_PID FILE_LOG`.
+pub const ENV: &str = "TWISTRS_WORKER";
+
+/// A worker that died sooner than this after its start (or before it served) counts as a
+/// crash loop: its restart waits, twice as long each time, from `FIRST_DELAY` to `MAX_DELAY`.
+const QUICK_DEATH: Duration = Duration::from_secs(1);
+const FIRST_DELAY: Duration = Duration::from_millis(100);
+const MAX_DELAY: Duration = Duration::from_secs(30);
+/// How long workers get to serve at start and at a hand-over.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a worker learned from its master.
+#[derive(Debug)]
+pub struct WorkerEnv {
+    pub index: usize,
+    pub master: i32,
+    /// The master logs to a file by default even with `-n` (it is a restart's successor).
+    pub file_log: bool,
+}
+
+static THIS: OnceLock<Option<WorkerEnv>> = OnceLock::new();
+
+/// Reads and clears `TWISTRS_WORKER` (once, at start-up, before any thread exists).
+pub fn from_env() -> Option<&'static WorkerEnv> {
+    THIS.get_or_init(|| {
+        let v = std::env::var(ENV).ok()?;
+        // SAFETY: called at start-up, single-threaded.
+        unsafe { std::env::remove_var(ENV) };
+        let mut it = v.split(' ');
+        Some(WorkerEnv {
+            index: it.next()?.parse().ok()?,
+            master: it.next()?.parse().ok()?,
+            file_log: it.next() == Some("1"),
+        })
+    })
+    .as_ref()
+}
+
+/// This process's worker identity, if it is a worker.
+pub fn this_worker() -> Option<&'static WorkerEnv> {
+    THIS.get().and_then(Option::as_ref)
+}
+
+/// In a worker, after the privilege drop (which clears the parent-death signal): a worker
+/// never outlives its master, so no orphan keeps the ports of a master killed by SIGKILL.
+pub fn after_privilege_drop() {
+    if let Some(w) = this_worker() {
+        // SAFETY: plain system calls.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+            if libc::getppid() != w.master {
+                libc::raise(libc::SIGTERM);
+            }
+        }
+    }
+}
+
+/// Debug builds only: `TWISTRS_TEST_WORKER_EXIT` set makes every worker exit (status 70) as
+/// soon as it has reported that it serves, so the tests can watch a crash loop back off.
+pub fn test_crash() {
+    #[cfg(debug_assertions)]
+    if this_worker().is_some() && std::env::var_os("TWISTRS_TEST_WORKER_EXIT").is_some() {
+        log::logger().flush();
+        // SAFETY: ends the process at once, as a crash would.
+        unsafe { libc::_exit(70) };
+    }
+}
+
+/// The number of workers `--workers` asks for: `auto` (0) is one per CPU this process may
+/// run on (the affinity mask, and a cgroup quota), at least 1. A worker is one process.
+pub fn count(m: &clap::ArgMatches) -> usize {
+    if this_worker().is_some() {
+        return 1;
+    }
+    match m.get_one::<usize>("workers").copied().unwrap_or(1) {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+/// The worker PIDs of master `pid`: its children started with `TWISTRS_WORKER`.
+pub fn of(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            // The fields after the command name, which may hold spaces and parentheses.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            ppid == Some(pid)
+                && std::fs::read(format!("/proc/{child}/environ")).is_ok_and(|env| {
+                    env.split(|b| *b == 0)
+                        .any(|v| v.starts_with(ENV.as_bytes()) && v.get(ENV.len()) == Some(&b'='))
+                })
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// How a child ended, as the log says it.
+fn ended(st: std::process::ExitStatus) -> String {
+    match (st.code(), st.signal()) {
+        (Some(c), _) => format!("ended with exit status {c}"),
+        (_, Some(s)) => {
+            let name = nix::sys::signal::Signal::try_from(s).map_or("?", |s| s.as_str());
+            format!("ended by signal {name}")
+        }
+        _ => "ended".into(),
+    }
+}
+
+struct Worker {
+    index: usize,
+    proc: Option<upgrade::Successor>,
+    serving: bool,
+    started: Instant,
+    delay: Duration,
+    restart_at: Option<Instant>,
+}
+
+/// The workers and what they need to be started again.
+struct Pool {
+    exe: PathBuf,
+    args: Vec<OsString>,
+    cwd: PathBuf,
+    listeners: Vec<(String, OwnedFd)>,
+    file_log: bool,
+    workers: Vec<Worker>,
+}
+
+impl Pool {
+    fn raw_listeners(&self) -> Vec<(String, RawFd)> {
+        self.listeners
+            .iter()
+            .map(|(e, fd)| (e.clone(), fd.as_raw_fd()))
+            .collect()
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<(), String> {
+        let env = format!(
+            "{} {} {}",
+            self.workers[i].index,
+            std::process::id(),
+            u8::from(self.file_log)
+        );
+        let listeners = self.raw_listeners();
+        let w = &mut self.workers[i];
+        w.started = Instant::now();
+        w.serving = false;
+        w.restart_at = None;
+        let p = upgrade::spawn_as(
+            &self.exe,
+            &self.args,
+            &self.cwd,
+            &listeners,
+            None,
+            Some(&env),
+        )?;
+        log::info!(target: LAUNCHER, "Worker {} started, PID {}.", w.index, p.pid());
+        w.proc = Some(p);
+        Ok(())
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.workers
+            .iter()
+            .filter_map(|w| w.proc.as_ref().map(upgrade::Successor::pid))
+            .collect()
+    }
+
+    fn signal_all(&self, sig: i32) {
+        for pid in self.pids() {
+            // SAFETY: a signal to our own unreaped child (its PID cannot be reused before we
+            // reap it).
+            unsafe { libc::kill(pid as i32, sig) };
+        }
+    }
+
+    /// Signals the workers that serve: one still starting has no handler yet (SIGHUP would
+    /// kill it), and opens the log afresh anyway.
+    fn signal_serving(&self, sig: i32) {
+        for w in self.workers.iter().filter(|w| w.serving) {
+            if let Some(p) = &w.proc {
+                // SAFETY: a signal to our own unreaped child.
+                unsafe { libc::kill(p.pid() as i32, sig) };
+            }
+        }
+    }
+
+    /// Checks each worker: ready pipes, deaths (logged, and a restart scheduled), restarts
+    /// that are due.
+    fn supervise(&mut self, stopping: bool) {
+        let now = Instant::now();
+        for i in 0..self.workers.len() {
+            let w = &mut self.workers[i];
+            let mut death: Option<String> = None;
+            if let Some(p) = w.proc.as_mut() {
+                if w.serving {
+                    if let Ok(Some(st)) = p.try_wait() {
+                        death = Some(ended(st));
+                    }
+                } else {
+                    match p.poll() {
+                        upgrade::Progress::Waiting => {}
+                        upgrade::Progress::Ready(pid) => {
+                            w.serving = true;
+                            log::info!(target: LAUNCHER, "Worker {} (PID {pid}) serves.", w.index);
+                        }
+                        upgrade::Progress::Failed(msg) => death = Some(format!("failed: {msg}")),
+                    }
+                }
+            }
+            if let Some(how) = death {
+                let pid = w.proc.take().map_or(0, |p| p.pid());
+                let ran = now.duration_since(w.started);
+                if stopping {
+                    log::info!(target: LAUNCHER, "Worker {} (PID {pid}) {how}.", w.index);
+                    continue;
+                }
+                w.delay = if !w.serving || ran < QUICK_DEATH {
+                    (w.delay * 2).clamp(FIRST_DELAY, MAX_DELAY)
+                } else {
+                    Duration::ZERO
+                };
+                let when = if w.delay.is_zero() {
+                    String::new()
+                } else {
+                    format!(" in {:.1} s", w.delay.as_secs_f64())
+                };
+                log::warn!(target: LAUNCHER,
+                    "Worker {} (PID {pid}) {how} after {:.3} s; restarting it{when}.",
+                    w.index, ran.as_secs_f64());
+                w.serving = false;
+                w.restart_at = Some(now + w.delay);
+            }
+            if !stopping
+                && self.workers[i].restart_at.is_some_and(|t| t <= now)
+                && let Err(e) = self.spawn(i)
+            {
+                let w = &mut self.workers[i];
+                w.delay = (w.delay * 2).clamp(FIRST_DELAY, MAX_DELAY);
+                log::error!(target: LAUNCHER, "Worker {}: {e}; retrying in {:.1} s.",
+                    w.index, w.delay.as_secs_f64());
+                w.restart_at = Some(now + w.delay);
+            }
+        }
+    }
+
+    /// The next moment `supervise` has a restart to make.
+    fn next_due(&self) -> Option<Instant> {
+        self.workers.iter().filter_map(|w| w.restart_at).min()
+    }
+
+    fn all_serving(&self) -> bool {
+        self.workers.iter().all(|w| w.serving)
+    }
+
+    fn any_alive(&self) -> bool {
+        self.workers.iter().any(|w| w.proc.is_some())
+    }
+
+    /// SIGUSR2 to every worker (the master's stop request: each drains as a single process
+    /// does on SIGTERM, and once draining ignores SIGTERM, SIGINT and SIGUSR2, so a SIGTERM
+    /// sent to the whole service and this request do not add up to a second signal), then
+    /// waits for them; a second stop signal to the master becomes a SIGQUIT, which ends the
+    /// drains at once; what is left after the drain's deadline and a margin is killed.
+    fn stop_all(&mut self, reactor: &mut Reactor, timeout: Duration) {
+        for w in &mut self.workers {
+            w.restart_at = None;
+        }
+        self.signal_all(libc::SIGUSR2);
+        let deadline = Instant::now() + timeout + Duration::from_secs(5);
+        while self.any_alive() && Instant::now() < deadline {
+            let _ = reactor.turn(Some(Duration::from_millis(20)));
+            if reactor.take_stop().is_some() {
+                // A second signal: the workers close their connections at once.
+                self.signal_all(libc::SIGQUIT);
+            }
+            self.supervise(true);
+        }
+        for w in &mut self.workers {
+            if let Some(p) = w.proc.take() {
+                log::warn!(target: LAUNCHER, "Worker {} (PID {}) did not stop: killing it.",
+                    w.index, p.pid());
+                p.kill();
+            }
+        }
+    }
+}
+
+/// The master's run: the steps of `launcher::serve` that are not the plugin's, then the
+/// workers instead of the services.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn master(
+    n: usize,
+    plan: &Plan,
+    service: &mut Box<dyn Service>,
+    pidfile: &mut Option<Pidfile>,
+    status: &mut StatusWriter,
+    inherited: Option<upgrade::Inherited>,
+    exe: &Path,
+    args: &[OsString],
+    systemd_fds: bool,
+    logger: &'static logging::Logger,
+) -> Result<Ended, String> {
+    // chdir and umask as a single process; no chroot: the master must re-execute its binary
+    // (for each worker and at a restart), so each worker chroots itself.
+    if plan.chroot.is_none() && plan.rundir != Path::new(".") {
+        std::env::set_current_dir(&plan.rundir)
+            .map_err(|e| format!("cannot change to directory {}: {e}", plan.rundir.display()))?;
+    }
+    let umask = plan.umask();
+    if let Some(mask) = umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    if plan.daemon {
+        let log_path = logger.path();
+        *status = daemon::daemonize(Path::new("."), umask.unwrap_or(0o077), log_path.as_deref())?;
+    }
+    if systemd_fds {
+        // SAFETY: single-threaded at this point.
+        unsafe { std::env::set_var("LISTEN_PID", std::process::id().to_string()) };
+    }
+    let successor = inherited.is_some();
+    if !successor && let Some(p) = pidfile.as_mut() {
+        p.write_pid()
+            .map_err(|e| format!("cannot write pidfile {}: {e}", p.path().display()))?;
+    }
+    launcher::raise_fd_limit();
+    let listeners = bind(service, inherited)?;
+    if plan.target.any() {
+        // The workers drop privileges and must be able to reopen the log after a rotation.
+        logger.chown(plan.target.uid, plan.target.gid);
+    }
+    let mut reactor = Reactor::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
+    let reopen = std::rc::Rc::new(std::cell::Cell::new(false));
+    watch_signals(&mut reactor, &reopen).map_err(|e| format!("cannot watch signals: {e}"))?;
+    let mut pool = Pool {
+        exe: exe.to_path_buf(),
+        args: args[1..].to_vec(),
+        cwd: plan.start_dir.clone(),
+        listeners,
+        file_log: successor,
+        workers: (1..=n)
+            .map(|index| Worker {
+                index,
+                proc: None,
+                serving: false,
+                started: Instant::now(),
+                delay: Duration::ZERO,
+                restart_at: None,
+            })
+            .collect(),
+    };
+    log::info!(target: LAUNCHER, "Master (PID {}) starting {n} workers.", std::process::id());
+    if let Err(e) = start_workers(&mut pool, &mut reactor) {
+        pool.stop_all(&mut reactor, Duration::from_secs(1));
+        return Err(e);
+    }
+    if successor && let Some(p) = pidfile.as_mut() {
+        p.write_pid()
+            .map_err(|e| format!("cannot write pidfile {}: {e}", p.path().display()))?;
+    }
+    status.ok();
+    if successor {
+        notify::notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
+    } else {
+        notify::notify("READY=1");
+    }
+    log::info!(target: LAUNCHER, "{n} workers serve.");
+    let ended = loop {
+        let wait = pool.next_due().map_or(Duration::from_millis(500), |t| {
+            t.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(500))
+        });
+        reactor
+            .turn(Some(wait))
+            .map_err(|e| format!("the reactor failed: {e}"))?;
+        if reopen.replace(false) {
+            pool.signal_serving(libc::SIGHUP);
+        }
+        match reactor.take_stop() {
+            Some(StopReason::Signal(libc::SIGUSR2)) => {
+                if let Some(pid) = restart(&mut pool, &mut reactor, plan, pidfile.as_ref(), exe)? {
+                    break Ended::HandedOver(pid);
+                }
+            }
+            Some(StopReason::Signal(sig)) => {
+                let name = if sig == libc::SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                log::info!(target: "twistrs.reactor", "Received {name}, shutting down.");
+                break Ended::Signal(sig);
+            }
+            Some(StopReason::Requested) => break Ended::Requested,
+            None => {}
+        }
+        pool.supervise(false);
+    };
+    notify::notify("STOPPING=1");
+    pool.stop_all(&mut reactor, plan.shutdown_timeout);
+    if !matches!(ended, Ended::HandedOver(_)) {
+        remove_unix_sockets(&pool.listeners);
+    }
+    log::info!(target: "twistrs.reactor", "Main loop terminated.");
+    Ok(ended)
+}
+
+/// Binds every endpoint on a reactor used for nothing else (or takes a predecessor's
+/// sockets), keeps a copy of each socket, and closes the reactor without unlinking anything.
+fn bind(
+    service: &mut Box<dyn Service>,
+    inherited: Option<upgrade::Inherited>,
+) -> Result<Vec<(String, OwnedFd)>, String> {
+    let mut r = Reactor::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
+    if let Some(inh) = &inherited {
+        for (ep, fd) in &inh.listeners {
+            // SAFETY: our predecessor passed each listening socket exactly once.
+            let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(*fd) };
+            r.inherit_listener(ep.clone(), owned);
+        }
+    }
+    service
+        .privileged_start_service(&mut r.service_host())
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for (ep, fd) in r.listener_fds() {
+        // SAFETY: the reactor owns `fd` until it is dropped below; we take a copy.
+        let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let copy = b
+            .try_clone_to_owned()
+            .map_err(|e| format!("cannot keep the socket of {ep}: {e}"))?;
+        out.push((ep, copy));
+    }
+    r.abandon_listeners();
+    drop(r);
+    Ok(out)
+}
+
+/// Starts every worker and waits until each serves; the first failure is the start's.
+fn start_workers(pool: &mut Pool, reactor: &mut Reactor) -> Result<(), String> {
+    for i in 0..pool.workers.len() {
+        pool.spawn(i)?;
+    }
+    let deadline = Instant::now() + START_TIMEOUT;
+    while !pool.all_serving() {
+        if Instant::now() >= deadline {
+            return Err("the workers did not serve within 60 s".into());
+        }
+        reactor
+            .turn(Some(Duration::from_millis(10)))
+            .map_err(|e| format!("the reactor failed: {e}"))?;
+        for w in &mut pool.workers {
+            let Some(p) = w.proc.as_mut() else { continue };
+            if w.serving {
+                continue;
+            }
+            match p.poll() {
+                upgrade::Progress::Waiting => {}
+                upgrade::Progress::Ready(pid) => {
+                    w.serving = true;
+                    log::info!(target: LAUNCHER, "Worker {} (PID {pid}) serves.", w.index);
+                }
+                upgrade::Progress::Failed(msg) => {
+                    w.proc = None;
+                    return Err(format!("worker {} failed to start: {msg}", w.index));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// SIGUSR2: a new master with its own workers; once they all serve, ours drain.
+fn restart(
+    pool: &mut Pool,
+    reactor: &mut Reactor,
+    plan: &Plan,
+    pidfile: Option<&Pidfile>,
+    exe: &Path,
+) -> Result<Option<u32>, String> {
+    log::info!(target: LAUNCHER, "Received SIGUSR2, restarting: starting {}.", exe.display());
+    let report = |text: &str| {
+        if let Some(p) = pidfile {
+            upgrade::write_status(p.path(), text);
+        }
+    };
+    let mut succ = match upgrade::spawn(
+        exe,
+        &pool.args,
+        &plan.start_dir,
+        &pool.raw_listeners(),
+        pidfile.map(Pidfile::raw_fd),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!(target: LAUNCHER, "Restart failed: {e}");
+            report(&format!("failed {e}"));
+            return Ok(None);
+        }
+    };
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        reactor
+            .turn(Some(Duration::from_millis(20)))
+            .map_err(|e| format!("the reactor failed: {e}"))?;
+        pool.supervise(false);
+        let msg = match succ.poll() {
+            upgrade::Progress::Waiting if Instant::now() < deadline => continue,
+            upgrade::Progress::Waiting => {
+                let pid = succ.pid();
+                succ.kill();
+                format!("the new process (PID {pid}) did not serve within 60 s")
+            }
+            upgrade::Progress::Failed(msg) => msg,
+            upgrade::Progress::Ready(pid) => {
+                log::info!(target: LAUNCHER,
+                    "PID {pid} and its workers serve; stopping ours, which drain their connections.");
+                report(&format!("ok {pid}"));
+                return Ok(Some(pid));
+            }
+        };
+        log::error!(target: LAUNCHER, "Restart failed: {msg}; still serving.");
+        report(&format!("failed {msg}"));
+        return Ok(None);
+    }
+}
+
+/// The master's signals: SIGTERM/SIGINT stop (the reactor's), SIGUSR2 restarts, SIGHUP and
+/// SIGUSR1 reopen the master's log and are passed on to the workers.
+fn watch_signals(
+    reactor: &mut Reactor,
+    reopen: &std::rc::Rc<std::cell::Cell<bool>>,
+) -> std::io::Result<()> {
+    reactor.on_signal(libc::SIGUSR2, SignalAction::Stop)?;
+    for sig in [libc::SIGHUP, libc::SIGUSR1] {
+        let flag = reopen.clone();
+        reactor.on_signal(
+            sig,
+            SignalAction::Call(Box::new(move || {
+                launcher::reopen_log();
+                flag.set(true);
+            })),
+        )?;
+    }
+    Ok(())
+}
+
+/// At a stop the workers leave UNIX socket files in place (the master's sockets outlive
+/// each of them); the master removes them once every worker is gone.
+fn remove_unix_sockets(listeners: &[(String, OwnedFd)]) {
+    for (ep, _) in listeners {
+        if let Ok(twistrs_core::Endpoint::Unix { path, lockfile, .. }) = ep.parse() {
+            let _ = std::fs::remove_file(&path);
+            if lockfile {
+                let mut l = path.into_os_string();
+                l.push(".lock");
+                let _ = std::fs::remove_file(l);
+            }
+        }
+    }
+}

@@ -1,0 +1,687 @@
+//! `--workers N` with the real binary: a master and its workers in /proc, connections shared,
+//! a killed worker replaced, a crash loop backing off, stop, restart under load, log reopen,
+//! the pidfile and status, mail from several workers at once, and single-process plugins.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// A `--workers` daemon in its own directory; stopped through `twistrs stop` when dropped.
+struct Master {
+    dir: tempfile::TempDir,
+}
+
+impl Master {
+    fn start(args: &[&str]) -> Master {
+        Self::start_env(args, &[])
+    }
+
+    fn start_env(args: &[&str], env: &[(&str, &str)]) -> Master {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(BIN)
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "start {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Master { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn pid(&self) -> i32 {
+        std::fs::read_to_string(self.path("twistrs.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("twistrs.log")).unwrap_or_default()
+    }
+
+    fn port(&self) -> u16 {
+        self.log()
+            .lines()
+            .find_map(|l| l.split(" starting on ").nth(1)?.trim().parse().ok())
+            .unwrap()
+    }
+
+    fn wait_log(&self, cond: impl Fn(&str) -> bool, secs: u64) -> bool {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            if cond(&self.log()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        run_in(self.dir.path(), args)
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        let _ = run_in(self.dir.path(), &["stop", "--timeout", "5"]);
+    }
+}
+
+/// The live (not zombie) children of `pid`, from /proc.
+fn children(pid: i32) -> Vec<i32> {
+    let mut v: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|c| {
+            let stat = std::fs::read_to_string(format!("/proc/{c}/stat")).unwrap_or_default();
+            let mut f = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.split_whitespace())
+                .into_iter()
+                .flatten();
+            let state = f.next();
+            let ppid = f.next().and_then(|p| p.parse::<i32>().ok());
+            ppid == Some(pid) && state != Some("Z")
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.starts_with(" Z"))
+    })
+}
+
+/// The inodes of the established TCP connections whose local port is `port`.
+fn established(port: u16) -> Vec<u64> {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            (local_port == port && *f.get(3)? == "01").then(|| f.get(9)?.parse().ok())?
+        })
+        .collect()
+}
+
+/// How many of `inodes` process `pid` holds a descriptor of.
+fn held_by(pid: i32, inodes: &[u64]) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    let s = l.to_string_lossy().into_owned();
+                    s.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+                })
+                .filter(|i| inodes.contains(i))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn echo_once(port: u16) -> std::io::Result<()> {
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    c.write_all(b"x")?;
+    let mut b = [0u8; 1];
+    c.read_exact(&mut b)
+}
+
+/// Connects, sends and reads back in a loop until told to stop (at most 30 s); returns the
+/// successes and the failures.
+struct ClientLoop {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU32>,
+    thread: std::thread::JoinHandle<(u32, Vec<String>)>,
+}
+
+impl ClientLoop {
+    fn start(port: u16) -> ClientLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU32::new(0));
+        let (s2, d2) = (stop.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, Vec::new());
+            let end = Instant::now() + Duration::from_secs(30);
+            while !s2.load(Ordering::SeqCst) && Instant::now() < end {
+                match echo_once(port) {
+                    Ok(()) => {
+                        ok += 1;
+                        d2.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        });
+        ClientLoop { stop, done, thread }
+    }
+
+    /// Waits (bounded) until `n` more connections have been served.
+    fn served(&self, n: u32) {
+        let want = self.done.load(Ordering::SeqCst) + n;
+        let end = Instant::now() + Duration::from_secs(10);
+        while self.done.load(Ordering::SeqCst) < want && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn finish(self) -> u32 {
+        let (ok, failed) = self.finish_with_failures();
+        assert!(
+            failed.is_empty(),
+            "{} failed of {ok}: {failed:?}",
+            failed.len()
+        );
+        ok
+    }
+
+    fn finish_with_failures(self) -> (u32, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
+const ECHO: &[&str] = &[
+    "--workers",
+    "2",
+    "echo",
+    "--listen",
+    "tcp:0:interface=127.0.0.1",
+];
+
+#[test]
+fn workers_are_the_masters_children_and_share_the_connections() {
+    let m = Master::start(ECHO);
+    let master = m.pid();
+    assert!(
+        m.wait_log(|l| l.contains("2 workers serve."), 10),
+        "{}",
+        m.log()
+    );
+    let workers = children(master);
+    assert_eq!(workers.len(), 2, "{workers:?}\n{}", m.log());
+    // Each in a process group of its own: a Ctrl-C reaches the master alone.
+    for w in &workers {
+        let stat = std::fs::read_to_string(format!("/proc/{w}/stat")).unwrap();
+        let pgrp = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(2);
+        assert_eq!(pgrp, Some(w.to_string().as_str()), "{stat}");
+    }
+    for w in &workers {
+        assert!(
+            m.log()
+                .contains(&format!("of master PID {master}, PID {w}.")),
+            "{}",
+            m.log()
+        );
+    }
+    // The pidfile names the master; status names the workers too.
+    let (code, out, _) = m.ctl(&["status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("PID {master},")), "{out}");
+    let list = format!("2 workers: PIDs {}, {}", workers[0], workers[1]);
+    assert!(out.contains(&list), "{out}");
+    // Connections held open, opened until both workers hold some of them (one shared accept
+    // queue: whichever worker wakes first takes a connection, so a run of them may go to
+    // one; bounded at 400 connections).
+    let port = m.port();
+    let mut conns: Vec<std::net::TcpStream> = Vec::new();
+    let mut held = vec![0; workers.len()];
+    while conns.len() < 400 && held.contains(&0) {
+        for _ in 0..20 {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.write_all(b"x").unwrap();
+            let mut b = [0u8; 1];
+            c.read_exact(&mut b).unwrap();
+            conns.push(c);
+        }
+        let inodes = established(port);
+        held = workers.iter().map(|w| held_by(*w, &inodes)).collect();
+        assert_eq!(held.iter().sum::<usize>(), conns.len(), "{held:?}");
+    }
+    assert!(
+        held.iter().all(|n| *n > 0),
+        "one worker took every connection: {held:?}"
+    );
+    let inodes = established(port);
+    assert_eq!(held_by(master, &inodes), 0, "the master accepts nothing");
+    drop(conns);
+    // stop drains every worker, then the master exits and removes its pidfile.
+    let (code, out, err) = m.ctl(&["stop"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(!alive(master) && workers.iter().all(|w| !alive(*w)));
+    assert!(!m.path("twistrs.pid").exists());
+    assert_eq!(
+        m.log().matches("Main loop terminated.").count(),
+        3,
+        "{}",
+        m.log()
+    );
+}
+
+#[test]
+fn a_killed_worker_is_replaced_and_no_connection_is_refused() {
+    let m = Master::start(ECHO);
+    assert!(m.wait_log(|l| l.contains("2 workers serve."), 10));
+    let master = m.pid();
+    let before = children(master);
+    let clients = ClientLoop::start(m.port());
+    clients.served(50);
+    // Past the crash-loop threshold (1 s after its start), a death restarts at once.
+    let up = Instant::now();
+    while up.elapsed() < Duration::from_millis(1100) {
+        clients.served(10);
+    }
+    // SAFETY: a signal to a worker this test started (through its master).
+    unsafe { libc::kill(before[0], libc::SIGKILL) };
+    let died = format!("(PID {}) ended by signal SIGKILL", before[0]);
+    assert!(m.wait_log(|l| l.contains(&died), 10), "{}", m.log());
+    assert!(
+        m.wait_log(|l| l.matches(" serves.").count() >= 3, 10),
+        "{}",
+        m.log()
+    );
+    clients.served(100);
+    // Nothing is refused: the listening socket outlives the worker (the master and the other
+    // worker hold it) and what waits in its queue is taken by the others. The one connection
+    // the killed worker had accepted and not answered dies with it (reset), as under nginx.
+    let (ok, failed) = clients.finish_with_failures();
+    assert!(ok > 150, "{ok}");
+    assert!(
+        failed.len() <= 1 && failed.iter().all(|e| !e.contains("refused")),
+        "{failed:?}"
+    );
+    let after = children(master);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after.contains(&before[1]) && !after.contains(&before[0]));
+    assert!(
+        !m.log().contains("restarting it in"),
+        "no backoff for a worker that ran"
+    );
+}
+
+#[test]
+fn a_crash_loop_backs_off() {
+    let m = Master::start_env(
+        &[
+            "--workers",
+            "2",
+            "echo",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+        &[("TWISTRS_TEST_WORKER_EXIT", "1")],
+    );
+    let started = Instant::now();
+    assert!(
+        m.wait_log(|l| l.contains("restarting it in 0.8 s"), 10),
+        "{}",
+        m.log()
+    );
+    let lines = m.log();
+    for d in ["0.1", "0.2", "0.4"] {
+        assert!(
+            lines.contains(&format!("restarting it in {d} s")),
+            "{lines}"
+        );
+    }
+    assert!(lines.contains("ended with exit status 70"), "{lines}");
+    // 0.1 + 0.2 + 0.4 s of delays at least before the delay of 0.8 s: not a spin.
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    let starts = m.log().matches("Worker 1 started").count();
+    assert!(starts <= 8, "{starts} starts in {:?}", started.elapsed());
+    let (code, _, err) = m.ctl(&["stop"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn restart_under_load_and_log_reopen() {
+    let m = Master::start(ECHO);
+    assert!(m.wait_log(|l| l.contains("2 workers serve."), 10));
+    let old = m.pid();
+    let old_workers = children(old);
+    let port = m.port();
+    let clients = ClientLoop::start(port);
+    clients.served(50);
+    let (code, out, err) = m.ctl(&["restart"]);
+    assert_eq!(code, 0, "{out} {err}");
+    clients.served(100);
+    let ok = clients.finish();
+    assert!(ok > 150, "{ok}");
+    let new = m.pid();
+    assert_ne!(new, old);
+    assert!(
+        m.wait_log(|l| l.contains(&format!("handed over to PID {new}")), 10),
+        "{}",
+        m.log()
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while old_workers.iter().any(|w| alive(*w)) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        old_workers.iter().all(|w| !alive(*w)),
+        "the old workers drained"
+    );
+    let workers = children(new);
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    // The log, moved away and reopened on SIGHUP by the master and every worker.
+    std::fs::rename(m.path("twistrs.log"), m.path("twistrs.log.1")).unwrap();
+    // SAFETY: a signal to the master this test started.
+    unsafe { libc::kill(new, libc::SIGHUP) };
+    assert!(
+        m.wait_log(|l| l.matches("Reopened log file").count() == 3, 10),
+        "{}",
+        m.log()
+    );
+    echo_once(port).unwrap();
+}
+
+#[test]
+fn mail_through_several_workers_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let dom = format!("example.com={}", dir.path().join("example.com").display());
+    let m = Master::start(&[
+        "--workers",
+        "2",
+        "mail",
+        "-H",
+        "mx.test",
+        "-d",
+        &dom,
+        "-u",
+        "joe=secret",
+        "-s",
+        "tcp:0:interface=127.0.0.1",
+        "--no-pop3",
+    ]);
+    assert!(m.wait_log(|l| l.contains("2 workers serve."), 10));
+    let script = r#"
+import smtplib, sys, threading
+port = int(sys.argv[1])
+errors = []
+def send(t):
+    try:
+        for i in range(25):
+            s = smtplib.SMTP('127.0.0.1', port, timeout=20)
+            s.sendmail('a@x.test', ['joe@example.com'], 'Subject: m\r\n\r\nbody %d-%d\r\n' % (t, i))
+            s.quit()
+    except Exception as e:
+        errors.append(repr(e))
+ts = [threading.Thread(target=send, args=(t,)) for t in range(8)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+print('errors', errors)
+"#;
+    let (code, out, err) = crate::mail::py(script, &[&m.port().to_string()]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains("errors []"), "{out} {err}");
+    let bodies = crate::mail::new_files(&dir.path().join("example.com").join("joe"));
+    assert_eq!(bodies.len(), 200);
+    let mut seen: Vec<String> = bodies
+        .iter()
+        .filter_map(|b| {
+            b.lines()
+                .find(|l| l.starts_with("body "))
+                .map(str::to_string)
+        })
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 200, "every message once");
+    // Both workers delivered (the unique names carry the PID of the one that wrote it).
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("example.com/joe/new"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let workers = children(m.pid());
+    for w in &workers {
+        assert!(
+            names.iter().any(|n| n.contains(&format!("P{w}Q"))),
+            "worker {w} delivered nothing"
+        );
+    }
+}
+
+#[test]
+fn single_process_plugins_refuse_workers_and_worker_failures_reach_the_starter() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_in(
+        dir.path(),
+        &["-n", "--workers", "2", "procmon", "sleep", "10"],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("procmon cannot run with --workers 2") && err.contains("one process only"),
+        "{err}"
+    );
+    // A worker that cannot start (its chroot is missing: each worker chroots itself): the
+    // daemon's starter hears it through the status pipe and exits 1.
+    let (code, _, err) = run_in(
+        dir.path(),
+        &[
+            "--workers",
+            "2",
+            "--chroot",
+            "/nonexistent-twistrs",
+            "echo",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("failed to start") && err.contains("cannot chroot to /nonexistent-twistrs"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("twistrs.pid").exists() || {
+            let (c, _, _) = run_in(dir.path(), &["status"]);
+            c != 0
+        }
+    );
+}
+
+#[test]
+fn socket_activation_feeds_the_workers_and_ready_comes_once_all_serve() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fd = listener.as_raw_fd();
+    let inode = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+        .unwrap()
+        .ino();
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" -n --pidfile= --workers 2 echo --listen systemd:domain=INET:index=0")
+        .arg(BIN)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env_remove("LISTEN_FDNAMES")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: dup2 and fcntl are async-signal-safe; the listening socket goes on fd 3.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let master = child.id() as i32;
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY=1 arrives");
+    assert_eq!(&buf[..n], b"READY=1");
+    // READY=1 came from the master once both workers served: both hold systemd's socket.
+    let workers = children(master);
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    for w in &workers {
+        assert_eq!(
+            held_by(*w, &[inode]),
+            1,
+            "worker {w} listens on systemd's socket"
+        );
+    }
+    drop(listener);
+    echo_once(port).unwrap();
+    // SAFETY: a signal to the master this test started.
+    unsafe { libc::kill(master, libc::SIGTERM) };
+    let n = notify.recv(&mut buf).expect("STOPPING=1 arrives");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let end = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < end, "the master exits");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // No second READY=1 or anything else from the workers.
+    notify
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    assert!(notify.recv(&mut buf).is_err(), "only the master notifies");
+}
+
+#[test]
+fn workers_drop_privileges_and_the_master_keeps_the_ports() {
+    if !nix::unistd::Uid::effective().is_root() {
+        skip(
+            "workers_drop_privileges_and_the_master_keeps_the_ports",
+            "not root",
+        );
+        return;
+    }
+    let Some(nobody) = nix::unistd::User::from_name("nobody").ok().flatten() else {
+        skip(
+            "workers_drop_privileges_and_the_master_keeps_the_ports",
+            "no user nobody",
+        );
+        return;
+    };
+    let port = (600..1000)
+        .rev()
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free privileged port");
+    let ep = format!("tcp:{port}:interface=127.0.0.1");
+    let m = Master::start(&["-u", "nobody", "--workers", "2", "echo", "--listen", &ep]);
+    assert!(
+        m.wait_log(|l| l.contains("2 workers serve."), 10),
+        "{}",
+        m.log()
+    );
+    let uid = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:").map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let workers = children(m.pid());
+    assert_eq!(workers.len(), 2);
+    for w in &workers {
+        let u = uid(*w);
+        assert!(
+            u.split_whitespace().all(|x| x == nobody.uid.to_string()),
+            "worker {w}: {u}"
+        );
+    }
+    assert!(uid(m.pid()).starts_with("0\t"), "the master stays root");
+    echo_once(port).unwrap();
+    // A worker killed is started again by the root master and drops privileges again.
+    // SAFETY: a signal to a worker this test started.
+    unsafe { libc::kill(workers[0], libc::SIGKILL) };
+    assert!(
+        m.wait_log(|l| l.matches(" serves.").count() >= 3, 10),
+        "{}",
+        m.log()
+    );
+    let again = children(m.pid());
+    assert_eq!(again.len(), 2);
+    for w in &again {
+        let u = uid(*w);
+        assert!(
+            u.split_whitespace().all(|x| x == nobody.uid.to_string()),
+            "{u}"
+        );
+    }
+}
+
+#[test]
+fn a_stop_signalled_to_the_whole_group_still_drains_gracefully() {
+    // systemd's default KillMode sends SIGTERM to every process of the service at once: the
+    // master's own stop request to a worker must not count as the second signal that ends
+    // its drain at once.
+    let m = Master::start(ECHO);
+    assert!(m.wait_log(|l| l.contains("2 workers serve."), 10));
+    let master = m.pid();
+    let workers = children(master);
+    let port = m.port();
+    let mut conns: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.write_all(b"x").unwrap();
+            let mut b = [0u8; 1];
+            c.read_exact(&mut b).unwrap();
+            c
+        })
+        .collect();
+    for pid in std::iter::once(master).chain(workers.iter().copied()) {
+        // SAFETY: signals to the processes this test started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    // Each worker heard systemd's SIGTERM or the master's request first, and drains.
+    let heard = |l: &str| {
+        l.matches("Received SIGTERM").count() + l.matches("The master asked to stop").count()
+    };
+    assert!(m.wait_log(|l| heard(l) >= 3, 5), "{}", m.log());
+    // Draining: a message sent now, inside the drain's idle second, is still answered.
+    for c in &mut conns {
+        c.write_all(b"y").unwrap();
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"y");
+    }
+    assert!(
+        m.wait_log(|l| l.contains("Server Shut Down.") && !alive(master), 15),
+        "{}",
+        m.log()
+    );
+    assert!(!m.log().contains("Shutdown deadline passed"), "{}", m.log());
+}
