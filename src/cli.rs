@@ -199,6 +199,22 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
                 .default_value("10")
                 .value_parser(value_parser!(u32).range(1..=1000))
                 .help("Rotated log files to keep, FILE.1 to FILE.N"),
+        )
+        .arg(
+            Arg::new("log-format")
+                .long("log-format")
+                .value_name("FORMAT")
+                .default_value("text")
+                .value_parser(["text", "json"])
+                .help("Log lines as twistd's text, or one JSON object per line (as twist's --log-format)"),
+        )
+        .arg(
+            Arg::new("log-level")
+                .long("log-level")
+                .value_name("LEVEL")
+                .default_value("info")
+                .value_parser(["debug", "info", "warn", "error", "critical"])
+                .help("Log only lines of LEVEL and above (twist's names; critical is error)"),
         );
     let mut sorted: Vec<&Plugin> = plugins.iter().collect();
     sorted.sort_by_key(|p| p.tapname);

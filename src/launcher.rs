@@ -111,6 +111,8 @@ struct Plan {
     pidfile: Option<PathBuf>,
     log: Destination,
     rotation: Option<Rotation>,
+    log_format: logging::Format,
+    log_level: log::LevelFilter,
     rundir: PathBuf,
     umask: Option<u32>,
     chroot: Option<PathBuf>,
@@ -163,6 +165,11 @@ fn plan(m: &ArgMatches, successor: bool) -> Result<Plan, String> {
         pidfile,
         log,
         rotation,
+        log_format: match m.get_one::<String>("log-format").map(String::as_str) {
+            Some("json") => logging::Format::Json,
+            _ => logging::Format::Text,
+        },
+        log_level: logging::level_filter(m.get_one::<String>("log-level").map(String::as_str)),
         rundir: m
             .get_one::<PathBuf>("rundir")
             .cloned()
@@ -278,6 +285,7 @@ fn open_log(
     };
     let logger = logging::init(clone_dest(&plan.log), plan.rotation)
         .map_err(|e| format!("cannot open log file {shown}: {e}"))?;
+    logger.configure(plan.log_format, plan.log_level);
     log::info!(target: LAUNCHER, "twistrs {} ({}) starting up.", crate::VERSION, exe.display());
     log::info!(target: LAUNCHER, "reactor class: twistrs_core::Reactor (mio, epoll).");
     if let Some(p) = pidfile

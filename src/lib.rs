@@ -13,6 +13,7 @@ pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod holder;
+pub mod jsonlog;
 pub mod launcher;
 pub mod logging;
 pub mod notify;

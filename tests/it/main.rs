@@ -4,6 +4,7 @@ mod cli;
 mod daemon;
 mod lifecycle;
 mod load;
+mod logs;
 mod mail;
 mod mail_tls;
 mod man;
