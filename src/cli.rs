@@ -255,6 +255,12 @@ fn control_commands() -> Vec<Command> {
         Command::new("status")
             .about("Control: tell whether the service runs, and its PID (LSB exit status 0, 1, 3 or 4)")
             .arg(pidfile_arg())
+            .arg(
+                Arg::new("json")
+                    .long("json")
+                    .action(ArgAction::SetTrue)
+                    .help("Print one JSON object: running, status, pid, pidfile, since, version, plugin, listeners, generation"),
+            )
             .after_help("The PID reported is the process holding the pidfile's lock, checked in /proc; a file naming another PID is reported on stderr.\n\nExit status: 0 running; 1 dead, but its pidfile is left; 3 not running; 4 unknown (the pidfile cannot be read, or its lock's holder cannot be seen)."),
         Command::new("stop")
             .about("Control: stop the running service (SIGTERM, then SIGKILL after --timeout)")

@@ -20,6 +20,7 @@ pub mod notify;
 pub mod pidfile;
 pub mod privileges;
 pub mod registry;
+pub mod status;
 pub mod upgrade;
 
 pub use launcher::run;

@@ -109,6 +109,11 @@ pub fn spawn(
     cmd.args(args)
         .current_dir(cwd)
         .env(ENV, env)
+        // `status --json` reads it in /proc/PID/environ.
+        .env(
+            crate::status::GENERATION,
+            (crate::status::generation() + 1).to_string(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());

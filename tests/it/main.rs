@@ -8,6 +8,7 @@ mod logs;
 mod mail;
 mod mail_tls;
 mod man;
+mod ops;
 mod pidfile;
 mod procmon;
 mod support;
