@@ -228,7 +228,31 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
 }
 
 /// The names of the control commands, which are not plugins.
-pub const CONTROL: &[&str] = &["restart", "status", "stop"];
+pub const CONTROL: &[&str] = &["completions", "restart", "status", "stop"];
+
+/// The shells `twistrs completions` writes a script for, with the file each goes in under
+/// `completions/` (the names bash-completion, zsh and fish look for).
+pub const SHELLS: &[(&str, &str)] = &[
+    ("bash", "twistrs.bash"),
+    ("fish", "twistrs.fish"),
+    ("zsh", "_twistrs"),
+];
+
+/// The completion script for `shell` (`bash`, `fish` or `zsh`), generated from the command
+/// line with `plugins`; `None` for another shell.
+pub fn completion(plugins: &[Plugin], shell: &str) -> Option<String> {
+    use clap_complete::Shell;
+    let sh = match shell {
+        "bash" => Shell::Bash,
+        "fish" => Shell::Fish,
+        "zsh" => Shell::Zsh,
+        _ => return None,
+    };
+    let mut cmd = build_command(plugins);
+    let mut out = Vec::new();
+    clap_complete::generate(sh, &mut cmd, "twistrs", &mut out);
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
 
 fn pidfile_arg() -> Arg {
     Arg::new("pidfile")
@@ -240,6 +264,16 @@ fn pidfile_arg() -> Arg {
 /// `stop`, `status` and `restart`, for scripts and init systems.
 fn control_commands() -> Vec<Command> {
     vec![
+        Command::new("completions")
+            .about("Print the completion script for SHELL (bash, zsh or fish)")
+            .arg(
+                Arg::new("shell")
+                    .value_name("SHELL")
+                    .required(true)
+                    .value_parser(["bash", "zsh", "fish"])
+                    .help("The shell"),
+            )
+            .after_help("bash: twistrs completions bash > /etc/bash_completion.d/twistrs (or source it); zsh: into a directory of $fpath as _twistrs; fish: into ~/.config/fish/completions/twistrs.fish. The package installs them."),
         Command::new("restart")
             .about("Control: restart the running service without downtime (re-exec, hand over sockets)")
             .arg(pidfile_arg())

@@ -58,6 +58,16 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
             eprintln!("Run 'twistrs --help' for the list of plugins.");
             return EXIT_FAILURE;
         }
+        Some(("completions", sub)) => {
+            let shell = sub.get_one::<String>("shell").map_or("", String::as_str);
+            return match cli::completion(&plugins, shell) {
+                Some(script) => {
+                    print!("{script}");
+                    0
+                }
+                None => EXIT_FAILURE,
+            };
+        }
         Some((name, sub)) if cli::CONTROL.contains(&name) => {
             return control::run(name, &matches, sub);
         }

@@ -110,3 +110,73 @@ fn status_json_before_during_and_after_a_restart() {
     assert_eq!(field(&stopped, "running"), "False");
     assert_eq!(field(&stopped, "pid"), "None");
 }
+
+/// The scripts under completions/ match the clap definitions; `UPDATE_COMPLETIONS=1 cargo test
+/// --test it completions` rewrites them. `twistrs completions SHELL` prints the same.
+#[test]
+fn completions_are_current_and_printed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("completions");
+    let update = std::env::var_os("UPDATE_COMPLETIONS").is_some();
+    let plugins = twistrs::builtin_plugins();
+    for (shell, file) in twistrs::cli::SHELLS {
+        let text = twistrs::cli::completion(&plugins, shell).expect("a known shell");
+        let path = dir.join(file);
+        if update {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &text).unwrap();
+        }
+        assert_eq!(
+            std::fs::read_to_string(&path).ok().as_deref(),
+            Some(text.as_str()),
+            "stale {file}: run UPDATE_COMPLETIONS=1 cargo test --test it completions"
+        );
+        let (code, out, err) = run(&["completions", shell]);
+        assert_eq!((code, out.as_str()), (0, text.as_str()), "{err}");
+    }
+    let (code, _, err) = run(&["completions", "tcsh"]);
+    assert_eq!(code, 1, "{err}");
+}
+
+/// bash loads the script and completes plugin names and their options with it.
+#[test]
+fn bash_loads_the_completions() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/completions/twistrs.bash");
+    let probe = format!(
+        "source {script}\ncomplete -p twistrs\n\
+         COMP_WORDS=(twistrs we); COMP_CWORD=1; _twistrs twistrs we twistrs; echo \"words: ${{COMPREPLY[*]}}\"\n\
+         COMP_WORDS=(twistrs web --pa); COMP_CWORD=2; _twistrs twistrs --pa web; echo \"opts: ${{COMPREPLY[*]}}\"\n"
+    );
+    let out = std::process::Command::new("bash")
+        .args(["--norc", "-c", &probe])
+        .output()
+        .expect("bash");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("-F _twistrs twistrs"), "{text}");
+    assert!(text.contains("words: web"), "{text}");
+    assert!(text.contains("opts: --path"), "{text}");
+    for (shell, file, check) in [
+        ("zsh", "_twistrs", "-n"),
+        ("fish", "twistrs.fish", "--no-execute"),
+    ] {
+        let path = format!("{}/completions/{file}", env!("CARGO_MANIFEST_DIR"));
+        match std::process::Command::new(shell)
+            .args([check, &path])
+            .output()
+        {
+            Ok(o) => assert!(
+                o.status.success(),
+                "{shell}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(_) => skip(
+                "bash_loads_the_completions",
+                &format!("no {shell} to check {file}"),
+            ),
+        }
+    }
+}
