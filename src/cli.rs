@@ -218,6 +218,22 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
                 .default_value("10")
                 .value_parser(value_parser!(u32).range(1..=1000))
                 .help("Rotated log files to keep, FILE.1 to FILE.N"),
+        )
+        .arg(
+            Arg::new("log-format")
+                .long("log-format")
+                .value_name("FORMAT")
+                .default_value("text")
+                .value_parser(["text", "json"])
+                .help("Log lines as twistd's text, or one JSON object per line (as twist's --log-format)"),
+        )
+        .arg(
+            Arg::new("log-level")
+                .long("log-level")
+                .value_name("LEVEL")
+                .default_value("info")
+                .value_parser(["debug", "info", "warn", "error", "critical"])
+                .help("Log only lines of LEVEL and above (twist's names; critical is error)"),
         );
     let mut sorted: Vec<&Plugin> = plugins.iter().collect();
     sorted.sort_by_key(|p| p.tapname);
@@ -231,7 +247,31 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
 }
 
 /// The names of the control commands, which are not plugins.
-pub const CONTROL: &[&str] = &["restart", "status", "stop"];
+pub const CONTROL: &[&str] = &["completions", "restart", "status", "stop"];
+
+/// The shells `twistrs completions` writes a script for, with the file each goes in under
+/// `completions/` (the names bash-completion, zsh and fish look for).
+pub const SHELLS: &[(&str, &str)] = &[
+    ("bash", "twistrs.bash"),
+    ("fish", "twistrs.fish"),
+    ("zsh", "_twistrs"),
+];
+
+/// The completion script for `shell` (`bash`, `fish` or `zsh`), generated from the command
+/// line with `plugins`; `None` for another shell.
+pub fn completion(plugins: &[Plugin], shell: &str) -> Option<String> {
+    use clap_complete::Shell;
+    let sh = match shell {
+        "bash" => Shell::Bash,
+        "fish" => Shell::Fish,
+        "zsh" => Shell::Zsh,
+        _ => return None,
+    };
+    let mut cmd = build_command(plugins);
+    let mut out = Vec::new();
+    clap_complete::generate(sh, &mut cmd, "twistrs", &mut out);
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
 
 fn pidfile_arg() -> Arg {
     Arg::new("pidfile")
@@ -243,6 +283,16 @@ fn pidfile_arg() -> Arg {
 /// `stop`, `status` and `restart`, for scripts and init systems.
 fn control_commands() -> Vec<Command> {
     vec![
+        Command::new("completions")
+            .about("Print the completion script for SHELL (bash, zsh or fish)")
+            .arg(
+                Arg::new("shell")
+                    .value_name("SHELL")
+                    .required(true)
+                    .value_parser(["bash", "zsh", "fish"])
+                    .help("The shell"),
+            )
+            .after_help("bash: twistrs completions bash > /etc/bash_completion.d/twistrs (or source it); zsh: into a directory of $fpath as _twistrs; fish: into ~/.config/fish/completions/twistrs.fish. The package installs them."),
         Command::new("restart")
             .about("Control: restart the running service without downtime (re-exec, hand over sockets)")
             .arg(pidfile_arg())
@@ -258,6 +308,12 @@ fn control_commands() -> Vec<Command> {
         Command::new("status")
             .about("Control: tell whether the service runs, and its PID (LSB exit status 0, 1, 3 or 4)")
             .arg(pidfile_arg())
+            .arg(
+                Arg::new("json")
+                    .long("json")
+                    .action(ArgAction::SetTrue)
+                    .help("Print one JSON object: running, status, pid, pidfile, since, version, plugin, listeners, generation"),
+            )
             .after_help("The PID reported is the process holding the pidfile's lock, checked in /proc; a file naming another PID is reported on stderr.\n\nExit status: 0 running; 1 dead, but its pidfile is left; 3 not running; 4 unknown (the pidfile cannot be read, or its lock's holder cannot be seen)."),
         Command::new("stop")
             .about("Control: stop the running service (SIGTERM, then SIGKILL after --timeout)")

@@ -32,27 +32,32 @@ pub fn pidfile_path(global: &ArgMatches, sub: Option<&ArgMatches>) -> Option<Pat
 pub fn run(name: &str, global: &ArgMatches, sub: &ArgMatches) -> i32 {
     // LSB: status 4 is "unknown".
     let failed = if name == "status" { 4 } else { 1 };
+    let json = name == "status" && sub.try_get_one::<bool>("json").ok().flatten() == Some(&true);
+    // With --json, an unknown state is a JSON object too (the message also goes to stderr).
+    let unknown = |path: Option<&Path>, e: &str| {
+        eprintln!("twistrs {name}: {e}");
+        if json {
+            println!("{}", crate::status::not_running(path, "unknown", Some(e)));
+        }
+        failed
+    };
     let Some(path) = pidfile_path(global, Some(sub)) else {
-        eprintln!("twistrs {name}: no pidfile (--pidfile= disables it), so nothing to control");
-        return failed;
+        return unknown(
+            None,
+            "no pidfile (--pidfile= disables it), so nothing to control",
+        );
     };
     let held = match pidfile::state(&path) {
         Ok(State::Running(held)) => held,
-        Ok(State::Stale(_)) => return not_running(name, &path, true),
-        Ok(State::Absent) => return not_running(name, &path, false),
-        Err(e) => {
-            eprintln!("twistrs {name}: {e}");
-            return failed;
-        }
+        Ok(State::Stale(_)) => return not_running(name, &path, true, json),
+        Ok(State::Absent) => return not_running(name, &path, false, json),
+        Err(e) => return unknown(Some(&path), &e.to_string()),
     };
     let pid = match holder_of(name, &path, &held) {
         Ok(Some(pid)) => pid,
         // The holder exited between our two looks.
-        Ok(None) => return not_running(name, &path, path.symlink_metadata().is_ok()),
-        Err(e) => {
-            eprintln!("twistrs {name}: {e}");
-            return failed;
-        }
+        Ok(None) => return not_running(name, &path, path.symlink_metadata().is_ok(), json),
+        Err(e) => return unknown(Some(&path), &e),
     };
     let timeout = sub
         .try_get_one::<f64>("timeout")
@@ -62,6 +67,10 @@ pub fn run(name: &str, global: &ArgMatches, sub: &ArgMatches) -> i32 {
         .unwrap_or(10.0);
     let timeout = Duration::from_secs_f64(timeout);
     match name {
+        "status" if json => {
+            println!("{}", crate::status::running(&path, pid));
+            0
+        }
         "status" => {
             println!("twistrs is running (PID {pid}, pidfile {})", path.display());
             let workers = crate::workers::of(pid);
@@ -77,8 +86,13 @@ pub fn run(name: &str, global: &ArgMatches, sub: &ArgMatches) -> i32 {
 }
 
 /// What each command says and returns when no process holds the lock.
-fn not_running(name: &str, path: &Path, left: bool) -> i32 {
+fn not_running(name: &str, path: &Path, left: bool, json: bool) -> i32 {
     match name {
+        "status" if json => {
+            let status = if left { "dead" } else { "not running" };
+            println!("{}", crate::status::not_running(Some(path), status, None));
+            if left { 1 } else { 3 }
+        }
         "status" if left => {
             println!(
                 "twistrs is not running, but its pidfile {} is left",
@@ -205,7 +219,7 @@ fn stop(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
     if let Err(e) = signal(held, pid, Signal::SIGTERM) {
         if held.released() {
             // It ended on its own between our look and the signal.
-            return not_running("stop", path, false);
+            return not_running("stop", path, false, false);
         }
         eprintln!("twistrs stop: {e}");
         return 1;

@@ -58,6 +58,16 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
             eprintln!("Run 'twistrs --help' for the list of plugins.");
             return EXIT_FAILURE;
         }
+        Some(("completions", sub)) => {
+            let shell = sub.get_one::<String>("shell").map_or("", String::as_str);
+            return match cli::completion(&plugins, shell) {
+                Some(script) => {
+                    print!("{script}");
+                    0
+                }
+                None => EXIT_FAILURE,
+            };
+        }
         Some((name, sub)) if cli::CONTROL.contains(&name) => {
             return control::run(name, &matches, sub);
         }
@@ -111,6 +121,8 @@ pub(crate) struct Plan {
     pidfile: Option<PathBuf>,
     log: Destination,
     rotation: Option<Rotation>,
+    log_format: logging::Format,
+    log_level: log::LevelFilter,
     pub(crate) rundir: PathBuf,
     umask: Option<u32>,
     pub(crate) chroot: Option<PathBuf>,
@@ -163,6 +175,11 @@ fn plan(m: &ArgMatches, successor: bool) -> Result<Plan, String> {
         pidfile,
         log,
         rotation,
+        log_format: match m.get_one::<String>("log-format").map(String::as_str) {
+            Some("json") => logging::Format::Json,
+            _ => logging::Format::Text,
+        },
+        log_level: logging::level_filter(m.get_one::<String>("log-level").map(String::as_str)),
         rundir: m
             .get_one::<PathBuf>("rundir")
             .cloned()
@@ -316,6 +333,7 @@ fn open_log(
     };
     let logger = logging::init(clone_dest(&plan.log), plan.rotation)
         .map_err(|e| format!("cannot open log file {shown}: {e}"))?;
+    logger.configure(plan.log_format, plan.log_level);
     log::info!(target: LAUNCHER, "twistrs {} ({}) starting up.", crate::VERSION, exe.display());
     log::info!(target: LAUNCHER, "reactor class: twistrs_core::Reactor (mio, epoll).");
     if let Some(w) = workers::this_worker() {

@@ -13,12 +13,14 @@ pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod holder;
+pub mod jsonlog;
 pub mod launcher;
 pub mod logging;
 pub mod notify;
 pub mod pidfile;
 pub mod privileges;
 pub mod registry;
+pub mod status;
 pub mod upgrade;
 pub mod workers;
 

@@ -21,6 +21,26 @@ pub enum Destination {
     Syslog(String),
 }
 
+/// How lines are written: twistd's text, or one JSON object per line (twist's
+/// `--log-format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `--log-level`'s value (twist's names) as the most verbose level written; Twisted's
+/// `critical` is `error`, the `log` crate's most severe.
+pub fn level_filter(name: Option<&str>) -> LevelFilter {
+    match name {
+        Some("debug") => LevelFilter::Debug,
+        Some("warn") => LevelFilter::Warn,
+        Some("error" | "critical") => LevelFilter::Error,
+        _ => LevelFilter::Info,
+    }
+}
+
 /// Built-in rotation by size: rotate past `max` bytes, keep `keep` old files.
 #[derive(Clone, Copy, Debug)]
 pub struct Rotation {
@@ -41,6 +61,7 @@ enum Sink {
 struct State {
     sink: Sink,
     rotation: Option<Rotation>,
+    format: Format,
     stamp_secs: i64,
     stamp: String,
 }
@@ -79,6 +100,7 @@ pub fn init(dest: Destination, rotation: Option<Rotation>) -> io::Result<&'stati
         state: Mutex::new(State {
             sink: Sink::Stdout(io::stdout()),
             rotation: None,
+            format: Format::Text,
             stamp_secs: i64::MIN,
             stamp: String::new(),
         }),
@@ -102,6 +124,17 @@ pub fn logger() -> Option<&'static Logger> {
 impl Logger {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets the line format and the most verbose level written (`--log-format`,
+    /// `--log-level`; text and info by default).
+    pub fn configure(&self, format: Format, level: LevelFilter) {
+        let mut st = self.lock();
+        if st.format != format {
+            st.format = format;
+            st.stamp_secs = i64::MIN;
+        }
+        log::set_max_level(level);
     }
 
     /// Opens the log file again by name (after logrotate moved it). Stdout is left alone.
@@ -211,17 +244,34 @@ impl Log for Logger {
         if !self.enabled(r.metadata()) {
             return;
         }
-        let now = std::time::SystemTime::now()
+        let since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+            .unwrap_or_default();
+        let now = since.as_secs() as i64;
         let text = r.args().to_string();
         let sys = system(r.target(), r.level());
         let mut st = self.lock();
+        let json = st.format == Format::Json;
         if st.stamp_secs != now {
             st.stamp_secs = now;
-            st.stamp = timestamp(now);
+            st.stamp = if json {
+                crate::jsonlog::utc_seconds(now)
+            } else {
+                timestamp(now)
+            };
         }
-        let line = format_line(&st.stamp, &sys, &text);
+        let line = if json {
+            crate::jsonlog::format_line(
+                &st.stamp,
+                since.subsec_millis(),
+                r.level(),
+                &sys,
+                &text,
+                r.key_values(),
+            )
+        } else {
+            format_line(&st.stamp, &sys, &text)
+        };
         let rotation = st.rotation;
         match &mut st.sink {
             Sink::Stdout(s) => {
@@ -251,8 +301,16 @@ impl Log for Logger {
                 } else {
                     libc::LOG_INFO
                 };
-                for (i, part) in text.split('\n').enumerate() {
-                    let msg = if i == 0 {
+                // A JSON line is one syslog message, without its newline.
+                let json_line = json.then(|| line.trim_end().to_string());
+                let parts: Vec<&str> = match &json_line {
+                    Some(l) => vec![l.as_str()],
+                    None => text.split('\n').collect(),
+                };
+                for (i, part) in parts.into_iter().enumerate() {
+                    let msg = if json {
+                        part.to_string()
+                    } else if i == 0 {
                         format!("[{sys}] {part}")
                     } else {
                         format!("\t{part}")

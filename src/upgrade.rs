@@ -134,6 +134,11 @@ pub fn spawn_as(
         {
             cmd.env_remove(v);
         }
+        // A worker is of its master's generation (`status --json` reads it in /proc/PID/environ).
+        cmd.env(
+            crate::status::GENERATION,
+            crate::status::generation().to_string(),
+        );
         // SAFETY: prctl is a system call; nothing is allocated after the fork.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
@@ -146,7 +151,13 @@ pub fn spawn_as(
             });
         }
     } else {
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        // A successor is the next generation (`status --json` reads it in /proc/PID/environ).
+        cmd.env(
+            crate::status::GENERATION,
+            (crate::status::generation() + 1).to_string(),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     }
     // The successor starts with the descriptor limit we started with (we raised ours), so it
     // raises its own the same way and gives its children the same.

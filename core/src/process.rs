@@ -33,13 +33,14 @@ use std::time::Duration;
 use crate::reactor::Handle;
 
 /// Variables that describe twistrs' own situation, never a child's: systemd's socket
-/// activation and notification socket, and the restart hand-over.
+/// activation and notification socket, and the restart hand-over and its generation.
 pub const NOT_INHERITED: &[&str] = &[
     "LISTEN_PID",
     "LISTEN_FDS",
     "LISTEN_FDNAMES",
     "NOTIFY_SOCKET",
     "TWISTRS_UPGRADE",
+    "TWISTRS_GENERATION",
 ];
 
 /// The soft RLIMIT_NOFILE children get (0: what we have). A launcher that raises its own

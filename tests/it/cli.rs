@@ -20,7 +20,7 @@ fn help_lists_every_plugin_sorted_with_descriptions() {
         .take_while(|l| !l.trim().is_empty())
         .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| !["stop", "status", "restart"].contains(n))
+        .filter(|n| !twistrs::cli::CONTROL.contains(n))
         .collect();
     let mut want: Vec<&str> = twistrs::builtin_plugins()
         .iter()

@@ -200,7 +200,13 @@ fn ports_of(lines: &[String]) -> Vec<u16> {
     lines
         .iter()
         .filter_map(|l| l.split(" starting on ").nth(1))
-        .filter_map(|p| p.trim().parse().ok())
+        // The port's digits: a JSON line (`--log-format json`) goes on after them.
+        .filter_map(|p| {
+            let p = p.trim();
+            p[..p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len())]
+                .parse()
+                .ok()
+        })
         .collect()
 }
 

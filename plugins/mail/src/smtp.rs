@@ -70,6 +70,28 @@ struct Session {
     errors: u32,
     authed: Option<String>,
     tls: Tls,
+    /// The message being made durable, for its log line once it is.
+    delivering: Option<Delivery>,
+}
+
+/// What the log says of a message once it is durable (or failed).
+struct Delivery {
+    id: String,
+    from: String,
+    to: String,
+    size: usize,
+    start: std::time::Instant,
+}
+
+/// A message's queue id, in its `Received:` header and its log line: the second and a
+/// counter in hex, unique for this host over restarts.
+fn queue_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("{secs:X}{:X}{n:04X}", std::process::id())
 }
 
 /// Text that goes into headers we write (`Received:`) and into the log: printable, no
@@ -101,6 +123,7 @@ impl Smtp {
                 errors: 0,
                 authed: None,
                 tls: Tls::of(&cfg, false),
+                delivering: None,
                 cfg,
             },
         }
@@ -605,14 +628,22 @@ impl Session {
             .map(|r| format!("<{r}>"))
             .collect::<Vec<_>>()
             .join(", ");
+        let id = queue_id();
         let received = format!(
-            "Received: from {helo} ([{}] helo={helo})\n\tby {} with {with} (twistrs {})\n\tfor {rcpts}; {date}\n",
+            "Received: from {helo} ([{}] helo={helo})\n\tby {} with {with} id {id} (twistrs {})\n\tfor {rcpts}; {date}\n",
             self.peer,
             self.cfg.hostname,
             env!("CARGO_PKG_VERSION")
         );
         let mut data = received.into_bytes();
         data.append(&mut body);
+        self.delivering = Some(Delivery {
+            id,
+            from: self.from.clone().unwrap_or_default(),
+            to: self.rcpt_addrs.join(","),
+            size: data.len(),
+            start: std::time::Instant::now(),
+        });
         let job = Job {
             data,
             targets: std::mem::take(&mut self.rcpts),
@@ -627,10 +658,30 @@ impl Session {
             return;
         }
         self.state = State::Command;
+        let d = self.delivering.take().unwrap_or(Delivery {
+            id: String::new(),
+            from: String::new(),
+            to: String::new(),
+            size: 0,
+            start: std::time::Instant::now(),
+        });
+        let durable = d.start.elapsed();
         match result {
-            Ok(()) => self.reply(out, 250, "2.0.0", "Delivery in progress"),
+            Ok(()) => {
+                log::info!(target: "twistrs.mail.smtp",
+                    client = self.peer.as_str(), queue_id = d.id.as_str(),
+                    sender = d.from.as_str(), recipients = d.to.as_str(), size = d.size,
+                    durable = durable.as_secs_f64();
+                    "{}: {} from <{}> to <{}>, {} bytes, durable in {:.1} ms",
+                    self.peer, d.id, d.from, d.to.replace(',', ">, <"), d.size,
+                    durable.as_secs_f64() * 1000.0);
+                self.reply(out, 250, "2.0.0", "Delivery in progress")
+            }
             Err(e) => {
-                log::error!(target: "twistrs.mail.smtp", "{}: delivery failed: {e}", self.peer);
+                log::error!(target: "twistrs.mail.smtp",
+                    client = self.peer.as_str(), queue_id = d.id.as_str(),
+                    sender = d.from.as_str(), recipients = d.to.as_str(), size = d.size;
+                    "{}: {} delivery failed: {e}", self.peer, d.id);
                 self.reply(
                     out,
                     451,

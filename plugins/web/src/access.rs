@@ -30,6 +30,8 @@ pub struct Line<'a> {
     pub bytes: u64,
     pub referer: Option<&'a str>,
     pub agent: Option<&'a str>,
+    /// From the request taken up to its response's last byte leaving.
+    pub duration: std::time::Duration,
 }
 
 /// Appends `s` escaped as twistd does: quotes and backslashes, and control characters as
@@ -48,6 +50,16 @@ fn escape_into(out: &mut String, s: &str) {
             }
             c => out.push(c),
         }
+    }
+}
+
+/// The method and the target of a request line (`GET /a HTTP/1.1`); `-` for both when the
+/// request could not be read.
+fn split_request(line: &str) -> (&str, &str) {
+    let mut parts = line.splitn(2, ' ');
+    match (parts.next(), parts.next()) {
+        (Some(m), Some(rest)) => (m, rest.rsplit_once(' ').map_or(rest, |(p, _)| p)),
+        _ => ("-", "-"),
     }
 }
 
@@ -127,7 +139,15 @@ impl AccessLog {
     pub fn log(&mut self, l: &Line<'_>) {
         self.format_line(l);
         match &mut self.sink {
-            Sink::Main => log::info!(target: "twistrs.web.access", "{}", self.line),
+            Sink::Main => {
+                // The fields travel as key-values, for `--log-format json`; text ignores them.
+                let (method, path) = split_request(l.request);
+                log::info!(target: "twistrs.web.access",
+                    client = l.client, method = method, path = path, status = l.status,
+                    bytes = l.bytes, referrer = l.referer.unwrap_or("-"),
+                    agent = l.agent.unwrap_or("-"), duration = l.duration.as_secs_f64();
+                    "{}", self.line)
+            }
             Sink::File { w, .. } => {
                 // The line and its newline in one piece: the buffer then only ever holds, and
                 // writes, whole lines, which matters when `--workers` processes all append.
@@ -172,6 +192,7 @@ mod tests {
             bytes: 5,
             referer: None,
             agent: Some("curl/8.0"),
+            duration: std::time::Duration::ZERO,
         });
         assert!(s.starts_with("\"127.0.0.1\" - - ["), "{s}");
         assert!(
@@ -188,8 +209,11 @@ mod tests {
             bytes: 0,
             referer: Some("http://x/"),
             agent: None,
+            duration: std::time::Duration::ZERO,
         });
         assert!(zero.contains("\" 200 - \"http://x/\" \"-\""), "{zero}");
+        assert_eq!(split_request("GET /a b HTTP/1.1"), ("GET", "/a b"));
+        assert_eq!(split_request("-"), ("-", "-"));
     }
 
     /// With `--workers`, every worker appends to the same access log: what one writes must be
@@ -208,6 +232,7 @@ mod tests {
                 bytes: 5,
                 referer: None,
                 agent: None,
+                duration: std::time::Duration::ZERO,
             }
         }
         let base = a.format(&line("")).len();

@@ -240,6 +240,7 @@ impl Http {
             end: t.bytes_written(),
             referer: req.and_then(|r| r.referer.clone()),
             agent: req.and_then(|r| r.user_agent.clone()),
+            start: std::time::Instant::now(),
         });
         t.lose_connection();
     }
@@ -257,6 +258,7 @@ impl Http {
             bytes,
             referer: p.referer.as_deref(),
             agent: p.agent.as_deref(),
+            duration: p.start.elapsed(),
         });
     }
 
@@ -282,6 +284,7 @@ impl Http {
             end: t.bytes_written(),
             referer: req.referer.take(),
             agent: req.user_agent.take(),
+            start: std::time::Instant::now(),
         });
         if !keep_alive {
             self.done = true;

@@ -17,6 +17,8 @@ pub struct Pending {
     pub end: u64,
     pub referer: Option<String>,
     pub agent: Option<String>,
+    /// When the request was taken up: the access log's duration runs to its last byte.
+    pub start: std::time::Instant,
 }
 
 impl Pending {
@@ -86,6 +88,7 @@ mod tests {
 
     fn pending(line: &str, body: u64, end: u64) -> Pending {
         Pending {
+            start: std::time::Instant::now(),
             line: line.into(),
             status: 200,
             body,

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Builds the package, installs it on this machine, checks it, and removes it again:
+# man twistrs, the bash completions, the units, the twistrs user, and logrotate -f with the
+# installed file against a running daemon under load, losing no line. Needs root, dpkg-deb,
+# logrotate, curl and man. .ci/run calls it when dpkg-deb is there.
+# Usage: contrib/debian/test.sh [BINARY]  (passed on to build.sh)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+fail() { echo "contrib/debian/test.sh: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || fail "needs root (dpkg -i)"
+if dpkg -s twistrs >/dev/null 2>&1; then fail "a twistrs package is installed already: not touching it"; fi
+deb=$(contrib/debian/build.sh "$@" | tail -1)
+work=$(mktemp -d)
+pidfile=/run/twistrs-web-pkgtest/twistrs.pid
+log=/var/log/twistrs/web-pkgtest.log
+cleanup() {
+    if [ -e "$pidfile" ]; then /usr/bin/twistrs stop --pidfile="$pidfile" --timeout 5 >/dev/null 2>&1 || true; fi
+    rm -rf /run/twistrs-web-pkgtest "$work"
+    if dpkg -s twistrs >/dev/null 2>&1; then dpkg -P twistrs >/dev/null || true; fi
+}
+trap cleanup EXIT
+
+dpkg -i "$deb" >/dev/null
+[ -x /usr/bin/twistrs ] || fail "no /usr/bin/twistrs"
+getent passwd twistrs >/dev/null || fail "no twistrs user"
+[ "$(stat -c %U /var/log/twistrs)" = twistrs ] || fail "/var/log/twistrs is not the twistrs user's"
+man -P cat twistrs 2>/dev/null | grep -q "log-format" || fail "man twistrs does not show the page"
+man -P cat twistrs-web 2>/dev/null | grep -q -- "--path" || fail "man twistrs-web does not show the page"
+bash --norc -c 'source /usr/share/bash-completion/completions/twistrs && complete -p twistrs' | grep -q "_twistrs twistrs" \
+    || fail "the bash completions do not load"
+grep -q '^ExecStart=/usr/bin/twistrs .* web \$TWISTRS_ARGS$' /usr/lib/systemd/system/twistrs-web@.service \
+    || fail "twistrs-web@.service"
+grep -q '^EnvironmentFile=/etc/default/twistrs-web-%i$' /usr/lib/systemd/system/twistrs-web@.service \
+    || fail "twistrs-web@.service reads no /etc/default file"
+
+# A daemon as the unit runs it (without systemd here), under load while logrotate runs.
+mkdir -p /run/twistrs-web-pkgtest "$work/www"
+echo hello >"$work/www/index.html"
+chmod -R a+rX "$work"
+/usr/bin/twistrs --pidfile="$pidfile" -l "$log" -u twistrs -g twistrs \
+    web --path "$work/www" --listen tcp:0:interface=127.0.0.1
+port=$(sed -n 's/.* starting on \([0-9]*\).*/\1/p' "$log" | head -1)
+[ -n "$port" ] || fail "no port in $log"
+n=400
+for i in $(seq 1 $n); do
+    curl -s -o /dev/null "http://127.0.0.1:$port/?req=$i" || fail "request $i failed"
+    if [ "$i" = 200 ]; then
+        logrotate -f -s "$work/logrotate.state" /etc/logrotate.d/twistrs || fail "logrotate"
+    fi
+done
+[ -e "$log.1" ] || fail "logrotate did not move $log"
+# The last line is written once its response has left; wait for it (bounded).
+for _ in $(seq 1 100); do
+    grep -q "req=$n " "$log" 2>/dev/null && break
+    sleep 0.05
+done
+got=$(cat "$log" "$log.1" | grep -c 'GET /?req=' || true)
+[ "$got" = "$n" ] || fail "$got access lines of $n across the rotation"
+grep -q 'req=1 ' "$log.1" || fail "the first lines are not in the moved file"
+grep -q "req=$n " "$log" || fail "the last lines are not in the new file"
+/usr/bin/twistrs stop --pidfile="$pidfile" >/dev/null
+
+dpkg -r twistrs >/dev/null
+[ ! -e /usr/bin/twistrs ] || fail "/usr/bin/twistrs left after remove"
+[ -e /etc/logrotate.d/twistrs ] || fail "the conffile went at remove (it goes at purge)"
+dpkg -P twistrs >/dev/null
+[ ! -e /etc/logrotate.d/twistrs ] && [ ! -e /var/log/twistrs ] || fail "purge left files"
+! dpkg -s twistrs >/dev/null 2>&1 || fail "still installed"
+echo "contrib/debian/test.sh: ok ($n requests, $got lines across the rotation)"

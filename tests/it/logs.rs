@@ -1,0 +1,224 @@
+//! `--log-format json` and `--log-level`: every line parsed by Python's json, hostile request
+//! paths included, the structured fields of the access log and of a mail delivery, and
+//! reopening after a move.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::mail::py;
+use crate::support::*;
+
+/// Parses every line of `path` with Python's json (strict UTF-8, one object per line) and
+/// prints one line per record: `system|message|status|path|method|client|bytes|duration|
+/// queue_id|sender|recipients|size|durable`, each field as Python's repr.
+const CHECK: &str = r#"
+import json, sys
+keys = ["system", "message", "status", "path", "method", "client", "bytes", "duration",
+        "queue_id", "sender", "recipients", "size", "durable"]
+for raw in open(sys.argv[1], "rb").read().split(b"\n"):
+    if not raw:
+        continue
+    o = json.loads(raw.decode("utf-8"))
+    assert set(["time", "level", "system", "message"]) <= set(o), o
+    assert o["time"].endswith("Z") and o["time"][10] == "T", o
+    assert o["level"] in ("debug", "info", "warn", "error"), o
+    print("|".join(repr(o.get(k)) for k in keys))
+"#;
+
+fn check(path: &std::path::Path) -> Vec<Vec<String>> {
+    let (code, out, err) = py(CHECK, &[path.to_str().unwrap()]);
+    assert_eq!(
+        code,
+        0,
+        "a line is not JSON: {err}\n{}",
+        std::fs::read_to_string(path).unwrap_or_default()
+    );
+    out.lines()
+        .map(|l| l.split('|').map(str::to_string).collect())
+        .collect()
+}
+
+/// Sends `raw` as a request and reads the answer to its end.
+fn raw_request(port: u16, raw: &[u8]) {
+    let mut s = connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    s.write_all(raw).unwrap();
+    let _ = read_to_end(&mut s);
+}
+
+#[test]
+fn json_lines_parse_whatever_the_request_and_survive_a_reopen() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("index.html"), "hello").unwrap();
+    let logdir = tempfile::tempdir().unwrap();
+    let log = logdir.path().join("app.log");
+    let srv = Server::spawn(&[
+        "-l",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "web",
+        "--path",
+        root.path().to_str().unwrap(),
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let started =
+        |_: &[String]| std::fs::read_to_string(&log).is_ok_and(|t| t.contains(" starting on "));
+    srv.wait_until(started, Duration::from_secs(10))
+        .expect("started");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let port: u16 = text
+        .split(" starting on ")
+        .nth(1)
+        .and_then(|p| p[..p.find('"').unwrap_or(0)].parse().ok())
+        .expect("port");
+    raw_request(port, b"GET /index.html HTTP/1.1\r\nHost: x\r\nReferer: http://r/\"q\r\nUser-Agent: a\\b\"c\r\nConnection: close\r\n\r\n");
+    raw_request(
+        port,
+        b"GET /a\"b\\c%00'{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    raw_request(
+        port,
+        b"GET /a\x7f\x01\x1b[31m HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    raw_request(
+        port,
+        b"GET /caf\xc3\xa9\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    raw_request(port, b"\x00\xff garbage\r\n\r\n");
+    let access = |path: &std::path::Path, n: usize| {
+        let path = path.to_path_buf();
+        move |_: &[String]| {
+            std::fs::read_to_string(&path)
+                .is_ok_and(|t| t.matches("twistrs.web.access").count() >= n)
+        }
+    };
+    srv.wait_until(access(&log, 5), Duration::from_secs(10))
+        .expect("5 access lines");
+    // logrotate's move, then the reopen signal: the next lines go to a new file, as JSON.
+    let moved = logdir.path().join("app.log.1");
+    std::fs::rename(&log, &moved).unwrap();
+    srv.signal(libc::SIGHUP);
+    let reopened = |_: &[String]| log.exists();
+    srv.wait_until(reopened, Duration::from_secs(10))
+        .expect("reopened");
+    raw_request(port, b"HEAD / HTTP/1.0\r\n\r\n");
+    srv.wait_until(access(&log, 1), Duration::from_secs(10))
+        .expect("a line after the reopen");
+
+    let before = check(&moved);
+    let lines: Vec<&Vec<String>> = before
+        .iter()
+        .filter(|r| r[0] == "'twistrs.web.access#info'")
+        .collect();
+    assert_eq!(lines.len(), 5, "{before:?}");
+    let ok = lines[0];
+    assert_eq!(
+        (&ok[2][..], &ok[3][..], &ok[4][..], &ok[5][..], &ok[6][..]),
+        ("200", "'/index.html'", "'GET'", "'127.0.0.1'", "5"),
+        "{ok:?}"
+    );
+    assert!(
+        ok[7].parse::<f64>().is_ok_and(|d| (0.0..10.0).contains(&d)),
+        "duration {ok:?}"
+    );
+    assert_eq!(lines[1][3], r#"'/a"b\\c%00\'{}'"#, "{:?}", lines[1]);
+    // Control characters, invalid UTF-8 and garbage are refused before a path is read: a
+    // 400 line without method or path.
+    for l in &lines[2..] {
+        assert_eq!(
+            (&l[2][..], &l[3][..], &l[4][..]),
+            ("400", "'-'", "'-'"),
+            "{l:?}"
+        );
+    }
+    let after = check(&log);
+    assert!(
+        after
+            .iter()
+            .any(|r| r[0] == "'twistrs.web.access#info'" && r[4] == "'HEAD'"),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn a_mail_delivery_has_its_fields_and_log_level_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let dom = format!("example.com={}", dir.path().join("example.com").display());
+    let srv = Server::start(&[
+        "--log-format",
+        "json",
+        "mail",
+        "-H",
+        "mx.test",
+        "-d",
+        &dom,
+        "-u",
+        "joe=secret",
+        "-u",
+        "ann=pw",
+        "-s",
+        "tcp:0:interface=127.0.0.1",
+        "--no-pop3",
+    ]);
+    let port = srv.port().to_string();
+    let (code, _, err) = py(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=30)
+s.sendmail("bob@else.test", ["joe@example.com", "ann@example.com"], b"Subject: x\r\n\r\nbody\r\n")
+s.quit()
+"#,
+        &[&port],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(srv.log_contains("durable in"), "{:?}", srv.lines());
+    let file = dir.path().join("log.json");
+    std::fs::write(&file, srv.lines().join("\n")).unwrap();
+    let recs = check(&file);
+    let d = recs
+        .iter()
+        .find(|r| r[8] != "None")
+        .unwrap_or_else(|| panic!("no delivery line: {recs:?}"));
+    assert_eq!(d[9], "'bob@else.test'", "{d:?}");
+    assert_eq!(d[10], "'joe@example.com,ann@example.com'", "{d:?}");
+    assert!(d[11].parse::<u64>().is_ok_and(|n| n > 20), "{d:?}");
+    assert!(
+        d[12].parse::<f64>().is_ok_and(|s| (0.0..30.0).contains(&s)),
+        "{d:?}"
+    );
+    // The queue id is the one in the message's Received: header.
+    let id = d[8].trim_matches('\'');
+    let joe = dir.path().join("example.com/joe/new");
+    let msg = std::fs::read_dir(&joe)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(
+        std::fs::read_to_string(msg)
+            .unwrap()
+            .contains(&format!(" id {id} "))
+    );
+
+    // --log-level warn: the warning is written, the info lines around it are not.
+    let mut quiet = Server::spawn(&[
+        "--log-level",
+        "warn",
+        "mail",
+        "-s",
+        "tcp:0:interface=127.0.0.1",
+        "--no-pop3",
+    ]);
+    assert!(quiet.log_contains("no -d domain"), "{:?}", quiet.lines());
+    quiet.signal(libc::SIGTERM);
+    quiet.wait(Duration::from_secs(10)).expect("stopped");
+    let lines = quiet.lines();
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l.contains("#info") && !l.contains("[-]")),
+        "{lines:?}"
+    );
+}

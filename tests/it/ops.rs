@@ -1,0 +1,182 @@
+//! Operating twistrs: `status --json` before, during and after a restart.
+
+use std::time::{Duration, Instant};
+
+use crate::mail::py;
+use crate::support::*;
+
+/// `status --json` in `dir`: (exit status, the object's fields as `key=repr` lines, parsed by
+/// Python's json).
+fn status_json(dir: &std::path::Path) -> (i32, Vec<String>) {
+    let (code, out, err) = run_in(dir, &["status", "--json"]);
+    let (pc, fields, perr) = py(
+        "import json,sys\no = json.loads(sys.argv[1])\nfor k in sorted(o): print(k + '=' + repr(o[k]))",
+        &[&out],
+    );
+    assert_eq!(pc, 0, "not one JSON object: {out:?} {err} {perr}");
+    (code, fields.lines().map(str::to_string).collect())
+}
+
+fn field<'a>(fields: &'a [String], key: &str) -> &'a str {
+    fields
+        .iter()
+        .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key} in {fields:?}"))
+}
+
+#[test]
+fn status_json_before_during_and_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    let unix = format!("unix:{}", sock.display());
+    let (code, out, err) = run_in(
+        dir.path(),
+        &[
+            "echo",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--listen",
+            &unix,
+        ],
+    );
+    assert_eq!(code, 0, "{out} {err}");
+    let (code, before) = status_json(dir.path());
+    assert_eq!(code, 0, "{before:?}");
+    let old = field(&before, "pid").to_string();
+    assert_eq!(field(&before, "running"), "True");
+    assert_eq!(field(&before, "plugin"), "'echo'");
+    assert_eq!(field(&before, "generation"), "0");
+    assert_eq!(
+        field(&before, "version"),
+        format!("'{}'", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(field(&before, "since").ends_with("Z'"), "{before:?}");
+    let listeners = field(&before, "listeners").to_string();
+    assert!(
+        listeners.starts_with("['tcp:127.0.0.1:") && listeners.ends_with(&format!(", '{unix}']")),
+        "{listeners}"
+    );
+
+    // During: every answer is JSON, running, and names the old process (generation 0, its
+    // listeners closing) or the new one (1, all of them), never a mix; or, while both hold the
+    // lock, unknown (4).
+    let d = dir.path().to_path_buf();
+    let restart = std::thread::spawn(move || run_in(&d, &["restart"]));
+    let mut seen = Vec::new();
+    let end = Instant::now() + Duration::from_secs(30);
+    while !restart.is_finished() && Instant::now() < end {
+        let (code, during) = status_json(dir.path());
+        match code {
+            0 => {
+                let pid = field(&during, "pid").to_string();
+                let generation = field(&during, "generation").to_string();
+                assert_eq!(generation == "0", pid == old, "{during:?}");
+                // The old process closes its copies of the sockets as it hands over.
+                let now = field(&during, "listeners");
+                if generation == "0" {
+                    let mut inner = now.trim_matches(['[', ']']).split(", ");
+                    assert!(inner.all(|l| listeners.contains(l)), "{during:?}");
+                } else {
+                    assert_eq!(now, listeners, "{during:?}");
+                }
+                seen.push(generation);
+            }
+            4 => assert_eq!(field(&during, "status"), "'unknown'"),
+            other => panic!("status {other} during a restart: {during:?}"),
+        }
+    }
+    let (code, out, err) = restart.join().unwrap();
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(!seen.is_empty(), "status answered during the restart");
+
+    let (code, after) = status_json(dir.path());
+    assert_eq!(code, 0);
+    assert_ne!(field(&after, "pid"), old);
+    assert!(
+        out.contains(&format!("handed over to PID {}", field(&after, "pid"))),
+        "{out}"
+    );
+    assert_eq!(field(&after, "generation"), "1");
+    assert_eq!(
+        field(&after, "listeners"),
+        listeners,
+        "the same sockets, inherited"
+    );
+
+    let (code, out, err) = run_in(dir.path(), &["stop"]);
+    assert_eq!(code, 0, "{out} {err}");
+    let (code, stopped) = status_json(dir.path());
+    assert_eq!(code, 3, "LSB: not running");
+    assert_eq!(field(&stopped, "running"), "False");
+    assert_eq!(field(&stopped, "pid"), "None");
+}
+
+/// The scripts under completions/ match the clap definitions; `UPDATE_COMPLETIONS=1 cargo test
+/// --test it completions` rewrites them. `twistrs completions SHELL` prints the same.
+#[test]
+fn completions_are_current_and_printed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("completions");
+    let update = std::env::var_os("UPDATE_COMPLETIONS").is_some();
+    let plugins = twistrs::builtin_plugins();
+    for (shell, file) in twistrs::cli::SHELLS {
+        let text = twistrs::cli::completion(&plugins, shell).expect("a known shell");
+        let path = dir.join(file);
+        if update {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &text).unwrap();
+        }
+        assert_eq!(
+            std::fs::read_to_string(&path).ok().as_deref(),
+            Some(text.as_str()),
+            "stale {file}: run UPDATE_COMPLETIONS=1 cargo test --test it completions"
+        );
+        let (code, out, err) = run(&["completions", shell]);
+        assert_eq!((code, out.as_str()), (0, text.as_str()), "{err}");
+    }
+    let (code, _, err) = run(&["completions", "tcsh"]);
+    assert_eq!(code, 1, "{err}");
+}
+
+/// bash loads the script and completes plugin names and their options with it.
+#[test]
+fn bash_loads_the_completions() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/completions/twistrs.bash");
+    let probe = format!(
+        "source {script}\ncomplete -p twistrs\n\
+         COMP_WORDS=(twistrs we); COMP_CWORD=1; _twistrs twistrs we twistrs; echo \"words: ${{COMPREPLY[*]}}\"\n\
+         COMP_WORDS=(twistrs web --pa); COMP_CWORD=2; _twistrs twistrs --pa web; echo \"opts: ${{COMPREPLY[*]}}\"\n"
+    );
+    let out = std::process::Command::new("bash")
+        .args(["--norc", "-c", &probe])
+        .output()
+        .expect("bash");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("-F _twistrs twistrs"), "{text}");
+    assert!(text.contains("words: web"), "{text}");
+    assert!(text.contains("opts: --path"), "{text}");
+    for (shell, file, check) in [
+        ("zsh", "_twistrs", "-n"),
+        ("fish", "twistrs.fish", "--no-execute"),
+    ] {
+        let path = format!("{}/completions/{file}", env!("CARGO_MANIFEST_DIR"));
+        match std::process::Command::new(shell)
+            .args([check, &path])
+            .output()
+        {
+            Ok(o) => assert!(
+                o.status.success(),
+                "{shell}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(_) => skip(
+                "bash_loads_the_completions",
+                &format!("no {shell} to check {file}"),
+            ),
+        }
+    }
+}
