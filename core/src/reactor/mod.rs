@@ -22,7 +22,7 @@ use slab::Slab;
 
 pub(crate) use handle::Command;
 pub use handle::Handle;
-pub use listen::{ListenError, ListenerId};
+pub use listen::{Accepted, ListenError, ListenerId, OnAccept};
 
 use crate::protocol::Factory;
 use crate::timer::{Clock, Target};

@@ -1,0 +1,127 @@
+//! Sockets a service opens itself, on a real reactor: hand-off ports (accepted sockets go to a
+//! program, blocking and never shut down).
+
+use std::cell::{Cell, RefCell};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use twistrs_core::{
+    Accepted, Endpoint, ProcessProtocol, ProcessSpec, ProcessStatus, ProcessTransport, Reactor,
+    ReactorConfig,
+};
+
+fn quiet_reactor() -> Reactor {
+    Reactor::with_config(ReactorConfig {
+        handle_signals: false,
+        ..ReactorConfig::default()
+    })
+    .expect("reactor")
+}
+
+/// O_NONBLOCK and FD_CLOEXEC of `fd`.
+fn flags(fd: i32) -> (bool, bool) {
+    // SAFETY: fcntl F_GETFL/F_GETFD on a descriptor the caller holds open.
+    unsafe {
+        (
+            libc::fcntl(fd, libc::F_GETFL) & libc::O_NONBLOCK != 0,
+            libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0,
+        )
+    }
+}
+
+/// Stops the reactor when the child ends, keeping its status.
+struct Ended(Rc<Cell<Option<ProcessStatus>>>);
+
+impl ProcessProtocol for Ended {
+    fn process_ended(&mut self, t: &mut ProcessTransport<'_>, st: ProcessStatus) {
+        self.0.set(Some(st));
+        t.handle().stop();
+    }
+}
+
+/// The state of `pid` from /proc (R, S, Z...), if it exists.
+fn state(pid: u32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.get(s.rfind(')')? + 2..)?.chars().next()
+}
+
+#[test]
+fn a_handoff_port_gives_each_connection_to_a_program_that_keeps_it() {
+    let mut r = quiet_reactor();
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().unwrap();
+    let ep: Endpoint = format!("tcp:{}:interface=127.0.0.1", addr.port())
+        .parse()
+        .unwrap();
+    let pid = Arc::new(AtomicU32::new(0));
+    let status = Rc::new(Cell::new(None));
+    let seen: Rc<RefCell<Vec<(bool, bool, String)>>> = Rc::default();
+    let h = r.handle();
+    let (pid2, status2, seen2) = (pid.clone(), status.clone(), seen.clone());
+    let id = r
+        .adopt_handoff_port(
+            OwnedFd::from(l),
+            &ep,
+            "cat",
+            Box::new(move |a: Accepted| {
+                let (nonblocking, cloexec) = flags(a.socket.as_raw_fd());
+                seen2
+                    .borrow_mut()
+                    .push((nonblocking, cloexec, a.host.to_string()));
+                let spec = ProcessSpec::new("cat").stdio_fd(a.socket);
+                let child = h.spawn_process(spec, Box::new(Ended(status2.clone())));
+                pid2.store(child.expect("spawn cat").pid(), Ordering::SeqCst);
+            }),
+        )
+        .expect("hand-off port");
+    assert!(
+        r.listener_fds().iter().any(|(e, _)| *e == ep.to_string()),
+        "a restart hands the port over"
+    );
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // Only once cat sleeps in its first read: on a non-blocking socket that read would
+        // have failed (EAGAIN) and cat would be gone.
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let p = pid.load(Ordering::SeqCst);
+            if p != 0 && state(p) != Some('R') || Instant::now() > end {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        s.write_all(b"hello").unwrap();
+        let mut got = [0u8; 5];
+        s.read_exact(&mut got).expect("cat's answer");
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).expect("EOF once cat is done");
+        (got, rest)
+    });
+    let guard = r.handle().call_later(Duration::from_secs(10), {
+        let h = r.handle();
+        move || h.stop()
+    });
+    r.run().expect("run");
+    assert!(guard.active(), "cat did not end within 10 s");
+    let (got, rest) = client.join().expect("client");
+    assert_eq!(
+        &got, b"hello",
+        "the reactor's copy closed without cutting the program's"
+    );
+    assert!(rest.is_empty());
+    assert_eq!(status.get(), Some(ProcessStatus::Exited(0)));
+    assert_eq!(
+        seen.borrow().as_slice(),
+        [(false, true, addr.to_string())],
+        "blocking, close-on-exec, with the local address"
+    );
+    r.stop_listening(id);
+    assert!(r.listener_fds().is_empty());
+}
