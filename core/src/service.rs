@@ -14,7 +14,9 @@ use crate::deferred::Deferred;
 use crate::endpoint::Endpoint;
 use crate::error::Failure;
 use crate::protocol::{DatagramProtocol, Factory};
-use crate::reactor::{FactoryId, Handle, ListenError, ListenerId, OnAccept, Reactor};
+use crate::reactor::{
+    FactoryId, Handle, ListenError, ListenerId, OnAccept, OnReadable, Reactor, WatchId,
+};
 
 /// The reactor as a service sees it while starting and stopping.
 pub struct ServiceHost<'a> {
@@ -60,6 +62,16 @@ impl ServiceHost<'_> {
         self.reactor.adopt_stream_port(fd, ep, factory)
     }
 
+    /// Serves a UDP socket the service opened itself (see [`Reactor::adopt_datagram_port`]).
+    pub fn adopt_datagram_port(
+        &mut self,
+        fd: OwnedFd,
+        ep: &Endpoint,
+        proto: Box<dyn DatagramProtocol>,
+    ) -> Result<ListenerId, ListenError> {
+        self.reactor.adopt_datagram_port(fd, ep, proto)
+    }
+
     /// Accepts on a listening socket and hands each connection over as a descriptor (see
     /// [`Reactor::adopt_handoff_port`]).
     pub fn adopt_handoff_port(
@@ -70,6 +82,18 @@ impl ServiceHost<'_> {
         on_accept: OnAccept,
     ) -> Result<ListenerId, ListenError> {
         self.reactor.adopt_handoff_port(fd, ep, name, on_accept)
+    }
+
+    /// Says when a socket is readable, without reading it (see
+    /// [`Reactor::adopt_watched_port`]).
+    pub fn adopt_watched_port(
+        &mut self,
+        fd: OwnedFd,
+        ep: &Endpoint,
+        name: &str,
+        on_ready: OnReadable,
+    ) -> Result<WatchId, ListenError> {
+        self.reactor.adopt_watched_port(fd, ep, name, on_ready)
     }
 
     /// The socket a restart's predecessor handed over for `ep`: a service that opens its

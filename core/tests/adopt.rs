@@ -1,9 +1,10 @@
 //! Sockets a service opens itself, on a real reactor: hand-off ports (accepted sockets go to a
-//! program, blocking and never shut down).
+//! program, blocking and never shut down), watched ports (readable: one callback until watched
+//! again).
 
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use twistrs_core::{
     Accepted, Endpoint, ProcessProtocol, ProcessSpec, ProcessStatus, ProcessTransport, Reactor,
-    ReactorConfig,
+    ReactorConfig, WatchId,
 };
 
 fn quiet_reactor() -> Reactor {
@@ -31,6 +32,15 @@ fn flags(fd: i32) -> (bool, bool) {
             libc::fcntl(fd, libc::F_GETFL) & libc::O_NONBLOCK != 0,
             libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0,
         )
+    }
+}
+
+/// Turns the reactor until `done` or 10 s.
+fn turn_until(r: &mut Reactor, what: &str, mut done: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        r.turn(Some(Duration::from_millis(20))).expect("turn");
     }
 }
 
@@ -124,4 +134,74 @@ fn a_handoff_port_gives_each_connection_to_a_program_that_keeps_it() {
     );
     r.stop_listening(id);
     assert!(r.listener_fds().is_empty());
+}
+
+#[test]
+fn a_watched_port_calls_once_until_watched_again() {
+    let mut r = quiet_reactor();
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_nonblocking(true).unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let ep: Endpoint = format!("udp:{port}:interface=127.0.0.1").parse().unwrap();
+    let calls = Rc::new(Cell::new(0));
+    let last: Rc<Cell<Option<WatchId>>> = Rc::default();
+    let blocking = Rc::new(Cell::new(false));
+    let (calls2, last2, blocking2) = (calls.clone(), last.clone(), blocking.clone());
+    let id = r
+        .adopt_watched_port(
+            OwnedFd::from(sock),
+            &ep,
+            "Watched",
+            Box::new(move |w, fd| {
+                calls2.set(calls2.get() + 1);
+                last2.set(Some(w));
+                blocking2.set(!flags(fd.as_raw_fd()).0);
+            }),
+        )
+        .expect("watched port");
+    assert_eq!(
+        r.listener_address(id.listener()).map(|a| a.to_string()),
+        Some(format!("127.0.0.1:{port}"))
+    );
+    assert!(r.listener_fds().iter().any(|(e, _)| *e == ep.to_string()));
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.send_to(b"one", ("127.0.0.1", port)).unwrap();
+    turn_until(&mut r, "the first call", || calls.get() == 1);
+    assert!(blocking.get(), "the socket is blocking, for the program");
+    assert_eq!(last.get(), Some(id));
+    // More datagrams, and the first one still unread: no call until watched again.
+    client.send_to(b"two", ("127.0.0.1", port)).unwrap();
+    for _ in 0..5 {
+        r.turn(Some(Duration::from_millis(20))).unwrap();
+    }
+    assert_eq!(calls.get(), 1);
+    r.handle().watch_again(id);
+    turn_until(&mut r, "the call after watch_again", || calls.get() == 2);
+    // A port closed makes its id stale, even once the slot is used again.
+    r.stop_listening(id.listener());
+    r.turn(Some(Duration::ZERO)).unwrap();
+    let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    let ep2: Endpoint = format!("udp:{other_port}:interface=127.0.0.1")
+        .parse()
+        .unwrap();
+    let calls3 = Rc::new(Cell::new(0));
+    let c3 = calls3.clone();
+    let id2 = r
+        .adopt_watched_port(
+            OwnedFd::from(other),
+            &ep2,
+            "Other",
+            Box::new(move |_, _| c3.set(c3.get() + 1)),
+        )
+        .unwrap();
+    assert_eq!(id2.listener(), id.listener(), "the slot is reused");
+    client.send_to(b"x", ("127.0.0.1", other_port)).unwrap();
+    turn_until(&mut r, "the new port's call", || calls3.get() == 1);
+    r.handle().watch_again(id);
+    client.send_to(b"y", ("127.0.0.1", other_port)).unwrap();
+    for _ in 0..5 {
+        r.turn(Some(Duration::from_millis(20))).unwrap();
+    }
+    assert_eq!(calls3.get(), 1, "the stale id armed nothing");
 }

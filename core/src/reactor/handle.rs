@@ -37,6 +37,7 @@ pub(crate) enum Command {
     Adopt(Box<Adopted>),
     WriteToProcess(ProcessId, Vec<u8>),
     CloseProcessStdin(ProcessId),
+    WatchAgain(super::WatchId),
 }
 
 /// A child just forked: its protocol and our ends of its pipes.
@@ -190,6 +191,12 @@ impl Handle {
         let mut shared = self.0.reopen_hooks.borrow_mut();
         hooks.append(&mut shared);
         *shared = hooks;
+    }
+
+    /// Watches a watched port again after its callback (inetd: the `wait` service's child
+    /// exited). A stale id (the port closed since) is ignored.
+    pub fn watch_again(&self, id: super::WatchId) {
+        self.push(Command::WatchAgain(id));
     }
 
     /// Asks the reactor to stop (Twisted's `reactor.stop()`).

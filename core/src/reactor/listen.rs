@@ -447,6 +447,7 @@ impl Reactor {
                     },
                 )),
                 Entry::Udp(u) => Some((u.endpoint.clone(), u.raw_fd())),
+                Entry::Watched(w) => Some((w.endpoint.clone(), w.raw_fd())),
                 _ => None,
             })
             .collect()
@@ -536,6 +537,7 @@ impl Reactor {
         match self.entries.get(id.0) {
             Some(Entry::Listener(l)) => Some(l.host.clone()),
             Some(Entry::Udp(u)) => Some(u.host.clone()),
+            Some(Entry::Watched(w)) => Some(w.host.clone()),
             _ => None,
         }
     }
@@ -545,6 +547,7 @@ impl Reactor {
         match self.entries.get(id.0) {
             Some(Entry::Listener(_)) => {}
             Some(Entry::Udp(_)) => return self.stop_udp(id.0),
+            Some(Entry::Watched(_)) => return self.stop_watched(id.0),
             _ => return,
         }
         // The slot is freed after the batch: a readiness already collected for this port
