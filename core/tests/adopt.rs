@@ -1,10 +1,10 @@
 //! Sockets a service opens itself, on a real reactor: hand-off ports (accepted sockets go to a
 //! program, blocking and never shut down), watched ports (readable: one callback until watched
-//! again).
+//! again), adopted datagram and stream ports, and ports opened from a callback.
 
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use twistrs_core::{
-    Accepted, Endpoint, ProcessProtocol, ProcessSpec, ProcessStatus, ProcessTransport, Reactor,
-    ReactorConfig, WatchId,
+    Accepted, DatagramProtocol, DatagramTransport, Endpoint, ListenerId, ProcessProtocol,
+    ProcessSpec, ProcessStatus, ProcessTransport, Protocol, ProtocolFactory, Reactor,
+    ReactorConfig, Transport, WatchId,
 };
 
 fn quiet_reactor() -> Reactor {
@@ -204,4 +205,84 @@ fn a_watched_port_calls_once_until_watched_again() {
         r.turn(Some(Duration::from_millis(20))).unwrap();
     }
     assert_eq!(calls3.get(), 1, "the stale id armed nothing");
+}
+
+struct Upper;
+
+impl DatagramProtocol for Upper {
+    fn name(&self) -> &'static str {
+        "Upper"
+    }
+
+    fn datagram_received(&mut self, t: &mut DatagramTransport<'_>, d: &[u8], from: SocketAddr) {
+        t.write(&d.to_ascii_uppercase(), from);
+    }
+}
+
+struct Hello;
+
+impl Protocol for Hello {
+    fn connection_made(&mut self, t: &mut Transport<'_>) {
+        t.write(b"hello\n");
+        t.lose_connection();
+    }
+
+    fn data_received(&mut self, _t: &mut Transport<'_>, _d: &[u8]) {}
+}
+
+#[test]
+fn ports_opened_from_a_callback_are_served() {
+    let mut r = quiet_reactor();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_addr = tcp.local_addr().unwrap();
+    let ids: Rc<RefCell<Vec<ListenerId>>> = Rc::default();
+    let ids2 = ids.clone();
+    let h = r.handle();
+    let (udp, tcp) = (OwnedFd::from(udp), OwnedFd::from(tcp));
+    // From a timer, as inetd does from its SIGHUP hook.
+    let _t = r.handle().call_later(Duration::ZERO, move || {
+        h.with_service_host(move |host| {
+            let ep: Endpoint = format!("udp:{udp_port}:interface=127.0.0.1")
+                .parse()
+                .unwrap();
+            ids2.borrow_mut()
+                .push(host.adopt_datagram_port(udp, &ep, Box::new(Upper)).unwrap());
+            let f = host.add_factory(Box::new(ProtocolFactory::for_protocol("Hello", || {
+                Box::new(Hello) as Box<dyn Protocol>
+            })));
+            let ep: Endpoint = format!("tcp:{}:interface=127.0.0.1", tcp_addr.port())
+                .parse()
+                .unwrap();
+            ids2.borrow_mut()
+                .push(host.adopt_stream_port(tcp, &ep, f).unwrap());
+        });
+    });
+    turn_until(&mut r, "the ports", || ids.borrow().len() == 2);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_nonblocking(true).unwrap();
+    client.send_to(b"ping", ("127.0.0.1", udp_port)).unwrap();
+    let mut buf = [0u8; 16];
+    let mut answer = None;
+    turn_until(&mut r, "the datagram's answer", || {
+        answer = client.recv(&mut buf).ok();
+        answer.is_some()
+    });
+    assert_eq!(&buf[..answer.unwrap()], b"PING");
+    let mut s = TcpStream::connect(tcp_addr).unwrap();
+    s.set_nonblocking(true).unwrap();
+    let mut got = Vec::new();
+    turn_until(&mut r, "the stream's greeting and close", || {
+        let mut b = [0u8; 64];
+        match s.read(&mut b) {
+            Ok(0) => true,
+            Ok(n) => {
+                got.extend_from_slice(&b[..n]);
+                false
+            }
+            Err(_) => false,
+        }
+    });
+    assert_eq!(got, b"hello\n");
 }

@@ -15,6 +15,7 @@ use crate::deferred::Deferred;
 use crate::error::Failure;
 use crate::process::{ProcessError, ProcessId, ProcessProtocol, ProcessSpec, ProcessStatus};
 use crate::protocol::ClientFactory;
+use crate::service::ServiceHost;
 use crate::threads::{JobResult, ThreadPool};
 use crate::timer::{Clock, DelayedCall, Target, TimerQueue};
 use crate::transport::ConnId;
@@ -38,6 +39,7 @@ pub(crate) enum Command {
     WriteToProcess(ProcessId, Vec<u8>),
     CloseProcessStdin(ProcessId),
     WatchAgain(super::WatchId),
+    WithHost(Box<dyn FnOnce(&mut ServiceHost<'_>)>),
 }
 
 /// A child just forked: its protocol and our ends of its pipes.
@@ -191,6 +193,13 @@ impl Handle {
         let mut shared = self.0.reopen_hooks.borrow_mut();
         hooks.append(&mut shared);
         *shared = hooks;
+    }
+
+    /// Runs `f` with the reactor as services see it, once the current callback returns: for
+    /// a service that opens or closes ports after its start (inetd re-reading its file on
+    /// SIGHUP, from an [`on_reopen`](Handle::on_reopen) hook).
+    pub fn with_service_host(&self, f: impl FnOnce(&mut ServiceHost<'_>) + 'static) {
+        self.push(Command::WithHost(Box::new(f)));
     }
 
     /// Watches a watched port again after its callback (inetd: the `wait` service's child

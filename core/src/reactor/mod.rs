@@ -525,6 +525,7 @@ impl Reactor {
                 Command::WriteToProcess(id, data) => self.write_to_process(id, data),
                 Command::CloseProcessStdin(id) => self.close_process_stdin(id),
                 Command::WatchAgain(id) => self.watch_again(id),
+                Command::WithHost(f) => f(&mut self.service_host()),
             }
         }
     }
