@@ -18,6 +18,8 @@ pub fn builtin_plugins() -> Vec<Plugin> {
     v.push(twistrs_mail::plugin());
     #[cfg(feature = "procmon")]
     v.push(twistrs_procmon::plugin());
+    #[cfg(feature = "inetd")]
+    v.push(twistrs_inetd::plugin());
     v.sort_by_key(|p| p.tapname);
     v
 }
@@ -55,6 +57,11 @@ mod tests {
         assert_eq!(
             names.contains(&"procmon"),
             cfg!(feature = "procmon"),
+            "{names:?}"
+        );
+        assert_eq!(
+            names.contains(&"inetd"),
+            cfg!(feature = "inetd"),
             "{names:?}"
         );
         assert!(check_names(&builtin_plugins()).is_ok());
