@@ -2,6 +2,7 @@
 
 mod cli;
 mod daemon;
+mod inetd;
 mod lifecycle;
 mod load;
 mod mail;
