@@ -4,7 +4,8 @@
 //! As inetd(8) and twistd read it: blank lines and `#` comments (a word starting with `#`
 //! ends the line, as Twisted strips comments; a `#` inside a word is kept); the service is a
 //! name from services(5) for the protocol, or a port number; the protocol is `tcp`, `tcp6`,
-//! `udp` or `udp6` (`tcp4`, `udp4` as OpenBSD's aliases); `user.group` or `user:group`; the
+//! `udp` or `udp6` (`tcp4`, `udp4` as OpenBSD's aliases), with OpenBSD's `,sndbuf=SIZE` and
+//! `,rcvbuf=SIZE` (bytes, or with `k`/`m`); `user.group` or `user:group`; the
 //! arguments start with argv[0]; `internal` names a service served without a program. From
 //! OpenBSD's inetd: an address before the service (`127.0.0.1:echo`, `[::1]:echo`, `*:echo`),
 //! and a line holding only an address and a colon sets the address of the lines after it.
@@ -91,6 +92,40 @@ pub struct ServiceConf {
     pub user: String,
     pub group: Option<String>,
     pub program: Program,
+    /// `,sndbuf=` and `,rcvbuf=` after the protocol: the socket's buffer sizes.
+    pub bufs: Buffers,
+}
+
+/// SO_SNDBUF and SO_RCVBUF for a socket, when the line sets them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Buffers {
+    pub send: Option<usize>,
+    pub recv: Option<usize>,
+}
+
+/// `,sndbuf=64k,rcvbuf=1m` after a protocol.
+fn buffers(opts: &[&str]) -> Result<Buffers, String> {
+    let mut b = Buffers::default();
+    for o in opts {
+        let (key, v) = o.split_once('=').unwrap_or((o, ""));
+        let (digits, unit) = match v.char_indices().last() {
+            Some((i, 'k' | 'K')) => (&v[..i], 1024),
+            Some((i, 'm' | 'M')) => (&v[..i], 1024 * 1024),
+            _ => (v, 1),
+        };
+        let size = digits
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit))
+            .filter(|n| (1..=1 << 30).contains(n))
+            .ok_or_else(|| format!("'{o}': expected sndbuf=SIZE or rcvbuf=SIZE (bytes, k or m)"))?;
+        match key {
+            "sndbuf" => b.send = Some(size),
+            "rcvbuf" => b.recv = Some(size),
+            _ => return Err(format!("'{o}': expected sndbuf=SIZE or rcvbuf=SIZE")),
+        }
+    }
+    Ok(b)
 }
 
 impl ServiceConf {
@@ -186,7 +221,11 @@ fn parse_line(
             if w.len() == 1 { "" } else { "s" }
         ));
     }
-    let proto = match w[2].to_ascii_lowercase().as_str() {
+    let proto_field = w[2].to_ascii_lowercase();
+    let mut parts = proto_field.split(',');
+    let proto_name = parts.next().unwrap_or("");
+    let proto_opts: Vec<&str> = parts.collect();
+    let proto = match proto_name {
         "tcp" | "tcp4" => Proto::Tcp,
         "tcp6" => Proto::Tcp6,
         "udp" | "udp4" => Proto::Udp,
@@ -221,6 +260,7 @@ fn parse_line(
             ));
         }
     };
+    let bufs = buffers(&proto_opts)?;
     if socktype != proto.socktype() {
         return Err(format!(
             "socket type '{}' does not go with protocol '{proto}' (stream is tcp, dgram is udp)",
@@ -330,6 +370,7 @@ fn parse_line(
         user: user.to_string(),
         group,
         program,
+        bufs,
     }))
 }
 
@@ -537,6 +578,31 @@ mod tests {
             let e = parse_err(text);
             assert_eq!(e.line, line, "{text:?}: {e:?}");
             assert!(e.msg.contains(want), "{text:?}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn buffer_sizes_after_the_protocol() {
+        let c = parse_ok(
+            "echo stream tcp,sndbuf=64k,rcvbuf=1m nowait root internal\n\
+             echo dgram udp,rcvbuf=4096 wait root internal\n",
+        );
+        assert_eq!(
+            c.services[0].bufs,
+            Buffers {
+                send: Some(65536),
+                recv: Some(1 << 20)
+            }
+        );
+        assert_eq!(c.services[1].bufs.recv, Some(4096));
+        for bad in [
+            "tcp,sndbuf=",
+            "tcp,sndbuf=x",
+            "tcp,sndbuf=0",
+            "tcp,window=5",
+        ] {
+            let e = parse_err(&format!("echo stream {bad} nowait root internal\n"));
+            assert!(e.msg.contains("expected sndbuf=SIZE"), "{bad}: {e:?}");
         }
     }
 

@@ -28,7 +28,8 @@ const NOTES: &str = "\
 Each line of FILE is 'service socktype protocol wait|nowait[.max] user[.group] program \
 [argv0 arguments...]', as inetd.conf(5) has it: the service is a name from --services or a \
 port number; socktype stream goes with protocol tcp or tcp6, dgram with udp or udp6 (tcp6 \
-and udp6 sockets are IPv6 only); an address may come first (127.0.0.1:echo), and a line \
+and udp6 sockets are IPv6 only), and ,sndbuf=SIZE or ,rcvbuf=SIZE may follow the protocol \
+(bytes, or with k or m); an address may come first (127.0.0.1:echo), and a line \
 holding only an address and a colon sets the address of the lines after it. Blank lines and \
 lines starting with # are skipped, and a word starting with # ends a line. RPC lines, tcpmux \
 and other socket types are skipped with a warning; any other line that does not read, an \

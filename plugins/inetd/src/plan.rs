@@ -28,6 +28,8 @@ pub struct Key {
     pub proto: Proto,
     pub addr: SocketAddr,
     pub mode: Mode,
+    /// Set when the socket is made: other sizes take another socket.
+    pub bufs: conf::Buffers,
 }
 
 /// One socket to serve.
@@ -194,6 +196,7 @@ pub fn make(opts: &Options, conf: conf::Conf, users: Users<'_>) -> Result<Plan, 
                     proto: c.proto,
                     addr,
                     mode,
+                    bufs: c.bufs,
                 },
                 creds: creds.clone(),
             });

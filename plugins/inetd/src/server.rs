@@ -139,6 +139,12 @@ fn bind(sock: &Socket) -> io::Result<OwnedFd> {
     if stream {
         s.set_reuse_address(true)?;
     }
+    if let Some(n) = sock.key.bufs.send {
+        s.set_send_buffer_size(n)?;
+    }
+    if let Some(n) = sock.key.bufs.recv {
+        s.set_recv_buffer_size(n)?;
+    }
     s.bind(&addr.into())?;
     if stream {
         s.listen(DEFAULT_BACKLOG as i32)?;
