@@ -547,3 +547,102 @@ fn a_program_that_cannot_start_is_logged_and_the_connection_closed() {
     assert!(i.server.log_contains("cannot start /no/such/program"));
     assert!(answer(i.addr(0)).is_empty(), "and the next one too");
 }
+
+/// A daemon in a directory of its own; stopped when dropped.
+struct Daemon {
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn pid(&self) -> u32 {
+        std::fs::read_to_string(self.dir.path().join("twistrs.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("twistrs.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = run_in(self.dir.path(), &["stop", "--timeout", "5"]);
+    }
+}
+
+#[test]
+fn restart_hands_the_sockets_over_and_stops_wait_programs_first() {
+    let python = PathBuf::from("/usr/bin/python3");
+    if !python.is_file() {
+        skip("restart_hands_the_sockets_over...", "no /usr/bin/python3");
+        return;
+    }
+    let mut started = None;
+    for _ in 0..5 {
+        let ports = free_ports(2);
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("udp.py");
+        std::fs::write(&script, UDP_PROGRAM).unwrap();
+        let conf = dir.path().join("inetd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "{} stream tcp nowait root /bin/cat cat\n\
+                 {} dgram udp wait root {} python3 {} 1000\n",
+                ports[0],
+                ports[1],
+                python.display(),
+                script.display()
+            ),
+        )
+        .unwrap();
+        let (code, out, err) = run_in(
+            dir.path(),
+            &[
+                "inetd",
+                "-f",
+                conf.to_str().unwrap(),
+                "--interface",
+                "127.0.0.1",
+            ],
+        );
+        if code == 0 {
+            started = Some((Daemon { dir }, ports));
+            break;
+        }
+        assert!(err.contains("Couldn't listen"), "{out} {err}");
+    }
+    let (d, ports) = started.expect("5 starts in a row found a port taken");
+    let tcp = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    let c = udp();
+    let before = udp_answer(&c, ports[1], b"one");
+    let mut session = client(tcp);
+    send(&mut session, b"before\n");
+    assert_eq!(read_n(&mut session, 7), b"before\n");
+    let old = d.pid();
+    let (code, out, err) = run_in(d.dir.path(), &["restart"]);
+    assert_eq!(code, 0, "{out} {err}\n{}", d.log());
+    assert_ne!(d.pid(), old);
+    let log = d.log();
+    assert!(
+        log.contains("before the new process serves its socket"),
+        "{log}"
+    );
+    // The new process serves both sockets, with a new wait program.
+    let after = udp_answer(&c, ports[1], b"two");
+    let pid_of = |a: &str| a.split(' ').next().unwrap_or("").to_string();
+    assert_ne!(pid_of(&after), pid_of(&before), "{before} / {after}");
+    assert!(after.ends_with("two"));
+    let mut s = client(tcp);
+    send(&mut s, b"new\n");
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&mut s), b"new\n");
+    // The session begun before goes on in the old process's drain.
+    send(&mut session, b"after\n");
+    assert_eq!(read_n(&mut session, 6), b"after\n");
+    session.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(read_to_end(&mut session).is_empty());
+    assert!(!d.log().contains("Couldn't listen"));
+}
