@@ -646,3 +646,36 @@ fn restart_hands_the_sockets_over_and_stops_wait_programs_first() {
     assert!(read_to_end(&mut session).is_empty());
     assert!(!d.log().contains("Couldn't listen"));
 }
+
+/// A `wait` stream program: accepts `rounds` connections on the listening socket it is
+/// handed, answers each with its PID, then exits.
+const ACCEPT_PROGRAM: &str = "
+import os, socket, sys
+s = socket.socket(fileno=0)
+for _ in range(int(sys.argv[1])):
+    c, a = s.accept()
+    c.sendall(b'%d' % os.getpid())
+    c.close()
+";
+
+#[test]
+fn a_wait_stream_program_gets_the_listening_socket() {
+    let python = PathBuf::from("/usr/bin/python3");
+    if !python.is_file() {
+        skip("a_wait_stream_program...", "no /usr/bin/python3");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("accept.py");
+    std::fs::write(&script, ACCEPT_PROGRAM).unwrap();
+    let conf = format!(
+        "{{0}} stream tcp wait root {} python3 {} 2\n",
+        python.display(),
+        script.display()
+    );
+    let i = start(&conf, "", 1, 1, &[]);
+    let pids: Vec<Vec<u8>> = (0..4).map(|_| answer(i.addr(0))).collect();
+    assert_eq!(pids[0], pids[1], "one program accepts two connections");
+    assert_eq!(pids[2], pids[3]);
+    assert_ne!(pids[0], pids[2], "then the next one: {pids:?}");
+}

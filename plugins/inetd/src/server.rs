@@ -273,6 +273,7 @@ fn accepted(weak: &Weak<RefCell<State>>, id: u64, a: Accepted) {
     match handle.spawn_process(
         spec,
         Box::new(NoWaitChild {
+            state: weak.clone(),
             label: label.clone(),
         }),
     ) {
@@ -387,25 +388,35 @@ fn wait_children_left(s: &State) -> bool {
         .any(|p| matches!(p.kind, Kind::Wait { child: Some(_), .. }))
 }
 
-/// Logs how a program ended when it did not exit 0.
-fn log_end(label: &str, pid: u32, st: ProcessStatus) {
-    if !st.success() {
-        let how = match st {
-            ProcessStatus::Signaled { .. } => "by",
-            _ => "with",
-        };
+/// Logs how a program ended when it did not exit 0: a warning, unless inetd is stopping
+/// (or handing over), which signals its programs itself.
+fn log_end(state: &Weak<RefCell<State>>, label: &str, pid: u32, st: ProcessStatus) {
+    if st.success() {
+        return;
+    }
+    let how = match st {
+        ProcessStatus::Signaled { .. } => "by",
+        _ => "with",
+    };
+    let stopping = state
+        .upgrade()
+        .is_none_or(|rc| rc.try_borrow().is_ok_and(|s| !s.active || s.handing_over));
+    if stopping {
+        log::info!(target: SYSTEM, "'{label}' (PID {pid}) ended {how} {st}.");
+    } else {
         log::warn!(target: SYSTEM, "'{label}' (PID {pid}) ended {how} {st}.");
     }
 }
 
 /// A `nowait` program: its session is a connection in progress.
 struct NoWaitChild {
+    state: Weak<RefCell<State>>,
     label: Rc<str>,
 }
 
 impl ProcessProtocol for NoWaitChild {
     fn process_exited(&mut self, p: &mut ProcessTransport<'_>, st: ProcessStatus) {
-        log_end(&self.label, p.pid(), st);
+        log_end(&self.state, &self.label, p.pid(), st);
     }
 
     /// A stop lets the session finish, as a connection's; the reactor's drain kills what
@@ -422,7 +433,7 @@ struct WaitChild {
 
 impl ProcessProtocol for WaitChild {
     fn process_exited(&mut self, p: &mut ProcessTransport<'_>, st: ProcessStatus) {
-        log_end(&self.label, p.pid(), st);
+        log_end(&self.state, &self.label, p.pid(), st);
         if let Some(rc) = self.state.upgrade() {
             wait_ended(&rc, self.port, p.id());
         }
