@@ -206,6 +206,7 @@ pub struct ProcessSpec {
     pub(crate) stdio: [ChildIo; 3],
     pub(crate) kill_time: Duration,
     pub(crate) new_session: bool,
+    pub(crate) new_process_group: bool,
     pub(crate) parent_death_signal: Option<i32>,
 }
 
@@ -225,6 +226,7 @@ impl ProcessSpec {
             stdio: [ChildIo::Null, ChildIo::Pipe, ChildIo::Pipe],
             kill_time: DEFAULT_KILL_TIME,
             new_session: false,
+            new_process_group: false,
             parent_death_signal: None,
         }
     }
@@ -304,6 +306,16 @@ impl ProcessSpec {
     /// a Ctrl-C in the foreground then reaches twistrs only, which stops the child in order.
     pub fn new_session(mut self, yes: bool) -> Self {
         self.new_session = yes;
+        self
+    }
+
+    /// Starts the child in a process group of its own (setpgid), in our session: a Ctrl-C
+    /// in the foreground reaches twistrs only, as with `new_session`, but the child stays in
+    /// our session, and so in our scheduling autogroup (a session of its own is a group of
+    /// its own for the scheduler, which made one in a thousand of inetd's short-lived
+    /// programs wait a second for the CPU beside many others).
+    pub fn new_process_group(mut self, yes: bool) -> Self {
+        self.new_process_group = yes;
         self
     }
 

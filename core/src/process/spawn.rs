@@ -30,6 +30,7 @@ pub(crate) struct ChildSetup {
     pub(crate) creds: Option<Credentials>,
     pub(crate) cwd: Option<CString>,
     pub(crate) new_session: bool,
+    pub(crate) new_process_group: bool,
     pub(crate) death_signal: Option<i32>,
     pub(crate) parent: libc::pid_t,
     pub(crate) nofile: Option<libc::rlimit>,
@@ -184,6 +185,7 @@ pub(crate) fn fork_exec(spec: &ProcessSpec) -> io::Result<Forked> {
             creds: spec.credentials.clone(),
             cwd,
             new_session: spec.new_session,
+            new_process_group: spec.new_process_group,
             death_signal: spec.parent_death_signal,
             parent: std::process::id() as libc::pid_t,
             nofile,
@@ -354,7 +356,8 @@ unsafe fn steps(p: &Prepared) -> i32 {
 impl ChildSetup {
     /// In the child: marks every descriptor above 2 close-on-exec, restores the descriptor
     /// limit, drops privileges (supplementary groups, group, then user), sets the
-    /// parent-death signal, enters the working directory and, if asked, a new session.
+    /// parent-death signal, enters the working directory and, if asked, a new session or
+    /// process group.
     /// Raw system calls only; the errno of a failure.
     fn run(&self) -> Result<(), i32> {
         let check = |r: libc::c_long| if r < 0 { Err(errno()) } else { Ok(()) };
@@ -402,6 +405,12 @@ impl ChildSetup {
             }
             if self.new_session {
                 check(libc::syscall(libc::SYS_setsid))?;
+            } else if self.new_process_group {
+                check(libc::syscall(
+                    libc::SYS_setpgid,
+                    0 as libc::pid_t,
+                    0 as libc::pid_t,
+                ))?;
             }
         }
         Ok(())
