@@ -37,7 +37,7 @@ unknown user or group, or two lines on one socket stops the start with FILE:LINE
 reason (exit status 1).\n\n\
 program 'internal' is served by twistrs itself: echo, discard, chargen, daytime and time, \
 over TCP and UDP (-i leaves them out). A 'nowait' stream service starts its program for each \
-connection, with the connection as its stdin, stdout and stderr, in a session of its own. A \
+connection, with the connection as its stdin, stdout and stderr, in a process group of its own. A \
 'wait' service (datagram services with a program must be 'wait') hands its program the \
 socket itself, and is not watched again until the program exits. The program runs as user \
 and group (the user's primary group by default, with the user's groups), which takes root \

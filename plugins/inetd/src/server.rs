@@ -62,8 +62,10 @@ fn spec_of(sock: &Socket) -> Option<ProcessSpec> {
     let Program::External { path, argv } = &sock.conf.program else {
         return None;
     };
-    // A session of its own: a Ctrl-C on twistrs in the foreground is not the program's.
-    let mut spec = ProcessSpec::new(path).new_session(true);
+    // A process group of its own: a Ctrl-C on twistrs in the foreground is not the
+    // program's. Not a session: each would be a scheduling group of its own, and one
+    // program in a thousand waited a second for the CPU beside the others.
+    let mut spec = ProcessSpec::new(path).new_process_group(true);
     if let Some((arg0, rest)) = argv.split_first() {
         spec = spec.arg0(arg0).args(rest);
     }
