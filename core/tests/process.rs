@@ -520,3 +520,22 @@ fn a_session_or_a_process_group_of_its_own() {
         }
     }
 }
+
+#[test]
+fn a_script_without_a_shebang_line_runs_with_sh_as_execvp_runs_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("no-shebang");
+    std::fs::write(&script, "echo from sh \"$1\"\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut r = quiet_reactor();
+    let (p, events) = recorder(None);
+    r.handle()
+        .spawn_process(ProcessSpec::new(&script).arg("arg1"), p)
+        .expect("spawn");
+    run(&mut r);
+    assert_eq!(
+        collected(&events.borrow(), ChildFd::Stdout),
+        b"from sh arg1\n"
+    );
+}

@@ -25,6 +25,9 @@ use super::{ChildIo, Credentials, Forked, NOT_INHERITED, ProcessSpec, child_nofi
 /// The child's stack, with a guard page below it.
 const STACK: usize = 256 * 1024;
 
+/// What runs a file that has no `#!` line, as execvp(3) runs it.
+const SH: &std::ffi::CStr = c"/bin/sh";
+
 /// What the child does between the clone and the exec, prepared before the clone.
 pub(crate) struct ChildSetup {
     pub(crate) creds: Option<Credentials>,
@@ -42,6 +45,9 @@ struct Prepared {
     /// The program's path, or the paths execvp(3) would try in turn (one per PATH entry).
     paths: Vec<CString>,
     argv: Vec<*const libc::c_char>,
+    /// `/bin/sh PATH ARGS...` for a file without `#!` (ENOEXEC), as execvp(3) runs it: the
+    /// child puts the path it tried in slot 1.
+    script_argv: Vec<std::cell::Cell<*const libc::c_char>>,
     envp: Vec<*const libc::c_char>,
     stdio: [RawFd; 3],
     setup: ChildSetup,
@@ -174,11 +180,17 @@ pub(crate) fn fork_exec(spec: &ProcessSpec) -> io::Result<Forked> {
     });
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
+    let script_argv = std::iter::once(SH.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .chain(argv[1..].iter().copied())
+        .map(std::cell::Cell::new)
+        .collect();
     let mut envp: Vec<*const libc::c_char> = vars.iter().map(|v| v.as_ptr()).collect();
     envp.push(std::ptr::null());
     let prepared = Prepared {
         paths,
         argv,
+        script_argv,
         envp,
         stdio,
         setup: ChildSetup {
@@ -344,6 +356,15 @@ unsafe fn steps(p: &Prepared) -> i32 {
         for path in &p.paths {
             libc::execve(path.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
             match errno() {
+                libc::ENOEXEC => {
+                    p.script_argv[1].set(path.as_ptr());
+                    libc::execve(
+                        SH.as_ptr(),
+                        p.script_argv.as_ptr().cast::<*const libc::c_char>(),
+                        p.envp.as_ptr(),
+                    );
+                    return errno();
+                }
                 libc::EACCES => denied = true,
                 libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ETIMEDOUT | libc::ENODEV => {}
                 e => return e,
