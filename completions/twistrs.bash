@@ -34,6 +34,9 @@ _twistrs() {
             twistrs,echo)
                 cmd="twistrs__subcmd__echo"
                 ;;
+            twistrs,inetd)
+                cmd="twistrs__subcmd__inetd"
+                ;;
             twistrs,mail)
                 cmd="twistrs__subcmd__mail"
                 ;;
@@ -65,7 +68,7 @@ _twistrs() {
 
     case "${cmd}" in
         twistrs)
-            opts="-n -l -d -u -g -r -y -f -s -e -o -p -b -h --version --nodaemon --logfile --pidfile --rundir --umask --uid --gid --euid --chroot --syslog --prefix --reactor --help-reactors --originalname --shutdown-timeout --workers --python --file --source --encrypted --no_save --profile --profiler --savestats --debug --spew --logger --log-rotate-size --log-keep --log-format --log-level --help chargen daytime discard dns echo mail procmon qotd time web completions restart status stop"
+            opts="-n -l -d -u -g -r -y -f -s -e -o -p -b -h --version --nodaemon --logfile --pidfile --rundir --umask --uid --gid --euid --chroot --syslog --prefix --reactor --help-reactors --originalname --shutdown-timeout --workers --python --file --source --encrypted --no_save --profile --profiler --savestats --debug --spew --logger --log-rotate-size --log-keep --log-format --log-level --help chargen daytime discard dns echo inetd mail procmon qotd time web completions restart status stop"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -360,6 +363,44 @@ _twistrs() {
                     return 0
                     ;;
                 --max-connections)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twistrs__subcmd__inetd)
+            opts="-f -i -r -h --file --nointernal --rpc --interface --services --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rpc)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -r)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --interface)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --services)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -67,6 +67,7 @@ complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "daytime" -d 'A dayt
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "discard" -d 'A discard server (RFC 863): reads and throws away, over TCP and UDP.'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "dns" -d 'A domain name server (twistd\'s dns): zone files, a hosts file, a caching forwarder, secondary zones.'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "echo" -d 'An echo server (RFC 862): sends back what it receives, over TCP and UDP.'
+complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "inetd" -d 'An inetd(8) replacement: serves the services of inetd.conf (twistd\'s inetd, with UDP).'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "mail" -d 'An email service: SMTP into Maildir, POP3 out of it (twistd\'s mail).'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "procmon" -d 'Runs programs and restarts them when they die (twistd\'s procmon).'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "qotd" -d 'A quote of the day server (RFC 865), over TCP and UDP.'
@@ -104,6 +105,12 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand dns" -s h -l help -d 'Pr
 complete -c twistrs -n "__fish_twistrs_using_subcommand echo" -l listen -d 'Endpoint to listen on, repeatable: tcp:PORT, tcp6:PORT, unix:PATH or udp:PORT, with options such as :interface=127.0.0.1 [default: tcp:7]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand echo" -l max-connections -d 'Connections at once; accepting pauses at N and clients wait in the listen queue; 0: no limit' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand echo" -s h -l help -d 'Print help'
+complete -c twistrs -n "__fish_twistrs_using_subcommand inetd" -s f -l file -d 'Service configuration file' -r -F
+complete -c twistrs -n "__fish_twistrs_using_subcommand inetd" -s r -l rpc -d 'DEPRECATED. RPC procedures table file (ignored: RPC lines are skipped)' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand inetd" -l interface -d 'Bind the lines that name no address to ADDR instead of every interface, repeatable: IPv4 addresses for tcp and udp lines, IPv6 ones for tcp6 and udp6 (a line of a family no ADDR has is skipped)' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand inetd" -l services -d 'Where service names are looked up (services(5))' -r -F
+complete -c twistrs -n "__fish_twistrs_using_subcommand inetd" -s i -l nointernal -d 'Don\'t run internal services'
+complete -c twistrs -n "__fish_twistrs_using_subcommand inetd" -s h -l help -d 'Print help'
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s s -l smtp -d 'SMTP endpoint, repeatable [default: tcp:8025]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s p -l pop3 -d 'POP3 endpoint, repeatable [default: tcp:8110]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s d -l maildirdbmdomain -d 'A domain whose users and Maildirs live under PATH, repeatable' -r

@@ -20,6 +20,8 @@ pub fn builtin_plugins() -> Vec<Plugin> {
     v.push(twistrs_procmon::plugin());
     #[cfg(feature = "dns")]
     v.push(twistrs_dns::plugin());
+    #[cfg(feature = "inetd")]
+    v.push(twistrs_inetd::plugin());
     v.sort_by_key(|p| p.tapname);
     v
 }
@@ -60,6 +62,11 @@ mod tests {
             "{names:?}"
         );
         assert_eq!(names.contains(&"dns"), cfg!(feature = "dns"), "{names:?}");
+        assert_eq!(
+            names.contains(&"inetd"),
+            cfg!(feature = "inetd"),
+            "{names:?}"
+        );
         assert!(check_names(&builtin_plugins()).is_ok());
     }
 

@@ -27,6 +27,18 @@ pub struct IdleArgs {
     pub verify: bool,
 }
 
+pub struct SessionsArgs {
+    pub addr: SocketAddr,
+    pub conns: usize,
+    /// Bytes each session sends and expects back (0: none, the program just closes).
+    pub send: usize,
+    /// The session ends with the server's close (after our half-close), or with ours once
+    /// the echo is back.
+    pub server_closes: bool,
+    pub secs: Duration,
+    pub warmup: Duration,
+}
+
 pub struct HandshakeArgs {
     pub addr: SocketAddr,
     pub conns: usize,
@@ -153,6 +165,29 @@ impl IdleArgs {
             connect_timeout: o.secs("connect-timeout-secs", 120.0, 1.0, 600.0)?,
             tls_cert: o.raw("tls-cert").map(PathBuf::from),
             verify: o.verify()?,
+        })
+    }
+}
+
+impl SessionsArgs {
+    pub fn parse(args: &[String]) -> Result<Self, Failure> {
+        let o = Opts::parse(args, &["addr", "conns", "send", "close", "secs", "warmup"])?;
+        let server_closes = match o.raw("close").unwrap_or("server") {
+            "server" => true,
+            "client" => false,
+            other => {
+                return Err(Failure::Usage(format!(
+                    "--close {other:?}: server or client"
+                )));
+            }
+        };
+        Ok(SessionsArgs {
+            addr: o.addr()?,
+            conns: o.num("conns", 32, 1, 1000)?,
+            send: o.num("send", 0, 0, 1 << 20)?,
+            server_closes,
+            secs: o.secs("secs", 5.0, 0.1, 3600.0)?,
+            warmup: o.secs("warmup", 1.0, 0.0, 600.0)?,
         })
     }
 }

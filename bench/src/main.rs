@@ -1,7 +1,8 @@
 //! `twistrs-bench`: the load generator behind bench/echo.sh (`echo` for throughput and
-//! latency, `idle` for memory per held connection) and bench/tls.sh (`handshake` for full
-//! TLS handshakes per second, `idle --tls-cert` for memory per idle TLS connection); run by
-//! hand, see bench/README.md.
+//! latency, `idle` for memory per held connection), bench/tls.sh (`handshake` for full
+//! TLS handshakes per second, `idle --tls-cert` for memory per idle TLS connection) and
+//! bench/inetd.sh (`sessions`: a new connection per exchange, for per-connection
+//! programs); run by hand, see bench/README.md.
 
 mod args;
 mod connect;
@@ -10,6 +11,7 @@ mod floor;
 mod handshake;
 mod hist;
 mod idle;
+mod sessions;
 mod sys;
 mod tls;
 
@@ -23,6 +25,8 @@ usage:
                      [--tls-cert CERT.pem [--verify-signatures 0|1]]
   twistrs-bench handshake --addr 127.0.0.1:PORT --cert CERT.pem [--path /]
                      [--conns 32] [--secs 5] [--warmup 1] [--verify-signatures 0|1]
+  twistrs-bench sessions --addr 127.0.0.1:PORT [--conns 32] [--send 0]
+                     [--close server|client] [--secs 5] [--warmup 1]
   twistrs-bench floor
 
 echo: CONNS connections, each with one SIZE-byte message in flight; prints
@@ -35,6 +39,10 @@ handshake: CONNS at a time, a new connection per request: TCP connect, full TLS 
   handshake (no resumption), GET PATH with Connection: close, the whole 200 response
   and the server's close; prints handshakes_per_sec=.. p50_ms=.. p99_ms=.. errors=..
   full=.. resumed=.. and the protocol, cipher suite and key exchange used.
+sessions: CONNS at a time, a new connection per session: connect, send SEND bytes
+  and read them back (an echo; none with --send 0), then half-close and wait for the
+  server's close (--close server), or close (--close client); prints
+  sessions_per_sec=.. p50_ms=.. p99_ms=.. errors=.. done=..
 floor: a minimal echo server on mio (the floor for CPU per message), on 127.0.0.1,
   prints listening PORT and runs until killed.";
 
@@ -52,6 +60,7 @@ fn main() -> ExitCode {
         Some("handshake") => {
             args::HandshakeArgs::parse(&argv[1..]).and_then(|a| handshake::run(&a))
         }
+        Some("sessions") => args::SessionsArgs::parse(&argv[1..]).and_then(|a| sessions::run(&a)),
         Some("floor") => floor::run(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");

@@ -71,8 +71,8 @@ pub use protocol::{
     ClientFactory, DatagramProtocol, Factory, Protocol, ProtocolFactory, STOP_GRACE,
 };
 pub use reactor::{
-    FactoryId, Handle, ListenError, ListenerId, PortId, Reactor, ReactorConfig, SignalAction,
-    StopReason,
+    Accepted, FactoryId, Handle, ListenError, ListenerId, OnAccept, OnReadable, PortId, Reactor,
+    ReactorConfig, SignalAction, StopReason, WatchId,
 };
 pub use service::{ListeningService, MultiService, Service, ServiceHost};
 pub use timer::{Clock, DelayedCall};

@@ -23,14 +23,13 @@ use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
 use crate::reactor::Handle;
+
+mod spawn;
 
 /// Variables that describe twistrs' own situation, never a child's: systemd's socket
 /// activation and notification socket, and the restart hand-over and its generation.
@@ -208,6 +207,7 @@ pub struct ProcessSpec {
     pub(crate) stdio: [ChildIo; 3],
     pub(crate) kill_time: Duration,
     pub(crate) new_session: bool,
+    pub(crate) new_process_group: bool,
     pub(crate) parent_death_signal: Option<i32>,
 }
 
@@ -227,6 +227,7 @@ impl ProcessSpec {
             stdio: [ChildIo::Null, ChildIo::Pipe, ChildIo::Pipe],
             kill_time: DEFAULT_KILL_TIME,
             new_session: false,
+            new_process_group: false,
             parent_death_signal: None,
         }
     }
@@ -306,6 +307,16 @@ impl ProcessSpec {
     /// a Ctrl-C in the foreground then reaches twistrs only, which stops the child in order.
     pub fn new_session(mut self, yes: bool) -> Self {
         self.new_session = yes;
+        self
+    }
+
+    /// Starts the child in a process group of its own (setpgid), in our session: a Ctrl-C
+    /// in the foreground reaches twistrs only, as with `new_session`, but the child stays in
+    /// our session, and so in our scheduling autogroup (a session of its own is a group of
+    /// its own for the scheduler, which made one in a thousand of inetd's short-lived
+    /// programs wait a second for the CPU beside many others).
+    pub fn new_process_group(mut self, yes: bool) -> Self {
+        self.new_process_group = yes;
         self
     }
 
@@ -525,153 +536,11 @@ pub(crate) struct Forked {
     pub(crate) pipes: [Option<OwnedFd>; 3],
 }
 
-/// Forks and executes `spec`. Blocks only until the child has executed (std reports a
-/// failed exec, chdir or privilege change through a close-on-exec pipe, and reaps the child).
+/// Forks and executes `spec` (without copying this process: see `spawn`). Blocks only until
+/// the child has executed; a failed exec, chdir or privilege change is the error, and leaves
+/// no child.
 pub(crate) fn fork_exec(spec: &ProcessSpec) -> io::Result<Forked> {
-    if let Some(dir) = &spec.cwd
-        && !dir.is_dir()
-    {
-        // Checked here too: from the child, a missing directory is only ENOENT, which reads
-        // as if the program were missing.
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("working directory {} is not a directory", dir.display()),
-        ));
-    }
-    let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args);
-    if let Some(a) = &spec.arg0 {
-        cmd.arg0(a);
-    }
-    if spec.env_clear {
-        cmd.env_clear();
-    }
-    for k in NOT_INHERITED {
-        cmd.env_remove(k);
-    }
-    for (k, v) in &spec.env {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
-    for (i, io) in spec.stdio.iter().enumerate() {
-        let stdio = match io {
-            ChildIo::Null => Stdio::null(),
-            ChildIo::Fd(fd) => Stdio::from(fd.try_clone()?),
-            ChildIo::Pipe => {
-                let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-                let (child, parent) = if i == 0 { (r, w) } else { (w, r) };
-                ours[i] = Some(parent);
-                Stdio::from(child)
-            }
-        };
-        match i {
-            0 => cmd.stdin(stdio),
-            1 => cmd.stdout(stdio),
-            _ => cmd.stderr(stdio),
-        };
-    }
-    // Everything the child needs is made before the fork: after it, only system calls.
-    let cwd = match &spec.cwd {
-        Some(d) => Some(path_cstring(d)?),
-        None => None,
-    };
-    let setup = ChildSetup {
-        creds: spec.credentials.clone(),
-        cwd,
-        new_session: spec.new_session,
-        death_signal: spec.parent_death_signal,
-        parent: std::process::id() as libc::pid_t,
-        nofile: child_nofile_limit().and_then(|soft| {
-            let (_, hard) =
-                nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ok()?;
-            Some(libc::rlimit {
-                rlim_cur: soft.min(hard),
-                rlim_max: hard,
-            })
-        }),
-    };
-    // SAFETY: the closure runs between fork and exec and makes only async-signal-safe system
-    // calls on data prepared before the fork; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || setup.run());
-    }
-    let child = cmd.spawn()?;
-    // Dropping a `Child` neither waits nor kills: the reactor reaps it.
-    Ok(Forked {
-        pid: child.id(),
-        pipes: ours,
-    })
-}
-
-fn path_cstring(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{} has a NUL byte", p.display()),
-        )
-    })
-}
-
-/// What the child does between fork and exec, prepared before the fork.
-struct ChildSetup {
-    creds: Option<Credentials>,
-    cwd: Option<CString>,
-    new_session: bool,
-    death_signal: Option<i32>,
-    parent: libc::pid_t,
-    nofile: Option<libc::rlimit>,
-}
-
-impl ChildSetup {
-    /// In the child: marks every descriptor above 2 close-on-exec, restores the descriptor
-    /// limit, drops privileges
-    /// (supplementary groups, group, then user), sets the parent-death signal, enters the
-    /// working directory and, if asked, a new session. Async-signal-safe: system calls only.
-    fn run(&self) -> io::Result<()> {
-        let check = |r: libc::c_int| {
-            if r < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        };
-        // SAFETY: plain system calls on integers and on buffers that outlive them.
-        unsafe {
-            // ENOSYS on kernels before 5.11 (CLOSE_RANGE_CLOEXEC): everything of ours is
-            // close-on-exec anyway; this only catches a descriptor someone else leaked.
-            libc::syscall(
-                libc::SYS_close_range,
-                3 as libc::c_uint,
-                libc::c_uint::MAX,
-                libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
-            );
-            if let Some(l) = &self.nofile {
-                check(libc::setrlimit(libc::RLIMIT_NOFILE, l))?;
-            }
-            if let Some(c) = &self.creds {
-                check(libc::setgroups(c.groups.len(), c.groups.as_ptr()))?;
-                check(libc::setgid(c.gid))?;
-                check(libc::setuid(c.uid))?;
-            }
-            if let Some(sig) = self.death_signal {
-                check(libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong))?;
-                // The parent may have died between the fork and the prctl: no signal comes.
-                if libc::getppid() != self.parent {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-            }
-            if let Some(d) = &self.cwd {
-                check(libc::chdir(d.as_ptr()))?;
-            }
-            if self.new_session {
-                check(libc::setsid())?;
-            }
-        }
-        Ok(())
-    }
+    spawn::fork_exec(spec)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! launcher's own controls (signals, the restart hand-over).
 
 use std::cell::Cell;
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
 use crate::address::Address;
@@ -13,7 +14,9 @@ use crate::deferred::Deferred;
 use crate::endpoint::Endpoint;
 use crate::error::Failure;
 use crate::protocol::{DatagramProtocol, Factory};
-use crate::reactor::{FactoryId, Handle, ListenError, ListenerId, Reactor};
+use crate::reactor::{
+    FactoryId, Handle, ListenError, ListenerId, OnAccept, OnReadable, Reactor, WatchId,
+};
 
 /// The reactor as a service sees it while starting and stopping.
 pub struct ServiceHost<'a> {
@@ -46,6 +49,57 @@ impl ServiceHost<'_> {
         proto: Box<dyn DatagramProtocol>,
     ) -> Result<ListenerId, ListenError> {
         self.reactor.listen_udp(ep, proto)
+    }
+
+    /// Serves a listening socket the service opened itself (see
+    /// [`Reactor::adopt_stream_port`]).
+    pub fn adopt_stream_port(
+        &mut self,
+        fd: OwnedFd,
+        ep: &Endpoint,
+        factory: FactoryId,
+    ) -> Result<ListenerId, ListenError> {
+        self.reactor.adopt_stream_port(fd, ep, factory)
+    }
+
+    /// Serves a UDP socket the service opened itself (see [`Reactor::adopt_datagram_port`]).
+    pub fn adopt_datagram_port(
+        &mut self,
+        fd: OwnedFd,
+        ep: &Endpoint,
+        proto: Box<dyn DatagramProtocol>,
+    ) -> Result<ListenerId, ListenError> {
+        self.reactor.adopt_datagram_port(fd, ep, proto)
+    }
+
+    /// Accepts on a listening socket and hands each connection over as a descriptor (see
+    /// [`Reactor::adopt_handoff_port`]).
+    pub fn adopt_handoff_port(
+        &mut self,
+        fd: OwnedFd,
+        ep: &Endpoint,
+        name: &str,
+        on_accept: OnAccept,
+    ) -> Result<ListenerId, ListenError> {
+        self.reactor.adopt_handoff_port(fd, ep, name, on_accept)
+    }
+
+    /// Says when a socket is readable, without reading it (see
+    /// [`Reactor::adopt_watched_port`]).
+    pub fn adopt_watched_port(
+        &mut self,
+        fd: OwnedFd,
+        ep: &Endpoint,
+        name: &str,
+        on_ready: OnReadable,
+    ) -> Result<WatchId, ListenError> {
+        self.reactor.adopt_watched_port(fd, ep, name, on_ready)
+    }
+
+    /// The socket a restart's predecessor handed over for `ep`: a service that opens its
+    /// own sockets takes this one instead of binding anew.
+    pub fn take_inherited_socket(&mut self, ep: &Endpoint) -> Option<OwnedFd> {
+        self.reactor.take_inherited_socket(ep)
     }
 
     /// Closes a listening port.

@@ -496,3 +496,46 @@ fn an_exit_that_comes_with_a_stop_is_delivered_after_run_returns() {
     );
     assert_eq!(state(id.pid()), None);
 }
+
+#[test]
+fn a_session_or_a_process_group_of_its_own() {
+    // The child reports its PID, process group and session (fields 5-7 of /proc/self/stat
+    // as seen by sh: $$ is the shell's PID).
+    let report = "read -r _ _ _ _ pgrp sid _ < /proc/$$/stat; echo $$ $pgrp $sid";
+    // SAFETY: getsid/getpgrp of this process cannot fail.
+    let (our_pgrp, our_sid) = unsafe { (libc::getpgrp(), libc::getsid(0)) };
+    for (group, session) in [(false, false), (true, false), (false, true)] {
+        let mut r = quiet_reactor();
+        let (p, events) = recorder(None);
+        let spec = sh(report).new_process_group(group).new_session(session);
+        r.handle().spawn_process(spec, p).expect("spawn");
+        run(&mut r);
+        let out = String::from_utf8(collected(&events.borrow(), ChildFd::Stdout)).unwrap();
+        let v: Vec<i32> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let (pid, pgrp, sid) = (v[0], v[1], v[2]);
+        match (group, session) {
+            (false, false) => assert_eq!((pgrp, sid), (our_pgrp, our_sid)),
+            (true, false) => assert_eq!((pgrp, sid), (pid, our_sid), "its own group, our session"),
+            _ => assert_eq!((pgrp, sid), (pid, pid), "its own session"),
+        }
+    }
+}
+
+#[test]
+fn a_script_without_a_shebang_line_runs_with_sh_as_execvp_runs_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("no-shebang");
+    std::fs::write(&script, "echo from sh \"$1\"\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut r = quiet_reactor();
+    let (p, events) = recorder(None);
+    r.handle()
+        .spawn_process(ProcessSpec::new(&script).arg("arg1"), p)
+        .expect("spawn");
+    run(&mut r);
+    assert_eq!(
+        collected(&events.borrow(), ChildFd::Stdout),
+        b"from sh arg1\n"
+    );
+}

@@ -3,6 +3,7 @@
 mod cli;
 mod daemon;
 mod dns;
+mod inetd;
 mod lifecycle;
 mod load;
 mod logs;

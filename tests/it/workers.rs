@@ -478,6 +478,24 @@ fn single_process_plugins_refuse_workers_and_worker_failures_reach_the_starter()
         err.contains("procmon cannot run with --workers 2") && err.contains("one process only"),
         "{err}"
     );
+    let conf = dir.path().join("inetd.conf");
+    std::fs::write(&conf, "").unwrap();
+    let (code, _, err) = run_in(
+        dir.path(),
+        &[
+            "-n",
+            "--workers",
+            "2",
+            "inetd",
+            "-f",
+            conf.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("inetd cannot run with --workers 2") && err.contains("wait services"),
+        "{err}"
+    );
     // A worker that cannot start (its chroot is missing: each worker chroots itself): the
     // daemon's starter hears it through the status pipe and exits 1.
     let (code, _, err) = run_in(

@@ -16,6 +16,7 @@ use crate::error::Failure;
 use crate::process::{ProcessError, ProcessId, ProcessProtocol, ProcessSpec, ProcessStatus};
 use crate::protocol::{ClientFactory, DatagramProtocol};
 use crate::reactor::PortId;
+use crate::service::ServiceHost;
 use crate::threads::{JobResult, ThreadPool};
 use crate::timer::{Clock, DelayedCall, Target, TimerQueue};
 use crate::transport::ConnId;
@@ -41,6 +42,8 @@ pub(crate) enum Command {
     Adopt(Box<Adopted>),
     WriteToProcess(ProcessId, Vec<u8>),
     CloseProcessStdin(ProcessId),
+    WatchAgain(super::WatchId),
+    WithHost(Box<dyn FnOnce(&mut ServiceHost<'_>)>),
 }
 
 /// A child just forked: its protocol and our ends of its pipes.
@@ -211,6 +214,19 @@ impl Handle {
         let mut shared = self.0.reopen_hooks.borrow_mut();
         hooks.append(&mut shared);
         *shared = hooks;
+    }
+
+    /// Runs `f` with the reactor as services see it, once the current callback returns: for
+    /// a service that opens or closes ports after its start (inetd re-reading its file on
+    /// SIGHUP, from an [`on_reopen`](Handle::on_reopen) hook).
+    pub fn with_service_host(&self, f: impl FnOnce(&mut ServiceHost<'_>) + 'static) {
+        self.push(Command::WithHost(Box::new(f)));
+    }
+
+    /// Watches a watched port again after its callback (inetd: the `wait` service's child
+    /// exited). A stale id (the port closed since) is ignored.
+    pub fn watch_again(&self, id: super::WatchId) {
+        self.push(Command::WatchAgain(id));
     }
 
     /// Asks the reactor to stop (Twisted's `reactor.stop()`).

@@ -1,9 +1,10 @@
-//! Listening ports: binding endpoints, accepting with a connection limit, closing.
+//! Listening ports: binding endpoints, accepting with a connection limit, closing; and
+//! hand-off ports, whose accepted sockets go out as descriptors (inetd's `nowait` children).
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -81,10 +82,39 @@ fn retry_at_once(e: &io::Error) -> bool {
     )
 }
 
+/// A connection accepted by a hand-off port ([`Reactor::adopt_handoff_port`]).
+pub struct Accepted {
+    /// The connected socket, in blocking mode (what a child process expects on its stdin)
+    /// and close-on-exec. Closing it is a plain close(2): nothing is shut down, so a copy
+    /// given to a child stays connected.
+    pub socket: OwnedFd,
+    pub peer: Address,
+    pub host: Address,
+}
+
+/// What a hand-off port does with each connection it accepts.
+pub type OnAccept = Box<dyn FnMut(Accepted)>;
+
+/// What a listener does with the connections it accepts.
+pub(crate) enum Target {
+    /// Builds a protocol with this factory: the usual listener.
+    Factory(usize),
+    /// Gives the socket away (no protocol, no connection in the reactor).
+    HandOff { name: String, on_accept: OnAccept },
+}
+
+/// The name of a listener in log lines: its factory's, or its hand-off name.
+fn target_name<'a>(factories: &'a [super::FactorySlot], t: &'a Target) -> &'a str {
+    match t {
+        Target::Factory(f) => factories[*f].factory.name(),
+        Target::HandOff { name, .. } => name,
+    }
+}
+
 /// A listening stream port.
 pub(crate) struct Listener {
     sock: ListenSock,
-    factory: usize,
+    target: Target,
     pub(crate) accepting: Accepting,
     host: Address,
     /// What the "starting on" and "Closed" lines name: a port number or a quoted path.
@@ -216,7 +246,7 @@ impl Reactor {
         // Certificates first: a bad file is a start-up error before anything is bound.
         let tls = self.tls_for(ep, factory.0)?;
         if let Some(fd) = self.take_inherited(&key) {
-            return self.listen_inherited(ep, fd, factory.0, tls);
+            return self.listen_inherited(ep, fd, Target::Factory(factory.0), tls);
         }
         let (sock, host, label, cleanup) = match ep {
             Endpoint::Tcp {
@@ -294,7 +324,15 @@ impl Reactor {
                 ));
             }
         };
-        self.add_listener(sock, factory.0, host, label, cleanup, key, tls)
+        self.add_listener(
+            sock,
+            Target::Factory(factory.0),
+            host,
+            label,
+            cleanup,
+            key,
+            tls,
+        )
     }
 
     /// Hands a predecessor's listening socket for `endpoint` to the next `listen` of it.
@@ -312,11 +350,59 @@ impl Reactor {
         Some(self.inherited.swap_remove(i).1)
     }
 
+    /// Serves a listening socket the caller opened (Twisted's `adoptStreamPort`), for
+    /// sockets that endpoints cannot describe (inetd's IPv6-only ones). `ep` names it: the
+    /// "starting on" line, and the key a restart's successor finds it under
+    /// ([`Reactor::take_inherited_socket`]).
+    pub fn adopt_stream_port(
+        &mut self,
+        fd: OwnedFd,
+        ep: &Endpoint,
+        factory: FactoryId,
+    ) -> Result<ListenerId, ListenError> {
+        let tls = self.tls_for(ep, factory.0)?;
+        self.listen_inherited(ep, fd, Target::Factory(factory.0), tls)
+    }
+
+    /// A listening socket whose connections are handed over instead of served: `on_accept`
+    /// gets each accepted socket (see [`Accepted`]), for a child process to take over
+    /// (inetd's `nowait` services). Accepting follows the usual rules (a share per turn,
+    /// a pause when descriptors run out) with no connection limit of the reactor's. `ep`
+    /// names the socket as for [`Reactor::adopt_stream_port`]; TLS endpoints are refused.
+    pub fn adopt_handoff_port(
+        &mut self,
+        fd: OwnedFd,
+        ep: &Endpoint,
+        name: &str,
+        on_accept: OnAccept,
+    ) -> Result<ListenerId, ListenError> {
+        if ep.tls().is_some() {
+            return Err(listen_err(
+                ep.to_string(),
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a hand-off port cannot do TLS: its sockets go to other programs",
+                ),
+            ));
+        }
+        let target = Target::HandOff {
+            name: name.to_string(),
+            on_accept,
+        };
+        self.listen_inherited(ep, fd, target, None)
+    }
+
+    /// The socket a restart's predecessor handed over for `ep`, if any: a caller that opens
+    /// its own sockets ([`Reactor::adopt_stream_port`]) takes it instead of binding anew.
+    pub fn take_inherited_socket(&mut self, ep: &Endpoint) -> Option<OwnedFd> {
+        self.take_inherited(&ep.to_string())
+    }
+
     fn listen_inherited(
         &mut self,
         ep: &Endpoint,
         fd: std::os::fd::OwnedFd,
-        factory: usize,
+        target: Target,
         tls: Option<Rc<TlsContext>>,
     ) -> Result<ListenerId, ListenError> {
         let what = ep.to_string();
@@ -344,7 +430,7 @@ impl Reactor {
             }
             _ => adopt_tcp(mio::net::TcpListener::from_std(sock.into()), &what)?,
         };
-        self.add_listener(sock, factory, host, label, cleanup, what, tls)
+        self.add_listener(sock, target, host, label, cleanup, what, tls)
     }
 
     /// Every listening socket with its endpoint string, for a successor to inherit.
@@ -361,6 +447,7 @@ impl Reactor {
                     },
                 )),
                 Entry::Udp(u) => Some((u.endpoint.clone(), u.raw_fd())),
+                Entry::Watched(w) => Some((w.endpoint.clone(), w.raw_fd())),
                 _ => None,
             })
             .collect()
@@ -403,7 +490,7 @@ impl Reactor {
     fn add_listener(
         &mut self,
         mut sock: ListenSock,
-        factory: usize,
+        target: Target,
         host: Address,
         label: String,
         cleanup: Option<(PathBuf, Option<PathBuf>)>,
@@ -420,18 +507,21 @@ impl Reactor {
             .registry()
             .register(src, Token(key), Interest::READABLE)
             .map_err(|e| listen_err(&endpoint, e))?;
-        let slot = &mut self.factories[factory];
         // As twistd: `Site (TLS) starting on 8443`.
         let over = if tls.is_some() { " (TLS)" } else { "" };
-        log::info!(target: crate::logsys::BARE, "{}{over} starting on {label}", slot.factory.name());
-        slot.listeners += 1;
-        if slot.listeners == 1 {
-            log::info!(target: crate::logsys::BARE, "Starting factory {}", slot.factory.name());
-            slot.factory.start_factory(&self.handle);
+        let name = target_name(&self.factories, &target);
+        log::info!(target: crate::logsys::BARE, "{name}{over} starting on {label}");
+        if let Target::Factory(f) = target {
+            let slot = &mut self.factories[f];
+            slot.listeners += 1;
+            if slot.listeners == 1 {
+                log::info!(target: crate::logsys::BARE, "Starting factory {}", slot.factory.name());
+                slot.factory.start_factory(&self.handle);
+            }
         }
         self.entries.insert(Entry::Listener(Listener {
             sock,
-            factory,
+            target,
             accepting: Accepting::Open,
             host,
             label,
@@ -447,6 +537,7 @@ impl Reactor {
         match self.entries.get(id.0) {
             Some(Entry::Listener(l)) => Some(l.host.clone()),
             Some(Entry::Udp(u)) => Some(u.host.clone()),
+            Some(Entry::Watched(w)) => Some(w.host.clone()),
             _ => None,
         }
     }
@@ -456,11 +547,18 @@ impl Reactor {
         match self.entries.get(id.0) {
             Some(Entry::Listener(_)) => {}
             Some(Entry::Udp(_)) => return self.stop_udp(id.0),
+            Some(Entry::Watched(_)) => return self.stop_watched(id.0),
             _ => return,
         }
-        let Entry::Listener(mut l) = self.entries.remove(id.0) else {
+        // The slot is freed after the batch: a readiness already collected for this port
+        // (a port closed by a service mid-turn, inetd's reload) must reach nothing.
+        let Some(entry) = self.entries.get_mut(id.0) else {
             return;
         };
+        let Entry::Listener(mut l) = std::mem::replace(entry, Entry::Closed) else {
+            return;
+        };
+        self.to_free.push(id.0);
         let kind = match &mut l.sock {
             ListenSock::Tcp(s) => {
                 let _ = self.poll.registry().deregister(s);
@@ -479,11 +577,13 @@ impl Reactor {
             }
         }
         log::info!(target: crate::logsys::BARE, "({kind} Port {} Closed)", l.label.trim_matches('\''));
-        let slot = &mut self.factories[l.factory];
-        slot.listeners -= 1;
-        if slot.listeners == 0 {
-            log::info!(target: crate::logsys::BARE, "Stopping factory {}", slot.factory.name());
-            slot.factory.stop_factory();
+        if let Target::Factory(f) = l.target {
+            let slot = &mut self.factories[f];
+            slot.listeners -= 1;
+            if slot.listeners == 0 {
+                log::info!(target: crate::logsys::BARE, "Stopping factory {}", slot.factory.name());
+                slot.factory.stop_factory();
+            }
         }
     }
 
@@ -494,19 +594,25 @@ impl Reactor {
             let Some(Entry::Listener(l)) = self.entries.get_mut(key) else {
                 return;
             };
-            let slot = &mut self.factories[l.factory];
-            if slot.max.is_some_and(|m| slot.conns >= m) {
-                if l.accepting != Accepting::AtLimit {
-                    log::warn!(target: crate::logsys::BARE,
-                        "{}: connection limit ({}) reached; accepting paused",
-                        slot.factory.name(), slot.conns);
+            if let Target::Factory(f) = l.target {
+                let slot = &mut self.factories[f];
+                if slot.max.is_some_and(|m| slot.conns >= m) {
+                    if l.accepting != Accepting::AtLimit {
+                        log::warn!(target: crate::logsys::BARE,
+                            "{}: connection limit ({}) reached; accepting paused",
+                            slot.factory.name(), slot.conns);
+                    }
+                    l.accepting = Accepting::AtLimit;
+                    return;
                 }
-                l.accepting = Accepting::AtLimit;
-                return;
             }
+            let handoff = matches!(l.target, Target::HandOff { .. });
             let accepted = match &l.sock {
                 ListenSock::Tcp(s) => s.accept().map(|(s, peer)| {
-                    let _ = s.set_nodelay(true);
+                    // A socket handed to a program keeps the kernel's defaults.
+                    if !handoff {
+                        let _ = s.set_nodelay(true);
+                    }
                     // Only a wildcard bind needs getsockname to know the local address.
                     let wildcard = l
                         .host
@@ -526,17 +632,31 @@ impl Reactor {
             match accepted {
                 Ok((stream, peer, host)) => {
                     if l.accepting == Accepting::BackingOff {
-                        let name = self.factories[l.factory].factory.name();
+                        let name = target_name(&self.factories, &l.target);
                         log::info!(target: crate::logsys::BARE, "{name} on {}: accepting again", l.label);
                     }
                     l.accepting = Accepting::Open;
-                    let (factory, tls) = (l.factory, l.tls.clone());
-                    self.connection_accepted(factory, stream, peer, host, tls);
+                    match &mut l.target {
+                        Target::Factory(f) => {
+                            let (factory, tls) = (*f, l.tls.clone());
+                            self.connection_accepted(factory, stream, peer, host, tls);
+                        }
+                        Target::HandOff { on_accept, .. } => {
+                            let socket = match stream {
+                                Stream::Tcp(s) => OwnedFd::from(s),
+                                Stream::Unix(s) => OwnedFd::from(s),
+                            };
+                            // Blocking, as a program expects; the flag belongs to the open
+                            // file, which only the program will use.
+                            let _ = socket2::SockRef::from(&socket).set_nonblocking(false);
+                            on_accept(Accepted { socket, peer, host });
+                        }
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // accept(2) worked again, the queue is just empty: the shortage is over.
                     if l.accepting == Accepting::BackingOff {
-                        let name = self.factories[l.factory].factory.name();
+                        let name = target_name(&self.factories, &l.target);
                         log::info!(target: crate::logsys::BARE, "{name} on {}: accepting again", l.label);
                         l.accepting = Accepting::Open;
                     }
@@ -547,7 +667,7 @@ impl Reactor {
                     // EMFILE/ENFILE/ENOBUFS/ENOMEM: back off instead of spinning on a full
                     // table. Said once when it starts and once when it ends.
                     if l.accepting != Accepting::BackingOff {
-                        let name = self.factories[l.factory].factory.name();
+                        let name = target_name(&self.factories, &l.target);
                         log::error!(target: crate::logsys::BARE,
                             "{name} on {}: accept failed: {e}; pausing accepts until descriptors free up",
                             l.label);
@@ -610,7 +730,9 @@ impl Reactor {
             if let Entry::Listener(l) = e {
                 let resume = match l.accepting {
                     Accepting::Open => false,
-                    Accepting::AtLimit => below_limit && l.factory == factory,
+                    Accepting::AtLimit => {
+                        below_limit && matches!(l.target, Target::Factory(f) if f == factory)
+                    }
                     Accepting::BackingOff => true,
                 };
                 if resume {

@@ -6,6 +6,7 @@
 //! edge-triggered, so no new wake-up would come); free closed slots only after the batch so no
 //! token is reused mid-batch.
 
+mod adopt;
 mod conn;
 mod connect;
 mod handle;
@@ -20,9 +21,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 use slab::Slab;
 
+pub use adopt::{OnReadable, WatchId};
 pub(crate) use handle::Command;
 pub use handle::Handle;
-pub use listen::{ListenError, ListenerId};
+pub use listen::{Accepted, ListenError, ListenerId, OnAccept};
 pub use udp::PortId;
 
 use crate::protocol::Factory;
@@ -98,6 +100,8 @@ pub(crate) enum Entry {
     Connecting(connect::Connecting),
     /// One of a child's pipes.
     Pipe(process::Pipe),
+    /// A socket watched for readability on a service's behalf (inetd's `wait` services).
+    Watched(adopt::Watched),
     /// Closed during this batch; freed at the end of the turn.
     Closed,
 }
@@ -419,6 +423,7 @@ impl Reactor {
                 Some(Entry::Udp(_)) => self.udp_readable(key),
                 Some(Entry::Connecting(_)) => self.connect_ready(key),
                 Some(Entry::Pipe(_)) => self.pipe_ready(key, hup),
+                Some(Entry::Watched(_)) => self.watch_ready(key),
                 Some(Entry::Closed) | None => {}
             },
         }
@@ -530,6 +535,8 @@ impl Reactor {
                 Command::Adopt(a) => self.adopt(*a),
                 Command::WriteToProcess(id, data) => self.write_to_process(id, data),
                 Command::CloseProcessStdin(id) => self.close_process_stdin(id),
+                Command::WatchAgain(id) => self.watch_again(id),
+                Command::WithHost(f) => f(&mut self.service_host()),
             }
         }
     }

@@ -12,7 +12,9 @@ mod qotd;
 use twistrs_core::clap::{ArgMatches, Command};
 use twistrs_core::options::{ListenOpt, MaxConnectionsOpt};
 use twistrs_core::service::DatagramBuilder;
-use twistrs_core::{Factory, ListeningService, Plugin, PluginError, Service};
+use twistrs_core::{
+    DatagramProtocol, Factory, ListeningService, Plugin, PluginError, Protocol, Service,
+};
 
 pub use chargen::{Chargen, ChargenUdp, pattern as chargen_pattern};
 pub use clock::{Daytime, Time, asctime, rfc868_seconds};
@@ -30,6 +32,67 @@ pub fn plugins() -> Vec<Plugin> {
         qotd::PLUGIN,
     ]
 }
+
+/// One of inetd's internal services: its protocols over TCP and UDP.
+#[derive(Clone, Copy)]
+pub struct Internal {
+    /// The log name (`Echo starting on 7`).
+    pub name: &'static str,
+    pub stream: fn() -> Box<dyn Protocol>,
+    pub datagram: fn() -> Box<dyn DatagramProtocol>,
+}
+
+/// The services inetd(8) serves itself (`internal` in inetd.conf), by their /etc/services
+/// names, as Twisted's `twisted.runner.inetd.internalProtocols`.
+pub fn internal(service: &str) -> Option<Internal> {
+    Some(match service {
+        "echo" => Internal {
+            name: "Echo",
+            stream: || Box::new(Echo),
+            datagram: || Box::new(Echo),
+        },
+        "discard" => Internal {
+            name: "Discard",
+            stream: || Box::new(Discard),
+            datagram: || Box::new(Discard),
+        },
+        "chargen" => Internal {
+            name: "Chargen",
+            stream: || Box::new(Chargen::new()),
+            datagram: || Box::new(ChargenUdp::new(chargen::seed())),
+        },
+        "daytime" => Internal {
+            name: "Daytime",
+            stream: || {
+                Box::new(Daytime {
+                    now: clock::unix_now,
+                })
+            },
+            datagram: || {
+                Box::new(Daytime {
+                    now: clock::unix_now,
+                })
+            },
+        },
+        "time" => Internal {
+            name: "Time",
+            stream: || {
+                Box::new(Time {
+                    now: clock::unix_now,
+                })
+            },
+            datagram: || {
+                Box::new(Time {
+                    now: clock::unix_now,
+                })
+            },
+        },
+        _ => return None,
+    })
+}
+
+/// The names [`internal`] knows.
+pub const INTERNAL: [&str; 5] = ["echo", "discard", "chargen", "daytime", "time"];
 
 /// Connections at once: no limit unless given.
 const MAX_CONNECTIONS: MaxConnectionsOpt = MaxConnectionsOpt { default: None };
