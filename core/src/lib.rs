@@ -33,6 +33,7 @@
 //! ```
 
 pub mod address;
+pub mod client;
 mod connection;
 pub mod deferred;
 pub mod endpoint;
@@ -47,6 +48,7 @@ pub mod plugin;
 mod prop;
 pub mod protocol;
 pub mod reactor;
+pub mod relay;
 pub mod service;
 pub mod testing;
 pub mod threads;
@@ -58,6 +60,7 @@ pub mod transport;
 pub use clap;
 
 pub use address::Address;
+pub use client::{ClientEndpoint, ConnectError, Destination};
 pub use deferred::Deferred;
 pub use endpoint::Endpoint;
 pub use error::{Failure, Reason};
@@ -68,6 +71,7 @@ pub use protocol::{
 pub use reactor::{
     FactoryId, Handle, ListenError, ListenerId, Reactor, ReactorConfig, SignalAction, StopReason,
 };
+pub use relay::{Outgoing, RelayEnd, RelayOptions, RelayRequest};
 pub use service::{ListeningService, MultiService, Service, ServiceHost};
 pub use timer::{Clock, DelayedCall};
 pub use transport::{ConnId, DatagramTransport, Transport};

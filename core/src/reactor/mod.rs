@@ -10,6 +10,7 @@ mod conn;
 mod connect;
 mod handle;
 mod listen;
+mod relay;
 mod udp;
 
 use std::io;
@@ -124,6 +125,11 @@ pub struct Reactor {
     live_conns: usize,
     /// Listening sockets handed over by a predecessor, by endpoint string.
     inherited: Vec<(String, std::os::fd::OwnedFd)>,
+    /// Host names of outgoing connections being resolved on worker threads.
+    resolving: Slab<connect::Resolving>,
+    resolve_serial: u64,
+    /// Relays joined and not yet ended.
+    relays: Slab<crate::relay::Record>,
 }
 
 impl Reactor {
@@ -174,6 +180,9 @@ impl Reactor {
             signal_actions,
             live_conns: 0,
             inherited: Vec::new(),
+            resolving: Slab::new(),
+            resolve_serial: 0,
+            relays: Slab::new(),
         })
     }
 
@@ -438,10 +447,25 @@ impl Reactor {
                     }
                 }
                 Command::Connect {
-                    addr,
+                    dest,
                     factory,
                     timeout,
-                } => self.start_connect(addr, factory, timeout),
+                } => self.connect(dest, connect::Client::Factory(factory), timeout),
+                Command::ConnectRelay(r) => {
+                    let (dest, timeout) = (r.request.dest.clone(), r.request.connect_timeout);
+                    self.connect(dest, connect::Client::Relay(r), timeout);
+                }
+                Command::Join {
+                    client,
+                    dest,
+                    options,
+                } => self.join_command(client, dest, options),
+                Command::Resolved {
+                    key,
+                    serial,
+                    result,
+                } => self.resolved(key, serial, result),
+                Command::ResolveTimedOut { key, serial } => self.resolve_timed_out(key, serial),
                 Command::Stop => {
                     if self.stop.is_none() {
                         self.stop = Some(StopReason::Requested);
@@ -487,6 +511,7 @@ impl Drop for Reactor {
     fn drop(&mut self) {
         self.handle.timers().clear();
         while self.handle.pop_command().is_some() {}
+        self.handle.forget_completions();
     }
 }
 
