@@ -295,7 +295,7 @@ fn failures_are_reported_refused_unresolved_and_timed_out() {
         }
     };
     expect("refused", false);
-    expect("cannot resolve 'nowhere.test:1': no such host", false);
+    expect("cannot resolve 'nowhere.test': no such host", false);
     expect("no connection within 0.7 s", true);
     expect("no connection within 0.7 s", true);
     stop();

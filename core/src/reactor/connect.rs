@@ -56,6 +56,8 @@ pub(crate) struct Resolving {
     serial: u64,
     attempt: Attempt,
     timer: DelayedCall,
+    /// The name, for the error if it does not resolve.
+    host: String,
 }
 
 fn peer_address(s: &Stream) -> io::Result<Address> {
@@ -115,6 +117,7 @@ impl Reactor {
         });
         let resolver = self.handle.resolver();
         let h = self.handle.clone();
+        let host = name.clone();
         self.handle
             .defer_to_thread(move || Ok::<_, Failure>(resolver(&name, port)))
             .consume(move |r| {
@@ -129,6 +132,7 @@ impl Reactor {
             serial,
             attempt,
             timer,
+            host,
         });
     }
 
@@ -150,11 +154,7 @@ impl Reactor {
             return;
         };
         r.timer.cancel();
-        let mut attempt = r.attempt;
-        let host = match &attempt.client {
-            Client::Relay(c) => c.request.dest.to_string(),
-            Client::Factory(_) => String::new(),
-        };
+        let (mut attempt, host) = (r.attempt, r.host);
         match result {
             Ok(addrs) if !addrs.is_empty() => {
                 attempt.addrs.extend(addrs.into_iter().map(Dial::Tcp));
