@@ -40,6 +40,9 @@ _twistrs() {
             twistrs,mail)
                 cmd="twistrs__subcmd__mail"
                 ;;
+            twistrs,portforward)
+                cmd="twistrs__subcmd__portforward"
+                ;;
             twistrs,procmon)
                 cmd="twistrs__subcmd__procmon"
                 ;;
@@ -68,7 +71,7 @@ _twistrs() {
 
     case "${cmd}" in
         twistrs)
-            opts="-n -l -d -u -g -r -y -f -s -e -o -p -b -h --version --nodaemon --logfile --pidfile --rundir --umask --uid --gid --euid --chroot --syslog --prefix --reactor --help-reactors --originalname --shutdown-timeout --workers --python --file --source --encrypted --no_save --profile --profiler --savestats --debug --spew --logger --log-rotate-size --log-keep --log-format --log-level --help chargen daytime discard dns echo inetd mail procmon qotd time web completions restart status stop"
+            opts="-n -l -d -u -g -r -y -f -s -e -o -p -b -h --version --nodaemon --logfile --pidfile --rundir --umask --uid --gid --euid --chroot --syslog --prefix --reactor --help-reactors --originalname --shutdown-timeout --workers --python --file --source --encrypted --no_save --profile --profiler --savestats --debug --spew --logger --log-rotate-size --log-keep --log-format --log-level --help chargen daytime discard dns echo inetd mail portforward procmon qotd time web completions restart status stop"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -503,6 +506,64 @@ _twistrs() {
                     return 0
                     ;;
                 --max-connections-per-client)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twistrs__subcmd__portforward)
+            opts="-p -h -d --help --listen --port --host --dest_port --dest --connect-timeout --timeout --max-connections"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -h)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dest_port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dest)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-connections)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

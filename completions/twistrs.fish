@@ -69,6 +69,7 @@ complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "dns" -d 'A domain n
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "echo" -d 'An echo server (RFC 862): sends back what it receives, over TCP and UDP.'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "inetd" -d 'An inetd(8) replacement: serves the services of inetd.conf (twistd\'s inetd, with UDP).'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "mail" -d 'An email service: SMTP into Maildir, POP3 out of it (twistd\'s mail).'
+complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "portforward" -d 'A port forwarder: each connection relayed to a destination (twistd\'s portforward).'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "procmon" -d 'Runs programs and restarts them when they die (twistd\'s procmon).'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "qotd" -d 'A quote of the day server (RFC 865), over TCP and UDP.'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "time" -d 'A time server (RFC 868): seconds since 1900 as 32 bits, over TCP and UDP.'
@@ -134,6 +135,14 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s E -l esmtp -d '
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l disable-anonymous
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l auth-requires-tls -d 'Refuse SMTP AUTH and POP3 USER/PASS/APOP on connections that are not TLS (postfix\'s smtpd_tls_auth_only, dovecot\'s disable_plaintext_auth)'
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c twistrs -n "__fish_twistrs_using_subcommand portforward" -s p -l port -l listen -d 'Endpoint to listen on, repeatable (twistd keeps only the last): tcp:PORT, tcp6:PORT, unix:PATH, ssl:PORT:privateKey=KEY.pem, with options such as :interface=127.0.0.1 [default: tcp:6666]' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand portforward" -s h -l host -d 'The destination host to connect to: a name or an address' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand portforward" -s d -l dest_port -d 'The destination port to connect to' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand portforward" -l dest -d 'The destination as a client endpoint, instead of -h and -d: tcp:HOST:PORT[:timeout=SECONDS] or unix:PATH' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand portforward" -l connect-timeout -d 'Give up on a destination that does not answer within SECONDS (resolving included)' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand portforward" -l timeout -d 'Close a relay after SECONDS with nothing carried either way (twistd: never)' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand portforward" -l max-connections -d 'Connections at once; accepting pauses at N and clients wait in the listen queue; 0: no limit' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand portforward" -l help -d 'Print help'
 complete -c twistrs -n "__fish_twistrs_using_subcommand procmon" -s t -l threshold -d 'How long a process has to live before the death is considered instant, in seconds' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand procmon" -s k -l killtime -d 'How long a process being killed has to get its affairs in order before it gets killed with an unmaskable signal' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand procmon" -s m -l minrestartdelay -d 'The minimum time (in seconds) to wait before attempting to restart a process' -r

@@ -22,6 +22,8 @@ pub fn builtin_plugins() -> Vec<Plugin> {
     v.push(twistrs_dns::plugin());
     #[cfg(feature = "inetd")]
     v.push(twistrs_inetd::plugin());
+    #[cfg(feature = "portforward")]
+    v.push(twistrs_portforward::plugin());
     v.sort_by_key(|p| p.tapname);
     v
 }
@@ -65,6 +67,11 @@ mod tests {
         assert_eq!(
             names.contains(&"inetd"),
             cfg!(feature = "inetd"),
+            "{names:?}"
+        );
+        assert_eq!(
+            names.contains(&"portforward"),
+            cfg!(feature = "portforward"),
             "{names:?}"
         );
         assert!(check_names(&builtin_plugins()).is_ok());

@@ -3,6 +3,8 @@
 //! TLS handshakes per second, `idle --tls-cert` for memory per idle TLS connection) and
 //! bench/inetd.sh (`sessions`: a new connection per exchange, for per-connection
 //! programs); run by hand, see bench/README.md.
+//! bench/relay.sh (`sink`, `bulk` and `cycle` through relays); run by hand, see
+//! bench/README.md.
 
 mod args;
 mod connect;
@@ -11,6 +13,7 @@ mod floor;
 mod handshake;
 mod hist;
 mod idle;
+mod relay;
 mod sessions;
 mod sys;
 mod tls;
@@ -28,6 +31,10 @@ usage:
   twistrs-bench sessions --addr 127.0.0.1:PORT [--conns 32] [--send 0]
                      [--close server|client] [--secs 5] [--warmup 1]
   twistrs-bench floor
+  twistrs-bench sink
+  twistrs-bench reply [--size 64]
+  twistrs-bench bulk --addr 127.0.0.1:PORT [--secs 5] [--warmup 1]
+  twistrs-bench cycle --addr 127.0.0.1:PORT [--conns 64] [--size 64] [--secs 5] [--warmup 1]
 
 echo: CONNS connections, each with one SIZE-byte message in flight; prints
   msgs_per_sec=.. p50_ms=.. p99_ms=.. errors=.. (and more key=value fields).
@@ -44,7 +51,17 @@ sessions: CONNS at a time, a new connection per session: connect, send SEND byte
   server's close (--close server), or close (--close client); prints
   sessions_per_sec=.. p50_ms=.. p99_ms=.. errors=.. done=..
 floor: a minimal echo server on mio (the floor for CPU per message), on 127.0.0.1,
-  prints listening PORT and runs until killed.";
+  prints listening PORT and runs until killed.
+sink: on 127.0.0.1, prints listening PORT; reads each connection to its EOF, answers
+  with the count (8 bytes, big-endian) and closes; runs until killed.
+bulk: one connection writing 256 KiB chunks (to a sink, through a relay); prints
+  mb_per_sec=.. bytes=.. secs=.. total=.. verified=yes|no|MISMATCH (the sink's count
+  came back, or the relay closed without a half-close, or it differs).
+reply: on 127.0.0.1, prints listening PORT; reads SIZE bytes of each connection, sends
+  them back and closes first (so TIME_WAIT stays on its port); runs until killed.
+cycle: CONNS clients, each looping connect, SIZE bytes out, the echo and the close back,
+  close (to a reply server, through a relay); prints conns_per_sec=.. completed=.. p50_ms=.. p99_ms=..
+  errors=..";
 
 /// A failure to report: usage errors exit 2, everything else 1.
 pub enum Failure {
@@ -62,6 +79,10 @@ fn main() -> ExitCode {
         }
         Some("sessions") => args::SessionsArgs::parse(&argv[1..]).and_then(|a| sessions::run(&a)),
         Some("floor") => floor::run(),
+        Some("sink") => relay::sink(),
+        Some("reply") => args::ReplyArgs::parse(&argv[1..]).and_then(|a| relay::reply(a.size)),
+        Some("bulk") => args::BulkArgs::parse(&argv[1..]).and_then(|a| relay::bulk(&a)),
+        Some("cycle") => args::CycleArgs::parse(&argv[1..]).and_then(|a| relay::cycle(&a)),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

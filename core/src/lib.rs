@@ -33,6 +33,7 @@
 //! ```
 
 pub mod address;
+pub mod client;
 mod connection;
 pub mod deferred;
 pub mod endpoint;
@@ -48,6 +49,7 @@ pub mod process;
 mod prop;
 pub mod protocol;
 pub mod reactor;
+pub mod relay;
 pub mod service;
 pub mod testing;
 pub mod threads;
@@ -59,6 +61,7 @@ pub mod transport;
 pub use clap;
 
 pub use address::Address;
+pub use client::{ClientEndpoint, ConnectError, Destination};
 pub use deferred::Deferred;
 pub use endpoint::Endpoint;
 pub use error::{Failure, Reason};
@@ -74,6 +77,7 @@ pub use reactor::{
     Accepted, FactoryId, Handle, ListenError, ListenerId, OnAccept, OnReadable, PortId, Reactor,
     ReactorConfig, SignalAction, StopReason, WatchId,
 };
+pub use relay::{Outgoing, RelayEnd, RelayOptions, RelayRequest};
 pub use service::{ListeningService, MultiService, Service, ServiceHost};
 pub use timer::{Clock, DelayedCall};
 pub use transport::{ConnId, DatagramTransport, Transport};

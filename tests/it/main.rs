@@ -12,6 +12,7 @@ mod mail_tls;
 mod man;
 mod ops;
 mod pidfile;
+mod portforward;
 mod procmon;
 mod support;
 mod tls;

@@ -11,11 +11,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::client::{Destination, Resolver, system_resolver};
 use crate::deferred::Deferred;
 use crate::error::Failure;
 use crate::process::{ProcessError, ProcessId, ProcessProtocol, ProcessSpec, ProcessStatus};
 use crate::protocol::{ClientFactory, DatagramProtocol};
 use crate::reactor::PortId;
+use crate::relay::{ConnectRelay, RelayOptions};
 use crate::service::ServiceHost;
 use crate::threads::{JobResult, ThreadPool};
 use crate::timer::{Clock, DelayedCall, Target, TimerQueue};
@@ -30,13 +32,32 @@ pub(crate) enum Command {
     ResumeReading(ConnId),
     Notify(ConnId, Box<dyn Any>),
     Connect {
-        addr: SocketAddr,
+        dest: Destination,
         factory: Box<dyn ClientFactory>,
         timeout: Duration,
     },
     OpenUdp(SocketAddr, Box<dyn DatagramProtocol>),
     SendDatagram(PortId, Vec<u8>, SocketAddr),
     ClosePort(PortId),
+    /// `Transport::connect_relay`.
+    ConnectRelay(Box<ConnectRelay>),
+    /// `Handle::join`.
+    Join {
+        client: ConnId,
+        dest: ConnId,
+        options: RelayOptions,
+    },
+    /// A host name of an outgoing connection resolved (or not), on a worker thread.
+    Resolved {
+        key: usize,
+        serial: u64,
+        result: std::io::Result<Vec<SocketAddr>>,
+    },
+    /// The connect deadline passed while the name was resolving.
+    ResolveTimedOut {
+        key: usize,
+        serial: u64,
+    },
     Stop,
     /// A child forked by `spawn_process`, for the reactor to take in before its next poll.
     Adopt(Box<Adopted>),
@@ -77,6 +98,7 @@ pub(crate) struct Shared {
     /// Children not reaped yet, by serial.
     pub(crate) children: RefCell<BTreeMap<u64, Child>>,
     next_process: Cell<u64>,
+    resolver: RefCell<Option<Resolver>>,
 }
 
 /// A reference to the reactor, usable from any callback on the reactor thread.
@@ -97,6 +119,7 @@ impl Handle {
             reopen_hooks: RefCell::new(Vec::new()),
             children: RefCell::new(BTreeMap::new()),
             next_process: Cell::new(0),
+            resolver: RefCell::new(None),
         }))
     }
 
@@ -109,7 +132,7 @@ impl Handle {
         &self.0.timers
     }
 
-    fn push(&self, c: Command) {
+    pub(crate) fn push(&self, c: Command) {
         self.0.commands.borrow_mut().push_back(c);
     }
 
@@ -168,15 +191,23 @@ impl Handle {
         self.push(Command::Notify(conn, msg));
     }
 
-    /// Opens an outgoing TCP connection (Twisted's `connectTCP`).
+    /// Opens an outgoing TCP connection to an address (Twisted's `connectTCP`).
     pub fn connect_tcp(
         &self,
         addr: SocketAddr,
         factory: Box<dyn ClientFactory>,
         timeout: Duration,
     ) {
+        self.connect(addr.into(), factory, timeout);
+    }
+
+    /// Opens an outgoing connection to `dest`: a host name is resolved on a worker thread, and
+    /// each of its addresses is tried in turn until one connects; resolving and connecting
+    /// together must finish within `timeout`. The factory builds the protocol, or hears why
+    /// not (`client_connection_failed`).
+    pub fn connect(&self, dest: Destination, factory: Box<dyn ClientFactory>, timeout: Duration) {
         self.push(Command::Connect {
-            addr,
+            dest,
             factory,
             timeout,
         });
@@ -197,6 +228,31 @@ impl Handle {
     /// Closes a datagram port; its protocol hears `stop_protocol`.
     pub fn close_port(&self, port: PortId) {
         self.push(Command::ClosePort(port));
+    }
+
+    /// Joins two open connections into a relay ([`crate::relay`]), as `connect_relay` does
+    /// with its new connection: `client` is the side `on_end` calls the client. Ignored if
+    /// either is gone or already has a relay.
+    pub fn join(&self, client: ConnId, dest: ConnId, options: RelayOptions) {
+        self.push(Command::Join {
+            client,
+            dest,
+            options,
+        });
+    }
+
+    /// Replaces the resolver of outgoing connections to host names (Twisted's
+    /// `installResolver`); the system's (`getaddrinfo`) by default.
+    pub fn set_resolver(&self, resolver: Resolver) {
+        *self.0.resolver.borrow_mut() = Some(resolver);
+    }
+
+    pub(crate) fn resolver(&self) -> Resolver {
+        self.0
+            .resolver
+            .borrow_mut()
+            .get_or_insert_with(system_resolver)
+            .clone()
     }
 
     /// Calls `hook` whenever files are reopened (the launcher does so on SIGHUP and SIGUSR1,
@@ -410,6 +466,12 @@ impl Handle {
             }
         }
         n
+    }
+
+    /// Forgets what waits for thread results: their closures may hold `Handle`s (dropping the
+    /// reactor must free it).
+    pub(crate) fn forget_completions(&self) {
+        self.0.completions.borrow_mut().clear();
     }
 
     /// Thread jobs whose result has not been delivered yet.

@@ -12,6 +12,7 @@ mod connect;
 mod handle;
 mod listen;
 mod process;
+mod relay;
 mod udp;
 
 use std::io;
@@ -134,6 +135,11 @@ pub struct Reactor {
     inherited: Vec<(String, std::os::fd::OwnedFd)>,
     /// Child processes.
     children: process::Children,
+    /// Host names of outgoing connections being resolved on worker threads.
+    resolving: Slab<connect::Resolving>,
+    resolve_serial: u64,
+    /// Relays joined and not yet ended.
+    relays: Slab<crate::relay::Record>,
 }
 
 impl Reactor {
@@ -184,6 +190,9 @@ impl Reactor {
             signal_actions,
             live_conns: 0,
             inherited: Vec::new(),
+            resolving: Slab::new(),
+            resolve_serial: 0,
+            relays: Slab::new(),
             children: process::Children::default(),
         })
         .and_then(|mut r| {
@@ -520,13 +529,28 @@ impl Reactor {
                     }
                 }
                 Command::Connect {
-                    addr,
+                    dest,
                     factory,
                     timeout,
-                } => self.start_connect(addr, factory, timeout),
+                } => self.connect(dest, connect::Client::Factory(factory), timeout),
                 Command::OpenUdp(bind, proto) => self.open_udp(bind, proto),
                 Command::SendDatagram(port, data, to) => self.send_datagram(port, &data, to),
                 Command::ClosePort(port) => self.close_port(port),
+                Command::ConnectRelay(r) => {
+                    let (dest, timeout) = (r.request.dest.clone(), r.request.connect_timeout);
+                    self.connect(dest, connect::Client::Relay(r), timeout);
+                }
+                Command::Join {
+                    client,
+                    dest,
+                    options,
+                } => self.join_command(client, dest, options),
+                Command::Resolved {
+                    key,
+                    serial,
+                    result,
+                } => self.resolved(key, serial, result),
+                Command::ResolveTimedOut { key, serial } => self.resolve_timed_out(key, serial),
                 Command::Stop => {
                     if self.stop.is_none() {
                         self.stop = Some(StopReason::Requested);
@@ -577,6 +601,7 @@ impl Drop for Reactor {
     fn drop(&mut self) {
         self.handle.timers().clear();
         while self.handle.pop_command().is_some() {}
+        self.handle.forget_completions();
         // No child outlives its reactor (a drain has normally stopped them already).
         if self.handle.running_processes() > 0 {
             self.kill_children();
