@@ -443,7 +443,6 @@ fn privileges_drop_to_nobody_after_binding_a_privileged_port() {
 #[test]
 fn socket_activation_without_fdnames_and_sd_notify() {
     use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let fd = listener.as_raw_fd();
@@ -462,21 +461,7 @@ fn socket_activation_without_fdnames_and_sd_notify() {
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: dup2 is async-signal-safe; it puts the listening socket on fd 3 in the child.
-    unsafe {
-        cmd.pre_exec(move || {
-            // dup2 onto itself would leave FD_CLOEXEC set: clear it instead.
-            let r = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if r < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    pass_as_fd3(&mut cmd, fd);
     let mut child = cmd.spawn().unwrap();
     let mut buf = [0u8; 256];
     let n = notify.recv(&mut buf).expect("READY=1 arrives");

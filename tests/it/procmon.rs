@@ -572,21 +572,7 @@ fn spawn_with_socket_on_fd3(dir: &Path, args: &[&str]) -> Guard {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: dup2/fcntl are async-signal-safe; the socket lands on fd 3 without
-    // close-on-exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let r = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if r < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    pass_as_fd3(&mut cmd, fd);
     let child = Guard(cmd.spawn().unwrap());
     drop(listener);
     child

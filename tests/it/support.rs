@@ -318,3 +318,24 @@ pub fn udp_ask(port: u16, data: &[u8]) -> Vec<u8> {
     let (n, _) = s.recv_from(&mut buf).expect("udp answer");
     buf[..n].to_vec()
 }
+
+/// Puts the socket `fd` on descriptor 3 of the child `cmd` starts, as systemd passes a socket
+/// (`LISTEN_FDS=1`): dup2 onto 3, or, if it is 3 already, clears its close-on-exec flag (dup2
+/// onto itself would leave FD_CLOEXEC set).
+pub fn pass_as_fd3(cmd: &mut Command, fd: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: dup2 and fcntl are async-signal-safe; nothing is allocated after the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

@@ -527,7 +527,6 @@ fn single_process_plugins_refuse_workers_and_worker_failures_reach_the_starter()
 fn socket_activation_feeds_the_workers_and_ready_comes_once_all_serve() {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
-    use std::os::unix::process::CommandExt;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let fd = listener.as_raw_fd();
@@ -549,20 +548,7 @@ fn socket_activation_feeds_the_workers_and_ready_comes_once_all_serve() {
         .current_dir(dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    // SAFETY: dup2 and fcntl are async-signal-safe; the listening socket goes on fd 3.
-    unsafe {
-        cmd.pre_exec(move || {
-            let r = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if r < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    pass_as_fd3(&mut cmd, fd);
     let mut child = cmd.spawn().unwrap();
     let master = child.id() as i32;
     let mut buf = [0u8; 256];

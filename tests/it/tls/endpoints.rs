@@ -274,7 +274,6 @@ fn unknown_names_rescan_only_a_changed_directory_and_warn_once() {
 /// fd 3 (LISTEN_PID, LISTEN_FDS=1), waits for READY=1 on a notify socket, and returns it.
 fn socket_activated(listener: &std::net::TcpListener, endpoint: &str, dir: &Path) -> Child {
     use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
     let fd = listener.as_raw_fd();
     let notify_path = dir.join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
@@ -292,20 +291,7 @@ fn socket_activated(listener: &std::net::TcpListener, endpoint: &str, dir: &Path
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: dup2 and fcntl are async-signal-safe; they put the socket on fd 3 in the child.
-    unsafe {
-        cmd.pre_exec(move || {
-            let r = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if r < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    pass_as_fd3(&mut cmd, fd);
     let child = cmd.spawn().unwrap();
     let mut buf = [0u8; 256];
     let n = notify.recv(&mut buf).expect("READY=1 arrives");
