@@ -365,6 +365,40 @@ pub(crate) enum Ended {
     HandedOver(u32),
 }
 
+/// Steps 3-6 of a start: chroot (if `chroot`), chdir, umask, into the background (the parent
+/// waits on the status pipe and never returns), and LISTEN_PID for socket activation. A
+/// workers' master passes `chroot: false`: it re-executes its binary for each worker and at a
+/// restart, so each worker chroots itself.
+pub(crate) fn settle(
+    plan: &Plan,
+    chroot: bool,
+    status: &mut StatusWriter,
+    systemd_fds: bool,
+    logger: &'static logging::Logger,
+) -> Result<(), String> {
+    if chroot && let Some(dir) = &plan.chroot {
+        privileges::chroot(dir)?;
+    }
+    if (chroot || plan.chroot.is_none()) && plan.rundir != Path::new(".") {
+        std::env::set_current_dir(&plan.rundir)
+            .map_err(|e| format!("cannot change to directory {}: {e}", plan.rundir.display()))?;
+    }
+    let umask = plan.umask();
+    if let Some(mask) = umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    if plan.daemon {
+        let log_path = logger.path();
+        *status = daemon::daemonize(Path::new("."), umask.unwrap_or(0o077), log_path.as_deref())?;
+    }
+    if systemd_fds {
+        // Socket activation names the PID systemd started; after a fork that is us.
+        // SAFETY: single-threaded at this point (the reactor and its threads come later).
+        unsafe { std::env::set_var("LISTEN_PID", std::process::id().to_string()) };
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn serve(
     m: &ArgMatches,
@@ -378,28 +412,7 @@ fn serve(
     systemd_fds: bool,
     logger: &'static logging::Logger,
 ) -> Result<Ended, String> {
-    // 3-5. chroot, chdir, umask.
-    if let Some(dir) = &plan.chroot {
-        privileges::chroot(dir)?;
-    }
-    if plan.rundir != Path::new(".") {
-        std::env::set_current_dir(&plan.rundir)
-            .map_err(|e| format!("cannot change to directory {}: {e}", plan.rundir.display()))?;
-    }
-    let umask = plan.umask();
-    if let Some(mask) = umask {
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
-    }
-    // 6. Into the background; the parent waits on the status pipe and never returns.
-    if plan.daemon {
-        let log_path = logger.path();
-        *status = daemon::daemonize(Path::new("."), umask.unwrap_or(0o077), log_path.as_deref())?;
-    }
-    if systemd_fds {
-        // Socket activation names the PID systemd started; after a fork that is us.
-        // SAFETY: single-threaded at this point (the reactor and its threads come later).
-        unsafe { std::env::set_var("LISTEN_PID", std::process::id().to_string()) };
-    }
+    settle(plan, true, status, systemd_fds, logger)?;
     // 7. The pidfile names the process that serves (a successor writes it once it serves).
     if inherited.is_none()
         && let Some(p) = pidfile.as_mut()

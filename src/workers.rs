@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use twistrs_core::{Reactor, Service, SignalAction, StopReason};
 
-use crate::daemon::{self, StatusWriter};
+use crate::daemon::StatusWriter;
 use crate::launcher::{self, Ended, LAUNCHER, Plan};
 use crate::pidfile::Pidfile;
 use crate::{logging, notify, upgrade};
@@ -336,24 +336,9 @@ pub(crate) fn master(
     systemd_fds: bool,
     logger: &'static logging::Logger,
 ) -> Result<Ended, String> {
-    // chdir and umask as a single process; no chroot: the master must re-execute its binary
-    // (for each worker and at a restart), so each worker chroots itself.
-    if plan.chroot.is_none() && plan.rundir != Path::new(".") {
-        std::env::set_current_dir(&plan.rundir)
-            .map_err(|e| format!("cannot change to directory {}: {e}", plan.rundir.display()))?;
-    }
-    let umask = plan.umask();
-    if let Some(mask) = umask {
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
-    }
-    if plan.daemon {
-        let log_path = logger.path();
-        *status = daemon::daemonize(Path::new("."), umask.unwrap_or(0o077), log_path.as_deref())?;
-    }
-    if systemd_fds {
-        // SAFETY: single-threaded at this point.
-        unsafe { std::env::set_var("LISTEN_PID", std::process::id().to_string()) };
-    }
+    // As a single process, but no chroot: the master must re-execute its binary (for each
+    // worker and at a restart), so each worker chroots itself.
+    crate::launcher::settle(plan, false, status, systemd_fds, logger)?;
     let successor = inherited.is_some();
     if !successor && let Some(p) = pidfile.as_mut() {
         p.write_pid()
