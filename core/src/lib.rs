@@ -33,6 +33,7 @@
 //! ```
 
 pub mod address;
+pub mod auth;
 mod connection;
 pub mod deferred;
 pub mod endpoint;
