@@ -67,7 +67,8 @@ pub use protocol::{
     ClientFactory, DatagramProtocol, Factory, Protocol, ProtocolFactory, STOP_GRACE,
 };
 pub use reactor::{
-    FactoryId, Handle, ListenError, ListenerId, Reactor, ReactorConfig, SignalAction, StopReason,
+    FactoryId, Handle, ListenError, ListenerId, OwnedPort, Reactor, ReactorConfig, SignalAction,
+    StopReason,
 };
 pub use service::{ListeningService, MultiService, Service, ServiceHost};
 pub use timer::{Clock, DelayedCall};

@@ -11,9 +11,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::owned::Registration;
 use crate::deferred::Deferred;
 use crate::error::Failure;
-use crate::protocol::ClientFactory;
+use crate::protocol::{ClientFactory, DatagramProtocol};
 use crate::threads::{JobResult, ThreadPool};
 use crate::timer::{Clock, DelayedCall, Target, TimerQueue};
 use crate::transport::ConnId;
@@ -31,6 +32,18 @@ pub(crate) enum Command {
         factory: Box<dyn ClientFactory>,
         timeout: Duration,
     },
+    AcceptOne {
+        listener: std::net::TcpListener,
+        factory: Box<dyn ClientFactory>,
+        timeout: Duration,
+        reg: Rc<Registration>,
+    },
+    OpenUdp {
+        sock: std::net::UdpSocket,
+        proto: Box<dyn DatagramProtocol>,
+        reg: Rc<Registration>,
+    },
+    ClosePort(Rc<Registration>),
     Stop,
 }
 
@@ -76,7 +89,7 @@ impl Handle {
         &self.0.timers
     }
 
-    fn push(&self, c: Command) {
+    pub(crate) fn push(&self, c: Command) {
         self.0.commands.borrow_mut().push_back(c);
     }
 

@@ -10,6 +10,7 @@ mod conn;
 mod connect;
 mod handle;
 mod listen;
+mod owned;
 mod udp;
 
 use std::io;
@@ -22,6 +23,7 @@ use slab::Slab;
 pub(crate) use handle::Command;
 pub use handle::Handle;
 pub use listen::{ListenError, ListenerId};
+pub use owned::OwnedPort;
 
 use crate::protocol::Factory;
 use crate::timer::{Clock, Target};
@@ -94,6 +96,8 @@ pub(crate) enum Entry {
     Listener(listen::Listener),
     Udp(udp::UdpPort),
     Connecting(connect::Connecting),
+    /// A listener a protocol opened to take one connection (`Handle::accept_one`).
+    AcceptOne(owned::AcceptOne),
     /// Closed during this batch; freed at the end of the turn.
     Closed,
 }
@@ -357,6 +361,7 @@ impl Reactor {
                 Some(Entry::Listener(_)) => self.accept(key),
                 Some(Entry::Udp(_)) => self.udp_readable(key),
                 Some(Entry::Connecting(_)) => self.connect_ready(key),
+                Some(Entry::AcceptOne(_)) => self.accept_one_ready(key),
                 Some(Entry::Closed) | None => {}
             },
         }
@@ -395,6 +400,7 @@ impl Reactor {
         match self.entries.get(k) {
             Some(Entry::Conn(c)) if c.conn.st.id == id => self.conn_timer_due(k, key),
             Some(Entry::Connecting(c)) if c.id == id => self.connect_timed_out(k),
+            Some(Entry::AcceptOne(a)) if a.id == id => self.accept_one_timed_out(k),
             _ => {}
         }
     }
@@ -442,6 +448,14 @@ impl Reactor {
                     factory,
                     timeout,
                 } => self.start_connect(addr, factory, timeout),
+                Command::AcceptOne {
+                    listener,
+                    factory,
+                    timeout,
+                    reg,
+                } => self.start_accept_one(listener, factory, timeout, reg),
+                Command::OpenUdp { sock, proto, reg } => self.add_owned_udp(sock, proto, reg),
+                Command::ClosePort(reg) => self.close_owned(&reg),
                 Command::Stop => {
                     if self.stop.is_none() {
                         self.stop = Some(StopReason::Requested);
