@@ -185,6 +185,20 @@ impl<S: Socket> Conn<S> {
         Ok(true)
     }
 
+    /// Queues `data` and sends at once what the socket takes, without a copy when nothing is
+    /// queued before it (a relay's bytes, straight from the read buffer). A send error is left
+    /// for the next drive, which meets it again and closes.
+    pub(crate) fn write_through(&mut self, data: &[u8], now: std::time::Instant) {
+        if !self.st.accepts_output() {
+            return;
+        }
+        let before = self.st.out.sent;
+        let _ = self.st.out.write_through(&mut self.socket, data);
+        if self.st.out.sent != before {
+            self.st.last_activity = now;
+        }
+    }
+
     /// Writes what is queued until the socket would block.
     fn flush(&mut self) -> Result<(), Reason> {
         self.st.out.flush(&mut self.socket).map_err(Reason::Io)
@@ -203,7 +217,10 @@ impl<S: Socket> Conn<S> {
             if !self.st.reads() {
                 return Ok(());
             }
-            if self.st.read_paused || self.st.buffered() >= d.high || *reads >= READS_PER_TURN {
+            // A relay's side is not held back by its own output: that is its peer's to
+            // wait for (the producer pauses it), this side's input goes elsewhere.
+            let backed_up = self.st.buffered() >= d.high && self.st.link.peer().is_none();
+            if self.st.read_paused || backed_up || *reads >= READS_PER_TURN {
                 self.st.read_pending = true;
                 return Ok(());
             }
@@ -253,7 +270,9 @@ impl<S: Socket> Conn<S> {
         } else if buffered < d.low {
             self.st.producer = Producer::Producing;
             p.resume_producing(&mut Transport::new(&mut self.st, d.handle));
-            self.st.buffered() > 0
+            // Only new output is work: output that is merely still waiting for room in the
+            // socket (a relay's side whose peer reads slowly) would otherwise spin.
+            self.st.buffered() > buffered
         } else {
             false
         }

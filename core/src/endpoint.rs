@@ -84,7 +84,7 @@ impl Endpoint {
 
 /// One `:`-separated segment: positional, or `key=value`.
 #[derive(Debug)]
-enum Arg {
+pub(crate) enum Arg {
     Pos(String),
     Kw(String, String),
 }
@@ -155,6 +155,32 @@ fn bind<'a>(params: &[&'a str], args: Vec<Arg>) -> Result<Vec<(&'a str, String)>
         }
     }
     Ok(bound)
+}
+
+/// The type (in lower case) and the arguments of an endpoint string; shared with the client
+/// endpoints of [`crate::client`].
+pub(crate) fn split_arguments(s: &str) -> Result<(String, Vec<Arg>), String> {
+    let mut args = tokenize(s)?;
+    let kind = match args.first() {
+        Some(Arg::Pos(k)) if !k.is_empty() => k.to_ascii_lowercase(),
+        _ => return Err("missing endpoint type".into()),
+    };
+    args.remove(0);
+    Ok((kind, args))
+}
+
+/// Arguments bound to parameter names by [`bind_arguments`].
+pub(crate) struct Bound<'a>(Vec<(&'a str, String)>);
+
+impl Bound<'_> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        get(&self.0, name)
+    }
+}
+
+/// [`bind`] for the client endpoints.
+pub(crate) fn bind_arguments<'a>(params: &[&'a str], args: Vec<Arg>) -> Result<Bound<'a>, String> {
+    bind(params, args).map(Bound)
 }
 
 fn get<'b>(bound: &'b [(&str, String)], name: &str) -> Option<&'b str> {

@@ -34,6 +34,7 @@
 
 pub mod address;
 pub mod auth;
+pub mod client;
 mod connection;
 pub mod deferred;
 pub mod endpoint;
@@ -48,6 +49,7 @@ pub mod plugin;
 mod prop;
 pub mod protocol;
 pub mod reactor;
+pub mod relay;
 pub mod service;
 pub mod testing;
 pub mod threads;
@@ -59,6 +61,7 @@ pub mod transport;
 pub use clap;
 
 pub use address::Address;
+pub use client::{ClientEndpoint, ConnectError, Destination};
 pub use deferred::Deferred;
 pub use endpoint::Endpoint;
 pub use error::{Failure, Reason};
@@ -70,6 +73,7 @@ pub use reactor::{
     FactoryId, Handle, ListenError, ListenerId, OwnedPort, Reactor, ReactorConfig, SignalAction,
     StopReason,
 };
+pub use relay::{Outgoing, RelayEnd, RelayOptions, RelayRequest};
 pub use service::{ListeningService, MultiService, Service, ServiceHost};
 pub use timer::{Clock, DelayedCall};
 pub use transport::{ConnId, DatagramTransport, Transport};

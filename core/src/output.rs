@@ -124,6 +124,31 @@ impl Output {
         }
     }
 
+    /// Sends `data` straight to `s` when nothing is queued before it, and queues what the
+    /// socket does not take (all of it if something is queued: order is kept).
+    pub(crate) fn write_through<S: Socket>(&mut self, s: &mut S, data: &[u8]) -> io::Result<()> {
+        let mut off = 0;
+        if self.buffered() == 0 && !s.pending() {
+            while off < data.len() {
+                match s.send(&data[off..], false) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        off += n;
+                        self.sent += n as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.write(&data[off..]);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        self.write(&data[off..]);
+        Ok(())
+    }
+
     pub(crate) fn send_file(&mut self, file: Rc<File>, offset: u64, len: u64) {
         if len == 0 {
             return;

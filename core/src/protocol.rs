@@ -7,8 +7,10 @@ use std::any::Any;
 use std::net::SocketAddr;
 
 use crate::address::Address;
+use crate::client::ConnectError;
 use crate::error::Reason;
 use crate::reactor::Handle;
+use crate::relay::Outgoing;
 use crate::transport::{DatagramTransport, Transport};
 
 /// How long a connection must be idle before the default `stop_requested` closes it.
@@ -47,6 +49,17 @@ pub trait Protocol {
 
     /// A message sent with `Handle::notify` arrived (e.g. a worker thread's result).
     fn notified(&mut self, _t: &mut Transport<'_>, _msg: Box<dyn Any>) {}
+
+    /// The relay asked for with `Transport::connect_relay` is joined with `out`: from now on
+    /// the bytes flow between the two connections without this protocol. What it writes here
+    /// (a SOCKS reply) reaches the client before anything from the destination.
+    fn relay_connected(&mut self, _t: &mut Transport<'_>, _out: &Outgoing) {}
+
+    /// The relay's outgoing connection could not be made (the name did not resolve, refused,
+    /// unreachable, timed out). Reading stays paused. The default closes the connection.
+    fn relay_connection_failed(&mut self, t: &mut Transport<'_>, _error: &ConnectError) {
+        t.lose_connection();
+    }
 
     /// The server is shutting down gracefully (a stop, or the old process of a restart):
     /// finish what is in flight, then close. The default closes the connection once it has

@@ -23,6 +23,9 @@ use crate::reactor::{Handle, ReactorConfig};
 use crate::timer::{Clock, Target};
 use crate::transport::{ConnId, ConnState, DatagramTransport, Phase};
 
+mod relay;
+pub use relay::RelayHarness;
+
 /// The peer's end of a string transport.
 #[derive(Default)]
 struct MemorySocket {
@@ -36,10 +39,17 @@ struct MemorySocket {
     room: usize,
     /// `start_tls` happened: the test plays the peer's side of it in plaintext.
     tls: bool,
+    /// Our side shut down its sending side: the peer has read our FIN.
+    write_shut: bool,
+    /// The next read fails with this (a reset by the peer).
+    error: Option<io::ErrorKind>,
 }
 
 impl Read for MemorySocket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(kind) = self.error {
+            return Err(kind.into());
+        }
         if self.input.is_empty() {
             return if self.input_eof {
                 Ok(0)
@@ -82,6 +92,7 @@ impl Socket for MemorySocket {
     fn set_cork(&mut self, _on: bool) {}
 
     fn shutdown_write(&mut self) -> io::Result<()> {
+        self.write_shut = true;
         Ok(())
     }
 
@@ -148,6 +159,7 @@ impl<P: Protocol + 'static> Harness<P> {
                 }
             }
         }
+        panic!("still re-driven after 10,000 drives: the connection spins");
     }
 
     /// `connection_made`.

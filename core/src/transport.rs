@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use crate::address::Address;
 use crate::output::Output;
-use crate::reactor::Handle;
+use crate::reactor::{Command, Handle};
+use crate::relay::{ConnectRelay, Link, RelayRequest};
 use crate::timer::{DelayedCall, Target, TimerQueue};
 
 /// Identifies a connection for commands sent through a [`Handle`]; stale ids are ignored.
@@ -95,6 +96,8 @@ pub struct ConnState {
     /// `start_tls` was asked for: once the output has left, the connection becomes TLS with
     /// this config (reading stops meanwhile: what follows is the client's handshake).
     pub(crate) upgrade: Option<Arc<rustls::ServerConfig>>,
+    /// Its relay, if any: waiting for the outgoing connection, or joined with a peer.
+    pub(crate) link: Link,
     pub(crate) peer: Address,
     pub(crate) host: Address,
     pub(crate) name: &'static str,
@@ -136,6 +139,7 @@ impl ConnState {
             stopping: false,
             secure: false,
             upgrade: None,
+            link: Link::None,
             peer,
             host,
             name,
@@ -470,6 +474,24 @@ impl<'a> Transport<'a> {
         self.handle
             .defer_to_thread(f)
             .consume(move |r| h.notify(id, Box::new(r)));
+    }
+
+    /// Connects out to `request.dest` and joins this connection with the new one into a
+    /// relay ([`crate::relay`]). Reading from this connection stops at once; the protocol then
+    /// hears `relay_connected` (joined: the bytes flow without it from then on) or
+    /// `relay_connection_failed` (reading stays paused; the default closes). Ignored if the
+    /// connection is closing or already has a relay.
+    pub fn connect_relay(&mut self, request: RelayRequest) {
+        if self.st.link != Link::None || !self.st.accepts_output() {
+            return;
+        }
+        self.st.pause_reading();
+        self.st.link = Link::Pending;
+        self.handle
+            .push(Command::ConnectRelay(Box::new(ConnectRelay {
+                from: self.st.id,
+                request,
+            })));
     }
 
     /// The reactor, for timers, threads and commands to other connections.

@@ -253,22 +253,54 @@ impl Reactor {
         Ok(())
     }
 
-    /// Runs `step` on connection `key` with the reactor's driver, then does what it says.
+    /// Runs `step` on connection `key` with the reactor's driver, then does what it says. A
+    /// connection joined in a relay is stepped with its peer, which its bytes go to.
     fn step(
         &mut self,
         key: usize,
         step: impl FnOnce(&mut Conn<NetSocket>, &mut dyn Protocol, &mut Driver<'_>) -> After,
     ) {
-        let Some(Entry::Conn(c)) = self.entries.get_mut(key) else {
+        let Some(Entry::Conn(c)) = self.entries.get(key) else {
             return;
         };
+        let peer = c.conn.st.link.peer().filter(|p| {
+            p.key as usize != key
+                && matches!(self.entries.get(p.key as usize),
+                    Some(Entry::Conn(b)) if b.conn.st.id == *p)
+        });
         let mut d = Driver {
             handle: &self.handle,
             buf: &mut self.read_buf,
             high: self.cfg.high_water,
             low: self.cfg.low_water,
         };
-        match step(&mut c.conn, &mut *c.proto, &mut d) {
+        let after = match peer {
+            Some(p) => {
+                let Some((Entry::Conn(a), Entry::Conn(b))) =
+                    self.entries.get2_mut(key, p.key as usize)
+                else {
+                    return;
+                };
+                let (after, peer_dirty) = crate::relay::step_joined(
+                    &mut a.conn,
+                    &mut *a.proto,
+                    &mut b.conn,
+                    &mut d,
+                    step,
+                );
+                if peer_dirty {
+                    self.redrive.push(p.key as usize);
+                }
+                after
+            }
+            None => {
+                let Some(Entry::Conn(c)) = self.entries.get_mut(key) else {
+                    return;
+                };
+                step(&mut c.conn, &mut *c.proto, &mut d)
+            }
+        };
+        match after {
             After::Settled => {}
             After::Again => self.redrive.push(key),
             After::Close(r) => self.close(key, r),
@@ -320,14 +352,16 @@ impl Reactor {
                     low: self.cfg.low_water,
                 };
                 c.conn.lost(&mut *c.proto, &mut d, &reason);
+                self.relay_side_closed(&c.conn.st, &reason);
                 // The socket closes here, after the protocol heard.
                 drop(c);
             }
-            Entry::Connecting(mut c) => {
-                let _ = self.poll.registry().deregister(&mut c.stream);
-                self.live_conns -= 1;
-                c.timer.cancel();
-                c.factory.client_connection_failed(&reason);
+            Entry::Connecting(c) => {
+                *entry = Entry::Connecting(c);
+                if let Some(c) = self.take_connecting(key) {
+                    let e = std::io::Error::other(reason.to_string());
+                    self.connect_failed(c.attempt, crate::client::ConnectError::Io(e));
+                }
             }
             other => {
                 *entry = other;

@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::owned::Registration;
+use crate::client::{Destination, Resolver, system_resolver};
 use crate::deferred::Deferred;
 use crate::error::Failure;
 use crate::protocol::{ClientFactory, DatagramProtocol};
+use crate::relay::{ConnectRelay, RelayOptions};
 use crate::threads::{JobResult, ThreadPool};
 use crate::timer::{Clock, DelayedCall, Target, TimerQueue};
 use crate::transport::ConnId;
@@ -28,7 +30,7 @@ pub(crate) enum Command {
     ResumeReading(ConnId),
     Notify(ConnId, Box<dyn Any>),
     Connect {
-        addr: SocketAddr,
+        dest: Destination,
         factory: Box<dyn ClientFactory>,
         timeout: Duration,
     },
@@ -44,6 +46,25 @@ pub(crate) enum Command {
         reg: Rc<Registration>,
     },
     ClosePort(Rc<Registration>),
+    /// `Transport::connect_relay`.
+    ConnectRelay(Box<ConnectRelay>),
+    /// `Handle::join`.
+    Join {
+        client: ConnId,
+        dest: ConnId,
+        options: RelayOptions,
+    },
+    /// A host name of an outgoing connection resolved (or not), on a worker thread.
+    Resolved {
+        key: usize,
+        serial: u64,
+        result: std::io::Result<Vec<SocketAddr>>,
+    },
+    /// The connect deadline passed while the name was resolving.
+    ResolveTimedOut {
+        key: usize,
+        serial: u64,
+    },
     Stop,
 }
 
@@ -59,6 +80,7 @@ pub(crate) struct Shared {
     completions: RefCell<HashMap<u64, Completion>>,
     next_job: Cell<u64>,
     pub(crate) reopen_hooks: RefCell<Vec<Box<dyn FnMut()>>>,
+    resolver: RefCell<Option<Resolver>>,
 }
 
 /// A reference to the reactor, usable from any callback on the reactor thread.
@@ -77,6 +99,7 @@ impl Handle {
             completions: RefCell::new(HashMap::new()),
             next_job: Cell::new(0),
             reopen_hooks: RefCell::new(Vec::new()),
+            resolver: RefCell::new(None),
         }))
     }
 
@@ -148,18 +171,51 @@ impl Handle {
         self.push(Command::Notify(conn, msg));
     }
 
-    /// Opens an outgoing TCP connection (Twisted's `connectTCP`).
+    /// Opens an outgoing TCP connection to an address (Twisted's `connectTCP`).
     pub fn connect_tcp(
         &self,
         addr: SocketAddr,
         factory: Box<dyn ClientFactory>,
         timeout: Duration,
     ) {
+        self.connect(addr.into(), factory, timeout);
+    }
+
+    /// Opens an outgoing connection to `dest`: a host name is resolved on a worker thread, and
+    /// each of its addresses is tried in turn until one connects; resolving and connecting
+    /// together must finish within `timeout`. The factory builds the protocol, or hears why
+    /// not (`client_connection_failed`).
+    pub fn connect(&self, dest: Destination, factory: Box<dyn ClientFactory>, timeout: Duration) {
         self.push(Command::Connect {
-            addr,
+            dest,
             factory,
             timeout,
         });
+    }
+
+    /// Joins two open connections into a relay ([`crate::relay`]), as `connect_relay` does
+    /// with its new connection: `client` is the side `on_end` calls the client. Ignored if
+    /// either is gone or already has a relay.
+    pub fn join(&self, client: ConnId, dest: ConnId, options: RelayOptions) {
+        self.push(Command::Join {
+            client,
+            dest,
+            options,
+        });
+    }
+
+    /// Replaces the resolver of outgoing connections to host names (Twisted's
+    /// `installResolver`); the system's (`getaddrinfo`) by default.
+    pub fn set_resolver(&self, resolver: Resolver) {
+        *self.0.resolver.borrow_mut() = Some(resolver);
+    }
+
+    pub(crate) fn resolver(&self) -> Resolver {
+        self.0
+            .resolver
+            .borrow_mut()
+            .get_or_insert_with(system_resolver)
+            .clone()
     }
 
     /// Calls `hook` whenever files are reopened (the launcher does so on SIGHUP and SIGUSR1,
@@ -234,6 +290,12 @@ impl Handle {
             }
         }
         n
+    }
+
+    /// Forgets what waits for thread results: their closures may hold `Handle`s (dropping the
+    /// reactor must free it).
+    pub(crate) fn forget_completions(&self) {
+        self.0.completions.borrow_mut().clear();
     }
 
     /// Thread jobs whose result has not been delivered yet.

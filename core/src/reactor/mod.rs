@@ -11,6 +11,7 @@ mod connect;
 mod handle;
 mod listen;
 mod owned;
+mod relay;
 mod udp;
 
 use std::io;
@@ -128,6 +129,11 @@ pub struct Reactor {
     live_conns: usize,
     /// Listening sockets handed over by a predecessor, by endpoint string.
     inherited: Vec<(String, std::os::fd::OwnedFd)>,
+    /// Host names of outgoing connections being resolved on worker threads.
+    resolving: Slab<connect::Resolving>,
+    resolve_serial: u64,
+    /// Relays joined and not yet ended.
+    relays: Slab<crate::relay::Record>,
 }
 
 impl Reactor {
@@ -178,6 +184,9 @@ impl Reactor {
             signal_actions,
             live_conns: 0,
             inherited: Vec::new(),
+            resolving: Slab::new(),
+            resolve_serial: 0,
+            relays: Slab::new(),
         })
     }
 
@@ -444,10 +453,10 @@ impl Reactor {
                     }
                 }
                 Command::Connect {
-                    addr,
+                    dest,
                     factory,
                     timeout,
-                } => self.start_connect(addr, factory, timeout),
+                } => self.connect(dest, connect::Client::Factory(factory), timeout),
                 Command::AcceptOne {
                     listener,
                     factory,
@@ -456,6 +465,21 @@ impl Reactor {
                 } => self.start_accept_one(listener, factory, timeout, reg),
                 Command::OpenUdp { sock, proto, reg } => self.add_owned_udp(sock, proto, reg),
                 Command::ClosePort(reg) => self.close_owned(&reg),
+                Command::ConnectRelay(r) => {
+                    let (dest, timeout) = (r.request.dest.clone(), r.request.connect_timeout);
+                    self.connect(dest, connect::Client::Relay(r), timeout);
+                }
+                Command::Join {
+                    client,
+                    dest,
+                    options,
+                } => self.join_command(client, dest, options),
+                Command::Resolved {
+                    key,
+                    serial,
+                    result,
+                } => self.resolved(key, serial, result),
+                Command::ResolveTimedOut { key, serial } => self.resolve_timed_out(key, serial),
                 Command::Stop => {
                     if self.stop.is_none() {
                         self.stop = Some(StopReason::Requested);
@@ -501,6 +525,7 @@ impl Drop for Reactor {
     fn drop(&mut self) {
         self.handle.timers().clear();
         while self.handle.pop_command().is_some() {}
+        self.handle.forget_completions();
     }
 }
 

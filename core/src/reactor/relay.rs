@@ -1,0 +1,115 @@
+//! The reactor's part of relays ([`crate::relay`]): joining two connections, and telling the
+//! other side when one closes.
+
+use super::conn::{NetSocket, Stream};
+use super::{Entry, Reactor};
+use crate::address::Address;
+use crate::error::Reason;
+use crate::relay::{self, ConnectRelay, Link, Outbound, Outgoing, Record, RelayOptions};
+use crate::transport::{ConnId, ConnState};
+
+impl Reactor {
+    /// The outgoing connection of a relay is up (in slot `key`): register it, join it with
+    /// the connection that asked, and tell that one's protocol.
+    pub(crate) fn relay_connected(
+        &mut self,
+        key: usize,
+        id: ConnId,
+        stream: Stream,
+        peer: Address,
+        host: Address,
+        r: ConnectRelay,
+    ) {
+        // The client may have gone while this connected: then this one goes too.
+        let (name, session) = match self.conn_mut(r.from) {
+            Some(c) if c.conn.st.link == Link::Pending => (c.conn.st.name, c.conn.st.session),
+            _ => {
+                self.to_free.push(key);
+                return;
+            }
+        };
+        let mut st = ConnState::new(
+            id,
+            peer.clone(),
+            host.clone(),
+            name,
+            session,
+            self.handle.now(),
+        );
+        // Nothing is read before the join: its bytes are the client's.
+        st.read_paused = true;
+        let socket = NetSocket::Plain(stream);
+        if let Err(e) = self.add_connection(key, socket, Box::new(Outbound), st, None) {
+            log::error!(target: "twistrs.reactor", "cannot register connection: {e}");
+            self.to_free.push(key);
+            return;
+        }
+        if !self.join_pair(r.from, id, r.request.options) {
+            return;
+        }
+        if let Some(Entry::Conn(c)) = self.entries.get_mut(key) {
+            c.conn.st.write(&r.request.forward);
+        }
+        let out = Outgoing { peer, host };
+        self.with_conn(r.from.key as usize, |p, t| p.relay_connected(t, &out));
+        self.redrive.push(key);
+    }
+
+    /// `Handle::join`: two open connections without a relay become one.
+    pub(crate) fn join_command(&mut self, client: ConnId, dest: ConnId, options: RelayOptions) {
+        let free = |r: &mut Self, id| {
+            r.conn_mut(id)
+                .is_some_and(|c| c.conn.st.link == Link::None && c.conn.st.accepts_output())
+        };
+        if client != dest && free(self, client) && free(self, dest) {
+            self.join_pair(client, dest, options);
+        }
+    }
+
+    /// Joins `client` and `dest` (both open) and records the relay; false if either is gone.
+    fn join_pair(&mut self, client: ConnId, dest: ConnId, options: RelayOptions) -> bool {
+        let (kc, kd) = (client.key as usize, dest.key as usize);
+        let Some((Entry::Conn(c), Entry::Conn(d))) = self.entries.get2_mut(kc, kd) else {
+            return false;
+        };
+        if c.conn.st.id != client || d.conn.st.id != dest {
+            return false;
+        }
+        let now = self.handle.now();
+        let record = Record::new(&c.conn.st, &d.conn.st, options.on_end, now);
+        let id = self.relays.insert(record) as u32;
+        relay::join(
+            &mut c.conn.st,
+            &mut d.conn.st,
+            id,
+            options.idle_timeout,
+            &self.handle,
+        );
+        self.redrive.push(kc);
+        self.redrive.push(kd);
+        true
+    }
+
+    /// Connection `st` of a relay closed for `reason`: the record learns it (and calls
+    /// `on_end` after the second), and the other side closes after its flush, or at once if
+    /// this one did not close cleanly.
+    pub(crate) fn relay_side_closed(&mut self, st: &ConnState, reason: &Reason) {
+        if let Some(r) = st.link.relay().map(|r| r as usize)
+            && let Some(rec) = self.relays.get_mut(r)
+            && rec.closed(st, reason, self.handle.now())
+        {
+            self.relays.remove(r);
+        }
+        let Some(peer) = st.link.peer() else {
+            return;
+        };
+        let Some(c) = self.conn_mut(peer) else {
+            return;
+        };
+        if relay::widow(&mut c.conn.st, reason) {
+            self.close(peer.key as usize, Reason::Aborted);
+        } else {
+            self.redrive.push(peer.key as usize);
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! Relays: two connections joined by the reactor, bytes flowing both ways (Twisted's
+//! `portforward.Proxy` pair, each transport the other's producer).
+//!
+//! A protocol that has decided where its client goes (a port forwarder at once, a SOCKS
+//! server after reading the request) calls [`Transport::connect_relay`]: reading from the
+//! client stops, the reactor resolves the host on a worker thread, connects with a timeout,
+//! and joins the two connections; the protocol hears [`Protocol::relay_connected`] (it may
+//! still write its reply to the client, which goes before anything from the destination) or
+//! [`Protocol::relay_connection_failed`]. [`crate::Handle::join`] joins two connections that
+//! are already open (a SOCKS BIND).
+//!
+//! Once joined, the bytes no longer pass through the protocols: the reactor reads one side
+//! straight into the other's output, sending at once what the socket takes (no copy when
+//! nothing is queued). Backpressure is Twisted's producer/consumer: each side is the other's
+//! streaming producer, so when one side's unsent output passes the high-water mark the other
+//! side is no longer read, and it is read again below the low-water mark: a pair holds at most
+//! about the high-water mark plus one read per direction, however fast one end sends and
+//! however slowly the other reads. A FIN is carried through as a half-close (the reply still
+//! flows back); a clean close of one side closes the other once its output has left; a reset,
+//! an error or a timeout on one side aborts the other. On a graceful stop a relay is not asked
+//! to close: it finishes by itself, or the shutdown deadline closes it. When both sides have
+//! closed, `on_end` hears the bytes carried each way.
+
+use std::any::Any;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::address::Address;
+use crate::client::{ConnectError, Destination};
+use crate::connection::{After, Conn, Driver};
+use crate::error::Reason;
+use crate::output::Socket;
+use crate::protocol::Protocol;
+use crate::reactor::Handle;
+use crate::transport::{ConnId, ConnState, Phase, Producer, Transport};
+
+/// The default connect timeout, Twisted's `connectTCP` default.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which side of a relay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The connection that asked for the relay (the client of a forwarder or proxy).
+    Client,
+    /// The outgoing connection (the destination).
+    Dest,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Client => "client",
+            Side::Dest => "destination",
+        })
+    }
+}
+
+/// What a relay carried, given to `on_end` once both sides have closed.
+#[derive(Debug, Clone)]
+pub struct RelayEnd {
+    /// The client's address.
+    pub client: Address,
+    /// The destination's address (the peer of the outgoing connection).
+    pub dest: Address,
+    /// Bytes that reached the destination's socket.
+    pub to_dest: u64,
+    /// Bytes that reached the client's socket.
+    pub to_client: u64,
+    /// From the join to the second close.
+    pub duration: Duration,
+    /// The side that closed first.
+    pub ended_by: Side,
+    /// Why it closed (a `Reason`'s text).
+    pub reason: String,
+    /// True if the side that closed first closed cleanly (both directions finished, or a
+    /// close after the flush); false for a reset, an error, a timeout or the shutdown deadline.
+    pub clean: bool,
+}
+
+/// Called once when both sides of a relay have closed.
+pub type OnEnd = Box<dyn FnOnce(&RelayEnd)>;
+
+/// How a relay behaves once joined.
+#[derive(Default)]
+pub struct RelayOptions {
+    /// Each side closes (and with it the relay) after this long without input or output
+    /// progress; `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// Hears what the relay carried when both sides have closed (for the one log line).
+    pub on_end: Option<OnEnd>,
+}
+
+/// A relay to open: where to connect, with what timeout, and how it behaves once joined.
+pub struct RelayRequest {
+    pub dest: Destination,
+    /// Resolving and connecting together must finish within this.
+    pub connect_timeout: Duration,
+    /// Sent to the destination before anything else: what the protocol read past its request
+    /// (a SOCKS client that sent data right behind its CONNECT).
+    pub forward: Vec<u8>,
+    pub options: RelayOptions,
+}
+
+impl RelayRequest {
+    /// A relay to `dest` with the default connect timeout, no idle timeout, nothing to
+    /// forward and no `on_end`.
+    pub fn new(dest: Destination) -> Self {
+        RelayRequest {
+            dest,
+            connect_timeout: CONNECT_TIMEOUT,
+            forward: Vec::new(),
+            options: RelayOptions::default(),
+        }
+    }
+
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
+        self.options.idle_timeout = d;
+        self
+    }
+
+    pub fn forward(mut self, data: Vec<u8>) -> Self {
+        self.forward = data;
+        self
+    }
+
+    pub fn on_end(mut self, f: impl FnOnce(&RelayEnd) + 'static) -> Self {
+        self.options.on_end = Some(Box::new(f));
+        self
+    }
+}
+
+/// The outgoing connection of a relay that is now joined, for `relay_connected`.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The destination's address.
+    pub peer: Address,
+    /// The local address the connection was made from (SOCKS5's BND.ADDR and BND.PORT).
+    pub host: Address,
+}
+
+/// Where a connection stands with respect to relays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) enum Link {
+    #[default]
+    None,
+    /// Its relay's outgoing connection is on its way; reading is paused.
+    Pending,
+    /// Joined with `peer`; `relay` is the reactor's record of the pair.
+    Joined { peer: ConnId, relay: u32 },
+    /// It was joined, and its peer has closed: it closes too, its bytes going nowhere.
+    Widowed { relay: u32 },
+}
+
+impl Link {
+    /// The other side, while joined.
+    pub(crate) fn peer(self) -> Option<ConnId> {
+        match self {
+            Link::Joined { peer, .. } => Some(peer),
+            _ => None,
+        }
+    }
+
+    /// The relay's record, joined or widowed.
+    pub(crate) fn relay(self) -> Option<u32> {
+        match self {
+            Link::Joined { relay, .. } | Link::Widowed { relay } => Some(relay),
+            _ => None,
+        }
+    }
+}
+
+/// Hands the protocol's request to the reactor (`Transport::connect_relay`).
+pub(crate) struct ConnectRelay {
+    pub(crate) from: ConnId,
+    pub(crate) request: RelayRequest,
+}
+
+/// Joins `client` and `dest`: each becomes the other's producer, reading resumes on both
+/// (what waited is read at once), and the idle timeout is armed on both.
+pub(crate) fn join(
+    client: &mut ConnState,
+    dest: &mut ConnState,
+    relay: u32,
+    idle: Option<Duration>,
+    handle: &Handle,
+) {
+    let (cid, did) = (client.id, dest.id);
+    for (me, peer) in [(client, did), (dest, cid)] {
+        me.link = Link::Joined { peer, relay };
+        me.producer = Producer::Producing;
+        me.read_paused = false;
+        me.read_pending = true;
+        if idle.is_some() {
+            Transport::new(me, handle).set_timeout(idle);
+        }
+    }
+}
+
+/// What the side still open does when its peer has closed for `reason`: a clean close lets
+/// its output leave first; anything else (reset, error, timeout, shutdown) aborts it.
+pub(crate) fn widow(st: &mut ConnState, reason: &Reason) -> bool {
+    if let Some(relay) = st.link.relay() {
+        st.link = Link::Widowed { relay };
+    }
+    if reason.is_clean() {
+        st.lose();
+        false
+    } else {
+        true
+    }
+}
+
+/// The reactor's record of one relay, from the join until both sides have closed.
+pub(crate) struct Record {
+    client: ConnId,
+    client_addr: Address,
+    dest_addr: Address,
+    started: Instant,
+    to_dest: Option<u64>,
+    to_client: Option<u64>,
+    first: Option<(Side, String, bool)>,
+    on_end: Option<OnEnd>,
+}
+
+impl Record {
+    pub(crate) fn new(
+        client: &ConnState,
+        dest: &ConnState,
+        on_end: Option<OnEnd>,
+        now: Instant,
+    ) -> Self {
+        Record {
+            client: client.id,
+            client_addr: client.peer.clone(),
+            dest_addr: dest.peer.clone(),
+            started: now,
+            to_dest: None,
+            to_client: None,
+            first: None,
+            on_end,
+        }
+    }
+
+    /// Side `st` closed for `reason`; true once both have (`on_end` has run: drop the record).
+    pub(crate) fn closed(&mut self, st: &ConnState, reason: &Reason, now: Instant) -> bool {
+        let side = if st.id == self.client {
+            Side::Client
+        } else {
+            Side::Dest
+        };
+        let sent = Some(st.out.sent);
+        match side {
+            Side::Client => self.to_client = sent,
+            Side::Dest => self.to_dest = sent,
+        }
+        if self.first.is_none() {
+            self.first = Some((side, reason.to_string(), reason.is_clean()));
+        }
+        let (Some(to_dest), Some(to_client)) = (self.to_dest, self.to_client) else {
+            return false;
+        };
+        if let (Some(f), Some((ended_by, reason, clean))) = (self.on_end.take(), self.first.take())
+        {
+            f(&RelayEnd {
+                client: self.client_addr.clone(),
+                dest: self.dest_addr.clone(),
+                to_dest,
+                to_client,
+                duration: now.saturating_duration_since(self.started),
+                ended_by,
+                reason,
+                clean,
+            });
+        }
+        true
+    }
+}
+
+/// One side of a relay as the connection code drives it: the bytes go to the peer, the other
+/// callbacks (timers, notifications, the close) to the side's own protocol.
+pub(crate) struct Spliced<'a, S: Socket> {
+    proto: &'a mut dyn Protocol,
+    peer: &'a mut Conn<S>,
+    high: usize,
+    /// The peer needs a drive: output left queued, a half-close asked for, reading resumed.
+    pub(crate) peer_dirty: bool,
+}
+
+impl<'a, S: Socket> Spliced<'a, S> {
+    pub(crate) fn new(proto: &'a mut dyn Protocol, peer: &'a mut Conn<S>, high: usize) -> Self {
+        Spliced {
+            proto,
+            peer,
+            high,
+            peer_dirty: false,
+        }
+    }
+}
+
+impl<S: Socket> Protocol for Spliced<'_, S> {
+    fn connection_made(&mut self, t: &mut Transport<'_>) {
+        self.proto.connection_made(t);
+    }
+
+    /// Straight into the peer's socket, what it does not take into its output; past the
+    /// high-water mark this side stops being read until the peer drains.
+    fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
+        self.peer.write_through(data, t.handle().now());
+        let queued = self.peer.st.buffered();
+        if queued > 0 {
+            self.peer_dirty = true;
+            if queued >= self.high {
+                t.pause_producing();
+            }
+        }
+    }
+
+    /// A FIN is carried through as a half-close; the other direction goes on.
+    fn read_eof(&mut self, _t: &mut Transport<'_>) {
+        if self.peer.st.phase() == Phase::Open {
+            self.peer.st.set_phase(Phase::HalfClosing);
+            self.peer_dirty = true;
+        }
+    }
+
+    fn connection_lost(&mut self, t: &mut Transport<'_>, reason: &Reason) {
+        self.proto.connection_lost(t, reason);
+    }
+
+    fn relay_connected(&mut self, t: &mut Transport<'_>, out: &Outgoing) {
+        self.proto.relay_connected(t, out);
+    }
+
+    fn relay_connection_failed(&mut self, t: &mut Transport<'_>, error: &ConnectError) {
+        self.proto.relay_connection_failed(t, error);
+    }
+
+    /// This side's output (the peer's bytes) passed the high-water mark: stop reading the peer.
+    fn pause_producing(&mut self) {
+        self.peer.st.pause_reading();
+    }
+
+    /// This side's output drained below the low-water mark: read the peer again.
+    fn resume_producing(&mut self, _t: &mut Transport<'_>) {
+        if self.peer.st.resume_reading() {
+            self.peer_dirty = true;
+        }
+    }
+
+    fn timeout_connection(&mut self, t: &mut Transport<'_>) {
+        self.proto.timeout_connection(t);
+    }
+
+    fn timer_fired(&mut self, t: &mut Transport<'_>, key: u64) {
+        self.proto.timer_fired(t, key);
+    }
+
+    fn notified(&mut self, t: &mut Transport<'_>, msg: Box<dyn Any>) {
+        self.proto.notified(t, msg);
+    }
+
+    /// A relay is not asked to close on a graceful stop: it finishes by itself, or the
+    /// shutdown deadline closes it.
+    fn stop_requested(&mut self, _t: &mut Transport<'_>) {}
+}
+
+/// Runs `step` on `side`, joined with `peer`; returns what `side` must do and whether `peer`
+/// needs a drive.
+pub(crate) fn step_joined<S: Socket>(
+    side: &mut Conn<S>,
+    proto: &mut dyn Protocol,
+    peer: &mut Conn<S>,
+    d: &mut Driver<'_>,
+    step: impl FnOnce(&mut Conn<S>, &mut dyn Protocol, &mut Driver<'_>) -> After,
+) -> (After, bool) {
+    let high = d.high;
+    let mut sp = Spliced::new(proto, peer, high);
+    let after = step(side, &mut sp, d);
+    (after, sp.peer_dirty)
+}
+
+/// The placeholder protocol of a relay's outgoing connection: once joined, its bytes go to
+/// the client; it has nothing of its own to do.
+pub(crate) struct Outbound;
+
+impl Protocol for Outbound {
+    fn data_received(&mut self, _t: &mut Transport<'_>, _data: &[u8]) {}
+}
+
+#[cfg(test)]
+mod tests;

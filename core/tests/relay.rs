@@ -1,0 +1,339 @@
+//! Relays in the reactor over real sockets on 127.0.0.1: connecting out (names resolved on a
+//! worker thread, every address tried, a deadline), unix destinations, bytes both ways, the
+//! half-close and the end report.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use twistrs_core::client::{Host, Resolver};
+use twistrs_core::{
+    Address, ConnectError, Destination, Endpoint, Factory, Outgoing, Protocol, Reactor,
+    ReactorConfig, RelayEnd, RelayRequest, StopReason, Transport,
+};
+
+/// What the forwarder tells the test.
+#[derive(Debug)]
+enum Event {
+    Connected(Address),
+    Failed(String, Duration),
+    Ended(RelayEnd),
+}
+
+/// Relays each connection to `dest`.
+struct Forward {
+    dest: Destination,
+    timeout: Duration,
+    events: mpsc::Sender<Event>,
+    started: Option<Instant>,
+}
+
+impl Protocol for Forward {
+    fn connection_made(&mut self, t: &mut Transport<'_>) {
+        self.started = Some(Instant::now());
+        let tx = self.events.clone();
+        t.connect_relay(
+            RelayRequest::new(self.dest.clone())
+                .connect_timeout(self.timeout)
+                .forward(b"hello|".to_vec())
+                .on_end(move |e| {
+                    let _ = tx.send(Event::Ended(e.clone()));
+                }),
+        );
+    }
+    fn data_received(&mut self, _t: &mut Transport<'_>, _d: &[u8]) {
+        panic!("a relay's bytes never reach its protocol");
+    }
+    fn relay_connected(&mut self, _t: &mut Transport<'_>, out: &Outgoing) {
+        let _ = self.events.send(Event::Connected(out.peer.clone()));
+    }
+    fn relay_connection_failed(&mut self, t: &mut Transport<'_>, e: &ConnectError) {
+        let took = self.started.map_or(Duration::ZERO, |s| s.elapsed());
+        let _ = self.events.send(Event::Failed(e.to_string(), took));
+        t.lose_connection();
+    }
+}
+
+/// Chooses each connection's destination by the order connections arrive.
+struct Dests {
+    dests: Vec<Destination>,
+    timeout: Duration,
+    events: mpsc::Sender<Event>,
+}
+
+impl Factory for Dests {
+    fn name(&self) -> &'static str {
+        "Forward"
+    }
+    fn build_protocol(&mut self, _peer: &Address) -> Option<Box<dyn Protocol>> {
+        let dest = if self.dests.len() > 1 {
+            self.dests.remove(0)
+        } else {
+            self.dests[0].clone()
+        };
+        Some(Box::new(Forward {
+            dest,
+            timeout: self.timeout,
+            events: self.events.clone(),
+            started: None,
+        }))
+    }
+}
+
+/// A reactor thread forwarding to `dests` (one per connection, the last for the rest), with
+/// `resolver`; returns its address, the events and a stopper.
+fn forwarder(
+    dests: Vec<Destination>,
+    timeout: Duration,
+    resolver: Option<Resolver>,
+) -> (SocketAddr, mpsc::Receiver<Event>, impl FnOnce()) {
+    let (tx, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let mut r = Reactor::with_config(ReactorConfig {
+            handle_signals: false,
+            ..ReactorConfig::default()
+        })
+        .expect("reactor");
+        if let Some(res) = resolver {
+            r.handle().set_resolver(res);
+        }
+        let f = r.add_factory(Box::new(Dests {
+            dests,
+            timeout,
+            events: tx,
+        }));
+        let ep: Endpoint = "tcp:0:interface=127.0.0.1".parse().unwrap();
+        let id = r.listen(&ep, f).expect("listen");
+        ready_tx
+            .send(r.listener_address(id).unwrap().socket_addr().unwrap())
+            .unwrap();
+        fn poll_stop(h: twistrs_core::Handle, rx: mpsc::Receiver<()>) {
+            if rx.try_recv().is_ok() {
+                return h.stop();
+            }
+            let h2 = h.clone();
+            h.call_later(Duration::from_millis(20), move || poll_stop(h2, rx));
+        }
+        poll_stop(r.handle(), stop_rx);
+        let reason = r.run().expect("run");
+        r.drain(Duration::from_secs(2)).expect("drain");
+        assert_eq!(reason, StopReason::Requested);
+    });
+    let addr = ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("ready");
+    (addr, rx, move || {
+        let _ = stop_tx.send(());
+        t.join().expect("reactor thread");
+    })
+}
+
+fn client(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn next(rx: &mpsc::Receiver<Event>) -> Event {
+    rx.recv_timeout(Duration::from_secs(10)).expect("an event")
+}
+
+fn accept(l: &TcpListener) -> TcpStream {
+    let (s, _) = l.accept().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+#[test]
+fn bytes_both_ways_the_half_close_and_the_end_report() {
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let baddr = backend.local_addr().unwrap();
+    let (addr, rx, stop) = forwarder(vec![baddr.into()], Duration::from_secs(5), None);
+    let mut c = client(addr);
+    c.write_all(b"request").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut b = accept(&backend);
+    let mut got = Vec::new();
+    b.read_to_end(&mut got).unwrap();
+    assert_eq!(
+        got, b"hello|request",
+        "forwarded bytes first, then the client's, then EOF"
+    );
+    b.write_all(b"the reply after the client's FIN").unwrap();
+    drop(b);
+    let mut reply = Vec::new();
+    c.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply, b"the reply after the client's FIN");
+    assert!(matches!(next(&rx), Event::Connected(a) if a == Address::Tcp(baddr)));
+    let Event::Ended(end) = next(&rx) else {
+        panic!("no end report")
+    };
+    assert_eq!((end.to_dest, end.to_client), (13, 32), "{end:?}");
+    assert!(end.clean, "{end:?}");
+    stop();
+}
+
+#[test]
+fn a_slow_resolver_does_not_hold_up_other_relays() {
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = backend.local_addr().unwrap().port();
+    let resolver: Resolver = Arc::new(|host, port| {
+        if host == "slow.test" {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+    });
+    let (addr, rx, stop) = forwarder(
+        vec![
+            Destination::tcp("slow.test", port),
+            Destination::tcp("fast.test", port),
+        ],
+        Duration::from_secs(10),
+        Some(resolver),
+    );
+    let start = Instant::now();
+    let _slow = client(addr);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut fast = client(addr);
+    let mut b = accept(&backend);
+    fast.write_all(b"x").unwrap();
+    let mut got = [0u8; 7];
+    b.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hello|x");
+    b.write_all(b"y").unwrap();
+    let mut y = [0u8; 1];
+    fast.read_exact(&mut y).unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "the fast relay waited for the slow name: {:?}",
+        start.elapsed()
+    );
+    // The slow one connects too, once its name resolves.
+    let _b2 = accept(&backend);
+    assert!(start.elapsed() >= Duration::from_secs(2));
+    assert!(matches!(next(&rx), Event::Connected(_)));
+    assert!(matches!(next(&rx), Event::Connected(_)));
+    stop();
+}
+
+#[test]
+fn every_address_is_tried_in_turn() {
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let good = backend.local_addr().unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let resolver: Resolver = Arc::new(move |_, _| Ok(vec![closed, good]));
+    let (addr, rx, stop) = forwarder(
+        vec![Destination::tcp("two.test", 1)],
+        Duration::from_secs(5),
+        Some(resolver),
+    );
+    let _c = client(addr);
+    let _b = accept(&backend);
+    assert!(matches!(next(&rx), Event::Connected(a) if a == Address::Tcp(good)));
+    stop();
+}
+
+#[test]
+fn failures_are_reported_refused_unresolved_and_timed_out() {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // A listener that never accepts, with its one-place queue taken: SYNs are dropped, so a
+    // connection to it neither succeeds nor fails until the deadline.
+    let full = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    full.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    full.listen(0).unwrap();
+    let full_addr = full.local_addr().unwrap().as_socket().unwrap();
+    let _queued = TcpStream::connect(full_addr).unwrap();
+    let resolver: Resolver = Arc::new(|host, _| match host {
+        "stuck.test" => {
+            std::thread::sleep(Duration::from_secs(2));
+            Ok(vec![])
+        }
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such host",
+        )),
+    });
+    let (addr, rx, stop) = forwarder(
+        vec![
+            closed.into(),
+            Destination::tcp("nowhere.test", 1),
+            full_addr.into(),
+            Destination::tcp("stuck.test", 1),
+        ],
+        Duration::from_millis(700),
+        Some(resolver),
+    );
+    let expect = |why: &str, slow: bool| {
+        let mut c = client(addr);
+        let mut buf = Vec::new();
+        let _ = c.read_to_end(&mut buf);
+        assert!(buf.is_empty());
+        match next(&rx) {
+            Event::Failed(e, took) => {
+                assert!(e.contains(why), "{e}");
+                if slow {
+                    assert!(
+                        took >= Duration::from_millis(600) && took < Duration::from_secs(3),
+                        "{why}: {took:?}"
+                    );
+                } else {
+                    assert!(took < Duration::from_millis(500), "{why}: {took:?}");
+                }
+            }
+            other => panic!("{why}: {other:?}"),
+        }
+    };
+    expect("refused", false);
+    expect("cannot resolve 'nowhere.test:1': no such host", false);
+    expect("no connection within 0.7 s", true);
+    expect("no connection within 0.7 s", true);
+    stop();
+}
+
+#[test]
+fn a_unix_socket_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("backend.sock");
+    let backend = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let (addr, rx, stop) = forwarder(
+        vec![Destination::Unix(path.clone())],
+        Duration::from_secs(5),
+        None,
+    );
+    let mut c = client(addr);
+    c.write_all(b"over unix").unwrap();
+    let (mut b, _) = backend.accept().unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = [0u8; 15];
+    b.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hello|over unix");
+    b.write_all(b"and back").unwrap();
+    drop(b);
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"and back");
+    assert!(matches!(next(&rx), Event::Connected(Address::Unix(Some(p))) if p == path));
+    stop();
+}
+
+#[test]
+fn host_names_parse_as_addresses_when_they_are() {
+    assert_eq!(
+        Destination::tcp("::1", 80),
+        Destination::Tcp {
+            host: Host::Ip("::1".parse().unwrap()),
+            port: 80
+        }
+    );
+}
