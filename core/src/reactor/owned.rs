@@ -39,7 +39,7 @@ pub struct OwnedPort {
     handle: Handle,
     local: SocketAddr,
     /// A second descriptor of a UDP port, to send from outside its callbacks.
-    udp: Option<std::net::UdpSocket>,
+    udp: Option<Rc<std::net::UdpSocket>>,
 }
 
 impl OwnedPort {
@@ -58,6 +58,12 @@ impl OwnedPort {
                 "not a datagram port",
             )),
         }
+    }
+
+    /// A UDP port's socket, to send from where the port itself is out of reach (a protocol
+    /// sending once a host name resolved); `None` for a listener.
+    pub fn sender(&self) -> Option<Rc<std::net::UdpSocket>> {
+        self.udp.clone()
     }
 }
 
@@ -126,7 +132,7 @@ impl Handle {
             reg,
             handle: self.clone(),
             local,
-            udp: Some(sender),
+            udp: Some(Rc::new(sender)),
         })
     }
 }
