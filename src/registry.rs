@@ -16,6 +16,8 @@ pub fn builtin_plugins() -> Vec<Plugin> {
     v.push(twistrs_web::plugin());
     #[cfg(feature = "mail")]
     v.push(twistrs_mail::plugin());
+    #[cfg(feature = "socks")]
+    v.push(twistrs_socks::plugin());
     v.sort_by_key(|p| p.tapname);
     v
 }
@@ -50,6 +52,11 @@ mod tests {
         assert_eq!(names.contains(&"echo"), cfg!(feature = "wire"), "{names:?}");
         assert_eq!(names.contains(&"web"), cfg!(feature = "web"), "{names:?}");
         assert_eq!(names.contains(&"mail"), cfg!(feature = "mail"), "{names:?}");
+        assert_eq!(
+            names.contains(&"socks"),
+            cfg!(feature = "socks"),
+            "{names:?}"
+        );
         assert!(check_names(&builtin_plugins()).is_ok());
     }
 
