@@ -16,6 +16,8 @@ pub fn builtin_plugins() -> Vec<Plugin> {
     v.push(twistrs_web::plugin());
     #[cfg(feature = "mail")]
     v.push(twistrs_mail::plugin());
+    #[cfg(feature = "portforward")]
+    v.push(twistrs_portforward::plugin());
     #[cfg(feature = "socks")]
     v.push(twistrs_socks::plugin());
     v.sort_by_key(|p| p.tapname);
@@ -53,10 +55,11 @@ mod tests {
         assert_eq!(names.contains(&"web"), cfg!(feature = "web"), "{names:?}");
         assert_eq!(names.contains(&"mail"), cfg!(feature = "mail"), "{names:?}");
         assert_eq!(
-            names.contains(&"socks"),
-            cfg!(feature = "socks"),
+            names.contains(&"portforward"),
+            cfg!(feature = "portforward"),
             "{names:?}"
         );
+        assert_eq!(names.contains(&"socks"), cfg!(feature = "socks"), "{names:?}");
         assert!(check_names(&builtin_plugins()).is_ok());
     }
 

@@ -8,6 +8,7 @@ mod mail;
 mod mail_tls;
 mod man;
 mod pidfile;
+mod portforward;
 mod socks;
 mod support;
 mod tls;

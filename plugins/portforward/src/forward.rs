@@ -1,0 +1,167 @@
+//! The forwarder's protocol: ask the core for a relay as soon as a client connects, log why
+//! one could not be made, and log each relay's end with what it carried.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use twistrs_core::{
+    Address, ConnectError, Destination, Factory, Protocol, RelayEnd, RelayRequest, Transport,
+};
+
+/// Where every relay goes, and its timeouts.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dest: Destination,
+    pub connect_timeout: Duration,
+    /// Each side of a relay closes after this long without progress.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// One client: relayed to the destination, or closed with one log line.
+pub struct Forward {
+    config: Rc<Config>,
+}
+
+impl Forward {
+    pub fn new(config: Rc<Config>) -> Self {
+        Forward { config }
+    }
+}
+
+/// The line logged when a relay ends.
+pub fn end_line(dest: &Destination, e: &RelayEnd) -> String {
+    // The address connected to, when the destination is a name.
+    let (dest, addr) = (dest.to_string(), e.dest.to_string());
+    let to = if dest == addr {
+        dest
+    } else {
+        format!("{dest} ({addr})")
+    };
+    format!(
+        "Relay {} -> {to} closed after {:.3} s: {} bytes to the destination, {} bytes to the \
+         client; the {} closed first: {}",
+        e.client,
+        e.duration.as_secs_f64(),
+        e.to_dest,
+        e.to_client,
+        e.ended_by,
+        e.reason
+    )
+}
+
+impl Protocol for Forward {
+    fn connection_made(&mut self, t: &mut Transport<'_>) {
+        let (sys, config) = (t.system(), self.config.clone());
+        t.connect_relay(
+            RelayRequest::new(self.config.dest.clone())
+                .connect_timeout(self.config.connect_timeout)
+                .idle_timeout(self.config.idle_timeout)
+                .on_end(move |e| log::info!(target: &sys, "{}", end_line(&config.dest, e))),
+        );
+    }
+
+    /// Never called: the client is not read until the relay is joined, and then its bytes
+    /// go to the destination without passing here.
+    fn data_received(&mut self, _t: &mut Transport<'_>, _data: &[u8]) {}
+
+    fn relay_connection_failed(&mut self, t: &mut Transport<'_>, e: &ConnectError) {
+        log::info!(target: &t.system(),
+            "Connection to {} failed: {e}; closing the client.", self.config.dest);
+        t.lose_connection();
+    }
+
+    /// A client whose destination is still being connected to is not closed by a graceful
+    /// stop either: the connect timeout and the shutdown deadline bound it.
+    fn stop_requested(&mut self, _t: &mut Transport<'_>) {}
+}
+
+/// Builds a `Forward` per client (twistd's `ProxyFactory`, the name its log lines use).
+pub struct ForwardFactory {
+    config: Rc<Config>,
+    max: Option<usize>,
+}
+
+impl ForwardFactory {
+    pub fn new(config: Config, max: Option<usize>) -> Self {
+        ForwardFactory {
+            config: Rc::new(config),
+            max,
+        }
+    }
+}
+
+impl Factory for ForwardFactory {
+    fn name(&self) -> &'static str {
+        "ProxyFactory"
+    }
+
+    fn build_protocol(&mut self, _peer: &Address) -> Option<Box<dyn Protocol>> {
+        Some(Box::new(Forward::new(self.config.clone())))
+    }
+
+    fn max_connections(&self) -> Option<usize> {
+        self.max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use twistrs_core::testing::RelayHarness;
+
+    fn harness() -> RelayHarness<Forward> {
+        let mut h = RelayHarness::new(Forward::new(Rc::new(Config {
+            dest: Destination::tcp("127.0.0.1", 6665),
+            connect_timeout: Duration::from_secs(7),
+            idle_timeout: Some(Duration::from_secs(60)),
+        })));
+        h.connect();
+        h
+    }
+
+    #[test]
+    fn each_client_is_relayed_to_the_destination() {
+        let mut h = harness();
+        let req = h.relay_request().expect("asked for a relay at once");
+        assert_eq!(req.dest, Destination::tcp("127.0.0.1", 6665));
+        assert_eq!(req.connect_timeout, Duration::from_secs(7));
+        assert!(req.forward.is_empty());
+        h.feed(b"GET / HTTP/1.0\r\n\r\n");
+        h.connected();
+        assert_eq!(h.dest_take_output(), b"GET / HTTP/1.0\r\n\r\n");
+        h.eof();
+        h.dest_feed(b"HTTP/1.0 200 OK\r\n\r\nhi").dest_eof();
+        assert_eq!(h.take_output(), b"HTTP/1.0 200 OK\r\n\r\nhi");
+        let end = h.ended().expect("ended");
+        let line = end_line(&Destination::tcp("127.0.0.1", 6665), &end);
+        assert!(
+            line == "Relay 127.0.0.1:54321 -> 127.0.0.1:6665 closed after 0.000 s: 18 bytes to \
+                     the destination, 21 bytes to the client; the destination closed first: \
+                     Connection was closed cleanly.",
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_destination_closes_the_client() {
+        let mut h = harness();
+        h.feed(b"unread");
+        h.connect_failed(ConnectError::Io(
+            std::io::ErrorKind::ConnectionRefused.into(),
+        ));
+        assert!(h.take_output().is_empty());
+        assert!(h.lost().is_some());
+        assert!(h.ended().is_none());
+    }
+
+    #[test]
+    fn a_stop_leaves_a_pending_client_to_its_connect_timeout() {
+        let mut h = harness();
+        h.stop_requested();
+        h.advance(Duration::from_secs(5));
+        assert!(h.lost().is_none());
+        h.connected();
+        h.feed(b"late but relayed");
+        assert_eq!(h.dest_take_output(), b"late but relayed");
+    }
+}
