@@ -1,7 +1,9 @@
 //! `twistrs-bench`: the load generator behind bench/echo.sh (`echo` for throughput and
 //! latency, `idle` for memory per held connection) and bench/tls.sh (`handshake` for full
-//! TLS handshakes per second, `idle --tls-cert` for memory per idle TLS connection); run by
-//! hand, see bench/README.md.
+//! TLS handshakes per second, `idle --tls-cert` for memory per idle TLS connection) and
+//! bench/socks.sh (`relay-bulk`, `relay-rr`, `relay-idle` through a SOCKS proxy or a port
+//! forwarder, with `source`, `reply` and `floor` as backends); run by hand, see
+//! bench/README.md.
 
 mod args;
 mod connect;
@@ -10,6 +12,7 @@ mod floor;
 mod handshake;
 mod hist;
 mod idle;
+mod relay;
 mod sys;
 mod tls;
 
@@ -24,6 +27,13 @@ usage:
   twistrs-bench handshake --addr 127.0.0.1:PORT --cert CERT.pem [--path /]
                      [--conns 32] [--secs 5] [--warmup 1] [--verify-signatures 0|1]
   twistrs-bench floor
+  twistrs-bench source
+  twistrs-bench reply
+  twistrs-bench relay-bulk --addr RELAY [--socks none|4|5 --target BACKEND] [--secs 5] [--warmup 1]
+  twistrs-bench relay-rr --addr RELAY [--socks none|4|5 --target BACKEND] [--conns 64]
+                     [--size 64] [--secs 5] [--warmup 1]
+  twistrs-bench relay-idle --addr RELAY [--socks none|4|5 --target BACKEND] [--conns 5000]
+                     [--inflight 32] [--hold-secs 600] [--connect-timeout-secs 120]
 
 echo: CONNS connections, each with one SIZE-byte message in flight; prints
   msgs_per_sec=.. p50_ms=.. p99_ms=.. errors=.. (and more key=value fields).
@@ -36,7 +46,17 @@ handshake: CONNS at a time, a new connection per request: TCP connect, full TLS 
   and the server's close; prints handshakes_per_sec=.. p50_ms=.. p99_ms=.. errors=..
   full=.. resumed=.. and the protocol, cipher suite and key exchange used.
 floor: a minimal echo server on mio (the floor for CPU per message), on 127.0.0.1,
-  prints listening PORT and runs until killed.";
+  prints listening PORT and runs until killed.
+source: on 127.0.0.1, writes a pattern to every connection as fast as it is taken;
+  prints listening PORT and runs until killed (the backend of relay-bulk).
+reply: on 127.0.0.1, answers each connection's first message with itself, then closes;
+  prints listening PORT and runs until killed (the backend of relay-rr).
+relay-*: through a relay at RELAY (a SOCKS4 or SOCKS5 CONNECT to BACKEND, no login, or
+  plain TCP to a port forwarder): relay-bulk reads one relay from `source` and prints
+  mb_per_sec=..; relay-rr runs CONNS relays at a time, each connect, handshake, SIZE
+  bytes answered by `reply` up to its close, and prints relays_per_sec=.. p50_ms=.. p99_ms=..
+  errors=..; relay-idle sets up CONNS relayed pairs to `floor` (each checked with one
+  echoed byte), prints connected=N, holds them until stdin closes, prints dropped=K.";
 
 /// A failure to report: usage errors exit 2, everything else 1.
 pub enum Failure {
@@ -53,6 +73,11 @@ fn main() -> ExitCode {
             args::HandshakeArgs::parse(&argv[1..]).and_then(|a| handshake::run(&a))
         }
         Some("floor") => floor::run(),
+        Some("source") => relay::source(),
+        Some("reply") => relay::reply(),
+        Some("relay-bulk") => relay::RelayArgs::parse(&argv[1..]).and_then(|a| relay::bulk(&a)),
+        Some("relay-rr") => relay::RelayArgs::parse(&argv[1..]).and_then(|a| relay::rr(&a)),
+        Some("relay-idle") => relay::RelayArgs::parse(&argv[1..]).and_then(|a| relay::idle(&a)),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
