@@ -2,10 +2,10 @@
 # bench/socks.sh: the socks plugin against dante (danted, Debian's dante-server) and twistd's
 # socks (SOCKS4 only) side by side: MB/s through one relay, relays per second for short
 # request/response relays (connect, SOCKS handshake, 64 B answered, the backend's close) with
-# 64 clients at a time, and memory per idle relayed pair with 5,000 pairs open. Backends
-# (`twistrs-bench source` for the bulk stream, `reply` answering and closing as an HTTP/1.0
-# server does, `floor` echoing for the idle pairs) run beside the load generator. Every proxy
-# is set up for 127.0.0.1 with no authentication.
+# 64 clients at a time, and memory per idle relayed pair with 5,000 pairs open: bench/relay.sh's
+# loads with a SOCKS handshake first. Backends (`twistrs-bench sink` counting the bulk stream,
+# `reply` answering and closing as an HTTP/1.0 server does, `floor` echoing for the idle
+# pairs) run beside the load generator. Every proxy is set up for 127.0.0.1, no authentication.
 # Run by hand, not in CI: see bench/README.md. Results go to bench/results/.
 #
 # Knobs (environment): BENCH_SERVERS="twistrs dante twistd", BENCH_TWISTRS_BINS="LABEL=PATH"
@@ -54,10 +54,10 @@ say "dante: $(danted -v 2>&1 | head -n1 || echo 'not installed')"
 wait_quiet
 
 # --- backends ----------------------------------------------------------------------------
-# Starts `twistrs-bench $1` (floor or source) on CPU 1; prints its port.
+# Starts `twistrs-bench $1 [ARGS]` (floor, reply, sink) on CPU 1; prints its port.
 start_backend() {
     local out="$work/$1.out" i port=
-    "${cli_pin[@]}" "$bench" "$1" </dev/null >"$out" 2>&1 &
+    "${cli_pin[@]}" "$bench" "$@" </dev/null >"$out" 2>&1 &
     pids+=("$!")
     for ((i = 0; i < 100; i++)); do
         port=$(sed -nE 's/^listening ([0-9]+)$/\1/p' "$out")
@@ -68,9 +68,9 @@ start_backend() {
     echo "$port"
 }
 ECHO_PORT=$(start_backend floor)
-REPLY_PORT=$(start_backend reply)
-SOURCE_PORT=$(start_backend source)
-say "backends: echo (idle pairs) on $ECHO_PORT, reply (request/response) on $REPLY_PORT, source (bulk) on $SOURCE_PORT"
+REPLY_PORT=$(start_backend reply --size "$SIZE")
+SINK_PORT=$(start_backend sink)
+say "backends: floor (idle pairs) on $ECHO_PORT, reply (request/response) on $REPLY_PORT, sink (bulk) on $SINK_PORT"
 
 # --- one proxy ---------------------------------------------------------------------------
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -148,13 +148,13 @@ tree_ticks() {
 }
 
 # --- runs --------------------------------------------------------------------------------
-# run_bulk NAME VERSION: one relay from the source, MB/s.
+# run_bulk NAME VERSION: one relay into the sink, MB/s (verified: the sink's count came back).
 run_bulk() {
     local name=$1 v=$2 line c0 c1 t0 t1
     t0=$(now)
     c0=$(tree_ticks "$SPID")
-    if ! line=$("${cli_pin[@]}" "$bench" relay-bulk --addr "127.0.0.1:$SPORT" --socks "$v" \
-        --target "127.0.0.1:$SOURCE_PORT" --secs "$SECS" --warmup "$WARMUP" 2>&1); then
+    if ! line=$("${cli_pin[@]}" "$bench" socks-bulk --addr "127.0.0.1:$SPORT" --socks "$v" \
+        --target "127.0.0.1:$SINK_PORT" --secs "$SECS" --warmup "$WARMUP" 2>&1); then
         say "[$name] bulk: failed: $line"
         status=1
         line="mb_per_sec=n/a"
@@ -163,6 +163,7 @@ run_bulk() {
     c1=$(tree_ticks "$SPID")
     say "[$name] bulk (SOCKS$v): $line server_cpu=$(cores "$c0" "$c1" "$t0" "$t1")"
     R[$name.mbs]=$(kv mb_per_sec "$line")
+    R[$name.verified]=$(kv verified "$line")
 }
 
 # run_rr NAME VERSION: relays per second, CONNS at a time.
@@ -171,7 +172,7 @@ run_rr() {
     t0=$(now)
     c0=$(tree_ticks "$SPID")
     m0=$(machine_ticks)
-    if ! line=$("${cli_pin[@]}" "$bench" relay-rr --addr "127.0.0.1:$SPORT" --socks "$v" \
+    if ! line=$("${cli_pin[@]}" "$bench" socks-rr --addr "127.0.0.1:$SPORT" --socks "$v" \
         --target "127.0.0.1:$REPLY_PORT" --conns "$CONNS" --size "$SIZE" --secs "$SECS" \
         --warmup "$WARMUP" 2>"$work/rr.err"); then
         say "[$name] rr: failed: $(cat "$work/rr.err")"
@@ -199,7 +200,7 @@ measure_idle() {
     rm -f "$fifo"
     mkfifo "$fifo"
     exec {hold}<>"$fifo"
-    "${cli_pin[@]}" "$bench" relay-idle --addr "127.0.0.1:$SPORT" --socks "$v" \
+    "${cli_pin[@]}" "$bench" socks-idle --addr "127.0.0.1:$SPORT" --socks "$v" \
         --target "127.0.0.1:$ECHO_PORT" --conns "$IDLE_PAIRS" --hold-secs 600 \
         <"$fifo" >"$out" 2>&1 {hold}>&- &
     ipid=$!
@@ -255,11 +256,14 @@ say "loadavg at end: $(cat /proc/loadavg)"
     say "(connect, handshake, $SIZE B answered, the backend closes); PSS per idle relayed pair over $IDLE_PAIRS pairs."
     say "twistd's socks speaks SOCKS4 only: its rows are SOCKS4, the others SOCKS5 unless marked."
     say ""
-    say "| server | bulk MB/s | relays/s SOCKS5 | p99 ms | relays/s SOCKS4 | p99 ms | KiB per idle pair |"
-    say "|---|---:|---:|---:|---:|---:|---:|"
+    say "| server | bulk MB/s | all bytes counted | relays/s SOCKS5 | p99 ms | relays/s SOCKS4 | p99 ms | KiB per idle pair |"
+    say "|---|---:|---|---:|---:|---:|---:|---:|"
     for name in $SERVERS; do
-        say "| $name | $(get "$name.mbs") | $(get "$name.rr5") | $(get "$name.p99_5") | $(get "$name.rr4") | $(get "$name.p99_4") | $(get "$name.kib") |"
+        say "| $name | $(get "$name.mbs") | $(get "$name.verified") | $(get "$name.rr5") | $(get "$name.p99_5") | $(get "$name.rr4") | $(get "$name.p99_4") | $(get "$name.kib") |"
     done
+    say ""
+    say "(all bytes counted: the sink's count came back through the half-close; \"no\": the proxy"
+    say "closed the relay at the client's FIN, so the count never arrived, as twistd does.)"
     if has twistrs; then
         say ""
         say "| ratio | value | target | |"

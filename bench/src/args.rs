@@ -37,6 +37,24 @@ pub struct HandshakeArgs {
     pub verify: bool,
 }
 
+pub struct BulkArgs {
+    pub addr: SocketAddr,
+    pub secs: Duration,
+    pub warmup: Duration,
+}
+
+pub struct ReplyArgs {
+    pub size: usize,
+}
+
+pub struct CycleArgs {
+    pub addr: SocketAddr,
+    pub conns: usize,
+    pub size: usize,
+    pub secs: Duration,
+    pub warmup: Duration,
+}
+
 /// The `--key value` pairs of one command line, each used at most once.
 pub(crate) struct Opts<'a> {
     pairs: Vec<(&'a str, &'a str)>,
@@ -97,7 +115,13 @@ impl<'a> Opts<'a> {
         Ok(self.num("verify-signatures", 0u8, 0, 1)? == 1)
     }
 
-    pub(crate) fn secs(&self, name: &str, default: f64, lo: f64, hi: f64) -> Result<Duration, Failure> {
+    pub(crate) fn secs(
+        &self,
+        name: &str,
+        default: f64,
+        lo: f64,
+        hi: f64,
+    ) -> Result<Duration, Failure> {
         Ok(Duration::from_secs_f64(self.num(name, default, lo, hi)?))
     }
 
@@ -122,6 +146,39 @@ impl EchoArgs {
     pub fn parse(args: &[String]) -> Result<Self, Failure> {
         let o = Opts::parse(args, &["addr", "conns", "size", "secs", "warmup"])?;
         Ok(EchoArgs {
+            addr: o.addr()?,
+            conns: o.num("conns", 64, 1, 10_000)?,
+            size: o.num("size", 64, 1, 1 << 20)?,
+            secs: o.secs("secs", 5.0, 0.1, 3600.0)?,
+            warmup: o.secs("warmup", 1.0, 0.0, 600.0)?,
+        })
+    }
+}
+
+impl BulkArgs {
+    pub fn parse(args: &[String]) -> Result<Self, Failure> {
+        let o = Opts::parse(args, &["addr", "secs", "warmup"])?;
+        Ok(BulkArgs {
+            addr: o.addr()?,
+            secs: o.secs("secs", 5.0, 0.1, 3600.0)?,
+            warmup: o.secs("warmup", 1.0, 0.0, 600.0)?,
+        })
+    }
+}
+
+impl ReplyArgs {
+    pub fn parse(args: &[String]) -> Result<Self, Failure> {
+        let o = Opts::parse(args, &["size"])?;
+        Ok(ReplyArgs {
+            size: o.num("size", 64, 1, 1 << 20)?,
+        })
+    }
+}
+
+impl CycleArgs {
+    pub fn parse(args: &[String]) -> Result<Self, Failure> {
+        let o = Opts::parse(args, &["addr", "conns", "size", "secs", "warmup"])?;
+        Ok(CycleArgs {
             addr: o.addr()?,
             conns: o.num("conns", 64, 1, 10_000)?,
             size: o.num("size", 64, 1, 1 << 20)?,

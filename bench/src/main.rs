@@ -1,9 +1,9 @@
 //! `twistrs-bench`: the load generator behind bench/echo.sh (`echo` for throughput and
-//! latency, `idle` for memory per held connection) and bench/tls.sh (`handshake` for full
+//! latency, `idle` for memory per held connection), bench/tls.sh (`handshake` for full
 //! TLS handshakes per second, `idle --tls-cert` for memory per idle TLS connection) and
-//! bench/socks.sh (`relay-bulk`, `relay-rr`, `relay-idle` through a SOCKS proxy or a port
-//! forwarder, with `source`, `reply` and `floor` as backends); run by hand, see
-//! bench/README.md.
+//! bench/relay.sh (`sink`, `bulk` and `cycle` through relays) and bench/socks.sh (the same
+//! through a SOCKS proxy: `socks-bulk`, `socks-rr`, and `socks-idle` for memory per pair);
+//! run by hand, see bench/README.md.
 
 mod args;
 mod connect;
@@ -13,6 +13,7 @@ mod handshake;
 mod hist;
 mod idle;
 mod relay;
+mod socks;
 mod sys;
 mod tls;
 
@@ -27,12 +28,14 @@ usage:
   twistrs-bench handshake --addr 127.0.0.1:PORT --cert CERT.pem [--path /]
                      [--conns 32] [--secs 5] [--warmup 1] [--verify-signatures 0|1]
   twistrs-bench floor
-  twistrs-bench source
-  twistrs-bench reply
-  twistrs-bench relay-bulk --addr RELAY [--socks none|4|5 --target BACKEND] [--secs 5] [--warmup 1]
-  twistrs-bench relay-rr --addr RELAY [--socks none|4|5 --target BACKEND] [--conns 64]
-                     [--size 64] [--secs 5] [--warmup 1]
-  twistrs-bench relay-idle --addr RELAY [--socks none|4|5 --target BACKEND] [--conns 5000]
+  twistrs-bench sink
+  twistrs-bench reply [--size 64]
+  twistrs-bench bulk --addr 127.0.0.1:PORT [--secs 5] [--warmup 1]
+  twistrs-bench cycle --addr 127.0.0.1:PORT [--conns 64] [--size 64] [--secs 5] [--warmup 1]
+  twistrs-bench socks-bulk --addr PROXY --target SINK [--socks 5|4] [--secs 5] [--warmup 1]
+  twistrs-bench socks-rr --addr PROXY --target REPLY [--socks 5|4] [--conns 64] [--size 64]
+                     [--secs 5] [--warmup 1]
+  twistrs-bench socks-idle --addr PROXY --target FLOOR [--socks 5|4] [--conns 5000]
                      [--inflight 32] [--hold-secs 600] [--connect-timeout-secs 120]
 
 echo: CONNS connections, each with one SIZE-byte message in flight; prints
@@ -47,16 +50,22 @@ handshake: CONNS at a time, a new connection per request: TCP connect, full TLS 
   full=.. resumed=.. and the protocol, cipher suite and key exchange used.
 floor: a minimal echo server on mio (the floor for CPU per message), on 127.0.0.1,
   prints listening PORT and runs until killed.
-source: on 127.0.0.1, writes a pattern to every connection as fast as it is taken;
-  prints listening PORT and runs until killed (the backend of relay-bulk).
-reply: on 127.0.0.1, answers each connection's first message with itself, then closes;
-  prints listening PORT and runs until killed (the backend of relay-rr).
-relay-*: through a relay at RELAY (a SOCKS4 or SOCKS5 CONNECT to BACKEND, no login, or
-  plain TCP to a port forwarder): relay-bulk reads one relay from `source` and prints
-  mb_per_sec=..; relay-rr runs CONNS relays at a time, each connect, handshake, SIZE
-  bytes answered by `reply` up to its close, and prints relays_per_sec=.. p50_ms=.. p99_ms=..
-  errors=..; relay-idle sets up CONNS relayed pairs to `floor` (each checked with one
-  echoed byte), prints connected=N, holds them until stdin closes, prints dropped=K.";
+sink: on 127.0.0.1, prints listening PORT; reads each connection to its EOF, answers
+  with the count (8 bytes, big-endian) and closes; runs until killed.
+bulk: one connection writing 256 KiB chunks (to a sink, through a relay); prints
+  mb_per_sec=.. bytes=.. secs=.. total=.. verified=yes|no|MISMATCH (the sink's count
+  came back, or the relay closed without a half-close, or it differs).
+reply: on 127.0.0.1, prints listening PORT; reads SIZE bytes of each connection, sends
+  them back and closes first (so TIME_WAIT stays on its port); runs until killed.
+cycle: CONNS clients, each looping connect, SIZE bytes out, the echo and the close back,
+  close (to a reply server, through a relay); prints conns_per_sec=.. completed=.. p50_ms=.. p99_ms=..
+  errors=..
+socks-*: through a SOCKS proxy at PROXY, each connection asking for TARGET with a SOCKS5
+  (or --socks 4: SOCKS4) CONNECT: socks-bulk is bulk into a sink; socks-rr is cycle with
+  the handshake (SIZE bytes to a reply server, answered, its close), printing
+  relays_per_sec=.. p50_ms=.. p99_ms=.. errors=..; socks-idle sets up CONNS relayed pairs
+  to a floor server (each checked with one echoed byte), prints connected=N, holds them
+  until stdin closes, then prints dropped=K.";
 
 /// A failure to report: usage errors exit 2, everything else 1.
 pub enum Failure {
@@ -73,11 +82,13 @@ fn main() -> ExitCode {
             args::HandshakeArgs::parse(&argv[1..]).and_then(|a| handshake::run(&a))
         }
         Some("floor") => floor::run(),
-        Some("source") => relay::source(),
-        Some("reply") => relay::reply(),
-        Some("relay-bulk") => relay::RelayArgs::parse(&argv[1..]).and_then(|a| relay::bulk(&a)),
-        Some("relay-rr") => relay::RelayArgs::parse(&argv[1..]).and_then(|a| relay::rr(&a)),
-        Some("relay-idle") => relay::RelayArgs::parse(&argv[1..]).and_then(|a| relay::idle(&a)),
+        Some("sink") => relay::sink(),
+        Some("reply") => args::ReplyArgs::parse(&argv[1..]).and_then(|a| relay::reply(a.size)),
+        Some("bulk") => args::BulkArgs::parse(&argv[1..]).and_then(|a| relay::bulk(&a)),
+        Some("cycle") => args::CycleArgs::parse(&argv[1..]).and_then(|a| relay::cycle(&a)),
+        Some("socks-bulk") => socks::SocksArgs::parse(&argv[1..]).and_then(|a| socks::bulk(&a)),
+        Some("socks-rr") => socks::SocksArgs::parse(&argv[1..]).and_then(|a| socks::rr(&a)),
+        Some("socks-idle") => socks::SocksArgs::parse(&argv[1..]).and_then(|a| socks::idle(&a)),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

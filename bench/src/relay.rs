@@ -1,724 +1,346 @@
-//! Loads for relays (a SOCKS proxy, a port forwarder), through the relay to a backend of
-//! ours: `relay-bulk` (MB/s through one relay, from `source`), `relay-rr` (relays per second:
-//! connect, SOCKS handshake, SIZE bytes answered by `reply`, which closes; CONNS at a time) and
-//! `relay-idle` (CONNS relayed pairs held open, for memory per pair). `--socks 4` and `5`
-//! speak SOCKS4 or SOCKS5 CONNECT (no authentication) to `--target`; `none` is plain TCP
-//! (a port forwarder's own destination). Also the backends `source` (bulk) and `reply`.
+//! The load of bench/relay.sh: `sink` (a backend that counts what it reads), `bulk` (one
+//! connection pushing bytes through a relay into a sink) and `cycle` (a new connection per
+//! request and response through a relay to an echo backend, CONNS at a time).
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::Failure;
-use crate::args::Opts;
+use crate::args::{BulkArgs, CycleArgs};
 use crate::connect::ignore_eintr;
 use crate::hist::Hist;
 use crate::sys;
 
-/// How to ask the relay for the backend.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Socks {
-    None,
-    V4,
-    V5,
-}
-
-pub struct RelayArgs {
-    pub addr: SocketAddr,
-    pub socks: Socks,
-    pub target: SocketAddr,
-    pub conns: usize,
-    pub size: usize,
-    pub secs: Duration,
-    pub warmup: Duration,
-    pub inflight: usize,
-    pub hold: Duration,
-    pub connect_timeout: Duration,
-}
-
-impl RelayArgs {
-    pub fn parse(args: &[String]) -> Result<Self, Failure> {
-        let o = Opts::parse(
-            args,
-            &[
-                "addr",
-                "socks",
-                "target",
-                "conns",
-                "size",
-                "secs",
-                "warmup",
-                "inflight",
-                "hold-secs",
-                "connect-timeout-secs",
-            ],
-        )?;
-        let socks = match o.raw("socks").unwrap_or("none") {
-            "none" => Socks::None,
-            "4" => Socks::V4,
-            "5" => Socks::V5,
-            s => return Err(Failure::Usage(format!("--socks {s:?}: none, 4 or 5"))),
-        };
-        let target = match (o.raw("target"), socks) {
-            (Some(t), _) => {
-                let a: SocketAddr = t
-                    .parse()
-                    .map_err(|_| Failure::Usage(format!("--target: not IP:PORT: {t:?}")))?;
-                if !a.ip().is_loopback() || !a.is_ipv4() || a.port() == 0 {
-                    return Err(Failure::Usage(format!(
-                        "--target {a}: only an IPv4 loopback address with a port"
-                    )));
-                }
-                a
-            }
-            (None, Socks::None) => ([127, 0, 0, 1], 0).into(),
-            (None, _) => return Err(Failure::Usage("--socks needs --target".into())),
-        };
-        Ok(RelayArgs {
-            addr: o.addr()?,
-            socks,
-            target,
-            conns: o.num("conns", 64, 1, 60_000)?,
-            size: o.num("size", 64, 1, 1 << 16)?,
-            secs: o.secs("secs", 5.0, 0.1, 3600.0)?,
-            warmup: o.secs("warmup", 1.0, 0.0, 600.0)?,
-            inflight: o.num("inflight", 32, 1, 4096)?,
-            hold: o.secs("hold-secs", 600.0, 0.0, 3600.0)?,
-            connect_timeout: o.secs("connect-timeout-secs", 120.0, 1.0, 600.0)?,
-        })
-    }
-}
-
-/// The first message: SOCKS5's greeting, or SOCKS4's request; nothing for plain TCP.
-fn first_message(a: &RelayArgs) -> Vec<u8> {
-    match a.socks {
-        Socks::None => Vec::new(),
-        Socks::V4 => request(a),
-        Socks::V5 => vec![5, 1, 0],
-    }
-}
-
-/// The CONNECT request for the target (IPv4).
-fn request(a: &RelayArgs) -> Vec<u8> {
-    let SocketAddr::V4(t) = a.target else {
-        return Vec::new();
-    };
-    let (port, ip) = (t.port().to_be_bytes(), t.ip().octets());
-    match a.socks {
-        Socks::V4 => vec![4, 1, port[0], port[1], ip[0], ip[1], ip[2], ip[3], 0],
-        _ => vec![5, 1, 0, 1, ip[0], ip[1], ip[2], ip[3], port[0], port[1]],
-    }
-}
-
-/// Where a client is in its handshake with the relay.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Step {
-    Connecting,
-    /// SOCKS5: waiting for the method selection (2 bytes).
-    Method,
-    /// Waiting for the request's reply.
-    Reply,
-    /// Relayed to the backend.
-    Ready,
-}
-
-/// One connection through the relay, driven without blocking.
-struct Client {
-    stream: TcpStream,
-    step: Step,
-    buf: [u8; 32],
-    have: usize,
-}
-
-fn fault(msg: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.into())
-}
-
-/// Writes a short message whole (a fresh socket's buffer always takes it).
-fn write_all_now(s: &mut TcpStream, msg: &[u8]) -> io::Result<()> {
-    if msg.is_empty() {
-        return Ok(());
-    }
-    match s.write(msg) {
-        Ok(n) if n == msg.len() => Ok(()),
-        Ok(n) => Err(fault(format!("only {n} of {} bytes written", msg.len()))),
-        Err(e) => Err(e),
-    }
-}
-
-impl Client {
-    fn start(poll: &Poll, addr: SocketAddr, token: Token) -> io::Result<Client> {
-        let mut stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        poll.registry()
-            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
-        Ok(Client {
-            stream,
-            step: Step::Connecting,
-            buf: [0; 32],
-            have: 0,
-        })
-    }
-
-    /// Bytes of the reply awaited, as far as they are known yet.
-    fn need(&self, a: &RelayArgs) -> usize {
-        match (self.step, a.socks) {
-            (Step::Method, _) => 2,
-            (Step::Reply, Socks::V4) => 8,
-            (Step::Reply, _) if self.have < 4 => 4,
-            (Step::Reply, _) => match self.buf[3] {
-                4 => 22,
-                3 if self.have >= 5 => 7 + usize::from(self.buf[4]),
-                3 => 5,
-                _ => 10,
-            },
-            _ => 0,
-        }
-    }
-
-    /// Reads what the current step awaits, never past it (the backend's bytes follow).
-    fn read_step(&mut self, a: &RelayArgs) -> io::Result<bool> {
-        loop {
-            let need = self.need(a);
-            if self.have >= need {
-                return Ok(true);
-            }
-            match self.stream.read(&mut self.buf[self.have..need]) {
-                Ok(0) => return Err(fault("the relay closed during the handshake")),
-                Ok(n) => self.have += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Moves the handshake on as far as the socket allows; true once relayed.
-    fn drive(&mut self, a: &RelayArgs) -> io::Result<bool> {
-        loop {
-            match self.step {
-                Step::Ready => return Ok(true),
-                Step::Connecting => {
-                    if let Some(e) = self.stream.take_error()? {
-                        return Err(e);
-                    }
-                    match self.stream.peer_addr() {
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
-                        Err(e) => return Err(e),
-                    }
-                    write_all_now(&mut self.stream, &first_message(a))?;
-                    self.step = match a.socks {
-                        Socks::None => Step::Ready,
-                        Socks::V4 => Step::Reply,
-                        Socks::V5 => Step::Method,
-                    };
-                }
-                Step::Method => {
-                    if !self.read_step(a)? {
-                        return Ok(false);
-                    }
-                    if self.buf[..2] != [5, 0] {
-                        return Err(fault(format!("method selection {:?}", &self.buf[..2])));
-                    }
-                    self.have = 0;
-                    write_all_now(&mut self.stream, &request(a))?;
-                    self.step = Step::Reply;
-                }
-                Step::Reply => {
-                    if !self.read_step(a)? {
-                        return Ok(false);
-                    }
-                    let ok = match a.socks {
-                        Socks::V4 => self.buf[1] == 90,
-                        _ => self.buf[1] == 0,
-                    };
-                    if !ok {
-                        return Err(fault(format!("refused with code {}", self.buf[1])));
-                    }
-                    self.step = Step::Ready;
-                }
-            }
-        }
-    }
-}
-
-// --- source ------------------------------------------------------------------------------
-
-/// The bulk pattern: byte `i` of a stream is `i % PERIOD`; the source writes whole periods.
-const PERIOD: usize = 251;
-const CHUNK: usize = PERIOD * 1024;
-
-/// The pattern over `n` bytes.
-fn pattern(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i % PERIOD) as u8).collect()
-}
-
-const LISTENER: Token = Token(usize::MAX);
-
-/// `source`: on 127.0.0.1, prints `listening PORT`, and writes the pattern to every
-/// connection as fast as it takes it until it closes; input is read and dropped.
-pub fn source() -> Result<(), Failure> {
-    let fail = |e: io::Error| Failure::Run(e.to_string());
-    let mut poll = Poll::new().map_err(fail)?;
-    let std = StdListener::bind(("127.0.0.1", 0)).map_err(fail)?;
-    std.set_nonblocking(true).map_err(fail)?;
-    let mut listener = TcpListener::from_std(std);
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)
-        .map_err(fail)?;
-    println!("listening {}", listener.local_addr().map_err(fail)?.port());
+/// `sink`: on 127.0.0.1, prints `listening PORT`; each connection is read to its EOF on a
+/// thread of its own, then answered with the byte count (8 bytes, big-endian) and closed.
+pub fn sink() -> Result<(), Failure> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| Failure::Run(format!("bind: {e}")))?;
+    let port = l
+        .local_addr()
+        .map_err(|e| Failure::Run(e.to_string()))?
+        .port();
+    println!("listening {port}");
     let _ = io::stdout().flush();
-    let data = pattern(CHUNK);
-    let mut scratch = vec![0u8; 64 * 1024];
-    // Each connection and where it is in the pattern.
-    let mut conns: Vec<Option<(TcpStream, usize)>> = Vec::new();
-    let mut events = Events::with_capacity(256);
-    loop {
-        poll.poll(&mut events, None)
-            .or_else(|e| ignore_eintr(e, "epoll_wait"))
-            .map_err(Failure::Run)?;
-        for ev in events.iter() {
-            if ev.token() == LISTENER {
-                while let Ok((mut s, _)) = listener.accept() {
-                    let key = conns.iter().position(Option::is_none).unwrap_or_else(|| {
-                        conns.push(None);
-                        conns.len() - 1
-                    });
-                    if poll
-                        .registry()
-                        .register(&mut s, Token(key), Interest::READABLE | Interest::WRITABLE)
-                        .is_ok()
-                    {
-                        conns[key] = Some((s, 0));
-                    }
-                }
-                continue;
-            }
-            let key = ev.token().0;
-            let Some(Some((s, at))) = conns.get_mut(key) else {
-                continue;
-            };
-            let mut alive = true;
+    for s in l.incoming() {
+        let Ok(mut s) = s else { continue };
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut n = 0u64;
             loop {
-                match s.read(&mut scratch) {
-                    Ok(0) => {
-                        alive = false;
-                        break;
-                    }
-                    Ok(_) => {}
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(k) => n += k as u64,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        alive = false;
-                        break;
-                    }
+                    Err(_) => return,
                 }
             }
-            while alive {
-                match s.write(&data[*at..]) {
-                    Ok(n) => *at = (*at + n) % CHUNK,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => alive = false,
-                }
-            }
-            if !alive && let Some((mut s, _)) = conns[key].take() {
-                let _ = poll.registry().deregister(&mut s);
-            }
-        }
+            let _ = s.write_all(&n.to_be_bytes());
+        });
     }
+    Ok(())
 }
 
-/// `reply`: on 127.0.0.1, prints `listening PORT`; answers each connection's first message
-/// with itself and closes, as an HTTP/1.0 server does: the backend of `relay-rr`. Closing
-/// first puts TIME_WAIT on the server's side, so a relay's outgoing port is free again at once
-/// (a relay that binds its outgoing sockets would otherwise run out of ports).
-pub fn reply() -> Result<(), Failure> {
+/// `bulk`: writes 256 KiB chunks to `addr` for the warm-up, then for SECS counting, then
+/// half-closes and waits for the sink's count and EOF: MB/s is what was written in the
+/// measured window over the time until the EOF came back (every byte had arrived by then).
+/// `verified=yes` if the count came back equal to all that was written, `no` if the relay
+/// closed without passing it (no half-close: twistd), `MISMATCH` otherwise.
+pub fn bulk(a: &BulkArgs) -> Result<(), Failure> {
+    let err = |what: &str, e: io::Error| Failure::Run(format!("{what}: {e}"));
+    let mut s = std::net::TcpStream::connect_timeout(&a.addr, Duration::from_secs(10))
+        .map_err(|e| err("connect", e))?;
+    s.set_write_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| err("setsockopt", e))?;
+    let mut chunk = vec![0u8; 256 * 1024];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for b in chunk.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let mut total = 0u64;
+    let warm_end = Instant::now() + a.warmup;
+    while Instant::now() < warm_end {
+        s.write_all(&chunk).map_err(|e| err("write", e))?;
+        total += chunk.len() as u64;
+    }
+    let t0 = Instant::now();
+    let mut bytes = 0u64;
+    while t0.elapsed() < a.secs {
+        s.write_all(&chunk).map_err(|e| err("write", e))?;
+        bytes += chunk.len() as u64;
+    }
+    total += bytes;
+    s.shutdown(Shutdown::Write)
+        .map_err(|e| err("shutdown", e))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| err("setsockopt", e))?;
+    let mut back = Vec::new();
+    let eof = s.read_to_end(&mut back);
+    let secs = t0.elapsed().as_secs_f64();
+    let verified = match (eof, <[u8; 8]>::try_from(back.as_slice())) {
+        (Ok(_), Ok(n)) if u64::from_be_bytes(n) == total => "yes",
+        (Ok(_), Err(_)) if back.is_empty() => "no",
+        (Err(e), _) if back.is_empty() && e.kind() == io::ErrorKind::ConnectionReset => "no",
+        (Err(e), _) => return Err(err("waiting for the sink's count", e)),
+        _ => "MISMATCH",
+    };
+    println!(
+        "mb_per_sec={:.1} bytes={bytes} secs={secs:.3} total={total} verified={verified}",
+        bytes as f64 / secs / 1e6
+    );
+    Ok(())
+}
+
+/// One connection of `reply`: the request read so far, then what is left to send.
+struct Req {
+    stream: TcpStream,
+    got: Vec<u8>,
+    sent: usize,
+}
+
+/// `reply --size N`: on 127.0.0.1, prints `listening PORT`; on each connection reads N
+/// bytes, sends them back and closes first (an HTTP/1.0 server's order), so the TIME_WAIT
+/// of every connection of a `cycle` run stays on this side's fixed port rather than taking
+/// the clients' ephemeral ports. Runs until killed.
+pub fn reply(size: usize) -> Result<(), Failure> {
     let fail = |e: io::Error| Failure::Run(e.to_string());
     let mut poll = Poll::new().map_err(fail)?;
-    let std = StdListener::bind(("127.0.0.1", 0)).map_err(fail)?;
-    std.set_nonblocking(true).map_err(fail)?;
-    let mut listener = TcpListener::from_std(std);
+    let mut l = mio::net::TcpListener::bind(([127, 0, 0, 1], 0).into()).map_err(fail)?;
+    const LISTENER: Token = Token(usize::MAX);
     poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)
+        .register(&mut l, LISTENER, Interest::READABLE)
         .map_err(fail)?;
-    println!("listening {}", listener.local_addr().map_err(fail)?.port());
+    println!("listening {}", l.local_addr().map_err(fail)?.port());
     let _ = io::stdout().flush();
-    // Each connection and its answer still to send.
-    let mut conns: Vec<Option<(TcpStream, Vec<u8>)>> = Vec::new();
+    let mut conns: Vec<Option<Req>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
     let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         poll.poll(&mut events, None)
             .or_else(|e| ignore_eintr(e, "epoll_wait"))
             .map_err(Failure::Run)?;
         for ev in events.iter() {
             if ev.token() == LISTENER {
-                while let Ok((mut s, _)) = listener.accept() {
-                    let _ = s.set_nodelay(true);
+                while let Ok((mut stream, _)) = l.accept() {
+                    let _ = stream.set_nodelay(true);
                     let key = free.pop().unwrap_or_else(|| {
                         conns.push(None);
                         conns.len() - 1
                     });
-                    if poll
-                        .registry()
-                        .register(&mut s, Token(key), Interest::READABLE | Interest::WRITABLE)
-                        .is_ok()
-                    {
-                        conns[key] = Some((s, Vec::new()));
-                    } else {
-                        free.push(key);
+                    let r = poll.registry().register(
+                        &mut stream,
+                        Token(key),
+                        Interest::READABLE | Interest::WRITABLE,
+                    );
+                    match r {
+                        Ok(()) => {
+                            conns[key] = Some(Req {
+                                stream,
+                                got: Vec::with_capacity(size),
+                                sent: 0,
+                            })
+                        }
+                        Err(_) => free.push(key),
                     }
                 }
                 continue;
             }
             let key = ev.token().0;
-            let Some(Some((s, out))) = conns.get_mut(key) else {
+            let Some(Some(c)) = conns.get_mut(key) else {
                 continue;
             };
-            // Ok(true): answered whole (or the peer left): close.
-            let r = (|| -> io::Result<bool> {
-                if out.is_empty() {
-                    loop {
-                        match s.read(&mut buf) {
-                            Ok(0) => return Ok(true),
-                            Ok(n) => out.extend_from_slice(&buf[..n]),
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
+            if !serve(c, size, &mut buf) {
+                if let Some(mut c) = conns[key].take() {
+                    let _ = poll.registry().deregister(&mut c.stream);
                 }
-                while !out.is_empty() {
-                    match s.write(out) {
-                        Ok(n) => {
-                            out.drain(..n);
-                            if out.is_empty() {
-                                return Ok(true);
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(false)
-            })();
-            if !matches!(r, Ok(false))
-                && let Some((mut s, _)) = conns[key].take()
-            {
-                let _ = poll.registry().deregister(&mut s);
                 free.push(key);
             }
         }
     }
 }
 
-// --- relay-bulk --------------------------------------------------------------------------
-
-/// `relay-bulk`: one relay to `source`, read for WARMUP + SECS; checks every byte.
-pub fn bulk(a: &RelayArgs) -> Result<(), Failure> {
-    let run = |what: &str, e: io::Error| Failure::Run(format!("{what}: {e}"));
-    let mut poll = Poll::new().map_err(|e| run("epoll_create", e))?;
-    let mut c = Client::start(&poll, a.addr, Token(0)).map_err(|e| run("connect", e))?;
-    let mut events = Events::with_capacity(16);
-    let deadline = Instant::now() + a.connect_timeout;
-    while !c.drive(a).map_err(|e| run("handshake", e))? {
-        if Instant::now() > deadline {
-            return Err(Failure::Run("the handshake took too long".into()));
+/// Reads the request, sends it back; false once done (or failed): close it.
+fn serve(c: &mut Req, size: usize, buf: &mut [u8]) -> bool {
+    while c.got.len() < size {
+        match c.stream.read(buf) {
+            Ok(0) => return false,
+            Ok(n) => c.got.extend_from_slice(&buf[..n.min(size - c.got.len())]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
         }
-        poll.poll(&mut events, Some(Duration::from_millis(100)))
-            .or_else(|e| ignore_eintr(e, "epoll_wait"))
-            .map_err(Failure::Run)?;
     }
-    poll.registry()
-        .deregister(&mut c.stream)
-        .map_err(|e| run("deregister", e))?;
-    let fd = {
-        use std::os::fd::{FromRawFd, IntoRawFd};
-        // SAFETY: the descriptor moves from the mio stream to the std one, owned once.
-        unsafe { std::net::TcpStream::from_raw_fd(c.stream.into_raw_fd()) }
-    };
-    let mut s = fd;
-    s.set_nonblocking(false).map_err(|e| run("blocking", e))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| run("timeout", e))?;
-    let mut buf = vec![0u8; 256 * 1024];
-    // What any read should hold, from its offset in the period on: compared with memcmp.
-    let want = pattern(buf.len() + PERIOD);
-    let mut offset = 0usize;
-    let start = Instant::now();
-    let measure_from = start + a.warmup;
-    let end = measure_from + a.secs;
-    let (mut bytes, mut t0, mut cpu0, mut measuring) = (0u64, start, sys::cpu_time(), false);
-    loop {
-        let now = Instant::now();
-        if !measuring && now >= measure_from {
-            (measuring, bytes, t0, cpu0) = (true, 0, now, sys::cpu_time());
+    while c.sent < size {
+        match c.stream.write(&c.got[c.sent..]) {
+            Ok(n) => c.sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
         }
-        if now >= end {
-            break;
-        }
-        let n = match s.read(&mut buf) {
-            Ok(0) => return Err(Failure::Run("the relay closed the stream".into())),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(run("read", e)),
-        };
-        if buf[..n] != want[offset..offset + n] {
-            return Err(Failure::Run(format!(
-                "the stream differs from the pattern after {bytes} bytes"
-            )));
-        }
-        offset = (offset + n) % PERIOD;
-        bytes += n as u64;
     }
-    let secs = t0.elapsed().as_secs_f64();
-    let cpu = (sys::cpu_time() - cpu0).as_secs_f64();
-    println!(
-        "mb_per_sec={:.1} bytes={bytes} secs={secs:.3} client_cpu={:.2}",
-        bytes as f64 / secs / 1e6,
-        cpu / secs
-    );
-    Ok(())
+    false
 }
 
-// --- relay-rr ----------------------------------------------------------------------------
-
+/// One client of `cycle`.
 struct Slot {
-    client: Option<Client>,
-    started: Instant,
-    sent: bool,
+    stream: Option<TcpStream>,
+    connected: bool,
+    sent: usize,
     got: usize,
+    started: Instant,
 }
 
-/// `relay-rr`: CONNS slots, each a relay after another: connect, handshake, SIZE bytes to
-/// `reply` and back (checked), then its close.
-pub fn rr(a: &RelayArgs) -> Result<(), Failure> {
-    let mut poll = Poll::new().map_err(|e| Failure::Run(format!("epoll_create: {e}")))?;
-    sys::raise_nofile(2 * a.conns as u64 + 64).map_err(Failure::Run)?;
-    let msg: Vec<u8> = (0..a.size).map(|i| (i * 7 + 3) as u8).collect();
-    let mut scratch = vec![0u8; 64 * 1024];
-    let now = Instant::now();
+/// `cycle`: CONNS clients, each in a loop: connect, send SIZE bytes, read them echoed and the
+/// server's close, close (to a `reply` backend, which closes first: the clients' ports are
+/// not left in TIME_WAIT); prints `conns_per_sec=..` (cycles completed in the measured
+/// window per second), latency percentiles of whole cycles, and errors (refused, reset, cut
+/// short, wrong bytes, more bytes than sent, or a cycle longer than 10 s).
+pub fn cycle(a: &CycleArgs) -> Result<(), Failure> {
+    let run_err = |what: &str, e: io::Error| Failure::Run(format!("{what}: {e}"));
+    sys::raise_nofile(a.conns as u64 + 16).map_err(Failure::Run)?;
+    let mut poll = Poll::new().map_err(|e| run_err("epoll_create", e))?;
+    let msg: Vec<u8> = (0..a.size).map(|i| (i % 251) as u8).collect();
     let mut slots: Vec<Slot> = (0..a.conns)
         .map(|_| Slot {
-            client: None,
-            started: now,
-            sent: false,
+            stream: None,
+            connected: false,
+            sent: 0,
             got: 0,
+            started: Instant::now(),
         })
         .collect();
+    let start = Instant::now();
+    let (measure_from, end) = (start + a.warmup, start + a.warmup + a.secs);
     let (mut done, mut errors, mut hist) = (0u64, 0u64, Hist::new());
-    let restart = |poll: &Poll, i: usize, s: &mut Slot, errors: &mut u64| {
-        s.client = None;
-        s.sent = false;
-        s.got = 0;
-        s.started = Instant::now();
-        // A refused connect (the backlog is full) is an error and a retry.
-        for _ in 0..3 {
-            match Client::start(poll, a.addr, Token(i)) {
-                Ok(c) => {
-                    s.client = Some(c);
-                    return;
-                }
-                Err(e) => {
-                    *errors += 1;
-                    if *errors <= 5 {
-                        eprintln!("twistrs-bench: connect: {e}");
-                    }
-                }
-            }
-        }
-    };
-    for (i, s) in slots.iter_mut().enumerate() {
-        restart(&poll, i, s, &mut errors);
-    }
     let mut events = Events::with_capacity(1024);
-    let measure_from = now + a.warmup;
-    let (mut measuring, mut t0, mut cpu0) = (false, now, sys::cpu_time());
-    let mut end = measure_from + a.secs;
-    loop {
-        let now = Instant::now();
-        if !measuring && now >= measure_from {
-            (measuring, done, t0, cpu0) = (true, 0, now, sys::cpu_time());
-            hist.clear();
-            end = now + a.secs;
-        }
-        if now >= end {
-            break;
-        }
+    let mut buf = vec![0u8; 64 * 1024];
+    for (i, slot) in slots.iter_mut().enumerate() {
+        begin(&poll, a.addr, slot, i, &mut errors);
+    }
+    while Instant::now() < end {
         poll.poll(&mut events, Some(Duration::from_millis(50)))
             .or_else(|e| ignore_eintr(e, "epoll_wait"))
             .map_err(Failure::Run)?;
+        let now = Instant::now();
         for ev in events.iter() {
             let i = ev.token().0;
-            let Some(s) = slots.get_mut(i) else {
+            let Some(slot) = slots.get_mut(i) else {
                 continue;
             };
-            let Some(c) = s.client.as_mut() else {
-                restart(&poll, i, s, &mut errors);
-                continue;
-            };
-            let r = (|| -> io::Result<bool> {
-                if !c.drive(a)? {
-                    return Ok(false);
-                }
-                if !s.sent {
-                    write_all_now(&mut c.stream, &msg)?;
-                    s.sent = true;
-                }
-                loop {
-                    match c.stream.read(&mut scratch) {
-                        // The backend closes after its answer: a relay is done at its EOF.
-                        Ok(0) if s.got == msg.len() => return Ok(true),
-                        Ok(0) => return Err(fault("closed before the whole echo")),
-                        Ok(n) => {
-                            if s.got + n > msg.len() || scratch[..n] != msg[s.got..s.got + n] {
-                                return Err(fault("the echo differs"));
-                            }
-                            s.got += n;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-            })();
-            match r {
-                Ok(false) => {}
+            match step(slot, &msg, &mut buf) {
+                Ok(false) => continue,
                 Ok(true) => {
-                    let at = Instant::now();
-                    if measuring && at < end {
+                    if now >= measure_from {
                         done += 1;
-                        hist.record((at - s.started).as_nanos() as u64);
+                        hist.record(now.duration_since(slot.started).as_nanos() as u64);
                     }
-                    restart(&poll, i, s, &mut errors);
                 }
                 Err(e) => {
-                    errors += 1;
-                    if errors <= 5 {
-                        eprintln!("twistrs-bench: relay: {e}");
+                    if errors < 5 {
+                        eprintln!("cycle: {e}");
                     }
-                    restart(&poll, i, s, &mut errors);
+                    errors += 1;
                 }
+            }
+            finish(&poll, slot);
+            begin(&poll, a.addr, slot, i, &mut errors);
+        }
+        for (i, slot) in slots.iter_mut().enumerate() {
+            // A connect that failed at once is tried again; a cycle past 10 s is an error.
+            if slot.stream.is_none() {
+                begin(&poll, a.addr, slot, i, &mut errors);
+            } else if now.duration_since(slot.started) > Duration::from_secs(10) {
+                errors += 1;
+                finish(&poll, slot);
+                begin(&poll, a.addr, slot, i, &mut errors);
             }
         }
     }
-    let secs = t0.elapsed().as_secs_f64();
-    let cpu = (sys::cpu_time() - cpu0).as_secs_f64();
-    let ms = |ns: u64| ns as f64 / 1e6;
+    let ms = |q| hist.quantile(q) as f64 / 1e6;
     println!(
-        "relays_per_sec={:.0} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} errors={errors} relays={done} \
-         secs={secs:.3} conns={} size={} client_cpu={:.2}",
-        done as f64 / secs,
-        ms(hist.quantile(0.50)),
-        ms(hist.quantile(0.99)),
-        ms(hist.max()),
-        a.conns,
-        a.size,
-        cpu / secs
+        "conns_per_sec={:.0} completed={done} p50_ms={:.3} p99_ms={:.3} errors={errors}",
+        done as f64 / a.secs.as_secs_f64(),
+        ms(0.5),
+        ms(0.99)
     );
     Ok(())
 }
 
-// --- relay-idle --------------------------------------------------------------------------
+/// Starts slot `i`'s next cycle.
+fn begin(poll: &Poll, addr: SocketAddr, slot: &mut Slot, i: usize, errors: &mut u64) {
+    *slot = Slot {
+        stream: None,
+        connected: false,
+        sent: 0,
+        got: 0,
+        started: Instant::now(),
+    };
+    match TcpStream::connect(addr) {
+        Ok(mut s) => {
+            let _ = s.set_nodelay(true);
+            match poll.registry().register(
+                &mut s,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                Ok(()) => slot.stream = Some(s),
+                Err(_) => *errors += 1,
+            }
+        }
+        Err(_) => *errors += 1,
+    }
+}
 
-/// `relay-idle`: CONNS relayed pairs, INFLIGHT being set up at a time, each checked with one
-/// byte echoed by the backend; prints `connected=N`, holds them until stdin closes (or
-/// HOLD-SECS), then prints `dropped=K` (pairs the relay closed meanwhile).
-pub fn idle(a: &RelayArgs) -> Result<(), Failure> {
-    let limit = sys::raise_nofile(a.conns as u64 + 64).map_err(Failure::Run)?;
-    let mut poll = Poll::new().map_err(|e| Failure::Run(format!("epoll_create: {e}")))?;
-    let started = Instant::now();
-    let deadline = started + a.connect_timeout;
-    let mut all: Vec<Option<Client>> = Vec::with_capacity(a.conns);
-    // Pairs set up and checked, and those whose probe byte is on its way.
-    let (mut ready, mut probing) = (vec![false; a.conns], vec![false; a.conns]);
-    let (mut held, mut in_flight, mut errors) = (0usize, 0usize, 0u64);
-    let mut events = Events::with_capacity(1024);
-    let mut byte = [0u8; 1];
-    while held < a.conns {
-        if Instant::now() > deadline {
-            return Err(Failure::Run(format!(
-                "only {held} of {} pairs within {:?} ({errors} errors)",
-                a.conns, a.connect_timeout
-            )));
+/// Closes slot's connection.
+fn finish(poll: &Poll, slot: &mut Slot) {
+    if let Some(mut s) = slot.stream.take() {
+        let _ = poll.registry().deregister(&mut s);
+    }
+}
+
+/// Advances one cycle on readiness: `Ok(true)` when the whole echo and the close came back.
+fn step(slot: &mut Slot, msg: &[u8], buf: &mut [u8]) -> Result<bool, String> {
+    let Some(s) = slot.stream.as_mut() else {
+        return Err("no connection".into());
+    };
+    if !slot.connected {
+        if let Some(e) = s.take_error().map_err(|e| e.to_string())? {
+            return Err(format!("connect: {e}"));
         }
-        while in_flight < a.inflight && all.len() < a.conns {
-            let i = all.len();
-            all.push(Client::start(&poll, a.addr, Token(i)).ok());
-            if all[i].is_none() {
-                errors += 1;
-            }
-            in_flight += 1;
-        }
-        poll.poll(&mut events, Some(Duration::from_millis(50)))
-            .or_else(|e| ignore_eintr(e, "epoll_wait"))
-            .map_err(Failure::Run)?;
-        for ev in events.iter() {
-            let i = ev.token().0;
-            if ready.get(i).copied().unwrap_or(true) {
-                continue;
-            }
-            let Some(Some(c)) = all.get_mut(i) else {
-                continue;
-            };
-            let r = (|| -> io::Result<bool> {
-                if !c.drive(a)? {
-                    return Ok(false);
-                }
-                if !probing[i] {
-                    write_all_now(&mut c.stream, b"p")?;
-                    probing[i] = true;
-                }
-                match c.stream.read(&mut byte) {
-                    Ok(1) if byte[0] == b'p' => Ok(true),
-                    Ok(_) => Err(fault("the probe byte did not come back")),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-                    Err(e) => Err(e),
-                }
-            })();
-            match r {
-                Ok(false) => {}
-                Ok(true) => {
-                    ready[i] = true;
-                    held += 1;
-                    in_flight -= 1;
-                }
-                Err(e) => {
-                    errors += 1;
-                    if errors <= 5 {
-                        eprintln!("twistrs-bench: pair {i}: {e}");
-                    }
-                    // Set up again in the same slot.
-                    probing[i] = false;
-                    all[i] = Client::start(&poll, a.addr, Token(i)).ok();
-                }
-            }
+        match s.peer_addr() {
+            Ok(_) => slot.connected = true,
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
+            Err(e) => return Err(format!("connect: {e}")),
         }
     }
-    println!(
-        "connected={held} connect_secs={:.3} errors={errors} nofile={limit}",
-        started.elapsed().as_secs_f64()
-    );
-    let _ = io::stdout().flush();
-    let hold_end = Instant::now() + a.hold;
-    while Instant::now() < hold_end && !sys::stdin_closed() {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let mut dropped = 0;
-    let mut buf = [0u8; 64];
-    for c in all.iter_mut().flatten() {
-        match c.stream.read(&mut buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            _ => dropped += 1,
+    while slot.sent < msg.len() {
+        match s.write(&msg[slot.sent..]) {
+            Ok(n) => slot.sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("write: {e}")),
         }
     }
-    println!("dropped={dropped}");
-    Ok(())
+    loop {
+        match s.read(buf) {
+            Ok(0) if slot.got == msg.len() => return Ok(true),
+            Ok(0) => return Err(format!("closed after {} of {} bytes", slot.got, msg.len())),
+            Ok(n) => {
+                if slot.got + n > msg.len() || buf[..n] != msg[slot.got..slot.got + n] {
+                    return Err("wrong bytes echoed".into());
+                }
+                slot.got += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
 }

@@ -218,14 +218,14 @@ fn five_hundred_concurrent_relays() {
     );
 }
 
-/// The server's resident memory once it has not grown for half a second (bounded: 10 s).
-fn rss_settled(srv: &Server) -> u64 {
+/// `read()` once it has not grown for half a second (bounded: 10 s).
+fn settled(read: impl Fn() -> u64) -> u64 {
     let end = Instant::now() + Duration::from_secs(10);
-    let mut last = srv.rss_kib();
+    let mut last = read();
     let mut steady_since = Instant::now();
     while Instant::now() < end && steady_since.elapsed() < Duration::from_millis(500) {
         std::thread::sleep(Duration::from_millis(50));
-        let now = srv.rss_kib();
+        let now = read();
         if now > last {
             steady_since = Instant::now();
         }
@@ -260,8 +260,10 @@ fn readers_that_stop_reading_keep_the_servers_memory_flat() {
     let srv = forwarder(&[], dest, &[]);
     let base = srv.rss_kib();
     let mut stalled: Vec<TcpStream> = (0..RELAYS).map(|_| connect(srv.addr())).collect();
-    let filled = rss_settled(&srv);
-    let sent = written.load(Ordering::Relaxed);
+    // The sockets' buffers fill (the kernel may grow them for a while), then the relay's
+    // stop at the high-water mark: wait until neither grows, then watch a while longer.
+    let filled = settled(|| srv.rss_kib());
+    let sent = settled(|| written.load(Ordering::Relaxed));
     std::thread::sleep(Duration::from_millis(1500));
     let later = srv.rss_kib();
     let sent_later = written.load(Ordering::Relaxed);

@@ -230,7 +230,7 @@ impl Reactor {
         key: usize,
         mut socket: NetSocket,
         proto: Box<dyn Protocol>,
-        mut st: ConnState,
+        st: ConnState,
         factory: Option<u32>,
     ) -> io::Result<()> {
         let source = socket.source().ok_or_else(swapping)?;
@@ -239,6 +239,20 @@ impl Reactor {
             mio::Token(key),
             Interest::READABLE | Interest::WRITABLE,
         )?;
+        self.adopt_connection(key, socket, proto, st, factory);
+        Ok(())
+    }
+
+    /// `add_connection` for a socket already registered for reading and writing under
+    /// `Token(key)` (an outgoing connection keeps the registration it connected with).
+    pub(crate) fn adopt_connection(
+        &mut self,
+        key: usize,
+        socket: NetSocket,
+        proto: Box<dyn Protocol>,
+        mut st: ConnState,
+        factory: Option<u32>,
+    ) {
         if matches!(socket, NetSocket::Tls(_)) {
             st.secure = true;
             crate::connection::arm_handshake_timer(&mut st, &self.handle);
@@ -250,7 +264,6 @@ impl Reactor {
         });
         self.live_conns += 1;
         self.with_conn(key, |p, t| p.connection_made(t));
-        Ok(())
     }
 
     /// Runs `step` on connection `key` with the reactor's driver, then does what it says. A

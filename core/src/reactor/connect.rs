@@ -231,18 +231,25 @@ impl Reactor {
         }
     }
 
-    /// Takes connecting entry `key` out of the poll (its slot is freed after the batch).
-    pub(crate) fn take_connecting(&mut self, key: usize) -> Option<Connecting> {
+    /// Takes connecting entry `key` out of the slab, still registered in the poll under
+    /// `Token(key)` (a connection keeps the registration; its slot is freed after the batch
+    /// unless a connection takes it).
+    fn take_connected(&mut self, key: usize) -> Option<Connecting> {
         let Some(Entry::Connecting(_)) = self.entries.get(key) else {
             return None;
         };
-        let Entry::Connecting(mut c) = std::mem::replace(&mut self.entries[key], Entry::Closed)
-        else {
+        let Entry::Connecting(c) = std::mem::replace(&mut self.entries[key], Entry::Closed) else {
             return None;
         };
-        let _ = self.poll.registry().deregister(c.stream.source());
         c.timer.cancel();
         self.live_conns -= 1;
+        Some(c)
+    }
+
+    /// Takes connecting entry `key` out of the slab and the poll.
+    pub(crate) fn take_connecting(&mut self, key: usize) -> Option<Connecting> {
+        let mut c = self.take_connected(key)?;
+        let _ = self.poll.registry().deregister(c.stream.source());
         Some(c)
     }
 
@@ -262,12 +269,13 @@ impl Reactor {
             (None, Err(e)) if e.kind() == io::ErrorKind::NotConnected => return,
             (None, Err(e)) => Err(e),
         };
-        let Some(c) = self.take_connecting(key) else {
+        let Some(mut c) = self.take_connected(key) else {
             return;
         };
         let peer = match peer {
             Ok(p) => p,
             Err(e) => {
+                let _ = self.poll.registry().deregister(c.stream.source());
                 self.to_free.push(key);
                 let mut attempt = c.attempt;
                 attempt.last_error = Some(e);
@@ -281,13 +289,11 @@ impl Reactor {
         match c.attempt.client {
             Client::Factory(mut factory) => {
                 let proto = factory.build_protocol(&peer);
-                let st = ConnState::new(c.id, peer, host, factory.name(), 0, self.handle.now());
-                if let Err(e) =
-                    self.add_connection(key, NetSocket::Plain(c.stream), proto, st, None)
-                {
-                    log::error!(target: "twistrs.reactor", "cannot register connection: {e}");
-                    self.to_free.push(key);
-                }
+                let mut st = ConnState::new(c.id, peer, host, factory.name(), 0, self.handle.now());
+                // The readiness that said "connected" may have said "readable" too: no edge
+                // will come again for what is already there.
+                st.read_pending = true;
+                self.adopt_connection(key, NetSocket::Plain(c.stream), proto, st, None);
             }
             Client::Relay(r) => self.relay_connected(key, c.id, c.stream, peer, host, *r),
         }

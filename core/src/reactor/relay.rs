@@ -9,8 +9,9 @@ use crate::relay::{self, ConnectRelay, Link, Outbound, Outgoing, Record, RelayOp
 use crate::transport::{ConnId, ConnState};
 
 impl Reactor {
-    /// The outgoing connection of a relay is up (in slot `key`): register it, join it with
-    /// the connection that asked, and tell that one's protocol.
+    /// The outgoing connection of a relay is up (in slot `key`, still registered from its
+    /// connect): adopt it, join it with the connection that asked, and tell that one's
+    /// protocol.
     pub(crate) fn relay_connected(
         &mut self,
         key: usize,
@@ -24,26 +25,18 @@ impl Reactor {
         let (name, session) = match self.conn_mut(r.from) {
             Some(c) if c.conn.st.link == Link::Pending => (c.conn.st.name, c.conn.st.session),
             _ => {
+                let mut stream = stream;
+                let _ = self.poll.registry().deregister(stream.source());
                 self.to_free.push(key);
                 return;
             }
         };
-        let mut st = ConnState::new(
-            id,
-            peer.clone(),
-            host.clone(),
-            name,
-            session,
-            self.handle.now(),
-        );
-        // Nothing is read before the join: its bytes are the client's.
+        let now = self.handle.now();
+        let mut st = ConnState::new(id, peer.clone(), host.clone(), name, session, now);
+        // Nothing is read before the join: its bytes are the client's (the join reads what
+        // is already there: no readiness edge will come again for it).
         st.read_paused = true;
-        let socket = NetSocket::Plain(stream);
-        if let Err(e) = self.add_connection(key, socket, Box::new(Outbound), st, None) {
-            log::error!(target: "twistrs.reactor", "cannot register connection: {e}");
-            self.to_free.push(key);
-            return;
-        }
+        self.adopt_connection(key, NetSocket::Plain(stream), Box::new(Outbound), st, None);
         if !self.join_pair(r.from, id, r.request.options) {
             return;
         }
