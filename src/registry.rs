@@ -59,7 +59,11 @@ mod tests {
             cfg!(feature = "portforward"),
             "{names:?}"
         );
-        assert_eq!(names.contains(&"socks"), cfg!(feature = "socks"), "{names:?}");
+        assert_eq!(
+            names.contains(&"socks"),
+            cfg!(feature = "socks"),
+            "{names:?}"
+        );
         assert!(check_names(&builtin_plugins()).is_ok());
     }
 
