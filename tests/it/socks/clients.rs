@@ -219,3 +219,65 @@ fn listening_beyond_loopback_without_auth_warns() {
         s.lines()
     );
 }
+
+/// An echo server on `addr` for one connection, in a thread (bounded by its timeouts).
+fn echo_once(l: std::net::TcpListener) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = std::io::Read::read(&mut s, &mut buf) {
+                if n == 0 || std::io::Write::write_all(&mut s, &buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    })
+}
+
+#[test]
+fn an_ipv6_destination_and_data_sent_behind_the_request() {
+    let s = socks(&[]);
+    // Data in the same write as the request reaches the destination first, then the rest.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = l.local_addr().unwrap();
+    let t = echo_once(l);
+    let mut c = proxy(&s);
+    send(
+        &mut c,
+        &[&b"\x05\x01\x00"[..], &request5(1, to), b"early "].concat(),
+    );
+    assert_eq!(read_n(&mut c, 2), [5, 0]);
+    let (code, bound) = reply5(&mut c);
+    assert_eq!(code, 0);
+    assert_eq!(
+        bound.ip(),
+        to.ip(),
+        "BND.ADDR: the proxy's side of the outgoing connection"
+    );
+    send(&mut c, b"late");
+    assert_eq!(read_n(&mut c, 10), b"early late");
+    drop(c);
+    t.join().unwrap();
+    // IPv6, if this machine has a loopback for it.
+    let Ok(l6) = std::net::TcpListener::bind("[::1]:0") else {
+        return skip("an_ipv6_destination", "no IPv6 loopback");
+    };
+    let to6 = l6.local_addr().unwrap();
+    let t = echo_once(l6);
+    let mut c = proxy(&s);
+    greet5(&mut c);
+    send(&mut c, &request5(1, to6));
+    assert_eq!(reply5(&mut c).0, 0);
+    send(&mut c, b"over ipv6");
+    assert_eq!(read_n(&mut c, 9), b"over ipv6");
+    drop(c);
+    t.join().unwrap();
+    let lines = wait_conn_lines(&s, 2);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("dest={to6} address={to6}"))),
+        "{lines:?}"
+    );
+}
