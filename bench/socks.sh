@@ -54,22 +54,26 @@ say "dante: $(danted -v 2>&1 | head -n1 || echo 'not installed')"
 wait_quiet
 
 # --- backends ----------------------------------------------------------------------------
-# Starts `twistrs-bench $1 [ARGS]` (floor, reply, sink) on CPU 1; prints its port.
+# Starts `twistrs-bench $1 [ARGS]` (floor, reply, sink) on CPU 1; sets BPORT. Not in a
+# command substitution: the PID must reach this shell's pids, to be stopped at exit.
 start_backend() {
-    local out="$work/$1.out" i port=
+    local out="$work/$1.out" i
     "${cli_pin[@]}" "$bench" "$@" </dev/null >"$out" 2>&1 &
     pids+=("$!")
+    BPORT=
     for ((i = 0; i < 100; i++)); do
-        port=$(sed -nE 's/^listening ([0-9]+)$/\1/p' "$out")
-        [[ -n $port ]] && break
+        BPORT=$(sed -nE 's/^listening ([0-9]+)$/\1/p' "$out")
+        [[ -n $BPORT ]] && break
         sleep 0.05
     done
-    [[ -n $port ]] || die "backend $1 did not start: $(cat "$out")"
-    echo "$port"
+    [[ -n $BPORT ]] || die "backend $1 did not start: $(cat "$out")"
 }
-ECHO_PORT=$(start_backend floor)
-REPLY_PORT=$(start_backend reply --size "$SIZE")
-SINK_PORT=$(start_backend sink)
+start_backend floor
+ECHO_PORT=$BPORT
+start_backend reply --size "$SIZE"
+REPLY_PORT=$BPORT
+start_backend sink
+SINK_PORT=$BPORT
 say "backends: floor (idle pairs) on $ECHO_PORT, reply (request/response) on $REPLY_PORT, sink (bulk) on $SINK_PORT"
 
 # --- one proxy ---------------------------------------------------------------------------
@@ -177,7 +181,7 @@ run_rr() {
         --warmup "$WARMUP" 2>"$work/rr.err"); then
         say "[$name] rr: failed: $(cat "$work/rr.err")"
         status=1
-        line="relays_per_sec=n/a errors=failed"
+        line="conns_per_sec=n/a errors=failed"
     fi
     t1=$(now)
     c1=$(tree_ticks "$SPID")
@@ -187,7 +191,7 @@ run_rr() {
     say "[$name] request/response (SOCKS$v): $line server_cpu=$cpu other_cpu=$other"
     head -n 3 "$work/rr.err" | sed "s/^/[$name] rr: /"
     warn_other "[$name] request/response (SOCKS$v)" "$other"
-    R[$name.rr$v]=$(kv relays_per_sec "$line")
+    R[$name.rr$v]=$(kv conns_per_sec "$line")
     R[$name.p99_$v]=$(kv p99_ms "$line")
     R[$name.err$v]=$(kv errors "$line")
     [[ ${R[$name.err$v]} == 0 ]] || say "[$name] request/response (SOCKS$v): WARNING: errors"

@@ -63,9 +63,10 @@ cycle: CONNS clients, each looping connect, SIZE bytes out, the echo and the clo
 socks-*: through a SOCKS proxy at PROXY, each connection asking for TARGET with a SOCKS5
   (or --socks 4: SOCKS4) CONNECT: socks-bulk is bulk into a sink; socks-rr is cycle with
   the handshake (SIZE bytes to a reply server, answered, its close), printing
-  relays_per_sec=.. p50_ms=.. p99_ms=.. errors=..; socks-idle sets up CONNS relayed pairs
+  conns_per_sec=.. p50_ms=.. p99_ms=.. errors=..; socks-idle sets up CONNS relayed pairs
   to a floor server (each checked with one echoed byte), prints connected=N, holds them
-  until stdin closes, then prints dropped=K.";
+  until stdin closes, then prints dropped=K. bulk, cycle and idle given --socks V --target
+  ADDR run these.";
 
 /// A failure to report: usage errors exit 2, everything else 1.
 pub enum Failure {
@@ -77,6 +78,15 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let result = match argv.first().map(String::as_str) {
         Some("echo") => args::EchoArgs::parse(&argv[1..]).and_then(|a| echo::run(&a)),
+        // Through a SOCKS proxy (`--socks`), the loads of relay.sh are the socks ones.
+        Some("bulk" | "cycle" | "idle") if argv.iter().any(|a| a.starts_with("--socks")) => {
+            let a = socks::SocksArgs::parse(&argv[1..]);
+            match argv[0].as_str() {
+                "bulk" => a.and_then(|a| socks::bulk(&a)),
+                "cycle" => a.and_then(|a| socks::rr(&a)),
+                _ => a.and_then(|a| socks::idle(&a)),
+            }
+        }
         Some("idle") => args::IdleArgs::parse(&argv[1..]).and_then(|a| idle::run(&a)),
         Some("handshake") => {
             args::HandshakeArgs::parse(&argv[1..]).and_then(|a| handshake::run(&a))

@@ -429,8 +429,8 @@ pub fn rr(a: &SocksArgs) -> Result<(), Failure> {
     let cpu = (sys::cpu_time() - cpu0).as_secs_f64();
     let ms = |ns: u64| ns as f64 / 1e6;
     println!(
-        "relays_per_sec={:.0} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} errors={errors} relays={done} \
-         secs={secs:.3} conns={} size={} client_cpu={:.2}",
+        "conns_per_sec={:.0} completed={done} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} \
+         errors={errors} secs={secs:.3} conns={} size={} client_cpu={:.2}",
         done as f64 / secs,
         ms(hist.quantile(0.50)),
         ms(hist.quantile(0.99)),
@@ -523,7 +523,8 @@ pub fn idle(a: &SocksArgs) -> Result<(), Failure> {
         started.elapsed().as_secs_f64()
     );
     let _ = io::stdout().flush();
-    let hold_end = Instant::now() + a.hold;
+    let held_from = Instant::now();
+    let hold_end = held_from + a.hold;
     while Instant::now() < hold_end && !sys::stdin_closed() {
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -535,6 +536,9 @@ pub fn idle(a: &SocksArgs) -> Result<(), Failure> {
             _ => dropped += 1,
         }
     }
-    println!("dropped={dropped}");
+    println!(
+        "dropped={dropped} held_secs={:.3}",
+        held_from.elapsed().as_secs_f64()
+    );
     Ok(())
 }
