@@ -39,6 +39,7 @@ enum State {
     Resolving {
         req: Request,
         rest: Vec<u8>,
+        deadline: Instant,
     },
     /// `connect_relay` was asked; the relay's `on_end` will have the entry once joined. If
     /// the connection fails, the next address the rules allow is tried while time is left.
@@ -179,24 +180,31 @@ impl Socks {
         match &req.target.host {
             Host::Ip(ip) => {
                 let addr = SocketAddr::new(*ip, req.target.port);
-                self.resolved(t, req, rest, vec![addr]);
+                let deadline = Instant::now() + self.cfg.connect_timeout;
+                self.resolved(t, req, rest, vec![addr], deadline);
             }
             Host::Name(name) => {
                 let (name, port) = (name.clone(), req.target.port);
                 t.call_in_thread(move || resolve(name, port));
                 self.timer = Some(t.call_later(self.cfg.connect_timeout, RESOLVE_TIMER));
-                self.state = State::Resolving { req, rest };
+                self.state = State::Resolving {
+                    req,
+                    rest,
+                    deadline: Instant::now() + self.cfg.connect_timeout,
+                };
             }
         }
     }
 
-    /// The destination's addresses are known: those the rules allow are tried in turn.
+    /// The destination's addresses are known: those the rules allow are tried in turn, all
+    /// within `deadline` (`--connect-timeout` from the request on, the lookup included).
     fn resolved(
         &mut self,
         t: &mut Transport<'_>,
         req: Request,
         rest: Vec<u8>,
         addrs: Vec<SocketAddr>,
+        deadline: Instant,
     ) {
         let mut allowed: Vec<SocketAddr> = addrs
             .iter()
@@ -220,7 +228,6 @@ impl Socks {
             };
             return self.fail(t, req.version, f, why);
         }
-        let deadline = Instant::now() + self.cfg.connect_timeout;
         match req.cmd {
             Cmd::Bind => {
                 self.entry().address = Some(allowed[0]);
@@ -475,12 +482,15 @@ impl Protocol for Socks {
         let msg = match msg.downcast::<Resolved>() {
             Ok(r) => {
                 if let State::Resolving { .. } = self.state
-                    && let State::Resolving { req, rest } =
-                        std::mem::replace(&mut self.state, State::Done)
+                    && let State::Resolving {
+                        req,
+                        rest,
+                        deadline,
+                    } = std::mem::replace(&mut self.state, State::Done)
                 {
                     self.cancel_timer();
                     match *r {
-                        Ok(addrs) => self.resolved(t, req, rest, addrs),
+                        Ok(addrs) => self.resolved(t, req, rest, addrs, deadline),
                         Err(e) => {
                             let why = format!("cannot resolve {}: {e}", req.target);
                             self.fail(t, req.version, Failure::HostUnreachable, why);
