@@ -580,3 +580,6 @@ impl Protocol for Socks {
         self.cfg.log.borrow_mut().log(&e);
     }
 }
+
+#[cfg(test)]
+mod tests;
