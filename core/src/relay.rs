@@ -215,34 +215,32 @@ pub(crate) fn widow(st: &mut ConnState, reason: &Reason) -> bool {
     }
 }
 
-/// The reactor's record of one relay, from the join until both sides have closed.
+/// The reactor's record of one relay, from the join until both sides have closed. Small
+/// while both are open (an idle relay carries it): what the closes tell is boxed, from the
+/// first close on.
 pub(crate) struct Record {
     client: ConnId,
-    client_addr: Address,
-    dest_addr: Address,
     started: Instant,
-    to_dest: Option<u64>,
-    to_client: Option<u64>,
-    first: Option<(Side, String, bool)>,
     on_end: Option<OnEnd>,
+    closing: Option<Box<Closing>>,
+}
+
+/// What the closes of a relay's sides told so far.
+#[derive(Default)]
+struct Closing {
+    /// Each side's peer address and the bytes that left its socket, once it closed.
+    client: Option<(Address, u64)>,
+    dest: Option<(Address, u64)>,
+    first: Option<(Side, String, bool)>,
 }
 
 impl Record {
-    pub(crate) fn new(
-        client: &ConnState,
-        dest: &ConnState,
-        on_end: Option<OnEnd>,
-        now: Instant,
-    ) -> Self {
+    pub(crate) fn new(client: &ConnState, on_end: Option<OnEnd>, now: Instant) -> Self {
         Record {
             client: client.id,
-            client_addr: client.peer.clone(),
-            dest_addr: dest.peer.clone(),
             started: now,
-            to_dest: None,
-            to_client: None,
-            first: None,
             on_end,
+            closing: None,
         }
     }
 
@@ -253,22 +251,26 @@ impl Record {
         } else {
             Side::Dest
         };
-        let sent = Some(st.out.sent);
+        let c = self.closing.get_or_insert_with(Default::default);
+        let this = Some((st.peer.clone(), st.out.sent));
         match side {
-            Side::Client => self.to_client = sent,
-            Side::Dest => self.to_dest = sent,
+            Side::Client => c.client = this,
+            Side::Dest => c.dest = this,
         }
-        if self.first.is_none() {
-            self.first = Some((side, reason.to_string(), reason.is_clean()));
+        if c.first.is_none() {
+            c.first = Some((side, reason.to_string(), reason.is_clean()));
         }
-        let (Some(to_dest), Some(to_client)) = (self.to_dest, self.to_client) else {
+        if c.client.is_none() || c.dest.is_none() {
+            return false;
+        }
+        let (Some((client, to_client)), Some((dest, to_dest))) = (c.client.take(), c.dest.take())
+        else {
             return false;
         };
-        if let (Some(f), Some((ended_by, reason, clean))) = (self.on_end.take(), self.first.take())
-        {
+        if let (Some(f), Some((ended_by, reason, clean))) = (self.on_end.take(), c.first.take()) {
             f(&RelayEnd {
-                client: self.client_addr.clone(),
-                dest: self.dest_addr.clone(),
+                client,
+                dest,
                 to_dest,
                 to_client,
                 duration: now.saturating_duration_since(self.started),

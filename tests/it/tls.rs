@@ -12,6 +12,7 @@ use crate::support::*;
 
 mod endpoints;
 mod failures;
+mod relay;
 mod reload;
 mod streams;
 

@@ -69,7 +69,7 @@ impl Reactor {
             return false;
         }
         let now = self.handle.now();
-        let record = Record::new(&c.conn.st, &d.conn.st, options.on_end, now);
+        let record = Record::new(&c.conn.st, options.on_end, now);
         let id = self.relays.insert(record) as u32;
         relay::join(
             &mut c.conn.st,

@@ -261,7 +261,6 @@ impl<P: Protocol + 'static> RelayHarness<P> {
         let on_end = req.options.on_end.take();
         let record = Record::new(
             &self.client.st,
-            &dest.st,
             Some(Box::new(move |e: &RelayEnd| {
                 *ended.borrow_mut() = Some(e.clone());
                 if let Some(f) = on_end {
