@@ -1,9 +1,8 @@
 //! `twistrs-bench`: the load generator behind bench/echo.sh (`echo` for throughput and
 //! latency, `idle` for memory per held connection), bench/tls.sh (`handshake` for full
 //! TLS handshakes per second, `idle --tls-cert` for memory per idle TLS connection) and
-//! bench/relay.sh (`sink`, `bulk` and `cycle` through relays) and bench/socks.sh (the same
-//! through a SOCKS proxy: `socks-bulk`, `socks-rr`, and `socks-idle` for memory per pair);
-//! run by hand, see bench/README.md.
+//! bench/relay.sh (`sink`, `bulk` and `cycle` through relays, and with `--socks` the same
+//! and `idle` through a SOCKS proxy); run by hand, see bench/README.md.
 
 mod args;
 mod connect;
@@ -32,11 +31,8 @@ usage:
   twistrs-bench reply [--size 64]
   twistrs-bench bulk --addr 127.0.0.1:PORT [--secs 5] [--warmup 1]
   twistrs-bench cycle --addr 127.0.0.1:PORT [--conns 64] [--size 64] [--secs 5] [--warmup 1]
-  twistrs-bench socks-bulk --addr PROXY --target SINK [--socks 5|4] [--secs 5] [--warmup 1]
-  twistrs-bench socks-rr --addr PROXY --target REPLY [--socks 5|4] [--conns 64] [--size 64]
-                     [--secs 5] [--warmup 1]
-  twistrs-bench socks-idle --addr PROXY --target FLOOR [--socks 5|4] [--conns 5000]
-                     [--inflight 32] [--hold-secs 600] [--connect-timeout-secs 120]
+  twistrs-bench bulk|cycle|idle --addr PROXY --socks 5|4 --target BACKEND [their options]
+                     [--inflight 32]
 
 echo: CONNS connections, each with one SIZE-byte message in flight; prints
   msgs_per_sec=.. p50_ms=.. p99_ms=.. errors=.. (and more key=value fields).
@@ -60,13 +56,10 @@ reply: on 127.0.0.1, prints listening PORT; reads SIZE bytes of each connection,
 cycle: CONNS clients, each looping connect, SIZE bytes out, the echo and the close back,
   close (to a reply server, through a relay); prints conns_per_sec=.. completed=.. p50_ms=.. p99_ms=..
   errors=..
-socks-*: through a SOCKS proxy at PROXY, each connection asking for TARGET with a SOCKS5
-  (or --socks 4: SOCKS4) CONNECT: socks-bulk is bulk into a sink; socks-rr is cycle with
-  the handshake (SIZE bytes to a reply server, answered, its close), printing
-  conns_per_sec=.. p50_ms=.. p99_ms=.. errors=..; socks-idle sets up CONNS relayed pairs
-  to a floor server (each checked with one echoed byte), prints connected=N, holds them
-  until stdin closes, then prints dropped=K. bulk, cycle and idle given --socks V --target
-  ADDR run these.";
+--socks 5|4 --target BACKEND: bulk, cycle and idle through a SOCKS proxy at PROXY, each
+  connection first asking for BACKEND (a sink, a reply server, a floor server) with a
+  SOCKS5 or SOCKS4 CONNECT, no login; same output. idle then sets up CONNS relayed pairs,
+  INFLIGHT at a time, each checked with one byte echoed by the floor server.";
 
 /// A failure to report: usage errors exit 2, everything else 1.
 pub enum Failure {
@@ -96,9 +89,6 @@ fn main() -> ExitCode {
         Some("reply") => args::ReplyArgs::parse(&argv[1..]).and_then(|a| relay::reply(a.size)),
         Some("bulk") => args::BulkArgs::parse(&argv[1..]).and_then(|a| relay::bulk(&a)),
         Some("cycle") => args::CycleArgs::parse(&argv[1..]).and_then(|a| relay::cycle(&a)),
-        Some("socks-bulk") => socks::SocksArgs::parse(&argv[1..]).and_then(|a| socks::bulk(&a)),
-        Some("socks-rr") => socks::SocksArgs::parse(&argv[1..]).and_then(|a| socks::rr(&a)),
-        Some("socks-idle") => socks::SocksArgs::parse(&argv[1..]).and_then(|a| socks::idle(&a)),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1,9 +1,9 @@
-//! The load of bench/socks.sh: the relay loads of `crate::relay` through a SOCKS proxy, each
-//! connection first asking for its backend with a SOCKS4 or SOCKS5 CONNECT (no login):
-//! `socks-bulk` (one relay pushing bytes into `sink`, checked by its count), `socks-rr` (a
-//! new relay per request: connect, handshake, SIZE bytes answered by `reply`, which closes
-//! first; CONNS at a time) and `socks-idle` (CONNS relayed pairs to `floor` held open, for
-//! the proxy's memory per pair).
+//! bench/relay.sh's loads through a SOCKS proxy (`bulk`, `cycle`, `idle` with `--socks`),
+//! each connection first asking for its backend with a SOCKS4 or SOCKS5 CONNECT (no login):
+//! `bulk` (one relay pushing bytes into `sink`, checked by its count), `rr` (`cycle`: a new
+//! relay per request, connect, handshake, SIZE bytes answered by `reply`, which closes first;
+//! CONNS at a time) and `idle` (CONNS relayed pairs to `floor` held open, for the proxy's
+//! memory per pair).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -235,9 +235,9 @@ impl Client {
     }
 }
 
-// --- socks-bulk --------------------------------------------------------------------------
+// --- bulk --------------------------------------------------------------------------
 
-/// `socks-bulk`: one relay to `sink`, written to as `crate::relay::bulk` does (256 KiB
+/// `bulk --socks`: one relay to `sink`, written to as `crate::relay::bulk` does (256 KiB
 /// chunks for the warm-up, then SECS counted, then a half-close and the sink's count back).
 pub fn bulk(a: &SocksArgs) -> Result<(), Failure> {
     let run = |what: &str, e: io::Error| Failure::Run(format!("{what}: {e}"));
@@ -304,7 +304,7 @@ pub fn bulk(a: &SocksArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-// --- socks-rr ----------------------------------------------------------------------------
+// --- cycle ----------------------------------------------------------------------------
 
 struct Slot {
     client: Option<Client>,
@@ -313,7 +313,7 @@ struct Slot {
     got: usize,
 }
 
-/// `socks-rr`: CONNS slots, each a relay after another: connect, handshake, SIZE bytes to
+/// `cycle --socks`: CONNS slots, each a relay after another: connect, handshake, SIZE bytes to
 /// `reply --size SIZE` and back (checked), then its close (it closes first).
 pub fn rr(a: &SocksArgs) -> Result<(), Failure> {
     let mut poll = Poll::new().map_err(|e| Failure::Run(format!("epoll_create: {e}")))?;
@@ -442,9 +442,9 @@ pub fn rr(a: &SocksArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-// --- socks-idle --------------------------------------------------------------------------
+// --- idle --------------------------------------------------------------------------
 
-/// `socks-idle`: CONNS relayed pairs, INFLIGHT being set up at a time, each checked with one
+/// `idle --socks`: CONNS relayed pairs, INFLIGHT being set up at a time, each checked with one
 /// byte echoed by the backend; prints `connected=N`, holds them until stdin closes (or
 /// HOLD-SECS), then prints `dropped=K` (pairs the relay closed meanwhile).
 pub fn idle(a: &SocksArgs) -> Result<(), Failure> {

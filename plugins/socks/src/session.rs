@@ -33,39 +33,46 @@ const RESOLVE_TIMER: u64 = 2;
 /// A log entry shared with a relay's `on_end`, which writes it when both sides have closed.
 type Slot = Rc<RefCell<Option<Box<Entry>>>>;
 
+/// Where a connection is. The passing states are boxed, so a relayed connection, which
+/// keeps its protocol for the life of the relay, carries 16 bytes of state.
 enum State {
-    Negotiating(Negotiator),
+    Negotiating(Box<Negotiator>),
     /// The host name of a CONNECT or BIND is resolving on a worker thread; reading is paused.
-    Resolving {
-        req: Request,
-        rest: Vec<u8>,
-        deadline: Instant,
-    },
-    /// `connect_relay` was asked; the relay's `on_end` will have the entry once joined. If
-    /// the connection fails, the next address the rules allow is tried while time is left.
-    Connecting {
-        version: Version,
-        slot: Slot,
-        next: Vec<SocketAddr>,
-        rest: Vec<u8>,
-        deadline: Instant,
-    },
+    Resolving(Box<Resolving>),
+    /// `connect_relay` was asked; the relay's `on_end` will have the entry once joined.
+    Connecting(Box<Connecting>),
     /// Joined: the bytes flow without this protocol; `on_end` logs.
     Relaying,
-    /// A BIND's port waits for the peer expected at `expected` (any, if unspecified).
-    BindWaiting {
-        version: Version,
-        expected: IpAddr,
-        port: OwnedPort,
-        rest: Vec<u8>,
-    },
+    /// A BIND's port waits for its peer.
+    BindWaiting(Box<BindWaiting>),
     /// A UDP association, open while this connection is.
-    Udp {
-        _port: OwnedPort,
-        assoc: Rc<RefCell<Association>>,
-    },
+    Udp(Box<(OwnedPort, Rc<RefCell<Association>>)>),
     /// Refused, failed or closing.
     Done,
+}
+
+struct Resolving {
+    req: Request,
+    rest: Vec<u8>,
+    deadline: Instant,
+}
+
+/// If the connection fails, the next address of `next` (in reverse order) is tried while
+/// time is left.
+struct Connecting {
+    version: Version,
+    slot: Slot,
+    next: Vec<SocketAddr>,
+    rest: Vec<u8>,
+    deadline: Instant,
+}
+
+/// The peer is expected at `expected` (any, if unspecified).
+struct BindWaiting {
+    version: Version,
+    expected: IpAddr,
+    port: OwnedPort,
+    rest: Vec<u8>,
 }
 
 /// The SOCKS protocol of one client connection.
@@ -100,7 +107,7 @@ impl Socks {
         let neg = Negotiator::new(cfg.creds.clone());
         Socks {
             cfg,
-            state: State::Negotiating(neg),
+            state: State::Negotiating(Box::new(neg)),
             entry: Some(Box::default()),
             started: Instant::now(),
             timer: None,
@@ -187,11 +194,11 @@ impl Socks {
                 let (name, port) = (name.clone(), req.target.port);
                 t.call_in_thread(move || resolve(name, port));
                 self.timer = Some(t.call_later(self.cfg.connect_timeout, RESOLVE_TIMER));
-                self.state = State::Resolving {
+                self.state = State::Resolving(Box::new(Resolving {
                     req,
                     rest,
                     deadline: Instant::now() + self.cfg.connect_timeout,
-                };
+                }));
             }
         }
     }
@@ -261,13 +268,13 @@ impl Socks {
                 .forward(rest.clone())
                 .on_end(self.on_end(&slot)),
         );
-        self.state = State::Connecting {
+        self.state = State::Connecting(Box::new(Connecting {
             version,
             slot,
             next,
             rest,
             deadline,
-        };
+        }));
     }
 
     /// What writes the entry in `slot` when the relay ends: `up` is what reached the
@@ -309,12 +316,12 @@ impl Socks {
             Ok(port) => {
                 let bound = port.local_addr();
                 t.write(&reply(version, Ok(bound)));
-                self.state = State::BindWaiting {
+                self.state = State::BindWaiting(Box::new(BindWaiting {
                     version,
                     expected,
                     port,
                     rest,
-                };
+                }));
             }
             Err(e) => self.fail(
                 t,
@@ -327,18 +334,18 @@ impl Socks {
 
     /// The BIND's peer connected (or did not in time).
     fn bind_event(&mut self, t: &mut Transport<'_>, ev: BindEvent) {
-        let State::BindWaiting {
-            version,
-            expected,
-            port,
-            rest,
-        } = std::mem::replace(&mut self.state, State::Done)
-        else {
+        let State::BindWaiting(b) = std::mem::replace(&mut self.state, State::Done) else {
             if let BindEvent::Incoming { conn, .. } = ev {
                 t.handle().abort_connection(conn);
             }
             return;
         };
+        let BindWaiting {
+            version,
+            expected,
+            port,
+            rest,
+        } = *b;
         drop(port);
         let (conn, peer, joined) = match ev {
             BindEvent::Incoming { conn, peer, joined } => (conn, peer, joined),
@@ -402,7 +409,7 @@ impl Socks {
                 // drop what comes) to see it close.
                 t.resume_producing();
                 t.set_timeout(Some(self.cfg.idle_timeout));
-                self.state = State::Udp { _port: port, assoc };
+                self.state = State::Udp(Box::new((port, assoc)));
             }
             Err(e) => self.fail(
                 t,
@@ -435,9 +442,8 @@ impl Protocol for Socks {
                 self.negotiate(t);
             }
             // Read before the pause took hold: it follows the request to the destination.
-            State::Resolving { rest, .. } | State::BindWaiting { rest, .. } => {
-                rest.extend_from_slice(data)
-            }
+            State::Resolving(r) => r.rest.extend_from_slice(data),
+            State::BindWaiting(b) => b.rest.extend_from_slice(data),
             // A UDP association's connection carries nothing (RFC 1928): dropped.
             _ => {}
         }
@@ -463,12 +469,12 @@ impl Protocol for Socks {
                 );
                 self.cut_short(t, why);
             }
-            (RESOLVE_TIMER, State::Resolving { req, .. }) => {
+            (RESOLVE_TIMER, State::Resolving(r)) => {
                 let (version, why) = (
-                    req.version,
+                    r.req.version,
                     format!(
                         "{} did not resolve within {} s",
-                        req.target,
+                        r.req.target,
                         secs(self.cfg.connect_timeout)
                     ),
                 );
@@ -481,13 +487,14 @@ impl Protocol for Socks {
     fn notified(&mut self, t: &mut Transport<'_>, msg: Box<dyn Any>) {
         let msg = match msg.downcast::<Resolved>() {
             Ok(r) => {
-                if let State::Resolving { .. } = self.state
-                    && let State::Resolving {
+                if let State::Resolving(_) = self.state
+                    && let State::Resolving(res) = std::mem::replace(&mut self.state, State::Done)
+                {
+                    let Resolving {
                         req,
                         rest,
                         deadline,
-                    } = std::mem::replace(&mut self.state, State::Done)
-                {
+                    } = *res;
                     self.cancel_timer();
                     match *r {
                         Ok(addrs) => self.resolved(t, req, rest, addrs, deadline),
@@ -511,11 +518,10 @@ impl Protocol for Socks {
     }
 
     fn relay_connected(&mut self, t: &mut Transport<'_>, out: &Outgoing) {
-        let State::Connecting { version, slot, .. } =
-            std::mem::replace(&mut self.state, State::Relaying)
-        else {
+        let State::Connecting(c) = std::mem::replace(&mut self.state, State::Relaying) else {
             return;
         };
+        let Connecting { version, slot, .. } = *c;
         let bound = out
             .host
             .socket_addr()
@@ -525,16 +531,16 @@ impl Protocol for Socks {
     }
 
     fn relay_connection_failed(&mut self, t: &mut Transport<'_>, error: &ConnectError) {
-        let State::Connecting {
+        let State::Connecting(c) = std::mem::replace(&mut self.state, State::Done) else {
+            return t.lose_connection();
+        };
+        let Connecting {
             version,
             next,
             rest,
             deadline,
             ..
-        } = std::mem::replace(&mut self.state, State::Done)
-        else {
-            return t.lose_connection();
-        };
+        } = *c;
         let timed_out = matches!(error, ConnectError::TimedOut(_));
         if !next.is_empty() && !timed_out && Instant::now() < deadline {
             return self.connect(t, version, next, rest, deadline);
@@ -546,14 +552,14 @@ impl Protocol for Socks {
         match self.state {
             // A client in the middle of its request may still finish it.
             State::Negotiating(_) => t.set_timeout(Some(STOP_GRACE)),
-            State::Connecting { .. } | State::Relaying => {}
+            State::Connecting(_) | State::Relaying => {}
             _ => t.lose_connection(),
         }
     }
 
     fn connection_lost(&mut self, t: &mut Transport<'_>, reason: &Reason) {
         let udp = match &self.state {
-            State::Udp { assoc, .. } => Some(assoc.borrow().counters()),
+            State::Udp(u) => Some(u.1.borrow().counters()),
             _ => None,
         };
         self.state = State::Done;
