@@ -424,6 +424,16 @@ pub fn rr(a: &SocksArgs) -> Result<(), Failure> {
                 }
             }
         }
+        // A connect that failed at once is tried again; a relay past 10 s is an error.
+        let now = Instant::now();
+        for (i, s) in slots.iter_mut().enumerate() {
+            if s.client.is_none() {
+                restart(&poll, i, s, &mut errors);
+            } else if now.duration_since(s.started) > Duration::from_secs(10) {
+                errors += 1;
+                restart(&poll, i, s, &mut errors);
+            }
+        }
     }
     let secs = t0.elapsed().as_secs_f64();
     let cpu = (sys::cpu_time() - cpu0).as_secs_f64();
@@ -452,10 +462,12 @@ pub fn idle(a: &SocksArgs) -> Result<(), Failure> {
     let mut poll = Poll::new().map_err(|e| Failure::Run(format!("epoll_create: {e}")))?;
     let started = Instant::now();
     let deadline = started + a.connect_timeout;
-    let mut all: Vec<Option<Client>> = Vec::with_capacity(a.conns);
+    let mut all: Vec<Option<Client>> = (0..a.conns).map(|_| None).collect();
     // Pairs set up and checked, and those whose probe byte is on its way.
     let (mut ready, mut probing) = (vec![false; a.conns], vec![false; a.conns]);
-    let (mut held, mut in_flight, mut errors) = (0usize, 0usize, 0u64);
+    let (mut held, mut in_flight, mut errors, mut next) = (0usize, 0usize, 0u64, 0usize);
+    // Slots to (re)start: a connect that failed at once, or a pair that failed, goes back here.
+    let mut to_start: Vec<usize> = Vec::new();
     let mut events = Events::with_capacity(1024);
     let mut byte = [0u8; 1];
     while held < a.conns {
@@ -465,13 +477,18 @@ pub fn idle(a: &SocksArgs) -> Result<(), Failure> {
                 a.conns, a.connect_timeout
             )));
         }
-        while in_flight < a.inflight && all.len() < a.conns {
-            let i = all.len();
-            all.push(Client::start(&poll, a.addr, Token(i)).ok());
+        while in_flight < a.inflight && next < a.conns {
+            to_start.push(next);
+            next += 1;
+            in_flight += 1;
+        }
+        for i in std::mem::take(&mut to_start) {
+            probing[i] = false;
+            all[i] = Client::start(&poll, a.addr, Token(i)).ok();
             if all[i].is_none() {
                 errors += 1;
+                to_start.push(i);
             }
-            in_flight += 1;
         }
         poll.poll(&mut events, Some(Duration::from_millis(50)))
             .or_else(|e| ignore_eintr(e, "epoll_wait"))
@@ -512,8 +529,8 @@ pub fn idle(a: &SocksArgs) -> Result<(), Failure> {
                         eprintln!("twistrs-bench: pair {i}: {e}");
                     }
                     // Set up again in the same slot.
-                    probing[i] = false;
-                    all[i] = Client::start(&poll, a.addr, Token(i)).ok();
+                    all[i] = None;
+                    to_start.push(i);
                 }
             }
         }
