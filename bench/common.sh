@@ -23,11 +23,26 @@ die() {
 # --- processes -------------------------------------------------------------------------
 children_of() { cat "/proc/$1/task/$1/children" 2>/dev/null || true; }
 
+# The start time of process $1 (field 22 of /proc/PID/stat) into ST; empty once it is gone.
+# Without a subshell: socat and dante leave thousands of children to look at.
+start_time_of() {
+    local l f
+    ST=
+    { read -r l <"/proc/$1/stat"; } 2>/dev/null || return 0
+    read -r -a f <<<"${l##*) }"
+    ST=${f[19]:-}
+}
+
 # SIGTERM, then SIGKILL after 10 s; only for PIDs this script started. Children the
-# process leaves behind (nginx's worker, if its master had to be killed) get SIGKILL.
+# process leaves behind (nginx's worker, if its master had to be killed) get SIGKILL, each
+# only if it is still the same process: a child that exited meanwhile may have given its PID
+# to a process started since (with socat's thousands of forks, the next load generator).
 stop_pid() {
-    local pid=$1 i kids
-    kids=$(children_of "$pid")
+    local pid=$1 i kids=() k
+    for k in $(children_of "$pid"); do
+        start_time_of "$k"
+        kids+=("$k:$ST")
+    done
     if kill -0 "$pid" 2>/dev/null; then
         kill -TERM "$pid" 2>/dev/null || true
         for ((i = 0; i < 100; i++)); do
@@ -40,8 +55,10 @@ stop_pid() {
         fi
     fi
     wait "$pid" 2>/dev/null || true
-    local k
-    for k in $kids; do kill -KILL "$k" 2>/dev/null || true; done
+    for k in "${kids[@]}"; do
+        start_time_of "${k%%:*}"
+        if [[ -n $ST && $ST == "${k#*:}" ]]; then kill -KILL "${k%%:*}" 2>/dev/null || true; fi
+    done
     local keep=() p
     for p in "${pids[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
     pids=("${keep[@]}")

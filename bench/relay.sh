@@ -8,10 +8,14 @@
 # The cycle's backend closes first, as an HTTP/1.0 server does: were the clients to close
 # first, tens of thousands of their ports would sit in TIME_WAIT for a minute, and binding
 # port 0 would fail on the whole machine meanwhile.
+# The socks rows put twistrs socks (SOCKS5, and SOCKS4 as twistrs-socks4) beside dante
+# (danted, Debian's dante-server: 127.0.0.1, no authentication) and twistd's socks (SOCKS4
+# only), with the same loads, each connection first asking for the backend with a CONNECT.
 # Run by hand, not in CI: see bench/README.md ("Relays"). Results go to bench/results/.
 #
-# Needs socat and taskset (Debian: apt-get install -y socat util-linux).
-# Knobs (environment): BENCH_RELAYS="twistrs socat twistd", BENCH_TWISTRS_BINS="LABEL=PATH"
+# Needs socat, taskset and danted (Debian: apt-get install -y socat util-linux dante-server).
+# Knobs (environment): BENCH_RELAYS="twistrs socat twistd twistrs-socks twistrs-socks4 dante
+# twistd-socks" (the socks rows: the last four), BENCH_TWISTRS_BINS="LABEL=PATH"
 # (other twistrs builds run beside, as twistrs-LABEL), BENCH_CONNS=64, BENCH_SIZE=64,
 # BENCH_SECS=5, BENCH_WARMUP=1, BENCH_IDLE_PAIRS=5000, BENCH_BACKLOG=511 (every relay's
 # listen backlog: socat's own default is 5, twistd's 50), BENCH_PIN=1 (relays on CPU 0,
@@ -27,7 +31,7 @@ SCRIPT=relay.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 other_twistrs_bins
-RELAYS=${BENCH_RELAYS:-"twistrs ${other_twistrs}socat twistd"}
+RELAYS=${BENCH_RELAYS:-"twistrs ${other_twistrs}socat twistd twistrs-socks twistrs-socks4 dante twistd-socks"}
 CONNS=${BENCH_CONNS:-64}
 SIZE=${BENCH_SIZE:-64}
 SECS=${BENCH_SECS:-5}
@@ -40,11 +44,12 @@ TWISTED_VERSION=26.10.0
 bench="$root/target/release/twistrs-bench"
 
 # What each relay is: twistrs relays are compared with the peers of their kind.
-declare -A KIND=([socat]=portforward [twistd]=portforward)
+declare -A KIND=([socat]=portforward [twistd]=portforward [twistrs-socks]=socks
+    [twistrs-socks4]=socks [dante]=socks [twistd-socks]=socks)
 for n in twistrs $other_twistrs; do KIND[$n]=portforward; done
 # The peers of each kind, and the targets against them: "peer:ratio" (at least that many
 # times the peer's rate; for memory, at most 1/ratio of the peer's KiB per pair).
-declare -A PEERS=([portforward]="socat:1 twistd:10")
+declare -A PEERS=([portforward]="socat:1 twistd:10" [socks]="dante:1 twistd-socks:10")
 
 start_run relay
 
@@ -84,8 +89,10 @@ tcpext() { awk -v k="$1" '/^TcpExt:/ { if (!n++) { for (i = 2; i <= NF; i++) h[$
 # --- build and environment -------------------------------------------------------------
 build_release -p twistrs -p twistrs-bench
 need_twistrs portforward
+need_twistrs socks
 [[ -x $bench ]] || die "missing $bench"
 need_tools "Debian: apt-get install -y socat util-linux" socat taskset
+if [[ " $RELAYS " == *" dante "* ]]; then need_tools "Debian: apt-get install -y dante-server" danted; fi
 python_env twisted Twisted "$TWISTED_VERSION"
 [[ -x $venv/bin/twistd ]] || die "no twistd in $venv"
 check_twisted
@@ -97,7 +104,7 @@ run_header ", $twistrs"
 for name in $RELAYS; do
     case $name in twistrs-*) say "$name: ${TW_BIN[$name]:-?}" ;; esac
 done
-say "socat: $(socat -V 2>/dev/null | awk '/socat version/ {print $3; exit}'); twistd: $("$venv/bin/twistd" --version 2>&1 | head -n1)"
+say "socat: $(socat -V 2>/dev/null | awk '/socat version/ {print $3; exit}'); twistd: $("$venv/bin/twistd" --version 2>&1 | head -n1); dante: $(danted -v 2>&1 | head -n1 || echo none)"
 say "relays: $RELAYS; backends: twistrs-bench sink (bulk), reply (cycle) and floor (idle)"
 say "runs: bulk ${WARMUP}s warm-up + ${SECS}s; cycle $CONNS clients x $SIZE B, ${WARMUP}s + ${SECS}s; $IDLE_PAIRS idle pairs"
 say "listen backlog $BACKLOG for every relay; ulimit -n $(ulimit -n)"
@@ -129,18 +136,50 @@ start_backend() {
 relay_cmd() {
     local name=$1 port=$2 dest=$3
     case $name in
+    # SOCKS proxies: the destination comes from each client's request (client_args).
+    twistrs-socks | twistrs-socks4)
+        CMD=("$twistrs" -n --pidfile= socks --listen "tcp:$port:interface=127.0.0.1:backlog=$BACKLOG")
+        ;;
+    dante)
+        cat >"$work/danted.conf" <<EOF
+logoutput: $work/danted.log
+internal: 127.0.0.1 port = $port
+external: 127.0.0.1
+socksmethod: none
+clientmethod: none
+user.privileged: root
+user.unprivileged: nobody
+client pass {
+    from: 127.0.0.0/8 to: 0.0.0.0/0
+}
+socks pass {
+    from: 127.0.0.0/8 to: 0.0.0.0/0
+    command: connect bind udpassociate
+}
+EOF
+        CMD=(danted -f "$work/danted.conf" -p "$work/danted.pid" -N 1)
+        ;;
+    # twistd's -p is a port number (its backlog stays Twisted's 50).
+    twistd-socks) CMD=("$venv/bin/twistd" -n --pidfile= socks -i 127.0.0.1 -p "$port") ;;
     twistrs | twistrs-*)
         [[ -n $(twistrs_bin "$name") ]] || die "no binary for $name: give it in BENCH_TWISTRS_BINS"
         CMD=("$(twistrs_bin "$name")" -n --pidfile= portforward -p "tcp:$port:interface=127.0.0.1:backlog=$BACKLOG" -h 127.0.0.1 -d "$dest")
         ;;
     socat) CMD=(socat "TCP-LISTEN:$port,bind=127.0.0.1,fork,reuseaddr,backlog=$BACKLOG" "TCP:127.0.0.1:$dest") ;;
     twistd) CMD=("$venv/bin/twistd" -n --pidfile= portforward -p "tcp:$port:interface=127.0.0.1:backlog=$BACKLOG" -h 127.0.0.1 -d "$dest") ;;
-    *) die "unknown relay $name (BENCH_RELAYS takes twistrs, twistrs-LABEL, socat, twistd)" ;;
+    *) die "unknown relay $name (BENCH_RELAYS takes twistrs, twistrs-LABEL, socat, twistd, twistrs-socks, twistrs-socks4, dante, twistd-socks)" ;;
     esac
 }
 
-# Extra arguments a client of relay $1 needs (none for port forwarders).
-client_args() { CARGS=(); }
+# Extra arguments a client of relay $1 needs: for a SOCKS proxy, the version to speak and
+# the backend to ask for (none for port forwarders).
+client_args() {
+    case $1 in
+    twistrs-socks | dante) CARGS=(--socks 5 --target "127.0.0.1:$BPORT") ;;
+    twistrs-socks4 | twistd-socks) CARGS=(--socks 4 --target "127.0.0.1:$BPORT") ;;
+    *) CARGS=() ;;
+    esac
+}
 
 # Starts relay $1 to backend port $2 on a free port, waits until it accepts; sets SPID and
 # SPORT.

@@ -52,6 +52,9 @@ _twistrs() {
             twistrs,restart)
                 cmd="twistrs__subcmd__restart"
                 ;;
+            twistrs,socks)
+                cmd="twistrs__subcmd__socks"
+                ;;
             twistrs,status)
                 cmd="twistrs__subcmd__status"
                 ;;
@@ -71,7 +74,7 @@ _twistrs() {
 
     case "${cmd}" in
         twistrs)
-            opts="-n -l -d -u -g -r -y -f -s -e -o -p -b -h --version --nodaemon --logfile --pidfile --rundir --umask --uid --gid --euid --chroot --syslog --prefix --reactor --help-reactors --originalname --shutdown-timeout --workers --python --file --source --encrypted --no_save --profile --profiler --savestats --debug --spew --logger --log-rotate-size --log-keep --log-format --log-level --help chargen daytime discard dns echo inetd mail portforward procmon qotd time web completions restart status stop"
+            opts="-n -l -d -u -g -r -y -f -s -e -o -p -b -h --version --nodaemon --logfile --pidfile --rundir --umask --uid --gid --euid --chroot --syslog --prefix --reactor --help-reactors --originalname --shutdown-timeout --workers --python --file --source --encrypted --no_save --profile --profiler --savestats --debug --spew --logger --log-rotate-size --log-keep --log-format --log-level --help chargen daytime discard dns echo inetd mail portforward procmon qotd socks time web completions restart status stop"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -686,6 +689,76 @@ _twistrs() {
                     return 0
                     ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twistrs__subcmd__socks)
+            opts="-i -p -l -h --interface --port --log --listen --auth --allow --deny --timeout --connect-timeout --request-timeout --max-connections --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --interface)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -l)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --auth)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --deny)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --request-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-connections)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -72,6 +72,7 @@ complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "mail" -d 'An email 
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "portforward" -d 'A port forwarder: each connection relayed to a destination (twistd\'s portforward).'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "procmon" -d 'Runs programs and restarts them when they die (twistd\'s procmon).'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "qotd" -d 'A quote of the day server (RFC 865), over TCP and UDP.'
+complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "socks" -d 'A SOCKS 4, 4a and 5 proxy (twistd\'s socks, with SOCKS5, logins and rules).'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "time" -d 'A time server (RFC 868): seconds since 1900 as 32 bits, over TCP and UDP.'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "web" -d 'A static web server: files over HTTP/1.1 (twistd\'s web --path), with sendfile.'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "completions" -d 'Print the completion script for SHELL (bash, zsh or fish)'
@@ -159,6 +160,18 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand qotd" -l listen -d 'Endp
 complete -c twistrs -n "__fish_twistrs_using_subcommand qotd" -l max-connections -d 'Connections at once; accepting pauses at N and clients wait in the listen queue; 0: no limit' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand qotd" -s f -l file -d 'Quotes to serve in turn: fortune style (quotes separated by \'%\' lines) or one per line; each at most 512 bytes [default: a built-in list]' -r -F
 complete -c twistrs -n "__fish_twistrs_using_subcommand qotd" -s h -l help -d 'Print help'
+complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -s i -l interface -d 'The interface to listen on (twistd\'s -i)' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -s p -l port -d 'The port to listen on (twistd\'s -p)' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -s l -l log -d 'The connection log: a line per connection [default: the main log]' -r -F
+complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -l listen -d 'Endpoint to listen on, repeatable, as tcp:PORT:interface=127.0.0.1 or unix:PATH; with it, -i and -p add their endpoint only when given' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -l auth -d 'Require a SOCKS5 username/password login: memory:USER:PASS[:USER:PASS...] or file:PATH (user:pass lines), repeatable; SOCKS4 is then refused' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -l allow -d 'Allow destinations in NETWORK (and PORT or PORT-PORT), as 192.168.1.0/24:443 or [2001:db8::/32]:443; rules are checked in order, the first match wins' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -l deny -d 'Refuse destinations in NETWORK (and PORT), as 10.0.0.0/8 or 127.0.0.1/32:25' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -l timeout -d 'Idle time after which a relay (or a UDP association\'s connection) is closed' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -l connect-timeout -d 'Time to resolve and connect to a destination (SOCKS5 reply 0x06 after it), and for a BIND\'s peer to connect' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -l request-timeout -d 'Time for a client to send its greeting, login and request' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -l max-connections -d 'Connections at once; accepting pauses at N and clients wait in the listen queue; 0: no limit' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c twistrs -n "__fish_twistrs_using_subcommand time" -l listen -d 'Endpoint to listen on, repeatable: tcp:PORT, tcp6:PORT, unix:PATH or udp:PORT, with options such as :interface=127.0.0.1 [default: tcp:37]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand time" -l max-connections -d 'Connections at once; accepting pauses at N and clients wait in the listen queue; 0: no limit' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand time" -s h -l help -d 'Print help'

@@ -186,32 +186,8 @@ fn rotate(path: &Path, keep: u32) -> io::Result<Option<File>> {
     open_append(path).map(Some)
 }
 
-/// twistd's timestamp: `%Y-%m-%dT%H:%M:%S%z` in local time.
-pub fn timestamp(secs: i64) -> String {
-    // SAFETY: localtime_r writes only into the tm we pass.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        let t: libc::time_t = secs;
-        if libc::localtime_r(&t, &mut tm).is_null() {
-            return secs.to_string();
-        }
-        tm
-    };
-    let off = tm.tm_gmtoff;
-    let (sign, off) = if off < 0 { ('-', -off) } else { ('+', off) };
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{}{:02}{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        sign,
-        off / 3600,
-        off % 3600 / 60
-    )
-}
+/// twistd's timestamp (in the core, for plugins' own log files too).
+pub use twistrs_core::logsys::timestamp;
 
 /// The bracketed system, by the core's convention (`twistrs_core::logsys`): a connection's
 /// prefix (`Echo,3,127.0.0.1`) or `-` as given, otherwise the target as a dotted namespace

@@ -24,6 +24,8 @@ pub fn builtin_plugins() -> Vec<Plugin> {
     v.push(twistrs_inetd::plugin());
     #[cfg(feature = "portforward")]
     v.push(twistrs_portforward::plugin());
+    #[cfg(feature = "socks")]
+    v.push(twistrs_socks::plugin());
     v.sort_by_key(|p| p.tapname);
     v
 }
@@ -72,6 +74,11 @@ mod tests {
         assert_eq!(
             names.contains(&"portforward"),
             cfg!(feature = "portforward"),
+            "{names:?}"
+        );
+        assert_eq!(
+            names.contains(&"socks"),
+            cfg!(feature = "socks"),
             "{names:?}"
         );
         assert!(check_names(&builtin_plugins()).is_ok());

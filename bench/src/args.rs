@@ -1,4 +1,4 @@
-//! Hand-rolled `--key value` parsing for the two subcommands, with range checks so every
+//! Hand-rolled `--key value` parsing for the subcommands, with range checks so every
 //! run is bounded in connections and time, and a loopback-only target address.
 
 use std::net::SocketAddr;
@@ -68,12 +68,12 @@ pub struct CycleArgs {
 }
 
 /// The `--key value` pairs of one command line, each used at most once.
-struct Opts<'a> {
+pub(crate) struct Opts<'a> {
     pairs: Vec<(&'a str, &'a str)>,
 }
 
 impl<'a> Opts<'a> {
-    fn parse(args: &'a [String], known: &[&str]) -> Result<Self, Failure> {
+    pub(crate) fn parse(args: &'a [String], known: &[&str]) -> Result<Self, Failure> {
         let mut pairs: Vec<(&str, &str)> = Vec::new();
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -99,12 +99,12 @@ impl<'a> Opts<'a> {
         Ok(Opts { pairs })
     }
 
-    fn raw(&self, name: &str) -> Option<&'a str> {
+    pub(crate) fn raw(&self, name: &str) -> Option<&'a str> {
         self.pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
     }
 
     /// A number within `lo..=hi`, or `default` when absent.
-    fn num<T>(&self, name: &str, default: T, lo: T, hi: T) -> Result<T, Failure>
+    pub(crate) fn num<T>(&self, name: &str, default: T, lo: T, hi: T) -> Result<T, Failure>
     where
         T: FromStr + PartialOrd + Copy + std::fmt::Display,
     {
@@ -127,12 +127,18 @@ impl<'a> Opts<'a> {
         Ok(self.num("verify-signatures", 0u8, 0, 1)? == 1)
     }
 
-    fn secs(&self, name: &str, default: f64, lo: f64, hi: f64) -> Result<Duration, Failure> {
+    pub(crate) fn secs(
+        &self,
+        name: &str,
+        default: f64,
+        lo: f64,
+        hi: f64,
+    ) -> Result<Duration, Failure> {
         Ok(Duration::from_secs_f64(self.num(name, default, lo, hi)?))
     }
 
     /// The required target; only loopback, since this tool must never load another host.
-    fn addr(&self) -> Result<SocketAddr, Failure> {
+    pub(crate) fn addr(&self) -> Result<SocketAddr, Failure> {
         let raw = self
             .raw("addr")
             .ok_or_else(|| Failure::Usage("--addr 127.0.0.1:PORT is required".into()))?;

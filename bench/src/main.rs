@@ -2,9 +2,8 @@
 //! latency, `idle` for memory per held connection), bench/tls.sh (`handshake` for full
 //! TLS handshakes per second, `idle --tls-cert` for memory per idle TLS connection) and
 //! bench/inetd.sh (`sessions`: a new connection per exchange, for per-connection
-//! programs); run by hand, see bench/README.md.
-//! bench/relay.sh (`sink`, `bulk` and `cycle` through relays); run by hand, see
-//! bench/README.md.
+//! programs) and bench/relay.sh (`sink`, `bulk` and `cycle` through relays, and with
+//! `--socks` the same and `idle` through a SOCKS proxy); run by hand, see bench/README.md.
 
 mod args;
 mod connect;
@@ -15,6 +14,7 @@ mod hist;
 mod idle;
 mod relay;
 mod sessions;
+mod socks;
 mod sys;
 mod tls;
 
@@ -35,6 +35,8 @@ usage:
   twistrs-bench reply [--size 64]
   twistrs-bench bulk --addr 127.0.0.1:PORT [--secs 5] [--warmup 1]
   twistrs-bench cycle --addr 127.0.0.1:PORT [--conns 64] [--size 64] [--secs 5] [--warmup 1]
+  twistrs-bench bulk|cycle|idle --addr PROXY --socks 5|4 --target BACKEND [their options]
+                     [--inflight 32]
 
 echo: CONNS connections, each with one SIZE-byte message in flight; prints
   msgs_per_sec=.. p50_ms=.. p99_ms=.. errors=.. (and more key=value fields).
@@ -61,7 +63,11 @@ reply: on 127.0.0.1, prints listening PORT; reads SIZE bytes of each connection,
   them back and closes first (so TIME_WAIT stays on its port); runs until killed.
 cycle: CONNS clients, each looping connect, SIZE bytes out, the echo and the close back,
   close (to a reply server, through a relay); prints conns_per_sec=.. completed=.. p50_ms=.. p99_ms=..
-  errors=..";
+  errors=..
+--socks 5|4 --target BACKEND: bulk, cycle and idle through a SOCKS proxy at PROXY, each
+  connection first asking for BACKEND (a sink, a reply server, a floor server) with a
+  SOCKS5 or SOCKS4 CONNECT, no login; same output. idle then sets up CONNS relayed pairs,
+  INFLIGHT at a time, each checked with one byte echoed by the floor server.";
 
 /// A failure to report: usage errors exit 2, everything else 1.
 pub enum Failure {
@@ -73,6 +79,15 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let result = match argv.first().map(String::as_str) {
         Some("echo") => args::EchoArgs::parse(&argv[1..]).and_then(|a| echo::run(&a)),
+        // Through a SOCKS proxy (`--socks`), the loads of relay.sh are the socks ones.
+        Some("bulk" | "cycle" | "idle") if argv.iter().any(|a| a.starts_with("--socks")) => {
+            let a = socks::SocksArgs::parse(&argv[1..]);
+            match argv[0].as_str() {
+                "bulk" => a.and_then(|a| socks::bulk(&a)),
+                "cycle" => a.and_then(|a| socks::rr(&a)),
+                _ => a.and_then(|a| socks::idle(&a)),
+            }
+        }
         Some("idle") => args::IdleArgs::parse(&argv[1..]).and_then(|a| idle::run(&a)),
         Some("handshake") => {
             args::HandshakeArgs::parse(&argv[1..]).and_then(|a| handshake::run(&a))

@@ -33,6 +33,7 @@
 //! ```
 
 pub mod address;
+pub mod auth;
 pub mod client;
 mod connection;
 pub mod deferred;
@@ -74,8 +75,8 @@ pub use protocol::{
     ClientFactory, DatagramProtocol, Factory, Protocol, ProtocolFactory, STOP_GRACE,
 };
 pub use reactor::{
-    Accepted, FactoryId, Handle, ListenError, ListenerId, OnAccept, OnReadable, PortId, Reactor,
-    ReactorConfig, SignalAction, StopReason, WatchId,
+    Accepted, FactoryId, Handle, ListenError, ListenerId, OnAccept, OnReadable, OwnedPort, PortId,
+    Reactor, ReactorConfig, SignalAction, StopReason, WatchId,
 };
 pub use relay::{Outgoing, RelayEnd, RelayOptions, RelayRequest};
 pub use service::{ListeningService, MultiService, Service, ServiceHost};

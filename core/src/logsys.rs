@@ -24,6 +24,34 @@ pub fn is_verbatim(target: &str) -> bool {
     target == BARE || target.contains(',')
 }
 
+/// twistd's timestamp: `%Y-%m-%dT%H:%M:%S%z` in local time (`2026-11-26T17:36:39+0000`),
+/// for the main log and plugins' own log files.
+pub fn timestamp(secs: i64) -> String {
+    // SAFETY: localtime_r writes only into the tm we pass.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        let t: libc::time_t = secs;
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return secs.to_string();
+        }
+        tm
+    };
+    let off = tm.tm_gmtoff;
+    let (sign, off) = if off < 0 { ('-', -off) } else { ('+', off) };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{}{:02}{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        sign,
+        off / 3600,
+        off % 3600 / 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ mod ops;
 mod pidfile;
 mod portforward;
 mod procmon;
+mod socks;
 mod support;
 mod tls;
 mod web;

@@ -11,6 +11,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::owned::Registration;
 use crate::client::{Destination, Resolver, system_resolver};
 use crate::deferred::Deferred;
 use crate::error::Failure;
@@ -39,6 +40,18 @@ pub(crate) enum Command {
     OpenUdp(SocketAddr, Box<dyn DatagramProtocol>),
     SendDatagram(PortId, Vec<u8>, SocketAddr),
     ClosePort(PortId),
+    AcceptOne {
+        listener: std::net::TcpListener,
+        factory: Box<dyn ClientFactory>,
+        timeout: Duration,
+        reg: Rc<Registration>,
+    },
+    OpenOwnedUdp {
+        sock: std::net::UdpSocket,
+        proto: Box<dyn DatagramProtocol>,
+        reg: Rc<Registration>,
+    },
+    CloseOwned(Rc<Registration>),
     /// `Transport::connect_relay`.
     ConnectRelay(Box<ConnectRelay>),
     /// `Handle::join`.

@@ -446,7 +446,8 @@ impl Reactor {
                         ListenSock::Unix(s) => s.as_raw_fd(),
                     },
                 )),
-                Entry::Udp(u) => Some((u.endpoint.clone(), u.raw_fd())),
+                // A port a protocol opened for itself dies with its connection.
+                Entry::Udp(u) if u.owner.is_none() => Some((u.endpoint.clone(), u.raw_fd())),
                 Entry::Watched(w) => Some((w.endpoint.clone(), w.raw_fd())),
                 _ => None,
             })

@@ -11,6 +11,7 @@ mod conn;
 mod connect;
 mod handle;
 mod listen;
+mod owned;
 mod process;
 mod relay;
 mod udp;
@@ -26,6 +27,7 @@ pub use adopt::{OnReadable, WatchId};
 pub(crate) use handle::Command;
 pub use handle::Handle;
 pub use listen::{Accepted, ListenError, ListenerId, OnAccept};
+pub use owned::OwnedPort;
 pub use udp::PortId;
 
 use crate::protocol::Factory;
@@ -103,6 +105,8 @@ pub(crate) enum Entry {
     Pipe(process::Pipe),
     /// A socket watched for readability on a service's behalf (inetd's `wait` services).
     Watched(adopt::Watched),
+    /// A listener a protocol opened to take one connection (`Handle::accept_one`).
+    AcceptOne(owned::AcceptOne),
     /// Closed during this batch; freed at the end of the turn.
     Closed,
 }
@@ -433,6 +437,7 @@ impl Reactor {
                 Some(Entry::Connecting(_)) => self.connect_ready(key),
                 Some(Entry::Pipe(_)) => self.pipe_ready(key, hup),
                 Some(Entry::Watched(_)) => self.watch_ready(key),
+                Some(Entry::AcceptOne(_)) => self.accept_one_ready(key),
                 Some(Entry::Closed) | None => {}
             },
         }
@@ -486,6 +491,7 @@ impl Reactor {
         match self.entries.get(k) {
             Some(Entry::Conn(c)) if c.conn.st.id == id => self.conn_timer_due(k, key),
             Some(Entry::Connecting(c)) if c.id == id => self.connect_timed_out(k),
+            Some(Entry::AcceptOne(a)) if a.id == id => self.accept_one_timed_out(k),
             _ => {}
         }
     }
@@ -536,6 +542,14 @@ impl Reactor {
                 Command::OpenUdp(bind, proto) => self.open_udp(bind, proto),
                 Command::SendDatagram(port, data, to) => self.send_datagram(port, &data, to),
                 Command::ClosePort(port) => self.close_port(port),
+                Command::AcceptOne {
+                    listener,
+                    factory,
+                    timeout,
+                    reg,
+                } => self.start_accept_one(listener, factory, timeout, reg),
+                Command::OpenOwnedUdp { sock, proto, reg } => self.add_owned_udp(sock, proto, reg),
+                Command::CloseOwned(reg) => self.close_owned(&reg),
                 Command::ConnectRelay(r) => {
                     let (dest, timeout) = (r.request.dest.clone(), r.request.connect_timeout);
                     self.connect(dest, connect::Client::Relay(r), timeout);

@@ -11,11 +11,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use mio::{Interest, Token};
 
 use super::listen::{ListenError, ListenerId};
+use super::owned::Registration;
 use super::{Entry, Reactor};
 use crate::address::Address;
 use crate::endpoint::Endpoint;
 use crate::protocol::DatagramProtocol;
 use crate::transport::DatagramTransport;
+use std::rc::Rc;
 
 /// How many datagrams one port reads per turn before others have their go.
 const DATAGRAMS_PER_TURN: usize = 64;
@@ -35,6 +37,16 @@ pub(crate) struct UdpPort {
     id: PortId,
     /// A `udp:` listener (logged when it opens and closes), not a client port.
     listener: bool,
+    /// The registration of a port a protocol opened for itself (`Handle::open_owned_udp`).
+    pub(crate) owner: Option<Rc<Registration>>,
+}
+
+impl UdpPort {
+    /// Stops polling it and tells its protocol; the socket closes when this is dropped.
+    pub(crate) fn close(&mut self, poll: &mio::Poll) {
+        let _ = poll.registry().deregister(&mut self.sock);
+        self.proto.stop_protocol();
+    }
 }
 
 /// Identifies a datagram port for [`crate::Handle::send_datagram`] and
@@ -50,7 +62,7 @@ impl Reactor {
     pub fn listen_udp(
         &mut self,
         ep: &Endpoint,
-        mut proto: Box<dyn DatagramProtocol>,
+        proto: Box<dyn DatagramProtocol>,
     ) -> Result<ListenerId, ListenError> {
         let Endpoint::Udp { port, interface } = ep else {
             return Err(ListenError {
@@ -72,14 +84,26 @@ impl Reactor {
             None => std::net::UdpSocket::bind(addr).map_err(err)?,
         };
         std.set_nonblocking(true).map_err(err)?;
+        let local = std.local_addr().map_err(err)?;
+        log::info!(target: crate::logsys::BARE, "{} starting on {}", proto.name(), local.port());
+        let key = self.register_udp(std, proto, endpoint, None).map_err(err)?;
+        Ok(ListenerId(key))
+    }
+
+    /// Polls a bound, non-blocking UDP socket for `proto` and starts it.
+    pub(crate) fn register_udp(
+        &mut self,
+        std: std::net::UdpSocket,
+        mut proto: Box<dyn DatagramProtocol>,
+        endpoint: String,
+        owner: Option<Rc<Registration>>,
+    ) -> io::Result<usize> {
         let mut sock = mio::net::UdpSocket::from_std(std);
-        let local = sock.local_addr().map_err(err)?;
+        let local = sock.local_addr()?;
         let key = self.entries.vacant_key();
         self.poll
             .registry()
-            .register(&mut sock, Token(key), Interest::READABLE)
-            .map_err(err)?;
-        log::info!(target: crate::logsys::BARE, "{} starting on {}", proto.name(), local.port());
+            .register(&mut sock, Token(key), Interest::READABLE)?;
         proto.start_protocol(&self.handle);
         let id = self.port_id(key);
         self.entries.insert(Entry::Udp(UdpPort {
@@ -88,9 +112,11 @@ impl Reactor {
             host: Address::Udp(local),
             endpoint,
             id,
-            listener: true,
+            // A port a protocol opened for itself is not a `udp:` listener.
+            listener: owner.is_none(),
+            owner,
         }));
-        Ok(ListenerId(key))
+        Ok(key)
     }
 
     fn port_id(&mut self, key: usize) -> PortId {
@@ -136,6 +162,7 @@ impl Reactor {
             endpoint: String::new(),
             id,
             listener: false,
+            owner: None,
         }));
     }
 
@@ -197,8 +224,7 @@ impl Reactor {
             return;
         };
         self.to_free.push(key);
-        let _ = self.poll.registry().deregister(&mut u.sock);
-        u.proto.stop_protocol();
+        u.close(&self.poll);
         if let (true, Address::Udp(a)) = (u.listener, &u.host) {
             log::info!(target: crate::logsys::BARE, "(UDP Port {} Closed)", a.port());
         }

@@ -18,11 +18,11 @@ pub mod proto;
 pub mod smtp;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
+use twistrs_core::auth::{auth_arg, parse_auth};
 use twistrs_core::clap::{self, Arg, ArgAction, ArgMatches, Command, value_parser};
 use twistrs_core::options::{ListenOpt, MaxConnectionsOpt, PerClientOpt, TimeoutOpt};
 use twistrs_core::tls::TlsContext;
@@ -122,8 +122,7 @@ fn options() -> Command {
             .help("The name in the greeting and Received: headers [default: this host's name]"))
         .arg(Arg::new("esmtp").short('E').long("esmtp").action(ArgAction::SetTrue)
             .help("ESMTP: EHLO with PIPELINING, 8BITMIME, SIZE, ENHANCEDSTATUSCODES, AUTH (needs --hostname)"))
-        .arg(Arg::new("auth").long("auth").value_name("TYPE:ARG").action(ArgAction::Append)
-            .help("SMTP AUTH credentials: file:PATH (user:pass lines) or memory:USER:PASS[:USER:PASS...]"))
+        .arg(auth_arg("SMTP AUTH credentials: file:PATH (user:pass lines) or memory:USER:PASS[:USER:PASS...]"))
         .arg(Arg::new("relay").short('R').long("relay").value_name("DIR").hide(true))
         .arg(Arg::new("disable-anonymous").long("disable-anonymous").action(ArgAction::SetTrue).hide(true))
         .arg(Arg::new("max-message-size").long("max-message-size").value_name("BYTES")
@@ -190,47 +189,6 @@ fn system_hostname() -> String {
         .and_then(|u| u.nodename().to_str().map(str::to_string))
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
-}
-
-fn parse_auth(values: Vec<&String>) -> Result<Option<HashMap<String, String>>, PluginError> {
-    if values.is_empty() {
-        return Ok(None);
-    }
-    let mut creds = HashMap::new();
-    for v in values {
-        if let Some(path) = v.strip_prefix("file:") {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| PluginError::new(format!("mail: --auth file:{path}: {e}")))?;
-            for line in text
-                .lines()
-                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-            {
-                let (u, p) = line.split_once(':').ok_or_else(|| {
-                    PluginError::new(format!(
-                        "mail: --auth file:{path}: '{line}' is not user:pass"
-                    ))
-                })?;
-                creds.insert(u.to_string(), p.to_string());
-            }
-        } else if let Some(list) = v.strip_prefix("memory:") {
-            let parts: Vec<&str> = list.split(':').collect();
-            if !parts.len().is_multiple_of(2) || parts.is_empty() {
-                return Err(PluginError::new(
-                    "mail: --auth memory:USER:PASS[:USER:PASS...]",
-                ));
-            }
-            for c in parts.chunks(2) {
-                creds.insert(c[0].to_string(), c[1].to_string());
-            }
-        } else if v == "anonymous" {
-            // twistd's default checker: nothing to add.
-        } else {
-            return Err(PluginError::new(format!(
-                "mail: --auth {v}: only file:PATH and memory:USER:PASS are supported"
-            )));
-        }
-    }
-    Ok(Some(creds))
 }
 
 /// The STARTTLS/STLS certificate of `--certificate` and `--privkey`, loaded now so that a bad
@@ -316,11 +274,7 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
                 PluginError::new("Specify a domain before specifying the default")
             })?);
     }
-    let auth = parse_auth(
-        m.get_many::<String>("auth")
-            .map(|v| v.collect())
-            .unwrap_or_default(),
-    )?;
+    let auth = parse_auth("mail", m)?;
     Ok(MailConfig {
         domains,
         default,

@@ -1,0 +1,156 @@
+//! The session on the core's relay harness (string transports, a manual clock): the whole
+//! exchange in every chunking, the relay it asks for, the replies, and the log line.
+
+use std::cell::RefCell;
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use twistrs_core::client::{ConnectError, Destination, Host as DestHost};
+use twistrs_core::testing::RelayHarness;
+
+use super::Socks;
+use crate::config::Config;
+use crate::connlog::ConnLog;
+use crate::negotiate::{Failure, reply5};
+use crate::rules::{Rule, Rules};
+
+/// A session with `rules`, logging to a file in `dir`.
+fn session(dir: &std::path::Path, rules: &[(bool, &str)]) -> RelayHarness<Socks> {
+    let log = ConnLog::file(dir.join("socks.log")).unwrap();
+    let cfg = Config {
+        creds: None,
+        rules: Rules(
+            rules
+                .iter()
+                .map(|(a, r)| Rule::parse(*a, r).unwrap())
+                .collect(),
+        ),
+        request_timeout: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(3600),
+        log: Rc::new(RefCell::new(log)),
+    };
+    let mut h = RelayHarness::new(Socks::new(Rc::new(cfg)));
+    h.connect();
+    h
+}
+
+fn log_of(h: &RelayHarness<Socks>, dir: &std::path::Path) -> String {
+    h.proto.cfg.log.borrow_mut().flush();
+    std::fs::read_to_string(dir.join("socks.log")).unwrap()
+}
+
+const CONNECT: &[u8] = b"\x05\x01\x00\x05\x01\x00\x01\x0a\x00\x00\x01\x00\x50early";
+
+#[test]
+fn a_connect_relayed_in_every_chunking() {
+    for chunk in 1..=CONNECT.len() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = session(dir.path(), &[]);
+        h.feed_chunked(CONNECT, chunk);
+        let req = h.relay_request().expect("a relay");
+        assert_eq!(
+            req.dest,
+            Destination::Tcp {
+                host: DestHost::Ip([10, 0, 0, 1].into()),
+                port: 80
+            },
+            "chunk {chunk}"
+        );
+        // What came with the request's last piece is forwarded by the request; what came
+        // after it waited, unread, and flows once joined: "early" arrives whole either way.
+        let forwarded = req.forward.clone();
+        assert!(b"early".starts_with(&forwarded), "chunk {chunk}");
+        h.connected();
+        let bound = "127.0.0.1:40000".parse().unwrap();
+        assert_eq!(h.take_output(), [&[5u8, 0][..], &reply5(0, bound)].concat());
+        assert_eq!(h.dest_take_output(), b"early", "chunk {chunk}");
+        h.feed(b" and more");
+        assert_eq!(h.dest_take_output(), b" and more");
+        h.dest_feed(b"response");
+        assert_eq!(h.take_output(), b"response");
+        h.eof();
+        h.dest_eof();
+        h.take_output();
+        h.dest_take_output();
+        assert!(h.ended().is_some(), "chunk {chunk}");
+        let log = log_of(&h, dir.path());
+        assert!(
+            log.contains("version=5 command=CONNECT dest=10.0.0.1:80 address=10.0.0.1:80")
+                && log.contains(" result=ok up=14 down=8 "),
+            "chunk {chunk}: {log}"
+        );
+    }
+}
+
+#[test]
+fn the_rules_refuse_before_any_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = session(dir.path(), &[(false, "10.0.0.0/8:80")]);
+    h.feed(CONNECT);
+    assert!(h.relay_request().is_none());
+    let want = [
+        &[5u8, 0][..],
+        &reply5(Failure::NotAllowed.code5(), ([0, 0, 0, 0], 0).into()),
+    ]
+    .concat();
+    assert_eq!(h.take_output(), want);
+    assert!(h.lost().is_some() || h.write_closed());
+    drop(h);
+}
+
+#[test]
+fn connect_failures_get_their_codes() {
+    let cases: Vec<(ConnectError, &[u8])> = vec![
+        (
+            ConnectError::Io(io::ErrorKind::ConnectionRefused.into()),
+            &[5, 5],
+        ),
+        (ConnectError::TimedOut(Duration::from_secs(30)), &[5, 6]),
+        (
+            ConnectError::NameNotResolved {
+                host: "x".into(),
+                error: io::ErrorKind::NotFound.into(),
+            },
+            &[5, 4],
+        ),
+        (ConnectError::Io(io::Error::from_raw_os_error(101)), &[5, 3]),
+    ];
+    for (err, code) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = session(dir.path(), &[]);
+        h.feed(CONNECT);
+        let why = err.to_string();
+        h.connect_failed(err);
+        let out = h.take_output();
+        assert_eq!(&out[2..4], code, "{why}");
+        let log = log_of(&h, dir.path());
+        assert!(log.contains("result=failed"), "{log}");
+    }
+    // SOCKS4: 91 for any failure.
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = session(dir.path(), &[]);
+    h.feed(b"\x04\x01\x00\x50\x0a\x00\x00\x01\x00");
+    h.connect_failed(ConnectError::Io(io::ErrorKind::ConnectionRefused.into()));
+    assert_eq!(h.take_output(), [0, 91, 0, 0, 0, 0, 0, 0]);
+}
+
+#[test]
+fn a_request_that_does_not_arrive_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = session(dir.path(), &[]);
+    h.feed(b"\x05\x01\x00\x05\x01");
+    assert_eq!(h.take_output(), [5, 0]);
+    h.advance(Duration::from_secs(29));
+    assert!(h.take_output().is_empty());
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.take_output(), reply5(1, ([0, 0, 0, 0], 0).into()));
+    h.eof();
+    assert!(h.lost().is_some());
+    let log = log_of(&h, dir.path());
+    assert!(
+        log.contains("the request did not arrive within 30 s"),
+        "{log}"
+    );
+}

@@ -1,0 +1,226 @@
+//! BIND (SOCKS4 and 5: two replies, then a relay) and UDP ASSOCIATE (datagrams relayed from
+//! the client's address only, and back only from where it sent) over raw sockets.
+
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// Connects to a BIND's port as its peer.
+fn peer_of(port: SocketAddr) -> TcpStream {
+    let p = connect(SocketAddr::from(([127, 0, 0, 1], port.port())));
+    p.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    p
+}
+
+#[test]
+fn socks5_bind_answers_twice_then_relays_both_ways() {
+    let s = socks(&[]);
+    let mut c = proxy(&s);
+    greet5(&mut c);
+    send(&mut c, &request5(2, ([127, 0, 0, 1], 0).into()));
+    let (code, bound) = reply5(&mut c);
+    assert_eq!(code, 0);
+    assert_eq!(bound.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
+    let mut p = peer_of(bound);
+    let (code, peer) = reply5(&mut c);
+    assert_eq!(
+        (code, peer),
+        (0, p.local_addr().unwrap()),
+        "the peer's address"
+    );
+    send(&mut p, b"from the peer");
+    assert_eq!(read_n(&mut c, 13), b"from the peer");
+    send(&mut c, b"from the client");
+    assert_eq!(read_n(&mut p, 15), b"from the client");
+    // A half-close is carried through and the other way still flows.
+    c.shutdown(Shutdown::Write).unwrap();
+    assert!(closed(&mut p), "the peer sees the client's FIN");
+    send(&mut p, b"last words");
+    p.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&mut c), b"last words");
+    let line = wait_conn_lines(&s, 1).pop().unwrap();
+    assert!(
+        line.contains("version=5 command=BIND") && line.contains("result=ok"),
+        "{line}"
+    );
+    assert!(line.contains(" up=15 down=23 "), "{line}");
+}
+
+#[test]
+fn socks4_bind_and_a_peer_from_the_wrong_address() {
+    let s = socks(&[]);
+    let mut c = proxy(&s);
+    send(&mut c, &request4(2, 21, [127, 0, 0, 1], b"ftp", None));
+    let (code, bound) = reply4(&mut c);
+    assert_eq!(code, 90);
+    let mut p = peer_of(bound);
+    assert_eq!(reply4(&mut c).0, 90);
+    send(&mut p, b"220 hi\r\n");
+    assert_eq!(read_n(&mut c, 8), b"220 hi\r\n");
+    // The request names the peer the client expects: another one is refused, and closed.
+    let mut c = proxy(&s);
+    send(&mut c, &request4(2, 21, [10, 1, 2, 3], b"", None));
+    let (code, bound) = reply4(&mut c);
+    assert_eq!(code, 90);
+    let mut p = peer_of(bound);
+    assert_eq!(reply4(&mut c).0, 91);
+    assert!(closed(&mut c));
+    assert!(closed(&mut p));
+    let mut c = proxy(&s);
+    greet5(&mut c);
+    send(&mut c, &request5(2, ([10, 1, 2, 3], 0).into()));
+    let (_, bound) = reply5(&mut c);
+    let _p = peer_of(bound);
+    assert_eq!(reply5(&mut c).0, 0x02);
+    let lines = wait_conn_lines(&s, 3);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("is not the one expected (10.1.2.3)")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_bind_nobody_connects_to_times_out_with_0x06() {
+    let s = socks(&["--connect-timeout", "1"]);
+    let mut c = proxy(&s);
+    greet5(&mut c);
+    send(&mut c, &request5(2, ([127, 0, 0, 1], 0).into()));
+    let (_, bound) = reply5(&mut c);
+    let started = Instant::now();
+    assert_eq!(reply5(&mut c).0, 0x06);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(closed(&mut c));
+    // The port is closed again.
+    assert!(TcpStream::connect_timeout(&bound, Duration::from_secs(2)).is_err());
+}
+
+/// A UDP server that answers `pong:` + what it got, and keeps what it got.
+struct UdpEcho {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<Vec<u8>>>>,
+    stop: Arc<Mutex<bool>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UdpEcho {
+    fn start() -> UdpEcho {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let got: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let stop = Arc::new(Mutex::new(false));
+        let (g, st) = (Arc::clone(&got), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            // Bounded: at most a minute, or until stopped.
+            let end = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < end && !*st.lock().unwrap() {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    g.lock().unwrap().push(buf[..n].to_vec());
+                    let _ = sock.send_to(&[b"pong:", &buf[..n]].concat(), from);
+                }
+            }
+        });
+        UdpEcho {
+            addr,
+            got,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        *self.stop.lock().unwrap() = true;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `RSV RSV FRAG ATYP ADDR PORT DATA` for an IPv4 destination.
+fn datagram(to: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut d = request5(0, to);
+    d[..3].copy_from_slice(&[0, 0, 0]);
+    d.extend(data);
+    d
+}
+
+fn recv(u: &UdpSocket) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 2048];
+    u.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
+}
+
+#[test]
+fn udp_associate_relays_from_the_client_only() {
+    let echo = UdpEcho::start();
+    let denied = UdpEcho::start();
+    let s = socks(&["--deny", &format!("127.0.0.1/32:{}", denied.addr.port())]);
+    let mut c = proxy(&s);
+    greet5(&mut c);
+    send(&mut c, &request5(3, ([0, 0, 0, 0], 0).into()));
+    let (code, relay) = reply5(&mut c);
+    assert_eq!(code, 0);
+    let u = udp();
+    u.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    u.send_to(&datagram(echo.addr, b"ping"), relay).unwrap();
+    let back = recv(&u).expect("the echo's answer");
+    assert_eq!(
+        back,
+        datagram(echo.addr, b"pong:ping"),
+        "behind a header naming its source"
+    );
+    // A host name in the header is resolved first.
+    let mut named = b"\x00\x00\x00\x03\x09localhost".to_vec();
+    named.extend(echo.addr.port().to_be_bytes());
+    named.extend(b"by name");
+    u.send_to(&named, relay).unwrap();
+    assert_eq!(recv(&u).unwrap(), datagram(echo.addr, b"pong:by name"));
+    // Refused by the rules: dropped. From another port of the client's host: dropped. A
+    // fragment: dropped. None reaches anyone.
+    u.send_to(&datagram(denied.addr, b"no"), relay).unwrap();
+    let stranger = udp();
+    stranger
+        .send_to(&datagram(echo.addr, b"stranger"), relay)
+        .unwrap();
+    let mut frag = datagram(echo.addr, b"fragment");
+    frag[2] = 1;
+    u.send_to(&frag, relay).unwrap();
+    // A source the client never sent to cannot send to the client through the relay.
+    let outsider = udp();
+    outsider.send_to(b"unsolicited", relay).unwrap();
+    // A datagram after them all still goes through, so the ones before were seen and dropped.
+    u.send_to(&datagram(echo.addr, b"last"), relay).unwrap();
+    assert_eq!(recv(&u).unwrap(), datagram(echo.addr, b"pong:last"));
+    u.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert_eq!(recv(&u), None, "nothing else came back");
+    let got = echo.got.lock().unwrap().clone();
+    assert_eq!(got, [&b"ping"[..], b"by name", b"last"]);
+    assert!(denied.got.lock().unwrap().is_empty());
+    // The association ends with its TCP connection: the port closes.
+    c.flush().unwrap();
+    drop(c);
+    let line = wait_conn_lines(&s, 1).pop().unwrap();
+    assert!(
+        line.contains("version=5 command=UDP") && line.contains("result=ok"),
+        "{line}"
+    );
+    assert!(line.contains(" up=15 down=30 "), "{line}");
+    let mut rebound = false;
+    for _ in 0..100 {
+        if UdpSocket::bind(relay).is_ok() {
+            rebound = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(rebound, "the relay port was closed");
+}
