@@ -41,6 +41,8 @@ pub(crate) enum Command {
     Adopt(Box<Adopted>),
     WriteToProcess(ProcessId, Vec<u8>),
     CloseProcessStdin(ProcessId),
+    /// Calls back with a snapshot of the listeners' counters (for a metrics scrape).
+    Stats(Box<dyn FnOnce(Vec<crate::reactor::ListenerStats>)>),
 }
 
 /// A child just forked: its protocol and our ends of its pipes.
@@ -143,6 +145,12 @@ impl Handle {
     /// Closes another connection after its output is flushed.
     pub fn lose_connection(&self, conn: ConnId) {
         self.push(Command::Lose(conn));
+    }
+
+    /// Calls `f` with a snapshot of every factory's counters once the current callback returns:
+    /// counting stays plain integers in the reactor, read only when someone asks.
+    pub fn listener_stats(&self, f: impl FnOnce(Vec<crate::reactor::ListenerStats>) + 'static) {
+        self.push(Command::Stats(Box::new(f)));
     }
 
     /// Closes another connection now.

@@ -84,7 +84,7 @@ fn retry_at_once(e: &io::Error) -> bool {
 /// A listening stream port.
 pub(crate) struct Listener {
     sock: ListenSock,
-    factory: usize,
+    pub(crate) factory: usize,
     pub(crate) accepting: Accepting,
     host: Address,
     /// What the "starting on" and "Closed" lines name: a port number or a quoted path.
@@ -95,6 +95,13 @@ pub(crate) struct Listener {
     endpoint: String,
     /// TLS for every connection it accepts.
     tls: Option<Rc<TlsContext>>,
+}
+
+impl Listener {
+    /// The endpoint string it was opened from.
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
 }
 
 /// A listening socket with what the listener table keeps about it: its local address, the
@@ -497,6 +504,7 @@ impl Reactor {
             let slot = &mut self.factories[l.factory];
             if slot.max.is_some_and(|m| slot.conns >= m) {
                 if l.accepting != Accepting::AtLimit {
+                    slot.counts.limit_pauses += 1;
                     log::warn!(target: crate::logsys::BARE,
                         "{}: connection limit ({}) reached; accepting paused",
                         slot.factory.name(), slot.conns);
@@ -531,6 +539,7 @@ impl Reactor {
                     }
                     l.accepting = Accepting::Open;
                     let (factory, tls) = (l.factory, l.tls.clone());
+                    self.factories[factory].counts.accepted += 1;
                     self.connection_accepted(factory, stream, peer, host, tls);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

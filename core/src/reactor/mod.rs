@@ -11,6 +11,7 @@ mod connect;
 mod handle;
 mod listen;
 mod process;
+mod stats;
 mod udp;
 
 use std::io;
@@ -23,6 +24,7 @@ use slab::Slab;
 pub(crate) use handle::Command;
 pub use handle::Handle;
 pub use listen::{ListenError, ListenerId};
+pub use stats::ListenerStats;
 pub use udp::PortId;
 
 use crate::protocol::Factory;
@@ -88,6 +90,8 @@ pub(crate) struct FactorySlot {
     pub(crate) conns: usize,
     pub(crate) sessions: u32,
     pub(crate) max: Option<usize>,
+    /// What the metrics count: see [`ListenerStats`].
+    pub(crate) counts: stats::Counts,
 }
 
 /// What a poll token refers to.
@@ -207,6 +211,7 @@ impl Reactor {
             conns: 0,
             sessions: 0,
             max,
+            counts: stats::Counts::default(),
         });
         FactoryId(self.factories.len() - 1)
     }
@@ -486,6 +491,7 @@ impl Reactor {
                         self.redrive.push(id.key as usize);
                     }
                 }
+                Command::Stats(f) => f(self.listener_stats()),
                 Command::Lose(id) => {
                     if let Some(c) = self.conn_mut(id) {
                         c.conn.st.lose();
