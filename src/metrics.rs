@@ -197,6 +197,7 @@ pub(crate) fn render(stats: &[ListenerStats]) -> String {
             |s| s.bytes_sent,
         ),
     ];
+    twistrs_core::metrics::render(&mut out);
     for (name, kind, help, get) in series {
         let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
         for s in stats {

@@ -32,7 +32,7 @@ fn get(port: u16, path: &str) -> (String, String) {
     let mut c = connect(SocketAddr::from(([127, 0, 0, 1], port)));
     send(
         &mut c,
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
     );
     let text = String::from_utf8(read_to_end(&mut c)).expect("UTF-8 response");
     let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
@@ -239,4 +239,53 @@ fn metrics_are_refused_with_workers() {
         format!("{out}{err}").contains("--metrics cannot be used with --workers"),
         "{out}{err}"
     );
+}
+
+#[test]
+fn web_requests_are_counted_by_method_and_class() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "0123456789").unwrap();
+    let mut srv = Server::start(&[
+        "--metrics",
+        LOCAL,
+        "web",
+        "--path",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        LOCAL,
+    ]);
+    let (metrics, web) = (port_of(&srv, "Metrics"), port_of(&srv, "Site"));
+    for _ in 0..3 {
+        let (status, body) = get(web, "/a.txt");
+        assert_eq!(
+            (status.as_str(), body.as_str()),
+            ("HTTP/1.1 200 OK", "0123456789")
+        );
+    }
+    for _ in 0..2 {
+        assert!(get(web, "/missing").0.contains(" 404 "));
+    }
+    let series =
+        |code: &str| format!("twistrs_web_requests_total{{method=\"GET\",code=\"{code}\"}} ");
+    // A response is counted once its last byte has left, which the client may see first.
+    let body = scrape_until(metrics, |b| {
+        b.contains(&format!("{}3\n", series("2xx"))) && b.contains(&format!("{}2\n", series("4xx")))
+    });
+    assert!(body.contains(&format!("{}3\n", series("2xx"))), "{body}");
+    assert!(body.contains(&format!("{}2\n", series("4xx"))), "{body}");
+    assert!(
+        body.contains("twistrs_web_request_duration_seconds_count 5\n"),
+        "{body}"
+    );
+    let bytes: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("twistrs_web_response_bytes_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no response bytes:\n{body}"));
+    assert!(
+        bytes >= 30,
+        "three 10-byte bodies and two error pages: {bytes}\n{body}"
+    );
+    promtool_check("web_requests_are_counted_by_method_and_class", &body);
+    srv.term();
 }
