@@ -289,3 +289,67 @@ fn web_requests_are_counted_by_method_and_class() {
     promtool_check("web_requests_are_counted_by_method_and_class", &body);
     srv.term();
 }
+
+#[test]
+fn mail_messages_and_pop3_logins_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let dom = format!("example.com={}", dir.path().join("example.com").display());
+    let mut srv = Server::start(&[
+        "--metrics",
+        LOCAL,
+        "mail",
+        "-H",
+        "mx.test",
+        "-d",
+        &dom,
+        "-u",
+        "joe=secret",
+        "-s",
+        LOCAL,
+        "-p",
+        LOCAL,
+    ]);
+    srv.wait_until(|l| count_ports(l) >= 3, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("mail did not start: {:?}", srv.lines()));
+    let metrics = port_of(&srv, "Metrics");
+    let (smtp, pop3) = (port_of(&srv, "SMTP"), port_of(&srv, "VirtualPOP3"));
+    let (code, out, err) = crate::mail::py(
+        r#"
+import smtplib, poplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)
+for i in range(2):
+    s.sendmail('a@b.example', ['joe@example.com'], 'Subject: %d\r\n\r\nhi\r\n' % i)
+try:
+    s.sendmail('a@b.example', ['nobody@example.com'], 'Subject: x\r\n\r\nx\r\n')
+except smtplib.SMTPRecipientsRefused:
+    pass
+s.quit()
+p = poplib.POP3('127.0.0.1', int(sys.argv[2]), timeout=10)
+p.user('joe@example.com'); p.pass_('secret'); p.quit()
+p = poplib.POP3('127.0.0.1', int(sys.argv[2]), timeout=10)
+p.user('joe@example.com')
+try:
+    p.pass_('wrong')
+except poplib.error_proto:
+    pass
+print('done')
+"#,
+        &[&smtp.to_string(), &pop3.to_string()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let body = scrape_until(metrics, |b| {
+        b.contains("twistrs_mail_pop3_logins_total{result=\"failed\"} 1\n")
+    });
+    for want in [
+        "twistrs_mail_messages_total{result=\"accepted\",reason=\"\"} 2\n",
+        "twistrs_mail_messages_total{result=\"failed\",reason=\"local_error\"} 0\n",
+        "twistrs_mail_recipients_refused_total 1\n",
+        "twistrs_mail_delivery_seconds_count 2\n",
+        "twistrs_mail_pop3_logins_total{result=\"ok\"} 1\n",
+        "twistrs_mail_pop3_logins_total{result=\"failed\"} 1\n",
+    ] {
+        assert!(body.contains(want), "{want} missing:\n{body}");
+    }
+    promtool_check("mail_messages_and_pop3_logins_are_counted", &body);
+    srv.term();
+}
