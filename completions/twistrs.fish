@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_twistrs_global_optspecs
-    string join \n version n/nodaemon l/logfile= pidfile= d/rundir= umask= u/uid= g/gid= euid chroot= syslog prefix= r/reactor= help-reactors originalname shutdown-timeout= workers= y/python= f/file= s/source= e/encrypted o/no_save p/profile= profiler= savestats b/debug spew logger= log-rotate-size= log-keep= log-format= log-level= h/help
+    string join \n version n/nodaemon l/logfile= pidfile= d/rundir= umask= u/uid= g/gid= euid chroot= syslog prefix= r/reactor= help-reactors originalname shutdown-timeout= workers= y/python= f/file= s/source= e/encrypted o/no_save p/profile= profiler= savestats b/debug spew logger= log-rotate-size= log-keep= log-format= log-level= metrics= h/help
 end
 
 function __fish_twistrs_needs_command
@@ -50,6 +50,7 @@ info\t''
 warn\t''
 error\t''
 critical\t''"
+complete -c twistrs -n "__fish_twistrs_needs_command" -l metrics -d 'Serve Prometheus metrics on GET /metrics at ENDPOINT (e.g. tcp:9100:interface=127.0.0.1); one process only, not with --workers' -r
 complete -c twistrs -n "__fish_twistrs_needs_command" -l version -d 'Print the version and exit'
 complete -c twistrs -n "__fish_twistrs_needs_command" -s n -l nodaemon -d 'Don\'t daemonize, don\'t use the default umask of 0077'
 complete -c twistrs -n "__fish_twistrs_needs_command" -l euid -d 'Set only the effective user and group ids'

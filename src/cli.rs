@@ -234,6 +234,12 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
                 .default_value("info")
                 .value_parser(["debug", "info", "warn", "error", "critical"])
                 .help("Log only lines of LEVEL and above (twist's names; critical is error)"),
+        )
+        .arg(
+            Arg::new("metrics")
+                .long("metrics")
+                .value_name("ENDPOINT")
+                .help("Serve Prometheus metrics on GET /metrics at ENDPOINT (e.g. tcp:9100:interface=127.0.0.1); one process only, not with --workers"),
         );
     let mut sorted: Vec<&Plugin> = plugins.iter().collect();
     sorted.sort_by_key(|p| p.tapname);

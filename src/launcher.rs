@@ -123,6 +123,8 @@ pub(crate) struct Plan {
     rotation: Option<Rotation>,
     log_format: logging::Format,
     log_level: log::LevelFilter,
+    /// Where `--metrics` serves, if asked.
+    metrics: Option<twistrs_core::Endpoint>,
     pub(crate) rundir: PathBuf,
     umask: Option<u32>,
     pub(crate) chroot: Option<PathBuf>,
@@ -180,6 +182,10 @@ fn plan(m: &ArgMatches, successor: bool) -> Result<Plan, String> {
             _ => logging::Format::Text,
         },
         log_level: logging::level_filter(m.get_one::<String>("log-level").map(String::as_str)),
+        metrics: match m.get_one::<String>("metrics") {
+            Some(ep) => Some(ep.parse().map_err(|e| format!("--metrics {ep}: {e}"))?),
+            None => None,
+        },
         rundir: m
             .get_one::<PathBuf>("rundir")
             .cloned()
@@ -218,6 +224,13 @@ fn start(
         return Err(
             "--log-rotate-size cannot be used with --workers: several processes \
                     write the log; rotate it with logrotate and SIGHUP"
+                .into(),
+        );
+    }
+    if n > 1 && plan.metrics.is_some() {
+        return Err(
+            "--metrics cannot be used with --workers: the metrics are per process \
+                    and the master serves no connections; run one process to scrape it"
                 .into(),
         );
     }
@@ -431,6 +444,10 @@ fn serve(
                 unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(*fd) };
             reactor.inherit_listener(ep.clone(), owned);
         }
+    }
+    if let Some(ep) = &plan.metrics {
+        let f = reactor.add_factory(Box::new(crate::metrics::MetricsFactory));
+        reactor.listen(ep, f).map_err(|e| e.to_string())?;
     }
     let started = service
         .privileged_start_service(&mut reactor.service_host())

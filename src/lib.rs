@@ -16,6 +16,7 @@ pub mod holder;
 pub mod jsonlog;
 pub mod launcher;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod pidfile;
 pub mod privileges;

@@ -232,6 +232,7 @@ impl<S: Socket> Conn<S> {
                 }
                 Ok(n) => {
                     *reads += 1;
+                    self.st.received += n as u64;
                     self.st.last_activity = d.handle.now();
                     let data = &d.buf[..n];
                     p.data_received(&mut Transport::new(&mut self.st, d.handle), data);

@@ -42,6 +42,7 @@ pub mod error;
 pub mod limit;
 pub mod line;
 pub mod logsys;
+pub mod metrics;
 pub mod options;
 mod output;
 pub mod plugin;

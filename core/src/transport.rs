@@ -80,6 +80,8 @@ pub struct ConnState {
     pub(crate) out: Output,
     /// The peer's EOF arrived: nothing more to read.
     pub(crate) eof_received: bool,
+    /// Bytes read from the peer (after TLS) since the connection opened, for the metrics.
+    pub(crate) received: u64,
     /// The protocol paused reading (`Transport::pause_producing`).
     pub(crate) read_paused: bool,
     /// Reading stopped early (high-water mark, pause, budget): data may be waiting, and no
@@ -132,6 +134,7 @@ impl ConnState {
             phase: Phase::Open,
             out: Output::default(),
             eof_received: false,
+            received: 0,
             read_paused: false,
             read_pending: false,
             peer_closed: false,

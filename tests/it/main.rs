@@ -10,6 +10,7 @@ mod logs;
 mod mail;
 mod mail_tls;
 mod man;
+mod metrics;
 mod ops;
 mod pidfile;
 mod portforward;

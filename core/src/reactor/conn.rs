@@ -356,6 +356,9 @@ impl Reactor {
                 }
                 self.live_conns -= 1;
                 if let Some(f) = c.factory {
+                    let counts = &mut self.factories[f as usize].counts;
+                    counts.closed_received += c.conn.st.received;
+                    counts.closed_sent += c.conn.st.out.sent;
                     self.connection_slot_freed(f as usize);
                 }
                 let mut d = Driver {

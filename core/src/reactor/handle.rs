@@ -78,6 +78,8 @@ pub(crate) enum Command {
     CloseProcessStdin(ProcessId),
     WatchAgain(super::WatchId),
     WithHost(Box<dyn FnOnce(&mut ServiceHost<'_>)>),
+    /// Calls back with a snapshot of the listeners' counters (for a metrics scrape).
+    Stats(Box<dyn FnOnce(Vec<crate::reactor::ListenerStats>)>),
 }
 
 /// A child just forked: its protocol and our ends of its pipes.
@@ -182,6 +184,12 @@ impl Handle {
     /// Closes another connection after its output is flushed.
     pub fn lose_connection(&self, conn: ConnId) {
         self.push(Command::Lose(conn));
+    }
+
+    /// Calls `f` with a snapshot of every factory's counters once the current callback returns:
+    /// counting stays plain integers in the reactor, read only when someone asks.
+    pub fn listener_stats(&self, f: impl FnOnce(Vec<crate::reactor::ListenerStats>) + 'static) {
+        self.push(Command::Stats(Box::new(f)));
     }
 
     /// Closes another connection now.

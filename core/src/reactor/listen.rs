@@ -127,6 +127,21 @@ pub(crate) struct Listener {
     tls: Option<Rc<TlsContext>>,
 }
 
+impl Listener {
+    /// The endpoint string it was opened from.
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The factory it builds protocols with; none for a hand-off port.
+    pub(crate) fn factory(&self) -> Option<usize> {
+        match self.target {
+            Target::Factory(f) => Some(f),
+            Target::HandOff { .. } => None,
+        }
+    }
+}
+
 /// A listening socket with what the listener table keeps about it: its local address, the
 /// label of its log lines, and a UNIX path (and lock) to remove when it closes.
 type Opened = (
@@ -599,6 +614,7 @@ impl Reactor {
                 let slot = &mut self.factories[f];
                 if slot.max.is_some_and(|m| slot.conns >= m) {
                     if l.accepting != Accepting::AtLimit {
+                        slot.counts.limit_pauses += 1;
                         log::warn!(target: crate::logsys::BARE,
                             "{}: connection limit ({}) reached; accepting paused",
                             slot.factory.name(), slot.conns);
@@ -640,6 +656,7 @@ impl Reactor {
                     match &mut l.target {
                         Target::Factory(f) => {
                             let (factory, tls) = (*f, l.tls.clone());
+                            self.factories[factory].counts.accepted += 1;
                             self.connection_accepted(factory, stream, peer, host, tls);
                         }
                         Target::HandOff { on_accept, .. } => {

@@ -14,6 +14,7 @@ mod listen;
 mod owned;
 mod process;
 mod relay;
+mod stats;
 mod udp;
 
 use std::io;
@@ -28,6 +29,7 @@ pub(crate) use handle::Command;
 pub use handle::Handle;
 pub use listen::{Accepted, ListenError, ListenerId, OnAccept};
 pub use owned::OwnedPort;
+pub use stats::ListenerStats;
 pub use udp::PortId;
 
 use crate::protocol::Factory;
@@ -93,6 +95,8 @@ pub(crate) struct FactorySlot {
     pub(crate) conns: usize,
     pub(crate) sessions: u32,
     pub(crate) max: Option<usize>,
+    /// What the metrics count: see [`ListenerStats`].
+    pub(crate) counts: stats::Counts,
 }
 
 /// What a poll token refers to.
@@ -224,6 +228,7 @@ impl Reactor {
             conns: 0,
             sessions: 0,
             max,
+            counts: stats::Counts::default(),
         });
         FactoryId(self.factories.len() - 1)
     }
@@ -506,6 +511,7 @@ impl Reactor {
                         self.redrive.push(id.key as usize);
                     }
                 }
+                Command::Stats(f) => f(self.listener_stats()),
                 Command::Lose(id) => {
                     if let Some(c) = self.conn_mut(id) {
                         c.conn.st.lose();

@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod mailbox;
 pub mod maildir;
+pub mod metrics;
 pub mod pop3;
 pub mod pop3_server;
 #[cfg(test)]
@@ -383,6 +384,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
         return Err(PluginError::new("You cannot disable all protocols"));
     }
     let cfg = Rc::new(build_config(m)?);
+    metrics::register();
     if cfg.domains.is_empty() {
         log::warn!(target: "twistrs.mail", "no -d domain: every recipient will be refused");
     }

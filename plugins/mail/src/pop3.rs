@@ -191,6 +191,7 @@ impl Pop3 {
         self.s.state = State::Auth { user: None };
         match result {
             Ok(mbox) => {
+                crate::metrics::with(|m| m.pop3_ok.inc());
                 ok(out, &format!("Maildrop has {} messages", mbox.msgs.len()));
                 self.s.state = State::Transaction { login, mbox };
             }
@@ -438,6 +439,7 @@ impl Session {
 
     fn login(&mut self, login: String, good: bool, out: &mut Vec<u8>) -> Option<Action> {
         if !good {
+            crate::metrics::with(|m| m.pop3_failed.inc());
             self.failures += 1;
             log::info!(target: "twistrs.mail.pop3", "authentication failed for {login:?}");
             let mut reply = Vec::new();
@@ -450,6 +452,7 @@ impl Session {
             return Some(Action::Delay(self.cfg.pop3_fail_delay, reply));
         }
         let Some((dom, user)) = self.cfg.pop3_user(&login) else {
+            crate::metrics::with(|m| m.pop3_failed.inc());
             err(out, "Authentication failed");
             return None;
         };

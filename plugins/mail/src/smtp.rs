@@ -447,6 +447,7 @@ impl Session {
                         };
                         log::info!(target: "twistrs.mail.smtp",
                             "{}: refused recipient <{}> ({r:?})", self.peer, to.address);
+                        crate::metrics::with(|m| m.recipients_refused.inc());
                         self.reply(out, 550, enh, "Cannot receive for specified address");
                     }
                 }
@@ -594,11 +595,13 @@ impl Session {
         }
         match outcome {
             Outcome::TooBig => {
+                crate::metrics::with(|m| m.rejected_too_big.inc());
                 self.reset();
                 self.reply(out, 552, "5.3.4", "Message too big");
                 None
             }
             Outcome::LongLine => {
+                crate::metrics::with(|m| m.rejected_long_line.inc());
                 self.reset();
                 self.reply(out, 500, "5.5.2", "Line too long (1000 octets at most)");
                 None
@@ -668,6 +671,10 @@ impl Session {
         let durable = d.start.elapsed();
         match result {
             Ok(()) => {
+                crate::metrics::with(|m| {
+                    m.accepted.inc();
+                    m.durable.observe(durable.as_secs_f64());
+                });
                 log::info!(target: "twistrs.mail.smtp",
                     client = self.peer.as_str(), queue_id = d.id.as_str(),
                     sender = d.from.as_str(), recipients = d.to.as_str(), size = d.size,
@@ -678,6 +685,7 @@ impl Session {
                 self.reply(out, 250, "2.0.0", "Delivery in progress")
             }
             Err(e) => {
+                crate::metrics::with(|m| m.failed.inc());
                 log::error!(target: "twistrs.mail.smtp",
                     client = self.peer.as_str(), queue_id = d.id.as_str(),
                     sender = d.from.as_str(), recipients = d.to.as_str(), size = d.size;

@@ -44,6 +44,8 @@ pub struct Site {
     pub timeout: Duration,
     pub access: Rc<RefCell<AccessLog>>,
     pub boundary: String,
+    /// What `--metrics` shows of the requests answered.
+    pub metrics: crate::metrics::WebMetrics,
 }
 
 enum State {
@@ -247,6 +249,8 @@ impl Http {
 
     /// The access log line of a response, with the body bytes that left.
     fn log(&self, p: &Pending, bytes: u64) {
+        let duration = p.start.elapsed();
+        self.site.metrics.record(&p.line, p.status, bytes, duration);
         self.site.access.borrow_mut().log(&Line {
             client: if self.client.is_empty() {
                 "-"
@@ -258,7 +262,7 @@ impl Http {
             bytes,
             referer: p.referer.as_deref(),
             agent: p.agent.as_deref(),
-            duration: p.start.elapsed(),
+            duration,
         });
     }
 
@@ -746,6 +750,7 @@ mod tests {
             timeout: Duration::from_secs(60),
             access: Rc::new(RefCell::new(crate::access::AccessLog::main())),
             boundary: "b".into(),
+            metrics: Default::default(),
         })
     }
 

@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod http;
+pub mod metrics;
 pub mod path;
 pub mod pending;
 #[cfg(test)]
@@ -383,6 +384,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
         timeout: TIMEOUT.get(m),
         access: Rc::new(RefCell::new(access)),
         boundary: format!("{:032x}", seed ^ u128::from(std::process::id()) << 64),
+        metrics: Default::default(),
     };
     let mut endpoints = LISTEN.given(m);
     endpoints.extend(PORT.given(m));

@@ -1,0 +1,232 @@
+//! A minimal metrics registry for plugins: counters and histograms kept on the reactor's
+//! thread (plain `Cell`s, no atomics), rendered in the Prometheus text format by the launcher's
+//! `--metrics` responder. A plugin registers its series once (when it builds its service) and
+//! keeps the handles; bumping one is an addition.
+
+use std::cell::{Cell, RefCell};
+use std::fmt::Write as _;
+use std::rc::Rc;
+
+/// A monotonic count.
+#[derive(Clone, Debug, Default)]
+pub struct Counter(Rc<Cell<u64>>);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.set(self.0.get().wrapping_add(1));
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.set(self.0.get().wrapping_add(n));
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+#[derive(Debug)]
+struct Buckets {
+    bounds: &'static [f64],
+    /// Per bound, observations at or below it (not cumulative: summed when rendered).
+    counts: Vec<u64>,
+    count: u64,
+    sum: f64,
+}
+
+/// A distribution of observations (seconds, by Prometheus's convention) over fixed buckets.
+#[derive(Clone, Debug)]
+pub struct Histogram(Rc<RefCell<Buckets>>);
+
+impl Histogram {
+    pub fn observe(&self, v: f64) {
+        let mut b = self.0.borrow_mut();
+        if let Some(i) = b.bounds.iter().position(|&le| v <= le) {
+            b.counts[i] += 1;
+        }
+        b.count += 1;
+        b.sum += v;
+    }
+}
+
+/// Buckets for latencies from a tenth of a millisecond to ten seconds.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0,
+];
+
+#[derive(Debug)]
+enum Value {
+    Counter(Counter),
+    Histogram(Histogram),
+}
+
+#[derive(Debug)]
+struct Series {
+    name: &'static str,
+    help: &'static str,
+    /// Rendered `k="v",...` (values escaped), without braces.
+    labels: String,
+    value: Value,
+}
+
+thread_local! {
+    static REGISTRY: RefCell<Vec<Series>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `k="v"` pairs, values escaped as the exposition format wants.
+fn render_labels(labels: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let v = v
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        let _ = write!(out, "{k}=\"{v}\"");
+    }
+    out
+}
+
+/// The counter `name{labels}`, registered on first use; the same one after.
+pub fn counter(name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Counter {
+    let labels = render_labels(labels);
+    REGISTRY.with_borrow_mut(|r| {
+        if let Some(Value::Counter(c)) = r
+            .iter()
+            .find(|s| s.name == name && s.labels == labels)
+            .map(|s| &s.value)
+        {
+            return c.clone();
+        }
+        let c = Counter::default();
+        r.push(Series {
+            name,
+            help,
+            labels,
+            value: Value::Counter(c.clone()),
+        });
+        c
+    })
+}
+
+/// The histogram `name{labels}` over `bounds` (ascending), registered on first use.
+pub fn histogram(
+    name: &'static str,
+    help: &'static str,
+    labels: &[(&str, &str)],
+    bounds: &'static [f64],
+) -> Histogram {
+    let labels = render_labels(labels);
+    REGISTRY.with_borrow_mut(|r| {
+        if let Some(Value::Histogram(h)) = r
+            .iter()
+            .find(|s| s.name == name && s.labels == labels)
+            .map(|s| &s.value)
+        {
+            return h.clone();
+        }
+        let h = Histogram(Rc::new(RefCell::new(Buckets {
+            bounds,
+            counts: vec![0; bounds.len()],
+            count: 0,
+            sum: 0.0,
+        })));
+        r.push(Series {
+            name,
+            help,
+            labels,
+            value: Value::Histogram(h.clone()),
+        });
+        h
+    })
+}
+
+/// Appends every registered series, grouped by name (each name's HELP and TYPE once).
+pub fn render(out: &mut String) {
+    REGISTRY.with_borrow(|r| {
+        let mut names: Vec<&'static str> = Vec::new();
+        for s in r {
+            if !names.contains(&s.name) {
+                names.push(s.name);
+            }
+        }
+        for name in names {
+            let mut first = true;
+            for s in r.iter().filter(|s| s.name == name) {
+                let kind = match s.value {
+                    Value::Counter(_) => "counter",
+                    Value::Histogram(_) => "histogram",
+                };
+                if first {
+                    let _ = write!(out, "# HELP {name} {}\n# TYPE {name} {kind}\n", s.help);
+                    first = false;
+                }
+                let sep = if s.labels.is_empty() { "" } else { "," };
+                let braced = if s.labels.is_empty() {
+                    String::new()
+                } else {
+                    format!("{{{}}}", s.labels)
+                };
+                match &s.value {
+                    Value::Counter(c) => {
+                        let _ = writeln!(out, "{name}{braced} {}", c.get());
+                    }
+                    Value::Histogram(h) => {
+                        let b = h.0.borrow();
+                        let mut cum = 0;
+                        for (le, n) in b.bounds.iter().zip(&b.counts) {
+                            cum += n;
+                            let _ =
+                                writeln!(out, "{name}_bucket{{{}{sep}le=\"{le}\"}} {cum}", s.labels);
+                        }
+                        let _ = writeln!(
+                            out,
+                            "{name}_bucket{{{}{sep}le=\"+Inf\"}} {}\n{name}_sum{braced} {}\n{name}_count{braced} {}",
+                            s.labels, b.count, b.sum, b.count
+                        );
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_shared_by_name_and_labels_and_histograms_cumulate() {
+        let a = counter("t_requests_total", "Requests.", &[("method", "GET")]);
+        let b = counter("t_requests_total", "Requests.", &[("method", "GET")]);
+        let c = counter("t_requests_total", "Requests.", &[("method", "P\"UT")]);
+        a.inc();
+        b.add(2);
+        c.inc();
+        let h = histogram("t_seconds", "Durations.", &[], &[0.1, 1.0]);
+        h.observe(0.05);
+        h.observe(0.5);
+        h.observe(3.0);
+        let mut out = String::new();
+        render(&mut out);
+        assert_eq!(
+            out.matches("# TYPE t_requests_total counter").count(),
+            1,
+            "{out}"
+        );
+        assert!(
+            out.contains("t_requests_total{method=\"GET\"} 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("t_requests_total{method=\"P\\\"UT\"} 1\n"),
+            "{out}"
+        );
+        assert!(out.contains("t_seconds_bucket{le=\"0.1\"} 1\n"), "{out}");
+        assert!(out.contains("t_seconds_bucket{le=\"1\"} 2\n"), "{out}");
+        assert!(out.contains("t_seconds_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("t_seconds_count 3\n"), "{out}");
+    }
+}
