@@ -97,6 +97,38 @@ cpu_ticks() { sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 
 # Of those, the ticks in user space only (the framework's own work; the kernel's is the same
 # for every server on loopback).
 user_ticks() { sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12}' || true; }
+
+# --- process trees (a server and its children: nginx's workers, twistrs --workers) ----------
+# utime + stime of a process and its children, clock ticks; `tree_ticks PID user`: utime only.
+tree_ticks() {
+    local p t=0 v
+    for p in "$1" $(children_of "$1"); do
+        if [[ ${2:-} == user ]]; then v=$(user_ticks "$p"); else v=$(cpu_ticks "$p"); fi
+        t=$((t + ${v:-0}))
+    done
+    printf '%s' "$t"
+}
+# VmRSS of a process plus its children, KiB.
+tree_rss_kib() {
+    local p t=0 v
+    for p in "$1" $(children_of "$1"); do
+        v=$(rss_kib "$p" 2>/dev/null || true)
+        t=$((t + ${v:-0}))
+    done
+    printf '%s' "$t"
+}
+# Open descriptors of a process and its children.
+tree_fds() {
+    local p t=0
+    for p in "$1" $(children_of "$1"); do
+        t=$((t + $(find "/proc/$p/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)))
+    done
+    printf '%s' "$t"
+}
+now() { date +%s.%N; }
+# A TcpExt counter of /proc/net/netstat (ListenOverflows: connections dropped because an
+# accept queue was full; only this script's traffic runs on loopback here).
+tcpext() { awk -v k="$1" '/^TcpExt:/ { if (!n++) { for (i = 2; i <= NF; i++) h[$i] = i } else { print (k in h) ? $(h[k]) : 0; exit } }' /proc/net/netstat; }
 # cutime + cstime of this shell: CPU of the children it has waited for (the load
 # generator), clock ticks.
 reaped_ticks() { sed -E 's/^.*\) //' "/proc/$$/stat" | awk '{print $14 + $15}'; }

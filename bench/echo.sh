@@ -33,16 +33,6 @@ SIZES=(64 4096)
 start_run echo
 
 fd_count() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 | wc -l; }
-# CPU ticks (all, or user with $2=user) of a process and its children (a --workers master).
-tree_ticks() {
-    local p t=0 v
-    for p in "$1" $(children_of "$1"); do
-        if [[ ${2:-} == user ]]; then v=$(user_ticks "$p"); else v=$(cpu_ticks "$p"); fi
-        t=$((t + ${v:-0}))
-    done
-    printf '%s' "$t"
-}
-now() { date +%s.%N; }
 
 # --- build and environment -------------------------------------------------------------
 bench="$root/target/release/twistrs-bench"

@@ -41,7 +41,6 @@ PROG_CAT="/bin/cat cat"
 
 start_run inetd
 
-now() { date +%s.%N; }
 # cutime + cstime of process $1: the CPU of the children it reaped, clock ticks.
 child_ticks() { sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | awk '{print $14 + $15}' || true; }
 

@@ -32,15 +32,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 other_twistrs_bins
 SERVERS=${BENCH_SERVERS:-"twistrs ${other_twistrs}twistrs_w2 aiosmtpd aiosmtpd-fsync aiosmtpd-nosync"}
 is_twistrs() { [[ $1 == twistrs || $1 == twistrs-* || $1 == twistrs_w2 ]]; }
-# CPU ticks of a process and its children (a --workers master and its workers).
-tree_ticks() {
-    local p t=0 v
-    for p in "$1" $(children_of "$1"); do
-        v=$(cpu_ticks "$p")
-        t=$((t + ${v:-0}))
-    done
-    printf '%s' "$t"
-}
 LAT_SERVERS=${BENCH_LAT_SERVERS:-$(for n in $SERVERS; do
     if is_twistrs "$n" || [[ $n == aiosmtpd-fsync ]]; then printf '%s ' "$n"; fi
 done)}

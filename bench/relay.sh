@@ -53,7 +53,6 @@ declare -A PEERS=([portforward]="socat:1 twistd:10" [socks]="dante:1 twistd-sock
 
 start_run relay
 
-now() { date +%s.%N; }
 # Pss of a process and its children (socat forks one per connection), KiB: shared pages
 # are split between the processes that share them, so forks are not counted many times.
 tree_pss_kib() {
@@ -84,7 +83,6 @@ tree_user_ticks() {
 }
 # Processes in the tree of $1.
 tree_count() { printf '%s' $((1 + $(children_of "$1" | wc -w))); }
-tcpext() { awk -v k="$1" '/^TcpExt:/ { if (!n++) { for (i = 2; i <= NF; i++) h[$i] = i } else { print (k in h) ? $(h[k]) : 0; exit } }' /proc/net/netstat; }
 
 # --- build and environment -------------------------------------------------------------
 build_release -p twistrs -p twistrs-bench

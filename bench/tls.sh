@@ -37,36 +37,6 @@ bench="$root/target/release/twistrs-bench"
 
 start_run tls
 
-# VmRSS of a process plus its children (nginx: master + worker), KiB.
-tree_rss_kib() {
-    local p t=0 v
-    for p in "$1" $(children_of "$1"); do
-        v=$(rss_kib "$p" 2>/dev/null || true)
-        t=$((t + ${v:-0}))
-    done
-    printf '%s' "$t"
-}
-# utime + stime of a process and its children, clock ticks.
-tree_ticks() {
-    local p t=0 v
-    for p in "$1" $(children_of "$1"); do
-        v=$(cpu_ticks "$p")
-        t=$((t + ${v:-0}))
-    done
-    printf '%s' "$t"
-}
-# Open descriptors of a process and its children.
-tree_fds() {
-    local p t=0
-    for p in "$1" $(children_of "$1"); do
-        t=$((t + $(find "/proc/$p/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)))
-    done
-    printf '%s' "$t"
-}
-now() { date +%s.%N; }
-# A TcpExt counter of /proc/net/netstat (ListenOverflows: connections dropped because an
-# accept queue was full).
-tcpext() { awk -v k="$1" '/^TcpExt:/ { if (!n++) { for (i = 2; i <= NF; i++) h[$i] = i } else { print (k in h) ? $(h[k]) : 0; exit } }' /proc/net/netstat; }
 
 # --- build and environment -------------------------------------------------------------
 build_release -p twistrs -p twistrs-bench

@@ -37,29 +37,6 @@ TWISTED_VERSION=26.10.0
 
 start_run web
 
-# VmRSS of a process plus its children (nginx: master + worker), KiB.
-tree_rss_kib() {
-    local p t=0 v
-    for p in "$1" $(children_of "$1"); do
-        v=$(rss_kib "$p" 2>/dev/null || true)
-        t=$((t + ${v:-0}))
-    done
-    printf '%s' "$t"
-}
-# utime + stime of a process and its children, clock ticks.
-tree_ticks() {
-    local p t=0 v
-    for p in "$1" $(children_of "$1"); do
-        v=$(cpu_ticks "$p")
-        t=$((t + ${v:-0}))
-    done
-    printf '%s' "$t"
-}
-now() { date +%s.%N; }
-# A TcpExt counter of /proc/net/netstat (this network namespace; only this script's
-# traffic runs here, on loopback): ListenOverflows counts connections dropped because
-# a listen queue (the backlog) was full.
-tcpext() { awk -v k="$1" '/^TcpExt:/ { if (!n++) { for (i = 2; i <= NF; i++) h[$i] = i } else { print (k in h) ? $(h[k]) : 0; exit } }' /proc/net/netstat; }
 
 # --- build and environment -------------------------------------------------------------
 build_release -p twistrs
