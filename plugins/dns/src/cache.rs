@@ -72,6 +72,9 @@ impl Upstream {
         let rcode = msg[3] & 0xF;
         let count = |i: usize| u16_at(msg, 6 + 2 * i).unwrap_or(0);
         let (an, ns, ar) = (count(0), count(1), count(2));
+        // The sections' bounds as indexes: the counts are the sender's, and their sum may
+        // pass u16::MAX.
+        let (an_end, ns_end) = (an as usize, an as usize + ns as usize);
         let offset = 12 + qlen;
         let mut at = offset;
         let mut ttls = Vec::new();
@@ -79,7 +82,7 @@ impl Upstream {
         let mut soa_neg: Option<u32> = None;
         let mut kept_ar = 0;
         let mut end = offset;
-        for i in 0..(an as usize + ns as usize + ar as usize) {
+        for i in 0..ns_end + ar as usize {
             let (rtype, _class, ttl, data, next) = read_rr(msg, at).ok_or(Bad::Malformed)?;
             if rtype == Rtype::OPT.to_int() {
                 if next != msg.len() {
@@ -90,9 +93,9 @@ impl Upstream {
                 continue;
             }
             ttls.push(data - 6 - offset);
-            if i < an as usize {
+            if i < an_end {
                 min_ttl = min_ttl.min(ttl);
-            } else if i < (an + ns) as usize && rtype == Rtype::SOA.to_int() {
+            } else if i < ns_end && rtype == Rtype::SOA.to_int() {
                 // The MINIMUM field ends the SOA's data (RFC 1035 3.3.13).
                 let minimum = msg
                     .get(next - 4..next)
@@ -100,7 +103,7 @@ impl Upstream {
                     .unwrap_or(0);
                 soa_neg = Some(ttl.min(minimum));
             }
-            if i >= (an + ns) as usize {
+            if i >= ns_end {
                 kept_ar += 1;
             }
             at = next;
@@ -253,5 +256,23 @@ impl Cache {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::query;
+
+    /// Counts from upstream that add up past u16::MAX are a malformed answer, not a panic.
+    #[test]
+    fn huge_section_counts_are_malformed() {
+        let q = query("example.com", Rtype::A, Some(1232));
+        let mut m = q[..12 + 13 + 4].to_vec();
+        m[2] |= 0x80;
+        m[6..12].copy_from_slice(&[0xFF, 0xFF, 0, 1, 0, 0]);
+        // One A record, then nothing: the counts promise far more.
+        m.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+        assert_eq!(Upstream::parse(&m, &q).unwrap_err(), Bad::Malformed);
     }
 }

@@ -19,6 +19,10 @@ use crate::responder::Forward;
 
 /// Twisted's and glibc's default when resolv.conf names no server.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:53";
+/// Questions in flight at most, each with a port of its own: beyond it (a flood of
+/// questions, spoofed sources) SERVFAIL, before the ports take every descriptor the
+/// listeners need (Unbound's num-queries-per-thread).
+pub const MAX_PENDING: usize = 1024;
 
 /// The name servers to forward to, and how patiently.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,7 +207,7 @@ impl Forwarder {
     pub fn start(&mut self, req: Forward, client: Client) -> Vec<Action> {
         let token = self.next;
         self.next += 1;
-        let Some(server) = self.server(0) else {
+        let Some(server) = self.server(0).filter(|_| self.pending.len() < MAX_PENDING) else {
             return vec![servfail(client, &req)];
         };
         let bind = match server {
@@ -496,6 +500,21 @@ mod tests {
             "expired"
         );
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn questions_in_flight_are_bounded() {
+        let mut f = Forwarder::new(conf(&["127.0.0.1:5301"]));
+        for _ in 0..MAX_PENDING {
+            let a = f.start(req("web.example.com", Rtype::A), client());
+            assert!(matches!(a.as_slice(), [Action::OpenUdp { .. }]), "{a:?}");
+        }
+        let a = f.start(req("web.example.com", Rtype::A), client());
+        let [Action::Reply { bytes, .. }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        assert_eq!(read(bytes).rcode, Rcode::SERVFAIL);
+        assert_eq!(f.pending(), MAX_PENDING);
     }
 
     #[test]

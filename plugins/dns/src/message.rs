@@ -344,33 +344,7 @@ pub fn refuse(q: &Query<'_>, rcode: OptRcode, ra: bool) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A query as dig sends it: id, RD, one question, maybe an OPT.
-    pub(crate) fn query(name: &str, qtype: Rtype, edns: Option<u16>) -> Vec<u8> {
-        let mut m = vec![
-            0x12,
-            0x34,
-            0x01,
-            0x00,
-            0,
-            1,
-            0,
-            0,
-            0,
-            0,
-            0,
-            u8::from(edns.is_some()),
-        ];
-        m.extend_from_slice(crate::name::parse(name).unwrap().as_slice());
-        m.extend_from_slice(&qtype.to_int().to_be_bytes());
-        m.extend_from_slice(&[0, 1]);
-        if let Some(size) = edns {
-            m.extend_from_slice(&[0, 0, 41]);
-            m.extend_from_slice(&size.to_be_bytes());
-            m.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-        }
-        m
-    }
+    use crate::tests::query;
 
     #[test]
     fn queries_parse_and_malformed_ones_are_refused() {
@@ -378,7 +352,7 @@ mod tests {
         let Parsed::Query(q) = parse(&m) else {
             panic!("not a query")
         };
-        assert_eq!(q.id, 0x1234);
+        assert_eq!(q.id, 0xABCD);
         assert!(q.rd);
         assert_eq!(q.qtype, Rtype::AAAA);
         assert_eq!(q.qname, b"\x03www\x07Example\x03com\x00");

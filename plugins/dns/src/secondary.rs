@@ -83,6 +83,9 @@ pub struct Transfer {
     have: Option<u32>,
     id: u16,
     state: State,
+    /// Bytes of the primary's messages so far, and how many a transfer may take.
+    received: usize,
+    max_bytes: usize,
 }
 
 /// RFC 1982: is `a` newer than `b`?
@@ -92,6 +95,9 @@ pub fn serial_newer(a: u32, b: u32) -> bool {
 
 /// A zone transfer larger than this many records is refused (a runaway primary).
 const MAX_RECORDS: usize = 5_000_000;
+/// Nor may it take more bytes than this: messages without records (or records of 64 KiB)
+/// would otherwise go on without end.
+const MAX_BYTES: usize = 512 << 20;
 
 impl Transfer {
     /// A refresh of `apex`, of which we hold serial `have` (or nothing).
@@ -101,6 +107,8 @@ impl Transfer {
             have,
             id: 0,
             state: State::AskingSoa,
+            received: 0,
+            max_bytes: MAX_BYTES,
         }
     }
 
@@ -138,6 +146,10 @@ impl Transfer {
 
     /// One message from the primary.
     pub fn message(&mut self, msg: &[u8]) -> Step {
+        self.received = self.received.saturating_add(msg.len());
+        if self.received > self.max_bytes {
+            return self.fail(format!("over {} MiB", self.max_bytes >> 20));
+        }
         let Ok(m) = Message::from_octets(bytes::Bytes::copy_from_slice(msg)) else {
             return self.fail("a malformed message");
         };
@@ -326,5 +338,33 @@ mod tests {
             again.message(&soa),
             Step::Done(Outcome::Failed(_))
         ));
+    }
+
+    /// A primary that sends message after message without the closing SOA is cut off.
+    #[test]
+    fn an_endless_transfer_fails() {
+        let mut primary = Responder::new(crate::tests::store());
+        let apex = name::parse("example.com").unwrap();
+        // The primary's SOA answer (same id as our AXFR question) opens the transfer.
+        let soa_q = Transfer::new(apex.clone(), Some(0)).start();
+        let Reply::Send(soa) = primary.respond(&soa_q, Via::Tcp, "127.0.0.1".parse().unwrap())
+        else {
+            panic!()
+        };
+        let mut t = Transfer::new(apex, None);
+        t.max_bytes = 1 << 20;
+        t.start();
+        assert!(matches!(t.message(&soa), Step::More));
+        // Then answers with no records, for ever.
+        let mut empty = soa[..12].to_vec();
+        empty[4..12].fill(0);
+        for _ in 0..(1 << 20) / empty.len() + 1 {
+            match t.message(&empty) {
+                Step::More => {}
+                Step::Done(Outcome::Failed(why)) => return assert!(why.contains("MiB"), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        panic!("the transfer goes on");
     }
 }
