@@ -55,6 +55,11 @@ fn u16_at(b: &[u8], at: usize) -> Option<u16> {
 }
 
 impl Upstream {
+    /// Roughly what it holds in memory, for the cache's budget.
+    pub fn size(&self) -> usize {
+        std::mem::size_of::<Upstream>() + self.body.len() + 8 * self.ttls.len()
+    }
+
     /// Reads `msg` as the answer to `query` (the message we sent).
     pub fn parse(msg: &[u8], query: &[u8]) -> Result<Upstream, Bad> {
         if msg.len() < 12 || msg[..2] != query[..2] || msg[2] & 0x80 == 0 {
@@ -179,26 +184,50 @@ type Key = (Box<[u8]>, u16, u16);
 struct Entry {
     answer: Rc<Upstream>,
     stored: Instant,
+    /// Which store made it: the eviction order names entries by key and serial, so a key
+    /// stored again after it expired is not evicted in place of its first copy.
+    serial: u64,
+    /// What it costs the budget.
+    bytes: usize,
 }
 
-/// Upstream answers by question, until their TTL runs out; bounded.
+/// The bytes all answers together may hold, whatever `--cache-size` allows in count.
+pub const MAX_BYTES: usize = 64 << 20;
+
+/// Upstream answers by question, until their TTL runs out; bounded in count and in bytes.
 pub struct Cache {
     map: HashMap<Key, Entry>,
-    order: VecDeque<Key>,
+    order: VecDeque<(Key, u64)>,
     max: usize,
+    max_bytes: usize,
+    bytes: usize,
+    serial: u64,
 }
 
 impl Cache {
     pub fn new(max: usize) -> Cache {
+        Cache::with_budget(max, MAX_BYTES)
+    }
+
+    fn with_budget(max: usize, max_bytes: usize) -> Cache {
         Cache {
             map: HashMap::new(),
             order: VecDeque::new(),
             max: max.max(1),
+            max_bytes,
+            bytes: 0,
+            serial: 0,
         }
     }
 
     fn key(req: &Forward) -> Key {
         (req.key.clone(), req.qtype.to_int(), req.qclass.to_int())
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some(e) = self.map.remove(key) {
+            self.bytes -= e.bytes;
+        }
     }
 
     /// The client's answer from the cache, if a live one is there.
@@ -207,7 +236,7 @@ impl Cache {
         let e = self.map.get(&key)?;
         let age = now.saturating_duration_since(e.stored);
         if age >= Duration::from_secs(u64::from(e.answer.keep)) {
-            self.map.remove(&key);
+            self.remove(&key);
             return None;
         }
         Some(e.answer.relay(req, age.as_secs() as u32))
@@ -219,33 +248,39 @@ impl Cache {
             return;
         }
         let key = Cache::key(req);
-        if let Some(e) = self.map.get_mut(&key) {
-            *e = Entry {
-                answer,
-                stored: now,
-            };
+        let bytes = key.0.len() + answer.size();
+        if bytes > self.max_bytes {
             return;
         }
-        while self.map.len() >= self.max {
-            match self.order.pop_front() {
-                Some(old) => {
-                    self.map.remove(&old);
-                }
-                None => break,
+        self.remove(&key);
+        // Oldest first until both the count and the bytes fit; a position whose entry has
+        // gone (expired, or stored again since) frees nothing and is skipped.
+        while self.map.len() >= self.max || self.bytes + bytes > self.max_bytes {
+            let Some((old, serial)) = self.order.pop_front() else {
+                break;
+            };
+            if self.map.get(&old).is_some_and(|e| e.serial == serial) {
+                self.remove(&old);
             }
         }
-        // The order may name keys already gone (expired): drop those as they reach the front.
+        // Positions of entries already gone are dropped as they reach the front.
         while self.order.len() > 2 * self.max {
-            if let Some(old) = self.order.pop_front() {
-                self.map.remove(&old);
+            if let Some((old, serial)) = self.order.pop_front()
+                && self.map.get(&old).is_some_and(|e| e.serial == serial)
+            {
+                self.remove(&old);
             }
         }
-        self.order.push_back(key.clone());
+        self.serial += 1;
+        self.order.push_back((key.clone(), self.serial));
+        self.bytes += bytes;
         self.map.insert(
             key,
             Entry {
                 answer,
                 stored: now,
+                serial: self.serial,
+                bytes,
             },
         );
     }
@@ -274,5 +309,47 @@ mod tests {
         // One A record, then nothing: the counts promise far more.
         m.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
         assert_eq!(Upstream::parse(&m, &q).unwrap_err(), Bad::Malformed);
+    }
+
+    fn kept(name: &str) -> (Forward, Rc<Upstream>) {
+        let r = crate::forward::tests::req(name, Rtype::A);
+        let a = crate::forward::tests::kept_answer(&r);
+        (r, a)
+    }
+
+    /// A key stored again after its first copy expired is not evicted in the first copy's
+    /// place: the oldest live entry goes.
+    #[test]
+    fn a_key_stored_again_is_evicted_by_its_new_age() {
+        let t0 = Instant::now();
+        let mut c = Cache::new(2);
+        let (a, answer) = kept("a.example.com");
+        let (b, _) = kept("b.example.com");
+        c.store(&a, answer.clone(), t0);
+        c.store(&b, answer.clone(), t0);
+        let later = t0 + Duration::from_secs(u64::from(answer.keep));
+        assert!(c.answer(&a, later).is_none(), "expired");
+        c.store(&a, answer.clone(), later);
+        let (d, _) = kept("d.example.com");
+        c.store(&d, answer.clone(), later);
+        assert!(c.answer(&a, later).is_some(), "the fresh copy stays");
+        assert!(c.answer(&b, later).is_none(), "the oldest went");
+    }
+
+    /// However many answers `--cache-size` allows, their bytes are bounded.
+    #[test]
+    fn the_cache_is_bounded_in_bytes() {
+        let t0 = Instant::now();
+        let (a, answer) = kept("a.example.com");
+        let one = a.key.len() + answer.size();
+        let mut c = Cache::with_budget(1000, 3 * one);
+        for i in 0..10 {
+            let (r, _) = kept(&format!("n{i}.example.com"));
+            c.store(&r, answer.clone(), t0);
+        }
+        assert!(c.bytes <= 3 * one, "{} > {}", c.bytes, 3 * one);
+        assert!(c.len() <= 3 && !c.is_empty());
+        let total: usize = c.map.values().map(|e| e.bytes).sum();
+        assert_eq!(total, c.bytes, "the budget is what the entries hold");
     }
 }

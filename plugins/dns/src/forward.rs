@@ -384,7 +384,7 @@ pub fn servfail(client: Client, req: &Forward) -> Action {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cache::Cache;
     use crate::responder::{Reply, Responder, Via};
@@ -396,7 +396,7 @@ mod tests {
         twistrs_core::testing::port_id(n)
     }
 
-    fn req(name: &str, qtype: Rtype) -> Forward {
+    pub(crate) fn req(name: &str, qtype: Rtype) -> Forward {
         let mut r = Responder::new(crate::lookup::Store::default());
         r.recursion = true;
         match r.respond(
@@ -430,6 +430,26 @@ mod tests {
             Reply::Send(b) => b,
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The answer the forwarder keeps for `r`, asked of the test zone's responder.
+    pub(crate) fn kept_answer(r: &Forward) -> Rc<Upstream> {
+        let mut f = Forwarder::new(conf(&["127.0.0.1:5301"]));
+        let a = f.start(r.clone(), client());
+        let [Action::OpenUdp { token, .. }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        let a = f.opened(*token, port(1));
+        let [Action::Send { bytes, to, .. }, _] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        f.datagram(*token, *to, &upstream_answer(bytes))
+            .into_iter()
+            .find_map(|x| match x {
+                Action::Keep { answer, .. } => Some(answer),
+                _ => None,
+            })
+            .expect("an answer to keep")
     }
 
     #[test]
