@@ -224,7 +224,7 @@ impl Transfer {
                 }
                 if soas >= 2 {
                     match zone {
-                        Some(z) => match z.check() {
+                        Some(mut z) => match z.check() {
                             Ok(()) => Step::Done(Outcome::New(z)),
                             Err(e) => self.fail(e.to_string()),
                         },

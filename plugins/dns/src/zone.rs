@@ -121,9 +121,9 @@ impl Zone {
             }
             Some(set) => {
                 set.ttl = set.ttl.min(ttl);
-                if !set.data.contains(&data) {
-                    set.data.push(data);
-                }
+                // Duplicates are dropped by `check`, in one pass: looking for each here would
+                // cost the square of a set's size (a transfer may hold huge sets).
+                set.data.push(data);
             }
             None => node.rrsets.push(Rrset {
                 rtype,
@@ -134,8 +134,16 @@ impl Zone {
         Ok(())
     }
 
-    /// Checks the whole: an SOA at the apex; no CNAME beside other data (RFC 1034 3.6.2).
-    pub fn check(&self) -> Result<(), ZoneError> {
+    /// Drops duplicate records (the first of each stays, in order), then checks the whole:
+    /// an SOA at the apex; no CNAME beside other data (RFC 1034 3.6.2). Called once all the
+    /// records are in.
+    pub fn check(&mut self) -> Result<(), ZoneError> {
+        for node in self.nodes.values_mut() {
+            for set in node.rrsets.iter_mut().filter(|s| s.data.len() > 1) {
+                let mut seen = std::collections::HashSet::with_capacity(set.data.len());
+                set.data.retain(|d| seen.insert(d.clone()));
+            }
+        }
         if self.soa().is_none() {
             return Err(ZoneError::NoSoa);
         }
@@ -223,6 +231,7 @@ pub(crate) mod tests {
             .unwrap();
         z.insert(n("a.b.c.example.com"), 90, a("192.0.2.1"))
             .unwrap();
+        let _ = z.check();
         let k = name::key(&n("a.b.c.example.com"));
         let node = z.node(&k).unwrap();
         assert_eq!(node.rrsets.len(), 1);
