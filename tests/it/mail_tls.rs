@@ -3,51 +3,11 @@
 //! plaintext, certificate errors at start and reloads on SIGHUP.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use crate::mail::{new_files, py};
 use crate::support::*;
-
-/// A certificate for localhost and 127.0.0.1 with its key, made now (no key is committed);
-/// `both` holds the key and the certificate in one file.
-struct Cert {
-    key: PathBuf,
-    cert: PathBuf,
-    both: PathBuf,
-}
-
-fn make_cert(dir: &Path, name: &str) -> Cert {
-    let key = dir.join(format!("{name}.key"));
-    let cert = dir.join(format!("{name}.crt"));
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
-        .args([
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("the openssl command");
-    assert!(status.success(), "openssl req");
-    let both = dir.join(format!("{name}.pem"));
-    let mut pem = std::fs::read(&key).unwrap();
-    pem.extend(std::fs::read(&cert).unwrap());
-    std::fs::write(&both, pem).unwrap();
-    Cert { key, cert, both }
-}
+use crate::tls::{Cert, self_signed};
 
 /// A mail server (`-E`, joe and ann in example.com, AUTH for joe) with a certificate in its
 /// directory and the listeners and options `args` gives for it.
@@ -60,7 +20,7 @@ struct TlsMail {
 impl TlsMail {
     fn start(args: impl FnOnce(&Cert) -> Vec<String>) -> TlsMail {
         let dir = tempfile::tempdir().unwrap();
-        let cert = make_cert(dir.path(), "server");
+        let cert = self_signed(dir.path(), "server");
         let dom = format!("example.com={}", dir.path().join("example.com").display());
         let mut all: Vec<String> = [
             "mail",
@@ -460,8 +420,8 @@ except poplib.error_proto as e:
 #[test]
 fn a_bad_certificate_file_is_a_start_up_error_naming_it() {
     let d = tempfile::tempdir().unwrap();
-    let a = make_cert(d.path(), "a");
-    let b = make_cert(d.path(), "b");
+    let a = self_signed(d.path(), "a");
+    let b = self_signed(d.path(), "b");
     let missing = d.path().join("missing.crt");
     let garbage = d.path().join("garbage.pem");
     std::fs::write(&garbage, "not a certificate\n").unwrap();
@@ -559,7 +519,7 @@ s.quit()
     };
     let first = presented();
     // A renewed certificate in the same files.
-    let renewed = make_cert(m.dir.path(), "renewed");
+    let renewed = self_signed(m.dir.path(), "renewed");
     std::fs::copy(&renewed.key, &m.cert.key).unwrap();
     std::fs::copy(&renewed.cert, &m.cert.cert).unwrap();
     m.srv.signal(1);
