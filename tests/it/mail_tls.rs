@@ -3,51 +3,11 @@
 //! plaintext, certificate errors at start and reloads on SIGHUP.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use crate::mail::{new_files, py};
 use crate::support::*;
-
-/// A certificate for localhost and 127.0.0.1 with its key, made now (no key is committed);
-/// `both` holds the key and the certificate in one file.
-struct Cert {
-    key: PathBuf,
-    cert: PathBuf,
-    both: PathBuf,
-}
-
-fn make_cert(dir: &Path, name: &str) -> Cert {
-    let key = dir.join(format!("{name}.key"));
-    let cert = dir.join(format!("{name}.crt"));
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
-        .args([
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("the openssl command");
-    assert!(status.success(), "openssl req");
-    let both = dir.join(format!("{name}.pem"));
-    let mut pem = std::fs::read(&key).unwrap();
-    pem.extend(std::fs::read(&cert).unwrap());
-    std::fs::write(&both, pem).unwrap();
-    Cert { key, cert, both }
-}
+use crate::tls::{Cert, self_signed};
 
 /// A mail server (`-E`, joe and ann in example.com, AUTH for joe) with a certificate in its
 /// directory and the listeners and options `args` gives for it.
@@ -60,7 +20,7 @@ struct TlsMail {
 impl TlsMail {
     fn start(args: impl FnOnce(&Cert) -> Vec<String>) -> TlsMail {
         let dir = tempfile::tempdir().unwrap();
-        let cert = make_cert(dir.path(), "server");
+        let cert = self_signed(dir.path(), "server");
         let dom = format!("example.com={}", dir.path().join("example.com").display());
         let mut all: Vec<String> = [
             "mail",
@@ -107,6 +67,16 @@ impl TlsMail {
 
     fn ca(&self) -> String {
         self.cert.cert.display().to_string()
+    }
+
+    /// Runs Python's `PRELUDE` + `script` against the SMTP port, trusting the certificate.
+    fn smtp_py(&self, script: &str) -> String {
+        run_py(script, &self.port("SMTP", 0), &self.ca())
+    }
+
+    /// Runs Python's `PRELUDE` + `script` against the POP3 port, trusting the certificate.
+    fn pop3_py(&self, script: &str) -> String {
+        run_py(script, &self.port("VirtualPOP3", 0), &self.ca())
     }
 
     fn maildir(&self, user: &str) -> PathBuf {
@@ -168,7 +138,7 @@ fn run_py(script: &str, port: &str, ca: &str) -> String {
 #[test]
 fn starttls_and_stls_with_smtplib_and_poplib() {
     let m = TlsMail::start(|c| starttls_args(c, &[]));
-    let out = run_py(
+    let out = m.smtp_py(
         r#"
 s = smtplib.SMTP('127.0.0.1', port, timeout=10)
 s.ehlo('client.test')
@@ -184,8 +154,6 @@ s.starttls(context=ctx)
 s.sendmail('a@b.test', ['ann@example.com'], 'Subject: anonymous\r\n\r\nhi\r\n')
 s.quit()
 "#,
-        &m.port("SMTP", 0),
-        &m.ca(),
     );
     assert!(
         out.contains(
@@ -207,7 +175,7 @@ s.quit()
     let ann = new_files(&m.maildir("ann"));
     assert!(ann[0].contains("\tby mx.test with esmtps "), "{}", ann[0]);
 
-    let out = run_py(
+    let out = m.pop3_py(
         r#"
 p = poplib.POP3('127.0.0.1', port, timeout=10)
 print('capa', sorted(p.capa()))
@@ -218,8 +186,6 @@ print('stat', p.stat()[0])
 print('retr', p.retr(1)[1][-1])
 p.quit()
 "#,
-        &m.port("VirtualPOP3", 0),
-        &m.ca(),
     );
     assert!(
         out.contains("capa ['RESP-CODES', 'STLS', 'TOP', 'UIDL', 'USER']"),
@@ -253,7 +219,7 @@ fn implicit_tls_with_smtp_ssl_and_pop3_ssl() {
             ),
         ]
     });
-    let out = run_py(
+    let out = m.smtp_py(
         r#"
 s = smtplib.SMTP_SSL('127.0.0.1', port, timeout=10, context=ctx)
 s.ehlo('client.test')
@@ -262,8 +228,6 @@ s.login('joe', 'secret')
 s.sendmail('a@b.test', ['joe@example.com'], 'Subject: implicit\r\n\r\nhi\r\n')
 s.quit()
 "#,
-        &m.port("SMTP", 0),
-        &m.ca(),
     );
     assert!(
         out.contains(
@@ -273,7 +237,7 @@ s.quit()
     );
     let joe = new_files(&m.maildir("joe"));
     assert!(joe[0].contains("\tby mx.test with esmtpsa "), "{}", joe[0]);
-    let out = run_py(
+    let out = m.pop3_py(
         r#"
 p = poplib.POP3_SSL('127.0.0.1', port, timeout=10, context=ctx)
 print('capa', sorted(p.capa()))
@@ -281,8 +245,6 @@ p.user('joe@example.com'); p.pass_('secret')
 print('retr', p.retr(1)[1][-1])
 p.quit()
 "#,
-        &m.port("VirtualPOP3", 0),
-        &m.ca(),
     );
     assert!(
         out.contains("capa ['RESP-CODES', 'TOP', 'UIDL', 'USER']") && out.contains("retr b'hi'"),
@@ -294,7 +256,7 @@ p.quit()
 fn commands_injected_behind_starttls_and_stls_are_not_run() {
     let m = TlsMail::start(|c| starttls_args(c, &[]));
     // The command and the attacker's RSET in one packet, before the handshake.
-    let out = run_py(
+    let out = m.smtp_py(
         r#"
 raw = socket.create_connection(('127.0.0.1', port), timeout=10)
 reply(raw)
@@ -307,8 +269,6 @@ print('ehlo', reply(s))
 s.sendall(b'NOOP\r\n')
 print('noop', reply(s))
 "#,
-        &m.port("SMTP", 0),
-        &m.ca(),
     );
     assert!(
         out.contains("starttls ['220 2.0.0 Ready to start TLS']"),
@@ -325,7 +285,7 @@ print('noop', reply(s))
             .log_contains("6 bytes sent behind STARTTLS, before the handshake, thrown away")
     );
 
-    let out = run_py(
+    let out = m.pop3_py(
         r#"
 raw = socket.create_connection(('127.0.0.1', port), timeout=10)
 line(raw)
@@ -337,8 +297,6 @@ print('capa', multiline(s))
 s.sendall(b'USER joe@example.com\r\n')
 print('user', line(s))
 "#,
-        &m.port("VirtualPOP3", 0),
-        &m.ca(),
     );
     assert!(out.contains("stls +OK Begin TLS negotiation"), "{out}");
     assert!(
@@ -357,7 +315,7 @@ print('user', line(s))
 #[test]
 fn auth_requires_tls_refuses_logins_until_starttls() {
     let m = TlsMail::start(|c| starttls_args(c, &["--auth-requires-tls"]));
-    let out = run_py(
+    let out = m.smtp_py(
         r#"
 import base64
 s = smtplib.SMTP('127.0.0.1', port, timeout=10)
@@ -370,8 +328,6 @@ print('tls', sorted(s.esmtp_features))
 print('login', s.login('joe', 'secret')[0])
 s.quit()
 "#,
-        &m.port("SMTP", 0),
-        &m.ca(),
     );
     assert!(
         out.contains("plain ['8bitmime', 'enhancedstatuscodes', 'pipelining', 'size', 'starttls']"),
@@ -385,7 +341,7 @@ s.quit()
     );
     assert!(out.contains("tls ['8bitmime', 'auth',"), "{out}");
     assert!(out.contains("login 235"), "{out}");
-    let out = run_py(
+    let out = m.pop3_py(
         r#"
 p = poplib.POP3('127.0.0.1', port, timeout=10)
 print('capa', sorted(p.capa()))
@@ -398,8 +354,6 @@ p.user('joe@example.com'); p.pass_('secret')
 print('stat', p.stat())
 p.quit()
 "#,
-        &m.port("VirtualPOP3", 0),
-        &m.ca(),
     );
     assert!(
         out.contains("capa ['RESP-CODES', 'STLS', 'TOP', 'UIDL']"),
@@ -425,7 +379,7 @@ fn without_a_certificate_starttls_and_stls_are_neither_offered_nor_done() {
         .map(|s| s.to_string())
         .collect()
     });
-    let out = run_py(
+    let out = m.smtp_py(
         r#"
 s = smtplib.SMTP('127.0.0.1', port, timeout=10)
 s.ehlo('client.test')
@@ -433,8 +387,6 @@ print('features', sorted(s.esmtp_features))
 print('starttls', s.docmd('STARTTLS'))
 print('noop', s.noop()[0])
 "#,
-        &m.port("SMTP", 0),
-        &m.ca(),
     );
     assert!(
         out.contains("features ['8bitmime', 'auth', 'enhancedstatuscodes', 'pipelining', 'size']"),
@@ -444,7 +396,7 @@ print('noop', s.noop()[0])
         out.contains("starttls (454, b'4.7.0 TLS not available')") && out.contains("noop 250"),
         "{out}"
     );
-    let out = run_py(
+    let out = m.pop3_py(
         r#"
 p = poplib.POP3('127.0.0.1', port, timeout=10)
 print('capa', sorted(p.capa()))
@@ -457,8 +409,6 @@ try:
 except poplib.error_proto as e:
     print('server', e)
 "#,
-        &m.port("VirtualPOP3", 0),
-        &m.ca(),
     );
     assert!(
         out.contains("capa ['RESP-CODES', 'TOP', 'UIDL', 'USER']"),
@@ -470,8 +420,8 @@ except poplib.error_proto as e:
 #[test]
 fn a_bad_certificate_file_is_a_start_up_error_naming_it() {
     let d = tempfile::tempdir().unwrap();
-    let a = make_cert(d.path(), "a");
-    let b = make_cert(d.path(), "b");
+    let a = self_signed(d.path(), "a");
+    let b = self_signed(d.path(), "b");
     let missing = d.path().join("missing.crt");
     let garbage = d.path().join("garbage.pem");
     std::fs::write(&garbage, "not a certificate\n").unwrap();
@@ -569,7 +519,7 @@ s.quit()
     };
     let first = presented();
     // A renewed certificate in the same files.
-    let renewed = make_cert(m.dir.path(), "renewed");
+    let renewed = self_signed(m.dir.path(), "renewed");
     std::fs::copy(&renewed.key, &m.cert.key).unwrap();
     std::fs::copy(&renewed.cert, &m.cert.cert).unwrap();
     m.srv.signal(1);

@@ -34,6 +34,33 @@ fn openssl(dir: &Path, args: &str) {
     );
 }
 
+/// A self-signed P-256 certificate for localhost and 127.0.0.1 and its key, made now in a
+/// directory (no key is committed): `NAME-key.pem`, `NAME-cert.pem`, and `NAME.pem` with both.
+pub(crate) struct Cert {
+    pub(crate) key: PathBuf,
+    pub(crate) cert: PathBuf,
+    pub(crate) both: PathBuf,
+}
+
+pub(crate) fn self_signed(dir: &Path, name: &str) -> Cert {
+    openssl(
+        dir,
+        &format!(
+            "req -x509 {NEW_KEY} -days 2 -subj /CN=localhost \
+             -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+             -keyout {name}-key.pem -out {name}-cert.pem"
+        ),
+    );
+    let (key, cert, both) = (
+        dir.join(format!("{name}-key.pem")),
+        dir.join(format!("{name}-cert.pem")),
+        dir.join(format!("{name}.pem")),
+    );
+    let pem = [std::fs::read(&key).unwrap(), std::fs::read(&cert).unwrap()].concat();
+    std::fs::write(&both, pem).unwrap();
+    Cert { key, cert, both }
+}
+
 /// A test PKI in a temporary directory: a CA, and certificates it (or an intermediate) signs.
 /// Files are `NAME-key.pem` and `NAME-cert.pem`; `ca-cert.pem` is what clients trust.
 struct Pki {

@@ -6,64 +6,34 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
+use crate::tls::{Cert, self_signed};
 use crate::web::{Resp, Tree, curl, logged_bytes, read_resp, tree};
 
 /// A P-256 key and a self-signed certificate for localhost and 127.0.0.1 in a temporary
-/// directory: `key.pem`, `cert.pem`, and `both.pem` (the key, then the certificate).
+/// directory ([`self_signed`]).
 struct Certs {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+    c: Cert,
 }
 
 impl Certs {
     fn new() -> Certs {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "cert.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
-                "-addext",
-                "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            ])
-            .current_dir(dir.path())
-            .output()
-            .expect("the openssl command");
-        assert!(
-            out.status.success(),
-            "openssl: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let both = [
-            std::fs::read(dir.path().join("key.pem")).unwrap(),
-            std::fs::read(dir.path().join("cert.pem")).unwrap(),
-        ]
-        .concat();
-        std::fs::write(dir.path().join("both.pem"), both).unwrap();
-        Certs { dir }
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.dir.path().join(name).to_str().unwrap().to_string()
+        let c = self_signed(dir.path(), "server");
+        Certs { _dir: dir, c }
     }
 
     fn key(&self) -> String {
-        self.file("key.pem")
+        self.c.key.display().to_string()
     }
 
     fn cert(&self) -> String {
-        self.file("cert.pem")
+        self.c.cert.display().to_string()
+    }
+
+    /// The key and the certificate in one file.
+    fn both(&self) -> String {
+        self.c.both.display().to_string()
     }
 
     /// `ssl:0` on 127.0.0.1 with the key and certificate in separate files.
@@ -422,7 +392,7 @@ fn twistd_https_certificate_and_privkey_options() {
     );
     // Both default to server.pem in the current directory: one file with key and certificate.
     let cwd = tempfile::tempdir().unwrap();
-    std::fs::copy(c.file("both.pem"), cwd.path().join("server.pem")).unwrap();
+    std::fs::copy(c.both(), cwd.path().join("server.pem")).unwrap();
     let cwd = cwd.path().to_str().unwrap();
     let srv = Server::start_wrapped(
         &["env", "-C", cwd],
@@ -450,17 +420,14 @@ fn tls_certdir_and_a_combined_pem_file() {
     let t = tree();
     let c = Certs::new();
     let certdir = tempfile::tempdir().unwrap();
-    for f in ["key.pem", "cert.pem"] {
-        std::fs::copy(c.file(f), certdir.path().join(f)).unwrap();
+    for f in [&c.c.key, &c.c.cert] {
+        std::fs::copy(f, certdir.path().join(f.file_name().unwrap())).unwrap();
     }
     let tls = format!(
         "tls:{}:port=0:interface=127.0.0.1",
         certdir.path().display()
     );
-    let ssl = format!(
-        "ssl:0:privateKey={}:interface=127.0.0.1",
-        c.file("both.pem")
-    );
+    let ssl = format!("ssl:0:privateKey={}:interface=127.0.0.1", c.both());
     let srv = web(&t, &[&tls, &ssl], &[]);
     for port in srv.ports() {
         let (code, body) = curl(&[

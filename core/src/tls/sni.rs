@@ -49,6 +49,8 @@ pub(crate) struct DirResolver {
 }
 
 /// The `*.pem` files of a directory as `stat` sees them: name, inode, size, change time (ns).
+/// The change time (ctime), not the modification time: it moves on a write and also on a
+/// chmod or chown, so a key skipped as unreadable is read once its permissions are fixed.
 type Listing = Vec<(PathBuf, u64, u64, i64, i64)>;
 
 /// The directory's listing now; empty if it cannot be read (the scan then says why).
@@ -58,7 +60,7 @@ fn listing(dir: &Path) -> Listing {
         .into_iter()
         .filter_map(|p| {
             let m = std::fs::metadata(&p).ok()?;
-            Some((p, m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+            Some((p, m.ino(), m.size(), m.ctime(), m.ctime_nsec()))
         })
         .collect()
 }
@@ -240,4 +242,36 @@ fn scan(dir: &Path, provider: &CryptoProvider, strict: bool) -> Result<Certs, Ce
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_permission_change_is_a_change_of_the_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.pem");
+        std::fs::write(&file, "x").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let before = listing(dir.path());
+        assert_eq!(before.len(), 1);
+        // The change time moves by clock ticks: chmod again until it has moved.
+        let old = std::fs::metadata(&file).unwrap();
+        for _ in 0..200 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let now = std::fs::metadata(&file).unwrap();
+            if (now.ctime(), now.ctime_nsec()) != (old.ctime(), old.ctime_nsec()) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_ne!(
+            listing(dir.path()),
+            before,
+            "a chmod makes the re-scan read again"
+        );
+    }
 }
