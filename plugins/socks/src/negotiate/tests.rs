@@ -1,6 +1,7 @@
 //! The negotiation fed in every chunking, down to one byte at a time.
 
 use super::*;
+use std::net::Ipv6Addr;
 
 /// What a negotiation gives for `input` fed in `chunk`-byte pieces: every step in order, and
 /// the bytes left behind the request.
