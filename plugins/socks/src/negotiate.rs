@@ -172,9 +172,10 @@ pub fn reply5(code: u8, bound: SocketAddr) -> Vec<u8> {
     r
 }
 
-/// `ATYP ADDR PORT` (RFC 1928's address, also the UDP header's).
+/// `ATYP ADDR PORT` (RFC 1928's address, also the UDP header's). An IPv4-mapped address (an
+/// IPv4 peer of a dual-stack socket) is written as the IPv4 address it is.
 pub fn push_addr(r: &mut Vec<u8>, a: SocketAddr) {
-    match a.ip() {
+    match a.ip().to_canonical() {
         IpAddr::V4(ip) => {
             r.push(1);
             r.extend_from_slice(&ip.octets());
@@ -187,13 +188,14 @@ pub fn push_addr(r: &mut Vec<u8>, a: SocketAddr) {
     r.extend_from_slice(&a.port().to_be_bytes());
 }
 
-/// `VN=0 CD DSTPORT DSTIP`: 90 granted with the address (IPv4 only, else zeros), or 91.
+/// `VN=0 CD DSTPORT DSTIP`: 90 granted with the address (IPv4, or IPv4-mapped; else zeros),
+/// or 91.
 pub fn reply4(granted: Option<SocketAddr>) -> Vec<u8> {
     let mut r = vec![0, if granted.is_some() { 90 } else { 91 }];
-    match granted {
-        Some(SocketAddr::V4(a)) => {
-            r.extend_from_slice(&a.port().to_be_bytes());
-            r.extend_from_slice(&a.ip().octets());
+    match granted.map(|a| (a.ip().to_canonical(), a.port())) {
+        Some((IpAddr::V4(ip), port)) => {
+            r.extend_from_slice(&port.to_be_bytes());
+            r.extend_from_slice(&ip.octets());
         }
         _ => r.extend_from_slice(&[0; 6]),
     }

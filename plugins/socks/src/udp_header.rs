@@ -52,6 +52,12 @@ mod tests {
         assert_eq!(d, b"\x00\x00\x00\x01\x0a\x00\x00\x01\x00\x35answer");
         let (t, data) = parse(&d).unwrap();
         assert_eq!((t, data), (Target::ip(from), &b"answer"[..]));
+        let mapped: SocketAddr = "[::ffff:10.0.0.1]:53".parse().unwrap();
+        assert_eq!(
+            wrap(mapped, b"answer"),
+            d,
+            "the source as the client named it"
+        );
         let six: SocketAddr = "[::1]:7".parse().unwrap();
         let empty = wrap(six, b"");
         let (t, data) = parse(&empty).unwrap();

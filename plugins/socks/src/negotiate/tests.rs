@@ -341,6 +341,11 @@ fn replies() {
         [0, 91, 0, 0, 0, 0, 0, 0]
     );
     assert_eq!(reply(Version::V5, Ok(a)), [5, 0, 0, 1, 10, 1, 2, 3, 4, 56]);
+    // An IPv4 client of an IPv6 (dual-stack) listener: its addresses come IPv4-mapped, and
+    // are the IPv4 address it knows (SOCKS4 has no other way to give the BIND port).
+    let mapped: SocketAddr = "[::ffff:10.1.2.3]:1080".parse().unwrap();
+    assert_eq!(reply(Version::V4, Ok(mapped)), reply(Version::V4, Ok(a)));
+    assert_eq!(reply(Version::V5, Ok(mapped)), reply(Version::V5, Ok(a)));
     let six: SocketAddr = "[::1]:80".parse().unwrap();
     let r = reply(Version::V5, Ok(six));
     assert_eq!(&r[..4], [5, 0, 0, 4]);
