@@ -32,18 +32,25 @@ pub fn parse(d: &[u8]) -> Result<(Target, &[u8]), Dropped> {
     }
 }
 
-/// A datagram from `from` for the client, behind its header.
-pub fn wrap(from: SocketAddr, data: &[u8]) -> Vec<u8> {
-    let mut d = Vec::with_capacity(data.len() + 22);
+/// A datagram from `from` for the client, behind its header, in `d` (cleared first: a port
+/// reuses one buffer for every datagram).
+pub fn wrap_into(d: &mut Vec<u8>, from: SocketAddr, data: &[u8]) {
+    d.clear();
+    d.reserve(data.len() + 22);
     d.extend_from_slice(&[0, 0, 0]);
-    push_addr(&mut d, from);
+    push_addr(d, from);
     d.extend_from_slice(data);
-    d
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn wrap(from: SocketAddr, data: &[u8]) -> Vec<u8> {
+        let mut d = b"left from the last one".to_vec();
+        wrap_into(&mut d, from, data);
+        d
+    }
 
     #[test]
     fn headers_both_ways() {
