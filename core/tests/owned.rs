@@ -1,4 +1,4 @@
-//! Ports a protocol opens for itself (`Handle::accept_one`, `Handle::open_udp`) over real
+//! Ports a protocol opens for itself (`Handle::accept_one`, `Handle::open_owned_udp`) over real
 //! sockets on 127.0.0.1: one connection and closed, a timeout, closed when dropped.
 
 use std::cell::RefCell;

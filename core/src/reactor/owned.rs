@@ -32,7 +32,7 @@ impl Registration {
     }
 }
 
-/// A port opened by [`Handle::accept_one`] or [`Handle::open_udp`]; dropping it closes the
+/// A port opened by [`Handle::accept_one`] or [`Handle::open_owned_udp`]; dropping it closes the
 /// port (a wait for a connection ends without a callback).
 pub struct OwnedPort {
     reg: Rc<Registration>,

@@ -71,6 +71,14 @@ impl<P: Protocol + 'static> RelayHarness<P> {
         }
     }
 
+    /// The connection of `side`; the destination's only once connected.
+    fn conn_of(&mut self, side: Side) -> Option<&mut Conn<MemorySocket>> {
+        match side {
+            Side::Client => Some(&mut self.client),
+            Side::Dest => self.dest.as_mut(),
+        }
+    }
+
     fn lost_of(&self, side: Side) -> bool {
         match side {
             Side::Client => self.lost.is_some(),
@@ -333,22 +341,14 @@ impl<P: Protocol + 'static> RelayHarness<P> {
     fn take(&mut self, side: Side) -> Vec<u8> {
         let mut out = Vec::new();
         for _ in 0..100_000 {
-            let conn = match side {
-                Side::Client => &mut self.client,
-                Side::Dest => match self.dest.as_mut() {
-                    Some(d) => d,
-                    None => return out,
-                },
+            let Some(conn) = self.conn_of(side) else {
+                return out;
             };
             conn.socket.room = conn.st.buffered();
             let before = out.len();
             self.run(side, |c, p, d| c.drive(p, d, false, true));
-            let conn = match side {
-                Side::Client => &mut self.client,
-                Side::Dest => match self.dest.as_mut() {
-                    Some(d) => d,
-                    None => return out,
-                },
+            let Some(conn) = self.conn_of(side) else {
+                return out;
             };
             out.append(&mut conn.socket.received);
             conn.socket.room = 0;
@@ -362,12 +362,8 @@ impl<P: Protocol + 'static> RelayHarness<P> {
 
     /// A lingering side's peer, having read everything, closes too.
     fn finish_linger(&mut self, side: Side) {
-        let conn = match side {
-            Side::Client => &mut self.client,
-            Side::Dest => match self.dest.as_mut() {
-                Some(d) => d,
-                None => return,
-            },
+        let Some(conn) = self.conn_of(side) else {
+            return;
         };
         if conn.st.phase() == Phase::Lingering {
             conn.socket.input_eof = true;

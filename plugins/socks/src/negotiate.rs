@@ -8,7 +8,7 @@
 //! that sends before the reply) stay buffered for the relay (`take_rest`).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 
 use twistrs_core::auth::Credentials;
@@ -48,13 +48,9 @@ impl fmt::Display for Cmd {
     }
 }
 
-/// A destination as the client named it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Host {
-    Ip(IpAddr),
-    /// A name to resolve (SOCKS4a, SOCKS5 ATYP 3).
-    Name(String),
-}
+/// A destination host as the client named it: an address, or a name to resolve (SOCKS4a,
+/// SOCKS5 ATYP 3), as core's outgoing connections take it.
+pub use twistrs_core::client::Host;
 
 /// A destination host and port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,9 +172,10 @@ pub fn reply5(code: u8, bound: SocketAddr) -> Vec<u8> {
     r
 }
 
-/// `ATYP ADDR PORT` (RFC 1928's address, also the UDP header's).
+/// `ATYP ADDR PORT` (RFC 1928's address, also the UDP header's). An IPv4-mapped address (an
+/// IPv4 peer of a dual-stack socket) is written as the IPv4 address it is.
 pub fn push_addr(r: &mut Vec<u8>, a: SocketAddr) {
-    match a.ip() {
+    match a.ip().to_canonical() {
         IpAddr::V4(ip) => {
             r.push(1);
             r.extend_from_slice(&ip.octets());
@@ -191,13 +188,14 @@ pub fn push_addr(r: &mut Vec<u8>, a: SocketAddr) {
     r.extend_from_slice(&a.port().to_be_bytes());
 }
 
-/// `VN=0 CD DSTPORT DSTIP`: 90 granted with the address (IPv4 only, else zeros), or 91.
+/// `VN=0 CD DSTPORT DSTIP`: 90 granted with the address (IPv4, or IPv4-mapped; else zeros),
+/// or 91.
 pub fn reply4(granted: Option<SocketAddr>) -> Vec<u8> {
     let mut r = vec![0, if granted.is_some() { 90 } else { 91 }];
-    match granted {
-        Some(SocketAddr::V4(a)) => {
-            r.extend_from_slice(&a.port().to_be_bytes());
-            r.extend_from_slice(&a.ip().octets());
+    match granted.map(|a| (a.ip().to_canonical(), a.port())) {
+        Some((IpAddr::V4(ip), port)) => {
+            r.extend_from_slice(&port.to_be_bytes());
+            r.extend_from_slice(&ip.octets());
         }
         _ => r.extend_from_slice(&[0; 6]),
     }
@@ -296,17 +294,47 @@ fn text(b: &[u8]) -> String {
 /// must be one a resolver could take (no NUL, no space, no control character).
 fn host_of(name: &[u8]) -> Option<Host> {
     let s = std::str::from_utf8(name).ok()?;
-    if s.is_empty() || s.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return None;
-    }
-    let bare = s
-        .strip_prefix('[')
-        .and_then(|x| x.strip_suffix(']'))
-        .unwrap_or(s);
-    Some(match bare.parse::<IpAddr>() {
-        Ok(ip) => Host::Ip(ip),
-        Err(_) => Host::Name(s.to_string()),
-    })
+    let ok = !s.is_empty() && s.bytes().all(|b| b > b' ' && b != 0x7f);
+    ok.then(|| Host::parse(s))
+}
+
+/// What [`read_addr`] found at the start of its input.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Addr {
+    /// Cut short: more is to come (a request), or nothing will (a datagram).
+    Short,
+    /// An address type other than IPv4 (1), a name (3) or IPv6 (4).
+    Type(u8),
+    /// The host (`None`: an empty or malformed name), the port, and the bytes they took.
+    Read(Option<Host>, u16, usize),
+}
+
+/// RFC 1928's `ATYP ADDR PORT`, read alike in a request and in a UDP datagram's header.
+pub(crate) fn read_addr(b: &[u8]) -> Addr {
+    let Some(&atyp) = b.first() else {
+        return Addr::Short;
+    };
+    let (start, len) = match (atyp, b.get(1)) {
+        (1, _) => (1, 4),
+        (4, _) => (1, 16),
+        (3, Some(n)) => (2, usize::from(*n)),
+        (3, None) => return Addr::Short,
+        (a, _) => return Addr::Type(a),
+    };
+    let end = start + len;
+    let (Some(addr), Some(&[hi, lo])) = (b.get(start..end), b.get(end..end + 2)) else {
+        return Addr::Short;
+    };
+    let host = if atyp == 3 {
+        host_of(addr)
+    } else {
+        <[u8; 4]>::try_from(addr)
+            .map(IpAddr::from)
+            .or_else(|_| <[u8; 16]>::try_from(addr).map(IpAddr::from))
+            .ok()
+            .map(Host::Ip)
+    };
+    Addr::Read(host, u16::from_be_bytes([hi, lo]), end + 2)
 }
 
 /// Compares without stopping at the first difference (a password check).
@@ -451,33 +479,17 @@ impl Negotiator {
             return self.close(fail(Failure::General), Refusal::BadRequestVersion(ver));
         }
         let cmd = *buf.get(1)?;
-        let atyp = *buf.get(3)?;
-        let (start, len) = match atyp {
-            1 => (4, 4),
-            4 => (4, 16),
-            3 => (5, usize::from(*buf.get(4)?)),
-            _ => {
+        let (host, port, len) = match read_addr(buf.get(3..).unwrap_or_default()) {
+            Addr::Short => return None,
+            Addr::Type(atyp) => {
                 return self.close(
                     fail(Failure::AddressTypeNotSupported),
                     Refusal::AddressType(atyp),
                 );
             }
+            Addr::Read(host, port, len) => (host, port, len),
         };
-        let addr = buf.get(start..start + len)?;
-        let port = buf.get(start + len..start + len + 2)?;
-        let port = u16::from_be_bytes([port[0], port[1]]);
-        let host = match atyp {
-            1 => addr
-                .try_into()
-                .ok()
-                .map(|o: [u8; 4]| Host::Ip(Ipv4Addr::from(o).into())),
-            4 => addr
-                .try_into()
-                .ok()
-                .map(|o: [u8; 16]| Host::Ip(Ipv6Addr::from(o).into())),
-            _ => host_of(addr),
-        };
-        self.input.consume(start + len + 2);
+        self.input.consume(3 + len);
         let cmd = match cmd {
             1 => Cmd::Connect,
             2 => Cmd::Bind,

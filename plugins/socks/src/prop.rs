@@ -7,23 +7,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use twistrs_core::testing::pieces;
 
-use crate::negotiate::tests::run;
-use crate::negotiate::{MAX_FIELD, Negotiator, Step};
-
-/// The steps for `data` fed in `parts`.
-fn steps(creds: bool, parts: &[&[u8]]) -> (Vec<Step>, Vec<u8>) {
-    let creds = creds.then(|| std::rc::Rc::new([("u".to_string(), "p".to_string())].into()));
-    let mut n = Negotiator::new(creds);
-    let mut out = Vec::new();
-    for p in parts {
-        n.feed(p);
-        while let Some(s) = n.next_step() {
-            out.push(s);
-        }
-        assert!(n.done() || n.buffered() <= 2 * MAX_FIELD + 10);
-    }
-    (out, n.take_rest())
-}
+use crate::negotiate::Step;
+use crate::negotiate::tests::{run, run_parts};
 
 /// Input that looks like SOCKS often enough to reach every state.
 fn socksish() -> impl Strategy<Value = Vec<u8>> {
@@ -61,7 +46,7 @@ proptest! {
     ) {
         let c: Option<&[(&str, &str)]> = if creds { Some(&[("u", "p")]) } else { None };
         let whole = run(c, &data, data.len());
-        prop_assert_eq!(steps(creds, &pieces(&data, &cuts)), whole.clone());
+        prop_assert_eq!(run_parts(c, &pieces(&data, &cuts)), whole.clone());
         // At most one request or refusal, and it is the last step.
         let ends = whole.0.iter().filter(|s| !matches!(s, Step::Send(_))).count();
         prop_assert!(ends <= 1);

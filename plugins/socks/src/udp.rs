@@ -53,6 +53,8 @@ pub struct Association {
     last_note: Option<Instant>,
     /// The port's socket, to send once a name resolved.
     sender: Option<Rc<UdpSocket>>,
+    /// Where each datagram for the client is put behind its header.
+    wrapped: Vec<u8>,
 }
 
 impl Association {
@@ -77,6 +79,7 @@ impl Association {
             handle,
             last_note: None,
             sender: None,
+            wrapped: Vec::new(),
         }))
     }
 
@@ -246,7 +249,10 @@ impl DatagramProtocol for AssociationPort {
             let Some(client) = a.client else {
                 return;
             };
-            t.write(&udp_header::wrap(from, data), client);
+            let mut wrapped = std::mem::take(&mut a.wrapped);
+            udp_header::wrap_into(&mut wrapped, from, data);
+            t.write(&wrapped, client);
+            a.wrapped = wrapped;
             a.down += data.len() as u64;
         } else {
             log::debug!(target: "twistrs.socks", "UDP datagram from {from} dropped: not the client, nor a destination it sent to");

@@ -3,9 +3,9 @@
 //! Fragments (FRAG other than 0) are dropped, as the RFC allows a server that does not
 //! reassemble them to do.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
-use crate::negotiate::{Host, Target, push_addr};
+use crate::negotiate::{Addr, Target, push_addr, read_addr};
 
 /// Why a datagram from the client was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,46 +22,35 @@ pub fn parse(d: &[u8]) -> Result<(Target, &[u8]), Dropped> {
     if head[2] != 0 {
         return Err(Dropped::Fragment(head[2]));
     }
-    let (start, len) = match head[3] {
-        1 => (4, 4),
-        4 => (4, 16),
-        3 => (5, usize::from(*d.get(4).ok_or(Dropped::Truncated)?)),
-        a => return Err(Dropped::AddressType(a)),
-    };
-    let addr = d.get(start..start + len).ok_or(Dropped::Truncated)?;
-    let port = d
-        .get(start + len..start + len + 2)
-        .ok_or(Dropped::Truncated)?;
-    let port = u16::from_be_bytes([port[0], port[1]]);
-    let host = match head[3] {
-        1 => <[u8; 4]>::try_from(addr).map(|o| Host::Ip(Ipv4Addr::from(o).into())),
-        4 => <[u8; 16]>::try_from(addr).map(|o| Host::Ip(Ipv6Addr::from(o).into())),
-        _ => match std::str::from_utf8(addr) {
-            Ok(n) if !n.is_empty() && n.bytes().all(|b| b > b' ' && b != 0x7f) => {
-                Ok(match n.parse() {
-                    Ok(ip) => Host::Ip(ip),
-                    Err(_) => Host::Name(n.to_string()),
-                })
-            }
-            _ => return Err(Dropped::BadName),
-        },
+    match read_addr(d.get(3..).unwrap_or_default()) {
+        Addr::Short => Err(Dropped::Truncated),
+        Addr::Type(a) => Err(Dropped::AddressType(a)),
+        Addr::Read(None, ..) => Err(Dropped::BadName),
+        Addr::Read(Some(host), port, len) => {
+            Ok((Target { host, port }, d.get(3 + len..).unwrap_or_default()))
+        }
     }
-    .map_err(|_| Dropped::Truncated)?;
-    Ok((Target { host, port }, &d[start + len + 2..]))
 }
 
-/// A datagram from `from` for the client, behind its header.
-pub fn wrap(from: SocketAddr, data: &[u8]) -> Vec<u8> {
-    let mut d = Vec::with_capacity(data.len() + 22);
+/// A datagram from `from` for the client, behind its header, in `d` (cleared first: a port
+/// reuses one buffer for every datagram).
+pub fn wrap_into(d: &mut Vec<u8>, from: SocketAddr, data: &[u8]) {
+    d.clear();
+    d.reserve(data.len() + 22);
     d.extend_from_slice(&[0, 0, 0]);
-    push_addr(&mut d, from);
+    push_addr(d, from);
     d.extend_from_slice(data);
-    d
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn wrap(from: SocketAddr, data: &[u8]) -> Vec<u8> {
+        let mut d = b"left from the last one".to_vec();
+        wrap_into(&mut d, from, data);
+        d
+    }
 
     #[test]
     fn headers_both_ways() {
@@ -70,6 +59,12 @@ mod tests {
         assert_eq!(d, b"\x00\x00\x00\x01\x0a\x00\x00\x01\x00\x35answer");
         let (t, data) = parse(&d).unwrap();
         assert_eq!((t, data), (Target::ip(from), &b"answer"[..]));
+        let mapped: SocketAddr = "[::ffff:10.0.0.1]:53".parse().unwrap();
+        assert_eq!(
+            wrap(mapped, b"answer"),
+            d,
+            "the source as the client named it"
+        );
         let six: SocketAddr = "[::1]:7".parse().unwrap();
         let empty = wrap(six, b"");
         let (t, data) = parse(&empty).unwrap();
@@ -77,6 +72,9 @@ mod tests {
         let (t, data) = parse(b"\x00\x00\x00\x03\x09localhost\x00\x07hi").unwrap();
         assert_eq!(t.to_string(), "localhost:7");
         assert_eq!(data, b"hi");
+        // A bracketed literal is the address, as in a request: no lookup of "[::1]".
+        let (t, _) = parse(b"\x00\x00\x00\x03\x05[::1]\x00\x07").unwrap();
+        assert_eq!(t, Target::ip(six));
     }
 
     #[test]

@@ -85,6 +85,31 @@ fn socks4_bind_and_a_peer_from_the_wrong_address() {
 }
 
 #[test]
+fn an_ipv4_client_of_an_ipv6_listener_is_told_ipv4_addresses() {
+    // A dual-stack socket sees the IPv4 client as ::ffff:127.0.0.1; SOCKS4 can only carry the
+    // BIND port in an IPv4 address, and a SOCKS5 client expects the address it connected to.
+    let s = Server::start(&[
+        "socks",
+        "--listen",
+        "tcp6:0:interface=\\:\\:ffff\\:127.0.0.1",
+    ]);
+    let mut c = proxy(&s);
+    send(&mut c, &request4(2, 21, [127, 0, 0, 1], b"", None));
+    let (code, bound) = reply4(&mut c);
+    assert_eq!(code, 90);
+    assert_eq!(bound.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
+    let mut p = peer_of(bound);
+    assert_eq!(reply4(&mut c), (90, p.local_addr().unwrap()));
+    send(&mut p, b"220 hi\r\n");
+    assert_eq!(read_n(&mut c, 8), b"220 hi\r\n");
+    let mut c = proxy(&s);
+    greet5(&mut c);
+    send(&mut c, &request5(3, ([127, 0, 0, 1], 0).into()));
+    let (code, relay) = reply5(&mut c);
+    assert_eq!((code, relay.ip()), (0, [127, 0, 0, 1].into()));
+}
+
+#[test]
 fn a_bind_nobody_connects_to_times_out_with_0x06() {
     let s = socks(&["--connect-timeout", "1"]);
     let mut c = proxy(&s);

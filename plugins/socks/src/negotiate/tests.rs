@@ -1,6 +1,7 @@
 //! The negotiation fed in every chunking, down to one byte at a time.
 
 use super::*;
+use std::net::Ipv6Addr;
 
 /// What a negotiation gives for `input` fed in `chunk`-byte pieces: every step in order, and
 /// the bytes left behind the request.
@@ -9,6 +10,11 @@ pub(crate) fn run(
     input: &[u8],
     chunk: usize,
 ) -> (Vec<Step>, Vec<u8>) {
+    run_parts(creds, &input.chunks(chunk.max(1)).collect::<Vec<_>>())
+}
+
+/// What a negotiation gives for `parts` fed in turn; its buffer stays bounded throughout.
+pub(crate) fn run_parts(creds: Option<&[(&str, &str)]>, parts: &[&[u8]]) -> (Vec<Step>, Vec<u8>) {
     let creds = creds.map(|c| {
         Rc::new(
             c.iter()
@@ -18,7 +24,7 @@ pub(crate) fn run(
     });
     let mut n = Negotiator::new(creds);
     let mut steps = Vec::new();
-    for piece in input.chunks(chunk.max(1)) {
+    for piece in parts {
         n.feed(piece);
         while let Some(s) = n.next_step() {
             steps.push(s);
@@ -248,35 +254,23 @@ fn socks5_username_password() {
         every_chunking(Some(creds), version).0[1],
         Step::Close(vec![1, 1], Refusal::BadAuthVersion(5))
     );
-    // With --auth, "no authentication" alone is not accepted.
-    assert_eq!(
-        every_chunking(Some(creds), b"\x05\x01\x00").0,
-        [Step::Close(
-            vec![5, 0xff],
-            Refusal::NoMethod {
-                auth_required: true
-            }
-        )]
-    );
-    // Without --auth, a client that offers only username/password is refused.
-    assert_eq!(
-        every_chunking(None, b"\x05\x01\x02").0,
-        [Step::Close(
-            vec![5, 0xff],
-            Refusal::NoMethod {
-                auth_required: false
-            }
-        )]
-    );
-    assert_eq!(
-        every_chunking(None, b"\x05\x00").0,
-        [Step::Close(
-            vec![5, 0xff],
-            Refusal::NoMethod {
-                auth_required: false
-            }
-        )]
-    );
+    // With --auth, "no authentication" alone is not accepted; without, a client that offers
+    // only username/password (or nothing) is refused.
+    for (creds, greeting) in [
+        (Some(creds), &b"\x05\x01\x00"[..]),
+        (None, b"\x05\x01\x02"),
+        (None, b"\x05\x00"),
+    ] {
+        let auth_required = creds.is_some();
+        assert_eq!(
+            every_chunking(creds, greeting).0,
+            [Step::Close(
+                vec![5, 0xff],
+                Refusal::NoMethod { auth_required }
+            )],
+            "{greeting:?}"
+        );
+    }
 }
 
 #[test]
@@ -347,6 +341,11 @@ fn replies() {
         [0, 91, 0, 0, 0, 0, 0, 0]
     );
     assert_eq!(reply(Version::V5, Ok(a)), [5, 0, 0, 1, 10, 1, 2, 3, 4, 56]);
+    // An IPv4 client of an IPv6 (dual-stack) listener: its addresses come IPv4-mapped, and
+    // are the IPv4 address it knows (SOCKS4 has no other way to give the BIND port).
+    let mapped: SocketAddr = "[::ffff:10.1.2.3]:1080".parse().unwrap();
+    assert_eq!(reply(Version::V4, Ok(mapped)), reply(Version::V4, Ok(a)));
+    assert_eq!(reply(Version::V5, Ok(mapped)), reply(Version::V5, Ok(a)));
     let six: SocketAddr = "[::1]:80".parse().unwrap();
     let r = reply(Version::V5, Ok(six));
     assert_eq!(&r[..4], [5, 0, 0, 4]);
