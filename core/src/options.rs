@@ -154,8 +154,36 @@ pub struct TimeoutOpt {
 
 impl TimeoutOpt {
     pub fn arg(&self) -> Arg {
-        Arg::new("timeout")
-            .long("timeout")
+        self.seconds().arg()
+    }
+
+    pub fn get(&self, m: &ArgMatches) -> Duration {
+        self.seconds().get(m)
+    }
+
+    fn seconds(&self) -> SecondsOpt {
+        SecondsOpt {
+            name: "timeout",
+            default: self.default,
+            help: self.help,
+        }
+    }
+}
+
+/// Any other time limit in whole seconds, at least 1 (`--connect-timeout`,
+/// `--request-timeout`): the default is written once, here.
+#[derive(Clone, Copy, Debug)]
+pub struct SecondsOpt {
+    /// The long name, also the argument's id.
+    pub name: &'static str,
+    pub default: u64,
+    pub help: &'static str,
+}
+
+impl SecondsOpt {
+    pub fn arg(&self) -> Arg {
+        Arg::new(self.name)
+            .long(self.name)
             .value_name("SECONDS")
             .default_value(self.default.to_string())
             .value_parser(value_parser!(u64).range(1..))
@@ -163,7 +191,7 @@ impl TimeoutOpt {
     }
 
     pub fn get(&self, m: &ArgMatches) -> Duration {
-        Duration::from_secs(m.get_one::<u64>("timeout").copied().unwrap_or(self.default))
+        Duration::from_secs(m.get_one::<u64>(self.name).copied().unwrap_or(self.default))
     }
 }
 

@@ -9,11 +9,9 @@
 
 mod forward;
 
-use std::time::Duration;
-
 use twistrs_core::clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use twistrs_core::client::{ClientEndpoint, Destination};
-use twistrs_core::options::{ListenOpt, MaxConnectionsOpt, TimeoutOpt};
+use twistrs_core::options::{ListenOpt, MaxConnectionsOpt, SecondsOpt, TimeoutOpt};
 use twistrs_core::{ListeningService, Plugin, PluginError, Service};
 
 pub use forward::{Config, Forward, ForwardFactory};
@@ -61,6 +59,11 @@ const TIMEOUT: TimeoutOpt = TimeoutOpt {
     help: "Close a relay after SECONDS with nothing carried either way (twistd: never)",
 };
 /// twistd's defaults.
+const CONNECT_TIMEOUT: SecondsOpt = SecondsOpt {
+    name: "connect-timeout",
+    default: 30,
+    help: "Give up on a destination that does not answer within SECONDS (resolving included)",
+};
 const DEFAULT_HOST: &str = "localhost";
 const DEFAULT_DEST_PORT: u16 = 6665;
 
@@ -106,22 +109,14 @@ fn options() -> Command {
                      tcp:HOST:PORT[:timeout=SECONDS] or unix:PATH",
                 ),
         )
-        .arg(
-            Arg::new("connect-timeout")
-                .long("connect-timeout")
-                .value_name("SECONDS")
-                .default_value("30")
-                .value_parser(value_parser!(u64).range(1..))
-                .help("Give up on a destination that does not answer within SECONDS (resolving included)"),
-        )
+        .arg(CONNECT_TIMEOUT.arg())
         .arg(TIMEOUT.arg())
         .arg(MAX_CONNECTIONS.arg())
 }
 
 /// Where the relays go and how, from the options.
 fn config(m: &ArgMatches) -> Config {
-    let mut connect_timeout =
-        Duration::from_secs(m.get_one::<u64>("connect-timeout").copied().unwrap_or(30));
+    let mut connect_timeout = CONNECT_TIMEOUT.get(m);
     let dest = match m.get_one::<ClientEndpoint>("dest") {
         Some(ep) => {
             if let Some(t) = ep.timeout {
@@ -161,6 +156,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn parse(args: &[&str]) -> Result<ArgMatches, String> {
         let mut argv = vec!["portforward"];

@@ -26,7 +26,7 @@ use std::time::Duration;
 use twistrs_core::auth::{auth_arg, parse_auth};
 use twistrs_core::clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use twistrs_core::endpoint::{Endpoint, SystemdDomain};
-use twistrs_core::options::{ListenOpt, MaxConnectionsOpt, TimeoutOpt};
+use twistrs_core::options::{ListenOpt, MaxConnectionsOpt, SecondsOpt, TimeoutOpt};
 use twistrs_core::{
     Address, Factory, Handle, ListeningService, Plugin, PluginError, Protocol, Service,
 };
@@ -93,14 +93,17 @@ const TIMEOUT: TimeoutOpt = TimeoutOpt {
 const DEFAULT_INTERFACE: &str = "127.0.0.1";
 const DEFAULT_PORT: u16 = 1080;
 
-fn seconds(id: &'static str, default: u64, help: &'static str) -> Arg {
-    Arg::new(id)
-        .long(id)
-        .value_name("SECONDS")
-        .default_value(default.to_string())
-        .value_parser(value_parser!(u64).range(1..))
-        .help(help)
-}
+const CONNECT_TIMEOUT: SecondsOpt = SecondsOpt {
+    name: "connect-timeout",
+    default: 30,
+    help: "Time to resolve and connect to a destination (SOCKS5 reply 0x06 after it), and for \
+           a BIND's peer to connect",
+};
+const REQUEST_TIMEOUT: SecondsOpt = SecondsOpt {
+    name: "request-timeout",
+    default: 30,
+    help: "Time for a client to send its greeting, login and request",
+};
 
 fn options() -> Command {
     Command::new("socks")
@@ -156,17 +159,8 @@ fn options() -> Command {
                 ),
         )
         .arg(TIMEOUT.arg())
-        .arg(seconds(
-            "connect-timeout",
-            30,
-            "Time to resolve and connect to a destination (SOCKS5 reply 0x06 after it), and for \
-             a BIND's peer to connect",
-        ))
-        .arg(seconds(
-            "request-timeout",
-            30,
-            "Time for a client to send its greeting, login and request",
-        ))
+        .arg(CONNECT_TIMEOUT.arg())
+        .arg(REQUEST_TIMEOUT.arg())
         .arg(MAX_CONNECTIONS.arg())
 }
 
@@ -248,12 +242,11 @@ pub fn build_config(m: &ArgMatches) -> Result<Config, PluginError> {
             .map_err(|e| PluginError::new(format!("socks: -l {}: {e}", p.display())))?,
         None => ConnLog::main(),
     };
-    let secs = |id: &str| Duration::from_secs(m.get_one::<u64>(id).copied().unwrap_or(30));
     Ok(Config {
         creds: parse_auth("socks", m)?.map(Rc::new),
         rules: rules(m)?,
-        request_timeout: secs("request-timeout"),
-        connect_timeout: secs("connect-timeout"),
+        request_timeout: REQUEST_TIMEOUT.get(m),
+        connect_timeout: CONNECT_TIMEOUT.get(m),
         idle_timeout: TIMEOUT.get(m),
         log: Rc::new(RefCell::new(log)),
     })
