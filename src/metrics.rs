@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use twistrs_core::address::Address;
+use twistrs_core::metrics::render_labels;
 use twistrs_core::protocol::{Factory, Protocol};
 use twistrs_core::reactor::ListenerStats;
 use twistrs_core::transport::Transport;
@@ -122,13 +123,6 @@ fn response(status: &str, ctype: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// A label value escaped as the exposition format wants (backslash, quote, newline).
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 /// A per-factory metric: name, type, help, and how to read it from a snapshot.
 type Series = (
     &'static str,
@@ -218,16 +212,14 @@ pub(crate) fn render(stats: &[ListenerStats]) -> String {
         ),
     ];
     twistrs_core::metrics::render(&mut out);
+    let labels: Vec<String> = stats
+        .iter()
+        .map(|s| render_labels(&[("factory", &s.factory), ("listener", &s.listeners)]))
+        .collect();
     for (name, kind, help, get) in series {
         let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
-        for s in stats {
-            let _ = writeln!(
-                out,
-                "{name}{{factory=\"{}\",listener=\"{}\"}} {}",
-                label(&s.factory),
-                label(&s.listeners),
-                get(s)
-            );
+        for (s, labels) in stats.iter().zip(&labels) {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", get(s));
         }
     }
     out
