@@ -245,18 +245,15 @@ fn process() -> Process {
     };
     let mut p = Process::default();
     if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let rest: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r.split_whitespace().collect())
-            .unwrap_or_default();
-        // rest[0] is field 3 (state): utime 14, stime 15, starttime 22, rss 24.
+        // utime 14, stime 15, starttime 22, rss 24.
+        let rest = crate::status::stat_fields(&stat);
         let field = |n: usize| rest.get(n - 3).and_then(|v| v.parse::<f64>().ok());
         if tick > 0 {
             if let (Some(u), Some(s)) = (field(14), field(15)) {
                 p.cpu_seconds = Some((u + s) / tick as f64);
             }
-            p.start_time = field(22).and_then(|st| boot_time().map(|b| b + st / tick as f64));
+            p.start_time = field(22)
+                .and_then(|st| crate::status::boot_time().map(|b| b as f64 + st / tick as f64));
         }
         if page > 0 {
             p.resident = field(24).map(|r| r * page as f64);
@@ -274,14 +271,6 @@ fn process() -> Process {
         p.max_fds = Some(lim.rlim_cur as f64);
     }
     p
-}
-
-/// The boot time from /proc/stat's `btime`, in seconds since the epoch.
-fn boot_time() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    stat.lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]

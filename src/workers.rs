@@ -114,10 +114,8 @@ pub fn of(pid: i32) -> Vec<i32> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|child| {
             let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-            // The fields after the command name, which may hold spaces and parentheses.
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            let ppid = crate::status::stat_fields(&stat)
+                .get(4 - 3)
                 .and_then(|p| p.parse::<i32>().ok());
             ppid == Some(pid)
                 && std::fs::read(format!("/proc/{child}/environ")).is_ok_and(|env| {
