@@ -278,10 +278,10 @@ impl Log for Logger {
                     libc::LOG_INFO
                 };
                 // A JSON line is one syslog message, without its newline.
-                let json_line = json.then(|| line.trim_end().to_string());
-                let parts: Vec<&str> = match &json_line {
-                    Some(l) => vec![l.as_str()],
-                    None => text.split('\n').collect(),
+                let parts: Vec<&str> = if json {
+                    vec![line.trim_end()]
+                } else {
+                    text.split('\n').collect()
                 };
                 for (i, part) in parts.into_iter().enumerate() {
                     let msg = if json {

@@ -7,14 +7,19 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use twistrs_core::address::Address;
+use twistrs_core::metrics::render_labels;
 use twistrs_core::protocol::{Factory, Protocol};
 use twistrs_core::reactor::ListenerStats;
 use twistrs_core::transport::Transport;
 
 /// A request head larger than this is answered 431 and closed.
 const MAX_REQUEST: usize = 8 * 1024;
-/// A scraper that says nothing for this long is dropped.
-const IDLE: Duration = Duration::from_secs(10);
+/// A scraper whose request head has not arrived this long after it connected is dropped: a
+/// whole-head deadline, as the web plugin's, so a client trickling a byte at a time cannot hold
+/// one of the few slots.
+const HEAD_DEADLINE: Duration = Duration::from_secs(10);
+/// The most header fields a scrape may carry.
+const MAX_HEADERS: usize = 32;
 
 /// Builds one [`MetricsProtocol`] per scrape connection.
 pub(crate) struct MetricsFactory;
@@ -45,50 +50,66 @@ struct MetricsProtocol {
 
 impl Protocol for MetricsProtocol {
     fn connection_made(&mut self, t: &mut Transport<'_>) {
-        t.set_timeout(Some(IDLE));
+        // Idle covers a scraper that stops reading the answer; the deadline one that never
+        // finishes asking.
+        t.set_timeout(Some(HEAD_DEADLINE));
+        t.call_later(HEAD_DEADLINE, 0);
+    }
+
+    fn timer_fired(&mut self, t: &mut Transport<'_>, _key: u64) {
+        if !self.answered {
+            t.abort_connection();
+        }
     }
 
     fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
         if self.answered {
             return;
         }
+        // A head can only end at a new LF: not parsed again for every byte of a slow one.
         self.head.extend_from_slice(data);
-        let Some(end) = self.head.windows(4).position(|w| w == b"\r\n\r\n") else {
-            if self.head.len() > MAX_REQUEST {
-                self.answered = true;
-                t.write(&response(
-                    "431 Request Header Fields Too Large",
-                    "text/plain",
-                    "too large\n",
-                ));
-                t.lose_connection();
-            }
+        if !data.contains(&b'\n') && self.head.len() <= MAX_REQUEST {
             return;
-        };
-        let line = self.head[..end]
-            .split(|&b| b == b'\r')
-            .next()
-            .unwrap_or(&[]);
-        let mut words = line.split(|&b| b == b' ');
-        let (method, target) = (words.next(), words.next());
-        self.answered = true;
-        let path = target.map(|t| t.split(|&b| b == b'?').next().unwrap_or(t));
-        let reply = match (method, path) {
-            (Some(b"GET"), Some(b"/metrics")) => {
-                let (handle, id) = (t.handle().clone(), t.id());
-                t.handle().listener_stats(move |stats| {
-                    let body = render(&stats);
-                    handle.write_to(
-                        id,
-                        response("200 OK", "text/plain; version=0.0.4; charset=utf-8", &body),
-                    );
-                    handle.lose_connection(id);
-                });
-                return;
+        }
+        // httparse, the grammar the web plugin's parser uses too.
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut storage);
+        let reply = match req.parse(&self.head) {
+            Ok(httparse::Status::Partial) if self.head.len() <= MAX_REQUEST => return,
+            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => response(
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "too large\n",
+            ),
+            Err(_) => response("400 Bad Request", "text/plain", "malformed request\n"),
+            Ok(httparse::Status::Complete(_)) => {
+                let path = req.path.map(|p| p.split('?').next().unwrap_or(p));
+                match (req.method, path) {
+                    (Some("GET"), Some("/metrics")) => {
+                        self.answered = true;
+                        let (handle, id) = (t.handle().clone(), t.id());
+                        t.handle().listener_stats(move |stats| {
+                            let body = render(&stats);
+                            handle.write_to(
+                                id,
+                                response(
+                                    "200 OK",
+                                    "text/plain; version=0.0.4; charset=utf-8",
+                                    &body,
+                                ),
+                            );
+                            handle.lose_connection(id);
+                        });
+                        return;
+                    }
+                    (Some("GET" | "HEAD"), _) => {
+                        response("404 Not Found", "text/plain", "not found\n")
+                    }
+                    _ => response("405 Method Not Allowed", "text/plain", "GET only\n"),
+                }
             }
-            (Some(b"GET" | b"HEAD"), _) => response("404 Not Found", "text/plain", "not found\n"),
-            _ => response("405 Method Not Allowed", "text/plain", "GET only\n"),
         };
+        self.answered = true;
         t.write(&reply);
         t.lose_connection();
     }
@@ -100,13 +121,6 @@ fn response(status: &str, ctype: &str, body: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
-}
-
-/// A label value escaped as the exposition format wants (backslash, quote, newline).
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// A per-factory metric: name, type, help, and how to read it from a snapshot.
@@ -198,16 +212,14 @@ pub(crate) fn render(stats: &[ListenerStats]) -> String {
         ),
     ];
     twistrs_core::metrics::render(&mut out);
+    let labels: Vec<String> = stats
+        .iter()
+        .map(|s| render_labels(&[("factory", &s.factory), ("listener", &s.listeners)]))
+        .collect();
     for (name, kind, help, get) in series {
         let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
-        for s in stats {
-            let _ = writeln!(
-                out,
-                "{name}{{factory=\"{}\",listener=\"{}\"}} {}",
-                label(&s.factory),
-                label(&s.listeners),
-                get(s)
-            );
+        for (s, labels) in stats.iter().zip(&labels) {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", get(s));
         }
     }
     out
@@ -233,18 +245,15 @@ fn process() -> Process {
     };
     let mut p = Process::default();
     if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let rest: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r.split_whitespace().collect())
-            .unwrap_or_default();
-        // rest[0] is field 3 (state): utime 14, stime 15, starttime 22, rss 24.
+        // utime 14, stime 15, starttime 22, rss 24.
+        let rest = crate::status::stat_fields(&stat);
         let field = |n: usize| rest.get(n - 3).and_then(|v| v.parse::<f64>().ok());
         if tick > 0 {
             if let (Some(u), Some(s)) = (field(14), field(15)) {
                 p.cpu_seconds = Some((u + s) / tick as f64);
             }
-            p.start_time = field(22).and_then(|st| boot_time().map(|b| b + st / tick as f64));
+            p.start_time = field(22)
+                .and_then(|st| crate::status::boot_time().map(|b| b as f64 + st / tick as f64));
         }
         if page > 0 {
             p.resident = field(24).map(|r| r * page as f64);
@@ -262,14 +271,6 @@ fn process() -> Process {
         p.max_fds = Some(lim.rlim_cur as f64);
     }
     p
-}
-
-/// The boot time from /proc/stat's `btime`, in seconds since the epoch.
-fn boot_time() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    stat.lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]

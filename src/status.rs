@@ -81,19 +81,30 @@ pub fn not_running(pidfile: Option<&Path>, status: &str, error: Option<&str>) ->
 /// boot (field 22 of /proc/PID/stat) plus the boot time.
 fn since(pid: i32) -> Option<i64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which may hold spaces and parentheses: state is field 3.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let ticks: i64 = rest.split_whitespace().nth(19)?.parse().ok()?;
-    let boot: i64 = std::fs::read_to_string("/proc/stat")
+    let ticks: i64 = stat_fields(&stat).get(22 - 3)?.parse().ok()?;
+    let boot = boot_time()?;
+    // SAFETY: sysconf reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| boot + ticks / hz as i64)
+}
+
+/// The fields of a /proc/PID/stat text after the command name, which may hold spaces and
+/// parentheses: the first is field 3 (the state), so field N is at N - 3.
+pub(crate) fn stat_fields(stat: &str) -> Vec<&str> {
+    stat.rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default()
+}
+
+/// The boot time in seconds since the epoch, /proc/stat's `btime`.
+pub(crate) fn boot_time() -> Option<i64> {
+    std::fs::read_to_string("/proc/stat")
         .ok()?
         .lines()
         .find_map(|l| l.strip_prefix("btime "))?
         .trim()
         .parse()
-        .ok()?;
-    // SAFETY: sysconf reads a constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (hz > 0).then(|| boot + ticks / hz as i64)
+        .ok()
 }
 
 /// The version of the binary the process runs: ours when it is the same file, else what it

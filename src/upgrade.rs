@@ -161,15 +161,7 @@ pub fn spawn_as(
     }
     // The successor starts with the descriptor limit we started with (we raised ours), so it
     // raises its own the same way and gives its children the same.
-    let nofile = twistrs_core::process::child_nofile_limit().and_then(|soft| {
-        let (_, hard) =
-            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ok()?;
-        Some(libc::rlimit {
-            rlim_cur: soft.min(hard),
-            rlim_max: hard,
-        })
-    });
-    if let Some(l) = nofile {
+    if let Some(l) = twistrs_core::process::child_nofile_rlimit() {
         // SAFETY: setrlimit is a system call on a value prepared before the fork.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {

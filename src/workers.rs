@@ -114,10 +114,8 @@ pub fn of(pid: i32) -> Vec<i32> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|child| {
             let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-            // The fields after the command name, which may hold spaces and parentheses.
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            let ppid = crate::status::stat_fields(&stat)
+                .get(4 - 3)
                 .and_then(|p| p.parse::<i32>().ok());
             ppid == Some(pid)
                 && std::fs::read(format!("/proc/{child}/environ")).is_ok_and(|env| {
@@ -149,6 +147,23 @@ struct Worker {
     started: Instant,
     delay: Duration,
     restart_at: Option<Instant>,
+}
+
+impl Worker {
+    /// A starting worker's ready pipe: it is marked serving once it says so; what went wrong
+    /// if it ended or failed first.
+    fn poll_start(&mut self) -> Option<String> {
+        let p = self.proc.as_mut().filter(|_| !self.serving)?;
+        match p.poll() {
+            upgrade::Progress::Waiting => None,
+            upgrade::Progress::Ready(pid) => {
+                self.serving = true;
+                log::info!(target: LAUNCHER, "Worker {} (PID {pid}) serves.", self.index);
+                None
+            }
+            upgrade::Progress::Failed(msg) => Some(msg),
+        }
+    }
 }
 
 /// The workers and what they need to be started again.
@@ -226,23 +241,14 @@ impl Pool {
         let now = Instant::now();
         for i in 0..self.workers.len() {
             let w = &mut self.workers[i];
-            let mut death: Option<String> = None;
-            if let Some(p) = w.proc.as_mut() {
-                if w.serving {
-                    if let Ok(Some(st)) = p.try_wait() {
-                        death = Some(ended(st));
-                    }
-                } else {
-                    match p.poll() {
-                        upgrade::Progress::Waiting => {}
-                        upgrade::Progress::Ready(pid) => {
-                            w.serving = true;
-                            log::info!(target: LAUNCHER, "Worker {} (PID {pid}) serves.", w.index);
-                        }
-                        upgrade::Progress::Failed(msg) => death = Some(format!("failed: {msg}")),
-                    }
-                }
-            }
+            let death = if w.serving {
+                w.proc
+                    .as_mut()
+                    .and_then(|p| p.try_wait().ok().flatten())
+                    .map(ended)
+            } else {
+                w.poll_start().map(|msg| format!("failed: {msg}"))
+            };
             if let Some(how) = death {
                 let pid = w.proc.take().map_or(0, |p| p.pid());
                 let ran = now.duration_since(w.started);
@@ -471,20 +477,9 @@ fn start_workers(pool: &mut Pool, reactor: &mut Reactor) -> Result<(), String> {
             .turn(Some(Duration::from_millis(10)))
             .map_err(|e| format!("the reactor failed: {e}"))?;
         for w in &mut pool.workers {
-            let Some(p) = w.proc.as_mut() else { continue };
-            if w.serving {
-                continue;
-            }
-            match p.poll() {
-                upgrade::Progress::Waiting => {}
-                upgrade::Progress::Ready(pid) => {
-                    w.serving = true;
-                    log::info!(target: LAUNCHER, "Worker {} (PID {pid}) serves.", w.index);
-                }
-                upgrade::Progress::Failed(msg) => {
-                    w.proc = None;
-                    return Err(format!("worker {} failed to start: {msg}", w.index));
-                }
+            if let Some(msg) = w.poll_start() {
+                w.proc = None;
+                return Err(format!("worker {} failed to start: {msg}", w.index));
             }
         }
     }

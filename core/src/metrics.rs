@@ -73,8 +73,9 @@ thread_local! {
     static REGISTRY: RefCell<Vec<Series>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `k="v"` pairs, values escaped as the exposition format wants.
-fn render_labels(labels: &[(&str, &str)]) -> String {
+/// `k="v"` pairs, values escaped as the exposition format wants (backslash, quote, newline);
+/// the launcher's per-listener series use it too.
+pub fn render_labels(labels: &[(&str, &str)]) -> String {
     let mut out = String::new();
     for (i, (k, v)) in labels.iter().enumerate() {
         if i > 0 {

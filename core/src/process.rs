@@ -60,6 +60,18 @@ pub fn child_nofile_limit() -> Option<u64> {
     }
 }
 
+/// The RLIMIT_NOFILE to give a child: [`child_nofile_limit`] under our hard limit, if one was
+/// set; computed before a fork, the child only applies it.
+pub fn child_nofile_rlimit() -> Option<libc::rlimit> {
+    let soft = child_nofile_limit()?;
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ok()?;
+    Some(libc::rlimit {
+        rlim_cur: soft.min(hard),
+        rlim_max: hard,
+    })
+}
+
 /// How long a stopped child has between SIGTERM and SIGKILL unless its spec says otherwise
 /// (procmon's `--killtime` default).
 pub const DEFAULT_KILL_TIME: Duration = Duration::from_secs(5);

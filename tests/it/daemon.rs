@@ -345,23 +345,11 @@ fn a_failed_restart_keeps_the_old_process_serving() {
 
 #[test]
 fn privileges_drop_to_nobody_after_binding_a_privileged_port() {
-    if !nix::unistd::Uid::effective().is_root() {
-        skip(
-            "privileges_drop_to_nobody_after_binding_a_privileged_port",
-            "not root",
-        );
-        return;
-    }
-    let Some(nobody) = nix::unistd::User::from_name("nobody").ok().flatten() else {
-        skip(
-            "privileges_drop_to_nobody_after_binding_a_privileged_port",
-            "no user nobody",
-        );
+    let Some(nobody) = nobody_as_root("privileges_drop_to_nobody_after_binding_a_privileged_port")
+    else {
         return;
     };
-    let port = (600..1000)
-        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .expect("a free privileged port");
+    let port = free_privileged_port(false);
     let dir = tempfile::tempdir().unwrap();
     // A directory of the dropped user's, as /run/NAME would be: it may remove the pidfile and
     // write the restart report there.
@@ -484,12 +472,7 @@ fn socket_activation_without_fdnames_and_sd_notify() {
 
 #[test]
 fn chroot_and_euid() {
-    if !nix::unistd::Uid::effective().is_root() {
-        skip("chroot_and_euid", "not root");
-        return;
-    }
-    let Some(nobody) = nix::unistd::User::from_name("nobody").ok().flatten() else {
-        skip("chroot_and_euid", "no user nobody");
+    let Some(nobody) = nobody_as_root("chroot_and_euid") else {
         return;
     };
     let jail = tempfile::tempdir().unwrap();

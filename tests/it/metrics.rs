@@ -223,6 +223,36 @@ fn metrics_bound_the_request_head() {
 }
 
 #[test]
+fn metrics_drop_a_head_that_trickles_in() {
+    let mut srv = Server::start(&["--metrics", LOCAL, "echo", "--listen", LOCAL]);
+    let metrics = port_of(&srv, "Metrics");
+    let mut c = connect(SocketAddr::from(([127, 0, 0, 1], metrics)));
+    c.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("read timeout");
+    // A byte every half second never leaves the connection idle, but the head never ends:
+    // it is dropped by the whole-head deadline (10 s), not kept for as long as it trickles.
+    let _ = c.write_all(b"GET /metrics HTTP/1.1\r\nX: ");
+    let start = Instant::now();
+    let mut closed = false;
+    while !closed && start.elapsed() < Duration::from_secs(20) {
+        let mut byte = [0u8; 1];
+        closed = match c.read(&mut byte) {
+            Ok(_) => true,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        } || c.write_all(b"a").is_err();
+    }
+    assert!(
+        closed,
+        "a trickling head was kept for {:?}",
+        start.elapsed()
+    );
+    srv.term();
+}
+
+#[test]
 fn metrics_are_refused_with_workers() {
     let (code, out, err) = run(&[
         "-n",

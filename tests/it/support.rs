@@ -293,6 +293,32 @@ pub fn skip(test: &str, why: &str) {
     }
 }
 
+/// The user `nobody`, for a test that drops privileges to it: `None`, the test skipped and
+/// the reason recorded, unless we run as root and the user exists.
+pub fn nobody_as_root(test: &str) -> Option<nix::unistd::User> {
+    if !nix::unistd::Uid::effective().is_root() {
+        skip(test, "not root");
+        return None;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").ok().flatten();
+    if nobody.is_none() {
+        skip(test, "no user nobody");
+    }
+    nobody
+}
+
+/// A free port below 1024 on 127.0.0.1, searched from the top of 600..1000 or from its
+/// bottom (two tests running at once start from different ends).
+pub fn free_privileged_port(from_top: bool) -> u16 {
+    let free = |p: &u16| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok();
+    if from_top {
+        (600..1000).rev().find(free)
+    } else {
+        (600..1000).find(free)
+    }
+    .expect("a free privileged port")
+}
+
 /// Raises this test process's descriptor limit to the hard limit.
 pub fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};

@@ -584,24 +584,11 @@ fn socket_activation_feeds_the_workers_and_ready_comes_once_all_serve() {
 
 #[test]
 fn workers_drop_privileges_and_the_master_keeps_the_ports() {
-    if !nix::unistd::Uid::effective().is_root() {
-        skip(
-            "workers_drop_privileges_and_the_master_keeps_the_ports",
-            "not root",
-        );
-        return;
-    }
-    let Some(nobody) = nix::unistd::User::from_name("nobody").ok().flatten() else {
-        skip(
-            "workers_drop_privileges_and_the_master_keeps_the_ports",
-            "no user nobody",
-        );
+    let Some(nobody) = nobody_as_root("workers_drop_privileges_and_the_master_keeps_the_ports")
+    else {
         return;
     };
-    let port = (600..1000)
-        .rev()
-        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .expect("a free privileged port");
+    let port = free_privileged_port(true);
     let ep = format!("tcp:{port}:interface=127.0.0.1");
     let m = Master::start(&["-u", "nobody", "--workers", "2", "echo", "--listen", &ep]);
     assert!(

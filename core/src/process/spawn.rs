@@ -20,7 +20,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use super::{ChildIo, Credentials, Forked, NOT_INHERITED, ProcessSpec, child_nofile_limit};
+use super::{ChildIo, Credentials, Forked, NOT_INHERITED, ProcessSpec, child_nofile_rlimit};
 
 /// The child's stack, with a guard page below it.
 const STACK: usize = 256 * 1024;
@@ -170,14 +170,7 @@ pub(crate) fn fork_exec(spec: &ProcessSpec) -> io::Result<Forked> {
         Some(d) => Some(cstring(d.as_os_str(), "directory")?),
         None => None,
     };
-    let nofile = child_nofile_limit().and_then(|soft| {
-        let (_, hard) =
-            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ok()?;
-        Some(libc::rlimit {
-            rlim_cur: soft.min(hard),
-            rlim_max: hard,
-        })
-    });
+    let nofile = child_nofile_rlimit();
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let script_argv = std::iter::once(SH.as_ptr())
