@@ -457,8 +457,8 @@ pub trait ProcessProtocol {
 pub(crate) struct ProcIo {
     /// Entry keys of the open pipes, by descriptor.
     pub(crate) pipes: [Option<usize>; 3],
-    /// Queued for stdin.
-    pub(crate) stdin_out: Vec<u8>,
+    /// Queued for stdin; a write takes its bytes off the front without moving the rest.
+    pub(crate) stdin_out: crate::line::InputBuffer,
     /// Close stdin once `stdin_out` is written.
     pub(crate) close_stdin: bool,
     /// Pipes the protocol asked to close.
@@ -497,7 +497,7 @@ impl ProcessTransport<'_> {
     /// Queues `data` for the child's stdin (if it is a pipe still open); never blocks.
     pub fn write(&mut self, data: &[u8]) {
         if self.io.pipes[0].is_some() && !self.io.close_stdin {
-            self.io.stdin_out.extend_from_slice(data);
+            self.io.stdin_out.feed(data);
         }
     }
 
