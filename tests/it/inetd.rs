@@ -115,34 +115,6 @@ fn answer(addr: SocketAddr) -> Vec<u8> {
     read_to_end(&mut s)
 }
 
-/// (PID, state, argv) of the children of `parent`, from /proc.
-fn children(parent: u32) -> Vec<(u32, char, Vec<String>)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
-            continue;
-        };
-        let mut f = rest.split(' ');
-        let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
-        if f.next().and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
-            let argv = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .unwrap_or_default()
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            out.push((pid, state, argv));
-        }
-    }
-    out
-}
-
 /// Waits (bounded) until `parent` has no child left, zombies included.
 fn wait_no_children(parent: u32) {
     let end = Instant::now() + Duration::from_secs(10);

@@ -12,39 +12,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// (state, ppid) of `pid`, from /proc/PID/stat.
-fn stat(pid: u32) -> Option<(char, u32)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut f = s.get(s.rfind(')')? + 2..)?.split(' ');
-    let state = f.next()?.chars().next()?;
-    Some((state, f.next()?.parse().ok()?))
-}
-
-/// The children of `parent`: (PID, state, argv).
-fn children(parent: u32) -> Vec<(u32, char, Vec<String>)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        if let Some((st, ppid)) = stat(pid)
-            && ppid == parent
-        {
-            out.push((pid, st, argv(pid)));
-        }
-    }
-    out
-}
-
-fn argv(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
-}
-
 /// Processes running exactly `args` (anywhere on the machine: the argument is unique).
 fn copies(args: &[&str]) -> Vec<u32> {
     std::fs::read_dir("/proc")
