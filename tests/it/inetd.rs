@@ -520,30 +520,6 @@ fn a_program_that_cannot_start_is_logged_and_the_connection_closed() {
     assert!(answer(i.addr(0)).is_empty(), "and the next one too");
 }
 
-/// A daemon in a directory of its own; stopped when dropped.
-struct Daemon {
-    dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn pid(&self) -> u32 {
-        std::fs::read_to_string(self.dir.path().join("twistrs.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("twistrs.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = run_in(self.dir.path(), &["stop", "--timeout", "5"]);
-    }
-}
-
 #[test]
 fn restart_hands_the_sockets_over_and_stops_wait_programs_first() {
     let python = PathBuf::from("/usr/bin/python3");
