@@ -383,6 +383,42 @@ fn max_starts_that_many_programs_a_minute_and_refuses_the_rest() {
     assert_eq!(refusals, 1, "logged once, not per connection");
 }
 
+#[test]
+fn wait_max_holds_the_next_start_back() {
+    // A program that never reads its datagram: the socket stays readable, so each exit is
+    // followed at once by the next start, until `.max` says wait.
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let script = dir.path().join("run.sh");
+    std::fs::write(&script, format!("echo run >> {}\n", runs.display())).unwrap();
+    let i = start(
+        &format!(
+            "{{0}} dgram udp wait.2 root /bin/sh sh {}\n",
+            script.display()
+        ),
+        "",
+        1,
+        1,
+        &[],
+    );
+    udp().send_to(b"x", ("127.0.0.1", i.port(0))).unwrap();
+    assert!(
+        i.server
+            .wait_until(
+                |l| l.iter().any(|x| x.contains("(wait.2): the next in ")),
+                Duration::from_secs(10)
+            )
+            .is_some(),
+        "{:?}",
+        i.server.lines()
+    );
+    let n = std::fs::read_to_string(&runs)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert_eq!(n, 2, "two starts in the minute, then a wait");
+}
+
 /// Waits (bounded) for the `n`th "Read ... again" line of a reload.
 fn wait_reload(i: &Inetd, n: usize) {
     i.server
