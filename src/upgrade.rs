@@ -165,7 +165,7 @@ pub fn spawn_as(
         // SAFETY: setrlimit is a system call on a value prepared before the fork.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &l) < 0 {
+                if libc::setrlimit64(libc::RLIMIT_NOFILE, &l) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())

@@ -62,11 +62,14 @@ pub fn child_nofile_limit() -> Option<u64> {
 
 /// The RLIMIT_NOFILE to give a child: [`child_nofile_limit`] under our hard limit, if one was
 /// set; computed before a fork, the child only applies it.
-pub fn child_nofile_rlimit() -> Option<libc::rlimit> {
+pub fn child_nofile_rlimit() -> Option<libc::rlimit64> {
     let soft = child_nofile_limit()?;
     let (_, hard) =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ok()?;
-    Some(libc::rlimit {
+    // rlim_t is 32 bits on 32-bit targets; the 64-bit structure is what prlimit64 reads.
+    #[allow(clippy::unnecessary_cast)]
+    let hard = hard as u64;
+    Some(libc::rlimit64 {
         rlim_cur: soft.min(hard),
         rlim_max: hard,
     })
@@ -469,8 +472,8 @@ pub trait ProcessProtocol {
 pub(crate) struct ProcIo {
     /// Entry keys of the open pipes, by descriptor.
     pub(crate) pipes: [Option<usize>; 3],
-    /// Queued for stdin.
-    pub(crate) stdin_out: Vec<u8>,
+    /// Queued for stdin; a write takes its bytes off the front without moving the rest.
+    pub(crate) stdin_out: crate::line::InputBuffer,
     /// Close stdin once `stdin_out` is written.
     pub(crate) close_stdin: bool,
     /// Pipes the protocol asked to close.
@@ -509,7 +512,7 @@ impl ProcessTransport<'_> {
     /// Queues `data` for the child's stdin (if it is a pipe still open); never blocks.
     pub fn write(&mut self, data: &[u8]) {
         if self.io.pipes[0].is_some() && !self.io.close_stdin {
-            self.io.stdin_out.extend_from_slice(data);
+            self.io.stdin_out.feed(data);
         }
     }
 

@@ -165,6 +165,35 @@ fn stdin_is_written_then_closed() {
     assert_eq!(ev.last(), Some(&Ev::Ended(ProcessStatus::Exited(0))));
 }
 
+/// A large stdin goes out in time linear in its size: each write takes what the pipe holds
+/// (64 KiB) off the front of the queue without moving the rest (a `Vec::drain` per write
+/// moved the whole remainder: 128 GiB of copies for these 128 MiB).
+#[test]
+fn a_large_stdin_goes_out_whole_and_in_linear_time() {
+    const SIZE: usize = 128 << 20;
+    let mut r = quiet_reactor();
+    let hook: Hook = Box::new(|t, e| {
+        if *e == Ev::Made {
+            t.write(&vec![b'x'; SIZE]);
+            t.close_stdin();
+        }
+    });
+    let (p, events) = recorder(Some(hook));
+    let spec = ProcessSpec::new("wc")
+        .arg("-c")
+        .stdio(ChildFd::Stdin, ChildIo::Pipe);
+    r.handle().spawn_process(spec, p).expect("spawn");
+    let started = Instant::now();
+    run(&mut r);
+    let took = started.elapsed();
+    let out = collected(&events.borrow(), ChildFd::Stdout);
+    assert_eq!(String::from_utf8_lossy(&out).trim(), SIZE.to_string());
+    assert!(
+        took < Duration::from_secs(3),
+        "{SIZE} bytes of stdin took {took:?}"
+    );
+}
+
 #[test]
 fn a_large_output_arrives_whole() {
     let mut r = quiet_reactor();

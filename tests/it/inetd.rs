@@ -115,34 +115,6 @@ fn answer(addr: SocketAddr) -> Vec<u8> {
     read_to_end(&mut s)
 }
 
-/// (PID, state, argv) of the children of `parent`, from /proc.
-fn children(parent: u32) -> Vec<(u32, char, Vec<String>)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
-            continue;
-        };
-        let mut f = rest.split(' ');
-        let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
-        if f.next().and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
-            let argv = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .unwrap_or_default()
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            out.push((pid, state, argv));
-        }
-    }
-    out
-}
-
 /// Waits (bounded) until `parent` has no child left, zombies included.
 fn wait_no_children(parent: u32) {
     let end = Instant::now() + Duration::from_secs(10);
@@ -411,6 +383,42 @@ fn max_starts_that_many_programs_a_minute_and_refuses_the_rest() {
     assert_eq!(refusals, 1, "logged once, not per connection");
 }
 
+#[test]
+fn wait_max_holds_the_next_start_back() {
+    // A program that never reads its datagram: the socket stays readable, so each exit is
+    // followed at once by the next start, until `.max` says wait.
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let script = dir.path().join("run.sh");
+    std::fs::write(&script, format!("echo run >> {}\n", runs.display())).unwrap();
+    let i = start(
+        &format!(
+            "{{0}} dgram udp wait.2 root /bin/sh sh {}\n",
+            script.display()
+        ),
+        "",
+        1,
+        1,
+        &[],
+    );
+    udp().send_to(b"x", ("127.0.0.1", i.port(0))).unwrap();
+    assert!(
+        i.server
+            .wait_until(
+                |l| l.iter().any(|x| x.contains("(wait.2): the next in ")),
+                Duration::from_secs(10)
+            )
+            .is_some(),
+        "{:?}",
+        i.server.lines()
+    );
+    let n = std::fs::read_to_string(&runs)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert_eq!(n, 2, "two starts in the minute, then a wait");
+}
+
 /// Waits (bounded) for the `n`th "Read ... again" line of a reload.
 fn wait_reload(i: &Inetd, n: usize) {
     i.server
@@ -546,30 +554,6 @@ fn a_program_that_cannot_start_is_logged_and_the_connection_closed() {
     assert!(answer(i.addr(0)).is_empty());
     assert!(i.server.log_contains("cannot start /no/such/program"));
     assert!(answer(i.addr(0)).is_empty(), "and the next one too");
-}
-
-/// A daemon in a directory of its own; stopped when dropped.
-struct Daemon {
-    dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn pid(&self) -> u32 {
-        std::fs::read_to_string(self.dir.path().join("twistrs.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("twistrs.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = run_in(self.dir.path(), &["stop", "--timeout", "5"]);
-    }
 }
 
 #[test]

@@ -12,39 +12,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// (state, ppid) of `pid`, from /proc/PID/stat.
-fn stat(pid: u32) -> Option<(char, u32)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut f = s.get(s.rfind(')')? + 2..)?.split(' ');
-    let state = f.next()?.chars().next()?;
-    Some((state, f.next()?.parse().ok()?))
-}
-
-/// The children of `parent`: (PID, state, argv).
-fn children(parent: u32) -> Vec<(u32, char, Vec<String>)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        if let Some((st, ppid)) = stat(pid)
-            && ppid == parent
-        {
-            out.push((pid, st, argv(pid)));
-        }
-    }
-    out
-}
-
-fn argv(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
-}
-
 /// Processes running exactly `args` (anywhere on the machine: the argument is unique).
 fn copies(args: &[&str]) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -348,45 +315,6 @@ fn no_zombie_after_many_restarts_in_the_foreground() {
     assert!(copies(&["sleep", &arg]).is_empty(), "stopped with twistrs");
 }
 
-/// A daemon in its own directory; `twistrs stop` when dropped.
-struct Daemon {
-    dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn start(args: &[&str]) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let (code, out, err) = run_in(dir.path(), args);
-        assert_eq!(code, 0, "daemon start {args:?}: {out} {err}");
-        Daemon { dir }
-    }
-
-    fn pid(&self) -> u32 {
-        std::fs::read_to_string(self.dir.path().join("twistrs.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn log(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.path().join("twistrs.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(String::from)
-            .collect()
-    }
-
-    fn ctl(&self, args: &[&str]) -> (i32, String, String) {
-        run_in(self.dir.path(), args)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = run_in(self.dir.path(), &["stop", "--timeout", "5"]);
-    }
-}
-
 #[test]
 fn no_zombie_after_many_restarts_as_a_daemon() {
     let arg = unique_sleep();
@@ -396,23 +324,23 @@ fn no_zombie_after_many_restarts_as_a_daemon() {
     ]);
     let pid = d.pid();
     wait_for("100 starts", Duration::from_secs(60), || {
-        started(&d.log(), "many").len() >= 100
+        started(&d.log_lines(), "many").len() >= 100
     });
     wait_for("the last run to sleep", Duration::from_secs(10), || {
         copies(&["sleep", &arg]).len() == 1
     });
     assert_one_child_no_zombie(pid, &arg);
-    let log = d.log();
+    let log = d.log_lines();
     let ends = log.iter().filter(|l| l.contains("'many' (PID ")).count();
     assert_eq!(ends, 99, "every death seen, as a daemon too");
     assert_eq!(d.ctl(&["stop"]).0, 0);
     assert!(copies(&["sleep", &arg]).is_empty(), "stopped with twistrs");
     assert!(
-        d.log()
+        d.log_lines()
             .iter()
             .any(|l| l.contains("ended by signal SIGTERM")),
         "{:?}",
-        d.log()
+        d.log_lines()
     );
 }
 
@@ -479,7 +407,7 @@ fn restart_stops_the_programs_before_the_successor_starts_them() {
     });
     assert_eq!(copies(&["sleep", &arg]).len(), 1);
     assert_eq!(watch.finish(), 1, "never two copies at once");
-    let log = d.log();
+    let log = d.log_lines();
     assert!(
         log.iter().any(|l| l.contains("Stopping 'one' (PID ")
             && l.contains(") before the new process starts it: SIGTERM")),
@@ -806,15 +734,19 @@ fn programs_get_the_descriptor_limit_twistrs_was_started_with() {
             "{open}"
         );
         wait_for("the program's line", Duration::from_secs(10), || {
-            d.log().iter().filter(|l| l.contains("[lim] soft ")).count() > round
+            d.log_lines()
+                .iter()
+                .filter(|l| l.contains("[lim] soft "))
+                .count()
+                > round
         });
         assert!(
-            d.log()
+            d.log_lines()
                 .iter()
                 .filter(|l| l.contains("[lim] soft "))
                 .all(|l| l.ends_with("[lim] soft 256 hard 4096")),
             "{:#?}",
-            d.log()
+            d.log_lines()
         );
         if round == 0 {
             let (code, out, err) = d.ctl(&["restart"]);

@@ -365,3 +365,82 @@ pub fn pass_as_fd3(cmd: &mut Command, fd: std::os::fd::RawFd) {
         });
     }
 }
+
+/// (state, ppid) of `pid`, from /proc/PID/stat.
+pub fn stat(pid: u32) -> Option<(char, u32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut f = s.get(s.rfind(')')? + 2..)?.split(' ');
+    let state = f.next()?.chars().next()?;
+    Some((state, f.next()?.parse().ok()?))
+}
+
+/// The children of `parent`: (PID, state, argv).
+pub fn children(parent: u32) -> Vec<(u32, char, Vec<String>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some((st, ppid)) = stat(pid)
+            && ppid == parent
+        {
+            out.push((pid, st, argv(pid)));
+        }
+    }
+    out
+}
+
+/// The argv of `pid`, from /proc/PID/cmdline.
+pub fn argv(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// A daemon (`twistrs ARGS`, no `-n`) in a directory of its own; `twistrs stop` (by its
+/// pidfile) when dropped.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts `twistrs ARGS` as a daemon in a new directory; it must start.
+    pub fn start(args: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, out, err) = run_in(dir.path(), args);
+        assert_eq!(code, 0, "daemon start {args:?}: {out} {err}");
+        Daemon { dir }
+    }
+
+    /// The PID in the pidfile now (a restart changes it); 0 if there is none.
+    pub fn pid(&self) -> u32 {
+        std::fs::read_to_string(self.dir.path().join("twistrs.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("twistrs.log")).unwrap_or_default()
+    }
+
+    /// The log so far, a line each.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log().lines().map(String::from).collect()
+    }
+
+    /// `twistrs ARGS` in the daemon's directory (`stop`, `restart`, `status`).
+    pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        run_in(self.dir.path(), args)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = run_in(self.dir.path(), &["stop", "--timeout", "5"]);
+    }
+}

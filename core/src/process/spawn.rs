@@ -36,7 +36,9 @@ pub(crate) struct ChildSetup {
     pub(crate) new_process_group: bool,
     pub(crate) death_signal: Option<i32>,
     pub(crate) parent: libc::pid_t,
-    pub(crate) nofile: Option<libc::rlimit>,
+    /// For prlimit64(2), whose structure has 64-bit fields on every target (`libc::rlimit`
+    /// has 32-bit ones on 32-bit targets, and the kernel would read past it).
+    pub(crate) nofile: Option<libc::rlimit64>,
 }
 
 /// Everything the child reads. It stays on our stack, which does not move: we are
@@ -390,8 +392,8 @@ impl ChildSetup {
                     libc::SYS_prlimit64,
                     0 as libc::pid_t,
                     libc::RLIMIT_NOFILE,
-                    l as *const libc::rlimit,
-                    std::ptr::null_mut::<libc::rlimit>(),
+                    l as *const libc::rlimit64,
+                    std::ptr::null_mut::<libc::rlimit64>(),
                 ))?;
             }
             if let Some(c) = &self.creds {

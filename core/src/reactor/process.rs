@@ -183,10 +183,8 @@ impl Reactor {
         };
         let mut failed = false;
         while !p.io.stdin_out.is_empty() {
-            match s.write(&p.io.stdin_out) {
-                Ok(n) => {
-                    p.io.stdin_out.drain(..n);
-                }
+            match s.write(p.io.stdin_out.peek()) {
+                Ok(n) => p.io.stdin_out.consume(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => {
@@ -195,8 +193,9 @@ impl Reactor {
                 }
             }
         }
+        p.io.stdin_out.release_if_empty();
         if failed || (p.io.close_stdin && p.io.stdin_out.is_empty()) {
-            p.io.stdin_out = Vec::new();
+            p.io.stdin_out = Default::default();
             self.close_pipe(serial, ChildFd::Stdin);
         }
     }
@@ -387,7 +386,7 @@ impl Reactor {
             && p.io.pipes[0].is_some()
             && !p.io.close_stdin
         {
-            p.io.stdin_out.extend_from_slice(&data);
+            p.io.stdin_out.feed(&data);
             self.flush_stdin(id.serial);
         }
     }

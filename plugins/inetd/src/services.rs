@@ -25,7 +25,8 @@ impl Services {
             let Some((port, proto)) = pp.split_once('/') else {
                 continue;
             };
-            let Ok(port) = port.parse::<u16>() else {
+            // Port 0 would bind wherever the kernel likes: not a service's port.
+            let Ok(port @ 1..) = port.parse::<u16>() else {
                 continue;
             };
             for n in std::iter::once(name).chain(words) {
@@ -60,6 +61,7 @@ mod tests {
              broken\n\
              bad\t\tx/tcp\n\
              noproto\t\t99\n\
+             zero\t\t0/tcp\n\
              echo\t\t1007/tcp\n",
         );
         assert_eq!(s.port("echo", "tcp"), Some(7));
@@ -68,6 +70,7 @@ mod tests {
         assert_eq!(s.port("mail", "tcp"), Some(25));
         assert_eq!(s.port("bad", "tcp"), None);
         assert_eq!(s.port("noproto", "tcp"), None);
+        assert_eq!(s.port("zero", "tcp"), None, "port 0 is no service's");
         assert_eq!(s.port("with", "tcp"), None, "comments are not aliases");
     }
 }

@@ -70,11 +70,13 @@ impl Lines {
 
 /// A line as text for the log: UTF-8 as it is, other bytes as `\xNN`.
 pub fn text(line: &[u8]) -> String {
+    use std::fmt::Write;
     let mut s = String::with_capacity(line.len());
     for chunk in line.utf8_chunks() {
         s.push_str(chunk.valid());
         for b in chunk.invalid() {
-            s.push_str(&format!("\\x{b:02x}"));
+            // Into the line itself: no String per byte.
+            let _ = write!(s, "\\x{b:02x}");
         }
     }
     s
