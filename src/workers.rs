@@ -144,6 +144,9 @@ struct Worker {
     index: usize,
     proc: Option<upgrade::Successor>,
     serving: bool,
+    /// A reopen was asked for while it was starting: it may have opened the log before the
+    /// rotation, so it is told once it serves (before, SIGHUP would kill it).
+    reopen_due: bool,
     started: Instant,
     delay: Duration,
     restart_at: Option<Instant>,
@@ -159,6 +162,10 @@ impl Worker {
             upgrade::Progress::Ready(pid) => {
                 self.serving = true;
                 log::info!(target: LAUNCHER, "Worker {} (PID {pid}) serves.", self.index);
+                if std::mem::take(&mut self.reopen_due) {
+                    // SAFETY: a signal to our own unreaped child.
+                    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+                }
                 None
             }
             upgrade::Progress::Failed(msg) => Some(msg),
@@ -195,6 +202,7 @@ impl Pool {
         let w = &mut self.workers[i];
         w.started = Instant::now();
         w.serving = false;
+        w.reopen_due = false;
         w.restart_at = None;
         let p = upgrade::spawn_as(
             &self.exe,
@@ -224,13 +232,17 @@ impl Pool {
         }
     }
 
-    /// Signals the workers that serve: one still starting has no handler yet (SIGHUP would
-    /// kill it), and opens the log afresh anyway.
-    fn signal_serving(&self, sig: i32) {
-        for w in self.workers.iter().filter(|w| w.serving) {
-            if let Some(p) = &w.proc {
-                // SAFETY: a signal to our own unreaped child.
-                unsafe { libc::kill(p.pid() as i32, sig) };
+    /// Asks every worker to reopen its log: now if it serves; one still starting has no
+    /// handler yet (SIGHUP would kill it), so it is told once it serves.
+    fn reopen_logs(&mut self) {
+        for w in &mut self.workers {
+            match (&w.proc, w.serving) {
+                (Some(p), true) => {
+                    // SAFETY: a signal to our own unreaped child.
+                    unsafe { libc::kill(p.pid() as i32, libc::SIGHUP) };
+                }
+                (Some(_), false) => w.reopen_due = true,
+                (None, _) => {}
             }
         }
     }
@@ -370,6 +382,7 @@ pub(crate) fn master(
                 index,
                 proc: None,
                 serving: false,
+                reopen_due: false,
                 started: Instant::now(),
                 delay: Duration::ZERO,
                 restart_at: None,
@@ -401,7 +414,7 @@ pub(crate) fn master(
             .turn(Some(wait))
             .map_err(|e| format!("the reactor failed: {e}"))?;
         if reopen.replace(false) {
-            pool.signal_serving(libc::SIGHUP);
+            pool.reopen_logs();
         }
         match reactor.take_stop() {
             Some(StopReason::Signal(libc::SIGUSR2)) => {
