@@ -234,6 +234,20 @@ fn beyond_loopback(ep: &Endpoint) -> bool {
     }
 }
 
+/// `--auth` as the mail plugin reads it, but `anonymous`: for mail it adds no login, which
+/// here would leave a proxy that asks for a login nobody has. Without `--auth` no login is
+/// asked, which is what `anonymous` would mean.
+fn socks_auth(m: &ArgMatches) -> Result<Option<twistrs_core::auth::Credentials>, PluginError> {
+    if m.get_many::<String>("auth")
+        .is_some_and(|mut v| v.any(|a| a == "anonymous"))
+    {
+        return Err(PluginError::new(
+            "socks: --auth anonymous: leave --auth out to accept clients without a login",
+        ));
+    }
+    parse_auth("socks", m)
+}
+
 /// Builds the configuration from the command line (files are read now: errors name them).
 pub fn build_config(m: &ArgMatches) -> Result<Config, PluginError> {
     let log = match m.get_one::<PathBuf>("log") {
@@ -243,7 +257,7 @@ pub fn build_config(m: &ArgMatches) -> Result<Config, PluginError> {
         None => ConnLog::main(),
     };
     Ok(Config {
-        creds: parse_auth("socks", m)?.map(Rc::new),
+        creds: socks_auth(m)?.map(Rc::new),
         rules: rules(m)?,
         request_timeout: REQUEST_TIMEOUT.get(m),
         connect_timeout: CONNECT_TIMEOUT.get(m),
@@ -325,6 +339,15 @@ mod tests {
         endpoints(&matches(args))
             .map(|v| v.iter().map(|e| e.to_string()).collect())
             .map_err(|e| e.0)
+    }
+
+    #[test]
+    fn auth_anonymous_is_refused_with_what_to_do() {
+        let e = build_config(&matches(&["--auth", "anonymous"]))
+            .err()
+            .expect("refused");
+        assert!(e.0.contains("leave --auth out"), "{}", e.0);
+        assert!(build_config(&matches(&["--auth", "memory:a:b"])).is_ok());
     }
 
     #[test]
