@@ -9,7 +9,7 @@ use std::time::Duration;
 use twistrs_core::address::Address;
 use twistrs_core::metrics::render_labels;
 use twistrs_core::protocol::{Factory, Protocol};
-use twistrs_core::reactor::ListenerStats;
+use twistrs_core::reactor::{ListenerStats, PortStats};
 use twistrs_core::transport::Transport;
 
 /// A request head larger than this is answered 431 and closed.
@@ -88,8 +88,8 @@ impl Protocol for MetricsProtocol {
                     (Some("GET"), Some("/metrics")) => {
                         self.answered = true;
                         let (handle, id) = (t.handle().clone(), t.id());
-                        t.handle().listener_stats(move |stats| {
-                            let body = render(&stats);
+                        t.handle().listener_stats(move |stats, ports| {
+                            let body = render(&stats, &ports);
                             handle.write_to(
                                 id,
                                 response(
@@ -131,8 +131,12 @@ type Series = (
     fn(&ListenerStats) -> u64,
 );
 
-/// The whole exposition: process metrics, then one series per factory and counter.
-pub(crate) fn render(stats: &[ListenerStats]) -> String {
+/// A per-`udp:`-listener counter: name, help, and how to read it.
+type PortSeries = (&'static str, &'static str, fn(&PortStats) -> u64);
+
+/// The whole exposition: process metrics, the plugins' series, then one series per factory
+/// and counter and one per `udp:` listener.
+pub(crate) fn render(stats: &[ListenerStats], ports: &[PortStats]) -> String {
     let mut out = String::new();
     let p = process();
     let mut one = |name: &str, kind: &str, help: &str, v: Option<f64>| {
@@ -222,6 +226,27 @@ pub(crate) fn render(stats: &[ListenerStats]) -> String {
             let _ = writeln!(out, "{name}{{{labels}}} {}", get(s));
         }
     }
+    let port_series: [PortSeries; 2] = [
+        (
+            "twistrs_datagrams_received_total",
+            "Datagrams received on a udp: listener.",
+            |p| p.datagrams,
+        ),
+        (
+            "twistrs_datagram_received_bytes_total",
+            "Bytes of the datagrams received on a udp: listener.",
+            |p| p.bytes,
+        ),
+    ];
+    if !ports.is_empty() {
+        for (name, help, get) in port_series {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n");
+            for p in ports {
+                let labels = render_labels(&[("protocol", &p.protocol), ("listener", &p.listener)]);
+                let _ = writeln!(out, "{name}{{{labels}}} {}", get(p));
+            }
+        }
+    }
     out
 }
 
@@ -286,7 +311,16 @@ mod tests {
             open: 1,
             ..ListenerStats::default()
         };
-        let text = render(&[s]);
+        let p = PortStats {
+            protocol: "Echo".into(),
+            listener: "udp:7".into(),
+            datagrams: 2,
+            bytes: 9,
+        };
+        let text = render(&[s], &[p]);
+        assert!(text.contains(
+            "twistrs_datagrams_received_total{protocol=\"Echo\",listener=\"udp:7\"} 2\n"
+        ));
         assert!(text.contains("process_open_fds "), "{text}");
         assert!(text.contains("process_start_time_seconds "), "{text}");
         assert!(text.contains(

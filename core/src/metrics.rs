@@ -25,6 +25,28 @@ impl Counter {
     }
 }
 
+/// A value that goes up and down (open relays, running children, entries in a cache).
+#[derive(Clone, Debug, Default)]
+pub struct Gauge(Rc<Cell<i64>>);
+
+impl Gauge {
+    pub fn inc(&self) {
+        self.0.set(self.0.get().wrapping_add(1));
+    }
+
+    pub fn dec(&self) {
+        self.0.set(self.0.get().wrapping_sub(1));
+    }
+
+    pub fn set(&self, v: i64) {
+        self.0.set(v);
+    }
+
+    pub fn get(&self) -> i64 {
+        self.0.get()
+    }
+}
+
 #[derive(Debug)]
 struct Buckets {
     bounds: &'static [f64],
@@ -57,6 +79,7 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 #[derive(Debug)]
 enum Value {
     Counter(Counter),
+    Gauge(Gauge),
     Histogram(Histogram),
 }
 
@@ -112,6 +135,28 @@ pub fn counter(name: &'static str, help: &'static str, labels: &[(&str, &str)]) 
     })
 }
 
+/// The gauge `name{labels}`, registered on first use; the same one after.
+pub fn gauge(name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Gauge {
+    let labels = render_labels(labels);
+    REGISTRY.with_borrow_mut(|r| {
+        if let Some(Value::Gauge(g)) = r
+            .iter()
+            .find(|s| s.name == name && s.labels == labels)
+            .map(|s| &s.value)
+        {
+            return g.clone();
+        }
+        let g = Gauge::default();
+        r.push(Series {
+            name,
+            help,
+            labels,
+            value: Value::Gauge(g.clone()),
+        });
+        g
+    })
+}
+
 /// The histogram `name{labels}` over `bounds` (ascending), registered on first use.
 pub fn histogram(
     name: &'static str,
@@ -144,6 +189,75 @@ pub fn histogram(
     })
 }
 
+/// The series of a plugin whose clients are relayed (portforward, socks), labelled with the
+/// plugin: relays joined and open, bytes each way, failed connects by reason.
+pub struct RelayMetrics {
+    total: Counter,
+    open: Gauge,
+    to_dest: Counter,
+    to_client: Counter,
+    /// resolve, timeout, refused, unreachable, other.
+    failures: [Counter; 5],
+}
+
+impl RelayMetrics {
+    pub fn new(plugin: &str) -> Self {
+        let l = [("plugin", plugin)];
+        let bytes = |direction: &str| {
+            counter(
+                "twistrs_relay_bytes_total",
+                "Bytes relayed, by direction (to_dest: from the client to the destination), counted when the relay ends.",
+                &[("plugin", plugin), ("direction", direction)],
+            )
+        };
+        let failed = |reason: &str| {
+            counter(
+                "twistrs_relay_connect_failures_total",
+                "Connects to a destination that failed, by reason.",
+                &[("plugin", plugin), ("reason", reason)],
+            )
+        };
+        RelayMetrics {
+            total: counter(
+                "twistrs_relays_total",
+                "Relays joined (the destination connected).",
+                &l,
+            ),
+            open: gauge("twistrs_relays_open", "Relays open now.", &l),
+            to_dest: bytes("to_dest"),
+            to_client: bytes("to_client"),
+            failures: ["resolve", "timeout", "refused", "unreachable", "other"].map(failed),
+        }
+    }
+
+    /// A relay was joined (its `on_end` will run: [`RelayMetrics::ended`]).
+    pub fn joined(&self) {
+        self.total.inc();
+        self.open.inc();
+    }
+
+    pub fn ended(&self, e: &crate::relay::RelayEnd) {
+        self.open.dec();
+        self.to_dest.add(e.to_dest);
+        self.to_client.add(e.to_client);
+    }
+
+    pub fn connect_failed(&self, e: &crate::client::ConnectError) {
+        use crate::client::ConnectError;
+        use std::io::ErrorKind;
+        let i = match e {
+            ConnectError::NameNotResolved { .. } => 0,
+            ConnectError::TimedOut(_) => 1,
+            ConnectError::Io(e) => match e.kind() {
+                ErrorKind::ConnectionRefused => 2,
+                ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => 3,
+                _ => 4,
+            },
+        };
+        self.failures[i].inc();
+    }
+}
+
 /// Appends every registered series, grouped by name (each name's HELP and TYPE once).
 pub fn render(out: &mut String) {
     REGISTRY.with_borrow(|r| {
@@ -158,6 +272,7 @@ pub fn render(out: &mut String) {
             for s in r.iter().filter(|s| s.name == name) {
                 let kind = match s.value {
                     Value::Counter(_) => "counter",
+                    Value::Gauge(_) => "gauge",
                     Value::Histogram(_) => "histogram",
                 };
                 if first {
@@ -173,6 +288,9 @@ pub fn render(out: &mut String) {
                 match &s.value {
                     Value::Counter(c) => {
                         let _ = writeln!(out, "{name}{braced} {}", c.get());
+                    }
+                    Value::Gauge(g) => {
+                        let _ = writeln!(out, "{name}{braced} {}", g.get());
                     }
                     Value::Histogram(h) => {
                         let b = h.0.borrow();
@@ -206,6 +324,10 @@ mod tests {
         a.inc();
         b.add(2);
         c.inc();
+        let g = gauge("t_open", "Open now.", &[]);
+        g.inc();
+        g.inc();
+        g.dec();
         let h = histogram("t_seconds", "Durations.", &[], &[0.1, 1.0]);
         h.observe(0.05);
         h.observe(0.5);
@@ -225,6 +347,7 @@ mod tests {
             out.contains("t_requests_total{method=\"P\\\"UT\"} 1\n"),
             "{out}"
         );
+        assert!(out.contains("# TYPE t_open gauge\nt_open 1\n"), "{out}");
         assert!(out.contains("t_seconds_bucket{le=\"0.1\"} 1\n"), "{out}");
         assert!(out.contains("t_seconds_bucket{le=\"1\"} 2\n"), "{out}");
         assert!(out.contains("t_seconds_bucket{le=\"+Inf\"} 3\n"), "{out}");

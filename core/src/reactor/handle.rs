@@ -79,7 +79,7 @@ pub(crate) enum Command {
     WatchAgain(super::WatchId),
     WithHost(Box<dyn FnOnce(&mut ServiceHost<'_>)>),
     /// Calls back with a snapshot of the listeners' counters (for a metrics scrape).
-    Stats(Box<dyn FnOnce(Vec<crate::reactor::ListenerStats>)>),
+    Stats(Box<dyn FnOnce(Vec<crate::reactor::ListenerStats>, Vec<crate::reactor::PortStats>)>),
 }
 
 /// A child just forked: its protocol and our ends of its pipes.
@@ -188,7 +188,10 @@ impl Handle {
 
     /// Calls `f` with a snapshot of every factory's counters once the current callback returns:
     /// counting stays plain integers in the reactor, read only when someone asks.
-    pub fn listener_stats(&self, f: impl FnOnce(Vec<crate::reactor::ListenerStats>) + 'static) {
+    pub fn listener_stats(
+        &self,
+        f: impl FnOnce(Vec<crate::reactor::ListenerStats>, Vec<crate::reactor::PortStats>) + 'static,
+    ) {
         self.push(Command::Stats(Box::new(f)));
     }
 

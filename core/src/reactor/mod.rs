@@ -29,7 +29,7 @@ pub(crate) use handle::Command;
 pub use handle::Handle;
 pub use listen::{Accepted, ListenError, ListenerId, OnAccept};
 pub use owned::OwnedPort;
-pub use stats::ListenerStats;
+pub use stats::{ListenerStats, PortStats};
 pub use udp::PortId;
 
 use crate::protocol::Factory;
@@ -511,7 +511,7 @@ impl Reactor {
                         self.redrive.push(id.key as usize);
                     }
                 }
-                Command::Stats(f) => f(self.listener_stats()),
+                Command::Stats(f) => f(self.listener_stats(), self.port_stats()),
                 Command::Lose(id) => {
                     if let Some(c) = self.conn_mut(id) {
                         c.conn.st.lose();

@@ -31,7 +31,29 @@ pub struct ListenerStats {
     pub bytes_sent: u64,
 }
 
+/// One `udp:` listener's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// The datagram protocol's name, as its "starting on" line says it (`Echo`).
+    pub protocol: String,
+    /// The endpoint string.
+    pub listener: String,
+    pub datagrams: u64,
+    pub bytes: u64,
+}
+
 impl Reactor {
+    /// A snapshot of the open `udp:` listeners (a closed one's counts go with it).
+    pub fn port_stats(&self) -> Vec<PortStats> {
+        self.entries
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Entry::Udp(u) => u.stats(),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A snapshot of every factory that has listened or holds connections.
     pub fn listener_stats(&self) -> Vec<ListenerStats> {
         let mut out: Vec<ListenerStats> = self

@@ -23,6 +23,16 @@ use std::rc::Rc;
 const DATAGRAMS_PER_TURN: usize = 64;
 
 impl UdpPort {
+    /// A `udp:` listener's counters, for a metrics scrape; none for a client port.
+    pub(crate) fn stats(&self) -> Option<super::PortStats> {
+        self.listener.then(|| super::PortStats {
+            protocol: self.proto.name().to_string(),
+            listener: self.endpoint.clone(),
+            datagrams: self.received,
+            bytes: self.received_bytes,
+        })
+    }
+
     pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
         self.sock.as_raw_fd()
@@ -39,9 +49,13 @@ pub(crate) struct UdpPort {
     listener: bool,
     /// The registration of a port a protocol opened for itself (`Handle::open_owned_udp`).
     pub(crate) owner: Option<Rc<Registration>>,
+    /// Datagrams and their bytes received, for the metrics.
+    pub(crate) received: u64,
+    pub(crate) received_bytes: u64,
 }
 
 impl UdpPort {
+    /// A `udp:` listener's counters, for a metrics scrape; none for a client port.
     /// Stops polling it and tells its protocol; the socket closes when this is dropped.
     pub(crate) fn close(&mut self, poll: &mio::Poll) {
         let _ = poll.registry().deregister(&mut self.sock);
@@ -115,6 +129,8 @@ impl Reactor {
             // A port a protocol opened for itself is not a `udp:` listener.
             listener: owner.is_none(),
             owner,
+            received: 0,
+            received_bytes: 0,
         }));
         Ok(key)
     }
@@ -163,6 +179,8 @@ impl Reactor {
             id,
             listener: false,
             owner: None,
+            received: 0,
+            received_bytes: 0,
         }));
     }
 
@@ -197,6 +215,8 @@ impl Reactor {
             }
             match u.sock.recv_from(buf) {
                 Ok((len, from)) => {
+                    u.received += 1;
+                    u.received_bytes += len as u64;
                     let mut t = DatagramTransport {
                         sink: &mut u.sock,
                         host: &u.host,
