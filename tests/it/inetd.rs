@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 /// Ports free for TCP and UDP alike, just now.
-fn free_ports(n: usize) -> Vec<u16> {
+pub(crate) fn free_ports(n: usize) -> Vec<u16> {
     let mut out: Vec<u16> = Vec::new();
     let mut held = Vec::new();
     for _ in 0..n * 20 {

@@ -383,3 +383,461 @@ print('done')
     promtool_check("mail_messages_and_pop3_logins_are_counted", &body);
     srv.term();
 }
+
+/// The value of the series whose line starts with `series` (name and labels, as rendered).
+fn series(body: &str, series: &str) -> Option<i64> {
+    let prefix = format!("{series} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+}
+
+/// `series`'s value, failing the test with the scrape when it is missing.
+fn must(body: &str, s: &str) -> i64 {
+    series(body, s).unwrap_or_else(|| panic!("no {s} in:\n{body}"))
+}
+
+/// A TCP server on 127.0.0.1 that echoes whatever each connection sends, on a thread of its
+/// own, for `conns` connections (then the thread ends).
+fn echo_backend(conns: usize) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(conns) {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    port
+}
+
+/// A port nothing listens on (bound, then closed again).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+#[test]
+fn wire_datagrams_are_counted_per_udp_listener() {
+    let mut srv = Server::start(&[
+        "--metrics",
+        LOCAL,
+        "echo",
+        "--listen",
+        "udp:0:interface=127.0.0.1",
+        "--listen",
+        LOCAL,
+    ]);
+    let metrics = port_of(&srv, "Metrics");
+    // The UDP listener's line comes first (the order of --listen).
+    let udp_port = port_of(&srv, "Echo");
+    for msg in [&b"abc"[..], b"defgh"] {
+        assert_eq!(udp_ask(udp_port, msg), msg);
+    }
+    let s = "twistrs_datagrams_received_total{protocol=\"Echo\",listener=\"udp:0:interface=127.0.0.1\"}";
+    let body = scrape_until(metrics, |b| series(b, s) == Some(2));
+    assert_eq!(must(&body, s), 2, "{body}");
+    assert_eq!(
+        must(
+            &body,
+            "twistrs_datagram_received_bytes_total{protocol=\"Echo\",listener=\"udp:0:interface=127.0.0.1\"}"
+        ),
+        8
+    );
+    promtool_check("wire_datagrams_are_counted_per_udp_listener", &body);
+    srv.term();
+}
+
+/// One DNS question as a TCP client sends it (length-prefixed); the answer's rcode.
+fn dns_tcp(port: u16, msg: &[u8]) -> u8 {
+    let mut c = connect(SocketAddr::from(([127, 0, 0, 1], port)));
+    let mut framed = (msg.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(msg);
+    send(&mut c, &framed);
+    let len = read_n(&mut c, 2);
+    let answer = read_n(&mut c, usize::from(u16::from_be_bytes([len[0], len[1]])));
+    answer[3] & 0x0f
+}
+
+fn dns_query(name: &str, qtype: u16) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.push(0);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&[0, 1]);
+    m
+}
+
+/// The DNS port of a dns server started with `-p 0` (its TCP factory's line).
+fn dns_port(srv: &Server) -> u16 {
+    port_of(srv, "DNSServerFactory")
+}
+
+#[test]
+fn dns_queries_answers_cache_and_reloads_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("example.com");
+    std::fs::write(
+        &zone,
+        "$ORIGIN example.com.\n$TTL 300\n@ IN SOA ns hostmaster 1 3600 600 86400 60\n\
+         @ IN NS ns\nns IN A 192.0.2.1\nwww IN A 192.0.2.3\n",
+    )
+    .unwrap();
+    let zone_arg = zone.to_str().unwrap();
+    let mut primary = Server::start(&[
+        "--metrics",
+        LOCAL,
+        "dns",
+        "-p",
+        "0",
+        "-i",
+        "127.0.0.1",
+        "--bindzone",
+        zone_arg,
+    ]);
+    let (metrics, port) = (port_of(&primary, "Metrics"), dns_port(&primary));
+    // Two answers from the zone over UDP (one NXDOMAIN), one over TCP, one AXFR.
+    assert_eq!(udp_ask(port, &dns_query("www.example.com", 1))[3] & 0x0f, 0);
+    assert_eq!(
+        udp_ask(port, &dns_query("nope.example.com", 1))[3] & 0x0f,
+        3
+    );
+    assert_eq!(dns_tcp(port, &dns_query("www.example.com", 1)), 0);
+    assert_eq!(dns_tcp(port, &dns_query("example.com", 252)), 0);
+    primary.signal(libc::SIGHUP);
+    let body = scrape_until(metrics, |b| {
+        series(b, "twistrs_dns_reloads_total{result=\"ok\"}") == Some(1)
+    });
+    for (s, want) in [
+        ("twistrs_dns_queries_total{transport=\"udp\"}", 2),
+        ("twistrs_dns_queries_total{transport=\"tcp\"}", 2),
+        ("twistrs_dns_responses_total{rcode=\"NOERROR\"}", 2),
+        ("twistrs_dns_responses_total{rcode=\"NXDOMAIN\"}", 1),
+        ("twistrs_dns_answers_total{source=\"zone\"}", 3),
+        ("twistrs_dns_answers_total{source=\"forwarded\"}", 0),
+        ("twistrs_dns_axfr_served_total", 1),
+        ("twistrs_dns_reloads_total{result=\"ok\"}", 1),
+        ("twistrs_dns_reloads_total{result=\"failed\"}", 0),
+        (
+            "twistrs_datagrams_received_total{protocol=\"DNSDatagramProtocol\",listener=\"udp:0:interface=127.0.0.1\"}",
+            2,
+        ),
+    ] {
+        assert_eq!(series(&body, s), Some(want), "{s}:\n{body}");
+    }
+    promtool_check("dns_queries_answers_cache_and_reloads_are_counted", &body);
+
+    // A forwarder with a cache: asked twice, the upstream once; then a dead upstream.
+    let conf = dir.path().join("resolv.conf");
+    std::fs::write(
+        &conf,
+        format!("nameserver 127.0.0.1#{port}\noptions timeout:1 attempts:1\n"),
+    )
+    .unwrap();
+    let mut fwd = Server::start(&[
+        "--metrics",
+        LOCAL,
+        "dns",
+        "-p",
+        "0",
+        "-i",
+        "127.0.0.1",
+        "-c",
+        "--resolv-conf",
+        conf.to_str().unwrap(),
+    ]);
+    let (fmetrics, fport) = (port_of(&fwd, "Metrics"), dns_port(&fwd));
+    for _ in 0..2 {
+        assert_eq!(
+            udp_ask(fport, &dns_query("www.example.com", 1))[3] & 0x0f,
+            0
+        );
+    }
+    let body = scrape_until(fmetrics, |b| {
+        series(b, "twistrs_dns_answers_total{source=\"cache\"}") == Some(1)
+    });
+    for (s, want) in [
+        ("twistrs_dns_answers_total{source=\"forwarded\"}", 1),
+        ("twistrs_dns_answers_total{source=\"cache\"}", 1),
+        ("twistrs_dns_cache_misses_total", 1),
+        ("twistrs_dns_cache_entries", 1),
+        ("twistrs_dns_responses_total{rcode=\"NOERROR\"}", 2),
+        ("twistrs_dns_forward_timeouts_total", 0),
+    ] {
+        assert_eq!(series(&body, s), Some(want), "{s}:\n{body}");
+    }
+    promtool_check("dns_queries_answers_cache_and_reloads_are_counted", &body);
+    fwd.term();
+    primary.term();
+}
+
+#[test]
+fn procmon_starts_restarts_and_exits_are_counted() {
+    let mut srv = Server::start(&[
+        "--metrics",
+        LOCAL,
+        "procmon",
+        "-t",
+        "0.5",
+        "-m",
+        "0.1",
+        "-M",
+        "0.2",
+        "--name",
+        "flaky",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    let metrics = port_of(&srv, "Metrics");
+    let name = "flaky";
+    let errors = format!("twistrs_procmon_exits_total{{process=\"{name}\",status=\"error\"}}");
+    let body = scrape_until(metrics, |b| series(b, &errors).is_some_and(|n| n >= 2));
+    let starts = must(
+        &body,
+        &format!("twistrs_procmon_starts_total{{process=\"{name}\"}}"),
+    );
+    let restarts = must(
+        &body,
+        &format!("twistrs_procmon_restarts_total{{process=\"{name}\"}}"),
+    );
+    let ended = must(&body, &errors);
+    assert!(ended >= 2, "{body}");
+    assert_eq!(restarts, starts - 1, "every start after the first: {body}");
+    assert!(
+        starts == ended || starts == ended + 1,
+        "each start ends once: {body}"
+    );
+    assert_eq!(
+        must(
+            &body,
+            &format!("twistrs_procmon_exits_total{{process=\"{name}\",status=\"signal\"}}")
+        ),
+        0
+    );
+    promtool_check("procmon_starts_restarts_and_exits_are_counted", &body);
+    srv.term();
+}
+
+#[test]
+fn inetd_sessions_and_refusals_by_max_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::inetd::free_ports(1)[0];
+    let conf = dir.path().join("inetd.conf");
+    std::fs::write(
+        &conf,
+        format!("{port} stream tcp nowait.2 root /bin/echo echo hi\n"),
+    )
+    .unwrap();
+    let services = dir.path().join("services");
+    std::fs::write(&services, "").unwrap();
+    let mut srv = Server::spawn(&[
+        "--metrics",
+        LOCAL,
+        "inetd",
+        "-f",
+        conf.to_str().unwrap(),
+        "--services",
+        services.to_str().unwrap(),
+        "--interface",
+        "127.0.0.1",
+    ]);
+    let metrics = port_of(&srv, "Metrics");
+    srv.wait_until(
+        |l| l.iter().filter(|x| x.contains(" starting on ")).count() >= 2,
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|| panic!("inetd did not start: {:?}", srv.lines()));
+    // Two programs a minute: the third connection is closed unanswered.
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let answers: Vec<Vec<u8>> = (0..3).map(|_| read_to_end(&mut connect(addr))).collect();
+    assert_eq!(answers, [b"hi\n".to_vec(), b"hi\n".to_vec(), Vec::new()]);
+    let body = scrape_until(metrics, |b| {
+        b.lines()
+            .any(|l| l.starts_with("twistrs_inetd_children_running{") && l.ends_with(" 0"))
+            && b.contains("twistrs_inetd_refused_total{")
+    });
+    let value_of = |name: &str| -> i64 {
+        body.lines()
+            .find(|l| l.starts_with(&format!("{name}{{service=")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}:\n{body}"))
+    };
+    assert_eq!(value_of("twistrs_inetd_sessions_total"), 2, "{body}");
+    assert_eq!(value_of("twistrs_inetd_refused_total"), 1, "{body}");
+    assert_eq!(value_of("twistrs_inetd_start_failures_total"), 0, "{body}");
+    assert_eq!(value_of("twistrs_inetd_children_running"), 0, "{body}");
+    promtool_check("inetd_sessions_and_refusals_by_max_are_counted", &body);
+    srv.term();
+}
+
+#[test]
+fn portforward_relays_and_failed_connects_are_counted() {
+    let backend = echo_backend(2);
+    let dest = format!("--dest_port={backend}");
+    let mut srv = Server::start(&[
+        "--metrics",
+        LOCAL,
+        "portforward",
+        "--port=tcp:0:interface=127.0.0.1",
+        "--host=127.0.0.1",
+        &dest,
+    ]);
+    let (metrics, fwd) = (port_of(&srv, "Metrics"), port_of(&srv, "ProxyFactory"));
+    for _ in 0..2 {
+        let mut c = connect(SocketAddr::from(([127, 0, 0, 1], fwd)));
+        send(&mut c, b"ping");
+        assert_eq!(read_n(&mut c, 4), b"ping");
+    }
+    let open = "twistrs_relays_open{plugin=\"portforward\"}";
+    let body = scrape_until(metrics, |b| {
+        series(b, "twistrs_relays_total{plugin=\"portforward\"}") == Some(2)
+            && series(b, open) == Some(0)
+    });
+    for (s, want) in [
+        ("twistrs_relays_total{plugin=\"portforward\"}", 2),
+        (open, 0),
+        (
+            "twistrs_relay_bytes_total{plugin=\"portforward\",direction=\"to_dest\"}",
+            8,
+        ),
+        (
+            "twistrs_relay_bytes_total{plugin=\"portforward\",direction=\"to_client\"}",
+            8,
+        ),
+        (
+            "twistrs_relay_connect_failures_total{plugin=\"portforward\",reason=\"refused\"}",
+            0,
+        ),
+    ] {
+        assert_eq!(series(&body, s), Some(want), "{s}:\n{body}");
+    }
+    srv.term();
+
+    // A destination that refuses.
+    let dest = format!("--dest_port={}", closed_port());
+    let mut srv = Server::start(&[
+        "--metrics",
+        LOCAL,
+        "portforward",
+        "--port=tcp:0:interface=127.0.0.1",
+        "--host=127.0.0.1",
+        &dest,
+    ]);
+    let (metrics, fwd) = (port_of(&srv, "Metrics"), port_of(&srv, "ProxyFactory"));
+    let mut c = connect(SocketAddr::from(([127, 0, 0, 1], fwd)));
+    assert!(read_to_end(&mut c).is_empty(), "closed unanswered");
+    let refused = "twistrs_relay_connect_failures_total{plugin=\"portforward\",reason=\"refused\"}";
+    let body = scrape_until(metrics, |b| series(b, refused) == Some(1));
+    assert_eq!(series(&body, refused), Some(1), "{body}");
+    assert_eq!(
+        series(&body, "twistrs_relays_total{plugin=\"portforward\"}"),
+        Some(0)
+    );
+    promtool_check("portforward_relays_and_failed_connects_are_counted", &body);
+    srv.term();
+}
+
+#[test]
+fn socks_requests_refusals_auth_failures_and_relays_are_counted() {
+    let backend = echo_backend(1);
+    let mut srv = Server::start(&[
+        "--metrics",
+        LOCAL,
+        "socks",
+        "--listen",
+        LOCAL,
+        "--auth",
+        "memory:joe:s3cret",
+    ]);
+    let metrics = port_of(&srv, "Metrics");
+    let proxy = SocketAddr::from(([127, 0, 0, 1], port_of(&srv, "SOCKS")));
+    let login = |c: &mut std::net::TcpStream, pass: &[u8]| -> u8 {
+        send(c, b"\x05\x01\x02");
+        assert_eq!(read_n(c, 2), [5, 2]);
+        let mut a = vec![1, 3];
+        a.extend_from_slice(b"joe");
+        a.push(pass.len() as u8);
+        a.extend_from_slice(pass);
+        send(c, &a);
+        read_n(c, 2)[1]
+    };
+    let connect5 = |port: u16| {
+        let mut r = vec![5, 1, 0, 1, 127, 0, 0, 1];
+        r.extend(port.to_be_bytes());
+        r
+    };
+    // A relay carrying five bytes each way.
+    let mut c = connect(proxy);
+    assert_eq!(login(&mut c, b"s3cret"), 0);
+    send(&mut c, &connect5(backend));
+    assert_eq!(read_n(&mut c, 10)[1], 0, "succeeded");
+    send(&mut c, b"hello");
+    assert_eq!(read_n(&mut c, 5), b"hello");
+    drop(c);
+    // A wrong password; a refused destination; SOCKS4 where a password is required.
+    let mut c = connect(proxy);
+    assert_eq!(login(&mut c, b"wrong"), 1);
+    let mut c = connect(proxy);
+    assert_eq!(login(&mut c, b"s3cret"), 0);
+    send(&mut c, &connect5(closed_port()));
+    assert_eq!(read_n(&mut c, 10)[1], 5, "connection refused");
+    let mut c = connect(proxy);
+    send(&mut c, b"\x04\x01\x00\x50\x7f\x00\x00\x01joe\x00");
+    assert_eq!(read_n(&mut c, 8)[1], 91);
+
+    let body = scrape_until(metrics, |b| {
+        series(b, "twistrs_relays_open{plugin=\"socks\"}") == Some(0)
+            && series(b, "twistrs_relays_total{plugin=\"socks\"}") == Some(1)
+    });
+    for (s, want) in [
+        (
+            "twistrs_socks_requests_total{version=\"5\",command=\"connect\"}",
+            2,
+        ),
+        (
+            "twistrs_socks_requests_total{version=\"4\",command=\"connect\"}",
+            0,
+        ),
+        (
+            "twistrs_socks_failures_total{reply=\"connection_refused\"}",
+            1,
+        ),
+        ("twistrs_socks_failures_total{reply=\"not_allowed\"}", 0),
+        (
+            "twistrs_socks_negotiations_refused_total{reason=\"auth_failed\"}",
+            1,
+        ),
+        (
+            "twistrs_socks_negotiations_refused_total{reason=\"socks4_with_auth\"}",
+            1,
+        ),
+        ("twistrs_relays_total{plugin=\"socks\"}", 1),
+        ("twistrs_relays_open{plugin=\"socks\"}", 0),
+        (
+            "twistrs_relay_bytes_total{plugin=\"socks\",direction=\"to_dest\"}",
+            5,
+        ),
+        (
+            "twistrs_relay_connect_failures_total{plugin=\"socks\",reason=\"refused\"}",
+            1,
+        ),
+    ] {
+        assert_eq!(series(&body, s), Some(want), "{s}:\n{body}");
+    }
+    promtool_check(
+        "socks_requests_refusals_auth_failures_and_relays_are_counted",
+        &body,
+    );
+    srv.term();
+}

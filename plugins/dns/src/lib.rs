@@ -10,6 +10,7 @@ pub mod forward;
 pub mod hosts;
 pub mod lookup;
 pub mod message;
+pub mod metrics;
 pub mod name;
 pub mod responder;
 pub mod secondary;

@@ -145,6 +145,8 @@ impl Server {
     /// The service started: refresh the secondaries, reload on SIGHUP.
     pub fn start(&mut self, handle: &Handle) {
         self.handle = Some(handle.clone());
+        // Registered now, so a scrape shows them at zero.
+        crate::metrics::with(|_| {});
         for z in &self.zones {
             log::info!(target: "twistrs.dns", "Serving zone {} ({} names, serial {})",
                 z.apex, z.len(), z.soa_timers().map_or(0, |t| t.serial));
@@ -176,8 +178,12 @@ impl Server {
         let mut failed = 0;
         for (i, f) in self.config.zone_files.iter().enumerate() {
             match zonefile::load(f) {
-                Ok(z) => zones.push(Rc::new(z)),
+                Ok(z) => {
+                    crate::metrics::with(|m| m.reloads_ok.inc());
+                    zones.push(Rc::new(z));
+                }
                 Err(e) => {
+                    crate::metrics::with(|m| m.reloads_failed.inc());
                     failed += 1;
                     log::error!(target: "twistrs.dns", "{e}; keeping the zone loaded before");
                     zones.extend(self.zones.get(i).cloned());
@@ -187,8 +193,12 @@ impl Server {
         self.zones = zones;
         if let Some(p) = &self.config.hosts_file {
             match Hosts::load(p) {
-                Ok(h) => self.hosts = Some(Rc::new(h)),
+                Ok(h) => {
+                    crate::metrics::with(|m| m.reloads_ok.inc());
+                    self.hosts = Some(Rc::new(h));
+                }
                 Err(e) => {
+                    crate::metrics::with(|m| m.reloads_failed.inc());
                     failed += 1;
                     log::error!(target: "twistrs.dns", "{e}; keeping the hosts loaded before");
                 }
@@ -209,19 +219,44 @@ impl Server {
 
     /// One message from a client.
     fn query(&mut self, msg: &[u8], via: Via, peer: SocketAddr, client: Client) -> Option<Reply> {
+        crate::metrics::with(|m| m.query(via));
         match self.responder.respond(msg, via, peer.ip()) {
             Reply::Forward(req) => {
                 self.forward(req, client);
                 None
             }
-            other => Some(other),
+            other => {
+                crate::metrics::with(|m| match &other {
+                    Reply::Send(b) => {
+                        m.from_zone.inc();
+                        m.rcode(b);
+                    }
+                    Reply::Transfer(_) => m.axfr_served.inc(),
+                    Reply::Drop | Reply::Forward(_) => {}
+                });
+                Some(other)
+            }
         }
     }
 
     fn forward(&mut self, req: Forward, client: Client) {
         let now = self.handle.as_ref().map_or_else(Instant::now, Handle::now);
-        if let Some(bytes) = self.cache.as_mut().and_then(|c| c.answer(&req, now)) {
-            return self.deliver(client, bytes);
+        if let Some(c) = self.cache.as_mut() {
+            let hit = c.answer(&req, now);
+            let len = c.len();
+            crate::metrics::with(|m| {
+                m.cache_entries.set(len as i64);
+                match &hit {
+                    Some(b) => {
+                        m.from_cache.inc();
+                        m.rcode(b);
+                    }
+                    None => m.cache_misses.inc(),
+                }
+            });
+            if let Some(bytes) = hit {
+                return self.deliver(client, bytes);
+            }
         }
         if let Some(f) = &mut self.forwarder {
             let actions = f.start(req, client);
@@ -265,8 +300,14 @@ impl Server {
                     let me = self.me.clone();
                     h.call_later(after, move || {
                         if let Some(s) = me.upgrade() {
-                            s.borrow_mut()
-                                .with_forwarder(|f| f.timed_out(token, try_no));
+                            s.borrow_mut().with_forwarder(|f| {
+                                let actions = f.timed_out(token, try_no);
+                                // Nothing to do: the answer came, or the question moved on.
+                                if !actions.is_empty() {
+                                    crate::metrics::with(|m| m.forward_timeouts.inc());
+                                }
+                                actions
+                            });
                         }
                     });
                 }
@@ -286,11 +327,19 @@ impl Server {
                     timeout,
                 ),
                 Action::Close(port) => h.close_port(port),
-                Action::Reply { client, bytes } => self.deliver(client, bytes),
+                Action::Reply { client, bytes } => {
+                    crate::metrics::with(|m| {
+                        m.forwarded.inc();
+                        m.rcode(&bytes);
+                    });
+                    self.deliver(client, bytes)
+                }
                 Action::Keep { req, answer } => {
                     let now = h.now();
                     if let Some(c) = &mut self.cache {
                         c.store(&req, answer, now);
+                        let len = c.len() as i64;
+                        crate::metrics::with(|m| m.cache_entries.set(len));
                     }
                 }
             }
@@ -331,6 +380,7 @@ impl Server {
         let mut changed = false;
         match outcome {
             Outcome::New(z) => {
+                crate::metrics::with(|m| m.transfers_in_ok.inc());
                 log::info!(target: "twistrs.dns", "Transferred zone {} serial {} from {} ({} names)",
                     s.spec.apex, z.soa_timers().map_or(0, |t| t.serial), s.spec.primary, z.len());
                 s.zone = Some(Rc::new(z));
@@ -338,10 +388,12 @@ impl Server {
                 changed = true;
             }
             Outcome::UpToDate(serial) => {
+                crate::metrics::with(|m| m.transfers_in_ok.inc());
                 log::debug!(target: "twistrs.dns", "Zone {} is up to date (serial {serial})", s.spec.apex);
                 s.last_ok = Some(now);
             }
             Outcome::Failed(why) => {
+                crate::metrics::with(|m| m.transfers_in_failed.inc());
                 log::warn!(target: "twistrs.dns", "Transfer of zone {} from {} failed: {why}",
                     s.spec.apex, s.spec.primary);
                 let timers = s.zone.as_ref().and_then(|z| z.soa_timers());

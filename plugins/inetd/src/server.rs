@@ -19,6 +19,8 @@ use twistrs_core::{
     ProtocolFactory, Service, ServiceHost, WatchId,
 };
 
+use twistrs_core::metrics::{self, Counter, Gauge};
+
 use crate::conf::{Program, SockType};
 use crate::plan::{self, Mode, Options, Socket};
 use crate::rate::Rate;
@@ -46,6 +48,44 @@ enum Kind {
     },
 }
 
+/// A program service's series for `--metrics`, labelled with its label (`tcp:8007`);
+/// internal services count as their factory's or datagram port's.
+#[derive(Clone)]
+struct PortMetrics {
+    sessions: Counter,
+    refused: Counter,
+    start_failures: Counter,
+    running: Gauge,
+}
+
+impl PortMetrics {
+    fn new(label: &str) -> Self {
+        let l = [("service", label)];
+        PortMetrics {
+            sessions: metrics::counter(
+                "twistrs_inetd_sessions_total",
+                "Programs started for a service (one per connection for nowait).",
+                &l,
+            ),
+            refused: metrics::counter(
+                "twistrs_inetd_refused_total",
+                "Connections closed (nowait) or starts put off (wait) by the service's .max rate.",
+                &l,
+            ),
+            start_failures: metrics::counter(
+                "twistrs_inetd_start_failures_total",
+                "Programs that could not be started.",
+                &l,
+            ),
+            running: metrics::gauge(
+                "twistrs_inetd_children_running",
+                "A service's programs running now.",
+                &l,
+            ),
+        }
+    }
+}
+
 /// An open socket and how it is served.
 struct Port {
     id: u64,
@@ -55,6 +95,7 @@ struct Port {
     spec: Option<ProcessSpec>,
     listener: ListenerId,
     kind: Kind,
+    metrics: PortMetrics,
 }
 
 /// The program of a line, ready to be given its socket.
@@ -228,6 +269,7 @@ fn open(rc: &Rc<RefCell<State>>, h: &mut ServiceHost<'_>, sock: Socket) -> Resul
     };
     rc.borrow_mut().ports.push(Port {
         id,
+        metrics: PortMetrics::new(&label),
         spec: spec_of(&sock),
         sock,
         label,
@@ -241,7 +283,7 @@ fn open(rc: &Rc<RefCell<State>>, h: &mut ServiceHost<'_>, sock: Socket) -> Resul
 /// connection is closed).
 fn accepted(weak: &Weak<RefCell<State>>, id: u64, a: Accepted) {
     let Some(rc) = weak.upgrade() else { return };
-    let (spec, label, handle) = {
+    let (spec, label, handle, m) = {
         let mut s = rc.borrow_mut();
         let Some(h) = s.handle.clone() else { return };
         let Some(p) = s.ports.iter_mut().find(|p| p.id == id) else {
@@ -260,6 +302,7 @@ fn accepted(weak: &Weak<RefCell<State>>, id: u64, a: Accepted) {
                          connections for {} s.", p.label, r.max(), r.max(), wait.as_secs().max(1));
                 }
                 *refused += 1;
+                p.metrics.refused.inc();
                 return;
             }
             if *refused > 0 {
@@ -269,7 +312,12 @@ fn accepted(weak: &Weak<RefCell<State>>, id: u64, a: Accepted) {
             }
         }
         let Some(spec) = p.spec.clone() else { return };
-        (spec.stdio_fd(a.socket), p.label.clone(), h)
+        (
+            spec.stdio_fd(a.socket),
+            p.label.clone(),
+            h,
+            p.metrics.clone(),
+        )
     };
     let program = spec.program().to_string_lossy().into_owned();
     match handle.spawn_process(
@@ -277,17 +325,25 @@ fn accepted(weak: &Weak<RefCell<State>>, id: u64, a: Accepted) {
         Box::new(NoWaitChild {
             state: weak.clone(),
             label: label.clone(),
+            running: m.running.clone(),
         }),
     ) {
-        Ok(pid) => log::debug!(target: SYSTEM, "'{label}': PID {} for {}.", pid.pid(), a.peer),
-        Err(e) => log::error!(target: SYSTEM, "'{label}': cannot start {program}: {e}"),
+        Ok(pid) => {
+            m.sessions.inc();
+            m.running.inc();
+            log::debug!(target: SYSTEM, "'{label}': PID {} for {}.", pid.pid(), a.peer)
+        }
+        Err(e) => {
+            m.start_failures.inc();
+            log::error!(target: SYSTEM, "'{label}': cannot start {program}: {e}")
+        }
     }
 }
 
 /// A `wait` port is readable: its program gets the socket, unless `.max` says wait.
 fn readable(weak: &Weak<RefCell<State>>, id: u64, w: WatchId, fd: BorrowedFd<'_>) {
     let Some(rc) = weak.upgrade() else { return };
-    let (spec, label, handle) = {
+    let (spec, label, handle, m) = {
         let mut s = rc.borrow_mut();
         // During a hand-over the socket is left for the successor (watched again if the
         // hand-over fails).
@@ -308,6 +364,7 @@ fn readable(weak: &Weak<RefCell<State>>, id: u64, w: WatchId, fd: BorrowedFd<'_>
                 log::warn!(target: SYSTEM,
                     "'{}': {} programs started in the last minute (wait.{}): the next in {} s.",
                     p.label, r.max(), r.max(), wait.as_secs().max(1));
+                p.metrics.refused.inc();
                 let again = h.clone();
                 *retry = Some(h.call_later(wait, move || again.watch_again(w)));
                 return;
@@ -326,13 +383,14 @@ fn readable(weak: &Weak<RefCell<State>>, id: u64, w: WatchId, fd: BorrowedFd<'_>
         // The program holds the port: if twistrs dies, it dies too, so a new start can
         // bind the port again.
         let spec = spec.stdio_fd(copy).parent_death_signal(Some(libc::SIGKILL));
-        (spec, p.label.clone(), h)
+        (spec, p.label.clone(), h, p.metrics.clone())
     };
     let program = spec.program().to_string_lossy().into_owned();
     let child = WaitChild {
         state: weak.clone(),
         port: id,
         label: label.clone(),
+        running: m.running.clone(),
     };
     let started = handle.spawn_process(spec, Box::new(child));
     let mut s = rc.borrow_mut();
@@ -343,10 +401,13 @@ fn readable(weak: &Weak<RefCell<State>>, id: u64, w: WatchId, fd: BorrowedFd<'_>
     };
     match started {
         Ok(pid) => {
+            m.sessions.inc();
+            m.running.inc();
             log::debug!(target: SYSTEM, "'{label}': PID {}.", pid.pid());
             *child = Some(pid);
         }
         Err(e) => {
+            m.start_failures.inc();
             log::error!(target: SYSTEM,
                 "'{label}': cannot start {program}: {e}; trying again in {} s.", RETRY.as_secs());
             let again = handle.clone();
@@ -414,10 +475,12 @@ fn log_end(state: &Weak<RefCell<State>>, label: &str, pid: u32, st: ProcessStatu
 struct NoWaitChild {
     state: Weak<RefCell<State>>,
     label: Rc<str>,
+    running: Gauge,
 }
 
 impl ProcessProtocol for NoWaitChild {
     fn process_exited(&mut self, p: &mut ProcessTransport<'_>, st: ProcessStatus) {
+        self.running.dec();
         log_end(&self.state, &self.label, p.pid(), st);
     }
 
@@ -431,10 +494,12 @@ struct WaitChild {
     state: Weak<RefCell<State>>,
     port: u64,
     label: Rc<str>,
+    running: Gauge,
 }
 
 impl ProcessProtocol for WaitChild {
     fn process_exited(&mut self, p: &mut ProcessTransport<'_>, st: ProcessStatus) {
+        self.running.dec();
         log_end(&self.state, &self.label, p.pid(), st);
         if let Some(rc) = self.state.upgrade() {
             wait_ended(&rc, self.port, p.id());

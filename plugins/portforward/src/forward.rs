@@ -4,9 +4,16 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use twistrs_core::metrics::RelayMetrics;
 use twistrs_core::{
-    Address, ConnectError, Destination, Factory, Protocol, RelayEnd, RelayRequest, Transport,
+    Address, ConnectError, Destination, Factory, Outgoing, Protocol, RelayEnd, RelayRequest,
+    Transport,
 };
+
+thread_local! {
+    /// The relays' series for `--metrics` (registered when the factory is made).
+    static RELAYS: Rc<RelayMetrics> = Rc::new(RelayMetrics::new("portforward"));
+}
 
 /// Where every relay goes, and its timeouts.
 #[derive(Debug, Clone)]
@@ -52,11 +59,15 @@ pub fn end_line(dest: &Destination, e: &RelayEnd) -> String {
 impl Protocol for Forward {
     fn connection_made(&mut self, t: &mut Transport<'_>) {
         let (sys, config) = (t.system(), self.config.clone());
+        let m = RELAYS.with(Rc::clone);
         t.connect_relay(
             RelayRequest::new(self.config.dest.clone())
                 .connect_timeout(self.config.connect_timeout)
                 .idle_timeout(self.config.idle_timeout)
-                .on_end(move |e| log::info!(target: &sys, "{}", end_line(&config.dest, e))),
+                .on_end(move |e| {
+                    m.ended(e);
+                    log::info!(target: &sys, "{}", end_line(&config.dest, e))
+                }),
         );
     }
 
@@ -64,7 +75,12 @@ impl Protocol for Forward {
     /// go to the destination without passing here.
     fn data_received(&mut self, _t: &mut Transport<'_>, _data: &[u8]) {}
 
+    fn relay_connected(&mut self, _t: &mut Transport<'_>, _out: &Outgoing) {
+        RELAYS.with(|m| m.joined());
+    }
+
     fn relay_connection_failed(&mut self, t: &mut Transport<'_>, e: &ConnectError) {
+        RELAYS.with(|m| m.connect_failed(e));
         log::info!(target: &t.system(),
             "Connection to {} failed: {e}; closing the client.", self.config.dest);
         t.lose_connection();
@@ -83,6 +99,8 @@ pub struct ForwardFactory {
 
 impl ForwardFactory {
     pub fn new(config: Config, max: Option<usize>) -> Self {
+        // Registered now, so a scrape shows them at zero.
+        RELAYS.with(|_| {});
         ForwardFactory {
             config: Rc::new(config),
             max,

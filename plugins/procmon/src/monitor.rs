@@ -12,6 +12,7 @@ use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
+use twistrs_core::metrics::{self, Counter, Gauge};
 use twistrs_core::{
     Deferred, DelayedCall, Failure, Handle, ProcessId, ProcessProtocol, ProcessSpec, ProcessStatus,
     ProcessTransport, Service, ServiceHost,
@@ -80,6 +81,50 @@ struct Entry {
     prog: Program,
     delay: Duration,
     state: State,
+    metrics: ProgramMetrics,
+}
+
+/// One program's series for `--metrics`, labelled with its name.
+struct ProgramMetrics {
+    starts: Counter,
+    /// Starts after the first: what a watcher of a crash loop looks at.
+    restarts: Counter,
+    start_failures: Counter,
+    /// Ends by how: exit 0, another exit status, a signal, unknown (reaped elsewhere).
+    exits: [Counter; 4],
+    running: Gauge,
+}
+
+impl ProgramMetrics {
+    fn new(name: &str) -> Self {
+        let l = [("process", name)];
+        let exit = |how: &str| {
+            metrics::counter(
+                "twistrs_procmon_exits_total",
+                "Ends of a program, by how: exit 0 (ok), another status (error), signal, unknown.",
+                &[("process", name), ("status", how)],
+            )
+        };
+        ProgramMetrics {
+            starts: metrics::counter(
+                "twistrs_procmon_starts_total",
+                "Times a program was started (the first start included).",
+                &l,
+            ),
+            restarts: metrics::counter(
+                "twistrs_procmon_restarts_total",
+                "Times a program was started again after it ended or failed to start.",
+                &l,
+            ),
+            start_failures: metrics::counter(
+                "twistrs_procmon_start_failures_total",
+                "Starts that failed (the program could not be executed).",
+                &l,
+            ),
+            exits: ["ok", "error", "signal", "unknown"].map(exit),
+            running: metrics::gauge("twistrs_procmon_running", "1 while the program runs.", &l),
+        }
+    }
 }
 
 struct Monitor {
@@ -100,6 +145,7 @@ impl ProcessMonitor {
         let entries = programs
             .into_iter()
             .map(|prog| Entry {
+                metrics: ProgramMetrics::new(&prog.name),
                 prog,
                 delay: policy.min_delay,
                 state: State::Idle,
@@ -146,9 +192,20 @@ fn start(mon: &Rc<RefCell<Monitor>>, i: usize) {
             log::info!(target: SYSTEM, "'{name}' started, PID {}.", id.pid());
             if let Some(e) = mon.borrow_mut().entries.get_mut(i) {
                 e.state = State::Running { id, started: now };
+                if e.metrics.starts.get() + e.metrics.start_failures.get() > 0 {
+                    e.metrics.restarts.inc();
+                }
+                e.metrics.starts.inc();
+                e.metrics.running.set(1);
             }
         }
         Err(err) => {
+            if let Some(e) = mon.borrow().entries.get(i) {
+                if e.metrics.starts.get() + e.metrics.start_failures.get() > 0 {
+                    e.metrics.restarts.inc();
+                }
+                e.metrics.start_failures.inc();
+            }
             // As twistd: a program that cannot start counts as an instant death.
             let next = plan_restart(mon, i, Duration::ZERO);
             log::error!(target: SYSTEM, "Cannot start '{name}': {err}{}.", restart_words(next));
@@ -201,6 +258,14 @@ fn exited(mon: &Rc<RefCell<Monitor>>, i: usize, pid: u32, st: ProcessStatus) {
             State::Running { started, .. } => now.saturating_duration_since(started),
             _ => Duration::ZERO,
         };
+        let how = match st {
+            ProcessStatus::Exited(0) => 0,
+            ProcessStatus::Exited(_) => 1,
+            ProcessStatus::Signaled { .. } => 2,
+            ProcessStatus::Unknown => 3,
+        };
+        e.metrics.exits[how].inc();
+        e.metrics.running.set(0);
         (e.prog.name.clone(), ran)
     };
     let next = plan_restart(mon, i, ran);

@@ -9,6 +9,7 @@
 pub mod bind;
 pub mod config;
 pub mod connlog;
+pub mod metrics;
 pub mod negotiate;
 #[cfg(test)]
 mod prop;
@@ -315,6 +316,8 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
                  anyone who can reach it can use this proxy, and through it your network");
         }
     }
+    // Registered now, so a scrape shows them at zero.
+    metrics::with(|_| {});
     let factory = SocksFactory {
         cfg: Rc::new(cfg),
         max: MAX_CONNECTIONS.get(m),

@@ -137,6 +137,7 @@ impl Socks {
 
     /// Refuses or fails the request with `f`'s reply.
     fn fail(&mut self, t: &mut Transport<'_>, version: Version, f: Failure, why: String) {
+        crate::metrics::with(|m| m.failure(f));
         let result = match f {
             Failure::NotAllowed
             | Failure::CommandNotSupported
@@ -156,6 +157,7 @@ impl Socks {
                 None => return,
                 Some(Step::Send(b)) => t.write(&b),
                 Some(Step::Close(b, why)) => {
+                    crate::metrics::with(|m| m.refusal(&why));
                     let (v, e) = (b.first().copied(), self.entry());
                     e.version = match v {
                         Some(0) => Some(Version::V4),
@@ -177,6 +179,7 @@ impl Socks {
         let e = self.entry();
         e.version = Some(req.version);
         e.cmd = Some(req.cmd);
+        crate::metrics::with(|m| m.request(req.version, req.cmd));
         e.target = Some(req.target.clone());
         e.user = req.user.clone().filter(|u| !u.is_empty());
         // Nothing more is read until the request is carried out (the relay resumes it).
@@ -281,7 +284,9 @@ impl Socks {
     /// destination, `down` what reached the client after the SOCKS replies.
     fn on_end(&self, slot: &Slot) -> impl FnOnce(&RelayEnd) + 'static {
         let (slot, log, started) = (slot.clone(), self.cfg.log.clone(), self.started);
+        let m = crate::metrics::with(|m| m.relays.clone());
         move |end: &RelayEnd| {
+            m.ended(end);
             if let Some(mut e) = slot.borrow_mut().take() {
                 e.up = end.to_dest;
                 e.down = end.to_client.saturating_sub(e.down);
@@ -376,6 +381,9 @@ impl Socks {
             idle_timeout: Some(self.cfg.idle_timeout),
             on_end: Some(Box::new(self.on_end(&slot))),
         };
+        // Counted at the request: a peer that closes before the join is made leaves the open
+        // gauge one high (the core tells no one of a join it could not make).
+        crate::metrics::with(|m| m.relays.joined());
         t.handle().join(t.id(), conn, options);
         self.state = State::Relaying;
     }
@@ -528,6 +536,7 @@ impl Protocol for Socks {
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
         t.write(&reply(version, Ok(bound)));
         self.hand_over(t, &slot);
+        crate::metrics::with(|m| m.relays.joined());
     }
 
     fn relay_connection_failed(&mut self, t: &mut Transport<'_>, error: &ConnectError) {
@@ -541,6 +550,7 @@ impl Protocol for Socks {
             deadline,
             ..
         } = *c;
+        crate::metrics::with(|m| m.relays.connect_failed(error));
         let timed_out = matches!(error, ConnectError::TimedOut(_));
         if !next.is_empty() && !timed_out && Instant::now() < deadline {
             return self.connect(t, version, next, rest, deadline);

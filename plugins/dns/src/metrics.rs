@@ -1,0 +1,122 @@
+//! The dns plugin's series for `--metrics`: queries by transport, answers by rcode and by
+//! where they came from (zone, cache, forwarded), the cache, forwarding timeouts, zone
+//! transfers served and taken in, and reloads.
+
+use twistrs_core::metrics::{self, Counter, Gauge};
+
+use crate::responder::Via;
+
+pub struct DnsMetrics {
+    pub queries_udp: Counter,
+    pub queries_tcp: Counter,
+    /// Answers by rcode 0 to 5 (NOERROR ... REFUSED), then any other.
+    rcodes: [Counter; 7],
+    pub from_zone: Counter,
+    pub from_cache: Counter,
+    pub forwarded: Counter,
+    pub cache_misses: Counter,
+    pub cache_entries: Gauge,
+    pub forward_timeouts: Counter,
+    pub axfr_served: Counter,
+    pub transfers_in_ok: Counter,
+    pub transfers_in_failed: Counter,
+    pub reloads_ok: Counter,
+    pub reloads_failed: Counter,
+}
+
+const RCODES: [&str; 7] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "other",
+];
+
+impl DnsMetrics {
+    fn new() -> Self {
+        let query = |transport: &str| {
+            metrics::counter(
+                "twistrs_dns_queries_total",
+                "DNS messages received, by transport.",
+                &[("transport", transport)],
+            )
+        };
+        let answered = |source: &str| {
+            metrics::counter(
+                "twistrs_dns_answers_total",
+                "Answers sent, by where they came from: zone (zones and hosts), cache, forwarded.",
+                &[("source", source)],
+            )
+        };
+        let transfer = |result: &str| {
+            metrics::counter(
+                "twistrs_dns_zone_transfers_in_total",
+                "Refreshes of secondary zones, by outcome (ok: a new copy or up to date).",
+                &[("result", result)],
+            )
+        };
+        let reload = |result: &str| {
+            metrics::counter(
+                "twistrs_dns_reloads_total",
+                "Zone and hosts files read on reload (SIGHUP), by outcome.",
+                &[("result", result)],
+            )
+        };
+        DnsMetrics {
+            queries_udp: query("udp"),
+            queries_tcp: query("tcp"),
+            rcodes: RCODES.map(|r| {
+                metrics::counter(
+                    "twistrs_dns_responses_total",
+                    "Answers sent, by rcode.",
+                    &[("rcode", r)],
+                )
+            }),
+            from_zone: answered("zone"),
+            from_cache: answered("cache"),
+            forwarded: answered("forwarded"),
+            cache_misses: metrics::counter(
+                "twistrs_dns_cache_misses_total",
+                "Forwarded questions the cache did not have (hits are answers with source=\"cache\").",
+                &[],
+            ),
+            cache_entries: metrics::gauge(
+                "twistrs_dns_cache_entries",
+                "Answers kept in the cache.",
+                &[],
+            ),
+            forward_timeouts: metrics::counter(
+                "twistrs_dns_forward_timeouts_total",
+                "Tries of an upstream server that got no answer in time.",
+                &[],
+            ),
+            axfr_served: metrics::counter(
+                "twistrs_dns_axfr_served_total",
+                "Zone transfers (AXFR) served.",
+                &[],
+            ),
+            transfers_in_ok: transfer("ok"),
+            transfers_in_failed: transfer("failed"),
+            reloads_ok: reload("ok"),
+            reloads_failed: reload("failed"),
+        }
+    }
+
+    pub fn query(&self, via: Via) {
+        match via {
+            Via::Udp => self.queries_udp.inc(),
+            Via::Tcp => self.queries_tcp.inc(),
+        }
+    }
+
+    /// Counts an answer by the rcode in its header (the low four bits of byte 3).
+    pub fn rcode(&self, msg: &[u8]) {
+        let i = msg.get(3).map_or(6, |b| usize::from(b & 0x0f).min(6));
+        self.rcodes[i].inc();
+    }
+}
+
+thread_local! {
+    static METRICS: DnsMetrics = DnsMetrics::new();
+}
+
+/// Runs `f` with the dns series (registered on first use).
+pub fn with(f: impl FnOnce(&DnsMetrics)) {
+    METRICS.with(f);
+}
