@@ -134,8 +134,8 @@ type Series = (
 /// A per-`udp:`-listener counter: name, help, and how to read it.
 type PortSeries = (&'static str, &'static str, fn(&PortStats) -> u64);
 
-/// The whole exposition: process metrics, the plugins' series, then one series per factory
-/// and counter and one per `udp:` listener.
+/// The whole exposition: process metrics, the plugins' series, then one series per listener
+/// (factory and endpoint) and counter and one per `udp:` listener.
 pub(crate) fn render(stats: &[ListenerStats], ports: &[PortStats]) -> String {
     let mut out = String::new();
     let p = process();
@@ -218,7 +218,7 @@ pub(crate) fn render(stats: &[ListenerStats], ports: &[PortStats]) -> String {
     twistrs_core::metrics::render(&mut out);
     let labels: Vec<String> = stats
         .iter()
-        .map(|s| render_labels(&[("factory", &s.factory), ("listener", &s.listeners)]))
+        .map(|s| render_labels(&[("factory", &s.factory), ("listener", &s.listener)]))
         .collect();
     for (name, kind, help, get) in series {
         let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
@@ -306,7 +306,7 @@ mod tests {
     fn renders_process_metrics_and_escaped_labels() {
         let s = ListenerStats {
             factory: "Site".into(),
-            listeners: "unix:/tmp/a\"b".into(),
+            listener: "unix:/tmp/a\"b".into(),
             accepted: 3,
             open: 1,
             ..ListenerStats::default()

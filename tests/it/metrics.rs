@@ -841,3 +841,67 @@ fn socks_requests_refusals_auth_failures_and_relays_are_counted() {
     );
     srv.term();
 }
+
+#[test]
+fn two_listeners_of_one_factory_have_series_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("echo.sock");
+    let unix = format!("unix:{}", path.display());
+    let mut srv = Server::start(&[
+        "--metrics",
+        LOCAL,
+        "echo",
+        "--listen",
+        LOCAL,
+        "--listen",
+        &unix,
+    ]);
+    let (metrics, tcp) = (port_of(&srv, "Metrics"), port_of(&srv, "Echo"));
+    srv.wait_until(
+        |l| l.iter().any(|x| x.contains("Echo starting on '")),
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|| panic!("no unix listener: {:?}", srv.lines()));
+    // Two connections over TCP (3 bytes each), one over the UNIX socket (5 bytes).
+    for _ in 0..2 {
+        let mut c = connect(SocketAddr::from(([127, 0, 0, 1], tcp)));
+        send(&mut c, b"abc");
+        assert_eq!(read_n(&mut c, 3), b"abc");
+    }
+    let mut u = std::os::unix::net::UnixStream::connect(&path).expect("connect to the socket");
+    u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    send(&mut u, b"hello");
+    assert_eq!(read_n(&mut u, 5), b"hello");
+    drop(u);
+    // The endpoint as the listener normalised it (`unix:PATH:mode=666:...`).
+    let prefix = "twistrs_connections_accepted_total{factory=\"Echo\",listener=\"unix:";
+    let first = get(metrics, "/metrics").1;
+    let escaped = first
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|rest| rest.split_once('"'))
+        .map(|(tail, _)| format!("unix:{tail}"))
+        .unwrap_or_else(|| panic!("no series for the unix listener:\n{first}"));
+    assert!(escaped.starts_with(&unix), "{escaped}");
+    let on =
+        |name: &str, listener: &str| format!("{name}{{factory=\"Echo\",listener=\"{listener}\"}}");
+    let body = scrape_until(metrics, |b| {
+        series(b, &on("twistrs_connections_open", LOCAL)) == Some(0)
+            && series(b, &on("twistrs_connections_open", &escaped)) == Some(0)
+            && series(b, &on("twistrs_received_bytes_total", &escaped)) == Some(5)
+    });
+    for (s, want) in [
+        (on("twistrs_connections_accepted_total", LOCAL), 2),
+        (on("twistrs_connections_accepted_total", &escaped), 1),
+        (on("twistrs_received_bytes_total", LOCAL), 6),
+        (on("twistrs_received_bytes_total", &escaped), 5),
+        (on("twistrs_sent_bytes_total", &escaped), 5),
+    ] {
+        assert_eq!(series(&body, &s), Some(want), "{s}:\n{body}");
+    }
+    promtool_check(
+        "two_listeners_of_one_factory_have_series_of_their_own",
+        &body,
+    );
+    srv.term();
+}

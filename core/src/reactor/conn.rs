@@ -214,6 +214,8 @@ pub(crate) struct Connection {
     pub(crate) proto: Box<dyn Protocol>,
     /// The factory whose connection count this connection holds (none for outgoing ones).
     pub(crate) factory: Option<u32>,
+    /// Which of the factory's listener endpoints accepted it (an index into its `origins`).
+    pub(crate) origin: u32,
 }
 
 impl Reactor {
@@ -231,7 +233,7 @@ impl Reactor {
         mut socket: NetSocket,
         proto: Box<dyn Protocol>,
         st: ConnState,
-        factory: Option<u32>,
+        factory: Option<(u32, u32)>,
     ) -> io::Result<()> {
         let source = socket.source().ok_or_else(swapping)?;
         self.poll.registry().register(
@@ -251,7 +253,7 @@ impl Reactor {
         socket: NetSocket,
         proto: Box<dyn Protocol>,
         mut st: ConnState,
-        factory: Option<u32>,
+        factory: Option<(u32, u32)>,
     ) {
         if matches!(socket, NetSocket::Tls(_)) {
             st.secure = true;
@@ -260,7 +262,8 @@ impl Reactor {
         self.entries[key] = Entry::Conn(Connection {
             conn: Conn::new(socket, st),
             proto,
-            factory,
+            factory: factory.map(|(f, _)| f),
+            origin: factory.map_or(0, |(_, o)| o),
         });
         self.live_conns += 1;
         self.with_conn(key, |p, t| p.connection_made(t));
@@ -356,7 +359,8 @@ impl Reactor {
                 }
                 self.live_conns -= 1;
                 if let Some(f) = c.factory {
-                    let counts = &mut self.factories[f as usize].counts;
+                    let slot = &mut self.factories[f as usize];
+                    let counts = &mut slot.origins[c.origin as usize].counts;
                     counts.closed_received += c.conn.st.received;
                     counts.closed_sent += c.conn.st.out.sent;
                     self.connection_slot_freed(f as usize);

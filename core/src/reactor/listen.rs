@@ -13,6 +13,7 @@ use mio::{Interest, Token};
 use socket2::{Domain, Socket, Type};
 
 use super::conn::{NetSocket, Stream};
+use super::stats;
 use super::{Entry, FactoryId, Reactor};
 use crate::address::Address;
 use crate::endpoint::{Endpoint, SystemdDomain};
@@ -125,14 +126,11 @@ pub(crate) struct Listener {
     endpoint: String,
     /// TLS for every connection it accepts.
     tls: Option<Rc<TlsContext>>,
+    /// Its endpoint's index in its factory's `origins` (the metrics' per-listener counts).
+    pub(crate) origin: u32,
 }
 
 impl Listener {
-    /// The endpoint string it was opened from.
-    pub(crate) fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
     /// The factory it builds protocols with; none for a hand-off port.
     pub(crate) fn factory(&self) -> Option<usize> {
         match self.target {
@@ -527,8 +525,10 @@ impl Reactor {
         let over = if tls.is_some() { " (TLS)" } else { "" };
         let name = target_name(&self.factories, &target);
         log::info!(target: crate::logsys::BARE, "{name}{over} starting on {label}");
+        let mut origin = 0;
         if let Target::Factory(f) = target {
             let slot = &mut self.factories[f];
+            origin = stats::origin(&mut slot.origins, &endpoint);
             slot.listeners += 1;
             if slot.listeners == 1 {
                 log::info!(target: crate::logsys::BARE, "Starting factory {}", slot.factory.name());
@@ -544,6 +544,7 @@ impl Reactor {
             cleanup,
             endpoint,
             tls,
+            origin,
         }));
         Ok(ListenerId(key))
     }
@@ -614,7 +615,7 @@ impl Reactor {
                 let slot = &mut self.factories[f];
                 if slot.max.is_some_and(|m| slot.conns >= m) {
                     if l.accepting != Accepting::AtLimit {
-                        slot.counts.limit_pauses += 1;
+                        slot.origins[l.origin as usize].counts.limit_pauses += 1;
                         log::warn!(target: crate::logsys::BARE,
                             "{}: connection limit ({}) reached; accepting paused",
                             slot.factory.name(), slot.conns);
@@ -655,9 +656,11 @@ impl Reactor {
                     l.accepting = Accepting::Open;
                     match &mut l.target {
                         Target::Factory(f) => {
-                            let (factory, tls) = (*f, l.tls.clone());
-                            self.factories[factory].counts.accepted += 1;
-                            self.connection_accepted(factory, stream, peer, host, tls);
+                            let (factory, origin, tls) = (*f, l.origin, l.tls.clone());
+                            self.factories[factory].origins[origin as usize]
+                                .counts
+                                .accepted += 1;
+                            self.connection_accepted((factory, origin), stream, peer, host, tls);
                         }
                         Target::HandOff { on_accept, .. } => {
                             let socket = match stream {
@@ -704,7 +707,7 @@ impl Reactor {
     /// registers it.
     fn connection_accepted(
         &mut self,
-        factory: usize,
+        (factory, origin): (usize, u32),
         stream: Stream,
         peer: Address,
         host: Address,
@@ -731,7 +734,8 @@ impl Reactor {
         let key = self.entries.insert(Entry::Closed);
         let id = self.next_id(key);
         let st = ConnState::new(id, peer, host, name, session, self.handle.now());
-        if let Err(e) = self.add_connection(key, socket, proto, st, Some(factory as u32)) {
+        if let Err(e) = self.add_connection(key, socket, proto, st, Some((factory as u32, origin)))
+        {
             log::error!(target: "twistrs.reactor", "cannot register connection: {e}");
             self.factories[factory].conns -= 1;
             self.entries.remove(key);

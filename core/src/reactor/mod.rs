@@ -95,8 +95,10 @@ pub(crate) struct FactorySlot {
     pub(crate) conns: usize,
     pub(crate) sessions: u32,
     pub(crate) max: Option<usize>,
-    /// What the metrics count: see [`ListenerStats`].
-    pub(crate) counts: stats::Counts,
+    /// What the metrics count, per listener endpoint it has had (kept when a listener
+    /// closes, so a counter never goes back; the same endpoint opened again continues it):
+    /// see [`ListenerStats`].
+    pub(crate) origins: Vec<stats::Origin>,
 }
 
 /// What a poll token refers to.
@@ -228,7 +230,7 @@ impl Reactor {
             conns: 0,
             sessions: 0,
             max,
-            counts: stats::Counts::default(),
+            origins: Vec::new(),
         });
         FactoryId(self.factories.len() - 1)
     }

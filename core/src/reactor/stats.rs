@@ -3,25 +3,48 @@
 
 use super::{Entry, Reactor};
 
-/// What a factory's slot counts beyond what it already keeps (its open connections).
+/// What a listener endpoint of a factory counts beyond what the factory already keeps.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Counts {
     pub(crate) accepted: u64,
-    /// Times a listener stopped accepting at the factory's connection limit (the connections
-    /// waiting meanwhile stay in the kernel's backlog: none is refused outright).
+    /// Times the listener stopped accepting at the factory's connection limit (the
+    /// connections waiting meanwhile stay in the kernel's backlog: none is refused outright).
     pub(crate) limit_pauses: u64,
     /// Bytes of connections already closed; live ones add theirs at snapshot time.
     pub(crate) closed_received: u64,
     pub(crate) closed_sent: u64,
 }
 
-/// One factory's counters, with the endpoints it listens on.
+/// One endpoint a factory has listened on, with its counts.
+#[derive(Debug)]
+pub(crate) struct Origin {
+    pub(crate) endpoint: String,
+    pub(crate) counts: Counts,
+}
+
+/// The index of `endpoint` in `origins`, added if new (a listener opens; a handful per
+/// factory, so a scan).
+pub(crate) fn origin(origins: &mut Vec<Origin>, endpoint: &str) -> u32 {
+    let i = match origins.iter().position(|o| o.endpoint == endpoint) {
+        Some(i) => i,
+        None => {
+            origins.push(Origin {
+                endpoint: endpoint.to_string(),
+                counts: Counts::default(),
+            });
+            origins.len() - 1
+        }
+    };
+    i as u32
+}
+
+/// One listener's counters: a factory's, on one endpoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListenerStats {
     /// The factory's name, as its "starting on" log line says it (`Site`, `Echo`).
     pub factory: String,
-    /// The endpoint strings of its listeners, space-separated, as the command line gave them.
-    pub listeners: String,
+    /// The endpoint string, as the command line gave it.
+    pub listener: String,
     pub accepted: u64,
     pub open: u64,
     pub limit_pauses: u64,
@@ -54,35 +77,37 @@ impl Reactor {
             .collect()
     }
 
-    /// A snapshot of every factory that has listened or holds connections.
+    /// A snapshot of every listener endpoint that is open or has counted something, in
+    /// the order of the factories and then of their endpoints.
     pub fn listener_stats(&self) -> Vec<ListenerStats> {
-        let mut out: Vec<ListenerStats> = self
-            .factories
-            .iter()
-            .map(|slot| ListenerStats {
+        // Where each factory's endpoints start in `out`.
+        let mut first = Vec::with_capacity(self.factories.len());
+        let mut out: Vec<ListenerStats> = Vec::new();
+        for slot in &self.factories {
+            first.push(out.len());
+            out.extend(slot.origins.iter().map(|o| ListenerStats {
                 factory: slot.factory.name().to_string(),
-                accepted: slot.counts.accepted,
-                open: slot.conns as u64,
-                limit_pauses: slot.counts.limit_pauses,
-                bytes_received: slot.counts.closed_received,
-                bytes_sent: slot.counts.closed_sent,
+                listener: o.endpoint.clone(),
+                accepted: o.counts.accepted,
+                limit_pauses: o.counts.limit_pauses,
+                bytes_received: o.counts.closed_received,
+                bytes_sent: o.counts.closed_sent,
                 ..ListenerStats::default()
-            })
-            .collect();
+            }));
+        }
+        let mut listening = vec![false; out.len()];
         for entry in self.entries.iter().map(|(_, e)| e) {
             match entry {
                 Entry::Listener(l) => {
                     // A hand-off port (inetd's) belongs to no factory.
-                    let Some(f) = l.factory() else { continue };
-                    if let Some(s) = out.get_mut(f) {
-                        if !s.listeners.is_empty() {
-                            s.listeners.push(' ');
-                        }
-                        s.listeners.push_str(l.endpoint());
+                    if let Some(f) = l.factory() {
+                        listening[first[f] + l.origin as usize] = true;
                     }
                 }
                 Entry::Conn(c) => {
-                    if let Some(s) = c.factory.and_then(|f| out.get_mut(f as usize)) {
+                    if let Some(f) = c.factory {
+                        let s = &mut out[first[f as usize] + c.origin as usize];
+                        s.open += 1;
                         s.bytes_received += c.conn.st.received;
                         s.bytes_sent += c.conn.st.out.sent;
                     }
@@ -90,7 +115,8 @@ impl Reactor {
                 _ => {}
             }
         }
-        out.retain(|s| !s.listeners.is_empty() || s.open > 0 || s.accepted > 0);
+        let mut keep = listening.into_iter();
+        out.retain(|s| keep.next().unwrap_or(false) || s.open > 0 || s.accepted > 0);
         out
     }
 }
