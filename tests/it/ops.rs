@@ -173,24 +173,79 @@ fn bash_loads_the_completions() {
     assert!(text.contains("-F _twistrs twistrs"), "{text}");
     assert!(text.contains("words: web"), "{text}");
     assert!(text.contains("opts: --path"), "{text}");
-    for (shell, file, check) in [
-        ("zsh", "_twistrs", "-n"),
-        ("fish", "twistrs.fish", "--no-execute"),
-    ] {
-        let path = format!("{}/completions/{file}", env!("CARGO_MANIFEST_DIR"));
-        match std::process::Command::new(shell)
-            .args([check, &path])
-            .output()
-        {
-            Ok(o) => assert!(
-                o.status.success(),
-                "{shell}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(_) => skip(
-                "bash_loads_the_completions",
-                &format!("no {shell} to check {file}"),
-            ),
-        }
+}
+
+/// A completion shell to run, or the test recorded as skipped without it.
+fn shell(test: &str, name: &str) -> Option<std::process::Command> {
+    let found = std::process::Command::new(name)
+        .arg("-c")
+        .arg("exit 0")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        skip(test, &format!("no {name} (apt-get install {name})"));
+        return None;
     }
+    Some(std::process::Command::new(name))
+}
+
+/// zsh finds `_twistrs` on its fpath (as the package installs it) and by `source` after
+/// compinit, and binds it to twistrs either way.
+#[test]
+fn zsh_loads_the_completions() {
+    let Some(mut zsh) = shell("zsh_loads_the_completions", "zsh") else {
+        return;
+    };
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/completions");
+    let dump = tempfile::tempdir().unwrap();
+    let probe = format!(
+        "fpath=({dir} $fpath); autoload -U compinit; compinit -u -d {d}/a; \
+         print -r -- \"fpath: $_comps[twistrs]\"; \
+         unset '_comps[twistrs]'; unfunction _twistrs 2>/dev/null; \
+         source {dir}/_twistrs; print -r -- \"sourced: $_comps[twistrs]\"; \
+         (( $+functions[_twistrs] )) && print defined",
+        d = dump.path().display()
+    );
+    let out = zsh.args(["-f", "-c", &probe]).output().expect("zsh");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}{err}");
+    assert!(err.is_empty(), "zsh complained: {err}");
+    for want in ["fpath: _twistrs", "sourced: _twistrs", "defined"] {
+        assert!(text.lines().any(|l| l == want), "{want}: {text}");
+    }
+}
+
+/// fish loads twistrs.fish and completes the plugin names and a plugin's options with it.
+#[test]
+fn fish_loads_the_completions() {
+    let Some(mut fish) = shell("fish_loads_the_completions", "fish") else {
+        return;
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/completions/twistrs.fish");
+    // A HOME of its own: fish writes its universal variables there.
+    let home = tempfile::tempdir().unwrap();
+    let probe = format!(
+        "source {script}; complete -C 'twistrs '; echo ---; complete -C 'twistrs web --pa'"
+    );
+    let out = fish
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path())
+        .env("XDG_DATA_HOME", home.path())
+        .args(["--no-config", "-c", &probe])
+        .output()
+        .expect("fish");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}{err}");
+    let (names, opts) = text.split_once("---\n").expect("both completions");
+    let names: Vec<&str> = names.lines().filter_map(|l| l.split('\t').next()).collect();
+    for p in twistrs::builtin_plugins() {
+        assert!(
+            names.contains(&p.tapname),
+            "{} missing: {names:?}",
+            p.tapname
+        );
+    }
+    assert!(opts.lines().any(|l| l.starts_with("--path")), "{opts}");
 }
