@@ -32,6 +32,14 @@ grep -q '^ExecStart=/usr/bin/twistrs .* web \$TWISTRS_ARGS$' /usr/lib/systemd/sy
     || fail "twistrs-web@.service"
 grep -q '^EnvironmentFile=/etc/default/twistrs-web-%i$' /usr/lib/systemd/system/twistrs-web@.service \
     || fail "twistrs-web@.service reads no /etc/default file"
+# The installed units as systemd reads them (the man pages they name are installed now);
+# systemd-analyze says what is wrong on stderr whatever its exit status.
+if command -v systemd-analyze >/dev/null 2>&1; then
+    for unit in /usr/lib/systemd/system/twistrs-*@.service; do
+        out=$(systemd-analyze verify "$unit" 2>&1) || fail "systemd-analyze verify $unit: $out"
+        [ -z "$out" ] || fail "systemd-analyze verify $unit: $out"
+    done
+fi
 
 # A daemon as the unit runs it (without systemd here), under load while logrotate runs.
 mkdir -p /run/twistrs-web-pkgtest "$work/www"

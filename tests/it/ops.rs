@@ -249,3 +249,53 @@ fn fish_loads_the_completions() {
     }
     assert!(opts.lines().any(|l| l.starts_with("--path")), "{opts}");
 }
+
+/// `systemd-analyze verify` on every unit under contrib/ (the examples, and the package's
+/// template made for two plugins as build.sh makes it), with the binary just built in the
+/// place of /usr/bin/twistrs (verify checks that ExecStart= can run). It says what is wrong
+/// on stderr and may still exit 0, so nothing there is allowed. The man pages the units name
+/// are checked by contrib/debian/test.sh once the package installed them.
+#[test]
+fn systemd_units_verify() {
+    let test = "systemd_units_verify";
+    let present = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        skip(test, "no systemd-analyze (Debian's systemd package)");
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin = env!("CARGO_BIN_EXE_twistrs");
+    let dir = tempfile::tempdir().unwrap();
+    let fix = |text: &str| {
+        text.replace("/usr/local/bin/twistrs", bin)
+            .replace("/usr/bin/twistrs", bin)
+    };
+    let mut units = Vec::new();
+    for e in std::fs::read_dir(root.join("contrib/systemd")).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_owned();
+        std::fs::write(
+            dir.path().join(&name),
+            fix(&std::fs::read_to_string(&path).unwrap()),
+        )
+        .unwrap();
+        units.push(dir.path().join(name));
+    }
+    let template = std::fs::read_to_string(root.join("contrib/debian/unit.in")).unwrap();
+    for plugin in ["web", "echo"] {
+        let path = dir.path().join(format!("twistrs-{plugin}@.service"));
+        std::fs::write(&path, fix(&template.replace("PLUGIN", plugin))).unwrap();
+        units.push(path);
+    }
+    assert!(units.len() >= 6, "{units:?}");
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&units)
+        .output()
+        .expect("systemd-analyze");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.is_empty(), "{units:?}: {err}");
+}
