@@ -298,7 +298,29 @@ other_twistrs_bins() {
     done
     other_twistrs=$(for n in "${!TW_BIN[@]}"; do printf '%s ' "$n"; done | tr ' ' '\n' | sort | tr '\n' ' ')
 }
+# The global options of twistrs server $1 into the array TW_ARGS: BENCH_TWISTRS_ARGS
+# (split on spaces, e.g. "--metrics tcp:0:interface=127.0.0.1" or "--log-format json"),
+# and for twistrs_metrics (the same binary as twistrs, for an A/B in one run) --metrics on a
+# port of its own first. The scripts find their server's port by its own "NAME starting on"
+# line or a port they chose, never the Metrics listener's.
+twistrs_args() {
+    TW_ARGS=()
+    [[ $1 == twistrs_metrics ]] && TW_ARGS+=(--metrics tcp:0:interface=127.0.0.1)
+    # shellcheck disable=SC2206 # split on purpose: a list of options
+    TW_ARGS+=(${BENCH_TWISTRS_ARGS:-})
+}
+# The Metrics listener's port in log $1 (empty if it has none).
+metrics_port() { sed -nE 's/.*Metrics starting on ([0-9]+)$/\1/p' "$1" | head -n1; }
+# The scrape of the server whose log is $1, its lines matching $2, prefixed "[$3] metrics:"
+# (nothing when it serves no metrics); checks that --metrics answers while the run is on.
+show_metrics() {
+    local port
+    port=$(metrics_port "$1")
+    [[ -n $port ]] || return 0
+    curl -sS --max-time 5 "http://127.0.0.1:$port/metrics" | grep -E "$2" | sed "s/^/[$3] metrics: /" ||
+        { say "[$3] metrics: no scrape from 127.0.0.1:$port"; status=1; }
+}
 # The binary of twistrs server $1 (twistrs, or twistrs-LABEL from BENCH_TWISTRS_BINS).
 twistrs_bin() {
-    if [[ $1 == twistrs ]]; then echo "$twistrs"; else echo "${TW_BIN[$1]:-}"; fi
+    if [[ $1 == twistrs || $1 == twistrs_metrics ]]; then echo "$twistrs"; else echo "${TW_BIN[$1]:-}"; fi
 }

@@ -13,6 +13,9 @@
 # binaries already in target/release, e.g. while the sources do not build).
 # twistrs_w2 is twistrs --workers 2, not pinned (its workers share both CPUs with the load
 # generator); its CPU is the master's and its workers'; no idle-memory run for it.
+# BENCH_TWISTRS_ARGS="OPTIONS" adds global options to the twistrs servers (twistrs,
+# twistrs-LABEL, twistrs_metrics); twistrs_metrics is twistrs with --metrics on a port of
+# its own (BENCH_SERVERS="twistrs twistrs_metrics" measures what counting costs).
 set -euo pipefail
 
 SCRIPT=echo.sh
@@ -54,15 +57,19 @@ wait_quiet
 start_server() {
     local name=$1 log="$work/$1.server.log" cmd i
     case $name in
-    twistrs | twistrs-*)
+    twistrs | twistrs-* | twistrs_metrics)
         [[ -n $(twistrs_bin "$name") ]] || die "no binary for $name: give it in BENCH_TWISTRS_BINS"
-        cmd=("$(twistrs_bin "$name")" -n --pidfile= echo --listen tcp:0:interface=127.0.0.1)
+        twistrs_args "$name"
+        cmd=("$(twistrs_bin "$name")" -n --pidfile= "${TW_ARGS[@]}" echo --listen tcp:0:interface=127.0.0.1)
         ;;
-    twistrs_w2) cmd=("$twistrs" -n --pidfile= --workers 2 echo --listen tcp:0:interface=127.0.0.1) ;;
+    twistrs_w2)
+        twistrs_args "$name"
+        cmd=("$twistrs" -n --pidfile= --workers 2 "${TW_ARGS[@]}" echo --listen tcp:0:interface=127.0.0.1)
+        ;;
     floor) cmd=("$bench" floor) ;;
     twisted) cmd=("$py" "$here/peers/twisted_echo.py" 0) ;;
     asyncio) cmd=("$py" "$here/peers/asyncio_echo.py" 0) ;;
-    *) die "unknown server $name (BENCH_SERVERS takes twistrs, floor, twisted, asyncio)" ;;
+    *) die "unknown server $name (BENCH_SERVERS takes twistrs, twistrs_metrics, twistrs_w2, floor, twisted, asyncio)" ;;
     esac
     local pin=("${srv_pin[@]}")
     [[ $name == *_w2 ]] && pin=()
@@ -71,7 +78,8 @@ start_server() {
     pids+=("$SPID")
     SPORT=
     for ((i = 0; i < 100; i++)); do
-        SPORT=$(sed -nE 's/.* starting on ([0-9]+)$/\1/p; s/^listening ([0-9]+)$/\1/p' "$log" | head -n1)
+        # The echo listener's line, not the Metrics listener's (--metrics).
+        SPORT=$(sed -nE '/ Metrics starting on /d; s/.* starting on ([0-9]+)$/\1/p; s/^listening ([0-9]+)$/\1/p' "$log" | head -n1)
         [[ -n $SPORT ]] && break
         kill -0 "$SPID" 2>/dev/null || { cat "$log"; die "$name exited before listening"; }
         sleep 0.1
@@ -187,6 +195,7 @@ for name in $SERVERS; do
         run_echo "$name" "$size"
     done
     if [[ $name == *_w2 ]]; then R[$name.kib]=n/a; else measure_idle "$name"; fi
+    show_metrics "$work/$name.server.log" 'factory="Echo"' "$name"
     stop_pid "$SPID"
     tail -n 3 "$work/$name.server.log" | sed "s/^/[$name] log: /"
 done
@@ -232,6 +241,13 @@ say "loadavg at end: $(cat /proc/loadavg)"
                 say "| twistrs_w2/twistrs msg/s $label (2 workers over 1) | $r | above 1x | $(verdict "$r" gt 1) |"
             done
         fi
+        if has twistrs_metrics; then
+            for size in "${SIZES[@]}"; do
+                label=$([[ $size == 64 ]] && echo 64B || echo 4KiB)
+                r=$(ratio "$(get "twistrs_metrics.msgs$size")" "$(get "twistrs.msgs$size")")
+                say "| twistrs_metrics/twistrs msg/s $label (--metrics on over off) | $r | at least 0.97x (counting costs nothing measurable) | $(verdict "$r" ge 0.97) |"
+            done
+        fi
     fi
     say ""
     if has twistrs; then
@@ -254,6 +270,13 @@ say "loadavg at end: $(cat /proc/loadavg)"
             u64=$(ratio "$(get twistrs.uus64)" "$(get twisted.uus64)")
             u4k=$(ratio "$(get twistrs.uus4096)" "$(get twisted.uus4096)")
             say "| twistrs/twisted | $r64 $(verdict "$r64" le 0.25) | $r4k $(verdict "$r4k" le 0.25) | $u64 | $u4k | at most 0.25x |"
+        fi
+        if has twistrs_metrics; then
+            r64=$(ratio "$(get twistrs_metrics.us64)" "$(get twistrs.us64)")
+            r4k=$(ratio "$(get twistrs_metrics.us4096)" "$(get twistrs.us4096)")
+            u64=$(ratio "$(get twistrs_metrics.uus64)" "$(get twistrs.uus64)")
+            u4k=$(ratio "$(get twistrs_metrics.uus4096)" "$(get twistrs.uus4096)")
+            say "| twistrs_metrics/twistrs | $r64 $(verdict "$r64" le 1.03) | $r4k $(verdict "$r4k" le 1.03) | $u64 | $u4k | at most 1.03x |"
         fi
     fi
     say ""

@@ -16,6 +16,10 @@
 # Two more servers run on every core: twistrs_w2 (twistrs --workers 2) and nginx_w2
 # (worker_processes 2), not pinned (their workers share both CPUs with wrk): compare them
 # with each other (BENCH_SERVERS="twistrs nginx twistrs_w2 nginx_w2" runs all four).
+# BENCH_TWISTRS_ARGS="OPTIONS" adds global options to the twistrs servers (twistrs,
+# twistrs-LABEL, twistrs_metrics, twistrs_w2); twistrs_metrics is twistrs with --metrics on
+# a port of its own (BENCH_SERVERS="twistrs twistrs_metrics" measures what counting costs).
+# Each server gets a port chosen here; the Metrics listener's is never taken for it.
 set -euo pipefail
 
 SCRIPT=web.sh
@@ -119,17 +123,21 @@ server_cmd() {
     # --logfile /dev/null replaces the machine's /dev/null with a regular file. Renaming
     # the symlink is harmless; after its first MB (about 9,000 requests) twistd logs into
     # regular files in $work. twistrs does not rotate: all its lines go to /dev/null.
-    twistrs | twistrs-* | twistrs_w2 | twistd)
+    twistrs | twistrs-* | twistrs_metrics | twistrs_w2 | twistd)
         rm -f "$work/$name-access.log"
         ln -s /dev/null "$work/$name-access.log"
         ;;
     esac
     case $name in
-    twistrs | twistrs-*)
+    twistrs | twistrs-* | twistrs_metrics)
         [[ -n $(twistrs_bin "$name") ]] || die "no binary for $name: give it in BENCH_TWISTRS_BINS"
-        CMD=("$(twistrs_bin "$name")" -n --pidfile= web --path "$www" --listen "$listen" --logfile "$work/$name-access.log")
+        twistrs_args "$name"
+        CMD=("$(twistrs_bin "$name")" -n --pidfile= "${TW_ARGS[@]}" web --path "$www" --listen "$listen" --logfile "$work/$name-access.log")
         ;;
-    twistrs_w2) CMD=("$twistrs" -n --pidfile= --workers 2 web --path "$www" --listen "$listen" --logfile "$work/$name-access.log") ;;
+    twistrs_w2)
+        twistrs_args "$name"
+        CMD=("$twistrs" -n --pidfile= --workers 2 "${TW_ARGS[@]}" web --path "$www" --listen "$listen" --logfile "$work/$name-access.log")
+        ;;
     nginx_w2)
         d=$(nginx_dir "$port" 2)
         CMD=(nginx -p "$d/" -e "$d/error.log" -c "$d/nginx.conf")
@@ -139,7 +147,7 @@ server_cmd() {
         d=$(nginx_dir "$port")
         CMD=(nginx -p "$d/" -e "$d/error.log" -c "$d/nginx.conf")
         ;;
-    *) die "unknown server $name (BENCH_SERVERS takes twistrs, twistd, nginx)" ;;
+    *) die "unknown server $name (BENCH_SERVERS takes twistrs, twistrs_metrics, twistrs_w2, twistd, nginx, nginx_w2)" ;;
     esac
 }
 
@@ -287,6 +295,7 @@ for name in $SERVERS; do
     run_wrk "$name" k1000 "$MANY_CONNS" /1k.bin
     run_wrk "$name" m64 "$CONNS" /1m.bin
     say "[$name] RSS after the wrk runs: $(tree_rss_kib "$SPID") KiB"
+    show_metrics "$work/$name.server.log" '^twistrs_web_requests_total' "$name"
     kill -0 "$SPID" 2>/dev/null || { say "[$name] the server died during the runs"; status=1; }
     stop_pid "$SPID"
     tail -n 3 "$work/$name.server.log" | sed "s/^/[$name] log: /"
@@ -330,6 +339,13 @@ rows=("k64:req/s 1 KiB x$CONNS" "k1000:req/s 1 KiB x$MANY_CONNS" "m64:req/s 1 Mi
                 fi
             done
         done
+        if has twistrs_metrics; then
+            for row in "${rows[@]}"; do
+                key=${row%%:*}
+                r=$(ratio "$(get "twistrs_metrics.$key.rps")" "$(get "twistrs.$key.rps")")
+                say "| twistrs_metrics/twistrs ${row#*:} (--metrics on over off) | $r | at least 0.97x (counting costs nothing measurable) | $(verdict "$r" ge 0.97) |"
+            done
+        fi
         if has twistrs_w2; then
             for row in "${rows[@]}"; do
                 key=${row%%:*}
