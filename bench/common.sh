@@ -310,7 +310,7 @@ twistrs_args() {
     TW_ARGS+=(${BENCH_TWISTRS_ARGS:-})
 }
 # The Metrics listener's port in log $1 (empty if it has none).
-metrics_port() { sed -nE 's/.*Metrics starting on ([0-9]+)$/\1/p' "$1" | head -n1; }
+metrics_port() { sed -nE 's/.*Metrics starting on ([0-9]+)("}|)$/\1/p' "$1" | head -n1; }
 # The scrape of the server whose log is $1, its lines matching $2, prefixed "[$3] metrics:"
 # (nothing when it serves no metrics); checks that --metrics answers while the run is on.
 show_metrics() {

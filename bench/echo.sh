@@ -78,8 +78,9 @@ start_server() {
     pids+=("$SPID")
     SPORT=
     for ((i = 0; i < 100; i++)); do
-        # The echo listener's line, not the Metrics listener's (--metrics).
-        SPORT=$(sed -nE '/ Metrics starting on /d; s/.* starting on ([0-9]+)$/\1/p; s/^listening ([0-9]+)$/\1/p' "$log" | head -n1)
+        # The echo listener's line, not the Metrics listener's (--metrics); as text or as
+        # JSON (BENCH_TWISTRS_ARGS="--log-format json").
+        SPORT=$(sed -nE '/Metrics starting on /d; s/.* starting on ([0-9]+)("}|)$/\1/p; s/^listening ([0-9]+)$/\1/p' "$log" | head -n1)
         [[ -n $SPORT ]] && break
         kill -0 "$SPID" 2>/dev/null || { cat "$log"; die "$name exited before listening"; }
         sleep 0.1

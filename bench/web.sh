@@ -295,7 +295,7 @@ for name in $SERVERS; do
     run_wrk "$name" k1000 "$MANY_CONNS" /1k.bin
     run_wrk "$name" m64 "$CONNS" /1m.bin
     say "[$name] RSS after the wrk runs: $(tree_rss_kib "$SPID") KiB"
-    show_metrics "$work/$name.server.log" '^twistrs_web_requests_total' "$name"
+    show_metrics "$work/$name.server.log" '^twistrs_web_requests_total.* [1-9][0-9]*$' "$name"
     kill -0 "$SPID" 2>/dev/null || { say "[$name] the server died during the runs"; status=1; }
     stop_pid "$SPID"
     tail -n 3 "$work/$name.server.log" | sed "s/^/[$name] log: /"

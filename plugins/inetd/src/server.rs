@@ -49,8 +49,9 @@ enum Kind {
 }
 
 /// A program service's series for `--metrics`, labelled with its label (`tcp:8007`);
-/// internal services count as their factory's or datagram port's.
-#[derive(Clone)]
+/// internal services count as their factory's or datagram port's (theirs is the default:
+/// handles registered nowhere, never shown).
+#[derive(Clone, Default)]
 struct PortMetrics {
     sessions: Counter,
     refused: Counter,
@@ -269,7 +270,11 @@ fn open(rc: &Rc<RefCell<State>>, h: &mut ServiceHost<'_>, sock: Socket) -> Resul
     };
     rc.borrow_mut().ports.push(Port {
         id,
-        metrics: PortMetrics::new(&label),
+        metrics: if matches!(kind, Kind::Internal) {
+            PortMetrics::default()
+        } else {
+            PortMetrics::new(&label)
+        },
         spec: spec_of(&sock),
         sock,
         label,
