@@ -577,6 +577,55 @@ fn dns_queries_answers_cache_and_reloads_are_counted() {
     }
     promtool_check("dns_queries_answers_cache_and_reloads_are_counted", &body);
     fwd.term();
+
+    // A secondary copying the zone (an AXFR served by the primary, a transfer in), and a
+    // forwarder whose upstream never answers (a timeout, then SERVFAIL).
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead_conf = dir.path().join("dead.conf");
+    std::fs::write(
+        &dead_conf,
+        format!(
+            "nameserver 127.0.0.1#{}\noptions timeout:1 attempts:1\n",
+            silent.local_addr().unwrap().port()
+        ),
+    )
+    .unwrap();
+    let from = format!("127.0.0.1:{port}/example.com");
+    let mut other = Server::start(&[
+        "--metrics",
+        LOCAL,
+        "dns",
+        "-p",
+        "0",
+        "-i",
+        "127.0.0.1",
+        "--secondary",
+        &from,
+        "--resolv-conf",
+        dead_conf.to_str().unwrap(),
+    ]);
+    let (ometrics, oport) = (port_of(&other, "Metrics"), dns_port(&other));
+    assert_eq!(udp_ask(oport, &dns_query("nope.invalid", 1))[3] & 0x0f, 2);
+    let body = scrape_until(ometrics, |b| {
+        series(b, "twistrs_dns_zone_transfers_in_total{result=\"ok\"}") == Some(1)
+    });
+    for (s, want) in [
+        ("twistrs_dns_zone_transfers_in_total{result=\"ok\"}", 1),
+        ("twistrs_dns_zone_transfers_in_total{result=\"failed\"}", 0),
+        ("twistrs_dns_forward_timeouts_total", 1),
+        ("twistrs_dns_answers_total{source=\"forwarded\"}", 1),
+        ("twistrs_dns_responses_total{rcode=\"SERVFAIL\"}", 1),
+    ] {
+        assert_eq!(series(&body, s), Some(want), "{s}:\n{body}");
+    }
+    promtool_check("dns_queries_answers_cache_and_reloads_are_counted", &body);
+    other.term();
+    let body = get(metrics, "/metrics").1;
+    assert_eq!(
+        series(&body, "twistrs_dns_axfr_served_total"),
+        Some(2),
+        "{body}"
+    );
     primary.term();
 }
 
