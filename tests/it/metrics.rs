@@ -675,6 +675,32 @@ fn procmon_starts_restarts_and_exits_are_counted() {
     );
     promtool_check("procmon_starts_restarts_and_exits_are_counted", &body);
     srv.term();
+
+    // A program that stays up: running, started once, never restarted.
+    let mut srv = Server::start(&[
+        "--metrics",
+        LOCAL,
+        "procmon",
+        "--name",
+        "steady",
+        "sleep",
+        "60",
+    ]);
+    let metrics = port_of(&srv, "Metrics");
+    let running = "twistrs_procmon_running{process=\"steady\"}";
+    let body = scrape_until(metrics, |b| series(b, running) == Some(1));
+    for (s, want) in [
+        (running, 1),
+        ("twistrs_procmon_starts_total{process=\"steady\"}", 1),
+        ("twistrs_procmon_restarts_total{process=\"steady\"}", 0),
+        (
+            "twistrs_procmon_exits_total{process=\"steady\",status=\"error\"}",
+            0,
+        ),
+    ] {
+        assert_eq!(series(&body, s), Some(want), "{s}:\n{body}");
+    }
+    srv.term();
 }
 
 #[test]
