@@ -18,8 +18,11 @@ use domain::zonefile::inplace::{Entry, Zonefile};
 use crate::name::{self, Dname};
 use crate::zone::{Data, Zone};
 
-/// Nested `$INCLUDE`s at most (BIND allows any depth; a loop must end somewhere).
+/// Nested `$INCLUDE`s at most (BIND allows any depth; this bounds the recursion).
 const MAX_INCLUDE_DEPTH: usize = 16;
+/// Files one zone may read in all, the zone file included: without it, a file that includes
+/// another twice, and so on down 16 levels, reads 65,536 files.
+pub const MAX_FILES: usize = 1000;
 
 /// A zone file that cannot be loaded: the file, the line (when the error is on one) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +58,7 @@ pub fn load(path: &Path) -> Result<Zone, LoadError> {
         .and_then(name::parse);
     let mut files = Vec::new();
     let mut records = Vec::new();
-    read_file(path, origin, 0, &mut files, &mut records)?;
+    read_file(path, origin, &mut Vec::new(), &mut files, &mut records)?;
     let err = |r: &Read, message: String| LoadError {
         file: files[r.file].clone(),
         line: Some(r.line),
@@ -103,10 +106,12 @@ pub fn load(path: &Path) -> Result<Zone, LoadError> {
     Ok(zone)
 }
 
+/// Reads `path` and, depth first, what it includes; `open` holds the files being read (as
+/// the file system names them), to tell a loop.
 fn read_file(
     path: &Path,
     origin: Option<Dname>,
-    depth: usize,
+    open: &mut Vec<PathBuf>,
     files: &mut Vec<PathBuf>,
     out: &mut Vec<Read>,
 ) -> Result<(), LoadError> {
@@ -117,10 +122,25 @@ fn read_file(
     })?;
     let file = files.len();
     files.push(path.to_path_buf());
-    let lines = entry_lines(&text);
+    open.push(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
+    let r = read_entries(path, &text, file, origin, open, files, out);
+    open.pop();
+    r
+}
+
+fn read_entries(
+    path: &Path,
+    text: &[u8],
+    file: usize,
+    origin: Option<Dname>,
+    open: &mut Vec<PathBuf>,
+    files: &mut Vec<PathBuf>,
+    out: &mut Vec<Read>,
+) -> Result<(), LoadError> {
+    let lines = entry_lines(text);
     let mut entry = 0;
     let mut zf = Zonefile::with_capacity(text.len());
-    zf.extend_from_slice(&text);
+    zf.extend_from_slice(text);
     // The scanner wants a line end after the last entry.
     if !text.ends_with(b"\n") {
         zf.extend_from_slice(b"\n");
@@ -162,19 +182,33 @@ fn read_file(
                 });
             }
             Entry::Include { path: inc, origin } => {
-                if depth >= MAX_INCLUDE_DEPTH {
-                    return Err(here(format!(
-                        "$INCLUDE nested more than {MAX_INCLUDE_DEPTH} deep"
-                    )));
-                }
                 let inc = Path::new(inc.as_ref() as &str);
                 let inc = if inc.is_absolute() {
                     inc.to_path_buf()
                 } else {
                     path.parent().unwrap_or(Path::new(".")).join(inc)
                 };
+                if let Ok(c) = std::fs::canonicalize(&inc)
+                    && open.contains(&c)
+                {
+                    return Err(here(format!(
+                        "$INCLUDE {}: a loop (that file is being read already)",
+                        inc.display()
+                    )));
+                }
+                if open.len() > MAX_INCLUDE_DEPTH {
+                    return Err(here(format!(
+                        "$INCLUDE nested more than {MAX_INCLUDE_DEPTH} deep"
+                    )));
+                }
+                if files.len() >= MAX_FILES {
+                    return Err(here(format!(
+                        "$INCLUDE {}: over {MAX_FILES} files read for one zone",
+                        inc.display()
+                    )));
+                }
                 let origin = origin.or_else(|| zf.origin().ok());
-                read_file(&inc, origin, depth + 1, files, out)?;
+                read_file(&inc, origin, open, files, out)?;
             }
         }
     }
@@ -356,6 +390,45 @@ $INCLUDE more.inc sub
             "loop.test",
             "@ SOA ns hm 1 2 3 4 5\n$INCLUDE loop.test\n",
         );
-        assert!(load(&p).is_err(), "an include loop ends");
+        let e = load(&p).unwrap_err();
+        assert_eq!((e.line, e.file.clone()), (Some(2), p.clone()), "{e}");
+        assert!(e.message.contains("a loop"), "{e}");
+    }
+
+    /// Each file includes the next one twice: 2^11 reads without a cap, and no loop.
+    #[test]
+    fn includes_are_capped_in_depth_and_in_number() {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..11 {
+            let next = format!("$INCLUDE f{}.inc\n", i + 1);
+            write(d.path(), &format!("f{i}.inc"), &format!("{next}{next}"));
+        }
+        write(d.path(), "f11.inc", "x A 192.0.2.1\n");
+        let p = write(
+            d.path(),
+            "wide.test",
+            "@ SOA ns hm 1 2 3 4 5\n$INCLUDE f0.inc\n",
+        );
+        let e = load(&p).unwrap_err();
+        assert!(e.message.contains("over 1000 files"), "{e}");
+        assert!(e.file.to_string_lossy().contains(".inc"), "{e}");
+        assert!(e.line.is_some(), "{e}");
+
+        for i in 0..20 {
+            write(
+                d.path(),
+                &format!("d{i}.inc"),
+                &format!("$INCLUDE d{}.inc\n", i + 1),
+            );
+        }
+        write(d.path(), "d20.inc", "x A 192.0.2.1\n");
+        let p = write(
+            d.path(),
+            "deep.test",
+            "@ SOA ns hm 1 2 3 4 5\n$INCLUDE d0.inc\n",
+        );
+        let e = load(&p).unwrap_err();
+        assert!(e.message.contains("16 deep"), "{e}");
+        assert_eq!(e.line, Some(1), "{e}");
     }
 }
