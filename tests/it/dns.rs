@@ -956,3 +956,48 @@ fn dns_include_loops_and_too_many_files_stop_the_start() {
         "{err}"
     );
 }
+
+/// BIND's `$GENERATE`, asked with dig: A records and PTRs with `${offset,width,base}`.
+#[test]
+fn dns_generate_with_dig() {
+    let zone = "\
+$ORIGIN example.com.
+@ 300 IN SOA ns1 hostmaster 1 3600 600 86400 60
+$GENERATE 1-100 host$ A 192.0.2.$
+$GENERATE 0-30/10 pad${5,3,d} 60 IN CNAME host${1}
+$GENERATE 10-11 x${0,2,x} TXT \"n$\"
+";
+    let rev = "\
+@ 300 IN SOA ns1.example.com. hostmaster.example.com. 1 3600 600 86400 60
+$GENERATE 1-100 $ PTR host$.example.com.
+";
+    let d = Dns::start(
+        &[("example.com", zone), ("2.0.192.in-addr.arpa", rev)],
+        &[
+            "--bindzone",
+            "{dir}/example.com",
+            "--bindzone",
+            "{dir}/2.0.192.in-addr.arpa",
+        ],
+    );
+    let ask = |args: &[&str]| answers(&d.dig(args));
+    assert_eq!(
+        ask(&["+noall", "+answer", "host42.example.com", "A"]),
+        ["host42.example.com. 300 IN A 192.0.2.42"]
+    );
+    assert_eq!(
+        ask(&["+noall", "+answer", "-x", "192.0.2.100"]),
+        ["100.2.0.192.in-addr.arpa. 300 IN PTR host100.example.com."]
+    );
+    assert_eq!(
+        ask(&["+noall", "+answer", "pad025.example.com", "CNAME"]),
+        ["pad025.example.com. 60 IN CNAME host21.example.com."]
+    );
+    // No $TTL: the last TTL given (60, on the line before) holds, as RFC 1035 says.
+    assert_eq!(
+        ask(&["+noall", "+answer", "x0b.example.com", "TXT"]),
+        ["x0b.example.com. 60 IN TXT \"n11\""]
+    );
+    let out = d.dig(&["+noall", "+comments", "host101.example.com", "A"]);
+    assert!(out.contains("status: NXDOMAIN"), "{out}");
+}

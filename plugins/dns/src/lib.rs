@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod forward;
+pub mod generate;
 pub mod hosts;
 pub mod lookup;
 pub mod message;
@@ -54,7 +55,8 @@ transfer, and is refreshed by its SOA's refresh and retry; a transfer that goes 
 --transfer-timeout, or that hears nothing for 30 s, fails and is tried again by the retry \
 timer. SIGHUP (and SIGUSR1) re-read the \
 zone files, the hosts file and resolv.conf; a file that fails to load keeps its old data, \
-and the log says why. A zone file error at start names the file and line, exit 1.";
+and the log says why. Zone files may use $ORIGIN, $TTL, $INCLUDE and BIND's $GENERATE. \
+A zone file error at start names the file and line, exit 1.";
 
 /// The plugin.
 pub fn plugin() -> Plugin {

@@ -1,7 +1,8 @@
 //! BIND master files (RFC 1035 5) into a [`Zone`], with errors that name the file and line.
 //!
 //! The scanning (`$ORIGIN`, `$TTL`, `@`, relative names, parentheses, quoting, every record
-//! type's text form) is `domain`'s zonefile scanner; this module follows `$INCLUDE` (relative
+//! type's text form) is `domain`'s zonefile scanner; `$GENERATE` is expanded before it
+//! ([`crate::generate`]); this module follows `$INCLUDE` (relative
 //! to the including file's directory, its origin defaulting to the current one), checks that
 //! every record is inside the zone, and picks the apex from the SOA. As in twistd, a file
 //! without `$ORIGIN` has its own base name as the initial origin (`example.com` is
@@ -15,6 +16,7 @@ use domain::base::iana::{Class, Rtype};
 use domain::base::name::FlattenInto;
 use domain::zonefile::inplace::{Entry, Zonefile};
 
+use crate::generate;
 use crate::name::{self, Dname};
 use crate::zone::{Data, Zone};
 
@@ -58,7 +60,14 @@ pub fn load(path: &Path) -> Result<Zone, LoadError> {
         .and_then(name::parse);
     let mut files = Vec::new();
     let mut records = Vec::new();
-    read_file(path, origin, &mut Vec::new(), &mut files, &mut records)?;
+    let mut budget = generate::MAX_TOTAL;
+    let mut ctx = Ctx {
+        open: Vec::new(),
+        files: &mut files,
+        out: &mut records,
+        budget: &mut budget,
+    };
+    read_file(path, origin, &mut ctx)?;
     let err = |r: &Read, message: String| LoadError {
         file: files[r.file].clone(),
         line: Some(r.line),
@@ -106,25 +115,39 @@ pub fn load(path: &Path) -> Result<Zone, LoadError> {
     Ok(zone)
 }
 
-/// Reads `path` and, depth first, what it includes; `open` holds the files being read (as
-/// the file system names them), to tell a loop.
-fn read_file(
-    path: &Path,
-    origin: Option<Dname>,
-    open: &mut Vec<PathBuf>,
-    files: &mut Vec<PathBuf>,
-    out: &mut Vec<Read>,
-) -> Result<(), LoadError> {
+/// What one zone's reading carries from file to file.
+struct Ctx<'a> {
+    /// The files being read (as the file system names them), to tell a loop.
+    open: Vec<PathBuf>,
+    files: &'a mut Vec<PathBuf>,
+    out: &'a mut Vec<Read>,
+    /// What `$GENERATE`s may still make.
+    budget: &'a mut u64,
+}
+
+/// Reads `path` and, depth first, what it includes.
+fn read_file(path: &Path, origin: Option<Dname>, ctx: &mut Ctx<'_>) -> Result<(), LoadError> {
     let text = std::fs::read(path).map_err(|e| LoadError {
         file: path.to_path_buf(),
         line: None,
         message: e.to_string(),
     })?;
-    let file = files.len();
-    files.push(path.to_path_buf());
-    open.push(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
-    let r = read_entries(path, &text, file, origin, open, files, out);
-    open.pop();
+    let file = ctx.files.len();
+    ctx.files.push(path.to_path_buf());
+    let (text, map) = generate::expand(&text, ctx.budget).map_err(|(line, message)| LoadError {
+        file: path.to_path_buf(),
+        line: Some(line),
+        message,
+    })?;
+    // A line of the expanded text as a line of the file.
+    let orig = |l: usize| match &map {
+        Some(m) => m.get(l.wrapping_sub(1)).copied().unwrap_or(l),
+        None => l,
+    };
+    ctx.open
+        .push(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
+    let r = read_entries(path, &text, file, origin, &orig, ctx);
+    ctx.open.pop();
     r
 }
 
@@ -133,11 +156,10 @@ fn read_entries(
     text: &[u8],
     file: usize,
     origin: Option<Dname>,
-    open: &mut Vec<PathBuf>,
-    files: &mut Vec<PathBuf>,
-    out: &mut Vec<Read>,
+    orig: &dyn Fn(usize) -> usize,
+    ctx: &mut Ctx<'_>,
 ) -> Result<(), LoadError> {
-    let lines = entry_lines(text);
+    let lines: Vec<usize> = entry_lines(text).into_iter().map(orig).collect();
     let mut entry = 0;
     let mut zf = Zonefile::with_capacity(text.len());
     zf.extend_from_slice(text);
@@ -156,7 +178,13 @@ fn read_entries(
         let read = match zf.next_entry() {
             Ok(Some(e)) => e,
             Ok(None) => return Ok(()),
-            Err(e) => return Err(scanner_error(path, line, &e.to_string())),
+            Err(e) => {
+                let mut e = scanner_error(path, line, &e.to_string());
+                if line.is_none() {
+                    e.line = e.line.map(orig);
+                }
+                return Err(e);
+            }
         };
         let line = line.unwrap_or(0);
         let here = |message: String| LoadError {
@@ -173,7 +201,7 @@ fn read_entries(
                 let rec: domain::base::Record<Dname, Data> = rec
                     .try_flatten_into()
                     .map_err(|_| here("a name too long".into()))?;
-                out.push(Read {
+                ctx.out.push(Read {
                     owner: rec.owner().clone(),
                     ttl,
                     data: rec.data().clone(),
@@ -189,26 +217,26 @@ fn read_entries(
                     path.parent().unwrap_or(Path::new(".")).join(inc)
                 };
                 if let Ok(c) = std::fs::canonicalize(&inc)
-                    && open.contains(&c)
+                    && ctx.open.contains(&c)
                 {
                     return Err(here(format!(
                         "$INCLUDE {}: a loop (that file is being read already)",
                         inc.display()
                     )));
                 }
-                if open.len() > MAX_INCLUDE_DEPTH {
+                if ctx.open.len() > MAX_INCLUDE_DEPTH {
                     return Err(here(format!(
                         "$INCLUDE nested more than {MAX_INCLUDE_DEPTH} deep"
                     )));
                 }
-                if files.len() >= MAX_FILES {
+                if ctx.files.len() >= MAX_FILES {
                     return Err(here(format!(
                         "$INCLUDE {}: over {MAX_FILES} files read for one zone",
                         inc.display()
                     )));
                 }
                 let origin = origin.or_else(|| zf.origin().ok());
-                read_file(&inc, origin, open, files, out)?;
+                read_file(&inc, origin, ctx)?;
             }
         }
     }
@@ -430,5 +458,42 @@ $INCLUDE more.inc sub
         let e = load(&p).unwrap_err();
         assert!(e.message.contains("16 deep"), "{e}");
         assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn generate_makes_records_and_errors_keep_their_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "2.0.192.in-addr.arpa",
+            "@ SOA ns hm 1 2 3 4 5\n$GENERATE 1-254 $ PTR host$.example.\nx TXT after\n",
+        );
+        let z = load(&p).unwrap();
+        let key = |s: &str| name::key(&name::parse(s).unwrap());
+        assert!(z.node(&key("254.2.0.192.in-addr.arpa")).is_some());
+        assert!(z.node(&key("255.2.0.192.in-addr.arpa")).is_none());
+        assert!(z.node(&key("x.2.0.192.in-addr.arpa")).is_some());
+
+        let p = write(
+            d.path(),
+            "gen.test",
+            "@ SOA ns hm 1 2 3 4 5\n\n$GENERATE 250-256 h$ A 192.0.2.$\nok A 192.0.2.1\n",
+        );
+        let e = load(&p).unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        let p = write(
+            d.path(),
+            "big.test",
+            "@ SOA ns hm 1 2 3 4 5\n$GENERATE 0-99999 h$ A 192.0.2.1\n",
+        );
+        let e = load(&p).unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("over 65536"), "{e}");
+        let p = write(
+            d.path(),
+            "after.test",
+            "@ SOA ns hm 1 2 3 4 5\n$GENERATE 1-9 h$ A 192.0.2.$\nbad A 300.1.1.1\n",
+        );
+        assert_eq!(load(&p).unwrap_err().line, Some(3));
     }
 }
