@@ -292,7 +292,7 @@ _twistrs() {
             return 0
             ;;
         twistrs__subcmd__dns)
-            opts="-i -p -r -c -v -h --interface --port --bindzone --pyzone --secondary --hosts-file --recursive --resolv-conf --cache --cache-size --verbose --allow-transfer --listen --timeout --max-connections --help"
+            opts="-i -p -r -c -v -h --interface --port --bindzone --pyzone --secondary --hosts-file --recursive --resolv-conf --cache --cache-size --verbose --allow-transfer --listen --timeout --transfer-timeout --max-connections --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -347,6 +347,10 @@ _twistrs() {
                     return 0
                     ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --transfer-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

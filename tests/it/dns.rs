@@ -737,3 +737,267 @@ fn dns_start_errors_name_the_file_and_line() {
     assert!(err.contains("IP[:port]/domain"), "{err}");
     assert!(Path::new(&z).exists());
 }
+
+/// A fake primary (python3, no dnspython): the first transfer gets a 64 KiB message's length
+/// and then one byte every 100 ms, for ever; later connections are closed at once. Its stdout
+/// (the port, then what happened) is collected line by line.
+struct Trickler {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    port: u16,
+}
+
+const TRICKLER: &str = r#"
+import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(4)
+s.settimeout(1)
+print(s.getsockname()[1], flush=True)
+end = time.time() + 60
+n = 0
+while time.time() < end:
+    try:
+        c, _ = s.accept()
+    except socket.timeout:
+        continue
+    n += 1
+    print("connection", n, flush=True)
+    c.settimeout(5)
+    c.recv(512)
+    if n == 1:
+        try:
+            c.sendall(b"\xff\xff")
+            while time.time() < end:
+                c.sendall(b"\0")
+                time.sleep(0.1)
+        except OSError:
+            print("cut off", flush=True)
+    c.close()
+"#;
+
+impl Trickler {
+    fn start() -> Trickler {
+        use std::io::BufRead;
+        // python3 itself (no `timeout` wrapper), so that `kill` stops it; it ends within 60 s
+        // on its own too.
+        let mut child = Command::new("python3")
+            .args(["-c", TRICKLER])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3");
+        let out = child.stdout.take().expect("stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l2.lock().unwrap().push(line);
+            }
+        });
+        let mut t = Trickler {
+            child,
+            lines,
+            port: 0,
+        };
+        eventually("the fake primary's port", Duration::from_secs(10), || {
+            !t.lines.lock().unwrap().is_empty()
+        });
+        t.port = t.lines.lock().unwrap()[0].parse().expect("a port");
+        t
+    }
+
+    fn has(&self, line: &str) -> bool {
+        self.lines.lock().unwrap().iter().any(|l| l == line)
+    }
+}
+
+impl Drop for Trickler {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn dns_a_trickling_primary_is_cut_off_and_retried() {
+    let p = Trickler::start();
+    let t0 = Instant::now();
+    let s = Dns::start(
+        &[],
+        &[
+            "--secondary",
+            &format!("127.0.0.1:{}/example.com", p.port),
+            "--transfer-timeout",
+            "2",
+        ],
+    );
+    let want = format!(
+        "Transfer of zone example.com from 127.0.0.1:{} failed: not done after 2 s",
+        p.port
+    );
+    s.srv
+        .wait_until(
+            |l| l.iter().any(|x| x.contains(&want)),
+            Duration::from_secs(15),
+        )
+        .unwrap_or_else(|| panic!("{want}: {:?}", s.srv.lines()));
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    eventually("the connection closed", Duration::from_secs(5), || {
+        p.has("cut off")
+    });
+    let out = s.dig(&["+noall", "+comments", "web.example.com", "A"]);
+    assert!(out.contains("status: SERVFAIL"), "{out}");
+    // The retry timer (10 s while there is no copy) tries again.
+    eventually("the retry", Duration::from_secs(20), || {
+        p.has("connection 2")
+    });
+    assert!(!s.srv.lines().iter().any(|l| l.contains("panicked")));
+}
+
+/// ZONE with `n` more names.
+fn big_zone(serial: u32, n: usize, extra: &str) -> String {
+    let mut z = zone_text(serial, extra);
+    z.reserve(n * 24);
+    for i in 0..n {
+        z.push_str(&format!(
+            "h{i} IN A 10.{}.{}.{}\n",
+            i >> 16,
+            (i >> 8) & 255,
+            i & 255
+        ));
+    }
+    z
+}
+
+/// The reload of a 200,000-name zone is parsed off the reactor thread: questions asked
+/// while it runs are answered at once, from the old data, and then from the new.
+#[test]
+fn dns_answers_go_on_during_the_reload_of_a_large_zone() {
+    const NAMES: usize = 200_000;
+    let d = Dns::start(
+        &[("example.com", &big_zone(1, NAMES, ""))],
+        &["--bindzone", "{dir}/example.com"],
+    );
+    std::fs::write(
+        d.path("example.com"),
+        big_zone(2, NAMES, "new IN A 192.0.2.99\n"),
+    )
+    .unwrap();
+    let q = query("web.example.com", 1);
+    let t0 = Instant::now();
+    d.srv.signal(1);
+    let (mut during, mut slowest) = (0, Duration::ZERO);
+    while d.count("Reloaded") == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no reload");
+        let t = Instant::now();
+        let a = raw_udp(d.port, &q, Duration::from_secs(5));
+        assert!(a.is_some(), "a question during the reload went unanswered");
+        slowest = slowest.max(t.elapsed());
+        during += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t0.elapsed();
+    eprintln!("reload {took:?}: {during} answers meanwhile, the slowest {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(500),
+        "an answer waited {slowest:?} during a {took:?} reload"
+    );
+    assert!(during >= 3, "the reload took {took:?}: too quick to tell");
+    assert_eq!(
+        answers(&d.dig(&["+noall", "+answer", "new.example.com", "A"])),
+        ["new.example.com. 300 IN A 192.0.2.99"]
+    );
+}
+
+/// `$INCLUDE` loops and chains that read too many files are zone file errors: exit 1, with
+/// the file and line of the `$INCLUDE` that went too far.
+#[test]
+fn dns_include_loops_and_too_many_files_stop_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("example.com");
+    std::fs::write(&zone, "@ SOA ns hm 1 2 3 4 5\n$INCLUDE a.inc\n").unwrap();
+    std::fs::write(
+        dir.path().join("a.inc"),
+        "www A 192.0.2.1\n$INCLUDE example.com\n",
+    )
+    .unwrap();
+    let z = zone.display().to_string();
+    let start = |z: &str| {
+        run_in(
+            dir.path(),
+            &["-n", "--pidfile=", "dns", "-p", "0", "--bindzone", z],
+        )
+    };
+    let (code, _, err) = start(&z);
+    assert_eq!(code, 1, "{err}");
+    let inc = dir.path().join("a.inc").display().to_string();
+    assert!(err.contains(&format!("{inc}:2: $INCLUDE")), "{err}");
+    assert!(err.contains("a loop"), "{err}");
+
+    // Each file includes the next twice, eleven deep: 4,095 files without the cap.
+    for i in 0..11 {
+        let next = format!("$INCLUDE w{}.inc\n", i + 1);
+        std::fs::write(
+            dir.path().join(format!("w{i}.inc")),
+            format!("{next}{next}"),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("w11.inc"), "x A 192.0.2.1\n").unwrap();
+    let wide = dir.path().join("wide.test");
+    std::fs::write(&wide, "@ SOA ns hm 1 2 3 4 5\n$INCLUDE w0.inc\n").unwrap();
+    let (code, _, err) = start(&wide.display().to_string());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("over 1000 files read for one zone"), "{err}");
+    assert!(
+        err.contains(".inc:1: $INCLUDE") || err.contains(".inc:2: $INCLUDE"),
+        "{err}"
+    );
+}
+
+/// BIND's `$GENERATE`, asked with dig: A records and PTRs with `${offset,width,base}`.
+#[test]
+fn dns_generate_with_dig() {
+    let zone = "\
+$ORIGIN example.com.
+@ 300 IN SOA ns1 hostmaster 1 3600 600 86400 60
+$GENERATE 1-100 host$ A 192.0.2.$
+$GENERATE 0-30/10 pad${5,3,d} 60 IN CNAME host${1}
+$GENERATE 10-11 x${0,2,x} TXT \"n$\"
+";
+    let rev = "\
+@ 300 IN SOA ns1.example.com. hostmaster.example.com. 1 3600 600 86400 60
+$GENERATE 1-100 $ PTR host$.example.com.
+";
+    let d = Dns::start(
+        &[("example.com", zone), ("2.0.192.in-addr.arpa", rev)],
+        &[
+            "--bindzone",
+            "{dir}/example.com",
+            "--bindzone",
+            "{dir}/2.0.192.in-addr.arpa",
+        ],
+    );
+    let ask = |args: &[&str]| answers(&d.dig(args));
+    assert_eq!(
+        ask(&["+noall", "+answer", "host42.example.com", "A"]),
+        ["host42.example.com. 300 IN A 192.0.2.42"]
+    );
+    assert_eq!(
+        ask(&["+noall", "+answer", "-x", "192.0.2.100"]),
+        ["100.2.0.192.in-addr.arpa. 300 IN PTR host100.example.com."]
+    );
+    assert_eq!(
+        ask(&["+noall", "+answer", "pad025.example.com", "CNAME"]),
+        ["pad025.example.com. 60 IN CNAME host21.example.com."]
+    );
+    // No $TTL: the last TTL given (60, on the line before) holds, as RFC 1035 says.
+    assert_eq!(
+        ask(&["+noall", "+answer", "x0b.example.com", "TXT"]),
+        ["x0b.example.com. 60 IN TXT \"n11\""]
+    );
+    let out = d.dig(&["+noall", "+comments", "host101.example.com", "A"]);
+    assert!(out.contains("status: NXDOMAIN"), "{out}");
+}

@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod forward;
+pub mod generate;
 pub mod hosts;
 pub mod lookup;
 pub mod message;
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use twistrs_core::clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use twistrs_core::endpoint::DEFAULT_BACKLOG;
-use twistrs_core::options::{ListenOpt, MaxConnectionsOpt, TimeoutOpt};
+use twistrs_core::options::{ListenOpt, MaxConnectionsOpt, SecondsOpt, TimeoutOpt};
 use twistrs_core::{Endpoint, Failure, ListenerId, Plugin, PluginError, Service, ServiceHost};
 
 use crate::responder::AxfrAllow;
@@ -51,9 +52,12 @@ a timeout and retries, over TCP when the answer is truncated. Without -r, other 
 REFUSED. UDP answers over 512 bytes, or over the client's EDNS0 size (at most 1232), are \
 truncated (TC) and complete over TCP. Zone transfers (AXFR, TCP) are served to loopback \
 clients and to --allow-transfer networks. A --secondary zone answers SERVFAIL until its first \
-transfer, and is refreshed by its SOA's refresh and retry. SIGHUP (and SIGUSR1) re-read the \
+transfer, and is refreshed by its SOA's refresh and retry; a transfer that goes on past \
+--transfer-timeout, or that hears nothing for 30 s, fails and is tried again by the retry \
+timer. SIGHUP (and SIGUSR1) re-read the \
 zone files, the hosts file and resolv.conf; a file that fails to load keeps its old data, \
-and the log says why. A zone file error at start names the file and line, exit 1.";
+and the log says why. Zone files may use $ORIGIN, $TTL, $INCLUDE and BIND's $GENERATE. \
+A zone file error at start names the file and line, exit 1.";
 
 /// The plugin.
 pub fn plugin() -> Plugin {
@@ -76,6 +80,11 @@ const LISTEN: ListenOpt = ListenOpt {
 const TIMEOUT: TimeoutOpt = TimeoutOpt {
     default: 30,
     help: "Idle time before a TCP connection is closed",
+};
+const TRANSFER_TIMEOUT: SecondsOpt = SecondsOpt {
+    name: "transfer-timeout",
+    default: 600,
+    help: "How long a --secondary zone transfer may take in all; then it fails and the retry timer takes over",
 };
 const MAX_CONNECTIONS: MaxConnectionsOpt = MaxConnectionsOpt {
     default: Some(1000),
@@ -116,6 +125,7 @@ fn options() -> Command {
             .help("A network allowed zone transfers (AXFR), besides loopback, repeatable"))
         .arg(LISTEN.arg())
         .arg(TIMEOUT.arg())
+        .arg(TRANSFER_TIMEOUT.arg())
         .arg(MAX_CONNECTIONS.arg())
 }
 
@@ -196,6 +206,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
                 .unwrap_or_default(),
         ),
         tcp_timeout: TIMEOUT.get(m),
+        xfr_deadline: TRANSFER_TIMEOUT.get(m),
     };
     let server = Server::load(config).map_err(PluginError::new)?;
     Ok(Box::new(DnsService {

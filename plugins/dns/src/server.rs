@@ -32,8 +32,12 @@ use crate::zonefile;
 /// The longest query taken over TCP; a longer one closes the connection (queries are a
 /// question and an OPT: 512 bytes is plenty, this leaves room for options).
 pub const MAX_TCP_QUERY: usize = 4096;
-/// How long a refresh connection to a primary may take, and the retry while no copy exists.
-const XFR_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a refresh may wait for the primary to connect or to send anything (the
+/// overall limit, `--transfer-timeout`, is `Config::xfr_deadline`), and the retry while no
+/// copy exists.
+const XFR_IDLE: Duration = Duration::from_secs(30);
+/// `Xfr`'s timer key for the overall deadline.
+const XFR_DEADLINE_KEY: u64 = 1;
 const FIRST_RETRY: Duration = Duration::from_secs(10);
 
 /// What the command line asked for.
@@ -49,6 +53,8 @@ pub struct Config {
     pub verbose: u8,
     pub axfr: AxfrAllow,
     pub tcp_timeout: Duration,
+    /// How long a whole zone transfer may take: a primary that trickles bytes is cut off.
+    pub xfr_deadline: Duration,
 }
 
 struct Secondary {
@@ -71,6 +77,16 @@ pub struct Server {
     handle: Option<Handle>,
     me: Weak<RefCell<Server>>,
     stopped: bool,
+    /// A reload is being parsed on a worker thread; another SIGHUP came meanwhile.
+    reloading: bool,
+    reload_again: bool,
+}
+
+/// What a reload read, on its worker thread.
+struct Loaded {
+    zones: Vec<Result<Zone, zonefile::LoadError>>,
+    hosts: Option<Result<Hosts, String>>,
+    resolv_conf: Option<Result<ResolvConf, String>>,
 }
 
 pub type Shared = Rc<RefCell<Server>>;
@@ -117,6 +133,8 @@ impl Server {
             handle: None,
             me: Weak::new(),
             stopped: false,
+            reloading: false,
+            reload_again: false,
         }));
         {
             let mut s = server.borrow_mut();
@@ -171,13 +189,56 @@ impl Server {
         }
     }
 
-    /// SIGHUP: every zone file, the hosts file and resolv.conf again; one that fails keeps
-    /// what was loaded before, and the log says why.
+    /// SIGHUP: every zone file, the hosts file and resolv.conf again, read and parsed on a
+    /// worker thread so that answers go on meanwhile (a large zone takes seconds); the result
+    /// is swapped in on the reactor thread. A SIGHUP during a reload asks for one more after it.
     pub fn reload(&mut self) {
+        let Some(h) = self.handle.clone() else { return };
+        if self.reloading {
+            self.reload_again = true;
+            return;
+        }
+        self.reloading = true;
+        let zone_files = self.config.zone_files.clone();
+        let hosts_file = self.config.hosts_file.clone();
+        let resolv_conf = self
+            .forwarder
+            .is_some()
+            .then(|| self.config.resolv_conf.clone())
+            .flatten();
+        let me = self.me.clone();
+        h.defer_to_thread(move || {
+            Ok(Loaded {
+                zones: zone_files.iter().map(|f| zonefile::load(f)).collect(),
+                hosts: hosts_file.map(|p| Hosts::load(&p)),
+                resolv_conf: resolv_conf.map(|p| ResolvConf::load(&p)),
+            })
+        })
+        .consume(move |r| {
+            if let Some(s) = me.upgrade() {
+                s.borrow_mut().reloaded(r);
+            }
+        });
+    }
+
+    /// A reload's files, parsed: one that failed keeps what was loaded before, and the log
+    /// says why.
+    fn reloaded(&mut self, r: Result<Loaded, twistrs_core::Failure>) {
+        self.reloading = false;
+        let loaded = match r {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!(target: "twistrs.dns", "The reload failed: {e}; keeping what was loaded before");
+                return self.reload_if_asked();
+            }
+        };
+        if self.stopped {
+            return;
+        }
         let mut zones = Vec::with_capacity(self.zones.len());
         let mut failed = 0;
-        for (i, f) in self.config.zone_files.iter().enumerate() {
-            match zonefile::load(f) {
+        for (i, z) in loaded.zones.into_iter().enumerate() {
+            match z {
                 Ok(z) => {
                     crate::metrics::with(|m| m.reloads_ok.inc());
                     zones.push(Rc::new(z));
@@ -191,30 +252,35 @@ impl Server {
             }
         }
         self.zones = zones;
-        if let Some(p) = &self.config.hosts_file {
-            match Hosts::load(p) {
-                Ok(h) => {
-                    crate::metrics::with(|m| m.reloads_ok.inc());
-                    self.hosts = Some(Rc::new(h));
-                }
-                Err(e) => {
-                    crate::metrics::with(|m| m.reloads_failed.inc());
-                    failed += 1;
-                    log::error!(target: "twistrs.dns", "{e}; keeping the hosts loaded before");
-                }
+        match loaded.hosts {
+            Some(Ok(h)) => {
+                crate::metrics::with(|m| m.reloads_ok.inc());
+                self.hosts = Some(Rc::new(h));
             }
+            Some(Err(e)) => {
+                crate::metrics::with(|m| m.reloads_failed.inc());
+                failed += 1;
+                log::error!(target: "twistrs.dns", "{e}; keeping the hosts loaded before");
+            }
+            None => {}
         }
-        if let (Some(p), Some(f)) = (&self.config.resolv_conf, &mut self.forwarder) {
-            match ResolvConf::load(p) {
-                Ok(c) => f.conf = c,
-                Err(e) => {
-                    log::error!(target: "twistrs.dns", "{e}; keeping the servers read before")
-                }
+        match (loaded.resolv_conf, &mut self.forwarder) {
+            (Some(Ok(c)), Some(f)) => f.conf = c,
+            (Some(Err(e)), _) => {
+                log::error!(target: "twistrs.dns", "{e}; keeping the servers read before")
             }
+            _ => {}
         }
         self.rebuild();
         log::info!(target: "twistrs.dns", "Reloaded {} zone file(s){}", self.config.zone_files.len(),
             if failed > 0 { format!(", {failed} kept from before") } else { String::new() });
+        self.reload_if_asked();
+    }
+
+    fn reload_if_asked(&mut self) {
+        if std::mem::take(&mut self.reload_again) && !self.stopped {
+            self.reload();
+        }
     }
 
     /// One message from a client.
@@ -361,12 +427,14 @@ impl Server {
             .as_ref()
             .and_then(|z| z.soa_timers())
             .map(|t| t.serial);
+        let deadline = self.config.xfr_deadline;
         let factory = XfrFactory {
             index: i,
             transfer: Some(Transfer::new(s.spec.apex.clone(), have)),
+            deadline,
             server: self.me.clone(),
         };
-        h.connect_tcp(s.spec.primary, Box::new(factory), XFR_TIMEOUT);
+        h.connect_tcp(s.spec.primary, Box::new(factory), XFR_IDLE.min(deadline));
     }
 
     /// A refresh ended: install a new copy, and set the next refresh (the SOA's refresh
@@ -659,6 +727,7 @@ impl Protocol for UpstreamTcp {
 struct XfrFactory {
     index: usize,
     transfer: Option<Transfer>,
+    deadline: Duration,
     server: Weak<RefCell<Server>>,
 }
 
@@ -679,6 +748,7 @@ impl ClientFactory for XfrFactory {
         Box::new(Xfr {
             index: self.index,
             transfer: self.transfer.take(),
+            deadline: self.deadline,
             input: InputBuffer::new(),
             server: self.server.clone(),
         })
@@ -692,6 +762,7 @@ impl ClientFactory for XfrFactory {
 struct Xfr {
     index: usize,
     transfer: Option<Transfer>,
+    deadline: Duration,
     input: InputBuffer,
     server: Weak<RefCell<Server>>,
 }
@@ -707,7 +778,9 @@ impl Xfr {
 
 impl Protocol for Xfr {
     fn connection_made(&mut self, t: &mut Transport<'_>) {
-        t.set_timeout(Some(XFR_TIMEOUT));
+        t.set_timeout(Some(XFR_IDLE.min(self.deadline)));
+        // The idle timeout alone lets a primary that sends a byte now and then go on for ever.
+        t.call_later(self.deadline, XFR_DEADLINE_KEY);
         if let Some(x) = &mut self.transfer {
             t.write(&stream::frame(&x.start()));
         }
@@ -726,6 +799,26 @@ impl Protocol for Xfr {
                 }
             }
         }
+    }
+
+    fn timer_fired(&mut self, t: &mut Transport<'_>, key: u64) {
+        if key == XFR_DEADLINE_KEY && self.transfer.is_some() {
+            self.done(Outcome::Failed(format!(
+                "not done after {} s (--transfer-timeout)",
+                self.deadline.as_secs()
+            )));
+            t.abort_connection();
+        }
+    }
+
+    fn timeout_connection(&mut self, t: &mut Transport<'_>) {
+        if self.transfer.is_some() {
+            self.done(Outcome::Failed(format!(
+                "nothing from the primary for {} s",
+                XFR_IDLE.min(self.deadline).as_secs()
+            )));
+        }
+        t.abort_connection();
     }
 
     fn connection_lost(&mut self, _t: &mut Transport<'_>, reason: &Reason) {

@@ -1,7 +1,8 @@
 //! BIND master files (RFC 1035 5) into a [`Zone`], with errors that name the file and line.
 //!
 //! The scanning (`$ORIGIN`, `$TTL`, `@`, relative names, parentheses, quoting, every record
-//! type's text form) is `domain`'s zonefile scanner; this module follows `$INCLUDE` (relative
+//! type's text form) is `domain`'s zonefile scanner; `$GENERATE` is expanded before it
+//! ([`crate::generate`]); this module follows `$INCLUDE` (relative
 //! to the including file's directory, its origin defaulting to the current one), checks that
 //! every record is inside the zone, and picks the apex from the SOA. As in twistd, a file
 //! without `$ORIGIN` has its own base name as the initial origin (`example.com` is
@@ -15,11 +16,15 @@ use domain::base::iana::{Class, Rtype};
 use domain::base::name::FlattenInto;
 use domain::zonefile::inplace::{Entry, Zonefile};
 
+use crate::generate;
 use crate::name::{self, Dname};
 use crate::zone::{Data, Zone};
 
-/// Nested `$INCLUDE`s at most (BIND allows any depth; a loop must end somewhere).
+/// Nested `$INCLUDE`s at most (BIND allows any depth; this bounds the recursion).
 const MAX_INCLUDE_DEPTH: usize = 16;
+/// Files one zone may read in all, the zone file included: without it, a file that includes
+/// another twice, and so on down 16 levels, reads 65,536 files.
+pub const MAX_FILES: usize = 1000;
 
 /// A zone file that cannot be loaded: the file, the line (when the error is on one) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +60,14 @@ pub fn load(path: &Path) -> Result<Zone, LoadError> {
         .and_then(name::parse);
     let mut files = Vec::new();
     let mut records = Vec::new();
-    read_file(path, origin, 0, &mut files, &mut records)?;
+    let mut budget = generate::MAX_TOTAL;
+    let mut ctx = Ctx {
+        open: Vec::new(),
+        files: &mut files,
+        out: &mut records,
+        budget: &mut budget,
+    };
+    read_file(path, origin, &mut ctx)?;
     let err = |r: &Read, message: String| LoadError {
         file: files[r.file].clone(),
         line: Some(r.line),
@@ -103,24 +115,54 @@ pub fn load(path: &Path) -> Result<Zone, LoadError> {
     Ok(zone)
 }
 
-fn read_file(
-    path: &Path,
-    origin: Option<Dname>,
-    depth: usize,
-    files: &mut Vec<PathBuf>,
-    out: &mut Vec<Read>,
-) -> Result<(), LoadError> {
+/// What one zone's reading carries from file to file.
+struct Ctx<'a> {
+    /// The files being read (as the file system names them), to tell a loop.
+    open: Vec<PathBuf>,
+    files: &'a mut Vec<PathBuf>,
+    out: &'a mut Vec<Read>,
+    /// What `$GENERATE`s may still make.
+    budget: &'a mut u64,
+}
+
+/// Reads `path` and, depth first, what it includes.
+fn read_file(path: &Path, origin: Option<Dname>, ctx: &mut Ctx<'_>) -> Result<(), LoadError> {
     let text = std::fs::read(path).map_err(|e| LoadError {
         file: path.to_path_buf(),
         line: None,
         message: e.to_string(),
     })?;
-    let file = files.len();
-    files.push(path.to_path_buf());
-    let lines = entry_lines(&text);
+    let file = ctx.files.len();
+    ctx.files.push(path.to_path_buf());
+    let (text, map) = generate::expand(&text, ctx.budget).map_err(|(line, message)| LoadError {
+        file: path.to_path_buf(),
+        line: Some(line),
+        message,
+    })?;
+    // A line of the expanded text as a line of the file.
+    let orig = |l: usize| match &map {
+        Some(m) => m.get(l.wrapping_sub(1)).copied().unwrap_or(l),
+        None => l,
+    };
+    ctx.open
+        .push(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
+    let r = read_entries(path, &text, file, origin, &orig, ctx);
+    ctx.open.pop();
+    r
+}
+
+fn read_entries(
+    path: &Path,
+    text: &[u8],
+    file: usize,
+    origin: Option<Dname>,
+    orig: &dyn Fn(usize) -> usize,
+    ctx: &mut Ctx<'_>,
+) -> Result<(), LoadError> {
+    let lines: Vec<usize> = entry_lines(text).into_iter().map(orig).collect();
     let mut entry = 0;
     let mut zf = Zonefile::with_capacity(text.len());
-    zf.extend_from_slice(&text);
+    zf.extend_from_slice(text);
     // The scanner wants a line end after the last entry.
     if !text.ends_with(b"\n") {
         zf.extend_from_slice(b"\n");
@@ -136,7 +178,13 @@ fn read_file(
         let read = match zf.next_entry() {
             Ok(Some(e)) => e,
             Ok(None) => return Ok(()),
-            Err(e) => return Err(scanner_error(path, line, &e.to_string())),
+            Err(e) => {
+                let mut e = scanner_error(path, line, &e.to_string());
+                if line.is_none() {
+                    e.line = e.line.map(orig);
+                }
+                return Err(e);
+            }
         };
         let line = line.unwrap_or(0);
         let here = |message: String| LoadError {
@@ -153,7 +201,7 @@ fn read_file(
                 let rec: domain::base::Record<Dname, Data> = rec
                     .try_flatten_into()
                     .map_err(|_| here("a name too long".into()))?;
-                out.push(Read {
+                ctx.out.push(Read {
                     owner: rec.owner().clone(),
                     ttl,
                     data: rec.data().clone(),
@@ -162,19 +210,33 @@ fn read_file(
                 });
             }
             Entry::Include { path: inc, origin } => {
-                if depth >= MAX_INCLUDE_DEPTH {
-                    return Err(here(format!(
-                        "$INCLUDE nested more than {MAX_INCLUDE_DEPTH} deep"
-                    )));
-                }
                 let inc = Path::new(inc.as_ref() as &str);
                 let inc = if inc.is_absolute() {
                     inc.to_path_buf()
                 } else {
                     path.parent().unwrap_or(Path::new(".")).join(inc)
                 };
+                if let Ok(c) = std::fs::canonicalize(&inc)
+                    && ctx.open.contains(&c)
+                {
+                    return Err(here(format!(
+                        "$INCLUDE {}: a loop (that file is being read already)",
+                        inc.display()
+                    )));
+                }
+                if ctx.open.len() > MAX_INCLUDE_DEPTH {
+                    return Err(here(format!(
+                        "$INCLUDE nested more than {MAX_INCLUDE_DEPTH} deep"
+                    )));
+                }
+                if ctx.files.len() >= MAX_FILES {
+                    return Err(here(format!(
+                        "$INCLUDE {}: over {MAX_FILES} files read for one zone",
+                        inc.display()
+                    )));
+                }
                 let origin = origin.or_else(|| zf.origin().ok());
-                read_file(&inc, origin, depth + 1, files, out)?;
+                read_file(&inc, origin, ctx)?;
             }
         }
     }
@@ -356,6 +418,82 @@ $INCLUDE more.inc sub
             "loop.test",
             "@ SOA ns hm 1 2 3 4 5\n$INCLUDE loop.test\n",
         );
-        assert!(load(&p).is_err(), "an include loop ends");
+        let e = load(&p).unwrap_err();
+        assert_eq!((e.line, e.file.clone()), (Some(2), p.clone()), "{e}");
+        assert!(e.message.contains("a loop"), "{e}");
+    }
+
+    /// Each file includes the next one twice: 2^11 reads without a cap, and no loop.
+    #[test]
+    fn includes_are_capped_in_depth_and_in_number() {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..11 {
+            let next = format!("$INCLUDE f{}.inc\n", i + 1);
+            write(d.path(), &format!("f{i}.inc"), &format!("{next}{next}"));
+        }
+        write(d.path(), "f11.inc", "x A 192.0.2.1\n");
+        let p = write(
+            d.path(),
+            "wide.test",
+            "@ SOA ns hm 1 2 3 4 5\n$INCLUDE f0.inc\n",
+        );
+        let e = load(&p).unwrap_err();
+        assert!(e.message.contains("over 1000 files"), "{e}");
+        assert!(e.file.to_string_lossy().contains(".inc"), "{e}");
+        assert!(e.line.is_some(), "{e}");
+
+        for i in 0..20 {
+            write(
+                d.path(),
+                &format!("d{i}.inc"),
+                &format!("$INCLUDE d{}.inc\n", i + 1),
+            );
+        }
+        write(d.path(), "d20.inc", "x A 192.0.2.1\n");
+        let p = write(
+            d.path(),
+            "deep.test",
+            "@ SOA ns hm 1 2 3 4 5\n$INCLUDE d0.inc\n",
+        );
+        let e = load(&p).unwrap_err();
+        assert!(e.message.contains("16 deep"), "{e}");
+        assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn generate_makes_records_and_errors_keep_their_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "2.0.192.in-addr.arpa",
+            "@ SOA ns hm 1 2 3 4 5\n$GENERATE 1-254 $ PTR host$.example.\nx TXT after\n",
+        );
+        let z = load(&p).unwrap();
+        let key = |s: &str| name::key(&name::parse(s).unwrap());
+        assert!(z.node(&key("254.2.0.192.in-addr.arpa")).is_some());
+        assert!(z.node(&key("255.2.0.192.in-addr.arpa")).is_none());
+        assert!(z.node(&key("x.2.0.192.in-addr.arpa")).is_some());
+
+        let p = write(
+            d.path(),
+            "gen.test",
+            "@ SOA ns hm 1 2 3 4 5\n\n$GENERATE 250-256 h$ A 192.0.2.$\nok A 192.0.2.1\n",
+        );
+        let e = load(&p).unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        let p = write(
+            d.path(),
+            "big.test",
+            "@ SOA ns hm 1 2 3 4 5\n$GENERATE 0-99999 h$ A 192.0.2.1\n",
+        );
+        let e = load(&p).unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("over 65536"), "{e}");
+        let p = write(
+            d.path(),
+            "after.test",
+            "@ SOA ns hm 1 2 3 4 5\n$GENERATE 1-9 h$ A 192.0.2.$\nbad A 300.1.1.1\n",
+        );
+        assert_eq!(load(&p).unwrap_err().line, Some(3));
     }
 }
