@@ -51,12 +51,13 @@ pub fn end_line(dest: &Destination, e: &RelayEnd) -> String {
 
 impl Protocol for Forward {
     fn connection_made(&mut self, t: &mut Transport<'_>) {
-        let (sys, config) = (t.system(), self.config.clone());
+        // The end hears the log system: an idle relay keeps no copy of it (issue 11).
+        let config = self.config.clone();
         t.connect_relay(
             RelayRequest::new(self.config.dest.clone())
                 .connect_timeout(self.config.connect_timeout)
                 .idle_timeout(self.config.idle_timeout)
-                .on_end(move |e| log::info!(target: &sys, "{}", end_line(&config.dest, e))),
+                .on_end(move |e| log::info!(target: &e.system, "{}", end_line(&config.dest, e))),
         );
     }
 
