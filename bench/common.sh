@@ -239,12 +239,13 @@ run_header() {
 }
 
 # Anything else running (a build, a test suite) skews every number: wait up to a minute
-# for the machine to be quiet (under 0.2 busy cores over one second). Sets busy.
+# (BENCH_QUIET_WAIT seconds; 0 for a quick check of a script) for the machine to be quiet
+# (under 0.2 busy cores over one second). Sets busy.
 wait_quiet() {
     local i b0
     say "loadavg at start: $(cat /proc/loadavg)"
     busy=n/a
-    for ((i = 0; i < 60; i++)); do
+    for ((i = 0; i < ${BENCH_QUIET_WAIT:-60}; i++)); do
         b0=$(machine_ticks)
         sleep 1
         busy=$(awk -v a="$b0" -v b="$(machine_ticks)" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }')

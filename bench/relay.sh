@@ -276,8 +276,12 @@ run_idle() {
     if ! grep -q '^connected=' "$out"; then
         cat "$out"
         exec {hold}>&-
+        # How the client ended, if it did: a status above 128 is a signal from elsewhere
+        # (one short run lost a socat row so, with nothing printed, once in three).
+        local st=running
+        kill -0 "$ipid" 2>/dev/null || { wait "$ipid" && st=0 || st=$?; }
         stop_pid "$ipid"
-        say "[$name] idle: pairs not established"
+        say "[$name] idle: pairs not established (the idle client: $st)"
         status=1
         return
     fi

@@ -414,7 +414,7 @@ impl<S: Socket> Conn<S> {
         if self.st.phase() == Phase::Closed {
             return;
         }
-        self.st.cancel_timers();
+        self.st.cancel_timers(d.handle.timers());
         self.st.set_phase(Phase::Closed);
         p.connection_lost(&mut Transport::new(&mut self.st, d.handle), reason);
     }

@@ -58,6 +58,9 @@ impl fmt::Display for Side {
 /// What a relay carried, given to `on_end` once both sides have closed.
 #[derive(Debug, Clone)]
 pub struct RelayEnd {
+    /// The client connection's log system (`Transport::system`), so an `on_end` need not
+    /// keep a copy for the relay's life.
+    pub system: String,
     /// The client's address.
     pub client: Address,
     /// The destination's address (the peer of the outgoing connection).
@@ -232,6 +235,8 @@ struct Closing {
     client: Option<(Address, u64)>,
     dest: Option<(Address, u64)>,
     first: Option<(Side, String, bool)>,
+    /// The client's log system.
+    system: String,
 }
 
 impl Record {
@@ -254,7 +259,10 @@ impl Record {
         let c = self.closing.get_or_insert_with(Default::default);
         let this = Some((st.peer.clone(), st.out.sent));
         match side {
-            Side::Client => c.client = this,
+            Side::Client => {
+                c.client = this;
+                c.system = st.system();
+            }
             Side::Dest => c.dest = this,
         }
         if c.first.is_none() {
@@ -269,6 +277,7 @@ impl Record {
         };
         if let (Some(f), Some((ended_by, reason, clean))) = (self.on_end.take(), c.first.take()) {
             f(&RelayEnd {
+                system: std::mem::take(&mut c.system),
                 client,
                 dest,
                 to_dest,

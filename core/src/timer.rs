@@ -6,6 +6,13 @@
 //! (cancelled, or left behind by a reset) are counted, and once they are the majority the heap
 //! is rebuilt without them, so it stays within twice the live timers however many are
 //! cancelled or re-armed before their deadline.
+//!
+//! Idle timeouts, one per connection that has one, live in a second heap of plain
+//! `(deadline, connection)` entries with no shared handle: an idle connection carries 24
+//! bytes of timer instead of a 96-byte `DelayedCall` allocation plus its heap entry. The
+//! connection keeps the deadline of its live entry; an entry it no longer keeps (it closed,
+//! or its timeout changed) is abandoned, ignored when it comes up, and removed by the
+//! reactor's [`TimerQueue::compact_idle`] once abandoned entries are the majority.
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
@@ -142,6 +149,30 @@ impl Ord for Entry {
     }
 }
 
+/// An idle-timeout check of a connection (see the module's text), ordered by deadline.
+#[derive(Clone, Copy)]
+struct IdleEntry {
+    at: Instant,
+    id: ConnId,
+}
+
+impl PartialEq for IdleEntry {
+    fn eq(&self, o: &Self) -> bool {
+        self.at == o.at
+    }
+}
+impl Eq for IdleEntry {}
+impl PartialOrd for IdleEntry {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for IdleEntry {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.at.cmp(&o.at)
+    }
+}
+
 /// The reactor's timer heap.
 pub(crate) struct TimerQueue {
     clock: Clock,
@@ -149,6 +180,11 @@ pub(crate) struct TimerQueue {
     seq: Cell<u64>,
     /// Entries in the heap whose call was cancelled or re-armed since.
     dead: Cell<usize>,
+    /// Connections' idle-timeout checks.
+    idle: RefCell<BinaryHeap<Reverse<IdleEntry>>>,
+    /// Idle entries abandoned since the last compaction (an upper bound: some may have come
+    /// up and gone already).
+    idle_dead: Cell<usize>,
 }
 
 /// Below this many dead entries the heap is never rebuilt (rebuilding costs O(n)).
@@ -161,7 +197,45 @@ impl TimerQueue {
             heap: RefCell::new(BinaryHeap::new()),
             seq: Cell::new(0),
             dead: Cell::new(0),
+            idle: RefCell::new(BinaryHeap::new()),
+            idle_dead: Cell::new(0),
         })
+    }
+
+    /// Checks connection `id`'s idle timeout at `at` (it comes up as
+    /// `Target::Conn(id, IDLE_KEY)`); the connection keeps `at` to know its live entry.
+    pub(crate) fn schedule_idle(&self, at: Instant, id: ConnId) {
+        self.idle.borrow_mut().push(Reverse(IdleEntry { at, id }));
+    }
+
+    /// A connection no longer keeps its idle entry (closed, or re-armed elsewhere).
+    pub(crate) fn idle_abandoned(&self) {
+        self.idle_dead.set(self.idle_dead.get() + 1);
+    }
+
+    /// Once abandoned idle entries are the majority, keeps only those `live` says a
+    /// connection still keeps (amortised O(1) per abandoned entry).
+    pub(crate) fn compact_idle(&self, live: impl Fn(ConnId, Instant) -> bool) {
+        let dead = self.idle_dead.get();
+        let Ok(mut heap) = self.idle.try_borrow_mut() else {
+            return;
+        };
+        if dead <= COMPACT_MIN || dead * 2 <= heap.len() {
+            return;
+        }
+        let kept: Vec<Reverse<IdleEntry>> = std::mem::take(&mut *heap)
+            .into_vec()
+            .into_iter()
+            .filter(|Reverse(e)| live(e.id, e.at))
+            .collect();
+        *heap = BinaryHeap::from(kept);
+        self.idle_dead.set(0);
+    }
+
+    /// Idle entries in the heap, kept or abandoned.
+    #[cfg(test)]
+    pub(crate) fn idle_len(&self) -> usize {
+        self.idle.borrow().len()
     }
 
     /// An entry went dead; rebuild the heap once dead entries are the majority, so its size
@@ -212,22 +286,33 @@ impl TimerQueue {
         DelayedCall(call)
     }
 
-    /// The deadline of the earliest live timer, dropping dead entries on the way.
+    /// The deadline of the earliest live timer, dropping dead entries on the way (an
+    /// abandoned idle entry may make it early: the wake-up then finds nothing to do).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let idle = self.idle.borrow().peek().map(|Reverse(e)| e.at);
         let mut heap = self.heap.borrow_mut();
         while let Some(Reverse(e)) = heap.peek() {
             if e.is_live() {
-                return Some(e.at);
+                return Some(idle.map_or(e.at, |i| i.min(e.at)));
             }
             heap.pop();
             self.dead.set(self.dead.get().saturating_sub(1));
         }
-        None
+        idle
     }
 
     /// Removes and returns the next timer due at or before `now`.
     pub(crate) fn pop_due(&self, now: Instant) -> Option<Target> {
         loop {
+            let idle_at = self.idle.borrow().peek().map(|Reverse(e)| e.at);
+            let main_at = self.heap.borrow().peek().map(|Reverse(e)| e.at);
+            if let Some(at) = idle_at
+                && at <= now
+                && main_at.is_none_or(|m| at <= m)
+            {
+                let Reverse(e) = self.idle.borrow_mut().pop()?;
+                return Some(Target::Conn(e.id, crate::transport::IDLE_KEY));
+            }
             let mut heap = self.heap.borrow_mut();
             let due = matches!(heap.peek(), Some(Reverse(e)) if e.at <= now);
             if !due {
@@ -250,6 +335,8 @@ impl TimerQueue {
     pub(crate) fn clear(&self) {
         let entries = std::mem::take(&mut *self.heap.borrow_mut());
         self.dead.set(0);
+        self.idle.borrow_mut().clear();
+        self.idle_dead.set(0);
         for Reverse(e) in entries {
             e.call.target.borrow_mut().take();
         }
@@ -344,6 +431,46 @@ mod tests {
             "the live ones still fire, in order"
         );
         assert!(keep[0].active(), "re-armed far ahead");
+    }
+
+    #[test]
+    fn idle_checks_fire_in_order_with_the_other_timers() {
+        let clock = Clock::new();
+        let q = TimerQueue::new(clock.clone());
+        let t0 = clock.now();
+        q.schedule(Duration::from_secs(2), conn(2));
+        q.schedule_idle(t0 + Duration::from_secs(3), ConnId::new(7, 7));
+        q.schedule_idle(t0 + Duration::from_secs(1), ConnId::new(5, 5));
+        assert_eq!(q.next_deadline(), Some(t0 + Duration::from_secs(1)));
+        clock.advance(Duration::from_secs(3));
+        let mut got = Vec::new();
+        while let Some(t) = q.pop_due(clock.now()) {
+            if let Target::Conn(id, k) = t {
+                got.push((id.key, k));
+            }
+        }
+        let idle = crate::transport::IDLE_KEY;
+        assert_eq!(got, vec![(5, idle), (0, 2), (7, idle)]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn abandoned_idle_checks_are_compacted_away() {
+        let clock = Clock::new();
+        let q = TimerQueue::new(clock.clone());
+        let at = clock.now() + Duration::from_secs(60);
+        // Ten connections keep theirs; a stream of short connections each abandons one.
+        for k in 0..10 {
+            q.schedule_idle(at, ConnId::new(k, k));
+        }
+        for i in 0..100_000u32 {
+            q.schedule_idle(at, ConnId::new(100, i));
+            q.idle_abandoned();
+            q.compact_idle(|id, _| id.key < 10);
+            assert!(q.idle_len() <= 2 * 10 + 2 * COMPACT_MIN, "{}", q.idle_len());
+        }
+        q.compact_idle(|_, _| true);
+        assert!(q.idle_len() >= 10, "the kept ones stay");
     }
 
     #[test]

@@ -108,8 +108,10 @@ pub struct ConnState {
     /// connection carries it).
     idle_ms: Option<NonZeroU32>,
     pub(crate) last_activity: Instant,
-    /// The idle-timeout check; when it fires early (there was activity), it is re-armed.
-    pub(crate) idle_timer: Option<DelayedCall>,
+    /// When its idle-timeout check is due (its entry in the timer queue's idle heap; an
+    /// entry due at another time is an abandoned one). When it fires early (there was
+    /// activity), it is re-armed.
+    pub(crate) idle_at: Option<Instant>,
     /// Other timers aimed at this connection (protocol timers, the lingering close), all
     /// cancelled when it closes so none outlives it in the timer heap. Boxed and absent until
     /// the first: an idle connection carries 8 bytes for it, not 24.
@@ -149,7 +151,7 @@ impl ConnState {
             session,
             idle_ms: None,
             last_activity: now,
-            idle_timer: None,
+            idle_at: None,
             timers: None,
         }
     }
@@ -239,9 +241,9 @@ impl ConnState {
     }
 
     /// Cancels every timer aimed at this connection (it is closing).
-    pub(crate) fn cancel_timers(&mut self) {
-        if let Some(t) = self.idle_timer.take() {
-            t.cancel();
+    pub(crate) fn cancel_timers(&mut self, timers: &TimerQueue) {
+        if self.idle_at.take().is_some() {
+            timers.idle_abandoned();
         }
         for t in self.timers.take().into_iter().flat_map(|b| *b) {
             t.cancel();
@@ -250,8 +252,12 @@ impl ConnState {
 
     /// The idle timer came due at `now`: true if the connection was idle for its whole
     /// timeout, else the timer is re-armed for what is left of it.
-    pub(crate) fn idle_due(&mut self, now: Instant, timers: &Rc<TimerQueue>) -> bool {
-        self.idle_timer = None;
+    /// An entry due later than `now` is an abandoned one (the live one is due at `idle_at`).
+    pub(crate) fn idle_due(&mut self, now: Instant, timers: &TimerQueue) -> bool {
+        match self.idle_at {
+            Some(at) if at <= now => self.idle_at = None,
+            _ => return false,
+        }
         let Some(d) = self.idle() else {
             return false;
         };
@@ -259,7 +265,8 @@ impl ConnState {
         if now >= due {
             return true;
         }
-        self.idle_timer = Some(timers.schedule(due - now, Target::Conn(self.id, IDLE_KEY)));
+        self.idle_at = Some(due);
+        timers.schedule_idle(due, self.id);
         false
     }
 
@@ -428,24 +435,25 @@ impl<'a> Transport<'a> {
         }
         self.st.set_idle(timeout);
         self.st.last_activity = self.handle.now();
-        match (timeout, &self.st.idle_timer) {
-            (None, _) => {
-                if let Some(t) = self.st.idle_timer.take() {
-                    t.cancel();
-                }
+        let timers = self.handle.timers();
+        let Some(d) = timeout else {
+            if self.st.idle_at.take().is_some() {
+                timers.idle_abandoned();
             }
-            // A later deadline is found when the timer fires early and re-arms.
-            (Some(d), Some(t)) if t.active() => {
-                if t.deadline() > self.st.last_activity + d {
-                    t.reset(d);
-                }
+            return;
+        };
+        let want = self.st.last_activity + d;
+        match self.st.idle_at {
+            // A later deadline is found when the check fires early and re-arms.
+            Some(at) if at <= want => {}
+            Some(_) => {
+                timers.idle_abandoned();
+                self.st.idle_at = Some(want);
+                timers.schedule_idle(want, self.st.id);
             }
-            (Some(d), _) => {
-                let t = self
-                    .handle
-                    .timers()
-                    .schedule(d, Target::Conn(self.st.id, IDLE_KEY));
-                self.st.idle_timer = Some(t);
+            None => {
+                self.st.idle_at = Some(want);
+                timers.schedule_idle(want, self.st.id);
             }
         }
     }

@@ -491,6 +491,13 @@ impl Reactor {
             }
             self.run_commands();
         }
+        // Idle checks of connections that closed or changed their timeout go, once they
+        // are the majority.
+        let entries = &self.entries;
+        timers.compact_idle(|id, at| {
+            matches!(entries.get(id.key as usize),
+                Some(Entry::Conn(c)) if c.conn.st.id == id && c.conn.st.idle_at == Some(at))
+        });
     }
 
     fn conn_timer(&mut self, id: ConnId, key: u64) {

@@ -165,6 +165,7 @@ fn a_half_close_is_carried_through_and_the_reply_still_flows_back() {
     let end = h.ended().expect("ended");
     assert_eq!((end.to_dest, end.to_client), (7, 23));
     assert!(end.clean, "{end:?}");
+    assert_eq!(end.system, "Test,0,127.0.0.1", "the client's log system");
 }
 
 #[test]

@@ -58,7 +58,8 @@ pub fn end_line(dest: &Destination, e: &RelayEnd) -> String {
 
 impl Protocol for Forward {
     fn connection_made(&mut self, t: &mut Transport<'_>) {
-        let (sys, config) = (t.system(), self.config.clone());
+        // The end hears the log system: an idle relay keeps no copy of it (issue 11).
+        let config = self.config.clone();
         let m = RELAYS.with(Rc::clone);
         t.connect_relay(
             RelayRequest::new(self.config.dest.clone())
@@ -66,7 +67,7 @@ impl Protocol for Forward {
                 .idle_timeout(self.config.idle_timeout)
                 .on_end(move |e| {
                     m.ended(e);
-                    log::info!(target: &sys, "{}", end_line(&config.dest, e))
+                    log::info!(target: &e.system, "{}", end_line(&config.dest, e))
                 }),
         );
     }
