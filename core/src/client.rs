@@ -82,32 +82,51 @@ impl fmt::Display for Destination {
 
 /// A client endpoint string, Twisted's `clientFromString`: `tcp:HOST:PORT[:timeout=SECONDS]`
 /// (also `tcp:host=HOST:port=PORT`; an IPv6 address escaped, `tcp:\:\:1:80`, or in brackets,
-/// `tcp:[::1]:80`) and `unix:PATH[:timeout=SECONDS]`. `ssl:` is refused for now: twistrs
-/// has no TLS client yet.
+/// `tcp:[::1]:80`), `unix:PATH[:timeout=SECONDS]`, and `ssl:HOST:PORT` (also
+/// `ssl:host=HOST:port=PORT`) with `timeout=`, `caCertsDir=DIR`, `hostname=NAME`, `certKey=`
+/// and `privateKey=`. Unlike Twisted, which verifies nothing without `hostname=`, an `ssl:`
+/// endpoint always verifies the server: against `hostname` (the host by default), with the
+/// system's trust roots when there is no `caCertsDir`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientEndpoint {
     pub dest: Destination,
     /// `timeout=`: the connect timeout, when the string gives one.
     pub timeout: Option<Duration>,
+    /// `ssl:`: TLS over the connection.
+    pub tls: Option<crate::tls::ClientTlsSpec>,
 }
 
 impl fmt::Display for ClientEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let q = crate::endpoint::quote_argument;
+        let kind = if self.tls.is_some() { "ssl" } else { "tcp" };
         match &self.dest {
             Destination::Tcp { host, port } => {
                 let host = match host {
                     Host::Ip(ip) => ip.to_string(),
                     Host::Name(n) => n.clone(),
                 };
-                write!(f, "tcp:{}:{port}", q(&host))?
+                write!(f, "{kind}:{}:{port}", q(&host))?
             }
             Destination::Unix(p) => write!(f, "unix:{}", q(&p.to_string_lossy()))?,
         }
-        match self.timeout {
-            Some(t) => write!(f, ":timeout={}", t.as_secs()),
-            None => Ok(()),
+        if let Some(t) = self.timeout {
+            write!(f, ":timeout={}", t.as_secs())?;
         }
+        if let Some(tls) = &self.tls {
+            write!(f, ":hostname={}", q(&tls.hostname))?;
+            let paths = [
+                ("caCertsDir", &tls.ca_certs_dir),
+                ("certKey", &tls.cert_key),
+                ("privateKey", &tls.private_key),
+            ];
+            for (name, p) in paths {
+                if let Some(p) = p {
+                    write!(f, ":{name}={}", q(&p.to_string_lossy()))?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -150,22 +169,57 @@ fn escape_brackets(s: &str) -> String {
 fn parse_client(s: &str) -> Result<ClientEndpoint, String> {
     let (kind, args) = crate::endpoint::split_arguments(&escape_brackets(s))?;
     match kind.as_str() {
-        "tcp" => {
-            let b = crate::endpoint::bind_arguments(&["host", "port", "timeout"], args)?;
+        "tcp" | "ssl" => {
+            let ssl = kind == "ssl";
+            let params: &[&str] = if ssl {
+                &[
+                    "host",
+                    "port",
+                    "timeout",
+                    "caCertsDir",
+                    "hostname",
+                    "certKey",
+                    "privateKey",
+                ]
+            } else {
+                &["host", "port", "timeout"]
+            };
+            let b = crate::endpoint::bind_arguments(params, args)?;
             let host = match b.get("host") {
                 Some(h) if !h.is_empty() => Host::parse(h),
-                _ => return Err("a host is required: tcp:HOST:PORT".into()),
+                _ => return Err(format!("a host is required: {kind}:HOST:PORT")),
             };
             let port =
                 match b.get("port") {
                     Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
                         format!("port must be an integer from 1 to 65535, not '{p}'")
                     })?,
-                    None => return Err("a port is required: tcp:HOST:PORT".into()),
+                    None => return Err(format!("a port is required: {kind}:HOST:PORT")),
                 };
+            let tls = if ssl {
+                let path = |n: &str| b.get(n).filter(|v| !v.is_empty()).map(PathBuf::from);
+                let hostname = match b.get("hostname") {
+                    Some(n) if !n.is_empty() => n.to_string(),
+                    _ => match &host {
+                        Host::Ip(ip) => ip.to_string(),
+                        Host::Name(n) => n.clone(),
+                    },
+                };
+                let spec = crate::tls::ClientTlsSpec {
+                    hostname,
+                    ca_certs_dir: path("caCertsDir"),
+                    cert_key: path("certKey"),
+                    private_key: path("privateKey"),
+                };
+                spec.check()?;
+                Some(spec)
+            } else {
+                None
+            };
             Ok(ClientEndpoint {
                 dest: Destination::Tcp { host, port },
                 timeout: parse_timeout(b.get("timeout"))?,
+                tls,
             })
         }
         "unix" => {
@@ -180,13 +234,11 @@ fn parse_client(s: &str) -> Result<ClientEndpoint, String> {
             Ok(ClientEndpoint {
                 dest: Destination::Unix(path),
                 timeout: parse_timeout(b.get("timeout"))?,
+                tls: None,
             })
         }
-        "ssl" | "tls" => Err(format!(
-            "'{kind}:' client endpoints are not supported yet (twistrs has no TLS client)"
-        )),
         other => Err(format!(
-            "unknown client endpoint type '{other}' (expected tcp or unix)"
+            "unknown client endpoint type '{other}' (expected tcp, ssl or unix)"
         )),
     }
 }
@@ -272,6 +324,7 @@ mod tests {
                     port: 6665
                 },
                 timeout: Some(Duration::from_secs(5)),
+                tls: None,
             }
         );
         let v6 = Destination::Tcp {
@@ -296,6 +349,41 @@ mod tests {
     }
 
     #[test]
+    fn ssl_strings() {
+        let e = ep("ssl:example.com:443");
+        assert_eq!(e.dest, Destination::tcp("example.com", 443));
+        let tls = e.tls.clone().unwrap();
+        assert_eq!(
+            tls.hostname, "example.com",
+            "the host is verified by default"
+        );
+        assert_eq!(tls.ca_certs_dir, None);
+        let e = ep(
+            "ssl:host=127.0.0.1:port=8443:timeout=4:caCertsDir=/ca:hostname=www.test:\
+                    certKey=c.pem:privateKey=k.pem",
+        );
+        assert_eq!(e.dest, Destination::tcp("127.0.0.1", 8443));
+        assert_eq!(e.timeout, Some(Duration::from_secs(4)));
+        assert_eq!(
+            e.tls,
+            Some(crate::tls::ClientTlsSpec {
+                hostname: "www.test".into(),
+                ca_certs_dir: Some("/ca".into()),
+                cert_key: Some("c.pem".into()),
+                private_key: Some("k.pem".into()),
+            })
+        );
+        assert_eq!(ep("ssl:[::1]:443").tls.unwrap().hostname, "::1");
+        for s in [
+            "ssl:h:443",
+            "ssl:h:443:timeout=3:caCertsDir=/a\\:b:hostname=x",
+            r"ssl:\:\:1:443:certKey=c.pem",
+        ] {
+            assert_eq!(ep(&ep(s).to_string()), ep(s), "{s} round-trips");
+        }
+    }
+
+    #[test]
     fn refusals_say_what_is_wrong() {
         for (s, why) in [
             ("tcp:h", "a port is required"),
@@ -305,7 +393,11 @@ mod tests {
             ("tcp:h:80:timeout=0", "positive number"),
             ("tcp:h:80:bindAddress=x", "unknown argument 'bindAddress'"),
             ("unix:", "socket path is required"),
-            ("ssl:h:443", "no TLS client"),
+            ("ssl:h", "a port is required: ssl:HOST:PORT"),
+            ("ssl:h:443:privateKey=k.pem", "privateKey needs certKey"),
+            ("ssl:h:443:hostname=a b", "not a valid DNS name"),
+            ("ssl:h:443:bindAddress=x", "unknown argument 'bindAddress'"),
+            ("tls:h:443", "unknown client endpoint type 'tls'"),
             ("udp:h:53", "unknown client endpoint type 'udp'"),
             ("6665", "unknown client endpoint type"),
         ] {

@@ -101,6 +101,9 @@ pub struct RelayRequest {
     /// Sent to the destination before anything else: what the protocol read past its request
     /// (a SOCKS client that sent data right behind its CONNECT).
     pub forward: Vec<u8>,
+    /// TLS to the destination (an `ssl:` client endpoint): the relay carries plaintext
+    /// between the client and the TLS session.
+    pub tls: Option<crate::tls::ClientTls>,
     pub options: RelayOptions,
 }
 
@@ -112,6 +115,7 @@ impl RelayRequest {
             dest,
             connect_timeout: CONNECT_TIMEOUT,
             forward: Vec::new(),
+            tls: None,
             options: RelayOptions::default(),
         }
     }
@@ -123,6 +127,11 @@ impl RelayRequest {
 
     pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
         self.options.idle_timeout = d;
+        self
+    }
+
+    pub fn tls(mut self, tls: Option<crate::tls::ClientTls>) -> Self {
+        self.tls = tls;
         self
     }
 

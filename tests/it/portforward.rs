@@ -545,7 +545,10 @@ fn bad_options_are_refused() {
             &["portforward", "-h"],
             "a value is required for '--host <HOST>'",
         ),
-        (&["portforward", "--dest", "ssl:h:443"], "no TLS client"),
+        (
+            &["portforward", "--dest", "ssl:h:443:privateKey=k.pem"],
+            "privateKey needs certKey",
+        ),
         (&["portforward", "-p", "udp:0"], "datagram endpoint"),
     ] {
         let (code, _, err) = run(args);

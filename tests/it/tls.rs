@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
+mod client;
 mod endpoints;
 mod failures;
 mod relay;
@@ -121,7 +122,17 @@ impl Pki {
             e.push_str("basicConstraints=CA:FALSE\n");
         }
         if !sans.is_empty() {
-            let list: Vec<String> = sans.iter().map(|s| format!("DNS:{s}")).collect();
+            // `IP:ADDR` as given; any other name is a DNS name.
+            let list: Vec<String> = sans
+                .iter()
+                .map(|s| {
+                    if s.starts_with("IP:") {
+                        s.to_string()
+                    } else {
+                        format!("DNS:{s}")
+                    }
+                })
+                .collect();
             e.push_str(&format!("subjectAltName={}\n", list.join(",")));
         }
         std::fs::write(dir.join(&ext), e).unwrap();

@@ -110,6 +110,8 @@ impl Socket for Stream {
 pub(crate) enum NetSocket {
     Plain(Stream),
     Tls(Box<TlsStream<Stream>>),
+    /// An outgoing connection's TLS (`ssl:` client endpoints).
+    TlsClient(Box<TlsStream<Stream, rustls::client::UnbufferedClientConnection>>),
     /// Only while `start_tls` swaps one for the other.
     Swapping,
 }
@@ -119,6 +121,7 @@ impl NetSocket {
         match self {
             NetSocket::Plain(s) => Some(s),
             NetSocket::Tls(t) => Some(t.socket_mut()),
+            NetSocket::TlsClient(t) => Some(t.socket_mut()),
             NetSocket::Swapping => None,
         }
     }
@@ -137,6 +140,7 @@ impl Read for NetSocket {
         match self {
             NetSocket::Plain(s) => s.read(buf),
             NetSocket::Tls(t) => t.read(buf),
+            NetSocket::TlsClient(t) => t.read(buf),
             NetSocket::Swapping => Err(swapping()),
         }
     }
@@ -147,6 +151,7 @@ impl Socket for NetSocket {
         match self {
             NetSocket::Plain(s) => s.send(buf, more),
             NetSocket::Tls(t) => t.send(buf, more),
+            NetSocket::TlsClient(t) => t.send(buf, more),
             NetSocket::Swapping => Err(swapping()),
         }
     }
@@ -155,6 +160,7 @@ impl Socket for NetSocket {
         match self {
             NetSocket::Plain(s) => s.send_file(file, offset, len),
             NetSocket::Tls(t) => t.send_file(file, offset, len),
+            NetSocket::TlsClient(t) => t.send_file(file, offset, len),
             NetSocket::Swapping => Err(swapping()),
         }
     }
@@ -163,6 +169,7 @@ impl Socket for NetSocket {
         match self {
             NetSocket::Plain(s) => s.set_cork(on),
             NetSocket::Tls(t) => t.set_cork(on),
+            NetSocket::TlsClient(t) => t.set_cork(on),
             NetSocket::Swapping => {}
         }
     }
@@ -171,6 +178,7 @@ impl Socket for NetSocket {
         match self {
             NetSocket::Plain(s) => s.shutdown_write(),
             NetSocket::Tls(t) => t.shutdown_write(),
+            NetSocket::TlsClient(t) => t.shutdown_write(),
             NetSocket::Swapping => Err(swapping()),
         }
     }
@@ -178,20 +186,33 @@ impl Socket for NetSocket {
     fn flush_pending(&mut self) -> io::Result<bool> {
         match self {
             NetSocket::Tls(t) => t.flush_pending(),
+            NetSocket::TlsClient(t) => t.flush_pending(),
             _ => Ok(true),
         }
     }
 
     fn pending(&self) -> bool {
-        matches!(self, NetSocket::Tls(t) if t.pending())
+        match self {
+            NetSocket::Tls(t) => t.pending(),
+            NetSocket::TlsClient(t) => t.pending(),
+            _ => false,
+        }
     }
 
     fn read_ahead(&self) -> bool {
-        matches!(self, NetSocket::Tls(t) if t.read_ahead())
+        match self {
+            NetSocket::Tls(t) => t.read_ahead(),
+            NetSocket::TlsClient(t) => t.read_ahead(),
+            _ => false,
+        }
     }
 
     fn handshaking(&self) -> bool {
-        matches!(self, NetSocket::Tls(t) if t.handshaking())
+        match self {
+            NetSocket::Tls(t) => t.handshaking(),
+            NetSocket::TlsClient(t) => t.handshaking(),
+            _ => false,
+        }
     }
 
     fn start_tls(&mut self, config: Arc<ServerConfig>) -> io::Result<()> {
@@ -255,7 +276,7 @@ impl Reactor {
         mut st: ConnState,
         factory: Option<(u32, u32)>,
     ) {
-        if matches!(socket, NetSocket::Tls(_)) {
+        if matches!(socket, NetSocket::Tls(_) | NetSocket::TlsClient(_)) {
             st.secure = true;
             crate::connection::arm_handshake_timer(&mut st, &self.handle);
         }

@@ -6,6 +6,7 @@ use super::{Entry, Reactor};
 use crate::address::Address;
 use crate::error::Reason;
 use crate::relay::{self, ConnectRelay, Link, Outbound, Outgoing, Record, RelayOptions};
+use crate::tls::stream::TlsStream;
 use crate::transport::{ConnId, ConnState};
 
 impl Reactor {
@@ -36,7 +37,23 @@ impl Reactor {
         // Nothing is read before the join: its bytes are the client's (the join reads what
         // is already there: no readiness edge will come again for it).
         st.read_paused = true;
-        self.adopt_connection(key, NetSocket::Plain(stream), Box::new(Outbound), st, None);
+        let socket = match &r.request.tls {
+            None => NetSocket::Plain(stream),
+            Some(tls) => match TlsStream::client(stream, tls.config.clone(), tls.name.clone()) {
+                Ok(t) => NetSocket::TlsClient(Box::new(t)),
+                // The stream is closed with it (and so out of the poll).
+                Err(e) => {
+                    self.to_free.push(key);
+                    if let Some(c) = self.conn_mut(r.from) {
+                        c.conn.st.link = Link::None;
+                    }
+                    let e = crate::client::ConnectError::Io(e);
+                    self.with_conn(r.from.key as usize, |p, t| p.relay_connection_failed(t, &e));
+                    return;
+                }
+            },
+        };
+        self.adopt_connection(key, socket, Box::new(Outbound), st, None);
         if !self.join_pair(r.from, id, r.request.options) {
             return;
         }

@@ -14,6 +14,7 @@
 //! aws-lc-rs when the `aws-lc-rs` feature is on (both measured in bench/README.md, "TLS").
 
 mod certs;
+mod client;
 mod sni;
 pub(crate) mod stream;
 
@@ -26,6 +27,7 @@ use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 
 pub use certs::CertError;
+pub use client::{ClientTls, ClientTlsSpec};
 
 /// Where a listener's certificates come from.
 #[derive(Debug, Clone, PartialEq, Eq)]

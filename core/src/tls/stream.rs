@@ -24,11 +24,13 @@ use std::mem;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use rustls::ServerConfig;
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::pki_types::ServerName;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{
-    ConnectionState, EncodeError, EncryptError, UnbufferedStatus, WriteTraffic,
+    ConnectionState, EncodeError, EncryptError, ReadEarlyData, UnbufferedStatus, WriteTraffic,
 };
+use rustls::{ClientConfig, ServerConfig};
 
 use crate::output::Socket;
 
@@ -55,10 +57,54 @@ thread_local! {
     static SEAL: RefCell<SealScratch> = RefCell::default();
 }
 
-/// A server-side TLS session over the socket `S`.
-pub(crate) struct TlsStream<S> {
+/// A side of an unbuffered rustls session: the server's (accepted connections) or the
+/// client's (outgoing ones). rustls gives each its own `process_tls_records`; the stream is
+/// the same for both.
+pub(crate) trait Session {
+    type Data;
+    fn process<'c, 'i>(&'c mut self, input: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    fn is_handshaking(&self) -> bool;
+    fn wants_write(&self) -> bool;
+    /// Drops early data (never offered: a server's max_early_data_size is 0, a client sends
+    /// none).
+    fn discard_early(early: &mut ReadEarlyData<'_, '_, Self::Data>);
+}
+
+impl Session for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    fn process<'c, 'i>(&'c mut self, input: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(input)
+    }
+    fn is_handshaking(&self) -> bool {
+        (**self).is_handshaking()
+    }
+    fn wants_write(&self) -> bool {
+        (**self).wants_write()
+    }
+    fn discard_early(early: &mut ReadEarlyData<'_, '_, Self::Data>) {
+        while early.next_record().is_some() {}
+    }
+}
+
+impl Session for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    fn process<'c, 'i>(&'c mut self, input: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(input)
+    }
+    fn is_handshaking(&self) -> bool {
+        (**self).is_handshaking()
+    }
+    fn wants_write(&self) -> bool {
+        (**self).wants_write()
+    }
+    /// rustls hands early data to servers only.
+    fn discard_early(_early: &mut ReadEarlyData<'_, '_, Self::Data>) {}
+}
+
+/// A TLS session over the socket `S`: a server's unless `C` says otherwise.
+pub(crate) struct TlsStream<S, C = UnbufferedServerConnection> {
     sock: S,
-    conn: UnbufferedServerConnection,
+    conn: C,
     /// Ciphertext received and not yet processed: part of a record or of a handshake message,
     /// or records behind a reader's full buffer.
     incoming: Vec<u8>,
@@ -152,7 +198,31 @@ impl Plain<'_> {
 impl<S: Socket> TlsStream<S> {
     pub(crate) fn new(sock: S, config: Arc<ServerConfig>) -> io::Result<TlsStream<S>> {
         let conn = UnbufferedServerConnection::new(config).map_err(io::Error::other)?;
-        Ok(TlsStream {
+        Ok(TlsStream::over(sock, conn))
+    }
+}
+
+impl<S: Socket> TlsStream<S, UnbufferedClientConnection> {
+    /// The client side of a session with the server `name` (verified against its
+    /// certificate, and sent as SNI when a name, not an address). The ClientHello is queued
+    /// at once: the client speaks first, and the connection's first flush sends it.
+    pub(crate) fn client(
+        sock: S,
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> io::Result<Self> {
+        let conn = UnbufferedClientConnection::new(config, name).map_err(io::Error::other)?;
+        let mut t = TlsStream::over(sock, conn);
+        if let Err(e) = t.pump_kept(&mut Want::Read) {
+            return Err(io::Error::other(e));
+        }
+        Ok(t)
+    }
+}
+
+impl<S: Socket, C: Session> TlsStream<S, C> {
+    fn over(sock: S, conn: C) -> Self {
+        TlsStream {
             sock,
             conn,
             incoming: Vec::new(),
@@ -166,7 +236,7 @@ impl<S: Socket> TlsStream<S> {
             peer_closed: false,
             failed: None,
             ahead: false,
-        })
+        }
     }
 
     pub(crate) fn socket_mut(&mut self) -> &mut S {
@@ -200,8 +270,7 @@ impl<S: Socket> TlsStream<S> {
                 return (used, Ok(Pumped::Full));
             }
             let start = used.min(input.len());
-            let UnbufferedStatus { discard, state } =
-                self.conn.process_tls_records(&mut input[start..]);
+            let UnbufferedStatus { discard, state } = self.conn.process(&mut input[start..]);
             used += discard;
             let state = match state {
                 Ok(state) => state,
@@ -242,7 +311,7 @@ impl<S: Socket> TlsStream<S> {
                     return (used, done.map(Pumped::Done));
                 }
                 // Never offered (the config's max_early_data_size is 0): dropped if it came.
-                ConnectionState::ReadEarlyData(mut early) => while early.next_record().is_some() {},
+                ConnectionState::ReadEarlyData(mut early) => C::discard_early(&mut early),
                 // BlockedHandshake (more input needed), Closed (both close_notify sent).
                 _ => return (used, Ok(Pumped::Drained)),
             }
@@ -277,7 +346,7 @@ impl<S: Socket> TlsStream<S> {
             if !self.conn.wants_write() {
                 break;
             }
-            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+            let UnbufferedStatus { state, .. } = self.conn.process(&mut []);
             match state {
                 Ok(ConnectionState::EncodeTlsData(mut msg)) => {
                     let _ = append(&mut self.outgoing, 64, |b| msg.encode(b), encode_room);
@@ -447,8 +516,8 @@ impl<S: Socket> TlsStream<S> {
 
 /// Seals `data` into `into`, from its start (grown if rustls asks for more room, never
 /// shrunk: it is a scratch buffer); the bytes of records written.
-fn seal(
-    w: &mut WriteTraffic<'_, ServerConnectionData>,
+fn seal<D>(
+    w: &mut WriteTraffic<'_, D>,
     data: &[u8],
     into: &mut Vec<u8>,
 ) -> Result<usize, rustls::Error> {
@@ -537,7 +606,7 @@ fn explain(e: &rustls::Error) -> String {
     }
 }
 
-impl<S: Socket> Read for TlsStream<S> {
+impl<S: Socket, C: Session> Read for TlsStream<S, C> {
     /// Plaintext, as much as fits in `buf` or the socket holds; WouldBlock when none.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.ahead = false;
@@ -592,7 +661,7 @@ impl<S: Socket> Read for TlsStream<S> {
     }
 }
 
-impl<S> TlsStream<S> {
+impl<S, C> TlsStream<S, C> {
     /// `total` bytes read with the end of the input behind them: if there are any, the end
     /// waits for the next read, which the caller must make without readiness.
     fn returned(&mut self, total: usize) -> usize {
@@ -601,7 +670,7 @@ impl<S> TlsStream<S> {
     }
 }
 
-impl<S: Socket> Socket for TlsStream<S> {
+impl<S: Socket, C: Session> Socket for TlsStream<S, C> {
     fn send(&mut self, buf: &[u8], _more: bool) -> io::Result<usize> {
         let data = &buf[..buf.len().min(SEAL_CHUNK)];
         SEAL.with_borrow_mut(|s| self.send_plain(data, &mut s.sealed))

@@ -5,6 +5,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use twistrs_core::metrics::RelayMetrics;
+use twistrs_core::tls::ClientTls;
 use twistrs_core::{
     Address, ConnectError, Destination, Factory, Outgoing, Protocol, RelayEnd, RelayRequest,
     Transport,
@@ -22,6 +23,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Each side of a relay closes after this long without progress.
     pub idle_timeout: Option<Duration>,
+    /// TLS to the destination (`--dest ssl:...`), loaded at start.
+    pub tls: Option<ClientTls>,
 }
 
 /// One client: relayed to the destination, or closed with one log line.
@@ -65,6 +68,7 @@ impl Protocol for Forward {
             RelayRequest::new(self.config.dest.clone())
                 .connect_timeout(self.config.connect_timeout)
                 .idle_timeout(self.config.idle_timeout)
+                .tls(self.config.tls.clone())
                 .on_end(move |e| {
                     m.ended(e);
                     log::info!(target: &e.system, "{}", end_line(&config.dest, e))
@@ -133,6 +137,7 @@ mod tests {
             dest: Destination::tcp("127.0.0.1", 6665),
             connect_timeout: Duration::from_secs(7),
             idle_timeout: Some(Duration::from_secs(60)),
+            tls: None,
         })));
         h.connect();
         h

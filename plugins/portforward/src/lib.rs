@@ -12,6 +12,7 @@ mod forward;
 use twistrs_core::clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use twistrs_core::client::{ClientEndpoint, Destination};
 use twistrs_core::options::{ListenOpt, MaxConnectionsOpt, SecondsOpt, TimeoutOpt};
+use twistrs_core::tls::ClientTlsSpec;
 use twistrs_core::{ListeningService, Plugin, PluginError, Service};
 
 pub use forward::{Config, Forward, ForwardFactory};
@@ -106,7 +107,11 @@ fn options() -> Command {
                 .conflicts_with_all(["host", "dest_port"])
                 .help(
                     "The destination as a client endpoint, instead of -h and -d: \
-                     tcp:HOST:PORT[:timeout=SECONDS] or unix:PATH",
+                     tcp:HOST:PORT[:timeout=SECONDS], unix:PATH, or ssl:HOST:PORT (TLS, \
+                     the server verified) with options caCertsDir=DIR (trust roots: the \
+                     *.pem certificates there; default the system's), hostname=NAME (the name \
+                     verified and sent as SNI; default HOST), certKey=FILE[:privateKey=FILE] \
+                     (a client certificate) and timeout=SECONDS",
                 ),
         )
         .arg(CONNECT_TIMEOUT.arg())
@@ -139,12 +144,27 @@ fn config(m: &ArgMatches) -> Config {
         dest,
         connect_timeout,
         idle_timeout: Some(TIMEOUT.get(m)),
+        tls: None,
     }
+}
+
+/// The TLS an `ssl:` destination asks for, as given (read by `make_service`).
+fn dest_tls(m: &ArgMatches) -> Option<&ClientTlsSpec> {
+    m.get_one::<ClientEndpoint>("dest")
+        .and_then(|ep| ep.tls.as_ref())
 }
 
 fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
     let endpoints = PORT.get(m)?;
-    let factory = ForwardFactory::new(config(m), MAX_CONNECTIONS.get(m));
+    let mut config = config(m);
+    if let Some(spec) = dest_tls(m) {
+        // Read once, at start: a missing CA directory or key is a start-up error.
+        config.tls = Some(
+            spec.load()
+                .map_err(|e| PluginError::new(format!("--dest: {e}")))?,
+        );
+    }
+    let factory = ForwardFactory::new(config, MAX_CONNECTIONS.get(m));
     Ok(Box::new(ListeningService::new(
         "portforward",
         endpoints,
@@ -205,6 +225,17 @@ mod tests {
             "the endpoint's own timeout"
         );
         assert_eq!(c.idle_timeout, Some(Duration::from_secs(9)));
+        let m = parse(&["--dest", "ssl:h.test:443:hostname=other.test:timeout=3"]).unwrap();
+        let c = config(&m);
+        assert_eq!(c.dest, Destination::tcp("h.test", 443));
+        assert_eq!(c.connect_timeout, Duration::from_secs(3));
+        assert_eq!(
+            dest_tls(&m).map(|t| t.hostname.as_str()),
+            Some("other.test")
+        );
+        let m = parse(&["--dest", "ssl:h:443:caCertsDir=/nonexistent-twistrs"]).unwrap();
+        let e = make_service(&m).err().map(|e| e.0).unwrap_or_default();
+        assert!(e.contains("/nonexistent-twistrs"), "{e}");
     }
 
     #[test]
@@ -213,7 +244,10 @@ mod tests {
             (&["-d", "http"][..], "invalid value 'http'"),
             (&["-d", "0"], "invalid value '0'"),
             (&["-d", "70000"], "invalid value '70000'"),
-            (&["--dest", "ssl:h:443"], "no TLS client"),
+            (
+                &["--dest", "ssl:h:443:privateKey=k.pem"],
+                "privateKey needs certKey",
+            ),
             (&["--dest", "tcp:h:1", "-h", "x"], "cannot be used with"),
             (&["-p", "tcp:x"], "invalid endpoint 'tcp:x'"),
             (&["-h"], "a value is required"),
