@@ -443,7 +443,8 @@ fn raw_udp(port: u16, msg: &[u8], wait: Duration) -> Option<Vec<u8>> {
     s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
 }
 
-fn query(name: &str, qtype: u16) -> Vec<u8> {
+/// A DNS query message for `name` and `qtype` (class IN, recursion desired).
+pub(crate) fn query(name: &str, qtype: u16) -> Vec<u8> {
     let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     for label in name.split('.') {
         m.push(label.len() as u8);

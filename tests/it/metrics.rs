@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::dns::query as dns_query;
 use crate::support::*;
 
 const LOCAL: &str = "tcp:0:interface=127.0.0.1";
@@ -384,6 +385,14 @@ print('done')
     srv.term();
 }
 
+/// Asserts that each series has its value.
+fn assert_series<S: AsRef<str>>(body: &str, want: &[(S, i64)]) {
+    for (s, want) in want {
+        let s = s.as_ref();
+        assert_eq!(series(body, s), Some(*want), "{s}:\n{body}");
+    }
+}
+
 /// The value of the series whose line starts with `series` (name and labels, as rendered).
 fn series(body: &str, series: &str) -> Option<i64> {
     let prefix = format!("{series} ");
@@ -465,18 +474,6 @@ fn dns_tcp(port: u16, msg: &[u8]) -> u8 {
     answer[3] & 0x0f
 }
 
-fn dns_query(name: &str, qtype: u16) -> Vec<u8> {
-    let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        m.push(label.len() as u8);
-        m.extend_from_slice(label.as_bytes());
-    }
-    m.push(0);
-    m.extend_from_slice(&qtype.to_be_bytes());
-    m.extend_from_slice(&[0, 1]);
-    m
-}
-
 /// The DNS port of a dns server started with `-p 0` (its TCP factory's line).
 fn dns_port(srv: &Server) -> u16 {
     port_of(srv, "DNSServerFactory")
@@ -517,23 +514,24 @@ fn dns_queries_answers_cache_and_reloads_are_counted() {
     let body = scrape_until(metrics, |b| {
         series(b, "twistrs_dns_reloads_total{result=\"ok\"}") == Some(1)
     });
-    for (s, want) in [
-        ("twistrs_dns_queries_total{transport=\"udp\"}", 2),
-        ("twistrs_dns_queries_total{transport=\"tcp\"}", 2),
-        ("twistrs_dns_responses_total{rcode=\"NOERROR\"}", 2),
-        ("twistrs_dns_responses_total{rcode=\"NXDOMAIN\"}", 1),
-        ("twistrs_dns_answers_total{source=\"zone\"}", 3),
-        ("twistrs_dns_answers_total{source=\"forwarded\"}", 0),
-        ("twistrs_dns_axfr_served_total", 1),
-        ("twistrs_dns_reloads_total{result=\"ok\"}", 1),
-        ("twistrs_dns_reloads_total{result=\"failed\"}", 0),
-        (
-            "twistrs_datagrams_received_total{protocol=\"DNSDatagramProtocol\",listener=\"udp:0:interface=127.0.0.1\"}",
-            2,
-        ),
-    ] {
-        assert_eq!(series(&body, s), Some(want), "{s}:\n{body}");
-    }
+    assert_series(
+        &body,
+        &[
+            ("twistrs_dns_queries_total{transport=\"udp\"}", 2),
+            ("twistrs_dns_queries_total{transport=\"tcp\"}", 2),
+            ("twistrs_dns_responses_total{rcode=\"NOERROR\"}", 2),
+            ("twistrs_dns_responses_total{rcode=\"NXDOMAIN\"}", 1),
+            ("twistrs_dns_answers_total{source=\"zone\"}", 3),
+            ("twistrs_dns_answers_total{source=\"forwarded\"}", 0),
+            ("twistrs_dns_axfr_served_total", 1),
+            ("twistrs_dns_reloads_total{result=\"ok\"}", 1),
+            ("twistrs_dns_reloads_total{result=\"failed\"}", 0),
+            (
+                "twistrs_datagrams_received_total{protocol=\"DNSDatagramProtocol\",listener=\"udp:0:interface=127.0.0.1\"}",
+                2,
+            ),
+        ],
+    );
     promtool_check("dns_queries_answers_cache_and_reloads_are_counted", &body);
 
     // A forwarder with a cache: asked twice, the upstream once; then a dead upstream.
@@ -565,16 +563,17 @@ fn dns_queries_answers_cache_and_reloads_are_counted() {
     let body = scrape_until(fmetrics, |b| {
         series(b, "twistrs_dns_answers_total{source=\"cache\"}") == Some(1)
     });
-    for (s, want) in [
-        ("twistrs_dns_answers_total{source=\"forwarded\"}", 1),
-        ("twistrs_dns_answers_total{source=\"cache\"}", 1),
-        ("twistrs_dns_cache_misses_total", 1),
-        ("twistrs_dns_cache_entries", 1),
-        ("twistrs_dns_responses_total{rcode=\"NOERROR\"}", 2),
-        ("twistrs_dns_forward_timeouts_total", 0),
-    ] {
-        assert_eq!(series(&body, s), Some(want), "{s}:\n{body}");
-    }
+    assert_series(
+        &body,
+        &[
+            ("twistrs_dns_answers_total{source=\"forwarded\"}", 1),
+            ("twistrs_dns_answers_total{source=\"cache\"}", 1),
+            ("twistrs_dns_cache_misses_total", 1),
+            ("twistrs_dns_cache_entries", 1),
+            ("twistrs_dns_responses_total{rcode=\"NOERROR\"}", 2),
+            ("twistrs_dns_forward_timeouts_total", 0),
+        ],
+    );
     promtool_check("dns_queries_answers_cache_and_reloads_are_counted", &body);
     fwd.term();
 
@@ -609,15 +608,16 @@ fn dns_queries_answers_cache_and_reloads_are_counted() {
     let body = scrape_until(ometrics, |b| {
         series(b, "twistrs_dns_zone_transfers_in_total{result=\"ok\"}") == Some(1)
     });
-    for (s, want) in [
-        ("twistrs_dns_zone_transfers_in_total{result=\"ok\"}", 1),
-        ("twistrs_dns_zone_transfers_in_total{result=\"failed\"}", 0),
-        ("twistrs_dns_forward_timeouts_total", 1),
-        ("twistrs_dns_answers_total{source=\"forwarded\"}", 1),
-        ("twistrs_dns_responses_total{rcode=\"SERVFAIL\"}", 1),
-    ] {
-        assert_eq!(series(&body, s), Some(want), "{s}:\n{body}");
-    }
+    assert_series(
+        &body,
+        &[
+            ("twistrs_dns_zone_transfers_in_total{result=\"ok\"}", 1),
+            ("twistrs_dns_zone_transfers_in_total{result=\"failed\"}", 0),
+            ("twistrs_dns_forward_timeouts_total", 1),
+            ("twistrs_dns_answers_total{source=\"forwarded\"}", 1),
+            ("twistrs_dns_responses_total{rcode=\"SERVFAIL\"}", 1),
+        ],
+    );
     promtool_check("dns_queries_answers_cache_and_reloads_are_counted", &body);
     other.term();
     let body = get(metrics, "/metrics").1;
@@ -689,17 +689,18 @@ fn procmon_starts_restarts_and_exits_are_counted() {
     let metrics = port_of(&srv, "Metrics");
     let running = "twistrs_procmon_running{process=\"steady\"}";
     let body = scrape_until(metrics, |b| series(b, running) == Some(1));
-    for (s, want) in [
-        (running, 1),
-        ("twistrs_procmon_starts_total{process=\"steady\"}", 1),
-        ("twistrs_procmon_restarts_total{process=\"steady\"}", 0),
-        (
-            "twistrs_procmon_exits_total{process=\"steady\",status=\"error\"}",
-            0,
-        ),
-    ] {
-        assert_eq!(series(&body, s), Some(want), "{s}:\n{body}");
-    }
+    assert_series(
+        &body,
+        &[
+            (running, 1),
+            ("twistrs_procmon_starts_total{process=\"steady\"}", 1),
+            ("twistrs_procmon_restarts_total{process=\"steady\"}", 0),
+            (
+                "twistrs_procmon_exits_total{process=\"steady\",status=\"error\"}",
+                0,
+            ),
+        ],
+    );
     srv.term();
 }
 
@@ -779,24 +780,25 @@ fn portforward_relays_and_failed_connects_are_counted() {
         series(b, "twistrs_relays_total{plugin=\"portforward\"}") == Some(2)
             && series(b, open) == Some(0)
     });
-    for (s, want) in [
-        ("twistrs_relays_total{plugin=\"portforward\"}", 2),
-        (open, 0),
-        (
-            "twistrs_relay_bytes_total{plugin=\"portforward\",direction=\"to_dest\"}",
-            8,
-        ),
-        (
-            "twistrs_relay_bytes_total{plugin=\"portforward\",direction=\"to_client\"}",
-            8,
-        ),
-        (
-            "twistrs_relay_connect_failures_total{plugin=\"portforward\",reason=\"refused\"}",
-            0,
-        ),
-    ] {
-        assert_eq!(series(&body, s), Some(want), "{s}:\n{body}");
-    }
+    assert_series(
+        &body,
+        &[
+            ("twistrs_relays_total{plugin=\"portforward\"}", 2),
+            (open, 0),
+            (
+                "twistrs_relay_bytes_total{plugin=\"portforward\",direction=\"to_dest\"}",
+                8,
+            ),
+            (
+                "twistrs_relay_bytes_total{plugin=\"portforward\",direction=\"to_client\"}",
+                8,
+            ),
+            (
+                "twistrs_relay_connect_failures_total{plugin=\"portforward\",reason=\"refused\"}",
+                0,
+            ),
+        ],
+    );
     srv.term();
 
     // A destination that refuses.
@@ -875,41 +877,42 @@ fn socks_requests_refusals_auth_failures_and_relays_are_counted() {
         series(b, "twistrs_relays_open{plugin=\"socks\"}") == Some(0)
             && series(b, "twistrs_relays_total{plugin=\"socks\"}") == Some(1)
     });
-    for (s, want) in [
-        (
-            "twistrs_socks_requests_total{version=\"5\",command=\"connect\"}",
-            2,
-        ),
-        (
-            "twistrs_socks_requests_total{version=\"4\",command=\"connect\"}",
-            0,
-        ),
-        (
-            "twistrs_socks_failures_total{reply=\"connection_refused\"}",
-            1,
-        ),
-        ("twistrs_socks_failures_total{reply=\"not_allowed\"}", 0),
-        (
-            "twistrs_socks_negotiations_refused_total{reason=\"auth_failed\"}",
-            1,
-        ),
-        (
-            "twistrs_socks_negotiations_refused_total{reason=\"socks4_with_auth\"}",
-            1,
-        ),
-        ("twistrs_relays_total{plugin=\"socks\"}", 1),
-        ("twistrs_relays_open{plugin=\"socks\"}", 0),
-        (
-            "twistrs_relay_bytes_total{plugin=\"socks\",direction=\"to_dest\"}",
-            5,
-        ),
-        (
-            "twistrs_relay_connect_failures_total{plugin=\"socks\",reason=\"refused\"}",
-            1,
-        ),
-    ] {
-        assert_eq!(series(&body, s), Some(want), "{s}:\n{body}");
-    }
+    assert_series(
+        &body,
+        &[
+            (
+                "twistrs_socks_requests_total{version=\"5\",command=\"connect\"}",
+                2,
+            ),
+            (
+                "twistrs_socks_requests_total{version=\"4\",command=\"connect\"}",
+                0,
+            ),
+            (
+                "twistrs_socks_failures_total{reply=\"connection_refused\"}",
+                1,
+            ),
+            ("twistrs_socks_failures_total{reply=\"not_allowed\"}", 0),
+            (
+                "twistrs_socks_negotiations_refused_total{reason=\"auth_failed\"}",
+                1,
+            ),
+            (
+                "twistrs_socks_negotiations_refused_total{reason=\"socks4_with_auth\"}",
+                1,
+            ),
+            ("twistrs_relays_total{plugin=\"socks\"}", 1),
+            ("twistrs_relays_open{plugin=\"socks\"}", 0),
+            (
+                "twistrs_relay_bytes_total{plugin=\"socks\",direction=\"to_dest\"}",
+                5,
+            ),
+            (
+                "twistrs_relay_connect_failures_total{plugin=\"socks\",reason=\"refused\"}",
+                1,
+            ),
+        ],
+    );
     promtool_check(
         "socks_requests_refusals_auth_failures_and_relays_are_counted",
         &body,
@@ -965,15 +968,16 @@ fn two_listeners_of_one_factory_have_series_of_their_own() {
             && series(b, &on("twistrs_connections_open", &escaped)) == Some(0)
             && series(b, &on("twistrs_received_bytes_total", &escaped)) == Some(5)
     });
-    for (s, want) in [
-        (on("twistrs_connections_accepted_total", LOCAL), 2),
-        (on("twistrs_connections_accepted_total", &escaped), 1),
-        (on("twistrs_received_bytes_total", LOCAL), 6),
-        (on("twistrs_received_bytes_total", &escaped), 5),
-        (on("twistrs_sent_bytes_total", &escaped), 5),
-    ] {
-        assert_eq!(series(&body, &s), Some(want), "{s}:\n{body}");
-    }
+    assert_series(
+        &body,
+        &[
+            (on("twistrs_connections_accepted_total", LOCAL), 2),
+            (on("twistrs_connections_accepted_total", &escaped), 1),
+            (on("twistrs_received_bytes_total", LOCAL), 6),
+            (on("twistrs_received_bytes_total", &escaped), 5),
+            (on("twistrs_sent_bytes_total", &escaped), 5),
+        ],
+    );
     promtool_check(
         "two_listeners_of_one_factory_have_series_of_their_own",
         &body,
