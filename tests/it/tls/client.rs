@@ -120,7 +120,8 @@ fn data_both_ways_and_the_half_close_go_through_tls() {
 fn a_half_closed_client_still_gets_the_reply() {
     let pki = Pki::new();
     pki.leaf("backend", "backend", &["backend.test"]);
-    // Python's ssl server: reads the request to close_notify, then answers and closes.
+    // Python's ssl server: reads the request to close_notify (a bare FIN would raise
+    // SSLEOFError: suppress_ragged_eofs=False), then answers and closes.
     let body = r#"
 ca, key, cert = sys.argv[1:4]
 c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -131,7 +132,7 @@ l.listen(1)
 print('port=%d' % l.getsockname()[1], flush=True)
 l.settimeout(20)
 s, _ = l.accept()
-s = c.wrap_socket(s, server_side=True)
+s = c.wrap_socket(s, server_side=True, suppress_ragged_eofs=False)
 got = b''
 while True:
     d = s.recv(65536)
