@@ -53,6 +53,8 @@ impl Reactor {
                 }
             },
         };
+        // Adopting drives the connection once: a TLS client's ClientHello, queued when its
+        // session was made, leaves now, whether or not the client ever sends anything.
         self.adopt_connection(key, socket, Box::new(Outbound), st, None);
         if !self.join_pair(r.from, id, r.request.options) {
             return;

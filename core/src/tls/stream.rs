@@ -266,7 +266,9 @@ impl<S: Socket, C: Session> TlsStream<S, C> {
         let mut used = 0;
         // Each turn takes a record or a message out of rustls, or stops.
         loop {
-            if matches!(want, Want::Read) && out.full() {
+            // A full reader stops the reading, not what rustls has to send without input (a
+            // client's ClientHello, queued before any reader exists).
+            if matches!(want, Want::Read) && out.full() && used < input.len() {
                 return (used, Ok(Pumped::Full));
             }
             let start = used.min(input.len());

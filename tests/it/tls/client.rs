@@ -120,7 +120,8 @@ fn data_both_ways_and_the_half_close_go_through_tls() {
 fn a_half_closed_client_still_gets_the_reply() {
     let pki = Pki::new();
     pki.leaf("backend", "backend", &["backend.test"]);
-    // Python's ssl server: reads the request to close_notify, then answers and closes.
+    // Python's ssl server: reads the request to close_notify (a bare FIN would raise
+    // SSLEOFError: suppress_ragged_eofs=False), then answers and closes.
     let body = r#"
 ca, key, cert = sys.argv[1:4]
 c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -131,7 +132,7 @@ l.listen(1)
 print('port=%d' % l.getsockname()[1], flush=True)
 l.settimeout(20)
 s, _ = l.accept()
-s = c.wrap_socket(s, server_side=True)
+s = c.wrap_socket(s, server_side=True, suppress_ragged_eofs=False)
 got = b''
 while True:
     d = s.recv(65536)
@@ -168,6 +169,145 @@ s.close()
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A Python ssl server for the certificate `backend` of `pki` running `body` (after the
+/// listening socket `l`, its port printed, and the context `c`), with its port.
+fn python_backend(pki: &Pki, body: &str) -> (Child, u16) {
+    let head = r#"
+ca, key, cert = sys.argv[1:4]
+c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+c.load_cert_chain(cert, key)
+l = socket.socket()
+l.bind(('127.0.0.1', 0))
+l.listen(1)
+print('port=%d' % l.getsockname()[1], flush=True)
+l.settimeout(20)
+"#;
+    let mut server = spawn_python(
+        &format!("{head}{body}"),
+        &[
+            &pki.ca(),
+            &pki.arg("backend-key.pem"),
+            &pki.arg("backend-cert.pem"),
+        ],
+    );
+    let port = read_port(&mut server);
+    (server, port)
+}
+
+/// The Python backend's output, once it has finished successfully.
+fn backend_output(server: Child) -> String {
+    let out = wait_output(server, Duration::from_secs(20));
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    text.into_owned()
+}
+
+/// Reads one line from `c` (bounded by its read timeout and 200 bytes).
+fn read_line(c: &mut TcpStream) -> Vec<u8> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.len() < 200 && c.read(&mut b).unwrap_or(0) == 1 {
+        line.push(b[0]);
+        if b[0] == b'\n' {
+            break;
+        }
+    }
+    line
+}
+
+#[test]
+fn a_backend_that_speaks_first_is_heard_before_the_client_says_anything() {
+    let pki = Pki::new();
+    pki.leaf("backend", "backend", &["backend.test"]);
+    // A POP3-like server: the greeting goes out as soon as the handshake is done. A FIN
+    // without close_notify would be an error here (suppress_ragged_eofs=False).
+    let (server, port) = python_backend(
+        &pki,
+        r#"
+s, _ = l.accept()
+s = c.wrap_socket(s, server_side=True, suppress_ragged_eofs=False)
+s.sendall(b'+OK twistrs test ready\r\n')
+got = b''
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    got += d
+s.sendall(b'+OK bye after ' + got)
+s.unwrap()
+s.close()
+print('end=close_notify', flush=True)
+"#,
+    );
+    let cas = ca_dir(&pki);
+    let relay = forward_to(&format!(
+        "ssl:127.0.0.1:{port}:hostname=backend.test:caCertsDir={}",
+        cas.path().display()
+    ));
+    let mut c = client(&relay);
+    let start = Instant::now();
+    let greeting = read_line(&mut c);
+    let took = start.elapsed();
+    assert_eq!(
+        greeting,
+        b"+OK twistrs test ready\r\n",
+        "{:?}",
+        relay.lines()
+    );
+    // The handshake is not left waiting for the client's first bytes (nor its deadline).
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    c.write_all(b"QUIT\r\n").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).expect("the reply");
+    assert_eq!(rest, b"+OK bye after QUIT\r\n");
+    let out = backend_output(server);
+    assert_eq!(field(&out, "end"), Some("close_notify"), "{out}");
+}
+
+#[test]
+fn a_client_that_half_closes_before_any_data_still_gets_the_reply() {
+    let pki = Pki::new();
+    pki.leaf("backend", "backend", &["backend.test"]);
+    // The client's FIN must arrive as close_notify (a bare FIN raises SSLEOFError here).
+    let (server, port) = python_backend(
+        &pki,
+        r#"
+s, _ = l.accept()
+s = c.wrap_socket(s, server_side=True, suppress_ragged_eofs=False)
+got = s.recv(65536)
+print('got=%d' % len(got), flush=True)
+s.sendall(b'nothing came')
+s.unwrap()
+s.close()
+"#,
+    );
+    let cas = ca_dir(&pki);
+    let relay = forward_to(&format!(
+        "ssl:127.0.0.1:{port}:hostname=backend.test:caCertsDir={}",
+        cas.path().display()
+    ));
+    let mut c = client(&relay);
+    let start = Instant::now();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).expect("the reply");
+    let took = start.elapsed();
+    assert_eq!(got, b"nothing came", "{:?}", relay.lines());
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let out = backend_output(server);
+    assert_eq!(field(&out, "got"), Some("0"), "{out}");
+    relay
+        .wait_until(
+            |l| {
+                l.iter()
+                    .any(|l| l.contains("Relay") && l.contains("closed cleanly"))
+            },
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("{:?}", relay.lines()));
 }
 
 /// The `port=` line a Python server prints first.
@@ -285,15 +425,15 @@ for _ in range(2):
         "ssl:127.0.0.1:{port}:hostname=backend.test:caCertsDir={}",
         cas.path().display()
     ));
-    // (Data before the FIN: a FIN alone before the handshake stalls it, a known bug.)
-    let _ = echo_through(client(&relay), b"x".to_vec());
+    // The client sends nothing: its FIN alone starts nothing, the handshake is under way.
+    let _ = echo_through(client(&relay), Vec::new());
     let relay = forward_to(&format!(
         "ssl:127.0.0.1:{port}:hostname=backend.test:caCertsDir={}:certKey={}:privateKey={}",
         cas.path().display(),
         pki.arg("me-cert.pem"),
         pki.arg("me-key.pem")
     ));
-    let got = echo_through(client(&relay), b"x".to_vec());
+    let got = echo_through(client(&relay), Vec::new());
     let out = wait_output(server, Duration::from_secs(30));
     let out = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
     assert_eq!(got, b"hello twistrs-client", "{:?} {out}", relay.lines());

@@ -598,3 +598,119 @@ proptest::proptest! {
         p.assert_idle();
     }
 }
+
+/// Our client and our server, each over a [`Pipe`], for the client side of the stream.
+struct Pair {
+    client: TlsStream<Pipe, UnbufferedClientConnection>,
+    server: TlsStream<Pipe>,
+    /// Plaintext each side read, and whether its read said the end came.
+    to_server: Vec<u8>,
+    server_ended: bool,
+    to_client: Vec<u8>,
+    client_ended: bool,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(TLS13)
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert))
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        Pair {
+            client: TlsStream::client(Pipe::default(), Arc::new(config), name).unwrap(),
+            server: TlsStream::new(Pipe::default(), server_config()).unwrap(),
+            to_server: Vec::new(),
+            server_ended: false,
+            to_client: Vec::new(),
+            client_ended: false,
+        }
+    }
+
+    /// Reads `s` as the reactor does, into `got`; `end` once a read says the end came.
+    fn read_side<C: Session>(s: &mut TlsStream<Pipe, C>, got: &mut Vec<u8>, end: &mut bool) {
+        let mut buf = [0u8; 4096];
+        for _ in 0..1000 {
+            match s.read(&mut buf) {
+                Ok(0) => {
+                    *end = true;
+                    return;
+                }
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// Flushes both sides and moves the wire (and the FIN) across until nothing moves: the
+    /// reactor's drive, which flushes even with no plaintext to send.
+    fn run(&mut self) {
+        for _ in 0..100 {
+            self.client.flush_pending().unwrap();
+            self.server.flush_pending().unwrap();
+            let up = mem::take(&mut self.client.socket_mut().wire);
+            let down = mem::take(&mut self.server.socket_mut().wire);
+            let fins = (self.client.socket_mut().fin, self.server.socket_mut().fin);
+            let moved = !up.is_empty()
+                || !down.is_empty()
+                || fins.0 != self.server.socket_mut().eof
+                || fins.1 != self.client.socket_mut().eof;
+            self.server.socket_mut().inbox.extend(&up);
+            self.server.socket_mut().eof = fins.0;
+            self.client.socket_mut().inbox.extend(&down);
+            self.client.socket_mut().eof = fins.1;
+            Self::read_side(
+                &mut self.server,
+                &mut self.to_server,
+                &mut self.server_ended,
+            );
+            Self::read_side(
+                &mut self.client,
+                &mut self.to_client,
+                &mut self.client_ended,
+            );
+            if !moved {
+                return;
+            }
+        }
+        panic!("bytes still moving after 100 rounds");
+    }
+}
+
+#[test]
+fn a_client_queues_its_hello_at_once() {
+    let mut c = Pair::new().client;
+    // Nothing written: the ClientHello is what the connection's first flush sends.
+    assert!(c.pending() && c.handshaking());
+    assert!(c.flush_pending().unwrap());
+    let wire = &c.socket_mut().wire;
+    assert_eq!(wire.first(), Some(&0x16), "a handshake record: {wire:?}");
+    assert!(!c.pending());
+}
+
+#[test]
+fn a_server_that_speaks_first_is_heard_by_a_client_that_says_nothing() {
+    let mut p = Pair::new();
+    assert_eq!(p.server.send(b"+OK ready\r\n", false).unwrap(), 11);
+    p.run();
+    assert!(!p.client.handshaking());
+    assert_eq!(p.to_client, b"+OK ready\r\n");
+    assert!(p.to_server.is_empty() && !p.client_ended);
+}
+
+#[test]
+fn a_client_that_closes_before_any_data_sends_close_notify_and_hears_the_reply() {
+    let mut p = Pair::new();
+    p.client.shutdown_write().unwrap();
+    p.run();
+    assert!(p.server_ended && p.to_server.is_empty());
+    assert!(p.client.socket_mut().fin, "the FIN follows close_notify");
+    assert_eq!(p.server.send(b"bye\r\n", false).unwrap(), 5);
+    p.server.shutdown_write().unwrap();
+    p.run();
+    assert_eq!(p.to_client, b"bye\r\n");
+    assert!(p.client_ended && !p.client.pending() && !p.server.pending());
+}
