@@ -461,8 +461,9 @@ fn a_silent_backend_ends_at_the_handshake_deadline() {
         took >= Duration::from_secs(8) && took < Duration::from_secs(16),
         "{took:?}"
     );
+    // The line is written as the relay closes, which the client may see first.
     assert!(
-        count(&relay, "TLS handshake not done") >= 1,
+        relay.log_contains("TLS handshake not done"),
         "{:?}",
         relay.lines()
     );
