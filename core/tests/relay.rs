@@ -337,3 +337,99 @@ fn host_names_parse_as_addresses_when_they_are() {
         }
     );
 }
+
+/// Joins each connection with the one before it, which has closed by then.
+struct JoinStale {
+    last: std::rc::Rc<std::cell::Cell<Option<twistrs_core::ConnId>>>,
+    events: mpsc::Sender<Event>,
+}
+
+impl Protocol for JoinStale {
+    fn connection_made(&mut self, t: &mut Transport<'_>) {
+        let Some(gone) = self.last.replace(Some(t.id())) else {
+            return t.lose_connection();
+        };
+        let tx = self.events.clone();
+        t.handle().join(
+            t.id(),
+            gone,
+            twistrs_core::RelayOptions {
+                idle_timeout: None,
+                on_end: Some(Box::new(move |e: &RelayEnd| {
+                    let _ = tx.send(Event::Ended(e.clone()));
+                })),
+            },
+        );
+    }
+    fn data_received(&mut self, _t: &mut Transport<'_>, _d: &[u8]) {}
+}
+
+struct JoinStaleFactory(JoinStale);
+
+impl Factory for JoinStaleFactory {
+    fn name(&self) -> &'static str {
+        "JoinStale"
+    }
+    fn build_protocol(&mut self, _peer: &Address) -> Option<Box<dyn Protocol>> {
+        Some(Box::new(JoinStale {
+            last: self.0.last.clone(),
+            events: self.0.events.clone(),
+        }))
+    }
+}
+
+#[test]
+fn a_join_with_a_side_already_gone_still_ends_and_closes_the_other() {
+    let (tx, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let mut r = Reactor::with_config(ReactorConfig {
+            handle_signals: false,
+            ..ReactorConfig::default()
+        })
+        .expect("reactor");
+        let f = r.add_factory(Box::new(JoinStaleFactory(JoinStale {
+            last: Default::default(),
+            events: tx,
+        })));
+        let ep: Endpoint = "tcp:0:interface=127.0.0.1".parse().unwrap();
+        let id = r.listen(&ep, f).expect("listen");
+        ready_tx
+            .send(r.listener_address(id).unwrap().socket_addr().unwrap())
+            .unwrap();
+        let h = r.handle();
+        h.call_later(Duration::from_secs(20), {
+            let h = h.clone();
+            move || h.stop()
+        });
+        r.run().expect("run")
+    });
+    let addr = ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("ready");
+    // The first connection closes at once; the second is joined with it.
+    let mut first = client(addr);
+    let mut got = Vec::new();
+    first.read_to_end(&mut got).unwrap();
+    let mut second = client(addr);
+    let Event::Ended(end) = next(&rx) else {
+        panic!("no end report")
+    };
+    assert!(!end.clean, "{end:?}");
+    assert_eq!((end.to_dest, end.to_client), (0, 0), "{end:?}");
+    assert_eq!(end.ended_by, twistrs_core::relay::Side::Dest, "{end:?}");
+    assert!(
+        end.reason.contains("before the relay was joined"),
+        "{end:?}"
+    );
+    assert_eq!(end.client, Address::Tcp(second.local_addr().unwrap()));
+    // The side left open is closed, not left waiting for nobody.
+    let mut rest = Vec::new();
+    second.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    assert!(
+        rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "on_end once"
+    );
+    drop(t);
+}

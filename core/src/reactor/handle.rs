@@ -255,8 +255,9 @@ impl Handle {
     }
 
     /// Joins two open connections into a relay ([`crate::relay`]), as `connect_relay` does
-    /// with its new connection: `client` is the side `on_end` calls the client. Ignored if
-    /// either is gone or already has a relay.
+    /// with its new connection: `client` is the side `on_end` calls the client. If either is
+    /// gone, closing or already in a relay, there is no relay: `on_end` hears at once that it
+    /// ended unclean with nothing carried, and a side still open without a relay closes.
     pub fn join(&self, client: ConnId, dest: ConnId, options: RelayOptions) {
         self.push(Command::Join {
             client,

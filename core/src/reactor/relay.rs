@@ -3,9 +3,13 @@
 
 use super::conn::{NetSocket, Stream};
 use super::{Entry, Reactor};
+use std::time::Duration;
+
 use crate::address::Address;
 use crate::error::Reason;
-use crate::relay::{self, ConnectRelay, Link, Outbound, Outgoing, Record, RelayOptions};
+use crate::relay::{
+    self, ConnectRelay, Link, Outbound, Outgoing, Record, RelayEnd, RelayOptions, Side,
+};
 use crate::tls::stream::TlsStream;
 use crate::transport::{ConnId, ConnState};
 
@@ -73,8 +77,50 @@ impl Reactor {
             r.conn_mut(id)
                 .is_some_and(|c| c.conn.st.link == Link::None && c.conn.st.accepts_output())
         };
-        if client != dest && free(self, client) && free(self, dest) {
+        let (client_free, dest_free) = (free(self, client), free(self, dest));
+        if client != dest && client_free && dest_free {
             self.join_pair(client, dest, options);
+            return;
+        }
+        // A side went (or is closing) before the join: the relay ends before it began. Its
+        // `on_end` still hears it, once, so that what counts open relays or writes a line per
+        // relay stays true, and a side left open (with no relay of its own) closes after its
+        // flush instead of waiting for nobody.
+        let side = |r: &mut Self, id| {
+            r.conn_mut(id).map(|c| {
+                (
+                    c.conn.st.peer.clone(),
+                    c.conn.st.system(),
+                    c.conn.st.link == Link::None,
+                )
+            })
+        };
+        let (c, d) = (side(self, client), side(self, dest));
+        if let Some(f) = options.on_end {
+            let (ended_by, gone) = if dest_free {
+                (Side::Client, "the client")
+            } else {
+                (Side::Dest, "the destination")
+            };
+            let unknown = || Address::Unix(None);
+            f(&RelayEnd {
+                system: c.as_ref().map(|x| x.1.clone()).unwrap_or_default(),
+                client: c.as_ref().map_or_else(unknown, |x| x.0.clone()),
+                dest: d.as_ref().map_or_else(unknown, |x| x.0.clone()),
+                to_dest: 0,
+                to_client: 0,
+                duration: Duration::ZERO,
+                ended_by,
+                reason: format!("{gone} closed before the relay was joined"),
+                clean: false,
+            });
+        }
+        if client != dest {
+            for (id, s) in [(client, c), (dest, d)] {
+                if s.is_some_and(|s| s.2) {
+                    self.handle.lose_connection(id);
+                }
+            }
         }
     }
 

@@ -381,8 +381,8 @@ impl Socks {
             idle_timeout: Some(self.cfg.idle_timeout),
             on_end: Some(Box::new(self.on_end(&slot))),
         };
-        // Counted at the request: a peer that closes before the join is made leaves the open
-        // gauge one high (the core tells no one of a join it could not make).
+        // A join the core cannot make (the peer closed first) still calls `on_end`, which
+        // takes this back.
         crate::metrics::with(|m| m.relays.joined());
         t.handle().join(t.id(), conn, options);
         self.state = State::Relaying;
