@@ -130,7 +130,7 @@ impl<S: Socket> Conn<S> {
         // Output progress counts as activity for the idle timeout, as input does: a download
         // that is moving is never cut (nginx's send_timeout is between two writes too).
         if self.st.out.sent != sent_before {
-            self.st.last_activity = d.handle.now();
+            self.st.last_activity = d.handle.tick();
         }
         match exchanged {
             Err(r) => After::Close(r),
@@ -188,7 +188,7 @@ impl<S: Socket> Conn<S> {
     /// Queues `data` and sends at once what the socket takes, without a copy when nothing is
     /// queued before it (a relay's bytes, straight from the read buffer). A send error is left
     /// for the next drive, which meets it again and closes.
-    pub(crate) fn write_through(&mut self, data: &[u8], now: std::time::Instant) {
+    pub(crate) fn write_through(&mut self, data: &[u8], now: crate::timer::Tick) {
         if !self.st.accepts_output() {
             return;
         }
@@ -233,7 +233,7 @@ impl<S: Socket> Conn<S> {
                 Ok(n) => {
                     *reads += 1;
                     self.st.received += n as u64;
-                    self.st.last_activity = d.handle.now();
+                    self.st.last_activity = d.handle.tick();
                     let data = &d.buf[..n];
                     p.data_received(&mut Transport::new(&mut self.st, d.handle), data);
                     // A short read drained the socket: epoll will report new data (but not a
@@ -288,7 +288,7 @@ impl<S: Socket> Conn<S> {
         if self.st.buffered() > 0 || self.socket.pending() {
             return Settled::Nothing;
         }
-        if let Some(config) = self.st.upgrade.take() {
+        if let Some(config) = self.st.take_upgrade() {
             return match self.socket.start_tls(config) {
                 Ok(()) => {
                     self.st.secure = true;
@@ -387,7 +387,7 @@ impl<S: Socket> Conn<S> {
             }
             HANDSHAKE_KEY => After::Settled,
             IDLE_KEY => {
-                if self.st.idle_due(d.handle.now(), d.handle.timers()) {
+                if self.st.idle_due(d.handle.tick(), d.handle.timers()) {
                     log::info!(target: &self.st.system(), "Timing out idle connection.");
                     self.callback(p, d, |p, t| p.timeout_connection(t))
                 } else {

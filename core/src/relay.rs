@@ -23,7 +23,7 @@
 
 use std::any::Any;
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::address::Address;
 use crate::client::{ConnectError, Destination};
@@ -32,6 +32,7 @@ use crate::error::Reason;
 use crate::output::Socket;
 use crate::protocol::Protocol;
 use crate::reactor::Handle;
+use crate::timer::Tick;
 use crate::transport::{ConnId, ConnState, Phase, Producer, Transport};
 
 /// The default connect timeout, Twisted's `connectTCP` default.
@@ -232,7 +233,7 @@ pub(crate) fn widow(st: &mut ConnState, reason: &Reason) -> bool {
 /// first close on.
 pub(crate) struct Record {
     client: ConnId,
-    started: Instant,
+    started: Tick,
     on_end: Option<OnEnd>,
     closing: Option<Box<Closing>>,
 }
@@ -249,7 +250,7 @@ struct Closing {
 }
 
 impl Record {
-    pub(crate) fn new(client: &ConnState, on_end: Option<OnEnd>, now: Instant) -> Self {
+    pub(crate) fn new(client: &ConnState, on_end: Option<OnEnd>, now: Tick) -> Self {
         Record {
             client: client.id,
             started: now,
@@ -259,14 +260,14 @@ impl Record {
     }
 
     /// Side `st` closed for `reason`; true once both have (`on_end` has run: drop the record).
-    pub(crate) fn closed(&mut self, st: &ConnState, reason: &Reason, now: Instant) -> bool {
+    pub(crate) fn closed(&mut self, st: &ConnState, reason: &Reason, now: Tick) -> bool {
         let side = if st.id == self.client {
             Side::Client
         } else {
             Side::Dest
         };
         let c = self.closing.get_or_insert_with(Default::default);
-        let this = Some((st.peer.clone(), st.out.sent));
+        let this = Some((st.addrs.peer(), st.out.sent));
         match side {
             Side::Client => {
                 c.client = this;
@@ -291,7 +292,7 @@ impl Record {
                 dest,
                 to_dest,
                 to_client,
-                duration: now.saturating_duration_since(self.started),
+                duration: now.since(self.started),
                 ended_by,
                 reason,
                 clean,
@@ -330,7 +331,7 @@ impl<S: Socket> Protocol for Spliced<'_, S> {
     /// Straight into the peer's socket, what it does not take into its output; past the
     /// high-water mark this side stops being read until the peer drains.
     fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
-        self.peer.write_through(data, t.handle().now());
+        self.peer.write_through(data, t.handle().tick());
         let queued = self.peer.st.buffered();
         if queued > 0 {
             self.peer_dirty = true;

@@ -120,7 +120,7 @@ impl<P: Protocol + 'static> Harness<P> {
         let handle = Handle::detached(clock.clone());
         let peer = Address::Tcp(SocketAddr::from(([127, 0, 0, 1], 54321)));
         let host = Address::Tcp(SocketAddr::from(([127, 0, 0, 1], 7)));
-        let st = ConnState::new(ConnId::new(0, 1), peer, host, "Test", 0, clock.now());
+        let st = ConnState::new(ConnId::new(0, 1), peer, host, "Test", 0, clock.tick());
         Harness {
             proto,
             conn: Conn::new(MemorySocket::default(), st),

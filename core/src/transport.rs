@@ -14,13 +14,13 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::address::Address;
+use crate::address::{Address, Addrs};
 use crate::output::Output;
 use crate::reactor::{Command, Handle};
 use crate::relay::{ConnectRelay, Link, RelayRequest};
-use crate::timer::{DelayedCall, Target, TimerQueue};
+use crate::timer::{DelayedCall, Target, Tick, TimerQueue};
 
 /// Identifies a connection for commands sent through a [`Handle`]; stale ids are ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -95,28 +95,53 @@ pub struct ConnState {
     pub(crate) stopping: bool,
     /// The connection is TLS (accepted on a TLS endpoint, or upgraded).
     pub(crate) secure: bool,
-    /// `start_tls` was asked for: once the output has left, the connection becomes TLS with
-    /// this config (reading stops meanwhile: what follows is the client's handshake).
-    pub(crate) upgrade: Option<Arc<rustls::ServerConfig>>,
+    /// What few connections need (a TLS upgrade, protocol timers), boxed from the first
+    /// use: an idle connection carries 8 bytes for it.
+    extra: Option<Box<Extra>>,
     /// Its relay, if any: waiting for the outgoing connection, or joined with a peer.
     pub(crate) link: Link,
-    pub(crate) peer: Address,
-    pub(crate) host: Address,
-    pub(crate) name: &'static str,
+    /// The peer's and the local address, compactly.
+    pub(crate) addrs: Addrs,
+    /// The factory's name (interned: 8 bytes where a `&str` takes 16).
+    name: &'static &'static str,
     pub(crate) session: u32,
     /// The idle timeout in milliseconds (4 bytes where a `Duration` takes 16: every idle
     /// connection carries it).
     idle_ms: Option<NonZeroU32>,
-    pub(crate) last_activity: Instant,
+    pub(crate) last_activity: Tick,
     /// When its idle-timeout check is due (its entry in the timer queue's idle heap; an
     /// entry due at another time is an abandoned one). When it fires early (there was
     /// activity), it is re-armed.
-    pub(crate) idle_at: Option<Instant>,
-    /// Other timers aimed at this connection (protocol timers, the lingering close), all
-    /// cancelled when it closes so none outlives it in the timer heap. Boxed and absent until
-    /// the first: an idle connection carries 8 bytes for it, not 24.
-    #[allow(clippy::box_collection)]
-    pub(crate) timers: Option<Box<Vec<DelayedCall>>>,
+    pub(crate) idle_at: Option<Tick>,
+}
+
+/// The rarely used part of a connection's state.
+#[derive(Default)]
+struct Extra {
+    /// `start_tls` was asked for: once the output has left, the connection becomes TLS with
+    /// this config (reading stops meanwhile: what follows is the client's handshake).
+    upgrade: Option<Arc<rustls::ServerConfig>>,
+    /// Other timers aimed at this connection (protocol timers, the lingering close, the TLS
+    /// handshake's deadline), all cancelled when it closes so none outlives it in the timer
+    /// heap.
+    timers: Vec<DelayedCall>,
+}
+
+/// `name` as a thin pointer: each distinct factory name is leaked once (there are a few).
+fn intern(name: &'static str) -> &'static &'static str {
+    thread_local! {
+        static NAMES: std::cell::RefCell<Vec<&'static &'static str>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(n) = names.iter().find(|n| ***n == name) {
+            return *n;
+        }
+        let n: &'static &'static str = Box::leak(Box::new(name));
+        names.push(n);
+        n
+    })
 }
 
 /// Key of the reactor's own idle-timeout timer entries.
@@ -129,7 +154,7 @@ impl ConnState {
         host: Address,
         name: &'static str,
         session: u32,
-        now: Instant,
+        now: Tick,
     ) -> Self {
         ConnState {
             id,
@@ -143,17 +168,35 @@ impl ConnState {
             producer: Producer::None,
             stopping: false,
             secure: false,
-            upgrade: None,
+            extra: None,
             link: Link::None,
-            peer,
-            host,
-            name,
+            addrs: Addrs::new(peer, host),
+            name: intern(name),
             session,
             idle_ms: None,
             last_activity: now,
             idle_at: None,
-            timers: None,
         }
+    }
+
+    /// The factory's name (the log system's first part).
+    pub(crate) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The TLS config `start_tls` asked for, until the upgrade happens.
+    pub(crate) fn upgrade(&self) -> Option<&Arc<rustls::ServerConfig>> {
+        self.extra.as_ref().and_then(|e| e.upgrade.as_ref())
+    }
+
+    /// Asks for the upgrade to TLS with `config` once the output has left.
+    pub(crate) fn set_upgrade(&mut self, config: Arc<rustls::ServerConfig>) {
+        self.extra.get_or_insert_with(Default::default).upgrade = Some(config);
+    }
+
+    /// Takes the upgrade asked for (it is happening).
+    pub(crate) fn take_upgrade(&mut self) -> Option<Arc<rustls::ServerConfig>> {
+        self.extra.as_mut().and_then(|e| e.upgrade.take())
     }
 
     pub(crate) fn phase(&self) -> Phase {
@@ -230,12 +273,12 @@ impl ConnState {
             self.phase,
             Phase::Open | Phase::HalfClosing | Phase::HalfClosed
         ) && !self.eof_received
-            && self.upgrade.is_none()
+            && self.upgrade().is_none()
     }
 
     /// Keeps `call` to cancel it at close; forgets the ones that already ran.
     pub(crate) fn track_timer(&mut self, call: DelayedCall) {
-        let timers = self.timers.get_or_insert_with(Default::default);
+        let timers = &mut self.extra.get_or_insert_with(Default::default).timers;
         timers.retain(DelayedCall::active);
         timers.push(call);
     }
@@ -245,15 +288,17 @@ impl ConnState {
         if self.idle_at.take().is_some() {
             timers.idle_abandoned();
         }
-        for t in self.timers.take().into_iter().flat_map(|b| *b) {
-            t.cancel();
+        if let Some(e) = self.extra.as_mut() {
+            for t in std::mem::take(&mut e.timers) {
+                t.cancel();
+            }
         }
     }
 
     /// The idle timer came due at `now`: true if the connection was idle for its whole
     /// timeout, else the timer is re-armed for what is left of it.
     /// An entry due later than `now` is an abandoned one (the live one is due at `idle_at`).
-    pub(crate) fn idle_due(&mut self, now: Instant, timers: &TimerQueue) -> bool {
+    pub(crate) fn idle_due(&mut self, now: Tick, timers: &TimerQueue) -> bool {
         match self.idle_at {
             Some(at) if at <= now => self.idle_at = None,
             _ => return false,
@@ -261,7 +306,7 @@ impl ConnState {
         let Some(d) = self.idle() else {
             return false;
         };
-        let due = self.last_activity + d;
+        let due = self.last_activity.after(d);
         if now >= due {
             return true;
         }
@@ -290,7 +335,7 @@ impl ConnState {
 
     /// The connection's log system, Twisted's `logPrefix`: `Echo,3,127.0.0.1`.
     pub(crate) fn system(&self) -> String {
-        crate::logsys::connection(self.name, self.session, &self.peer)
+        crate::logsys::connection(self.name, self.session, &self.addrs.peer())
     }
 }
 
@@ -370,7 +415,7 @@ impl<'a> Transport<'a> {
 
     /// True if the connection is TLS (a TLS endpoint, or after `start_tls`).
     pub fn is_secure(&self) -> bool {
-        self.st.secure || self.st.upgrade.is_some()
+        self.st.secure || self.st.upgrade().is_some()
     }
 
     /// Upgrades the connection to TLS in place (STARTTLS, STLS): what was written before is
@@ -378,7 +423,7 @@ impl<'a> Transport<'a> {
     /// Input the protocol already holds from before is its to throw away (RFC 3207 says so).
     pub fn start_tls(&mut self, tls: &crate::tls::TlsContext) {
         if !self.is_secure() {
-            self.st.upgrade = Some(tls.config());
+            self.st.set_upgrade(tls.config());
         }
     }
 
@@ -404,13 +449,13 @@ impl<'a> Transport<'a> {
     }
 
     /// The remote address.
-    pub fn peer(&self) -> &Address {
-        &self.st.peer
+    pub fn peer(&self) -> Address {
+        self.st.addrs.peer()
     }
 
     /// The local address.
-    pub fn host(&self) -> &Address {
-        &self.st.host
+    pub fn host(&self) -> Address {
+        self.st.addrs.host()
     }
 
     /// This connection's id, for commands sent through a [`Handle`] from elsewhere.
@@ -434,7 +479,7 @@ impl<'a> Transport<'a> {
             return;
         }
         self.st.set_idle(timeout);
-        self.st.last_activity = self.handle.now();
+        self.st.last_activity = self.handle.tick();
         let timers = self.handle.timers();
         let Some(d) = timeout else {
             if self.st.idle_at.take().is_some() {
@@ -442,7 +487,7 @@ impl<'a> Transport<'a> {
             }
             return;
         };
-        let want = self.st.last_activity + d;
+        let want = self.st.last_activity.after(d);
         match self.st.idle_at {
             // A later deadline is found when the check fires early and re-arms.
             Some(at) if at <= want => {}
@@ -460,7 +505,7 @@ impl<'a> Transport<'a> {
 
     /// Counts as activity for the idle timeout (Twisted's `resetTimeout`).
     pub fn reset_timeout(&mut self) {
-        self.st.last_activity = self.handle.now();
+        self.st.last_activity = self.handle.tick();
     }
 
     /// Calls this protocol's `timer_fired(key)` after `delay`.

@@ -289,7 +289,8 @@ impl Reactor {
         match c.attempt.client {
             Client::Factory(mut factory) => {
                 let proto = factory.build_protocol(&peer);
-                let mut st = ConnState::new(c.id, peer, host, factory.name(), 0, self.handle.now());
+                let mut st =
+                    ConnState::new(c.id, peer, host, factory.name(), 0, self.handle.tick());
                 // The readiness that said "connected" may have said "readable" too: no edge
                 // will come again for what is already there.
                 st.read_pending = true;

@@ -24,7 +24,7 @@ impl Reactor {
     ) {
         // The client may have gone while this connected: then this one goes too.
         let (name, session) = match self.conn_mut(r.from) {
-            Some(c) if c.conn.st.link == Link::Pending => (c.conn.st.name, c.conn.st.session),
+            Some(c) if c.conn.st.link == Link::Pending => (c.conn.st.name(), c.conn.st.session),
             _ => {
                 let mut stream = stream;
                 let _ = self.poll.registry().deregister(stream.source());
@@ -32,7 +32,7 @@ impl Reactor {
                 return;
             }
         };
-        let now = self.handle.now();
+        let now = self.handle.tick();
         let mut st = ConnState::new(id, peer.clone(), host.clone(), name, session, now);
         // Nothing is read before the join: its bytes are the client's (the join reads what
         // is already there: no readiness edge will come again for it).
@@ -85,7 +85,7 @@ impl Reactor {
         if c.conn.st.id != client || d.conn.st.id != dest {
             return false;
         }
-        let now = self.handle.now();
+        let now = self.handle.tick();
         let record = Record::new(&c.conn.st, options.on_end, now);
         let id = self.relays.insert(record) as u32;
         relay::join(
@@ -106,7 +106,7 @@ impl Reactor {
     pub(crate) fn relay_side_closed(&mut self, st: &ConnState, reason: &Reason) {
         if let Some(r) = st.link.relay().map(|r| r as usize)
             && let Some(rec) = self.relays.get_mut(r)
-            && rec.closed(st, reason, self.handle.now())
+            && rec.closed(st, reason, self.handle.tick())
         {
             self.relays.remove(r);
         }

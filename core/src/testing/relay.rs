@@ -55,7 +55,7 @@ impl<P: Protocol + 'static> RelayHarness<P> {
         let handle = Handle::detached(clock.clone());
         let peer = Address::Tcp(SocketAddr::from(([127, 0, 0, 1], 54321)));
         let host = Address::Tcp(SocketAddr::from(([127, 0, 0, 1], 1080)));
-        let st = ConnState::new(CLIENT_ID, peer, host, "Test", 0, clock.now());
+        let st = ConnState::new(CLIENT_ID, peer, host, "Test", 0, clock.tick());
         RelayHarness {
             proto,
             client: Conn::new(MemorySocket::default(), st),
@@ -162,7 +162,7 @@ impl<P: Protocol + 'static> RelayHarness<P> {
         let link = me.st.link;
         if link.relay().is_some()
             && let Some(rec) = &mut self.record
-            && rec.closed(&me.st, &r, self.handle.now())
+            && rec.closed(&me.st, &r, self.handle.tick())
         {
             self.record = None;
         }
@@ -261,7 +261,7 @@ impl<P: Protocol + 'static> RelayHarness<P> {
             Destination::Unix(p) => Address::Unix(Some(p.clone())),
         };
         let host = Address::Tcp(SocketAddr::from(([127, 0, 0, 1], 40000)));
-        let now = self.handle.now();
+        let now = self.handle.tick();
         let mut st = ConnState::new(DEST_ID, peer.clone(), host.clone(), "Test", 0, now);
         st.read_paused = true;
         let mut dest = Conn::new(MemorySocket::default(), st);
