@@ -23,6 +23,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::rc::Rc;
 use std::time::Duration;
 
 use crate::address::Address;
@@ -82,7 +83,42 @@ pub struct RelayEnd {
 }
 
 /// Called once when both sides of a relay have closed.
-pub type OnEnd = Box<dyn FnOnce(&RelayEnd)>;
+pub enum OnEnd {
+    /// A closure of this relay's own.
+    Once(Box<dyn FnOnce(&RelayEnd)>),
+    /// One closure shared by many relays (a service's): an idle relay keeps a reference to
+    /// it, not an allocation of its own (issue 11).
+    Shared(SharedOnEnd),
+}
+
+impl OnEnd {
+    /// Runs it for `end`.
+    pub fn call(self, end: &RelayEnd) {
+        match self {
+            OnEnd::Once(f) => f(end),
+            OnEnd::Shared(f) => (f.0)(end),
+        }
+    }
+
+    /// Does nothing (a closure without captures: no allocation).
+    fn nothing() -> Self {
+        OnEnd::Once(Box::new(|_| {}))
+    }
+}
+
+/// An `on_end` closure for many relays, cheap to clone. A thin pointer, so an [`OnEnd`] is
+/// 16 bytes either way.
+#[derive(Clone)]
+pub struct SharedOnEnd(Rc<EndFn>);
+
+/// The closure a [`SharedOnEnd`] points to.
+type EndFn = Box<dyn Fn(&RelayEnd)>;
+
+impl SharedOnEnd {
+    pub fn new(f: impl Fn(&RelayEnd) + 'static) -> Self {
+        SharedOnEnd(Rc::new(Box::new(f)))
+    }
+}
 
 /// How a relay behaves once joined.
 #[derive(Default)]
@@ -142,7 +178,13 @@ impl RelayRequest {
     }
 
     pub fn on_end(mut self, f: impl FnOnce(&RelayEnd) + 'static) -> Self {
-        self.options.on_end = Some(Box::new(f));
+        self.options.on_end = Some(OnEnd::Once(Box::new(f)));
+        self
+    }
+
+    /// `on_end` with a closure shared by many relays (no allocation per relay).
+    pub fn on_end_shared(mut self, f: SharedOnEnd) -> Self {
+        self.options.on_end = Some(OnEnd::Shared(f));
         self
     }
 }
@@ -234,7 +276,9 @@ pub(crate) fn widow(st: &mut ConnState, reason: &Reason) -> bool {
 pub(crate) struct Record {
     client: ConnId,
     started: Tick,
-    on_end: Option<OnEnd>,
+    /// `OnEnd::nothing()` when there is none, or once it ran (an `Option` would take 8 bytes
+    /// more).
+    on_end: OnEnd,
     closing: Option<Box<Closing>>,
 }
 
@@ -254,7 +298,7 @@ impl Record {
         Record {
             client: client.id,
             started: now,
-            on_end,
+            on_end: on_end.unwrap_or_else(OnEnd::nothing),
             closing: None,
         }
     }
@@ -285,8 +329,9 @@ impl Record {
         else {
             return false;
         };
-        if let (Some(f), Some((ended_by, reason, clean))) = (self.on_end.take(), c.first.take()) {
-            f(&RelayEnd {
+        if let Some((ended_by, reason, clean)) = c.first.take() {
+            let f = std::mem::replace(&mut self.on_end, OnEnd::nothing());
+            f.call(&RelayEnd {
                 system: std::mem::take(&mut c.system),
                 client,
                 dest,
@@ -411,6 +456,16 @@ pub(crate) struct Outbound;
 
 impl Protocol for Outbound {
     fn data_received(&mut self, _t: &mut Transport<'_>, _data: &[u8]) {}
+}
+
+/// What stands in for a protocol that is done once its relay is joined
+/// ([`Protocol::done_when_joined`]): the defaults, and `stop_requested` ignored.
+pub(crate) struct Joined;
+
+impl Protocol for Joined {
+    fn data_received(&mut self, _t: &mut Transport<'_>, _data: &[u8]) {}
+
+    fn stop_requested(&mut self, _t: &mut Transport<'_>) {}
 }
 
 #[cfg(test)]

@@ -62,6 +62,12 @@ impl Reactor {
         }
         let out = Outgoing { peer, host };
         self.with_conn(r.from.key as usize, |p, t| p.relay_connected(t, &out));
+        if let Some(c) = self.conn_mut(r.from)
+            && c.conn.st.link.peer().is_some()
+            && c.proto.done_when_joined()
+        {
+            c.proto = Box::new(relay::Joined);
+        }
         self.redrive.push(key);
     }
 

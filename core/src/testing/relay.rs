@@ -15,7 +15,7 @@ use crate::connection::{After, Conn, Driver};
 use crate::error::Reason;
 use crate::protocol::Protocol;
 use crate::reactor::{Command, Handle, ReactorConfig};
-use crate::relay::{self, Link, Outbound, Outgoing, Record, RelayEnd, RelayRequest, Side};
+use crate::relay::{self, Link, OnEnd, Outbound, Outgoing, Record, RelayEnd, RelayRequest, Side};
 use crate::timer::{Clock, Target};
 use crate::transport::{ConnId, ConnState, Phase};
 
@@ -269,12 +269,12 @@ impl<P: Protocol + 'static> RelayHarness<P> {
         let on_end = req.options.on_end.take();
         let record = Record::new(
             &self.client.st,
-            Some(Box::new(move |e: &RelayEnd| {
+            Some(OnEnd::Once(Box::new(move |e: &RelayEnd| {
                 *ended.borrow_mut() = Some(e.clone());
                 if let Some(f) = on_end {
-                    f(e);
+                    f.call(e);
                 }
-            })),
+            }))),
             now,
         );
         relay::join(
