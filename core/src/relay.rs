@@ -34,7 +34,7 @@ use crate::output::Socket;
 use crate::protocol::Protocol;
 use crate::reactor::Handle;
 use crate::timer::Tick;
-use crate::transport::{ConnId, ConnState, Phase, Producer, Transport};
+use crate::transport::{ConnId, ConnState, Flag, Phase, Producer, Transport};
 
 /// The default connect timeout, Twisted's `connectTCP` default.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -248,8 +248,8 @@ pub(crate) fn join(
     for (me, peer) in [(client, did), (dest, cid)] {
         me.link = Link::Joined { peer, relay };
         me.producer = Producer::Producing;
-        me.read_paused = false;
-        me.read_pending = true;
+        me.set(Flag::ReadPaused, false);
+        me.set(Flag::ReadPending, true);
         if idle.is_some() {
             Transport::new(me, handle).set_timeout(idle);
         }

@@ -78,23 +78,11 @@ pub struct ConnState {
     pub(crate) id: ConnId,
     phase: Phase,
     pub(crate) out: Output,
-    /// The peer's EOF arrived: nothing more to read.
-    pub(crate) eof_received: bool,
     /// Bytes read from the peer (after TLS) since the connection opened, for the metrics.
     pub(crate) received: u64,
-    /// The protocol paused reading (`Transport::pause_producing`).
-    pub(crate) read_paused: bool,
-    /// Reading stopped early (high-water mark, pause, budget): data may be waiting, and no
-    /// readiness edge will say so again.
-    pub(crate) read_pending: bool,
-    /// epoll reported the peer's FIN (or an error): read until EOF, a short read is not the
-    /// end.
-    pub(crate) peer_closed: bool,
+    /// The [`Flag`]s set, one bit each.
+    flags: u8,
     pub(crate) producer: Producer,
-    /// `stop_requested` was delivered.
-    pub(crate) stopping: bool,
-    /// The connection is TLS (accepted on a TLS endpoint, or upgraded).
-    pub(crate) secure: bool,
     /// What few connections need (a TLS upgrade, protocol timers), boxed from the first
     /// use: an idle connection carries 8 bytes for it.
     extra: Option<Box<Extra>>,
@@ -102,8 +90,9 @@ pub struct ConnState {
     pub(crate) link: Link,
     /// The peer's and the local address, compactly.
     pub(crate) addrs: Addrs,
-    /// The factory's name (interned: 8 bytes where a `&str` takes 16).
-    name: &'static &'static str,
+    /// The factory's name, as its index among the names interned (2 bytes where a `&str`
+    /// takes 16).
+    name: u16,
     pub(crate) session: u32,
     /// The idle timeout in milliseconds (4 bytes where a `Duration` takes 16: every idle
     /// connection carries it).
@@ -127,20 +116,45 @@ struct Extra {
     timers: Vec<DelayedCall>,
 }
 
-/// `name` as a thin pointer: each distinct factory name is leaked once (there are a few).
-fn intern(name: &'static str) -> &'static &'static str {
-    thread_local! {
-        static NAMES: std::cell::RefCell<Vec<&'static &'static str>> =
-            const { std::cell::RefCell::new(Vec::new()) };
-    }
+/// A connection's yes-or-no states, one bit each of `ConnState::flags` (a byte where six
+/// `bool`s take six, which with the rest would pad the state by 8 bytes).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Flag {
+    /// The peer's EOF arrived: nothing more to read.
+    EofReceived = 1,
+    /// The protocol paused reading (`Transport::pause_producing`).
+    ReadPaused = 2,
+    /// Reading stopped early (high-water mark, pause, budget): data may be waiting, and no
+    /// readiness edge will say so again.
+    ReadPending = 4,
+    /// epoll reported the peer's FIN (or an error): read until EOF, a short read is not the
+    /// end.
+    PeerClosed = 8,
+    /// `stop_requested` was delivered.
+    Stopping = 16,
+    /// The connection is TLS (accepted on a TLS endpoint, or upgraded).
+    Secure = 32,
+}
+
+thread_local! {
+    /// The factory names connections were given, each once (there are a few).
+    static NAMES: std::cell::RefCell<Vec<&'static str>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `name`'s index among the names interned (the last one if there were ever 65,536).
+fn intern(name: &'static str) -> u16 {
     NAMES.with(|names| {
         let mut names = names.borrow_mut();
-        if let Some(n) = names.iter().find(|n| ***n == name) {
-            return *n;
-        }
-        let n: &'static &'static str = Box::leak(Box::new(name));
-        names.push(n);
-        n
+        let i = match names.iter().position(|n| *n == name) {
+            Some(i) => i,
+            None if names.len() <= usize::from(u16::MAX) => {
+                names.push(name);
+                names.len() - 1
+            }
+            None => names.len() - 1,
+        };
+        u16::try_from(i).unwrap_or(u16::MAX)
     })
 }
 
@@ -160,14 +174,9 @@ impl ConnState {
             id,
             phase: Phase::Open,
             out: Output::default(),
-            eof_received: false,
             received: 0,
-            read_paused: false,
-            read_pending: false,
-            peer_closed: false,
+            flags: 0,
             producer: Producer::None,
-            stopping: false,
-            secure: false,
             extra: None,
             link: Link::None,
             addrs: Addrs::new(peer, host),
@@ -181,7 +190,27 @@ impl ConnState {
 
     /// The factory's name (the log system's first part).
     pub(crate) fn name(&self) -> &'static str {
-        self.name
+        NAMES.with(|names| {
+            names
+                .borrow()
+                .get(usize::from(self.name))
+                .copied()
+                .unwrap_or("")
+        })
+    }
+
+    /// True if `f` is set.
+    pub(crate) fn is(&self, f: Flag) -> bool {
+        self.flags & f as u8 != 0
+    }
+
+    /// Sets or clears `f`.
+    pub(crate) fn set(&mut self, f: Flag, on: bool) {
+        if on {
+            self.flags |= f as u8;
+        } else {
+            self.flags &= !(f as u8);
+        }
     }
 
     /// The TLS config `start_tls` asked for, until the upgrade happens.
@@ -256,14 +285,17 @@ impl ConnState {
 
     /// Stops reading from the peer.
     pub(crate) fn pause_reading(&mut self) {
-        self.read_paused = true;
+        self.set(Flag::ReadPaused, true);
     }
 
     /// Reads again; true if reading was paused (the connection must be driven: no readiness
     /// edge will come for what is waiting).
     pub(crate) fn resume_reading(&mut self) -> bool {
-        let was = std::mem::take(&mut self.read_paused);
-        self.read_pending |= was;
+        let was = self.is(Flag::ReadPaused);
+        self.set(Flag::ReadPaused, false);
+        if was {
+            self.set(Flag::ReadPending, true);
+        }
         was
     }
 
@@ -272,7 +304,7 @@ impl ConnState {
         matches!(
             self.phase,
             Phase::Open | Phase::HalfClosing | Phase::HalfClosed
-        ) && !self.eof_received
+        ) && !self.is(Flag::EofReceived)
             && self.upgrade().is_none()
     }
 
@@ -335,7 +367,7 @@ impl ConnState {
 
     /// The connection's log system, Twisted's `logPrefix`: `Echo,3,127.0.0.1`.
     pub(crate) fn system(&self) -> String {
-        crate::logsys::connection(self.name, self.session, &self.addrs.peer())
+        crate::logsys::connection(self.name(), self.session, &self.addrs.peer())
     }
 }
 
@@ -415,7 +447,7 @@ impl<'a> Transport<'a> {
 
     /// True if the connection is TLS (a TLS endpoint, or after `start_tls`).
     pub fn is_secure(&self) -> bool {
-        self.st.secure || self.st.upgrade().is_some()
+        self.st.is(Flag::Secure) || self.st.upgrade().is_some()
     }
 
     /// Upgrades the connection to TLS in place (STARTTLS, STLS): what was written before is
@@ -471,7 +503,7 @@ impl<'a> Transport<'a> {
     /// Closes the connection after `timeout` without input or output progress
     /// (Twisted's `TimeoutMixin.setTimeout`); `None` turns it off.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
-        if self.st.stopping
+        if self.st.is(Flag::Stopping)
             && let (Some(old), Some(new)) = (self.st.idle(), timeout)
             && old < new
         {

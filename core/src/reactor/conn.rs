@@ -14,7 +14,7 @@ use crate::error::Reason;
 use crate::output::Socket;
 use crate::protocol::Protocol;
 use crate::tls::stream::TlsStream;
-use crate::transport::{ConnId, ConnState, Transport};
+use crate::transport::{ConnId, ConnState, Flag, Transport};
 use rustls::ServerConfig;
 use std::sync::Arc;
 
@@ -288,7 +288,7 @@ impl Reactor {
         factory: Option<(u32, u32)>,
     ) {
         if matches!(socket, NetSocket::Tls(_) | NetSocket::TlsClient(_)) {
-            st.secure = true;
+            st.set(Flag::Secure, true);
             crate::connection::arm_handshake_timer(&mut st, &self.handle);
         }
         self.entries[key] = Entry::Conn(Connection {

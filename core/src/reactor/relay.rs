@@ -7,7 +7,7 @@ use crate::address::Address;
 use crate::error::Reason;
 use crate::relay::{self, ConnectRelay, Link, Outbound, Outgoing, Record, RelayOptions};
 use crate::tls::stream::TlsStream;
-use crate::transport::{ConnId, ConnState};
+use crate::transport::{ConnId, ConnState, Flag};
 
 impl Reactor {
     /// The outgoing connection of a relay is up (in slot `key`, still registered from its
@@ -36,7 +36,7 @@ impl Reactor {
         let mut st = ConnState::new(id, peer.clone(), host.clone(), name, session, now);
         // Nothing is read before the join: its bytes are the client's (the join reads what
         // is already there: no readiness edge will come again for it).
-        st.read_paused = true;
+        st.set(Flag::ReadPaused, true);
         let socket = match &r.request.tls {
             None => NetSocket::Plain(stream),
             Some(tls) => match TlsStream::client(stream, tls.config.clone(), tls.name.clone()) {

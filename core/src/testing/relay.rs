@@ -17,7 +17,7 @@ use crate::protocol::Protocol;
 use crate::reactor::{Command, Handle, ReactorConfig};
 use crate::relay::{self, Link, OnEnd, Outbound, Outgoing, Record, RelayEnd, RelayRequest, Side};
 use crate::timer::{Clock, Target};
-use crate::transport::{ConnId, ConnState, Phase};
+use crate::transport::{ConnId, ConnState, Flag, Phase};
 
 /// One connection whose protocol may ask for a relay, on a string transport (as
 /// [`super::Harness`]); once the test answers the request with [`RelayHarness::connected`],
@@ -263,7 +263,7 @@ impl<P: Protocol + 'static> RelayHarness<P> {
         let host = Address::Tcp(SocketAddr::from(([127, 0, 0, 1], 40000)));
         let now = self.handle.tick();
         let mut st = ConnState::new(DEST_ID, peer.clone(), host.clone(), "Test", 0, now);
-        st.read_paused = true;
+        st.set(Flag::ReadPaused, true);
         let mut dest = Conn::new(MemorySocket::default(), st);
         let ended = self.ended.clone();
         let on_end = req.options.on_end.take();
@@ -426,12 +426,14 @@ impl<P: Protocol + 'static> RelayHarness<P> {
 
     /// The client is not being read.
     pub fn reading_paused(&self) -> bool {
-        self.client.st.read_paused
+        self.client.st.is(Flag::ReadPaused)
     }
 
     /// The destination is not being read.
     pub fn dest_reading_paused(&self) -> bool {
-        self.dest.as_ref().is_some_and(|d| d.st.read_paused)
+        self.dest
+            .as_ref()
+            .is_some_and(|d| d.st.is(Flag::ReadPaused))
     }
 
     /// Bytes queued for the client, unsent.
