@@ -219,7 +219,7 @@ impl<S: Socket> Conn<S> {
             }
             // A relay's side is not held back by its own output: that is its peer's to
             // wait for (the producer pauses it), this side's input goes elsewhere.
-            let backed_up = self.st.buffered() >= d.high && self.st.link.peer().is_none();
+            let backed_up = self.st.buffered() >= d.high && self.st.link().peer().is_none();
             if self.st.is(Flag::ReadPaused) || backed_up || *reads >= READS_PER_TURN {
                 self.st.set(Flag::ReadPending, true);
                 return Ok(());

@@ -246,7 +246,7 @@ pub(crate) fn join(
 ) {
     let (cid, did) = (client.id, dest.id);
     for (me, peer) in [(client, did), (dest, cid)] {
-        me.link = Link::Joined { peer, relay };
+        me.set_link(Link::Joined { peer, relay });
         me.producer = Producer::Producing;
         me.set(Flag::ReadPaused, false);
         me.set(Flag::ReadPending, true);
@@ -259,8 +259,8 @@ pub(crate) fn join(
 /// What the side still open does when its peer has closed for `reason`: a clean close lets
 /// its output leave first; anything else (reset, error, timeout, shutdown) aborts it.
 pub(crate) fn widow(st: &mut ConnState, reason: &Reason) -> bool {
-    if let Some(relay) = st.link.relay() {
-        st.link = Link::Widowed { relay };
+    if let Some(relay) = st.link().relay() {
+        st.set_link(Link::Widowed { relay });
     }
     if reason.is_clean() {
         st.lose();

@@ -86,13 +86,15 @@ pub struct ConnState {
     /// What few connections need (a TLS upgrade, protocol timers), boxed from the first
     /// use: an idle connection carries 8 bytes for it.
     extra: Option<Box<Extra>>,
-    /// Its relay, if any: waiting for the outgoing connection, or joined with a peer.
-    pub(crate) link: Link,
+    /// Its relay's peer while joined (`Link::Joined`; the kind of link is in `flags`).
+    link_peer: ConnId,
+    /// Its relay's record, joined or widowed.
+    link_relay: u32,
     /// The peer's and the local address, compactly.
     pub(crate) addrs: Addrs,
-    /// The factory's name, as its index among the names interned (2 bytes where a `&str`
+    /// The factory's name, as its index among the names interned (1 byte where a `&str`
     /// takes 16).
-    name: u16,
+    name: u8,
     pub(crate) session: u32,
     /// The idle timeout in milliseconds (4 bytes where a `Duration` takes 16: every idle
     /// connection carries it).
@@ -134,6 +136,7 @@ pub(crate) enum Flag {
     Stopping = 16,
     /// The connection is TLS (accepted on a TLS endpoint, or upgraded).
     Secure = 32,
+    // Bits 6 and 7 are the link's kind (`LINK_SHIFT`).
 }
 
 thread_local! {
@@ -142,21 +145,29 @@ thread_local! {
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `name`'s index among the names interned (the last one if there were ever 65,536).
-fn intern(name: &'static str) -> u16 {
+/// `name`'s index among the names interned. Factory names are a few fixed strings; were
+/// there ever more than 256, the later ones would share the last index and be logged as
+/// `?`.
+fn intern(name: &'static str) -> u8 {
     NAMES.with(|names| {
         let mut names = names.borrow_mut();
         let i = match names.iter().position(|n| *n == name) {
             Some(i) => i,
-            None if names.len() <= usize::from(u16::MAX) => {
-                names.push(name);
+            None => {
+                if names.len() < usize::from(u8::MAX) {
+                    names.push(name);
+                } else if names.len() == usize::from(u8::MAX) {
+                    names.push("?");
+                }
                 names.len() - 1
             }
-            None => names.len() - 1,
         };
-        u16::try_from(i).unwrap_or(u16::MAX)
+        u8::try_from(i).unwrap_or(u8::MAX)
     })
 }
+
+/// Bits 6 and 7 of `ConnState::flags`: the kind of its `Link`.
+const LINK_SHIFT: u8 = 6;
 
 /// Key of the reactor's own idle-timeout timer entries.
 pub(crate) const IDLE_KEY: u64 = u64::MAX;
@@ -178,7 +189,8 @@ impl ConnState {
             flags: 0,
             producer: Producer::None,
             extra: None,
-            link: Link::None,
+            link_peer: ConnId::new(0, 0),
+            link_relay: 0,
             addrs: Addrs::new(peer, host),
             name: intern(name),
             session,
@@ -197,6 +209,38 @@ impl ConnState {
                 .copied()
                 .unwrap_or("")
         })
+    }
+
+    /// Its relay, if any: waiting for the outgoing connection, or joined with a peer. Kept
+    /// as two fields and two bits of `flags`, where a `Link` takes 16 bytes with padding.
+    pub(crate) fn link(&self) -> Link {
+        match self.flags >> LINK_SHIFT {
+            0 => Link::None,
+            1 => Link::Pending,
+            2 => Link::Joined {
+                peer: self.link_peer,
+                relay: self.link_relay,
+            },
+            _ => Link::Widowed {
+                relay: self.link_relay,
+            },
+        }
+    }
+
+    pub(crate) fn set_link(&mut self, link: Link) {
+        let kind = match link {
+            Link::None => 0,
+            Link::Pending => 1,
+            Link::Joined { peer, relay } => {
+                (self.link_peer, self.link_relay) = (peer, relay);
+                2
+            }
+            Link::Widowed { relay } => {
+                self.link_relay = relay;
+                3
+            }
+        };
+        self.flags = (self.flags & !(3 << LINK_SHIFT)) | (kind << LINK_SHIFT);
     }
 
     /// True if `f` is set.
@@ -570,11 +614,11 @@ impl<'a> Transport<'a> {
     /// `relay_connection_failed` (reading stays paused; the default closes). Ignored if the
     /// connection is closing or already has a relay.
     pub fn connect_relay(&mut self, request: RelayRequest) {
-        if self.st.link != Link::None || !self.st.accepts_output() {
+        if self.st.link() != Link::None || !self.st.accepts_output() {
             return;
         }
         self.st.pause_reading();
-        self.st.link = Link::Pending;
+        self.st.set_link(Link::Pending);
         self.handle
             .push(Command::ConnectRelay(Box::new(ConnectRelay {
                 from: self.st.id,
@@ -636,5 +680,50 @@ impl DatagramTransport<'_> {
     /// waits for another server's).
     pub fn port(&self) -> crate::reactor::PortId {
         self.port
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(name: &'static str) -> ConnState {
+        let a = Address::Tcp(SocketAddr::from(([127, 0, 0, 1], 7)));
+        let clock = crate::timer::Clock::new();
+        ConnState::new(ConnId::new(1, 2), a.clone(), a, name, 3, clock.tick())
+    }
+
+    #[test]
+    fn the_link_and_the_flags_share_a_byte_without_touching_each_other() {
+        let mut st = state("Test");
+        st.set(Flag::ReadPaused, true);
+        st.set(Flag::Secure, true);
+        let links = [
+            Link::Pending,
+            Link::Joined {
+                peer: ConnId::new(9, 8),
+                relay: 7,
+            },
+            Link::Widowed { relay: 7 },
+            Link::None,
+        ];
+        for link in links {
+            st.set_link(link);
+            assert_eq!(st.link(), link);
+            assert!(st.is(Flag::ReadPaused) && st.is(Flag::Secure));
+            assert!(!st.is(Flag::EofReceived) && !st.is(Flag::Stopping));
+        }
+        st.set(Flag::ReadPaused, false);
+        st.set_link(Link::Widowed { relay: 5 });
+        assert!(!st.is(Flag::ReadPaused) && st.is(Flag::Secure));
+        assert_eq!(st.link(), Link::Widowed { relay: 5 });
+    }
+
+    #[test]
+    fn each_name_is_kept_once_and_given_back() {
+        let (a, b) = (state("Alpha"), state("Beta"));
+        assert_eq!((a.name(), b.name()), ("Alpha", "Beta"));
+        assert_eq!(state("Alpha").name, a.name);
+        assert_eq!(a.system(), "Alpha,3,127.0.0.1");
     }
 }

@@ -311,7 +311,7 @@ impl Reactor {
         let Some(Entry::Conn(c)) = self.entries.get(key) else {
             return;
         };
-        let peer = c.conn.st.link.peer().filter(|p| {
+        let peer = c.conn.st.link().peer().filter(|p| {
             p.key as usize != key
                 && matches!(self.entries.get(p.key as usize),
                     Some(Entry::Conn(b)) if b.conn.st.id == *p)

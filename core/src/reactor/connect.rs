@@ -316,7 +316,7 @@ impl Reactor {
             Client::Relay(r) => {
                 let from = r.from;
                 match self.conn_mut(from) {
-                    Some(c) if c.conn.st.link == Link::Pending => c.conn.st.link = Link::None,
+                    Some(c) if c.conn.st.link() == Link::Pending => c.conn.st.set_link(Link::None),
                     _ => return,
                 }
                 self.with_conn(from.key as usize, |p, t| {

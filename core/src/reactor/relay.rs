@@ -24,7 +24,7 @@ impl Reactor {
     ) {
         // The client may have gone while this connected: then this one goes too.
         let (name, session) = match self.conn_mut(r.from) {
-            Some(c) if c.conn.st.link == Link::Pending => (c.conn.st.name(), c.conn.st.session),
+            Some(c) if c.conn.st.link() == Link::Pending => (c.conn.st.name(), c.conn.st.session),
             _ => {
                 let mut stream = stream;
                 let _ = self.poll.registry().deregister(stream.source());
@@ -45,7 +45,7 @@ impl Reactor {
                 Err(e) => {
                     self.to_free.push(key);
                     if let Some(c) = self.conn_mut(r.from) {
-                        c.conn.st.link = Link::None;
+                        c.conn.st.set_link(Link::None);
                     }
                     let e = crate::client::ConnectError::Io(e);
                     self.with_conn(r.from.key as usize, |p, t| p.relay_connection_failed(t, &e));
@@ -63,7 +63,7 @@ impl Reactor {
         let out = Outgoing { peer, host };
         self.with_conn(r.from.key as usize, |p, t| p.relay_connected(t, &out));
         if let Some(c) = self.conn_mut(r.from)
-            && c.conn.st.link.peer().is_some()
+            && c.conn.st.link().peer().is_some()
             && c.proto.done_when_joined()
         {
             c.proto = Box::new(relay::Joined);
@@ -75,7 +75,7 @@ impl Reactor {
     pub(crate) fn join_command(&mut self, client: ConnId, dest: ConnId, options: RelayOptions) {
         let free = |r: &mut Self, id| {
             r.conn_mut(id)
-                .is_some_and(|c| c.conn.st.link == Link::None && c.conn.st.accepts_output())
+                .is_some_and(|c| c.conn.st.link() == Link::None && c.conn.st.accepts_output())
         };
         if client != dest && free(self, client) && free(self, dest) {
             self.join_pair(client, dest, options);
@@ -110,13 +110,13 @@ impl Reactor {
     /// `on_end` after the second), and the other side closes after its flush, or at once if
     /// this one did not close cleanly.
     pub(crate) fn relay_side_closed(&mut self, st: &ConnState, reason: &Reason) {
-        if let Some(r) = st.link.relay().map(|r| r as usize)
+        if let Some(r) = st.link().relay().map(|r| r as usize)
             && let Some(rec) = self.relays.get_mut(r)
             && rec.closed(st, reason, self.handle.tick())
         {
             self.relays.remove(r);
         }
-        let Some(peer) = st.link.peer() else {
+        let Some(peer) = st.link().peer() else {
             return;
         };
         let Some(c) = self.conn_mut(peer) else {

@@ -126,7 +126,7 @@ impl<P: Protocol + 'static> RelayHarness<P> {
             (Side::Dest, Some(dest)) => (dest, &mut self.outbound, Some(&mut self.client)),
             (Side::Dest, None) => return,
         };
-        let joined = me.st.link.peer().is_some() && peer_open;
+        let joined = me.st.link().peer().is_some() && peer_open;
         let (after, dirty) = match peer {
             Some(peer) if joined => relay::step_joined(me, proto, peer, &mut d, step),
             _ => (step(me, proto, &mut d), false),
@@ -159,7 +159,7 @@ impl<P: Protocol + 'static> RelayHarness<P> {
             },
         };
         me.lost(proto, &mut d, &r);
-        let link = me.st.link;
+        let link = me.st.link();
         if link.relay().is_some()
             && let Some(rec) = &mut self.record
             && rec.closed(&me.st, &r, self.handle.tick())
@@ -247,7 +247,7 @@ impl<P: Protocol + 'static> RelayHarness<P> {
         let Some(mut req) = self.request.take() else {
             panic!("the protocol asked for no relay");
         };
-        if self.client.st.link != Link::Pending || self.lost.is_some() {
+        if self.client.st.link() != Link::Pending || self.lost.is_some() {
             return self;
         }
         let peer = match &req.dest {
@@ -300,8 +300,8 @@ impl<P: Protocol + 'static> RelayHarness<P> {
     pub fn connect_failed(&mut self, error: ConnectError) -> &mut Self {
         self.relay_request();
         self.request = None;
-        if self.client.st.link == Link::Pending {
-            self.client.st.link = Link::None;
+        if self.client.st.link() == Link::Pending {
+            self.client.st.set_link(Link::None);
         }
         self.run(Side::Client, |c, p, d| {
             c.callback(p, d, |p, t| p.relay_connection_failed(t, &error))
