@@ -16,7 +16,7 @@ use crate::output::Socket;
 use crate::protocol::Protocol;
 use crate::reactor::Handle;
 use crate::timer::Target;
-use crate::transport::{ConnState, IDLE_KEY, Phase, Producer, Transport};
+use crate::transport::{ConnState, Flag, IDLE_KEY, Phase, Producer, Transport};
 
 /// How many reads one connection gets per turn before others have their go.
 pub(crate) const READS_PER_TURN: usize = 16;
@@ -130,7 +130,7 @@ impl<S: Socket> Conn<S> {
         // Output progress counts as activity for the idle timeout, as input does: a download
         // that is moving is never cut (nginx's send_timeout is between two writes too).
         if self.st.out.sent != sent_before {
-            self.st.last_activity = d.handle.now();
+            self.st.last_activity = d.handle.tick();
         }
         match exchanged {
             Err(r) => After::Close(r),
@@ -155,7 +155,7 @@ impl<S: Socket> Conn<S> {
         if writable {
             self.flush()?;
         }
-        let mut want_read = readable || self.st.read_pending;
+        let mut want_read = readable || self.st.is(Flag::ReadPending);
         let mut reads = 0;
         for _ in 0..4 {
             if want_read {
@@ -170,9 +170,9 @@ impl<S: Socket> Conn<S> {
                 continue;
             }
             let budget_spent = reads >= READS_PER_TURN;
-            if self.st.read_pending
+            if self.st.is(Flag::ReadPending)
                 && !budget_spent
-                && !self.st.read_paused
+                && !self.st.is(Flag::ReadPaused)
                 && self.st.reads()
                 && self.st.buffered() < d.low
             {
@@ -180,7 +180,7 @@ impl<S: Socket> Conn<S> {
                 want_read = true;
                 continue;
             }
-            return Ok(budget_spent && self.st.read_pending);
+            return Ok(budget_spent && self.st.is(Flag::ReadPending));
         }
         Ok(true)
     }
@@ -188,7 +188,7 @@ impl<S: Socket> Conn<S> {
     /// Queues `data` and sends at once what the socket takes, without a copy when nothing is
     /// queued before it (a relay's bytes, straight from the read buffer). A send error is left
     /// for the next drive, which meets it again and closes.
-    pub(crate) fn write_through(&mut self, data: &[u8], now: std::time::Instant) {
+    pub(crate) fn write_through(&mut self, data: &[u8], now: crate::timer::Tick) {
         if !self.st.accepts_output() {
             return;
         }
@@ -212,33 +212,34 @@ impl<S: Socket> Conn<S> {
         d: &mut Driver<'_>,
         reads: &mut usize,
     ) -> Result<(), Reason> {
-        self.st.read_pending = false;
+        self.st.set(Flag::ReadPending, false);
         loop {
             if !self.st.reads() {
                 return Ok(());
             }
             // A relay's side is not held back by its own output: that is its peer's to
             // wait for (the producer pauses it), this side's input goes elsewhere.
-            let backed_up = self.st.buffered() >= d.high && self.st.link.peer().is_none();
-            if self.st.read_paused || backed_up || *reads >= READS_PER_TURN {
-                self.st.read_pending = true;
+            let backed_up = self.st.buffered() >= d.high && self.st.link().peer().is_none();
+            if self.st.is(Flag::ReadPaused) || backed_up || *reads >= READS_PER_TURN {
+                self.st.set(Flag::ReadPending, true);
                 return Ok(());
             }
             match self.socket.read(d.buf) {
                 Ok(0) => {
-                    self.st.eof_received = true;
+                    self.st.set(Flag::EofReceived, true);
                     p.read_eof(&mut Transport::new(&mut self.st, d.handle));
                     return Ok(());
                 }
                 Ok(n) => {
                     *reads += 1;
                     self.st.received += n as u64;
-                    self.st.last_activity = d.handle.now();
+                    self.st.last_activity = d.handle.tick();
                     let data = &d.buf[..n];
                     p.data_received(&mut Transport::new(&mut self.st, d.handle), data);
                     // A short read drained the socket: epoll will report new data (but not a
                     // FIN it already reported, nor a TLS close the socket layer holds).
-                    if n < d.buf.len() && !self.st.peer_closed && !self.socket.read_ahead() {
+                    if n < d.buf.len() && !self.st.is(Flag::PeerClosed) && !self.socket.read_ahead()
+                    {
                         return Ok(());
                     }
                 }
@@ -288,11 +289,11 @@ impl<S: Socket> Conn<S> {
         if self.st.buffered() > 0 || self.socket.pending() {
             return Settled::Nothing;
         }
-        if let Some(config) = self.st.upgrade.take() {
+        if let Some(config) = self.st.take_upgrade() {
             return match self.socket.start_tls(config) {
                 Ok(()) => {
-                    self.st.secure = true;
-                    self.st.read_pending = true;
+                    self.st.set(Flag::Secure, true);
+                    self.st.set(Flag::ReadPending, true);
                     arm_handshake_timer(&mut self.st, d.handle);
                     Settled::Upgraded
                 }
@@ -309,12 +310,12 @@ impl<S: Socket> Conn<S> {
     fn close_step(&mut self, d: &mut Driver<'_>) -> Option<Reason> {
         match self.st.phase() {
             Phase::Losing => {
-                if self.st.eof_received {
+                if self.st.is(Flag::EofReceived) {
                     // The peer closed first. Over TLS its close_notify is answered with ours
                     // (a close without it looks like a truncation attack to the client), and
                     // the close waits for it to leave if the socket has no room now. A peer
                     // gone before its handshake ended is owed nothing.
-                    if !self.st.secure
+                    if !self.st.is(Flag::Secure)
                         || self.socket.handshaking()
                         || self.socket.shutdown_write().is_err()
                         || !self.socket.pending()
@@ -336,9 +337,9 @@ impl<S: Socket> Conn<S> {
                 if let Err(e) = self.socket.shutdown_write() {
                     return Some(Reason::Io(e));
                 }
-                self.st.eof_received.then_some(Reason::Done)
+                self.st.is(Flag::EofReceived).then_some(Reason::Done)
             }
-            Phase::HalfClosed if self.st.eof_received => Some(Reason::Done),
+            Phase::HalfClosed if self.st.is(Flag::EofReceived) => Some(Reason::Done),
             _ => None,
         }
     }
@@ -360,7 +361,7 @@ impl<S: Socket> Conn<S> {
         if writable && self.socket.flush_pending().is_err() {
             return After::Close(Reason::Done);
         }
-        if self.st.eof_received && !self.socket.pending() {
+        if self.st.is(Flag::EofReceived) && !self.socket.pending() {
             return After::Close(Reason::Done);
         }
         if readable && let Some(r) = linger_read(&mut self.socket, d.buf) {
@@ -387,7 +388,7 @@ impl<S: Socket> Conn<S> {
             }
             HANDSHAKE_KEY => After::Settled,
             IDLE_KEY => {
-                if self.st.idle_due(d.handle.now(), d.handle.timers()) {
+                if self.st.idle_due(d.handle.tick(), d.handle.timers()) {
                     log::info!(target: &self.st.system(), "Timing out idle connection.");
                     self.callback(p, d, |p, t| p.timeout_connection(t))
                 } else {
@@ -400,10 +401,10 @@ impl<S: Socket> Conn<S> {
 
     /// The server is stopping: tells the protocol, once.
     pub(crate) fn stop_requested(&mut self, p: &mut dyn Protocol, d: &mut Driver<'_>) -> After {
-        if self.st.stopping {
+        if self.st.is(Flag::Stopping) {
             return After::Settled;
         }
-        self.st.stopping = true;
+        self.st.set(Flag::Stopping, true);
         self.callback(p, d, |p, t| p.stop_requested(t))
     }
 

@@ -86,34 +86,45 @@ struct Queue {
     corked: bool,
 }
 
-/// One connection's unsent output.
+/// One connection's unsent output: 16 bytes while nothing waits (an idle connection holds no
+/// buffer), the bytes and the file queue boxed from the first byte that waits until the
+/// last has left.
 #[derive(Default)]
 pub(crate) struct Output {
+    waiting: Option<Box<Waiting>>,
+    /// Bytes (files included) that left for the peer since the connection opened.
+    pub(crate) sent: u64,
+}
+
+/// Output written and not yet sent.
+#[derive(Default)]
+struct Waiting {
     /// Bytes to send first; everything written while no file is queued lands here.
     buf: Vec<u8>,
     pos: usize,
     queue: Option<Box<Queue>>,
-    /// Bytes (files included) that left for the peer since the connection opened.
-    pub(crate) sent: u64,
 }
 
 impl Output {
     /// Bytes written (files included) and not yet sent.
     pub(crate) fn buffered(&self) -> usize {
-        self.buf.len() - self.pos + self.queue.as_ref().map_or(0, |q| q.bytes as usize)
+        self.waiting.as_ref().map_or(0, |w| {
+            w.buf.len() - w.pos + w.queue.as_ref().map_or(0, |q| q.bytes as usize)
+        })
     }
 
     /// The bytes to send first (up to the first queued file).
     pub(crate) fn pending(&self) -> &[u8] {
-        &self.buf[self.pos..]
+        self.waiting.as_ref().map_or(&[], |w| &w.buf[w.pos..])
     }
 
     pub(crate) fn write(&mut self, data: &[u8]) {
         if data.is_empty() {
             return;
         }
-        match &mut self.queue {
-            None => self.buf.extend_from_slice(data),
+        let w = self.waiting.get_or_insert_with(Default::default);
+        match &mut w.queue {
+            None => w.buf.extend_from_slice(data),
             Some(q) => {
                 q.bytes += data.len() as u64;
                 match q.chunks.back_mut() {
@@ -153,14 +164,33 @@ impl Output {
         if len == 0 {
             return;
         }
-        let q = self.queue.get_or_insert_with(Default::default);
+        let w = self.waiting.get_or_insert_with(Default::default);
+        let q = w.queue.get_or_insert_with(Default::default);
         q.bytes += len;
         q.chunks.push_back(Chunk::File { file, offset, len });
     }
 
+    /// Writes the output to `s` until it would block: bytes, then each queued file region,
+    /// in the order they were queued. Once everything has left, the buffer goes.
+    pub(crate) fn flush<S: Socket>(&mut self, s: &mut S) -> io::Result<()> {
+        // What the socket itself still holds (TLS records) leaves before anything new.
+        if !s.flush_pending()? {
+            return Ok(());
+        }
+        let Some(w) = self.waiting.as_mut() else {
+            return Ok(());
+        };
+        if w.flush(s, &mut self.sent)? {
+            self.waiting = None;
+        }
+        Ok(())
+    }
+}
+
+impl Waiting {
     /// Records that `n` buffered bytes were sent; frees the buffer when it empties.
-    fn consumed(&mut self, n: usize) {
-        self.sent += n as u64;
+    fn consumed(&mut self, n: usize, sent: &mut u64) {
+        *sent += n as u64;
         self.pos += n;
         if self.pos >= self.buf.len() {
             self.buf.clear();
@@ -194,8 +224,8 @@ impl Output {
     }
 
     /// Records that `n` bytes of the file at the queue's head were sent.
-    fn file_sent(&mut self, n: u64) {
-        self.sent += n;
+    fn file_sent(&mut self, n: u64, sent: &mut u64) {
+        *sent += n;
         if let Some(q) = self.queue.as_mut() {
             q.bytes -= n;
             if let Some(Chunk::File { offset, len, .. }) = q.chunks.front_mut() {
@@ -209,7 +239,7 @@ impl Output {
     }
 
     /// Sends the buffered bytes; `Ok(false)` if the socket would block first.
-    fn flush_bytes<S: Socket>(&mut self, s: &mut S) -> io::Result<bool> {
+    fn flush_bytes<S: Socket>(&mut self, s: &mut S, sent: &mut u64) -> io::Result<bool> {
         // Bytes right before a file (an HTTP head) go with MSG_MORE, so the kernel sends them
         // in the file's first full packet instead of a small one of their own.
         let more = matches!(
@@ -217,9 +247,9 @@ impl Output {
             Some(Chunk::File { .. })
         );
         while self.pos < self.buf.len() {
-            match s.send(self.pending(), more) {
+            match s.send(&self.buf[self.pos..], more) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.consumed(n),
+                Ok(n) => self.consumed(n, sent),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -232,6 +262,7 @@ impl Output {
     fn flush_file<S: Socket>(
         &mut self,
         s: &mut S,
+        sent: &mut u64,
         file: &File,
         offset: u64,
         len: u64,
@@ -242,7 +273,7 @@ impl Output {
                 // The file shrank under us: the promised length cannot be sent.
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => {
-                    self.file_sent(n as u64);
+                    self.file_sent(n as u64, sent);
                     return Ok(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -252,16 +283,11 @@ impl Output {
         }
     }
 
-    /// Writes the output to `s` until it would block: bytes, then each queued file region,
-    /// in the order they were queued.
-    pub(crate) fn flush<S: Socket>(&mut self, s: &mut S) -> io::Result<()> {
-        // What the socket itself still holds (TLS records) leaves before anything new.
-        if !s.flush_pending()? {
-            return Ok(());
-        }
+    /// Sends until `s` would block; true once everything has left (the cork is off again).
+    fn flush<S: Socket>(&mut self, s: &mut S, sent: &mut u64) -> io::Result<bool> {
         loop {
-            if !self.flush_bytes(s)? {
-                return Ok(());
+            if !self.flush_bytes(s, sent)? {
+                return Ok(false);
             }
             match self.advance() {
                 Next::Bytes => {}
@@ -270,7 +296,7 @@ impl Output {
                     if self.queue.take().is_some_and(|q| q.corked) {
                         s.set_cork(false);
                     }
-                    return Ok(());
+                    return Ok(true);
                 }
                 Next::File(file, offset, len) => {
                     // As nginx's tcp_nopush: while a file goes out, only full segments leave.
@@ -280,8 +306,8 @@ impl Output {
                         q.corked = true;
                         s.set_cork(true);
                     }
-                    if !self.flush_file(s, &file, offset, len)? {
-                        return Ok(());
+                    if !self.flush_file(s, sent, &file, offset, len)? {
+                        return Ok(false);
                     }
                 }
             }

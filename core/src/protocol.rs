@@ -68,6 +68,14 @@ pub trait Protocol {
     fn stop_requested(&mut self, t: &mut Transport<'_>) {
         t.set_timeout(Some(STOP_GRACE));
     }
+
+    /// True if, once its relay is joined, the protocol has nothing left to do: it keeps the
+    /// defaults of `connection_lost`, `timeout_connection`, `timer_fired` and `notified`, and
+    /// ignores `stop_requested`. The reactor then drops it after `relay_connected`, so an idle
+    /// relay does not keep it (a port forwarder's, issue 11).
+    fn done_when_joined(&self) -> bool {
+        false
+    }
 }
 
 /// Builds protocols for a listening port; every listener of one service shares one factory.

@@ -23,7 +23,8 @@
 
 use std::any::Any;
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::rc::Rc;
+use std::time::Duration;
 
 use crate::address::Address;
 use crate::client::{ConnectError, Destination};
@@ -32,7 +33,8 @@ use crate::error::Reason;
 use crate::output::Socket;
 use crate::protocol::Protocol;
 use crate::reactor::Handle;
-use crate::transport::{ConnId, ConnState, Phase, Producer, Transport};
+use crate::timer::Tick;
+use crate::transport::{ConnId, ConnState, Flag, Phase, Producer, Transport};
 
 /// The default connect timeout, Twisted's `connectTCP` default.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -81,7 +83,42 @@ pub struct RelayEnd {
 }
 
 /// Called once when both sides of a relay have closed.
-pub type OnEnd = Box<dyn FnOnce(&RelayEnd)>;
+pub enum OnEnd {
+    /// A closure of this relay's own.
+    Once(Box<dyn FnOnce(&RelayEnd)>),
+    /// One closure shared by many relays (a service's): an idle relay keeps a reference to
+    /// it, not an allocation of its own (issue 11).
+    Shared(SharedOnEnd),
+}
+
+impl OnEnd {
+    /// Runs it for `end`.
+    pub fn call(self, end: &RelayEnd) {
+        match self {
+            OnEnd::Once(f) => f(end),
+            OnEnd::Shared(f) => (f.0)(end),
+        }
+    }
+
+    /// Does nothing (a closure without captures: no allocation).
+    fn nothing() -> Self {
+        OnEnd::Once(Box::new(|_| {}))
+    }
+}
+
+/// An `on_end` closure for many relays, cheap to clone. A thin pointer, so an [`OnEnd`] is
+/// 16 bytes either way.
+#[derive(Clone)]
+pub struct SharedOnEnd(Rc<EndFn>);
+
+/// The closure a [`SharedOnEnd`] points to.
+type EndFn = Box<dyn Fn(&RelayEnd)>;
+
+impl SharedOnEnd {
+    pub fn new(f: impl Fn(&RelayEnd) + 'static) -> Self {
+        SharedOnEnd(Rc::new(Box::new(f)))
+    }
+}
 
 /// How a relay behaves once joined.
 #[derive(Default)]
@@ -141,7 +178,13 @@ impl RelayRequest {
     }
 
     pub fn on_end(mut self, f: impl FnOnce(&RelayEnd) + 'static) -> Self {
-        self.options.on_end = Some(Box::new(f));
+        self.options.on_end = Some(OnEnd::Once(Box::new(f)));
+        self
+    }
+
+    /// `on_end` with a closure shared by many relays (no allocation per relay).
+    pub fn on_end_shared(mut self, f: SharedOnEnd) -> Self {
+        self.options.on_end = Some(OnEnd::Shared(f));
         self
     }
 }
@@ -203,10 +246,10 @@ pub(crate) fn join(
 ) {
     let (cid, did) = (client.id, dest.id);
     for (me, peer) in [(client, did), (dest, cid)] {
-        me.link = Link::Joined { peer, relay };
+        me.set_link(Link::Joined { peer, relay });
         me.producer = Producer::Producing;
-        me.read_paused = false;
-        me.read_pending = true;
+        me.set(Flag::ReadPaused, false);
+        me.set(Flag::ReadPending, true);
         if idle.is_some() {
             Transport::new(me, handle).set_timeout(idle);
         }
@@ -216,8 +259,8 @@ pub(crate) fn join(
 /// What the side still open does when its peer has closed for `reason`: a clean close lets
 /// its output leave first; anything else (reset, error, timeout, shutdown) aborts it.
 pub(crate) fn widow(st: &mut ConnState, reason: &Reason) -> bool {
-    if let Some(relay) = st.link.relay() {
-        st.link = Link::Widowed { relay };
+    if let Some(relay) = st.link().relay() {
+        st.set_link(Link::Widowed { relay });
     }
     if reason.is_clean() {
         st.lose();
@@ -232,8 +275,10 @@ pub(crate) fn widow(st: &mut ConnState, reason: &Reason) -> bool {
 /// first close on.
 pub(crate) struct Record {
     client: ConnId,
-    started: Instant,
-    on_end: Option<OnEnd>,
+    started: Tick,
+    /// `OnEnd::nothing()` when there is none, or once it ran (an `Option` would take 8 bytes
+    /// more).
+    on_end: OnEnd,
     closing: Option<Box<Closing>>,
 }
 
@@ -249,24 +294,24 @@ struct Closing {
 }
 
 impl Record {
-    pub(crate) fn new(client: &ConnState, on_end: Option<OnEnd>, now: Instant) -> Self {
+    pub(crate) fn new(client: &ConnState, on_end: Option<OnEnd>, now: Tick) -> Self {
         Record {
             client: client.id,
             started: now,
-            on_end,
+            on_end: on_end.unwrap_or_else(OnEnd::nothing),
             closing: None,
         }
     }
 
     /// Side `st` closed for `reason`; true once both have (`on_end` has run: drop the record).
-    pub(crate) fn closed(&mut self, st: &ConnState, reason: &Reason, now: Instant) -> bool {
+    pub(crate) fn closed(&mut self, st: &ConnState, reason: &Reason, now: Tick) -> bool {
         let side = if st.id == self.client {
             Side::Client
         } else {
             Side::Dest
         };
         let c = self.closing.get_or_insert_with(Default::default);
-        let this = Some((st.peer.clone(), st.out.sent));
+        let this = Some((st.addrs.peer(), st.out.sent));
         match side {
             Side::Client => {
                 c.client = this;
@@ -284,14 +329,15 @@ impl Record {
         else {
             return false;
         };
-        if let (Some(f), Some((ended_by, reason, clean))) = (self.on_end.take(), c.first.take()) {
-            f(&RelayEnd {
+        if let Some((ended_by, reason, clean)) = c.first.take() {
+            let f = std::mem::replace(&mut self.on_end, OnEnd::nothing());
+            f.call(&RelayEnd {
                 system: std::mem::take(&mut c.system),
                 client,
                 dest,
                 to_dest,
                 to_client,
-                duration: now.saturating_duration_since(self.started),
+                duration: now.since(self.started),
                 ended_by,
                 reason,
                 clean,
@@ -330,7 +376,7 @@ impl<S: Socket> Protocol for Spliced<'_, S> {
     /// Straight into the peer's socket, what it does not take into its output; past the
     /// high-water mark this side stops being read until the peer drains.
     fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
-        self.peer.write_through(data, t.handle().now());
+        self.peer.write_through(data, t.handle().tick());
         let queued = self.peer.st.buffered();
         if queued > 0 {
             self.peer_dirty = true;
@@ -410,6 +456,16 @@ pub(crate) struct Outbound;
 
 impl Protocol for Outbound {
     fn data_received(&mut self, _t: &mut Transport<'_>, _data: &[u8]) {}
+}
+
+/// What stands in for a protocol that is done once its relay is joined
+/// ([`Protocol::done_when_joined`]): the defaults, and `stop_requested` ignored.
+pub(crate) struct Joined;
+
+impl Protocol for Joined {
+    fn data_received(&mut self, _t: &mut Transport<'_>, _data: &[u8]) {}
+
+    fn stop_requested(&mut self, _t: &mut Transport<'_>) {}
 }
 
 #[cfg(test)]

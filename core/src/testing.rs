@@ -21,7 +21,7 @@ use crate::output::Socket;
 use crate::protocol::{DatagramProtocol, Protocol};
 use crate::reactor::{Handle, ReactorConfig};
 use crate::timer::{Clock, Target};
-use crate::transport::{ConnId, ConnState, DatagramTransport, Phase};
+use crate::transport::{ConnId, ConnState, DatagramTransport, Flag, Phase};
 
 mod relay;
 pub use relay::RelayHarness;
@@ -120,7 +120,7 @@ impl<P: Protocol + 'static> Harness<P> {
         let handle = Handle::detached(clock.clone());
         let peer = Address::Tcp(SocketAddr::from(([127, 0, 0, 1], 54321)));
         let host = Address::Tcp(SocketAddr::from(([127, 0, 0, 1], 7)));
-        let st = ConnState::new(ConnId::new(0, 1), peer, host, "Test", 0, clock.now());
+        let st = ConnState::new(ConnId::new(0, 1), peer, host, "Test", 0, clock.tick());
         Harness {
             proto,
             conn: Conn::new(MemorySocket::default(), st),
@@ -219,7 +219,8 @@ impl<P: Protocol + 'static> Harness<P> {
             self.run(|c, p, d| c.drive(p, d, false, true));
             out.append(&mut self.conn.socket.received);
             let st = &self.conn.st;
-            let unread = !self.conn.socket.input.is_empty() && st.reads() && !st.read_paused;
+            let unread =
+                !self.conn.socket.input.is_empty() && st.reads() && !st.is(Flag::ReadPaused);
             if unread && self.lost.is_none() {
                 continue;
             }
@@ -271,7 +272,7 @@ impl<P: Protocol + 'static> Harness<P> {
 
     /// The protocol paused reading.
     pub fn reading_paused(&self) -> bool {
-        self.conn.st.read_paused
+        self.conn.st.is(Flag::ReadPaused)
     }
 
     /// Why the connection was lost, once it was.

@@ -8,7 +8,7 @@
 //! cancelled or re-armed before their deadline.
 //!
 //! Idle timeouts, one per connection that has one, live in a second heap of plain
-//! `(deadline, connection)` entries with no shared handle: an idle connection carries 24
+//! `(deadline, connection)` entries with no shared handle: an idle connection carries 16
 //! bytes of timer instead of a 96-byte `DelayedCall` allocation plus its heap entry. The
 //! connection keeps the deadline of its live entry; an entry it no longer keeps (it closed,
 //! or its timeout changed) is abandoned, ignored when it comes up, and removed by the
@@ -17,6 +17,7 @@
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::num::NonZeroU64;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
@@ -24,27 +25,75 @@ use crate::transport::ConnId;
 
 /// The reactor's notion of now. Real reactors set it once per turn; tests move it by hand.
 #[derive(Clone, Debug)]
-pub struct Clock(Rc<Cell<Instant>>);
+pub struct Clock(Rc<ClockState>);
+
+#[derive(Debug)]
+struct ClockState {
+    now: Cell<Instant>,
+    /// When the clock was made: [`Tick`]s count from it.
+    epoch: Instant,
+}
+
+/// An instant as nanoseconds since its clock was made, plus one (so `Option<Tick>` is 8
+/// bytes too): 8 bytes where an `Instant` takes 16, for what every connection keeps (its
+/// last activity, its idle deadline) and every idle-heap entry. Exact, unlike milliseconds:
+/// nothing fires earlier or later than with `Instant`s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Tick(NonZeroU64);
+
+impl Tick {
+    /// `d` after this tick.
+    pub(crate) fn after(self, d: Duration) -> Tick {
+        let n = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Tick(self.0.saturating_add(n))
+    }
+
+    /// The time from `earlier` to this tick (zero if `earlier` is later).
+    pub(crate) fn since(self, earlier: Tick) -> Duration {
+        Duration::from_nanos(self.0.get().saturating_sub(earlier.0.get()))
+    }
+}
 
 impl Clock {
     /// A clock reading the current instant.
     pub fn new() -> Self {
-        Clock(Rc::new(Cell::new(Instant::now())))
+        let now = Instant::now();
+        Clock(Rc::new(ClockState {
+            now: Cell::new(now),
+            epoch: now,
+        }))
     }
 
     /// The time as of the start of this reactor turn.
     pub fn now(&self) -> Instant {
-        self.0.get()
+        self.0.now.get()
     }
 
     /// Sets the time (the reactor does this each turn).
     pub fn set(&self, t: Instant) {
-        self.0.set(t)
+        self.0.now.set(t)
     }
 
     /// Moves the time forward (for tests with a manual clock).
     pub fn advance(&self, d: Duration) {
-        self.0.set(self.0.get() + d)
+        self.0.now.set(self.0.now.get() + d)
+    }
+
+    /// `now` as a [`Tick`].
+    pub(crate) fn tick(&self) -> Tick {
+        self.tick_of(self.now())
+    }
+
+    /// `t` as a [`Tick`] (the clock's start for an earlier instant, which it never reads).
+    pub(crate) fn tick_of(&self, t: Instant) -> Tick {
+        let n = u64::try_from(t.saturating_duration_since(self.0.epoch).as_nanos())
+            .unwrap_or(u64::MAX - 1);
+        Tick(NonZeroU64::MIN.saturating_add(n))
+    }
+
+    /// The instant of tick `t`.
+    pub(crate) fn instant(&self, t: Tick) -> Instant {
+        self.0.epoch + Duration::from_nanos(t.0.get() - 1)
     }
 }
 
@@ -152,7 +201,7 @@ impl Ord for Entry {
 /// An idle-timeout check of a connection (see the module's text), ordered by deadline.
 #[derive(Clone, Copy)]
 struct IdleEntry {
-    at: Instant,
+    at: Tick,
     id: ConnId,
 }
 
@@ -204,7 +253,7 @@ impl TimerQueue {
 
     /// Checks connection `id`'s idle timeout at `at` (it comes up as
     /// `Target::Conn(id, IDLE_KEY)`); the connection keeps `at` to know its live entry.
-    pub(crate) fn schedule_idle(&self, at: Instant, id: ConnId) {
+    pub(crate) fn schedule_idle(&self, at: Tick, id: ConnId) {
         self.idle.borrow_mut().push(Reverse(IdleEntry { at, id }));
     }
 
@@ -215,7 +264,7 @@ impl TimerQueue {
 
     /// Once abandoned idle entries are the majority, keeps only those `live` says a
     /// connection still keeps (amortised O(1) per abandoned entry).
-    pub(crate) fn compact_idle(&self, live: impl Fn(ConnId, Instant) -> bool) {
+    pub(crate) fn compact_idle(&self, live: impl Fn(ConnId, Tick) -> bool) {
         let dead = self.idle_dead.get();
         let Ok(mut heap) = self.idle.try_borrow_mut() else {
             return;
@@ -289,7 +338,11 @@ impl TimerQueue {
     /// The deadline of the earliest live timer, dropping dead entries on the way (an
     /// abandoned idle entry may make it early: the wake-up then finds nothing to do).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let idle = self.idle.borrow().peek().map(|Reverse(e)| e.at);
+        let idle = self
+            .idle
+            .borrow()
+            .peek()
+            .map(|Reverse(e)| self.clock.instant(e.at));
         let mut heap = self.heap.borrow_mut();
         while let Some(Reverse(e)) = heap.peek() {
             if e.is_live() {
@@ -304,7 +357,11 @@ impl TimerQueue {
     /// Removes and returns the next timer due at or before `now`.
     pub(crate) fn pop_due(&self, now: Instant) -> Option<Target> {
         loop {
-            let idle_at = self.idle.borrow().peek().map(|Reverse(e)| e.at);
+            let idle_at = self
+                .idle
+                .borrow()
+                .peek()
+                .map(|Reverse(e)| self.clock.instant(e.at));
             let main_at = self.heap.borrow().peek().map(|Reverse(e)| e.at);
             if let Some(at) = idle_at
                 && at <= now
@@ -439,8 +496,9 @@ mod tests {
         let q = TimerQueue::new(clock.clone());
         let t0 = clock.now();
         q.schedule(Duration::from_secs(2), conn(2));
-        q.schedule_idle(t0 + Duration::from_secs(3), ConnId::new(7, 7));
-        q.schedule_idle(t0 + Duration::from_secs(1), ConnId::new(5, 5));
+        let tick = |s| clock.tick().after(Duration::from_secs(s));
+        q.schedule_idle(tick(3), ConnId::new(7, 7));
+        q.schedule_idle(tick(1), ConnId::new(5, 5));
         assert_eq!(q.next_deadline(), Some(t0 + Duration::from_secs(1)));
         clock.advance(Duration::from_secs(3));
         let mut got = Vec::new();
@@ -458,7 +516,7 @@ mod tests {
     fn abandoned_idle_checks_are_compacted_away() {
         let clock = Clock::new();
         let q = TimerQueue::new(clock.clone());
-        let at = clock.now() + Duration::from_secs(60);
+        let at = clock.tick().after(Duration::from_secs(60));
         // Ten connections keep theirs; a stream of short connections each abandons one.
         for k in 0..10 {
             q.schedule_idle(at, ConnId::new(k, k));
@@ -471,6 +529,22 @@ mod tests {
         }
         q.compact_idle(|_, _| true);
         assert!(q.idle_len() >= 10, "the kept ones stay");
+    }
+
+    #[test]
+    fn ticks_are_exact_instants() {
+        let clock = Clock::new();
+        let t0 = clock.now();
+        assert_eq!(clock.instant(clock.tick()), t0);
+        clock.advance(Duration::from_nanos(1_500_000_001));
+        let t = clock.tick();
+        assert_eq!(clock.instant(t), t0 + Duration::from_nanos(1_500_000_001));
+        assert_eq!(
+            t.since(clock.tick_of(t0)),
+            Duration::from_nanos(1_500_000_001)
+        );
+        assert!(clock.tick_of(t0) < t);
+        assert_eq!(std::mem::size_of::<Option<Tick>>(), 8);
     }
 
     #[test]

@@ -14,13 +14,13 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::address::Address;
+use crate::address::{Address, Addrs};
 use crate::output::Output;
 use crate::reactor::{Command, Handle};
 use crate::relay::{ConnectRelay, Link, RelayRequest};
-use crate::timer::{DelayedCall, Target, TimerQueue};
+use crate::timer::{DelayedCall, Target, Tick, TimerQueue};
 
 /// Identifies a connection for commands sent through a [`Handle`]; stale ids are ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -78,46 +78,96 @@ pub struct ConnState {
     pub(crate) id: ConnId,
     phase: Phase,
     pub(crate) out: Output,
-    /// The peer's EOF arrived: nothing more to read.
-    pub(crate) eof_received: bool,
     /// Bytes read from the peer (after TLS) since the connection opened, for the metrics.
     pub(crate) received: u64,
-    /// The protocol paused reading (`Transport::pause_producing`).
-    pub(crate) read_paused: bool,
-    /// Reading stopped early (high-water mark, pause, budget): data may be waiting, and no
-    /// readiness edge will say so again.
-    pub(crate) read_pending: bool,
-    /// epoll reported the peer's FIN (or an error): read until EOF, a short read is not the
-    /// end.
-    pub(crate) peer_closed: bool,
+    /// The [`Flag`]s set, one bit each.
+    flags: u8,
     pub(crate) producer: Producer,
-    /// `stop_requested` was delivered.
-    pub(crate) stopping: bool,
-    /// The connection is TLS (accepted on a TLS endpoint, or upgraded).
-    pub(crate) secure: bool,
-    /// `start_tls` was asked for: once the output has left, the connection becomes TLS with
-    /// this config (reading stops meanwhile: what follows is the client's handshake).
-    pub(crate) upgrade: Option<Arc<rustls::ServerConfig>>,
-    /// Its relay, if any: waiting for the outgoing connection, or joined with a peer.
-    pub(crate) link: Link,
-    pub(crate) peer: Address,
-    pub(crate) host: Address,
-    pub(crate) name: &'static str,
+    /// What few connections need (a TLS upgrade, protocol timers), boxed from the first
+    /// use: an idle connection carries 8 bytes for it.
+    extra: Option<Box<Extra>>,
+    /// Its relay's peer while joined (`Link::Joined`; the kind of link is in `flags`).
+    link_peer: ConnId,
+    /// Its relay's record, joined or widowed.
+    link_relay: u32,
+    /// The peer's and the local address, compactly.
+    pub(crate) addrs: Addrs,
+    /// The factory's name, as its index among the names interned (1 byte where a `&str`
+    /// takes 16).
+    name: u8,
     pub(crate) session: u32,
     /// The idle timeout in milliseconds (4 bytes where a `Duration` takes 16: every idle
     /// connection carries it).
     idle_ms: Option<NonZeroU32>,
-    pub(crate) last_activity: Instant,
+    pub(crate) last_activity: Tick,
     /// When its idle-timeout check is due (its entry in the timer queue's idle heap; an
     /// entry due at another time is an abandoned one). When it fires early (there was
     /// activity), it is re-armed.
-    pub(crate) idle_at: Option<Instant>,
-    /// Other timers aimed at this connection (protocol timers, the lingering close), all
-    /// cancelled when it closes so none outlives it in the timer heap. Boxed and absent until
-    /// the first: an idle connection carries 8 bytes for it, not 24.
-    #[allow(clippy::box_collection)]
-    pub(crate) timers: Option<Box<Vec<DelayedCall>>>,
+    pub(crate) idle_at: Option<Tick>,
 }
+
+/// The rarely used part of a connection's state.
+#[derive(Default)]
+struct Extra {
+    /// `start_tls` was asked for: once the output has left, the connection becomes TLS with
+    /// this config (reading stops meanwhile: what follows is the client's handshake).
+    upgrade: Option<Arc<rustls::ServerConfig>>,
+    /// Other timers aimed at this connection (protocol timers, the lingering close, the TLS
+    /// handshake's deadline), all cancelled when it closes so none outlives it in the timer
+    /// heap.
+    timers: Vec<DelayedCall>,
+}
+
+/// A connection's yes-or-no states, one bit each of `ConnState::flags` (a byte where six
+/// `bool`s take six, which with the rest would pad the state by 8 bytes).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Flag {
+    /// The peer's EOF arrived: nothing more to read.
+    EofReceived = 1,
+    /// The protocol paused reading (`Transport::pause_producing`).
+    ReadPaused = 2,
+    /// Reading stopped early (high-water mark, pause, budget): data may be waiting, and no
+    /// readiness edge will say so again.
+    ReadPending = 4,
+    /// epoll reported the peer's FIN (or an error): read until EOF, a short read is not the
+    /// end.
+    PeerClosed = 8,
+    /// `stop_requested` was delivered.
+    Stopping = 16,
+    /// The connection is TLS (accepted on a TLS endpoint, or upgraded).
+    Secure = 32,
+    // Bits 6 and 7 are the link's kind (`LINK_SHIFT`).
+}
+
+thread_local! {
+    /// The factory names connections were given, each once (there are a few).
+    static NAMES: std::cell::RefCell<Vec<&'static str>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `name`'s index among the names interned. Factory names are a few fixed strings; were
+/// there ever more than 256, the later ones would share the last index and be logged as
+/// `?`.
+fn intern(name: &'static str) -> u8 {
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        let i = match names.iter().position(|n| *n == name) {
+            Some(i) => i,
+            None => {
+                if names.len() < usize::from(u8::MAX) {
+                    names.push(name);
+                } else if names.len() == usize::from(u8::MAX) {
+                    names.push("?");
+                }
+                names.len() - 1
+            }
+        };
+        u8::try_from(i).unwrap_or(u8::MAX)
+    })
+}
+
+/// Bits 6 and 7 of `ConnState::flags`: the kind of its `Link`.
+const LINK_SHIFT: u8 = 6;
 
 /// Key of the reactor's own idle-timeout timer entries.
 pub(crate) const IDLE_KEY: u64 = u64::MAX;
@@ -129,31 +179,97 @@ impl ConnState {
         host: Address,
         name: &'static str,
         session: u32,
-        now: Instant,
+        now: Tick,
     ) -> Self {
         ConnState {
             id,
             phase: Phase::Open,
             out: Output::default(),
-            eof_received: false,
             received: 0,
-            read_paused: false,
-            read_pending: false,
-            peer_closed: false,
+            flags: 0,
             producer: Producer::None,
-            stopping: false,
-            secure: false,
-            upgrade: None,
-            link: Link::None,
-            peer,
-            host,
-            name,
+            extra: None,
+            link_peer: ConnId::new(0, 0),
+            link_relay: 0,
+            addrs: Addrs::new(peer, host),
+            name: intern(name),
             session,
             idle_ms: None,
             last_activity: now,
             idle_at: None,
-            timers: None,
         }
+    }
+
+    /// The factory's name (the log system's first part).
+    pub(crate) fn name(&self) -> &'static str {
+        NAMES.with(|names| {
+            names
+                .borrow()
+                .get(usize::from(self.name))
+                .copied()
+                .unwrap_or("")
+        })
+    }
+
+    /// Its relay, if any: waiting for the outgoing connection, or joined with a peer. Kept
+    /// as two fields and two bits of `flags`, where a `Link` takes 16 bytes with padding.
+    pub(crate) fn link(&self) -> Link {
+        match self.flags >> LINK_SHIFT {
+            0 => Link::None,
+            1 => Link::Pending,
+            2 => Link::Joined {
+                peer: self.link_peer,
+                relay: self.link_relay,
+            },
+            _ => Link::Widowed {
+                relay: self.link_relay,
+            },
+        }
+    }
+
+    pub(crate) fn set_link(&mut self, link: Link) {
+        let kind = match link {
+            Link::None => 0,
+            Link::Pending => 1,
+            Link::Joined { peer, relay } => {
+                (self.link_peer, self.link_relay) = (peer, relay);
+                2
+            }
+            Link::Widowed { relay } => {
+                self.link_relay = relay;
+                3
+            }
+        };
+        self.flags = (self.flags & !(3 << LINK_SHIFT)) | (kind << LINK_SHIFT);
+    }
+
+    /// True if `f` is set.
+    pub(crate) fn is(&self, f: Flag) -> bool {
+        self.flags & f as u8 != 0
+    }
+
+    /// Sets or clears `f`.
+    pub(crate) fn set(&mut self, f: Flag, on: bool) {
+        if on {
+            self.flags |= f as u8;
+        } else {
+            self.flags &= !(f as u8);
+        }
+    }
+
+    /// The TLS config `start_tls` asked for, until the upgrade happens.
+    pub(crate) fn upgrade(&self) -> Option<&Arc<rustls::ServerConfig>> {
+        self.extra.as_ref().and_then(|e| e.upgrade.as_ref())
+    }
+
+    /// Asks for the upgrade to TLS with `config` once the output has left.
+    pub(crate) fn set_upgrade(&mut self, config: Arc<rustls::ServerConfig>) {
+        self.extra.get_or_insert_with(Default::default).upgrade = Some(config);
+    }
+
+    /// Takes the upgrade asked for (it is happening).
+    pub(crate) fn take_upgrade(&mut self) -> Option<Arc<rustls::ServerConfig>> {
+        self.extra.as_mut().and_then(|e| e.upgrade.take())
     }
 
     pub(crate) fn phase(&self) -> Phase {
@@ -213,14 +329,17 @@ impl ConnState {
 
     /// Stops reading from the peer.
     pub(crate) fn pause_reading(&mut self) {
-        self.read_paused = true;
+        self.set(Flag::ReadPaused, true);
     }
 
     /// Reads again; true if reading was paused (the connection must be driven: no readiness
     /// edge will come for what is waiting).
     pub(crate) fn resume_reading(&mut self) -> bool {
-        let was = std::mem::take(&mut self.read_paused);
-        self.read_pending |= was;
+        let was = self.is(Flag::ReadPaused);
+        self.set(Flag::ReadPaused, false);
+        if was {
+            self.set(Flag::ReadPending, true);
+        }
         was
     }
 
@@ -229,13 +348,13 @@ impl ConnState {
         matches!(
             self.phase,
             Phase::Open | Phase::HalfClosing | Phase::HalfClosed
-        ) && !self.eof_received
-            && self.upgrade.is_none()
+        ) && !self.is(Flag::EofReceived)
+            && self.upgrade().is_none()
     }
 
     /// Keeps `call` to cancel it at close; forgets the ones that already ran.
     pub(crate) fn track_timer(&mut self, call: DelayedCall) {
-        let timers = self.timers.get_or_insert_with(Default::default);
+        let timers = &mut self.extra.get_or_insert_with(Default::default).timers;
         timers.retain(DelayedCall::active);
         timers.push(call);
     }
@@ -245,15 +364,17 @@ impl ConnState {
         if self.idle_at.take().is_some() {
             timers.idle_abandoned();
         }
-        for t in self.timers.take().into_iter().flat_map(|b| *b) {
-            t.cancel();
+        if let Some(e) = self.extra.as_mut() {
+            for t in std::mem::take(&mut e.timers) {
+                t.cancel();
+            }
         }
     }
 
     /// The idle timer came due at `now`: true if the connection was idle for its whole
     /// timeout, else the timer is re-armed for what is left of it.
     /// An entry due later than `now` is an abandoned one (the live one is due at `idle_at`).
-    pub(crate) fn idle_due(&mut self, now: Instant, timers: &TimerQueue) -> bool {
+    pub(crate) fn idle_due(&mut self, now: Tick, timers: &TimerQueue) -> bool {
         match self.idle_at {
             Some(at) if at <= now => self.idle_at = None,
             _ => return false,
@@ -261,7 +382,7 @@ impl ConnState {
         let Some(d) = self.idle() else {
             return false;
         };
-        let due = self.last_activity + d;
+        let due = self.last_activity.after(d);
         if now >= due {
             return true;
         }
@@ -290,7 +411,7 @@ impl ConnState {
 
     /// The connection's log system, Twisted's `logPrefix`: `Echo,3,127.0.0.1`.
     pub(crate) fn system(&self) -> String {
-        crate::logsys::connection(self.name, self.session, &self.peer)
+        crate::logsys::connection(self.name(), self.session, &self.addrs.peer())
     }
 }
 
@@ -370,7 +491,7 @@ impl<'a> Transport<'a> {
 
     /// True if the connection is TLS (a TLS endpoint, or after `start_tls`).
     pub fn is_secure(&self) -> bool {
-        self.st.secure || self.st.upgrade.is_some()
+        self.st.is(Flag::Secure) || self.st.upgrade().is_some()
     }
 
     /// Upgrades the connection to TLS in place (STARTTLS, STLS): what was written before is
@@ -378,7 +499,7 @@ impl<'a> Transport<'a> {
     /// Input the protocol already holds from before is its to throw away (RFC 3207 says so).
     pub fn start_tls(&mut self, tls: &crate::tls::TlsContext) {
         if !self.is_secure() {
-            self.st.upgrade = Some(tls.config());
+            self.st.set_upgrade(tls.config());
         }
     }
 
@@ -404,13 +525,13 @@ impl<'a> Transport<'a> {
     }
 
     /// The remote address.
-    pub fn peer(&self) -> &Address {
-        &self.st.peer
+    pub fn peer(&self) -> Address {
+        self.st.addrs.peer()
     }
 
     /// The local address.
-    pub fn host(&self) -> &Address {
-        &self.st.host
+    pub fn host(&self) -> Address {
+        self.st.addrs.host()
     }
 
     /// This connection's id, for commands sent through a [`Handle`] from elsewhere.
@@ -426,7 +547,7 @@ impl<'a> Transport<'a> {
     /// Closes the connection after `timeout` without input or output progress
     /// (Twisted's `TimeoutMixin.setTimeout`); `None` turns it off.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
-        if self.st.stopping
+        if self.st.is(Flag::Stopping)
             && let (Some(old), Some(new)) = (self.st.idle(), timeout)
             && old < new
         {
@@ -434,7 +555,7 @@ impl<'a> Transport<'a> {
             return;
         }
         self.st.set_idle(timeout);
-        self.st.last_activity = self.handle.now();
+        self.st.last_activity = self.handle.tick();
         let timers = self.handle.timers();
         let Some(d) = timeout else {
             if self.st.idle_at.take().is_some() {
@@ -442,7 +563,7 @@ impl<'a> Transport<'a> {
             }
             return;
         };
-        let want = self.st.last_activity + d;
+        let want = self.st.last_activity.after(d);
         match self.st.idle_at {
             // A later deadline is found when the check fires early and re-arms.
             Some(at) if at <= want => {}
@@ -460,7 +581,7 @@ impl<'a> Transport<'a> {
 
     /// Counts as activity for the idle timeout (Twisted's `resetTimeout`).
     pub fn reset_timeout(&mut self) {
-        self.st.last_activity = self.handle.now();
+        self.st.last_activity = self.handle.tick();
     }
 
     /// Calls this protocol's `timer_fired(key)` after `delay`.
@@ -493,11 +614,11 @@ impl<'a> Transport<'a> {
     /// `relay_connection_failed` (reading stays paused; the default closes). Ignored if the
     /// connection is closing or already has a relay.
     pub fn connect_relay(&mut self, request: RelayRequest) {
-        if self.st.link != Link::None || !self.st.accepts_output() {
+        if self.st.link() != Link::None || !self.st.accepts_output() {
             return;
         }
         self.st.pause_reading();
-        self.st.link = Link::Pending;
+        self.st.set_link(Link::Pending);
         self.handle
             .push(Command::ConnectRelay(Box::new(ConnectRelay {
                 from: self.st.id,
@@ -559,5 +680,50 @@ impl DatagramTransport<'_> {
     /// waits for another server's).
     pub fn port(&self) -> crate::reactor::PortId {
         self.port
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(name: &'static str) -> ConnState {
+        let a = Address::Tcp(SocketAddr::from(([127, 0, 0, 1], 7)));
+        let clock = crate::timer::Clock::new();
+        ConnState::new(ConnId::new(1, 2), a.clone(), a, name, 3, clock.tick())
+    }
+
+    #[test]
+    fn the_link_and_the_flags_share_a_byte_without_touching_each_other() {
+        let mut st = state("Test");
+        st.set(Flag::ReadPaused, true);
+        st.set(Flag::Secure, true);
+        let links = [
+            Link::Pending,
+            Link::Joined {
+                peer: ConnId::new(9, 8),
+                relay: 7,
+            },
+            Link::Widowed { relay: 7 },
+            Link::None,
+        ];
+        for link in links {
+            st.set_link(link);
+            assert_eq!(st.link(), link);
+            assert!(st.is(Flag::ReadPaused) && st.is(Flag::Secure));
+            assert!(!st.is(Flag::EofReceived) && !st.is(Flag::Stopping));
+        }
+        st.set(Flag::ReadPaused, false);
+        st.set_link(Link::Widowed { relay: 5 });
+        assert!(!st.is(Flag::ReadPaused) && st.is(Flag::Secure));
+        assert_eq!(st.link(), Link::Widowed { relay: 5 });
+    }
+
+    #[test]
+    fn each_name_is_kept_once_and_given_back() {
+        let (a, b) = (state("Alpha"), state("Beta"));
+        assert_eq!((a.name(), b.name()), ("Alpha", "Beta"));
+        assert_eq!(state("Alpha").name, a.name);
+        assert_eq!(a.system(), "Alpha,3,127.0.0.1");
     }
 }

@@ -338,6 +338,95 @@ fn host_names_parse_as_addresses_when_they_are() {
     );
 }
 
+/// Relays to `dest`; says `done_when_joined` if `done`. `marker` counts the live ones.
+struct Marked {
+    dest: Destination,
+    done: bool,
+    _marker: Arc<()>,
+}
+
+impl Protocol for Marked {
+    fn connection_made(&mut self, t: &mut Transport<'_>) {
+        t.connect_relay(RelayRequest::new(self.dest.clone()));
+    }
+    fn data_received(&mut self, _t: &mut Transport<'_>, _d: &[u8]) {}
+    fn done_when_joined(&self) -> bool {
+        self.done
+    }
+}
+
+struct MarkedFactory(Destination, bool, Arc<()>);
+
+impl Factory for MarkedFactory {
+    fn name(&self) -> &'static str {
+        "Marked"
+    }
+    fn build_protocol(&mut self, _peer: &Address) -> Option<Box<dyn Protocol>> {
+        Some(Box::new(Marked {
+            dest: self.0.clone(),
+            done: self.1,
+            _marker: self.2.clone(),
+        }))
+    }
+}
+
+/// Whether a joined relay still holds its client's protocol, for `done_when_joined` = `done`.
+fn protocol_kept_when_joined(done: bool) -> bool {
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dest: Destination = backend.local_addr().unwrap().into();
+    let marker = Arc::new(());
+    let m = marker.clone();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let mut r = Reactor::with_config(ReactorConfig {
+            handle_signals: false,
+            ..ReactorConfig::default()
+        })
+        .expect("reactor");
+        let f = r.add_factory(Box::new(MarkedFactory(dest, done, m)));
+        let ep: Endpoint = "tcp:0:interface=127.0.0.1".parse().unwrap();
+        let id = r.listen(&ep, f).expect("listen");
+        ready_tx
+            .send(r.listener_address(id).unwrap().socket_addr().unwrap())
+            .unwrap();
+        fn poll_stop(h: twistrs_core::Handle, rx: mpsc::Receiver<()>) {
+            if rx.try_recv().is_ok() {
+                return h.stop();
+            }
+            let h2 = h.clone();
+            h.call_later(Duration::from_millis(20), move || poll_stop(h2, rx));
+        }
+        poll_stop(r.handle(), stop_rx);
+        r.run().expect("run");
+        r.drain(Duration::from_secs(2)).expect("drain");
+    });
+    let addr = ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("ready");
+    let mut c = client(addr);
+    let mut b = accept(&backend);
+    // A round trip through the relay: it is joined, relay_connected has run.
+    c.write_all(b"ping").unwrap();
+    let mut got = [0; 4];
+    b.read_exact(&mut got).unwrap();
+    b.write_all(b"pong").unwrap();
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"pong");
+    // The factory's and the test's, and the protocol's if it is kept.
+    let kept = Arc::strong_count(&marker) == 3;
+    drop((c, b));
+    let _ = stop_tx.send(());
+    t.join().expect("reactor thread");
+    kept
+}
+
+#[test]
+fn a_protocol_done_when_joined_is_dropped_at_the_join() {
+    assert!(protocol_kept_when_joined(false));
+    assert!(!protocol_kept_when_joined(true));
+}
+
 /// Joins each connection with the one before it, which has closed by then.
 struct JoinStale {
     last: std::rc::Rc<std::cell::Cell<Option<twistrs_core::ConnId>>>,
@@ -355,9 +444,11 @@ impl Protocol for JoinStale {
             gone,
             twistrs_core::RelayOptions {
                 idle_timeout: None,
-                on_end: Some(Box::new(move |e: &RelayEnd| {
-                    let _ = tx.send(Event::Ended(e.clone()));
-                })),
+                on_end: Some(twistrs_core::relay::OnEnd::Once(Box::new(
+                    move |e: &RelayEnd| {
+                        let _ = tx.send(Event::Ended(e.clone()));
+                    },
+                ))),
             },
         );
     }

@@ -14,7 +14,7 @@ use crate::error::Reason;
 use crate::output::Socket;
 use crate::protocol::Protocol;
 use crate::tls::stream::TlsStream;
-use crate::transport::{ConnId, ConnState, Transport};
+use crate::transport::{ConnId, ConnState, Flag, Transport};
 use rustls::ServerConfig;
 use std::sync::Arc;
 
@@ -229,14 +229,25 @@ impl Socket for NetSocket {
     }
 }
 
+/// `Connection::factory` of a connection that belongs to no factory.
+const NO_FACTORY: u32 = u32::MAX;
+
 /// An open connection in the reactor.
 pub(crate) struct Connection {
     pub(crate) conn: Conn<NetSocket>,
     pub(crate) proto: Box<dyn Protocol>,
-    /// The factory whose connection count this connection holds (none for outgoing ones).
-    pub(crate) factory: Option<u32>,
+    /// The factory whose connection count this connection holds, `NO_FACTORY` for outgoing
+    /// ones (4 bytes where an `Option<u32>` takes 8).
+    factory: u32,
     /// Which of the factory's listener endpoints accepted it (an index into its `origins`).
     pub(crate) origin: u32,
+}
+
+impl Connection {
+    /// The factory whose connection count this connection holds (none for outgoing ones).
+    pub(crate) fn factory(&self) -> Option<u32> {
+        (self.factory != NO_FACTORY).then_some(self.factory)
+    }
 }
 
 impl Reactor {
@@ -277,13 +288,13 @@ impl Reactor {
         factory: Option<(u32, u32)>,
     ) {
         if matches!(socket, NetSocket::Tls(_) | NetSocket::TlsClient(_)) {
-            st.secure = true;
+            st.set(Flag::Secure, true);
             crate::connection::arm_handshake_timer(&mut st, &self.handle);
         }
         self.entries[key] = Entry::Conn(Connection {
             conn: Conn::new(socket, st),
             proto,
-            factory: factory.map(|(f, _)| f),
+            factory: factory.map_or(NO_FACTORY, |(f, _)| f),
             origin: factory.map_or(0, |(_, o)| o),
         });
         self.live_conns += 1;
@@ -300,7 +311,7 @@ impl Reactor {
         let Some(Entry::Conn(c)) = self.entries.get(key) else {
             return;
         };
-        let peer = c.conn.st.link.peer().filter(|p| {
+        let peer = c.conn.st.link().peer().filter(|p| {
             p.key as usize != key
                 && matches!(self.entries.get(p.key as usize),
                     Some(Entry::Conn(b)) if b.conn.st.id == *p)
@@ -379,7 +390,7 @@ impl Reactor {
                     let _ = self.poll.registry().deregister(source);
                 }
                 self.live_conns -= 1;
-                if let Some(f) = c.factory {
+                if let Some(f) = c.factory() {
                     let slot = &mut self.factories[f as usize];
                     let counts = &mut slot.origins[c.origin as usize].counts;
                     counts.closed_received += c.conn.st.received;

@@ -18,7 +18,7 @@ use crate::error::{Failure, Reason};
 use crate::protocol::ClientFactory;
 use crate::relay::{ConnectRelay, Link};
 use crate::timer::{DelayedCall, Target};
-use crate::transport::{ConnId, ConnState, IDLE_KEY};
+use crate::transport::{ConnId, ConnState, Flag, IDLE_KEY};
 
 /// Who gets an outgoing connection once it is up.
 pub(crate) enum Client {
@@ -289,10 +289,11 @@ impl Reactor {
         match c.attempt.client {
             Client::Factory(mut factory) => {
                 let proto = factory.build_protocol(&peer);
-                let mut st = ConnState::new(c.id, peer, host, factory.name(), 0, self.handle.now());
+                let mut st =
+                    ConnState::new(c.id, peer, host, factory.name(), 0, self.handle.tick());
                 // The readiness that said "connected" may have said "readable" too: no edge
                 // will come again for what is already there.
-                st.read_pending = true;
+                st.set(Flag::ReadPending, true);
                 self.adopt_connection(key, NetSocket::Plain(c.stream), proto, st, None);
             }
             Client::Relay(r) => self.relay_connected(key, c.id, c.stream, peer, host, *r),
@@ -315,7 +316,7 @@ impl Reactor {
             Client::Relay(r) => {
                 let from = r.from;
                 match self.conn_mut(from) {
-                    Some(c) if c.conn.st.link == Link::Pending => c.conn.st.link = Link::None,
+                    Some(c) if c.conn.st.link() == Link::Pending => c.conn.st.set_link(Link::None),
                     _ => return,
                 }
                 self.with_conn(from.key as usize, |p, t| {

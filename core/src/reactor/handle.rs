@@ -160,6 +160,11 @@ impl Handle {
         self.0.clock.now()
     }
 
+    /// `now` as a compact [`crate::timer::Tick`].
+    pub(crate) fn tick(&self) -> crate::timer::Tick {
+        self.0.clock.tick()
+    }
+
     /// The reactor's clock.
     pub fn clock(&self) -> &Clock {
         &self.0.clock

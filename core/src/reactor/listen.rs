@@ -535,7 +535,7 @@ impl Reactor {
                 slot.factory.start_factory(&self.handle);
             }
         }
-        self.entries.insert(Entry::Listener(Listener {
+        self.entries.insert(Entry::Listener(Box::new(Listener {
             sock,
             target,
             accepting: Accepting::Open,
@@ -545,7 +545,7 @@ impl Reactor {
             endpoint,
             tls,
             origin,
-        }));
+        })));
         Ok(ListenerId(key))
     }
 
@@ -733,7 +733,7 @@ impl Reactor {
         let name = slot.factory.name();
         let key = self.entries.insert(Entry::Closed);
         let id = self.next_id(key);
-        let st = ConnState::new(id, peer, host, name, session, self.handle.now());
+        let st = ConnState::new(id, peer, host, name, session, self.handle.tick());
         if let Err(e) = self.add_connection(key, socket, proto, st, Some((factory as u32, origin)))
         {
             log::error!(target: "twistrs.reactor", "cannot register connection: {e}");

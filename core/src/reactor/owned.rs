@@ -211,7 +211,7 @@ impl Reactor {
             host,
             a.factory.name(),
             0,
-            self.handle.now(),
+            self.handle.tick(),
         );
         if let Err(e) =
             self.add_connection(key, NetSocket::Plain(Stream::Tcp(stream)), proto, st, None)

@@ -11,7 +11,7 @@ use crate::relay::{
     self, ConnectRelay, Link, Outbound, Outgoing, Record, RelayEnd, RelayOptions, Side,
 };
 use crate::tls::stream::TlsStream;
-use crate::transport::{ConnId, ConnState};
+use crate::transport::{ConnId, ConnState, Flag};
 
 impl Reactor {
     /// The outgoing connection of a relay is up (in slot `key`, still registered from its
@@ -28,7 +28,7 @@ impl Reactor {
     ) {
         // The client may have gone while this connected: then this one goes too.
         let (name, session) = match self.conn_mut(r.from) {
-            Some(c) if c.conn.st.link == Link::Pending => (c.conn.st.name, c.conn.st.session),
+            Some(c) if c.conn.st.link() == Link::Pending => (c.conn.st.name(), c.conn.st.session),
             _ => {
                 let mut stream = stream;
                 let _ = self.poll.registry().deregister(stream.source());
@@ -36,11 +36,11 @@ impl Reactor {
                 return;
             }
         };
-        let now = self.handle.now();
+        let now = self.handle.tick();
         let mut st = ConnState::new(id, peer.clone(), host.clone(), name, session, now);
         // Nothing is read before the join: its bytes are the client's (the join reads what
         // is already there: no readiness edge will come again for it).
-        st.read_paused = true;
+        st.set(Flag::ReadPaused, true);
         let socket = match &r.request.tls {
             None => NetSocket::Plain(stream),
             Some(tls) => match TlsStream::client(stream, tls.config.clone(), tls.name.clone()) {
@@ -49,7 +49,7 @@ impl Reactor {
                 Err(e) => {
                     self.to_free.push(key);
                     if let Some(c) = self.conn_mut(r.from) {
-                        c.conn.st.link = Link::None;
+                        c.conn.st.set_link(Link::None);
                     }
                     let e = crate::client::ConnectError::Io(e);
                     self.with_conn(r.from.key as usize, |p, t| p.relay_connection_failed(t, &e));
@@ -68,6 +68,12 @@ impl Reactor {
         }
         let out = Outgoing { peer, host };
         self.with_conn(r.from.key as usize, |p, t| p.relay_connected(t, &out));
+        if let Some(c) = self.conn_mut(r.from)
+            && c.conn.st.link().peer().is_some()
+            && c.proto.done_when_joined()
+        {
+            c.proto = Box::new(relay::Joined);
+        }
         self.redrive.push(key);
     }
 
@@ -75,7 +81,7 @@ impl Reactor {
     pub(crate) fn join_command(&mut self, client: ConnId, dest: ConnId, options: RelayOptions) {
         let free = |r: &mut Self, id| {
             r.conn_mut(id)
-                .is_some_and(|c| c.conn.st.link == Link::None && c.conn.st.accepts_output())
+                .is_some_and(|c| c.conn.st.link() == Link::None && c.conn.st.accepts_output())
         };
         let (client_free, dest_free) = (free(self, client), free(self, dest));
         if client != dest && client_free && dest_free {
@@ -89,9 +95,9 @@ impl Reactor {
         let side = |r: &mut Self, id| {
             r.conn_mut(id).map(|c| {
                 (
-                    c.conn.st.peer.clone(),
+                    c.conn.st.addrs.peer(),
                     c.conn.st.system(),
-                    c.conn.st.link == Link::None,
+                    c.conn.st.link() == Link::None,
                 )
             })
         };
@@ -103,7 +109,7 @@ impl Reactor {
                 (Side::Dest, "the destination")
             };
             let unknown = || Address::Unix(None);
-            f(&RelayEnd {
+            f.call(&RelayEnd {
                 system: c.as_ref().map(|x| x.1.clone()).unwrap_or_default(),
                 client: c.as_ref().map_or_else(unknown, |x| x.0.clone()),
                 dest: d.as_ref().map_or_else(unknown, |x| x.0.clone()),
@@ -133,7 +139,7 @@ impl Reactor {
         if c.conn.st.id != client || d.conn.st.id != dest {
             return false;
         }
-        let now = self.handle.now();
+        let now = self.handle.tick();
         let record = Record::new(&c.conn.st, options.on_end, now);
         let id = self.relays.insert(record) as u32;
         relay::join(
@@ -152,13 +158,13 @@ impl Reactor {
     /// `on_end` after the second), and the other side closes after its flush, or at once if
     /// this one did not close cleanly.
     pub(crate) fn relay_side_closed(&mut self, st: &ConnState, reason: &Reason) {
-        if let Some(r) = st.link.relay().map(|r| r as usize)
+        if let Some(r) = st.link().relay().map(|r| r as usize)
             && let Some(rec) = self.relays.get_mut(r)
-            && rec.closed(st, reason, self.handle.now())
+            && rec.closed(st, reason, self.handle.tick())
         {
             self.relays.remove(r);
         }
-        let Some(peer) = st.link.peer() else {
+        let Some(peer) = st.link().peer() else {
             return;
         };
         let Some(c) = self.conn_mut(peer) else {

@@ -105,7 +105,7 @@ impl Reactor {
                     }
                 }
                 Entry::Conn(c) => {
-                    if let Some(f) = c.factory {
+                    if let Some(f) = c.factory() {
                         let s = &mut out[first[f as usize] + c.origin as usize];
                         s.open += 1;
                         s.bytes_received += c.conn.st.received;

@@ -15,9 +15,9 @@ use crate::connection::{After, Conn, Driver};
 use crate::error::Reason;
 use crate::protocol::Protocol;
 use crate::reactor::{Command, Handle, ReactorConfig};
-use crate::relay::{self, Link, Outbound, Outgoing, Record, RelayEnd, RelayRequest, Side};
+use crate::relay::{self, Link, OnEnd, Outbound, Outgoing, Record, RelayEnd, RelayRequest, Side};
 use crate::timer::{Clock, Target};
-use crate::transport::{ConnId, ConnState, Phase};
+use crate::transport::{ConnId, ConnState, Flag, Phase};
 
 /// One connection whose protocol may ask for a relay, on a string transport (as
 /// [`super::Harness`]); once the test answers the request with [`RelayHarness::connected`],
@@ -55,7 +55,7 @@ impl<P: Protocol + 'static> RelayHarness<P> {
         let handle = Handle::detached(clock.clone());
         let peer = Address::Tcp(SocketAddr::from(([127, 0, 0, 1], 54321)));
         let host = Address::Tcp(SocketAddr::from(([127, 0, 0, 1], 1080)));
-        let st = ConnState::new(CLIENT_ID, peer, host, "Test", 0, clock.now());
+        let st = ConnState::new(CLIENT_ID, peer, host, "Test", 0, clock.tick());
         RelayHarness {
             proto,
             client: Conn::new(MemorySocket::default(), st),
@@ -126,7 +126,7 @@ impl<P: Protocol + 'static> RelayHarness<P> {
             (Side::Dest, Some(dest)) => (dest, &mut self.outbound, Some(&mut self.client)),
             (Side::Dest, None) => return,
         };
-        let joined = me.st.link.peer().is_some() && peer_open;
+        let joined = me.st.link().peer().is_some() && peer_open;
         let (after, dirty) = match peer {
             Some(peer) if joined => relay::step_joined(me, proto, peer, &mut d, step),
             _ => (step(me, proto, &mut d), false),
@@ -159,10 +159,10 @@ impl<P: Protocol + 'static> RelayHarness<P> {
             },
         };
         me.lost(proto, &mut d, &r);
-        let link = me.st.link;
+        let link = me.st.link();
         if link.relay().is_some()
             && let Some(rec) = &mut self.record
-            && rec.closed(&me.st, &r, self.handle.now())
+            && rec.closed(&me.st, &r, self.handle.tick())
         {
             self.record = None;
         }
@@ -247,7 +247,7 @@ impl<P: Protocol + 'static> RelayHarness<P> {
         let Some(mut req) = self.request.take() else {
             panic!("the protocol asked for no relay");
         };
-        if self.client.st.link != Link::Pending || self.lost.is_some() {
+        if self.client.st.link() != Link::Pending || self.lost.is_some() {
             return self;
         }
         let peer = match &req.dest {
@@ -261,20 +261,20 @@ impl<P: Protocol + 'static> RelayHarness<P> {
             Destination::Unix(p) => Address::Unix(Some(p.clone())),
         };
         let host = Address::Tcp(SocketAddr::from(([127, 0, 0, 1], 40000)));
-        let now = self.handle.now();
+        let now = self.handle.tick();
         let mut st = ConnState::new(DEST_ID, peer.clone(), host.clone(), "Test", 0, now);
-        st.read_paused = true;
+        st.set(Flag::ReadPaused, true);
         let mut dest = Conn::new(MemorySocket::default(), st);
         let ended = self.ended.clone();
         let on_end = req.options.on_end.take();
         let record = Record::new(
             &self.client.st,
-            Some(Box::new(move |e: &RelayEnd| {
+            Some(OnEnd::Once(Box::new(move |e: &RelayEnd| {
                 *ended.borrow_mut() = Some(e.clone());
                 if let Some(f) = on_end {
-                    f(e);
+                    f.call(e);
                 }
-            })),
+            }))),
             now,
         );
         relay::join(
@@ -300,8 +300,8 @@ impl<P: Protocol + 'static> RelayHarness<P> {
     pub fn connect_failed(&mut self, error: ConnectError) -> &mut Self {
         self.relay_request();
         self.request = None;
-        if self.client.st.link == Link::Pending {
-            self.client.st.link = Link::None;
+        if self.client.st.link() == Link::Pending {
+            self.client.st.set_link(Link::None);
         }
         self.run(Side::Client, |c, p, d| {
             c.callback(p, d, |p, t| p.relay_connection_failed(t, &error))
@@ -426,12 +426,14 @@ impl<P: Protocol + 'static> RelayHarness<P> {
 
     /// The client is not being read.
     pub fn reading_paused(&self) -> bool {
-        self.client.st.read_paused
+        self.client.st.is(Flag::ReadPaused)
     }
 
     /// The destination is not being read.
     pub fn dest_reading_paused(&self) -> bool {
-        self.dest.as_ref().is_some_and(|d| d.st.read_paused)
+        self.dest
+            .as_ref()
+            .is_some_and(|d| d.st.is(Flag::ReadPaused))
     }
 
     /// Bytes queued for the client, unsent.

@@ -8,7 +8,7 @@ use twistrs_core::metrics::RelayMetrics;
 use twistrs_core::tls::ClientTls;
 use twistrs_core::{
     Address, ConnectError, Destination, Factory, Outgoing, Protocol, RelayEnd, RelayRequest,
-    Transport,
+    SharedOnEnd, Transport,
 };
 
 thread_local! {
@@ -30,12 +30,25 @@ pub struct Config {
 /// One client: relayed to the destination, or closed with one log line.
 pub struct Forward {
     config: Rc<Config>,
+    /// Logs a relay's end and counts it; one for all the factory's relays, so an idle relay
+    /// keeps no closure of its own (issue 11).
+    on_end: SharedOnEnd,
 }
 
 impl Forward {
     pub fn new(config: Rc<Config>) -> Self {
-        Forward { config }
+        let on_end = end_logger(config.clone());
+        Forward { config, on_end }
     }
+}
+
+/// What each relay's end does: count it and log it (under the client's log system).
+fn end_logger(config: Rc<Config>) -> SharedOnEnd {
+    let m = RELAYS.with(Rc::clone);
+    SharedOnEnd::new(move |e: &RelayEnd| {
+        m.ended(e);
+        log::info!(target: &e.system, "{}", end_line(&config.dest, e))
+    })
 }
 
 /// The line logged when a relay ends.
@@ -62,17 +75,12 @@ pub fn end_line(dest: &Destination, e: &RelayEnd) -> String {
 impl Protocol for Forward {
     fn connection_made(&mut self, t: &mut Transport<'_>) {
         // The end hears the log system: an idle relay keeps no copy of it (issue 11).
-        let config = self.config.clone();
-        let m = RELAYS.with(Rc::clone);
         t.connect_relay(
             RelayRequest::new(self.config.dest.clone())
                 .connect_timeout(self.config.connect_timeout)
                 .idle_timeout(self.config.idle_timeout)
                 .tls(self.config.tls.clone())
-                .on_end(move |e| {
-                    m.ended(e);
-                    log::info!(target: &e.system, "{}", end_line(&config.dest, e))
-                }),
+                .on_end_shared(self.on_end.clone()),
         );
     }
 
@@ -94,11 +102,17 @@ impl Protocol for Forward {
     /// A client whose destination is still being connected to is not closed by a graceful
     /// stop either: the connect timeout and the shutdown deadline bound it.
     fn stop_requested(&mut self, _t: &mut Transport<'_>) {}
+
+    /// Once joined, nothing here is called: an idle relay need not keep this (issue 11).
+    fn done_when_joined(&self) -> bool {
+        true
+    }
 }
 
 /// Builds a `Forward` per client (twistd's `ProxyFactory`, the name its log lines use).
 pub struct ForwardFactory {
     config: Rc<Config>,
+    on_end: SharedOnEnd,
     max: Option<usize>,
 }
 
@@ -106,8 +120,10 @@ impl ForwardFactory {
     pub fn new(config: Config, max: Option<usize>) -> Self {
         // Registered now, so a scrape shows them at zero.
         RELAYS.with(|_| {});
+        let config = Rc::new(config);
         ForwardFactory {
-            config: Rc::new(config),
+            on_end: end_logger(config.clone()),
+            config,
             max,
         }
     }
@@ -119,7 +135,10 @@ impl Factory for ForwardFactory {
     }
 
     fn build_protocol(&mut self, _peer: &Address) -> Option<Box<dyn Protocol>> {
-        Some(Box::new(Forward::new(self.config.clone())))
+        Some(Box::new(Forward {
+            config: self.config.clone(),
+            on_end: self.on_end.clone(),
+        }))
     }
 
     fn max_connections(&self) -> Option<usize> {

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use twistrs_core::client::ConnectError;
-use twistrs_core::relay::{Outgoing, RelayEnd, RelayOptions, RelayRequest};
+use twistrs_core::relay::{OnEnd, Outgoing, RelayEnd, RelayOptions, RelayRequest};
 use twistrs_core::{DelayedCall, OwnedPort, Protocol, Reason, STOP_GRACE, Transport};
 
 use crate::bind::{BindEvent, BindFactory};
@@ -379,7 +379,7 @@ impl Socks {
         joined.set(true);
         let options = RelayOptions {
             idle_timeout: Some(self.cfg.idle_timeout),
-            on_end: Some(Box::new(self.on_end(&slot))),
+            on_end: Some(OnEnd::Once(Box::new(self.on_end(&slot)))),
         };
         // A join the core cannot make (the peer closed first) still calls `on_end`, which
         // takes this back.
