@@ -558,6 +558,12 @@ impl Protocol for Socks {
         self.fail(t, version, failure_of(error), error.to_string());
     }
 
+    /// A joined CONNECT has handed its log entry to the relay's `on_end` and its timers are
+    /// cancelled: nothing here is called again, so an idle relay need not keep it (issue 11).
+    fn done_when_joined(&self) -> bool {
+        matches!(self.state, State::Relaying) && self.entry.is_none()
+    }
+
     fn stop_requested(&mut self, t: &mut Transport<'_>) {
         match self.state {
             // A client in the middle of its request may still finish it.
