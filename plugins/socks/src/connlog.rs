@@ -90,6 +90,13 @@ impl ConnLog {
 
     /// The line for `e`, without the time stamp.
     pub fn format(e: &Entry, out: &mut String) {
+        Self::format_head(e, out);
+        Self::format_tail(e.result, e.up, e.down, e.duration, e.reason.as_deref(), out);
+    }
+
+    /// The part of `e`'s line known when its relay is joined: who asked for what, and where
+    /// it went (a joined relay keeps this text, not the whole entry: issue 11).
+    pub fn format_head(e: &Entry, out: &mut String) {
         let dash = |o: Option<String>| o.unwrap_or_else(|| "-".into());
         let _ = write!(
             out,
@@ -108,15 +115,23 @@ impl ConnLog {
             Some(u) => quoted(out, u),
             None => out.push('-'),
         }
+    }
+
+    /// The part of a line known when the connection ends.
+    fn format_tail(
+        result: &str,
+        up: u64,
+        down: u64,
+        duration: Duration,
+        reason: Option<&str>,
+        out: &mut String,
+    ) {
         let _ = write!(
             out,
-            " result={} up={} down={} duration={:.3}",
-            e.result,
-            e.up,
-            e.down,
-            e.duration.as_secs_f64()
+            " result={result} up={up} down={down} duration={:.3}",
+            duration.as_secs_f64()
         );
-        if let Some(r) = &e.reason {
+        if let Some(r) = reason {
             out.push_str(" reason=");
             quoted(out, r);
         }
@@ -124,10 +139,30 @@ impl ConnLog {
 
     /// Writes one connection's line.
     pub fn log(&mut self, e: &Entry) {
+        self.write_line(|out| Self::format(e, out));
+    }
+
+    /// Writes the line of a relay that ended: `head` from [`ConnLog::format_head`], then the
+    /// outcome `ok`.
+    pub fn log_relay(
+        &mut self,
+        head: &str,
+        up: u64,
+        down: u64,
+        duration: Duration,
+        reason: Option<&str>,
+    ) {
+        self.write_line(|out| {
+            out.push_str(head);
+            Self::format_tail("ok", up, down, duration, reason, out);
+        });
+    }
+
+    fn write_line(&mut self, format: impl FnOnce(&mut String)) {
         self.line.clear();
         match &mut self.sink {
             Sink::Main => {
-                Self::format(e, &mut self.line);
+                format(&mut self.line);
                 log::info!(target: "twistrs.socks", "{}", self.line);
             }
             Sink::File { w, .. } => {
@@ -140,7 +175,7 @@ impl ConnLog {
                 }
                 self.line.push_str(&self.stamp);
                 self.line.push(' ');
-                Self::format(e, &mut self.line);
+                format(&mut self.line);
                 self.line.push('\n');
                 let _ = w.write_all(self.line.as_bytes());
             }

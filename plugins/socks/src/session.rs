@@ -19,7 +19,7 @@ use twistrs_core::{DelayedCall, OwnedPort, Protocol, Reason, STOP_GRACE, Transpo
 
 use crate::bind::{BindEvent, BindFactory};
 use crate::config::Config;
-use crate::connlog::Entry;
+use crate::connlog::{ConnLog, Entry};
 use crate::negotiate::{Cmd, Failure, Host, Negotiator, Request, Step, Version, reply};
 use crate::udp::{Activity, Association};
 
@@ -31,7 +31,15 @@ const REQUEST_TIMER: u64 = 1;
 const RESOLVE_TIMER: u64 = 2;
 
 /// A log entry shared with a relay's `on_end`, which writes it when both sides have closed.
-type Slot = Rc<RefCell<Option<Box<Entry>>>>;
+type Slot = Rc<RefCell<Option<Joined>>>;
+
+/// A joined relay's log line as far as it is known: its head (client, request, address,
+/// user) already formatted, about a third of the entry's size, and the bytes the client
+/// had been sent before the join (the SOCKS replies), which are not relayed bytes.
+struct Joined {
+    head: Box<str>,
+    replies: u64,
+}
 
 /// Where a connection is. The passing states are boxed, so a relayed connection, which
 /// keeps its protocol for the life of the relay, carries 16 bytes of state.
@@ -287,24 +295,28 @@ impl Socks {
         let m = crate::metrics::with(|m| m.relays.clone());
         move |end: &RelayEnd| {
             m.ended(end);
-            if let Some(mut e) = slot.borrow_mut().take() {
-                e.up = end.to_dest;
-                e.down = end.to_client.saturating_sub(e.down);
-                e.duration = started.elapsed();
-                if !end.clean {
-                    e.reason = Some(end.reason.clone());
-                }
-                log.borrow_mut().log(&e);
+            if let Some(j) = slot.borrow_mut().take() {
+                log.borrow_mut().log_relay(
+                    &j.head,
+                    end.to_dest,
+                    end.to_client.saturating_sub(j.replies),
+                    started.elapsed(),
+                    (!end.clean).then_some(end.reason.as_str()),
+                );
             }
         }
     }
 
-    /// Hands the entry to the relay: `down` holds the bytes the client was sent before it.
+    /// Hands the entry to the relay, as the head of its line and the bytes the client was
+    /// sent before it.
     fn hand_over(&mut self, t: &Transport<'_>, slot: &Slot) {
-        let mut e = self.entry.take().unwrap_or_default();
-        e.result = "ok";
-        e.down = t.bytes_written();
-        *slot.borrow_mut() = Some(e);
+        let e = self.entry.take().unwrap_or_default();
+        let mut head = String::new();
+        ConnLog::format_head(&e, &mut head);
+        *slot.borrow_mut() = Some(Joined {
+            head: head.into_boxed_str(),
+            replies: t.bytes_written(),
+        });
     }
 
     fn bind(&mut self, t: &mut Transport<'_>, version: Version, expected: IpAddr, rest: Vec<u8>) {
