@@ -82,14 +82,11 @@ impl Factory for Dests {
     }
 }
 
-/// A reactor thread forwarding to `dests` (one per connection, the last for the rest), with
-/// `resolver`; returns its address, the events and a stopper.
-fn forwarder(
-    dests: Vec<Destination>,
-    timeout: Duration,
-    resolver: Option<Resolver>,
-) -> (SocketAddr, mpsc::Receiver<Event>, impl FnOnce()) {
-    let (tx, rx) = mpsc::channel();
+/// A reactor thread serving the factory `make` adds on 127.0.0.1 until the stopper is
+/// called (then a stop, a drain, and a check that the stop was the one asked for).
+fn serve(
+    make: impl FnOnce(&mut Reactor) -> twistrs_core::FactoryId + Send + 'static,
+) -> (SocketAddr, impl FnOnce()) {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let t = std::thread::spawn(move || {
@@ -98,14 +95,7 @@ fn forwarder(
             ..ReactorConfig::default()
         })
         .expect("reactor");
-        if let Some(res) = resolver {
-            r.handle().set_resolver(res);
-        }
-        let f = r.add_factory(Box::new(Dests {
-            dests,
-            timeout,
-            events: tx,
-        }));
+        let f = make(&mut r);
         let ep: Endpoint = "tcp:0:interface=127.0.0.1".parse().unwrap();
         let id = r.listen(&ep, f).expect("listen");
         ready_tx
@@ -126,10 +116,31 @@ fn forwarder(
     let addr = ready_rx
         .recv_timeout(Duration::from_secs(5))
         .expect("ready");
-    (addr, rx, move || {
+    (addr, move || {
         let _ = stop_tx.send(());
         t.join().expect("reactor thread");
     })
+}
+
+/// A reactor thread forwarding to `dests` (one per connection, the last for the rest), with
+/// `resolver`; returns its address, the events and a stopper.
+fn forwarder(
+    dests: Vec<Destination>,
+    timeout: Duration,
+    resolver: Option<Resolver>,
+) -> (SocketAddr, mpsc::Receiver<Event>, impl FnOnce()) {
+    let (tx, rx) = mpsc::channel();
+    let (addr, stop) = serve(move |r| {
+        if let Some(res) = resolver {
+            r.handle().set_resolver(res);
+        }
+        r.add_factory(Box::new(Dests {
+            dests,
+            timeout,
+            events: tx,
+        }))
+    });
+    (addr, rx, stop)
 }
 
 fn client(addr: SocketAddr) -> TcpStream {
@@ -376,34 +387,7 @@ fn protocol_kept_when_joined(done: bool) -> bool {
     let dest: Destination = backend.local_addr().unwrap().into();
     let marker = Arc::new(());
     let m = marker.clone();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let t = std::thread::spawn(move || {
-        let mut r = Reactor::with_config(ReactorConfig {
-            handle_signals: false,
-            ..ReactorConfig::default()
-        })
-        .expect("reactor");
-        let f = r.add_factory(Box::new(MarkedFactory(dest, done, m)));
-        let ep: Endpoint = "tcp:0:interface=127.0.0.1".parse().unwrap();
-        let id = r.listen(&ep, f).expect("listen");
-        ready_tx
-            .send(r.listener_address(id).unwrap().socket_addr().unwrap())
-            .unwrap();
-        fn poll_stop(h: twistrs_core::Handle, rx: mpsc::Receiver<()>) {
-            if rx.try_recv().is_ok() {
-                return h.stop();
-            }
-            let h2 = h.clone();
-            h.call_later(Duration::from_millis(20), move || poll_stop(h2, rx));
-        }
-        poll_stop(r.handle(), stop_rx);
-        r.run().expect("run");
-        r.drain(Duration::from_secs(2)).expect("drain");
-    });
-    let addr = ready_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("ready");
+    let (addr, stop) = serve(move |r| r.add_factory(Box::new(MarkedFactory(dest, done, m))));
     let mut c = client(addr);
     let mut b = accept(&backend);
     // A round trip through the relay: it is joined, relay_connected has run.
@@ -416,8 +400,7 @@ fn protocol_kept_when_joined(done: bool) -> bool {
     // The factory's and the test's, and the protocol's if it is kept.
     let kept = Arc::strong_count(&marker) == 3;
     drop((c, b));
-    let _ = stop_tx.send(());
-    t.join().expect("reactor thread");
+    stop();
     kept
 }
 
@@ -472,32 +455,12 @@ impl Factory for JoinStaleFactory {
 #[test]
 fn a_join_with_a_side_already_gone_still_ends_and_closes_the_other() {
     let (tx, rx) = mpsc::channel();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let t = std::thread::spawn(move || {
-        let mut r = Reactor::with_config(ReactorConfig {
-            handle_signals: false,
-            ..ReactorConfig::default()
-        })
-        .expect("reactor");
-        let f = r.add_factory(Box::new(JoinStaleFactory(JoinStale {
+    let (addr, stop) = serve(move |r| {
+        r.add_factory(Box::new(JoinStaleFactory(JoinStale {
             last: Default::default(),
             events: tx,
-        })));
-        let ep: Endpoint = "tcp:0:interface=127.0.0.1".parse().unwrap();
-        let id = r.listen(&ep, f).expect("listen");
-        ready_tx
-            .send(r.listener_address(id).unwrap().socket_addr().unwrap())
-            .unwrap();
-        let h = r.handle();
-        h.call_later(Duration::from_secs(20), {
-            let h = h.clone();
-            move || h.stop()
-        });
-        r.run().expect("run")
+        })))
     });
-    let addr = ready_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("ready");
     // The first connection closes at once; the second is joined with it.
     let mut first = client(addr);
     let mut got = Vec::new();
@@ -522,5 +485,5 @@ fn a_join_with_a_side_already_gone_still_ends_and_closes_the_other() {
         rx.recv_timeout(Duration::from_millis(200)).is_err(),
         "on_end once"
     );
-    drop(t);
+    stop();
 }
