@@ -37,6 +37,15 @@ fn forward_to(dest: &str) -> Server {
     ])
 }
 
+/// `portforward` to the backend `backend.test` on `port`, verified with the roots in `cas`,
+/// with `extra` endpoint keywords (`:certKey=...`) after.
+fn verified_relay(port: u16, cas: &tempfile::TempDir, extra: &str) -> Server {
+    forward_to(&format!(
+        "ssl:127.0.0.1:{port}:hostname=backend.test:caCertsDir={}{extra}",
+        cas.path().display()
+    ))
+}
+
 /// Connects to the forwarder, with a bounded read.
 fn client(relay: &Server) -> TcpStream {
     let c = TcpStream::connect(relay.addr()).expect("connect to the forwarder");
@@ -122,15 +131,9 @@ fn a_half_closed_client_still_gets_the_reply() {
     pki.leaf("backend", "backend", &["backend.test"]);
     // Python's ssl server: reads the request to close_notify (a bare FIN would raise
     // SSLEOFError: suppress_ragged_eofs=False), then answers and closes.
-    let body = r#"
-ca, key, cert = sys.argv[1:4]
-c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-c.load_cert_chain(cert, key)
-l = socket.socket()
-l.bind(('127.0.0.1', 0))
-l.listen(1)
-print('port=%d' % l.getsockname()[1], flush=True)
-l.settimeout(20)
+    let (server, port) = python_backend(
+        &pki,
+        r#"
 s, _ = l.accept()
 s = c.wrap_socket(s, server_side=True, suppress_ragged_eofs=False)
 got = b''
@@ -142,33 +145,17 @@ while True:
 s.sendall(b'after your end: ' + got)
 s.unwrap()
 s.close()
-"#;
-    let mut server = spawn_python(
-        body,
-        &[
-            &pki.ca(),
-            &pki.arg("backend-key.pem"),
-            &pki.arg("backend-cert.pem"),
-        ],
+"#,
     );
-    let port = read_port(&mut server);
     let cas = ca_dir(&pki);
-    let relay = forward_to(&format!(
-        "ssl:127.0.0.1:{port}:hostname=backend.test:caCertsDir={}",
-        cas.path().display()
-    ));
+    let relay = verified_relay(port, &cas, "");
     let mut c = client(&relay);
     c.write_all(b"request").unwrap();
     c.shutdown(Shutdown::Write).unwrap();
     let mut got = Vec::new();
     c.read_to_end(&mut got).expect("the reply");
     assert_eq!(got, b"after your end: request");
-    let out = wait_output(server, Duration::from_secs(20));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    backend_output(server);
 }
 
 /// A Python ssl server for the certificate `backend` of `pki` running `body` (after the
@@ -242,10 +229,7 @@ print('end=close_notify', flush=True)
 "#,
     );
     let cas = ca_dir(&pki);
-    let relay = forward_to(&format!(
-        "ssl:127.0.0.1:{port}:hostname=backend.test:caCertsDir={}",
-        cas.path().display()
-    ));
+    let relay = verified_relay(port, &cas, "");
     let mut c = client(&relay);
     let start = Instant::now();
     let greeting = read_line(&mut c);
@@ -285,10 +269,7 @@ s.close()
 "#,
     );
     let cas = ca_dir(&pki);
-    let relay = forward_to(&format!(
-        "ssl:127.0.0.1:{port}:hostname=backend.test:caCertsDir={}",
-        cas.path().display()
-    ));
+    let relay = verified_relay(port, &cas, "");
     let mut c = client(&relay);
     let start = Instant::now();
     c.shutdown(Shutdown::Write).unwrap();
@@ -356,10 +337,7 @@ fn an_unknown_ca_or_a_wrong_name_closes_the_client() {
     let other = Pki::new();
     let other_cas = ca_dir(&other);
     let port = backend.port();
-    let relay = forward_to(&format!(
-        "ssl:127.0.0.1:{port}:hostname=backend.test:caCertsDir={}",
-        other_cas.path().display()
-    ));
+    let relay = verified_relay(port, &other_cas, "");
     // Both test CAs have the same name: the signature is what fails.
     assert_refused(&relay, "invalid peer certificate");
     let cas = ca_dir(&pki);
@@ -375,10 +353,7 @@ fn an_unknown_ca_or_a_wrong_name_closes_the_client() {
     ));
     assert_refused(&relay, "certificate not valid for name \"wrong.test\"");
     // hostname= names what the certificate holds: verified, and carried.
-    let relay = forward_to(&format!(
-        "ssl:127.0.0.1:{port}:hostname=backend.test:caCertsDir={}",
-        cas.path().display()
-    ));
+    let relay = verified_relay(port, &cas, "");
     assert_eq!(echo_through(client(&relay), b"named".to_vec()), b"named");
 }
 
@@ -387,17 +362,11 @@ fn a_client_certificate_is_presented_when_given() {
     let pki = Pki::new();
     pki.leaf("backend", "backend", &["backend.test"]);
     pki.leaf("me", "twistrs-client", &[]);
-    let body = r#"
-ca, key, cert = sys.argv[1:4]
-c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-c.load_cert_chain(cert, key)
+    let (server, port) = python_backend(
+        &pki,
+        r#"
 c.verify_mode = ssl.CERT_REQUIRED
 c.load_verify_locations(ca)
-l = socket.socket()
-l.bind(('127.0.0.1', 0))
-l.listen(4)
-print('port=%d' % l.getsockname()[1], flush=True)
-l.settimeout(20)
 for _ in range(2):
     s, _ = l.accept()
     try:
@@ -409,30 +378,22 @@ for _ in range(2):
     s.sendall(b'hello ' + cn(s).encode())
     s.unwrap()
     s.close()
-"#;
-    let mut server = spawn_python(
-        body,
-        &[
-            &pki.ca(),
-            &pki.arg("backend-key.pem"),
-            &pki.arg("backend-cert.pem"),
-        ],
+"#,
     );
-    let port = read_port(&mut server);
     let cas = ca_dir(&pki);
     // Without a certificate, the server refuses.
-    let relay = forward_to(&format!(
-        "ssl:127.0.0.1:{port}:hostname=backend.test:caCertsDir={}",
-        cas.path().display()
-    ));
+    let relay = verified_relay(port, &cas, "");
     // The client sends nothing: its FIN alone starts nothing, the handshake is under way.
     let _ = echo_through(client(&relay), Vec::new());
-    let relay = forward_to(&format!(
-        "ssl:127.0.0.1:{port}:hostname=backend.test:caCertsDir={}:certKey={}:privateKey={}",
-        cas.path().display(),
-        pki.arg("me-cert.pem"),
-        pki.arg("me-key.pem")
-    ));
+    let relay = verified_relay(
+        port,
+        &cas,
+        &format!(
+            ":certKey={}:privateKey={}",
+            pki.arg("me-cert.pem"),
+            pki.arg("me-key.pem")
+        ),
+    );
     let got = echo_through(client(&relay), Vec::new());
     let out = wait_output(server, Duration::from_secs(30));
     let out = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
