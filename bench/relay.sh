@@ -11,13 +11,18 @@
 # The socks rows put twistrs socks (SOCKS5, and SOCKS4 as twistrs-socks4) beside dante
 # (danted, Debian's dante-server: 127.0.0.1, no authentication) and twistd's socks (SOCKS4
 # only), with the same loads, each connection first asking for the backend with a CONNECT.
+# Before the relays, the same bulk and cycle loads run straight to the backends, with no relay
+# between (the "direct" row): with the pinning below, the client CPU does the same work per
+# byte and per connection either way, so no relay can beat that row here; it is the ceiling
+# that tells whether a target is reachable on this machine at all.
 # Run by hand, not in CI: see bench/README.md ("Relays"). Results go to bench/results/.
 #
 # Needs socat, taskset and danted (Debian: apt-get install -y socat util-linux dante-server).
 # Knobs (environment): BENCH_RELAYS="twistrs socat twistd twistrs-socks twistrs-socks4 dante
 # twistd-socks" (the socks rows: the last four), BENCH_TWISTRS_BINS="LABEL=PATH"
 # (other twistrs builds run beside, as twistrs-LABEL), BENCH_CONNS=64, BENCH_SIZE=64,
-# BENCH_SECS=5, BENCH_WARMUP=1, BENCH_IDLE_PAIRS=5000, BENCH_BACKLOG=511 (every relay's
+# BENCH_SECS=5, BENCH_WARMUP=1, BENCH_IDLE_PAIRS=5000, BENCH_DIRECT=1 (0 leaves out the direct
+# row), BENCH_BACKLOG=511 (every relay's
 # listen backlog: socat's own default is 5, twistd's 50), BENCH_PIN=1 (relays on CPU 0,
 # clients and backends on CPU 1), BENCH_BUILD=1 (0 runs the binaries in target/release).
 #
@@ -37,6 +42,7 @@ SIZE=${BENCH_SIZE:-64}
 SECS=${BENCH_SECS:-5}
 WARMUP=${BENCH_WARMUP:-1}
 IDLE_PAIRS=${BENCH_IDLE_PAIRS:-5000}
+DIRECT=${BENCH_DIRECT:-1}
 BACKLOG=${BENCH_BACKLOG:-511}
 PIN=${BENCH_PIN:-1}
 BUILD=${BENCH_BUILD:-1}
@@ -66,6 +72,8 @@ tree_pss_kib() {
 # utime + stime of a process and its children (living and reaped), clock ticks.
 tree_ticks() {
     local p t=0 v
+    # No relay (the direct row): nothing to count.
+    [[ -n $1 ]] || { printf 0; return; }
     for p in "$1" $(children_of "$1"); do
         v=$(sed -E 's/^.*\) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13 + $14 + $15}' || true)
         t=$((t + ${v:-0}))
@@ -75,6 +83,8 @@ tree_ticks() {
 # Of those, user space only (utime + cutime): the relay's own work, the rest is the kernel's.
 tree_user_ticks() {
     local p t=0 v
+    # No relay (the direct row): nothing to count.
+    [[ -n $1 ]] || { printf 0; return; }
     for p in "$1" $(children_of "$1"); do
         v=$(sed -E 's/^.*\) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $14}' || true)
         t=$((t + ${v:-0}))
@@ -300,6 +310,21 @@ run_idle() {
     R[$name.idle]=$(awk -v a="$before" -v b="$after" -v n="$IDLE_PAIRS" 'BEGIN { printf "%.2f", (b - a) / n }')
 }
 
+# The ceiling: the bulk and cycle loads straight to the backends (no relay, so no relay CPU).
+if [[ $DIRECT == 1 ]]; then
+    say "== direct (no relay)"
+    SPID=
+    start_backend sink
+    SPORT=$BPORT
+    run_bulk direct
+    stop_pid "$BPID"
+    start_backend reply --size "$SIZE"
+    SPORT=$BPORT
+    run_cycle direct
+    stop_pid "$BPID"
+    R[direct.cycle.us]=n/a
+fi
+
 for name in $RELAYS; do
     say "== $name"
     start_backend sink
@@ -333,6 +358,9 @@ twistrs_relays=$(for n in $RELAYS; do [[ $n == twistrs || $n == twistrs-* ]] && 
     say ""
     say "| relay | kind | bulk MB/s | half-close carried | conns/s x$CONNS | p99 ms | errors | relay CPU µs per conn | KiB per idle pair |"
     say "|---|---|---:|---|---:|---:|---:|---:|---:|"
+    if [[ $DIRECT == 1 ]]; then
+        say "| direct (no relay) | ceiling | $(get direct.bulk) | $(get direct.bulk.verified) | $(get direct.cycle) | $(get direct.cycle.p99) | $(get direct.cycle.errors) | n/a | n/a |"
+    fi
     for name in $RELAYS; do
         say "| $name | ${KIND[$name]:-?} | $(get "$name.bulk") | $(get "$name.bulk.verified") | $(get "$name.cycle") | $(get "$name.cycle.p99") | $(get "$name.cycle.errors") | $(get "$name.cycle.us") | $(get "$name.idle") |"
     done
@@ -352,10 +380,20 @@ twistrs_relays=$(for n in $RELAYS; do [[ $n == twistrs || $n == twistrs-* ]] && 
             say "| ${peer}_KiB/${tw}_KiB per idle pair | $r | at least ${want}x | $(verdict "$r" ge "$want") |"
         done
     done
+    # What the ceiling allows: a relay's rate over a peer's can be at most direct's over it.
+    if [[ $DIRECT == 1 ]]; then
+        for peer in $RELAYS; do
+            [[ $peer == twistrs || $peer == twistrs-* ]] && continue
+            for k in bulk cycle; do
+                r=$(ratio "$(get "direct.$k")" "$(get "$peer.$k")")
+                say "| ceiling: direct/$peer $( [[ $k == bulk ]] && echo 'bulk MB/s' || echo 'conns/s') | $r | (the most any relay can reach here) | |"
+            done
+        done
+    fi
     say ""
     say "(CPU: relay (of which user space)/client/backend/other cores over the run, 1.00 = one core;"
     say "other: used by none of them, i.e. interference)"
-    for name in $RELAYS; do
+    for name in $([[ $DIRECT == 1 ]] && echo direct) $RELAYS; do
         say "- $name: bulk $(get "$name.bulk.cpu"), cycle $(get "$name.cycle.cpu")"
     done
 } | tee "$summary"
