@@ -93,13 +93,8 @@ impl Reactor {
         // relay stays true, and a side left open (with no relay of its own) closes after its
         // flush instead of waiting for nobody.
         let side = |r: &mut Self, id| {
-            r.conn_mut(id).map(|c| {
-                (
-                    c.conn.st.addrs.peer(),
-                    c.conn.st.system(),
-                    c.conn.st.link() == Link::None,
-                )
-            })
+            r.conn_mut(id)
+                .map(|c| (c.conn.st.addrs.peer(), c.conn.st.system()))
         };
         let (c, d) = (side(self, client), side(self, dest));
         if let Some(f) = options.on_end {
@@ -122,8 +117,8 @@ impl Reactor {
             });
         }
         if client != dest {
-            for (id, s) in [(client, c), (dest, d)] {
-                if s.is_some_and(|s| s.2) {
+            for (id, free) in [(client, client_free), (dest, dest_free)] {
+                if free {
                     self.handle.lose_connection(id);
                 }
             }
