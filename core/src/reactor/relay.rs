@@ -55,12 +55,7 @@ impl Reactor {
                 // The stream is closed with it (and so out of the poll).
                 Err(e) => {
                     self.to_free.push(key);
-                    if let Some(c) = self.conn_mut(r.from) {
-                        c.conn.st.set_link(Link::None);
-                    }
-                    let e = crate::client::ConnectError::Io(e);
-                    self.with_conn(r.from.key as usize, |p, t| p.relay_connection_failed(t, &e));
-                    return;
+                    return self.relay_failed(r.from, &crate::client::ConnectError::Io(e));
                 }
             },
         };
