@@ -113,47 +113,56 @@ pub fn render_labels(labels: &[(&str, &str)]) -> String {
     out
 }
 
-/// The counter `name{labels}`, registered on first use; the same one after.
-pub fn counter(name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Counter {
+/// The series `name{labels}` of the kind `get` picks out: the one registered, or the one
+/// `make` gives (the handle and its value), registered now.
+fn series<T: Clone>(
+    name: &'static str,
+    help: &'static str,
+    labels: &[(&str, &str)],
+    get: fn(&Value) -> Option<&T>,
+    make: impl FnOnce() -> (T, Value),
+) -> T {
     let labels = render_labels(labels);
     REGISTRY.with_borrow_mut(|r| {
-        if let Some(Value::Counter(c)) = r
+        if let Some(v) = r
             .iter()
             .find(|s| s.name == name && s.labels == labels)
-            .map(|s| &s.value)
+            .and_then(|s| get(&s.value))
         {
-            return c.clone();
+            return v.clone();
         }
-        let c = Counter::default();
+        let (v, value) = make();
         r.push(Series {
             name,
             help,
             labels,
-            value: Value::Counter(c.clone()),
+            value,
         });
-        c
+        v
+    })
+}
+
+/// The counter `name{labels}`, registered on first use; the same one after.
+pub fn counter(name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Counter {
+    let get: fn(&Value) -> Option<&Counter> = |v| match v {
+        Value::Counter(c) => Some(c),
+        _ => None,
+    };
+    series(name, help, labels, get, || {
+        let c = Counter::default();
+        (c.clone(), Value::Counter(c))
     })
 }
 
 /// The gauge `name{labels}`, registered on first use; the same one after.
 pub fn gauge(name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Gauge {
-    let labels = render_labels(labels);
-    REGISTRY.with_borrow_mut(|r| {
-        if let Some(Value::Gauge(g)) = r
-            .iter()
-            .find(|s| s.name == name && s.labels == labels)
-            .map(|s| &s.value)
-        {
-            return g.clone();
-        }
+    let get: fn(&Value) -> Option<&Gauge> = |v| match v {
+        Value::Gauge(g) => Some(g),
+        _ => None,
+    };
+    series(name, help, labels, get, || {
         let g = Gauge::default();
-        r.push(Series {
-            name,
-            help,
-            labels,
-            value: Value::Gauge(g.clone()),
-        });
-        g
+        (g.clone(), Value::Gauge(g))
     })
 }
 
@@ -164,28 +173,18 @@ pub fn histogram(
     labels: &[(&str, &str)],
     bounds: &'static [f64],
 ) -> Histogram {
-    let labels = render_labels(labels);
-    REGISTRY.with_borrow_mut(|r| {
-        if let Some(Value::Histogram(h)) = r
-            .iter()
-            .find(|s| s.name == name && s.labels == labels)
-            .map(|s| &s.value)
-        {
-            return h.clone();
-        }
+    let get: fn(&Value) -> Option<&Histogram> = |v| match v {
+        Value::Histogram(h) => Some(h),
+        _ => None,
+    };
+    series(name, help, labels, get, || {
         let h = Histogram(Rc::new(RefCell::new(Buckets {
             bounds,
             counts: vec![0; bounds.len()],
             count: 0,
             sum: 0.0,
         })));
-        r.push(Series {
-            name,
-            help,
-            labels,
-            value: Value::Histogram(h.clone()),
-        });
-        h
+        (h.clone(), Value::Histogram(h))
     })
 }
 

@@ -335,14 +335,16 @@ impl TimerQueue {
         DelayedCall(call)
     }
 
+    /// When the earliest idle check (kept or abandoned) is due.
+    fn idle_next(&self) -> Option<Instant> {
+        let idle = self.idle.borrow();
+        idle.peek().map(|Reverse(e)| self.clock.instant(e.at))
+    }
+
     /// The deadline of the earliest live timer, dropping dead entries on the way (an
     /// abandoned idle entry may make it early: the wake-up then finds nothing to do).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let idle = self
-            .idle
-            .borrow()
-            .peek()
-            .map(|Reverse(e)| self.clock.instant(e.at));
+        let idle = self.idle_next();
         let mut heap = self.heap.borrow_mut();
         while let Some(Reverse(e)) = heap.peek() {
             if e.is_live() {
@@ -357,11 +359,7 @@ impl TimerQueue {
     /// Removes and returns the next timer due at or before `now`.
     pub(crate) fn pop_due(&self, now: Instant) -> Option<Target> {
         loop {
-            let idle_at = self
-                .idle
-                .borrow()
-                .peek()
-                .map(|Reverse(e)| self.clock.instant(e.at));
+            let idle_at = self.idle_next();
             let main_at = self.heap.borrow().peek().map(|Reverse(e)| e.at);
             if let Some(at) = idle_at
                 && at <= now

@@ -361,9 +361,7 @@ impl ConnState {
 
     /// Cancels every timer aimed at this connection (it is closing).
     pub(crate) fn cancel_timers(&mut self, timers: &TimerQueue) {
-        if self.idle_at.take().is_some() {
-            timers.idle_abandoned();
-        }
+        self.abandon_idle(timers);
         if let Some(e) = self.extra.as_mut() {
             for t in std::mem::take(&mut e.timers) {
                 t.cancel();
@@ -386,9 +384,21 @@ impl ConnState {
         if now >= due {
             return true;
         }
-        self.idle_at = Some(due);
-        timers.schedule_idle(due, self.id);
+        self.arm_idle(due, timers);
         false
+    }
+
+    /// Checks the idle timeout at `at`, the entry it keeps.
+    fn arm_idle(&mut self, at: Tick, timers: &TimerQueue) {
+        self.idle_at = Some(at);
+        timers.schedule_idle(at, self.id);
+    }
+
+    /// Keeps no idle entry any more (it closes, or its timeout changes).
+    fn abandon_idle(&mut self, timers: &TimerQueue) {
+        if self.idle_at.take().is_some() {
+            timers.idle_abandoned();
+        }
     }
 
     /// The idle timeout, if any.
@@ -558,25 +568,15 @@ impl<'a> Transport<'a> {
         self.st.last_activity = self.handle.tick();
         let timers = self.handle.timers();
         let Some(d) = timeout else {
-            if self.st.idle_at.take().is_some() {
-                timers.idle_abandoned();
-            }
-            return;
+            return self.st.abandon_idle(timers);
         };
         let want = self.st.last_activity.after(d);
-        match self.st.idle_at {
-            // A later deadline is found when the check fires early and re-arms.
-            Some(at) if at <= want => {}
-            Some(_) => {
-                timers.idle_abandoned();
-                self.st.idle_at = Some(want);
-                timers.schedule_idle(want, self.st.id);
-            }
-            None => {
-                self.st.idle_at = Some(want);
-                timers.schedule_idle(want, self.st.id);
-            }
+        // A later deadline is found when the check fires early and re-arms.
+        if self.st.idle_at.is_some_and(|at| at <= want) {
+            return;
         }
+        self.st.abandon_idle(timers);
+        self.st.arm_idle(want, timers);
     }
 
     /// Counts as activity for the idle timeout (Twisted's `resetTimeout`).

@@ -313,16 +313,19 @@ impl Reactor {
     pub(crate) fn connect_failed(&mut self, attempt: Attempt, error: ConnectError) {
         match attempt.client {
             Client::Factory(mut f) => f.client_connection_failed(&Reason::Io(error.into())),
-            Client::Relay(r) => {
-                let from = r.from;
-                match self.conn_mut(from) {
-                    Some(c) if c.conn.st.link() == Link::Pending => c.conn.st.set_link(Link::None),
-                    _ => return,
-                }
-                self.with_conn(from.key as usize, |p, t| {
-                    p.relay_connection_failed(t, &error)
-                });
-            }
+            Client::Relay(r) => self.relay_failed(r.from, &error),
         }
+    }
+
+    /// The connect of `from`'s relay failed: it has no relay again, and its protocol hears
+    /// why (unless it went meanwhile).
+    pub(crate) fn relay_failed(&mut self, from: ConnId, error: &ConnectError) {
+        match self.conn_mut(from) {
+            Some(c) if c.conn.st.link() == Link::Pending => c.conn.st.set_link(Link::None),
+            _ => return,
+        }
+        self.with_conn(from.key as usize, |p, t| {
+            p.relay_connection_failed(t, error)
+        });
     }
 }

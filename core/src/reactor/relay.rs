@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::address::Address;
 use crate::error::Reason;
+use crate::output::Socket;
 use crate::relay::{
     self, ConnectRelay, Link, Outbound, Outgoing, Record, RelayEnd, RelayOptions, Side,
 };
@@ -43,22 +44,21 @@ impl Reactor {
         st.set(Flag::ReadPaused, true);
         let socket = match &r.request.tls {
             None => NetSocket::Plain(stream),
-            Some(tls) => match TlsStream::client(stream, tls.config.clone(), tls.name.clone()) {
+            // The ClientHello, queued when the session is made, leaves now, whether or not
+            // the client ever sends anything. A destination already gone is a failed connect
+            // (were it met in the adoption's drive, the destination would close unjoined and
+            // the client wait for its relay forever).
+            Some(tls) => match TlsStream::client(stream, tls.config.clone(), tls.name.clone())
+                .and_then(|mut t| t.flush_pending().map(|_| t))
+            {
                 Ok(t) => NetSocket::TlsClient(Box::new(t)),
                 // The stream is closed with it (and so out of the poll).
                 Err(e) => {
                     self.to_free.push(key);
-                    if let Some(c) = self.conn_mut(r.from) {
-                        c.conn.st.set_link(Link::None);
-                    }
-                    let e = crate::client::ConnectError::Io(e);
-                    self.with_conn(r.from.key as usize, |p, t| p.relay_connection_failed(t, &e));
-                    return;
+                    return self.relay_failed(r.from, &crate::client::ConnectError::Io(e));
                 }
             },
         };
-        // Adopting drives the connection once: a TLS client's ClientHello, queued when its
-        // session was made, leaves now, whether or not the client ever sends anything.
         self.adopt_connection(key, socket, Box::new(Outbound), st, None);
         if !self.join_pair(r.from, id, r.request.options) {
             return;
@@ -93,13 +93,8 @@ impl Reactor {
         // relay stays true, and a side left open (with no relay of its own) closes after its
         // flush instead of waiting for nobody.
         let side = |r: &mut Self, id| {
-            r.conn_mut(id).map(|c| {
-                (
-                    c.conn.st.addrs.peer(),
-                    c.conn.st.system(),
-                    c.conn.st.link() == Link::None,
-                )
-            })
+            r.conn_mut(id)
+                .map(|c| (c.conn.st.addrs.peer(), c.conn.st.system()))
         };
         let (c, d) = (side(self, client), side(self, dest));
         if let Some(f) = options.on_end {
@@ -122,8 +117,8 @@ impl Reactor {
             });
         }
         if client != dest {
-            for (id, s) in [(client, c), (dest, d)] {
-                if s.is_some_and(|s| s.2) {
+            for (id, free) in [(client, client_free), (dest, dest_free)] {
+                if free {
                     self.handle.lose_connection(id);
                 }
             }
@@ -175,5 +170,99 @@ impl Reactor {
         } else {
             self.redrive.push(peer.key as usize);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::sync::Arc;
+
+    use mio::net::UnixStream;
+    use mio::{Interest, Token};
+    use rustls::pki_types::ServerName;
+    use rustls::{ClientConfig, RootCertStore};
+
+    use super::*;
+    use crate::client::{ConnectError, Destination};
+    use crate::protocol::Protocol;
+    use crate::reactor::ReactorConfig;
+    use crate::relay::RelayRequest;
+    use crate::tls::ClientTls;
+    use crate::transport::Transport;
+
+    /// Says what its relay became.
+    struct Told(Rc<RefCell<Vec<String>>>);
+
+    impl Protocol for Told {
+        fn data_received(&mut self, _t: &mut Transport<'_>, _data: &[u8]) {}
+        fn relay_connected(&mut self, _t: &mut Transport<'_>, _out: &Outgoing) {
+            self.0.borrow_mut().push("connected".into());
+        }
+        fn relay_connection_failed(&mut self, t: &mut Transport<'_>, e: &ConnectError) {
+            self.0.borrow_mut().push(format!("failed: {e}"));
+            t.lose_connection();
+        }
+    }
+
+    #[test]
+    fn a_tls_destination_gone_before_its_client_hello_leaves_fails_the_connect() {
+        let mut r = Reactor::with_config(ReactorConfig {
+            handle_signals: false,
+            ..ReactorConfig::default()
+        })
+        .expect("reactor");
+        let told = Rc::new(RefCell::new(Vec::new()));
+        // The client, waiting for its relay as `connect_relay` leaves it.
+        let (client, _client_end) = UnixStream::pair().expect("a socket pair");
+        let ckey = r.entries.insert(Entry::Closed);
+        let from = r.next_id(ckey);
+        let unix = || Address::Unix(None);
+        let mut st = ConnState::new(from, unix(), unix(), "Test", 0, r.handle.tick());
+        st.set_link(Link::Pending);
+        st.pause_reading();
+        let proto = Box::new(Told(told.clone()));
+        r.add_connection(
+            ckey,
+            NetSocket::Plain(Stream::Unix(client)),
+            proto,
+            st,
+            None,
+        )
+        .expect("add the client");
+        // Its destination connected, and its peer is already gone: the ClientHello cannot
+        // be sent.
+        let (mut dest, gone) = UnixStream::pair().expect("a socket pair");
+        drop(gone);
+        let dkey = r.entries.insert(Entry::Closed);
+        let id = r.next_id(dkey);
+        r.poll
+            .registry()
+            .register(
+                &mut dest,
+                Token(dkey),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .expect("register");
+        let config = ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+            .expect("versions")
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth();
+        let tls = ClientTls {
+            config: Arc::new(config),
+            name: ServerName::try_from("backend.test").expect("a name"),
+        };
+        let request = RelayRequest::new(Destination::Unix("/nowhere".into())).tls(Some(tls));
+        let r2 = ConnectRelay { from, request };
+        r.relay_connected(dkey, id, Stream::Unix(dest), unix(), unix(), r2);
+        let got = told.borrow().clone();
+        assert_eq!(got.len(), 1, "the client hears once: {got:?}");
+        assert!(got[0].starts_with("failed: "), "{got:?}");
+        assert!(
+            r.conn_mut(from)
+                .is_none_or(|c| c.conn.st.link() == Link::None)
+        );
     }
 }

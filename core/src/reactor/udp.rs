@@ -55,7 +55,6 @@ pub(crate) struct UdpPort {
 }
 
 impl UdpPort {
-    /// A `udp:` listener's counters, for a metrics scrape; none for a client port.
     /// Stops polling it and tells its protocol; the socket closes when this is dropped.
     pub(crate) fn close(&mut self, poll: &mio::Poll) {
         let _ = poll.registry().deregister(&mut self.sock);
