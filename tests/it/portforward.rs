@@ -262,8 +262,18 @@ fn readers_that_stop_reading_keep_the_servers_memory_flat() {
     let mut stalled: Vec<TcpStream> = (0..RELAYS).map(|_| connect(srv.addr())).collect();
     // The sockets' buffers fill (the kernel may grow them for a while), then the relay's
     // stop at the high-water mark: wait until neither grows, then watch a while longer.
-    let filled = settled(|| srv.rss_kib());
-    let sent = settled(|| written.load(Ordering::Relaxed));
+    // The backend first: once it is held back, what the relays still take (on a loaded
+    // machine they may be behind) is already in their sockets, so their memory settles
+    // for good; measured the other way round, a starved relay's late reads looked like
+    // growth after the stall.
+    let (mut sent, mut filled) = (0, 0);
+    for _ in 0..3 {
+        sent = settled(|| written.load(Ordering::Relaxed));
+        filled = settled(|| srv.rss_kib());
+        if written.load(Ordering::Relaxed) == sent {
+            break;
+        }
+    }
     std::thread::sleep(Duration::from_millis(1500));
     let later = srv.rss_kib();
     let sent_later = written.load(Ordering::Relaxed);
