@@ -496,4 +496,18 @@ $INCLUDE more.inc sub
         );
         assert_eq!(load(&p).unwrap_err().line, Some(3));
     }
+
+    /// `\$` is a literal `$`, as in BIND, even where it starts the owner.
+    #[test]
+    fn generate_makes_names_with_a_literal_dollar() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "dollar.test",
+            "@ SOA ns hm 1 2 3 4 5\n$GENERATE 1-2 \\$h$ TXT a$$\n",
+        );
+        let z = load(&p).unwrap();
+        let key = |s: &str| name::key(&name::parse(s).unwrap());
+        assert!(z.node(&key("$h2.dollar.test")).is_some());
+    }
 }
