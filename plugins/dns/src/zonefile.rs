@@ -315,9 +315,14 @@ fn entry_lines(text: &[u8]) -> Vec<usize> {
     out
 }
 
-/// `$ORIGIN` and `$TTL`, which the scanner keeps to itself.
+/// `$ORIGIN` and `$TTL`, which the scanner keeps to itself (in any case, as it reads them).
 fn is_directive(entry: &[u8]) -> bool {
-    entry.starts_with(b"$ORIGIN") || entry.starts_with(b"$TTL")
+    let starts = |w: &[u8]| {
+        entry
+            .get(..w.len())
+            .is_some_and(|e| e.eq_ignore_ascii_case(w))
+    };
+    starts(b"$ORIGIN") || starts(b"$TTL")
 }
 
 #[cfg(test)]
@@ -495,6 +500,19 @@ $INCLUDE more.inc sub
             "@ SOA ns hm 1 2 3 4 5\n$GENERATE 1-9 h$ A 192.0.2.$\nbad A 300.1.1.1\n",
         );
         assert_eq!(load(&p).unwrap_err().line, Some(3));
+    }
+
+    /// The scanner takes directives in any case; so must the count of entries, or every
+    /// error after a `$ttl` names the line before its own.
+    #[test]
+    fn lower_case_directives_keep_the_error_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "case.test",
+            "$origin case.test.\n@ SOA ns hm 1 2 3 4 5\n$ttl 300\nwww A 192.0.2.300\n",
+        );
+        assert_eq!(load(&p).unwrap_err().line, Some(4));
     }
 
     /// `\$` is a literal `$`, as in BIND, even where it starts the owner.
