@@ -148,7 +148,7 @@ impl DelayedCall {
             return;
         }
         if let Some(q) = self.0.queue.upgrade() {
-            let at = q.clock.now() + delay;
+            let at = later(q.clock.now(), delay);
             self.0.deadline.set(at);
             self.0.generation.set(self.0.generation.get() + 1);
             q.push(&self.0);
@@ -325,7 +325,7 @@ impl TimerQueue {
     /// Schedules `target` to run `delay` from now.
     pub(crate) fn schedule(self: &Rc<Self>, delay: Duration, target: Target) -> DelayedCall {
         let call = Rc::new(CallState {
-            deadline: Cell::new(self.clock.now() + delay),
+            deadline: Cell::new(later(self.clock.now(), delay)),
             generation: Cell::new(0),
             state: Cell::new(State::Pending),
             target: RefCell::new(Some(target)),
@@ -403,6 +403,15 @@ impl TimerQueue {
     }
 }
 
+/// `now + delay`, or a century from now when that is past what an `Instant` holds: a
+/// delay from an option (`--transfer-timeout 18446744073709551615`) must not panic.
+fn later(now: Instant, delay: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+    now.checked_add(delay)
+        .or_else(|| now.checked_add(CENTURY))
+        .unwrap_or(now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,6 +444,17 @@ mod tests {
         clock.advance(Duration::from_secs(5));
         assert_eq!(fire_all(&q, clock.now()), vec![3]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_delay_past_any_instant_is_a_century_not_a_panic() {
+        let clock = Clock::new();
+        let q = TimerQueue::new(clock.clone());
+        let a = q.schedule(Duration::MAX, conn(1));
+        assert!(a.deadline() > clock.now() + Duration::from_secs(50 * 365 * 86_400));
+        a.reset(Duration::MAX);
+        clock.advance(Duration::from_secs(86_400));
+        assert!(fire_all(&q, clock.now()).is_empty());
     }
 
     #[test]

@@ -857,6 +857,33 @@ fn dns_a_trickling_primary_is_cut_off_and_retried() {
     assert!(!s.srv.lines().iter().any(|l| l.contains("panicked")));
 }
 
+/// A `--transfer-timeout` too long for the clock is "never", not a panic when the primary
+/// answers.
+#[test]
+fn dns_a_transfer_timeout_past_any_clock_is_never() {
+    let p = Trickler::start();
+    let s = Dns::start(
+        &[],
+        &[
+            "--secondary",
+            &format!("127.0.0.1:{}/example.com", p.port),
+            "--transfer-timeout",
+            "18446744073709551615",
+        ],
+    );
+    eventually("the transfer", Duration::from_secs(10), || {
+        p.has("connection 1")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let out = s.dig(&["+noall", "+comments", "web.example.com", "A"]);
+    assert!(out.contains("status: SERVFAIL"), "{out}");
+    assert!(
+        !s.srv.lines().iter().any(|l| l.contains("panicked")),
+        "{:?}",
+        s.srv.lines()
+    );
+}
+
 /// ZONE with `n` more names.
 fn big_zone(serial: u32, n: usize, extra: &str) -> String {
     let mut z = zone_text(serial, extra);

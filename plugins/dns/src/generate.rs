@@ -13,6 +13,10 @@ use std::borrow::Cow;
 pub const MAX_RANGE: u64 = 65_536;
 /// Records every `$GENERATE` of one zone may make together.
 pub const MAX_TOTAL: u64 = 1_000_000;
+/// The longest text of one generated record: an owner and a target of 255 octets, each
+/// octet escaped (`\DDD`), with the TTL, class and type between. The record limits bound
+/// memory only if records are bounded too: 65,536 copies of a 100 KB line are 6.5 GB.
+const MAX_RECORD: usize = 2 * 1024 + 64;
 
 /// The expanded text, and for each of its lines the line it came from (`None`: unchanged).
 pub type Expanded<'a> = (Cow<'a, [u8]>, Option<Vec<usize>>);
@@ -114,14 +118,17 @@ pub fn generate(line: &str, budget: &mut u64) -> Result<Vec<String>, String> {
     *budget -= count;
     let (lhs, middle, rhs) = (t[2], t[3..t.len() - 1].join(" "), t[t.len() - 1]);
     let mut out = Vec::with_capacity(count as usize);
-    let mut i = start;
-    while i <= stop {
-        out.push(format!(
-            "{} {middle} {}",
-            substitute(lhs, i)?,
-            substitute(rhs, i)?
-        ));
-        i += step;
+    // By rank, not by adding `step` to the counter: past `stop`, that sum can overflow.
+    for k in 0..count {
+        let i = start + k * step;
+        let rec = format!("{} {middle} {}", substitute(lhs, i)?, substitute(rhs, i)?);
+        if rec.len() > MAX_RECORD {
+            return Err(format!(
+                "$GENERATE {}: a record longer than {MAX_RECORD} bytes",
+                t[1]
+            ));
+        }
+        out.push(rec);
     }
     Ok(out)
 }
@@ -149,9 +156,11 @@ fn substitute(pat: &str, i: u64) -> Result<String, String> {
     let mut chars = pat.char_indices().peekable();
     while let Some((at, c)) = chars.next() {
         match c {
+            // Kept escaped, as BIND does (the scanner reads `\$` as `$`): a bare `$` that
+            // starts a generated line would be taken for a directive.
             '\\' if chars.peek().is_some_and(|(_, n)| *n == '$') => {
                 chars.next();
-                out.push('$');
+                out.push_str("\\$");
             }
             '\\' => {
                 out.push('\\');
@@ -161,7 +170,7 @@ fn substitute(pat: &str, i: u64) -> Result<String, String> {
             }
             '$' if chars.peek().is_some_and(|(_, n)| *n == '$') => {
                 chars.next();
-                out.push('$');
+                out.push_str("\\$");
             }
             '$' if chars.peek().is_some_and(|(_, n)| *n == '{') => {
                 let rest = &pat[at + 2..];
@@ -261,7 +270,7 @@ mod tests {
         );
         assert_eq!(
             expand_one("$GENERATE 255-255 x${0,4,x}-${0,0,X}-${-255,2,o} CNAME \\$a$$").unwrap(),
-            ["x00ff-FF-00 CNAME $a$"]
+            ["x00ff-FF-00 CNAME \\$a\\$"]
         );
         // BIND's manual: ${0,3,n} of 10 is "a.0", 16 is "0.1".
         assert_eq!(nibbles(10, 3, false), "a.0");
@@ -329,5 +338,52 @@ mod tests {
         assert!(matches!(out, Cow::Borrowed(_)) && map.is_none());
         let e = expand(b"\n$GENERATE 1-2 h$ A\n", &mut 10).unwrap_err();
         assert_eq!(e.0, 2);
+    }
+
+    /// A step past the range makes one record: the counter's next value is never computed
+    /// (it overflowed: a panic, or in a release build a wrapped counter and a record at 0).
+    #[test]
+    fn a_step_beyond_the_range_makes_one_record() {
+        assert_eq!(
+            expand_one("$GENERATE 1-2/18446744073709551615 h$ A 1.2.3.4").unwrap(),
+            ["h1 A 1.2.3.4"]
+        );
+        assert_eq!(
+            expand_one("$GENERATE 4294967290-4294967295/4 h$ A 1.2.3.4").unwrap(),
+            ["h4294967290 A 1.2.3.4", "h4294967294 A 1.2.3.4"]
+        );
+    }
+
+    /// BIND keeps `\$` escaped in what it generates, and the zone parser reads it as a `$`;
+    /// a bare `$` at the start of a generated line would be read as a directive instead.
+    #[test]
+    fn a_literal_dollar_stays_escaped() {
+        assert_eq!(
+            expand_one("$GENERATE 1-1 \\$h$ A 1.2.3.4").unwrap(),
+            ["\\$h1 A 1.2.3.4"]
+        );
+        assert_eq!(
+            expand_one("$GENERATE 1-1 $$h$ TXT a$$").unwrap(),
+            ["\\$h1 TXT a\\$"]
+        );
+    }
+
+    /// A line 65,536 records copy is bounded: one generated record longer than any owner,
+    /// TTL, class, type and target could be is an error, before 65,536 copies are made.
+    #[test]
+    fn a_generated_record_longer_than_any_record_is_refused() {
+        let long = "x".repeat(100_000);
+        for line in [
+            format!("$GENERATE 0-1 h$ {long} A 1.2.3.4"),
+            format!("$GENERATE 0-1 {long}$ A 1.2.3.4"),
+            format!("$GENERATE 0-1 h$ TXT {long}"),
+        ] {
+            let e = expand_one(&line).unwrap_err();
+            assert!(e.contains("longer than"), "{e}");
+        }
+        // The longest owner and target BIND could write (every octet escaped) still fit.
+        let name = vec!["\\065".repeat(62); 4].join(".");
+        let ok = format!("$GENERATE 1-2 {name}$ 2147483647 IN TYPE65535 {name}$");
+        assert_eq!(expand_one(&ok).unwrap().len(), 2);
     }
 }

@@ -30,44 +30,34 @@ const RCODES: [&str; 7] = [
 
 impl DnsMetrics {
     fn new() -> Self {
-        let query = |transport: &str| {
-            metrics::counter(
-                "twistrs_dns_queries_total",
-                "DNS messages received, by transport.",
-                &[("transport", transport)],
-            )
-        };
-        let answered = |source: &str| {
-            metrics::counter(
-                "twistrs_dns_answers_total",
-                "Answers sent, by where they came from: zone (zones and hosts), cache, forwarded.",
-                &[("source", source)],
-            )
-        };
-        let transfer = |result: &str| {
-            metrics::counter(
-                "twistrs_dns_zone_transfers_in_total",
-                "Refreshes of secondary zones, by outcome (ok: a new copy or up to date).",
-                &[("result", result)],
-            )
-        };
-        let reload = |result: &str| {
-            metrics::counter(
-                "twistrs_dns_reloads_total",
-                "Zone and hosts files read on reload (SIGHUP), by outcome.",
-                &[("result", result)],
-            )
-        };
+        let query = by(
+            "twistrs_dns_queries_total",
+            "DNS messages received, by transport.",
+            "transport",
+        );
+        let answered = by(
+            "twistrs_dns_answers_total",
+            "Answers sent, by where they came from: zone (zones and hosts), cache, forwarded.",
+            "source",
+        );
+        let transfer = by(
+            "twistrs_dns_zone_transfers_in_total",
+            "Refreshes of secondary zones, by outcome (ok: a new copy or up to date).",
+            "result",
+        );
+        let reload = by(
+            "twistrs_dns_reloads_total",
+            "Zone and hosts files read on reload (SIGHUP), by outcome.",
+            "result",
+        );
         DnsMetrics {
             queries_udp: query("udp"),
             queries_tcp: query("tcp"),
-            rcodes: RCODES.map(|r| {
-                metrics::counter(
-                    "twistrs_dns_responses_total",
-                    "Answers sent, by rcode.",
-                    &[("rcode", r)],
-                )
-            }),
+            rcodes: RCODES.map(by(
+                "twistrs_dns_responses_total",
+                "Answers sent, by rcode.",
+                "rcode",
+            )),
             from_zone: answered("zone"),
             from_cache: answered("cache"),
             forwarded: answered("forwarded"),
@@ -110,6 +100,11 @@ impl DnsMetrics {
         let i = msg.get(3).map_or(6, |b| usize::from(b & 0x0f).min(6));
         self.rcodes[i].inc();
     }
+}
+
+/// The counters of series `name`, one per value of its one label `key`.
+fn by(name: &'static str, help: &'static str, key: &'static str) -> impl Fn(&str) -> Counter {
+    move |value| metrics::counter(name, help, &[(key, value)])
 }
 
 thread_local! {

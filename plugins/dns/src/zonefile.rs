@@ -315,9 +315,14 @@ fn entry_lines(text: &[u8]) -> Vec<usize> {
     out
 }
 
-/// `$ORIGIN` and `$TTL`, which the scanner keeps to itself.
+/// `$ORIGIN` and `$TTL`, which the scanner keeps to itself (in any case, as it reads them).
 fn is_directive(entry: &[u8]) -> bool {
-    entry.starts_with(b"$ORIGIN") || entry.starts_with(b"$TTL")
+    let starts = |w: &[u8]| {
+        entry
+            .get(..w.len())
+            .is_some_and(|e| e.eq_ignore_ascii_case(w))
+    };
+    starts(b"$ORIGIN") || starts(b"$TTL")
 }
 
 #[cfg(test)]
@@ -369,58 +374,68 @@ $INCLUDE more.inc sub
         assert_eq!((t.serial, t.refresh, t.minimum), (2024010101, 3600, 60));
     }
 
+    /// Loads `text` as file `name` in `dir`, which must fail at `line` saying `says`; the
+    /// error, for more checks.
+    fn fails(dir: &Path, name: &str, text: &str, line: Option<usize>, says: &str) -> LoadError {
+        let e = load(&write(dir, name, text)).unwrap_err();
+        assert_eq!(e.line, line, "{e}");
+        assert!(e.message.contains(says), "{e}");
+        e
+    }
+
+    const SOA: &str = "@ SOA ns hm 1 2 3 4 5\n";
+
     #[test]
     fn errors_name_the_file_and_line() {
         let d = tempfile::tempdir().unwrap();
-        let p = write(
+        let e = fails(
             d.path(),
             "example.com",
-            "@ SOA ns hm 1 2 3 4 5\n; comment\n\nwww A 192.0.2.300\n",
+            &format!("{SOA}; comment\n\nwww A 192.0.2.300\n"),
+            Some(4),
+            "",
         );
-        let e = load(&p).unwrap_err();
-        assert_eq!(e.line, Some(4), "{e}");
+        let p = d.path().join("example.com");
         assert!(
             e.to_string().starts_with(&format!("{}:4:", p.display())),
             "{e}"
         );
+        let bad = [
+            (
+                "example.org",
+                "x.example.net. A 192.0.2.1\n",
+                Some(2),
+                "outside the zone",
+            ),
+            (
+                "cname.test",
+                "www A 192.0.2.1\nwww CNAME other\n",
+                Some(3),
+                "CNAME and other data",
+            ),
+        ];
+        for (name, text, line, says) in bad {
+            fails(d.path(), name, &format!("{SOA}{text}"), line, says);
+        }
+        fails(d.path(), "example.net", "www A 192.0.2.1\n", None, "no SOA");
 
-        let p = write(
-            d.path(),
-            "example.org",
-            "@ SOA ns hm 1 2 3 4 5\nx.example.net. A 192.0.2.1\n",
-        );
-        let e = load(&p).unwrap_err();
-        assert_eq!(e.line, Some(2), "{e}");
-        assert!(e.message.contains("outside the zone"), "{e}");
-
-        let p = write(d.path(), "example.net", "www A 192.0.2.1\n");
-        assert!(load(&p).unwrap_err().message.contains("no SOA"));
-
-        let p = write(
-            d.path(),
-            "cname.test",
-            "@ SOA ns hm 1 2 3 4 5\nwww A 192.0.2.1\nwww CNAME other\n",
-        );
-        let e = load(&p).unwrap_err();
-        assert_eq!(e.line, Some(3), "{e}");
-        assert!(e.message.contains("CNAME and other data"), "{e}");
-
-        let p = write(
+        let e = fails(
             d.path(),
             "inc.test",
-            "@ SOA ns hm 1 2 3 4 5\n$INCLUDE missing.inc\n",
+            &format!("{SOA}$INCLUDE missing.inc\n"),
+            None,
+            "",
         );
-        let e = load(&p).unwrap_err();
         assert!(e.file.ends_with("missing.inc"), "{e}");
 
-        let p = write(
+        let e = fails(
             d.path(),
             "loop.test",
-            "@ SOA ns hm 1 2 3 4 5\n$INCLUDE loop.test\n",
+            &format!("{SOA}$INCLUDE loop.test\n"),
+            Some(2),
+            "a loop",
         );
-        let e = load(&p).unwrap_err();
-        assert_eq!((e.line, e.file.clone()), (Some(2), p.clone()), "{e}");
-        assert!(e.message.contains("a loop"), "{e}");
+        assert_eq!(e.file, d.path().join("loop.test"), "{e}");
     }
 
     /// Each file includes the next one twice: 2^11 reads without a cap, and no loop.
@@ -432,15 +447,14 @@ $INCLUDE more.inc sub
             write(d.path(), &format!("f{i}.inc"), &format!("{next}{next}"));
         }
         write(d.path(), "f11.inc", "x A 192.0.2.1\n");
-        let p = write(
+        let e = fails(
             d.path(),
             "wide.test",
-            "@ SOA ns hm 1 2 3 4 5\n$INCLUDE f0.inc\n",
+            &format!("{SOA}$INCLUDE f0.inc\n"),
+            Some(2),
+            "over 1000 files",
         );
-        let e = load(&p).unwrap_err();
-        assert!(e.message.contains("over 1000 files"), "{e}");
         assert!(e.file.to_string_lossy().contains(".inc"), "{e}");
-        assert!(e.line.is_some(), "{e}");
 
         for i in 0..20 {
             write(
@@ -450,14 +464,13 @@ $INCLUDE more.inc sub
             );
         }
         write(d.path(), "d20.inc", "x A 192.0.2.1\n");
-        let p = write(
+        fails(
             d.path(),
             "deep.test",
-            "@ SOA ns hm 1 2 3 4 5\n$INCLUDE d0.inc\n",
+            &format!("{SOA}$INCLUDE d0.inc\n"),
+            Some(1),
+            "16 deep",
         );
-        let e = load(&p).unwrap_err();
-        assert!(e.message.contains("16 deep"), "{e}");
-        assert_eq!(e.line, Some(1), "{e}");
     }
 
     #[test]
@@ -466,7 +479,7 @@ $INCLUDE more.inc sub
         let p = write(
             d.path(),
             "2.0.192.in-addr.arpa",
-            "@ SOA ns hm 1 2 3 4 5\n$GENERATE 1-254 $ PTR host$.example.\nx TXT after\n",
+            &format!("{SOA}$GENERATE 1-254 $ PTR host$.example.\nx TXT after\n"),
         );
         let z = load(&p).unwrap();
         let key = |s: &str| name::key(&name::parse(s).unwrap());
@@ -474,26 +487,51 @@ $INCLUDE more.inc sub
         assert!(z.node(&key("255.2.0.192.in-addr.arpa")).is_none());
         assert!(z.node(&key("x.2.0.192.in-addr.arpa")).is_some());
 
+        let bad = [
+            (
+                "gen.test",
+                "\n$GENERATE 250-256 h$ A 192.0.2.$\nok A 192.0.2.1\n",
+                3,
+                "",
+            ),
+            (
+                "big.test",
+                "$GENERATE 0-99999 h$ A 192.0.2.1\n",
+                2,
+                "over 65536",
+            ),
+            (
+                "after.test",
+                "$GENERATE 1-9 h$ A 192.0.2.$\nbad A 300.1.1.1\n",
+                3,
+                "",
+            ),
+        ];
+        for (name, text, line, says) in bad {
+            fails(d.path(), name, &format!("{SOA}{text}"), Some(line), says);
+        }
+    }
+
+    /// The scanner takes directives in any case; so must the count of entries, or every
+    /// error after a `$ttl` names the line before its own.
+    #[test]
+    fn lower_case_directives_keep_the_error_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let text = format!("$origin case.test.\n{SOA}$ttl 300\nwww A 192.0.2.300\n");
+        fails(d.path(), "case.test", &text, Some(4), "");
+    }
+
+    /// `\$` is a literal `$`, as in BIND, even where it starts the owner.
+    #[test]
+    fn generate_makes_names_with_a_literal_dollar() {
+        let d = tempfile::tempdir().unwrap();
         let p = write(
             d.path(),
-            "gen.test",
-            "@ SOA ns hm 1 2 3 4 5\n\n$GENERATE 250-256 h$ A 192.0.2.$\nok A 192.0.2.1\n",
+            "dollar.test",
+            &format!("{SOA}$GENERATE 1-2 \\$h$ TXT a$$\n"),
         );
-        let e = load(&p).unwrap_err();
-        assert_eq!(e.line, Some(3), "{e}");
-        let p = write(
-            d.path(),
-            "big.test",
-            "@ SOA ns hm 1 2 3 4 5\n$GENERATE 0-99999 h$ A 192.0.2.1\n",
-        );
-        let e = load(&p).unwrap_err();
-        assert_eq!(e.line, Some(2), "{e}");
-        assert!(e.message.contains("over 65536"), "{e}");
-        let p = write(
-            d.path(),
-            "after.test",
-            "@ SOA ns hm 1 2 3 4 5\n$GENERATE 1-9 h$ A 192.0.2.$\nbad A 300.1.1.1\n",
-        );
-        assert_eq!(load(&p).unwrap_err().line, Some(3));
+        let z = load(&p).unwrap();
+        let key = |s: &str| name::key(&name::parse(s).unwrap());
+        assert!(z.node(&key("$h2.dollar.test")).is_some());
     }
 }
