@@ -12,6 +12,8 @@ pub struct DnsMetrics {
     /// Answers by rcode 0 to 5 (NOERROR ... REFUSED), then any other.
     rcodes: [Counter; 7],
     pub from_zone: Counter,
+    /// This server's own error answers (FORMERR, NOTIMP, REFUSED, ...): not the zones'.
+    pub local_errors: Counter,
     pub from_cache: Counter,
     pub forwarded: Counter,
     pub cache_misses: Counter,
@@ -37,7 +39,7 @@ impl DnsMetrics {
         );
         let answered = by(
             "twistrs_dns_answers_total",
-            "Answers sent, by where they came from: zone (zones and hosts), cache, forwarded.",
+            "Answers sent, by where they came from: zone (zones and hosts), cache, forwarded, error (this server's own error answers).",
             "source",
         );
         let transfer = by(
@@ -59,6 +61,7 @@ impl DnsMetrics {
                 "rcode",
             )),
             from_zone: answered("zone"),
+            local_errors: answered("error"),
             from_cache: answered("cache"),
             forwarded: answered("forwarded"),
             cache_misses: metrics::counter(
@@ -92,6 +95,15 @@ impl DnsMetrics {
         match via {
             Via::Udp => self.queries_udp.inc(),
             Via::Tcp => self.queries_tcp.inc(),
+        }
+    }
+
+    /// Counts an answer made here: from the zones or the hosts file when it says NOERROR or
+    /// NXDOMAIN, else one of this server's own errors.
+    pub fn local(&self, msg: &[u8]) {
+        match msg.get(3).map(|b| b & 0x0f) {
+            Some(0 | 3) => self.from_zone.inc(),
+            _ => self.local_errors.inc(),
         }
     }
 

@@ -294,7 +294,7 @@ impl Server {
             other => {
                 crate::metrics::with(|m| match &other {
                     Reply::Send(b) => {
-                        m.from_zone.inc();
+                        m.local(b);
                         m.rcode(b);
                     }
                     Reply::Transfer(_) => m.axfr_served.inc(),
