@@ -116,6 +116,8 @@ struct Extra {
     /// handshake's deadline), all cancelled when it closes so none outlives it in the timer
     /// heap.
     timers: Vec<DelayedCall>,
+    /// `Transport::reset_connection`: the close is a TCP reset.
+    reset: bool,
 }
 
 /// A connection's yes-or-no states, one bit each of `ConnState::flags` (a byte where six
@@ -265,6 +267,11 @@ impl ConnState {
     /// Asks for the upgrade to TLS with `config` once the output has left.
     pub(crate) fn set_upgrade(&mut self, config: Arc<rustls::ServerConfig>) {
         self.extra.get_or_insert_with(Default::default).upgrade = Some(config);
+    }
+
+    /// Whether `Transport::reset_connection` asked for the close to be a reset.
+    pub(crate) fn wants_reset(&self) -> bool {
+        self.extra.as_ref().is_some_and(|e| e.reset)
     }
 
     /// Takes the upgrade asked for (it is happening).
@@ -464,6 +471,17 @@ impl<'a> Transport<'a> {
     /// Closes the connection now, dropping unsent output.
     pub fn abort_connection(&mut self) {
         if self.st.phase() != Phase::Closed {
+            self.st.set_phase(Phase::Aborted);
+        }
+    }
+
+    /// Aborts with a TCP reset (SO_LINGER 0): what the kernel still holds to send is dropped
+    /// too. For a peer that reads too slowly to be let keep a large reply queued (up to the
+    /// socket's send buffer, megabytes) after the abort; an ordinary abort lets the kernel go
+    /// on sending what it holds, then ends with a FIN.
+    pub fn reset_connection(&mut self) {
+        if self.st.phase() != Phase::Closed {
+            self.st.extra.get_or_insert_with(Default::default).reset = true;
             self.st.set_phase(Phase::Aborted);
         }
     }

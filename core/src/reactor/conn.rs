@@ -106,6 +106,29 @@ impl Socket for Stream {
     }
 }
 
+impl Stream {
+    /// SO_LINGER with a zero time: the close that follows sends a reset and drops what the
+    /// kernel still holds to send (`Transport::reset_connection`).
+    fn reset_on_close(&self) {
+        if let Stream::Tcp(s) = self {
+            let l = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: setsockopt with a pointer to a linger of the size given.
+            unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&l as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                );
+            }
+        }
+    }
+}
+
 /// A connection's socket in the reactor: plain, or TLS over it.
 pub(crate) enum NetSocket {
     Plain(Stream),
@@ -405,6 +428,12 @@ impl Reactor {
                 };
                 c.conn.lost(&mut *c.proto, &mut d, &reason);
                 self.relay_side_closed(&c.conn.st, &reason);
+                if matches!(reason, Reason::Aborted)
+                    && c.conn.st.wants_reset()
+                    && let Some(s) = c.conn.socket.stream()
+                {
+                    s.reset_on_close();
+                }
                 // The socket closes here, after the protocol heard.
                 drop(c);
             }
