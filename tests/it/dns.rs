@@ -1029,3 +1029,95 @@ $GENERATE 1-100 $ PTR host$.example.com.
     let out = d.dig(&["+noall", "+comments", "host101.example.com", "A"]);
     assert!(out.contains("status: NXDOMAIN"), "{out}");
 }
+
+/// `--transfer-timeout` bounds an AXFR served too: a client that reads a little now and then
+/// (so the idle timeout never fires) is cut off, and one that took its whole copy keeps its
+/// connection past the deadline.
+#[test]
+fn dns_an_axfr_served_to_a_slow_reader_is_cut_off() {
+    let d = Dns::start(
+        &[("example.com", &big_zone(1, 300_000, ""))],
+        &["--bindzone", "{dir}/example.com", "--transfer-timeout", "3"],
+    );
+    let out = dnspython(
+        r#"
+import socket, struct, sys, time
+import dns.message
+port = int(sys.argv[1])
+q = dns.message.make_query("example.com", "AXFR").to_wire()
+
+def start(rcvbuf=None):
+    s = socket.socket()
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(1)
+    s.connect(("127.0.0.1", port))
+    s.sendall(struct.pack("!H", len(q)) + q)
+    return s
+
+def read_n(s, n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            raise EOFError
+        b += c
+    return b
+
+# The slow reader: 512 bytes every 50 ms, for at most 12 s.
+t0 = time.time()
+s = start(4096)
+got, closed = 0, False
+while time.time() < t0 + 12:
+    try:
+        b = s.recv(512)
+    except socket.timeout:
+        continue
+    except ConnectionResetError:
+        closed = True
+        break
+    if not b:
+        closed = True
+        break
+    got += len(b)
+    time.sleep(0.05)
+print("slow closed", closed, "got", got, "after", round(time.time() - t0, 1))
+
+# A reader that takes the whole copy (raw frames; only the last is parsed: it ends with
+# the SOA), then asks again on the same connection after the deadline has passed.
+s = start()
+s.settimeout(10)
+last = None
+while True:
+    try:
+        h = s.recv(2)
+    except socket.timeout:
+        break
+    s.settimeout(10)
+    n = struct.unpack("!H", h + (read_n(s, 1) if len(h) == 1 else b""))[0]
+    last = read_n(s, n)
+    # The copy leaves at once: a second with nothing more is its end.
+    s.settimeout(1)
+print("last rrset", dns.message.from_wire(last).answer[-1].rdtype)
+time.sleep(4)
+q2 = dns.message.make_query("h7.example.com", "A").to_wire()
+s.sendall(struct.pack("!H", len(q2)) + q2)
+n = struct.unpack("!H", read_n(s, 2))[0]
+print("after the copy", dns.message.from_wire(read_n(s, n)).answer[0].to_text())
+"#,
+        d.port,
+    );
+    assert!(out.contains("slow closed True"), "{out}");
+    assert!(
+        out.contains("last rrset 6\n"),
+        "the whole copy, to its closing SOA: {out}"
+    );
+    assert!(out.contains("after the copy h7.example.com."), "{out}");
+    assert!(out.contains("10.0.0.7"), "{out}");
+    assert_eq!(
+        d.count("not sent after 3 s (--transfer-timeout)"),
+        1,
+        "{:?}",
+        d.srv.lines()
+    );
+}

@@ -84,7 +84,7 @@ const TIMEOUT: TimeoutOpt = TimeoutOpt {
 const TRANSFER_TIMEOUT: SecondsOpt = SecondsOpt {
     name: "transfer-timeout",
     default: 600,
-    help: "How long a --secondary zone transfer may take in all; then it fails and the retry timer takes over",
+    help: "How long a zone transfer may take in all: a --secondary's fails and its retry timer takes over; an AXFR served is cut off",
 };
 const MAX_CONNECTIONS: MaxConnectionsOpt = MaxConnectionsOpt {
     default: Some(1000),
@@ -215,6 +215,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
         listen,
         max: MAX_CONNECTIONS.get(m),
         timeout: TIMEOUT.get(m),
+        xfr_deadline: TRANSFER_TIMEOUT.get(m),
         ports: Vec::new(),
     }))
 }
@@ -226,6 +227,7 @@ struct DnsService {
     listen: Vec<Endpoint>,
     max: Option<usize>,
     timeout: Duration,
+    xfr_deadline: Duration,
     ports: Vec<ListenerId>,
 }
 
@@ -251,6 +253,7 @@ impl Service for DnsService {
             server: Rc::downgrade(&self.server),
             max: self.max,
             timeout: self.timeout,
+            xfr_deadline: self.xfr_deadline,
         }));
         if let Some((interface, port)) = self.pair {
             // Port 0: TCP takes the port UDP was given, so the pair stays one port; if that

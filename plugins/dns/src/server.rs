@@ -541,6 +541,8 @@ pub struct DnsFactory {
     pub server: Weak<RefCell<Server>>,
     pub max: Option<usize>,
     pub timeout: Duration,
+    /// `--transfer-timeout`, for the AXFRs served.
+    pub xfr_deadline: Duration,
 }
 
 impl Factory for DnsFactory {
@@ -553,6 +555,7 @@ impl Factory for DnsFactory {
             server: self.server.clone(),
             input: InputBuffer::new(),
             timeout: self.timeout,
+            xfr_deadline: self.xfr_deadline,
         }))
     }
 
@@ -566,6 +569,9 @@ struct DnsStream {
     server: Weak<RefCell<Server>>,
     input: InputBuffer,
     timeout: Duration,
+    /// How long an AXFR served may take to leave: the idle timeout alone lets a client that
+    /// reads a byte now and then hold the zone's copy in memory for ever.
+    xfr_deadline: Duration,
 }
 
 impl Protocol for DnsStream {
@@ -598,6 +604,9 @@ impl Protocol for DnsStream {
                             for m in msgs {
                                 t.write(&stream::frame(&m));
                             }
+                            // The timer's key is where the transfer ends in the output: it
+                            // is done once the bytes sent reach it.
+                            t.call_later(self.xfr_deadline, t.bytes_written());
                         }
                         Some(Reply::Drop) | Some(Reply::Forward(_)) | None => {}
                     }
@@ -609,6 +618,20 @@ impl Protocol for DnsStream {
     fn notified(&mut self, t: &mut Transport<'_>, msg: Box<dyn Any>) {
         if let Ok(a) = msg.downcast::<Answer>() {
             t.write(&stream::frame(&a.0));
+        }
+    }
+
+    /// An AXFR's deadline (the key is where it ends in the output).
+    fn timer_fired(&mut self, t: &mut Transport<'_>, end: u64) {
+        if t.bytes_sent() < end {
+            log::info!(
+                target: "twistrs.dns",
+                "AXFR to {} not sent after {} s (--transfer-timeout): closing",
+                t.peer(),
+                self.xfr_deadline.as_secs()
+            );
+            // A reset: the kernel's copy of the rest goes too.
+            t.reset_connection();
         }
     }
 
