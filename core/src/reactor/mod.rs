@@ -37,6 +37,11 @@ use crate::protocol::Factory;
 use crate::timer::{Clock, Target};
 use crate::transport::{ConnId, Flag};
 
+/// Compact relays the reactor has room for from the start: 168 KiB of address space, which
+/// takes memory only as it is used, where growing through the small sizes would leave each
+/// smaller copy behind in the heap, resident (issue 11).
+const RESERVED_PAIRS: usize = 1024;
+
 const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
 const WAKER_TOKEN: Token = Token(usize::MAX - 2);
 
@@ -208,7 +213,8 @@ impl Reactor {
             resolving: Slab::new(),
             resolve_serial: 0,
             relays: Slab::new(),
-            pairs: Slab::new(),
+            // Reserved, not touched (see `RESERVED_PAIRS`).
+            pairs: Slab::with_capacity(RESERVED_PAIRS),
             free_pairs: Vec::new(),
             children: process::Children::default(),
         })
