@@ -80,6 +80,31 @@ impl Addrs {
             Addrs::Other(b) => b.1.clone(),
         }
     }
+
+    /// The two addresses the other way round, without an allocation (a compact relay keeps
+    /// its client's and its destination's peers in one `Addrs`).
+    pub(crate) fn swapped(self) -> Self {
+        match self {
+            Addrs::V4 { peer, host } => Addrs::V4 {
+                peer: host,
+                host: peer,
+            },
+            Addrs::Other(mut b) => {
+                let (p, h) = *b;
+                *b = (h, p);
+                Addrs::Other(b)
+            }
+        }
+    }
+
+    /// Stands in while the real ones are elsewhere (0.0.0.0:0 twice; no allocation).
+    pub(crate) fn placeholder() -> Self {
+        let zero = SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0);
+        Addrs::V4 {
+            peer: zero,
+            host: zero,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -98,7 +123,9 @@ mod tests {
             (Address::Unix(None), unix),
         ] {
             let a = Addrs::new(peer.clone(), host.clone());
-            assert_eq!((a.peer(), a.host()), (peer, host));
+            assert_eq!((a.peer(), a.host()), (peer.clone(), host.clone()));
+            let a = a.swapped();
+            assert_eq!((a.peer(), a.host()), (host, peer));
         }
         assert!(matches!(Addrs::new(v4(1), v4(2)), Addrs::V4 { .. }));
         assert_eq!(std::mem::size_of::<Addrs>(), 16);

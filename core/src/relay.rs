@@ -303,6 +303,11 @@ impl Record {
         }
     }
 
+    /// The client has a new id (its relay became a compact pair).
+    pub(crate) fn set_client(&mut self, id: ConnId) {
+        self.client = id;
+    }
+
     /// Side `st` closed for `reason`; true once both have (`on_end` has run: drop the record).
     pub(crate) fn closed(&mut self, st: &ConnState, reason: &Reason, now: Tick) -> bool {
         let side = if st.id == self.client {

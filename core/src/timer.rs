@@ -236,6 +236,10 @@ pub(crate) struct TimerQueue {
     idle_dead: Cell<usize>,
 }
 
+/// Idle entries the idle heap has room for from the start (128 KiB of address space, which
+/// takes memory only as it is used).
+const RESERVED_IDLE: usize = 8192;
+
 /// Below this many dead entries the heap is never rebuilt (rebuilding costs O(n)).
 const COMPACT_MIN: usize = 64;
 
@@ -246,7 +250,9 @@ impl TimerQueue {
             heap: RefCell::new(BinaryHeap::new()),
             seq: Cell::new(0),
             dead: Cell::new(0),
-            idle: RefCell::new(BinaryHeap::new()),
+            // Reserved, not touched: growing through the small sizes would leave each
+            // smaller copy behind in the heap, resident (issue 11).
+            idle: RefCell::new(BinaryHeap::with_capacity(RESERVED_IDLE)),
             idle_dead: Cell::new(0),
         })
     }

@@ -415,10 +415,7 @@ impl ConnState {
     }
 
     fn set_idle(&mut self, d: Option<Duration>) {
-        self.idle_ms = d.map(|d| {
-            let ms = u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
-            NonZeroU32::new(ms).unwrap_or(NonZeroU32::MIN)
-        });
+        self.idle_ms = idle_ms(d);
     }
 
     /// Bytes written by the protocol (files included) and not yet sent.
@@ -429,6 +426,214 @@ impl ConnState {
     /// The connection's log system, Twisted's `logPrefix`: `Echo,3,127.0.0.1`.
     pub(crate) fn system(&self) -> String {
         crate::logsys::connection(self.name(), self.session, &self.addrs.peer())
+    }
+}
+
+/// An idle timeout in milliseconds (at least one), as a connection keeps it.
+fn idle_ms(d: Option<Duration>) -> Option<NonZeroU32> {
+    d.map(|d| {
+        let ms = u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        NonZeroU32::new(ms).unwrap_or(NonZeroU32::MIN)
+    })
+}
+
+impl ConnState {
+    /// True if it has timers of its own still to come, or a TLS upgrade asked for: it cannot
+    /// become a side of a compact pair (whose ids are new).
+    pub(crate) fn has_pending_extra(&self) -> bool {
+        self.extra
+            .as_ref()
+            .is_some_and(|e| e.upgrade.is_some() || e.timers.iter().any(DelayedCall::active))
+    }
+}
+
+/// The states of both sides of a joined relay of plain sockets, kept compactly by the
+/// reactor (issue 11): what each side has of its own, once what the two share (the factory's
+/// name and session, the idle timeout, the last activity and the one idle check), and what
+/// only the client needs (its received bytes, which the metrics count). A side is unpacked
+/// into a whole `ConnState` for one step, so the same connection code drives it.
+pub(crate) struct PairState {
+    /// Each side's own: its output, phase, flags and producer state (kept apart, so the
+    /// small ones share the padding with the rest).
+    outs: [Output; 2],
+    phases: [Phase; 2],
+    flags: [u8; 2],
+    producers: [Producer; 2],
+    /// The sides' rare state (the lingering close's timer), boxed from the first use.
+    extras: Option<Box<[Option<Box<Extra>>; 2]>>,
+    received: u64,
+    /// The client's peer (as `peer`) and the destination's (as `host`); the local addresses
+    /// are not kept (no protocol is left to ask).
+    addrs: Addrs,
+    /// `ConnId::key` of the client (the destination's has the low bit set).
+    base: u32,
+    serial: u32,
+    name: u8,
+    session: u32,
+    idle_ms: Option<NonZeroU32>,
+    /// Both sides' latest activity: the pair times out when neither side made progress.
+    last_activity: Tick,
+    /// The one idle check, aimed at the first side still open.
+    idle_at: Option<Tick>,
+}
+
+impl PairState {
+    /// Merges `client` and `dest` (joined with each other, with no timers of their own left)
+    /// into a pair whose sides have ids `base` and `base | 1` with `serial`. Their idle checks
+    /// are abandoned: the pair arms its own.
+    pub(crate) fn new(
+        client: ConnState,
+        dest: ConnState,
+        base: u32,
+        serial: u32,
+        timers: &TimerQueue,
+    ) -> Self {
+        for st in [&client, &dest] {
+            if st.idle_at.is_some() {
+                timers.idle_abandoned();
+            }
+        }
+        PairState {
+            phases: [client.phase, dest.phase],
+            flags: [client.flags, dest.flags],
+            producers: [client.producer, dest.producer],
+            addrs: Addrs::new(client.addrs.peer(), dest.addrs.peer()),
+            received: client.received,
+            name: client.name,
+            session: client.session,
+            idle_ms: client.idle_ms,
+            last_activity: client.last_activity.max(dest.last_activity),
+            idle_at: None,
+            extras: None,
+            base,
+            serial,
+            outs: [client.out, dest.out],
+        }
+    }
+
+    /// The id of side `side` (0: the client, 1: the destination).
+    pub(crate) fn id(&self, side: usize) -> ConnId {
+        ConnId::new(self.base | side as u32, self.serial)
+    }
+
+    /// The side the idle check is for: the client while it is open.
+    fn idle_side(&self) -> usize {
+        usize::from(self.phases[0] == Phase::Closed)
+    }
+
+    /// True if the idle check due `at` for `side` is the live one.
+    pub(crate) fn idle_live(&self, side: usize, at: Tick) -> bool {
+        side == self.idle_side() && self.idle_at == Some(at)
+    }
+
+    /// Arms the idle check (`d`, or the timeout the pair has) for the first side still
+    /// open, if it has none.
+    pub(crate) fn arm_idle(&mut self, d: Option<Duration>, timers: &TimerQueue) {
+        if d.is_some() {
+            self.idle_ms = idle_ms(d);
+        }
+        let side = self.idle_side();
+        if let (None, Some(d), false) = (self.idle_at, self.idle(), self.is_closed(side)) {
+            let at = self.last_activity.after(d);
+            self.idle_at = Some(at);
+            timers.schedule_idle(at, self.id(side));
+        }
+    }
+
+    fn idle(&self) -> Option<Duration> {
+        self.idle_ms
+            .map(|ms| Duration::from_millis(u64::from(ms.get())))
+    }
+
+    fn is_closed(&self, side: usize) -> bool {
+        self.phases[side] == Phase::Closed
+    }
+
+    /// Side `side` as a whole state, for one step; `own` says it is the one stepped (it gets
+    /// the addresses), `peer_open` whether the other side is still there. Give it back with
+    /// [`PairState::pack`].
+    pub(crate) fn unpack(&mut self, side: usize, own: bool, peer_open: bool) -> ConnState {
+        let idle_at = if side == self.idle_side() {
+            self.idle_at
+        } else {
+            None
+        };
+        let addrs = if !own {
+            Addrs::placeholder()
+        } else if side == 0 {
+            std::mem::replace(&mut self.addrs, Addrs::placeholder())
+        } else {
+            std::mem::replace(&mut self.addrs, Addrs::placeholder()).swapped()
+        };
+        let extra = self.extras.as_mut().and_then(|e| e[side].take());
+        let peer = self.id(1 - side);
+        let mut st = ConnState {
+            id: self.id(side),
+            phase: self.phases[side],
+            out: std::mem::take(&mut self.outs[side]),
+            received: if side == 0 { self.received } else { 0 },
+            flags: self.flags[side],
+            producer: self.producers[side],
+            extra,
+            link_peer: peer,
+            link_relay: 0,
+            addrs,
+            name: self.name,
+            session: self.session,
+            idle_ms: self.idle_ms,
+            last_activity: self.last_activity,
+            idle_at,
+        };
+        st.set_link(if peer_open {
+            Link::Joined { peer, relay: 0 }
+        } else {
+            Link::Widowed { relay: 0 }
+        });
+        st
+    }
+
+    /// Takes back side `side` after a step (`own` as it was unpacked).
+    pub(crate) fn pack(&mut self, side: usize, st: ConnState, own: bool) {
+        if side == self.idle_side() {
+            self.idle_at = st.idle_at;
+        }
+        if own {
+            self.addrs = if side == 0 {
+                st.addrs
+            } else {
+                st.addrs.swapped()
+            };
+        }
+        if side == 0 {
+            self.received = st.received;
+        }
+        self.last_activity = self.last_activity.max(st.last_activity);
+        match (st.extra, &mut self.extras) {
+            (Some(e), Some(x)) => x[side] = Some(e),
+            (Some(e), x) => {
+                let mut b = Box::new([None, None]);
+                b[side] = Some(e);
+                *x = Some(b);
+            }
+            (None, x) => {
+                if x.as_ref().is_some_and(|b| b.iter().all(Option::is_none)) {
+                    *x = None;
+                }
+            }
+        }
+        self.outs[side] = st.out;
+        self.phases[side] = st.phase;
+        self.flags[side] = st.flags;
+        self.producers[side] = st.producer;
+    }
+
+    /// The client's received bytes and the bytes each side sent, for the metrics.
+    pub(crate) fn received(&self) -> u64 {
+        self.received
+    }
+
+    pub(crate) fn sent(&self, side: usize) -> u64 {
+        self.outs[side].sent
     }
 }
 

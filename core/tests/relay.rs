@@ -28,6 +28,8 @@ struct Forward {
     timeout: Duration,
     events: mpsc::Sender<Event>,
     started: Option<Instant>,
+    /// Says `done_when_joined`: its relay (of plain sockets) becomes a compact pair.
+    done: bool,
 }
 
 impl Protocol for Forward {
@@ -54,6 +56,9 @@ impl Protocol for Forward {
         let _ = self.events.send(Event::Failed(e.to_string(), took));
         t.lose_connection();
     }
+    fn done_when_joined(&self) -> bool {
+        self.done
+    }
 }
 
 /// Chooses each connection's destination by the order connections arrive.
@@ -61,6 +66,7 @@ struct Dests {
     dests: Vec<Destination>,
     timeout: Duration,
     events: mpsc::Sender<Event>,
+    done: bool,
 }
 
 impl Factory for Dests {
@@ -78,6 +84,7 @@ impl Factory for Dests {
             timeout: self.timeout,
             events: self.events.clone(),
             started: None,
+            done: self.done,
         }))
     }
 }
@@ -129,6 +136,16 @@ fn forwarder(
     timeout: Duration,
     resolver: Option<Resolver>,
 ) -> (SocketAddr, mpsc::Receiver<Event>, impl FnOnce()) {
+    forwarder_done(dests, timeout, resolver, false)
+}
+
+/// `forwarder`, its protocols done once joined if `done` (compact relays).
+fn forwarder_done(
+    dests: Vec<Destination>,
+    timeout: Duration,
+    resolver: Option<Resolver>,
+    done: bool,
+) -> (SocketAddr, mpsc::Receiver<Event>, impl FnOnce()) {
     let (tx, rx) = mpsc::channel();
     let (addr, stop) = serve(move |r| {
         if let Some(res) = resolver {
@@ -138,6 +155,7 @@ fn forwarder(
             dests,
             timeout,
             events: tx,
+            done,
         }))
     });
     (addr, rx, stop)
@@ -161,9 +179,20 @@ fn accept(l: &TcpListener) -> TcpStream {
 
 #[test]
 fn bytes_both_ways_the_half_close_and_the_end_report() {
+    both_ways_the_half_close_and_the_end_report(false);
+}
+
+/// The same through a compact relay (issue 11): its protocols done at the join, its plain
+/// sockets kept as one pair by the reactor.
+#[test]
+fn a_compact_relay_carries_both_ways_the_half_close_and_the_end_report() {
+    both_ways_the_half_close_and_the_end_report(true);
+}
+
+fn both_ways_the_half_close_and_the_end_report(done: bool) {
     let backend = TcpListener::bind("127.0.0.1:0").unwrap();
     let baddr = backend.local_addr().unwrap();
-    let (addr, rx, stop) = forwarder(vec![baddr.into()], Duration::from_secs(5), None);
+    let (addr, rx, stop) = forwarder_done(vec![baddr.into()], Duration::from_secs(5), None, done);
     let mut c = client(addr);
     c.write_all(b"request").unwrap();
     c.shutdown(Shutdown::Write).unwrap();
@@ -347,6 +376,75 @@ fn host_names_parse_as_addresses_when_they_are() {
             port: 80
         }
     );
+}
+
+/// A compact relay whose destination stops reading stops reading its client (the client's
+/// writes block after the buffers on the way and the high-water mark), and then carries
+/// everything, in order, once the destination reads again; a clean close at the destination
+/// closes the client.
+#[test]
+fn a_compact_relay_holds_back_a_client_its_destination_does_not_read() {
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let baddr = backend.local_addr().unwrap();
+    let (addr, rx, stop) = forwarder_done(vec![baddr.into()], Duration::from_secs(5), None, true);
+    let mut c = client(addr);
+    let mut b = accept(&backend);
+    let mut hello = [0; 6];
+    b.read_exact(&mut hello).unwrap();
+    assert!(matches!(next(&rx), Event::Connected(_)));
+    // Write until the client's socket takes no more, within a bound in bytes and in time.
+    c.set_nonblocking(true).unwrap();
+    let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+    let (mut sent, limit, until) = (0usize, 256 << 20, Instant::now() + Duration::from_secs(10));
+    let mut idle_since = Instant::now();
+    while sent < limit && Instant::now() < until {
+        match c.write(&chunk[sent % chunk.len()..]) {
+            Ok(n) => {
+                sent += n;
+                idle_since = Instant::now();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Held back for a while: the relay stopped reading.
+                if idle_since.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    assert!(
+        sent < limit,
+        "the client was never held back: {sent} bytes taken"
+    );
+    c.set_nonblocking(false).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    b.read_to_end(&mut got).unwrap();
+    assert_eq!(
+        got.len(),
+        sent,
+        "everything arrives once the destination reads"
+    );
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, x)| *x == chunk[i % chunk.len()]),
+        "in order"
+    );
+    drop(b);
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    let Event::Ended(end) = next(&rx) else {
+        panic!("no end report")
+    };
+    assert_eq!(
+        (end.to_dest as usize, end.to_client),
+        (sent + 6, 0),
+        "{end:?}"
+    );
+    stop();
 }
 
 /// Relays to `dest`; says `done_when_joined` if `done`. `marker` counts the live ones.

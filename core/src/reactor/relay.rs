@@ -12,7 +12,7 @@ use crate::relay::{
     self, ConnectRelay, Link, Outbound, Outgoing, Record, RelayEnd, RelayOptions, Side,
 };
 use crate::tls::stream::TlsStream;
-use crate::transport::{ConnId, ConnState, Flag};
+use crate::transport::{ConnId, ConnState, Flag, Transport};
 
 impl Reactor {
     /// The outgoing connection of a relay is up (in slot `key`, still registered from its
@@ -60,7 +60,13 @@ impl Reactor {
             },
         };
         self.adopt_connection(key, socket, Box::new(Outbound), st, None);
-        if !self.join_pair(r.from, id, r.request.options) {
+        // The idle checks are armed below, once it is known whether the pair is compact.
+        let idle = r.request.options.idle_timeout;
+        let options = RelayOptions {
+            idle_timeout: None,
+            on_end: r.request.options.on_end,
+        };
+        if !self.join_pair(r.from, id, options) {
             return;
         }
         if let Some(Entry::Conn(c)) = self.entries.get_mut(key) {
@@ -73,6 +79,19 @@ impl Reactor {
             && c.proto.done_when_joined()
         {
             c.proto = Box::new(relay::Joined);
+            if self.compact_pair(r.from, id, idle) {
+                return;
+            }
+        }
+        if idle.is_some() {
+            let handle = self.handle.clone();
+            for side in [r.from, id] {
+                if let Some(c) = self.conn_mut(side)
+                    && c.conn.st.link().peer().is_some()
+                {
+                    Transport::new(&mut c.conn.st, &handle).set_timeout(idle);
+                }
+            }
         }
         self.redrive.push(key);
     }

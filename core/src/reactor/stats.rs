@@ -115,6 +115,14 @@ impl Reactor {
                 _ => {}
             }
         }
+        // A compact relay's client is an open connection of its factory too.
+        for (f, origin, received, sent) in self.pairs.iter().filter_map(|(_, p)| p.client_counts())
+        {
+            let s = &mut out[first[f as usize] + origin as usize];
+            s.open += 1;
+            s.bytes_received += received;
+            s.bytes_sent += sent;
+        }
         let mut keep = listening.into_iter();
         out.retain(|s| keep.next().unwrap_or(false) || s.open > 0 || s.accepted > 0);
         out

@@ -260,7 +260,13 @@ impl<P: Protocol + 'static> RelayHarness<P> {
             }
             Destination::Unix(p) => Address::Unix(Some(p.clone())),
         };
-        let host = Address::Tcp(SocketAddr::from(([127, 0, 0, 1], 40000)));
+        // The local address has the peer's family, as a real connection's has.
+        let host = match &peer {
+            Address::Tcp(SocketAddr::V6(_)) => {
+                Address::Tcp(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 40000)))
+            }
+            _ => Address::Tcp(SocketAddr::from(([127, 0, 0, 1], 40000))),
+        };
         let now = self.handle.tick();
         let mut st = ConnState::new(DEST_ID, peer.clone(), host.clone(), "Test", 0, now);
         st.set(Flag::ReadPaused, true);

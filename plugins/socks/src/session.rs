@@ -30,14 +30,15 @@ const MAX_ADDRESSES: usize = 8;
 const REQUEST_TIMER: u64 = 1;
 const RESOLVE_TIMER: u64 = 2;
 
-/// A log entry shared with a relay's `on_end`, which writes it when both sides have closed.
-type Slot = Rc<RefCell<Option<Joined>>>;
-
-/// A joined relay's log line as far as it is known: its head (client, request, address,
-/// user) already formatted, about a third of the entry's size, and the bytes the client
-/// had been sent before the join (the SOCKS replies), which are not relayed bytes.
-struct Joined {
-    head: Box<str>,
+/// What a relay's `on_end` keeps to write its line when both sides have closed: the
+/// request, and the bytes the client is sent before the join (the SOCKS replies), which are
+/// not relayed bytes. The client's address and the address connected to come back with the
+/// end, so an idle relay keeps this one allocation and no text (issue 11).
+struct Head {
+    version: Option<Version>,
+    cmd: Option<Cmd>,
+    target: Option<crate::negotiate::Target>,
+    user: Option<Box<str>>,
     replies: u64,
 }
 
@@ -69,7 +70,6 @@ struct Resolving {
 /// time is left.
 struct Connecting {
     version: Version,
-    slot: Slot,
     next: Vec<SocketAddr>,
     rest: Vec<u8>,
     deadline: Instant,
@@ -271,52 +271,58 @@ impl Socks {
             return;
         };
         self.entry().address = Some(addr);
-        let slot: Slot = Rc::default();
+        // The client is sent the reply to this request before any relayed byte: its length
+        // depends only on the address family of the connection made (BND.ADDR's).
+        let replies = t.bytes_written() + reply(version, Ok(addr)).len() as u64;
         t.connect_relay(
             RelayRequest::new(addr.into())
                 .connect_timeout(deadline.saturating_duration_since(Instant::now()))
                 .idle_timeout(Some(self.cfg.idle_timeout))
                 .forward(rest.clone())
-                .on_end(self.on_end(&slot)),
+                .on_end(self.on_end(replies)),
         );
         self.state = State::Connecting(Box::new(Connecting {
             version,
-            slot,
             next,
             rest,
             deadline,
         }));
     }
 
-    /// What writes the entry in `slot` when the relay ends: `up` is what reached the
-    /// destination, `down` what reached the client after the SOCKS replies.
-    fn on_end(&self, slot: &Slot) -> impl FnOnce(&RelayEnd) + 'static {
-        let (slot, log, started) = (slot.clone(), self.cfg.log.clone(), self.started);
-        let m = crate::metrics::with(|m| m.relays.clone());
+    /// What writes this connection's line when its relay ends, `replies` being the bytes
+    /// the client is sent before the join: `up` is what reached the destination, `down`
+    /// what reached the client after the SOCKS replies.
+    fn on_end(&self, replies: u64) -> impl FnOnce(&RelayEnd) + 'static {
+        let e = self.entry.as_deref();
+        let head = Head {
+            version: e.and_then(|e| e.version),
+            cmd: e.and_then(|e| e.cmd),
+            target: e.and_then(|e| e.target.clone()),
+            user: e.and_then(|e| e.user.as_deref()).map(Box::from),
+            replies,
+        };
+        let (log, started) = (self.cfg.log.clone(), self.started);
         move |end: &RelayEnd| {
-            m.ended(end);
-            if let Some(j) = slot.borrow_mut().take() {
-                log.borrow_mut().log_relay(
-                    &j.head,
-                    end.to_dest,
-                    end.to_client.saturating_sub(j.replies),
-                    started.elapsed(),
-                    (!end.clean).then_some(end.reason.as_str()),
-                );
-            }
+            crate::metrics::with(|m| m.relays.ended(end));
+            let e = Entry {
+                client: end.client.socket_addr(),
+                version: head.version,
+                cmd: head.cmd,
+                target: head.target,
+                address: end.dest.socket_addr(),
+                user: head.user.map(String::from),
+                ..Entry::default()
+            };
+            let mut line = String::new();
+            ConnLog::format_head(&e, &mut line);
+            log.borrow_mut().log_relay(
+                &line,
+                end.to_dest,
+                end.to_client.saturating_sub(head.replies),
+                started.elapsed(),
+                (!end.clean).then_some(end.reason.as_str()),
+            );
         }
-    }
-
-    /// Hands the entry to the relay, as the head of its line and the bytes the client was
-    /// sent before it.
-    fn hand_over(&mut self, t: &Transport<'_>, slot: &Slot) {
-        let e = self.entry.take().unwrap_or_default();
-        let mut head = String::new();
-        ConnLog::format_head(&e, &mut head);
-        *slot.borrow_mut() = Some(Joined {
-            head: head.into_boxed_str(),
-            replies: t.bytes_written(),
-        });
     }
 
     fn bind(&mut self, t: &mut Transport<'_>, version: Version, expected: IpAddr, rest: Vec<u8>) {
@@ -386,12 +392,13 @@ impl Socks {
             t.handle().write_to(conn, rest);
         }
         self.entry().address = Some(peer);
-        let slot: Slot = Rc::default();
-        self.hand_over(t, &slot);
+        let on_end = self.on_end(t.bytes_written());
+        // The relay's `on_end` writes the line now.
+        self.entry = None;
         joined.set(true);
         let options = RelayOptions {
             idle_timeout: Some(self.cfg.idle_timeout),
-            on_end: Some(OnEnd::Once(Box::new(self.on_end(&slot)))),
+            on_end: Some(OnEnd::Once(Box::new(on_end))),
         };
         // A join the core cannot make (the peer closed first) still calls `on_end`, which
         // takes this back.
@@ -541,13 +548,14 @@ impl Protocol for Socks {
         let State::Connecting(c) = std::mem::replace(&mut self.state, State::Relaying) else {
             return;
         };
-        let Connecting { version, slot, .. } = *c;
+        let Connecting { version, .. } = *c;
         let bound = out
             .host
             .socket_addr()
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
         t.write(&reply(version, Ok(bound)));
-        self.hand_over(t, &slot);
+        // The relay's `on_end` writes the line now.
+        self.entry = None;
         crate::metrics::with(|m| m.relays.joined());
     }
 

@@ -84,6 +84,40 @@ fn a_connect_relayed_in_every_chunking() {
     }
 }
 
+/// The line's `down` leaves out the SOCKS replies, whose length depends on the version and
+/// on the family of the address connected to.
+#[test]
+fn down_counts_only_relayed_bytes_for_socks4_and_ipv6() {
+    let v6 = [
+        &b"\x05\x01\x00\x05\x01\x00\x04"[..],
+        &"2001:db8::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+        b"\x00\x50",
+    ]
+    .concat();
+    let v4 = b"\x04\x01\x00\x50\x0a\x00\x00\x01me\x00".to_vec();
+    for (request, replies) in [(v6, 2 + 22), (v4, 8)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = session(dir.path(), &[]);
+        h.feed(&request);
+        assert!(h.relay_request().is_some());
+        h.connected();
+        assert_eq!(h.take_output().len(), replies);
+        h.feed(b"up");
+        h.dest_feed(b"response");
+        assert_eq!(h.take_output(), b"response");
+        h.eof();
+        h.dest_eof();
+        h.take_output();
+        h.dest_take_output();
+        assert!(h.ended().is_some());
+        let log = log_of(&h, dir.path());
+        assert!(log.contains(" result=ok up=2 down=8 "), "{log}");
+    }
+}
+
 #[test]
 fn the_rules_refuse_before_any_connect() {
     let dir = tempfile::tempdir().unwrap();
