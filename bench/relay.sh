@@ -270,7 +270,10 @@ run_idle() {
     client_args "$name"
     sleep 0.5
     before=$(tree_pss_kib "$SPID")
-    rm -f "$fifo"
+    # The last relay's output goes first: the client truncates it only once started, and
+    # until then the wait below would find the last relay's "connected=" (a row or two
+    # of a run were lost so, "not established" after 0 turns).
+    rm -f "$fifo" "$out"
     mkfifo "$fifo"
     exec {hold}<>"$fifo"
     t0=$(now)
@@ -291,7 +294,7 @@ run_idle() {
         local st=running
         kill -0 "$ipid" 2>/dev/null || { wait "$ipid" && st=0 || st=$?; }
         stop_pid "$ipid"
-        say "[$name] idle: pairs not established (the idle client: $st)"
+        say "[$name] idle: pairs not established (the idle client: $st, after $i turns, $(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }') s)"
         status=1
         return
     fi
