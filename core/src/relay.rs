@@ -80,6 +80,9 @@ pub struct RelayEnd {
     /// True if the side that closed first closed cleanly (both directions finished, or a
     /// close after the flush); false for a reset, an error, a timeout or the shutdown deadline.
     pub clean: bool,
+    /// False for a join that could not be made (a side had gone first): the relay never
+    /// carried anything, and its end is a failure to report as one, not a relay that ran.
+    pub joined: bool,
 }
 
 /// Called once when both sides of a relay have closed.
@@ -346,6 +349,7 @@ impl Record {
                 ended_by,
                 reason,
                 clean,
+                joined: true,
             });
         }
         true

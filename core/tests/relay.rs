@@ -214,6 +214,7 @@ fn both_ways_the_half_close_and_the_end_report(done: bool) {
     };
     assert_eq!((end.to_dest, end.to_client), (13, 32), "{end:?}");
     assert!(end.clean, "{end:?}");
+    assert!(end.joined, "{end:?}");
     stop();
 }
 
@@ -568,6 +569,7 @@ fn a_join_with_a_side_already_gone_still_ends_and_closes_the_other() {
         panic!("no end report")
     };
     assert!(!end.clean, "{end:?}");
+    assert!(!end.joined, "{end:?}");
     assert_eq!((end.to_dest, end.to_client), (0, 0), "{end:?}");
     assert_eq!(end.ended_by, twistrs_core::relay::Side::Dest, "{end:?}");
     assert!(

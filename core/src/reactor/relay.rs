@@ -133,6 +133,7 @@ impl Reactor {
                 ended_by,
                 reason: format!("{gone} closed before the relay was joined"),
                 clean: false,
+                joined: false,
             });
         }
         if client != dest {

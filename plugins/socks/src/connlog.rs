@@ -143,10 +143,11 @@ impl ConnLog {
     }
 
     /// Writes the line of a relay that ended: `head` from [`ConnLog::format_head`], then the
-    /// outcome `ok`.
+    /// outcome (`ok`, or `failed` for a join that could not be made).
     pub fn log_relay(
         &mut self,
         head: &str,
+        result: &str,
         up: u64,
         down: u64,
         duration: Duration,
@@ -154,7 +155,7 @@ impl ConnLog {
     ) {
         self.write_line(|out| {
             out.push_str(head);
-            Self::format_tail("ok", up, down, duration, reason, out);
+            Self::format_tail(result, up, down, duration, reason, out);
         });
     }
 

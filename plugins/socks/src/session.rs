@@ -317,6 +317,7 @@ impl Socks {
             ConnLog::format_head(&e, &mut line);
             log.borrow_mut().log_relay(
                 &line,
+                if end.joined { "ok" } else { "failed" },
                 end.to_dest,
                 end.to_client.saturating_sub(head.replies),
                 started.elapsed(),

@@ -188,3 +188,33 @@ fn a_request_that_does_not_arrive_in_time() {
         "{log}"
     );
 }
+
+/// A join the core could not make (a BIND peer gone first) ends its relay unjoined: the
+/// line says `failed`, not `ok`.
+#[test]
+fn a_relay_never_joined_is_logged_as_failed() {
+    use twistrs_core::Address;
+    use twistrs_core::relay::{RelayEnd, Side};
+    let dir = tempfile::tempdir().unwrap();
+    let h = session(dir.path(), &[]);
+    let end = |joined| RelayEnd {
+        system: String::new(),
+        client: Address::Tcp("127.0.0.1:5000".parse().unwrap()),
+        dest: Address::Tcp("127.0.0.1:6000".parse().unwrap()),
+        to_dest: 0,
+        to_client: 0,
+        duration: Duration::ZERO,
+        ended_by: Side::Dest,
+        reason: "the destination closed before the relay was joined".into(),
+        clean: false,
+        joined,
+    };
+    (h.proto.on_end(0))(&end(false));
+    (h.proto.on_end(0))(&end(true));
+    let log = log_of(&h, dir.path());
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(lines[0].contains(" result=failed up=0 down=0 "), "{log}");
+    assert!(lines[0].contains("before the relay was joined"), "{log}");
+    assert!(lines[1].contains(" result=ok "), "{log}");
+}
