@@ -535,6 +535,7 @@ impl Reactor {
                 slot.factory.start_factory(&self.handle);
             }
         }
+        self.listener_keys.push(key);
         self.entries.insert(Entry::Listener(Box::new(Listener {
             sock,
             target,
@@ -576,6 +577,7 @@ impl Reactor {
             return;
         };
         self.to_free.push(id.0);
+        self.listener_keys.retain(|&k| k != id.0);
         let kind = match &mut l.sock {
             ListenSock::Tcp(s) => {
                 let _ = self.poll.registry().deregister(s);
@@ -748,8 +750,8 @@ impl Reactor {
         let slot = &mut self.factories[factory];
         slot.conns -= 1;
         let below_limit = slot.max.is_none_or(|m| slot.conns < m);
-        for (k, e) in self.entries.iter() {
-            if let Entry::Listener(l) = e {
+        for &k in &self.listener_keys {
+            if let Some(Entry::Listener(l)) = self.entries.get(k) {
                 let resume = match l.accepting {
                     Accepting::Open => false,
                     Accepting::AtLimit => {

@@ -143,6 +143,9 @@ pub struct Reactor {
     redrive_udp: Vec<usize>,
     /// Listeners to accept on again (slots freed, or an fd shortage passed).
     resume_accept: Vec<usize>,
+    /// The slots of the listening sockets (`Entry::Listener`), so that the closing of a
+    /// connection looks at the few listeners to resume, not at every connection's slot.
+    listener_keys: Vec<usize>,
     accept_retry_at: Option<Instant>,
     to_free: Vec<usize>,
     /// What each watched signal does.
@@ -205,6 +208,7 @@ impl Reactor {
             redrive: Vec::new(),
             redrive_udp: Vec::new(),
             resume_accept: Vec::new(),
+            listener_keys: Vec::new(),
             accept_retry_at: None,
             to_free: Vec::new(),
             signal_actions,
@@ -427,15 +431,13 @@ impl Reactor {
             && Instant::now() >= at
         {
             self.accept_retry_at = None;
-            let keys: Vec<usize> = self
-                .entries
-                .iter()
-                .filter(|(_, e)| {
-                    matches!(e, Entry::Listener(l) if l.accepting == listen::Accepting::BackingOff)
-                })
-                .map(|(k, _)| k)
-                .collect();
-            self.resume_accept.extend(keys);
+            for &k in &self.listener_keys {
+                if matches!(self.entries.get(k),
+                    Some(Entry::Listener(l)) if l.accepting == listen::Accepting::BackingOff)
+                {
+                    self.resume_accept.push(k);
+                }
+            }
         }
         self.after_batch();
         Ok(())
