@@ -84,17 +84,7 @@ impl Socket for Stream {
     /// TCP_CORK; on a UNIX socket there is nothing to do.
     fn set_cork(&mut self, on: bool) {
         if let Stream::Tcp(s) = self {
-            let v: libc::c_int = on.into();
-            // SAFETY: setsockopt with a pointer to a c_int of the size given.
-            unsafe {
-                libc::setsockopt(
-                    s.as_raw_fd(),
-                    libc::IPPROTO_TCP,
-                    libc::TCP_CORK,
-                    (&v as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
+            set_option(s, libc::IPPROTO_TCP, libc::TCP_CORK, &libc::c_int::from(on));
         }
     }
 
@@ -115,17 +105,23 @@ impl Stream {
                 l_onoff: 1,
                 l_linger: 0,
             };
-            // SAFETY: setsockopt with a pointer to a linger of the size given.
-            unsafe {
-                libc::setsockopt(
-                    s.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&l as *const libc::linger).cast(),
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                );
-            }
+            set_option(s, libc::SOL_SOCKET, libc::SO_LINGER, &l);
         }
+    }
+}
+
+/// setsockopt with `value` as the option's value; its failure is not needed (a cork or a
+/// linger that does not take leaves the socket working as before).
+fn set_option<T>(s: &mio::net::TcpStream, level: libc::c_int, name: libc::c_int, value: &T) {
+    // SAFETY: a descriptor `s` owns, and a pointer to a `T` of the size given.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        );
     }
 }
 

@@ -36,6 +36,17 @@ fn session(dir: &std::path::Path, rules: &[(bool, &str)]) -> RelayHarness<Socks>
     h
 }
 
+/// The destination answers "response", both sides close, the relay ends.
+fn respond_and_end(h: &mut RelayHarness<Socks>) {
+    h.dest_feed(b"response");
+    assert_eq!(h.take_output(), b"response");
+    h.eof();
+    h.dest_eof();
+    h.take_output();
+    h.dest_take_output();
+    assert!(h.ended().is_some());
+}
+
 fn log_of(h: &RelayHarness<Socks>, dir: &std::path::Path) -> String {
     h.proto.cfg.log.borrow_mut().flush();
     std::fs::read_to_string(dir.join("socks.log")).unwrap()
@@ -68,13 +79,7 @@ fn a_connect_relayed_in_every_chunking() {
         assert_eq!(h.dest_take_output(), b"early", "chunk {chunk}");
         h.feed(b" and more");
         assert_eq!(h.dest_take_output(), b" and more");
-        h.dest_feed(b"response");
-        assert_eq!(h.take_output(), b"response");
-        h.eof();
-        h.dest_eof();
-        h.take_output();
-        h.dest_take_output();
-        assert!(h.ended().is_some(), "chunk {chunk}");
+        respond_and_end(&mut h);
         let log = log_of(&h, dir.path());
         assert!(
             log.contains("version=5 command=CONNECT dest=10.0.0.1:80 address=10.0.0.1:80")
@@ -106,13 +111,7 @@ fn down_counts_only_relayed_bytes_for_socks4_and_ipv6() {
         h.connected();
         assert_eq!(h.take_output().len(), replies);
         h.feed(b"up");
-        h.dest_feed(b"response");
-        assert_eq!(h.take_output(), b"response");
-        h.eof();
-        h.dest_eof();
-        h.take_output();
-        h.dest_take_output();
-        assert!(h.ended().is_some());
+        respond_and_end(&mut h);
         let log = log_of(&h, dir.path());
         assert!(log.contains(" result=ok up=2 down=8 "), "{log}");
     }
