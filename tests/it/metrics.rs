@@ -512,6 +512,13 @@ fn dns_queries_answers_cache_and_reloads_are_counted() {
     assert_eq!(dns_tcp(port, &dns_query("example.com", 252)), 0);
     // IXFR is not implemented: this server's own error, not an answer from the zone.
     assert_eq!(udp_ask(port, &dns_query("example.com", 251))[3] & 0x0f, 4);
+    // An EDNS version this server does not speak: BADVERS, an extended rcode whose header
+    // part is 0 (NOERROR's), so it must be read from the OPT record.
+    let mut v1 = dns_query("www.example.com", 1);
+    v1[11] = 1;
+    v1.extend_from_slice(&[0, 0, 41, 4, 208, 0, 1, 0, 0, 0, 0]);
+    let a = udp_ask(port, &v1);
+    assert_eq!((a[3] & 0x0f, a[a.len() - 6]), (0, 1), "BADVERS: {a:?}");
     primary.signal(libc::SIGHUP);
     let body = scrape_until(metrics, |b| {
         series(b, "twistrs_dns_reloads_total{result=\"ok\"}") == Some(1)
@@ -519,12 +526,13 @@ fn dns_queries_answers_cache_and_reloads_are_counted() {
     assert_series(
         &body,
         &[
-            ("twistrs_dns_queries_total{transport=\"udp\"}", 3),
+            ("twistrs_dns_queries_total{transport=\"udp\"}", 4),
             ("twistrs_dns_queries_total{transport=\"tcp\"}", 2),
             ("twistrs_dns_responses_total{rcode=\"NOERROR\"}", 2),
             ("twistrs_dns_responses_total{rcode=\"NXDOMAIN\"}", 1),
             ("twistrs_dns_answers_total{source=\"zone\"}", 3),
-            ("twistrs_dns_answers_total{source=\"error\"}", 1),
+            ("twistrs_dns_answers_total{source=\"error\"}", 2),
+            ("twistrs_dns_responses_total{rcode=\"other\"}", 1),
             ("twistrs_dns_responses_total{rcode=\"NOTIMP\"}", 1),
             ("twistrs_dns_answers_total{source=\"forwarded\"}", 0),
             ("twistrs_dns_axfr_served_total", 1),
@@ -532,7 +540,7 @@ fn dns_queries_answers_cache_and_reloads_are_counted() {
             ("twistrs_dns_reloads_total{result=\"failed\"}", 0),
             (
                 "twistrs_datagrams_received_total{protocol=\"DNSDatagramProtocol\",listener=\"udp:0:interface=127.0.0.1\"}",
-                3,
+                4,
             ),
         ],
     );

@@ -101,16 +101,33 @@ impl DnsMetrics {
     /// Counts an answer made here: from the zones or the hosts file when it says NOERROR or
     /// NXDOMAIN, else one of this server's own errors.
     pub fn local(&self, msg: &[u8]) {
-        match msg.get(3).map(|b| b & 0x0f) {
-            Some(0 | 3) => self.from_zone.inc(),
+        match full_rcode(msg) {
+            0 | 3 => self.from_zone.inc(),
             _ => self.local_errors.inc(),
         }
     }
 
-    /// Counts an answer by the rcode in its header (the low four bits of byte 3).
+    /// Counts an answer by its rcode (extended ones, such as BADVERS, are `other`).
     pub fn rcode(&self, msg: &[u8]) {
-        let i = msg.get(3).map_or(6, |b| usize::from(b & 0x0f).min(6));
-        self.rcodes[i].inc();
+        self.rcodes[usize::from(full_rcode(msg)).min(6)].inc();
+    }
+}
+
+/// An answer's rcode: the header's four bits, and the upper eight from an OPT record when
+/// the answer ends with one. Only this server's answers are read so, and its OPT is always
+/// the last record and has no options (`message::push_opt`): 11 bytes, the root's name,
+/// type 41, the payload size, then the extended rcode. Anything else reads as the header's.
+fn full_rcode(msg: &[u8]) -> u16 {
+    let low = msg.get(3).map_or(6, |b| u16::from(b & 0x0f));
+    let additional = msg
+        .get(10..12)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    let opt = msg.len().checked_sub(11).and_then(|at| msg.get(at..));
+    match opt {
+        Some([0, 0, 41, _, _, ext, _, _, _, 0, 0]) if additional > 0 && msg.len() >= 12 + 11 => {
+            u16::from(*ext) << 4 | low
+        }
+        _ => low,
     }
 }
 
