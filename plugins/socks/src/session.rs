@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use twistrs_core::client::ConnectError;
 use twistrs_core::relay::{OnEnd, Outgoing, RelayEnd, RelayOptions, RelayRequest};
-use twistrs_core::{DelayedCall, OwnedPort, Protocol, Reason, STOP_GRACE, Transport};
+use twistrs_core::{Address, DelayedCall, OwnedPort, Protocol, Reason, STOP_GRACE, Transport};
 
 use crate::bind::{BindEvent, BindFactory};
 use crate::config::Config;
@@ -394,6 +394,22 @@ impl Socks {
         }
         self.entry().address = Some(peer);
         let on_end = self.on_end(t.bytes_written());
+        // A join the core cannot make does not know the address of the side gone first:
+        // this connection knew both.
+        let client = t.peer().socket_addr();
+        let on_end = move |end: &RelayEnd| match end.joined {
+            true => on_end(end),
+            false => {
+                let mut end = end.clone();
+                if let (None, Some(c)) = (end.client.socket_addr(), client) {
+                    end.client = Address::Tcp(c);
+                }
+                if end.dest.socket_addr().is_none() {
+                    end.dest = Address::Tcp(peer);
+                }
+                on_end(&end)
+            }
+        };
         // The relay's `on_end` writes the line now.
         self.entry = None;
         joined.set(true);

@@ -49,6 +49,52 @@ fn socks5_bind_answers_twice_then_relays_both_ways() {
     assert!(line.contains(" up=15 down=23 "), "{line}");
 }
 
+/// A client that resets while its BIND waits is gone when its relay would be joined: the
+/// line still names it (and the peer), as it did before the relay's end carried the
+/// addresses, not `client=-`.
+#[test]
+fn a_bind_whose_client_resets_before_the_join_is_logged_with_its_addresses() {
+    use std::os::fd::AsRawFd;
+    let s = socks(&[]);
+    let mut c = proxy(&s);
+    greet5(&mut c);
+    send(&mut c, &request5(2, ([127, 0, 0, 1], 0).into()));
+    let (code, bound) = reply5(&mut c);
+    assert_eq!(code, 0);
+    let client = c.local_addr().unwrap();
+    // SO_LINGER 0: the close is a reset; the proxy meets it writing the second reply.
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on an open socket, with a linger of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            c.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    drop(c);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut p = peer_of(bound);
+    let peer = p.local_addr().unwrap();
+    assert!(
+        closed(&mut p),
+        "the peer is closed, having no one to talk to"
+    );
+    let line = wait_conn_lines(&s, 1).pop().unwrap();
+    assert!(
+        line.contains("command=BIND") && line.contains("result=failed"),
+        "{line}"
+    );
+    assert!(line.contains(&format!("client={client} ")), "{line}");
+    assert!(line.contains(&format!("address={peer} ")), "{line}");
+}
+
 #[test]
 fn socks4_bind_and_a_peer_from_the_wrong_address() {
     let s = socks(&[]);
