@@ -15,14 +15,20 @@ fn peer_of(port: SocketAddr) -> TcpStream {
     p
 }
 
-#[test]
-fn socks5_bind_answers_twice_then_relays_both_ways() {
-    let s = socks(&[]);
-    let mut c = proxy(&s);
+/// A SOCKS5 BIND asked of `s`: the client and the port its first reply gave.
+fn bind5(s: &Server) -> (TcpStream, SocketAddr) {
+    let mut c = proxy(s);
     greet5(&mut c);
     send(&mut c, &request5(2, ([127, 0, 0, 1], 0).into()));
     let (code, bound) = reply5(&mut c);
     assert_eq!(code, 0);
+    (c, bound)
+}
+
+#[test]
+fn socks5_bind_answers_twice_then_relays_both_ways() {
+    let s = socks(&[]);
+    let (mut c, bound) = bind5(&s);
     assert_eq!(bound.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
     let mut p = peer_of(bound);
     let (code, peer) = reply5(&mut c);
@@ -56,11 +62,7 @@ fn socks5_bind_answers_twice_then_relays_both_ways() {
 fn a_bind_whose_client_resets_before_the_join_is_logged_with_its_addresses() {
     use std::os::fd::AsRawFd;
     let s = socks(&[]);
-    let mut c = proxy(&s);
-    greet5(&mut c);
-    send(&mut c, &request5(2, ([127, 0, 0, 1], 0).into()));
-    let (code, bound) = reply5(&mut c);
-    assert_eq!(code, 0);
+    let (c, bound) = bind5(&s);
     let client = c.local_addr().unwrap();
     // SO_LINGER 0: the close is a reset; the proxy meets it writing the second reply.
     let l = libc::linger {
