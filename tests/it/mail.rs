@@ -680,6 +680,26 @@ fn sessions_per_client_address_are_limited() {
     );
 }
 
+/// A session that has said QUIT no longer counts against its address, even while the client
+/// has not closed its socket yet: a client that reconnects as soon as it reads 221 (as
+/// smtp-source does) is not refused for sessions that are over (postfix counts the same way).
+#[test]
+fn a_session_that_quit_frees_its_slot_before_the_client_closes() {
+    let m = Mail::start(&["--max-connections-per-client", "1"]);
+    for (port, greet, bye) in [(m.smtp(), "220", "221"), (m.pop3(), "+OK", "+OK")] {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut first = connect(addr);
+        assert!(until_code(&mut first, greet).starts_with(greet));
+        send(&mut first, b"QUIT\r\n");
+        assert!(until_code(&mut first, bye).starts_with(bye));
+        // `first` stays open: the server has closed its end, the client has not.
+        let mut second = connect(addr);
+        let said = until_code(&mut second, "");
+        assert!(said.starts_with(greet), "admitted after QUIT: {said:?}");
+        drop(first);
+    }
+}
+
 #[test]
 fn a_smuggled_message_is_content_of_the_real_one() {
     let m = Mail::start(&[]);

@@ -67,7 +67,9 @@ pub struct Pop3Protocol {
     /// A graceful stop: finish the message on its way, then say so and close.
     stopping: bool,
     deadline: Option<DelayedCall>,
-    _slot: PeerSlot,
+    /// This session's place in `--max-connections-per-client`, given back as soon as the
+    /// session is over (`close`), not when the client gets round to closing its socket.
+    slot: Option<PeerSlot>,
 }
 
 impl Pop3Protocol {
@@ -81,7 +83,7 @@ impl Pop3Protocol {
             eof: false,
             stopping: false,
             deadline: None,
-            _slot: slot,
+            slot: Some(slot),
         }
     }
 
@@ -98,6 +100,7 @@ impl Pop3Protocol {
         if let Some(d) = self.deadline.take() {
             d.cancel();
         }
+        self.slot = None;
         t.lose_connection();
     }
 

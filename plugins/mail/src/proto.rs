@@ -111,7 +111,9 @@ pub struct SmtpProtocol {
     eof: bool,
     phase: Phase,
     deadline: Option<DelayedCall>,
-    _slot: PeerSlot,
+    /// This session's place in `--max-connections-per-client`, given back as soon as the
+    /// session is over (`close`), not when the client gets round to closing its socket.
+    slot: Option<PeerSlot>,
 }
 
 impl SmtpProtocol {
@@ -130,7 +132,7 @@ impl SmtpProtocol {
             eof: false,
             phase: Phase::Idle,
             deadline: None,
-            _slot: slot,
+            slot: Some(slot),
         }
     }
 
@@ -181,6 +183,7 @@ impl SmtpProtocol {
     fn close(&mut self, t: &mut Transport<'_>) {
         self.flush(t);
         self.set_phase(t, Phase::Idle);
+        self.slot = None;
         t.lose_connection();
     }
 
