@@ -72,7 +72,12 @@ pub trait Protocol {
     /// True if, once its relay is joined, the protocol has nothing left to do: it keeps the
     /// defaults of `connection_lost`, `timeout_connection`, `timer_fired` and `notified`, and
     /// ignores `stop_requested`. The reactor then drops it after `relay_connected`, so an idle
-    /// relay does not keep it (a port forwarder's, issue 11).
+    /// relay does not keep it (a port forwarder's, issue 11). A joined relay of two plain
+    /// sockets then becomes a compact pair with ids of its own: a `Handle` command (notify,
+    /// pause, lose) aimed at either side's old `ConnId` finds nothing and is dropped, so a
+    /// protocol that still needs to be reached after the join must return false. It should
+    /// also not call `lose_connection` in `relay_connected`: the destination it leaves gets
+    /// no idle timeout.
     fn done_when_joined(&self) -> bool {
         false
     }
