@@ -247,7 +247,7 @@ impl ProcessSpec {
         }
     }
 
-    /// Adds an argument (argv[1] onwards).
+    /// Adds an argument (`argv[1]` onwards).
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
         self.args.push(a.as_ref().to_owned());
         self
@@ -260,7 +260,7 @@ impl ProcessSpec {
         self
     }
 
-    /// argv[0] (the program by default).
+    /// `argv[0]` (the program by default).
     pub fn arg0(mut self, a: impl AsRef<OsStr>) -> Self {
         self.arg0 = Some(a.as_ref().to_owned());
         self

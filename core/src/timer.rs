@@ -12,7 +12,7 @@
 //! bytes of timer instead of a 96-byte `DelayedCall` allocation plus its heap entry. The
 //! connection keeps the deadline of its live entry; an entry it no longer keeps (it closed,
 //! or its timeout changed) is abandoned, ignored when it comes up, and removed by the
-//! reactor's [`TimerQueue::compact_idle`] once abandoned entries are the majority.
+//! reactor's `TimerQueue::compact_idle` once abandoned entries are the majority.
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;

@@ -2,7 +2,7 @@
 //!
 //! `write` only appends to the connection's output buffer and never blocks; the reactor flushes
 //! after each callback. `lose_connection` closes once the buffer is flushed; `abort_connection`
-//! closes now. A connection's state is one [`Phase`] (open, half-closing, losing, lingering...)
+//! closes now. A connection's state is one `Phase` (open, half-closing, losing, lingering...)
 //! changed in one place, plus the bits independent of it (reading paused, a producer). The same
 //! `ConnState`, driven by the same code (`crate::connection`), backs a real socket in the
 //! reactor and a string transport in [`crate::testing`], so protocols are unit-tested without

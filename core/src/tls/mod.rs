@@ -7,7 +7,7 @@
 //! behind a shared cell: `reload` (SIGHUP) reads the files again and swaps in a new config for
 //! new handshakes, while established connections keep the one they started with; a bad new
 //! file keeps the old config in service. The TLS stream itself (`stream`) sits below the
-//! protocol as a [`crate::output::Socket`], so a protocol sees plaintext through the same
+//! protocol as a `Socket` (crate::output), so a protocol sees plaintext through the same
 //! `Transport` contract.
 //!
 //! Only TLS 1.3 and 1.2 are offered (rustls has nothing older), with the ring provider, or
