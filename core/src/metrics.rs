@@ -235,8 +235,11 @@ impl RelayMetrics {
         self.open.inc();
     }
 
+    /// A relay ended; one that was never joined (`joined` false) was never counted open.
     pub fn ended(&self, e: &crate::relay::RelayEnd) {
-        self.open.dec();
+        if e.joined {
+            self.open.dec();
+        }
         self.to_dest.add(e.to_dest);
         self.to_client.add(e.to_client);
     }

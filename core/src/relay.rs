@@ -131,6 +131,10 @@ pub struct RelayOptions {
     pub idle_timeout: Option<Duration>,
     /// Hears what the relay carried when both sides have closed (for the one log line).
     pub on_end: Option<OnEnd>,
+    /// Runs once the two sides are joined, not for a join that cannot be made because a side
+    /// is already gone (then only `on_end` runs, with `joined` false): what counts relays
+    /// joined counts here, not when it asks (`Handle::join` is carried out later).
+    pub on_join: Option<Box<dyn FnOnce()>>,
 }
 
 /// A relay to open: where to connect, with what timeout, and how it behaves once joined.

@@ -526,6 +526,7 @@ impl Protocol for JoinStale {
             gone,
             twistrs_core::RelayOptions {
                 idle_timeout: None,
+                on_join: None,
                 on_end: Some(twistrs_core::relay::OnEnd::Once(Box::new(
                     move |e: &RelayEnd| {
                         let _ = tx.send(Event::Ended(e.clone()));

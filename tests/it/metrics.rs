@@ -996,3 +996,66 @@ fn two_listeners_of_one_factory_have_series_of_their_own() {
     );
     srv.term();
 }
+
+/// A SOCKS BIND whose client is gone before its peer connects was never a relay: only the
+/// BIND that was joined is counted in `twistrs_relays_total`, and neither stays open.
+#[test]
+fn a_socks_bind_never_joined_is_not_counted_as_a_relay() {
+    use std::os::fd::AsRawFd;
+    let srv = Server::start(&["--metrics", LOCAL, "socks", "--listen", LOCAL]);
+    let metrics = port_of(&srv, "Metrics");
+    let proxy = SocketAddr::from(([127, 0, 0, 1], port_of(&srv, "SOCKS")));
+    let bind = || {
+        let mut c = connect(proxy);
+        send(&mut c, b"\x05\x01\x00");
+        assert_eq!(read_n(&mut c, 2), [5, 0]);
+        send(&mut c, &[5, 2, 0, 1, 127, 0, 0, 1, 0, 0]);
+        let r = read_n(&mut c, 10);
+        assert_eq!(r[1], 0, "the first BIND reply");
+        (c, u16::from_be_bytes([r[8], r[9]]))
+    };
+    // Joined: the peer connects while the client waits.
+    let (mut c, port) = bind();
+    let mut p = connect(SocketAddr::from(([127, 0, 0, 1], port)));
+    assert_eq!(read_n(&mut c, 10)[1], 0, "the second BIND reply");
+    send(&mut p, b"hi");
+    assert_eq!(read_n(&mut c, 2), b"hi");
+    drop((c, p));
+    // Never joined: the client resets first (SO_LINGER 0), then the peer connects.
+    let (c, port) = bind();
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on an open socket, with a linger of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            c.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    drop(c);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut p = connect(SocketAddr::from(([127, 0, 0, 1], port)));
+    p.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(
+        read_to_end(&mut p).is_empty(),
+        "the peer is closed unjoined"
+    );
+    assert!(
+        srv.log_contains("command=BIND") && srv.log_contains("result=failed"),
+        "the unjoined BIND is logged as failed"
+    );
+    let body = scrape_until(metrics, |b| {
+        series(b, "twistrs_relays_open{plugin=\"socks\"}") == Some(0)
+    });
+    assert_eq!(
+        series(&body, "twistrs_relays_total{plugin=\"socks\"}"),
+        Some(1),
+        "{body}"
+    );
+}

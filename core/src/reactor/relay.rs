@@ -65,6 +65,7 @@ impl Reactor {
         let options = RelayOptions {
             idle_timeout: None,
             on_end: r.request.options.on_end,
+            on_join: r.request.options.on_join,
         };
         if !self.join_pair(r.from, id, options) {
             return;
@@ -166,6 +167,9 @@ impl Reactor {
         );
         self.redrive.push(kc);
         self.redrive.push(kd);
+        if let Some(f) = options.on_join {
+            f();
+        }
         true
     }
 

@@ -413,13 +413,13 @@ impl Socks {
         // The relay's `on_end` writes the line now.
         self.entry = None;
         joined.set(true);
+        // Counted once joined: a join the core cannot make (the peer closed first) calls
+        // only `on_end`, with `joined` false, and is neither a relay nor an open one.
         let options = RelayOptions {
             idle_timeout: Some(self.cfg.idle_timeout),
             on_end: Some(OnEnd::Once(Box::new(on_end))),
+            on_join: Some(Box::new(|| crate::metrics::with(|m| m.relays.joined()))),
         };
-        // A join the core cannot make (the peer closed first) still calls `on_end`, which
-        // takes this back.
-        crate::metrics::with(|m| m.relays.joined());
         t.handle().join(t.id(), conn, options);
         self.state = State::Relaying;
     }
