@@ -1001,7 +1001,6 @@ fn two_listeners_of_one_factory_have_series_of_their_own() {
 /// BIND that was joined is counted in `twistrs_relays_total`, and neither stays open.
 #[test]
 fn a_socks_bind_never_joined_is_not_counted_as_a_relay() {
-    use std::os::fd::AsRawFd;
     let srv = Server::start(&["--metrics", LOCAL, "socks", "--listen", LOCAL]);
     let metrics = port_of(&srv, "Metrics");
     let proxy = SocketAddr::from(([127, 0, 0, 1], port_of(&srv, "SOCKS")));
@@ -1023,21 +1022,7 @@ fn a_socks_bind_never_joined_is_not_counted_as_a_relay() {
     drop((c, p));
     // Never joined: the client resets first (SO_LINGER 0), then the peer connects.
     let (c, port) = bind();
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on an open socket, with a linger of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            c.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
+    reset_on_close(&c);
     drop(c);
     std::thread::sleep(Duration::from_millis(200));
     let mut p = connect(SocketAddr::from(([127, 0, 0, 1], port)));

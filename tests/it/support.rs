@@ -444,3 +444,23 @@ impl Drop for Daemon {
         let _ = run_in(self.dir.path(), &["stop", "--timeout", "5"]);
     }
 }
+
+/// Makes the close of `s` a reset (SO_LINGER 0), for tests of a peer that vanishes.
+pub fn reset_on_close(s: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on an open socket, with a linger of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}

@@ -60,26 +60,11 @@ fn socks5_bind_answers_twice_then_relays_both_ways() {
 /// addresses, not `client=-`.
 #[test]
 fn a_bind_whose_client_resets_before_the_join_is_logged_with_its_addresses() {
-    use std::os::fd::AsRawFd;
     let s = socks(&[]);
     let (c, bound) = bind5(&s);
     let client = c.local_addr().unwrap();
     // SO_LINGER 0: the close is a reset; the proxy meets it writing the second reply.
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on an open socket, with a linger of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            c.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
+    reset_on_close(&c);
     drop(c);
     std::thread::sleep(Duration::from_millis(200));
     let mut p = peer_of(bound);
