@@ -5,7 +5,9 @@ A model of the mail plugin's group commit (plugins/mail/src/maildir/deliver.rs),
 whether `--workers 2` loses to one process because of the disk or because of something else:
 each writer process loops over batches of B messages of 1,100 bytes: create in tmp/, fsync
 every file on T threads at once, rename into new/, fsync new/. Writers run side by side for
-SECS seconds; the sum of their rates is printed.
+SECS seconds; the sum of their rates is printed. Unlike the server it does not start each
+file's writeback (sync_file_range) before the fsyncs, so it is a lower bound of what the
+disk can do. Its files stay in DIR (a folder per writer): remove DIR afterwards.
 
     python3 bench/flush_model.py DIR [PROCS,BATCH,THREADS ...]
 

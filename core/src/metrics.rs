@@ -229,7 +229,9 @@ impl RelayMetrics {
         }
     }
 
-    /// A relay was joined (its `on_end` will run: [`RelayMetrics::ended`]).
+    /// A relay was joined (its `on_end` will run: [`RelayMetrics::ended`]). Call it once the
+    /// join is made (`Protocol::relay_connected`, `RelayOptions::on_join`), never before a
+    /// `Handle::join` that may find a side gone.
     pub fn joined(&self) {
         self.total.inc();
         self.open.inc();

@@ -132,8 +132,9 @@ pub struct RelayOptions {
     /// Hears what the relay carried when both sides have closed (for the one log line).
     pub on_end: Option<OnEnd>,
     /// Runs once the two sides are joined, not for a join that cannot be made because a side
-    /// is already gone (then only `on_end` runs, with `joined` false): what counts relays
-    /// joined counts here, not when it asks (`Handle::join` is carried out later).
+    /// is already gone (then only `on_end` runs, with `joined` false). A `Handle::join` is
+    /// carried out after the call and has no `relay_connected`: what counts its relays
+    /// counts here, not when it asks.
     pub on_join: Option<Box<dyn FnOnce()>>,
 }
 

@@ -1031,8 +1031,12 @@ fn a_socks_bind_never_joined_is_not_counted_as_a_relay() {
         read_to_end(&mut p).is_empty(),
         "the peer is closed unjoined"
     );
+    let failed = |l: &[String]| {
+        l.iter()
+            .any(|x| x.contains("command=BIND") && x.contains("result=failed"))
+    };
     assert!(
-        srv.log_contains("command=BIND") && srv.log_contains("result=failed"),
+        srv.wait_until(failed, Duration::from_secs(5)).is_some(),
         "the unjoined BIND is logged as failed"
     );
     let body = scrape_until(metrics, |b| {
