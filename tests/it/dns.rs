@@ -1031,8 +1031,8 @@ $GENERATE 1-100 $ PTR host$.example.com.
 }
 
 /// `--transfer-timeout` bounds an AXFR served too: a client that reads a little now and then
-/// (so the idle timeout never fires) is cut off, and one that took its whole copy keeps its
-/// connection past the deadline.
+/// (so the idle timeout never fires) is cut off, one that took its whole copy keeps its
+/// connection past the deadline, and a second transfer on a connection has a deadline too.
 #[test]
 fn dns_an_axfr_served_to_a_slow_reader_is_cut_off() {
     let d = Dns::start(
@@ -1104,6 +1104,36 @@ q2 = dns.message.make_query("h7.example.com", "A").to_wire()
 s.sendall(struct.pack("!H", len(q2)) + q2)
 n = struct.unpack("!H", read_n(s, 2))[0]
 print("after the copy", dns.message.from_wire(read_n(s, n)).answer[0].to_text())
+
+# Two transfers on one connection: the first taken whole at once, the second read slowly.
+# The server times one transfer at a time: once the first's deadline finds it sent, the
+# second's own deadline must still cut the second off.
+s = start(4096)
+s.settimeout(10)
+while True:
+    try:
+        if not s.recv(65536):
+            break
+    except socket.timeout:
+        break
+    s.settimeout(1)
+s.sendall(struct.pack("!H", len(q)) + q)
+s.settimeout(1)
+t0 = time.time()
+closed = False
+while time.time() < t0 + 12:
+    try:
+        b = s.recv(512)
+    except socket.timeout:
+        continue
+    except ConnectionResetError:
+        closed = True
+        break
+    if not b:
+        closed = True
+        break
+    time.sleep(0.05)
+print("second closed", closed)
 "#,
         d.port,
     );
@@ -1114,9 +1144,10 @@ print("after the copy", dns.message.from_wire(read_n(s, n)).answer[0].to_text())
     );
     assert!(out.contains("after the copy h7.example.com."), "{out}");
     assert!(out.contains("10.0.0.7"), "{out}");
+    assert!(out.contains("second closed True"), "{out}");
     assert_eq!(
         d.count("not sent after 3 s (--transfer-timeout)"),
-        1,
+        2,
         "{:?}",
         d.srv.lines()
     );

@@ -8,6 +8,7 @@
 
 use std::any::Any;
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
@@ -432,6 +433,7 @@ impl Server {
             index: i,
             transfer: Some(Transfer::new(s.spec.apex.clone(), have)),
             deadline,
+            started: Instant::now(),
             server: self.me.clone(),
         };
         h.connect_tcp(s.spec.primary, Box::new(factory), XFR_IDLE.min(deadline));
@@ -556,6 +558,8 @@ impl Factory for DnsFactory {
             input: InputBuffer::new(),
             timeout: self.timeout,
             xfr_deadline: self.xfr_deadline,
+            xfrs: VecDeque::new(),
+            xfr_timer: false,
         }))
     }
 
@@ -572,6 +576,29 @@ struct DnsStream {
     /// How long an AXFR served may take to leave: the idle timeout alone lets a client that
     /// reads a byte now and then hold the zone's copy in memory for ever.
     xfr_deadline: Duration,
+    /// The AXFRs still leaving, oldest first: when each must be gone by, and where it ends
+    /// in the output.
+    xfrs: VecDeque<(Instant, u64)>,
+    /// One timer at a time, for the oldest: a client asking for transfer after transfer
+    /// on one connection cannot fill the reactor's timer queue.
+    xfr_timer: bool,
+}
+
+impl DnsStream {
+    /// Forgets the transfers that have left, and sets the timer for the oldest still leaving.
+    fn arm_xfr_deadline(&mut self, t: &mut Transport<'_>) {
+        let sent = t.bytes_sent();
+        while self.xfrs.front().is_some_and(|&(_, end)| end <= sent) {
+            self.xfrs.pop_front();
+        }
+        if self.xfr_timer {
+            return;
+        }
+        if let Some(&(by, end)) = self.xfrs.front() {
+            t.call_later(by.saturating_duration_since(Instant::now()), end);
+            self.xfr_timer = true;
+        }
+    }
 }
 
 impl Protocol for DnsStream {
@@ -604,9 +631,12 @@ impl Protocol for DnsStream {
                             for m in msgs {
                                 t.write(&stream::frame(&m));
                             }
-                            // The timer's key is where the transfer ends in the output: it
-                            // is done once the bytes sent reach it.
-                            t.call_later(self.xfr_deadline, t.bytes_written());
+                            // Where the transfer ends in the output: it is done once the
+                            // bytes sent reach it.
+                            let end = t.bytes_written();
+                            self.xfrs
+                                .push_back((Instant::now() + self.xfr_deadline, end));
+                            self.arm_xfr_deadline(t);
                         }
                         Some(Reply::Drop) | Some(Reply::Forward(_)) | None => {}
                     }
@@ -621,8 +651,9 @@ impl Protocol for DnsStream {
         }
     }
 
-    /// An AXFR's deadline (the key is where it ends in the output).
+    /// The oldest AXFR's deadline (the key is where it ends in the output).
     fn timer_fired(&mut self, t: &mut Transport<'_>, end: u64) {
+        self.xfr_timer = false;
         if t.bytes_sent() < end {
             log::info!(
                 target: "twistrs.dns",
@@ -631,8 +662,9 @@ impl Protocol for DnsStream {
                 self.xfr_deadline.as_secs()
             );
             // A reset: the kernel's copy of the rest goes too.
-            t.reset_connection();
+            return t.reset_connection();
         }
+        self.arm_xfr_deadline(t);
     }
 
     fn stop_requested(&mut self, t: &mut Transport<'_>) {
@@ -751,6 +783,8 @@ struct XfrFactory {
     index: usize,
     transfer: Option<Transfer>,
     deadline: Duration,
+    /// When the refresh began: `--transfer-timeout` counts the connect too.
+    started: Instant,
     server: Weak<RefCell<Server>>,
 }
 
@@ -772,6 +806,7 @@ impl ClientFactory for XfrFactory {
             index: self.index,
             transfer: self.transfer.take(),
             deadline: self.deadline,
+            started: self.started,
             input: InputBuffer::new(),
             server: self.server.clone(),
         })
@@ -786,6 +821,7 @@ struct Xfr {
     index: usize,
     transfer: Option<Transfer>,
     deadline: Duration,
+    started: Instant,
     input: InputBuffer,
     server: Weak<RefCell<Server>>,
 }
@@ -803,7 +839,9 @@ impl Protocol for Xfr {
     fn connection_made(&mut self, t: &mut Transport<'_>) {
         t.set_timeout(Some(XFR_IDLE.min(self.deadline)));
         // The idle timeout alone lets a primary that sends a byte now and then go on for ever.
-        t.call_later(self.deadline, XFR_DEADLINE_KEY);
+        // The deadline counts from the refresh's start, so a slow connect is part of it.
+        let left = self.deadline.saturating_sub(self.started.elapsed());
+        t.call_later(left, XFR_DEADLINE_KEY);
         if let Some(x) = &mut self.transfer {
             t.write(&stream::frame(&x.start()));
         }
