@@ -552,11 +552,24 @@ fn a_session_or_a_process_group_of_its_own() {
 
 #[test]
 fn a_script_without_a_shebang_line_runs_with_sh_as_execvp_runs_it() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("no-shebang");
-    std::fs::write(&script, "echo from sh \"$1\"\n").unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Written by a child process, not by this one: a file this process held open for writing
+    // would be inherited by any child another test thread forks meanwhile, and executing the
+    // script while such a child still holds it fails with ETXTBSY ("Text file busy").
+    let written = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "printf 'echo from sh \"$1\"\\n' > \"$0\" && chmod 755 \"$0\"",
+        ])
+        .arg(&script)
+        .status()
+        .expect("sh");
+    assert!(written.success());
+    assert_eq!(
+        std::fs::read_to_string(&script).unwrap(),
+        "echo from sh \"$1\"\n"
+    );
     let mut r = quiet_reactor();
     let (p, events) = recorder(None);
     r.handle()
