@@ -462,9 +462,12 @@ fn max_connections_holds_the_next_client_until_a_relay_ends() {
 
 #[test]
 fn a_stop_lets_open_relays_finish_within_the_deadline() {
-    let dest = backend(|mut s| {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let a = asked.clone();
+    let dest = backend(move |mut s| {
         let mut line = [0u8; 4];
         if s.read_exact(&mut line).is_ok() {
+            a.fetch_add(1, Ordering::SeqCst);
             // Answer a moment later: the stop comes in between.
             std::thread::sleep(Duration::from_millis(500));
             let _ = s.write_all(b"answer after the stop");
@@ -476,7 +479,19 @@ fn a_stop_lets_open_relays_finish_within_the_deadline() {
     let mut lingering = connect(srv.addr());
     send(&mut finishing, b"ask?");
     send(&mut lingering, b"ask?");
-    std::thread::sleep(Duration::from_millis(100));
+    // Both relays are made before the stop: a client still in the listen queue when the
+    // listener closes is reset, and a fixed 100 ms sleep does not make sure the server took
+    // both on a loaded machine. The backend answers 500 ms after it read a question, so the
+    // stop still comes in between.
+    let end = Instant::now() + Duration::from_secs(10);
+    while asked.load(Ordering::SeqCst) < 2 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        2,
+        "both questions reached the backend"
+    );
     let start = Instant::now();
     srv.signal(15);
     assert!(srv.log_contains("Received SIGTERM"));
