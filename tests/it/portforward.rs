@@ -356,8 +356,9 @@ fn an_unreachable_destination_closes_the_client_promptly_with_one_log_line() {
     let mut c = connect(srv.addr());
     send(&mut c, b"nobody will read this");
     assert!(read_to_end(&mut c).is_empty());
+    // At once, not after the 30 s connect timeout; 5 s leaves room for a loaded machine.
     assert!(
-        start.elapsed() < Duration::from_secs(1),
+        start.elapsed() < Duration::from_secs(5),
         "{:?}",
         start.elapsed()
     );
