@@ -147,10 +147,19 @@ fn twistds_command_line_with_its_log_reopened_on_sighup() {
     let backend = Backend::start();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("socks.log");
-    let port = free_port().to_string();
     let log_arg = log.to_str().unwrap();
-    // twistd's own options: -i, -p, -l.
-    let s = Server::start(&["socks", "-i", "127.0.0.1", "-p", &port, "-l", log_arg]);
+    // twistd's own options: -i, -p, -l. The port is free when picked, but another test may
+    // bind it before the server does: then the start is tried again on another (bounded).
+    let (s, port) = (0..5)
+        .find_map(|_| {
+            let port = free_port().to_string();
+            let s = Server::spawn(&["socks", "-i", "127.0.0.1", "-p", &port, "-l", log_arg]);
+            let taken = |l: &[String]| l.iter().any(|x| x.contains("Couldn't listen"));
+            s.wait_until(|l| count_ports(l) >= 1 || taken(l), Duration::from_secs(10))
+                .unwrap_or_else(|| panic!("socks did not start: {:?}", s.lines()));
+            (!taken(&s.lines())).then_some((s, port))
+        })
+        .expect("5 ports in a row taken before the server bound them");
     assert_eq!(s.port().to_string(), port);
     let proxy = format!("127.0.0.1:{port}");
     let target = url("127.0.0.1", backend.port(), "/hello.txt");
