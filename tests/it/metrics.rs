@@ -719,32 +719,44 @@ fn procmon_starts_restarts_and_exits_are_counted() {
 #[test]
 fn inetd_sessions_and_refusals_by_max_are_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let port = crate::inetd::free_ports(1)[0];
     let conf = dir.path().join("inetd.conf");
-    std::fs::write(
-        &conf,
-        format!("{port} stream tcp nowait.2 root /bin/echo echo hi\n"),
-    )
-    .unwrap();
     let services = dir.path().join("services");
     std::fs::write(&services, "").unwrap();
-    let mut srv = Server::spawn(&[
-        "--metrics",
-        LOCAL,
-        "inetd",
-        "-f",
-        conf.to_str().unwrap(),
-        "--services",
-        services.to_str().unwrap(),
-        "--interface",
-        "127.0.0.1",
-    ]);
+    // The file names a port picked free just before; another test may bind it before inetd
+    // does: then the start is tried again on another (bounded), as the inetd tests do.
+    let (mut srv, port) = (0..5)
+        .find_map(|_| {
+            let port = crate::inetd::free_ports(1)[0];
+            std::fs::write(
+                &conf,
+                format!("{port} stream tcp nowait.2 root /bin/echo echo hi\n"),
+            )
+            .unwrap();
+            let mut srv = Server::spawn(&[
+                "--metrics",
+                LOCAL,
+                "inetd",
+                "-f",
+                conf.to_str().unwrap(),
+                "--services",
+                services.to_str().unwrap(),
+                "--interface",
+                "127.0.0.1",
+            ]);
+            let taken = |l: &[String]| l.iter().any(|x| x.contains("Couldn't listen"));
+            srv.wait_until(
+                |l| l.iter().filter(|x| x.contains(" starting on ")).count() >= 2 || taken(l),
+                Duration::from_secs(10),
+            )
+            .unwrap_or_else(|| panic!("inetd did not start: {:?}", srv.lines()));
+            if taken(&srv.lines()) {
+                srv.wait(Duration::from_secs(10));
+                return None;
+            }
+            Some((srv, port))
+        })
+        .expect("5 ports in a row taken before inetd bound them");
     let metrics = port_of(&srv, "Metrics");
-    srv.wait_until(
-        |l| l.iter().filter(|x| x.contains(" starting on ")).count() >= 2,
-        Duration::from_secs(10),
-    )
-    .unwrap_or_else(|| panic!("inetd did not start: {:?}", srv.lines()));
     // Two programs a minute: the third connection is closed unanswered.
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let answers: Vec<Vec<u8>> = (0..3).map(|_| read_to_end(&mut connect(addr))).collect();
