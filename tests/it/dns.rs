@@ -63,9 +63,11 @@ impl Dns {
         let mut full = vec!["dns", "-p", "0", "-i", "127.0.0.1"];
         full.extend(args.iter().map(String::as_str));
         let srv = Server::spawn(&full);
+        // The large zones of some tests (300,000 names) take 3 s to load from a debug build
+        // on an idle machine and 9 s on a loaded one: a minute bounds the start.
         srv.wait_until(
             |l| l.iter().any(|x| x.contains("DNSServerFactory starting on")),
-            Duration::from_secs(10),
+            Duration::from_secs(60),
         )
         .unwrap_or_else(|| panic!("dns did not start: {:?}", srv.lines()));
         // The port of the pair: UDP's, once TCP got it too (-p 0 tries again if TCP's is taken).
