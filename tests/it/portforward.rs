@@ -512,8 +512,10 @@ fn a_stop_lets_open_relays_finish_within_the_deadline() {
     let _ = lingering.read_to_end(&mut rest);
     srv.wait(Duration::from_secs(10)).expect("stopped");
     let took = start.elapsed();
+    // The 3 s deadline, not the backend's 30 s: 10 s is room for a loaded machine (6.3 s
+    // seen in a full run with the CPUs busy).
     assert!(
-        took >= Duration::from_millis(2500) && took < Duration::from_secs(6),
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(10),
         "{took:?}"
     );
     assert!(srv.log_contains("Shutdown deadline passed: closing 2 connection(s)."));
