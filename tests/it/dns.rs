@@ -939,8 +939,12 @@ fn dns_answers_go_on_during_the_reload_of_a_large_zone() {
     }
     let took = t0.elapsed();
     eprintln!("reload {took:?}: {during} answers meanwhile, the slowest {slowest:?}");
+    // Answered beside the parse, not after it: a reactor held up by the parse keeps the
+    // first question waiting about the whole reload. 500 ms, or a quarter of the reload
+    // when a loaded machine makes it long (617 ms waited during an 8.6 s one in a full run
+    // with the CPUs busy).
     assert!(
-        slowest < Duration::from_millis(500),
+        slowest < (took / 4).max(Duration::from_millis(500)),
         "an answer waited {slowest:?} during a {took:?} reload"
     );
     assert!(during >= 3, "the reload took {took:?}: too quick to tell");
