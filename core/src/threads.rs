@@ -3,6 +3,11 @@
 //! Workers start lazily, so a process that forks to daemonize does so while single-threaded.
 //! Each result comes back tagged with its job id; the worker wakes the reactor through mio's
 //! `Waker`, and the reactor fires the matching `Deferred` on its own thread.
+//!
+//! Dropping the pool (the process is exiting) runs the jobs already queued and waits for them,
+//! except jobs submitted as abandonable (a name lookup, a zone parse to swap in): those not
+//! started are dropped, and a thread running one is left to die with the process, so a stop is
+//! never held up by work whose result nobody will read.
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -12,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub(crate) type JobResult = Box<dyn Any + Send>;
-type Job = (u64, Box<dyn FnOnce() -> JobResult + Send>);
+type Job = (u64, bool, Box<dyn FnOnce() -> JobResult + Send>);
 
 struct Shared {
     jobs: Mutex<VecDeque<Job>>,
@@ -27,7 +32,8 @@ struct Shared {
 /// A small pool of worker threads.
 pub(crate) struct ThreadPool {
     shared: Arc<Shared>,
-    workers: Vec<JoinHandle<()>>,
+    /// Each thread, and whether the job it runs now may be abandoned.
+    workers: Vec<(JoinHandle<()>, Arc<AtomicBool>)>,
     max: usize,
 }
 
@@ -48,19 +54,27 @@ impl ThreadPool {
         }
     }
 
-    pub(crate) fn submit(&mut self, id: u64, job: Box<dyn FnOnce() -> JobResult + Send>) {
+    /// Queues `job`. An `abandonable` one is not waited for when the pool is dropped.
+    pub(crate) fn submit(
+        &mut self,
+        id: u64,
+        abandonable: bool,
+        job: Box<dyn FnOnce() -> JobResult + Send>,
+    ) {
         self.shared
             .jobs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push_back((id, job));
+            .push_back((id, abandonable, job));
         if self.shared.idle.load(Ordering::SeqCst) == 0 && self.workers.len() < self.max {
             let shared = self.shared.clone();
+            let running_abandonable = Arc::new(AtomicBool::new(false));
+            let flag = running_abandonable.clone();
             match std::thread::Builder::new()
                 .name("twistrs-worker".into())
-                .spawn(move || worker(shared))
+                .spawn(move || worker(shared, flag))
             {
-                Ok(h) => self.workers.push(h),
+                Ok(h) => self.workers.push((h, running_abandonable)),
                 Err(e) => {
                     log::error!(target: "twistrs.threads", "cannot start a worker thread: {e}")
                 }
@@ -105,21 +119,40 @@ impl ThreadPool {
 }
 
 impl Drop for ThreadPool {
+    /// Waits for the jobs that must finish (a mail delivery); abandonable ones not started
+    /// are dropped, and a thread busy with one is not joined: the process ends it as it exits.
+    /// If a job that must finish is still queued, every thread is joined, since a thread left
+    /// behind could be the one to take it.
     fn drop(&mut self) {
-        self.shared.shutdown.store(true, Ordering::SeqCst);
+        let must_join_all = {
+            let mut q = self
+                .shared
+                .jobs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            q.retain(|(_, abandonable, _)| !abandonable);
+            self.shared.shutdown.store(true, Ordering::SeqCst);
+            !q.is_empty()
+        };
         self.shared.jobs_cv.notify_all();
-        for w in self.workers.drain(..) {
-            let _ = w.join();
+        // A thread sets its flag under the queue's lock as it takes a job, so after the lock
+        // above each flag tells what its thread runs (nothing abandonable is queued any more).
+        for (w, running_abandonable) in self.workers.drain(..) {
+            if must_join_all || !running_abandonable.load(Ordering::SeqCst) {
+                let _ = w.join();
+            }
         }
     }
 }
 
-fn worker(shared: Arc<Shared>) {
+fn worker(shared: Arc<Shared>, running_abandonable: Arc<AtomicBool>) {
     loop {
         let job = {
             let mut q = shared.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+            running_abandonable.store(false, Ordering::SeqCst);
             loop {
                 if let Some(j) = q.pop_front() {
+                    running_abandonable.store(j.1, Ordering::SeqCst);
                     break Some(j);
                 }
                 if shared.shutdown.load(Ordering::SeqCst) {
@@ -133,7 +166,7 @@ fn worker(shared: Arc<Shared>) {
                 shared.idle.fetch_sub(1, Ordering::SeqCst);
             }
         };
-        let Some((id, f)) = job else { return };
+        let Some((id, _, f)) = job else { return };
         let out = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
             Ok(v) => v,
             Err(_) => Box::new(crate::error::Failure::msg("worker job panicked")) as JobResult,

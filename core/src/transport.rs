@@ -831,6 +831,18 @@ impl<'a> Transport<'a> {
             .consume(move |r| h.notify(id, Box::new(r)));
     }
 
+    /// As [`Transport::call_in_thread`], for work a process that exits need not wait for (a
+    /// name lookup): see [`crate::Handle::defer_to_thread_abandonable`].
+    pub fn call_in_thread_abandonable<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, crate::error::Failure> + Send + 'static,
+    ) {
+        let (h, id) = (self.handle.clone(), self.st.id);
+        self.handle
+            .defer_to_thread_abandonable(f)
+            .consume(move |r| h.notify(id, Box::new(r)));
+    }
+
     /// Connects out to `request.dest` and joins this connection with the new one into a
     /// relay ([`crate::relay`]). Reading from this connection stops at once; the protocol then
     /// hears `relay_connected` (joined: the bytes flow without it from then on) or

@@ -676,3 +676,133 @@ fn a_stop_signalled_to_the_whole_group_still_drains_gracefully() {
     );
     assert!(!m.log().contains("Shutdown deadline passed"), "{}", m.log());
 }
+
+/// A zone file swapped for a FIFO that nobody writes: a reload's parse blocks in open(2)
+/// until the guard, dropped, opens it for writing and closes it (the parse then fails and
+/// its thread ends), so no process the test started is left blocked whatever happens.
+struct StuckZone {
+    path: PathBuf,
+}
+
+impl StuckZone {
+    fn swap_in(path: &std::path::Path) -> StuckZone {
+        let fifo = path.with_extension("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo on a path this test owns.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+        // A second name for it, so the guard still finds it once the zone file is replaced.
+        let link = path.with_extension("link");
+        std::fs::hard_link(&fifo, &link).unwrap();
+        std::fs::rename(&link, path).unwrap();
+        StuckZone { path: fifo }
+    }
+}
+
+impl Drop for StuckZone {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes()).unwrap();
+        // Each open for writing wakes the readers waiting then (ENXIO when none waits).
+        for _ in 0..20 {
+            // SAFETY: open/close of a FIFO this test made.
+            unsafe {
+                let fd = libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK);
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[test]
+fn a_stop_or_a_restart_does_not_wait_for_a_reload_that_cannot_end() {
+    // A dns reload parses on a worker thread. A process that ends by returning (a worker
+    // asked by its master to stop, a process that handed over at a restart) used to join
+    // that thread first: a parse that takes long, or never ends, held the stop.
+    let files = tempfile::tempdir().unwrap();
+    let zone = files.path().join("example.zone");
+    let text = "$ORIGIN example.test.\n$TTL 300\n@ SOA ns hm 1 2 3 4 5\n@ NS ns\nns A 192.0.2.1\n";
+    std::fs::write(&zone, text).unwrap();
+    let zone_arg = zone.to_str().unwrap();
+    let dns = |workers: &str| -> Vec<String> {
+        [
+            "--workers",
+            workers,
+            "dns",
+            "-p",
+            "0",
+            "-i",
+            "127.0.0.1",
+            "--bindzone",
+            zone_arg,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+
+    // With workers: SIGHUP starts a reload in each; `twistrs stop` (10 s) then ends them all.
+    let args = dns("2");
+    let m = Master::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        m.wait_log(|l| l.contains("2 workers serve."), 60),
+        "{}",
+        m.log()
+    );
+    let master = m.pid();
+    let workers = children(master);
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    let stuck = StuckZone::swap_in(&zone);
+    // SAFETY: a signal to the master this test started.
+    unsafe { libc::kill(master, libc::SIGHUP) };
+    assert!(
+        m.wait_log(|l| l.matches("Reopened log file").count() == 3, 10),
+        "{}",
+        m.log()
+    );
+    let (code, out, err) = m.ctl(&["stop"]);
+    assert_eq!(code, 0, "{out} {err}\n{}", m.log());
+    assert!(!alive(master));
+    assert!(workers.iter().all(|w| !alive(*w)), "{}", m.log());
+    assert!(!m.log().contains("did not stop: killing it"), "{}", m.log());
+    drop(stuck);
+
+    // One process, restarted while its reload is stuck: the old process hands over and exits
+    // (it did before the abandonable jobs too; this keeps the hand-over from ever waiting).
+    std::fs::remove_file(&zone).unwrap();
+    std::fs::write(&zone, text).unwrap();
+    let args = dns("1");
+    let m = Master::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        m.wait_log(|l| l.contains("Serving zone"), 60),
+        "{}",
+        m.log()
+    );
+    let old = m.pid();
+    let stuck = StuckZone::swap_in(&zone);
+    // SAFETY: a signal to the process this test started.
+    unsafe { libc::kill(old, libc::SIGHUP) };
+    assert!(
+        m.wait_log(|l| l.contains("Reopened log file"), 10),
+        "{}",
+        m.log()
+    );
+    // The successor reads a zone file again, not the FIFO the old process waits on.
+    let fresh = files.path().join("fresh.zone");
+    std::fs::write(&fresh, text).unwrap();
+    std::fs::rename(&fresh, &zone).unwrap();
+    let (code, out, err) = m.ctl(&["restart"]);
+    assert_eq!(code, 0, "{out} {err}\n{}", m.log());
+    assert_ne!(m.pid(), old);
+    let end = Instant::now() + Duration::from_secs(10);
+    while alive(old) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !alive(old),
+        "the old process exits after handing over\n{}",
+        m.log()
+    );
+    drop(stuck);
+}

@@ -119,7 +119,7 @@ impl Reactor {
         let h = self.handle.clone();
         let host = name.clone();
         self.handle
-            .defer_to_thread(move || Ok::<_, Failure>(resolver(&name, port)))
+            .defer_to_thread_abandonable(move || Ok::<_, Failure>(resolver(&name, port)))
             .consume(move |r| {
                 let result = r.unwrap_or_else(|f| Err(io::Error::other(f.to_string())));
                 h.push(Command::Resolved {

@@ -446,9 +446,29 @@ impl Handle {
             .max()
     }
 
-    /// Runs blocking `f` on a worker thread; the Deferred fires on the reactor thread.
+    /// Runs blocking `f` on a worker thread; the Deferred fires on the reactor thread. A
+    /// process that exits waits for `f` to finish (a delivery must reach the disk whole).
     pub fn defer_to_thread<T: Send + 'static>(
         &self,
+        f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+    ) -> Deferred<T> {
+        self.submit_job(false, f)
+    }
+
+    /// As [`Handle::defer_to_thread`], for work whose result is worth nothing once the reactor
+    /// is gone: a name lookup, a file parsed to be swapped in. A process that exits does not
+    /// wait for it (a stop is not held up by a resolver's timeouts or a large zone's parse),
+    /// and it does not start once the process is exiting.
+    pub fn defer_to_thread_abandonable<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+    ) -> Deferred<T> {
+        self.submit_job(true, f)
+    }
+
+    fn submit_job<T: Send + 'static>(
+        &self,
+        abandonable: bool,
         f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
     ) -> Deferred<T> {
         let d = Deferred::new();
@@ -474,7 +494,11 @@ impl Handle {
         let mut pool = self.0.pool.borrow_mut();
         let pool =
             pool.get_or_insert_with(|| ThreadPool::new(self.0.pool_size, self.0.waker.clone()));
-        pool.submit(id, Box::new(move || Box::new(f()) as JobResult));
+        pool.submit(
+            id,
+            abandonable,
+            Box::new(move || Box::new(f()) as JobResult),
+        );
         d
     }
 

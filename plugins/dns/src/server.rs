@@ -208,7 +208,7 @@ impl Server {
             .then(|| self.config.resolv_conf.clone())
             .flatten();
         let me = self.me.clone();
-        h.defer_to_thread(move || {
+        h.defer_to_thread_abandonable(move || {
             Ok(Loaded {
                 zones: zone_files.iter().map(|f| zonefile::load(f)).collect(),
                 hosts: hosts_file.map(|p| Hosts::load(&p)),

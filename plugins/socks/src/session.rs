@@ -203,7 +203,7 @@ impl Socks {
             }
             Host::Name(name) => {
                 let (name, port) = (name.clone(), req.target.port);
-                t.call_in_thread(move || resolve(name, port));
+                t.call_in_thread_abandonable(move || resolve(name, port));
                 self.timer = Some(t.call_later(self.cfg.connect_timeout, RESOLVE_TIMER));
                 self.state = State::Resolving(Box::new(Resolving {
                     req,

@@ -178,7 +178,7 @@ fn resolve_then_send(
 ) {
     let n = name.clone();
     handle
-        .defer_to_thread(move || {
+        .defer_to_thread_abandonable(move || {
             use std::net::ToSocketAddrs;
             let ips: Vec<IpAddr> = (n.as_str(), 0u16)
                 .to_socket_addrs()?
