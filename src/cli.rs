@@ -151,7 +151,7 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
                 .long("chroot")
                 .value_name("DIR")
                 .value_parser(value_parser!(PathBuf))
-                .help("Chroot to DIR after binding ports"),
+                .help("Chroot to DIR before binding ports (UNIX socket paths and TLS files are then inside DIR)"),
         )
         .arg(
             Arg::new("syslog")
