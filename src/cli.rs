@@ -151,7 +151,7 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
                 .long("chroot")
                 .value_name("DIR")
                 .value_parser(value_parser!(PathBuf))
-                .help("Chroot to DIR after binding ports"),
+                .help("Chroot to DIR before binding ports (UNIX socket paths and TLS files are then inside DIR)"),
         )
         .arg(
             Arg::new("syslog")
@@ -310,7 +310,7 @@ fn control_commands() -> Vec<Command> {
                     .value_parser(seconds)
                     .help("How long to wait for the new process to serve"),
             )
-            .after_help("SIGUSR2 goes only to a process seen in /proc to hold the pidfile's lock, never merely to the PID the file holds.\n\nExit status: 0 once the new process serves; 1 if it failed (the old one keeps serving), nothing runs, or no single holder of the lock could be found."),
+            .after_help("SIGUSR2 goes only to a process seen in /proc to hold the pidfile's lock, never merely to the PID the file holds.\n\nExit status: 0 once the new process serves; 1 if it failed (the old one keeps serving), no outcome was reported within --timeout (the outcome is a file PIDFILE.restart, which the service writes as its own user: where that user cannot create it, the restart may have worked all the same), nothing runs, or no single holder of the lock could be found."),
         Command::new("status")
             .about("Control: tell whether the service runs, and its PID (LSB exit status 0, 1, 3 or 4)")
             .arg(pidfile_arg())
@@ -465,8 +465,9 @@ for \fBstatus\fR, running; for \fBrestart\fR, the new process serves.
 A usage error (unknown plugin or option, malformed endpoint), or a start-up failure (another
 twistrs holds the pidfile, a port in use, an unreadable file, a failed privilege drop); one
 message on stderr says which. For \fBstatus\fR: not running, but the pidfile is left. For
-\fBstop\fR/\fBrestart\fR: it could not stop / the new process failed (the old one keeps serving),
-or no single process holding the pidfile's lock could be found.
+\fBstop\fR/\fBrestart\fR: it could not stop / the new process failed (the old one keeps serving)
+or reported nothing within \fB--timeout\fR, or no single process holding the pidfile's lock
+could be found.
 .TP
 .B 3
 \fBstatus\fR: not running (no pidfile).

@@ -49,8 +49,9 @@ Section: net
 Priority: optional
 Homepage: https://example.invalid/twistrs
 Description: Twisted's twistd, rebuilt in Rust
- One native binary running twistd's service plugins (web, mail, procmon and the
- RFC wire services) with twistd's command line, plus stop, status and restart.
+ One native binary running twistd's service plugins (web, mail, procmon, dns,
+ inetd, portforward, socks and the RFC wire services) with twistd's command line,
+ plus stop, status and restart.
 CONTROL
 out=target/debian/twistrs_${version}_${arch}.deb
 dpkg-deb --root-owner-group -Zxz --build "$stage" "$out" >/dev/null
