@@ -117,7 +117,9 @@ impl Upstream {
             at = next;
             end = next;
         }
-        if at != msg.len() || !names_parse(&msg[..end], offset, ns_end + usize::from(kept_ar)) {
+        if at != msg.len()
+            || !names_parse(&msg[..end], offset, &ttls, ns_end + usize::from(kept_ar))
+        {
             return Err(Bad::Malformed);
         }
         let keep = match Rcode::checked_from_int(rcode) {
@@ -182,16 +184,22 @@ impl Upstream {
     }
 }
 
-/// Whether the `records` records from `offset` parse, owners and data, within what is
-/// relayed: every name with its compression pointers (backward only, no loop: `domain`'s
-/// parser sees to that) kept clear of the header, where the relayed answer has the client's
-/// id, flags and counts, and of the upstream OPT, which ours replaces or which is left out;
-/// so `msg` is the message cut where the relayed records end. `read_rr` only skips owners:
-/// without this, a broken answer would be relayed and kept for a day.
-fn names_parse(msg: &[u8], offset: usize, records: usize) -> bool {
+/// Whether the `records` records from `offset` parse, owners and data, as they are relayed:
+/// every name with its compression pointers (backward only, no loop: `domain`'s parser sees
+/// to that) kept clear of what the relayed answer changes: the header (the client's id,
+/// flags and counts), the TTLs (`ttls`, from `offset`: lowered by the time in the cache) and
+/// the upstream OPT (replaced by ours or left out: `msg` is cut where the relayed records
+/// end). `read_rr` only skips owners: without this, an answer unreadable at the client would
+/// be relayed and kept for a day.
+fn names_parse(msg: &[u8], offset: usize, ttls: &[usize], records: usize) -> bool {
     let mut copy = msg.to_vec();
-    // 0x40 is an undefined label type: a name that reaches into the header fails to parse.
+    // 0x40 is an undefined label type: a name that reaches into these bytes fails to parse.
     copy[..12].fill(0x40);
+    for &t in ttls {
+        if let Some(ttl) = copy.get_mut(offset + t..offset + t + 4) {
+            ttl.fill(0x40);
+        }
+    }
     let mut p = Parser::from_ref(copy.as_slice());
     if p.advance(offset).is_err() {
         return false;
@@ -384,6 +392,16 @@ mod tests {
         assert_eq!(Upstream::parse(&soa, &q).unwrap_err(), Bad::Malformed);
         soa[59] = 12;
         assert!(Upstream::parse(&soa, &q).is_ok(), "the same, pointing back");
+        // A name pointing into a TTL, which the cache lowers (found by fuzzing too): the
+        // A record's TTL 00 00 01 00 at 35; the CNAME's owner at its third byte reads as
+        // the label "\0", then the root (the A's RDLENGTH), but as the root once 1 s passed.
+        let mut into_ttl = q[..29].to_vec();
+        into_ttl[2] |= 0x80;
+        into_ttl[6..12].copy_from_slice(&[0, 2, 0, 0, 0, 0]);
+        into_ttl.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 1, 0, 0, 4, 192, 0, 2, 1]);
+        into_ttl.extend_from_slice(&[0xC0, 37, 0, 5, 0, 1, 0, 0, 0, 60, 0, 2, 0xC0, 12]);
+        assert_eq!(crate::fuzz::well_formed(&into_ttl), Ok(()), "as it came");
+        assert_eq!(Upstream::parse(&into_ttl, &q).unwrap_err(), Bad::Malformed);
         // A name whose labels run on into the upstream's OPT, which is not relayed (found by
         // fuzzing too): the owner points at the question's class, whose low byte 1 is read
         // as a label, then the pointer's own 0x1C as one of 28 bytes over the record's
