@@ -23,6 +23,7 @@ use crate::reactor::{Handle, ReactorConfig};
 use crate::timer::{Clock, Target};
 use crate::transport::{ConnId, ConnState, DatagramTransport, Flag, Phase};
 
+pub mod mutate;
 mod relay;
 pub use relay::RelayHarness;
 

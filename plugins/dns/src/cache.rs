@@ -12,6 +12,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use domain::base::iana::{Rcode, Rtype};
+use domain::base::{ParsedName, ParsedRecord};
+use domain::dep::octseq::Parser;
+use domain::rdata::AllRecordData;
 
 use crate::message::{OUR_PAYLOAD, read_rr};
 use crate::name;
@@ -114,7 +117,9 @@ impl Upstream {
             at = next;
             end = next;
         }
-        if at != msg.len() {
+        if at != msg.len()
+            || !names_parse(&msg[..end], offset, &ttls, ns_end + usize::from(kept_ar))
+        {
             return Err(Bad::Malformed);
         }
         let keep = match Rcode::checked_from_int(rcode) {
@@ -177,6 +182,35 @@ impl Upstream {
         }
         out
     }
+}
+
+/// Whether the `records` records from `offset` parse, owners and data, as they are relayed:
+/// every name with its compression pointers (backward only, no loop: `domain`'s parser sees
+/// to that) kept clear of what the relayed answer changes: the header (the client's id,
+/// flags and counts), the TTLs (`ttls`, from `offset`: lowered by the time in the cache) and
+/// the upstream OPT (replaced by ours or left out: `msg` is cut where the relayed records
+/// end). `read_rr` only skips owners: without this, an answer unreadable at the client would
+/// be relayed and kept for a day.
+fn names_parse(msg: &[u8], offset: usize, ttls: &[usize], records: usize) -> bool {
+    let mut copy = msg.to_vec();
+    // 0x40 is an undefined label type: a name that reaches into these bytes fails to parse.
+    copy[..12].fill(0x40);
+    for &t in ttls {
+        if let Some(ttl) = copy.get_mut(offset + t..offset + t + 4) {
+            ttl.fill(0x40);
+        }
+    }
+    let mut p = Parser::from_ref(copy.as_slice());
+    if p.advance(offset).is_err() {
+        return false;
+    }
+    (0..records).all(|_| {
+        let Ok(r) = ParsedRecord::parse(&mut p) else {
+            return false;
+        };
+        r.into_any_record::<AllRecordData<&[u8], ParsedName<&[u8]>>>()
+            .is_ok()
+    })
 }
 
 type Key = (Box<[u8]>, u16, u16);
@@ -309,6 +343,77 @@ mod tests {
         // One A record, then nothing: the counts promise far more.
         m.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
         assert_eq!(Upstream::parse(&m, &q).unwrap_err(), Bad::Malformed);
+    }
+
+    /// An upstream answer of one CNAME to `target` (its wire form), without OPT.
+    fn cname_answer(q: &[u8], target: &[u8]) -> Vec<u8> {
+        let mut m = q[..12 + 13 + 4].to_vec();
+        m[2] |= 0x80;
+        m[6..12].copy_from_slice(&[0, 1, 0, 0, 0, 0]);
+        m.extend_from_slice(&[0xC0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, target.len() as u8]);
+        m.extend_from_slice(target);
+        m
+    }
+
+    /// Names in record data are checked, not only owners: a pointer forward (here the SOA's
+    /// RNAME at offset 0x7f of a 117-byte message, found by fuzzing the forwarder) or into
+    /// the header, which the client's answer does not share, is a malformed answer, never
+    /// relayed nor kept.
+    #[test]
+    fn names_in_record_data_must_parse_in_the_relayed_answer() {
+        let q = query("example.com", Rtype::A, Some(1232));
+        let good = cname_answer(&q, b"\x03www\xC0\x0C");
+        assert!(Upstream::parse(&good, &q).is_ok());
+        // At offset 41, pointing at itself, then forward.
+        for p in [41, 43, 0x7f] {
+            let bad = cname_answer(&q, &[0xC0, p]);
+            assert_eq!(
+                Upstream::parse(&bad, &q).unwrap_err(),
+                Bad::Malformed,
+                "{p}"
+            );
+        }
+        // At ARCOUNT's low byte: the root here (0 records), a label of our question's
+        // length byte then garbage in an answer with an OPT for the client.
+        let into_header = cname_answer(&q, &[0xC0, 11]);
+        assert_eq!(crate::fuzz::well_formed(&into_header), Ok(()), "as it came");
+        assert_eq!(
+            Upstream::parse(&into_header, &q).unwrap_err(),
+            Bad::Malformed
+        );
+        // The fuzzer's: an SOA's RNAME pointing forward.
+        let mut soa = q[..29].to_vec();
+        soa[2] |= 0x80;
+        soa[3] = 3;
+        soa[6..12].copy_from_slice(&[0, 0, 0, 1, 0, 0]);
+        soa.extend_from_slice(&[0xC0, 12, 0, 6, 0, 1, 0, 0, 0, 60, 0, 39]);
+        soa.extend_from_slice(b"\x03ns1\xC0\x0C\x0ahostmaster\xC0\x7f");
+        soa.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 5]);
+        assert_eq!(Upstream::parse(&soa, &q).unwrap_err(), Bad::Malformed);
+        soa[59] = 12;
+        assert!(Upstream::parse(&soa, &q).is_ok(), "the same, pointing back");
+        // A name pointing into a TTL, which the cache lowers (found by fuzzing too): the
+        // A record's TTL 00 00 01 00 at 35; the CNAME's owner at its third byte reads as
+        // the label "\0", then the root (the A's RDLENGTH), but as the root once 1 s passed.
+        let mut into_ttl = q[..29].to_vec();
+        into_ttl[2] |= 0x80;
+        into_ttl[6..12].copy_from_slice(&[0, 2, 0, 0, 0, 0]);
+        into_ttl.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 1, 0, 0, 4, 192, 0, 2, 1]);
+        into_ttl.extend_from_slice(&[0xC0, 37, 0, 5, 0, 1, 0, 0, 0, 60, 0, 2, 0xC0, 12]);
+        assert_eq!(crate::fuzz::well_formed(&into_ttl), Ok(()), "as it came");
+        assert_eq!(Upstream::parse(&into_ttl, &q).unwrap_err(), Bad::Malformed);
+        // A name whose labels run on into the upstream's OPT, which is not relayed (found by
+        // fuzzing too): the owner points at the question's class, whose low byte 1 is read
+        // as a label, then the pointer's own 0x1C as one of 28 bytes over the record's
+        // header and its TXT data, to the root label that is the OPT's owner.
+        let mut into_opt = q[..29].to_vec();
+        into_opt[2] |= 0x80;
+        into_opt[6..12].copy_from_slice(&[0, 1, 0, 0, 0, 1]);
+        into_opt.extend_from_slice(&[0xC0, 28, 0, 16, 0, 1, 0, 0, 0, 60, 0, 18, 17]);
+        into_opt.extend_from_slice(&[b'x'; 17]);
+        into_opt.extend_from_slice(&[0, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(crate::fuzz::well_formed(&into_opt), Ok(()), "as it came");
+        assert_eq!(Upstream::parse(&into_opt, &q).unwrap_err(), Bad::Malformed);
     }
 
     fn kept(name: &str) -> (Forward, Rc<Upstream>) {

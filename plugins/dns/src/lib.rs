@@ -7,6 +7,8 @@
 
 pub mod cache;
 pub mod forward;
+#[cfg(test)]
+mod fuzz;
 pub mod generate;
 pub mod hosts;
 pub mod lookup;

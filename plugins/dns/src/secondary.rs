@@ -169,6 +169,12 @@ impl Transfer {
             let Ok(Some(rec)) = rec else {
                 return self.fail("a malformed record");
             };
+            let rtype = rec.rtype();
+            if rtype == Rtype::OPT || (128..=255).contains(&rtype.to_int()) {
+                // RFC 6895 3.1: meta types live in one message, never in a zone; kept as
+                // unknown data, a name in one (a TSIG's) would be served pointing elsewhere.
+                return self.fail(format!("a record of meta type {rtype}"));
+            }
             let owned: Result<Record<Dname, Data>, _> = rec.try_flatten_into();
             match owned {
                 Ok(r) => records.push(r),
@@ -338,6 +344,41 @@ mod tests {
             again.message(&soa),
             Step::Done(Outcome::Failed(_))
         ));
+    }
+
+    /// Meta types (OPT, TSIG, the question types: RFC 6895 3.1) are no zone data: a transfer
+    /// holding one fails. Kept as unknown data, a TSIG's name pointing into the primary's
+    /// message was served in our own answers, where it points elsewhere (found by fuzzing).
+    #[test]
+    fn a_transfer_with_meta_records_fails() {
+        let mut primary = Responder::new(crate::tests::store());
+        let apex = name::parse("example.com").unwrap();
+        let axfr_q = Transfer::new(apex.clone(), None).start();
+        let Reply::Transfer(msgs) =
+            primary.respond(&axfr_q, Via::Tcp, "127.0.0.1".parse().unwrap())
+        else {
+            panic!()
+        };
+        let [msg] = msgs.as_slice() else {
+            panic!("one message")
+        };
+        // The question and the SOA, a record at the apex whose data is a pointer past the
+        // message, and the SOA again: a whole transfer in one message.
+        let soa_end = crate::message::read_rr(msg, 29).unwrap().4;
+        for rtype in [41u16, 250, 255, 128] {
+            let mut m = msg[..soa_end].to_vec();
+            m[6..8].copy_from_slice(&3u16.to_be_bytes());
+            m.extend_from_slice(&[0xC0, 12]);
+            m.extend_from_slice(&rtype.to_be_bytes());
+            m.extend_from_slice(&[0, 1, 0, 0, 0, 60, 0, 2, 0xC0, 0xFF]);
+            m.extend_from_slice(&msg[29..soa_end]);
+            let mut t = Transfer::new(apex.clone(), None);
+            t.start();
+            match t.message(&m) {
+                Step::Done(Outcome::Failed(why)) => assert!(why.contains("meta type"), "{why}"),
+                other => panic!("type {rtype}: {other:?}"),
+            }
+        }
     }
 
     /// A primary that sends message after message without the closing SOA is cut off.

@@ -563,4 +563,114 @@ mod prop {
             }
         }
     }
+
+    use crate::fuzz;
+    use twistrs_core::testing::mutate::{Edit, edit, mutate};
+
+    /// A few edits of a valid input (see `twistrs_core::testing::mutate`), shrinkable.
+    fn edits() -> impl Strategy<Value = Vec<Edit>> {
+        proptest::collection::vec(
+            (
+                any::<u8>(),
+                any::<usize>(),
+                any::<usize>(),
+                any::<u8>(),
+                0u8..24,
+            ),
+            1..6,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .map(|(k, at, from, value, len)| edit(k, at, from, value, len))
+                .collect()
+        })
+    }
+
+    thread_local! {
+        /// Built once per thread: a zone store costs files on disk. The memory of answers
+        /// carries over between cases, which exercises it too.
+        static RESPONDER: std::cell::RefCell<Responder> = std::cell::RefCell::new(Responder::new(store()));
+        static SEEDS: Vec<Vec<u8>> = fuzz::query_seeds();
+        static UPSTREAM: std::cell::RefCell<Responder> = std::cell::RefCell::new(Responder::new(store()));
+        static TRANSFER: (Vec<u8>, Vec<Vec<u8>>) = fuzz::transfer_seed();
+    }
+
+    fn seed(i: proptest::sample::Index) -> (Vec<u8>, Vec<u8>) {
+        SEEDS.with(|s| {
+            (
+                s[i.index(s.len())].clone(),
+                s[(i.index(s.len()) + 1) % s.len()].clone(),
+            )
+        })
+    }
+
+    /// `PROPTEST_CASES` if set, else `n`.
+    fn cases(n: u32) -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(n)
+    }
+
+    // The campaigns of `fuzz.rs` in small form: valid messages a few edits away from valid.
+    proptest! {
+        // Cheap cases: more of them than the default 256 (PROPTEST_CASES still decides).
+        #![proptest_config(ProptestConfig::with_cases(cases(1024)))]
+        /// A query a few edits from valid, over UDP and TCP: the answer carries its id, parses
+        /// to the last record and fits the client's limit; asked again, the same answer.
+        #[test]
+        fn mutated_queries_get_well_formed_answers(i in any::<proptest::sample::Index>(), e in edits()) {
+            let (q, other) = seed(i);
+            let msg = mutate(&q, &e, &other);
+            RESPONDER.with(|r| -> Result<(), TestCaseError> {
+                let mut r = r.borrow_mut();
+                for via in [Via::Udp, Via::Tcp] {
+                    let first = fuzz::check_respond(&mut r, &msg, via).map_err(TestCaseError::fail)?;
+                    let again = fuzz::check_respond(&mut r, &msg, via).map_err(TestCaseError::fail)?;
+                    if let (Reply::Send(a), Reply::Send(b)) = (first, again) {
+                        prop_assert_eq!(a, b);
+                    }
+                }
+                Ok(())
+            })?;
+        }
+
+        /// An upstream answer a few edits from valid, over UDP or TCP: the client gets an
+        /// answer with its id that parses to the last record, fresh or from the cache.
+        #[test]
+        fn mutated_upstream_answers_are_relayed_well_formed(
+            i in any::<proptest::sample::Index>(),
+            e in edits(),
+            tcp in any::<bool>(),
+        ) {
+            let (q, other) = seed(i);
+            let Some(req) = fuzz::forward_req(&q).filter(|f| f.qtype != Rtype::AXFR) else {
+                return Ok(());
+            };
+            let via = if tcp { Via::Tcp } else { Via::Udp };
+            UPSTREAM.with(|up| {
+                let mut up = up.borrow_mut();
+                let other = fuzz::upstream(&mut up, &other, Via::Tcp);
+                fuzz::forward_once(&req, |sent| mutate(&fuzz::upstream(&mut up, sent, via), &e, &other), tcp)
+            })
+            .map_err(TestCaseError::fail)?;
+        }
+
+        /// A primary's SOA answer or transfer a few edits from valid: the secondary fails, or
+        /// keeps a zone whose answers (its transfer included) parse.
+        #[test]
+        fn mutated_transfers_keep_only_zones_that_can_be_served(
+            e in edits(),
+            soa_or_transfer in any::<bool>(),
+        ) {
+            let (soa, msgs) = TRANSFER.with(Clone::clone);
+            let r = if soa_or_transfer {
+                fuzz::run_transfer(&mutate(&soa, &e, &msgs[0]), &msgs)
+            } else {
+                let m: Vec<Vec<u8>> = msgs.iter().map(|m| mutate(m, &e, &soa)).collect();
+                fuzz::run_transfer(&soa, &m)
+            };
+            r.map_err(TestCaseError::fail)?;
+        }
+    }
 }

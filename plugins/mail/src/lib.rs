@@ -8,6 +8,8 @@
 
 pub mod config;
 pub mod data;
+#[cfg(test)]
+mod fuzz;
 pub mod mailbox;
 pub mod maildir;
 pub mod metrics;

@@ -13,6 +13,7 @@ use crate::config::{MailConfig, fixture};
 use crate::data::{DataReader, Outcome};
 use crate::pop3::{self, Pop3};
 use crate::smtp::{self, Smtp};
+use twistrs_core::testing::mutate::{Edit, edit, mutate};
 use twistrs_core::testing::pieces;
 
 /// DATA fed in `parts`, bytes kept buffered as the session keeps them: the outcome and the
@@ -204,5 +205,63 @@ proptest! {
         let whole = pop3_session(&cfg, &[&input]);
         let cut = pop3_session(&cfg, &pieces(&input, &cuts));
         prop_assert_eq!(cut, whole);
+    }
+}
+
+/// A few edits of a valid input (see `twistrs_core::testing::mutate`), shrinkable.
+fn edits() -> impl Strategy<Value = Vec<Edit>> {
+    vec(
+        (
+            any::<u8>(),
+            any::<usize>(),
+            any::<usize>(),
+            any::<u8>(),
+            0u8..24,
+        ),
+        1..8,
+    )
+    .prop_map(|v| {
+        v.into_iter()
+            .map(|(k, at, from, value, len)| edit(k, at, from, value, len))
+            .collect()
+    })
+}
+
+// The campaigns of `fuzz.rs` in small form: valid sessions (AUTH, STARTTLS, DATA with dots)
+// a few edits away from valid.
+proptest! {
+    /// Replies are code lines, nothing follows the close, the input kept is at most a line,
+    /// messages keep their limit; the same in any pieces unless STARTTLS threw input away.
+    #[test]
+    fn mutated_smtp_sessions_answer_in_code_lines(
+        i in any::<proptest::sample::Index>(),
+        j in any::<proptest::sample::Index>(),
+        e in edits(),
+        cuts in vec(any::<usize>(), 0..8),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::fuzz::config(dir.path());
+        let seeds = crate::fuzz::smtp_seeds();
+        let input = mutate(&seeds[i.index(seeds.len())], &e, &seeds[j.index(seeds.len())]);
+        let whole = crate::fuzz::check_smtp(&cfg, &[&input]).map_err(TestCaseError::fail)?;
+        let cut = crate::fuzz::check_smtp(&cfg, &pieces(&input, &cuts)).map_err(TestCaseError::fail)?;
+        prop_assert!(whole == cut || whole.1 || cut.1);
+    }
+
+    /// The same of POP3: answers +OK or -ERR, the input kept at most a line.
+    #[test]
+    fn mutated_pop3_sessions_keep_their_invariants(
+        i in any::<proptest::sample::Index>(),
+        j in any::<proptest::sample::Index>(),
+        e in edits(),
+        cuts in vec(any::<usize>(), 0..8),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::fuzz::config(dir.path());
+        let seeds = crate::fuzz::pop3_seeds();
+        let input = mutate(&seeds[i.index(seeds.len())], &e, &seeds[j.index(seeds.len())]);
+        let whole = crate::fuzz::check_pop3(&cfg, &[&input]).map_err(TestCaseError::fail)?;
+        let cut = crate::fuzz::check_pop3(&cfg, &pieces(&input, &cuts)).map_err(TestCaseError::fail)?;
+        prop_assert!(whole == cut || whole.1 || cut.1);
     }
 }

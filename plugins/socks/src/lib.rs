@@ -9,6 +9,8 @@
 pub mod bind;
 pub mod config;
 pub mod connlog;
+#[cfg(test)]
+mod fuzz;
 pub mod metrics;
 pub mod negotiate;
 #[cfg(test)]

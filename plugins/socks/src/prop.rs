@@ -5,8 +5,10 @@
 
 use proptest::collection::vec;
 use proptest::prelude::*;
+use twistrs_core::testing::mutate::{Edit, edit, mutate};
 use twistrs_core::testing::pieces;
 
+use crate::fuzz;
 use crate::negotiate::Step;
 use crate::negotiate::tests::{run, run_parts};
 
@@ -58,5 +60,64 @@ proptest! {
     #[test]
     fn any_datagram_parses_or_is_dropped_without_panic(d in vec(any::<u8>(), 0..64)) {
         let _ = crate::udp_header::parse(&d);
+    }
+}
+
+/// A few edits of a valid input (see `twistrs_core::testing::mutate`), shrinkable.
+fn edits() -> impl Strategy<Value = Vec<Edit>> {
+    vec(
+        (
+            any::<u8>(),
+            any::<usize>(),
+            any::<usize>(),
+            any::<u8>(),
+            0u8..24,
+        ),
+        1..6,
+    )
+    .prop_map(|v| {
+        v.into_iter()
+            .map(|(k, at, from, value, len)| edit(k, at, from, value, len))
+            .collect()
+    })
+}
+
+/// `PROPTEST_CASES` if set, else `n`.
+fn cases(n: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(n)
+}
+
+// The campaigns of `fuzz.rs` in small form: valid negotiations and datagrams a few edits
+// away from valid.
+proptest! {
+    // Cheap cases: more of them than the default 256 (PROPTEST_CASES still decides).
+    #![proptest_config(ProptestConfig::with_cases(cases(2048)))]
+    /// Every reply well formed, at most one request or refusal and last, names a resolver
+    /// takes, the buffer bounded, the same outcome in any pieces.
+    #[test]
+    fn mutated_negotiations_keep_their_invariants(
+        i in any::<proptest::sample::Index>(),
+        j in any::<proptest::sample::Index>(),
+        e in edits(),
+        cuts in vec(any::<usize>(), 0..6),
+        creds in any::<bool>(),
+    ) {
+        let seeds = fuzz::seeds();
+        let input = mutate(&seeds[i.index(seeds.len())], &e, &seeds[j.index(seeds.len())]);
+        let c: Option<&[(&str, &str)]> = if creds { Some(&[("u", "p"), ("joe", "pw")]) } else { None };
+        fuzz::check_negotiation(c, &input, &cuts).map_err(TestCaseError::fail)?;
+    }
+
+    /// A datagram header that parses wraps back to the same destination and payload.
+    #[test]
+    fn mutated_datagrams_parse_back(e in edits(), six in any::<bool>()) {
+        let from = if six { "[::1]:7" } else { "10.0.0.1:53" };
+        let mut d = Vec::new();
+        crate::udp_header::wrap_into(&mut d, from.parse().unwrap(), b"payload");
+        let d = mutate(&d, &e, b"\x03\x09localhost");
+        fuzz::check_datagram(&d).map_err(TestCaseError::fail)?;
     }
 }

@@ -7,6 +7,8 @@
 //! are refused by name.
 
 pub mod access;
+#[cfg(test)]
+mod fuzz;
 pub mod http;
 pub mod metrics;
 pub mod path;
