@@ -58,8 +58,8 @@ transfer, and is refreshed by its SOA's refresh and retry; a transfer that goes 
 --transfer-timeout, or that hears nothing for 30 s, fails and is tried again by the retry \
 timer. SIGHUP (and SIGUSR1) re-read the \
 zone files, the hosts file and resolv.conf; a file that fails to load keeps its old data, \
-and the log says why. With --workers, a worker asked to stop during a reload exits only once \
-the parse is done (a single process stopped by SIGTERM or SIGINT does not wait). Zone files may use $ORIGIN, $TTL, $INCLUDE and BIND's $GENERATE. \
+and the log says why; a stop does not wait for a reload still parsing. Zone files may use \
+$ORIGIN, $TTL, $INCLUDE and BIND's $GENERATE. \
 A zone file error at start names the file and line, exit 1.";
 
 /// The plugin.
