@@ -310,7 +310,7 @@ fn control_commands() -> Vec<Command> {
                     .value_parser(seconds)
                     .help("How long to wait for the new process to serve"),
             )
-            .after_help("SIGUSR2 goes only to a process seen in /proc to hold the pidfile's lock, never merely to the PID the file holds.\n\nExit status: 0 once the new process serves; 1 if it failed (the old one keeps serving), no outcome was reported within --timeout (the outcome is a file PIDFILE.restart, which the service writes as its own user: where that user cannot create it, the restart may have worked all the same), nothing runs, or no single holder of the lock could be found."),
+            .after_help("SIGUSR2 goes only to a process seen in /proc to hold the pidfile's lock, never merely to the PID the file holds.\n\nExit status: 0 once the new process serves; 1 if it failed (the old one keeps serving), no outcome was known within --timeout (the service writes it to PIDFILE.restart as its own user; where that user cannot create it, a success is still told from the pidfile, which the new process writes once it serves, but a failure shows only in the log), nothing runs, or no single holder of the lock could be found."),
         Command::new("status")
             .about("Control: tell whether the service runs, and its PID (LSB exit status 0, 1, 3 or 4)")
             .arg(pidfile_arg())
@@ -328,9 +328,8 @@ fn control_commands() -> Vec<Command> {
                 Arg::new("timeout")
                     .long("timeout")
                     .value_name("SECONDS")
-                    .default_value("10")
                     .value_parser(seconds)
-                    .help("Seconds to wait after SIGTERM before SIGKILL"),
+                    .help("Seconds to wait after SIGTERM before SIGKILL [default: the service's --shutdown-timeout, read from its command line, plus 10; 20 with its default]"),
             )
             .after_help("Only a process seen in /proc to hold the pidfile's lock is signalled, never merely the PID the file holds.\n\nExit status: 0 once stopped, also when it was not running; 1 if it could not be stopped, or no single holder of the lock could be found."),
     ]
@@ -464,13 +463,13 @@ for \fBstatus\fR, running; for \fBrestart\fR, the new process serves.
 .B 1
 A usage error (unknown plugin or option, malformed endpoint), or a start-up failure (another
 twistrs holds the pidfile, a port in use, an unreadable file, a failed privilege drop); one
-message on stderr says which. For \fBstatus\fR: not running, but the pidfile is left. For
+message on stderr says which. For \fBstatus\fR: not running, but the pidfile is left naming a PID. For
 \fBstop\fR/\fBrestart\fR: it could not stop / the new process failed (the old one keeps serving)
-or reported nothing within \fB--timeout\fR, or no single process holding the pidfile's lock
+or its outcome was not known within \fB--timeout\fR, or no single process holding the pidfile's lock
 could be found.
 .TP
 .B 3
-\fBstatus\fR: not running (no pidfile).
+\fBstatus\fR: not running (no pidfile, or an empty one: a clean stop that could not remove it).
 .TP
 .B 4
 \fBstatus\fR: the pidfile cannot be read or is disabled, or the holder of its lock cannot be seen.

@@ -28,8 +28,13 @@ pub fn pidfile_path(global: &ArgMatches, sub: Option<&ArgMatches>) -> Option<Pat
     }
 }
 
-/// Runs a control command; returns its exit status.
-pub fn run(name: &str, global: &ArgMatches, sub: &ArgMatches) -> i32 {
+/// What `stop` waits, beyond the service's drain, before SIGKILL: a `--workers` master gives
+/// a worker 5 s more than its drain before killing it, and procmon's children their kill time.
+const STOP_MARGIN: Duration = Duration::from_secs(10);
+
+/// Runs a control command (`cmd` is the launcher's whole command line definition, to read
+/// the running service's own options); returns its exit status.
+pub fn run(name: &str, global: &ArgMatches, sub: &ArgMatches, cmd: &clap::Command) -> i32 {
     // LSB: status 4 is "unknown".
     let failed = if name == "status" { 4 } else { 1 };
     let json = name == "status" && sub.try_get_one::<bool>("json").ok().flatten() == Some(&true);
@@ -49,7 +54,9 @@ pub fn run(name: &str, global: &ArgMatches, sub: &ArgMatches) -> i32 {
     };
     let held = match pidfile::state(&path) {
         Ok(State::Running(held)) => held,
-        Ok(State::Stale(_)) => return not_running(name, &path, true, json),
+        // An empty file is what a daemon that could not remove it leaves at a clean exit
+        // (LSB 3, not running); one still naming a PID was left by a process that died (1).
+        Ok(State::Stale(named)) => return not_running(name, &path, !named.is_empty(), json),
         Ok(State::Absent) => return not_running(name, &path, false, json),
         Err(e) => return unknown(Some(&path), &e.to_string()),
     };
@@ -59,13 +66,12 @@ pub fn run(name: &str, global: &ArgMatches, sub: &ArgMatches) -> i32 {
         Ok(None) => return not_running(name, &path, path.symlink_metadata().is_ok(), json),
         Err(e) => return unknown(Some(&path), &e),
     };
-    let timeout = sub
-        .try_get_one::<f64>("timeout")
-        .ok()
-        .flatten()
-        .copied()
-        .unwrap_or(10.0);
-    let timeout = Duration::from_secs_f64(timeout);
+    let timeout = match sub.try_get_one::<f64>("timeout").ok().flatten() {
+        Some(t) => Duration::from_secs_f64(*t),
+        // `stop` without --timeout: as long as the service's own drain, and a margin, so a
+        // drain that uses its whole --shutdown-timeout still ends cleanly.
+        None => shutdown_timeout_of(pid, cmd) + STOP_MARGIN,
+    };
     match name {
         "status" if json => {
             println!("{}", crate::status::running(&path, pid));
@@ -85,6 +91,28 @@ pub fn run(name: &str, global: &ArgMatches, sub: &ArgMatches) -> i32 {
     }
 }
 
+/// The `--shutdown-timeout` of the process `pid`, read from its command line with the
+/// launcher's own parser; the default (10 s) if that cannot be read or parsed.
+fn shutdown_timeout_of(pid: i32, cmd: &clap::Command) -> Duration {
+    use std::os::unix::ffi::OsStrExt;
+    let mut raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    // Each argument ends with a NUL (an empty one is just its NUL).
+    if raw.last() == Some(&0) {
+        raw.pop();
+    }
+    let argv: Vec<std::ffi::OsString> = raw
+        .split(|b| *b == 0)
+        .map(|a| std::ffi::OsStr::from_bytes(a).to_os_string())
+        .collect();
+    let secs = cmd
+        .clone()
+        .try_get_matches_from(argv)
+        .ok()
+        .and_then(|m| m.get_one::<f64>("shutdown-timeout").copied())
+        .unwrap_or(10.0);
+    Duration::from_secs_f64(secs)
+}
+
 /// What each command says and returns when no process holds the lock.
 fn not_running(name: &str, path: &Path, left: bool, json: bool) -> i32 {
     match name {
@@ -99,6 +127,13 @@ fn not_running(name: &str, path: &Path, left: bool, json: bool) -> i32 {
                 path.display()
             );
             1
+        }
+        "status" if path.symlink_metadata().is_ok() => {
+            println!(
+                "twistrs is not running (its pidfile {} is empty: it stopped cleanly)",
+                path.display()
+            );
+            3
         }
         "status" => {
             println!("twistrs is not running (no pidfile {})", path.display());
@@ -251,7 +286,25 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
         return 1;
     }
     let end = Instant::now() + timeout;
+    // The report is written by the daemon's user beside the pidfile, which a daemon that
+    // dropped privileges may not be allowed to do. The successor writes its PID into the
+    // pidfile (through the descriptor it inherited) once it serves: a new PID there that holds
+    // the lock is the same news, taken once the report has had a moment to come.
+    let mut successor: Option<(i32, Instant)> = None;
     while Instant::now() < end {
+        if successor.is_none()
+            && let Some(new) = held.named_now().and_then(|s| crate::holder::parse_pid(&s))
+            && new != pid
+            && held.holds(new)
+        {
+            successor = Some((new, Instant::now() + Duration::from_secs(2)));
+        }
+        if let Some((new, by)) = successor
+            && Instant::now() >= by
+        {
+            println!("twistrs restarted: PID {pid} handed over to PID {new}");
+            return 0;
+        }
         if let Some(text) = upgrade::read_status(path) {
             let _ = std::fs::remove_file(upgrade::status_path(path));
             return match text.split_once(' ') {
@@ -271,6 +324,9 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    eprintln!("twistrs restart: no answer from PID {pid} within {timeout:?}");
+    eprintln!(
+        "twistrs restart: no answer from PID {pid} within {timeout:?} (its log says how the \
+         restart went)"
+    );
     1
 }

@@ -69,7 +69,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
             };
         }
         Some((name, sub)) if cli::CONTROL.contains(&name) => {
-            return control::run(name, &matches, sub);
+            return control::run(name, &matches, sub, &cmd);
         }
         Some(_) => {}
     }

@@ -100,6 +100,11 @@ impl Held {
         holder::resolve(&self.named, self.id)
     }
 
+    /// What the file says now: a restart's successor writes its PID once it serves.
+    pub fn named_now(&self) -> Option<String> {
+        read_trimmed(&self.file).ok()
+    }
+
     /// True if `pid` holds the lock on this very file.
     pub fn holds(&self, pid: i32) -> bool {
         holder::holds(pid, self.id)

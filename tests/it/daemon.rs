@@ -617,3 +617,100 @@ fn restart_and_stop_under_keep_alive_load_lose_no_request() {
         ok
     );
 }
+
+#[test]
+fn a_dropped_daemon_in_a_directory_it_cannot_write_restarts_and_reports_its_stop() {
+    // The pidfile's directory is root's (as a unit's RuntimeDirectory without User=): nobody
+    // can neither write the restart's report there nor remove the pidfile at its exit.
+    let Some(nobody) = nobody_as_root(
+        "a_dropped_daemon_in_a_directory_it_cannot_write_restarts_and_reports_its_stop",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (code, _, err) = run_in(
+        dir.path(),
+        &[
+            "-u",
+            "nobody",
+            "echo",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let pidfile = dir.path().join("twistrs.pid");
+    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+    let log = || std::fs::read_to_string(dir.path().join("twistrs.log")).unwrap_or_default();
+    let port: u16 = log()
+        .lines()
+        .find_map(|l| l.split(" starting on ").nth(1)?.trim().parse().ok())
+        .unwrap();
+    echo_once(port);
+    let started = Instant::now();
+    let (code, out, err) = run_in(dir.path(), &["restart"]);
+    assert_eq!(code, 0, "{out} {err}\n{}", log());
+    let new: u32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+    assert_ne!(new, pid);
+    assert!(out.contains(&format!("handed over to PID {new}")), "{out}");
+    // Told from the pidfile, not after waiting out restart's --timeout (30 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        proc_field(new, "Uid")
+            .split_whitespace()
+            .all(|u| u == nobody.uid.to_string())
+    );
+    echo_once(port);
+    assert_eq!(run_in(dir.path(), &["stop"]).0, 0);
+    // Emptied, not removed: a clean stop, so `status` says "not running" (LSB 3), not "dead".
+    assert_eq!(std::fs::read_to_string(&pidfile).unwrap(), "");
+    let (code, out, _) = run_in(dir.path(), &["status"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("is empty: it stopped cleanly"), "{out}");
+    let (code, out, _) = run_in(dir.path(), &["status", "--json"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("\"status\":\"not running\""), "{out}");
+    // A pidfile left naming a PID nobody holds is still "dead" (1).
+    std::fs::write(&pidfile, new.to_string()).unwrap();
+    assert_eq!(run_in(dir.path(), &["status"]).0, 1);
+}
+
+#[test]
+fn stop_waits_out_the_services_own_drain_before_sigkill() {
+    // A relay whose ends never close holds the drain for its whole --shutdown-timeout, here
+    // 12 s, past the fixed 10 s `stop` used to wait. `stop` without --timeout reads the
+    // service's own and waits for that and a margin: the daemon closes what is left itself,
+    // logs its last lines and removes its pidfile; it is not SIGKILLed.
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dest = backend.local_addr().unwrap().port().to_string();
+    let d = Daemon::start(&[
+        "--shutdown-timeout",
+        "12",
+        "portforward",
+        "-p",
+        "tcp:0:interface=127.0.0.1",
+        "-h",
+        "127.0.0.1",
+        "-d",
+        &dest,
+    ]);
+    let port = d.ports()[0];
+    let _client = connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    let (_held, _) = backend.accept().unwrap();
+    let (code, out, err) = d.ctl(&["stop"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains("twistrs stopped"), "not killed: {out} {err}");
+    let log = d.log();
+    assert!(log.contains("Shutdown deadline passed: closing"), "{log}");
+    assert!(log.contains("Server Shut Down."), "{log}");
+    assert!(!d.path("twistrs.pid").exists());
+}
