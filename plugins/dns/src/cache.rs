@@ -71,7 +71,13 @@ impl Upstream {
         let qlen = name::name_len(query, 12).ok_or(Bad::Malformed)? + 4;
         let q_ours = query.get(12..12 + qlen).ok_or(Bad::Malformed)?;
         let q_theirs = msg.get(12..12 + qlen).ok_or(Bad::NotOurs)?;
-        if u16_at(msg, 4) != Some(1) || !q_ours.eq_ignore_ascii_case(q_theirs) {
+        // The name in any case (some servers echo it in their own), type and class exactly.
+        let (name_ours, tc_ours) = q_ours.split_at(qlen - 4);
+        let (name_theirs, tc_theirs) = q_theirs.split_at(qlen - 4);
+        if u16_at(msg, 4) != Some(1)
+            || !name_ours.eq_ignore_ascii_case(name_theirs)
+            || tc_ours != tc_theirs
+        {
             return Err(Bad::NotOurs);
         }
         if msg[2] & 0x02 != 0 {
@@ -343,6 +349,30 @@ mod tests {
         // One A record, then nothing: the counts promise far more.
         m.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
         assert_eq!(Upstream::parse(&m, &q).unwrap_err(), Bad::Malformed);
+    }
+
+    /// The question must be ours: the name in any case, but the type and class exactly (type
+    /// A is 0x0041 and 0x0061 is another type, which an ASCII-blind comparison took for it).
+    #[test]
+    fn an_answer_to_another_type_is_not_ours() {
+        let q = query("example.com", Rtype::A, Some(1232));
+        let good = cname_answer(&q, b"\x03www\xC0\x0C");
+        let mut upper = good.clone();
+        upper[13..20].make_ascii_uppercase();
+        assert!(
+            Upstream::parse(&upper, &q).is_ok(),
+            "the name's case is free"
+        );
+        let q_aaaa_like = query("example.com", Rtype::from_int(0x41), Some(1232));
+        let mut other = cname_answer(&q_aaaa_like, b"\x03www\xC0\x0C");
+        other[26] = 0x61;
+        assert_eq!(
+            Upstream::parse(&other, &q_aaaa_like).unwrap_err(),
+            Bad::NotOurs
+        );
+        let mut class = good.clone();
+        class[28] = 0x41;
+        assert_eq!(Upstream::parse(&class, &q).unwrap_err(), Bad::NotOurs);
     }
 
     /// An upstream answer of one CNAME to `target` (its wire form), without OPT.
