@@ -121,11 +121,13 @@ fn no_command_is_twistds_usage_error() {
 
 #[test]
 fn restarts_back_off_as_twistd_and_a_long_run_restarts_at_once() {
-    // Runs 1, 2 and 4 to 7 die at once; run 3 lives past the threshold.
+    // Runs 1, 2 and 4 to 7 die at once; run 3 lives past the threshold. The threshold (2 s)
+    // is far above what a run that dies at once takes even on a loaded machine (a 0.5 s one
+    // was passed by such a run, which then restarted at once instead of backing off).
     let script = "n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; \
-                  echo \"run $n\"; [ $n -eq 3 ] && sleep 1; [ $n -ge 8 ] && exec sleep 60; exit 3";
+                  echo \"run $n\"; [ $n -eq 3 ] && sleep 2.5; [ $n -ge 8 ] && exec sleep 60; exit 3";
     let s = Server::spawn(&[
-        "procmon", "-t", "0.5", "-m", "0.2", "-M", "0.5", "--name", "flaky", "sh", "-c", script,
+        "procmon", "-t", "2", "-m", "0.2", "-M", "0.5", "--name", "flaky", "sh", "-c", script,
     ]);
     // When each start and each end was first seen, polling the log.
     let mut seen_start: Vec<Instant> = Vec::new();
@@ -163,14 +165,15 @@ fn restarts_back_off_as_twistd_and_a_long_run_restarts_at_once() {
     let delays = [0.2, 0.4, 0.0, 0.2, 0.4, 0.5, 0.5];
     for (k, want) in delays.iter().enumerate() {
         let gap = seen_start[k + 1].duration_since(seen_end[k]).as_secs_f64();
+        // Never early; late by at most what starting a shell may take on a loaded machine.
         assert!(
-            gap >= want - 0.06 && gap < want + 0.5,
+            gap >= want - 0.06 && gap < want + 1.5,
             "restart {k}: waited {gap:.3} s for {want} s"
         );
     }
-    // Run 3 was seen to live about a second.
+    // Run 3 was seen to live past the threshold.
     let ran = seen_end[2].duration_since(seen_start[2]).as_secs_f64();
-    assert!(ran > 0.8, "{ran}");
+    assert!(ran > 2.0, "{ran}");
 }
 
 #[test]
