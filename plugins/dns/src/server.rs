@@ -560,6 +560,7 @@ impl Factory for DnsFactory {
             xfr_deadline: self.xfr_deadline,
             xfrs: VecDeque::new(),
             xfr_timer: false,
+            held: false,
         }))
     }
 
@@ -582,6 +583,9 @@ struct DnsStream {
     /// One timer at a time, for the oldest: a client asking for transfer after transfer
     /// on one connection cannot fill the reactor's timer queue.
     xfr_timer: bool,
+    /// Queries wait, and reading stops, while a transfer is still leaving: each AXFR writes a
+    /// copy of its zone, and a client pipelining them would have every copy held at once.
+    held: bool,
 }
 
 impl DnsStream {
@@ -599,15 +603,10 @@ impl DnsStream {
             self.xfr_timer = true;
         }
     }
-}
 
-impl Protocol for DnsStream {
-    fn connection_made(&mut self, t: &mut Transport<'_>) {
-        t.set_timeout(Some(self.timeout));
-    }
-
-    fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
-        self.input.feed(data);
+    /// Answers the queries waiting in the input, in order, until one is a transfer whose copy
+    /// has not left yet: then the rest wait (and reading stops) until `resume_producing`.
+    fn serve_input(&mut self, t: &mut Transport<'_>) {
         let Some(peer) = t.peer().socket_addr() else {
             return;
         };
@@ -615,6 +614,16 @@ impl Protocol for DnsStream {
             return;
         };
         loop {
+            if !self.xfrs.is_empty() {
+                self.arm_xfr_deadline(t);
+                if !self.xfrs.is_empty() {
+                    if !self.held {
+                        self.held = true;
+                        t.pause_producing();
+                    }
+                    return;
+                }
+            }
             match stream::next(&mut self.input, MAX_TCP_QUERY) {
                 Frame::Partial => return,
                 Frame::TooLong(n) => {
@@ -641,6 +650,30 @@ impl Protocol for DnsStream {
                         Some(Reply::Drop) | Some(Reply::Forward(_)) | None => {}
                     }
                 }
+            }
+        }
+    }
+}
+
+impl Protocol for DnsStream {
+    fn connection_made(&mut self, t: &mut Transport<'_>) {
+        t.set_timeout(Some(self.timeout));
+        // For `resume_producing`, called as the output drains: a held transfer's progress.
+        t.register_producer();
+    }
+
+    fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
+        self.input.feed(data);
+        self.serve_input(t);
+    }
+
+    fn resume_producing(&mut self, t: &mut Transport<'_>) {
+        if self.held {
+            self.arm_xfr_deadline(t);
+            if self.xfrs.is_empty() {
+                self.held = false;
+                t.resume_producing();
+                self.serve_input(t);
             }
         }
     }
