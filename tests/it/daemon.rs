@@ -221,7 +221,10 @@ fn stop_kills_after_its_timeout() {
     stalled.set_nonblocking(true).unwrap();
     let chunk = vec![b'z'; 64 * 1024];
     let mut blocked_since: Option<Instant> = None;
-    let end = Instant::now() + Duration::from_secs(5);
+    // Until the server, its output full, stops reading: only then does its drain need the
+    // SIGKILL (a loaded machine may take more than a few seconds to get there).
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut stalled_at_last = false;
     while Instant::now() < end {
         match stalled.write(&chunk) {
             Ok(_) => blocked_since = None,
@@ -229,6 +232,7 @@ fn stop_kills_after_its_timeout() {
                 if blocked_since.get_or_insert_with(Instant::now).elapsed()
                     > Duration::from_millis(300)
                 {
+                    stalled_at_last = true;
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -236,6 +240,7 @@ fn stop_kills_after_its_timeout() {
             Err(e) => panic!("{e}"),
         }
     }
+    assert!(stalled_at_last, "the server never stopped reading");
     let start = Instant::now();
     let (code, out, err) = d.ctl(&["stop", "--timeout", "0.5"]);
     assert_eq!(code, 0, "{out} {err}");
