@@ -179,8 +179,10 @@ def context(ca, maxv=None):
         c.maximum_version = getattr(ssl.TLSVersion, maxv)
         c.set_ciphers('ALL:@SECLEVEL=0')
     return c
+# Seconds a client waits for each answer; a test whose server may be starved of CPU sets more.
+TIMEOUT = 5
 def connect(port, ca, sni, maxv=None):
-    s = socket.create_connection(('127.0.0.1', int(port)), timeout=5)
+    s = socket.create_connection(('127.0.0.1', int(port)), timeout=TIMEOUT)
     # A TCP close without close_notify is an error, not a quiet end.
     return context(ca, maxv).wrap_socket(s, server_hostname=None if sni == '-' else sni,
                                          suppress_ragged_eofs=False)
@@ -271,6 +273,19 @@ print('echo=' + echo(s, b'ping over TLS').decode())
 /// Connects once to `port` with SNI `sni` ("-" for none), trusting `ca`.
 fn tls_once(port: u16, ca: &str, sni: &str) -> String {
     python(ONE, &[&port.to_string(), ca, sni], Duration::from_secs(15))
+}
+
+/// [`assert_serves`] for a client that waits up to 30 s for each answer (see
+/// `tls::reload::PATIENT`).
+fn assert_serves_patiently(port: u16, ca: &str, sni: &str, cn: &str) {
+    let body = format!("TIMEOUT = 30\n{ONE}");
+    let out = python(
+        &body,
+        &[&port.to_string(), ca, sni],
+        Duration::from_secs(60),
+    );
+    assert_eq!(field(&out, "echo"), Some("ping over TLS"), "{out}");
+    assert_eq!(field(&out, "cn"), Some(cn), "SNI {sni}: {out}");
 }
 
 /// Asserts a TLS echo works and the certificate's common name is `cn`.
