@@ -131,6 +131,30 @@ pub(crate) fn check_smtp(cfg: &Rc<MailConfig>, parts: &[&[u8]]) -> Result<(Vec<u
     Ok((out, tls))
 }
 
+/// Carries out one POP3 action as the server would, disk work done at once (deletions are
+/// not: the next case sees the same mailbox); notes STLS in `tls`. True once the session is
+/// over.
+pub(crate) fn pop3_act(p: &mut Pop3, a: pop3::Action, out: &mut Vec<u8>, tls: &mut bool) -> bool {
+    match a {
+        pop3::Action::Delay(_, r) => out.extend_from_slice(&r),
+        pop3::Action::Close => return true,
+        pop3::Action::StartTls => *tls = true,
+        pop3::Action::Open(dir) => p.opened(crate::mailbox::open(&dir), out),
+        pop3::Action::Send { path, size, top } => match std::fs::read(path) {
+            Ok(d) => {
+                out.extend_from_slice(format!("+OK {size} octets\r\n").as_bytes());
+                let mut e = crate::mailbox::Encoder::new(top);
+                e.feed(&d, out);
+                e.finish(out);
+                p.sent(Ok(()), out);
+            }
+            Err(e) => p.sent(Err(e.to_string()), out),
+        },
+        pop3::Action::Update(_) => return p.updated(0, out).is_some(),
+    }
+    false
+}
+
 /// A whole POP3 session over `parts`, disk work done at once; checked: every answer to a
 /// command starts +OK or -ERR, the input kept is at most a line. Also says whether STLS was
 /// taken (see `check_smtp`).
@@ -143,26 +167,8 @@ pub(crate) fn check_pop3(cfg: &Rc<MailConfig>, parts: &[&[u8]]) -> Result<(Vec<u
     'feed: for piece in parts {
         p.feed(piece);
         while let Some(a) = p.step(&mut out) {
-            match a {
-                pop3::Action::Delay(_, r) => out.extend_from_slice(&r),
-                pop3::Action::Close => break 'feed,
-                pop3::Action::StartTls => tls = true,
-                pop3::Action::Open(dir) => p.opened(crate::mailbox::open(&dir), &mut out),
-                pop3::Action::Send { path, size, top } => match std::fs::read(path) {
-                    Ok(d) => {
-                        out.extend_from_slice(format!("+OK {size} octets\r\n").as_bytes());
-                        let mut e = crate::mailbox::Encoder::new(top);
-                        e.feed(&d, &mut out);
-                        e.finish(&mut out);
-                        p.sent(Ok(()), &mut out);
-                    }
-                    Err(e) => p.sent(Err(e.to_string()), &mut out),
-                },
-                pop3::Action::Update(_) => {
-                    if p.updated(0, &mut out).is_some() {
-                        break 'feed;
-                    }
-                }
+            if pop3_act(&mut p, a, &mut out, &mut tls) {
+                break 'feed;
             }
         }
         if p.pending_input() > 512 + 2 {

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 
 use crate::config::{MailConfig, fixture};
 use crate::data::{DataReader, Outcome};
-use crate::pop3::{self, Pop3};
+use crate::pop3::Pop3;
 use crate::smtp::{self, Smtp};
 use twistrs_core::testing::mutate::{Edit, edit, mutate};
 use twistrs_core::testing::pieces;
@@ -128,27 +128,8 @@ fn pop3_session(cfg: &Rc<MailConfig>, parts: &[&[u8]]) -> Vec<u8> {
     'feed: for piece in parts {
         p.feed(piece);
         while let Some(a) = p.step(&mut out) {
-            match a {
-                pop3::Action::Delay(_, r) => out.extend_from_slice(&r),
-                pop3::Action::Close => break 'feed,
-                pop3::Action::StartTls => {}
-                pop3::Action::Open(dir) => p.opened(crate::mailbox::open(&dir), &mut out),
-                pop3::Action::Send { path, size, top } => match std::fs::read(path) {
-                    Ok(d) => {
-                        out.extend_from_slice(format!("+OK {size} octets\r\n").as_bytes());
-                        let mut e = crate::mailbox::Encoder::new(top);
-                        e.feed(&d, &mut out);
-                        e.finish(&mut out);
-                        p.sent(Ok(()), &mut out);
-                    }
-                    Err(e) => p.sent(Err(e.to_string()), &mut out),
-                },
-                // Deletions are not carried out: the next case sees the same mailbox.
-                pop3::Action::Update(_) => {
-                    if p.updated(0, &mut out).is_some() {
-                        break 'feed;
-                    }
-                }
+            if crate::fuzz::pop3_act(&mut p, a, &mut out, &mut false) {
+                break 'feed;
             }
         }
     }
