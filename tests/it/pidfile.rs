@@ -278,3 +278,61 @@ fn stop_successor(fg: &Foreground) {
     assert_eq!(code, 0, "{out} {err}");
     assert!(!fg.pidfile.exists(), "removed at the successor's exit");
 }
+
+/// A successor that writes its PID into the pidfile and dies before the 2 s that `restart`
+/// gives the report (which a daemon that dropped privileges may be unable to write) handed
+/// nothing over: `restart` must not report it as the new server. Played by a stand-in
+/// holding the lock (Python), whose SIGUSR2 forks a child that shares the locked file,
+/// writes its PID there, and exits after half a second; no report is ever written.
+#[test]
+fn restart_does_not_report_a_successor_that_died_after_writing_its_pid() {
+    const STANDIN: &str = r#"
+import fcntl, os, signal, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+def name_me():
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+name_me()
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+def usr2(*_):
+    if os.fork() == 0:
+        name_me()
+        time.sleep(0.5)
+        os._exit(1)
+signal.signal(signal.SIGUSR2, usr2)
+print("ready", flush=True)
+end = time.time() + 60
+while time.time() < end:
+    time.sleep(0.05)
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("t.pid");
+    let mut standin = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(STANDIN)
+        .arg(&pidfile)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(standin.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let old = std::fs::read_to_string(&pidfile).unwrap();
+    let path = pidfile.to_str().unwrap();
+    let (code, out, err) = run_in(
+        dir.path(),
+        &["restart", "--pidfile", path, "--timeout", "6"],
+    );
+    let named = std::fs::read_to_string(&pidfile).unwrap();
+    let _ = standin.kill();
+    let _ = standin.wait();
+    assert_ne!(named, old, "the child wrote its PID: {out} {err}");
+    assert!(!out.contains("handed over"), "{out}");
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(err.contains("no answer"), "{err}");
+}
