@@ -302,8 +302,13 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
         if let Some((new, by)) = successor
             && Instant::now() >= by
         {
-            println!("twistrs restarted: PID {pid} handed over to PID {new}");
-            return 0;
+            // Still holding: a successor that wrote its PID and then died (killed by its
+            // predecessor at the start deadline, say) handed nothing over.
+            if held.holds(new) {
+                println!("twistrs restarted: PID {pid} handed over to PID {new}");
+                return 0;
+            }
+            successor = None;
         }
         if let Some(text) = upgrade::read_status(path) {
             let _ = std::fs::remove_file(upgrade::status_path(path));
