@@ -182,3 +182,57 @@ fn worker(shared: Arc<Shared>, running_abandonable: Arc<AtomicBool>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// A job that must finish, queued while every thread runs an abandonable job that does not
+    /// end (a reload blocked opening a FIFO): it still runs whole, and the drop returns
+    /// without waiting for the stuck one.
+    #[test]
+    fn a_job_that_must_finish_behind_a_stuck_abandonable_one_runs_and_drop_returns() {
+        let mut pool = ThreadPool::new(1, None);
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        pool.submit(
+            1,
+            true,
+            Box::new(move || {
+                let _ = started_tx.send(());
+                let _ = release_rx.recv_timeout(Duration::from_secs(60));
+                Box::new(()) as JobResult
+            }),
+        );
+        started_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the abandonable job started");
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        pool.submit(
+            2,
+            false,
+            Box::new(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                flag.store(true, Ordering::SeqCst);
+                Box::new(()) as JobResult
+            }),
+        );
+        let (dropped_tx, dropped_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            drop(pool);
+            let _ = dropped_tx.send(());
+        });
+        let dropped = dropped_rx.recv_timeout(Duration::from_secs(10));
+        let _ = release_tx.send(());
+        assert!(
+            dropped.is_ok(),
+            "the drop waited for the stuck abandonable job"
+        );
+        assert!(
+            done.load(Ordering::SeqCst),
+            "the job that must finish ran before the drop returned"
+        );
+    }
+}
