@@ -67,20 +67,29 @@ impl ThreadPool {
             .unwrap_or_else(PoisonError::into_inner)
             .push_back((id, abandonable, job));
         if self.shared.idle.load(Ordering::SeqCst) == 0 && self.workers.len() < self.max {
-            let shared = self.shared.clone();
-            let running_abandonable = Arc::new(AtomicBool::new(false));
-            let flag = running_abandonable.clone();
-            match std::thread::Builder::new()
-                .name("twistrs-worker".into())
-                .spawn(move || worker(shared, flag))
-            {
-                Ok(h) => self.workers.push((h, running_abandonable)),
-                Err(e) => {
-                    log::error!(target: "twistrs.threads", "cannot start a worker thread: {e}")
-                }
-            }
+            self.spawn_worker();
         }
         self.shared.jobs_cv.notify_one();
+    }
+
+    /// Starts one more worker thread; false if it cannot be started.
+    fn spawn_worker(&mut self) -> bool {
+        let shared = self.shared.clone();
+        let running_abandonable = Arc::new(AtomicBool::new(false));
+        let flag = running_abandonable.clone();
+        match std::thread::Builder::new()
+            .name("twistrs-worker".into())
+            .spawn(move || worker(shared, flag))
+        {
+            Ok(h) => {
+                self.workers.push((h, running_abandonable));
+                true
+            }
+            Err(e) => {
+                log::error!(target: "twistrs.threads", "cannot start a worker thread: {e}");
+                false
+            }
+        }
     }
 
     /// Results that are ready, without blocking.
@@ -121,10 +130,11 @@ impl ThreadPool {
 impl Drop for ThreadPool {
     /// Waits for the jobs that must finish (a mail delivery); abandonable ones not started
     /// are dropped, and a thread busy with one is not joined: the process ends it as it exits.
-    /// If a job that must finish is still queued, every thread is joined, since a thread left
-    /// behind could be the one to take it.
+    /// Jobs that must finish still queued are first waited out of the queue (by a thread
+    /// started for them if every thread is busy with abandonable work, which may never end),
+    /// since a thread left behind could otherwise be the one to take one.
     fn drop(&mut self) {
-        let must_join_all = {
+        let mut must_join_all = {
             let mut q = self
                 .shared
                 .jobs
@@ -135,6 +145,26 @@ impl Drop for ThreadPool {
             !q.is_empty()
         };
         self.shared.jobs_cv.notify_all();
+        if must_join_all
+            && (!self
+                .workers
+                .iter()
+                .all(|(_, running_abandonable)| running_abandonable.load(Ordering::SeqCst))
+                || self.spawn_worker())
+        {
+            // A thread free of abandonable work takes what is queued (after the job it runs,
+            // which must finish too). Once the queue is empty, nothing can be taken any more.
+            while !self
+                .shared
+                .jobs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            must_join_all = false;
+        }
         // A thread sets its flag under the queue's lock as it takes a job, so after the lock
         // above each flag tells what its thread runs (nothing abandonable is queued any more).
         for (w, running_abandonable) in self.workers.drain(..) {
