@@ -130,7 +130,7 @@ fn not_running(name: &str, path: &Path, left: bool, json: bool) -> i32 {
         }
         "status" if path.symlink_metadata().is_ok() => {
             println!(
-                "twistrs is not running (its pidfile {} is empty: it stopped cleanly)",
+                "twistrs is not running (its pidfile {} is empty and unlocked)",
                 path.display()
             );
             3
@@ -297,7 +297,8 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
             && new != pid
             && held.holds(new)
         {
-            successor = Some((new, Instant::now() + Duration::from_secs(2)));
+            // Not past restart's own --timeout, however short.
+            successor = Some((new, (Instant::now() + Duration::from_secs(2)).min(end)));
         }
         if let Some((new, by)) = successor
             && Instant::now() >= by
@@ -328,6 +329,12 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
             };
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some((new, _)) = successor
+        && held.holds(new)
+    {
+        println!("twistrs restarted: PID {pid} handed over to PID {new}");
+        return 0;
     }
     eprintln!(
         "twistrs restart: no answer from PID {pid} within {timeout:?} (its log says how the \

@@ -680,7 +680,7 @@ fn a_dropped_daemon_in_a_directory_it_cannot_write_restarts_and_reports_its_stop
     assert_eq!(std::fs::read_to_string(&pidfile).unwrap(), "");
     let (code, out, _) = run_in(dir.path(), &["status"]);
     assert_eq!(code, 3, "{out}");
-    assert!(out.contains("is empty: it stopped cleanly"), "{out}");
+    assert!(out.contains("is empty and unlocked"), "{out}");
     let (code, out, _) = run_in(dir.path(), &["status", "--json"]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("\"status\":\"not running\""), "{out}");
