@@ -72,8 +72,8 @@ impl ThreadPool {
         self.shared.jobs_cv.notify_one();
     }
 
-    /// Starts one more worker thread; false if it cannot be started.
-    fn spawn_worker(&mut self) -> bool {
+    /// Starts one more worker thread (logged if it cannot be started).
+    fn spawn_worker(&mut self) {
         let shared = self.shared.clone();
         let running_abandonable = Arc::new(AtomicBool::new(false));
         let flag = running_abandonable.clone();
@@ -81,14 +81,8 @@ impl ThreadPool {
             .name("twistrs-worker".into())
             .spawn(move || worker(shared, flag))
         {
-            Ok(h) => {
-                self.workers.push((h, running_abandonable));
-                true
-            }
-            Err(e) => {
-                log::error!(target: "twistrs.threads", "cannot start a worker thread: {e}");
-                false
-            }
+            Ok(h) => self.workers.push((h, running_abandonable)),
+            Err(e) => log::error!(target: "twistrs.threads", "cannot start a worker thread: {e}"),
         }
     }
 
@@ -131,10 +125,9 @@ impl Drop for ThreadPool {
     /// Waits for the jobs that must finish (a mail delivery); abandonable ones not started
     /// are dropped, and a thread busy with one is not joined: the process ends it as it exits.
     /// Jobs that must finish still queued are first waited out of the queue (by a thread
-    /// started for them if every thread is busy with abandonable work, which may never end),
-    /// since a thread left behind could otherwise be the one to take one.
+    /// started for them if every thread is busy with abandonable work, which may never end).
     fn drop(&mut self) {
-        let mut must_join_all = {
+        let queued = {
             let mut q = self
                 .shared
                 .jobs
@@ -145,30 +138,28 @@ impl Drop for ThreadPool {
             !q.is_empty()
         };
         self.shared.jobs_cv.notify_all();
-        if must_join_all
-            && (!self
+        if queued
+            && self
                 .workers
                 .iter()
                 .all(|(_, running_abandonable)| running_abandonable.load(Ordering::SeqCst))
-                || self.spawn_worker())
         {
-            // A thread free of abandonable work takes what is queued (after the job it runs,
-            // which must finish too). Once the queue is empty, nothing can be taken any more.
-            while !self
-                .shared
-                .jobs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_empty()
-            {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            must_join_all = false;
+            // If it cannot start, a busy thread takes the queue once its job ends.
+            self.spawn_worker();
         }
-        // A thread sets its flag under the queue's lock as it takes a job, so after the lock
-        // above each flag tells what its thread runs (nothing abandonable is queued any more).
+        while !self
+            .shared
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A thread sets its flag under the queue's lock as it takes a job, and the queue is
+        // empty now: each flag tells what its thread runs to the end.
         for (w, running_abandonable) in self.workers.drain(..) {
-            if must_join_all || !running_abandonable.load(Ordering::SeqCst) {
+            if !running_abandonable.load(Ordering::SeqCst) {
                 let _ = w.join();
             }
         }
