@@ -291,17 +291,18 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
     // pidfile (through the descriptor it inherited) once it serves: a new PID there that holds
     // the lock is the same news, taken once the report has had a moment to come.
     let mut successor: Option<(i32, Instant)> = None;
-    while Instant::now() < end {
+    loop {
         if successor.is_none()
             && let Some(new) = held.named_now().and_then(|s| crate::holder::parse_pid(&s))
             && new != pid
             && held.holds(new)
         {
-            // Not past restart's own --timeout, however short.
+            // Not past restart's own --timeout, however short: the last turn decides.
             successor = Some((new, (Instant::now() + Duration::from_secs(2)).min(end)));
         }
+        let now = Instant::now();
         if let Some((new, by)) = successor
-            && Instant::now() >= by
+            && now >= by
         {
             // Still holding: a successor that wrote its PID and then died (killed by its
             // predecessor at the start deadline, say) handed nothing over.
@@ -328,13 +329,10 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
                 }
             };
         }
+        if now >= end {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(20));
-    }
-    if let Some((new, _)) = successor
-        && held.holds(new)
-    {
-        println!("twistrs restarted: PID {pid} handed over to PID {new}");
-        return 0;
     }
     eprintln!(
         "twistrs restart: no answer from PID {pid} within {timeout:?} (its log says how the \
