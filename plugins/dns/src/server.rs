@@ -614,15 +614,13 @@ impl DnsStream {
             return;
         };
         loop {
+            self.arm_xfr_deadline(t);
             if !self.xfrs.is_empty() {
-                self.arm_xfr_deadline(t);
-                if !self.xfrs.is_empty() {
-                    if !self.held {
-                        self.held = true;
-                        t.pause_producing();
-                    }
-                    return;
+                if !self.held {
+                    self.held = true;
+                    t.pause_producing();
                 }
+                return;
             }
             match stream::next(&mut self.input, MAX_TCP_QUERY) {
                 Frame::Partial => return,
