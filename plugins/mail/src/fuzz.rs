@@ -87,6 +87,9 @@ fn smtp_replies_ok(out: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// A session checker: `check_smtp` or `check_pop3`.
+pub(crate) type Check = fn(&Rc<MailConfig>, &[&[u8]]) -> Result<(Vec<u8>, bool), String>;
+
 /// A whole SMTP session over `parts`, checked: replies well formed, nothing after the close,
 /// input kept at most a line (outside DATA, which the reader consumes as it comes), every
 /// message within the size limit. Also says whether STARTTLS was taken, after which the

@@ -208,6 +208,29 @@ fn edits() -> impl Strategy<Value = Vec<Edit>> {
     })
 }
 
+/// A mutated session of `seeds` (seed `i` with edits `e`, splicing from seed `j`) through
+/// `check`, whole and in `cuts` pieces: both pass the check, and the answers are the same
+/// unless STARTTLS/STLS threw input away.
+fn mutated_session(
+    seeds: &[Vec<u8>],
+    check: crate::fuzz::Check,
+    (i, j): (proptest::sample::Index, proptest::sample::Index),
+    e: &[Edit],
+    cuts: &[usize],
+) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::fuzz::config(dir.path());
+    let input = mutate(
+        &seeds[i.index(seeds.len())],
+        e,
+        &seeds[j.index(seeds.len())],
+    );
+    let whole = check(&cfg, &[&input]).map_err(TestCaseError::fail)?;
+    let cut = check(&cfg, &pieces(&input, cuts)).map_err(TestCaseError::fail)?;
+    prop_assert!(whole == cut || whole.1 || cut.1);
+    Ok(())
+}
+
 // The campaigns of `fuzz.rs` in small form: valid sessions (AUTH, STARTTLS, DATA with dots)
 // a few edits away from valid.
 proptest! {
@@ -220,13 +243,7 @@ proptest! {
         e in edits(),
         cuts in vec(any::<usize>(), 0..8),
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = crate::fuzz::config(dir.path());
-        let seeds = crate::fuzz::smtp_seeds();
-        let input = mutate(&seeds[i.index(seeds.len())], &e, &seeds[j.index(seeds.len())]);
-        let whole = crate::fuzz::check_smtp(&cfg, &[&input]).map_err(TestCaseError::fail)?;
-        let cut = crate::fuzz::check_smtp(&cfg, &pieces(&input, &cuts)).map_err(TestCaseError::fail)?;
-        prop_assert!(whole == cut || whole.1 || cut.1);
+        mutated_session(&crate::fuzz::smtp_seeds(), crate::fuzz::check_smtp, (i, j), &e, &cuts)?;
     }
 
     /// The same of POP3: answers +OK or -ERR, the input kept at most a line.
@@ -237,12 +254,6 @@ proptest! {
         e in edits(),
         cuts in vec(any::<usize>(), 0..8),
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = crate::fuzz::config(dir.path());
-        let seeds = crate::fuzz::pop3_seeds();
-        let input = mutate(&seeds[i.index(seeds.len())], &e, &seeds[j.index(seeds.len())]);
-        let whole = crate::fuzz::check_pop3(&cfg, &[&input]).map_err(TestCaseError::fail)?;
-        let cut = crate::fuzz::check_pop3(&cfg, &pieces(&input, &cuts)).map_err(TestCaseError::fail)?;
-        prop_assert!(whole == cut || whole.1 || cut.1);
+        mutated_session(&crate::fuzz::pop3_seeds(), crate::fuzz::check_pop3, (i, j), &e, &cuts)?;
     }
 }
