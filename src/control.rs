@@ -281,7 +281,9 @@ fn stop(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
 
 fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
     let _ = std::fs::remove_file(upgrade::status_path(path));
+    upgrade::prepare_status(path, pid);
     if let Err(e) = signal(held, pid, Signal::SIGUSR2) {
+        let _ = std::fs::remove_file(upgrade::status_path(path));
         eprintln!("twistrs restart: {e}");
         return 1;
     }
@@ -334,6 +336,7 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = std::fs::remove_file(upgrade::status_path(path));
     eprintln!(
         "twistrs restart: no answer from PID {pid} within {timeout:?} (its log says how the \
          restart went)"

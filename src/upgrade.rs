@@ -265,9 +265,48 @@ pub fn write_status(pidfile: &Path, text: &str) {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&tmp)
         .and_then(|mut f| f.write_all(text.as_bytes()));
-    if written.is_ok() {
-        let _ = std::fs::rename(&tmp, &path);
+    if written.is_ok() && std::fs::rename(&tmp, &path).is_ok() {
+        return;
     }
+    let _ = std::fs::remove_file(&tmp);
+    // A daemon that dropped privileges may not create files beside a pidfile in a directory
+    // of root's: `twistrs restart`, run as root, made the empty report for it (see
+    // `prepare_status`), and it is written in place, never through a link or into a FIFO.
+    if let Ok(mut f) = crate::pidfile::open_plain(&path, std::fs::OpenOptions::new().write(true)) {
+        let _ = f.write_all(text.as_bytes());
+    }
+}
+
+/// Makes the empty report that a daemon whose user may not create files beside its pidfile
+/// writes into in place, and gives it to that user: `twistrs restart` run as root for a `-u`
+/// daemon in a directory of root's (a systemd unit's RuntimeDirectory without User=) would
+/// otherwise hear of a failed restart only from the log. An empty report is no report yet.
+pub fn prepare_status(pidfile: &Path, pid: i32) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = status_path(pidfile);
+    let Ok(f) = crate::pidfile::open_plain(
+        &path,
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644),
+    ) else {
+        return;
+    };
+    if let Some(uid) = effective_uid(pid)
+        && uid != nix::unistd::geteuid().as_raw()
+    {
+        // Not ours to give (the caller is not root): the daemon may still create its own.
+        let _ = std::os::unix::fs::fchown(&f, Some(uid), None);
+    }
+}
+
+/// The effective user of process `pid`, from `/proc` (its directory's owner is root's once
+/// a process has dropped privileges, so the status file's Uid line is read instead).
+fn effective_uid(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// The outcome of a restart, once written: read as the pidfile is, never through a link.
@@ -279,5 +318,6 @@ pub fn read_status(pidfile: &Path) -> Option<String> {
     .ok()?;
     let mut text = String::new();
     f.by_ref().take(4096).read_to_string(&mut text).ok()?;
-    Some(text)
+    // Empty: made by `prepare_status` and not written yet.
+    (!text.is_empty()).then_some(text)
 }

@@ -690,6 +690,67 @@ fn a_dropped_daemon_in_a_directory_it_cannot_write_restarts_and_reports_its_stop
 }
 
 #[test]
+fn a_dropped_daemon_in_a_directory_it_cannot_write_reports_a_failed_restart() {
+    // As above, nobody cannot create the restart's report beside a pidfile in root's
+    // directory: `twistrs restart`, as root, makes it for nobody, so a failed restart is told
+    // at once with its reason, not after restart's --timeout (30 s) with "see the log".
+    let Some(_nobody) =
+        nobody_as_root("a_dropped_daemon_in_a_directory_it_cannot_write_reports_a_failed_restart")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let quotes = dir.path().join("quotes.txt");
+    std::fs::write(&quotes, "a quote\n").unwrap();
+    let (code, _, err) = run_in(
+        dir.path(),
+        &[
+            "-u",
+            "nobody",
+            "qotd",
+            "--file",
+            quotes.to_str().unwrap(),
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let pidfile = dir.path().join("twistrs.pid");
+    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+    let log = || std::fs::read_to_string(dir.path().join("twistrs.log")).unwrap_or_default();
+    std::fs::remove_file(&quotes).unwrap();
+    let started = Instant::now();
+    let (code, out, err) = run_in(dir.path(), &["restart"]);
+    assert_eq!(code, 1, "{out} {err}\n{}", log());
+    assert!(
+        err.contains("quotes file") && err.contains("keeps serving"),
+        "{err}\n{}",
+        log()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        !dir.path().join("twistrs.pid.restart").exists(),
+        "read and removed"
+    );
+    let (code, out, _) = run_in(dir.path(), &["status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&pid.to_string()),
+        "the old PID still serves: {out}"
+    );
+    assert_eq!(run_in(dir.path(), &["stop"]).0, 0);
+}
+
+#[test]
 fn stop_waits_out_the_services_own_drain_before_sigkill() {
     // A relay whose ends never close holds the drain for its whole --shutdown-timeout, here
     // 12 s, past the fixed 10 s `stop` used to wait. `stop` without --timeout reads the
