@@ -50,7 +50,7 @@ info\t''
 warn\t''
 error\t''
 critical\t''"
-complete -c twistrs -n "__fish_twistrs_needs_command" -l metrics -d 'Serve Prometheus metrics on GET /metrics at ENDPOINT (e.g. tcp:9100:interface=127.0.0.1); one process only, not with --workers' -r
+complete -c twistrs -n "__fish_twistrs_needs_command" -l metrics -d 'Serve Prometheus metrics on GET /metrics at ENDPOINT (e.g. tcp:9100:interface=127.0.0.1); with --workers the master serves every worker\'s figures added up' -r
 complete -c twistrs -n "__fish_twistrs_needs_command" -l version -d 'Print the version and exit'
 complete -c twistrs -n "__fish_twistrs_needs_command" -s n -l nodaemon -d 'Don\'t daemonize, don\'t use the default umask of 0077'
 complete -c twistrs -n "__fish_twistrs_needs_command" -l euid -d 'Set only the effective user and group ids'

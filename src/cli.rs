@@ -239,7 +239,7 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
             Arg::new("metrics")
                 .long("metrics")
                 .value_name("ENDPOINT")
-                .help("Serve Prometheus metrics on GET /metrics at ENDPOINT (e.g. tcp:9100:interface=127.0.0.1); one process only, not with --workers"),
+                .help("Serve Prometheus metrics on GET /metrics at ENDPOINT (e.g. tcp:9100:interface=127.0.0.1); with --workers the master serves every worker's figures added up"),
         );
     let mut sorted: Vec<&Plugin> = plugins.iter().collect();
     sorted.sort_by_key(|p| p.tapname);

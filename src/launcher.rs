@@ -124,7 +124,7 @@ pub(crate) struct Plan {
     log_format: logging::Format,
     log_level: log::LevelFilter,
     /// Where `--metrics` serves, if asked.
-    metrics: Option<twistrs_core::Endpoint>,
+    pub(crate) metrics: Option<twistrs_core::Endpoint>,
     pub(crate) rundir: PathBuf,
     umask: Option<u32>,
     pub(crate) chroot: Option<PathBuf>,
@@ -224,13 +224,6 @@ fn start(
         return Err(
             "--log-rotate-size cannot be used with --workers: several processes \
                     write the log; rotate it with logrotate and SIGHUP"
-                .into(),
-        );
-    }
-    if n > 1 && plan.metrics.is_some() {
-        return Err(
-            "--metrics cannot be used with --workers: the metrics are per process \
-                    and the master serves no connections; run one process to scrape it"
                 .into(),
         );
     }
@@ -445,8 +438,16 @@ fn serve(
             reactor.inherit_listener(ep.clone(), owned);
         }
     }
-    if let Some(ep) = &plan.metrics {
-        let f = reactor.add_factory(Box::new(crate::metrics::MetricsFactory));
+    // A worker serves its figures on the private socket its master asks them on; the
+    // master serves `--metrics` itself (`workers::master`).
+    let metrics = match workers::this_worker() {
+        Some(w) => w.metrics.as_ref(),
+        None => plan.metrics.as_ref(),
+    };
+    if let Some(ep) = metrics {
+        let f = reactor.add_factory(Box::new(crate::metrics::MetricsFactory(
+            crate::metrics::Source::Local,
+        )));
         reactor.listen(ep, f).map_err(|e| e.to_string())?;
     }
     let started = service

@@ -11,10 +11,12 @@
 //! dies (with a backoff when it dies soon after starting) and hands over on SIGUSR2 like a
 //! single process does.
 
+use std::cell::Cell;
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -25,7 +27,7 @@ use crate::launcher::{self, Ended, LAUNCHER, Plan};
 use crate::pidfile::Pidfile;
 use crate::{logging, notify, upgrade};
 
-/// Set in a worker's environment: `INDEX MASTER_PID FILE_LOG`.
+/// Set in a worker's environment: `INDEX MASTER_PID FILE_LOG [METRICS_ENDPOINT]`.
 pub const ENV: &str = "TWISTRS_WORKER";
 
 /// A worker that died sooner than this after its start (or before it served) counts as a
@@ -43,6 +45,8 @@ pub struct WorkerEnv {
     pub master: i32,
     /// The master logs to a file by default even with `-n` (it is a restart's successor).
     pub file_log: bool,
+    /// The private socket (inherited) on which the master asks for this worker's metrics.
+    pub metrics: Option<twistrs_core::Endpoint>,
 }
 
 static THIS: OnceLock<Option<WorkerEnv>> = OnceLock::new();
@@ -53,11 +57,13 @@ pub fn from_env() -> Option<&'static WorkerEnv> {
         let v = std::env::var(ENV).ok()?;
         // SAFETY: called at start-up, single-threaded.
         unsafe { std::env::remove_var(ENV) };
-        let mut it = v.split(' ');
+        // The endpoint is last: its path may hold spaces.
+        let mut it = v.splitn(4, ' ');
         Some(WorkerEnv {
             index: it.next()?.parse().ok()?,
             master: it.next()?.parse().ok()?,
             file_log: it.next() == Some("1"),
+            metrics: it.next().and_then(|ep| ep.parse().ok()),
         })
     })
     .as_ref()
@@ -181,6 +187,59 @@ struct Pool {
     listeners: Vec<(String, OwnedFd)>,
     file_log: bool,
     workers: Vec<Worker>,
+    metrics: Option<WorkerMetrics>,
+}
+
+/// `--metrics` with workers: the master serves the endpoint and asks each worker on a UNIX
+/// socket of its own, which the master binds in a private directory and keeps across the
+/// worker's restarts (a worker inherits it as it inherits the listeners).
+struct WorkerMetrics {
+    dir: PathBuf,
+    /// Per worker, in index order: the endpoint string it inherits the socket under.
+    private: Vec<(String, OwnedFd)>,
+    view: Rc<crate::metrics::WorkerView>,
+}
+
+impl WorkerMetrics {
+    fn new(n: usize) -> Result<WorkerMetrics, String> {
+        let template = std::env::temp_dir().join("twistrs-metrics-XXXXXX");
+        // mkdtemp: a fresh directory of mode 0700, so only the master's user reaches them.
+        let dir = nix::unistd::mkdtemp(&template)
+            .map_err(|e| format!("cannot make a directory in {}: {e}", template.display()))?;
+        let mut private = Vec::new();
+        for i in 1..=n {
+            let path = dir.join(format!("worker-{i}.sock"));
+            let l = std::os::unix::net::UnixListener::bind(&path).map_err(|e| {
+                let _ = std::fs::remove_dir_all(&dir);
+                format!("cannot bind {}: {e}", path.display())
+            })?;
+            let ep = twistrs_core::Endpoint::Unix {
+                path,
+                mode: 0o600,
+                backlog: 16,
+                lockfile: false,
+            };
+            private.push((ep.to_string(), OwnedFd::from(l)));
+        }
+        let sockets = (1..=n)
+            .map(|i| dir.join(format!("worker-{i}.sock")))
+            .collect();
+        Ok(WorkerMetrics {
+            dir,
+            private,
+            view: Rc::new(crate::metrics::WorkerView {
+                sockets,
+                serving: Cell::new(0),
+                restarts: Cell::new(0),
+            }),
+        })
+    }
+}
+
+impl Drop for WorkerMetrics {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Pool {
@@ -198,7 +257,12 @@ impl Pool {
             std::process::id(),
             u8::from(self.file_log)
         );
-        let listeners = self.raw_listeners();
+        let mut env = env;
+        let mut listeners = self.raw_listeners();
+        if let Some((ep, fd)) = self.metrics.as_ref().and_then(|m| m.private.get(i)) {
+            listeners.push((ep.clone(), fd.as_raw_fd()));
+            env = format!("{env} {ep}");
+        }
         let w = &mut self.workers[i];
         w.started = Instant::now();
         w.serving = false;
@@ -283,6 +347,9 @@ impl Pool {
                     w.index, ran.as_secs_f64());
                 w.serving = false;
                 w.restart_at = Some(now + w.delay);
+                if let Some(m) = &self.metrics {
+                    m.view.restarts.set(m.view.restarts.get() + 1);
+                }
             }
             if !stopping
                 && self.workers[i].restart_at.is_some_and(|t| t <= now)
@@ -294,6 +361,16 @@ impl Pool {
                     w.index, w.delay.as_secs_f64());
                 w.restart_at = Some(now + w.delay);
             }
+        }
+        self.count_serving();
+    }
+
+    /// Tells the metrics how many workers serve now.
+    fn count_serving(&self) {
+        if let Some(m) = &self.metrics {
+            m.view
+                .serving
+                .set(self.workers.iter().filter(|w| w.serving).count());
         }
     }
 
@@ -363,6 +440,15 @@ pub(crate) fn master(
             .map_err(|e| format!("cannot write pidfile {}: {e}", p.path().display()))?;
     }
     launcher::raise_fd_limit();
+    // `--metrics` is the master's own listener, not the workers': a predecessor's socket for
+    // it is taken out before the plugin's endpoints are bound.
+    let mut inherited = inherited;
+    let metrics_fd = plan.metrics.as_ref().and_then(|ep| {
+        let key = ep.to_string();
+        let inh = inherited.as_mut()?;
+        let at = inh.listeners.iter().position(|(e, _)| *e == key)?;
+        Some((key, inh.listeners.swap_remove(at).1))
+    });
     let listeners = bind(service, inherited)?;
     if plan.target.any() {
         // The workers drop privileges and must be able to reopen the log after a rotation.
@@ -371,6 +457,22 @@ pub(crate) fn master(
     let mut reactor = Reactor::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
     let reopen = std::rc::Rc::new(std::cell::Cell::new(false));
     watch_signals(&mut reactor, &reopen).map_err(|e| format!("cannot watch signals: {e}"))?;
+    let metrics = match &plan.metrics {
+        Some(ep) => {
+            let m = WorkerMetrics::new(n)?;
+            if let Some((key, fd)) = metrics_fd {
+                // SAFETY: our predecessor passed each listening socket exactly once.
+                let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                reactor.inherit_listener(key, owned);
+            }
+            let f = reactor.add_factory(Box::new(crate::metrics::MetricsFactory(
+                crate::metrics::Source::Workers(m.view.clone()),
+            )));
+            reactor.listen(ep, f).map_err(|e| e.to_string())?;
+            Some(m)
+        }
+        None => None,
+    };
     let mut pool = Pool {
         exe: exe.to_path_buf(),
         args: args[1..].to_vec(),
@@ -388,6 +490,7 @@ pub(crate) fn master(
                 restart_at: None,
             })
             .collect(),
+        metrics,
     };
     log::info!(target: LAUNCHER, "Master (PID {}) starting {n} workers.", std::process::id());
     if let Err(e) = start_workers(&mut pool, &mut reactor) {
@@ -438,7 +541,10 @@ pub(crate) fn master(
     };
     notify::notify("STOPPING=1");
     pool.stop_all(&mut reactor, plan.shutdown_timeout);
-    if !matches!(ended, Ended::HandedOver(_)) {
+    if matches!(ended, Ended::HandedOver(_)) {
+        // The metrics socket is the successor's now (a UNIX one stays in place).
+        reactor.abandon_listeners();
+    } else {
         remove_unix_sockets(&pool.listeners);
     }
     log::info!(target: "twistrs.reactor", "Main loop terminated.");
@@ -513,11 +619,14 @@ fn restart(
             upgrade::write_status(p.path(), text);
         }
     };
+    // The plugin's listeners and the master's own (`--metrics`).
+    let mut listeners = pool.raw_listeners();
+    listeners.extend(reactor.listener_fds());
     let mut succ = match upgrade::spawn(
         exe,
         &pool.args,
         &plan.start_dir,
-        &pool.raw_listeners(),
+        &listeners,
         pidfile.map(Pidfile::raw_fd),
     ) {
         Ok(s) => s,

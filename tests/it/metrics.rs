@@ -66,7 +66,7 @@ fn scrape_until(port: u16, cond: impl Fn(&str) -> bool) -> String {
 }
 
 /// `promtool check metrics` on `body`, or a recorded skip when promtool is not installed.
-fn promtool_check(test: &str, body: &str) {
+pub fn promtool_check(test: &str, body: &str) {
     let child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -251,25 +251,6 @@ fn metrics_drop_a_head_that_trickles_in() {
         start.elapsed()
     );
     srv.term();
-}
-
-#[test]
-fn metrics_are_refused_with_workers() {
-    let (code, out, err) = run(&[
-        "-n",
-        "--workers",
-        "2",
-        "--metrics",
-        LOCAL,
-        "echo",
-        "--listen",
-        LOCAL,
-    ]);
-    assert_ne!(code, 0, "{out}{err}");
-    assert!(
-        format!("{out}{err}").contains("--metrics cannot be used with --workers"),
-        "{out}{err}"
-    );
 }
 
 #[test]

@@ -806,3 +806,196 @@ fn a_stop_or_a_restart_does_not_wait_for_a_reload_that_cannot_end() {
     );
     drop(stuck);
 }
+
+/// The port of the factory `name` in the master's log ("NAME starting on PORT").
+fn port_of(m: &Master, name: &str) -> u16 {
+    let prefix = format!("{name} starting on ");
+    m.log()
+        .lines()
+        .find_map(|l| l.split(&prefix).nth(1)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} port in:\n{}", m.log()))
+}
+
+/// A scrape of `GET /metrics` on 127.0.0.1:`port`: its body.
+fn scrape(port: u16) -> String {
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a whole answer");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    body.to_string()
+}
+
+/// The value of the sample whose name and labels start with `prefix`.
+fn sample(body: &str, prefix: &str) -> u64 {
+    body.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{body}"))
+}
+
+#[test]
+fn metrics_with_workers_add_up_every_workers_figures() {
+    let m = Master::start(&[
+        "--workers",
+        "2",
+        // Not the same string as the echo listener's: a restart matches inherited sockets
+        // up by their endpoint strings.
+        "--metrics",
+        "tcp:0:interface=127.0.0.1:backlog=64",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    assert!(
+        m.wait_log(|l| l.contains("2 workers serve."), 10),
+        "{}",
+        m.log()
+    );
+    let master = m.pid();
+    let workers = children(master);
+    let (echo, metrics) = (port_of(&m, "Echo"), port_of(&m, "Metrics"));
+    // Connections held open until both workers hold some (bounded at 400).
+    let mut conns: Vec<std::net::TcpStream> = Vec::new();
+    let mut held = vec![0; workers.len()];
+    while conns.len() < 400 && held.contains(&0) {
+        for _ in 0..20 {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", echo)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.write_all(b"abc").unwrap();
+            let mut b = [0u8; 3];
+            c.read_exact(&mut b).unwrap();
+            conns.push(c);
+        }
+        let inodes = established(echo);
+        held = workers.iter().map(|w| held_by(*w, &inodes)).collect();
+    }
+    assert!(held.iter().all(|n| *n > 0), "{held:?}");
+    let n = conns.len() as u64;
+    let echo_series = "{factory=\"Echo\",listener=\"tcp:0:interface=127.0.0.1\"}";
+    let body = scrape(metrics);
+    // Each worker's figures added up: every connection, whichever worker took it.
+    assert_eq!(
+        sample(
+            &body,
+            &format!("twistrs_connections_accepted_total{echo_series}")
+        ),
+        n,
+        "{held:?}\n{body}"
+    );
+    assert_eq!(
+        sample(&body, &format!("twistrs_connections_open{echo_series}")),
+        n
+    );
+    assert_eq!(
+        sample(&body, &format!("twistrs_received_bytes_total{echo_series}")),
+        3 * n
+    );
+    assert_eq!(sample(&body, "twistrs_workers "), 2);
+    assert_eq!(sample(&body, "twistrs_workers_serving "), 2);
+    assert_eq!(sample(&body, "twistrs_workers_scraped "), 2);
+    assert_eq!(sample(&body, "twistrs_worker_restarts_total "), 0);
+    // One series per listener of the service: the master's own scrapes are counted, the
+    // master's questions to its workers are not shown.
+    let lines = |prefix: &str| body.lines().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(lines("process_start_time_seconds "), 1, "{body}");
+    assert_eq!(lines("twistrs_build_info{"), 1, "{body}");
+    assert!(!body.contains("worker-1.sock"), "{body}");
+    assert!(
+        sample(
+            &body,
+            "twistrs_connections_accepted_total{factory=\"Metrics\""
+        ) >= 1,
+        "{body}"
+    );
+    crate::metrics::promtool_check("metrics_with_workers_add_up_every_workers_figures", &body);
+    // A worker that does not answer (stopped) is left out once the scrape's deadline passes,
+    // and the scrape says so.
+    // SAFETY: signals to a worker this test started (through its master).
+    unsafe { libc::kill(workers[1], libc::SIGSTOP) };
+    let asked = Instant::now();
+    let body = scrape(metrics);
+    unsafe { libc::kill(workers[1], libc::SIGCONT) };
+    assert_eq!(sample(&body, "twistrs_workers_scraped "), 1, "{body}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        sample(&body, &format!("twistrs_connections_open{echo_series}")),
+        held[0] as u64,
+        "{body}"
+    );
+    assert!(
+        m.wait_log(|l| l.contains("are left out of this scrape"), 10),
+        "{}",
+        m.log()
+    );
+    // A worker killed: replaced, counted, and the connections it held are gone from the sum.
+    let lost = held[0] as u64;
+    // SAFETY: a signal to a worker this test started (through its master).
+    unsafe { libc::kill(workers[0], libc::SIGKILL) };
+    let end = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let body = scrape(metrics);
+        if (sample(&body, "twistrs_worker_restarts_total ") == 1
+            && sample(&body, "twistrs_workers_serving ") == 2)
+            || Instant::now() > end
+        {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(sample(&body, "twistrs_worker_restarts_total "), 1, "{body}");
+    assert_eq!(sample(&body, "twistrs_workers_serving "), 2, "{body}");
+    assert_eq!(
+        sample(&body, &format!("twistrs_connections_open{echo_series}")),
+        n - lost,
+        "{body}"
+    );
+    // The private sockets' directory goes with the master.
+    let dir = m
+        .log()
+        .lines()
+        .find_map(|l| {
+            let p = l
+                .split("Metrics starting on '")
+                .nth(1)?
+                .trim_end_matches('\'');
+            Some(PathBuf::from(p).parent()?.to_path_buf())
+        })
+        .expect("a worker's metrics socket in the log");
+    assert!(dir.is_dir());
+    drop(conns);
+    // A restart: the new master serves the same metrics port with its own workers, and the
+    // old master's private sockets go with it.
+    let (code, out, err) = m.ctl(&["restart"]);
+    assert_eq!(code, 0, "{out} {err}");
+    let end = Instant::now() + Duration::from_secs(20);
+    while dir.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!dir.exists(), "{} is left", dir.display());
+    let body = scrape(metrics);
+    assert_eq!(sample(&body, "twistrs_worker_restarts_total "), 0, "{body}");
+    assert_eq!(sample(&body, "twistrs_workers_scraped "), 2, "{body}");
+    let (code, out, err) = m.ctl(&["stop"]);
+    assert_eq!(code, 0, "{out} {err}");
+    let leftovers = std::fs::read_dir(dir.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("twistrs-metrics-")
+                && std::fs::read_to_string(m.path("twistrs.log"))
+                    .unwrap_or_default()
+                    .contains(&e.path().display().to_string())
+        })
+        .count();
+    assert_eq!(leftovers, 0, "a master left its metrics sockets behind");
+}
