@@ -324,7 +324,7 @@ fn assert_refused(relay: &Server, reason: &str) {
     relay
         .wait_until(
             |l| l.iter().any(|l| l.contains(reason)),
-            Duration::from_secs(5),
+            Duration::from_secs(30),
         )
         .unwrap_or_else(|| panic!("no {reason:?}: {:?}", relay.lines()));
 }

@@ -18,7 +18,7 @@ fn tls_1_1_and_1_0_are_refused_with_one_log_line() {
         assert!(
             s.wait_until(
                 |l| l.iter().filter(|x| x.contains("TLS failed")).count() == i + 1,
-                Duration::from_secs(5)
+                Duration::from_secs(30)
             )
             .is_some(),
             "one line per refused client: {:?}",
@@ -237,7 +237,7 @@ fn plaintext_and_garbage_get_an_alert_or_a_close_and_one_line() {
         assert!(
             s.wait_until(
                 |l| l.iter().filter(|x| x.contains("TLS failed")).count() == i + 1,
-                Duration::from_secs(5)
+                Duration::from_secs(30)
             )
             .is_some(),
             "{i}: one line each: {:?}",

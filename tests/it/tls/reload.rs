@@ -95,7 +95,7 @@ fn sighup_reloads_certificates_and_keeps_the_old_ones_if_the_new_are_bad() {
                 .filter(|x| x.contains("Reloaded certificates"))
                 .count()
                 == 2,
-            Duration::from_secs(5)
+            Duration::from_secs(30)
         )
         .is_some(),
         "{:?}",
@@ -133,7 +133,7 @@ fn sighup_reloads_certificates_and_keeps_the_old_ones_if_the_new_are_bad() {
                     .filter(|x| x.contains("Certificates not reloaded"))
                     .count()
                     == n,
-                Duration::from_secs(5)
+                Duration::from_secs(30)
             )
             .is_some(),
             "{:?}",
@@ -163,7 +163,7 @@ fn sighup_reloads_certificates_and_keeps_the_old_ones_if_the_new_are_bad() {
                 .filter(|x| x.contains("Certificates not reloaded"))
                 .count()
                 == 5,
-            Duration::from_secs(5)
+            Duration::from_secs(30)
         )
         .is_some(),
         "{:?}",

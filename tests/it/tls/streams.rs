@@ -15,7 +15,7 @@ if mode == 'after':
     s.unwrap()
     print('close=clean', flush=True)
     sys.exit(0)
-sock = socket.create_connection(('127.0.0.1', int(port)), timeout=5)
+sock = socket.create_connection(('127.0.0.1', int(port)), timeout=30)
 incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
 tls = context(ca).wrap_bio(incoming, outgoing, server_hostname='localhost')
 def send_out():
