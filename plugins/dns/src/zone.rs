@@ -93,9 +93,10 @@ impl Zone {
             return Err(ZoneError::OutOfZone(owner.to_string()));
         }
         let rtype = data.rtype();
-        // The owner and every ancestor up to the apex exist.
-        let mut up = name::parent(&key);
-        while let Some(k) = up {
+        // The owner and every ancestor up to the apex exist, and nothing above the apex: the
+        // walk stops at the apex, not at the first node (above the apex there is none).
+        let apex = &*self.apex_key;
+        for k in name::suffixes(&key).take_while(|k| *k != apex).skip(1) {
             if self.nodes.contains_key(k) {
                 break;
             }
@@ -108,7 +109,6 @@ impl Zone {
                     },
                 );
             }
-            up = name::parent(k);
         }
         let node = self.nodes.entry(key).or_insert_with(|| Node {
             name: owner,
@@ -220,6 +220,48 @@ pub(crate) mod tests {
 
     pub(crate) fn a(ip: &str) -> Data {
         ZoneRecordData::A(domain::rdata::A::from_str(ip).unwrap())
+    }
+
+    /// An SOA (refresh and retry 1 s, expire 100 s, minimum 60 s).
+    pub(crate) fn soa(serial: u32) -> Data {
+        use domain::base::{Serial, Ttl};
+        ZoneRecordData::Soa(domain::rdata::Soa::new(
+            n("ns1.example.com"),
+            n("hostmaster.example.com"),
+            Serial(serial),
+            Ttl::from_secs(1),
+            Ttl::from_secs(1),
+            Ttl::from_secs(100),
+            Ttl::from_secs(60),
+        ))
+    }
+
+    /// Every node of `z`, by name, sorted.
+    pub(crate) fn names(z: &Zone) -> Vec<String> {
+        let mut v: Vec<String> = z.nodes().map(|n| n.name.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    /// The apex's own records make no node above the apex. They did: the walk that makes an
+    /// owner's ancestors stopped at the first node already there, and above the apex there
+    /// is none, so every zone held an empty node for each ancestor of its apex up to the
+    /// root (`com` and `.` here), counted in the names the log reports.
+    #[test]
+    fn nothing_above_the_apex() {
+        let mut z = Zone::new(n("example.com"));
+        z.insert(n("Example.COM"), 60, soa(1)).unwrap();
+        z.insert(n("example.com"), 60, a("192.0.2.1")).unwrap();
+        z.insert(n("a.b.example.com"), 60, a("192.0.2.2")).unwrap();
+        z.check().unwrap();
+        assert_eq!(
+            names(&z),
+            ["a.b.example.com", "b.example.com", "example.com"]
+        );
+        assert_eq!(z.len(), 3);
+        for above in ["com", ""] {
+            assert!(z.node(&name::key(&n(above))).is_none(), "{above:?}");
+        }
     }
 
     #[test]
