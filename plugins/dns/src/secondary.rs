@@ -175,6 +175,22 @@ impl Transfer {
                 // unknown data, a name in one (a TSIG's) would be served pointing elsewhere.
                 return self.fail(format!("a record of meta type {rtype}"));
             }
+            let class = rec.class();
+            if class != Class::IN {
+                // We ask for the IN zone, whose SOA and data are all IN (RFC 1034 4.2: zones
+                // divide one class's data). Kept, another class's record (CH, HS, or the
+                // query classes ANY and NONE) was served as IN data. BIND fails the transfer
+                // (BADCLASS), and so does NSD.
+                let class = if class == Class::ANY {
+                    "ANY".to_string()
+                } else {
+                    class.to_string()
+                };
+                return self.fail(format!(
+                    "a record of class {class}, not IN ({} {rtype})",
+                    rec.owner()
+                ));
+            }
             let owned: Result<Record<Dname, Data>, _> = rec.try_flatten_into();
             match owned {
                 Ok(r) => records.push(r),
@@ -266,6 +282,8 @@ impl RtypeIs for Data {
 mod tests {
     use super::*;
     use crate::responder::{Reply, Responder, Via};
+    use crate::zone::tests::{a, n, soa};
+    use domain::base::Ttl;
 
     #[test]
     fn specs_parse_as_twistd_reads_them() {
@@ -378,6 +396,124 @@ mod tests {
                 Step::Done(Outcome::Failed(why)) => assert!(why.contains("meta type"), "{why}"),
                 other => panic!("type {rtype}: {other:?}"),
             }
+        }
+    }
+
+    /// One record of a made-up transfer of example.com: owner, class, data.
+    type Rec = (&'static str, Class, Data);
+
+    fn ns(target: &str) -> Data {
+        ZoneRecordData::Ns(domain::rdata::Ns::new(n(target)))
+    }
+
+    /// A primary's message: an answer to id 1 holding `recs`, with the question (`qtype`
+    /// of example.com) or without (an AXFR's later messages).
+    fn message(qtype: Option<Rtype>, recs: &[Rec]) -> Vec<u8> {
+        let mut mb = MessageBuilder::new_vec();
+        let h = mb.header_mut();
+        h.set_id(1);
+        h.set_qr(true);
+        h.set_aa(true);
+        let mut qb = mb.question();
+        if let Some(t) = qtype {
+            qb.push((n("example.com"), t, Class::IN)).unwrap();
+        }
+        let mut ab = qb.answer();
+        for (owner, class, data) in recs {
+            ab.push((n(owner), *class, Ttl::from_secs(300), data))
+                .unwrap();
+        }
+        ab.finish()
+    }
+
+    /// The transfer of `recs` in every chunking: each of the 2^(n-1) ways of cutting the
+    /// records into consecutive messages (bit i of `cuts` ends a message after record i).
+    fn chunkings(recs: &[Rec]) -> impl Iterator<Item = Vec<Vec<u8>>> + '_ {
+        (0..1u32 << (recs.len() - 1)).map(move |cuts| {
+            let mut msgs = Vec::new();
+            let mut start = 0;
+            for i in 0..recs.len() {
+                if i + 1 == recs.len() || cuts & (1 << i) != 0 {
+                    let qtype = msgs.is_empty().then_some(Rtype::AXFR);
+                    msgs.push(message(qtype, &recs[start..=i]));
+                    start = i + 1;
+                }
+            }
+            msgs
+        })
+    }
+
+    /// What a first transfer of example.com (AXFR at once, id 1) ends with, fed `msgs`: a
+    /// copy only after the last message, a failure at any.
+    fn outcome(msgs: &[Vec<u8>]) -> Outcome {
+        let mut t = Transfer::new(n("example.com"), None);
+        t.start();
+        for (i, m) in msgs.iter().enumerate() {
+            match t.message(m) {
+                Step::More if i + 1 < msgs.len() => {}
+                Step::Done(o @ Outcome::Failed(_)) => return o,
+                Step::Done(o) if i + 1 == msgs.len() => return o,
+                other => panic!("message {i} of {}: {other:?}", msgs.len()),
+            }
+        }
+        panic!("no end after {} messages", msgs.len())
+    }
+
+    /// The zone: an SOA at each end, NS, glue, a name.
+    fn zone_records() -> Vec<Rec> {
+        vec![
+            ("example.com", Class::IN, soa(1)),
+            ("example.com", Class::IN, ns("ns1.example.com")),
+            ("ns1.example.com", Class::IN, a("192.0.2.1")),
+            ("www.example.com", Class::IN, a("192.0.2.3")),
+            ("example.com", Class::IN, soa(1)),
+        ]
+    }
+
+    /// A record of another class than the zone's IN (CH, HS, the query classes ANY and
+    /// NONE, an unassigned one), anywhere in the transfer, SOAs included, fails it: kept,
+    /// it was served as IN data. BIND (BADCLASS) and NSD refuse such a transfer too.
+    #[test]
+    fn a_record_of_another_class_fails_the_transfer_in_every_chunking() {
+        let recs = zone_records();
+        assert!(chunkings(&recs).all(|m| matches!(outcome(&m), Outcome::New(..))));
+        let mut tried = 0;
+        for (class, shown) in [
+            (Class::CH, "CH"),
+            (Class::HS, "HS"),
+            (Class::ANY, "ANY"),
+            (Class::NONE, "NONE"),
+            (Class::from_int(42), "CLASS42"),
+        ] {
+            // Each record in turn of that class: the SOAs, the NS, glue, a name; and one
+            // more record of that class beside the zone's.
+            for i in 0..=recs.len() {
+                let mut bad = recs.clone();
+                if i < recs.len() {
+                    bad[i].1 = class;
+                } else {
+                    bad.insert(2, ("www.example.com", class, a("192.0.2.9")));
+                }
+                for msgs in chunkings(&bad) {
+                    match outcome(&msgs) {
+                        Outcome::Failed(why) => assert!(
+                            why.starts_with(&format!("a record of class {shown}, not IN (")),
+                            "{why}"
+                        ),
+                        other => panic!("class {shown} at {i}: {other:?}"),
+                    }
+                    tried += 1;
+                }
+            }
+        }
+        assert_eq!(tried, 5 * (5 * 16 + 32));
+        // The SOA answer of a refresh, of another class: no serial to go by.
+        let mut t = Transfer::new(n("example.com"), Some(1));
+        t.start();
+        let soa_answer = message(Some(Rtype::SOA), &[("example.com", Class::CH, soa(2))]);
+        match t.message(&soa_answer) {
+            Step::Done(Outcome::Failed(why)) => assert!(why.contains("class CH"), "{why}"),
+            other => panic!("{other:?}"),
         }
     }
 
