@@ -325,7 +325,7 @@ pub(crate) fn run_transfer(soa: &[u8], msgs: &[Vec<u8>]) -> Result<(), String> {
         match t.message(m) {
             Step::More => {}
             Step::Send(_) => return Err("a question during the transfer".into()),
-            Step::Done(Outcome::New(z)) => {
+            Step::Done(Outcome::New(z, _)) => {
                 // A copy that the responder can serve: its own transfer parses.
                 let mut s = Store::default();
                 s.add_zone(std::rc::Rc::new(z));

@@ -54,9 +54,20 @@ impl SecondarySpec {
 pub enum Outcome {
     /// The primary's serial is not newer.
     UpToDate(u32),
-    /// A new copy.
-    New(Zone),
+    /// A new copy, and the records left out of it.
+    New(Zone, Outside),
     Failed(String),
+}
+
+/// Records of a transfer whose owners are outside the zone (glue for other zones, or junk):
+/// left out of the copy, as NSD and Knot do (BIND keeps them but never serves them), and
+/// reported once per transfer. Refusing the transfer instead would leave the zone unserved
+/// for data no answer of ours could use.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outside {
+    pub count: usize,
+    /// The first one's owner, for the log.
+    pub first: Option<Dname>,
 }
 
 /// What to do after a message.
@@ -73,6 +84,7 @@ enum State {
         zone: Option<Zone>,
         soas: u32,
         records: usize,
+        outside: Outside,
     },
     Finished,
 }
@@ -135,6 +147,7 @@ impl Transfer {
             zone: None,
             soas: 0,
             records: 0,
+            outside: Outside::default(),
         };
         self.question(Rtype::AXFR)
     }
@@ -215,14 +228,23 @@ impl Transfer {
                 mut zone,
                 mut soas,
                 records: mut count,
+                mut outside,
             } => {
+                let apex = name::key(&self.apex);
                 for r in records {
                     if soas >= 2 {
                         return self.fail("records after the closing SOA");
                     }
+                    let key = name::key(r.owner());
                     let is_soa = r.data().rtype_is(Rtype::SOA);
+                    if is_soa && key != apex {
+                        // BIND's NOTZONETOP: an SOA belongs at the apex only; one below it
+                        // was taken for the closing SOA and ended the transfer there.
+                        return self
+                            .fail(format!("an SOA record at {}, not at the apex", r.owner()));
+                    }
                     if zone.is_none() {
-                        if !is_soa || name::key(r.owner()) != name::key(&self.apex) {
+                        if !is_soa {
                             return self.fail("the transfer does not start with the SOA");
                         }
                         zone = Some(Zone::new(self.apex.clone()));
@@ -237,6 +259,11 @@ impl Transfer {
                     if count > MAX_RECORDS {
                         return self.fail("over 5,000,000 records");
                     }
+                    if !name::is_within(&key, &apex) {
+                        outside.count += 1;
+                        outside.first.get_or_insert_with(|| r.owner().clone());
+                        continue;
+                    }
                     if let Some(z) = zone.as_mut()
                         && let Err(e) =
                             z.insert(r.owner().clone(), r.ttl().as_secs(), r.data().clone())
@@ -247,7 +274,7 @@ impl Transfer {
                 if soas >= 2 {
                     match zone {
                         Some(mut z) => match z.check() {
-                            Ok(()) => Step::Done(Outcome::New(z)),
+                            Ok(()) => Step::Done(Outcome::New(z, outside)),
                             Err(e) => self.fail(e.to_string()),
                         },
                         None => self.fail("an empty transfer"),
@@ -257,6 +284,7 @@ impl Transfer {
                         zone,
                         soas,
                         records: count,
+                        outside,
                     };
                     Step::More
                 }
@@ -341,12 +369,13 @@ mod tests {
                 Step::Send(_) => panic!(),
             }
         }
-        let Some(Outcome::New(z)) = done else {
+        let Some(Outcome::New(z, outside)) = done else {
             panic!("{done:?}")
         };
         assert_eq!(z.soa_timers().unwrap().serial, 2024010101);
         let orig = primary.store().zone_at(&name::key(&apex)).unwrap();
         assert_eq!(z.len(), orig.len());
+        assert_eq!(outside, Outside::default());
 
         // Up to date: no transfer.
         let mut again = Transfer::new(apex, Some(2024010101));
@@ -514,6 +543,87 @@ mod tests {
         match t.message(&soa_answer) {
             Step::Done(Outcome::Failed(why)) => assert!(why.contains("class CH"), "{why}"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// Records whose owners are outside the zone (glue for another zone, names above the
+    /// apex, the root, a name that only ends in the apex's letters) are left out of the
+    /// copy and counted, in every chunking; no node above the apex comes of them, and the
+    /// store answers none of those names. Before, the first of them failed the transfer.
+    #[test]
+    fn records_outside_the_zone_are_ignored_in_every_chunking() {
+        let recs: Vec<Rec> = vec![
+            ("example.com", Class::IN, soa(1)),
+            ("ns.example.net", Class::IN, a("192.0.2.66")),
+            ("example.com", Class::IN, ns("ns.example.net")),
+            ("com", Class::IN, a("192.0.2.67")),
+            ("www.example.com", Class::IN, a("192.0.2.3")),
+            ("", Class::IN, ns("a.root-servers.net")),
+            ("xexample.com", Class::IN, a("192.0.2.68")),
+            ("sub.example.com", Class::IN, ns("ns.sub.example.com")),
+            ("ns.sub.example.com", Class::IN, a("192.0.2.53")),
+            ("example.com", Class::IN, soa(1)),
+        ];
+        let mut copies = Vec::new();
+        for msgs in chunkings(&recs) {
+            let Outcome::New(z, outside) = outcome(&msgs) else {
+                panic!("{:?}", outcome(&msgs))
+            };
+            assert_eq!(outside.count, 4);
+            assert_eq!(outside.first, Some(n("ns.example.net")));
+            assert_eq!(
+                crate::zone::tests::names(&z),
+                [
+                    "example.com",
+                    "ns.sub.example.com",
+                    "sub.example.com",
+                    "www.example.com"
+                ]
+            );
+            copies.push(z);
+        }
+        assert_eq!(copies.len(), 512);
+        // Served, the copy answers its own names, and none of the others.
+        let mut store = crate::lookup::Store::default();
+        store.add_zone(std::rc::Rc::new(copies.swap_remove(0)));
+        for name in ["ns.example.net", "com", "", "xexample.com", "net"] {
+            let q = n(name);
+            let found = store.lookup(&name::key(&q), &q, Rtype::A);
+            assert!(
+                matches!(found, crate::lookup::Found::NotOurs),
+                "{name:?}: {found:?}"
+            );
+        }
+        let q = n("www.example.com");
+        let crate::lookup::Found::Answer(ans) = store.lookup(&name::key(&q), &q, Rtype::A) else {
+            panic!()
+        };
+        assert!(ans.aa && ans.answer.len() == 1, "{ans:?}");
+    }
+
+    /// An SOA anywhere but at the apex fails the transfer (BIND's NOTZONETOP): taken for
+    /// the closing SOA, one below the apex ended the transfer there, its last records lost
+    /// or refused as "after the closing SOA"; one outside the zone is not left out either.
+    #[test]
+    fn an_soa_not_at_the_apex_fails_the_transfer_in_every_chunking() {
+        let recs = zone_records();
+        for owner in ["sub.example.com", "example.net", "com"] {
+            for (i, replace) in [(2, false), (4, true)] {
+                let mut bad = recs.clone();
+                if replace {
+                    bad[i].0 = owner;
+                } else {
+                    bad.insert(i, (owner, Class::IN, soa(1)));
+                }
+                for msgs in chunkings(&bad) {
+                    match outcome(&msgs) {
+                        Outcome::Failed(why) => {
+                            assert_eq!(why, format!("an SOA record at {owner}, not at the apex"))
+                        }
+                        other => panic!("{owner} at {i}: {other:?}"),
+                    }
+                }
+            }
         }
     }
 

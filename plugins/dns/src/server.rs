@@ -449,8 +449,14 @@ impl Server {
         s.busy = false;
         let mut changed = false;
         match outcome {
-            Outcome::New(z) => {
+            Outcome::New(z, outside) => {
                 crate::metrics::with(|m| m.transfers_in_ok.inc());
+                if let Some(first) = &outside.first {
+                    let n = outside.count;
+                    log::warn!(target: "twistrs.dns",
+                        "Transfer of zone {} from {}: ignored {n} record{} outside the zone (the first at {first})",
+                        s.spec.apex, s.spec.primary, if n == 1 { "" } else { "s" });
+                }
                 log::info!(target: "twistrs.dns", "Transferred zone {} serial {} from {} ({} names)",
                     s.spec.apex, z.soa_timers().map_or(0, |t| t.serial), s.spec.primary, z.len());
                 s.zone = Some(Rc::new(z));
