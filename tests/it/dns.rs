@@ -661,15 +661,31 @@ fn dns_secondary_copies_by_axfr_and_picks_up_a_new_serial() {
             "-v",
         ],
     );
+    // The primary's 15 names (the empty non-terminals _tcp and wild included) in both, and
+    // nothing above the apex: 17 before, with com and the root.
     assert!(
-        s.srv
-            .log_contains("Transferred zone example.com serial 1 from 127.0.0.1"),
+        p.srv
+            .log_contains("Serving zone example.com (15 names, serial 1)"),
+        "{:?}",
+        p.srv.lines()
+    );
+    assert!(
+        s.srv.log_contains(&format!(
+            "Transferred zone example.com serial 1 from 127.0.0.1:{} (15 names)",
+            p.port
+        )),
         "{:?}",
         s.srv.lines()
     );
     let out = s.dig(&["+noall", "+comments", "+answer", "www.example.com", "A"]);
     assert!(out.contains("flags: qr aa"), "{out}");
     assert_eq!(answers(&out).len(), 2, "{out}");
+    // Names above the apex are not the secondary's: REFUSED, as any other name (no -r).
+    for (name, t) in [("com", "NS"), (".", "SOA"), ("example.org", "A")] {
+        let out = s.dig(&["+noall", "+comments", "+answer", name, t]);
+        assert!(out.contains("status: REFUSED"), "{name} {t}: {out}");
+        assert!(answers(&out).is_empty(), "{name} {t}: {out}");
+    }
     // A new serial at the primary (SIGHUP reloads its file): the secondary's refresh (1 s)
     // sees it and transfers again.
     std::fs::write(p.path("example.com"), zone_text(2, "new IN A 192.0.2.99\n")).unwrap();
@@ -1248,4 +1264,255 @@ print("held copies", round(most / size, 2))
         held < 7.0,
         "the server held {held} copies of the zone: {out}"
     );
+}
+
+/// A primary (dnspython) that sends what no real one should: `outside` transfers example.com
+/// with records outside it (glue for another zone, names above the apex, the root, another
+/// zone's name); `classes` transfers it cleanly once (serial 1), then offers serial 2 and
+/// transfers it with a record of another class, CH, HS, ANY, NONE and CLASS42 in turn. The
+/// messages carry two records each. Its stdout (the port, then `soa SERIAL` and `axfr N` for
+/// each question) is collected line by line; it ends within 120 s on its own.
+struct FakePrimary {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    port: u16,
+}
+
+const FAKE_PRIMARY: &str = r#"
+import socket, struct, sys, time
+import dns.flags, dns.message, dns.rdatatype, dns.rrset
+
+mode = sys.argv[1]
+ZONE = [
+    ("example.com.", "IN", "NS", "ns1.example.com."),
+    ("example.com.", "IN", "NS", "ns.example.net."),
+    ("ns1.example.com.", "IN", "A", "192.0.2.1"),
+    ("www.example.com.", "IN", "A", "192.0.2.3"),
+    ("sub.example.com.", "IN", "NS", "ns.sub.example.com."),
+    ("ns.sub.example.com.", "IN", "A", "192.0.2.53"),
+]
+OUTSIDE = [
+    ("ns.example.net.", "IN", "A", "192.0.2.66"),
+    ("com.", "IN", "A", "192.0.2.67"),
+    (".", "IN", "NS", "a.root-servers.net."),
+    ("example.org.", "IN", "TXT", "junk"),
+]
+CLASSES = ["CH", "HS", "ANY", "NONE", "CLASS42"]
+transfers = 0
+
+def serial():
+    return 1 if mode == "outside" or transfers == 0 else 2
+
+def soa():
+    return ("example.com.", "IN", "SOA",
+            "ns1.example.com. hostmaster.example.com. %d 1 1 600 60" % serial())
+
+def transfer():
+    body = list(ZONE)
+    if mode == "outside":
+        for i, r in enumerate(OUTSIDE):
+            body.insert(1 + 2 * i, r)
+    elif transfers > 0:
+        bad = CLASSES[(transfers - 1) % len(CLASSES)]
+        body.insert(3, ("bad.example.com.", bad, "TXT", "bad"))
+    return [soa()] + body + [soa()]
+
+def answer(q, recs):
+    r = dns.message.make_response(q)
+    r.flags |= dns.flags.AA
+    for name, cls, typ, data in recs:
+        r.answer.append(dns.rrset.from_text(name, 300, cls, typ, data))
+    w = r.to_wire()
+    return struct.pack("!H", len(w)) + w
+
+def read(c, n):
+    b = b""
+    while len(b) < n:
+        x = c.recv(n - len(b))
+        if not x:
+            return None
+        b += x
+    return b
+
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(4)
+s.settimeout(1)
+print(s.getsockname()[1], flush=True)
+end = time.time() + 120
+while time.time() < end:
+    try:
+        c, _ = s.accept()
+    except socket.timeout:
+        continue
+    c.settimeout(5)
+    try:
+        while True:
+            n = read(c, 2)
+            if n is None:
+                break
+            q = dns.message.from_wire(read(c, struct.unpack("!H", n)[0]))
+            if q.question[0].rdtype == dns.rdatatype.SOA:
+                print("soa", serial(), flush=True)
+                c.sendall(answer(q, [soa()]))
+            elif q.question[0].rdtype == dns.rdatatype.AXFR:
+                recs = transfer()
+                transfers += 1
+                print("axfr", transfers, flush=True)
+                for i in range(0, len(recs), 2):
+                    c.sendall(answer(q, recs[i:i + 2]))
+    except OSError as e:
+        print("error", e, flush=True)
+    c.close()
+"#;
+
+impl FakePrimary {
+    fn start(mode: &str) -> FakePrimary {
+        use std::io::BufRead;
+        // The interpreter itself (no `timeout` wrapper), so that `kill` stops it.
+        let mut child = Command::new(python_with_dnspython())
+            .args(["-c", FAKE_PRIMARY, mode])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let out = child.stdout.take().expect("stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l2.lock().unwrap().push(line);
+            }
+        });
+        let mut p = FakePrimary {
+            child,
+            lines,
+            port: 0,
+        };
+        eventually("the fake primary's port", Duration::from_secs(10), || {
+            !p.lines.lock().unwrap().is_empty()
+        });
+        p.port = p.lines.lock().unwrap()[0].parse().expect("a port");
+        p
+    }
+
+    fn has(&self, line: &str) -> bool {
+        self.lines.lock().unwrap().iter().any(|l| l == line)
+    }
+}
+
+impl Drop for FakePrimary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The secondary's log line that `want` (a part of it) shows up in, within `secs`.
+fn wait_log(d: &Dns, want: &str, secs: u64) {
+    d.srv
+        .wait_until(
+            |l| l.iter().any(|x| x.contains(want)),
+            Duration::from_secs(secs),
+        )
+        .unwrap_or_else(|| panic!("{want}: {:?}", d.srv.lines()));
+}
+
+/// Records outside the zone in a transfer are left out, counted once in the log; the zone
+/// is served, without a name above its apex; those names get what any name the server is
+/// not authoritative for gets: the hosts file's answer, or REFUSED (no -r). Before, the
+/// first of them failed every transfer, and the zone was never served.
+#[test]
+fn dns_a_secondary_ignores_records_outside_its_zone() {
+    let p = FakePrimary::start("outside");
+    let s = Dns::start(
+        &[("hosts", "192.0.2.200 ns.example.net\n")],
+        &[
+            "--secondary",
+            &format!("127.0.0.1:{}/example.com", p.port),
+            "--hosts-file",
+            "{dir}/hosts",
+        ],
+    );
+    let from = format!("from 127.0.0.1:{}", p.port);
+    let ignored = format!(
+        "Transfer of zone example.com {from}: ignored 4 records outside the zone (the first at ns.example.net)"
+    );
+    wait_log(&s, &ignored, 15);
+    // The apex, ns1, www, sub and ns.sub: nothing above the apex (7 before, with com and .).
+    wait_log(
+        &s,
+        &format!("Transferred zone example.com serial 1 {from} (5 names)"),
+        5,
+    );
+    let www = s.dig(&["+noall", "+comments", "+answer", "www.example.com", "A"]);
+    assert!(www.contains("flags: qr aa"), "{www}");
+    assert_eq!(answers(&www), ["www.example.com. 300 IN A 192.0.2.3"]);
+    // The glue for another zone: the hosts file's address, not the transfer's.
+    let glue = s.dig(&["+noall", "+answer", "ns.example.net", "A"]);
+    assert!(glue.contains("192.0.2.200"), "{glue}");
+    assert!(!glue.contains("192.0.2.66"), "{glue}");
+    let other = s.dig(&["+noall", "+comments", "nowhere.test", "A"]);
+    assert!(other.contains("status: REFUSED"), "{other}");
+    for (name, t) in [
+        ("com", "A"),
+        (".", "NS"),
+        ("example.org", "TXT"),
+        ("net", "SOA"),
+    ] {
+        let out = s.dig(&["+noall", "+comments", "+answer", name, t]);
+        assert!(out.contains("status: REFUSED"), "{name} {t}: {out}");
+        assert!(answers(&out).is_empty(), "{name} {t}: {out}");
+    }
+    // Refreshes find serial 1 again (SOA refresh 1 s): no transfer, no second warning.
+    eventually("a refresh", Duration::from_secs(10), || p.has("soa 1"));
+    assert_eq!(s.count("outside the zone"), 1, "{:?}", s.srv.lines());
+    assert!(!p.has("axfr 2"));
+}
+
+/// A transfer holding a record of another class than IN (CH, HS, the query classes ANY
+/// and NONE, an unassigned one) fails, each time with a log line that names the class; the
+/// copy from before stays and is answered as it was. Before, the record was taken in and
+/// served as IN data.
+#[test]
+fn dns_a_secondary_refuses_records_of_another_class_and_keeps_its_copy() {
+    let p = FakePrimary::start("classes");
+    let s = Dns::start(
+        &[],
+        &["--secondary", &format!("127.0.0.1:{}/example.com", p.port)],
+    );
+    let from = format!("from 127.0.0.1:{}", p.port);
+    wait_log(
+        &s,
+        &format!("Transferred zone example.com serial 1 {from} (5 names)"),
+        15,
+    );
+    // One refresh a second (the SOA's refresh, then its retry, 1 s each).
+    for class in ["CH", "HS", "ANY", "NONE", "CLASS42"] {
+        wait_log(
+            &s,
+            &format!(
+                "Transfer of zone example.com {from} failed: a record of class {class}, not IN (bad.example.com TXT)"
+            ),
+            15,
+        );
+    }
+    assert_eq!(
+        answers(&s.dig(&["+noall", "+answer", "example.com", "SOA"])),
+        ["example.com. 300 IN SOA ns1.example.com. hostmaster.example.com. 1 1 1 600 60"]
+    );
+    let www = s.dig(&["+noall", "+comments", "+answer", "www.example.com", "A"]);
+    assert!(www.contains("flags: qr aa"), "{www}");
+    assert_eq!(answers(&www), ["www.example.com. 300 IN A 192.0.2.3"]);
+    for class in ["IN", "CH", "ANY"] {
+        let bad = s.dig(&[
+            "+noall",
+            "+comments",
+            "+answer",
+            "bad.example.com",
+            class,
+            "TXT",
+        ]);
+        assert!(answers(&bad).is_empty(), "{class}: {bad}");
+    }
+    assert_eq!(s.count("Transferred zone example.com serial 2"), 0);
 }
