@@ -131,8 +131,10 @@ fn answers(out: &str) -> Vec<String> {
 /// A python3 that has dnspython (python3-dnspython, or a pip install).
 fn python_with_dnspython() -> &'static str {
     for py in ["python3", "/usr/bin/python3"] {
+        // Quietly: the first python3 found (a pyenv one, say) may lack dnspython.
         let ok = Command::new(py)
             .args(["-c", "import dns.message, dns.query"])
+            .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
         if ok {
