@@ -56,9 +56,9 @@ truncated (TC) and complete over TCP. Zone transfers (AXFR, TCP) are served to l
 clients and to --allow-transfer networks. A --secondary zone answers SERVFAIL until its first \
 transfer, and is refreshed by its SOA's refresh and retry; a transfer that goes on past \
 --transfer-timeout, or that hears nothing for 30 s, fails and is tried again by the retry \
-timer; so does one holding a record of another class than IN, of a meta type (OPT, TSIG) \
-or an SOA anywhere but at the apex, the old copy kept. Records outside the zone are left \
-out of the copy, and one log line per transfer counts them. SIGHUP (and SIGUSR1) re-read the \
+timer; so does one holding a record of another class than IN, of a meta type (OPT, TSIG), \
+an SOA anywhere but at the apex, or a closing SOA of another serial than the opening one, \
+the old copy kept. Records outside the zone are left out of the copy, and one log line per transfer counts them. SIGHUP (and SIGUSR1) re-read the \
 zone files, the hosts file and resolv.conf; a file that fails to load keeps its old data, \
 and the log says why; a stop does not wait for a reload still parsing. Zone files may use \
 $ORIGIN, $TTL, $INCLUDE and BIND's $GENERATE. \

@@ -252,6 +252,22 @@ impl Transfer {
                     if is_soa {
                         soas += 1;
                         if soas == 2 {
+                            // RFC 5936 2.2: the transfer ends with the SOA it began with. A
+                            // serial that changed means the zone changed under the transfer
+                            // (BIND refuses it too): its records are of two versions.
+                            let opened = zone.as_ref().and_then(Zone::soa_timers).map(|t| t.serial);
+                            let closed = match r.data() {
+                                ZoneRecordData::Soa(s) => Some(s.serial().into_int()),
+                                _ => None,
+                            };
+                            if opened != closed {
+                                let show = |s: Option<u32>| s.map_or("?".into(), |s| s.to_string());
+                                return self.fail(format!(
+                                    "the closing SOA's serial {} is not the opening one's {}",
+                                    show(closed),
+                                    show(opened)
+                                ));
+                            }
                             continue;
                         }
                     }
@@ -624,6 +640,26 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A transfer whose closing SOA has another serial than its opening one fails in every
+    /// chunking (RFC 5936 2.2: the zone changed under it); the same serial ends it.
+    #[test]
+    fn a_closing_soa_of_another_serial_fails_the_transfer_in_every_chunking() {
+        let mut recs = zone_records();
+        let last = recs.len() - 1;
+        recs[last].2 = soa(2);
+        for msgs in chunkings(&recs) {
+            match outcome(&msgs) {
+                Outcome::Failed(why) => {
+                    assert_eq!(why, "the closing SOA's serial 2 is not the opening one's 1")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        for msgs in chunkings(&zone_records()) {
+            assert!(matches!(outcome(&msgs), Outcome::New(..)));
         }
     }
 
