@@ -619,9 +619,11 @@ fn restart(
             upgrade::write_status(p.path(), text);
         }
     };
-    // The plugin's listeners and the master's own (`--metrics`).
-    let mut listeners = pool.raw_listeners();
-    listeners.extend(reactor.listener_fds());
+    // The master's own listener (`--metrics`) first, then the plugin's: the successor takes
+    // the first socket of a given endpoint string for `--metrics`, so one given the same
+    // string as a plugin's (`tcp:0`, say) is still matched up with its own.
+    let mut listeners = reactor.listener_fds();
+    listeners.extend(pool.raw_listeners());
     let mut succ = match upgrade::spawn(
         exe,
         &pool.args,

@@ -842,10 +842,10 @@ fn metrics_with_workers_add_up_every_workers_figures() {
     let m = Master::start(&[
         "--workers",
         "2",
-        // Not the same string as the echo listener's: a restart matches inherited sockets
-        // up by their endpoint strings.
+        // The same endpoint string as the echo listener's: a restart matches inherited
+        // sockets up by their strings, and must still give each its own.
         "--metrics",
-        "tcp:0:interface=127.0.0.1:backlog=64",
+        "tcp:0:interface=127.0.0.1",
         "echo",
         "--listen",
         "tcp:0:interface=127.0.0.1",
@@ -983,6 +983,13 @@ fn metrics_with_workers_add_up_every_workers_figures() {
     let body = scrape(metrics);
     assert_eq!(sample(&body, "twistrs_worker_restarts_total "), 0, "{body}");
     assert_eq!(sample(&body, "twistrs_workers_scraped "), 2, "{body}");
+    // And the echo port is still the echo service's.
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", echo)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(b"xyz").unwrap();
+    let mut b = [0u8; 3];
+    c.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"xyz");
     let (code, out, err) = m.ctl(&["stop"]);
     assert_eq!(code, 0, "{out} {err}");
     let leftovers = std::fs::read_dir(dir.parent().unwrap())
