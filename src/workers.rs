@@ -468,11 +468,12 @@ pub(crate) fn master(
             let f = reactor.add_factory(Box::new(crate::metrics::MetricsFactory(
                 crate::metrics::Source::Workers(m.view.clone()),
             )));
-            reactor.listen(ep, f).map_err(|e| e.to_string())?;
-            Some(m)
+            let id = reactor.listen(ep, f).map_err(|e| e.to_string())?;
+            Some((m, id))
         }
         None => None,
     };
+    let (metrics, metrics_listener) = metrics.unzip();
     let mut pool = Pool {
         exe: exe.to_path_buf(),
         args: args[1..].to_vec(),
@@ -522,6 +523,13 @@ pub(crate) fn master(
         match reactor.take_stop() {
             Some(StopReason::Signal(libc::SIGUSR2)) => {
                 if let Some(pid) = restart(&mut pool, &mut reactor, plan, pidfile.as_ref(), exe)? {
+                    // The successor serves `--metrics` on the same socket now: a scrape that
+                    // reached us while our workers drain would tell the old figures, every
+                    // other one, and the service's counters would jump back and forth.
+                    reactor.abandon_listeners();
+                    if let Some(id) = metrics_listener {
+                        reactor.stop_listening(id);
+                    }
                     break Ended::HandedOver(pid);
                 }
             }

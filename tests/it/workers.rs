@@ -999,3 +999,82 @@ fn metrics_with_workers_add_up_every_workers_figures() {
         .count();
     assert_eq!(leftovers, 0, "a master left its metrics sockets behind");
 }
+
+#[test]
+fn after_a_restart_only_the_new_master_answers_scrapes() {
+    only_the_new_process_answers_scrapes(&["--workers", "2"]);
+}
+
+#[test]
+fn after_a_restart_only_the_new_single_process_answers_scrapes() {
+    only_the_new_process_answers_scrapes(&[]);
+}
+
+/// Old and new process (or master) share the --metrics socket through the hand-over. While
+/// the old one drains a connection kept busy, every scrape must be the new one's: one
+/// answered by the old process counts that connection (or is cut off when it exits), and the
+/// service's figures would go back and forth between the two.
+fn only_the_new_process_answers_scrapes(workers: &[&str]) {
+    let mut args = workers.to_vec();
+    args.extend([
+        "--shutdown-timeout",
+        "60",
+        "--metrics",
+        "tcp:0:interface=127.0.0.1:backlog=64",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let m = Master::start(&args);
+    assert!(
+        m.wait_log(|l| l.contains("Echo starting on"), 10),
+        "{}",
+        m.log()
+    );
+    let old = m.pid();
+    let (echo, metrics) = (port_of(&m, "Echo"), port_of(&m, "Metrics"));
+    // Busy, not idle: a draining worker gives an idle connection a second only.
+    let mut held = std::net::TcpStream::connect(("127.0.0.1", echo)).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            // Bounded: the test ends it within a minute at most.
+            let end = Instant::now() + Duration::from_secs(60);
+            while !done.load(Ordering::SeqCst) && Instant::now() < end {
+                if held.write_all(b"x").is_err() || held.read_exact(&mut [0u8; 1]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let open = "twistrs_connections_open{factory=\"Echo\"";
+    assert_eq!(sample(&scrape(metrics), open), 1);
+    let (code, out, err) = m.ctl(&["restart"]);
+    assert_eq!(code, 0, "{out} {err}");
+    let new = m.pid();
+    assert_ne!(new, old);
+    let mut during = 0;
+    for i in 0..40 {
+        let body = scrape(metrics);
+        assert_eq!(
+            sample(&body, open),
+            0,
+            "scrape {i} was the old process's:\n{body}"
+        );
+        during += usize::from(alive(old));
+    }
+    assert!(
+        during >= 20,
+        "the old process drained during {during} scrapes only"
+    );
+    done.store(true, Ordering::SeqCst);
+    busy.join().unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    while alive(old) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(old), "the old process drained and exited");
+}
