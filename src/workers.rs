@@ -11,7 +11,6 @@
 //! dies (with a backoff when it dies soon after starting) and hands over on SIGUSR2 like a
 //! single process does.
 
-use std::cell::Cell;
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
@@ -227,11 +226,7 @@ impl WorkerMetrics {
         Ok(WorkerMetrics {
             dir,
             private,
-            view: Rc::new(crate::metrics::WorkerView {
-                sockets,
-                serving: Cell::new(0),
-                restarts: Cell::new(0),
-            }),
+            view: Rc::new(crate::metrics::WorkerView::new(sockets)),
         })
     }
 }
@@ -327,6 +322,9 @@ impl Pool {
             };
             if let Some(how) = death {
                 let pid = w.proc.take().map_or(0, |p| p.pid());
+                if let Some(m) = &self.metrics {
+                    m.view.ended(i);
+                }
                 let ran = now.duration_since(w.started);
                 if stopping {
                     log::info!(target: LAUNCHER, "Worker {} (PID {pid}) {how}.", w.index);
@@ -365,12 +363,12 @@ impl Pool {
         self.count_serving();
     }
 
-    /// Tells the metrics how many workers serve now.
+    /// Tells the metrics which workers serve now.
     fn count_serving(&self) {
         if let Some(m) = &self.metrics {
-            m.view
-                .serving
-                .set(self.workers.iter().filter(|w| w.serving).count());
+            for (i, w) in self.workers.iter().enumerate() {
+                m.view.set_serving(i, w.serving);
+            }
         }
     }
 
