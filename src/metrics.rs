@@ -429,6 +429,7 @@ impl Ask {
         };
         if self.sent < WORKER_REQUEST.len() {
             match s.write(&WORKER_REQUEST[self.sent..]) {
+                Ok(0) => self.done(Err("it does not take the request".into())),
                 Ok(n) => self.sent += n,
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
                 Err(e) => self.done(Err(e.to_string())),
