@@ -444,12 +444,15 @@ fn serve(
         Some(w) => w.metrics.as_ref(),
         None => plan.metrics.as_ref(),
     };
-    if let Some(ep) = metrics {
-        let f = reactor.add_factory(Box::new(crate::metrics::MetricsFactory(
-            crate::metrics::Source::Local,
-        )));
-        reactor.listen(ep, f).map_err(|e| e.to_string())?;
-    }
+    let metrics_listener = match metrics {
+        Some(ep) => {
+            let f = reactor.add_factory(Box::new(crate::metrics::MetricsFactory(
+                crate::metrics::Source::Local,
+            )));
+            Some(reactor.listen(ep, f).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
     let started = service
         .privileged_start_service(&mut reactor.service_host())
         .map_err(|e| e.to_string())
@@ -510,6 +513,11 @@ fn serve(
                 if let Some(pid) =
                     restart(&mut reactor, service, plan, pidfile.as_ref(), exe, args)?
                 {
+                    // `--metrics` is the successor's too: our figures while we drain would
+                    // answer every other scrape, and the counters would jump back and forth.
+                    if let Some(id) = metrics_listener {
+                        reactor.stop_listening(id);
+                    }
                     break Ended::HandedOver(pid);
                 }
             }

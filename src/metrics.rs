@@ -3,11 +3,12 @@
 //! /proc/self at scrape time and the listeners' counters from the reactor's own integers, so
 //! serving requests counts nothing more than a few additions.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
+use std::io::{ErrorKind, Read as _, Write as _};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -26,11 +27,14 @@ const HEAD_DEADLINE: Duration = Duration::from_secs(10);
 /// The most header fields a scrape may carry.
 const MAX_HEADERS: usize = 32;
 
-/// How long a master waits for all its workers' expositions at a scrape: a worker stuck or
-/// being replaced is left out (and `twistrs_workers_scraped` says so), the scrape still answers.
+/// How long a master waits for all its workers' expositions at a scrape, asked all at once: a
+/// worker stuck counts with the figures it last gave (and `twistrs_workers_scraped` says
+/// so), the scrape still answers.
 const WORKERS_DEADLINE: Duration = Duration::from_secs(3);
 /// The most a worker's exposition may be.
-const MAX_WORKER_EXPOSITION: u64 = 64 << 20;
+const MAX_WORKER_EXPOSITION: usize = 64 << 20;
+/// What a master asks each worker, as a scraper would.
+const WORKER_REQUEST: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: master\r\n\r\n";
 
 /// Where a scrape's figures come from.
 #[derive(Clone)]
@@ -44,9 +48,122 @@ pub(crate) enum Source {
 /// What a master's scrape needs: its workers' private metrics sockets, and the master's own
 /// figures about them, kept current by its supervision loop.
 pub(crate) struct WorkerView {
-    pub(crate) sockets: Vec<PathBuf>,
-    pub(crate) serving: Cell<usize>,
+    sockets: Vec<PathBuf>,
     pub(crate) restarts: Cell<u64>,
+    slots: RefCell<Vec<Slot>>,
+    /// The counters (and histograms) of the workers that ended, as last scraped: they stay in
+    /// the sums, so a counter of the service never goes down when a worker is replaced (a
+    /// sum that drops is a reset to Prometheus, and `rate()` would count the whole of what
+    /// the other workers had counted again).
+    retired: RefCell<String>,
+}
+
+/// What the master knows of one worker slot.
+#[derive(Default)]
+struct Slot {
+    serving: bool,
+    /// Bumped when the slot's worker ends: an answer asked of an earlier one is not its.
+    generation: u64,
+    /// What the slot's current worker last answered; it stands in while the worker does not.
+    last: Option<String>,
+    /// Its last scrape went unanswered (logged once, until it answers again).
+    silent: bool,
+}
+
+impl WorkerView {
+    pub(crate) fn new(sockets: Vec<PathBuf>) -> WorkerView {
+        WorkerView {
+            slots: RefCell::new(sockets.iter().map(|_| Slot::default()).collect()),
+            sockets,
+            restarts: Cell::new(0),
+            retired: RefCell::new(String::new()),
+        }
+    }
+
+    /// The supervision loop's news: slot `i`'s worker serves now, or not yet.
+    pub(crate) fn set_serving(&self, i: usize, serving: bool) {
+        if let Some(s) = self.slots.borrow_mut().get_mut(i) {
+            s.serving = serving;
+        }
+    }
+
+    /// Slot `i`'s worker ended: what it counted, as last scraped, stays in the sums; its
+    /// gauges go with it.
+    pub(crate) fn ended(&self, i: usize) {
+        let mut slots = self.slots.borrow_mut();
+        let Some(s) = slots.get_mut(i) else {
+            return;
+        };
+        s.generation += 1;
+        s.serving = false;
+        s.silent = false;
+        if let Some(last) = s.last.take() {
+            let mut retired = self.retired.borrow_mut();
+            *retired = counters_only(&merge("", &[std::mem::take(&mut *retired), last]));
+        }
+    }
+
+    /// The serving slots to ask at a scrape: index, generation, socket.
+    fn to_ask(&self) -> Vec<(usize, u64, PathBuf)> {
+        self.slots
+            .borrow()
+            .iter()
+            .zip(&self.sockets)
+            .enumerate()
+            .filter(|(_, (s, _))| s.serving)
+            .map(|(i, (s, p))| (i, s.generation, p.clone()))
+            .collect()
+    }
+
+    /// Takes a scrape's answers in (those of a worker that ended meanwhile are dropped),
+    /// logging a worker that falls silent once and once more when it answers again. Returns
+    /// how many answered.
+    fn take_answers(
+        &self,
+        asked: &[(usize, u64, PathBuf)],
+        answers: Vec<Result<String, String>>,
+    ) -> usize {
+        let mut slots = self.slots.borrow_mut();
+        let mut fresh = 0;
+        for ((i, generation, path), answer) in asked.iter().zip(answers) {
+            let Some(s) = slots.get_mut(*i).filter(|s| s.generation == *generation) else {
+                continue;
+            };
+            match answer {
+                Ok(text) => {
+                    if std::mem::take(&mut s.silent) {
+                        log::info!(target: "twistrs.metrics",
+                            "Worker {} answers for its metrics again.", i + 1);
+                    }
+                    s.last = Some(text);
+                    fresh += 1;
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut s.silent, true) {
+                        log::warn!(target: "twistrs.metrics",
+                            "Worker {}'s metrics ({}): {e}; the figures it last gave stand in \
+                             until it answers.", i + 1, path.display());
+                    }
+                }
+            }
+        }
+        fresh
+    }
+
+    /// What the sums are made of besides the master's own: the retired counters and each
+    /// worker's latest answer.
+    fn expositions(&self) -> Vec<String> {
+        let retired = self.retired.borrow();
+        (!retired.is_empty())
+            .then(|| retired.clone())
+            .into_iter()
+            .chain(self.slots.borrow().iter().filter_map(|s| s.last.clone()))
+            .collect()
+    }
+
+    fn serving(&self) -> usize {
+        self.slots.borrow().iter().filter(|s| s.serving).count()
+    }
 }
 
 /// Builds one [`MetricsProtocol`] per scrape connection.
@@ -137,15 +254,17 @@ impl Protocol for MetricsProtocol {
                                 let view = view.clone();
                                 let handle = t.handle().clone();
                                 t.handle().listener_stats(move |stats, ports| {
-                                    let paths = view.sockets.clone();
-                                    // Blocking socket reads, off the master's reactor thread.
+                                    let asked = view.to_ask();
+                                    let paths: Vec<PathBuf> =
+                                        asked.iter().map(|(_, _, p)| p.clone()).collect();
+                                    // Waiting on sockets, off the master's reactor thread.
                                     handle
                                         .defer_to_thread_abandonable(move || Ok(gather(&paths)))
                                         .consume(move |r| {
-                                            let texts = r.unwrap_or_default();
-                                            let own =
-                                                master_own(&view, &stats, &ports, texts.len());
-                                            answer(&merge(&own, &texts));
+                                            let fresh =
+                                                view.take_answers(&asked, r.unwrap_or_default());
+                                            let own = master_own(&view, &stats, &ports, fresh);
+                                            answer(&merge(&own, &view.expositions()));
                                         });
                                 });
                             }
@@ -197,12 +316,12 @@ fn master_own(
         "twistrs_workers_serving",
         "gauge",
         "Workers serving now.",
-        view.serving.get() as u64,
+        view.serving() as u64,
     );
     one(
         "twistrs_workers_scraped",
         "gauge",
-        "Workers whose figures this scrape adds up (the others did not answer in time).",
+        "Workers that answered this scrape (one that did not counts with the figures it last gave).",
         scraped as u64,
     );
     one(
@@ -214,47 +333,142 @@ fn master_own(
     out
 }
 
-/// Each worker's exposition, asked on its private socket as a scraper would, within one
-/// deadline for them all; a worker that fails is logged and left out.
-fn gather(paths: &[PathBuf]) -> Vec<String> {
+/// Each worker's exposition, asked on its private socket as a scraper would: all at once and
+/// within one deadline, so a stuck worker costs the scrape that deadline and never the others
+/// their answers. Per socket, in order: the exposition, or why there is none.
+fn gather(paths: &[PathBuf]) -> Vec<Result<String, String>> {
     let end = Instant::now() + WORKERS_DEADLINE;
-    paths
-        .iter()
-        .filter_map(|p| {
-            scrape_worker(p, end)
-                .map_err(|e| {
-                    log::warn!(target: "twistrs.metrics",
-                        "A worker's metrics ({}) are left out of this scrape: {e}", p.display());
-                })
-                .ok()
+    let mut asks: Vec<Ask> = paths.iter().map(|p| Ask::connect(p)).collect();
+    loop {
+        let pending: Vec<usize> = (0..asks.len())
+            .filter(|&i| asks[i].outcome.is_none())
+            .collect();
+        let left = end.saturating_duration_since(Instant::now());
+        if pending.is_empty() || left.is_zero() {
+            break;
+        }
+        let mut fds: Vec<libc::pollfd> = pending
+            .iter()
+            .map(|&i| libc::pollfd {
+                fd: asks[i].sock.as_ref().map_or(-1, |s| s.as_raw_fd()),
+                events: if asks[i].sent < WORKER_REQUEST.len() {
+                    libc::POLLOUT
+                } else {
+                    libc::POLLIN
+                },
+                revents: 0,
+            })
+            .collect();
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: `fds` holds `fds.len()` initialised pollfds and outlives the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            for &i in &pending {
+                asks[i].outcome = Some(Err(e.to_string()));
+            }
+            break;
+        }
+        for (fd, &i) in fds.iter().zip(&pending) {
+            if fd.revents != 0 {
+                asks[i].step();
+            }
+        }
+    }
+    asks.into_iter()
+        .map(|a| {
+            a.outcome.unwrap_or_else(|| {
+                Err(format!("no answer within {} s", WORKERS_DEADLINE.as_secs()))
+            })
         })
         .collect()
 }
 
-fn scrape_worker(path: &Path, end: Instant) -> std::io::Result<String> {
-    let left = end.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(std::io::ErrorKind::TimedOut.into());
+/// One worker being asked for its exposition, without blocking.
+struct Ask {
+    sock: Option<UnixStream>,
+    /// How much of the request is written.
+    sent: usize,
+    answer: Vec<u8>,
+    outcome: Option<Result<String, String>>,
+}
+
+impl Ask {
+    /// Connected without blocking: a stuck worker's full backlog would block a plain connect.
+    fn connect(path: &std::path::Path) -> Ask {
+        let sock = (|| {
+            let s = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+            s.set_nonblocking(true)?;
+            match s.connect(&socket2::SockAddr::unix(path)?) {
+                Err(e) if e.raw_os_error() != Some(libc::EINPROGRESS) => Err(e),
+                _ => Ok(UnixStream::from(std::os::fd::OwnedFd::from(s))),
+            }
+        })();
+        let outcome = match &sock {
+            Ok(_) => None,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                Some(Err("its queue is full: it does not accept".to_string()))
+            }
+            Err(e) => Some(Err(e.to_string())),
+        };
+        Ask {
+            sock: sock.ok(),
+            sent: 0,
+            answer: Vec::new(),
+            outcome,
+        }
     }
-    // Connected without blocking: a stuck worker's full backlog would block a plain connect
-    // for as long as the worker is stuck, and the pool's threads with it.
-    let sock = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
-    sock.set_nonblocking(true)?;
-    sock.connect(&socket2::SockAddr::unix(path)?)?;
-    sock.set_nonblocking(false)?;
-    let mut s = UnixStream::from(std::os::fd::OwnedFd::from(sock));
-    s.set_read_timeout(Some(left))?;
-    s.set_write_timeout(Some(left))?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: master\r\n\r\n")?;
-    let mut raw = Vec::new();
-    (&mut s).take(MAX_WORKER_EXPOSITION).read_to_end(&mut raw)?;
-    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-    let text = String::from_utf8(raw).map_err(|_| bad("not UTF-8"))?;
+
+    /// Writes what is left of the request, or reads what has come of the answer.
+    fn step(&mut self) {
+        let Some(s) = self.sock.as_mut() else {
+            return;
+        };
+        if self.sent < WORKER_REQUEST.len() {
+            match s.write(&WORKER_REQUEST[self.sent..]) {
+                Ok(0) => self.done(Err("it does not take the request".into())),
+                Ok(n) => self.sent += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                Err(e) => self.done(Err(e.to_string())),
+            }
+            return;
+        }
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match s.read(&mut buf) {
+                // The worker answers one request per connection, then closes it.
+                Ok(0) => {
+                    let answer = std::mem::take(&mut self.answer);
+                    return self.done(exposition(answer));
+                }
+                Ok(n) if self.answer.len() + n > MAX_WORKER_EXPOSITION => {
+                    return self.done(Err("its answer is larger than 64 MiB".into()));
+                }
+                Ok(n) => self.answer.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => return self.done(Err(e.to_string())),
+            }
+        }
+    }
+
+    fn done(&mut self, outcome: Result<String, String>) {
+        self.sock = None;
+        self.outcome = Some(outcome);
+    }
+}
+
+/// The body of a worker's whole answer, if it is a 200 in UTF-8.
+fn exposition(raw: Vec<u8>) -> Result<String, String> {
+    let text = String::from_utf8(raw).map_err(|_| "its answer is not UTF-8".to_string())?;
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .ok_or_else(|| bad("no whole answer"))?;
+        .ok_or_else(|| "its answer ended early".to_string())?;
     if !head.starts_with("HTTP/1.1 200 ") {
-        return Err(bad(head.lines().next().unwrap_or_default()));
+        return Err(head.lines().next().unwrap_or_default().to_string());
     }
     Ok(body.to_string())
 }
@@ -402,6 +616,15 @@ struct Family {
     samples: Vec<(String, Value)>,
 }
 
+impl Family {
+    /// What its TYPE line says: counter, gauge, histogram, summary or untyped.
+    fn kind(&self) -> Option<&str> {
+        self.head
+            .iter()
+            .find_map(|h| h.strip_prefix("# TYPE ")?.split(' ').nth(1))
+    }
+}
+
 /// A sample's value: counts add up exactly as integers; anything else as a float.
 #[derive(Clone, Copy)]
 enum Value {
@@ -436,6 +659,10 @@ impl std::fmt::Display for Value {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Value::Int(v) => write!(f, "{v}"),
+            // The text format's spelling (Rust's is `inf`).
+            Value::Float(v) if v.is_infinite() => {
+                f.write_str(if *v > 0.0 { "+Inf" } else { "-Inf" })
+            }
             Value::Float(v) => write!(f, "{v}"),
         }
     }
@@ -447,67 +674,93 @@ impl std::fmt::Display for Value {
 /// are the master's. Families and samples keep the order they first appeared in.
 pub(crate) fn merge(master: &str, workers: &[String]) -> String {
     let mut families: Vec<Family> = Vec::new();
-    for (i, text) in std::iter::once(master)
-        .chain(workers.iter().map(String::as_str))
-        .enumerate()
-    {
-        // The family declared last, for a sample whose name matches none.
-        let mut current: Option<usize> = None;
-        for line in text.lines() {
-            if let Some(rest) = line
-                .strip_prefix("# HELP ")
-                .or_else(|| line.strip_prefix("# TYPE "))
-            {
-                let name = rest.split(' ').next().unwrap_or_default();
-                let at = match families.iter().position(|f| f.name == name) {
-                    Some(at) => at,
-                    None => {
-                        families.push(Family {
-                            name: name.to_string(),
-                            head: Vec::new(),
-                            samples: Vec::new(),
-                        });
-                        families.len() - 1
-                    }
-                };
-                let f = &mut families[at];
-                if !f.head.iter().any(|h| h == line) && f.head.len() < 2 {
-                    f.head.push(line.to_string());
+    add_exposition(&mut families, master, true);
+    for text in workers {
+        add_exposition(&mut families, text, false);
+    }
+    write_families(&families)
+}
+
+/// Only what counts up in `text` (counters, histograms, and a summary's sum and count): what
+/// a worker that ended leaves in the sums. Its gauges went with it.
+fn counters_only(text: &str) -> String {
+    let mut families: Vec<Family> = Vec::new();
+    add_exposition(&mut families, text, true);
+    families.retain_mut(|f| match f.kind() {
+        Some("counter" | "histogram") => true,
+        Some("summary") => {
+            let name = f.name.clone();
+            f.samples
+                .retain(|(k, _)| k.split('{').next() != Some(name.as_str()));
+            true
+        }
+        _ => false,
+    });
+    write_families(&families)
+}
+
+/// Adds the samples of one process's exposition into `families`; `master` says whether the
+/// master's own, which alone gives the [`MASTER_ONLY`] families and its metrics listener's.
+fn add_exposition(families: &mut Vec<Family>, text: &str, master: bool) {
+    // The family declared last, for a sample whose name matches none.
+    let mut current: Option<usize> = None;
+    for line in text.lines() {
+        if let Some(rest) = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+        {
+            let name = rest.split(' ').next().unwrap_or_default();
+            let at = match families.iter().position(|f| f.name == name) {
+                Some(at) => at,
+                None => {
+                    families.push(Family {
+                        name: name.to_string(),
+                        head: Vec::new(),
+                        samples: Vec::new(),
+                    });
+                    families.len() - 1
                 }
-                current = Some(at);
-                continue;
-            }
-            let Some((key, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let name = key.split('{').next().unwrap_or_default();
-            let belongs = |f: &Family| {
-                name.strip_prefix(f.name.as_str())
-                    .is_some_and(|rest| ["", "_bucket", "_sum", "_count"].contains(&rest))
-            };
-            // Its own family's, if declared anywhere (the one last declared, else).
-            let at = families
-                .iter()
-                .position(|f| f.name == name)
-                .or_else(|| families.iter().position(belongs))
-                .or(current);
-            let (Some(at), Some(value)) = (at, Value::parse(value)) else {
-                continue;
             };
             let f = &mut families[at];
-            // A worker's own metrics listener is the master's private line to it: its scrapes
-            // are not the service's (the master's `--metrics` listener counts those).
-            if i > 0
-                && (MASTER_ONLY.contains(&f.name.as_str()) || key.contains("factory=\"Metrics\""))
-            {
-                continue;
+            if !f.head.iter().any(|h| h == line) && f.head.len() < 2 {
+                f.head.push(line.to_string());
             }
-            match f.samples.iter_mut().find(|(k, _)| k == key) {
-                Some((_, v)) => *v = v.add(value),
-                None => f.samples.push((key.to_string(), value)),
-            }
+            current = Some(at);
+            continue;
+        }
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let name = key.split('{').next().unwrap_or_default();
+        let belongs = |f: &Family| {
+            name.strip_prefix(f.name.as_str())
+                .is_some_and(|rest| ["", "_bucket", "_sum", "_count"].contains(&rest))
+        };
+        // Its own family's, if declared anywhere (the one last declared, else).
+        let at = families
+            .iter()
+            .position(|f| f.name == name)
+            .or_else(|| families.iter().position(belongs))
+            .or(current);
+        let (Some(at), Some(value)) = (at, Value::parse(value)) else {
+            continue;
+        };
+        let f = &mut families[at];
+        // A worker's own metrics listener is the master's private line to it: its scrapes
+        // are not the service's (the master's `--metrics` listener counts those).
+        if !master
+            && (MASTER_ONLY.contains(&f.name.as_str()) || key.contains("factory=\"Metrics\""))
+        {
+            continue;
+        }
+        match f.samples.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = v.add(value),
+            None => f.samples.push((key.to_string(), value)),
         }
     }
+}
+
+fn write_families(families: &[Family]) -> String {
     let mut out = String::new();
     for f in families {
         for h in &f.head {
@@ -571,6 +824,64 @@ fn process() -> Process {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_that_ended_leaves_its_counts_and_takes_its_gauges() {
+        let view = WorkerView::new(vec![PathBuf::from("w1"), PathBuf::from("w2")]);
+        view.set_serving(0, true);
+        view.set_serving(1, true);
+        let asked = view.to_ask();
+        assert_eq!(asked.len(), 2);
+        let text = |n: u64| {
+            format!(
+                "# HELP c C.\n# TYPE c counter\nc{{l=\"a b\"}} {n}\n# HELP g G.\n# TYPE g gauge\n\
+                 g {n}\n# HELP h H.\n# TYPE h histogram\nh_bucket{{le=\"+Inf\"}} {n}\nh_sum 0.5\n\
+                 h_count {n}\n# HELP s S.\n# TYPE s summary\ns{{quantile=\"0.5\"}} 1\ns_sum 2\n\
+                 s_count {n}\n"
+            )
+        };
+        assert_eq!(view.take_answers(&asked, vec![Ok(text(3)), Ok(text(4))]), 2);
+        // Worker 1 ends and its successor starts from zero: the counts stay, the gauge goes.
+        view.ended(0);
+        assert!(view.to_ask().iter().all(|(i, _, _)| *i == 1));
+        // An answer asked of the worker that ended is not its successor's.
+        assert_eq!(
+            view.take_answers(&asked, vec![Ok(text(9)), Err("x".into())]),
+            0
+        );
+        view.set_serving(0, true);
+        let asked = view.to_ask();
+        // Worker 2 does not answer: the figures it last gave stand in.
+        assert_eq!(
+            view.take_answers(&asked, vec![Ok(text(1)), Err("stuck".into())]),
+            1
+        );
+        let out = merge("", &view.expositions());
+        for want in [
+            "c{l=\"a b\"} 8\n",
+            "g 5\n",
+            "h_bucket{le=\"+Inf\"} 8\n",
+            "h_sum 1.5\n",
+            "h_count 8\n",
+            "s{quantile=\"0.5\"} 2\n",
+            "s_sum 6\n",
+            "s_count 8\n",
+        ] {
+            assert!(out.contains(want), "{want:?} in:\n{out}");
+        }
+    }
+
+    #[test]
+    fn merged_infinities_are_spelled_as_the_text_format_does() {
+        let out = merge(
+            "# TYPE a gauge\na +Inf\n# TYPE b gauge\nb -Inf\n# TYPE c gauge\nc NaN\n",
+            &["# TYPE a gauge\na 1\n".to_string()],
+        );
+        assert_eq!(
+            out,
+            "# TYPE a gauge\na +Inf\n# TYPE b gauge\nb -Inf\n# TYPE c gauge\nc NaN\n"
+        );
+    }
 
     #[test]
     fn merging_adds_the_workers_samples_and_keeps_the_masters_own() {

@@ -11,7 +11,6 @@
 //! dies (with a backoff when it dies soon after starting) and hands over on SIGUSR2 like a
 //! single process does.
 
-use std::cell::Cell;
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
@@ -227,11 +226,7 @@ impl WorkerMetrics {
         Ok(WorkerMetrics {
             dir,
             private,
-            view: Rc::new(crate::metrics::WorkerView {
-                sockets,
-                serving: Cell::new(0),
-                restarts: Cell::new(0),
-            }),
+            view: Rc::new(crate::metrics::WorkerView::new(sockets)),
         })
     }
 }
@@ -327,6 +322,9 @@ impl Pool {
             };
             if let Some(how) = death {
                 let pid = w.proc.take().map_or(0, |p| p.pid());
+                if let Some(m) = &self.metrics {
+                    m.view.ended(i);
+                }
                 let ran = now.duration_since(w.started);
                 if stopping {
                     log::info!(target: LAUNCHER, "Worker {} (PID {pid}) {how}.", w.index);
@@ -365,12 +363,12 @@ impl Pool {
         self.count_serving();
     }
 
-    /// Tells the metrics how many workers serve now.
+    /// Tells the metrics which workers serve now.
     fn count_serving(&self) {
         if let Some(m) = &self.metrics {
-            m.view
-                .serving
-                .set(self.workers.iter().filter(|w| w.serving).count());
+            for (i, w) in self.workers.iter().enumerate() {
+                m.view.set_serving(i, w.serving);
+            }
         }
     }
 
@@ -468,11 +466,12 @@ pub(crate) fn master(
             let f = reactor.add_factory(Box::new(crate::metrics::MetricsFactory(
                 crate::metrics::Source::Workers(m.view.clone()),
             )));
-            reactor.listen(ep, f).map_err(|e| e.to_string())?;
-            Some(m)
+            let id = reactor.listen(ep, f).map_err(|e| e.to_string())?;
+            Some((m, id))
         }
         None => None,
     };
+    let (metrics, metrics_listener) = metrics.unzip();
     let mut pool = Pool {
         exe: exe.to_path_buf(),
         args: args[1..].to_vec(),
@@ -522,6 +521,13 @@ pub(crate) fn master(
         match reactor.take_stop() {
             Some(StopReason::Signal(libc::SIGUSR2)) => {
                 if let Some(pid) = restart(&mut pool, &mut reactor, plan, pidfile.as_ref(), exe)? {
+                    // The successor serves `--metrics` on the same socket now: a scrape that
+                    // reached us while our workers drain would tell the old figures, every
+                    // other one, and the service's counters would jump back and forth.
+                    reactor.abandon_listeners();
+                    if let Some(id) = metrics_listener {
+                        reactor.stop_listening(id);
+                    }
                     break Ended::HandedOver(pid);
                 }
             }

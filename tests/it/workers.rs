@@ -912,8 +912,8 @@ fn metrics_with_workers_add_up_every_workers_figures() {
         "{body}"
     );
     crate::metrics::promtool_check("metrics_with_workers_add_up_every_workers_figures", &body);
-    // A worker that does not answer (stopped) is left out once the scrape's deadline passes,
-    // and the scrape says so.
+    // A worker that does not answer (stopped) counts with the figures it last gave once the
+    // scrape's deadline passes, and the scrape says so.
     // SAFETY: signals to a worker this test started (through its master).
     unsafe { libc::kill(workers[1], libc::SIGSTOP) };
     let asked = Instant::now();
@@ -927,11 +927,11 @@ fn metrics_with_workers_add_up_every_workers_figures() {
     );
     assert_eq!(
         sample(&body, &format!("twistrs_connections_open{echo_series}")),
-        held[0] as u64,
+        n,
         "{body}"
     );
     assert!(
-        m.wait_log(|l| l.contains("are left out of this scrape"), 10),
+        m.wait_log(|l| l.contains("the figures it last gave stand in"), 10),
         "{}",
         m.log()
     );
@@ -1005,4 +1005,193 @@ fn metrics_with_workers_add_up_every_workers_figures() {
         })
         .count();
     assert_eq!(leftovers, 0, "a master left its metrics sockets behind");
+}
+
+#[test]
+fn after_a_restart_only_the_new_master_answers_scrapes() {
+    only_the_new_process_answers_scrapes(&["--workers", "2"]);
+}
+
+#[test]
+fn after_a_restart_only_the_new_single_process_answers_scrapes() {
+    only_the_new_process_answers_scrapes(&[]);
+}
+
+/// Old and new process (or master) share the --metrics socket through the hand-over. While
+/// the old one drains a connection kept busy, every scrape must be the new one's: one
+/// answered by the old process counts that connection (or is cut off when it exits), and the
+/// service's figures would go back and forth between the two.
+fn only_the_new_process_answers_scrapes(workers: &[&str]) {
+    let mut args = workers.to_vec();
+    args.extend([
+        "--shutdown-timeout",
+        "60",
+        "--metrics",
+        "tcp:0:interface=127.0.0.1:backlog=64",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let m = Master::start(&args);
+    assert!(
+        m.wait_log(|l| l.contains("Echo starting on"), 10),
+        "{}",
+        m.log()
+    );
+    let old = m.pid();
+    let (echo, metrics) = (port_of(&m, "Echo"), port_of(&m, "Metrics"));
+    // Busy, not idle: a draining worker gives an idle connection a second only.
+    let mut held = std::net::TcpStream::connect(("127.0.0.1", echo)).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            // Bounded: the test ends it within a minute at most.
+            let end = Instant::now() + Duration::from_secs(60);
+            while !done.load(Ordering::SeqCst) && Instant::now() < end {
+                if held.write_all(b"x").is_err() || held.read_exact(&mut [0u8; 1]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let open = "twistrs_connections_open{factory=\"Echo\"";
+    assert_eq!(sample(&scrape(metrics), open), 1);
+    let (code, out, err) = m.ctl(&["restart"]);
+    assert_eq!(code, 0, "{out} {err}");
+    let new = m.pid();
+    assert_ne!(new, old);
+    let mut during = 0;
+    for i in 0..40 {
+        let body = scrape(metrics);
+        assert_eq!(
+            sample(&body, open),
+            0,
+            "scrape {i} was the old process's:\n{body}"
+        );
+        during += usize::from(alive(old));
+    }
+    assert!(
+        during >= 20,
+        "the old process drained during {during} scrapes only"
+    );
+    done.store(true, Ordering::SeqCst);
+    busy.join().unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    while alive(old) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(old), "the old process drained and exited");
+}
+
+/// The PID of worker `index` of the master that logged it serving last.
+fn worker_pid(m: &Master, index: usize) -> i32 {
+    let prefix = format!("Worker {index} (PID ");
+    m.log()
+        .lines()
+        .rev()
+        .find_map(|l| {
+            l.split(&prefix)
+                .nth(1)?
+                .strip_suffix(") serves.")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no worker {index} in:\n{}", m.log()))
+}
+
+#[test]
+fn a_stuck_worker_hides_no_other_and_a_dead_one_takes_no_count_back() {
+    // Worker 1 is asked first: stopped, it must not cost workers 2 and 3 their answers. Its
+    // last figures stand in, so the sums do not drop; and a worker killed leaves what it
+    // counted in the sums (a counter of the service that drops is a reset to Prometheus,
+    // whose rate() would count everything the other workers had counted once more).
+    let m = Master::start(&[
+        "--workers",
+        "3",
+        "--metrics",
+        "tcp:0:interface=127.0.0.1:backlog=64",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    assert!(
+        m.wait_log(|l| l.contains("3 workers serve."), 10),
+        "{}",
+        m.log()
+    );
+    let pids: Vec<i32> = (1..=3).map(|i| worker_pid(&m, i)).collect();
+    let (echo, metrics) = (port_of(&m, "Echo"), port_of(&m, "Metrics"));
+    // Connections held open until every worker holds some (bounded at 600).
+    let mut conns: Vec<std::net::TcpStream> = Vec::new();
+    let mut held = vec![0; pids.len()];
+    while conns.len() < 600 && held.contains(&0) {
+        for _ in 0..20 {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", echo)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.write_all(b"abc").unwrap();
+            c.read_exact(&mut [0u8; 3]).unwrap();
+            conns.push(c);
+        }
+        let inodes = established(echo);
+        held = pids.iter().map(|w| held_by(*w, &inodes)).collect();
+    }
+    assert!(held.iter().all(|n| *n > 0), "{held:?}");
+    let n = conns.len() as u64;
+    let accepted = "twistrs_connections_accepted_total{factory=\"Echo\"";
+    let open = "twistrs_connections_open{factory=\"Echo\"";
+    let body = scrape(metrics);
+    assert_eq!(sample(&body, accepted), n, "{body}");
+    assert_eq!(sample(&body, "twistrs_workers_scraped "), 3, "{body}");
+    // SAFETY: signals to a worker this test started (through its master).
+    unsafe { libc::kill(pids[0], libc::SIGSTOP) };
+    for _ in 0..2 {
+        let asked = Instant::now();
+        let body = scrape(metrics);
+        assert_eq!(sample(&body, "twistrs_workers_scraped "), 2, "{body}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            asked.elapsed()
+        );
+        assert_eq!(sample(&body, accepted), n, "{body}");
+        assert_eq!(sample(&body, open), n, "{body}");
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pids[0], libc::SIGCONT) };
+    let body = scrape(metrics);
+    assert_eq!(sample(&body, "twistrs_workers_scraped "), 3, "{body}");
+    let log = m.log();
+    assert_eq!(
+        log.matches("Worker 1's metrics").count(),
+        1,
+        "one warning for two scrapes:\n{log}"
+    );
+    assert!(
+        log.contains("Worker 1 answers for its metrics again."),
+        "{log}"
+    );
+    // Worker 2 killed: its connections are gone, what it counted is not.
+    // SAFETY: a signal to a worker this test started (through its master).
+    unsafe { libc::kill(pids[1], libc::SIGKILL) };
+    let end = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let body = scrape(metrics);
+        if (sample(&body, "twistrs_worker_restarts_total ") == 1
+            && sample(&body, "twistrs_workers_scraped ") == 3)
+            || Instant::now() > end
+        {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(sample(&body, "twistrs_workers_scraped "), 3, "{body}");
+    assert_eq!(sample(&body, accepted), n, "{body}");
+    assert_eq!(sample(&body, open), n - held[1] as u64, "{body}");
+    crate::metrics::promtool_check(
+        "a_stuck_worker_hides_no_other_and_a_dead_one_takes_no_count_back",
+        &body,
+    );
 }
