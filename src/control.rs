@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use clap::ArgMatches;
 use nix::sys::signal::Signal;
+use twistrs_core::timer::later;
 
+use crate::cli::SHUTDOWN_TIMEOUT;
 use crate::holder::Holder;
 use crate::pidfile::{self, Held, State};
 use crate::upgrade;
@@ -66,11 +68,12 @@ pub fn run(name: &str, global: &ArgMatches, sub: &ArgMatches, cmd: &clap::Comman
         Ok(None) => return not_running(name, &path, path.symlink_metadata().is_ok(), json),
         Err(e) => return unknown(Some(&path), &e),
     };
-    let timeout = match sub.try_get_one::<f64>("timeout").ok().flatten() {
-        Some(t) => Duration::from_secs_f64(*t),
+    let timeout = match sub.try_get_one::<Duration>("timeout").ok().flatten() {
+        Some(t) => *t,
         // `stop` without --timeout: as long as the service's own drain, and a margin, so a
-        // drain that uses its whole --shutdown-timeout still ends cleanly.
-        None => shutdown_timeout_of(pid, cmd) + STOP_MARGIN,
+        // drain that uses its whole --shutdown-timeout still ends cleanly. Saturating: a
+        // drain too long for the clock never ends, nor does this wait.
+        None => shutdown_timeout_of(pid, cmd).saturating_add(STOP_MARGIN),
     };
     match name {
         "status" if json => {
@@ -104,13 +107,11 @@ fn shutdown_timeout_of(pid: i32, cmd: &clap::Command) -> Duration {
         .split(|b| *b == 0)
         .map(|a| std::ffi::OsStr::from_bytes(a).to_os_string())
         .collect();
-    let secs = cmd
-        .clone()
+    cmd.clone()
         .try_get_matches_from(argv)
         .ok()
-        .and_then(|m| m.get_one::<f64>("shutdown-timeout").copied())
-        .unwrap_or(10.0);
-    Duration::from_secs_f64(secs)
+        .and_then(|m| m.get_one::<Duration>("shutdown-timeout").copied())
+        .unwrap_or(SHUTDOWN_TIMEOUT)
 }
 
 /// What each command says and returns when no process holds the lock.
@@ -238,7 +239,7 @@ fn signal(held: &Held, pid: i32, sig: Signal) -> Result<(), String> {
 
 /// Waits until nobody holds the pidfile's lock (the process ended, even as a zombie).
 fn wait_released(held: &Held, timeout: Duration) -> bool {
-    let end = Instant::now() + timeout;
+    let end = later(Instant::now(), timeout);
     loop {
         if held.released() {
             return true;
@@ -285,7 +286,7 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
         eprintln!("twistrs restart: {e}");
         return 1;
     }
-    let end = Instant::now() + timeout;
+    let end = later(Instant::now(), timeout);
     // The report is written by the daemon's user beside the pidfile, which a daemon that
     // dropped privileges may not be allowed to do. The successor writes its PID into the
     // pidfile (through the descriptor it inherited) once it serves: a new PID there that holds

@@ -719,3 +719,33 @@ fn stop_waits_out_the_services_own_drain_before_sigkill() {
     assert!(log.contains("Server Shut Down."), "{log}");
     assert!(!d.path("twistrs.pid").exists());
 }
+
+/// Timeouts too long for the clock are "never give up", not a panic after the signal went:
+/// a daemon started with `--shutdown-timeout 18446744073709551615` restarts with
+/// `restart --timeout 1e300`, and `stop`, reading that drain from its command line, stops it
+/// without a word on stderr; `stop --timeout 1e19` (a `Duration`, but past any `Instant`)
+/// stops another.
+#[test]
+fn stop_and_restart_with_timeouts_past_any_clock() {
+    let d = Daemon::start(&[
+        "--shutdown-timeout",
+        "18446744073709551615",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    echo_once(d.ports()[0]);
+    let (code, out, err) = d.ctl(&["restart", "--timeout", "1e300"]);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    assert!(out.contains("handed over to PID"), "{out}");
+    echo_once(d.ports()[0]);
+    let (code, out, err) = d.ctl(&["stop"]);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    assert!(out.contains("twistrs stopped"), "{out}");
+    assert!(!d.log().contains("panicked"), "{}", d.log());
+
+    let d = Daemon::start(&["echo", "--listen", "tcp:0:interface=127.0.0.1"]);
+    let (code, out, err) = d.ctl(&["stop", "--timeout", "1e19"]);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    assert!(out.contains("twistrs stopped"), "{out}");
+}
