@@ -339,7 +339,7 @@ fn control_commands() -> Vec<Command> {
                     .long("timeout")
                     .value_name("SECONDS")
                     .value_parser(seconds)
-                    .help("Seconds to wait after SIGTERM before SIGKILL [default: the service's --shutdown-timeout, read from its command line, plus 10; 20 with its default]"),
+                    .help("Seconds to wait after SIGTERM before SIGKILL [default: the service's --shutdown-timeout, read from its command line, plus 10; 20 with its default, and (with a warning) when its command line cannot be read]"),
             )
             .after_help("Only a process seen in /proc to hold the pidfile's lock is signalled, never merely the PID the file holds.\n\nExit status: 0 once stopped, also when it was not running; 1 if it could not be stopped, or no single holder of the lock could be found."),
     ]
