@@ -211,5 +211,5 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand status" -l pidfile -d 'T
 complete -c twistrs -n "__fish_twistrs_using_subcommand status" -l json -d 'Print one JSON object: running, status, pid, pidfile, since, version, plugin, listeners, generation'
 complete -c twistrs -n "__fish_twistrs_using_subcommand status" -s h -l help -d 'Print help'
 complete -c twistrs -n "__fish_twistrs_using_subcommand stop" -l pidfile -d 'The running service\'s pidfile [default: the global --pidfile, twistrs.pid]' -r
-complete -c twistrs -n "__fish_twistrs_using_subcommand stop" -l timeout -d 'Seconds to wait after SIGTERM before SIGKILL [default: the service\'s --shutdown-timeout, read from its command line, plus 10; 20 with its default]' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand stop" -l timeout -d 'Seconds to wait after SIGTERM before SIGKILL [default: the service\'s --shutdown-timeout, read from its command line, plus 10; 20 with its default, and (with a warning) when its command line cannot be read]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand stop" -s h -l help -d 'Print help'

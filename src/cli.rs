@@ -5,6 +5,7 @@
 //! parser so that they can be refused with a clear message instead of "unknown option".
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use twistrs_core::Plugin;
@@ -58,10 +59,19 @@ fn workers(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("'{s}' is not a number of workers (1 to 1024, or 'auto')"))
 }
 
-fn seconds(s: &str) -> Result<f64, String> {
+/// `--shutdown-timeout`'s default, which `stop` also assumes when it cannot read the running
+/// service's own.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A number of seconds, fractions allowed (`--shutdown-timeout`, `stop --timeout`). One too
+/// long for a `Duration` (`1e300`, `18446744073709551615`) is the longest wait there is, which
+/// every deadline caps at a century: an operator who writes such a number means "never give
+/// up", and converting it must not panic.
+fn seconds(s: &str) -> Result<Duration, String> {
     s.parse::<f64>()
         .ok()
         .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| Duration::try_from_secs_f64(v).unwrap_or(Duration::MAX))
         .ok_or_else(|| format!("'{s}' is not a number of seconds"))
 }
 
@@ -190,7 +200,7 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
             Arg::new("shutdown-timeout")
                 .long("shutdown-timeout")
                 .value_name("SECONDS")
-                .default_value("10")
+                .default_value(SHUTDOWN_TIMEOUT.as_secs().to_string())
                 .value_parser(seconds)
                 .help("On SIGTERM/SIGINT, wait this long for open connections to finish"),
         )
@@ -329,7 +339,7 @@ fn control_commands() -> Vec<Command> {
                     .long("timeout")
                     .value_name("SECONDS")
                     .value_parser(seconds)
-                    .help("Seconds to wait after SIGTERM before SIGKILL [default: the service's --shutdown-timeout, read from its command line, plus 10; 20 with its default]"),
+                    .help("Seconds to wait after SIGTERM before SIGKILL [default: the service's --shutdown-timeout, read from its command line, plus 10; 20 with its default, and (with a warning) when its command line cannot be read]"),
             )
             .after_help("Only a process seen in /proc to hold the pidfile's lock is signalled, never merely the PID the file holds.\n\nExit status: 0 once stopped, also when it was not running; 1 if it could not be stopped, or no single holder of the lock could be found."),
     ]
@@ -428,8 +438,9 @@ refuse (exit 1; \fBstatus\fR: 4).
 .TP
 .B SIGTERM, SIGINT
 Stop gracefully: close the listeners, let connections finish (idle ones close after a second),
-close what is left after \fB--shutdown-timeout\fR seconds (a second signal closes at once), then
-exit by re-raising the signal, as twistd does. A SIGINT ignored when twistrs started (a
+close what is left after \fB--shutdown-timeout\fR seconds (a second signal closes at once; a
+time too long for the clock, such as 1e300, never comes), then exit by re-raising the signal,
+as twistd does. A SIGINT ignored when twistrs started (a
 background job) stays ignored.
 .TP
 .B SIGHUP, SIGUSR1
@@ -541,4 +552,30 @@ pub fn man_pages(plugins: &[Plugin]) -> Vec<(String, String)> {
         ));
     }
     pages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_past_what_a_duration_holds_are_the_longest_wait_not_a_panic() {
+        assert_eq!(seconds("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(seconds("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(seconds("-0"), Ok(Duration::ZERO));
+        assert_eq!(
+            seconds("1e19"),
+            Ok(Duration::from_secs(10_000_000_000_000_000_000))
+        );
+        for huge in ["18446744073709551615", "1e300", "99999999999999999999"] {
+            assert_eq!(seconds(huge), Ok(Duration::MAX), "{huge}");
+        }
+        for bad in ["inf", "-inf", "nan", "-1", "", "ten"] {
+            assert_eq!(
+                seconds(bad),
+                Err(format!("'{bad}' is not a number of seconds")),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use clap::ArgMatches;
 use nix::sys::signal::Signal;
+use twistrs_core::timer::later;
 
+use crate::cli::SHUTDOWN_TIMEOUT;
 use crate::holder::Holder;
 use crate::pidfile::{self, Held, State};
 use crate::upgrade;
@@ -66,11 +68,22 @@ pub fn run(name: &str, global: &ArgMatches, sub: &ArgMatches, cmd: &clap::Comman
         Ok(None) => return not_running(name, &path, path.symlink_metadata().is_ok(), json),
         Err(e) => return unknown(Some(&path), &e),
     };
-    let timeout = match sub.try_get_one::<f64>("timeout").ok().flatten() {
-        Some(t) => Duration::from_secs_f64(*t),
+    let timeout = || match sub.try_get_one::<Duration>("timeout").ok().flatten() {
+        Some(t) => *t,
         // `stop` without --timeout: as long as the service's own drain, and a margin, so a
-        // drain that uses its whole --shutdown-timeout still ends cleanly.
-        None => shutdown_timeout_of(pid, cmd) + STOP_MARGIN,
+        // drain that uses its whole --shutdown-timeout still ends cleanly. Saturating: a
+        // drain too long for the clock never ends, nor does this wait.
+        None => shutdown_timeout_of(pid, cmd)
+            .unwrap_or_else(|why| {
+                eprintln!(
+                    "twistrs {name}: cannot tell PID {pid}'s --shutdown-timeout ({why}); \
+                     assuming the default, {} s: SIGKILL after {} s",
+                    SHUTDOWN_TIMEOUT.as_secs(),
+                    (SHUTDOWN_TIMEOUT + STOP_MARGIN).as_secs()
+                );
+                SHUTDOWN_TIMEOUT
+            })
+            .saturating_add(STOP_MARGIN),
     };
     match name {
         "status" if json => {
@@ -86,31 +99,39 @@ pub fn run(name: &str, global: &ArgMatches, sub: &ArgMatches, cmd: &clap::Comman
             }
             0
         }
-        "stop" => stop(&path, &held, pid, timeout),
-        _ => restart(&path, &held, pid, timeout),
+        "stop" => stop(&path, &held, pid, timeout()),
+        _ => restart(&path, &held, pid, timeout()),
     }
 }
 
 /// The `--shutdown-timeout` of the process `pid`, read from its command line with the
-/// launcher's own parser; the default (10 s) if that cannot be read or parsed.
-fn shutdown_timeout_of(pid: i32, cmd: &clap::Command) -> Duration {
+/// launcher's own parser; why not, if that cannot be read or does not parse (another
+/// PID namespace, a binary of another version), for `stop` to say what it assumes instead.
+fn shutdown_timeout_of(pid: i32, cmd: &clap::Command) -> Result<Duration, String> {
+    let file = format!("/proc/{pid}/cmdline");
+    let raw = std::fs::read(&file).map_err(|e| format!("cannot read {file}: {e}"))?;
+    shutdown_timeout_in(&raw, cmd).map_err(|e| format!("{file}: {e}"))
+}
+
+/// The `--shutdown-timeout` in `raw`, a command line as /proc holds it (each argument ends
+/// with a NUL), parsed with `cmd`.
+fn shutdown_timeout_in(raw: &[u8], cmd: &clap::Command) -> Result<Duration, String> {
     use std::os::unix::ffi::OsStrExt;
-    let mut raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    // Each argument ends with a NUL (an empty one is just its NUL).
-    if raw.last() == Some(&0) {
-        raw.pop();
+    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
+    if raw.is_empty() {
+        return Err("empty (the process is exiting?)".into());
     }
-    let argv: Vec<std::ffi::OsString> = raw
+    let argv = raw
         .split(|b| *b == 0)
-        .map(|a| std::ffi::OsStr::from_bytes(a).to_os_string())
-        .collect();
-    let secs = cmd
-        .clone()
-        .try_get_matches_from(argv)
-        .ok()
-        .and_then(|m| m.get_one::<f64>("shutdown-timeout").copied())
-        .unwrap_or(10.0);
-    Duration::from_secs_f64(secs)
+        .map(|a| std::ffi::OsStr::from_bytes(a).to_os_string());
+    let m = cmd.clone().try_get_matches_from(argv).map_err(|e| {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        first.strip_prefix("error: ").unwrap_or(first).to_string()
+    })?;
+    Ok(m.get_one::<Duration>("shutdown-timeout")
+        .copied()
+        .unwrap_or(SHUTDOWN_TIMEOUT))
 }
 
 /// What each command says and returns when no process holds the lock.
@@ -238,7 +259,7 @@ fn signal(held: &Held, pid: i32, sig: Signal) -> Result<(), String> {
 
 /// Waits until nobody holds the pidfile's lock (the process ended, even as a zombie).
 fn wait_released(held: &Held, timeout: Duration) -> bool {
-    let end = Instant::now() + timeout;
+    let end = later(Instant::now(), timeout);
     loop {
         if held.released() {
             return true;
@@ -287,7 +308,7 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
         eprintln!("twistrs restart: {e}");
         return 1;
     }
-    let end = Instant::now() + timeout;
+    let end = later(Instant::now(), timeout);
     // The report is written by the daemon's user beside the pidfile, which a daemon that
     // dropped privileges may not be allowed to do. The successor writes its PID into the
     // pidfile (through the descriptor it inherited) once it serves: a new PID there that holds
@@ -342,4 +363,32 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
          restart went)"
     );
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_services_shutdown_timeout_from_its_command_line() {
+        let cmd = crate::cli::build_command(&crate::builtin_plugins());
+        let of = |raw: &[u8]| shutdown_timeout_in(raw, &cmd);
+        assert_eq!(of(b"twistrs\0echo\0"), Ok(SHUTDOWN_TIMEOUT));
+        assert_eq!(
+            of(b"/usr/bin/twistrs\0--shutdown-timeout\x002.5\0-n\0echo\0"),
+            Ok(Duration::from_millis(2500))
+        );
+        // Too long for a Duration: the longest wait, which `stop` then never cuts short.
+        for huge in ["18446744073709551615", "1e300"] {
+            let raw = format!("twistrs\0--shutdown-timeout={huge}\0echo\0");
+            assert_eq!(of(raw.as_bytes()), Ok(Duration::MAX), "{huge}");
+        }
+        assert_eq!(
+            of(b"").unwrap_err(),
+            "empty (the process is exiting?)".to_string()
+        );
+        let e = of(b"python3\0-c\0pass\0").unwrap_err();
+        assert!(e.starts_with("unexpected argument '-c'"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
 }

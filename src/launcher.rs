@@ -193,11 +193,10 @@ fn plan(m: &ArgMatches, successor: bool) -> Result<Plan, String> {
         umask: m.get_one::<u32>("umask").copied(),
         chroot: m.get_one::<PathBuf>("chroot").cloned(),
         target,
-        shutdown_timeout: Duration::from_secs_f64(
-            m.get_one::<f64>("shutdown-timeout")
-                .copied()
-                .unwrap_or(10.0),
-        ),
+        shutdown_timeout: m
+            .get_one::<Duration>("shutdown-timeout")
+            .copied()
+            .unwrap_or(cli::SHUTDOWN_TIMEOUT),
     })
 }
 

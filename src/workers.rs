@@ -19,6 +19,7 @@ use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use twistrs_core::timer::later;
 use twistrs_core::{Reactor, Service, SignalAction, StopReason};
 
 use crate::daemon::StatusWriter;
@@ -395,7 +396,10 @@ impl Pool {
             w.restart_at = None;
         }
         self.signal_all(libc::SIGUSR2);
-        let deadline = Instant::now() + timeout + Duration::from_secs(5);
+        let deadline = later(
+            Instant::now(),
+            timeout.saturating_add(Duration::from_secs(5)),
+        );
         while self.any_alive() && Instant::now() < deadline {
             let _ = reactor.turn(Some(Duration::from_millis(20)));
             if reactor.take_stop().is_some() {

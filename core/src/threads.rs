@@ -99,7 +99,7 @@ impl ThreadPool {
 
     /// Blocks until at least one result is ready or `timeout` passes.
     pub(crate) fn wait_results(&self, timeout: Duration) -> Vec<(u64, JobResult)> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::timer::later(Instant::now(), timeout);
         let mut r = self
             .shared
             .results

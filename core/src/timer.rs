@@ -409,13 +409,15 @@ impl TimerQueue {
     }
 }
 
-/// `now + delay`, or a century from now when that is past what an `Instant` holds: a
-/// delay from an option (`--transfer-timeout 18446744073709551615`) must not panic.
-fn later(now: Instant, delay: Duration) -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
-    now.checked_add(delay)
-        .or_else(|| now.checked_add(CENTURY))
-        .unwrap_or(now)
+/// The longest wait a deadline is given: anything longer is "never" in practice.
+pub const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// `now + delay`, but at most a [`CENTURY`] away. `Instant + Duration` panics past what an
+/// `Instant` holds, and a delay from an option can be anything (`--transfer-timeout
+/// 18446744073709551615`, `--shutdown-timeout 1e300`): every deadline computed from a
+/// configured duration goes through here, and one this far off simply never comes.
+pub fn later(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay.min(CENTURY)).unwrap_or(now)
 }
 
 #[cfg(test)]
@@ -461,6 +463,14 @@ mod tests {
         a.reset(Duration::MAX);
         clock.advance(Duration::from_secs(86_400));
         assert!(fire_all(&q, clock.now()).is_empty());
+        // Capped, so arithmetic on the deadline (a margin added) cannot overflow either.
+        let now = clock.now();
+        assert_eq!(later(now, Duration::MAX), now + CENTURY);
+        assert_eq!(later(now, Duration::from_secs(1 << 62)), now + CENTURY);
+        assert_eq!(
+            later(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
     }
 
     #[test]

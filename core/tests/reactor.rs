@@ -191,6 +191,50 @@ fn connect_tcp_reports_success_and_failure() {
     );
 }
 
+/// A connect timeout or a drain deadline too far for the clock (`--connect-timeout
+/// 18446744073709551615`, `--shutdown-timeout 1e300`) waits as long as it takes: the
+/// connection is made, and the drain with nothing left returns at once; neither panics.
+#[test]
+fn timeouts_past_any_clock_wait_as_long_as_it_takes() {
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taddr = target.local_addr().unwrap();
+    let (_, t) = serve(move |r| {
+        let h = r.handle();
+        h.connect_tcp(
+            taddr,
+            Box::new(Client {
+                log: Rc::new(RefCell::new(Vec::new())),
+                stop_after: 1,
+                h: h.clone(),
+            }),
+            Duration::MAX,
+        );
+        let h2 = h.clone();
+        h.call_later(Duration::from_secs(1), move || h2.stop());
+        None
+    });
+    // The reactor stops itself after a second; the connection waits in the listen queue.
+    t.join().expect("the reactor ran without panicking");
+    target.set_nonblocking(true).unwrap();
+    let (mut s, _) = target.accept().expect("the connection was made");
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hello from the client side");
+    let mut r = quiet_reactor();
+    let h = r.handle();
+    h.clone().call_later(Duration::ZERO, move || h.stop());
+    r.run().expect("run");
+    let start = Instant::now();
+    r.drain(Duration::MAX).expect("drain");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
 struct Idle;
 impl Protocol for Idle {
     fn connection_made(&mut self, t: &mut Transport<'_>) {

@@ -109,3 +109,60 @@ fn python_only_options_and_other_reactors_are_refused() {
     assert_eq!(code, 1);
     assert!(err.contains("reactor 'select'"), "{err}");
 }
+
+/// Numbers that cannot be used are one-line usage errors naming the value, exit 1, never a
+/// panic: infinities, NaN, negatives, values past the option's type or range.
+#[test]
+fn unusable_numbers_are_one_line_errors_never_panics() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["-n", "--shutdown-timeout", "inf", "echo"], "'inf'"),
+        (&["-n", "--shutdown-timeout", "nan", "echo"], "'nan'"),
+        (&["-n", "--shutdown-timeout=-1", "echo"], "'-1'"),
+        (
+            &["-n", "--workers", "18446744073709551615", "echo"],
+            "'18446744073709551615'",
+        ),
+        (
+            &["-n", "--log-keep", "18446744073709551615", "echo"],
+            "'18446744073709551615'",
+        ),
+        (&["-n", "--log-rotate-size", "1e300", "echo"], "'1e300'"),
+        (&["-n", "echo", "--max-connections", "1e300"], "'1e300'"),
+        (
+            &["-n", "web", "--timeout", "18446744073709551616"],
+            "'18446744073709551616'",
+        ),
+        (&["-n", "web", "--timeout", "0"], "'0'"),
+        (&["-n", "socks", "--connect-timeout", "inf"], "'inf'"),
+        (
+            &["-n", "mail", "--max-recipients", "4294967296"],
+            "'4294967296'",
+        ),
+        (&["-n", "mail", "--max-message-size", "1e300"], "'1e300'"),
+        (
+            &["-n", "dns", "--cache-size", "18446744073709551615"],
+            "'18446744073709551615'",
+        ),
+        (
+            &["-n", "procmon", "-k", "1e300", "sleep", "1"],
+            "'1e300' is not a number of seconds from 0 to below 1000000000",
+        ),
+        (
+            &["-n", "procmon", "-M", "18446744073709551615", "sleep", "1"],
+            "'18446744073709551615' is not a number of seconds from 0 to below 1000000000",
+        ),
+        (&["stop", "--timeout", "inf"], "'inf'"),
+        (&["restart", "--timeout=-5"], "'-5'"),
+    ];
+    for (args, want) in cases {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 1, "{args:?}: {out} {err}");
+        assert!(
+            !err.contains("panicked") && !out.contains("panicked"),
+            "{args:?}: {err}"
+        );
+        let first = err.lines().next().unwrap_or("");
+        assert!(first.starts_with("error: invalid value"), "{args:?}: {err}");
+        assert!(first.contains(want), "{args:?}: {err}");
+    }
+}

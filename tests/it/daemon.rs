@@ -780,3 +780,87 @@ fn stop_waits_out_the_services_own_drain_before_sigkill() {
     assert!(log.contains("Server Shut Down."), "{log}");
     assert!(!d.path("twistrs.pid").exists());
 }
+
+/// Timeouts too long for the clock are "never give up", not a panic after the signal went:
+/// a daemon started with `--shutdown-timeout 18446744073709551615` restarts with
+/// `restart --timeout 1e300`, and `stop`, reading that drain from its command line, stops it
+/// without a word on stderr; `stop --timeout 1e19` (a `Duration`, but past any `Instant`)
+/// stops another.
+#[test]
+fn stop_and_restart_with_timeouts_past_any_clock() {
+    let d = Daemon::start(&[
+        "--shutdown-timeout",
+        "18446744073709551615",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    echo_once(d.ports()[0]);
+    let (code, out, err) = d.ctl(&["restart", "--timeout", "1e300"]);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    assert!(out.contains("handed over to PID"), "{out}");
+    echo_once(d.ports()[0]);
+    let (code, out, err) = d.ctl(&["stop"]);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    assert!(out.contains("twistrs stopped"), "{out}");
+    assert!(!d.log().contains("panicked"), "{}", d.log());
+
+    let d = Daemon::start(&["echo", "--listen", "tcp:0:interface=127.0.0.1"]);
+    let (code, out, err) = d.ctl(&["stop", "--timeout", "1e19"]);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    assert!(out.contains("twistrs stopped"), "{out}");
+}
+
+/// `stop` without --timeout waits for the service's own --shutdown-timeout, read from its
+/// command line in /proc; when that cannot be read or parsed (here the lock's holder is a
+/// stand-in whose command line is Python's), it says what it assumes instead, in one line.
+#[test]
+fn stop_says_when_it_cannot_tell_the_services_shutdown_timeout() {
+    const STANDIN: &str = r#"
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.pwrite(fd, str(os.getpid()).encode(), 0)
+print("ready", flush=True)
+end = time.time() + 60
+while time.time() < end:
+    time.sleep(0.05)
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("twistrs.pid");
+    let mut standin = Command::new("python3")
+        .arg("-c")
+        .arg(STANDIN)
+        .arg(&pidfile)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(standin.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let pid = standin.id();
+    let (code, out, err) = run_in(dir.path(), &["stop"]);
+    let _ = standin.kill();
+    let _ = standin.wait();
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(
+        out.contains(&format!("twistrs stopped (PID {pid})")),
+        "{out}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "twistrs stop: cannot tell PID {pid}'s --shutdown-timeout (/proc/{pid}/cmdline: "
+        )),
+        "{err}"
+    );
+    assert!(
+        lines[0].ends_with("assuming the default, 10 s: SIGKILL after 20 s"),
+        "{err}"
+    );
+}

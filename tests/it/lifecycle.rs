@@ -305,3 +305,38 @@ fn syslog_with_prefix() {
     );
     srv.term();
 }
+
+/// A `--shutdown-timeout` too long for the clock (`1e300`, `u64::MAX`, or `1e19`, which a
+/// `Duration` holds but an `Instant` cannot reach) means "wait for the connections": it
+/// starts, drains and exits by the signal, in one process and with workers, never panics.
+#[test]
+fn a_shutdown_timeout_past_any_clock_drains_and_never_panics() {
+    use std::os::unix::process::ExitStatusExt;
+    for (global, value) in [
+        (&[][..], "18446744073709551615"),
+        (&[][..], "1e300"),
+        (&[][..], "1e19"),
+        (&["--workers", "2"][..], "1e19"),
+    ] {
+        let mut args = global.to_vec();
+        args.extend([
+            "--shutdown-timeout",
+            value,
+            "echo",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ]);
+        let mut srv = Server::start(&args);
+        let mut c = connect(srv.addr());
+        send(&mut c, b"hi");
+        assert_eq!(read_n(&mut c, 2), b"hi");
+        let status = srv.term();
+        let lines = srv.lines();
+        assert!(
+            !lines.iter().any(|l| l.contains("panicked")),
+            "{args:?}: {lines:?}"
+        );
+        assert_eq!(status.signal(), Some(15), "{args:?}: {lines:?}");
+        assert_eq!(read_to_end(&mut c), b"", "{args:?}: closed once idle");
+    }
+}

@@ -590,3 +590,21 @@ fn bad_options_are_refused() {
         "{out}"
     );
 }
+
+/// A `--connect-timeout` too long for the clock waits as long as the connect takes: the
+/// relay is made and carries, never a panic when the first client arrives.
+#[test]
+fn a_connect_timeout_past_any_clock_relays_never_panics() {
+    let dest = backend(echo);
+    let srv = forwarder(&[], dest, &["--connect-timeout", "18446744073709551615"]);
+    let mut c = connect(srv.addr());
+    send(&mut c, b"far away");
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&mut c), b"far away");
+    assert!(srv.log_contains("Relay "), "{:?}", srv.lines());
+    assert!(
+        !srv.lines().iter().any(|l| l.contains("panicked")),
+        "{:?}",
+        srv.lines()
+    );
+}

@@ -89,7 +89,7 @@ impl Reactor {
         let mut attempt = Attempt {
             client,
             addrs: VecDeque::new(),
-            deadline: self.handle.now() + timeout,
+            deadline: crate::timer::later(self.handle.now(), timeout),
             timeout,
             last_error: None,
         };

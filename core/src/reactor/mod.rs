@@ -325,7 +325,7 @@ impl Reactor {
         }
         self.stop_children();
         self.after_batch();
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::timer::later(Instant::now(), timeout);
         self.stop = None;
         let mut aborted = false;
         while self.live_conns > 0 || self.handle.running_processes() > 0 {

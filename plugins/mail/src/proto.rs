@@ -11,6 +11,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use twistrs_core::limit::PeerSlot;
+use twistrs_core::timer::later;
 use twistrs_core::{ConnId, DelayedCall, Handle, Protocol, Transport};
 
 use crate::config::{MailConfig, Tls};
@@ -224,10 +225,14 @@ impl SmtpProtocol {
             Phase::Command => self.core.partial_command(),
             Phase::Data(since) => {
                 let size = self.core.data_size().unwrap_or(0) as u64;
-                let allowed = self.cfg.timeout + Duration::from_secs(size / MIN_DATA_RATE);
-                let now = t.handle().now();
-                if now < since + allowed {
-                    self.deadline = Some(t.call_later(since + allowed - now, DEADLINE_TIMER));
+                // Saturating: --timeout takes any u64 of seconds, which means "never".
+                let allowed = self
+                    .cfg
+                    .timeout
+                    .saturating_add(Duration::from_secs(size / MIN_DATA_RATE));
+                let (now, until) = (t.handle().now(), later(since, allowed));
+                if now < until {
+                    self.deadline = Some(t.call_later(until - now, DEADLINE_TIMER));
                     false
                 } else {
                     true
@@ -354,6 +359,27 @@ mod tests {
         let out = String::from_utf8(smtp.take_output()).unwrap();
         assert!(out.starts_with("421 h Timeout"), "{out}");
         assert!(smtp.lost().is_some());
+    }
+
+    /// `--timeout 18446744073709551615` is "never": the DATA deadline, which adds the
+    /// transfer's allowance to it, comes after a century (the longest timer) and closes the
+    /// session then, instead of overflowing.
+    #[test]
+    fn a_timeout_past_any_clock_is_a_century_not_an_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Rc::new(MailConfig {
+            timeout: Duration::MAX,
+            ..fixture::config(vec![fixture::example_domain(dir.path())])
+        });
+        let store = Deliveries::new("h".into());
+        let mut h = Harness::new(SmtpProtocol::new(cfg, store, "127.0.0.1".into(), slot()));
+        h.connect();
+        h.feed(b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\n");
+        h.feed(&[b'x'; 2000]);
+        h.advance(Duration::from_secs(365 * 86_400));
+        assert!(!h.disconnecting(), "a year is not too long");
+        h.advance(twistrs_core::timer::CENTURY);
+        assert!(h.disconnecting(), "a century is");
     }
 
     #[test]

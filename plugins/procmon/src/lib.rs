@@ -36,12 +36,17 @@ stop) sends SIGTERM to every program, then SIGKILL after --killtime, and waits f
 twistrs restart stops the programs (the same way) before the new process starts them again, \
 so a program never runs twice; if the new process fails, the old one starts them again.";
 
-/// A number of seconds, as twistd's float options.
+/// Longer than any restart delay or kill time makes sense (31 years): doubling a delay
+/// stays far from what a `Duration` holds.
+const MAX_SECONDS: f64 = 1e9;
+
+/// A number of seconds, as twistd's float options, below [`MAX_SECONDS`]; the message says
+/// the range, since a huge number is a number all the same.
 fn seconds(s: &str) -> Result<f64, String> {
     s.parse::<f64>()
         .ok()
-        .filter(|v| v.is_finite() && *v >= 0.0 && *v < 1e9)
-        .ok_or_else(|| format!("'{s}' is not a number of seconds"))
+        .filter(|v| v.is_finite() && *v >= 0.0 && *v < MAX_SECONDS)
+        .ok_or_else(|| format!("'{s}' is not a number of seconds from 0 to below {MAX_SECONDS}"))
 }
 
 fn secs_arg(id: &'static str, short: char, default: &'static str, help: &'static str) -> Arg {
@@ -284,11 +289,23 @@ mod tests {
             parse(&[]).unwrap_err(),
             "Please specify a process commandline"
         );
-        assert!(
-            parse(&["-t", "-1", "x"])
-                .unwrap_err()
-                .contains("not a number of seconds")
-        );
+        for bad in [
+            "-1",
+            "1e9",
+            "1e300",
+            "18446744073709551615",
+            "inf",
+            "nan",
+            "x",
+        ] {
+            let e = parse(&["-t", bad, "x"]).unwrap_err();
+            assert!(
+                e.contains(&format!(
+                    "'{bad}' is not a number of seconds from 0 to below 1000000000"
+                )),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use twistrs_core::client::ConnectError;
 use twistrs_core::relay::{OnEnd, Outgoing, RelayEnd, RelayOptions, RelayRequest};
+use twistrs_core::timer::later;
 use twistrs_core::{Address, DelayedCall, OwnedPort, Protocol, Reason, STOP_GRACE, Transport};
 
 use crate::bind::{BindEvent, BindFactory};
@@ -198,7 +199,7 @@ impl Socks {
         match &req.target.host {
             Host::Ip(ip) => {
                 let addr = SocketAddr::new(*ip, req.target.port);
-                let deadline = Instant::now() + self.cfg.connect_timeout;
+                let deadline = later(Instant::now(), self.cfg.connect_timeout);
                 self.resolved(t, req, rest, vec![addr], deadline);
             }
             Host::Name(name) => {
@@ -208,7 +209,7 @@ impl Socks {
                 self.state = State::Resolving(Box::new(Resolving {
                     req,
                     rest,
-                    deadline: Instant::now() + self.cfg.connect_timeout,
+                    deadline: later(Instant::now(), self.cfg.connect_timeout),
                 }));
             }
         }

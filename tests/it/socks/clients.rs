@@ -290,3 +290,32 @@ fn an_ipv6_destination_and_data_sent_behind_the_request() {
         "{lines:?}"
     );
 }
+
+/// `--connect-timeout` and `--request-timeout` too long for the clock wait as long as it
+/// takes: requests to an address and to a host name are carried, never a panic.
+#[test]
+fn timeouts_past_any_clock_carry_requests_never_panic() {
+    let backend = Backend::start();
+    let huge = "18446744073709551615";
+    let s = socks(&["--connect-timeout", huge, "--request-timeout", huge]);
+    let proxy = format!("127.0.0.1:{}", s.port());
+    for (flag, host) in [
+        ("--socks5", "127.0.0.1"),
+        ("--socks5-hostname", "localhost"),
+    ] {
+        let (code, body) = curl(&[flag, &proxy, &url(host, backend.port(), "/hello.txt")]);
+        assert_eq!(
+            (code, body.as_slice()),
+            (0, &b"hello through socks\n"[..]),
+            "{flag}: {:?}",
+            s.lines()
+        );
+    }
+    let lines = wait_conn_lines(&s, 2);
+    assert!(lines.iter().all(|l| l.contains(" result=ok ")), "{lines:?}");
+    assert!(
+        !s.lines().iter().any(|l| l.contains("panicked")),
+        "{:?}",
+        s.lines()
+    );
+}
