@@ -301,6 +301,20 @@ fn stop(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
 }
 
 fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
+    // The daemon would refuse, but it writes its report inside its jail, where this command
+    // never finds it: said at once instead of after --timeout. (A master never chroots: its
+    // workers do, and it restarts them.)
+    if let Ok(root) = std::fs::read_link(format!("/proc/{pid}/root"))
+        && root != Path::new("/")
+        && std::fs::read_link("/proc/self/root").is_ok_and(|own| own != root)
+    {
+        eprintln!(
+            "twistrs restart: PID {pid} runs chrooted in {}: {}",
+            root.display(),
+            crate::launcher::CHROOTED_RESTART
+        );
+        return 1;
+    }
     let _ = std::fs::remove_file(upgrade::status_path(path));
     upgrade::prepare_status(path, pid);
     if let Err(e) = signal(held, pid, Signal::SIGUSR2) {

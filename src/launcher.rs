@@ -20,6 +20,10 @@ use crate::pidfile::Pidfile;
 use crate::{cli, control, notify, privileges, upgrade, workers};
 
 pub(crate) const LAUNCHER: &str = "twistrs.launcher";
+/// Why a chrooted single process cannot restart (its binary is outside the jail): said by
+/// the daemon, and by `twistrs restart` before it signals one.
+pub(crate) const CHROOTED_RESTART: &str =
+    "a chrooted service cannot re-execute its binary; stop and start it instead";
 
 /// Exit status for every start-up failure, as twistd.
 const EXIT_FAILURE: i32 = 1;
@@ -575,7 +579,7 @@ fn restart(
         }
     };
     if plan.chroot.is_some() {
-        let msg = "a chrooted service cannot re-execute its binary; stop and start it instead";
+        let msg = CHROOTED_RESTART;
         log::error!(target: LAUNCHER, "Restart failed: {msg}");
         report(&format!("failed {msg}"));
         return Ok(None);

@@ -506,6 +506,52 @@ fn chroot_and_euid() {
     echo_once(srv.port());
 }
 
+#[test]
+fn restart_of_a_chrooted_daemon_fails_at_once_and_the_old_one_serves() {
+    if nobody_as_root("restart_of_a_chrooted_daemon_fails_at_once_and_the_old_one_serves").is_none()
+    {
+        return;
+    }
+    // Its report would be written inside the jail, where `twistrs restart` never looks: it
+    // waited out its --timeout (30 s) and said "no answer".
+    let jail = tempfile::tempdir().unwrap();
+    // A daemon opens /dev/null in its jail (twistd's does too).
+    std::fs::create_dir(jail.path().join("dev")).unwrap();
+    let mknod = Command::new("mknod")
+        .arg(jail.path().join("dev/null"))
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(mknod.success());
+    let d = Daemon::start(&[
+        "--chroot",
+        jail.path().to_str().unwrap(),
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let port = d.ports()[0];
+    let started = Instant::now();
+    let (code, out, err) = d.ctl(&["restart"]);
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(
+        err.contains("runs chrooted") && err.contains("stop and start it instead"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let (code, out, _) = d.ctl(&["status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&d.pid.to_string()),
+        "the old PID still serves: {out}"
+    );
+    echo_once(port);
+}
+
 /// One keep-alive HTTP client in a loop: (answered, lost) where lost is a request written
 /// whole that got EOF or a reset before its whole response. Once `ending` is set, a refused
 /// connection ends the loop (the server is going away), not a loss.
