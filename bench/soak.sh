@@ -3,7 +3,7 @@
 # mail SMTP and POP3, echo sessions, portforward relays, dns over UDP and TCP), sampling
 # each server's memory and open descriptors, to show that a daemon left running does not
 # grow: RSS after the warm-up against at the end, descriptors idle before the load against
-# idle after it; and that nothing was lost (every message smtp-source delivered was
+# idle after it, while --metrics is scraped every sample; and that nothing was lost (every message smtp-source delivered was
 # retrieved over POP3 or is still in the Maildir; no load generator saw an error).
 # Run by hand, not in CI: see bench/README.md ("Soak"). Results go to bench/results/.
 #
@@ -29,7 +29,7 @@ start_run soak
 bench="$root/target/release/twistrs-bench"
 build_release -p twistrs -p twistrs-bench
 [[ -x $twistrs && -x $bench ]] || die "missing $twistrs or $bench"
-need_tools "Debian: apt-get install -y wrk" wrk
+need_tools "Debian: apt-get install -y wrk curl" wrk curl
 smtp_source=$(command -v smtp-source || true)
 [[ -n $smtp_source ]] || { [[ -x /usr/sbin/smtp-source ]] && smtp_source=/usr/sbin/smtp-source; }
 [[ -n $smtp_source ]] ||
@@ -73,12 +73,13 @@ end
 LUA
 
 # --- servers ---------------------------------------------------------------------------
-declare -A SPID PORT
+declare -A SPID PORT MPORT SCRAPES SCRAPE_ERRORS
 # Starts service $1 with plugin arguments $2...; its log is $work/$1.log.
 start_service() {
     local name=$1
     shift
-    "$twistrs" -n --pidfile= --workers "$WORKERS" "$@" </dev/null >"$work/$name.log" 2>&1 &
+    "$twistrs" -n --pidfile= --workers "$WORKERS" --metrics "tcp:0:interface=127.0.0.1" "$@" \
+        </dev/null >"$work/$name.log" 2>&1 &
     SPID[$name]=$!
     pids+=("$!")
 }
@@ -121,7 +122,10 @@ PORT[pop3]=$(port_of mail VirtualPOP3)
 PORT[echo]=$(port_of echo Echo)
 PORT[portforward]=$(port_of portforward ProxyFactory)
 PORT[dns]=$(port_of dns DNSServerFactory)
-for s in "${SERVICES[@]}"; do say "[$s] PID ${SPID[$s]}"; done
+for s in "${SERVICES[@]}"; do
+    MPORT[$s]=$(port_of "$s" Metrics)
+    say "[$s] PID ${SPID[$s]}, metrics on ${MPORT[$s]}"
+done
 say "ports: web ${PORT[web]}, smtp ${PORT[smtp]}, pop3 ${PORT[pop3]}, echo ${PORT[echo]}, portforward ${PORT[portforward]} (backend $bport), dns ${PORT[dns]}"
 
 # --- samples ---------------------------------------------------------------------------
@@ -183,6 +187,13 @@ while (($(date +%s) < end)); do
     sleep "$SAMPLE"
     n=$((n + 1))
     for s in "${SERVICES[@]}"; do
+        # Every service serves --metrics, scraped each sample as Prometheus would (with
+        # --workers, the master adds up its workers' figures).
+        SCRAPES[$s]=$((${SCRAPES[$s]:-0} + 1))
+        if ! curl -sf -m 10 "http://127.0.0.1:${MPORT[$s]}/metrics" -o "$work/scrape.txt" ||
+            ! grep -q '^twistrs_connections_accepted_total{' "$work/scrape.txt"; then
+            SCRAPE_ERRORS[$s]=$((${SCRAPE_ERRORS[$s]:-0} + 1))
+        fi
         r=$(tree_rss_kib "${SPID[$s]}")
         f=$(tree_fds "${SPID[$s]}")
         # The first sample is after one interval of load: buffers, caches and pools are
@@ -238,6 +249,10 @@ for s in echo portforward; do
     out=$(tr '\n' ' ' <"$work/$s.out")
     say "[$s] $out"
     [[ $(kv errors "$out") == 0 ]] || status=1
+done
+for s in "${SERVICES[@]}"; do
+    say "[$s] metrics: ${SCRAPES[$s]:-0} scrapes, ${SCRAPE_ERRORS[$s]:-0} failed"
+    ((${SCRAPE_ERRORS[$s]:-0} == 0)) || status=1
 done
 dns=$(cat "$work/dns.out")
 say "[dns] $dns"
