@@ -315,10 +315,32 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
         );
         return 1;
     }
-    let _ = std::fs::remove_file(upgrade::status_path(path));
-    upgrade::prepare_status(path, pid);
+    // The report's directory, opened once and checked to hold this very pidfile: every step
+    // with the report after this is relative to it (see `ReportDir`). Failing that, no report
+    // is made and a success is told from the pidfile alone.
+    let report = match upgrade::ReportDir::open(path, held) {
+        Ok(dir) => Some(dir),
+        Err(upgrade::Unverified::Elsewhere) => {
+            eprintln!(
+                "twistrs restart: {} no longer leads to the locked pidfile (a directory on its \
+                 path moved or was replaced?): no report file made, only a success can be told",
+                path.display()
+            );
+            None
+        }
+        Err(upgrade::Unverified::Gone) => None,
+    };
+    if let Some(r) = &report {
+        r.remove();
+        r.prepare(pid);
+    }
+    let clean_up = || {
+        if let Some(r) = &report {
+            r.remove();
+        }
+    };
     if let Err(e) = signal(held, pid, Signal::SIGUSR2) {
-        let _ = std::fs::remove_file(upgrade::status_path(path));
+        clean_up();
         eprintln!("twistrs restart: {e}");
         return 1;
     }
@@ -344,13 +366,14 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
             // Still holding: a successor that wrote its PID and then died (killed by its
             // predecessor at the start deadline, say) handed nothing over.
             if held.holds(new) {
+                clean_up();
                 println!("twistrs restarted: PID {pid} handed over to PID {new}");
                 return 0;
             }
             successor = None;
         }
-        if let Some(text) = upgrade::read_status(path) {
-            let _ = std::fs::remove_file(upgrade::status_path(path));
+        if let Some(text) = report.as_ref().and_then(upgrade::ReportDir::read) {
+            clean_up();
             return match text.split_once(' ') {
                 Some(("ok", new)) => {
                     println!("twistrs restarted: PID {pid} handed over to PID {new}");
@@ -371,7 +394,7 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = std::fs::remove_file(upgrade::status_path(path));
+    clean_up();
     eprintln!(
         "twistrs restart: no answer from PID {pid} within {timeout:?} (its log says how the \
          restart went)"
