@@ -390,6 +390,20 @@ fn effective_uid(pid: i32) -> Option<u32> {
     line.split_whitespace().nth(2)?.parse().ok()
 }
 
+/// `text` (from the daemon's user) made safe for root's terminal: control characters, an
+/// escape sequence's start among them, are shown escaped (`\u{1b}`, `\n`) instead of acted on.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,5 +513,14 @@ mod tests {
         assert_eq!(std::fs::read(&victim).unwrap(), b"ok 1", "its target not");
         nix::unistd::mkfifo(&name, Mode::from_bits_truncate(0o600)).unwrap();
         assert_eq!(report.read(), None, "not opened, so no hang");
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_acted_on() {
+        assert_eq!(
+            printable("failed \u{1b}[2J\r\nbye\u{7}\t\u{7f}\u{9b}1m é ok"),
+            "failed \\u{1b}[2J\\r\\nbye\\u{7}\\t\\u{7f}\\u{9b}1m é ok"
+        );
+        assert_eq!(printable("ok 1234"), "ok 1234");
     }
 }
