@@ -315,10 +315,32 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
         );
         return 1;
     }
-    let _ = std::fs::remove_file(upgrade::status_path(path));
-    upgrade::prepare_status(path, pid);
+    // The report's directory, opened once and checked to hold this very pidfile: every step
+    // with the report after this is relative to it (see `ReportDir`). Failing that, no report
+    // is made and a success is told from the pidfile alone.
+    let report = match upgrade::ReportDir::open(path, held) {
+        Ok(dir) => Some(dir),
+        Err(upgrade::Unverified::Elsewhere) => {
+            eprintln!(
+                "twistrs restart: {} no longer leads to the locked pidfile (a directory on its \
+                 path moved or was replaced?): no report file made, only a success can be told",
+                path.display()
+            );
+            None
+        }
+        Err(upgrade::Unverified::Gone) => None,
+    };
+    if let Some(r) = &report {
+        r.remove();
+        r.prepare(pid);
+    }
+    let clean_up = || {
+        if let Some(r) = &report {
+            r.remove();
+        }
+    };
     if let Err(e) = signal(held, pid, Signal::SIGUSR2) {
-        let _ = std::fs::remove_file(upgrade::status_path(path));
+        clean_up();
         eprintln!("twistrs restart: {e}");
         return 1;
     }
@@ -344,24 +366,21 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
             // Still holding: a successor that wrote its PID and then died (killed by its
             // predecessor at the start deadline, say) handed nothing over.
             if held.holds(new) {
+                clean_up();
                 println!("twistrs restarted: PID {pid} handed over to PID {new}");
                 return 0;
             }
             successor = None;
         }
-        if let Some(text) = upgrade::read_status(path) {
-            let _ = std::fs::remove_file(upgrade::status_path(path));
-            return match text.split_once(' ') {
-                Some(("ok", new)) => {
-                    println!("twistrs restarted: PID {pid} handed over to PID {new}");
+        if let Some(text) = report.as_ref().and_then(upgrade::ReportDir::read) {
+            clean_up();
+            return match told(pid, &text) {
+                Ok(line) => {
+                    println!("{line}");
                     0
                 }
-                Some((_, msg)) => {
-                    eprintln!("twistrs restart: {msg} (PID {pid} keeps serving)");
-                    1
-                }
-                None => {
-                    eprintln!("twistrs restart: unreadable report '{text}'");
+                Err(line) => {
+                    eprintln!("{line}");
                     1
                 }
             };
@@ -371,7 +390,7 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = std::fs::remove_file(upgrade::status_path(path));
+    clean_up();
     eprintln!(
         "twistrs restart: no answer from PID {pid} within {timeout:?} (its log says how the \
          restart went)"
@@ -379,12 +398,49 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
     1
 }
 
-// They parse `echo` command lines: the plugin is wire's (CI also tests the library without
-// the built-in plugins).
-#[cfg(all(test, feature = "wire"))]
+/// What `restart` says of the report `text` (the daemon's `ok NEWPID` or `failed WHY`): the
+/// line for stdout on success, else for stderr. The text comes from the daemon's user and goes
+/// to the terminal of whoever restarts it, root often: its control characters are escaped.
+fn told(pid: i32, text: &str) -> Result<String, String> {
+    let text = upgrade::printable(text);
+    match text.split_once(' ') {
+        Some(("ok", new)) => Ok(format!(
+            "twistrs restarted: PID {pid} handed over to PID {new}"
+        )),
+        Some((_, msg)) => Err(format!("twistrs restart: {msg} (PID {pid} keeps serving)")),
+        None => Err(format!("twistrs restart: unreadable report '{text}'")),
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_report_reaches_the_terminal_without_its_control_characters() {
+        assert_eq!(
+            told(7, "ok 8"),
+            Ok("twistrs restarted: PID 7 handed over to PID 8".into())
+        );
+        assert_eq!(
+            told(7, "ok 8\u{1b}]0;owned\u{7}"),
+            Ok("twistrs restarted: PID 7 handed over to PID 8\\u{1b}]0;owned\\u{7}".into())
+        );
+        assert_eq!(
+            told(7, "failed no\u{1b}[2J\nroot# "),
+            Err("twistrs restart: no\\u{1b}[2J\\nroot#  (PID 7 keeps serving)".into())
+        );
+        let line = told(7, "\u{1b}[31m").unwrap_err();
+        assert!(line.ends_with("'\\u{1b}[31m'"), "{line}");
+        for line in [told(7, "ok \u{9b}\r"), told(7, "x\u{7f} y")] {
+            let line = line.unwrap_or_else(|e| e);
+            assert!(!line.chars().any(char::is_control), "{line:?}");
+        }
+    }
+
+    // It parses `echo` command lines: the plugin is wire's (CI also tests the library
+    // without the built-in plugins).
+    #[cfg(feature = "wire")]
     #[test]
     fn the_services_shutdown_timeout_from_its_command_line() {
         let cmd = crate::cli::build_command(&crate::builtin_plugins());

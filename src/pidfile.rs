@@ -10,13 +10,16 @@
 //! a directory, FIFO, device or a file with several names, so a planted link cannot make a
 //! root daemon (or root's `twistrs status`) write into, or hang on, some other file.
 
+use std::ffi::OsStr;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl, openat};
+use nix::sys::stat::Mode;
 
 use crate::holder::{self, FileId, Holder};
 
@@ -110,6 +113,16 @@ impl Held {
         holder::holds(pid, self.id)
     }
 
+    /// The pidfile's identity, to tell whether a name found later is still this file.
+    pub fn id(&self) -> FileId {
+        self.id
+    }
+
+    /// True while the file still has a name somewhere (it was not removed).
+    pub fn linked(&self) -> bool {
+        self.file.metadata().is_ok_and(|md| md.nlink() > 0)
+    }
+
     /// True once no process holds the lock on this file (this inode, whatever its name is by
     /// now: a zombie holds nothing).
     pub fn released(&self) -> bool {
@@ -187,6 +200,55 @@ pub(crate) fn open_plain(path: &Path, opts: &mut OpenOptions) -> Result<File, Pi
         return Err(refused(what));
     }
     fcntl(&file, FcntlArg::F_SETFL(OFlag::empty())).map_err(|e| io_err(e.into()))?;
+    Ok(file)
+}
+
+/// What `name` in the directory `dir` is, without following a link and without opening the
+/// file itself (O_PATH: no FIFO to block on, no device to wake); `None` if it is not there.
+pub(crate) fn metadata_at(dir: BorrowedFd, name: &OsStr) -> io::Result<Option<Metadata>> {
+    match openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => File::from(fd).metadata().map(Some),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `open_plain` relative to the directory `dir` (the restart report beside a pidfile whose
+/// directory was opened once): `name` is looked up in that very directory, whatever the path
+/// that led to it leads to by now. `flags` are the access and creation flags.
+pub(crate) fn open_plain_at(
+    dir: BorrowedFd,
+    name: &OsStr,
+    flags: OFlag,
+    mode: u32,
+) -> io::Result<File> {
+    let refused = |what: String| io::Error::other(format!("{what}, not a regular file"));
+    if let Some(md) = metadata_at(dir, name)?
+        && let Some(what) = not_plain(&md)
+    {
+        return Err(refused(what));
+    }
+    let fd = openat(
+        dir,
+        name,
+        flags | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(mode),
+    )
+    .map_err(|e| match e {
+        Errno::ELOOP => refused("a symbolic link".into()),
+        e => e.into(),
+    })?;
+    let file = File::from(fd);
+    // Again on what was opened, in case the name was swapped in between.
+    if let Some(what) = not_plain(&file.metadata()?) {
+        return Err(refused(what));
+    }
+    fcntl(&file, FcntlArg::F_SETFL(OFlag::empty()))?;
     Ok(file)
 }
 

@@ -13,11 +13,17 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{ErrorKind, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::sys::stat::Mode;
+use nix::unistd::UnlinkatFlags;
+
+use crate::holder::FileId;
+use crate::pidfile::Held;
 
 /// The environment variable that tells a process it is a restart's successor.
 pub const ENV: &str = "TWISTRS_UPGRADE";
@@ -271,33 +277,108 @@ pub fn write_status(pidfile: &Path, text: &str) {
     let _ = std::fs::remove_file(&tmp);
     // A daemon that dropped privileges may not create files beside a pidfile in a directory
     // of root's: `twistrs restart`, run as root, made the empty report for it (see
-    // `prepare_status`), and it is written in place, never through a link or into a FIFO.
+    // `ReportDir::prepare`), and it is written in place, never through a link or into a FIFO.
     if let Ok(mut f) = crate::pidfile::open_plain(&path, std::fs::OpenOptions::new().write(true)) {
         let _ = f.write_all(text.as_bytes());
     }
 }
 
-/// Makes the empty report that a daemon whose user may not create files beside its pidfile
-/// writes into in place, and gives it to that user: `twistrs restart` run as root for a `-u`
-/// daemon in a directory of root's (a systemd unit's RuntimeDirectory without User=) would
-/// otherwise hear of a failed restart only from the log. An empty report is no report yet.
-pub fn prepare_status(pidfile: &Path, pid: i32) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = status_path(pidfile);
-    let Ok(f) = crate::pidfile::open_plain(
-        &path,
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644),
-    ) else {
-        return;
-    };
-    if let Some(uid) = effective_uid(pid)
-        && uid != nix::unistd::geteuid().as_raw()
-    {
-        // Not ours to give (the caller is not root): the daemon may still create its own.
-        let _ = std::os::unix::fs::fchown(&f, Some(uid), None);
+/// The pidfile's directory as `twistrs restart` found it, held open: the report beside the
+/// pidfile is made, given away, read and removed relative to it, never through the pidfile's
+/// path again. Root runs `restart` for a daemon whose user may own a directory higher up that
+/// path; that user could otherwise swap a directory on it (for a link) between the check of
+/// the lock's holder and the report, and have root make the report, and give it to them, in
+/// a directory of their choosing.
+pub struct ReportDir {
+    /// O_PATH: enough for the *at calls, and needs only search permission.
+    dir: OwnedFd,
+    /// `NAME.restart`, for the pidfile `NAME`.
+    name: OsString,
+}
+
+/// Why no report is made.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unverified {
+    /// The pidfile is gone (the daemon exited) or its directory cannot be opened.
+    Gone,
+    /// The pidfile still has a name, but its path now leads to another file, or to none: a
+    /// directory on it was moved or replaced since the pidfile was checked.
+    Elsewhere,
+}
+
+impl ReportDir {
+    /// Opens the directory of `pidfile` and checks that the file of the pidfile's name in it
+    /// is `held`, the locked pidfile (same device and inode, one name, not a link). The
+    /// directory itself may be reached through links (a configured `/var/run`): what counts is
+    /// that it holds this pidfile.
+    pub fn open(pidfile: &Path, held: &Held) -> Result<ReportDir, Unverified> {
+        let unverified = || {
+            if held.linked() {
+                Unverified::Elsewhere
+            } else {
+                Unverified::Gone
+            }
+        };
+        let (Some(parent), Some(name)) = (pidfile.parent(), pidfile.file_name()) else {
+            return Err(Unverified::Gone);
+        };
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        let dir = nix::fcntl::open(
+            parent,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|_| unverified())?;
+        match crate::pidfile::metadata_at(dir.as_fd(), name) {
+            Ok(Some(md)) if FileId::of(&md) == held.id() && md.is_file() && md.nlink() == 1 => {
+                let mut report = name.to_owned();
+                report.push(".restart");
+                Ok(ReportDir { dir, name: report })
+            }
+            _ => Err(unverified()),
+        }
+    }
+
+    /// Removes the report, if any (a link or a directory of that name is not followed).
+    pub fn remove(&self) {
+        let _ = nix::unistd::unlinkat(&self.dir, self.name.as_os_str(), UnlinkatFlags::NoRemoveDir);
+    }
+
+    /// Makes the empty report that a daemon whose user may not create files beside its
+    /// pidfile writes into in place, and gives it to that user: `twistrs restart` run as root
+    /// for a `-u` daemon in a directory of root's (a systemd unit's RuntimeDirectory without
+    /// User=) would otherwise hear of a failed restart only from the log. An empty report is
+    /// no report yet.
+    pub fn prepare(&self, pid: i32) {
+        let Ok(f) = crate::pidfile::open_plain_at(
+            self.dir.as_fd(),
+            &self.name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
+            0o644,
+        ) else {
+            return;
+        };
+        if let Some(uid) = effective_uid(pid)
+            && uid != nix::unistd::geteuid().as_raw()
+        {
+            // Not ours to give (the caller is not root): the daemon may still create its own.
+            let _ = std::os::unix::fs::fchown(&f, Some(uid), None);
+        }
+    }
+
+    /// The outcome of a restart, once written: read as the pidfile is, never through a link.
+    /// Written by the daemon's user: not necessarily UTF-8, nor free of control characters.
+    pub fn read(&self) -> Option<String> {
+        let f =
+            crate::pidfile::open_plain_at(self.dir.as_fd(), &self.name, OFlag::O_RDONLY, 0).ok()?;
+        let mut raw = Vec::new();
+        f.take(4096).read_to_end(&mut raw).ok()?;
+        // Empty: made by `prepare` and not written yet.
+        (!raw.is_empty()).then(|| String::from_utf8_lossy(&raw).into_owned())
     }
 }
 
@@ -309,15 +390,137 @@ fn effective_uid(pid: i32) -> Option<u32> {
     line.split_whitespace().nth(2)?.parse().ok()
 }
 
-/// The outcome of a restart, once written: read as the pidfile is, never through a link.
-pub fn read_status(pidfile: &Path) -> Option<String> {
-    let mut f = crate::pidfile::open_plain(
-        &status_path(pidfile),
-        std::fs::OpenOptions::new().read(true),
-    )
-    .ok()?;
-    let mut text = String::new();
-    f.by_ref().take(4096).read_to_string(&mut text).ok()?;
-    // Empty: made by `prepare_status` and not written yet.
-    (!text.is_empty()).then_some(text)
+/// `text` (from the daemon's user) made safe for root's terminal: control characters, an
+/// escape sequence's start among them, are shown escaped (`\u{1b}`, `\n`) instead of acted on.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pidfile::{Pidfile, State};
+
+    /// A pidfile at `DIR/a/b/t.pid`, held by this process, and `held`, as `restart` sees it.
+    fn held_pidfile(dir: &Path) -> (Pidfile, Held, PathBuf) {
+        std::fs::create_dir_all(dir.join("a/b")).unwrap();
+        let path = dir.join("a/b/t.pid");
+        let mut own = Pidfile::acquire(&path, None).unwrap();
+        own.write_pid().unwrap();
+        let State::Running(held) = crate::pidfile::state(&path).unwrap() else {
+            panic!("not running");
+        };
+        (own, held, path)
+    }
+
+    #[test]
+    fn the_report_stays_in_the_directory_checked_when_the_path_is_swapped_after() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_own, held, path) = held_pidfile(tmp.path());
+        let report = ReportDir::open(&path, &held).expect("the pidfile's own directory");
+        // The service user swaps a directory on the path for a link to one of theirs.
+        std::fs::rename(tmp.path().join("a"), tmp.path().join("orig")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("evil/b")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("evil"), tmp.path().join("a")).unwrap();
+        let real = tmp.path().join("orig/b/t.pid.restart");
+        let planted = tmp.path().join("evil/b/t.pid.restart");
+
+        report.prepare(std::process::id() as i32);
+        assert_eq!(
+            std::fs::read(&real).unwrap(),
+            b"",
+            "made where the pidfile is"
+        );
+        assert!(!planted.exists(), "nothing made through the swapped path");
+
+        std::fs::write(&planted, "ok 1").unwrap();
+        assert_eq!(report.read(), None, "the planted report is not read");
+        std::fs::write(&real, "failed it broke").unwrap();
+        assert_eq!(report.read().as_deref(), Some("failed it broke"));
+
+        report.remove();
+        assert!(!real.exists(), "removed where it was made");
+        assert_eq!(std::fs::read(&planted).unwrap(), b"ok 1", "left alone");
+    }
+
+    #[test]
+    fn a_path_that_leads_elsewhere_gets_no_report() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (own, held, path) = held_pidfile(tmp.path());
+        let pidfile = tmp.path().join("orig/b/t.pid");
+        let evil = tmp.path().join("evil/b");
+        std::fs::rename(tmp.path().join("a"), tmp.path().join("orig")).unwrap();
+        std::fs::create_dir_all(&evil).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("evil"), tmp.path().join("a")).unwrap();
+        let fake = evil.join("t.pid");
+        let cases: [(&str, &dyn Fn()); 4] = [
+            ("no pidfile there", &|| {}),
+            ("another file", &|| std::fs::write(&fake, "1").unwrap()),
+            ("a link to the pidfile", &|| {
+                std::os::unix::fs::symlink(&pidfile, &fake).unwrap()
+            }),
+            ("a second name of the pidfile", &|| {
+                std::fs::hard_link(&pidfile, &fake).unwrap()
+            }),
+        ];
+        for (what, plant) in cases {
+            let _ = std::fs::remove_file(&fake);
+            plant();
+            assert_eq!(
+                ReportDir::open(&path, &held).err(),
+                Some(Unverified::Elsewhere),
+                "{what}"
+            );
+        }
+        let _ = std::fs::remove_file(&fake);
+        assert_eq!(std::fs::read_dir(&evil).unwrap().count(), 0);
+
+        // A directory reached through a link that leads to the pidfile is fine.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(tmp.path().join("orig/b"), &link).unwrap();
+        assert!(ReportDir::open(&link.join("t.pid"), &held).is_ok());
+
+        // Removed (the daemon exited): nothing to say.
+        std::fs::remove_file(&pidfile).unwrap();
+        drop(own);
+        assert_eq!(
+            ReportDir::open(&pidfile, &held).err(),
+            Some(Unverified::Gone)
+        );
+    }
+
+    #[test]
+    fn a_report_is_never_read_from_a_link_or_a_fifo() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_own, held, path) = held_pidfile(tmp.path());
+        let report = ReportDir::open(&path, &held).unwrap();
+        let name = tmp.path().join("a/b/t.pid.restart");
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "ok 1").unwrap();
+        std::os::unix::fs::symlink(&victim, &name).unwrap();
+        assert_eq!(report.read(), None);
+        report.prepare(1);
+        report.remove();
+        assert!(name.symlink_metadata().is_err(), "the link removed");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"ok 1", "its target not");
+        nix::unistd::mkfifo(&name, Mode::from_bits_truncate(0o600)).unwrap();
+        assert_eq!(report.read(), None, "not opened, so no hang");
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_acted_on() {
+        assert_eq!(
+            printable("failed \u{1b}[2J\r\nbye\u{7}\t\u{7f}\u{9b}1m é ok"),
+            "failed \\u{1b}[2J\\r\\nbye\\u{7}\\t\\u{7f}\\u{9b}1m é ok"
+        );
+        assert_eq!(printable("ok 1234"), "ok 1234");
+    }
 }
