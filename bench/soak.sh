@@ -3,8 +3,9 @@
 # mail SMTP and POP3, echo sessions, portforward relays, dns over UDP and TCP), sampling
 # each server's memory and open descriptors, to show that a daemon left running does not
 # grow: RSS after the warm-up against at the end, descriptors idle before the load against
-# idle after it, while --metrics is scraped every sample; and that nothing was lost (every message smtp-source delivered was
-# retrieved over POP3 or is still in the Maildir; no load generator saw an error).
+# idle after it, while --metrics is scraped every sample; and that nothing was lost (every
+# message smtp-source delivered was retrieved over POP3 or is still in the Maildir; no load
+# generator or scrape saw an error).
 # Run by hand, not in CI: see bench/README.md ("Soak"). Results go to bench/results/.
 #
 # Knobs (environment): SOAK_SECS=600 (the load), SOAK_SAMPLE=10 (seconds between samples),
