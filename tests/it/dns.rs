@@ -772,10 +772,57 @@ fn dns_start_errors_name_the_file_and_line() {
 /// A fake primary (python3, no dnspython): the first transfer gets a 64 KiB message's length
 /// and then one byte every 100 ms, for ever; later connections are closed at once. Its stdout
 /// (the port, then what happened) is collected line by line.
-struct Trickler {
+type Trickler = ScriptPeer;
+
+/// A python3 script serving as a peer (no `timeout` wrapper, so that `kill` stops it): its
+/// first line of stdout is its port, the rest what happened, collected line by line.
+struct ScriptPeer {
     child: std::process::Child,
     lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     port: u16,
+}
+
+impl ScriptPeer {
+    fn start(python: &str, script: &str, args: &[&str]) -> ScriptPeer {
+        use std::io::BufRead;
+        let mut child = Command::new(python)
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3");
+        let out = child.stdout.take().expect("stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l2.lock().unwrap().push(line);
+            }
+        });
+        let mut p = ScriptPeer {
+            child,
+            lines,
+            port: 0,
+        };
+        eventually("the peer script's port", Duration::from_secs(10), || {
+            !p.lines.lock().unwrap().is_empty()
+        });
+        p.port = p.lines.lock().unwrap()[0].parse().expect("a port");
+        p
+    }
+
+    fn has(&self, line: &str) -> bool {
+        self.lines.lock().unwrap().iter().any(|l| l == line)
+    }
+}
+
+impl Drop for ScriptPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 const TRICKLER: &str = r#"
@@ -807,52 +854,14 @@ while time.time() < end:
     c.close()
 "#;
 
-impl Trickler {
-    fn start() -> Trickler {
-        use std::io::BufRead;
-        // python3 itself (no `timeout` wrapper), so that `kill` stops it; it ends within 60 s
-        // on its own too.
-        let mut child = Command::new("python3")
-            .args(["-c", TRICKLER])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3");
-        let out = child.stdout.take().expect("stdout");
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let l2 = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                l2.lock().unwrap().push(line);
-            }
-        });
-        let mut t = Trickler {
-            child,
-            lines,
-            port: 0,
-        };
-        eventually("the fake primary's port", Duration::from_secs(10), || {
-            !t.lines.lock().unwrap().is_empty()
-        });
-        t.port = t.lines.lock().unwrap()[0].parse().expect("a port");
-        t
-    }
-
-    fn has(&self, line: &str) -> bool {
-        self.lines.lock().unwrap().iter().any(|l| l == line)
-    }
-}
-
-impl Drop for Trickler {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The trickling primary; it ends within 60 s on its own too.
+fn trickler() -> Trickler {
+    ScriptPeer::start("python3", TRICKLER, &[])
 }
 
 #[test]
 fn dns_a_trickling_primary_is_cut_off_and_retried() {
-    let p = Trickler::start();
+    let p = trickler();
     let t0 = Instant::now();
     let s = Dns::start(
         &[],
@@ -891,7 +900,7 @@ fn dns_a_trickling_primary_is_cut_off_and_retried() {
 /// answers.
 #[test]
 fn dns_a_transfer_timeout_past_any_clock_is_never() {
-    let p = Trickler::start();
+    let p = trickler();
     let s = Dns::start(
         &[],
         &[
@@ -1274,11 +1283,7 @@ print("held copies", round(most / size, 2))
 /// transfers it with a record of another class, CH, HS, ANY, NONE and CLASS42 in turn. The
 /// messages carry two records each. Its stdout (the port, then `soa SERIAL` and `axfr N` for
 /// each question) is collected line by line; it ends within 120 s on its own.
-struct FakePrimary {
-    child: std::process::Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    port: u16,
-}
+type FakePrimary = ScriptPeer;
 
 const FAKE_PRIMARY: &str = r#"
 import socket, struct, sys, time
@@ -1368,45 +1373,9 @@ while time.time() < end:
     c.close()
 "#;
 
-impl FakePrimary {
-    fn start(mode: &str) -> FakePrimary {
-        use std::io::BufRead;
-        // The interpreter itself (no `timeout` wrapper), so that `kill` stops it.
-        let mut child = Command::new(python_with_dnspython())
-            .args(["-c", FAKE_PRIMARY, mode])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3");
-        let out = child.stdout.take().expect("stdout");
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let l2 = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                l2.lock().unwrap().push(line);
-            }
-        });
-        let mut p = FakePrimary {
-            child,
-            lines,
-            port: 0,
-        };
-        eventually("the fake primary's port", Duration::from_secs(10), || {
-            !p.lines.lock().unwrap().is_empty()
-        });
-        p.port = p.lines.lock().unwrap()[0].parse().expect("a port");
-        p
-    }
-
-    fn has(&self, line: &str) -> bool {
-        self.lines.lock().unwrap().iter().any(|l| l == line)
-    }
-}
-
-impl Drop for FakePrimary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The fake primary in `mode`.
+fn fake_primary(mode: &str) -> FakePrimary {
+    ScriptPeer::start(python_with_dnspython(), FAKE_PRIMARY, &[mode])
 }
 
 /// The secondary's log line that `want` (a part of it) shows up in, within `secs`.
@@ -1425,7 +1394,7 @@ fn wait_log(d: &Dns, want: &str, secs: u64) {
 /// first of them failed every transfer, and the zone was never served.
 #[test]
 fn dns_a_secondary_ignores_records_outside_its_zone() {
-    let p = FakePrimary::start("outside");
+    let p = fake_primary("outside");
     let s = Dns::start(
         &[("hosts", "192.0.2.200 ns.example.net\n")],
         &[
@@ -1477,7 +1446,7 @@ fn dns_a_secondary_ignores_records_outside_its_zone() {
 /// served as IN data.
 #[test]
 fn dns_a_secondary_refuses_records_of_another_class_and_keeps_its_copy() {
-    let p = FakePrimary::start("classes");
+    let p = fake_primary("classes");
     let s = Dns::start(
         &[],
         &["--secondary", &format!("127.0.0.1:{}/example.com", p.port)],
