@@ -669,21 +669,28 @@ fn restart_and_stop_under_keep_alive_load_lose_no_request() {
     );
 }
 
-#[test]
-fn a_dropped_daemon_in_a_directory_it_cannot_write_restarts_and_reports_its_stop() {
-    // The pidfile's directory is root's (as a unit's RuntimeDirectory without User=): nobody
-    // can neither write the restart's report there nor remove the pidfile at its exit.
-    let Some(nobody) = nobody_as_root(
-        "a_dropped_daemon_in_a_directory_it_cannot_write_restarts_and_reports_its_stop",
-    ) else {
-        return;
-    };
+/// User nobody (as root only) and a directory of root's that nobody may read but not write:
+/// a systemd unit's RuntimeDirectory without User=.
+fn nobody_and_a_root_dir(test: &str) -> Option<(nix::unistd::User, tempfile::TempDir)> {
+    let nobody = nobody_as_root(test)?;
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(
         dir.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
+    Some((nobody, dir))
+}
+
+#[test]
+fn a_dropped_daemon_in_a_directory_it_cannot_write_restarts_and_reports_its_stop() {
+    // The pidfile's directory is root's (as a unit's RuntimeDirectory without User=): nobody
+    // can neither write the restart's report there nor remove the pidfile at its exit.
+    let Some((nobody, dir)) = nobody_and_a_root_dir(
+        "a_dropped_daemon_in_a_directory_it_cannot_write_restarts_and_reports_its_stop",
+    ) else {
+        return;
+    };
     let (code, _, err) = run_in(
         dir.path(),
         &[
@@ -740,17 +747,11 @@ fn a_dropped_daemon_in_a_directory_it_cannot_write_reports_a_failed_restart() {
     // As above, nobody cannot create the restart's report beside a pidfile in root's
     // directory: `twistrs restart`, as root, makes it for nobody, so a failed restart is told
     // at once with its reason, not after restart's --timeout (30 s) with "see the log".
-    let Some(_nobody) =
-        nobody_as_root("a_dropped_daemon_in_a_directory_it_cannot_write_reports_a_failed_restart")
-    else {
+    let Some((_, dir)) = nobody_and_a_root_dir(
+        "a_dropped_daemon_in_a_directory_it_cannot_write_reports_a_failed_restart",
+    ) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
     let quotes = dir.path().join("quotes.txt");
     std::fs::write(&quotes, "a quote\n").unwrap();
     let (code, _, err) = run_in(
@@ -874,20 +875,7 @@ while time.time() < end:
 "#;
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("twistrs.pid");
-    let mut standin = Command::new("python3")
-        .arg("-c")
-        .arg(STANDIN)
-        .arg(&pidfile)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(standin.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "ready");
+    let mut standin = python_ready(STANDIN, &pidfile);
     let pid = standin.id();
     let (code, out, err) = run_in(dir.path(), &["stop"]);
     let _ = standin.kill();

@@ -308,20 +308,7 @@ while time.time() < end:
 "#;
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("t.pid");
-    let mut standin = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(STANDIN)
-        .arg(&pidfile)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(standin.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "ready");
+    let mut standin = python_ready(STANDIN, &pidfile);
     let old = std::fs::read_to_string(&pidfile).unwrap();
     let path = pidfile.to_str().unwrap();
     let (code, out, err) = run_in(

@@ -464,3 +464,23 @@ pub fn reset_on_close(s: &std::net::TcpStream) {
     };
     assert_eq!(rc, 0);
 }
+
+/// Starts python3 running `script` with `arg` and waits for its first line, "ready": a
+/// stand-in that holds a pidfile's lock (say) before the test acts on it.
+pub fn python_ready(script: &str, arg: &std::path::Path) -> std::process::Child {
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(arg)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("a line from the stand-in");
+    assert_eq!(line.trim(), "ready");
+    child
+}
