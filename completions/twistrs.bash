@@ -49,6 +49,9 @@ _twistrs() {
             twistrs,qotd)
                 cmd="twistrs__subcmd__qotd"
                 ;;
+            twistrs,reload)
+                cmd="twistrs__subcmd__reload"
+                ;;
             twistrs,restart)
                 cmd="twistrs__subcmd__restart"
                 ;;
@@ -74,7 +77,7 @@ _twistrs() {
 
     case "${cmd}" in
         twistrs)
-            opts="-n -l -d -u -g -r -y -f -s -e -o -p -b -h --version --nodaemon --logfile --pidfile --rundir --umask --uid --gid --euid --chroot --syslog --prefix --reactor --help-reactors --originalname --shutdown-timeout --workers --python --file --source --encrypted --no_save --profile --profiler --savestats --debug --spew --logger --log-rotate-size --log-keep --log-format --log-level --metrics --help chargen daytime discard dns echo inetd mail portforward procmon qotd socks time web completions restart status stop"
+            opts="-n -l -d -u -g -r -y -f -s -e -o -p -b -h --version --nodaemon --logfile --pidfile --rundir --umask --uid --gid --euid --chroot --syslog --prefix --reactor --help-reactors --originalname --shutdown-timeout --workers --python --file --source --encrypted --no_save --profile --profiler --savestats --debug --spew --logger --log-rotate-size --log-keep --log-format --log-level --metrics --help chargen daytime discard dns echo inetd mail portforward procmon qotd socks time web completions reload restart status stop"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -675,6 +678,24 @@ _twistrs() {
                     return 0
                     ;;
                 -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twistrs__subcmd__reload)
+            opts="-h --pidfile --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --pidfile)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -77,6 +77,7 @@ complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "socks" -d 'A SOCKS 
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "time" -d 'A time server (RFC 868): seconds since 1900 as 32 bits, over TCP and UDP.'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "web" -d 'A static web server: files over HTTP/1.1 (twistd\'s web --path), with sendfile.'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "completions" -d 'Print the completion script for SHELL (bash, zsh or fish)'
+complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "reload" -d 'Control: make the running service reopen its logs and re-read its files (SIGHUP), without a restart'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "restart" -d 'Control: restart the running service without downtime (re-exec, hand over sockets)'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "status" -d 'Control: tell whether the service runs, and its PID (LSB exit status 0, 1, 3 or 4)'
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "stop" -d 'Control: stop the running service (SIGTERM, then SIGKILL after --timeout)'
@@ -204,6 +205,8 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s u -l user
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l personal
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c twistrs -n "__fish_twistrs_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c twistrs -n "__fish_twistrs_using_subcommand reload" -l pidfile -d 'The running service\'s pidfile [default: the global --pidfile, twistrs.pid]' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand reload" -s h -l help -d 'Print help'
 complete -c twistrs -n "__fish_twistrs_using_subcommand restart" -l pidfile -d 'The running service\'s pidfile [default: the global --pidfile, twistrs.pid]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand restart" -l timeout -d 'How long to wait for the new process to serve' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand restart" -s h -l help -d 'Print help'

@@ -263,7 +263,7 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
 }
 
 /// The names of the control commands, which are not plugins.
-pub const CONTROL: &[&str] = &["completions", "restart", "status", "stop"];
+pub const CONTROL: &[&str] = &["completions", "reload", "restart", "status", "stop"];
 
 /// The shells `twistrs completions` writes a script for, with the file each goes in under
 /// `completions/` (the names bash-completion, zsh and fish look for).
@@ -296,7 +296,7 @@ fn pidfile_arg() -> Arg {
         .help("The running service's pidfile [default: the global --pidfile, twistrs.pid]")
 }
 
-/// `stop`, `status` and `restart`, for scripts and init systems.
+/// `stop`, `status`, `restart` and `reload`, for scripts and init systems.
 fn control_commands() -> Vec<Command> {
     vec![
         Command::new("completions")
@@ -309,6 +309,10 @@ fn control_commands() -> Vec<Command> {
                     .help("The shell"),
             )
             .after_help("bash: twistrs completions bash > /etc/bash_completion.d/twistrs (or source it); zsh: into a directory of $fpath as _twistrs; fish: into ~/.config/fish/completions/twistrs.fish. The package installs them."),
+        Command::new("reload")
+            .about("Control: make the running service reopen its logs and re-read its files (SIGHUP), without a restart")
+            .arg(pidfile_arg())
+            .after_help("What SIGHUP re-reads: the log file (reopened by name, after logrotate moved it), TLS certificates, dns zones, the hosts file and resolv.conf, inetd.conf, mail's aliases; with --workers, the master passes it on to every worker. No new binary and no new command line: for those, restart. SIGHUP goes only to a process seen in /proc to hold the pidfile's lock, never merely to the PID the file holds (kill -HUP $(cat PIDFILE) may hit a stranger).\n\nExit status: 0 once the signal is sent; 1 if nothing runs, or no single holder of the lock could be found."),
         Command::new("restart")
             .about("Control: restart the running service without downtime (re-exec, hand over sockets)")
             .arg(pidfile_arg())

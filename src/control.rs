@@ -1,5 +1,5 @@
-//! `twistrs stop`, `status` and `restart`: the commands scripts and init systems need, which
-//! twistd lacks. All three act on the process that holds the pidfile's lock, found in /proc
+//! `twistrs stop`, `status`, `restart` and `reload`: the commands scripts and init systems
+//! need, which twistd lacks. All act on the process that holds the pidfile's lock, found in /proc
 //! (`holder`), never on whatever PID the file holds: anyone who can write the file, or a
 //! reused PID, would otherwise aim root's signals at another process. None trusts
 //! `kill(pid, 0)`, which a zombie or a reused PID fools.
@@ -100,6 +100,16 @@ pub fn run(name: &str, global: &ArgMatches, sub: &ArgMatches, cmd: &clap::Comman
             0
         }
         "stop" => stop(&path, &held, pid, timeout()),
+        "reload" => match signal(&held, pid, Signal::SIGHUP) {
+            Ok(()) => {
+                println!("twistrs reloading: SIGHUP sent to PID {pid}");
+                0
+            }
+            Err(e) => {
+                eprintln!("twistrs reload: {e}");
+                1
+            }
+        },
         _ => restart(&path, &held, pid, timeout()),
     }
 }

@@ -210,6 +210,13 @@ fn start(
     args: &[OsString],
     status: &mut StatusWriter,
 ) -> Result<i32, String> {
+    // From the pidfile's lock on, `twistrs reload` and `restart` may aim SIGHUP or SIGUSR2 at
+    // this process, whose handlers come with the reactor: until then the signals are ignored,
+    // not the default (death). Handlers replace this, and exec gives children the default.
+    for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
+        // SAFETY: setting a disposition at start-up, before any thread exists.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
     let worker = workers::from_env();
     let mut inherited = upgrade::from_env();
     // A restart's successor (or a worker) reports every failure, even an early one, to its

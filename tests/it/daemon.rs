@@ -552,6 +552,29 @@ fn restart_of_a_chrooted_daemon_fails_at_once_and_the_old_one_serves() {
     echo_once(port);
 }
 
+#[test]
+fn reload_reopens_the_log_of_the_lock_holder_and_says_when_nothing_runs() {
+    let d = Daemon::start(&["echo", "--listen", "tcp:0:interface=127.0.0.1"]);
+    let port = d.ports()[0];
+    std::fs::rename(d.path("twistrs.log"), d.path("twistrs.log.1")).unwrap();
+    let (code, out, err) = d.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(
+        out.contains(&format!("SIGHUP sent to PID {}", d.pid)),
+        "{out}"
+    );
+    assert!(d.wait_log("Reopened log file"), "{}", d.log());
+    echo_once(port);
+    // The same process serves: a reload is no restart.
+    let (code, out, _) = d.ctl(&["status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&d.pid.to_string()), "{out}");
+    assert_eq!(d.ctl(&["stop"]).0, 0);
+    let (code, _, err) = d.ctl(&["reload"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not running"), "{err}");
+}
+
 /// One keep-alive HTTP client in a loop: (answered, lost) where lost is a request written
 /// whole that got EOF or a reset before its whole response. Once `ending` is set, a refused
 /// connection ends the loop (the server is going away), not a loss.

@@ -387,10 +387,12 @@ fn restart_under_load_and_log_reopen() {
     );
     let workers = children(new);
     assert_eq!(workers.len(), 2, "{workers:?}");
-    // The log, moved away and reopened on SIGHUP by the master and every worker.
+    // The log, moved away and reopened on `twistrs reload` (SIGHUP to the master) by the
+    // master and every worker.
     std::fs::rename(m.path("twistrs.log"), m.path("twistrs.log.1")).unwrap();
-    // SAFETY: a signal to the master this test started.
-    unsafe { libc::kill(new, libc::SIGHUP) };
+    let (code, out, err) = m.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains(&format!("SIGHUP sent to PID {new}")), "{out}");
     assert!(
         m.wait_log(|l| l.matches("Reopened log file").count() == 3, 10),
         "{}",
