@@ -449,7 +449,9 @@ background job) stays ignored.
 .TP
 .B SIGHUP, SIGUSR1
 Reopen the log file by name, so logrotate can move it and signal, and read TLS certificates
-again (see ENDPOINTS). twistd renames its own log on SIGUSR1 and dies on SIGHUP.
+again (see ENDPOINTS), and what the plugin re-reads (its page says); \fBtwistrs reload\fR sends
+it. Until its handlers exist, a starting twistrs ignores SIGHUP, SIGUSR1 and SIGUSR2 rather
+than die of them. twistd renames its own log on SIGUSR1 and dies on SIGHUP.
 .TP
 .B SIGUSR2
 Restart without downtime (what \fBtwistrs restart\fR sends): start the same binary with the
