@@ -202,7 +202,11 @@ struct WorkerMetrics {
 
 impl WorkerMetrics {
     fn new(n: usize) -> Result<WorkerMetrics, String> {
-        let template = std::env::temp_dir().join("twistrs-metrics-XXXXXX");
+        remove_dead_masters_dirs(&std::env::temp_dir());
+        // The master's PID in the name: a master killed by SIGKILL cannot remove its
+        // directory, and the next one to start removes it for it.
+        let template =
+            std::env::temp_dir().join(format!("twistrs-metrics-{}-XXXXXX", std::process::id()));
         // mkdtemp: a fresh directory of mode 0700, so only the master's user reaches them.
         let dir = nix::unistd::mkdtemp(&template)
             .map_err(|e| format!("cannot make a directory in {}: {e}", template.display()))?;
@@ -229,6 +233,45 @@ impl WorkerMetrics {
             private,
             view: Rc::new(crate::metrics::WorkerView::new(sockets)),
         })
+    }
+}
+
+/// Removes the metrics directories in `tmp` that masters of this user left when they were
+/// killed (SIGKILL, or `twistrs stop` past its timeout): those whose PID no process has. A
+/// PID that was reused since keeps its directory, which is the safe mistake.
+fn remove_dead_masters_dirs(tmp: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    // Without /proc, every PID would look gone: a live master's directory is not ours to take.
+    if std::fs::metadata("/proc/self/stat").is_err() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("twistrs-metrics-"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+            .filter(|pid| *pid > 0)
+        else {
+            continue;
+        };
+        // symlink_metadata: a link planted under that name is not followed, nor removed.
+        let Ok(md) = e.path().symlink_metadata() else {
+            continue;
+        };
+        // No such process, or a zombie not reaped yet (its parent is slow, or a subreaper).
+        let gone = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => crate::status::stat_fields(&stat).first() == Some(&"Z"),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
+        if md.is_dir() && md.uid() == me && gone {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 

@@ -1197,3 +1197,56 @@ fn a_stuck_worker_hides_no_other_and_a_dead_one_takes_no_count_back() {
         &body,
     );
 }
+
+#[test]
+fn a_killed_masters_metrics_directory_is_removed_by_the_next_master() {
+    let args = [
+        "--workers",
+        "2",
+        "--metrics",
+        "tcp:0:interface=127.0.0.1",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ];
+    let dir_of = |m: &Master| {
+        m.log()
+            .lines()
+            .find_map(|l| {
+                let p = l
+                    .split("Metrics starting on '")
+                    .nth(1)?
+                    .trim_end_matches('\'');
+                Some(PathBuf::from(p).parent()?.to_path_buf())
+            })
+            .expect("a worker's metrics socket in the log")
+    };
+    let first = Master::start(&args);
+    assert!(
+        first.wait_log(|l| l.contains("2 workers serve."), 10),
+        "{}",
+        first.log()
+    );
+    let left = dir_of(&first);
+    let name = left.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with(&format!("twistrs-metrics-{}-", first.pid())),
+        "{name}"
+    );
+    let workers = children(first.pid());
+    // SAFETY: SIGKILL to the master this test started; its workers follow (PDEATHSIG).
+    unsafe { libc::kill(first.pid(), libc::SIGKILL) };
+    let end = Instant::now() + Duration::from_secs(10);
+    while (alive(first.pid()) || workers.iter().any(|w| alive(*w))) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(left.is_dir(), "nothing removed it yet");
+    let second = Master::start(&args);
+    assert!(
+        second.wait_log(|l| l.contains("2 workers serve."), 10),
+        "{}",
+        second.log()
+    );
+    assert!(!left.exists(), "{} is left", left.display());
+    assert!(dir_of(&second).is_dir(), "the second master's own stays");
+}
