@@ -429,7 +429,7 @@ _twistrs() {
             return 0
             ;;
         twistrs__subcmd__mail)
-            opts="-s -p -d -u -D -A -b -H -E -R -h --smtp --pop3 --no-smtp --no-pop3 --maildirdbmdomain --user --default --aliases --bounce-to-postmaster --hostname --esmtp --auth --relay --disable-anonymous --max-message-size --max-recipients --certificate --privkey --auth-requires-tls --timeout --max-connections --max-connections-per-client --help"
+            opts="-s -p -d -u -D -A -b -H -E -R -h --smtp --pop3 --no-smtp --no-pop3 --maildirdbmdomain --user --default --aliases --bounce-to-postmaster --hostname --esmtp --auth --relay --disable-anonymous --max-message-size --max-data-memory --max-recipients --certificate --privkey --auth-requires-tls --timeout --max-connections --max-connections-per-client --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -496,6 +496,10 @@ _twistrs() {
                     return 0
                     ;;
                 --max-message-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-data-memory)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

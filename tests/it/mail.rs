@@ -524,6 +524,71 @@ print(f.readline().split()[0], f.readline().split()[0], f.readline())
     assert!(files[0].ends_with("Subject: in flight\n\nfirst half\nsecond half\n"));
 }
 
+/// `--max-data-memory` bounds the message data of all sessions together: a message that
+/// does not fit beside another held open in DATA is read whole and refused with 452, and its
+/// retry on the same session goes through once the other is delivered.
+#[test]
+fn messages_past_the_data_memory_budget_get_452_and_a_retry_gets_250() {
+    let m = Mail::start(&["-E", "--max-data-memory", "100000"]);
+    let (code, out, err) = py(
+        r#"
+import smtplib, sys, time
+port = int(sys.argv[1])
+body = lambda s: 'Subject: %s\r\n\r\n' % s + ('x' * 78 + '\r\n') * 1000
+a = smtplib.SMTP('127.0.0.1', port, timeout=10)
+a.ehlo('a'); a.mail('a@b'); a.rcpt('joe@example.com')
+a.putcmd('data'); print('a data', a.getreply()[0])
+whole = body('first').encode()
+a.send(whole[:-80])
+# Let the server take in the 80 KB (loopback, bounded).
+time.sleep(0.5)
+b = smtplib.SMTP('127.0.0.1', port, timeout=10)
+b.ehlo('b')
+try:
+    b.sendmail('c@d', ['joe@example.com'], body('second'))
+    print('b 250')
+except smtplib.SMTPDataError as e:
+    print('b', e.smtp_code, e.smtp_error.decode())
+a.send(whole[-80:] + b'.\r\n')
+print('a end', a.getreply()[0])
+b.sendmail('c@d', ['joe@example.com'], body('second'))
+print('b retry 250')
+a.quit(); b.quit()
+"#,
+        &[&m.smtp()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("a data 354"), "{out}");
+    assert!(
+        out.contains("b 452 4.3.1 Insufficient system storage"),
+        "{out}"
+    );
+    assert!(
+        out.contains("a end 250") && out.contains("b retry 250"),
+        "{out}"
+    );
+    let joe = new_files(&m.maildir("joe"));
+    assert_eq!(joe.len(), 2, "nothing lost, nothing twice");
+    for (subject, text) in ["first", "second"].iter().zip(&joe) {
+        let body = format!(
+            "Subject: {subject}\n\n{}",
+            format!("{}\n", "x".repeat(78)).repeat(1000)
+        );
+        assert!(text.ends_with(&body), "{subject}: whole");
+    }
+    assert!(
+        m.srv
+            .wait_until(
+                |l| l
+                    .iter()
+                    .any(|l| l.contains("--max-data-memory 100000 is in use")),
+                Duration::from_secs(5)
+            )
+            .is_some(),
+        "one line in the log"
+    );
+}
+
 /// Reads lines from `s` until one starts with `code` (bounded by the socket's timeout).
 fn until_code(s: &mut std::net::TcpStream, code: &str) -> String {
     use std::io::Read;

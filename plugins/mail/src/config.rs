@@ -8,10 +8,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use twistrs_core::tls::TlsContext;
+
+use crate::memory::DataMemory;
 
 /// One virtual domain.
 #[derive(Debug)]
@@ -43,6 +46,9 @@ pub struct MailConfig {
     /// SMTP AUTH credentials (`--auth file:` and `memory:`).
     pub auth: Option<HashMap<String, String>>,
     pub max_message: usize,
+    /// The process's budget for message data in memory (`--max-data-memory`), shared by
+    /// every SMTP session.
+    pub data_memory: Arc<DataMemory>,
     pub max_recipients: usize,
     pub max_errors: u32,
     pub timeout: Duration,
@@ -346,6 +352,7 @@ pub(crate) mod fixture {
             esmtp: false,
             auth: None,
             max_message: 1000,
+            data_memory: DataMemory::new(usize::MAX),
             max_recipients: 10,
             max_errors: 3,
             timeout: Duration::from_secs(60),

@@ -7,7 +7,10 @@
 //! A line ending in a bare LF is taken as a line end, as postfix's default
 //! `smtpd_forbid_bare_newline = normalize` does; a bare CR inside a line is content. Messages
 //! are stored with LF line ends; the size is counted as transmitted, every line with its
-//! CRLF (RFC 1870), after dot-unstuffing.
+//! CRLF (RFC 1870), after dot-unstuffing. The stored octets are taken from the process's
+//! budget (`crate::memory`) as they arrive; past it the rest is read and thrown away.
+
+use crate::memory::Reservation;
 
 /// RFC 5321 4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
 pub const MAX_LINE: usize = 1000;
@@ -21,6 +24,8 @@ pub enum Outcome {
     TooBig,
     /// A line over 1000 octets (500).
     LongLine,
+    /// The process's budget for message data could not hold it (452).
+    NoStorage,
 }
 
 /// Reads one DATA transfer.
@@ -35,11 +40,15 @@ pub struct DataReader {
     skipped_cr: bool,
     long_line: bool,
     too_big: bool,
+    /// The budget ran out: the rest is read and thrown away.
+    no_storage: bool,
     /// Some line ended in a bare LF.
     pub bare_lf: bool,
     /// Octets as transmitted: every line with its CRLF, after unstuffing.
     wire: usize,
     data: Vec<u8>,
+    /// The budget's octets for `data`.
+    memory: Reservation,
 }
 
 impl DataReader {
@@ -53,10 +62,29 @@ impl DataReader {
             skipped_cr: false,
             long_line: false,
             too_big: false,
+            no_storage: false,
             bare_lf: false,
             wire: 0,
             data: Vec::new(),
+            memory: Reservation::default(),
         }
+    }
+
+    /// Takes the stored octets from `memory` (without it, they are counted nowhere).
+    pub fn with_memory(mut self, memory: Reservation) -> Self {
+        self.memory = memory;
+        self
+    }
+
+    /// The reservation of the message returned by the outcome, for the delivery to hold.
+    pub fn take_memory(&mut self) -> Reservation {
+        std::mem::take(&mut self.memory)
+    }
+
+    /// The message will not be stored: its octets go back now, not at the end of DATA.
+    fn drop_data(&mut self) {
+        self.data = Vec::new();
+        self.memory.release();
     }
 
     /// Octets received so far, as transmitted.
@@ -95,6 +123,7 @@ impl DataReader {
                 if rest.len() >= MAX_LINE {
                     // No LF within the limit: the line is too long whatever follows.
                     self.long_line = true;
+                    self.drop_data();
                     self.skipping = true;
                     self.skipped_cr = rest.last() == Some(&b'\r');
                     used += rest.len();
@@ -122,6 +151,7 @@ impl DataReader {
         }
         if line.len() + 1 > MAX_LINE {
             self.long_line = true;
+            self.drop_data();
             return false;
         }
         // A leading dot is transparency (RFC 5321 4.5.2); a lone "." that did not end the
@@ -131,13 +161,18 @@ impl DataReader {
             _ => text,
         };
         self.wire += content.len() + 2;
-        if self.wire > self.max_size {
+        if self.wire > self.max_size && !self.too_big {
             self.too_big = true;
-            self.data = Vec::new();
+            self.drop_data();
         }
-        if !self.too_big && !self.long_line {
-            self.data.extend_from_slice(content);
-            self.data.push(b'\n');
+        if !self.too_big && !self.long_line && !self.no_storage {
+            if self.memory.try_grow(content.len() + 1) {
+                self.data.extend_from_slice(content);
+                self.data.push(b'\n');
+            } else {
+                self.no_storage = true;
+                self.drop_data();
+            }
         }
         false
     }
@@ -147,6 +182,9 @@ impl DataReader {
             Outcome::TooBig
         } else if self.long_line {
             Outcome::LongLine
+        } else if self.no_storage {
+            // Temporary, so it comes after the permanent refusals: a retry would meet them.
+            Outcome::NoStorage
         } else {
             Outcome::Message(std::mem::take(&mut self.data))
         }
@@ -214,6 +252,45 @@ mod tests {
         ] {
             assert_eq!(read(input, 1, 1000).0, None, "{input:?}");
         }
+    }
+
+    #[test]
+    fn past_the_memory_budget_the_rest_is_read_and_refused_in_every_chunking() {
+        use crate::memory::{DataMemory, Reservation};
+        let input = b"12345678\r\n12345678\r\n12345678\r\n.\r\nNOOP\r\n";
+        for (budget, fits) in [(27, true), (26, false)] {
+            let pool = DataMemory::new(budget);
+            for chunk in 1..=input.len() {
+                let mut r = DataReader::new(1000, true).with_memory(Reservation::new(&pool));
+                let mut buf: Vec<u8> = Vec::new();
+                let mut out = None;
+                for piece in input.chunks(chunk) {
+                    buf.extend_from_slice(piece);
+                    let (used, end) = r.feed(&buf);
+                    buf.drain(..used);
+                    if end.is_some() {
+                        out = end;
+                        break;
+                    }
+                }
+                assert!(b"NOOP\r\n".starts_with(&buf), "read to the end: {buf:?}");
+                if fits {
+                    assert_eq!(out, message(b"12345678\n".repeat(3).as_slice()));
+                    let memory = r.take_memory();
+                    assert_eq!((memory.bytes(), pool.used()), (27, 27));
+                    drop(memory);
+                } else {
+                    assert_eq!(out, Some(Outcome::NoStorage), "chunk {chunk}");
+                    assert_eq!(pool.used(), 0, "given back as soon as it is refused");
+                }
+                drop(r);
+                assert_eq!(pool.used(), 0);
+            }
+        }
+        // Too big and over the budget: 552, permanent, not 452.
+        let pool = DataMemory::new(5);
+        let mut r = DataReader::new(15, true).with_memory(Reservation::new(&pool));
+        assert_eq!(r.feed(input).1, Some(Outcome::TooBig));
     }
 
     #[test]

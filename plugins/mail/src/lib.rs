@@ -12,6 +12,7 @@ pub mod data;
 mod fuzz;
 pub mod mailbox;
 pub mod maildir;
+pub mod memory;
 pub mod metrics;
 pub mod pop3;
 pub mod pop3_server;
@@ -48,7 +49,7 @@ Storage is twistd's: PATH/passwd/ holds one file per user named as twistd's DirD
 SMTP: HELO, and with -E EHLO with PIPELINING, 8BITMIME, SIZE, ENHANCEDSTATUSCODES and AUTH \
 PLAIN/LOGIN; MAIL, RCPT, DATA, RSET, NOOP, QUIT, VRFY (252). Unknown users and other domains are \
 refused at RCPT (550): never a relay. Limits: --max-message-size (552), lines of 1000 octets \
-(500), --max-recipients (452), ten bad commands in a row or --timeout idle (421). \
+(500), --max-recipients (452), --max-data-memory (452 4.3.1 at the end of DATA), ten bad commands in a row or --timeout idle (421). \
 A message is answered 250 only once it is in new/ and synced (tmp/, fsync, rename, directory \
 sync, in batches shared by concurrent sessions); a graceful stop finishes messages in DATA. \
 POP3: USER/PASS (user@domain, or a bare user of the -D domain), APOP, STAT, LIST, UIDL, RETR, \
@@ -101,6 +102,9 @@ const TIMEOUT: TimeoutOpt = TimeoutOpt {
            take to arrive, and a DATA transfer (plus its size at 500 bytes/s)",
 };
 const MAX_MESSAGE: usize = 10 << 20;
+/// 256 MiB: 25 messages of the largest size at once, or thousands of ordinary ones, where
+/// 1,000 sessions of 10 MiB would hold 10 GiB.
+const MAX_DATA_MEMORY: u64 = 256 << 20;
 const MAX_RECIPIENTS: u32 = 100;
 
 fn options() -> Command {
@@ -131,6 +135,15 @@ fn options() -> Command {
         .arg(Arg::new("max-message-size").long("max-message-size").value_name("BYTES")
             .default_value(MAX_MESSAGE.to_string())
             .value_parser(value_parser!(usize)).help("Largest message accepted, as transmitted (552 above)"))
+        .arg(Arg::new("max-data-memory").long("max-data-memory").value_name("BYTES")
+            .default_value(MAX_DATA_MEMORY.to_string())
+            .value_parser(value_parser!(u64).range(1..))
+            .help("Message data held in memory at once by all SMTP sessions of the process (per \
+                   worker under --workers): DATA being received and messages waiting for the \
+                   disk. A message that would go past it is read to its end and refused with \
+                   452 4.3.1, and the client retries later. The default, 256 MiB, takes 25 \
+                   messages of the largest size at once where 1,000 sessions could otherwise \
+                   hold 10 GiB"))
         .arg(Arg::new("max-recipients").long("max-recipients").value_name("N")
             .default_value(MAX_RECIPIENTS.to_string())
             .value_parser(value_parser!(u32).range(1..)).help("Recipients per message (452 above)"))
@@ -288,6 +301,13 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
             .get_one::<usize>("max-message-size")
             .copied()
             .unwrap_or(MAX_MESSAGE),
+        data_memory: memory::DataMemory::new(
+            m.get_one::<u64>("max-data-memory")
+                .copied()
+                .unwrap_or(MAX_DATA_MEMORY)
+                .try_into()
+                .unwrap_or(usize::MAX),
+        ),
         max_recipients: m
             .get_one::<u32>("max-recipients")
             .copied()
@@ -387,6 +407,11 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
     }
     let cfg = Rc::new(build_config(m)?);
     metrics::register();
+    if cfg.data_memory.limit() < cfg.max_message {
+        log::warn!(target: "twistrs.mail",
+            "--max-data-memory {} is below --max-message-size {}: larger messages will always get 452",
+            cfg.data_memory.limit(), cfg.max_message);
+    }
     if cfg.domains.is_empty() {
         log::warn!(target: "twistrs.mail", "no -d domain: every recipient will be refused");
     }

@@ -21,6 +21,9 @@ pub struct Job {
     pub data: Vec<u8>,
     /// Each Maildir with the address its `Delivered-To:` names.
     pub targets: Vec<(PathBuf, String)>,
+    /// `data`'s octets in the process's budget, given back when the job is dropped (after
+    /// its batch, on the delivery thread).
+    pub memory: crate::memory::Reservation,
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -64,10 +67,12 @@ mod tests {
             Job {
                 data: b"Subject: one\n\nbody\n".to_vec(),
                 targets: vec![(a.clone(), "a@x".into()), (b.clone(), "b@x".into())],
+                memory: Default::default(),
             },
             Job {
                 data: b"Subject: two\n\n".to_vec(),
                 targets: vec![(dir.path().join("missing"), "m@x".into())],
+                memory: Default::default(),
             },
         ];
         let r = deliver_batch(&jobs, "host");

@@ -8,6 +8,8 @@ pub struct MailMetrics {
     /// Refused at the end of DATA: too big, or a line over 1,000 octets.
     pub rejected_too_big: Counter,
     pub rejected_long_line: Counter,
+    /// Refused with 452 at the end of DATA: `--max-data-memory` was in use.
+    pub rejected_no_storage: Counter,
     /// Taken in but not made durable (the client got 451).
     pub failed: Counter,
     pub durable: Histogram,
@@ -36,6 +38,7 @@ impl MailMetrics {
             accepted: msg("accepted", ""),
             rejected_too_big: msg("rejected", "too_big"),
             rejected_long_line: msg("rejected", "long_line"),
+            rejected_no_storage: msg("rejected", "no_storage"),
             failed: msg("failed", "local_error"),
             durable: metrics::histogram(
                 "twistrs_mail_delivery_seconds",

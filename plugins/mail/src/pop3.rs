@@ -477,6 +477,7 @@ mod tests {
             .map(|s| Job {
                 data: format!("Subject: {s}\n\n.{s}\n").into_bytes(),
                 targets: vec![(path.join("joe"), "joe@example.com".into())],
+                memory: Default::default(),
             })
             .collect();
         assert!(deliver_batch(&jobs, "h").iter().all(Result::is_ok));

@@ -428,6 +428,42 @@ mod tests {
     }
 
     #[test]
+    fn the_memory_budget_is_held_until_the_batch_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Rc::new(MailConfig {
+            data_memory: crate::memory::DataMemory::new(1 << 20),
+            ..fixture::config(vec![fixture::example_domain(dir.path())])
+        });
+        let store = Deliveries::new("h".into());
+        let mut h = Harness::new(SmtpProtocol::new(
+            cfg.clone(),
+            store,
+            "127.0.0.1".into(),
+            slot(),
+        ));
+        h.connect();
+        h.feed(b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\nhi\r\n");
+        assert_eq!(cfg.data_memory.used(), 3, "DATA in progress");
+        h.feed(b".\r\n");
+        assert!(
+            cfg.data_memory.used() > 3,
+            "with its Received: header, on its way"
+        );
+        h.handle().wait_for_threads(Duration::from_secs(10));
+        assert_eq!(
+            cfg.data_memory.used(),
+            0,
+            "given back with the buffer, on the delivery thread"
+        );
+        h.notify(Box::new(Delivered(Ok(()))));
+        assert!(
+            String::from_utf8(h.take_output())
+                .unwrap()
+                .ends_with("250 Delivery in progress\r\n")
+        );
+    }
+
+    #[test]
     fn starttls_upgrades_after_the_220_and_drops_what_followed() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Rc::new(MailConfig {

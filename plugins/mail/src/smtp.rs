@@ -22,6 +22,7 @@ use twistrs_core::line::{Line, LineReceiver};
 use crate::config::{MailConfig, Refusal, Tls};
 use crate::data::{self, DataReader, Outcome};
 use crate::maildir::Job;
+use crate::memory::Reservation;
 
 /// RFC 5321 4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
 pub const MAX_LINE: usize = data::MAX_LINE;
@@ -242,7 +243,7 @@ impl Smtp {
     pub fn timeout(&mut self, out: &mut Vec<u8>) {
         let text = format!("{} Timeout, closing connection", self.s.cfg.hostname);
         self.s.reply(out, 421, "4.4.2", &text);
-        self.s.state = State::Closed;
+        self.s.close();
     }
 
     /// A command line or a DATA transfer took longer than allowed: say so and close.
@@ -250,14 +251,14 @@ impl Smtp {
         log::info!(target: "twistrs.mail.smtp", "{}: command or DATA too slow, closing", self.s.peer);
         let text = format!("{} Timeout, closing connection", self.s.cfg.hostname);
         self.s.reply(out, 421, "4.4.2", &text);
-        self.s.state = State::Closed;
+        self.s.close();
     }
 
     /// A graceful stop between transactions.
     pub fn shutdown(&mut self, out: &mut Vec<u8>) {
         let text = format!("{} Service shutting down", self.s.cfg.hostname);
         self.s.reply(out, 421, "4.3.2", &text);
-        self.s.state = State::Closed;
+        self.s.close();
     }
 }
 
@@ -277,6 +278,13 @@ impl Session {
         self.rcpts.clear();
         self.rcpt_addrs.clear();
         self.data = None;
+    }
+
+    /// The session is over: a message half received is dropped now, and its octets go back
+    /// to the budget without waiting for the connection to be torn down.
+    fn close(&mut self) {
+        self.reset();
+        self.state = State::Closed;
     }
 
     /// STARTTLS: answer 220 and forget everything learnt in plaintext (RFC 3207 4.2: the HELO,
@@ -458,7 +466,9 @@ impl Session {
                 }
                 self.state = State::Data;
                 let after_crlf = line.ends_with(b"\r\n");
-                self.data = Some(DataReader::new(self.cfg.max_message, after_crlf));
+                let memory = Reservation::new(&self.cfg.data_memory);
+                self.data =
+                    Some(DataReader::new(self.cfg.max_message, after_crlf).with_memory(memory));
                 self.reply(out, 354, "", "Continue");
             }
             Request::Rset => {
@@ -606,6 +616,17 @@ impl Session {
                 self.reply(out, 500, "5.5.2", "Line too long (1000 octets at most)");
                 None
             }
+            Outcome::NoStorage => {
+                crate::metrics::with(|m| m.rejected_no_storage.inc());
+                let size = self.data.as_ref().map_or(0, DataReader::size);
+                let mem = &self.cfg.data_memory;
+                log::warn!(target: "twistrs.mail.smtp",
+                    "{}: 452 message of {size} bytes refused: --max-data-memory {} is in use ({} held)",
+                    self.peer, mem.limit(), mem.used());
+                self.reset();
+                self.reply(out, 452, "4.3.1", "Insufficient system storage");
+                None
+            }
             Outcome::Message(body) => Some(self.make_job(body)),
         }
     }
@@ -638,6 +659,14 @@ impl Session {
             self.cfg.hostname,
             env!("CARGO_PKG_VERSION")
         );
+        let mut memory = self
+            .data
+            .as_mut()
+            .map(DataReader::take_memory)
+            .unwrap_or_default();
+        // The header is a few hundred octets on a message already admitted: taken whatever
+        // the limit.
+        memory.grow(received.len());
         let mut data = received.into_bytes();
         data.append(&mut body);
         self.delivering = Some(Delivery {
@@ -650,6 +679,7 @@ impl Session {
         let job = Job {
             data,
             targets: std::mem::take(&mut self.rcpts),
+            memory,
         };
         self.reset();
         self.state = State::Delivering;
@@ -916,6 +946,143 @@ mod tests {
                 "{limit}: {out}"
             );
         }
+    }
+
+    /// The ESMTP configuration with a budget of `budget` octets for message data.
+    fn cfg_budget(dir: &std::path::Path, budget: usize) -> Rc<MailConfig> {
+        Rc::new(MailConfig {
+            data_memory: crate::memory::DataMemory::new(budget),
+            ..Rc::into_inner(cfg_sized(dir, true, 10_000)).unwrap()
+        })
+    }
+
+    #[test]
+    fn over_the_memory_budget_is_452_after_the_whole_data_in_every_chunking() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg_budget(dir.path(), 100);
+        // 460 octets of lines that would be commands if the session stopped reading them as
+        // data; then a RCPT with no transaction (the 452 left none), and a small message.
+        let input = format!(
+            "EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\n{}.\r\nRCPT TO:<joe@example.com>\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\nsmall\r\n.\r\nQUIT\r\n",
+            "NOOP padding xxxxxxxx\r\n".repeat(20)
+        );
+        let mut first = None;
+        for chunk in 1..=input.len() {
+            let (out, jobs) = session(c.clone(), input.as_bytes(), chunk);
+            let codes: Vec<&str> = out.lines().map(|l| &l[..4]).collect();
+            assert_eq!(
+                codes,
+                [
+                    "220 ", "250-", "250-", "250-", "250-", "250-", "250 ", "250 ", "250 ", "354 ",
+                    "452 ", "503 ", "250 ", "250 ", "354 ", "250 ", "221 "
+                ],
+                "chunk {chunk}: {out}"
+            );
+            assert!(
+                out.contains("354 Continue\r\n452 4.3.1 Insufficient system storage\r\n503 5.5.1 Must have sender"),
+                "{out}"
+            );
+            assert_eq!(jobs.len(), 1, "the small one fits");
+            assert!(String::from_utf8_lossy(&jobs[0].data).ends_with("\nsmall\n"));
+            assert_eq!(
+                c.data_memory.used(),
+                jobs[0].data.len(),
+                "chunk {chunk}: the job holds its octets, the refused message none"
+            );
+            drop(jobs);
+            assert_eq!(c.data_memory.used(), 0, "chunk {chunk}: all given back");
+            match &first {
+                None => first = Some(out),
+                Some(f) => assert_eq!(&out, f, "chunk {chunk}"),
+            }
+        }
+    }
+
+    /// Feeds `input` and runs the session until it waits; the replies and the job, if any.
+    fn run(s: &mut Smtp, input: &[u8]) -> (String, Option<Job>) {
+        let mut out = Vec::new();
+        s.feed(input);
+        let job = match s.step(&mut out) {
+            Some(Action::Deliver(j)) => Some(j),
+            _ => None,
+        };
+        (String::from_utf8(out).unwrap(), job)
+    }
+
+    #[test]
+    fn the_memory_budget_is_given_back_on_every_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg_budget(dir.path(), 1000);
+        let start = b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\n";
+        let body = "y".repeat(98) + "\r\n";
+        let body = body.repeat(6);
+        let open = |mem: usize| {
+            let mut s = Smtp::new(c.clone(), "127.0.0.1".into());
+            let (out, job) = run(&mut s, start);
+            assert!(out.ends_with("354 Continue\r\n") && job.is_none(), "{out}");
+            run(&mut s, body.as_bytes());
+            assert_eq!(c.data_memory.used(), mem, "DATA in progress is counted");
+            s
+        };
+        // Delivered, then failed: given back when the job is dropped (after its batch).
+        for result in [Ok(()), Err("disk on fire".to_string())] {
+            let mut a = open(594);
+            // A second session's message cannot fit beside the first: 452 once it ends.
+            let mut b = Smtp::new(c.clone(), "127.0.0.2".into());
+            run(&mut b, start);
+            let (out, job) = run(&mut b, format!("{body}.\r\n").as_bytes());
+            assert!(
+                job.is_none() && out.ends_with("452 4.3.1 Insufficient system storage\r\n"),
+                "{out}"
+            );
+            assert_eq!(
+                c.data_memory.used(),
+                594,
+                "the refused message holds nothing"
+            );
+            let (_, job) = run(&mut a, b".\r\n");
+            let job = job.expect("a job");
+            assert_eq!(
+                c.data_memory.used(),
+                job.data.len(),
+                "the job holds its octets"
+            );
+            let mut out = Vec::new();
+            let ok = result.is_ok();
+            a.delivered(result, &mut out);
+            assert!(String::from_utf8_lossy(&out).starts_with(if ok { "250 " } else { "451 " }));
+            drop(job);
+            assert_eq!(c.data_memory.used(), 0);
+            // b's retry fits now.
+            let (out, job) = run(
+                &mut b,
+                b"MAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\n.\r\n",
+            );
+            assert!(job.is_some(), "{out}");
+        }
+        assert_eq!(c.data_memory.used(), 0);
+        // Mid-DATA: the connection lost, the idle timeout, the DATA deadline, a stop.
+        drop(open(594));
+        assert_eq!(c.data_memory.used(), 0, "session dropped");
+        let ends: [fn(&mut Smtp, &mut Vec<u8>); 3] =
+            [Smtp::timeout, Smtp::deadline, Smtp::shutdown];
+        for end in ends {
+            let mut s = open(594);
+            end(&mut s, &mut Vec::new());
+            assert!(s.closed());
+            assert_eq!(
+                c.data_memory.used(),
+                0,
+                "given back at once, not when dropped"
+            );
+        }
+        // RSET cannot come mid-DATA, but a message refused as too big or with a long line
+        // gives its octets back as soon as it is.
+        let mut s = open(594);
+        run(&mut s, format!("{}\r\n", "z".repeat(1200)).as_bytes());
+        assert_eq!(c.data_memory.used(), 0, "long line");
+        let (out, _) = run(&mut s, b".\r\n");
+        assert!(out.starts_with("500 5.5.2 Line too long"), "{out}");
     }
 
     /// The ESMTP configuration with AUTH (joe/secret), and STARTTLS offered.

@@ -365,6 +365,7 @@ mod tests {
                 .iter()
                 .map(|d| ((*d).clone(), "x@example.com".into()))
                 .collect(),
+            memory: Default::default(),
         }
     }
 
