@@ -46,6 +46,9 @@ pub struct DataReader {
     pub bare_lf: bool,
     /// Octets as transmitted: every line with its CRLF, after unstuffing.
     wire: usize,
+    /// Octets the message takes stored (LF line ends), counted even once it is not kept: one
+    /// larger than the whole budget can never fit, and its refusal is permanent.
+    stored: usize,
     data: Vec<u8>,
     /// The budget's octets for `data`.
     memory: Reservation,
@@ -65,6 +68,7 @@ impl DataReader {
             no_storage: false,
             bare_lf: false,
             wire: 0,
+            stored: 0,
             data: Vec::new(),
             memory: Reservation::default(),
         }
@@ -161,6 +165,7 @@ impl DataReader {
             _ => text,
         };
         self.wire += content.len() + 2;
+        self.stored += content.len() + 1;
         if self.wire > self.max_size && !self.too_big {
             self.too_big = true;
             self.drop_data();
@@ -178,7 +183,10 @@ impl DataReader {
     }
 
     fn finish(&mut self) -> Outcome {
-        if self.too_big {
+        // Past the whole budget it would never fit, however often the client retried: as
+        // permanent as past --max-message-size.
+        if self.too_big || (self.no_storage && self.memory.limit().is_some_and(|l| self.stored > l))
+        {
             Outcome::TooBig
         } else if self.long_line {
             Outcome::LongLine
@@ -258,8 +266,18 @@ mod tests {
     fn past_the_memory_budget_the_rest_is_read_and_refused_in_every_chunking() {
         use crate::memory::{DataMemory, Reservation};
         let input = b"12345678\r\n12345678\r\n12345678\r\n.\r\nNOOP\r\n";
-        for (budget, fits) in [(27, true), (26, false)] {
+        // The message takes 27 octets stored. Beside another session's 14 of a budget of 40 it
+        // does not fit now (452, a retry may); past a budget of 26 it never can (552).
+        let refused = Some(Outcome::NoStorage);
+        let never = Some(Outcome::TooBig);
+        for (budget, other, fits, refusal) in [
+            (27, 0, true, None),
+            (40, 14, false, refused),
+            (26, 0, false, never),
+        ] {
             let pool = DataMemory::new(budget);
+            let mut held = Reservation::new(&pool);
+            assert!(held.try_grow(other));
             for chunk in 1..=input.len() {
                 let mut r = DataReader::new(1000, true).with_memory(Reservation::new(&pool));
                 let mut buf: Vec<u8> = Vec::new();
@@ -280,11 +298,11 @@ mod tests {
                     assert_eq!((memory.bytes(), pool.used()), (27, 27));
                     drop(memory);
                 } else {
-                    assert_eq!(out, Some(Outcome::NoStorage), "chunk {chunk}");
-                    assert_eq!(pool.used(), 0, "given back as soon as it is refused");
+                    assert_eq!(out, refusal, "budget {budget}, chunk {chunk}");
+                    assert_eq!(pool.used(), other, "given back as soon as it is refused");
                 }
                 drop(r);
-                assert_eq!(pool.used(), 0);
+                assert_eq!(pool.used(), other);
             }
         }
         // Too big and over the budget: 552, permanent, not 452.

@@ -141,7 +141,8 @@ fn options() -> Command {
             .help("Message data held in memory at once by all SMTP sessions of the process (per \
                    worker under --workers): DATA being received and messages waiting for the \
                    disk. A message that would go past it is read to its end and refused with \
-                   452 4.3.1, and the client retries later. The default, 256 MiB, takes 25 \
+                   452 4.3.1, and the client retries later (552 5.3.4 if it is larger than the \
+                   whole budget: it never could fit). The default, 256 MiB, takes 25 \
                    messages of the largest size at once where 1,000 sessions could otherwise \
                    hold 10 GiB"))
         .arg(Arg::new("max-recipients").long("max-recipients").value_name("N")
@@ -409,7 +410,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
     metrics::register();
     if cfg.data_memory.limit() < cfg.max_message {
         log::warn!(target: "twistrs.mail",
-            "--max-data-memory {} is below --max-message-size {}: larger messages will always get 452",
+            "--max-data-memory {} is below --max-message-size {}: messages larger than it are refused with 552",
             cfg.data_memory.limit(), cfg.max_message);
     }
     if cfg.domains.is_empty() {

@@ -92,6 +92,11 @@ impl Reservation {
         self.bytes = 0;
     }
 
+    /// The limit of its budget (None: counted nowhere).
+    pub fn limit(&self) -> Option<usize> {
+        self.pool.as_ref().map(|p| p.limit)
+    }
+
     /// The octets this reservation holds.
     pub fn bytes(&self) -> usize {
         self.bytes

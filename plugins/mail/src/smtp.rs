@@ -959,41 +959,66 @@ mod tests {
     #[test]
     fn over_the_memory_budget_is_452_after_the_whole_data_in_every_chunking() {
         let dir = tempfile::tempdir().unwrap();
-        let c = cfg_budget(dir.path(), 100);
-        // 460 octets of lines that would be commands if the session stopped reading them as
-        // data; then a RCPT with no transaction (the 452 left none), and a small message.
-        let input = format!(
-            "EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\n{}.\r\nRCPT TO:<joe@example.com>\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\nsmall\r\n.\r\nQUIT\r\n",
-            "NOOP padding xxxxxxxx\r\n".repeat(20)
-        );
-        let mut first = None;
-        for chunk in 1..=input.len() {
-            let (out, jobs) = session(c.clone(), input.as_bytes(), chunk);
-            let codes: Vec<&str> = out.lines().map(|l| &l[..4]).collect();
-            assert_eq!(
-                codes,
-                [
-                    "220 ", "250-", "250-", "250-", "250-", "250-", "250 ", "250 ", "250 ", "354 ",
-                    "452 ", "503 ", "250 ", "250 ", "354 ", "250 ", "221 "
-                ],
-                "chunk {chunk}: {out}"
+        // The message takes 440 octets stored: beside another session's 100 of 500 it does not
+        // fit now (452, a retry may); past a budget of 400 it never can (552, permanent).
+        let now = "452 4.3.1 Insufficient system storage";
+        let never = "552 5.3.4 Message too big";
+        for (budget, other, refusal) in [(500, 100, now), (400, 0, never)] {
+            let c = cfg_budget(dir.path(), budget);
+            let mut held = crate::memory::Reservation::new(&c.data_memory);
+            assert!(held.try_grow(other));
+            // 460 octets of lines that would be commands if the session stopped reading them as
+            // data; then a RCPT with no transaction (the 452 left none), and a small message.
+            let input = format!(
+                "EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\n{}.\r\nRCPT TO:<joe@example.com>\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\nsmall\r\n.\r\nQUIT\r\n",
+                "NOOP padding xxxxxxxx\r\n".repeat(20)
             );
-            assert!(
-                out.contains("354 Continue\r\n452 4.3.1 Insufficient system storage\r\n503 5.5.1 Must have sender"),
-                "{out}"
-            );
-            assert_eq!(jobs.len(), 1, "the small one fits");
-            assert!(String::from_utf8_lossy(&jobs[0].data).ends_with("\nsmall\n"));
-            assert_eq!(
-                c.data_memory.used(),
-                jobs[0].data.len(),
-                "chunk {chunk}: the job holds its octets, the refused message none"
-            );
-            drop(jobs);
-            assert_eq!(c.data_memory.used(), 0, "chunk {chunk}: all given back");
-            match &first {
-                None => first = Some(out),
-                Some(f) => assert_eq!(&out, f, "chunk {chunk}"),
+            let mut first: Option<String> = None;
+            for chunk in 1..=input.len() {
+                let (out, jobs) = session(c.clone(), input.as_bytes(), chunk);
+                let codes: Vec<&str> = out.lines().map(|l| &l[..4]).collect();
+                assert_eq!(
+                    codes,
+                    [
+                        "220 ",
+                        "250-",
+                        "250-",
+                        "250-",
+                        "250-",
+                        "250-",
+                        "250 ",
+                        "250 ",
+                        "250 ",
+                        "354 ",
+                        &refusal[..4],
+                        "503 ",
+                        "250 ",
+                        "250 ",
+                        "354 ",
+                        "250 ",
+                        "221 "
+                    ],
+                    "chunk {chunk}: {out}"
+                );
+                assert!(
+                    out.contains(&format!(
+                        "354 Continue\r\n{refusal}\r\n503 5.5.1 Must have sender"
+                    )),
+                    "{out}"
+                );
+                assert_eq!(jobs.len(), 1, "the small one fits");
+                assert!(String::from_utf8_lossy(&jobs[0].data).ends_with("\nsmall\n"));
+                assert_eq!(
+                    c.data_memory.used(),
+                    other + jobs[0].data.len(),
+                    "chunk {chunk}: the job holds its octets, the refused message none"
+                );
+                drop(jobs);
+                assert_eq!(c.data_memory.used(), other, "chunk {chunk}: all given back");
+                match &first {
+                    None => first = Some(out),
+                    Some(f) => assert_eq!(&out, f, "chunk {chunk}"),
+                }
             }
         }
     }
