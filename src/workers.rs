@@ -269,10 +269,39 @@ fn remove_dead_masters_dirs(tmp: &Path) {
             Ok(stat) => crate::status::stat_fields(&stat).first() == Some(&"Z"),
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,
         };
-        if md.is_dir() && md.uid() == me && gone {
+        if md.is_dir() && md.uid() == me && gone && !anyone_listens_in(&e.path()) {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
+}
+
+/// True if a socket in `dir` takes connections (or a full queue says someone listens): the
+/// master is alive whatever its PID says. A master in another PID namespace (a container
+/// sharing TMPDIR) has a PID that means nothing here, and seems gone.
+fn anyone_listens_in(dir: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        // Cannot look inside: not ours to take.
+        return true;
+    };
+    entries.flatten().any(|e| {
+        if !e.file_type().is_ok_and(|t| t.is_socket()) {
+            return false;
+        }
+        // Without blocking: a stuck worker's full backlog would block a plain connect.
+        let connected = (|| {
+            let s = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+            s.set_nonblocking(true)?;
+            s.connect(&socket2::SockAddr::unix(e.path())?)
+        })();
+        match connected {
+            Ok(()) => true,
+            Err(err) => {
+                err.kind() == std::io::ErrorKind::WouldBlock
+                    || err.raw_os_error() == Some(libc::EINPROGRESS)
+            }
+        }
+    })
 }
 
 impl Drop for WorkerMetrics {
@@ -750,5 +779,33 @@ fn remove_unix_sockets(listeners: &[(String, OwnedFd)]) {
                 let _ = std::fs::remove_file(l);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_masters_directory_goes_unless_someone_listens_in_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        // No process has this PID (above any pid_max), as a master in another PID namespace
+        // seems from here.
+        let pid = i32::MAX - 1;
+        let dead = tmp.path().join(format!("twistrs-metrics-{pid}-aaaaaa"));
+        let alive = tmp.path().join(format!("twistrs-metrics-{pid}-bbbbbb"));
+        let mine = tmp
+            .path()
+            .join(format!("twistrs-metrics-{}-cccccc", std::process::id()));
+        for d in [&dead, &alive, &mine] {
+            std::fs::create_dir(d).unwrap();
+        }
+        // A dead master's socket file stays, with nobody listening on it.
+        drop(std::os::unix::net::UnixListener::bind(dead.join("worker-1.sock")).unwrap());
+        let _live = std::os::unix::net::UnixListener::bind(alive.join("worker-1.sock")).unwrap();
+        remove_dead_masters_dirs(tmp.path());
+        assert!(!dead.exists(), "nobody listens: removed");
+        assert!(alive.is_dir(), "its socket takes connections: kept");
+        assert!(mine.is_dir(), "a live PID: kept");
     }
 }
