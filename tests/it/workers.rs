@@ -111,6 +111,33 @@ fn alive(pid: i32) -> bool {
     })
 }
 
+/// Echo connections to `port`, each with `msg` echoed back and held open, 20 at a time until
+/// every one of `workers` holds some (one shared accept queue: whichever worker wakes first
+/// takes a connection, so a run of them may go to one; bounded at 400 connections); the
+/// connections and how many each worker holds.
+fn hold_on_every_worker(
+    port: u16,
+    workers: &[i32],
+    msg: &[u8],
+) -> (Vec<std::net::TcpStream>, Vec<usize>) {
+    let mut conns: Vec<std::net::TcpStream> = Vec::new();
+    let mut held = vec![0; workers.len()];
+    while conns.len() < 400 && held.contains(&0) {
+        for _ in 0..20 {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.write_all(msg).unwrap();
+            let mut b = vec![0u8; msg.len()];
+            c.read_exact(&mut b).unwrap();
+            conns.push(c);
+        }
+        let inodes = established(port);
+        held = workers.iter().map(|w| held_by(*w, &inodes)).collect();
+        assert_eq!(held.iter().sum::<usize>(), conns.len(), "{held:?}");
+    }
+    (conns, held)
+}
+
 /// The inodes of the established TCP connections whose local port is `port`.
 fn established(port: u16) -> Vec<u64> {
     let text = std::fs::read_to_string("/proc/net/tcp").unwrap();
@@ -242,25 +269,9 @@ fn workers_are_the_masters_children_and_share_the_connections() {
     assert!(out.contains(&format!("PID {master},")), "{out}");
     let list = format!("2 workers: PIDs {}, {}", workers[0], workers[1]);
     assert!(out.contains(&list), "{out}");
-    // Connections held open, opened until both workers hold some of them (one shared accept
-    // queue: whichever worker wakes first takes a connection, so a run of them may go to
-    // one; bounded at 400 connections).
+    // Connections held open until both workers hold some of them.
     let port = m.port();
-    let mut conns: Vec<std::net::TcpStream> = Vec::new();
-    let mut held = vec![0; workers.len()];
-    while conns.len() < 400 && held.contains(&0) {
-        for _ in 0..20 {
-            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            c.write_all(b"x").unwrap();
-            let mut b = [0u8; 1];
-            c.read_exact(&mut b).unwrap();
-            conns.push(c);
-        }
-        let inodes = established(port);
-        held = workers.iter().map(|w| held_by(*w, &inodes)).collect();
-        assert_eq!(held.iter().sum::<usize>(), conns.len(), "{held:?}");
-    }
+    let (conns, held) = hold_on_every_worker(port, &workers, b"x");
     assert!(
         held.iter().all(|n| *n > 0),
         "one worker took every connection: {held:?}"
@@ -861,20 +872,7 @@ fn metrics_with_workers_add_up_every_workers_figures() {
     let workers = children(master);
     let (echo, metrics) = (port_of(&m, "Echo"), port_of(&m, "Metrics"));
     // Connections held open until both workers hold some (bounded at 400).
-    let mut conns: Vec<std::net::TcpStream> = Vec::new();
-    let mut held = vec![0; workers.len()];
-    while conns.len() < 400 && held.contains(&0) {
-        for _ in 0..20 {
-            let mut c = std::net::TcpStream::connect(("127.0.0.1", echo)).unwrap();
-            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            c.write_all(b"abc").unwrap();
-            let mut b = [0u8; 3];
-            c.read_exact(&mut b).unwrap();
-            conns.push(c);
-        }
-        let inodes = established(echo);
-        held = workers.iter().map(|w| held_by(*w, &inodes)).collect();
-    }
+    let (conns, held) = hold_on_every_worker(echo, &workers, b"abc");
     assert!(held.iter().all(|n| *n > 0), "{held:?}");
     let n = conns.len() as u64;
     let echo_series = "{factory=\"Echo\",listener=\"tcp:0:interface=127.0.0.1\"}";
