@@ -81,6 +81,19 @@ enum Value {
     Counter(Counter),
     Gauge(Gauge),
     Histogram(Histogram),
+    Live(LiveGauge),
+}
+
+/// A gauge read at each scrape from a figure kept elsewhere: one that other threads change
+/// (an atomic), which no event on the reactor thread would keep a plain [`Gauge`] up to date
+/// with.
+#[derive(Clone)]
+pub struct LiveGauge(Rc<dyn Fn() -> i64>);
+
+impl std::fmt::Debug for LiveGauge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LiveGauge({})", (self.0)())
+    }
 }
 
 #[derive(Debug)]
@@ -164,6 +177,29 @@ pub fn gauge(name: &'static str, help: &'static str, labels: &[(&str, &str)]) ->
         let g = Gauge::default();
         (g.clone(), Value::Gauge(g))
     })
+}
+
+/// The gauge `name{labels}` whose value `read` gives at each scrape, registered now (in place
+/// of one registered before under the same name and labels).
+pub fn live_gauge(
+    name: &'static str,
+    help: &'static str,
+    labels: &[(&str, &str)],
+    read: impl Fn() -> i64 + 'static,
+) {
+    let labels = render_labels(labels);
+    let value = Value::Live(LiveGauge(Rc::new(read)));
+    REGISTRY.with_borrow_mut(|r| {
+        match r.iter_mut().find(|s| s.name == name && s.labels == labels) {
+            Some(s) => s.value = value,
+            None => r.push(Series {
+                name,
+                help,
+                labels,
+                value,
+            }),
+        }
+    });
 }
 
 /// The histogram `name{labels}` over `bounds` (ascending), registered on first use.
@@ -276,7 +312,7 @@ pub fn render(out: &mut String) {
             for s in r.iter().filter(|s| s.name == name) {
                 let kind = match s.value {
                     Value::Counter(_) => "counter",
-                    Value::Gauge(_) => "gauge",
+                    Value::Gauge(_) | Value::Live(_) => "gauge",
                     Value::Histogram(_) => "histogram",
                 };
                 if first {
@@ -295,6 +331,9 @@ pub fn render(out: &mut String) {
                     }
                     Value::Gauge(g) => {
                         let _ = writeln!(out, "{name}{braced} {}", g.get());
+                    }
+                    Value::Live(g) => {
+                        let _ = writeln!(out, "{name}{braced} {}", (g.0)());
                     }
                     Value::Histogram(h) => {
                         let b = h.0.borrow();
@@ -319,6 +358,29 @@ pub fn render(out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_live_gauge_is_read_at_each_render_and_a_second_registration_replaces_it() {
+        let figure = Rc::new(Cell::new(7));
+        let f = figure.clone();
+        live_gauge("t_live_bytes", "Live.", &[], move || f.get());
+        let render_now = || {
+            let mut out = String::new();
+            render(&mut out);
+            out
+        };
+        assert!(render_now().contains("# TYPE t_live_bytes gauge\nt_live_bytes 7\n"));
+        figure.set(9);
+        assert!(render_now().contains("t_live_bytes 9\n"));
+        live_gauge("t_live_bytes", "Live.", &[], || 1);
+        let out = render_now();
+        let samples = out
+            .lines()
+            .filter(|l| l.starts_with("t_live_bytes "))
+            .count();
+        assert_eq!(samples, 1, "{out}");
+        assert!(out.contains("t_live_bytes 1\n"), "{out}");
+    }
 
     #[test]
     fn counters_are_shared_by_name_and_labels_and_histograms_cumulate() {

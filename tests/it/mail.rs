@@ -590,7 +590,7 @@ a.quit(); b.quit()
 }
 
 /// Reads lines from `s` until one starts with `code` (bounded by the socket's timeout).
-fn until_code(s: &mut std::net::TcpStream, code: &str) -> String {
+pub(crate) fn until_code(s: &mut std::net::TcpStream, code: &str) -> String {
     use std::io::Read;
     let mut got = Vec::new();
     let mut b = [0u8; 1];

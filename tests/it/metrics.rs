@@ -363,6 +363,44 @@ print('done')
         assert!(body.contains(want), "{want} missing:\n{body}");
     }
     promtool_check("mail_messages_and_pop3_logins_are_counted", &body);
+    // The data held in memory: a message in the middle of its DATA shows, and once it is on
+    // the disk (the delivery thread gives its octets back) the gauge is 0 again.
+    assert_eq!(must(&body, "twistrs_mail_data_memory_bytes"), 0, "{body}");
+    let mut c = connect(SocketAddr::from(([127, 0, 0, 1], smtp)));
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    crate::mail::until_code(&mut c, "220");
+    send(
+        &mut c,
+        b"HELO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<joe@example.com>\r\n",
+    );
+    for _ in 0..3 {
+        let reply = crate::mail::until_code(&mut c, "250");
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    send(&mut c, b"DATA\r\n");
+    crate::mail::until_code(&mut c, "354");
+    send(
+        &mut c,
+        // Whole lines: a line is counted once it is stored.
+        format!(
+            "Subject: held\r\n\r\n{}",
+            format!("{}\r\n", "y".repeat(78)).repeat(100)
+        )
+        .as_bytes(),
+    );
+    let body = scrape_until(metrics, |b| {
+        series(b, "twistrs_mail_data_memory_bytes").is_some_and(|v| v >= 5000)
+    });
+    assert!(
+        must(&body, "twistrs_mail_data_memory_bytes") >= 5000,
+        "{body}"
+    );
+    send(&mut c, b".\r\n");
+    assert!(crate::mail::until_code(&mut c, "250").contains("250"));
+    let body = scrape_until(metrics, |b| {
+        series(b, "twistrs_mail_data_memory_bytes") == Some(0)
+    });
+    assert_eq!(must(&body, "twistrs_mail_data_memory_bytes"), 0, "{body}");
     srv.term();
 }
 

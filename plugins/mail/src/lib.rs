@@ -408,6 +408,14 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
     }
     let cfg = Rc::new(build_config(m)?);
     metrics::register();
+    // Read at each scrape: the delivery threads give the octets back.
+    let pool = cfg.data_memory.clone();
+    twistrs_core::metrics::live_gauge(
+        "twistrs_mail_data_memory_bytes",
+        "Message data held in memory now (DATA being received and messages on their way to the disk); --max-data-memory bounds it.",
+        &[],
+        move || i64::try_from(pool.used()).unwrap_or(i64::MAX),
+    );
     if cfg.data_memory.limit() < cfg.max_message {
         log::warn!(target: "twistrs.mail",
             "--max-data-memory {} is below --max-message-size {}: messages larger than it are refused with 552",
