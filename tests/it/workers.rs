@@ -842,6 +842,34 @@ fn scrape(port: u16) -> String {
     body.to_string()
 }
 
+/// The master's private directory of its workers' metrics sockets, from a worker's "Metrics
+/// starting on 'PATH'" line.
+fn metrics_dir(m: &Master) -> PathBuf {
+    m.log()
+        .lines()
+        .find_map(|l| {
+            let p = l
+                .split("Metrics starting on '")
+                .nth(1)?
+                .trim_end_matches('\'');
+            Some(PathBuf::from(p).parent()?.to_path_buf())
+        })
+        .expect("a worker's metrics socket in the log")
+}
+
+/// Scrapes until `cond` holds of the body (a worker's replacement takes a moment), at most
+/// 20 s; the last body either way.
+fn scrape_until(port: u16, cond: impl Fn(&str) -> bool) -> String {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = scrape(port);
+        if cond(&body) || Instant::now() > end {
+            return body;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The value of the sample whose name and labels start with `prefix`.
 fn sample(body: &str, prefix: &str) -> u64 {
     body.lines()
@@ -939,17 +967,10 @@ fn metrics_with_workers_add_up_every_workers_figures() {
     let lost = held[0] as u64;
     // SAFETY: a signal to a worker this test started (through its master).
     unsafe { libc::kill(workers[0], libc::SIGKILL) };
-    let end = Instant::now() + Duration::from_secs(20);
-    let body = loop {
-        let body = scrape(metrics);
-        if (sample(&body, "twistrs_worker_restarts_total ") == 1
-            && sample(&body, "twistrs_workers_serving ") == 2)
-            || Instant::now() > end
-        {
-            break body;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let body = scrape_until(metrics, |b| {
+        sample(b, "twistrs_worker_restarts_total ") == 1
+            && sample(b, "twistrs_workers_serving ") == 2
+    });
     assert_eq!(sample(&body, "twistrs_worker_restarts_total "), 1, "{body}");
     assert_eq!(sample(&body, "twistrs_workers_serving "), 2, "{body}");
     assert_eq!(
@@ -958,17 +979,7 @@ fn metrics_with_workers_add_up_every_workers_figures() {
         "{body}"
     );
     // The private sockets' directory goes with the master.
-    let dir = m
-        .log()
-        .lines()
-        .find_map(|l| {
-            let p = l
-                .split("Metrics starting on '")
-                .nth(1)?
-                .trim_end_matches('\'');
-            Some(PathBuf::from(p).parent()?.to_path_buf())
-        })
-        .expect("a worker's metrics socket in the log");
+    let dir = metrics_dir(&m);
     assert!(dir.is_dir());
     drop(conns);
     // A restart: the new master serves the same metrics port with its own workers, and the
@@ -1176,17 +1187,10 @@ fn a_stuck_worker_hides_no_other_and_a_dead_one_takes_no_count_back() {
     // Worker 2 killed: its connections are gone, what it counted is not.
     // SAFETY: a signal to a worker this test started (through its master).
     unsafe { libc::kill(pids[1], libc::SIGKILL) };
-    let end = Instant::now() + Duration::from_secs(20);
-    let body = loop {
-        let body = scrape(metrics);
-        if (sample(&body, "twistrs_worker_restarts_total ") == 1
-            && sample(&body, "twistrs_workers_scraped ") == 3)
-            || Instant::now() > end
-        {
-            break body;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let body = scrape_until(metrics, |b| {
+        sample(b, "twistrs_worker_restarts_total ") == 1
+            && sample(b, "twistrs_workers_scraped ") == 3
+    });
     assert_eq!(sample(&body, "twistrs_workers_scraped "), 3, "{body}");
     assert_eq!(sample(&body, accepted), n, "{body}");
     assert_eq!(sample(&body, open), n - held[1] as u64, "{body}");
@@ -1207,25 +1211,13 @@ fn a_killed_masters_metrics_directory_is_removed_by_the_next_master() {
         "--listen",
         "tcp:0:interface=127.0.0.1",
     ];
-    let dir_of = |m: &Master| {
-        m.log()
-            .lines()
-            .find_map(|l| {
-                let p = l
-                    .split("Metrics starting on '")
-                    .nth(1)?
-                    .trim_end_matches('\'');
-                Some(PathBuf::from(p).parent()?.to_path_buf())
-            })
-            .expect("a worker's metrics socket in the log")
-    };
     let first = Master::start(&args);
     assert!(
         first.wait_log(|l| l.contains("2 workers serve."), 10),
         "{}",
         first.log()
     );
-    let left = dir_of(&first);
+    let left = metrics_dir(&first);
     let name = left.file_name().unwrap().to_string_lossy().into_owned();
     assert!(
         name.starts_with(&format!("twistrs-metrics-{}-", first.pid())),
@@ -1246,5 +1238,8 @@ fn a_killed_masters_metrics_directory_is_removed_by_the_next_master() {
         second.log()
     );
     assert!(!left.exists(), "{} is left", left.display());
-    assert!(dir_of(&second).is_dir(), "the second master's own stays");
+    assert!(
+        metrics_dir(&second).is_dir(),
+        "the second master's own stays"
+    );
 }
