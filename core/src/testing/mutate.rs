@@ -105,6 +105,28 @@ pub fn mutate(seed: &[u8], edits: &[Edit], other: &[u8]) -> Vec<u8> {
     b
 }
 
+/// A proptest strategy for 1 to `most - 1` edits built by [`edit`], shrinkable (the
+/// `proptest` feature, which the plugins' property tests turn on).
+#[cfg(feature = "proptest")]
+pub fn edits(most: usize) -> impl proptest::strategy::Strategy<Value = Vec<Edit>> {
+    use proptest::prelude::*;
+    proptest::collection::vec(
+        (
+            any::<u8>(),
+            any::<usize>(),
+            any::<usize>(),
+            any::<u8>(),
+            0u8..24,
+        ),
+        1..most,
+    )
+    .prop_map(|v| {
+        v.into_iter()
+            .map(|(k, at, from, value, len)| edit(k, at, from, value, len))
+            .collect()
+    })
+}
+
 /// Builds an [`Edit`] from plain numbers (what a property test draws): `kind` picks the edit.
 pub fn edit(kind: u8, at: usize, from: usize, value: u8, len: u8) -> Edit {
     match kind % 16 {

@@ -13,7 +13,7 @@ use crate::config::{MailConfig, fixture};
 use crate::data::{DataReader, Outcome};
 use crate::pop3::Pop3;
 use crate::smtp::{self, Smtp};
-use twistrs_core::testing::mutate::{Edit, edit, mutate};
+use twistrs_core::testing::mutate::{Edit, edits, mutate};
 use twistrs_core::testing::pieces;
 
 /// DATA fed in `parts`, bytes kept buffered as the session keeps them: the outcome and the
@@ -189,25 +189,6 @@ proptest! {
     }
 }
 
-/// A few edits of a valid input (see `twistrs_core::testing::mutate`), shrinkable.
-fn edits() -> impl Strategy<Value = Vec<Edit>> {
-    vec(
-        (
-            any::<u8>(),
-            any::<usize>(),
-            any::<usize>(),
-            any::<u8>(),
-            0u8..24,
-        ),
-        1..8,
-    )
-    .prop_map(|v| {
-        v.into_iter()
-            .map(|(k, at, from, value, len)| edit(k, at, from, value, len))
-            .collect()
-    })
-}
-
 /// A mutated session of `seeds` (seed `i` with edits `e`, splicing from seed `j`) through
 /// `check`, whole and in `cuts` pieces: both pass the check, and the answers are the same
 /// unless STARTTLS/STLS threw input away.
@@ -240,7 +221,7 @@ proptest! {
     fn mutated_smtp_sessions_answer_in_code_lines(
         i in any::<proptest::sample::Index>(),
         j in any::<proptest::sample::Index>(),
-        e in edits(),
+        e in edits(8),
         cuts in vec(any::<usize>(), 0..8),
     ) {
         mutated_session(&crate::fuzz::smtp_seeds(), crate::fuzz::check_smtp, (i, j), &e, &cuts)?;
@@ -251,7 +232,7 @@ proptest! {
     fn mutated_pop3_sessions_keep_their_invariants(
         i in any::<proptest::sample::Index>(),
         j in any::<proptest::sample::Index>(),
-        e in edits(),
+        e in edits(8),
         cuts in vec(any::<usize>(), 0..8),
     ) {
         mutated_session(&crate::fuzz::pop3_seeds(), crate::fuzz::check_pop3, (i, j), &e, &cuts)?;
