@@ -358,9 +358,13 @@ impl Reactor {
         self.inherited.push((endpoint, fd));
     }
 
+    /// The first socket handed over under `endpoint`. Sockets of one endpoint string (port 0,
+    /// given twice) are taken in the order they were handed over, which is the order the
+    /// predecessor listened in: `remove`, not `swap_remove`, which would move a later one of
+    /// three ahead of the second.
     pub(crate) fn take_inherited(&mut self, endpoint: &str) -> Option<std::os::fd::OwnedFd> {
         let i = self.inherited.iter().position(|(e, _)| e == endpoint)?;
-        Some(self.inherited.swap_remove(i).1)
+        Some(self.inherited.remove(i).1)
     }
 
     /// Serves a listening socket the caller opened (Twisted's `adoptStreamPort`), for
@@ -784,5 +788,23 @@ mod tests {
         for e in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
             assert!(!retry_at_once(&io::Error::from_raw_os_error(e)), "{e}");
         }
+    }
+
+    #[test]
+    fn sockets_handed_over_under_one_endpoint_are_taken_in_their_order() {
+        use std::os::fd::AsRawFd;
+        let mut r = Reactor::new().unwrap();
+        let mut raw = Vec::new();
+        for ep in ["tcp:0", "unix:/x", "tcp:0", "tcp:0"] {
+            let fd: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+            raw.push(fd.as_raw_fd());
+            r.inherit_listener(ep.to_string(), fd);
+        }
+        let taken: Vec<_> = (0..3)
+            .map(|_| r.take_inherited("tcp:0").unwrap().as_raw_fd())
+            .collect();
+        assert_eq!(taken, [raw[0], raw[2], raw[3]]);
+        assert!(r.take_inherited("tcp:0").is_none());
+        assert_eq!(r.take_inherited("unix:/x").map(|f| f.as_raw_fd()), Some(raw[1]));
     }
 }
