@@ -805,6 +805,9 @@ mod tests {
             .collect();
         assert_eq!(taken, [raw[0], raw[2], raw[3]]);
         assert!(r.take_inherited("tcp:0").is_none());
-        assert_eq!(r.take_inherited("unix:/x").map(|f| f.as_raw_fd()), Some(raw[1]));
+        assert_eq!(
+            r.take_inherited("unix:/x").map(|f| f.as_raw_fd()),
+            Some(raw[1])
+        );
     }
 }
