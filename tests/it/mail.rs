@@ -526,7 +526,9 @@ print(f.readline().split()[0], f.readline().split()[0], f.readline())
 
 /// `--max-data-memory` bounds the message data of all sessions together: a message that
 /// does not fit beside another held open in DATA is read whole and refused with 452, and its
-/// retry on the same session goes through once the other is delivered.
+/// retry on the same session goes through once the other is delivered. A client that declares
+/// its SIZE (smtplib does) hears it at MAIL, before the transfer: 452 if it does not fit now,
+/// 552 if it never could.
 #[test]
 fn messages_past_the_data_memory_budget_get_452_and_a_retry_gets_250() {
     let m = Mail::start(&["-E", "--max-data-memory", "100000"]);
@@ -540,15 +542,28 @@ a.ehlo('a'); a.mail('a@b'); a.rcpt('joe@example.com')
 a.putcmd('data'); print('a data', a.getreply()[0])
 whole = body('first').encode()
 a.send(whole[:-80])
-# Let the server take in the 80 KB (loopback, bounded).
-time.sleep(0.5)
 b = smtplib.SMTP('127.0.0.1', port, timeout=10)
 b.ehlo('b')
+# Until the server has taken in a's 80 KB, a declared 30 KB still fits: ask until it does
+# not (bounded), which is the server's own count of what is held.
+for i in range(200):
+    code, msg = b.mail('c@d', ['SIZE=30000'])
+    if code != 250:
+        break
+    b.rset()
+    time.sleep(0.05)
+print('b size', code, msg.decode())
+code, msg = b.mail('c@d', ['SIZE=200000'])
+print('b huge', code, msg.decode())
+# Without SIZE the whole message is read, then refused.
+b.mail('c@d'); b.rcpt('joe@example.com')
+code, msg = b.data(body('second'))
+print('b data', code, msg.decode())
 try:
     b.sendmail('c@d', ['joe@example.com'], body('second'))
     print('b 250')
-except smtplib.SMTPDataError as e:
-    print('b', e.smtp_code, e.smtp_error.decode())
+except smtplib.SMTPSenderRefused as e:
+    print('b sendmail', e.smtp_code)
 a.send(whole[-80:] + b'.\r\n')
 print('a end', a.getreply()[0])
 b.sendmail('c@d', ['joe@example.com'], body('second'))
@@ -560,8 +575,17 @@ a.quit(); b.quit()
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("a data 354"), "{out}");
     assert!(
-        out.contains("b 452 4.3.1 Insufficient system storage"),
+        out.contains("b size 452 4.3.1 Insufficient system storage"),
         "{out}"
+    );
+    assert!(out.contains("b huge 552 5.3.4"), "{out}");
+    assert!(
+        out.contains("b data 452 4.3.1 Insufficient system storage"),
+        "{out}"
+    );
+    assert!(
+        out.contains("b sendmail 452"),
+        "smtplib declares SIZE: {out}"
     );
     assert!(
         out.contains("a end 250") && out.contains("b retry 250"),
@@ -576,17 +600,21 @@ a.quit(); b.quit()
         );
         assert!(text.ends_with(&body), "{subject}: whole");
     }
-    assert!(
-        m.srv
-            .wait_until(
-                |l| l
-                    .iter()
-                    .any(|l| l.contains("--max-data-memory 100000 is in use")),
-                Duration::from_secs(5)
-            )
-            .is_some(),
-        "one line in the log"
-    );
+    for what in [
+        "452 message of",
+        "452 MAIL with SIZE=30000",
+        "552 MAIL with SIZE=200000",
+    ] {
+        assert!(
+            m.srv
+                .wait_until(
+                    |l| l.iter().any(|l| l.contains(what)),
+                    Duration::from_secs(5)
+                )
+                .is_some(),
+            "a line in the log: {what}"
+        );
+    }
 }
 
 /// Reads lines from `s` until one starts with `code` (bounded by the socket's timeout).

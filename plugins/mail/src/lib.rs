@@ -49,7 +49,7 @@ Storage is twistd's: PATH/passwd/ holds one file per user named as twistd's DirD
 SMTP: HELO, and with -E EHLO with PIPELINING, 8BITMIME, SIZE, ENHANCEDSTATUSCODES and AUTH \
 PLAIN/LOGIN; MAIL, RCPT, DATA, RSET, NOOP, QUIT, VRFY (252). Unknown users and other domains are \
 refused at RCPT (550): never a relay. Limits: --max-message-size (552), lines of 1000 octets \
-(500), --max-recipients (452), --max-data-memory (452 4.3.1 at the end of DATA), ten bad commands in a row or --timeout idle (421). \
+(500), --max-recipients (452), --max-data-memory (452 4.3.1 at MAIL for a declared SIZE, or at the end of DATA), ten bad commands in a row or --timeout idle (421). \
 A message is answered 250 only once it is in new/ and synced (tmp/, fsync, rename, directory \
 sync, in batches shared by concurrent sessions); a graceful stop finishes messages in DATA. \
 POP3: USER/PASS (user@domain, or a bare user of the -D domain), APOP, STAT, LIST, UIDL, RETR, \
@@ -142,7 +142,8 @@ fn options() -> Command {
                    worker under --workers): DATA being received and messages waiting for the \
                    disk. A message that would go past it is read to its end and refused with \
                    452 4.3.1, and the client retries later (552 5.3.4 if it is larger than the \
-                   whole budget: it never could fit). The default, 256 MiB, takes 25 \
+                   whole budget: it never could fit); a SIZE declared at MAIL gets the same \
+                   answer there, before the transfer. The default, 256 MiB, takes 25 \
                    messages of the largest size at once where 1,000 sessions could otherwise \
                    hold 10 GiB"))
         .arg(Arg::new("max-recipients").long("max-recipients").value_name("N")

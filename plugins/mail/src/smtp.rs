@@ -415,12 +415,39 @@ impl Session {
                     return self.bad(out, 501, "5.1.7", "Invalid sender address");
                 }
                 if from.size > self.cfg.max_message {
+                    crate::metrics::with(|m| m.rejected_too_big.inc());
                     self.reply(
                         out,
                         552,
                         "5.3.4",
                         "Message size exceeds fixed maximum message size",
                     );
+                    return None;
+                }
+                // A declared SIZE (RFC 1870) is checked against the data memory budget here,
+                // before the client spends the transfer on a message DATA would refuse: past
+                // the whole budget it never fits (permanent), past what is free now a retry
+                // may (452, RFC 1870's answer for storage that is short for now).
+                let mem = &self.cfg.data_memory;
+                if from.size > mem.limit() {
+                    crate::metrics::with(|m| m.rejected_too_big.inc());
+                    log::warn!(target: "twistrs.mail.smtp",
+                        "{}: 552 MAIL with SIZE={} refused: larger than the whole --max-data-memory {}",
+                        self.peer, from.size, mem.limit());
+                    self.reply(
+                        out,
+                        552,
+                        "5.3.4",
+                        "Message size exceeds the memory this server gives a message",
+                    );
+                    return None;
+                }
+                if from.size > mem.limit().saturating_sub(mem.used()) {
+                    crate::metrics::with(|m| m.rejected_no_storage.inc());
+                    log::warn!(target: "twistrs.mail.smtp",
+                        "{}: 452 MAIL with SIZE={} refused: --max-data-memory {} is in use ({} held)",
+                        self.peer, from.size, mem.limit(), mem.used());
+                    self.reply(out, 452, "4.3.1", "Insufficient system storage");
                     return None;
                 }
                 self.from = Some(from.address.to_string());
@@ -1021,6 +1048,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_declared_size_past_the_memory_budget_is_refused_at_mail_in_every_chunking() {
+        let dir = tempfile::tempdir().unwrap();
+        // Budget 500, another session holding 100: SIZE=400 fits, 401 not now (452), 501
+        // never (552); SIZE above --max-message-size (10,000) keeps its own 552.
+        let c = cfg_budget(dir.path(), 500);
+        let mut held = crate::memory::Reservation::new(&c.data_memory);
+        assert!(held.try_grow(100));
+        let input = "EHLO c\r\nMAIL FROM:<a@b> SIZE=401\r\nMAIL FROM:<a@b> SIZE=501\r\nMAIL FROM:<a@b> SIZE=10001\r\nMAIL FROM:<a@b> SIZE=400\r\nRCPT TO:<joe@example.com>\r\nDATA\r\nsmall\r\n.\r\nQUIT\r\n";
+        let mut first: Option<String> = None;
+        for chunk in 1..=input.len() {
+            let (out, jobs) = session(c.clone(), input.as_bytes(), chunk);
+            let replies: Vec<&str> = out.lines().filter(|l| !l.starts_with("250-")).collect();
+            let codes: Vec<&str> = replies.iter().map(|l| &l[..4]).collect();
+            assert_eq!(
+                codes,
+                [
+                    "220 ", "250 ", "452 ", "552 ", "552 ", "250 ", "250 ", "354 ", "250 ", "221 "
+                ],
+                "chunk {chunk}: {out}"
+            );
+            assert_eq!(replies[2], "452 4.3.1 Insufficient system storage");
+            assert!(replies[3].contains("memory"), "{out}");
+            assert!(replies[4].contains("fixed maximum"), "{out}");
+            assert_eq!(jobs.len(), 1, "chunk {chunk}: the one that fits is taken");
+            match &first {
+                None => first = Some(out),
+                Some(f) => assert_eq!(&out, f, "chunk {chunk}"),
+            }
+        }
+        drop(held);
+        assert_eq!(c.data_memory.used(), 0);
+        // With the other session gone, SIZE=401 fits.
+        let (out, _) = session(c.clone(), b"EHLO c\r\nMAIL FROM:<a@b> SIZE=401\r\n", 1);
+        assert!(
+            out.ends_with("250 2.1.0 Sender address accepted\r\n"),
+            "{out}"
+        );
     }
 
     /// Feeds `input` and runs the session until it waits; the replies and the job, if any.
