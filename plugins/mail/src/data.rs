@@ -7,8 +7,8 @@
 //! A line ending in a bare LF is taken as a line end, as postfix's default
 //! `smtpd_forbid_bare_newline = normalize` does; a bare CR inside a line is content. Messages
 //! are stored with LF line ends; the size is counted as transmitted, every line with its
-//! CRLF (RFC 1870), after dot-unstuffing. The stored octets are taken from the process's
-//! budget (`crate::memory`) as they arrive; past it the rest is read and thrown away.
+//! CRLF (RFC 1870), after dot-unstuffing. The buffer that holds them is taken from the
+//! process's budget (`crate::memory`) as it grows; past it the rest is read and thrown away.
 
 use crate::memory::Reservation;
 
@@ -50,7 +50,7 @@ pub struct DataReader {
     /// larger than the whole budget can never fit, and its refusal is permanent.
     stored: usize,
     data: Vec<u8>,
-    /// The budget's octets for `data`.
+    /// The budget's octets for `data`: its capacity, not its length.
     memory: Reservation,
 }
 
@@ -74,7 +74,7 @@ impl DataReader {
         }
     }
 
-    /// Takes the stored octets from `memory` (without it, they are counted nowhere).
+    /// Takes the buffer's octets from `memory` (without it, they are counted nowhere).
     pub fn with_memory(mut self, memory: Reservation) -> Self {
         self.memory = memory;
         self
@@ -171,7 +171,7 @@ impl DataReader {
             self.drop_data();
         }
         if !self.too_big && !self.long_line && !self.no_storage {
-            if self.memory.try_grow(content.len() + 1) {
+            if self.make_room(content.len() + 1) {
                 self.data.extend_from_slice(content);
                 self.data.push(b'\n');
             } else {
@@ -180,6 +180,32 @@ impl DataReader {
             }
         }
         false
+    }
+
+    /// Makes room for `n` more octets, taking the buffer's whole capacity from the budget,
+    /// not just its length: a growing buffer holds up to twice what it has read. It doubles
+    /// as a `Vec` would (so a message costs a logarithmic number of copies), never past the
+    /// size limit, and only as far as it needs when doubling would not fit the budget.
+    fn make_room(&mut self, n: usize) -> bool {
+        let need = self.data.len() + n;
+        let cap = self.data.capacity();
+        if need <= cap {
+            return true;
+        }
+        let doubled = cap.saturating_mul(2).min(self.max_size).max(need);
+        let target = if self.memory.try_grow(doubled - cap) {
+            doubled
+        } else if doubled > need && self.memory.try_grow(need - cap) {
+            need
+        } else {
+            return false;
+        };
+        self.data.reserve_exact(target - self.data.len());
+        // The allocator may hand out more than was asked: counted whatever the limit, as it
+        // is held.
+        self.memory
+            .grow(self.data.capacity().saturating_sub(target));
+        true
     }
 
     fn finish(&mut self) -> Outcome {
@@ -309,6 +335,60 @@ mod tests {
         let pool = DataMemory::new(5);
         let mut r = DataReader::new(15, true).with_memory(Reservation::new(&pool));
         assert_eq!(r.feed(input).1, Some(Outcome::TooBig));
+    }
+
+    #[test]
+    fn the_budget_counts_the_buffer_doubling_within_the_size_limit_and_the_budget() {
+        use crate::memory::{DataMemory, Reservation};
+        // Six lines of 10 octets stored (11 on the wire).
+        let mut input = b"123456789\r\n".repeat(6);
+        input.extend_from_slice(b".\r\n");
+        // (size limit, budget, the buffer after each line)
+        for (max, budget, caps) in [
+            (1000, 1000, [10, 20, 40, 40, 80, 80]),
+            // Doubling stops at the size limit: a message never holds more than it may be.
+            (66, 1000, [10, 20, 40, 40, 66, 66]),
+            // Near the budget it grows only as far as it needs.
+            (1000, 60, [10, 20, 40, 40, 50, 60]),
+        ] {
+            for chunk in [1, 7, 11] {
+                let pool = DataMemory::new(budget);
+                let mut r = DataReader::new(max, true).with_memory(Reservation::new(&pool));
+                let mut buf: Vec<u8> = Vec::new();
+                let mut seen = Vec::new();
+                let mut out = None;
+                for piece in input.chunks(chunk) {
+                    buf.extend_from_slice(piece);
+                    let (used, end) = r.feed(&buf);
+                    buf.drain(..used);
+                    assert_eq!(pool.used(), r.memory.bytes());
+                    if end.is_none() {
+                        assert_eq!(r.memory.bytes(), r.data.capacity(), "the whole buffer");
+                    }
+                    if seen.last() != Some(&r.data.capacity()) && r.data.capacity() > 0 {
+                        seen.push(r.data.capacity());
+                    }
+                    if end.is_some() {
+                        out = end;
+                        break;
+                    }
+                }
+                let Some(Outcome::Message(m)) = out else {
+                    panic!("{max} {budget} chunk {chunk}: {out:?}")
+                };
+                assert_eq!(m.len(), 60);
+                if seen.last() != Some(&m.capacity()) {
+                    seen.push(m.capacity());
+                }
+                let mut want = caps.to_vec();
+                want.dedup();
+                assert_eq!(seen, want, "{max} {budget} chunk {chunk}");
+                assert_eq!(
+                    (r.memory.bytes(), pool.used()),
+                    (m.capacity(), m.capacity())
+                );
+            }
+        }
     }
 
     #[test]

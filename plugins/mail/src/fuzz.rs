@@ -107,8 +107,9 @@ pub(crate) fn check_smtp(cfg: &Rc<MailConfig>, parts: &[&[u8]]) -> Result<(Vec<u
             match a {
                 smtp::Action::Deliver(job) => {
                     // Our Received: header (a few hundred bytes) and the message.
-                    if job.data.len() > cfg.max_message + 400 || job.targets.len() > 2 {
-                        return Err(format!("a job of {} bytes", job.data.len()));
+                    let len = job.head.len() + job.data.len();
+                    if len > cfg.max_message + 400 || job.targets.len() > 2 {
+                        return Err(format!("a job of {len} bytes"));
                     }
                     s.delivered(Ok(()), &mut out);
                 }

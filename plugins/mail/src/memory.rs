@@ -1,14 +1,14 @@
 //! The per-process budget for message data held in memory (`--max-data-memory`).
 //!
 //! Every SMTP session holds its message in memory from DATA until the message is on disk: with
-//! 1,000 sessions of 10 MiB that is 10 GiB, an out-of-memory kill. Each session's DATA takes
-//! its octets from one [`DataMemory`] as they arrive, through a [`Reservation`]; a message that
-//! would take the total past the limit is read to its end and refused with 452 (as postfix's
-//! "Insufficient system storage"), and the client retries later. The reservation travels
-//! with the message into the delivery (`Job`), and gives its octets back when it is dropped,
-//! which is when the buffer is freed, on whatever path: delivered, failed, refused, the
-//! session closed or timed out, the process stopping. Atomic, because a `Job` is dropped on
-//! the delivery thread.
+//! 1,000 sessions of 10 MiB that is 10 GiB, an out-of-memory kill. Each session's DATA takes its
+//! buffer's octets (its capacity, not just what it has read) from one [`DataMemory`] as it grows,
+//! through a [`Reservation`]; a message that would take the total past the limit is read to its end
+//! and refused with 452 (as postfix's "Insufficient system storage"), and the client retries later.
+//! The reservation travels with the message into the delivery (`Job`), and gives its octets back
+//! when it is dropped, which is when the buffer is freed, on whatever path: delivered, failed,
+//! refused, the session closed or timed out, the process stopping. Atomic, because a `Job` is
+//! dropped on the delivery thread.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

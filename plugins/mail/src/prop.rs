@@ -102,13 +102,8 @@ fn smtp_session(cfg: &Rc<MailConfig>, parts: &[&[u8]]) -> (Vec<u8>, Vec<Vec<u8>>
         while let Some(a) = s.step(&mut out) {
             match a {
                 smtp::Action::Deliver(job) => {
-                    // The Received: header carries the time: keep the message only.
-                    let body_at = job
-                        .data
-                        .windows(2)
-                        .position(|w| w == b"0\n")
-                        .map_or(0, |i| i + 2);
-                    msgs.push(job.data[body_at..].to_vec());
+                    // The message only: the Received: header (job.head) carries the time.
+                    msgs.push(job.data);
                     s.delivered(Ok(()), &mut out);
                 }
                 smtp::Action::Close => break 'feed,

@@ -103,17 +103,18 @@ fn deliver_with(jobs: &[Job], host: &str, flush: &Arc<dyn Flush>) -> Vec<Result<
     results
 }
 
-/// Writes every job's copies into `tmp/`, the header and the message in one write each.
+/// Writes every job's copies into `tmp/`, the headers and the message in one write each.
 fn write_all(jobs: &[Job], host: &str, results: &mut [Result<(), String>]) -> Vec<MessageCopy> {
     let mut copies = Vec::new();
     for (j, job) in jobs.iter().enumerate() {
         for (dir, rcpt) in &job.targets {
             let name = unique_name(host);
             let tmp = dir.join("tmp").join(&name);
-            let head = format!("Delivered-To: {rcpt}\n");
+            let head = format!("Delivered-To: {rcpt}\n{}", job.head);
             let size = head.len() + job.data.len();
             // S= as twistd writes it; W= (the POP3 size) as dovecot does, for listing.
-            let wire = head.len() as u64 + 1 + crate::maildir::pop3_size(&job.data);
+            let wire =
+                crate::maildir::pop3_size(head.as_bytes()) + crate::maildir::pop3_size(&job.data);
             let new = dir.join("new").join(format!("{name},S={size},W={wire}"));
             let written = OpenOptions::new()
                 .write(true)
@@ -121,10 +122,7 @@ fn write_all(jobs: &[Job], host: &str, results: &mut [Result<(), String>]) -> Ve
                 .mode(0o600)
                 .open(&tmp)
                 .and_then(|mut f| {
-                    let mut whole = Vec::with_capacity(size);
-                    whole.extend_from_slice(head.as_bytes());
-                    whole.extend_from_slice(&job.data);
-                    f.write_all(&whole)?;
+                    write_both(&mut f, head.as_bytes(), &job.data)?;
                     Ok(f)
                 });
             match written {
@@ -143,6 +141,22 @@ fn write_all(jobs: &[Job], host: &str, results: &mut [Result<(), String>]) -> Ve
         }
     }
     copies
+}
+
+/// Writes `head` then `body` in as few writes as the kernel takes (one, for a file), without
+/// copying the body to join them.
+fn write_both(f: &mut std::fs::File, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+    let mut bufs = [std::io::IoSlice::new(head), std::io::IoSlice::new(body)];
+    let mut bufs = &mut bufs[..];
+    while !bufs.is_empty() {
+        match f.write_vectored(bufs) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => std::io::IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Flushes every copy of the jobs still whole, each by itself, all of them at once.
@@ -360,6 +374,7 @@ mod tests {
 
     fn job(subject: &str, targets: &[&PathBuf]) -> Job {
         Job {
+            head: String::new(),
             data: format!("Subject: {subject}\n\nbody\n").into_bytes(),
             targets: targets
                 .iter()
