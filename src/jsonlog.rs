@@ -2,7 +2,8 @@
 //!
 //! `{"time":"2026-11-26T17:36:39.123Z","level":"info","system":"-","message":"...",...}`:
 //! the time in RFC 3339 UTC with milliseconds, twist's level names, the system as the text
-//! line's `[...]`, the message, then the record's key-values (the `log` crate's `kv`) as
+//! line's `[...]`, the message, the writing process's `pid` (and `worker`, its number under
+//! `--workers`), then the record's key-values (the `log` crate's `kv`) as
 //! fields, so an access log line carries its client, method, path and status as values. Every
 //! string is escaped here, so a line is valid JSON whatever bytes a client sent: Rust strings
 //! are UTF-8 already, and quotes, backslashes and control characters are escaped.
@@ -75,7 +76,10 @@ impl<'kvs> VisitSource<'kvs> for Fields<'_> {
         let out = &mut *self.0;
         out.push(',');
         let k = key.as_str();
-        if matches!(k, "time" | "level" | "system" | "message") {
+        if matches!(
+            k,
+            "time" | "level" | "system" | "message" | "pid" | "worker"
+        ) {
             push_str(out, &format!("field_{k}"));
         } else {
             push_str(out, k);
@@ -98,6 +102,15 @@ impl<'kvs> VisitSource<'kvs> for Fields<'_> {
     }
 }
 
+/// Which process wrote a line: its PID, and under `--workers` the worker's number (absent in
+/// a master or a single process), so lines that several processes write into one log can be
+/// told apart, as nginx's `PID#TID` and gunicorn's `[PID]` do.
+#[derive(Clone, Copy, Debug)]
+pub struct Writer {
+    pub pid: u32,
+    pub worker: Option<usize>,
+}
+
 /// One JSON line, newline included. `stamp` is [`utc_seconds`] of the current second.
 pub fn format_line(
     stamp: &str,
@@ -105,15 +118,20 @@ pub fn format_line(
     level: Level,
     system: &str,
     message: &str,
+    writer: Writer,
     kvs: &dyn Source,
 ) -> String {
-    let mut out = String::with_capacity(96 + message.len());
+    let mut out = String::with_capacity(112 + message.len());
     let _ = write!(out, "{{\"time\":\"{stamp}.{millis:03}Z\",\"level\":");
     push_str(&mut out, level_name(level));
     out.push_str(",\"system\":");
     push_str(&mut out, system);
     out.push_str(",\"message\":");
     push_str(&mut out, message);
+    let _ = write!(out, ",\"pid\":{}", writer.pid);
+    if let Some(w) = writer.worker {
+        let _ = write!(out, ",\"worker\":{w}");
+    }
     let _ = kvs.visit(&mut Fields(&mut out));
     out.push_str("}\n");
     out
@@ -136,12 +154,44 @@ mod tests {
             ("status", Value::from(404u16)),
             ("path", Value::from("/x\"y")),
             ("message", Value::from("clash")),
+            ("pid", Value::from(1u8)),
         ];
-        let line = format_line("2026-11-26T17:36:39", 7, Level::Info, "-", "hi", &kvs);
+        let single = Writer {
+            pid: 42,
+            worker: None,
+        };
+        let line = format_line(
+            "2026-11-26T17:36:39",
+            7,
+            Level::Info,
+            "-",
+            "hi",
+            single,
+            &kvs,
+        );
         assert_eq!(
             line,
             "{\"time\":\"2026-11-26T17:36:39.007Z\",\"level\":\"info\",\"system\":\"-\",\
-             \"message\":\"hi\",\"status\":404,\"path\":\"/x\\\"y\",\"field_message\":\"clash\"}\n"
+             \"message\":\"hi\",\"pid\":42,\"status\":404,\"path\":\"/x\\\"y\",\
+             \"field_message\":\"clash\",\"field_pid\":1}\n"
+        );
+        let worker = Writer {
+            pid: 43,
+            worker: Some(2),
+        };
+        let none: &[(&str, Value<'_>)] = &[];
+        let line = format_line(
+            "2026-11-26T17:36:39",
+            7,
+            Level::Warn,
+            "-",
+            "w",
+            worker,
+            &none,
+        );
+        assert!(
+            line.ends_with("\"message\":\"w\",\"pid\":43,\"worker\":2}\n"),
+            "{line}"
         );
         assert_eq!(utc_seconds(1_795_714_599), "2026-11-26T17:36:39");
     }

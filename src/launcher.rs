@@ -350,11 +350,14 @@ fn open_log(
     let logger = logging::init(clone_dest(&plan.log), plan.rotation)
         .map_err(|e| format!("cannot open log file {shown}: {e}"))?;
     logger.configure(plan.log_format, plan.log_level);
-    log::info!(target: LAUNCHER, "twistrs {} ({}) starting up.", crate::VERSION, exe.display());
-    log::info!(target: LAUNCHER, "reactor class: twistrs_core::Reactor (mio, epoll).");
+    // A worker's own line says what it is; twistd's two start-up lines are the master's, not
+    // repeated by every worker into the same log.
     if let Some(w) = workers::this_worker() {
         log::info!(target: LAUNCHER, "Worker {} of master PID {}, PID {}.",
             w.index, w.master, std::process::id());
+    } else {
+        log::info!(target: LAUNCHER, "twistrs {} ({}) starting up.", crate::VERSION, exe.display());
+        log::info!(target: LAUNCHER, "reactor class: twistrs_core::Reactor (mio, epoll).");
     }
     if let Some(p) = pidfile
         && let Some(prev) = &p.previous

@@ -243,6 +243,11 @@ impl Log for Logger {
                 r.level(),
                 &sys,
                 &text,
+                crate::jsonlog::Writer {
+                    // Asked each time: a daemon forks after its log is open.
+                    pid: std::process::id(),
+                    worker: crate::workers::this_worker().map(|w| w.index),
+                },
                 r.key_values(),
             )
         } else {

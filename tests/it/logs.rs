@@ -10,11 +10,11 @@ use crate::support::*;
 
 /// Parses every line of `path` with Python's json (strict UTF-8, one object per line) and
 /// prints one line per record: `system|message|status|path|method|client|bytes|duration|
-/// queue_id|sender|recipients|size|durable`, each field as Python's repr.
+/// queue_id|sender|recipients|size|durable|pid|worker`, each field as Python's repr.
 const CHECK: &str = r#"
 import json, sys
 keys = ["system", "message", "status", "path", "method", "client", "bytes", "duration",
-        "queue_id", "sender", "recipients", "size", "durable"]
+        "queue_id", "sender", "recipients", "size", "durable", "pid", "worker"]
 for raw in open(sys.argv[1], "rb").read().split(b"\n"):
     if not raw:
         continue
@@ -139,6 +139,11 @@ fn json_lines_parse_whatever_the_request_and_survive_a_reopen() {
             .any(|r| r[0] == "'twistrs.web.access#info'" && r[4] == "'HEAD'"),
         "{after:?}"
     );
+    // Every line names the process that wrote it; a single process is no worker.
+    let pid = srv.pid().to_string();
+    for r in before.iter().chain(&after) {
+        assert_eq!((&r[13][..], &r[14][..]), (&pid[..], "None"), "{r:?}");
+    }
 }
 
 #[test]

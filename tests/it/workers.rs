@@ -292,6 +292,79 @@ fn workers_are_the_masters_children_and_share_the_connections() {
     );
 }
 
+/// Prints `pid|worker|message` for every line of a JSON log, parsed by Python's json.
+const JSON_WRITERS: &str = r#"
+import json, sys
+for raw in open(sys.argv[1], "rb").read().split(b"\n"):
+    if raw:
+        o = json.loads(raw.decode("utf-8"))
+        print("%s|%s|%s" % (o["pid"], o.get("worker", "-"), o["message"]))
+"#;
+
+#[test]
+fn json_lines_name_the_process_that_wrote_them_and_workers_skip_the_masters_banner() {
+    let m = Master::start(&[
+        "--workers",
+        "2",
+        "--log-format",
+        "json",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    assert!(
+        m.wait_log(|l| l.contains("2 workers serve."), 10),
+        "{}",
+        m.log()
+    );
+    let master = m.pid();
+    let workers = children(master);
+    assert_eq!(workers.len(), 2, "{workers:?}\n{}", m.log());
+    let log = m.path("twistrs.log");
+    let (code, out, err) = crate::mail::py(JSON_WRITERS, &[log.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}\n{}", m.log());
+    let lines: Vec<(i32, String, String)> = out
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, '|');
+            Some((f.next()?.parse().ok()?, f.next()?.into(), f.next()?.into()))
+        })
+        .collect();
+    assert_eq!(lines.len(), out.lines().count(), "{out}");
+    // twistd's banner once, from the master; each worker's own line names it.
+    let banner: Vec<_> = lines
+        .iter()
+        .filter(|l| l.2.ends_with("starting up."))
+        .collect();
+    assert_eq!(banner.len(), 1, "{out}");
+    assert_eq!(&banner[0].1, "-", "{out}");
+    let mut seen = Vec::new();
+    for (pid, worker, message) in &lines {
+        // The master's lines, and the banner written before it went into the background.
+        if !workers.contains(pid) {
+            assert_eq!(
+                worker, "-",
+                "a line not from a worker names none: {message}"
+            );
+            continue;
+        }
+        let index: usize = worker.parse().unwrap_or_else(|_| panic!("{out}"));
+        if message.starts_with(&format!(
+            "Worker {index} of master PID {master}, PID {pid}."
+        )) {
+            seen.push(index);
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, [1, 2], "each worker says which it is: {out}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.0 == master && l.2.starts_with("Master (PID")),
+        "{out}"
+    );
+}
+
 #[test]
 fn a_killed_worker_is_replaced_and_no_connection_is_refused() {
     let m = Master::start(ECHO);
