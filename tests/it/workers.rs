@@ -71,6 +71,12 @@ impl Master {
         false
     }
 
+    /// Waits (10 s at most) until `n` workers serve, or fails with the log.
+    fn wait_serving(&self, n: usize) {
+        let line = format!("{n} workers serve.");
+        assert!(self.wait_log(|l| l.contains(&line), 10), "{}", self.log());
+    }
+
     fn ctl(&self, args: &[&str]) -> (i32, String, String) {
         run_in(self.dir.path(), args)
     }
@@ -242,11 +248,7 @@ const ECHO: &[&str] = &[
 fn workers_are_the_masters_children_and_share_the_connections() {
     let m = Master::start(ECHO);
     let master = m.pid();
-    assert!(
-        m.wait_log(|l| l.contains("2 workers serve."), 10),
-        "{}",
-        m.log()
-    );
+    m.wait_serving(2);
     let workers = children(master);
     assert_eq!(workers.len(), 2, "{workers:?}\n{}", m.log());
     // Each in a process group of its own: a Ctrl-C reaches the master alone.
@@ -312,11 +314,7 @@ fn json_lines_name_the_process_that_wrote_them_and_workers_skip_the_masters_bann
         "--listen",
         "tcp:0:interface=127.0.0.1",
     ]);
-    assert!(
-        m.wait_log(|l| l.contains("2 workers serve."), 10),
-        "{}",
-        m.log()
-    );
+    m.wait_serving(2);
     let master = m.pid();
     let workers = children(master);
     assert_eq!(workers.len(), 2, "{workers:?}\n{}", m.log());
@@ -368,7 +366,7 @@ fn json_lines_name_the_process_that_wrote_them_and_workers_skip_the_masters_bann
 #[test]
 fn a_killed_worker_is_replaced_and_no_connection_is_refused() {
     let m = Master::start(ECHO);
-    assert!(m.wait_log(|l| l.contains("2 workers serve."), 10));
+    m.wait_serving(2);
     let master = m.pid();
     let before = children(master);
     let clients = ClientLoop::start(m.port());
@@ -443,7 +441,7 @@ fn a_crash_loop_backs_off() {
 #[test]
 fn restart_under_load_and_log_reopen() {
     let m = Master::start(ECHO);
-    assert!(m.wait_log(|l| l.contains("2 workers serve."), 10));
+    m.wait_serving(2);
     let old = m.pid();
     let old_workers = children(old);
     let port = m.port();
@@ -503,7 +501,7 @@ fn mail_through_several_workers_loses_and_duplicates_nothing() {
         "tcp:0:interface=127.0.0.1",
         "--no-pop3",
     ]);
-    assert!(m.wait_log(|l| l.contains("2 workers serve."), 10));
+    m.wait_serving(2);
     let script = r#"
 import smtplib, sys, threading
 port = int(sys.argv[1])
@@ -677,11 +675,7 @@ fn workers_drop_privileges_and_the_master_keeps_the_ports() {
     let port = free_privileged_port(true);
     let ep = format!("tcp:{port}:interface=127.0.0.1");
     let m = Master::start(&["-u", "nobody", "--workers", "2", "echo", "--listen", &ep]);
-    assert!(
-        m.wait_log(|l| l.contains("2 workers serve."), 10),
-        "{}",
-        m.log()
-    );
+    m.wait_serving(2);
     let uid = |pid: i32| {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .unwrap_or_default()
@@ -725,7 +719,7 @@ fn a_stop_signalled_to_the_whole_group_still_drains_gracefully() {
     // master's own stop request to a worker must not count as the second signal that ends
     // its drain at once.
     let m = Master::start(ECHO);
-    assert!(m.wait_log(|l| l.contains("2 workers serve."), 10));
+    m.wait_serving(2);
     let master = m.pid();
     let workers = children(master);
     let port = m.port();
@@ -964,11 +958,7 @@ fn metrics_with_workers_add_up_every_workers_figures() {
         "--listen",
         "tcp:0:interface=127.0.0.1",
     ]);
-    assert!(
-        m.wait_log(|l| l.contains("2 workers serve."), 10),
-        "{}",
-        m.log()
-    );
+    m.wait_serving(2);
     let master = m.pid();
     let workers = children(master);
     let (echo, metrics) = (port_of(&m, "Echo"), port_of(&m, "Metrics"));
@@ -1201,11 +1191,7 @@ fn a_stuck_worker_hides_no_other_and_a_dead_one_takes_no_count_back() {
         "--listen",
         "tcp:0:interface=127.0.0.1",
     ]);
-    assert!(
-        m.wait_log(|l| l.contains("3 workers serve."), 10),
-        "{}",
-        m.log()
-    );
+    m.wait_serving(3);
     let pids: Vec<i32> = (1..=3).map(|i| worker_pid(&m, i)).collect();
     let (echo, metrics) = (port_of(&m, "Echo"), port_of(&m, "Metrics"));
     // Connections held open until every worker holds some (bounded at 600).
@@ -1285,11 +1271,7 @@ fn a_killed_masters_metrics_directory_is_removed_by_the_next_master() {
         "tcp:0:interface=127.0.0.1",
     ];
     let first = Master::start(&args);
-    assert!(
-        first.wait_log(|l| l.contains("2 workers serve."), 10),
-        "{}",
-        first.log()
-    );
+    first.wait_serving(2);
     let left = metrics_dir(&first);
     let name = left.file_name().unwrap().to_string_lossy().into_owned();
     assert!(
@@ -1305,11 +1287,7 @@ fn a_killed_masters_metrics_directory_is_removed_by_the_next_master() {
     }
     assert!(left.is_dir(), "nothing removed it yet");
     let second = Master::start(&args);
-    assert!(
-        second.wait_log(|l| l.contains("2 workers serve."), 10),
-        "{}",
-        second.log()
-    );
+    second.wait_serving(2);
     assert!(!left.exists(), "{} is left", left.display());
     assert!(
         metrics_dir(&second).is_dir(),
