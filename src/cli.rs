@@ -334,7 +334,7 @@ fn control_commands() -> Vec<Command> {
                     .action(ArgAction::SetTrue)
                     .help("Print one JSON object: running, status, pid, pidfile, since, version, plugin, listeners, generation"),
             )
-            .after_help("The PID reported is the process holding the pidfile's lock, checked in /proc; a file naming another PID is reported on stderr.\n\nExit status: 0 running; 1 dead, but its pidfile is left; 3 not running; 4 unknown (the pidfile cannot be read, or its lock's holder cannot be seen)."),
+            .after_help("The PID reported is the process holding the pidfile's lock, checked in /proc; a file naming another PID is reported on stderr.\n\nExit status: 0 running; 1 dead, but its pidfile is left; 3 not running; 4 unknown (--pidfile= given, so none to read; a pidfile that cannot be read or is refused; or its lock's holder cannot be seen)."),
         Command::new("stop")
             .about("Control: stop the running service (SIGTERM, then SIGKILL after --timeout)")
             .arg(pidfile_arg())

@@ -45,6 +45,47 @@ fn sigterm_with_clients_connected_drains_and_exits_143() {
 }
 
 #[test]
+fn a_second_sigterm_closes_a_busy_connection_at_once_and_says_so() {
+    let mut srv = Server::start(&[
+        "--shutdown-timeout",
+        "60",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let mut c = connect(srv.addr());
+    srv.signal(15);
+    assert!(srv.log_contains("Received SIGTERM, shutting down."));
+    // Busy through the drain's idle second: the drain waits for it.
+    for _ in 0..8 {
+        send(&mut c, b"x");
+        assert_eq!(read_n(&mut c, 1), b"x");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let second = std::time::Instant::now();
+    srv.signal(15);
+    assert_eq!(read_to_end(&mut c), b"", "closed by the second signal");
+    let st = srv.wait(Duration::from_secs(10)).expect("stops");
+    assert!(
+        second.elapsed() < Duration::from_secs(10),
+        "at once, not after the 60 s deadline"
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), Some(15));
+    let lines = srv.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Received SIGTERM again: closing 1 connection(s) now.")),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("Shutdown deadline passed")),
+        "no deadline passed: {lines:?}"
+    );
+}
+
+#[test]
 fn sigint_exits_130_style() {
     let mut srv = Server::start(&["discard", "--listen", "tcp:0:interface=127.0.0.1"]);
     srv.signal(2);

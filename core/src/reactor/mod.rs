@@ -327,11 +327,12 @@ impl Reactor {
         self.after_batch();
         let deadline = crate::timer::later(Instant::now(), timeout);
         self.stop = None;
-        let mut aborted = false;
+        // A second stop that ended the drain early, for the log line that says why.
+        let mut again: Option<StopReason> = None;
         while self.live_conns > 0 || self.handle.running_processes() > 0 {
             let now = Instant::now();
-            if self.stop.take().is_some() {
-                aborted = true;
+            if let Some(r) = self.stop.take() {
+                again = Some(r);
                 break;
             }
             if now >= deadline {
@@ -347,8 +348,17 @@ impl Reactor {
             .collect();
         let paired = self.pair_sides_open();
         if !left.is_empty() || paired > 0 {
-            log::info!(target: "twistrs.reactor",
-                "Shutdown deadline passed: closing {} connection(s).", left.len() + paired);
+            let n = left.len() + paired;
+            match &again {
+                // Not the deadline: an operator who pressed Ctrl-C twice reads why.
+                Some(StopReason::Signal(sig)) => log::info!(target: "twistrs.reactor",
+                    "Received {} again: closing {n} connection(s) now.",
+                    crate::process::signal_name(*sig)),
+                Some(StopReason::Requested) => log::info!(target: "twistrs.reactor",
+                    "Asked to stop again: closing {n} connection(s) now."),
+                None => log::info!(target: "twistrs.reactor",
+                    "Shutdown deadline passed: closing {n} connection(s)."),
+            }
         }
         for k in left {
             self.close(k, crate::error::Reason::Shutdown);
@@ -356,7 +366,7 @@ impl Reactor {
         self.close_pairs();
         self.after_batch();
         // Children being stopped get until their SIGKILL (and a little for it to work).
-        while !aborted && self.handle.running_processes() > 0 {
+        while again.is_none() && self.handle.running_processes() > 0 {
             let until = self
                 .handle
                 .last_kill_deadline()

@@ -53,12 +53,18 @@ fn end_logger(config: Rc<Config>) -> SharedOnEnd {
 
 /// The line logged when a relay ends.
 pub fn end_line(dest: &Destination, e: &RelayEnd) -> String {
-    // The address connected to, when the destination is a name.
-    let (dest, addr) = (dest.to_string(), e.dest.to_string());
-    let to = if dest == addr {
-        dest
-    } else {
-        format!("{dest} ({addr})")
+    // The address connected to, when the destination is a name; a UNIX socket's path is
+    // the destination itself (`unix:/run/app.sock`, not `unix:/run/app.sock (/run/app.sock)`).
+    let to = match dest {
+        Destination::Unix(_) => dest.to_string(),
+        Destination::Tcp { .. } => {
+            let (dest, addr) = (dest.to_string(), e.dest.to_string());
+            if dest == addr {
+                dest
+            } else {
+                format!("{dest} ({addr})")
+            }
+        }
     };
     format!(
         "Relay {} -> {to} closed after {:.3} s: {} bytes to the destination, {} bytes to the \
@@ -182,6 +188,26 @@ mod tests {
                      the destination, 21 bytes to the client; the destination closed first: \
                      Connection was closed cleanly.",
             "{line}"
+        );
+    }
+
+    #[test]
+    fn the_end_line_names_a_unix_destination_once_and_a_name_with_its_address() {
+        let mut h = harness();
+        h.connected();
+        h.eof();
+        h.dest_eof();
+        let mut end = h.ended().expect("ended");
+        let named = end_line(&Destination::tcp("backend.example", 6665), &end);
+        assert!(
+            named.starts_with("Relay 127.0.0.1:54321 -> backend.example:6665 (127.0.0.1:6665) "),
+            "{named}"
+        );
+        end.dest = twistrs_core::Address::Unix(Some("/run/app.sock".into()));
+        let unix = end_line(&Destination::Unix("/run/app.sock".into()), &end);
+        assert!(
+            unix.starts_with("Relay 127.0.0.1:54321 -> unix:/run/app.sock closed after "),
+            "{unix}"
         );
     }
 
