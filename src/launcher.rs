@@ -442,6 +442,7 @@ fn serve(
     raise_fd_limit();
     // 8. Listeners, bound as the starting user (port 80 as root), or inherited.
     let mut reactor = Reactor::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
+    workers::number_sessions(m, &mut reactor);
     watch_signals(&mut reactor).map_err(|e| format!("cannot watch signals: {e}"))?;
     if let Some(inh) = &inherited {
         for (ep, fd) in &inh.listeners {

@@ -105,9 +105,28 @@ pub fn count(m: &clap::ArgMatches) -> usize {
     if this_worker().is_some() {
         return 1;
     }
+    pool_size(m)
+}
+
+/// `--workers` as a number (`auto`: the CPUs of the affinity mask), in the master and in each
+/// worker alike (the worker inherits its master's mask and command line).
+fn pool_size(m: &clap::ArgMatches) -> usize {
     match m.get_one::<usize>("workers").copied().unwrap_or(1) {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
+    }
+}
+
+/// In a worker, numbers its connections apart from every other worker's (worker 1 of 4:
+/// 0, 4, 8, ...; worker 2: 1, 5, 9, ...), so a connection's log system (`Echo,5,127.0.0.1`)
+/// names one connection in the log they share. Nothing in a master or a single process.
+pub fn number_sessions(m: &clap::ArgMatches, reactor: &mut Reactor) {
+    if let Some(w) = this_worker() {
+        let step = pool_size(m).max(w.index);
+        reactor.number_sessions(
+            u32::try_from(w.index.saturating_sub(1)).unwrap_or(0),
+            u32::try_from(step).unwrap_or(u32::MAX),
+        );
     }
 }
 

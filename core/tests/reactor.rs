@@ -577,3 +577,43 @@ fn client_udp_ports_relay_through_a_listener() {
         "each client port was closed"
     );
 }
+
+/// Writes its connection's log system and closes.
+struct SaySystem;
+impl Protocol for SaySystem {
+    fn connection_made(&mut self, t: &mut Transport<'_>) {
+        let system = t.system();
+        t.write(system.as_bytes());
+        t.lose_connection();
+    }
+    fn data_received(&mut self, _t: &mut Transport<'_>, _d: &[u8]) {}
+}
+
+#[test]
+fn sessions_are_numbered_from_first_by_step_and_from_zero_by_one_by_default() {
+    for (first, step, want) in [(None, 0, [0, 1, 2]), (Some(1), 3, [1, 4, 7])] {
+        let (addr, t) = serve(move |r| {
+            if let Some(first) = first {
+                r.number_sessions(first, step);
+            }
+            let f = r.add_factory(Box::new(ProtocolFactory::for_protocol("Say", || {
+                Box::new(SaySystem) as Box<dyn Protocol>
+            })));
+            // Bounded: the thread is not joined.
+            let h = r.handle();
+            let stop = h.clone();
+            h.call_later(Duration::from_secs(10), move || stop.stop());
+            Some(f)
+        });
+        let got: Vec<String> = (0..3)
+            .map(|_| {
+                let mut s = String::new();
+                client(addr).read_to_string(&mut s).unwrap();
+                s
+            })
+            .collect();
+        let want: Vec<String> = want.iter().map(|n| format!("Say,{n},127.0.0.1")).collect();
+        assert_eq!(got, want);
+        drop(t);
+    }
+}

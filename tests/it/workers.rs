@@ -364,6 +364,49 @@ fn json_lines_name_the_process_that_wrote_them_and_workers_skip_the_masters_bann
 }
 
 #[test]
+fn workers_number_their_connections_apart_in_the_log_they_share() {
+    let root = tempfile::tempdir().unwrap();
+    let m = Master::start(&[
+        "--workers",
+        "2",
+        "web",
+        "--path",
+        root.path().to_str().unwrap(),
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    m.wait_serving(2);
+    let workers = children(m.pid());
+    // A request answered on every held connection (its answer is longer than the request,
+    // of which the helper reads as much), then a bad one on each: one log line per connection,
+    // with the connection's system.
+    let (mut conns, held) =
+        hold_on_every_worker(m.port(), &workers, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(held.iter().all(|n| *n > 0), "{held:?}");
+    for c in &mut conns {
+        c.write_all(b"\x01bad\r\n\r\n").unwrap();
+    }
+    let n = conns.len();
+    assert!(
+        m.wait_log(|l| l.matches("] Bad request from").count() >= n, 10),
+        "{}",
+        m.log()
+    );
+    let mut sessions: Vec<u32> = m
+        .log()
+        .lines()
+        .filter(|l| l.contains("] Bad request from"))
+        .filter_map(|l| l.split('[').nth(1)?.split(',').nth(1)?.parse().ok())
+        .collect();
+    assert_eq!(sessions.len(), n, "{}", m.log());
+    // Worker 1 numbers 0, 2, 4, ...; worker 2 numbers 1, 3, 5, ...
+    assert!(sessions.iter().any(|s| s % 2 == 0) && sessions.iter().any(|s| s % 2 == 1));
+    sessions.sort_unstable();
+    sessions.dedup();
+    assert_eq!(sessions.len(), n, "a number given twice: {}", m.log());
+}
+
+#[test]
 fn a_killed_worker_is_replaced_and_no_connection_is_refused() {
     let m = Master::start(ECHO);
     m.wait_serving(2);

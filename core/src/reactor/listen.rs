@@ -734,7 +734,7 @@ impl Reactor {
             return;
         };
         let session = slot.sessions;
-        slot.sessions = slot.sessions.wrapping_add(1);
+        slot.sessions = slot.sessions.wrapping_add(self.session_step);
         slot.conns += 1;
         let name = slot.factory.name();
         let key = self.entries.insert(Entry::Closed);

@@ -163,6 +163,10 @@ pub struct Reactor {
     /// Relays kept compactly, and those of them whose sides have both closed this batch.
     pairs: Slab<pair::Pair>,
     free_pairs: Vec<usize>,
+    /// Connection numbers (the `3` of `Echo,3,127.0.0.1`): each factory's first, and the step
+    /// between two ([`Reactor::number_sessions`]).
+    session_first: u32,
+    session_step: u32,
 }
 
 impl Reactor {
@@ -221,6 +225,8 @@ impl Reactor {
             pairs: Slab::with_capacity(RESERVED_PAIRS),
             free_pairs: Vec::new(),
             children: process::Children::default(),
+            session_first: 0,
+            session_step: 1,
         })
         .and_then(|mut r| {
             if r.cfg.handle_signals {
@@ -238,6 +244,16 @@ impl Reactor {
         self.handle.clone()
     }
 
+    /// Numbers each factory's connections `first`, `first + step`, `first + 2 * step`, ...
+    /// instead of Twisted's 0, 1, 2, ...: processes that serve the same listeners (the
+    /// launcher's workers, `first` the worker's index from 0 and `step` their count) then never
+    /// give two connections the same log system, so one connection's lines can be picked out
+    /// of a log they all write. For factories added after the call.
+    pub fn number_sessions(&mut self, first: u32, step: u32) {
+        self.session_first = first;
+        self.session_step = step.max(1);
+    }
+
     /// Registers a factory; listeners started with its id share it.
     pub fn add_factory(&mut self, factory: Box<dyn Factory>) -> FactoryId {
         let max = factory.max_connections();
@@ -245,7 +261,7 @@ impl Reactor {
             factory,
             listeners: 0,
             conns: 0,
-            sessions: 0,
+            sessions: self.session_first,
             max,
             origins: Vec::new(),
         });
