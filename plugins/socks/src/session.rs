@@ -322,7 +322,7 @@ impl Socks {
                 end.to_dest,
                 end.to_client.saturating_sub(head.replies),
                 started.elapsed(),
-                (!end.clean).then_some(end.reason.as_str()),
+                (!end.clean).then(|| end.why()).as_deref(),
             );
         }
     }
