@@ -186,6 +186,21 @@ fn a_request_that_does_not_arrive_in_time() {
         log.contains("the request did not arrive within 30 s"),
         "{log}"
     );
+    // The greeting said SOCKS5: the line says so, not version=-.
+    assert!(log.contains(" version=5 command=- "), "{log}");
+
+    // SOCKS4 has no greeting: its request's first byte is the version.
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = session(dir.path(), &[]);
+    h.feed(b"\x04\x01\x00\x50");
+    h.advance(Duration::from_secs(31));
+    assert_eq!(h.take_output(), [0, 91, 0, 0, 0, 0, 0, 0]);
+    let log = log_of(&h, dir.path());
+    assert!(log.contains(" version=4 command=- "), "{log}");
+    assert!(
+        log.contains("the request did not arrive within 30 s"),
+        "{log}"
+    );
 }
 
 /// A join the core could not make (a BIND peer gone first) ends its relay unjoined: the
