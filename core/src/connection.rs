@@ -390,6 +390,7 @@ impl<S: Socket> Conn<S> {
             IDLE_KEY => {
                 if self.st.idle_due(d.handle.tick(), d.handle.timers()) {
                     log::info!(target: &self.st.system(), "Timing out idle connection.");
+                    self.st.mark_timed_out();
                     self.callback(p, d, |p, t| p.timeout_connection(t))
                 } else {
                     After::Settled

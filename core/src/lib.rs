@@ -79,7 +79,7 @@ pub use reactor::{
     Accepted, FactoryId, Handle, ListenError, ListenerId, OnAccept, OnReadable, OwnedPort, PortId,
     Reactor, ReactorConfig, SignalAction, StopReason, WatchId,
 };
-pub use relay::{OnEnd, Outgoing, RelayEnd, RelayOptions, RelayRequest, SharedOnEnd};
+pub use relay::{Ending, OnEnd, Outgoing, RelayEnd, RelayOptions, RelayRequest, SharedOnEnd};
 pub use service::{ListeningService, MultiService, Service, ServiceHost};
 pub use timer::{Clock, DelayedCall};
 pub use transport::{ConnId, DatagramTransport, Transport};

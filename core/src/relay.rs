@@ -57,6 +57,34 @@ impl fmt::Display for Side {
     }
 }
 
+/// What ended a relay, so that its end line blames the right party: a side that closed, or
+/// the server (its idle timeout, its stop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// `ended_by` closed first by itself (its peer closed, cleanly or not, or its socket
+    /// failed); `reason` says how.
+    Closed,
+    /// The idle timeout passed with nothing carried either way; it was this long.
+    Idle(Duration),
+    /// The server closed it as it stopped: the shutdown deadline passed, or a second stop
+    /// signal came (the main log says which, just before).
+    Stopped,
+    /// The server aborted `ended_by`'s connection (a protocol or `Handle::abort_connection`).
+    Aborted,
+}
+
+impl Ending {
+    /// What ended a relay whose first side to close, `st`, closed for `reason`.
+    fn of(st: &ConnState, reason: &Reason) -> Ending {
+        match reason {
+            Reason::Done | Reason::Io(_) => Ending::Closed,
+            Reason::Shutdown => Ending::Stopped,
+            Reason::Aborted if st.timed_out() => Ending::Idle(st.idle().unwrap_or_default()),
+            Reason::Aborted => Ending::Aborted,
+        }
+    }
+}
+
 /// What a relay carried, given to `on_end` once both sides have closed.
 #[derive(Debug, Clone)]
 pub struct RelayEnd {
@@ -83,6 +111,27 @@ pub struct RelayEnd {
     /// False for a join that could not be made (a side had gone first): the relay never
     /// carried anything, and its end is a failure to report as one, not a relay that ran.
     pub joined: bool,
+    /// Who ended it: `ended_by` by itself, or the server.
+    pub ending: Ending,
+}
+
+impl RelayEnd {
+    /// Why the relay ended, for its end line: `the destination closed first: Connection was
+    /// closed cleanly.`, `closed by the idle timeout: nothing carried either way for 60 s`,
+    /// `closed as the server stopped`, `the server aborted the client's connection`.
+    pub fn why(&self) -> String {
+        match self.ending {
+            // "the destination closed before the relay was joined" names its side already.
+            Ending::Closed if !self.joined => self.reason.clone(),
+            Ending::Closed => format!("the {} closed first: {}", self.ended_by, self.reason),
+            Ending::Idle(d) => format!(
+                "closed by the idle timeout: nothing carried either way for {} s",
+                d.as_secs_f64()
+            ),
+            Ending::Stopped => "closed as the server stopped".to_string(),
+            Ending::Aborted => format!("the server aborted the {}'s connection", self.ended_by),
+        }
+    }
 }
 
 /// Called once when both sides of a relay have closed.
@@ -296,7 +345,7 @@ struct Closing {
     /// Each side's peer address and the bytes that left its socket, once it closed.
     client: Option<(Address, u64)>,
     dest: Option<(Address, u64)>,
-    first: Option<(Side, String, bool)>,
+    first: Option<(Side, String, bool, Ending)>,
     /// The client's log system.
     system: String,
 }
@@ -333,7 +382,12 @@ impl Record {
             Side::Dest => c.dest = this,
         }
         if c.first.is_none() {
-            c.first = Some((side, reason.to_string(), reason.is_clean()));
+            c.first = Some((
+                side,
+                reason.to_string(),
+                reason.is_clean(),
+                Ending::of(st, reason),
+            ));
         }
         if c.client.is_none() || c.dest.is_none() {
             return false;
@@ -342,7 +396,7 @@ impl Record {
         else {
             return false;
         };
-        if let Some((ended_by, reason, clean)) = c.first.take() {
+        if let Some((ended_by, reason, clean, ending)) = c.first.take() {
             let f = std::mem::replace(&mut self.on_end, OnEnd::nothing());
             f.call(&RelayEnd {
                 system: std::mem::take(&mut c.system),
@@ -355,6 +409,7 @@ impl Record {
                 reason,
                 clean,
                 joined: true,
+                ending,
             });
         }
         true

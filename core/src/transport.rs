@@ -118,6 +118,9 @@ struct Extra {
     timers: Vec<DelayedCall>,
     /// `Transport::reset_connection`: the close is a TCP reset.
     reset: bool,
+    /// The idle timeout fired (`Protocol::timeout_connection` was called): a relay's end
+    /// line says so, not that a side closed.
+    timed_out: bool,
 }
 
 /// A connection's yes-or-no states, one bit each of `ConnState::flags` (a byte where six
@@ -267,6 +270,16 @@ impl ConnState {
     /// Asks for the upgrade to TLS with `config` once the output has left.
     pub(crate) fn set_upgrade(&mut self, config: Arc<rustls::ServerConfig>) {
         self.extra.get_or_insert_with(Default::default).upgrade = Some(config);
+    }
+
+    /// The idle timeout fired: what closes the connection now is that.
+    pub(crate) fn mark_timed_out(&mut self) {
+        self.extra.get_or_insert_with(Default::default).timed_out = true;
+    }
+
+    /// Whether the idle timeout fired.
+    pub(crate) fn timed_out(&self) -> bool {
+        self.extra.as_ref().is_some_and(|e| e.timed_out)
     }
 
     /// Whether `Transport::reset_connection` asked for the close to be a reset.

@@ -920,6 +920,23 @@ fn socks_requests_refusals_auth_failures_and_relays_are_counted() {
         series(b, "twistrs_relays_open{plugin=\"socks\"}") == Some(0)
             && series(b, "twistrs_relays_total{plugin=\"socks\"}") == Some(1)
     });
+    // Only the combinations that exist: SOCKS4 has no UDP ASSOCIATE.
+    let requests: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("twistrs_socks_requests_total{"))
+        .collect();
+    assert_eq!(requests.len(), 5, "{requests:?}");
+    assert!(
+        !body.contains("version=\"4\",command=\"udp_associate\""),
+        "{requests:?}"
+    );
+    assert_eq!(
+        series(
+            &body,
+            "twistrs_socks_requests_total{version=\"5\",command=\"udp_associate\"}"
+        ),
+        Some(0)
+    );
     assert_series(
         &body,
         &[

@@ -9,7 +9,7 @@ use crate::address::Address;
 use crate::error::Reason;
 use crate::output::Socket;
 use crate::relay::{
-    self, ConnectRelay, Link, Outbound, Outgoing, Record, RelayEnd, RelayOptions, Side,
+    self, ConnectRelay, Ending, Link, Outbound, Outgoing, Record, RelayEnd, RelayOptions, Side,
 };
 use crate::tls::stream::TlsStream;
 use crate::transport::{ConnId, ConnState, Flag, Transport};
@@ -135,6 +135,7 @@ impl Reactor {
                 reason: format!("{gone} closed before the relay was joined"),
                 clean: false,
                 joined: false,
+                ending: Ending::Closed,
             });
         }
         if client != dest {

@@ -192,6 +192,13 @@ fn a_reset_on_either_side_closes_both() {
     let end = h.ended().expect("ended");
     assert_eq!(end.ended_by, Side::Client);
     assert!(!end.clean);
+    assert_eq!(end.ending, Ending::Closed);
+    assert!(
+        end.why()
+            .starts_with("the client closed first: Connection was lost: "),
+        "{}",
+        end.why()
+    );
 
     let mut h = joined(Forwarder::default());
     h.feed(b"unsent");
@@ -266,7 +273,14 @@ fn idle_relays_time_out_and_traffic_keeps_them_open() {
         h.lost().is_some() && h.dest_lost().is_some(),
         "idle for 10 s: both closed"
     );
-    assert!(h.ended().is_some_and(|e| !e.clean));
+    let end = h.ended().expect("ended");
+    assert!(!end.clean);
+    // The relay's idle timeout closed it, not a side: the end says so.
+    assert_eq!(end.ending, Ending::Idle(Duration::from_secs(10)), "{end:?}");
+    assert_eq!(
+        end.why(),
+        "closed by the idle timeout: nothing carried either way for 10 s"
+    );
 }
 
 #[test]

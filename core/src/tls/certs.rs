@@ -154,11 +154,29 @@ pub(crate) fn warn_if_expired(file: &Path, cert: &CertificateDer<'_>) {
         .map_or(0, |d| d.as_secs() as i64);
     match not_after(cert) {
         Some(t) if t < now => log::warn!(target: "twistrs.tls",
-            "{}: the certificate expired {} days ago; clients will refuse it",
-            file.display(), (now - t) / 86_400),
+            "{}: the certificate expired {}; clients will refuse it",
+            file.display(), expired_ago(now - t)),
         Some(_) => {}
         None => log::warn!(target: "twistrs.tls",
             "{}: cannot read the certificate's validity dates", file.display()),
+    }
+}
+
+/// How long ago a certificate expired, `secs` (> 0) seconds after its notAfter: in days from
+/// one day on, in hours below that, so a certificate that expired this morning does not read
+/// "0 days ago".
+fn expired_ago(secs: i64) -> String {
+    let plural = |n: i64, unit: &str| {
+        if n == 1 {
+            format!("1 {unit} ago")
+        } else {
+            format!("{n} {unit}s ago")
+        }
+    };
+    match secs {
+        86_400.. => plural(secs / 86_400, "day"),
+        3_600.. => plural(secs / 3_600, "hour"),
+        _ => "less than an hour ago".to_string(),
     }
 }
 
@@ -249,6 +267,17 @@ mod tests {
         );
         assert_eq!(parse_time(0x17, "70010100000Z"), None);
         assert_eq!(parse_time(0x18, "20241301000000Z"), None);
+    }
+
+    #[test]
+    fn expiry_is_said_in_days_or_hours() {
+        assert_eq!(expired_ago(1), "less than an hour ago");
+        assert_eq!(expired_ago(3_599), "less than an hour ago");
+        assert_eq!(expired_ago(3_600), "1 hour ago");
+        assert_eq!(expired_ago(86_399), "23 hours ago");
+        assert_eq!(expired_ago(86_400), "1 day ago");
+        assert_eq!(expired_ago(2 * 86_400 - 1), "1 day ago");
+        assert_eq!(expired_ago(400 * 86_400), "400 days ago");
     }
 
     #[test]

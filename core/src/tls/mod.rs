@@ -107,9 +107,13 @@ impl TlsContext {
             ..
         } = spec
         {
-            // Said once, at start (not again at each reload).
-            log::info!(target: "twistrs.tls",
-                "dhParameters is accepted and not used: only ECDHE key exchange is offered.");
+            // Said once per process, at start: not again for each listener that names
+            // dhParameters, nor at each reload (which does not come here).
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                log::info!(target: "twistrs.tls",
+                    "dhParameters is accepted and not used: only ECDHE key exchange is offered.");
+            });
         }
         Ok(TlsContext {
             spec: spec.clone(),

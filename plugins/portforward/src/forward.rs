@@ -7,8 +7,8 @@ use std::time::Duration;
 use twistrs_core::metrics::RelayMetrics;
 use twistrs_core::tls::ClientTls;
 use twistrs_core::{
-    Address, ConnectError, Destination, Factory, Outgoing, Protocol, RelayEnd, RelayRequest,
-    SharedOnEnd, Transport,
+    Address, ConnectError, Destination, Ending, Factory, Outgoing, Protocol, RelayEnd,
+    RelayRequest, SharedOnEnd, Transport,
 };
 
 thread_local! {
@@ -66,15 +66,20 @@ pub fn end_line(dest: &Destination, e: &RelayEnd) -> String {
             }
         }
     };
+    // The idle timeout is this plugin's --timeout: the line names the option to change.
+    let option = if matches!(e.ending, Ending::Idle(_)) {
+        " (--timeout)"
+    } else {
+        ""
+    };
     format!(
         "Relay {} -> {to} closed after {:.3} s: {} bytes to the destination, {} bytes to the \
-         client; the {} closed first: {}",
+         client; {}{option}",
         e.client,
         e.duration.as_secs_f64(),
         e.to_dest,
         e.to_client,
-        e.ended_by,
-        e.reason
+        e.why(),
     )
 }
 
@@ -187,6 +192,24 @@ mod tests {
             line == "Relay 127.0.0.1:54321 -> 127.0.0.1:6665 closed after 0.000 s: 18 bytes to \
                      the destination, 21 bytes to the client; the destination closed first: \
                      Connection was closed cleanly.",
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn an_idle_relay_ends_blaming_the_timeout_not_the_client() {
+        let mut h = harness();
+        h.feed(b"then silence");
+        h.connected();
+        assert_eq!(h.dest_take_output(), b"then silence");
+        h.advance(Duration::from_secs(61));
+        let end = h.ended().expect("ended by the idle timeout");
+        let line = end_line(&Destination::tcp("127.0.0.1", 6665), &end);
+        assert!(
+            line.ends_with(
+                "12 bytes to the destination, 0 bytes to the client; closed by the idle \
+                 timeout: nothing carried either way for 60 s (--timeout)"
+            ),
             "{line}"
         );
     }

@@ -10,8 +10,10 @@ use crate::negotiate::{Cmd, Failure, Refusal, Version};
 
 pub struct SocksMetrics {
     pub relays: Rc<RelayMetrics>,
-    /// By version (4, 5), then command (connect, bind, udp_associate).
-    requests: [[Counter; 3]; 2],
+    /// SOCKS4's commands (connect, bind) and SOCKS5's (connect, bind, udp_associate): SOCKS4
+    /// has no UDP ASSOCIATE, so no series says it could.
+    requests4: [Counter; 2],
+    requests5: [Counter; 3],
     /// By [`Failure`], in its declaration order.
     failures: [Counter; 8],
     /// not_socks, no_method, auth_failed, socks4_with_auth, malformed.
@@ -20,18 +22,17 @@ pub struct SocksMetrics {
 
 impl SocksMetrics {
     fn new() -> Self {
-        let req = |version: &str| {
-            ["connect", "bind", "udp_associate"].map(|cmd| {
-                metrics::counter(
-                    "twistrs_socks_requests_total",
-                    "Requests negotiated, by SOCKS version and command.",
-                    &[("version", version), ("command", cmd)],
-                )
-            })
+        let req = |version: &str, cmd: &str| {
+            metrics::counter(
+                "twistrs_socks_requests_total",
+                "Requests negotiated, by SOCKS version and command.",
+                &[("version", version), ("command", cmd)],
+            )
         };
         SocksMetrics {
             relays: Rc::new(RelayMetrics::new("socks")),
-            requests: [req("4"), req("5")],
+            requests4: ["connect", "bind"].map(|cmd| req("4", cmd)),
+            requests5: ["connect", "bind", "udp_associate"].map(|cmd| req("5", cmd)),
             failures: [
                 "general",
                 "not_allowed",
@@ -66,17 +67,18 @@ impl SocksMetrics {
         }
     }
 
+    /// A request negotiated. A SOCKS4 UDP ASSOCIATE cannot be one (its command 3 is refused
+    /// by the negotiation), and is not counted.
     pub fn request(&self, version: Version, cmd: Cmd) {
-        let v = match version {
-            Version::V4 => 0,
-            Version::V5 => 1,
+        let counter = match (version, cmd) {
+            (Version::V4, Cmd::Connect) => &self.requests4[0],
+            (Version::V4, Cmd::Bind) => &self.requests4[1],
+            (Version::V4, Cmd::UdpAssociate) => return,
+            (Version::V5, Cmd::Connect) => &self.requests5[0],
+            (Version::V5, Cmd::Bind) => &self.requests5[1],
+            (Version::V5, Cmd::UdpAssociate) => &self.requests5[2],
         };
-        let c = match cmd {
-            Cmd::Connect => 0,
-            Cmd::Bind => 1,
-            Cmd::UdpAssociate => 2,
-        };
-        self.requests[v][c].inc();
+        counter.inc();
     }
 
     pub fn failure(&self, f: Failure) {

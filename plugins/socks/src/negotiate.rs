@@ -370,6 +370,17 @@ impl Negotiator {
         rest
     }
 
+    /// The version the client has spoken so far (its first byte said it: a SOCKS5 greeting,
+    /// or a SOCKS4 request's `VN`), for the log of a negotiation cut short; `None` before
+    /// any byte, and once done (the request or the refusal said it).
+    pub fn version(&self) -> Option<Version> {
+        match self.state {
+            State::Methods | State::Auth | State::Request5 => Some(Version::V5),
+            State::Request4 => Some(Version::V4),
+            State::Version | State::Done => None,
+        }
+    }
+
     /// Bytes buffered and not yet taken.
     pub fn buffered(&self) -> usize {
         self.input.len()

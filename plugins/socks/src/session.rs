@@ -322,7 +322,7 @@ impl Socks {
                 end.to_dest,
                 end.to_client.saturating_sub(head.replies),
                 started.elapsed(),
-                (!end.clean).then_some(end.reason.as_str()),
+                (!end.clean).then(|| end.why()).as_deref(),
             );
         }
     }
@@ -468,7 +468,10 @@ impl Socks {
     /// A negotiation cut short (EOF, or out of time) gets the refusal of the message it was in.
     fn cut_short(&mut self, t: &mut Transport<'_>, why: String) {
         if let State::Negotiating(n) = &mut self.state {
+            // A SOCKS5 greeting (or a SOCKS4 request's first byte) already said the version.
+            let version = n.version();
             let answer = n.cut_short();
+            self.entry().version = version;
             self.finish(t, &answer, "refused", why);
         }
     }

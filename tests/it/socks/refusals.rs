@@ -218,4 +218,18 @@ fn truncated_oversized_and_late_requests() {
     ] {
         assert!(lines.iter().any(|l| l.contains(want)), "{want}: {lines:?}");
     }
+    // The late and the truncated ones had greeted as SOCKS5; the silent one said nothing.
+    let late: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("the request did not arrive within 1 s"))
+        .collect();
+    assert_eq!(late.len(), 2, "{lines:?}");
+    assert!(late.iter().any(|l| l.contains(" version=5 ")), "{late:?}");
+    assert!(late.iter().any(|l| l.contains(" version=- ")), "{late:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" version=5 ") && l.contains("before its request was complete")),
+        "{lines:?}"
+    );
 }

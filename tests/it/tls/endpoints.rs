@@ -89,13 +89,13 @@ fn dh_parameters_are_accepted_with_one_log_line() {
         pki.dir.path(),
         "genpkey -genparam -algorithm DH -pkeyopt group:ffdhe2048 -out dh.pem",
     );
-    let s = echo_server(
-        &format!(
-            "ssl:0:privateKey={both}:dhParameters={}:interface=127.0.0.1",
-            pki.arg("dh.pem")
-        ),
-        &[],
+    let ep = format!(
+        "ssl:0:privateKey={both}:dhParameters={}:interface=127.0.0.1",
+        pki.arg("dh.pem")
     );
+    // Two listeners with dhParameters: one line for the process, not one per listener.
+    let s = echo_server(&ep, &["--listen", &ep]);
+    assert_eq!(count_ports(&s.lines()), 2, "{:?}", s.lines());
     assert_serves(s.port(), &pki.ca(), "localhost", "localhost");
     // Said once: not at each reload either.
     assert!(s.wait_catches(1));

@@ -309,17 +309,29 @@ fn not_socks_and_cut_short() {
         every_chunking(None, b"GET / HTTP/1.1\r\n").0,
         [Step::Close(Vec::new(), Refusal::NotSocks(b'G'))]
     );
-    // A client that stops in the middle gets the refusal of the message it was sending.
-    let cases: &[(&[u8], Vec<u8>)] = &[
-        (b"", vec![]),
-        (b"\x05\x02\x00", vec![5, 0xff]),
-        (b"\x05\x01\x00\x05\x01\x00\x01\x7f", reply5(1, UNSPECIFIED)),
-        (b"\x04\x01\x00\x50\x7f\x00\x00\x01jo", reply4(None)),
+    // A client that stops in the middle gets the refusal of the message it was sending, and
+    // the version its first byte said is known for the log.
+    let cases: &[(&[u8], Vec<u8>, Option<Version>)] = &[
+        (b"", vec![], None),
+        (b"\x05\x02\x00", vec![5, 0xff], Some(Version::V5)),
+        (
+            b"\x05\x01\x00\x05\x01\x00\x01\x7f",
+            reply5(1, UNSPECIFIED),
+            Some(Version::V5),
+        ),
+        (b"\x05\x01\x00", reply5(1, UNSPECIFIED), Some(Version::V5)),
+        (b"\x04", reply4(None), Some(Version::V4)),
+        (
+            b"\x04\x01\x00\x50\x7f\x00\x00\x01jo",
+            reply4(None),
+            Some(Version::V4),
+        ),
     ];
-    for (input, want) in cases {
+    for (input, want, version) in cases {
         let mut n = Negotiator::new(None);
         n.feed(input);
         while let Some(Step::Send(_)) = n.next_step() {}
+        assert_eq!(n.version(), *version, "{input:?}");
         assert_eq!(&n.cut_short(), want, "{input:?}");
         assert!(n.done());
     }
@@ -329,6 +341,7 @@ fn not_socks_and_cut_short() {
     n.feed(b"\x05\x01\x02\x01\x01a");
     assert_eq!(n.next_step(), Some(Step::Send(vec![5, 2])));
     assert_eq!(n.next_step(), None);
+    assert_eq!(n.version(), Some(Version::V5), "in the login");
     assert_eq!(n.cut_short(), [1, 1]);
 }
 

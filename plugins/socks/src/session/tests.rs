@@ -186,6 +186,21 @@ fn a_request_that_does_not_arrive_in_time() {
         log.contains("the request did not arrive within 30 s"),
         "{log}"
     );
+    // The greeting said SOCKS5: the line says so, not version=-.
+    assert!(log.contains(" version=5 command=- "), "{log}");
+
+    // SOCKS4 has no greeting: its request's first byte is the version.
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = session(dir.path(), &[]);
+    h.feed(b"\x04\x01\x00\x50");
+    h.advance(Duration::from_secs(31));
+    assert_eq!(h.take_output(), [0, 91, 0, 0, 0, 0, 0, 0]);
+    let log = log_of(&h, dir.path());
+    assert!(log.contains(" version=4 command=- "), "{log}");
+    assert!(
+        log.contains("the request did not arrive within 30 s"),
+        "{log}"
+    );
 }
 
 /// A join the core could not make (a BIND peer gone first) ends its relay unjoined: the
@@ -193,7 +208,7 @@ fn a_request_that_does_not_arrive_in_time() {
 #[test]
 fn a_relay_never_joined_is_logged_as_failed() {
     use twistrs_core::Address;
-    use twistrs_core::relay::{RelayEnd, Side};
+    use twistrs_core::relay::{Ending, RelayEnd, Side};
     let dir = tempfile::tempdir().unwrap();
     let h = session(dir.path(), &[]);
     let end = |joined| RelayEnd {
@@ -207,6 +222,7 @@ fn a_relay_never_joined_is_logged_as_failed() {
         reason: "the destination closed before the relay was joined".into(),
         clean: false,
         joined,
+        ending: Ending::Closed,
     };
     (h.proto.on_end(0))(&end(false));
     (h.proto.on_end(0))(&end(true));
@@ -214,6 +230,31 @@ fn a_relay_never_joined_is_logged_as_failed() {
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 2, "{log}");
     assert!(lines[0].contains(" result=failed up=0 down=0 "), "{log}");
-    assert!(lines[0].contains("before the relay was joined"), "{log}");
+    assert!(
+        lines[0].ends_with(" reason=\"the destination closed before the relay was joined\""),
+        "{log}"
+    );
     assert!(lines[1].contains(" result=ok "), "{log}");
+}
+
+/// A relay idle for --timeout is closed by it, and the line says so (not "Connection was
+/// aborted", which read as if a side had cut it).
+#[test]
+fn an_idle_relay_is_logged_as_closed_by_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = session(dir.path(), &[]);
+    h.feed(CONNECT);
+    h.connected();
+    h.take_output();
+    assert_eq!(h.dest_take_output(), b"early");
+    h.advance(Duration::from_secs(3601));
+    assert!(h.ended().is_some(), "closed by the idle timeout");
+    let log = log_of(&h, dir.path());
+    assert!(log.contains(" result=ok up=5 down=0 duration="), "{log}");
+    assert!(
+        log.trim_end().ends_with(
+            " reason=\"closed by the idle timeout: nothing carried either way for 3600 s\""
+        ),
+        "{log}"
+    );
 }
