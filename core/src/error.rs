@@ -10,7 +10,8 @@ pub enum Reason {
     Done,
     /// Closed by `abort_connection` or an idle timeout.
     Aborted,
-    /// The reactor's shutdown deadline passed with the connection still open.
+    /// The server stopped with the connection still open: the shutdown deadline passed, or
+    /// a second stop signal closed what was left at once.
     Shutdown,
     /// The socket failed (reset, broken pipe, ...).
     Io(io::Error),
@@ -28,7 +29,7 @@ impl fmt::Display for Reason {
         match self {
             Reason::Done => f.write_str("Connection was closed cleanly."),
             Reason::Aborted => f.write_str("Connection was aborted."),
-            Reason::Shutdown => f.write_str("Connection was closed at the shutdown deadline."),
+            Reason::Shutdown => f.write_str("Connection was closed as the server stopped."),
             Reason::Io(e) => write!(f, "Connection was lost: {e}."),
         }
     }
