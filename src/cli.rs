@@ -41,9 +41,16 @@ pub const PYTHON_ONLY: &[Refused] = &[
     Refused::new("logger", None, true, "names a Python log observer"),
 ];
 
+/// `--umask`: octal digits, with or without Python's `0o` (twistd parses it with `int(v, 8)`,
+/// which takes `0o022` too). Beyond 0777 is refused: no umask has those bits.
 fn octal(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s, 8)
-        .ok()
+    let digits = s
+        .strip_prefix("0o")
+        .or_else(|| s.strip_prefix("0O"))
+        .unwrap_or(s);
+    Some(digits)
+        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|d| u32::from_str_radix(d, 8).ok())
         .filter(|v| *v <= 0o777)
         .ok_or_else(|| format!("'{s}' is not an octal umask such as 022"))
 }
