@@ -185,7 +185,7 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s p -l port -d 'De
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l https -d 'Serve HTTPS on PORT, as twistd: adds ssl:port=PORT:privateKey=KEY:certKey=CERT (from -k and -c) to the --listen endpoints, and the default tcp:8080 is then not used' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s c -l certificate -d 'The certificate (PEM) for --https; may hold its chain after it' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s k -l privkey -d 'The private key (PEM, not encrypted) for --https' -r
-complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s i -l index -d 'Index file name, repeatable; replaces the default list index.html, index.htm' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s i -l index -d 'Index file name, repeatable; replaces the default list index, index.html, index.htm' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s m -l mime-type -d 'Content-Type for files whose extension is unknown' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l ignore-ext -d 'Try this extension when a path is not found (/page serves page.html), repeatable' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l add-header -d 'A header added to every response, repeatable' -r

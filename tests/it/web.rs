@@ -294,6 +294,31 @@ fn ranges_single_multiple_unsatisfiable_and_if_range() {
 }
 
 #[test]
+fn a_file_named_index_is_the_first_index_as_in_twistd() {
+    // twistd's static.File tries index, index.html, index.htm, in that order.
+    let dir = tempfile::tempdir().unwrap();
+    for (file, body) in [
+        ("bare/index", "bare"),
+        ("both/index", "first"),
+        ("both/index.html", "second"),
+    ] {
+        let path = dir.path().join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    let srv = Server::start(&[
+        "web",
+        "--path",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let a = srv.addr();
+    assert_eq!(get_path(a, "/bare/").body, b"bare", "not a listing");
+    assert_eq!(get_path(a, "/both/").body, b"first");
+}
+
+#[test]
 fn directories_redirect_index_listing_and_errors() {
     let t = tree();
     let srv = web(&t, &[]);

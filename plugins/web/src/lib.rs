@@ -185,7 +185,7 @@ fn options() -> Command {
                 .long("index")
                 .value_name("NAME")
                 .action(ArgAction::Append)
-                .help("Index file name, repeatable; replaces the default list index.html, index.htm"),
+                .help("Index file name, repeatable; replaces the default list index, index.html, index.htm"),
         )
         .arg(
             Arg::new("mime-type")
@@ -354,7 +354,8 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
     };
     let indexes: Vec<OsString> = match m.get_many::<String>("index") {
         Some(v) => v.map(OsString::from).collect(),
-        None => vec!["index.html".into(), "index.htm".into()],
+        // twistd's static.File.indexNames, in its order, less Python's index.rpy.
+        None => vec!["index".into(), "index.html".into(), "index.htm".into()],
     };
     let ignore_ext: Vec<String> = m
         .get_many::<String>("ignore-ext")
