@@ -429,7 +429,7 @@ _twistrs() {
             return 0
             ;;
         twistrs__subcmd__mail)
-            opts="-s -p -d -u -D -A -b -H -E -R -h --smtp --pop3 --no-smtp --no-pop3 --maildirdbmdomain --user --default --aliases --bounce-to-postmaster --hostname --esmtp --auth --relay --disable-anonymous --max-message-size --max-data-memory --max-recipients --certificate --privkey --auth-requires-tls --timeout --max-connections --max-connections-per-client --help"
+            opts="-s -p -d -u -D -A -b -H -E -R -h --smtp --pop3 --no-smtp --no-pop3 --maildirdbmdomain --user --default --aliases --bounce-to-postmaster --hostname --esmtp --auth --help-auth --help-auth-type --relay --disable-anonymous --max-message-size --max-data-memory --max-recipients --certificate --privkey --auth-requires-tls --timeout --max-connections --max-connections-per-client --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -484,6 +484,10 @@ _twistrs() {
                     return 0
                     ;;
                 --auth)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --help-auth-type)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -123,6 +123,7 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s u -l user -d 'A
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s A -l aliases -d 'An aliases(5) file for the last -d domain, reloaded when it changes' -r -F
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s H -l hostname -d 'The name in the greeting and Received: headers [default: this host\'s name]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l auth -d 'SMTP AUTH credentials: file:PATH (user:pass lines) or memory:USER:PASS[:USER:PASS...]' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l help-auth-type -d 'Show help for a particular authentication type, and exit' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s R -l relay -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l max-message-size -d 'Largest message accepted, as transmitted (552 above)' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l max-data-memory -d 'Message data held in memory at once by all SMTP sessions of the process (per worker under --workers): DATA being received and messages waiting for the disk. A message that would go past it is read to its end and refused with 452 4.3.1, and the client retries later (552 5.3.4 if it is larger than the whole budget: it never could fit); a SIZE declared at MAIL gets the same answer there, before the transfer. The default, 256 MiB, takes 25 messages of the largest size at once where 1,000 sessions could otherwise hold 10 GiB' -r
@@ -137,6 +138,7 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l no-pop3 -d 'Dis
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s D -l default -d 'Make the last -d domain the default (other domains, bare POP3 names)'
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s b -l bounce-to-postmaster -d 'Deliver mail for unknown users of the last -d domain to its postmaster'
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s E -l esmtp -d 'ESMTP: EHLO with PIPELINING, 8BITMIME, SIZE, ENHANCEDSTATUSCODES, AUTH (needs --hostname)'
+complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l help-auth -d 'Show all authentication methods available, and exit'
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l disable-anonymous
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l auth-requires-tls -d 'Refuse SMTP AUTH and POP3 USER/PASS/APOP on connections that are not TLS (postfix\'s smtpd_tls_auth_only, dovecot\'s disable_plaintext_auth)'
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -75,7 +75,18 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
         Some((name, sub)) if cli::CONTROL.contains(&name) => {
             return control::run(name, &matches, sub, &cmd);
         }
-        Some(_) => {}
+        // twistd's `mail --help-auth`: printed while the options are read, nothing started.
+        Some((_, sub)) => match twistrs_core::auth::auth_help(sub) {
+            Some(Ok(text)) => {
+                print!("{text}");
+                return 0;
+            }
+            Some(Err(msg)) => {
+                eprintln!("twistrs: {msg}");
+                return EXIT_FAILURE;
+            }
+            None => {}
+        },
     }
     let mut status = StatusWriter::none();
     match start(&matches, &plugins, &args, &mut status) {

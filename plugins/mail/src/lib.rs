@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use twistrs_core::auth::{auth_arg, parse_auth};
+use twistrs_core::auth::{auth_arg, auth_help_args, parse_auth};
 use twistrs_core::clap::{self, Arg, ArgAction, ArgMatches, Command, value_parser};
 use twistrs_core::options::{ListenOpt, MaxConnectionsOpt, PerClientOpt, TimeoutOpt};
 use twistrs_core::tls::TlsContext;
@@ -130,6 +130,7 @@ fn options() -> Command {
         .arg(Arg::new("esmtp").short('E').long("esmtp").action(ArgAction::SetTrue)
             .help("ESMTP: EHLO with PIPELINING, 8BITMIME, SIZE, ENHANCEDSTATUSCODES, AUTH (needs --hostname)"))
         .arg(auth_arg("SMTP AUTH credentials: file:PATH (user:pass lines) or memory:USER:PASS[:USER:PASS...]"))
+        .args(auth_help_args())
         .arg(Arg::new("relay").short('R').long("relay").value_name("DIR").hide(true))
         .arg(Arg::new("disable-anonymous").long("disable-anonymous").action(ArgAction::SetTrue).hide(true))
         .arg(Arg::new("max-message-size").long("max-message-size").value_name("BYTES")
