@@ -121,7 +121,7 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s p -l pop3 -d 'P
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s d -l maildirdbmdomain -d 'A domain whose users and Maildirs live under PATH, repeatable' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s u -l user -d 'Add a user to the last -d domain, repeatable' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s A -l aliases -d 'An aliases(5) file for the last -d domain, reloaded when it changes' -r -F
-complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s H -l hostname -d 'The name in the greeting and Received: headers [default: this host\'s name]' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s H -l hostname -d 'The name in the greeting and Received: headers [default: this host\'s FQDN, as hostname -f]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l auth -d 'SMTP AUTH credentials: file:PATH (user:pass lines) or memory:USER:PASS[:USER:PASS...]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l help-auth-type -d 'Show help for a particular authentication type, and exit' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s R -l relay -r
