@@ -261,7 +261,17 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
     let mut sorted: Vec<&Plugin> = plugins.iter().collect();
     sorted.sort_by_key(|p| p.tapname);
     for p in sorted {
-        cmd = cmd.subcommand((p.options)().name(p.tapname).about(p.description));
+        let mut sub = (p.options)().name(p.tapname).about(p.description);
+        // twistd's every plugin takes --version too (`twistd web --version`).
+        if !sub.get_arguments().any(|a| a.get_long() == Some("version")) {
+            sub = sub.arg(
+                Arg::new("version")
+                    .long("version")
+                    .action(ArgAction::SetTrue)
+                    .help("Print the version and exit"),
+            );
+        }
+        cmd = cmd.subcommand(sub);
     }
     for c in control_commands() {
         cmd = cmd.subcommand(c);

@@ -43,7 +43,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
         Ok(m) => m,
         Err(e) => return usage_error(&mut cmd, e),
     };
-    if matches.get_flag("version") {
+    let plugin_version = matches
+        .subcommand()
+        .is_some_and(|(_, sub)| matches!(sub.try_get_one::<bool>("version"), Ok(Some(true))));
+    if matches.get_flag("version") || plugin_version {
         println!("twistrs (the Twisted daemon, in Rust) {}", crate::VERSION);
         println!("A native rebuild of Twisted's twistd; see 'man twistrs'.");
         return 0;

@@ -57,6 +57,16 @@ fn plugin_help_and_version() {
         out.starts_with("twistrs (the Twisted daemon, in Rust) "),
         "{out}"
     );
+    // After a plugin's name too, as twistd's `twistd web --version`; in the foreground on a
+    // loopback port, so a start instead would be bounded by run().
+    for plugin in ["web", "procmon"] {
+        let (code, version, err) = run(&["-n", "--pidfile=", plugin, "--version"]);
+        assert_eq!(
+            (code, version.as_str()),
+            (0, out.as_str()),
+            "{plugin}: {err}"
+        );
+    }
 }
 
 #[test]
