@@ -30,7 +30,7 @@ complete -c twistrs -n "__fish_twistrs_needs_command" -s d -l rundir -d 'Change 
 complete -c twistrs -n "__fish_twistrs_needs_command" -l umask -d 'The umask to set (octal) [default: 0077 as a daemon, inherited with -n]' -r
 complete -c twistrs -n "__fish_twistrs_needs_command" -s u -l uid -d 'The user to run as, a name or a number, after binding ports' -r
 complete -c twistrs -n "__fish_twistrs_needs_command" -s g -l gid -d 'The group to run as [default: the --uid user\'s primary group]' -r
-complete -c twistrs -n "__fish_twistrs_needs_command" -l chroot -d 'Chroot to DIR before binding ports (UNIX socket paths and TLS files are then inside DIR)' -r -F
+complete -c twistrs -n "__fish_twistrs_needs_command" -l chroot -d 'Chroot to DIR before binding ports (UNIX socket paths, TLS files and web\'s --path and --logfile are then inside DIR)' -r -F
 complete -c twistrs -n "__fish_twistrs_needs_command" -l prefix -d 'The syslog ident' -r
 complete -c twistrs -n "__fish_twistrs_needs_command" -s r -l reactor -d 'The reactor: \'default\' (or \'epoll\'), the only one twistrs has' -r
 complete -c twistrs -n "__fish_twistrs_needs_command" -l shutdown-timeout -d 'On SIGTERM/SIGINT, wait this long for open connections to finish' -r

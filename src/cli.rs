@@ -168,7 +168,7 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
                 .long("chroot")
                 .value_name("DIR")
                 .value_parser(value_parser!(PathBuf))
-                .help("Chroot to DIR before binding ports (UNIX socket paths and TLS files are then inside DIR)"),
+                .help("Chroot to DIR before binding ports (UNIX socket paths, TLS files and web's --path and --logfile are then inside DIR)"),
         )
         .arg(
             Arg::new("syslog")
