@@ -215,7 +215,7 @@ _twistrs() {
             return 0
             ;;
         twistrs__subcmd__chargen)
-            opts="-h --listen --max-connections --help"
+            opts="-h --listen --max-connections --version --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -251,7 +251,7 @@ _twistrs() {
             return 0
             ;;
         twistrs__subcmd__daytime)
-            opts="-h --listen --max-connections --help"
+            opts="-h --listen --max-connections --version --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -273,7 +273,7 @@ _twistrs() {
             return 0
             ;;
         twistrs__subcmd__discard)
-            opts="-h --listen --max-connections --help"
+            opts="-h --listen --max-connections --version --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -295,7 +295,7 @@ _twistrs() {
             return 0
             ;;
         twistrs__subcmd__dns)
-            opts="-i -p -r -c -v -h --interface --port --bindzone --pyzone --secondary --hosts-file --recursive --resolv-conf --cache --cache-size --verbose --allow-transfer --listen --timeout --transfer-timeout --max-connections --help"
+            opts="-i -p -r -c -v -h --interface --port --bindzone --pyzone --secondary --hosts-file --recursive --resolv-conf --cache --cache-size --verbose --allow-transfer --listen --timeout --transfer-timeout --max-connections --version --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -369,7 +369,7 @@ _twistrs() {
             return 0
             ;;
         twistrs__subcmd__echo)
-            opts="-h --listen --max-connections --help"
+            opts="-h --listen --max-connections --version --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -391,7 +391,7 @@ _twistrs() {
             return 0
             ;;
         twistrs__subcmd__inetd)
-            opts="-f -i -r -h --file --nointernal --rpc --interface --services --help"
+            opts="-f -i -r -h --file --nointernal --rpc --interface --services --version --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -429,7 +429,7 @@ _twistrs() {
             return 0
             ;;
         twistrs__subcmd__mail)
-            opts="-s -p -d -u -D -A -b -H -E -R -h --smtp --pop3 --no-smtp --no-pop3 --maildirdbmdomain --user --default --aliases --bounce-to-postmaster --hostname --esmtp --auth --relay --disable-anonymous --max-message-size --max-data-memory --max-recipients --certificate --privkey --auth-requires-tls --timeout --max-connections --max-connections-per-client --help"
+            opts="-s -p -d -u -D -A -b -H -E -R -h --smtp --pop3 --no-smtp --no-pop3 --maildirdbmdomain --user --default --aliases --bounce-to-postmaster --hostname --esmtp --auth --help-auth --help-auth-type --relay --disable-anonymous --max-message-size --max-data-memory --max-recipients --certificate --privkey --auth-requires-tls --timeout --max-connections --max-connections-per-client --version --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -487,6 +487,10 @@ _twistrs() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --help-auth-type)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --relay)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -535,7 +539,7 @@ _twistrs() {
             return 0
             ;;
         twistrs__subcmd__portforward)
-            opts="-p -h -d --help --listen --port --host --dest_port --dest --connect-timeout --timeout --max-connections"
+            opts="-p -h -d --help --listen --port --host --dest_port --dest --connect-timeout --timeout --max-connections --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -593,7 +597,7 @@ _twistrs() {
             return 0
             ;;
         twistrs__subcmd__procmon)
-            opts="-t -k -m -M -h --threshold --killtime --minrestartdelay --maxrestartdelay --name --process --env --clear-env --cwd --user --group --help"
+            opts="-t -k -m -M -h --threshold --killtime --minrestartdelay --maxrestartdelay --name --process --env --clear-env --cwd --user --group --version --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -663,7 +667,7 @@ _twistrs() {
             return 0
             ;;
         twistrs__subcmd__qotd)
-            opts="-f -h --listen --max-connections --file --help"
+            opts="-f -h --listen --max-connections --file --version --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -733,7 +737,7 @@ _twistrs() {
             return 0
             ;;
         twistrs__subcmd__socks)
-            opts="-i -p -l -h --interface --port --log --listen --auth --allow --deny --timeout --connect-timeout --request-timeout --max-connections --help"
+            opts="-i -p -l -h --interface --port --log --listen --auth --allow --deny --timeout --connect-timeout --request-timeout --max-connections --version --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -843,7 +847,7 @@ _twistrs() {
             return 0
             ;;
         twistrs__subcmd__time)
-            opts="-h --listen --max-connections --help"
+            opts="-h --listen --max-connections --version --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -865,7 +869,7 @@ _twistrs() {
             return 0
             ;;
         twistrs__subcmd__web)
-            opts="-p -c -k -i -m -l -n -u -h --path --listen --port --https --certificate --privkey --index --mime-type --ignore-ext --allow-ignore-ext --add-header --logfile --no-listing --hide-dotfiles --follow-symlinks --max-connections --timeout --display-tracebacks --notracebacks --wsgi --class --resource-script --processor --user --personal --help"
+            opts="-p -c -k -i -m -l -n -u -h --path --listen --port --https --certificate --privkey --index --mime-type --ignore-ext --allow-ignore-ext --add-header --logfile --no-listing --hide-dotfiles --follow-symlinks --max-connections --timeout --display-tracebacks --notracebacks --wsgi --class --resource-script --processor --user --personal --version --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

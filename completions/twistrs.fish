@@ -30,7 +30,7 @@ complete -c twistrs -n "__fish_twistrs_needs_command" -s d -l rundir -d 'Change 
 complete -c twistrs -n "__fish_twistrs_needs_command" -l umask -d 'The umask to set (octal) [default: 0077 as a daemon, inherited with -n]' -r
 complete -c twistrs -n "__fish_twistrs_needs_command" -s u -l uid -d 'The user to run as, a name or a number, after binding ports' -r
 complete -c twistrs -n "__fish_twistrs_needs_command" -s g -l gid -d 'The group to run as [default: the --uid user\'s primary group]' -r
-complete -c twistrs -n "__fish_twistrs_needs_command" -l chroot -d 'Chroot to DIR before binding ports (UNIX socket paths and TLS files are then inside DIR)' -r -F
+complete -c twistrs -n "__fish_twistrs_needs_command" -l chroot -d 'Chroot to DIR before binding ports (UNIX socket paths, TLS files and web\'s --path and --logfile are then inside DIR)' -r -F
 complete -c twistrs -n "__fish_twistrs_needs_command" -l prefix -d 'The syslog ident' -r
 complete -c twistrs -n "__fish_twistrs_needs_command" -s r -l reactor -d 'The reactor: \'default\' (or \'epoll\'), the only one twistrs has' -r
 complete -c twistrs -n "__fish_twistrs_needs_command" -l shutdown-timeout -d 'On SIGTERM/SIGINT, wait this long for open connections to finish' -r
@@ -83,12 +83,15 @@ complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "status" -d 'Control
 complete -c twistrs -n "__fish_twistrs_needs_command" -f -a "stop" -d 'Control: stop the running service (SIGTERM, then SIGKILL after --timeout)'
 complete -c twistrs -n "__fish_twistrs_using_subcommand chargen" -l listen -d 'Endpoint to listen on, repeatable: tcp:PORT, tcp6:PORT, unix:PATH or udp:PORT, with options such as :interface=127.0.0.1 [default: tcp:19]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand chargen" -l max-connections -d 'Connections at once; accepting pauses at N and clients wait in the listen queue; 0: no limit' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand chargen" -l version -d 'Print the version and exit'
 complete -c twistrs -n "__fish_twistrs_using_subcommand chargen" -s h -l help -d 'Print help'
 complete -c twistrs -n "__fish_twistrs_using_subcommand daytime" -l listen -d 'Endpoint to listen on, repeatable: tcp:PORT, tcp6:PORT, unix:PATH or udp:PORT, with options such as :interface=127.0.0.1 [default: tcp:13]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand daytime" -l max-connections -d 'Connections at once; accepting pauses at N and clients wait in the listen queue; 0: no limit' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand daytime" -l version -d 'Print the version and exit'
 complete -c twistrs -n "__fish_twistrs_using_subcommand daytime" -s h -l help -d 'Print help'
 complete -c twistrs -n "__fish_twistrs_using_subcommand discard" -l listen -d 'Endpoint to listen on, repeatable: tcp:PORT, tcp6:PORT, unix:PATH or udp:PORT, with options such as :interface=127.0.0.1 [default: tcp:9]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand discard" -l max-connections -d 'Connections at once; accepting pauses at N and clients wait in the listen queue; 0: no limit' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand discard" -l version -d 'Print the version and exit'
 complete -c twistrs -n "__fish_twistrs_using_subcommand discard" -s h -l help -d 'Print help'
 complete -c twistrs -n "__fish_twistrs_using_subcommand dns" -s i -l interface -d 'The address to listen on [default: all IPv4 addresses]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand dns" -s p -l port -d 'The port to listen on, UDP and TCP' -r
@@ -106,23 +109,27 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand dns" -l max-connections 
 complete -c twistrs -n "__fish_twistrs_using_subcommand dns" -s r -l recursive -d 'Forward other questions to the name servers of --resolv-conf'
 complete -c twistrs -n "__fish_twistrs_using_subcommand dns" -s c -l cache -d 'Keep forwarded answers for their TTL (negative ones by the SOA\'s)'
 complete -c twistrs -n "__fish_twistrs_using_subcommand dns" -s v -l verbose -d 'Log each question and its answer'
+complete -c twistrs -n "__fish_twistrs_using_subcommand dns" -l version -d 'Print the version and exit'
 complete -c twistrs -n "__fish_twistrs_using_subcommand dns" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c twistrs -n "__fish_twistrs_using_subcommand echo" -l listen -d 'Endpoint to listen on, repeatable: tcp:PORT, tcp6:PORT, unix:PATH or udp:PORT, with options such as :interface=127.0.0.1 [default: tcp:7]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand echo" -l max-connections -d 'Connections at once; accepting pauses at N and clients wait in the listen queue; 0: no limit' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand echo" -l version -d 'Print the version and exit'
 complete -c twistrs -n "__fish_twistrs_using_subcommand echo" -s h -l help -d 'Print help'
 complete -c twistrs -n "__fish_twistrs_using_subcommand inetd" -s f -l file -d 'Service configuration file' -r -F
 complete -c twistrs -n "__fish_twistrs_using_subcommand inetd" -s r -l rpc -d 'DEPRECATED. RPC procedures table file (ignored: RPC lines are skipped)' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand inetd" -l interface -d 'Bind the lines that name no address to ADDR instead of every interface, repeatable: IPv4 addresses for tcp and udp lines, IPv6 ones for tcp6 and udp6 (a line of a family no ADDR has is skipped)' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand inetd" -l services -d 'Where service names are looked up (services(5))' -r -F
 complete -c twistrs -n "__fish_twistrs_using_subcommand inetd" -s i -l nointernal -d 'Don\'t run internal services'
+complete -c twistrs -n "__fish_twistrs_using_subcommand inetd" -l version -d 'Print the version and exit'
 complete -c twistrs -n "__fish_twistrs_using_subcommand inetd" -s h -l help -d 'Print help'
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s s -l smtp -d 'SMTP endpoint, repeatable [default: tcp:8025]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s p -l pop3 -d 'POP3 endpoint, repeatable [default: tcp:8110]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s d -l maildirdbmdomain -d 'A domain whose users and Maildirs live under PATH, repeatable' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s u -l user -d 'Add a user to the last -d domain, repeatable' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s A -l aliases -d 'An aliases(5) file for the last -d domain, reloaded when it changes' -r -F
-complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s H -l hostname -d 'The name in the greeting and Received: headers [default: this host\'s name]' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s H -l hostname -d 'The name in the greeting and Received: headers [default: this host\'s FQDN, as hostname -f]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l auth -d 'SMTP AUTH credentials: file:PATH (user:pass lines) or memory:USER:PASS[:USER:PASS...]' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l help-auth-type -d 'Show help for a particular authentication type, and exit' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s R -l relay -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l max-message-size -d 'Largest message accepted, as transmitted (552 above)' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l max-data-memory -d 'Message data held in memory at once by all SMTP sessions of the process (per worker under --workers): DATA being received and messages waiting for the disk. A message that would go past it is read to its end and refused with 452 4.3.1, and the client retries later (552 5.3.4 if it is larger than the whole budget: it never could fit); a SIZE declared at MAIL gets the same answer there, before the transfer. The default, 256 MiB, takes 25 messages of the largest size at once where 1,000 sessions could otherwise hold 10 GiB' -r
@@ -137,8 +144,10 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l no-pop3 -d 'Dis
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s D -l default -d 'Make the last -d domain the default (other domains, bare POP3 names)'
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s b -l bounce-to-postmaster -d 'Deliver mail for unknown users of the last -d domain to its postmaster'
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s E -l esmtp -d 'ESMTP: EHLO with PIPELINING, 8BITMIME, SIZE, ENHANCEDSTATUSCODES, AUTH (needs --hostname)'
+complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l help-auth -d 'Show all authentication methods available, and exit'
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l disable-anonymous
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l auth-requires-tls -d 'Refuse SMTP AUTH and POP3 USER/PASS/APOP on connections that are not TLS (postfix\'s smtpd_tls_auth_only, dovecot\'s disable_plaintext_auth)'
+complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l version -d 'Print the version and exit'
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c twistrs -n "__fish_twistrs_using_subcommand portforward" -s p -l port -l listen -d 'Endpoint to listen on, repeatable (twistd keeps only the last): tcp:PORT, tcp6:PORT, unix:PATH, ssl:PORT:privateKey=KEY.pem, with options such as :interface=127.0.0.1 [default: tcp:6666]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand portforward" -s h -l host -d 'The destination host to connect to: a name or an address' -r
@@ -148,6 +157,7 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand portforward" -l connect-
 complete -c twistrs -n "__fish_twistrs_using_subcommand portforward" -l timeout -d 'Close a relay after SECONDS with nothing carried either way (twistd: never)' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand portforward" -l max-connections -d 'Connections at once; accepting pauses at N and clients wait in the listen queue; 0: no limit' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand portforward" -l help -d 'Print help'
+complete -c twistrs -n "__fish_twistrs_using_subcommand portforward" -l version -d 'Print the version and exit'
 complete -c twistrs -n "__fish_twistrs_using_subcommand procmon" -s t -l threshold -d 'How long a process has to live before the death is considered instant, in seconds' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand procmon" -s k -l killtime -d 'How long a process being killed has to get its affairs in order before it gets killed with an unmaskable signal' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand procmon" -s m -l minrestartdelay -d 'The minimum time (in seconds) to wait before attempting to restart a process' -r
@@ -159,10 +169,12 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand procmon" -l cwd -d 'The 
 complete -c twistrs -n "__fish_twistrs_using_subcommand procmon" -l user -d 'Run the programs as USER (a name or a number), with the user\'s groups; twistrs must run as root' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand procmon" -l group -d 'Run the programs with GROUP as their group [default: USER\'s]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand procmon" -l clear-env -d 'Start the programs with no variable but --env\'s (twistd gives them none)'
+complete -c twistrs -n "__fish_twistrs_using_subcommand procmon" -l version -d 'Print the version and exit'
 complete -c twistrs -n "__fish_twistrs_using_subcommand procmon" -s h -l help -d 'Print help'
 complete -c twistrs -n "__fish_twistrs_using_subcommand qotd" -l listen -d 'Endpoint to listen on, repeatable: tcp:PORT, tcp6:PORT, unix:PATH or udp:PORT, with options such as :interface=127.0.0.1 [default: tcp:17]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand qotd" -l max-connections -d 'Connections at once; accepting pauses at N and clients wait in the listen queue; 0: no limit' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand qotd" -s f -l file -d 'Quotes to serve in turn: fortune style (quotes separated by \'%\' lines) or one per line; each at most 512 bytes [default: a built-in list]' -r -F
+complete -c twistrs -n "__fish_twistrs_using_subcommand qotd" -l version -d 'Print the version and exit'
 complete -c twistrs -n "__fish_twistrs_using_subcommand qotd" -s h -l help -d 'Print help'
 complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -s i -l interface -d 'The interface to listen on (twistd\'s -i)' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -s p -l port -d 'The port to listen on (twistd\'s -p)' -r
@@ -175,9 +187,11 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -l timeout -d 'Id
 complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -l connect-timeout -d 'Time to resolve and connect to a destination (SOCKS5 reply 0x06 after it), and for a BIND\'s peer to connect' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -l request-timeout -d 'Time for a client to send its greeting, login and request' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -l max-connections -d 'Connections at once; accepting pauses at N and clients wait in the listen queue; 0: no limit' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -l version -d 'Print the version and exit'
 complete -c twistrs -n "__fish_twistrs_using_subcommand socks" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c twistrs -n "__fish_twistrs_using_subcommand time" -l listen -d 'Endpoint to listen on, repeatable: tcp:PORT, tcp6:PORT, unix:PATH or udp:PORT, with options such as :interface=127.0.0.1 [default: tcp:37]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand time" -l max-connections -d 'Connections at once; accepting pauses at N and clients wait in the listen queue; 0: no limit' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand time" -l version -d 'Print the version and exit'
 complete -c twistrs -n "__fish_twistrs_using_subcommand time" -s h -l help -d 'Print help'
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l path -d 'The directory (or single file) to serve [default: a test page]' -r -F
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l listen -d 'Endpoint to listen on, repeatable: tcp:PORT, tcp6:PORT, unix:PATH, ssl:PORT:privateKey=KEY.pem[:certKey=CERT.pem] or tls:CERTDIR[:port=443] (HTTPS), with options such as :interface=127.0.0.1 [default: tcp:8080]' -r
@@ -185,7 +199,7 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s p -l port -d 'De
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l https -d 'Serve HTTPS on PORT, as twistd: adds ssl:port=PORT:privateKey=KEY:certKey=CERT (from -k and -c) to the --listen endpoints, and the default tcp:8080 is then not used' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s c -l certificate -d 'The certificate (PEM) for --https; may hold its chain after it' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s k -l privkey -d 'The private key (PEM, not encrypted) for --https' -r
-complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s i -l index -d 'Index file name, repeatable; replaces the default list index.html, index.htm' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s i -l index -d 'Index file name, repeatable; replaces the default list index, index.html, index.htm' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s m -l mime-type -d 'Content-Type for files whose extension is unknown' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l ignore-ext -d 'Try this extension when a path is not found (/page serves page.html), repeatable' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l add-header -d 'A header added to every response, repeatable' -r
@@ -204,6 +218,7 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l display-tracebac
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s n -l notracebacks
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s u -l user
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l personal
+complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l version -d 'Print the version and exit'
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c twistrs -n "__fish_twistrs_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c twistrs -n "__fish_twistrs_using_subcommand reload" -l pidfile -d 'The running service\'s pidfile [default: the global --pidfile, twistrs.pid]' -r

@@ -41,9 +41,16 @@ pub const PYTHON_ONLY: &[Refused] = &[
     Refused::new("logger", None, true, "names a Python log observer"),
 ];
 
+/// `--umask`: octal digits, with or without Python's `0o` (twistd parses it with `int(v, 8)`,
+/// which takes `0o022` too). Beyond 0777 is refused: no umask has those bits.
 fn octal(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s, 8)
-        .ok()
+    let digits = s
+        .strip_prefix("0o")
+        .or_else(|| s.strip_prefix("0O"))
+        .unwrap_or(s);
+    Some(digits)
+        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|d| u32::from_str_radix(d, 8).ok())
         .filter(|v| *v <= 0o777)
         .ok_or_else(|| format!("'{s}' is not an octal umask such as 022"))
 }
@@ -161,7 +168,7 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
                 .long("chroot")
                 .value_name("DIR")
                 .value_parser(value_parser!(PathBuf))
-                .help("Chroot to DIR before binding ports (UNIX socket paths and TLS files are then inside DIR)"),
+                .help("Chroot to DIR before binding ports (UNIX socket paths, TLS files and web's --path and --logfile are then inside DIR)"),
         )
         .arg(
             Arg::new("syslog")
@@ -254,7 +261,17 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
     let mut sorted: Vec<&Plugin> = plugins.iter().collect();
     sorted.sort_by_key(|p| p.tapname);
     for p in sorted {
-        cmd = cmd.subcommand((p.options)().name(p.tapname).about(p.description));
+        let mut sub = (p.options)().name(p.tapname).about(p.description);
+        // twistd's every plugin takes --version too (`twistd web --version`).
+        if !sub.get_arguments().any(|a| a.get_long() == Some("version")) {
+            sub = sub.arg(
+                Arg::new("version")
+                    .long("version")
+                    .action(ArgAction::SetTrue)
+                    .help("Print the version and exit"),
+            );
+        }
+        cmd = cmd.subcommand(sub);
     }
     for c in control_commands() {
         cmd = cmd.subcommand(c);

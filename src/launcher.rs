@@ -43,7 +43,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
         Ok(m) => m,
         Err(e) => return usage_error(&mut cmd, e),
     };
-    if matches.get_flag("version") {
+    let plugin_version = matches
+        .subcommand()
+        .is_some_and(|(_, sub)| matches!(sub.try_get_one::<bool>("version"), Ok(Some(true))));
+    if matches.get_flag("version") || plugin_version {
         println!("twistrs (the Twisted daemon, in Rust) {}", crate::VERSION);
         println!("A native rebuild of Twisted's twistd; see 'man twistrs'.");
         return 0;
@@ -75,7 +78,18 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
         Some((name, sub)) if cli::CONTROL.contains(&name) => {
             return control::run(name, &matches, sub, &cmd);
         }
-        Some(_) => {}
+        // twistd's `mail --help-auth`: printed while the options are read, nothing started.
+        Some((_, sub)) => match twistrs_core::auth::auth_help(sub) {
+            Some(Ok(text)) => {
+                print!("{text}");
+                return 0;
+            }
+            Some(Err(msg)) => {
+                eprintln!("twistrs: {msg}");
+                return EXIT_FAILURE;
+            }
+            None => {}
+        },
     }
     let mut status = StatusWriter::none();
     match start(&matches, &plugins, &args, &mut status) {

@@ -42,7 +42,17 @@ pub fn resolve(uid: Option<&str>, gid: Option<&str>, euid_only: bool) -> Result<
                     .gid
             }
         }),
-        None => user.as_ref().and_then(|(_, u)| u.as_ref().map(|u| u.gid)),
+        // A uid with no passwd entry has no primary group: keeping root's group would leave
+        // the daemon in group 0, so it is refused, as twistd refuses it (getpwuid fails).
+        None => match &user {
+            Some((id, None)) => {
+                return Err(format!(
+                    "--uid {id}: no user has that number, so it has no primary group; give --gid too"
+                ));
+            }
+            Some((_, Some(u))) => Some(u.gid),
+            None => None,
+        },
     };
     Ok(Target {
         uid: user.map(|(id, _)| id),

@@ -20,6 +20,75 @@ pub fn auth_arg(help: &'static str) -> Arg {
         .help(help)
 }
 
+/// The `--auth` types twistrs takes, as twistd's `--help-auth` lists them: (name, what
+/// follows the colon, the long help).
+const TYPES: &[(&str, &str, &str)] = &[
+    (
+        "anonymous",
+        "No argstring required.",
+        "This allows anonymous authentication for servers that support it.",
+    ),
+    (
+        "file",
+        "Location of a FilePasswordDB-formatted file.",
+        "This checker expects to receive the location of a file that\n  conforms to the \
+         FilePasswordDB format. Each line in the file\n  should be of the format \
+         'username:password', in plain text.",
+    ),
+    (
+        "memory",
+        "A colon-separated list (name:password:...)",
+        "A checker that uses an in-memory user database.",
+    ),
+];
+
+/// twistd's `--help-auth` and `--help-auth-type TYPE`, which print and exit at once (see
+/// [`auth_help`]).
+pub fn auth_help_args() -> [Arg; 2] {
+    [
+        Arg::new("help-auth")
+            .long("help-auth")
+            .action(ArgAction::SetTrue)
+            .help("Show all authentication methods available, and exit"),
+        Arg::new("help-auth-type")
+            .long("help-auth-type")
+            .value_name("TYPE")
+            .help("Show help for a particular authentication type, and exit"),
+    ]
+}
+
+/// What `--help-auth` or `--help-auth-type` asks to print (Ok: to stdout, exit 0; Err: an
+/// unknown type, exit 1), if either was given: twistd prints it while parsing the options,
+/// before anything starts. `None` also for a command without these options.
+pub fn auth_help(m: &ArgMatches) -> Option<Result<String, String>> {
+    if let Ok(Some(t)) = m.try_get_one::<String>("help-auth-type") {
+        return Some(match TYPES.iter().find(|(name, _, _)| name == t) {
+            Some((name, arg, long)) => Ok(format!(
+                "Usage: --auth {name}[:ArgString]\nArgString format: {arg}\n\n  {long}\n"
+            )),
+            None => Err(format!(
+                "Invalid auth type: {t} (twistrs has {})",
+                TYPES
+                    .iter()
+                    .map(|(n, _, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        });
+    }
+    if let Ok(Some(true)) = m.try_get_one::<bool>("help-auth") {
+        let mut out = String::from(
+            "Usage: --auth AuthType[:ArgString]\nFor detailed help: --help-auth-type AuthType\n\n  \
+             AuthType \tArgString format\n  ======== \t================\n",
+        );
+        for (name, arg, _) in TYPES {
+            out.push_str(&format!("  {name:<9}\t{arg}\n"));
+        }
+        return Some(Ok(out));
+    }
+    None
+}
+
 /// The credentials of every `--auth` given, merged; `None` if there was none. `plugin`
 /// prefixes the messages (`mail: --auth file:x: ...`). A file is read now, so an unreadable
 /// or malformed one is a start-up error naming it.
@@ -104,6 +173,29 @@ mod tests {
         assert_eq!(c["joe"], "se:cret", "a password may hold a colon");
         assert_eq!(c["ann"], "x");
         assert_eq!(parse(&["anonymous"]), Ok(Some(Credentials::new())));
+    }
+
+    #[test]
+    fn twistds_help_auth_and_help_auth_type() {
+        let cmd = || clap::Command::new("t").args(auth_help_args());
+        let help = |args: &[&str]| {
+            let m = cmd().get_matches_from(std::iter::once("t").chain(args.iter().copied()));
+            auth_help(&m)
+        };
+        assert_eq!(help(&[]), None);
+        let all = help(&["--help-auth"]).unwrap().unwrap();
+        assert!(
+            all.starts_with("Usage: --auth AuthType[:ArgString]\n"),
+            "{all}"
+        );
+        assert!(all.contains("  memory   \tA colon-separated list (name:password:...)\n"));
+        let file = help(&["--help-auth-type", "file"]).unwrap().unwrap();
+        assert!(file.starts_with("Usage: --auth file[:ArgString]\nArgString format: Location"));
+        let bad = help(&["--help-auth-type", "unix"]).unwrap().unwrap_err();
+        assert!(bad.starts_with("Invalid auth type: unix"), "{bad}");
+        // A command without the options has no such help.
+        let m = clap::Command::new("t").get_matches_from(["t"]);
+        assert_eq!(auth_help(&m), None);
     }
 
     #[test]

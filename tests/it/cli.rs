@@ -57,6 +57,16 @@ fn plugin_help_and_version() {
         out.starts_with("twistrs (the Twisted daemon, in Rust) "),
         "{out}"
     );
+    // After a plugin's name too, as twistd's `twistd web --version`; in the foreground on a
+    // loopback port, so a start instead would be bounded by run().
+    for plugin in ["web", "procmon"] {
+        let (code, version, err) = run(&["-n", "--pidfile=", plugin, "--version"]);
+        assert_eq!(
+            (code, version.as_str()),
+            (0, out.as_str()),
+            "{plugin}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -165,4 +175,39 @@ fn unusable_numbers_are_one_line_errors_never_panics() {
         assert!(first.starts_with("error: invalid value"), "{args:?}: {err}");
         assert!(first.contains(want), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn mail_help_auth_prints_the_auth_types_and_starts_nothing() {
+    // twistd mail --help-auth / --help-auth-type TYPE: printed, exit 0, nothing started.
+    let dir = tempfile::tempdir().unwrap();
+    // In the foreground on loopback ports: without the help, a start is bounded by run_in.
+    let mail = |extra: &[&str]| {
+        let mut a = vec!["-n", "mail", "-s", "tcp:0:interface=127.0.0.1"];
+        a.extend_from_slice(&["-p", "tcp:0:interface=127.0.0.1"]);
+        a.extend_from_slice(extra);
+        crate::support::run_in(dir.path(), &a)
+    };
+    let (code, out, err) = mail(&["--help-auth"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("Usage: --auth AuthType[:ArgString]\n"),
+        "{out}"
+    );
+    for t in ["anonymous", "file", "memory"] {
+        assert!(out.contains(&format!("\n  {t}")), "{t}: {out}");
+    }
+    let (code, out, _) = mail(&["--help-auth-type", "memory"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("Usage: --auth memory[:ArgString]\nArgString format: A colon-separated"),
+        "{out}"
+    );
+    let (code, out, err) = mail(&["--help-auth-type", "bogus"]);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(err.contains("Invalid auth type: bogus"), "{err}");
+    assert!(
+        !dir.path().join("twistrs.pid").exists() && !dir.path().join("twistrs.log").exists(),
+        "no daemon was started"
+    );
 }

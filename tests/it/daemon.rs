@@ -507,6 +507,53 @@ fn chroot_and_euid() {
 }
 
 #[test]
+fn a_uid_no_user_has_needs_a_gid() {
+    // twistd refuses such a uid (its getpwuid fails); taking it alone kept root's group 0.
+    let uid = (54321..60000)
+        .find(|n| {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*n))
+                .ok()
+                .flatten()
+                .is_none()
+        })
+        .expect("a uid without a passwd entry")
+        .to_string();
+    let listen = "tcp:0:interface=127.0.0.1";
+    let mut srv = Server::spawn(&["--pidfile=", "-u", &uid, "echo", "--listen", listen]);
+    let st = srv.wait(Duration::from_secs(10));
+    let lines = srv.lines().join("\n");
+    assert_eq!(st.and_then(|s| s.code()), Some(1), "refused: {lines}");
+    assert!(
+        lines.contains(&format!("--uid {uid}: no user has that number")) && lines.contains("--gid"),
+        "{lines}"
+    );
+    // With --gid it runs as that uid in that group alone (twistd fails here too).
+    let Some(nobody) = nobody_as_root("a_uid_no_user_has_needs_a_gid") else {
+        return;
+    };
+    let gid = nobody.gid.to_string();
+    let srv = Server::start(&[
+        "--pidfile=",
+        "-u",
+        &uid,
+        "-g",
+        &gid,
+        "echo",
+        "--listen",
+        listen,
+    ]);
+    let pid = srv.pid();
+    assert!(proc_field(pid, "Uid").split_whitespace().all(|u| u == uid));
+    assert!(proc_field(pid, "Gid").split_whitespace().all(|g| g == gid));
+    assert_eq!(
+        proc_field(pid, "Groups"),
+        gid,
+        "no supplementary group of root's"
+    );
+    echo_once(srv.port());
+}
+
+#[test]
 fn restart_of_a_chrooted_daemon_fails_at_once_and_the_old_one_serves() {
     if nobody_as_root("restart_of_a_chrooted_daemon_fails_at_once_and_the_old_one_serves").is_none()
     {

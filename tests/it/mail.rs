@@ -347,6 +347,42 @@ fn twistd_option_errors() {
 }
 
 #[test]
+fn without_h_the_greeting_names_the_fqdn_as_twistds() {
+    // twistd greets with socket.getfqdn(): with `127.0.1.1 mx.example.com mx` in /etc/hosts
+    // and the node name mx, `220 mx.example.com`; the node name alone was used. The host is
+    // made so in namespaces of the server's own (a UTS one, and a mount one for the file).
+    if nobody_as_root("without_h_the_greeting_names_the_fqdn_as_twistds").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n127.0.1.1 mx.example.com mx\n").unwrap();
+    let setup = format!(
+        "mount --bind '{}' /etc/hosts && hostname mx && exec \"$0\" \"$@\"",
+        hosts.display()
+    );
+    let probe = Command::new("unshare")
+        .args(["-mu", "sh", "-c", &setup, "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        skip(
+            "without_h_the_greeting_names_the_fqdn_as_twistds",
+            "no unshare -mu here",
+        );
+        return;
+    }
+    let srv = Server::start_wrapped(
+        &["unshare", "-mu", "sh", "-c", &setup],
+        &["mail", "-s", "tcp:0:interface=127.0.0.1", "--no-pop3"],
+    );
+    let mut c = connect(srv.addr());
+    let mut greeting = [0u8; 64];
+    let n = std::io::Read::read(&mut c, &mut greeting).unwrap();
+    let greeting = String::from_utf8_lossy(&greeting[..n]);
+    assert!(greeting.starts_with("220 mx.example.com "), "{greeting}");
+}
+
+#[test]
 fn concurrent_sessions_on_several_mailboxes_and_the_pop3_lock() {
     let m = Mail::start(&[]);
     let (code, out, err) = py(

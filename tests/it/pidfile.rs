@@ -134,7 +134,8 @@ fn the_restart_report_is_never_written_through_a_planted_link() {
 fn a_new_pidfile_follows_the_umask_of_the_run() {
     use std::os::unix::fs::MetadataExt;
     // Whatever this test process's umask is, --umask decides, as it does for twistd.
-    for (umask, want) in [("000", 0o666), ("027", 0o640)] {
+    // `0o` as twistd's `int(v, 8)` takes it.
+    for (umask, want) in [("000", 0o666), ("027", 0o640), ("0o022", 0o644)] {
         let mut args = vec!["--umask", umask];
         args.extend_from_slice(&ECHO);
         let mut fg = Foreground::start(&args);

@@ -296,6 +296,37 @@ fn stop_kills_a_program_that_ignores_sigterm_after_the_kill_time() {
     assert!(stat(child).is_none_or(|(_, ppid)| ppid != s.pid()));
 }
 
+#[test]
+fn a_program_ending_by_itself_as_sigterm_arrives_does_not_hold_the_stop() {
+    // Its exit and the SIGTERM reach twistrs together: the exit is reaped at the start of
+    // the drain's first turn, which then waited out the drain's deadline (10 s) in its poll.
+    // twistd exits at once. Stopping twistrs holds both signals until SIGCONT.
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let script = format!(
+        "echo ready; while [ ! -e '{}' ]; do sleep 0.02; done",
+        go.display()
+    );
+    let mut s = Server::spawn(&["procmon", "--name", "quits", "sh", "-c", &script]);
+    assert!(s.log_contains("[quits] ready"), "{:?}", s.lines());
+    let child = started(&s.lines(), "quits")[0];
+    s.signal(libc::SIGSTOP);
+    std::fs::write(&go, "").unwrap();
+    wait_for("the program to end", Duration::from_secs(10), || {
+        stat(child).is_none_or(|(st, _)| st == 'Z')
+    });
+    s.signal(libc::SIGTERM);
+    let t0 = Instant::now();
+    s.signal(libc::SIGCONT);
+    let status = s
+        .wait(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no exit: {:?}", s.lines()));
+    let took = t0.elapsed();
+    assert_eq!(status.code(), None, "ended by SIGTERM, as twistd");
+    assert!(took < Duration::from_secs(3), "{took:?}: {:?}", s.lines());
+    assert!(s.log_contains(&format!("'quits' (PID {child}) ended with exit status 0")));
+}
+
 /// A program that dies at once 99 times, then sleeps (`sleep ARG`).
 fn hundred_runs(arg: &str) -> String {
     format!(

@@ -294,6 +294,66 @@ fn ranges_single_multiple_unsatisfiable_and_if_range() {
 }
 
 #[test]
+fn a_file_named_index_is_the_first_index_as_in_twistd() {
+    // twistd's static.File tries index, index.html, index.htm, in that order.
+    let dir = tempfile::tempdir().unwrap();
+    for (file, body) in [
+        ("bare/index", "bare"),
+        ("both/index", "first"),
+        ("both/index.html", "second"),
+    ] {
+        let path = dir.path().join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    let srv = Server::start(&[
+        "web",
+        "--path",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let a = srv.addr();
+    assert_eq!(get_path(a, "/bare/").body, b"bare", "not a listing");
+    assert_eq!(get_path(a, "/both/").body, b"first");
+}
+
+#[test]
+fn with_chroot_the_root_and_the_access_log_are_inside_the_jail() {
+    // twistd looks --path and -l up inside the jail: `--chroot JAIL web --path /` serves JAIL.
+    // They were opened before the chroot: that command line served the whole file system.
+    if nobody_as_root("with_chroot_the_root_and_the_access_log_are_inside_the_jail").is_none() {
+        return;
+    }
+    let jail = tempfile::tempdir().unwrap();
+    std::fs::create_dir(jail.path().join("www")).unwrap();
+    std::fs::write(jail.path().join("www/index.html"), "jailed").unwrap();
+    let srv = Server::start(&[
+        "--chroot",
+        jail.path().to_str().unwrap(),
+        "web",
+        "--path",
+        "/",
+        "-l",
+        "/access.log",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let a = srv.addr();
+    assert_eq!(get_path(a, "/www/").body, b"jailed");
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("host.txt"), "host").unwrap();
+    let host = format!("{}/host.txt", outside.path().display());
+    assert_eq!(get_path(a, &host).status, 404, "the host's / is not served");
+    let log = jail.path().join("access.log");
+    let logged = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("\"GET /www/ HTTP/1.1\" 200"))
+    });
+    assert!(logged, "the access log in the jail: {:?}", srv.lines());
+}
+
+#[test]
 fn directories_redirect_index_listing_and_errors() {
     let t = tree();
     let srv = web(&t, &[]);

@@ -404,8 +404,10 @@ impl Reactor {
         self.handle.clock().set(now);
         // Commands queued outside a callback (during set-up, by a service) run before polling.
         self.run_commands();
-        // Exits held back while a stop was pending (the drain's or a restart's turns).
-        self.reap_if_running();
+        // Exits held back while a stop was pending (the drain's or a restart's turns). What
+        // they change (no child left to drain) is for the caller to see now, not after a
+        // poll that nothing may wake before the drain's deadline.
+        let reaped = self.reap_if_running();
         self.after_batch();
         let mut timeout = self
             .handle
@@ -426,6 +428,7 @@ impl Reactor {
             // A stop asked for by the commands just run (a child that ended as it was
             // adopted): `run` must see it without waiting for an event.
             || self.stop.is_some()
+            || reaped
         {
             timeout = Some(Duration::ZERO);
         }
@@ -517,12 +520,14 @@ impl Reactor {
         }
     }
 
-    /// Reaps if SIGCHLD came and no stop is pending.
-    fn reap_if_running(&mut self) {
+    /// Reaps if SIGCHLD came and no stop is pending; true if it did.
+    fn reap_if_running(&mut self) -> bool {
         if self.children.reap_pending && self.stop.is_none() {
             self.children.reap_pending = false;
             self.reap();
+            return true;
         }
+        false
     }
 
     fn fire_timers(&mut self) {

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use twistrs_core::auth::{auth_arg, parse_auth};
+use twistrs_core::auth::{auth_arg, auth_help_args, parse_auth};
 use twistrs_core::clap::{self, Arg, ArgAction, ArgMatches, Command, value_parser};
 use twistrs_core::options::{ListenOpt, MaxConnectionsOpt, PerClientOpt, TimeoutOpt};
 use twistrs_core::tls::TlsContext;
@@ -126,10 +126,11 @@ fn options() -> Command {
         .arg(Arg::new("bounce-to-postmaster").short('b').long("bounce-to-postmaster").action(ArgAction::Count)
             .help("Deliver mail for unknown users of the last -d domain to its postmaster"))
         .arg(Arg::new("hostname").short('H').long("hostname").value_name("NAME")
-            .help("The name in the greeting and Received: headers [default: this host's name]"))
+            .help("The name in the greeting and Received: headers [default: this host's FQDN, as hostname -f]"))
         .arg(Arg::new("esmtp").short('E').long("esmtp").action(ArgAction::SetTrue)
             .help("ESMTP: EHLO with PIPELINING, 8BITMIME, SIZE, ENHANCEDSTATUSCODES, AUTH (needs --hostname)"))
         .arg(auth_arg("SMTP AUTH credentials: file:PATH (user:pass lines) or memory:USER:PASS[:USER:PASS...]"))
+        .args(auth_help_args())
         .arg(Arg::new("relay").short('R').long("relay").value_name("DIR").hide(true))
         .arg(Arg::new("disable-anonymous").long("disable-anonymous").action(ArgAction::SetTrue).hide(true))
         .arg(Arg::new("max-message-size").long("max-message-size").value_name("BYTES")
@@ -200,13 +201,43 @@ fn last_domain_before(domains: &[(usize, usize)], pos: usize) -> Option<usize> {
         .map(|(_, i)| *i)
 }
 
-/// This host's name (twistd uses the FQDN; the kernel's node name is what we have offline).
+/// This host's name as twistd finds it (Python's `socket.getfqdn()`) on a usual system: the
+/// node name's canonical name when that is a dotted one, as `hostname -f` says it
+/// (`127.0.1.1 mx.example.com mx` in /etc/hosts makes `mx` `mx.example.com`); else the node
+/// name. An SMTP greeting and HELO name a host by its FQDN (RFC 5321).
 fn system_hostname() -> String {
-    nix::sys::utsname::uname()
+    let node = nix::sys::utsname::uname()
         .ok()
         .and_then(|u| u.nodename().to_str().map(str::to_string))
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+        .unwrap_or_else(|| "localhost".into());
+    canonical_name(&node)
+        .filter(|c| c.contains('.'))
+        .unwrap_or(node)
+}
+
+/// `name`'s canonical name from the resolver (`getaddrinfo` with `AI_CANONNAME`).
+fn canonical_name(name: &str) -> Option<String> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getaddrinfo with a NUL-terminated name, zeroed hints but the flag and socket
+    // type, and an out pointer it fills; the list is read once and freed once.
+    unsafe {
+        let mut hints: libc::addrinfo = std::mem::zeroed();
+        hints.ai_flags = libc::AI_CANONNAME;
+        hints.ai_socktype = libc::SOCK_STREAM;
+        let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+        if libc::getaddrinfo(c.as_ptr(), std::ptr::null(), &hints, &mut res) != 0 || res.is_null() {
+            return None;
+        }
+        let canon = (*res).ai_canonname;
+        let out = (!canon.is_null()).then(|| {
+            std::ffi::CStr::from_ptr(canon)
+                .to_string_lossy()
+                .into_owned()
+        });
+        libc::freeaddrinfo(res);
+        out
+    }
 }
 
 /// The STARTTLS/STLS certificate of `--certificate` and `--privkey`, loaded now so that a bad

@@ -202,15 +202,15 @@ fn endpoints(m: &ArgMatches) -> Result<Vec<Endpoint>, PluginError> {
         let port = m.get_one::<u16>("port").copied().unwrap_or(DEFAULT_PORT);
         let s = match iface {
             "" => format!("tcp:{port}"),
-            i => match i.parse::<IpAddr>() {
-                Ok(IpAddr::V6(a)) => format!(
+            i => match interface(i) {
+                Some(IpAddr::V6(a)) => format!(
                     "tcp6:{port}:interface={}",
                     twistrs_core::endpoint::quote_argument(&a.to_string())
                 ),
-                Ok(IpAddr::V4(a)) => format!("tcp:{port}:interface={a}"),
-                Err(_) => {
+                Some(IpAddr::V4(a)) => format!("tcp:{port}:interface={a}"),
+                None => {
                     return Err(PluginError::new(format!(
-                        "socks: -i {i}: not an IP address (twistd's --interface takes one)"
+                        "socks: -i {i}: neither an IP address nor a host name with an IPv4 address"
                     )));
                 }
             },
@@ -226,6 +226,20 @@ fn endpoints(m: &ArgMatches) -> Result<Vec<Endpoint>, PluginError> {
         )));
     }
     Ok(eps)
+}
+
+/// `-i` as twistd takes it: an address, or a host name bound as its first IPv4 address
+/// (twistd hands the name to an IPv4 socket's bind, which resolves it so).
+fn interface(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    use std::net::ToSocketAddrs;
+    (s, 0)
+        .to_socket_addrs()
+        .ok()?
+        .find(|a| a.is_ipv4())
+        .map(|a| a.ip())
 }
 
 /// True if `ep` may be reachable from other hosts.
@@ -375,10 +389,14 @@ mod tests {
         let both = eps(&["--listen", "unix:/s", "-p", "9"]).unwrap();
         assert_eq!(both.len(), 2);
         assert_eq!(both[1], "tcp:9:interface=127.0.0.1");
+        assert_eq!(
+            eps(&["-i", "localhost", "-p", "9"]),
+            Ok(vec!["tcp:9:interface=127.0.0.1".into()])
+        );
         assert!(
-            eps(&["-i", "eth0"])
+            eps(&["-i", "no-such-host.invalid"])
                 .unwrap_err()
-                .contains("not an IP address")
+                .contains("neither an IP address nor a host name")
         );
         assert!(
             eps(&["--listen", "udp:1080"])

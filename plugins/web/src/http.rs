@@ -33,8 +33,9 @@ const HEAD_TIMER: u64 = 1;
 
 /// What every connection of one `web` service shares.
 pub struct Site {
-    /// `None` without `--path`: twistd's demo page.
-    pub root: Option<Root>,
+    /// Set when the service starts (after `--chroot`, see `WebService`); empty without
+    /// `--path`: twistd's demo page.
+    pub root: std::cell::OnceCell<Root>,
     pub indexes: Vec<OsString>,
     pub ignore_ext: Vec<String>,
     pub allow_ignore_ext: bool,
@@ -329,7 +330,7 @@ impl Http {
             }
         };
         let site = self.site.clone();
-        let Some(root) = &site.root else {
+        let Some(root) = site.root.get() else {
             return self.demo(t, &url.raw, f);
         };
         if root.hide_dotfiles && url.has_dotfile() {
@@ -740,7 +741,9 @@ mod tests {
 
     fn site(dir: &std::path::Path) -> Rc<Site> {
         Rc::new(Site {
-            root: Some(Root::open(dir, false, false, "text/html".into()).unwrap()),
+            root: Root::open(dir, false, false, "text/html".into())
+                .unwrap()
+                .into(),
             indexes: vec!["index.html".into()],
             ignore_ext: Vec::new(),
             allow_ignore_ext: false,

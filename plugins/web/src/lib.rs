@@ -29,7 +29,8 @@ use twistrs_core::clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use twistrs_core::endpoint::{Endpoint, quote_argument};
 use twistrs_core::options::{ListenOpt, MaxConnectionsOpt, Refused, TimeoutOpt};
 use twistrs_core::{
-    Address, Factory, Handle, ListeningService, Plugin, PluginError, Protocol, Service,
+    Address, Factory, Failure, Handle, ListeningService, Plugin, PluginError, Protocol, Service,
+    ServiceHost,
 };
 
 use crate::access::AccessLog;
@@ -185,7 +186,7 @@ fn options() -> Command {
                 .long("index")
                 .value_name("NAME")
                 .action(ArgAction::Append)
-                .help("Index file name, repeatable; replaces the default list index.html, index.htm"),
+                .help("Index file name, repeatable; replaces the default list index, index.html, index.htm"),
         )
         .arg(
             Arg::new("mime-type")
@@ -335,26 +336,20 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
         .get_one::<String>("mime-type")
         .cloned()
         .unwrap_or_else(|| "text/html".into());
-    let root = match m.get_one::<PathBuf>("path") {
-        Some(p) => Some(
-            Root::open(
-                p,
-                m.get_flag("follow-symlinks"),
-                m.get_flag("hide-dotfiles"),
-                default_type,
-            )
-            .map_err(|e| PluginError::new(format!("web: --path {}: {e}", p.display())))?,
-        ),
-        None => None,
-    };
-    let access = match m.get_one::<PathBuf>("logfile") {
-        Some(p) => AccessLog::file(std::path::absolute(p).unwrap_or_else(|_| p.clone()))
-            .map_err(|e| PluginError::new(format!("web: --logfile {}: {e}", p.display())))?,
-        None => AccessLog::main(),
-    };
+    // Absolute now, against the directory twistrs was started in, and opened when the service
+    // starts: after --chroot, inside the jail, as twistd's static.File and access log do.
+    let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+    let root = m.get_one::<PathBuf>("path").map(|p| RootSpec {
+        path: abs(p),
+        follow_symlinks: m.get_flag("follow-symlinks"),
+        hide_dotfiles: m.get_flag("hide-dotfiles"),
+        default_type,
+    });
+    let logfile = m.get_one::<PathBuf>("logfile").map(abs);
     let indexes: Vec<OsString> = match m.get_many::<String>("index") {
         Some(v) => v.map(OsString::from).collect(),
-        None => vec!["index.html".into(), "index.htm".into()],
+        // twistd's static.File.indexNames, in its order, less Python's index.rpy.
+        None => vec!["index".into(), "index.html".into(), "index.htm".into()],
     };
     let ignore_ext: Vec<String> = m
         .get_many::<String>("ignore-ext")
@@ -373,7 +368,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let site = Site {
-        root,
+        root: std::cell::OnceCell::new(),
         indexes,
         ignore_ext,
         allow_ignore_ext: m.get_flag("allow-ignore-ext"),
@@ -384,7 +379,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
             .unwrap_or_default(),
         limits: Limits::default(),
         timeout: TIMEOUT.get(m),
-        access: Rc::new(RefCell::new(access)),
+        access: Rc::new(RefCell::new(AccessLog::main())),
         boundary: format!("{:032x}", seed ^ u128::from(std::process::id()) << 64),
         metrics: Default::default(),
     };
@@ -399,16 +394,69 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
             "web: '{ep}' is a datagram endpoint; HTTP needs a stream"
         )));
     }
+    let site = Rc::new(site);
     let factory = WebFactory {
-        site: Rc::new(site),
+        site: site.clone(),
         max: MAX_CONNECTIONS.get(m),
     };
-    Ok(Box::new(ListeningService::new(
-        "web",
-        endpoints,
-        Box::new(factory),
-        None,
-    )))
+    Ok(Box::new(WebService {
+        site,
+        root,
+        logfile,
+        listening: ListeningService::new("web", endpoints, Box::new(factory), None),
+    }))
+}
+
+/// `--path` and what goes with it, to open when the service starts.
+struct RootSpec {
+    path: PathBuf,
+    follow_symlinks: bool,
+    hide_dotfiles: bool,
+    default_type: String,
+}
+
+/// The web service: its listeners, and its files opened when it starts, after `--chroot`.
+/// twistd makes `--path` and `-l` absolute while reading its options and looks them up later,
+/// inside the jail: `--chroot /srv/www web --path /` serves /srv/www (opened before the
+/// chroot, it served the whole file system).
+struct WebService {
+    site: Rc<Site>,
+    root: Option<RootSpec>,
+    logfile: Option<PathBuf>,
+    listening: ListeningService,
+}
+
+impl Service for WebService {
+    fn name(&self) -> &str {
+        "web"
+    }
+
+    /// The access log, as twistd's Site opens it when its port opens: as the starting user
+    /// (it may be in a directory only root can write), inside the jail.
+    fn privileged_start_service(&mut self, h: &mut ServiceHost<'_>) -> Result<(), Failure> {
+        if let Some(p) = self.logfile.take() {
+            let log = AccessLog::file(p.clone())
+                .map_err(|e| Failure::msg(format!("web: --logfile {}: {e}", p.display())))?;
+            *self.site.access.borrow_mut() = log;
+        }
+        self.listening.privileged_start_service(h)
+    }
+
+    /// The root, as the user that serves it (twistd's static.File looks each request up as
+    /// that user). A `--workers` master binds but never starts services, so only the workers,
+    /// each in its own jail, open it.
+    fn start_service(&mut self, h: &mut ServiceHost<'_>) -> Result<(), Failure> {
+        if let Some(r) = self.root.take() {
+            let root = Root::open(&r.path, r.follow_symlinks, r.hide_dotfiles, r.default_type)
+                .map_err(|e| Failure::msg(format!("web: --path {}: {e}", r.path.display())))?;
+            let _ = self.site.root.set(root);
+        }
+        self.listening.start_service(h)
+    }
+
+    fn stop_service(&mut self, h: &mut ServiceHost<'_>) {
+        self.listening.stop_service(h)
+    }
 }
 
 #[cfg(test)]

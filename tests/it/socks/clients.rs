@@ -210,6 +210,26 @@ fn twistds_command_line_with_its_log_reopened_on_sighup() {
 }
 
 #[test]
+fn twistds_interface_may_be_a_host_name() {
+    // twistd binds `-i localhost` (its socket's bind resolves the name); it was refused.
+    let backend = Backend::start();
+    let s = Server::start(&["socks", "-i", "localhost", "-p", "0"]);
+    let proxy = format!("127.0.0.1:{}", s.port());
+    let (code, body) = curl(&[
+        "--socks4",
+        &proxy,
+        &url("127.0.0.1", backend.port(), "/hello.txt"),
+    ]);
+    assert_eq!(code, 0, "{:?}", s.lines());
+    assert!(!body.is_empty());
+    assert!(
+        !s.lines().iter().any(|l| l.contains("beyond the loopback")),
+        "localhost is the loopback interface: {:?}",
+        s.lines()
+    );
+}
+
+#[test]
 fn listening_beyond_loopback_without_auth_warns() {
     let warning = "beyond the loopback interface, without --auth";
     // All interfaces (no traffic leaves 127.0.0.1: the test only reads the log).
