@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_twistrs_global_optspecs
-    string join \n version n/nodaemon l/logfile= pidfile= d/rundir= umask= u/uid= g/gid= euid chroot= syslog prefix= r/reactor= help-reactors originalname shutdown-timeout= workers= y/python= f/file= s/source= e/encrypted o/no_save p/profile= profiler= savestats b/debug spew logger= log-rotate-size= log-keep= log-format= log-level= metrics= h/help
+    string join \n version n/nodaemon o/no_save l/logfile= pidfile= d/rundir= umask= u/uid= g/gid= euid chroot= syslog prefix= r/reactor= help-reactors originalname shutdown-timeout= workers= y/python= f/file= s/source= e/encrypted p/profile= profiler= savestats b/debug spew logger= log-rotate-size= log-keep= log-format= log-level= metrics= h/help
 end
 
 function __fish_twistrs_needs_command
@@ -53,12 +53,12 @@ critical\t''"
 complete -c twistrs -n "__fish_twistrs_needs_command" -l metrics -d 'Serve Prometheus metrics on GET /metrics at ENDPOINT (e.g. tcp:9100:interface=127.0.0.1); with --workers the master serves every worker\'s figures added up' -r
 complete -c twistrs -n "__fish_twistrs_needs_command" -l version -d 'Print the version and exit'
 complete -c twistrs -n "__fish_twistrs_needs_command" -s n -l nodaemon -d 'Don\'t daemonize, don\'t use the default umask of 0077'
+complete -c twistrs -n "__fish_twistrs_needs_command" -s o -l no_save -d 'Do not save state on shutdown (twistd\'s; twistrs never saves any)'
 complete -c twistrs -n "__fish_twistrs_needs_command" -l euid -d 'Set only the effective user and group ids'
 complete -c twistrs -n "__fish_twistrs_needs_command" -l syslog -d 'Log to syslog, not to a file'
 complete -c twistrs -n "__fish_twistrs_needs_command" -l help-reactors -d 'List the available reactors and exit'
 complete -c twistrs -n "__fish_twistrs_needs_command" -l originalname
 complete -c twistrs -n "__fish_twistrs_needs_command" -s e -l encrypted
-complete -c twistrs -n "__fish_twistrs_needs_command" -s o -l no_save
 complete -c twistrs -n "__fish_twistrs_needs_command" -l savestats
 complete -c twistrs -n "__fish_twistrs_needs_command" -s b -l debug
 complete -c twistrs -n "__fish_twistrs_needs_command" -l spew

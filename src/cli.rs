@@ -27,12 +27,6 @@ pub const PYTHON_ONLY: &[Refused] = &[
         false,
         "decrypts a pickled Python application",
     ),
-    Refused::new(
-        "no_save",
-        Some('o'),
-        false,
-        "controls pickling of Python state",
-    ),
     Refused::new("profile", Some('p'), true, "runs the Python profiler"),
     Refused::new("profiler", None, true, "selects a Python profiler"),
     Refused::new("savestats", None, false, "saves Python profiler statistics"),
@@ -111,6 +105,15 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
                 .long("nodaemon")
                 .action(ArgAction::SetTrue)
                 .help("Don't daemonize, don't use the default umask of 0077"),
+        )
+        .arg(
+            // twistd pickles a .tac application's state at shutdown unless told not to;
+            // twistrs keeps none, so `twistd -no web ...` means the same here.
+            Arg::new("no_save")
+                .short('o')
+                .long("no_save")
+                .action(ArgAction::SetTrue)
+                .help("Do not save state on shutdown (twistd's; twistrs never saves any)"),
         )
         .arg(
             Arg::new("logfile")

@@ -120,6 +120,26 @@ fn python_only_options_and_other_reactors_are_refused() {
     assert!(err.contains("reactor 'select'"), "{err}");
 }
 
+/// `twistd -no PLUGIN`: `-o` (don't save state at shutdown) is twistd's and means nothing
+/// to a launcher that saves none, so the same command line serves here.
+#[test]
+fn no_save_is_accepted_as_twistd_accepts_it() {
+    use std::io::{Read, Write};
+    for flag in ["-o", "--no_save"] {
+        let srv =
+            crate::support::Server::start(&[flag, "echo", "--listen", "tcp:0:interface=127.0.0.1"]);
+        let mut c =
+            crate::support::connect(std::net::SocketAddr::from(([127, 0, 0, 1], srv.ports()[0])));
+        c.write_all(b"hi").unwrap();
+        let mut b = [0u8; 2];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"hi", "{flag}");
+    }
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--no_save"), "{out}");
+}
+
 /// Numbers that cannot be used are one-line usage errors naming the value, exit 1, never a
 /// panic: infinities, NaN, negatives, values past the option's type or range.
 #[test]
