@@ -383,7 +383,9 @@ escapes the next character, so IPv6 addresses are written \fBtcp6:80:interface=\
 .TP
 .B tcp:PORT[:interface=ADDR][:backlog=511]
 TCP over IPv4; all interfaces unless \fBinterface\fR is given. Port 0 picks a free port,
-which the "starting on" log line names.
+which the "starting on" log line names. ADDR may be a host name, looked up once at start
+(/etc/hosts, DNS): its first IPv4 address (for \fBtcp6\fR, its first IPv6 address);
+a name that does not resolve stops the start with one line naming the endpoint.
 .TP
 .B tcp6:PORT[:interface=ADDR][:backlog=511]
 TCP over IPv6.

@@ -24,7 +24,7 @@ pub enum Endpoint {
     Tcp {
         port: u16,
         /// `None` means every interface (`0.0.0.0`, or `::` for tcp6).
-        interface: Option<IpAddr>,
+        interface: Option<Interface>,
         backlog: u32,
         v6: bool,
         tls: Option<Box<TlsSpec>>,
@@ -39,7 +39,7 @@ pub enum Endpoint {
     /// `udp:PORT[:interface=]`, for datagram plugins.
     Udp {
         port: u16,
-        interface: Option<IpAddr>,
+        interface: Option<Interface>,
     },
     /// `systemd:domain=INET|INET6|UNIX:index=N`: a socket passed in by systemd, with TLS
     /// from `privateKey=`/`certKey=`/`extraCertChain=` or `certDir=` (twistd has no TLS
@@ -49,6 +49,77 @@ pub enum Endpoint {
         index: u32,
         tls: Option<Box<TlsSpec>>,
     },
+}
+
+/// An endpoint's `interface=`: an address, or a host name that is resolved when the socket
+/// is bound (twistd hands the name to `bind`, which resolves it). The name is kept as given,
+/// so the endpoint's string, which a restart matches inherited sockets by, stays the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interface {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl Interface {
+    /// The address, when it is one (a name is not resolved here).
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Interface::Ip(ip) => Some(*ip),
+            Interface::Name(_) => None,
+        }
+    }
+
+    /// The address to bind: the name's first IPv6 address for `v6` (tcp6), else its first
+    /// IPv4 address (tcp, ssl, udp), as Python's `bind` on an `AF_INET` socket picks.
+    pub fn resolve(&self, v6: bool) -> std::io::Result<IpAddr> {
+        let name = match self {
+            Interface::Ip(ip) => return Ok(*ip),
+            Interface::Name(n) => n,
+        };
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        let not_found = |why: String| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("cannot resolve interface '{name}' to an {family} address: {why}"),
+            )
+        };
+        use std::net::ToSocketAddrs;
+        let addrs = (name.as_str(), 0u16)
+            .to_socket_addrs()
+            .map_err(|e| not_found(e.to_string()))?;
+        addrs
+            .map(|a| a.ip())
+            .find(|ip| ip.is_ipv6() == v6)
+            .ok_or_else(|| not_found(format!("it has no {family} address")))
+    }
+}
+
+impl From<IpAddr> for Interface {
+    fn from(ip: IpAddr) -> Self {
+        Interface::Ip(ip)
+    }
+}
+
+impl fmt::Display for Interface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Interface::Ip(ip) => ip.fmt(f),
+            Interface::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// A host name as `getaddrinfo` takes one: labels of letters, digits, `-` and `_`, dot-separated.
+fn is_host_name(v: &str) -> bool {
+    let v = v.strip_suffix('.').unwrap_or(v);
+    v.len() <= 253
+        && v.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// The address family of a socket-activated endpoint.
@@ -206,26 +277,29 @@ fn parse_backlog(v: Option<&str>) -> Result<u32, String> {
     }
 }
 
-fn parse_interface(v: Option<&str>, v6: bool) -> Result<Option<IpAddr>, String> {
+fn parse_interface(v: Option<&str>, v6: bool) -> Result<Option<Interface>, String> {
     let v = match v {
         None | Some("") => return Ok(None),
         Some(v) => v,
     };
     if v == "localhost" {
-        return Ok(Some(if v6 {
+        return Ok(Some(Interface::Ip(if v6 {
             IpAddr::V6(Ipv6Addr::LOCALHOST)
         } else {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
-        }));
+        })));
     }
     match v.parse::<IpAddr>() {
-        Ok(ip @ IpAddr::V4(_)) if !v6 => Ok(Some(ip)),
-        Ok(ip @ IpAddr::V6(_)) if v6 => Ok(Some(ip)),
+        Ok(ip @ IpAddr::V4(_)) if !v6 => Ok(Some(Interface::Ip(ip))),
+        Ok(ip @ IpAddr::V6(_)) if v6 => Ok(Some(Interface::Ip(ip))),
         Ok(IpAddr::V6(_)) => Err(format!(
             "interface '{v}' is an IPv6 address: use tcp6 (and escape colons: \\:)"
         )),
         Ok(IpAddr::V4(_)) => Err(format!("interface '{v}' is not an IPv6 address")),
-        Err(_) => Err(format!("interface '{v}' is not an IP address")),
+        Err(_) if is_host_name(v) => Ok(Some(Interface::Name(v.to_string()))),
+        Err(_) => Err(format!(
+            "interface '{v}' is neither an IP address nor a host name"
+        )),
     }
 }
 
@@ -549,6 +623,54 @@ mod tests {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
+    #[test]
+    fn interface_may_be_a_host_name_kept_as_given() {
+        for (s, v6) in [
+            ("tcp:80:interface=myhost", false),
+            ("tcp6:80:interface=my-host.example.", true),
+            ("ssl:443:interface=web_1.lan", false),
+        ] {
+            match ok(s) {
+                Endpoint::Tcp {
+                    interface: Some(Interface::Name(n)),
+                    v6: got,
+                    ..
+                } => {
+                    assert_eq!(got, v6, "{s}");
+                    assert!(s.contains(&format!("interface={n}")), "{s}: {n}");
+                }
+                other => panic!("{s}: {other:?}"),
+            }
+        }
+        match ok("udp:53:interface=dnshost") {
+            Endpoint::Udp { interface, .. } => {
+                assert_eq!(interface, Some(Interface::Name("dnshost".into())))
+            }
+            other => panic!("{other:?}"),
+        }
+        // The string a restart matches inherited sockets by keeps the name.
+        let ep = ok("tcp:80:interface=myhost:backlog=9");
+        assert_eq!(ep.to_string(), "tcp:80:interface=myhost:backlog=9");
+        assert_eq!(ok(&ep.to_string()), ep);
+    }
+
+    #[test]
+    fn a_host_name_resolves_in_the_endpoints_family() {
+        let name = Interface::Name("localhost".into());
+        assert!(name.resolve(false).unwrap().is_loopback());
+        assert!(name.resolve(false).unwrap().is_ipv4());
+        let ip = Interface::Ip("127.0.0.2".parse().unwrap());
+        assert_eq!(ip.resolve(true).unwrap(), ip.ip().unwrap());
+        let e = Interface::Name("no-such-host.invalid".into())
+            .resolve(false)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("cannot resolve interface 'no-such-host.invalid' to an IPv4 address"),
+            "{e}"
+        );
+    }
+
     fn err(s: &str) -> String {
         match s.parse::<Endpoint>() {
             Ok(e) => panic!("{s} parsed as {e:?}"),
@@ -571,7 +693,7 @@ mod tests {
                 ..
             } => {
                 assert_eq!(port, 8080);
-                assert_eq!(interface, Some("127.0.0.1".parse().unwrap()));
+                assert_eq!(interface, Some(Interface::Ip("127.0.0.1".parse().unwrap())));
                 assert_eq!(backlog, DEFAULT_BACKLOG);
                 assert!(!v6);
             }
@@ -585,7 +707,7 @@ mod tests {
             Endpoint::Tcp {
                 interface, backlog, ..
             } => {
-                assert_eq!(interface, Some("::1".parse().unwrap()));
+                assert_eq!(interface, Some(Interface::Ip("::1".parse().unwrap())));
                 assert_eq!(backlog, 7);
             }
             other => panic!("{other:?}"),
@@ -643,7 +765,7 @@ mod tests {
             ok("udp:7:interface=127.0.0.1"),
             Endpoint::Udp {
                 port: 7,
-                interface: Some("127.0.0.1".parse().unwrap())
+                interface: Some(Interface::Ip("127.0.0.1".parse().unwrap()))
             }
         );
         assert!(ok("udp:0").is_datagram());
@@ -739,7 +861,13 @@ mod tests {
             ("tcp:abc", "port must be an integer"),
             ("tcp:70000", "port must be an integer"),
             ("tcp:80:foo=1", "unknown argument 'foo'"),
-            ("tcp:80:interface=nothost", "not an IP address"),
+            (
+                "tcp:80:interface=no host",
+                "neither an IP address nor a host name",
+            ),
+            ("tcp:80:interface=a..b", "nor a host name"),
+            ("tcp:80:interface=a..", "nor a host name"),
+            ("tcp:80:interface=-a", "nor a host name"),
             ("tcp:80:interface=\\:\\:1", "use tcp6"),
             ("tcp:80:backlog=0", "backlog must be"),
             ("tcp:80:port=81", "given twice"),

@@ -65,7 +65,7 @@ pub use clap;
 pub use address::Address;
 pub use client::{ClientEndpoint, ConnectError, Destination};
 pub use deferred::Deferred;
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, Interface};
 pub use error::{Failure, Reason};
 pub use plugin::{Plugin, PluginError};
 pub use process::{

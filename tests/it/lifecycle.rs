@@ -112,6 +112,66 @@ fn port_in_use_is_one_line_naming_the_address() {
 }
 
 #[test]
+fn an_unresolvable_interface_name_is_one_line_naming_the_endpoint() {
+    let (code, _, err) = run(&[
+        "-n",
+        "echo",
+        "--listen",
+        "tcp:0:interface=no-such-host.invalid",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let want = "twistrs: Couldn't listen on tcp:0:interface=no-such-host.invalid: \
+                cannot resolve interface 'no-such-host.invalid' to an IPv4 address";
+    assert!(err.starts_with(want), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn interface_may_be_a_host_name_looked_up_in_etc_hosts() {
+    let test = "interface_may_be_a_host_name_looked_up_in_etc_hosts";
+    // A private mount namespace with its own /etc/hosts: the machine's is never touched.
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1 localhost\n127.0.0.2 twistrs-it-name\n::1 twistrs-it-name6\n",
+    )
+    .unwrap();
+    let script = format!(
+        "mount --bind '{}' /etc/hosts && exec \"$0\" \"$@\"",
+        hosts.display()
+    );
+    let probe = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", &script, "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        return skip(test, "no unshare -m with mount (needs root)");
+    }
+    let srv = Server::start_wrapped(
+        &["unshare", "-m", "sh", "-c", &script],
+        &[
+            "echo",
+            "--listen",
+            "tcp:0:interface=twistrs-it-name",
+            "--listen",
+            "tcp6:0:interface=twistrs-it-name6",
+        ],
+    );
+    let ports = srv.ports();
+    assert_eq!(ports.len(), 2, "{:?}", srv.lines());
+    // The name's own address, not loopback in general: 127.0.0.1 is not listened on.
+    for addr in [
+        std::net::SocketAddr::from(([127, 0, 0, 2], ports[0])),
+        std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, ports[1])),
+    ] {
+        let mut c = connect(addr);
+        send(&mut c, b"ping");
+        assert_eq!(read_n(&mut c, 4), b"ping", "{addr}");
+    }
+    assert!(std::net::TcpStream::connect(("127.0.0.1", ports[0])).is_err());
+}
+
+#[test]
 fn unix_socket_lock_refuses_a_live_owner_and_replaces_a_stale_one() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("s.sock");

@@ -269,11 +269,11 @@ impl Reactor {
                 v6,
                 ..
             } => {
-                let ip = interface.unwrap_or(if *v6 {
-                    IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-                } else {
-                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-                });
+                let ip = match interface {
+                    Some(i) => i.resolve(*v6).map_err(|e| listen_err(key.clone(), e))?,
+                    None if *v6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                    None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                };
                 let addr = SocketAddr::new(ip, *port);
                 let l = bind_tcp(addr, *backlog).map_err(|e| listen_err(addr.to_string(), e))?;
                 adopt_tcp(l, &addr.to_string())?

@@ -83,16 +83,23 @@ impl Reactor {
                 error: io::Error::new(io::ErrorKind::InvalidInput, "not a datagram endpoint"),
             });
         };
-        let addr = SocketAddr::new(
-            interface.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-            *port,
-        );
+        let endpoint = ep.to_string();
+        // An inherited socket (a restart) is matched by the endpoint's string: no look-up.
+        let inherited = self.take_inherited(&endpoint);
+        let ip = match (interface, &inherited) {
+            (Some(i), None) => i.resolve(false).map_err(|error| ListenError {
+                what: endpoint.clone(),
+                error,
+            })?,
+            (Some(i), Some(_)) => i.ip().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            (None, _) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
+        let addr = SocketAddr::new(ip, *port);
         let err = |e| ListenError {
             what: addr.to_string(),
             error: e,
         };
-        let endpoint = ep.to_string();
-        let std = match self.take_inherited(&endpoint) {
+        let std = match inherited {
             Some(fd) => std::net::UdpSocket::from(fd),
             None => std::net::UdpSocket::bind(addr).map_err(err)?,
         };

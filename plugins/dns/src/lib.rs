@@ -264,7 +264,10 @@ impl Service for DnsService {
             // Port 0: TCP takes the port UDP was given, so the pair stays one port; if that
             // TCP port is taken, both try again elsewhere.
             for attempt in 1.. {
-                let udp = Endpoint::Udp { port, interface };
+                let udp = Endpoint::Udp {
+                    port,
+                    interface: interface.map(Into::into),
+                };
                 let id = h.listen_udp(&udp, self.datagram()).map_err(failure)?;
                 let got = h
                     .listener_address(id)
@@ -272,7 +275,7 @@ impl Service for DnsService {
                     .map_or(port, |a| a.port());
                 let tcp = Endpoint::Tcp {
                     port: got,
-                    interface,
+                    interface: interface.map(Into::into),
                     backlog: DEFAULT_BACKLOG,
                     v6: interface.is_some_and(|i| i.is_ipv6()),
                     tls: None,

@@ -49,7 +49,7 @@ impl Socket {
         let interface = if ip.is_unspecified() && !(self.key.proto == Proto::Udp6) {
             None
         } else {
-            Some(ip)
+            Some(ip.into())
         };
         let port = self.key.addr.port();
         match self.key.proto.socktype() {

@@ -245,7 +245,10 @@ fn interface(s: &str) -> Option<IpAddr> {
 /// True if `ep` may be reachable from other hosts.
 fn beyond_loopback(ep: &Endpoint) -> bool {
     match ep {
-        Endpoint::Tcp { interface, .. } => !interface.is_some_and(|i| i.is_loopback()),
+        Endpoint::Tcp { interface, .. } => !interface
+            .as_ref()
+            .and_then(|i| i.ip())
+            .is_some_and(|i| i.is_loopback()),
         Endpoint::Systemd { domain, .. } => *domain != SystemdDomain::Unix,
         Endpoint::Unix { .. } | Endpoint::Udp { .. } => false,
     }
