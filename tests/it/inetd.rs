@@ -384,6 +384,53 @@ fn max_starts_that_many_programs_a_minute_and_refuses_the_rest() {
 }
 
 #[test]
+fn a_wait_stream_program_that_never_accepts_is_held_to_256_starts_a_minute() {
+    // Twisted's own inetd.conf example: `wait` with a program written for `nowait`. The
+    // program exits without accepting, the connection stays pending and the port readable:
+    // without a default limit it was started again at once, ~150 times a second.
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let script = dir.path().join("run.sh");
+    std::fs::write(&script, format!("echo run >> {}\n", runs.display())).unwrap();
+    let i = start(
+        &format!(
+            "{{0}} stream tcp wait root /bin/sh sh {}\n",
+            script.display()
+        ),
+        "",
+        1,
+        1,
+        &[],
+    );
+    let _pending = connect(i.addr(0));
+    let limited = i.server.wait_until(
+        |l| {
+            l.iter()
+                .any(|x| x.contains("(wait.256) (the default for wait"))
+        },
+        Duration::from_secs(30),
+    );
+    let count = || {
+        std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert!(
+        limited.is_some(),
+        "{} starts: {:?}",
+        count(),
+        i.server.lines()
+    );
+    // The last programs write their line; past the limit nothing more starts this minute.
+    std::thread::sleep(Duration::from_millis(500));
+    let n = count();
+    std::thread::sleep(Duration::from_millis(1000));
+    let later = count();
+    assert_eq!((n, later), (256, 256), "256 starts, then none");
+}
+
+#[test]
 fn wait_max_holds_the_next_start_back() {
     // A program that never reads its datagram: the socket stays readable, so each exit is
     // followed at once by the next start, until `.max` says wait.

@@ -44,7 +44,8 @@ and group (the user's primary group by default, with the user's groups), which t
 unless they are twistrs' own; it gets twistrs' environment less twistrs' own variables. \
 '.max' starts at most that many programs in any 60 seconds: beyond that, nowait connections \
 are closed at once (logged once, with a count when programs start again), and a wait service \
-waits. A program that ends with a status other than 0, or by a signal, is logged.\n\n\
+waits. A wait line without '.max' starts at most 256 a minute (OpenBSD's default), so a wait \
+program that exits without accepting cannot loop. A program that ends with a status other than 0, or by a signal, is logged.\n\n\
 SIGHUP (and SIGUSR1, which also reopen the log) read FILE again: sockets whose line is gone \
 close, new lines open theirs, and a changed line (program, arguments, user, .max) applies \
 from the next connection, on the same socket; connections and programs in progress go on. A \

@@ -32,6 +32,12 @@ pub const SYSTEM: &str = "twistrs.inetd";
 /// (the datagram that woke it is still there: without a pause it would spin).
 const RETRY: Duration = Duration::from_secs(1);
 
+/// The starts per minute of a `wait` line without `.max`: openbsd-inetd's default (256). A
+/// `wait` stream program that exits without accepting (a `/bin/cat` line written for
+/// `nowait`) leaves the connection pending and is started again at once: without a limit,
+/// hundreds of forks a second for as long as the client waits.
+pub const WAIT_DEFAULT_MAX: u32 = 256;
+
 enum Kind {
     Internal,
     NoWait {
@@ -118,7 +124,8 @@ fn spec_of(sock: &Socket) -> Option<ProcessSpec> {
 }
 
 fn rate_of(sock: &Socket, old: Option<Rate>) -> Option<Rate> {
-    match (old, sock.conf.max) {
+    let max = sock.conf.max.or(sock.conf.wait.then_some(WAIT_DEFAULT_MAX));
+    match (old, max) {
         (Some(mut r), Some(m)) => {
             r.set_max(m);
             Some(r)
@@ -366,8 +373,14 @@ fn readable(weak: &Weak<RefCell<State>>, id: u64, w: WatchId, fd: BorrowedFd<'_>
             let now = h.now();
             if !r.try_start(now) {
                 let wait = r.next_start(now).saturating_duration_since(now);
+                let why = if p.sock.conf.max.is_none() {
+                    " (the default for wait: a wait program must take the socket's \
+                     connections; for a program per connection, write nowait)"
+                } else {
+                    ""
+                };
                 log::warn!(target: SYSTEM,
-                    "'{}': {} programs started in the last minute (wait.{}): the next in {} s.",
+                    "'{}': {} programs started in the last minute (wait.{}){why}: the next in {} s.",
                     p.label, r.max(), r.max(), wait.as_secs().max(1));
                 p.metrics.refused.inc();
                 let again = h.clone();
