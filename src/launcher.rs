@@ -410,6 +410,9 @@ pub(crate) fn settle(
     logger: &'static logging::Logger,
 ) -> Result<(), String> {
     if chroot && let Some(dir) = &plan.chroot {
+        if let Err(e) = logger.enter_chroot(dir) {
+            log::warn!(target: LAUNCHER, "The log file {e}.");
+        }
         privileges::chroot(dir)?;
     }
     if (chroot || plan.chroot.is_none()) && plan.rundir != Path::new(".") {
@@ -722,7 +725,11 @@ pub(crate) fn reopen_log() {
                     log::info!(target: LAUNCHER, "Reopened log file {}.", p.display());
                 }
             }
-            Err(e) => eprintln!("twistrs: cannot reopen the log file: {e}"),
+            // Said in the log (still the file opened before) and on stderr.
+            Err(e) => {
+                log::error!(target: LAUNCHER, "Cannot reopen the log file: {e}.");
+                eprintln!("twistrs: cannot reopen the log file: {e}");
+            }
         }
     }
 }

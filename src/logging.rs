@@ -51,7 +51,12 @@ pub struct Rotation {
 enum Sink {
     Stdout(io::Stdout),
     File {
+        /// The path as given (made absolute): what messages name.
         path: PathBuf,
+        /// The path to reopen and rotate by: `path`, or after `--chroot` the same file's
+        /// path inside the jail; `Err(jail)` when the file is outside it and cannot be
+        /// reached again (no descriptor outside the jail is kept: that would undo it).
+        reach: Result<PathBuf, PathBuf>,
         file: File,
         size: u64,
     },
@@ -73,6 +78,17 @@ pub struct Logger {
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
 
+/// Why the log file cannot be reopened or rotated: it is outside the jail.
+fn outside(path: &Path, jail: &Path) -> io::Error {
+    io::Error::other(format!(
+        "{} is outside the chroot {}: it cannot be reopened or rotated, and the file opened at \
+         start is still written (rotate it with logrotate's copytruncate, or put the log inside \
+         the jail)",
+        path.display(),
+        jail.display()
+    ))
+}
+
 fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
@@ -85,7 +101,12 @@ pub fn init(dest: Destination, rotation: Option<Rotation>) -> io::Result<&'stati
             let path = std::path::absolute(&path)?;
             let file = open_append(&path)?;
             let size = file.metadata().map_or(0, |m| m.len());
-            Sink::File { path, file, size }
+            Sink::File {
+                reach: Ok(path.clone()),
+                path,
+                file,
+                size,
+            }
         }
         Destination::Syslog(ident) => {
             // openlog keeps the pointer: the ident must live for the whole process.
@@ -138,13 +159,47 @@ impl Logger {
     }
 
     /// Opens the log file again by name (after logrotate moved it). Stdout is left alone.
+    /// After `--chroot` the name is looked up inside the jail; a file outside it cannot be
+    /// reopened, and the error says so (the file opened at start is still written).
     pub fn reopen(&self) -> io::Result<()> {
         let mut st = self.lock();
-        if let Sink::File { path, file, size } = &mut st.sink {
-            *file = open_append(path)?;
+        if let Sink::File {
+            path,
+            reach,
+            file,
+            size,
+        } = &mut st.sink
+        {
+            let at = reach.as_ref().map_err(|jail| outside(path, jail))?;
+            *file = open_append(at)?;
             *size = file.metadata().map_or(0, |m| m.len());
         }
         Ok(())
+    }
+
+    /// Called just before `chroot(dir)`: from then on the log file is reopened and rotated by
+    /// its path inside the jail. A file outside the jail cannot be: the error, for the start
+    /// to log, says what that means.
+    pub fn enter_chroot(&self, dir: &Path) -> Result<(), String> {
+        let mut st = self.lock();
+        let Sink::File { path, reach, .. } = &mut st.sink else {
+            return Ok(());
+        };
+        let jail = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let real = match (path.parent(), path.file_name()) {
+            (Some(d), Some(f)) => std::fs::canonicalize(d).map(|d| d.join(f)),
+            _ => Err(io::Error::from(io::ErrorKind::NotFound)),
+        };
+        match real.as_ref().map(|r| r.strip_prefix(&jail)) {
+            Ok(Ok(inside)) => {
+                *reach = Ok(Path::new("/").join(inside));
+                Ok(())
+            }
+            _ => {
+                *reach = Err(jail.clone());
+                Err(outside(path, &jail).to_string())
+            }
+        }
     }
 
     /// The log file's path, when logging to a file.
@@ -258,12 +313,16 @@ impl Log for Logger {
             Sink::Stdout(s) => {
                 let _ = s.write_all(line.as_bytes()).and_then(|_| s.flush());
             }
-            Sink::File { path, file, size } => {
+            Sink::File {
+                reach, file, size, ..
+            } => {
                 if file.write_all(line.as_bytes()).is_ok() {
                     *size += line.len() as u64;
                 }
+                // Outside the jail: never rotated (said at start).
                 if let Some(r) = rotation
                     && *size >= r.max
+                    && let Ok(path) = reach
                 {
                     match rotate(path, r.keep) {
                         Ok(Some(f)) => {

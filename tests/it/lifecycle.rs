@@ -284,6 +284,89 @@ fn logfile_option_writes_twistd_lines_and_sighup_reopens_it() {
     );
 }
 
+/// Waits (bounded) until `path` contains `needle`; its text either way.
+fn wait_file(path: &std::path::Path, needle: &str) -> String {
+    for _ in 0..500 {
+        let t = std::fs::read_to_string(path).unwrap_or_default();
+        if t.contains(needle) {
+            return t;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn after_chroot_a_log_outside_the_jail_is_never_reopened_inside_it() {
+    let test = "after_chroot_a_log_outside_the_jail_is_never_reopened_inside_it";
+    if !nix::unistd::geteuid().is_root() {
+        return skip(test, "--chroot needs root");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let jail = dir.path().join("jail");
+    let log = dir.path().join("app.log");
+    // The jail has the log's directory too: a reopen by the same path would land there.
+    let twin = jail.join(log.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(twin.parent().unwrap()).unwrap();
+    let mut srv = Server::spawn(&[
+        "--chroot",
+        jail.to_str().unwrap(),
+        "-l",
+        log.to_str().unwrap(),
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let text = wait_file(&log, "starting on");
+    assert!(
+        text.contains(&format!(
+            "The log file {} is outside the chroot {}",
+            log.display(),
+            jail.display()
+        )),
+        "{text}"
+    );
+    std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+    srv.signal(1);
+    let moved = dir.path().join("app.log.1");
+    let text = wait_file(&moved, "Cannot reopen the log file");
+    assert!(
+        text.contains("Cannot reopen the log file") && text.contains("copytruncate"),
+        "{text}"
+    );
+    assert!(!twin.exists(), "no log file inside the jail");
+    assert!(!log.exists(), "nothing reopened");
+    srv.term();
+}
+
+#[test]
+fn after_chroot_a_log_inside_the_jail_is_reopened_by_its_path_there() {
+    let test = "after_chroot_a_log_inside_the_jail_is_reopened_by_its_path_there";
+    if !nix::unistd::geteuid().is_root() {
+        return skip(test, "--chroot needs root");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let jail = dir.path().join("jail");
+    std::fs::create_dir_all(jail.join("logs")).unwrap();
+    let log = jail.join("logs/app.log");
+    let mut srv = Server::spawn(&[
+        "--chroot",
+        jail.to_str().unwrap(),
+        "-l",
+        log.to_str().unwrap(),
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let text = wait_file(&log, "starting on");
+    assert!(!text.contains("outside the chroot"), "{text}");
+    std::fs::rename(&log, jail.join("logs/app.log.1")).unwrap();
+    srv.signal(1);
+    let text = wait_file(&log, "Reopened log file");
+    assert!(text.contains("Reopened log file"), "{text}");
+    srv.term();
+}
+
 #[test]
 fn built_in_rotation_keeps_n_files_and_spares_dev_null() {
     let dir = tempfile::tempdir().unwrap();
