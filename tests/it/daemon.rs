@@ -254,6 +254,55 @@ fn stop_kills_after_its_timeout() {
 }
 
 #[test]
+fn restart_hands_over_a_socket_bound_by_host_name() {
+    // The successor matches inherited sockets by the endpoint string, which keeps the name:
+    // the socket is handed over, not bound again. The name comes from a private /etc/hosts.
+    let test = "restart_hands_over_a_socket_bound_by_host_name";
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1 localhost\n127.0.0.3 twistrs-it-restart\n",
+    )
+    .unwrap();
+    let script = format!(
+        "mount --bind '{}' /etc/hosts && exec \"$0\" \"$@\"",
+        hosts.display()
+    );
+    let probe = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script, "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        return skip(test, "no unshare -m with mount (needs root)");
+    }
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script, BIN])
+        .args(["echo", "--listen", "tcp:0:interface=twistrs-it-restart"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pid: u32 = std::fs::read_to_string(dir.path().join("twistrs.pid"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Stopped through its pidfile when dropped, also if an assertion fails.
+    let d = Daemon { dir, pid };
+    let port = d.ports()[0];
+    let ping = || {
+        let mut c = connect(std::net::SocketAddr::from(([127, 0, 0, 3], port)));
+        send(&mut c, b"ping");
+        assert_eq!(read_n(&mut c, 4), b"ping");
+    };
+    ping();
+    let (code, out, err) = d.ctl(&["restart"]);
+    assert_eq!(code, 0, "{out} {err} {}", d.log());
+    assert!(out.contains("handed over to PID"), "{out}");
+    ping();
+}
+
+#[test]
 fn restart_under_a_client_loop_refuses_nothing() {
     let d = Daemon::start(&["echo", "--listen", "tcp:0:interface=127.0.0.1"]);
     let port = d.ports()[0];
