@@ -460,7 +460,8 @@ fn serve(
     // 8. Listeners, bound as the starting user (port 80 as root), or inherited.
     let mut reactor = Reactor::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
     workers::number_sessions(m, &mut reactor);
-    watch_signals(&mut reactor).map_err(|e| format!("cannot watch signals: {e}"))?;
+    watch_signals(&mut reactor, plan.chroot.clone())
+        .map_err(|e| format!("cannot watch signals: {e}"))?;
     if let Some(inh) = &inherited {
         for (ep, fd) in &inh.listeners {
             // SAFETY: our predecessor passed each listening socket exactly once.
@@ -702,14 +703,22 @@ fn close_inherited_on_exec() {
 
 /// What the signals mean, on top of the reactor's SIGTERM/SIGINT (stop): SIGUSR2 restarts
 /// (`run` returns, then `restart`), SIGHUP and SIGUSR1 reopen the log and every plugin's files.
-fn watch_signals(reactor: &mut Reactor) -> std::io::Result<()> {
+/// In a chroot, a plugin's files are read again by their paths inside the jail: said at each
+/// reload, so an error naming `/etc/...` is not taken for the file outside.
+fn watch_signals(reactor: &mut Reactor, chroot: Option<PathBuf>) -> std::io::Result<()> {
     reactor.on_signal(libc::SIGUSR2, SignalAction::Stop)?;
     for sig in [libc::SIGHUP, libc::SIGUSR1] {
         let h = reactor.handle();
+        let chroot = chroot.clone();
         reactor.on_signal(
             sig,
             SignalAction::Call(Box::new(move || {
                 reopen_log();
+                if let Some(dir) = &chroot {
+                    log::info!(target: LAUNCHER,
+                        "Reloading in the chroot {}: files are read again by their paths inside it.",
+                        dir.display());
+                }
                 h.reopen_files();
             })),
         )?;

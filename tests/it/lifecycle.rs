@@ -334,6 +334,8 @@ fn after_chroot_a_log_outside_the_jail_is_never_reopened_inside_it() {
         text.contains("Cannot reopen the log file") && text.contains("copytruncate"),
         "{text}"
     );
+    let hint = "files are read again by their paths inside it.";
+    assert!(wait_file(&moved, hint).contains(hint), "{text}");
     assert!(!twin.exists(), "no log file inside the jail");
     assert!(!log.exists(), "nothing reopened");
     srv.term();
