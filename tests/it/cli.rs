@@ -89,7 +89,7 @@ fn malformed_endpoints_are_one_line_errors() {
         "tcp:abc",
         "tcp:99999",
         "tcp:80:foo=bar",
-        "tcp:80:interface=nohost",
+        "tcp:80:interface=no host",
         "unix:",
         "unix:/x:mode=9z",
         "bogus:1",
