@@ -383,25 +383,24 @@ fn max_starts_that_many_programs_a_minute_and_refuses_the_rest() {
     assert_eq!(refusals, 1, "logged once, not per connection");
 }
 
+/// inetd on one port with the line `{0} KIND root /bin/sh sh SCRIPT` (KIND: socket type,
+/// protocol and wait flag), the script adding a line to a file at each start; the server, that
+/// file, and the directory holding both.
+fn counting_starts(kind: &str) -> (Inetd, std::path::PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let script = dir.path().join("run.sh");
+    std::fs::write(&script, format!("echo run >> {}\n", runs.display())).unwrap();
+    let line = format!("{{0}} {kind} root /bin/sh sh {}\n", script.display());
+    (start(&line, "", 1, 1, &[]), runs, dir)
+}
+
 #[test]
 fn a_wait_stream_program_that_never_accepts_is_held_to_256_starts_a_minute() {
     // Twisted's own inetd.conf example: `wait` with a program written for `nowait`. The
     // program exits without accepting, the connection stays pending and the port readable:
     // without a default limit it was started again at once, ~150 times a second.
-    let dir = tempfile::tempdir().unwrap();
-    let runs = dir.path().join("runs");
-    let script = dir.path().join("run.sh");
-    std::fs::write(&script, format!("echo run >> {}\n", runs.display())).unwrap();
-    let i = start(
-        &format!(
-            "{{0}} stream tcp wait root /bin/sh sh {}\n",
-            script.display()
-        ),
-        "",
-        1,
-        1,
-        &[],
-    );
+    let (i, runs, _dir) = counting_starts("stream tcp wait");
     let _pending = connect(i.addr(0));
     let limited = i.server.wait_until(
         |l| {
@@ -434,20 +433,7 @@ fn a_wait_stream_program_that_never_accepts_is_held_to_256_starts_a_minute() {
 fn wait_max_holds_the_next_start_back() {
     // A program that never reads its datagram: the socket stays readable, so each exit is
     // followed at once by the next start, until `.max` says wait.
-    let dir = tempfile::tempdir().unwrap();
-    let runs = dir.path().join("runs");
-    let script = dir.path().join("run.sh");
-    std::fs::write(&script, format!("echo run >> {}\n", runs.display())).unwrap();
-    let i = start(
-        &format!(
-            "{{0}} dgram udp wait.2 root /bin/sh sh {}\n",
-            script.display()
-        ),
-        "",
-        1,
-        1,
-        &[],
-    );
+    let (i, runs, _dir) = counting_starts("dgram udp wait.2");
     udp().send_to(b"x", ("127.0.0.1", i.port(0))).unwrap();
     assert!(
         i.server

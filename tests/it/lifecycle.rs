@@ -296,6 +296,19 @@ fn wait_file(path: &std::path::Path, needle: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// `twistrs -n --chroot JAIL -l LOG echo` on a port of its own, not waited for.
+fn chrooted_echo(jail: &std::path::Path, log: &std::path::Path) -> Server {
+    Server::spawn(&[
+        "--chroot",
+        jail.to_str().unwrap(),
+        "-l",
+        log.to_str().unwrap(),
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ])
+}
+
 #[test]
 fn after_chroot_a_log_outside_the_jail_is_never_reopened_inside_it() {
     let test = "after_chroot_a_log_outside_the_jail_is_never_reopened_inside_it";
@@ -308,15 +321,7 @@ fn after_chroot_a_log_outside_the_jail_is_never_reopened_inside_it() {
     // The jail has the log's directory too: a reopen by the same path would land there.
     let twin = jail.join(log.strip_prefix("/").unwrap());
     std::fs::create_dir_all(twin.parent().unwrap()).unwrap();
-    let mut srv = Server::spawn(&[
-        "--chroot",
-        jail.to_str().unwrap(),
-        "-l",
-        log.to_str().unwrap(),
-        "echo",
-        "--listen",
-        "tcp:0:interface=127.0.0.1",
-    ]);
+    let mut srv = chrooted_echo(&jail, &log);
     let text = wait_file(&log, "starting on");
     assert!(
         text.contains(&format!(
@@ -351,15 +356,7 @@ fn after_chroot_a_log_inside_the_jail_is_reopened_by_its_path_there() {
     let jail = dir.path().join("jail");
     std::fs::create_dir_all(jail.join("logs")).unwrap();
     let log = jail.join("logs/app.log");
-    let mut srv = Server::spawn(&[
-        "--chroot",
-        jail.to_str().unwrap(),
-        "-l",
-        log.to_str().unwrap(),
-        "echo",
-        "--listen",
-        "tcp:0:interface=127.0.0.1",
-    ]);
+    let mut srv = chrooted_echo(&jail, &log);
     let text = wait_file(&log, "starting on");
     assert!(!text.contains("outside the chroot"), "{text}");
     std::fs::rename(&log, jail.join("logs/app.log.1")).unwrap();

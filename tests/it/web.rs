@@ -128,7 +128,12 @@ pub(crate) fn tree() -> Tree {
 }
 
 fn web(t: &Tree, extra: &[&str]) -> Server {
-    let root = t.root.to_str().unwrap().to_string();
+    web_at(&t.root, extra)
+}
+
+/// `twistrs -n web --path ROOT` on a port of its own on 127.0.0.1, with `extra` options.
+fn web_at(root: &std::path::Path, extra: &[&str]) -> Server {
+    let root = root.to_str().unwrap().to_string();
     let mut args = vec![
         "web",
         "--path",
@@ -306,13 +311,7 @@ fn a_file_named_index_is_the_first_index_as_in_twistd() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, body).unwrap();
     }
-    let srv = Server::start(&[
-        "web",
-        "--path",
-        dir.path().to_str().unwrap(),
-        "--listen",
-        "tcp:0:interface=127.0.0.1",
-    ]);
+    let srv = web_at(dir.path(), &[]);
     let a = srv.addr();
     assert_eq!(get_path(a, "/bare/").body, b"bare", "not a listing");
     assert_eq!(get_path(a, "/both/").body, b"first");
@@ -391,13 +390,7 @@ fn directories_redirect_index_listing_and_errors() {
     assert_eq!(get_path(a, "/.hidden").status, 404);
     // A single file as the root.
     let f = t.root.join("a.txt");
-    let srv = Server::start(&[
-        "web",
-        "--path",
-        f.to_str().unwrap(),
-        "--listen",
-        "tcp:0:interface=127.0.0.1",
-    ]);
+    let srv = web_at(&f, &[]);
     assert_eq!(get_path(srv.addr(), "/").body, b"0123456789");
     assert_eq!(get_path(srv.addr(), "/other").status, 404);
 }
@@ -704,13 +697,7 @@ fn a_one_gib_sparse_file_downloads_intact_with_flat_memory() {
         f.write_all_at(format!("mark{i}").as_bytes(), *off).unwrap();
     }
     drop(f);
-    let srv = Server::start(&[
-        "web",
-        "--path",
-        dir.path().to_str().unwrap(),
-        "--listen",
-        "tcp:0:interface=127.0.0.1",
-    ]);
+    let srv = web_at(dir.path(), &[]);
     let base = srv.rss_kib();
     let url = format!("http://{}/big.bin", srv.addr());
     let sum = |cmd: String| {
@@ -1002,13 +989,7 @@ fn an_interrupted_response_is_logged_with_the_bytes_that_left() {
         .unwrap()
         .set_len(size)
         .unwrap();
-    let srv = Server::start(&[
-        "web",
-        "--path",
-        dir.path().to_str().unwrap(),
-        "--listen",
-        "tcp:0:interface=127.0.0.1",
-    ]);
+    let srv = web_at(dir.path(), &[]);
     let mut s = connect(srv.addr());
     send(&mut s, b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n");
     let mut got = 0;
