@@ -155,14 +155,19 @@ fn interface_may_be_a_host_name_looked_up_in_etc_hosts() {
             "tcp:0:interface=twistrs-it-name",
             "--listen",
             "tcp6:0:interface=twistrs-it-name6",
+            // An IPv4 endpoint on a name with only a `::1` line: the resolver's IPv4 answer
+            // (glibc's 127.0.0.1), as twistd's bind gets it.
+            "--listen",
+            "tcp:0:interface=twistrs-it-name6",
         ],
     );
     let ports = srv.ports();
-    assert_eq!(ports.len(), 2, "{:?}", srv.lines());
+    assert_eq!(ports.len(), 3, "{:?}", srv.lines());
     // The name's own address, not loopback in general: 127.0.0.1 is not listened on.
     for addr in [
         std::net::SocketAddr::from(([127, 0, 0, 2], ports[0])),
         std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, ports[1])),
+        std::net::SocketAddr::from(([127, 0, 0, 1], ports[2])),
     ] {
         let mut c = connect(addr);
         send(&mut c, b"ping");
