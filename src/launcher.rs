@@ -426,6 +426,7 @@ pub(crate) fn settle(
     if plan.daemon {
         let log_path = logger.path();
         *status = daemon::daemonize(Path::new("."), umask.unwrap_or(0o077), log_path.as_deref())?;
+        logger.forked();
     }
     if systemd_fds {
         // Socket activation names the PID systemd started; after a fork that is us.

@@ -69,6 +69,9 @@ struct State {
     format: Format,
     stamp_secs: i64,
     stamp: String,
+    /// The process writing, for JSON lines: kept here, not asked of the kernel per line
+    /// (`getpid` is a system call), and updated by [`Logger::forked`].
+    writer: crate::jsonlog::Writer,
 }
 
 /// The process's logger; reachable through [`logger`] for `reopen`.
@@ -77,6 +80,14 @@ pub struct Logger {
 }
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+/// This process, as its JSON lines name it.
+fn this_writer() -> crate::jsonlog::Writer {
+    crate::jsonlog::Writer {
+        pid: std::process::id(),
+        worker: crate::workers::this_worker().map(|w| w.index),
+    }
+}
 
 /// Why the log file cannot be reopened or rotated: it is outside the jail.
 fn outside(path: &Path, jail: &Path) -> io::Error {
@@ -124,6 +135,7 @@ pub fn init(dest: Destination, rotation: Option<Rotation>) -> io::Result<&'stati
             format: Format::Text,
             stamp_secs: i64::MIN,
             stamp: String::new(),
+            writer: this_writer(),
         }),
     });
     {
@@ -145,6 +157,12 @@ pub fn logger() -> Option<&'static Logger> {
 impl Logger {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The process forked (a daemon going into the background): its lines now name the
+    /// child's PID.
+    pub fn forked(&self) {
+        self.lock().writer = this_writer();
     }
 
     /// Sets the line format and the most verbose level written (`--log-format`,
@@ -298,11 +316,7 @@ impl Log for Logger {
                 r.level(),
                 &sys,
                 &text,
-                crate::jsonlog::Writer {
-                    // Asked each time: a daemon forks after its log is open.
-                    pid: std::process::id(),
-                    worker: crate::workers::this_worker().map(|w| w.index),
-                },
+                st.writer,
                 r.key_values(),
             )
         } else {
