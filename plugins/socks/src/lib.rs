@@ -231,15 +231,13 @@ fn endpoints(m: &ArgMatches) -> Result<Vec<Endpoint>, PluginError> {
 /// `-i` as twistd takes it: an address, or a host name bound as its first IPv4 address
 /// (twistd hands the name to an IPv4 socket's bind, which resolves it so).
 fn interface(s: &str) -> Option<IpAddr> {
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Some(ip);
+    match s.parse::<IpAddr>() {
+        Ok(ip) => Some(ip),
+        // The endpoints' own look-up: in the IPv4 family, as Python's bind asks.
+        Err(_) => twistrs_core::Interface::Name(s.to_string())
+            .resolve(false)
+            .ok(),
     }
-    use std::net::ToSocketAddrs;
-    (s, 0)
-        .to_socket_addrs()
-        .ok()?
-        .find(|a| a.is_ipv4())
-        .map(|a| a.ip())
 }
 
 /// True if `ep` may be reachable from other hosts.
