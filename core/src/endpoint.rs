@@ -83,52 +83,9 @@ impl Interface {
                 format!("cannot resolve interface '{name}' to an {family} address: {why}"),
             )
         };
-        lookup(name, v6)
+        crate::addrinfo::lookup(name, v6)
             .map_err(not_found)?
             .ok_or_else(|| not_found(format!("it has no {family} address")))
-    }
-}
-
-/// `getaddrinfo` for `name` in one family, as Python's `bind` on an `AF_INET` or `AF_INET6`
-/// socket asks it: the first address, or None. Asking in the family, not for every address
-/// and then filtering, gives the resolver's answer for that family (glibc answers an IPv4
-/// question from a `::1 name` line of /etc/hosts with 127.0.0.1, as twistd then binds).
-fn lookup(name: &str, v6: bool) -> Result<Option<IpAddr>, String> {
-    let c = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
-    // SAFETY: zeroed hints but family and socket type, a NUL-terminated name and an out
-    // pointer that getaddrinfo fills; the list is walked while it lives and freed once.
-    unsafe {
-        let mut hints: libc::addrinfo = std::mem::zeroed();
-        hints.ai_family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
-        hints.ai_socktype = libc::SOCK_STREAM;
-        let mut res: *mut libc::addrinfo = std::ptr::null_mut();
-        let rc = libc::getaddrinfo(c.as_ptr(), std::ptr::null(), &hints, &mut res);
-        if rc != 0 {
-            return Err(std::ffi::CStr::from_ptr(libc::gai_strerror(rc))
-                .to_string_lossy()
-                .into_owned());
-        }
-        let mut found = None;
-        let mut p = res;
-        while !p.is_null() && found.is_none() {
-            let ai = &*p;
-            if !ai.ai_addr.is_null() {
-                found = match ai.ai_family {
-                    libc::AF_INET if !v6 => {
-                        let sa = &*(ai.ai_addr as *const libc::sockaddr_in);
-                        Some(IpAddr::from(u32::from_be(sa.sin_addr.s_addr).to_be_bytes()))
-                    }
-                    libc::AF_INET6 if v6 => {
-                        let sa = &*(ai.ai_addr as *const libc::sockaddr_in6);
-                        Some(IpAddr::from(sa.sin6_addr.s6_addr))
-                    }
-                    _ => None,
-                };
-            }
-            p = ai.ai_next;
-        }
-        libc::freeaddrinfo(res);
-        Ok(found)
     }
 }
 

@@ -33,6 +33,7 @@
 //! ```
 
 pub mod address;
+pub mod addrinfo;
 pub mod auth;
 pub mod client;
 mod connection;

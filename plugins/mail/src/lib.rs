@@ -211,33 +211,9 @@ fn system_hostname() -> String {
         .and_then(|u| u.nodename().to_str().map(str::to_string))
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
-    canonical_name(&node)
+    twistrs_core::addrinfo::canonical_name(&node)
         .filter(|c| c.contains('.'))
         .unwrap_or(node)
-}
-
-/// `name`'s canonical name from the resolver (`getaddrinfo` with `AI_CANONNAME`).
-fn canonical_name(name: &str) -> Option<String> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getaddrinfo with a NUL-terminated name, zeroed hints but the flag and socket
-    // type, and an out pointer it fills; the list is read once and freed once.
-    unsafe {
-        let mut hints: libc::addrinfo = std::mem::zeroed();
-        hints.ai_flags = libc::AI_CANONNAME;
-        hints.ai_socktype = libc::SOCK_STREAM;
-        let mut res: *mut libc::addrinfo = std::ptr::null_mut();
-        if libc::getaddrinfo(c.as_ptr(), std::ptr::null(), &hints, &mut res) != 0 || res.is_null() {
-            return None;
-        }
-        let canon = (*res).ai_canonname;
-        let out = (!canon.is_null()).then(|| {
-            std::ffi::CStr::from_ptr(canon)
-                .to_string_lossy()
-                .into_owned()
-        });
-        libc::freeaddrinfo(res);
-        out
-    }
 }
 
 /// The STARTTLS/STLS certificate of `--certificate` and `--privkey`, loaded now so that a bad
