@@ -244,6 +244,20 @@ const ECHO: &[&str] = &[
     "tcp:0:interface=127.0.0.1",
 ];
 
+/// `twistrs --workers 2 GLOBAL... echo` once both workers serve: the master, its PID and its
+/// two workers' PIDs.
+fn two_echo_workers(global: &[&str]) -> (Master, i32, Vec<i32>) {
+    let mut args = vec!["--workers", "2"];
+    args.extend_from_slice(global);
+    args.extend_from_slice(&ECHO[2..]);
+    let m = Master::start(&args);
+    m.wait_serving(2);
+    let master = m.pid();
+    let workers = children(master);
+    assert_eq!(workers.len(), 2, "{workers:?}\n{}", m.log());
+    (m, master, workers)
+}
+
 #[test]
 fn workers_are_the_masters_children_and_share_the_connections() {
     let m = Master::start(ECHO);
@@ -305,19 +319,7 @@ for raw in open(sys.argv[1], "rb").read().split(b"\n"):
 
 #[test]
 fn json_lines_name_the_process_that_wrote_them_and_workers_skip_the_masters_banner() {
-    let m = Master::start(&[
-        "--workers",
-        "2",
-        "--log-format",
-        "json",
-        "echo",
-        "--listen",
-        "tcp:0:interface=127.0.0.1",
-    ]);
-    m.wait_serving(2);
-    let master = m.pid();
-    let workers = children(master);
-    assert_eq!(workers.len(), 2, "{workers:?}\n{}", m.log());
+    let (m, master, workers) = two_echo_workers(&["--log-format", "json"]);
     let log = m.path("twistrs.log");
     let (code, out, err) = crate::mail::py(JSON_WRITERS, &[log.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}\n{}", m.log());
@@ -761,10 +763,7 @@ fn a_stop_signalled_to_the_whole_group_still_drains_gracefully() {
     // systemd's default KillMode sends SIGTERM to every process of the service at once: the
     // master's own stop request to a worker must not count as the second signal that ends
     // its drain at once.
-    let m = Master::start(ECHO);
-    m.wait_serving(2);
-    let master = m.pid();
-    let workers = children(master);
+    let (m, master, workers) = two_echo_workers(&[]);
     let port = m.port();
     let mut conns: Vec<std::net::TcpStream> = (0..8)
         .map(|_| {
@@ -990,20 +989,9 @@ fn sample(body: &str, prefix: &str) -> u64 {
 
 #[test]
 fn metrics_with_workers_add_up_every_workers_figures() {
-    let m = Master::start(&[
-        "--workers",
-        "2",
-        // The same endpoint string as the echo listener's: a restart matches inherited
-        // sockets up by their strings, and must still give each its own.
-        "--metrics",
-        "tcp:0:interface=127.0.0.1",
-        "echo",
-        "--listen",
-        "tcp:0:interface=127.0.0.1",
-    ]);
-    m.wait_serving(2);
-    let master = m.pid();
-    let workers = children(master);
+    // The same endpoint string as the echo listener's: a restart matches inherited sockets
+    // up by their strings, and must still give each its own.
+    let (m, _, workers) = two_echo_workers(&["--metrics", "tcp:0:interface=127.0.0.1"]);
     let (echo, metrics) = (port_of(&m, "Echo"), port_of(&m, "Metrics"));
     // Connections held open until both workers hold some (bounded at 400).
     let (conns, held) = hold_on_every_worker(echo, &workers, b"abc");
