@@ -259,24 +259,17 @@ fn restart_hands_over_a_socket_bound_by_host_name() {
     // the socket is handed over, not bound again. The name comes from a private /etc/hosts.
     let test = "restart_hands_over_a_socket_bound_by_host_name";
     let dir = tempfile::tempdir().unwrap();
-    let hosts = dir.path().join("hosts");
-    std::fs::write(
-        &hosts,
+    let Some(wrapper) = private_hosts(
+        test,
+        dir.path(),
         "127.0.0.1 localhost\n127.0.0.3 twistrs-it-restart\n",
-    )
-    .unwrap();
-    let script = format!(
-        "mount --bind '{}' /etc/hosts && exec \"$0\" \"$@\"",
-        hosts.display()
-    );
-    let probe = Command::new("unshare")
-        .args(["-m", "sh", "-c", &script, "true"])
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        return skip(test, "no unshare -m with mount (needs root)");
-    }
-    let out = Command::new("unshare")
-        .args(["-m", "sh", "-c", &script, BIN])
+        None,
+    ) else {
+        return;
+    };
+    let out = Command::new(&wrapper[0])
+        .args(&wrapper[1..])
+        .arg(BIN)
         .args(["echo", "--listen", "tcp:0:interface=twistrs-it-restart"])
         .current_dir(dir.path())
         .stdin(Stdio::null())

@@ -129,26 +129,18 @@ fn an_unresolvable_interface_name_is_one_line_naming_the_endpoint() {
 #[test]
 fn interface_may_be_a_host_name_looked_up_in_etc_hosts() {
     let test = "interface_may_be_a_host_name_looked_up_in_etc_hosts";
-    // A private mount namespace with its own /etc/hosts: the machine's is never touched.
     let dir = tempfile::tempdir().unwrap();
-    let hosts = dir.path().join("hosts");
-    std::fs::write(
-        &hosts,
+    let Some(wrapper) = private_hosts(
+        test,
+        dir.path(),
         "127.0.0.1 localhost\n127.0.0.2 twistrs-it-name\n::1 twistrs-it-name6\n",
-    )
-    .unwrap();
-    let script = format!(
-        "mount --bind '{}' /etc/hosts && exec \"$0\" \"$@\"",
-        hosts.display()
-    );
-    let probe = std::process::Command::new("unshare")
-        .args(["-m", "sh", "-c", &script, "true"])
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        return skip(test, "no unshare -m with mount (needs root)");
-    }
+        None,
+    ) else {
+        return;
+    };
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     let srv = Server::start_wrapped(
-        &["unshare", "-m", "sh", "-c", &script],
+        &wrapper,
         &[
             "echo",
             "--listen",

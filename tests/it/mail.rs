@@ -355,24 +355,17 @@ fn without_h_the_greeting_names_the_fqdn_as_twistds() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let hosts = dir.path().join("hosts");
-    std::fs::write(&hosts, "127.0.0.1 localhost\n127.0.1.1 mx.example.com mx\n").unwrap();
-    let setup = format!(
-        "mount --bind '{}' /etc/hosts && hostname mx && exec \"$0\" \"$@\"",
-        hosts.display()
-    );
-    let probe = Command::new("unshare")
-        .args(["-mu", "sh", "-c", &setup, "true"])
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        skip(
-            "without_h_the_greeting_names_the_fqdn_as_twistds",
-            "no unshare -mu here",
-        );
+    let Some(wrapper) = private_hosts(
+        "without_h_the_greeting_names_the_fqdn_as_twistds",
+        dir.path(),
+        "127.0.0.1 localhost\n127.0.1.1 mx.example.com mx\n",
+        Some("mx"),
+    ) else {
         return;
-    }
+    };
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     let srv = Server::start_wrapped(
-        &["unshare", "-mu", "sh", "-c", &setup],
+        &wrapper,
         &["mail", "-s", "tcp:0:interface=127.0.0.1", "--no-pop3"],
     );
     let mut c = connect(srv.addr());

@@ -278,6 +278,39 @@ pub fn send(s: &mut impl Write, data: &[u8]) {
     s.write_all(data).expect("write");
 }
 
+/// The command (`unshare ... sh -c SCRIPT`) to put before another so that it runs with
+/// `hosts` as its /etc/hosts, and with `hostname` as its host name if given, in mount (and
+/// UTS) namespaces of its own: the machine's are never touched. The hosts file is written in
+/// `dir`. None, after a skip line for `test`, where such namespaces cannot be made (not root).
+pub fn private_hosts(
+    test: &str,
+    dir: &std::path::Path,
+    hosts: &str,
+    hostname: Option<&str>,
+) -> Option<Vec<String>> {
+    let file = dir.join("hosts");
+    std::fs::write(&file, hosts).unwrap();
+    let mut script = format!("mount --bind '{}' /etc/hosts", file.display());
+    if let Some(h) = hostname {
+        script.push_str(&format!(" && hostname '{h}'"));
+    }
+    script.push_str(" && exec \"$0\" \"$@\"");
+    let flags = if hostname.is_some() { "-mu" } else { "-m" };
+    let wrapper: Vec<String> = ["unshare", flags, "sh", "-c", &script]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let probe = std::process::Command::new(&wrapper[0])
+        .args(&wrapper[1..])
+        .arg("true")
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        skip(test, &format!("no unshare {flags} with mount (needs root)"));
+        return None;
+    }
+    Some(wrapper)
+}
+
 /// Records that `test` did not run what it tests, and why: on stderr, and in a list that
 /// `.ci/run` prints after the suite, so a skip is never silent.
 pub fn skip(test: &str, why: &str) {
