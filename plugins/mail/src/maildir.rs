@@ -29,8 +29,9 @@ pub struct Job {
     pub memory: crate::memory::Reservation,
 }
 
+#[cfg(test)]
 impl Job {
-    /// The message as stored, less its `Delivered-To:` line (tests compare it whole).
+    /// The message as stored, less its `Delivered-To:` line, for tests to compare whole.
     pub fn whole(&self) -> Vec<u8> {
         [self.head.as_bytes(), &self.data].concat()
     }
