@@ -59,8 +59,20 @@ enum Sink {
         reach: Result<PathBuf, PathBuf>,
         file: File,
         size: u64,
+        loss: Loss,
     },
     Syslog,
+}
+
+/// Log lines the file would not take (a full disk, a quota): counted, and said in the first
+/// line that gets through, so a gap in the log is never silent. twistd drops them unsaid.
+#[derive(Default)]
+struct Loss {
+    lines: u64,
+    why: String,
+    /// The last write stopped inside a line: the next starts with a newline, so the
+    /// fragment is not glued to the line after it.
+    torn: bool,
 }
 
 struct State {
@@ -117,6 +129,7 @@ pub fn init(dest: Destination, rotation: Option<Rotation>) -> io::Result<&'stati
                 path,
                 file,
                 size,
+                loss: Loss::default(),
             }
         }
         Destination::Syslog(ident) => {
@@ -186,11 +199,14 @@ impl Logger {
             reach,
             file,
             size,
+            loss,
         } = &mut st.sink
         {
             let at = reach.as_ref().map_err(|jail| outside(path, jail))?;
             *file = open_append(at)?;
             *size = file.metadata().map_or(0, |m| m.len());
+            // A fresh file has no fragment to end; the count of lost lines still stands.
+            loss.torn &= *size > 0;
         }
         Ok(())
     }
@@ -234,6 +250,21 @@ impl Logger {
             let _ = nix::unistd::fchown(file, uid, gid);
         }
     }
+}
+
+/// Writes as much of `bytes` as the file takes: how much, and the error that stopped it
+/// (`write_all` would not say how much of a line went out before a full disk).
+fn write_some(file: &mut File, bytes: &[u8]) -> (usize, io::Result<()>) {
+    let mut done = 0;
+    while done < bytes.len() {
+        match file.write(&bytes[done..]) {
+            Ok(0) => return (done, Err(io::Error::from(io::ErrorKind::WriteZero))),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (done, Err(e)),
+        }
+    }
+    (done, Ok(()))
 }
 
 /// `FILE.N` for rotation.
@@ -323,15 +354,67 @@ impl Log for Logger {
             format_line(&st.stamp, &sys, &text)
         };
         let rotation = st.rotation;
+        let st = &mut *st;
         match &mut st.sink {
             Sink::Stdout(s) => {
                 let _ = s.write_all(line.as_bytes()).and_then(|_| s.flush());
             }
             Sink::File {
-                reach, file, size, ..
+                path,
+                reach,
+                file,
+                size,
+                loss,
             } => {
-                if file.write_all(line.as_bytes()).is_ok() {
-                    *size += line.len() as u64;
+                let mut out = String::new();
+                if loss.torn {
+                    out.push('\n');
+                }
+                if loss.lines > 0 {
+                    let text = format!(
+                        "{} log line(s) lost: the log file could not be written: {}",
+                        loss.lines, loss.why
+                    );
+                    let sys = system("twistrs.logging", Level::Warn);
+                    out.push_str(&if json {
+                        let none: Option<(&str, &str)> = None;
+                        crate::jsonlog::format_line(
+                            &st.stamp,
+                            since.subsec_millis(),
+                            Level::Warn,
+                            &sys,
+                            &text,
+                            st.writer,
+                            &none,
+                        )
+                    } else {
+                        format_line(&st.stamp, &sys, &text)
+                    });
+                }
+                let told = out.len();
+                out.push_str(&line);
+                let (written, result) = write_some(file, out.as_bytes());
+                *size += written as u64;
+                if let Err(e) = result {
+                    if loss.lines == 0 {
+                        // Once per outage, for whoever watches a foreground process.
+                        let _ = writeln!(
+                            io::stderr(),
+                            "twistrs: cannot write to the log file {}: {e}; the lines lost \
+                             are counted and the count logged once it can be written again",
+                            path.display()
+                        );
+                    }
+                    if written >= told {
+                        loss.lines = 0;
+                    }
+                    loss.lines += 1;
+                    loss.why = e.to_string();
+                    if written > 0 {
+                        loss.torn = out.as_bytes()[written - 1] != b'\n';
+                    }
+                } else {
+                    *loss = Loss::default();
                 }
                 // Outside the jail: never rotated (said at start).
                 if let Some(r) = rotation

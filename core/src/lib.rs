@@ -42,6 +42,7 @@ pub mod endpoint;
 pub mod error;
 pub mod limit;
 pub mod line;
+pub mod linelog;
 pub mod logsys;
 pub mod metrics;
 pub mod options;

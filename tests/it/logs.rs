@@ -227,3 +227,229 @@ s.quit()
         "{lines:?}"
     );
 }
+
+/// The command (`unshare -m sh -c ...`) that runs what follows it with a `size` tmpfs of its
+/// own mounted on `dir`, in a mount namespace of its own (the machine's mounts are never
+/// touched); the test reaches the tmpfs through `/proc/PID/root`. None, after a skip line,
+/// where such namespaces cannot be made (not root).
+fn small_disk(test: &str, dir: &std::path::Path, size: &str) -> Option<Vec<String>> {
+    let script = format!(
+        "mount -t tmpfs -o size={size} tmpfs '{}' && exec \"$0\" \"$@\"",
+        dir.display()
+    );
+    let wrapper: Vec<String> = ["unshare", "-m", "sh", "-c", &script]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let probe = std::process::Command::new(&wrapper[0])
+        .args(&wrapper[1..])
+        .arg("true")
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        skip(test, "no unshare -m with a tmpfs mount (needs root)");
+        return None;
+    }
+    Some(wrapper)
+}
+
+/// Fills the disk under `dir` (as the server sees it) until it refuses a byte more.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let block = vec![0u8; 4096];
+    for _ in 0..100_000 {
+        if f.write_all(&block).is_err() {
+            break;
+        }
+    }
+    filler
+}
+
+/// `n` GETs of /f over one keep-alive connection; every one must be answered 200.
+fn gets(port: u16, n: usize) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for i in 0..n {
+        s.write_all(b"GET /f HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let r = crate::web::read_resp(&mut s, false);
+        assert_eq!(r.status, 200, "request {i}");
+    }
+}
+
+/// The main log on a full disk: the server serves on; the lines the disk refused are counted,
+/// the count is the first line written once it has room (text and JSON), no line is glued to
+/// the fragment a refused write left, and stderr says it once.
+#[test]
+fn main_log_lines_lost_to_a_full_disk_are_counted_when_it_has_room() {
+    for format in ["text", "json"] {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("f"), "x").unwrap();
+        let disk = tempfile::tempdir().unwrap();
+        let Some(wrapper) = small_disk("main_log_lines_lost", disk.path(), "256k") else {
+            return;
+        };
+        let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        let log = disk.path().join("main.log");
+        let srv = Server::spawn_wrapped(
+            &wrapper,
+            &[
+                "-l",
+                log.to_str().unwrap(),
+                "--log-format",
+                format,
+                "web",
+                "--path",
+                root.path().to_str().unwrap(),
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+            ],
+        );
+        // The server's view of the tmpfs.
+        let seen = std::path::PathBuf::from(format!("/proc/{}/root", srv.pid()))
+            .join(disk.path().strip_prefix("/").unwrap());
+        let read = || std::fs::read_to_string(seen.join("main.log")).unwrap_or_default();
+        srv.wait_until(
+            |_| read().contains(" starting on "),
+            Duration::from_secs(10),
+        )
+        .expect("started");
+        let text = read();
+        let after = text.split(" starting on ").nth(1).unwrap();
+        let port: u16 = after[..after.find(|c: char| !c.is_ascii_digit()).unwrap()]
+            .parse()
+            .unwrap();
+        let filler = fill(&seen);
+        const SENT: usize = 300;
+        gets(port, SENT);
+        std::fs::remove_file(&filler).unwrap();
+        gets(port, 1);
+        let noticed = |_: &[String]| read().contains("log line(s) lost");
+        srv.wait_until(noticed, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{format}: no count of lost lines:\n{}", read()));
+        let text = read();
+        let lines: Vec<&str> = text.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.contains("log line(s) lost"))
+            .unwrap();
+        let notice = lines[at];
+        assert!(
+            notice.contains("the log file could not be written: No space left on device"),
+            "{format}: {notice}"
+        );
+        let lost: usize = notice[..notice.find(" log line(s) lost").unwrap()]
+            .rsplit(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // Whole access lines plus those lost are the requests sent (the last one sent while
+        // the disk was full may be logged only after it had room: a line is written once its
+        // response has left); at least the request sent after it had room follows the count.
+        let whole = |l: &&&str| {
+            l.contains("GET /f")
+                && if format == "json" {
+                    l.ends_with('}')
+                } else {
+                    l.ends_with("\"-\"")
+                }
+        };
+        assert!(lost > 0, "{format}: {notice}");
+        assert_eq!(
+            lines.iter().filter(whole).count() + lost,
+            SENT + 1,
+            "{format}: {notice}"
+        );
+        assert!(
+            lines[at + 1..].iter().filter(whole).count() >= 1,
+            "{format}"
+        );
+        // No line holds two records: the fragment of the refused write was ended first.
+        let stamp = if format == "json" {
+            "{\"time\":"
+        } else {
+            &lines[0][..5]
+        };
+        for l in &lines {
+            assert!(l.matches(stamp).count() <= 1, "{format}: glued: {l}");
+        }
+        let told = srv
+            .lines()
+            .iter()
+            .filter(|l| l.starts_with("twistrs: cannot write to the log file"))
+            .count();
+        assert_eq!(told, 1, "{format}: {:?}", srv.lines());
+        drop(srv);
+    }
+}
+
+/// web's own access log on a full disk: its 64 KiB buffer waits for room, lines past it are
+/// counted, the main log says so at the first and when the file takes lines again, and
+/// every line in the file is whole.
+#[test]
+fn access_log_lines_lost_to_a_full_disk_are_counted_in_the_main_log() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("f"), "x").unwrap();
+    let disk = tempfile::tempdir().unwrap();
+    let Some(wrapper) = small_disk("access_log_lines_lost", disk.path(), "256k") else {
+        return;
+    };
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let access = disk.path().join("access.log");
+    let srv = Server::start_wrapped(
+        &wrapper,
+        &[
+            "web",
+            "--path",
+            root.path().to_str().unwrap(),
+            "--logfile",
+            access.to_str().unwrap(),
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+    );
+    let seen = std::path::PathBuf::from(format!("/proc/{}/root", srv.pid()))
+        .join(disk.path().strip_prefix("/").unwrap());
+    let filler = fill(&seen);
+    // About 90 bytes a line: well past the buffer and what the file's last page holds.
+    const SENT: usize = 1500;
+    gets(srv.port(), SENT);
+    assert!(
+        srv.log_contains("cannot write ")
+            && srv.log_contains("No space left on device")
+            && srv.log_contains("its lines are lost until it can be written again"),
+        "{:?}",
+        srv.lines()
+    );
+    std::fs::remove_file(&filler).unwrap();
+    gets(srv.port(), 1);
+    let counted = |l: &[String]| l.iter().any(|x| x.contains(" line(s) of "));
+    srv.wait_until(counted, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no count: {:?}", srv.lines()));
+    let lines = srv.lines();
+    let notice = lines.iter().find(|x| x.contains(" line(s) of ")).unwrap();
+    assert!(
+        notice.contains("access.log lost: it could not be written: No space left"),
+        "{notice}"
+    );
+    let lost: usize = notice[..notice.find(" line(s) of ").unwrap()]
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The file is written once a second: wait for the request sent after the disk had room.
+    let read = || std::fs::read_to_string(seen.join("access.log")).unwrap_or_default();
+    let all_in = |_: &[String]| read().lines().count() + lost > SENT;
+    srv.wait_until(all_in, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("lost {lost}, file has {}", read().lines().count()));
+    let text = read();
+    for l in text.lines() {
+        assert!(
+            l.starts_with("\"127.0.0.1\" - - [") && l.ends_with("\"-\""),
+            "not whole: {l}"
+        );
+    }
+    assert!(lost > 0);
+    assert_eq!(text.lines().count() + lost, SENT + 1, "lost {lost}");
+}

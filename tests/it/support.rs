@@ -44,7 +44,7 @@ impl Server {
         s
     }
 
-    fn spawn_wrapped(wrapper: &[&str], args: &[&str]) -> Server {
+    pub fn spawn_wrapped(wrapper: &[&str], args: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut full = vec!["-n"];
         full.extend_from_slice(args);

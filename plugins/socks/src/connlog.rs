@@ -9,17 +9,17 @@
 //! SIGUSR1 with the main log (twistd's `-l` writes a hex dump of every byte, and crashes).
 
 use std::fmt::Write as _;
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use twistrs_core::linelog::LineFile;
 
 use crate::negotiate::{Cmd, Target, Version};
 
 enum Sink {
     Main,
-    File { path: PathBuf, w: BufWriter<File> },
+    File(LineFile),
 }
 
 /// Where connection lines go.
@@ -78,12 +78,8 @@ impl ConnLog {
 
     /// Into its own file, appending.
     pub fn file(path: PathBuf) -> std::io::Result<Self> {
-        let f = OpenOptions::new().create(true).append(true).open(&path)?;
         Ok(ConnLog {
-            sink: Sink::File {
-                path,
-                w: BufWriter::with_capacity(64 * 1024, f),
-            },
+            sink: Sink::File(LineFile::open(path, "twistrs.socks")?),
             ..ConnLog::main()
         })
     }
@@ -166,7 +162,7 @@ impl ConnLog {
                 format(&mut self.line);
                 log::info!(target: "twistrs.socks", "{}", self.line);
             }
-            Sink::File { w, .. } => {
+            Sink::File(f) => {
                 let secs = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs() as i64);
@@ -178,27 +174,21 @@ impl ConnLog {
                 self.line.push(' ');
                 format(&mut self.line);
                 self.line.push('\n');
-                let _ = w.write_all(self.line.as_bytes());
+                f.write_line(self.line.as_bytes());
             }
         }
     }
 
     pub fn flush(&mut self) {
-        if let Sink::File { w, .. } = &mut self.sink {
-            let _ = w.flush();
+        if let Sink::File(f) = &mut self.sink {
+            f.flush();
         }
     }
 
     /// Opens the file again by name (after logrotate moved it).
     pub fn reopen(&mut self) {
-        if let Sink::File { path, w } = &mut self.sink {
-            let _ = w.flush();
-            match OpenOptions::new().create(true).append(true).open(&*path) {
-                Ok(f) => *w = BufWriter::with_capacity(64 * 1024, f),
-                Err(e) => {
-                    log::error!(target: "twistrs.socks", "cannot reopen {}: {e}", path.display())
-                }
-            }
+        if let Sink::File(f) = &mut self.sink {
+            f.reopen();
         }
     }
 }

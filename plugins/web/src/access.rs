@@ -5,13 +5,13 @@
 //! nothing was sent. A file is buffered and flushed every second (and at stop), and reopened
 //! by name on SIGHUP/SIGUSR1 together with the main log.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
 use std::path::PathBuf;
+
+use twistrs_core::linelog::LineFile;
 
 enum Sink {
     Main,
-    File { path: PathBuf, w: BufWriter<File> },
+    File(LineFile),
 }
 
 pub struct AccessLog {
@@ -86,12 +86,8 @@ impl AccessLog {
 
     /// Into its own file (appending).
     pub fn file(path: PathBuf) -> std::io::Result<Self> {
-        let f = OpenOptions::new().create(true).append(true).open(&path)?;
         Ok(AccessLog {
-            sink: Sink::File {
-                path,
-                w: BufWriter::with_capacity(64 * 1024, f),
-            },
+            sink: Sink::File(LineFile::open(path, "twistrs.web")?),
             stamp_secs: u64::MAX,
             stamp: String::new(),
             line: String::new(),
@@ -148,32 +144,26 @@ impl AccessLog {
                     agent = l.agent.unwrap_or("-"), duration = l.duration.as_secs_f64();
                     "{}", self.line)
             }
-            Sink::File { w, .. } => {
+            Sink::File(f) => {
                 // The line and its newline in one piece: the buffer then only ever holds, and
                 // writes, whole lines, which matters when `--workers` processes all append.
                 self.line.push('\n');
-                let _ = w.write_all(self.line.as_bytes());
+                f.write_line(self.line.as_bytes());
                 self.line.pop();
             }
         }
     }
 
     pub fn flush(&mut self) {
-        if let Sink::File { w, .. } = &mut self.sink {
-            let _ = w.flush();
+        if let Sink::File(f) = &mut self.sink {
+            f.flush();
         }
     }
 
     /// Opens the file again by name (after logrotate moved it).
     pub fn reopen(&mut self) {
-        if let Sink::File { path, w } = &mut self.sink {
-            let _ = w.flush();
-            match OpenOptions::new().create(true).append(true).open(&*path) {
-                Ok(f) => *w = BufWriter::with_capacity(64 * 1024, f),
-                Err(e) => {
-                    log::error!(target: "twistrs.web", "cannot reopen {}: {e}", path.display())
-                }
-            }
+        if let Sink::File(f) = &mut self.sink {
+            f.reopen();
         }
     }
 }

@@ -1,0 +1,148 @@
+//! A plugin's own log file (web's access log, socks's connection log): whole lines, buffered,
+//! reopened by name, and the lines a full disk would not take counted and said.
+//!
+//! The buffer (64 KiB, flushed by the plugin every second and at stop) only ever takes whole
+//! lines, so `--workers` processes appending to one file never split each other's lines.
+//! When the disk refuses the buffer, what it holds is kept for the next flush; a line that no
+//! longer fits is lost, counted, and the count logged once the file takes lines again. twistd
+//! drops such lines without a word.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// The buffer per file: one write per second for a busy server.
+const BUFFER: usize = 64 * 1024;
+
+/// A log file of whole lines.
+pub struct LineFile {
+    path: PathBuf,
+    w: BufWriter<File>,
+    /// The `log` target the file's own troubles are logged under (`twistrs.web`).
+    target: &'static str,
+    /// Lines lost since the file last took a write, and why.
+    lost: u64,
+    why: String,
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl LineFile {
+    /// Opens `path` for appending (created if missing).
+    pub fn open(path: PathBuf, target: &'static str) -> io::Result<LineFile> {
+        let f = open_append(&path)?;
+        Ok(LineFile {
+            path,
+            w: BufWriter::with_capacity(BUFFER, f),
+            target,
+            lost: 0,
+            why: String::new(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `line`, which ends in a newline.
+    pub fn write_line(&mut self, line: &[u8]) {
+        if let Err(e) = self.w.write_all(line) {
+            self.lose(1, &e);
+        }
+    }
+
+    fn lose(&mut self, lines: u64, e: &io::Error) {
+        if lines == 0 {
+            return;
+        }
+        if self.lost == 0 {
+            log::error!(target: self.target,
+                "cannot write {}: {e}; its lines are lost until it can be written again, and \
+                 counted", self.path.display());
+        }
+        self.lost += lines;
+        self.why = e.to_string();
+    }
+
+    /// Writes out the buffer. Once the file takes it after lines were lost, logs how many
+    /// were, and returns that count (0 otherwise).
+    pub fn flush(&mut self) -> u64 {
+        if self.w.flush().is_err() || self.lost == 0 {
+            return 0;
+        }
+        let lost = std::mem::take(&mut self.lost);
+        log::warn!(target: self.target,
+            "{lost} line(s) of {} lost: it could not be written: {}", self.path.display(),
+            self.why);
+        lost
+    }
+
+    /// Opens the file again by name (after logrotate moved it). What the old file would not
+    /// take is counted as lost.
+    pub fn reopen(&mut self) {
+        self.flush();
+        match open_append(&self.path) {
+            Ok(f) => {
+                let old = std::mem::replace(&mut self.w, BufWriter::with_capacity(BUFFER, f));
+                let (_, left) = old.into_parts();
+                if let Ok(left) = left {
+                    let lines = left.iter().filter(|&&b| b == b'\n').count() as u64;
+                    self.lose(lines, &io::Error::other("the file was reopened first"));
+                }
+            }
+            Err(e) => {
+                log::error!(target: self.target, "cannot reopen {}: {e}", self.path.display())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_lines_reach_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let mut f = LineFile::open(path.clone(), "test").unwrap();
+        f.write_line(b"one\n");
+        f.write_line(b"two\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "", "buffered");
+        assert_eq!(f.flush(), 0);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\n");
+    }
+
+    /// /dev/full refuses every write with ENOSPC: the buffer is kept until it is full, then
+    /// each further line is counted; a reopen onto a file that takes them reports the count.
+    #[test]
+    fn lines_a_full_disk_refuses_are_counted_and_reported() {
+        use std::os::unix::fs::FileTypeExt;
+        if !std::fs::metadata("/dev/full").is_ok_and(|m| m.file_type().is_char_device()) {
+            return;
+        }
+        let mut f = LineFile::open(PathBuf::from("/dev/full"), "test").unwrap();
+        let line = [b'x'; 99].iter().chain(b"\n").copied().collect::<Vec<u8>>();
+        for _ in 0..1000 {
+            f.write_line(&line);
+            assert_eq!(f.flush(), 0, "nothing is reported while the disk refuses");
+        }
+        // 655 lines of 100 bytes fit in the 64 KiB buffer; the rest were lost.
+        assert_eq!(f.lost, 1000 - (BUFFER / 100) as u64);
+        assert!(f.why.contains("No space left"), "{}", f.why);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.log");
+        f.path = path.clone();
+        f.reopen();
+        f.write_line(b"after\n");
+        assert_eq!(
+            f.flush(),
+            1000,
+            "the lost lines and the buffer /dev/full kept"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
+        assert_eq!(f.flush(), 0, "said once");
+    }
+}
