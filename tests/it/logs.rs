@@ -228,43 +228,6 @@ s.quit()
     );
 }
 
-/// The command (`unshare -m sh -c ...`) that runs what follows it with a `size` tmpfs of its
-/// own mounted on `dir`, in a mount namespace of its own (the machine's mounts are never
-/// touched); the test reaches the tmpfs through `/proc/PID/root`. None, after a skip line,
-/// where such namespaces cannot be made (not root).
-fn small_disk(test: &str, dir: &std::path::Path, size: &str) -> Option<Vec<String>> {
-    let script = format!(
-        "mount -t tmpfs -o size={size} tmpfs '{}' && exec \"$0\" \"$@\"",
-        dir.display()
-    );
-    let wrapper: Vec<String> = ["unshare", "-m", "sh", "-c", &script]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-    let probe = std::process::Command::new(&wrapper[0])
-        .args(&wrapper[1..])
-        .arg("true")
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        skip(test, "no unshare -m with a tmpfs mount (needs root)");
-        return None;
-    }
-    Some(wrapper)
-}
-
-/// Fills the disk under `dir` (as the server sees it) until it refuses a byte more.
-fn fill(dir: &std::path::Path) -> std::path::PathBuf {
-    let filler = dir.join("filler");
-    let mut f = std::fs::File::create(&filler).unwrap();
-    let block = vec![0u8; 4096];
-    for _ in 0..100_000 {
-        if f.write_all(&block).is_err() {
-            break;
-        }
-    }
-    filler
-}
-
 /// `n` GETs of /f over one keep-alive connection; every one must be answered 200.
 fn gets(port: u16, n: usize) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -318,7 +281,7 @@ fn main_log_lines_lost_to_a_full_disk_are_counted_when_it_has_room() {
         let port: u16 = after[..after.find(|c: char| !c.is_ascii_digit()).unwrap()]
             .parse()
             .unwrap();
-        let filler = fill(&seen);
+        let filler = fill_disk(&seen);
         const SENT: usize = 300;
         gets(port, SENT);
         std::fs::remove_file(&filler).unwrap();
@@ -410,7 +373,7 @@ fn access_log_lines_lost_to_a_full_disk_are_counted_in_the_main_log() {
     );
     let seen = std::path::PathBuf::from(format!("/proc/{}/root", srv.pid()))
         .join(disk.path().strip_prefix("/").unwrap());
-    let filler = fill(&seen);
+    let filler = fill_disk(&seen);
     // About 90 bytes a line: well past the buffer and what the file's last page holds.
     const SENT: usize = 1500;
     gets(srv.port(), SENT);

@@ -902,3 +902,93 @@ p.quit()
     assert!(out.contains("stat (0, 0)"), "{out}");
     assert!(m.maildir("new").join("new").is_dir(), "made on demand");
 }
+
+/// A Maildir on a full disk (a tmpfs of the server's own): the message gets 451 and leaves
+/// nothing in new/ or tmp/; POP3 still lists, retrieves and deletes what was delivered
+/// before; once the disk has room the client's retry gets 250 and lands once.
+#[test]
+fn a_full_disk_gets_451_and_leaves_nothing_behind() {
+    let disk = tempfile::tempdir().unwrap();
+    let Some(wrapper) = small_disk("a_full_disk_gets_451", disk.path(), "256k") else {
+        return;
+    };
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let dom = format!("example.com={}", disk.path().join("mail").display());
+    let srv = Server::start_wrapped(
+        &wrapper,
+        &[
+            "mail",
+            "-H",
+            "mx.test",
+            "-d",
+            &dom,
+            "-u",
+            "joe=secret",
+            "-s",
+            "tcp:0:interface=127.0.0.1",
+            "-p",
+            "tcp:0:interface=127.0.0.1",
+        ],
+    );
+    srv.wait_until(|l| count_ports(l) >= 2, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("mail did not start: {:?}", srv.lines()));
+    let (smtp, pop3) = (srv.ports()[0].to_string(), srv.ports()[1].to_string());
+    let seen = PathBuf::from(format!("/proc/{}/root", srv.pid()))
+        .join(disk.path().strip_prefix("/").unwrap());
+    let joe = seen.join("mail").join("joe");
+    let (code, out, err) = py(
+        r#"
+import os, poplib, smtplib, sys
+smtp, pop3, disk, joe = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+msg = 'Subject: big\r\n\r\n' + ('x' * 70 + '\r\n') * 300
+s = smtplib.SMTP('127.0.0.1', smtp, timeout=10)
+s.sendmail('a@b', ['joe@example.com'], msg)
+print('first: 250')
+fd = os.open(os.path.join(disk, 'filler'), os.O_WRONLY | os.O_CREAT)
+try:
+    for _ in range(100000):
+        os.write(fd, b'\0' * 4096)
+except OSError as e:
+    print('filled:', e.errno)
+os.close(fd)
+try:
+    s.sendmail('a@b', ['joe@example.com'], msg)
+    print('full: 250')
+except smtplib.SMTPDataError as e:
+    print('full:', e.smtp_code)
+print('new:', len(os.listdir(os.path.join(joe, 'new'))), 'tmp:', len(os.listdir(os.path.join(joe, 'tmp'))))
+p = poplib.POP3('127.0.0.1', pop3, timeout=10)
+p.user('joe@example.com')
+p.pass_('secret')
+print('stat:', p.stat()[0])
+print('retr:', b'Subject: big' in p.retr(1)[1])
+p.dele(1)
+p.quit()
+os.unlink(os.path.join(disk, 'filler'))
+s.sendmail('a@b', ['joe@example.com'], msg)
+print('retry: 250')
+s.quit()
+"#,
+        &[&smtp, &pop3, seen.to_str().unwrap(), joe.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}\n{:?}", srv.lines());
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "first: 250",
+            "filled: 28",
+            "full: 451",
+            "new: 1 tmp: 0",
+            "stat: 1",
+            "retr: True",
+            "retry: 250"
+        ]
+    );
+    assert_eq!(new_files(&joe).len(), 1, "the retry alone");
+    assert_eq!(std::fs::read_dir(joe.join("tmp")).unwrap().count(), 0);
+    assert!(
+        srv.log_contains("No space left on device"),
+        "{:?}",
+        srv.lines()
+    );
+}

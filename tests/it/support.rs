@@ -311,6 +311,43 @@ pub fn private_hosts(
     Some(wrapper)
 }
 
+/// The command (`unshare -m sh -c ...`) that runs what follows it with a `size` tmpfs of its
+/// own mounted on `dir`, in a mount namespace of its own (the machine's mounts are never
+/// touched); the test reaches the tmpfs through `/proc/PID/root`. None, after a skip line,
+/// where such namespaces cannot be made (not root).
+pub fn small_disk(test: &str, dir: &std::path::Path, size: &str) -> Option<Vec<String>> {
+    let script = format!(
+        "mount -t tmpfs -o size={size} tmpfs '{}' && exec \"$0\" \"$@\"",
+        dir.display()
+    );
+    let wrapper: Vec<String> = ["unshare", "-m", "sh", "-c", &script]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let probe = std::process::Command::new(&wrapper[0])
+        .args(&wrapper[1..])
+        .arg("true")
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        skip(test, "no unshare -m with a tmpfs mount (needs root)");
+        return None;
+    }
+    Some(wrapper)
+}
+
+/// Fills the disk under `dir` (as the server sees it) until it refuses a byte more.
+pub fn fill_disk(dir: &std::path::Path) -> std::path::PathBuf {
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let block = vec![0u8; 4096];
+    for _ in 0..100_000 {
+        if f.write_all(&block).is_err() {
+            break;
+        }
+    }
+    filler
+}
+
 /// Records that `test` did not run what it tests, and why: on stderr, and in a list that
 /// `.ci/run` prints after the suite, so a skip is never silent.
 pub fn skip(test: &str, why: &str) {
