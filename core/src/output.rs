@@ -271,7 +271,12 @@ impl Waiting {
         loop {
             match s.send_file(file, offset, count) {
                 // The file shrank under us: the promised length cannot be sent.
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file ended before its length was sent (it shrank while being sent)",
+                    ));
+                }
                 Ok(n) => {
                     self.file_sent(n as u64, sent);
                     return Ok(true);

@@ -1029,3 +1029,47 @@ fn an_interrupted_response_is_logged_with_the_bytes_that_left() {
         srv.lines()
     );
 }
+
+/// A file truncated while it is being sent: the response cannot keep its Content-Length, so
+/// the connection is closed short (never left hanging or spinning), the main log says why,
+/// and the server serves the next request.
+#[test]
+fn a_file_that_shrinks_while_sent_closes_its_response_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big");
+    const LEN: usize = 32 << 20;
+    std::fs::write(&big, vec![7u8; LEN]).unwrap();
+    std::fs::write(dir.path().join("small"), "ok").unwrap();
+    let srv = web_at(dir.path(), &[]);
+    let mut s = connect(srv.addr());
+    send(&mut s, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+    // The head, then nothing read until the file is cut: the server is blocked on a full
+    // socket somewhere past the new end.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
+        std::io::Read::read_exact(&mut s, &mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = read_to_end(&mut s);
+    assert!(body.len() < LEN, "closed short: {} bytes", body.len());
+    assert!(
+        srv.log_contains("it shrank while being sent"),
+        "{:?}",
+        srv.lines()
+    );
+    assert_eq!(get_path(srv.addr(), "/small").body, b"ok");
+}
