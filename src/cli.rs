@@ -479,6 +479,12 @@ than die of them. twistd renames its own log on SIGUSR1 and dies on SIGHUP.
 Restart without downtime (what \fBtwistrs restart\fR sends): start the same binary with the
 same command line, hand it the listening sockets and the locked pidfile, and once it serves,
 stop accepting and drain. If it fails, keep serving.
+.TP
+.B SIGXFSZ, SIGPIPE
+Ignored, as twistd (Python) ignores them: a file grown to RLIMIT_FSIZE (systemd's
+\fBLimitFSIZE=\fR, \fBulimit -f\fR) fails its write with EFBIG instead of killing the
+server; the log counts the lines it loses (as on a full disk: the count is logged once the file takes lines again), a mail gets
+451. Programs that procmon and inetd start get both back at their defaults.
 .SH WORKERS
 With \fB--workers\fR \fIN\fR (or \fBauto\fR, one per CPU of the affinity mask), a master process
 binds every listener, holds the pidfile (which names it) and starts \fIN\fR workers, each the

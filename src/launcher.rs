@@ -231,6 +231,12 @@ fn start(
         // SAFETY: setting a disposition at start-up, before any thread exists.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
+    // A file grown to RLIMIT_FSIZE (systemd's LimitFSIZE=, `ulimit -f`) kills by default:
+    // the log reaching it, or one large mail, would end every connection. Ignored, the
+    // write fails with EFBIG and is handled as any write error. Python ignores it too, so
+    // twistd does; children get the default back (`core::process`).
+    // SAFETY: as above.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let worker = workers::from_env();
     let mut inherited = upgrade::from_env();
     // A restart's successor (or a worker) reports every failure, even an early one, to its

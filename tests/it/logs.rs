@@ -416,3 +416,57 @@ fn access_log_lines_lost_to_a_full_disk_are_counted_in_the_main_log() {
     assert!(lost > 0);
     assert_eq!(text.lines().count() + lost, SENT + 1, "lost {lost}");
 }
+
+/// A log that reaches RLIMIT_FSIZE (systemd's LimitFSIZE=, `ulimit -f`) must not kill the
+/// server with SIGXFSZ, as it did: the lines it refuses are counted like a full disk's, and
+/// requests go on being served (twistd, on Python, ignores SIGXFSZ too).
+#[test]
+fn a_log_at_the_file_size_limit_does_not_kill_the_server() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("f"), "x").unwrap();
+    let logdir = tempfile::tempdir().unwrap();
+    let log = logdir.path().join("main.log");
+    let srv = Server::spawn_wrapped(
+        &["prlimit", "--fsize=16384"],
+        &[
+            "-l",
+            log.to_str().unwrap(),
+            "web",
+            "--path",
+            root.path().to_str().unwrap(),
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+    );
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    srv.wait_until(
+        |_| read().contains(" starting on "),
+        Duration::from_secs(10),
+    )
+    .expect("started");
+    let text = read();
+    let after = text.split(" starting on ").nth(1).unwrap();
+    let port: u16 = after[..after.find(|c: char| !c.is_ascii_digit()).unwrap()]
+        .parse()
+        .unwrap();
+    // About 150 bytes a line: twice the limit.
+    gets(port, 220);
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().len(),
+        16384,
+        "at the limit"
+    );
+    assert!(
+        srv.log_contains("twistrs: cannot write to the log file")
+            && srv.log_contains("File too large"),
+        "{:?}",
+        srv.lines()
+    );
+    gets(port, 1);
+    // SAFETY: a signal-0 probe of the process this test started.
+    assert_eq!(
+        unsafe { libc::kill(srv.pid() as i32, 0) },
+        0,
+        "still running"
+    );
+}

@@ -992,3 +992,52 @@ s.quit()
         srv.lines()
     );
 }
+
+/// A message larger than RLIMIT_FSIZE allows (systemd's LimitFSIZE=): 451 for it alone, not
+/// the whole server killed by SIGXFSZ; the next message is delivered.
+#[test]
+fn a_message_past_the_file_size_limit_gets_451_and_the_server_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let dom = format!("example.com={}", dir.path().join("example.com").display());
+    let srv = Server::start_wrapped(
+        &["prlimit", "--fsize=65536"],
+        &[
+            "mail",
+            "-H",
+            "mx.test",
+            "-d",
+            &dom,
+            "-u",
+            "joe=secret",
+            "-s",
+            "tcp:0:interface=127.0.0.1",
+            "-p",
+            "tcp:0:interface=127.0.0.1",
+        ],
+    );
+    srv.wait_until(|l| count_ports(l) >= 2, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("mail did not start: {:?}", srv.lines()));
+    let (code, out, err) = py(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)
+try:
+    s.sendmail('a@b', ['joe@example.com'], 'Subject: big\r\n\r\n' + ('x' * 70 + '\r\n') * 2000)
+    print('big: 250')
+except smtplib.SMTPDataError as e:
+    print('big:', e.smtp_code)
+s.sendmail('a@b', ['joe@example.com'], 'Subject: small\r\n\r\nhi\r\n')
+print('small: 250')
+s.quit()
+"#,
+        &[&srv.ports()[0].to_string()],
+    );
+    assert_eq!(code, 0, "{err}\n{:?}", srv.lines());
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["big: 451", "small: 250"]);
+    let joe = dir.path().join("example.com").join("joe");
+    let files = new_files(&joe);
+    assert_eq!(files.len(), 1, "the small one alone");
+    assert!(files[0].contains("Subject: small"));
+    assert_eq!(std::fs::read_dir(joe.join("tmp")).unwrap().count(), 0);
+    assert!(srv.log_contains("File too large"), "{:?}", srv.lines());
+}

@@ -97,14 +97,15 @@ fn assert_clean_child(child: u32) {
             "{var} in {env}"
         );
     }
-    // Nor the start-up's ignored signals: SIGHUP, SIGUSR1 and SIGUSR2 act on it by default.
+    // Nor the start-up's ignored signals: SIGHUP, SIGUSR1, SIGUSR2 and SIGXFSZ act on it by
+    // default.
     let status = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap();
     let ignored = status
         .lines()
         .find_map(|l| l.strip_prefix("SigIgn:"))
         .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
         .expect("SigIgn");
-    for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
+    for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGXFSZ] {
         assert_eq!(
             ignored & (1 << (sig - 1)),
             0,

@@ -303,8 +303,9 @@ unsafe fn steps(p: &Prepared) -> i32 {
     // SAFETY: plain system calls on our own (the child's) process state.
     unsafe {
         // Our handlers would run our code on our memory. Ignored signals stay ignored (as
-        // across exec), but SIGPIPE goes back to its default, as std does for its children
-        // (Rust ignores it).
+        // across exec), but SIGPIPE and SIGXFSZ go back to their defaults, as std does
+        // for SIGPIPE (Rust ignores it) and Python's subprocess for both (the launcher
+        // ignores SIGXFSZ).
         for sig in 1..=libc::SIGRTMAX() {
             if sig == libc::SIGKILL || sig == libc::SIGSTOP {
                 continue;
@@ -315,6 +316,7 @@ unsafe fn steps(p: &Prepared) -> i32 {
             }
             if (old.sa_sigaction != libc::SIG_IGN && old.sa_sigaction != libc::SIG_DFL)
                 || sig == libc::SIGPIPE
+                || sig == libc::SIGXFSZ
             {
                 let mut dfl: libc::sigaction = std::mem::zeroed();
                 dfl.sa_sigaction = libc::SIG_DFL;
