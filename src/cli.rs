@@ -434,7 +434,8 @@ one line naming the file and the problem, exit 1, with \fB-n\fR and as a daemon.
 certificate is served, with a warning in the log. SIGHUP (and SIGUSR1) read every certificate
 and key again: new handshakes use them, established connections go on with the old ones; if a
 new file is bad, the old certificates stay in service and the log says why (twistd reads them
-only at start; reloading needs a restart). \fBtwistrs restart\fR reads them again in the new
+only at start; reloading needs a restart). Files that several listeners name are read once
+per signal, and logged once. \fBtwistrs restart\fR reads them again in the new
 process. A client that has not finished its handshake after 10 seconds, or that speaks
 plaintext, garbage or TLS 1.1 or older, is closed (with an alert where TLS allows one) and
 logged in one line.
