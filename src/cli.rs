@@ -434,7 +434,8 @@ one line naming the file and the problem, exit 1, with \fB-n\fR and as a daemon.
 certificate is served, with a warning in the log. SIGHUP (and SIGUSR1) read every certificate
 and key again: new handshakes use them, established connections go on with the old ones; if a
 new file is bad, the old certificates stay in service and the log says why (twistd reads them
-only at start; reloading needs a restart). \fBtwistrs restart\fR reads them again in the new
+only at start; reloading needs a restart). Files that several listeners name are read once
+per signal, and logged once. \fBtwistrs restart\fR reads them again in the new
 process. A client that has not finished its handshake after 10 seconds, or that speaks
 plaintext, garbage or TLS 1.1 or older, is closed (with an alert where TLS allows one) and
 logged in one line.
@@ -491,10 +492,13 @@ binds every listener, holds the pidfile (which names it) and starts \fIN\fR work
 same binary and command line serving on the inherited sockets (one shared accept queue per
 listener), dropping privileges and chrooting itself. The master runs none of the plugin's
 services. A worker that dies is logged and started again, after a delay doubling from 0.1 s to
-30 s when it dies within a second of its start. SIGTERM and SIGINT drain every worker (a second
-one closes what is left at once), then the master exits; workers have process groups of their
-own; SIGHUP and SIGUSR1 reopen the master's log and are passed on to the workers;
-SIGUSR2 starts a new master whose workers all serve before the old ones drain.
+30 s when it dies within a second of its start. The plugin's start-up warnings (a missing
+option, an expired certificate, a log outside \fB--chroot\fR) are logged by the master as it
+checks the options and files, and not again by the workers it starts with them; a worker started
+later, to replace one, logs them again, since the files may have changed. SIGTERM and SIGINT
+drain every worker (a second one closes what is left at once), then the master exits; workers
+have process groups of their own; SIGHUP and SIGUSR1 reopen the master's log and are passed on
+to the workers; SIGUSR2 starts a new master whose workers all serve before the old ones drain.
 \fBstatus\fR lists the workers; systemd gets READY=1 once every worker serves. A worker that
 fails to start fails the start. \fB--max-connections\fR counts per worker.
 \fB--log-rotate-size\fR is refused with workers (use logrotate and SIGHUP), and so is a plugin

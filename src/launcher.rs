@@ -370,6 +370,9 @@ fn open_log(
     let logger = logging::init(clone_dest(&plan.log), plan.rotation)
         .map_err(|e| format!("cannot open log file {shown}: {e}"))?;
     logger.configure(plan.log_format, plan.log_level);
+    // Each start-up warning once; a first worker's master said some a moment ago, checking
+    // the same options and files (a replacement knows none: files may have changed since).
+    logger.start_up(workers::this_worker().map_or_else(Vec::new, |w| w.known.clone()));
     // A worker's own line says what it is; twistd's two start-up lines are the master's, not
     // repeated by every worker into the same log.
     if let Some(w) = workers::this_worker() {
@@ -397,6 +400,13 @@ fn clone_dest(d: &Destination) -> Destination {
     }
 }
 
+/// The warning for a log file outside `--chroot`: in a single process or a worker as it
+/// chroots, in a workers' master for its workers (the same text, which a first worker then
+/// does not repeat).
+pub(crate) fn log_outside_jail(e: &str) {
+    log::warn!(target: LAUNCHER, "The log file {e}.");
+}
+
 /// How the service ended.
 pub(crate) enum Ended {
     Signal(i32),
@@ -417,7 +427,7 @@ pub(crate) fn settle(
 ) -> Result<(), String> {
     if chroot && let Some(dir) = &plan.chroot {
         if let Err(e) = logger.enter_chroot(dir) {
-            log::warn!(target: LAUNCHER, "The log file {e}.");
+            log_outside_jail(&e);
         }
         privileges::chroot(dir)?;
     }
@@ -531,6 +541,8 @@ fn serve(
     }
     // 11. Serving: tell the parent (or predecessor, or master) and systemd.
     status.ok();
+    // The start is over: a warning from now on is news, whatever its text.
+    logger.started();
     workers::test_crash();
     if inherited.is_some() {
         notify::notify(&format!("MAINPID={}\nREADY=1", std::process::id()));

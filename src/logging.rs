@@ -84,6 +84,9 @@ struct State {
     /// The process writing, for JSON lines: kept here, not asked of the kernel per line
     /// (`getpid` is a system call), and updated by [`Logger::forked`].
     writer: crate::jsonlog::Writer,
+    /// While the process starts ([`Logger::start_up`]): the warnings said so far, by
+    /// [`warning_id`] (and, in a first worker, those its master said), each said once.
+    said: Option<Vec<u64>>,
 }
 
 /// The process's logger; reachable through [`logger`] for `reopen`.
@@ -110,6 +113,30 @@ fn outside(path: &Path, jail: &Path) -> io::Error {
         path.display(),
         jail.display()
     ))
+}
+
+/// The path of the log file `path` inside the jail `dir`, or `Err(jail)` when it lies outside.
+fn in_jail(path: &Path, dir: &Path) -> Result<PathBuf, PathBuf> {
+    let jail = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let real = match (path.parent(), path.file_name()) {
+        (Some(d), Some(f)) => std::fs::canonicalize(d).map(|d| d.join(f)),
+        _ => Err(io::Error::from(io::ErrorKind::NotFound)),
+    };
+    match real.as_ref().map(|r| r.strip_prefix(&jail)) {
+        Ok(Ok(inside)) => Ok(Path::new("/").join(inside)),
+        _ => Err(jail),
+    }
+}
+
+/// A warning as the master and its workers both name it: FNV-1a of its target and text,
+/// stable across builds (a restart may bring a new binary, whose workers must still match).
+pub fn warning_id(target: &str, text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in target.bytes().chain([0]).chain(text.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -149,6 +176,7 @@ pub fn init(dest: Destination, rotation: Option<Rotation>) -> io::Result<&'stati
             stamp_secs: i64::MIN,
             stamp: String::new(),
             writer: this_writer(),
+            said: None,
         }),
     });
     {
@@ -176,6 +204,22 @@ impl Logger {
     /// child's PID.
     pub fn forked(&self) {
         self.lock().writer = this_writer();
+    }
+
+    /// The start begins: until [`started`](Logger::started), a warning already said (the
+    /// same target and text), or among `known`, is not written again. Start-up warnings are
+    /// about the options and files, which several listeners or a plugin and its listeners
+    /// may check alike (one expired certificate named three times); a first worker's
+    /// `known` are what its master said as it checked the same moments before. Errors and
+    /// other levels are always written.
+    pub fn start_up(&self, known: Vec<u64>) {
+        self.lock().said = Some(known);
+    }
+
+    /// The start is over (the process serves, or a master starts its workers): every
+    /// warning is written from now on. Returns those said (and known) during the start.
+    pub fn started(&self) -> Vec<u64> {
+        self.lock().said.take().unwrap_or_default()
     }
 
     /// Sets the line format and the most verbose level written (`--log-format`,
@@ -219,21 +263,23 @@ impl Logger {
         let Sink::File { path, reach, .. } = &mut st.sink else {
             return Ok(());
         };
-        let jail = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-        let real = match (path.parent(), path.file_name()) {
-            (Some(d), Some(f)) => std::fs::canonicalize(d).map(|d| d.join(f)),
-            _ => Err(io::Error::from(io::ErrorKind::NotFound)),
-        };
-        match real.as_ref().map(|r| r.strip_prefix(&jail)) {
-            Ok(Ok(inside)) => {
-                *reach = Ok(Path::new("/").join(inside));
-                Ok(())
-            }
-            _ => {
-                *reach = Err(jail.clone());
-                Err(outside(path, &jail).to_string())
-            }
+        *reach = in_jail(path, dir);
+        match reach {
+            Ok(_) => Ok(()),
+            Err(jail) => Err(outside(path, jail).to_string()),
         }
+    }
+
+    /// What [`enter_chroot`](Logger::enter_chroot) would say, without entering: a workers'
+    /// master (which stays outside) says it once for the workers it starts.
+    pub fn check_chroot(&self, dir: &Path) -> Result<(), String> {
+        let st = self.lock();
+        let Sink::File { path, .. } = &st.sink else {
+            return Ok(());
+        };
+        in_jail(path, dir)
+            .map(drop)
+            .map_err(|jail| outside(path, &jail).to_string())
     }
 
     /// The log file's path, when logging to a file.
@@ -331,6 +377,15 @@ impl Log for Logger {
         let text = r.args().to_string();
         let sys = system(r.target(), r.level());
         let mut st = self.lock();
+        if r.level() == Level::Warn
+            && let Some(said) = st.said.as_mut()
+        {
+            let id = warning_id(r.target(), &text);
+            if said.contains(&id) {
+                return;
+            }
+            said.push(id);
+        }
         let json = st.format == Format::Json;
         if st.stamp_secs != now {
             st.stamp_secs = now;
@@ -503,6 +558,76 @@ mod tests {
             assert!(rotate(Path::new("/dev/null"), 3).unwrap().is_none());
         }
         assert!(Path::new("/dev/null").exists());
+    }
+
+    #[test]
+    fn a_start_up_warning_is_written_once_and_errors_always() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        let logger = Logger {
+            state: Mutex::new(State {
+                sink: Sink::File {
+                    path: path.clone(),
+                    reach: Ok(path.clone()),
+                    file: open_append(&path).unwrap(),
+                    size: 0,
+                },
+                rotation: None,
+                format: Format::Text,
+                stamp_secs: i64::MIN,
+                stamp: String::new(),
+                writer: this_writer(),
+                said: None,
+            }),
+        };
+        log::set_max_level(LevelFilter::Info);
+        let say = |level: Level, text: &str| {
+            logger.log(
+                &Record::builder()
+                    .level(level)
+                    .target("t")
+                    .args(format_args!("{text}"))
+                    .build(),
+            );
+        };
+        // What the master said (a first worker's `known`).
+        logger.start_up(vec![warning_id("t", "known")]);
+        for _ in 0..2 {
+            say(Level::Warn, "known");
+            say(Level::Warn, "twice");
+            say(Level::Error, "an error");
+            say(Level::Info, "info");
+        }
+        // Another target, the same text: another warning.
+        logger.log(
+            &Record::builder()
+                .level(Level::Warn)
+                .target("u")
+                .args(format_args!("twice"))
+                .build(),
+        );
+        let said = logger.started();
+        assert!(
+            said.contains(&warning_id("t", "twice")) && said.len() == 3,
+            "{said:?}"
+        );
+        say(Level::Warn, "twice");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let count = |s: &str| text.lines().filter(|l| l.ends_with(s)).count();
+        assert_eq!(count("] known"), 0, "{text}");
+        assert_eq!(
+            count("[t#warn] twice"),
+            2,
+            "once at start, once after: {text}"
+        );
+        assert_eq!(count("[u#warn] twice"), 1, "{text}");
+        assert_eq!(count("] an error"), 2, "{text}");
+        assert_eq!(count("] info"), 2, "{text}");
+        // Stable across builds: a restart's new binary and its workers must agree.
+        assert_eq!(
+            warning_id("twistrs.mail", "no -d domain"),
+            0x944e_bee9_50f0_4484
+        );
     }
 
     #[test]

@@ -96,9 +96,9 @@ pub fn spawn(
     spawn_as(exe, args, cwd, listeners, pidfile, None)
 }
 
-/// Starts a successor, or with `worker` (the value of `crate::workers::ENV`) a worker of a
-/// `--workers` master: the same hand-over of listeners and ready pipe, without the pidfile;
-/// the worker keeps the master's stdout and stderr (a `-n` log goes there) and gets neither
+/// Starts a successor, or with `worker` (the values of `crate::workers::ENV` and, unless
+/// empty, `crate::workers::KNOWN_ENV`) a worker of a `--workers` master: the same hand-over
+/// of listeners and ready pipe, without the pidfile; the worker keeps the master's stdout and stderr (a `-n` log goes there) and gets neither
 /// systemd's variables (the master is the one systemd knows) nor, through `PR_SET_PDEATHSIG`,
 /// a life longer than its master's; it runs in a process group of its own.
 pub fn spawn_as(
@@ -107,7 +107,7 @@ pub fn spawn_as(
     cwd: &Path,
     listeners: &[(String, RawFd)],
     pidfile: Option<RawFd>,
-    worker: Option<&str>,
+    worker: Option<(&str, &str)>,
 ) -> Result<Successor, String> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
         .map_err(|e| format!("cannot create the ready pipe: {e}"))?;
@@ -132,8 +132,12 @@ pub fn spawn_as(
         .current_dir(cwd)
         .env(ENV, env)
         .stdin(Stdio::null());
-    if let Some(w) = worker {
+    if let Some((w, known)) = worker {
         cmd.env(crate::workers::ENV, w);
+        // Our own copy was removed at start (`workers::from_env`): a replacement gets none.
+        if !known.is_empty() {
+            cmd.env(crate::workers::KNOWN_ENV, known);
+        }
         for v in twistrs_core::process::NOT_INHERITED
             .iter()
             .filter(|v| **v != ENV)

@@ -29,12 +29,20 @@ use crate::{logging, notify, upgrade};
 
 /// Set in a worker's environment: `INDEX MASTER_PID FILE_LOG [METRICS_ENDPOINT]`.
 pub const ENV: &str = "TWISTRS_WORKER";
+/// Set in a first worker's environment: the warnings its master logged as it checked the
+/// plugin (`logging::warning_id`, in hex, comma-separated), for it not to repeat them. A
+/// variable of its own, so that a master and a worker of different versions (a binary
+/// replaced on disk before a worker is replaced) still read `ENV` alike.
+pub const KNOWN_ENV: &str = "TWISTRS_WORKER_KNOWN";
 
 /// A worker that died sooner than this after its start (or before it served) counts as a
 /// crash loop: its restart waits, twice as long each time, from `FIRST_DELAY` to `MAX_DELAY`.
 const QUICK_DEATH: Duration = Duration::from_secs(1);
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(30);
+/// At most this many warnings are passed to a first worker (a few bytes each in its
+/// environment); any beyond are simply logged again.
+const MAX_KNOWN: usize = 64;
 /// How long workers get to serve at start and at a hand-over.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -45,24 +53,37 @@ pub struct WorkerEnv {
     pub master: i32,
     /// The master logs to a file by default even with `-n` (it is a restart's successor).
     pub file_log: bool,
+    /// The warnings the master logged as it checked the plugin's options and files just
+    /// before starting this worker (a first worker; empty for a replacement): not repeated.
+    pub known: Vec<u64>,
     /// The private socket (inherited) on which the master asks for this worker's metrics.
     pub metrics: Option<twistrs_core::Endpoint>,
 }
 
 static THIS: OnceLock<Option<WorkerEnv>> = OnceLock::new();
 
-/// Reads and clears `TWISTRS_WORKER` (once, at start-up, before any thread exists).
+/// Reads and clears `TWISTRS_WORKER` and `TWISTRS_WORKER_KNOWN` (once, at start-up, before
+/// any thread exists).
 pub fn from_env() -> Option<&'static WorkerEnv> {
     THIS.get_or_init(|| {
-        let v = std::env::var(ENV).ok()?;
+        let known = std::env::var(KNOWN_ENV).unwrap_or_default();
+        let v = std::env::var(ENV);
         // SAFETY: called at start-up, single-threaded.
-        unsafe { std::env::remove_var(ENV) };
+        unsafe {
+            std::env::remove_var(KNOWN_ENV);
+            std::env::remove_var(ENV);
+        }
         // The endpoint is last: its path may hold spaces.
+        let v = v.ok()?;
         let mut it = v.splitn(4, ' ');
         Some(WorkerEnv {
             index: it.next()?.parse().ok()?,
             master: it.next()?.parse().ok()?,
             file_log: it.next() == Some("1"),
+            known: known
+                .split(',')
+                .filter_map(|h| u64::from_str_radix(h, 16).ok())
+                .collect(),
             metrics: it.next().and_then(|ep| ep.parse().ok()),
         })
     })
@@ -337,7 +358,9 @@ impl Pool {
             .collect()
     }
 
-    fn spawn(&mut self, i: usize) -> Result<(), String> {
+    /// Starts worker `i`, telling it the warnings `known` (`KNOWN_ENV`; empty: none) that it
+    /// need not repeat.
+    fn spawn(&mut self, i: usize, known: &str) -> Result<(), String> {
         let env = format!(
             "{} {} {}",
             self.workers[i].index,
@@ -361,7 +384,7 @@ impl Pool {
             &self.cwd,
             &listeners,
             None,
-            Some(&env),
+            Some((&env, known)),
         )?;
         log::info!(target: LAUNCHER, "Worker {} started, PID {}.", w.index, p.pid());
         w.proc = Some(p);
@@ -443,7 +466,7 @@ impl Pool {
             }
             if !stopping
                 && self.workers[i].restart_at.is_some_and(|t| t <= now)
-                && let Err(e) = self.spawn(i)
+                && let Err(e) = self.spawn(i, "")
             {
                 let w = &mut self.workers[i];
                 w.delay = (w.delay * 2).clamp(FIRST_DELAY, MAX_DELAY);
@@ -527,6 +550,12 @@ pub(crate) fn master(
     // As a single process, but no chroot: the master must re-execute its binary (for each
     // worker and at a restart), so each worker chroots itself.
     crate::launcher::settle(plan, false, status, systemd_fds, logger)?;
+    // A log outside the jail: each worker finds it as it chroots; said here, for them all.
+    if let Some(dir) = &plan.chroot
+        && let Err(e) = logger.check_chroot(dir)
+    {
+        launcher::log_outside_jail(&e);
+    }
     let successor = inherited.is_some();
     if !successor && let Some(p) = pidfile.as_mut() {
         p.write_pid()
@@ -587,7 +616,17 @@ pub(crate) fn master(
         metrics,
     };
     log::info!(target: LAUNCHER, "Master (PID {}) starting {n} workers.", std::process::id());
-    if let Err(e) = start_workers(&mut pool, &mut reactor) {
+    // The warnings said while the plugin's options and files were checked (building the
+    // service, binding): the first workers check the same moments later and would only
+    // repeat them. A worker started later, to replace one, says them again: files change.
+    let known: Vec<String> = logger
+        .started()
+        .iter()
+        .take(MAX_KNOWN)
+        .map(|h| format!("{h:x}"))
+        .collect();
+    let known = known.join(",");
+    if let Err(e) = start_workers(&mut pool, &mut reactor, &known) {
         pool.stop_all(&mut reactor, Duration::from_secs(1));
         return Err(e);
     }
@@ -684,9 +723,9 @@ fn bind(
 }
 
 /// Starts every worker and waits until each serves; the first failure is the start's.
-fn start_workers(pool: &mut Pool, reactor: &mut Reactor) -> Result<(), String> {
+fn start_workers(pool: &mut Pool, reactor: &mut Reactor, known: &str) -> Result<(), String> {
     for i in 0..pool.workers.len() {
-        pool.spawn(i)?;
+        pool.spawn(i, known)?;
     }
     let deadline = Instant::now() + START_TIMEOUT;
     while !pool.all_serving() {

@@ -595,6 +595,76 @@ print('errors', errors)
     }
 }
 
+/// Kills worker `pid` of `m` (one of its first two) and waits until its replacement serves.
+fn replace_worker(m: &Master, pid: i32) {
+    // SAFETY: a signal to a worker this test started (through its master).
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let died = format!("(PID {pid}) ended by signal SIGKILL");
+    assert!(m.wait_log(|l| l.contains(&died), 10), "{}", m.log());
+    assert!(
+        m.wait_log(|l| l.matches(" serves.").count() >= 3, 10),
+        "{}",
+        m.log()
+    );
+}
+
+#[test]
+fn a_start_up_warning_is_logged_once_and_again_by_a_replacement() {
+    // The master builds the service (mail warns: no -d) and the first workers, started at
+    // once on the same options, do not say it again; a replacement does (files may have
+    // changed since), and a restart's new master says it once for its own workers.
+    const WARNING: &str = "no -d domain: every recipient will be refused";
+    let m = Master::start(&[
+        "--workers",
+        "2",
+        "mail",
+        "-H",
+        "mx.test",
+        "-s",
+        "tcp:0:interface=127.0.0.1",
+        "--no-pop3",
+    ]);
+    m.wait_serving(2);
+    assert_eq!(m.log().matches(WARNING).count(), 1, "{}", m.log());
+    let workers = children(m.pid());
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    replace_worker(&m, workers[0]);
+    assert_eq!(m.log().matches(WARNING).count(), 2, "{}", m.log());
+    let (code, out, err) = m.ctl(&["restart"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(
+        m.wait_log(|l| l.matches("2 workers serve.").count() == 2, 10),
+        "{}",
+        m.log()
+    );
+    assert_eq!(m.log().matches(WARNING).count(), 3, "{}", m.log());
+}
+
+#[test]
+fn a_log_outside_the_workers_chroot_is_said_once() {
+    let test = "a_log_outside_the_workers_chroot_is_said_once";
+    if !nix::unistd::geteuid().is_root() {
+        return skip(test, "--chroot needs root");
+    }
+    let jail = tempfile::tempdir().unwrap();
+    let m = Master::start(&[
+        "--workers",
+        "2",
+        "--chroot",
+        jail.path().to_str().unwrap(),
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    m.wait_serving(2);
+    let warning = "is outside the chroot";
+    assert_eq!(m.log().matches(warning).count(), 1, "{}", m.log());
+    let workers = children(m.pid());
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    replace_worker(&m, workers[1]);
+    assert_eq!(m.log().matches(warning).count(), 2, "{}", m.log());
+}
+
 #[test]
 fn single_process_plugins_refuse_workers_and_worker_failures_reach_the_starter() {
     let dir = tempfile::tempdir().unwrap();

@@ -291,12 +291,15 @@ impl Handle {
         self.0.reopen_hooks.borrow_mut().push(hook);
     }
 
-    /// Runs the `on_reopen` hooks (a hook may add hooks: they run next time).
+    /// Runs the `on_reopen` hooks (a hook may add hooks: they run next time), as one reload:
+    /// certificate files that several hooks reload are read and reported once.
     pub fn reopen_files(&self) {
         let mut hooks = std::mem::take(&mut *self.0.reopen_hooks.borrow_mut());
-        for h in &mut hooks {
-            h();
-        }
+        crate::tls::reloading(|| {
+            for h in &mut hooks {
+                h();
+            }
+        });
         let mut shared = self.0.reopen_hooks.borrow_mut();
         hooks.append(&mut shared);
         *shared = hooks;

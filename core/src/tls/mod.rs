@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
+use rustls::server::ResolvesServerCert;
 
 pub use certs::CertError;
 pub use client::{ClientTls, ClientTlsSpec};
@@ -146,15 +147,21 @@ impl TlsContext {
     }
 
     /// Reads the files again; new handshakes use them, established connections are not
-    /// touched. A bad file keeps the old certificate in service and is logged.
+    /// touched. A bad file keeps the old certificate in service and is logged. Within one
+    /// reload ([`reloading`]), files that several contexts name are read and reported once.
     pub fn reload(&self) {
         match build(&self.spec, &self.alpn) {
             Ok(config) => {
                 *self.current.borrow_mut() = config;
-                log::info!(target: "twistrs.tls", "Reloaded certificates ({}).", self.describe());
+                say_once(
+                    log::Level::Info,
+                    format!("Reloaded certificates ({}).", self.describe()),
+                );
             }
-            Err(e) => log::error!(target: "twistrs.tls",
-                "Certificates not reloaded, the old ones stay in service: {e}"),
+            Err(e) => say_once(
+                log::Level::Error,
+                format!("Certificates not reloaded, the old ones stay in service: {e}"),
+            ),
         }
     }
 
@@ -174,11 +181,102 @@ impl TlsContext {
     }
 }
 
+/// What a spec's files give: the protocol versions `sslmethod` allows (`None`: the default)
+/// and the certificates.
+type Loaded = (
+    Option<&'static [&'static rustls::SupportedProtocolVersion]>,
+    Arc<dyn ResolvesServerCert>,
+);
+
+/// One reload in progress: what was read, by spec, and what was said.
+#[derive(Default)]
+struct Round {
+    read: Vec<(TlsSpec, Result<Loaded, CertError>)>,
+    said: Vec<String>,
+}
+
+thread_local! {
+    /// The reload running on this thread ([`reloading`]), if any. Thread-local: a reactor
+    /// and its contexts live on one thread.
+    static ROUND: RefCell<Option<Round>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (every reload hook of one SIGHUP) as one reload: the same files named by several
+/// listeners, or by a listener and a plugin's own context (mail's STARTTLS certificate and
+/// its `ssl:` ports), are read once, share what was read, and are reported in one line, not
+/// one per context. A call within `f` joins the reload already running.
+pub(crate) fn reloading<R>(f: impl FnOnce() -> R) -> R {
+    struct End(bool);
+    impl Drop for End {
+        fn drop(&mut self) {
+            if self.0 {
+                ROUND.with(|r| *r.borrow_mut() = None);
+            }
+        }
+    }
+    let began = ROUND.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.is_some() {
+            return false;
+        }
+        *r = Some(Round::default());
+        true
+    });
+    let _end = End(began);
+    f()
+}
+
+/// Logs `text`, unless the reload running has said it already.
+fn say_once(level: log::Level, text: String) {
+    let new = ROUND.with(|r| match r.borrow_mut().as_mut() {
+        Some(round) if round.said.contains(&text) => false,
+        Some(round) => {
+            round.said.push(text.clone());
+            true
+        }
+        None => true,
+    });
+    if new {
+        log::log!(target: "twistrs.tls", level, "{text}");
+    }
+}
+
+/// The certificates of `spec`: read now, or what the reload running read for it already.
+fn loaded(spec: &TlsSpec, provider: &Arc<CryptoProvider>) -> Result<Loaded, CertError> {
+    let done = ROUND.with(|r| {
+        let r = r.borrow();
+        let (_, got) = r.as_ref()?.read.iter().find(|(s, _)| s == spec)?;
+        Some(got.clone())
+    });
+    if let Some(got) = done {
+        return got;
+    }
+    let got = read_certs(spec, provider);
+    ROUND.with(|r| {
+        if let Some(round) = r.borrow_mut().as_mut() {
+            round.read.push((spec.clone(), got.clone()));
+        }
+    });
+    got
+}
+
 /// A server config for `spec`: TLS 1.2 and 1.3 (or what `sslmethod` narrows it to), no client
 /// certificates, `alpn` offered.
 fn build(spec: &TlsSpec, alpn: &[Vec<u8>]) -> Result<Arc<ServerConfig>, CertError> {
     let provider = provider();
-    let (versions, resolver): (_, Arc<dyn rustls::server::ResolvesServerCert>) = match spec {
+    let (versions, resolver) = loaded(spec, &provider)?;
+    let builder = ServerConfig::builder_with_provider(provider);
+    let builder = builder
+        .with_protocol_versions(versions.unwrap_or(rustls::DEFAULT_VERSIONS))
+        .map_err(|e| CertError::new(Path::new(""), e.to_string()))?;
+    let mut config = builder.with_no_client_auth().with_cert_resolver(resolver);
+    config.alpn_protocols = alpn.to_vec();
+    Ok(Arc::new(config))
+}
+
+/// Reads the files of `spec` (and checks `sslmethod`).
+fn read_certs(spec: &TlsSpec, provider: &Arc<CryptoProvider>) -> Result<Loaded, CertError> {
+    Ok(match spec {
         TlsSpec::Files {
             private_key,
             cert_key,
@@ -198,7 +296,7 @@ fn build(spec: &TlsSpec, alpn: &[Vec<u8>]) -> Result<Arc<ServerConfig>, CertErro
                 private_key,
                 cert_key.as_deref(),
                 extra_chain.as_deref(),
-                &provider,
+                provider,
             )?;
             (
                 versions,
@@ -209,12 +307,5 @@ fn build(spec: &TlsSpec, alpn: &[Vec<u8>]) -> Result<Arc<ServerConfig>, CertErro
             None,
             Arc::new(sni::DirResolver::scan(dir, provider.clone())?),
         ),
-    };
-    let builder = ServerConfig::builder_with_provider(provider);
-    let builder = builder
-        .with_protocol_versions(versions.unwrap_or(rustls::DEFAULT_VERSIONS))
-        .map_err(|e| CertError::new(Path::new(""), e.to_string()))?;
-    let mut config = builder.with_no_client_auth().with_cert_resolver(resolver);
-    config.alpn_protocols = alpn.to_vec();
-    Ok(Arc::new(config))
+    })
 }

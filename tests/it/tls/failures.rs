@@ -183,7 +183,9 @@ fn start_up_problems_are_one_line_naming_the_file_and_exit_1() {
 fn an_expired_certificate_is_a_warning() {
     let pki = Pki::new();
     let old = expired(&pki);
-    let s = echo_server(&format!("ssl:0:privateKey={old}:interface=127.0.0.1"), &[]);
+    // Two listeners on it: the start (both ports logged by now) warns once.
+    let ep = format!("ssl:0:privateKey={old}:interface=127.0.0.1");
+    let s = echo_server(&ep, &["--listen", &ep]);
     // Expired on 2 January 2020: years of days, in the plural.
     assert!(
         s.log_contains("days ago; clients will refuse it"),
@@ -191,6 +193,7 @@ fn an_expired_certificate_is_a_warning() {
         s.lines()
     );
     assert!(s.log_contains(&old));
+    assert_eq!(count(&s, "clients will refuse it"), 1, "{:?}", s.lines());
     // It serves (a client that checks the dates refuses it, one that does not is served).
     let out = tls_once(s.port(), &pki.ca(), "localhost");
     assert!(

@@ -174,6 +174,58 @@ fn sighup_reloads_certificates_and_keeps_the_old_ones_if_the_new_are_bad() {
     assert_eq!(old.echo("still"), "echo=still");
 }
 
+#[test]
+fn files_named_by_several_listeners_are_reloaded_once_per_sighup() {
+    let pki = Pki::new();
+    pki.leaf("one", "one", &["localhost"]);
+    pki.leaf("two", "two", &["localhost"]);
+    let live = tempfile::tempdir().unwrap();
+    let (key, cert) = (live.path().join("key.pem"), live.path().join("cert.pem"));
+    replace(&pki.path("one-key.pem"), &key);
+    replace(&pki.path("one-cert.pem"), &cert);
+    let ssl = format!(
+        "ssl:0:privateKey={}:certKey={}:interface=127.0.0.1",
+        key.display(),
+        cert.display()
+    );
+    // Last: its reload follows the two ssl: listeners' (hooks run in listen order), so once
+    // its line is there, theirs are too.
+    let dir = cert_dir(&pki);
+    let tls = format!("tls:{}:port=0:interface=127.0.0.1", dir.path().display());
+    let s = Server::start(&[
+        "--pidfile=",
+        "echo",
+        "--listen",
+        &ssl,
+        "--listen",
+        &ssl,
+        "--listen",
+        &tls,
+    ]);
+    let ports = s.ports();
+    let (file, dir_line) = (
+        format!("Reloaded certificates ({}).", cert.display()),
+        format!("Reloaded certificates ({}).", dir.path().display()),
+    );
+    assert!(s.wait_catches(1));
+    for reload in 1..=2 {
+        // Each reload reads the files afresh: both listeners serve what is there now.
+        let leaf = if reload == 1 { "two" } else { "one" };
+        replace(&pki.path(&format!("{leaf}-cert.pem")), &cert);
+        replace(&pki.path(&format!("{leaf}-key.pem")), &key);
+        s.signal(1);
+        assert!(
+            s.wait_until(|_| count(&s, &dir_line) == reload, Duration::from_secs(30))
+                .is_some(),
+            "{:?}",
+            s.lines()
+        );
+        assert_eq!(count(&s, &file), reload, "{:?}", s.lines());
+        assert_serves(ports[0], &pki.ca(), "localhost", leaf);
+        assert_serves(ports[1], &pki.ca(), "localhost", leaf);
+    }
+}
+
 /// How long the restart test waits for what may be slow on a machine whose CPUs are busy: each
 /// answer to a client, a run of connections. Under the load of the `load::` and `portforward`
 /// tests, a daemon was seen runnable but not run for 5.5 s (its `run_delay` in
