@@ -346,6 +346,34 @@ fn twistd_option_errors() {
     assert!(d.path().join("x/joe/new").is_dir() && d.path().join("x/joe/.Trash/cur").is_dir());
 }
 
+/// `--no-smtp` and `--no-pop3` turn off the default listeners only, as in twistd: with both,
+/// `-s` and `-p` endpoints are still served (twistd's error is for no endpoint at all).
+#[test]
+fn no_smtp_and_no_pop3_leave_the_given_endpoints() {
+    let srv = Server::spawn(&[
+        "--pidfile=",
+        "mail",
+        "--no-smtp",
+        "--no-pop3",
+        "-s",
+        "tcp:0:interface=127.0.0.1",
+        "-p",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    srv.wait_until(|l| count_ports(l) >= 2, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("both did not start: {:?}", srv.lines()));
+    let ports = srv.ports();
+    let mut banners = Vec::new();
+    for port in ports {
+        let mut c = connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        let mut b = [0u8; 4];
+        std::io::Read::read_exact(&mut c, &mut b).unwrap();
+        banners.push(String::from_utf8_lossy(&b).into_owned());
+    }
+    banners.sort();
+    assert_eq!(banners, ["+OK ", "220 "], "{:?}", srv.lines());
+}
+
 #[test]
 fn without_h_the_greeting_names_the_fqdn_as_twistds() {
     // twistd greets with socket.getfqdn(): with `127.0.1.1 mx.example.com mx` in /etc/hosts
