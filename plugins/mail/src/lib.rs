@@ -282,8 +282,11 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
     for (pos, file) in aliases {
         let d = last_domain_before(&at, pos)
             .ok_or_else(|| PluginError::new("Specify a domain before specifying aliases"))?;
+        // Absolute: the file is read again whenever it changes, after the launcher's chdir
+        // to --rundir too.
+        let abs = std::path::absolute(&file).unwrap_or_else(|_| file.clone());
         domains[d].aliases = Some(
-            Aliases::new(file.clone())
+            Aliases::new(abs)
                 .map_err(|e| PluginError::new(format!("mail: -A {}: {e}", file.display())))?,
         );
     }
