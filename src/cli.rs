@@ -92,6 +92,10 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
         .disable_version_flag(true)
         .arg_required_else_help(true)
         .disable_help_subcommand(true)
+        // twistd's option parser takes an option given twice, the last value winning
+        // (`--pidfile= $EXTRA --pidfile=app.pid`, a wrapper adding `-n`): so does this one,
+        // for every option of every plugin. Repeatable options (`--listen`) still add up.
+        .args_override_self(true)
         .after_help("Run 'twistrs PLUGIN --help' for a plugin's options.")
         .arg(
             Arg::new("version")

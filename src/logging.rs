@@ -571,6 +571,7 @@ mod tests {
                     reach: Ok(path.clone()),
                     file: open_append(&path).unwrap(),
                     size: 0,
+                    loss: Loss::default(),
                 },
                 rotation: None,
                 format: Format::Text,

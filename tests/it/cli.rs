@@ -231,3 +231,52 @@ fn mail_help_auth_prints_the_auth_types_and_starts_nothing() {
         "no daemon was started"
     );
 }
+
+/// An option given twice is not an error, as in twistd (twisted.python.usage): the last value
+/// wins, for the global options and a plugin's alike, and a flag may be repeated. A wrapper
+/// script that appends its own `--pidfile=`, or `-n` to a command line that has it, works.
+#[test]
+fn an_option_given_twice_takes_its_last_value_as_in_twistd() {
+    let first = tempfile::tempdir().unwrap();
+    let last = tempfile::tempdir().unwrap();
+    std::fs::write(first.path().join("f.txt"), "first").unwrap();
+    std::fs::write(last.path().join("f.txt"), "last").unwrap();
+    let (a, b) = (
+        first.path().to_str().unwrap(),
+        last.path().to_str().unwrap(),
+    );
+    let srv = crate::support::Server::start(&[
+        "-n",
+        "--pidfile=x.pid",
+        "--pidfile=",
+        "web",
+        "--path",
+        a,
+        "--path",
+        b,
+        "-m",
+        "a/b",
+        "-m",
+        "text/plain",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let (code, body) = crate::web::curl(&[&format!("http://{}/f.txt", srv.addr())]);
+    assert_eq!(
+        (code, body.as_slice()),
+        (0, &b"last"[..]),
+        "{:?}",
+        srv.lines()
+    );
+    let (code, _, err) = run(&[
+        "-n",
+        "-n",
+        "--rundir",
+        "/",
+        "--rundir",
+        "/",
+        "echo",
+        "--version",
+    ]);
+    assert_eq!(code, 0, "{err}");
+}

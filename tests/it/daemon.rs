@@ -535,6 +535,8 @@ fn chroot_and_euid() {
     ]);
     let root = std::fs::read_link(format!("/proc/{}/root", srv.pid())).unwrap();
     assert_eq!(root, jail.path().canonicalize().unwrap(), "--chroot");
+    // The ports are logged once bound, before the ids change: wait for the change.
+    assert!(srv.log_contains("set uid/gid"), "{:?}", srv.lines());
     let uids: Vec<String> = proc_field(srv.pid(), "Uid")
         .split_whitespace()
         .map(String::from)
@@ -585,6 +587,8 @@ fn a_uid_no_user_has_needs_a_gid() {
         listen,
     ]);
     let pid = srv.pid();
+    // The port is logged once bound, before the ids change: wait for the change.
+    assert!(srv.log_contains("set uid/gid"), "{:?}", srv.lines());
     assert!(proc_field(pid, "Uid").split_whitespace().all(|u| u == uid));
     assert!(proc_field(pid, "Gid").split_whitespace().all(|g| g == gid));
     assert_eq!(

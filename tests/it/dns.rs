@@ -1487,3 +1487,73 @@ fn dns_a_secondary_refuses_records_of_another_class_and_keeps_its_copy() {
     }
     assert_eq!(s.count("Transferred zone example.com serial 2"), 0);
 }
+
+/// Files named relative to the start directory are re-read on SIGHUP from there, even though
+/// `-d` (`--rundir`) has moved the process elsewhere: the zone, the hosts file and resolv.conf
+/// are the ones it started with, not names looked up again in the new directory.
+#[test]
+fn dns_sighup_rereads_relative_files_after_rundir() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("example.com"), zone_text(1, "")).unwrap();
+    std::fs::write(dir.path().join("hosts"), "192.0.2.80 one.local\n").unwrap();
+    std::fs::write(dir.path().join("resolv.conf"), "nameserver 127.0.0.1#9\n").unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run = elsewhere.path().to_str().unwrap();
+    let srv = Server::spawn_in(
+        dir.path(),
+        &[
+            "--pidfile=",
+            "-d",
+            run,
+            "dns",
+            "-p",
+            "0",
+            "-i",
+            "127.0.0.1",
+            "--bindzone",
+            "example.com",
+            "--hosts-file",
+            "hosts",
+            "--resolv-conf",
+            "resolv.conf",
+        ],
+    );
+    srv.wait_until(
+        |l| l.iter().any(|x| x.contains("DNSServerFactory starting on")),
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|| panic!("dns did not start: {:?}", srv.lines()));
+    let port: u16 = srv
+        .lines()
+        .iter()
+        .find_map(|l| l.split("DNSServerFactory starting on ").nth(1))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the port");
+    let web = || answers(&dig(port, &["+noall", "+answer", "web.example.com", "A"]));
+    assert_eq!(web(), ["web.example.com. 300 IN A 192.0.2.3"]);
+    std::fs::write(
+        dir.path().join("example.com"),
+        zone_text(2, "").replace("192.0.2.3", "192.0.2.33"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("hosts"), "192.0.2.81 two.local\n").unwrap();
+    srv.signal(1);
+    eventually("the reload", Duration::from_secs(5), || {
+        srv.lines().iter().any(|l| l.contains("Reloaded"))
+    });
+    assert_eq!(
+        web(),
+        ["web.example.com. 300 IN A 192.0.2.33"],
+        "{:?}",
+        srv.lines()
+    );
+    assert_eq!(
+        answers(&dig(port, &["+noall", "+answer", "two.local", "A"])),
+        ["two.local. 3600 IN A 192.0.2.81"]
+    );
+    assert!(
+        !srv.lines().iter().any(|l| l.contains("No such file")),
+        "{:?}",
+        srv.lines()
+    );
+}

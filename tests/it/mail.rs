@@ -346,6 +346,34 @@ fn twistd_option_errors() {
     assert!(d.path().join("x/joe/new").is_dir() && d.path().join("x/joe/.Trash/cur").is_dir());
 }
 
+/// `--no-smtp` and `--no-pop3` turn off the default listeners only, as in twistd: with both,
+/// `-s` and `-p` endpoints are still served (twistd's error is for no endpoint at all).
+#[test]
+fn no_smtp_and_no_pop3_leave_the_given_endpoints() {
+    let srv = Server::spawn(&[
+        "--pidfile=",
+        "mail",
+        "--no-smtp",
+        "--no-pop3",
+        "-s",
+        "tcp:0:interface=127.0.0.1",
+        "-p",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    srv.wait_until(|l| count_ports(l) >= 2, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("both did not start: {:?}", srv.lines()));
+    let ports = srv.ports();
+    let mut banners = Vec::new();
+    for port in ports {
+        let mut c = connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        let mut b = [0u8; 4];
+        std::io::Read::read_exact(&mut c, &mut b).unwrap();
+        banners.push(String::from_utf8_lossy(&b).into_owned());
+    }
+    banners.sort();
+    assert_eq!(banners, ["+OK ", "220 "], "{:?}", srv.lines());
+}
+
 #[test]
 fn without_h_the_greeting_names_the_fqdn_as_twistds() {
     // twistd greets with socket.getfqdn(): with `127.0.1.1 mx.example.com mx` in /etc/hosts
@@ -1040,4 +1068,70 @@ s.quit()
     assert!(files[0].contains("Subject: small"));
     assert_eq!(std::fs::read_dir(joe.join("tmp")).unwrap().count(), 0);
     assert!(srv.log_contains("File too large"), "{:?}", srv.lines());
+}
+
+/// An aliases file named relative to the start directory is still the one read when it
+/// changes after `-d` (`--rundir`) has moved the process: an alias added while running works.
+#[test]
+fn a_relative_aliases_file_is_reread_after_rundir() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("aliases"), "team: joe\n").unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let srv = Server::spawn_in(
+        dir.path(),
+        &[
+            "--pidfile=",
+            "-d",
+            elsewhere.path().to_str().unwrap(),
+            "mail",
+            "-d",
+            "example.com=maildirs",
+            "-u",
+            "joe=pw",
+            "-A",
+            "aliases",
+            "-s",
+            "tcp:0:interface=127.0.0.1",
+            "--no-pop3",
+        ],
+    );
+    srv.wait_until(|l| count_ports(l) >= 1, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("mail did not start: {:?}", srv.lines()));
+    // RCPT's reply for `to`, on a new session.
+    let rcpt = |to: &str| {
+        let c = connect(srv.addr());
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        let mut w = c;
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        write!(
+            w,
+            "HELO t\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<{to}@example.com>\r\n"
+        )
+        .unwrap();
+        for _ in 0..3 {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+        }
+        line.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(rcpt("team"), "250");
+    assert_eq!(rcpt("crew"), "550");
+    std::fs::write(dir.path().join("aliases"), "team: joe\ncrew: joe\n").unwrap();
+    let t = std::time::SystemTime::now() + Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(dir.path().join("aliases"))
+        .and_then(|f| f.set_modified(t))
+        .unwrap();
+    assert_eq!(rcpt("crew"), "250", "{:?}", srv.lines());
+    assert!(
+        !srv.lines().iter().any(|l| l.contains("No such file")),
+        "{:?}",
+        srv.lines()
+    );
 }

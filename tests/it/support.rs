@@ -33,6 +33,13 @@ impl Server {
         Self::spawn_wrapped(&[], args)
     }
 
+    /// Starts `twistrs -n ARGS...` with `cwd` as its working directory (for relative paths
+    /// in ARGS), without waiting for anything.
+    pub fn spawn_in(cwd: &std::path::Path, args: &[&str]) -> Server {
+        // env execs twistrs in place: the PID is still the server's.
+        Self::spawn_wrapped(&["env", "-C", cwd.to_str().expect("a UTF-8 path")], args)
+    }
+
     /// Starts `twistrs -n ARGS...` through `wrapper` (a command that execs what follows it,
     /// such as `prlimit --nofile=64:64`, so the PID is still the server's) and waits until
     /// every listener logged its port.

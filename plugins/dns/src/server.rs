@@ -94,7 +94,7 @@ pub type Shared = Rc<RefCell<Server>>;
 
 impl Server {
     /// Loads every file (the first error is the start-up's: exit 1) and builds the server.
-    pub fn load(config: Config) -> Result<Shared, String> {
+    pub fn load(mut config: Config) -> Result<Shared, String> {
         let mut zones = Vec::new();
         for f in &config.zone_files {
             zones.push(Rc::new(zonefile::load(f).map_err(|e| e.to_string())?));
@@ -107,6 +107,13 @@ impl Server {
             Some(p) => Some(Forwarder::new(ResolvConf::load(p)?)),
             None => None,
         };
+        // A reload comes after the launcher's chdir to --rundir: it must read the files
+        // loaded now, so their names are made absolute against the start directory (start-up
+        // errors above name them as they were given).
+        let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        config.zone_files = config.zone_files.iter().map(abs).collect();
+        config.hosts_file = config.hosts_file.as_ref().map(abs);
+        config.resolv_conf = config.resolv_conf.as_ref().map(abs);
         let cache = config.cache.then(|| Cache::new(config.cache_size));
         let secondaries = config
             .secondaries

@@ -282,8 +282,11 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
     for (pos, file) in aliases {
         let d = last_domain_before(&at, pos)
             .ok_or_else(|| PluginError::new("Specify a domain before specifying aliases"))?;
+        // Absolute: the file is read again whenever it changes, after the launcher's chdir
+        // to --rundir too.
+        let abs = std::path::absolute(&file).unwrap_or_else(|_| file.clone());
         domains[d].aliases = Some(
-            Aliases::new(file.clone())
+            Aliases::new(abs)
                 .map_err(|e| PluginError::new(format!("mail: -A {}: {e}", file.display())))?,
         );
     }
@@ -411,7 +414,19 @@ impl Factory for Pop3Factory {
 }
 
 fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
-    if m.get_flag("no-smtp") && m.get_flag("no-pop3") {
+    // Given endpoints always count; the default one only if not disabled (twistd's rule):
+    // `--no-smtp --no-pop3 -s tcp:25` serves SMTP on 25, and only no endpoint at all is
+    // twistd's error.
+    let endpoints = |opt: &ListenOpt, off: bool| -> Result<Vec<Endpoint>, PluginError> {
+        match (opt.given(m), off) {
+            (given, _) if !given.is_empty() => Ok(given),
+            (_, true) => Ok(Vec::new()),
+            _ => opt.get(m),
+        }
+    };
+    let smtp = endpoints(&SMTP, m.get_flag("no-smtp"))?;
+    let pop3 = endpoints(&POP3, m.get_flag("no-pop3"))?;
+    if smtp.is_empty() && pop3.is_empty() {
         return Err(PluginError::new("You cannot disable all protocols"));
     }
     let cfg = Rc::new(build_config(m)?);
@@ -432,19 +447,9 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
     if cfg.domains.is_empty() {
         log::warn!(target: "twistrs.mail", "no -d domain: every recipient will be refused");
     }
-    // Given endpoints always count; the default one only if not disabled (twistd's rule).
-    let endpoints = |opt: &ListenOpt, off: bool| -> Result<Vec<Endpoint>, PluginError> {
-        match (opt.given(m), off) {
-            (given, _) if !given.is_empty() => Ok(given),
-            (_, true) => Ok(Vec::new()),
-            _ => opt.get(m),
-        }
-    };
     let max = MAX_CONNECTIONS.get(m);
     let per_client = PER_CLIENT.get(m);
     let mut svc = MultiService::new("mail");
-    let smtp = endpoints(&SMTP, m.get_flag("no-smtp"))?;
-    let pop3 = endpoints(&POP3, m.get_flag("no-pop3"))?;
     if cfg.auth_requires_tls
         && cfg.tls.is_none()
         && !smtp.iter().chain(&pop3).any(|e| e.tls().is_some())
