@@ -198,24 +198,39 @@ impl Upstream {
 /// end). `read_rr` only skips owners: without this, an answer unreadable at the client would
 /// be relayed and kept for a day.
 fn names_parse(msg: &[u8], offset: usize, ttls: &[usize], records: usize) -> bool {
-    let mut copy = msg.to_vec();
-    // 0x40 is an undefined label type: a name that reaches into these bytes fails to parse.
-    copy[..12].fill(0x40);
-    for &t in ttls {
-        if let Some(ttl) = copy.get_mut(offset + t..offset + t + 4) {
-            ttl.fill(0x40);
+    // Two copies with what changes filled in two ways. 0x40 and 0x41 are undefined label
+    // types, so a name whose label starts there fails to parse; a compression pointer whose
+    // low byte is there points one byte apart in the two copies, so its name comes out
+    // different (parsing one copy alone took that name for valid: found by fuzzing).
+    let blank = |fill: u8| {
+        let mut copy = msg.to_vec();
+        copy[..12].fill(fill);
+        for &t in ttls {
+            if let Some(ttl) = copy.get_mut(offset + t..offset + t + 4) {
+                ttl.fill(fill);
+            }
         }
-    }
-    let mut p = Parser::from_ref(copy.as_slice());
-    if p.advance(offset).is_err() {
+        copy
+    };
+    let (a, b) = (blank(0x40), blank(0x41));
+    let (mut pa, mut pb) = (
+        Parser::from_ref(a.as_slice()),
+        Parser::from_ref(b.as_slice()),
+    );
+    if pa.advance(offset).is_err() || pb.advance(offset).is_err() {
         return false;
     }
     (0..records).all(|_| {
-        let Ok(r) = ParsedRecord::parse(&mut p) else {
+        let (Ok(ra), Ok(rb)) = (ParsedRecord::parse(&mut pa), ParsedRecord::parse(&mut pb)) else {
             return false;
         };
-        r.into_any_record::<AllRecordData<&[u8], ParsedName<&[u8]>>>()
-            .is_ok()
+        let (Ok(ra), Ok(rb)) = (
+            ra.into_any_record::<AllRecordData<&[u8], ParsedName<&[u8]>>>(),
+            rb.into_any_record::<AllRecordData<&[u8], ParsedName<&[u8]>>>(),
+        ) else {
+            return false;
+        };
+        ra.owner() == rb.owner() && ra.data() == rb.data()
     })
 }
 
@@ -383,6 +398,39 @@ mod tests {
         m.extend_from_slice(&[0xC0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, target.len() as u8]);
         m.extend_from_slice(target);
         m
+    }
+
+    /// A pointer whose low byte is a TTL's first byte: its target moves as the cache lowers
+    /// the TTL. Filled with one value, the TTL made it point at a valid name (the check took
+    /// it for good and the client got a name pointing into its header: found by fuzzing the
+    /// forwarder); a second fill points one byte on, and the answer is refused.
+    #[test]
+    fn a_pointer_made_of_a_ttl_byte_is_refused() {
+        let q = query("example.com", Rtype::A, Some(1232));
+        let answer = |owner: u8| {
+            let mut m = q[..29].to_vec();
+            m[2] |= 0x80;
+            m[6..12].copy_from_slice(&[0, 3, 0, 0, 0, 0]);
+            // At 29, a TXT whose one string holds, at 64 (0x40), the name a.example.com.
+            m.extend_from_slice(&[0xC0, 12, 0, 16, 0, 1, 0, 0, 0, 60, 0, 27, 26]);
+            m.extend_from_slice(&[b'x'; 22]);
+            m.extend_from_slice(&[1, b'a', 0xC0, 12]);
+            // At 68, an A of class 0x00C0, its TTL's first byte (0) at 74.
+            m.extend_from_slice(&[0xC0, 12, 0, 1, 0, 0xC0, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+            // At 84, an A owned by `owner`.
+            m.extend_from_slice(&[0xC0, owner, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 2]);
+            m
+        };
+        assert_eq!(answer(0x40).len(), 100);
+        assert!(
+            Upstream::parse(&answer(0x40), &q).is_ok(),
+            "a.example.com itself"
+        );
+        // At the class's low byte 0xC0 (73): a pointer whose low byte is the TTL's.
+        assert_eq!(
+            Upstream::parse(&answer(73), &q).unwrap_err(),
+            Bad::Malformed
+        );
     }
 
     /// Names in record data are checked, not only owners: a pointer forward (here the SOA's
