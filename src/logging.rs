@@ -168,17 +168,7 @@ pub fn init(dest: Destination, rotation: Option<Rotation>) -> io::Result<&'stati
             Sink::Syslog
         }
     };
-    let logger = LOGGER.get_or_init(|| Logger {
-        state: Mutex::new(State {
-            sink: Sink::Stdout(io::stdout()),
-            rotation: None,
-            format: Format::Text,
-            stamp_secs: i64::MIN,
-            stamp: String::new(),
-            writer: this_writer(),
-            said: None,
-        }),
-    });
+    let logger = LOGGER.get_or_init(|| Logger::new(Sink::Stdout(io::stdout())));
     {
         let mut st = logger.lock();
         st.sink = sink;
@@ -196,6 +186,21 @@ pub fn logger() -> Option<&'static Logger> {
 }
 
 impl Logger {
+    /// A logger writing text lines to `sink`, not rotating.
+    fn new(sink: Sink) -> Logger {
+        Logger {
+            state: Mutex::new(State {
+                sink,
+                rotation: None,
+                format: Format::Text,
+                stamp_secs: i64::MIN,
+                stamp: String::new(),
+                writer: this_writer(),
+                said: None,
+            }),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -564,23 +569,13 @@ mod tests {
     fn a_start_up_warning_is_written_once_and_errors_always() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app.log");
-        let logger = Logger {
-            state: Mutex::new(State {
-                sink: Sink::File {
-                    path: path.clone(),
-                    reach: Ok(path.clone()),
-                    file: open_append(&path).unwrap(),
-                    size: 0,
-                    loss: Loss::default(),
-                },
-                rotation: None,
-                format: Format::Text,
-                stamp_secs: i64::MIN,
-                stamp: String::new(),
-                writer: this_writer(),
-                said: None,
-            }),
-        };
+        let logger = Logger::new(Sink::File {
+            path: path.clone(),
+            reach: Ok(path.clone()),
+            file: open_append(&path).unwrap(),
+            size: 0,
+            loss: Loss::default(),
+        });
         log::set_max_level(LevelFilter::Info);
         let say = |level: Level, text: &str| {
             logger.log(

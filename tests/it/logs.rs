@@ -228,6 +228,30 @@ s.quit()
     );
 }
 
+/// A web root holding one file, `f`, and a fresh directory for a tmpfs of the server's own
+/// with the wrapper that mounts it (`small_disk`); None, after a skip line, where it cannot.
+fn root_and_small_disk(test: &str) -> Option<(tempfile::TempDir, tempfile::TempDir, Vec<String>)> {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("f"), "x").unwrap();
+    let disk = tempfile::tempdir().unwrap();
+    let wrapper = small_disk(test, disk.path(), "256k")?;
+    Some((root, disk, wrapper))
+}
+
+/// The port of a server that logs to a file, once `read()` (the file) says it listens.
+fn port_in_log(srv: &Server, read: impl Fn() -> String) -> u16 {
+    srv.wait_until(
+        |_| read().contains(" starting on "),
+        Duration::from_secs(10),
+    )
+    .expect("started");
+    let text = read();
+    let after = text.split(" starting on ").nth(1).unwrap();
+    after[..after.find(|c: char| !c.is_ascii_digit()).unwrap()]
+        .parse()
+        .unwrap()
+}
+
 /// `n` GETs of /f over one keep-alive connection; every one must be answered 200.
 fn gets(port: u16, n: usize) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -245,10 +269,7 @@ fn gets(port: u16, n: usize) {
 #[test]
 fn main_log_lines_lost_to_a_full_disk_are_counted_when_it_has_room() {
     for format in ["text", "json"] {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::write(root.path().join("f"), "x").unwrap();
-        let disk = tempfile::tempdir().unwrap();
-        let Some(wrapper) = small_disk("main_log_lines_lost", disk.path(), "256k") else {
+        let Some((root, disk, wrapper)) = root_and_small_disk("main_log_lines_lost") else {
             return;
         };
         let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
@@ -271,16 +292,7 @@ fn main_log_lines_lost_to_a_full_disk_are_counted_when_it_has_room() {
         let seen = std::path::PathBuf::from(format!("/proc/{}/root", srv.pid()))
             .join(disk.path().strip_prefix("/").unwrap());
         let read = || std::fs::read_to_string(seen.join("main.log")).unwrap_or_default();
-        srv.wait_until(
-            |_| read().contains(" starting on "),
-            Duration::from_secs(10),
-        )
-        .expect("started");
-        let text = read();
-        let after = text.split(" starting on ").nth(1).unwrap();
-        let port: u16 = after[..after.find(|c: char| !c.is_ascii_digit()).unwrap()]
-            .parse()
-            .unwrap();
+        let port = port_in_log(&srv, read);
         let filler = fill_disk(&seen);
         const SENT: usize = 300;
         gets(port, SENT);
@@ -351,10 +363,7 @@ fn main_log_lines_lost_to_a_full_disk_are_counted_when_it_has_room() {
 /// every line in the file is whole.
 #[test]
 fn access_log_lines_lost_to_a_full_disk_are_counted_in_the_main_log() {
-    let root = tempfile::tempdir().unwrap();
-    std::fs::write(root.path().join("f"), "x").unwrap();
-    let disk = tempfile::tempdir().unwrap();
-    let Some(wrapper) = small_disk("access_log_lines_lost", disk.path(), "256k") else {
+    let Some((root, disk, wrapper)) = root_and_small_disk("access_log_lines_lost") else {
         return;
     };
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
@@ -439,16 +448,7 @@ fn a_log_at_the_file_size_limit_does_not_kill_the_server() {
         ],
     );
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
-    srv.wait_until(
-        |_| read().contains(" starting on "),
-        Duration::from_secs(10),
-    )
-    .expect("started");
-    let text = read();
-    let after = text.split(" starting on ").nth(1).unwrap();
-    let port: u16 = after[..after.find(|c: char| !c.is_ascii_digit()).unwrap()]
-        .parse()
-        .unwrap();
+    let port = port_in_log(&srv, read);
     // About 150 bytes a line: twice the limit.
     gets(port, 220);
     assert_eq!(

@@ -931,6 +931,30 @@ p.quit()
     assert!(m.maildir("new").join("new").is_dir(), "made on demand");
 }
 
+/// `mail` for joe (password secret) at example.com=`dom`, started through `wrapper`, once
+/// both its SMTP and POP3 ports are logged.
+fn joe_only(wrapper: &[&str], dom: &str) -> Server {
+    let srv = Server::start_wrapped(
+        wrapper,
+        &[
+            "mail",
+            "-H",
+            "mx.test",
+            "-d",
+            dom,
+            "-u",
+            "joe=secret",
+            "-s",
+            "tcp:0:interface=127.0.0.1",
+            "-p",
+            "tcp:0:interface=127.0.0.1",
+        ],
+    );
+    srv.wait_until(|l| count_ports(l) >= 2, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("mail did not start: {:?}", srv.lines()));
+    srv
+}
+
 /// A Maildir on a full disk (a tmpfs of the server's own): the message gets 451 and leaves
 /// nothing in new/ or tmp/; POP3 still lists, retrieves and deletes what was delivered
 /// before; once the disk has room the client's retry gets 250 and lands once.
@@ -942,24 +966,7 @@ fn a_full_disk_gets_451_and_leaves_nothing_behind() {
     };
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     let dom = format!("example.com={}", disk.path().join("mail").display());
-    let srv = Server::start_wrapped(
-        &wrapper,
-        &[
-            "mail",
-            "-H",
-            "mx.test",
-            "-d",
-            &dom,
-            "-u",
-            "joe=secret",
-            "-s",
-            "tcp:0:interface=127.0.0.1",
-            "-p",
-            "tcp:0:interface=127.0.0.1",
-        ],
-    );
-    srv.wait_until(|l| count_ports(l) >= 2, Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("mail did not start: {:?}", srv.lines()));
+    let srv = joe_only(&wrapper, &dom);
     let (smtp, pop3) = (srv.ports()[0].to_string(), srv.ports()[1].to_string());
     let seen = PathBuf::from(format!("/proc/{}/root", srv.pid()))
         .join(disk.path().strip_prefix("/").unwrap());
@@ -1027,24 +1034,7 @@ s.quit()
 fn a_message_past_the_file_size_limit_gets_451_and_the_server_lives() {
     let dir = tempfile::tempdir().unwrap();
     let dom = format!("example.com={}", dir.path().join("example.com").display());
-    let srv = Server::start_wrapped(
-        &["prlimit", "--fsize=65536"],
-        &[
-            "mail",
-            "-H",
-            "mx.test",
-            "-d",
-            &dom,
-            "-u",
-            "joe=secret",
-            "-s",
-            "tcp:0:interface=127.0.0.1",
-            "-p",
-            "tcp:0:interface=127.0.0.1",
-        ],
-    );
-    srv.wait_until(|l| count_ports(l) >= 2, Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("mail did not start: {:?}", srv.lines()));
+    let srv = joe_only(&["prlimit", "--fsize=65536"], &dom);
     let (code, out, err) = py(
         r#"
 import smtplib, sys

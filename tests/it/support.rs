@@ -303,7 +303,13 @@ pub fn private_hosts(
     }
     script.push_str(" && exec \"$0\" \"$@\"");
     let flags = if hostname.is_some() { "-mu" } else { "-m" };
-    let wrapper: Vec<String> = ["unshare", flags, "sh", "-c", &script]
+    unshared(test, flags, &script, "mount")
+}
+
+/// `unshare FLAGS sh -c SCRIPT`, where SCRIPT ends by exec'ing what follows it, once it
+/// has run `true` here; None after a skip line where it cannot (not root).
+fn unshared(test: &str, flags: &str, script: &str, what: &str) -> Option<Vec<String>> {
+    let wrapper: Vec<String> = ["unshare", flags, "sh", "-c", script]
         .iter()
         .map(|a| a.to_string())
         .collect();
@@ -312,7 +318,10 @@ pub fn private_hosts(
         .arg("true")
         .status();
     if !probe.is_ok_and(|s| s.success()) {
-        skip(test, &format!("no unshare {flags} with mount (needs root)"));
+        skip(
+            test,
+            &format!("no unshare {flags} with {what} (needs root)"),
+        );
         return None;
     }
     Some(wrapper)
@@ -327,19 +336,7 @@ pub fn small_disk(test: &str, dir: &std::path::Path, size: &str) -> Option<Vec<S
         "mount -t tmpfs -o size={size} tmpfs '{}' && exec \"$0\" \"$@\"",
         dir.display()
     );
-    let wrapper: Vec<String> = ["unshare", "-m", "sh", "-c", &script]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-    let probe = std::process::Command::new(&wrapper[0])
-        .args(&wrapper[1..])
-        .arg("true")
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        skip(test, "no unshare -m with a tmpfs mount (needs root)");
-        return None;
-    }
-    Some(wrapper)
+    unshared(test, "-m", &script, "a tmpfs mount")
 }
 
 /// Fills the disk under `dir` (as the server sees it) until it refuses a byte more.
