@@ -62,10 +62,46 @@ pub fn open(dir: &Path) -> Result<Mailbox, OpenError> {
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Err(OpenError::Locked),
         Err((_, e)) => return Err(OpenError::Io(io::Error::from(e))),
     };
+    clean_tmp(&dir.join("tmp"), std::time::SystemTime::now());
     Ok(Mailbox {
         msgs: scan(dir).map_err(OpenError::Io)?,
         _lock: lock,
     })
+}
+
+/// How long a file may sit in `tmp/` before it is taken for the leftover of a delivery that
+/// never finished (maildir(5): "not accessed in 36 hours"; dovecot cleans the same way).
+const TMP_STALE: std::time::Duration = std::time::Duration::from_secs(36 * 3600);
+
+/// Removes from `tmp` the files neither written nor read for [`TMP_STALE`]: what a delivery
+/// cut off by a crash or `kill -9` left there, which nothing else would ever remove. A
+/// delivery in progress is minutes old at most. Best effort, at each POP3 login (the
+/// Maildir convention: whoever reads the mailbox cleans its tmp/); returns how many.
+fn clean_tmp(tmp: &Path, now: std::time::SystemTime) -> usize {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return 0;
+    };
+    let stale = |t: io::Result<std::time::SystemTime>| {
+        t.ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > TMP_STALE)
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let Ok(m) = e.metadata() else { continue };
+        if m.is_file() && stale(m.modified()) && stale(m.accessed()) {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => removed += 1,
+                Err(err) => log::warn!(target: "twistrs.mail.pop3",
+                    "cannot remove {}, left over in tmp/: {err}", e.path().display()),
+            }
+        }
+    }
+    if removed > 0 {
+        log::info!(target: "twistrs.mail.pop3",
+            "removed {removed} file(s) left over in {} for more than 36 hours", tmp.display());
+    }
+    removed
 }
 
 /// The POP3 size of a message named `name` (`,W=` as dovecot and twistrs write it), if the
@@ -275,6 +311,38 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only files neither written nor read for 36 hours go; a fresh one (a delivery under
+    /// way) and a directory stay.
+    #[test]
+    fn tmp_leftovers_older_than_36_hours_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(tmp.join("sub")).unwrap();
+        let now = std::time::SystemTime::now();
+        let ago = |h: u64| now - std::time::Duration::from_secs(h * 3600);
+        for (name, atime, mtime) in [("old", 40, 40), ("read", 1, 40), ("fresh", 0, 0)] {
+            let p = tmp.join(name);
+            std::fs::write(&p, "x").unwrap();
+            let times = std::fs::FileTimes::new()
+                .set_accessed(ago(atime))
+                .set_modified(ago(mtime));
+            File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_times(times)
+                .unwrap();
+        }
+        assert_eq!(clean_tmp(&tmp, now), 1);
+        let mut left: Vec<String> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["fresh", "read", "sub"]);
+        assert_eq!(clean_tmp(&dir.path().join("none"), now), 0);
+    }
 
     /// The message in POP3 form, from the whole message at once: the reference.
     fn reference(data: &[u8], body_lines: Option<usize>) -> Vec<u8> {
