@@ -705,6 +705,8 @@ fn bind(
             r.inherit_listener(ep.clone(), owned);
         }
     }
+    // Bound for the workers; the plugin's factories start in them, not here.
+    r.bind_only();
     service
         .privileged_start_service(&mut r.service_host())
         .map_err(|e| e.to_string())?;

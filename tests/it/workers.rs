@@ -271,6 +271,10 @@ fn workers_are_the_masters_children_and_share_the_connections() {
         let pgrp = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(2);
         assert_eq!(pgrp, Some(w.to_string().as_str()), "{stat}");
     }
+    // The master binds for the workers and starts no factory of its own: one "Starting
+    // factory" per worker (three lines, before the master's reactor was bind-only).
+    let started = m.log().matches("Starting factory Echo").count();
+    assert_eq!(started, 2, "{}", m.log());
     for w in &workers {
         assert!(
             m.log()

@@ -534,7 +534,7 @@ impl Reactor {
             let slot = &mut self.factories[f];
             origin = stats::origin(&mut slot.origins, &endpoint);
             slot.listeners += 1;
-            if slot.listeners == 1 {
+            if slot.listeners == 1 && !self.bind_only {
                 log::info!(target: crate::logsys::BARE, "Starting factory {}", slot.factory.name());
                 slot.factory.start_factory(&self.handle);
             }
@@ -603,7 +603,7 @@ impl Reactor {
         if let Target::Factory(f) = l.target {
             let slot = &mut self.factories[f];
             slot.listeners -= 1;
-            if slot.listeners == 0 {
+            if slot.listeners == 0 && !self.bind_only {
                 log::info!(target: crate::logsys::BARE, "Stopping factory {}", slot.factory.name());
                 slot.factory.stop_factory();
             }

@@ -167,6 +167,9 @@ pub struct Reactor {
     /// between two ([`Reactor::number_sessions`]).
     session_first: u32,
     session_step: u32,
+    /// Listeners are bound and registered but their factories and datagram protocols never
+    /// started ([`Reactor::bind_only`]).
+    bind_only: bool,
 }
 
 impl Reactor {
@@ -227,6 +230,7 @@ impl Reactor {
             children: process::Children::default(),
             session_first: 0,
             session_step: 1,
+            bind_only: false,
         })
         .and_then(|mut r| {
             if r.cfg.handle_signals {
@@ -252,6 +256,14 @@ impl Reactor {
     pub fn number_sessions(&mut self, first: u32, step: u32) {
         self.session_first = first;
         self.session_step = step.max(1);
+    }
+
+    /// From now on listeners are bound but their factories and datagram protocols are not
+    /// started: a launcher's `--workers` master binds every endpoint for its workers and
+    /// serves none, so no plugin code of the service runs in it and its log does not claim
+    /// a factory started.
+    pub fn bind_only(&mut self) {
+        self.bind_only = true;
     }
 
     /// Registers a factory; listeners started with its id share it.

@@ -124,7 +124,9 @@ impl Reactor {
         self.poll
             .registry()
             .register(&mut sock, Token(key), Interest::READABLE)?;
-        proto.start_protocol(&self.handle);
+        if !self.bind_only {
+            proto.start_protocol(&self.handle);
+        }
         let id = self.port_id(key);
         self.entries.insert(Entry::Udp(UdpPort {
             sock,
