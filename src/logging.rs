@@ -75,6 +75,38 @@ struct Loss {
     torn: bool,
 }
 
+impl Loss {
+    /// The count to log before the next line, if lines were lost.
+    fn notice(&self) -> Option<String> {
+        (self.lines > 0).then(|| {
+            format!(
+                "{} log line(s) lost: the log file could not be written: {}",
+                self.lines, self.why
+            )
+        })
+    }
+
+    /// Accounts for one write of `out`, whose first `told` bytes were the fragment's end and
+    /// the notice: `written` of it went out, then `result`. True when this failure begins an
+    /// outage.
+    fn after(&mut self, out: &[u8], told: usize, written: usize, result: io::Result<()>) -> bool {
+        let Err(e) = result else {
+            *self = Loss::default();
+            return false;
+        };
+        let first = self.lines == 0;
+        if written >= told {
+            self.lines = 0; // the notice went out: only this line is lost now
+        }
+        self.lines += 1;
+        self.why = e.to_string();
+        if written > 0 {
+            self.torn = out[written - 1] != b'\n';
+        }
+        first
+    }
+}
+
 struct State {
     sink: Sink,
     rotation: Option<Rotation>,
@@ -426,17 +458,11 @@ impl Log for Logger {
                 size,
                 loss,
             } => {
-                let mut out = String::new();
-                if loss.torn {
-                    out.push('\n');
-                }
-                if loss.lines > 0 {
-                    let text = format!(
-                        "{} log line(s) lost: the log file could not be written: {}",
-                        loss.lines, loss.why
-                    );
+                // Only after a failed write does a line carry more than itself: the common
+                // line is written as it is, without a copy.
+                let notice = loss.notice().map(|text| {
                     let sys = system("twistrs.logging", Level::Warn);
-                    out.push_str(&if json {
+                    if json {
                         let none: Option<(&str, &str)> = None;
                         crate::jsonlog::format_line(
                             &st.stamp,
@@ -449,32 +475,29 @@ impl Log for Logger {
                         )
                     } else {
                         format_line(&st.stamp, &sys, &text)
-                    });
-                }
-                let told = out.len();
-                out.push_str(&line);
-                let (written, result) = write_some(file, out.as_bytes());
+                    }
+                });
+                let joined;
+                let (out, told) = match (loss.torn, notice) {
+                    (false, None) => (line.as_bytes(), 0),
+                    (torn, notice) => {
+                        let notice = notice.unwrap_or_default();
+                        let head = if torn { "\n" } else { "" };
+                        joined = format!("{head}{notice}{line}");
+                        (joined.as_bytes(), head.len() + notice.len())
+                    }
+                };
+                let (written, result) = write_some(file, out);
                 *size += written as u64;
-                if let Err(e) = result {
-                    if loss.lines == 0 {
-                        // Once per outage, for whoever watches a foreground process.
-                        let _ = writeln!(
-                            io::stderr(),
-                            "twistrs: cannot write to the log file {}: {e}; the lines lost \
-                             are counted and the count logged once it can be written again",
-                            path.display()
-                        );
-                    }
-                    if written >= told {
-                        loss.lines = 0;
-                    }
-                    loss.lines += 1;
-                    loss.why = e.to_string();
-                    if written > 0 {
-                        loss.torn = out.as_bytes()[written - 1] != b'\n';
-                    }
-                } else {
-                    *loss = Loss::default();
+                if loss.after(out, told, written, result) {
+                    // Once per outage, for whoever watches a foreground process.
+                    let _ = writeln!(
+                        io::stderr(),
+                        "twistrs: cannot write to the log file {}: {}; the lines lost are \
+                         counted and the count logged once it can be written again",
+                        path.display(),
+                        loss.why
+                    );
                 }
                 // Outside the jail: never rotated (said at start).
                 if let Some(r) = rotation
