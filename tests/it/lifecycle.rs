@@ -309,8 +309,8 @@ fn chrooted_echo(jail: &std::path::Path, log: &std::path::Path) -> Server {
 #[test]
 fn after_chroot_a_log_outside_the_jail_is_never_reopened_inside_it() {
     let test = "after_chroot_a_log_outside_the_jail_is_never_reopened_inside_it";
-    if !nix::unistd::geteuid().is_root() {
-        return skip(test, "--chroot needs root");
+    if !as_root(test, "--chroot needs root") {
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let jail = dir.path().join("jail");
@@ -346,8 +346,8 @@ fn after_chroot_a_log_outside_the_jail_is_never_reopened_inside_it() {
 #[test]
 fn after_chroot_a_log_inside_the_jail_is_reopened_by_its_path_there() {
     let test = "after_chroot_a_log_inside_the_jail_is_reopened_by_its_path_there";
-    if !nix::unistd::geteuid().is_root() {
-        return skip(test, "--chroot needs root");
+    if !as_root(test, "--chroot needs root") {
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let jail = dir.path().join("jail");

@@ -624,8 +624,7 @@ fn no_descriptor_of_twistrs_reaches_a_program() {
 
 #[test]
 fn user_runs_the_program_as_that_user() {
-    if !nix::unistd::Uid::effective().is_root() {
-        skip("user_runs_the_program_as_that_user", "needs root");
+    if !as_root("user_runs_the_program_as_that_user", "needs root") {
         return;
     }
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();

@@ -367,11 +367,19 @@ pub fn skip(test: &str, why: &str) {
     }
 }
 
+/// True when the tests run as root; otherwise `test` is skipped, with `why` recorded.
+pub fn as_root(test: &str, why: &str) -> bool {
+    let root = nix::unistd::Uid::effective().is_root();
+    if !root {
+        skip(test, why);
+    }
+    root
+}
+
 /// The user `nobody`, for a test that drops privileges to it: `None`, the test skipped and
 /// the reason recorded, unless we run as root and the user exists.
 pub fn nobody_as_root(test: &str) -> Option<nix::unistd::User> {
-    if !nix::unistd::Uid::effective().is_root() {
-        skip(test, "not root");
+    if !as_root(test, "not root") {
         return None;
     }
     let nobody = nix::unistd::User::from_name("nobody").ok().flatten();

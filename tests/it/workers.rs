@@ -647,8 +647,8 @@ fn a_start_up_warning_is_logged_once_and_again_by_a_replacement() {
 #[test]
 fn a_log_outside_the_workers_chroot_is_said_once() {
     let test = "a_log_outside_the_workers_chroot_is_said_once";
-    if !nix::unistd::geteuid().is_root() {
-        return skip(test, "--chroot needs root");
+    if !as_root(test, "--chroot needs root") {
+        return;
     }
     let jail = tempfile::tempdir().unwrap();
     let m = Master::start(&[
