@@ -42,10 +42,6 @@ impl LineFile {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Appends `line`, which ends in a newline.
     pub fn write_line(&mut self, line: &[u8]) {
         if let Err(e) = self.w.write_all(line) {
