@@ -76,6 +76,14 @@ fn seconds(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("'{s}' is not a number of seconds"))
 }
 
+/// `--version`, which twistd takes before a plugin's name and after it alike.
+fn version_arg() -> Arg {
+    Arg::new("version")
+        .long("version")
+        .action(ArgAction::SetTrue)
+        .help("Print the version and exit")
+}
+
 /// The whole command line, with `plugins` as subcommands sorted by name.
 pub fn build_command(plugins: &[Plugin]) -> Command {
     let mut cmd = Command::new("twistrs")
@@ -97,12 +105,7 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
         // for every option of every plugin. Repeatable options (`--listen`) still add up.
         .args_override_self(true)
         .after_help("Run 'twistrs PLUGIN --help' for a plugin's options.")
-        .arg(
-            Arg::new("version")
-                .long("version")
-                .action(ArgAction::SetTrue)
-                .help("Print the version and exit"),
-        )
+        .arg(version_arg())
         .arg(
             Arg::new("nodaemon")
                 .short('n')
@@ -271,12 +274,7 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
         let mut sub = (p.options)().name(p.tapname).about(p.description);
         // twistd's every plugin takes --version too (`twistd web --version`).
         if !sub.get_arguments().any(|a| a.get_long() == Some("version")) {
-            sub = sub.arg(
-                Arg::new("version")
-                    .long("version")
-                    .action(ArgAction::SetTrue)
-                    .help("Print the version and exit"),
-            );
+            sub = sub.arg(version_arg());
         }
         cmd = cmd.subcommand(sub);
     }

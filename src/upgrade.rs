@@ -98,9 +98,10 @@ pub fn spawn(
 
 /// Starts a successor, or with `worker` (the values of `crate::workers::ENV` and, unless
 /// empty, `crate::workers::KNOWN_ENV`) a worker of a `--workers` master: the same hand-over
-/// of listeners and ready pipe, without the pidfile; the worker keeps the master's stdout and stderr (a `-n` log goes there) and gets neither
-/// systemd's variables (the master is the one systemd knows) nor, through `PR_SET_PDEATHSIG`,
-/// a life longer than its master's; it runs in a process group of its own.
+/// of listeners and ready pipe, without the pidfile; the worker keeps the master's stdout
+/// and stderr (a `-n` log goes there) and gets neither systemd's variables (the master is
+/// the one systemd knows) nor, through `PR_SET_PDEATHSIG`, a life longer than its master's;
+/// it runs in a process group of its own.
 pub fn spawn_as(
     exe: &Path,
     args: &[OsString],

@@ -56,7 +56,8 @@ pub fn lookup(name: &str, v6: bool) -> Result<Option<IpAddr>, String> {
             match ai.ai_family {
                 libc::AF_INET if !v6 => {
                     let sa = &*(ai.ai_addr as *const libc::sockaddr_in);
-                    Some(IpAddr::from(u32::from_be(sa.sin_addr.s_addr).to_be_bytes()))
+                    // s_addr holds the octets in network order: its bytes as they lie.
+                    Some(IpAddr::from(sa.sin_addr.s_addr.to_ne_bytes()))
                 }
                 libc::AF_INET6 if v6 => {
                     let sa = &*(ai.ai_addr as *const libc::sockaddr_in6);

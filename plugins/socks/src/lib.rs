@@ -234,9 +234,7 @@ fn interface(s: &str) -> Option<IpAddr> {
     match s.parse::<IpAddr>() {
         Ok(ip) => Some(ip),
         // The endpoints' own look-up: in the IPv4 family, as Python's bind asks.
-        Err(_) => twistrs_core::Interface::Name(s.to_string())
-            .resolve(false)
-            .ok(),
+        Err(_) => twistrs_core::addrinfo::lookup(s, false).ok().flatten(),
     }
 }
 

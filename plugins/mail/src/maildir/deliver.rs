@@ -107,14 +107,15 @@ fn deliver_with(jobs: &[Job], host: &str, flush: &Arc<dyn Flush>) -> Vec<Result<
 fn write_all(jobs: &[Job], host: &str, results: &mut [Result<(), String>]) -> Vec<MessageCopy> {
     let mut copies = Vec::new();
     for (j, job) in jobs.iter().enumerate() {
+        // The message's POP3 size, counted once for all its copies: a scan of every octet.
+        let data_wire = crate::maildir::pop3_size(&job.data);
         for (dir, rcpt) in &job.targets {
             let name = unique_name(host);
             let tmp = dir.join("tmp").join(&name);
             let head = format!("Delivered-To: {rcpt}\n{}", job.head);
             let size = head.len() + job.data.len();
             // S= as twistd writes it; W= (the POP3 size) as dovecot does, for listing.
-            let wire =
-                crate::maildir::pop3_size(head.as_bytes()) + crate::maildir::pop3_size(&job.data);
+            let wire = crate::maildir::pop3_size(head.as_bytes()) + data_wire;
             let new = dir.join("new").join(format!("{name},S={size},W={wire}"));
             let written = OpenOptions::new()
                 .write(true)
