@@ -77,7 +77,7 @@ _twistrs() {
 
     case "${cmd}" in
         twistrs)
-            opts="-n -o -l -d -u -g -r -y -f -s -e -p -b -h --version --nodaemon --no_save --logfile --pidfile --rundir --umask --uid --gid --euid --chroot --syslog --prefix --reactor --help-reactors --originalname --shutdown-timeout --workers --python --file --source --encrypted --profile --profiler --savestats --debug --spew --logger --log-rotate-size --log-keep --log-format --log-level --metrics --help chargen daytime discard dns echo inetd mail portforward procmon qotd socks time web completions reload restart status stop"
+            opts="-n -o -l -d -u -g -r -y -f -s -e -p -b -h --version --nodaemon --no_save --logfile --pidfile --rundir --umask --uid --gid --euid --chroot --syslog --prefix --reactor --check --help-reactors --originalname --shutdown-timeout --workers --python --file --source --encrypted --profile --profiler --savestats --debug --spew --logger --log-rotate-size --log-keep --log-format --log-level --metrics --help chargen daytime discard dns echo inetd mail portforward procmon qotd socks time web completions reload restart status stop"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_twistrs_global_optspecs
-    string join \n version n/nodaemon o/no_save l/logfile= pidfile= d/rundir= umask= u/uid= g/gid= euid chroot= syslog prefix= r/reactor= help-reactors originalname shutdown-timeout= workers= y/python= f/file= s/source= e/encrypted p/profile= profiler= savestats b/debug spew logger= log-rotate-size= log-keep= log-format= log-level= metrics= h/help
+    string join \n version n/nodaemon o/no_save l/logfile= pidfile= d/rundir= umask= u/uid= g/gid= euid chroot= syslog prefix= r/reactor= check help-reactors originalname shutdown-timeout= workers= y/python= f/file= s/source= e/encrypted p/profile= profiler= savestats b/debug spew logger= log-rotate-size= log-keep= log-format= log-level= metrics= h/help
 end
 
 function __fish_twistrs_needs_command
@@ -56,6 +56,7 @@ complete -c twistrs -n "__fish_twistrs_needs_command" -s n -l nodaemon -d 'Don\'
 complete -c twistrs -n "__fish_twistrs_needs_command" -s o -l no_save -d 'Do not save state on shutdown (twistd\'s; twistrs never saves any)'
 complete -c twistrs -n "__fish_twistrs_needs_command" -l euid -d 'Set only the effective user and group ids'
 complete -c twistrs -n "__fish_twistrs_needs_command" -l syslog -d 'Log to syslog, not to a file'
+complete -c twistrs -n "__fish_twistrs_needs_command" -l check -d 'Check the options, files and endpoints as a start would, start nothing, and exit 0 if a start would succeed (as nginx -t; twistd has none)'
 complete -c twistrs -n "__fish_twistrs_needs_command" -l help-reactors -d 'List the available reactors and exit'
 complete -c twistrs -n "__fish_twistrs_needs_command" -l originalname
 complete -c twistrs -n "__fish_twistrs_needs_command" -s e -l encrypted

@@ -202,6 +202,15 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
                 .help("The reactor: 'default' (or 'epoll'), the only one twistrs has"),
         )
         .arg(
+            Arg::new("check")
+                .long("check")
+                .action(ArgAction::SetTrue)
+                .help(
+                    "Check the options, files and endpoints as a start would, start nothing, \
+                     and exit 0 if a start would succeed (as nginx -t; twistd has none)",
+                ),
+        )
+        .arg(
             Arg::new("help-reactors")
                 .long("help-reactors")
                 .action(ArgAction::SetTrue)
@@ -463,6 +472,12 @@ found in /proc (its descriptors and their fdinfo lock lines), never merely on th
 holds: a file naming another process is reported and overruled; several holders none of which
 the file names (a restart handing over), or a lock whose holder cannot be seen, make them
 refuse (exit 1; \fBstatus\fR: 4).
+.PP
+\fB--check\fR goes through the same steps without starting: the options and the files they
+name, certificates, each endpoint's interface (or a UNIX socket's directory), the log, the
+pidfile, \fB--chroot\fR, \fB--rundir\fR and the user to run as. Stand-ins on port 0 are bound
+instead of the ports, so it works beside the running server; it writes no file and starts no
+process. It prints what would be served and exits 0, or the start's error and exits 1.
 .SH SIGNALS
 .TP
 .B SIGTERM, SIGINT
@@ -553,7 +568,7 @@ Plugins are compiled in; the Python-only options (\fB-y\fR, \fB-f\fR, \fB-s\fR, 
 \fBstop\fR, \fBstatus\fR and \fBrestart\fR act on the process holding that lock.
 The log file is reopened on SIGHUP and SIGUSR1 and is rotated by size only if asked
 (\fB--log-rotate-size\fR, bounded by \fB--log-keep\fR; never a non-regular file). twistd has
-no \fBstop\fR, \fBstatus\fR or \fBrestart\fR, no sd_notify, and needs LISTEN_FDNAMES. The
+no \fBstop\fR, \fBstatus\fR, \fBrestart\fR or \fB--check\fR, no sd_notify, and needs LISTEN_FDNAMES. The
 syslog ident defaults to \fBtwistrs\fR, and the listen backlog to 511 (twistd's 50 overflows
 in a burst of connects).
 .SH SEE ALSO

@@ -75,6 +75,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
                 None => EXIT_FAILURE,
             };
         }
+        // A dry run of `stop` must not stop anything.
+        Some((name, _)) if cli::CONTROL.contains(&name) && matches.get_flag("check") => {
+            eprintln!("twistrs: --check checks a start (twistrs --check PLUGIN ...), not '{name}'");
+            return EXIT_FAILURE;
+        }
         Some((name, sub)) if cli::CONTROL.contains(&name) => {
             return control::run(name, &matches, sub, &cmd);
         }
@@ -91,6 +96,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
             None => {}
         },
     }
+    if matches.get_flag("check") {
+        return check(&matches, &plugins);
+    }
     let mut status = StatusWriter::none();
     match start(&matches, &plugins, &args, &mut status) {
         Ok(code) => code,
@@ -102,6 +110,112 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
             EXIT_FAILURE
         }
     }
+}
+
+/// `--check` (nginx's `-t`): reads and checks what a start would (options, the files they
+/// name, certificates, each endpoint's address, the log, the pidfile, `--chroot`, `--rundir`,
+/// the user to run as) and changes nothing: no port is taken (stand-ins are bound on port
+/// 0), no file is written, no process is started. Problems go to stderr; a summary of what
+/// would be served to stdout. Exit 0 when a start would get as far as serving, 1 otherwise.
+fn check(m: &ArgMatches, plugins: &[Plugin]) -> i32 {
+    twistrs_core::plugin::set_checking();
+    match check_start(m, plugins) {
+        Ok(summary) => {
+            print!("{summary}");
+            0
+        }
+        Err(msg) => {
+            eprintln!("twistrs: {msg}");
+            eprintln!("twistrs: check failed: a start would fail");
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn check_start(m: &ArgMatches, plugins: &[Plugin]) -> Result<String, String> {
+    use std::fmt::Write as _;
+    let mut plan = plan(m, false)?;
+    let (name, sub) = m.subcommand().ok_or("no plugin given")?;
+    let plugin = plugins
+        .iter()
+        .find(|p| p.tapname == name)
+        .ok_or_else(|| format!("Unknown command: {name}"))?;
+    // Warnings (an expired certificate, mail without -d) as a start would log them.
+    let logger = logging::init(Destination::Stderr, None)
+        .map_err(|e| format!("cannot write to stderr: {e}"))?;
+    logger.configure(logging::Format::Text, log::LevelFilter::Warn);
+    let mut note = None;
+    if let Some(p) = &plan.pidfile {
+        match crate::pidfile::state(p) {
+            Ok(crate::pidfile::State::Running(held)) => {
+                let who = match held.holder() {
+                    Ok(crate::holder::Holder::Named(pid) | crate::holder::Holder::Other(pid)) => {
+                        format!("PID {pid}")
+                    }
+                    _ => format!("'{}'", held.named.trim()),
+                };
+                note = Some(format!(
+                    "  note: {} is held by a running twistrs ({who}): a start would be \
+                     refused; 'twistrs restart' replaces it",
+                    p.display()
+                ));
+            }
+            Ok(_) => twistrs_core::linelog::check_append(p)
+                .map(drop)
+                .map_err(|e| format!("cannot write pidfile {}: {e}", p.display()))?,
+            Err(e) => return Err(format!("cannot read pidfile {}: {e}", p.display())),
+        }
+    }
+    if let Destination::File(p) = &plan.log {
+        twistrs_core::linelog::check_append(p)
+            .map_err(|e| format!("cannot open log file {}: {e}", p.display()))?;
+    }
+    let n = workers::count(m);
+    if n > 1 && plan.rotation.is_some() {
+        return Err("--log-rotate-size cannot be used with --workers".into());
+    }
+    let mut service = (plugin.make_service)(sub).map_err(|e| e.to_string())?;
+    if n > 1
+        && let Some(why) = service.single_process()
+    {
+        return Err(format!(
+            "{name} cannot run with --workers {n}: {why}; it runs in one process only"
+        ));
+    }
+    // --chroot, --rundir and --umask as a start takes them; never into the background.
+    plan.daemon = false;
+    settle(&plan, true, &mut StatusWriter::none(), false, logger)?;
+    let mut reactor = Reactor::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
+    reactor.check_only();
+    if let Some(ep) = &plan.metrics {
+        let f = reactor.add_factory(Box::new(crate::metrics::MetricsFactory(
+            crate::metrics::Source::Local,
+        )));
+        reactor.listen(ep, f).map_err(|e| e.to_string())?;
+    }
+    service
+        .privileged_start_service(&mut reactor.service_host())
+        .map_err(|e| e.to_string())?;
+    let endpoints: Vec<String> = reactor.listener_fds().into_iter().map(|(e, _)| e).collect();
+    reactor.abandon_listeners();
+    drop(reactor);
+    if plan.target.any() {
+        plan.target.drop_privileges()?;
+    }
+    service.check_service().map_err(|e| e.to_string())?;
+    let mut out = format!(
+        "twistrs: {name}: the options, files and endpoints check out; nothing was started\n"
+    );
+    for ep in endpoints {
+        let _ = writeln!(out, "  would listen on {ep}");
+    }
+    if n > 1 {
+        let _ = writeln!(out, "  with {n} worker processes");
+    }
+    if let Some(n) = note {
+        let _ = writeln!(out, "{n}");
+    }
+    Ok(out)
 }
 
 /// Prints help or a usage error and picks the exit status twistd would.
@@ -395,6 +509,7 @@ fn open_log(
 fn clone_dest(d: &Destination) -> Destination {
     match d {
         Destination::Stdout => Destination::Stdout,
+        Destination::Stderr => Destination::Stderr,
         Destination::File(p) => Destination::File(p.clone()),
         Destination::Syslog(i) => Destination::Syslog(i.clone()),
     }

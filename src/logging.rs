@@ -16,6 +16,8 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 /// Where log lines go.
 pub enum Destination {
     Stdout,
+    /// Standard error: `--check` reports there, as `nginx -t` does.
+    Stderr,
     File(PathBuf),
     /// syslog(3) with this ident, facility LOG_USER.
     Syslog(String),
@@ -50,6 +52,7 @@ pub struct Rotation {
 
 enum Sink {
     Stdout(io::Stdout),
+    Stderr(io::Stderr),
     File {
         /// The path as given (made absolute): what messages name.
         path: PathBuf,
@@ -179,6 +182,7 @@ fn open_append(path: &Path) -> io::Result<File> {
 pub fn init(dest: Destination, rotation: Option<Rotation>) -> io::Result<&'static Logger> {
     let sink = match dest {
         Destination::Stdout => Sink::Stdout(io::stdout()),
+        Destination::Stderr => Sink::Stderr(io::stderr()),
         Destination::File(path) => {
             let path = std::path::absolute(&path)?;
             let file = open_append(&path)?;
@@ -450,6 +454,9 @@ impl Log for Logger {
         match &mut st.sink {
             Sink::Stdout(s) => {
                 let _ = s.write_all(line.as_bytes()).and_then(|_| s.flush());
+            }
+            Sink::Stderr(s) => {
+                let _ = s.write_all(line.as_bytes());
             }
             Sink::File {
                 path,

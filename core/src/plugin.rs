@@ -33,3 +33,19 @@ impl std::fmt::Debug for Plugin {
             .finish()
     }
 }
+
+static CHECKING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process only checks its options and files (the launcher's `--check`, as
+/// `nginx -t`): a plugin's `make_service` then reads and validates everything as for a
+/// start, but writes nothing a start would (mail's directories and passwords), since the
+/// running server may be reading the same files.
+pub fn checking() -> bool {
+    CHECKING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Marks this process as a check ([`checking`]); the launcher calls it before building the
+/// service.
+pub fn set_checking() {
+    CHECKING.store(true, std::sync::atomic::Ordering::Relaxed);
+}

@@ -136,6 +136,14 @@ pub trait Service {
     /// Stops accepting new work; open connections are drained by the reactor afterwards.
     fn stop_service(&mut self, _h: &mut ServiceHost<'_>) {}
 
+    /// A check (the launcher's `--check`, as `nginx -t`) runs this in place of
+    /// `start_service`, privileges dropped as for a start: what `start_service` would open
+    /// and could fail on (web's root) is opened here and let go; nothing starts. The default
+    /// has nothing to check.
+    fn check_service(&mut self) -> Result<(), Failure> {
+        Ok(())
+    }
+
     /// A restart (`twistrs restart`, SIGUSR2) is about to start the successor, which will
     /// run this service too while this process drains. What must never run twice (procmon's
     /// children: two copies of a program) stops here; the successor starts once the Deferred
@@ -220,6 +228,10 @@ impl Service for MultiService {
         for c in self.children.iter_mut().rev() {
             c.stop_service(r);
         }
+    }
+
+    fn check_service(&mut self) -> Result<(), Failure> {
+        self.children.iter_mut().try_for_each(|c| c.check_service())
     }
 
     fn prepare_handover(&mut self, r: &mut ServiceHost<'_>) -> Deferred<()> {

@@ -1,5 +1,6 @@
 //! Integration tests: the real `twistrs` binary against real clients on 127.0.0.1.
 
+mod check;
 mod cli;
 mod daemon;
 mod dns;

@@ -177,6 +177,89 @@ fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListener>
     Ok(mio::net::TcpListener::from_std(sock.into()))
 }
 
+/// A socket standing in for `ep` in a dry run ([`Reactor::check_only`]): bound where the
+/// endpoint would be but on port 0 (a UNIX one at an abstract address), after the checks
+/// binding the real one makes. A systemd socket is systemd's to check: a TCP stand-in.
+fn standin(ep: &Endpoint) -> io::Result<OwnedFd> {
+    let any = |v6: bool| {
+        if v6 {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        }
+    };
+    let (addr, kind) = match ep {
+        Endpoint::Tcp { interface, v6, .. } => {
+            let ip = match interface {
+                Some(i) => i.resolve(*v6)?,
+                None => any(*v6),
+            };
+            (SocketAddr::new(ip, 0), Type::STREAM)
+        }
+        Endpoint::Udp { interface, .. } => {
+            let ip = match interface {
+                Some(i) => i.resolve(false)?,
+                None => any(false),
+            };
+            (SocketAddr::new(ip, 0), Type::DGRAM)
+        }
+        Endpoint::Systemd { .. } => (
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            Type::STREAM,
+        ),
+        Endpoint::Unix { path, .. } => return unix_standin(path),
+    };
+    let sock = Socket::new(Domain::for_address(addr), kind, None)?;
+    sock.set_cloexec(true)?;
+    sock.bind(&addr.into())?;
+    if kind == Type::STREAM {
+        sock.listen(1)?;
+    }
+    Ok(sock.into())
+}
+
+/// Checks that a UNIX socket could be made at `path` (a directory there that we may write,
+/// no other kind of file in the way, a name that fits), then binds an abstract stand-in.
+fn unix_standin(path: &Path) -> io::Result<OwnedFd> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    socket2::SockAddr::unix(path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !std::fs::metadata(dir)?.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    nix::unistd::access(
+        dir,
+        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+    )
+    .map_err(|e| {
+        let e = io::Error::from(e);
+        io::Error::new(e.kind(), format!("{}: {e}", dir.display()))
+    })?;
+    if let Ok(md) = std::fs::symlink_metadata(path)
+        && !md.file_type().is_socket()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "a file that is not a socket is in the way",
+        ));
+    }
+    let name = format!(
+        "twistrs-check-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+    Ok(std::os::unix::net::UnixListener::bind_addr(&addr)?.into())
+}
+
 /// Takes the `PATH.lock` symlink (Twisted's `FilesystemLock`): a lock naming a live process
 /// means the socket is in use; a stale one is replaced, and so is a stale socket file.
 fn lock_unix_path(path: &Path) -> io::Result<PathBuf> {
@@ -260,6 +343,19 @@ impl Reactor {
         let tls = self.tls_for(ep, factory.0)?;
         if let Some(fd) = self.take_inherited(&key) {
             return self.listen_inherited(ep, fd, Target::Factory(factory.0), tls);
+        }
+        if self.check_only && !ep.is_datagram() {
+            let fd = standin(ep).map_err(|e| listen_err(key, e))?;
+            let id = self.listen_inherited(ep, fd, Target::Factory(factory.0), tls)?;
+            // What the service reads back is the port it asked for, not the stand-in's.
+            if let Endpoint::Tcp { port, .. } = ep
+                && let Some(Entry::Listener(l)) = self.entries.get_mut(id.0)
+                && let Address::Tcp(a) = &mut l.host
+                && *port != 0
+            {
+                a.set_port(*port);
+            }
+            return Ok(id);
         }
         let (sock, host, label, cleanup) = match ep {
             Endpoint::Tcp {
@@ -411,7 +507,12 @@ impl Reactor {
 
     /// The socket a restart's predecessor handed over for `ep`, if any: a caller that opens
     /// its own sockets ([`Reactor::adopt_stream_port`]) takes it instead of binding anew.
+    /// In a dry run ([`Reactor::check_only`]) it is a stand-in; if none can be made, the
+    /// caller's own bind reports why.
     pub fn take_inherited_socket(&mut self, ep: &Endpoint) -> Option<OwnedFd> {
+        if self.check_only {
+            return standin(ep).ok();
+        }
         self.take_inherited(&ep.to_string())
     }
 
@@ -429,7 +530,10 @@ impl Reactor {
             .map_err(|e| listen_err(&what, e))?;
         let (sock, host, label, cleanup) = match ep {
             Endpoint::Unix { path, lockfile, .. } => {
-                let lock = lockfile.then(|| {
+                // A dry run's stand-in: the real socket file and its lock are the running
+                // server's, if any, and left alone.
+                let real = !self.check_only;
+                let lock = (*lockfile && real).then(|| {
                     let mut l = path.as_os_str().to_owned();
                     l.push(".lock");
                     let l = PathBuf::from(l);
@@ -442,7 +546,7 @@ impl Reactor {
                     ListenSock::Unix(mio::net::UnixListener::from_std(sock.into())),
                     Address::Unix(Some(path.clone())),
                     format!("'{}'", path.display()),
-                    Some((path.clone(), lock)),
+                    real.then(|| (path.clone(), lock)),
                 )
             }
             _ => adopt_tcp(mio::net::TcpListener::from_std(sock.into()), &what)?,

@@ -170,6 +170,8 @@ pub struct Reactor {
     /// Listeners are bound and registered but their factories and datagram protocols never
     /// started ([`Reactor::bind_only`]).
     bind_only: bool,
+    /// A dry run: every endpoint is checked and a stand-in bound ([`Reactor::check_only`]).
+    pub(crate) check_only: bool,
 }
 
 impl Reactor {
@@ -231,6 +233,7 @@ impl Reactor {
             session_first: 0,
             session_step: 1,
             bind_only: false,
+            check_only: false,
         })
         .and_then(|mut r| {
             if r.cfg.handle_signals {
@@ -263,6 +266,17 @@ impl Reactor {
     /// serves none, so no plugin code of the service runs in it and its log does not claim
     /// a factory started.
     pub fn bind_only(&mut self) {
+        self.bind_only = true;
+    }
+
+    /// A dry run, for a launcher's `--check` (nginx's `-t`): every endpoint is checked as
+    /// binding it would (its certificates loaded, its interface resolved and local, a UNIX
+    /// socket's directory there and writable) but a stand-in is bound in its place, on port
+    /// 0 or an abstract UNIX address, so a check beside the running server neither fails on
+    /// its ports nor takes them, and no socket file or lock is touched. Implies
+    /// [`Reactor::bind_only`]: no factory starts.
+    pub fn check_only(&mut self) {
+        self.check_only = true;
         self.bind_only = true;
     }
 

@@ -94,7 +94,8 @@ impl Reactor {
             (Some(i), Some(_)) => i.ip().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             (None, _) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         };
-        let addr = SocketAddr::new(ip, *port);
+        // A dry run ([`Reactor::check_only`]) binds a stand-in on port 0 of the interface.
+        let addr = SocketAddr::new(ip, if self.check_only { 0 } else { *port });
         let err = |e| ListenError {
             what: addr.to_string(),
             error: e,
@@ -107,6 +108,14 @@ impl Reactor {
         let local = std.local_addr().map_err(err)?;
         log::info!(target: crate::logsys::BARE, "{} starting on {}", proto.name(), local.port());
         let key = self.register_udp(std, proto, endpoint, None).map_err(err)?;
+        // A dry run's stand-in reads back as the port asked for, as in `listen`.
+        if self.check_only
+            && *port != 0
+            && let Some(Entry::Udp(u)) = self.entries.get_mut(key)
+            && let Address::Udp(a) = &mut u.host
+        {
+            a.set_port(*port);
+        }
         Ok(ListenerId(key))
     }
 

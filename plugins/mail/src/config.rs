@@ -128,6 +128,38 @@ pub fn make_maildir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether `create_dir_all(dir)` could succeed, without making anything: `dir` is a
+/// directory, or its nearest existing ancestor is one we may write (`--check`).
+pub fn could_create(dir: &Path) -> std::io::Result<()> {
+    let mut at = dir;
+    loop {
+        match std::fs::metadata(at) {
+            Ok(md) if !md.is_dir() => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotADirectory,
+                    format!("{} is not a directory", at.display()),
+                ));
+            }
+            Ok(_) if at == dir => return Ok(()),
+            Ok(_) => {
+                use nix::unistd::{AccessFlags, access};
+                return access(at, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|e| {
+                    let e = std::io::Error::from(e);
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot create {}: {}: {e}", dir.display(), at.display()),
+                    )
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match at.parent() {
+                Some(p) if !p.as_os_str().is_empty() => at = p,
+                _ => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A user name that may name a directory: no separators, dots-only names or NUL.
 pub fn valid_user(u: &str) -> bool {
     !u.is_empty()

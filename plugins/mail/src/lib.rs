@@ -251,8 +251,13 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
     for (pos, v) in positioned(m, "maildirdbmdomain") {
         let (name, path) = pair(v, "maildirdbmdomain", "name=path")?;
         let path = std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path));
-        std::fs::create_dir_all(path.join("passwd"))
-            .map_err(|e| PluginError::new(format!("mail: -d {v}: {e}")))?;
+        // A check (`twistrs --check`) writes nothing: the running server may use the domain.
+        if twistrs_core::plugin::checking() {
+            config::could_create(&path.join("passwd"))
+        } else {
+            std::fs::create_dir_all(path.join("passwd"))
+        }
+        .map_err(|e| PluginError::new(format!("mail: -d {v}: {e}")))?;
         at.push((pos, domains.len()));
         domains.push(Domain {
             name: name.to_ascii_lowercase(),
@@ -269,6 +274,9 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
             return Err(PluginError::new(format!(
                 "mail: -u: '{user}' is not a valid user name"
             )));
+        }
+        if twistrs_core::plugin::checking() {
+            continue;
         }
         domains[d]
             .add_user(user, pass)

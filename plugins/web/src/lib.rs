@@ -457,6 +457,20 @@ impl Service for WebService {
     fn stop_service(&mut self, h: &mut ServiceHost<'_>) {
         self.listening.stop_service(h)
     }
+
+    /// The root opened as `start_service` opens it, as the user that would serve it.
+    fn check_service(&mut self) -> Result<(), Failure> {
+        if let Some(r) = &self.root {
+            Root::open(
+                &r.path,
+                r.follow_symlinks,
+                r.hide_dotfiles,
+                r.default_type.clone(),
+            )
+            .map_err(|e| Failure::msg(format!("web: --path {}: {e}", r.path.display())))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,248 @@
+//! `twistrs --check` (nginx's `-t`): it fails where a start would, and beside a running
+//! server it takes none of its ports and changes none of its files.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::inetd::free_ports;
+use crate::support::*;
+
+/// Every file under `dir` with its size and, for symlinks, its target: what a check must
+/// leave as it found.
+fn snapshot(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(md) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if md.is_dir() {
+                todo.push(p.clone());
+            }
+            let link = std::fs::read_link(&p).map(|l| l.display().to_string());
+            out.push(format!(
+                "{} {} {:?} {:?}",
+                p.display(),
+                md.len(),
+                md.modified().ok(),
+                link.ok()
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "5"])
+        .args(args)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_check_beside_the_running_daemon_takes_nothing_and_changes_nothing() {
+    let port = free_ports(1)[0].to_string();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::create_dir(dir.join("srv")).unwrap();
+    std::fs::write(dir.join("srv/index.html"), "served\n").unwrap();
+    let sock = dir.join("w.sock");
+    let tcp = format!("tcp:{port}:interface=127.0.0.1");
+    let unix = format!("unix:{}:lockfile=1", sock.display());
+    let args = [
+        "web",
+        "--path",
+        "srv",
+        "--listen",
+        &tcp,
+        "--listen",
+        &unix,
+        "--logfile",
+        "access.log",
+    ];
+    let (code, out, err) = run_in(dir, &args);
+    assert_eq!(code, 0, "daemon: {out} {err}");
+    // The daemon's directory is `dir`: stop it through its pidfile there at the end.
+    struct Stop<'a>(&'a Path);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = run_in(self.0, &["stop", "--timeout", "5"]);
+        }
+    }
+    let _stop = Stop(dir);
+    let pid = std::fs::read_to_string(dir.join("twistrs.pid")).unwrap();
+    let url = format!("http://127.0.0.1:{port}/");
+    assert_eq!(curl(&[&url]), "served\n");
+    let before = snapshot(dir);
+
+    let mut check = vec!["--check"];
+    check.extend_from_slice(&args);
+    let (code, out, err) = run_in(dir, &check);
+    assert_eq!(code, 0, "check: {out} {err}");
+    assert!(
+        out.contains("web: the options, files and endpoints check out"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("would listen on {tcp}")), "{out}");
+    assert!(
+        out.contains(&format!("would listen on unix:{}", sock.display())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("held by a running twistrs (PID {})", pid.trim())),
+        "{out}"
+    );
+    assert_eq!(err, "", "nothing to warn about");
+    // Nothing moved: pidfile, log, access log, socket file, its lock (still the daemon's).
+    assert_eq!(snapshot(dir), before);
+    assert_eq!(
+        std::fs::read_link(dir.join("w.sock.lock"))
+            .unwrap()
+            .display()
+            .to_string(),
+        pid.trim()
+    );
+    // A check of a control command is refused, not run: `--check stop` stops nothing.
+    for cmd in ["stop", "restart", "reload"] {
+        let (code, out, err) = run_in(dir, &["--check", cmd]);
+        assert_eq!(code, 1, "--check {cmd}: {out} {err}");
+        assert!(err.contains("--check checks a start"), "{err}");
+    }
+    assert_eq!(snapshot(dir), before);
+    // And the daemon serves on, on both sockets.
+    assert_eq!(curl(&[&url]), "served\n");
+    assert_eq!(
+        curl(&["--unix-socket", sock.to_str().unwrap(), "http://x/"]),
+        "served\n"
+    );
+}
+
+#[test]
+fn a_check_fails_where_a_start_fails_naming_the_cause() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::write(dir.join("file"), "not a directory").unwrap();
+    std::fs::write(dir.join("inetd.conf"), "").unwrap();
+    let port = free_ports(1)[0].to_string();
+    let tcp = format!("tcp:{port}:interface=127.0.0.1");
+    let cases: &[(&[&str], &str)] = &[
+        (&["web", "--path", "missing", "--listen", &tcp], "missing"),
+        (
+            &["web", "--listen", "tcp:0:interface=192.0.2.1"],
+            "192.0.2.1",
+        ),
+        (
+            &["web", "--listen", "unix:missing/w.sock"],
+            "missing/w.sock",
+        ),
+        (
+            &["-l", "missing/log", "web", "--listen", &tcp],
+            "missing/log",
+        ),
+        (
+            &["echo", "--listen", "ssl:0:privateKey=missing.pem"],
+            "missing.pem",
+        ),
+        (&["mail", "-d", "example.com=file/x", "-s", &tcp], "file/x"),
+        (
+            &["--workers", "2", "inetd", "--file", "inetd.conf"],
+            "one process only",
+        ),
+    ];
+    for (args, names) in cases {
+        let mut check = vec!["--check"];
+        check.extend_from_slice(args);
+        let (code, out, err) = run_in(dir, &check);
+        assert_eq!(code, 1, "check {args:?}: {out} {err}");
+        assert!(err.contains(names), "check {args:?} names {names}: {err}");
+        assert!(err.contains("check failed"), "{err}");
+        // The start itself fails as the check said (in the foreground, so nothing stays).
+        let mut start = vec!["-n", "--pidfile="];
+        start.extend_from_slice(args);
+        let (code, out, err) = run_in(dir, &start);
+        assert_eq!(code, 1, "start {args:?}: {out} {err}");
+    }
+}
+
+#[test]
+fn a_check_writes_nothing_a_start_would() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let port = free_ports(1)[0].to_string();
+    let tcp = format!("tcp:{port}:interface=127.0.0.1");
+    // A start makes the domain and writes joe's password ...
+    let (code, out, err) = run_in(
+        dir,
+        &[
+            "--check",
+            "mail",
+            "-d",
+            "example.com=md",
+            "-u",
+            "joe=pw",
+            "-s",
+            &tcp,
+            "-p",
+            "tcp:0",
+        ],
+    );
+    assert_eq!(code, 0, "{out} {err}");
+    // ... and web its access log, and twistrs its own log and pidfile as a daemon.
+    let (code, out, err) = run_in(
+        dir,
+        &[
+            "--check",
+            "web",
+            "--listen",
+            &tcp,
+            "--logfile",
+            "access.log",
+        ],
+    );
+    assert_eq!(code, 0, "{out} {err}");
+    // dns pairs TCP with the UDP port it got: the stand-in's port is not what is reported.
+    let (code, out, err) = run_in(dir, &["--check", "dns", "--port", &port, "-i", "127.0.0.1"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(
+        out.contains(&format!("would listen on udp:{port}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("would listen on tcp:{port}")),
+        "{out}"
+    );
+    assert_eq!(snapshot(dir), Vec::<String>::new(), "the check made files");
+
+    // A password already there stays as it is: the running server reads it at logins.
+    std::fs::create_dir_all(dir.join("md/passwd")).unwrap();
+    std::fs::write(dir.join("md/passwd/am9l_"), "old").unwrap();
+    let (code, out, err) = run_in(
+        dir,
+        &[
+            "--check",
+            "mail",
+            "-d",
+            "example.com=md",
+            "-u",
+            "joe=new",
+            "-s",
+            &tcp,
+            "-p",
+            "tcp:0",
+        ],
+    );
+    assert_eq!(code, 0, "{out} {err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("md/passwd/am9l_")).unwrap(),
+        "old"
+    );
+    assert!(!dir.join("md/joe").exists(), "no Maildir made by a check");
+}
