@@ -452,7 +452,12 @@ fn start(
             if let Some(p) = pidfile {
                 p.remove();
             }
-            log::info!(target: LAUNCHER, "Server Shut Down.");
+            // One log for master and workers: a worker's last line says which one it is.
+            match workers::this_worker() {
+                Some(w) => log::info!(target: LAUNCHER,
+                    "Worker {} (PID {}) shut down.", w.index, std::process::id()),
+                None => log::info!(target: LAUNCHER, "Server Shut Down."),
+            }
             Ok(0)
         }
         Ok(Ended::HandedOver(pid)) => {
@@ -720,7 +725,10 @@ fn serve(
     if let Err(e) = reactor.drain(plan.shutdown_timeout) {
         log::error!(target: LAUNCHER, "error while draining connections: {e}");
     }
-    log::info!(target: "twistrs.reactor", "Main loop terminated.");
+    // twistd's line is the master's; a worker's own last line follows (`start`).
+    if workers::this_worker().is_none() {
+        log::info!(target: "twistrs.reactor", "Main loop terminated.");
+    }
     let _ = m;
     Ok(ended)
 }
