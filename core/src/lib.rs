@@ -63,6 +63,9 @@ pub mod transport;
 
 /// The clap the plugin API is built on, so a plugin outside this repository uses the same one.
 pub use clap;
+/// The logging facade the launcher installs its logger for: a plugin logs with
+/// `twistrs_core::log::info!(target: &t.system(), ...)` without a `log` dependency of its own.
+pub use log;
 
 pub use address::Address;
 pub use client::{ClientEndpoint, ConnectError, Destination};
