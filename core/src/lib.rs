@@ -32,6 +32,8 @@
 //! reactor.run().unwrap();
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod address;
 pub mod addrinfo;
 pub mod auth;

@@ -347,12 +347,14 @@ pub fn port_id(n: u32) -> crate::reactor::PortId {
 
 /// One datagram protocol on a list of sent datagrams.
 pub struct DatagramHarness<P: DatagramProtocol> {
+    /// The protocol under test, open for inspection.
     pub proto: P,
     handle: Handle,
     host: Address,
 }
 
 impl<P: DatagramProtocol> DatagramHarness<P> {
+    /// A harness whose port is 127.0.0.1:7.
     pub fn new(proto: P) -> Self {
         DatagramHarness {
             proto,
