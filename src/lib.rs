@@ -8,6 +8,11 @@
 //! // plugins.push(my_crate::plugin());
 //! std::process::exit(twistrs::run(std::env::args_os(), plugins));
 //! ```
+//!
+//! The built-in plugins are this crate's features (`wire`, `web`, `mail`, `procmon`, `dns`,
+//! `inetd`, `portforward`, `socks`, all on by default): `default-features = false,
+//! features = ["wire"]` builds a launcher with only those. A plugin is written on
+//! `twistrs-core` alone; its crate documentation starts with a whole one.
 
 pub mod cli;
 pub mod control;

@@ -152,7 +152,8 @@ fn plugin(pid: i32) -> Option<String> {
     plugin_of(&args)
 }
 
-/// [`plugin`] on a command line, program name first.
+/// The plugin of a command line, program name first: its first word that is neither a global
+/// option nor its value (what `status --json` reports of a running process's /proc cmdline).
 pub fn plugin_of(args: &[String]) -> Option<String> {
     let cmd = crate::cli::build_command(&[]);
     let takes = |a: &clap::Arg| a.get_action().takes_values();

@@ -47,7 +47,12 @@ impl fmt::Display for Host {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
     /// TCP to a host (an address, or a name resolved off the reactor thread) and port.
-    Tcp { host: Host, port: u16 },
+    Tcp {
+        /// An address, or a name resolved off the reactor thread.
+        host: Host,
+        /// The port.
+        port: u16,
+    },
     /// A UNIX stream socket.
     Unix(PathBuf),
 }
@@ -89,6 +94,7 @@ impl fmt::Display for Destination {
 /// system's trust roots when there is no `caCertsDir`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientEndpoint {
+    /// Where it connects.
     pub dest: Destination,
     /// `timeout=`: the connect timeout, when the string gives one.
     pub timeout: Option<Duration>,
@@ -134,7 +140,9 @@ impl fmt::Display for ClientEndpoint {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid client endpoint '{input}': {problem}")]
 pub struct ClientEndpointError {
+    /// The endpoint string as given.
     pub input: String,
+    /// What is wrong with it, for the message.
     pub problem: String,
 }
 
@@ -268,7 +276,12 @@ pub fn system_resolver() -> Resolver {
 #[derive(Debug)]
 pub enum ConnectError {
     /// The host name did not resolve, or resolved to no address.
-    NameNotResolved { host: String, error: io::Error },
+    NameNotResolved {
+        /// The name as given.
+        host: String,
+        /// The resolver's error.
+        error: io::Error,
+    },
     /// No connection within the connect timeout (resolving included).
     TimedOut(Duration),
     /// Every address failed; the last error (`ConnectionRefused`, `HostUnreachable`,

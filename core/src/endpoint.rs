@@ -22,31 +22,45 @@ pub enum Endpoint {
     /// `tcp:PORT[:interface=][:backlog=]` and `tcp6:...`; with `tls`, twistd's
     /// `ssl:PORT:privateKey=...` (IPv4) or `tls:CERTDIR:port=...` (IPv6, all interfaces).
     Tcp {
+        /// The port; 0 lets the kernel pick one (the log's "starting on" line says which).
         port: u16,
         /// `None` means every interface (`0.0.0.0`, or `::` for tcp6).
         interface: Option<Interface>,
+        /// The listen queue's length (`backlog=`, [`DEFAULT_BACKLOG`] unless given).
         backlog: u32,
+        /// `tcp6` (and `tls:`): an IPv6 socket.
         v6: bool,
+        /// `ssl:` and `tls:`: the certificates and keys this port serves TLS with.
         tls: Option<Box<TlsSpec>>,
     },
     /// `unix:PATH[:mode=][:backlog=][:lockfile=]`.
     Unix {
+        /// The socket's path (`address=`).
         path: PathBuf,
+        /// The socket file's permissions (`mode=`, octal; 0o666 unless given).
         mode: u32,
+        /// The listen queue's length.
         backlog: u32,
+        /// `lockfile=1` (the default, as twistd): a `PATH.lock` held while listening, so a
+        /// second server does not unlink a live socket, and a stale socket is replaced.
         lockfile: bool,
     },
     /// `udp:PORT[:interface=]`, for datagram plugins.
     Udp {
+        /// The port; 0 lets the kernel pick one.
         port: u16,
+        /// `None` means every interface.
         interface: Option<Interface>,
     },
     /// `systemd:domain=INET|INET6|UNIX:index=N`: a socket passed in by systemd, with TLS
     /// from `privateKey=`/`certKey=`/`extraCertChain=` or `certDir=` (twistd has no TLS
     /// on inherited sockets).
     Systemd {
+        /// The family the inherited socket must have (checked at start).
         domain: SystemdDomain,
+        /// Which of the passed sockets (`LISTEN_FDS`), from 0.
         index: u32,
+        /// TLS on the inherited socket, as for `ssl:`.
         tls: Option<Box<TlsSpec>>,
     },
 }
@@ -56,7 +70,9 @@ pub enum Endpoint {
 /// so the endpoint's string, which a restart matches inherited sockets by, stays the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Interface {
+    /// A literal address (`interface=127.0.0.1`, `interface=\:\:1`).
     Ip(IpAddr),
+    /// A host name, resolved at bind time.
     Name(String),
 }
 
@@ -120,8 +136,11 @@ fn is_host_name(v: &str) -> bool {
 /// The address family of a socket-activated endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SystemdDomain {
+    /// `domain=INET`: an IPv4 socket.
     Inet,
+    /// `domain=INET6`: an IPv6 socket.
     Inet6,
+    /// `domain=UNIX`: a UNIX socket.
     Unix,
 }
 
@@ -129,7 +148,9 @@ pub enum SystemdDomain {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid endpoint '{input}': {problem}")]
 pub struct EndpointError {
+    /// The endpoint string as given.
     pub input: String,
+    /// What is wrong with it, for the message.
     pub problem: String,
 }
 

@@ -12,14 +12,17 @@ use std::rc::Rc;
 pub struct Counter(Rc<Cell<u64>>);
 
 impl Counter {
+    /// Adds one.
     pub fn inc(&self) {
         self.0.set(self.0.get().wrapping_add(1));
     }
 
+    /// Adds `n` (bytes, say).
     pub fn add(&self, n: u64) {
         self.0.set(self.0.get().wrapping_add(n));
     }
 
+    /// The count so far.
     pub fn get(&self) -> u64 {
         self.0.get()
     }
@@ -30,18 +33,22 @@ impl Counter {
 pub struct Gauge(Rc<Cell<i64>>);
 
 impl Gauge {
+    /// One more (a relay opened).
     pub fn inc(&self) {
         self.0.set(self.0.get().wrapping_add(1));
     }
 
+    /// One fewer (it closed).
     pub fn dec(&self) {
         self.0.set(self.0.get().wrapping_sub(1));
     }
 
+    /// Sets the value outright (a cache's size after a sweep).
     pub fn set(&self, v: i64) {
         self.0.set(v);
     }
 
+    /// The value now.
     pub fn get(&self) -> i64 {
         self.0.get()
     }
@@ -61,6 +68,7 @@ struct Buckets {
 pub struct Histogram(Rc<RefCell<Buckets>>);
 
 impl Histogram {
+    /// Records one observation (in seconds, for a duration).
     pub fn observe(&self, v: f64) {
         let mut b = self.0.borrow_mut();
         if let Some(i) = b.bounds.iter().position(|&le| v <= le) {
@@ -236,6 +244,7 @@ pub struct RelayMetrics {
 }
 
 impl RelayMetrics {
+    /// Registers the relay series, labelled `plugin="NAME"`; call once per service.
     pub fn new(plugin: &str) -> Self {
         let l = [("plugin", plugin)];
         let bytes = |direction: &str| {
@@ -282,6 +291,8 @@ impl RelayMetrics {
         self.to_client.add(e.to_client);
     }
 
+    /// A connect to a destination failed; counted by reason (resolve, timeout, refused,
+    /// unreachable, other).
     pub fn connect_failed(&self, e: &crate::client::ConnectError) {
         use crate::client::ConnectError;
         use std::io::ErrorKind;

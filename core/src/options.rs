@@ -32,10 +32,13 @@ pub fn endpoint(s: &str) -> Result<Endpoint, String> {
 /// A repeatable endpoint option (`--listen`, or mail's `-s/--smtp`) and its default.
 #[derive(Clone, Copy, Debug)]
 pub struct ListenOpt {
+    /// The long name, also the argument's id (`listen`, `smtp`).
     pub id: &'static str,
+    /// A short form (mail's `-s`), if any.
     pub short: Option<char>,
     /// Used when the option is not given.
     pub default: &'static [&'static str],
+    /// The help line; the default is appended to it.
     pub help: &'static str,
 }
 
@@ -51,6 +54,7 @@ impl ListenOpt {
         }
     }
 
+    /// The clap argument: repeatable, each value parsed as an endpoint.
     pub fn arg(&self) -> Arg {
         let help = if self.default.is_empty() {
             self.help.to_string()
@@ -93,10 +97,12 @@ impl ListenOpt {
 /// limit (clients wait in the listen queue). 0 or no default: no limit.
 #[derive(Clone, Copy, Debug)]
 pub struct MaxConnectionsOpt {
+    /// The limit when the option is not given; `None` for none.
     pub default: Option<usize>,
 }
 
 impl MaxConnectionsOpt {
+    /// The clap argument.
     pub fn arg(&self) -> Arg {
         let a = Arg::new("max-connections")
             .long("max-connections")
@@ -112,6 +118,7 @@ impl MaxConnectionsOpt {
         }
     }
 
+    /// The limit, for `ProtocolFactory::max_connections`; `None` (also for 0) is no limit.
     pub fn get(&self, m: &ArgMatches) -> Option<usize> {
         m.get_one::<usize>("max-connections")
             .copied()
@@ -123,11 +130,14 @@ impl MaxConnectionsOpt {
 /// `--max-connections-per-client N`: connections at once from one client address.
 #[derive(Clone, Copy, Debug)]
 pub struct PerClientOpt {
+    /// The limit when the option is not given; 0 is none.
     pub default: usize,
+    /// The help line.
     pub help: &'static str,
 }
 
 impl PerClientOpt {
+    /// The clap argument.
     pub fn arg(&self) -> Arg {
         Arg::new("max-connections-per-client")
             .long("max-connections-per-client")
@@ -148,15 +158,19 @@ impl PerClientOpt {
 /// `--timeout SECONDS` (at least 1).
 #[derive(Clone, Copy, Debug)]
 pub struct TimeoutOpt {
+    /// Seconds when the option is not given.
     pub default: u64,
+    /// The help line.
     pub help: &'static str,
 }
 
 impl TimeoutOpt {
+    /// The clap argument.
     pub fn arg(&self) -> Arg {
         self.seconds().arg()
     }
 
+    /// The timeout given, or the default.
     pub fn get(&self, m: &ArgMatches) -> Duration {
         self.seconds().get(m)
     }
@@ -176,11 +190,14 @@ impl TimeoutOpt {
 pub struct SecondsOpt {
     /// The long name, also the argument's id.
     pub name: &'static str,
+    /// Seconds when the option is not given.
     pub default: u64,
+    /// The help line.
     pub help: &'static str,
 }
 
 impl SecondsOpt {
+    /// The clap argument (a whole number of seconds, at least 1).
     pub fn arg(&self) -> Arg {
         Arg::new(self.name)
             .long(self.name)
@@ -190,6 +207,7 @@ impl SecondsOpt {
             .help(self.help)
     }
 
+    /// The duration given, or the default.
     pub fn get(&self, m: &ArgMatches) -> Duration {
         Duration::from_secs(m.get_one::<u64>(self.name).copied().unwrap_or(self.default))
     }
@@ -199,8 +217,11 @@ impl SecondsOpt {
 /// it is refused by name with a clear message instead of "unknown option".
 #[derive(Clone, Copy, Debug)]
 pub struct Refused {
+    /// twistd's long name.
     pub long: &'static str,
+    /// twistd's short form, if any.
     pub short: Option<char>,
+    /// True if twistd's option takes a value (parsed with it, not taken for the next argument).
     pub takes_value: bool,
     /// Why twistrs cannot do it: "loads a Python .tac file".
     pub why: &'static str,

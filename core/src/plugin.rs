@@ -8,6 +8,7 @@ use crate::service::Service;
 pub struct PluginError(pub String);
 
 impl PluginError {
+    /// An error whose message is printed as it is (`twistrs: ` before it) and fails the start.
     pub fn new(msg: impl Into<String>) -> Self {
         PluginError(msg.into())
     }

@@ -97,8 +97,11 @@ impl ProcessId {
 /// One of the child's standard descriptors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChildFd {
+    /// Descriptor 0.
     Stdin,
+    /// Descriptor 1.
     Stdout,
+    /// Descriptor 2.
     Stderr,
 }
 
@@ -138,7 +141,9 @@ impl ChildIo {
 /// The user, group and supplementary groups a child runs as.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credentials {
+    /// The user id, set with setuid(2).
     pub uid: u32,
+    /// The primary group id, set with setgid(2).
     pub gid: u32,
     /// The supplementary groups, set with setgroups(2) (an empty list clears them).
     pub groups: Vec<u32>,
@@ -356,7 +361,12 @@ pub enum ProcessStatus {
     /// exit(code).
     Exited(i32),
     /// Killed by a signal.
-    Signaled { signal: i32, core_dumped: bool },
+    Signaled {
+        /// The signal's number (9 for SIGKILL).
+        signal: i32,
+        /// The child left a core dump.
+        core_dumped: bool,
+    },
     /// Reaped by someone else (waitpid said ECHILD): the status is lost.
     Unknown,
 }
@@ -414,6 +424,7 @@ pub enum ProcessError {
     /// Twisted's `ProcessExitedAlready`: the child was reaped (its PID may be another's now).
     #[error("the process has exited already")]
     ExitedAlready,
+    /// kill(2) failed otherwise.
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -449,8 +460,11 @@ pub trait ProcessProtocol {
         }
     }
 
+    /// The child's stdin pipe closed.
     fn in_connection_lost(&mut self, _p: &mut ProcessTransport<'_>) {}
+    /// The child's stdout pipe closed.
     fn out_connection_lost(&mut self, _p: &mut ProcessTransport<'_>) {}
+    /// The child's stderr pipe closed.
     fn err_connection_lost(&mut self, _p: &mut ProcessTransport<'_>) {}
 
     /// The child was reaped; what it wrote before is delivered already. Pipes a grandchild

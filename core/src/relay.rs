@@ -167,6 +167,7 @@ pub struct SharedOnEnd(Rc<EndFn>);
 type EndFn = Box<dyn Fn(&RelayEnd)>;
 
 impl SharedOnEnd {
+    /// Wraps `f` once; each relay gets a clone of the pointer.
     pub fn new(f: impl Fn(&RelayEnd) + 'static) -> Self {
         SharedOnEnd(Rc::new(Box::new(f)))
     }
@@ -189,6 +190,7 @@ pub struct RelayOptions {
 
 /// A relay to open: where to connect, with what timeout, and how it behaves once joined.
 pub struct RelayRequest {
+    /// Where to connect.
     pub dest: Destination,
     /// Resolving and connecting together must finish within this.
     pub connect_timeout: Duration,
@@ -198,6 +200,7 @@ pub struct RelayRequest {
     /// TLS to the destination (an `ssl:` client endpoint): the relay carries plaintext
     /// between the client and the TLS session.
     pub tls: Option<crate::tls::ClientTls>,
+    /// How the relay behaves once joined.
     pub options: RelayOptions,
 }
 
@@ -214,26 +217,31 @@ impl RelayRequest {
         }
     }
 
+    /// Sets [`RelayRequest::connect_timeout`].
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = d;
         self
     }
 
+    /// Sets [`RelayOptions::idle_timeout`].
     pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
         self.options.idle_timeout = d;
         self
     }
 
+    /// Sets [`RelayRequest::tls`].
     pub fn tls(mut self, tls: Option<crate::tls::ClientTls>) -> Self {
         self.tls = tls;
         self
     }
 
+    /// Sets [`RelayRequest::forward`].
     pub fn forward(mut self, data: Vec<u8>) -> Self {
         self.forward = data;
         self
     }
 
+    /// Sets [`RelayOptions::on_end`]: `f` hears the relay's totals once both sides closed.
     pub fn on_end(mut self, f: impl FnOnce(&RelayEnd) + 'static) -> Self {
         self.options.on_end = Some(OnEnd::Once(Box::new(f)));
         self

@@ -194,6 +194,7 @@ pub struct MultiService {
 }
 
 impl MultiService {
+    /// An empty one; `name` is for log lines and errors.
     pub fn new(name: impl Into<String>) -> Self {
         MultiService {
             name: name.into(),
@@ -268,6 +269,9 @@ pub struct ListeningService {
 }
 
 impl ListeningService {
+    /// Listens on each of `endpoints` with `factory` (one factory for them all, as Twisted's
+    /// repeated `listenTCP` with one factory). `datagram` builds the protocol of each `udp:`
+    /// endpoint; with `None`, a `udp:` endpoint is a start-up error naming the service.
     pub fn new(
         name: impl Into<String>,
         endpoints: Vec<Endpoint>,

@@ -19,7 +19,7 @@ use crate::connection::{After, Conn, Driver};
 use crate::error::Reason;
 use crate::output::Socket;
 use crate::protocol::{DatagramProtocol, Protocol};
-use crate::reactor::{Handle, ReactorConfig};
+use crate::reactor::{Command, Handle, ReactorConfig};
 use crate::timer::{Clock, Target};
 use crate::transport::{ConnId, ConnState, DatagramTransport, Flag, Phase};
 
@@ -203,6 +203,39 @@ impl<P: Protocol + 'static> Harness<P> {
         self
     }
 
+    /// Waits, at most `timeout`, for the work this connection gave to worker threads
+    /// (`Transport::call_in_thread`) and delivers each result to the protocol's `notified`,
+    /// as the reactor would; work queued from `notified` is waited for too. Returns how many
+    /// results were delivered. Without it a protocol that defers to threads could only be
+    /// tested by faking the result with [`Harness::notify`].
+    pub fn wait_for_threads(&mut self, timeout: Duration) -> usize {
+        let deadline = crate::timer::later(std::time::Instant::now(), timeout);
+        let mut delivered = 0;
+        loop {
+            let mut others = Vec::new();
+            while let Some(cmd) = self.handle.pop_command() {
+                match cmd {
+                    Command::Notify(id, msg) if id == self.conn.st.id => {
+                        if self.lost.is_none() {
+                            delivered += 1;
+                        }
+                        self.notify(msg);
+                    }
+                    other => others.push(other),
+                }
+            }
+            // Commands for other connections stay queued for whoever looks, in order.
+            for cmd in others {
+                self.handle.push(cmd);
+            }
+            let now = std::time::Instant::now();
+            if self.handle.threads_pending() == 0 || now >= deadline {
+                return delivered;
+            }
+            self.handle.wait_for_threads(deadline - now);
+        }
+    }
+
     /// What was written and not yet taken (up to the first queued file).
     pub fn output(&self) -> &[u8] {
         self.conn.st.out.pending()
@@ -314,12 +347,14 @@ pub fn port_id(n: u32) -> crate::reactor::PortId {
 
 /// One datagram protocol on a list of sent datagrams.
 pub struct DatagramHarness<P: DatagramProtocol> {
+    /// The protocol under test, open for inspection.
     pub proto: P,
     handle: Handle,
     host: Address,
 }
 
 impl<P: DatagramProtocol> DatagramHarness<P> {
+    /// A harness whose port is 127.0.0.1:7.
     pub fn new(proto: P) -> Self {
         DatagramHarness {
             proto,
@@ -467,6 +502,52 @@ mod tests {
         }
         assert_eq!(got.get(), 42);
         assert_eq!(*msg.borrow(), "disk on fire");
+    }
+
+    /// Answers each line with its upper case, computed on a worker thread, one at a time.
+    #[derive(Default)]
+    struct ThreadedUpper {
+        lines: Vec<Vec<u8>>,
+        busy: bool,
+    }
+
+    impl ThreadedUpper {
+        fn next(&mut self, t: &mut Transport<'_>) {
+            if !self.busy && !self.lines.is_empty() {
+                let line = self.lines.remove(0);
+                self.busy = true;
+                t.call_in_thread(move || Ok::<_, Failure>(line.to_ascii_uppercase()));
+            }
+        }
+    }
+
+    impl Protocol for ThreadedUpper {
+        fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
+            self.lines
+                .extend(data.split_inclusive(|b| *b == b'\n').map(<[u8]>::to_vec));
+            self.next(t);
+        }
+        fn notified(&mut self, t: &mut Transport<'_>, msg: Box<dyn Any>) {
+            if let Ok(r) = msg.downcast::<Result<Vec<u8>, Failure>>() {
+                self.busy = false;
+                t.write(&r.unwrap_or_else(|f| f.to_string().into_bytes()));
+                self.next(t);
+            }
+        }
+    }
+
+    #[test]
+    fn thread_results_reach_notified_in_the_harness() {
+        let mut h = Harness::new(ThreadedUpper::default());
+        h.connect().feed(b"one\ntwo\n");
+        assert_eq!(h.output(), b"", "nothing before the worker answers");
+        assert_eq!(h.wait_for_threads(Duration::from_secs(10)), 2);
+        assert_eq!(h.take_output(), b"ONE\nTWO\n");
+        assert_eq!(
+            h.wait_for_threads(Duration::ZERO),
+            0,
+            "nothing left to wait for"
+        );
     }
 
     /// Pauses reading after each piece it gets, until told to go on.

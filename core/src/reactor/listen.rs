@@ -29,7 +29,9 @@ pub struct ListenerId(pub(crate) usize);
 /// A port could not be opened; `Display` is twistd's one-line `Couldn't listen on ...`.
 #[derive(Debug)]
 pub struct ListenError {
+    /// What could not be listened on: a port, or a socket path.
     pub what: String,
+    /// Why (address in use, permission denied, ...).
     pub error: io::Error,
 }
 
@@ -89,7 +91,9 @@ pub struct Accepted {
     /// and close-on-exec. Closing it is a plain close(2): nothing is shut down, so a copy
     /// given to a child stays connected.
     pub socket: OwnedFd,
+    /// The client's address.
     pub peer: Address,
+    /// Our side's address (the one the client reached).
     pub host: Address,
 }
 

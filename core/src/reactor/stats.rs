@@ -45,8 +45,11 @@ pub struct ListenerStats {
     pub factory: String,
     /// The endpoint string, as the command line gave it.
     pub listener: String,
+    /// Connections accepted since the listener opened.
     pub accepted: u64,
+    /// Connections open now (a joined relay's client side included).
     pub open: u64,
+    /// How often accepting paused at the factory's `max_connections`.
     pub limit_pauses: u64,
     /// Application bytes (after TLS) read from peers.
     pub bytes_received: u64,
@@ -61,7 +64,9 @@ pub struct PortStats {
     pub protocol: String,
     /// The endpoint string.
     pub listener: String,
+    /// Datagrams received.
     pub datagrams: u64,
+    /// Their bytes.
     pub bytes: u64,
 }
 

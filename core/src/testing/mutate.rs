@@ -7,6 +7,7 @@
 
 /// What one edit does; the numbers are reduced to the input's length where they are positions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // each variant's line says what its fields are
 pub enum Edit {
     /// Flip bit `bit % 8` of the byte at `at`.
     Flip { at: usize, bit: u8 },
@@ -171,6 +172,7 @@ impl Rng {
             })
     }
 
+    /// The next pseudo-random number.
     pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;

@@ -17,7 +17,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 /// A certificate or key file could not be used; `Display` is one line naming it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertError {
+    /// The file that could not be used.
     pub file: PathBuf,
+    /// What is wrong with it (missing, no key in it, key and certificate do not match).
     pub problem: String,
 }
 

@@ -36,8 +36,11 @@ pub enum TlsSpec {
     /// `ssl:`: one certificate (with `extraCertChain`) and its key, from PEM files. Without
     /// `cert_key`, `private_key` holds both.
     Files {
+        /// `privateKey=`: the key (PEM), and the certificate too without `certKey=`.
         private_key: PathBuf,
+        /// `certKey=`: the certificate chain (PEM).
         cert_key: Option<PathBuf>,
+        /// `extraCertChain=`: intermediate certificates sent after the certificate.
         extra_chain: Option<PathBuf>,
         /// Accepted, and unused: only ECDHE key exchange is offered.
         dh_parameters: Option<PathBuf>,
@@ -148,7 +151,7 @@ impl TlsContext {
 
     /// Reads the files again; new handshakes use them, established connections are not
     /// touched. A bad file keeps the old certificate in service and is logged. Within one
-    /// reload ([`reloading`]), files that several contexts name are read and reported once.
+    /// reload (a SIGHUP), files that several contexts name are read and reported once.
     pub fn reload(&self) {
         match build(&self.spec, &self.alpn) {
             Ok(config) => {

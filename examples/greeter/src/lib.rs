@@ -27,6 +27,8 @@ impl Protocol for Greeter {
 
     fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
         self.lines.feed(data);
+        // One line is all this protocol reads. A protocol that goes on takes `next_line()` in
+        // a loop: one read can bring several lines, and none arrives again by itself.
         match self.lines.next_line() {
             Some(Line::Complete(name)) => {
                 let name = String::from_utf8_lossy(name);
@@ -72,5 +74,50 @@ pub fn plugin() -> Plugin {
             )
         },
         make_service,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The protocol on a string transport (Twisted's `proto_helpers.StringTransport`): no
+    //! socket, the same connection code the reactor runs.
+
+    use super::*;
+    use twistrs_core::testing::Harness;
+
+    fn greeter() -> Harness<Greeter> {
+        Harness::new(Greeter {
+            lines: LineReceiver::new(b"\r\n", 100),
+            greeting: "Hello".into(),
+        })
+    }
+
+    #[test]
+    fn greets_the_name_however_it_is_cut() {
+        let name = b"Ada Lovelace\r\n";
+        for chunk in 1..=name.len() {
+            let mut h = greeter();
+            h.connect();
+            assert_eq!(h.take_output(), b"Who are you?\r\n");
+            h.feed_chunked(name, chunk);
+            assert_eq!(
+                h.take_output(),
+                b"Hello, Ada Lovelace!\r\n",
+                "chunk {chunk}"
+            );
+            assert!(
+                h.lost().is_some_and(|r| r.is_clean()),
+                "closed after the answer"
+            );
+        }
+    }
+
+    #[test]
+    fn a_name_past_the_limit_is_refused() {
+        let mut h = greeter();
+        h.connect().take_output();
+        h.feed(&[b'x'; 102]); // past 100 bytes and a delimiter's first byte
+        assert_eq!(h.take_output(), b"That name is too long.\r\n");
+        assert!(h.lost().is_some());
     }
 }
