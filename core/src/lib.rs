@@ -55,7 +55,7 @@
 //!     Transport,
 //! };
 //!
-//! const LISTEN: ListenOpt = ListenOpt::listen(&["tcp:8024"]);
+//! const LISTEN: ListenOpt = ListenOpt::listen_stream(&["tcp:8024"]);
 //!
 //! /// Twisted's `LineReceiver` subclass: one answer at a time, in order.
 //! struct Upper {

@@ -54,6 +54,16 @@ impl ListenOpt {
         }
     }
 
+    /// `--listen` for a plugin with no datagram protocol: its help offers no `udp:`, which
+    /// such a plugin refuses at start.
+    pub const fn listen_stream(default: &'static [&'static str]) -> ListenOpt {
+        ListenOpt {
+            help: "Endpoint to listen on, repeatable: tcp:PORT, tcp6:PORT, unix:PATH or \
+                   ssl:PORT:privateKey=KEY.pem, with options such as :interface=127.0.0.1",
+            ..ListenOpt::listen(default)
+        }
+    }
+
     /// The clap argument: repeatable, each value parsed as an endpoint.
     pub fn arg(&self) -> Arg {
         let help = if self.default.is_empty() {

@@ -12,7 +12,7 @@ use twistrs_core::{
 };
 
 const ABOUT: &str = "Asks who you are and says hello (an example plugin).";
-const LISTEN: ListenOpt = ListenOpt::listen(&["tcp:8023"]);
+const LISTEN: ListenOpt = ListenOpt::listen_stream(&["tcp:8023"]);
 
 /// One connection: a greeting, one line in, one line out, then close.
 struct Greeter {
