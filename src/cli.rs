@@ -476,8 +476,9 @@ refuse (exit 1; \fBstatus\fR: 4).
 \fB--check\fR goes through the same steps without starting: the options and the files they
 name, certificates, each endpoint's interface (or a UNIX socket's directory), the log, the
 pidfile, \fB--chroot\fR, \fB--rundir\fR and the user to run as. Stand-ins on port 0 are bound
-instead of the ports, so it works beside the running server; it writes no file and starts no
-process. It prints what would be served and exits 0, or the start's error and exits 1.
+instead of the ports, so it works beside the running server; when no twistrs holds the
+pidfile, each port is also bound for a moment (never listened on), so a port in use or one
+the user may not bind fails the check. It writes no file and starts no process. It prints what would be served and exits 0, or the start's error and exits 1.
 .SH SIGNALS
 .TP
 .B SIGTERM, SIGINT

@@ -115,7 +115,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
 /// `--check` (nginx's `-t`): reads and checks what a start would (options, the files they
 /// name, certificates, each endpoint's address, the log, the pidfile, `--chroot`, `--rundir`,
 /// the user to run as) and changes nothing: no port is taken (stand-ins are bound on port
-/// 0), no file is written, no process is started. Problems go to stderr; a summary of what
+/// 0; a port is bound for a moment, never listened on, only when no server of ours holds
+/// it), no file is written, no process is started. Problems go to stderr; a summary of what
 /// would be served to stdout. Exit 0 when a start would get as far as serving, 1 otherwise.
 fn check(m: &ArgMatches, plugins: &[Plugin]) -> i32 {
     twistrs_core::plugin::set_checking();
@@ -145,6 +146,8 @@ fn check_start(m: &ArgMatches, plugins: &[Plugin]) -> Result<String, String> {
         .map_err(|e| format!("cannot write to stderr: {e}"))?;
     logger.configure(logging::Format::Text, log::LevelFilter::Warn);
     let mut note = None;
+    // The ports are probed unless our running server holds them (it hands them to a restart).
+    let mut probe = true;
     if let Some(p) = &plan.pidfile {
         match crate::pidfile::state(p) {
             Ok(crate::pidfile::State::Running(held)) => {
@@ -156,9 +159,11 @@ fn check_start(m: &ArgMatches, plugins: &[Plugin]) -> Result<String, String> {
                 };
                 note = Some(format!(
                     "  note: {} is held by a running twistrs ({who}): a start would be \
-                     refused; 'twistrs restart' replaces it",
+                     refused; 'twistrs restart' replaces it (the ports were not probed: it \
+                     holds them)",
                     p.display()
                 ));
+                probe = false;
             }
             Ok(_) => twistrs_core::linelog::check_append(p)
                 .map(drop)
@@ -186,7 +191,7 @@ fn check_start(m: &ArgMatches, plugins: &[Plugin]) -> Result<String, String> {
     plan.daemon = false;
     settle(&plan, true, &mut StatusWriter::none(), false, logger)?;
     let mut reactor = Reactor::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
-    reactor.check_only();
+    reactor.check_only(probe);
     if let Some(ep) = &plan.metrics {
         let f = reactor.add_factory(Box::new(crate::metrics::MetricsFactory(
             crate::metrics::Source::Local,

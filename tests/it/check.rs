@@ -173,6 +173,66 @@ fn a_check_fails_where_a_start_fails_naming_the_cause() {
 }
 
 #[test]
+fn a_check_fails_on_a_port_another_program_holds_but_not_on_its_own_servers() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    // Another program's TCP listener and UDP socket: a start would fail on each, so the
+    // check does too (there is no twistrs pidfile here: nothing of ours holds them).
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tport = tcp.local_addr().unwrap().port().to_string();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let uport = udp.local_addr().unwrap().port().to_string();
+    let cases: [&[&str]; 2] = [
+        &[
+            "web",
+            "--listen",
+            &format!("tcp:{tport}:interface=127.0.0.1"),
+        ],
+        &[
+            "echo",
+            "--listen",
+            &format!("udp:{uport}:interface=127.0.0.1"),
+        ],
+    ];
+    for args in cases {
+        let mut check = vec!["--check"];
+        check.extend_from_slice(args);
+        let (code, out, err) = run_in(dir, &check);
+        assert_eq!(code, 1, "check {args:?}: {out} {err}");
+        assert!(err.contains("Address already in use"), "{err}");
+        let mut start = vec!["-n", "--pidfile="];
+        start.extend_from_slice(args);
+        let (code, out, err) = run_in(dir, &start);
+        assert_eq!(code, 1, "start {args:?}: {out} {err}");
+    }
+    // The probe took nothing: the other program still has its connections.
+    let mut c = connect(tcp.local_addr().unwrap());
+    let (mut s, _) = tcp.accept().unwrap();
+    send(&mut c, b"x");
+    assert_eq!(read_n(&mut s, 1), b"x");
+    drop(udp);
+
+    // A port below 1024 for a user who may not bind it: refused in the check as at the start.
+    let Some(nobody) = nobody_as_root("a_check_fails_on_a_privileged_port_for_nobody") else {
+        return;
+    };
+    let ep = format!("tcp:{}:interface=127.0.0.1", free_privileged_port(true));
+    let (uid, gid) = (nobody.uid.to_string(), nobody.gid.to_string());
+    for first in [&["--check"][..], &["-n"][..]] {
+        let out = Command::new("setpriv")
+            .args(["--reuid", &uid, "--regid", &gid, "--clear-groups", BIN])
+            .args(first)
+            .args(["--pidfile=", "web", "--path", "/", "--listen", &ep])
+            .current_dir("/")
+            .output()
+            .expect("setpriv");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{first:?}: {err}");
+        assert!(err.contains("Permission denied"), "{first:?}: {err}");
+    }
+}
+
+#[test]
 fn a_check_writes_nothing_a_start_would() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();

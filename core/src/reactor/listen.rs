@@ -183,8 +183,10 @@ fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListener>
 
 /// A socket standing in for `ep` in a dry run ([`Reactor::check_only`]): bound where the
 /// endpoint would be but on port 0 (a UNIX one at an abstract address), after the checks
-/// binding the real one makes. A systemd socket is systemd's to check: a TCP stand-in.
-fn standin(ep: &Endpoint) -> io::Result<OwnedFd> {
+/// binding the real one makes. With `probe`, a TCP or UDP endpoint's own port is bound for
+/// a moment first (never listened on, so no connection is taken), which tells a port in use
+/// or one that needs privileges. A systemd socket is systemd's to check: a TCP stand-in.
+fn standin(ep: &Endpoint, probe: bool) -> io::Result<OwnedFd> {
     let any = |v6: bool| {
         if v6 {
             IpAddr::V6(Ipv6Addr::UNSPECIFIED)
@@ -213,6 +215,9 @@ fn standin(ep: &Endpoint) -> io::Result<OwnedFd> {
         ),
         Endpoint::Unix { path, .. } => return unix_standin(path),
     };
+    if probe && let Endpoint::Tcp { port, .. } | Endpoint::Udp { port, .. } = ep {
+        probe_port(SocketAddr::new(addr.ip(), *port), kind)?;
+    }
     let sock = Socket::new(Domain::for_address(addr), kind, None)?;
     sock.set_cloexec(true)?;
     sock.bind(&addr.into())?;
@@ -220,6 +225,21 @@ fn standin(ep: &Endpoint) -> io::Result<OwnedFd> {
         sock.listen(1)?;
     }
     Ok(sock.into())
+}
+
+/// Binds `addr` for a moment as a start would (SO_REUSEADDR for TCP, as `bind_tcp`), without
+/// listening: fails as the start's bind would, with the port in use or privileged. Port 0
+/// is always free.
+pub(crate) fn probe_port(addr: SocketAddr, kind: Type) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let sock = Socket::new(Domain::for_address(addr), kind, None)?;
+    sock.set_cloexec(true)?;
+    if kind == Type::STREAM {
+        sock.set_reuse_address(true)?;
+    }
+    sock.bind(&addr.into())
 }
 
 /// Checks that a UNIX socket could be made at `path` (a directory there that we may write,
@@ -349,7 +369,7 @@ impl Reactor {
             return self.listen_inherited(ep, fd, Target::Factory(factory.0), tls);
         }
         if self.check_only && !ep.is_datagram() {
-            let fd = standin(ep).map_err(|e| listen_err(key, e))?;
+            let fd = standin(ep, self.probe_ports).map_err(|e| listen_err(key, e))?;
             let id = self.listen_inherited(ep, fd, Target::Factory(factory.0), tls)?;
             // What the service reads back is the port it asked for, not the stand-in's.
             if let Endpoint::Tcp { port, .. } = ep
@@ -515,7 +535,7 @@ impl Reactor {
     /// caller's own bind reports why.
     pub fn take_inherited_socket(&mut self, ep: &Endpoint) -> Option<OwnedFd> {
         if self.check_only {
-            return standin(ep).ok();
+            return standin(ep, self.probe_ports).ok();
         }
         self.take_inherited(&ep.to_string())
     }

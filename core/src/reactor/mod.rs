@@ -172,6 +172,8 @@ pub struct Reactor {
     bind_only: bool,
     /// A dry run: every endpoint is checked and a stand-in bound ([`Reactor::check_only`]).
     pub(crate) check_only: bool,
+    /// In a dry run, each port is also bound for a moment ([`Reactor::check_only`]).
+    pub(crate) probe_ports: bool,
 }
 
 impl Reactor {
@@ -234,6 +236,7 @@ impl Reactor {
             session_step: 1,
             bind_only: false,
             check_only: false,
+            probe_ports: false,
         })
         .and_then(|mut r| {
             if r.cfg.handle_signals {
@@ -274,10 +277,14 @@ impl Reactor {
     /// socket's directory there and writable) but a stand-in is bound in its place, on port
     /// 0 or an abstract UNIX address, so a check beside the running server neither fails on
     /// its ports nor takes them, and no socket file or lock is touched. Implies
-    /// [`Reactor::bind_only`]: no factory starts.
-    pub fn check_only(&mut self) {
+    /// [`Reactor::bind_only`]: no factory starts. With `probe_ports` (no server of ours holds
+    /// them), each TCP and UDP port is also bound for a moment, without listening, so a port
+    /// in use by another program, or one below 1024 for a user who may not bind it, fails the
+    /// check as it would fail the start.
+    pub fn check_only(&mut self, probe_ports: bool) {
         self.check_only = true;
         self.bind_only = true;
+        self.probe_ports = probe_ports;
     }
 
     /// Registers a factory; listeners started with its id share it.

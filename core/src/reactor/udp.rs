@@ -94,12 +94,20 @@ impl Reactor {
             (Some(i), Some(_)) => i.ip().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             (None, _) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         };
-        // A dry run ([`Reactor::check_only`]) binds a stand-in on port 0 of the interface.
+        // A dry run ([`Reactor::check_only`]) binds a stand-in on port 0 of the interface,
+        // after a moment on the port itself if it probes.
         let addr = SocketAddr::new(ip, if self.check_only { 0 } else { *port });
         let err = |e| ListenError {
             what: addr.to_string(),
             error: e,
         };
+        if self.check_only && self.probe_ports && inherited.is_none() {
+            let real = SocketAddr::new(ip, *port);
+            super::listen::probe_port(real, socket2::Type::DGRAM).map_err(|error| ListenError {
+                what: real.to_string(),
+                error,
+            })?;
+        }
         let std = match inherited {
             Some(fd) => std::net::UdpSocket::from(fd),
             None => std::net::UdpSocket::bind(addr).map_err(err)?,
