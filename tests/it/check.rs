@@ -205,6 +205,23 @@ fn a_check_fails_on_a_port_another_program_holds_but_not_on_its_own_servers() {
         let (code, out, err) = run_in(dir, &start);
         assert_eq!(code, 1, "start {args:?}: {out} {err}");
     }
+    // A UNIX socket file of another program's: the start's bind fails on it with
+    // lockfile=0, and so does the check; with lockfile=1 (the default; no live lock) a
+    // start replaces it, as twistd's does.
+    let sock = dir.join("other.sock");
+    let other = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let ep = format!("unix:{}:lockfile=0", sock.display());
+    for first in [&["--check"][..], &["-n", "--pidfile="][..]] {
+        let mut args = first.to_vec();
+        args.extend_from_slice(&["web", "--listen", &ep]);
+        let (code, out, err) = run_in(dir, &args);
+        assert_eq!(code, 1, "{args:?}: {out} {err}");
+        assert!(err.contains("Address already in use"), "{err}");
+    }
+    let ep = format!("unix:{}", sock.display());
+    let (code, out, err) = run_in(dir, &["--check", "web", "--listen", &ep]);
+    assert_eq!(code, 0, "{out} {err}");
+    drop(other);
     // The probe took nothing: the other program still has its connections.
     let mut c = connect(tcp.local_addr().unwrap());
     let (mut s, _) = tcp.accept().unwrap();

@@ -213,7 +213,7 @@ fn standin(ep: &Endpoint, probe: bool) -> io::Result<OwnedFd> {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             Type::STREAM,
         ),
-        Endpoint::Unix { path, .. } => return unix_standin(path),
+        Endpoint::Unix { path, lockfile, .. } => return unix_standin(path, *lockfile, probe),
     };
     if probe && let Endpoint::Tcp { port, .. } | Endpoint::Udp { port, .. } = ep {
         probe_port(SocketAddr::new(addr.ip(), *port), kind)?;
@@ -244,7 +244,9 @@ pub(crate) fn probe_port(addr: SocketAddr, kind: Type) -> io::Result<()> {
 
 /// Checks that a UNIX socket could be made at `path` (a directory there that we may write,
 /// no other kind of file in the way, a name that fits), then binds an abstract stand-in.
-fn unix_standin(path: &Path) -> io::Result<OwnedFd> {
+/// With `probe` (no server of ours runs), a socket file already there fails as the start's
+/// bind would: always without `lockfile`, and with it while its lock names a live process.
+fn unix_standin(path: &Path, lockfile: bool, probe: bool) -> io::Result<OwnedFd> {
     use std::os::linux::net::SocketAddrExt;
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -274,6 +276,27 @@ fn unix_standin(path: &Path) -> io::Result<OwnedFd> {
             io::ErrorKind::AlreadyExists,
             "a file that is not a socket is in the way",
         ));
+    }
+    if probe && std::fs::symlink_metadata(path).is_ok() {
+        let mut lock = path.as_os_str().to_owned();
+        lock.push(".lock");
+        let live = std::fs::read_link(&lock)
+            .ok()
+            .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()))
+            .is_some_and(|pid| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                    .map_or_else(|e| e == nix::errno::Errno::EPERM, |_| true)
+            });
+        if !lockfile || live {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                if lockfile {
+                    "in use: its lock names a running process"
+                } else {
+                    "Address already in use: the socket file is there (lockfile=1 replaces a stale one)"
+                },
+            ));
+        }
     }
     let name = format!(
         "twistrs-check-{}-{}",
