@@ -13,22 +13,27 @@
 //! `inetd`, `portforward`, `socks`, all on by default): `default-features = false,
 //! features = ["wire"]` builds a launcher with only those. A plugin is written on
 //! `twistrs-core` alone; its crate documentation starts with a whole one.
+//!
+//! Only [`run`], [`builtin_plugins`], [`VERSION`] and [`cli`] (the command line, for man
+//! pages and completions) are public: the rest is the launcher's own.
+
+#![warn(missing_docs)]
 
 pub mod cli;
-pub mod control;
-pub mod daemon;
-pub mod holder;
-pub mod jsonlog;
-pub mod launcher;
-pub mod logging;
-pub mod metrics;
-pub mod notify;
-pub mod pidfile;
-pub mod privileges;
-pub mod registry;
-pub mod status;
-pub mod upgrade;
-pub mod workers;
+pub(crate) mod control;
+pub(crate) mod daemon;
+pub(crate) mod holder;
+pub(crate) mod jsonlog;
+pub(crate) mod launcher;
+pub(crate) mod logging;
+pub(crate) mod metrics;
+pub(crate) mod notify;
+pub(crate) mod pidfile;
+pub(crate) mod privileges;
+pub(crate) mod registry;
+pub(crate) mod status;
+pub(crate) mod upgrade;
+pub(crate) mod workers;
 
 pub use launcher::run;
 pub use registry::builtin_plugins;

@@ -41,7 +41,6 @@ pub enum PidfileError {
     /// Another process holds the lock: its PID, as seen in /proc if it can be, else as the
     /// file says.
     Running {
-        path: PathBuf,
         pid: String,
     },
     /// The path is not a plain regular file (`what` says what it is instead).
@@ -58,7 +57,7 @@ pub enum PidfileError {
 impl std::fmt::Display for PidfileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PidfileError::Running { pid, .. } => write!(
+            PidfileError::Running { pid } => write!(
                 f,
                 "Another twistrs server is running, PID {pid}\n\n\
                  This could either be a previously started instance of your application or a\n\
@@ -317,7 +316,7 @@ impl Pidfile {
                     _ if named.is_empty() => "unknown".into(),
                     _ => named,
                 };
-                Err(PidfileError::Running { path, pid })
+                Err(PidfileError::Running { pid })
             }
             Err(std::fs::TryLockError::Error(e)) => Err(io_err(e)),
         }
@@ -437,7 +436,7 @@ mod tests {
                 other => panic!("{other:?}"),
             }
             match Pidfile::acquire(&p, None) {
-                Err(PidfileError::Running { pid, .. }) => assert_eq!(pid, me),
+                Err(PidfileError::Running { pid }) => assert_eq!(pid, me),
                 other => panic!("second acquire: {:?}", other.err()),
             }
             held.remove();
