@@ -205,7 +205,7 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l ignore-ext -d 'T
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l add-header -d 'A header added to every response, repeatable' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s l -l logfile -d 'Access log file [default: the main log]' -r -F
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l max-connections -d 'Connections at once; accepting pauses at N and clients wait in the listen queue; 0: no limit' -r
-complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l timeout -d 'Close a connection after SECONDS with nothing read or written, and a client whose request head takes longer (408)' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l timeout -d 'Close a connection after SECONDS with nothing read or written, a client whose request head takes longer (408), and one whose request body, after SECONDS, comes slower than 500 bytes/s' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l wsgi -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l class -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l resource-script -r
