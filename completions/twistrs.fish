@@ -104,7 +104,7 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand dns" -l resolv-conf -d '
 complete -c twistrs -n "__fish_twistrs_using_subcommand dns" -l cache-size -d 'Answers the cache keeps at most; the oldest goes first' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand dns" -l allow-transfer -d 'A network allowed zone transfers (AXFR), besides loopback, repeatable' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand dns" -l listen -d 'Endpoint to listen on, repeatable: udp:PORT or tcp:PORT (tcp6:, unix:, ...) with options such as :interface=127.0.0.1 [default: udp and tcp on -i and -p]' -r
-complete -c twistrs -n "__fish_twistrs_using_subcommand dns" -l timeout -d 'Idle time before a TCP connection is closed' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand dns" -l timeout -d 'Idle time before a TCP connection is closed, and the most a query may take to arrive whole' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand dns" -l transfer-timeout -d 'How long a zone transfer may take in all: a --secondary\'s fails and its retry timer takes over; an AXFR served is cut off' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand dns" -l max-connections -d 'Connections at once; accepting pauses at N and clients wait in the listen queue; 0: no limit' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand dns" -s r -l recursive -d 'Forward other questions to the name servers of --resolv-conf'
@@ -206,7 +206,7 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l ignore-ext -d 'T
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l add-header -d 'A header added to every response, repeatable' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s l -l logfile -d 'Access log file [default: the main log]' -r -F
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l max-connections -d 'Connections at once; accepting pauses at N and clients wait in the listen queue; 0: no limit' -r
-complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l timeout -d 'Close a connection after SECONDS with nothing read or written, and a client whose request head takes longer (408)' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l timeout -d 'Close a connection after SECONDS with nothing read or written, a client whose request head takes longer (408), and one whose request body, after SECONDS, comes slower than 500 bytes/s' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l wsgi -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l class -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l resource-script -r

@@ -821,8 +821,14 @@ impl<'a> Transport<'a> {
     }
 
     /// Calls this protocol's `timer_fired(key)` after `delay`.
-    /// The call is cancelled if the connection closes first.
+    /// The call is cancelled if the connection closes first. Keys from `u64::MAX - 2` up are
+    /// the reactor's own (idle, linger, handshake): a timer there would never reach the
+    /// protocol.
     pub fn call_later(&mut self, delay: Duration, key: u64) -> DelayedCall {
+        debug_assert!(
+            key < crate::connection::HANDSHAKE_KEY,
+            "timer key {key} is reserved"
+        );
         let call = self
             .handle
             .timers()

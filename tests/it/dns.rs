@@ -1557,3 +1557,105 @@ fn dns_sighup_rereads_relative_files_after_rundir() {
         srv.lines()
     );
 }
+
+#[test]
+fn dns_pipelined_tcp_queries_for_a_large_answer_wait_for_the_reader() {
+    // A name with a 60 KB answer, asked 1,800 times in one 63 KB write by a client that reads
+    // nothing for a while: the server answers as the output leaves, holding a few hundred KiB
+    // for the connection, not the 108 MB of every answer at once (what one read of small
+    // queries made it queue before). Then every answer arrives, in order.
+    let mut zone = ZONE.to_string();
+    for i in 0..250 {
+        zone.push_str(&format!("huge IN TXT \"{i:04}{}\"\n", "t".repeat(230)));
+    }
+    let d = Dns::start(
+        &[("example.com", &zone)],
+        &["--bindzone", "{dir}/example.com"],
+    );
+    let q = query("huge.example.com", 16);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    const N: usize = 1800;
+    let mut c = connect(SocketAddr::from(([127, 0, 0, 1], d.port)));
+    // The first answer, read whole: the RRset is cached and its size known.
+    send(&mut c, &framed);
+    let len = read_n(&mut c, 2);
+    let size = u16::from_be_bytes([len[0], len[1]]) as usize;
+    assert!(size > 60_000, "{size}");
+    read_n(&mut c, size);
+    let before = d.srv.rss_kib();
+    send(&mut c, &framed.repeat(N));
+    // What the server holds while nothing is read: its most over two seconds.
+    let mut most = 0;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(2) {
+        most = most.max(d.srv.rss_kib().saturating_sub(before));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        most < 16 * 1024,
+        "the server grew by {most} KiB for {N} unread answers of {size} bytes"
+    );
+    for i in 0..N {
+        let len = read_n(&mut c, 2);
+        let msg = read_n(&mut c, u16::from_be_bytes([len[0], len[1]]) as usize);
+        assert_eq!((msg.len(), msg[3] & 0xF), (size, 0), "answer {i}");
+    }
+}
+
+#[test]
+fn dns_a_tcp_query_trickled_a_byte_at_a_time_is_cut_off() {
+    // Each byte comes within the idle timeout, so only a deadline for the whole query ends
+    // the connection: without it, enough such clients hold every TCP slot for hours.
+    let d = Dns::start(
+        &[("example.com", &zone_text(1, ""))],
+        &["--bindzone", "{dir}/example.com", "--timeout", "2"],
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], d.port));
+    let q = query("web.example.com", 1);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    // A query in two pieces a second apart, inside the deadline: answered.
+    let mut c = connect(addr);
+    send(&mut c, &framed[..5]);
+    std::thread::sleep(Duration::from_secs(1));
+    send(&mut c, &framed[5..]);
+    let len = read_n(&mut c, 2);
+    let msg = read_n(&mut c, u16::from_be_bytes([len[0], len[1]]) as usize);
+    assert_eq!(msg[3] & 0xF, 0);
+    // The same query a byte every half second (17 s in all): closed about two seconds
+    // after its first byte.
+    let mut c = connect(addr);
+    let t0 = Instant::now();
+    let mut closed = None;
+    for b in &framed {
+        if c.write_all(std::slice::from_ref(b)).is_err() {
+            closed = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        c.set_nonblocking(true).unwrap();
+        let r = c.peek(&mut [0u8; 1]);
+        c.set_nonblocking(false).unwrap();
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok(n) if n > 0 => panic!(
+                "answered after the query trickled in for {:?}: never cut off",
+                t0.elapsed()
+            ),
+            _ => {
+                closed = Some(t0.elapsed());
+                break;
+            }
+        }
+    }
+    let closed = closed.expect("the trickled query's connection was never closed");
+    assert!(
+        closed < Duration::from_secs(4),
+        "closed after {closed:?}, the deadline is 2 s"
+    );
+    assert!(
+        d.srv
+            .log_contains("over TCP not whole after 2 s (--timeout): closing")
+    );
+}

@@ -1125,3 +1125,51 @@ fn a_relative_aliases_file_is_reread_after_rundir() {
         srv.lines()
     );
 }
+
+#[test]
+fn a_password_guesser_gets_five_auths_per_session() {
+    // Failed AUTHs were answered 535 at once, as many as a client pipelined, with a NOOP
+    // between them resetting the bad-command count: a guesser tried thousands of passwords
+    // a second on one connection. The fifth failure now closes it with 421 (POP3 closes
+    // after three failed logins); smtplib, which tries PLAIN and then LOGIN for each
+    // password, still logs in with a right password after two wrong ones.
+    let m = Mail::start(&["-E", "--auth", "memory:joe:secret"]);
+    let (code, out, err) = py(
+        r#"
+import base64, smtplib, socket, sys
+port = int(sys.argv[1])
+bad = b"AUTH PLAIN " + base64.b64encode(b"\0joe\0wrong") + b"\r\n"
+c = socket.create_connection(('127.0.0.1', port)); c.settimeout(3)
+f = c.makefile('rb')
+f.readline()
+c.sendall(b"EHLO c\r\n" + (bad + b"NOOP\r\n") * 10)
+codes = []
+while len(codes) < 40:
+    try:
+        l = f.readline()
+    except socket.timeout:
+        break
+    if not l:
+        break
+    if l[3:4] == b' ':
+        codes.append(l[:3].decode())
+print('guesser', ' '.join(codes[1:]))
+s = smtplib.SMTP('127.0.0.1', port, timeout=10)
+s.ehlo('c')
+for pw in ('no', 'nope', 'secret'):
+    try:
+        print('login', s.login('joe', pw)[0])
+    except smtplib.SMTPAuthenticationError as e:
+        print('login', e.smtp_code)
+s.quit()
+"#,
+        &[&m.smtp()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("guesser 535 250 535 250 535 250 535 250 535 421\n"),
+        "closed at the fifth failure: {out}"
+    );
+    assert!(out.contains("login 535\nlogin 535\nlogin 235"), "{out}");
+    assert!(m.srv.log_contains("5 failed AUTHs, closing"));
+}

@@ -1,6 +1,6 @@
 //! The web plugin against real clients (curl and raw sockets) on 127.0.0.1.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -1072,4 +1072,59 @@ fn a_file_that_shrinks_while_sent_closes_its_response_short() {
         srv.lines()
     );
     assert_eq!(get_path(srv.addr(), "/small").body, b"ok");
+}
+
+#[test]
+fn a_request_body_trickled_a_byte_at_a_time_is_cut_off() {
+    // Bodies are read only to be thrown away, and each byte here comes within the idle
+    // timeout: only a deadline for the body ends the connection (--timeout, then 500
+    // bytes/s), where a 1 MB body a byte a second would hold it for eleven days.
+    let t = tree();
+    let srv = web(&t, &["--timeout", "2"]);
+    let a = srv.addr();
+    for head in [
+        "POST /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ] {
+        let mut s = connect(a);
+        send(&mut s, head.as_bytes());
+        let r = read_resp(&mut s, false);
+        assert!(r.status == 405 || r.status == 200, "{}", r.status);
+        let t0 = Instant::now();
+        let mut closed = None;
+        for b in b"1000\r\n".iter().cycle().take(40) {
+            std::thread::sleep(Duration::from_millis(500));
+            s.set_nonblocking(true).unwrap();
+            let r = s.peek(&mut [0u8; 1]);
+            s.set_nonblocking(false).unwrap();
+            if !matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                || s.write_all(std::slice::from_ref(b)).is_err()
+            {
+                closed = Some(t0.elapsed());
+                break;
+            }
+        }
+        let closed =
+            closed.unwrap_or_else(|| panic!("{head:?}: a body trickled for 20 s, never cut off"));
+        assert!(
+            closed < Duration::from_secs(4),
+            "{head:?}: closed after {closed:?}"
+        );
+    }
+    assert!(srv.log_contains("too slow: "));
+    // A body slower than the timeout but well above 500 bytes/s is read to its end, and the
+    // connection goes on.
+    let mut s = connect(a);
+    send(
+        &mut s,
+        b"POST /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 30000\r\n\r\n",
+    );
+    assert_eq!(read_resp(&mut s, false).status, 405);
+    for _ in 0..2 {
+        send(&mut s, &[b'x'; 15_000]);
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+    send(&mut s, b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = read_resp(&mut s, false);
+    assert_eq!((r.status, &r.body[..]), (200, &b"0123456789"[..]));
 }

@@ -84,7 +84,7 @@ const LISTEN: ListenOpt = ListenOpt {
 };
 const TIMEOUT: TimeoutOpt = TimeoutOpt {
     default: 30,
-    help: "Idle time before a TCP connection is closed",
+    help: "Idle time before a TCP connection is closed, and the most a query may take to arrive whole",
 };
 const TRANSFER_TIMEOUT: SecondsOpt = SecondsOpt {
     name: "transfer-timeout",

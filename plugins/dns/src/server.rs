@@ -33,6 +33,14 @@ use crate::zonefile;
 /// The longest query taken over TCP; a longer one closes the connection (queries are a
 /// question and an OPT: 512 bytes is plenty, this leaves room for options).
 pub const MAX_TCP_QUERY: usize = 4096;
+/// Unsent answers above which a TCP client's pipelined queries wait (and reading stops):
+/// one read of small queries for a large RRset would otherwise queue thousands of answers
+/// (63 KB of queries held 108 MB for a client that never read).
+const TCP_OUTPUT_MAX: usize = 256 * 1024;
+/// `DnsStream`'s timer key for a query that has not arrived whole within `--timeout` (the
+/// other keys are where a transfer ends in the output, past its bytes, so never 0; the
+/// reactor keeps the keys at the top of the range for itself).
+const PARTIAL_KEY: u64 = 0;
 /// How long a refresh may wait for the primary to connect or to send anything (the
 /// overall limit, `--transfer-timeout`, is `Config::xfr_deadline`), and the retry while no
 /// copy exists.
@@ -574,6 +582,7 @@ impl Factory for DnsFactory {
             xfrs: VecDeque::new(),
             xfr_timer: false,
             held: false,
+            partial: None,
         }))
     }
 
@@ -596,12 +605,23 @@ struct DnsStream {
     /// One timer at a time, for the oldest: a client asking for transfer after transfer
     /// on one connection cannot fill the reactor's timer queue.
     xfr_timer: bool,
-    /// Queries wait, and reading stops, while a transfer is still leaving: each AXFR writes a
-    /// copy of its zone, and a client pipelining them would have every copy held at once.
+    /// Queries wait, and reading stops, while a transfer is still leaving (each AXFR writes a
+    /// copy of its zone, and a client pipelining them would have every copy held at once), or
+    /// while the answers waiting to leave pass `TCP_OUTPUT_MAX`.
     held: bool,
+    /// The deadline of a query begun but not whole: the idle timeout alone lets a client
+    /// that sends a byte now and then hold a connection (and, with enough of them, every
+    /// one `--max-connections` allows) for hours.
+    partial: Option<DelayedCall>,
 }
 
 impl DnsStream {
+    fn cancel_partial(&mut self) {
+        if let Some(c) = self.partial.take() {
+            c.cancel();
+        }
+    }
+
     /// Forgets the transfers that have left, and sets the timer for the oldest still leaving.
     fn arm_xfr_deadline(&mut self, t: &mut Transport<'_>) {
         let sent = t.bytes_sent();
@@ -618,7 +638,8 @@ impl DnsStream {
     }
 
     /// Answers the queries waiting in the input, in order, until one is a transfer whose copy
-    /// has not left yet: then the rest wait (and reading stops) until `resume_producing`.
+    /// has not left yet, or the answers not yet sent pass `TCP_OUTPUT_MAX`: then the rest
+    /// wait (and reading stops) until `resume_producing`.
     fn serve_input(&mut self, t: &mut Transport<'_>) {
         let Some(peer) = t.peer().socket_addr() else {
             return;
@@ -628,7 +649,7 @@ impl DnsStream {
         };
         loop {
             self.arm_xfr_deadline(t);
-            if !self.xfrs.is_empty() {
+            if !self.xfrs.is_empty() || t.buffered() >= TCP_OUTPUT_MAX {
                 if !self.held {
                     self.held = true;
                     t.pause_producing();
@@ -636,12 +657,21 @@ impl DnsStream {
                 return;
             }
             match stream::next(&mut self.input, MAX_TCP_QUERY) {
-                Frame::Partial => return,
+                Frame::Partial => {
+                    // What is left began a query: it must be whole within `--timeout` of now.
+                    if self.input.is_empty() {
+                        self.cancel_partial();
+                    } else if self.partial.is_none() {
+                        self.partial = Some(t.call_later(self.timeout, PARTIAL_KEY));
+                    }
+                    return;
+                }
                 Frame::TooLong(n) => {
                     log::info!(target: "twistrs.dns", "A {n}-byte message from {peer} over TCP: closing");
                     return t.lose_connection();
                 }
                 Frame::Message(m) => {
+                    self.cancel_partial();
                     match s
                         .borrow_mut()
                         .query(&m, Via::Tcp, peer, Client::Tcp(t.id()))
@@ -681,7 +711,7 @@ impl Protocol for DnsStream {
     fn resume_producing(&mut self, t: &mut Transport<'_>) {
         if self.held {
             self.arm_xfr_deadline(t);
-            if self.xfrs.is_empty() {
+            if self.xfrs.is_empty() && t.buffered() < TCP_OUTPUT_MAX {
                 self.held = false;
                 t.resume_producing();
                 self.serve_input(t);
@@ -695,8 +725,24 @@ impl Protocol for DnsStream {
         }
     }
 
-    /// The oldest AXFR's deadline (the key is where it ends in the output).
+    /// A query begun `--timeout` ago and still not whole, or the oldest AXFR's deadline (the
+    /// key is where it ends in the output).
     fn timer_fired(&mut self, t: &mut Transport<'_>, end: u64) {
+        if end == PARTIAL_KEY {
+            self.partial = None;
+            if self.held {
+                // The input waits for our output to leave, not for the client.
+                self.partial = Some(t.call_later(self.timeout, PARTIAL_KEY));
+                return;
+            }
+            log::info!(
+                target: "twistrs.dns",
+                "A query from {} over TCP not whole after {} s (--timeout): closing",
+                t.peer(),
+                self.timeout.as_secs()
+            );
+            return t.lose_connection();
+        }
         self.xfr_timer = false;
         if t.bytes_sent() < end {
             log::info!(

@@ -26,6 +26,10 @@ use crate::memory::Reservation;
 
 /// RFC 5321 4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
 pub const MAX_LINE: usize = data::MAX_LINE;
+/// Failed AUTHs before the session is closed (421), as POP3 closes after three failed logins;
+/// five, as a client with a wrong password tries each mechanism offered (smtplib: PLAIN,
+/// then LOGIN) before it gives up, and may be given a second password.
+const MAX_AUTH_FAILURES: u32 = 5;
 
 /// What the caller must do.
 #[derive(Debug)]
@@ -69,6 +73,8 @@ struct Session {
     rcpt_addrs: Vec<String>,
     data: Option<DataReader>,
     errors: u32,
+    /// Failed AUTHs in this session, whatever came between them (not reset by STARTTLS).
+    auth_failures: u32,
     authed: Option<String>,
     tls: Tls,
     /// The message being made durable, for its log line once it is.
@@ -122,6 +128,7 @@ impl Smtp {
                 rcpt_addrs: Vec::new(),
                 data: None,
                 errors: 0,
+                auth_failures: 0,
                 authed: None,
                 tls: Tls::of(&cfg, false),
                 delivering: None,
@@ -309,7 +316,7 @@ impl Session {
 
     /// One line (with its LF) in a command or AUTH state, or `Err` for an over-long one.
     fn line(&mut self, line: Result<&[u8], ()>, out: &mut Vec<u8>) -> Option<Action> {
-        match self.state {
+        let action = match self.state {
             State::AuthPlain | State::AuthLoginUser | State::AuthLoginPass(_) => {
                 self.auth_line(line, out);
                 None
@@ -318,7 +325,12 @@ impl Session {
                 Err(()) => self.bad(out, 500, "5.5.2", "Line too long"),
                 Ok(l) => self.command(l, out),
             },
+        };
+        // A failed AUTH can end the session (`MAX_AUTH_FAILURES`).
+        if action.is_none() && self.state == State::Closed {
+            return Some(Action::Close);
         }
+        action
     }
 
     /// A bad command: after `max_errors` in a row, give up on the client.
@@ -583,8 +595,20 @@ impl Session {
             self.authed = creds.map(|(u, _)| u);
             self.reply(out, 235, "2.7.0", "Authentication successful");
         } else {
+            self.auth_failures += 1;
             log::info!(target: "twistrs.mail.smtp", "{}: authentication failed", self.peer);
             self.reply(out, 535, "5.7.8", "Authentication credentials invalid");
+            if self.auth_failures >= MAX_AUTH_FAILURES {
+                // A password guesser gets a few tries per connection, not thousands.
+                log::info!(target: "twistrs.mail.smtp",
+                    "{}: {MAX_AUTH_FAILURES} failed AUTHs, closing", self.peer);
+                let text = format!(
+                    "{} Too many authentication failures, closing",
+                    self.cfg.hostname
+                );
+                self.reply(out, 421, "4.7.0", &text);
+                self.state = State::Closed;
+            }
         }
     }
 

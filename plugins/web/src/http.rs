@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::ffi::OsString;
 use std::io;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use twistrs_core::line::InputBuffer;
 use twistrs_core::{DelayedCall, Protocol, Reason, Transport};
@@ -30,6 +30,13 @@ const PIPELINE_OUTPUT_MAX: usize = 1024 * 1024;
 const PENDING_LOG_MAX: usize = 64 * 1024;
 /// Timer key: the request head did not arrive in time.
 const HEAD_TIMER: u64 = 1;
+/// Timer key: a request body (read only to be thrown away) is arriving too slowly.
+const BODY_TIMER: u64 = 2;
+/// After `--timeout`, a body must keep arriving at this many bytes a second on average
+/// (Apache's `RequestReadTimeout body=20,MinRate=500`; postfix's `smtpd_min_data_rate`):
+/// the idle timeout alone lets a client that sends a byte now and then hold the connection
+/// for as long as its 1 MiB body takes.
+const BODY_MIN_RATE: u64 = 500;
 
 /// What every connection of one `web` service shares.
 pub struct Site {
@@ -69,6 +76,8 @@ pub struct Http {
     /// The output is backed up; wait for `resume_producing`.
     waiting: bool,
     head_timer: Option<DelayedCall>,
+    /// The body being read: when it began, how much of it has come, and its deadline.
+    body: Option<(Instant, u64, DelayedCall)>,
     scratch: Vec<u8>,
     /// The peer's address as the access log shows it.
     client: String,
@@ -115,6 +124,7 @@ impl Http {
             stopping: false,
             waiting: false,
             head_timer: None,
+            body: None,
             scratch: Vec::with_capacity(512),
             client: String::new(),
             outstanding: Outstanding::default(),
@@ -127,6 +137,20 @@ impl Http {
         }
     }
 
+    /// The body has all come (or the connection is going).
+    fn body_done(&mut self) {
+        if let Some((_, _, timer)) = self.body.take() {
+            timer.cancel();
+        }
+    }
+
+    /// Counts `n` bytes of the body as arrived.
+    fn body_read(&mut self, n: usize) {
+        if let Some((_, read, _)) = &mut self.body {
+            *read += n as u64;
+        }
+    }
+
     /// Takes requests from the input while the output has room.
     fn process(&mut self, t: &mut Transport<'_>) {
         while !self.done && !self.waiting {
@@ -135,18 +159,24 @@ impl Http {
                     let take = (*left).min(self.input.len() as u64);
                     self.input.consume(take as usize);
                     *left -= take;
-                    if *left > 0 {
+                    let more = *left > 0;
+                    self.body_read(take as usize);
+                    if more {
                         return;
                     }
+                    self.body_done();
                     self.state = State::Head;
                 }
                 State::Chunked(d) => match d.feed(self.input.peek()) {
                     ChunkProgress::NeedMore => {
+                        let n = self.input.len();
                         self.input.clear();
+                        self.body_read(n);
                         return;
                     }
                     ChunkProgress::Done(n) => {
                         self.input.consume(n);
+                        self.body_done();
                         self.state = State::Head;
                     }
                     ChunkProgress::Error(r) => {
@@ -204,6 +234,10 @@ impl Http {
                                 }
                                 _ => State::Head,
                             };
+                            if matches!(self.state, State::Body(1..) | State::Chunked(_)) {
+                                let timer = t.call_later(self.site.timeout, BODY_TIMER);
+                                self.body = Some((Instant::now(), 0, timer));
+                            }
                             self.request(t, req);
                             if self.backed_up(t) {
                                 // Stop reading too: the input would grow while we wait.
@@ -221,6 +255,39 @@ impl Http {
     /// wait for it.
     fn backed_up(&self, t: &Transport<'_>) -> bool {
         t.buffered() >= PIPELINE_OUTPUT_MAX || self.outstanding.held() >= PENDING_LOG_MAX
+    }
+
+    /// A body's deadline: `--timeout`, then one more second for every `BODY_MIN_RATE` bytes
+    /// that came. Its request has been answered already (the body is thrown away), so a body
+    /// still short of it is logged and the connection closed once the answer has left.
+    fn body_timer_fired(&mut self, t: &mut Transport<'_>) {
+        let Some((start, read, _)) = self.body.take() else {
+            return;
+        };
+        if self.done {
+            return;
+        }
+        if self.waiting {
+            // Not reading because our own output is backed up: the client is not late, and
+            // its clock starts again.
+            let timer = t.call_later(self.site.timeout, BODY_TIMER);
+            self.body = Some((Instant::now(), 0, timer));
+            return;
+        }
+        let allowed = self.site.timeout + Duration::from_secs(read / BODY_MIN_RATE);
+        let elapsed = start.elapsed();
+        if elapsed < allowed {
+            let timer = t.call_later(allowed - elapsed, BODY_TIMER);
+            self.body = Some((start, read, timer));
+            return;
+        }
+        log::info!(target: &t.system(),
+            "Request body from {} too slow: {read} bytes in {} s (--timeout {} s, then {BODY_MIN_RATE} bytes/s); closing",
+            t.peer(), elapsed.as_secs(), self.site.timeout.as_secs());
+        self.done = true;
+        self.input.clear();
+        self.state = State::Head;
+        t.lose_connection();
     }
 
     /// Answers a request that cannot be parsed or framed, and closes.
@@ -675,6 +742,7 @@ impl Protocol for Http {
     /// said so in the main log.
     fn connection_lost(&mut self, t: &mut Transport<'_>, reason: &Reason) {
         self.cancel_head_timer();
+        self.body_done();
         self.log_sent(t);
         let sent = t.bytes_sent();
         while let Some(p) = self.outstanding.pop() {
@@ -718,6 +786,8 @@ impl Protocol for Http {
             if !self.input.is_empty() && !self.done {
                 self.reject(t, 408, "request head timed out", None);
             }
+        } else if key == BODY_TIMER {
+            self.body_timer_fired(t);
         }
     }
 

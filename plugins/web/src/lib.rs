@@ -123,8 +123,9 @@ const PORT: ListenOpt = ListenOpt {
 const MAX_CONNECTIONS: MaxConnectionsOpt = MaxConnectionsOpt { default: None };
 const TIMEOUT: TimeoutOpt = TimeoutOpt {
     default: 60,
-    help: "Close a connection after SECONDS with nothing read or written, and a client whose \
-           request head takes longer (408)",
+    help: "Close a connection after SECONDS with nothing read or written, a client whose \
+           request head takes longer (408), and one whose request body, after SECONDS, comes \
+           slower than 500 bytes/s",
 };
 
 fn header_line(s: &str) -> Result<String, String> {
