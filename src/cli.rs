@@ -355,7 +355,7 @@ fn control_commands() -> Vec<Command> {
                     .value_parser(seconds)
                     .help("How long to wait for the new process to serve"),
             )
-            .after_help("SIGUSR2 goes only to a process seen in /proc to hold the pidfile's lock, never merely to the PID the file holds.\n\nExit status: 0 once the new process serves; 1 if it failed (the old one keeps serving), no outcome was known within --timeout (the service writes it to PIDFILE.restart as its own user; where that user cannot create it, restart run as root makes the file for it first, and a success is also told from the pidfile, which the new process writes once it serves), nothing runs, or no single holder of the lock could be found."),
+            .after_help("SIGUSR2 goes only to a process seen in /proc to hold the pidfile's lock, never merely to the PID the file holds. A restart asked for while one is in progress runs once that one is over (the new process restarts again); a stop or a reload that comes meanwhile reaches the new process too.\n\nExit status: 0 once the new process serves; 1 if it failed (the old one keeps serving), a stop came meanwhile (neither serves on), no outcome was known within --timeout (the service writes it to PIDFILE.restart as its own user; where that user cannot create it, restart run as root makes the file for it first, and a success is also told from the pidfile, which the new process writes once it serves), nothing runs, or no single holder of the lock could be found."),
         Command::new("status")
             .about("Control: tell whether the service runs, and its PID (LSB exit status 0, 1, 3 or 4)")
             .arg(pidfile_arg())

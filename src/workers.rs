@@ -500,16 +500,28 @@ impl Pool {
         self.workers.iter().any(|w| w.proc.is_some())
     }
 
-    /// SIGUSR2 to every worker (the master's stop request: each drains as a single process
-    /// does on SIGTERM, and once draining ignores SIGTERM, SIGINT and SIGUSR2, so a SIGTERM
-    /// sent to the whole service and this request do not add up to a second signal), then
+    /// SIGUSR2 to every worker that serves (SIGTERM to one still starting): the master's stop
+    /// request (each drains as a single process does on SIGTERM, and once draining ignores
+    /// SIGTERM, SIGINT and SIGUSR2, so a SIGTERM sent to the whole service and this request
+    /// do not add up to a second signal), then
     /// waits for them; a second stop signal to the master becomes a SIGQUIT, which ends the
     /// drains at once; what is left after the drain's deadline and a margin is killed.
     fn stop_all(&mut self, reactor: &mut Reactor, timeout: Duration) {
         for w in &mut self.workers {
             w.restart_at = None;
+            if let Some(p) = &w.proc {
+                // A worker still starting ignores SIGUSR2 until its handlers are in place
+                // (it would serve on, and be killed at the deadline): SIGTERM ends it before
+                // then, and after, stops it as soon as it serves (it has no connection yet).
+                let sig = if w.serving {
+                    libc::SIGUSR2
+                } else {
+                    libc::SIGTERM
+                };
+                // SAFETY: a signal to our own unreaped child.
+                unsafe { libc::kill(p.pid() as i32, sig) };
+            }
         }
-        self.signal_all(libc::SIGUSR2);
         let deadline = later(
             Instant::now(),
             timeout.saturating_add(Duration::from_secs(5)),
@@ -641,20 +653,35 @@ pub(crate) fn master(
         notify::notify("READY=1");
     }
     log::info!(target: LAUNCHER, "{n} workers serve.");
+    // What a failed restart left to do: a stop, or a restart asked for during it (said in
+    // the log as it came).
+    let mut next: Option<StopReason> = None;
     let ended = loop {
-        let wait = pool.next_due().map_or(Duration::from_millis(500), |t| {
-            t.saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(500))
-        });
-        reactor
-            .turn(Some(wait))
-            .map_err(|e| format!("the reactor failed: {e}"))?;
-        if reopen.replace(false) {
-            pool.reopen_logs();
+        let said = next.is_some();
+        if !said {
+            let wait = pool.next_due().map_or(Duration::from_millis(500), |t| {
+                t.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(500))
+            });
+            reactor
+                .turn(Some(wait))
+                .map_err(|e| format!("the reactor failed: {e}"))?;
+            if reopen.replace(false) {
+                pool.reopen_logs();
+            }
         }
-        match reactor.take_stop() {
+        match next.take().or_else(|| reactor.take_stop()) {
             Some(StopReason::Signal(libc::SIGUSR2)) => {
-                if let Some(pid) = restart(&mut pool, &mut reactor, plan, pidfile.as_ref(), exe)? {
+                let mut meanwhile = upgrade::Meanwhile::default();
+                let restarted = restart(
+                    &mut pool,
+                    &mut reactor,
+                    plan,
+                    pidfile.as_ref(),
+                    exe,
+                    (&reopen, &mut meanwhile),
+                )?;
+                if let Some(pid) = restarted {
                     // The successor serves `--metrics` on the same socket now: a scrape that
                     // reached us while our workers drain would tell the old figures, every
                     // other one, and the service's counters would jump back and forth.
@@ -662,7 +689,12 @@ pub(crate) fn master(
                     if let Some(id) = metrics_listener {
                         reactor.stop_listening(id);
                     }
+                    meanwhile.handed_over(pid);
                     break Ended::HandedOver(pid);
+                }
+                next = meanwhile.next();
+                if next.is_some() {
+                    continue;
                 }
             }
             Some(StopReason::Signal(sig)) => {
@@ -671,7 +703,9 @@ pub(crate) fn master(
                 } else {
                     "SIGTERM"
                 };
-                log::info!(target: "twistrs.reactor", "Received {name}, shutting down.");
+                if !said {
+                    log::info!(target: "twistrs.reactor", "Received {name}, shutting down.");
+                }
                 break Ended::Signal(sig);
             }
             Some(StopReason::Requested) => break Ended::Requested,
@@ -747,13 +781,17 @@ fn start_workers(pool: &mut Pool, reactor: &mut Reactor, known: &str) -> Result<
     Ok(())
 }
 
-/// SIGUSR2: a new master with its own workers; once they all serve, ours drain.
+/// SIGUSR2: a new master with its own workers; once they all serve, ours drain. What came
+/// meanwhile (a stop, a reload: `reopen` is set by one, another restart) is left in
+/// `meanwhile`; our workers are told of a reload at once, and none is restarted once a stop
+/// came (systemd's SIGTERM to every process ends them too).
 fn restart(
     pool: &mut Pool,
     reactor: &mut Reactor,
     plan: &Plan,
     pidfile: Option<&Pidfile>,
     exe: &Path,
+    (reopen, meanwhile): (&std::cell::Cell<bool>, &mut upgrade::Meanwhile),
 ) -> Result<Option<u32>, String> {
     log::info!(target: LAUNCHER, "Received SIGUSR2, restarting: starting {}.", exe.display());
     let report = |text: &str| {
@@ -785,7 +823,12 @@ fn restart(
         reactor
             .turn(Some(Duration::from_millis(20)))
             .map_err(|e| format!("the reactor failed: {e}"))?;
-        pool.supervise(false);
+        meanwhile.take(reactor, succ.pid());
+        if reopen.replace(false) {
+            pool.reopen_logs();
+            meanwhile.reload = true;
+        }
+        pool.supervise(meanwhile.stop.is_some());
         let msg = match succ.poll() {
             upgrade::Progress::Waiting if Instant::now() < deadline => continue,
             upgrade::Progress::Waiting => {
@@ -801,8 +844,7 @@ fn restart(
                 return Ok(Some(pid));
             }
         };
-        log::error!(target: LAUNCHER, "Restart failed: {msg}; still serving.");
-        report(&format!("failed {msg}"));
+        meanwhile.failed(&msg, report);
         return Ok(None);
     }
 }

@@ -530,7 +530,15 @@ impl Reactor {
         }
         for sig in &got {
             match self.signal_actions.iter_mut().find(|(s, _)| s == sig) {
-                Some((_, SignalAction::Stop)) if self.stop.is_none() => {
+                // The first stop wins, except that SIGTERM and SIGINT, which end the
+                // process, win over another signal watched as a stop (the launcher's SIGUSR2,
+                // a restart) that came in the same batch: `kill -USR2; kill -TERM` stops.
+                Some((_, SignalAction::Stop))
+                    if self.stop.is_none()
+                        || (matches!(*sig, SIGTERM | SIGINT)
+                            && matches!(self.stop, Some(StopReason::Signal(s))
+                                if !matches!(s, SIGTERM | SIGINT))) =>
+                {
                     self.stop = Some(StopReason::Signal(*sig));
                 }
                 Some((_, SignalAction::Call(f))) => f(),

@@ -1,0 +1,370 @@
+//! Lifecycle operations that overlap, as deploy tools make them: a `stop`, a `reload` or a
+//! second `restart` while a restart's new process is still starting, `kill -USR2` and
+//! `kill -TERM` back to back, a `stop` while a worker is being replaced. The new process is
+//! held at its start by a dns zone file swapped for a FIFO (it blocks in open(2) until the
+//! test writes the zone into it), so each overlap is certain, not a race the test may lose.
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const ZONE: &str =
+    "$ORIGIN example.test.\n$TTL 300\n@ SOA ns hm 1 2 3 4 5\n@ NS ns\nns A 192.0.2.1\n";
+
+/// A dns daemon (`--workers N`) on a zone file that can be made to hold a start.
+struct Held {
+    d: Daemon,
+    zone: PathBuf,
+    fifo: PathBuf,
+}
+
+impl Held {
+    fn start(workers: &str) -> Held {
+        let files = tempfile::tempdir().unwrap().keep();
+        let zone = files.join("z.zone");
+        std::fs::write(&zone, ZONE).unwrap();
+        let d = Daemon::start(&[
+            "--workers",
+            workers,
+            "dns",
+            "-p",
+            "0",
+            "-i",
+            "127.0.0.1",
+            "--bindzone",
+            zone.to_str().unwrap(),
+        ]);
+        let h = Held {
+            d,
+            fifo: files.join("gate"),
+            zone,
+        };
+        let want = if workers == "1" {
+            "Serving zone"
+        } else {
+            "workers serve."
+        };
+        h.wait_log(|l| l.contains(want));
+        h
+    }
+
+    /// Waits (10 s at most) until the log passes `cond`.
+    fn wait_log(&self, cond: impl Fn(&str) -> bool) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !cond(&self.d.log()) {
+            assert!(Instant::now() < end, "{}", self.d.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// From now on, whatever opens the zone file blocks until `open_gate`.
+    fn close_gate(&self) {
+        let c = std::ffi::CString::new(self.fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo on a path this test owns.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+        let link = self.zone.with_extension("link");
+        std::fs::hard_link(&self.fifo, &link).unwrap();
+        std::fs::rename(&link, &self.zone).unwrap();
+    }
+
+    /// Puts the zone file back: whatever opens it from now on reads it; what waits on the
+    /// FIFO still waits.
+    fn restore_zone(&self) {
+        let tmp = self.zone.with_extension("tmp");
+        std::fs::write(&tmp, ZONE).unwrap();
+        std::fs::rename(&tmp, &self.zone).unwrap();
+    }
+
+    /// Puts the zone file back, then gives the zone to the one process blocked on the FIFO,
+    /// if any (within 2 s). True if one was.
+    fn open_gate(&self) -> bool {
+        self.restore_zone();
+        let c = std::ffi::CString::new(self.fifo.as_os_str().as_encoded_bytes()).unwrap();
+        let end = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < end {
+            // SAFETY: open/write/close of a FIFO this test made.
+            unsafe {
+                let fd = libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK);
+                if fd >= 0 {
+                    libc::write(fd, ZONE.as_ptr().cast(), ZONE.len());
+                    libc::close(fd);
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// `twistrs restart` in the background, once the new process it starts is held at the
+    /// gate (its log line is written just before it opens the zone file).
+    fn held_restart(&self) -> Child {
+        let before = self.d.log().matches(" starting up.").count();
+        let child = spawn_in(self.d.dir.path(), &["restart", "--timeout", "20"]);
+        self.wait_log(|l| l.matches(" starting up.").count() > before);
+        std::thread::sleep(Duration::from_millis(300));
+        child
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.d.dir.path().join(name)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Whatever still waits at the gate goes on, and the daemon's drop stops it.
+        self.open_gate();
+        let _ = std::fs::remove_file(&self.fifo);
+    }
+}
+
+/// Waits (bounded) for `child`; (status, stdout, stderr).
+fn finish(child: Child, secs: u64) -> (i32, String, String) {
+    let pid = child.id();
+    let end = Instant::now() + Duration::from_secs(secs);
+    while stat(pid).is_some_and(|(s, _)| s != 'Z') {
+        assert!(Instant::now() < end, "PID {pid} did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The live twistrs processes that `pid` is or started (its descendants), from /proc.
+fn family(pid: u32) -> Vec<u32> {
+    let mut out = vec![];
+    if stat(pid).is_some_and(|(s, _)| s != 'Z') {
+        out.push(pid);
+    }
+    for (child, state, _) in children(pid) {
+        if state != 'Z' {
+            out.extend(family(child));
+        }
+    }
+    out
+}
+
+fn stop_during_a_restart(workers: &str) {
+    let h = Held::start(workers);
+    let old = h.d.pid();
+    let before = family(old);
+    h.close_gate();
+    let restart = h.held_restart();
+    let new = family(old)
+        .into_iter()
+        .find(|p| !before.contains(p))
+        .expect("the new process");
+
+    let t = Instant::now();
+    let (code, out, err) = h.d.ctl(&["stop"]);
+    assert_eq!(code, 0, "{out} {err}\n{}", h.d.log());
+    assert!(
+        out.contains(&format!("twistrs stopped (PID {old})")),
+        "{out}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    let (code, out, err) = finish(restart, 10);
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(
+        err.contains("SIGTERM came during the restart") && !err.contains("keeps serving"),
+        "{err}"
+    );
+    // Nothing serves on: neither the old process, its workers, nor the new one.
+    for pid in before.iter().chain([&new]) {
+        assert!(
+            stat(*pid).is_none_or(|(s, _)| s == 'Z'),
+            "PID {pid} left\n{}",
+            h.d.log()
+        );
+    }
+    let (code, out, _) = h.d.ctl(&["status"]);
+    assert_eq!(code, 3, "{out}");
+    let log = h.d.log();
+    assert!(
+        log.contains(&format!(
+            "Received SIGTERM during the restart, shutting down: passing it on to the new \
+             process (PID {new})."
+        )),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_stop_during_a_restart_stops_the_old_and_the_new_process() {
+    // It used to be lost: the new process took over and served on, and `stop` gave up after
+    // 20 s with "still locked".
+    stop_during_a_restart("1");
+}
+
+#[test]
+fn a_stop_during_a_workers_restart_stops_both_masters() {
+    stop_during_a_restart("2");
+}
+
+fn reload_during_a_restart(workers: &str) {
+    let h = Held::start(workers);
+    h.close_gate();
+    let restart = h.held_restart();
+    // logrotate: the log moved aside, then `twistrs reload`, which reaches the old process
+    // (the pidfile names it until the new one serves); the new one opened the log before.
+    // (The old one reads its zone file again: the file, while the new one waits on the FIFO.)
+    h.restore_zone();
+    std::fs::rename(h.path("twistrs.log"), h.path("twistrs.log.1")).unwrap();
+    let (code, out, err) = h.d.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out} {err}");
+    let rotated = || std::fs::read_to_string(h.path("twistrs.log.1")).unwrap();
+    h.wait_log(|l| l.contains("Reopened log file"));
+    assert!(h.open_gate(), "{}", rotated());
+    let (code, out, err) = finish(restart, 10);
+    assert_eq!(code, 0, "{out} {err}\n{}", rotated());
+    let new = h.d.pid();
+    h.wait_log(|l| l.contains(&format!("the restart on to PID {new}.")));
+    // Every process of the new generation writes into the new file, none into the old one.
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stale: Vec<(u32, String)> = family(new)
+            .into_iter()
+            .flat_map(|p| {
+                std::fs::read_dir(format!("/proc/{p}/fd"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(move |fd| {
+                        let to = std::fs::read_link(fd.path()).ok()?;
+                        let to = to.to_string_lossy().into_owned();
+                        to.ends_with("twistrs.log.1").then_some((p, to))
+                    })
+            })
+            .collect();
+        if stale.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < end, "{stale:?}\n{}", h.d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The new master and its workers, or the one new process.
+    let n: usize = workers.parse().unwrap();
+    assert_eq!(family(new).len(), if n == 1 { 1 } else { n + 1 });
+}
+
+#[test]
+fn a_reload_during_a_restart_reaches_the_new_process() {
+    // The new process used to write into the rotated file until the next reload.
+    reload_during_a_restart("1");
+}
+
+#[test]
+fn a_reload_during_a_workers_restart_reaches_the_new_workers() {
+    reload_during_a_restart("2");
+}
+
+#[test]
+fn a_restart_asked_during_a_restart_runs_once_it_is_over() {
+    // A second restart (a binary installed meanwhile) used to pass unnoticed: the new
+    // process had been started before it.
+    let h = Held::start("1");
+    h.close_gate();
+    let first = h.held_restart();
+    let second = spawn_in(h.d.dir.path(), &["restart", "--timeout", "20"]);
+    h.wait_log(|l| l.contains("Received SIGUSR2 during the restart: restarting again"));
+    assert!(h.open_gate());
+    for c in [first, second] {
+        let (code, out, err) = finish(c, 20);
+        assert_eq!(code, 0, "{out} {err}\n{}", h.d.log());
+    }
+    // The second restart is the first's successor's: generation 2, one process left.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, out, _) = h.d.ctl(&["status", "--json"]);
+        if out.contains("\"generation\":2") && h.d.log().contains("Server Shut Down (handed over") {
+            let pid = h.d.pid();
+            let log = h.d.log();
+            assert_eq!(
+                log.matches("Server Shut Down (handed over").count(),
+                2,
+                "{log}"
+            );
+            assert!(log.contains(&format!("handed over to PID {pid})")), "{log}");
+            break;
+        }
+        assert!(Instant::now() < end, "{out}\n{}", h.d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn usr2_and_term_back_to_back_stop_the_service() {
+    // Both signals came in one reactor turn: the first, SIGUSR2, won, the stop was dropped,
+    // and the new process served on.
+    for workers in ["1", "2"] {
+        let d = Daemon::start(&[
+            "--workers",
+            workers,
+            "echo",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ]);
+        let end = Instant::now() + Duration::from_secs(10);
+        while !d.log().contains("Starting factory")
+            || (workers == "2" && !d.log().contains("2 workers serve."))
+        {
+            assert!(Instant::now() < end, "{}", d.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let pid = d.pid();
+        // SAFETY: signals to the daemon this test started.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGUSR2);
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+        let end = Instant::now() + Duration::from_secs(8);
+        loop {
+            let (code, out, _) = d.ctl(&["status"]);
+            if code == 3 && family(pid).is_empty() {
+                break;
+            }
+            assert!(Instant::now() < end, "{out}\n{}", d.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!d.log().contains("handed over"), "{}", d.log());
+    }
+}
+
+#[test]
+fn a_stop_while_a_worker_is_replaced_does_not_wait_for_it() {
+    // The replacement, still starting, ignored the master's SIGUSR2: the stop waited out
+    // the drain's deadline and 5 s, then killed it.
+    let h = Held::start("2");
+    let master = h.d.pid();
+    let workers = family(master);
+    h.close_gate();
+    let victim = workers[1];
+    // SAFETY: a signal to a worker this test started.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    h.wait_log(|l| l.contains(&format!("(PID {victim}) ended by signal SIGKILL")));
+    // The replacement starts, and waits at the gate.
+    h.wait_log(|l| l.matches(" started, PID ").count() == 3);
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let (code, out, err) = h.d.ctl(&["stop"]);
+    assert_eq!(code, 0, "{out} {err}\n{}", h.d.log());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "{:?}\n{}",
+        t.elapsed(),
+        h.d.log()
+    );
+    assert!(
+        !h.d.log().contains("did not stop: killing it"),
+        "{}",
+        h.d.log()
+    );
+    assert!(family(master).is_empty(), "{}", h.d.log());
+}
