@@ -638,9 +638,24 @@ pub(crate) fn master(
         .map(|h| format!("{h:x}"))
         .collect();
     let known = known.join(",");
-    if let Err(e) = start_workers(&mut pool, &mut reactor, &known) {
-        pool.stop_all(&mut reactor, Duration::from_secs(1));
-        return Err(e);
+    let mut restart_due = false;
+    match start_workers(&mut pool, &mut reactor, &known, &mut restart_due) {
+        Ok(None) => {}
+        // A stop before every worker served: the start did not complete (the waiting starter,
+        // or a restart's predecessor, hears why), and the master ends as a stop ends it.
+        Ok(Some(sig)) => {
+            let name = twistrs_core::process::signal_name(sig);
+            let msg = format!("stopped by {name} while the workers started");
+            log::info!(target: "twistrs.reactor", "Received {name} while the workers started, shutting down.");
+            pool.stop_all(&mut reactor, Duration::from_secs(1));
+            status.fail(&msg);
+            log::info!(target: "twistrs.reactor", "Main loop terminated.");
+            return Ok(Ended::Signal(sig));
+        }
+        Err(e) => {
+            pool.stop_all(&mut reactor, Duration::from_secs(1));
+            return Err(e);
+        }
     }
     if successor && let Some(p) = pidfile.as_mut() {
         p.write_pid()
@@ -654,8 +669,8 @@ pub(crate) fn master(
     }
     log::info!(target: LAUNCHER, "{n} workers serve.");
     // What a failed restart left to do: a stop, or a restart asked for during it (said in
-    // the log as it came).
-    let mut next: Option<StopReason> = None;
+    // the log as it came), or during the start.
+    let mut next: Option<StopReason> = restart_due.then_some(StopReason::Signal(libc::SIGUSR2));
     let ended = loop {
         let said = next.is_some();
         if !said {
@@ -758,8 +773,16 @@ fn bind(
     Ok(out)
 }
 
-/// Starts every worker and waits until each serves; the first failure is the start's.
-fn start_workers(pool: &mut Pool, reactor: &mut Reactor, known: &str) -> Result<(), String> {
+/// Starts every worker and waits until each serves; the first failure is the start's. A stop
+/// (SIGTERM, SIGINT: `twistrs stop` or a restart's predecessor passing one on) ends the wait
+/// too, rather than let it last up to 60 s for workers that may never serve: its signal is
+/// returned. A SIGUSR2 is kept (`restart_due`) for once they serve.
+fn start_workers(
+    pool: &mut Pool,
+    reactor: &mut Reactor,
+    known: &str,
+    restart_due: &mut bool,
+) -> Result<Option<i32>, String> {
     for i in 0..pool.workers.len() {
         pool.spawn(i, known)?;
     }
@@ -771,6 +794,13 @@ fn start_workers(pool: &mut Pool, reactor: &mut Reactor, known: &str) -> Result<
         reactor
             .turn(Some(Duration::from_millis(10)))
             .map_err(|e| format!("the reactor failed: {e}"))?;
+        match reactor.take_stop() {
+            Some(StopReason::Signal(libc::SIGUSR2)) => *restart_due = true,
+            Some(StopReason::Signal(sig)) => return Ok(Some(sig)),
+            // The master runs no service that could ask.
+            Some(StopReason::Requested) => return Ok(Some(libc::SIGTERM)),
+            None => {}
+        }
         for w in &mut pool.workers {
             if let Some(msg) = w.poll_start() {
                 w.proc = None;
@@ -778,7 +808,7 @@ fn start_workers(pool: &mut Pool, reactor: &mut Reactor, known: &str) -> Result<
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// SIGUSR2: a new master with its own workers; once they all serve, ours drain. What came

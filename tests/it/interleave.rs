@@ -21,11 +21,10 @@ struct Held {
 }
 
 impl Held {
-    fn start(workers: &str) -> Held {
-        let files = tempfile::tempdir().unwrap().keep();
-        let zone = files.join("z.zone");
-        std::fs::write(&zone, ZONE).unwrap();
-        let d = Daemon::start(&[
+    /// The command line of a dns daemon on `zone`.
+    fn args<'a>(workers: &'a str, zone: &'a std::path::Path) -> [&'a str; 9] {
+        let zone = zone.to_str().unwrap();
+        let a = [
             "--workers",
             workers,
             "dns",
@@ -34,13 +33,27 @@ impl Held {
             "-i",
             "127.0.0.1",
             "--bindzone",
-            zone.to_str().unwrap(),
-        ]);
-        let h = Held {
-            d,
+        ];
+        [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], zone]
+    }
+
+    /// A directory for the daemon and a zone file, nothing started.
+    fn prepare() -> Held {
+        let files = tempfile::tempdir().unwrap().keep();
+        let zone = files.join("z.zone");
+        std::fs::write(&zone, ZONE).unwrap();
+        Held {
+            d: Daemon {
+                dir: tempfile::tempdir().unwrap(),
+            },
             fifo: files.join("gate"),
             zone,
-        };
+        }
+    }
+
+    fn start(workers: &str) -> Held {
+        let mut h = Held::prepare();
+        h.d = Daemon::start(&Held::args(workers, &h.zone));
         let want = if workers == "1" {
             "Serving zone"
         } else {
@@ -81,6 +94,12 @@ impl Held {
     /// if any (within 2 s). True if one was.
     fn open_gate(&self) -> bool {
         self.restore_zone();
+        self.let_one_through()
+    }
+
+    /// Gives the zone to the one process blocked on the FIFO, if any (within 2 s), and leaves
+    /// the gate closed for the next. True if one was.
+    fn let_one_through(&self) -> bool {
         let c = std::ffi::CString::new(self.fifo.as_os_str().as_encoded_bytes()).unwrap();
         let end = Instant::now() + Duration::from_secs(2);
         while Instant::now() < end {
@@ -367,4 +386,37 @@ fn a_stop_while_a_worker_is_replaced_does_not_wait_for_it() {
         h.d.log()
     );
     assert!(family(master).is_empty(), "{}", h.d.log());
+}
+
+#[test]
+fn a_stop_while_the_workers_start_ends_the_start_at_once() {
+    // The master waited for its workers (up to 60 s) without looking at signals: `stop`
+    // SIGKILLed it after 20 s, and the log said nothing.
+    let h = Held::prepare();
+    h.close_gate();
+    let starter = spawn_in(h.d.dir.path(), &Held::args("2", &h.zone));
+    // The master reads the zone; its workers, started next, wait at the gate.
+    assert!(h.let_one_through());
+    h.wait_log(|l| l.contains("Worker 1 of master") && l.contains("Worker 2 of master"));
+    std::thread::sleep(Duration::from_millis(300));
+    let master = h.d.pid();
+    let t = Instant::now();
+    let (code, out, err) = h.d.ctl(&["stop"]);
+    assert_eq!(code, 0, "{out} {err}\n{}", h.d.log());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(!out.contains("killed"), "{out}");
+    let (code, _, err) = finish(starter, 10);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("stopped by SIGTERM while the workers started"),
+        "{err}"
+    );
+    assert!(family(master).is_empty(), "{}", h.d.log());
+    let log = h.d.log();
+    assert!(
+        log.contains("Received SIGTERM while the workers started, shutting down."),
+        "{log}"
+    );
+    let (code, out, _) = h.d.ctl(&["status"]);
+    assert_eq!(code, 3, "{out}");
 }
