@@ -234,8 +234,17 @@ impl Successor {
         match crate::daemon::verdict(&text, None) {
             (0, _) => Progress::Ready(self.pid()),
             (_, msg) => {
-                let _ = self.child.wait();
-                Progress::Failed(msg.unwrap_or_default())
+                let ended = self.child.wait();
+                // No word on the pipe: say how it ended (killed by SIGKILL, by a stop passed
+                // on), rather than only that it did.
+                match ended {
+                    Ok(st) if text.is_empty() => Progress::Failed(format!(
+                        "PID {} {} before it served",
+                        self.pid(),
+                        crate::workers::ended(st)
+                    )),
+                    _ => Progress::Failed(msg.unwrap_or_default()),
+                }
             }
         }
     }

@@ -175,7 +175,7 @@ pub fn of(pid: i32) -> Vec<i32> {
 }
 
 /// How a child ended, as the log says it.
-fn ended(st: std::process::ExitStatus) -> String {
+pub(crate) fn ended(st: std::process::ExitStatus) -> String {
     match (st.code(), st.signal()) {
         (Some(c), _) => format!("ended with exit status {c}"),
         (_, Some(s)) => {
