@@ -574,6 +574,7 @@ impl Factory for DnsFactory {
             xfrs: VecDeque::new(),
             xfr_timer: false,
             held: false,
+            stopping: false,
         }))
     }
 
@@ -599,6 +600,9 @@ struct DnsStream {
     /// Queries wait, and reading stops, while a transfer is still leaving: each AXFR writes a
     /// copy of its zone, and a client pipelining them would have every copy held at once.
     held: bool,
+    /// A graceful stop (a stop, or the old process of a restart) came: the connection closes
+    /// once no query is left to answer.
+    stopping: bool,
 }
 
 impl DnsStream {
@@ -636,7 +640,12 @@ impl DnsStream {
                 return;
             }
             match stream::next(&mut self.input, MAX_TCP_QUERY) {
-                Frame::Partial => return,
+                Frame::Partial => {
+                    if self.stopping && self.input.is_empty() {
+                        t.lose_connection();
+                    }
+                    return;
+                }
                 Frame::TooLong(n) => {
                     log::info!(target: "twistrs.dns", "A {n}-byte message from {peer} over TCP: closing");
                     return t.lose_connection();
@@ -712,8 +721,13 @@ impl Protocol for DnsStream {
     }
 
     fn stop_requested(&mut self, t: &mut Transport<'_>) {
-        // Between messages, a graceful stop closes at once; otherwise when idle for a second.
-        if self.input.is_empty() {
+        // Between messages, a graceful stop closes at once; otherwise once the queries in
+        // are answered, or when idle for a second. A connection that has had no answer yet
+        // is not "between messages": it was accepted a moment ago (just before a restart's
+        // old process stopped accepting, say) and its first query is on its way, or unread
+        // in the socket, which a close now would answer with a reset.
+        self.stopping = true;
+        if self.input.is_empty() && t.bytes_written() > 0 && self.xfrs.is_empty() {
             t.lose_connection();
         } else {
             t.set_timeout(Some(twistrs_core::STOP_GRACE));
