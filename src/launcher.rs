@@ -749,6 +749,9 @@ fn serve(
         reactor
             .on_signal(libc::SIGQUIT, SignalAction::Stop)
             .map_err(|e| format!("cannot watch signals: {e}"))?;
+    } else {
+        no_restart_while_stopping(&mut reactor, pidfile.as_ref(), &ended)
+            .map_err(|e| format!("cannot watch signals: {e}"))?;
     }
     service.stop_service(&mut reactor.service_host());
     if let Err(e) = reactor.drain(plan.shutdown_timeout) {
@@ -760,6 +763,40 @@ fn serve(
     }
     let _ = m;
     Ok(ended)
+}
+
+/// Once the service is stopping (or draining after a hand-over), SIGUSR2 is no longer a
+/// restart, and not a second stop either: as a Stop signal it would end the drain at once,
+/// as a second SIGTERM does, and `twistrs restart` would wait out its whole --timeout for a
+/// report that never comes. It is logged, and a stop's report tells that command at once
+/// (not after a hand-over: the successor is the one restarts aim at, and a report from us
+/// could be taken for its).
+pub(crate) fn no_restart_while_stopping(
+    reactor: &mut Reactor,
+    pidfile: Option<&Pidfile>,
+    ended: &Ended,
+) -> std::io::Result<()> {
+    let report = match ended {
+        Ended::HandedOver(_) => None,
+        Ended::Signal(sig) => Some(twistrs_core::process::signal_name(*sig)),
+        Ended::Requested => Some("a stop".to_string()),
+    }
+    .and_then(|why| Some((pidfile?.path().to_path_buf(), why)));
+    reactor.on_signal(
+        libc::SIGUSR2,
+        SignalAction::Call(Box::new(move || {
+            log::info!(target: LAUNCHER, "Received SIGUSR2 while shutting down: not restarting.");
+            if let Some((path, why)) = &report {
+                upgrade::write_status(
+                    path,
+                    &format!(
+                        "stopped not restarted: PID {} is stopping ({why} came first)",
+                        std::process::id()
+                    ),
+                );
+            }
+        })),
+    )
 }
 
 /// SIGUSR2: start the successor and wait (serving all along) until it serves or fails.

@@ -729,6 +729,8 @@ pub(crate) fn master(
         pool.supervise(false);
     };
     notify::notify("STOPPING=1");
+    launcher::no_restart_while_stopping(&mut reactor, pidfile.as_ref(), &ended)
+        .map_err(|e| format!("cannot watch signals: {e}"))?;
     pool.stop_all(&mut reactor, plan.shutdown_timeout);
     if matches!(ended, Ended::HandedOver(_)) {
         // The metrics socket is the successor's now (a UNIX one stays in place).

@@ -483,3 +483,81 @@ fn dns_over_tcp_loses_no_query_to_a_restart() {
     assert!(ok > 100, "{ok}");
     assert!(failed.is_empty(), "{} of {ok}: {failed:?}", failed.len());
 }
+
+fn restart_during_a_stop(workers: &str) {
+    use std::io::{Read, Write};
+    let d = Daemon::start(&[
+        "--workers",
+        workers,
+        "--shutdown-timeout",
+        "3",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let end = Instant::now() + Duration::from_secs(10);
+    let port: u16 = loop {
+        let log = d.log();
+        let serving = workers == "1" || log.contains("workers serve.");
+        if let Some(p) = log
+            .lines()
+            .find_map(|l| l.split("Echo starting on ").nth(1)?.trim().parse().ok())
+            && serving
+        {
+            break p;
+        }
+        assert!(Instant::now() < end, "{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // A busy connection (never idle for the drain's second): the drain waits for it.
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let echo = |c: &mut std::net::TcpStream| -> std::io::Result<()> {
+        c.write_all(b"x")?;
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b)
+    };
+    echo(&mut c).unwrap();
+    let pid = d.pid();
+    let stop = spawn_in(d.dir.path(), &["stop"]);
+    let end = Instant::now() + Duration::from_secs(5);
+    while !d.log().contains("Received SIGTERM, shutting down.") {
+        assert!(Instant::now() < end, "{}", d.log());
+        echo(&mut c).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = Instant::now();
+    let (code, out, err) = d.ctl(&["restart", "--timeout", "10"]);
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(
+        err.contains(&format!(
+            "not restarted: PID {pid} is stopping (SIGTERM came first)"
+        )),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // The drain goes on: the connection is still served.
+    echo(&mut c).unwrap();
+    let (code, out, err) = finish(stop, 15);
+    assert_eq!(code, 0, "{out} {err}");
+    let log = d.log();
+    assert!(
+        log.contains("Received SIGUSR2 while shutting down: not restarting."),
+        "{log}"
+    );
+    assert!(!log.contains("again: closing"), "{log}");
+    assert!(!log.contains("SIGQUIT"), "{log}");
+    assert!(family(pid).is_empty(), "{log}");
+}
+
+#[test]
+fn a_restart_during_a_stop_is_refused_at_once_and_does_not_cut_the_drain() {
+    // SIGUSR2 counted as the second stop signal: the drain closed everything at once, and
+    // `restart` waited out its whole --timeout for a report that never came.
+    restart_during_a_stop("1");
+}
+
+#[test]
+fn a_restart_during_a_workers_stop_is_refused_at_once_and_does_not_cut_the_drain() {
+    restart_during_a_stop("2");
+}
