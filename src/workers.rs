@@ -649,6 +649,10 @@ pub(crate) fn master(
             log::info!(target: "twistrs.reactor", "Received {name} while the workers started, shutting down.");
             pool.stop_all(&mut reactor, Duration::from_secs(1));
             status.fail(&msg);
+            // A restart's successor leaves them to its predecessor, which serves on them.
+            if !successor {
+                remove_unix_sockets(&pool.listeners);
+            }
             log::info!(target: "twistrs.reactor", "Main loop terminated.");
             return Ok(Ended::Signal(sig));
         }

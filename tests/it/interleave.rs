@@ -561,3 +561,69 @@ fn a_restart_during_a_stop_is_refused_at_once_and_does_not_cut_the_drain() {
 fn a_restart_during_a_workers_stop_is_refused_at_once_and_does_not_cut_the_drain() {
     restart_during_a_stop("2");
 }
+
+#[test]
+fn a_stop_while_the_workers_start_removes_the_unix_socket_files() {
+    // The start's end by a stop skipped the removal a stop does.
+    let files = tempfile::tempdir().unwrap();
+    let c = crate::tls::self_signed(files.path(), "s");
+    // The certificate swapped for a FIFO: the master reads it (fed once), its workers wait.
+    let fifo = files.path().join("gate");
+    let cf = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo on a path this test owns.
+    assert_eq!(unsafe { libc::mkfifo(cf.as_ptr(), 0o644) }, 0, "mkfifo");
+    let pem = std::fs::read(&c.cert).unwrap();
+    let sock = files.path().join("echo.sock");
+    let ssl = format!(
+        "ssl:0:privateKey={}:certKey={}:interface=127.0.0.1",
+        c.key.display(),
+        fifo.display()
+    );
+    let unix = format!("unix:{}", sock.display());
+    let d = Daemon {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let feed = |pem: &[u8]| -> bool {
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            // SAFETY: open/write/close of the FIFO this test made.
+            unsafe {
+                let fd = libc::open(cf.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK);
+                if fd >= 0 {
+                    libc::write(fd, pem.as_ptr().cast(), pem.len());
+                    libc::close(fd);
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    };
+    let starter = spawn_in(
+        d.dir.path(),
+        &[
+            "--workers",
+            "2",
+            "echo",
+            "--listen",
+            &ssl,
+            "--listen",
+            &unix,
+        ],
+    );
+    assert!(feed(&pem), "the master reads the certificate");
+    let end = Instant::now() + Duration::from_secs(10);
+    while !(d.log().contains("Worker 1 of master") && d.log().contains("Worker 2 of master")) {
+        assert!(Instant::now() < end, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(sock.exists());
+    let (code, out, err) = d.ctl(&["stop"]);
+    assert_eq!(code, 0, "{out} {err}\n{}", d.log());
+    let (code, _, err) = finish(starter, 10);
+    assert_eq!(code, 1, "{err}");
+    assert!(!sock.exists(), "{}", d.log());
+    // The workers that waited on the FIFO are gone (SIGTERM at the stop; else the parent-death
+    // signal of their master).
+}
