@@ -627,3 +627,43 @@ fn a_stop_while_the_workers_start_removes_the_unix_socket_files() {
     // The workers that waited on the FIFO are gone (SIGTERM at the stop; else the parent-death
     // signal of their master).
 }
+
+#[test]
+fn status_polled_during_restarts_always_finds_the_service() {
+    // The successor emptied the pidfile before writing its PID: a `status` (or `stop`,
+    // `reload`) that read it then found two holders and a file naming neither, and answered
+    // 4 ("try again"), at about one restart in four on a loaded machine.
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = Arc::new(Daemon::start(&[
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let pollers: Vec<_> = (0..2)
+        .map(|_| {
+            let (d, stop) = (d.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let end = Instant::now() + Duration::from_secs(30);
+                while !stop.load(Ordering::SeqCst) && Instant::now() < end {
+                    let (code, out, err) = d.ctl(&["status"]);
+                    if code != 0 {
+                        seen.push(format!("{code}: {out} {err}"));
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    for _ in 0..25 {
+        let (code, out, err) = d.ctl(&["restart"]);
+        assert_eq!(code, 0, "{out} {err}");
+    }
+    stop.store(true, Ordering::SeqCst);
+    for p in pollers {
+        let seen = p.join().unwrap();
+        assert!(seen.is_empty(), "{seen:?}");
+    }
+}
