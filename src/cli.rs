@@ -482,9 +482,11 @@ process. It prints what would be served and exits 0, or the start's error and ex
 .TP
 .B SIGTERM, SIGINT
 Stop gracefully: close the listeners, let connections finish (idle ones close after a second),
-close what is left after \fB--shutdown-timeout\fR seconds (a second signal closes at once; a
-time too long for the clock, such as 1e300, never comes), then exit by re-raising the signal,
-as twistd does. A SIGINT ignored when twistrs started (a
+close what is left after \fB--shutdown-timeout\fR seconds (a second signal closes at once,
+unless it comes within half a second of the first: several at once, as systemd sends to every
+process, are one stop; a time too long for the clock, such as 1e300, never comes), then exit
+by re-raising the signal, as twistd does. A process that handed over to a restart's new
+process passes the signal on to it. A SIGINT ignored when twistrs started (a
 background job) stays ignored.
 .TP
 .B SIGHUP, SIGUSR1

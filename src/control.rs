@@ -382,6 +382,10 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
             }
             successor = None;
         }
+        // Nobody holds the lock any more: the service stopped (a stop came before or during
+        // the restart, and the report, if any, was written before the exit). Said at once
+        // rather than after --timeout.
+        let gone = held.released();
         if let Some(text) = report.as_ref().and_then(upgrade::ReportDir::read) {
             clean_up();
             return match told(pid, &text) {
@@ -394,6 +398,15 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
                     1
                 }
             };
+        }
+        if gone {
+            clean_up();
+            eprintln!(
+                "twistrs restart: PID {pid} stopped and no process holds {} now: twistrs is \
+                 not running (was it stopped meanwhile?)",
+                path.display()
+            );
+            return 1;
         }
         if now >= end {
             break;

@@ -752,6 +752,9 @@ fn serve(
     } else {
         no_restart_while_stopping(&mut reactor, pidfile.as_ref(), &ended)
             .map_err(|e| format!("cannot watch signals: {e}"))?;
+        if let Ended::HandedOver(succ) = ended {
+            pass_stops_on(&mut reactor, succ).map_err(|e| format!("cannot watch signals: {e}"))?;
+        }
     }
     service.stop_service(&mut reactor.service_host());
     if let Err(e) = reactor.drain(plan.shutdown_timeout) {
@@ -797,6 +800,27 @@ pub(crate) fn no_restart_while_stopping(
             }
         })),
     )
+}
+
+/// After a hand-over the successor is the service: a SIGTERM or SIGINT that reaches us while
+/// we drain (a `stop` that read the pidfile just before the successor wrote its PID there,
+/// a `kill` of the PID a script kept) is passed on to it, or it would serve on, and our own
+/// drain goes on (it is not a second stop of ours). The successor is our child, not reaped
+/// while we live, so its PID cannot be another process's.
+pub(crate) fn pass_stops_on(reactor: &mut Reactor, succ: u32) -> std::io::Result<()> {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        reactor.on_signal(
+            sig,
+            SignalAction::Call(Box::new(move || {
+                let name = twistrs_core::process::signal_name(sig);
+                log::info!(target: LAUNCHER,
+                    "Received {name} after the hand-over: passing it on to PID {succ}.");
+                // SAFETY: a signal to our own child (see above).
+                unsafe { libc::kill(succ as i32, sig) };
+            })),
+        )?;
+    }
+    Ok(())
 }
 
 /// SIGUSR2: start the successor and wait (serving all along) until it serves or fails.

@@ -526,9 +526,12 @@ impl Pool {
             Instant::now(),
             timeout.saturating_add(Duration::from_secs(5)),
         );
+        let began = Instant::now();
         while self.any_alive() && Instant::now() < deadline {
             let _ = reactor.turn(Some(Duration::from_millis(20)));
-            if reactor.take_stop().is_some() {
+            // One soon after the first is the same stop (`SAME_STOP`: systemd's SIGTERM to
+            // every process, a restart's old master passing one on, two `stop`s at once).
+            if reactor.take_stop().is_some() && began.elapsed() >= twistrs_core::SAME_STOP {
                 // A second signal: the workers close their connections at once.
                 self.signal_all(libc::SIGQUIT);
             }
@@ -735,6 +738,10 @@ pub(crate) fn master(
     notify::notify("STOPPING=1");
     launcher::no_restart_while_stopping(&mut reactor, pidfile.as_ref(), &ended)
         .map_err(|e| format!("cannot watch signals: {e}"))?;
+    if let Ended::HandedOver(succ) = ended {
+        launcher::pass_stops_on(&mut reactor, succ)
+            .map_err(|e| format!("cannot watch signals: {e}"))?;
+    }
     pool.stop_all(&mut reactor, plan.shutdown_timeout);
     if matches!(ended, Ended::HandedOver(_)) {
         // The metrics socket is the successor's now (a UNIX one stays in place).

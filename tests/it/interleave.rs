@@ -667,3 +667,172 @@ fn status_polled_during_restarts_always_finds_the_service() {
         assert!(seen.is_empty(), "{seen:?}");
     }
 }
+
+#[test]
+fn a_restart_whose_service_stops_meanwhile_says_so_at_once() {
+    // A restart's SIGUSR2 that came after a stop (or a service that ended without a word)
+    // got no report, and `restart` waited out its whole --timeout. Played by a stand-in
+    // holding the pidfile's lock that SIGUSR2 ends (its default action).
+    const STANDIN: &str = r#"
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.pwrite(fd, str(os.getpid()).encode(), 0)
+print("ready", flush=True)
+end = time.time() + 30
+while time.time() < end:
+    time.sleep(0.05)
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("t.pid");
+    let mut standin = python_ready(STANDIN, &pidfile);
+    let t = Instant::now();
+    let (code, out, err) = run_in(
+        dir.path(),
+        &[
+            "restart",
+            "--pidfile",
+            pidfile.to_str().unwrap(),
+            "--timeout",
+            "20",
+        ],
+    );
+    let _ = standin.kill();
+    let _ = standin.wait();
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(
+        err.contains("stopped and no process holds") && err.contains("twistrs is not running"),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+/// An echo daemon (`--workers N`, drain up to 5 s) and its port, once it serves.
+fn echo_daemon(workers: &str) -> (Daemon, u16) {
+    let d = Daemon::start(&[
+        "--workers",
+        workers,
+        "--shutdown-timeout",
+        "5",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = d.log();
+        let serving = workers == "1" || log.contains("workers serve.");
+        if let Some(p) = log
+            .lines()
+            .find_map(|l| l.split("Echo starting on ").nth(1)?.trim().parse().ok())
+            && serving
+        {
+            return (d, p);
+        }
+        assert!(Instant::now() < end, "{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A connection kept busy (a byte echoed every 100 ms) for `secs`: Err if it is cut.
+fn keep_busy(c: &mut std::net::TcpStream, secs: f64) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        c.write_all(b"x")?;
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b)?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+fn busy_connection(port: u16) -> std::net::TcpStream {
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    keep_busy(&mut c, 0.0).unwrap();
+    c
+}
+
+fn two_stop_signals_at_once(workers: &str) {
+    let (d, port) = echo_daemon(workers);
+    let mut c = busy_connection(port);
+    keep_busy(&mut c, 0.2).unwrap();
+    let pid = d.pid();
+    // SAFETY: signals to the daemon this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(50));
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    // Still draining: the busy connection is served past the second signal.
+    keep_busy(&mut c, 1.5).unwrap_or_else(|e| panic!("cut: {e}\n{}", d.log()));
+    drop(c);
+    let end = Instant::now() + Duration::from_secs(8);
+    while !family(pid).is_empty() {
+        assert!(Instant::now() < end, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = d.log();
+    assert!(!log.contains("again: closing"), "{log}");
+    assert!(!log.contains("SIGQUIT"), "{log}");
+}
+
+#[test]
+fn two_stop_signals_at_once_are_one_stop() {
+    // systemd's SIGTERM to every process, a stop passed on by a restart, two `twistrs stop`
+    // at once: the second signal, milliseconds after the first, ended the drain at once.
+    two_stop_signals_at_once("1");
+}
+
+#[test]
+fn two_stop_signals_at_once_are_one_stop_for_a_master() {
+    two_stop_signals_at_once("2");
+}
+
+fn stop_signal_to_the_old_process_after_a_hand_over(workers: &str) {
+    let (d, port) = echo_daemon(workers);
+    let old = d.pid();
+    // Accepted by the old process: it keeps the old one draining after the hand-over.
+    let mut c = busy_connection(port);
+    let (code, out, err) = d.ctl(&["restart"]);
+    assert_eq!(code, 0, "{out} {err}");
+    let new = d.pid();
+    assert_ne!(new, old);
+    keep_busy(&mut c, 0.3).unwrap();
+    // A stop aimed at the PID a script kept (or a `stop` that read the pidfile just before
+    // the successor wrote it).
+    // SAFETY: a signal to the daemon this test started.
+    unsafe { libc::kill(old as i32, libc::SIGTERM) };
+    let end = Instant::now() + Duration::from_secs(5);
+    while !family(new).is_empty() {
+        assert!(Instant::now() < end, "PID {new} serves on\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The old one's drain goes on meanwhile.
+    keep_busy(&mut c, 0.3).unwrap_or_else(|e| panic!("cut: {e}\n{}", d.log()));
+    drop(c);
+    let end = Instant::now() + Duration::from_secs(8);
+    while !family(old).is_empty() {
+        assert!(Instant::now() < end, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = d.log();
+    assert!(
+        log.contains(&format!(
+            "Received SIGTERM after the hand-over: passing it on to PID {new}."
+        )),
+        "{log}"
+    );
+    let (code, out, _) = d.ctl(&["status"]);
+    assert_eq!(code, 3, "{out}");
+}
+
+#[test]
+fn a_stop_signal_to_the_old_process_after_a_hand_over_stops_the_new_one() {
+    // The old process took it as a second stop of its own drain; the new one served on.
+    stop_signal_to_the_old_process_after_a_hand_over("1");
+}
+
+#[test]
+fn a_stop_signal_to_the_old_master_after_a_hand_over_stops_the_new_one() {
+    stop_signal_to_the_old_process_after_a_hand_over("2");
+}
