@@ -355,7 +355,7 @@ fn control_commands() -> Vec<Command> {
                     .value_parser(seconds)
                     .help("How long to wait for the new process to serve"),
             )
-            .after_help("SIGUSR2 goes only to a process seen in /proc to hold the pidfile's lock, never merely to the PID the file holds.\n\nExit status: 0 once the new process serves; 1 if it failed (the old one keeps serving), no outcome was known within --timeout (the service writes it to PIDFILE.restart as its own user; where that user cannot create it, restart run as root makes the file for it first, and a success is also told from the pidfile, which the new process writes once it serves), nothing runs, or no single holder of the lock could be found."),
+            .after_help("SIGUSR2 goes only to a process seen in /proc to hold the pidfile's lock, never merely to the PID the file holds. A restart asked for while one is in progress runs once that one is over (the new process restarts again); a stop or a reload that comes meanwhile reaches the new process too. A restart of a service that is already stopping is refused at once, and its drain goes on.\n\nExit status: 0 once the new process serves; 1 if it failed (the old one keeps serving), a stop came meanwhile (neither serves on) or before (the service is stopping), no outcome was known within --timeout (the service writes it to PIDFILE.restart as its own user; where that user cannot create it, restart run as root makes the file for it first, and a success is also told from the pidfile, which the new process writes once it serves), nothing runs, or no single holder of the lock could be found."),
         Command::new("status")
             .about("Control: tell whether the service runs, and its PID (LSB exit status 0, 1, 3 or 4)")
             .arg(pidfile_arg())
@@ -483,9 +483,11 @@ the user may not bind fails the check. It writes no file and starts no process. 
 .TP
 .B SIGTERM, SIGINT
 Stop gracefully: close the listeners, let connections finish (idle ones close after a second),
-close what is left after \fB--shutdown-timeout\fR seconds (a second signal closes at once; a
-time too long for the clock, such as 1e300, never comes), then exit by re-raising the signal,
-as twistd does. A SIGINT ignored when twistrs started (a
+close what is left after \fB--shutdown-timeout\fR seconds (a second signal closes at once,
+unless it comes within half a second of the first: several at once, as systemd sends to every
+process, are one stop; a time too long for the clock, such as 1e300, never comes), then exit
+by re-raising the signal, as twistd does. A process that handed over to a restart's new
+process passes the signal on to it. A SIGINT ignored when twistrs started (a
 background job) stays ignored.
 .TP
 .B SIGHUP, SIGUSR1

@@ -382,6 +382,10 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
             }
             successor = None;
         }
+        // Nobody holds the lock any more: the service stopped (a stop came before or during
+        // the restart, and the report, if any, was written before the exit). Said at once
+        // rather than after --timeout.
+        let gone = held.released();
         if let Some(text) = report.as_ref().and_then(upgrade::ReportDir::read) {
             clean_up();
             return match told(pid, &text) {
@@ -394,6 +398,15 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
                     1
                 }
             };
+        }
+        if gone {
+            clean_up();
+            eprintln!(
+                "twistrs restart: PID {pid} stopped and no process holds {} now: twistrs is \
+                 not running (was it stopped meanwhile?)",
+                path.display()
+            );
+            return 1;
         }
         if now >= end {
             break;
@@ -408,15 +421,18 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
     1
 }
 
-/// What `restart` says of the report `text` (the daemon's `ok NEWPID` or `failed WHY`): the
-/// line for stdout on success, else for stderr. The text comes from the daemon's user and goes
-/// to the terminal of whoever restarts it, root often: its control characters are escaped.
+/// What `restart` says of the report `text` (the daemon's `ok NEWPID`, `failed WHY`, or
+/// `stopped WHY` when a stop came during the restart): the line for stdout on success, else
+/// for stderr. The text comes from the daemon's user and goes to the terminal of whoever
+/// restarts it, root often: its control characters are escaped.
 fn told(pid: i32, text: &str) -> Result<String, String> {
     let text = upgrade::printable(text);
     match text.split_once(' ') {
         Some(("ok", new)) => Ok(format!(
             "twistrs restarted: PID {pid} handed over to PID {new}"
         )),
+        // A stop came during the restart: neither process serves on.
+        Some(("stopped", msg)) => Err(format!("twistrs restart: {msg}")),
         Some((_, msg)) => Err(format!("twistrs restart: {msg} (PID {pid} keeps serving)")),
         None => Err(format!("twistrs restart: unreadable report '{text}'")),
     }
@@ -439,6 +455,10 @@ mod tests {
         assert_eq!(
             told(7, "failed no\u{1b}[2J\nroot# "),
             Err("twistrs restart: no\\u{1b}[2J\\nroot#  (PID 7 keeps serving)".into())
+        );
+        assert_eq!(
+            told(7, "stopped SIGTERM came during the restart"),
+            Err("twistrs restart: SIGTERM came during the restart".into())
         );
         let line = told(7, "\u{1b}[31m").unwrap_err();
         assert!(line.ends_with("'\\u{1b}[31m'"), "{line}");

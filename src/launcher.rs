@@ -449,7 +449,13 @@ fn start(
             if let Some(p) = pidfile {
                 p.remove();
             }
-            log::info!(target: LAUNCHER, "Server Shut Down.");
+            // A worker stopped by a signal of its own (systemd's SIGTERM to every process)
+            // says which one it is too: "Server Shut Down." is the master's line.
+            match workers::this_worker() {
+                Some(w) => log::info!(target: LAUNCHER,
+                    "Worker {} (PID {}) shut down.", w.index, std::process::id()),
+                None => log::info!(target: LAUNCHER, "Server Shut Down."),
+            }
             log::logger().flush();
             exit_with_signal(sig);
         }
@@ -602,7 +608,7 @@ fn serve(
     // 8. Listeners, bound as the starting user (port 80 as root), or inherited.
     let mut reactor = Reactor::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
     workers::number_sessions(m, &mut reactor);
-    watch_signals(&mut reactor, plan.chroot.clone())
+    let reloaded = watch_signals(&mut reactor, plan.chroot.clone())
         .map_err(|e| format!("cannot watch signals: {e}"))?;
     if let Some(inh) = &inherited {
         for (ep, fd) in &inh.listeners {
@@ -674,10 +680,19 @@ fn serve(
     } else {
         notify::notify("READY=1");
     }
+    // What a failed restart left to do: a stop, or a restart asked for during it (said in
+    // the log as it came).
+    let mut next: Option<StopReason> = None;
     let ended = loop {
-        let reason = reactor
-            .run()
-            .map_err(|e| format!("the reactor failed: {e}"))?;
+        let (reason, said) = match next.take() {
+            Some(r) => (r, true),
+            None => (
+                reactor
+                    .run()
+                    .map_err(|e| format!("the reactor failed: {e}"))?,
+                false,
+            ),
+        };
         match reason {
             // A worker's master restarts, never the worker: SIGUSR2 is the master's request
             // to drain and exit (at a stop or once a restart's new workers serve).
@@ -686,15 +701,27 @@ fn serve(
                 break Ended::Requested;
             }
             StopReason::Signal(libc::SIGUSR2) => {
-                if let Some(pid) =
-                    restart(&mut reactor, service, plan, pidfile.as_ref(), exe, args)?
-                {
-                    // `--metrics` is the successor's too: our figures while we drain would
-                    // answer every other scrape, and the counters would jump back and forth.
-                    if let Some(id) = metrics_listener {
-                        reactor.stop_listening(id);
+                let mut meanwhile = upgrade::Meanwhile::default();
+                match restart(
+                    &mut reactor,
+                    service,
+                    plan,
+                    pidfile.as_ref(),
+                    (exe, args),
+                    &reloaded,
+                    &mut meanwhile,
+                )? {
+                    Some(pid) => {
+                        // `--metrics` is the successor's too: our figures while we drain
+                        // would answer every other scrape, and the counters would jump back
+                        // and forth.
+                        if let Some(id) = metrics_listener {
+                            reactor.stop_listening(id);
+                        }
+                        meanwhile.handed_over(pid);
+                        break Ended::HandedOver(pid);
                     }
-                    break Ended::HandedOver(pid);
+                    None => next = meanwhile.next(),
                 }
             }
             StopReason::Signal(sig) => {
@@ -703,7 +730,9 @@ fn serve(
                 } else {
                     "SIGTERM"
                 };
-                log::info!(target: "twistrs.reactor", "Received {name}, shutting down.");
+                if !said {
+                    log::info!(target: "twistrs.reactor", "Received {name}, shutting down.");
+                }
                 break Ended::Signal(sig);
             }
             StopReason::Requested => break Ended::Requested,
@@ -725,6 +754,12 @@ fn serve(
         reactor
             .on_signal(libc::SIGQUIT, SignalAction::Stop)
             .map_err(|e| format!("cannot watch signals: {e}"))?;
+    } else {
+        no_restart_while_stopping(&mut reactor, pidfile.as_ref(), &ended)
+            .map_err(|e| format!("cannot watch signals: {e}"))?;
+        if let Ended::HandedOver(succ) = ended {
+            pass_stops_on(&mut reactor, succ).map_err(|e| format!("cannot watch signals: {e}"))?;
+        }
     }
     service.stop_service(&mut reactor.service_host());
     if let Err(e) = reactor.drain(plan.shutdown_timeout) {
@@ -738,15 +773,72 @@ fn serve(
     Ok(ended)
 }
 
+/// Once the service is stopping (or draining after a hand-over), SIGUSR2 is no longer a
+/// restart, and not a second stop either: as a Stop signal it would end the drain at once,
+/// as a second SIGTERM does, and `twistrs restart` would wait out its whole --timeout for a
+/// report that never comes. It is logged, and a stop's report tells that command at once
+/// (not after a hand-over: the successor is the one restarts aim at, and a report from us
+/// could be taken for its).
+pub(crate) fn no_restart_while_stopping(
+    reactor: &mut Reactor,
+    pidfile: Option<&Pidfile>,
+    ended: &Ended,
+) -> std::io::Result<()> {
+    let report = match ended {
+        Ended::HandedOver(_) => None,
+        Ended::Signal(sig) => Some(twistrs_core::process::signal_name(*sig)),
+        Ended::Requested => Some("a stop".to_string()),
+    }
+    .and_then(|why| Some((pidfile?.path().to_path_buf(), why)));
+    reactor.on_signal(
+        libc::SIGUSR2,
+        SignalAction::Call(Box::new(move || {
+            log::info!(target: LAUNCHER, "Received SIGUSR2 while shutting down: not restarting.");
+            if let Some((path, why)) = &report {
+                upgrade::write_status(
+                    path,
+                    &format!(
+                        "stopped not restarted: PID {} is stopping ({why} came first)",
+                        std::process::id()
+                    ),
+                );
+            }
+        })),
+    )
+}
+
+/// After a hand-over the successor is the service: a SIGTERM or SIGINT that reaches us while
+/// we drain (a `stop` that read the pidfile just before the successor wrote its PID there,
+/// a `kill` of the PID a script kept) is passed on to it, or it would serve on, and our own
+/// drain goes on (it is not a second stop of ours). The successor is our child, not reaped
+/// while we live, so its PID cannot be another process's.
+pub(crate) fn pass_stops_on(reactor: &mut Reactor, succ: u32) -> std::io::Result<()> {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        reactor.on_signal(
+            sig,
+            SignalAction::Call(Box::new(move || {
+                let name = twistrs_core::process::signal_name(sig);
+                log::info!(target: LAUNCHER,
+                    "Received {name} after the hand-over: passing it on to PID {succ}.");
+                // SAFETY: a signal to our own child (see above).
+                unsafe { libc::kill(succ as i32, sig) };
+            })),
+        )?;
+    }
+    Ok(())
+}
+
 /// SIGUSR2: start the successor and wait (serving all along) until it serves or fails.
-/// Returns its PID once it took over.
+/// Returns its PID once it took over. What came meanwhile (a stop, a reload, another
+/// restart: `reloaded` is set by a reload) is left in `meanwhile`.
 fn restart(
     reactor: &mut Reactor,
     service: &mut Box<dyn Service>,
     plan: &Plan,
     pidfile: Option<&Pidfile>,
-    exe: &Path,
-    args: &[OsString],
+    (exe, args): (&Path, &[OsString]),
+    reloaded: &std::cell::Cell<bool>,
+    meanwhile: &mut upgrade::Meanwhile,
 ) -> Result<Option<u32>, String> {
     log::info!(target: LAUNCHER, "Received SIGUSR2, restarting: starting {}.", exe.display());
     let report = |text: &str| {
@@ -790,25 +882,26 @@ fn restart(
             return Ok(None);
         }
     };
+    reloaded.set(false);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         reactor
             .turn(Some(Duration::from_millis(20)))
             .map_err(|e| format!("the reactor failed: {e}"))?;
+        meanwhile.take(reactor, succ.pid());
+        meanwhile.reload |= reloaded.replace(false);
         match succ.poll() {
             upgrade::Progress::Waiting if Instant::now() < deadline => continue,
             upgrade::Progress::Waiting => {
                 let pid = succ.pid();
                 succ.kill();
                 let msg = format!("the new process (PID {pid}) did not serve within 60 s");
-                log::error!(target: LAUNCHER, "Restart failed: {msg}; still serving.");
-                report(&format!("failed {msg}"));
+                meanwhile.failed(&msg, report);
                 service.handover_failed(&mut reactor.service_host());
                 return Ok(None);
             }
             upgrade::Progress::Failed(msg) => {
-                log::error!(target: LAUNCHER, "Restart failed: {msg}; still serving.");
-                report(&format!("failed {msg}"));
+                meanwhile.failed(&msg, report);
                 service.handover_failed(&mut reactor.service_host());
                 return Ok(None);
             }
@@ -852,14 +945,21 @@ fn close_inherited_on_exec() {
 /// (`run` returns, then `restart`), SIGHUP and SIGUSR1 reopen the log and every plugin's files.
 /// In a chroot, a plugin's files are read again by their paths inside the jail: said at each
 /// reload, so an error naming `/etc/...` is not taken for the file outside.
-fn watch_signals(reactor: &mut Reactor, chroot: Option<PathBuf>) -> std::io::Result<()> {
+fn watch_signals(
+    reactor: &mut Reactor,
+    chroot: Option<PathBuf>,
+) -> std::io::Result<std::rc::Rc<std::cell::Cell<bool>>> {
     reactor.on_signal(libc::SIGUSR2, SignalAction::Stop)?;
+    // Set at each reload, for a restart to tell whether one came while its successor started.
+    let reloaded = std::rc::Rc::new(std::cell::Cell::new(false));
     for sig in [libc::SIGHUP, libc::SIGUSR1] {
         let h = reactor.handle();
         let chroot = chroot.clone();
+        let flag = reloaded.clone();
         reactor.on_signal(
             sig,
             SignalAction::Call(Box::new(move || {
+                flag.set(true);
                 reopen_log();
                 if let Some(dir) = &chroot {
                     log::info!(target: LAUNCHER,
@@ -870,7 +970,7 @@ fn watch_signals(reactor: &mut Reactor, chroot: Option<PathBuf>) -> std::io::Res
             })),
         )?;
     }
-    Ok(())
+    Ok(reloaded)
 }
 
 pub(crate) fn reopen_log() {

@@ -12,7 +12,7 @@
 
 use std::ffi::OsStr;
 use std::fs::{File, Metadata, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -343,13 +343,24 @@ impl Pidfile {
         })
     }
 
-    /// Writes our PID (decimal, no newline, as twistd).
+    /// Writes our PID (decimal, no newline, as twistd). The file is never empty meanwhile: a
+    /// restart's successor writes it while its predecessor holds the lock too, and a `status`,
+    /// `stop` or `reload` that read it empty then found two holders and the file naming
+    /// neither, and refused. So the PID goes first, in one write over what was there (padded
+    /// with spaces, which every reader trims), and the file is cut to it after.
     pub fn write_pid(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
         let pid = std::process::id().to_string();
-        self.file.set_len(0)?;
-        self.file.seek(SeekFrom::Start(0))?;
-        self.file.write_all(pid.as_bytes())?;
-        self.file.flush()
+        let old = self.file.metadata()?.len();
+        let mut text = pid.clone().into_bytes();
+        if old <= 64 {
+            text.resize(text.len().max(old as usize), b' ');
+        } else {
+            // Garbage left by someone else: no reader takes it for a PID anyway.
+            self.file.set_len(0)?;
+        }
+        self.file.write_all_at(&text, 0)?;
+        self.file.set_len(pid.len() as u64)
     }
 
     pub fn path(&self) -> &Path {

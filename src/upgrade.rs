@@ -234,8 +234,17 @@ impl Successor {
         match crate::daemon::verdict(&text, None) {
             (0, _) => Progress::Ready(self.pid()),
             (_, msg) => {
-                let _ = self.child.wait();
-                Progress::Failed(msg.unwrap_or_default())
+                let ended = self.child.wait();
+                // No word on the pipe: say how it ended (killed by SIGKILL, by a stop passed
+                // on), rather than only that it did.
+                match ended {
+                    Ok(st) if text.is_empty() => Progress::Failed(format!(
+                        "PID {} {} before it served",
+                        self.pid(),
+                        crate::workers::ended(st)
+                    )),
+                    _ => Progress::Failed(msg.unwrap_or_default()),
+                }
             }
         }
     }
@@ -249,6 +258,111 @@ impl Successor {
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// What came while a restart's successor was starting, acted on once it is known how the
+/// restart went. Deploy tools interleave: a `stop` (or systemd's SIGTERM to the whole unit)
+/// during a restart would otherwise be lost once the successor takes over and keeps serving;
+/// a `reload` after a log rotation would reach only the old process, while the successor,
+/// which opened its log and read its files before it, kept writing into the rotated file; a
+/// second `restart`, made to run a binary installed meanwhile, would pass unnoticed.
+#[derive(Default)]
+pub struct Meanwhile {
+    /// The first stop (SIGTERM, SIGINT, or a service's own stop): passed on to the
+    /// successor as it comes (one still starting dies of it, or stops as soon as it serves),
+    /// and the old process stops too whatever the outcome.
+    pub stop: Option<twistrs_core::StopReason>,
+    /// SIGUSR2: another restart, made once this one is over (by the successor, or by us
+    /// again if this one failed).
+    pub restart: bool,
+    /// SIGHUP or SIGUSR1: passed on to a successor that took over.
+    pub reload: bool,
+}
+
+impl Meanwhile {
+    /// Takes the stop that `reactor`'s last turn saw, if any, while successor `pid` starts.
+    pub fn take(&mut self, reactor: &mut twistrs_core::Reactor, pid: u32) {
+        match reactor.take_stop() {
+            None => {}
+            // Said once; moot once a stop came.
+            Some(twistrs_core::StopReason::Signal(libc::SIGUSR2))
+                if self.restart || self.stop.is_some() =>
+            {
+                self.restart = true;
+            }
+            Some(twistrs_core::StopReason::Signal(libc::SIGUSR2)) => {
+                self.restart = true;
+                log::info!(target: crate::launcher::LAUNCHER,
+                    "Received SIGUSR2 during the restart: restarting again once it is over.");
+            }
+            Some(r) => {
+                let sig = match r {
+                    twistrs_core::StopReason::Signal(s) => s,
+                    twistrs_core::StopReason::Requested => libc::SIGTERM,
+                };
+                let name = twistrs_core::process::signal_name(sig);
+                log::info!(target: crate::launcher::LAUNCHER,
+                    "Received {name} during the restart, shutting down: passing it on to the \
+                     new process (PID {pid}).");
+                // SAFETY: a signal to our own child, not reaped yet (its PID cannot be reused).
+                unsafe { libc::kill(pid as i32, sig) };
+                self.stop.get_or_insert(r);
+            }
+        }
+    }
+
+    /// After the hand-over to `pid`: the reload and the restart that came meanwhile are its
+    /// own now (it serves, so it has its handlers). A stop was passed on already.
+    pub fn handed_over(&self, pid: u32) {
+        if self.stop.is_some() {
+            return;
+        }
+        let pass = |sig: i32, what: &str| {
+            log::info!(target: crate::launcher::LAUNCHER,
+                "Passing the {what} that came during the restart on to PID {pid}.");
+            // SAFETY: as in `take`: our child, unreaped.
+            unsafe { libc::kill(pid as i32, sig) };
+        };
+        if self.reload {
+            pass(libc::SIGHUP, "reload (SIGHUP)");
+        }
+        if self.restart {
+            pass(libc::SIGUSR2, "restart (SIGUSR2)");
+        }
+    }
+
+    /// Logs and reports (`report`) a restart that failed with `msg`: the old process keeps
+    /// serving, unless a stop came meanwhile (the successor's end is then most likely that
+    /// stop, passed on), and both are stopping.
+    pub fn failed(&self, msg: &str, report: impl Fn(&str)) {
+        match &self.stop {
+            None => {
+                log::error!(target: crate::launcher::LAUNCHER, "Restart failed: {msg}; still serving.");
+                report(&format!("failed {msg}"));
+            }
+            Some(r) => {
+                let why = match r {
+                    twistrs_core::StopReason::Signal(s) => twistrs_core::process::signal_name(*s),
+                    twistrs_core::StopReason::Requested => "a stop".into(),
+                };
+                log::info!(target: crate::launcher::LAUNCHER,
+                    "The restart ends with the stop: {msg}.");
+                report(&format!(
+                    "stopped {why} came during the restart: PID {} and the new process stop \
+                     ({msg})",
+                    std::process::id()
+                ));
+            }
+        }
+    }
+
+    /// After a failed restart: what the old process, still serving, does next (a stop, or
+    /// the restart asked for meanwhile).
+    pub fn next(self) -> Option<twistrs_core::StopReason> {
+        self.stop.or(self
+            .restart
+            .then_some(twistrs_core::StopReason::Signal(libc::SIGUSR2)))
     }
 }
 

@@ -175,7 +175,7 @@ pub fn of(pid: i32) -> Vec<i32> {
 }
 
 /// How a child ended, as the log says it.
-fn ended(st: std::process::ExitStatus) -> String {
+pub(crate) fn ended(st: std::process::ExitStatus) -> String {
     match (st.code(), st.signal()) {
         (Some(c), _) => format!("ended with exit status {c}"),
         (_, Some(s)) => {
@@ -500,23 +500,38 @@ impl Pool {
         self.workers.iter().any(|w| w.proc.is_some())
     }
 
-    /// SIGUSR2 to every worker (the master's stop request: each drains as a single process
-    /// does on SIGTERM, and once draining ignores SIGTERM, SIGINT and SIGUSR2, so a SIGTERM
-    /// sent to the whole service and this request do not add up to a second signal), then
+    /// SIGUSR2 to every worker that serves (SIGTERM to one still starting): the master's stop
+    /// request (each drains as a single process does on SIGTERM, and once draining ignores
+    /// SIGTERM, SIGINT and SIGUSR2, so a SIGTERM sent to the whole service and this request
+    /// do not add up to a second signal), then
     /// waits for them; a second stop signal to the master becomes a SIGQUIT, which ends the
     /// drains at once; what is left after the drain's deadline and a margin is killed.
     fn stop_all(&mut self, reactor: &mut Reactor, timeout: Duration) {
         for w in &mut self.workers {
             w.restart_at = None;
+            if let Some(p) = &w.proc {
+                // A worker still starting ignores SIGUSR2 until its handlers are in place
+                // (it would serve on, and be killed at the deadline): SIGTERM ends it before
+                // then, and after, stops it as soon as it serves (it has no connection yet).
+                let sig = if w.serving {
+                    libc::SIGUSR2
+                } else {
+                    libc::SIGTERM
+                };
+                // SAFETY: a signal to our own unreaped child.
+                unsafe { libc::kill(p.pid() as i32, sig) };
+            }
         }
-        self.signal_all(libc::SIGUSR2);
         let deadline = later(
             Instant::now(),
             timeout.saturating_add(Duration::from_secs(5)),
         );
+        let began = Instant::now();
         while self.any_alive() && Instant::now() < deadline {
             let _ = reactor.turn(Some(Duration::from_millis(20)));
-            if reactor.take_stop().is_some() {
+            // One soon after the first is the same stop (`SAME_STOP`: systemd's SIGTERM to
+            // every process, a restart's old master passing one on, two `stop`s at once).
+            if reactor.take_stop().is_some() && began.elapsed() >= twistrs_core::SAME_STOP {
                 // A second signal: the workers close their connections at once.
                 self.signal_all(libc::SIGQUIT);
             }
@@ -626,9 +641,28 @@ pub(crate) fn master(
         .map(|h| format!("{h:x}"))
         .collect();
     let known = known.join(",");
-    if let Err(e) = start_workers(&mut pool, &mut reactor, &known) {
-        pool.stop_all(&mut reactor, Duration::from_secs(1));
-        return Err(e);
+    let mut restart_due = false;
+    match start_workers(&mut pool, &mut reactor, &known, &mut restart_due) {
+        Ok(None) => {}
+        // A stop before every worker served: the start did not complete (the waiting starter,
+        // or a restart's predecessor, hears why), and the master ends as a stop ends it.
+        Ok(Some(sig)) => {
+            let name = twistrs_core::process::signal_name(sig);
+            let msg = format!("stopped by {name} while the workers started");
+            log::info!(target: "twistrs.reactor", "Received {name} while the workers started, shutting down.");
+            pool.stop_all(&mut reactor, Duration::from_secs(1));
+            status.fail(&msg);
+            // A restart's successor leaves them to its predecessor, which serves on them.
+            if !successor {
+                remove_unix_sockets(&pool.listeners);
+            }
+            log::info!(target: "twistrs.reactor", "Main loop terminated.");
+            return Ok(Ended::Signal(sig));
+        }
+        Err(e) => {
+            pool.stop_all(&mut reactor, Duration::from_secs(1));
+            return Err(e);
+        }
     }
     if successor && let Some(p) = pidfile.as_mut() {
         p.write_pid()
@@ -641,20 +675,35 @@ pub(crate) fn master(
         notify::notify("READY=1");
     }
     log::info!(target: LAUNCHER, "{n} workers serve.");
+    // What a failed restart left to do: a stop, or a restart asked for during it (said in
+    // the log as it came), or during the start.
+    let mut next: Option<StopReason> = restart_due.then_some(StopReason::Signal(libc::SIGUSR2));
     let ended = loop {
-        let wait = pool.next_due().map_or(Duration::from_millis(500), |t| {
-            t.saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(500))
-        });
-        reactor
-            .turn(Some(wait))
-            .map_err(|e| format!("the reactor failed: {e}"))?;
-        if reopen.replace(false) {
-            pool.reopen_logs();
+        let said = next.is_some();
+        if !said {
+            let wait = pool.next_due().map_or(Duration::from_millis(500), |t| {
+                t.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(500))
+            });
+            reactor
+                .turn(Some(wait))
+                .map_err(|e| format!("the reactor failed: {e}"))?;
+            if reopen.replace(false) {
+                pool.reopen_logs();
+            }
         }
-        match reactor.take_stop() {
+        match next.take().or_else(|| reactor.take_stop()) {
             Some(StopReason::Signal(libc::SIGUSR2)) => {
-                if let Some(pid) = restart(&mut pool, &mut reactor, plan, pidfile.as_ref(), exe)? {
+                let mut meanwhile = upgrade::Meanwhile::default();
+                let restarted = restart(
+                    &mut pool,
+                    &mut reactor,
+                    plan,
+                    pidfile.as_ref(),
+                    exe,
+                    (&reopen, &mut meanwhile),
+                )?;
+                if let Some(pid) = restarted {
                     // The successor serves `--metrics` on the same socket now: a scrape that
                     // reached us while our workers drain would tell the old figures, every
                     // other one, and the service's counters would jump back and forth.
@@ -662,7 +711,12 @@ pub(crate) fn master(
                     if let Some(id) = metrics_listener {
                         reactor.stop_listening(id);
                     }
+                    meanwhile.handed_over(pid);
                     break Ended::HandedOver(pid);
+                }
+                next = meanwhile.next();
+                if next.is_some() {
+                    continue;
                 }
             }
             Some(StopReason::Signal(sig)) => {
@@ -671,7 +725,9 @@ pub(crate) fn master(
                 } else {
                     "SIGTERM"
                 };
-                log::info!(target: "twistrs.reactor", "Received {name}, shutting down.");
+                if !said {
+                    log::info!(target: "twistrs.reactor", "Received {name}, shutting down.");
+                }
                 break Ended::Signal(sig);
             }
             Some(StopReason::Requested) => break Ended::Requested,
@@ -680,6 +736,12 @@ pub(crate) fn master(
         pool.supervise(false);
     };
     notify::notify("STOPPING=1");
+    launcher::no_restart_while_stopping(&mut reactor, pidfile.as_ref(), &ended)
+        .map_err(|e| format!("cannot watch signals: {e}"))?;
+    if let Ended::HandedOver(succ) = ended {
+        launcher::pass_stops_on(&mut reactor, succ)
+            .map_err(|e| format!("cannot watch signals: {e}"))?;
+    }
     pool.stop_all(&mut reactor, plan.shutdown_timeout);
     if matches!(ended, Ended::HandedOver(_)) {
         // The metrics socket is the successor's now (a UNIX one stays in place).
@@ -724,8 +786,16 @@ fn bind(
     Ok(out)
 }
 
-/// Starts every worker and waits until each serves; the first failure is the start's.
-fn start_workers(pool: &mut Pool, reactor: &mut Reactor, known: &str) -> Result<(), String> {
+/// Starts every worker and waits until each serves; the first failure is the start's. A stop
+/// (SIGTERM, SIGINT: `twistrs stop` or a restart's predecessor passing one on) ends the wait
+/// too, rather than let it last up to 60 s for workers that may never serve: its signal is
+/// returned. A SIGUSR2 is kept (`restart_due`) for once they serve.
+fn start_workers(
+    pool: &mut Pool,
+    reactor: &mut Reactor,
+    known: &str,
+    restart_due: &mut bool,
+) -> Result<Option<i32>, String> {
     for i in 0..pool.workers.len() {
         pool.spawn(i, known)?;
     }
@@ -737,6 +807,13 @@ fn start_workers(pool: &mut Pool, reactor: &mut Reactor, known: &str) -> Result<
         reactor
             .turn(Some(Duration::from_millis(10)))
             .map_err(|e| format!("the reactor failed: {e}"))?;
+        match reactor.take_stop() {
+            Some(StopReason::Signal(libc::SIGUSR2)) => *restart_due = true,
+            Some(StopReason::Signal(sig)) => return Ok(Some(sig)),
+            // The master runs no service that could ask.
+            Some(StopReason::Requested) => return Ok(Some(libc::SIGTERM)),
+            None => {}
+        }
         for w in &mut pool.workers {
             if let Some(msg) = w.poll_start() {
                 w.proc = None;
@@ -744,16 +821,20 @@ fn start_workers(pool: &mut Pool, reactor: &mut Reactor, known: &str) -> Result<
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
-/// SIGUSR2: a new master with its own workers; once they all serve, ours drain.
+/// SIGUSR2: a new master with its own workers; once they all serve, ours drain. What came
+/// meanwhile (a stop, a reload: `reopen` is set by one, another restart) is left in
+/// `meanwhile`; our workers are told of a reload at once, and none is restarted once a stop
+/// came (systemd's SIGTERM to every process ends them too).
 fn restart(
     pool: &mut Pool,
     reactor: &mut Reactor,
     plan: &Plan,
     pidfile: Option<&Pidfile>,
     exe: &Path,
+    (reopen, meanwhile): (&std::cell::Cell<bool>, &mut upgrade::Meanwhile),
 ) -> Result<Option<u32>, String> {
     log::info!(target: LAUNCHER, "Received SIGUSR2, restarting: starting {}.", exe.display());
     let report = |text: &str| {
@@ -785,7 +866,12 @@ fn restart(
         reactor
             .turn(Some(Duration::from_millis(20)))
             .map_err(|e| format!("the reactor failed: {e}"))?;
-        pool.supervise(false);
+        meanwhile.take(reactor, succ.pid());
+        if reopen.replace(false) {
+            pool.reopen_logs();
+            meanwhile.reload = true;
+        }
+        pool.supervise(meanwhile.stop.is_some());
         let msg = match succ.poll() {
             upgrade::Progress::Waiting if Instant::now() < deadline => continue,
             upgrade::Progress::Waiting => {
@@ -801,8 +887,7 @@ fn restart(
                 return Ok(Some(pid));
             }
         };
-        log::error!(target: LAUNCHER, "Restart failed: {msg}; still serving.");
-        report(&format!("failed {msg}"));
+        meanwhile.failed(&msg, report);
         return Ok(None);
     }
 }

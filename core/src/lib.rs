@@ -198,7 +198,7 @@ pub use protocol::{
 };
 pub use reactor::{
     Accepted, FactoryId, Handle, ListenError, ListenerId, OnAccept, OnReadable, OwnedPort, PortId,
-    Reactor, ReactorConfig, SignalAction, StopReason, WatchId,
+    Reactor, ReactorConfig, SAME_STOP, SignalAction, StopReason, WatchId,
 };
 pub use relay::{Ending, OnEnd, Outgoing, RelayEnd, RelayOptions, RelayRequest, SharedOnEnd};
 pub use service::{ListeningService, MultiService, Service, ServiceHost};

@@ -5,6 +5,7 @@ mod cli;
 mod daemon;
 mod dns;
 mod inetd;
+mod interleave;
 mod lifecycle;
 mod load;
 mod logs;

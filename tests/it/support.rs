@@ -222,7 +222,7 @@ pub fn count_ports(lines: &[String]) -> usize {
 }
 
 /// Starts the binary in `dir` with stdin empty and stdout/stderr piped.
-fn spawn_in(dir: &std::path::Path, args: &[&str]) -> Child {
+pub fn spawn_in(dir: &std::path::Path, args: &[&str]) -> Child {
     Command::new(BIN)
         .args(args)
         .current_dir(dir)

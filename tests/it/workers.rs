@@ -852,7 +852,8 @@ fn a_stop_signalled_to_the_whole_group_still_drains_gracefully() {
             c
         })
         .collect();
-    for pid in std::iter::once(master).chain(workers.iter().copied()) {
+    // The workers first: each hears systemd's SIGTERM before the master's request.
+    for pid in workers.iter().copied().chain(std::iter::once(master)) {
         // SAFETY: signals to the processes this test started.
         unsafe { libc::kill(pid, libc::SIGTERM) };
     }
@@ -873,7 +874,19 @@ fn a_stop_signalled_to_the_whole_group_still_drains_gracefully() {
         "{}",
         m.log()
     );
-    assert!(!m.log().contains("Shutdown deadline passed"), "{}", m.log());
+    let log = m.log();
+    assert!(!log.contains("Shutdown deadline passed"), "{log}");
+    // twistd's last line is the master's alone; each worker says which one it was, whichever
+    // signal it heard first.
+    assert_eq!(log.matches("Server Shut Down.").count(), 1, "{log}");
+    for w in &workers {
+        let end = format!("(PID {w}) shut down.");
+        assert!(
+            log.lines()
+                .any(|l| l.contains("] Worker ") && l.ends_with(&end)),
+            "{end}\n{log}"
+        );
+    }
 }
 
 /// A zone file swapped for a FIFO that nobody writes: a reload's parse blocks in open(2)

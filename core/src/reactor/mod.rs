@@ -83,6 +83,12 @@ pub enum StopReason {
     Requested,
 }
 
+/// A stop that comes this soon after the drain began is the same stop, not the second one
+/// that ends the drain at once: systemd's `KillMode=control-group` (SIGTERM to every process),
+/// a stop passed on by a restart's old process, and two `twistrs stop` at once each send
+/// several within milliseconds, while an operator's second Ctrl-C comes later.
+pub const SAME_STOP: Duration = Duration::from_millis(500);
+
 /// What a signal watched by the reactor does ([`Reactor::on_signal`]).
 pub enum SignalAction {
     /// `run` returns `StopReason::Signal(sig)`.
@@ -361,7 +367,7 @@ impl Reactor {
     /// time), runs until they are gone, and closes what remains after `timeout`. Children
     /// are waited for until their last SIGKILL deadline if that is later, and whatever is
     /// left then is killed, so none outlives the reactor. A second SIGTERM/SIGINT during the
-    /// drain ends it at once.
+    /// drain ends it at once, unless it comes within [`SAME_STOP`] of the drain's start.
     pub fn drain(&mut self, timeout: Duration) -> io::Result<()> {
         let keys: Vec<usize> = self
             .entries
@@ -374,13 +380,17 @@ impl Reactor {
         }
         self.stop_children();
         self.after_batch();
-        let deadline = crate::timer::later(Instant::now(), timeout);
+        let began = Instant::now();
+        let deadline = crate::timer::later(began, timeout);
         self.stop = None;
         // A second stop that ended the drain early, for the log line that says why.
         let mut again: Option<StopReason> = None;
+        // A stop within `SAME_STOP` of the start is the first one again, and is dropped.
+        let second =
+            |stop: &mut Option<StopReason>| stop.take().filter(|_| began.elapsed() >= SAME_STOP);
         while self.live_conns > 0 || self.handle.running_processes() > 0 {
             let now = Instant::now();
-            if let Some(r) = self.stop.take() {
+            if let Some(r) = second(&mut self.stop) {
                 again = Some(r);
                 break;
             }
@@ -421,7 +431,7 @@ impl Reactor {
                 .last_kill_deadline()
                 .map_or(deadline, |k| k + Duration::from_millis(500));
             let now = Instant::now();
-            if self.stop.take().is_some() || now >= until {
+            if second(&mut self.stop).is_some() || now >= until {
                 break;
             }
             self.turn(Some(until - now))?;
@@ -537,7 +547,15 @@ impl Reactor {
         }
         for sig in &got {
             match self.signal_actions.iter_mut().find(|(s, _)| s == sig) {
-                Some((_, SignalAction::Stop)) if self.stop.is_none() => {
+                // The first stop wins, except that SIGTERM and SIGINT, which end the
+                // process, win over another signal watched as a stop (the launcher's SIGUSR2,
+                // a restart) that came in the same batch: `kill -USR2; kill -TERM` stops.
+                Some((_, SignalAction::Stop))
+                    if self.stop.is_none()
+                        || (matches!(*sig, SIGTERM | SIGINT)
+                            && matches!(self.stop, Some(StopReason::Signal(s))
+                                if !matches!(s, SIGTERM | SIGINT))) =>
+                {
                     self.stop = Some(StopReason::Signal(*sig));
                 }
                 Some((_, SignalAction::Call(f))) => f(),

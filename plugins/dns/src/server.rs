@@ -583,6 +583,7 @@ impl Factory for DnsFactory {
             xfr_timer: false,
             held: false,
             partial: None,
+            stopping: false,
         }))
     }
 
@@ -613,6 +614,9 @@ struct DnsStream {
     /// that sends a byte now and then hold a connection (and, with enough of them, every
     /// one `--max-connections` allows) for hours.
     partial: Option<DelayedCall>,
+    /// A graceful stop (a stop, or the old process of a restart) came: the connection closes
+    /// once no query is left to answer.
+    stopping: bool,
 }
 
 impl DnsStream {
@@ -661,6 +665,9 @@ impl DnsStream {
                     // What is left began a query: it must be whole within `--timeout` of now.
                     if self.input.is_empty() {
                         self.cancel_partial();
+                        if self.stopping {
+                            t.lose_connection();
+                        }
                     } else if self.partial.is_none() {
                         self.partial = Some(t.call_later(self.timeout, PARTIAL_KEY));
                     }
@@ -758,8 +765,13 @@ impl Protocol for DnsStream {
     }
 
     fn stop_requested(&mut self, t: &mut Transport<'_>) {
-        // Between messages, a graceful stop closes at once; otherwise when idle for a second.
-        if self.input.is_empty() {
+        // Between messages, a graceful stop closes at once; otherwise once the queries in
+        // are answered, or when idle for a second. A connection that has had no answer yet
+        // is not "between messages": it was accepted a moment ago (just before a restart's
+        // old process stopped accepting, say) and its first query is on its way, or unread
+        // in the socket, which a close now would answer with a reset.
+        self.stopping = true;
+        if self.input.is_empty() && t.bytes_written() > 0 && self.xfrs.is_empty() {
             t.lose_connection();
         } else {
             t.set_timeout(Some(twistrs_core::STOP_GRACE));
