@@ -661,6 +661,10 @@ pub(crate) fn master(
         }
         Err(e) => {
             pool.stop_all(&mut reactor, Duration::from_secs(1));
+            // A failed start leaves no socket file behind, as a single process's does.
+            if !successor {
+                remove_unix_sockets(&pool.listeners);
+            }
             return Err(e);
         }
     }

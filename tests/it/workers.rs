@@ -703,7 +703,10 @@ fn single_process_plugins_refuse_workers_and_worker_failures_reach_the_starter()
         "{err}"
     );
     // A worker that cannot start (its chroot is missing: each worker chroots itself): the
-    // daemon's starter hears it through the status pipe and exits 1.
+    // daemon's starter hears it through the status pipe and exits 1, and the UNIX socket the
+    // master made for it is gone with its lock, as after a single process's failed start.
+    let sock = dir.path().join("w.sock");
+    let unix = format!("unix:{}", sock.display());
     let (code, _, err) = run_in(
         dir.path(),
         &[
@@ -714,8 +717,12 @@ fn single_process_plugins_refuse_workers_and_worker_failures_reach_the_starter()
             "echo",
             "--listen",
             "tcp:0:interface=127.0.0.1",
+            "--listen",
+            &unix,
         ],
     );
+    assert!(!sock.exists(), "the socket file is left");
+    assert!(!dir.path().join("w.sock.lock").exists(), "its lock is left");
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("failed to start") && err.contains("cannot chroot to /nonexistent-twistrs"),
