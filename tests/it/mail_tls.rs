@@ -3,7 +3,7 @@
 //! plaintext, certificate errors at start and reloads on SIGHUP.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::mail::{new_files, py};
 use crate::support::*;
@@ -250,6 +250,44 @@ p.quit()
         out.contains("capa ['RESP-CODES', 'TOP', 'UIDL', 'USER']") && out.contains("retr b'hi'"),
         "{out}"
     );
+}
+
+#[test]
+fn a_client_over_its_limit_on_a_tls_port_is_closed_at_once_and_holds_no_slot() {
+    use std::io::Read;
+    let m = TlsMail::start(|c| {
+        vec![
+            "-s".into(),
+            format!("ssl:0:privateKey={}:interface=127.0.0.1", c.both.display()),
+            "--max-connections-per-client".into(),
+            "2".into(),
+        ]
+    });
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", m.port("SMTP", 0)).parse().unwrap();
+    // Two that never handshake take this address's two sessions.
+    let held: Vec<_> = (0..2).map(|_| connect(addr)).collect();
+    // The server accepts them at once; let it have done so before the next ones come.
+    std::thread::sleep(Duration::from_millis(500));
+    // Each further one is closed at once: it cannot be told 421 before a handshake, and
+    // waiting for one would hold a connection slot for the 10 s handshake deadline.
+    for _ in 0..3 {
+        let mut c = connect(addr);
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let began = Instant::now();
+        let mut b = [0u8; 16];
+        let got = c.read(&mut b);
+        assert!(
+            matches!(got, Ok(0) | Err(_)) && began.elapsed() < Duration::from_secs(3),
+            "{got:?} after {:?}",
+            began.elapsed()
+        );
+    }
+    assert!(
+        m.srv.log_contains("too many connections, refused"),
+        "{:?}",
+        m.srv.lines()
+    );
+    drop(held);
 }
 
 #[test]

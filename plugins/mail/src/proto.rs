@@ -312,6 +312,13 @@ pub struct Refused(pub &'static [u8]);
 
 impl Protocol for Refused {
     fn connection_made(&mut self, t: &mut Transport<'_>) {
+        // On an implicit-TLS port the line could only go out after the client's handshake,
+        // and the connection would hold its `--max-connections` slot until then (up to the
+        // 10 s handshake deadline): one address that never handshakes would hold them all.
+        // It is closed at once instead; the client sees the connection fail and retries.
+        if t.is_secure() {
+            return t.abort_connection();
+        }
         t.write(self.0);
         t.lose_connection();
     }
