@@ -1659,3 +1659,50 @@ fn dns_a_tcp_query_trickled_a_byte_at_a_time_is_cut_off() {
             .log_contains("over TCP not whole after 2 s (--timeout): closing")
     );
 }
+
+#[test]
+fn dns_a_tcp_message_that_is_not_a_query_is_logged_and_closes_the_connection() {
+    let d = Dns::start(
+        &[("example.com", &zone_text(1, ""))],
+        &["--bindzone", "{dir}/example.com"],
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], d.port));
+    // Five bytes: no header to answer with FORMERR.
+    let mut c = connect(addr);
+    send(&mut c, &[0, 5, 1, 2, 3, 4, 5]);
+    assert!(
+        read_to_end(&mut c).is_empty(),
+        "nothing to answer, then the close"
+    );
+    // A response (QR set) is no query either.
+    let mut r = query("web.example.com", 1);
+    r[2] |= 0x80;
+    let mut framed = (r.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&r);
+    let mut c = connect(addr);
+    send(&mut c, &framed);
+    assert!(read_to_end(&mut c).is_empty());
+    assert!(
+        d.srv
+            .wait_until(
+                |l| l
+                    .iter()
+                    .filter(|x| x.contains("over TCP is not a query"))
+                    .count()
+                    == 2,
+                Duration::from_secs(5)
+            )
+            .is_some(),
+        "{:?}",
+        d.srv.lines()
+    );
+    // A query on a new connection is still answered.
+    let q = query("web.example.com", 1);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    let mut c = connect(addr);
+    send(&mut c, &framed);
+    let len = read_n(&mut c, 2);
+    let msg = read_n(&mut c, u16::from_be_bytes([len[0], len[1]]) as usize);
+    assert_eq!(msg[3] & 0xF, 0);
+}

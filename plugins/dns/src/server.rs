@@ -695,7 +695,16 @@ impl DnsStream {
                                 .push_back((Instant::now() + self.xfr_deadline, end));
                             self.arm_xfr_deadline(t);
                         }
-                        Some(Reply::Drop) | Some(Reply::Forward(_)) | None => {}
+                        // No header to answer (under 12 bytes) or a response: over UDP
+                        // such datagrams go unlogged (a spoofed flood would fill the log);
+                        // a TCP peer is who it says, so the line costs it a connection.
+                        Some(Reply::Drop) => {
+                            log::info!(target: "twistrs.dns",
+                                "A {}-byte message from {peer} over TCP is not a query \
+                                 (no header, or a response): closing", m.len());
+                            return t.lose_connection();
+                        }
+                        Some(Reply::Forward(_)) | None => {}
                     }
                 }
             }
