@@ -1130,18 +1130,20 @@ fn a_relative_aliases_file_is_reread_after_rundir() {
 fn a_password_guesser_gets_five_auths_per_session() {
     // Failed AUTHs were answered 535 at once, as many as a client pipelined, with a NOOP
     // between them resetting the bad-command count: a guesser tried thousands of passwords
-    // a second on one connection. The fifth failure now closes it with 421 (POP3 closes
-    // after three failed logins); smtplib, which tries PLAIN and then LOGIN for each
+    // a second on one connection. Each failure now waits a second for its 535, as POP3's
+    // failed logins do, and the fifth closes it with 421 (POP3 closes after three failed
+    // logins); smtplib, which tries PLAIN and then LOGIN for each
     // password, still logs in with a right password after two wrong ones.
     let m = Mail::start(&["-E", "--auth", "memory:joe:secret"]);
     let (code, out, err) = py(
         r#"
-import base64, smtplib, socket, sys
+import base64, smtplib, socket, sys, time
 port = int(sys.argv[1])
 bad = b"AUTH PLAIN " + base64.b64encode(b"\0joe\0wrong") + b"\r\n"
 c = socket.create_connection(('127.0.0.1', port)); c.settimeout(3)
 f = c.makefile('rb')
 f.readline()
+t0 = time.monotonic()
 c.sendall(b"EHLO c\r\n" + (bad + b"NOOP\r\n") * 10)
 codes = []
 while len(codes) < 40:
@@ -1154,13 +1156,18 @@ while len(codes) < 40:
     if l[3:4] == b' ':
         codes.append(l[:3].decode())
 print('guesser', ' '.join(codes[1:]))
+# Each failure but the last waited a second before its 535: four seconds at least.
+print('slow', time.monotonic() - t0 >= 3.9)
 s = smtplib.SMTP('127.0.0.1', port, timeout=10)
 s.ehlo('c')
 for pw in ('no', 'nope', 'secret'):
+    t0 = time.monotonic()
     try:
         print('login', s.login('joe', pw)[0])
     except smtplib.SMTPAuthenticationError as e:
         print('login', e.smtp_code)
+# The right password is answered at once.
+print('fast', time.monotonic() - t0 < 0.5)
 s.quit()
 "#,
         &[&m.smtp()],
@@ -1171,5 +1178,9 @@ s.quit()
         "closed at the fifth failure: {out}"
     );
     assert!(out.contains("login 535\nlogin 535\nlogin 235"), "{out}");
+    assert!(
+        out.contains("slow True") && out.contains("fast True"),
+        "{out}"
+    );
     assert!(m.srv.log_contains("5 failed AUTHs, closing"));
 }

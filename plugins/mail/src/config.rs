@@ -52,7 +52,9 @@ pub struct MailConfig {
     pub max_recipients: usize,
     pub max_errors: u32,
     pub timeout: Duration,
-    pub pop3_fail_delay: Duration,
+    /// How long the answer to a failed login waits (POP3 USER/PASS, APOP; SMTP AUTH), as
+    /// dovecot's `auth_failure_delay`: a password guesser gets one try a second per session.
+    pub fail_delay: Duration,
     /// The certificate for STARTTLS and STLS (`--certificate`, `--privkey`).
     pub tls: Option<Rc<TlsContext>>,
     /// Refuse AUTH, USER, PASS and APOP on connections that are not TLS
@@ -388,7 +390,7 @@ pub(crate) mod fixture {
             max_recipients: 10,
             max_errors: 3,
             timeout: Duration::from_secs(60),
-            pop3_fail_delay: Duration::ZERO,
+            fail_delay: Duration::ZERO,
             tls: None,
             auth_requires_tls: false,
         }

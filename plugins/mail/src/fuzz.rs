@@ -115,6 +115,7 @@ pub(crate) fn check_smtp(cfg: &Rc<MailConfig>, parts: &[&[u8]]) -> Result<(Vec<u
                 }
                 smtp::Action::Close => closed = true,
                 smtp::Action::StartTls => tls = true,
+                smtp::Action::Delay(_) => {}
             }
         }
         if s.pending_input() > smtp::MAX_LINE + 2 && !closed {

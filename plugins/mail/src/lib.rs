@@ -334,7 +334,7 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
             .unwrap_or(MAX_RECIPIENTS) as usize,
         max_errors: 10,
         timeout: TIMEOUT.get(m),
-        pop3_fail_delay: Duration::from_secs(1),
+        fail_delay: Duration::from_secs(1),
         tls: starttls_context(m)?,
         auth_requires_tls: m.get_flag("auth-requires-tls"),
     })

@@ -449,7 +449,7 @@ impl Session {
                 out.extend_from_slice(&reply);
                 return Some(Action::Close);
             }
-            return Some(Action::Delay(self.cfg.pop3_fail_delay, reply));
+            return Some(Action::Delay(self.cfg.fail_delay, reply));
         }
         let Some((dom, user)) = self.cfg.pop3_user(&login) else {
             crate::metrics::with(|m| m.pop3_failed.inc());

@@ -109,6 +109,7 @@ fn smtp_session(cfg: &Rc<MailConfig>, parts: &[&[u8]]) -> (Vec<u8>, Vec<Vec<u8>>
                 smtp::Action::Close => break 'feed,
                 // No certificate in these configurations: STARTTLS is refused.
                 smtp::Action::StartTls => {}
+                smtp::Action::Delay(_) => {}
             }
         }
     }

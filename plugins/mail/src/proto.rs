@@ -85,6 +85,8 @@ const PENDING_INPUT_MAX: usize = 64 * 1024;
 
 /// Timer key: the deadline of a command line or of a DATA transfer.
 const DEADLINE_TIMER: u64 = 2;
+/// Timer key: the held answer to a failed AUTH is due.
+const DELAY_TIMER: u64 = 3;
 
 /// The slowest a DATA transfer may go once it has used up `--timeout` (postfix's
 /// `smtpd_min_data_rate`): a 10 MiB message gets the timeout plus 5.8 hours at most.
@@ -112,6 +114,9 @@ pub struct SmtpProtocol {
     eof: bool,
     phase: Phase,
     deadline: Option<DelayedCall>,
+    /// The replies are held (a failed AUTH's 535 waits `fail_delay`): nothing is written or
+    /// stepped until `DELAY_TIMER`.
+    held: bool,
     /// This session's place in `--max-connections-per-client`, given back as soon as the
     /// session is over (`close`), not when the client gets round to closing its socket.
     slot: Option<PeerSlot>,
@@ -133,6 +138,7 @@ impl SmtpProtocol {
             eof: false,
             phase: Phase::Idle,
             deadline: None,
+            held: false,
             slot: Some(slot),
         }
     }
@@ -146,6 +152,9 @@ impl SmtpProtocol {
 
     /// Runs the session as far as it goes.
     fn pump(&mut self, t: &mut Transport<'_>) {
+        if self.held {
+            return;
+        }
         match self.core.step(&mut self.out) {
             // The session waits in `delivering` until `notified` brings the result.
             Some(smtp::Action::Deliver(job)) => submit(&self.store, t.handle(), t.id(), job),
@@ -165,6 +174,11 @@ impl SmtpProtocol {
                     return;
                 }
             },
+            Some(smtp::Action::Delay(d)) => {
+                self.held = true;
+                t.call_later(d, DELAY_TIMER);
+                return;
+            }
             None => {}
         }
         if self.stopping && !self.core.in_transaction() {
@@ -256,10 +270,11 @@ impl Protocol for SmtpProtocol {
 
     fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
         self.core.feed(data);
-        if !self.core.delivering() {
+        if !self.core.delivering() && !self.held {
             self.pump(t);
         } else if self.core.pending_input() > PENDING_INPUT_MAX {
-            // Pipelined input piles up while the disk works: stop reading until it is done.
+            // Pipelined input piles up while the disk works (or a failed AUTH's answer
+            // waits): stop reading until it is done.
             t.pause_producing();
         }
     }
@@ -285,6 +300,11 @@ impl Protocol for SmtpProtocol {
     fn timer_fired(&mut self, t: &mut Transport<'_>, key: u64) {
         if key == DEADLINE_TIMER {
             self.deadline_fired(t);
+        } else if key == DELAY_TIMER && self.held {
+            self.held = false;
+            t.resume_producing();
+            self.flush(t);
+            self.pump(t);
         }
     }
 

@@ -40,6 +40,9 @@ pub enum Action {
     Close,
     /// Upgrade the connection to TLS once the replies are flushed (`Transport::start_tls`).
     StartTls,
+    /// Hold the replies so far (a failed AUTH's 535 last) for this long, then write them and
+    /// step again; nothing more is read meanwhile.
+    Delay(std::time::Duration),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -75,6 +78,8 @@ struct Session {
     errors: u32,
     /// Failed AUTHs in this session, whatever came between them (not reset by STARTTLS).
     auth_failures: u32,
+    /// A failed AUTH was just answered: the answer waits `fail_delay` ([`Action::Delay`]).
+    delay: bool,
     authed: Option<String>,
     tls: Tls,
     /// The message being made durable, for its log line once it is.
@@ -129,6 +134,7 @@ impl Smtp {
                 data: None,
                 errors: 0,
                 auth_failures: 0,
+                delay: false,
                 authed: None,
                 tls: Tls::of(&cfg, false),
                 delivering: None,
@@ -225,6 +231,9 @@ impl Smtp {
                     }
                     if action.is_some() {
                         return action;
+                    }
+                    if std::mem::take(&mut self.s.delay) {
+                        return Some(Action::Delay(self.s.cfg.fail_delay));
                     }
                 }
             }
@@ -598,6 +607,7 @@ impl Session {
             self.auth_failures += 1;
             log::info!(target: "twistrs.mail.smtp", "{}: authentication failed", self.peer);
             self.reply(out, 535, "5.7.8", "Authentication credentials invalid");
+            self.delay = !self.cfg.fail_delay.is_zero() && self.auth_failures < MAX_AUTH_FAILURES;
             if self.auth_failures >= MAX_AUTH_FAILURES {
                 // A password guesser gets a few tries per connection, not thousands.
                 log::info!(target: "twistrs.mail.smtp",
@@ -830,6 +840,7 @@ mod tests {
                     }
                     Some(Action::Close) => break 'outer,
                     Some(Action::StartTls) => upgrades += 1,
+                    Some(Action::Delay(_)) => {}
                     None => break,
                 }
             }
