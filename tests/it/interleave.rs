@@ -100,21 +100,7 @@ impl Held {
     /// Gives the zone to the one process blocked on the FIFO, if any (within 2 s), and leaves
     /// the gate closed for the next. True if one was.
     fn let_one_through(&self) -> bool {
-        let c = std::ffi::CString::new(self.fifo.as_os_str().as_encoded_bytes()).unwrap();
-        let end = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < end {
-            // SAFETY: open/write/close of a FIFO this test made.
-            unsafe {
-                let fd = libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK);
-                if fd >= 0 {
-                    libc::write(fd, ZONE.as_ptr().cast(), ZONE.len());
-                    libc::close(fd);
-                    return true;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        feed_fifo(&self.fifo, ZONE.as_bytes(), Duration::from_secs(2))
     }
 
     /// `twistrs restart` in the background, once the new process it starts is held at the
@@ -583,22 +569,7 @@ fn a_stop_while_the_workers_start_removes_the_unix_socket_files() {
     let d = Daemon {
         dir: tempfile::tempdir().unwrap(),
     };
-    let feed = |pem: &[u8]| -> bool {
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            // SAFETY: open/write/close of the FIFO this test made.
-            unsafe {
-                let fd = libc::open(cf.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK);
-                if fd >= 0 {
-                    libc::write(fd, pem.as_ptr().cast(), pem.len());
-                    libc::close(fd);
-                    return true;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    };
+    let feed = |pem: &[u8]| -> bool { feed_fifo(&fifo, pem, Duration::from_secs(5)) };
     let starter = spawn_in(
         d.dir.path(),
         &[

@@ -566,3 +566,24 @@ pub fn python_ready(script: &str, arg: &std::path::Path) -> std::process::Child 
     assert_eq!(line.trim(), "ready");
     child
 }
+
+/// Writes `data` to the FIFO at `path` for the one process blocked reading it, if one opens
+/// it for reading within `within` (a non-blocking open for writing fails with ENXIO until a
+/// reader waits). True if one did. Tests hold a start at a file read this way.
+pub fn feed_fifo(path: &std::path::Path, data: &[u8], within: Duration) -> bool {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("a path");
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        // SAFETY: open/write/close of a FIFO the test made, with a valid C string.
+        unsafe {
+            let fd = libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK);
+            if fd >= 0 {
+                libc::write(fd, data.as_ptr().cast(), data.len());
+                libc::close(fd);
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
