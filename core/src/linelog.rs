@@ -38,15 +38,7 @@ fn open_append(path: &Path) -> io::Result<File> {
 pub fn check_append(path: &Path) -> io::Result<File> {
     match OpenOptions::new().append(true).open(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let dir = match path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            use nix::unistd::{AccessFlags, access};
-            access(dir, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|e| {
-                let e = io::Error::from(e);
-                io::Error::new(e.kind(), format!("{}: {e}", dir.display()))
-            })?;
+            crate::plugin::writable_dir(crate::plugin::dir_of(path))?;
             OpenOptions::new().append(true).open("/dev/null")
         }
         other => other,

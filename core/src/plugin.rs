@@ -45,6 +45,30 @@ pub fn checking() -> bool {
     CHECKING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// The directory a file at `path` would be made in: its parent, `.` for a bare name.
+pub fn dir_of(path: &std::path::Path) -> &std::path::Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    }
+}
+
+/// Checks, without making anything, that a file could be created in `dir` as a start
+/// would create it (a check's stand-in for the create): a directory we may write and
+/// search. The error names `dir`.
+pub fn writable_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use nix::unistd::{AccessFlags, access};
+    let named =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display()));
+    if !std::fs::metadata(dir).map_err(named)?.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    access(dir, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|e| named(e.into()))
+}
+
 /// Marks this process as a check ([`checking`]); the launcher calls it before building the
 /// service.
 pub fn set_checking() {

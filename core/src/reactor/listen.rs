@@ -251,42 +251,16 @@ fn unix_standin(path: &Path, lockfile: bool, probe: bool) -> io::Result<OwnedFd>
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     socket2::SockAddr::unix(path)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !std::fs::metadata(dir)?.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotADirectory,
-            format!("{} is not a directory", dir.display()),
-        ));
-    }
-    nix::unistd::access(
-        dir,
-        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
-    )
-    .map_err(|e| {
-        let e = io::Error::from(e);
-        io::Error::new(e.kind(), format!("{}: {e}", dir.display()))
-    })?;
-    if let Ok(md) = std::fs::symlink_metadata(path)
-        && !md.file_type().is_socket()
-    {
+    crate::plugin::writable_dir(crate::plugin::dir_of(path))?;
+    let there = std::fs::symlink_metadata(path).ok();
+    if there.as_ref().is_some_and(|md| !md.file_type().is_socket()) {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             "a file that is not a socket is in the way",
         ));
     }
-    if probe && std::fs::symlink_metadata(path).is_ok() {
-        let mut lock = path.as_os_str().to_owned();
-        lock.push(".lock");
-        let live = std::fs::read_link(&lock)
-            .ok()
-            .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()))
-            .is_some_and(|pid| {
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-                    .map_or_else(|e| e == nix::errno::Errno::EPERM, |_| true)
-            });
+    if probe && there.is_some() {
+        let live = lock_owner(&lock_path(path)).is_some_and(|pid| pid != std::process::id());
         if !lockfile || live {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
@@ -307,12 +281,29 @@ fn unix_standin(path: &Path, lockfile: bool, probe: bool) -> io::Result<OwnedFd>
     Ok(std::os::unix::net::UnixListener::bind_addr(&addr)?.into())
 }
 
+/// `PATH.lock`, the symlink naming the process that holds a UNIX socket's path.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut lock = path.as_os_str().to_owned();
+    lock.push(".lock");
+    PathBuf::from(lock)
+}
+
+/// The live process the lock `lock` names, if any (one we may not signal is alive too).
+fn lock_owner(lock: &Path) -> Option<u32> {
+    let pid = std::fs::read_link(lock)
+        .ok()?
+        .to_str()?
+        .parse::<i32>()
+        .ok()?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+        .map_or_else(|e| e == nix::errno::Errno::EPERM, |_| true)
+        .then_some(pid as u32)
+}
+
 /// Takes the `PATH.lock` symlink (Twisted's `FilesystemLock`): a lock naming a live process
 /// means the socket is in use; a stale one is replaced, and so is a stale socket file.
 fn lock_unix_path(path: &Path) -> io::Result<PathBuf> {
-    let mut lock = path.as_os_str().to_owned();
-    lock.push(".lock");
-    let lock = PathBuf::from(lock);
+    let lock = lock_path(path);
     let me = std::process::id().to_string();
     for _ in 0..3 {
         match std::os::unix::fs::symlink(&me, &lock) {
@@ -325,15 +316,7 @@ fn lock_unix_path(path: &Path) -> io::Result<PathBuf> {
                 return Ok(lock);
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let owner = std::fs::read_link(&lock)
-                    .ok()
-                    .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
-                let alive = owner.is_some_and(|pid| {
-                    pid as u32 != std::process::id()
-                        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-                            .map_or_else(|e| e == nix::errno::Errno::EPERM, |_| true)
-                });
-                if alive {
+                if lock_owner(&lock).is_some_and(|pid| pid != std::process::id()) {
                     return Err(io::Error::new(
                         io::ErrorKind::AddrInUse,
                         format!("locked by a running process ({})", lock.display()),
@@ -581,9 +564,7 @@ impl Reactor {
                 // server's, if any, and left alone.
                 let real = !self.check_only;
                 let lock = (*lockfile && real).then(|| {
-                    let mut l = path.as_os_str().to_owned();
-                    l.push(".lock");
-                    let l = PathBuf::from(l);
+                    let l = lock_path(path);
                     // The lock names the process that will remove the socket at exit.
                     let _ = std::fs::remove_file(&l);
                     let _ = std::os::unix::fs::symlink(std::process::id().to_string(), &l);

@@ -144,13 +144,8 @@ pub fn could_create(dir: &Path) -> std::io::Result<()> {
             }
             Ok(_) if at == dir => return Ok(()),
             Ok(_) => {
-                use nix::unistd::{AccessFlags, access};
-                return access(at, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|e| {
-                    let e = std::io::Error::from(e);
-                    std::io::Error::new(
-                        e.kind(),
-                        format!("cannot create {}: {}: {e}", dir.display(), at.display()),
-                    )
+                return twistrs_core::plugin::writable_dir(at).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
                 });
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => match at.parent() {
