@@ -236,7 +236,7 @@ impl Http {
                             };
                             if matches!(self.state, State::Body(1..) | State::Chunked(_)) {
                                 let timer = t.call_later(self.site.timeout, BODY_TIMER);
-                                self.body = Some((Instant::now(), 0, timer));
+                                self.body = Some((t.handle().now(), 0, timer));
                             }
                             self.request(t, req);
                             if self.backed_up(t) {
@@ -271,11 +271,11 @@ impl Http {
             // Not reading because our own output is backed up: the client is not late, and
             // its clock starts again.
             let timer = t.call_later(self.site.timeout, BODY_TIMER);
-            self.body = Some((Instant::now(), 0, timer));
+            self.body = Some((t.handle().now(), 0, timer));
             return;
         }
         let allowed = self.site.timeout + Duration::from_secs(read / BODY_MIN_RATE);
-        let elapsed = start.elapsed();
+        let elapsed = t.handle().now().saturating_duration_since(start);
         if elapsed < allowed {
             let timer = t.call_later(allowed - elapsed, BODY_TIMER);
             self.body = Some((start, read, timer));
