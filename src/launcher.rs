@@ -449,13 +449,7 @@ fn start(
             if let Some(p) = pidfile {
                 p.remove();
             }
-            // A worker stopped by a signal of its own (systemd's SIGTERM to every process)
-            // says which one it is too: "Server Shut Down." is the master's line.
-            match workers::this_worker() {
-                Some(w) => log::info!(target: LAUNCHER,
-                    "Worker {} (PID {}) shut down.", w.index, std::process::id()),
-                None => log::info!(target: LAUNCHER, "Server Shut Down."),
-            }
+            log_shut_down();
             log::logger().flush();
             exit_with_signal(sig);
         }
@@ -463,12 +457,7 @@ fn start(
             if let Some(p) = pidfile {
                 p.remove();
             }
-            // One log for master and workers: a worker's last line says which one it is.
-            match workers::this_worker() {
-                Some(w) => log::info!(target: LAUNCHER,
-                    "Worker {} (PID {}) shut down.", w.index, std::process::id()),
-                None => log::info!(target: LAUNCHER, "Server Shut Down."),
-            }
+            log_shut_down();
             Ok(0)
         }
         Ok(Ended::HandedOver(pid)) => {
@@ -528,6 +517,17 @@ fn clone_dest(d: &Destination) -> Destination {
         Destination::Stderr => Destination::Stderr,
         Destination::File(p) => Destination::File(p.clone()),
         Destination::Syslog(i) => Destination::Syslog(i.clone()),
+    }
+}
+
+/// twistd's last line, "Server Shut Down.", is the master's: in the one log master and
+/// workers share, a worker's last line says which one it is (whether its master or a signal
+/// of its own, systemd's SIGTERM to every process, stopped it).
+fn log_shut_down() {
+    match workers::this_worker() {
+        Some(w) => log::info!(target: LAUNCHER,
+            "Worker {} (PID {}) shut down.", w.index, std::process::id()),
+        None => log::info!(target: LAUNCHER, "Server Shut Down."),
     }
 }
 

@@ -642,31 +642,31 @@ pub(crate) fn master(
         .collect();
     let known = known.join(",");
     let mut restart_due = false;
-    match start_workers(&mut pool, &mut reactor, &known, &mut restart_due) {
+    let started = start_workers(&mut pool, &mut reactor, &known, &mut restart_due);
+    if let Ok(Some(sig)) = started {
+        let name = twistrs_core::process::signal_name(sig);
+        log::info!(target: "twistrs.reactor", "Received {name} while the workers started, shutting down.");
+    }
+    if !matches!(started, Ok(None)) {
+        pool.stop_all(&mut reactor, Duration::from_secs(1));
+        // A start that failed or was stopped leaves no socket file behind, as a single
+        // process's does; a restart's successor leaves them to its predecessor, which
+        // serves on them.
+        if !successor {
+            remove_unix_sockets(&pool.listeners);
+        }
+    }
+    match started {
         Ok(None) => {}
         // A stop before every worker served: the start did not complete (the waiting starter,
         // or a restart's predecessor, hears why), and the master ends as a stop ends it.
         Ok(Some(sig)) => {
             let name = twistrs_core::process::signal_name(sig);
-            let msg = format!("stopped by {name} while the workers started");
-            log::info!(target: "twistrs.reactor", "Received {name} while the workers started, shutting down.");
-            pool.stop_all(&mut reactor, Duration::from_secs(1));
-            status.fail(&msg);
-            // A restart's successor leaves them to its predecessor, which serves on them.
-            if !successor {
-                remove_unix_sockets(&pool.listeners);
-            }
+            status.fail(&format!("stopped by {name} while the workers started"));
             log::info!(target: "twistrs.reactor", "Main loop terminated.");
             return Ok(Ended::Signal(sig));
         }
-        Err(e) => {
-            pool.stop_all(&mut reactor, Duration::from_secs(1));
-            // A failed start leaves no socket file behind, as a single process's does.
-            if !successor {
-                remove_unix_sockets(&pool.listeners);
-            }
-            return Err(e);
-        }
+        Err(e) => return Err(e),
     }
     if successor && let Some(p) = pidfile.as_mut() {
         p.write_pid()
