@@ -110,6 +110,11 @@ fn a_check_beside_the_running_daemon_takes_nothing_and_changes_nothing() {
             .to_string(),
         pid.trim()
     );
+    // Without the pidfile to say the socket is ours, the probe finds its lock naming a
+    // live process: a start would be refused the path, and so is the check.
+    let (code, out, err) = run_in(dir, &["--check", "--pidfile=", "web", "--listen", &unix]);
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(err.contains("its lock names a running process"), "{err}");
     // A check of a control command is refused, not run: `--check stop` stops nothing.
     for cmd in ["stop", "restart", "reload"] {
         let (code, out, err) = run_in(dir, &["--check", cmd]);
