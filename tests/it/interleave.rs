@@ -143,6 +143,18 @@ fn finish(child: Child, secs: u64) -> (i32, String, String) {
 }
 
 /// The live twistrs processes that `pid` is or started (its descendants), from /proc.
+/// Whether `pid` and every process under it end within `secs` seconds.
+fn gone(pid: u32, secs: u64) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !family(pid).is_empty() {
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
 fn family(pid: u32) -> Vec<u32> {
     let mut out = vec![];
     if stat(pid).is_some_and(|(s, _)| s != 'Z') {
@@ -737,11 +749,7 @@ fn two_stop_signals_at_once(workers: &str) {
     // Still draining: the busy connection is served past the second signal.
     keep_busy(&mut c, 1.5).unwrap_or_else(|e| panic!("cut: {e}\n{}", d.log()));
     drop(c);
-    let end = Instant::now() + Duration::from_secs(8);
-    while !family(pid).is_empty() {
-        assert!(Instant::now() < end, "{}", d.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(gone(pid, 8), "{}", d.log());
     let log = d.log();
     assert!(!log.contains("again: closing"), "{log}");
     assert!(!log.contains("SIGQUIT"), "{log}");
@@ -773,19 +781,11 @@ fn stop_signal_to_the_old_process_after_a_hand_over(workers: &str) {
     // the successor wrote it).
     // SAFETY: a signal to the daemon this test started.
     unsafe { libc::kill(old as i32, libc::SIGTERM) };
-    let end = Instant::now() + Duration::from_secs(5);
-    while !family(new).is_empty() {
-        assert!(Instant::now() < end, "PID {new} serves on\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(gone(new, 5), "PID {new} serves on\n{}", d.log());
     // The old one's drain goes on meanwhile.
     keep_busy(&mut c, 0.3).unwrap_or_else(|e| panic!("cut: {e}\n{}", d.log()));
     drop(c);
-    let end = Instant::now() + Duration::from_secs(8);
-    while !family(old).is_empty() {
-        assert!(Instant::now() < end, "{}", d.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(gone(old, 8), "{}", d.log());
     let log = d.log();
     assert!(
         log.contains(&format!(
