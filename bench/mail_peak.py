@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """bench/mail_peak.py: the peak RSS (VmHWM) of a twistrs mail server while concurrent SMTP
-sessions send it large messages, for each binary given, side by side, REPS times each.
+sessions send it large messages, and the RSS it keeps a second after the last one (VmRSS),
+for each binary given, side by side, REPS times each.
 
 Run by hand, not in CI (see bench/README.md, "Peak memory with large messages"):
 
@@ -8,8 +9,8 @@ Run by hand, not in CI (see bench/README.md, "Peak memory with large messages"):
 
 Each run starts BIN in the foreground on a port of its own on 127.0.0.1, with a Maildir in a
 temporary directory, sends SESSIONS x ROUNDS messages of SIZE MiB with smtplib (one thread
-per session), checks every one is in new/, reads VmHWM, and stops the server by PID. It prints
-each run and the median per binary.
+per session), checks every one is in new/, reads VmHWM, waits a second and reads VmRSS, and
+stops the server by PID. It prints each run and the medians per binary.
 """
 import argparse, os, shutil, smtplib, socket, statistics, subprocess, tempfile, threading, time
 
@@ -57,17 +58,23 @@ def run(binary, size_mib, sessions, rounds):
         for t in threads:
             t.join(300)
         elapsed = time.time() - t0
-        status = open("/proc/%d/status" % p.pid).read()
-        hwm = int([l.split()[1] for l in status.splitlines() if l.startswith("VmHWM")][0])
+        hwm = status_kib(p.pid, "VmHWM")
+        time.sleep(1)  # the delivery threads' last frees
+        kept = status_kib(p.pid, "VmRSS")
         delivered = len(os.listdir(d + "/example.com/joe/new"))
         if errors or delivered != sessions * rounds:
             raise SystemExit("%s: %d of %d delivered, errors %s" % (binary, delivered,
                                                                     sessions * rounds, errors))
-        return hwm, elapsed
+        return hwm, kept, elapsed
     finally:
         p.terminate()
         p.wait(30)
         shutil.rmtree(d, ignore_errors=True)
+
+
+def status_kib(pid, field):
+    status = open("/proc/%d/status" % pid).read()
+    return int([l.split()[1] for l in status.splitlines() if l.startswith(field)][0])
 
 
 def main():
@@ -79,16 +86,21 @@ def main():
     a.add_argument("binaries", nargs="+")
     o = a.parse_args()
     peaks = {b: [] for b in o.binaries}
+    kepts = {b: [] for b in o.binaries}
     for i in range(o.reps):
         for b in o.binaries:  # interleaved, so a slow moment hits every binary alike
-            hwm, el = run(b, o.size_mib, o.sessions, o.rounds)
+            hwm, kept, el = run(b, o.size_mib, o.sessions, o.rounds)
             peaks[b].append(hwm)
-            print("%s: %d x %d MiB in %.2f s, VmHWM %d KiB" % (b, o.sessions * o.rounds,
-                                                               o.size_mib, el, hwm))
+            kepts[b].append(kept)
+            print("%s: %d x %d MiB in %.2f s, VmHWM %d KiB, VmRSS after %d KiB"
+                  % (b, o.sessions * o.rounds, o.size_mib, el, hwm, kept))
     base = statistics.median(peaks[o.binaries[0]])
+    kbase = statistics.median(kepts[o.binaries[0]])
     for b in o.binaries:
         m = statistics.median(peaks[b])
-        print("median %s: %d KiB (%.2fx the first)" % (b, m, m / base))
+        k = statistics.median(kepts[b])
+        print("median %s: peak %d KiB (%.2fx the first), kept %d KiB (%.2fx the first)"
+              % (b, m, m / base, k, k / kbase))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ const EXIT_FAILURE: i32 = 1;
 /// with 128+signal and this function does not return.
 pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i32 {
     close_inherited_on_exec();
+    return_large_buffers();
     let args: Vec<OsString> = args.into_iter().collect();
     if let Err(e) = crate::registry::check_names(&plugins) {
         eprintln!("twistrs: {e}");
@@ -938,6 +939,28 @@ fn close_inherited_on_exec() {
             libc::c_uint::MAX,
             libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
         );
+    }
+}
+
+/// Fixes glibc's mmap threshold at its default (128 KiB) so that every large buffer (a
+/// mail's DATA, a relay's or a TLS peer's backlog) goes back to the system when freed. Left
+/// dynamic, glibc raises the threshold to the size of the first large buffer freed, and the
+/// next one of that size comes from the heap and stays resident: 10 MB held for good after
+/// the second 10 MiB message (bench/README.md, "Memory after large messages"). An operator's
+/// own `MALLOC_MMAP_THRESHOLD_` or `GLIBC_TUNABLES` wins.
+fn return_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let tuned = std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some()
+            || std::env::var_os("GLIBC_TUNABLES")
+                .is_some_and(|t| t.to_string_lossy().contains("mmap_threshold"));
+        if !tuned {
+            // SAFETY: mallopt only sets an allocator parameter; nothing is allocated yet on
+            // another thread (none has been started).
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+            }
+        }
     }
 }
 
