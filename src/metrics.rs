@@ -597,8 +597,63 @@ pub(crate) fn render(stats: &[ListenerStats], ports: &[PortStats]) -> String {
             }
         }
     }
+    render_tls(&mut out, stats, &labels);
     out
 }
+
+/// The TLS series, for the listeners that serve TLS (or took STARTTLS): handshakes done and
+/// failed, and each certificate's expiry, which an operator alerts on before clients do.
+fn render_tls(out: &mut String, stats: &[ListenerStats], labels: &[String]) {
+    let tls: Vec<(&ListenerStats, &String)> = stats
+        .iter()
+        .zip(labels)
+        .filter(|(s, _)| {
+            !s.certificates.is_empty() || s.tls_handshakes > 0 || s.tls_handshake_failures > 0
+        })
+        .collect();
+    if tls.is_empty() {
+        return;
+    }
+    let counts: [Series; 2] = [
+        (
+            "twistrs_tls_handshakes_total",
+            "counter",
+            "TLS handshakes completed.",
+            |s| s.tls_handshakes,
+        ),
+        (
+            "twistrs_tls_handshake_failures_total",
+            "counter",
+            "TLS connections closed before their handshake completed (refused, timed out, or \
+             left by the client).",
+            |s| s.tls_handshake_failures,
+        ),
+    ];
+    for (name, kind, help, get) in counts {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+        for (s, labels) in &tls {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", get(s));
+        }
+    }
+    if tls.iter().any(|(s, _)| !s.certificates.is_empty()) {
+        let name = CERT_EXPIRY;
+        let _ = write!(
+            out,
+            "# HELP {name} When a certificate in service expires (its notAfter), in seconds \
+             since the epoch.\n# TYPE {name} gauge\n"
+        );
+        for (s, labels) in &tls {
+            for (file, t) in &s.certificates {
+                let file = render_labels(&[("file", file)]);
+                let _ = writeln!(out, "{name}{{{labels},{file}}} {t}");
+            }
+        }
+    }
+}
+
+/// The certificates' expiry: the same file in every worker, so merged by the earliest, not
+/// summed (workers that reloaded at different moments may briefly differ).
+const CERT_EXPIRY: &str = "twistrs_tls_certificate_expiry_timestamp_seconds";
 
 /// Families a master's exposition gives for the whole service, taken from the master alone:
 /// one start time, one descriptor limit, one version (summed, they would mean nothing).
@@ -754,6 +809,11 @@ fn add_exposition(families: &mut Vec<Family>, text: &str, master: bool) {
             continue;
         }
         match f.samples.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) if f.name == CERT_EXPIRY => {
+                if value.float() < v.float() {
+                    *v = value;
+                }
+            }
             Some((_, v)) => *v = v.add(value),
             None => f.samples.push((key.to_string(), value)),
         }
@@ -911,6 +971,22 @@ mod tests {
             # HELP lat L.\n# TYPE lat histogram\nlat_bucket{le=\"1\"} 3\nlat_bucket{le=\"+Inf\"} 5\n\
             lat_sum 0.75\nlat_count 5\n";
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn certificate_expiry_is_merged_by_the_earliest_not_summed() {
+        let head = "# HELP twistrs_tls_certificate_expiry_timestamp_seconds E.\n\
+            # TYPE twistrs_tls_certificate_expiry_timestamp_seconds gauge\n";
+        let sample = |t: u64| {
+            format!(
+                "{head}twistrs_tls_certificate_expiry_timestamp_seconds\
+                 {{factory=\"Site\",listener=\"ssl:443\",file=\"/c.pem\"}} {t}\n"
+            )
+        };
+        let out = merge("", &[sample(2_000_000_000), sample(1_900_000_000)]);
+        assert_eq!(out, sample(1_900_000_000));
+        let out = merge("", &[sample(1_900_000_000), sample(2_000_000_000)]);
+        assert_eq!(out, sample(1_900_000_000));
     }
 
     #[test]

@@ -96,6 +96,12 @@ fn linger_read(socket: &mut impl Read, buf: &mut [u8]) -> Option<Reason> {
 }
 
 impl<S: Socket> Conn<S> {
+    /// For a TLS connection (from its start, or after STARTTLS), whether its handshake has
+    /// completed; `None` for plaintext. Counted by the metrics when it closes.
+    pub(crate) fn tls_done(&self) -> Option<bool> {
+        self.st.is(Flag::Secure).then(|| !self.socket.handshaking())
+    }
+
     pub(crate) fn new(socket: S, st: ConnState) -> Self {
         Conn { socket, st }
     }

@@ -1096,3 +1096,202 @@ fn a_socks_bind_never_joined_is_not_counted_as_a_relay() {
         "{body}"
     );
 }
+
+/// The certificate's notAfter in seconds since 1970, as Python's ssl module reads it.
+fn not_after(cert: &std::path::Path) -> i64 {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import ssl, sys; \
+             print(int(ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(sys.argv[1])['notAfter'])))",
+        ])
+        .arg(cert)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+/// `n` TLS 1.3 sessions to `port` that each echo one line (Python's ssl, verification off:
+/// the certificate is self-signed).
+fn tls_echoes(port: u16, n: usize) {
+    let script = "import socket, ssl, sys\n\
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n\
+        ctx.check_hostname = False\n\
+        ctx.verify_mode = ssl.CERT_NONE\n\
+        for i in range(int(sys.argv[2])):\n\
+        \x20   with socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5) as s:\n\
+        \x20       with ctx.wrap_socket(s) as t:\n\
+        \x20           t.sendall(b'hi\\n')\n\
+        \x20           assert t.recv(3) == b'hi\\n'\n";
+    let out = Command::new("python3")
+        .args(["-c", script, &port.to_string(), &n.to_string()])
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Handshakes done and failed are counted per listener, and each certificate in service has
+/// its expiry, which follows a reload (and stays when the reload fails).
+#[test]
+fn tls_handshakes_failures_and_certificate_expiry_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = crate::tls::self_signed(dir.path(), "first");
+    let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+    std::fs::copy(&first.key, &key).unwrap();
+    std::fs::copy(&first.cert, &cert).unwrap();
+    let listen = format!(
+        "ssl:0:interface=127.0.0.1:privateKey={}:certKey={}",
+        key.display(),
+        cert.display()
+    );
+    let mut srv = Server::start(&["--metrics", LOCAL, "echo", "--listen", &listen]);
+    let (metrics, tls) = (port_of(&srv, "Metrics"), port_of(&srv, "Echo (TLS)"));
+    tls_echoes(tls, 2);
+    // Two that fail: plaintext, and a client gone before it said anything.
+    let mut c = connect(SocketAddr::from(([127, 0, 0, 1], tls)));
+    send(&mut c, b"GET / HTTP/1.0\r\n\r\n");
+    let _ = read_to_end(&mut c);
+    drop(connect(SocketAddr::from(([127, 0, 0, 1], tls))));
+    // The endpoint as the listener normalised it (its keywords in their own order).
+    let prefix = "twistrs_connections_accepted_total{factory=\"Echo\",listener=\"";
+    let listen = get(metrics, "/metrics")
+        .1
+        .lines()
+        .find_map(|l| Some(l.strip_prefix(prefix)?.split_once('"')?.0.to_string()))
+        .unwrap_or_else(|| panic!("no Echo listener in the metrics"));
+    assert!(listen.starts_with("ssl:0:"), "{listen}");
+    let on = |name: &str| format!("{name}{{factory=\"Echo\",listener=\"{listen}\"}}");
+    let expiry = |file: &std::path::Path| {
+        format!(
+            "twistrs_tls_certificate_expiry_timestamp_seconds{{factory=\"Echo\",listener=\"{listen}\",file=\"{}\"}}",
+            file.display()
+        )
+    };
+    let body = scrape_until(metrics, |b| {
+        series(b, &on("twistrs_tls_handshake_failures_total")) == Some(2)
+            && series(b, &on("twistrs_connections_open")) == Some(0)
+    });
+    assert_series(
+        &body,
+        &[
+            (on("twistrs_tls_handshakes_total"), 2),
+            (on("twistrs_tls_handshake_failures_total"), 2),
+            (expiry(&cert), not_after(&first.cert)),
+        ],
+    );
+    // The metrics listener itself is plaintext: no TLS series of its own.
+    assert!(
+        !body
+            .lines()
+            .any(|l| l.starts_with("twistrs_tls_") && l.contains("factory=\"Metrics\"")),
+        "{body}"
+    );
+    promtool_check(
+        "tls_handshakes_failures_and_certificate_expiry_are_reported",
+        &body,
+    );
+
+    // A certificate valid for longer, then a reload: the new expiry is the one in service.
+    crate::tls::openssl(
+        dir.path(),
+        "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+         -subj /CN=localhost -keyout second-key.pem -out second-cert.pem",
+    );
+    let second = dir.path().join("second-cert.pem");
+    std::fs::copy(dir.path().join("second-key.pem"), &key).unwrap();
+    std::fs::copy(&second, &cert).unwrap();
+    let later = not_after(&second);
+    assert_ne!(later, not_after(&first.cert));
+    srv.signal(libc::SIGHUP);
+    let body = scrape_until(metrics, |b| series(b, &expiry(&cert)) == Some(later));
+    assert_eq!(series(&body, &expiry(&cert)), Some(later), "{body}");
+    // A reload that fails keeps the certificate in service, and its expiry.
+    std::fs::write(&cert, "garbage").unwrap();
+    srv.signal(libc::SIGHUP);
+    srv.wait_until(
+        |l| l.iter().any(|x| x.contains("Certificates not reloaded")),
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|| panic!("no failed reload: {:?}", srv.lines()));
+    let body = get(metrics, "/metrics").1;
+    assert_eq!(series(&body, &expiry(&cert)), Some(later), "{body}");
+    srv.term();
+}
+
+/// With `--workers 2` and a `tls:` directory: one expiry per certificate file, the same as
+/// each worker's (not the sum of theirs), and the workers' handshakes added up.
+#[test]
+fn with_workers_a_tls_directory_has_one_expiry_per_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let a = crate::tls::self_signed(&certs, "a");
+    crate::tls::openssl(
+        &certs,
+        "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 40 \
+         -subj /CN=b.test -addext subjectAltName=DNS:b.test -keyout b-key.pem -out b-cert.pem",
+    );
+    // self_signed also left a.pem (key and certificate in one): keep one file per pair.
+    std::fs::remove_file(&a.both).unwrap();
+    let b = certs.join("b-cert.pem");
+    let listen = format!("tls:{}:port=0:interface=127.0.0.1", certs.display());
+    let mut srv = Server::start(&[
+        "--workers",
+        "2",
+        "--metrics",
+        LOCAL,
+        "echo",
+        "--listen",
+        &listen,
+    ]);
+    let (metrics, tls) = (port_of(&srv, "Metrics"), port_of(&srv, "Echo (TLS)"));
+    tls_echoes(tls, 6);
+    let prefix = "twistrs_tls_handshakes_total{factory=\"Echo\",listener=\"";
+    let body = scrape_until(metrics, |b| {
+        b.lines()
+            .any(|l| l.starts_with(prefix) && l.ends_with(" 6"))
+    });
+    let label = body
+        .lines()
+        .find_map(|l| Some(l.strip_prefix(prefix)?.split_once('"')?.0.to_string()))
+        .unwrap_or_else(|| panic!("no handshakes series:\n{body}"));
+    let expiry = |file: &std::path::Path| {
+        format!(
+            "twistrs_tls_certificate_expiry_timestamp_seconds{{factory=\"Echo\",listener=\"{label}\",file=\"{}\"}}",
+            file.display()
+        )
+    };
+    assert_series(
+        &body,
+        &[
+            (
+                format!("twistrs_tls_handshakes_total{{factory=\"Echo\",listener=\"{label}\"}}"),
+                6,
+            ),
+            (expiry(&a.cert), not_after(&a.cert)),
+            (expiry(&b), not_after(&b)),
+        ],
+    );
+    let files = body
+        .lines()
+        .filter(|l| l.starts_with("twistrs_tls_certificate_expiry_timestamp_seconds{"))
+        .count();
+    assert_eq!(files, 2, "one series per certificate file:\n{body}");
+    promtool_check(
+        "with_workers_a_tls_directory_has_one_expiry_per_file",
+        &body,
+    );
+    srv.term();
+}

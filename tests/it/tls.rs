@@ -21,7 +21,7 @@ mod streams;
 const NEW_KEY: &str = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
 
 /// Runs `openssl ARGS` (split at spaces) in `dir`; panics with its stderr if it fails.
-fn openssl(dir: &Path, args: &str) {
+pub(crate) fn openssl(dir: &Path, args: &str) {
     let out = Command::new("openssl")
         .args(args.split_whitespace())
         .current_dir(dir)

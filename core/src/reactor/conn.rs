@@ -414,6 +414,11 @@ impl Reactor {
                     let counts = &mut slot.origins[c.origin as usize].counts;
                     counts.closed_received += c.conn.st.received;
                     counts.closed_sent += c.conn.st.out.sent;
+                    match c.conn.tls_done() {
+                        Some(true) => counts.closed_tls_done += 1,
+                        Some(false) => counts.closed_tls_failed += 1,
+                        None => {}
+                    }
                     self.connection_slot_freed(f as usize);
                 }
                 let mut d = Driver {

@@ -142,6 +142,11 @@ impl Listener {
             Target::HandOff { .. } => None,
         }
     }
+
+    /// Its TLS context, for a `ssl:` or `tls:` listener.
+    pub(crate) fn tls(&self) -> Option<&TlsContext> {
+        self.tls.as_deref()
+    }
 }
 
 /// A listening socket with what the listener table keeps about it: its local address, the

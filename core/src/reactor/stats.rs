@@ -13,6 +13,10 @@ pub(crate) struct Counts {
     /// Bytes of connections already closed; live ones add theirs at snapshot time.
     pub(crate) closed_received: u64,
     pub(crate) closed_sent: u64,
+    /// TLS connections already closed: with their handshake done, and without (it failed,
+    /// timed out, or the client left first); live ones add theirs at snapshot time.
+    pub(crate) closed_tls_done: u64,
+    pub(crate) closed_tls_failed: u64,
 }
 
 /// One endpoint a factory has listened on, with its counts.
@@ -55,6 +59,14 @@ pub struct ListenerStats {
     pub bytes_received: u64,
     /// Application bytes (files included, before TLS) sent to peers.
     pub bytes_sent: u64,
+    /// TLS handshakes completed (on a TLS listener, or after STARTTLS).
+    pub tls_handshakes: u64,
+    /// TLS connections closed before their handshake completed: refused, timed out, or
+    /// left by the client.
+    pub tls_handshake_failures: u64,
+    /// The listener's certificate files in service and each one's notAfter, in seconds since
+    /// 1970 (empty for a plain listener).
+    pub certificates: Vec<(String, i64)>,
 }
 
 /// One `udp:` listener's counters.
@@ -97,6 +109,8 @@ impl Reactor {
                 limit_pauses: o.counts.limit_pauses,
                 bytes_received: o.counts.closed_received,
                 bytes_sent: o.counts.closed_sent,
+                tls_handshakes: o.counts.closed_tls_done,
+                tls_handshake_failures: o.counts.closed_tls_failed,
                 ..ListenerStats::default()
             }));
         }
@@ -107,6 +121,13 @@ impl Reactor {
                     // A hand-off port (inetd's) belongs to no factory.
                     if let Some(f) = l.factory() {
                         listening[first[f] + l.origin as usize] = true;
+                        if let Some(tls) = l.tls() {
+                            out[first[f] + l.origin as usize].certificates = tls
+                                .certificates()
+                                .into_iter()
+                                .map(|(p, t)| (p.display().to_string(), t))
+                                .collect();
+                        }
                     }
                 }
                 Entry::Conn(c) => {
@@ -115,6 +136,9 @@ impl Reactor {
                         s.open += 1;
                         s.bytes_received += c.conn.st.received;
                         s.bytes_sent += c.conn.st.out.sent;
+                        if c.conn.tls_done() == Some(true) {
+                            s.tls_handshakes += 1;
+                        }
                     }
                 }
                 _ => {}

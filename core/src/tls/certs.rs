@@ -205,7 +205,7 @@ fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 }
 
 /// The certificate's notAfter, in seconds since 1970.
-fn not_after(cert: &[u8]) -> Option<i64> {
+pub(crate) fn not_after(cert: &[u8]) -> Option<i64> {
     let (_, certificate, _) = der_element(cert)?;
     let (_, mut tbs, _) = der_element(certificate)?;
     // version [0] (optional), serialNumber, signature, issuer, then validity.

@@ -91,6 +91,16 @@ pub struct TlsContext {
     /// Offered in ALPN, in order (the factory's protocols, such as `http/1.1`).
     alpn: Vec<Vec<u8>>,
     current: RefCell<Arc<ServerConfig>>,
+    /// The certificates `current` serves, for `certificates`.
+    served: RefCell<Served>,
+}
+
+/// Which certificate files a config serves: the one of `ssl:`, or what a `tls:` directory's
+/// resolver holds now (its re-scans change it without a new config).
+#[derive(Clone)]
+enum Served {
+    Files(Vec<(PathBuf, i64)>),
+    Dir(Arc<sni::DirResolver>),
 }
 
 impl fmt::Debug for TlsContext {
@@ -105,7 +115,7 @@ impl TlsContext {
     /// Loads the certificates of `spec`; every problem is an error naming the file.
     pub fn load(spec: &TlsSpec, alpn: &[&[u8]]) -> Result<TlsContext, CertError> {
         let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
-        let config = build(spec, &alpn)?;
+        let (config, served) = build(spec, &alpn)?;
         if let TlsSpec::Files {
             dh_parameters: Some(_),
             ..
@@ -123,6 +133,7 @@ impl TlsContext {
             spec: spec.clone(),
             alpn,
             current: RefCell::new(config),
+            served: RefCell::new(served),
         })
     }
 
@@ -154,8 +165,9 @@ impl TlsContext {
     /// reload (a SIGHUP), files that several contexts name are read and reported once.
     pub fn reload(&self) {
         match build(&self.spec, &self.alpn) {
-            Ok(config) => {
+            Ok((config, served)) => {
                 *self.current.borrow_mut() = config;
+                *self.served.borrow_mut() = served;
                 say_once(
                     log::Level::Info,
                     format!("Reloaded certificates ({}).", self.describe()),
@@ -165,6 +177,16 @@ impl TlsContext {
                 log::Level::Error,
                 format!("Certificates not reloaded, the old ones stay in service: {e}"),
             ),
+        }
+    }
+
+    /// Each certificate file in service for new handshakes, with its certificate's notAfter
+    /// in seconds since 1970 (the metrics' expiry series): what the last successful load
+    /// or reload read, and for a `tls:` directory what its latest scan serves.
+    pub fn certificates(&self) -> Vec<(PathBuf, i64)> {
+        match &*self.served.borrow() {
+            Served::Files(f) => f.clone(),
+            Served::Dir(r) => r.served(),
         }
     }
 
@@ -189,6 +211,7 @@ impl TlsContext {
 type Loaded = (
     Option<&'static [&'static rustls::SupportedProtocolVersion]>,
     Arc<dyn ResolvesServerCert>,
+    Served,
 );
 
 /// One reload in progress: what was read, by spec, and what was said.
@@ -265,16 +288,16 @@ fn loaded(spec: &TlsSpec, provider: &Arc<CryptoProvider>) -> Result<Loaded, Cert
 
 /// A server config for `spec`: TLS 1.2 and 1.3 (or what `sslmethod` narrows it to), no client
 /// certificates, `alpn` offered.
-fn build(spec: &TlsSpec, alpn: &[Vec<u8>]) -> Result<Arc<ServerConfig>, CertError> {
+fn build(spec: &TlsSpec, alpn: &[Vec<u8>]) -> Result<(Arc<ServerConfig>, Served), CertError> {
     let provider = provider();
-    let (versions, resolver) = loaded(spec, &provider)?;
+    let (versions, resolver, served) = loaded(spec, &provider)?;
     let builder = ServerConfig::builder_with_provider(provider);
     let builder = builder
         .with_protocol_versions(versions.unwrap_or(rustls::DEFAULT_VERSIONS))
         .map_err(|e| CertError::new(Path::new(""), e.to_string()))?;
     let mut config = builder.with_no_client_auth().with_cert_resolver(resolver);
     config.alpn_protocols = alpn.to_vec();
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), served))
 }
 
 /// Reads the files of `spec` (and checks `sslmethod`).
@@ -301,14 +324,22 @@ fn read_certs(spec: &TlsSpec, provider: &Arc<CryptoProvider>) -> Result<Loaded, 
                 extra_chain.as_deref(),
                 provider,
             )?;
+            let file = cert_key.as_deref().unwrap_or(private_key);
+            let served = key
+                .cert
+                .first()
+                .and_then(|c| certs::not_after(c))
+                .map(|t| vec![(file.to_path_buf(), t)])
+                .unwrap_or_default();
             (
                 versions,
                 Arc::new(rustls::sign::SingleCertAndKey::from(key)),
+                Served::Files(served),
             )
         }
-        TlsSpec::Dir(dir) => (
-            None,
-            Arc::new(sni::DirResolver::scan(dir, provider.clone())?),
-        ),
+        TlsSpec::Dir(dir) => {
+            let r = Arc::new(sni::DirResolver::scan(dir, provider.clone())?);
+            (None, r.clone(), Served::Dir(r))
+        }
     })
 }

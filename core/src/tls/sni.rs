@@ -34,6 +34,8 @@ const RESCAN_EVERY: Duration = Duration::from_secs(3);
 struct Certs {
     by_name: HashMap<String, Arc<CertifiedKey>>,
     default: Option<Arc<CertifiedKey>>,
+    /// Each file served and its certificate's notAfter (seconds since 1970), for metrics.
+    served: Vec<(PathBuf, i64)>,
 }
 
 /// The SNI resolver of a `tls:` endpoint.
@@ -82,6 +84,14 @@ impl DirResolver {
             rescanning: Arc::new(AtomicBool::new(false)),
             seen: Arc::new(Mutex::new(seen)),
         })
+    }
+
+    /// Each certificate file in service now and its notAfter (seconds since 1970).
+    pub(crate) fn served(&self) -> Vec<(PathBuf, i64)> {
+        self.certs
+            .read()
+            .map(|c| c.served.clone())
+            .unwrap_or_default()
     }
 
     /// Starts a re-scan on a thread of its own, unless one ran in the last few seconds.
@@ -228,6 +238,9 @@ fn scan(dir: &Path, provider: &CryptoProvider, strict: bool) -> Result<Certs, Ce
             continue;
         };
         certs::warn_if_expired(&file, &chain[0]);
+        if let Some(t) = certs::not_after(&chain[0]) {
+            out.served.push((file.clone(), t));
+        }
         let names: Vec<String> = ee.valid_dns_names().map(str::to_ascii_lowercase).collect();
         let pair = Arc::new(CertifiedKey::new(chain.clone(), key.clone()));
         for n in names {
