@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::error::Reason;
 use crate::output::Socket;
 use crate::protocol::Protocol;
-use crate::reactor::Handle;
+use crate::reactor::{Command, Handle};
 use crate::timer::Target;
 use crate::transport::{ConnState, Flag, IDLE_KEY, Phase, Producer, Transport};
 
@@ -219,6 +219,9 @@ impl<S: Socket> Conn<S> {
         reads: &mut usize,
     ) -> Result<(), Reason> {
         self.st.set(Flag::ReadPending, false);
+        if self.st.awaits_handshake() && self.st.reads() {
+            self.read_handshake(p, d)?;
+        }
         loop {
             if !self.st.reads() {
                 return Ok(());
@@ -251,15 +254,57 @@ impl<S: Socket> Conn<S> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    if e.kind() == io::ErrorKind::InvalidData {
-                        // Only TLS says so: plaintext or garbage on a TLS port, an old version.
-                        log::info!(target: &self.st.system(), "TLS failed: {e}; closing.");
-                    }
-                    return Err(Reason::Io(e));
-                }
+                Err(e) => return Err(self.read_failed(e)),
             }
         }
+    }
+
+    /// Why a read that failed with `e` closes the connection; a TLS failure is logged.
+    fn read_failed(&self, e: io::Error) -> Reason {
+        if e.kind() == io::ErrorKind::InvalidData {
+            // Only TLS says so: plaintext or garbage on a TLS port, an old version.
+            log::info!(target: &self.st.system(), "TLS failed: {e}; closing.");
+        }
+        Reason::Io(e)
+    }
+
+    /// Reads the TLS handshake of a connection whose relay waits for it to end (reading is
+    /// otherwise paused: `Transport::connect_relay`). Plaintext that came with the client's
+    /// last handshake message is kept for the destination; once the handshake is done, the
+    /// relay's connect is asked for again, now to be made. Bounded as `read` is: a handshake
+    /// takes a few reads.
+    fn read_handshake(&mut self, p: &mut dyn Protocol, d: &mut Driver<'_>) -> Result<(), Reason> {
+        for _ in 0..READS_PER_TURN {
+            if !self.socket.handshaking() {
+                if let Some(r) = self.st.take_deferred_relay() {
+                    d.handle.push(Command::ConnectRelay(r));
+                }
+                return Ok(());
+            }
+            match self.socket.read(d.buf) {
+                Ok(0) => {
+                    self.st.set(Flag::EofReceived, true);
+                    p.read_eof(&mut Transport::new(&mut self.st, d.handle));
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.st.received += n as u64;
+                    self.st.last_activity = d.handle.tick();
+                    self.st.keep_for_relay(&d.buf[..n]);
+                }
+                // The read that ends a handshake may bring no plaintext: the loop then asks.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.socket.handshaking() {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.read_failed(e)),
+            }
+        }
+        // Only a run of interruptions gets here: the next drive goes on.
+        self.st.set(Flag::ReadPending, true);
+        Ok(())
     }
 
     /// Producer flow control (Twisted's `IPushProducer`): pause above the high-water mark,

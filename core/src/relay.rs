@@ -6,8 +6,10 @@
 //! client stops, the reactor resolves the host on a worker thread, connects with a timeout,
 //! and joins the two connections; the protocol hears [`Protocol::relay_connected`] (it may
 //! still write its reply to the client, which goes before anything from the destination) or
-//! [`Protocol::relay_connection_failed`]. [`crate::Handle::join`] joins two connections that
-//! are already open (a SOCKS BIND).
+//! [`Protocol::relay_connection_failed`]. On a TLS connection whose handshake has not ended,
+//! the connect waits for its end (nginx's order, not twistd's): a client that never completes
+//! a handshake never reaches the destination. [`crate::Handle::join`] joins two connections
+//! that are already open (a SOCKS BIND).
 //!
 //! Once joined, the bytes no longer pass through the protocols: the reactor reads one side
 //! straight into the other's output, sending at once what the socket takes (no copy when

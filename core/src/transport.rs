@@ -121,6 +121,10 @@ struct Extra {
     /// The idle timeout fired (`Protocol::timeout_connection` was called): a relay's end
     /// line says so, not that a side closed.
     timed_out: bool,
+    /// A relay asked for before the TLS handshake ended: its connect waits for the end, so a
+    /// client that never completes a handshake never reaches the destination (nginx's order,
+    /// not twistd's).
+    relay_after_handshake: Option<Box<ConnectRelay>>,
 }
 
 /// A connection's yes-or-no states, one bit each of `ConnState::flags` (a byte where six
@@ -285,6 +289,38 @@ impl ConnState {
     /// Whether `Transport::reset_connection` asked for the close to be a reset.
     pub(crate) fn wants_reset(&self) -> bool {
         self.extra.as_ref().is_some_and(|e| e.reset)
+    }
+
+    /// Keeps relay `r` until the TLS handshake ends.
+    pub(crate) fn defer_relay(&mut self, r: Box<ConnectRelay>) {
+        self.extra
+            .get_or_insert_with(Default::default)
+            .relay_after_handshake = Some(r);
+    }
+
+    /// Whether a relay waits for the TLS handshake to end.
+    pub(crate) fn awaits_handshake(&self) -> bool {
+        self.extra
+            .as_ref()
+            .is_some_and(|e| e.relay_after_handshake.is_some())
+    }
+
+    /// Plaintext that came with the end of the handshake goes to the destination first.
+    pub(crate) fn keep_for_relay(&mut self, data: &[u8]) {
+        if let Some(r) = self
+            .extra
+            .as_mut()
+            .and_then(|e| e.relay_after_handshake.as_mut())
+        {
+            r.request.forward.extend_from_slice(data);
+        }
+    }
+
+    /// The relay that waited for the handshake, now that it has ended.
+    pub(crate) fn take_deferred_relay(&mut self) -> Option<Box<ConnectRelay>> {
+        self.extra
+            .as_mut()
+            .and_then(|e| e.relay_after_handshake.take())
     }
 
     /// Takes the upgrade asked for (it is happening).
@@ -866,7 +902,9 @@ impl<'a> Transport<'a> {
     /// relay ([`crate::relay`]). Reading from this connection stops at once; the protocol then
     /// hears `relay_connected` (joined: the bytes flow without it from then on) or
     /// `relay_connection_failed` (reading stays paused; the default closes). Ignored if the
-    /// connection is closing or already has a relay.
+    /// connection is closing or already has a relay. On a TLS connection whose handshake has
+    /// not ended (a forwarder asking in `connection_made`), the connect waits for the end:
+    /// plaintext, a failed handshake or one never finished opens nothing to the destination.
     pub fn connect_relay(&mut self, request: RelayRequest) {
         if self.st.link() != Link::None || !self.st.accepts_output() {
             return;

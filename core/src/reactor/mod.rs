@@ -669,10 +669,7 @@ impl Reactor {
                 } => self.start_accept_one(listener, factory, timeout, reg),
                 Command::OpenOwnedUdp { sock, proto, reg } => self.add_owned_udp(sock, proto, reg),
                 Command::CloseOwned(reg) => self.close_owned(&reg),
-                Command::ConnectRelay(r) => {
-                    let (dest, timeout) = (r.request.dest.clone(), r.request.connect_timeout);
-                    self.connect(dest, connect::Client::Relay(r), timeout);
-                }
+                Command::ConnectRelay(r) => self.connect_relay(r),
                 Command::Join {
                     client,
                     dest,

@@ -15,6 +15,26 @@ use crate::tls::stream::TlsStream;
 use crate::transport::{ConnId, ConnState, Flag, Transport};
 
 impl Reactor {
+    /// `Transport::connect_relay`: connects to the destination, unless the client's TLS
+    /// handshake has not ended. Then the request waits in the client's state, the handshake
+    /// is read (nothing else), and its end asks again (`Conn::read_handshake`); a client that
+    /// fails or never finishes its handshake closes without a connection ever made for it.
+    pub(crate) fn connect_relay(&mut self, r: Box<ConnectRelay>) {
+        if let Some(c) = self.conn_mut(r.from)
+            && c.conn.st.link() == Link::Pending
+            && c.conn.socket.handshaking()
+        {
+            let key = r.from.key as usize;
+            c.conn.st.defer_relay(r);
+            // The handshake may be waiting already: no readiness edge will come for it.
+            c.conn.st.set(Flag::ReadPending, true);
+            self.redrive.push(key);
+            return;
+        }
+        let (dest, timeout) = (r.request.dest.clone(), r.request.connect_timeout);
+        self.connect(dest, super::connect::Client::Relay(r), timeout);
+    }
+
     /// The outgoing connection of a relay is up (in slot `key`, still registered from its
     /// connect): adopt it, join it with the connection that asked, and tell that one's
     /// protocol.

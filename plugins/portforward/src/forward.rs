@@ -1,5 +1,6 @@
-//! The forwarder's protocol: ask the core for a relay as soon as a client connects, log why
-//! one could not be made, and log each relay's end with what it carried.
+//! The forwarder's protocol: ask the core for a relay as soon as a client connects (on a TLS
+//! port the core connects once the client's handshake has ended), log why one could not be
+//! made, and log each relay's end with what it carried.
 
 use std::rc::Rc;
 use std::time::Duration;

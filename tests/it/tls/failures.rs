@@ -205,7 +205,7 @@ fn an_expired_certificate_is_a_warning() {
 }
 
 /// Reads until the server closes (EOF or a reset); what came before.
-fn read_until_closed(c: &mut std::net::TcpStream) -> Vec<u8> {
+pub(super) fn read_until_closed(c: &mut std::net::TcpStream) -> Vec<u8> {
     use std::io::Read;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
