@@ -2,8 +2,9 @@
 //! over its listening sockets and its locked pidfile.
 //!
 //! On SIGUSR2 the daemon starts its successor with its original command line and working
-//! directory. The listening sockets, the pidfile descriptor (and with it the lock) and a ready
-//! pipe are inherited; TWISTRS_UPGRADE names them. The successor listens on the inherited
+//! directory. The listening sockets, the pidfile descriptor (and with it the lock), a ready
+//! pipe and a pipe holding the TLS session tickets' secret (so that sessions resume across
+//! the restart) are inherited; TWISTRS_UPGRADE names them. The successor listens on the inherited
 //! sockets instead of binding, writes the pidfile once it serves and reports `0` on the pipe;
 //! only then does the old daemon stop accepting and drain its connections. Both processes share
 //! the same listening sockets the whole time, so no connection is refused. If the successor
@@ -36,8 +37,9 @@ pub struct Inherited {
     pub listeners: Vec<(String, RawFd)>,
 }
 
-/// Reads and clears TWISTRS_UPGRADE: `READY_FD PIDFILE_FD` on the first line (`-` for none),
-/// then one `FD ENDPOINT` per line.
+/// Reads and clears TWISTRS_UPGRADE: `READY_FD PIDFILE_FD TICKETS_FD` on the first line (`-`
+/// for none; a predecessor older than the session tickets' hand-over gives two), then one
+/// `FD ENDPOINT` per line. The TLS session tickets' secret is read from its pipe now.
 pub fn from_env() -> Option<Inherited> {
     let v = std::env::var(ENV).ok()?;
     // SAFETY: called at start-up, before any thread exists.
@@ -46,6 +48,10 @@ pub fn from_env() -> Option<Inherited> {
     let mut head = lines.next()?.split(' ');
     let ready: RawFd = head.next()?.parse().ok()?;
     let pidfile = head.next().and_then(|p| p.parse().ok());
+    if let Some(fd) = head.next().and_then(|p| p.parse::<RawFd>().ok()) {
+        // SAFETY: our predecessor (or master) passed this descriptor for this purpose, once.
+        take_ticket_secret(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
     let listeners = lines
         .filter_map(|l| {
             let (fd, ep) = l.split_once(' ')?;
@@ -58,6 +64,33 @@ pub fn from_env() -> Option<Inherited> {
         pidfile,
         listeners,
     })
+}
+
+/// Reads the TLS session tickets' secret from the pipe our predecessor (or master) filled
+/// (`ticket_pipe`), and closes it. A short read leaves none: this process makes its own when
+/// it first needs one, and sessions resumed elsewhere get a full handshake here.
+fn take_ticket_secret(fd: OwnedFd) {
+    let mut secret = [0u8; twistrs_core::tls::SECRET_LEN];
+    if File::from(fd).read_exact(&mut secret).is_ok() {
+        twistrs_core::tls::set_ticket_secret(secret);
+    }
+}
+
+/// A pipe holding this service's TLS session tickets' secret (made now if this process has
+/// none yet), for a worker or successor to read at start: the secret is never in argv, the
+/// environment or a file, and the pipe is empty once read. Its write end is closed already
+/// (32 bytes fit in any pipe's buffer). `None` if the OS random source failed.
+fn ticket_pipe() -> Result<Option<OwnedFd>, String> {
+    use std::io::Write;
+    let Some(secret) = twistrs_core::tls::ticket_secret() else {
+        return Ok(None);
+    };
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| format!("cannot create the session tickets' pipe: {e}"))?;
+    File::from(w)
+        .write_all(secret)
+        .map_err(|e| format!("cannot fill the session tickets' pipe: {e}"))?;
+    Ok(Some(r))
 }
 
 fn set_inheritable(fd: RawFd, yes: bool) -> nix::Result<()> {
@@ -114,13 +147,18 @@ pub fn spawn_as(
         .map_err(|e| format!("cannot create the ready pipe: {e}"))?;
     // The successor's end blocks; ours polls.
     let _ = fcntl(&w, FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()));
+    let tickets = ticket_pipe()?;
     let mut env = format!(
-        "{} {}",
+        "{} {} {}",
         w.as_raw_fd(),
-        pidfile.map_or("-".to_string(), |p| p.to_string())
+        pidfile.map_or("-".to_string(), |p| p.to_string()),
+        tickets
+            .as_ref()
+            .map_or("-".to_string(), |t| t.as_raw_fd().to_string())
     );
     let mut pass: Vec<RawFd> = vec![w.as_raw_fd()];
     pass.extend(pidfile);
+    pass.extend(tickets.as_ref().map(AsRawFd::as_raw_fd));
     for (ep, fd) in listeners {
         env.push_str(&format!("\n{fd} {ep}"));
         pass.push(*fd);
@@ -188,6 +226,7 @@ pub fn spawn_as(
         let _ = set_inheritable(*fd, false);
     }
     drop(w);
+    drop(tickets);
     let child = spawned.map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
     Ok(Successor {
         child,

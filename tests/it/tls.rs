@@ -15,6 +15,7 @@ mod endpoints;
 mod failures;
 mod relay;
 mod reload;
+mod resume;
 mod streams;
 
 /// A new ECDSA P-256 key, unencrypted, for `openssl req`.

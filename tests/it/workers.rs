@@ -145,7 +145,7 @@ fn hold_on_every_worker(
 }
 
 /// The inodes of the established TCP connections whose local port is `port`.
-fn established(port: u16) -> Vec<u64> {
+pub(crate) fn established(port: u16) -> Vec<u64> {
     let text = std::fs::read_to_string("/proc/net/tcp").unwrap();
     text.lines()
         .skip(1)
@@ -158,7 +158,7 @@ fn established(port: u16) -> Vec<u64> {
 }
 
 /// How many of `inodes` process `pid` holds a descriptor of.
-fn held_by(pid: i32, inodes: &[u64]) -> usize {
+pub(crate) fn held_by(pid: i32, inodes: &[u64]) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| {
             d.flatten()

@@ -12,11 +12,14 @@
 //!
 //! Only TLS 1.3 and 1.2 are offered (rustls has nothing older), with the ring provider, or
 //! aws-lc-rs when the `aws-lc-rs` feature is on (both measured in bench/README.md, "TLS").
+//! Sessions resume through stateless tickets that every process of the service opens
+//! (`tickets`): workers, a restart's successor, and configs swapped in by a reload.
 
 mod certs;
 mod client;
 mod sni;
 pub(crate) mod stream;
+mod tickets;
 
 use std::cell::RefCell;
 use std::fmt;
@@ -29,6 +32,7 @@ use rustls::server::ResolvesServerCert;
 
 pub use certs::CertError;
 pub use client::{ClientTls, ClientTlsSpec};
+pub use tickets::{SECRET_LEN, set_ticket_secret, ticket_secret};
 
 /// Where a listener's certificates come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,7 +291,8 @@ fn loaded(spec: &TlsSpec, provider: &Arc<CryptoProvider>) -> Result<Loaded, Cert
 }
 
 /// A server config for `spec`: TLS 1.2 and 1.3 (or what `sslmethod` narrows it to), no client
-/// certificates, `alpn` offered.
+/// certificates, `alpn` offered, session tickets shared with the service's other processes;
+/// and which certificate files it serves.
 fn build(spec: &TlsSpec, alpn: &[Vec<u8>]) -> Result<(Arc<ServerConfig>, Served), CertError> {
     let provider = provider();
     let (versions, resolver, served) = loaded(spec, &provider)?;
@@ -297,6 +302,9 @@ fn build(spec: &TlsSpec, alpn: &[Vec<u8>]) -> Result<(Arc<ServerConfig>, Served)
         .map_err(|e| CertError::new(Path::new(""), e.to_string()))?;
     let mut config = builder.with_no_client_auth().with_cert_resolver(resolver);
     config.alpn_protocols = alpn.to_vec();
+    // Tickets any process of this service opens (`tickets`): one shared ticketer, so a
+    // reload's new config resumes the old one's sessions. Without early data (the default 0).
+    config.ticketer = tickets::ticketer();
     Ok((Arc::new(config), served))
 }
 
