@@ -3,7 +3,7 @@
 //!
 //! On SIGUSR2 the daemon starts its successor with its original command line and working
 //! directory. The listening sockets, the pidfile descriptor (and with it the lock), a ready
-//! pipe and a pipe holding the TLS session tickets' secret (so that sessions resume across
+//! pipe and a pipe holding the TLS session tickets' key chain (so that sessions resume across
 //! the restart) are inherited; TWISTRS_UPGRADE names them. The successor listens on the inherited
 //! sockets instead of binding, writes the pidfile once it serves and reports `0` on the pipe;
 //! only then does the old daemon stop accepting and drain its connections. Both processes share
@@ -39,7 +39,7 @@ pub struct Inherited {
 
 /// Reads and clears TWISTRS_UPGRADE: `READY_FD PIDFILE_FD TICKETS_FD` on the first line (`-`
 /// for none; a predecessor older than the session tickets' hand-over gives two), then one
-/// `FD ENDPOINT` per line. The TLS session tickets' secret is read from its pipe now.
+/// `FD ENDPOINT` per line. The TLS session tickets' key chain is read from its pipe now.
 pub fn from_env() -> Option<Inherited> {
     let v = std::env::var(ENV).ok()?;
     // SAFETY: called at start-up, before any thread exists.
@@ -50,7 +50,7 @@ pub fn from_env() -> Option<Inherited> {
     let pidfile = head.next().and_then(|p| p.parse().ok());
     if let Some(fd) = head.next().and_then(|p| p.parse::<RawFd>().ok()) {
         // SAFETY: our predecessor (or master) passed this descriptor for this purpose, once.
-        take_ticket_secret(unsafe { OwnedFd::from_raw_fd(fd) });
+        take_ticket_chain(unsafe { OwnedFd::from_raw_fd(fd) });
     }
     let listeners = lines
         .filter_map(|l| {
@@ -66,29 +66,32 @@ pub fn from_env() -> Option<Inherited> {
     })
 }
 
-/// Reads the TLS session tickets' secret from the pipe our predecessor (or master) filled
-/// (`ticket_pipe`), and closes it. A short read leaves none: this process makes its own when
-/// it first needs one, and sessions resumed elsewhere get a full handshake here.
-fn take_ticket_secret(fd: OwnedFd) {
-    let mut secret = [0u8; twistrs_core::tls::SECRET_LEN];
-    if File::from(fd).read_exact(&mut secret).is_ok() {
-        twistrs_core::tls::set_ticket_secret(secret);
+/// Reads the TLS session tickets' chain from the pipe our predecessor (or master) filled
+/// (`ticket_pipe`), and closes it. A short read (a predecessor of another format) leaves
+/// none: this process makes its own when it first needs one, and sessions resumed elsewhere
+/// get a full handshake here.
+fn take_ticket_chain(fd: OwnedFd) {
+    let mut handover = [0u8; twistrs_core::tls::HANDOVER_LEN];
+    let mut f = File::from(fd);
+    let mut more = [0u8; 1];
+    if f.read_exact(&mut handover).is_ok() && matches!(f.read(&mut more), Ok(0)) {
+        twistrs_core::tls::set_ticket_handover(handover);
     }
 }
 
-/// A pipe holding this service's TLS session tickets' secret (made now if this process has
-/// none yet), for a worker or successor to read at start: the secret is never in argv, the
+/// A pipe holding this service's TLS session tickets' chain (made now if this process has
+/// none yet), for a worker or successor to read at start: it is never in argv, the
 /// environment or a file, and the pipe is empty once read. Its write end is closed already
-/// (32 bytes fit in any pipe's buffer). `None` if the OS random source failed.
+/// (36 bytes fit in any pipe's buffer). `None` if the OS random source failed.
 fn ticket_pipe() -> Result<Option<OwnedFd>, String> {
     use std::io::Write;
-    let Some(secret) = twistrs_core::tls::ticket_secret() else {
+    let Some(handover) = twistrs_core::tls::ticket_handover() else {
         return Ok(None);
     };
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| format!("cannot create the session tickets' pipe: {e}"))?;
     File::from(w)
-        .write_all(secret)
+        .write_all(&handover)
         .map_err(|e| format!("cannot fill the session tickets' pipe: {e}"))?;
     Ok(Some(r))
 }

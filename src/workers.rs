@@ -4,7 +4,7 @@
 //! The master binds every endpoint (the plugin's `privileged_start_service`, as root before any
 //! privilege drop), keeps the listening sockets, and starts each worker by re-executing its own
 //! binary with the same command line and the sockets inherited, as a restart's successor
-//! inherits them (`upgrade::spawn_as`, which hands over the TLS session tickets' secret too,
+//! inherits them (`upgrade::spawn_as`, which hands over the TLS session tickets' key chain too,
 //! so a session resumes in whichever worker a client reaches), plus `TWISTRS_WORKER`. A worker is a one-process
 //! twistrs that takes its listeners from the master, has no pidfile, drops privileges itself
 //! and reports on its ready pipe once it serves. The master never starts a service, accepts a

@@ -3,13 +3,17 @@
 //!
 //! rustls's default (a session cache in each process's memory) resumes a session only in the
 //! process that made it, so with workers or after a restart most clients paid a full
-//! handshake again. Here a ticket is the session state sealed with ChaCha20-Poly1305, under a
-//! key derived (HKDF-SHA256) from a 32-byte secret and the number of the current 6-hour
-//! period. The secret is made from the OS random source by the first process that needs it and
-//! handed to the others by the launcher (an inherited pipe, never argv, the environment, the
-//! log or a file); keys rotate without any coordination, since every process derives the same
-//! key for the same period. A ticket is accepted in the period it was made in and the next, so
-//! it lives at least 6 hours (the lifetime told to clients) and at most 12, as rustls's own
+//! handshake again. Here a ticket is the session state sealed with ChaCha20-Poly1305, under the
+//! key of the current 6-hour period. The keys come from a chain: a 32-byte value per period,
+//! each the HKDF-SHA256 of the one before (the first from the OS random source, made by the
+//! first process that needs it), and each period's key the HKDF of its value. A process keeps
+//! only the value of the period before the current one and overwrites it as time moves on, so
+//! what its memory holds opens no ticket more than 12 hours old: a service that runs (and
+//! restarts) for months does not keep one key for months. The launcher hands the value and its
+//! period to workers and successors (an inherited pipe, never argv, the environment, the log
+//! or a file); keys rotate with no coordination, since every process derives the same key for
+//! the same period. A ticket is accepted in the period it was made in and the next, so it
+//! lives at least 6 hours (the lifetime told to clients) and at most 12, as rustls's own
 //! ticketer. No early data (0-RTT) is offered: `max_early_data_size` stays 0.
 
 use std::fmt;
@@ -26,8 +30,10 @@ use crypto::hkdf;
 use crypto::rand::{SecureRandom, SystemRandom};
 use rustls::server::ProducesTickets;
 
-/// The length of the shared secret.
-pub const SECRET_LEN: usize = 32;
+/// The length of a chain value.
+const VALUE_LEN: usize = 32;
+/// What a worker or successor is handed: a period's number (big-endian) and its chain value.
+pub const HANDOVER_LEN: usize = PERIOD_LEN + VALUE_LEN;
 /// One key period; the lifetime told to clients.
 const PERIOD_SECS: u64 = 6 * 60 * 60;
 const AEAD: &aead::Algorithm = &aead::CHACHA20_POLY1305;
@@ -38,45 +44,77 @@ const PERIOD_LEN: usize = 4;
 /// bytes at most: the SNI name and the ALPN protocol (up to 255 each), the secret.
 const MAX_TICKET: usize = 2048;
 
-static SECRET: OnceLock<[u8; SECRET_LEN]> = OnceLock::new();
-
-/// Sets the secret handed over by this process's predecessor or master, before any
-/// handshake. False if there was one already (it is kept).
-pub fn set_ticket_secret(secret: [u8; SECRET_LEN]) -> bool {
-    SECRET.set(secret).is_ok()
+/// Takes the chain handed over by this process's predecessor or master, before any
+/// handshake. False if this process had one already (it is kept).
+pub fn set_ticket_handover(handover: [u8; HANDOVER_LEN]) -> bool {
+    let (period, value) = handover.split_at(PERIOD_LEN);
+    let (Ok(period), Ok(value)) = (period.try_into(), value.try_into()) else {
+        return false;
+    };
+    one().set_chain(Chain {
+        period: u32::from_be_bytes(period),
+        value,
+    })
 }
 
-/// The secret, made from the OS random source on first need (the first ticket, or the first
-/// hand-over to a worker or successor); `None` only if the random source fails.
-pub fn ticket_secret() -> Option<&'static [u8; SECRET_LEN]> {
-    if let Some(s) = SECRET.get() {
-        return Some(s);
-    }
-    let mut s = [0u8; SECRET_LEN];
-    SystemRandom::new().fill(&mut s).ok()?;
-    // Another thread may have set one meanwhile: theirs is kept, and returned.
-    let _ = SECRET.set(s);
-    SECRET.get()
+/// The chain to hand to a worker or successor: the value of the period before the current
+/// one (so that it opens the tickets of both), made from the OS random source if this
+/// process has none yet; `None` only if the random source fails.
+pub fn ticket_handover() -> Option<[u8; HANDOVER_LEN]> {
+    let t = one();
+    let mut chain = t.chain.lock().ok()?;
+    let c = advanced(&mut chain, period_now())?;
+    let mut out = [0u8; HANDOVER_LEN];
+    out[..PERIOD_LEN].copy_from_slice(&c.period.to_be_bytes());
+    out[PERIOD_LEN..].copy_from_slice(&c.value);
+    Some(out)
 }
 
 /// The ticketer every server config of this process shares (a reload keeps it).
 pub(crate) fn ticketer() -> Arc<dyn ProducesTickets> {
+    one()
+}
+
+fn one() -> Arc<Tickets> {
     static ONE: OnceLock<Arc<Tickets>> = OnceLock::new();
     ONE.get_or_init(|| Arc::new(Tickets::default())).clone()
 }
 
-/// The secret's per-period keys, derived as they are first needed (the secret itself is
-/// read only then: `--check`, which builds configs, makes none).
-#[derive(Default)]
-pub(crate) struct Tickets {
-    /// The last two periods' keys.
-    keys: Mutex<Vec<(u32, LessSafeKey)>>,
+/// A period's chain value.
+struct Chain {
+    period: u32,
+    value: [u8; VALUE_LEN],
 }
 
-impl fmt::Debug for Tickets {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tickets").finish_non_exhaustive()
+/// The chain moved on to the period before `now` (the oldest whose tickets still open),
+/// made now if there is none; `None` if the random source fails.
+fn advanced(chain: &mut Option<Chain>, now: u32) -> Option<&Chain> {
+    let oldest = now.saturating_sub(1);
+    if chain.is_none() {
+        let mut value = [0u8; VALUE_LEN];
+        SystemRandom::new().fill(&mut value).ok()?;
+        *chain = Some(Chain {
+            period: oldest,
+            value,
+        });
     }
+    let c = chain.as_mut()?;
+    while c.period < oldest {
+        // A process asleep for months catches up a step per period: four a day.
+        c.value = expand(&c.value, b"next")?;
+        c.period += 1;
+    }
+    Some(c)
+}
+
+/// HKDF-SHA256 of `value` with `label` as the info.
+fn expand(value: &[u8; VALUE_LEN], label: &[u8]) -> Option<[u8; VALUE_LEN]> {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"twistrs session tickets").extract(value);
+    let info = [label];
+    let okm = prk.expand(&info, hkdf::HKDF_SHA256).ok()?;
+    let mut out = [0u8; VALUE_LEN];
+    okm.fill(&mut out).ok()?;
+    Some(out)
 }
 
 /// The period `now` is in.
@@ -87,52 +125,76 @@ fn period_now() -> u32 {
     u32::try_from(secs / PERIOD_SECS).unwrap_or(u32::MAX)
 }
 
-/// The key of `period`: HKDF-SHA256 of the secret, with the period's number as the info.
-fn derive(secret: &[u8; SECRET_LEN], period: u32) -> Option<LessSafeKey> {
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"twistrs session tickets").extract(secret);
-    let info = period.to_be_bytes();
-    let info = [&info[..]];
-    let okm = prk.expand(&info, hkdf::HKDF_SHA256).ok()?;
-    let mut key = [0u8; 32];
-    okm.fill(&mut key).ok()?;
-    Some(LessSafeKey::new(UnboundKey::new(AEAD, &key).ok()?))
+/// The chain and the keys of the last two periods derived from it (the chain itself is made
+/// only on first need: `--check`, which builds configs, makes none).
+#[derive(Default)]
+pub(crate) struct Tickets {
+    chain: Mutex<Option<Chain>>,
+    keys: Mutex<Vec<(u32, LessSafeKey)>>,
+}
+
+impl fmt::Debug for Tickets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tickets").finish_non_exhaustive()
+    }
 }
 
 impl Tickets {
-    /// Runs `f` with the key of `period`, derived from `secret` unless it is one of the last
-    /// two used.
+    /// Takes `chain` unless one is there already.
+    fn set_chain(&self, chain: Chain) -> bool {
+        let Ok(mut c) = self.chain.lock() else {
+            return false;
+        };
+        if c.is_some() {
+            return false;
+        }
+        *c = Some(chain);
+        true
+    }
+
+    /// Runs `f` with the key of `period` (`now` or the one before), derived from the chain
+    /// unless it is one of the last two used; `None` for a period the chain has moved past.
     fn with_key<R>(
         &self,
-        secret: &[u8; SECRET_LEN],
+        now: u32,
         period: u32,
         f: impl FnOnce(&LessSafeKey) -> Option<R>,
     ) -> Option<R> {
         let mut keys = self.keys.lock().ok()?;
+        // Keys of periods that no longer open anything go, so memory holds none.
+        keys.retain(|(p, _)| *p >= now.saturating_sub(1));
         if let Some((_, k)) = keys.iter().find(|(p, _)| *p == period) {
             return f(k);
         }
-        let k = derive(secret, period)?;
-        // The oldest goes.
-        if keys.len() >= 2 {
-            keys.sort_by_key(|(p, _)| *p);
-            keys.remove(0);
-        }
+        let k = {
+            let mut chain = self.chain.lock().ok()?;
+            let c = advanced(&mut chain, now)?;
+            if period < c.period {
+                return None;
+            }
+            let mut value = c.value;
+            for _ in c.period..period {
+                value = expand(&value, b"next")?;
+            }
+            let key = expand(&value, b"key")?;
+            LessSafeKey::new(UnboundKey::new(AEAD, &key).ok()?)
+        };
         keys.push((period, k));
         let (_, k) = keys.last()?;
         f(k)
     }
 
     /// `PERIOD || NONCE || sealed(plain) || TAG`, the period authenticated too.
-    fn seal(&self, secret: &[u8; SECRET_LEN], period: u32, plain: &[u8]) -> Option<Vec<u8>> {
+    fn seal(&self, now: u32, plain: &[u8]) -> Option<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         // Random: a counter would tell how many tickets this process made.
         SystemRandom::new().fill(&mut nonce).ok()?;
-        let head = period.to_be_bytes();
+        let head = now.to_be_bytes();
         let mut out = Vec::with_capacity(PERIOD_LEN + NONCE_LEN + plain.len() + AEAD.tag_len());
         out.extend_from_slice(&head);
         out.extend_from_slice(&nonce);
         let mut body = plain.to_vec();
-        let tag = self.with_key(secret, period, |k| {
+        let tag = self.with_key(now, now, |k| {
             k.seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(head),
@@ -147,7 +209,7 @@ impl Tickets {
 
     /// The plaintext of a ticket made in period `now` or the one before it; `None` for any
     /// other ticket (older, another service's, altered, or not one at all).
-    fn open(&self, secret: &[u8; SECRET_LEN], now: u32, ticket: &[u8]) -> Option<Vec<u8>> {
+    fn open(&self, now: u32, ticket: &[u8]) -> Option<Vec<u8>> {
         if ticket.len() > MAX_TICKET || ticket.len() < PERIOD_LEN + NONCE_LEN + AEAD.tag_len() {
             return None;
         }
@@ -160,7 +222,7 @@ impl Tickets {
         }
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut body = sealed.to_vec();
-        let len = self.with_key(secret, period, |k| {
+        let len = self.with_key(now, period, |k| {
             k.open_in_place(nonce, Aad::from(head), &mut body)
                 .ok()
                 .map(|p| p.len())
@@ -181,11 +243,11 @@ impl ProducesTickets for Tickets {
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        self.seal(ticket_secret()?, period_now(), plain)
+        self.seal(period_now(), plain)
     }
 
     fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
-        self.open(ticket_secret()?, period_now(), cipher)
+        self.open(period_now(), cipher)
     }
 }
 
@@ -193,63 +255,105 @@ impl ProducesTickets for Tickets {
 mod tests {
     use super::*;
 
-    const A: [u8; SECRET_LEN] = [7; SECRET_LEN];
-    const B: [u8; SECRET_LEN] = [8; SECRET_LEN];
-
-    #[test]
-    fn a_ticket_opens_in_its_period_and_the_next_only() {
+    /// A ticketer whose chain holds `value` for `period`, as a hand-over leaves it.
+    fn at(period: u32, value: u8) -> Tickets {
         let t = Tickets::default();
-        let sealed = t.seal(&A, 1000, b"session state").unwrap();
-        assert_ne!(&sealed[PERIOD_LEN + NONCE_LEN..][..13], b"session state");
-        assert_eq!(t.open(&A, 1000, &sealed).unwrap(), b"session state");
-        assert_eq!(t.open(&A, 1001, &sealed).unwrap(), b"session state");
-        assert_eq!(t.open(&A, 1002, &sealed), None, "two periods on: expired");
-        assert_eq!(t.open(&A, 999, &sealed), None, "from the future");
+        assert!(t.set_chain(Chain {
+            period,
+            value: [value; VALUE_LEN],
+        }));
+        t
     }
 
     #[test]
-    fn another_process_with_the_same_secret_opens_it_and_no_other_secret_does() {
-        let sealed = Tickets::default().seal(&A, 5, b"x").unwrap();
-        assert_eq!(Tickets::default().open(&A, 5, &sealed).unwrap(), b"x");
-        assert_eq!(Tickets::default().open(&B, 5, &sealed), None);
+    fn a_ticket_opens_in_its_period_and_the_next_only() {
+        let t = at(999, 7);
+        let sealed = t.seal(1000, b"session state").unwrap();
+        assert_ne!(&sealed[PERIOD_LEN + NONCE_LEN..][..13], b"session state");
+        assert_eq!(t.open(1000, &sealed).unwrap(), b"session state");
+        assert_eq!(t.open(1001, &sealed).unwrap(), b"session state");
+        assert_eq!(t.open(1002, &sealed), None, "two periods on: expired");
+        assert_eq!(at(999, 7).open(999, &sealed), None, "from the future");
+    }
+
+    #[test]
+    fn another_process_with_the_same_chain_opens_it_and_no_other_chain_does() {
+        let sealed = at(4, 7).seal(5, b"x").unwrap();
+        assert_eq!(at(4, 7).open(5, &sealed).unwrap(), b"x");
+        assert_eq!(at(4, 8).open(5, &sealed), None);
+        // A process handed the chain a period later (at 5, derived from 4) opens it too.
+        let later = Tickets::default();
+        let mut value = [7; VALUE_LEN];
+        value = expand(&value, b"next").unwrap();
+        assert!(later.set_chain(Chain { period: 5, value }));
+        assert_eq!(later.open(6, &sealed).unwrap(), b"x");
+    }
+
+    #[test]
+    fn the_chain_moves_on_and_what_it_held_is_gone() {
+        let t = at(4, 7);
+        let old = t.seal(5, b"old").unwrap();
+        // Twelve hours on, the chain and the keys hold period 6 and later only.
+        let new = t.seal(7, b"new").unwrap();
+        assert_eq!(t.open(7, &old), None);
+        assert_eq!(t.chain.lock().unwrap().as_ref().unwrap().period, 6);
+        assert!(t.keys.lock().unwrap().iter().all(|(p, _)| *p >= 6));
+        // Nothing derived from what is held now opens the old ticket, even asked for its
+        // period with a clock turned back.
+        assert_eq!(t.open(5, &old), None);
+        assert_eq!(t.open(6, &old), None);
+        assert_eq!(t.open(7, &new).unwrap(), b"new");
+        // A hand-over now gives period 6's value, from which 5's cannot be had.
+        let mut chain = t.chain.lock().unwrap();
+        let c = advanced(&mut chain, 7).unwrap();
+        assert_eq!(c.period, 6);
     }
 
     #[test]
     fn an_altered_or_malformed_ticket_is_refused() {
-        let t = Tickets::default();
-        let sealed = t.seal(&A, 5, b"state").unwrap();
+        let t = at(4, 7);
+        let sealed = t.seal(5, b"state").unwrap();
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 1;
-            assert_eq!(t.open(&A, 5, &bad), None, "byte {i} flipped");
+            assert_eq!(t.open(5, &bad), None, "byte {i} flipped");
             // The period moved on by one, the altered period is one that is accepted.
-            assert_eq!(
-                t.open(&A, 6, &bad),
-                None,
-                "byte {i} flipped, a period later"
-            );
+            assert_eq!(t.open(6, &bad), None, "byte {i} flipped, a period later");
         }
         for len in 0..sealed.len() {
-            assert_eq!(t.open(&A, 5, &sealed[..len]), None, "cut to {len}");
+            assert_eq!(t.open(5, &sealed[..len]), None, "cut to {len}");
         }
-        assert_eq!(t.open(&A, 5, &vec![0; MAX_TICKET + 1]), None);
+        assert_eq!(t.open(5, &vec![0; MAX_TICKET + 1]), None);
     }
 
     #[test]
     fn keys_differ_by_period_and_nonces_by_ticket() {
-        let t = Tickets::default();
-        let one = t.seal(&A, 5, b"same").unwrap();
-        let two = t.seal(&A, 5, b"same").unwrap();
+        let t = at(4, 7);
+        let one = t.seal(5, b"same").unwrap();
+        let two = t.seal(5, b"same").unwrap();
         assert_ne!(one, two);
-        // The period's bytes say 5; under 6's key it does not open.
+        // The period's bytes say 6; under 6's key it does not open.
         let mut moved = one.clone();
         moved[..PERIOD_LEN].copy_from_slice(&6u32.to_be_bytes());
-        assert_eq!(t.open(&A, 6, &moved), None);
-        // Many periods in turn: the cache of two keys never gives a wrong one.
-        for p in [5u32, 9, 5, 10, 9, 5] {
-            let s = t.seal(&A, p, b"p").unwrap();
-            assert_eq!(t.open(&A, p, &s).unwrap(), b"p");
+        assert_eq!(t.open(6, &moved), None);
+        // Periods in turn, forward only: the cache of keys never gives a wrong one.
+        for p in [5u32, 6, 6, 9, 10, 10, 11] {
+            let s = t.seal(p, b"p").unwrap();
+            assert_eq!(t.open(p, &s).unwrap(), b"p");
         }
+    }
+
+    #[test]
+    fn a_hand_over_round_trips_and_a_second_one_is_refused() {
+        let h = ticket_handover().unwrap();
+        let period = u32::from_be_bytes(h[..PERIOD_LEN].try_into().unwrap());
+        assert_eq!(period, period_now() - 1);
+        assert_eq!(
+            ticket_handover().unwrap(),
+            h,
+            "the same chain until the period ends"
+        );
+        assert!(!set_ticket_handover(h), "this process has a chain already");
     }
 
     #[test]
