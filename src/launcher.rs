@@ -194,7 +194,7 @@ fn check_start(m: &ArgMatches, plugins: &[Plugin]) -> Result<String, String> {
     let mut reactor = Reactor::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
     reactor.check_only(probe);
     if let Some(ep) = &plan.metrics {
-        let f = reactor.add_factory(Box::new(crate::metrics::MetricsFactory(
+        let f = reactor.add_factory(Box::new(crate::metrics::MetricsFactory::new(
             crate::metrics::Source::Local,
         )));
         reactor.listen(ep, f).map_err(|e| e.to_string())?;
@@ -627,7 +627,7 @@ fn serve(
     };
     let metrics_listener = match metrics {
         Some(ep) => {
-            let f = reactor.add_factory(Box::new(crate::metrics::MetricsFactory(
+            let f = reactor.add_factory(Box::new(crate::metrics::MetricsFactory::new(
                 crate::metrics::Source::Local,
             )));
             Some(reactor.listen(ep, f).map_err(|e| e.to_string())?)

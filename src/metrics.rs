@@ -4,6 +4,7 @@
 //! serving requests counts nothing more than a few additions.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::os::fd::AsRawFd;
@@ -14,10 +15,20 @@ use std::time::{Duration, Instant};
 
 use twistrs_core::address::Address;
 use twistrs_core::metrics::render_labels;
-use twistrs_core::protocol::{Factory, Protocol};
+use twistrs_core::protocol::{Factory, Protocol, Room};
 use twistrs_core::reactor::{ListenerStats, PortStats};
-use twistrs_core::transport::Transport;
+use twistrs_core::transport::{ConnId, Transport};
 
+/// The most connections at once. At the limit a newcomer is let in by closing the connection
+/// that has waited longest for its request head ([`HEAD_GRACE`]), so clients trickling heads
+/// cannot keep a scrape waiting in the backlog past its timeout.
+const MAX_CONNECTIONS: usize = 64;
+/// How long a connection's request head may take before, with every slot taken, it can be
+/// closed for a newcomer: a scraper sends its whole head at once, so this only has to cover
+/// the round trips of connecting (a TLS handshake's too) on a slow link. Not shorter, or a
+/// scraper let in by a burst of newcomers could be closed by the next ones before its head
+/// arrives.
+const HEAD_GRACE: Duration = Duration::from_secs(1);
 /// A request head larger than this is answered 431 and closed.
 const MAX_REQUEST: usize = 8 * 1024;
 /// A scraper whose request head has not arrived this long after it connected is dropped: a
@@ -166,8 +177,24 @@ impl WorkerView {
     }
 }
 
+/// The connections still waiting for their request head, oldest first, with when each
+/// connected: the ones the factory may close for a newcomer at the limit.
+type Waiting = Rc<RefCell<VecDeque<(ConnId, Instant)>>>;
+
 /// Builds one [`MetricsProtocol`] per scrape connection.
-pub(crate) struct MetricsFactory(pub(crate) Source);
+pub(crate) struct MetricsFactory {
+    source: Source,
+    waiting: Waiting,
+}
+
+impl MetricsFactory {
+    pub(crate) fn new(source: Source) -> MetricsFactory {
+        MetricsFactory {
+            source,
+            waiting: Waiting::default(),
+        }
+    }
+}
 
 impl Factory for MetricsFactory {
     fn name(&self) -> &'static str {
@@ -178,12 +205,24 @@ impl Factory for MetricsFactory {
         Some(Box::new(MetricsProtocol {
             head: Vec::new(),
             answered: false,
-            source: self.0.clone(),
+            source: self.source.clone(),
+            waiting: self.waiting.clone(),
+            id: None,
         }))
     }
 
     fn max_connections(&self) -> Option<usize> {
-        Some(64)
+        Some(MAX_CONNECTIONS)
+    }
+
+    /// The connection that has waited longest for its head, once past [`HEAD_GRACE`]; one
+    /// whose request is being answered is never closed.
+    fn make_room(&mut self) -> Room {
+        match self.waiting.borrow().front() {
+            Some(&(id, since)) if since.elapsed() >= HEAD_GRACE => Room::Close(id),
+            Some(&(_, since)) => Room::After(since + HEAD_GRACE),
+            None => Room::Full,
+        }
     }
 }
 
@@ -193,6 +232,19 @@ struct MetricsProtocol {
     /// One request per connection: what follows its head is ignored.
     answered: bool,
     source: Source,
+    /// The factory's connections waiting for their heads: this one is there until its head
+    /// is complete (or it closes).
+    waiting: Waiting,
+    id: Option<ConnId>,
+}
+
+impl MetricsProtocol {
+    /// Its head is complete, or it closed: it is no longer one to give up at the limit.
+    fn stop_waiting(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.waiting.borrow_mut().retain(|(w, _)| *w != id);
+        }
+    }
 }
 
 impl Protocol for MetricsProtocol {
@@ -201,6 +253,14 @@ impl Protocol for MetricsProtocol {
         // finishes asking.
         t.set_timeout(Some(HEAD_DEADLINE));
         t.call_later(HEAD_DEADLINE, 0);
+        self.id = Some(t.id());
+        self.waiting
+            .borrow_mut()
+            .push_back((t.id(), Instant::now()));
+    }
+
+    fn connection_lost(&mut self, _t: &mut Transport<'_>, _reason: &twistrs_core::Reason) {
+        self.stop_waiting();
     }
 
     fn timer_fired(&mut self, t: &mut Transport<'_>, _key: u64) {
@@ -234,6 +294,7 @@ impl Protocol for MetricsProtocol {
                 match (req.method, path) {
                     (Some("GET"), Some("/metrics")) => {
                         self.answered = true;
+                        self.stop_waiting();
                         let (handle, id) = (t.handle().clone(), t.id());
                         let answer = move |body: &str| {
                             handle.write_to(
@@ -279,6 +340,7 @@ impl Protocol for MetricsProtocol {
             }
         };
         self.answered = true;
+        self.stop_waiting();
         t.write(&reply);
         t.lose_connection();
     }
@@ -533,7 +595,7 @@ pub(crate) fn render(stats: &[ListenerStats], ports: &[PortStats]) -> String {
          twistrs_build_info{{version=\"{}\"}} 1\n",
         env!("CARGO_PKG_VERSION")
     );
-    let series: [Series; 5] = [
+    let series: [Series; 6] = [
         (
             "twistrs_connections_accepted_total",
             "counter",
@@ -551,6 +613,12 @@ pub(crate) fn render(stats: &[ListenerStats], ports: &[PortStats]) -> String {
             "counter",
             "Times accepting paused at the connection limit.",
             |s| s.limit_pauses,
+        ),
+        (
+            "twistrs_connection_limit_closes_total",
+            "counter",
+            "Connections closed at the connection limit to let a new one in.",
+            |s| s.limit_closes,
         ),
         (
             "twistrs_received_bytes_total",

@@ -603,7 +603,7 @@ pub(crate) fn master(
                 let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
                 reactor.inherit_listener(key, owned);
             }
-            let f = reactor.add_factory(Box::new(crate::metrics::MetricsFactory(
+            let f = reactor.add_factory(Box::new(crate::metrics::MetricsFactory::new(
                 crate::metrics::Source::Workers(m.view.clone()),
             )));
             let id = reactor.listen(ep, f).map_err(|e| e.to_string())?;

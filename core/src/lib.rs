@@ -194,7 +194,7 @@ pub use process::{
     ProcessStatus, ProcessTransport,
 };
 pub use protocol::{
-    ClientFactory, DatagramProtocol, Factory, Protocol, ProtocolFactory, STOP_GRACE,
+    ClientFactory, DatagramProtocol, Factory, Protocol, ProtocolFactory, Room, STOP_GRACE,
 };
 pub use reactor::{
     Accepted, FactoryId, Handle, ListenError, ListenerId, OnAccept, OnReadable, OwnedPort, PortId,

@@ -5,13 +5,14 @@
 
 use std::any::Any;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use crate::address::Address;
 use crate::client::ConnectError;
 use crate::error::Reason;
 use crate::reactor::Handle;
 use crate::relay::Outgoing;
-use crate::transport::{DatagramTransport, Transport};
+use crate::transport::{ConnId, DatagramTransport, Transport};
 
 /// How long a connection must be idle before the default `stop_requested` closes it.
 pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -97,15 +98,41 @@ pub trait Factory {
     /// The last listener stopped (Twisted's `stopFactory`).
     fn stop_factory(&mut self) {}
 
-    /// At most this many connections at once; accepting pauses at the limit.
+    /// At most this many connections at once; accepting pauses at the limit (unless
+    /// [`Factory::make_room`] gives one up).
     fn max_connections(&self) -> Option<usize> {
         None
+    }
+
+    /// At the connection limit, before accepting pauses: a connection of this factory's to
+    /// close so that the next client gets in, as nginx closes idle keep-alive connections
+    /// when it runs out. For a service that must answer newcomers promptly even while other
+    /// clients hold every slot doing nothing (one still waiting for a request, say); which
+    /// connection is the factory's choice, never one busy with a request. The reactor aborts
+    /// it at once (its protocol hears `connection_lost` with `Reason::Aborted`), counts it in
+    /// the listener's `limit_closes`, accepts, and asks again at the limit. The default gives
+    /// none up: accepting pauses and the clients wait in the kernel's backlog.
+    fn make_room(&mut self) -> Room {
+        Room::Full
     }
 
     /// The protocols offered in TLS's ALPN on TLS endpoints (`http/1.1`), in order.
     fn alpn_protocols(&self) -> &[&'static [u8]] {
         &[]
     }
+}
+
+/// What a factory at its connection limit gives up for a newcomer ([`Factory::make_room`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Room {
+    /// Nothing: accepting pauses until one of the factory's connections closes.
+    Full,
+    /// This connection (the factory's own; any other id is ignored, as `Full`): closed at
+    /// once, and the next client accepted.
+    Close(ConnId),
+    /// Nothing yet, but a connection may be given up at this time: accepting pauses until
+    /// then (or until a connection closes) and asks again.
+    After(Instant),
 }
 
 /// Builds the protocol of an outgoing connection, or hears that it failed.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use twistrs_core::{
     Address, ClientFactory, Endpoint, Factory, Failure, Protocol, ProtocolFactory, Reactor,
-    ReactorConfig, Reason, StopReason, Transport,
+    ReactorConfig, Reason, Room, StopReason, Transport,
 };
 
 fn quiet_reactor() -> Reactor {
@@ -313,6 +313,88 @@ fn drain_closes_what_is_left_at_the_deadline() {
         waited >= Duration::from_millis(1500),
         "waited for the 2 s deadline: {waited:?}"
     );
+    t.join().unwrap();
+}
+
+/// Live connections of [`Roomy`], oldest first, with when each was made.
+type Live = Rc<RefCell<std::collections::VecDeque<(twistrs_core::ConnId, Instant)>>>;
+
+/// Says "hi" when accepted; keeps its place in [`Live`] until it closes.
+struct RoomyConn(Live, Option<twistrs_core::ConnId>);
+impl Protocol for RoomyConn {
+    fn connection_made(&mut self, t: &mut Transport<'_>) {
+        self.1 = Some(t.id());
+        self.0.borrow_mut().push_back((t.id(), Instant::now()));
+        t.write(b"hi");
+    }
+    fn data_received(&mut self, _t: &mut Transport<'_>, _d: &[u8]) {}
+    fn connection_lost(&mut self, _t: &mut Transport<'_>, _r: &Reason) {
+        let me = self.1;
+        self.0.borrow_mut().retain(|(id, _)| Some(*id) != me);
+    }
+}
+
+/// Two connections at most; at the limit it gives up its oldest once 300 ms old.
+struct Roomy(Live);
+impl Factory for Roomy {
+    fn name(&self) -> &'static str {
+        "Roomy"
+    }
+    fn build_protocol(&mut self, _peer: &Address) -> Option<Box<dyn Protocol>> {
+        Some(Box::new(RoomyConn(self.0.clone(), None)))
+    }
+    fn max_connections(&self) -> Option<usize> {
+        Some(2)
+    }
+    fn make_room(&mut self) -> Room {
+        let grace = Duration::from_millis(300);
+        match self.0.borrow().front() {
+            Some(&(id, since)) if since.elapsed() >= grace => Room::Close(id),
+            Some(&(_, since)) => Room::After(since + grace),
+            None => Room::Full,
+        }
+    }
+}
+
+#[test]
+fn a_factory_at_its_limit_can_make_room_now_or_later() {
+    let (addr, t) = serve(|r| {
+        let h = r.handle();
+        let h2 = h.clone();
+        h.call_later(Duration::from_secs(3), move || h2.stop());
+        Some(r.add_factory(Box::new(Roomy(Live::default()))))
+    });
+    let hi = |c: &mut TcpStream| {
+        let mut b = [0u8; 2];
+        c.read_exact(&mut b).map(|_| b)
+    };
+    let mut first = client(addr);
+    let start = Instant::now();
+    assert_eq!(hi(&mut first).unwrap(), *b"hi");
+    let mut second = client(addr);
+    assert_eq!(hi(&mut second).unwrap(), *b"hi");
+    // The third waits until the first is old enough to give up (`Room::After`), not until a
+    // connection closes by itself (none would).
+    let mut third = client(addr);
+    assert_eq!(hi(&mut third).unwrap(), *b"hi");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+    let mut b = [0u8; 1];
+    assert!(
+        matches!(first.read(&mut b), Ok(0) | Err(_)),
+        "the oldest was closed to make room"
+    );
+    second
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    assert!(
+        matches!(second.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the other one stays"
+    );
+    drop((second, third));
     t.join().unwrap();
 }
 

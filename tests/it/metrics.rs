@@ -2,8 +2,10 @@
 //! checked by `promtool check metrics` when it is installed.
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::dns::query as dns_query;
@@ -249,6 +251,160 @@ fn metrics_drop_a_head_that_trickles_in() {
         closed,
         "a trickling head was kept for {:?}",
         start.elapsed()
+    );
+    srv.term();
+}
+
+/// Clients trickling request heads that never end at 127.0.0.1:`port`, as a soak found
+/// them: `n` connections, each sending one byte every half second, reconnecting when closed.
+pub struct SlowHeads {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl SlowHeads {
+    pub fn start(port: u16, n: usize) -> SlowHeads {
+        const HEAD: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let thread = std::thread::spawn(move || {
+            // Each connection and how much of its head it sent.
+            let mut conns: Vec<Option<(TcpStream, usize)>> = (0..n).map(|_| None).collect();
+            let mut closed = 0;
+            let end = Instant::now() + Duration::from_secs(120);
+            while !flag.load(Ordering::SeqCst) && Instant::now() < end {
+                let round = Instant::now();
+                for slot in conns.iter_mut() {
+                    if let Some((c, _)) = slot {
+                        let mut b = [0u8; 64];
+                        let gone = match c.read(&mut b) {
+                            Ok(_) => true,
+                            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                        };
+                        if gone {
+                            closed += 1;
+                            *slot = None;
+                        }
+                    }
+                    if slot.is_none() {
+                        *slot = TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+                            .ok()
+                            .filter(|c| c.set_nonblocking(true).is_ok())
+                            .map(|c| (c, 0));
+                    }
+                    if let Some((c, sent)) = slot {
+                        let byte = HEAD.get(*sent).copied().unwrap_or(b'a');
+                        if c.write(&[byte]).is_ok() {
+                            *sent += 1;
+                        }
+                    }
+                }
+                while !flag.load(Ordering::SeqCst) && round.elapsed() < Duration::from_millis(500) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            closed
+        });
+        SlowHeads {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops them; how many times one was found closed by the server (and opened again).
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread
+            .take()
+            .map_or(0, |t| t.join().expect("slow heads thread"))
+    }
+}
+
+impl Drop for SlowHeads {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One scrape that must be answered within `limit` of connecting: the body of a 200, or why
+/// there is none.
+pub fn scrape_within(port: u16, limit: Duration) -> Result<String, String> {
+    let start = Instant::now();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut c = TcpStream::connect_timeout(&addr, limit).map_err(|e| e.to_string())?;
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut text = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        let left = limit.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Err(format!("no whole answer within {limit:?}"));
+        }
+        c.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("after {:?}: {e}", start.elapsed())),
+        }
+    }
+    let text = String::from_utf8_lossy(&text);
+    match text.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200 OK") => Ok(body.to_string()),
+        _ => Err(format!("not a 200: {text}")),
+    }
+}
+
+#[test]
+fn metrics_answer_a_scrape_while_slow_heads_hold_every_slot() {
+    let mut srv = Server::start(&["--metrics", LOCAL, "echo", "--listen", LOCAL]);
+    let metrics = port_of(&srv, "Metrics");
+    // Below the limit nothing is closed early: ten slow heads stay past the grace, and a
+    // scrape is answered as ever.
+    let few = SlowHeads::start(metrics, 10);
+    std::thread::sleep(Duration::from_millis(1500));
+    let body = scrape_within(metrics, Duration::from_secs(5)).expect("a scrape, no attack");
+    assert_eq!(
+        value(&body, "twistrs_connection_limit_closes_total", "Metrics"),
+        0,
+        "{body}"
+    );
+    assert_eq!(few.stop(), 0, "a slow head below the limit was closed");
+
+    // A hundred, more than the 64 slots: each scrape still gets in promptly, the slow heads
+    // that waited longest being closed for it (without that, it waits in the backlog until
+    // the head deadline frees slots, 10 s).
+    let many = SlowHeads::start(metrics, 100);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut body = String::new();
+    for round in 0..3 {
+        let asked = Instant::now();
+        body = scrape_within(metrics, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("scrape {round} under slow heads: {e}"));
+        assert!(body.contains("twistrs_build_info{"), "{body}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            asked.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    assert!(
+        value(&body, "twistrs_connection_limit_closes_total", "Metrics") > 0,
+        "{body}"
+    );
+    assert!(
+        value(&body, "twistrs_connections_open", "Metrics") <= 64,
+        "{body}"
+    );
+    assert!(many.stop() > 0, "no slow head was closed");
+    promtool_check(
+        "metrics_answer_a_scrape_while_slow_heads_hold_every_slot",
+        &body,
     );
     srv.term();
 }

@@ -1210,6 +1210,60 @@ fn metrics_with_workers_add_up_every_workers_figures() {
 }
 
 #[test]
+fn metrics_never_close_a_scrape_being_answered_to_let_slow_heads_in() {
+    let (m, _, workers) = two_echo_workers(&["--metrics", "tcp:0:interface=127.0.0.1"]);
+    let metrics = port_of(&m, "Metrics");
+    let _ = scrape(metrics);
+    // A stopped worker holds every scrape for the master's 3 s: two asked at once are being
+    // answered while a hundred slow heads fill the slots around them and get closed, the
+    // ones that waited longest first, to let newcomers in. The two connected first, so a
+    // choice by age alone would close them. (Two: the master's thread pool may take
+    // scrapes one after another, and a third would then pass the 10 s idle timeout.)
+    // SAFETY: signals to a worker this test started (through its master).
+    unsafe { libc::kill(workers[1], libc::SIGSTOP) };
+    let asked: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", metrics)).unwrap();
+            c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            c
+        })
+        .collect();
+    let slow = crate::metrics::SlowHeads::start(metrics, 100);
+    let answers: Vec<String> = asked
+        .into_iter()
+        .map(|mut c| {
+            c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+            let mut text = Vec::new();
+            let _ = c.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+        .collect();
+    // A scrape asked now gets in too (and waits its 3 s for the stopped worker).
+    let late = crate::metrics::scrape_within(metrics, Duration::from_secs(8));
+    // SAFETY: as above.
+    unsafe { libc::kill(workers[1], libc::SIGCONT) };
+    let closed = slow.stop();
+    for a in &answers {
+        assert!(
+            a.starts_with("HTTP/1.1 200 OK") && a.contains("twistrs_workers_scraped 1\n"),
+            "a scrape being answered was cut off: {a:?}"
+        );
+    }
+    let late = late.expect("a scrape under slow heads");
+    assert!(
+        closed > 0,
+        "no slow head was closed: the limit was never reached"
+    );
+    assert!(
+        late.contains("twistrs_connection_limit_closes_total{factory=\"Metrics\""),
+        "{late}"
+    );
+    let (code, out, err) = m.ctl(&["stop"]);
+    assert_eq!(code, 0, "{out} {err}");
+}
+
+#[test]
 fn after_a_restart_only_the_new_master_answers_scrapes() {
     only_the_new_process_answers_scrapes(&["--workers", "2"]);
 }

@@ -17,9 +17,10 @@ use super::stats;
 use super::{Entry, FactoryId, Reactor};
 use crate::address::Address;
 use crate::endpoint::{Endpoint, SystemdDomain};
+use crate::protocol::Room;
 use crate::tls::TlsContext;
 use crate::tls::stream::TlsStream;
-use crate::transport::ConnState;
+use crate::transport::{ConnId, ConnState};
 use std::rc::Rc;
 
 /// Identifies a listening port.
@@ -53,7 +54,8 @@ pub(crate) enum ListenSock {
 pub(crate) enum Accepting {
     /// Accepting as connections arrive.
     Open,
-    /// At its factory's connection limit: resumed when one of those connections closes.
+    /// At its factory's connection limit: resumed when one of those connections closes, or
+    /// when the factory said one may be given up (`Room::After`).
     AtLimit,
     /// accept(2) ran out of descriptors or memory: retried after a pause, or as soon as a
     /// connection closes and gives one back.
@@ -83,6 +85,22 @@ fn retry_at_once(e: &io::Error) -> bool {
                 | libc::ENETUNREACH
         )
     )
+}
+
+/// True if a client waits in `sock`'s backlog (a listening socket polls readable then).
+fn pending(sock: &ListenSock) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = match sock {
+        ListenSock::Tcp(s) => s.as_raw_fd(),
+        ListenSock::Unix(s) => s.as_raw_fd(),
+    };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one initialised pollfd, for the duration of the call; no wait.
+    unsafe { libc::poll(&mut pfd, 1, 0) == 1 && pfd.revents & libc::POLLIN != 0 }
 }
 
 /// A connection accepted by a hand-off port ([`Reactor::adopt_handoff_port`]).
@@ -757,6 +775,28 @@ impl Reactor {
             if let Target::Factory(f) = l.target {
                 let slot = &mut self.factories[f];
                 if slot.max.is_some_and(|m| slot.conns >= m) {
+                    // Only for a client really waiting: no connection is closed for nobody.
+                    let origin = l.origin as usize;
+                    let room = if pending(&l.sock) {
+                        slot.factory.make_room()
+                    } else {
+                        Room::Full
+                    };
+                    match room {
+                        Room::Close(id) if self.close_for_room(f, id) => {
+                            self.factories[f].origins[origin].counts.limit_closes += 1;
+                            continue;
+                        }
+                        Room::After(at) => {
+                            self.accept_retry_at =
+                                Some(self.accept_retry_at.map_or(at, |t| t.min(at)));
+                        }
+                        Room::Close(_) | Room::Full => {}
+                    }
+                    let Some(Entry::Listener(l)) = self.entries.get_mut(key) else {
+                        return;
+                    };
+                    let slot = &mut self.factories[f];
                     if l.accepting != Accepting::AtLimit {
                         slot.origins[l.origin as usize].counts.limit_pauses += 1;
                         log::warn!(target: crate::logsys::BARE,
@@ -844,6 +884,17 @@ impl Reactor {
             }
         }
         self.resume_accept.push(key);
+    }
+
+    /// Closes `id` to make room for a new connection of `factory` ([`crate::protocol::Factory::make_room`]):
+    /// true if it was one of that factory's live connections, now closed.
+    fn close_for_room(&mut self, factory: usize, id: ConnId) -> bool {
+        let ours = matches!(self.entries.get(id.key as usize),
+            Some(Entry::Conn(c)) if c.conn.st.id == id && c.factory() == Some(factory as u32));
+        if ours {
+            self.close(id.key as usize, crate::error::Reason::Aborted);
+        }
+        ours
     }
 
     /// Builds the protocol for an accepted connection (TLS over it, on a TLS listener) and

@@ -152,6 +152,8 @@ pub struct Reactor {
     /// The slots of the listening sockets (`Entry::Listener`), so that the closing of a
     /// connection looks at the few listeners to resume, not at every connection's slot.
     listener_keys: Vec<usize>,
+    /// When listeners out of descriptors, or at a limit whose factory can make room later
+    /// (`Room::After`), try accepting again.
     accept_retry_at: Option<Instant>,
     to_free: Vec<usize>,
     /// What each watched signal does.
@@ -505,7 +507,8 @@ impl Reactor {
             self.accept_retry_at = None;
             for &k in &self.listener_keys {
                 if matches!(self.entries.get(k),
-                    Some(Entry::Listener(l)) if l.accepting == listen::Accepting::BackingOff)
+                    Some(Entry::Listener(l)) if matches!(l.accepting,
+                        listen::Accepting::BackingOff | listen::Accepting::AtLimit))
                 {
                     self.resume_accept.push(k);
                 }

@@ -10,6 +10,8 @@ pub(crate) struct Counts {
     /// Times the listener stopped accepting at the factory's connection limit (the
     /// connections waiting meanwhile stay in the kernel's backlog: none is refused outright).
     pub(crate) limit_pauses: u64,
+    /// Connections the factory gave up at its limit to let a new one in (`Factory::make_room`).
+    pub(crate) limit_closes: u64,
     /// Bytes of connections already closed; live ones add theirs at snapshot time.
     pub(crate) closed_received: u64,
     pub(crate) closed_sent: u64,
@@ -55,6 +57,8 @@ pub struct ListenerStats {
     pub open: u64,
     /// How often accepting paused at the factory's `max_connections`.
     pub limit_pauses: u64,
+    /// Connections closed at the limit to make room for a new one ([`crate::protocol::Factory::make_room`]).
+    pub limit_closes: u64,
     /// Application bytes (after TLS) read from peers.
     pub bytes_received: u64,
     /// Application bytes (files included, before TLS) sent to peers.
@@ -107,6 +111,7 @@ impl Reactor {
                 listener: o.endpoint.clone(),
                 accepted: o.counts.accepted,
                 limit_pauses: o.counts.limit_pauses,
+                limit_closes: o.counts.limit_closes,
                 bytes_received: o.counts.closed_received,
                 bytes_sent: o.counts.closed_sent,
                 tls_handshakes: o.counts.closed_tls_done,
