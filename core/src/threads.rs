@@ -61,12 +61,19 @@ impl ThreadPool {
         abandonable: bool,
         job: Box<dyn FnOnce() -> JobResult + Send>,
     ) {
-        self.shared
-            .jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push_back((id, abandonable, job));
-        if self.shared.idle.load(Ordering::SeqCst) == 0 && self.workers.len() < self.max {
+        let queued = {
+            let mut q = self
+                .shared
+                .jobs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            q.push_back((id, abandonable, job));
+            q.len()
+        };
+        // More jobs waiting than threads waiting: one more thread. An idle thread already
+        // woken for an earlier job still counts as idle until it takes that job, so "no idle
+        // thread" alone let a burst of jobs queue behind one thread, each waiting for the last.
+        if queued > self.shared.idle.load(Ordering::SeqCst) && self.workers.len() < self.max {
             self.spawn_worker();
         }
         self.shared.jobs_cv.notify_one();
@@ -208,6 +215,50 @@ fn worker(shared: Arc<Shared>, running_abandonable: Arc<AtomicBool>) {
 mod tests {
     use super::*;
     use std::sync::mpsc;
+
+    /// Jobs submitted in a burst while one thread is idle run side by side, each on a thread
+    /// of its own (up to the pool's size), not one after another on the idle one.
+    #[test]
+    fn a_burst_of_jobs_gets_threads_of_its_own() {
+        let mut pool = ThreadPool::new(4, None);
+        // One thread, idle once its first job is done.
+        pool.submit(0, false, Box::new(|| Box::new(()) as JobResult));
+        let first = pool.wait_results(Duration::from_secs(10));
+        assert_eq!(first.len(), 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.shared.idle.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Three jobs that each wait (2 s at most) until all three have started.
+        let started = Arc::new(AtomicUsize::new(0));
+        for id in 1..=3 {
+            let started = started.clone();
+            pool.submit(
+                id,
+                false,
+                Box::new(move || {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    let until = Instant::now() + Duration::from_secs(2);
+                    while started.load(Ordering::SeqCst) < 3 && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Box::new(started.load(Ordering::SeqCst)) as JobResult
+                }),
+            );
+        }
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while seen.len() < 3 && Instant::now() < deadline {
+            for (_, r) in pool.wait_results(Duration::from_secs(1)) {
+                seen.push(*r.downcast::<usize>().expect("a count"));
+            }
+        }
+        assert_eq!(seen.len(), 3);
+        assert!(
+            seen.iter().all(|&n| n == 3),
+            "a job ran before the others had started: {seen:?}"
+        );
+    }
 
     /// A job that must finish, queued while every thread runs an abandonable job that does not
     /// end (a reload blocked opening a FIFO): it still runs whole, and the drop returns
