@@ -2,7 +2,8 @@
 # bench/tls.sh: the TLS benchmark, twistrs web vs twistd web (Twisted 26.10, its ssl:
 # endpoint) vs nginx (one worker, TLS 1.3, access log off), all serving the same two files
 # on 127.0.0.1 over TLS with the same ECDSA P-256 certificate: full handshakes/s (a new
-# connection and a full handshake per request), 1 KiB req/s over 64 keep-alive TLS
+# connection and a full handshake per request), resumed handshakes/s (the same, each with a
+# session ticket an earlier connection was given), 1 KiB req/s over 64 keep-alive TLS
 # connections, 1 MiB responses in MB/s, and memory per idle TLS connection (10,000
 # connections idle after their handshake).
 # Run by hand, not in CI: see bench/README.md ("TLS"). Results go to bench/results/.
@@ -229,41 +230,48 @@ run_cpu_end() {
 # Server CPU time per operation in µs: $1 cores, $2 operations per second.
 per_op_us() { awk -v c="$1" -v r="$2" 'BEGIN { if (r !~ /^[0-9.]+$/ || r + 0 <= 0) print "n/a"; else printf "%.1f", c * 1e6 / r }'; }
 
-# Full handshakes: twistrs-bench handshake, a new connection per GET /1k.bin.
+# Handshakes: twistrs-bench handshake, a new connection per GET /1k.bin; $2 is hs (full
+# handshakes, no resumption) or rs (each resumes with a ticket an earlier one was given: a
+# returning client).
 run_handshakes() {
-    local name=$1 out lo0 lo1 rate errs
+    local name=$1 key=$2 out lo0 lo1 rate errs resume=0
+    [[ $key == rs ]] && resume=1
     lo0=$(tcpext ListenOverflows)
     run_cpu_start
     if ! out=$("${cli_pin[@]}" "$bench" handshake --addr "127.0.0.1:$SPORT" --cert "$cert" --path /1k.bin \
-        --conns "$HS_CONNS" --secs "$SECS" --warmup "$WARMUP" 2>&1); then
-        say "[$name] hs: twistrs-bench handshake failed"
+        --conns "$HS_CONNS" --secs "$SECS" --warmup "$WARMUP" --resume "$resume" 2>&1); then
+        say "[$name] $key: twistrs-bench handshake failed"
         status=1
     fi
     run_cpu_end
     lo1=$(tcpext ListenOverflows)
-    say "[$name] hs: twistrs-bench handshake --conns $HS_CONNS --secs $SECS --warmup $WARMUP --path /1k.bin"
+    say "[$name] $key: twistrs-bench handshake --conns $HS_CONNS --secs $SECS --warmup $WARMUP --path /1k.bin --resume $resume"
     # shellcheck disable=SC2001 # a prefix on every line
-    sed "s/^/[$name] hs:   /" <<<"$out"
+    sed "s/^/[$name] $key:   /" <<<"$out"
     local line
     line=$(grep -m1 '^handshakes_per_sec=' <<<"$out" || true)
     rate=$(kv handshakes_per_sec "$line")
     errs=$(kv errors "$line")
-    R[$name.hs.rps]=${rate:-n/a}
-    R[$name.hs.p99]=$(kv p99_ms "$line")
-    R[$name.hs.full]=$(kv full "$line")
-    R[$name.hs.resumed]=$(kv resumed "$line")
-    R[$name.hs.errors]=${errs:-n/a}
-    R[$name.hs.lo]=$((lo1 - lo0))
-    R[$name.hs.scpu]=$scpu
-    R[$name.hs.wcpu]=$ccpu
-    R[$name.hs.other]=$other
-    R[$name.hs.us]=$(per_op_us "$scpu" "${rate:-0}")
-    say "[$name] hs: handshakes/s=${rate:-n/a} errors=${errs:-n/a} full=${R[$name.hs.full]} resumed=${R[$name.hs.resumed]} listen_overflows=${R[$name.hs.lo]} server_cpu=$scpu client_cpu=$ccpu other_cpu=$other"
-    if [[ -z $rate || ${errs:-1} != 0 || ${R[$name.hs.resumed]:-1} != 0 ]]; then
-        say "[$name] hs: ERRORS (see above)"
+    R[$name.$key.rps]=${rate:-n/a}
+    R[$name.$key.p99]=$(kv p99_ms "$line")
+    R[$name.$key.full]=$(kv full "$line")
+    R[$name.$key.resumed]=$(kv resumed "$line")
+    R[$name.$key.errors]=${errs:-n/a}
+    R[$name.$key.lo]=$((lo1 - lo0))
+    R[$name.$key.scpu]=$scpu
+    R[$name.$key.wcpu]=$ccpu
+    R[$name.$key.other]=$other
+    R[$name.$key.us]=$(per_op_us "$scpu" "${rate:-0}")
+    say "[$name] $key: handshakes/s=${rate:-n/a} errors=${errs:-n/a} full=${R[$name.$key.full]} resumed=${R[$name.$key.resumed]} listen_overflows=${R[$name.$key.lo]} server_cpu=$scpu client_cpu=$ccpu other_cpu=$other"
+    if [[ -z $rate || ${errs:-1} != 0 ]] || { [[ $key == hs ]] && [[ ${R[$name.$key.resumed]:-1} != 0 ]]; }; then
+        say "[$name] $key: ERRORS (see above)"
         status=1
     fi
-    warn_other "[$name] hs" "$other"
+    # A server that never resumes (twistd) makes every one full: said, not an error.
+    if [[ $key == rs && ${R[$name.$key.full]:-0} != 0 ]]; then
+        say "[$name] rs: ${R[$name.$key.full]} of the handshakes were full: this server did not resume them"
+    fi
+    warn_other "[$name] $key" "$other"
 }
 
 # One wrk run over keep-alive TLS connections, after a warm-up: $1 name, $2 key, $3 path.
@@ -374,7 +382,8 @@ for name in $SERVERS; do
     R[$name.rss]=$(awk -v k="$rss" 'BEGIN { printf "%.2f", k / 1024 }')
     say "[$name] RSS after two TLS connections: $rss KiB"
     check_get "$name" /1m.bin
-    run_handshakes "$name"
+    run_handshakes "$name" hs
+    run_handshakes "$name" rs
     run_wrk "$name" k64 /1k.bin
     run_wrk "$name" m64 /1m.bin
     say "[$name] RSS after the runs: $(tree_rss_kib "$SPID") KiB"
@@ -397,7 +406,7 @@ say "loadavg at end: $(cat /proc/loadavg)"
 check_dev_null
 
 # --- report ----------------------------------------------------------------------------
-rows=("hs:full handshakes/s" "k64:req/s 1 KiB x$CONNS" "m64:MB/s 1 MiB x$CONNS")
+rows=("hs:full handshakes/s" "rs:resumed handshakes/s" "k64:req/s 1 KiB x$CONNS" "m64:MB/s 1 MiB x$CONNS")
 # The figure of row key $1 for server $2 (MB/s for the 1 MiB run, the rate otherwise).
 fig() { if [[ $1 == m64 ]]; then get "$2.m64.mbs"; else get "$2.$1.rps"; fi; }
 twistrs_servers=$(for n in $SERVERS; do [[ $n == twistrs || $n == twistrs-* ]] && printf '%s ' "$n"; done || true)
@@ -405,13 +414,14 @@ twistrs_servers=$(for n in $SERVERS; do [[ $n == twistrs || $n == twistrs-* ]] &
 {
     say ""
     say "TLS benchmark, $stamp: ${WARMUP} s warm-up + ${SECS} s per run; handshakes: $HS_CONNS in flight,"
-    say "a new connection and a full TLS 1.3 handshake per GET /1k.bin; wrk: $CONNS keep-alive TLS connections;"
+    say "a new connection and a full TLS 1.3 handshake per GET /1k.bin (resumed: the same, each with a ticket an"
+    say "earlier connection was given); wrk: $CONNS keep-alive TLS connections;"
     say "memory: $IDLE_CONNS connections idle after their handshake, on a fresh server (nginx: master + worker)."
     say ""
-    say "| server | full handshakes/s | req/s 1 KiB x$CONNS | p99 ms | MB/s 1 MiB x$CONNS | KiB per idle TLS conn | RSS MiB after 2 requests |"
-    say "|---|---:|---:|---:|---:|---:|---:|"
+    say "| server | full handshakes/s | resumed handshakes/s (full among them) | req/s 1 KiB x$CONNS | p99 ms | MB/s 1 MiB x$CONNS | KiB per idle TLS conn | RSS MiB after 2 requests |"
+    say "|---|---:|---:|---:|---:|---:|---:|---:|"
     for name in $SERVERS; do
-        say "| $name | $(get "$name.hs.rps") | $(get "$name.k64.rps") | $(get "$name.k64.p99") | $(get "$name.m64.mbs") | $(get "$name.kib") | $(get "$name.rss") |"
+        say "| $name | $(get "$name.hs.rps") | $(get "$name.rs.rps") ($(get "$name.rs.full")) | $(get "$name.k64.rps") | $(get "$name.k64.p99") | $(get "$name.m64.mbs") | $(get "$name.kib") | $(get "$name.rss") |"
     done
     if [[ -n $twistrs_servers ]]; then
         say ""

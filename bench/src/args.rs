@@ -47,6 +47,8 @@ pub struct HandshakeArgs {
     pub path: String,
     pub cert: PathBuf,
     pub verify: bool,
+    /// Resume with the session tickets earlier connections were given (a returning client).
+    pub resume: bool,
 }
 
 pub struct BulkArgs {
@@ -261,6 +263,7 @@ impl HandshakeArgs {
                 "path",
                 "cert",
                 "verify-signatures",
+                "resume",
             ],
         )?;
         let path = o.raw("path").unwrap_or("/");
@@ -280,6 +283,7 @@ impl HandshakeArgs {
                 .map(PathBuf::from)
                 .ok_or_else(|| Failure::Usage("--cert CERT.pem is required".into()))?,
             verify: o.verify()?,
+            resume: o.num("resume", 0u8, 0, 1)? == 1,
         })
     }
 }

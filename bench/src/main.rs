@@ -28,6 +28,7 @@ usage:
                      [--tls-cert CERT.pem [--verify-signatures 0|1]]
   twistrs-bench handshake --addr 127.0.0.1:PORT --cert CERT.pem [--path /]
                      [--conns 32] [--secs 5] [--warmup 1] [--verify-signatures 0|1]
+                     [--resume 0|1]
   twistrs-bench sessions --addr 127.0.0.1:PORT [--conns 32] [--send 0]
                      [--close server|client] [--secs 5] [--warmup 1]
   twistrs-bench floor
@@ -45,7 +46,8 @@ idle: opens CONNS idle connections, prints connected=N, holds them for HOLD-SECS
   With --tls-cert, each connection first completes a full TLS 1.3 handshake with a
   server whose certificate is CERT.pem (no probe then: any server will do).
 handshake: CONNS at a time, a new connection per request: TCP connect, full TLS 1.3
-  handshake (no resumption), GET PATH with Connection: close, the whole 200 response
+  handshake (no resumption; with --resume 1, each resumes with a ticket an earlier
+  connection was given, and only the first ones are full), GET PATH with Connection: close, the whole 200 response
   and the server's close; prints handshakes_per_sec=.. p50_ms=.. p99_ms=.. errors=..
   full=.. resumed=.. and the protocol, cipher suite and key exchange used.
 sessions: CONNS at a time, a new connection per session: connect, send SEND bytes
