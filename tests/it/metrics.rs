@@ -1253,15 +1253,12 @@ fn a_socks_bind_never_joined_is_not_counted_as_a_relay() {
     );
 }
 
-/// The certificate's notAfter in seconds since 1970, as Python's ssl module reads it.
-fn not_after(cert: &std::path::Path) -> i64 {
+/// Runs `python3 -c SCRIPT ARGS...`; its stdout, the test failing with its stderr if it fails.
+fn python3(script: &str, args: &[&str]) -> String {
     let out = Command::new("python3")
-        .args([
-            "-c",
-            "import ssl, sys; \
-             print(int(ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(sys.argv[1])['notAfter'])))",
-        ])
-        .arg(cert)
+        .arg("-c")
+        .arg(script)
+        .args(args)
         .output()
         .expect("run python3");
     assert!(
@@ -1269,7 +1266,14 @@ fn not_after(cert: &std::path::Path) -> i64 {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The certificate's notAfter in seconds since 1970, as Python's ssl module reads it.
+fn not_after(cert: &std::path::Path) -> i64 {
+    let script = "import ssl, sys; \
+        print(int(ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(sys.argv[1])['notAfter'])))";
+    python3(script, &[&cert.display().to_string()])
         .trim()
         .parse()
         .expect("a number")
@@ -1287,15 +1291,7 @@ fn tls_echoes(port: u16, n: usize) {
         \x20       with ctx.wrap_socket(s) as t:\n\
         \x20           t.sendall(b'hi\\n')\n\
         \x20           assert t.recv(3) == b'hi\\n'\n";
-    let out = Command::new("python3")
-        .args(["-c", script, &port.to_string(), &n.to_string()])
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python3(script, &[&port.to_string(), &n.to_string()]);
 }
 
 /// Handshakes done and failed are counted per listener, and each certificate in service has
