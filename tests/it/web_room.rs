@@ -215,3 +215,89 @@ fn at_the_limit_pipelined_responses_are_not_cut() {
     // Now idle, they make room for the fifth.
     assert_eq!(read_resp(&mut fifth, false).status, 200);
 }
+
+/// Python's ssl: four keep-alive clients make a request each and sit idle, a fifth asks;
+/// prints how long the fifth took, what the first then reads (empty at EOF), and the status
+/// of one more request on each of the other three.
+const TLS_ROOM: &str = r#"
+import socket, ssl, sys, time
+port, ca = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+def conn():
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return ctx.wrap_socket(raw, server_hostname="localhost")
+def ask(s):
+    s.sendall(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    out = b""
+    for _ in range(1000):
+        if out.endswith(b"0123456789"):
+            return out.split(b" ")[1].decode()
+        b = s.recv(65536)
+        if not b:
+            return "eof"
+        out += b
+    return "?"
+idle = []
+for _ in range(4):
+    s = conn()
+    assert ask(s) == "200"
+    idle.append(s)
+start = time.monotonic()
+fifth = conn()
+print("fifth", ask(fifth), round(time.monotonic() - start, 3))
+try:
+    print("first", repr(idle[0].recv(1)))
+except (ssl.SSLError, OSError) as e:
+    print("first", type(e).__name__)
+print("others", " ".join(ask(s) for s in idle[1:]))
+"#;
+
+#[test]
+fn at_the_limit_an_idle_tls_connection_makes_room() {
+    let t = tree();
+    let dir = tempfile::tempdir().unwrap();
+    let c = crate::tls::self_signed(dir.path(), "server");
+    let listen = format!(
+        "ssl:0:privateKey={}:certKey={}:interface=127.0.0.1",
+        c.key.display(),
+        c.cert.display()
+    );
+    let root = t.root.to_str().unwrap();
+    let srv = Server::start(&[
+        "web",
+        "--path",
+        root,
+        "--listen",
+        &listen,
+        "--max-connections",
+        "4",
+        "--timeout",
+        TIMEOUT,
+    ]);
+    let out = std::process::Command::new("timeout")
+        .args(["60", "python3", "-c", TLS_ROOM])
+        .arg(srv.port().to_string())
+        .arg(&c.cert)
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fifth: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("fifth "))
+        .expect("the fifth asked")
+        .split(' ')
+        .collect();
+    assert_eq!(fifth[0], "200", "{text}");
+    let secs: f64 = fifth[1].parse().unwrap();
+    assert!(secs < 5.0, "the fifth waited {secs} s");
+    assert!(
+        text.contains("first b''") || text.contains("first SSLEOFError"),
+        "the first sees EOF: {text}"
+    );
+    assert!(text.contains("others 200 200 200"), "{text}");
+}
