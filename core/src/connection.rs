@@ -113,7 +113,8 @@ impl<S: Socket> Conn<S> {
         d: &mut Driver<'_>,
         f: impl FnOnce(&mut dyn Protocol, &mut Transport<'_>),
     ) -> After {
-        let mut t = Transport::new(&mut self.st, d.handle);
+        let holds = self.socket.pending();
+        let mut t = Transport::new(&mut self.st, d.handle).socket_holds(holds);
         f(p, &mut t);
         self.drive(p, d, false, false)
     }
@@ -236,7 +237,8 @@ impl<S: Socket> Conn<S> {
             match self.socket.read(d.buf) {
                 Ok(0) => {
                     self.st.set(Flag::EofReceived, true);
-                    p.read_eof(&mut Transport::new(&mut self.st, d.handle));
+                    let holds = self.socket.pending();
+                    p.read_eof(&mut Transport::new(&mut self.st, d.handle).socket_holds(holds));
                     return Ok(());
                 }
                 Ok(n) => {
@@ -244,7 +246,9 @@ impl<S: Socket> Conn<S> {
                     self.st.received += n as u64;
                     self.st.last_activity = d.handle.tick();
                     let data = &d.buf[..n];
-                    p.data_received(&mut Transport::new(&mut self.st, d.handle), data);
+                    let holds = self.socket.pending();
+                    let mut t = Transport::new(&mut self.st, d.handle).socket_holds(holds);
+                    p.data_received(&mut t, data);
                     // A short read drained the socket: epoll will report new data (but not a
                     // FIN it already reported, nor a TLS close the socket layer holds).
                     if n < d.buf.len() && !self.st.is(Flag::PeerClosed) && !self.socket.read_ahead()
@@ -284,7 +288,8 @@ impl<S: Socket> Conn<S> {
             match self.socket.read(d.buf) {
                 Ok(0) => {
                     self.st.set(Flag::EofReceived, true);
-                    p.read_eof(&mut Transport::new(&mut self.st, d.handle));
+                    let holds = self.socket.pending();
+                    p.read_eof(&mut Transport::new(&mut self.st, d.handle).socket_holds(holds));
                     return Ok(());
                 }
                 Ok(n) => {
@@ -322,7 +327,8 @@ impl<S: Socket> Conn<S> {
             false
         } else if buffered < d.low {
             self.st.producer = Producer::Producing;
-            p.resume_producing(&mut Transport::new(&mut self.st, d.handle));
+            let holds = self.socket.pending();
+            p.resume_producing(&mut Transport::new(&mut self.st, d.handle).socket_holds(holds));
             // Only new output is work: output that is merely still waiting for room in the
             // socket (a relay's side whose peer reads slowly) would otherwise spin.
             self.st.buffered() > buffered
@@ -469,6 +475,10 @@ impl<S: Socket> Conn<S> {
         }
         self.st.cancel_timers(d.handle.timers());
         self.st.set_phase(Phase::Closed);
-        p.connection_lost(&mut Transport::new(&mut self.st, d.handle), reason);
+        let holds = self.socket.pending();
+        p.connection_lost(
+            &mut Transport::new(&mut self.st, d.handle).socket_holds(holds),
+            reason,
+        );
     }
 }

@@ -21,6 +21,7 @@ mod socks;
 mod support;
 mod tls;
 mod web;
+mod web_room;
 mod web_tls;
 mod wire;
 mod workers;

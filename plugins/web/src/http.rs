@@ -17,6 +17,7 @@ use twistrs_core::line::InputBuffer;
 use twistrs_core::{DelayedCall, Protocol, Reason, Transport};
 
 use crate::access::{AccessLog, Line};
+use crate::idle::IdleList;
 use crate::path::{self, PathError};
 use crate::pending::{Outstanding, Pending};
 use crate::request::{self, Body, ChunkProgress, ChunkedDiscard, Head, Limits, Method, Request};
@@ -54,6 +55,9 @@ pub struct Site {
     pub boundary: String,
     /// What `--metrics` shows of the requests answered.
     pub metrics: crate::metrics::WebMetrics,
+    /// With `--max-connections`: the keep-alive connections idle between requests, the ones
+    /// given up for a newcomer at the limit. None without a limit: nothing to keep then.
+    pub idle: Option<RefCell<IdleList>>,
 }
 
 enum State {
@@ -128,6 +132,34 @@ impl Http {
             scratch: Vec::with_capacity(512),
             client: String::new(),
             outstanding: Outstanding::default(),
+        }
+    }
+
+    /// Lists the connection as idle if it is a keep-alive connection between requests: a
+    /// response sent and all of it gone from this process, no request begun, nothing more
+    /// to answer. Only such a connection may be closed for a newcomer at the limit, so no
+    /// request or response is ever cut (a fresh connection that has not asked yet is not
+    /// one: under a burst each would be closed before its request was read).
+    fn note_idle(&self, t: &Transport<'_>) {
+        let Some(idle) = &self.site.idle else {
+            return;
+        };
+        if !self.done
+            && !self.waiting
+            && !self.stopping
+            && matches!(self.state, State::Head)
+            && self.input.is_empty()
+            && t.bytes_written() > 0
+            && t.all_sent()
+        {
+            idle.borrow_mut().list(t.id());
+        }
+    }
+
+    /// The connection is busy (bytes came) or gone: not one to give up.
+    fn note_busy(&self, t: &Transport<'_>) {
+        if let Some(idle) = &self.site.idle {
+            idle.borrow_mut().unlist(t.id());
         }
     }
 
@@ -724,6 +756,7 @@ impl Protocol for Http {
     }
 
     fn data_received(&mut self, t: &mut Transport<'_>, data: &[u8]) {
+        self.note_busy(t);
         self.log_sent(t);
         if self.done {
             return;
@@ -741,6 +774,7 @@ impl Protocol for Http {
     /// Logs what was sent; a response cut short is logged with the bytes that left, and
     /// said so in the main log.
     fn connection_lost(&mut self, t: &mut Transport<'_>, reason: &Reason) {
+        self.note_busy(t);
         self.cancel_head_timer();
         self.body_done();
         self.log_sent(t);
@@ -757,6 +791,8 @@ impl Protocol for Http {
         self.waiting = true;
     }
 
+    /// Also where a connection is seen to go idle: the reactor calls this on each drive once
+    /// the output is below the low-water mark, so also once the last response has left.
     fn resume_producing(&mut self, t: &mut Transport<'_>) {
         self.log_sent(t);
         if self.waiting && !self.backed_up(t) {
@@ -764,6 +800,7 @@ impl Protocol for Http {
             t.resume_producing();
             self.process(t);
         }
+        self.note_idle(t);
     }
 
     /// Idle between requests: close. A client that stopped reading a response: abort.
@@ -824,6 +861,7 @@ mod tests {
             access: Rc::new(RefCell::new(crate::access::AccessLog::main())),
             boundary: "b".into(),
             metrics: Default::default(),
+            idle: None,
         })
     }
 

@@ -10,6 +10,7 @@ pub mod access;
 #[cfg(test)]
 mod fuzz;
 pub mod http;
+pub mod idle;
 pub mod metrics;
 pub mod path;
 pub mod pending;
@@ -23,14 +24,14 @@ use std::cell::RefCell;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use twistrs_core::clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use twistrs_core::endpoint::{Endpoint, quote_argument};
 use twistrs_core::options::{ListenOpt, MaxConnectionsOpt, Refused, TimeoutOpt};
 use twistrs_core::{
-    Address, Factory, Failure, Handle, ListeningService, Plugin, PluginError, Protocol, Service,
-    ServiceHost,
+    Address, Factory, Failure, Handle, ListeningService, Plugin, PluginError, Protocol, Room,
+    Service, ServiceHost,
 };
 
 use crate::access::AccessLog;
@@ -55,7 +56,9 @@ and symlinks leaving the root are refused (403) unless --follow-symlinks. A file
 opened for any other reason than not existing or being refused (no descriptor left, an I/O \
 error) gets 500, and the error is logged. Limits: request line \
 8 KiB (414), headers 16 KiB and 100 fields (431), --timeout for idle connections and slow \
-request heads (408). Files go out with sendfile; files up to 256 KiB are cached and checked \
+request heads (408). At --max-connections, a client waiting is let in by closing the \
+keep-alive connection idle longest (between requests), as nginx does; never one reading a \
+request or sending a response. Files go out with sendfile; files up to 256 KiB are cached and checked \
 with one stat per request. The access log uses twistd's combined format and is reopened on \
 SIGHUP and SIGUSR1; each line is written once its response has left, with the bytes that did, \
 and a response cut short is also reported in the main log with the reason. \
@@ -262,10 +265,20 @@ fn options() -> Command {
     c.args(Refused::args(PYTHON_ONLY))
 }
 
+/// At the limit with no connection idle, how soon to look again: a busy one may go idle
+/// (its response sent) meanwhile, and the client waiting in the backlog is then let in
+/// within this, not at the idle one's `--timeout`. Looked at only while a client waits.
+const IDLE_RECHECK: Duration = Duration::from_millis(100);
+/// The most often the log says that idle connections are being closed at the limit (the
+/// count is in the metrics: `twistrs_connection_limit_closes_total`).
+const ROOM_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// A factory of `Http` protocols sharing one site.
 struct WebFactory {
     site: Rc<Site>,
     max: Option<usize>,
+    /// When the log last said that idle connections are closed at the limit.
+    room_logged: Option<Instant>,
 }
 
 impl Factory for WebFactory {
@@ -289,6 +302,32 @@ impl Factory for WebFactory {
 
     fn max_connections(&self) -> Option<usize> {
         self.max
+    }
+
+    /// At `--max-connections` with a client waiting: the keep-alive connection idle longest
+    /// (between requests, its last response gone), as nginx reuses idle keep-alive
+    /// connections when `worker_connections` run out; never one reading a request or sending
+    /// a response. With none idle, look again shortly (one may finish its response). Each
+    /// `--workers` worker has its own limit, and gives up only its own connections.
+    fn make_room(&mut self) -> Room {
+        let Some(id) = self
+            .site
+            .idle
+            .as_ref()
+            .and_then(|i| i.borrow_mut().take_longest())
+        else {
+            return Room::After(Instant::now() + IDLE_RECHECK);
+        };
+        if self
+            .room_logged
+            .is_none_or(|t| t.elapsed() >= ROOM_LOG_EVERY)
+        {
+            self.room_logged = Some(Instant::now());
+            log::warn!(target: twistrs_core::logsys::BARE,
+                "Site: connection limit ({}) reached; closing idle keep-alive connections to let new clients in",
+                self.max.unwrap_or(0));
+        }
+        Room::Close(id)
     }
 
     fn alpn_protocols(&self) -> &[&'static [u8]] {
@@ -365,6 +404,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
             .collect()
         })
         .unwrap_or_default();
+    let max = MAX_CONNECTIONS.get(m);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -383,6 +423,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
         access: Rc::new(RefCell::new(AccessLog::main())),
         boundary: format!("{:032x}", seed ^ u128::from(std::process::id()) << 64),
         metrics: Default::default(),
+        idle: max.map(|_| RefCell::default()),
     };
     let mut endpoints = LISTEN.given(m);
     endpoints.extend(PORT.given(m));
@@ -398,7 +439,8 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
     let site = Rc::new(site);
     let factory = WebFactory {
         site: site.clone(),
-        max: MAX_CONNECTIONS.get(m),
+        max,
+        room_logged: None,
     };
     Ok(Box::new(WebService {
         site,
