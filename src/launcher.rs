@@ -609,6 +609,7 @@ fn serve(
     // 8. Listeners, bound as the starting user (port 80 as root), or inherited.
     let mut reactor = Reactor::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
     workers::number_sessions(m, &mut reactor);
+    keep_tickets_current(&reactor.handle());
     let reloaded = watch_signals(&mut reactor, plan.chroot.clone())
         .map_err(|e| format!("cannot watch signals: {e}"))?;
     if let Some(inh) = &inherited {
@@ -940,6 +941,16 @@ fn close_inherited_on_exec() {
             libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
         );
     }
+}
+
+/// At each 6-hour period's start, lets go of the TLS session tickets' chain values and keys
+/// that open only older tickets (`twistrs_core::tls::forget_expired_tickets`), whether or not
+/// this process makes handshakes: a `--workers` master makes none, and would otherwise keep
+/// for good the value it first handed to its workers, which opens every ticket made since.
+pub(crate) fn keep_tickets_current(handle: &twistrs_core::Handle) {
+    let wait = twistrs_core::tls::forget_expired_tickets();
+    let h = handle.clone();
+    handle.call_later(wait, move || keep_tickets_current(&h));
 }
 
 /// Fixes glibc's mmap threshold at its default (128 KiB) so that every large buffer (a

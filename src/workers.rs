@@ -593,6 +593,7 @@ pub(crate) fn master(
         logger.chown(plan.target.uid, plan.target.gid);
     }
     let mut reactor = Reactor::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
+    launcher::keep_tickets_current(&reactor.handle());
     let reopen = std::rc::Rc::new(std::cell::Cell::new(false));
     watch_signals(&mut reactor, &reopen).map_err(|e| format!("cannot watch signals: {e}"))?;
     let metrics = match &plan.metrics {

@@ -286,6 +286,10 @@ impl<S: Socket> Conn<S> {
                 return Ok(());
             }
             match self.socket.read(d.buf) {
+                // The end of the input came in the read that ended the handshake (a client
+                // half-closing behind its Finished): the relay is made all the same, and its
+                // join reads the end again (a socket's end, or TLS's close_notify, stays).
+                Ok(0) if !self.socket.handshaking() => {}
                 Ok(0) => {
                     self.st.set(Flag::EofReceived, true);
                     let holds = self.socket.pending();

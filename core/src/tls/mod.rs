@@ -32,7 +32,7 @@ use rustls::server::ResolvesServerCert;
 
 pub use certs::CertError;
 pub use client::{ClientTls, ClientTlsSpec};
-pub use tickets::{HANDOVER_LEN, set_ticket_handover, ticket_handover};
+pub use tickets::{HANDOVER_LEN, forget_expired_tickets, set_ticket_handover, ticket_handover};
 
 /// Where a listener's certificates come from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,7 +18,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[cfg(feature = "aws-lc-rs")]
 use aws_lc_rs as crypto;
@@ -68,6 +68,21 @@ pub fn ticket_handover() -> Option<[u8; HANDOVER_LEN]> {
     out[..PERIOD_LEN].copy_from_slice(&c.period.to_be_bytes());
     out[PERIOD_LEN..].copy_from_slice(&c.value);
     Some(out)
+}
+
+/// Moves this process's chain on to the period before the current one and forgets the keys
+/// of periods that no longer open anything, as a handshake in a new period does. Called at
+/// each period's start by a process that may make no handshake for months (a `--workers`
+/// master, an idle worker): otherwise it would keep a value that opens every ticket made
+/// since, by any process of the service. Makes no chain. Returns how long until the next
+/// period starts, when to call again.
+pub fn forget_expired_tickets() -> Duration {
+    one().forget(period_now());
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // A second past the boundary, so that the next call is in the new period.
+    Duration::from_secs(PERIOD_SECS - secs % PERIOD_SECS + 1)
 }
 
 /// The ticketer every server config of this process shares (a reload keeps it).
@@ -150,6 +165,18 @@ impl Tickets {
         }
         *c = Some(chain);
         true
+    }
+
+    /// Forgets what opens only tickets older than the period before `now` (`forget_expired_tickets`).
+    fn forget(&self, now: u32) {
+        if let Ok(mut keys) = self.keys.lock() {
+            keys.retain(|(p, _)| *p >= now.saturating_sub(1));
+        }
+        if let Ok(mut chain) = self.chain.lock()
+            && chain.is_some()
+        {
+            let _ = advanced(&mut chain, now);
+        }
     }
 
     /// Runs `f` with the key of `period` (`now` or the one before), derived from the chain
@@ -307,6 +334,23 @@ mod tests {
         let mut chain = t.chain.lock().unwrap();
         let c = advanced(&mut chain, 7).unwrap();
         assert_eq!(c.period, 6);
+    }
+
+    /// A process that makes no handshake (a `--workers` master) still lets go of what it
+    /// held as periods pass, and one that has no chain is not given one.
+    #[test]
+    fn forgetting_moves_the_chain_on_without_a_handshake() {
+        let t = at(4, 7);
+        let old = t.seal(5, b"old").unwrap();
+        t.forget(8);
+        assert_eq!(t.chain.lock().unwrap().as_ref().unwrap().period, 7);
+        assert!(t.keys.lock().unwrap().is_empty());
+        assert_eq!(t.open(5, &old), None);
+        let none = Tickets::default();
+        none.forget(8);
+        assert!(none.chain.lock().unwrap().is_none());
+        let wait = forget_expired_tickets();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(PERIOD_SECS + 1));
     }
 
     #[test]

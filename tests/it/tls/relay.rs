@@ -228,3 +228,98 @@ fn bytes_sent_with_the_finished_message_reach_the_destination() {
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
     assert!(relay.log_contains("32 bytes to the destination, 32 bytes to the client"));
 }
+
+/// A TLS 1.3 client that half-closes (close_notify) in the same write as its Finished,
+/// sending nothing: it only listens to a destination that speaks first.
+const CLOSE_WITH_FINISHED: &str = r#"
+port = int(sys.argv[1])
+s = socket.create_connection(('127.0.0.1', port), timeout=TIMEOUT)
+c = context('-')
+c.minimum_version = ssl.TLSVersion.TLSv1_3
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+o = c.wrap_bio(inc, out, server_hostname='localhost')
+for _ in range(20):
+    try:
+        o.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        s.sendall(out.read())
+        d = s.recv(65536)
+        if not d:
+            sys.exit('closed during the handshake')
+        inc.write(d)
+try:
+    o.unwrap()
+except ssl.SSLError:
+    pass
+s.sendall(out.read())
+got = b''
+for _ in range(100):
+    try:
+        got += o.read(65536)
+        if len(got) >= 6:
+            break
+    except ssl.SSLZeroReturnError:
+        break
+    except ssl.SSLWantReadError:
+        d = s.recv(65536)
+        if not d:
+            break
+        inc.write(d)
+print('got=' + got.decode())
+"#;
+
+/// A destination on 127.0.0.1 that greets each connection with `hello\n`, then reads to the
+/// end; it counts the connections it accepts (for at most two minutes).
+fn greeting_destination() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{ErrorKind, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the destination");
+    let addr = l.local_addr().expect("its address");
+    l.set_nonblocking(true).expect("nonblocking");
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n = accepted.clone();
+    std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < end {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    n.fetch_add(1, Ordering::SeqCst);
+                    std::thread::spawn(move || {
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                        let _ = s.write_all(b"hello\n");
+                        let mut buf = [0u8; 4096];
+                        while let Ok(k) = s.read(&mut buf) {
+                            if k == 0 {
+                                break;
+                            }
+                        }
+                    });
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    (addr, accepted)
+}
+
+/// A client whose half-close comes in the read that ends its handshake is relayed all the
+/// same (its end carried to the destination), as one that half-closes later is: the end of
+/// its input is not taken for a client that left during the handshake.
+#[test]
+fn a_half_close_sent_with_the_finished_message_is_relayed() {
+    let pki = Pki::new();
+    pki.leaf("server", "localhost", &["localhost"]);
+    let (dest, accepted) = greeting_destination();
+    let relay = ssl_forwarder(&pki, dest);
+    let out = python(
+        CLOSE_WITH_FINISHED,
+        &[&relay.port().to_string()],
+        Duration::from_secs(15),
+    );
+    assert_eq!(field(&out, "got"), Some("hello"), "{out}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "{:?}", relay.lines());
+}
