@@ -12,7 +12,8 @@
 # nginx-light wrk curl openssl).
 # Knobs (environment): BENCH_SERVERS="twistrs twistd nginx", BENCH_TWISTRS_BINS="LABEL=PATH"
 # (other twistrs builds run beside, as twistrs-LABEL: e.g. one built with another crypto
-# provider), BENCH_CONNS=64 (wrk's keep-alive connections), BENCH_HS_CONNS=32 (handshakes
+# provider; twistrs_w2 and nginx_w2 are two workers each, not pinned, compared with each
+# other), BENCH_CONNS=64 (wrk's keep-alive connections), BENCH_HS_CONNS=32 (handshakes
 # in flight), BENCH_SECS=5, BENCH_WARMUP=1, BENCH_IDLE_CONNS=10000, BENCH_WRK_THREADS=1,
 # BENCH_PIN=1 (servers on CPU 0, clients on CPU 1), BENCH_BUILD=1 (0 runs the binaries
 # already in target/release), BENCH_BACKLOG= (empty: each server's own listen backlog).
@@ -96,9 +97,10 @@ wait_quiet
 # --- servers ---------------------------------------------------------------------------
 free_port() { "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# nginx config for port $1 in its own directory; prints the directory.
+# nginx config for port $1 in its own directory, with $2 worker processes (default 1);
+# prints the directory.
 nginx_dir() {
-    local port=$1 d="$work/nginx-$1"
+    local port=$1 workers=${2:-1} d="$work/nginx-$1"
     mkdir -p "$d"
     # worker_connections twice the idle connections: with fewer than 1/16 of its connection
     # slots free, nginx closes idle connections to make room ("worker_connections are not
@@ -106,7 +108,7 @@ nginx_dir() {
     # 160 of 10,000 idle connections with 10,500 slots.
     cat >"$d/nginx.conf" <<EOF
 user root;
-worker_processes 1;
+worker_processes $workers;
 worker_rlimit_nofile $((2 * IDLE_CONNS + 1000));
 daemon off;
 master_process on;
@@ -139,7 +141,7 @@ server_cmd() {
     listen="ssl:$2:privateKey=$key:certKey=$cert:interface=127.0.0.1${BACKLOG:+:backlog=$BACKLOG}"
     case $name in
     # The access log is a symlink to /dev/null, never /dev/null itself: see web.sh.
-    twistrs | twistrs-* | twistd)
+    twistrs | twistrs-* | twistrs_w2 | twistd)
         rm -f "$work/$name-access.log"
         ln -s /dev/null "$work/$name-access.log"
         ;;
@@ -149,12 +151,13 @@ server_cmd() {
         [[ -n $(twistrs_bin "$name") ]] || die "no binary for $name: give it in BENCH_TWISTRS_BINS"
         CMD=("$(twistrs_bin "$name")" -n --pidfile= web --path "$www" --listen "$listen" --logfile "$work/$name-access.log")
         ;;
+    twistrs_w2) CMD=("$twistrs" -n --pidfile= --workers 2 web --path "$www" --listen "$listen" --logfile "$work/$name-access.log") ;;
     twistd) CMD=("$venv/bin/twistd" -n --pidfile= web --path "$www" --listen "$listen" --logfile "$work/twistd-access.log") ;;
-    nginx)
-        d=$(nginx_dir "$port")
+    nginx | nginx_w2)
+        d=$(nginx_dir "$port" "$([[ $name == nginx_w2 ]] && echo 2 || echo 1)")
         CMD=(nginx -p "$d/" -e "$d/error.log" -c "$d/nginx.conf")
         ;;
-    *) die "unknown server $name (BENCH_SERVERS takes twistrs, twistrs-LABEL, twistd, nginx)" ;;
+    *) die "unknown server $name (BENCH_SERVERS takes twistrs, twistrs-LABEL, twistrs_w2, twistd, nginx, nginx_w2)" ;;
     esac
 }
 
@@ -165,7 +168,10 @@ start_server() {
     SPORT=$(free_port)
     server_cmd "$name" "$SPORT"
     say "[$name] ${CMD[*]}"
-    "${srv_pin[@]}" "${CMD[@]}" </dev/null >>"$log" 2>&1 &
+    # Two workers are not pinned: they share both CPUs with the client, as in web.sh.
+    local pin=("${srv_pin[@]}")
+    [[ $name == *_w2 ]] && pin=()
+    "${pin[@]}" "${CMD[@]}" </dev/null >>"$log" 2>&1 &
     SPID=$!
     pids+=("$SPID")
     for ((i = 0; i < 200; i++)); do
@@ -398,7 +404,7 @@ for name in $SERVERS; do
     kill -0 "$SPID" 2>/dev/null || { say "[$name] the server died during the idle run"; status=1; }
     stop_pid "$SPID"
     tail -n 3 "$work/$name.server.log" | sed "s/^/[$name] log: /"
-    if [[ $name == nginx ]]; then
+    if [[ $name == nginx* ]]; then
         cat "$work"/nginx-*/error.log 2>/dev/null | tail -n 5 | sed "s/^/[$name] error.log: /" || true
     fi
 done
@@ -457,6 +463,16 @@ twistrs_servers=$(for n in $SERVERS; do [[ $n == twistrs || $n == twistrs-* ]] &
             done
             say "| ${tw}_KiB/${first}_KiB per idle TLS conn | $(ratio "$(get "$tw.kib")" "$(get "$first.kib")") | (builds compared) | |"
             say "| ${tw}_RSS/${first}_RSS after 2 requests | $(ratio "$(get "$tw.rss")" "$(get "$first.rss")") | (builds compared) | |"
+        done
+    fi
+    if has twistrs_w2 && has nginx_w2; then
+        say ""
+        say "| ratio (two workers each, not pinned) | value | target | |"
+        say "|---|---:|---|---|"
+        for row in "${rows[@]}"; do
+            key=${row%%:*}
+            r=$(ratio "$(fig "$key" twistrs_w2)" "$(fig "$key" nginx_w2)")
+            say "| twistrs_w2/nginx_w2 ${row#*:} | $r | at least 1x | $(verdict "$r" ge 1) |"
         done
     fi
     say ""
