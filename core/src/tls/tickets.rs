@@ -102,9 +102,20 @@ struct Chain {
 }
 
 /// The chain moved on to the period before `now` (the oldest whose tickets still open),
-/// made now if there is none; `None` if the random source fails.
+/// made now if there is none; `None` if the random source fails. A chain already past `now`
+/// (the clock was set back by more than a period after it moved on) cannot go back: it is
+/// replaced by a new one, or no ticket would be made until the clock caught up, in this
+/// process and in every worker and successor it hands the chain to. Tickets made under the
+/// old chain then open nowhere, and until the next restart this process's tickets open only
+/// here (each process that sees the clock go back makes its own).
 fn advanced(chain: &mut Option<Chain>, now: u32) -> Option<&Chain> {
     let oldest = now.saturating_sub(1);
+    if chain.as_ref().is_some_and(|c| c.period > now) {
+        log::warn!(target: "twistrs.tls",
+            "The clock went back past the TLS session tickets' key period: new keys, so \
+             sessions resumed before make a full handshake.");
+        *chain = None;
+    }
     if chain.is_none() {
         let mut value = [0u8; VALUE_LEN];
         SystemRandom::new().fill(&mut value).ok()?;
@@ -170,7 +181,7 @@ impl Tickets {
     /// Forgets what opens only tickets older than the period before `now` (`forget_expired_tickets`).
     fn forget(&self, now: u32) {
         if let Ok(mut keys) = self.keys.lock() {
-            keys.retain(|(p, _)| *p >= now.saturating_sub(1));
+            keys.retain(|(p, _)| (now.saturating_sub(1)..=now).contains(p));
         }
         if let Ok(mut chain) = self.chain.lock()
             && chain.is_some()
@@ -188,8 +199,9 @@ impl Tickets {
         f: impl FnOnce(&LessSafeKey) -> Option<R>,
     ) -> Option<R> {
         let mut keys = self.keys.lock().ok()?;
-        // Keys of periods that no longer open anything go, so memory holds none.
-        keys.retain(|(p, _)| *p >= now.saturating_sub(1));
+        // Keys of periods that no longer open anything go, so memory holds none; so do keys
+        // of periods ahead of a clock set back (they may come from a chain replaced now).
+        keys.retain(|(p, _)| (now.saturating_sub(1)..=now).contains(p));
         if let Some((_, k)) = keys.iter().find(|(p, _)| *p == period) {
             return f(k);
         }
@@ -325,15 +337,17 @@ mod tests {
         assert_eq!(t.open(7, &old), None);
         assert_eq!(t.chain.lock().unwrap().as_ref().unwrap().period, 6);
         assert!(t.keys.lock().unwrap().iter().all(|(p, _)| *p >= 6));
-        // Nothing derived from what is held now opens the old ticket, even asked for its
-        // period with a clock turned back.
-        assert_eq!(t.open(5, &old), None);
-        assert_eq!(t.open(6, &old), None);
         assert_eq!(t.open(7, &new).unwrap(), b"new");
         // A hand-over now gives period 6's value, from which 5's cannot be had.
-        let mut chain = t.chain.lock().unwrap();
-        let c = advanced(&mut chain, 7).unwrap();
-        assert_eq!(c.period, 6);
+        {
+            let mut chain = t.chain.lock().unwrap();
+            let c = advanced(&mut chain, 7).unwrap();
+            assert_eq!(c.period, 6);
+        }
+        // Nothing derived from what is held now opens the old ticket, even asked for its
+        // period with a clock turned back (which, past the chain, makes a new one).
+        assert_eq!(t.open(6, &old), None);
+        assert_eq!(t.open(5, &old), None);
     }
 
     /// A process that makes no handshake (a `--workers` master) still lets go of what it
@@ -398,6 +412,23 @@ mod tests {
             "the same chain until the period ends"
         );
         assert!(!set_ticket_handover(h), "this process has a chain already");
+    }
+
+    #[test]
+    fn a_clock_set_back_past_the_chain_gets_a_new_chain_not_silence() {
+        let t = at(99, 7);
+        let ahead = t.seal(100, b"ahead").unwrap();
+        // The clock goes back a day: the chain (at 99) cannot reach period 96.
+        let back = t.seal(96, b"back").expect("tickets are made again at once");
+        assert_eq!(t.open(96, &back).unwrap(), b"back");
+        assert_eq!(t.chain.lock().unwrap().as_ref().unwrap().period, 95);
+        // What the old chain sealed opens nowhere now, even once the clock is right again.
+        assert_eq!(t.open(100, &ahead), None);
+        // A step back within the chain's reach keeps it.
+        let t = at(99, 7);
+        assert!(t.seal(100, b"x").is_some());
+        assert!(t.seal(99, b"y").is_some());
+        assert_eq!(t.chain.lock().unwrap().as_ref().unwrap().period, 99);
     }
 
     #[test]
