@@ -364,6 +364,9 @@ fn start(
     if let Some(fd) = inherited.as_mut().and_then(|i| i.ready.take()) {
         *status = StatusWriter::from_fd(fd);
     }
+    if inherited.is_some() && worker.is_none() {
+        upgrade::note_predecessor();
+    }
     // A worker logs where its master does, and never goes into the background itself.
     let mut plan = plan(m, inherited.is_some() && worker.is_none_or(|w| w.file_log))?;
     if worker.is_some() {
@@ -685,6 +688,8 @@ fn serve(
     // What a failed restart left to do: a stop, or a restart asked for during it (said in
     // the log as it came).
     let mut next: Option<StopReason> = None;
+    // A worker whose master hands over to a new master's workers.
+    let mut worker_handover = false;
     let ended = loop {
         let (reason, said) = match next.take() {
             Some(r) => (r, true),
@@ -700,6 +705,12 @@ fn serve(
             // to drain and exit (at a stop or once a restart's new workers serve).
             StopReason::Signal(libc::SIGUSR2) if workers::this_worker().is_some() => {
                 log::info!(target: "twistrs.reactor", "The master asked to stop; shutting down.");
+                break Ended::Requested;
+            }
+            StopReason::Signal(upgrade::HANDOVER_END) if workers::this_worker().is_some() => {
+                log::info!(target: "twistrs.reactor",
+                    "The master hands over to new workers; draining.");
+                worker_handover = true;
                 break Ended::Requested;
             }
             StopReason::Signal(libc::SIGUSR2) => {
@@ -741,16 +752,35 @@ fn serve(
         }
     };
     notify::notify("STOPPING=1");
+    let handover = worker_handover || matches!(ended, Ended::HandedOver(_));
+    if !handover && workers::this_worker().is_none() {
+        // A predecessor still draining after it handed over to us serves on no longer.
+        upgrade::tell_predecessor();
+    }
     if workers::this_worker().is_some() {
         // The master's sockets outlive a worker: its UNIX socket files stay until it stops.
         reactor.abandon_listeners();
         // systemd's SIGTERM to every process of the service and the master's own request
         // (SIGUSR2) both arrive, in either order: neither may end the drain as a second
         // signal does in a single process. The master's SIGQUIT does (a second stop signal
-        // to the master: close at once).
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGUSR2] {
+        // to the master: close at once). In a hand-over's drain they make it a stop's.
+        for sig in [
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGUSR2,
+            upgrade::HANDOVER_END,
+        ] {
+            let h = reactor.handle();
+            let end = handover && sig != upgrade::HANDOVER_END;
             reactor
-                .on_signal(sig, SignalAction::Call(Box::new(|| {})))
+                .on_signal(
+                    sig,
+                    SignalAction::Call(Box::new(move || {
+                        if end {
+                            h.end_handover();
+                        }
+                    })),
+                )
                 .map_err(|e| format!("cannot watch signals: {e}"))?;
         }
         reactor
@@ -764,7 +794,12 @@ fn serve(
         }
     }
     service.stop_service(&mut reactor.service_host());
-    if let Err(e) = reactor.drain(plan.shutdown_timeout) {
+    let drained = if handover {
+        reactor.drain_handover(plan.shutdown_timeout)
+    } else {
+        reactor.drain(plan.shutdown_timeout)
+    };
+    if let Err(e) = drained {
         log::error!(target: LAUNCHER, "error while draining connections: {e}");
     }
     // twistd's line is the master's; a worker's own last line follows (`start`).
@@ -812,10 +847,14 @@ pub(crate) fn no_restart_while_stopping(
 /// After a hand-over the successor is the service: a SIGTERM or SIGINT that reaches us while
 /// we drain (a `stop` that read the pidfile just before the successor wrote its PID there,
 /// a `kill` of the PID a script kept) is passed on to it, or it would serve on, and our own
-/// drain goes on (it is not a second stop of ours). The successor is our child, not reaped
-/// while we live, so its PID cannot be another process's.
+/// drain goes on (it is not a second stop of ours), as a stop's now: the sessions served on
+/// through the hand-over are asked to finish (`Handle::end_handover`), as they are when
+/// the successor says it stops (`upgrade::HANDOVER_END`), and the news goes on to our own
+/// predecessor if it still drains. The successor is our child, not reaped while we live, so
+/// its PID cannot be another process's.
 pub(crate) fn pass_stops_on(reactor: &mut Reactor, succ: u32) -> std::io::Result<()> {
     for sig in [libc::SIGTERM, libc::SIGINT] {
+        let h = reactor.handle();
         reactor.on_signal(
             sig,
             SignalAction::Call(Box::new(move || {
@@ -824,9 +863,22 @@ pub(crate) fn pass_stops_on(reactor: &mut Reactor, succ: u32) -> std::io::Result
                     "Received {name} after the hand-over: passing it on to PID {succ}.");
                 // SAFETY: a signal to our own child (see above).
                 unsafe { libc::kill(succ as i32, sig) };
+                h.end_handover();
+                upgrade::tell_predecessor();
             })),
         )?;
     }
+    let h = reactor.handle();
+    reactor.on_signal(
+        upgrade::HANDOVER_END,
+        SignalAction::Call(Box::new(move || {
+            if !h.handover_ended() {
+                log::info!(target: LAUNCHER, "PID {succ} stops: the hand-over is over.");
+            }
+            h.end_handover();
+            upgrade::tell_predecessor();
+        })),
+    )?;
     Ok(())
 }
 
@@ -984,6 +1036,10 @@ fn watch_signals(
     chroot: Option<PathBuf>,
 ) -> std::io::Result<std::rc::Rc<std::cell::Cell<bool>>> {
     reactor.on_signal(libc::SIGUSR2, SignalAction::Stop)?;
+    if workers::this_worker().is_some() {
+        // The master hands over to a new master's workers.
+        reactor.on_signal(upgrade::HANDOVER_END, SignalAction::Stop)?;
+    }
     // Set at each reload, for a restart to tell whether one came while its successor started.
     let reloaded = std::rc::Rc::new(std::cell::Cell::new(false));
     for sig in [libc::SIGHUP, libc::SIGUSR1] {

@@ -303,6 +303,63 @@ impl Successor {
     }
 }
 
+/// The signal of a hand-over's end. To the old process of a restart, still draining after
+/// the hand-over, from its successor (or a new `--workers` master) as that stops for real:
+/// the sessions the old one serves on through the hand-over are asked to finish now
+/// (`Reactor::drain_handover`), so a `stop` does not wait for them. To a worker, from its
+/// master handing over to a new master's workers: drain as after a hand-over (SIGUSR2 is
+/// a stop). SIGURG: ignored by default (by a predecessor of a version without it, or a
+/// worker still starting), and never sent by the kernel to a process that did not ask
+/// for it with F_SETOWN, nor by a terminal (as SIGWINCH is at a resize, to a foreground
+/// `-n` run and its workers).
+pub const HANDOVER_END: i32 = libc::SIGURG;
+
+/// The predecessor (our parent when we started as a restart's successor), to tell when we
+/// stop for real.
+static PREDECESSOR: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+
+/// Notes our parent as our predecessor: call once at start in a restart's successor (not a
+/// worker, whose parent is its master).
+pub fn note_predecessor() {
+    // SAFETY: getppid(2) has no preconditions.
+    let _ = PREDECESSOR.set(unsafe { libc::getppid() });
+}
+
+/// The service stops for real: tells the predecessor, if it still drains after handing over
+/// to us (it is still our parent), with [`HANDOVER_END`].
+pub fn tell_predecessor() {
+    let Some(&pid) = PREDECESSOR.get() else {
+        return;
+    };
+    if pid <= 1 {
+        return;
+    }
+    // The check and the signal go through one pidfd, taken before checking that the PID is
+    // still our parent's: a predecessor that ended meanwhile (we were reparented) is never
+    // mistaken for a process that took its PID.
+    // SAFETY: pidfd_open(2) takes a PID and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: a descriptor pidfd_open just returned to us, owned from here on.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: getppid(2) has no preconditions.
+    if unsafe { libc::getppid() } != pid {
+        return;
+    }
+    // SAFETY: pidfd_send_signal(2) on our pidfd, with no siginfo and no flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            HANDOVER_END,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+}
+
 /// What came while a restart's successor was starting, acted on once it is known how the
 /// restart went. Deploy tools interleave: a `stop` (or systemd's SIGTERM to the whole unit)
 /// during a restart would otherwise be lost once the successor takes over and keeps serving;

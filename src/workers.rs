@@ -507,14 +507,22 @@ impl Pool {
     /// do not add up to a second signal), then
     /// waits for them; a second stop signal to the master becomes a SIGQUIT, which ends the
     /// drains at once; what is left after the drain's deadline and a margin is killed.
-    fn stop_all(&mut self, reactor: &mut Reactor, timeout: Duration) {
+    ///
+    /// With `handover` (a restart's old master, once the new one's workers serve) a serving
+    /// worker gets `upgrade::HANDOVER_END` instead of SIGUSR2: it drains as after a hand-over,
+    /// serving on the sessions that can (`Reactor::drain_handover`), until SIGUSR2, sent
+    /// once the service stops for real (`Handle::end_handover`).
+    fn stop_all(&mut self, reactor: &mut Reactor, timeout: Duration, handover: bool) {
+        let mut handing_over = handover;
         for w in &mut self.workers {
             w.restart_at = None;
             if let Some(p) = &w.proc {
                 // A worker still starting ignores SIGUSR2 until its handlers are in place
                 // (it would serve on, and be killed at the deadline): SIGTERM ends it before
                 // then, and after, stops it as soon as it serves (it has no connection yet).
-                let sig = if w.serving {
+                let sig = if w.serving && handover {
+                    upgrade::HANDOVER_END
+                } else if w.serving {
                     libc::SIGUSR2
                 } else {
                     libc::SIGTERM
@@ -535,6 +543,10 @@ impl Pool {
             if reactor.take_stop().is_some() && began.elapsed() >= twistrs_core::SAME_STOP {
                 // A second signal: the workers close their connections at once.
                 self.signal_all(libc::SIGQUIT);
+            }
+            if handing_over && reactor.handle().handover_ended() {
+                handing_over = false;
+                self.signal_all(libc::SIGUSR2);
             }
             self.supervise(true);
         }
@@ -650,7 +662,7 @@ pub(crate) fn master(
         log::info!(target: "twistrs.reactor", "Received {name} while the workers started, shutting down.");
     }
     if !matches!(started, Ok(None)) {
-        pool.stop_all(&mut reactor, Duration::from_secs(1));
+        pool.stop_all(&mut reactor, Duration::from_secs(1), false);
         // A start that failed or was stopped leaves no socket file behind, as a single
         // process's does; a restart's successor leaves them to its predecessor, which
         // serves on them.
@@ -742,13 +754,18 @@ pub(crate) fn master(
         pool.supervise(false);
     };
     notify::notify("STOPPING=1");
+    let handover = matches!(ended, Ended::HandedOver(_));
+    if !handover {
+        // A predecessor still draining after it handed over to us serves on no longer.
+        upgrade::tell_predecessor();
+    }
     launcher::no_restart_while_stopping(&mut reactor, pidfile.as_ref(), &ended)
         .map_err(|e| format!("cannot watch signals: {e}"))?;
     if let Ended::HandedOver(succ) = ended {
         launcher::pass_stops_on(&mut reactor, succ)
             .map_err(|e| format!("cannot watch signals: {e}"))?;
     }
-    pool.stop_all(&mut reactor, plan.shutdown_timeout);
+    pool.stop_all(&mut reactor, plan.shutdown_timeout, handover);
     if matches!(ended, Ended::HandedOver(_)) {
         // The metrics socket is the successor's now (a UNIX one stays in place).
         reactor.abandon_listeners();

@@ -470,6 +470,25 @@ impl<S: Socket> Conn<S> {
         self.callback(p, d, |p, t| p.stop_requested(t))
     }
 
+    /// The server drains after a hand-over: tells the protocol, which serves on or stops
+    /// now (`Protocol::handover_requested`); `stop_requested` may follow later.
+    pub(crate) fn handover_requested(
+        &mut self,
+        p: &mut dyn Protocol,
+        d: &mut Driver<'_>,
+        deadline: std::time::Instant,
+    ) -> After {
+        if self.st.is(Flag::Stopping) {
+            return After::Settled;
+        }
+        self.callback(p, d, |p, t| {
+            if !p.handover_requested(t, deadline) {
+                t.mark_stopping();
+                p.stop_requested(t);
+            }
+        })
+    }
+
     /// The connection is gone: its timers are cancelled and the protocol told, once. Twisted's
     /// transport is still there in connectionLost: the protocol can read what was sent, and
     /// anything it writes now is dropped.

@@ -197,6 +197,12 @@ impl<P: Protocol + 'static> Harness<P> {
         self
     }
 
+    /// The server drains after a hand-over, until `deadline`.
+    pub fn handover_requested(&mut self, deadline: std::time::Instant) -> &mut Self {
+        self.run(|c, p, d| c.handover_requested(p, d, deadline));
+        self
+    }
+
     /// Delivers a `Handle::notify` message.
     pub fn notify(&mut self, msg: Box<dyn Any>) -> &mut Self {
         self.run(|c, p, d| c.callback(p, d, move |p, t| p.notified(t, msg)));

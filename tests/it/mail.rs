@@ -1184,3 +1184,258 @@ s.quit()
     );
     assert!(m.srv.log_contains("5 failed AUTHs, closing"));
 }
+
+/// A mail daemon (`twistrs [extra] mail`, no `-n`: pidfile and log in its own directory),
+/// its maildirs' directory, and its SMTP and POP3 ports once every process serves.
+fn mail_daemon(extra: &[&str]) -> (Daemon, tempfile::TempDir, String, String) {
+    let boxes = tempfile::tempdir().unwrap();
+    let dom = format!("example.com={}", boxes.path().join("example.com").display());
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend_from_slice(&[
+        "mail",
+        "-H",
+        "mx.test",
+        "-d",
+        &dom,
+        "-u",
+        "joe=secret",
+        "-s",
+        "tcp:0:interface=127.0.0.1",
+        "-p",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let d = Daemon::start(&args);
+    let workers = extra.windows(2).any(|w| w[0] == "--workers" && w[1] != "1");
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let log = d.log();
+        let mut ports: Vec<u16> = Vec::new();
+        for p in log.lines().filter_map(|l| l.split(" starting on ").nth(1)) {
+            if let Ok(p) = p.trim().parse()
+                && !ports.contains(&p)
+            {
+                ports.push(p);
+            }
+        }
+        if ports.len() >= 2 && (!workers || log.contains("workers serve.")) {
+            return (d, boxes, ports[0].to_string(), ports[1].to_string());
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "mail did not start:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// True once PID `pid` is gone (or a zombie), waiting up to `secs`.
+fn gone_within(pid: u32, secs: f64) -> bool {
+    let end = std::time::Instant::now() + Duration::from_secs_f64(secs);
+    loop {
+        if stat(pid).is_none_or(|(s, _)| s == 'Z') {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An SMTP session with one message before `twistrs ARGV[3]` (run by the script, in the
+/// daemon's directory) and two after, then QUIT; prints each reply code, or `closed`.
+const SESSION_ACROSS: &str = r#"
+import smtplib, subprocess, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+s.helo('c')
+def send(n):
+    try:
+        codes = [s.mail('a@b')[0], s.rcpt('joe@example.com')[0]]
+        if codes == [250, 250]:
+            codes.append(s.data(('Subject: %s\r\n\r\nbody %s\r\n' % (n, n)).encode())[0])
+        return ','.join(map(str, codes))
+    except smtplib.SMTPServerDisconnected:
+        return 'closed'
+print('before', send('one'))
+r = subprocess.run([sys.argv[2], sys.argv[3]], cwd=sys.argv[4], capture_output=True, timeout=60)
+print('ctl', r.returncode)
+print('after', send('two'), send('three'))
+try:
+    print('quit', s.quit()[0])
+except smtplib.SMTPServerDisconnected:
+    print('quit closed')
+"#;
+
+fn smtp_session_across_a_restart(workers: &str) {
+    let (d, boxes, smtp, _) = mail_daemon(&["--workers", workers]);
+    let old = d.pid();
+    let dir = d.dir.path().display().to_string();
+    let (code, out, err) = py(SESSION_ACROSS, &[&smtp, BIN, "restart", &dir]);
+    assert_eq!(code, 0, "{err}\n{}", d.log());
+    assert_eq!(
+        out,
+        "before 250,250,250\nctl 0\nafter 250,250,250 250,250,250\nquit 221\n",
+        "{}",
+        d.log()
+    );
+    assert_ne!(d.pid(), old, "restarted");
+    let files = new_files(&boxes.path().join("example.com").join("joe"));
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert!(
+        files.iter().any(|f| f.ends_with("body three\n")),
+        "{files:?}"
+    );
+    // The session's QUIT was the old process's last work: it ends then, not at its deadline.
+    assert!(gone_within(old, 5.0), "{}", d.log());
+}
+
+#[test]
+fn an_smtp_session_open_across_a_restart_goes_on() {
+    // The old process answered the next command with 421, as at a stop: a sender with a
+    // batch deferred the rest (postfix's reload lets the session run on).
+    smtp_session_across_a_restart("1");
+}
+
+#[test]
+fn an_smtp_session_open_across_a_workers_restart_goes_on() {
+    smtp_session_across_a_restart("2");
+}
+
+#[test]
+fn an_smtp_session_open_across_a_stop_is_told_421() {
+    let (d, _boxes, smtp, _) = mail_daemon(&[]);
+    let dir = d.dir.path().display().to_string();
+    let (code, out, err) = py(SESSION_ACROSS, &[&smtp, BIN, "stop", &dir]);
+    assert_eq!(code, 0, "{err}\n{}", d.log());
+    assert!(
+        out.starts_with("before 250,250,250\nctl 0\nafter closed closed\n"),
+        "{out}\n{}",
+        d.log()
+    );
+}
+
+#[test]
+fn a_graceful_stop_by_twistrs_stop_finishes_the_message_in_flight() {
+    let (d, boxes, smtp, _) = mail_daemon(&[]);
+    let dir = d.dir.path().display().to_string();
+    let (code, out, err) = py(
+        r#"
+import socket, subprocess, sys, time
+c = socket.create_connection(('127.0.0.1', int(sys.argv[1]))); c.settimeout(10)
+f = c.makefile('rb'); f.readline()
+for cmd in [b'HELO c', b'MAIL FROM:<a@b>', b'RCPT TO:<joe@example.com>', b'DATA']:
+    c.sendall(cmd + b'\r\n'); f.readline()
+c.sendall(b'Subject: in flight\r\n\r\nfirst half\r\n')
+stop = subprocess.Popen([sys.argv[2], 'stop'], cwd=sys.argv[3],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+# The stop has begun once the listener is closed (bounded: 5 s).
+deadline = time.time() + 5
+while time.time() < deadline:
+    try:
+        socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=1).close()
+        time.sleep(0.01)
+    except OSError:
+        break
+c.sendall(b'second half\r\n.\r\n')
+print(f.readline().split()[0], f.readline().split()[0], f.readline())
+print('stop', stop.wait(timeout=30))
+"#,
+        &[&smtp, BIN, &dir],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "b'250' b'421' b''\nstop 0\n", "{}", d.log());
+    let files = new_files(&boxes.path().join("example.com").join("joe"));
+    assert_eq!(files.len(), 1);
+    assert!(files[0].ends_with("Subject: in flight\n\nfirst half\nsecond half\n"));
+}
+
+#[test]
+fn a_pop3_session_open_across_a_restart_goes_on() {
+    let (d, boxes, smtp, pop3) = mail_daemon(&[]);
+    let old = d.pid();
+    let dir = d.dir.path().display().to_string();
+    let (code, out, err) = py(
+        r#"
+import poplib, smtplib, subprocess, sys
+with smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20) as s:
+    s.sendmail('a@b', ['joe@example.com'], b'Subject: kept\r\n\r\nhello\r\n')
+p = poplib.POP3('127.0.0.1', int(sys.argv[2]), timeout=20)
+p.user('joe@example.com'); p.pass_('secret')
+print('stat', p.stat()[0])
+r = subprocess.run([sys.argv[3], 'restart'], cwd=sys.argv[4], capture_output=True, timeout=60)
+print('ctl', r.returncode)
+print('retr', p.retr(1)[1][-1])
+print('dele', p.dele(1)[:3])
+print('quit', p.quit()[:3])
+"#,
+        &[&smtp, &pop3, BIN, &dir],
+    );
+    assert_eq!(code, 0, "{err}\n{}", d.log());
+    assert_eq!(
+        out,
+        "stat 1\nctl 0\nretr b'hello'\ndele b'+OK'\nquit b'+OK'\n",
+        "{}",
+        d.log()
+    );
+    let joe = boxes.path().join("example.com").join("joe");
+    let left = |sub: &str| std::fs::read_dir(joe.join(sub)).map_or(0, |d| d.count());
+    assert_eq!((left("new"), left("cur")), (0, 0), "deleted at QUIT");
+    assert!(gone_within(old, 5.0), "{}", d.log());
+}
+
+#[test]
+fn a_session_idle_across_a_restart_is_told_421_before_the_old_processs_deadline() {
+    let (d, _boxes, smtp, _) = mail_daemon(&["--shutdown-timeout", "3"]);
+    let old = d.pid();
+    let dir = d.dir.path().display().to_string();
+    let (code, out, err) = py(
+        r#"
+import socket, subprocess, sys, time
+c = socket.create_connection(('127.0.0.1', int(sys.argv[1]))); c.settimeout(10)
+f = c.makefile('rb'); f.readline()
+c.sendall(b'HELO c\r\n'); f.readline()
+r = subprocess.run([sys.argv[2], 'restart'], cwd=sys.argv[3], capture_output=True, timeout=60)
+t = time.time()
+print('ctl', r.returncode)
+print(f.readline()[:4], f.readline(), round(time.time() - t, 1) < 3.0)
+"#,
+        &[&smtp, BIN, &dir],
+    );
+    assert_eq!(code, 0, "{err}\n{}", d.log());
+    assert_eq!(out, "ctl 0\nb'421 ' b'' True\n", "{}", d.log());
+    assert!(gone_within(old, 3.0), "{}", d.log());
+    assert!(!d.log().contains("Shutdown deadline passed"), "{}", d.log());
+}
+
+#[test]
+fn a_stop_during_a_restarts_drain_ends_the_old_process_promptly() {
+    // The old process served the session on until its deadline's margin: `stop`, which
+    // waits for every holder of the pidfile, waited with it.
+    let (d, _boxes, smtp, _) = mail_daemon(&[]);
+    let old = d.pid();
+    let dir = d.dir.path().display().to_string();
+    let (code, out, err) = py(
+        r#"
+import socket, subprocess, sys, time
+c = socket.create_connection(('127.0.0.1', int(sys.argv[1]))); c.settimeout(15)
+f = c.makefile('rb'); f.readline()
+c.sendall(b'HELO c\r\n'); f.readline()
+r = subprocess.run([sys.argv[2], 'restart'], cwd=sys.argv[3], capture_output=True, timeout=60)
+print('ctl', r.returncode)
+c.sendall(b'NOOP\r\n'); print(f.readline()[:3])
+t = time.time()
+r = subprocess.run([sys.argv[2], 'stop'], cwd=sys.argv[3], capture_output=True, timeout=60)
+print('stop', r.returncode, round(time.time() - t, 1) < 4.0)
+print(f.readline()[:4], f.readline())
+"#,
+        &[&smtp, BIN, &dir],
+    );
+    assert_eq!(code, 0, "{err}\n{}", d.log());
+    assert_eq!(
+        out,
+        "ctl 0\nb'250'\nstop 0 True\nb'421 ' b''\n",
+        "{}",
+        d.log()
+    );
+    assert!(gone_within(old, 1.0), "{}", d.log());
+}

@@ -398,6 +398,11 @@ impl Reactor {
         self.step(key, |c, p, d| c.stop_requested(p, d));
     }
 
+    /// Delivers `handover_requested` (a drain after a hand-over) to connection `key`.
+    pub(crate) fn handover_requested(&mut self, key: usize, deadline: std::time::Instant) {
+        self.step(key, |c, p, d| c.handover_requested(p, d, deadline));
+    }
+
     /// Closes whatever `key` is, tells its protocol, and frees the slot after the batch.
     pub(crate) fn close(&mut self, key: usize, reason: Reason) {
         let Some(entry) = self.entries.get_mut(key) else {

@@ -114,6 +114,8 @@ pub(crate) struct Shared {
     pub(crate) children: RefCell<BTreeMap<u64, Child>>,
     next_process: Cell<u64>,
     resolver: RefCell<Option<Resolver>>,
+    /// `Handle::end_handover` was called.
+    handover_ended: Cell<bool>,
 }
 
 /// A reference to the reactor, usable from any callback on the reactor thread.
@@ -135,6 +137,7 @@ impl Handle {
             children: RefCell::new(BTreeMap::new()),
             next_process: Cell::new(0),
             resolver: RefCell::new(None),
+            handover_ended: Cell::new(false),
         }))
     }
 
@@ -316,6 +319,18 @@ impl Handle {
     /// exited). A stale id (the port closed since) is ignored.
     pub fn watch_again(&self, id: super::WatchId) {
         self.push(Command::WatchAgain(id));
+    }
+
+    /// The service is stopped for real while this process drains after a hand-over (the
+    /// successor stops): the connections still serving on through the hand-over are asked
+    /// to stop now (`Reactor::drain_handover`), not at the margin before the deadline.
+    pub fn end_handover(&self) {
+        self.0.handover_ended.set(true);
+    }
+
+    /// True once [`Handle::end_handover`] was called.
+    pub fn handover_ended(&self) -> bool {
+        self.0.handover_ended.get()
     }
 
     /// Asks the reactor to stop (Twisted's `reactor.stop()`).

@@ -371,19 +371,45 @@ impl Reactor {
     /// left then is killed, so none outlives the reactor. A second SIGTERM/SIGINT during the
     /// drain ends it at once, unless it comes within [`SAME_STOP`] of the drain's start.
     pub fn drain(&mut self, timeout: Duration) -> io::Result<()> {
-        let keys: Vec<usize> = self
-            .entries
+        self.drain_as(timeout, false)
+    }
+
+    /// [`Reactor::drain`] for the old process of a restart, once its successor took over:
+    /// each connection is told `Protocol::handover_requested` instead, and one whose
+    /// protocol serves on is asked to stop (`stop_requested`) [`HANDOVER_MARGIN`] before the
+    /// deadline (half the drain if it is shorter than twice that), or as soon as
+    /// [`Handle::end_handover`] says the service is stopped for real. Children stop at once,
+    /// as at a stop.
+    ///
+    /// [`HANDOVER_MARGIN`]: crate::protocol::HANDOVER_MARGIN
+    pub fn drain_handover(&mut self, timeout: Duration) -> io::Result<()> {
+        self.drain_as(timeout, true)
+    }
+
+    /// The open connections' keys.
+    fn conn_keys(&self) -> Vec<usize> {
+        self.entries
             .iter()
             .filter(|(_, e)| matches!(e, Entry::Conn(_)))
             .map(|(k, _)| k)
-            .collect();
-        for k in keys {
-            self.stop_requested(k);
+            .collect()
+    }
+
+    fn drain_as(&mut self, timeout: Duration, handover: bool) -> io::Result<()> {
+        let began = Instant::now();
+        let deadline = crate::timer::later(began, timeout);
+        for k in self.conn_keys() {
+            if handover {
+                self.handover_requested(k, deadline);
+            } else {
+                self.stop_requested(k);
+            }
         }
         self.stop_children();
         self.after_batch();
-        let began = Instant::now();
-        let deadline = crate::timer::later(began, timeout);
+        // When the connections serving on through a hand-over are asked to stop.
+        let margin = crate::protocol::HANDOVER_MARGIN.min(timeout / 2);
+        let mut stop_at = handover.then(|| deadline.checked_sub(margin).unwrap_or(began));
         self.stop = None;
         // A second stop that ended the drain early, for the log line that says why.
         let mut again: Option<StopReason> = None;
@@ -399,7 +425,26 @@ impl Reactor {
             if now >= deadline {
                 break;
             }
-            self.turn(Some(deadline - now))?;
+            if let Some(at) = stop_at
+                && (now >= at || self.handle.handover_ended())
+            {
+                stop_at = None;
+                let why = if self.handle.handover_ended() {
+                    "the service stops"
+                } else {
+                    "the shutdown deadline nears"
+                };
+                log::info!(target: "twistrs.reactor",
+                    "Hand-over drain: {why}; asking {} connection(s) to finish.",
+                    self.live_conns);
+                for k in self.conn_keys() {
+                    self.stop_requested(k);
+                }
+                self.after_batch();
+                continue;
+            }
+            let wake = stop_at.map_or(deadline, |at| at.min(deadline));
+            self.turn(Some(wake.saturating_duration_since(now)))?;
         }
         let left: Vec<usize> = self
             .entries

@@ -12,7 +12,7 @@ use std::any::Any;
 use std::fs::File;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use twistrs_core::limit::PeerSlot;
 use twistrs_core::{DelayedCall, Failure, Protocol, Transport};
@@ -332,6 +332,15 @@ impl Protocol for Pop3Protocol {
     fn timeout_connection(&mut self, t: &mut Transport<'_>) {
         t.write(b"-ERR Timeout, closing connection\r\n");
         self.close(t);
+    }
+
+    /// A restart's old process drains: the session goes on as usual (new transactions too)
+    /// until the client quits or idles out, as `postfix reload` lets smtpd finish its
+    /// client: a sender with a batch would otherwise be told 421 mid-way and defer the rest.
+    /// The reactor asks it to stop a few seconds before the drain's deadline, so a message
+    /// in flight can still finish then.
+    fn handover_requested(&mut self, _t: &mut Transport<'_>, _deadline: Instant) -> bool {
+        true
     }
 
     /// Graceful stop: a message on its way (or a mailbox being opened or updated) is
