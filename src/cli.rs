@@ -499,7 +499,14 @@ than die of them. twistd renames its own log on SIGUSR1 and dies on SIGHUP.
 .B SIGUSR2
 Restart without downtime (what \fBtwistrs restart\fR sends): start the same binary with the
 same command line, hand it the listening sockets and the locked pidfile, and once it serves,
-stop accepting and drain. If it fails, keep serving.
+stop accepting and drain. If it fails, keep serving. In that drain, SMTP and POP3 sessions run
+on until the client quits or idles out, and are stopped as at a stop 3 s before the
+\fB--shutdown-timeout\fR (half of it if shorter), or as soon as the service stops for real.
+.TP
+.B SIGURG
+Between a restart's two processes: the new one sends it to the old one, still draining, when it
+stops for real, so the sessions served on through the drain finish at once; a \fB--workers\fR
+master sends it to its workers to have them drain as after a hand-over. Ignored otherwise.
 .TP
 .B SIGXFSZ, SIGPIPE
 Ignored, as twistd (Python) ignores them: a file grown to RLIMIT_FSIZE (systemd's

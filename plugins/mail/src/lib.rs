@@ -51,7 +51,7 @@ PLAIN/LOGIN; MAIL, RCPT, DATA, RSET, NOOP, QUIT, VRFY (252). Unknown users and o
 refused at RCPT (550): never a relay. Limits: --max-message-size (552), lines of 1000 octets \
 (500), --max-recipients (452), --max-data-memory (452 4.3.1 at MAIL for a declared SIZE, or at the end of DATA), ten bad commands in a row or --timeout idle (421). \
 A message is answered 250 only once it is in new/ and synced (tmp/, fsync, rename, directory \
-sync, in batches shared by concurrent sessions); a graceful stop finishes messages in DATA. \
+sync, in batches shared by concurrent sessions); a graceful stop finishes messages in DATA; at a restart the old process lets SMTP and POP3 sessions run on until the client quits, stopping them as at a stop 3 s before --shutdown-timeout (or at once if the service stops). \
 POP3: USER/PASS (user@domain, or a bare user of the -D domain), APOP, STAT, LIST, UIDL, RETR, \
 TOP, DELE, RSET, NOOP, QUIT, CAPA; deletions take effect at QUIT; the mailbox is locked while a \
 session holds it; a wrong password is answered after a second. \
