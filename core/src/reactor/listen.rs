@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::{Interest, Token};
 use socket2::{Domain, Socket, Type};
@@ -64,6 +64,9 @@ pub(crate) enum Accepting {
 
 /// How long a listener out of descriptors waits before it tries again.
 const BACKOFF: Duration = Duration::from_millis(100);
+/// The most often the log says a listener paused at its connection limit (each pause is
+/// counted in `limit_pauses`, the metrics' `twistrs_connection_limit_pauses_total`).
+const LIMIT_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Connections one listener accepts per reactor turn before the others have their go.
 const ACCEPTS_PER_TURN: usize = 128;
 
@@ -150,6 +153,9 @@ pub(crate) struct Listener {
     tls: Option<Rc<TlsContext>>,
     /// Its endpoint's index in its factory's `origins` (the metrics' per-listener counts).
     pub(crate) origin: u32,
+    /// When the log last said this listener paused at its limit: a service churning at the
+    /// limit pauses once per connection, and the log would say each one.
+    limit_logged: Option<Instant>,
 }
 
 impl Listener {
@@ -705,6 +711,7 @@ impl Reactor {
             endpoint,
             tls,
             origin,
+            limit_logged: None,
         })));
         Ok(ListenerId(key))
     }
@@ -799,9 +806,13 @@ impl Reactor {
                     let slot = &mut self.factories[f];
                     if l.accepting != Accepting::AtLimit {
                         slot.origins[l.origin as usize].counts.limit_pauses += 1;
-                        log::warn!(target: crate::logsys::BARE,
-                            "{}: connection limit ({}) reached; accepting paused",
-                            slot.factory.name(), slot.conns);
+                        let now = self.handle.now();
+                        if l.limit_logged.is_none_or(|t| now >= t + LIMIT_LOG_EVERY) {
+                            l.limit_logged = Some(now);
+                            log::warn!(target: crate::logsys::BARE,
+                                "{}: connection limit ({}) reached; accepting paused",
+                                slot.factory.name(), slot.conns);
+                        }
                     }
                     l.accepting = Accepting::AtLimit;
                     return;
