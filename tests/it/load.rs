@@ -161,6 +161,31 @@ fn max_connections_pauses_accepting_and_resumes() {
 }
 
 #[test]
+fn reaching_the_connection_limit_again_and_again_is_said_once() {
+    // Each client in turn fills the one slot: accepting pauses each time, and the log says
+    // so once, not once per client (the count is in the metrics).
+    let srv = Server::start(&[
+        "echo",
+        "--max-connections",
+        "1",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    for i in 0..20u8 {
+        let mut c = connect(srv.addr());
+        send(&mut c, &[i]);
+        assert_eq!(read_n(&mut c, 1), [i]);
+    }
+    assert!(srv.log_contains("connection limit (1) reached"));
+    let lines = srv.lines();
+    let said = lines
+        .iter()
+        .filter(|l| l.contains("connection limit (1) reached"))
+        .count();
+    assert_eq!(said, 1, "{lines:#?}");
+}
+
+#[test]
 fn out_of_descriptors_accepting_backs_off_and_says_so_once() {
     // 40 descriptors: the server runs out after a few dozen connections; the rest wait in
     // the listen queue until descriptors come back.

@@ -301,3 +301,46 @@ fn at_the_limit_an_idle_tls_connection_makes_room() {
     );
     assert!(text.contains("others 200 200 200"), "{text}");
 }
+
+#[test]
+fn at_the_limit_a_response_still_on_its_way_is_not_cut() {
+    // 1 MiB: more than the client's socket takes unread, less than the server's send buffer
+    // grows to, so the process hands all of it to the kernel (idle, as far as the process
+    // knows) while most of it is still to be delivered. Sparse.
+    const MID: u64 = 1 << 20;
+    let t = tree();
+    let f = std::fs::File::create(t.root.join("mid.bin")).unwrap();
+    f.set_len(MID).unwrap();
+    let root = t.root.to_str().unwrap();
+    let srv = Server::start(&[
+        "web",
+        "--path",
+        root,
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--max-connections",
+        "1",
+        "--timeout",
+        TIMEOUT,
+    ]);
+    let addr = srv.addr();
+    let mut first = connect(addr);
+    send(&mut first, b"GET /mid.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(500));
+    // A newcomer waits while the first's response is on its way ...
+    let mut second = newcomer(addr);
+    assert!(
+        silent(&mut second, Duration::from_millis(800)),
+        "served while the first's response was still being delivered"
+    );
+    // ... and the first, pipelining its next request before reading, gets both whole (a
+    // close with its request unread would be a reset, the response's tail lost with it).
+    send(&mut first, b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = read_resp(&mut first, true);
+    assert_eq!(r.status, 200);
+    assert_eq!(drain(&mut first, MID), MID, "the response is whole");
+    assert_eq!(read_resp(&mut first, false).body, b"0123456789");
+    // All delivered and idle now: it makes room for the newcomer.
+    let r = read_resp(&mut second, false);
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"0123456789"[..]));
+}

@@ -97,6 +97,26 @@ impl Socket for Stream {
 }
 
 impl Stream {
+    /// Nothing waits in the kernel either way: all written has gone out (a TCP socket's
+    /// unsent queue is empty; what is in flight unacknowledged is the peer's already) and
+    /// nothing the peer sent is unread. Only such a connection may be closed for room
+    /// (`Factory::make_room`): a close with input unread is a reset, and so is the peer's
+    /// next segment after the close, either of which throws away what the kernel had still
+    /// to send (a response's tail, for a client that sends its next request before reading
+    /// the last answer). A socket that cannot be asked counts as quiet.
+    pub(crate) fn quiet(&self) -> bool {
+        let fd = self.as_fd().as_raw_fd();
+        let empty = |request| {
+            let mut n: libc::c_int = 0;
+            // SAFETY: a descriptor this stream owns, and a pointer to an int, as both
+            // requests take.
+            let r = unsafe { libc::ioctl(fd, request, &mut n) };
+            r != 0 || n == 0
+        };
+        let unsent = matches!(self, Stream::Tcp(_)) && !empty(libc::SIOCOUTQNSD);
+        !unsent && empty(libc::FIONREAD)
+    }
+
     /// SO_LINGER with a zero time: the close that follows sends a reset and drops what the
     /// kernel still holds to send (`Transport::reset_connection`).
     fn reset_on_close(&self) {
@@ -136,7 +156,7 @@ pub(crate) enum NetSocket {
 }
 
 impl NetSocket {
-    fn stream(&mut self) -> Option<&mut Stream> {
+    pub(crate) fn stream(&mut self) -> Option<&mut Stream> {
         match self {
             NetSocket::Plain(s) => Some(s),
             NetSocket::Tls(t) => Some(t.socket_mut()),

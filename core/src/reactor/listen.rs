@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::{Interest, Token};
 use socket2::{Domain, Socket, Type};
@@ -62,8 +62,27 @@ pub(crate) enum Accepting {
     BackingOff,
 }
 
+/// What became of a connection a factory gave up for room.
+enum ForRoom {
+    Closed,
+    /// Left open: its socket still has bytes to deliver or unread input.
+    NotQuiet,
+    /// Not a live connection of that factory's: nothing done.
+    NotOurs,
+}
+
+/// How many connections a factory may name that are not quiet, per listener and turn,
+/// before the listener pauses for [`ROOM_RETRY`] (so a factory naming the same one again
+/// does not spin).
+const ROOM_DECLINES_PER_TURN: usize = 8;
+/// How soon a listener whose factory named only connections still delivering asks again.
+const ROOM_RETRY: Duration = Duration::from_millis(50);
+
 /// How long a listener out of descriptors waits before it tries again.
 const BACKOFF: Duration = Duration::from_millis(100);
+/// The most often the log says a listener paused at its connection limit (each pause is
+/// counted in `limit_pauses`, the metrics' `twistrs_connection_limit_pauses_total`).
+const LIMIT_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Connections one listener accepts per reactor turn before the others have their go.
 const ACCEPTS_PER_TURN: usize = 128;
 
@@ -150,6 +169,9 @@ pub(crate) struct Listener {
     tls: Option<Rc<TlsContext>>,
     /// Its endpoint's index in its factory's `origins` (the metrics' per-listener counts).
     pub(crate) origin: u32,
+    /// When the log last said this listener paused at its limit: a service churning at the
+    /// limit pauses once per connection, and the log would say each one.
+    limit_logged: Option<Instant>,
 }
 
 impl Listener {
@@ -705,6 +727,7 @@ impl Reactor {
             endpoint,
             tls,
             origin,
+            limit_logged: None,
         })));
         Ok(ListenerId(key))
     }
@@ -768,6 +791,7 @@ impl Reactor {
     /// Accepts until `WouldBlock`, the factory's limit, a descriptor shortage, or this turn's
     /// share (then again next turn: no new readiness edge would come for what is queued).
     pub(crate) fn accept(&mut self, key: usize) {
+        let mut declined = 0;
         for _ in 0..ACCEPTS_PER_TURN {
             let Some(Entry::Listener(l)) = self.entries.get_mut(key) else {
                 return;
@@ -782,16 +806,26 @@ impl Reactor {
                     } else {
                         Room::Full
                     };
-                    match room {
-                        Room::Close(id) if self.close_for_room(f, id) => {
-                            self.factories[f].origins[origin].counts.limit_closes += 1;
-                            continue;
-                        }
-                        Room::After(at) => {
-                            self.accept_retry_at =
-                                Some(self.accept_retry_at.map_or(at, |t| t.min(at)));
-                        }
-                        Room::Close(_) | Room::Full => {}
+                    let retry_at = match room {
+                        Room::Close(id) => match self.close_for_room(f, id) {
+                            ForRoom::Closed => {
+                                self.factories[f].origins[origin].counts.limit_closes += 1;
+                                continue;
+                            }
+                            // Still delivering or with input waiting: the factory is asked
+                            // again (it may name another), a few times a turn, then shortly.
+                            ForRoom::NotQuiet if declined < ROOM_DECLINES_PER_TURN => {
+                                declined += 1;
+                                continue;
+                            }
+                            ForRoom::NotQuiet => Some(self.handle.now() + ROOM_RETRY),
+                            ForRoom::NotOurs => None,
+                        },
+                        Room::After(at) => Some(at),
+                        Room::Full => None,
+                    };
+                    if let Some(at) = retry_at {
+                        self.accept_retry_at = Some(self.accept_retry_at.map_or(at, |t| t.min(at)));
                     }
                     let Some(Entry::Listener(l)) = self.entries.get_mut(key) else {
                         return;
@@ -799,9 +833,13 @@ impl Reactor {
                     let slot = &mut self.factories[f];
                     if l.accepting != Accepting::AtLimit {
                         slot.origins[l.origin as usize].counts.limit_pauses += 1;
-                        log::warn!(target: crate::logsys::BARE,
-                            "{}: connection limit ({}) reached; accepting paused",
-                            slot.factory.name(), slot.conns);
+                        let now = self.handle.now();
+                        if l.limit_logged.is_none_or(|t| now >= t + LIMIT_LOG_EVERY) {
+                            l.limit_logged = Some(now);
+                            log::warn!(target: crate::logsys::BARE,
+                                "{}: connection limit ({}) reached; accepting paused",
+                                slot.factory.name(), slot.conns);
+                        }
                     }
                     l.accepting = Accepting::AtLimit;
                     return;
@@ -886,15 +924,21 @@ impl Reactor {
         self.resume_accept.push(key);
     }
 
-    /// Closes `id` to make room for a new connection of `factory` ([`crate::protocol::Factory::make_room`]):
-    /// true if it was one of that factory's live connections, now closed.
-    fn close_for_room(&mut self, factory: usize, id: ConnId) -> bool {
-        let ours = matches!(self.entries.get(id.key as usize),
-            Some(Entry::Conn(c)) if c.conn.st.id == id && c.factory() == Some(factory as u32));
-        if ours {
-            self.close(id.key as usize, crate::error::Reason::Aborted);
+    /// Closes `id` to make room for a new connection of `factory` ([`crate::protocol::Factory::make_room`])
+    /// if it is one of that factory's live connections and its socket is quiet (nothing
+    /// left to deliver, nothing unread: see `Stream::quiet`).
+    fn close_for_room(&mut self, factory: usize, id: ConnId) -> ForRoom {
+        let Some(Entry::Conn(c)) = self.entries.get_mut(id.key as usize) else {
+            return ForRoom::NotOurs;
+        };
+        if c.conn.st.id != id || c.factory() != Some(factory as u32) {
+            return ForRoom::NotOurs;
         }
-        ours
+        if !c.conn.socket.stream().is_none_or(|s| s.quiet()) {
+            return ForRoom::NotQuiet;
+        }
+        self.close(id.key as usize, crate::error::Reason::Aborted);
+        ForRoom::Closed
     }
 
     /// Builds the protocol for an accepted connection (TLS over it, on a TLS listener) and

@@ -310,12 +310,15 @@ impl Factory for WebFactory {
     /// a response. With none idle, look again shortly (one may finish its response). Each
     /// `--workers` worker has its own limit, and gives up only its own connections.
     fn make_room(&mut self) -> Room {
-        let Some(id) = self
-            .site
-            .idle
-            .as_ref()
-            .and_then(|i| i.borrow_mut().take_longest())
-        else {
+        // Listed again, as the most recent: the reactor leaves open one whose last response
+        // the kernel is still delivering (and asks again, naming the next); one it closes
+        // is unlisted by its `connection_lost`.
+        let Some(id) = self.site.idle.as_ref().and_then(|i| {
+            let mut i = i.borrow_mut();
+            let id = i.take_longest()?;
+            i.list(id);
+            Some(id)
+        }) else {
             return Room::After(Instant::now() + IDLE_RECHECK);
         };
         if self
