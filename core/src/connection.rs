@@ -31,6 +31,43 @@ pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Timer key of the TLS handshake's deadline.
 pub(crate) const HANDSHAKE_KEY: u64 = u64::MAX - 2;
 
+/// At most this many "TLS failed" lines a second: each is one client's junk (plaintext on a
+/// TLS port, an old version), so a flood of them would otherwise write a line per
+/// connection. The ones left out are counted, and the next line logged says how many
+/// (`twistrs_tls_handshake_failures_total` counts every one).
+const TLS_FAILED_LINES_PER_SEC: u32 = 10;
+
+thread_local! {
+    /// The current second's start, the lines logged in it, and the lines left out since the
+    /// last one logged.
+    static TLS_FAILED: std::cell::Cell<Option<(std::time::Instant, u32, u64)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Logs a TLS failure, within [`TLS_FAILED_LINES_PER_SEC`].
+fn log_tls_failure(system: &str, e: &io::Error) {
+    let now = std::time::Instant::now();
+    let (start, n, left_out) = match TLS_FAILED.get() {
+        Some((start, n, left_out)) if now.duration_since(start) < Duration::from_secs(1) => {
+            (start, n, left_out)
+        }
+        Some((_, _, left_out)) => (now, 0, left_out),
+        None => (now, 0, 0),
+    };
+    if n >= TLS_FAILED_LINES_PER_SEC {
+        TLS_FAILED.set(Some((start, n, left_out + 1)));
+        return;
+    }
+    if left_out > 0 {
+        log::info!(target: system,
+            "TLS failed: {e}; closing ({left_out} more TLS failures not logged before this one: \
+             at most {TLS_FAILED_LINES_PER_SEC} lines a second).");
+    } else {
+        log::info!(target: system, "TLS failed: {e}; closing.");
+    }
+    TLS_FAILED.set(Some((start, n + 1, 0)));
+}
+
 /// Gives a connection whose socket just became TLS its handshake deadline.
 pub(crate) fn arm_handshake_timer(st: &mut ConnState, handle: &Handle) {
     let t = handle
@@ -267,7 +304,7 @@ impl<S: Socket> Conn<S> {
     fn read_failed(&self, e: io::Error) -> Reason {
         if e.kind() == io::ErrorKind::InvalidData {
             // Only TLS says so: plaintext or garbage on a TLS port, an old version.
-            log::info!(target: &self.st.system(), "TLS failed: {e}; closing.");
+            log_tls_failure(&self.st.system(), &e);
         }
         Reason::Io(e)
     }

@@ -327,3 +327,57 @@ fn a_client_gone_before_its_handshake_frees_its_slot_at_once() {
         start.elapsed()
     );
 }
+
+/// A flood of plaintext on a TLS port writes at most ten "TLS failed" lines a second; the
+/// next line logged says how many were left out, so the lines and the counts they give add
+/// up to every failure.
+#[test]
+fn a_flood_of_failed_handshakes_is_logged_ten_lines_a_second_with_the_rest_counted() {
+    let pki = Pki::new();
+    pki.leaf("server", "localhost", &["localhost"]);
+    let both = pki.combined("server");
+    let s = echo_server(&format!("ssl:0:privateKey={both}:interface=127.0.0.1"), &[]);
+    const FLOOD: usize = 40;
+    let started = Instant::now();
+    for _ in 0..FLOOD {
+        let mut c = connect(s.addr());
+        send(&mut c, b"GET / HTTP/1.0\r\n\r\n");
+        let _ = read_until_closed(&mut c);
+    }
+    let flood_secs = started.elapsed().as_secs_f64();
+    // One more, a second and a half later: its line gives the count left out.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut c = connect(s.addr());
+    send(&mut c, b"GET / HTTP/1.0\r\n\r\n");
+    let _ = read_until_closed(&mut c);
+    let total = FLOOD + 1;
+    let tally = |l: &[String]| {
+        l.iter()
+            .filter(|x| x.contains("TLS failed"))
+            .map(|x| {
+                1 + x
+                    .split_once("; closing (")
+                    .and_then(|(_, rest)| rest.split(' ').next()?.parse::<usize>().ok())
+                    .unwrap_or(0)
+            })
+            .sum::<usize>()
+    };
+    assert!(
+        s.wait_until(|l| tally(l) == total, Duration::from_secs(30))
+            .is_some(),
+        "lines and counts add up to {total}: {:?}",
+        s.lines()
+    );
+    let lines = count(&s, "TLS failed");
+    // Ten a second at most, over the flood's seconds (and the last one's line).
+    let most = 10 * (flood_secs.ceil() as usize + 1) + 1;
+    assert!(
+        lines <= most && lines < total,
+        "{lines} lines in {flood_secs:.2} s"
+    );
+    assert!(
+        count(&s, "more TLS failures not logged") >= 1,
+        "{:?}",
+        s.lines()
+    );
+}
