@@ -173,9 +173,9 @@ fn a_stalled_handshake_opens_no_connection_and_is_closed_by_its_deadline() {
     );
 }
 
-/// A TLS 1.3 client whose first bytes leave in the same write as its Finished: the read that
-/// ends the handshake brings them, and they reach the destination first.
-const WITH_FINISHED: &str = r#"
+/// A TLS 1.3 handshake over memory BIOs, so that what the client sends after it can be
+/// joined to its Finished in one write (`o` the SSL object, `s` the socket).
+const BIO_HANDSHAKE: &str = r#"
 port = int(sys.argv[1])
 s = socket.create_connection(('127.0.0.1', port), timeout=TIMEOUT)
 c = context('-')
@@ -192,6 +192,11 @@ for _ in range(20):
         if not d:
             sys.exit('closed during the handshake')
         inc.write(d)
+"#;
+
+/// A TLS 1.3 client whose first bytes leave in the same write as its Finished: the read that
+/// ends the handshake brings them, and they reach the destination first.
+const WITH_FINISHED: &str = r#"
 data = b'first bytes, behind the Finished'
 o.write(data)
 s.sendall(out.read())
@@ -216,7 +221,7 @@ fn bytes_sent_with_the_finished_message_reach_the_destination() {
     let (dest, accepted) = counting_echo();
     let relay = ssl_forwarder(&pki, dest);
     let out = python(
-        WITH_FINISHED,
+        &format!("{BIO_HANDSHAKE}{WITH_FINISHED}"),
         &[&relay.port().to_string()],
         Duration::from_secs(15),
     );
@@ -232,22 +237,6 @@ fn bytes_sent_with_the_finished_message_reach_the_destination() {
 /// A TLS 1.3 client that half-closes (close_notify) in the same write as its Finished,
 /// sending nothing: it only listens to a destination that speaks first.
 const CLOSE_WITH_FINISHED: &str = r#"
-port = int(sys.argv[1])
-s = socket.create_connection(('127.0.0.1', port), timeout=TIMEOUT)
-c = context('-')
-c.minimum_version = ssl.TLSVersion.TLSv1_3
-inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-o = c.wrap_bio(inc, out, server_hostname='localhost')
-for _ in range(20):
-    try:
-        o.do_handshake()
-        break
-    except ssl.SSLWantReadError:
-        s.sendall(out.read())
-        d = s.recv(65536)
-        if not d:
-            sys.exit('closed during the handshake')
-        inc.write(d)
 try:
     o.unwrap()
 except ssl.SSLError:
@@ -316,7 +305,7 @@ fn a_half_close_sent_with_the_finished_message_is_relayed() {
     let (dest, accepted) = greeting_destination();
     let relay = ssl_forwarder(&pki, dest);
     let out = python(
-        CLOSE_WITH_FINISHED,
+        &format!("{BIO_HANDSHAKE}{CLOSE_WITH_FINISHED}"),
         &[&relay.port().to_string()],
         Duration::from_secs(15),
     );
