@@ -33,11 +33,13 @@ fn portforward_on_an_ssl_port_terminates_tls() {
     assert!(relay.log_contains("13 bytes to the destination, 13 bytes to the client"));
 }
 
-/// A destination on 127.0.0.1 that counts the connections it accepts and echoes each one.
-/// It accepts for at most two minutes, each connection served on a thread of its own (at
-/// most 30 s without input).
-fn counting_echo() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
-    use std::io::{ErrorKind, Read, Write};
+/// A destination on 127.0.0.1 that counts the connections it accepts and runs `serve` on
+/// each, on a thread of its own (reads time out after 30 s). It accepts for at most two
+/// minutes.
+fn counting_destination(
+    serve: fn(std::net::TcpStream),
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::ErrorKind;
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the destination");
     let addr = l.local_addr().expect("its address");
     l.set_nonblocking(true).expect("nonblocking");
@@ -47,17 +49,12 @@ fn counting_echo() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>
         let end = Instant::now() + Duration::from_secs(120);
         while Instant::now() < end {
             match l.accept() {
-                Ok((mut s, _)) => {
+                Ok((s, _)) => {
                     n.fetch_add(1, Ordering::SeqCst);
                     std::thread::spawn(move || {
                         let _ = s.set_nonblocking(false);
                         let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-                        let mut buf = [0u8; 4096];
-                        while let Ok(k) = s.read(&mut buf) {
-                            if k == 0 || s.write_all(&buf[..k]).is_err() {
-                                break;
-                            }
-                        }
+                        serve(s);
                     });
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -68,6 +65,19 @@ fn counting_echo() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>
         }
     });
     (addr, accepted)
+}
+
+/// A counting destination that echoes each connection.
+fn counting_echo() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    counting_destination(|mut s| {
+        use std::io::{Read, Write};
+        let mut buf = [0u8; 4096];
+        while let Ok(k) = s.read(&mut buf) {
+            if k == 0 || s.write_all(&buf[..k]).is_err() {
+                break;
+            }
+        }
+    })
 }
 
 /// `portforward` on an `ssl:` port (the certificate for localhost) to `dest`.
@@ -258,41 +268,19 @@ for _ in range(100):
 print('got=' + got.decode())
 "#;
 
-/// A destination on 127.0.0.1 that greets each connection with `hello\n`, then reads to the
-/// end; it counts the connections it accepts (for at most two minutes).
+/// A counting destination that greets each connection with `hello\n`, then reads to the
+/// end.
 fn greeting_destination() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
-    use std::io::{ErrorKind, Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the destination");
-    let addr = l.local_addr().expect("its address");
-    l.set_nonblocking(true).expect("nonblocking");
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let n = accepted.clone();
-    std::thread::spawn(move || {
-        let end = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < end {
-            match l.accept() {
-                Ok((mut s, _)) => {
-                    n.fetch_add(1, Ordering::SeqCst);
-                    std::thread::spawn(move || {
-                        let _ = s.set_nonblocking(false);
-                        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-                        let _ = s.write_all(b"hello\n");
-                        let mut buf = [0u8; 4096];
-                        while let Ok(k) = s.read(&mut buf) {
-                            if k == 0 {
-                                break;
-                            }
-                        }
-                    });
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(2))
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+    counting_destination(|mut s| {
+        use std::io::{Read, Write};
+        let _ = s.write_all(b"hello\n");
+        let mut buf = [0u8; 4096];
+        while let Ok(k) = s.read(&mut buf) {
+            if k == 0 {
+                break;
             }
         }
-    });
-    (addr, accepted)
+    })
 }
 
 /// A client whose half-close comes in the read that ends its handshake is relayed all the
