@@ -537,14 +537,10 @@ impl ReportDir {
                 Unverified::Gone
             }
         };
-        let (Some(parent), Some(name)) = (pidfile.parent(), pidfile.file_name()) else {
+        let Some(name) = pidfile.file_name() else {
             return Err(Unverified::Gone);
         };
-        let parent = if parent.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            parent
-        };
+        let parent = twistrs_core::plugin::dir_of(pidfile);
         let dir = nix::fcntl::open(
             parent,
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
