@@ -44,8 +44,9 @@ thread_local! {
         const { std::cell::Cell::new(None) };
 }
 
-/// Logs a TLS failure, within [`TLS_FAILED_LINES_PER_SEC`].
-fn log_tls_failure(system: &str, e: &io::Error) {
+/// Logs a TLS failure, within [`TLS_FAILED_LINES_PER_SEC`]; the connection's log system is
+/// made (a formatted string) only for a line that is written, not for each one left out.
+fn log_tls_failure(system: impl FnOnce() -> String, e: &io::Error) {
     let now = std::time::Instant::now();
     let (start, n, left_out) = match TLS_FAILED.get() {
         Some((start, n, left_out)) if now.duration_since(start) < Duration::from_secs(1) => {
@@ -58,12 +59,13 @@ fn log_tls_failure(system: &str, e: &io::Error) {
         TLS_FAILED.set(Some((start, n, left_out + 1)));
         return;
     }
+    let system = system();
     if left_out > 0 {
-        log::info!(target: system,
+        log::info!(target: &system,
             "TLS failed: {e}; closing ({left_out} more TLS failures not logged before this one: \
              at most {TLS_FAILED_LINES_PER_SEC} lines a second).");
     } else {
-        log::info!(target: system, "TLS failed: {e}; closing.");
+        log::info!(target: &system, "TLS failed: {e}; closing.");
     }
     TLS_FAILED.set(Some((start, n + 1, 0)));
 }
@@ -304,7 +306,7 @@ impl<S: Socket> Conn<S> {
     fn read_failed(&self, e: io::Error) -> Reason {
         if e.kind() == io::ErrorKind::InvalidData {
             // Only TLS says so: plaintext or garbage on a TLS port, an old version.
-            log_tls_failure(&self.st.system(), &e);
+            log_tls_failure(|| self.st.system(), &e);
         }
         Reason::Io(e)
     }
