@@ -223,7 +223,8 @@ impl Tickets {
         f(k)
     }
 
-    /// `PERIOD || NONCE || sealed(plain) || TAG`, the period authenticated too.
+    /// `PERIOD || NONCE || sealed(plain) || TAG`, the period authenticated too; sealed in
+    /// place in the ticket's own buffer (one copy of the state).
     fn seal(&self, now: u32, plain: &[u8]) -> Option<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         // Random: a counter would tell how many tickets this process made.
@@ -232,16 +233,15 @@ impl Tickets {
         let mut out = Vec::with_capacity(PERIOD_LEN + NONCE_LEN + plain.len() + AEAD.tag_len());
         out.extend_from_slice(&head);
         out.extend_from_slice(&nonce);
-        let mut body = plain.to_vec();
+        out.extend_from_slice(plain);
         let tag = self.with_key(now, now, |k| {
             k.seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(head),
-                &mut body,
+                &mut out[PERIOD_LEN + NONCE_LEN..],
             )
             .ok()
         })?;
-        out.extend_from_slice(&body);
         out.extend_from_slice(tag.as_ref());
         Some(out)
     }
