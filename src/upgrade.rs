@@ -384,16 +384,13 @@ impl Meanwhile {
     pub fn take(&mut self, reactor: &mut twistrs_core::Reactor, pid: u32) {
         match reactor.take_stop() {
             None => {}
-            // Said once; moot once a stop came.
-            Some(twistrs_core::StopReason::Signal(libc::SIGUSR2))
-                if self.restart || self.stop.is_some() =>
-            {
-                self.restart = true;
-            }
             Some(twistrs_core::StopReason::Signal(libc::SIGUSR2)) => {
+                // Said once; moot once a stop came.
+                if !self.restart && self.stop.is_none() {
+                    log::info!(target: crate::launcher::LAUNCHER,
+                        "Received SIGUSR2 during the restart: restarting again once it is over.");
+                }
                 self.restart = true;
-                log::info!(target: crate::launcher::LAUNCHER,
-                    "Received SIGUSR2 during the restart: restarting again once it is over.");
             }
             Some(r) => {
                 let sig = match r {
