@@ -152,8 +152,7 @@ impl<S: Socket> Conn<S> {
         d: &mut Driver<'_>,
         f: impl FnOnce(&mut dyn Protocol, &mut Transport<'_>),
     ) -> After {
-        let holds = self.socket.pending();
-        let mut t = Transport::new(&mut self.st, d.handle).socket_holds(holds);
+        let mut t = Transport::new(&mut self.st, d.handle);
         f(p, &mut t);
         self.drive(p, d, false, false)
     }
@@ -276,8 +275,7 @@ impl<S: Socket> Conn<S> {
             match self.socket.read(d.buf) {
                 Ok(0) => {
                     self.st.set(Flag::EofReceived, true);
-                    let holds = self.socket.pending();
-                    p.read_eof(&mut Transport::new(&mut self.st, d.handle).socket_holds(holds));
+                    p.read_eof(&mut Transport::new(&mut self.st, d.handle));
                     return Ok(());
                 }
                 Ok(n) => {
@@ -285,8 +283,7 @@ impl<S: Socket> Conn<S> {
                     self.st.received += n as u64;
                     self.st.last_activity = d.handle.tick();
                     let data = &d.buf[..n];
-                    let holds = self.socket.pending();
-                    let mut t = Transport::new(&mut self.st, d.handle).socket_holds(holds);
+                    let mut t = Transport::new(&mut self.st, d.handle);
                     p.data_received(&mut t, data);
                     // A short read drained the socket: epoll will report new data (but not a
                     // FIN it already reported, nor a TLS close the socket layer holds).
@@ -331,8 +328,7 @@ impl<S: Socket> Conn<S> {
                 Ok(0) if !self.socket.handshaking() => {}
                 Ok(0) => {
                     self.st.set(Flag::EofReceived, true);
-                    let holds = self.socket.pending();
-                    p.read_eof(&mut Transport::new(&mut self.st, d.handle).socket_holds(holds));
+                    p.read_eof(&mut Transport::new(&mut self.st, d.handle));
                     return Ok(());
                 }
                 Ok(n) => {
@@ -370,8 +366,7 @@ impl<S: Socket> Conn<S> {
             false
         } else if buffered < d.low {
             self.st.producer = Producer::Producing;
-            let holds = self.socket.pending();
-            p.resume_producing(&mut Transport::new(&mut self.st, d.handle).socket_holds(holds));
+            p.resume_producing(&mut Transport::new(&mut self.st, d.handle));
             // Only new output is work: output that is merely still waiting for room in the
             // socket (a relay's side whose peer reads slowly) would otherwise spin.
             self.st.buffered() > buffered
@@ -537,10 +532,6 @@ impl<S: Socket> Conn<S> {
         }
         self.st.cancel_timers(d.handle.timers());
         self.st.set_phase(Phase::Closed);
-        let holds = self.socket.pending();
-        p.connection_lost(
-            &mut Transport::new(&mut self.st, d.handle).socket_holds(holds),
-            reason,
-        );
+        p.connection_lost(&mut Transport::new(&mut self.st, d.handle), reason);
     }
 }

@@ -129,10 +129,11 @@ pub trait Factory {
     /// clients hold every slot doing nothing (one still waiting for a request, say); which
     /// connection is the factory's choice, never one busy with a request. The reactor aborts
     /// it at once (its protocol hears `connection_lost` with `Reason::Aborted`), counts it in
-    /// the listener's `limit_closes`, accepts, and asks again at the limit; but one whose
-    /// socket still holds bytes to send or input unread is left open (closing it would reset
-    /// it and lose them), and the factory is asked again, a few times, then shortly after. The default gives
-    /// none up: accepting pauses and the clients wait in the kernel's backlog.
+    /// the listener's `limit_closes`, accepts, and asks again at the limit; but one that
+    /// still holds bytes to send (in its buffer, its TLS records or the kernel) or input
+    /// unread is left open (closing it would lose them), and the factory is asked again, a
+    /// few times, then shortly after. The default gives none up: accepting pauses and the
+    /// clients wait in the kernel's backlog.
     fn make_room(&mut self) -> Room {
         Room::Full
     }

@@ -690,24 +690,11 @@ impl PairState {
 pub struct Transport<'a> {
     pub(crate) st: &'a mut ConnState,
     pub(crate) handle: &'a Handle,
-    /// The socket still holds output of its own (TLS records not yet written), as it did
-    /// when the callback began (only a flush, between callbacks, changes it).
-    socket_holds: bool,
 }
 
 impl<'a> Transport<'a> {
     pub(crate) fn new(st: &'a mut ConnState, handle: &'a Handle) -> Self {
-        Transport {
-            st,
-            handle,
-            socket_holds: false,
-        }
-    }
-
-    /// Says the socket holds output of its own ([`Transport::all_sent`]).
-    pub(crate) fn socket_holds(mut self, holds: bool) -> Self {
-        self.socket_holds = holds;
-        self
+        Transport { st, handle }
     }
 
     /// `stop_requested` is being delivered (from a hand-over whose protocol declined to
@@ -809,13 +796,12 @@ impl<'a> Transport<'a> {
         self.st.buffered()
     }
 
-    /// True if everything written has left this process: nothing in the transport's buffer,
-    /// and no TLS records the socket has yet to write (`buffered` counts plaintext only, and
-    /// TLS takes a chunk before it can write all its records). What the kernel still holds
-    /// goes on being sent after a close. For a protocol that may be closed when idle
-    /// ([`crate::protocol::Factory::make_room`]): closed now, no response is cut.
+    /// True if nothing written waits in the transport's buffer: what a protocol checks
+    /// before offering itself to be closed when idle ([`crate::protocol::Factory::make_room`]).
+    /// The reactor itself still keeps open, when asked to close it for room, a connection
+    /// whose TLS records or kernel buffers hold bytes to send, or that has input unread.
     pub fn all_sent(&self) -> bool {
-        self.st.buffered() == 0 && !self.socket_holds
+        self.st.buffered() == 0
     }
 
     /// Bytes (files included) that have left for the peer since the connection opened: a

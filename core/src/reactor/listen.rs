@@ -934,7 +934,12 @@ impl Reactor {
         if c.conn.st.id != id || c.factory() != Some(factory as u32) {
             return ForRoom::NotOurs;
         }
-        if !c.conn.socket.stream().is_none_or(|s| s.quiet()) {
+        // Nothing may be lost by the close: no output still in the process (the transport's
+        // buffer, TLS records to write), none in the kernel, no input unread.
+        if c.conn.st.buffered() > 0
+            || crate::output::Socket::pending(&c.conn.socket)
+            || !c.conn.socket.stream().is_none_or(|s| s.quiet())
+        {
             return ForRoom::NotQuiet;
         }
         self.close(id.key as usize, crate::error::Reason::Aborted);
