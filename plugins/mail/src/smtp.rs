@@ -78,8 +78,6 @@ struct Session {
     errors: u32,
     /// Failed AUTHs in this session, whatever came between them (not reset by STARTTLS).
     auth_failures: u32,
-    /// A failed AUTH was just answered: the answer waits `fail_delay` ([`Action::Delay`]).
-    delay: bool,
     authed: Option<String>,
     tls: Tls,
     /// The message being made durable, for its log line once it is.
@@ -134,7 +132,6 @@ impl Smtp {
                 data: None,
                 errors: 0,
                 auth_failures: 0,
-                delay: false,
                 authed: None,
                 tls: Tls::of(&cfg, false),
                 delivering: None,
@@ -232,9 +229,6 @@ impl Smtp {
                     if action.is_some() {
                         return action;
                     }
-                    if std::mem::take(&mut self.s.delay) {
-                        return Some(Action::Delay(self.s.cfg.fail_delay));
-                    }
                 }
             }
         }
@@ -325,21 +319,15 @@ impl Session {
 
     /// One line (with its LF) in a command or AUTH state, or `Err` for an over-long one.
     fn line(&mut self, line: Result<&[u8], ()>, out: &mut Vec<u8>) -> Option<Action> {
-        let action = match self.state {
+        match self.state {
             State::AuthPlain | State::AuthLoginUser | State::AuthLoginPass(_) => {
-                self.auth_line(line, out);
-                None
+                self.auth_line(line, out)
             }
             _ => match line {
                 Err(()) => self.bad(out, 500, "5.5.2", "Line too long"),
                 Ok(l) => self.command(l, out),
             },
-        };
-        // A failed AUTH can end the session (`MAX_AUTH_FAILURES`).
-        if action.is_none() && self.state == State::Closed {
-            return Some(Action::Close);
         }
-        action
     }
 
     /// A bad command: after `max_errors` in a row, give up on the client.
@@ -561,7 +549,7 @@ impl Session {
                         self.state = State::AuthPlain;
                         out.extend_from_slice(b"334 \r\n");
                     } else {
-                        self.check_plain(&ir, out);
+                        return self.check_plain(&ir, out);
                     }
                 } else if mechanism == AUTH_LOGIN {
                     self.state = State::AuthLoginUser;
@@ -580,7 +568,7 @@ impl Session {
         base64::engine::general_purpose::STANDARD.decode(t).ok()
     }
 
-    fn check_plain(&mut self, b64: &str, out: &mut Vec<u8>) {
+    fn check_plain(&mut self, b64: &str, out: &mut Vec<u8>) -> Option<Action> {
         let creds = Self::b64(b64.as_bytes()).and_then(|d| {
             let mut parts = d.split(|b| *b == 0);
             let _authz = parts.next()?;
@@ -588,10 +576,16 @@ impl Session {
             let pass = String::from_utf8(parts.next()?.to_vec()).ok()?;
             Some((user, pass))
         });
-        self.finish_auth(creds, out);
+        self.finish_auth(creds, out)
     }
 
-    fn finish_auth(&mut self, creds: Option<(String, String)>, out: &mut Vec<u8>) {
+    /// Answers an AUTH's credentials: 235, or 535 after `fail_delay` ([`Action::Delay`]),
+    /// and the close at the `MAX_AUTH_FAILURES`th failure.
+    fn finish_auth(
+        &mut self,
+        creds: Option<(String, String)>,
+        out: &mut Vec<u8>,
+    ) -> Option<Action> {
         self.state = State::Command;
         let ok = creds.as_ref().is_some_and(|(u, p)| {
             self.cfg
@@ -603,57 +597,62 @@ impl Session {
         if ok {
             self.authed = creds.map(|(u, _)| u);
             self.reply(out, 235, "2.7.0", "Authentication successful");
-        } else {
-            self.auth_failures += 1;
-            log::info!(target: "twistrs.mail.smtp", "{}: authentication failed", self.peer);
-            self.reply(out, 535, "5.7.8", "Authentication credentials invalid");
-            self.delay = !self.cfg.fail_delay.is_zero() && self.auth_failures < MAX_AUTH_FAILURES;
-            if self.auth_failures >= MAX_AUTH_FAILURES {
-                // A password guesser gets a few tries per connection, not thousands.
-                log::info!(target: "twistrs.mail.smtp",
-                    "{}: {MAX_AUTH_FAILURES} failed AUTHs, closing", self.peer);
-                let text = format!(
-                    "{} Too many authentication failures, closing",
-                    self.cfg.hostname
-                );
-                self.reply(out, 421, "4.7.0", &text);
-                self.state = State::Closed;
-            }
+            return None;
         }
+        self.auth_failures += 1;
+        log::info!(target: "twistrs.mail.smtp", "{}: authentication failed", self.peer);
+        self.reply(out, 535, "5.7.8", "Authentication credentials invalid");
+        if self.auth_failures >= MAX_AUTH_FAILURES {
+            // A password guesser gets a few tries per connection, not thousands.
+            log::info!(target: "twistrs.mail.smtp",
+                "{}: {MAX_AUTH_FAILURES} failed AUTHs, closing", self.peer);
+            let text = format!(
+                "{} Too many authentication failures, closing",
+                self.cfg.hostname
+            );
+            self.reply(out, 421, "4.7.0", &text);
+            self.state = State::Closed;
+            return Some(Action::Close);
+        }
+        (!self.cfg.fail_delay.is_zero()).then_some(Action::Delay(self.cfg.fail_delay))
     }
 
-    fn auth_line(&mut self, line: Result<&[u8], ()>, out: &mut Vec<u8>) {
+    fn auth_line(&mut self, line: Result<&[u8], ()>, out: &mut Vec<u8>) -> Option<Action> {
         let Ok(line) = line else {
             self.state = State::Command;
             self.reply(out, 500, "5.5.2", "Line too long");
-            return;
+            return None;
         };
         let trimmed = line.strip_suffix(b"\n").unwrap_or(line);
         let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
         if trimmed == b"*" {
             self.state = State::Command;
             self.reply(out, 501, "5.7.0", "Authentication cancelled");
-            return;
+            return None;
         }
         match std::mem::replace(&mut self.state, State::Command) {
             State::AuthPlain => {
                 let s = String::from_utf8_lossy(trimmed).into_owned();
-                self.check_plain(&s, out);
+                self.check_plain(&s, out)
             }
             State::AuthLoginUser => {
                 match Self::b64(trimmed).and_then(|u| String::from_utf8(u).ok()) {
                     Some(u) => {
                         self.state = State::AuthLoginPass(u);
                         out.extend_from_slice(b"334 UGFzc3dvcmQ6\r\n");
+                        None
                     }
                     None => self.finish_auth(None, out),
                 }
             }
             State::AuthLoginPass(user) => {
                 let pass = Self::b64(trimmed).and_then(|p| String::from_utf8(p).ok());
-                self.finish_auth(pass.map(|p| (user, p)), out);
+                self.finish_auth(pass.map(|p| (user, p)), out)
             }
-            other => self.state = other,
+            other => {
+                self.state = other;
+                None
+            }
         }
     }
 
