@@ -504,23 +504,14 @@ impl<S: Socket> Conn<S> {
         self.callback(p, d, |p, t| p.stop_requested(t))
     }
 
-    /// The server drains after a hand-over: tells the protocol, which serves on or stops
-    /// now (`Protocol::handover_requested`); `stop_requested` may follow later.
-    pub(crate) fn handover_requested(
-        &mut self,
-        p: &mut dyn Protocol,
-        d: &mut Driver<'_>,
-        deadline: std::time::Instant,
-    ) -> After {
-        if self.st.is(Flag::Stopping) {
+    /// The server drains after a hand-over: a protocol that serves through it
+    /// (`Protocol::serves_through_handover`) goes on, and hears `stop_requested` later;
+    /// any other hears it now.
+    pub(crate) fn handover_requested(&mut self, p: &mut dyn Protocol, d: &mut Driver<'_>) -> After {
+        if p.serves_through_handover() {
             return After::Settled;
         }
-        self.callback(p, d, |p, t| {
-            if !p.handover_requested(t, deadline) {
-                t.mark_stopping();
-                p.stop_requested(t);
-            }
-        })
+        self.stop_requested(p, d)
     }
 
     /// The connection is gone: its timers are cancelled and the protocol told, once. Twisted's

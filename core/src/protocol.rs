@@ -18,7 +18,7 @@ use crate::transport::{ConnId, DatagramTransport, Transport};
 pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long before a hand-over drain's deadline the connections that served on through it
-/// are asked to stop ([`Protocol::handover_requested`]): time for a message in flight to
+/// are asked to stop ([`Protocol::serves_through_handover`]): time for a message in flight to
 /// finish before the deadline cuts it. Half the drain when the drain is shorter than twice
 /// this.
 pub const HANDOVER_MARGIN: std::time::Duration = std::time::Duration::from_secs(3);
@@ -76,16 +76,15 @@ pub trait Protocol {
         t.set_timeout(Some(STOP_GRACE));
     }
 
-    /// The server drains because it handed its work over to a successor (`twistrs restart`,
-    /// or a `--workers` master's workers replaced by the new master's), not because it
-    /// stops: the successor accepts the new connections already. Return true to serve on as
-    /// usual: the reactor then calls `stop_requested` later, [`HANDOVER_MARGIN`] before the
-    /// drain's `deadline` (or at once if the service is stopped meanwhile), for a session
-    /// still open then. For protocols whose clients keep one session for many exchanges
-    /// (an MTA delivering a batch), so that a restart does not end them mid-way, as
-    /// `postfix reload` does not. The default returns false: `stop_requested` at once, as
-    /// at a stop.
-    fn handover_requested(&mut self, _t: &mut Transport<'_>, _deadline: Instant) -> bool {
+    /// True to serve on as usual when the server drains because it handed its work over to
+    /// a successor (`twistrs restart`, or a `--workers` master's workers replaced by the new
+    /// master's), not because it stops: the successor accepts the new connections already.
+    /// The reactor then calls `stop_requested` later, [`HANDOVER_MARGIN`] before the drain's
+    /// deadline (or at once if the service is stopped meanwhile), for a session still open
+    /// then. For protocols whose clients keep one session for many exchanges (an MTA
+    /// delivering a batch), so that a restart does not end them mid-way, as `postfix
+    /// reload` does not. The default, false: `stop_requested` at once, as at a stop.
+    fn serves_through_handover(&self) -> bool {
         false
     }
 

@@ -197,9 +197,9 @@ impl<P: Protocol + 'static> Harness<P> {
         self
     }
 
-    /// The server drains after a hand-over, until `deadline`.
-    pub fn handover_requested(&mut self, deadline: std::time::Instant) -> &mut Self {
-        self.run(|c, p, d| c.handover_requested(p, d, deadline));
+    /// The server drains after a hand-over.
+    pub fn handover_requested(&mut self) -> &mut Self {
+        self.run(|c, p, d| c.handover_requested(p, d));
         self
     }
 

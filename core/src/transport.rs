@@ -697,12 +697,6 @@ impl<'a> Transport<'a> {
         Transport { st, handle }
     }
 
-    /// `stop_requested` is being delivered (from a hand-over whose protocol declined to
-    /// serve on).
-    pub(crate) fn mark_stopping(&mut self) {
-        self.st.set(Flag::Stopping, true);
-    }
-
     /// Queues `data` for the peer. Never blocks; dropped after `lose_connection`/`abort`.
     pub fn write(&mut self, data: &[u8]) {
         self.st.write(data);

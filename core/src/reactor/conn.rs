@@ -419,8 +419,8 @@ impl Reactor {
     }
 
     /// Delivers `handover_requested` (a drain after a hand-over) to connection `key`.
-    pub(crate) fn handover_requested(&mut self, key: usize, deadline: std::time::Instant) {
-        self.step(key, |c, p, d| c.handover_requested(p, d, deadline));
+    pub(crate) fn handover_requested(&mut self, key: usize) {
+        self.step(key, |c, p, d| c.handover_requested(p, d));
     }
 
     /// Closes whatever `key` is, tells its protocol, and frees the slot after the batch.

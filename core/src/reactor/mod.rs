@@ -375,8 +375,8 @@ impl Reactor {
     }
 
     /// [`Reactor::drain`] for the old process of a restart, once its successor took over:
-    /// each connection is told `Protocol::handover_requested` instead, and one whose
-    /// protocol serves on is asked to stop (`stop_requested`) [`HANDOVER_MARGIN`] before the
+    /// a connection whose protocol serves through it (`Protocol::serves_through_handover`)
+    /// goes on, and one that serves on is asked to stop (`stop_requested`) [`HANDOVER_MARGIN`] before the
     /// deadline (half the drain if it is shorter than twice that), or as soon as
     /// [`Handle::end_handover`] says the service is stopped for real. Children stop at once,
     /// as at a stop.
@@ -400,7 +400,7 @@ impl Reactor {
         let deadline = crate::timer::later(began, timeout);
         for k in self.conn_keys() {
             if handover {
-                self.handover_requested(k, deadline);
+                self.handover_requested(k);
             } else {
                 self.stop_requested(k);
             }

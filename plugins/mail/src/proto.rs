@@ -8,7 +8,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use twistrs_core::limit::PeerSlot;
 use twistrs_core::timer::later;
@@ -323,7 +323,7 @@ impl Protocol for SmtpProtocol {
     /// client: a sender with a batch would otherwise be told 421 mid-way and defer the rest.
     /// The reactor asks it to stop a few seconds before the drain's deadline, so a message
     /// in flight can still finish then.
-    fn handover_requested(&mut self, _t: &mut Transport<'_>, _deadline: Instant) -> bool {
+    fn serves_through_handover(&self) -> bool {
         true
     }
 
