@@ -137,11 +137,7 @@ fn check(m: &ArgMatches, plugins: &[Plugin]) -> i32 {
 fn check_start(m: &ArgMatches, plugins: &[Plugin]) -> Result<String, String> {
     use std::fmt::Write as _;
     let mut plan = plan(m, false)?;
-    let (name, sub) = m.subcommand().ok_or("no plugin given")?;
-    let plugin = plugins
-        .iter()
-        .find(|p| p.tapname == name)
-        .ok_or_else(|| format!("Unknown command: {name}"))?;
+    let (name, plugin, sub) = named_plugin(m, plugins)?;
     // Warnings (an expired certificate, mail without -d) as a start would log them.
     let logger = logging::init(Destination::Stderr, None)
         .map_err(|e| format!("cannot write to stderr: {e}"))?;
@@ -177,17 +173,8 @@ fn check_start(m: &ArgMatches, plugins: &[Plugin]) -> Result<String, String> {
             .map_err(|e| format!("cannot open log file {}: {e}", p.display()))?;
     }
     let n = workers::count(m);
-    if n > 1 && plan.rotation.is_some() {
-        return Err("--log-rotate-size cannot be used with --workers".into());
-    }
-    let mut service = (plugin.make_service)(sub).map_err(|e| e.to_string())?;
-    if n > 1
-        && let Some(why) = service.single_process()
-    {
-        return Err(format!(
-            "{name} cannot run with --workers {n}: {why}; it runs in one process only"
-        ));
-    }
+    workers_allowed(n, &plan)?;
+    let mut service = make_service(name, plugin, sub, n)?;
     // --chroot, --rundir and --umask as a start takes them; never into the background.
     plan.daemon = false;
     settle(&plan, true, &mut StatusWriter::none(), false, logger)?;
@@ -338,6 +325,49 @@ fn plan(m: &ArgMatches, successor: bool) -> Result<Plan, String> {
     })
 }
 
+/// The plugin the command line names, and its options.
+fn named_plugin<'a>(
+    m: &'a ArgMatches,
+    plugins: &'a [Plugin],
+) -> Result<(&'a str, &'a Plugin, &'a ArgMatches), String> {
+    let (name, sub) = m.subcommand().ok_or("no plugin given")?;
+    let plugin = plugins
+        .iter()
+        .find(|p| p.tapname == name)
+        .ok_or_else(|| format!("Unknown command: {name}"))?;
+    Ok((name, plugin, sub))
+}
+
+/// What `--workers N` (N > 1) refuses of the global options: a start and `--check` alike.
+fn workers_allowed(n: usize, plan: &Plan) -> Result<(), String> {
+    if n > 1 && plan.rotation.is_some() {
+        return Err(
+            "--log-rotate-size cannot be used with --workers: several processes \
+                    write the log; rotate it with logrotate and SIGHUP"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// The plugin's service, refused under `--workers N` (N > 1) if it runs in one process only.
+fn make_service(
+    name: &str,
+    plugin: &Plugin,
+    sub: &ArgMatches,
+    n: usize,
+) -> Result<Box<dyn Service>, String> {
+    let service = (plugin.make_service)(sub).map_err(|e| e.to_string())?;
+    if n > 1
+        && let Some(why) = service.single_process()
+    {
+        return Err(format!(
+            "{name} cannot run with --workers {n}: {why}; it runs in one process only"
+        ));
+    }
+    Ok(service)
+}
+
 fn start(
     m: &ArgMatches,
     plugins: &[Plugin],
@@ -373,18 +403,8 @@ fn start(
         plan.daemon = false;
     }
     let n = workers::count(m);
-    if n > 1 && plan.rotation.is_some() {
-        return Err(
-            "--log-rotate-size cannot be used with --workers: several processes \
-                    write the log; rotate it with logrotate and SIGHUP"
-                .into(),
-        );
-    }
-    let (name, sub) = m.subcommand().ok_or("no plugin given")?;
-    let plugin = plugins
-        .iter()
-        .find(|p| p.tapname == name)
-        .ok_or_else(|| format!("Unknown command: {name}"))?;
+    workers_allowed(n, &plan)?;
+    let (name, plugin, sub) = named_plugin(m, plugins)?;
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("twistrs"));
     let systemd_fds = systemd_fds_for_us();
 
@@ -401,17 +421,8 @@ fn start(
 
     // 2. The log; then the service, built only now (twistd builds it first): a refused start
     // changes nothing a plugin writes (mail's passwords), and what it logs reaches the log.
-    let built = open_log(&plan, &exe, pidfile.as_ref()).and_then(|logger| {
-        let service = (plugin.make_service)(sub).map_err(|e| e.to_string())?;
-        if n > 1
-            && let Some(why) = service.single_process()
-        {
-            return Err(format!(
-                "{name} cannot run with --workers {n}: {why}; it runs in one process only"
-            ));
-        }
-        Ok((logger, service))
-    });
+    let built = open_log(&plan, &exe, pidfile.as_ref())
+        .and_then(|logger| Ok((logger, make_service(name, plugin, sub, n)?)));
     let (logger, mut service) = match built {
         Ok(b) => b,
         Err(e) => {
