@@ -328,3 +328,132 @@ fn a_check_writes_nothing_a_start_would() {
     );
     assert!(!dir.join("md/joe").exists(), "no Maildir made by a check");
 }
+
+/// Runs the binary in `dir` as a user who may not write what root made there: as `nobody`
+/// through setpriv when we are root (root's writes ignore permission bits), else as
+/// ourselves. Bounded; (status code, stdout and stderr together). `None`: no such user.
+fn run_unprivileged(test: &str, dir: &Path, args: &[&str]) -> Option<(i32, String)> {
+    let mut cmd = if nix::unistd::Uid::effective().is_root() {
+        if Command::new("setpriv").arg("--version").output().is_err() {
+            skip(
+                test,
+                "root, and no setpriv to run the binary as another user",
+            );
+            return None;
+        }
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            BIN,
+        ]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    let mut child = cmd
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while child.try_wait().ok().flatten().is_none() {
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            panic!("twistrs {args:?} did not exit");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("output");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    Some((out.status.code().unwrap_or(-1), text))
+}
+
+/// Gives `path` to the user [`run_unprivileged`] runs as (a no-op when that is us).
+fn give_to_runner(path: &Path) {
+    if nix::unistd::Uid::effective().is_root() {
+        let id = Some(65534);
+        std::os::unix::fs::chown(path, id, id).unwrap();
+    }
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// mail's `-u USER=PASS` writes the password into PATH/passwd/ and makes the Maildir
+/// PATH/USER/ at the start; a check must fail where the user the start runs as cannot write
+/// either, and pass when there is nothing to write.
+#[test]
+fn a_check_of_mail_users_fails_where_the_start_could_not_write() {
+    let test = "a_check_of_mail_users_fails_where_the_start_could_not_write";
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    chmod(dir, 0o755);
+    let md = dir.join("md");
+    std::fs::create_dir_all(md.join("passwd")).unwrap();
+    let port = free_ports(1)[0].to_string();
+    let tcp = format!("tcp:{port}:interface=127.0.0.1");
+    let mail = [
+        "mail",
+        "-d",
+        "example.com=md",
+        "-u",
+        "joe=pw",
+        "-s",
+        &tcp,
+        "-p",
+        "tcp:0",
+    ];
+    let both = |named: &str| -> Option<()> {
+        for first in [&["--check"][..], &[][..]] {
+            let mut args = first.to_vec();
+            args.extend_from_slice(&["-n", "--pidfile="]);
+            args.extend_from_slice(&mail);
+            let (code, out) = run_unprivileged(test, dir, &args)?;
+            assert_eq!(code, 1, "{args:?}: {out}");
+            assert!(out.contains("mail: -u joe"), "{args:?}: {out}");
+            if first == ["--check"] {
+                assert!(out.contains(named), "{args:?} names {named}: {out}");
+            }
+        }
+        Some(())
+    };
+    // The password file cannot be written: PATH/passwd/ is not the runner's to write.
+    chmod(&md, 0o555);
+    chmod(&md.join("passwd"), 0o555);
+    if both("md/passwd").is_none() {
+        return;
+    }
+    // The password could be written, but not the Maildir beside it.
+    give_to_runner(&md.join("passwd"));
+    chmod(&md.join("passwd"), 0o755);
+    both("md/joe").expect("ran before");
+    // Nothing to write (the same password, the Maildir there): the check passes.
+    chmod(&md, 0o755);
+    std::fs::write(md.join("passwd/am9l_"), "pw").unwrap();
+    for sub in [
+        "new",
+        "cur",
+        "tmp",
+        ".Trash/new",
+        ".Trash/cur",
+        ".Trash/tmp",
+    ] {
+        std::fs::create_dir_all(md.join("joe").join(sub)).unwrap();
+    }
+    std::fs::write(md.join("joe/.Trash/maildirfolder"), "").unwrap();
+    chmod(&md, 0o555);
+    chmod(&md.join("passwd"), 0o555);
+    let mut args = vec!["--check", "-n", "--pidfile="];
+    args.extend_from_slice(&mail);
+    let (code, out) = run_unprivileged(test, dir, &args).expect("ran before");
+    assert_eq!(code, 0, "{out}");
+}

@@ -108,24 +108,74 @@ pub fn dirdbm_name(key: &str) -> String {
     out
 }
 
+/// What `-d` and `-u` do with the files they name: make them (a start), or check that a
+/// start could (`--check`, which writes nothing the running server may be using). One code
+/// path takes both, so a check fails where the start would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    Make,
+    Check,
+}
+
+impl Setup {
+    /// A start's; a check's while the launcher runs `--check`.
+    pub fn now() -> Setup {
+        if twistrs_core::plugin::checking() {
+            Setup::Check
+        } else {
+            Setup::Make
+        }
+    }
+
+    /// `create_dir_all(dir)`, or whether it could succeed.
+    pub fn dir_all(self, dir: &Path) -> std::io::Result<()> {
+        match self {
+            Setup::Make => std::fs::create_dir_all(dir),
+            Setup::Check => could_create(dir),
+        }
+    }
+}
+
+/// A check's stand-in for writing a file into `dir`, which the check may not have made:
+/// `dir` writable if it is there, else creatable.
+fn could_write_in(dir: &Path) -> std::io::Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(_) => twistrs_core::plugin::writable_dir(dir),
+        Err(_) => could_create(dir),
+    }
+}
+
+/// The directories of a Maildir, with twistd's `.Trash` folder beside them.
+const MAILDIR: [&str; 6] = [
+    "new",
+    "cur",
+    "tmp",
+    ".Trash/new",
+    ".Trash/cur",
+    ".Trash/tmp",
+];
+
 /// Creates a Maildir (`new`, `cur`, `tmp`) and twistd's `.Trash` beside them.
 pub fn make_maildir(dir: &Path) -> std::io::Result<()> {
+    maildir(dir, Setup::Make)
+}
+
+fn maildir(dir: &Path, how: Setup) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     let mut b = std::fs::DirBuilder::new();
     b.recursive(true).mode(0o700);
-    for sub in [
-        "new",
-        "cur",
-        "tmp",
-        ".Trash/new",
-        ".Trash/cur",
-        ".Trash/tmp",
-    ] {
-        b.create(dir.join(sub))?;
+    for sub in MAILDIR {
+        match how {
+            Setup::Make => b.create(dir.join(sub))?,
+            Setup::Check => could_create(&dir.join(sub))?,
+        }
     }
     let folder = dir.join(".Trash/maildirfolder");
     if !folder.exists() {
-        std::fs::write(folder, "")?;
+        match how {
+            Setup::Make => std::fs::write(folder, "")?,
+            Setup::Check => could_write_in(&dir.join(".Trash"))?,
+        }
     }
     Ok(())
 }
@@ -190,17 +240,22 @@ impl Domain {
         (lower != u && self.exists(&lower)).then_some(lower)
     }
 
-    /// Adds a user as twistd's `-u USER=PASS` does. With `--workers`, every worker runs this
-    /// at its start while the others read the file at logins: an unchanged password is left
-    /// alone, and a new one is written aside (`NAME.PID.new`, as DirDBM writes `NAME.new`) and
-    /// renamed over the old, so no login ever reads a truncated file.
-    pub fn add_user(&self, user: &str, pass: &str) -> std::io::Result<()> {
+    /// Adds a user as twistd's `-u USER=PASS` does, or (`Setup::Check`) checks that it could
+    /// be added, writing nothing. With `--workers`, every worker runs this at its start while
+    /// the others read the file at logins: an unchanged password is left alone, and a new one
+    /// is written aside (`NAME.PID.new`, as DirDBM writes `NAME.new`) and renamed over the
+    /// old, so no login ever reads a truncated file.
+    pub fn add_user(&self, user: &str, pass: &str, how: Setup) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         let dir = self.path.join("passwd");
         let name = dirdbm_name(user);
         let p = dir.join(&name);
         if std::fs::read(&p).is_ok_and(|cur| cur == pass.as_bytes()) {
-            return make_maildir(&self.path.join(user));
+            return maildir(&self.path.join(user), how);
+        }
+        if how == Setup::Check {
+            could_write_in(&dir)?;
+            return maildir(&self.path.join(user), how);
         }
         let tmp = dir.join(format!("{name}.{}.new", std::process::id()));
         let written = std::fs::OpenOptions::new()
@@ -216,7 +271,7 @@ impl Domain {
             let _ = std::fs::remove_file(&tmp);
         }
         written?;
-        make_maildir(&self.path.join(user))
+        maildir(&self.path.join(user), how)
     }
 
     /// Local users an address's local part reaches: itself, or what its alias names.
@@ -369,7 +424,7 @@ pub(crate) mod fixture {
             aliases: None,
             bounce_to_postmaster: false,
         };
-        d.add_user("joe", "secret").expect("user joe");
+        d.add_user("joe", "secret", Setup::Make).expect("user joe");
         d
     }
 
@@ -450,15 +505,15 @@ mod tests {
             let m = std::fs::metadata(&file).unwrap();
             (m.ino(), m.mtime(), m.mtime_nsec(), m.mode() & 0o777)
         };
-        d.add_user("joe", "secret").unwrap();
+        d.add_user("joe", "secret", Setup::Make).unwrap();
         let first = stat();
         // What every `--workers` worker does when it starts (and again when one is restarted)
         // while the others serve logins: an unchanged password is not written again, so no
         // reader ever finds the file truncated.
-        d.add_user("joe", "secret").unwrap();
+        d.add_user("joe", "secret", Setup::Make).unwrap();
         assert_eq!(stat(), first);
         // A new one replaces the file whole (written aside, then renamed over it).
-        d.add_user("joe", "other").unwrap();
+        d.add_user("joe", "other", Setup::Make).unwrap();
         let second = stat();
         assert_ne!(second.0, first.0, "a new file, renamed into place");
         assert_eq!(second.3, 0o600);
@@ -483,8 +538,8 @@ mod tests {
             aliases: Some(Aliases::new(aliases).unwrap()),
             bounce_to_postmaster: false,
         };
-        d.add_user("joe", "secret").unwrap();
-        d.add_user("ann", "pw").unwrap();
+        d.add_user("joe", "secret", Setup::Make).unwrap();
+        d.add_user("ann", "pw", Setup::Make).unwrap();
         assert!(path.join("passwd/am9l_").exists());
         assert!(path.join("joe/new").is_dir() && path.join("joe/.Trash/maildirfolder").exists());
         assert_eq!(d.password("joe").as_deref(), Some("secret"));

@@ -246,18 +246,15 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
     if m.get_flag("esmtp") && hostname.is_none() {
         return Err(PluginError::new("--esmtp requires --hostname"));
     }
+    let how = config::Setup::now();
     let mut domains: Vec<Domain> = Vec::new();
     let mut at: Vec<(usize, usize)> = Vec::new();
     for (pos, v) in positioned(m, "maildirdbmdomain") {
         let (name, path) = pair(v, "maildirdbmdomain", "name=path")?;
         let path = std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path));
         // A check (`twistrs --check`) writes nothing: the running server may use the domain.
-        if twistrs_core::plugin::checking() {
-            config::could_create(&path.join("passwd"))
-        } else {
-            std::fs::create_dir_all(path.join("passwd"))
-        }
-        .map_err(|e| PluginError::new(format!("mail: -d {v}: {e}")))?;
+        how.dir_all(&path.join("passwd"))
+            .map_err(|e| PluginError::new(format!("mail: -d {v}: {e}")))?;
         at.push((pos, domains.len()));
         domains.push(Domain {
             name: name.to_ascii_lowercase(),
@@ -275,11 +272,8 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
                 "mail: -u: '{user}' is not a valid user name"
             )));
         }
-        if twistrs_core::plugin::checking() {
-            continue;
-        }
         domains[d]
-            .add_user(user, pass)
+            .add_user(user, pass, how)
             .map_err(|e| PluginError::new(format!("mail: -u {user}: {e}")))?;
     }
     let aliases: Vec<(usize, PathBuf)> =
