@@ -80,7 +80,9 @@ pub struct Http {
     /// The output is backed up; wait for `resume_producing`.
     waiting: bool,
     head_timer: Option<DelayedCall>,
-    /// The body being read: when it began, how much of it has come, and its deadline.
+    /// A body still coming after the bytes at hand: when its wait began, how much of it
+    /// has come, and its deadline. None for a body that came whole with its head: most
+    /// requests with a body need no timer.
     body: Option<(Instant, u64, DelayedCall)>,
     scratch: Vec<u8>,
     /// The peer's address as the access log shows it.
@@ -176,10 +178,15 @@ impl Http {
         }
     }
 
-    /// Counts `n` bytes of the body as arrived.
-    fn body_read(&mut self, n: usize) {
-        if let Some((_, read, _)) = &mut self.body {
-            *read += n as u64;
+    /// The body is not all here after `n` more bytes of it: counts them, and starts its
+    /// deadline the first time.
+    fn body_incomplete(&mut self, t: &mut Transport<'_>, n: usize) {
+        match &mut self.body {
+            Some((_, read, _)) => *read += n as u64,
+            None => {
+                let timer = t.call_later(self.site.timeout, BODY_TIMER);
+                self.body = Some((t.handle().now(), n as u64, timer));
+            }
         }
     }
 
@@ -191,9 +198,8 @@ impl Http {
                     let take = (*left).min(self.input.len() as u64);
                     self.input.consume(take as usize);
                     *left -= take;
-                    let more = *left > 0;
-                    self.body_read(take as usize);
-                    if more {
+                    if *left > 0 {
+                        self.body_incomplete(t, take as usize);
                         return;
                     }
                     self.body_done();
@@ -203,7 +209,7 @@ impl Http {
                     ChunkProgress::NeedMore => {
                         let n = self.input.len();
                         self.input.clear();
-                        self.body_read(n);
+                        self.body_incomplete(t, n);
                         return;
                     }
                     ChunkProgress::Done(n) => {
@@ -266,10 +272,6 @@ impl Http {
                                 }
                                 _ => State::Head,
                             };
-                            if matches!(self.state, State::Body(1..) | State::Chunked(_)) {
-                                let timer = t.call_later(self.site.timeout, BODY_TIMER);
-                                self.body = Some((t.handle().now(), 0, timer));
-                            }
                             self.request(t, req);
                             if self.backed_up(t) {
                                 // Stop reading too: the input would grow while we wait.
@@ -936,5 +938,43 @@ mod tests {
             String::from_utf8_lossy(&h.take_output()).starts_with("HTTP/1.1 414 "),
             "414 without a newline ever arriving"
         );
+    }
+
+    #[test]
+    fn a_body_deadline_only_for_a_body_not_all_there() {
+        // A body that came whole with its head needs no deadline: no timer is made (a timer
+        // made and cancelled at once stays in the reactor's heap until it is compacted).
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "x").unwrap();
+        let whole: [&[u8]; 2] = [
+            b"POST /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST /a.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\n",
+        ];
+        for req in whole {
+            let mut h = Harness::new(Http::new(site(dir.path())));
+            h.connect().feed(req);
+            let out = String::from_utf8_lossy(&h.take_output()).into_owned();
+            assert!(out.starts_with("HTTP/1.1 405 "), "{out}");
+            assert_eq!(h.handle().timer_count(), 0, "a timer for a whole body");
+            assert!(h.proto.body.is_none());
+        }
+        // A body still coming has its deadline; the rest of it ends it.
+        let part = b"POST /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhe";
+        let mut h = Harness::new(Http::new(site(dir.path())));
+        h.connect().feed(part);
+        assert!(h.proto.body.as_ref().is_some_and(|(_, _, d)| d.active()));
+        h.feed(b"llo");
+        assert!(h.proto.body.is_none(), "the deadline ends with the body");
+        // One that trickles in (never idle for `--timeout`) is cut at its deadline.
+        let part = b"POST /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhe";
+        let mut h = Harness::new(Http::new(site(dir.path())));
+        h.connect().feed(part);
+        for _ in 0..5 {
+            h.advance(Duration::from_secs(10)).feed(b"x");
+        }
+        assert!(!h.disconnecting(), "cut before its deadline");
+        h.advance(Duration::from_secs(10));
+        assert!(h.disconnecting(), "a body too slow is cut at 60 s");
     }
 }
