@@ -173,6 +173,7 @@ pub mod relay;
 pub mod service;
 pub mod testing;
 pub mod threads;
+pub mod throttle;
 pub mod timer;
 pub mod tls;
 pub mod transport;

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::{Interest, Token};
 use socket2::{Domain, Socket, Type};
@@ -18,6 +18,7 @@ use super::{Entry, FactoryId, Reactor};
 use crate::address::Address;
 use crate::endpoint::{Endpoint, SystemdDomain};
 use crate::protocol::Room;
+use crate::throttle::LogThrottle;
 use crate::tls::TlsContext;
 use crate::tls::stream::TlsStream;
 use crate::transport::{ConnId, ConnState};
@@ -169,9 +170,9 @@ pub(crate) struct Listener {
     tls: Option<Rc<TlsContext>>,
     /// Its endpoint's index in its factory's `origins` (the metrics' per-listener counts).
     pub(crate) origin: u32,
-    /// When the log last said this listener paused at its limit: a service churning at the
+    /// How often the log says this listener paused at its limit: a service churning at the
     /// limit pauses once per connection, and the log would say each one.
-    limit_logged: Option<Instant>,
+    limit_log: LogThrottle,
 }
 
 impl Listener {
@@ -727,7 +728,7 @@ impl Reactor {
             endpoint,
             tls,
             origin,
-            limit_logged: None,
+            limit_log: LogThrottle::new(LIMIT_LOG_EVERY),
         })));
         Ok(ListenerId(key))
     }
@@ -833,9 +834,7 @@ impl Reactor {
                     let slot = &mut self.factories[f];
                     if l.accepting != Accepting::AtLimit {
                         slot.origins[l.origin as usize].counts.limit_pauses += 1;
-                        let now = self.handle.now();
-                        if l.limit_logged.is_none_or(|t| now >= t + LIMIT_LOG_EVERY) {
-                            l.limit_logged = Some(now);
+                        if l.limit_log.allow(self.handle.now()) {
                             log::warn!(target: crate::logsys::BARE,
                                 "{}: connection limit ({}) reached; accepting paused",
                                 slot.factory.name(), slot.conns);

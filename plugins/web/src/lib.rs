@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use twistrs_core::clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use twistrs_core::endpoint::{Endpoint, quote_argument};
 use twistrs_core::options::{ListenOpt, MaxConnectionsOpt, Refused, TimeoutOpt};
+use twistrs_core::throttle::LogThrottle;
 use twistrs_core::{
     Address, Factory, Failure, Handle, ListeningService, Plugin, PluginError, Protocol, Room,
     Service, ServiceHost,
@@ -277,8 +278,8 @@ const ROOM_LOG_EVERY: Duration = Duration::from_secs(60);
 struct WebFactory {
     site: Rc<Site>,
     max: Option<usize>,
-    /// When the log last said that idle connections are closed at the limit.
-    room_logged: Option<Instant>,
+    /// How often the log says that idle connections are closed at the limit.
+    room_log: LogThrottle,
 }
 
 impl Factory for WebFactory {
@@ -321,11 +322,7 @@ impl Factory for WebFactory {
         }) else {
             return Room::After(Instant::now() + IDLE_RECHECK);
         };
-        if self
-            .room_logged
-            .is_none_or(|t| t.elapsed() >= ROOM_LOG_EVERY)
-        {
-            self.room_logged = Some(Instant::now());
+        if self.room_log.allow(Instant::now()) {
             log::warn!(target: twistrs_core::logsys::BARE,
                 "Site: connection limit ({}) reached; closing idle keep-alive connections to let new clients in",
                 self.max.unwrap_or(0));
@@ -443,7 +440,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
     let factory = WebFactory {
         site: site.clone(),
         max,
-        room_logged: None,
+        room_log: LogThrottle::new(ROOM_LOG_EVERY),
     };
     Ok(Box::new(WebService {
         site,
