@@ -458,6 +458,19 @@ struct RootSpec {
     default_type: String,
 }
 
+impl RootSpec {
+    /// The root as the start serves it; a check opens it the same way and lets it go.
+    fn open(&self) -> Result<Root, Failure> {
+        Root::open(
+            &self.path,
+            self.follow_symlinks,
+            self.hide_dotfiles,
+            self.default_type.clone(),
+        )
+        .map_err(|e| Failure::msg(format!("web: --path {}: {e}", self.path.display())))
+    }
+}
+
 /// The web service: its listeners, and its files opened when it starts, after `--chroot`.
 /// twistd makes `--path` and `-l` absolute while reading its options and looks them up later,
 /// inside the jail: `--chroot /srv/www web --path /` serves /srv/www (opened before the
@@ -490,9 +503,7 @@ impl Service for WebService {
     /// each in its own jail, open it.
     fn start_service(&mut self, h: &mut ServiceHost<'_>) -> Result<(), Failure> {
         if let Some(r) = self.root.take() {
-            let root = Root::open(&r.path, r.follow_symlinks, r.hide_dotfiles, r.default_type)
-                .map_err(|e| Failure::msg(format!("web: --path {}: {e}", r.path.display())))?;
-            let _ = self.site.root.set(root);
+            let _ = self.site.root.set(r.open()?);
         }
         self.listening.start_service(h)
     }
@@ -503,16 +514,7 @@ impl Service for WebService {
 
     /// The root opened as `start_service` opens it, as the user that would serve it.
     fn check_service(&mut self) -> Result<(), Failure> {
-        if let Some(r) = &self.root {
-            Root::open(
-                &r.path,
-                r.follow_symlinks,
-                r.hide_dotfiles,
-                r.default_type.clone(),
-            )
-            .map_err(|e| Failure::msg(format!("web: --path {}: {e}", r.path.display())))?;
-        }
-        Ok(())
+        self.root.as_ref().map_or(Ok(()), |r| r.open().map(drop))
     }
 }
 
