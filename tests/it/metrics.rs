@@ -14,7 +14,7 @@ use crate::support::*;
 const LOCAL: &str = "tcp:0:interface=127.0.0.1";
 
 /// The port a factory's "NAME starting on PORT" line names.
-fn port_of(srv: &Server, name: &str) -> u16 {
+pub(crate) fn port_of(srv: &Server, name: &str) -> u16 {
     let prefix = format!("{name} starting on ");
     srv.wait_until(
         |l| l.iter().any(|x| x.contains(&prefix)),
@@ -31,7 +31,7 @@ fn port_of(srv: &Server, name: &str) -> u16 {
 }
 
 /// One raw HTTP/1.1 request; (status line, body).
-fn get(port: u16, path: &str) -> (String, String) {
+pub(crate) fn get(port: u16, path: &str) -> (String, String) {
     let mut c = connect(SocketAddr::from(([127, 0, 0, 1], port)));
     send(
         &mut c,
@@ -46,7 +46,7 @@ fn get(port: u16, path: &str) -> (String, String) {
 }
 
 /// The value of `name`'s series for factory `factory`.
-fn value(body: &str, name: &str, factory: &str) -> u64 {
+pub(crate) fn value(body: &str, name: &str, factory: &str) -> u64 {
     let prefix = format!("{name}{{factory=\"{factory}\",");
     body.lines()
         .find(|l| l.starts_with(&prefix))
@@ -56,7 +56,7 @@ fn value(body: &str, name: &str, factory: &str) -> u64 {
 }
 
 /// Scrapes until `cond` holds (the server counts a close when it sees it, after the client's).
-fn scrape_until(port: u16, cond: impl Fn(&str) -> bool) -> String {
+pub(crate) fn scrape_until(port: u16, cond: impl Fn(&str) -> bool) -> String {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, body) = get(port, "/metrics");

@@ -16,6 +16,7 @@ mod failures;
 mod relay;
 mod reload;
 mod resume;
+mod room;
 mod streams;
 
 /// A new ECDSA P-256 key, unencrypted, for `openssl req`.

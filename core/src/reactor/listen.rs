@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::{Interest, Token};
 use socket2::{Domain, Socket, Type};
@@ -63,6 +63,23 @@ pub(crate) enum Accepting {
     BackingOff,
 }
 
+/// What the oldest handshake of a factory at its limit allows
+/// ([`Reactor::close_stalled_handshake`]).
+enum Stalled {
+    /// It had passed [`HANDSHAKE_GRACE`]: closed, a slot is free.
+    Closed,
+    /// It passes the grace then, if still handshaking.
+    At(Instant),
+    /// None is handshaking.
+    None,
+}
+
+/// Whether `id` is still a live connection in its TLS handshake.
+fn still_handshaking(entries: &slab::Slab<Entry>, id: ConnId) -> bool {
+    matches!(entries.get(id.key as usize),
+        Some(Entry::Conn(c)) if c.conn.st.id == id && crate::output::Socket::handshaking(&c.conn.socket))
+}
+
 /// What became of a connection a factory gave up for room.
 enum ForRoom {
     Closed,
@@ -78,6 +95,15 @@ enum ForRoom {
 const ROOM_DECLINES_PER_TURN: usize = 8;
 /// How soon a listener whose factory named only connections still delivering asks again.
 const ROOM_RETRY: Duration = Duration::from_millis(50);
+
+/// How long a connection accepted on a TLS listener may be in its handshake before, with its
+/// factory at its limit and a client waiting, the reactor closes it to let the client in
+/// ([`Reactor::close_stalled_handshake`]). A real client's handshake is one round trip after
+/// the accept with TLS 1.3, two with 1.2, plus its own certificate checks: well under a
+/// second on any link the 10 s deadline is meant for. Not shorter, for the reason of the
+/// metrics responder's head grace: a client let in by a burst of newcomers must not be
+/// closed by the next ones (up to 128 accepts a turn) before its ClientHello has arrived.
+const HANDSHAKE_GRACE: Duration = Duration::from_secs(1);
 
 /// How long a listener out of descriptors waits before it tries again.
 const BACKOFF: Duration = Duration::from_millis(100);
@@ -173,6 +199,9 @@ pub(crate) struct Listener {
     /// How often the log says this listener paused at its limit: a service churning at the
     /// limit pauses once per connection, and the log would say each one.
     limit_log: LogThrottle,
+    /// How often the log says a handshake was given up for a client of this listener (a
+    /// flood of stalled handshakes would have a line per close).
+    stalled_log: LogThrottle,
 }
 
 impl Listener {
@@ -729,6 +758,7 @@ impl Reactor {
             tls,
             origin,
             limit_log: LogThrottle::new(LIMIT_LOG_EVERY),
+            stalled_log: LogThrottle::new(LIMIT_LOG_EVERY),
         })));
         Ok(ListenerId(key))
     }
@@ -802,7 +832,24 @@ impl Reactor {
                 if slot.max.is_some_and(|m| slot.conns >= m) {
                     // Only for a client really waiting: no connection is closed for nobody.
                     let origin = l.origin as usize;
-                    let room = if pending(&l.sock) {
+                    let waiting = pending(&l.sock);
+                    // First the reactor's own rule: a connection stuck in its TLS handshake
+                    // past the grace has given its protocol nothing, and goes before any the
+                    // factory would name.
+                    let mut stalled_at = None;
+                    if waiting {
+                        match self.close_stalled_handshake(f) {
+                            Stalled::Closed => {
+                                self.factories[f].origins[origin].counts.limit_closes += 1;
+                                self.log_stalled_close(key, f);
+                                continue;
+                            }
+                            Stalled::At(at) => stalled_at = Some(at),
+                            Stalled::None => {}
+                        }
+                    }
+                    let slot = &mut self.factories[f];
+                    let room = if waiting {
                         slot.factory.make_room()
                     } else {
                         Room::Full
@@ -824,6 +871,10 @@ impl Reactor {
                         },
                         Room::After(at) => Some(at),
                         Room::Full => None,
+                    };
+                    let retry_at = match (retry_at, stalled_at) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
                     };
                     if let Some(at) = retry_at {
                         self.accept_retry_at = Some(self.accept_retry_at.map_or(at, |t| t.min(at)));
@@ -945,6 +996,48 @@ impl Reactor {
         ForRoom::Closed
     }
 
+    /// Closes the connection of `factory` (at its limit, a client waiting) that has been in
+    /// its TLS handshake longest, if that is longer than [`HANDSHAKE_GRACE`]. Such a
+    /// connection has given its protocol nothing (no early data is taken), so nothing is lost;
+    /// left alone it would hold its slot until the 10 s deadline, and a few clients that send
+    /// half a ClientHello, or nothing, would keep everyone else out that long. A connection
+    /// whose handshake has ended is never closed here. The queue is oldest first, so each
+    /// connection is looked at once at the front: O(1) amortised.
+    fn close_stalled_handshake(&mut self, factory: usize) -> Stalled {
+        let now = self.handle.now();
+        while let Some(&(id, at)) = self.factories[factory].handshaking.front() {
+            if !still_handshaking(&self.entries, id) {
+                self.factories[factory].handshaking.pop_front();
+                continue;
+            }
+            let due = at + HANDSHAKE_GRACE;
+            if now < due {
+                return Stalled::At(due);
+            }
+            self.factories[factory].handshaking.pop_front();
+            self.close(id.key as usize, crate::error::Reason::Aborted);
+            return Stalled::Closed;
+        }
+        Stalled::None
+    }
+
+    /// Says, at most once a minute per listener, that handshakes are being given up at its
+    /// factory's limit (each one is counted in `limit_closes`).
+    fn log_stalled_close(&mut self, key: usize, factory: usize) {
+        let now = self.handle.now();
+        let Some(Entry::Listener(l)) = self.entries.get_mut(key) else {
+            return;
+        };
+        if !l.stalled_log.allow(now) {
+            return;
+        }
+        let slot = &self.factories[factory];
+        log::warn!(target: crate::logsys::BARE,
+            "{}: connection limit ({}) reached; closing connections in their TLS handshake for \
+             over {HANDSHAKE_GRACE:?} to let waiting clients in",
+            slot.factory.name(), slot.max.unwrap_or(slot.conns));
+    }
+
     /// Builds the protocol for an accepted connection (TLS over it, on a TLS listener) and
     /// registers it.
     fn connection_accepted(
@@ -955,6 +1048,7 @@ impl Reactor {
         host: Address,
         tls: Option<Rc<TlsContext>>,
     ) {
+        let secure = tls.is_some();
         let socket = match tls {
             None => NetSocket::Plain(stream),
             Some(ctx) => match TlsStream::new(stream, ctx.config()) {
@@ -981,6 +1075,20 @@ impl Reactor {
             log::error!(target: "twistrs.reactor", "cannot register connection: {e}");
             self.factories[factory].conns -= 1;
             self.entries.remove(key);
+            return;
+        }
+        // Only what a limit can need: without one, or without TLS, nothing is kept.
+        let slot = &mut self.factories[factory];
+        if let (true, Some(max)) = (secure, slot.max) {
+            slot.handshaking.push_back((id, self.handle.now()));
+            // Those behind a handshake still going are dropped only once it is the front:
+            // past twice the limit, sweep them all (at least `max` pushes apart, so still
+            // O(1) amortised), which keeps the queue within about that.
+            if slot.handshaking.len() > max.saturating_mul(2).saturating_add(16) {
+                let entries = &self.entries;
+                slot.handshaking
+                    .retain(|&(id, _)| still_handshaking(entries, id));
+            }
         }
     }
 

@@ -111,6 +111,11 @@ pub(crate) struct FactorySlot {
     /// closes, so a counter never goes back; the same endpoint opened again continues it):
     /// see [`ListenerStats`].
     pub(crate) origins: Vec<stats::Origin>,
+    /// Under a limit only: the connections its TLS listeners accepted, oldest first, with
+    /// when, while they may still be in their handshake (one whose handshake ended or that
+    /// closed is dropped when met), so that at the limit the one stuck longest is found at
+    /// the front (`Reactor::close_stalled_handshake`).
+    pub(crate) handshaking: std::collections::VecDeque<(ConnId, Instant)>,
 }
 
 /// What a poll token refers to.
@@ -305,6 +310,7 @@ impl Reactor {
             sessions: self.session_first,
             max,
             origins: Vec::new(),
+            handshaking: std::collections::VecDeque::new(),
         });
         FactoryId(self.factories.len() - 1)
     }

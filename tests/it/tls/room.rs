@@ -1,0 +1,242 @@
+//! A TLS listener at `--max-connections`: with a client waiting, the reactor closes the
+//! connection stuck longest in its handshake (past a second), for echo and for portforward
+//! alike; a connection whose handshake is done is never closed for room by that rule.
+
+use std::net::{SocketAddr, TcpStream};
+
+use super::failures::read_until_closed;
+use super::*;
+use crate::metrics::{port_of, scrape_until, value};
+
+/// Four connections that hold the four slots without ever finishing a handshake.
+const STALLED: usize = 4;
+
+/// What the log says, at most once a minute per listener, when the rule closes one.
+const LOGGED: &str = "closing connections in their TLS handshake for over 1s";
+
+/// A client that times itself from its connect to the echo's return (python's own start-up,
+/// half a second on a loaded machine, left out). It waits up to 15 s for each answer, so
+/// that without the rule it reports the ~10 s the stalled handshakes' deadline takes.
+const TIMED: &str = r#"
+TIMEOUT = 15
+port, ca = sys.argv[1:3]
+t = time.monotonic()
+try:
+    s = connect(port, ca, 'localhost')
+    print('echo=' + echo(s, b'ping over TLS').decode())
+except (ssl.SSLError, OSError) as e:
+    print('error=' + str(e))
+print('took=%.3f' % (time.monotonic() - t), flush=True)
+"#;
+
+/// Opens [`STALLED`] connections to `addr`, oldest first: silent ones, and ones that sent the
+/// start of a ClientHello record that says 512 bytes follow (40 do).
+fn stall(addr: SocketAddr) -> Vec<TcpStream> {
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    hello.extend([7u8; 29]);
+    (0..STALLED)
+        .map(|i| {
+            let mut c = connect(addr);
+            if i % 2 == 1 {
+                send(&mut c, &hello);
+            }
+            c
+        })
+        .collect()
+}
+
+/// Whether the server closed `c` (EOF or reset within a second); `false` if it is still open
+/// (the read times out).
+fn closed(c: &mut TcpStream) -> bool {
+    use std::io::Read;
+    c.set_read_timeout(Some(Duration::from_millis(1000)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    match c.read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => panic!("{n} bytes from a connection that never finished its handshake"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            false
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// With `factory`'s four slots (on TLS port `port`) taken by stalled handshakes, a real
+/// client is served within 3 s, the oldest stalled connection gives way for it and the
+/// others stay; the close is counted and logged once.
+fn assert_a_stalled_handshake_gives_way(s: &Server, factory: &str, port: u16, ca: &str) {
+    let metrics = port_of(s, "Metrics");
+    let mut stalled = stall(SocketAddr::from(([127, 0, 0, 1], port)));
+    // All of them accepted, holding every slot, before the client comes.
+    let body = scrape_until(metrics, |b| {
+        value(b, "twistrs_connections_open", factory) == STALLED as u64
+    });
+    assert_eq!(
+        value(&body, "twistrs_connections_open", factory),
+        STALLED as u64,
+        "{body}"
+    );
+    let out = python(TIMED, &[&port.to_string(), ca], Duration::from_secs(30));
+    assert_eq!(field(&out, "echo"), Some("ping over TLS"), "{out}");
+    let took: f64 = field(&out, "took")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no time: {out}"));
+    // Without the rule, the client waits for the 10 s handshake deadline.
+    assert!(took < 3.0, "{factory}: served after {took} s: {out}");
+    // The oldest (silent) one was closed for it; the others still wait for their deadline.
+    assert!(read_until_closed(&mut stalled[0]).is_empty());
+    for (i, c) in stalled.iter_mut().enumerate().skip(1) {
+        assert!(
+            !closed(c),
+            "{factory}: stalled connection {i} was closed too"
+        );
+    }
+    let body = scrape_until(metrics, |b| {
+        value(b, "twistrs_connection_limit_closes_total", factory) >= 1
+    });
+    assert_eq!(
+        value(&body, "twistrs_connection_limit_closes_total", factory),
+        1,
+        "{body}"
+    );
+    // The close counts as a handshake that failed, as the deadline's would.
+    assert!(
+        value(&body, "twistrs_tls_handshake_failures_total", factory) >= 1,
+        "{body}"
+    );
+    // The line may reach the log reader a moment after the client was served.
+    s.wait_until(
+        |l| l.iter().any(|x| x.contains(LOGGED)),
+        Duration::from_secs(5),
+    );
+    assert_eq!(count(s, LOGGED), 1, "{:?}", s.lines());
+}
+
+#[test]
+fn at_the_limit_a_stalled_handshake_gives_way_to_a_waiting_client() {
+    let pki = Pki::new();
+    pki.leaf("server", "localhost", &["localhost"]);
+    let ep = format!(
+        "ssl:0:privateKey={}:interface=127.0.0.1",
+        pki.combined("server")
+    );
+    let s = Server::spawn(&[
+        "--pidfile=",
+        "--metrics",
+        "tcp:0:interface=127.0.0.1",
+        "echo",
+        "--listen",
+        &ep,
+        "--max-connections",
+        "4",
+    ]);
+    let port = port_of(&s, "Echo (TLS)");
+    assert_a_stalled_handshake_gives_way(&s, "Echo", port, &pki.ca());
+}
+
+#[test]
+fn at_the_limit_portforward_gives_up_a_stalled_handshake_too() {
+    let pki = Pki::new();
+    pki.leaf("server", "localhost", &["localhost"]);
+    let backend = Server::start(&[
+        "--pidfile=",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let ep = format!(
+        "ssl:0:privateKey={}:interface=127.0.0.1",
+        pki.combined("server")
+    );
+    let s = Server::spawn(&[
+        "--pidfile=",
+        "--metrics",
+        "tcp:0:interface=127.0.0.1",
+        "portforward",
+        "-p",
+        &ep,
+        "-h",
+        "127.0.0.1",
+        "-d",
+        &backend.port().to_string(),
+        "--max-connections",
+        "4",
+    ]);
+    let port = port_of(&s, "ProxyFactory (TLS)");
+    assert_a_stalled_handshake_gives_way(&s, "ProxyFactory", port, &pki.ca());
+}
+
+/// Opens four TLS connections and echoes once on each, then a fifth, which must not get its
+/// handshake done within 3 s; then echoes again on the four, which must still be open.
+const DONE_AND_IDLE: &str = r#"
+port, ca = sys.argv[1:3]
+conns = []
+for i in range(4):
+    s = connect(port, ca, 'localhost')
+    assert echo(s, b'%099d.' % i) == b'%099d.' % i
+    conns.append(s)
+print('open=%d' % len(conns), flush=True)
+t = time.monotonic()
+try:
+    raw = socket.create_connection(('127.0.0.1', int(port)), timeout=3)
+    context(ca).wrap_socket(raw, server_hostname='localhost')
+    print('fifth=served')
+except (ssl.SSLError, OSError) as e:
+    print('fifth=' + type(e).__name__)
+print('waited=%.3f' % (time.monotonic() - t))
+for i, s in enumerate(conns):
+    try:
+        print('again%d=%s' % (i, echo(s, b'again') == b'again'))
+    except (ssl.SSLError, OSError) as e:
+        print('again%d=%s' % (i, e))
+print('done=1', flush=True)
+"#;
+
+#[test]
+fn at_the_limit_a_connection_whose_handshake_is_done_is_not_given_up() {
+    let pki = Pki::new();
+    pki.leaf("server", "localhost", &["localhost"]);
+    let ep = format!(
+        "ssl:0:privateKey={}:interface=127.0.0.1",
+        pki.combined("server")
+    );
+    let s = Server::spawn(&[
+        "--pidfile=",
+        "--metrics",
+        "tcp:0:interface=127.0.0.1",
+        "echo",
+        "--listen",
+        &ep,
+        "--max-connections",
+        "4",
+    ]);
+    let (port, metrics) = (port_of(&s, "Echo (TLS)"), port_of(&s, "Metrics"));
+    let out = python(
+        DONE_AND_IDLE,
+        &[&port.to_string(), &pki.ca()],
+        Duration::from_secs(40),
+    );
+    assert_eq!(field(&out, "open"), Some("4"), "{out}");
+    // The fifth waits in the listen queue: its handshake times out (the four are past the
+    // grace by then, but done).
+    assert_eq!(field(&out, "fifth"), Some("TimeoutError"), "{out}");
+    for i in 0..4 {
+        assert_eq!(field(&out, &format!("again{i}")), Some("True"), "{out}");
+    }
+    let (_, body) = crate::metrics::get(metrics, "/metrics");
+    assert_eq!(
+        value(&body, "twistrs_connection_limit_closes_total", "Echo"),
+        0,
+        "{body}"
+    );
+    assert_eq!(count(&s, LOGGED), 0, "{:?}", s.lines());
+}
