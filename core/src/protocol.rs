@@ -132,7 +132,9 @@ pub trait Factory {
     /// still holds bytes to send (in its buffer, its TLS records or the kernel) or input
     /// unread is left open (closing it would lose them), and the factory is asked again, a
     /// few times, then shortly after. The default gives none up: accepting pauses and the
-    /// clients wait in the kernel's backlog.
+    /// clients wait in the kernel's backlog. Before asking, the reactor closes by itself a
+    /// connection of a TLS listener whose handshake has gone on for over a second (it has
+    /// given the protocol nothing), so a factory need not name those.
     fn make_room(&mut self) -> Room {
         Room::Full
     }

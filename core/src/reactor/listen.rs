@@ -1119,6 +1119,117 @@ impl Reactor {
 mod tests {
     use super::*;
 
+    /// A service that never writes, with at most `max` connections.
+    struct Mute(Option<usize>);
+    struct MuteConn;
+    impl crate::protocol::Protocol for MuteConn {
+        fn data_received(&mut self, _t: &mut crate::transport::Transport<'_>, _d: &[u8]) {}
+    }
+    impl crate::protocol::Factory for Mute {
+        fn name(&self) -> &'static str {
+            "Mute"
+        }
+        fn build_protocol(
+            &mut self,
+            _peer: &Address,
+        ) -> Option<Box<dyn crate::protocol::Protocol>> {
+            Some(Box::new(MuteConn))
+        }
+        fn max_connections(&self) -> Option<usize> {
+            self.0
+        }
+    }
+
+    /// A reactor serving [`Mute`] (limit `max`) on `ssl:0` (a certificate made now by the
+    /// `openssl` command) or `tcp:0`; `None` without the command.
+    fn mute_server(
+        dir: &Path,
+        max: Option<usize>,
+        tls: bool,
+    ) -> Option<(Reactor, usize, SocketAddr)> {
+        let ep = if tls {
+            let made = std::process::Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+                .args([
+                    "-subj",
+                    "/CN=localhost",
+                    "-keyout",
+                    "k.pem",
+                    "-out",
+                    "c.pem",
+                ])
+                .current_dir(dir)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .ok()?;
+            assert!(made.status.success(), "{made:?}");
+            let d = dir.display();
+            format!("ssl:0:privateKey={d}/k.pem:certKey={d}/c.pem:interface=127.0.0.1")
+        } else {
+            "tcp:0:interface=127.0.0.1".to_string()
+        };
+        let mut r = Reactor::new().unwrap();
+        let f = r.add_factory(Box::new(Mute(max)));
+        let id = r.listen(&ep.parse().unwrap(), f).unwrap();
+        let addr = r.listener_address(id).unwrap().socket_addr().unwrap();
+        Some((r, f.0, addr))
+    }
+
+    /// Turns `r` until factory `f` has `n` connections (bounded: 5 s).
+    fn turn_until_conns(r: &mut Reactor, f: usize, n: usize) {
+        let end = Instant::now() + Duration::from_secs(5);
+        while r.factories[f].conns != n {
+            assert!(
+                Instant::now() < end,
+                "{} connections, not {n}",
+                r.factories[f].conns
+            );
+            r.turn(Some(Duration::from_millis(10))).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_handshake_queue_stays_within_twice_the_limit_behind_a_stalled_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((mut r, f, addr)) = mute_server(dir.path(), Some(2), true) else {
+            eprintln!("SKIP: no openssl command");
+            return;
+        };
+        // A client that never sends its ClientHello stays at the front for 10 s.
+        let _stalled = std::net::TcpStream::connect(addr).unwrap();
+        turn_until_conns(&mut r, f, 1);
+        let mut longest = 0;
+        for _ in 0..100 {
+            let c = std::net::TcpStream::connect(addr).unwrap();
+            turn_until_conns(&mut r, f, 2);
+            drop(c);
+            turn_until_conns(&mut r, f, 1);
+            longest = longest.max(r.factories[f].handshaking.len());
+        }
+        // Without the sweep it would hold all 101.
+        assert!(longest <= 2 * 2 + 16 + 1, "{longest}");
+        // The stalled one is still there, at the front.
+        let &(front, _) = r.factories[f].handshaking.front().unwrap();
+        assert!(still_handshaking(&r.entries, front));
+    }
+
+    #[test]
+    fn nothing_is_kept_without_a_limit_or_without_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        for (max, tls) in [(None, true), (Some(4), false)] {
+            let Some((mut r, f, addr)) = mute_server(dir.path(), max, tls) else {
+                eprintln!("SKIP: no openssl command");
+                return;
+            };
+            let _c: Vec<_> = (0..3)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect();
+            turn_until_conns(&mut r, f, 3);
+            assert!(r.factories[f].handshaking.is_empty(), "{max:?} {tls}");
+        }
+    }
+
     #[test]
     fn per_connection_accept_errors_are_retried_shortages_are_not() {
         for e in [
