@@ -195,6 +195,7 @@ fn check_start(m: &ArgMatches, plugins: &[Plugin]) -> Result<String, String> {
     if plan.target.any() {
         plan.target.drop_privileges()?;
     }
+    warn_reread(&plan, n > 1, true);
     service.check_service().map_err(|e| e.to_string())?;
     let mut out = format!(
         "twistrs: {name}: the options, files and endpoints check out; nothing was started\n"
@@ -659,9 +660,13 @@ fn serve(
         .and_then(|()| {
             if plan.target.any() {
                 logger.chown(plan.target.uid, plan.target.gid);
+                give_plugin_logs(plan);
                 plan.target.drop_privileges()?;
             }
             workers::after_privilege_drop();
+            // Said by one worker of a master, not by each.
+            let say = workers::this_worker().is_none_or(|w| w.index == 1);
+            warn_reread(plan, workers::this_worker().is_some(), say);
             Ok(())
         })
         // 10. Services.
@@ -1035,6 +1040,63 @@ fn return_large_buffers() {
                 libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
             }
         }
+    }
+}
+
+/// Gives the plugin's own log files (web's access log, socks's connection log) to the user
+/// privileges are dropped to, as the main log: a SIGHUP reopens them by name as that user,
+/// and those a start creates are root's.
+pub(crate) fn give_plugin_logs(plan: &Plan) {
+    for f in twistrs_core::reread::take_logs() {
+        let _ = nix::unistd::fchown(&f, plan.target.uid, plan.target.gid);
+    }
+}
+
+/// Tries, once privileges are dropped and the chroot entered, each file a reload (SIGHUP)
+/// reads again (`twistrs_core::reread`), and warns of those it could not read: the start
+/// read them as root, outside the jail, so without this the first sign is a failed reload in
+/// the log. At start and in `--check` (which still exits 0). `workers`: the master stays root
+/// and its restart re-reads them as root; a single process restarts as the user it dropped
+/// to, so only a stop and a start read them again. `say`: false where another process says it.
+fn warn_reread(plan: &Plan, workers: bool, say: bool) {
+    let failed = twistrs_core::reread::unreachable();
+    if !say {
+        return;
+    }
+    let who = plan.target.describe();
+    let instead = if workers {
+        "use 'twistrs restart' (its new master reads it as root)".to_string()
+    } else if plan.target.any() {
+        format!("stop and start instead of reloading (a restart, too, opens it as {who})")
+    } else {
+        "stop and start instead of reloading".to_string()
+    };
+    for (path, kind, e) in failed {
+        use twistrs_core::reread::Kind;
+        let what = match kind {
+            Kind::File => "re-read",
+            Kind::Dir => "list the directory",
+            Kind::Append => "reopen the log file",
+        };
+        let jail = plan
+            .chroot
+            .as_ref()
+            .map(|d| format!(" inside the chroot {}", d.display()))
+            .unwrap_or_default();
+        let fix = match e.kind() {
+            std::io::ErrorKind::NotFound if plan.chroot.is_some() => {
+                "put it at that path inside the chroot".to_string()
+            }
+            std::io::ErrorKind::PermissionDenied => match kind {
+                Kind::File => format!("make it readable by {who}"),
+                Kind::Dir => format!("make it readable and searchable by {who}"),
+                Kind::Append => format!("make it writable by {who}"),
+            },
+            _ => "fix it".to_string(),
+        };
+        log::warn!(target: LAUNCHER,
+            "reload will not be able to {what} {}{jail} as {who} ({e}); {fix}, or {instead}",
+            path.display());
     }
 }
 

@@ -67,6 +67,25 @@ impl Target {
         self.uid.is_some() || self.gid.is_some()
     }
 
+    /// Who a file must be readable by once privileges are dropped, for messages: the user's
+    /// name (or number), else the group's, else whoever runs now.
+    pub fn describe(&self) -> String {
+        match (self.uid, self.gid) {
+            (Some(u), _) => User::from_uid(u)
+                .ok()
+                .flatten()
+                .map_or_else(|| format!("uid {u}"), |usr| usr.name),
+            (None, Some(g)) => Group::from_gid(g)
+                .ok()
+                .flatten()
+                .map_or_else(|| format!("gid {g}"), |grp| format!("group {}", grp.name)),
+            (None, None) => User::from_uid(Uid::effective())
+                .ok()
+                .flatten()
+                .map_or_else(|| format!("uid {}", Uid::effective()), |usr| usr.name),
+        }
+    }
+
     /// Becomes the target user and group. Already being them is only worth a warning.
     pub fn drop_privileges(&self) -> Result<(), String> {
         let (uid, gid) = (self.uid, self.gid);

@@ -170,6 +170,7 @@ mod prop;
 pub mod protocol;
 pub mod reactor;
 pub mod relay;
+pub mod reread;
 pub mod service;
 pub mod testing;
 pub mod threads;

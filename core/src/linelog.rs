@@ -25,11 +25,21 @@ pub struct LineFile {
     why: String,
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
+/// Opens `path` for appending, made if missing: the file, and whether this open made it (in
+/// a check, whether a start would).
+fn open_append(path: &Path) -> io::Result<(File, bool)> {
     if crate::plugin::checking() {
-        return check_append(path);
+        let there = std::fs::symlink_metadata(path).is_ok();
+        return check_append(path).map(|f| (f, !there));
     }
-    OpenOptions::new().create(true).append(true).open(path)
+    match OpenOptions::new().create_new(true).append(true).open(path) {
+        Ok(f) => Ok((f, true)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(|f| (f, false)),
+        Err(e) => Err(e),
+    }
 }
 
 /// What a check (the launcher's `--check`) opens in place of a log file it must not create:
@@ -48,7 +58,15 @@ pub fn check_append(path: &Path) -> io::Result<File> {
 impl LineFile {
     /// Opens `path` for appending (created if missing).
     pub fn open(path: PathBuf, target: &'static str) -> io::Result<LineFile> {
-        let f = open_append(&path)?;
+        let (f, made) = open_append(&path)?;
+        // Reopened by name on SIGHUP, after the privilege drop. The launcher gives a file
+        // made now (root's) to the user it drops to, as the main log; one that was there is
+        // left as it is (it may be anyone's, or a link to anything) and tried as that user.
+        if !made {
+            crate::reread::note_append(&path);
+        } else if !crate::plugin::checking() {
+            crate::reread::note_log(&f);
+        }
         Ok(LineFile {
             path,
             w: BufWriter::with_capacity(BUFFER, f),
@@ -96,7 +114,7 @@ impl LineFile {
     pub fn reopen(&mut self) {
         self.flush();
         match open_append(&self.path) {
-            Ok(f) => {
+            Ok((f, _)) => {
                 let old = std::mem::replace(&mut self.w, BufWriter::with_capacity(BUFFER, f));
                 let (_, left) = old.into_parts();
                 if let Ok(left) = left {

@@ -1706,3 +1706,105 @@ fn dns_a_tcp_message_that_is_not_a_query_is_logged_and_closes_the_connection() {
     let msg = read_n(&mut c, u16::from_be_bytes([len[0], len[1]]) as usize);
     assert_eq!(msg[3] & 0xF, 0);
 }
+
+/// A zone file only root may read loads at start, before the drop to `-u`, but a reload runs
+/// as the user and cannot read it: the start and `--check` say so (the check still exits 0),
+/// naming the file and the user; a readable zone draws no such warning; and a reload keeps
+/// serving the unreadable zone's old data while it takes the readable one's new data.
+#[test]
+fn dns_a_zone_only_root_reads_is_warned_of_at_start_and_in_check() {
+    use std::os::unix::fs::PermissionsExt;
+    let test = "dns_a_zone_only_root_reads_is_warned_of_at_start_and_in_check";
+    let Some(nobody) = nobody_as_root(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Searchable by the user: only the file's own mode keeps it out.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let com = dir.path().join("example.com");
+    let net = dir.path().join("example.net");
+    let net_zone = |serial: u32, addr: &str| {
+        ZONE.replace("example.com.", "example.net.")
+            .replace("hostmaster 1 ", &format!("hostmaster {serial} "))
+            .replace("192.0.2.3", addr)
+    };
+    std::fs::write(&com, zone_text(1, "")).unwrap();
+    std::fs::write(&net, net_zone(1, "192.0.2.3")).unwrap();
+    std::fs::set_permissions(&com, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&net, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (com_s, net_s) = (com.to_str().unwrap(), net.to_str().unwrap());
+    let args = [
+        "--pidfile=",
+        "-u",
+        &nobody.name,
+        "dns",
+        "-p",
+        "0",
+        "-i",
+        "127.0.0.1",
+        "--bindzone",
+        com_s,
+        "--bindzone",
+        net_s,
+    ];
+    let warned = |text: &str, path: &str| {
+        text.lines().any(|l| {
+            l.contains(&format!(
+                "reload will not be able to re-read {path} as {}",
+                nobody.name
+            )) && l.contains("make it readable by")
+        })
+    };
+
+    let mut check = vec!["--check"];
+    check.extend_from_slice(&args);
+    let (code, out, err) = run(&check);
+    assert_eq!(code, 0, "a warning, not a failure: {out}{err}");
+    assert!(warned(&err, com_s), "{err}");
+    assert!(!warned(&err, net_s), "a readable zone: no warning: {err}");
+
+    let srv = Server::spawn(&args);
+    srv.wait_until(
+        |l| l.iter().any(|x| x.contains("DNSServerFactory starting on")),
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|| panic!("dns did not start: {:?}", srv.lines()));
+    let port: u16 = srv
+        .lines()
+        .iter()
+        .find_map(|l| l.split("DNSServerFactory starting on ").nth(1))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the port");
+    assert!(srv.log_contains("set uid/gid"), "{:?}", srv.lines());
+    let text = srv.lines().join("\n");
+    assert!(warned(&text, com_s), "{text}");
+    assert!(!warned(&text, net_s), "{text}");
+
+    let web = |zone: &str| {
+        answers(&dig(
+            port,
+            &["+noall", "+answer", &format!("web.{zone}"), "A"],
+        ))
+    };
+    assert_eq!(web("example.com"), ["web.example.com. 300 IN A 192.0.2.3"]);
+    // Both files change (the write keeps each file's mode); only the readable one reloads.
+    std::fs::write(&com, zone_text(2, "").replace("192.0.2.3", "192.0.2.33")).unwrap();
+    std::fs::write(&net, net_zone(2, "192.0.2.34")).unwrap();
+    srv.signal(1);
+    eventually("the reload", Duration::from_secs(5), || {
+        srv.lines().iter().any(|l| l.contains("Reloaded"))
+    });
+    assert_eq!(web("example.net"), ["web.example.net. 300 IN A 192.0.2.34"]);
+    assert_eq!(
+        web("example.com"),
+        ["web.example.com. 300 IN A 192.0.2.3"],
+        "the old data"
+    );
+    assert!(
+        srv.lines().iter().any(|l| l.contains(com_s)
+            && l.contains("Permission denied")
+            && l.contains("keeping the zone loaded before")),
+        "{:?}",
+        srv.lines()
+    );
+}

@@ -120,6 +120,7 @@ impl TlsContext {
     pub fn load(spec: &TlsSpec, alpn: &[&[u8]]) -> Result<TlsContext, CertError> {
         let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
         let (config, served) = build(spec, &alpn)?;
+        note_reread(spec);
         if let TlsSpec::Files {
             dh_parameters: Some(_),
             ..
@@ -206,6 +207,36 @@ impl TlsContext {
                 .display()
                 .to_string(),
             TlsSpec::Dir(d) => d.display().to_string(),
+        }
+    }
+}
+
+/// Notes the files a reload of `spec` reads again (`crate::reread`), for the launcher to try
+/// them as the user it drops to.
+fn note_reread(spec: &TlsSpec) {
+    match spec {
+        TlsSpec::Files {
+            private_key,
+            cert_key,
+            extra_chain,
+            dh_parameters,
+            ..
+        } => {
+            let files = [
+                Some(private_key),
+                cert_key.as_ref(),
+                extra_chain.as_ref(),
+                dh_parameters.as_ref(),
+            ];
+            for f in files.into_iter().flatten() {
+                crate::reread::note_file(f);
+            }
+        }
+        TlsSpec::Dir(d) => {
+            crate::reread::note_dir(d);
+            for f in sni::pem_files(d).unwrap_or_default() {
+                crate::reread::note_file(&f);
+            }
         }
     }
 }

@@ -173,7 +173,7 @@ impl ResolvesServerCert for DirResolver {
 }
 
 /// The `*.pem` files of `dir`, by name.
-fn pem_files(dir: &Path) -> Result<Vec<PathBuf>, CertError> {
+pub(super) fn pem_files(dir: &Path) -> Result<Vec<PathBuf>, CertError> {
     let rd = std::fs::read_dir(dir).map_err(|e| CertError::new(dir, e.to_string()))?;
     let mut files: Vec<PathBuf> = rd
         .filter_map(Result::ok)

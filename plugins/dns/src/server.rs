@@ -107,12 +107,20 @@ impl Server {
         for f in &config.zone_files {
             zones.push(Rc::new(zonefile::load(f).map_err(|e| e.to_string())?));
         }
+        // Each file is read again on SIGHUP (zone files and their `$INCLUDE`s note
+        // themselves as they are read), as the user privileges were dropped to.
         let hosts = match &config.hosts_file {
-            Some(p) => Some(Rc::new(Hosts::load(p)?)),
+            Some(p) => {
+                twistrs_core::reread::note_file(p);
+                Some(Rc::new(Hosts::load(p)?))
+            }
             None => None,
         };
         let forwarder = match &config.resolv_conf {
-            Some(p) => Some(Forwarder::new(ResolvConf::load(p)?)),
+            Some(p) => {
+                twistrs_core::reread::note_file(p);
+                Some(Forwarder::new(ResolvConf::load(p)?))
+            }
             None => None,
         };
         // A reload comes after the launcher's chdir to --rundir: it must read the files

@@ -132,6 +132,8 @@ fn read_file(path: &Path, origin: Option<Dname>, ctx: &mut Ctx<'_>) -> Result<()
         line: None,
         message: e.to_string(),
     })?;
+    // Read again on SIGHUP, as the user privileges were dropped to: the launcher tries it.
+    twistrs_core::reread::note_file(path);
     let file = ctx.files.len();
     ctx.files.push(path.to_path_buf());
     let (text, map) = generate::expand(&text, ctx.budget).map_err(|(line, message)| LoadError {

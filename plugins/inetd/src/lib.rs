@@ -146,6 +146,9 @@ pub fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
             "--rpc is deprecated and ignored: RPC services are skipped, as twistd skips them.");
     }
     let plan = plan::load(&opts).map_err(PluginError::new)?;
+    // Both read again on SIGHUP, as the user privileges were dropped to.
+    twistrs_core::reread::note_file(&opts.file);
+    twistrs_core::reread::note_file(&opts.services_file);
     for w in &plan.warnings {
         log::warn!(target: server::SYSTEM, "{w}");
     }

@@ -287,6 +287,8 @@ impl Domain {
 
 impl Aliases {
     pub fn new(path: PathBuf) -> std::io::Result<Aliases> {
+        // Read again when it changes, as the user privileges were dropped to.
+        twistrs_core::reread::note_file(&path);
         let a = Aliases {
             path,
             loaded: std::cell::RefCell::new((None, HashMap::new())),

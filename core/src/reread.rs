@@ -1,0 +1,174 @@
+//! What a reload (SIGHUP) reads again, noted as a service first reads it, so the launcher can
+//! try the same opens once privileges are dropped.
+//!
+//! A service reads its files at start as the starting user (root), before `-u`/`-g` and
+//! `--chroot` take effect, and reads them again on SIGHUP as the user it dropped to, by their
+//! paths inside the jail: a zone file or a TLS key only root may read loads at start, and every
+//! reload then fails and keeps the old data. Services note each such file here ([`note_file`],
+//! [`note_dir`]); once the launcher has dropped privileges (at start and in `--check`) it
+//! opens each one as a reload would ([`unreachable`]) and warns of those that fail. Opening,
+//! not computing from modes, so ACLs, supplementary groups and the chroot count as the kernel
+//! counts them. Noting ends with that test: what a reload reads later is not kept.
+//!
+//! Plugin log files (web's access log, socks's connection log) are reopened for appending on
+//! SIGHUP: one the start made is root's, and the launcher gives it to the user it drops to
+//! ([`take_logs`]), as it gives the main log; one that was there is tried like the rest
+//! ([`note_append`]), never given away (its path may be a link to anything).
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// What a reload does with a noted path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Reads the file.
+    File,
+    /// Lists the directory (a `tls:` directory's `*.pem` files).
+    Dir,
+    /// Opens the file for appending (a plugin's log file that was there at start).
+    Append,
+}
+
+struct Noted {
+    /// Noting is over: the launcher tested what was noted.
+    closed: bool,
+    paths: Vec<(PathBuf, Kind)>,
+    logs: Vec<File>,
+}
+
+static NOTED: Mutex<Noted> = Mutex::new(Noted {
+    closed: false,
+    paths: Vec::new(),
+    logs: Vec::new(),
+});
+
+fn noted() -> std::sync::MutexGuard<'static, Noted> {
+    NOTED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn note(path: &Path, kind: Kind) {
+    let mut n = noted();
+    if n.closed {
+        return;
+    }
+    // Against the directory the command line was given in, as the services make their
+    // paths absolute before the launcher's chdir to --rundir.
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    if !n.paths.iter().any(|(p, k)| *p == path && *k == kind) {
+        n.paths.push((path, kind));
+    }
+}
+
+/// `path` is read again on reload (a zone file, a certificate, inetd.conf).
+pub fn note_file(path: &Path) {
+    note(path, Kind::File);
+}
+
+/// The directory `path` is listed again on reload.
+pub fn note_dir(path: &Path) {
+    note(path, Kind::Dir);
+}
+
+/// The log file `path`, there before the start, is reopened for appending on reload.
+pub fn note_append(path: &Path) {
+    note(path, Kind::Append);
+}
+
+/// A log file this start made (root's), reopened by name on SIGHUP: the launcher gives it to
+/// the user it drops to. A copy of the descriptor is kept until then: the file, never what
+/// its path names later.
+pub(crate) fn note_log(file: &File) {
+    let mut n = noted();
+    if n.closed {
+        return;
+    }
+    if let Ok(f) = file.try_clone() {
+        n.logs.push(f);
+    }
+}
+
+/// The plugin log files noted so far (their descriptors), for the launcher to `fchown`.
+pub fn take_logs() -> Vec<File> {
+    std::mem::take(&mut noted().logs)
+}
+
+/// Opens each noted path as a reload would, as the user (and in the root) this process has
+/// now, and returns those that fail, with why. Ends the noting.
+pub fn unreachable() -> Vec<(PathBuf, Kind, io::Error)> {
+    let paths = {
+        let mut n = noted();
+        n.closed = true;
+        n.logs.clear();
+        std::mem::take(&mut n.paths)
+    };
+    paths
+        .into_iter()
+        .filter_map(|(p, kind)| try_open(&p, kind).err().map(|e| (p, kind, e)))
+        .collect()
+}
+
+fn try_open(path: &Path, kind: Kind) -> io::Result<()> {
+    match kind {
+        // Non-blocking: a FIFO in a file's place must not hang the start.
+        Kind::File => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map(drop),
+        Kind::Dir => std::fs::read_dir(path).map(drop),
+        Kind::Append => std::fs::OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map(drop),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noted_paths_are_tried_once_and_noting_then_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let there = dir.path().join("there");
+        std::fs::write(&there, "x").unwrap();
+        let gone = dir.path().join("gone");
+        note_file(&there);
+        note_file(&there);
+        note_file(&gone);
+        note_dir(dir.path());
+        note_dir(&gone);
+        note_append(&gone);
+        note_append(&there);
+        let log = File::create(dir.path().join("log")).unwrap();
+        note_log(&log);
+        assert!(!take_logs().is_empty());
+        // Other tests of this process note files too (in temporary directories, perhaps
+        // gone by now): only ours count.
+        let bad: Vec<_> = unreachable()
+            .into_iter()
+            .filter(|(p, _, _)| p.starts_with(dir.path()))
+            .collect();
+        let names: Vec<_> = bad.iter().map(|(p, k, _)| (p.clone(), *k)).collect();
+        assert_eq!(
+            names,
+            vec![
+                (gone.clone(), Kind::File),
+                (gone.clone(), Kind::Dir),
+                (gone, Kind::Append)
+            ]
+        );
+        assert!(
+            bad.iter()
+                .all(|(_, _, e)| e.kind() == io::ErrorKind::NotFound)
+        );
+        note_file(&dir.path().join("later"));
+        assert!(unreachable().is_empty(), "noted after the test: not kept");
+    }
+}
