@@ -1128,3 +1128,59 @@ fn a_request_body_trickled_a_byte_at_a_time_is_cut_off() {
     let r = read_resp(&mut s, false);
     assert_eq!((r.status, &r.body[..]), (200, &b"0123456789"[..]));
 }
+
+/// The access log a start makes is root's, and SIGHUP reopens it as the `-u` user: the start
+/// gives it to that user, as it gives the main log, so the reopen works. One that was there
+/// before, only root's, is left as it is (its path could name any file) and warned of.
+#[test]
+fn an_access_log_the_start_makes_is_the_users_and_reopens_on_sighup() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let test = "an_access_log_the_start_makes_is_the_users_and_reopens_on_sighup";
+    let Some(nobody) = nobody_as_root(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.path().join("index.html"), "hi").unwrap();
+    let log = dir.path().join("access.log");
+    let (d, l) = (dir.path().to_str().unwrap(), log.to_str().unwrap());
+    let args = [
+        "--pidfile=",
+        "-u",
+        &nobody.name,
+        "web",
+        "--path",
+        d,
+        "-l",
+        l,
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ];
+    let srv = Server::start(&args);
+    assert!(srv.log_contains("set uid/gid"), "{:?}", srv.lines());
+    assert_eq!(std::fs::metadata(&log).unwrap().uid(), nobody.uid.as_raw());
+    srv.signal(1);
+    assert_eq!(get_path(srv.addr(), "/after-hup").status, 404);
+    let logged = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("GET /after-hup"))
+    });
+    assert!(logged, "{:?}", srv.lines());
+    let text = srv.lines().join("\n");
+    assert!(!text.contains("cannot reopen"), "{text}");
+    assert!(!text.contains("reload will not"), "{text}");
+    drop(srv);
+
+    // A log that was there, root's alone: kept root's, and the start says the reload's
+    // reopen will fail.
+    std::fs::remove_file(&log).unwrap();
+    std::fs::write(&log, "").unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let srv = Server::start(&args);
+    let want = format!(
+        "reload will not be able to reopen the log file {l} as {}",
+        nobody.name
+    );
+    assert!(srv.log_contains(&want), "{:?}", srv.lines());
+    assert_eq!(std::fs::metadata(&log).unwrap().uid(), 0);
+}
