@@ -343,7 +343,7 @@ fn control_commands() -> Vec<Command> {
         Command::new("reload")
             .about("Control: make the running service reopen its logs and re-read its files (SIGHUP), without a restart")
             .arg(pidfile_arg())
-            .after_help("What SIGHUP re-reads: the log file (reopened by name, after logrotate moved it), TLS certificates, dns zones, the hosts file and resolv.conf, inetd.conf, mail's aliases; with --workers, the master passes it on to every worker. No new binary and no new command line: for those, restart. SIGHUP goes only to a process seen in /proc to hold the pidfile's lock, never merely to the PID the file holds (kill -HUP $(cat PIDFILE) may hit a stranger).\n\nExit status: 0 once the signal is sent; 1 if nothing runs, or no single holder of the lock could be found."),
+            .after_help("What SIGHUP re-reads: the log file (reopened by name, after logrotate moved it), plugins' log files, TLS certificates, dns zones, the hosts file and resolv.conf, inetd.conf (mail's aliases are read again whenever they change, without a signal); with --workers, the master passes it on to every worker. With -u or -g they are read as that user (the start read them before dropping privileges): a file only root may read fails at each reload and keeps its old data, which the start and --check warn of. No new binary and no new command line: for those, restart. SIGHUP goes only to a process seen in /proc to hold the pidfile's lock, never merely to the PID the file holds (kill -HUP $(cat PIDFILE) may hit a stranger).\n\nExit status: 0 once the signal is sent; 1 if nothing runs, or no single holder of the lock could be found."),
         Command::new("restart")
             .about("Control: restart the running service without downtime (re-exec, hand over sockets)")
             .arg(pidfile_arg())
@@ -465,7 +465,14 @@ The pidfile is created with the run's umask (0600 for a daemon, as twistd's) and
 garbage, or naming a PID now used by another program) never blocks a start: it is replaced and
 the log says so. It is never opened through a symbolic link: a path that is a link, a
 directory, a FIFO, a device or a file with several hard links is refused (exit 1). With
-\fB-u\fR, the log file is given to that user first, so the daemon can reopen it; the pidfile
+\fB-u\fR, the log file is given to that user first, so the daemon can reopen it, and so is a
+plugin's log file that the start made (web's and socks's \fB-l\fR; one that was there is left
+as it is). Then each file a reload reads again (certificates and keys, a \fBtls:\fR directory,
+dns zones, inetd.conf, mail's aliases, a plugin's log file that was there) is opened as that
+user, inside the chroot: one that cannot be is a warning naming the file and the user
+(\fBreload will not be able to re-read\fR ...), since every reload would fail and keep its old
+data. A single process restarts as that user too, so only a stop and a start read such a file
+again; a \fB--workers\fR master keeps root, and its restart does. The pidfile
 stays the starting user's and is written through the descriptor opened before the privilege
 drop, then removed at exit if the directory allows it, else emptied.
 .PP
@@ -480,7 +487,9 @@ name, certificates, each endpoint's interface (or a UNIX socket's directory), th
 pidfile, \fB--chroot\fR, \fB--rundir\fR and the user to run as. Stand-ins on port 0 are bound
 instead of the ports, so it works beside the running server; when no twistrs holds the
 pidfile, each port is also bound for a moment (never listened on), so a port in use or one
-the user may not bind fails the check. It writes no file and starts no process. It prints what would be served and exits 0, or the start's error and exits 1.
+the user may not bind fails the check. It writes no file and starts no process. It prints what would be served and exits 0, or the start's error and exits 1. Files a reload
+could not read again as the user to run as are warnings on stderr, as the start logs them,
+not failures.
 .SH SIGNALS
 .TP
 .B SIGTERM, SIGINT
