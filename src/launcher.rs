@@ -255,6 +255,8 @@ pub(crate) struct Plan {
     umask: Option<u32>,
     pub(crate) chroot: Option<PathBuf>,
     pub(crate) target: privileges::Target,
+    /// Who `target` is, by name: looked up before the chroot, whose jail may have no passwd.
+    who: String,
     pub(crate) shutdown_timeout: Duration,
 }
 
@@ -318,6 +320,7 @@ fn plan(m: &ArgMatches, successor: bool) -> Result<Plan, String> {
             .unwrap_or_else(|| ".".into()),
         umask: m.get_one::<u32>("umask").copied(),
         chroot: m.get_one::<PathBuf>("chroot").cloned(),
+        who: target.describe(),
         target,
         shutdown_timeout: m
             .get_one::<Duration>("shutdown-timeout")
@@ -1057,16 +1060,16 @@ pub(crate) fn give_plugin_logs(plan: &Plan) {
 /// read them as root, outside the jail, so without this the first sign is a failed reload in
 /// the log. At start and in `--check` (which still exits 0). `workers`: the master stays root
 /// and its restart re-reads them as root; a single process restarts as the user it dropped
-/// to, so only a stop and a start read them again. `say`: false where another process says it.
+/// to (and not at all in a chroot), so only a stop and a start read them again. `say`: false where another process says it.
 fn warn_reread(plan: &Plan, workers: bool, say: bool) {
     let failed = twistrs_core::reread::unreachable();
     if !say {
         return;
     }
-    let who = plan.target.describe();
+    let who = &plan.who;
     let instead = if workers {
         "use 'twistrs restart' (its new master reads it as root)".to_string()
-    } else if plan.target.any() {
+    } else if plan.target.any() && plan.chroot.is_none() {
         format!("stop and start instead of reloading (a restart, too, opens it as {who})")
     } else {
         "stop and start instead of reloading".to_string()

@@ -1762,6 +1762,29 @@ fn dns_a_zone_only_root_reads_is_warned_of_at_start_and_in_check() {
     assert_eq!(code, 0, "a warning, not a failure: {out}{err}");
     assert!(warned(&err, com_s), "{err}");
     assert!(!warned(&err, net_s), "a readable zone: no warning: {err}");
+    // In a chroot, a reload looks the same path up inside the jail, where it is not.
+    let jail = tempfile::tempdir().unwrap();
+    let jail_s = jail.path().to_str().unwrap();
+    let (code, out, err) = run(&[
+        "--check",
+        "--pidfile=",
+        "--chroot",
+        jail_s,
+        "dns",
+        "-p",
+        "0",
+        "-i",
+        "127.0.0.1",
+        "--bindzone",
+        net_s,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "reload will not be able to re-read {net_s} inside the chroot {jail_s}"
+        )) && err.contains("put it at that path inside the chroot"),
+        "{err}"
+    );
 
     let srv = Server::spawn(&args);
     srv.wait_until(
