@@ -1060,7 +1060,8 @@ pub(crate) fn give_plugin_logs(plan: &Plan) {
 /// read them as root, outside the jail, so without this the first sign is a failed reload in
 /// the log. At start and in `--check` (which still exits 0). `workers`: the master stays root
 /// and its restart re-reads them as root; a single process restarts as the user it dropped
-/// to (and not at all in a chroot), so only a stop and a start read them again. `say`: false where another process says it.
+/// to (and not at all in a chroot), so only a stop and a start read them again. `say`: false
+/// where another process says it (a master's workers but the first).
 fn warn_reread(plan: &Plan, workers: bool, say: bool) {
     let failed = twistrs_core::reread::unreachable();
     if !say {
