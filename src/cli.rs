@@ -104,6 +104,10 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
         // (`--pidfile= $EXTRA --pidfile=app.pid`, a wrapper adding `-n`): so does this one,
         // for every option of every plugin. Repeatable options (`--listen`) still add up.
         .args_override_self(true)
+        // twistd's parser is Python's getopt, which takes any unambiguous prefix of a long
+        // option (`--pid=app.pid`, `--nodaem`, `web --pa=/srv`): so does this one, for the
+        // plugins' options too (the setting is global). An ambiguous prefix is an error.
+        .infer_long_args(true)
         .after_help("Run 'twistrs PLUGIN --help' for a plugin's options.")
         .arg(version_arg())
         .arg(
@@ -386,7 +390,13 @@ pub fn python_only_option(m: &ArgMatches) -> Option<(&'static str, &'static str)
 }
 
 /// Sections of `twistrs(1)` beyond what clap renders, in roff.
-pub const MAN_EXTRA: &str = r#".SH ENDPOINTS
+pub const MAN_EXTRA: &str = r#".SH OPTION SYNTAX
+As twistd's (Python's getopt): \fB--opt=value\fR, \fB--opt value\fR, \fB-l value\fR,
+\fB-lvalue\fR and bundled flags (\fB-no\fR); a long option may be shortened to any prefix
+that names one option only (\fB--pid=app.pid\fR, \fB--nodaem\fR, \fBweb --pa=/srv\fR);
+an option given twice keeps its last value, except the repeatable ones (\fB--listen\fR), which
+add up.
+.SH ENDPOINTS
 Listeners are given as endpoint strings in twistd's grammar:
 .B TYPE:ARG:KEY=VALUE...
 A segment with "=" is a keyword argument (only the first "=" separates); a backslash
@@ -583,8 +593,8 @@ Sockets passed by systemd, used by \fBsystemd:\fR endpoints (LISTEN_FDNAMES is n
 When set, twistrs sends READY=1 once serving and STOPPING=1 when stopping (Type=notify).
 .SH DIFFERENCES FROM TWISTD
 Plugins are compiled in; the Python-only options (\fB-y\fR, \fB-f\fR, \fB-s\fR, \fB-e\fR,
-\fB-o\fR, \fB-p\fR, \fB--profiler\fR, \fB--savestats\fR, \fB-b\fR, \fB--spew\fR,
-\fB--logger\fR) are refused by name. There is one reactor. Start-up errors are printed whole
+\fB-p\fR, \fB--profiler\fR, \fB--savestats\fR, \fB-b\fR, \fB--spew\fR,
+\fB--logger\fR) are refused by name; \fB-o\fR is accepted, as twistrs saves no state. There is one reactor. Start-up errors are printed whole
 (twistd cuts them to 100 bytes). The pidfile is locked, so stale pidfiles never block a start, and
 \fBstop\fR, \fBstatus\fR and \fBrestart\fR act on the process holding that lock.
 The log file is reopened on SIGHUP and SIGUSR1 and is rotated by size only if asked

@@ -280,3 +280,22 @@ fn an_option_given_twice_takes_its_last_value_as_in_twistd() {
     ]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn long_options_may_be_abbreviated_as_getopt_allows() {
+    // twistd takes `--pid=`, `--nodaem` and `web --pa=.`: getopt's unique prefixes.
+    let (code, out, err) = run(&[
+        "--pid=",
+        "--nodaem",
+        "--check",
+        "web",
+        "--pa=.",
+        "--list=tcp:0:interface=127.0.0.1",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("would listen on tcp:0"), "{out}");
+    // An ambiguous prefix is an error, as getopt's `--log` (logfile, logger) is in twistd.
+    let (code, _, err) = run(&["--log=x", "--check", "web"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--log"), "{err}");
+}
