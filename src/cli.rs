@@ -131,7 +131,12 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
                 .short('l')
                 .long("logfile")
                 .value_name("FILE")
-                .value_parser(value_parser!(PathBuf))
+                // Not value_parser!(PathBuf), which refuses an empty value: twistd takes
+                // `--logfile=` (a wrapper's empty $LOGFILE) as no -l at all.
+                .value_parser(clap::builder::TypedValueParser::map(
+                    clap::builder::OsStringValueParser::new(),
+                    PathBuf::from,
+                ))
                 .help("Log to FILE; '-' for stdout [default: stdout with -n, else twistrs.log]"),
         )
         .arg(

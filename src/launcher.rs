@@ -278,7 +278,11 @@ fn plan(m: &ArgMatches, successor: bool) -> Result<Plan, String> {
     let log = if m.get_flag("syslog") {
         Destination::Syslog(m.get_one::<String>("prefix").cloned().unwrap_or_default())
     } else {
-        match m.get_one::<PathBuf>("logfile") {
+        // An empty -l is no -l, as in twistd (`--logfile=` logs where the default does).
+        match m
+            .get_one::<PathBuf>("logfile")
+            .filter(|p| !p.as_os_str().is_empty())
+        {
             Some(p) if p.as_os_str() == "-" => {
                 if daemon {
                     return Err("Daemons cannot log to stdout, exiting!".into());

@@ -1014,3 +1014,24 @@ while time.time() < end:
         "{err}"
     );
 }
+
+#[test]
+fn an_empty_logfile_is_the_default_log_as_in_twistd() {
+    // `twistd --logfile= ...` (a wrapper's empty $LOGFILE) logs where no -l would.
+    let d = Daemon::start(&[
+        "--logfile=",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    assert!(d.wait_log("starting on"), "the daemon logs to twistrs.log");
+    echo_once(d.ports()[0]);
+    let mut s = Server::start(&[
+        "--logfile=",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    assert!(s.log_contains("starting up"), "-n logs to stdout");
+    s.term();
+}
