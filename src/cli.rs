@@ -299,7 +299,19 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
     for c in control_commands() {
         cmd = cmd.subcommand(c);
     }
-    cmd
+    cmd.mut_args(getopt_value)
+        .mut_subcommands(|sub| sub.mut_args(getopt_value))
+}
+
+/// An option that takes one value takes the next word whatever it is, as getopt does:
+/// `--pidfile -app.pid`, `-l -x.log` work in twistd, where clap would read an option.
+fn getopt_value(a: Arg) -> Arg {
+    let named = a.get_long().is_some() || a.get_short().is_some();
+    if named && a.get_action().takes_values() && a.get_num_args().is_none() {
+        a.allow_hyphen_values(true)
+    } else {
+        a
+    }
 }
 
 /// The names of the control commands, which are not plugins.
@@ -399,6 +411,7 @@ pub const MAN_EXTRA: &str = r#".SH OPTION SYNTAX
 As twistd's (Python's getopt): \fB--opt=value\fR, \fB--opt value\fR, \fB-l value\fR,
 \fB-lvalue\fR and bundled flags (\fB-no\fR); a long option may be shortened to any prefix
 that names one option only (\fB--pid=app.pid\fR, \fB--nodaem\fR, \fBweb --pa=/srv\fR);
+an option's value is the next word, even one that begins with "-" (\fB--pidfile -x.pid\fR);
 an option given twice keeps its last value, except the repeatable ones (\fB--listen\fR), which
 add up.
 .SH ENDPOINTS

@@ -299,3 +299,45 @@ fn long_options_may_be_abbreviated_as_getopt_allows() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--log"), "{err}");
 }
+
+#[test]
+fn an_option_takes_the_next_word_even_with_a_leading_hyphen() {
+    // getopt's rule, which twistd follows: `--pidfile -x.pid` names a pidfile.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, out, err) = crate::support::run_in(
+        dir.path(),
+        &[
+            "--pidfile",
+            "-x.pid",
+            "-l",
+            "-x.log",
+            "--check",
+            "web",
+            "--path",
+            "-www",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+    );
+    // --path names a directory that is not there: the error names it, so the value was taken.
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("-www") && !err.contains("unexpected argument"),
+        "{err}"
+    );
+    std::fs::create_dir(dir.path().join("-www")).expect("mkdir");
+    let (code, out, err) = crate::support::run_in(
+        dir.path(),
+        &[
+            "--pidfile",
+            "-x.pid",
+            "--check",
+            "web",
+            "--path",
+            "-www",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+}
