@@ -107,21 +107,24 @@ impl Target {
             }
         }
         if let Some(u) = uid {
-            if !self.euid_only {
-                // Supplementary groups: the target user's, not root's.
-                if let Ok(Some(usr)) = User::from_uid(u)
-                    && let Ok(name) = CString::new(usr.name.as_bytes())
-                {
-                    nix::unistd::initgroups(&name, gid.unwrap_or(usr.gid)).map_err(fail)?;
-                } else if let Some(g) = gid {
-                    nix::unistd::setgroups(&[g]).map_err(fail)?;
-                }
-                nix::unistd::setuid(u).map_err(fail)?;
-            } else {
+            // Supplementary groups: the target user's, not root's; with --euid too, as
+            // twistd's switchUID does, or files would be checked against root's groups.
+            if let Ok(Some(usr)) = User::from_uid(u)
+                && let Ok(name) = CString::new(usr.name.as_bytes())
+            {
+                nix::unistd::initgroups(&name, gid.unwrap_or(usr.gid)).map_err(fail)?;
+            } else if let Some(g) = gid {
+                nix::unistd::setgroups(&[g]).map_err(fail)?;
+            }
+            if self.euid_only {
                 nix::unistd::seteuid(u).map_err(fail)?;
+            } else {
+                nix::unistd::setuid(u).map_err(fail)?;
             }
         }
-        log::info!(target: "twistrs.launcher", "set uid/gid {}/{}",
+        // twistd's words: "set euid/egid" when only the effective ids changed.
+        let e = if self.euid_only { "e" } else { "" };
+        log::info!(target: "twistrs.launcher", "set {e}uid/{e}gid {}/{}",
             Uid::effective(), Gid::effective());
         Ok(())
     }

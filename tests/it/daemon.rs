@@ -536,7 +536,15 @@ fn chroot_and_euid() {
     let root = std::fs::read_link(format!("/proc/{}/root", srv.pid())).unwrap();
     assert_eq!(root, jail.path().canonicalize().unwrap(), "--chroot");
     // The ports are logged once bound, before the ids change: wait for the change.
-    assert!(srv.log_contains("set uid/gid"), "{:?}", srv.lines());
+    assert!(srv.log_contains("set euid/egid"), "{:?}", srv.lines());
+    // nobody's supplementary groups, not root's: twistd's switchUID calls initgroups
+    // with --euid too.
+    let groups = proc_field(srv.pid(), "Groups");
+    let groups: Vec<&str> = groups.split_whitespace().collect();
+    assert!(
+        groups.contains(&nobody.gid.to_string().as_str()) && !groups.contains(&"0"),
+        "{groups:?}"
+    );
     let uids: Vec<String> = proc_field(srv.pid(), "Uid")
         .split_whitespace()
         .map(String::from)
