@@ -4,6 +4,7 @@
 //! options that only make sense for Python (`--python`, `--profile`, ...) are accepted by the
 //! parser so that they can be refused with a clear message instead of "unknown option".
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -303,6 +304,52 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
         .mut_subcommands(|sub| sub.mut_args(getopt_value))
 }
 
+/// Drops a `--` that ends the global options (`twistd -n -- web`): getopt stops there and
+/// twistd reads the next word as the plugin's name, where clap would read a stray argument.
+/// A `--` that is an option's value (`--pidfile --`) or comes after the plugin's name stays.
+pub fn drop_end_of_global_options(cmd: &Command, mut args: Vec<OsString>) -> Vec<OsString> {
+    // Whether the global option a word names takes the next word as its value; as clap finds
+    // it: the exact long name, else the one long name the word begins (infer_long_args).
+    let takes_value = |a: Option<&Arg>| {
+        a.is_some_and(|a| a.get_action().takes_values() && a.get_num_args().is_none())
+    };
+    let by_long = |name: &str| {
+        let exact = cmd.get_arguments().find(|a| a.get_long() == Some(name));
+        exact.or_else(|| {
+            let mut found = cmd
+                .get_arguments()
+                .filter(|a| a.get_long().is_some_and(|l| l.starts_with(name)));
+            found.next().filter(|_| found.next().is_none())
+        })
+    };
+    let mut i = 1;
+    while let Some(word) = args.get(i).and_then(|w| w.to_str()) {
+        if word == "--" {
+            args.remove(i);
+            break;
+        }
+        if let Some(long) = word.strip_prefix("--") {
+            if !long.contains('=') && takes_value(by_long(long)) {
+                i += 1;
+            }
+        } else if let Some(shorts) = word.strip_prefix('-').filter(|s| !s.is_empty()) {
+            // Bundled flags, then perhaps one option with its value (`-nl-`, `-nl x.log`).
+            for (at, c) in shorts.char_indices() {
+                if takes_value(cmd.get_arguments().find(|a| a.get_short() == Some(c))) {
+                    if at + c.len_utf8() == shorts.len() {
+                        i += 1;
+                    }
+                    break;
+                }
+            }
+        } else {
+            break; // the plugin's name: what follows is the plugin's
+        }
+        i += 1;
+    }
+    args
+}
+
 /// An option that takes one value takes the next word whatever it is, as getopt does:
 /// `--pidfile -app.pid`, `-l -x.log` work in twistd, where clap would read an option.
 fn getopt_value(a: Arg) -> Arg {
@@ -413,7 +460,7 @@ As twistd's (Python's getopt): \fB--opt=value\fR, \fB--opt value\fR, \fB-l value
 that names one option only (\fB--pid=app.pid\fR, \fB--nodaem\fR, \fBweb --pa=/srv\fR);
 an option's value is the next word, even one that begins with "-" (\fB--pidfile -x.pid\fR);
 an option given twice keeps its last value, except the repeatable ones (\fB--listen\fR), which
-add up.
+add up; \fB--\fR ends the global options (\fBtwistrs -n -- web\fR).
 .SH ENDPOINTS
 Listeners are given as endpoint strings in twistd's grammar:
 .B TYPE:ARG:KEY=VALUE...
@@ -681,5 +728,34 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_double_dash_ends_the_global_options_only_where_getopt_sees_one() {
+        let cmd = build_command(&crate::builtin_plugins());
+        let drop = |words: &str| {
+            let args = std::iter::once("twistrs")
+                .chain(words.split(' '))
+                .map(OsString::from)
+                .collect();
+            let kept: Vec<String> = drop_end_of_global_options(&cmd, args)
+                .iter()
+                .skip(1)
+                .map(|w| w.to_string_lossy().into_owned())
+                .collect();
+            kept.join(" ")
+        };
+        assert_eq!(drop("-n -- web"), "-n web");
+        assert_eq!(drop("-- web --path x"), "web --path x");
+        assert_eq!(drop("-nl- -- web"), "-nl- web");
+        assert_eq!(drop("-l x.log -- web"), "-l x.log web");
+        assert_eq!(drop("--pid= -- web"), "--pid= web");
+        // A value, not the end: `--pidfile --` names a pidfile `--`, as in getopt.
+        assert_eq!(drop("--pidfile -- web"), "--pidfile -- web");
+        assert_eq!(drop("--pidf -- web"), "--pidf -- web");
+        assert_eq!(drop("-l -- web"), "-l -- web");
+        assert_eq!(drop("-nl -- web"), "-nl -- web");
+        // After the plugin's name, the plugin's own.
+        assert_eq!(drop("-n procmon -- sleep 1"), "-n procmon -- sleep 1");
     }
 }

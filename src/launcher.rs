@@ -40,6 +40,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
         return EXIT_FAILURE;
     }
     let mut cmd = cli::build_command(&plugins);
+    let args = cli::drop_end_of_global_options(&cmd, args);
     let matches = match cmd.try_get_matches_from_mut(args.clone()) {
         Ok(m) => m,
         Err(e) => return usage_error(&mut cmd, e),

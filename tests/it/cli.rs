@@ -341,3 +341,18 @@ fn an_option_takes_the_next_word_even_with_a_leading_hyphen() {
     );
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[test]
+fn a_double_dash_may_end_the_global_options_as_in_twistd() {
+    // twistd (getopt) takes `twistd -n -- web`: the word after `--` is the plugin.
+    let (code, out, err) = run(&[
+        "-n",
+        "--check",
+        "--",
+        "web",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("web: the options"), "{out}");
+}
