@@ -132,11 +132,11 @@ fn parse_values(plugin: &str, values: &[&String]) -> Result<Option<Credentials>,
                     creds.insert(u.to_string(), p.to_string());
                 }
             }
-        } else if v.as_str() == "anonymous" {
-            // twistd's default checker: nothing to add.
+        } else if v.as_str() == "anonymous" || v.starts_with("anonymous:") {
+            // twistd's default checker: nothing to add (its factory ignores an argument).
         } else {
             return Err(PluginError::new(format!(
-                "{plugin}: --auth {v}: only file:PATH and memory:USER:PASS are supported"
+                "{plugin}: --auth {v}: only anonymous, file:PATH and memory:USER:PASS are supported"
             )));
         }
     }
@@ -208,8 +208,9 @@ mod tests {
         assert!(
             parse(&["ldap:x"])
                 .unwrap_err()
-                .contains("only file:PATH and memory:USER:PASS")
+                .contains("only anonymous, file:PATH and memory:USER:PASS")
         );
+        assert_eq!(parse(&["anonymous:x"]), Ok(Some(HashMap::new())));
         let e = parse(&["file:/nonexistent/x"]).unwrap_err();
         assert!(e.starts_with("t: --auth file:/nonexistent/x: "), "{e}");
         let dir = tempfile::tempdir().unwrap();

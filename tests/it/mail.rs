@@ -318,7 +318,7 @@ fn twistd_option_errors() {
         ),
         (
             vec!["-n", "mail", "--auth", "unix"],
-            "only file:PATH and memory:USER:PASS",
+            "only anonymous, file:PATH and memory:USER:PASS",
         ),
     ] {
         let (code, _, err) = run(&args);
