@@ -145,6 +145,8 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
                 .long("pidfile")
                 .value_name("FILE")
                 .default_value("twistrs.pid")
+                // Any bytes, as twistd takes them: a file name need not be UTF-8.
+                .value_parser(value_parser!(OsString))
                 .help("Name of the pidfile; --pidfile= for none"),
         )
         .arg(
@@ -392,6 +394,7 @@ fn pidfile_arg() -> Arg {
     Arg::new("pidfile")
         .long("pidfile")
         .value_name("FILE")
+        .value_parser(value_parser!(OsString))
         .help("The running service's pidfile [default: the global --pidfile, twistrs.pid]")
 }
 

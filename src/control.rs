@@ -4,6 +4,7 @@
 //! reused PID, would otherwise aim root's signals at another process. None trusts
 //! `kill(pid, 0)`, which a zombie or a reused PID fools.
 
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,9 +21,9 @@ use crate::upgrade;
 /// The pidfile to use: the command's own `--pidfile`, else the global one; `None` if disabled.
 pub fn pidfile_path(global: &ArgMatches, sub: Option<&ArgMatches>) -> Option<PathBuf> {
     let v = sub
-        .and_then(|s| s.get_one::<String>("pidfile"))
-        .or_else(|| global.get_one::<String>("pidfile"))
-        .map_or("twistrs.pid", String::as_str);
+        .and_then(|s| s.get_one::<OsString>("pidfile"))
+        .or_else(|| global.get_one::<OsString>("pidfile"))
+        .map_or(OsStr::new("twistrs.pid"), OsString::as_os_str);
     if v.is_empty() {
         None
     } else {

@@ -324,3 +324,45 @@ while time.time() < end:
     assert_eq!(code, 1, "{out} {err}");
     assert!(err.contains("no answer"), "{err}");
 }
+
+#[test]
+fn a_pidfile_name_need_not_be_utf8() {
+    // twistd takes any bytes for --pidfile; so do the launcher and `status`.
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let name = std::ffi::OsStr::from_bytes(b"t\xff.pid");
+    let status = || {
+        std::process::Command::new(BIN)
+            .arg("status")
+            .arg("--pidfile")
+            .arg(name)
+            .current_dir(dir.path())
+            .output()
+            .expect("run status")
+    };
+    let mut srv = std::process::Command::new(BIN)
+        .args(["-n", "--pidfile"])
+        .arg(name)
+        .args(ECHO)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn twistrs");
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while !dir.path().join(name).exists() && std::time::Instant::now() < end {
+        if let Ok(Some(st)) = srv.try_wait() {
+            panic!("twistrs exited: {st}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = status();
+    let _ = srv.kill();
+    let _ = srv.wait();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
