@@ -24,7 +24,7 @@ function __fish_twistrs_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c twistrs -n "__fish_twistrs_needs_command" -s l -l logfile -d 'Log to FILE; \'-\' for stdout [default: stdout with -n, else twistrs.log]' -r -F
+complete -c twistrs -n "__fish_twistrs_needs_command" -s l -l logfile -d 'Log to FILE; \'-\' for stdout, empty (--logfile=) for the default [default: stdout with -n, else twistrs.log]' -r -F
 complete -c twistrs -n "__fish_twistrs_needs_command" -l pidfile -d 'Name of the pidfile; --pidfile= for none' -r
 complete -c twistrs -n "__fish_twistrs_needs_command" -s d -l rundir -d 'Change to DIR before running' -r -F
 complete -c twistrs -n "__fish_twistrs_needs_command" -l umask -d 'The umask to set (octal) [default: 0077 as a daemon, inherited with -n]' -r

@@ -138,7 +138,7 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
                     clap::builder::OsStringValueParser::new(),
                     PathBuf::from,
                 ))
-                .help("Log to FILE; '-' for stdout [default: stdout with -n, else twistrs.log]"),
+                .help("Log to FILE; '-' for stdout, empty (--logfile=) for the default [default: stdout with -n, else twistrs.log]"),
         )
         .arg(
             Arg::new("pidfile")
