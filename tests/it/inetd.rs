@@ -696,3 +696,24 @@ fn a_wait_stream_program_gets_the_listening_socket() {
     assert_eq!(pids[2], pids[3]);
     assert_ne!(pids[0], pids[2], "then the next one: {pids:?}");
 }
+
+#[test]
+fn nointernal_drops_internal_lines_unread_as_twistd_does() {
+    // twistd -i skips every `internal` line before looking at its name; a port number as
+    // the name (which no internal service has) was refused here.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("inetd.conf");
+    std::fs::write(
+        &conf,
+        "8007 stream tcp nowait root internal\n8008 stream tcp nowait root /bin/cat cat\n",
+    )
+    .unwrap();
+    let conf = conf.to_str().unwrap();
+    let (code, out, err) = run(&["--check", "inetd", "-i", "-f", conf]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("8008") && !out.contains("8007"), "{out}");
+    // Without -i the line is an error still, naming it.
+    let (code, _, err) = run(&["--check", "inetd", "-f", conf]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(":1:"), "{err}");
+}

@@ -113,9 +113,16 @@ pub fn load(opts: &Options) -> Result<Plan, String> {
     let services = std::fs::read_to_string(&opts.services_file)
         .map(|t| Services::parse(&t))
         .map_err(|e| describe(&opts.services_file, None, &format!("cannot read: {e}")))?;
-    let conf = conf::parse(&text, &services, &|n| twistrs_wire::internal(n).is_some())
+    let conf = conf::parse(&text, &services, &internal_names(opts))
         .map_err(|e| describe(&opts.file, Some(e.line), &e.msg))?;
     make(opts, conf, &|u, g| resolve_user(u, g))
+}
+
+/// The names an `internal` line may carry: the wire services', or any at all under
+/// `--nointernal`, which drops those lines unread, as twistd does (`8000 stream tcp nowait
+/// root internal` is skipped there, not refused).
+fn internal_names(opts: &Options) -> impl Fn(&str) -> bool + '_ {
+    move |n| opts.nointernal || twistrs_wire::internal(n).is_some()
 }
 
 /// Looks up a line's user and group: the credentials its program runs with (`None`: ours).
@@ -232,7 +239,7 @@ mod tests {
 
     fn plan(text: &str, o: &Options) -> Result<Plan, String> {
         let services = Services::parse("echo 7/tcp\necho 7/udp\n");
-        let conf = conf::parse(text, &services, &|n| twistrs_wire::internal(n).is_some())
+        let conf = conf::parse(text, &services, &internal_names(o))
             .map_err(|e| describe(&o.file, Some(e.line), &e.msg))?;
         make(o, conf, &|u, _| {
             if u == "ghost" {
