@@ -1097,9 +1097,12 @@ fn warn_reread(plan: &Plan, workers: bool, say: bool) {
                 "put it at that path inside the chroot".to_string()
             }
             std::io::ErrorKind::PermissionDenied => match kind {
-                Kind::File => format!("make it readable by {who}"),
+                // The file may be fine and a directory above it closed to the user.
+                Kind::File => format!("make it readable by {who} (and its directories searchable)"),
                 Kind::Dir => format!("make it readable and searchable by {who}"),
-                Kind::Append => format!("make it writable by {who}"),
+                Kind::Append => {
+                    format!("make it writable by {who} (and its directories searchable)")
+                }
             },
             _ => "fix it".to_string(),
         };

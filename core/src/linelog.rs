@@ -61,11 +61,14 @@ impl LineFile {
         let (f, made) = open_append(&path)?;
         // Reopened by name on SIGHUP, after the privilege drop. The launcher gives a file
         // made now (root's) to the user it drops to, as the main log; one that was there is
-        // left as it is (it may be anyone's, or a link to anything) and tried as that user.
-        if !made {
-            crate::reread::note_append(&path);
-        } else if !crate::plugin::checking() {
+        // left as it is (it may be anyone's, or a link to anything). Either is then tried as
+        // that user: a file given away still cannot be reopened in a directory the user
+        // cannot search.
+        if made && !crate::plugin::checking() {
             crate::reread::note_log(&f);
+        }
+        if !made || !crate::plugin::checking() {
+            crate::reread::note_append(&path);
         }
         Ok(LineFile {
             path,

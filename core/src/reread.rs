@@ -12,8 +12,9 @@
 //!
 //! Plugin log files (web's access log, socks's connection log) are reopened for appending on
 //! SIGHUP: one the start made is root's, and the launcher gives it to the user it drops to
-//! ([`take_logs`]), as it gives the main log; one that was there is tried like the rest
-//! ([`note_append`]), never given away (its path may be a link to anything).
+//! ([`take_logs`]), as it gives the main log; one that was there is never given away (its path
+//! may be a link to anything). Both are tried like the rest ([`note_append`]): a file given
+//! away still cannot be reopened in a directory the user cannot search.
 
 use std::fs::File;
 use std::io;
@@ -28,7 +29,7 @@ pub enum Kind {
     File,
     /// Lists the directory (a `tls:` directory's `*.pem` files).
     Dir,
-    /// Opens the file for appending (a plugin's log file that was there at start).
+    /// Opens the file for appending (a plugin's log file).
     Append,
 }
 
@@ -74,7 +75,7 @@ pub fn note_dir(path: &Path) {
     note(path, Kind::Dir);
 }
 
-/// The log file `path`, there before the start, is reopened for appending on reload.
+/// The log file `path` is reopened for appending on reload.
 pub fn note_append(path: &Path) {
     note(path, Kind::Append);
 }

@@ -1184,3 +1184,41 @@ fn an_access_log_the_start_makes_is_the_users_and_reopens_on_sighup() {
     assert!(srv.log_contains(&want), "{:?}", srv.lines());
     assert_eq!(std::fs::metadata(&log).unwrap().uid(), 0);
 }
+
+/// An access log the start makes in a directory the `-u` user cannot search is given to that
+/// user, yet a SIGHUP cannot reopen it by name: the start says so, as it does for a log that
+/// was there.
+#[test]
+fn an_access_log_made_where_the_user_cannot_reach_it_is_warned_of() {
+    use std::os::unix::fs::PermissionsExt;
+    let test = "an_access_log_made_where_the_user_cannot_reach_it_is_warned_of";
+    let Some(nobody) = nobody_as_root(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.path().join("index.html"), "hi").unwrap();
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let log = private.join("access.log");
+    let (d, l) = (dir.path().to_str().unwrap(), log.to_str().unwrap());
+    let srv = Server::start(&[
+        "--pidfile=",
+        "-u",
+        &nobody.name,
+        "web",
+        "--path",
+        d,
+        "-l",
+        l,
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    assert!(log.exists(), "{:?}", srv.lines());
+    let want = format!(
+        "reload will not be able to reopen the log file {l} as {}",
+        nobody.name
+    );
+    assert!(srv.log_contains(&want), "{:?}", srv.lines());
+}
