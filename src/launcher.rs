@@ -1085,7 +1085,7 @@ fn warn_reread(plan: &Plan, workers: bool, say: bool) {
         let what = match kind {
             Kind::File => "re-read",
             Kind::Dir => "list the directory",
-            Kind::Append => "reopen the log file",
+            Kind::Append | Kind::Made => "reopen the log file",
         };
         let jail = plan
             .chroot
@@ -1100,7 +1100,7 @@ fn warn_reread(plan: &Plan, workers: bool, say: bool) {
                 // The file may be fine and a directory above it closed to the user.
                 Kind::File => format!("make it readable by {who} (and its directories searchable)"),
                 Kind::Dir => format!("make it readable and searchable by {who}"),
-                Kind::Append => {
+                Kind::Append | Kind::Made => {
                     format!("make it writable by {who} (and its directories searchable)")
                 }
             },

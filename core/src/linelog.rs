@@ -69,6 +69,8 @@ impl LineFile {
         }
         if !made || !crate::plugin::checking() {
             crate::reread::note_append(&path);
+        } else {
+            crate::reread::note_made(&path);
         }
         Ok(LineFile {
             path,

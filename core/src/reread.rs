@@ -31,6 +31,9 @@ pub enum Kind {
     Dir,
     /// Opens the file for appending (a plugin's log file).
     Append,
+    /// Reaches the path of a log file a start would make (`--check`): made, it is given to
+    /// the user, so only the directories on its way count.
+    Made,
 }
 
 struct Noted {
@@ -80,6 +83,11 @@ pub fn note_append(path: &Path) {
     note(path, Kind::Append);
 }
 
+/// The log file `path` is not there: a start makes it (`--check`).
+pub fn note_made(path: &Path) {
+    note(path, Kind::Made);
+}
+
 /// A log file this start made (root's), reopened by name on SIGHUP: the launcher gives it to
 /// the user it drops to. A copy of the descriptor is kept until then: the file, never what
 /// its path names later.
@@ -127,6 +135,11 @@ fn try_open(path: &Path, kind: Kind) -> io::Result<()> {
             .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(path)
             .map(drop),
+        // Looking the name up needs search permission on every directory above it.
+        Kind::Made => match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
     }
 }
 
@@ -147,6 +160,7 @@ mod tests {
         note_dir(&gone);
         note_append(&gone);
         note_append(&there);
+        note_made(&gone);
         let log = File::create(dir.path().join("log")).unwrap();
         note_log(&log);
         assert!(!take_logs().is_empty());
@@ -163,7 +177,8 @@ mod tests {
                 (gone.clone(), Kind::File),
                 (gone.clone(), Kind::Dir),
                 (gone, Kind::Append)
-            ]
+            ],
+            "a log a start would make, where its name can be looked up, is no failure"
         );
         assert!(
             bad.iter()

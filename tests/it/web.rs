@@ -1203,7 +1203,7 @@ fn an_access_log_made_where_the_user_cannot_reach_it_is_warned_of() {
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
     let log = private.join("access.log");
     let (d, l) = (dir.path().to_str().unwrap(), log.to_str().unwrap());
-    let srv = Server::start(&[
+    let args = [
         "--pidfile=",
         "-u",
         &nobody.name,
@@ -1214,11 +1214,19 @@ fn an_access_log_made_where_the_user_cannot_reach_it_is_warned_of() {
         l,
         "--listen",
         "tcp:0:interface=127.0.0.1",
-    ]);
-    assert!(log.exists(), "{:?}", srv.lines());
+    ];
     let want = format!(
         "reload will not be able to reopen the log file {l} as {}",
         nobody.name
     );
+    // `--check` says it too, before the start has made the file, and makes nothing.
+    let mut check = vec!["--check"];
+    check.extend_from_slice(&args);
+    let (code, out, err) = run(&check);
+    assert_eq!(code, 0, "a warning, not a failure: {out}{err}");
+    assert!(err.contains(&want), "{err}");
+    assert!(!log.exists(), "--check made the log");
+    let srv = Server::start(&args);
+    assert!(log.exists(), "{:?}", srv.lines());
     assert!(srv.log_contains(&want), "{:?}", srv.lines());
 }
