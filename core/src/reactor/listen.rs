@@ -64,10 +64,10 @@ pub(crate) enum Accepting {
 }
 
 /// What the oldest handshake of a factory at its limit allows
-/// ([`Reactor::close_stalled_handshake`]).
+/// ([`Reactor::stalled_handshake`]).
 enum Stalled {
-    /// It had passed [`HANDSHAKE_GRACE`]: closed, a slot is free.
-    Closed,
+    /// It has passed [`HANDSHAKE_GRACE`]: closed once a client is accepted for its slot.
+    Due(ConnId),
     /// It passes the grace then, if still handshaking.
     At(Instant),
     /// None is handshaking.
@@ -98,7 +98,7 @@ const ROOM_RETRY: Duration = Duration::from_millis(50);
 
 /// How long a connection accepted on a TLS listener may be in its handshake before, with its
 /// factory at its limit and a client waiting, the reactor closes it to let the client in
-/// ([`Reactor::close_stalled_handshake`]). A real client's handshake is one round trip after
+/// ([`Reactor::stalled_handshake`]). A real client's handshake is one round trip after
 /// the accept with TLS 1.3, two with 1.2, plus its own certificate checks: well under a
 /// second on any link the 10 s deadline is meant for. Not shorter, for the reason of the
 /// metrics responder's head grace: a client let in by a burst of newcomers must not be
@@ -823,26 +823,32 @@ impl Reactor {
     /// share (then again next turn: no new readiness edge would come for what is queued).
     pub(crate) fn accept(&mut self, key: usize) {
         let mut declined = 0;
-        for _ in 0..ACCEPTS_PER_TURN {
+        'accepts: for _ in 0..ACCEPTS_PER_TURN {
+            // A stalled handshake whose slot the client accepted next takes.
+            let mut evict = None;
             let Some(Entry::Listener(l)) = self.entries.get_mut(key) else {
                 return;
             };
             if let Target::Factory(f) = l.target {
                 let slot = &mut self.factories[f];
-                if slot.max.is_some_and(|m| slot.conns >= m) {
+                'full: {
+                    if slot.max.is_none_or(|m| slot.conns < m) {
+                        break 'full;
+                    }
                     // Only for a client really waiting: no connection is closed for nobody.
                     let origin = l.origin as usize;
                     let waiting = pending(&l.sock);
                     // First the reactor's own rule: a connection stuck in its TLS handshake
                     // past the grace has given its protocol nothing, and goes before any the
-                    // factory would name.
+                    // factory would name. It is closed only once the accept below has a
+                    // client: under --workers every worker sees the one client waiting on
+                    // the shared socket, and only the worker that takes it gives one up.
                     let mut stalled_at = None;
                     if waiting {
-                        match self.close_stalled_handshake(f) {
-                            Stalled::Closed => {
-                                self.factories[f].origins[origin].counts.limit_closes += 1;
-                                self.log_stalled_close(key, f);
-                                continue;
+                        match self.stalled_handshake(f) {
+                            Stalled::Due(id) => {
+                                evict = Some(id);
+                                break 'full;
                             }
                             Stalled::At(at) => stalled_at = Some(at),
                             Stalled::None => {}
@@ -858,13 +864,13 @@ impl Reactor {
                         Room::Close(id) => match self.close_for_room(f, id) {
                             ForRoom::Closed => {
                                 self.factories[f].origins[origin].counts.limit_closes += 1;
-                                continue;
+                                continue 'accepts;
                             }
                             // Still delivering or with input waiting: the factory is asked
                             // again (it may name another), a few times a turn, then shortly.
                             ForRoom::NotQuiet if declined < ROOM_DECLINES_PER_TURN => {
                                 declined += 1;
-                                continue;
+                                continue 'accepts;
                             }
                             ForRoom::NotQuiet => Some(self.handle.now() + ROOM_RETRY),
                             ForRoom::NotOurs => None,
@@ -895,6 +901,9 @@ impl Reactor {
                     return;
                 }
             }
+            let Some(Entry::Listener(l)) = self.entries.get_mut(key) else {
+                return;
+            };
             let handoff = matches!(l.target, Target::HandOff { .. });
             let accepted = match &l.sock {
                 ListenSock::Tcp(s) => s.accept().map(|(s, peer)| {
@@ -928,6 +937,9 @@ impl Reactor {
                     match &mut l.target {
                         Target::Factory(f) => {
                             let (factory, origin, tls) = (*f, l.origin, l.tls.clone());
+                            if let Some(id) = evict {
+                                self.close_stalled_handshake(key, (factory, origin), id);
+                            }
                             self.factories[factory].origins[origin as usize]
                                 .counts
                                 .accepted += 1;
@@ -996,14 +1008,15 @@ impl Reactor {
         ForRoom::Closed
     }
 
-    /// Closes the connection of `factory` (at its limit, a client waiting) that has been in
-    /// its TLS handshake longest, if that is longer than [`HANDSHAKE_GRACE`]. Such a
-    /// connection has given its protocol nothing (no early data is taken), so nothing is lost;
-    /// left alone it would hold its slot until the 10 s deadline, and a few clients that send
-    /// half a ClientHello, or nothing, would keep everyone else out that long. A connection
-    /// whose handshake has ended is never closed here. The queue is oldest first, so each
-    /// connection is looked at once at the front: O(1) amortised.
-    fn close_stalled_handshake(&mut self, factory: usize) -> Stalled {
+    /// The connection of `factory` (at its limit, a client waiting) that has been in its TLS
+    /// handshake longest, if that is longer than [`HANDSHAKE_GRACE`]: the accept closes it
+    /// for the client it takes ([`Reactor::close_stalled_handshake`]). Such a connection has
+    /// given its protocol nothing (no early data is taken), so nothing is lost; left alone it
+    /// would hold its slot until the 10 s deadline, and a few clients that send half a
+    /// ClientHello, or nothing, would keep everyone else out that long. A connection whose
+    /// handshake has ended is never named. The queue is oldest first, so each connection is
+    /// looked at once at the front: O(1) amortised.
+    fn stalled_handshake(&mut self, factory: usize) -> Stalled {
         let now = self.handle.now();
         while let Some(&(id, at)) = self.factories[factory].handshaking.front() {
             if !still_handshaking(&self.entries, id) {
@@ -1014,11 +1027,26 @@ impl Reactor {
             if now < due {
                 return Stalled::At(due);
             }
-            self.factories[factory].handshaking.pop_front();
-            self.close(id.key as usize, crate::error::Reason::Aborted);
-            return Stalled::Closed;
+            return Stalled::Due(id);
         }
         Stalled::None
+    }
+
+    /// Closes `id`, named by [`Reactor::stalled_handshake`] and still at the front of its
+    /// factory's queue, for the client listener `key` has just accepted; counted and logged.
+    fn close_stalled_handshake(&mut self, key: usize, (factory, origin): (usize, u32), id: ConnId) {
+        let queue = &mut self.factories[factory].handshaking;
+        if queue.front().is_some_and(|&(front, _)| front == id) {
+            queue.pop_front();
+        }
+        if !still_handshaking(&self.entries, id) {
+            return;
+        }
+        self.close(id.key as usize, crate::error::Reason::Aborted);
+        self.factories[factory].origins[origin as usize]
+            .counts
+            .limit_closes += 1;
+        self.log_stalled_close(key, factory);
     }
 
     /// Says, at most once a minute per listener, that handshakes are being given up at its

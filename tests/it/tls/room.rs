@@ -1,6 +1,7 @@
 //! A TLS listener at `--max-connections`: with a client waiting, the reactor closes the
 //! connection stuck longest in its handshake (past a second), for echo and for portforward
-//! alike; a connection whose handshake is done is never closed for room by that rule.
+//! alike; a connection whose handshake is done is never closed for room by that rule; under
+//! `--workers`, one waiting client costs one stalled connection, not one per worker.
 
 use std::net::{SocketAddr, TcpStream};
 
@@ -239,4 +240,62 @@ fn at_the_limit_a_connection_whose_handshake_is_done_is_not_given_up() {
         "{body}"
     );
     assert_eq!(count(&s, LOGGED), 0, "{:?}", s.lines());
+}
+
+/// Under `--workers`, each worker has its own limit and queue, and one client waiting on the
+/// shared socket wakes them all: only the worker that takes it may give up a stalled
+/// handshake for it. The other's stalled connection stays (closed later by its deadline).
+#[test]
+fn with_workers_one_waiting_client_costs_one_stalled_handshake() {
+    let pki = Pki::new();
+    pki.leaf("server", "localhost", &["localhost"]);
+    let ep = format!(
+        "ssl:0:privateKey={}:interface=127.0.0.1",
+        pki.combined("server")
+    );
+    let s = Server::spawn(&[
+        "--pidfile=",
+        "--workers",
+        "3",
+        "--metrics",
+        "tcp:0:interface=127.0.0.1",
+        "echo",
+        "--listen",
+        &ep,
+        "--max-connections",
+        "1",
+    ]);
+    let (port, metrics) = (port_of(&s, "Echo (TLS)"), port_of(&s, "Metrics"));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // Three silent ones: with one slot per worker, each worker holds one.
+    let mut stalled = [connect(addr), connect(addr), connect(addr)];
+    // The master has the workers' figures once they have reported.
+    let open = |b: &str| {
+        b.contains("twistrs_connections_open{factory=\"Echo\"")
+            && value(b, "twistrs_connections_open", "Echo") == 3
+    };
+    let body = scrape_until(metrics, open);
+    assert_eq!(
+        value(&body, "twistrs_connections_open", "Echo"),
+        3,
+        "{body}"
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let out = python(
+        TIMED,
+        &[&port.to_string(), &pki.ca()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(field(&out, "echo"), Some("ping over TLS"), "{out}");
+    // Each worker's answer to the wake-up has been given by the time the client was served.
+    let body = scrape_until(metrics, |b| {
+        value(b, "twistrs_connection_limit_closes_total", "Echo") >= 1
+    });
+    assert_eq!(
+        value(&body, "twistrs_connection_limit_closes_total", "Echo"),
+        1,
+        "{body}"
+    );
+    let gone = stalled.iter_mut().map(closed).filter(|&c| c).count();
+    assert_eq!(gone, 1, "stalled connections closed for one client");
 }
