@@ -127,14 +127,16 @@ pub trait Factory {
     /// when it runs out. For a service that must answer newcomers promptly even while other
     /// clients hold every slot doing nothing (one still waiting for a request, say); which
     /// connection is the factory's choice, never one busy with a request. The reactor aborts
-    /// it at once (its protocol hears `connection_lost` with `Reason::Aborted`), counts it in
-    /// the listener's `limit_closes`, accepts, and asks again at the limit; but one that
-    /// still holds bytes to send (in its buffer, its TLS records or the kernel) or input
-    /// unread is left open (closing it would lose them), and the factory is asked again, a
-    /// few times, then shortly after. The default gives none up: accepting pauses and the
-    /// clients wait in the kernel's backlog. Before asking, the reactor closes by itself a
-    /// connection of a TLS listener whose handshake has gone on for over a second (it has
-    /// given the protocol nothing), so a factory need not name those.
+    /// it (its protocol hears `connection_lost` with `Reason::Aborted`) once its accept has
+    /// the client, counts it in the listener's `limit_closes`, and asks again at the limit;
+    /// if another `--workers` worker took the client, it is left open (so a factory may be
+    /// asked for room that is not taken). One that still holds bytes to send (in its buffer,
+    /// its TLS records or the kernel) or input unread is left open (closing it would lose
+    /// them), and the factory is asked again, a few times, then shortly after. The default
+    /// gives none up: accepting pauses and the clients wait in the kernel's backlog. Before
+    /// asking, the reactor closes by itself a connection of a TLS listener whose handshake
+    /// has gone on for over a second (it has given the protocol nothing), so a factory need
+    /// not name those.
     fn make_room(&mut self) -> Room {
         Room::Full
     }

@@ -1,5 +1,6 @@
 //! The web plugin at `--max-connections`: an idle keep-alive connection is closed to let a
-//! waiting client in (as nginx does), never one reading a request or sending a response.
+//! waiting client in (as nginx does), never one reading a request or sending a response;
+//! under `--workers`, one per client let in, not one per worker woken.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
@@ -343,4 +344,101 @@ fn at_the_limit_a_response_still_on_its_way_is_not_cut() {
     // All delivered and idle now: it makes room for the newcomer.
     let r = read_resp(&mut second, false);
     assert_eq!((r.status, r.body.as_slice()), (200, &b"0123456789"[..]));
+}
+
+/// Whether the server closed `c`: EOF or a reset within half a second, `false` if it is still
+/// open (the read times out). A byte would be a response nobody asked for.
+fn closed(c: &mut TcpStream) -> bool {
+    c.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    match c.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => panic!("a byte from an idle connection"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            false
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Under `--workers`, each worker has its own limit and idle list, and one client waiting on
+/// the shared socket wakes every worker at its limit: only the worker whose accept(2) takes
+/// it may give up an idle connection for it. Each newcomer, one after another, costs one.
+#[test]
+fn with_workers_one_waiting_client_costs_one_idle_connection() {
+    const WORKERS: usize = 3;
+    const NEWCOMERS: u64 = 3;
+    let t = tree();
+    let root = t.root.to_str().unwrap();
+    let s = Server::spawn(&[
+        "--pidfile=",
+        "--workers",
+        "3",
+        "--metrics",
+        "tcp:0:interface=127.0.0.1",
+        "web",
+        "--path",
+        root,
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--max-connections",
+        "2",
+        "--timeout",
+        TIMEOUT,
+    ]);
+    let (port, metrics) = (
+        crate::metrics::port_of(&s, "Site"),
+        crate::metrics::port_of(&s, "Metrics"),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let value = crate::metrics::value;
+    // Two per worker, none asked yet: one that has made no request is never given up, so a
+    // worker at its limit leaves the rest to the others.
+    let mut idle: Vec<TcpStream> = (0..2 * WORKERS).map(|_| connect(addr)).collect();
+    let open = |b: &str| {
+        b.contains("twistrs_connections_open{factory=\"Site\"")
+            && value(b, "twistrs_connections_open", "Site") == 2 * WORKERS as u64
+    };
+    let body = crate::metrics::scrape_until(metrics, open);
+    assert!(open(&body), "{body}");
+    // One request each: every worker holds two idle keep-alive connections.
+    for c in &mut idle {
+        assert_eq!(get(c, "/a.txt").status, 200);
+    }
+    let mut newcomers = Vec::new();
+    for _ in 0..NEWCOMERS {
+        let mut c = newcomer(addr);
+        let r = read_resp(&mut c, false);
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"0123456789"[..]));
+        newcomers.push(c);
+        // Every worker woken has answered by the time the next one comes.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let closes = |b: &str| value(b, "twistrs_connection_limit_closes_total", "Site");
+    crate::metrics::scrape_until(metrics, |b| closes(b) >= NEWCOMERS);
+    // The workers report every so often: a second look, for closes counted late.
+    std::thread::sleep(Duration::from_millis(1500));
+    let body = crate::metrics::scrape_until(metrics, |_| true);
+    let gone = idle
+        .iter_mut()
+        .chain(newcomers.iter_mut())
+        .map(closed)
+        .filter(|&c| c)
+        .count();
+    eprintln!(
+        "closes counted {}, connections closed {gone}",
+        closes(&body)
+    );
+    assert_eq!(closes(&body), NEWCOMERS, "{body}");
+    assert_eq!(
+        gone as u64, NEWCOMERS,
+        "idle connections closed for {NEWCOMERS} clients"
+    );
 }

@@ -80,13 +80,23 @@ fn still_handshaking(entries: &slab::Slab<Entry>, id: ConnId) -> bool {
         Some(Entry::Conn(c)) if c.conn.st.id == id && crate::output::Socket::handshaking(&c.conn.socket))
 }
 
-/// What became of a connection a factory gave up for room.
+/// What a connection a factory names for room allows ([`Reactor::for_room`]).
 enum ForRoom {
-    Closed,
-    /// Left open: its socket still has bytes to deliver or unread input.
+    /// It may be closed: nothing would be lost.
+    Quiet,
+    /// It stays open: its socket still has bytes to deliver or unread input.
     NotQuiet,
-    /// Not a live connection of that factory's: nothing done.
+    /// Not a live connection of that factory's: nothing to do.
     NotOurs,
+}
+
+/// The connection the accept gives up for the client it takes, once accept(2) has it.
+#[derive(Clone, Copy)]
+enum Evict {
+    /// The oldest stalled handshake ([`Reactor::stalled_handshake`]).
+    Stalled(ConnId),
+    /// The one the factory named, found quiet ([`Reactor::give_room`]).
+    Room(ConnId),
 }
 
 /// How many connections a factory may name that are not quiet, per listener and turn,
@@ -824,7 +834,7 @@ impl Reactor {
     pub(crate) fn accept(&mut self, key: usize) {
         let mut declined = 0;
         'accepts: for _ in 0..ACCEPTS_PER_TURN {
-            // A stalled handshake whose slot the client accepted next takes.
+            // The connection whose slot the client accepted next takes.
             let mut evict = None;
             let Some(Entry::Listener(l)) = self.entries.get_mut(key) else {
                 return;
@@ -847,7 +857,7 @@ impl Reactor {
                     if waiting {
                         match self.stalled_handshake(f) {
                             Stalled::Due(id) => {
-                                evict = Some(id);
+                                evict = Some(Evict::Stalled(id));
                                 break 'full;
                             }
                             Stalled::At(at) => stalled_at = Some(at),
@@ -855,16 +865,31 @@ impl Reactor {
                         }
                     }
                     let slot = &mut self.factories[f];
+                    // Over the limit only by a client kept when the connection named for it
+                    // had input arrive before its close (`give_room`).
+                    let over = slot.max.is_some_and(|m| slot.conns > m);
                     let room = if waiting {
                         slot.factory.make_room()
                     } else {
                         Room::Full
                     };
                     let retry_at = match room {
-                        Room::Close(id) => match self.close_for_room(f, id) {
-                            ForRoom::Closed => {
+                        // As for a stalled handshake, closed only once the accept below has
+                        // the client, for the same reason: under --workers every worker at
+                        // its limit is woken by the one client, and each would close one.
+                        Room::Close(id) => match self.for_room(f, id) {
+                            // One over: this close is the one owed for the client kept then,
+                            // made now, with no client taken for it, which restores the limit.
+                            // While over, no client is taken for a factory's choice, so never
+                            // more than one over (a stalled handshake's close is certain).
+                            ForRoom::Quiet if over => {
+                                self.close(id.key as usize, crate::error::Reason::Aborted);
                                 self.factories[f].origins[origin].counts.limit_closes += 1;
                                 continue 'accepts;
+                            }
+                            ForRoom::Quiet => {
+                                evict = Some(Evict::Room(id));
+                                break 'full;
                             }
                             // Still delivering or with input waiting: the factory is asked
                             // again (it may name another), a few times a turn, then shortly.
@@ -937,8 +962,14 @@ impl Reactor {
                     match &mut l.target {
                         Target::Factory(f) => {
                             let (factory, origin, tls) = (*f, l.origin, l.tls.clone());
-                            if let Some(id) = evict {
-                                self.close_stalled_handshake(key, (factory, origin), id);
+                            match evict {
+                                Some(Evict::Stalled(id)) => {
+                                    self.close_stalled_handshake(key, (factory, origin), id);
+                                }
+                                Some(Evict::Room(id)) => {
+                                    self.give_room((factory, origin), id, &mut declined);
+                                }
+                                None => {}
                             }
                             self.factories[factory].origins[origin as usize]
                                 .counts
@@ -986,10 +1017,11 @@ impl Reactor {
         self.resume_accept.push(key);
     }
 
-    /// Closes `id` to make room for a new connection of `factory` ([`crate::protocol::Factory::make_room`])
-    /// if it is one of that factory's live connections and its socket is quiet (nothing
-    /// left to deliver, nothing unread: see `Stream::quiet`).
-    fn close_for_room(&mut self, factory: usize, id: ConnId) -> ForRoom {
+    /// Whether `id`, named to make room for a new connection of `factory`
+    /// ([`crate::protocol::Factory::make_room`]), may be closed: one of that factory's live
+    /// connections whose socket is quiet (nothing left to deliver, nothing unread: see
+    /// `Stream::quiet`).
+    fn for_room(&mut self, factory: usize, id: ConnId) -> ForRoom {
         let Some(Entry::Conn(c)) = self.entries.get_mut(id.key as usize) else {
             return ForRoom::NotOurs;
         };
@@ -1004,8 +1036,41 @@ impl Reactor {
         {
             return ForRoom::NotQuiet;
         }
-        self.close(id.key as usize, crate::error::Reason::Aborted);
-        ForRoom::Closed
+        ForRoom::Quiet
+    }
+
+    /// Closes `id`, found quiet before the accept, for the client listener of `factory` has
+    /// just taken; counted. Only its input can have changed since (pending output only
+    /// drains, and nothing else ran): a request that arrived between the check and now, two
+    /// system calls apart, must not be reset away. Then the factory is asked again, within
+    /// the turn's [`ROOM_DECLINES_PER_TURN`] (the web plugin names the next idle one); and if
+    /// it names none quiet, the client is kept anyway and the worker is one over its limit:
+    /// closing the client instead would throw away what it sent, and it has already left
+    /// the backlog. The next close for room, with a client waiting, takes no client (see
+    /// `accept`), so it is never more than one over, and each close still counts for one
+    /// client let in.
+    fn give_room(&mut self, (factory, origin): (usize, u32), mut id: ConnId, declined: &mut usize) {
+        loop {
+            match self.for_room(factory, id) {
+                ForRoom::Quiet => {
+                    self.close(id.key as usize, crate::error::Reason::Aborted);
+                    self.factories[factory].origins[origin as usize]
+                        .counts
+                        .limit_closes += 1;
+                    return;
+                }
+                ForRoom::NotOurs => return,
+                ForRoom::NotQuiet => {}
+            }
+            if *declined >= ROOM_DECLINES_PER_TURN {
+                return;
+            }
+            *declined += 1;
+            match self.factories[factory].factory.make_room() {
+                Room::Close(next) => id = next,
+                Room::After(_) | Room::Full => return,
+            }
+        }
     }
 
     /// The connection of `factory` (at its limit, a client waiting) that has been in its TLS
@@ -1215,6 +1280,141 @@ mod tests {
             );
             r.turn(Some(Duration::from_millis(10))).unwrap();
         }
+    }
+
+    /// Connections in accept order, as a [`Roomy`] factory and its protocols share them.
+    type Live = Rc<std::cell::RefCell<std::collections::VecDeque<ConnId>>>;
+
+    /// A service that never writes and, at its limit, names its connections in turn, as the
+    /// web plugin names the next idle one after one left open.
+    struct Roomy(Live);
+    struct RoomyConn(Live);
+    impl crate::protocol::Protocol for RoomyConn {
+        fn connection_made(&mut self, t: &mut crate::transport::Transport<'_>) {
+            self.0.borrow_mut().push_back(t.id());
+        }
+        fn data_received(&mut self, _t: &mut crate::transport::Transport<'_>, _d: &[u8]) {}
+        fn connection_lost(
+            &mut self,
+            t: &mut crate::transport::Transport<'_>,
+            _r: &crate::error::Reason,
+        ) {
+            let id = t.id();
+            self.0.borrow_mut().retain(|&c| c != id);
+        }
+    }
+    impl crate::protocol::Factory for Roomy {
+        fn name(&self) -> &'static str {
+            "Roomy"
+        }
+        fn build_protocol(
+            &mut self,
+            _peer: &Address,
+        ) -> Option<Box<dyn crate::protocol::Protocol>> {
+            Some(Box::new(RoomyConn(self.0.clone())))
+        }
+        fn make_room(&mut self) -> Room {
+            let mut live = self.0.borrow_mut();
+            match live.pop_front() {
+                Some(id) => {
+                    live.push_back(id);
+                    Room::Close(id)
+                }
+                None => Room::Full,
+            }
+        }
+    }
+
+    /// A reactor serving [`Roomy`] on `tcp:0` with no limit yet (a test sets one once its
+    /// connections are in), its listener's key and address, and its connections.
+    fn roomy_server() -> (Reactor, usize, usize, SocketAddr, Live) {
+        let live = Live::default();
+        let mut r = Reactor::new().unwrap();
+        let f = r.add_factory(Box::new(Roomy(live.clone())));
+        let id = r
+            .listen(&"tcp:0:interface=127.0.0.1".parse().unwrap(), f)
+            .unwrap();
+        let addr = r.listener_address(id).unwrap().socket_addr().unwrap();
+        (r, f.0, id.0, addr, live)
+    }
+
+    /// Connects `n` clients to `addr` one by one, each accepted before the next.
+    fn clients(r: &mut Reactor, f: usize, addr: SocketAddr, n: usize) -> Vec<std::net::TcpStream> {
+        (0..n)
+            .map(|_| {
+                let c = std::net::TcpStream::connect(addr).unwrap();
+                let want = r.factories[f].conns + 1;
+                turn_until_conns(r, f, want);
+                c
+            })
+            .collect()
+    }
+
+    /// Sends a byte on `c` and waits until the server's side of `id` has it unread.
+    fn unread_input(r: &mut Reactor, f: usize, c: &mut std::net::TcpStream, id: ConnId) {
+        use std::io::Write;
+        c.write_all(b"x").unwrap();
+        let end = Instant::now() + Duration::from_secs(5);
+        while matches!(r.for_room(f, id), ForRoom::Quiet) {
+            assert!(Instant::now() < end, "the byte never arrived");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until a client waits in listener `key`'s backlog.
+    fn until_pending(r: &Reactor, key: usize) {
+        let Some(Entry::Listener(l)) = r.entries.get(key) else {
+            panic!("no listener");
+        };
+        let end = Instant::now() + Duration::from_secs(5);
+        while !pending(&l.sock) {
+            assert!(Instant::now() < end, "no client waiting");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn limit_closes(r: &Reactor, f: usize) -> u64 {
+        r.factories[f].origins[0].counts.limit_closes
+    }
+
+    #[test]
+    fn a_connection_named_for_room_that_got_input_after_the_accept_stays_open() {
+        let (mut r, f, _key, addr, live) = roomy_server();
+        let mut c = clients(&mut r, f, addr, 2);
+        r.factories[f].max = Some(2);
+        let a = live.borrow()[0];
+        // A request reaches `a` between the check before the accept and its close: the
+        // factory is asked again (it names `a` once more, then `b`) and `b`, quiet, goes
+        // instead.
+        unread_input(&mut r, f, &mut c[0], a);
+        let mut declined = 0;
+        r.give_room((f, 0), a, &mut declined);
+        assert_eq!(*live.borrow(), [a], "b closed, a kept");
+        assert_eq!((declined, limit_closes(&r, f)), (2, 1));
+        // With none quiet left, nothing is closed and the asking stays bounded: the client
+        // is kept, one over.
+        let mut declined = 0;
+        r.give_room((f, 0), a, &mut declined);
+        assert_eq!(*live.borrow(), [a]);
+        assert_eq!((declined, limit_closes(&r, f)), (ROOM_DECLINES_PER_TURN, 1));
+    }
+
+    #[test]
+    fn one_over_the_limit_the_next_close_for_room_takes_no_client() {
+        let (mut r, f, key, addr, live) = roomy_server();
+        // Two connections with a limit of one: as after a client kept by `give_room`.
+        let _c = clients(&mut r, f, addr, 2);
+        r.factories[f].max = Some(1);
+        let (a, b) = (live.borrow()[0], live.borrow()[1]);
+        let _waiting = std::net::TcpStream::connect(addr).unwrap();
+        until_pending(&r, key);
+        r.accept(key);
+        // `a` closed for the client kept before, `b` for this one, which is in: at the
+        // limit again, each close counted once.
+        let now: Vec<ConnId> = live.borrow().iter().copied().collect();
+        assert_eq!(now.len(), 1, "{now:?}");
+        assert!(!now.contains(&a) && !now.contains(&b), "{now:?}");
+        assert_eq!((r.factories[f].conns, limit_closes(&r, f)), (1, 2));
     }
 
     #[test]

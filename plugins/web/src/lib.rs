@@ -312,8 +312,9 @@ impl Factory for WebFactory {
     /// `--workers` worker has its own limit, and gives up only its own connections.
     fn make_room(&mut self) -> Room {
         // Listed again, as the most recent: the reactor leaves open one whose last response
-        // the kernel is still delivering (and asks again, naming the next); one it closes
-        // is unlisted by its `connection_lost`.
+        // the kernel is still delivering (and asks again, naming the next), and one named
+        // for a client another worker took; one it closes is unlisted by its
+        // `connection_lost`.
         let Some(id) = self.site.idle.as_ref().and_then(|i| {
             let mut i = i.borrow_mut();
             let id = i.take_longest()?;
