@@ -1053,7 +1053,9 @@ fn return_large_buffers() {
 
 /// Gives the plugin's own log files (web's access log, socks's connection log) to the user
 /// privileges are dropped to, as the main log: a SIGHUP reopens them by name as that user,
-/// and those a start creates are root's.
+/// and those a start creates are root's. So too what a plugin's start made for the service
+/// to use (mail's domain directories, Maildirs and password files): only what this start
+/// made, by the descriptors it made them with.
 pub(crate) fn give_plugin_logs(plan: &Plan) {
     for f in twistrs_core::reread::take_logs() {
         let _ = nix::unistd::fchown(&f, plan.target.uid, plan.target.gid);
@@ -1066,7 +1068,9 @@ pub(crate) fn give_plugin_logs(plan: &Plan) {
 /// the log. At start and in `--check` (which still exits 0). `workers`: the master stays root
 /// and its restart re-reads them as root; a single process restarts as the user it dropped
 /// to (and not at all in a chroot), so only a stop and a start read them again. `say`: false
-/// where another process says it (a master's workers but the first).
+/// where another process says it (a master's workers but the first). What a service uses
+/// while it serves (mail's Maildirs and password files) is tried here too, and warned of in
+/// its own words: there, the first delivery or login fails, not a reload.
 fn warn_reread(plan: &Plan, workers: bool, say: bool) {
     let failed = twistrs_core::reread::unreachable();
     if !say {
@@ -1082,16 +1086,29 @@ fn warn_reread(plan: &Plan, workers: bool, say: bool) {
     };
     for (path, kind, e) in failed {
         use twistrs_core::reread::Kind;
-        let what = match kind {
-            Kind::File => "re-read",
-            Kind::Dir => "list the directory",
-            Kind::Append | Kind::Made => "reopen the log file",
-        };
         let jail = plan
             .chroot
             .as_ref()
             .map(|d| format!(" inside the chroot {}", d.display()))
             .unwrap_or_default();
+        // Used while serving: the service fails at its first use, not only at a reload.
+        if let Kind::Reads(why) | Kind::Writes(why) = kind {
+            let (can, fix) = match kind {
+                Kind::Reads(_) => ("read", "readable"),
+                _ => ("write in", "readable and writable"),
+            };
+            log::warn!(target: LAUNCHER,
+                "{who} cannot {can} {}{jail} ({e}), and {why}: make it {fix} by {who} (and \
+                 its directories searchable)",
+                path.display());
+            continue;
+        }
+        let what = match kind {
+            Kind::File => "re-read",
+            Kind::Dir => "list the directory",
+            Kind::Append | Kind::Made => "reopen the log file",
+            Kind::Reads(_) | Kind::Writes(_) => continue,
+        };
         let fix = match e.kind() {
             std::io::ErrorKind::NotFound if plan.chroot.is_some() => {
                 "put it at that path inside the chroot".to_string()
@@ -1100,7 +1117,7 @@ fn warn_reread(plan: &Plan, workers: bool, say: bool) {
                 // The file may be fine and a directory above it closed to the user.
                 Kind::File => format!("make it readable by {who} (and its directories searchable)"),
                 Kind::Dir => format!("make it readable and searchable by {who}"),
-                Kind::Append | Kind::Made => {
+                Kind::Append | Kind::Made | Kind::Reads(_) | Kind::Writes(_) => {
                     format!("make it writable by {who} (and its directories searchable)")
                 }
             },

@@ -15,6 +15,12 @@
 //! ([`take_logs`]), as it gives the main log; one that was there is never given away (its path
 //! may be a link to anything). Both are tried like the rest ([`note_append`]): a file given
 //! away still cannot be reopened in a directory the user cannot search.
+//!
+//! What a service uses while it serves, not only at a reload, is tried the same way: mail's
+//! Maildirs (written at each delivery) and password files (read at each login) are noted
+//! with [`note_reads`] and [`note_writes`]. What a start itself makes for them it notes with
+//! [`note_created`] and the launcher gives it to the user as it gives the logs; what was
+//! there is left as it is, and warned of if the user cannot use it.
 
 use std::fs::File;
 use std::io;
@@ -34,6 +40,18 @@ pub enum Kind {
     /// Reaches the path of a log file a start would make (`--check`): made, it is given to
     /// the user, so only the directories on its way count.
     Made,
+    /// Read while serving (a mail password file, at each login); says by what.
+    Reads(&'static str),
+    /// Read and written while serving (a Maildir and its `tmp/`, `new/`, `cur/`: files are
+    /// made, renamed and removed in them); says by what.
+    Writes(&'static str),
+}
+
+impl Kind {
+    /// Used while serving, not only at a reload.
+    pub fn serving(self) -> bool {
+        matches!(self, Kind::Reads(_) | Kind::Writes(_))
+    }
 }
 
 struct Noted {
@@ -92,6 +110,14 @@ pub fn note_made(path: &Path) {
 /// the user it drops to. A copy of the descriptor is kept until then: the file, never what
 /// its path names later.
 pub(crate) fn note_log(file: &File) {
+    note_created(file);
+}
+
+/// A file or directory this start made (root's) that the service uses as the user it drops
+/// to (a Maildir, a mail password file): given to that user with the logs, by this
+/// descriptor, never by a path (which could name something else by then). Only what the
+/// start made: what was there is never given away.
+pub fn note_created(file: &File) {
     let mut n = noted();
     if n.closed {
         return;
@@ -101,13 +127,29 @@ pub(crate) fn note_log(file: &File) {
     }
 }
 
-/// The plugin log files noted so far (their descriptors), for the launcher to `fchown`.
+/// `path` is read while serving (`why`: by what): tried as the user the service runs as.
+/// One that is not there is no failure (a start makes it, and gives it).
+pub fn note_reads(path: &Path, why: &'static str) {
+    note(path, Kind::Reads(why));
+}
+
+/// The directory (or file) `path` is read and written while serving (`why`: by what): tried
+/// as the user the service runs as. One that is not there is no failure, if its name can be
+/// looked up (a start makes it, and gives it).
+pub fn note_writes(path: &Path, why: &'static str) {
+    note(path, Kind::Writes(why));
+}
+
+/// The files noted so far with [`note_log`] and [`note_created`] (their descriptors), for
+/// the launcher to `fchown`.
 pub fn take_logs() -> Vec<File> {
     std::mem::take(&mut noted().logs)
 }
 
 /// Opens each noted path as a reload would, as the user (and in the root) this process has
-/// now, and returns those that fail, with why. Ends the noting.
+/// now, and returns those that fail, with why. Ends the noting. A path used while serving
+/// that lies under one that failed is not returned again: a Maildir closed to the user is
+/// one failure, not four.
 pub fn unreachable() -> Vec<(PathBuf, Kind, io::Error)> {
     let paths = {
         let mut n = noted();
@@ -115,10 +157,39 @@ pub fn unreachable() -> Vec<(PathBuf, Kind, io::Error)> {
         n.logs.clear();
         std::mem::take(&mut n.paths)
     };
-    paths
-        .into_iter()
-        .filter_map(|(p, kind)| try_open(&p, kind).err().map(|e| (p, kind, e)))
-        .collect()
+    let mut failed: Vec<(PathBuf, Kind, io::Error)> = Vec::new();
+    for (p, kind) in paths {
+        if kind.serving()
+            && failed
+                .iter()
+                .any(|(f, k, _)| k.serving() && p.starts_with(f))
+        {
+            continue;
+        }
+        if let Err(e) = try_open(&p, kind) {
+            failed.push((p, kind, e));
+        }
+    }
+    failed
+}
+
+/// Whether the user this process now is may read and write `path` (and search it, a
+/// directory), asked of the kernel with `faccessat(AT_EACCESS)`: the effective ids (`--euid`
+/// changes only those), supplementary groups, ACLs and read-only mounts as a delivery meets
+/// them. Asked, not tried: a check may make nothing, and a file made to try a directory
+/// would be one more thing to clean up, or to leave behind, in a live Maildir.
+fn writable(path: &Path) -> io::Result<()> {
+    use nix::fcntl::{AT_FDCWD, AtFlags};
+    use nix::unistd::{AccessFlags, faccessat};
+    let mut mode = AccessFlags::R_OK | AccessFlags::W_OK;
+    match std::fs::metadata(path) {
+        Ok(md) if md.is_dir() => mode |= AccessFlags::X_OK,
+        Ok(_) => {}
+        // Not there: a start makes it and gives it; its name must still be reachable.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    faccessat(AT_FDCWD, path, mode, AtFlags::AT_EACCESS).map_err(io::Error::from)
 }
 
 fn try_open(path: &Path, kind: Kind) -> io::Result<()> {
@@ -140,6 +211,12 @@ fn try_open(path: &Path, kind: Kind) -> io::Result<()> {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         },
+        // Opened, as a login opens it.
+        Kind::Reads(_) => match try_open(path, Kind::File) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        },
+        Kind::Writes(_) => writable(path),
     }
 }
 
@@ -161,6 +238,14 @@ mod tests {
         note_append(&gone);
         note_append(&there);
         note_made(&gone);
+        // Used while serving: not there is no failure (a start makes it); a path under one
+        // that failed is not said again.
+        note_reads(&gone, "logins");
+        note_writes(&gone, "delivery");
+        let under_file = there.join("maildir");
+        note_writes(&under_file, "delivery");
+        note_writes(&under_file.join("tmp"), "delivery");
+        note_writes(dir.path(), "delivery");
         let log = File::create(dir.path().join("log")).unwrap();
         note_log(&log);
         assert!(!take_logs().is_empty());
@@ -176,14 +261,17 @@ mod tests {
             vec![
                 (gone.clone(), Kind::File),
                 (gone.clone(), Kind::Dir),
-                (gone, Kind::Append)
+                (gone, Kind::Append),
+                (under_file, Kind::Writes("delivery")),
             ],
             "a log a start would make, where its name can be looked up, is no failure"
         );
-        assert!(
-            bad.iter()
-                .all(|(_, _, e)| e.kind() == io::ErrorKind::NotFound)
-        );
+        assert!(bad.iter().all(|(_, k, e)| e.kind()
+            == if k.serving() {
+                io::ErrorKind::NotADirectory
+            } else {
+                io::ErrorKind::NotFound
+            }));
         note_file(&dir.path().join("later"));
         assert!(unreachable().is_empty(), "noted after the test: not kept");
     }

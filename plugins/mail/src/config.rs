@@ -127,12 +127,44 @@ impl Setup {
         }
     }
 
-    /// `create_dir_all(dir)`, or whether it could succeed.
-    pub fn dir_all(self, dir: &Path) -> std::io::Result<()> {
+    /// Makes the domain directory `path` and its `passwd/` (and the directories above, as
+    /// `create_dir_all`), or checks that a start could. The two a start makes are given to
+    /// the `-u` user ([`make_dir`]); those above are not the domain's and stay as made.
+    pub fn domain(self, path: &Path) -> std::io::Result<()> {
+        let passwd = path.join("passwd");
         match self {
-            Setup::Make => std::fs::create_dir_all(dir),
-            Setup::Check => could_create(dir),
+            Setup::Make => {
+                if let Some(up) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(up)?;
+                }
+                make_dir(path, 0o777)?;
+                make_dir(&passwd, 0o777)
+            }
+            Setup::Check => could_create(&passwd),
         }
+    }
+}
+
+/// Makes the directory `dir` (its parent is there) with `mode` (less the umask), as
+/// `create_dir` does, and is content with a directory already there. One this call made is
+/// opened (`O_DIRECTORY | O_NOFOLLOW`: the directory made, never a link put in its place
+/// since) and noted for the launcher to give to the `-u` user, as postfix and dovecot own
+/// their mail stores: made by root at start, it would be closed to the service that delivers
+/// into it. One that was there is left as it is: its owner is the operator's choice (and its
+/// path could lead anywhere).
+fn make_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {
+            let made = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                .open(dir)?;
+            twistrs_core::reread::note_created(&made);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -160,24 +192,58 @@ pub fn make_maildir(dir: &Path) -> std::io::Result<()> {
     maildir(dir, Setup::Make)
 }
 
+/// Why a Maildir must be the service's: the warning's words.
+const MAILDIR_USE: &str = "delivery and POP3 make, rename and remove files in it";
+
 fn maildir(dir: &Path, how: Setup) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true).mode(0o700);
-    for sub in MAILDIR {
-        match how {
-            Setup::Make => b.create(dir.join(sub))?,
-            Setup::Check => could_create(&dir.join(sub))?,
+    use std::os::unix::fs::OpenOptionsExt;
+    match how {
+        Setup::Make => {
+            if let Some(up) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(up)?;
+            }
+            make_dir(dir, 0o700)?;
+            make_dir(&dir.join(".Trash"), 0o700)?;
+            for sub in MAILDIR {
+                make_dir(&dir.join(sub), 0o700)?;
+            }
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(dir.join(".Trash/maildirfolder"))
+            {
+                Ok(f) => twistrs_core::reread::note_created(&f),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Setup::Check => {
+            for sub in MAILDIR {
+                could_create(&dir.join(sub))?;
+            }
+            if !dir.join(".Trash/maildirfolder").exists() {
+                could_write_in(&dir.join(".Trash"))?;
+            }
         }
     }
-    let folder = dir.join(".Trash/maildirfolder");
-    if !folder.exists() {
-        match how {
-            Setup::Make => std::fs::write(folder, "")?,
-            Setup::Check => could_write_in(&dir.join(".Trash"))?,
-        }
-    }
+    note_maildir(dir);
     Ok(())
+}
+
+/// Notes what delivery and POP3 use of the Maildir `dir`, to be tried as the -u user once the
+/// launcher has dropped to it: made by this start, it is that user's; there before, it may be
+/// root's.
+pub fn note_maildir(dir: &Path) {
+    for p in [
+        dir.to_path_buf(),
+        dir.join("tmp"),
+        dir.join("new"),
+        dir.join("cur"),
+        dir.join(crate::mailbox::LOCK),
+    ] {
+        twistrs_core::reread::note_writes(&p, MAILDIR_USE);
+    }
 }
 
 /// Whether `create_dir_all(dir)` could succeed, without making anything: `dir` is a
@@ -250,6 +316,8 @@ impl Domain {
         let dir = self.path.join("passwd");
         let name = dirdbm_name(user);
         let p = dir.join(&name);
+        // Read at each login, as the -u user: tried as that user once the launcher drops.
+        twistrs_core::reread::note_reads(&p, "POP3 logins read the password in it");
         if std::fs::read(&p).is_ok_and(|cur| cur == pass.as_bytes()) {
             return maildir(&self.path.join(user), how);
         }
@@ -258,15 +326,23 @@ impl Domain {
             return maildir(&self.path.join(user), how);
         }
         let tmp = dir.join(format!("{name}.{}.new", std::process::id()));
+        // A new file, never one found at that name: the directory may be the service's, and
+        // what it put there (a hard link to another file) must not be written through. The
+        // leftover of a start that died here is removed first.
+        let _ = std::fs::remove_file(&tmp);
         let written = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, pass.as_bytes()))
-            .and_then(|()| std::fs::rename(&tmp, &p));
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, pass.as_bytes())?;
+                std::fs::rename(&tmp, &p)?;
+                // Made by this start: the -u user's, as the Maildir is.
+                twistrs_core::reread::note_created(&f);
+                Ok(())
+            });
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }

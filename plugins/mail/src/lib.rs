@@ -253,7 +253,7 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
         let (name, path) = pair(v, "maildirdbmdomain", "name=path")?;
         let path = std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path));
         // A check (`twistrs --check`) writes nothing: the running server may use the domain.
-        how.dir_all(&path.join("passwd"))
+        how.domain(&path)
             .map_err(|e| PluginError::new(format!("mail: -d {v}: {e}")))?;
         at.push((pos, domains.len()));
         domains.push(Domain {
@@ -296,6 +296,19 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
         let d = last_domain_before(&at, pos)
             .ok_or_else(|| PluginError::new("Specify a domain before --bounce-to-postmaster"))?;
         domains[d].bounce_to_postmaster = true;
+    }
+    for d in domains.iter().filter(|d| d.bounce_to_postmaster) {
+        // -b makes the postmaster's Maildir at its first bounce, as the -u user: that one, or
+        // the domain directory it is made in, must be the user's.
+        let pm = d.path.join("postmaster");
+        if pm.exists() {
+            config::note_maildir(&pm);
+        } else {
+            twistrs_core::reread::note_writes(
+                &d.path,
+                "-b makes the postmaster's Maildir in it at the first bounce",
+            );
+        }
     }
     let mut default = None;
     for pos in flag_positions(m, "default") {

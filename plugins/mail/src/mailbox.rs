@@ -43,6 +43,9 @@ pub enum OpenError {
     Io(io::Error),
 }
 
+/// The file in a Maildir whose lock a POP3 session holds.
+pub const LOCK: &str = ".twistrs-pop3.lock";
+
 /// Opens the Maildir of a user at `dir` for a session: creates it if the user has none yet
 /// (as twistd does for a user added to the passwd database by hand), takes its lock, and
 /// lists its messages.
@@ -55,7 +58,7 @@ pub fn open(dir: &Path) -> Result<Mailbox, OpenError> {
         .write(true)
         .create(true)
         .truncate(false)
-        .open(dir.join(".twistrs-pop3.lock"))
+        .open(dir.join(LOCK))
         .map_err(OpenError::Io)?;
     let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(l) => l,
