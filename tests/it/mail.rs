@@ -1439,3 +1439,186 @@ print(f.readline()[:4], f.readline())
     );
     assert!(gone_within(old, 1.0), "{}", d.log());
 }
+
+/// The owner of `path` (not following a link).
+fn owner(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .uid()
+}
+
+/// A directory root made that the user the tests drop to may enter (a temporary directory
+/// is root's alone).
+fn open_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Started by root with `-u 65534 -g 65534`: the domain directory, the password file and the
+/// Maildir the start makes are that user's, so a delivery gets 250 and lands in new/, and a
+/// POP3 login reads its password and the message. What was there (the directory above the
+/// domain) is left root's.
+fn given_to_the_uid(test: &str, launcher: &[&str]) {
+    if nobody_as_root(test).is_none() {
+        return;
+    }
+    let dir = open_tempdir();
+    let domain = dir.path().join("example.com");
+    let dom = format!("example.com={}", domain.display());
+    let mut args = vec!["-u", "65534", "-g", "65534", "--pidfile="];
+    args.extend_from_slice(launcher);
+    args.extend_from_slice(&[
+        "mail",
+        "-H",
+        "mx.test",
+        "-d",
+        &dom,
+        "-u",
+        "joe=secret",
+        "-s",
+        "tcp:0:interface=127.0.0.1",
+        "-p",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let srv = Server::start(&args);
+    srv.wait_until(|l| count_ports(l) >= 2, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("mail did not start: {:?}", srv.lines()));
+    let ports = srv.ports();
+    let (code, out, err) = py(
+        r#"
+import smtplib, poplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)
+s.helo('client.test')
+s.mail('a@b.test')
+s.rcpt('joe@example.com')
+print('data', s.data('Subject: given\r\n\r\nto nobody\r\n')[0])
+s.quit()
+p = poplib.POP3('127.0.0.1', int(sys.argv[2]), timeout=10)
+p.user('joe@example.com')
+print('pass', p.pass_('secret').split()[0].decode())
+print('retr', b'\n'.join(p.retr(1)[1]).decode().count('to nobody'))
+p.quit()
+"#,
+        &[&ports[0].to_string(), &ports[1].to_string()],
+    );
+    assert_eq!(code, 0, "{out}{err}{:?}", srv.lines());
+    assert!(out.contains("data 250"), "{out}{:?}", srv.lines());
+    assert!(out.contains("pass +OK") && out.contains("retr 1"), "{out}");
+    let joe = domain.join("joe");
+    assert_eq!(
+        new_files(&joe).len(),
+        1,
+        "the message is in new/ until RETR"
+    );
+    for made in [
+        domain.clone(),
+        domain.join("passwd"),
+        domain.join("passwd/am9l_"),
+        joe.clone(),
+        joe.join("new"),
+        joe.join("cur"),
+        joe.join("tmp"),
+        joe.join(".Trash/maildirfolder"),
+    ] {
+        assert_eq!(owner(&made), 65534, "{} is the -u user's", made.display());
+    }
+    assert_eq!(owner(dir.path()), 0, "what was there is left as it was");
+    assert!(
+        !srv.lines().iter().any(|l| l.contains("cannot")),
+        "nothing to warn of: {:?}",
+        srv.lines()
+    );
+}
+
+#[test]
+fn a_start_with_a_uid_gives_the_user_what_it_makes() {
+    given_to_the_uid("a_start_with_a_uid_gives_the_user_what_it_makes", &[]);
+}
+
+#[test]
+fn a_start_with_a_uid_and_workers_gives_the_user_what_it_makes() {
+    given_to_the_uid(
+        "a_start_with_a_uid_and_workers_gives_the_user_what_it_makes",
+        &["--workers", "2"],
+    );
+}
+
+/// A Maildir and a password file root made before, 0700 and 0600: a start with `-u` leaves
+/// them root's (they were there) and says, at start and in `--check` (which still passes),
+/// that the user cannot use them, naming the path and the user.
+#[test]
+fn a_maildir_the_uid_cannot_write_is_warned_of_at_start_and_in_check() {
+    use std::os::unix::fs::DirBuilderExt;
+    let test = "a_maildir_the_uid_cannot_write_is_warned_of_at_start_and_in_check";
+    let Some(nobody) = nobody_as_root(test) else {
+        return;
+    };
+    let dir = open_tempdir();
+    let domain = dir.path().join("example.com");
+    std::fs::create_dir_all(domain.join("passwd")).unwrap();
+    let pw = domain.join("passwd/am9l_");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&pw)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"secret").unwrap();
+    }
+    let joe = domain.join("joe");
+    for sub in ["", "new", "cur", "tmp"] {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(joe.join(sub))
+            .unwrap();
+    }
+    let dom = format!("example.com={}", domain.display());
+    let args = |check: bool| {
+        let mut a: Vec<&str> = if check { vec!["--check"] } else { vec![] };
+        a.extend_from_slice(&[
+            "-u",
+            "65534",
+            "-g",
+            "65534",
+            "--pidfile=",
+            "mail",
+            "-d",
+            &dom,
+            "-u",
+            "joe=secret",
+            "-s",
+            "tcp:0:interface=127.0.0.1",
+            "-p",
+            "tcp:0:interface=127.0.0.1",
+        ]);
+        a
+    };
+    let maildir_warning = format!("{} cannot write in {} (", nobody.name, joe.display());
+    let passwd_warning = format!("{} cannot read {} (", nobody.name, pw.display());
+    let (code, out, err) = run_in(dir.path(), &args(true));
+    assert_eq!(code, 0, "a warning, not a failure: {out}{err}");
+    assert!(err.contains(&maildir_warning), "{err}");
+    assert!(err.contains(&passwd_warning), "{err}");
+    assert_eq!(
+        err.matches(&format!("cannot write in {}", joe.display()))
+            .count(),
+        1,
+        "one warning for the Maildir, not one for each of its directories: {err}"
+    );
+    let srv = Server::start(&args(false));
+    assert!(srv.log_contains(&maildir_warning), "{:?}", srv.lines());
+    assert!(srv.log_contains(&passwd_warning), "{:?}", srv.lines());
+    for there in [&domain, &pw, &joe, &joe.join("new")] {
+        assert_eq!(
+            owner(there),
+            0,
+            "{} was there: left root's",
+            there.display()
+        );
+    }
+}
