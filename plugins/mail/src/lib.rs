@@ -46,6 +46,9 @@ const ABOUT: &str = "An email service: SMTP into Maildir, POP3 out of it (twistd
 const MAIL_NOTES: &str = "\
 Storage is twistd's: PATH/passwd/ holds one file per user named as twistd's DirDBM names it \
 (joe is am9l_) containing the password, and PATH/USER/{new,cur,tmp} is the user's Maildir. \
+Started by root with the daemon's -u/-g, what the start makes of these is given to that user and \
+group; what was there is left as it is, and warned of (at start and by --check) if that user \
+cannot write the Maildir or read the password file. \
 SMTP: HELO, and with -E EHLO with PIPELINING, 8BITMIME, SIZE, ENHANCEDSTATUSCODES and AUTH \
 PLAIN/LOGIN; MAIL, RCPT, DATA, RSET, NOOP, QUIT, VRFY (252). Unknown users and other domains are \
 refused at RCPT (550): never a relay. Limits: --max-message-size (552), lines of 1000 octets \
