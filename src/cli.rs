@@ -536,7 +536,9 @@ holds a lock on it), the log file opened, the plugin's service built, \fB--chroo
 set (0077 unless \fB--umask\fR), the process forked twice into its own session with stdio on
 /dev/null, the pidfile written, the listeners bound as the starting user (so root can bind port
 80), privileges dropped, and the services started. The starting process waits and exits 0 only
-once all of that succeeded; otherwise it prints the whole error and exits 1.
+once all of that succeeded; otherwise it prints the whole error and exits 1. Options the
+plugin refuses as its service is built leave no pidfile and no log file that the start made
+behind; a log file that was there gets the error.
 .PP
 The pidfile is created with the run's umask (0600 for a daemon, as twistd's) and locked
 (flock) for the daemon's whole life. A pidfile nobody holds (stale, empty,

@@ -430,8 +430,12 @@ fn start(
 
     // 2. The log; then the service, built only now (twistd builds it first): a refused start
     // changes nothing a plugin writes (mail's passwords), and what it logs reaches the log.
-    let built = open_log(&plan, &exe, pidfile.as_ref())
-        .and_then(|logger| Ok((logger, make_service(name, plugin, sub, n)?)));
+    // Options the plugin refuses leave no log file of this start's making behind, as twistd
+    // (which refuses them before it opens its log) leaves none.
+    let built = open_log(&plan, &exe, pidfile.as_ref()).and_then(|logger| {
+        let service = make_service(name, plugin, sub, n).inspect_err(|_| logger.unmake())?;
+        Ok((logger, service))
+    });
     let (logger, mut service) = match built {
         Ok(b) => b,
         Err(e) => {

@@ -63,6 +63,8 @@ enum Sink {
         file: File,
         size: u64,
         loss: Loss,
+        /// This start made the file (it was not there): [`Logger::unmake`] may remove it.
+        made: bool,
     },
     Syslog,
 }
@@ -178,6 +180,15 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
+/// Opens `path` for appending, made if missing: the file, and whether this open made it.
+fn open_or_make(path: &Path) -> io::Result<(File, bool)> {
+    match OpenOptions::new().create_new(true).append(true).open(path) {
+        Ok(f) => Ok((f, true)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => open_append(path).map(|f| (f, false)),
+        Err(e) => Err(e),
+    }
+}
+
 /// Installs the logger. Fails if the log file cannot be opened.
 pub fn init(dest: Destination, rotation: Option<Rotation>) -> io::Result<&'static Logger> {
     let sink = match dest {
@@ -185,7 +196,7 @@ pub fn init(dest: Destination, rotation: Option<Rotation>) -> io::Result<&'stati
         Destination::Stderr => Sink::Stderr(io::stderr()),
         Destination::File(path) => {
             let path = std::path::absolute(&path)?;
-            let file = open_append(&path)?;
+            let (file, made) = open_or_make(&path)?;
             let size = file.metadata().map_or(0, |m| m.len());
             Sink::File {
                 reach: Ok(path.clone()),
@@ -193,6 +204,7 @@ pub fn init(dest: Destination, rotation: Option<Rotation>) -> io::Result<&'stati
                 file,
                 size,
                 loss: Loss::default(),
+                made,
             }
         }
         Destination::Syslog(ident) => {
@@ -285,6 +297,7 @@ impl Logger {
             file,
             size,
             loss,
+            ..
         } = &mut st.sink
         {
             let at = reach.as_ref().map_err(|jail| outside(path, jail))?;
@@ -328,6 +341,31 @@ impl Logger {
         match &self.lock().sink {
             Sink::File { path, .. } => Some(path.clone()),
             _ => None,
+        }
+    }
+
+    /// A start refused before anything of it ran (the plugin's options, as twistd refuses
+    /// them before it opens its log): removes the log file if this start made it and the path
+    /// still names that file, so the refusal leaves nothing behind. A file that was there is
+    /// kept, with the refusal logged in it. Lines written after this go nowhere.
+    pub fn unmake(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let st = self.lock();
+        let Sink::File {
+            path,
+            file,
+            made: true,
+            ..
+        } = &st.sink
+        else {
+            return;
+        };
+        let same = match (file.metadata(), std::fs::symlink_metadata(path)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        };
+        if same {
+            let _ = std::fs::remove_file(path);
         }
     }
 
@@ -464,6 +502,7 @@ impl Log for Logger {
                 file,
                 size,
                 loss,
+                ..
             } => {
                 // Only after a failed write does a line carry more than itself: the common
                 // line is written as it is, without a copy.
@@ -605,6 +644,7 @@ mod tests {
             file: open_append(&path).unwrap(),
             size: 0,
             loss: Loss::default(),
+            made: true,
         });
         log::set_max_level(LevelFilter::Info);
         let say = |level: Level, text: &str| {

@@ -159,6 +159,53 @@ fn start_up_errors_reach_the_waiting_parent_whole() {
     );
 }
 
+/// A plugin's options refused as its service is made (procmon without a command, mail with
+/// every protocol off) leave nothing behind, as twistd's usage errors do: no pidfile, and no
+/// log file that the start made. A log that was there keeps its lines and gets the refusal.
+#[test]
+fn a_refused_plugin_leaves_no_log_or_pidfile_behind() {
+    let refusals: [(&[&str], &str); 3] = [
+        (&["procmon"], "Please specify a process commandline"),
+        (
+            &["mail", "--no-smtp", "--no-pop3"],
+            "You cannot disable all protocols",
+        ),
+        (&["echo", "--listen", "tcp:nope"], "'tcp:nope'"),
+    ];
+    for (args, want) in refusals {
+        for foreground in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut full = if foreground {
+                vec!["-n", "-l", "own.log"]
+            } else {
+                vec![]
+            };
+            full.extend_from_slice(args);
+            let (code, _, err) = run_in(dir.path(), &full);
+            assert_eq!(code, 1, "{full:?}: {err}");
+            assert!(err.contains(want), "{full:?}: {err}");
+            let left: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert!(left.is_empty(), "{full:?} left {left:?}");
+        }
+    }
+    // A log that was there: kept, its lines untouched, the refused start logged after them.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("twistrs.log");
+    std::fs::write(&log, "an earlier line\n").unwrap();
+    let (code, _, err) = run_in(dir.path(), &["procmon"]);
+    assert_eq!(code, 1, "{err}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.starts_with("an earlier line\n"), "{text}");
+    assert!(
+        text.contains("[twistrs.launcher#error] Please specify a process commandline"),
+        "{text}"
+    );
+    assert!(!dir.path().join("twistrs.pid").exists());
+}
+
 #[test]
 fn pidfile_cases_live_stale_empty_garbage_and_reused() {
     let d = Daemon::start(&["echo", "--listen", "tcp:0:interface=127.0.0.1"]);
