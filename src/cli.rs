@@ -554,7 +554,8 @@ user, inside the chroot: one that cannot be is a warning naming the file and the
 data. A single process restarts as that user too, so only a stop and a start read such a file
 again; a \fB--workers\fR master keeps root, and its restart does. The pidfile
 stays the starting user's and is written through the descriptor opened before the privilege
-drop, then removed at exit if the directory allows it, else emptied.
+drop, then removed at exit if the directory allows it, else emptied (as in \fB--chroot\fR,
+whose jail does not reach it; a failed start removes it from inside the jail too).
 .PP
 \fBstop\fR, \fBstatus\fR and \fBrestart\fR act on the process holding the pidfile's lock,
 found in /proc (its descriptors and their fdinfo lock lines), never merely on the PID the file

@@ -12,30 +12,43 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 
 /// The daemon's end of the status pipe.
-pub struct StatusWriter(Option<File>);
+pub struct StatusWriter {
+    pipe: Option<File>,
+    /// The process reading it prints a failure on stderr itself (the starter `daemonize`
+    /// left waiting), so the daemon does not print it again.
+    prints: bool,
+}
 
 impl StatusWriter {
     /// No parent is waiting (`-n`, or a restart's successor reporting elsewhere).
     pub fn none() -> Self {
-        StatusWriter(None)
+        StatusWriter {
+            pipe: None,
+            prints: false,
+        }
     }
 
     /// Wraps a descriptor to report on.
     pub fn from_fd(fd: OwnedFd) -> Self {
-        StatusWriter(Some(File::from(fd)))
+        StatusWriter {
+            pipe: Some(File::from(fd)),
+            prints: false,
+        }
     }
 
     /// Start-up succeeded.
     pub fn ok(&mut self) {
-        if let Some(mut f) = self.0.take() {
+        if let Some(mut f) = self.pipe.take() {
             let _ = f.write_all(b"0");
         }
     }
 
-    /// Start-up failed with `msg`.
-    pub fn fail(&mut self, msg: &str) {
-        if let Some(mut f) = self.0.take() {
-            let _ = f.write_all(format!("1 {msg}").as_bytes());
+    /// Start-up failed with `msg`. True if the reader prints it on stderr (the daemon's
+    /// starter).
+    pub fn fail(&mut self, msg: &str) -> bool {
+        match self.pipe.take() {
+            Some(mut f) => f.write_all(format!("1 {msg}").as_bytes()).is_ok() && self.prints,
+            None => false,
         }
     }
 }
@@ -54,9 +67,17 @@ pub fn verdict(report: &str, log: Option<&Path>) -> (i32, Option<String>) {
     }
 }
 
-/// Forks into the background in `workdir` with `umask`. Returns the status writer in the
-/// daemon; in the original process, waits for the verdict and exits with it.
-pub fn daemonize(workdir: &Path, umask: u32, log: Option<&Path>) -> Result<StatusWriter, String> {
+/// Forks into the background in `workdir` with `umask`. In the daemon, `status` becomes the
+/// pipe to the starter, also when going into the background fails (stdio cannot be moved to
+/// /dev/null): the error is then returned for the start to fail as any other failure does,
+/// giving its pidfile up and logging it, and reported. In the original process, waits for
+/// the verdict and exits with it.
+pub fn daemonize(
+    workdir: &Path,
+    umask: u32,
+    log: Option<&Path>,
+    status: &mut StatusWriter,
+) -> Result<(), String> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("cannot create the status pipe: {e}"))?;
     match daemonize::Daemonize::new()
@@ -75,14 +96,16 @@ pub fn daemonize(workdir: &Path, umask: u32, log: Option<&Path>) -> Result<Statu
             std::process::exit(code);
         }
         daemonize::Outcome::Parent(Err(e)) => Err(format!("cannot daemonize: {e}")),
-        daemonize::Outcome::Child(Ok(_)) => {
+        outcome @ daemonize::Outcome::Child(_) => {
             drop(r);
-            Ok(StatusWriter::from_fd(w))
-        }
-        daemonize::Outcome::Child(Err(e)) => {
-            let mut s = StatusWriter::from_fd(w);
-            s.fail(&format!("cannot daemonize: {e}"));
-            std::process::exit(1);
+            *status = StatusWriter {
+                pipe: Some(File::from(w)),
+                prints: true,
+            };
+            match outcome {
+                daemonize::Outcome::Child(Err(e)) => Err(format!("cannot daemonize: {e}")),
+                _ => Ok(()),
+            }
         }
     }
 }

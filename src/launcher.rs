@@ -107,8 +107,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
         Err(msg) => {
             log::error!(target: LAUNCHER, "{msg}");
             log::logger().flush();
-            status.fail(&msg);
-            eprintln!("twistrs: {msg}");
+            // A daemon's starter prints it; the daemon's own stderr may still be the same.
+            if !status.fail(&msg) {
+                eprintln!("twistrs: {msg}");
+            }
             EXIT_FAILURE
         }
     }
@@ -600,8 +602,16 @@ pub(crate) fn settle(
     }
     if plan.daemon {
         let log_path = logger.path();
-        *status = daemon::daemonize(Path::new("."), umask.unwrap_or(0o077), log_path.as_deref())?;
+        // A failure in the forked process comes back as an error (and `status` as its pipe):
+        // the start gives its pidfile up and logs it as any failure.
+        let detached = daemon::daemonize(
+            Path::new("."),
+            umask.unwrap_or(0o077),
+            log_path.as_deref(),
+            status,
+        );
         logger.forked();
+        detached?;
     }
     if systemd_fds {
         // Socket activation names the PID systemd started; after a fork that is us.
@@ -704,6 +714,9 @@ fn serve(
             .map_err(|e| format!("cannot write pidfile {}: {e}", p.path().display()))?;
     }
     // 11. Serving: tell the parent (or predecessor, or master) and systemd.
+    if let Some(p) = pidfile.as_mut() {
+        p.serving();
+    }
     status.ok();
     // The start is over: a warning from now on is news, whatever its text.
     logger.started();

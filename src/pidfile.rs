@@ -10,16 +10,17 @@
 //! a directory, FIFO, device or a file with several names, so a planted link cannot make a
 //! root daemon (or root's `twistrs status`) write into, or hang on, some other file.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl, openat};
 use nix::sys::stat::Mode;
+use nix::unistd::UnlinkatFlags;
 
 use crate::holder::{self, FileId, Holder};
 
@@ -33,6 +34,10 @@ pub struct Pidfile {
     pub previous: Option<String>,
     /// Passed by the process a restart replaces, which still serves until we do.
     inherited: bool,
+    /// The directory the file was taken in (O_PATH) and its name there, held while the
+    /// process starts: a start that fails once inside `--chroot` (whose jail does not reach
+    /// the path) still removes the file. Let go of once it serves ([`Pidfile::serving`]).
+    dir: Option<(OwnedFd, OsString)>,
 }
 
 /// Why a pidfile could not be taken.
@@ -299,11 +304,23 @@ impl Pidfile {
         match file.try_lock() {
             Ok(()) => {
                 let prev = read_trimmed(&file).map_err(io_err)?;
+                // Without it (a directory that vanished meanwhile), removal goes by the path.
+                let dir = match (path.parent(), path.file_name()) {
+                    (Some(d), Some(name)) => nix::fcntl::open(
+                        d,
+                        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .ok()
+                    .map(|fd| (fd, name.to_os_string())),
+                    _ => None,
+                };
                 Ok(Pidfile {
                     path,
                     file,
                     previous: (!prev.is_empty()).then_some(prev),
                     inherited: false,
+                    dir,
                 })
             }
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -340,6 +357,7 @@ impl Pidfile {
             file,
             previous: None,
             inherited: true,
+            dir: None,
         })
     }
 
@@ -371,13 +389,39 @@ impl Pidfile {
         self.file.as_raw_fd()
     }
 
-    /// Removes the file at a clean exit. If the directory does not let us (privileges were
-    /// dropped: the file stays its starter's), empties it through our descriptor instead: an
+    /// Removes the file, at a clean exit or a failed start, if its name still names the file
+    /// we hold locked: one put there since (ours removed by hand, another start's) is not
+    /// ours to remove. During the start the name is looked up in the directory it was taken
+    /// in, also from inside `--chroot`; later by the path. When it cannot be removed (the
+    /// directory does not let us once privileges are dropped: the file stays its starter's;
+    /// the path is outside the jail), our file is emptied through our descriptor instead: an
     /// empty, unlocked pidfile never blocks a start.
     pub fn remove(self) {
-        if std::fs::remove_file(&self.path).is_err() {
+        let held = self.file.metadata().ok().map(|md| FileId::of(&md));
+        let removed = match &self.dir {
+            Some((dir, name)) => {
+                let named = metadata_at(dir.as_fd(), name).ok().flatten();
+                held.is_some()
+                    && named.map(|md| FileId::of(&md)) == held
+                    && nix::unistd::unlinkat(dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+                        .is_ok()
+            }
+            None => {
+                let named = std::fs::symlink_metadata(&self.path).ok();
+                held.is_some()
+                    && named.map(|md| FileId::of(&md)) == held
+                    && std::fs::remove_file(&self.path).is_ok()
+            }
+        };
+        if !removed {
             let _ = self.file.set_len(0);
         }
+    }
+
+    /// The start is over: the directory held for [`remove`](Pidfile::remove) is let go of,
+    /// so a daemon in `--chroot` holds nothing outside its jail while it serves.
+    pub fn serving(&mut self) {
+        self.dir = None;
     }
 
     /// A failed start: our own pidfile goes, as twistd removes it; one inherited from a
@@ -452,6 +496,25 @@ mod tests {
             }
             held.remove();
             assert!(matches!(state(&p).unwrap(), State::Absent));
+        }
+    }
+
+    #[test]
+    fn a_file_put_in_its_place_is_never_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.pid");
+        for serving in [false, true] {
+            let mut held = Pidfile::acquire(&p, None).unwrap();
+            held.write_pid().unwrap();
+            if serving {
+                held.serving();
+            }
+            // Ours removed by hand, and another start's made at the name.
+            std::fs::remove_file(&p).unwrap();
+            std::fs::write(&p, "another").unwrap();
+            held.remove();
+            assert_eq!(std::fs::read_to_string(&p).unwrap(), "another");
+            std::fs::remove_file(&p).unwrap();
         }
     }
 

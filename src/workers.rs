@@ -687,6 +687,9 @@ pub(crate) fn master(
         p.write_pid()
             .map_err(|e| format!("cannot write pidfile {}: {e}", p.path().display()))?;
     }
+    if let Some(p) = pidfile.as_mut() {
+        p.serving();
+    }
     status.ok();
     if successor {
         notify::notify(&format!("MAINPID={}\nREADY=1", std::process::id()));

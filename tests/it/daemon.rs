@@ -206,6 +206,69 @@ fn a_refused_plugin_leaves_no_log_or_pidfile_behind() {
     assert!(!dir.path().join("twistrs.pid").exists());
 }
 
+/// A daemon that cannot go into the background (a `--chroot` jail without `/dev/null`, which
+/// the forked process opens for its stdio) fails its start as any other failure does: the
+/// error on the starter's stderr once, in the log too, and no pidfile left (it was left
+/// empty: the forked process exited without giving it up).
+#[test]
+fn a_daemon_that_cannot_detach_gives_its_pidfile_up_and_logs_why() {
+    if !as_root(
+        "a_daemon_that_cannot_detach_gives_its_pidfile_up_and_logs_why",
+        "--chroot needs root",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let jail = dir.path().join("jail");
+    std::fs::create_dir(&jail).unwrap();
+    let (code, out, err) = run_in(
+        dir.path(),
+        &[
+            "--chroot",
+            jail.to_str().unwrap(),
+            "echo",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+    );
+    assert_eq!(code, 1, "{out} {err}");
+    let want = "cannot daemonize: unable to open /dev/null";
+    assert_eq!(err.matches(want).count(), 1, "said once: {err}");
+    assert!(
+        !dir.path().join("twistrs.pid").exists(),
+        "the pidfile is given up"
+    );
+    let log = std::fs::read_to_string(dir.path().join("twistrs.log")).unwrap();
+    assert!(
+        log.contains(&format!("[twistrs.launcher#error] {want}")),
+        "{log}"
+    );
+    // Any failure once inside the jail, whose root does not reach the pidfile's path: the
+    // pidfile is removed all the same (it was left empty).
+    std::fs::create_dir(jail.join("dev")).unwrap();
+    let mknod = Command::new("mknod")
+        .arg(jail.join("dev/null"))
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(mknod.success());
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ep = format!(
+        "tcp:{}:interface=127.0.0.1",
+        held.local_addr().unwrap().port()
+    );
+    let (code, out, err) = run_in(
+        dir.path(),
+        &["--chroot", jail.to_str().unwrap(), "echo", "--listen", &ep],
+    );
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(err.contains("Address already in use"), "{err}");
+    assert!(
+        !dir.path().join("twistrs.pid").exists(),
+        "the pidfile is removed from inside the jail"
+    );
+}
+
 #[test]
 fn pidfile_cases_live_stale_empty_garbage_and_reused() {
     let d = Daemon::start(&["echo", "--listen", "tcp:0:interface=127.0.0.1"]);
