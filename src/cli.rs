@@ -535,7 +535,8 @@ Without \fB-n\fR, twistrs starts in twistd's order: the pidfile is checked (a ru
 holds a lock on it), the log file opened, the plugin's service built, \fB--chroot\fR and \fB--rundir\fR entered, the umask
 set (0077 unless \fB--umask\fR), the process forked twice into its own session with stdio on
 /dev/null, the pidfile written, the listeners bound as the starting user (so root can bind port
-80), privileges dropped, and the services started. The starting process waits and exits 0 only
+80), privileges dropped (\fB-u\fR naming the user twistrs already runs as is a warning, as in
+twistd, not an error), and the services started. The starting process waits and exits 0 only
 once all of that succeeded; otherwise it prints the whole error and exits 1. Options the
 plugin refuses as its service is built leave no pidfile and no log file that the start made
 behind; a log file that was there gets the error.

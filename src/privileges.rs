@@ -86,11 +86,34 @@ impl Target {
         }
     }
 
+    /// twistd's warning (`switchUID`'s) when `-u` names the user this process already runs
+    /// as (its real uid; its effective one with `--euid`): a setup that probably meant to
+    /// start as root. Not an error: the start goes on.
+    pub fn already(&self) -> Option<String> {
+        let (e, now) = if self.euid_only {
+            ("e", Uid::effective())
+        } else {
+            ("", Uid::current())
+        };
+        self.uid.filter(|u| *u == now).map(|u| {
+            format!(
+                "tried to drop privileges and set{e}uid {u} but {e}uid is already {now}; \
+                 should we be root? Continuing."
+            )
+        })
+    }
+
     /// Becomes the target user and group. Already being them is only worth a warning.
     pub fn drop_privileges(&self) -> Result<(), String> {
         let (uid, gid) = (self.uid, self.gid);
-        if uid.is_some_and(|u| u == Uid::current()) && gid.is_none_or(|g| g == Gid::current()) {
-            return Ok(());
+        let e = if self.euid_only { "e" } else { "" };
+        if let Some(w) = self.already() {
+            log::warn!(target: "twistrs.launcher", "{w}");
+            if gid.is_none_or(|g| g == Gid::current()) {
+                log::info!(target: "twistrs.launcher", "set {e}uid/{e}gid {}/{}",
+                    Uid::effective(), Gid::effective());
+                return Ok(());
+            }
         }
         let fail = |e: nix::Error| {
             format!(
@@ -123,7 +146,6 @@ impl Target {
             }
         }
         // twistd's words: "set euid/egid" when only the effective ids changed.
-        let e = if self.euid_only { "e" } else { "" };
         log::info!(target: "twistrs.launcher", "set {e}uid/{e}gid {}/{}",
             Uid::effective(), Gid::effective());
         Ok(())

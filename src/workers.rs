@@ -646,6 +646,11 @@ pub(crate) fn master(
         metrics,
     };
     log::info!(target: LAUNCHER, "Master (PID {}) starting {n} workers.", std::process::id());
+    // Each worker drops privileges itself; the warning for a `-u` already ours (the master
+    // runs as the workers start) is said here, for them all.
+    if let Some(w) = plan.target.already() {
+        log::warn!(target: LAUNCHER, "{w}");
+    }
     // The warnings said while the plugin's options and files were checked (building the
     // service, binding): the first workers check the same moments later and would only
     // repeat them. A worker started later, to replace one, says them again: files change.

@@ -627,6 +627,38 @@ fn socket_activation_without_fdnames_and_sd_notify() {
     }
 }
 
+/// `-u` naming the user twistrs already runs as is twistd's one-line warning, not an error,
+/// and the start goes on; with `--workers`, said once for all the workers.
+#[test]
+fn uid_already_ours_is_twistds_warning() {
+    let me = nix::unistd::Uid::current().to_string();
+    let want = format!(
+        "[twistrs.launcher#warn] tried to drop privileges and setuid {me} but uid is already \
+         {me}; should we be root? Continuing."
+    );
+    let listen = "tcp:0:interface=127.0.0.1";
+    for workers in ["1", "2"] {
+        let srv = Server::start(&[
+            "--pidfile=",
+            "--workers",
+            workers,
+            "-u",
+            &me,
+            "echo",
+            "--listen",
+            listen,
+        ]);
+        let set = |l: &[String]| l.iter().filter(|l| l.contains("set uid/gid")).count();
+        let n: usize = workers.parse().unwrap();
+        srv.wait_until(|l| set(l) >= n, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no privilege step: {:?}", srv.lines()));
+        let lines = srv.lines();
+        let said = lines.iter().filter(|l| l.ends_with(&want)).count();
+        assert_eq!(said, 1, "once, with --workers {workers}: {lines:?}");
+        echo_once(srv.port());
+    }
+}
+
 #[test]
 fn chroot_and_euid() {
     let Some(nobody) = nobody_as_root("chroot_and_euid") else {
