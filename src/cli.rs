@@ -548,8 +548,10 @@ the log says so. It is never opened through a symbolic link: a path that is a li
 directory, a FIFO, a device or a file with several hard links is refused (exit 1). With
 \fB-u\fR, the log file is given to that user first, so the daemon can reopen it, and so is a
 plugin's log file that the start made (web's and socks's \fB-l\fR; one that was there is left
-as it is). Then each file a reload reads again (certificates and keys, a \fBtls:\fR directory,
-dns zones, inetd.conf, mail's aliases, a plugin's log file) is opened as that
+as it is). With \fB-g\fR alone the process stays root, which reopens any file, and the log
+files are left as they are, as twistd leaves them. Then each file a reload reads again
+(certificates and keys, a \fBtls:\fR directory, dns zones, inetd.conf, mail's aliases, a
+plugin's log file) is opened as that
 user, inside the chroot: one that cannot be is a warning naming the file and the user
 (\fBreload will not be able to re-read\fR ...), since every reload would fail and keep its old
 data. A single process restarts as that user too, so only a stop and a start read such a file

@@ -675,14 +675,13 @@ fn serve(
     let started = service
         .privileged_start_service(&mut reactor.service_host())
         .map_err(|e| e.to_string())
-        // 9. Privileges dropped. The log goes to the new user, who reopens it by name after a
-        // rotation. The pidfile stays the starter's: the new user writes and empties it only
+        // 9. Privileges dropped. The log goes to the new user (`-u`), who reopens it by name
+        // after a rotation. The pidfile stays the starter's: the new user writes and empties it only
         // through the descriptor opened before, so it can never aim the starter's `stop` at
         // another process (which the lock check forbids anyway).
         .and_then(|()| {
             if plan.target.any() {
-                logger.chown(plan.target.uid, plan.target.gid);
-                give_plugin_logs(plan);
+                give_logs(plan, logger);
                 plan.target.drop_privileges()?;
             }
             workers::after_privilege_drop();
@@ -1068,13 +1067,21 @@ fn return_large_buffers() {
     }
 }
 
-/// Gives the plugin's own log files (web's access log, socks's connection log) to the user
-/// privileges are dropped to, as the main log: a SIGHUP reopens them by name as that user,
-/// and those a start creates are root's. So too what a plugin's start made for the service
-/// to use (mail's domain directories, Maildirs and password files): only what this start
-/// made, by the descriptors it made them with.
-pub(crate) fn give_plugin_logs(plan: &Plan) {
-    for f in twistrs_core::reread::take_logs() {
+/// Gives the log and the plugin's own log files that the start made (web's access log,
+/// socks's connection log) to the user privileges are dropped to (`-u`): a SIGHUP reopens
+/// them by name as that user, and a start makes them root's. With `-g` alone the process
+/// stays root, which reopens any file, so they are left as they are, as twistd leaves them:
+/// handing them to the group would only change who may read them (a log kept `root:adm`
+/// 0640 would become the service group's). So too what a plugin's start made for the
+/// service to use (mail's domain directories, Maildirs and password files): only what this
+/// start made, by the descriptors it made them with.
+pub(crate) fn give_logs(plan: &Plan, logger: &logging::Logger) {
+    let plugin_logs = twistrs_core::reread::take_logs();
+    if plan.target.uid.is_none() {
+        return;
+    }
+    logger.chown(plan.target.uid, plan.target.gid);
+    for f in plugin_logs {
         let _ = nix::unistd::fchown(&f, plan.target.uid, plan.target.gid);
     }
 }

@@ -602,8 +602,7 @@ pub(crate) fn master(
     let listeners = bind(service, inherited)?;
     if plan.target.any() {
         // The workers drop privileges and must be able to reopen the log after a rotation.
-        logger.chown(plan.target.uid, plan.target.gid);
-        launcher::give_plugin_logs(plan);
+        launcher::give_logs(plan, logger);
     }
     let mut reactor = Reactor::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
     launcher::keep_tickets_current(&reactor.handle());

@@ -659,6 +659,52 @@ fn uid_already_ours_is_twistds_warning() {
     }
 }
 
+/// `-g` without `-u`: the process stays root, which reopens its log by name on SIGHUP
+/// whoever owns it, so the log is left as the start found or made it (root's, as twistd
+/// leaves it): handing it to the group would only change who may read it.
+#[test]
+fn gid_alone_leaves_the_log_to_root_and_a_reload_still_reopens_it() {
+    let Some(nobody) =
+        nobody_as_root("gid_alone_leaves_the_log_to_root_and_a_reload_still_reopens_it")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let gid = nobody.gid.to_string();
+    let srv = Server::spawn_in(
+        dir.path(),
+        &[
+            "--pidfile=",
+            "-g",
+            &gid,
+            "-l",
+            log.to_str().unwrap(),
+            "echo",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+    );
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let end = Instant::now() + Duration::from_secs(10);
+    while !text().contains("set uid/gid") && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(text().contains("set uid/gid"), "{}", text());
+    let gids = proc_field(srv.pid(), "Gid");
+    assert!(gids.split_whitespace().all(|g| g == gid), "{gids}");
+    let md = std::fs::metadata(&log).unwrap();
+    assert_eq!((md.uid(), md.gid()), (0, 0), "root's, as twistd leaves it");
+    // A rotation: the file is moved away and a reload makes a new one, as root.
+    std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+    srv.signal(libc::SIGHUP);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !text().contains("Reopened log file") && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(text().contains("Reopened log file"), "{}", text());
+}
+
 #[test]
 fn chroot_and_euid() {
     let Some(nobody) = nobody_as_root("chroot_and_euid") else {
