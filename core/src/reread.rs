@@ -6,7 +6,7 @@
 //! paths inside the jail: a zone file or a TLS key only root may read loads at start, and every
 //! reload then fails and keeps the old data. Services note each such file here ([`note_file`],
 //! [`note_dir`]); once the launcher has dropped privileges (at start and in `--check`) it
-//! opens each one as a reload would ([`unreachable`]) and warns of those that fail. Opening,
+//! opens each one as a reload would ([`unreachable()`]) and warns of those that fail. Opening,
 //! not computing from modes, so ACLs, supplementary groups and the chroot count as the kernel
 //! counts them. Noting ends with that test: what a reload reads later is not kept.
 //!
@@ -140,7 +140,7 @@ pub fn note_writes(path: &Path, why: &'static str) {
     note(path, Kind::Writes(why));
 }
 
-/// The files noted so far with [`note_log`] and [`note_created`] (their descriptors), for
+/// The files noted so far (logs a start made, and [`note_created`]; their descriptors), for
 /// the launcher to `fchown`.
 pub fn take_logs() -> Vec<File> {
     std::mem::take(&mut noted().logs)
