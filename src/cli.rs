@@ -325,7 +325,10 @@ pub fn drop_end_of_global_options(cmd: &Command, mut args: Vec<OsString>) -> Vec
         })
     };
     let mut i = 1;
-    while let Some(word) = args.get(i).and_then(|w| w.to_str()) {
+    // Lossy: a word need not be UTF-8 (`--pidfile=` a non-UTF-8 name) and only its ASCII
+    // dashes, letters and `=` matter here.
+    while let Some(word) = args.get(i).map(|w| w.to_string_lossy().into_owned()) {
+        let word = word.as_str();
         if word == "--" {
             args.remove(i);
             break;
@@ -766,5 +769,14 @@ mod tests {
         assert_eq!(drop("-nl -- web"), "-nl -- web");
         // After the plugin's name, the plugin's own.
         assert_eq!(drop("-n procmon -- sleep 1"), "-n procmon -- sleep 1");
+        // A word that is not UTF-8 does not end the search.
+        use std::os::unix::ffi::OsStringExt;
+        let args = vec![
+            OsString::from("twistrs"),
+            OsString::from_vec(b"--pidfile=\xff.pid".to_vec()),
+            OsString::from("--"),
+            OsString::from("web"),
+        ];
+        assert_eq!(drop_end_of_global_options(&cmd, args).len(), 3);
     }
 }

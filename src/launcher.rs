@@ -519,6 +519,14 @@ fn open_log(
     let logger = logging::init(clone_dest(&plan.log), plan.rotation)
         .map_err(|e| format!("cannot open log file {shown}: {e}"))?;
     logger.configure(plan.log_format, plan.log_level);
+    // Reopened by name on SIGHUP as the user the start drops to: tried as that user with the
+    // plugins' files. One that was there is not given to that user (`Logger::chown`), and may
+    // be closed to it. In a chroot it is reopened by another path, and said so there.
+    if plan.chroot.is_none()
+        && let Some(p) = logger.path()
+    {
+        twistrs_core::reread::note_append(&p);
+    }
     // Each start-up warning once; a first worker's master said some a moment ago, checking
     // the same options and files (a replacement knows none: files may have changed since).
     logger.start_up(workers::this_worker().map_or_else(Vec::new, |w| w.known.clone()));

@@ -6,12 +6,13 @@
 //! worker threads never interleave. `reopen` (SIGHUP/SIGUSR1) opens the path again, which is
 //! what logrotate's move-then-signal needs.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
+use twistrs_core::linelog::open_or_make;
 
 /// Where log lines go.
 pub enum Destination {
@@ -176,17 +177,9 @@ pub fn warning_id(target: &str, text: &str) -> u64 {
     h
 }
 
+/// Opens `path` for appending, made if missing (a reopen, a rotation).
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
-}
-
-/// Opens `path` for appending, made if missing: the file, and whether this open made it.
-fn open_or_make(path: &Path) -> io::Result<(File, bool)> {
-    match OpenOptions::new().create_new(true).append(true).open(path) {
-        Ok(f) => Ok((f, true)),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => open_append(path).map(|f| (f, false)),
-        Err(e) => Err(e),
-    }
+    open_or_make(path).map(|(f, _)| f)
 }
 
 /// Installs the logger. Fails if the log file cannot be opened.
@@ -369,9 +362,16 @@ impl Logger {
         }
     }
 
-    /// Gives the log file to the user privileges are dropped to, so it can reopen it.
+    /// Gives the log file to the user privileges are dropped to, so it can reopen it: only
+    /// one this start made. One that was there keeps its owner (the operator's choice, or
+    /// that user's already from an earlier start): a file anyone but root could have put at
+    /// that name must never be given away by root. The launcher tries it as that user, and
+    /// warns if a reopen would fail.
     pub fn chown(&self, uid: Option<nix::unistd::Uid>, gid: Option<nix::unistd::Gid>) {
-        if let Sink::File { file, .. } = &self.lock().sink {
+        if let Sink::File {
+            file, made: true, ..
+        } = &self.lock().sink
+        {
             let _ = nix::unistd::fchown(file, uid, gid);
         }
     }

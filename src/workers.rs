@@ -600,10 +600,9 @@ pub(crate) fn master(
         Some((key, inh.listeners.swap_remove(at).1))
     });
     let listeners = bind(service, inherited)?;
-    if plan.target.any() {
-        // The workers drop privileges and must be able to reopen the log after a rotation.
-        launcher::give_logs(plan, logger);
-    }
+    // The workers drop privileges and must be able to reopen the log after a rotation. Called
+    // without `-u` too: it takes (and so closes) the descriptors the plugin's start noted.
+    launcher::give_logs(plan, logger);
     let mut reactor = Reactor::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
     launcher::keep_tickets_current(&reactor.handle());
     let reopen = std::rc::Rc::new(std::cell::Cell::new(false));

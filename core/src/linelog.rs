@@ -32,13 +32,58 @@ fn open_append(path: &Path) -> io::Result<(File, bool)> {
         let there = std::fs::symlink_metadata(path).is_ok();
         return check_append(path).map(|f| (f, !there));
     }
-    match OpenOptions::new().create_new(true).append(true).open(path) {
+    open_or_make(path)
+}
+
+/// Opens the log file `path` for appending, made if missing: the file, and whether this open
+/// made it. Shared by the main log and the plugins' logs.
+///
+/// A symbolic link at `path` is followed only if root or this process's own user owns it. A
+/// log is opened as root at start (and at each reopen by a `--workers` master), often in a
+/// directory the service user owns so that it can make the file again after a rotation
+/// (Debian's `/var/log/twistrs`): a link that user put there would have root append to any
+/// file, and a start give that file away (nginx's CVE-2016-1247). A link the operator made
+/// is root's, and still works.
+pub fn open_or_make(path: &Path) -> io::Result<(File, bool)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_EXCL never follows a link: one at `path` is "already there", and looked at below.
+    match OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
         Ok(f) => Ok((f, true)),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map(|f| (f, false)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => open_existing(path),
         Err(e) => Err(e),
+    }
+}
+
+/// [`open_or_make`] for a path that was there: a file, or a link that may be followed.
+fn open_existing(path: &Path) -> io::Result<(File, bool)> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    match OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            let owner = std::fs::symlink_metadata(path)?.uid();
+            let me = nix::unistd::geteuid().as_raw();
+            if owner != 0 && owner != me {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "it is a symbolic link owned by uid {owner}, not by root or uid {me}: \
+                         not followed (make it a file, or a link of root's)"
+                    ),
+                ));
+            }
+            // The operator's link: followed, and what it names made if missing, as before.
+            let f = OpenOptions::new().create(true).append(true).open(path)?;
+            Ok((f, false))
+        }
+        other => other.map(|f| (f, false)),
     }
 }
 

@@ -1231,3 +1231,75 @@ fn an_empty_logfile_is_the_default_log_as_in_twistd() {
     assert!(s.log_contains("starting up"), "-n logs to stdout");
     s.term();
 }
+
+#[test]
+fn a_log_link_the_service_user_planted_is_not_followed_and_nothing_is_given_away() {
+    let test = "a_log_link_the_service_user_planted_is_not_followed_and_nothing_is_given_away";
+    let Some(nobody) = nobody_as_root(test) else {
+        return;
+    };
+    let (uid, gid) = (nobody.uid.as_raw(), nobody.gid.as_raw());
+    // The log directory is the service user's (as Debian's /var/log/twistrs is), so that
+    // user can put a link where the next start (root) opens its log.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("secret");
+    std::fs::write(&secret, "root's\n").unwrap();
+    let log = dir.path().join("twistrs.log");
+    std::os::unix::fs::symlink(&secret, &log).unwrap();
+    std::os::unix::fs::lchown(&log, Some(uid), Some(gid)).unwrap();
+    let (code, out, err) = run_in(
+        dir.path(),
+        &[
+            "-u",
+            "nobody",
+            "echo",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+    );
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(
+        err.contains("twistrs.log") && err.contains("symbolic link owned by uid"),
+        "{err}"
+    );
+    let md = std::fs::metadata(&secret).unwrap();
+    assert_eq!(md.uid(), 0, "the link's target is still root's");
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root's\n");
+    assert!(!dir.path().join("twistrs.pid").exists());
+
+    // A link of root's is the operator's: followed. A log that was there (root's) is not
+    // given away, and the start says a reload could not reopen it as that user.
+    std::fs::remove_file(&log).unwrap();
+    std::os::unix::fs::symlink(&secret, &log).unwrap();
+    let (code, out, err) = run_in(
+        dir.path(),
+        &[
+            "-u",
+            "nobody",
+            "echo",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+    );
+    assert_eq!(code, 0, "{out} {err}");
+    let pid: u32 = std::fs::read_to_string(dir.path().join("twistrs.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(std::fs::metadata(&secret).unwrap().uid(), 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let warned = |t: &str| t.contains("reload will not be able to reopen the log file");
+    while !warned(&std::fs::read_to_string(&secret).unwrap()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&secret).unwrap();
+    assert!(text.starts_with("root's\n") && warned(&text), "{text}");
+    assert_eq!(run_in(dir.path(), &["stop"]).0, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
