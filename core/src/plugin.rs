@@ -57,7 +57,8 @@ pub fn dir_of(path: &std::path::Path) -> &std::path::Path {
 /// would create it (a check's stand-in for the create): a directory we may write and
 /// search. The error names `dir`.
 pub fn writable_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use nix::unistd::{AccessFlags, access};
+    use nix::fcntl::{AT_FDCWD, AtFlags};
+    use nix::unistd::{AccessFlags, faccessat};
     let named =
         |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display()));
     if !std::fs::metadata(dir).map_err(named)?.is_dir() {
@@ -66,7 +67,15 @@ pub fn writable_dir(dir: &std::path::Path) -> std::io::Result<()> {
             format!("{} is not a directory", dir.display()),
         ));
     }
-    access(dir, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|e| named(e.into()))
+    // The effective ids, as the create itself would meet them (`--euid` changes only those),
+    // as `reread` asks.
+    faccessat(
+        AT_FDCWD,
+        dir,
+        AccessFlags::W_OK | AccessFlags::X_OK,
+        AtFlags::AT_EACCESS,
+    )
+    .map_err(|e| named(e.into()))
 }
 
 /// Marks this process as a check ([`checking`]); the launcher calls it before building the
