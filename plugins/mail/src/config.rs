@@ -602,6 +602,136 @@ mod tests {
         assert_eq!(names.len(), 1, "no temporary file left");
     }
 
+    /// A fresh domain under a temporary directory: `-d` and `-u joe=secret` as a start does.
+    fn fresh(dir: &Path) -> Domain {
+        let path = dir.join("example.com");
+        Setup::Make.domain(&path).unwrap();
+        let d = Domain {
+            name: "example.com".into(),
+            path,
+            aliases: None,
+            bounce_to_postmaster: false,
+        };
+        d.add_user("joe", "secret", Setup::Make).unwrap();
+        d
+    }
+
+    /// What a directory holds, by name.
+    fn names(dir: &Path) -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    }
+
+    #[test]
+    fn a_start_makes_the_domain_with_its_modes_and_a_second_leaves_it_alone() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        // The umask, read without setting it (other tests run alongside).
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let umask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+            .unwrap();
+        let open = 0o777 & !umask;
+        let d = fresh(dir.path());
+        let mode = |p: &str| {
+            let m = std::fs::symlink_metadata(d.path.join(p)).unwrap();
+            (m.mode() & 0o777, m.ino(), m.mtime_nsec(), m.file_type().is_dir())
+        };
+        let want = [
+            ("", open),
+            ("passwd", open),
+            ("passwd/am9l_", 0o600),
+            ("joe", 0o700),
+            ("joe/new", 0o700),
+            ("joe/cur", 0o700),
+            ("joe/tmp", 0o700),
+            ("joe/.Trash", 0o700),
+            ("joe/.Trash/new", 0o700),
+            ("joe/.Trash/cur", 0o700),
+            ("joe/.Trash/tmp", 0o700),
+        ];
+        let before: Vec<_> = want.iter().map(|(p, _)| mode(p)).collect();
+        for ((p, m), got) in want.iter().zip(&before) {
+            assert_eq!(got.0, m & !umask, "{p}");
+            assert_eq!(got.3, *p != "passwd/am9l_", "{p}");
+        }
+        assert!(d.path.join("joe/.Trash/maildirfolder").is_file());
+        let again = fresh(dir.path());
+        let after: Vec<_> = want.iter().map(|(p, _)| mode(p)).collect();
+        assert_eq!(before, after, "a second start leaves the tree as it was");
+        assert_eq!(again.password("joe").as_deref(), Some("secret"));
+        assert_eq!(names(&d.path.join("passwd")).len(), 1);
+    }
+
+    /// A link where the service user could have put one, to an empty directory: the start
+    /// fails naming the link, and nothing is made or written in what it names.
+    fn refused(link: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let d = fresh(dir.path());
+        let target = dir.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        let at = d.path.join(link);
+        std::fs::remove_dir_all(&at).unwrap();
+        std::os::unix::fs::symlink(&target, &at).unwrap();
+        let e = Setup::Make
+            .domain(&d.path)
+            .and_then(|()| d.add_user("joe", "new password", Setup::Make))
+            .expect_err(link);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} is a symbolic link: refused (it must be a directory)",
+                at.display()
+            )
+        );
+        assert!(names(&target).is_empty(), "{link}: {:?}", names(&target));
+        assert!(std::fs::symlink_metadata(&at).unwrap().is_symlink());
+    }
+
+    #[test]
+    fn a_link_at_the_users_maildir_is_refused() {
+        refused("joe");
+    }
+
+    #[test]
+    fn a_link_at_passwd_is_refused() {
+        refused("passwd");
+    }
+
+    #[test]
+    fn a_link_at_new_in_the_maildir_is_refused() {
+        refused("joe/new");
+    }
+
+    #[test]
+    fn a_link_at_the_trash_is_refused() {
+        refused("joe/.Trash");
+    }
+
+    #[test]
+    fn a_link_at_the_password_file_is_refused_and_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = fresh(dir.path());
+        let secret = dir.path().join("shadow");
+        std::fs::write(&secret, "secret").unwrap();
+        let at = d.path.join("passwd/am9l_");
+        std::fs::remove_file(&at).unwrap();
+        std::os::unix::fs::symlink(&secret, &at).unwrap();
+        let e = d.add_user("joe", "secret", Setup::Make).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} is a symbolic link: refused (it must be a file)",
+                at.display()
+            )
+        );
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "secret");
+    }
+
     #[test]
     fn resolve_users_aliases_postmaster_and_foreign() {
         let dir = tempfile::tempdir().unwrap();
