@@ -639,7 +639,12 @@ mod tests {
         let d = fresh(dir.path());
         let mode = |p: &str| {
             let m = std::fs::symlink_metadata(d.path.join(p)).unwrap();
-            (m.mode() & 0o777, m.ino(), m.mtime_nsec(), m.file_type().is_dir())
+            (
+                m.mode() & 0o777,
+                m.ino(),
+                m.mtime_nsec(),
+                m.file_type().is_dir(),
+            )
         };
         let want = [
             ("", open),

@@ -104,12 +104,14 @@ impl Dir {
     /// Creates the file `name` in this one, new: never one found there (a link or a hard
     /// link the service put there must not be written through).
     pub fn create_file(&self, name: impl AsRef<OsStr>, mode: libc::mode_t) -> io::Result<File> {
-        let flags = OFlag::O_WRONLY
-            | OFlag::O_CREAT
-            | OFlag::O_EXCL
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_CLOEXEC;
-        let fd = openat(&self.fd, name.as_ref(), flags, Mode::from_bits_truncate(mode))?;
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(
+            &self.fd,
+            name.as_ref(),
+            flags,
+            Mode::from_bits_truncate(mode),
+        )?;
         Ok(File::from(fd))
     }
 
@@ -140,7 +142,11 @@ impl Dir {
 
     /// Removes the file (or link) `name` in this directory.
     pub fn remove(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
-        Ok(unlinkat(&self.fd, name.as_ref(), UnlinkatFlags::NoRemoveDir)?)
+        Ok(unlinkat(
+            &self.fd,
+            name.as_ref(),
+            UnlinkatFlags::NoRemoveDir,
+        )?)
     }
 
     /// Why `name` is not what was wanted: a link is refused, anything else is not one.
