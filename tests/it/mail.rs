@@ -1546,6 +1546,58 @@ fn a_start_with_a_uid_and_workers_gives_the_user_what_it_makes() {
     );
 }
 
+/// The Maildir an earlier start gave to the `-u` user, replaced by that user with a link to
+/// a directory of root's: the next start (root's until it drops) refuses it, naming the link,
+/// and makes nothing in what it names (as nginx CVE-2016-1247, closed).
+#[test]
+fn a_link_the_uid_put_for_its_maildir_fails_the_next_start() {
+    let test = "a_link_the_uid_put_for_its_maildir_fails_the_next_start";
+    if nobody_as_root(test).is_none() {
+        return;
+    }
+    let dir = open_tempdir();
+    let domain = dir.path().join("example.com");
+    let dom = format!("example.com={}", domain.display());
+    let args = [
+        "-u",
+        "65534",
+        "-g",
+        "65534",
+        "--pidfile=",
+        "mail",
+        "-d",
+        &dom,
+        "-u",
+        "joe=secret",
+        "-s",
+        "tcp:0:interface=127.0.0.1",
+        "-p",
+        "tcp:0:interface=127.0.0.1",
+    ];
+    let mut srv = Server::start(&args);
+    srv.term();
+    let joe = domain.join("joe");
+    assert_eq!(owner(&joe), 65534, "the first start gave it away");
+    let target = open_tempdir();
+    std::fs::remove_dir_all(&joe).unwrap();
+    std::os::unix::fs::symlink(target.path(), &joe).unwrap();
+    let mut srv = Server::spawn(&args);
+    let status = srv.wait(Duration::from_secs(20));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "the start fails: {:?}",
+        srv.lines()
+    );
+    let refusal = format!("{} is a symbolic link: refused", joe.display());
+    assert!(srv.log_contains(&refusal), "{:?}", srv.lines());
+    let made: Vec<_> = std::fs::read_dir(target.path())
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(made.is_empty(), "nothing made through the link: {made:?}");
+}
+
 /// A Maildir and a password file root made before, 0700 and 0600: a start with `-u` leaves
 /// them root's (they were there) and says, at start and in `--check` (which still passes),
 /// that the user cannot use them, naming the path and the user.

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use twistrs_core::tls::TlsContext;
 
+use crate::dirfd::Dir;
 use crate::memory::DataMemory;
 
 /// One virtual domain.
@@ -129,42 +130,19 @@ impl Setup {
 
     /// Makes the domain directory `path` and its `passwd/` (and the directories above, as
     /// `create_dir_all`), or checks that a start could. The two a start makes are given to
-    /// the `-u` user ([`make_dir`]); those above are not the domain's and stay as made.
+    /// the `-u` user ([`Dir::make_top`]); those above are not the domain's and stay as made.
+    /// `passwd/` is made by descriptor: a link the user put there is refused.
     pub fn domain(self, path: &Path) -> std::io::Result<()> {
-        let passwd = path.join("passwd");
         match self {
             Setup::Make => {
                 if let Some(up) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(up)?;
                 }
-                make_dir(path, 0o777)?;
-                make_dir(&passwd, 0o777)
+                Dir::make_top(path, 0o777)?.make_dir("passwd", 0o777)?;
+                Ok(())
             }
-            Setup::Check => could_create(&passwd),
+            Setup::Check => could_create(&path.join("passwd")),
         }
-    }
-}
-
-/// Makes the directory `dir` (its parent is there) with `mode` (less the umask), as
-/// `create_dir` does, and is content with a directory already there. One this call made is
-/// opened (`O_DIRECTORY | O_NOFOLLOW`: the directory made, never a link put in its place
-/// since) and noted for the launcher to give to the `-u` user, as postfix and dovecot own
-/// their mail stores: made by root at start, it would be closed to the service that delivers
-/// into it. One that was there is left as it is: its owner is the operator's choice (and its
-/// path could lead anywhere).
-fn make_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    match std::fs::DirBuilder::new().mode(mode).create(dir) {
-        Ok(()) => {
-            let made = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-                .open(dir)?;
-            twistrs_core::reread::note_created(&made);
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        Err(e) => Err(e),
     }
 }
 
@@ -196,27 +174,19 @@ pub fn make_maildir(dir: &Path) -> std::io::Result<()> {
 const MAILDIR_USE: &str = "delivery and POP3 make, rename and remove files in it";
 
 fn maildir(dir: &Path, how: Setup) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     match how {
         Setup::Make => {
-            if let Some(up) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let up = dir.parent().filter(|p| !p.as_os_str().is_empty());
+            if let Some(up) = up {
                 std::fs::create_dir_all(up)?;
             }
-            make_dir(dir, 0o700)?;
-            make_dir(&dir.join(".Trash"), 0o700)?;
-            for sub in MAILDIR {
-                make_dir(&dir.join(sub), 0o700)?;
-            }
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(dir.join(".Trash/maildirfolder"))
-            {
-                Ok(f) => twistrs_core::reread::note_created(&f),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
+            let name = dir.file_name().ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{} names no directory", dir.display()),
+                )
+            })?;
+            return maildir_in(&Dir::open(up.unwrap_or(Path::new(".")))?, name);
         }
         Setup::Check => {
             for sub in MAILDIR {
@@ -228,6 +198,27 @@ fn maildir(dir: &Path, how: Setup) -> std::io::Result<()> {
         }
     }
     note_maildir(dir);
+    Ok(())
+}
+
+/// Makes the Maildir `name` in `up`, each directory by descriptor (the Maildir may be the
+/// `-u` user's, and root must not follow a link the user put in it). Only what this call
+/// made is noted to be given to that user.
+fn maildir_in(up: &Dir, name: &std::ffi::OsStr) -> std::io::Result<()> {
+    let dir = up.make_dir(name, 0o700)?;
+    let trash = dir.make_dir(".Trash", 0o700)?;
+    for sub in ["new", "cur", "tmp"] {
+        dir.make_dir(sub, 0o700)?;
+    }
+    for sub in ["new", "cur", "tmp"] {
+        trash.make_dir(sub, 0o700)?;
+    }
+    match trash.create_file("maildirfolder", 0o666) {
+        Ok(f) => twistrs_core::reread::note_created(&f),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    note_maildir(dir.path());
     Ok(())
 }
 
@@ -282,6 +273,26 @@ pub fn valid_user(u: &str) -> bool {
         && u.len() <= 255
 }
 
+/// Writes `pass` to `name` in `passwd` whole: aside (`NAME.PID.new`, as DirDBM writes
+/// `NAME.new`), then renamed over the old, so no login reads a truncated file. The file is
+/// new, never one found there (what the service put there must not be written through); the
+/// leftover of a start that died here is removed first.
+fn write_password(passwd: &Dir, name: &str, pass: &str) -> std::io::Result<()> {
+    let tmp = format!("{name}.{}.new", std::process::id());
+    let _ = passwd.remove(&tmp);
+    let written = passwd.create_file(&tmp, 0o600).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, pass.as_bytes())?;
+        passwd.rename(&tmp, name)?;
+        // Made by this start: the -u user's, as the Maildir is.
+        twistrs_core::reread::note_created(&f);
+        Ok(())
+    });
+    if written.is_err() {
+        let _ = passwd.remove(&tmp);
+    }
+    written
+}
+
 impl Domain {
     /// The stored password of `user`, if the user exists.
     pub fn password(&self, user: &str) -> Option<String> {
@@ -312,42 +323,30 @@ impl Domain {
     /// is written aside (`NAME.PID.new`, as DirDBM writes `NAME.new`) and renamed over the
     /// old, so no login ever reads a truncated file.
     pub fn add_user(&self, user: &str, pass: &str, how: Setup) -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let dir = self.path.join("passwd");
-        let name = dirdbm_name(user);
-        let p = dir.join(&name);
         // Read at each login, as the -u user: tried as that user once the launcher drops.
+        let p = self.path.join("passwd").join(dirdbm_name(user));
         twistrs_core::reread::note_reads(&p, "POP3 logins read the password in it");
-        if std::fs::read(&p).is_ok_and(|cur| cur == pass.as_bytes()) {
-            return maildir(&self.path.join(user), how);
+        match how {
+            Setup::Make => self.make_user(user, pass),
+            Setup::Check => {
+                if !std::fs::read(&p).is_ok_and(|cur| cur == pass.as_bytes()) {
+                    could_write_in(&self.path.join("passwd"))?;
+                }
+                maildir(&self.path.join(user), how)
+            }
         }
-        if how == Setup::Check {
-            could_write_in(&dir)?;
-            return maildir(&self.path.join(user), how);
+    }
+
+    /// A start's [`Domain::add_user`]: below the domain directory, which may be the `-u`
+    /// user's, everything is done by descriptor and a link is refused.
+    fn make_user(&self, user: &str, pass: &str) -> std::io::Result<()> {
+        let dom = Dir::open(&self.path)?;
+        let passwd = dom.open_dir("passwd")?;
+        let name = dirdbm_name(user);
+        if passwd.read_file(&name)?.as_deref() != Some(pass.as_bytes()) {
+            write_password(&passwd, &name, pass)?;
         }
-        let tmp = dir.join(format!("{name}.{}.new", std::process::id()));
-        // A new file, never one found at that name: the directory may be the service's, and
-        // what it put there (a hard link to another file) must not be written through. The
-        // leftover of a start that died here is removed first.
-        let _ = std::fs::remove_file(&tmp);
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .and_then(|mut f| {
-                std::io::Write::write_all(&mut f, pass.as_bytes())?;
-                std::fs::rename(&tmp, &p)?;
-                // Made by this start: the -u user's, as the Maildir is.
-                twistrs_core::reread::note_created(&f);
-                Ok(())
-            });
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written?;
-        maildir(&self.path.join(user), how)
+        maildir_in(&dom, user.as_ref())
     }
 
     /// Local users an address's local part reaches: itself, or what its alias names.
@@ -601,6 +600,141 @@ mod tests {
             .flatten()
             .collect();
         assert_eq!(names.len(), 1, "no temporary file left");
+    }
+
+    /// A fresh domain under a temporary directory: `-d` and `-u joe=secret` as a start does.
+    fn fresh(dir: &Path) -> Domain {
+        let path = dir.join("example.com");
+        Setup::Make.domain(&path).unwrap();
+        let d = Domain {
+            name: "example.com".into(),
+            path,
+            aliases: None,
+            bounce_to_postmaster: false,
+        };
+        d.add_user("joe", "secret", Setup::Make).unwrap();
+        d
+    }
+
+    /// What a directory holds, by name.
+    fn names(dir: &Path) -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    }
+
+    #[test]
+    fn a_start_makes_the_domain_with_its_modes_and_a_second_leaves_it_alone() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        // The umask, read without setting it (other tests run alongside).
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let umask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+            .unwrap();
+        let open = 0o777 & !umask;
+        let d = fresh(dir.path());
+        let mode = |p: &str| {
+            let m = std::fs::symlink_metadata(d.path.join(p)).unwrap();
+            (
+                m.mode() & 0o777,
+                m.ino(),
+                m.mtime_nsec(),
+                m.file_type().is_dir(),
+            )
+        };
+        let want = [
+            ("", open),
+            ("passwd", open),
+            ("passwd/am9l_", 0o600),
+            ("joe", 0o700),
+            ("joe/new", 0o700),
+            ("joe/cur", 0o700),
+            ("joe/tmp", 0o700),
+            ("joe/.Trash", 0o700),
+            ("joe/.Trash/new", 0o700),
+            ("joe/.Trash/cur", 0o700),
+            ("joe/.Trash/tmp", 0o700),
+        ];
+        let before: Vec<_> = want.iter().map(|(p, _)| mode(p)).collect();
+        for ((p, m), got) in want.iter().zip(&before) {
+            assert_eq!(got.0, m & !umask, "{p}");
+            assert_eq!(got.3, *p != "passwd/am9l_", "{p}");
+        }
+        assert!(d.path.join("joe/.Trash/maildirfolder").is_file());
+        let again = fresh(dir.path());
+        let after: Vec<_> = want.iter().map(|(p, _)| mode(p)).collect();
+        assert_eq!(before, after, "a second start leaves the tree as it was");
+        assert_eq!(again.password("joe").as_deref(), Some("secret"));
+        assert_eq!(names(&d.path.join("passwd")).len(), 1);
+    }
+
+    /// A link where the service user could have put one, to an empty directory: the start
+    /// fails naming the link, and nothing is made or written in what it names.
+    fn refused(link: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let d = fresh(dir.path());
+        let target = dir.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        let at = d.path.join(link);
+        std::fs::remove_dir_all(&at).unwrap();
+        std::os::unix::fs::symlink(&target, &at).unwrap();
+        let e = Setup::Make
+            .domain(&d.path)
+            .and_then(|()| d.add_user("joe", "new password", Setup::Make))
+            .expect_err(link);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} is a symbolic link: refused (it must be a directory)",
+                at.display()
+            )
+        );
+        assert!(names(&target).is_empty(), "{link}: {:?}", names(&target));
+        assert!(std::fs::symlink_metadata(&at).unwrap().is_symlink());
+    }
+
+    #[test]
+    fn a_link_at_the_users_maildir_is_refused() {
+        refused("joe");
+    }
+
+    #[test]
+    fn a_link_at_passwd_is_refused() {
+        refused("passwd");
+    }
+
+    #[test]
+    fn a_link_at_new_in_the_maildir_is_refused() {
+        refused("joe/new");
+    }
+
+    #[test]
+    fn a_link_at_the_trash_is_refused() {
+        refused("joe/.Trash");
+    }
+
+    #[test]
+    fn a_link_at_the_password_file_is_refused_and_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = fresh(dir.path());
+        let secret = dir.path().join("shadow");
+        std::fs::write(&secret, "secret").unwrap();
+        let at = d.path.join("passwd/am9l_");
+        std::fs::remove_file(&at).unwrap();
+        std::os::unix::fs::symlink(&secret, &at).unwrap();
+        let e = d.add_user("joe", "secret", Setup::Make).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} is a symbolic link: refused (it must be a file)",
+                at.display()
+            )
+        );
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "secret");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod data;
+pub mod dirfd;
 #[cfg(test)]
 mod fuzz;
 pub mod mailbox;
