@@ -254,6 +254,22 @@ fn a_check_fails_on_a_port_another_program_holds_but_not_on_its_own_servers() {
     }
 }
 
+/// `mail -d example.com=md -u USER=PASS -s SMTP -p tcp:0`: a start that writes joe's
+/// password under md/passwd/ and makes his Maildir, which the checks below must not do.
+fn mail_joe<'a>(user: &'a str, smtp: &'a str) -> [&'a str; 9] {
+    [
+        "mail",
+        "-d",
+        "example.com=md",
+        "-u",
+        user,
+        "-s",
+        smtp,
+        "-p",
+        "tcp:0",
+    ]
+}
+
 #[test]
 fn a_check_writes_nothing_a_start_would() {
     let d = tempfile::tempdir().unwrap();
@@ -261,21 +277,7 @@ fn a_check_writes_nothing_a_start_would() {
     let port = free_ports(1)[0].to_string();
     let tcp = format!("tcp:{port}:interface=127.0.0.1");
     // A start makes the domain and writes joe's password ...
-    let (code, out, err) = run_in(
-        dir,
-        &[
-            "--check",
-            "mail",
-            "-d",
-            "example.com=md",
-            "-u",
-            "joe=pw",
-            "-s",
-            &tcp,
-            "-p",
-            "tcp:0",
-        ],
-    );
+    let (code, out, err) = run_in(dir, &[&["--check"][..], &mail_joe("joe=pw", &tcp)].concat());
     assert_eq!(code, 0, "{out} {err}");
     // ... and web its access log, and twistrs its own log and pidfile as a daemon.
     let (code, out, err) = run_in(
@@ -308,18 +310,7 @@ fn a_check_writes_nothing_a_start_would() {
     std::fs::write(dir.join("md/passwd/am9l_"), "old").unwrap();
     let (code, out, err) = run_in(
         dir,
-        &[
-            "--check",
-            "mail",
-            "-d",
-            "example.com=md",
-            "-u",
-            "joe=new",
-            "-s",
-            &tcp,
-            "-p",
-            "tcp:0",
-        ],
+        &[&["--check"][..], &mail_joe("joe=new", &tcp)].concat(),
     );
     assert_eq!(code, 0, "{out} {err}");
     assert_eq!(
@@ -401,17 +392,7 @@ fn a_check_of_mail_users_fails_where_the_start_could_not_write() {
     std::fs::create_dir_all(md.join("passwd")).unwrap();
     let port = free_ports(1)[0].to_string();
     let tcp = format!("tcp:{port}:interface=127.0.0.1");
-    let mail = [
-        "mail",
-        "-d",
-        "example.com=md",
-        "-u",
-        "joe=pw",
-        "-s",
-        &tcp,
-        "-p",
-        "tcp:0",
-    ];
+    let mail = mail_joe("joe=pw", &tcp);
     let both = |named: &str| -> Option<()> {
         for first in [&["--check"][..], &[][..]] {
             let mut args = first.to_vec();

@@ -304,21 +304,15 @@ fn long_options_may_be_abbreviated_as_getopt_allows() {
 fn an_option_takes_the_next_word_even_with_a_leading_hyphen() {
     // getopt's rule, which twistd follows: `--pidfile -x.pid` names a pidfile.
     let dir = tempfile::tempdir().expect("tempdir");
-    let (code, out, err) = crate::support::run_in(
-        dir.path(),
-        &[
-            "--pidfile",
-            "-x.pid",
-            "-l",
-            "-x.log",
-            "--check",
-            "web",
-            "--path",
-            "-www",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-        ],
-    );
+    // Both checks below: `--pidfile -x.pid`, then `log`, then web with `--path -www`.
+    let check = |log: &[&str]| {
+        let mut args = vec!["--pidfile", "-x.pid"];
+        args.extend_from_slice(log);
+        args.extend_from_slice(&["--check", "web", "--path", "-www"]);
+        args.extend_from_slice(&["--listen", "tcp:0:interface=127.0.0.1"]);
+        crate::support::run_in(dir.path(), &args)
+    };
+    let (code, out, err) = check(&["-l", "-x.log"]);
     // --path names a directory that is not there: the error names it, so the value was taken.
     assert_eq!(code, 1, "{out}{err}");
     assert!(
@@ -326,19 +320,7 @@ fn an_option_takes_the_next_word_even_with_a_leading_hyphen() {
         "{err}"
     );
     std::fs::create_dir(dir.path().join("-www")).expect("mkdir");
-    let (code, out, err) = crate::support::run_in(
-        dir.path(),
-        &[
-            "--pidfile",
-            "-x.pid",
-            "--check",
-            "web",
-            "--path",
-            "-www",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-        ],
-    );
+    let (code, out, err) = check(&[]);
     assert_eq!(code, 0, "{out}{err}");
 }
 

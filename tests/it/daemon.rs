@@ -994,6 +994,21 @@ fn nobody_and_a_root_dir(test: &str) -> Option<(nix::unistd::User, tempfile::Tem
     Some((nobody, dir))
 }
 
+/// `twistrs -u nobody echo` as a daemon in `dir` (run to its parent's exit): the one start of
+/// the tests below of what a daemon dropped to nobody may reach or be given.
+fn echo_as_nobody(dir: &Path) -> (i32, String, String) {
+    run_in(
+        dir,
+        &[
+            "-u",
+            "nobody",
+            "echo",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+    )
+}
+
 #[test]
 fn a_dropped_daemon_in_a_directory_it_cannot_write_restarts_and_reports_its_stop() {
     // The pidfile's directory is root's (as a unit's RuntimeDirectory without User=): nobody
@@ -1003,16 +1018,7 @@ fn a_dropped_daemon_in_a_directory_it_cannot_write_restarts_and_reports_its_stop
     ) else {
         return;
     };
-    let (code, _, err) = run_in(
-        dir.path(),
-        &[
-            "-u",
-            "nobody",
-            "echo",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-        ],
-    );
+    let (code, _, err) = echo_as_nobody(dir.path());
     assert_eq!(code, 0, "{err}");
     let pidfile = dir.path().join("twistrs.pid");
     let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
@@ -1249,16 +1255,7 @@ fn a_log_link_the_service_user_planted_is_not_followed_and_nothing_is_given_away
     let log = dir.path().join("twistrs.log");
     std::os::unix::fs::symlink(&secret, &log).unwrap();
     std::os::unix::fs::lchown(&log, Some(uid), Some(gid)).unwrap();
-    let (code, out, err) = run_in(
-        dir.path(),
-        &[
-            "-u",
-            "nobody",
-            "echo",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-        ],
-    );
+    let (code, out, err) = echo_as_nobody(dir.path());
     assert_eq!(code, 1, "{out} {err}");
     assert!(
         err.contains("twistrs.log") && err.contains("symbolic link owned by uid"),
@@ -1273,16 +1270,7 @@ fn a_log_link_the_service_user_planted_is_not_followed_and_nothing_is_given_away
     // given away, and the start says a reload could not reopen it as that user.
     std::fs::remove_file(&log).unwrap();
     std::os::unix::fs::symlink(&secret, &log).unwrap();
-    let (code, out, err) = run_in(
-        dir.path(),
-        &[
-            "-u",
-            "nobody",
-            "echo",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-        ],
-    );
+    let (code, out, err) = echo_as_nobody(dir.path());
     assert_eq!(code, 0, "{out} {err}");
     let pid: u32 = std::fs::read_to_string(dir.path().join("twistrs.pid"))
         .unwrap()

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::metrics::port_of_within;
 use crate::support::*;
 
 const ZONE: &str = "\
@@ -60,23 +61,12 @@ impl Dns {
         }
         let d = dir.path().display().to_string();
         let args: Vec<String> = args.iter().map(|a| a.replace("{dir}", &d)).collect();
-        let mut full = vec!["dns", "-p", "0", "-i", "127.0.0.1"];
-        full.extend(args.iter().map(String::as_str));
-        let srv = Server::spawn(&full);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let srv = Server::spawn(&dns_args(&[], &args));
         // The large zones of some tests (300,000 names) take 3 s to load from a debug build
         // on an idle machine and 9 s on a loaded one: a minute bounds the start.
-        srv.wait_until(
-            |l| l.iter().any(|x| x.contains("DNSServerFactory starting on")),
-            Duration::from_secs(60),
-        )
-        .unwrap_or_else(|| panic!("dns did not start: {:?}", srv.lines()));
         // The port of the pair: UDP's, once TCP got it too (-p 0 tries again if TCP's is taken).
-        let port = srv
-            .lines()
-            .iter()
-            .find_map(|l| l.split("DNSServerFactory starting on ").nth(1))
-            .and_then(|p| p.trim().parse().ok())
-            .expect("the port");
+        let port = port_of_within(&srv, "DNSServerFactory", Duration::from_secs(60));
         Dns { srv, dir, port }
     }
 
@@ -1501,34 +1491,19 @@ fn dns_sighup_rereads_relative_files_after_rundir() {
     let run = elsewhere.path().to_str().unwrap();
     let srv = Server::spawn_in(
         dir.path(),
-        &[
-            "--pidfile=",
-            "-d",
-            run,
-            "dns",
-            "-p",
-            "0",
-            "-i",
-            "127.0.0.1",
-            "--bindzone",
-            "example.com",
-            "--hosts-file",
-            "hosts",
-            "--resolv-conf",
-            "resolv.conf",
-        ],
+        &dns_args(
+            &["--pidfile=", "-d", run],
+            &[
+                "--bindzone",
+                "example.com",
+                "--hosts-file",
+                "hosts",
+                "--resolv-conf",
+                "resolv.conf",
+            ],
+        ),
     );
-    srv.wait_until(
-        |l| l.iter().any(|x| x.contains("DNSServerFactory starting on")),
-        Duration::from_secs(20),
-    )
-    .unwrap_or_else(|| panic!("dns did not start: {:?}", srv.lines()));
-    let port: u16 = srv
-        .lines()
-        .iter()
-        .find_map(|l| l.split("DNSServerFactory starting on ").nth(1))
-        .and_then(|p| p.trim().parse().ok())
-        .expect("the port");
+    let port = port_of_within(&srv, "DNSServerFactory", Duration::from_secs(20));
     let web = || answers(&dig(port, &["+noall", "+answer", "web.example.com", "A"]));
     assert_eq!(web(), ["web.example.com. 300 IN A 192.0.2.3"]);
     std::fs::write(
@@ -1733,20 +1708,10 @@ fn dns_a_zone_only_root_reads_is_warned_of_at_start_and_in_check() {
     std::fs::set_permissions(&com, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::set_permissions(&net, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (com_s, net_s) = (com.to_str().unwrap(), net.to_str().unwrap());
-    let args = [
-        "--pidfile=",
-        "-u",
-        &nobody.name,
-        "dns",
-        "-p",
-        "0",
-        "-i",
-        "127.0.0.1",
-        "--bindzone",
-        com_s,
-        "--bindzone",
-        net_s,
-    ];
+    let args = dns_args(
+        &["--pidfile=", "-u", &nobody.name],
+        &["--bindzone", com_s, "--bindzone", net_s],
+    );
     let warned = |text: &str, path: &str| {
         text.lines().any(|l| {
             l.contains(&format!(
@@ -1765,19 +1730,10 @@ fn dns_a_zone_only_root_reads_is_warned_of_at_start_and_in_check() {
     // In a chroot, a reload looks the same path up inside the jail, where it is not.
     let jail = tempfile::tempdir().unwrap();
     let jail_s = jail.path().to_str().unwrap();
-    let (code, out, err) = run(&[
-        "--check",
-        "--pidfile=",
-        "--chroot",
-        jail_s,
-        "dns",
-        "-p",
-        "0",
-        "-i",
-        "127.0.0.1",
-        "--bindzone",
-        net_s,
-    ]);
+    let (code, out, err) = run(&dns_args(
+        &["--check", "--pidfile=", "--chroot", jail_s],
+        &["--bindzone", net_s],
+    ));
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         err.contains(&format!(
@@ -1787,17 +1743,7 @@ fn dns_a_zone_only_root_reads_is_warned_of_at_start_and_in_check() {
     );
 
     let srv = Server::spawn(&args);
-    srv.wait_until(
-        |l| l.iter().any(|x| x.contains("DNSServerFactory starting on")),
-        Duration::from_secs(20),
-    )
-    .unwrap_or_else(|| panic!("dns did not start: {:?}", srv.lines()));
-    let port: u16 = srv
-        .lines()
-        .iter()
-        .find_map(|l| l.split("DNSServerFactory starting on ").nth(1))
-        .and_then(|p| p.trim().parse().ok())
-        .expect("the port");
+    let port = port_of_within(&srv, "DNSServerFactory", Duration::from_secs(20));
     assert!(srv.log_contains("set uid/gid"), "{:?}", srv.lines());
     let text = srv.lines().join("\n");
     assert!(warned(&text, com_s), "{text}");

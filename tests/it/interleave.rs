@@ -22,19 +22,11 @@ struct Held {
 
 impl Held {
     /// The command line of a dns daemon on `zone`.
-    fn args<'a>(workers: &'a str, zone: &'a std::path::Path) -> [&'a str; 9] {
-        let zone = zone.to_str().unwrap();
-        let a = [
-            "--workers",
-            workers,
-            "dns",
-            "-p",
-            "0",
-            "-i",
-            "127.0.0.1",
-            "--bindzone",
-        ];
-        [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], zone]
+    fn args<'a>(workers: &'a str, zone: &'a std::path::Path) -> Vec<&'a str> {
+        dns_args(
+            &["--workers", workers],
+            &["--bindzone", zone.to_str().unwrap()],
+        )
     }
 
     /// A directory for the daemon and a zone file, nothing started.

@@ -15,12 +15,14 @@ const LOCAL: &str = "tcp:0:interface=127.0.0.1";
 
 /// The port a factory's "NAME starting on PORT" line names.
 pub(crate) fn port_of(srv: &Server, name: &str) -> u16 {
+    port_of_within(srv, name, Duration::from_secs(10))
+}
+
+/// [`port_of`], waiting up to `limit` for the line: for starts slower than most (dns zones).
+pub(crate) fn port_of_within(srv: &Server, name: &str, limit: Duration) -> u16 {
     let prefix = format!("{name} starting on ");
-    srv.wait_until(
-        |l| l.iter().any(|x| x.contains(&prefix)),
-        Duration::from_secs(10),
-    )
-    .unwrap_or_else(|| panic!("no {name} listener: {:?}", srv.lines()));
+    srv.wait_until(|l| l.iter().any(|x| x.contains(&prefix)), limit)
+        .unwrap_or_else(|| panic!("no {name} listener: {:?}", srv.lines()));
     srv.lines()
         .iter()
         .find_map(|l| {
@@ -665,17 +667,7 @@ fn dns_queries_answers_cache_and_reloads_are_counted() {
     )
     .unwrap();
     let zone_arg = zone.to_str().unwrap();
-    let mut primary = Server::start(&[
-        "--metrics",
-        LOCAL,
-        "dns",
-        "-p",
-        "0",
-        "-i",
-        "127.0.0.1",
-        "--bindzone",
-        zone_arg,
-    ]);
+    let mut primary = Server::start(&dns_args(&["--metrics", LOCAL], &["--bindzone", zone_arg]));
     let (metrics, port) = (port_of(&primary, "Metrics"), dns_port(&primary));
     // Two answers from the zone over UDP (one NXDOMAIN), one over TCP, one AXFR.
     assert_eq!(udp_ask(port, &dns_query("www.example.com", 1))[3] & 0x0f, 0);
@@ -728,18 +720,10 @@ fn dns_queries_answers_cache_and_reloads_are_counted() {
         format!("nameserver 127.0.0.1#{port}\noptions timeout:1 attempts:1\n"),
     )
     .unwrap();
-    let mut fwd = Server::start(&[
-        "--metrics",
-        LOCAL,
-        "dns",
-        "-p",
-        "0",
-        "-i",
-        "127.0.0.1",
-        "-c",
-        "--resolv-conf",
-        conf.to_str().unwrap(),
-    ]);
+    let mut fwd = Server::start(&dns_args(
+        &["--metrics", LOCAL],
+        &["-c", "--resolv-conf", conf.to_str().unwrap()],
+    ));
     let (fmetrics, fport) = (port_of(&fwd, "Metrics"), dns_port(&fwd));
     for _ in 0..2 {
         assert_eq!(
@@ -777,19 +761,15 @@ fn dns_queries_answers_cache_and_reloads_are_counted() {
     )
     .unwrap();
     let from = format!("127.0.0.1:{port}/example.com");
-    let mut other = Server::start(&[
-        "--metrics",
-        LOCAL,
-        "dns",
-        "-p",
-        "0",
-        "-i",
-        "127.0.0.1",
-        "--secondary",
-        &from,
-        "--resolv-conf",
-        dead_conf.to_str().unwrap(),
-    ]);
+    let mut other = Server::start(&dns_args(
+        &["--metrics", LOCAL],
+        &[
+            "--secondary",
+            &from,
+            "--resolv-conf",
+            dead_conf.to_str().unwrap(),
+        ],
+    ));
     let (ometrics, oport) = (port_of(&other, "Metrics"), dns_port(&other));
     assert_eq!(udp_ask(oport, &dns_query("nope.invalid", 1))[3] & 0x0f, 2);
     let body = scrape_until(ometrics, |b| {

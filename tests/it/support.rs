@@ -252,6 +252,15 @@ pub fn run_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `BEFORE dns -p 0 -i 127.0.0.1 AFTER`: the dns plugin on 127.0.0.1, on a port picked at
+/// start, as the tests of several modules run it.
+pub fn dns_args<'a>(before: &[&'a str], after: &[&'a str]) -> Vec<&'a str> {
+    let mut args = before.to_vec();
+    args.extend_from_slice(&["dns", "-p", "0", "-i", "127.0.0.1"]);
+    args.extend_from_slice(after);
+    args
+}
+
 /// Runs the binary to completion in a fresh directory.
 pub fn run(args: &[&str]) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -283,6 +292,28 @@ pub fn read_to_end(s: &mut impl Read) -> Vec<u8> {
 /// Writes all of `data`.
 pub fn send(s: &mut impl Write, data: &[u8]) {
     s.write_all(data).expect("write");
+}
+
+/// Whether the server closed `c`, for the connection-limit tests that must tell a connection
+/// given up from one kept: EOF or a reset within `within`, `false` if it is still open (the
+/// read times out). A byte from it panics: `what` (such a connection) should send none.
+pub fn closed_within(c: &mut TcpStream, within: Duration, what: &str) -> bool {
+    c.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 64];
+    match c.read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => panic!("{n} bytes from {what}"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            false
+        }
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// The command (`unshare ... sh -c SCRIPT`) to put before another so that it runs with

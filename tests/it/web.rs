@@ -1129,6 +1129,39 @@ fn a_request_body_trickled_a_byte_at_a_time_is_cut_off() {
     assert_eq!((r.status, &r.body[..]), (200, &b"0123456789"[..]));
 }
 
+/// A web root the `-u` user can read (`index.html` in a 0755 directory): the access-log
+/// tests below serve it as `nobody`.
+fn root_for_nobody() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.path().join("index.html"), "hi").unwrap();
+    dir
+}
+
+/// `--pidfile= -u USER web --path ROOT -l LOG --listen tcp:0`: the start the access-log tests
+/// below make, and check, as `user`.
+fn web_as<'a>(user: &'a str, root: &'a str, log: &'a str) -> [&'a str; 10] {
+    [
+        "--pidfile=",
+        "-u",
+        user,
+        "web",
+        "--path",
+        root,
+        "-l",
+        log,
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]
+}
+
+/// What a start (or `--check`) says of an access log at `log` that a SIGHUP, run as `user`,
+/// could not reopen: the tests below look for it.
+fn reopen_warning(log: &str, user: &str) -> String {
+    format!("reload will not be able to reopen the log file {log} as {user}")
+}
+
 /// The access log a start makes is root's, and SIGHUP reopens it as the `-u` user: the start
 /// gives it to that user, as it gives the main log, so the reopen works. One that was there
 /// before, only root's, is left as it is (its path could name any file) and warned of.
@@ -1139,23 +1172,10 @@ fn an_access_log_the_start_makes_is_the_users_and_reopens_on_sighup() {
     let Some(nobody) = nobody_as_root(test) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(dir.path().join("index.html"), "hi").unwrap();
+    let dir = root_for_nobody();
     let log = dir.path().join("access.log");
     let (d, l) = (dir.path().to_str().unwrap(), log.to_str().unwrap());
-    let args = [
-        "--pidfile=",
-        "-u",
-        &nobody.name,
-        "web",
-        "--path",
-        d,
-        "-l",
-        l,
-        "--listen",
-        "tcp:0:interface=127.0.0.1",
-    ];
+    let args = web_as(&nobody.name, d, l);
     let srv = Server::start(&args);
     assert!(srv.log_contains("set uid/gid"), "{:?}", srv.lines());
     assert_eq!(std::fs::metadata(&log).unwrap().uid(), nobody.uid.as_raw());
@@ -1177,10 +1197,7 @@ fn an_access_log_the_start_makes_is_the_users_and_reopens_on_sighup() {
     std::fs::write(&log, "").unwrap();
     std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o600)).unwrap();
     let srv = Server::start(&args);
-    let want = format!(
-        "reload will not be able to reopen the log file {l} as {}",
-        nobody.name
-    );
+    let want = reopen_warning(l, &nobody.name);
     assert!(srv.log_contains(&want), "{:?}", srv.lines());
     assert_eq!(std::fs::metadata(&log).unwrap().uid(), 0);
 }
@@ -1195,30 +1212,14 @@ fn an_access_log_made_where_the_user_cannot_reach_it_is_warned_of() {
     let Some(nobody) = nobody_as_root(test) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(dir.path().join("index.html"), "hi").unwrap();
+    let dir = root_for_nobody();
     let private = dir.path().join("private");
     std::fs::create_dir(&private).unwrap();
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
     let log = private.join("access.log");
     let (d, l) = (dir.path().to_str().unwrap(), log.to_str().unwrap());
-    let args = [
-        "--pidfile=",
-        "-u",
-        &nobody.name,
-        "web",
-        "--path",
-        d,
-        "-l",
-        l,
-        "--listen",
-        "tcp:0:interface=127.0.0.1",
-    ];
-    let want = format!(
-        "reload will not be able to reopen the log file {l} as {}",
-        nobody.name
-    );
+    let args = web_as(&nobody.name, d, l);
+    let want = reopen_warning(l, &nobody.name);
     // `--check` says it too, before the start has made the file, and makes nothing.
     let mut check = vec!["--check"];
     check.extend_from_slice(&args);

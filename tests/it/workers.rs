@@ -946,19 +946,10 @@ fn a_stop_or_a_restart_does_not_wait_for_a_reload_that_cannot_end() {
     std::fs::write(&zone, text).unwrap();
     let zone_arg = zone.to_str().unwrap();
     let dns = |workers: &str| -> Vec<String> {
-        [
-            "--workers",
-            workers,
-            "dns",
-            "-p",
-            "0",
-            "-i",
-            "127.0.0.1",
-            "--bindzone",
-            zone_arg,
-        ]
-        .map(String::from)
-        .to_vec()
+        dns_args(&["--workers", workers], &["--bindzone", zone_arg])
+            .into_iter()
+            .map(String::from)
+            .collect()
     };
 
     // With workers: SIGHUP starts a reload in each; `twistrs stop` (10 s) then ends them all.

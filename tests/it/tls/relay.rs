@@ -7,12 +7,7 @@ use super::*;
 fn portforward_on_an_ssl_port_terminates_tls() {
     let pki = Pki::new();
     pki.leaf("server", "localhost", &["localhost"]);
-    let backend = Server::start(&[
-        "--pidfile=",
-        "echo",
-        "--listen",
-        "tcp:0:interface=127.0.0.1",
-    ]);
+    let backend = echo_server("tcp:0:interface=127.0.0.1", &[]);
     let listen = format!(
         "ssl:0:privateKey={}:certKey={}:interface=127.0.0.1",
         pki.arg("server-key.pem"),

@@ -30,6 +30,29 @@ except (ssl.SSLError, OSError) as e:
 print('took=%.3f' % (time.monotonic() - t), flush=True)
 "#;
 
+/// A PKI with a `server` leaf for localhost, and an `ssl:` endpoint on 127.0.0.1 serving it:
+/// the listener every test here fills.
+fn tls_listener() -> (Pki, String) {
+    let pki = Pki::new();
+    pki.leaf("server", "localhost", &["localhost"]);
+    let ep = format!(
+        "ssl:0:privateKey={}:interface=127.0.0.1",
+        pki.combined("server")
+    );
+    (pki, ep)
+}
+
+/// `twistrs -n --pidfile= GLOBAL --metrics tcp:0 PLUGIN --max-connections MAX`: the server
+/// every test here runs, its metrics on so that closes can be counted.
+fn limited(global: &[&str], plugin: &[&str], max: &str) -> Server {
+    let mut args = vec!["--pidfile="];
+    args.extend_from_slice(global);
+    args.extend_from_slice(&["--metrics", "tcp:0:interface=127.0.0.1"]);
+    args.extend_from_slice(plugin);
+    args.extend_from_slice(&["--max-connections", max]);
+    Server::spawn(&args)
+}
+
 /// Opens [`STALLED`] connections to `addr`, oldest first: silent ones, and ones that sent the
 /// start of a ClientHello record that says 512 bytes follow (40 do).
 fn stall(addr: SocketAddr) -> Vec<TcpStream> {
@@ -48,27 +71,10 @@ fn stall(addr: SocketAddr) -> Vec<TcpStream> {
         .collect()
 }
 
-/// Whether the server closed `c` (EOF or reset within a second); `false` if it is still open
-/// (the read times out).
+/// Whether the server closed `c` (within a second): these tests' [`closed_within`].
 fn closed(c: &mut TcpStream) -> bool {
-    use std::io::Read;
-    c.set_read_timeout(Some(Duration::from_millis(1000)))
-        .unwrap();
-    let mut buf = [0u8; 64];
-    match c.read(&mut buf) {
-        Ok(0) => true,
-        Ok(n) => panic!("{n} bytes from a connection that never finished its handshake"),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            false
-        }
-        Err(e) => panic!("{e}"),
-    }
+    let what = "a connection that never finished its handshake";
+    closed_within(c, Duration::from_millis(1000), what)
 }
 
 /// With `factory`'s four slots (on TLS port `port`) taken by stalled handshakes, a real
@@ -124,54 +130,30 @@ fn assert_a_stalled_handshake_gives_way(s: &Server, factory: &str, port: u16, ca
 
 #[test]
 fn at_the_limit_a_stalled_handshake_gives_way_to_a_waiting_client() {
-    let pki = Pki::new();
-    pki.leaf("server", "localhost", &["localhost"]);
-    let ep = format!(
-        "ssl:0:privateKey={}:interface=127.0.0.1",
-        pki.combined("server")
-    );
-    let s = Server::spawn(&[
-        "--pidfile=",
-        "--metrics",
-        "tcp:0:interface=127.0.0.1",
-        "echo",
-        "--listen",
-        &ep,
-        "--max-connections",
-        "4",
-    ]);
+    let (pki, ep) = tls_listener();
+    let s = limited(&[], &["echo", "--listen", &ep], "4");
     let port = port_of(&s, "Echo (TLS)");
     assert_a_stalled_handshake_gives_way(&s, "Echo", port, &pki.ca());
 }
 
 #[test]
 fn at_the_limit_portforward_gives_up_a_stalled_handshake_too() {
-    let pki = Pki::new();
-    pki.leaf("server", "localhost", &["localhost"]);
-    let backend = Server::start(&[
-        "--pidfile=",
-        "echo",
-        "--listen",
-        "tcp:0:interface=127.0.0.1",
-    ]);
-    let ep = format!(
-        "ssl:0:privateKey={}:interface=127.0.0.1",
-        pki.combined("server")
-    );
-    let s = Server::spawn(&[
-        "--pidfile=",
-        "--metrics",
-        "tcp:0:interface=127.0.0.1",
-        "portforward",
-        "-p",
-        &ep,
-        "-h",
-        "127.0.0.1",
-        "-d",
-        &backend.port().to_string(),
-        "--max-connections",
+    let (pki, ep) = tls_listener();
+    let backend = echo_server("tcp:0:interface=127.0.0.1", &[]);
+    let backend_port = backend.port().to_string();
+    let s = limited(
+        &[],
+        &[
+            "portforward",
+            "-p",
+            &ep,
+            "-h",
+            "127.0.0.1",
+            "-d",
+            &backend_port,
+        ],
         "4",
-    ]);
+    );
     let port = port_of(&s, "ProxyFactory (TLS)");
     assert_a_stalled_handshake_gives_way(&s, "ProxyFactory", port, &pki.ca());
 }
@@ -204,22 +186,8 @@ print('done=1', flush=True)
 
 #[test]
 fn at_the_limit_a_connection_whose_handshake_is_done_is_not_given_up() {
-    let pki = Pki::new();
-    pki.leaf("server", "localhost", &["localhost"]);
-    let ep = format!(
-        "ssl:0:privateKey={}:interface=127.0.0.1",
-        pki.combined("server")
-    );
-    let s = Server::spawn(&[
-        "--pidfile=",
-        "--metrics",
-        "tcp:0:interface=127.0.0.1",
-        "echo",
-        "--listen",
-        &ep,
-        "--max-connections",
-        "4",
-    ]);
+    let (pki, ep) = tls_listener();
+    let s = limited(&[], &["echo", "--listen", &ep], "4");
     let (port, metrics) = (port_of(&s, "Echo (TLS)"), port_of(&s, "Metrics"));
     let out = python(
         DONE_AND_IDLE,
@@ -247,24 +215,8 @@ fn at_the_limit_a_connection_whose_handshake_is_done_is_not_given_up() {
 /// handshake for it. The other's stalled connection stays (closed later by its deadline).
 #[test]
 fn with_workers_one_waiting_client_costs_one_stalled_handshake() {
-    let pki = Pki::new();
-    pki.leaf("server", "localhost", &["localhost"]);
-    let ep = format!(
-        "ssl:0:privateKey={}:interface=127.0.0.1",
-        pki.combined("server")
-    );
-    let s = Server::spawn(&[
-        "--pidfile=",
-        "--workers",
-        "3",
-        "--metrics",
-        "tcp:0:interface=127.0.0.1",
-        "echo",
-        "--listen",
-        &ep,
-        "--max-connections",
-        "1",
-    ]);
+    let (pki, ep) = tls_listener();
+    let s = limited(&["--workers", "3"], &["echo", "--listen", &ep], "1");
     let (port, metrics) = (port_of(&s, "Echo (TLS)"), port_of(&s, "Metrics"));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     // Three silent ones: with one slot per worker, each worker holds one.
