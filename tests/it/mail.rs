@@ -1457,6 +1457,32 @@ fn open_tempdir() -> tempfile::TempDir {
     dir
 }
 
+/// The command line of `mail` for example.com at `domain` with the user joe, SMTP and POP3 on
+/// free ports, started by root dropping to 65534, after the global options `before`: the
+/// start the tests of what a start gives that user (or refuses it) share.
+fn joe_for_65534(before: &[&str], domain: &Path) -> Vec<String> {
+    let mut a: Vec<String> = before.iter().map(|s| s.to_string()).collect();
+    a.extend(["-u", "65534", "-g", "65534", "--pidfile="].map(String::from));
+    a.extend(["mail", "-H", "mx.test", "-d"].map(String::from));
+    a.push(format!("example.com={}", domain.display()));
+    a.extend(["-u", "joe=secret"].map(String::from));
+    a.extend(
+        [
+            "-s",
+            "tcp:0:interface=127.0.0.1",
+            "-p",
+            "tcp:0:interface=127.0.0.1",
+        ]
+        .map(String::from),
+    );
+    a
+}
+
+/// `args` as the `&str`s `Server` takes.
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 /// Started by root with `-u 65534 -g 65534`: the domain directory, the password file and the
 /// Maildir the start makes are that user's, so a delivery gets 250 and lands in new/, and a
 /// POP3 login reads its password and the message. What was there (the directory above the
@@ -1467,23 +1493,8 @@ fn given_to_the_uid(test: &str, launcher: &[&str]) {
     }
     let dir = open_tempdir();
     let domain = dir.path().join("example.com");
-    let dom = format!("example.com={}", domain.display());
-    let mut args = vec!["-u", "65534", "-g", "65534", "--pidfile="];
-    args.extend_from_slice(launcher);
-    args.extend_from_slice(&[
-        "mail",
-        "-H",
-        "mx.test",
-        "-d",
-        &dom,
-        "-u",
-        "joe=secret",
-        "-s",
-        "tcp:0:interface=127.0.0.1",
-        "-p",
-        "tcp:0:interface=127.0.0.1",
-    ]);
-    let srv = Server::start(&args);
+    let args = joe_for_65534(launcher, &domain);
+    let srv = Server::start(&strs(&args));
     srv.wait_until(|l| count_ports(l) >= 2, Duration::from_secs(10))
         .unwrap_or_else(|| panic!("mail did not start: {:?}", srv.lines()));
     let ports = srv.ports();
@@ -1557,23 +1568,8 @@ fn a_link_the_uid_put_for_its_maildir_fails_the_next_start() {
     }
     let dir = open_tempdir();
     let domain = dir.path().join("example.com");
-    let dom = format!("example.com={}", domain.display());
-    let args = [
-        "-u",
-        "65534",
-        "-g",
-        "65534",
-        "--pidfile=",
-        "mail",
-        "-d",
-        &dom,
-        "-u",
-        "joe=secret",
-        "-s",
-        "tcp:0:interface=127.0.0.1",
-        "-p",
-        "tcp:0:interface=127.0.0.1",
-    ];
+    let args = joe_for_65534(&[], &domain);
+    let args = strs(&args);
     let mut srv = Server::start(&args);
     srv.term();
     let joe = domain.join("joe");
@@ -1629,27 +1625,11 @@ fn a_maildir_the_uid_cannot_write_is_warned_of_at_start_and_in_check() {
             .create(joe.join(sub))
             .unwrap();
     }
-    let dom = format!("example.com={}", domain.display());
-    let args = |check: bool| {
-        let mut a: Vec<&str> = if check { vec!["--check"] } else { vec![] };
-        a.extend_from_slice(&[
-            "-u",
-            "65534",
-            "-g",
-            "65534",
-            "--pidfile=",
-            "mail",
-            "-d",
-            &dom,
-            "-u",
-            "joe=secret",
-            "-s",
-            "tcp:0:interface=127.0.0.1",
-            "-p",
-            "tcp:0:interface=127.0.0.1",
-        ]);
-        a
-    };
+    let (check, start) = (
+        joe_for_65534(&["--check"], &domain),
+        joe_for_65534(&[], &domain),
+    );
+    let args = |c: bool| strs(if c { &check } else { &start });
     let maildir_warning = format!("{} cannot write in {} (", nobody.name, joe.display());
     let passwd_warning = format!("{} cannot read {} (", nobody.name, pw.display());
     let (code, out, err) = run_in(dir.path(), &args(true));

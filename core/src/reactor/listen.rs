@@ -1241,24 +1241,9 @@ mod tests {
         tls: bool,
     ) -> Option<(Reactor, usize, SocketAddr)> {
         let ep = if tls {
-            let made = std::process::Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-                .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
-                .args([
-                    "-subj",
-                    "/CN=localhost",
-                    "-keyout",
-                    "k.pem",
-                    "-out",
-                    "c.pem",
-                ])
-                .current_dir(dir)
-                .stdin(std::process::Stdio::null())
-                .output()
-                .ok()?;
-            assert!(made.status.success(), "{made:?}");
-            let d = dir.display();
-            format!("ssl:0:privateKey={d}/k.pem:certKey={d}/c.pem:interface=127.0.0.1")
+            let (k, c) = crate::tls::test_cert(dir)?;
+            let (k, c) = (k.display(), c.display());
+            format!("ssl:0:privateKey={k}:certKey={c}:interface=127.0.0.1")
         } else {
             "tcp:0:interface=127.0.0.1".to_string()
         };

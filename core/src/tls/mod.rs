@@ -21,6 +21,34 @@ mod sni;
 pub(crate) mod stream;
 mod tickets;
 
+/// A self-signed P-256 certificate for `localhost`, made in `dir` by the `openssl` command
+/// (`k.pem`, `c.pem`): the key and certificate files, or `None` without the command. For
+/// the core's own tests, which need a TLS listener but test no certificate.
+#[cfg(test)]
+pub(crate) fn test_cert(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "k.pem",
+            "-out",
+            "c.pem",
+        ])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    Some((dir.join("k.pem"), dir.join("c.pem")))
+}
+
 use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};

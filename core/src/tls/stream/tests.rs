@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
-use std::process::Command;
 use std::sync::OnceLock;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -77,26 +76,7 @@ fn server_config() -> Arc<ServerConfig> {
     CONFIG
         .get_or_init(|| {
             let dir = tempfile::tempdir().unwrap();
-            let out = Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-                .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
-                .args([
-                    "-subj",
-                    "/CN=localhost",
-                    "-keyout",
-                    "key.pem",
-                    "-out",
-                    "cert.pem",
-                ])
-                .current_dir(dir.path())
-                .output()
-                .expect("run openssl");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+            let (key, cert) = crate::tls::test_cert(dir.path()).expect("run openssl");
             TlsContext::from_files(&key, Some(&cert), &[])
                 .unwrap()
                 .config()
