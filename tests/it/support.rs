@@ -12,6 +12,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_twistrs");
 pub struct Server {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// How many of the two pipes (stdout, stderr) their reader threads have read to the end.
+    ended: Arc<std::sync::atomic::AtomicUsize>,
     /// The working directory, removed when the server is dropped.
     _dir: tempfile::TempDir,
     status: Option<ExitStatus>,
@@ -69,20 +71,23 @@ impl Server {
                 .expect("spawn the wrapped twistrs"),
         };
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let ended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for pipe in [
             Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
             Box::new(child.stderr.take().expect("stderr")),
         ] {
-            let l = lines.clone();
+            let (l, ended) = (lines.clone(), ended.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                     l.lock().unwrap().push(line);
                 }
+                ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             });
         }
         Server {
             child,
             lines,
+            ended,
             _dir: dir,
             status: None,
         }
@@ -148,8 +153,15 @@ impl Server {
         while Instant::now() < end {
             if let Ok(Some(st)) = self.child.try_wait() {
                 self.status = Some(st);
-                // Let the reader threads drain the pipes.
-                std::thread::sleep(Duration::from_millis(50));
+                // The reader threads drain the pipes: wait for both to reach their end (a
+                // busy machine may not have run them yet), bounded, since a child the server
+                // started may still hold them open.
+                let drained = Instant::now() + Duration::from_secs(3);
+                while self.ended.load(std::sync::atomic::Ordering::SeqCst) < 2
+                    && Instant::now() < drained
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 return self.status;
             }
             std::thread::sleep(Duration::from_millis(10));
