@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -418,11 +418,21 @@ fn lock_unix_path(path: &Path) -> io::Result<PathBuf> {
     ))
 }
 
+/// Binds a UNIX socket at `path` whose file has the permissions `mode`, made so by the umask
+/// around bind(2), not by a chmod(2) after it (as twistd does): chmod follows a link, and in
+/// between whoever may write the directory (the service user, in a /run directory of its
+/// own, while a restart binds as root) could put one at `path` and have root chmod any file.
+/// Listeners are bound at start, before any request is served, so no other thread of ours
+/// is making files under the brief umask.
 fn bind_unix(path: &Path, mode: u32, backlog: u32) -> io::Result<mio::net::UnixListener> {
+    use nix::sys::stat::{Mode, umask};
     let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
     sock.set_cloexec(true)?;
-    sock.bind(&socket2::SockAddr::unix(path)?)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    let addr = socket2::SockAddr::unix(path)?;
+    let before = umask(Mode::from_bits_truncate(!mode & 0o777));
+    let bound = sock.bind(&addr);
+    umask(before);
+    bound?;
     sock.listen(backlog.min(i32::MAX as u32) as i32)?;
     sock.set_nonblocking(true)?;
     Ok(mio::net::UnixListener::from_std(sock.into()))
@@ -1211,6 +1221,24 @@ impl Reactor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_unix_socket_has_its_mode_from_the_bind_and_the_umask_is_given_back() {
+        use nix::sys::stat::{Mode, umask};
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let before = umask(Mode::from_bits_truncate(0o022));
+        for mode in [0o640, 0o666, 0o600, 0o777] {
+            let path = dir.path().join(format!("s{mode:o}"));
+            let l = bind_unix(&path, mode, 5).unwrap();
+            let md = std::fs::symlink_metadata(&path).unwrap();
+            assert!(md.file_type().is_socket());
+            assert_eq!(md.permissions().mode() & 0o7777, mode, "{mode:o}");
+            drop(l);
+        }
+        let now = umask(before);
+        assert_eq!(now.bits(), 0o022, "the umask is the process's again");
+    }
 
     /// A service that never writes, with at most `max` connections.
     struct Mute(Option<usize>);
