@@ -1,7 +1,9 @@
 //! Dropping privileges after the ports are bound: `--uid`, `--gid`, `--euid`, `--chroot`.
 //!
 //! Order as twistd and as the kernel needs it: chroot while still root, then the group, the
-//! supplementary groups (initgroups), then the user last. Names or numbers are accepted.
+//! supplementary groups, then the user last. Names or numbers are accepted. Every name is
+//! looked up when the options are read, before any chroot: a lookup inside the jail
+//! (initgroups, getpwuid) would load the NSS modules found there, as root.
 
 use std::ffi::CString;
 
@@ -13,6 +15,9 @@ pub struct Target {
     pub uid: Option<Uid>,
     pub gid: Option<Gid>,
     pub euid_only: bool,
+    /// The supplementary groups to take with `uid` (the user's, as initgroups would give,
+    /// or only `gid` for a uid no user has), looked up now, before any chroot.
+    pub groups: Option<&'static [Gid]>,
 }
 
 /// Resolves `--uid`/`--gid` (names or numbers); the group defaults to the user's primary one.
@@ -54,10 +59,24 @@ pub fn resolve(uid: Option<&str>, gid: Option<&str>, euid_only: bool) -> Result<
             None => None,
         },
     };
+    let groups = match &user {
+        None => None,
+        Some((_, Some(usr))) => {
+            let name = CString::new(usr.name.as_bytes())
+                .map_err(|_| format!("--uid {}: the user's name holds a NUL", usr.uid))?;
+            let primary = gid.unwrap_or(usr.gid);
+            let list = nix::unistd::getgrouplist(&name, primary)
+                .map_err(|e| format!("--uid {}: cannot list its groups: {e}", usr.name))?;
+            Some(list)
+        }
+        Some((_, None)) => gid.map(|g| vec![g]),
+    };
     Ok(Target {
         uid: user.map(|(id, _)| id),
         gid,
         euid_only,
+        // Once per process, and small: kept for its life so the target stays `Copy`.
+        groups: groups.map(|g| &*Box::leak(g.into_boxed_slice())),
     })
 }
 
@@ -132,12 +151,9 @@ impl Target {
         if let Some(u) = uid {
             // Supplementary groups: the target user's, not root's; with --euid too, as
             // twistd's switchUID does, or files would be checked against root's groups.
-            if let Ok(Some(usr)) = User::from_uid(u)
-                && let Ok(name) = CString::new(usr.name.as_bytes())
-            {
-                nix::unistd::initgroups(&name, gid.unwrap_or(usr.gid)).map_err(fail)?;
-            } else if let Some(g) = gid {
-                nix::unistd::setgroups(&[g]).map_err(fail)?;
+            // As initgroups would set them, from the list looked up before any chroot.
+            if let Some(groups) = self.groups {
+                nix::unistd::setgroups(groups).map_err(fail)?;
             }
             if self.euid_only {
                 nix::unistd::seteuid(u).map_err(fail)?;

@@ -109,14 +109,24 @@ pub(crate) fn boot_time() -> Option<i64> {
 
 /// The version of the binary the process runs: ours when it is the same file, else what it
 /// says to `--version` (a package upgraded under a running daemon), waited for 5 seconds.
+/// Run as the user the process runs as, never as root for a process that is not root's:
+/// that process chose its binary (it may have exec'd one of its own, keeping the locked
+/// pidfile), and root's `status` must not run it.
 fn version(pid: i32) -> Option<String> {
+    use std::os::unix::process::CommandExt;
     let exe = format!("/proc/{pid}/exe");
     let theirs = std::fs::metadata(&exe).ok()?;
     let ours = std::fs::metadata("/proc/self/exe").ok()?;
     if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
         return Some(crate::VERSION.to_string());
     }
-    let mut child = std::process::Command::new(&exe)
+    let owner = std::fs::metadata(format!("/proc/{pid}")).ok()?;
+    let mut cmd = std::process::Command::new(&exe);
+    if nix::unistd::geteuid().is_root() && owner.uid() != 0 {
+        // std drops root's supplementary groups with the uid.
+        cmd.uid(owner.uid()).gid(owner.gid());
+    }
+    let mut child = cmd
         .arg("--version")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

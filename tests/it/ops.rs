@@ -1,4 +1,5 @@
-//! Operating twistrs: `status --json` before, during and after a restart.
+//! Operating twistrs: `status --json` before, during and after a restart, and against a
+//! holder of the lock that is not twistrs.
 
 use std::time::{Duration, Instant};
 
@@ -298,4 +299,68 @@ fn systemd_units_verify() {
         .expect("systemd-analyze");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && err.is_empty(), "{units:?}: {err}");
+}
+
+/// A holder of the pidfile's lock that is not twistrs: `--version` prints the uid it runs as.
+const HOLDER: &str = include_str!("holder.c");
+
+/// The pidfile held by a process of the service user's that runs a binary of its own (it
+/// may exec one and keep the locked pidfile): root's `status --json` asks that binary its
+/// version as that user, never as root.
+#[test]
+fn status_json_never_runs_a_service_users_binary_as_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let test = "status_json_never_runs_a_service_users_binary_as_root";
+    let Some(nobody) = nobody_as_root(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = dir.path().join("holder.c");
+    std::fs::write(&src, HOLDER).unwrap();
+    let bin = dir.path().join("holder");
+    match std::process::Command::new("cc")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        other => {
+            skip(test, &format!("no C compiler: {other:?}"));
+            return;
+        }
+    }
+    let pidfile = dir.path().join("twistrs.pid");
+    std::fs::write(&pidfile, "").unwrap();
+    let (uid, gid) = (nobody.uid.as_raw(), nobody.gid.as_raw());
+    std::os::unix::fs::chown(&pidfile, Some(uid), Some(gid)).unwrap();
+    let mut holder = std::process::Command::new("setpriv")
+        .args([
+            format!("--reuid={uid}"),
+            format!("--regid={gid}"),
+            "--clear-groups".to_string(),
+        ])
+        .arg(&bin)
+        .arg(&pidfile)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "locked\n");
+    let (code, fields) = status_json(dir.path());
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(code, 0, "{fields:?}");
+    assert_eq!(field(&fields, "pid"), holder.id().to_string());
+    assert_eq!(
+        field(&fields, "version"),
+        format!("'uid{uid}'"),
+        "asked as the holder's user"
+    );
 }
