@@ -116,6 +116,10 @@ impl Loss {
 struct State {
     sink: Sink,
     rotation: Option<Rotation>,
+    /// Who a log file made later (a reopen after logrotate moved it, a rotation) is given to,
+    /// when root makes it: the `-u` user, set by [`Logger::chown`]. A `--workers` master
+    /// keeps root and reopens too: a file it made would be closed to its workers.
+    owner: Option<Owner>,
     format: Format,
     stamp_secs: i64,
     stamp: String,
@@ -177,9 +181,20 @@ pub fn warning_id(target: &str, text: &str) -> u64 {
     h
 }
 
-/// Opens `path` for appending, made if missing (a reopen, a rotation).
-fn open_append(path: &Path) -> io::Result<File> {
-    open_or_make(path).map(|(f, _)| f)
+/// The user and group a log file is given to.
+type Owner = (Option<nix::unistd::Uid>, Option<nix::unistd::Gid>);
+
+/// Opens `path` for appending, made if missing (a reopen, a rotation); one made by root is
+/// given to `owner`.
+fn open_append(path: &Path, owner: Option<Owner>) -> io::Result<File> {
+    let (f, made) = open_or_make(path)?;
+    if made
+        && let Some((uid, gid)) = owner
+        && nix::unistd::geteuid().is_root()
+    {
+        let _ = nix::unistd::fchown(&f, uid, gid);
+    }
+    Ok(f)
 }
 
 /// Installs the logger. Fails if the log file cannot be opened.
@@ -233,6 +248,7 @@ impl Logger {
             state: Mutex::new(State {
                 sink,
                 rotation: None,
+                owner: None,
                 format: Format::Text,
                 stamp_secs: i64::MIN,
                 stamp: String::new(),
@@ -284,6 +300,7 @@ impl Logger {
     /// reopened, and the error says so (the file opened at start is still written).
     pub fn reopen(&self) -> io::Result<()> {
         let mut st = self.lock();
+        let owner = st.owner;
         if let Sink::File {
             path,
             reach,
@@ -294,7 +311,7 @@ impl Logger {
         } = &mut st.sink
         {
             let at = reach.as_ref().map_err(|jail| outside(path, jail))?;
-            *file = open_append(at)?;
+            *file = open_append(at, owner)?;
             *size = file.metadata().map_or(0, |m| m.len());
             // A fresh file has no fragment to end; the count of lost lines still stands.
             loss.torn &= *size > 0;
@@ -367,10 +384,14 @@ impl Logger {
     /// that user's already from an earlier start): a file anyone but root could have put at
     /// that name must never be given away by root. The launcher tries it as that user, and
     /// warns if a reopen would fail.
+    /// Files made later (a reopen, a rotation) by a process still root (a `--workers`
+    /// master) are given to the same user.
     pub fn chown(&self, uid: Option<nix::unistd::Uid>, gid: Option<nix::unistd::Gid>) {
+        let mut st = self.lock();
+        st.owner = Some((uid, gid));
         if let Sink::File {
             file, made: true, ..
-        } = &self.lock().sink
+        } = &st.sink
         {
             let _ = nix::unistd::fchown(file, uid, gid);
         }
@@ -401,7 +422,7 @@ fn numbered(path: &Path, n: u32) -> PathBuf {
 
 /// Renames FILE.N-1 to FILE.N (dropping the oldest), FILE to FILE.1, and opens a new FILE.
 /// Anything but a regular file is never renamed: `-l /dev/null` stays /dev/null.
-fn rotate(path: &Path, keep: u32) -> io::Result<Option<File>> {
+fn rotate(path: &Path, keep: u32, owner: Option<Owner>) -> io::Result<Option<File>> {
     if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
         return Ok(None);
     }
@@ -412,7 +433,7 @@ fn rotate(path: &Path, keep: u32) -> io::Result<Option<File>> {
         }
     }
     std::fs::rename(path, numbered(path, 1))?;
-    open_append(path).map(Some)
+    open_append(path, owner).map(Some)
 }
 
 /// twistd's timestamp (in the core, for plugins' own log files too).
@@ -487,7 +508,7 @@ impl Log for Logger {
         } else {
             format_line(&st.stamp, &sys, &text)
         };
-        let rotation = st.rotation;
+        let (rotation, owner) = (st.rotation, st.owner);
         let st = &mut *st;
         match &mut st.sink {
             Sink::Stdout(s) => {
@@ -550,7 +571,7 @@ impl Log for Logger {
                     && *size >= r.max
                     && let Ok(path) = reach
                 {
-                    match rotate(path, r.keep) {
+                    match rotate(path, r.keep, owner) {
                         Ok(Some(f)) => {
                             *file = f;
                             *size = 0;
@@ -620,7 +641,7 @@ mod tests {
         let log = dir.path().join("app.log");
         for i in 0..5 {
             std::fs::write(&log, format!("gen {i}")).unwrap();
-            let f = rotate(&log, 3).unwrap();
+            let f = rotate(&log, 3, None).unwrap();
             assert!(f.is_some());
         }
         assert_eq!(std::fs::read_to_string(numbered(&log, 1)).unwrap(), "gen 4");
@@ -629,7 +650,7 @@ mod tests {
         // Only where /dev/null is the device it should be (a broken machine is not a test).
         use std::os::unix::fs::FileTypeExt;
         if std::fs::metadata("/dev/null").is_ok_and(|m| m.file_type().is_char_device()) {
-            assert!(rotate(Path::new("/dev/null"), 3).unwrap().is_none());
+            assert!(rotate(Path::new("/dev/null"), 3, None).unwrap().is_none());
         }
         assert!(Path::new("/dev/null").exists());
     }
@@ -641,7 +662,7 @@ mod tests {
         let logger = Logger::new(Sink::File {
             path: path.clone(),
             reach: Ok(path.clone()),
-            file: open_append(&path).unwrap(),
+            file: open_append(&path, None).unwrap(),
             size: 0,
             loss: Loss::default(),
             made: true,

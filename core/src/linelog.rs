@@ -38,60 +38,122 @@ fn open_append(path: &Path) -> io::Result<(File, bool)> {
 /// Opens the log file `path` for appending, made if missing: the file, and whether this open
 /// made it. Shared by the main log and the plugins' logs.
 ///
-/// A symbolic link at `path` is followed only if root or this process's own user owns it. A
-/// log is opened as root at start (and at each reopen by a `--workers` master), often in a
+/// A log is opened as root at start (and at each reopen by a `--workers` master), often in a
 /// directory the service user owns so that it can make the file again after a rotation
-/// (Debian's `/var/log/twistrs`): a link that user put there would have root append to any
-/// file, and a start give that file away (nginx's CVE-2016-1247). A link the operator made
-/// is root's, and still works.
+/// (Debian's `/var/log/twistrs`). What that user could put at the name must not lead root:
+/// - a symbolic link is followed only if root or this process's own user owns it (one the
+///   user planted would have root append to any file, and a start give it away: nginx's
+///   CVE-2016-1247); the link checked is the link followed (through its `O_PATH`
+///   descriptor), so it cannot be swapped in between;
+/// - a second hard link to a file (to `/etc/shadow`, where the kernel allows it) is refused;
+/// - a FIFO with no reader fails at once instead of hanging the start, or a reopen.
 pub fn open_or_make(path: &Path) -> io::Result<(File, bool)> {
+    open_or_make_at(path, MAX_LINKS)
+}
+
+/// How many links a log's name may go through, each one checked.
+const MAX_LINKS: u32 = 8;
+
+fn open_or_make_at(path: &Path, links: u32) -> io::Result<(File, bool)> {
     use std::os::unix::fs::OpenOptionsExt;
     // O_EXCL never follows a link: one at `path` is "already there", and looked at below.
     match OpenOptions::new()
         .create_new(true)
         .append(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
     {
-        Ok(f) => Ok((f, true)),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => open_existing(path),
+        Ok(f) => Ok((blocking(f)?, true)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => open_existing(path, links),
         Err(e) => Err(e),
     }
 }
 
-/// [`open_or_make`] for a path that was there: a file, or a link that may be followed.
-fn open_existing(path: &Path) -> io::Result<(File, bool)> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+/// [`open_or_make`] for a path that was there: a file, or a link that may be followed. The
+/// link is read through the descriptor its owner was checked on, so the link followed is
+/// the link checked; what it names is opened by the same rules (a chain of links is checked
+/// link by link), and made if missing, as a plain open would.
+fn open_existing(path: &Path, links: u32) -> io::Result<(File, bool)> {
+    use std::os::unix::fs::OpenOptionsExt;
     match OpenOptions::new()
         .append(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
     {
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            let owner = std::fs::symlink_metadata(path)?.uid();
-            let me = nix::unistd::geteuid().as_raw();
-            if owner != 0 && owner != me {
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!(
-                        "it is a symbolic link owned by uid {owner}, not by root or uid {me}: \
-                         not followed (make it a file, or a link of root's)"
-                    ),
-                ));
-            }
-            // The operator's link: followed, and what it names made if missing, as before.
-            let f = OpenOptions::new().create(true).append(true).open(path)?;
-            Ok((f, false))
+        Ok(f) => Ok((usable(f)?, false)),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) && links > 0 => {
+            let link = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+                .open(path)?;
+            followable(&link)?;
+            let to = PathBuf::from(nix::fcntl::readlinkat(&link, "")?);
+            let to = match path.parent() {
+                Some(dir) if to.is_relative() => dir.join(to),
+                _ => to,
+            };
+            open_or_make_at(&to, links - 1)
         }
-        other => other.map(|f| (f, false)),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Err(io::Error::new(
+            e.kind(),
+            "it is a FIFO with no reader: not waited for",
+        )),
+        Err(e) => Err(e),
     }
+}
+
+/// A link, opened `O_PATH`, that may be followed: root's or this process's user's.
+fn followable(link: &File) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = link.metadata()?.uid();
+    let me = nix::unistd::geteuid().as_raw();
+    if owner != 0 && owner != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "it is a symbolic link owned by uid {owner}, not by root or uid {me}: not \
+                 followed (make it a file, or a link of root's)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The log file opened, if it may be written: not a second name of another file.
+fn usable(f: File) -> io::Result<File> {
+    use std::os::unix::fs::MetadataExt;
+    let md = f.metadata()?;
+    if md.is_file() && md.nlink() > 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "it has {} hard links: not written (a log is one file's only name)",
+                md.nlink()
+            ),
+        ));
+    }
+    blocking(f)
+}
+
+/// `f` with `O_NONBLOCK` cleared again: it was only for the open; a log's writes wait.
+fn blocking(f: File) -> io::Result<File> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(&f, FcntlArg::F_GETFL)?);
+    fcntl(&f, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    Ok(f)
 }
 
 /// What a check (the launcher's `--check`) opens in place of a log file it must not create:
 /// the file if it is there, opened for appending but never written, else `/dev/null` once
 /// the directory it would be made in is found writable.
 pub fn check_append(path: &Path) -> io::Result<File> {
-    match OpenOptions::new().append(true).open(path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: a FIFO at the name must not hang the check.
+    let opened = OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path);
+    match opened {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             crate::plugin::writable_dir(crate::plugin::dir_of(path))?;
             OpenOptions::new().append(true).open("/dev/null")

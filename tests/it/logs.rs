@@ -1,6 +1,6 @@
 //! `--log-format json` and `--log-level`: every line parsed by Python's json, hostile request
 //! paths included, the structured fields of the access log and of a mail delivery, and
-//! reopening after a move.
+//! reopening after a move; what may stand at a log's name.
 
 use std::io::Write;
 use std::time::Duration;
@@ -469,4 +469,40 @@ fn a_log_at_the_file_size_limit_does_not_kill_the_server() {
         0,
         "still running"
     );
+}
+
+/// What the service user could put at a log's name in a directory it owns: a FIFO no one
+/// reads fails the start at once (it hung it, opened for writing), and a second hard link
+/// to another file is refused (root would append to that file). Each with one line naming
+/// the log, exit 1.
+#[test]
+fn a_fifo_or_a_hard_link_at_the_log_name_fails_the_start_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.log");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let other = dir.path().join("other");
+    std::fs::write(&other, "another file\n").unwrap();
+    let linked = dir.path().join("linked.log");
+    std::fs::hard_link(&other, &linked).unwrap();
+    for (log, why) in [
+        (&fifo, "a FIFO with no reader"),
+        (&linked, "it has 2 hard links"),
+    ] {
+        let mut srv = Server::spawn(&[
+            "-l",
+            log.to_str().unwrap(),
+            "echo",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ]);
+        let status = srv.wait(Duration::from_secs(10));
+        let lines = srv.lines().join("\n");
+        assert_eq!(status.and_then(|s| s.code()), Some(1), "{why}: {lines}");
+        assert!(
+            lines.contains(&format!("cannot open log file {}", log.display()))
+                && lines.contains(why),
+            "{lines}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), "another file\n");
 }

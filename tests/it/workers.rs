@@ -1467,3 +1467,33 @@ fn a_killed_masters_metrics_directory_is_removed_by_the_next_master() {
         "the second master's own stays"
     );
 }
+
+/// With `-u`, the master keeps root and reopens the log first at a reload: a log it makes
+/// then (after logrotate moved the old one, in a directory only root may write) is given to
+/// the user, or the workers, which reopen it by name as that user, could not.
+#[test]
+fn a_log_the_root_master_makes_at_a_reload_is_the_users() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(nobody) = nobody_as_root("a_log_the_root_master_makes_at_a_reload_is_the_users")
+    else {
+        return;
+    };
+    let mut args = vec!["-u", "nobody"];
+    args.extend_from_slice(ECHO);
+    let m = Master::start(&args);
+    m.wait_serving(2);
+    let port = m.port();
+    // Searchable by the workers; still writable by root alone.
+    std::fs::set_permissions(m.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(m.path("twistrs.log"), m.path("twistrs.log.1")).unwrap();
+    let (code, out, err) = m.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(
+        m.wait_log(|l| l.matches("Reopened log file").count() == 3, 10),
+        "the master and both workers reopened it: {}",
+        m.log()
+    );
+    let md = std::fs::metadata(m.path("twistrs.log")).unwrap();
+    assert_eq!(md.uid(), nobody.uid.as_raw());
+    echo_once(port).unwrap();
+}
