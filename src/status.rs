@@ -120,11 +120,13 @@ fn version(pid: i32) -> Option<String> {
     if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
         return Some(crate::VERSION.to_string());
     }
-    let owner = std::fs::metadata(format!("/proc/{pid}")).ok()?;
+    // Its effective ids, not its /proc directory's owner (root's for a process that is not
+    // dumpable, which one that runs a binary it may not read is).
+    let (uid, gid) = crate::upgrade::effective_ids(pid)?;
     let mut cmd = std::process::Command::new(&exe);
-    if nix::unistd::geteuid().is_root() && owner.uid() != 0 {
+    if nix::unistd::geteuid().is_root() && uid != 0 {
         // std drops root's supplementary groups with the uid.
-        cmd.uid(owner.uid()).gid(owner.gid());
+        cmd.uid(uid).gid(gid);
     }
     let mut child = cmd
         .arg("--version")

@@ -596,9 +596,19 @@ impl ReportDir {
 /// The effective user of process `pid`, from `/proc` (its directory's owner is root's once
 /// a process has dropped privileges, so the status file's Uid line is read instead).
 fn effective_uid(pid: i32) -> Option<u32> {
+    effective_ids(pid).map(|(u, _)| u)
+}
+
+/// The effective user and group of process `pid`, from its `/proc` status file's `Uid:` and
+/// `Gid:` lines (not its directory's owner, which is root's for a process that is not
+/// dumpable: one that dropped privileges, or runs a binary it may not read).
+pub(crate) fn effective_ids(pid: i32) -> Option<(u32, u32)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
+    let id = |key: &str| -> Option<u32> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(2)?.parse().ok()
+    };
+    Some((id("Uid:")?, id("Gid:")?))
 }
 
 /// `text` (from the daemon's user) made safe for root's terminal: control characters, an

@@ -331,6 +331,9 @@ fn status_json_never_runs_a_service_users_binary_as_root() {
             return;
         }
     }
+    // Not readable by the user: on most kernels its process is then not dumpable and its
+    // /proc directory root's, so the user it runs as is read from /proc/PID/status.
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o711)).unwrap();
     let pidfile = dir.path().join("twistrs.pid");
     std::fs::write(&pidfile, "").unwrap();
     let (uid, gid) = (nobody.uid.as_raw(), nobody.gid.as_raw());
