@@ -373,16 +373,31 @@ fn lock_path(path: &Path) -> PathBuf {
     PathBuf::from(lock)
 }
 
-/// The live process the lock `lock` names, if any (one we may not signal is alive too).
+/// The live process the lock `lock` names, if any (one we may not signal is alive too), and
+/// if the lock could be its own: a link made by root, by us, or by the user that process
+/// runs as. One the service user put in its own directory naming another user's process
+/// (`PATH.lock -> 1`) would otherwise refuse every start on that path.
 fn lock_owner(lock: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let made_by = std::fs::symlink_metadata(lock).ok()?.uid();
     let pid = std::fs::read_link(lock)
         .ok()?
         .to_str()?
         .parse::<i32>()
         .ok()?;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-        .map_or_else(|e| e == nix::errno::Errno::EPERM, |_| true)
-        .then_some(pid as u32)
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+        .map_or_else(|e| e == nix::errno::Errno::EPERM, |_| true);
+    let its_own = made_by == 0
+        || made_by == nix::unistd::geteuid().as_raw()
+        || effective_uid(pid) == Some(made_by);
+    (alive && its_own).then_some(pid as u32)
+}
+
+/// The effective uid of process `pid`, from its /proc status file.
+fn effective_uid(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// Takes the `PATH.lock` symlink (Twisted's `FilesystemLock`): a lock naming a live process
@@ -1221,6 +1236,39 @@ impl Reactor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_socket_lock_stands_only_if_made_by_root_us_or_the_process_it_names() {
+        use std::os::unix::process::CommandExt;
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_path(&dir.path().join("s.sock"));
+        let plant = |target: &str, owner: u32| {
+            let _ = std::fs::remove_file(&lock);
+            std::os::unix::fs::symlink(target, &lock).unwrap();
+            std::os::unix::fs::lchown(&lock, Some(owner), Some(owner)).unwrap();
+        };
+        // PID 1 is root's: a lock of 65534's naming it is not its lock.
+        plant("1", 65534);
+        assert_eq!(lock_owner(&lock), None);
+        plant("1", 0);
+        assert_eq!(lock_owner(&lock), Some(1));
+        // A process of 65534's, named by a lock of 65534's (a daemon that dropped to it and
+        // made the lock again at a restart): it stands.
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("10")
+            .uid(65534)
+            .gid(65534)
+            .spawn()
+            .unwrap();
+        plant(&sleeper.id().to_string(), 65534);
+        let owner = lock_owner(&lock);
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        assert_eq!(owner, Some(sleeper.id()));
+    }
 
     #[test]
     fn a_unix_socket_has_its_mode_from_the_bind_and_the_umask_is_given_back() {
