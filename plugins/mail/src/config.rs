@@ -343,7 +343,9 @@ impl Domain {
         let dom = Dir::open(&self.path)?;
         let passwd = dom.open_dir("passwd")?;
         let name = dirdbm_name(user);
-        if passwd.read_file(&name)?.as_deref() != Some(pass.as_bytes()) {
+        // Only as much as the password: a longer file differs, whatever else it holds.
+        let cur = passwd.read_file(&name, pass.len() as u64)?;
+        if cur.as_deref() != Some(pass.as_bytes()) {
             write_password(&passwd, &name, pass)?;
         }
         maildir_in(&dom, user.as_ref())
@@ -600,6 +602,13 @@ mod tests {
             .flatten()
             .collect();
         assert_eq!(names.len(), 1, "no temporary file left");
+        // A longer file that begins with the password (read only that far, and one byte
+        // more) is not the password: replaced whole.
+        let mut long = b"other".to_vec();
+        long.resize(4 << 20, b'x');
+        std::fs::write(&file, &long).unwrap();
+        d.add_user("joe", "other", Setup::Make).unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"other");
     }
 
     /// A fresh domain under a temporary directory: `-d` and `-u joe=secret` as a start does.

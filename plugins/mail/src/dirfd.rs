@@ -116,11 +116,13 @@ impl Dir {
     }
 
     /// The content of the regular file `name` in this one, `None` if there is none; a link
-    /// (or a FIFO, which would hold the start) is refused.
-    pub fn read_file(&self, name: impl AsRef<OsStr>) -> io::Result<Option<Vec<u8>>> {
+    /// (or a FIFO, which would hold the start) is refused. At most `max` bytes and one more
+    /// are read: a larger file (what the user may have put there) says only that it is
+    /// larger, and cannot fill the memory of every start.
+    pub fn read_file(&self, name: impl AsRef<OsStr>, max: u64) -> io::Result<Option<Vec<u8>>> {
         let name = name.as_ref();
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-        let mut f = match openat(&self.fd, name, flags, Mode::empty()) {
+        let f = match openat(&self.fd, name, flags, Mode::empty()) {
             Ok(fd) => File::from(fd),
             Err(Errno::ENOENT) => return Ok(None),
             Err(Errno::ELOOP) => return Err(self.refused(name, "a file")),
@@ -130,7 +132,7 @@ impl Dir {
             return Err(not_a(&self.path.join(name), "a file"));
         }
         let mut out = Vec::new();
-        f.read_to_end(&mut out)?;
+        f.take(max.saturating_add(1)).read_to_end(&mut out)?;
         Ok(Some(out))
     }
 
