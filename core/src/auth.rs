@@ -3,6 +3,7 @@
 //! (mail's SMTP AUTH and POP3, socks' username/password method).
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use clap::{Arg, ArgAction, ArgMatches};
 
@@ -100,6 +101,9 @@ pub fn parse_auth(plugin: &str, m: &ArgMatches) -> Result<Option<Credentials>, P
     parse_values(plugin, &values)
 }
 
+/// A `--auth file:` password file: a line per user; 16 MiB is hundreds of thousands of them.
+pub const AUTH_FILE_MAX: u64 = 16 << 20;
+
 fn parse_values(plugin: &str, values: &[&String]) -> Result<Option<Credentials>, PluginError> {
     if values.is_empty() {
         return Ok(None);
@@ -107,7 +111,7 @@ fn parse_values(plugin: &str, values: &[&String]) -> Result<Option<Credentials>,
     let mut creds = HashMap::new();
     for v in values {
         if let Some(path) = v.strip_prefix("file:") {
-            let text = std::fs::read_to_string(path)
+            let text = crate::files::read_config_string(Path::new(path), AUTH_FILE_MAX)
                 .map_err(|e| PluginError::new(format!("{plugin}: --auth file:{path}: {e}")))?;
             for line in text
                 .lines()

@@ -156,6 +156,7 @@ mod connection;
 pub mod deferred;
 pub mod endpoint;
 pub mod error;
+pub mod files;
 pub mod limit;
 pub mod line;
 pub mod linelog;

@@ -162,6 +162,46 @@ fn qotd_serves_built_in_and_file_quotes() {
     assert!(err.contains("RFC 865"), "{err}");
 }
 
+/// The start reads its files as root: a FIFO at the name (no writer will come) fails it at
+/// once instead of hanging it, and a link to an endless device is refused, not read.
+#[test]
+fn qotd_refuses_a_fifo_or_device_as_its_quotes_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("quotes");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let zero = dir.path().join("zero");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    for (file, what) in [(&fifo, "a FIFO"), (&zero, "a character device")] {
+        if file == &zero
+            && !std::fs::metadata("/dev/zero").is_ok_and(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_char_device()
+            })
+        {
+            skip(
+                "qotd_refuses_a_fifo_or_device",
+                "/dev/zero is not a device here",
+            );
+            continue;
+        }
+        let path = file.to_str().unwrap();
+        let mut srv = Server::spawn(&["--pidfile=", "qotd", "--file", path, "--listen", LOCAL]);
+        let st = srv.wait(Duration::from_secs(10));
+        assert_eq!(
+            st.and_then(|s| s.code()),
+            Some(1),
+            "{path}: exits 1 at once: {:?}",
+            srv.lines()
+        );
+        let want = format!("qotd: quotes file {path}: not a regular file ({what})");
+        assert!(
+            srv.lines().iter().any(|l| l.contains(&want)),
+            "{want}: {:?}",
+            srv.lines()
+        );
+    }
+}
+
 #[test]
 fn tcp6_on_loopback() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {

@@ -44,9 +44,21 @@ impl fmt::Display for CertError {
 
 impl std::error::Error for CertError {}
 
-/// Reads `path` whole, or says why not.
-fn read(path: &Path) -> Result<Vec<u8>, CertError> {
-    std::fs::read(path).map_err(|e| CertError::new(path, e.to_string()))
+/// A certificate, key or chain file is a few KiB; 1 MiB leaves room for any real chain.
+pub(crate) const PEM_MAX: u64 = 1 << 20;
+/// A CA bundle (a system's holds some 150 certificates, about 200 KiB) or a file of
+/// `caCertsDir`: room for many times that.
+pub(crate) const CA_MAX: u64 = 16 << 20;
+
+/// Reads `path` whole (a regular file of at most `max` bytes, read as root at start: a FIFO
+/// or `/dev/zero` at the name must not hang it or fill its memory), or says why not.
+pub(crate) fn read_limited(path: &Path, max: u64) -> Result<Vec<u8>, CertError> {
+    crate::files::read_config(path, max).map_err(|e| CertError::new(path, e.to_string()))
+}
+
+/// A certificate or key file, whole, or why not.
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, CertError> {
+    read_limited(path, PEM_MAX)
 }
 
 /// Every certificate in a PEM file (none is an empty list).

@@ -64,7 +64,7 @@ fn dir_roots(dir: &Path, roots: &mut RootCertStore) -> Result<(), CertError> {
         .collect();
     files.sort();
     for f in &files {
-        let pem = std::fs::read(f).map_err(|e| CertError::new(f, e.to_string()))?;
+        let pem = certs::read_limited(f, certs::CA_MAX)?;
         add_all(f, &certs::certificates(f, &pem)?, roots)?;
     }
     if roots.is_empty() {
@@ -102,7 +102,7 @@ fn system_roots(roots: &mut RootCertStore) -> Result<(), CertError> {
                 "no system CA bundle found (install ca-certificates, or give caCertsDir=DIR)",
             )
         })?;
-    let pem = std::fs::read(&file).map_err(|e| CertError::new(&file, e.to_string()))?;
+    let pem = certs::read_limited(&file, certs::CA_MAX)?;
     let (added, _) = roots.add_parsable_certificates(certs::certificates(&file, &pem)?);
     if added == 0 {
         return Err(CertError::new(

@@ -190,13 +190,11 @@ fn scan(dir: &Path, provider: &CryptoProvider, strict: bool) -> Result<Certs, Ce
     let mut chains: Vec<(PathBuf, Vec<CertificateDer<'static>>)> = Vec::new();
     let mut keys = Vec::new();
     for file in pem_files(dir)? {
-        let read = std::fs::read(&file)
-            .map_err(|e| CertError::new(&file, e.to_string()))
-            .and_then(|pem| {
-                let chain = certs::certificates(&file, &pem)?;
-                let key = certs::private_key(&file, &pem)?;
-                Ok((chain, key))
-            });
+        let read = certs::read(&file).and_then(|pem| {
+            let chain = certs::certificates(&file, &pem)?;
+            let key = certs::private_key(&file, &pem)?;
+            Ok((chain, key))
+        });
         match read {
             Ok((chain, key)) => {
                 if !chain.is_empty() {

@@ -24,6 +24,9 @@ pub const DEFAULT_SERVER: &str = "127.0.0.1:53";
 /// listeners need (Unbound's num-queries-per-thread).
 pub const MAX_PENDING: usize = 1024;
 
+/// resolv.conf is a few lines (the C library uses three name servers): 1 MiB is plenty.
+pub const RESOLV_CONF_MAX: u64 = 1 << 20;
+
 /// The name servers to forward to, and how patiently.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvConf {
@@ -36,7 +39,8 @@ pub struct ResolvConf {
 
 impl ResolvConf {
     pub fn load(path: &Path) -> Result<ResolvConf, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = twistrs_core::files::read_config_string(path, RESOLV_CONF_MAX)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(ResolvConf::parse(&text))
     }
 

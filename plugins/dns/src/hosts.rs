@@ -14,6 +14,9 @@ use crate::zone::{Data, Node, Rrset};
 /// Twisted's hosts resolver answers with a TTL of an hour.
 pub const TTL: u32 = 3600;
 
+/// A hosts file, even a large block list, is well under 16 MiB.
+pub const HOSTS_MAX: u64 = 16 << 20;
+
 /// The names of a hosts file, each with its addresses; the `in-addr.arpa`/`ip6.arpa` name of
 /// each address with its first name (the canonical one, hosts(5)).
 #[derive(Debug, Default)]
@@ -23,7 +26,8 @@ pub struct Hosts {
 
 impl Hosts {
     pub fn load(path: &Path) -> Result<Hosts, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = twistrs_core::files::read_config_string(path, HOSTS_MAX)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(Hosts::parse(&text))
     }
 

@@ -26,6 +26,10 @@ const MAX_INCLUDE_DEPTH: usize = 16;
 /// another twice, and so on down 16 levels, reads 65,536 files.
 pub const MAX_FILES: usize = 1000;
 
+/// One zone file (or `$INCLUDE`d file): 64 MiB is a zone of about a million records, more
+/// than a server that holds every zone in memory should be handed by one file.
+pub const ZONE_FILE_MAX: u64 = 64 << 20;
+
 /// A zone file that cannot be loaded: the file, the line (when the error is on one) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadError {
@@ -127,7 +131,7 @@ struct Ctx<'a> {
 
 /// Reads `path` and, depth first, what it includes.
 fn read_file(path: &Path, origin: Option<Dname>, ctx: &mut Ctx<'_>) -> Result<(), LoadError> {
-    let text = std::fs::read(path).map_err(|e| LoadError {
+    let text = twistrs_core::files::read_config(path, ZONE_FILE_MAX).map_err(|e| LoadError {
         file: path.to_path_buf(),
         line: None,
         message: e.to_string(),

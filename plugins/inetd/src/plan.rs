@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use twistrs_core::endpoint::DEFAULT_BACKLOG;
+use twistrs_core::files::read_config_string;
 use twistrs_core::{Credentials, Endpoint};
 
 use crate::conf::{self, Program, Proto, ServiceConf, SockType};
@@ -106,11 +107,14 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
+/// inetd.conf or a services file: a line per service, so 16 MiB is far more than any holds.
+pub const CONF_MAX: u64 = 16 << 20;
+
 /// Reads the files and makes the plan.
 pub fn load(opts: &Options) -> Result<Plan, String> {
-    let text = std::fs::read_to_string(&opts.file)
+    let text = read_config_string(&opts.file, CONF_MAX)
         .map_err(|e| describe(&opts.file, None, &format!("cannot read: {e}")))?;
-    let services = std::fs::read_to_string(&opts.services_file)
+    let services = read_config_string(&opts.services_file, CONF_MAX)
         .map(|t| Services::parse(&t))
         .map_err(|e| describe(&opts.services_file, None, &format!("cannot read: {e}")))?;
     let conf = conf::parse(&text, &services, &internal_names(opts))

@@ -379,7 +379,9 @@ impl Aliases {
         if self.loaded.borrow().0 == mtime && mtime.is_some() {
             return Ok(());
         }
-        let text = std::fs::read_to_string(&self.path)?;
+        /// An aliases file is a line per name: 16 MiB is far more than any holds.
+        const ALIASES_MAX: u64 = 16 << 20;
+        let text = twistrs_core::files::read_config_string(&self.path, ALIASES_MAX)?;
         let mut map = HashMap::new();
         // aliases(5): "name: target, target", continuation lines start with whitespace.
         let mut logical: Vec<String> = Vec::new();

@@ -18,6 +18,9 @@ use twistrs_core::{
 /// RFC 865's recommended maximum message length.
 const MAX_QUOTE: usize = 512;
 
+/// A quotes file: thousands of 512-byte quotes fit in 1 MiB.
+pub const QUOTES_FILE_MAX: u64 = 1 << 20;
+
 const BUILT_IN: &[&str] = &[
     "An apple a day keeps the doctor away.",
     "Simple is better than complex.",
@@ -99,7 +102,8 @@ impl Quotes {
 
     /// Reads a quotes file.
     pub fn load(path: &Path, start: usize) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        let text = twistrs_core::files::read_config_string(path, QUOTES_FILE_MAX)
+            .map_err(|e| e.to_string())?;
         Self::parse(&text, start)
     }
 
