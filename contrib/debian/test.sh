@@ -23,7 +23,7 @@ trap cleanup EXIT
 dpkg -i "$deb" >/dev/null
 [ -x /usr/bin/twistrs ] || fail "no /usr/bin/twistrs"
 getent passwd twistrs >/dev/null || fail "no twistrs user"
-[ "$(stat -c %U /var/log/twistrs)" = twistrs ] || fail "/var/log/twistrs is not the twistrs user's"
+[ "$(stat -c %U:%a /var/log/twistrs)" = root:755 ] || fail "/var/log/twistrs is not root's, 0755"
 man -P cat twistrs 2>/dev/null | grep -q "log-format" || fail "man twistrs does not show the page"
 man -P cat twistrs-web 2>/dev/null | grep -q -- "--path" || fail "man twistrs-web does not show the page"
 bash --norc -c 'source /usr/share/bash-completion/completions/twistrs && complete -p twistrs' | grep -q "_twistrs twistrs" \
@@ -66,6 +66,7 @@ got=$(cat "$log" "$log.1" | grep -c 'GET /?req=' || true)
 [ "$got" = "$n" ] || fail "$got access lines of $n across the rotation"
 grep -q 'req=1 ' "$log.1" || fail "the first lines are not in the moved file"
 grep -q "req=$n " "$log" || fail "the last lines are not in the new file"
+[ "$(stat -c %U "$log")" = twistrs ] || fail "the new $log is not the twistrs user's"
 /usr/bin/twistrs stop --pidfile="$pidfile" >/dev/null
 
 dpkg -r twistrs >/dev/null

@@ -39,8 +39,8 @@ fn open_append(path: &Path) -> io::Result<(File, bool)> {
 /// made it. Shared by the main log and the plugins' logs.
 ///
 /// A log is opened as root at start (and at each reopen by a `--workers` master), often in a
-/// directory the service user owns so that it can make the file again after a rotation
-/// (Debian's `/var/log/twistrs`). What that user could put at the name must not lead root:
+/// directory the service user owns so that it can make the file again after a rotation. What
+/// that user could put at the name must not lead root:
 /// - a symbolic link is followed only if root or this process's own user owns it (one the
 ///   user planted would have root append to any file, and a start give it away: nginx's
 ///   CVE-2016-1247); the link checked is the link followed (through its `O_PATH`
