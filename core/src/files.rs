@@ -2,8 +2,9 @@
 //! regular file, never more than a limit, and never blocking on what is put at the name.
 //!
 //! A start reads these as root before it drops to `-u` (and a root `--workers` master's
-//! restarts read them again), so a FIFO at the name must not hang it, and a link to
-//! `/dev/zero` or a huge file must not exhaust its memory. Symbolic links are followed as
+//! restarts read them again), so a FIFO another user put at the name must not hang it, and a
+//! link to `/dev/zero` or a huge file must not exhaust its memory. A FIFO of root's or of
+//! this user's is the operator's (a shell's `<(...)`) and is read, as twistd reads it. Symbolic links are followed as
 //! before: operators link configuration files, and who owns them is another question.
 
 use std::fs::{File, Metadata, OpenOptions};
@@ -32,6 +33,19 @@ pub fn read_config(path: &Path, max: u64) -> io::Result<Vec<u8>> {
         .open(path)?;
     let meta = file.metadata()?;
     check(&meta, max)?;
+    if meta.file_type().is_fifo() {
+        // Root's or ours (`check`): the operator's pipe (a shell's `<(...)`), read as twistd
+        // reads it, waiting for its writer: the same pipe, opened again blocking through
+        // this descriptor, never what the name may name by now.
+        let again = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&file)
+            ))?;
+        return read_at_most(again, 0, max);
+    }
     read_at_most(file, meta.len(), max)
 }
 
@@ -59,10 +73,22 @@ fn check(meta: &Metadata, max: u64) -> io::Result<()> {
     if t.is_char_device() && (libc::major(dev), libc::minor(dev)) == DEV_NULL {
         return Ok(());
     }
+    // A pipe root or this user made is the operator's; one another user put at the name
+    // (in a directory it owns) would hold the start as long as it likes.
+    let me = nix::unistd::geteuid().as_raw();
+    if t.is_fifo() && (meta.uid() == 0 || meta.uid() == me) {
+        return Ok(());
+    }
     let what = if t.is_dir() {
         "a directory"
     } else if t.is_fifo() {
-        "a FIFO"
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "not a regular file (a FIFO of uid {}, not root's or uid {me}'s)",
+                meta.uid()
+            ),
+        ));
     } else if t.is_socket() {
         "a socket"
     } else if t.is_char_device() {
@@ -130,10 +156,20 @@ mod tests {
     }
 
     #[test]
-    fn a_fifo_without_a_writer_is_refused_at_once() {
+    fn a_fifo_of_another_user_is_refused_at_once_and_ours_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("fifo");
-        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+        // Ours: read as a file, once its writer has written and gone.
+        let q = p.clone();
+        let writer = std::thread::spawn(move || std::fs::write(&q, b"from a pipe\n"));
+        assert_eq!(read_config(&p, 100).unwrap(), b"from a pipe\n");
+        writer.join().unwrap().unwrap();
+        // Another user's (only root can make one here): refused at once, no writer waited for.
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        std::os::unix::fs::lchown(&p, Some(65534), Some(65534)).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let start = Instant::now();
         let q = p.clone();
@@ -144,7 +180,10 @@ mod tests {
             .recv_timeout(Duration::from_secs(2))
             .expect("read_config blocked on a FIFO");
         let e = r.unwrap_err();
-        assert_eq!(e.to_string(), "not a regular file (a FIFO)");
+        assert_eq!(
+            e.to_string(),
+            "not a regular file (a FIFO of uid 65534, not root's or uid 0's)"
+        );
         assert!(start.elapsed() < Duration::from_secs(2));
         // Past the look (swapped in after it): the open does not block, and the descriptor's
         // check refuses it.
@@ -153,8 +192,7 @@ mod tests {
             .custom_flags(libc::O_NONBLOCK)
             .open(&p)
             .unwrap();
-        let e = check(&f.metadata().unwrap(), 100).unwrap_err();
-        assert_eq!(e.to_string(), "not a regular file (a FIFO)");
+        assert!(check(&f.metadata().unwrap(), 100).is_err());
     }
 
     #[test]
