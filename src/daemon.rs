@@ -53,11 +53,17 @@ impl StatusWriter {
     }
 }
 
-/// What the parent read from the pipe, as an exit status and a message for stderr.
+/// What the parent read from the pipe, as an exit status and a message for stderr. The
+/// message may quote what the daemon read (a file's line, a name) after it dropped to the
+/// `-u` user, and goes to the terminal of whoever started it, root often: its control
+/// characters are escaped, line by line, as a restart's report is.
 pub fn verdict(report: &str, log: Option<&Path>) -> (i32, Option<String>) {
     match report.split_once(' ').map_or((report, ""), |(a, b)| (a, b)) {
         ("0", _) => (0, None),
-        ("1", msg) if !msg.is_empty() => (1, Some(msg.to_string())),
+        ("1", msg) if !msg.is_empty() => {
+            let lines: Vec<String> = msg.split('\n').map(crate::upgrade::printable).collect();
+            (1, Some(lines.join("\n")))
+        }
         _ => {
             let see = log.map_or(String::new(), |p| {
                 format!("; please look at the log file {}", p.display())
@@ -117,6 +123,13 @@ mod tests {
     #[test]
     fn verdicts() {
         assert_eq!(verdict("0", None), (0, None));
+        assert_eq!(
+            verdict("1 zone line 3: \x1b]0;owned\x07 bad\nsecond line", None),
+            (
+                1,
+                Some("zone line 3: \\u{1b}]0;owned\\u{7} bad\nsecond line".to_string())
+            )
+        );
         assert_eq!(
             verdict(
                 "1 Couldn't listen on 127.0.0.1:80: Address already in use (os error 98).",
