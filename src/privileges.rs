@@ -10,14 +10,14 @@ use std::ffi::CString;
 use nix::unistd::{Gid, Group, Uid, User};
 
 /// Who to become.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Target {
     pub uid: Option<Uid>,
     pub gid: Option<Gid>,
     pub euid_only: bool,
     /// The supplementary groups to take with `uid` (the user's, as initgroups would give,
     /// or only `gid` for a uid no user has), looked up now, before any chroot.
-    pub groups: Option<&'static [Gid]>,
+    pub groups: Option<Vec<Gid>>,
 }
 
 /// Resolves `--uid`/`--gid` (names or numbers); the group defaults to the user's primary one.
@@ -75,8 +75,7 @@ pub fn resolve(uid: Option<&str>, gid: Option<&str>, euid_only: bool) -> Result<
         uid: user.map(|(id, _)| id),
         gid,
         euid_only,
-        // Once per process, and small: kept for its life so the target stays `Copy`.
-        groups: groups.map(|g| &*Box::leak(g.into_boxed_slice())),
+        groups,
     })
 }
 
@@ -152,7 +151,7 @@ impl Target {
             // Supplementary groups: the target user's, not root's; with --euid too, as
             // twistd's switchUID does, or files would be checked against root's groups.
             // As initgroups would set them, from the list looked up before any chroot.
-            if let Some(groups) = self.groups {
+            if let Some(groups) = &self.groups {
                 nix::unistd::setgroups(groups).map_err(fail)?;
             }
             if self.euid_only {
