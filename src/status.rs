@@ -122,7 +122,7 @@ fn version(pid: i32) -> Option<String> {
     }
     // Its effective ids, not its /proc directory's owner (root's for a process that is not
     // dumpable, which one that runs a binary it may not read is).
-    let (uid, gid) = crate::upgrade::effective_ids(pid)?;
+    let (uid, gid) = twistrs_core::owner::effective_ids(pid)?;
     let mut cmd = std::process::Command::new(&exe);
     if nix::unistd::geteuid().is_root() && uid != 0 {
         // std drops root's supplementary groups with the uid.

@@ -573,7 +573,9 @@ impl ReportDir {
         ) else {
             return;
         };
-        if let Some(uid) = effective_uid(pid)
+        // Its effective uid (from /proc/PID/status: its /proc directory is root's once it
+        // has dropped privileges).
+        if let Some((uid, _)) = twistrs_core::owner::effective_ids(pid)
             && uid != nix::unistd::geteuid().as_raw()
         {
             // Not ours to give (the caller is not root): the daemon may still create its own.
@@ -591,24 +593,6 @@ impl ReportDir {
         // Empty: made by `prepare` and not written yet.
         (!raw.is_empty()).then(|| String::from_utf8_lossy(&raw).into_owned())
     }
-}
-
-/// The effective user of process `pid`, from `/proc` (its directory's owner is root's once
-/// a process has dropped privileges, so the status file's Uid line is read instead).
-fn effective_uid(pid: i32) -> Option<u32> {
-    effective_ids(pid).map(|(u, _)| u)
-}
-
-/// The effective user and group of process `pid`, from its `/proc` status file's `Uid:` and
-/// `Gid:` lines (not its directory's owner, which is root's for a process that is not
-/// dumpable: one that dropped privileges, or runs a binary it may not read).
-pub(crate) fn effective_ids(pid: i32) -> Option<(u32, u32)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let id = |key: &str| -> Option<u32> {
-        let line = status.lines().find(|l| l.starts_with(key))?;
-        line.split_whitespace().nth(2)?.parse().ok()
-    };
-    Some((id("Uid:")?, id("Gid:")?))
 }
 
 /// `text` (from the daemon's user) made safe for root's terminal: control characters, an

@@ -164,6 +164,7 @@ pub mod logsys;
 pub mod metrics;
 pub mod options;
 mod output;
+pub mod owner;
 pub mod plugin;
 pub mod process;
 #[cfg(test)]

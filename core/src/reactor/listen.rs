@@ -387,17 +387,9 @@ fn lock_owner(lock: &Path) -> Option<u32> {
         .ok()?;
     let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
         .map_or_else(|e| e == nix::errno::Errno::EPERM, |_| true);
-    let its_own = made_by == 0
-        || made_by == nix::unistd::geteuid().as_raw()
-        || effective_uid(pid) == Some(made_by);
+    let its_own = crate::owner::trusted(made_by)
+        || crate::owner::effective_ids(pid).is_some_and(|(uid, _)| uid == made_by);
     (alive && its_own).then_some(pid as u32)
-}
-
-/// The effective uid of process `pid`, from its /proc status file.
-fn effective_uid(pid: i32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// Takes the `PATH.lock` symlink (Twisted's `FilesystemLock`): a lock naming a live process
