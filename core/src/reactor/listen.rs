@@ -979,19 +979,18 @@ impl Reactor {
                     match &mut l.target {
                         Target::Factory(f) => {
                             let (factory, origin, tls) = (*f, l.origin, l.tls.clone());
-                            match evict {
-                                Some(Evict::Stalled(id)) => {
-                                    self.close_stalled_handshake(key, (factory, origin), id);
-                                }
-                                Some(Evict::Room(id)) => {
-                                    self.give_room((factory, origin), id, &mut declined);
-                                }
-                                None => {}
-                            }
                             self.factories[factory].origins[origin as usize]
                                 .counts
                                 .accepted += 1;
-                            self.connection_accepted((factory, origin), stream, peer, host, tls);
+                            let room = evict.map(|e| (key, e, &mut declined));
+                            self.connection_accepted(
+                                (factory, origin),
+                                stream,
+                                peer,
+                                host,
+                                tls,
+                                room,
+                            );
                         }
                         Target::HandOff { on_accept, .. } => {
                             let socket = match stream {
@@ -1150,6 +1149,11 @@ impl Reactor {
 
     /// Builds the protocol for an accepted connection (TLS over it, on a TLS listener) and
     /// registers it.
+    ///
+    /// `room` is the connection to close for this client at the limit (from listener `key`,
+    /// with the turn's count of names declined): closed only once the factory has built a
+    /// protocol for the client, so a client it turns away (an address over its own limit,
+    /// TLS that cannot start) costs no other client its connection.
     fn connection_accepted(
         &mut self,
         (factory, origin): (usize, u32),
@@ -1157,6 +1161,7 @@ impl Reactor {
         peer: Address,
         host: Address,
         tls: Option<Rc<TlsContext>>,
+        room: Option<(usize, Evict, &mut usize)>,
     ) {
         let secure = tls.is_some();
         let socket = match tls {
@@ -1169,10 +1174,19 @@ impl Reactor {
                 }
             },
         };
-        let slot = &mut self.factories[factory];
-        let Some(proto) = slot.factory.build_protocol(&peer) else {
+        let Some(proto) = self.factories[factory].factory.build_protocol(&peer) else {
             return;
         };
+        match room {
+            Some((key, Evict::Stalled(id), _)) => {
+                self.close_stalled_handshake(key, (factory, origin), id);
+            }
+            Some((_, Evict::Room(id), declined)) => {
+                self.give_room((factory, origin), id, declined);
+            }
+            None => {}
+        }
+        let slot = &mut self.factories[factory];
         let session = slot.sessions;
         slot.sessions = slot.sessions.wrapping_add(self.session_step);
         slot.conns += 1;
@@ -1338,6 +1352,12 @@ mod tests {
     /// Connections in accept order, as a [`Roomy`] factory and its protocols share them.
     type Live = Rc<std::cell::RefCell<std::collections::VecDeque<ConnId>>>;
 
+    thread_local! {
+        /// Whether this test's [`Roomy`] turns clients away (`build_protocol` gives none), as
+        /// a factory does to an address over its own limit.
+        static ROOMY_REFUSES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
     /// A service that never writes and, at its limit, names its connections in turn, as the
     /// web plugin names the next idle one after one left open.
     struct Roomy(Live);
@@ -1364,6 +1384,9 @@ mod tests {
             &mut self,
             _peer: &Address,
         ) -> Option<Box<dyn crate::protocol::Protocol>> {
+            if ROOMY_REFUSES.get() {
+                return None;
+            }
             Some(Box::new(RoomyConn(self.0.clone())))
         }
         fn make_room(&mut self) -> Room {
@@ -1450,6 +1473,24 @@ mod tests {
         r.give_room((f, 0), a, &mut declined);
         assert_eq!(*live.borrow(), [a]);
         assert_eq!((declined, limit_closes(&r, f)), (ROOM_DECLINES_PER_TURN, 1));
+    }
+
+    #[test]
+    fn a_client_the_factory_turns_away_costs_no_connection_its_room() {
+        let (mut r, f, key, addr, live) = roomy_server();
+        let _c = clients(&mut r, f, addr, 2);
+        r.factories[f].max = Some(2);
+        let before: Vec<ConnId> = live.borrow().iter().copied().collect();
+        ROOMY_REFUSES.set(true);
+        let _waiting = std::net::TcpStream::connect(addr).unwrap();
+        until_pending(&r, key);
+        r.accept(key);
+        ROOMY_REFUSES.set(false);
+        // The client was taken from the backlog and turned away; both connections stay.
+        let now: Vec<ConnId> = live.borrow().iter().copied().collect();
+        assert_eq!(now.len(), 2, "{now:?}");
+        assert!(before.iter().all(|c| now.contains(c)), "{before:?} -> {now:?}");
+        assert_eq!((r.factories[f].conns, limit_closes(&r, f)), (2, 0));
     }
 
     #[test]
