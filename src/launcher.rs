@@ -722,7 +722,7 @@ fn serve(
     }
     // 11. Serving: tell the parent (or predecessor, or master) and systemd.
     if let Some(p) = pidfile.as_mut() {
-        p.serving();
+        p.serving(plan.chroot.is_some());
     }
     status.ok();
     // The start is over: a warning from now on is news, whatever its text.
@@ -874,7 +874,7 @@ pub(crate) fn no_restart_while_stopping(
         Ended::Signal(sig) => Some(twistrs_core::process::signal_name(*sig)),
         Ended::Requested => Some("a stop".to_string()),
     }
-    .and_then(|why| Some((pidfile?.path().to_path_buf(), why)));
+    .and_then(|why| Some((pidfile?.report_place(), why)));
     reactor.on_signal(
         libc::SIGUSR2,
         SignalAction::Call(Box::new(move || {
@@ -945,7 +945,7 @@ fn restart(
     log::info!(target: LAUNCHER, "Received SIGUSR2, restarting: starting {}.", exe.display());
     let report = |text: &str| {
         if let Some(p) = pidfile {
-            upgrade::write_status(p.path(), text);
+            upgrade::write_status(&p.report_place(), text);
         }
     };
     if plan.chroot.is_some() {

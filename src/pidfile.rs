@@ -34,9 +34,13 @@ pub struct Pidfile {
     pub previous: Option<String>,
     /// Passed by the process a restart replaces, which still serves until we do.
     inherited: bool,
-    /// The directory the file was taken in (O_PATH) and its name there, held while the
-    /// process starts: a start that fails once inside `--chroot` (whose jail does not reach
-    /// the path) still removes the file. Let go of once it serves ([`Pidfile::serving`]).
+    /// The directory the file was taken in (O_PATH) and its name there. The file is removed
+    /// and a restart's report written relative to it, never through the path again: a
+    /// process that stays root (a `--workers` master, one without `-u`) would otherwise
+    /// follow a directory on the path that the service user swapped for a link. During the
+    /// start it also lets a start that fails once inside `--chroot` (whose jail does not
+    /// reach the path) remove the file; a chrooted process lets go of it once it serves
+    /// ([`Pidfile::serving`]), holding nothing outside its jail.
     dir: Option<(OwnedFd, OsString)>,
 }
 
@@ -352,12 +356,30 @@ impl Pidfile {
             path: path.clone(),
             error: io::Error::from(e),
         })?;
+        // The directory, if the name in it is still the file we were given.
+        let held = file.metadata().ok().map(|md| FileId::of(&md));
+        let dir = match (path.parent(), path.file_name()) {
+            (Some(d), Some(name)) => nix::fcntl::open(
+                d,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()
+            .filter(|fd| {
+                metadata_at(fd.as_fd(), name)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|md| Some(FileId::of(&md)) == held)
+            })
+            .map(|fd| (fd, name.to_os_string())),
+            _ => None,
+        };
         Ok(Pidfile {
             path,
             file,
             previous: None,
             inherited: true,
-            dir: None,
+            dir,
         })
     }
 
@@ -418,10 +440,24 @@ impl Pidfile {
         }
     }
 
-    /// The start is over: the directory held for [`remove`](Pidfile::remove) is let go of,
-    /// so a daemon in `--chroot` holds nothing outside its jail while it serves.
-    pub fn serving(&mut self) {
-        self.dir = None;
+    /// The start is over. In `--chroot` the directory held for [`remove`](Pidfile::remove)
+    /// is let go of, so the daemon holds nothing outside its jail while it serves.
+    pub fn serving(&mut self, chrooted: bool) {
+        if chrooted {
+            self.dir = None;
+        }
+    }
+
+    /// Where a restart's report goes: beside the file, through its directory while that is
+    /// held, else by the path.
+    pub fn report_place(&self) -> crate::upgrade::ReportPlace {
+        crate::upgrade::ReportPlace {
+            dir: self
+                .dir
+                .as_ref()
+                .and_then(|(d, n)| Some((d.try_clone().ok()?, n.clone()))),
+            pidfile: self.path.clone(),
+        }
     }
 
     /// A failed start: our own pidfile goes, as twistd removes it; one inherited from a
@@ -507,7 +543,7 @@ mod tests {
             let mut held = Pidfile::acquire(&p, None).unwrap();
             held.write_pid().unwrap();
             if serving {
-                held.serving();
+                held.serving(true);
             }
             // Ours removed by hand, and another start's made at the name.
             std::fs::remove_file(&p).unwrap();

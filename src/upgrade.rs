@@ -469,15 +469,59 @@ pub fn status_path(pidfile: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Where a daemon writes a restart's report (`NAME.restart` beside the pidfile `NAME`): the
+/// pidfile's directory as the start opened it, or, without it (a chrooted daemon, which
+/// lets go of it), the pidfile's path.
+pub struct ReportPlace {
+    pub(crate) dir: Option<(OwnedFd, OsString)>,
+    pub(crate) pidfile: PathBuf,
+}
+
 /// Records the outcome of a restart. The temporary file is created afresh (O_EXCL, never
 /// through a link someone planted in the pidfile's directory) and renamed over the report,
-/// which replaces whatever name was there without following it.
-pub fn write_status(pidfile: &Path, text: &str) {
+/// which replaces whatever name was there without following it. Through the directory held
+/// ([`ReportPlace`]): a `--workers` master writes it as root, and a path through a directory
+/// the service user owns could lead it elsewhere by now.
+pub fn write_status(place: &ReportPlace, text: &str) {
+    match &place.dir {
+        Some((dir, name)) => write_status_at(dir.as_fd(), name, text),
+        None => write_status_by_path(&place.pidfile, text),
+    }
+}
+
+fn write_status_at(dir: std::os::fd::BorrowedFd, pidfile: &std::ffi::OsStr, text: &str) {
+    use std::io::Write;
+    let mut report = pidfile.to_owned();
+    report.push(".restart");
+    let mut tmp = report.clone();
+    tmp.push(".tmp");
+    // A leftover from a crash, or a planted link: unlinking removes the name, not its target.
+    let _ = nix::unistd::unlinkat(dir, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+    let written = nix::fcntl::openat(
+        dir,
+        tmp.as_os_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
+    .map_err(std::io::Error::from)
+    .and_then(|fd| File::from(fd).write_all(text.as_bytes()));
+    if written.is_ok()
+        && nix::fcntl::renameat(dir, tmp.as_os_str(), dir, report.as_os_str()).is_ok()
+    {
+        return;
+    }
+    let _ = nix::unistd::unlinkat(dir, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+    // As by path below: the empty report `twistrs restart` made for a `-u` daemon.
+    if let Ok(mut f) = crate::pidfile::open_plain_at(dir, &report, OFlag::O_WRONLY, 0) {
+        let _ = f.write_all(text.as_bytes());
+    }
+}
+
+fn write_status_by_path(pidfile: &Path, text: &str) {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = status_path(pidfile);
     let tmp = path.with_extension("restart.tmp");
-    // A leftover from a crash, or a planted link: unlinking removes the name, not its target.
     let _ = std::fs::remove_file(&tmp);
     let written = std::fs::OpenOptions::new()
         .write(true)
@@ -654,6 +698,31 @@ mod tests {
         report.remove();
         assert!(!real.exists(), "removed where it was made");
         assert_eq!(std::fs::read(&planted).unwrap(), b"ok 1", "left alone");
+    }
+
+    #[test]
+    fn the_daemon_writes_its_report_where_its_pidfile_is_when_the_path_is_swapped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (own, _held, _path) = held_pidfile(tmp.path());
+        let place = own.report_place();
+        std::fs::rename(tmp.path().join("a"), tmp.path().join("orig")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("evil/b")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("evil"), tmp.path().join("a")).unwrap();
+        let real = tmp.path().join("orig/b/t.pid.restart");
+        let planted = tmp.path().join("evil/b/t.pid.restart");
+        std::fs::write(&planted, "ok 1").unwrap();
+        write_status(&place, "failed it broke");
+        assert_eq!(std::fs::read(&real).unwrap(), b"failed it broke");
+        assert_eq!(std::fs::read(&planted).unwrap(), b"ok 1", "left alone");
+        assert!(!tmp.path().join("orig/b/t.pid.restart.tmp").exists());
+        // A report already there is replaced, and a link at the temporary name is not
+        // followed.
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "mine").unwrap();
+        std::os::unix::fs::symlink(&victim, tmp.path().join("orig/b/t.pid.restart.tmp")).unwrap();
+        write_status(&place, "ok 2");
+        assert_eq!(std::fs::read(&real).unwrap(), b"ok 2");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"mine");
     }
 
     #[test]

@@ -226,6 +226,8 @@ struct Pool {
     args: Vec<OsString>,
     cwd: PathBuf,
     listeners: Vec<(String, OwnedFd)>,
+    /// The UNIX socket files the master made, removed once every worker is gone.
+    socket_files: Vec<twistrs_core::reactor::SocketFile>,
     file_log: bool,
     workers: Vec<Worker>,
     metrics: Option<WorkerMetrics>,
@@ -599,7 +601,7 @@ pub(crate) fn master(
         let at = inh.listeners.iter().position(|(e, _)| *e == key)?;
         Some((key, inh.listeners.swap_remove(at).1))
     });
-    let listeners = bind(service, inherited)?;
+    let (listeners, socket_files) = bind(service, inherited)?;
     // The workers drop privileges and must be able to reopen the log after a rotation. Called
     // without `-u` too: it takes (and so closes) the descriptors the plugin's start noted.
     launcher::give_logs(plan, logger);
@@ -629,6 +631,7 @@ pub(crate) fn master(
         args: args[1..].to_vec(),
         cwd: plan.start_dir.clone(),
         listeners,
+        socket_files,
         file_log: successor,
         workers: (1..=n)
             .map(|index| Worker {
@@ -671,7 +674,7 @@ pub(crate) fn master(
         // process's does; a restart's successor leaves them to its predecessor, which
         // serves on them.
         if !successor {
-            remove_unix_sockets(&pool.listeners);
+            remove_socket_files(&mut pool);
         }
     }
     match started {
@@ -691,7 +694,8 @@ pub(crate) fn master(
             .map_err(|e| format!("cannot write pidfile {}: {e}", p.path().display()))?;
     }
     if let Some(p) = pidfile.as_mut() {
-        p.serving();
+        // The master never chroots (each worker does).
+        p.serving(false);
     }
     status.ok();
     if successor {
@@ -777,18 +781,25 @@ pub(crate) fn master(
         // The metrics socket is the successor's now (a UNIX one stays in place).
         reactor.abandon_listeners();
     } else {
-        remove_unix_sockets(&pool.listeners);
+        remove_socket_files(&mut pool);
     }
     log::info!(target: "twistrs.reactor", "Main loop terminated.");
     Ok(ended)
 }
+
+/// The sockets the master binds (a copy of each, with its endpoint string) and the UNIX
+/// socket files it made.
+type Bound = (
+    Vec<(String, OwnedFd)>,
+    Vec<twistrs_core::reactor::SocketFile>,
+);
 
 /// Binds every endpoint on a reactor used for nothing else (or takes a predecessor's
 /// sockets), keeps a copy of each socket, and closes the reactor without unlinking anything.
 fn bind(
     service: &mut Box<dyn Service>,
     inherited: Option<upgrade::Inherited>,
-) -> Result<Vec<(String, OwnedFd)>, String> {
+) -> Result<Bound, String> {
     let mut r = Reactor::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
     if let Some(inh) = &inherited {
         for (ep, fd) in &inh.listeners {
@@ -811,9 +822,9 @@ fn bind(
             .map_err(|e| format!("cannot keep the socket of {ep}: {e}"))?;
         out.push((ep, copy));
     }
-    r.abandon_listeners();
+    let files = r.take_socket_files();
     drop(r);
-    Ok(out)
+    Ok((out, files))
 }
 
 /// Starts every worker and waits until each serves; the first failure is the start's. A stop
@@ -869,7 +880,7 @@ fn restart(
     log::info!(target: LAUNCHER, "Received SIGUSR2, restarting: starting {}.", exe.display());
     let report = |text: &str| {
         if let Some(p) = pidfile {
-            upgrade::write_status(p.path(), text);
+            upgrade::write_status(&p.report_place(), text);
         }
     };
     // The master's own listener (`--metrics`) first, then the plugin's: the successor takes
@@ -943,17 +954,12 @@ fn watch_signals(
 }
 
 /// At a stop the workers leave UNIX socket files in place (the master's sockets outlive
-/// each of them); the master removes them once every worker is gone.
-fn remove_unix_sockets(listeners: &[(String, OwnedFd)]) {
-    for (ep, _) in listeners {
-        if let Ok(twistrs_core::Endpoint::Unix { path, lockfile, .. }) = ep.parse() {
-            let _ = std::fs::remove_file(&path);
-            if lockfile {
-                let mut l = path.into_os_string();
-                l.push(".lock");
-                let _ = std::fs::remove_file(l);
-            }
-        }
+/// each of them); the master removes them once every worker is gone, through the
+/// directories it made them in (it is root for its whole life, and the directories may be
+/// under one the service user owns: `SocketFile`).
+fn remove_socket_files(pool: &mut Pool) {
+    for f in pool.socket_files.drain(..) {
+        f.remove();
     }
 }
 

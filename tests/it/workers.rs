@@ -737,6 +737,52 @@ fn single_process_plugins_refuse_workers_and_worker_failures_reach_the_starter()
 }
 
 #[test]
+fn a_stopped_master_removes_its_socket_files_where_it_made_them_not_where_a_link_leads() {
+    // The master stays root for its life; the socket's directory lies under one a service
+    // user could own, who swaps it for a link to another holding files of the same names.
+    let top = tempfile::tempdir().unwrap();
+    let sub = top.path().join("user/sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    let unix = format!("unix:{}", sub.join("w.sock").display());
+    let m = Master::start(&[
+        "--workers",
+        "2",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--listen",
+        &unix,
+    ]);
+    m.wait_serving(2);
+    assert!(sub.join("w.sock.lock").symlink_metadata().is_ok());
+    let victim = top.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let _held = std::os::unix::net::UnixListener::bind(victim.join("w.sock")).unwrap();
+    std::os::unix::fs::symlink("1", victim.join("w.sock.lock")).unwrap();
+    let old = top.path().join("user/sub.old");
+    std::fs::rename(&sub, &old).unwrap();
+    std::os::unix::fs::symlink(&victim, &sub).unwrap();
+    let (code, out, err) = m.ctl(&["stop", "--timeout", "10"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(
+        victim.join("w.sock").symlink_metadata().is_ok(),
+        "removed through the link"
+    );
+    assert!(
+        victim.join("w.sock.lock").symlink_metadata().is_ok(),
+        "removed through the link"
+    );
+    assert!(
+        old.join("w.sock").symlink_metadata().is_err(),
+        "its own socket is left"
+    );
+    assert!(
+        old.join("w.sock.lock").symlink_metadata().is_err(),
+        "its own lock is left"
+    );
+}
+
+#[test]
 fn socket_activation_feeds_the_workers_and_ready_comes_once_all_serve() {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;

@@ -13,6 +13,7 @@ use mio::{Interest, Token};
 use socket2::{Domain, Socket, Type};
 
 use super::conn::{NetSocket, Stream};
+use super::sockfile::SocketFile;
 use super::stats;
 use super::{Entry, FactoryId, Reactor};
 use crate::address::Address;
@@ -198,8 +199,8 @@ pub(crate) struct Listener {
     host: Address,
     /// What the "starting on" and "Closed" lines name: a port number or a quoted path.
     label: String,
-    /// A UNIX socket path and lock link to remove when closing.
-    cleanup: Option<(PathBuf, Option<PathBuf>)>,
+    /// A UNIX socket file and lock link to remove when closing.
+    cleanup: Option<SocketFile>,
     /// The endpoint string, to match the socket up with a successor's listener.
     endpoint: String,
     /// TLS for every connection it accepts.
@@ -230,13 +231,8 @@ impl Listener {
 }
 
 /// A listening socket with what the listener table keeps about it: its local address, the
-/// label of its log lines, and a UNIX path (and lock) to remove when it closes.
-type Opened = (
-    ListenSock,
-    Address,
-    String,
-    Option<(PathBuf, Option<PathBuf>)>,
-);
+/// label of its log lines, and a UNIX socket file (and lock) to remove when it closes.
+type Opened = (ListenSock, Address, String, Option<SocketFile>);
 
 /// A TCP listener, its local address read back (the real port after port 0).
 fn adopt_tcp(l: mio::net::TcpListener, what: &str) -> Result<Opened, ListenError> {
@@ -524,11 +520,12 @@ impl Reactor {
                     }
                     listen_err(&what, e)
                 })?;
+                let noted = SocketFile::note(path, lock.as_deref());
                 (
                     ListenSock::Unix(l),
                     Address::Unix(Some(path.clone())),
                     format!("'{}'", path.display()),
-                    Some((path.clone(), lock)),
+                    noted,
                 )
             }
             Endpoint::Systemd { domain, index, .. } => {
@@ -672,11 +669,14 @@ impl Reactor {
                     let _ = std::os::unix::fs::symlink(std::process::id().to_string(), &l);
                     l
                 });
+                let noted = real
+                    .then(|| SocketFile::note(path, lock.as_deref()))
+                    .flatten();
                 (
                     ListenSock::Unix(mio::net::UnixListener::from_std(sock.into())),
                     Address::Unix(Some(path.clone())),
                     format!("'{}'", path.display()),
-                    real.then(|| (path.clone(), lock)),
+                    noted,
                 )
             }
             _ => adopt_tcp(mio::net::TcpListener::from_std(sock.into()), &what)?,
@@ -715,6 +715,19 @@ impl Reactor {
         }
     }
 
+    /// The UNIX socket files of every listener, taken from them (closing a listener then
+    /// leaves its file in place): for a `--workers` master, which binds on a reactor it then
+    /// drops and removes the files itself once its last worker is gone.
+    pub fn take_socket_files(&mut self) -> Vec<SocketFile> {
+        self.entries
+            .iter_mut()
+            .filter_map(|(_, e)| match e {
+                Entry::Listener(l) => l.cleanup.take(),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The TLS context of a TLS endpoint, its certificates loaded (and reloaded with the log
     /// files: SIGHUP); the factory's ALPN protocols are offered.
     fn tls_for(
@@ -745,7 +758,7 @@ impl Reactor {
         target: Target,
         host: Address,
         label: String,
-        cleanup: Option<(PathBuf, Option<PathBuf>)>,
+        cleanup: Option<SocketFile>,
         endpoint: String,
         tls: Option<Rc<TlsContext>>,
     ) -> Result<ListenerId, ListenError> {
@@ -829,11 +842,8 @@ impl Reactor {
             }
         };
         drop(l.sock);
-        if let Some((path, lock)) = &l.cleanup {
-            let _ = std::fs::remove_file(path);
-            if let Some(lock) = lock {
-                let _ = std::fs::remove_file(lock);
-            }
+        if let Some(files) = l.cleanup {
+            files.remove();
         }
         log::info!(target: crate::logsys::BARE, "({kind} Port {} Closed)", l.label.trim_matches('\''));
         if let Target::Factory(f) = l.target {
@@ -1489,7 +1499,10 @@ mod tests {
         // The client was taken from the backlog and turned away; both connections stay.
         let now: Vec<ConnId> = live.borrow().iter().copied().collect();
         assert_eq!(now.len(), 2, "{now:?}");
-        assert!(before.iter().all(|c| now.contains(c)), "{before:?} -> {now:?}");
+        assert!(
+            before.iter().all(|c| now.contains(c)),
+            "{before:?} -> {now:?}"
+        );
         assert_eq!((r.factories[f].conns, limit_closes(&r, f)), (2, 0));
     }
 

@@ -15,6 +15,7 @@ mod owned;
 mod pair;
 mod process;
 mod relay;
+mod sockfile;
 mod stats;
 mod udp;
 
@@ -30,6 +31,7 @@ pub(crate) use handle::Command;
 pub use handle::Handle;
 pub use listen::{Accepted, ListenError, ListenerId, OnAccept};
 pub use owned::OwnedPort;
+pub use sockfile::SocketFile;
 pub use stats::{ListenerStats, PortStats};
 pub use udp::PortId;
 
