@@ -141,6 +141,11 @@ pub trait Factory {
         Room::Full
     }
 
+    /// A connection [`Factory::make_room`] named was closed for a newcomer: the place to log
+    /// it. Not said in `make_room` itself, which is asked for a client that another
+    /// `--workers` worker may take (then nothing is closed here).
+    fn room_made(&mut self) {}
+
     /// The protocols offered in TLS's ALPN on TLS endpoints (`http/1.1`), in order.
     fn alpn_protocols(&self) -> &[&'static [u8]] {
         &[]

@@ -912,6 +912,7 @@ impl Reactor {
                             ForRoom::Quiet if over => {
                                 self.close(id.key as usize, crate::error::Reason::Aborted);
                                 self.factories[f].origins[origin].counts.limit_closes += 1;
+                                self.factories[f].factory.room_made();
                                 continue 'accepts;
                             }
                             ForRoom::Quiet => {
@@ -1083,6 +1084,7 @@ impl Reactor {
                     self.factories[factory].origins[origin as usize]
                         .counts
                         .limit_closes += 1;
+                    self.factories[factory].factory.room_made();
                     return;
                 }
                 ForRoom::NotOurs => return,
@@ -1366,6 +1368,8 @@ mod tests {
         /// Whether this test's [`Roomy`] turns clients away (`build_protocol` gives none), as
         /// a factory does to an address over its own limit.
         static ROOMY_REFUSES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        /// How often this test's [`Roomy`] heard that a connection it named was closed.
+        static ROOMY_MADE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     }
 
     /// A service that never writes and, at its limit, names its connections in turn, as the
@@ -1408,6 +1412,9 @@ mod tests {
                 }
                 None => Room::Full,
             }
+        }
+        fn room_made(&mut self) {
+            ROOMY_MADE.set(ROOMY_MADE.get() + 1);
         }
     }
 
@@ -1477,12 +1484,18 @@ mod tests {
         r.give_room((f, 0), a, &mut declined);
         assert_eq!(*live.borrow(), [a], "b closed, a kept");
         assert_eq!((declined, limit_closes(&r, f)), (2, 1));
+        assert_eq!(
+            ROOMY_MADE.get(),
+            1,
+            "told of the close once, not of each name"
+        );
         // With none quiet left, nothing is closed and the asking stays bounded: the client
         // is kept, one over.
         let mut declined = 0;
         r.give_room((f, 0), a, &mut declined);
         assert_eq!(*live.borrow(), [a]);
         assert_eq!((declined, limit_closes(&r, f)), (ROOM_DECLINES_PER_TURN, 1));
+        assert_eq!(ROOMY_MADE.get(), 1, "nothing closed, nothing said");
     }
 
     #[test]
@@ -1504,6 +1517,7 @@ mod tests {
             "{before:?} -> {now:?}"
         );
         assert_eq!((r.factories[f].conns, limit_closes(&r, f)), (2, 0));
+        assert_eq!(ROOMY_MADE.get(), 0);
     }
 
     #[test]
@@ -1522,6 +1536,7 @@ mod tests {
         assert_eq!(now.len(), 1, "{now:?}");
         assert!(!now.contains(&a) && !now.contains(&b), "{now:?}");
         assert_eq!((r.factories[f].conns, limit_closes(&r, f)), (1, 2));
+        assert_eq!(ROOMY_MADE.get(), 2, "each close told");
     }
 
     #[test]

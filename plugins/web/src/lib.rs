@@ -323,12 +323,16 @@ impl Factory for WebFactory {
         }) else {
             return Room::After(Instant::now() + IDLE_RECHECK);
         };
+        Room::Close(id)
+    }
+
+    /// Said by the worker that closed one, not by every worker asked for the client.
+    fn room_made(&mut self) {
         if self.room_log.allow(Instant::now()) {
             log::warn!(target: twistrs_core::logsys::BARE,
                 "Site: connection limit ({}) reached; closing idle keep-alive connections to let new clients in",
                 self.max.unwrap_or(0));
         }
-        Room::Close(id)
     }
 
     fn alpn_protocols(&self) -> &[&'static [u8]] {
