@@ -435,7 +435,10 @@ fn start(
     // Options the plugin refuses leave no log file of this start's making behind, as twistd
     // (which refuses them before it opens its log) leaves none.
     let built = open_log(&plan, &exe, pidfile.as_ref()).and_then(|logger| {
-        let service = make_service(name, plugin, sub, n).inspect_err(|_| logger.unmake())?;
+        let service = make_service(name, plugin, sub, n).inspect_err(|_| {
+            logger.unmake();
+            twistrs_core::reread::unmake_logs();
+        })?;
         Ok((logger, service))
     });
     let (logger, mut service) = match built {
@@ -501,6 +504,9 @@ fn start(
             if let Some(p) = pidfile {
                 p.give_up();
             }
+            // A start that failed leaves no plugin log of its making (one past the start was
+            // kept by then: `Logger::started`).
+            twistrs_core::reread::unmake_logs();
             Err(e)
         }
     }

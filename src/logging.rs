@@ -281,6 +281,8 @@ impl Logger {
     /// The start is over (the process serves, or a master starts its workers): every
     /// warning is written from now on. Returns those said (and known) during the start.
     pub fn started(&self) -> Vec<u64> {
+        // The plugin logs the start made are kept now, whatever fails later.
+        twistrs_core::reread::keep_logs();
         self.lock().said.take().unwrap_or_default()
     }
 

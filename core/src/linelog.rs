@@ -172,7 +172,7 @@ impl LineFile {
         // that user: a file given away still cannot be reopened in a directory the user
         // cannot search.
         if made && !crate::plugin::checking() {
-            crate::reread::note_log(&f);
+            crate::reread::note_log(&path, &f);
         }
         if !made || !crate::plugin::checking() {
             crate::reread::note_append(&path);

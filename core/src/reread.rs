@@ -14,7 +14,9 @@
 //! SIGHUP: one the start made is root's, and the launcher gives it to the user it drops to
 //! ([`take_logs`]), as it gives the main log; one that was there is never given away (its path
 //! may be a link to anything). Both are tried like the rest ([`note_append`]): a file given
-//! away still cannot be reopened in a directory the user cannot search.
+//! away still cannot be reopened in a directory the user cannot search. A start that fails
+//! removes the plugin logs it made, still empty ([`unmake_logs`]): twistd opens them only once
+//! the port listens, and leaves none.
 //!
 //! What a service uses while it serves, not only at a reload, is tried the same way: mail's
 //! Maildirs (written at each delivery) and password files (read at each login) are noted
@@ -106,11 +108,47 @@ pub fn note_made(path: &Path) {
     note(path, Kind::Made);
 }
 
-/// A log file this start made (root's), reopened by name on SIGHUP: the launcher gives it to
-/// the user it drops to. A copy of the descriptor is kept until then: the file, never what
-/// its path names later.
-pub(crate) fn note_log(file: &File) {
+/// A log file this start made (root's) at `path`, reopened by name on SIGHUP: the launcher
+/// gives it to the user it drops to. A copy of the descriptor is kept until then: the file,
+/// never what its path names later. Another is kept until the start ends: a start that fails
+/// removes the log it made ([`unmake_logs`]), as twistd, which opens a plugin's log only once
+/// its port listens, leaves none.
+pub(crate) fn note_log(path: &Path, file: &File) {
     note_created(file);
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    if let Ok(f) = file.try_clone() {
+        made_logs().push((path, f));
+    }
+}
+
+/// The plugin logs this start made, until it serves or fails.
+static MADE_LOGS: Mutex<Vec<(PathBuf, File)>> = Mutex::new(Vec::new());
+
+fn made_logs() -> std::sync::MutexGuard<'static, Vec<(PathBuf, File)>> {
+    MADE_LOGS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The start failed: each plugin log it made goes, if it is still empty and its path still
+/// names it (one written to, or put there since, is left).
+pub fn unmake_logs() {
+    use std::os::unix::fs::MetadataExt;
+    for (path, f) in made_logs().drain(..) {
+        let same = match (f.metadata(), std::fs::symlink_metadata(&path)) {
+            (Ok(a), Ok(b)) => a.len() == 0 && (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        };
+        if same {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// The start is over: the plugin logs it made stay (and their descriptors kept for
+/// [`unmake_logs`] are closed, so a rotated log's space is not held).
+pub fn keep_logs() {
+    made_logs().clear();
 }
 
 /// A file or directory this start made (root's) that the service uses as the user it drops
@@ -247,7 +285,7 @@ mod tests {
         note_writes(&under_file.join("tmp"), "delivery");
         note_writes(dir.path(), "delivery");
         let log = File::create(dir.path().join("log")).unwrap();
-        note_log(&log);
+        note_log(&dir.path().join("log"), &log);
         assert!(!take_logs().is_empty());
         // Other tests of this process note files too (in temporary directories, perhaps
         // gone by now): only ours count.
