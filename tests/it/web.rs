@@ -606,47 +606,22 @@ fn a_start_that_cannot_listen_leaves_no_access_log_of_its_making() {
         taken.local_addr().unwrap().port()
     );
     let root = t.root.to_str().unwrap().to_string();
-    let start = |log: &Path| {
-        run_in(
-            dir.path(),
-            &[
-                "-n",
-                "web",
-                "--path",
-                &root,
-                "--listen",
-                &ep,
-                "-l",
-                log.to_str().unwrap(),
-            ],
-        )
-    };
-    // As twistd, which opens it only once its port listens.
     let log = dir.path().join("access.log");
-    let (code, _, err) = start(&log);
-    assert_eq!(code, 1, "{err}");
-    assert!(!log.exists(), "the failed start left its access log");
+    let log_s = log.to_str().unwrap();
+    let start = |daemon: bool| {
+        let args = ["-n", "web", "--path", &root, "--listen", &ep, "-l", log_s];
+        let (code, _, err) = run_in(dir.path(), &args[usize::from(daemon)..]);
+        assert_eq!(code, 1, "{err}");
+    };
+    // As twistd, which opens it only once its port listens; a daemon's start too.
+    for daemon in [false, true] {
+        start(daemon);
+        assert!(!log.exists(), "the failed start left its access log");
+    }
     // One that was there stays, as it was.
     std::fs::write(&log, "old line\n").unwrap();
-    let (code, _, err) = start(&log);
-    assert_eq!(code, 1, "{err}");
+    start(false);
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "old line\n");
-    // The same from a daemon's start.
-    std::fs::remove_file(&log).unwrap();
-    let (code, _, err) = run_in(
-        dir.path(),
-        &[
-            "web",
-            "--path",
-            &root,
-            "--listen",
-            &ep,
-            "-l",
-            log.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 1, "{err}");
-    assert!(!log.exists(), "the failed daemon start left its access log");
 }
 
 #[test]
