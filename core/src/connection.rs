@@ -483,7 +483,12 @@ impl<S: Socket> Conn<S> {
             }
             HANDSHAKE_KEY => After::Settled,
             IDLE_KEY => {
-                if self.st.idle_due(d.handle.tick(), d.handle.timers()) {
+                let now = d.handle.tick();
+                if self.st.idle_due(now, d.handle.timers())
+                    && !self
+                        .st
+                        .output_moving(self.socket.queued_out(), now, d.handle.timers())
+                {
                     log::info!(target: &self.st.system(), "Timing out idle connection.");
                     self.st.mark_timed_out();
                     self.callback(p, d, |p, t| p.timeout_connection(t))

@@ -47,6 +47,12 @@ pub(crate) trait Socket: io::Read {
         false
     }
 
+    /// The bytes of output the kernel still holds for the peer (0 where there is no kernel
+    /// socket): what the idle timeout watches leave (`ConnState::output_moving`).
+    fn queued_out(&mut self) -> u32 {
+        0
+    }
+
     /// Becomes a TLS server session in place (STARTTLS); what was read before stays read.
     fn start_tls(&mut self, _config: std::sync::Arc<rustls::ServerConfig>) -> io::Result<()> {
         Err(io::Error::new(

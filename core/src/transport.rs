@@ -106,6 +106,11 @@ pub struct ConnState {
     pub(crate) idle_at: Option<Tick>,
 }
 
+/// The shortest a connection whose idle timeout came due with output in the kernel is
+/// watched for that output to leave ([`ConnState::output_moving`]): a reader that pauses a
+/// few seconds during a stop (whose grace is one second) still gets the rest.
+pub(crate) const IDLE_PROBE: Duration = Duration::from_secs(5);
+
 /// The rarely used part of a connection's state.
 #[derive(Default)]
 struct Extra {
@@ -125,6 +130,9 @@ struct Extra {
     /// client that never completes a handshake never reaches the destination (nginx's order,
     /// not twistd's).
     relay_after_handshake: Option<Box<ConnectRelay>>,
+    /// The idle timeout came due with output still in the kernel: the bytes it held then,
+    /// and the last activity they were counted after ([`ConnState::output_moving`]).
+    idle_probe: Option<(Tick, u32)>,
 }
 
 /// A connection's yes-or-no states, one bit each of `ConnState::flags` (a byte where six
@@ -442,6 +450,39 @@ impl ConnState {
         }
         self.arm_idle(due, timers);
         false
+    }
+
+    /// The idle timeout came due at `now` (`idle_due`), and the kernel still holds `queued`
+    /// bytes of output: whether they are leaving, which is activity the reactor does not
+    /// see. A socket buffer of megabytes drained by a slow reader gives the reactor room to
+    /// write only every few seconds, and a download moving steadily would be cut as idle (by
+    /// a stop's one-second grace, above all). So the bytes are noted and looked at again
+    /// after the timeout, [`IDLE_PROBE`] at least: other bytes then (the reader took some,
+    /// perhaps more were written) are activity, and the watch goes on; the same bytes mean a
+    /// reader that took nothing for that long: idle. Only the connections whose timeout comes
+    /// due with output queued pay for it (a boxed note, an ioctl per window).
+    pub(crate) fn output_moving(&mut self, queued: u32, now: Tick, timers: &TimerQueue) -> bool {
+        let since = self.last_activity;
+        let before = self
+            .extra
+            .as_mut()
+            .and_then(|e| e.idle_probe.take())
+            .filter(|(at, _)| *at == since)
+            .map(|(_, q)| q);
+        let Some(d) = self.idle() else {
+            return false;
+        };
+        match before {
+            _ if queued == 0 => return false,
+            Some(q) if q == queued => return false,
+            // Moved since the last look: activity now.
+            Some(_) => self.last_activity = now,
+            None => {}
+        }
+        self.extra.get_or_insert_with(Default::default).idle_probe =
+            Some((self.last_activity, queued));
+        self.arm_idle(now.after(d.max(IDLE_PROBE)), timers);
+        true
     }
 
     /// Checks the idle timeout at `at`, the entry it keeps.
@@ -1017,6 +1058,31 @@ mod tests {
         st.set_link(Link::Widowed { relay: 5 });
         assert!(!st.is(Flag::ReadPaused) && st.is(Flag::Secure));
         assert_eq!(st.link(), Link::Widowed { relay: 5 });
+    }
+
+    #[test]
+    fn output_leaving_the_kernel_counts_as_activity_until_it_stops_moving() {
+        let clock = crate::timer::Clock::new();
+        let timers = crate::timer::TimerQueue::new(clock.clone());
+        let mut st = state("Test");
+        st.set_idle(Some(Duration::from_secs(1)));
+        let t0 = st.last_activity;
+        let at = |s: u64| t0.after(Duration::from_secs(s));
+        // Nothing in the kernel: idle at once.
+        assert!(!st.output_moving(0, at(1), &timers));
+        // Bytes queued: watched for IDLE_PROBE (longer than the timeout), no activity yet.
+        assert!(st.output_moving(5000, at(1), &timers));
+        assert_eq!(st.last_activity, t0);
+        assert_eq!(st.idle_at, Some(at(1).after(IDLE_PROBE)));
+        // Fewer bytes at the next look: the reader took some, which is activity now.
+        assert!(st.output_moving(3000, at(6), &timers));
+        assert_eq!(st.last_activity, at(6));
+        // The same bytes a window later: a reader that took nothing for that long is idle.
+        assert!(!st.output_moving(3000, at(11), &timers));
+        // A note taken before other activity is not compared with what comes after it.
+        assert!(st.output_moving(3000, at(12), &timers));
+        st.last_activity = at(13);
+        assert!(st.output_moving(3000, at(14), &timers), "a fresh watch");
     }
 
     #[test]

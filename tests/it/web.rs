@@ -597,6 +597,68 @@ fn limits_414_431_and_timeouts() {
 }
 
 #[test]
+fn a_stop_lets_a_slow_download_finish_while_its_bytes_leave_the_kernel() {
+    use std::io::{Read, Write};
+    // A reader at 1 MB/s drains megabytes of socket buffer so slowly that the server gets
+    // room to write only every second or two: no write, yet the download moves. The stop's
+    // one-second grace for idle connections must not cut it.
+    let t = tree();
+    let size = 8 << 20;
+    std::fs::write(t.root.join("big.bin"), vec![7u8; size]).unwrap();
+    let root = t.root.to_str().unwrap().to_string();
+    let mut srv = Server::start(&[
+        "--shutdown-timeout",
+        "60",
+        "web",
+        "--path",
+        &root,
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let mut c = connect(srv.addr());
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    send(
+        &mut c,
+        b"GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let (start, mut got, mut stopped) = (Instant::now(), 0usize, false);
+    let mut buf = vec![0u8; 64 << 10];
+    while start.elapsed() < Duration::from_secs(40) {
+        let n = c.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        got += n;
+        if !stopped && start.elapsed() > Duration::from_secs(1) {
+            srv.signal(libc::SIGTERM);
+            stopped = true;
+        }
+        // 1 MB/s.
+        std::thread::sleep(Duration::from_micros(n as u64));
+    }
+    let _ = c.flush();
+    assert!(stopped, "the download ended within a second");
+    assert!(got > size, "{got} bytes of {size} and the head");
+    assert!(
+        srv.wait(Duration::from_secs(10)).is_some(),
+        "still draining"
+    );
+    let lines = srv.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with("\"GET /big.bin HTTP/1.1\" 200 8388608 \"-\" \"-\"")),
+        "{lines:?}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("Timing out idle") || l.contains("interrupted")),
+        "{lines:?}"
+    );
+}
+
+#[test]
 fn a_start_that_cannot_listen_leaves_no_access_log_of_its_making() {
     let t = tree();
     let dir = tempfile::tempdir().unwrap();

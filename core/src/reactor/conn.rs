@@ -117,6 +117,19 @@ impl Stream {
         !unsent && empty(libc::FIONREAD)
     }
 
+    /// The bytes of output the kernel still holds for the peer (TCP: not yet acknowledged;
+    /// UNIX: not yet read), 0 if it cannot say.
+    pub(crate) fn kernel_out(&self) -> u32 {
+        let mut n: libc::c_int = 0;
+        // SAFETY: a descriptor this stream owns, and a pointer to an int, as SIOCOUTQ takes.
+        let r = unsafe { libc::ioctl(self.as_fd().as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        if r == 0 {
+            u32::try_from(n).unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
     /// SO_LINGER with a zero time: the close that follows sends a reset and drops what the
     /// kernel still holds to send (`Transport::reset_connection`).
     fn reset_on_close(&self) {
@@ -236,6 +249,10 @@ impl Socket for NetSocket {
             NetSocket::TlsClient(t) => t.pending(),
             _ => false,
         }
+    }
+
+    fn queued_out(&mut self) -> u32 {
+        self.stream().map_or(0, |s| s.kernel_out())
     }
 
     fn read_ahead(&self) -> bool {
