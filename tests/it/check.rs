@@ -161,6 +161,16 @@ fn a_check_fails_where_a_start_fails_naming_the_cause() {
             &["--workers", "2", "inetd", "--file", "inetd.conf"],
             "one process only",
         ),
+        // One port twice: the check's stand-ins are on port 0, yet it fails as the start's
+        // second bind does.
+        (
+            &["echo", "--listen", &tcp, "--listen", &tcp],
+            "Address already in use",
+        ),
+        (
+            &["socks", "--listen", &tcp, "-p", &port],
+            "Address already in use",
+        ),
     ];
     for (args, names) in cases {
         let mut check = vec!["--check"];

@@ -473,6 +473,7 @@ impl Reactor {
             return self.listen_inherited(ep, fd, Target::Factory(factory.0), tls);
         }
         if self.check_only && !ep.is_datagram() {
+            self.check_twice(ep)?;
             let fd = standin(ep, self.probe_ports).map_err(|e| listen_err(key, e))?;
             let id = self.listen_inherited(ep, fd, Target::Factory(factory.0), tls)?;
             // What the service reads back is the port it asked for, not the stand-in's.
@@ -640,9 +641,50 @@ impl Reactor {
     /// caller's own bind reports why.
     pub fn take_inherited_socket(&mut self, ep: &Endpoint) -> Option<OwnedFd> {
         if self.check_only {
+            // Taken twice, the caller's own bind says so, as the start's would.
+            if self.check_twice(ep).is_err() {
+                return None;
+            }
             return standin(ep, self.probe_ports).ok();
         }
         self.take_inherited(&ep.to_string())
+    }
+
+    /// In a dry run: fails as the start's bind would for a TCP port this command line
+    /// listens on already (the same address, or one its family's wildcard covers, on the
+    /// same port). Stand-ins are bound on port 0, so the check would not meet it otherwise.
+    fn check_twice(&mut self, ep: &Endpoint) -> Result<(), ListenError> {
+        let Endpoint::Tcp {
+            port,
+            interface,
+            v6,
+            ..
+        } = ep
+        else {
+            return Ok(());
+        };
+        if *port == 0 {
+            return Ok(());
+        }
+        let ip = match interface {
+            Some(i) => i.resolve(*v6).map_err(|e| listen_err(ep.to_string(), e))?,
+            None if *v6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
+        let addr = SocketAddr::new(ip, *port);
+        let clash = |a: &SocketAddr| {
+            a.port() == addr.port()
+                && a.is_ipv4() == addr.is_ipv4()
+                && (a.ip() == ip || a.ip().is_unspecified() || ip.is_unspecified())
+        };
+        if self.checked_tcp.iter().any(clash) {
+            return Err(listen_err(
+                addr.to_string(),
+                io::Error::from_raw_os_error(libc::EADDRINUSE),
+            ));
+        }
+        self.checked_tcp.push(addr);
+        Ok(())
     }
 
     fn listen_inherited(

@@ -189,6 +189,9 @@ pub struct Reactor {
     pub(crate) check_only: bool,
     /// In a dry run, each port is also bound for a moment ([`Reactor::check_only`]).
     pub(crate) probe_ports: bool,
+    /// In a dry run, the TCP addresses checked so far: a second listener on one (or on one
+    /// the same family's wildcard covers) fails the check, as its bind would fail the start.
+    pub(crate) checked_tcp: Vec<std::net::SocketAddr>,
 }
 
 impl Reactor {
@@ -252,6 +255,7 @@ impl Reactor {
             bind_only: false,
             check_only: false,
             probe_ports: false,
+            checked_tcp: Vec::new(),
         })
         .and_then(|mut r| {
             if r.cfg.handle_signals {
