@@ -145,6 +145,8 @@ fn check_start(m: &ArgMatches, plugins: &[Plugin]) -> Result<String, String> {
     let logger = logging::init(Destination::Stderr, None)
         .map_err(|e| format!("cannot write to stderr: {e}"))?;
     logger.configure(logging::Format::Text, log::LevelFilter::Warn);
+    // Each warning once, as a start logs it (one expired certificate on two ports).
+    logger.start_up(Vec::new());
     let mut note = None;
     // The ports are probed unless our running server holds them (it hands them to a restart).
     let mut probe = true;

@@ -194,6 +194,18 @@ fn an_expired_certificate_is_a_warning() {
     );
     assert!(s.log_contains(&old));
     assert_eq!(count(&s, "clients will refuse it"), 1, "{:?}", s.lines());
+    // So does `--check`, which says it on stderr.
+    let (code, _, err) = run(&[
+        "--check",
+        "--pidfile=",
+        "echo",
+        "--listen",
+        &ep,
+        "--listen",
+        &ep,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches("clients will refuse it").count(), 1, "{err}");
     // It serves (a client that checks the dates refuses it, one that does not is served).
     let out = tls_once(s.port(), &pki.ca(), "localhost");
     assert!(
