@@ -1215,8 +1215,24 @@ pub(crate) fn reopen_log() {
             }
             // Said in the log (still the file opened before) and on stderr.
             Err(e) => {
-                log::error!(target: LAUNCHER, "Cannot reopen the log file: {e}.");
-                eprintln!("twistrs: cannot reopen the log file: {e}");
+                let path = l.path().unwrap_or_default();
+                // The usual case: logrotate moved it, and the user we dropped to may not
+                // make files in a directory of root's.
+                let hint = if e.kind() == std::io::ErrorKind::PermissionDenied
+                    && std::fs::symlink_metadata(&path).is_err()
+                {
+                    "; have logrotate make the new file (its 'create' option, as 'create 0640 \
+                     USER adm') or use 'copytruncate'"
+                } else {
+                    ""
+                };
+                log::error!(target: LAUNCHER,
+                    "Cannot reopen the log file {}: {e}{hint}; still writing to the one opened before.",
+                    path.display());
+                eprintln!(
+                    "twistrs: cannot reopen the log file {}: {e}",
+                    path.display()
+                );
             }
         }
     }

@@ -501,6 +501,66 @@ fn a_failed_restart_keeps_the_old_process_serving() {
 }
 
 #[test]
+fn a_log_moved_where_the_user_cannot_make_it_again_goes_on_in_the_old_file_saying_why() {
+    let test = "a_log_moved_where_the_user_cannot_make_it_again_goes_on_in_the_old_file_saying_why";
+    if nobody_as_root(test).is_none() {
+        return;
+    }
+    // root's 0755: nobody may search it, not make files in it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (code, _, err) = run_in(
+        dir.path(),
+        &[
+            "-u",
+            "nobody",
+            "echo",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let log = dir.path().join("twistrs.log");
+    let moved = dir.path().join("twistrs.log.1");
+    std::fs::rename(&log, &moved).unwrap();
+    let (code, out, err) = run_in(dir.path(), &["reload"]);
+    assert_eq!(code, 0, "{out} {err}");
+    let end = Instant::now() + Duration::from_secs(5);
+    let said = |t: &str| t.contains("Cannot reopen the log file") && t.contains("Main loop");
+    let mut text = String::new();
+    while Instant::now() < end && !text.contains("Cannot reopen the log file") {
+        std::thread::sleep(Duration::from_millis(20));
+        text = std::fs::read_to_string(&moved).unwrap_or_default();
+    }
+    let line = text
+        .lines()
+        .find(|l| l.contains("Cannot reopen the log file"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(&log.display().to_string()),
+        "names the file: {line}"
+    );
+    assert!(
+        line.contains("'create'") && line.contains("copytruncate"),
+        "{line}"
+    );
+    assert!(
+        line.contains("still writing to the one opened before"),
+        "{line}"
+    );
+    assert!(!log.exists());
+    let (code, out, err) = run_in(dir.path(), &["stop"]);
+    assert_eq!(code, 0, "{out} {err}");
+    // The stop is logged in the file still open.
+    let text = std::fs::read_to_string(&moved).unwrap();
+    assert!(said(&text), "{text}");
+}
+
+#[test]
 fn privileges_drop_to_nobody_after_binding_a_privileged_port() {
     let Some(nobody) = nobody_as_root("privileges_drop_to_nobody_after_binding_a_privileged_port")
     else {
