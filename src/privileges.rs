@@ -126,7 +126,10 @@ impl Target {
         let (uid, gid) = (self.uid, self.gid);
         let e = if self.euid_only { "e" } else { "" };
         if let Some(w) = self.already() {
-            log::warn!(target: "twistrs.launcher", "{w}");
+            // A restart's successor is the user its predecessor dropped to: no news.
+            if !crate::upgrade::inherits() {
+                log::warn!(target: "twistrs.launcher", "{w}");
+            }
             if gid.is_none_or(|g| g == Gid::current()) {
                 log::info!(target: "twistrs.launcher", "set {e}uid/{e}gid {}/{}",
                     Uid::effective(), Gid::effective());

@@ -37,11 +37,22 @@ pub struct Inherited {
     pub listeners: Vec<(String, RawFd)>,
 }
 
+/// Set once TWISTRS_UPGRADE was found: this process took over from a predecessor (or was
+/// started by its master).
+static INHERITS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process is a restart's successor (or a master's worker): it runs as the user
+/// its predecessor dropped to already, and says nothing of that again.
+pub fn inherits() -> bool {
+    INHERITS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Reads and clears TWISTRS_UPGRADE: `READY_FD PIDFILE_FD TICKETS_FD` on the first line (`-`
 /// for none; a predecessor older than the session tickets' hand-over gives two), then one
 /// `FD ENDPOINT` per line. The TLS session tickets' key chain is read from its pipe now.
 pub fn from_env() -> Option<Inherited> {
     let v = std::env::var(ENV).ok()?;
+    INHERITS.store(true, std::sync::atomic::Ordering::Relaxed);
     // SAFETY: called at start-up, before any thread exists.
     unsafe { std::env::remove_var(ENV) };
     let mut lines = v.lines();

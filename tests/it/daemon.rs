@@ -638,6 +638,10 @@ fn privileges_drop_to_nobody_after_binding_a_privileged_port() {
         !dir.path().join("twistrs.pid").exists(),
         "nobody could remove it"
     );
+    // The successor runs as nobody from the first: twistd's "should we be root?" is for a
+    // start by the wrong user, not for it.
+    let log = std::fs::read_to_string(dir.path().join("twistrs.log")).unwrap();
+    assert!(!log.contains("should we be root"), "{log}");
     let log = std::fs::read_to_string(dir.path().join("twistrs.log")).unwrap();
     assert!(
         log.contains(&format!("set uid/gid {}/{}", nobody.uid, nobody.gid)),
