@@ -29,6 +29,9 @@ const MAX_ADDRESSES: usize = 8;
 
 /// `call_later` keys.
 const REQUEST_TIMER: u64 = 1;
+/// The most a BIND's client may send before its peer connects (RFC 1928 says to wait for
+/// the second reply): kept for the peer; past it, reading pauses until the join.
+const MAX_EARLY: usize = 64 * 1024;
 const RESOLVE_TIMER: u64 = 2;
 
 /// What a relay's `on_end` keeps to write its line when both sides have closed: the
@@ -347,6 +350,10 @@ impl Socks {
                     port,
                     rest,
                 }));
+                // Read while the peer is awaited, or a client that leaves (a close, a reset)
+                // would hold its connection and the BIND's port until --connect-timeout.
+                // What it sends meanwhile is kept for the peer, up to `MAX_EARLY`.
+                t.resume_producing();
             }
             Err(e) => self.fail(
                 t,
@@ -491,7 +498,12 @@ impl Protocol for Socks {
             }
             // Read before the pause took hold: it follows the request to the destination.
             State::Resolving(r) => r.rest.extend_from_slice(data),
-            State::BindWaiting(b) => b.rest.extend_from_slice(data),
+            State::BindWaiting(b) => {
+                b.rest.extend_from_slice(data);
+                if b.rest.len() >= MAX_EARLY {
+                    t.pause_producing();
+                }
+            }
             // A UDP association's connection carries nothing (RFC 1928): dropped.
             _ => {}
         }

@@ -55,31 +55,51 @@ fn socks5_bind_answers_twice_then_relays_both_ways() {
     assert!(line.contains(" up=15 down=23 "), "{line}");
 }
 
-/// A client that resets while its BIND waits is gone when its relay would be joined: the
-/// line still names it (and the peer), as it did before the relay's end carried the
-/// addresses, not `client=-`.
+/// A client that leaves (a close or a reset) while its BIND waits for the peer ends it at
+/// once: its connection and the BIND's port are not held until --connect-timeout, and the
+/// line names the client.
 #[test]
-fn a_bind_whose_client_resets_before_the_join_is_logged_with_its_addresses() {
+fn a_bind_whose_client_leaves_before_the_peer_comes_ends_at_once() {
+    let s = socks(&["--connect-timeout", "60"]);
+    for (i, reset) in [false, true].into_iter().enumerate() {
+        let (c, bound) = bind5(&s);
+        let client = c.local_addr().unwrap();
+        if reset {
+            reset_on_close(&c);
+        }
+        drop(c);
+        let line = wait_conn_lines(&s, i + 1).pop().unwrap();
+        assert!(
+            line.contains("command=BIND") && line.contains("result=failed"),
+            "{line}"
+        );
+        assert!(line.contains(&format!("client={client} ")), "{line}");
+        assert!(line.contains("the client left"), "{line}");
+        assert!(
+            TcpStream::connect_timeout(&bound, Duration::from_secs(2)).is_err(),
+            "the BIND's port is closed"
+        );
+    }
+}
+
+/// What the client sends before its peer comes reaches the peer first: the first 64 KiB
+/// kept by the proxy, the rest left in the kernel (reading paused at that limit) until the
+/// relay is joined.
+#[test]
+fn what_a_bind_client_sends_early_reaches_the_peer() {
     let s = socks(&[]);
-    let (c, bound) = bind5(&s);
-    let client = c.local_addr().unwrap();
-    // SO_LINGER 0: the close is a reset; the proxy meets it writing the second reply.
-    reset_on_close(&c);
-    drop(c);
+    let (mut c, bound) = bind5(&s);
+    let early: Vec<u8> = (0..200 * 1024).map(|i| (i % 251) as u8).collect();
+    send(&mut c, &early);
     std::thread::sleep(Duration::from_millis(200));
     let mut p = peer_of(bound);
-    let peer = p.local_addr().unwrap();
+    assert_eq!(reply5(&mut c).0, 0);
+    send(&mut c, b"and late");
     assert!(
-        closed(&mut p),
-        "the peer is closed, having no one to talk to"
+        read_n(&mut p, early.len()) == early,
+        "the early bytes, in order"
     );
-    let line = wait_conn_lines(&s, 1).pop().unwrap();
-    assert!(
-        line.contains("command=BIND") && line.contains("result=failed"),
-        "{line}"
-    );
-    assert!(line.contains(&format!("client={client} ")), "{line}");
-    assert!(line.contains(&format!("address={peer} ")), "{line}");
+    assert_eq!(read_n(&mut p, 8), b"and late");
 }
 
 #[test]
