@@ -1204,17 +1204,10 @@ fn a_socks_bind_never_joined_is_not_counted_as_a_relay() {
     send(&mut p, b"hi");
     assert_eq!(read_n(&mut c, 2), b"hi");
     drop((c, p));
-    // Never joined: the client resets first (SO_LINGER 0), then the peer connects.
-    let (c, port) = bind();
+    // Never joined: the client resets first (SO_LINGER 0), which ends the BIND.
+    let (c, _port) = bind();
     reset_on_close(&c);
     drop(c);
-    std::thread::sleep(Duration::from_millis(200));
-    let mut p = connect(SocketAddr::from(([127, 0, 0, 1], port)));
-    p.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    assert!(
-        read_to_end(&mut p).is_empty(),
-        "the peer is closed unjoined"
-    );
     let failed = |l: &[String]| {
         l.iter()
             .any(|x| x.contains("command=BIND") && x.contains("result=failed"))
