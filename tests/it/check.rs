@@ -131,6 +131,21 @@ fn a_check_beside_the_running_daemon_takes_nothing_and_changes_nothing() {
 }
 
 #[test]
+fn a_check_of_a_port_picked_at_start_says_port_0_for_each_listener_on_it() {
+    // dns listens on its UDP port again over TCP: a start picks one port for both.
+    let (code, out, err) = run(&["--check", "--pidfile=", "dns", "-p", "0", "-i", "127.0.0.1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("would listen on udp:0:interface=127.0.0.1\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("would listen on tcp:0:interface=127.0.0.1\n"),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_check_fails_where_a_start_fails_naming_the_cause() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();

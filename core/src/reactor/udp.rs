@@ -116,9 +116,10 @@ impl Reactor {
         let local = std.local_addr().map_err(err)?;
         log::info!(target: crate::logsys::BARE, "{} starting on {}", proto.name(), local.port());
         let key = self.register_udp(std, proto, endpoint, None).map_err(err)?;
-        // A dry run's stand-in reads back as the port asked for, as in `listen`.
+        // A dry run's stand-in reads back as the port asked for, as in `listen`; port 0 too,
+        // so a service that listens on its UDP port again over TCP (dns) says `tcp:0`, not
+        // the stand-in's port, which a start would not use.
         if self.check_only
-            && *port != 0
             && let Some(Entry::Udp(u)) = self.entries.get_mut(key)
             && let Address::Udp(a) = &mut u.host
         {
