@@ -221,6 +221,14 @@ pub fn init(dest: Destination, rotation: Option<Rotation>) -> io::Result<&'stati
             let ident: &'static std::ffi::CStr = Box::leak(ident.into_boxed_c_str());
             // SAFETY: a static NUL-terminated ident; plain libc call.
             unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, libc::LOG_USER) };
+            // syslog(3) drops every line without a word when no daemon listens on /dev/log
+            // (a container, say): said once, on stderr, while the start is watched.
+            if let Err(e) = syslog_reachable() {
+                eprintln!(
+                    "twistrs: --syslog: no syslog daemon answers at /dev/log ({e}): log lines \
+                     are lost until one listens there"
+                );
+            }
             Sink::Syslog
         }
     };
@@ -616,6 +624,18 @@ impl Log for Logger {
         if let Sink::Stdout(s) = &mut self.lock().sink {
             let _ = s.flush();
         }
+    }
+}
+
+/// Whether /dev/log takes a connection, as syslog(3) makes one: a datagram socket, or a
+/// stream one where the daemon listens so (glibc tries both).
+fn syslog_reachable() -> io::Result<()> {
+    let dgram = std::os::unix::net::UnixDatagram::unbound()?.connect("/dev/log");
+    match dgram {
+        Err(e) if e.raw_os_error() == Some(libc::EPROTOTYPE) => {
+            std::os::unix::net::UnixStream::connect("/dev/log").map(drop)
+        }
+        r => r,
     }
 }
 

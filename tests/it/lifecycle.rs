@@ -441,7 +441,21 @@ fn syslog_with_prefix() {
         );
         return;
     }
-    // No syslog daemon here: play one on /dev/log for the length of the test.
+    // With no syslog daemon, every line would be lost without a word: the start says so on
+    // stderr (here a start that then fails, and so ends at once).
+    let (code, _, err) = run(&[
+        "-n",
+        "--syslog",
+        "echo",
+        "--listen",
+        "unix:/nonexistent-twistrs/x.sock",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--syslog: no syslog daemon answers at /dev/log"),
+        "{err}"
+    );
+    // Play one on /dev/log for the length of the test.
     let sock = std::os::unix::net::UnixDatagram::bind(dev_log).expect("bind /dev/log");
     struct Unlink;
     impl Drop for Unlink {
