@@ -506,31 +506,26 @@ fn a_log_moved_where_the_user_cannot_make_it_again_goes_on_in_the_old_file_sayin
     if nobody_as_root(test).is_none() {
         return;
     }
+    // Stopped when dropped, whatever fails.
+    let d = Daemon::start(&[
+        "-u",
+        "nobody",
+        "echo",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
     // root's 0755: nobody may search it, not make files in it.
-    let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(
-        dir.path(),
+        d.dir.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let (code, _, err) = run_in(
-        dir.path(),
-        &[
-            "-u",
-            "nobody",
-            "echo",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
-    let log = dir.path().join("twistrs.log");
-    let moved = dir.path().join("twistrs.log.1");
+    let log = d.dir.path().join("twistrs.log");
+    let moved = d.dir.path().join("twistrs.log.1");
     std::fs::rename(&log, &moved).unwrap();
-    let (code, out, err) = run_in(dir.path(), &["reload"]);
+    let (code, out, err) = d.ctl(&["reload"]);
     assert_eq!(code, 0, "{out} {err}");
     let end = Instant::now() + Duration::from_secs(5);
-    let said = |t: &str| t.contains("Cannot reopen the log file") && t.contains("Main loop");
     let mut text = String::new();
     while Instant::now() < end && !text.contains("Cannot reopen the log file") {
         std::thread::sleep(Duration::from_millis(20));
@@ -553,11 +548,11 @@ fn a_log_moved_where_the_user_cannot_make_it_again_goes_on_in_the_old_file_sayin
         "{line}"
     );
     assert!(!log.exists());
-    let (code, out, err) = run_in(dir.path(), &["stop"]);
+    let (code, out, err) = d.ctl(&["stop"]);
     assert_eq!(code, 0, "{out} {err}");
     // The stop is logged in the file still open.
     let text = std::fs::read_to_string(&moved).unwrap();
-    assert!(said(&text), "{text}");
+    assert!(text.contains("Main loop terminated"), "{text}");
 }
 
 #[test]
