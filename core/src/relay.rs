@@ -50,6 +50,16 @@ pub enum Side {
     Dest,
 }
 
+impl Side {
+    /// The other side.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Dest,
+            Side::Dest => Side::Client,
+        }
+    }
+}
+
 impl fmt::Display for Side {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -376,11 +386,27 @@ impl Record {
     }
 
     /// Side `st` closed for `reason`; true once both have (`on_end` has run: drop the record).
-    pub(crate) fn closed(&mut self, st: &ConnState, reason: &Reason, now: Tick) -> bool {
+    /// `fin_carried`: its peer's FIN had been carried to it (it was half-closed) before it
+    /// closed.
+    pub(crate) fn closed(
+        &mut self,
+        st: &ConnState,
+        reason: &Reason,
+        now: Tick,
+        fin_carried: bool,
+    ) -> bool {
         let side = if st.id == self.client {
             Side::Client
         } else {
             Side::Dest
+        };
+        // Both closed cleanly, each with a FIN: the side whose FIN came last closes its
+        // connection first (the other waits for that FIN to be carried to it), so the one that
+        // closed first, for the end line, is its peer.
+        let first = if fin_carried && matches!(reason, Reason::Done) {
+            side.other()
+        } else {
+            side
         };
         let c = self.closing.get_or_insert_with(Default::default);
         let this = Some((st.addrs.peer(), st.out.sent));
@@ -393,7 +419,7 @@ impl Record {
         }
         if c.first.is_none() {
             c.first = Some((
-                side,
+                first,
                 reason.to_string(),
                 reason.is_clean(),
                 Ending::of(st, reason),

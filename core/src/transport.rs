@@ -284,6 +284,12 @@ impl ConnState {
         self.extra.get_or_insert_with(Default::default).upgrade = Some(config);
     }
 
+    /// Our sending side was shut down, or is being, with the input still open: a relay's
+    /// peer's FIN carried to it.
+    pub(crate) fn half_closed(&self) -> bool {
+        matches!(self.phase(), Phase::HalfClosing | Phase::HalfClosed)
+    }
+
     /// The idle timeout fired: what closes the connection now is that.
     pub(crate) fn mark_timed_out(&mut self) {
         self.extra.get_or_insert_with(Default::default).timed_out = true;

@@ -141,11 +141,53 @@ fn twistd_command_line_and_a_half_close_with_the_reply_still_delivered() {
     send(&mut c, b"the request");
     c.shutdown(Shutdown::Write).unwrap();
     assert_eq!(read_to_end(&mut c), b"got 11 bytes: the request");
-    assert!(srv.log_contains(
-        "bytes to the destination, 25 bytes to the client; the destination closed first"
-    ));
+    // The client's FIN came first (a half-close counts), the destination's after its reply.
+    assert!(
+        srv.log_contains(
+            "bytes to the destination, 25 bytes to the client; the client closed first"
+        ),
+        "{:?}",
+        srv.lines()
+    );
     assert!(srv.log_contains(&format!("-> 127.0.0.1:{port} closed after ")));
     assert!(srv.log_contains("11 bytes to the destination"));
+}
+
+#[test]
+fn the_side_whose_close_came_first_is_named_though_the_other_closes_its_connection_first() {
+    // README's example: the destination answers and closes; the client reads to the end
+    // and closes a moment later. The relay carries the destination's FIN, then the
+    // client's, whose connection is done at once: yet the destination closed first.
+    let dest = backend(|mut s| {
+        let mut hi = [0u8; 2];
+        let _ = s.read_exact(&mut hi);
+        let _ = s.write_all(b"goodbye");
+    });
+    let srv = Server::start(&[
+        "portforward",
+        "-p",
+        "tcp:0:interface=127.0.0.1",
+        "-h",
+        "127.0.0.1",
+        "-d",
+        &dest.port().to_string(),
+    ]);
+    let mut c = connect(srv.addr());
+    send(&mut c, b"hi");
+    assert_eq!(read_to_end(&mut c), b"goodbye");
+    std::thread::sleep(Duration::from_millis(300));
+    drop(c);
+    let line = "2 bytes to the destination, 7 bytes to the client; the destination closed first: \
+                Connection was closed cleanly.";
+    assert!(
+        srv.wait_until(
+            |l| l.iter().any(|x| x.ends_with(line)),
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "{:?}",
+        srv.lines()
+    );
 }
 
 #[test]

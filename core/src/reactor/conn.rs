@@ -469,8 +469,9 @@ impl Reactor {
                     high: self.cfg.high_water,
                     low: self.cfg.low_water,
                 };
+                let fin_carried = c.conn.st.half_closed();
                 c.conn.lost(&mut *c.proto, &mut d, &reason);
-                self.relay_side_closed(&c.conn.st, &reason);
+                self.relay_side_closed(&c.conn.st, &reason, fin_carried);
                 if matches!(reason, Reason::Aborted)
                     && c.conn.st.wants_reset()
                     && let Some(s) = c.conn.socket.stream()

@@ -245,6 +245,7 @@ impl Reactor {
             high: self.cfg.high_water,
             low: self.cfg.low_water,
         };
+        let fin_carried = c.st.half_closed();
         c.lost(&mut relay::Joined, &mut d, &reason);
         let factory = p.factory().filter(|_| side == 0);
         if let Some(f) = factory {
@@ -252,7 +253,9 @@ impl Reactor {
             counts.closed_received += c.st.received;
             counts.closed_sent += c.st.out.sent;
         }
-        let ended = p.record.closed(&c.st, &reason, self.handle.tick());
+        let ended = p
+            .record
+            .closed(&c.st, &reason, self.handle.tick(), fin_carried);
         p.st.pack(side, c.st, true);
         // The socket closes here, after the record heard.
         drop(c.socket);

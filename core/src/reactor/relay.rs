@@ -197,10 +197,10 @@ impl Reactor {
     /// Connection `st` of a relay closed for `reason`: the record learns it (and calls
     /// `on_end` after the second), and the other side closes after its flush, or at once if
     /// this one did not close cleanly.
-    pub(crate) fn relay_side_closed(&mut self, st: &ConnState, reason: &Reason) {
+    pub(crate) fn relay_side_closed(&mut self, st: &ConnState, reason: &Reason, fin_carried: bool) {
         if let Some(r) = st.link().relay().map(|r| r as usize)
             && let Some(rec) = self.relays.get_mut(r)
-            && rec.closed(st, reason, self.handle.tick())
+            && rec.closed(st, reason, self.handle.tick(), fin_carried)
         {
             self.relays.remove(r);
         }

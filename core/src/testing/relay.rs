@@ -158,11 +158,12 @@ impl<P: Protocol + 'static> RelayHarness<P> {
                 None => return,
             },
         };
+        let fin_carried = me.st.half_closed();
         me.lost(proto, &mut d, &r);
         let link = me.st.link();
         if link.relay().is_some()
             && let Some(rec) = &mut self.record
-            && rec.closed(&me.st, &r, self.handle.tick())
+            && rec.closed(&me.st, &r, self.handle.tick(), fin_carried)
         {
             self.record = None;
         }

@@ -184,6 +184,7 @@ mod tests {
         h.feed(b"GET / HTTP/1.0\r\n\r\n");
         h.connected();
         assert_eq!(h.dest_take_output(), b"GET / HTTP/1.0\r\n\r\n");
+        // The client's FIN first (a half-close), the destination's after its answer.
         h.eof();
         h.dest_feed(b"HTTP/1.0 200 OK\r\n\r\nhi").dest_eof();
         assert_eq!(h.take_output(), b"HTTP/1.0 200 OK\r\n\r\nhi");
@@ -191,7 +192,7 @@ mod tests {
         let line = end_line(&Destination::tcp("127.0.0.1", 6665), &end);
         assert!(
             line == "Relay 127.0.0.1:54321 -> 127.0.0.1:6665 closed after 0.000 s: 18 bytes to \
-                     the destination, 21 bytes to the client; the destination closed first: \
+                     the destination, 21 bytes to the client; the client closed first: \
                      Connection was closed cleanly.",
             "{line}"
         );
