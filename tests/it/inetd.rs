@@ -237,6 +237,49 @@ fn a_wait_udp_program_gets_the_socket_and_is_started_again_after_it_exits() {
     assert!(next.ends_with("again"), "{next}");
 }
 
+#[test]
+fn a_stopped_wait_program_takes_its_children_with_it_and_frees_the_port() {
+    use std::os::unix::fs::PermissionsExt;
+    // A shell that runs `sleep`, which inherits the socket as its stdio: stopping the shell
+    // alone left `sleep` holding the port, and the next start could not bind it.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("hold.sh");
+    std::fs::write(&script, "#!/bin/sh\nsleep 30\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let conf = format!("{{0}} dgram udp wait root {} hold.sh\n", script.display());
+    let mut i = start(&conf, "", 1, 1, &[]);
+    let c = udp();
+    c.send_to(b"x", SocketAddr::from(([127, 0, 0, 1], i.port(0))))
+        .unwrap();
+    // The shell, then its sleep.
+    let end = Instant::now() + Duration::from_secs(10);
+    let sleep = loop {
+        let found = children(i.server.pid())
+            .into_iter()
+            .flat_map(|(sh, _, _)| children(sh))
+            .map(|(pid, _, _)| pid)
+            .next();
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(Instant::now() < end, "no sleep under the program");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    i.server.term();
+    let end = Instant::now() + Duration::from_secs(10);
+    while stat(sleep).is_some_and(|(state, _)| state != 'Z') {
+        assert!(
+            Instant::now() < end,
+            "the program's sleep outlived the stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        std::net::UdpSocket::bind(("127.0.0.1", i.port(0))).is_ok(),
+        "the port is free for the next start"
+    );
+}
+
 fn which(prog: &str) -> Result<PathBuf, ()> {
     std::env::var_os("PATH")
         .into_iter()

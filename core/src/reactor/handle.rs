@@ -92,6 +92,9 @@ pub(crate) struct Adopted {
 /// A child not reaped yet: what signalling and stopping it need.
 pub(crate) struct Child {
     pub(crate) id: ProcessId,
+    /// It leads a process group of its own (`new_process_group`, `new_session`): a stop is
+    /// sent to the whole group.
+    group: bool,
     kill_time: Duration,
     /// When the SIGKILL of a stop is due (a stop was asked for).
     pub(crate) kill_at: Option<Instant>,
@@ -358,6 +361,7 @@ impl Handle {
             serial,
             Child {
                 id,
+                group: spec.new_process_group || spec.new_session,
                 kill_time: spec.kill_time,
                 kill_at: None,
                 kill_timer: None,
@@ -385,21 +389,40 @@ impl Handle {
     }
 
     /// Stops a child: SIGTERM now, SIGKILL after its spec's kill time if it still runs.
-    /// Asking again changes nothing; a child gone already is left alone.
+    /// Asking again changes nothing; a child gone already is left alone. A child in a
+    /// process group of its own is stopped with its group: a shell's `sleep`, a program's
+    /// helper, would otherwise live on, holding what it inherited (inetd's socket, which a
+    /// new start then cannot bind).
     pub fn stop_process(&self, id: ProcessId) {
         let kill_time = match self.0.children.borrow().get(&id.serial) {
             Some(c) if c.kill_at.is_none() => c.kill_time,
             _ => return,
         };
-        let _ = self.signal_process(id, libc::SIGTERM);
+        let _ = self.stop_signal(id, libc::SIGTERM);
         let h = self.clone();
         let timer = self.call_later(kill_time, move || {
-            let _ = h.signal_process(id, libc::SIGKILL);
+            let _ = h.stop_signal(id, libc::SIGKILL);
         });
         if let Some(c) = self.0.children.borrow_mut().get_mut(&id.serial) {
             c.kill_at = Some(timer.deadline());
             c.kill_timer = Some(timer);
         }
+    }
+
+    /// A stop's `sig` to a child not reaped yet: to its process group if it leads one (its
+    /// PGID is its PID, which no other group can have while it is unreaped), else to it.
+    pub(crate) fn stop_signal(&self, id: ProcessId, sig: i32) -> Result<(), ProcessError> {
+        let group = match self.0.children.borrow().get(&id.serial) {
+            Some(c) => c.group,
+            None => return Err(ProcessError::ExitedAlready),
+        };
+        let pid = id.pid as libc::pid_t;
+        // SAFETY: getpgid(2) and kill(2) on our unreaped child and the group it still leads
+        // (a child that moved to another group is signalled alone, as are its own).
+        if group && unsafe { libc::getpgid(pid) } == pid && unsafe { libc::kill(-pid, sig) } == 0 {
+            return Ok(());
+        }
+        self.signal_process(id, sig)
     }
 
     /// True if a stop was asked for this child and it has not been reaped.

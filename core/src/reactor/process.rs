@@ -364,7 +364,7 @@ impl Reactor {
         log::info!(target: "twistrs.reactor",
             "Shutdown deadline passed: killing {} child process(es).", left.len());
         for id in &left {
-            let _ = self.handle.signal_process(*id, libc::SIGKILL);
+            let _ = self.handle.stop_signal(*id, libc::SIGKILL);
         }
         let end = Instant::now() + KILL_WAIT;
         while self.handle.running_processes() > 0 && Instant::now() < end {
