@@ -249,8 +249,12 @@ fn listeners(pid: i32) -> Vec<String> {
     if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/unix")) {
         known.extend(text.lines().skip(1).filter_map(unix_line));
     }
+    // A `--workers` master's private sockets, on which it asks its workers for their
+    // figures: not listeners of the service.
+    let private = format!("/twistrs-metrics-{pid}-");
     fds.iter()
         .filter_map(|(_, ino)| known.iter().find(|(k, _)| k == ino).map(|(_, s)| s.clone()))
+        .filter(|l| !(l.starts_with("unix:") && l.contains(&private)))
         .collect()
 }
 

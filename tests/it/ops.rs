@@ -129,6 +129,35 @@ fn status_json_before_during_and_after_a_restart() {
 /// The scripts under completions/ match the clap definitions; `UPDATE_COMPLETIONS=1 cargo test
 /// --test it completions` rewrites them. `twistrs completions SHELL` prints the same.
 #[test]
+fn status_json_of_a_workers_master_lists_the_services_listeners_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run_in(
+        dir.path(),
+        &[
+            "--workers",
+            "2",
+            "--metrics",
+            "tcp:0:interface=127.0.0.1",
+            "echo",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+    );
+    assert_eq!(code, 0, "{out} {err}");
+    let _stop = StopOnDrop(dir.path().to_path_buf());
+    let (code, fields) = status_json(dir.path());
+    assert_eq!(code, 0, "{fields:?}");
+    // --metrics and echo's port; not the master's private sockets to its workers.
+    let listeners = field(&fields, "listeners");
+    assert_eq!(
+        listeners.matches("'tcp:127.0.0.1:").count(),
+        2,
+        "{listeners}"
+    );
+    assert!(!listeners.contains("unix:"), "{listeners}");
+}
+
+#[test]
 fn completions_are_current_and_printed() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("completions");
     let update = std::env::var_os("UPDATE_COMPLETIONS").is_some();
