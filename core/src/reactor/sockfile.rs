@@ -16,15 +16,15 @@ use nix::fcntl::{AtFlags, OFlag, open};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
-/// A name in a directory and the file it named when noted (device and inode).
-type Named = (OsString, (u64, u64));
-
 /// The files a UNIX listener made, to remove at its close.
 #[derive(Debug)]
 pub struct SocketFile {
     dir: OwnedFd,
-    /// The socket, then its lock if it has one.
-    names: Vec<Named>,
+    /// The socket's name and the file it named when noted (device and inode).
+    socket: (OsString, (u64, u64)),
+    /// Its lock's name, if it has one. Not by identity: a `--workers` worker points the
+    /// lock at itself (a new link), and the master removes it at its end.
+    lock: Option<OsString>,
 }
 
 /// What `name` in `dir` is now, without following a link: its kind and identity.
@@ -32,6 +32,28 @@ fn look(dir: &OwnedFd, name: &OsString) -> Option<(SFlag, (u64, u64))> {
     let st: FileStat = fstatat(dir.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
     let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
     Some((kind, (st.st_dev, st.st_ino)))
+}
+
+/// Whether the lock link `name` in `dir` is ours to remove: it names this process, or one
+/// that is gone (our workers, at a master's end). One naming another live process is
+/// another start's.
+fn lock_is_ours(dir: &OwnedFd, name: &OsString) -> bool {
+    if !matches!(look(dir, name), Some((SFlag::S_IFLNK, _))) {
+        return false;
+    }
+    let Ok(target) = nix::fcntl::readlinkat(dir.as_fd(), name.as_os_str()) else {
+        return false;
+    };
+    let Some(pid) = target.to_str().and_then(|t| t.trim().parse::<i32>().ok()) else {
+        return false;
+    };
+    if pid == std::process::id() as i32 {
+        return true;
+    }
+    // SAFETY: signal 0 only asks whether the process exists.
+    pid > 0
+        && unsafe { libc::kill(pid, 0) } != 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 impl SocketFile {
@@ -55,22 +77,25 @@ impl SocketFile {
         if kind != SFlag::S_IFSOCK {
             return None;
         }
-        let mut names = vec![(socket, id)];
-        if let Some(lock) = lock.and_then(Path::file_name).map(|l| l.to_os_string())
-            && let Some((SFlag::S_IFLNK, id)) = look(&dir, &lock)
-        {
-            names.push((lock, id));
-        }
-        Some(SocketFile { dir, names })
+        let lock = lock.and_then(Path::file_name).map(|l| l.to_os_string());
+        Some(SocketFile {
+            dir,
+            socket: (socket, id),
+            lock,
+        })
     }
 
-    /// Removes each name that still names the file it named when noted: one put there since
-    /// (another start's socket, a file swapped in) is not ours.
+    /// Removes the socket if its name still names the file noted (one put there since,
+    /// another start's, is not ours), and the lock if it names us or a process gone.
     pub fn remove(self) {
-        for (name, id) in &self.names {
-            if look(&self.dir, name).is_some_and(|(_, now)| now == *id) {
-                let _ = unlinkat(&self.dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir);
-            }
+        let (name, id) = &self.socket;
+        if look(&self.dir, name).is_some_and(|(_, now)| now == *id) {
+            let _ = unlinkat(&self.dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        if let Some(lock) = &self.lock
+            && lock_is_ours(&self.dir, lock)
+        {
+            let _ = unlinkat(&self.dir, lock.as_os_str(), UnlinkatFlags::NoRemoveDir);
         }
     }
 }
@@ -89,12 +114,16 @@ mod tests {
         let sock = run.join("s.sock");
         let lock = run.join("s.sock.lock");
         let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-        std::os::unix::fs::symlink("1", &lock).unwrap();
+        std::os::unix::fs::symlink(std::process::id().to_string(), &lock).unwrap();
         let noted = SocketFile::note(&sock, Some(&lock)).unwrap();
         // The directory swapped for a link to another holding files of the same names: the
         // removal still looks in the directory noted, not where the path leads now.
         let _e = std::os::unix::net::UnixListener::bind(elsewhere.join("s.sock")).unwrap();
-        std::os::unix::fs::symlink("1", elsewhere.join("s.sock.lock")).unwrap();
+        std::os::unix::fs::symlink(
+            std::process::id().to_string(),
+            elsewhere.join("s.sock.lock"),
+        )
+        .unwrap();
         let moved = top.path().join("run.old");
         std::fs::rename(&run, &moved).unwrap();
         std::os::unix::fs::symlink(&elsewhere, &run).unwrap();
@@ -118,6 +147,25 @@ mod tests {
             sock.symlink_metadata().is_ok(),
             "another start's socket stays"
         );
+        // A lock is ours to remove if it names us or a process gone (a worker's, at its
+        // master's end), never one naming another live process (another start's).
+        let lock = dir.path().join("t.sock.lock");
+        let sock = dir.path().join("t.sock");
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id().to_string();
+        gone.wait().unwrap();
+        for (target, removed) in [("1", false), (gone_pid.as_str(), true), ("junk", false)] {
+            let _ = std::fs::remove_file(&lock);
+            let _ = std::fs::remove_file(&sock);
+            let _t = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+            std::os::unix::fs::symlink(target, &lock).unwrap();
+            SocketFile::note(&sock, Some(&lock)).unwrap().remove();
+            assert_eq!(
+                lock.symlink_metadata().is_err(),
+                removed,
+                "a lock naming {target}"
+            );
+        }
         // A name that is no socket is never noted.
         let plain = dir.path().join("plain");
         std::fs::write(&plain, b"").unwrap();
