@@ -149,6 +149,8 @@ pub fn number_sessions(m: &clap::ArgMatches, reactor: &mut Reactor) {
             u32::try_from(w.index.saturating_sub(1)).unwrap_or(0),
             u32::try_from(step).unwrap_or(u32::MAX),
         );
+        // The master's UNIX socket files and their locks (naming the master) are its own.
+        reactor.sockets_owned_elsewhere();
     }
 }
 

@@ -698,8 +698,8 @@ impl Reactor {
         let (sock, host, label, cleanup) = match ep {
             Endpoint::Unix { path, lockfile, .. } => {
                 // A dry run's stand-in: the real socket file and its lock are the running
-                // server's, if any, and left alone.
-                let real = !self.check_only;
+                // server's, if any, and left alone; so are a worker's master's.
+                let real = !self.check_only && !self.sockets_elsewhere;
                 let lock = (*lockfile && real).then(|| {
                     let l = lock_path(path);
                     // The lock names the process that will remove the socket at exit.

@@ -192,6 +192,9 @@ pub struct Reactor {
     /// In a dry run, the TCP addresses checked so far: a second listener on one (or on one
     /// the same family's wildcard covers) fails the check, as its bind would fail the start.
     pub(crate) checked_tcp: Vec<std::net::SocketAddr>,
+    /// The UNIX socket files of inherited listeners, and their locks, belong to another
+    /// process (a `--workers` worker's master): left as they are.
+    pub(crate) sockets_elsewhere: bool,
 }
 
 impl Reactor {
@@ -256,6 +259,7 @@ impl Reactor {
             check_only: false,
             probe_ports: false,
             checked_tcp: Vec::new(),
+            sockets_elsewhere: false,
         })
         .and_then(|mut r| {
             if r.cfg.handle_signals {
@@ -304,6 +308,13 @@ impl Reactor {
         self.check_only = true;
         self.bind_only = true;
         self.probe_ports = probe_ports;
+    }
+
+    /// The listeners this reactor inherits are another process's, which keeps their UNIX
+    /// socket files and locks (a `--workers` worker's master): their locks are not pointed
+    /// at this process, nor their files removed by it.
+    pub fn sockets_owned_elsewhere(&mut self) {
+        self.sockets_elsewhere = true;
     }
 
     /// Registers a factory; listeners started with its id share it.
