@@ -126,8 +126,6 @@ fn status_json_before_during_and_after_a_restart() {
     assert_eq!(field(&stopped, "pid"), "None");
 }
 
-/// The scripts under completions/ match the clap definitions; `UPDATE_COMPLETIONS=1 cargo test
-/// --test it completions` rewrites them. `twistrs completions SHELL` prints the same.
 #[test]
 fn status_json_of_a_workers_master_lists_the_services_listeners_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,6 +155,8 @@ fn status_json_of_a_workers_master_lists_the_services_listeners_only() {
     assert!(!listeners.contains("unix:"), "{listeners}");
 }
 
+/// The scripts under completions/ match the clap definitions; `UPDATE_COMPLETIONS=1 cargo test
+/// --test it completions` rewrites them. `twistrs completions SHELL` prints the same.
 #[test]
 fn completions_are_current_and_printed() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("completions");
