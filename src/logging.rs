@@ -369,23 +369,15 @@ impl Logger {
     /// still names that file, so the refusal leaves nothing behind. A file that was there is
     /// kept, with the refusal logged in it. Lines written after this go nowhere.
     pub fn unmake(&self) {
-        use std::os::unix::fs::MetadataExt;
         let st = self.lock();
-        let Sink::File {
+        if let Sink::File {
             path,
             file,
             made: true,
             ..
         } = &st.sink
-        else {
-            return;
-        };
-        let same = match (file.metadata(), std::fs::symlink_metadata(path)) {
-            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
-            _ => false,
-        };
-        if same {
-            let _ = std::fs::remove_file(path);
+        {
+            twistrs_core::linelog::unmake(path, file, false);
         }
     }
 

@@ -143,6 +143,19 @@ fn blocking(f: File) -> io::Result<File> {
     Ok(f)
 }
 
+/// Removes `path` if it still names `file` (the same device and inode; with `only_empty`,
+/// and the file is empty): a log a failed start made goes, one put at the name since stays.
+pub fn unmake(path: &Path, file: &File, only_empty: bool) {
+    use std::os::unix::fs::MetadataExt;
+    let same = match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()) && (!only_empty || a.len() == 0),
+        _ => false,
+    };
+    if same {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// What a check (the launcher's `--check`) opens in place of a log file it must not create:
 /// the file if it is there, opened for appending but never written, else `/dev/null` once
 /// the directory it would be made in is found writable.

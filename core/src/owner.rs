@@ -8,6 +8,13 @@ pub fn trusted(uid: u32) -> bool {
     uid == 0 || uid == nix::unistd::geteuid().as_raw()
 }
 
+/// Whether process `pid` exists (one we may not signal does too): kill(2) with no signal.
+pub fn alive(pid: i32) -> bool {
+    pid > 0
+        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            .map_or_else(|e| e == nix::errno::Errno::EPERM, |_| true)
+}
+
 /// The effective user and group of process `pid`, from its `/proc` status file's `Uid:` and
 /// `Gid:` lines; not its `/proc` directory's owner, which is root's for a process that is not
 /// dumpable (one that dropped privileges, or runs a binary it may not read).

@@ -133,15 +133,8 @@ fn made_logs() -> std::sync::MutexGuard<'static, Vec<(PathBuf, File)>> {
 /// The start failed: each plugin log it made goes, if it is still empty and its path still
 /// names it (one written to, or put there since, is left).
 pub fn unmake_logs() {
-    use std::os::unix::fs::MetadataExt;
     for (path, f) in made_logs().drain(..) {
-        let same = match (f.metadata(), std::fs::symlink_metadata(&path)) {
-            (Ok(a), Ok(b)) => a.len() == 0 && (a.dev(), a.ino()) == (b.dev(), b.ino()),
-            _ => false,
-        };
-        if same {
-            let _ = std::fs::remove_file(&path);
-        }
+        crate::linelog::unmake(&path, &f, true);
     }
 }
 

@@ -381,8 +381,7 @@ fn lock_owner(lock: &Path) -> Option<u32> {
         .to_str()?
         .parse::<i32>()
         .ok()?;
-    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-        .map_or_else(|e| e == nix::errno::Errno::EPERM, |_| true);
+    let alive = crate::owner::alive(pid);
     let its_own = crate::owner::trusted(made_by)
         || crate::owner::effective_ids(pid).is_some_and(|(uid, _)| uid == made_by);
     (alive && its_own).then_some(pid as u32)

@@ -1,5 +1,6 @@
 //! A UNIX socket file and its `PATH.lock` as a listener made them, removed at the end through
-//! the directory they were made in, and only while their names there still name them.
+//! the directory they were made in: the socket only while its name there still names it, the
+//! lock only if it names us or a process gone.
 //!
 //! Why not by path: a process that stays root (a `--workers` master for its whole life, a
 //! single process run without `-u`) removes them at its end, and the socket's directory often
@@ -47,13 +48,7 @@ fn lock_is_ours(dir: &OwnedFd, name: &OsString) -> bool {
     let Some(pid) = target.to_str().and_then(|t| t.trim().parse::<i32>().ok()) else {
         return false;
     };
-    if pid == std::process::id() as i32 {
-        return true;
-    }
-    // SAFETY: signal 0 only asks whether the process exists.
-    pid > 0
-        && unsafe { libc::kill(pid, 0) } != 0
-        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    pid == std::process::id() as i32 || (pid > 0 && !crate::owner::alive(pid))
 }
 
 impl SocketFile {
