@@ -260,6 +260,19 @@ pub(crate) fn open_plain_at(
     Ok(file)
 }
 
+/// The directory `path` is in (O_PATH) and its name there, opened by the path as it leads
+/// now.
+fn directory_of(path: &Path) -> Option<(OwnedFd, OsString)> {
+    let (dir, name) = (path.parent()?, path.file_name()?);
+    let fd = nix::fcntl::open(
+        dir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    Some((fd, name.to_os_string()))
+}
+
 /// Opens the pidfile for writing, creating it with the run's umask if it does not exist.
 fn create_or_open(path: &Path, umask: Option<u32>) -> Result<File, PidfileError> {
     let mode = 0o666 & !umask.unwrap_or(0);
@@ -309,16 +322,7 @@ impl Pidfile {
             Ok(()) => {
                 let prev = read_trimmed(&file).map_err(io_err)?;
                 // Without it (a directory that vanished meanwhile), removal goes by the path.
-                let dir = match (path.parent(), path.file_name()) {
-                    (Some(d), Some(name)) => nix::fcntl::open(
-                        d,
-                        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .ok()
-                    .map(|fd| (fd, name.to_os_string())),
-                    _ => None,
-                };
+                let dir = directory_of(&path);
                 Ok(Pidfile {
                     path,
                     file,
@@ -358,22 +362,12 @@ impl Pidfile {
         })?;
         // The directory, if the name in it is still the file we were given.
         let held = file.metadata().ok().map(|md| FileId::of(&md));
-        let dir = match (path.parent(), path.file_name()) {
-            (Some(d), Some(name)) => nix::fcntl::open(
-                d,
-                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .ok()
-            .filter(|fd| {
-                metadata_at(fd.as_fd(), name)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|md| Some(FileId::of(&md)) == held)
-            })
-            .map(|fd| (fd, name.to_os_string())),
-            _ => None,
-        };
+        let dir = directory_of(&path).filter(|(fd, name)| {
+            metadata_at(fd.as_fd(), name)
+                .ok()
+                .flatten()
+                .is_some_and(|md| Some(FileId::of(&md)) == held)
+        });
         Ok(Pidfile {
             path,
             file,

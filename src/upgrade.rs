@@ -473,13 +473,6 @@ impl Meanwhile {
     }
 }
 
-/// Where the outcome of a restart is written for `twistrs restart`.
-pub fn status_path(pidfile: &Path) -> PathBuf {
-    let mut p = pidfile.as_os_str().to_owned();
-    p.push(".restart");
-    PathBuf::from(p)
-}
-
 /// Where a daemon writes a restart's report (`NAME.restart` beside the pidfile `NAME`): the
 /// pidfile's directory as the start opened it, or, without it (a chrooted daemon, which
 /// lets go of it), the pidfile's path.
@@ -522,34 +515,26 @@ fn write_status_at(dir: std::os::fd::BorrowedFd, pidfile: &std::ffi::OsStr, text
         return;
     }
     let _ = nix::unistd::unlinkat(dir, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
-    // As by path below: the empty report `twistrs restart` made for a `-u` daemon.
+    // A daemon that dropped privileges may not create files beside a pidfile in a directory
+    // of root's: `twistrs restart`, run as root, made the empty report for it (see
+    // `ReportDir::prepare`), and it is written in place, never through a link or into a FIFO.
     if let Ok(mut f) = crate::pidfile::open_plain_at(dir, &report, OFlag::O_WRONLY, 0) {
         let _ = f.write_all(text.as_bytes());
     }
 }
 
+/// Without the directory held (a chrooted daemon lets go of it): the pidfile's directory as
+/// its path leads now, then the same steps relative to it.
 fn write_status_by_path(pidfile: &Path, text: &str) {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = status_path(pidfile);
-    let tmp = path.with_extension("restart.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(text.as_bytes()));
-    if written.is_ok() && std::fs::rename(&tmp, &path).is_ok() {
+    let Some(name) = pidfile.file_name() else {
         return;
-    }
-    let _ = std::fs::remove_file(&tmp);
-    // A daemon that dropped privileges may not create files beside a pidfile in a directory
-    // of root's: `twistrs restart`, run as root, made the empty report for it (see
-    // `ReportDir::prepare`), and it is written in place, never through a link or into a FIFO.
-    if let Ok(mut f) = crate::pidfile::open_plain(&path, std::fs::OpenOptions::new().write(true)) {
-        let _ = f.write_all(text.as_bytes());
+    };
+    if let Ok(dir) = nix::fcntl::open(
+        twistrs_core::plugin::dir_of(pidfile),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        write_status_at(dir.as_fd(), name, text);
     }
 }
 
