@@ -251,7 +251,7 @@ fn listeners(pid: i32) -> Vec<String> {
     }
     // A `--workers` master's private sockets, on which it asks its workers for their
     // figures: not listeners of the service.
-    let private = format!("/twistrs-metrics-{pid}-");
+    let private = format!("/{}", crate::workers::metrics_dir_prefix(pid));
     fds.iter()
         .filter_map(|(_, ino)| known.iter().find(|(k, _)| k == ino).map(|(_, s)| s.clone()))
         .filter(|l| !(l.starts_with("unix:") && l.contains(&private)))

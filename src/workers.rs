@@ -245,13 +245,24 @@ struct WorkerMetrics {
     view: Rc<crate::metrics::WorkerView>,
 }
 
+/// The start of the name of a master's private directory for its workers' metrics sockets,
+/// in the temporary directory: `twistrs-metrics-PID-` and mkdtemp's six characters.
+const METRICS_DIR: &str = "twistrs-metrics-";
+
+/// [`METRICS_DIR`] with master `pid`'s PID: what `status` leaves out of its listeners.
+pub(crate) fn metrics_dir_prefix(pid: i32) -> String {
+    format!("{METRICS_DIR}{pid}-")
+}
+
 impl WorkerMetrics {
     fn new(n: usize) -> Result<WorkerMetrics, String> {
         remove_dead_masters_dirs(&std::env::temp_dir());
         // The master's PID in the name: a master killed by SIGKILL cannot remove its
         // directory, and the next one to start removes it for it.
-        let template =
-            std::env::temp_dir().join(format!("twistrs-metrics-{}-XXXXXX", std::process::id()));
+        let template = std::env::temp_dir().join(format!(
+            "{}XXXXXX",
+            metrics_dir_prefix(std::process::id() as i32)
+        ));
         // mkdtemp: a fresh directory of mode 0700, so only the master's user reaches them.
         let dir = nix::unistd::mkdtemp(&template)
             .map_err(|e| format!("cannot make a directory in {}: {e}", template.display()))?;
@@ -298,7 +309,7 @@ fn remove_dead_masters_dirs(tmp: &Path) {
         let name = e.file_name();
         let Some(pid) = name
             .to_str()
-            .and_then(|n| n.strip_prefix("twistrs-metrics-"))
+            .and_then(|n| n.strip_prefix(METRICS_DIR))
             .and_then(|rest| rest.split_once('-'))
             .and_then(|(pid, _)| pid.parse::<i32>().ok())
             .filter(|pid| *pid > 0)
