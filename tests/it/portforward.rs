@@ -163,15 +163,7 @@ fn the_side_whose_close_came_first_is_named_though_the_other_closes_its_connecti
         let _ = s.read_exact(&mut hi);
         let _ = s.write_all(b"goodbye");
     });
-    let srv = Server::start(&[
-        "portforward",
-        "-p",
-        "tcp:0:interface=127.0.0.1",
-        "-h",
-        "127.0.0.1",
-        "-d",
-        &dest.port().to_string(),
-    ]);
+    let srv = forwarder(&[], dest, &[]);
     let mut c = connect(srv.addr());
     send(&mut c, b"hi");
     assert_eq!(read_to_end(&mut c), b"goodbye");
