@@ -295,7 +295,9 @@ fn plan(m: &ArgMatches, successor: bool) -> Result<Plan, String> {
                 Destination::Stdout
             }
             Some(p) => Destination::File(start_dir.join(p)),
-            None if daemon || successor => Destination::File(start_dir.join("twistrs.log")),
+            // A daemon's successor (not daemonizing again) logs to the file as the daemon
+            // did; under -n a successor has our stdout and logs on there.
+            None if !m.get_flag("nodaemon") => Destination::File(start_dir.join("twistrs.log")),
             None => Destination::Stdout,
         }
     };

@@ -218,9 +218,9 @@ pub fn spawn_as(
         cmd.env(
             crate::status::GENERATION,
             (crate::status::generation() + 1).to_string(),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        );
+        // stdout and stderr stay ours: with -n they are the terminal or the journal the
+        // service logs to (`-l -`, or no -l), and the successor logs on there.
     }
     // The successor starts with the descriptor limit we started with (we raised ours), so it
     // raises its own the same way and gives its children the same.

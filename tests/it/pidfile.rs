@@ -273,6 +273,40 @@ fn restart_signals_the_lock_holder_not_the_pid_the_file_names() {
     stop_successor(&fg);
 }
 
+/// Under `-n` the log goes to stdout (`-l -`, or no `-l`): a restart's successor logs on
+/// there, where systemd's journal (the shipped `Type=notify` units) or the terminal reads it,
+/// rather than to /dev/null or to a `twistrs.log` nobody asked for.
+#[test]
+fn a_foreground_restart_successor_logs_to_the_same_stdout() {
+    for logfile in [&["-l", "-"][..], &[]] {
+        let mut args = logfile.to_vec();
+        args.extend_from_slice(&ECHO);
+        let mut fg = Foreground::start(&args);
+        let (code, out, err) = fg.ctl("restart", &["--timeout", "10"]);
+        assert_eq!(code, 0, "{out} {err}");
+        let new = std::fs::read_to_string(&fg.pidfile).unwrap();
+        let started = |l: &[String]| l.iter().filter(|x| x.contains("Echo starting on")).count();
+        assert!(
+            fg.srv
+                .wait_until(|l| started(l) == 2, Duration::from_secs(10))
+                .is_some(),
+            "{logfile:?}: the successor's start on our stdout: {:?}",
+            fg.srv.lines()
+        );
+        assert!(
+            fg.srv.wait(Duration::from_secs(10)).is_some(),
+            "handed over"
+        );
+        stop_successor(&fg);
+        let shut = |l: &[String]| l.iter().any(|x| x.ends_with("Server Shut Down."));
+        assert!(
+            fg.srv.wait_until(shut, Duration::from_secs(10)).is_some(),
+            "{logfile:?}: PID {new}'s stop on our stdout: {:?}",
+            fg.srv.lines()
+        );
+    }
+}
+
 /// Stops what a restart left serving (the foreground process handed over and exited).
 fn stop_successor(fg: &Foreground) {
     let (code, out, err) = fg.ctl("stop", &[]);
