@@ -273,8 +273,9 @@ fn directory_of(path: &Path) -> Option<(OwnedFd, OsString)> {
     Some((fd, name.to_os_string()))
 }
 
-/// Opens the pidfile for writing, creating it with the run's umask if it does not exist.
-fn create_or_open(path: &Path, umask: Option<u32>) -> Result<File, PidfileError> {
+/// Opens the pidfile for writing, creating it with the run's umask if it does not exist; true
+/// if this call made it.
+fn create_or_open(path: &Path, umask: Option<u32>) -> Result<(File, bool), PidfileError> {
     let mode = 0o666 & !umask.unwrap_or(0);
     let mut rw = OpenOptions::new();
     rw.read(true).write(true);
@@ -291,14 +292,14 @@ fn create_or_open(path: &Path, umask: Option<u32>) -> Result<File, PidfileError>
                             error,
                         })?;
                 }
-                return Ok(file);
+                return Ok((file, true));
             }
             Err(e) if !is(&e, io::ErrorKind::AlreadyExists) => return Err(e),
             Err(_) => {}
         }
         match open_plain(path, &mut rw.clone()) {
             Err(e) if is(&e, io::ErrorKind::NotFound) => continue,
-            other => return other,
+            other => return other.map(|f| (f, false)),
         }
     }
     Err(PidfileError::Io {
@@ -307,44 +308,98 @@ fn create_or_open(path: &Path, umask: Option<u32>) -> Result<File, PidfileError>
     })
 }
 
+/// Removes the name of `file`: in `dir` (a directory held open and the name there) if given,
+/// else by `path`; and only while that name still names `file`, since one put there since is
+/// not ours to remove.
+fn unlink_if_names(dir: Option<&(OwnedFd, OsString)>, path: &Path, file: &File) -> bool {
+    let held = file.metadata().ok().map(|md| FileId::of(&md));
+    match dir {
+        Some((dir, name)) => {
+            let named = metadata_at(dir.as_fd(), name).ok().flatten();
+            held.is_some()
+                && named.map(|md| FileId::of(&md)) == held
+                && nix::unistd::unlinkat(dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir).is_ok()
+        }
+        None => {
+            let named = std::fs::symlink_metadata(path).ok();
+            held.is_some()
+                && named.map(|md| FileId::of(&md)) == held
+                && std::fs::remove_file(path).is_ok()
+        }
+    }
+}
+
+/// True if `path` names `file` (the same inode) now.
+fn names(path: &Path, file: &File) -> bool {
+    match (std::fs::symlink_metadata(path), file.metadata()) {
+        (Ok(a), Ok(b)) => FileId::of(&a) == FileId::of(&b),
+        _ => false,
+    }
+}
+
 impl Pidfile {
     /// Takes the pidfile at `path` (made absolute), or says who holds it. A new file gets mode
     /// 0666 less `umask`, the umask the run will use (twistd creates it once that umask is set,
     /// so a daemon's is 0600); with `None`, the process umask applies.
+    ///
+    /// A stale file (no holder) is removed and made anew, as twistd does: kept in place it
+    /// kept its old owner and mode (another user's, 0666), and whoever still had it open for
+    /// writing. Where it cannot be removed (a directory we may not write in), it is used as
+    /// it is.
     pub fn acquire(path: &Path, umask: Option<u32>) -> Result<Pidfile, PidfileError> {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let io_err = |error| PidfileError::Io {
             path: path.clone(),
             error,
         };
-        let file = create_or_open(&path, umask)?;
-        match file.try_lock() {
-            Ok(()) => {
-                let prev = read_trimmed(&file).map_err(io_err)?;
-                // Without it (a directory that vanished meanwhile), removal goes by the path.
-                let dir = directory_of(&path);
-                Ok(Pidfile {
-                    path,
-                    file,
-                    previous: (!prev.is_empty()).then_some(prev),
-                    inherited: false,
-                    dir,
-                })
+        let mut previous = None;
+        // Bounded: a round is taken again only when the file was removed or replaced between
+        // our open and our lock (a holder removes it as it exits; a rival start replaced a
+        // stale one), or when we replaced a stale one ourselves.
+        for round in 0..4 {
+            let (file, made) = create_or_open(&path, umask)?;
+            match file.try_lock() {
+                // The lock must be on the file the path names, not on one removed meanwhile.
+                Ok(()) if !names(&path, &file) => continue,
+                Ok(()) => {
+                    if !made {
+                        let prev = read_trimmed(&file).map_err(io_err)?;
+                        if !prev.is_empty() {
+                            previous = Some(prev);
+                        }
+                        if round < 3 && unlink_if_names(directory_of(&path).as_ref(), &path, &file)
+                        {
+                            continue;
+                        }
+                    }
+                    // Without it (a directory that vanished meanwhile), removal goes by the path.
+                    let dir = directory_of(&path);
+                    return Ok(Pidfile {
+                        path,
+                        file,
+                        previous,
+                        inherited: false,
+                        dir,
+                    });
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let named = read_trimmed(&file).unwrap_or_default();
+                    let holder = file
+                        .metadata()
+                        .and_then(|md| holder::resolve(&named, FileId::of(&md)));
+                    let pid = match holder {
+                        Ok(Holder::Named(pid) | Holder::Other(pid)) => pid.to_string(),
+                        _ if named.is_empty() => "unknown".into(),
+                        _ => named,
+                    };
+                    return Err(PidfileError::Running { pid });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io_err(e)),
             }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let named = read_trimmed(&file).unwrap_or_default();
-                let holder = file
-                    .metadata()
-                    .and_then(|md| holder::resolve(&named, FileId::of(&md)));
-                let pid = match holder {
-                    Ok(Holder::Named(pid) | Holder::Other(pid)) => pid.to_string(),
-                    _ if named.is_empty() => "unknown".into(),
-                    _ => named,
-                };
-                Err(PidfileError::Running { pid })
-            }
-            Err(std::fs::TryLockError::Error(e)) => Err(io_err(e)),
         }
+        Err(io_err(io::Error::other(
+            "it kept being removed or replaced while twistrs took it",
+        )))
     }
 
     /// Adopts a pidfile descriptor inherited from the process being replaced by `restart`: the
@@ -413,23 +468,7 @@ impl Pidfile {
     /// the path is outside the jail), our file is emptied through our descriptor instead: an
     /// empty, unlocked pidfile never blocks a start.
     pub fn remove(self) {
-        let held = self.file.metadata().ok().map(|md| FileId::of(&md));
-        let removed = match &self.dir {
-            Some((dir, name)) => {
-                let named = metadata_at(dir.as_fd(), name).ok().flatten();
-                held.is_some()
-                    && named.map(|md| FileId::of(&md)) == held
-                    && nix::unistd::unlinkat(dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
-                        .is_ok()
-            }
-            None => {
-                let named = std::fs::symlink_metadata(&self.path).ok();
-                held.is_some()
-                    && named.map(|md| FileId::of(&md)) == held
-                    && std::fs::remove_file(&self.path).is_ok()
-            }
-        };
-        if !removed {
+        if !unlink_if_names(self.dir.as_ref(), &self.path, &self.file) {
             let _ = self.file.set_len(0);
         }
     }

@@ -145,6 +145,38 @@ fn a_new_pidfile_follows_the_umask_of_the_run() {
     }
 }
 
+/// A stale pidfile (no process holds its lock) is removed and made anew, as twistd does: used
+/// in place it kept its old owner and mode, another user's file writable by all, now naming
+/// a root daemon.
+#[test]
+fn a_stale_pidfile_is_made_anew_with_the_owner_and_mode_of_the_run() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("t.pid");
+    std::fs::write(&pidfile, "999999").unwrap();
+    std::fs::set_permissions(&pidfile, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        std::os::unix::fs::chown(&pidfile, Some(65534), Some(65534)).unwrap();
+    }
+    let p = pidfile.to_str().unwrap();
+    let mut args = vec!["--umask", "077", "--pidfile", p];
+    args.extend_from_slice(&ECHO);
+    let mut srv = Server::start(&args);
+    let md = std::fs::metadata(&pidfile).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o600);
+    if root {
+        assert_eq!((md.uid(), md.gid()), (0, 0));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap(),
+        srv.pid().to_string()
+    );
+    assert!(srv.log_contains("Replacing stale pidfile"), "{:?}", srv.lines());
+    srv.term();
+    assert!(!pidfile.exists(), "removed at the exit");
+}
+
 #[test]
 fn a_start_refused_by_the_pidfile_changes_no_file_of_the_plugin() {
     let dir = tempfile::tempdir().unwrap();
