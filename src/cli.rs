@@ -132,12 +132,8 @@ pub fn build_command(plugins: &[Plugin]) -> Command {
                 .short('l')
                 .long("logfile")
                 .value_name("FILE")
-                // Not value_parser!(PathBuf), which refuses an empty value: twistd takes
-                // `--logfile=` (a wrapper's empty $LOGFILE) as no -l at all.
-                .value_parser(clap::builder::TypedValueParser::map(
-                    clap::builder::OsStringValueParser::new(),
-                    PathBuf::from,
-                ))
+                // twistd takes `--logfile=` (a wrapper's empty $LOGFILE) as no -l at all.
+                .value_parser(twistrs_core::options::optional_path())
                 .help("Log to FILE; '-' for stdout, empty (--logfile=) for the default [default: stdout with -n, else twistrs.log]"),
         )
         .arg(

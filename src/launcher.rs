@@ -284,10 +284,7 @@ fn plan(m: &ArgMatches, successor: bool) -> Result<Plan, String> {
         Destination::Syslog(m.get_one::<String>("prefix").cloned().unwrap_or_default())
     } else {
         // An empty -l is no -l, as in twistd (`--logfile=` logs where the default does).
-        match m
-            .get_one::<PathBuf>("logfile")
-            .filter(|p| !p.as_os_str().is_empty())
-        {
+        match twistrs_core::options::path_given(m, "logfile") {
             Some(p) if p.as_os_str() == "-" => {
                 if daemon {
                     return Err("Daemons cannot log to stdout, exiting!".into());

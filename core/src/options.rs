@@ -17,6 +17,7 @@
 //! assert_eq!(TIMEOUT.get(&m), std::time::Duration::from_secs(5));
 //! ```
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, value_parser};
@@ -27,6 +28,19 @@ use crate::plugin::PluginError;
 /// clap's value parser for endpoint strings: the error is the endpoint's one-line message.
 pub fn endpoint(s: &str) -> Result<Endpoint, String> {
     s.parse::<Endpoint>().map_err(|e| e.to_string())
+}
+
+/// clap's value parser for a file option whose empty value (`--logfile=`, a wrapper's empty
+/// `$ACCESS_LOG`) twistd takes as not given (`if self["logfile"]:`): clap's own `PathBuf`
+/// parser refuses it as a usage error. Read it back with [`path_given`].
+pub fn optional_path() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    clap::builder::TypedValueParser::map(clap::builder::OsStringValueParser::new(), PathBuf::from)
+}
+
+/// The value of an [`optional_path`] option, unless it was not given or given empty.
+pub fn path_given<'a>(m: &'a ArgMatches, id: &str) -> Option<&'a PathBuf> {
+    m.get_one::<PathBuf>(id)
+        .filter(|p| !p.as_os_str().is_empty())
 }
 
 /// A repeatable endpoint option (`--listen`, or mail's `-s/--smtp`) and its default.

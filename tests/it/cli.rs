@@ -338,3 +338,88 @@ fn a_double_dash_may_end_the_global_options_as_in_twistd() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("web: the options"), "{out}");
 }
+
+/// A plugin's file option given empty (a wrapper's empty `$ACCESS_LOG`) is not given, as
+/// twistd reads it (`if config["logfile"]:`), where a usage error stopped the start: web's
+/// `--logfile=` logs to the main log and `--path=` serves the start directory (twistd's
+/// `abspath('')`), socks's `-l ''` logs to the main log, and dns's `--hosts-file=` and
+/// `--resolv-conf=` read no file.
+#[test]
+fn an_empty_file_option_of_a_plugin_is_not_given_as_in_twistd() {
+    use crate::support::Server;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("marker.txt"),
+        "served from the start directory",
+    )
+    .unwrap();
+    let web = Server::spawn_in(
+        dir.path(),
+        &[
+            "--pidfile=",
+            "web",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--path=",
+            "--logfile=",
+        ],
+    );
+    assert!(
+        web.wait_until(
+            |l| crate::support::count_ports(l) >= 1,
+            std::time::Duration::from_secs(10)
+        )
+        .is_some(),
+        "{:?}",
+        web.lines()
+    );
+    let url = format!("http://127.0.0.1:{}/marker.txt", web.port());
+    let (code, body) = crate::web::curl(&[&url]);
+    assert_eq!(
+        (code, body.as_slice()),
+        (0, &b"served from the start directory"[..])
+    );
+    assert!(
+        web.log_contains("\"GET /marker.txt HTTP/1.1\" 200"),
+        "{:?}",
+        web.lines()
+    );
+    let socks = Server::start(&["--pidfile=", "socks", "-p", "0", "-l", ""]);
+    assert!(socks.port() > 0);
+    let dns = Server::spawn_in(
+        dir.path(),
+        &[
+            "--pidfile=",
+            "dns",
+            "-p",
+            "0",
+            "-i",
+            "127.0.0.1",
+            "--hosts-file=",
+            "--resolv-conf=",
+        ],
+    );
+    assert!(
+        dns.wait_until(
+            |l| crate::support::count_ports(l) >= 1,
+            std::time::Duration::from_secs(10)
+        )
+        .is_some(),
+        "{:?}",
+        dns.lines()
+    );
+    // Not a forwarder: a name outside its (no) zones is refused, not asked upstream.
+    let out = std::process::Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &dns.port().to_string(),
+            "+tries=1",
+            "+time=5",
+        ])
+        .arg("example.com")
+        .output()
+        .expect("dig");
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("status: REFUSED"), "{out}");
+}

@@ -172,7 +172,11 @@ fn a_stale_pidfile_is_made_anew_with_the_owner_and_mode_of_the_run() {
         std::fs::read_to_string(&pidfile).unwrap(),
         srv.pid().to_string()
     );
-    assert!(srv.log_contains("Replacing stale pidfile"), "{:?}", srv.lines());
+    assert!(
+        srv.log_contains("Replacing stale pidfile"),
+        "{:?}",
+        srv.lines()
+    );
     srv.term();
     assert!(!pidfile.exists(), "removed at the exit");
 }

@@ -112,11 +112,11 @@ fn options() -> Command {
             .action(ArgAction::Append).value_parser(SecondarySpec::parse)
             .help("Be a secondary for DOMAIN, copying it by zone transfer from IP, repeatable"))
         .arg(Arg::new("hosts-file").long("hosts-file").value_name("FILE")
-            .value_parser(value_parser!(PathBuf)).help("Answer from a hosts file"))
+            .value_parser(twistrs_core::options::optional_path()).help("Answer from a hosts file"))
         .arg(Arg::new("recursive").short('r').long("recursive").action(ArgAction::SetTrue)
             .help("Forward other questions to the name servers of --resolv-conf"))
         .arg(Arg::new("resolv-conf").long("resolv-conf").value_name("FILE")
-            .value_parser(value_parser!(PathBuf))
+            .value_parser(twistrs_core::options::optional_path())
             .help("The resolv.conf naming the servers to forward to (implies -r) [default: /etc/resolv.conf]"))
         .arg(Arg::new("cache").short('c').long("cache").action(ArgAction::SetTrue)
             .help("Keep forwarded answers for their TTL (negative ones by the SOA's)"))
@@ -184,7 +184,8 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
         |id| m.value_source(id) == Some(twistrs_core::clap::parser::ValueSource::CommandLine);
     let listen = LISTEN.given(m);
     let pair = (listen.is_empty() || given("port") || given("interface")).then_some((iface, port));
-    let resolv_conf = match m.get_one::<PathBuf>("resolv-conf") {
+    // An empty value is none, as in twistd (`--resolv-conf=`: not recursive unless -r).
+    let resolv_conf = match twistrs_core::options::path_given(m, "resolv-conf") {
         Some(p) => Some(p.clone()),
         None if m.get_flag("recursive") => Some(PathBuf::from("/etc/resolv.conf")),
         None => None,
@@ -194,7 +195,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
             .get_many::<PathBuf>("bindzone")
             .map(|v| v.cloned().collect())
             .unwrap_or_default(),
-        hosts_file: m.get_one::<PathBuf>("hosts-file").cloned(),
+        hosts_file: twistrs_core::options::path_given(m, "hosts-file").cloned(),
         secondaries: m
             .get_many::<SecondarySpec>("secondary")
             .map(|v| v.cloned().collect())

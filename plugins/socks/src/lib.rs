@@ -22,7 +22,6 @@ pub mod udp_header;
 
 use std::cell::RefCell;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -134,7 +133,7 @@ fn options() -> Command {
                 .short('l')
                 .long("log")
                 .value_name("FILE")
-                .value_parser(value_parser!(PathBuf))
+                .value_parser(twistrs_core::options::optional_path())
                 .help("The connection log: a line per connection [default: the main log]"),
         )
         .arg(LISTEN.arg())
@@ -266,7 +265,7 @@ fn socks_auth(m: &ArgMatches) -> Result<Option<twistrs_core::auth::Credentials>,
 
 /// Builds the configuration from the command line (files are read now: errors name them).
 pub fn build_config(m: &ArgMatches) -> Result<Config, PluginError> {
-    let log = match m.get_one::<PathBuf>("log") {
+    let log = match twistrs_core::options::path_given(m, "log") {
         // Absolute, so a reopen after the daemon's chdir finds the same file.
         Some(p) => ConnLog::file(std::path::absolute(p).unwrap_or_else(|_| p.clone()))
             .map_err(|e| PluginError::new(format!("socks: -l {}: {e}", p.display())))?,

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use twistrs_core::clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
+use twistrs_core::clap::{Arg, ArgAction, ArgMatches, Command};
 use twistrs_core::endpoint::{Endpoint, quote_argument};
 use twistrs_core::options::{ListenOpt, MaxConnectionsOpt, Refused, TimeoutOpt};
 use twistrs_core::throttle::LogThrottle;
@@ -154,7 +154,7 @@ fn options() -> Command {
             Arg::new("path")
                 .long("path")
                 .value_name("DIR")
-                .value_parser(value_parser!(PathBuf))
+                .value_parser(twistrs_core::options::optional_path())
                 .help("The directory (or single file) to serve [default: a test page]"),
         )
         .arg(LISTEN.arg())
@@ -227,7 +227,7 @@ fn options() -> Command {
                 .short('l')
                 .long("logfile")
                 .value_name("FILE")
-                .value_parser(value_parser!(PathBuf))
+                .value_parser(twistrs_core::options::optional_path())
                 .help("Access log file [default: the main log]"),
         )
         .arg(
@@ -384,13 +384,18 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
     // Absolute now, against the directory twistrs was started in, and opened when the service
     // starts: after --chroot, inside the jail, as twistd's static.File and access log do.
     let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+    // An empty --path is the start directory, as twistd's `abspath('')`.
     let root = m.get_one::<PathBuf>("path").map(|p| RootSpec {
-        path: abs(p),
+        path: abs(&if p.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            p.clone()
+        }),
         follow_symlinks: m.get_flag("follow-symlinks"),
         hide_dotfiles: m.get_flag("hide-dotfiles"),
         default_type,
     });
-    let logfile = m.get_one::<PathBuf>("logfile").map(abs);
+    let logfile = twistrs_core::options::path_given(m, "logfile").map(abs);
     let indexes: Vec<OsString> = match m.get_many::<String>("index") {
         Some(v) => v.map(OsString::from).collect(),
         // twistd's static.File.indexNames, in its order, less Python's index.rpy.
