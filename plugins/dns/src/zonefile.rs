@@ -18,7 +18,7 @@ use domain::zonefile::inplace::{Entry, Zonefile};
 
 use crate::generate;
 use crate::name::{self, Dname};
-use crate::zone::{Data, Zone};
+use crate::zone::{Data, Zone, ZoneError};
 
 /// Nested `$INCLUDE`s at most (BIND allows any depth; this bounds the recursion).
 const MAX_INCLUDE_DEPTH: usize = 16;
@@ -104,9 +104,20 @@ pub fn load(path: &Path) -> Result<Zone, LoadError> {
         }
     }
     if let Err(e) = zone.check() {
-        let bad = records.iter().find(|r| {
-            r.data.rtype() == Rtype::CNAME && e.to_string().starts_with(&r.owner.to_string())
-        });
+        // The line to blame: the first CNAME at the name, or for a second CNAME the first
+        // that is not the same as the first (duplicates are dropped, not refused).
+        let at = |r: &&Read| {
+            r.data.rtype() == Rtype::CNAME
+                && e.owner()
+                    .is_some_and(|o| o.eq_ignore_ascii_case(&r.owner.to_string()))
+        };
+        let first = records.iter().find(at);
+        let bad = match (&e, first) {
+            (ZoneError::TwoCnames(_), Some(f)) => {
+                records.iter().filter(at).find(|r| r.data != f.data)
+            }
+            (_, f) => f,
+        };
         return Err(match bad {
             Some(r) => err(r, e.to_string()),
             None => LoadError {
@@ -539,5 +550,61 @@ $INCLUDE more.inc sub
         let z = load(&p).unwrap();
         let key = |s: &str| name::key(&name::parse(s).unwrap());
         assert!(z.node(&key("$h2.dollar.test")).is_some());
+    }
+
+    const SIGNED: &str = "\
+www CNAME ns
+www RRSIG CNAME 13 3 300 20300101000000 20200101000000 1 example.com. AAAA
+www NSEC x.example.com. CNAME RRSIG NSEC
+";
+
+    /// RRSIG and NSEC sit beside a CNAME in every signed zone (RFC 4035 2.5); any other
+    /// type there, NSEC3 included, is still "other data".
+    #[test]
+    fn a_signed_cname_loads_and_other_data_beside_it_does_not() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "example.com", &format!("{SOA}{SIGNED}"));
+        let z = load(&p).unwrap();
+        let key = |s: &str| name::key(&name::parse(s).unwrap());
+        let www = z.node(&key("www.example.com")).unwrap();
+        for t in [Rtype::CNAME, Rtype::RRSIG, Rtype::NSEC] {
+            assert!(www.get(t).is_some(), "{t}");
+        }
+        for other in [
+            "www NSEC3 1 0 0 - 0123456789ABCDEFGHIJKLMNOPQRSTUV A",
+            "www TXT x",
+        ] {
+            fails(
+                d.path(),
+                "example.com",
+                &format!("{SOA}{SIGNED}{other}\n"),
+                Some(2),
+                "www.example.com has a CNAME and other data",
+            );
+        }
+    }
+
+    /// A second CNAME at a name is refused at its line, as BIND ("multiple RRs of singleton
+    /// type") and NSD do; the same CNAME twice is a duplicate, dropped.
+    #[test]
+    fn two_cnames_at_a_name_are_refused_at_the_second() {
+        let d = tempfile::tempdir().unwrap();
+        let text = format!("{SOA}t CNAME ns\nt CNAME NS.example.com.\nT CNAME other.\n");
+        fails(
+            d.path(),
+            "example.com",
+            &text,
+            Some(4),
+            "t.example.com has more than one CNAME record",
+        );
+        let p = write(
+            d.path(),
+            "example.com",
+            &format!("{SOA}t CNAME ns\nt CNAME ns\n"),
+        );
+        let z = load(&p).unwrap();
+        let key = |s: &str| name::key(&name::parse(s).unwrap());
+        let t = z.node(&key("t.example.com")).unwrap();
+        assert_eq!(t.get(Rtype::CNAME).unwrap().data.len(), 1);
     }
 }
