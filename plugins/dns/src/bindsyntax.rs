@@ -194,6 +194,9 @@ struct Edit {
     with: Vec<u8>,
 }
 
+/// An entry's edits, the token to keep as written, and whether it is an `$INCLUDE`.
+type Edits = (Vec<Edit>, Option<Tok>, bool);
+
 /// The edits of one entry, the token (if any) whose 8-bit bytes must stay as they are (an
 /// `$INCLUDE`'s file name), and whether the entry is an `$INCLUDE`.
 fn edits(
@@ -201,7 +204,7 @@ fn edits(
     e: &Entry,
     ttls: &mut Ttls,
     warnings: &mut Vec<(usize, String)>,
-) -> Result<(Vec<Edit>, Option<Tok>, bool), (usize, String)> {
+) -> Result<Edits, (usize, String)> {
     let mut edits = Vec::new();
     let Some(first) = e.toks.first() else {
         return Ok((edits, None, false));
