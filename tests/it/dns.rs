@@ -45,16 +45,16 @@ fn zone_text(serial: u32, extra: &str) -> String {
 
 /// A dns server on 127.0.0.1 (UDP and TCP on one port picked at start), with its files in
 /// a directory of the test's.
-struct Dns {
-    srv: Server,
+pub(crate) struct Dns {
+    pub(crate) srv: Server,
     dir: tempfile::TempDir,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Dns {
     /// `twistrs dns -p 0 -i 127.0.0.1 ARGS`; `files` are written to the test's directory
     /// first, and `{dir}` in an argument names it.
-    fn start(files: &[(&str, &str)], args: &[&str]) -> Dns {
+    pub(crate) fn start(files: &[(&str, &str)], args: &[&str]) -> Dns {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
@@ -70,12 +70,12 @@ impl Dns {
         Dns { srv, dir, port }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// `dig @127.0.0.1 -p PORT ARGS` (one try, two seconds).
-    fn dig(&self, args: &[&str]) -> String {
+    pub(crate) fn dig(&self, args: &[&str]) -> String {
         dig(self.port, args)
     }
 
@@ -111,7 +111,7 @@ fn dig(port: u16, args: &[&str]) -> String {
 }
 
 /// The answer section of `dig +noall +answer`, one record per line, spaces normalised.
-fn answers(out: &str) -> Vec<String> {
+pub(crate) fn answers(out: &str) -> Vec<String> {
     out.lines()
         .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
@@ -119,7 +119,7 @@ fn answers(out: &str) -> Vec<String> {
 }
 
 /// A python3 that has dnspython (python3-dnspython, or a pip install).
-fn python_with_dnspython() -> &'static str {
+pub(crate) fn python_with_dnspython() -> &'static str {
     for py in ["python3", "/usr/bin/python3"] {
         // Quietly: the first python3 found (a pyenv one, say) may lack dnspython.
         let ok = Command::new(py)
@@ -766,14 +766,14 @@ type Trickler = ScriptPeer;
 
 /// A python3 script serving as a peer (no `timeout` wrapper, so that `kill` stops it): its
 /// first line of stdout is its port, the rest what happened, collected line by line.
-struct ScriptPeer {
+pub(crate) struct ScriptPeer {
     child: std::process::Child,
     lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl ScriptPeer {
-    fn start(python: &str, script: &str, args: &[&str]) -> ScriptPeer {
+    pub(crate) fn start(python: &str, script: &str, args: &[&str]) -> ScriptPeer {
         use std::io::BufRead;
         let mut child = Command::new(python)
             .arg("-c")
@@ -803,7 +803,7 @@ impl ScriptPeer {
         p
     }
 
-    fn has(&self, line: &str) -> bool {
+    pub(crate) fn has(&self, line: &str) -> bool {
         self.lines.lock().unwrap().iter().any(|l| l == line)
     }
 }
@@ -1369,7 +1369,7 @@ fn fake_primary(mode: &str) -> FakePrimary {
 }
 
 /// The secondary's log line that `want` (a part of it) shows up in, within `secs`.
-fn wait_log(d: &Dns, want: &str, secs: u64) {
+pub(crate) fn wait_log(d: &Dns, want: &str, secs: u64) {
     d.srv
         .wait_until(
             |l| l.iter().any(|x| x.contains(want)),

@@ -97,7 +97,8 @@ fn contains_ci(text: &[u8], word: &[u8]) -> bool {
 
 /// The records of one `$GENERATE` line (its comment removed).
 pub fn generate(line: &str, budget: &mut u64) -> Result<Vec<String>, String> {
-    let t: Vec<&str> = line.split_whitespace().collect();
+    let t = tokens(line)?;
+    let t: Vec<&str> = t.iter().map(String::as_str).collect();
     if t.len() < 5 || t.len() > 7 {
         return Err("$GENERATE takes start-stop[/step] lhs [ttl] [class] type rhs".into());
     }
@@ -129,6 +130,48 @@ pub fn generate(line: &str, budget: &mut u64) -> Result<Vec<String>, String> {
             ));
         }
         out.push(rec);
+    }
+    Ok(out)
+}
+
+/// The words of a `$GENERATE` line. A word in double quotes is one word, its quotes
+/// dropped: BIND reads the right-hand side as one quoted string and hands what it makes
+/// (`"a b c d"`: four strings of a TXT) to the record parser, as here.
+fn tokens(line: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        let mut word = String::new();
+        if c == '"' {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some('\\') => {
+                        word.push('\\');
+                        word.extend(chars.next());
+                    }
+                    Some(c) => word.push(c),
+                    None => return Err("$GENERATE: a quote not closed".into()),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                chars.next();
+                word.push(c);
+                if c == '\\' {
+                    word.extend(chars.next());
+                }
+            }
+        }
+        out.push(word);
     }
     Ok(out)
 }
@@ -385,5 +428,29 @@ mod tests {
         let name = vec!["\\065".repeat(62); 4].join(".");
         let ok = format!("$GENERATE 1-2 {name}$ 2147483647 IN TYPE65535 {name}$");
         assert_eq!(expand_one(&ok).unwrap().len(), 2);
+    }
+
+    /// A quoted right-hand side is one word, made into the record text without its quotes,
+    /// as BIND does: `"a b c d"` is four strings, `"v=$ x"` is `v=1 x`.
+    #[test]
+    fn a_quoted_right_hand_side_is_one_word() {
+        assert_eq!(
+            expand_one("$GENERATE 1-2 k$ TXT \"a b c d\"").unwrap(),
+            ["k1 TXT a b c d", "k2 TXT a b c d"]
+        );
+        assert_eq!(
+            expand_one("$GENERATE 1-2 v$ 60 IN TXT \"v=$ x\"").unwrap(),
+            ["v1 60 IN TXT v=1 x", "v2 60 IN TXT v=2 x"]
+        );
+        assert!(
+            expand_one("$GENERATE 1-2 v$ TXT \"v=$ x")
+                .unwrap_err()
+                .contains("not closed")
+        );
+        assert!(
+            expand_one("$GENERATE 1-2 v$ TXT \"a\" \"b\" \"c\" \"d\"")
+                .unwrap_err()
+                .contains("takes")
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! sans-IO (bytes in, bytes out: `responder`, `forward`, `secondary`) and unit-tested
 //! without sockets; `server` runs it on the reactor.
 
+pub mod bindsyntax;
 pub mod cache;
 pub mod forward;
 #[cfg(test)]

@@ -43,6 +43,20 @@ pub enum ZoneError {
     OutOfZone(String),
     NoSoa,
     CnameAndOther(String),
+    /// More than one CNAME record at a name (RFC 2181 10.1: an alias has one target).
+    TwoCnames(String),
+}
+
+impl ZoneError {
+    /// The name the error is about, when it is about one.
+    pub fn owner(&self) -> Option<&str> {
+        match self {
+            ZoneError::OutOfZone(n) | ZoneError::CnameAndOther(n) | ZoneError::TwoCnames(n) => {
+                Some(n)
+            }
+            ZoneError::NoSoa => None,
+        }
+    }
 }
 
 impl std::fmt::Display for ZoneError {
@@ -51,6 +65,7 @@ impl std::fmt::Display for ZoneError {
             ZoneError::OutOfZone(n) => write!(f, "{n} is outside the zone"),
             ZoneError::NoSoa => write!(f, "no SOA record at the zone's apex"),
             ZoneError::CnameAndOther(n) => write!(f, "{n} has a CNAME and other data"),
+            ZoneError::TwoCnames(n) => write!(f, "{n} has more than one CNAME record"),
         }
     }
 }
@@ -135,8 +150,9 @@ impl Zone {
     }
 
     /// Drops duplicate records (the first of each stays, in order), then checks the whole:
-    /// an SOA at the apex; no CNAME beside other data (RFC 1034 3.6.2). Called once all the
-    /// records are in.
+    /// an SOA at the apex; one CNAME record at most at a name, and beside it only the
+    /// DNSSEC records that sign it and chain past it, RRSIG and NSEC (RFC 2181 10.1, RFC 4035
+    /// 2.5; NSEC3 sits at hashed owners, not beside a CNAME). Called once all the records are in.
     pub fn check(&mut self) -> Result<(), ZoneError> {
         for node in self.nodes.values_mut() {
             for set in node.rrsets.iter_mut().filter(|s| s.data.len() > 1) {
@@ -148,7 +164,14 @@ impl Zone {
             return Err(ZoneError::NoSoa);
         }
         for node in self.nodes.values() {
-            if node.get(Rtype::CNAME).is_some() && node.rrsets.len() > 1 {
+            let Some(cname) = node.get(Rtype::CNAME) else {
+                continue;
+            };
+            if cname.data.len() > 1 {
+                return Err(ZoneError::TwoCnames(node.name.to_string()));
+            }
+            let beside = |t: Rtype| t == Rtype::CNAME || t == Rtype::RRSIG || t == Rtype::NSEC;
+            if !node.rrsets.iter().all(|s| beside(s.rtype)) {
                 return Err(ZoneError::CnameAndOther(node.name.to_string()));
             }
         }

@@ -16,9 +16,10 @@ use domain::base::iana::{Class, Rtype};
 use domain::base::name::FlattenInto;
 use domain::zonefile::inplace::{Entry, Zonefile};
 
+use crate::bindsyntax;
 use crate::generate;
 use crate::name::{self, Dname};
-use crate::zone::{Data, Zone};
+use crate::zone::{Data, Zone, ZoneError};
 
 /// Nested `$INCLUDE`s at most (BIND allows any depth; this bounds the recursion).
 const MAX_INCLUDE_DEPTH: usize = 16;
@@ -56,8 +57,18 @@ struct Read {
     line: usize,
 }
 
-/// Loads the zone of a master file.
+/// Loads the zone of a master file, logging what was read otherwise than written.
 pub fn load(path: &Path) -> Result<Zone, LoadError> {
+    let (zone, warnings) = load_warning(path)?;
+    for w in warnings {
+        log::warn!(target: "twistrs.dns", "{w}");
+    }
+    Ok(zone)
+}
+
+/// The zone of a master file, and warnings (file, line and what was read otherwise than
+/// written: a TTL over 2^31 - 1 read as 0).
+pub fn load_warning(path: &Path) -> Result<(Zone, Vec<LoadError>), LoadError> {
     let origin = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -70,8 +81,11 @@ pub fn load(path: &Path) -> Result<Zone, LoadError> {
         files: &mut files,
         out: &mut records,
         budget: &mut budget,
+        ttls: bindsyntax::Ttls::default(),
+        warnings: Vec::new(),
     };
     read_file(path, origin, &mut ctx)?;
+    let warnings = std::mem::take(&mut ctx.warnings);
     let err = |r: &Read, message: String| LoadError {
         file: files[r.file].clone(),
         line: Some(r.line),
@@ -104,9 +118,20 @@ pub fn load(path: &Path) -> Result<Zone, LoadError> {
         }
     }
     if let Err(e) = zone.check() {
-        let bad = records.iter().find(|r| {
-            r.data.rtype() == Rtype::CNAME && e.to_string().starts_with(&r.owner.to_string())
-        });
+        // The line to blame: the first CNAME at the name, or for a second CNAME the first
+        // that is not the same as the first (duplicates are dropped, not refused).
+        let at = |r: &&Read| {
+            r.data.rtype() == Rtype::CNAME
+                && e.owner()
+                    .is_some_and(|o| o.eq_ignore_ascii_case(&r.owner.to_string()))
+        };
+        let first = records.iter().find(at);
+        let bad = match (&e, first) {
+            (ZoneError::TwoCnames(_), Some(f)) => {
+                records.iter().filter(at).find(|r| r.data != f.data)
+            }
+            (_, f) => f,
+        };
         return Err(match bad {
             Some(r) => err(r, e.to_string()),
             None => LoadError {
@@ -116,7 +141,7 @@ pub fn load(path: &Path) -> Result<Zone, LoadError> {
             },
         });
     }
-    Ok(zone)
+    Ok((zone, warnings))
 }
 
 /// What one zone's reading carries from file to file.
@@ -127,6 +152,9 @@ struct Ctx<'a> {
     out: &'a mut Vec<Read>,
     /// What `$GENERATE`s may still make.
     budget: &'a mut u64,
+    /// The TTL a record without one takes: carried into an included file and back out.
+    ttls: bindsyntax::Ttls,
+    warnings: Vec<LoadError>,
 }
 
 /// Reads `path` and, depth first, what it includes.
@@ -157,6 +185,10 @@ fn read_file(path: &Path, origin: Option<Dname>, ctx: &mut Ctx<'_>) -> Result<()
     r
 }
 
+/// Reads the entries of one file part by part: a part ends at an `$INCLUDE`, whose file is
+/// read before the next part, which starts with the origin the part ended with (RFC 1035
+/// 5.1: an included file's `$ORIGIN` ends with it) and the TTL state the included file
+/// left (as BIND and NSD do).
 fn read_entries(
     path: &Path,
     text: &[u8],
@@ -165,6 +197,40 @@ fn read_entries(
     orig: &dyn Fn(usize) -> usize,
     ctx: &mut Ctx<'_>,
 ) -> Result<(), LoadError> {
+    let (mut from, mut origin) = (0, origin);
+    loop {
+        let part = bindsyntax::rewrite(text, from, &mut ctx.ttls).map_err(|(line, message)| {
+            LoadError {
+                file: path.to_path_buf(),
+                line: Some(orig(line)),
+                message,
+            }
+        })?;
+        for (line, message) in part.warnings {
+            ctx.warnings.push(LoadError {
+                file: path.to_path_buf(),
+                line: Some(orig(line)),
+                message,
+            });
+        }
+        origin = read_part(path, &part.text, file, origin, orig, ctx)?;
+        match part.next {
+            Some(n) => from = n,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Reads one part of a file (its lines where the file has them) with `domain`'s scanner;
+/// the origin at its end.
+fn read_part(
+    path: &Path,
+    text: &[u8],
+    file: usize,
+    origin: Option<Dname>,
+    orig: &dyn Fn(usize) -> usize,
+    ctx: &mut Ctx<'_>,
+) -> Result<Option<Dname>, LoadError> {
     let lines: Vec<usize> = entry_lines(text).into_iter().map(orig).collect();
     let mut entry = 0;
     let mut zf = Zonefile::with_capacity(text.len());
@@ -183,7 +249,7 @@ fn read_entries(
         entry += 1;
         let read = match zf.next_entry() {
             Ok(Some(e)) => e,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(zf.origin().ok()),
             Err(e) => {
                 let mut e = scanner_error(path, line, &e.to_string());
                 if line.is_none() {
@@ -253,11 +319,18 @@ fn read_entries(
 fn scanner_error(path: &Path, line: Option<usize>, text: &str) -> LoadError {
     let mut parts = text.splitn(3, ':');
     let own = parts.next().and_then(|l| l.parse().ok());
-    let message = parts.nth(1).unwrap_or(text).trim();
+    let mut message = parts.nth(1).unwrap_or(text).trim().to_string();
+    // The scanner's words for a type whose text form it lacks (LOC, SPF, URI, ...): say
+    // what to write instead.
+    if message.contains("unknown record type with concrete data") {
+        message = "a record type whose text form is not read here (LOC, SPF, URI, AFSDB, \
+                   WKS, X25, ...): write it as RFC 3597's TYPEnn \\# LEN HEX"
+            .into();
+    }
     LoadError {
         file: path.to_path_buf(),
         line: line.or(own),
-        message: message.to_string(),
+        message,
     }
 }
 
@@ -539,5 +612,245 @@ $INCLUDE more.inc sub
         let z = load(&p).unwrap();
         let key = |s: &str| name::key(&name::parse(s).unwrap());
         assert!(z.node(&key("$h2.dollar.test")).is_some());
+    }
+
+    const SIGNED: &str = "\
+www CNAME ns
+www RRSIG CNAME 13 3 300 20300101000000 20200101000000 1 example.com. AAAA
+www NSEC x.example.com. CNAME RRSIG NSEC
+";
+
+    /// RRSIG and NSEC sit beside a CNAME in every signed zone (RFC 4035 2.5); any other
+    /// type there, NSEC3 included, is still "other data".
+    #[test]
+    fn a_signed_cname_loads_and_other_data_beside_it_does_not() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "example.com", &format!("{SOA}{SIGNED}"));
+        let z = load(&p).unwrap();
+        let key = |s: &str| name::key(&name::parse(s).unwrap());
+        let www = z.node(&key("www.example.com")).unwrap();
+        for t in [Rtype::CNAME, Rtype::RRSIG, Rtype::NSEC] {
+            assert!(www.get(t).is_some(), "{t}");
+        }
+        for other in [
+            "www NSEC3 1 0 0 - 0123456789ABCDEFGHIJKLMNOPQRSTUV A",
+            "www TXT x",
+        ] {
+            fails(
+                d.path(),
+                "example.com",
+                &format!("{SOA}{SIGNED}{other}\n"),
+                Some(2),
+                "www.example.com has a CNAME and other data",
+            );
+        }
+    }
+
+    /// A second CNAME at a name is refused at its line, as BIND ("multiple RRs of singleton
+    /// type") and NSD do; the same CNAME twice is a duplicate, dropped.
+    #[test]
+    fn two_cnames_at_a_name_are_refused_at_the_second() {
+        let d = tempfile::tempdir().unwrap();
+        let text = format!("{SOA}t CNAME ns\nt CNAME NS.example.com.\nT CNAME other.\n");
+        fails(
+            d.path(),
+            "example.com",
+            &text,
+            Some(4),
+            "t.example.com has more than one CNAME record",
+        );
+        let p = write(
+            d.path(),
+            "example.com",
+            &format!("{SOA}t CNAME ns\nt CNAME ns\n"),
+        );
+        let z = load(&p).unwrap();
+        let key = |s: &str| name::key(&name::parse(s).unwrap());
+        let t = z.node(&key("t.example.com")).unwrap();
+        assert_eq!(t.get(Rtype::CNAME).unwrap().data.len(), 1);
+    }
+
+    /// The TTL (and the origin) of `name`'s `rtype` set.
+    fn ttl_of(z: &Zone, name: &str, rtype: Rtype) -> u32 {
+        let node = z.node(&name::key(&name::parse(name).unwrap()));
+        node.and_then(|n| n.get(rtype))
+            .unwrap_or_else(|| panic!("{name} {rtype}"))
+            .ttl
+    }
+
+    /// `$TTL` goes into an included file, and one set there stays after it, as in BIND and
+    /// NSD; the included file's `$ORIGIN` does not (RFC 1035 5.1). Before, the included file
+    /// started with the scanner's 3600, a TTL in neither file.
+    #[test]
+    fn include_carries_the_ttl_in_and_out_but_not_the_origin() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "a.inc",
+            "x A 192.0.2.77\n$TTL 42\n$ORIGIN sub.i.test.\ny A 192.0.2.78\n",
+        );
+        write(d.path(), "b.inc", "z A 192.0.2.79\n");
+        let p = write(
+            d.path(),
+            "i.test",
+            "$TTL 5400\n@ SOA ns h 1 2 3 4 600\nns A 192.0.2.1\n$INCLUDE a.inc\n\
+             after A 192.0.2.5\nb 77 A 192.0.2.6\n$INCLUDE b.inc\nafter2 A 192.0.2.7\n",
+        );
+        let z = load(&p).unwrap();
+        for (name, ttl) in [
+            ("ns.i.test", 5400),
+            ("x.i.test", 5400),
+            ("y.sub.i.test", 42),
+            ("after.i.test", 42),
+            ("b.i.test", 77),
+            ("z.i.test", 42),
+            ("after2.i.test", 42),
+        ] {
+            assert_eq!(ttl_of(&z, name, Rtype::A), ttl, "{name}");
+        }
+        // Without $TTL, BIND carries the last TTL given.
+        let p = write(
+            d.path(),
+            "j.test",
+            "@ 500 SOA ns h 1 2 3 4 600\nns 700 A 192.0.2.1\n$INCLUDE b.inc\nq A 192.0.2.3\n",
+        );
+        let z = load(&p).unwrap();
+        assert_eq!(ttl_of(&z, "z.j.test", Rtype::A), 700);
+        assert_eq!(ttl_of(&z, "q.j.test", Rtype::A), 700);
+        // Errors after an $INCLUDE keep their lines.
+        fails(
+            d.path(),
+            "k.test",
+            &format!("{SOA}$INCLUDE b.inc\n\nbad A 300.1.1.1\n"),
+            Some(4),
+            "",
+        );
+    }
+
+    /// What RHEL and Fedora's default zone files hold: TTL and SOA timers with units.
+    #[test]
+    fn ttl_units_load() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "u.test",
+            "$TTL 3H\n@ IN SOA @ rname.invalid. ( 0 1D 1H 1W 3H )\n\tNS @\n\tA 127.0.0.1\n\
+             a 1h30m IN A 192.0.2.1\nb IN 1w A 192.0.2.2\n",
+        );
+        let z = load(&p).unwrap();
+        assert_eq!(ttl_of(&z, "u.test", Rtype::A), 10_800);
+        assert_eq!(ttl_of(&z, "a.u.test", Rtype::A), 5400);
+        assert_eq!(ttl_of(&z, "b.u.test", Rtype::A), 604_800);
+        let t = z.soa_timers().unwrap();
+        assert_eq!(
+            (t.refresh, t.retry, t.expire, t.minimum),
+            (86_400, 3600, 604_800, 10_800)
+        );
+        // A bad $TTL is blamed on its own line, not the next record's.
+        fails(
+            d.path(),
+            "v.test",
+            &format!("{SOA}$TTL 1x\nwww A 192.0.2.1\n"),
+            Some(2),
+            "$TTL",
+        );
+    }
+
+    /// RFC 2181 8: a TTL over 2^31 - 1 is read as 0, with a warning naming the file and
+    /// line, as BIND does.
+    #[test]
+    fn ttls_over_the_maximum_are_zero_with_a_warning() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "m.test",
+            &format!("{SOA}a 4294967295 A 192.0.2.1\nb 2147483647 A 192.0.2.2\n"),
+        );
+        let (z, w) = load_warning(&p).unwrap();
+        assert_eq!(ttl_of(&z, "a.m.test", Rtype::A), 0);
+        assert_eq!(ttl_of(&z, "b.m.test", Rtype::A), 2_147_483_647);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].to_string()
+                .starts_with(&format!("{}:2: a TTL of 4294967295", p.display())),
+            "{}",
+            w[0]
+        );
+    }
+
+    /// 8-bit bytes (UTF-8) in owners and strings load as those bytes, as in BIND and NSD.
+    #[test]
+    fn utf8_in_owners_and_strings_loads() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "u8.test",
+            &format!("{SOA}é A 192.0.2.1 ; é\na TXT \"utf8 é\"\n"),
+        );
+        let z = load(&p).unwrap();
+        let owner =
+            Dname::from_octets(bytes::Bytes::from_static(b"\x02\xc3\xa9\x02u8\x04test\x00"))
+                .unwrap();
+        assert!(z.node(&name::key(&owner)).is_some());
+        let txt = z
+            .node(&name::key(&name::parse("a.u8.test").unwrap()))
+            .and_then(|n| n.get(Rtype::TXT))
+            .unwrap();
+        match &txt.data[0] {
+            domain::rdata::ZoneRecordData::Txt(t) => {
+                assert_eq!(t.as_flat_slice(), Some("utf8 é".as_bytes()))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A quoted `$GENERATE` right-hand side, as BIND reads it: one word, made into text.
+    #[test]
+    fn generate_with_a_quoted_right_hand_side() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "g.test",
+            &format!("{SOA}$GENERATE 1-2 k$ TXT \"a b c d\"\n$GENERATE 1-2 v$ TXT \"v=$ x\"\n"),
+        );
+        let z = load(&p).unwrap();
+        let strings = |n: &str| match &z
+            .node(&name::key(&name::parse(n).unwrap()))
+            .and_then(|n| n.get(Rtype::TXT))
+            .unwrap()
+            .data[0]
+        {
+            domain::rdata::ZoneRecordData::Txt(t) => t
+                .iter()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(strings("k2.g.test"), ["a", "b", "c", "d"]);
+        assert_eq!(strings("v1.g.test"), ["v=1", "x"]);
+    }
+
+    /// A type whose text form the scanner lacks is refused at its line, saying what to
+    /// write instead; the same record in RFC 3597's form loads.
+    #[test]
+    fn a_type_without_a_text_form_says_to_write_it_generically() {
+        let d = tempfile::tempdir().unwrap();
+        fails(
+            d.path(),
+            "t.test",
+            &format!("{SOA}a SPF \"v=spf1 -all\"\n"),
+            Some(2),
+            "TYPEnn \\# LEN HEX",
+        );
+        let p = write(
+            d.path(),
+            "t.test",
+            &format!("{SOA}a TYPE99 \\# 12 0b763d73706631202d616c6c\n"),
+        );
+        let z = load(&p).unwrap();
+        let a = z
+            .node(&name::key(&name::parse("a.t.test").unwrap()))
+            .unwrap();
+        assert!(a.get(Rtype::SPF).is_some());
     }
 }

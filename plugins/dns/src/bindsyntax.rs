@@ -1,0 +1,552 @@
+//! BIND zone-file syntax that `domain`'s scanner lacks, rewritten into what it reads.
+//!
+//! - TTLs with units (`1D`, `1h30m`, `1W`: s, m, h, d, w in either case, as BIND's
+//!   `dns_ttl_fromtext`) in `$TTL`, in records' TTL fields and in the SOA's four timers.
+//! - A TTL above 2^31 - 1 is read as 0, with a warning (RFC 2181 8, as BIND does).
+//! - 8-bit bytes (UTF-8 in TXT strings and owner names) are written `\DDD`, which BIND and
+//!   NSD read as those bytes, and the scanner does too.
+//! - A record without a TTL is given the one in force (`$TTL`, else the last one given)
+//!   explicitly: that state then follows `$INCLUDE` into the included file and back out of
+//!   it, as BIND and NSD do, while each file's scanner starts afresh.
+//!
+//! Only tokens are rewritten, found with the scanner's rules (quotes, `;` comments,
+//! parentheses, `\` escapes), and no line end is added or removed, so every line number
+//! stays what the file says.
+
+/// The largest TTL (RFC 2181 8): above it, a TTL is read as 0.
+pub const MAX_TTL: u32 = 0x7fff_ffff;
+
+/// The TTLs a record without one takes: `$TTL`'s, else the last record's that gave one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ttls {
+    pub dollar: Option<u32>,
+    pub last: Option<u32>,
+}
+
+impl Ttls {
+    fn current(&self) -> Option<u32> {
+        self.dollar.or(self.last)
+    }
+}
+
+/// A file's entries rewritten, up to and including its next `$INCLUDE`.
+#[derive(Debug)]
+pub struct Part {
+    /// Line ends up to the first entry's line, then the entries: line numbers as in the file.
+    pub text: Vec<u8>,
+    /// Where the entries after the `$INCLUDE` start (`None`: the file's end was reached).
+    pub next: Option<usize>,
+    /// (line, why) of what was read otherwise than written.
+    pub warnings: Vec<(usize, String)>,
+}
+
+/// One token of an entry: its bytes in the text, and whether it was in quotes.
+#[derive(Clone, Copy, Debug)]
+struct Tok {
+    start: usize,
+    end: usize,
+    quoted: bool,
+}
+
+/// One entry: where it is, its first line, its tokens and its comments.
+struct Entry {
+    start: usize,
+    end: usize,
+    line: usize,
+    toks: Vec<Tok>,
+    comments: Vec<(usize, usize)>,
+}
+
+/// Rewrites the entries of `text` from byte `from` (a line start) on, up to the next
+/// `$INCLUDE` or the end. `ttls` is the state at `from`, left as it is after the part.
+/// An error is (line, why).
+pub fn rewrite(text: &[u8], from: usize, ttls: &mut Ttls) -> Result<Part, (usize, String)> {
+    let mut line = 1 + text[..from.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count();
+    let mut out = vec![b'\n'; line - 1];
+    let mut warnings = Vec::new();
+    let mut at = from;
+    while at < text.len() {
+        let (entry, lines) = scan_entry(text, at, line);
+        at = entry.end;
+        line += lines;
+        let (edits, raw, include) = edits(text, &entry, ttls, &mut warnings)?;
+        emit(text, &entry, &edits, raw, &mut out);
+        if include {
+            let next = (at < text.len()).then_some(at);
+            return Ok(Part {
+                text: out,
+                next,
+                warnings,
+            });
+        }
+    }
+    Ok(Part {
+        text: out,
+        next: None,
+        warnings,
+    })
+}
+
+/// The entry at `at` (a line start) on `line`, and how many line ends it spans.
+fn scan_entry(text: &[u8], at: usize, line: usize) -> (Entry, usize) {
+    let mut e = Entry {
+        start: at,
+        end: text.len(),
+        line,
+        toks: Vec::new(),
+        comments: Vec::new(),
+    };
+    let (mut lines, mut parens) = (0, 0usize);
+    let mut cur: Option<Tok> = None;
+    let mut i = at;
+    let close = |cur: &mut Option<Tok>, toks: &mut Vec<Tok>, end: usize| {
+        if let Some(mut t) = cur.take() {
+            t.end = end;
+            toks.push(t);
+        }
+    };
+    while i < text.len() {
+        let b = text[i];
+        if cur.is_some_and(|t| t.quoted) {
+            match b {
+                b'\\' => {
+                    i += 1;
+                    if text.get(i) == Some(&b'\n') {
+                        lines += 1;
+                    }
+                }
+                b'"' => close(&mut cur, &mut e.toks, i + 1),
+                b'\n' => lines += 1,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        match b {
+            b'\\' => {
+                cur.get_or_insert(Tok {
+                    start: i,
+                    end: i,
+                    quoted: false,
+                });
+                i += 1;
+                if text.get(i) == Some(&b'\n') {
+                    lines += 1;
+                }
+            }
+            b'"' => {
+                close(&mut cur, &mut e.toks, i);
+                cur = Some(Tok {
+                    start: i,
+                    end: i,
+                    quoted: true,
+                });
+            }
+            b';' => {
+                close(&mut cur, &mut e.toks, i);
+                let end = text[i..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(text.len(), |n| i + n);
+                e.comments.push((i, end));
+                i = end;
+                continue;
+            }
+            b'(' | b')' => {
+                close(&mut cur, &mut e.toks, i);
+                if b == b'(' {
+                    parens += 1;
+                } else {
+                    parens = parens.saturating_sub(1);
+                }
+            }
+            b'\n' => {
+                close(&mut cur, &mut e.toks, i);
+                lines += 1;
+                if parens == 0 {
+                    e.end = i + 1;
+                    return (e, lines);
+                }
+            }
+            b' ' | b'\t' | b'\r' => close(&mut cur, &mut e.toks, i),
+            _ => {
+                cur.get_or_insert(Tok {
+                    start: i,
+                    end: i,
+                    quoted: false,
+                });
+            }
+        }
+        i += 1;
+    }
+    close(&mut cur, &mut e.toks, text.len().min(i));
+    (e, lines)
+}
+
+/// One change to an entry: the bytes `start..end` of the text replaced by `with` (an
+/// insertion when the two are equal).
+struct Edit {
+    start: usize,
+    end: usize,
+    with: Vec<u8>,
+}
+
+/// An entry's edits, the token to keep as written, and whether it is an `$INCLUDE`.
+type Edits = (Vec<Edit>, Option<Tok>, bool);
+
+/// The edits of one entry, the token (if any) whose 8-bit bytes must stay as they are (an
+/// `$INCLUDE`'s file name), and whether the entry is an `$INCLUDE`.
+fn edits(
+    text: &[u8],
+    e: &Entry,
+    ttls: &mut Ttls,
+    warnings: &mut Vec<(usize, String)>,
+) -> Result<Edits, (usize, String)> {
+    let mut edits = Vec::new();
+    let Some(first) = e.toks.first() else {
+        return Ok((edits, None, false));
+    };
+    let word = |t: &Tok| &text[t.start..t.end];
+    let owner = !matches!(text[e.start], b' ' | b'\t');
+    if owner && !first.quoted && word(first).first() == Some(&b'$') {
+        let dir = word(first);
+        let arg = e.toks.get(1);
+        if dir.eq_ignore_ascii_case(b"$TTL") {
+            let Some(arg) = arg else {
+                return Err((e.line, "$TTL without a TTL".into()));
+            };
+            let v = ttl_value(word(arg)).map_err(|why| (e.line, format!("$TTL: {why}")))?;
+            let v = cap(v, e.line, "$TTL", warnings);
+            ttls.dollar = Some(v);
+            edits.push(replace(arg, v));
+        } else if dir.eq_ignore_ascii_case(b"$INCLUDE") {
+            return Ok((edits, arg.copied(), true));
+        }
+        return Ok((edits, None, false));
+    }
+    // The owner, then a TTL and a class in either order (either may be left out), the type.
+    let mut k = usize::from(owner);
+    let mut given = None;
+    for _ in 0..2 {
+        match e.toks.get(k) {
+            Some(t) if !t.quoted && word(t).first().is_some_and(u8::is_ascii_digit) => {
+                given = Some(*t);
+                k += 1;
+            }
+            Some(t) if !t.quoted && is_class(word(t)) => k += 1,
+            _ => break,
+        }
+    }
+    match given {
+        Some(t) => {
+            let v = ttl_value(word(&t)).map_err(|why| (e.line, format!("TTL: {why}")))?;
+            let v = cap(v, e.line, "a TTL", warnings);
+            ttls.last = Some(v);
+            if v.to_string().as_bytes() != word(&t) {
+                edits.push(replace(&t, v));
+            }
+        }
+        None => {
+            if let Some(v) = ttls.current() {
+                let at = if owner { first.end } else { first.start };
+                let with = if owner {
+                    format!(" {v}")
+                } else {
+                    format!("{v} ")
+                };
+                edits.push(Edit {
+                    start: at,
+                    end: at,
+                    with: with.into_bytes(),
+                });
+            }
+        }
+    }
+    // The SOA's refresh, retry, expire and minimum (the serial is a plain number in BIND).
+    if e.toks
+        .get(k)
+        .is_some_and(|t| word(t).eq_ignore_ascii_case(b"SOA"))
+    {
+        for t in e.toks.iter().skip(k + 4).take(4) {
+            let w = word(t);
+            if !t.quoted && !w.iter().all(u8::is_ascii_digit) {
+                let v = ttl_value(w).map_err(|why| (e.line, format!("SOA: {why}")))?;
+                edits.push(replace(t, v));
+            }
+        }
+    }
+    Ok((edits, None, false))
+}
+
+fn replace(t: &Tok, v: u32) -> Edit {
+    Edit {
+        start: t.start,
+        end: t.end,
+        with: v.to_string().into_bytes(),
+    }
+}
+
+/// `v`, or 0 with a warning if it is over [`MAX_TTL`] (RFC 2181 8; BIND does the same).
+fn cap(v: u32, line: usize, what: &str, warnings: &mut Vec<(usize, String)>) -> u32 {
+    if v <= MAX_TTL {
+        return v;
+    }
+    warnings.push((
+        line,
+        format!("{what} of {v} is over {MAX_TTL} (RFC 2181 8): read as 0"),
+    ));
+    0
+}
+
+/// The classes a record may name (the scanner refuses all but IN later, with the line).
+fn is_class(w: &[u8]) -> bool {
+    ["IN", "CH", "CS", "HS", "NONE", "ANY"]
+        .iter()
+        .any(|c| w.eq_ignore_ascii_case(c.as_bytes()))
+        || (w.len() > 5
+            && w[..5].eq_ignore_ascii_case(b"CLASS")
+            && w[5..].iter().all(u8::is_ascii_digit))
+}
+
+/// A TTL as BIND reads one: a decimal number of seconds, or numbers each followed by a
+/// unit (`1h30m`; a number without a unit after one with is refused, as BIND does).
+pub fn ttl_value(w: &[u8]) -> Result<u32, String> {
+    let shown = String::from_utf8_lossy(w);
+    if !w.is_empty() && w.iter().all(u8::is_ascii_digit) {
+        return std::str::from_utf8(w)
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok())
+            .ok_or_else(|| format!("{shown} is over 4294967295"));
+    }
+    let bad = || format!("{shown:?} is no TTL (seconds, or units as in 1h30m: s m h d w)");
+    if w.is_empty() {
+        return Err(bad());
+    }
+    let mut total: u64 = 0;
+    let mut i = 0;
+    while i < w.len() {
+        let digits = w[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = std::str::from_utf8(&w[i..i + digits])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("{shown} is over 4294967295"))?;
+        let unit = match w.get(i + digits).map(u8::to_ascii_lowercase) {
+            Some(b's') => 1,
+            Some(b'm') => 60,
+            Some(b'h') => 3600,
+            Some(b'd') => 86_400,
+            Some(b'w') => 604_800,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(unit)
+            .and_then(|x| total.checked_add(x))
+            .filter(|t| *t <= u64::from(u32::MAX))
+            .ok_or_else(|| format!("{shown} is over 4294967295 seconds"))?;
+        i += digits + 1;
+    }
+    u32::try_from(total).map_err(|_| bad())
+}
+
+/// Writes the entry with its edits, each 8-bit byte outside comments (and outside `raw`)
+/// as `\DDD` (a `\` before such a byte escaped it: the two become one `\DDD`).
+fn emit(text: &[u8], e: &Entry, edits: &[Edit], raw: Option<Tok>, out: &mut Vec<u8>) {
+    let mut edits = edits.iter().peekable();
+    let mut comments = e.comments.iter().peekable();
+    let mut i = e.start;
+    while i < e.end {
+        while let Some(ed) = edits.peek()
+            && ed.start == i
+        {
+            out.extend_from_slice(&ed.with);
+            i = ed.end;
+            edits.next();
+        }
+        if i >= e.end {
+            break;
+        }
+        if let Some(&&(cs, ce)) = comments.peek()
+            && cs == i
+        {
+            out.extend_from_slice(&text[cs..ce]);
+            i = ce;
+            comments.next();
+            continue;
+        }
+        let kept = raw.is_some_and(|t| (t.start..t.end).contains(&i));
+        let b = text[i];
+        match b {
+            b'\\' if !kept && text.get(i + 1).is_some_and(|n| *n >= 0x80) => {
+                out.extend_from_slice(format!("\\{:03}", text[i + 1]).as_bytes());
+                i += 2;
+            }
+            b'\\' => {
+                out.push(b);
+                if let Some(n) = text.get(i + 1)
+                    && i + 1 < e.end
+                {
+                    out.push(*n);
+                }
+                i += 2;
+            }
+            0x80.. if !kept => {
+                out.extend_from_slice(format!("\\{b:03}").as_bytes());
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    // An edit at the very end (an insertion after the last byte).
+    for ed in edits {
+        if ed.start >= e.end {
+            out.extend_from_slice(&ed.with);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The whole of `text` rewritten (through its `$INCLUDE`s), from a fresh state.
+    fn all(text: &str) -> (String, Vec<(usize, String)>) {
+        let mut ttls = Ttls::default();
+        let mut from = 0;
+        let mut out = String::new();
+        let mut warnings = Vec::new();
+        loop {
+            let p = rewrite(text.as_bytes(), from, &mut ttls).unwrap();
+            let t = String::from_utf8(p.text).unwrap();
+            out.push_str(t.trim_start_matches('\n'));
+            warnings.extend(p.warnings);
+            match p.next {
+                Some(n) => from = n,
+                None => return (out, warnings),
+            }
+        }
+    }
+
+    #[test]
+    fn ttl_units_as_bind_reads_them() {
+        for (w, v) in [
+            ("1D", 86_400),
+            ("1h30m", 5400),
+            ("1W", 604_800),
+            ("3H", 10_800),
+            ("1d2h3m4s", 93_784),
+            ("1H1H", 7200),
+            ("30", 30),
+            ("0", 0),
+            ("4294967295", u32::MAX),
+        ] {
+            assert_eq!(ttl_value(w.as_bytes()), Ok(v), "{w}");
+        }
+        for w in [
+            "1h30",
+            "1x",
+            "h",
+            "",
+            "4294967296",
+            "10000000w",
+            "1.5h",
+            "-1",
+        ] {
+            assert!(ttl_value(w.as_bytes()).is_err(), "{w}");
+        }
+    }
+
+    /// `$TTL`, records' TTLs in either place beside the class, and the SOA's timers; a
+    /// record without a TTL gets the one in force; comments and quotes are left alone.
+    #[test]
+    fn ttls_with_units_become_seconds() {
+        let (out, w) = all("$TTL 3H\n\
+             @ IN SOA ns h ( 1 ; serial 1d\n 1D 1H 1W 3H )\n\
+             a 1W IN A 192.0.2.1\n\
+             b IN 1h A 192.0.2.2\n\
+             \x20 TXT \"1h\" ; 1w\n\
+             c TXT 1d\n");
+        assert_eq!(
+            out,
+            "$TTL 10800\n\
+             @ 10800 IN SOA ns h ( 1 ; serial 1d\n 86400 3600 604800 10800 )\n\
+             a 604800 IN A 192.0.2.1\n\
+             b IN 3600 A 192.0.2.2\n\
+             \x20 10800 TXT \"1h\" ; 1w\n\
+             c 10800 TXT 1d\n"
+        );
+        assert!(w.is_empty());
+    }
+
+    /// Without `$TTL`, a record takes the last TTL given, as BIND (and the scanner) do; the
+    /// first ones, before any, are left to the scanner.
+    #[test]
+    fn without_dollar_ttl_the_last_ttl_is_taken() {
+        let (out, _) = all("@ SOA ns h 1 2 3 4 5\nns 700 A 192.0.2.1\nq A 192.0.2.2\n");
+        assert_eq!(
+            out,
+            "@ SOA ns h 1 2 3 4 5\nns 700 A 192.0.2.1\nq 700 A 192.0.2.2\n"
+        );
+    }
+
+    #[test]
+    fn ttls_over_two_to_the_31_are_zero_with_a_warning() {
+        let (out, w) = all(
+            "\n$TTL 4294967295\na A 192.0.2.1\nb 2147483648 A 192.0.2.2\nc 2147483647 A 192.0.2.3\n",
+        );
+        assert_eq!(
+            out,
+            "$TTL 0\na 0 A 192.0.2.1\nb 0 A 192.0.2.2\nc 2147483647 A 192.0.2.3\n"
+        );
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(w[0].0, 2);
+        assert!(w[0].1.contains("$TTL of 4294967295"), "{w:?}");
+        assert_eq!(w[1].0, 4);
+    }
+
+    #[test]
+    fn bad_ttls_name_their_line() {
+        let mut t = Ttls::default();
+        let e = rewrite(b"a A 1.2.3.4\n$TTL 1x\nb A 1.2.3.4\n", 0, &mut t).unwrap_err();
+        assert_eq!(e.0, 2, "{e:?}");
+        let e = rewrite(b"\n\na 1h30 A 1.2.3.4\n", 0, &mut t).unwrap_err();
+        assert_eq!(e.0, 3, "{e:?}");
+        let e = rewrite(b"@ SOA ns h 1 2 3h 4 5x\n", 0, &mut t).unwrap_err();
+        assert!(e.1.contains("SOA"), "{e:?}");
+    }
+
+    /// UTF-8 in names and strings is written as `\DDD`; in comments and in an `$INCLUDE`'s
+    /// file name it stays.
+    #[test]
+    fn eight_bit_bytes_are_escaped() {
+        let (out, _) = all("é A 192.0.2.1 ; é\na TXT \"utf8 é\" \\é\n$INCLUDE dé.inc\n");
+        assert_eq!(
+            out,
+            "\\195\\169 A 192.0.2.1 ; é\na TXT \"utf8 \\195\\169\" \\195\\169\n$INCLUDE dé.inc\n"
+        );
+    }
+
+    /// A part ends after each `$INCLUDE`; the next starts on the following line, with line
+    /// ends before it so that its lines keep their numbers; the state carries over.
+    #[test]
+    fn parts_end_at_each_include() {
+        let text = b"$TTL 1h\na A 1.2.3.4\n$INCLUDE x\nb A 1.2.3.4\n";
+        let mut t = Ttls::default();
+        let p = rewrite(text, 0, &mut t).unwrap();
+        assert_eq!(p.text, b"$TTL 3600\na 3600 A 1.2.3.4\n$INCLUDE x\n");
+        let next = p.next.unwrap();
+        // The included file sets $TTL 42: it holds after the $INCLUDE, as in BIND and NSD.
+        t.dollar = Some(42);
+        let p = rewrite(text, next, &mut t).unwrap();
+        assert_eq!(p.text, b"\n\n\nb 42 A 1.2.3.4\n");
+        assert_eq!(p.next, None);
+    }
+}
