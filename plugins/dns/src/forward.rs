@@ -98,8 +98,18 @@ fn parse_server(s: &str) -> Option<SocketAddr> {
 pub enum Client {
     /// Over UDP: the answer leaves from the listener it came to.
     Udp { port: PortId, addr: SocketAddr },
-    /// Over TCP: the answer goes to the connection's protocol.
-    Tcp(ConnId),
+    /// Over TCP: the answer goes to the connection's protocol; `peer` is for the log.
+    Tcp { conn: ConnId, peer: IpAddr },
+}
+
+impl Client {
+    /// Who asked, for the log line of the answer.
+    pub fn peer(&self) -> IpAddr {
+        match self {
+            Client::Udp { addr, .. } => addr.ip(),
+            Client::Tcp { peer, .. } => *peer,
+        }
+    }
 }
 
 /// What the reactor glue is to do.
@@ -423,8 +433,11 @@ pub(crate) mod tests {
         )
     }
 
-    fn client() -> Client {
-        Client::Tcp(twistrs_core::testing::conn_id(9))
+    pub(crate) fn client() -> Client {
+        Client::Tcp {
+            conn: twistrs_core::testing::conn_id(9),
+            peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
     }
 
     /// What the forwarder sent, answered by an authoritative responder of the test zone.
