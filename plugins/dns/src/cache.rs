@@ -63,6 +63,11 @@ impl Upstream {
         std::mem::size_of::<Upstream>() + self.body.len() + 8 * self.ttls.len()
     }
 
+    /// Its answer, authority and additional records (the additional less any OPT).
+    pub fn counts(&self) -> [u16; 3] {
+        self.counts
+    }
+
     /// Reads `msg` as the answer to `query` (the message we sent).
     pub fn parse(msg: &[u8], query: &[u8]) -> Result<Upstream, Bad> {
         if msg.len() < 12 || msg[..2] != query[..2] || msg[2] & 0x80 == 0 {
