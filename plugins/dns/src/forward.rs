@@ -421,10 +421,8 @@ pub fn servfail(client: Client, req: &Forward) -> Action {
         u8::from(req.edns.is_some()),
     ]);
     b.extend_from_slice(&req.question);
-    if req.edns.is_some() {
-        b.extend_from_slice(&[0, 0, 41]);
-        b.extend_from_slice(&message::OUR_PAYLOAD.to_be_bytes());
-        b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    if let Some(edns) = req.edns {
+        b.extend_from_slice(&crate::cache::opt_record(edns.dnssec_ok));
     }
     Action::Reply { client, bytes: b }
 }
