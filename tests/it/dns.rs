@@ -45,16 +45,16 @@ fn zone_text(serial: u32, extra: &str) -> String {
 
 /// A dns server on 127.0.0.1 (UDP and TCP on one port picked at start), with its files in
 /// a directory of the test's.
-struct Dns {
-    srv: Server,
+pub(crate) struct Dns {
+    pub(crate) srv: Server,
     dir: tempfile::TempDir,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Dns {
     /// `twistrs dns -p 0 -i 127.0.0.1 ARGS`; `files` are written to the test's directory
     /// first, and `{dir}` in an argument names it.
-    fn start(files: &[(&str, &str)], args: &[&str]) -> Dns {
+    pub(crate) fn start(files: &[(&str, &str)], args: &[&str]) -> Dns {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
@@ -75,11 +75,11 @@ impl Dns {
     }
 
     /// `dig @127.0.0.1 -p PORT ARGS` (one try, two seconds).
-    fn dig(&self, args: &[&str]) -> String {
+    pub(crate) fn dig(&self, args: &[&str]) -> String {
         dig(self.port, args)
     }
 
-    fn count(&self, needle: &str) -> usize {
+    pub(crate) fn count(&self, needle: &str) -> usize {
         self.srv
             .lines()
             .iter()
@@ -88,7 +88,7 @@ impl Dns {
     }
 }
 
-fn dig(port: u16, args: &[&str]) -> String {
+pub(crate) fn dig(port: u16, args: &[&str]) -> String {
     let out = Command::new("timeout")
         .args([
             "20",
@@ -111,7 +111,7 @@ fn dig(port: u16, args: &[&str]) -> String {
 }
 
 /// The answer section of `dig +noall +answer`, one record per line, spaces normalised.
-fn answers(out: &str) -> Vec<String> {
+pub(crate) fn answers(out: &str) -> Vec<String> {
     out.lines()
         .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
@@ -157,7 +157,7 @@ fn dnspython(script: &str, port: u16) -> String {
 }
 
 /// Polls `f` (bounded) until it returns true.
-fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + timeout;
     while Instant::now() < end {
         if f() {
@@ -168,7 +168,7 @@ fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     panic!("{what}: not within {timeout:?}");
 }
 
-fn primary() -> Dns {
+pub(crate) fn primary() -> Dns {
     Dns::start(
         &[
             ("example.com", &zone_text(1, "")),
