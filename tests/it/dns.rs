@@ -79,7 +79,7 @@ impl Dns {
         dig(self.port, args)
     }
 
-    fn count(&self, needle: &str) -> usize {
+    pub(crate) fn count(&self, needle: &str) -> usize {
         self.srv
             .lines()
             .iter()
@@ -88,7 +88,7 @@ impl Dns {
     }
 }
 
-fn dig(port: u16, args: &[&str]) -> String {
+pub(crate) fn dig(port: u16, args: &[&str]) -> String {
     let out = Command::new("timeout")
         .args([
             "20",
@@ -157,7 +157,7 @@ fn dnspython(script: &str, port: u16) -> String {
 }
 
 /// Polls `f` (bounded) until it returns true.
-fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + timeout;
     while Instant::now() < end {
         if f() {
@@ -168,7 +168,7 @@ fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     panic!("{what}: not within {timeout:?}");
 }
 
-fn primary() -> Dns {
+pub(crate) fn primary() -> Dns {
     Dns::start(
         &[
             ("example.com", &zone_text(1, "")),

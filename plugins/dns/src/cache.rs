@@ -37,8 +37,10 @@ pub struct Upstream {
     ttls: Vec<usize>,
     /// The message offset `body` started at (header and question before it).
     offset: usize,
-    /// How long it may be kept: the lowest TTL, or for a negative answer the SOA's
-    /// (RFC 2308 5); 0 if it is not to be kept.
+    /// How long it may be kept: the lowest TTL of all its records (none may be served past
+    /// its own, RFC 1035 3.2.1), and for a negative answer (NXDOMAIN, or NODATA, after a
+    /// CNAME chain too) no longer than its SOA's MINIMUM either (RFC 2308 5); 0 if it is not
+    /// to be kept (a TTL of 0, a negative answer without an SOA, an error).
     pub keep: u32,
 }
 
@@ -61,6 +63,11 @@ impl Upstream {
     /// Roughly what it holds in memory, for the cache's budget.
     pub fn size(&self) -> usize {
         std::mem::size_of::<Upstream>() + self.body.len() + 8 * self.ttls.len()
+    }
+
+    /// Its answer, authority and additional records (the additional less any OPT).
+    pub fn counts(&self) -> [u16; 3] {
+        self.counts
     }
 
     /// Reads `msg` as the answer to `query` (the message we sent).
@@ -90,10 +97,13 @@ impl Upstream {
         // pass u16::MAX.
         let (an_end, ns_end) = (an as usize, an as usize + ns as usize);
         let offset = 12 + qlen;
+        let qtype = u16_at(query, 12 + qlen - 4).unwrap_or(0);
         let mut at = offset;
         let mut ttls = Vec::new();
         let mut min_ttl = u32::MAX;
-        let mut soa_neg: Option<u32> = None;
+        let mut soa_minimum: Option<u32> = None;
+        // A record of the type asked for (any, for ANY): otherwise a NOERROR is NODATA.
+        let mut answered = false;
         let mut kept_ar = 0;
         let mut end = offset;
         for i in 0..ns_end + ar as usize {
@@ -107,15 +117,18 @@ impl Upstream {
                 continue;
             }
             ttls.push(data - 6 - offset);
+            // Every section counts: each record is served with its TTL counted down, and
+            // none may reach 0 from the cache. A TTL with the top bit set is 0 (RFC 2181 8).
+            min_ttl = min_ttl.min(if ttl >> 31 == 0 { ttl } else { 0 });
             if i < an_end {
-                min_ttl = min_ttl.min(ttl);
+                answered |= rtype == qtype || qtype == Rtype::ANY.to_int();
             } else if i < ns_end && rtype == Rtype::SOA.to_int() {
                 // The MINIMUM field ends the SOA's data (RFC 1035 3.3.13).
                 let minimum = msg
                     .get(next - 4..next)
                     .map(|m| u32::from_be_bytes([m[0], m[1], m[2], m[3]]))
                     .unwrap_or(0);
-                soa_neg = Some(ttl.min(minimum));
+                soa_minimum = Some(soa_minimum.map_or(minimum, |m| m.min(minimum)));
             }
             if i >= ns_end {
                 kept_ar += 1;
@@ -129,8 +142,10 @@ impl Upstream {
             return Err(Bad::Malformed);
         }
         let keep = match Rcode::checked_from_int(rcode) {
-            Some(Rcode::NOERROR) if an > 0 => min_ttl,
-            Some(Rcode::NOERROR | Rcode::NXDOMAIN) => soa_neg.unwrap_or(0),
+            Some(Rcode::NOERROR) if answered => min_ttl,
+            // Negative: kept by the SOA's TTL and MINIMUM (its TTL is among the records'),
+            // and not at all without an SOA (RFC 2308 5).
+            Some(Rcode::NOERROR | Rcode::NXDOMAIN) => soa_minimum.map_or(0, |m| m.min(min_ttl)),
             _ => 0,
         };
         Ok(Upstream {
@@ -181,13 +196,19 @@ impl Upstream {
                 }
             }
         }
-        if opt {
-            out.extend_from_slice(&[0, 0, 41]);
-            out.extend_from_slice(&OUR_PAYLOAD.to_be_bytes());
-            out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        if let Some(edns) = req.edns {
+            out.extend_from_slice(&opt_record(edns.dnssec_ok));
         }
         out
     }
+}
+
+/// The OPT of a forwarded answer: our payload size, and the client's DO bit, which RFC 3225
+/// 3 says MUST be copied into the response.
+pub fn opt_record(dnssec_ok: bool) -> [u8; 11] {
+    let [p0, p1] = OUR_PAYLOAD.to_be_bytes();
+    let flags = if dnssec_ok { 0x80 } else { 0 };
+    [0, 0, 41, p0, p1, 0, 0, flags, 0, 0, 0]
 }
 
 /// Whether the `records` records from `offset` parse, owners and data, as they are relayed:
@@ -492,6 +513,174 @@ mod tests {
         into_opt.extend_from_slice(&[0, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(crate::fuzz::well_formed(&into_opt), Ok(()), "as it came");
         assert_eq!(Upstream::parse(&into_opt, &q).unwrap_err(), Bad::Malformed);
+    }
+
+    /// One record of [`upstream`]: owner, type, TTL, data (names uncompressed).
+    type Rec<'a> = (&'a str, Rtype, u32, Vec<u8>);
+
+    fn wire(name: &str) -> Vec<u8> {
+        crate::name::parse(name)
+            .expect("a name")
+            .as_slice()
+            .to_vec()
+    }
+
+    /// An SOA's data with MINIMUM `minimum`.
+    fn soa(minimum: u32) -> Vec<u8> {
+        let mut d = wire("ns.example.com");
+        d.extend(wire("h.example.com"));
+        for n in [1u32, 2, 3, 4, minimum] {
+            d.extend(n.to_be_bytes());
+        }
+        d
+    }
+
+    /// The upstream's answer to `q` (the query sent, with its OPT): its header and
+    /// question, then the three sections, and an OPT last.
+    fn upstream(q: &[u8], rcode: u8, sections: [&[Rec<'_>]; 3]) -> Vec<u8> {
+        let qend = 12 + crate::name::name_len(q, 12).expect("a question") + 4;
+        let mut m = q[..qend].to_vec();
+        m[2] |= 0x80;
+        m[3] = 0x80 | rcode;
+        let [an, ns, ar] = sections.map(|s| s.len() as u16);
+        for (i, c) in [an, ns, ar + 1].into_iter().enumerate() {
+            m[6 + 2 * i..8 + 2 * i].copy_from_slice(&c.to_be_bytes());
+        }
+        for (owner, rtype, ttl, data) in sections.iter().flat_map(|s| s.iter()) {
+            m.extend(wire(owner));
+            m.extend(rtype.to_int().to_be_bytes());
+            m.extend([0, 1]);
+            m.extend(ttl.to_be_bytes());
+            m.extend((data.len() as u16).to_be_bytes());
+            m.extend(data);
+        }
+        m.extend(opt_record(false));
+        m
+    }
+
+    const A: [u8; 4] = [192, 0, 2, 1];
+
+    /// The lifetime is the least TTL of every record, in every section, and for a negative
+    /// answer (NXDOMAIN, NODATA, after a CNAME too) no more than the SOA's MINIMUM; a
+    /// negative answer without an SOA, or a record with TTL 0, is not kept. Before, the
+    /// answer section alone counted for a positive answer and the SOA alone for a negative
+    /// one: a CNAME of 60 s to NODATA with MINIMUM 3 was kept 60 s; a CNAME of 5 s to
+    /// NXDOMAIN with MINIMUM 300, 300 s, its CNAME served at TTL 0 from the fifth second.
+    #[test]
+    fn an_answer_is_kept_by_the_least_ttl_of_all_its_records() {
+        let q = query("x.example.com", Rtype::A, Some(1232));
+        let cname = |ttl| ("x.example.com", Rtype::CNAME, ttl, wire("a.example.com"));
+        let soa = |ttl, min| ("example.com", Rtype::SOA, ttl, soa(min));
+        let a = |ttl| ("a.example.com", Rtype::A, ttl, A.to_vec());
+        let ns = |ttl| ("example.com", Rtype::NS, ttl, wire("ns.example.com"));
+        let keep = |rcode, sections: [&[Rec<'_>]; 3]| {
+            Upstream::parse(&upstream(&q, rcode, sections), &q)
+                .expect("an answer")
+                .keep
+        };
+        // NODATA after a CNAME: the SOA's MINIMUM, not the CNAME's 60.
+        assert_eq!(keep(0, [&[cname(60)], &[soa(3, 3)], &[]]), 3);
+        // NXDOMAIN after a CNAME: the CNAME's 5, not the MINIMUM's 300.
+        assert_eq!(keep(3, [&[cname(5)], &[soa(300, 300)], &[]]), 5);
+        // The SOA's own TTL bounds it too, and MINIMUM does when it is lower.
+        assert_eq!(keep(3, [&[], &[soa(30, 300)], &[]]), 30);
+        assert_eq!(keep(0, [&[], &[soa(300, 40)], &[]]), 40);
+        // Positive: authority and additional records count as the answer's do.
+        assert_eq!(keep(0, [&[cname(300), a(200)], &[ns(10)], &[]]), 10);
+        assert_eq!(keep(0, [&[a(200)], &[], &[ns(7)]]), 7);
+        assert_eq!(keep(0, [&[a(200)], &[], &[]]), 200);
+        // Not kept: TTL 0 anywhere (RFC 1035 3.2.1: not cached), a TTL with the top bit
+        // set (RFC 2181 8: as 0), a negative answer without an SOA (RFC 2308 5).
+        assert_eq!(keep(0, [&[a(0)], &[], &[]]), 0);
+        assert_eq!(keep(3, [&[cname(0)], &[soa(300, 300)], &[]]), 0);
+        assert_eq!(keep(0, [&[a(1 << 31)], &[], &[]]), 0);
+        assert_eq!(keep(3, [&[], &[], &[]]), 0);
+        assert_eq!(
+            keep(0, [&[cname(60)], &[], &[]]),
+            0,
+            "NODATA without an SOA"
+        );
+        // At most a day.
+        assert_eq!(keep(0, [&[a(1 << 30)], &[], &[]]), MAX_TTL);
+    }
+
+    /// What the cache serves never holds a record past its TTL: every TTL is at least 1
+    /// until the answer expires. Before, the answers above were served with TTLs floored
+    /// at 0 (a CNAME of 5 s for 300 s).
+    #[test]
+    fn a_cached_answer_never_outlives_a_record() {
+        let r = crate::forward::tests::req("x.example.com", Rtype::A);
+        let q = query("x.example.com", Rtype::A, Some(1232));
+        let cname = |ttl| {
+            (
+                "x.example.com",
+                Rtype::CNAME,
+                ttl,
+                wire("nothere.example.com"),
+            )
+        };
+        let nx = upstream(
+            &q,
+            3,
+            [
+                &[cname(5)],
+                &[("example.com", Rtype::SOA, 300, soa(300))],
+                &[],
+            ],
+        );
+        let up = Rc::new(Upstream::parse(&nx, &q).expect("an answer"));
+        let mut c = Cache::new(10);
+        let t0 = Instant::now();
+        c.store(&r, up, t0);
+        for s in 0..5 {
+            let hit = c
+                .answer(&r, t0 + Duration::from_millis(1000 * s + 999))
+                .unwrap_or_else(|| panic!("kept at {s} s"));
+            let got = crate::tests::read(&hit);
+            assert_eq!(got.rcode, Rcode::NXDOMAIN);
+            let ttl = |line: &String| line.split(' ').nth(1).and_then(|t| t.parse::<u32>().ok());
+            assert_eq!(ttl(&got.answer[0]), Some(5 - s as u32), "{got:?}");
+            assert!(got.authority.iter().all(|l| ttl(l) >= Some(1)), "{got:?}");
+        }
+        assert!(
+            c.answer(&r, t0 + Duration::from_secs(5)).is_none(),
+            "expired with the CNAME"
+        );
+    }
+
+    /// The client's DO bit is copied into the OPT of what is relayed, fresh or from the
+    /// cache, and of the forwarder's SERVFAIL (RFC 3225 3); without DO the flags stay 0.
+    /// Before, the OPT's flags were always 0.
+    #[test]
+    fn the_do_bit_is_copied_into_forwarded_answers() {
+        let q = query("x.example.com", Rtype::A, Some(1232));
+        let pos = upstream(
+            &q,
+            0,
+            [&[("x.example.com", Rtype::A, 60, A.to_vec())], &[], &[]],
+        );
+        let up = Upstream::parse(&pos, &q).expect("an answer");
+        // The OPT is the last 11 bytes; its flags' first byte the 8th of them.
+        let do_flag = |b: &[u8]| b[b.len() - 11..][7] & 0x80 != 0;
+        for dnssec_ok in [false, true] {
+            let mut r = crate::forward::tests::req("x.example.com", Rtype::A);
+            r.edns = Some(crate::message::Edns {
+                payload: 1232,
+                version: 0,
+                dnssec_ok,
+            });
+            assert_eq!(do_flag(&up.relay(&r, 0)), dnssec_ok);
+            assert_eq!(do_flag(&up.relay(&r, 30)), dnssec_ok, "from the cache");
+            r.limit = 20;
+            let tc = up.relay(&r, 0);
+            assert!(tc[2] & 0x02 != 0 && do_flag(&tc) == dnssec_ok, "truncated");
+            let crate::forward::Action::Reply { bytes, .. } =
+                crate::forward::servfail(crate::forward::tests::client(), &r)
+            else {
+                panic!("a reply")
+            };
+            assert_eq!(do_flag(&bytes), dnssec_ok, "SERVFAIL");
+        }
     }
 
     fn kept(name: &str) -> (Forward, Rc<Upstream>) {

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
+use domain::base::iana::Rcode;
 use twistrs_core::{ConnId, PortId};
 
 use crate::cache::{Bad, Upstream};
@@ -98,8 +99,18 @@ fn parse_server(s: &str) -> Option<SocketAddr> {
 pub enum Client {
     /// Over UDP: the answer leaves from the listener it came to.
     Udp { port: PortId, addr: SocketAddr },
-    /// Over TCP: the answer goes to the connection's protocol.
-    Tcp(ConnId),
+    /// Over TCP: the answer goes to the connection's protocol; `peer` is for the log.
+    Tcp { conn: ConnId, peer: IpAddr },
+}
+
+impl Client {
+    /// Who asked, for the log line of the answer.
+    pub fn peer(&self) -> IpAddr {
+        match self {
+            Client::Udp { addr, .. } => addr.ip(),
+            Client::Tcp { peer, .. } => *peer,
+        }
+    }
 }
 
 /// What the reactor glue is to do.
@@ -273,6 +284,7 @@ impl Forwarder {
             return Vec::new(); // not from the server asked: ignored (spoofing)
         }
         match Upstream::parse(msg, &p.query) {
+            Ok(up) if next_server(msg, &up) => self.retry(token),
             Ok(up) => self.finish(token, Some(up)),
             Err(Bad::NotOurs) => Vec::new(),
             Err(Bad::Truncated) => {
@@ -335,7 +347,10 @@ impl Forwarder {
         self.send(token, p)
     }
 
-    /// The question is done: relay the answer (and keep it), or SERVFAIL.
+    /// The question is done: relay the answer (and keep it), or SERVFAIL. An answer is
+    /// NOERROR or NXDOMAIN; any other code (the last server's SERVFAIL or REFUSED, a FORMERR
+    /// to our query) is SERVFAIL to the client, as twistd answers (its client turns them into
+    /// errors, its server those into SERVFAIL): a REFUSED relayed would read as our policy.
     fn finish(&mut self, token: u64, answer: Option<Upstream>) -> Vec<Action> {
         let Some(p) = self.pending.remove(&token) else {
             return Vec::new();
@@ -344,6 +359,12 @@ impl Forwarder {
         if let Some(port) = p.port {
             out.push(Action::Close(port));
         }
+        let answer = answer.filter(|up| {
+            matches!(
+                Rcode::checked_from_int(up.rcode),
+                Some(Rcode::NOERROR | Rcode::NXDOMAIN)
+            )
+        });
         match answer {
             Some(up) => {
                 out.push(Action::Reply {
@@ -359,6 +380,27 @@ impl Forwarder {
         }
         out
     }
+}
+
+/// Whether an upstream answer is that server's failure rather than an answer, so that the
+/// next server is asked (within the same tries), as glibc's res_send does with the same
+/// resolv.conf: SERVFAIL, NOTIMP and REFUSED, and a referral (NOERROR with no answer and
+/// no additional record, neither AA nor RA: a server that does not recurse for us). glibc
+/// counts the OPT as an additional record, but sends none unless told (`options edns0`);
+/// we always send one, so the upstream's OPT is not counted.
+fn next_server(msg: &[u8], up: &Upstream) -> bool {
+    let (Some(&f1), Some(&f2)) = (msg.get(2), msg.get(3)) else {
+        return false;
+    };
+    let [an, _, ar] = up.counts();
+    let rcode = Rcode::checked_from_int(up.rcode);
+    let referral =
+        rcode == Some(Rcode::NOERROR) && an == 0 && ar == 0 && f1 & 0x04 == 0 && f2 & 0x80 == 0;
+    referral
+        || matches!(
+            rcode,
+            Some(Rcode::SERVFAIL | Rcode::NOTIMP | Rcode::REFUSED)
+        )
 }
 
 /// SERVFAIL for a forwarded question (no server answered).
@@ -379,10 +421,8 @@ pub fn servfail(client: Client, req: &Forward) -> Action {
         u8::from(req.edns.is_some()),
     ]);
     b.extend_from_slice(&req.question);
-    if req.edns.is_some() {
-        b.extend_from_slice(&[0, 0, 41]);
-        b.extend_from_slice(&message::OUR_PAYLOAD.to_be_bytes());
-        b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    if let Some(edns) = req.edns {
+        b.extend_from_slice(&crate::cache::opt_record(edns.dnssec_ok));
     }
     Action::Reply { client, bytes: b }
 }
@@ -393,7 +433,7 @@ pub(crate) mod tests {
     use crate::cache::Cache;
     use crate::responder::{Reply, Responder, Via};
     use crate::tests::{query, read};
-    use domain::base::iana::{Rcode, Rtype};
+    use domain::base::iana::Rtype;
     use std::time::Instant;
 
     fn port(n: u32) -> PortId {
@@ -423,8 +463,11 @@ pub(crate) mod tests {
         )
     }
 
-    fn client() -> Client {
-        Client::Tcp(twistrs_core::testing::conn_id(9))
+    pub(crate) fn client() -> Client {
+        Client::Tcp {
+            conn: twistrs_core::testing::conn_id(9),
+            peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
     }
 
     /// What the forwarder sent, answered by an authoritative responder of the test zone.
@@ -570,6 +613,134 @@ pub(crate) mod tests {
             f.timed_out(token, 0).is_empty(),
             "a stale timer does nothing"
         );
+    }
+
+    /// What the forwarder sent, answered with `rcode` and nothing else, RA set unless a
+    /// referral is wanted (rcode NOERROR, RA and AA clear).
+    fn bare_answer(sent: &[u8], rcode: Rcode, ra: bool) -> Vec<u8> {
+        let mut b = sent.to_vec();
+        b[2] |= 0x80;
+        b[3] = u8::from(ra) << 7 | rcode.to_int();
+        b
+    }
+
+    /// A question started, its port open: the token and where its first try went.
+    fn started(f: &mut Forwarder) -> (u64, Vec<u8>, SocketAddr) {
+        let a = f.start(req("web.example.com", Rtype::A), client());
+        let [Action::OpenUdp { token, .. }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        let token = *token;
+        let a = f.opened(token, port(1));
+        let [Action::Send { bytes, to, .. }, Action::Arm { .. }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        (token, bytes.clone(), *to)
+    }
+
+    /// SERVFAIL, REFUSED and NOTIMP from a server, and a referral (no answer, neither AA
+    /// nor RA: it does not recurse for us), send the question to the next server at once,
+    /// whose answer is relayed, as glibc's resolver does with the same resolv.conf. Before,
+    /// the first server's SERVFAIL or REFUSED went to the client as the answer.
+    #[test]
+    fn a_server_that_fails_or_refuses_hands_over_to_the_next() {
+        for (rcode, ra) in [
+            (Rcode::SERVFAIL, true),
+            (Rcode::REFUSED, true),
+            (Rcode::NOTIMP, true),
+            (Rcode::NOERROR, false),
+        ] {
+            let mut f = Forwarder::new(conf(&["127.0.0.1:5301", "127.0.0.1:5302"]));
+            let (token, sent, first) = started(&mut f);
+            assert_eq!(first.port(), 5301);
+            let a = f.datagram(token, first, &bare_answer(&sent, rcode, ra));
+            let [
+                Action::Send { bytes, to, .. },
+                Action::Arm { try_no: 1, .. },
+            ] = a.as_slice()
+            else {
+                panic!("{rcode}: {a:?}")
+            };
+            assert_eq!((to.port(), bytes), (5302, &sent), "{rcode}");
+            // The first server's late answers no longer count; the second's does.
+            assert!(f.datagram(token, first, &upstream_answer(&sent)).is_empty());
+            assert!(
+                f.timed_out(token, 0).is_empty(),
+                "the first try's timer is stale"
+            );
+            let a = f.datagram(token, *to, &upstream_answer(&sent));
+            let [_, Action::Reply { bytes, .. }, Action::Keep { .. }] = a.as_slice() else {
+                panic!("{rcode}: {a:?}")
+            };
+            assert_eq!(read(bytes).answer, ["web.example.com 300 A 192.0.2.3"]);
+        }
+    }
+
+    /// When every try fails (refusals and timeouts alike, attempts x servers in all), the
+    /// client gets SERVFAIL, never an upstream's REFUSED, which would read as our policy;
+    /// and nothing is kept.
+    #[test]
+    fn every_server_failing_is_servfail_within_the_same_tries() {
+        let mut f = Forwarder::new(conf(&["127.0.0.1:5301", "127.0.0.1:5302"]));
+        let (token, sent, mut to) = started(&mut f);
+        let mut servers = vec![to.port()];
+        for try_no in 0..4u32 {
+            let a = if try_no == 2 {
+                f.timed_out(token, try_no)
+            } else {
+                f.datagram(token, to, &bare_answer(&sent, Rcode::REFUSED, true))
+            };
+            match a.as_slice() {
+                [Action::Send { to: next, .. }, Action::Arm { try_no: n, .. }] => {
+                    assert_eq!(*n, try_no + 1);
+                    to = *next;
+                    servers.push(to.port());
+                }
+                [Action::Close(_), Action::Reply { bytes, .. }] => {
+                    assert_eq!(try_no, 3, "2 servers x 2 attempts: {servers:?}");
+                    let r = read(bytes);
+                    assert_eq!((r.rcode, r.ra), (Rcode::SERVFAIL, true));
+                    assert_eq!(r.opt, Some(crate::message::OUR_PAYLOAD));
+                }
+                other => panic!("{try_no}: {other:?}"),
+            }
+        }
+        assert_eq!(servers, [5301, 5302, 5301, 5302]);
+        assert_eq!(f.pending(), 0);
+    }
+
+    /// Any other code is final (glibc relays it) but goes to the client as SERVFAIL, as
+    /// twistd's does: a FORMERR says our query was malformed, not the client's. A TCP
+    /// answer (after TC) that refuses is SERVFAIL too. NXDOMAIN is an answer, relayed.
+    #[test]
+    fn other_codes_are_final_and_servfail_but_nxdomain_is_relayed() {
+        for (rcode, want) in [
+            (Rcode::FORMERR, Rcode::SERVFAIL),
+            (Rcode::YXDOMAIN, Rcode::SERVFAIL),
+            (Rcode::NXDOMAIN, Rcode::NXDOMAIN),
+        ] {
+            let mut f = Forwarder::new(conf(&["127.0.0.1:5301", "127.0.0.1:5302"]));
+            let (token, sent, to) = started(&mut f);
+            let a = f.datagram(token, to, &bare_answer(&sent, rcode, true));
+            let (Action::Close(_), Some(Action::Reply { bytes, .. })) = (&a[0], a.get(1)) else {
+                panic!("{rcode}: {a:?}")
+            };
+            assert_eq!(read(bytes).rcode, want, "{rcode}");
+            assert_eq!(f.pending(), 0);
+        }
+        let mut f = Forwarder::new(conf(&["127.0.0.1:5301"]));
+        let (token, sent, to) = started(&mut f);
+        let mut tc = bare_answer(&sent, Rcode::NOERROR, true);
+        tc[2] |= 0x02;
+        assert!(matches!(
+            f.datagram(token, to, &tc).as_slice(),
+            [Action::Close(_), Action::Connect { .. }]
+        ));
+        let a = f.tcp_answer(token, &bare_answer(&sent, Rcode::REFUSED, true));
+        let [Action::Reply { bytes, .. }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        assert_eq!(read(bytes).rcode, Rcode::SERVFAIL);
     }
 
     #[test]

@@ -233,7 +233,10 @@ pub(crate) fn forward_once(
     tcp: bool,
 ) -> Result<(), String> {
     let mut f = Forwarder::new(conf());
-    let client = Client::Tcp(twistrs_core::testing::conn_id(1));
+    let client = Client::Tcp {
+        conn: twistrs_core::testing::conn_id(1),
+        peer: std::net::Ipv4Addr::LOCALHOST.into(),
+    };
     let a = f.start(req.clone(), client);
     let [Action::OpenUdp { token, .. }] = a.as_slice() else {
         return Err(format!("{a:?}"));

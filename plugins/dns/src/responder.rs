@@ -163,7 +163,8 @@ impl Responder {
             }
         };
         let reply = self.answer(&q, via, peer);
-        if self.verbose > 0 {
+        // A forwarded question is logged by the server, which knows whether the cache answered.
+        if self.verbose > 0 && !matches!(reply.0, Reply::Forward(_)) {
             self.log(&q, peer, &reply.0);
         }
         if let (Some(k), Cached::Yes(bytes)) = (memo_key, &reply.1) {
@@ -185,14 +186,7 @@ impl Responder {
     fn log(&self, q: &Query<'_>, peer: IpAddr, reply: &Reply) {
         let name = Name::from_slice(q.qname).map_or_else(|_| "?".into(), |n| n.to_string());
         let what = match reply {
-            Reply::Send(b) => {
-                let rcode = b.get(3).map_or(0, |f| f & 0xF);
-                let an = b.get(6..8).map_or(0, |c| u16::from_be_bytes([c[0], c[1]]));
-                format!(
-                    "{}, {an} answers",
-                    Rcode::checked_from_int(rcode).unwrap_or(Rcode::SERVFAIL)
-                )
-            }
+            Reply::Send(b) => summary(b),
             Reply::Transfer(m) => format!("a transfer in {} messages", m.len()),
             Reply::Drop => "nothing".into(),
             Reply::Forward(_) => "forwarded".into(),
@@ -311,6 +305,16 @@ impl Responder {
         }
         Reply::Transfer(out)
     }
+}
+
+/// An answer as a log line tells it: `NOERROR, 2 answers`.
+pub(crate) fn summary(b: &[u8]) -> String {
+    let rcode = b.get(3).map_or(0, |f| f & 0xF);
+    let an = b.get(6..8).map_or(0, |c| u16::from_be_bytes([c[0], c[1]]));
+    format!(
+        "{}, {an} answers",
+        Rcode::checked_from_int(rcode).unwrap_or(Rcode::SERVFAIL)
+    )
 }
 
 /// Whether an answer may be remembered for the next identical query.

@@ -9,11 +9,13 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
+use domain::base::Name;
+use domain::base::iana::Rtype;
 use twistrs_core::line::InputBuffer;
 use twistrs_core::{
     Address, ClientFactory, DatagramProtocol, DatagramTransport, DelayedCall, Factory, Handle,
@@ -345,6 +347,7 @@ impl Server {
                 }
             });
             if let Some(bytes) = hit {
+                self.log_answer(&bytes, client, "from the cache");
                 return self.deliver(client, bytes);
             }
         }
@@ -354,11 +357,18 @@ impl Server {
         }
     }
 
+    /// `-v`: a forwarded question's line, once its answer is known.
+    fn log_answer(&self, bytes: &[u8], client: Client, how: &str) {
+        if self.config.verbose > 0 {
+            log::info!(target: "twistrs.dns", "{}", answer_line(bytes, client.peer(), how));
+        }
+    }
+
     fn deliver(&self, client: Client, bytes: Vec<u8>) {
         let Some(h) = &self.handle else { return };
         match client {
             Client::Udp { port, addr } => h.send_datagram(port, bytes, addr),
-            Client::Tcp(conn) => h.notify(conn, Box::new(Answer(bytes))),
+            Client::Tcp { conn, .. } => h.notify(conn, Box::new(Answer(bytes))),
         }
     }
 
@@ -422,6 +432,7 @@ impl Server {
                         m.forwarded.inc();
                         m.rcode(&bytes);
                     });
+                    self.log_answer(&bytes, client, "forwarded");
                     self.deliver(client, bytes)
                 }
                 Action::Keep { req, answer } => {
@@ -537,6 +548,26 @@ impl Server {
             old.cancel();
         }
     }
+}
+
+/// The log line of a forwarded question (`how`: `from the cache`, or `forwarded` when the
+/// upstream answered or every try failed), as the responder's lines for the zones' answers
+/// give it: `NAME TYPE from PEER: HOW, RCODE, N answers`. The name and type are the
+/// answer's question, which is the client's.
+fn answer_line(bytes: &[u8], peer: IpAddr, how: &str) -> String {
+    let n = crate::name::name_len(bytes, 12).unwrap_or(0);
+    let name = bytes
+        .get(12..12 + n)
+        .and_then(|n| Name::from_slice(n).ok())
+        .map_or_else(|| "?".into(), |n| n.to_string());
+    let qtype = bytes
+        .get(12 + n..12 + n + 2)
+        .map_or(0, |t| u16::from_be_bytes([t[0], t[1]]));
+    format!(
+        "{name} {} from {peer}: {how}, {}",
+        Rtype::from_int(qtype),
+        crate::responder::summary(bytes)
+    )
 }
 
 /// A forwarded answer for a TCP client, through `Handle::notify`.
@@ -687,10 +718,15 @@ impl DnsStream {
                 }
                 Frame::Message(m) => {
                     self.cancel_partial();
-                    match s
-                        .borrow_mut()
-                        .query(&m, Via::Tcp, peer, Client::Tcp(t.id()))
-                    {
+                    match s.borrow_mut().query(
+                        &m,
+                        Via::Tcp,
+                        peer,
+                        Client::Tcp {
+                            conn: t.id(),
+                            peer: peer.ip(),
+                        },
+                    ) {
                         Some(Reply::Send(b)) => t.write(&stream::frame(&b)),
                         Some(Reply::Transfer(msgs)) => {
                             for m in msgs {
@@ -1007,5 +1043,37 @@ impl Protocol for Xfr {
                 "the connection closed early: {reason}"
             )));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward::tests::{kept_answer, req};
+
+    /// A cache hit's line says so, with the code and count the zones' lines give; the
+    /// server logged every forwarded question `forwarded`, cache hits too, and no code.
+    #[test]
+    fn a_forwarded_answer_is_logged_with_its_code_and_count() {
+        let r = req("WWW.example.com", Rtype::A);
+        let hit = kept_answer(&r).relay(&r, 10);
+        let peer = IpAddr::from([192, 0, 2, 9]);
+        assert_eq!(
+            answer_line(&hit, peer, "from the cache"),
+            "WWW.example.com A from 192.0.2.9: from the cache, NOERROR, 2 answers"
+        );
+        let crate::forward::Action::Reply { bytes, .. } =
+            crate::forward::servfail(crate::forward::tests::client(), &r)
+        else {
+            panic!("a reply")
+        };
+        assert_eq!(
+            answer_line(&bytes, peer, "forwarded"),
+            "WWW.example.com A from 192.0.2.9: forwarded, SERVFAIL, 0 answers"
+        );
+        assert_eq!(
+            answer_line(&[0; 5], peer, "forwarded"),
+            "? TYPE0 from 192.0.2.9: forwarded, NOERROR, 0 answers"
+        );
     }
 }

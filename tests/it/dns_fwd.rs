@@ -1,0 +1,224 @@
+//! The dns plugin's forwarder (`-r`, `--resolv-conf`) and its cache (`-c`) against
+//! upstreams that are twistrs themselves: one with zones, one without (REFUSED), one whose
+//! secondary zone never arrives (SERVFAIL). dig asks; nothing else is needed.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use crate::dns::{Dns, answers, dig, eventually, primary};
+
+/// A forwarder to `servers` in that order (one try each, `timeout` seconds), with `args`.
+fn forwarder(servers: &[u16], timeout: u32, args: &[&str]) -> Dns {
+    let mut conf: String = servers
+        .iter()
+        .map(|p| format!("nameserver 127.0.0.1#{p}\n"))
+        .collect();
+    conf.push_str(&format!("options timeout:{timeout} attempts:1\n"));
+    let mut all = vec!["--resolv-conf", "{dir}/resolv.conf"];
+    all.extend_from_slice(args);
+    Dns::start(&[("resolv.conf", &conf)], &all)
+}
+
+/// A server without zones: REFUSED to every question (logged with -v).
+fn refuser() -> Dns {
+    Dns::start(&[], &["-v"])
+}
+
+/// A server whose only zone, example.com, is a secondary of a closed port: SERVFAIL for
+/// its names, for good.
+fn failer() -> Dns {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port")
+        .port();
+    let spec = format!("127.0.0.1:{closed}/example.com");
+    Dns::start(&[], &["--secondary", &spec, "-v"])
+}
+
+fn status(out: &str) -> &str {
+    out.split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("none")
+}
+
+/// With resolv.conf naming a server that refuses (or fails) before one that answers, the
+/// answer is the second's, as glibc's resolver gets with the same file; when every server
+/// refuses or fails, the client gets SERVFAIL, not an upstream's REFUSED. Before, the
+/// first server's REFUSED or SERVFAIL was relayed and the second never asked.
+#[test]
+fn dns_fwd_a_refusing_or_failing_server_hands_over_to_the_next() {
+    let up = primary();
+    let (refuse, fail) = (refuser(), failer());
+    let www = "www.example.com A from";
+    assert_eq!(status(&refuse.dig(&["www.example.com", "A"])), "REFUSED");
+    assert_eq!(status(&fail.dig(&["www.example.com", "A"])), "SERVFAIL");
+    for (first, code) in [(&refuse, "REFUSED"), (&fail, "SERVFAIL")] {
+        let fwd = forwarder(&[first.port, up.port], 3, &[]);
+        let asked = first.count(www);
+        let out = fwd.dig(&[
+            "+time=8",
+            "+noall",
+            "+comments",
+            "+answer",
+            "www.example.com",
+            "A",
+        ]);
+        assert_eq!(status(&out), "NOERROR", "after a {code}: {out}");
+        assert_eq!(
+            answers(&out),
+            [
+                "www.example.com. 300 IN CNAME web.example.com.",
+                "web.example.com. 300 IN A 192.0.2.3"
+            ]
+        );
+        eventually(
+            "the first server to log the question",
+            Duration::from_secs(5),
+            || first.count(www) > asked,
+        );
+    }
+    // Every server refuses or fails: SERVFAIL (RA set: we do recurse), both asked.
+    let fwd = forwarder(&[refuse.port, fail.port], 3, &[]);
+    let before = (refuse.count(www), fail.count(www));
+    let out = fwd.dig(&["+time=8", "+noall", "+comments", "www.example.com", "A"]);
+    assert_eq!(status(&out), "SERVFAIL", "{out}");
+    assert!(out.contains("flags: qr rd ra"), "{out}");
+    eventually(
+        "both servers to log the question",
+        Duration::from_secs(5),
+        || refuse.count(www) > before.0 && fail.count(www) > before.1,
+    );
+}
+
+const NEG_TEST: &str = "\
+$ORIGIN neg.test.
+$TTL 300
+@ 2 SOA ns h 1 2 3 4 2
+@ NS ns
+ns A 192.0.2.1
+cn2nodata 60 CNAME a
+a TXT \"x\"
+";
+
+const UP_TEST: &str = "\
+$ORIGIN up.test.
+$TTL 300
+@ 300 SOA ns h 1 2 3 4 300
+@ NS ns
+ns A 192.0.2.1
+cn2 2 CNAME nothere
+zero 0 A 192.0.2.7
+";
+
+/// An answer is kept no longer than its shortest TTL, negative ones no longer than the
+/// SOA's too (RFC 2308 5), and a TTL of 0 is not kept: a 60 s CNAME to NODATA whose SOA
+/// says 2 s, and a 2 s CNAME to NXDOMAIN whose SOA says 300 s, are both asked again once
+/// 2 s passed. Before, they were kept 60 s and 300 s, the CNAME served at TTL 0, and a
+/// change upstream hidden meanwhile. Every TTL served from the cache is at least 1.
+#[test]
+fn dns_fwd_the_cache_keeps_an_answer_for_its_shortest_ttl() {
+    let up = Dns::start(
+        &[("neg.test", NEG_TEST), ("up.test", UP_TEST)],
+        &[
+            "--bindzone",
+            "{dir}/neg.test",
+            "--bindzone",
+            "{dir}/up.test",
+            "-v",
+        ],
+    );
+    let fwd = forwarder(&[up.port], 2, &["-c"]);
+    let asked = |name: &str| up.count(&format!("{name} A from"));
+    let nodata = fwd.dig(&[
+        "+noall",
+        "+comments",
+        "+answer",
+        "+authority",
+        "cn2nodata.neg.test",
+        "A",
+    ]);
+    assert_eq!(status(&nodata), "NOERROR", "{nodata}");
+    assert!(
+        nodata.contains("CNAME") && nodata.contains("SOA"),
+        "{nodata}"
+    );
+    let nx = fwd.dig(&[
+        "+noall",
+        "+comments",
+        "+answer",
+        "+authority",
+        "cn2.up.test",
+        "A",
+    ]);
+    assert_eq!(status(&nx), "NXDOMAIN", "{nx}");
+    assert!(nx.contains("CNAME") && nx.contains("SOA"), "{nx}");
+    for _ in 0..2 {
+        fwd.dig(&["zero.up.test", "A"]);
+    }
+    eventually(
+        "the TTL 0 answer asked twice",
+        Duration::from_secs(5),
+        || asked("zero.up.test") == 2,
+    );
+    for name in ["cn2nodata.neg.test", "cn2.up.test"] {
+        assert_eq!(asked(name), 1, "{name}");
+        eventually(
+            &format!("{name} asked again"),
+            Duration::from_secs(10),
+            || {
+                let out = fwd.dig(&["+noall", "+answer", "+authority", name, "A"]);
+                for rr in answers(&out) {
+                    let ttl = rr.split(' ').nth(1).and_then(|t| t.parse::<u32>().ok());
+                    assert!(ttl.is_some_and(|t| t >= 1), "{rr} from the cache");
+                }
+                asked(name) >= 2
+            },
+        );
+    }
+}
+
+/// The client's DO bit comes back in the OPT of a forwarded answer, of the same answer
+/// from the cache and of the forwarder's SERVFAIL (RFC 3225 3); with -v, a cache hit is
+/// logged as one, and a forwarded answer with its code and count, as the zones' are.
+/// Before, the OPT's flags were always empty, and a cache hit was logged `forwarded`.
+#[test]
+fn dns_fwd_the_do_bit_and_the_log_lines_of_cache_hits() {
+    let up = primary();
+    let fwd = forwarder(&[up.port], 2, &["-c", "-v"]);
+    let edns = |out: &str| {
+        out.lines()
+            .find(|l| l.contains("EDNS:"))
+            .unwrap_or("no EDNS line")
+            .to_string()
+    };
+    for round in ["forwarded", "from the cache"] {
+        let out = fwd.dig(&["+dnssec", "+noall", "+comments", "www.example.com", "A"]);
+        assert_eq!(status(&out), "NOERROR", "{round}: {out}");
+        assert!(edns(&out).contains("flags: do;"), "{round}: {}", edns(&out));
+        let line = format!("www.example.com A from 127.0.0.1: {round}, NOERROR, 2 answers");
+        fwd.srv
+            .wait_until(
+                |l| l.iter().any(|x| x.contains(&line)),
+                Duration::from_secs(5),
+            )
+            .unwrap_or_else(|| panic!("{line}: {:?}", fwd.srv.lines()));
+    }
+    assert_eq!(
+        up.count("www.example.com A from"),
+        1,
+        "the second from the cache"
+    );
+    assert_eq!(fwd.count(": forwarded"), 1, "{:?}", fwd.srv.lines());
+    let plain = fwd.dig(&["+noall", "+comments", "www.example.com", "A"]);
+    assert!(edns(&plain).contains("flags:;"), "{}", edns(&plain));
+
+    let refuse = refuser();
+    let dead = forwarder(&[refuse.port], 2, &[]);
+    let out = dig(
+        dead.port,
+        &["+dnssec", "+noall", "+comments", "www.example.com", "A"],
+    );
+    assert_eq!(status(&out), "SERVFAIL", "{out}");
+    assert!(edns(&out).contains("flags: do;"), "{}", edns(&out));
+}
