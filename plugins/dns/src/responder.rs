@@ -15,7 +15,7 @@ use domain::base::iana::{Class, OptRcode, Rcode, Rtype};
 use domain::base::message_builder::{MessageBuilder, StaticCompressor};
 use domain::base::{Name, Ttl};
 
-use crate::lookup::{Found, Store};
+use crate::lookup::{Answer, Found, Rr, Store};
 use crate::message::{self, Edns, Parsed, Query, Shape};
 use crate::name;
 
@@ -155,11 +155,12 @@ impl Responder {
                 flags,
                 rcode,
                 question,
+                edns,
             } => {
                 if self.verbose > 0 {
-                    log::info!(target: "twistrs.dns", "{rcode} to a malformed message from {peer}");
+                    log_error(flags, rcode, question, peer);
                 }
-                return Reply::Send(message::error(id, flags, rcode, question));
+                return Reply::Send(message::error(id, flags, rcode, question, edns));
             }
         };
         let reply = self.answer(&q, via, peer);
@@ -193,7 +194,8 @@ impl Responder {
                     Rcode::checked_from_int(rcode).unwrap_or(Rcode::SERVFAIL)
                 )
             }
-            Reply::Transfer(m) => format!("a transfer in {} messages", m.len()),
+            // Written to the connection's output now; the stream says if it never all left.
+            Reply::Transfer(m) => format!("a transfer of {} messages, sending", m.len()),
             Reply::Drop => "nothing".into(),
             Reply::Forward(_) => "forwarded".into(),
         };
@@ -213,7 +215,8 @@ impl Responder {
             Rtype::OPT => return refuse(OptRcode::FORMERR),
             Rtype::AXFR if via == Via::Udp => return refuse(OptRcode::FORMERR),
             Rtype::AXFR => return (self.transfer(q, peer), Cached::No),
-            Rtype::IXFR | Rtype::MAILA | Rtype::MAILB => return refuse(OptRcode::NOTIMP),
+            Rtype::IXFR => return (self.ixfr(q, via, peer), Cached::No),
+            Rtype::MAILA | Rtype::MAILB => return refuse(OptRcode::NOTIMP),
             _ => {}
         }
         let key = name::key_of(q.qname);
@@ -225,7 +228,10 @@ impl Responder {
             Via::Tcp => u16::MAX as usize,
         };
         match self.store.lookup(&key, &qname, q.qtype) {
-            Found::Answer(ans) => {
+            Found::Answer(mut ans) => {
+                // RFC 6895 3.2: an answer to QCLASS * is not authoritative (this server
+                // holds class IN only), as NSD answers it.
+                ans.aa &= q.qclass != Class::ANY;
                 let bytes = message::answer(q, &ans, Shape { limit, ra });
                 let tc = bytes.get(2).is_some_and(|f| f & 0x02 != 0);
                 let cached = if tc {
@@ -254,8 +260,50 @@ impl Responder {
         }
     }
 
+    /// IXFR (RFC 1995), without a history of changes: a client whose serial (the SOA in its
+    /// authority section) is ours or newer gets our SOA alone, one older the whole zone as
+    /// AXFR sends it (RFC 1995 4), over TCP; over UDP our SOA alone, and the client asks
+    /// again over TCP (RFC 1995 2). BIND and NSD answer so. Who may ask, and NOTAUTH for a
+    /// name that is no zone's apex, as for AXFR; FORMERR without the client's SOA.
+    fn ixfr(&self, q: &Query<'_>, via: Via, peer: IpAddr) -> Reply {
+        let refuse = |rcode| Reply::Send(message::refuse(q, rcode, self.recursion));
+        if !self.axfr.allows(peer) {
+            log::warn!(target: "twistrs.dns", "Zone transfer refused to {peer}");
+            return refuse(OptRcode::REFUSED);
+        }
+        let Some(zone) = self.store.zone_at(&name::key_of(q.qname)) else {
+            return refuse(OptRcode::NOTAUTH);
+        };
+        let (Some(theirs), Some(soa), Some(ours)) = (q.soa_serial, zone.soa(), zone.soa_timers())
+        else {
+            return refuse(OptRcode::FORMERR);
+        };
+        let current = theirs == ours.serial || crate::secondary::serial_newer(theirs, ours.serial);
+        if via == Via::Tcp && !current {
+            return self.transfer(q, peer);
+        }
+        let ans = Answer {
+            aa: true,
+            answer: vec![Rr::of(&zone.apex, soa)],
+            ..Answer::default()
+        };
+        let limit = match via {
+            Via::Udp => q.udp_limit(),
+            Via::Tcp => u16::MAX as usize,
+        };
+        Reply::Send(message::answer(
+            q,
+            &ans,
+            Shape {
+                limit,
+                ra: self.recursion,
+            },
+        ))
+    }
+
     /// AXFR (RFC 5936): the zone's SOA, every record, the SOA again, in messages of up to
     /// 16 KiB; refused to clients not allowed, NOTAUTH for a name that is no zone's apex.
+    /// An IXFR answered whole is the same, its question IXFR.
     fn transfer(&self, q: &Query<'_>, peer: IpAddr) -> Reply {
         if !self.axfr.allows(peer) {
             log::warn!(target: "twistrs.dns", "Zone transfer refused to {peer}");
@@ -290,7 +338,7 @@ impl Responder {
             if out.is_empty()
                 && let Ok(n) = Name::from_slice(q.qname)
             {
-                let _ = qb.push((n, Rtype::AXFR, Class::IN));
+                let _ = qb.push((n, q.qtype, Class::IN));
             }
             let mut ab = qb.answer();
             let first = i;
@@ -310,6 +358,23 @@ impl Responder {
             out.push(ab.finish().into_target());
         }
         Reply::Transfer(out)
+    }
+}
+
+/// The `-v` line of an error answer to a message that is no query we answer: a NOTIFY
+/// (RFC 1996) is well formed, and only not acted on (a secondary here refreshes on the SOA's
+/// timers), as are the other opcodes.
+fn log_error(flags: u16, rcode: Rcode, question: Option<&[u8]>, peer: IpAddr) {
+    let opcode = domain::base::iana::Opcode::from_int(((flags >> 11) & 0xF) as u8);
+    let zone = question
+        .and_then(|q| Name::from_slice(&q[..name::name_len(q, 0)?]).ok())
+        .map_or_else(|| "?".into(), |n| n.to_string());
+    match opcode {
+        domain::base::iana::Opcode::NOTIFY => log::info!(target: "twistrs.dns",
+            "NOTIFY for {zone} from {peer}: not acted on (NOTIMP)"),
+        domain::base::iana::Opcode::QUERY => log::info!(target: "twistrs.dns",
+            "{rcode} to a malformed message from {peer}"),
+        op => log::info!(target: "twistrs.dns", "Opcode {op} for {zone} from {peer}: {rcode}"),
     }
 }
 
