@@ -45,16 +45,16 @@ fn zone_text(serial: u32, extra: &str) -> String {
 
 /// A dns server on 127.0.0.1 (UDP and TCP on one port picked at start), with its files in
 /// a directory of the test's.
-struct Dns {
-    srv: Server,
+pub(crate) struct Dns {
+    pub(crate) srv: Server,
     dir: tempfile::TempDir,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Dns {
     /// `twistrs dns -p 0 -i 127.0.0.1 ARGS`; `files` are written to the test's directory
     /// first, and `{dir}` in an argument names it.
-    fn start(files: &[(&str, &str)], args: &[&str]) -> Dns {
+    pub(crate) fn start(files: &[(&str, &str)], args: &[&str]) -> Dns {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
@@ -70,12 +70,12 @@ impl Dns {
         Dns { srv, dir, port }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// `dig @127.0.0.1 -p PORT ARGS` (one try, two seconds).
-    fn dig(&self, args: &[&str]) -> String {
+    pub(crate) fn dig(&self, args: &[&str]) -> String {
         dig(self.port, args)
     }
 
@@ -111,7 +111,7 @@ fn dig(port: u16, args: &[&str]) -> String {
 }
 
 /// The answer section of `dig +noall +answer`, one record per line, spaces normalised.
-fn answers(out: &str) -> Vec<String> {
+pub(crate) fn answers(out: &str) -> Vec<String> {
     out.lines()
         .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
@@ -430,7 +430,7 @@ print("axfr over udp", dns.rcode.to_text(r.rcode()))
 }
 
 /// A raw UDP exchange: the answer, or `None` after `wait`.
-fn raw_udp(port: u16, msg: &[u8], wait: Duration) -> Option<Vec<u8>> {
+pub(crate) fn raw_udp(port: u16, msg: &[u8], wait: Duration) -> Option<Vec<u8>> {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(wait)).unwrap();
     s.send_to(msg, ("127.0.0.1", port)).unwrap();
@@ -1369,7 +1369,7 @@ fn fake_primary(mode: &str) -> FakePrimary {
 }
 
 /// The secondary's log line that `want` (a part of it) shows up in, within `secs`.
-fn wait_log(d: &Dns, want: &str, secs: u64) {
+pub(crate) fn wait_log(d: &Dns, want: &str, secs: u64) {
     d.srv
         .wait_until(
             |l| l.iter().any(|x| x.contains(want)),

@@ -4,6 +4,7 @@ mod check;
 mod cli;
 mod daemon;
 mod dns;
+mod dns_answer;
 mod inetd;
 mod interleave;
 mod lifecycle;
