@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use domain::base::iana::{Class, OptRcode, Rcode, Rtype};
+use domain::base::iana::{Class, Opcode, OptRcode, Rcode, Rtype};
 use domain::base::message_builder::{MessageBuilder, StaticCompressor};
 use domain::base::{Name, Ttl};
 
@@ -158,7 +158,7 @@ impl Responder {
                 edns,
             } => {
                 if self.verbose > 0 {
-                    log_error(flags, rcode, question, peer);
+                    log::info!(target: "twistrs.dns", "{}", error_line(flags, rcode, question, peer));
                 }
                 return Reply::Send(message::error(id, flags, rcode, question, edns));
             }
@@ -364,17 +364,15 @@ impl Responder {
 /// The `-v` line of an error answer to a message that is no query we answer: a NOTIFY
 /// (RFC 1996) is well formed, and only not acted on (a secondary here refreshes on the SOA's
 /// timers), as are the other opcodes.
-fn log_error(flags: u16, rcode: Rcode, question: Option<&[u8]>, peer: IpAddr) {
-    let opcode = domain::base::iana::Opcode::from_int(((flags >> 11) & 0xF) as u8);
+fn error_line(flags: u16, rcode: Rcode, question: Option<&[u8]>, peer: IpAddr) -> String {
+    let opcode = Opcode::from_int(((flags >> 11) & 0xF) as u8);
     let zone = question
-        .and_then(|q| Name::from_slice(&q[..name::name_len(q, 0)?]).ok())
+        .and_then(|q| Name::from_slice(q.get(..name::name_len(q, 0)?)?).ok())
         .map_or_else(|| "?".into(), |n| n.to_string());
     match opcode {
-        domain::base::iana::Opcode::NOTIFY => log::info!(target: "twistrs.dns",
-            "NOTIFY for {zone} from {peer}: not acted on (NOTIMP)"),
-        domain::base::iana::Opcode::QUERY => log::info!(target: "twistrs.dns",
-            "{rcode} to a malformed message from {peer}"),
-        op => log::info!(target: "twistrs.dns", "Opcode {op} for {zone} from {peer}: {rcode}"),
+        Opcode::NOTIFY => format!("NOTIFY for {zone} from {peer}: not acted on (NOTIMP)"),
+        Opcode::QUERY => format!("{rcode} to a malformed message from {peer}"),
+        op => format!("Opcode {op} for {zone} from {peer}: {rcode}"),
     }
 }
 
@@ -397,4 +395,31 @@ fn memo_key(msg: &[u8], via: Via) -> Option<Box<[u8]>> {
     k.extend(msg[12..12 + n].iter().map(u8::to_ascii_lowercase));
     k.extend_from_slice(&msg[12 + n..]);
     Some(k.into_boxed_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notify_is_logged_as_a_notify_not_as_malformed() {
+        let peer = IpAddr::from([127, 0, 0, 1]);
+        let q = b"\x07example\x03com\x00\x00\x06\x00\x01";
+        assert_eq!(
+            error_line(0x2400, Rcode::NOTIMP, Some(q), peer),
+            "NOTIFY for example.com from 127.0.0.1: not acted on (NOTIMP)"
+        );
+        assert_eq!(
+            error_line(0x0800, Rcode::NOTIMP, Some(q), peer),
+            "Opcode IQUERY(1) for example.com from 127.0.0.1: NOTIMP"
+        );
+        assert_eq!(
+            error_line(0x0000, Rcode::FORMERR, None, peer),
+            "FORMERR to a malformed message from 127.0.0.1"
+        );
+        assert_eq!(
+            error_line(0x2800, Rcode::NOTIMP, Some(b"\x07exa"), peer),
+            "Opcode UPDATE(5) for ? from 127.0.0.1: NOTIMP"
+        );
+    }
 }
