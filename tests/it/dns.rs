@@ -430,7 +430,7 @@ print("axfr over udp", dns.rcode.to_text(r.rcode()))
 }
 
 /// A raw UDP exchange: the answer, or `None` after `wait`.
-fn raw_udp(port: u16, msg: &[u8], wait: Duration) -> Option<Vec<u8>> {
+pub(crate) fn raw_udp(port: u16, msg: &[u8], wait: Duration) -> Option<Vec<u8>> {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(wait)).unwrap();
     s.send_to(msg, ("127.0.0.1", port)).unwrap();

@@ -4,6 +4,7 @@ mod check;
 mod cli;
 mod daemon;
 mod dns;
+mod dns_answer;
 mod dns_fwd;
 mod dns_zone;
 mod inetd;

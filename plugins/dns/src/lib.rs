@@ -5,6 +5,8 @@
 //! sans-IO (bytes in, bytes out: `responder`, `forward`, `secondary`) and unit-tested
 //! without sockets; `server` runs it on the reactor.
 
+#[cfg(test)]
+mod answer_tests;
 pub mod bindsyntax;
 pub mod cache;
 pub mod forward;

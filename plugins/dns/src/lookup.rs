@@ -1,6 +1,8 @@
 //! Authoritative answers as a pure function of (the zones, the question): RFC 1034 4.3.2
-//! with RFC 4592's wildcards, RFC 2308's negative answers and RFC 6604's CNAME chains.
+//! with RFC 4592's wildcards, RFC 2308's negative answers, RFC 6604's CNAME chains and
+//! RFC 6672's DNAME substitution.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
@@ -11,26 +13,28 @@ use crate::hosts::Hosts;
 use crate::name::{self, Dname};
 use crate::zone::{Data, Node, Rrset, Zone};
 
-/// CNAMEs followed at most in one answer (BIND follows 16; loops end here).
+/// CNAMEs (and DNAMEs) followed at most in one answer (BIND follows 16). A loop ends
+/// sooner, at the first name met twice.
 const MAX_CHAIN: usize = 8;
 
 /// One record set in an answer, under the owner it is answered with (a wildcard's records
-/// carry the name asked for).
+/// carry the name asked for). The data is the zone's, or owned for a CNAME synthesised from
+/// a DNAME.
 #[derive(Clone, Debug)]
 pub struct Rr<'a> {
     pub owner: Dname,
     pub ttl: u32,
     pub rtype: Rtype,
-    pub data: &'a [Data],
+    pub data: Cow<'a, [Data]>,
 }
 
 impl<'a> Rr<'a> {
-    fn of(owner: &Dname, set: &'a Rrset) -> Rr<'a> {
+    pub(crate) fn of(owner: &Dname, set: &'a Rrset) -> Rr<'a> {
         Rr {
             owner: owner.clone(),
             ttl: set.ttl,
             rtype: set.rtype,
-            data: &set.data,
+            data: Cow::Borrowed(&set.data),
         }
     }
 }
@@ -158,20 +162,43 @@ pub fn authoritative<'z>(zone: &'z Zone, key: &[u8], qname: &Dname, qtype: Rtype
     };
     let mut key = key.to_vec();
     let mut owner = qname.clone();
+    // The names looked up so far: a CNAME (or DNAME) loop ends at the first name met again,
+    // each of its records once. The answer stays NOERROR, as NSD's: it is the zone's data,
+    // whole, and a resolver sees the loop in it; BIND's SERVFAIL would say the server is
+    // broken, and send resolvers to the other servers of the zone for the same data.
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
     for _ in 0..MAX_CHAIN {
+        seen.insert(key.clone());
         match step(zone, &key, &owner, qtype, &mut ans) {
-            Some(target) if name::is_within(&name::key(&target), zone.apex_key()) => {
-                key = name::key(&target).into_vec();
+            Some(target) => {
+                let k = name::key(&target).into_vec();
+                if !name::is_within(&k, zone.apex_key()) || seen.contains(&k) {
+                    break;
+                }
+                key = k;
                 owner = target;
             }
-            _ => break,
+            None => break,
         }
     }
     add_addresses(zone, &mut ans);
     ans
 }
 
-/// One name of a chain: adds what it has to `ans`; returns a CNAME's target to follow.
+/// Adds a set to the answer section unless it is there already (a chain through one DNAME
+/// twice): RFC 2181 5 sends an RRset once.
+fn push_answer<'z>(ans: &mut Answer<'z>, rr: Rr<'z>) {
+    let dup = ans
+        .answer
+        .iter()
+        .any(|r| r.rtype == rr.rtype && name::key(&r.owner) == name::key(&rr.owner));
+    if !dup {
+        ans.answer.push(rr);
+    }
+}
+
+/// One name of a chain: adds what it has to `ans`; returns a CNAME's target to follow (a
+/// DNAME's synthesised one included).
 fn step<'z>(
     zone: &'z Zone,
     key: &[u8],
@@ -186,6 +213,12 @@ fn step<'z>(
         .collect();
     below.reverse();
     let mut encloser = zone.apex_key();
+    if key != encloser
+        && let Some(node) = zone.node(encloser)
+        && let Some(dname) = node.get(Rtype::DNAME)
+    {
+        return substitute(node, dname, key, qname, ans);
+    }
     for s in below {
         let Some(node) = zone.node(s) else {
             return wildcard(zone, encloser, qname, qtype, ans);
@@ -196,11 +229,58 @@ fn step<'z>(
             referral(zone, node, ns, ans);
             return None;
         }
+        if s != key
+            && let Some(dname) = node.get(Rtype::DNAME)
+        {
+            // RFC 6672 3.2: names below a DNAME are rewritten, whatever lies below it.
+            return substitute(node, dname, key, qname, ans);
+        }
         encloser = s;
     }
     let node = zone.node(key)?;
     let owner = node.name.clone();
     answer_from(zone, node, &owner, qtype, ans)
+}
+
+/// RFC 6672 3.2: `qname`, below the DNAME at `node`, has the DNAME's owner replaced by its
+/// target. The answer gets the DNAME and a CNAME from `qname` to the new name (with the
+/// DNAME's TTL), and the new name is followed as a CNAME's target; a new name over 255
+/// bytes is YXDOMAIN, with the DNAME alone.
+fn substitute<'z>(
+    node: &'z Node,
+    dname: &'z Rrset,
+    key: &[u8],
+    qname: &Dname,
+    ans: &mut Answer<'z>,
+) -> Option<Dname> {
+    push_answer(ans, Rr::of(&node.name, dname));
+    let Some(ZoneRecordData::Dname(d)) = dname.data.first() else {
+        return None;
+    };
+    // The labels of `qname` above the DNAME's owner, as the client wrote them.
+    let prefix = key.len().checked_sub(name::key(&node.name).len())?;
+    let mut wire = qname.as_slice().get(..prefix)?.to_vec();
+    wire.extend_from_slice(d.dname().as_slice());
+    let target = match Dname::from_octets(bytes::Bytes::from(wire)) {
+        Ok(t) if t.as_slice().len() <= name::MAX_NAME => t,
+        _ => {
+            ans.rcode = Rcode::YXDOMAIN;
+            return None;
+        }
+    };
+    ans.rcode = Rcode::NOERROR;
+    push_answer(
+        ans,
+        Rr {
+            owner: qname.clone(),
+            ttl: dname.ttl,
+            rtype: Rtype::CNAME,
+            data: Cow::Owned(vec![ZoneRecordData::Cname(domain::rdata::Cname::new(
+                target.clone(),
+            ))]),
+        },
+    );
+    Some(target)
 }
 
 /// The records of `node` for `qtype`, under `owner`; a CNAME's target to follow.
@@ -213,12 +293,13 @@ fn answer_from<'z>(
 ) -> Option<Dname> {
     ans.rcode = Rcode::NOERROR;
     if qtype == Rtype::ANY {
-        ans.answer
-            .extend(node.rrsets.iter().map(|s| Rr::of(owner, s)));
+        for s in &node.rrsets {
+            push_answer(ans, Rr::of(owner, s));
+        }
     } else if let Some(set) = node.get(qtype) {
-        ans.answer.push(Rr::of(owner, set));
+        push_answer(ans, Rr::of(owner, set));
     } else if let Some(set) = node.get(Rtype::CNAME) {
-        ans.answer.push(Rr::of(owner, set));
+        push_answer(ans, Rr::of(owner, set));
         if let Some(ZoneRecordData::Cname(c)) = set.data.first() {
             return Some(c.cname().clone());
         }
@@ -283,25 +364,25 @@ fn referral<'z>(zone: &'z Zone, cut: &'z Node, ns: &'z Rrset, ans: &mut Answer<'
 
 /// Addresses of the MX, NS and SRV targets answered (RFC 1034 4.3.2 step 6), from this zone.
 fn add_addresses<'z>(zone: &'z Zone, ans: &mut Answer<'z>) {
-    let mut targets: Vec<&Dname> = Vec::new();
+    let mut targets: Vec<Dname> = Vec::new();
     let sets = ans.answer.iter().chain(ans.authority.iter());
     for rr in sets.filter(|r| matches!(r.rtype, Rtype::MX | Rtype::NS | Rtype::SRV)) {
         if rr.rtype == Rtype::NS && ans.required_glue > 0 {
             continue; // a referral's glue is already there
         }
-        for d in rr.data {
+        for d in rr.data.iter() {
             let t = match d {
                 ZoneRecordData::Mx(m) => m.exchange(),
                 ZoneRecordData::Ns(n) => n.nsdname(),
                 ZoneRecordData::Srv(s) => s.target(),
                 _ => continue,
             };
-            if !targets.contains(&t) {
-                targets.push(t);
+            if !targets.contains(t) {
+                targets.push(t.clone());
             }
         }
     }
-    for t in targets {
+    for t in &targets {
         let k = name::key(t);
         if !name::is_within(&k, zone.apex_key()) {
             continue;

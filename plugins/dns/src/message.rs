@@ -45,6 +45,9 @@ pub struct Query<'q> {
     pub qtype: Rtype,
     pub qclass: Class,
     pub edns: Option<Edns>,
+    /// The serial of the first SOA in the authority section: the copy an IXFR client has
+    /// (RFC 1995 3).
+    pub soa_serial: Option<u32>,
 }
 
 impl Query<'_> {
@@ -66,12 +69,14 @@ impl Query<'_> {
 #[derive(Debug)]
 pub enum Parsed<'q> {
     Query(Query<'q>),
-    /// Answer with this code: the header (and the question, when one could be read) echoed.
+    /// Answer with this code: the header (and the question, when one could be read) echoed,
+    /// and an OPT if the message had a well-formed one (RFC 6891 7).
     Error {
         id: u16,
         flags: u16,
         rcode: Rcode,
         question: Option<&'q [u8]>,
+        edns: Option<Edns>,
     },
     /// No header to answer, or a response (answering those makes loops): silence.
     Drop,
@@ -107,7 +112,56 @@ pub(crate) fn read_rr(msg: &[u8], at: usize) -> Option<(u16, u16, u32, usize, us
     (end <= msg.len()).then_some((rtype, class, ttl, data, end))
 }
 
+/// The EDNS0 fields of an OPT record's TTL and class.
+fn edns_of(class: u16, ttl: u32) -> Edns {
+    Edns {
+        payload: class,
+        version: (ttl >> 16) as u8,
+        dnssec_ok: ttl & 0x8000 != 0,
+    }
+}
+
+/// The OPT of a message that is no query we answer (a bad question, another opcode), if
+/// its records can be walked to it: the error then carries an OPT, as BIND's does.
+fn find_opt(msg: &[u8], counts: [usize; 4]) -> Option<Edns> {
+    let mut at = 12;
+    for _ in 0..counts[0] {
+        at = skip_name(msg, at)? + 4;
+    }
+    for _ in 0..counts[1] + counts[2] {
+        at = read_rr(msg, at)?.4;
+    }
+    for _ in 0..counts[3] {
+        let (rtype, class, ttl, _, end) = read_rr(msg, at)?;
+        if rtype == Rtype::OPT.to_int() && msg.get(at) == Some(&0) {
+            return Some(edns_of(class, ttl));
+        }
+        at = end;
+    }
+    None
+}
+
+/// True if the OPT's RDATA is a whole number of options (RFC 6891 6.1.2): one whose length
+/// runs past it is a malformed message, FORMERR as BIND and NSD answer.
+fn options_fit(rdata: &[u8]) -> bool {
+    let mut at = 0;
+    while at < rdata.len() {
+        match u16_at(rdata, at + 2) {
+            Some(len) if at + 4 + len as usize <= rdata.len() => at += 4 + len as usize,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// An SOA's serial, in its RDATA at `at` (after the two names).
+fn soa_serial(msg: &[u8], at: usize) -> Option<u32> {
+    let p = skip_name(msg, skip_name(msg, at)?)?;
+    Some(u32::from_be_bytes(msg.get(p..p + 4)?.try_into().ok()?))
+}
+
 /// Reads a query: a header, one question, and in the additional section at most one OPT.
+/// Bytes after the last record are ignored, as BIND and NSD ignore them.
 pub fn parse(msg: &[u8]) -> Parsed<'_> {
     let (Some(id), Some(flags)) = (u16_at(msg, 0), u16_at(msg, 2)) else {
         return Parsed::Drop;
@@ -123,45 +177,56 @@ pub fn parse(msg: &[u8]) -> Parsed<'_> {
         flags,
         rcode,
         question,
+        edns: None,
+    };
+    let err_opt = |rcode, question| Parsed::Error {
+        id,
+        flags,
+        rcode,
+        question,
+        edns: find_opt(msg, [qd, an, ns, ar]),
     };
     let question = match (qd, name::name_len(msg, 12)) {
         (1, Some(n)) if msg.len() >= 12 + n + 4 => Some(&msg[12..12 + n + 4]),
         _ => None,
     };
     if opcode != Opcode::QUERY.to_int() {
-        return err(Rcode::NOTIMP, question);
+        return err_opt(Rcode::NOTIMP, question);
     }
     let Some(q) = question else {
-        return err(Rcode::FORMERR, None);
+        return err_opt(Rcode::FORMERR, None);
     };
     let qlen = q.len() - 4;
     let mut at = 12 + q.len();
-    for _ in 0..an + ns {
+    let mut serial = None;
+    for i in 0..an + ns {
         match read_rr(msg, at) {
-            Some(rr) => at = rr.4,
+            // An OPT belongs in the additional section alone (RFC 6891 6.1.1).
+            Some((rtype, ..)) if rtype == Rtype::OPT.to_int() => {
+                return err(Rcode::FORMERR, Some(q));
+            }
+            Some((rtype, _, _, data, end)) => {
+                if i >= an && serial.is_none() && rtype == Rtype::SOA.to_int() {
+                    serial = soa_serial(msg, data);
+                }
+                at = end;
+            }
             None => return err(Rcode::FORMERR, Some(q)),
         }
     }
     let mut edns = None;
     for _ in 0..ar {
-        let Some((rtype, class, ttl, _, end)) = read_rr(msg, at) else {
+        let Some((rtype, class, ttl, data, end)) = read_rr(msg, at) else {
             return err(Rcode::FORMERR, Some(q));
         };
         if rtype == Rtype::OPT.to_int() {
-            // One OPT, owned by the root (RFC 6891 6.1.1).
-            if edns.is_some() || msg.get(at) != Some(&0) {
+            // One OPT, owned by the root (RFC 6891 6.1.1), its options whole.
+            if edns.is_some() || msg.get(at) != Some(&0) || !options_fit(&msg[data..end]) {
                 return err(Rcode::FORMERR, Some(q));
             }
-            edns = Some(Edns {
-                payload: class,
-                version: (ttl >> 16) as u8,
-                dnssec_ok: ttl & 0x8000 != 0,
-            });
+            edns = Some(edns_of(class, ttl));
         }
         at = end;
-    }
-    if at != msg.len() {
-        return err(Rcode::FORMERR, Some(q));
     }
     Parsed::Query(Query {
         msg,
@@ -173,6 +238,7 @@ pub fn parse(msg: &[u8]) -> Parsed<'_> {
         qtype: Rtype::from_int(u16_at(q, qlen).unwrap_or(0)),
         qclass: Class::from_int(u16_at(q, qlen + 2).unwrap_or(0)),
         edns,
+        soa_serial: serial,
     })
 }
 
@@ -206,10 +272,12 @@ fn start(id: u16, rd: bool, cd: bool, ra: bool, rcode: Rcode, aa: bool) -> Build
     mb
 }
 
-fn push_opt(add: &mut AdditionalBuilder<StaticCompressor<Vec<u8>>>, rcode: OptRcode) {
+/// Our OPT, answering the client's `edns`: its DO bit copied (RFC 3225 3).
+fn push_opt(add: &mut AdditionalBuilder<StaticCompressor<Vec<u8>>>, rcode: OptRcode, edns: Edns) {
     add.as_builder_mut().clear_push_limit();
     let _ = add.opt(|o| {
         o.set_udp_payload_size(OUR_PAYLOAD);
+        o.set_dnssec_ok(edns.dnssec_ok);
         // OptBuilder::set_rcode rewrites the header's code too: only for extended codes
         // (BADVERS), or an NXDOMAIN would leave as NOERROR.
         if rcode.ext() != 0 {
@@ -235,11 +303,11 @@ pub fn answer(q: &Query<'_>, ans: &Answer<'_>, shape: Shape) -> Vec<u8> {
     let mut mb = start(q.id, q.rd, q.cd, shape.ra, rcode, ans.aa);
     mb.set_push_limit(shape.limit.saturating_sub(if opt { OPT_LEN } else { 0 }));
     let Some(qname) = Name::from_slice(q.qname).ok() else {
-        return error(q.id, 0, Rcode::SERVFAIL, None);
+        return error(q.id, 0, Rcode::SERVFAIL, None, None);
     };
     let mut qb = mb.question();
     if qb.push((qname, q.qtype, q.qclass)).is_err() {
-        return error(q.id, 0, Rcode::SERVFAIL, None);
+        return error(q.id, 0, Rcode::SERVFAIL, None, None);
     }
     let mut ab = qb.answer();
     let mut full = ans
@@ -280,22 +348,23 @@ pub fn answer(q: &Query<'_>, ans: &Answer<'_>, shape: Shape) -> Vec<u8> {
         }
     }
     if full {
-        return truncated(q, shape);
+        return truncated(q, shape, ans.rcode, ans.aa);
     }
-    if opt {
-        push_opt(&mut add, OptRcode::NOERROR);
+    if let Some(e) = q.edns {
+        push_opt(&mut add, OptRcode::NOERROR, e);
     }
     add.finish().into_target()
 }
 
-/// Header and question with TC set, and our OPT if the client sent one.
-pub fn truncated(q: &Query<'_>, shape: Shape) -> Vec<u8> {
-    let mut mb = start(q.id, q.rd, q.cd, shape.ra, Rcode::NOERROR, false);
+/// Header and question with TC set, and our OPT if the client sent one. The answer's AA
+/// and rcode stay, as BIND's and NSD's: TC says only that sections were left out.
+fn truncated(q: &Query<'_>, shape: Shape, rcode: Rcode, aa: bool) -> Vec<u8> {
+    let mut mb = start(q.id, q.rd, q.cd, shape.ra, rcode, aa);
     mb.header_mut().set_tc(true);
-    with_question(mb, q.question(), q.edns.is_some(), OptRcode::NOERROR)
+    with_question(mb, q.question(), q.edns, OptRcode::NOERROR)
 }
 
-fn with_question(mb: Builder, question: &[u8], opt: bool, rcode: OptRcode) -> Vec<u8> {
+fn with_question(mb: Builder, question: &[u8], edns: Option<Edns>, rcode: OptRcode) -> Vec<u8> {
     let parsed = name::name_len(question, 0).and_then(|n| {
         let qname = Name::from_slice(&question[..n]).ok()?;
         Some((qname, u16_at(question, n)?, u16_at(question, n + 2)?))
@@ -313,14 +382,21 @@ fn with_question(mb: Builder, question: &[u8], opt: bool, rcode: OptRcode) -> Ve
         }
         None => mb.additional(),
     };
-    if opt {
-        push_opt(&mut add, rcode);
+    if let Some(e) = edns {
+        push_opt(&mut add, rcode, e);
     }
     add.finish().into_target()
 }
 
-/// An error answer: the id, opcode and RD of `flags`, the question if there was one.
-pub fn error(id: u16, flags: u16, rcode: Rcode, question: Option<&[u8]>) -> Vec<u8> {
+/// An error answer: the id, opcode and RD of `flags`, the question if there was one, our
+/// OPT if the message had one.
+pub fn error(
+    id: u16,
+    flags: u16,
+    rcode: Rcode,
+    question: Option<&[u8]>,
+    edns: Option<Edns>,
+) -> Vec<u8> {
     let mut mb = start(
         id,
         flags & 0x0100 != 0,
@@ -331,14 +407,14 @@ pub fn error(id: u16, flags: u16, rcode: Rcode, question: Option<&[u8]>) -> Vec<
     );
     mb.header_mut()
         .set_opcode(Opcode::from_int(((flags >> 11) & 0xF) as u8));
-    with_question(mb, question.unwrap_or(&[]), false, OptRcode::NOERROR)
+    with_question(mb, question.unwrap_or(&[]), edns, OptRcode::NOERROR)
 }
 
 /// An error answer to a parsed query (REFUSED, SERVFAIL, NOTIMP...), with our OPT if the
 /// client sent EDNS0; BADVERS for an EDNS version we do not speak (RFC 6891 6.1.3).
 pub fn refuse(q: &Query<'_>, rcode: OptRcode, ra: bool) -> Vec<u8> {
     let mb = start(q.id, q.rd, q.cd, ra, rcode.rcode(), false);
-    with_question(mb, q.question(), q.edns.is_some(), rcode)
+    with_question(mb, q.question(), q.edns, rcode)
 }
 
 #[cfg(test)]
@@ -394,15 +470,10 @@ mod tests {
                 ..
             }
         ));
+        // Bytes after the last record are ignored, as BIND and NSD ignore them.
         let mut trailing = m.clone();
-        trailing.push(0);
-        assert!(matches!(
-            parse(&trailing),
-            Parsed::Error {
-                rcode: Rcode::FORMERR,
-                ..
-            }
-        ));
+        trailing.extend_from_slice(&[1, 2, 3]);
+        assert!(matches!(parse(&trailing), Parsed::Query(_)));
         let mut two_opt = m.clone();
         two_opt[11] = 2;
         two_opt.extend_from_slice(&[0, 0, 41, 2, 0, 0, 0, 0, 0, 0, 0]);
@@ -418,13 +489,13 @@ mod tests {
     #[test]
     fn errors_echo_the_header_and_question() {
         let m = query("example.com", Rtype::A, None);
-        let e = error(0x1234, 0x0100, Rcode::FORMERR, Some(&m[12..]));
+        let e = error(0x1234, 0x0100, Rcode::FORMERR, Some(&m[12..]), None);
         assert_eq!(&e[..2], &[0x12, 0x34]);
         assert_eq!(e[2], 0x81, "QR and RD");
         assert_eq!(e[3] & 0xF, 1, "FORMERR");
         assert_eq!(&e[4..6], &[0, 1], "the question");
         assert_eq!(&e[12..], &m[12..]);
-        let bare = error(7, 0, Rcode::FORMERR, None);
+        let bare = error(7, 0, Rcode::FORMERR, None, None);
         assert_eq!(bare.len(), 12);
     }
 }

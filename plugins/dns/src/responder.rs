@@ -11,11 +11,11 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use domain::base::iana::{Class, OptRcode, Rcode, Rtype};
+use domain::base::iana::{Class, Opcode, OptRcode, Rcode, Rtype};
 use domain::base::message_builder::{MessageBuilder, StaticCompressor};
 use domain::base::{Name, Ttl};
 
-use crate::lookup::{Found, Store};
+use crate::lookup::{Answer, Found, Rr, Store};
 use crate::message::{self, Edns, Parsed, Query, Shape};
 use crate::name;
 
@@ -155,11 +155,12 @@ impl Responder {
                 flags,
                 rcode,
                 question,
+                edns,
             } => {
                 if self.verbose > 0 {
-                    log::info!(target: "twistrs.dns", "{rcode} to a malformed message from {peer}");
+                    log::info!(target: "twistrs.dns", "{}", error_line(flags, rcode, question, peer));
                 }
-                return Reply::Send(message::error(id, flags, rcode, question));
+                return Reply::Send(message::error(id, flags, rcode, question, edns));
             }
         };
         let reply = self.answer(&q, via, peer);
@@ -187,7 +188,8 @@ impl Responder {
         let name = Name::from_slice(q.qname).map_or_else(|_| "?".into(), |n| n.to_string());
         let what = match reply {
             Reply::Send(b) => summary(b),
-            Reply::Transfer(m) => format!("a transfer in {} messages", m.len()),
+            // Written to the connection's output now; the stream says if it never all left.
+            Reply::Transfer(m) => format!("a transfer of {} messages, sending", m.len()),
             Reply::Drop => "nothing".into(),
             Reply::Forward(_) => "forwarded".into(),
         };
@@ -207,7 +209,8 @@ impl Responder {
             Rtype::OPT => return refuse(OptRcode::FORMERR),
             Rtype::AXFR if via == Via::Udp => return refuse(OptRcode::FORMERR),
             Rtype::AXFR => return (self.transfer(q, peer), Cached::No),
-            Rtype::IXFR | Rtype::MAILA | Rtype::MAILB => return refuse(OptRcode::NOTIMP),
+            Rtype::IXFR => return (self.ixfr(q, via, peer), Cached::No),
+            Rtype::MAILA | Rtype::MAILB => return refuse(OptRcode::NOTIMP),
             _ => {}
         }
         let key = name::key_of(q.qname);
@@ -219,7 +222,10 @@ impl Responder {
             Via::Tcp => u16::MAX as usize,
         };
         match self.store.lookup(&key, &qname, q.qtype) {
-            Found::Answer(ans) => {
+            Found::Answer(mut ans) => {
+                // RFC 6895 3.2: an answer to QCLASS * is not authoritative (this server
+                // holds class IN only), as NSD answers it.
+                ans.aa &= q.qclass != Class::ANY;
                 let bytes = message::answer(q, &ans, Shape { limit, ra });
                 let tc = bytes.get(2).is_some_and(|f| f & 0x02 != 0);
                 let cached = if tc {
@@ -248,8 +254,50 @@ impl Responder {
         }
     }
 
+    /// IXFR (RFC 1995), without a history of changes: a client whose serial (the SOA in its
+    /// authority section) is ours or newer gets our SOA alone, one older the whole zone as
+    /// AXFR sends it (RFC 1995 4), over TCP; over UDP our SOA alone, and the client asks
+    /// again over TCP (RFC 1995 2). BIND and NSD answer so. Who may ask, and NOTAUTH for a
+    /// name that is no zone's apex, as for AXFR; FORMERR without the client's SOA.
+    fn ixfr(&self, q: &Query<'_>, via: Via, peer: IpAddr) -> Reply {
+        let refuse = |rcode| Reply::Send(message::refuse(q, rcode, self.recursion));
+        if !self.axfr.allows(peer) {
+            log::warn!(target: "twistrs.dns", "Zone transfer refused to {peer}");
+            return refuse(OptRcode::REFUSED);
+        }
+        let Some(zone) = self.store.zone_at(&name::key_of(q.qname)) else {
+            return refuse(OptRcode::NOTAUTH);
+        };
+        let (Some(theirs), Some(soa), Some(ours)) = (q.soa_serial, zone.soa(), zone.soa_timers())
+        else {
+            return refuse(OptRcode::FORMERR);
+        };
+        let current = theirs == ours.serial || crate::secondary::serial_newer(theirs, ours.serial);
+        if via == Via::Tcp && !current {
+            return self.transfer(q, peer);
+        }
+        let ans = Answer {
+            aa: true,
+            answer: vec![Rr::of(&zone.apex, soa)],
+            ..Answer::default()
+        };
+        let limit = match via {
+            Via::Udp => q.udp_limit(),
+            Via::Tcp => u16::MAX as usize,
+        };
+        Reply::Send(message::answer(
+            q,
+            &ans,
+            Shape {
+                limit,
+                ra: self.recursion,
+            },
+        ))
+    }
+
     /// AXFR (RFC 5936): the zone's SOA, every record, the SOA again, in messages of up to
     /// 16 KiB; refused to clients not allowed, NOTAUTH for a name that is no zone's apex.
+    /// An IXFR answered whole is the same, its question IXFR.
     fn transfer(&self, q: &Query<'_>, peer: IpAddr) -> Reply {
         if !self.axfr.allows(peer) {
             log::warn!(target: "twistrs.dns", "Zone transfer refused to {peer}");
@@ -284,7 +332,7 @@ impl Responder {
             if out.is_empty()
                 && let Ok(n) = Name::from_slice(q.qname)
             {
-                let _ = qb.push((n, Rtype::AXFR, Class::IN));
+                let _ = qb.push((n, q.qtype, Class::IN));
             }
             let mut ab = qb.answer();
             let first = i;
@@ -317,6 +365,21 @@ pub(crate) fn summary(b: &[u8]) -> String {
     )
 }
 
+/// The `-v` line of an error answer to a message that is no query we answer: a NOTIFY
+/// (RFC 1996) is well formed, and only not acted on (a secondary here refreshes on the SOA's
+/// timers), as are the other opcodes.
+fn error_line(flags: u16, rcode: Rcode, question: Option<&[u8]>, peer: IpAddr) -> String {
+    let opcode = Opcode::from_int(((flags >> 11) & 0xF) as u8);
+    let zone = question
+        .and_then(|q| Name::from_slice(q.get(..name::name_len(q, 0)?)?).ok())
+        .map_or_else(|| "?".into(), |n| n.to_string());
+    match opcode {
+        Opcode::NOTIFY => format!("NOTIFY for {zone} from {peer}: not acted on (NOTIMP)"),
+        Opcode::QUERY => format!("{rcode} to a malformed message from {peer}"),
+        op => format!("Opcode {op} for {zone} from {peer}: {rcode}"),
+    }
+}
+
 /// Whether an answer may be remembered for the next identical query.
 enum Cached {
     Yes(Vec<u8>),
@@ -336,4 +399,31 @@ fn memo_key(msg: &[u8], via: Via) -> Option<Box<[u8]>> {
     k.extend(msg[12..12 + n].iter().map(u8::to_ascii_lowercase));
     k.extend_from_slice(&msg[12 + n..]);
     Some(k.into_boxed_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notify_is_logged_as_a_notify_not_as_malformed() {
+        let peer = IpAddr::from([127, 0, 0, 1]);
+        let q = b"\x07example\x03com\x00\x00\x06\x00\x01";
+        assert_eq!(
+            error_line(0x2400, Rcode::NOTIMP, Some(q), peer),
+            "NOTIFY for example.com from 127.0.0.1: not acted on (NOTIMP)"
+        );
+        assert_eq!(
+            error_line(0x0800, Rcode::NOTIMP, Some(q), peer),
+            "Opcode IQUERY(1) for example.com from 127.0.0.1: NOTIMP"
+        );
+        assert_eq!(
+            error_line(0x0000, Rcode::FORMERR, None, peer),
+            "FORMERR to a malformed message from 127.0.0.1"
+        );
+        assert_eq!(
+            error_line(0x2800, Rcode::NOTIMP, Some(b"\x07exa"), peer),
+            "Opcode UPDATE(5) for ? from 127.0.0.1: NOTIMP"
+        );
+    }
 }

@@ -403,7 +403,11 @@ fn edns_versions_and_odd_questions() {
         Rcode::FORMERR,
         "AXFR over UDP"
     );
-    assert_eq!(ask(&mut r, "example.com", Rtype::IXFR).rcode, Rcode::NOTIMP);
+    assert_eq!(
+        ask(&mut r, "example.com", Rtype::IXFR).rcode,
+        Rcode::FORMERR,
+        "IXFR without the client's SOA"
+    );
     let mut ch = query("version.bind", Rtype::TXT, None);
     let l = ch.len();
     ch[l - 1] = 3; // class CH
