@@ -1492,9 +1492,14 @@ fn a_killed_masters_metrics_directory_is_removed_by_the_next_master() {
         "--listen",
         "tcp:0:interface=127.0.0.1",
     ];
-    let first = Master::start(&args);
+    // A TMPDIR of the test's own: a master of another test, started meanwhile, would remove
+    // the dead master's directory in the shared one before our second master could.
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [("TMPDIR", tmp.path().to_str().unwrap())];
+    let first = Master::start_env(&args, &env);
     first.wait_serving(2);
     let left = metrics_dir(&first);
+    assert!(left.starts_with(tmp.path()), "{}", left.display());
     let name = left.file_name().unwrap().to_string_lossy().into_owned();
     assert!(
         name.starts_with(&format!("twistrs-metrics-{}-", first.pid())),
@@ -1508,7 +1513,7 @@ fn a_killed_masters_metrics_directory_is_removed_by_the_next_master() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(left.is_dir(), "nothing removed it yet");
-    let second = Master::start(&args);
+    let second = Master::start_env(&args, &env);
     second.wait_serving(2);
     assert!(!left.exists(), "{} is left", left.display());
     assert!(
