@@ -470,7 +470,8 @@ A segment with "=" is a keyword argument (only the first "=" separates); a backs
 escapes the next character, so IPv6 addresses are written \fBtcp6:80:interface=\e:\e:1\fR.
 .TP
 .B tcp:PORT[:interface=ADDR][:backlog=511]
-TCP over IPv4; all interfaces unless \fBinterface\fR is given. Port 0 picks a free port,
+TCP over IPv4 (over IPv6 if \fBinterface\fR is an IPv6 address, as in twistd); all
+interfaces unless \fBinterface\fR is given. Port 0 picks a free port,
 which the "starting on" log line names. ADDR may be a host name, looked up once at start
 (/etc/hosts, DNS): its first IPv4 address (for \fBtcp6\fR, its first IPv6 address);
 a name that does not resolve stops the start with one line naming the endpoint.

@@ -293,6 +293,12 @@ fn parse_backlog(v: Option<&str>) -> Result<u32, String> {
     }
 }
 
+/// An interface that can only be an IPv6 address (a host name has no colon): what makes
+/// `tcp:`, `ssl:` and `udp:` IPv6 sockets.
+fn ipv6_literal(v: Option<&str>) -> bool {
+    v.is_some_and(|i| i.contains(':'))
+}
+
 fn parse_interface(v: Option<&str>, v6: bool) -> Result<Option<Interface>, String> {
     let v = match v {
         None | Some("") => return Ok(None),
@@ -308,9 +314,7 @@ fn parse_interface(v: Option<&str>, v6: bool) -> Result<Option<Interface>, Strin
     match v.parse::<IpAddr>() {
         Ok(ip @ IpAddr::V4(_)) if !v6 => Ok(Some(Interface::Ip(ip))),
         Ok(ip @ IpAddr::V6(_)) if v6 => Ok(Some(Interface::Ip(ip))),
-        Ok(IpAddr::V6(_)) => Err(format!(
-            "interface '{v}' is an IPv6 address: use tcp6 (and escape colons: \\:)"
-        )),
+        Ok(IpAddr::V6(_)) => Err(format!("interface '{v}' is not an IPv4 address")),
         Ok(IpAddr::V4(_)) => Err(format!("interface '{v}' is not an IPv6 address")),
         Err(_) if is_host_name(v) => Ok(Some(Interface::Name(v.to_string()))),
         Err(_) => Err(format!(
@@ -360,11 +364,14 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     }
     match kind.as_str() {
         "tcp" | "tcp6" => {
-            let v6 = kind == "tcp6";
             let b = bind(&["port", "interface", "backlog"], args)?;
+            let iface = get(&b, "interface");
+            // `tcp:` on an IPv6 address is an IPv6 socket, as Twisted's tcp.Port makes one
+            // for an IPv6 literal (a host name stays IPv4).
+            let v6 = kind == "tcp6" || ipv6_literal(iface);
             Ok(Endpoint::Tcp {
                 port: parse_port(get(&b, "port"))?,
-                interface: parse_interface(get(&b, "interface"), v6)?,
+                interface: parse_interface(iface, v6)?,
                 backlog: parse_backlog(get(&b, "backlog"))?,
                 v6,
                 tls: None,
@@ -391,11 +398,14 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
                 get(&b, "dhParameters"),
                 get(&b, "sslmethod"),
             )?;
+            // As `tcp:`: Twisted's ssl.Port is a tcp.Port.
+            let iface = get(&b, "interface");
+            let v6 = ipv6_literal(iface);
             Ok(Endpoint::Tcp {
                 port: parse_port(get(&b, "port"))?,
-                interface: parse_interface(get(&b, "interface"), false)?,
+                interface: parse_interface(iface, v6)?,
                 backlog: parse_backlog(get(&b, "backlog"))?,
-                v6: false,
+                v6,
                 tls: Some(Box::new(tls)),
             })
         }
@@ -421,7 +431,7 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
         "udp" => {
             let b = bind(&["port", "interface"], args)?;
             let iface = get(&b, "interface");
-            let v6 = iface.is_some_and(|i| i.contains(':'));
+            let v6 = ipv6_literal(iface);
             Ok(Endpoint::Udp {
                 port: parse_port(get(&b, "port"))?,
                 interface: parse_interface(iface, v6)?,
@@ -637,6 +647,34 @@ mod tests {
 
     fn ok(s: &str) -> Endpoint {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    /// As Twisted's tcp.Port (and ssl.Port, one of its kind) does, an IPv6 address makes an
+    /// IPv6 socket of `tcp:` and `ssl:`: twistd's `tcp:80:interface=\:\:` works.
+    #[test]
+    fn tcp_and_ssl_on_an_ipv6_address_are_ipv6_sockets() {
+        for (s, want) in [
+            ("tcp:80:interface=\\:\\:", "::"),
+            ("tcp:80:interface=\\:\\:1", "::1"),
+            ("ssl:443:privateKey=k.pem:interface=fd77\\:\\:1", "fd77::1"),
+        ] {
+            match ok(s) {
+                Endpoint::Tcp {
+                    interface: Some(Interface::Ip(ip)),
+                    v6,
+                    ..
+                } => {
+                    assert!(v6, "{s}");
+                    assert_eq!(ip, want.parse::<IpAddr>().unwrap(), "{s}");
+                }
+                other => panic!("{s}: {other:?}"),
+            }
+        }
+        assert!(
+            ok("tcp:80:interface=\\:\\:1")
+                .to_string()
+                .starts_with("tcp6:80")
+        );
     }
 
     #[test]
@@ -884,7 +922,11 @@ mod tests {
             ("tcp:80:interface=a..b", "nor a host name"),
             ("tcp:80:interface=a..", "nor a host name"),
             ("tcp:80:interface=-a", "nor a host name"),
-            ("tcp:80:interface=\\:\\:1", "use tcp6"),
+            ("tcp6:80:interface=127.0.0.1", "not an IPv6 address"),
+            (
+                "tcp:80:interface=1\\:2",
+                "neither an IP address nor a host name",
+            ),
             ("tcp:80:backlog=0", "backlog must be"),
             ("tcp:80:port=81", "given twice"),
             ("unix:", "socket path is required"),

@@ -220,11 +220,15 @@ fn tcp6_on_loopback() {
         skip("tcp6_on_loopback", "no IPv6 loopback here");
         return;
     }
-    let srv = Server::start(&["echo", "--listen", r"tcp6:0:interface=\:\:1"]);
-    let mut c = connect(std::net::SocketAddr::from((
-        std::net::Ipv6Addr::LOCALHOST,
-        srv.port(),
-    )));
-    send(&mut c, b"six");
-    assert_eq!(read_n(&mut c, 3), b"six");
+    // `tcp:` on an IPv6 address too, as in twistd (Twisted's tcp.Port takes the address's
+    // family).
+    for listen in [r"tcp6:0:interface=\:\:1", r"tcp:0:interface=\:\:1"] {
+        let srv = Server::start(&["echo", "--listen", listen]);
+        let mut c = connect(std::net::SocketAddr::from((
+            std::net::Ipv6Addr::LOCALHOST,
+            srv.port(),
+        )));
+        send(&mut c, b"six");
+        assert_eq!(read_n(&mut c, 3), b"six", "{listen}");
+    }
 }
