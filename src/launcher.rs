@@ -806,8 +806,13 @@ fn serve(
             StopReason::Requested => break Ended::Requested,
         }
     };
-    notify::notify("STOPPING=1");
     let handover = worker_handover || matches!(ended, Ended::HandedOver(_));
+    // After a hand-over the successor is the service (it sent MAINPID= and READY=1): our
+    // STOPPING=1, which systemd takes under NotifyAccess=all, would put the unit into
+    // "stopping" and have it kill the successor at TimeoutStopSec.
+    if !handover {
+        notify::notify("STOPPING=1");
+    }
     if !handover && workers::this_worker().is_none() {
         // A predecessor still draining after it handed over to us serves on no longer.
         upgrade::tell_predecessor();

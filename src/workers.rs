@@ -777,8 +777,11 @@ pub(crate) fn master(
         }
         pool.supervise(false);
     };
-    notify::notify("STOPPING=1");
     let handover = matches!(ended, Ended::HandedOver(_));
+    // Not after a hand-over: the successor is the service now (see the launcher's loop).
+    if !handover {
+        notify::notify("STOPPING=1");
+    }
     if !handover {
         // A predecessor still draining after it handed over to us serves on no longer.
         upgrade::tell_predecessor();

@@ -686,6 +686,67 @@ fn socket_activation_without_fdnames_and_sd_notify() {
     }
 }
 
+/// Under systemd (`Type=notify`, `NotifyAccess=all`, `ExecReload=twistrs restart`) a restart
+/// tells systemd of the successor (`MAINPID=`, `READY=1`), and the predecessor that then
+/// drains says nothing more: a STOPPING=1 from it put the unit into "stopping", and systemd
+/// killed the successor at TimeoutStopSec. The successor's own stop says STOPPING=1.
+#[test]
+fn a_restart_under_sd_notify_says_stopping_only_when_the_service_stops() {
+    for workers in ["1", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let notify_path = dir.path().join("notify.sock");
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let pidfile = dir.path().join("t.pid");
+        let p = pidfile.to_str().unwrap();
+        let mut child = Command::new(BIN)
+            .args(["-n", "--pidfile", p, "--workers", workers])
+            .args(["echo", "--listen", "tcp:0:interface=127.0.0.1"])
+            .env("NOTIFY_SOCKET", &notify_path)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = notify.recv(&mut buf).expect("READY=1 arrives");
+        assert_eq!(&buf[..n], b"READY=1", "--workers {workers}");
+        let (code, out, err) = run_in(dir.path(), &["restart", "--pidfile", p]);
+        assert_eq!(code, 0, "{out} {err}");
+        let new: u32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+        let n = notify.recv(&mut buf).expect("the successor's READY=1");
+        assert_eq!(
+            String::from_utf8_lossy(&buf[..n]),
+            format!("MAINPID={new}\nREADY=1"),
+            "--workers {workers}"
+        );
+        let end = Instant::now() + Duration::from_secs(15);
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < end, "the predecessor drained and left");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Nothing from the predecessor, before or as it left.
+        notify
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        if let Ok(n) = notify.recv(&mut buf) {
+            panic!(
+                "--workers {workers}: after the hand-over: {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+        }
+        notify
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let (code, out, err) = run_in(dir.path(), &["stop", "--pidfile", p]);
+        assert_eq!(code, 0, "{out} {err}");
+        let n = notify.recv(&mut buf).expect("the successor's STOPPING=1");
+        assert_eq!(&buf[..n], b"STOPPING=1", "--workers {workers}");
+    }
+}
+
 /// `-u` naming the user twistrs already runs as is twistd's one-line warning, not an error,
 /// and the start goes on; with `--workers`, said once for all the workers.
 #[test]
