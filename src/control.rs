@@ -43,7 +43,7 @@ pub fn run(name: &str, global: &ArgMatches, sub: &ArgMatches, cmd: &clap::Comman
     let json = name == "status" && sub.try_get_one::<bool>("json").ok().flatten() == Some(&true);
     // With --json, an unknown state is a JSON object too (the message also goes to stderr).
     let unknown = |path: Option<&Path>, e: &str| {
-        eprintln!("twistrs {name}: {e}");
+        say!("twistrs {name}: {e}");
         if json {
             println!("{}", crate::status::not_running(path, "unknown", Some(e)));
         }
@@ -76,7 +76,7 @@ pub fn run(name: &str, global: &ArgMatches, sub: &ArgMatches, cmd: &clap::Comman
         // drain too long for the clock never ends, nor does this wait.
         None => shutdown_timeout_of(pid, cmd)
             .unwrap_or_else(|why| {
-                eprintln!(
+                say!(
                     "twistrs {name}: cannot tell PID {pid}'s --shutdown-timeout ({why}); \
                      assuming the default, {} s: SIGKILL after {} s",
                     SHUTDOWN_TIMEOUT.as_secs(),
@@ -107,7 +107,7 @@ pub fn run(name: &str, global: &ArgMatches, sub: &ArgMatches, cmd: &clap::Comman
                 0
             }
             Err(e) => {
-                eprintln!("twistrs reload: {e}");
+                say!("twistrs reload: {e}");
                 1
             }
         },
@@ -176,7 +176,7 @@ fn not_running(name: &str, path: &Path, left: bool, json: bool) -> i32 {
             0
         }
         _ => {
-            eprintln!(
+            say!(
                 "twistrs {name}: twistrs is not running (pidfile {}); start it with its command line",
                 path.display()
             );
@@ -201,7 +201,7 @@ fn holder_of(name: &str, path: &Path, held: &Held) -> Result<Option<i32>, String
         )),
         Ok(Holder::Named(pid)) => Ok(Some(pid)),
         Ok(Holder::Other(pid)) => {
-            eprintln!(
+            say!(
                 "twistrs {name}: the pidfile {shown} {names}, but PID {pid} holds its lock: \
                  acting on PID {pid}"
             );
@@ -288,22 +288,22 @@ fn stop(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
             // It ended on its own between our look and the signal.
             return not_running("stop", path, false, false);
         }
-        eprintln!("twistrs stop: {e}");
+        say!("twistrs stop: {e}");
         return 1;
     }
     if wait_released(held, timeout) {
         println!("twistrs stopped (PID {pid})");
         return 0;
     }
-    eprintln!("twistrs stop: PID {pid} still running after {timeout:?}; sending SIGKILL");
+    say!("twistrs stop: PID {pid} still running after {timeout:?}; sending SIGKILL");
     if let Err(e) = signal(held, pid, Signal::SIGKILL) {
-        eprintln!("twistrs stop: {e}");
+        say!("twistrs stop: {e}");
     }
     if wait_released(held, Duration::from_secs(5)) {
         println!("twistrs killed (PID {pid})");
         0
     } else {
-        eprintln!(
+        say!(
             "twistrs stop: {} is still locked: PID {pid} did not stop",
             path.display()
         );
@@ -319,7 +319,7 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
         && root != Path::new("/")
         && std::fs::read_link("/proc/self/root").is_ok_and(|own| own != root)
     {
-        eprintln!(
+        say!(
             "twistrs restart: PID {pid} runs chrooted in {}: {}",
             root.display(),
             crate::launcher::CHROOTED_RESTART
@@ -332,7 +332,7 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
     let report = match upgrade::ReportDir::open(path, held) {
         Ok(dir) => Some(dir),
         Err(upgrade::Unverified::Elsewhere) => {
-            eprintln!(
+            say!(
                 "twistrs restart: {} no longer leads to the locked pidfile (a directory on its \
                  path moved or was replaced?): no report file made, only a success can be told",
                 path.display()
@@ -352,7 +352,7 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
     };
     if let Err(e) = signal(held, pid, Signal::SIGUSR2) {
         clean_up();
-        eprintln!("twistrs restart: {e}");
+        say!("twistrs restart: {e}");
         return 1;
     }
     let end = later(Instant::now(), timeout);
@@ -395,14 +395,14 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
                     0
                 }
                 Err(line) => {
-                    eprintln!("{line}");
+                    say!("{line}");
                     1
                 }
             };
         }
         if gone {
             clean_up();
-            eprintln!(
+            say!(
                 "twistrs restart: PID {pid} stopped and no process holds {} now: twistrs is \
                  not running (was it stopped meanwhile?)",
                 path.display()
@@ -415,7 +415,7 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
         std::thread::sleep(Duration::from_millis(20));
     }
     clean_up();
-    eprintln!(
+    say!(
         "twistrs restart: no answer from PID {pid} within {timeout:?} (its log says how the \
          restart went)"
     );

@@ -97,7 +97,7 @@ pub fn daemonize(
             let _ = File::from(r).read_to_string(&mut report);
             let (code, msg) = verdict(&report, log);
             if let Some(m) = msg {
-                eprintln!("twistrs: {m}");
+                say!("twistrs: {m}");
             }
             std::process::exit(code);
         }

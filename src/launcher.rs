@@ -36,7 +36,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
     return_large_buffers();
     let args: Vec<OsString> = args.into_iter().collect();
     if let Err(e) = crate::registry::check_names(&plugins) {
-        eprintln!("twistrs: {e}");
+        say!("twistrs: {e}");
         return EXIT_FAILURE;
     }
     let mut cmd = cli::build_command(&plugins);
@@ -58,13 +58,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
         return 0;
     }
     if let Some((name, why)) = cli::python_only_option(&matches) {
-        eprintln!("twistrs: --{name} {why}; twistrs runs native plugins and does not support it");
+        say!("twistrs: --{name} {why}; twistrs runs native plugins and does not support it");
         return EXIT_FAILURE;
     }
     match matches.subcommand() {
         None => {
-            eprintln!("twistrs: no plugin given\n\n{}", cmd.render_usage());
-            eprintln!("Run 'twistrs --help' for the list of plugins.");
+            say!("twistrs: no plugin given\n\n{}", cmd.render_usage());
+            say!("Run 'twistrs --help' for the list of plugins.");
             return EXIT_FAILURE;
         }
         Some(("completions", sub)) => {
@@ -79,7 +79,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
         }
         // A dry run of `stop` must not stop anything.
         Some((name, _)) if cli::CONTROL.contains(&name) && matches.get_flag("check") => {
-            eprintln!("twistrs: --check checks a start (twistrs --check PLUGIN ...), not '{name}'");
+            say!("twistrs: --check checks a start (twistrs --check PLUGIN ...), not '{name}'");
             return EXIT_FAILURE;
         }
         Some((name, sub)) if cli::CONTROL.contains(&name) => {
@@ -92,7 +92,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
                 return 0;
             }
             Some(Err(msg)) => {
-                eprintln!("twistrs: {msg}");
+                say!("twistrs: {msg}");
                 return EXIT_FAILURE;
             }
             None => {}
@@ -109,7 +109,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>, plugins: Vec<Plugin>) -> i3
             log::logger().flush();
             // A daemon's starter prints it; the daemon's own stderr may still be the same.
             if !status.fail(&msg) {
-                eprintln!("twistrs: {msg}");
+                say!("twistrs: {msg}");
             }
             EXIT_FAILURE
         }
@@ -130,8 +130,8 @@ fn check(m: &ArgMatches, plugins: &[Plugin]) -> i32 {
             0
         }
         Err(msg) => {
-            eprintln!("twistrs: {msg}");
-            eprintln!("twistrs: check failed: a start would fail");
+            say!("twistrs: {msg}");
+            say!("twistrs: check failed: a start would fail");
             EXIT_FAILURE
         }
     }
@@ -1233,7 +1233,7 @@ pub(crate) fn reopen_log() {
                 log::error!(target: LAUNCHER,
                     "Cannot reopen the log file {}: {e}{hint}; still writing to the one opened before.",
                     path.display());
-                eprintln!(
+                say!(
                     "twistrs: cannot reopen the log file {}: {e}",
                     path.display()
                 );

@@ -19,6 +19,23 @@
 
 #![warn(missing_docs)]
 
+/// `eprintln!` in one write(2). Rust's stderr is unbuffered and `eprintln!` writes a line in
+/// pieces (`twistrs: `, the message, the newline), so the lines of workers sharing a stream
+/// (a journal's, a terminal) were cut into one another.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::stderr_line(&format!($($arg)*))
+    };
+}
+
+/// Writes `text` and a newline to stderr at once (see `say!`).
+pub(crate) fn stderr_line(text: &str) {
+    let mut line = String::with_capacity(text.len() + 1);
+    line.push_str(text);
+    line.push('\n');
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+}
+
 pub mod cli;
 pub(crate) mod control;
 pub(crate) mod daemon;

@@ -224,7 +224,7 @@ pub fn init(dest: Destination, rotation: Option<Rotation>) -> io::Result<&'stati
             // syslog(3) drops every line without a word when no daemon listens on /dev/log
             // (a container, say): said once, on stderr, while the start is watched.
             if let Err(e) = syslog_reachable() {
-                eprintln!(
+                say!(
                     "twistrs: --syslog: no syslog daemon answers at /dev/log ({e}): log lines \
                      are lost until one listens there"
                 );

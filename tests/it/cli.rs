@@ -423,3 +423,47 @@ fn an_empty_file_option_of_a_plugin_is_not_given_as_in_twistd() {
     let out = String::from_utf8_lossy(&out.stdout);
     assert!(out.contains("status: REFUSED"), "{out}");
 }
+
+/// An error line on stderr is one write(2): written in pieces (`eprintln!` writes
+/// `twistrs: `, the message and the newline apart), the lines of `--workers` sharing a
+/// journal stream were cut into one another, `twistrs:` an entry of its own.
+#[test]
+fn an_error_line_on_stderr_is_one_write() {
+    let test = "an_error_line_on_stderr_is_one_write";
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace");
+    // 192.0.2.0/24 (TEST-NET-1) is on no interface here: the bind fails.
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-s", "300", "-e", "trace=write", "-o"])
+        .arg(&trace)
+        .arg(crate::support::BIN)
+        .args([
+            "-n",
+            "--pidfile=",
+            "echo",
+            "--listen",
+            "tcp:7:interface=192.0.2.55",
+        ])
+        .output();
+    let Ok(out) = out else {
+        crate::support::skip(test, "no strace");
+        return;
+    };
+    let text = std::fs::read_to_string(&trace).unwrap_or_default();
+    if text.is_empty() {
+        crate::support::skip(test, "strace traced nothing (no ptrace here)");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1));
+    let writes: Vec<&str> = text.lines().filter(|l| l.contains("write(2, ")).collect();
+    assert!(
+        writes.iter().any(
+            |l| l.contains("\"twistrs: Couldn't listen on 192.0.2.55:7") && l.contains("\\n\"")
+        ),
+        "{writes:#?}"
+    );
+    assert!(
+        writes.iter().all(|l| l.contains("twistrs: ")),
+        "a piece of a line: {writes:#?}"
+    );
+}
