@@ -34,7 +34,7 @@ done
 install -m 0644 contrib/debian/logrotate "$stage/etc/logrotate.d/twistrs"
 install -m 0644 contrib/debian/default.example "$stage/usr/share/doc/twistrs/examples/twistrs-web-www"
 printf 'twistrs %s\nLicense: MIT\n' "$version" >"$stage/usr/share/doc/twistrs/copyright"
-install -m 0755 contrib/debian/postinst contrib/debian/postrm "$stage/DEBIAN/"
+install -m 0755 contrib/debian/postinst contrib/debian/prerm contrib/debian/postrm "$stage/DEBIAN/"
 echo /etc/logrotate.d/twistrs >"$stage/DEBIAN/conffiles"
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 cat >"$stage/DEBIAN/control" <<CONTROL

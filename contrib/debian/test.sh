@@ -17,6 +17,7 @@ cleanup() {
     if [ -e "$pidfile" ]; then /usr/bin/twistrs stop --pidfile="$pidfile" --timeout 5 >/dev/null 2>&1 || true; fi
     rm -rf /run/twistrs-web-pkgtest "$work"
     if dpkg -s twistrs >/dev/null 2>&1; then dpkg -P twistrs >/dev/null || true; fi
+    rm -f /etc/systemd/system/multi-user.target.wants/twistrs-web@test-purge.service
 }
 trap cleanup EXIT
 
@@ -72,7 +73,14 @@ grep -q "req=$n " "$log" || fail "the last lines are not in the new file"
 dpkg -r twistrs >/dev/null
 [ ! -e /usr/bin/twistrs ] || fail "/usr/bin/twistrs left after remove"
 [ -e /etc/logrotate.d/twistrs ] || fail "the conffile went at remove (it goes at purge)"
+# An enabled instance's link (systemctl enable makes it; there is no systemd here to ask).
+wants=/etc/systemd/system/multi-user.target.wants
+made_wants=
+[ -d "$wants" ] || { mkdir -p "$wants"; made_wants=1; }
+ln -sf /usr/lib/systemd/system/twistrs-web@.service "$wants/twistrs-web@test-purge.service"
 dpkg -P twistrs >/dev/null
 [ ! -e /etc/logrotate.d/twistrs ] && [ ! -e /var/log/twistrs ] || fail "purge left files"
+[ ! -L "$wants/twistrs-web@test-purge.service" ] || fail "purge left an instance's enablement link"
+[ -z "$made_wants" ] || rmdir "$wants" 2>/dev/null || true
 ! dpkg -s twistrs >/dev/null 2>&1 || fail "still installed"
 echo "contrib/debian/test.sh: ok ($n requests, $got lines across the rotation)"
