@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
@@ -129,6 +130,8 @@ struct State {
     /// While the process starts ([`Logger::start_up`]): the warnings said so far, by
     /// [`warning_id`] (and, in a first worker, those its master said), each said once.
     said: Option<Vec<u64>>,
+    /// stdout or stderr is systemd's journal stream: each line starts with its priority.
+    journal: bool,
 }
 
 /// The process's logger; reachable through [`logger`] for `reopen`.
@@ -252,8 +255,14 @@ pub fn logger() -> Option<&'static Logger> {
 impl Logger {
     /// A logger writing text lines to `sink`, not rotating.
     fn new(sink: Sink) -> Logger {
+        let journal = match &sink {
+            Sink::Stdout(s) => on_journal(s.as_fd()),
+            Sink::Stderr(s) => on_journal(s.as_fd()),
+            _ => false,
+        };
         Logger {
             state: Mutex::new(State {
+                journal,
                 sink,
                 rotation: None,
                 owner: None,
@@ -456,6 +465,33 @@ pub fn system(target: &str, level: Level) -> String {
     }
 }
 
+/// True if `fd` is the stream systemd's journal gave the service (`JOURNAL_STREAM=DEV:INODE`,
+/// systemd.exec(5)). Its lines then start with `<N>`, which journald takes as the line's
+/// priority (sd-daemon(3)): without it every line, errors too, was priority 6 and
+/// `journalctl -p err` showed none. On a terminal or a pipe the prefix would be clutter.
+fn on_journal(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_dev as u64 == dev && st.st_ino as u64 == ino)
+}
+
+/// The syslog priority of a level, as journald reads it from a `<N>` prefix.
+fn priority(level: Level) -> u8 {
+    match level {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
 /// One formatted line; continuation lines are indented with a tab, as twistd does.
 pub fn format_line(stamp: &str, system: &str, text: &str) -> String {
     let mut line = format!("{stamp} [{system}] {}", text.replace('\n', "\n\t"));
@@ -512,6 +548,11 @@ impl Log for Logger {
         };
         let (rotation, owner) = (st.rotation, st.owner);
         let st = &mut *st;
+        let line = if st.journal {
+            format!("<{}>{line}", priority(r.level()))
+        } else {
+            line
+        };
         match &mut st.sink {
             Sink::Stdout(s) => {
                 let _ = s.write_all(line.as_bytes()).and_then(|_| s.flush());

@@ -506,3 +506,53 @@ fn a_fifo_or_a_hard_link_at_the_log_name_fails_the_start_at_once() {
     }
     assert_eq!(std::fs::read_to_string(&other).unwrap(), "another file\n");
 }
+
+/// With -n under systemd, stdout is the journal's stream (`JOURNAL_STREAM` names it): each
+/// line then starts with its syslog priority, `<3>` for an error, which journald reads (so
+/// `journalctl -p err` finds twistrs' errors). On any other stdout, no prefix.
+#[test]
+fn lines_to_the_journal_stream_carry_their_priority() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    for journal in [true, false] {
+        let out = dir.path().join(format!("stdout-{journal}"));
+        let file = std::fs::File::create(&out).unwrap();
+        let md = if journal {
+            file.metadata().unwrap()
+        } else {
+            // The stream of something else: stdout is not the journal's.
+            std::fs::metadata(dir.path()).unwrap()
+        };
+        // 192.0.2.0/24 (TEST-NET-1) is on no interface here: the start fails, logging an error.
+        let status = std::process::Command::new(BIN)
+            .args([
+                "-n",
+                "--pidfile=",
+                "echo",
+                "--listen",
+                "tcp:7:interface=192.0.2.55",
+            ])
+            .env("JOURNAL_STREAM", format!("{}:{}", md.dev(), md.ino()))
+            .current_dir(dir.path())
+            .stdout(file)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(1));
+        let text = std::fs::read_to_string(&out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() >= 3, "{text}");
+        let info = lines.iter().find(|l| l.contains("starting up.")).unwrap();
+        let error = lines
+            .iter()
+            .find(|l| l.contains("Couldn't listen on"))
+            .unwrap();
+        if journal {
+            assert!(info.starts_with("<6>2"), "{info}");
+            assert!(error.starts_with("<3>2"), "{error}");
+            assert!(lines.iter().all(|l| l.starts_with('<')), "{text}");
+        } else {
+            assert!(lines.iter().all(|l| !l.starts_with('<')), "{text}");
+        }
+    }
+}
