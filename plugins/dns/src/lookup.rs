@@ -166,16 +166,17 @@ pub fn authoritative<'z>(zone: &'z Zone, key: &[u8], qname: &Dname, qtype: Rtype
     // each of its records once. The answer stays NOERROR, as NSD's: it is the zone's data,
     // whole, and a resolver sees the loop in it; BIND's SERVFAIL would say the server is
     // broken, and send resolvers to the other servers of the zone for the same data.
-    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    // A list, not a set: a chain is at most MAX_CHAIN long, and an answer without one (the
+    // common case) allocates nothing for it.
+    let mut seen: Vec<Vec<u8>> = Vec::new();
     for _ in 0..MAX_CHAIN {
-        seen.insert(key.clone());
         match step(zone, &key, &owner, qtype, &mut ans) {
             Some(target) => {
                 let k = name::key(&target).into_vec();
-                if !name::is_within(&k, zone.apex_key()) || seen.contains(&k) {
+                if !name::is_within(&k, zone.apex_key()) || k == key || seen.contains(&k) {
                     break;
                 }
-                key = k;
+                seen.push(std::mem::replace(&mut key, k));
                 owner = target;
             }
             None => break,
@@ -213,7 +214,8 @@ fn step<'z>(
         .collect();
     below.reverse();
     let mut encloser = zone.apex_key();
-    if key != encloser
+    if zone.has_dname()
+        && key != encloser
         && let Some(node) = zone.node(encloser)
         && let Some(dname) = node.get(Rtype::DNAME)
     {
@@ -229,7 +231,8 @@ fn step<'z>(
             referral(zone, node, ns, ans);
             return None;
         }
-        if s != key
+        if zone.has_dname()
+            && s != key
             && let Some(dname) = node.get(Rtype::DNAME)
         {
             // RFC 6672 3.2: names below a DNAME are rewritten, whatever lies below it.

@@ -76,6 +76,9 @@ pub struct Zone {
     pub apex: Dname,
     apex_key: Box<[u8]>,
     nodes: HashMap<Box<[u8]>, Node>,
+    /// Some node holds a DNAME: only then does a lookup look for one on its way down (a
+    /// map look-up more per answer, which zones without DNAME need not pay).
+    dnames: bool,
 }
 
 impl Zone {
@@ -94,11 +97,17 @@ impl Zone {
             apex,
             apex_key,
             nodes,
+            dnames: false,
         }
     }
 
     pub fn apex_key(&self) -> &[u8] {
         &self.apex_key
+    }
+
+    /// True if a DNAME was put in the zone.
+    pub fn has_dname(&self) -> bool {
+        self.dnames
     }
 
     /// Adds one record. A second SOA replaces the first; record sets keep the lowest TTL.
@@ -108,6 +117,7 @@ impl Zone {
             return Err(ZoneError::OutOfZone(owner.to_string()));
         }
         let rtype = data.rtype();
+        self.dnames |= rtype == Rtype::DNAME;
         // The owner and every ancestor up to the apex exist, and nothing above the apex: the
         // walk stops at the apex, not at the first node (above the apex there is none).
         let apex = &*self.apex_key;
