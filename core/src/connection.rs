@@ -292,10 +292,23 @@ impl<S: Socket> Conn<S> {
                         return Ok(());
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.took_input(d);
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.read_failed(e)),
             }
+        }
+    }
+
+    /// A read that returned nothing may still have taken bytes from the socket (TLS
+    /// handshake records, an alert, a ticket): the peer is there and sending, which counts as
+    /// activity for the idle timeout (it ran from the accept through a whole handshake
+    /// before) and as progress for a handshake at `--max-connections`.
+    fn took_input(&mut self, d: &Driver<'_>) {
+        if self.socket.took_input() {
+            self.st.last_activity = d.handle.tick();
         }
     }
 
@@ -338,6 +351,7 @@ impl<S: Socket> Conn<S> {
                 }
                 // The read that ends a handshake may bring no plaintext: the loop then asks.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.took_input(d);
                     if self.socket.handshaking() {
                         return Ok(());
                     }

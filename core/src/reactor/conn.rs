@@ -271,6 +271,14 @@ impl Socket for NetSocket {
         }
     }
 
+    fn took_input(&self) -> bool {
+        match self {
+            NetSocket::Tls(t) => t.took_input(),
+            NetSocket::TlsClient(t) => t.took_input(),
+            _ => false,
+        }
+    }
+
     fn start_tls(&mut self, config: Arc<ServerConfig>) -> io::Result<()> {
         match std::mem::replace(self, NetSocket::Swapping) {
             NetSocket::Plain(s) => {
