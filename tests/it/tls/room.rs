@@ -13,7 +13,7 @@ use crate::metrics::{port_of, scrape_until, value};
 const STALLED: usize = 4;
 
 /// What the log says, at most once a minute per listener, when the rule closes one.
-const LOGGED: &str = "closing connections in their TLS handshake for over 1s";
+const LOGGED: &str = "closing connections silent in their TLS handshake for over 1s";
 
 /// A client that times itself from its connect to the echo's return (python's own start-up,
 /// half a second on a loaded machine, left out). It waits up to 15 s for each answer, so
