@@ -392,6 +392,7 @@ impl<P: Protocol + 'static> RelayHarness<P> {
 
     /// Says that the kernel holds `bytes` still to send to `side`'s peer (what a slow reader
     /// has not taken yet), as the idle check sees it.
+    #[cfg(test)]
     pub(crate) fn set_kernel_queue(&mut self, side: Side, bytes: u32) -> &mut Self {
         if let Some(c) = self.conn_of(side) {
             c.socket.kernel = bytes;
