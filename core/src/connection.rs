@@ -95,6 +95,12 @@ pub(crate) struct Driver<'a> {
     pub(crate) high: usize,
     /// Output below this resumes them.
     pub(crate) low: usize,
+    /// A relay's side whose idle check is due: its peer's last activity and the bytes its
+    /// kernel still holds for its own peer (`relay::step_joined` looks, only then: one
+    /// ioctl per check, none on the hot path). A relay is idle only when neither side made
+    /// progress: a destination held back by a slow client reads nothing and sends nothing,
+    /// while the client's socket drains steadily.
+    pub(crate) relay_peer: Option<(crate::timer::Tick, u32)>,
 }
 
 /// What the owner of a connection must do after a drive.
@@ -292,10 +298,23 @@ impl<S: Socket> Conn<S> {
                         return Ok(());
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.took_input(d);
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.read_failed(e)),
             }
+        }
+    }
+
+    /// A read that returned nothing may still have taken bytes from the socket (TLS
+    /// handshake records, an alert, a ticket): the peer is there and sending, which counts as
+    /// activity for the idle timeout (it ran from the accept through a whole handshake
+    /// before) and as progress for a handshake at `--max-connections`.
+    fn took_input(&mut self, d: &Driver<'_>) {
+        if self.socket.took_input() {
+            self.st.last_activity = d.handle.tick();
         }
     }
 
@@ -338,6 +357,7 @@ impl<S: Socket> Conn<S> {
                 }
                 // The read that ends a handshake may bring no plaintext: the loop then asks.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.took_input(d);
                     if self.socket.handshaking() {
                         return Ok(());
                     }
@@ -484,10 +504,19 @@ impl<S: Socket> Conn<S> {
             HANDSHAKE_KEY => After::Settled,
             IDLE_KEY => {
                 let now = d.handle.tick();
+                // A relay's side: the relay's progress is both sides'. Between two looks a
+                // kernel queue only shrinks unless a write (activity) came, so the sum of the
+                // two moves exactly when either does.
+                let peer = d.relay_peer.take();
+                if let Some((at, _)) = peer {
+                    self.st.last_activity = self.st.last_activity.max(at);
+                }
                 if self.st.idle_due(now, d.handle.timers())
-                    && !self
-                        .st
-                        .output_moving(self.socket.queued_out(), now, d.handle.timers())
+                    && !self.st.output_moving(
+                        (self.socket.queued_out()).saturating_add(peer.map_or(0, |(_, q)| q)),
+                        now,
+                        d.handle.timers(),
+                    )
                 {
                     log::info!(target: &self.st.system(), "Timing out idle connection.");
                     self.st.mark_timed_out();

@@ -47,6 +47,14 @@ pub(crate) trait Socket: io::Read {
         false
     }
 
+    /// True if the last read took bytes from the socket though it returned none (TLS:
+    /// handshake records, alerts, a ticket): the peer is sending, which is activity for the
+    /// idle timeout and progress for a handshake. A plain socket returns what it takes, so it
+    /// never has to say.
+    fn took_input(&self) -> bool {
+        false
+    }
+
     /// The bytes of output the kernel still holds for the peer (0 where there is no kernel
     /// socket): what the idle timeout watches leave (`ConnState::output_moving`).
     fn queued_out(&mut self) -> u32 {

@@ -188,8 +188,9 @@ impl SharedOnEnd {
 /// How a relay behaves once joined.
 #[derive(Default)]
 pub struct RelayOptions {
-    /// Each side closes (and with it the relay) after this long without input or output
-    /// progress; `None`: never.
+    /// The relay closes after this long with no progress on either side (bytes read or
+    /// written by either, or leaving either's kernel socket buffer: a slow reader taking
+    /// what was queued); `None`: never.
     pub idle_timeout: Option<Duration>,
     /// Hears what the relay carried when both sides have closed (for the one log line).
     pub on_end: Option<OnEnd>,
@@ -550,8 +551,17 @@ pub(crate) fn step_joined<S: Socket>(
     step: impl FnOnce(&mut Conn<S>, &mut dyn Protocol, &mut Driver<'_>) -> After,
 ) -> (After, bool) {
     let high = d.high;
+    // Only when the side's idle check is due (its deadline is now or past): the peer's
+    // progress counts for it.
+    let now = d.handle.tick();
+    d.relay_peer = side
+        .st
+        .idle_at
+        .filter(|at| *at <= now)
+        .map(|_| (peer.st.last_activity, peer.socket.queued_out()));
     let mut sp = Spliced::new(proto, peer, high);
     let after = step(side, &mut sp, d);
+    d.relay_peer = None;
     (after, sp.peer_dirty)
 }
 

@@ -44,6 +44,8 @@ struct MemorySocket {
     write_shut: bool,
     /// The next read fails with this (a reset by the peer).
     error: Option<io::ErrorKind>,
+    /// What the kernel would still hold to send (`Socket::queued_out`), as a test sets it.
+    kernel: u32,
 }
 
 impl Read for MemorySocket {
@@ -97,6 +99,10 @@ impl Socket for MemorySocket {
         Ok(())
     }
 
+    fn queued_out(&mut self) -> u32 {
+        self.kernel
+    }
+
     /// No real handshake in tests: the connection goes on in plaintext, marked secure.
     fn start_tls(&mut self, _config: std::sync::Arc<rustls::ServerConfig>) -> io::Result<()> {
         self.tls = true;
@@ -146,6 +152,7 @@ impl<P: Protocol + 'static> Harness<P> {
             buf: &mut self.buf,
             high: cfg.high_water,
             low: cfg.low_water,
+            relay_peer: None,
         };
         let mut after = step(&mut self.conn, &mut self.proto, &mut d);
         // Bounded, like the reactor's re-drive loop; a connection never needs this many.

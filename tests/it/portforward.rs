@@ -653,3 +653,72 @@ fn a_connect_timeout_past_any_clock_relays_never_panics() {
         srv.lines()
     );
 }
+
+/// A backend that sends `total` bytes as fast as it is let, then half-closes and reads to
+/// the end.
+pub(crate) fn source(total: usize) -> SocketAddr {
+    backend(move |mut s| {
+        let (mut buf, mut state) = (vec![0u8; 1 << 20], 7u64);
+        let mut sent = 0;
+        while sent < total {
+            fill(&mut buf, &mut state);
+            let n = buf.len().min(total - sent);
+            if s.write_all(&buf[..n]).is_err() {
+                return;
+            }
+            sent += n;
+        }
+        let _ = s.shutdown(Shutdown::Write);
+        let _ = s.read_to_end(&mut Vec::new());
+    })
+}
+
+/// Reads 3 KiB every 100 ms for `slow` (a steady 30 KB/s, far below what the relay is sent,
+/// so the destination is held back by backpressure all along), then the rest at once; the
+/// bytes it got before the end. Bounded: a minute in all.
+pub(crate) fn slow_then_fast(c: &mut impl Read, slow: Duration) -> usize {
+    let start = Instant::now();
+    let mut got = 0;
+    let mut buf = vec![0u8; 3 * 1024];
+    while start.elapsed() < slow {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got += n,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    while start.elapsed() < Duration::from_secs(60) {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got += n,
+        }
+    }
+    got
+}
+
+/// A client that reads slowly but steadily is not idle: with `--timeout 1` and 32 MiB to
+/// carry, the destination is not read for seconds at a time (the client's side holds the
+/// high-water mark) and the relay sends nothing new either, but the client's kernel queue
+/// keeps leaving. Before, the relay was cut after a second or two, and the client saw a
+/// clean end to a truncated stream.
+#[test]
+fn a_slow_but_steady_reader_outlives_the_idle_timeout() {
+    const TOTAL: usize = 32 << 20;
+    let srv = forwarder(&[], source(TOTAL), &["--timeout", "1"]);
+    let mut c = connect(srv.addr());
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let got = slow_then_fast(&mut c, Duration::from_secs(7));
+    assert_eq!(got, TOTAL, "{:?}", srv.lines());
+    drop(c);
+    assert!(
+        srv.wait_until(
+            |l| l.iter().any(|x| x.contains("closed after")),
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "{:?}",
+        srv.lines()
+    );
+    assert_eq!(count(&srv, "idle timeout"), 0, "{:?}", srv.lines());
+}

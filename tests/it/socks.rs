@@ -177,3 +177,31 @@ pub(crate) fn wait_conn_lines(s: &Server, n: usize) -> Vec<String> {
     );
     conn_lines(s)
 }
+
+/// As portforward's: a SOCKS5 relay whose client reads slowly but steadily (the destination
+/// held back by backpressure for seconds at a time) outlives `--timeout 1`; before, it was
+/// cut after a second or two and the client saw a clean end to a truncated stream.
+#[test]
+fn a_slow_but_steady_reader_outlives_the_idle_timeout() {
+    const TOTAL: usize = 32 << 20;
+    let dest = crate::portforward::source(TOTAL);
+    let s = socks(&["--timeout", "1"]);
+    let mut c = proxy(&s);
+    greet5(&mut c);
+    send(&mut c, &request5(1, dest));
+    assert_eq!(reply5(&mut c).0, 0);
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let got = crate::portforward::slow_then_fast(&mut c, Duration::from_secs(7));
+    assert_eq!(got, TOTAL, "{:?}", s.lines());
+    drop(c);
+    assert!(
+        s.wait_until(
+            |l| l.iter().any(|x| x.contains("result=ok")),
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "{:?}",
+        s.lines()
+    );
+    assert!(!s.log_contains("idle timeout"), "{:?}", s.lines());
+}

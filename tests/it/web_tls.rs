@@ -691,3 +691,95 @@ print(got)
         srv.lines()
     );
 }
+
+/// Python's ssl over memory BIOs: the ClientHello sent in `pieces` parts `gap` seconds apart
+/// (so the handshake spreads over longer than `--timeout`, never silent that long), then
+/// the handshake finished, `wait` seconds of silence, and a request for /a.txt. Prints the
+/// status line, or `closed` if the server closed first.
+const SLOW_HANDSHAKE: &str = r#"
+import socket, ssl, sys, time
+port, ca, pieces, gap, wait = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+ctx = ssl.create_default_context(cafile=ca)
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = ctx.wrap_bio(inc, out, server_hostname="localhost")
+s = socket.create_connection(("127.0.0.1", port), timeout=20)
+def gone():
+    print("closed"); sys.exit(0)
+def send(b):
+    try:
+        s.sendall(b)
+    except OSError:
+        gone()
+def recv():
+    try:
+        r = s.recv(65536)
+    except OSError:
+        gone()
+    if not r:
+        gone()
+    inc.write(r)
+try:
+    tls.do_handshake()
+except ssl.SSLWantReadError:
+    pass
+hello = out.read()
+for i in range(pieces):
+    send(hello[i * len(hello) // pieces:(i + 1) * len(hello) // pieces])
+    time.sleep(gap)
+for _ in range(100):
+    try:
+        tls.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        send(out.read())
+        recv()
+    except ssl.SSLError:
+        gone()
+send(out.read())
+time.sleep(wait)
+tls.write(b"GET /a.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+send(out.read())
+got = b""
+for _ in range(100):
+    try:
+        got += tls.read(65536)
+        if b"\r\n" in got:
+            break
+    except ssl.SSLWantReadError:
+        recv()
+    except ssl.SSLError:
+        break
+print(got.split(b"\r\n")[0].decode() if got else "closed")
+"#;
+
+/// The idle `--timeout` counts the TLS handshake's records as activity: a client whose
+/// ClientHello comes in four pieces 0.9 s apart (3.6 s in all, against a 2 s timeout), then
+/// sends its request 1.2 s after its Finished, is served. Before, the timeout ran from the
+/// accept, through the handshake, and closed it without a response.
+#[test]
+fn a_handshake_that_keeps_coming_is_activity_for_the_idle_timeout() {
+    let t = tree();
+    let c = Certs::new();
+    let srv = web(&t, &[&c.ssl()], &["--timeout", "2"]);
+    let port = srv.port().to_string();
+    let (code, out, err) = py(SLOW_HANDSHAKE, &[&port, &c.cert(), "4", "0.9", "1.2"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out).trim(),
+        "HTTP/1.1 200 OK",
+        "{err}"
+    );
+    assert_eq!(
+        srv.lines()
+            .iter()
+            .filter(|l| l.contains("Timing out idle connection"))
+            .count(),
+        0,
+        "{:?}",
+        srv.lines()
+    );
+    // Silence is still idle: a ClientHello that stops half way is closed by the timeout.
+    let (code, out, err) = py(SLOW_HANDSHAKE, &[&port, &c.cert(), "2", "3.0", "0"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "closed", "{err}");
+}

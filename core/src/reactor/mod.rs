@@ -113,11 +113,12 @@ pub(crate) struct FactorySlot {
     /// closes, so a counter never goes back; the same endpoint opened again continues it):
     /// see [`ListenerStats`].
     pub(crate) origins: Vec<stats::Origin>,
-    /// Under a limit only: the connections its TLS listeners accepted, oldest first, with
-    /// when, while they may still be in their handshake (one whose handshake ended or that
-    /// closed is dropped when met), so that at the limit the one stuck longest is found at
-    /// the front (`Reactor::close_stalled_handshake`).
-    pub(crate) handshaking: std::collections::VecDeque<(ConnId, Instant)>,
+    /// Under a limit only: the connections its TLS listeners accepted, while they may still
+    /// be in their handshake (one whose handshake ended or that closed is dropped when met),
+    /// each with the time it was last seen silent from (its accept, or the last bytes it
+    /// sent, as of when it was moved to the back), in that order, so that at the limit the
+    /// one silent longest is found at the front (`Reactor::stalled_handshake`).
+    pub(crate) handshaking: std::collections::VecDeque<(ConnId, crate::timer::Tick)>,
 }
 
 /// What a poll token refers to.

@@ -181,6 +181,7 @@ impl Reactor {
             buf: &mut self.read_buf,
             high: self.cfg.high_water,
             low: self.cfg.low_water,
+            relay_peer: None,
         };
         let mut proto = relay::Joined;
         let (after, peer_dirty) = match peer.as_mut() {
@@ -244,6 +245,7 @@ impl Reactor {
             buf: &mut self.read_buf,
             high: self.cfg.high_water,
             low: self.cfg.low_water,
+            relay_peer: None,
         };
         let fin_carried = c.st.half_closed();
         c.lost(&mut relay::Joined, &mut d, &reason);

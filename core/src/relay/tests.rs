@@ -283,6 +283,63 @@ fn idle_relays_time_out_and_traffic_keeps_them_open() {
     );
 }
 
+/// A relay is idle only when neither side made progress: a destination held back by a
+/// slow client (not read, sending nothing) is not idle while the client's kernel queue
+/// leaves, which its own idle check now sees through its peer; once the reader stops taking
+/// anything for a whole window, both close, by the idle timeout.
+#[test]
+fn a_side_held_back_by_backpressure_is_not_idle_while_its_peer_drains() {
+    let mut h = joined(Forwarder {
+        idle: Some(Duration::from_secs(10)),
+        ..Default::default()
+    });
+    // More than the client takes: its output passes the high-water mark, the destination
+    // is no longer read.
+    h.dest_feed(&vec![7u8; 1 << 20]);
+    assert!(
+        h.read_paused(Side::Dest),
+        "backpressure holds the destination"
+    );
+    let mut queued = 900_000;
+    h.set_kernel_queue(Side::Client, queued);
+    for _ in 0..4 {
+        h.advance(Duration::from_secs(10));
+        assert!(
+            h.lost().is_none() && h.dest_lost().is_none(),
+            "the client's kernel queue is leaving: not idle"
+        );
+        queued -= 100_000;
+        h.set_kernel_queue(Side::Client, queued);
+    }
+    // The reader stops: the same bytes a whole window later.
+    h.advance(Duration::from_secs(10));
+    h.advance(Duration::from_secs(10));
+    assert!(
+        h.lost().is_some() && h.dest_lost().is_some(),
+        "idle: both closed"
+    );
+    let end = h.ended().expect("ended");
+    assert_eq!(end.ending, Ending::Idle(Duration::from_secs(10)), "{end:?}");
+}
+
+/// The same the other way: an upload to a destination that reads slowly holds the client
+/// back, and the destination's kernel queue leaving keeps the client's check from finding
+/// the relay idle.
+#[test]
+fn a_client_held_back_by_a_slow_destination_is_not_idle_either() {
+    let mut h = joined(Forwarder {
+        idle: Some(Duration::from_secs(10)),
+        ..Default::default()
+    });
+    h.feed(&vec![9u8; 1 << 20]);
+    assert!(h.reading_paused(), "backpressure holds the client");
+    h.set_kernel_queue(Side::Dest, 500_000);
+    h.advance(Duration::from_secs(10));
+    h.set_kernel_queue(Side::Dest, 400_000);
+    h.advance(Duration::from_secs(10));
+    assert!(h.lost().is_none() && h.dest_lost().is_none(), "not idle");
+}
+
 #[test]
 fn a_graceful_stop_leaves_relays_to_finish() {
     let mut h = joined(Forwarder::default());

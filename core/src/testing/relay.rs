@@ -120,6 +120,7 @@ impl<P: Protocol + 'static> RelayHarness<P> {
             buf: &mut self.buf,
             high: cfg.high_water,
             low: cfg.low_water,
+            relay_peer: None,
         };
         let (me, proto, peer): (_, &mut dyn Protocol, _) = match (side, self.dest.as_mut()) {
             (Side::Client, dest) => (&mut self.client, &mut self.proto, dest),
@@ -150,6 +151,7 @@ impl<P: Protocol + 'static> RelayHarness<P> {
             buf: &mut self.buf,
             high: cfg.high_water,
             low: cfg.low_water,
+            relay_peer: None,
         };
         let (me, proto): (_, &mut dyn Protocol) = match side {
             Side::Client => (&mut self.client, &mut self.proto),
@@ -386,6 +388,23 @@ impl<P: Protocol + 'static> RelayHarness<P> {
     /// What the destination received and had not taken yet.
     pub fn dest_take_output(&mut self) -> Vec<u8> {
         self.take(Side::Dest)
+    }
+
+    /// Says that the kernel holds `bytes` still to send to `side`'s peer (what a slow reader
+    /// has not taken yet), as the idle check sees it.
+    #[cfg(test)]
+    pub(crate) fn set_kernel_queue(&mut self, side: Side, bytes: u32) -> &mut Self {
+        if let Some(c) = self.conn_of(side) {
+            c.socket.kernel = bytes;
+        }
+        self
+    }
+
+    /// Whether `side` is being read.
+    #[cfg(test)]
+    pub(crate) fn read_paused(&mut self, side: Side) -> bool {
+        self.conn_of(side)
+            .is_some_and(|c| c.st.is(Flag::ReadPaused))
     }
 
     /// Moves the clock and fires what came due: protocol timers and idle timeouts.

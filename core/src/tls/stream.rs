@@ -128,6 +128,8 @@ pub(crate) struct TlsStream<S, C = UnbufferedServerConnection> {
     failed: Option<(io::ErrorKind, String)>,
     /// The last read returned data with the end (close_notify, EOF or an error) behind it.
     ahead: bool,
+    /// The last read took bytes from the socket (`Socket::took_input`).
+    took: bool,
 }
 
 /// What a [`TlsStream::pump`] is for, once rustls has processed the input it has.
@@ -236,6 +238,7 @@ impl<S: Socket, C: Session> TlsStream<S, C> {
             peer_closed: false,
             failed: None,
             ahead: false,
+            took: false,
         }
     }
 
@@ -381,6 +384,7 @@ impl<S: Socket, C: Session> TlsStream<S, C> {
             if n == 0 {
                 return Ok(false);
             }
+            self.took = true;
             let end = kept + n;
             let (used, r) = self.pump(&mut scratch[..end], out, &mut Want::Read);
             let mut rest = mem::take(&mut self.incoming);
@@ -612,6 +616,7 @@ impl<S: Socket, C: Session> Read for TlsStream<S, C> {
     /// Plaintext, as much as fits in `buf` or the socket holds; WouldBlock when none.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.ahead = false;
+        self.took = false;
         if let Some((kind, text)) = &self.failed {
             return Err(io::Error::new(*kind, text.clone()));
         }
@@ -716,6 +721,10 @@ impl<S: Socket, C: Session> Socket for TlsStream<S, C> {
 
     fn pending(&self) -> bool {
         self.out_pos < self.outgoing.len() || (self.closing && !self.shut)
+    }
+
+    fn took_input(&self) -> bool {
+        self.took
     }
 }
 

@@ -295,3 +295,77 @@ fn a_half_close_sent_with_the_finished_message_is_relayed() {
     assert_eq!(field(&out, "got"), Some("hello"), "{out}");
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "{:?}", relay.lines());
 }
+
+/// What [`a_slow_but_steady_tls_reader_outlives_the_idle_timeout`]'s destination sends.
+const SLOW_TOTAL: usize = 32 << 20;
+
+/// Reads 3 KiB every 100 ms for 7 s, then the rest at once (a minute at most); prints the
+/// bytes it got and how the stream ended.
+const SLOW_READER: &str = r#"
+TIMEOUT = 30
+s = connect(sys.argv[1], sys.argv[2], 'localhost')
+got, start, end = 0, time.monotonic(), 'eof'
+try:
+    while time.monotonic() - start < 7:
+        d = s.recv(3072)
+        if not d:
+            break
+        got += len(d)
+        time.sleep(0.1)
+    while time.monotonic() - start < 60:
+        d = s.recv(1 << 20)
+        if not d:
+            break
+        got += len(d)
+except (ssl.SSLError, OSError) as e:
+    end = type(e).__name__
+print('got=%d' % got)
+print('end=' + end, flush=True)
+"#;
+
+/// The idle timeout of a TLS relay (two connections, each with its idle check) counts both
+/// sides' progress: the destination, not read for seconds while the client's side holds the
+/// high-water mark, is not idle while the client's kernel queue leaves. Before, its own
+/// check found it idle and cut the relay after a second.
+#[test]
+fn a_slow_but_steady_tls_reader_outlives_the_idle_timeout() {
+    let pki = Pki::new();
+    pki.leaf("server", "localhost", &["localhost"]);
+    let (dest, _) = counting_destination(|mut s| {
+        use std::io::{Read, Write};
+        let buf = vec![b'x'; 1 << 20];
+        for _ in 0..SLOW_TOTAL / buf.len() {
+            if s.write_all(&buf).is_err() {
+                return;
+            }
+        }
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let _ = s.read_to_end(&mut Vec::new());
+    });
+    let listen = format!(
+        "ssl:0:privateKey={}:certKey={}:interface=127.0.0.1",
+        pki.arg("server-key.pem"),
+        pki.arg("server-cert.pem")
+    );
+    let port = dest.port().to_string();
+    let relay = Server::start(&[
+        "--pidfile=",
+        "portforward",
+        "-p",
+        &listen,
+        "-h",
+        "127.0.0.1",
+        "-d",
+        &port,
+        "--timeout",
+        "1",
+    ]);
+    let out = python(
+        SLOW_READER,
+        &[&relay.port().to_string(), &pki.ca()],
+        Duration::from_secs(90),
+    );
+    assert_eq!(field(&out, "got"), Some(&*SLOW_TOTAL.to_string()), "{out}");
+    assert_eq!(field(&out, "end"), Some("eof"), "{out}");
+    assert_eq!(count(&relay, "idle timeout"), 0, "{:?}", relay.lines());
+}

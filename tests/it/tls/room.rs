@@ -13,7 +13,7 @@ use crate::metrics::{port_of, scrape_until, value};
 const STALLED: usize = 4;
 
 /// What the log says, at most once a minute per listener, when the rule closes one.
-const LOGGED: &str = "closing connections in their TLS handshake for over 1s";
+const LOGGED: &str = "closing connections silent in their TLS handshake for over 1s";
 
 /// A client that times itself from its connect to the echo's return (python's own start-up,
 /// half a second on a loaded machine, left out). It waits up to 15 s for each answer, so
@@ -250,4 +250,72 @@ fn with_workers_one_waiting_client_costs_one_stalled_handshake() {
     );
     let gone = stalled.iter_mut().map(closed).filter(|&c| c).count();
     assert_eq!(gone, 1, "stalled connections closed for one client");
+}
+
+/// A client whose handshake keeps coming: its ClientHello in five pieces 0.4 s apart (2 s
+/// in all, never a second silent), then the handshake finished and one echo; prints the echo
+/// or the error.
+const TRICKLE: &str = r#"
+TIMEOUT = 15
+port, ca = sys.argv[1:3]
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = context(ca).wrap_bio(inc, out, server_hostname='localhost')
+s = socket.create_connection(('127.0.0.1', int(port)), timeout=TIMEOUT)
+print('connected=1', flush=True)
+def recv():
+    r = s.recv(65536)
+    if not r:
+        raise OSError('closed by the server')
+    inc.write(r)
+try:
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = out.read()
+    for i in range(5):
+        s.sendall(hello[i * len(hello) // 5:(i + 1) * len(hello) // 5])
+        time.sleep(0.4)
+    for _ in range(100):
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            s.sendall(out.read())
+            recv()
+    tls.write(b'ping over TLS')
+    s.sendall(out.read())
+    got = b''
+    while len(got) < 13:
+        try:
+            got += tls.read(13 - len(got))
+        except ssl.SSLWantReadError:
+            recv()
+    print('echo=' + got.decode(), flush=True)
+except (ssl.SSLError, OSError) as e:
+    print('error=' + str(e), flush=True)
+"#;
+
+/// At the limit with a client waiting, a handshake that keeps sending is not the stalled
+/// one, however long it lasts: the rule goes by silence, not age. Before, it was closed
+/// once a second old (a slow link's honest handshake, one retransmission late).
+#[test]
+fn at_the_limit_a_handshake_that_keeps_sending_is_not_given_up() {
+    let (pki, ep) = tls_listener();
+    let s = limited(&[], &["echo", "--listen", &ep], "1");
+    let (port, metrics) = (port_of(&s, "Echo (TLS)"), port_of(&s, "Metrics"));
+    let child = super::spawn_python(TRICKLE, &[&port.to_string(), &pki.ca()]);
+    // Once it holds the one slot, a client waits in the listen queue for the whole handshake.
+    std::thread::sleep(Duration::from_millis(300));
+    let _waiting = connect(SocketAddr::from(([127, 0, 0, 1], port)));
+    let out = super::wait_output(child, Duration::from_secs(30));
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(field(&out, "echo"), Some("ping over TLS"), "{out}");
+    let (_, body) = crate::metrics::get(metrics, "/metrics");
+    assert_eq!(
+        value(&body, "twistrs_connection_limit_closes_total", "Echo"),
+        0,
+        "{body}"
+    );
+    assert_eq!(count(&s, LOGGED), 0, "{:?}", s.lines());
 }

@@ -694,3 +694,33 @@ fn a_client_that_closes_before_any_data_sends_close_notify_and_hears_the_reply()
     assert_eq!(p.to_client, b"bye\r\n");
     assert!(p.client_ended && !p.client.pending() && !p.server.pending());
 }
+
+/// A read that takes handshake records returns no plaintext (WouldBlock) but says it took
+/// input, so the connection counts it as activity; a read that finds nothing says it did not.
+#[test]
+fn a_read_that_takes_only_handshake_records_says_it_took_input() {
+    let mut p = Peer::new(TLS13, 64 * 1024);
+    let mut buf = [0u8; 64];
+    let e = p.server.read(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    assert!(!p.server.took_input(), "nothing came");
+    // The ClientHello, in two pieces: each read takes one and returns nothing.
+    let mut hello = Vec::new();
+    while p.client.wants_write() {
+        p.client.write_tls(&mut hello).unwrap();
+    }
+    let half = hello.len() / 2;
+    for piece in [&hello[..half], &hello[half..]] {
+        p.pipe().inbox.extend(piece);
+        let e = p.server.read(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert!(
+            p.server.took_input(),
+            "a piece of the ClientHello was taken"
+        );
+        assert!(p.server.handshaking());
+    }
+    let e = p.server.read(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    assert!(!p.server.took_input(), "the flag is the last read's");
+}
