@@ -1270,7 +1270,9 @@ print("held copies", round(most / size, 2))
 /// A primary (dnspython) that sends what no real one should: `outside` transfers example.com
 /// with records outside it (glue for another zone, names above the apex, the root, another
 /// zone's name); `classes` transfers it cleanly once (serial 1), then offers serial 2 and
-/// transfers it with a record of another class, CH, HS, ANY, NONE and CLASS42 in turn. The
+/// transfers it with a record of another class, CH, HS, ANY, NONE and CLASS42 in turn;
+/// `cnames` transfers it with www a CNAME (serial 1), then offers serial 2 with a second
+/// CNAME at www. The
 /// messages carry two records each. Its stdout (the port, then `soa SERIAL` and `axfr N` for
 /// each question) is collected line by line; it ends within 120 s on its own.
 type FakePrimary = ScriptPeer;
@@ -1309,6 +1311,11 @@ def transfer():
     if mode == "outside":
         for i, r in enumerate(OUTSIDE):
             body.insert(1 + 2 * i, r)
+    elif mode == "cnames":
+        body = [r for r in body if r[0] != "www.example.com."]
+        body.append(("www.example.com.", "IN", "CNAME", "ns1.example.com."))
+        if transfers > 0:
+            body.append(("www.example.com.", "IN", "CNAME", "other.example.net."))
     elif transfers > 0:
         bad = CLASSES[(transfers - 1) % len(CLASSES)]
         body.insert(3, ("bad.example.com.", bad, "TXT", "bad"))
@@ -1364,7 +1371,7 @@ while time.time() < end:
 "#;
 
 /// The fake primary in `mode`.
-fn fake_primary(mode: &str) -> FakePrimary {
+pub(crate) fn fake_primary(mode: &str) -> FakePrimary {
     ScriptPeer::start(python_with_dnspython(), FAKE_PRIMARY, &[mode])
 }
 

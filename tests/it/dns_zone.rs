@@ -1,7 +1,7 @@
 //! Zone loading in the dns plugin against dig and dnspython: BIND syntax BIND and NSD accept,
 //! signed CNAMEs, and CNAME sets refused, from a file and from a transfer.
 
-use crate::dns::{Dns, ScriptPeer, answers, python_with_dnspython, wait_log};
+use crate::dns::{Dns, answers, fake_primary, wait_log};
 use crate::support::*;
 
 /// A server of the zone file `name` holding `text`, with `more` files beside it (`-v`).
@@ -76,79 +76,11 @@ fn dns_zone_two_cnames_stop_the_start() {
     );
 }
 
-/// A primary (dnspython) that transfers example.com cleanly (serial 1), then offers serial
-/// 2 with two CNAMEs at www. Its stdout: the port, then `soa N` and `axfr N` per question.
-const TWO_CNAMES_PRIMARY: &str = r#"
-import socket, struct, time
-import dns.flags, dns.message, dns.rdatatype, dns.rrset
-
-transfers = 0
-def soa():
-    return ("example.com.", "SOA",
-            "ns1.example.com. hostmaster.example.com. %d 1 1 600 60" % min(transfers + 1, 2))
-
-def zone():
-    recs = [("example.com.", "NS", "ns1.example.com."), ("ns1.example.com.", "A", "192.0.2.1")]
-    if transfers == 0:
-        recs.append(("www.example.com.", "CNAME", "ns1.example.com."))
-    else:
-        recs.append(("www.example.com.", "CNAME", "ns1.example.com."))
-        recs.append(("www.example.com.", "CNAME", "other.example.net."))
-    return [soa()] + recs + [soa()]
-
-def answer(q, recs):
-    r = dns.message.make_response(q)
-    r.flags |= dns.flags.AA
-    for name, typ, data in recs:
-        r.answer.append(dns.rrset.from_text(name, 300, "IN", typ, data))
-    w = r.to_wire()
-    return struct.pack("!H", len(w)) + w
-
-def read(c, n):
-    b = b""
-    while len(b) < n:
-        x = c.recv(n - len(b))
-        if not x:
-            return None
-        b += x
-    return b
-
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-s.listen(4)
-s.settimeout(1)
-print(s.getsockname()[1], flush=True)
-end = time.time() + 120
-while time.time() < end:
-    try:
-        c, _ = s.accept()
-    except socket.timeout:
-        continue
-    c.settimeout(5)
-    try:
-        while True:
-            n = read(c, 2)
-            if n is None:
-                break
-            q = dns.message.from_wire(read(c, struct.unpack("!H", n)[0]))
-            if q.question[0].rdtype == dns.rdatatype.SOA:
-                print("soa", min(transfers + 1, 2), flush=True)
-                c.sendall(answer(q, [soa()]))
-            elif q.question[0].rdtype == dns.rdatatype.AXFR:
-                recs = zone()
-                transfers += 1
-                print("axfr", transfers, flush=True)
-                c.sendall(answer(q, recs))
-    except OSError as e:
-        print("error", e, flush=True)
-    c.close()
-"#;
-
 /// A transfer with two CNAMEs at a name fails with a log line that says so, and the copy
 /// from before stays; BIND and NSD refuse such a transfer too. Before, it was taken in.
 #[test]
 fn dns_zone_a_secondary_refuses_two_cnames_and_keeps_its_copy() {
-    let p = ScriptPeer::start(python_with_dnspython(), TWO_CNAMES_PRIMARY, &[]);
+    let p = fake_primary("cnames");
     let s = Dns::start(
         &[],
         &["--secondary", &format!("127.0.0.1:{}/example.com", p.port)],
