@@ -480,6 +480,10 @@ fn dns_malformed_packets_and_limits() {
     }
     // Random bytes: an answer or silence, and the server still answers afterwards.
     let mut x: u32 = 12345;
+    // The burst's sockets stay open until the question below has its answer: closed at once,
+    // their ports were free for the question's socket, which then got the late answer to a
+    // mutated query (the same id, REFUSED) on a slow machine.
+    let mut burst = Vec::with_capacity(200);
     for _ in 0..200 {
         let mut m = good.clone();
         for b in m.iter_mut().skip(2) {
@@ -490,6 +494,7 @@ fn dns_malformed_packets_and_limits() {
         }
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.send_to(&m, ("127.0.0.1", d.port)).unwrap();
+        burst.push(s);
     }
     // The burst may still fill the socket's receive buffer when the question arrives on a
     // loaded machine (a debug build answers slowly), so it is asked again a few times.
@@ -497,6 +502,7 @@ fn dns_malformed_packets_and_limits() {
         .find_map(|_| raw_udp(d.port, &good, Duration::from_secs(2)))
         .expect("still answering");
     assert_eq!(a[3] & 0xF, 0);
+    drop(burst);
 
     // TCP: a message announced longer than the limit closes the connection.
     let addr = SocketAddr::from(([127, 0, 0, 1], d.port));
