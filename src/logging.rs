@@ -238,6 +238,7 @@ pub fn init(dest: Destination, rotation: Option<Rotation>) -> io::Result<&'stati
     let logger = LOGGER.get_or_init(|| Logger::new(Sink::Stdout(io::stdout())));
     {
         let mut st = logger.lock();
+        st.journal = journal_of(&sink);
         st.sink = sink;
         st.rotation = rotation;
     }
@@ -255,11 +256,7 @@ pub fn logger() -> Option<&'static Logger> {
 impl Logger {
     /// A logger writing text lines to `sink`, not rotating.
     fn new(sink: Sink) -> Logger {
-        let journal = match &sink {
-            Sink::Stdout(s) => on_journal(s.as_fd()),
-            Sink::Stderr(s) => on_journal(s.as_fd()),
-            _ => false,
-        };
+        let journal = journal_of(&sink);
         Logger {
             state: Mutex::new(State {
                 journal,
@@ -482,6 +479,31 @@ fn on_journal(fd: std::os::fd::BorrowedFd<'_>) -> bool {
     nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
 }
 
+/// True if `sink` is systemd's journal stream: stdout or stderr as `JOURNAL_STREAM` names it;
+/// a file or syslog never is, whatever stdout is.
+fn journal_of(sink: &Sink) -> bool {
+    match sink {
+        Sink::Stdout(s) => on_journal(s.as_fd()),
+        Sink::Stderr(s) => on_journal(s.as_fd()),
+        _ => false,
+    }
+}
+
+/// `line` with `<p>` before each of its lines: journald reads each line of the stream on
+/// its own, so a message's continuation lines need it too.
+fn with_priority(line: &str, p: u8) -> String {
+    let p = format!("<{p}>");
+    let (body, end) = match line.strip_suffix('\n') {
+        Some(b) => (b, "\n"),
+        None => (line, ""),
+    };
+    let mut out = String::with_capacity(line.len() + p.len());
+    out.push_str(&p);
+    out.push_str(&body.replace('\n', &format!("\n{p}")));
+    out.push_str(end);
+    out
+}
+
 /// The syslog priority of a level, as journald reads it from a `<N>` prefix.
 fn priority(level: Level) -> u8 {
     match level {
@@ -548,8 +570,10 @@ impl Log for Logger {
         };
         let (rotation, owner) = (st.rotation, st.owner);
         let st = &mut *st;
+        // Only stdout and stderr are ever the journal's stream (`journal_of`); every line of
+        // a message (text continuation lines too) gets the priority.
         let line = if st.journal {
-            format!("<{}>{line}", priority(r.level()))
+            with_priority(&line, priority(r.level()))
         } else {
             line
         };
@@ -675,6 +699,15 @@ fn syslog_reachable() -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_line_of_a_message_to_the_journal_has_its_priority() {
+        assert_eq!(with_priority("a\n", 3), "<3>a\n");
+        assert_eq!(with_priority("a\n\tb\n\tc\n", 6), "<6>a\n<6>\tb\n<6>\tc\n");
+        assert_eq!(with_priority("{}", 4), "<4>{}");
+        assert_eq!(priority(Level::Error), 3);
+        assert_eq!(priority(Level::Debug), 7);
+    }
 
     #[test]
     fn systems_render_as_twistd_does() {

@@ -555,4 +555,23 @@ fn lines_to_the_journal_stream_carry_their_priority() {
             assert!(lines.iter().all(|l| !l.starts_with('<')), "{text}");
         }
     }
+    // -l FILE with stdout the journal's (the Debian unit's form): the file gets plain lines.
+    let out = dir.path().join("stdout-journal");
+    let file = std::fs::File::create(&out).unwrap();
+    let md = file.metadata().unwrap();
+    let log = dir.path().join("file.log");
+    let status = std::process::Command::new(BIN)
+        .args(["-n", "--pidfile=", "-l"])
+        .arg(&log)
+        .args(["echo", "--listen", "tcp:7:interface=192.0.2.55"])
+        .env("JOURNAL_STREAM", format!("{}:{}", md.dev(), md.ino()))
+        .current_dir(dir.path())
+        .stdout(file)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("Couldn't listen on"), "{text}");
+    assert!(text.lines().all(|l| !l.starts_with('<')), "{text}");
 }
