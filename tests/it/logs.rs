@@ -514,8 +514,10 @@ fn a_fifo_or_a_hard_link_at_the_log_name_fails_the_start_at_once() {
 fn lines_to_the_journal_stream_carry_their_priority() {
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
-    for journal in [true, false] {
-        let out = dir.path().join(format!("stdout-{journal}"));
+    // (stdout is the journal's stream, -l FILE): the last is the Debian unit's form, whose
+    // file must get plain lines.
+    for (journal, logfile) in [(true, false), (false, false), (true, true)] {
+        let out = dir.path().join(format!("stdout-{journal}-{logfile}"));
         let file = std::fs::File::create(&out).unwrap();
         let md = if journal {
             file.metadata().unwrap()
@@ -523,15 +525,15 @@ fn lines_to_the_journal_stream_carry_their_priority() {
             // The stream of something else: stdout is not the journal's.
             std::fs::metadata(dir.path()).unwrap()
         };
+        let log = dir.path().join(format!("file-{journal}.log"));
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(["-n", "--pidfile="]);
+        if logfile {
+            cmd.arg("-l").arg(&log);
+        }
         // 192.0.2.0/24 (TEST-NET-1) is on no interface here: the start fails, logging an error.
-        let status = std::process::Command::new(BIN)
-            .args([
-                "-n",
-                "--pidfile=",
-                "echo",
-                "--listen",
-                "tcp:7:interface=192.0.2.55",
-            ])
+        let status = cmd
+            .args(["echo", "--listen", "tcp:7:interface=192.0.2.55"])
             .env("JOURNAL_STREAM", format!("{}:{}", md.dev(), md.ino()))
             .current_dir(dir.path())
             .stdout(file)
@@ -539,7 +541,7 @@ fn lines_to_the_journal_stream_carry_their_priority() {
             .status()
             .unwrap();
         assert_eq!(status.code(), Some(1));
-        let text = std::fs::read_to_string(&out).unwrap();
+        let text = std::fs::read_to_string(if logfile { &log } else { &out }).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines.len() >= 3, "{text}");
         let info = lines.iter().find(|l| l.contains("starting up.")).unwrap();
@@ -547,7 +549,7 @@ fn lines_to_the_journal_stream_carry_their_priority() {
             .iter()
             .find(|l| l.contains("Couldn't listen on"))
             .unwrap();
-        if journal {
+        if journal && !logfile {
             assert!(info.starts_with("<6>2"), "{info}");
             assert!(error.starts_with("<3>2"), "{error}");
             assert!(lines.iter().all(|l| l.starts_with('<')), "{text}");
@@ -555,23 +557,4 @@ fn lines_to_the_journal_stream_carry_their_priority() {
             assert!(lines.iter().all(|l| !l.starts_with('<')), "{text}");
         }
     }
-    // -l FILE with stdout the journal's (the Debian unit's form): the file gets plain lines.
-    let out = dir.path().join("stdout-journal");
-    let file = std::fs::File::create(&out).unwrap();
-    let md = file.metadata().unwrap();
-    let log = dir.path().join("file.log");
-    let status = std::process::Command::new(BIN)
-        .args(["-n", "--pidfile=", "-l"])
-        .arg(&log)
-        .args(["echo", "--listen", "tcp:7:interface=192.0.2.55"])
-        .env("JOURNAL_STREAM", format!("{}:{}", md.dev(), md.ino()))
-        .current_dir(dir.path())
-        .stdout(file)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert_eq!(status.code(), Some(1));
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("Couldn't listen on"), "{text}");
-    assert!(text.lines().all(|l| !l.starts_with('<')), "{text}");
 }
