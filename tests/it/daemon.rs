@@ -713,6 +713,7 @@ fn a_restart_under_sd_notify_says_stopping_only_when_the_service_stops() {
         let mut buf = [0u8; 256];
         let n = notify.recv(&mut buf).expect("READY=1 arrives");
         assert_eq!(&buf[..n], b"READY=1", "--workers {workers}");
+        let _stop = StopOnDrop(pidfile.clone());
         let (code, out, err) = run_in(dir.path(), &["restart", "--pidfile", p]);
         assert_eq!(code, 0, "{out} {err}");
         let new: u32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();

@@ -318,6 +318,7 @@ fn a_foreground_restart_successor_logs_to_the_same_stdout() {
         let mut args = logfile.to_vec();
         args.extend_from_slice(&ECHO);
         let mut fg = Foreground::start(&args);
+        let _stop = StopOnDrop(fg.pidfile.clone());
         let (code, out, err) = fg.ctl("restart", &["--timeout", "10"]);
         assert_eq!(code, 0, "{out} {err}");
         let new = std::fs::read_to_string(&fg.pidfile).unwrap();

@@ -246,6 +246,18 @@ pub fn spawn_in(dir: &std::path::Path, args: &[&str]) -> Child {
 }
 
 /// Runs the binary in `dir` to completion (bounded); (status code, stdout, stderr).
+/// Stops, when dropped, whatever holds `pidfile`'s lock (`twistrs stop`): a restart's
+/// successor is no child of the test, and a test that fails midway must not leave it running.
+pub struct StopOnDrop(pub std::path::PathBuf);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let (Some(dir), Some(p)) = (self.0.parent(), self.0.to_str()) {
+            let _ = run_in(dir, &["stop", "--pidfile", p, "--timeout", "5"]);
+        }
+    }
+}
+
 pub fn run_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let mut child = spawn_in(dir, args);
     let end = Instant::now() + Duration::from_secs(40);
