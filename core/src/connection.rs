@@ -103,6 +103,23 @@ pub(crate) struct Driver<'a> {
     pub(crate) relay_peer: Option<(crate::timer::Tick, u32)>,
 }
 
+impl<'a> Driver<'a> {
+    /// A driver for one drive, with `cfg`'s water marks and no relay peer.
+    pub(crate) fn new(
+        handle: &'a Handle,
+        buf: &'a mut [u8],
+        cfg: &crate::reactor::ReactorConfig,
+    ) -> Self {
+        Driver {
+            handle,
+            buf,
+            high: cfg.high_water,
+            low: cfg.low_water,
+            relay_peer: None,
+        }
+    }
+}
+
 /// What the owner of a connection must do after a drive.
 #[derive(Debug)]
 pub(crate) enum After {
@@ -513,7 +530,9 @@ impl<S: Socket> Conn<S> {
                 }
                 if self.st.idle_due(now, d.handle.timers())
                     && !self.st.output_moving(
-                        (self.socket.queued_out()).saturating_add(peer.map_or(0, |(_, q)| q)),
+                        self.socket
+                            .queued_out()
+                            .saturating_add(peer.map_or(0, |(_, q)| q)),
                         now,
                         d.handle.timers(),
                     )

@@ -147,13 +147,7 @@ impl<P: Protocol + 'static> Harness<P> {
             return;
         }
         let cfg = ReactorConfig::default();
-        let mut d = Driver {
-            handle: &self.handle,
-            buf: &mut self.buf,
-            high: cfg.high_water,
-            low: cfg.low_water,
-            relay_peer: None,
-        };
+        let mut d = Driver::new(&self.handle, &mut self.buf, &cfg);
         let mut after = step(&mut self.conn, &mut self.proto, &mut d);
         // Bounded, like the reactor's re-drive loop; a connection never needs this many.
         for _ in 0..10_000 {

@@ -386,13 +386,7 @@ impl Reactor {
                 && matches!(self.entries.get(p.key as usize),
                     Some(Entry::Conn(b)) if b.conn.st.id == *p)
         });
-        let mut d = Driver {
-            handle: &self.handle,
-            buf: &mut self.read_buf,
-            high: self.cfg.high_water,
-            low: self.cfg.low_water,
-            relay_peer: None,
-        };
+        let mut d = Driver::new(&self.handle, &mut self.read_buf, &self.cfg);
         let after = match peer {
             Some(p) => {
                 let Some((Entry::Conn(a), Entry::Conn(b))) =
@@ -478,13 +472,7 @@ impl Reactor {
                     }
                     self.connection_slot_freed(f as usize);
                 }
-                let mut d = Driver {
-                    handle: &self.handle,
-                    buf: &mut self.read_buf,
-                    high: self.cfg.high_water,
-                    low: self.cfg.low_water,
-                    relay_peer: None,
-                };
+                let mut d = Driver::new(&self.handle, &mut self.read_buf, &self.cfg);
                 let fin_carried = c.conn.st.half_closed();
                 c.conn.lost(&mut *c.proto, &mut d, &reason);
                 self.relay_side_closed(&c.conn.st, &reason, fin_carried);

@@ -176,13 +176,7 @@ impl Reactor {
         let peer_sock = p.socks[other].take();
         let mut me = Conn::new(sock, p.st.unpack(side, true, peer_sock.is_some()));
         let mut peer = peer_sock.map(|s| Conn::new(s, p.st.unpack(other, false, true)));
-        let mut d = Driver {
-            handle: &self.handle,
-            buf: &mut self.read_buf,
-            high: self.cfg.high_water,
-            low: self.cfg.low_water,
-            relay_peer: None,
-        };
+        let mut d = Driver::new(&self.handle, &mut self.read_buf, &self.cfg);
         let mut proto = relay::Joined;
         let (after, peer_dirty) = match peer.as_mut() {
             Some(b) => relay::step_joined(&mut me, &mut proto, b, &mut d, step),
@@ -240,13 +234,7 @@ impl Reactor {
         let other = 1 - side;
         let peer_open = p.socks[other].is_some();
         let mut c = Conn::new(sock, p.st.unpack(side, true, peer_open));
-        let mut d = Driver {
-            handle: &self.handle,
-            buf: &mut self.read_buf,
-            high: self.cfg.high_water,
-            low: self.cfg.low_water,
-            relay_peer: None,
-        };
+        let mut d = Driver::new(&self.handle, &mut self.read_buf, &self.cfg);
         let fin_carried = c.st.half_closed();
         c.lost(&mut relay::Joined, &mut d, &reason);
         let factory = p.factory().filter(|_| side == 0);

@@ -115,13 +115,7 @@ impl<P: Protocol + 'static> RelayHarness<P> {
         }
         let peer_open = !self.lost_of(other(side));
         let cfg = ReactorConfig::default();
-        let mut d = Driver {
-            handle: &self.handle,
-            buf: &mut self.buf,
-            high: cfg.high_water,
-            low: cfg.low_water,
-            relay_peer: None,
-        };
+        let mut d = Driver::new(&self.handle, &mut self.buf, &cfg);
         let (me, proto, peer): (_, &mut dyn Protocol, _) = match (side, self.dest.as_mut()) {
             (Side::Client, dest) => (&mut self.client, &mut self.proto, dest),
             (Side::Dest, Some(dest)) => (dest, &mut self.outbound, Some(&mut self.client)),
@@ -146,13 +140,7 @@ impl<P: Protocol + 'static> RelayHarness<P> {
     /// the other side follows as in the reactor.
     fn close(&mut self, side: Side, r: Reason, work: &mut Work) {
         let cfg = ReactorConfig::default();
-        let mut d = Driver {
-            handle: &self.handle,
-            buf: &mut self.buf,
-            high: cfg.high_water,
-            low: cfg.low_water,
-            relay_peer: None,
-        };
+        let mut d = Driver::new(&self.handle, &mut self.buf, &cfg);
         let (me, proto): (_, &mut dyn Protocol) = match side {
             Side::Client => (&mut self.client, &mut self.proto),
             Side::Dest => match self.dest.as_mut() {
