@@ -312,28 +312,15 @@ fn create_or_open(path: &Path, umask: Option<u32>) -> Result<(File, bool), Pidfi
 /// else by `path`; and only while that name still names `file`, since one put there since is
 /// not ours to remove.
 fn unlink_if_names(dir: Option<&(OwnedFd, OsString)>, path: &Path, file: &File) -> bool {
-    let held = file.metadata().ok().map(|md| FileId::of(&md));
     match dir {
         Some((dir, name)) => {
+            let held = file.metadata().ok().map(|md| FileId::of(&md));
             let named = metadata_at(dir.as_fd(), name).ok().flatten();
             held.is_some()
                 && named.map(|md| FileId::of(&md)) == held
                 && nix::unistd::unlinkat(dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir).is_ok()
         }
-        None => {
-            let named = std::fs::symlink_metadata(path).ok();
-            held.is_some()
-                && named.map(|md| FileId::of(&md)) == held
-                && std::fs::remove_file(path).is_ok()
-        }
-    }
-}
-
-/// True if `path` names `file` (the same inode) now.
-fn names(path: &Path, file: &File) -> bool {
-    match (std::fs::symlink_metadata(path), file.metadata()) {
-        (Ok(a), Ok(b)) => FileId::of(&a) == FileId::of(&b),
-        _ => false,
+        None => twistrs_core::linelog::unmake(path, file, false),
     }
 }
 
@@ -360,7 +347,7 @@ impl Pidfile {
             let (file, made) = create_or_open(&path, umask)?;
             match file.try_lock() {
                 // The lock must be on the file the path names, not on one removed meanwhile.
-                Ok(()) if !names(&path, &file) => continue,
+                Ok(()) if !twistrs_core::linelog::names(&path, &file) => continue,
                 Ok(()) => {
                     if !made {
                         let prev = read_trimmed(&file).map_err(io_err)?;

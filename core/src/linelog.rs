@@ -143,17 +143,22 @@ fn blocking(f: File) -> io::Result<File> {
     Ok(f)
 }
 
-/// Removes `path` if it still names `file` (the same device and inode; with `only_empty`,
-/// and the file is empty): a log a failed start made goes, one put at the name since stays.
-pub fn unmake(path: &Path, file: &File, only_empty: bool) {
+/// True if `path` names `file` now: the same device and inode, a link at the name not
+/// followed.
+pub fn names(path: &Path, file: &File) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let same = match (file.metadata(), std::fs::symlink_metadata(path)) {
-        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()) && (!only_empty || a.len() == 0),
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
         _ => false,
-    };
-    if same {
-        let _ = std::fs::remove_file(path);
     }
+}
+
+/// Removes `path` if it still names `file` (with `only_empty`, and the file is empty): a log
+/// a failed start made goes, one put at the name since stays. True if it was removed.
+pub fn unmake(path: &Path, file: &File, only_empty: bool) -> bool {
+    (!only_empty || file.metadata().is_ok_and(|m| m.len() == 0))
+        && names(path, file)
+        && std::fs::remove_file(path).is_ok()
 }
 
 /// What a check (the launcher's `--check`) opens in place of a log file it must not create:
