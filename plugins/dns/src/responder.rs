@@ -260,21 +260,17 @@ impl Responder {
     /// again over TCP (RFC 1995 2). BIND and NSD answer so. Who may ask, and NOTAUTH for a
     /// name that is no zone's apex, as for AXFR; FORMERR without the client's SOA.
     fn ixfr(&self, q: &Query<'_>, via: Via, peer: IpAddr) -> Reply {
-        let refuse = |rcode| Reply::Send(message::refuse(q, rcode, self.recursion));
-        if !self.axfr.allows(peer) {
-            log::warn!(target: "twistrs.dns", "Zone transfer refused to {peer}");
-            return refuse(OptRcode::REFUSED);
-        }
-        let Some(zone) = self.store.zone_at(&name::key_of(q.qname)) else {
-            return refuse(OptRcode::NOTAUTH);
+        let zone = match self.transfer_zone(q, peer) {
+            Ok(z) => z,
+            Err(refused) => return refused,
         };
         let (Some(theirs), Some(soa), Some(ours)) = (q.soa_serial, zone.soa(), zone.soa_timers())
         else {
-            return refuse(OptRcode::FORMERR);
+            return Reply::Send(message::refuse(q, OptRcode::FORMERR, self.recursion));
         };
         let current = theirs == ours.serial || crate::secondary::serial_newer(theirs, ours.serial);
         if via == Via::Tcp && !current {
-            return self.transfer(q, peer);
+            return self.send_zone(q, zone);
         }
         let ans = Answer {
             aa: true,
@@ -299,13 +295,31 @@ impl Responder {
     /// 16 KiB; refused to clients not allowed, NOTAUTH for a name that is no zone's apex.
     /// An IXFR answered whole is the same, its question IXFR.
     fn transfer(&self, q: &Query<'_>, peer: IpAddr) -> Reply {
+        match self.transfer_zone(q, peer) {
+            Ok(zone) => self.send_zone(q, zone),
+            Err(refused) => refused,
+        }
+    }
+
+    /// The zone a transfer (AXFR or IXFR) of `q` is for, if `peer` may have it; else the
+    /// refusal: REFUSED to a client not allowed, NOTAUTH for a name that is no zone's apex.
+    fn transfer_zone(&self, q: &Query<'_>, peer: IpAddr) -> Result<&crate::zone::Zone, Reply> {
         if !self.axfr.allows(peer) {
             log::warn!(target: "twistrs.dns", "Zone transfer refused to {peer}");
-            return Reply::Send(message::refuse(q, OptRcode::REFUSED, self.recursion));
+            return Err(Reply::Send(message::refuse(
+                q,
+                OptRcode::REFUSED,
+                self.recursion,
+            )));
         }
-        let Some(zone) = self.store.zone_at(&name::key_of(q.qname)) else {
-            return Reply::Send(message::refuse(q, OptRcode::NOTAUTH, self.recursion));
-        };
+        self.store
+            .zone_at(&name::key_of(q.qname))
+            .map(|z| &**z)
+            .ok_or_else(|| Reply::Send(message::refuse(q, OptRcode::NOTAUTH, self.recursion)))
+    }
+
+    /// `zone` whole, as AXFR sends it (an IXFR answered whole too, its question IXFR).
+    fn send_zone(&self, q: &Query<'_>, zone: &crate::zone::Zone) -> Reply {
         let Some(soa) = zone.soa() else {
             return Reply::Send(message::refuse(q, OptRcode::SERVFAIL, self.recursion));
         };
