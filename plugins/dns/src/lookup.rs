@@ -192,7 +192,11 @@ fn push_answer<'z>(ans: &mut Answer<'z>, rr: Rr<'z>) {
     let dup = ans
         .answer
         .iter()
-        .any(|r| r.rtype == rr.rtype && name::key(&r.owner) == name::key(&rr.owner));
+        // Wire names compared as keys are (ASCII case folded; length octets are below 64,
+        // never letters), without making two keys per record.
+        .any(|r| {
+            r.rtype == rr.rtype && r.owner.as_slice().eq_ignore_ascii_case(rr.owner.as_slice())
+        });
     if !dup {
         ans.answer.push(rr);
     }
