@@ -25,16 +25,6 @@ fn field<'a>(fields: &'a [String], key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key} in {fields:?}"))
 }
 
-/// Stops the daemon of a directory through its pidfile when dropped, so a failed assertion
-/// leaves no daemon (nor its successor) behind.
-struct StopOnDrop(std::path::PathBuf);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        let _ = run_in(&self.0, &["stop", "--timeout", "2"]);
-    }
-}
-
 #[test]
 fn status_json_before_during_and_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -51,7 +41,7 @@ fn status_json_before_during_and_after_a_restart() {
         ],
     );
     assert_eq!(code, 0, "{out} {err}");
-    let _stop = StopOnDrop(dir.path().to_path_buf());
+    let _stop = StopOnDrop(dir.path().join("twistrs.pid"));
     let (code, before) = status_json(dir.path());
     assert_eq!(code, 0, "{before:?}");
     let old = field(&before, "pid").to_string();
@@ -142,7 +132,7 @@ fn status_json_of_a_workers_master_lists_the_services_listeners_only() {
         ],
     );
     assert_eq!(code, 0, "{out} {err}");
-    let _stop = StopOnDrop(dir.path().to_path_buf());
+    let _stop = StopOnDrop(dir.path().join("twistrs.pid"));
     let (code, fields) = status_json(dir.path());
     assert_eq!(code, 0, "{fields:?}");
     // --metrics and echo's port; not the master's private sockets to its workers.
