@@ -812,6 +812,16 @@ impl ScriptPeer {
     pub(crate) fn has(&self, line: &str) -> bool {
         self.lines.lock().unwrap().iter().any(|l| l == line)
     }
+
+    /// How many of its lines are `line`.
+    pub(crate) fn count(&self, line: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| *l == line)
+            .count()
+    }
 }
 
 impl Drop for ScriptPeer {

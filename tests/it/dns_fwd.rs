@@ -5,7 +5,7 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-use crate::dns::{Dns, answers, dig, eventually, primary};
+use crate::dns::{Dns, ScriptPeer, answers, dig, eventually, primary, python_with_dnspython};
 
 /// A forwarder to `servers` in that order (one try each, `timeout` seconds), with `args`.
 fn forwarder(servers: &[u16], timeout: u32, args: &[&str]) -> Dns {
@@ -221,4 +221,63 @@ fn dns_fwd_the_do_bit_and_the_log_lines_of_cache_hits() {
     );
     assert_eq!(status(&out), "SERVFAIL", "{out}");
     assert!(edns(&out).contains("flags: do;"), "{}", edns(&out));
+}
+
+/// An upstream that answers every question with one TXT record saying which of DO and CD
+/// the question it got had set, and prints the same for each question.
+const BITS_UPSTREAM: &str = r#"
+import socket, time
+import dns.flags, dns.message, dns.rrset
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+s.settimeout(1)
+print(s.getsockname()[1], flush=True)
+end = time.time() + 120
+while time.time() < end:
+    try:
+        data, peer = s.recvfrom(4096)
+    except socket.timeout:
+        continue
+    q = dns.message.from_wire(data)
+    bits = "do=%d cd=%d" % (q.ednsflags & dns.flags.DO != 0, q.flags & dns.flags.CD != 0)
+    print(bits, flush=True)
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text(q.question[0].name, 300, "IN", "TXT", '"%s"' % bits))
+    s.sendto(r.to_wire(), peer)
+"#;
+
+/// A client's DO bit goes up to the forwarder's upstream (a validating client behind the
+/// forwarder gets the RRSIGs it asks for, as behind BIND or dnsmasq), and the cache keeps
+/// answers to questions with and without DO, and with and without CD, apart. Before, the
+/// forwarder's question never had DO, and the first answer kept for a name was given to
+/// every client, whatever bits it asked with.
+#[test]
+fn dns_fwd_the_do_and_cd_bits_go_up_and_key_the_cache() {
+    let up = ScriptPeer::start(python_with_dnspython(), BITS_UPSTREAM, &[]);
+    let fwd = forwarder(&[up.port], 2, &["-c"]);
+    let cases: [(&[&str], &str); 4] = [
+        (&[], "do=0 cd=0"),
+        (&["+dnssec"], "do=1 cd=0"),
+        (&["+cd"], "do=0 cd=1"),
+        (&["+dnssec", "+cd"], "do=1 cd=1"),
+    ];
+    for round in ["forwarded", "from the cache"] {
+        for (flags, want) in cases {
+            let mut args = vec!["+noall", "+answer", "x.example.org", "TXT"];
+            args.extend_from_slice(flags);
+            let got = answers(&fwd.dig(&args));
+            assert_eq!(got.len(), 1, "{round} {flags:?}: {got:?}");
+            assert!(
+                got[0].ends_with(&format!("\"{want}\"")),
+                "{round} {flags:?}: {got:?}"
+            );
+        }
+    }
+    for (_, want) in cases {
+        assert_eq!(
+            up.count(want),
+            1,
+            "asked with {want} once, then from the cache"
+        );
+    }
 }

@@ -255,7 +255,11 @@ fn names_parse(msg: &[u8], offset: usize, ttls: &[usize], records: usize) -> boo
     })
 }
 
-type Key = (Box<[u8]>, u16, u16);
+/// The question's name (lower case), type and class, and the client's DO and CD bits: an
+/// answer asked for with DO carries the upstream's RRSIGs and NSECs, and one asked for with
+/// CD may be data a validating upstream would have refused, so neither is given to a client
+/// that asked otherwise (as BIND and Unbound key theirs).
+type Key = (Box<[u8]>, u16, u16, u8);
 
 struct Entry {
     answer: Rc<Upstream>,
@@ -297,7 +301,14 @@ impl Cache {
     }
 
     fn key(req: &Forward) -> Key {
-        (req.key.clone(), req.qtype.to_int(), req.qclass.to_int())
+        let dnssec_ok = req.edns.is_some_and(|e| e.dnssec_ok);
+        let bits = u8::from(dnssec_ok) | u8::from(req.cd) << 1;
+        (
+            req.key.clone(),
+            req.qtype.to_int(),
+            req.qclass.to_int(),
+            bits,
+        )
     }
 
     fn remove(&mut self, key: &Key) {
@@ -680,6 +691,37 @@ mod tests {
                 panic!("a reply")
             };
             assert_eq!(do_flag(&bytes), dnssec_ok, "SERVFAIL");
+        }
+    }
+
+    /// An answer kept for a question with DO (RRSIGs and all) or CD (perhaps data a
+    /// validating upstream refuses) is not given to a client that asked without, nor the
+    /// other way round. Before, the cache's key was the question alone.
+    #[test]
+    fn answers_are_kept_apart_by_the_do_and_cd_bits() {
+        let t0 = Instant::now();
+        let with = |dnssec_ok: bool, cd: bool| {
+            let mut r = crate::forward::tests::req("web.example.com", Rtype::A);
+            r.edns = Some(crate::message::Edns {
+                payload: 1232,
+                version: 0,
+                dnssec_ok,
+            });
+            r.cd = cd;
+            r
+        };
+        let bits = [(false, false), (true, false), (false, true), (true, true)];
+        for (i, &(d, c)) in bits.iter().enumerate() {
+            let mut cache = Cache::new(16);
+            let r = with(d, c);
+            cache.store(&r, crate::forward::tests::kept_answer(&r), t0);
+            for (j, &(d2, c2)) in bits.iter().enumerate() {
+                assert_eq!(
+                    cache.answer(&with(d2, c2), t0).is_some(),
+                    i == j,
+                    "kept for DO={d} CD={c}, asked DO={d2} CD={c2}"
+                );
+            }
         }
     }
 

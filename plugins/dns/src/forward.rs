@@ -15,7 +15,6 @@ use domain::base::iana::Rcode;
 use twistrs_core::{ConnId, PortId};
 
 use crate::cache::{Bad, Upstream};
-use crate::message;
 use crate::responder::Forward;
 
 /// Twisted's and glibc's default when resolv.conf names no server.
@@ -196,16 +195,17 @@ impl Forwarder {
         self.pending.len()
     }
 
-    /// Our question to the upstream server: a new id, RD, the client's question and CD, and
-    /// an OPT offering our payload size.
+    /// Our question to the upstream server: a new id, RD, the client's question, CD and DO
+    /// (so that a validating client gets the RRSIGs and NSECs it needs, as from BIND's or
+    /// dnsmasq's forwarding), and an OPT offering our payload size.
     fn query(req: &Forward) -> Vec<u8> {
         let mut q = Vec::with_capacity(12 + req.question.len() + 11);
         q.extend_from_slice(&random_id().to_be_bytes());
         q.extend_from_slice(&[0x01, if req.cd { 0x10 } else { 0 }, 0, 1, 0, 0, 0, 0, 0, 1]);
         q.extend_from_slice(&req.question);
-        q.extend_from_slice(&[0, 0, 41]);
-        q.extend_from_slice(&message::OUR_PAYLOAD.to_be_bytes());
-        q.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        q.extend_from_slice(&crate::cache::opt_record(
+            req.edns.is_some_and(|e| e.dnssec_ok),
+        ));
         q
     }
 
@@ -567,6 +567,32 @@ pub(crate) mod tests {
             "expired"
         );
         assert!(c.is_empty());
+    }
+
+    /// The client's DO bit goes up in our OPT (so that a validating client behind us gets
+    /// the RRSIGs it needs); without it, none. Before, our OPT's flags were always 0.
+    #[test]
+    fn the_do_bit_is_asked_of_the_upstream() {
+        for dnssec_ok in [false, true] {
+            let mut r = req("web.example.com", Rtype::A);
+            r.edns = Some(crate::message::Edns {
+                payload: 1232,
+                version: 0,
+                dnssec_ok,
+            });
+            let mut f = Forwarder::new(conf(&["127.0.0.1:5301"]));
+            let a = f.start(r, client());
+            let [Action::OpenUdp { token, .. }] = a.as_slice() else {
+                panic!("{a:?}")
+            };
+            let a = f.opened(*token, port(1));
+            let [Action::Send { bytes, .. }, _] = a.as_slice() else {
+                panic!("{a:?}")
+            };
+            let opt = &bytes[bytes.len() - 11..];
+            assert_eq!(&opt[..3], &[0, 0, 41], "an OPT last: {bytes:?}");
+            assert_eq!(opt[7] & 0x80 != 0, dnssec_ok, "{opt:?}");
+        }
     }
 
     #[test]
