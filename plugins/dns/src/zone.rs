@@ -43,15 +43,16 @@ pub enum ZoneError {
     OutOfZone(String),
     NoSoa,
     CnameAndOther(String),
-    /// More than one CNAME record at a name (RFC 2181 10.1: an alias has one target).
-    TwoCnames(String),
+    /// More than one CNAME or DNAME record at a name (RFC 2181 10.1: an alias has one
+    /// target; RFC 6672 2.4: one DNAME per owner).
+    TwoOf(String, Rtype),
 }
 
 impl ZoneError {
     /// The name the error is about, when it is about one.
     pub fn owner(&self) -> Option<&str> {
         match self {
-            ZoneError::OutOfZone(n) | ZoneError::CnameAndOther(n) | ZoneError::TwoCnames(n) => {
+            ZoneError::OutOfZone(n) | ZoneError::CnameAndOther(n) | ZoneError::TwoOf(n, _) => {
                 Some(n)
             }
             ZoneError::NoSoa => None,
@@ -65,7 +66,7 @@ impl std::fmt::Display for ZoneError {
             ZoneError::OutOfZone(n) => write!(f, "{n} is outside the zone"),
             ZoneError::NoSoa => write!(f, "no SOA record at the zone's apex"),
             ZoneError::CnameAndOther(n) => write!(f, "{n} has a CNAME and other data"),
-            ZoneError::TwoCnames(n) => write!(f, "{n} has more than one CNAME record"),
+            ZoneError::TwoOf(n, t) => write!(f, "{n} has more than one {t} record"),
         }
     }
 }
@@ -160,7 +161,8 @@ impl Zone {
     }
 
     /// Drops duplicate records (the first of each stays, in order), then checks the whole:
-    /// an SOA at the apex; one CNAME record at most at a name, and beside it only the
+    /// an SOA at the apex; one DNAME record at most at a name (BIND's "multiple RRs of
+    /// singleton type"); one CNAME record at most at a name, and beside it only the
     /// DNSSEC records that sign it and chain past it, RRSIG and NSEC (RFC 2181 10.1, RFC 4035
     /// 2.5; NSEC3 sits at hashed owners, not beside a CNAME). Called once all the records are in.
     pub fn check(&mut self) -> Result<(), ZoneError> {
@@ -174,11 +176,14 @@ impl Zone {
             return Err(ZoneError::NoSoa);
         }
         for node in self.nodes.values() {
+            if node.get(Rtype::DNAME).is_some_and(|d| d.data.len() > 1) {
+                return Err(ZoneError::TwoOf(node.name.to_string(), Rtype::DNAME));
+            }
             let Some(cname) = node.get(Rtype::CNAME) else {
                 continue;
             };
             if cname.data.len() > 1 {
-                return Err(ZoneError::TwoCnames(node.name.to_string()));
+                return Err(ZoneError::TwoOf(node.name.to_string(), Rtype::CNAME));
             }
             let beside = |t: Rtype| t == Rtype::CNAME || t == Rtype::RRSIG || t == Rtype::NSEC;
             if !node.rrsets.iter().all(|s| beside(s.rtype)) {

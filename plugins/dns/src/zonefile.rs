@@ -118,18 +118,20 @@ pub fn load_warning(path: &Path) -> Result<(Zone, Vec<LoadError>), LoadError> {
         }
     }
     if let Err(e) = zone.check() {
-        // The line to blame: the first CNAME at the name, or for a second CNAME the first
-        // that is not the same as the first (duplicates are dropped, not refused).
+        // The line to blame: the first CNAME at the name, or for a second CNAME (or DNAME)
+        // the first that is not the same as the first (duplicates are dropped, not refused).
+        let rtype = match e {
+            ZoneError::TwoOf(_, t) => t,
+            _ => Rtype::CNAME,
+        };
         let at = |r: &&Read| {
-            r.data.rtype() == Rtype::CNAME
+            r.data.rtype() == rtype
                 && e.owner()
                     .is_some_and(|o| o.eq_ignore_ascii_case(&r.owner.to_string()))
         };
         let first = records.iter().find(at);
         let bad = match (&e, first) {
-            (ZoneError::TwoCnames(_), Some(f)) => {
-                records.iter().filter(at).find(|r| r.data != f.data)
-            }
+            (ZoneError::TwoOf(..), Some(f)) => records.iter().filter(at).find(|r| r.data != f.data),
             (_, f) => f,
         };
         return Err(match bad {
@@ -648,6 +650,26 @@ www NSEC x.example.com. CNAME RRSIG NSEC
 
     /// A second CNAME at a name is refused at its line, as BIND ("multiple RRs of singleton
     /// type") and NSD do; the same CNAME twice is a duplicate, dropped.
+    /// So is a second DNAME (RFC 6672 2.4; BIND's "multiple RRs of singleton type").
+    /// Before, both were loaded and the first one found was used.
+    #[test]
+    fn two_dnames_at_a_name_are_refused_at_the_second() {
+        let d = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{SOA}d DNAME a.example.net.
+d DNAME A.example.NET.
+d DNAME b.example.net.
+"
+        );
+        fails(
+            d.path(),
+            "example.com",
+            &text,
+            Some(4),
+            "d.example.com has more than one DNAME record",
+        );
+    }
+
     #[test]
     fn two_cnames_at_a_name_are_refused_at_the_second() {
         let d = tempfile::tempdir().unwrap();
