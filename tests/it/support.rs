@@ -363,7 +363,7 @@ pub fn private_hosts(
 
 /// `unshare FLAGS sh -c SCRIPT`, where SCRIPT ends by exec'ing what follows it, once it
 /// has run `true` here; None after a skip line where it cannot (not root).
-fn unshared(test: &str, flags: &str, script: &str, what: &str) -> Option<Vec<String>> {
+pub fn unshared(test: &str, flags: &str, script: &str, what: &str) -> Option<Vec<String>> {
     let wrapper: Vec<String> = ["unshare", flags, "sh", "-c", script]
         .iter()
         .map(|a| a.to_string())

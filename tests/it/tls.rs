@@ -166,7 +166,7 @@ impl Pki {
 /// What every Python client below starts with: `connect` makes a TLS connection that trusts
 /// `ca` ("-": trusts nothing, checks nothing) and sends `sni` ("-": no SNI); `describe` prints
 /// the certificate received.
-const PRELUDE: &str = r#"
+pub(crate) const PRELUDE: &str = r#"
 import select, socket, ssl, sys, time, warnings
 warnings.simplefilter('ignore')
 def context(ca, maxv=None):
@@ -223,7 +223,7 @@ fn python(body: &str, args: &[&str], limit: Duration) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn spawn_python(body: &str, args: &[&str]) -> Child {
+pub(crate) fn spawn_python(body: &str, args: &[&str]) -> Child {
     Command::new("python3")
         .arg("-c")
         .arg(format!("{PRELUDE}\n{body}"))

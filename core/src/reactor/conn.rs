@@ -136,6 +136,31 @@ impl Stream {
         }
     }
 
+    /// TCP_INFO's `tcpi_rto`: the retransmission timeout the kernel keeps for this
+    /// connection (at least 200 ms; about the round trip plus four times its variation).
+    /// None for a UNIX socket or if the kernel will not say.
+    pub(crate) fn retransmit_timeout(&self) -> Option<std::time::Duration> {
+        let Stream::Tcp(s) = self else {
+            return None;
+        };
+        // SAFETY: tcp_info is plain integers, for which all zeroes is a valid value.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: a descriptor this stream owns, and a buffer of `len` bytes for the kernel to
+        // fill (it writes at most `len`, and says how much in `len`).
+        let r = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        // tcpi_rto ends at byte 12 of the structure; older kernels fill less than all of it.
+        (r == 0 && len >= 12).then(|| std::time::Duration::from_micros(u64::from(info.tcpi_rto)))
+    }
+
     /// SO_LINGER with a zero time: the close that follows sends a reset and drops what the
     /// kernel still holds to send (`Transport::reset_connection`).
     fn reset_on_close(&self) {
@@ -182,6 +207,18 @@ impl NetSocket {
             NetSocket::TlsClient(t) => Some(t.socket_mut()),
             NetSocket::Swapping => None,
         }
+    }
+
+    /// The kernel's retransmission timeout for the connection (TCP only), read each time:
+    /// it follows the path's round-trip time, and is what a lost segment costs the peer.
+    pub(crate) fn retransmit_timeout(&self) -> Option<std::time::Duration> {
+        let s = match self {
+            NetSocket::Plain(s) => s,
+            NetSocket::Tls(t) => t.socket(),
+            NetSocket::TlsClient(t) => t.socket(),
+            NetSocket::Swapping => return None,
+        };
+        s.retransmit_timeout()
     }
 
     pub(crate) fn source(&mut self) -> Option<&mut dyn mio::event::Source> {

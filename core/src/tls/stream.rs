@@ -242,6 +242,11 @@ impl<S: Socket, C: Session> TlsStream<S, C> {
         }
     }
 
+    /// The socket under the session, to ask the kernel about it.
+    pub(crate) fn socket(&self) -> &S {
+        &self.sock
+    }
+
     pub(crate) fn socket_mut(&mut self) -> &mut S {
         &mut self.sock
     }
