@@ -208,3 +208,53 @@ fn dns_zone_generate_with_a_quoted_right_hand_side() {
         ["v1.g.test. 300 IN TXT \"v=1\" \"x\""]
     );
 }
+
+const MORE_TYPES: &str = "\
+$TTL 300
+@    SOA ns h 1 1 1 600 60
+@    NS ns
+ns   A 192.0.2.1
+@    SPF \"v=spf1 -all\"
+afs  AFSDB 1 db
+rt   RT 10 relay.t.test.
+kx   KX 10 kx.example.
+uri  URI ( 10 1
+       \"ftp://ftp1.example.com/public\" )
+e48  EUI48 00-00-5e-00-53-2a
+e64  EUI64 00-00-5e-ef-10-00-00-2a
+";
+
+/// SPF, AFSDB, RT, KX, URI, EUI48 and EUI64 in their text forms (a zone file twistd reads,
+/// for SPF and AFSDB; BIND and NSD read them all) are served as dig reads them back. Before,
+/// each stopped the start with "write it as RFC 3597's TYPEnn \# LEN HEX".
+#[test]
+fn dns_zone_spf_afsdb_rt_kx_uri_and_eui_are_read_in_their_text_forms() {
+    let d = serve("t.test", MORE_TYPES, &[]);
+    for (name, rtype, want) in [
+        ("t.test", "SPF", "t.test. 300 IN SPF \"v=spf1 -all\""),
+        (
+            "afs.t.test",
+            "AFSDB",
+            "afs.t.test. 300 IN AFSDB 1 db.t.test.",
+        ),
+        ("rt.t.test", "RT", "rt.t.test. 300 IN RT 10 relay.t.test."),
+        ("kx.t.test", "KX", "kx.t.test. 300 IN KX 10 kx.example."),
+        (
+            "uri.t.test",
+            "URI",
+            "uri.t.test. 300 IN URI 10 1 \"ftp://ftp1.example.com/public\"",
+        ),
+        (
+            "e48.t.test",
+            "EUI48",
+            "e48.t.test. 300 IN EUI48 00-00-5e-00-53-2a",
+        ),
+        (
+            "e64.t.test",
+            "EUI64",
+            "e64.t.test. 300 IN EUI64 00-00-5e-ef-10-00-00-2a",
+        ),
+    ] {
+        assert_eq!(ask(&d, name, rtype), [want], "{name} {rtype}");
+    }
+}

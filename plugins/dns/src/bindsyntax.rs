@@ -9,6 +9,11 @@
 //!   explicitly: that state then follows `$INCLUDE` into the included file and back out of
 //!   it, as BIND and NSD do, while each file's scanner starts afresh.
 //!
+//! - Types whose text form the scanner lacks but one it reads has the same shape are read
+//!   as that one (SPF as TXT; AFSDB, RT and KX as MX) and noted ([`Part::stand_ins`]), for
+//!   the loader to give the records their own type; URI, EUI48 and EUI64 are written in
+//!   RFC 3597's generic form (`TYPEnn \# LEN HEX`).
+//!
 //! Only tokens are rewritten, found with the scanner's rules (quotes, `;` comments,
 //! parentheses, `\` escapes), and no line end is added or removed, so every line number
 //! stays what the file says.
@@ -38,6 +43,9 @@ pub struct Part {
     pub next: Option<usize>,
     /// (line, why) of what was read otherwise than written.
     pub warnings: Vec<(usize, String)>,
+    /// (line, type) of the records written with a stand-in type: the record read on that
+    /// line is of the type given (its data in the stand-in's wire form, which is its own).
+    pub stand_ins: Vec<(usize, u16)>,
 }
 
 /// One token of an entry: its bytes in the text, and whether it was in quotes.
@@ -67,12 +75,13 @@ pub fn rewrite(text: &[u8], from: usize, ttls: &mut Ttls) -> Result<Part, (usize
         .count();
     let mut out = vec![b'\n'; line - 1];
     let mut warnings = Vec::new();
+    let mut stand_ins = Vec::new();
     let mut at = from;
     while at < text.len() {
         let (entry, lines) = scan_entry(text, at, line);
         at = entry.end;
         line += lines;
-        let (edits, raw, include) = edits(text, &entry, ttls, &mut warnings)?;
+        let (edits, raw, include) = edits(text, &entry, ttls, &mut warnings, &mut stand_ins)?;
         emit(text, &entry, &edits, raw, &mut out);
         if include {
             let next = (at < text.len()).then_some(at);
@@ -80,6 +89,7 @@ pub fn rewrite(text: &[u8], from: usize, ttls: &mut Ttls) -> Result<Part, (usize
                 text: out,
                 next,
                 warnings,
+                stand_ins,
             });
         }
     }
@@ -87,6 +97,7 @@ pub fn rewrite(text: &[u8], from: usize, ttls: &mut Ttls) -> Result<Part, (usize
         text: out,
         next: None,
         warnings,
+        stand_ins,
     })
 }
 
@@ -204,6 +215,7 @@ fn edits(
     e: &Entry,
     ttls: &mut Ttls,
     warnings: &mut Vec<(usize, String)>,
+    stand_ins: &mut Vec<(usize, u16)>,
 ) -> Result<Edits, (usize, String)> {
     let mut edits = Vec::new();
     let Some(first) = e.toks.first() else {
@@ -265,6 +277,37 @@ fn edits(
             }
         }
     }
+    if let Some(t) = e.toks.get(k).filter(|t| !t.quoted) {
+        let name = String::from_utf8_lossy(word(t)).to_ascii_uppercase();
+        if let Some(&(_, code, stand_in)) = STAND_INS.iter().find(|(n, ..)| *n == name) {
+            edits.push(Edit {
+                start: t.start,
+                end: t.end,
+                with: stand_in.as_bytes().to_vec(),
+            });
+            stand_ins.push((e.line, code));
+        } else if let Some(&(_, code)) = GENERIC.iter().find(|(n, _)| *n == name) {
+            let data = &e.toks[k + 1..];
+            let words: Vec<(&[u8], bool)> = data.iter().map(|d| (word(d), d.quoted)).collect();
+            let wire = generic_rdata(&name, &words).map_err(|why| (e.line, why))?;
+            let hex: String = wire.iter().map(|b| format!("{b:02x}")).collect();
+            let with = format!("TYPE{code} \\# {} {hex}", wire.len());
+            edits.push(Edit {
+                start: t.start,
+                end: t.end,
+                with: with.trim_end().as_bytes().to_vec(),
+            });
+            // The data's tokens go; what is between them (blanks, parentheses, line ends,
+            // comments) stays.
+            for d in data {
+                edits.push(Edit {
+                    start: d.start,
+                    end: d.end,
+                    with: Vec::new(),
+                });
+            }
+        }
+    }
     // The SOA's refresh, retry, expire and minimum (the serial is a plain number in BIND).
     if e.toks
         .get(k)
@@ -279,6 +322,101 @@ fn edits(
         }
     }
     Ok((edits, None, false))
+}
+
+/// Types read with another's text form, whose data has the same shape on the wire: (name,
+/// code, stand-in). SPF is TXT's strings (RFC 7208 3.1); AFSDB (RFC 1183 1), RT (RFC 1183
+/// 3.3) and KX (RFC 2230) are a 16-bit number and a name, as MX is.
+const STAND_INS: [(&str, u16, &str); 4] = [
+    ("SPF", 99, "TXT"),
+    ("AFSDB", 18, "MX"),
+    ("RT", 21, "MX"),
+    ("KX", 36, "MX"),
+];
+
+/// Types without names in their data, written here in RFC 3597's generic form.
+const GENERIC: [(&str, u16); 3] = [("URI", 256), ("EUI48", 108), ("EUI64", 109)];
+
+/// The wire form of a [`GENERIC`] type's data, from its words (each with whether it was
+/// quoted).
+fn generic_rdata(name: &str, words: &[(&[u8], bool)]) -> Result<Vec<u8>, String> {
+    match name {
+        // RFC 7553 4.5: priority, weight, and the target URI as one quoted string.
+        "URI" => {
+            let [(prio, false), (weight, false), (target, true)] = words else {
+                return Err("URI: expected a priority, a weight and a quoted target".into());
+            };
+            let number = |w: &[u8], what: &str| {
+                std::str::from_utf8(w)
+                    .ok()
+                    .and_then(|s| s.parse::<u16>().ok())
+                    .ok_or_else(|| format!("URI: the {what} is not a number up to 65535"))
+            };
+            let mut out = Vec::new();
+            out.extend_from_slice(&number(prio, "priority")?.to_be_bytes());
+            out.extend_from_slice(&number(weight, "weight")?.to_be_bytes());
+            let inside = target
+                .strip_prefix(b"\"")
+                .and_then(|t| t.strip_suffix(b"\""))
+                .ok_or("URI: the target's quote is not closed")?;
+            let target = unescape(inside)?;
+            if target.is_empty() {
+                return Err("URI: an empty target".into());
+            }
+            out.extend_from_slice(&target);
+            Ok(out)
+        }
+        // RFC 7043 3.2 and 4.2: hex pairs joined by hyphens, 6 or 8 of them.
+        _ => {
+            let want = if name == "EUI48" { 6 } else { 8 };
+            let why = || format!("{name}: expected {want} hex pairs joined by '-'");
+            let [(w, false)] = words else {
+                return Err(why());
+            };
+            let pairs: Vec<&[u8]> = w.split(|b| *b == b'-').collect();
+            if pairs.len() != want {
+                return Err(why());
+            }
+            pairs
+                .iter()
+                .map(|p| {
+                    std::str::from_utf8(p)
+                        .ok()
+                        .filter(|p| p.len() == 2)
+                        .and_then(|p| u8::from_str_radix(p, 16).ok())
+                        .ok_or_else(why)
+                })
+                .collect()
+        }
+    }
+}
+
+/// The bytes of a quoted string's inside: `\DDD` is the byte DDD, `\X` is X.
+fn unescape(w: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(w.len());
+    let mut i = 0;
+    while i < w.len() {
+        if w[i] != b'\\' {
+            out.push(w[i]);
+            i += 1;
+            continue;
+        }
+        let digits = w
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(u8::is_ascii_digit));
+        if let Some(d) = digits {
+            let v = d.iter().fold(0u32, |v, c| v * 10 + u32::from(c - b'0'));
+            out.push(u8::try_from(v).map_err(|_| format!("\\{v} is over 255"))?);
+            i += 4;
+        } else {
+            let Some(&c) = w.get(i + 1) else {
+                return Err("a string ends with a lone backslash".into());
+            };
+            out.push(c);
+            i += 2;
+        }
+    }
+    Ok(out)
 }
 
 fn replace(t: &Tok, v: u32) -> Edit {
