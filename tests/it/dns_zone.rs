@@ -222,13 +222,14 @@ uri  URI ( 10 1
        \"ftp://ftp1.example.com/public\" )
 e48  EUI48 00-00-5e-00-53-2a
 e64  EUI64 00-00-5e-ef-10-00-00-2a
+loc  LOC 42 21 54 N 71 06 18 W -24m 30m
 ";
 
-/// SPF, AFSDB, RT, KX, URI, EUI48 and EUI64 in their text forms (a zone file twistd reads,
+/// SPF, AFSDB, RT, KX, URI, EUI48, EUI64 and LOC in their text forms (a zone file twistd reads,
 /// for SPF and AFSDB; BIND and NSD read them all) are served as dig reads them back. Before,
 /// each stopped the start with "write it as RFC 3597's TYPEnn \# LEN HEX".
 #[test]
-fn dns_zone_spf_afsdb_rt_kx_uri_and_eui_are_read_in_their_text_forms() {
+fn dns_zone_spf_afsdb_rt_kx_uri_eui_and_loc_are_read_in_their_text_forms() {
     let d = serve("t.test", MORE_TYPES, &[]);
     for (name, rtype, want) in [
         ("t.test", "SPF", "t.test. 300 IN SPF \"v=spf1 -all\""),
@@ -253,6 +254,11 @@ fn dns_zone_spf_afsdb_rt_kx_uri_and_eui_are_read_in_their_text_forms() {
             "e64.t.test",
             "EUI64",
             "e64.t.test. 300 IN EUI64 00-00-5e-ef-10-00-00-2a",
+        ),
+        (
+            "loc.t.test",
+            "LOC",
+            "loc.t.test. 300 IN LOC 42 21 54.000 N 71 6 18.000 W -24.00m 30m 10000m 10m",
         ),
     ] {
         assert_eq!(ask(&d, name, rtype), [want], "{name} {rtype}");

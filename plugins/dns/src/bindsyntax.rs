@@ -11,7 +11,7 @@
 //!
 //! - Types whose text form the scanner lacks but one it reads has the same shape are read
 //!   as that one (SPF as TXT; AFSDB, RT and KX as MX) and noted ([`Part::stand_ins`]), for
-//!   the loader to give the records their own type; URI, EUI48 and EUI64 are written in
+//!   the loader to give the records their own type; URI, EUI48, EUI64 and LOC are written in
 //!   RFC 3597's generic form (`TYPEnn \# LEN HEX`).
 //!
 //! Only tokens are rewritten, found with the scanner's rules (quotes, `;` comments,
@@ -335,7 +335,7 @@ const STAND_INS: [(&str, u16, &str); 4] = [
 ];
 
 /// Types without names in their data, written here in RFC 3597's generic form.
-const GENERIC: [(&str, u16); 3] = [("URI", 256), ("EUI48", 108), ("EUI64", 109)];
+const GENERIC: [(&str, u16); 4] = [("URI", 256), ("EUI48", 108), ("EUI64", 109), ("LOC", 29)];
 
 /// The wire form of a [`GENERIC`] type's data, from its words (each with whether it was
 /// quoted).
@@ -366,6 +366,7 @@ fn generic_rdata(name: &str, words: &[(&[u8], bool)]) -> Result<Vec<u8>, String>
             out.extend_from_slice(&target);
             Ok(out)
         }
+        "LOC" => loc_rdata(words),
         // RFC 7043 3.2 and 4.2: hex pairs joined by hyphens, 6 or 8 of them.
         _ => {
             let want = if name == "EUI48" { 6 } else { 8 };
@@ -389,6 +390,107 @@ fn generic_rdata(name: &str, words: &[(&[u8], bool)]) -> Result<Vec<u8>, String>
                 .collect()
         }
     }
+}
+
+/// LOC's data (RFC 1876 3): `d1 [m1 [s1]] N|S d2 [m2 [s2]] E|W alt[m] [size[m] [hp[m]
+/// [vp[m]]]]`, sizes and precisions 1m, 10000m and 10m when left out, as BIND reads it.
+fn loc_rdata(words: &[(&[u8], bool)]) -> Result<Vec<u8>, String> {
+    let why = |what: &str| format!("LOC: {what}");
+    let mut w = words.iter().map(|(w, quoted)| {
+        if *quoted {
+            Err(why("a quoted word"))
+        } else {
+            std::str::from_utf8(w).map_err(|_| why("not ASCII"))
+        }
+    });
+    // Degrees, minutes and seconds up to the hemisphere letter, in thousandths of seconds
+    // from the equator or the meridian, offset by 2^31 (south and west below it).
+    let mut angle = |max_deg: u32, hemis: [&str; 2]| -> Result<u32, String> {
+        let mut parts = Vec::new();
+        let sign = loop {
+            let word = w.next().ok_or_else(|| why("too few words"))??;
+            if let Some(i) = hemis.iter().position(|h| word.eq_ignore_ascii_case(h)) {
+                break if i == 0 { 1 } else { -1 };
+            }
+            if parts.len() == 3 {
+                return Err(why(&format!("expected {} or {}", hemis[0], hemis[1])));
+            }
+            parts.push(word);
+        };
+        let num = |s: &str, max: u32| s.parse::<u32>().ok().filter(|v| *v <= max);
+        let deg = parts
+            .first()
+            .and_then(|d| num(d, max_deg))
+            .ok_or_else(|| why(&format!("degrees 0 to {max_deg} expected")))?;
+        let min = match parts.get(1) {
+            Some(m) => num(m, 59).ok_or_else(|| why("minutes 0 to 59 expected"))?,
+            None => 0,
+        };
+        let msec = match parts.get(2) {
+            Some(s) => fixed(s, 3)
+                .filter(|v| (0..60_000).contains(v))
+                .ok_or_else(|| why("seconds 0 to 59.999 expected"))?,
+            None => 0,
+        };
+        let total = i64::from(deg) * 3_600_000 + i64::from(min) * 60_000 + msec;
+        if total > i64::from(max_deg) * 3_600_000 {
+            return Err(why(&format!("over {max_deg} degrees")));
+        }
+        u32::try_from((1i64 << 31) + sign * total).map_err(|_| why("out of range"))
+    };
+    let lat = angle(90, ["N", "S"])?;
+    let lon = angle(180, ["E", "W"])?;
+    let metres = |s: &str| fixed(s.strip_suffix(['m', 'M']).unwrap_or(s), 2);
+    let alt = w.next().ok_or_else(|| why("no altitude"))??;
+    let alt = metres(alt)
+        .filter(|cm| (-10_000_000..=4_284_967_295).contains(cm))
+        .ok_or_else(|| why("altitude -100000.00 to 42849672.95 m expected"))?;
+    // Size, horizontal and vertical precision: centimetres as a digit times a power of ten.
+    let mut prec = [0x12u8, 0x16, 0x13];
+    for p in &mut prec {
+        let Some(word) = w.next() else { break };
+        let cm = metres(word?)
+            .filter(|cm| (0..=9_000_000_000).contains(cm))
+            .ok_or_else(|| why("sizes 0 to 90000000.00 m expected"))?;
+        let (mut base, mut exp) = (cm, 0u8);
+        while base >= 10 {
+            base /= 10;
+            exp += 1;
+        }
+        *p = (base as u8) << 4 | exp;
+    }
+    if w.next().is_some() {
+        return Err(why("too many words"));
+    }
+    let mut out = vec![0, prec[0], prec[1], prec[2]];
+    out.extend_from_slice(&lat.to_be_bytes());
+    out.extend_from_slice(&lon.to_be_bytes());
+    out.extend_from_slice(&((alt + 10_000_000) as u32).to_be_bytes());
+    Ok(out)
+}
+
+/// A decimal number with at most `places` digits after its point, in units of its last
+/// place (`fixed("-2.5", 2)` is -250).
+fn fixed(s: &str, places: u32) -> Option<i64> {
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty()
+        || int.len() > 12
+        || !digits(int)
+        || !digits(frac)
+        || frac.len() > places as usize
+    {
+        return None;
+    }
+    let mut v: i64 = int.parse().ok()?;
+    for i in 0..places as usize {
+        v = v * 10 + frac.as_bytes().get(i).map_or(0, |b| i64::from(b - b'0'));
+    }
+    Some(if neg { -v } else { v })
 }
 
 /// The bytes of a quoted string's inside: `\DDD` is the byte DDD, `\X` is X.

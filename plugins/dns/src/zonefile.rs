@@ -345,10 +345,10 @@ fn scanner_error(path: &Path, line: Option<usize>, text: &str) -> LoadError {
     let mut parts = text.splitn(3, ':');
     let own = parts.next().and_then(|l| l.parse().ok());
     let mut message = parts.nth(1).unwrap_or(text).trim().to_string();
-    // The scanner's words for a type whose text form it lacks (LOC, WKS, X25, ...): say
+    // The scanner's words for a type whose text form it lacks (WKS, X25, CERT, ...): say
     // what to write instead.
     if message.contains("unknown record type with concrete data") {
-        message = "a record type whose text form is not read here (LOC, WKS, X25, CERT, \
+        message = "a record type whose text form is not read here (WKS, X25, CERT, APL, \
                    ...): write it as RFC 3597's TYPEnn \\# LEN HEX"
             .into();
     }
@@ -883,7 +883,7 @@ d DNAME b.example.net.
         fails(
             d.path(),
             "t.test",
-            &format!("{SOA}a LOC 52 22 23.000 N 4 53 32.000 E -2.00m 0.00m 10000m 10m\n"),
+            &format!("{SOA}a WKS 192.0.2.1 6 smtp\n"),
             Some(2),
             "TYPEnn \\# LEN HEX",
         );
@@ -899,12 +899,12 @@ d DNAME b.example.net.
         assert!(a.get(Rtype::SPF).is_some());
     }
 
-    /// SPF, AFSDB, RT, KX, URI, EUI48 and EUI64 in their text forms (as BIND, NSD and, for
+    /// SPF, AFSDB, RT, KX, URI, EUI48, EUI64 and LOC in their text forms (as BIND, NSD and, for
     /// SPF and AFSDB, twistd read them) load as records of their own types, with the wire
     /// data their RFCs give; relative names are completed by the origin. Before, each was
     /// an error that said to write it in RFC 3597's form.
     #[test]
-    fn spf_afsdb_rt_kx_uri_and_eui_records_are_read() {
+    fn spf_afsdb_rt_kx_uri_eui_and_loc_records_are_read() {
         let d = tempfile::tempdir().unwrap();
         let text = format!(
             "{SOA}a SPF \"v=spf1 -all\" x\nafs AFSDB 1 db\nrt 60 RT 10 relay.t.test.\n\
@@ -951,6 +951,35 @@ d DNAME b.example.net.
             wire("e64.t.test", Rtype::EUI64).1,
             [0x00, 0x00, 0x5e, 0xef, 0x10, 0x00, 0x00, 0x2a]
         );
+        // LOC (RFC 1876's first example): version, size 30 m, the default precisions, then
+        // latitude and longitude in ms from 2^31, altitude in cm from -100,000 m.
+        let loc = format!("{SOA}l LOC 42 21 54 N 71 06 18 W -24m 30m\n");
+        let z = load(&write(d.path(), "l.test", &loc)).unwrap();
+        let set = z
+            .node(&name::key(&name::parse("l.l.test").unwrap()))
+            .and_then(|n| n.get(Rtype::LOC))
+            .expect("a LOC");
+        let mut got = Vec::new();
+        domain::base::rdata::ComposeRecordData::compose_rdata(&set.data[0], &mut got).unwrap();
+        let mut want = vec![0, 0x33, 0x16, 0x13];
+        want.extend_from_slice(&(2_147_483_648u32 + 152_514_000).to_be_bytes());
+        want.extend_from_slice(&(2_147_483_648u32 - 255_978_000).to_be_bytes());
+        want.extend_from_slice(&(10_000_000u32 - 2_400).to_be_bytes());
+        assert_eq!(got, want);
+        for (bad, says) in [
+            ("91 N 0 E 0", "LOC: degrees 0 to 90 expected"),
+            ("1 60 N 0 E 0", "LOC: minutes 0 to 59 expected"),
+            ("1 2 3.4567 N 0 E 0", "LOC: seconds"),
+            ("1 2 3 4 N 0 E 0", "LOC: expected N or S"),
+            ("90 0 0.001 N 0 E 0", "LOC: over 90 degrees"),
+            ("1 N 0 E", "LOC: no altitude"),
+            ("1 N 0 E 0 1 2 3 4", "LOC: too many words"),
+            ("1 N 0 E -100000.01m", "LOC: altitude"),
+            ("1 N 0 E 0 90000000.01", "LOC: sizes"),
+        ] {
+            let text = format!("{SOA}l LOC {bad}\n");
+            fails(d.path(), "l.test", &text, Some(2), says);
+        }
         // Line numbers stay the file's, past a URI over two lines.
         let bad = format!("{SOA}u URI ( 1 2\n \"x\" )\ne EUI48 00-00\n");
         fails(
