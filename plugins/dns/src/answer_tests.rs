@@ -379,3 +379,42 @@ fn ixfr_is_answered_with_the_soa_or_the_whole_zone() {
     ));
     assert_eq!(a.rcode, Rcode::FORMERR);
 }
+
+/// Every message of a zone transfer asked for with EDNS carries our OPT (RFC 6891 7: a
+/// responder answers a request's OPT with its own), the client's DO bit copied, and still
+/// fits the transfer's message size; asked without, none does. Before, no message had one.
+#[test]
+fn every_transfer_message_answers_the_clients_opt() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("big.test");
+    let mut text = String::from("@ SOA ns hm 1 2 3 4 5\n@ NS ns\nns A 192.0.2.1\n");
+    for i in 0..2000 {
+        text.push_str(&format!("t{i} TXT \"{}\"\n", "x".repeat(100)));
+    }
+    std::fs::write(&p, text).unwrap();
+    let mut s = Store::default();
+    s.add_zone(Rc::new(zonefile::load(&p).unwrap()));
+    let mut r = Responder::new(s);
+    for (edns, dnssec_ok) in [(None, false), (Some(1232), false), (Some(1232), true)] {
+        let mut q = query("big.test", Rtype::AXFR, edns);
+        if dnssec_ok {
+            let n = q.len();
+            q[n - 4] = 0x80;
+        }
+        let Reply::Transfer(msgs) = r.respond(&q, Via::Tcp, PEER) else {
+            panic!("no transfer")
+        };
+        assert!(msgs.len() > 5, "{} messages", msgs.len());
+        let mut records = 0;
+        for m in &msgs {
+            assert!(m.len() <= 16 * 1024, "{} bytes", m.len());
+            let got = read(m);
+            records += got.answer.len();
+            assert_eq!(got.opt.is_some(), edns.is_some(), "{edns:?}");
+            let msg = Message::from_octets(&m[..]).unwrap();
+            let opt = msg.opt();
+            assert_eq!(opt.is_some_and(|o| o.dnssec_ok()), dnssec_ok);
+        }
+        assert_eq!(records, 2000 + 2 + 2, "every record, the SOA twice");
+    }
+}

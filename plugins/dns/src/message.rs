@@ -21,7 +21,7 @@ pub const OUR_PAYLOAD: u16 = 1232;
 /// A UDP answer without EDNS0 (RFC 1035 4.2.1).
 pub const CLASSIC_UDP: usize = 512;
 /// An OPT record without options.
-const OPT_LEN: usize = 11;
+pub const OPT_LEN: usize = 11;
 
 /// RFC 6891 6.1.2: the client's EDNS0 record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -273,7 +273,11 @@ fn start(id: u16, rd: bool, cd: bool, ra: bool, rcode: Rcode, aa: bool) -> Build
 }
 
 /// Our OPT, answering the client's `edns`: its DO bit copied (RFC 3225 3).
-fn push_opt(add: &mut AdditionalBuilder<StaticCompressor<Vec<u8>>>, rcode: OptRcode, edns: Edns) {
+pub fn push_opt(
+    add: &mut AdditionalBuilder<StaticCompressor<Vec<u8>>>,
+    rcode: OptRcode,
+    edns: Edns,
+) {
     add.as_builder_mut().clear_push_limit();
     let _ = add.opt(|o| {
         o.set_udp_payload_size(OUR_PAYLOAD);

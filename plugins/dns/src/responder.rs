@@ -318,7 +318,8 @@ impl Responder {
             .ok_or_else(|| Reply::Send(message::refuse(q, OptRcode::NOTAUTH, self.recursion)))
     }
 
-    /// `zone` whole, as AXFR sends it (an IXFR answered whole too, its question IXFR).
+    /// `zone` whole, as AXFR sends it (an IXFR answered whole too, its question IXFR), each
+    /// message with an OPT if the question had one.
     fn send_zone(&self, q: &Query<'_>, zone: &crate::zone::Zone) -> Reply {
         let Some(soa) = zone.soa() else {
             return Reply::Send(message::refuse(q, OptRcode::SERVFAIL, self.recursion));
@@ -337,7 +338,12 @@ impl Responder {
         while i < records.len() {
             let target = StaticCompressor::new(Vec::with_capacity(AXFR_MESSAGE));
             let Ok(mut mb) = MessageBuilder::from_target(target);
-            mb.set_push_limit(AXFR_MESSAGE);
+            let opt = if q.edns.is_some() {
+                message::OPT_LEN
+            } else {
+                0
+            };
+            mb.set_push_limit(AXFR_MESSAGE - opt);
             let h = mb.header_mut();
             h.set_id(q.id);
             h.set_qr(true);
@@ -363,7 +369,12 @@ impl Responder {
                 // A record larger than a message: the transfer cannot go on.
                 return Reply::Send(message::refuse(q, OptRcode::SERVFAIL, self.recursion));
             }
-            out.push(ab.finish().into_target());
+            // Each message answers the client's OPT with ours (RFC 6891 7), as BIND's do.
+            let mut add = ab.additional();
+            if let Some(e) = q.edns {
+                message::push_opt(&mut add, OptRcode::NOERROR, e);
+            }
+            out.push(add.finish().into_target());
         }
         Reply::Transfer(out)
     }
