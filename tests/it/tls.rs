@@ -207,6 +207,15 @@ def echo(s, data):
             break
         got += d
     return got
+# Prints the echo of a ping over a new connection, or the error, and the seconds it took.
+def timed(port, ca):
+    t = time.monotonic()
+    try:
+        s = connect(port, ca, 'localhost')
+        print('echo=' + echo(s, b'ping over TLS').decode())
+    except (ssl.SSLError, OSError) as e:
+        print('error=' + str(e))
+    print('took=%.3f' % (time.monotonic() - t), flush=True)
 "#;
 
 /// Runs Python's `PRELUDE` + `body` with `args` (bounded by `limit`); its stdout. Panics with

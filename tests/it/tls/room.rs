@@ -21,13 +21,7 @@ const LOGGED: &str = "closing connections silent in their TLS handshake for over
 const TIMED: &str = r#"
 TIMEOUT = 15
 port, ca = sys.argv[1:3]
-t = time.monotonic()
-try:
-    s = connect(port, ca, 'localhost')
-    print('echo=' + echo(s, b'ping over TLS').decode())
-except (ssl.SSLError, OSError) as e:
-    print('error=' + str(e))
-print('took=%.3f' % (time.monotonic() - t), flush=True)
+timed(port, ca)
 "#;
 
 /// A PKI with a `server` leaf for localhost, and an `ssl:` endpoint on 127.0.0.1 serving it:
@@ -342,13 +336,7 @@ try:
         assert time.monotonic() < end, 'the server never said it serves'
     stalled = socket.create_connection(('127.0.0.1', port))
     time.sleep(0.3)
-    t = time.monotonic()
-    try:
-        s = connect(port, ca, 'localhost')
-        print('echo=' + echo(s, b'ping over TLS').decode())
-    except (ssl.SSLError, OSError) as e:
-        print('error=' + str(e))
-    print('took=%.3f' % (time.monotonic() - t), flush=True)
+    timed(port, ca)
     stalled.settimeout(1)
     try:
         print('stalled=' + ('closed' if stalled.recv(1) == b'' else 'data'))
