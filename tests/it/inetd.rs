@@ -68,13 +68,26 @@ impl Inetd {
 /// `services` (both with `{N}` for `nports` ports picked at run time), waiting until
 /// `sockets` ports are open; tries other ports (at most 5 times) if one was taken meanwhile.
 fn start(conf: &str, services: &str, nports: usize, sockets: usize, extra: &[&str]) -> Inetd {
+    start_with(&[], conf, services, nports, sockets, extra)
+}
+
+/// As [`start`], with twistrs' own options (`-u nobody`) before `inetd`.
+fn start_with(
+    global: &[&str],
+    conf: &str,
+    services: &str,
+    nports: usize,
+    sockets: usize,
+    extra: &[&str],
+) -> Inetd {
     for _ in 0..5 {
         let ports = free_ports(nports);
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("inetd.conf"), fill(conf, &ports)).unwrap();
         std::fs::write(dir.path().join("services"), fill(services, &ports)).unwrap();
         let (c, s) = (dir.path().join("inetd.conf"), dir.path().join("services"));
-        let mut args = vec![
+        let mut args = global.to_vec();
+        args.extend_from_slice(&[
             "--pidfile=",
             "inetd",
             "-f",
@@ -83,7 +96,7 @@ fn start(conf: &str, services: &str, nports: usize, sockets: usize, extra: &[&st
             s.to_str().unwrap(),
             "--interface",
             "127.0.0.1",
-        ];
+        ]);
         args.extend_from_slice(extra);
         let mut server = Server::spawn(&args);
         let ok = server.wait_until(
@@ -396,6 +409,46 @@ fn the_user_field_runs_the_program_as_that_user_and_group() {
         String::from_utf8(answer(i.addr(2))).unwrap(),
         format!("{}\n", nobody.uid)
     );
+}
+
+/// Found against twistd: `twistd -u nobody inetd` serves a `nobody` line; twistrs failed
+/// every connection with EPERM (it asked for the user it already was, and setgroups(2) takes
+/// privilege even for the groups one has).
+#[test]
+fn a_line_of_the_user_twistrs_runs_as_needs_no_root() {
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let i = start_with(
+        &["-u", "nobody"],
+        "{0} stream tcp nowait nobody /usr/bin/id id\n\
+         {1} stream tcp nowait root /usr/bin/id id\n",
+        "",
+        2,
+        2,
+        &[],
+    );
+    i.server
+        .wait_until(
+            |l| l.iter().any(|x| x.contains("set uid/gid")),
+            Duration::from_secs(10),
+        )
+        .expect("privileges dropped");
+    let out = String::from_utf8(answer(i.addr(0))).unwrap();
+    assert!(
+        out.starts_with(&format!("uid={}(nobody) gid={}", nobody.uid, nobody.gid)),
+        "{out} {:?}",
+        i.server.lines()
+    );
+    // Another user still takes root: refused, logged, the connection closed.
+    assert!(answer(i.addr(1)).is_empty());
+    i.server
+        .wait_until(
+            |l| {
+                l.iter()
+                    .any(|x| x.contains("cannot start /usr/bin/id: Operation not permitted"))
+            },
+            Duration::from_secs(10),
+        )
+        .expect("the refusal is logged");
 }
 
 #[test]
