@@ -740,6 +740,48 @@ fn programs_die_with_a_twistrs_killed_by_sigkill() {
     );
 }
 
+/// Found side by side with twistd, which restarts a program only once its output pipes
+/// close: `sh -c 'sleep N & exit 1'` left its `sleep` running after every run, beside the
+/// next (a crashed master's workers holding its port would have done the same), and each
+/// outlived the stop. And a stop's SIGKILL never came to what ignored SIGTERM once the
+/// program itself had died of it.
+#[test]
+fn what_a_dead_program_left_in_its_session_dies_with_it() {
+    let arg = unique_sleep();
+    let script = format!("sleep {arg} & echo left; exit 1");
+    let mut s = Server::spawn(&[
+        "procmon", "-m", "0.1", "--name", "leaver", "sh", "-c", &script,
+    ]);
+    wait_for("three runs", Duration::from_secs(10), || {
+        started(&s.lines(), "leaver").len() >= 3
+    });
+    wait_for(
+        "no sleep left by the runs that ended",
+        Duration::from_secs(5),
+        || copies(&["sleep", &arg]).len() <= 1,
+    );
+    s.term();
+    wait_for("none left by the stop", Duration::from_secs(5), || {
+        copies(&["sleep", &arg]).is_empty()
+    });
+
+    let arg = unique_sleep();
+    let script = format!("(trap '' TERM; exec sleep {arg}) & echo ready; exec sleep 60");
+    let mut s = Server::spawn(&[
+        "procmon", "-k", "0.5", "--name", "deaf", "sh", "-c", &script,
+    ]);
+    assert!(s.log_contains("[deaf] ready"), "{:?}", s.lines());
+    wait_for("the deaf sleep", Duration::from_secs(10), || {
+        copies(&["sleep", &arg]).len() == 1
+    });
+    s.term();
+    wait_for(
+        "the deaf sleep to die with the stop",
+        Duration::from_secs(5),
+        || copies(&["sleep", &arg]).is_empty(),
+    );
+}
+
 #[test]
 fn programs_get_the_descriptor_limit_twistrs_was_started_with() {
     let arg = unique_sleep();
