@@ -194,6 +194,7 @@ fn restarts_back_off_as_twistd_and_a_long_run_restarts_at_once() {
 #[test]
 fn every_output_line_is_logged_with_the_name() {
     let script = "echo 'to stdout'; echo 'to stderr' >&2; printf 'bad \\377 byte\\n'; \
+                  printf 'nul \\000 esc \\033[0m\\r\\n'; \
                   head -c 40000 /dev/zero | tr '\\0' x; echo; printf 'no newline yet'; \
                   exec sleep 60";
     let mut s = Server::spawn(&["procmon", "--name", "out", "sh", "-c", script]);
@@ -206,6 +207,14 @@ fn every_output_line_is_logged_with_the_name() {
     );
     assert!(s.log_contains(&mine("to stderr")));
     assert!(s.log_contains(&mine("bad \\xff byte")));
+    // Control characters escaped, a CRLF's CR left out.
+    assert!(
+        s.lines()
+            .iter()
+            .any(|l| l.ends_with(&mine("nul \\x00 esc \\x1b[0m"))),
+        "{:?}",
+        s.lines()
+    );
     // A 40000-byte line: two 16 KiB pieces and the rest.
     s.wait_until(
         |l| l.iter().any(|x| x.ends_with(&mine(&"x".repeat(7232)))),
