@@ -525,6 +525,34 @@ fn a_wait_stream_program_that_never_accepts_is_held_to_256_starts_a_minute() {
     assert_eq!((n, later), (256, 256), "256 starts, then none");
 }
 
+/// The warning's advice for a datagram service was "write nowait", which a datagram line
+/// with a program cannot be (refused at start).
+#[test]
+fn a_wait_udp_program_that_never_reads_is_told_to_read() {
+    let (i, _runs, _dir) = counting_starts("dgram udp wait");
+    udp().send_to(b"x", ("127.0.0.1", i.port(0))).unwrap();
+    let l = i
+        .server
+        .wait_until(
+            |l| {
+                l.iter()
+                    .any(|x| x.contains("(wait.256) (the default for wait"))
+            },
+            Duration::from_secs(30),
+        )
+        .map(|()| i.server.lines());
+    let l = l.unwrap_or_else(|| panic!("{:?}", i.server.lines()));
+    let warning = l
+        .iter()
+        .find(|x| x.contains("(wait.256)"))
+        .expect("the warning");
+    assert!(
+        warning.contains("a wait program must read the socket's datagrams before it exits")
+            && !warning.contains("nowait"),
+        "{warning}"
+    );
+}
+
 #[test]
 fn wait_max_holds_the_next_start_back() {
     // A program that never reads its datagram: the socket stays readable, so each exit is

@@ -373,11 +373,17 @@ fn readable(weak: &Weak<RefCell<State>>, id: u64, w: WatchId, fd: BorrowedFd<'_>
             let now = h.now();
             if !r.try_start(now) {
                 let wait = r.next_start(now).saturating_duration_since(now);
-                let why = if p.sock.conf.max.is_none() {
-                    " (the default for wait: a wait program must take the socket's \
-                     connections; for a program per connection, write nowait)"
-                } else {
-                    ""
+                let why = match (p.sock.conf.max, p.sock.key.proto.socktype()) {
+                    (Some(_), _) => "",
+                    (None, SockType::Stream) => {
+                        " (the default for wait: a wait program must take the socket's \
+                         connections; for a program per connection, write nowait)"
+                    }
+                    // nowait is no answer here: a datagram line with a program must wait.
+                    (None, SockType::Dgram) => {
+                        " (the default for wait: a wait program must read the socket's \
+                         datagrams before it exits)"
+                    }
                 };
                 log::warn!(target: SYSTEM,
                     "'{}': {} programs started in the last minute (wait.{}){why}: the next in {} s.",
