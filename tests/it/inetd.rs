@@ -365,6 +365,48 @@ fn every_internal_service_over_tcp_and_udp() {
     assert_eq!(t.len(), 4);
 }
 
+/// Found with one spoofed datagram, from udp echo's port to udp chargen's on the same
+/// twistrs: the two answered each other without end (~50,000 datagrams a second, most of a
+/// core) until a restart, the loop of CERT CA-1996-01. openbsd-inetd answers no privileged
+/// port (`dg_badinput`); nor does twistrs now.
+#[test]
+fn an_internal_datagram_service_does_not_answer_a_privileged_port() {
+    let i = start(
+        "echo dgram udp wait root internal\nchargen dgram udp wait root internal\n",
+        "echo {0}/udp\nchargen {1}/udp\n",
+        2,
+        2,
+        &[],
+    );
+    // Where another host's echo or chargen would be (binding it takes root, as the other
+    // tests of this file do).
+    let privileged = (600..1024)
+        .find_map(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
+        .expect("a free privileged UDP port (run as root)");
+    privileged
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    for port in [i.port(0), i.port(1)] {
+        privileged.send_to(b"loop?", ("127.0.0.1", port)).unwrap();
+        let got = privileged.recv_from(&mut buf);
+        assert!(got.is_err(), "answered: {got:?}");
+    }
+    i.server
+        .wait_until(
+            |l| {
+                l.iter()
+                    .filter(|x| x.contains("dropped unanswered (a privileged port"))
+                    .count()
+                    == 2
+            },
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("{:?}", i.server.lines()));
+    // A client is answered as before.
+    assert_eq!(udp_ask(i.port(0), b"still here"), b"still here");
+}
+
 #[test]
 fn nointernal_leaves_the_internal_services_out() {
     let i = start(

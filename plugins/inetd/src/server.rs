@@ -243,7 +243,10 @@ fn open(rc: &Rc<RefCell<State>>, h: &mut ServiceHost<'_>, sock: Socket) -> Resul
                 };
                 h.adopt_stream_port(fd, &ep, fid)
             } else {
-                h.adopt_datagram_port(fd, &ep, (int.datagram)())
+                // openbsd-inetd's guard: no answer to a privileged port (another small
+                // service: a loop) or to an address no answer goes to.
+                let guarded = crate::guard::Guarded::new((int.datagram)(), &label);
+                h.adopt_datagram_port(fd, &ep, Box::new(guarded))
             };
             (l.map_err(|e| e.to_string())?, Kind::Internal)
         }
