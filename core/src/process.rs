@@ -229,6 +229,7 @@ pub struct ProcessSpec {
     pub(crate) new_session: bool,
     pub(crate) new_process_group: bool,
     pub(crate) parent_death_signal: Option<i32>,
+    pub(crate) group_dies_with_it: bool,
 }
 
 impl ProcessSpec {
@@ -249,6 +250,7 @@ impl ProcessSpec {
             new_session: false,
             new_process_group: false,
             parent_death_signal: None,
+            group_dies_with_it: false,
         }
     }
 
@@ -346,6 +348,18 @@ impl ProcessSpec {
     /// privilege change, which would clear it).
     pub fn parent_death_signal(mut self, sig: Option<i32>) -> Self {
         self.parent_death_signal = sig;
+        self
+    }
+
+    /// When the child (the leader of a process group of its own: `new_session` or
+    /// `new_process_group`) exits, what is left in its group gets SIGKILL before the child
+    /// is reaped, while its PID still names the group. A supervisor's program is then gone
+    /// whole once its `process_exited` comes: a shell's `sleep &`, or the workers of a master
+    /// that crashed, would otherwise live on beside the next start (holding its port), and
+    /// a stop's SIGKILL, sent to the group only while the child is unreaped, would never
+    /// reach one that ignores SIGTERM after the child died of it.
+    pub fn group_dies_with_it(mut self, yes: bool) -> Self {
+        self.group_dies_with_it = yes;
         self
     }
 

@@ -68,13 +68,26 @@ impl Inetd {
 /// `services` (both with `{N}` for `nports` ports picked at run time), waiting until
 /// `sockets` ports are open; tries other ports (at most 5 times) if one was taken meanwhile.
 fn start(conf: &str, services: &str, nports: usize, sockets: usize, extra: &[&str]) -> Inetd {
+    start_with(&[], conf, services, nports, sockets, extra)
+}
+
+/// As [`start`], with twistrs' own options (`-u nobody`) before `inetd`.
+fn start_with(
+    global: &[&str],
+    conf: &str,
+    services: &str,
+    nports: usize,
+    sockets: usize,
+    extra: &[&str],
+) -> Inetd {
     for _ in 0..5 {
         let ports = free_ports(nports);
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("inetd.conf"), fill(conf, &ports)).unwrap();
         std::fs::write(dir.path().join("services"), fill(services, &ports)).unwrap();
         let (c, s) = (dir.path().join("inetd.conf"), dir.path().join("services"));
-        let mut args = vec![
+        let mut args = global.to_vec();
+        args.extend_from_slice(&[
             "--pidfile=",
             "inetd",
             "-f",
@@ -83,7 +96,7 @@ fn start(conf: &str, services: &str, nports: usize, sockets: usize, extra: &[&st
             s.to_str().unwrap(),
             "--interface",
             "127.0.0.1",
-        ];
+        ]);
         args.extend_from_slice(extra);
         let mut server = Server::spawn(&args);
         let ok = server.wait_until(
@@ -352,6 +365,48 @@ fn every_internal_service_over_tcp_and_udp() {
     assert_eq!(t.len(), 4);
 }
 
+/// Found with one spoofed datagram, from udp echo's port to udp chargen's on the same
+/// twistrs: the two answered each other without end (~50,000 datagrams a second, most of a
+/// core) until a restart, the loop of CERT CA-1996-01. openbsd-inetd answers no privileged
+/// port (`dg_badinput`); nor does twistrs now.
+#[test]
+fn an_internal_datagram_service_does_not_answer_a_privileged_port() {
+    let i = start(
+        "echo dgram udp wait root internal\nchargen dgram udp wait root internal\n",
+        "echo {0}/udp\nchargen {1}/udp\n",
+        2,
+        2,
+        &[],
+    );
+    // Where another host's echo or chargen would be (binding it takes root, as the other
+    // tests of this file do).
+    let privileged = (600..1024)
+        .find_map(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
+        .expect("a free privileged UDP port (run as root)");
+    privileged
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    for port in [i.port(0), i.port(1)] {
+        privileged.send_to(b"loop?", ("127.0.0.1", port)).unwrap();
+        let got = privileged.recv_from(&mut buf);
+        assert!(got.is_err(), "answered: {got:?}");
+    }
+    i.server
+        .wait_until(
+            |l| {
+                l.iter()
+                    .filter(|x| x.contains("dropped unanswered (a privileged port"))
+                    .count()
+                    == 2
+            },
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("{:?}", i.server.lines()));
+    // A client is answered as before.
+    assert_eq!(udp_ask(i.port(0), b"still here"), b"still here");
+}
+
 #[test]
 fn nointernal_leaves_the_internal_services_out() {
     let i = start(
@@ -396,6 +451,46 @@ fn the_user_field_runs_the_program_as_that_user_and_group() {
         String::from_utf8(answer(i.addr(2))).unwrap(),
         format!("{}\n", nobody.uid)
     );
+}
+
+/// Found against twistd: `twistd -u nobody inetd` serves a `nobody` line; twistrs failed
+/// every connection with EPERM (it asked for the user it already was, and setgroups(2) takes
+/// privilege even for the groups one has).
+#[test]
+fn a_line_of_the_user_twistrs_runs_as_needs_no_root() {
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let i = start_with(
+        &["-u", "nobody"],
+        "{0} stream tcp nowait nobody /usr/bin/id id\n\
+         {1} stream tcp nowait root /usr/bin/id id\n",
+        "",
+        2,
+        2,
+        &[],
+    );
+    i.server
+        .wait_until(
+            |l| l.iter().any(|x| x.contains("set uid/gid")),
+            Duration::from_secs(10),
+        )
+        .expect("privileges dropped");
+    let out = String::from_utf8(answer(i.addr(0))).unwrap();
+    assert!(
+        out.starts_with(&format!("uid={}(nobody) gid={}", nobody.uid, nobody.gid)),
+        "{out} {:?}",
+        i.server.lines()
+    );
+    // Another user still takes root: refused, logged, the connection closed.
+    assert!(answer(i.addr(1)).is_empty());
+    i.server
+        .wait_until(
+            |l| {
+                l.iter()
+                    .any(|x| x.contains("cannot start /usr/bin/id: Operation not permitted"))
+            },
+            Duration::from_secs(10),
+        )
+        .expect("the refusal is logged");
 }
 
 #[test]
@@ -470,6 +565,34 @@ fn a_wait_stream_program_that_never_accepts_is_held_to_256_starts_a_minute() {
     std::thread::sleep(Duration::from_millis(1000));
     let later = count();
     assert_eq!((n, later), (256, 256), "256 starts, then none");
+}
+
+/// The warning's advice for a datagram service was "write nowait", which a datagram line
+/// with a program cannot be (refused at start).
+#[test]
+fn a_wait_udp_program_that_never_reads_is_told_to_read() {
+    let (i, _runs, _dir) = counting_starts("dgram udp wait");
+    udp().send_to(b"x", ("127.0.0.1", i.port(0))).unwrap();
+    let l = i
+        .server
+        .wait_until(
+            |l| {
+                l.iter()
+                    .any(|x| x.contains("(wait.256) (the default for wait"))
+            },
+            Duration::from_secs(30),
+        )
+        .map(|()| i.server.lines());
+    let l = l.unwrap_or_else(|| panic!("{:?}", i.server.lines()));
+    let warning = l
+        .iter()
+        .find(|x| x.contains("(wait.256)"))
+        .expect("the warning");
+    assert!(
+        warning.contains("a wait program must read the socket's datagrams before it exits")
+            && !warning.contains("nowait"),
+        "{warning}"
+    );
 }
 
 #[test]

@@ -194,6 +194,7 @@ fn restarts_back_off_as_twistd_and_a_long_run_restarts_at_once() {
 #[test]
 fn every_output_line_is_logged_with_the_name() {
     let script = "echo 'to stdout'; echo 'to stderr' >&2; printf 'bad \\377 byte\\n'; \
+                  printf 'nul \\000 esc \\033[0m\\r\\n'; \
                   head -c 40000 /dev/zero | tr '\\0' x; echo; printf 'no newline yet'; \
                   exec sleep 60";
     let mut s = Server::spawn(&["procmon", "--name", "out", "sh", "-c", script]);
@@ -206,6 +207,14 @@ fn every_output_line_is_logged_with_the_name() {
     );
     assert!(s.log_contains(&mine("to stderr")));
     assert!(s.log_contains(&mine("bad \\xff byte")));
+    // Control characters escaped, a CRLF's CR left out.
+    assert!(
+        s.lines()
+            .iter()
+            .any(|l| l.ends_with(&mine("nul \\x00 esc \\x1b[0m"))),
+        "{:?}",
+        s.lines()
+    );
     // A 40000-byte line: two 16 KiB pieces and the rest.
     s.wait_until(
         |l| l.iter().any(|x| x.ends_with(&mine(&"x".repeat(7232)))),
@@ -736,6 +745,48 @@ fn programs_die_with_a_twistrs_killed_by_sigkill() {
     wait_for(
         "the program to die with it",
         Duration::from_secs(10),
+        || copies(&["sleep", &arg]).is_empty(),
+    );
+}
+
+/// Found side by side with twistd, which restarts a program only once its output pipes
+/// close: `sh -c 'sleep N & exit 1'` left its `sleep` running after every run, beside the
+/// next (a crashed master's workers holding its port would have done the same), and each
+/// outlived the stop. And a stop's SIGKILL never came to what ignored SIGTERM once the
+/// program itself had died of it.
+#[test]
+fn what_a_dead_program_left_in_its_session_dies_with_it() {
+    let arg = unique_sleep();
+    let script = format!("sleep {arg} & echo left; exit 1");
+    let mut s = Server::spawn(&[
+        "procmon", "-m", "0.1", "--name", "leaver", "sh", "-c", &script,
+    ]);
+    wait_for("three runs", Duration::from_secs(10), || {
+        started(&s.lines(), "leaver").len() >= 3
+    });
+    wait_for(
+        "no sleep left by the runs that ended",
+        Duration::from_secs(5),
+        || copies(&["sleep", &arg]).len() <= 1,
+    );
+    s.term();
+    wait_for("none left by the stop", Duration::from_secs(5), || {
+        copies(&["sleep", &arg]).is_empty()
+    });
+
+    let arg = unique_sleep();
+    let script = format!("(trap '' TERM; exec sleep {arg}) & echo ready; exec sleep 60");
+    let mut s = Server::spawn(&[
+        "procmon", "-k", "0.5", "--name", "deaf", "sh", "-c", &script,
+    ]);
+    assert!(s.log_contains("[deaf] ready"), "{:?}", s.lines());
+    wait_for("the deaf sleep", Duration::from_secs(10), || {
+        copies(&["sleep", &arg]).len() == 1
+    });
+    s.term();
+    wait_for(
+        "the deaf sleep to die with the stop",
+        Duration::from_secs(5),
         || copies(&["sleep", &arg]).is_empty(),
     );
 }

@@ -107,6 +107,19 @@ fn candidates(program: &OsStr, env: &BTreeMap<OsString, OsString>) -> Vec<PathBu
         .collect()
 }
 
+/// True if `c` is the user and group we run as already and we could not change them anyway
+/// (we are not root): twistrs started with `-u nobody -g nogroup` runs an inetd line's
+/// `nobody` program, or procmon's `--user nobody`, as it is, as twistd does. Asking the
+/// kernel would fail: setgroups(2) takes privilege even to set the groups we have.
+fn already_ours(c: &Credentials) -> bool {
+    use nix::unistd::{getegid, geteuid, getgid, getuid};
+    !geteuid().is_root()
+        && c.uid == getuid().as_raw()
+        && c.uid == geteuid().as_raw()
+        && c.gid == getgid().as_raw()
+        && c.gid == getegid().as_raw()
+}
+
 /// Forks and executes `spec` (see the module's comment). Returns once the child has
 /// executed; a failure before that (a program that cannot be executed, a refused privilege
 /// change, a missing directory) is the error, and the child is reaped.
@@ -189,7 +202,7 @@ pub(crate) fn fork_exec(spec: &ProcessSpec) -> io::Result<Forked> {
         envp,
         stdio,
         setup: ChildSetup {
-            creds: spec.credentials.clone(),
+            creds: spec.credentials.clone().filter(|c| !already_ours(c)),
             cwd,
             new_session: spec.new_session,
             new_process_group: spec.new_process_group,

@@ -95,6 +95,8 @@ pub(crate) struct Child {
     /// It leads a process group of its own (`new_process_group`, `new_session`): a stop is
     /// sent to the whole group.
     group: bool,
+    /// `ProcessSpec::group_dies_with_it`: the rest of the group gets SIGKILL at its exit.
+    group_dies_with_it: bool,
     kill_time: Duration,
     /// When the SIGKILL of a stop is due (a stop was asked for).
     pub(crate) kill_at: Option<Instant>,
@@ -362,6 +364,8 @@ impl Handle {
             Child {
                 id,
                 group: spec.new_process_group || spec.new_session,
+                group_dies_with_it: spec.group_dies_with_it
+                    && (spec.new_process_group || spec.new_session),
                 kill_time: spec.kill_time,
                 kill_at: None,
                 kill_timer: None,
@@ -453,10 +457,19 @@ impl Handle {
     /// started by other code in this process is never taken from it).
     pub(crate) fn reap_children(&self) -> Vec<(ProcessId, ProcessStatus)> {
         use nix::sys::wait::{WaitPidFlag, waitpid};
-        let ids: Vec<ProcessId> = self.0.children.borrow().values().map(|c| c.id).collect();
+        let ids: Vec<(ProcessId, bool)> = self
+            .0
+            .children
+            .borrow()
+            .values()
+            .map(|c| (c.id, c.group_dies_with_it))
+            .collect();
         let mut out = Vec::new();
-        for id in ids {
+        for (id, group_dies) in ids {
             let pid = nix::unistd::Pid::from_raw(id.pid as i32);
+            if group_dies {
+                kill_group_if_exited(id.pid as libc::pid_t);
+            }
             let status = loop {
                 match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
                     Ok(ws) => break ProcessStatus::from_wait(ws),
@@ -582,5 +595,25 @@ impl Handle {
             None => return 0,
         };
         self.complete(results)
+    }
+}
+
+/// If our child `pid` has exited and is not reaped yet, SIGKILL to what is left of the
+/// process group it leads: unreaped, its PID is still the group's ID, which no other group
+/// can have (see [`ProcessSpec::group_dies_with_it`](crate::ProcessSpec::group_dies_with_it)).
+fn kill_group_if_exited(pid: libc::pid_t) {
+    // SAFETY: waitid(2) with WNOWAIT only looks (the child stays a zombie, its PID ours);
+    // getpgid(2) and kill(2) on that PID and the group it leads.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        if r == 0 && info.si_pid() == pid && libc::getpgid(pid) == pid {
+            libc::kill(-pid, libc::SIGKILL);
+        }
     }
 }

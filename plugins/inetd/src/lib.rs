@@ -7,6 +7,7 @@
 //! `--services`, and a line that does not read is an error naming the file and the line.
 
 pub mod conf;
+pub mod guard;
 pub mod plan;
 pub mod rate;
 pub mod server;
@@ -36,7 +37,9 @@ and other socket types are skipped with a warning; any other line that does not 
 unknown user or group, or two lines on one socket stops the start with FILE:LINE and the \
 reason (exit status 1).\n\n\
 program 'internal' is served by twistrs itself: echo, discard, chargen, daytime and time, \
-over TCP and UDP (-i leaves them out). A 'nowait' stream service starts its program for each \
+over TCP and UDP (-i leaves them out); as openbsd-inetd, a datagram from a port below 1024 \
+(or 2049), or from a multicast, broadcast or 0.0.0.0/8 address, is dropped unanswered, so \
+that a spoofed one cannot start a loop between two services. A 'nowait' stream service starts its program for each \
 connection, with the connection as its stdin, stdout and stderr, in a process group of its own. A \
 'wait' service (datagram services with a program must be 'wait') hands its program the \
 socket itself, and is not watched again until the program exits. The program runs as user \

@@ -243,7 +243,10 @@ fn open(rc: &Rc<RefCell<State>>, h: &mut ServiceHost<'_>, sock: Socket) -> Resul
                 };
                 h.adopt_stream_port(fd, &ep, fid)
             } else {
-                h.adopt_datagram_port(fd, &ep, (int.datagram)())
+                // openbsd-inetd's guard: no answer to a privileged port (another small
+                // service: a loop) or to an address no answer goes to.
+                let guarded = crate::guard::Guarded::new((int.datagram)(), &label);
+                h.adopt_datagram_port(fd, &ep, Box::new(guarded))
             };
             (l.map_err(|e| e.to_string())?, Kind::Internal)
         }
@@ -373,11 +376,17 @@ fn readable(weak: &Weak<RefCell<State>>, id: u64, w: WatchId, fd: BorrowedFd<'_>
             let now = h.now();
             if !r.try_start(now) {
                 let wait = r.next_start(now).saturating_duration_since(now);
-                let why = if p.sock.conf.max.is_none() {
-                    " (the default for wait: a wait program must take the socket's \
-                     connections; for a program per connection, write nowait)"
-                } else {
-                    ""
+                let why = match (p.sock.conf.max, p.sock.key.proto.socktype()) {
+                    (Some(_), _) => "",
+                    (None, SockType::Stream) => {
+                        " (the default for wait: a wait program must take the socket's \
+                         connections; for a program per connection, write nowait)"
+                    }
+                    // nowait is no answer here: a datagram line with a program must wait.
+                    (None, SockType::Dgram) => {
+                        " (the default for wait: a wait program must read the socket's \
+                         datagrams before it exits)"
+                    }
                 };
                 log::warn!(target: SYSTEM,
                     "'{}': {} programs started in the last minute (wait.{}){why}: the next in {} s.",

@@ -223,14 +223,16 @@ pub fn programs(m: &ArgMatches) -> Result<(Policy, Vec<Program>), PluginError> {
         .into_iter()
         .map(|(name, words)| {
             // If twistrs dies without stopping them, they die too: a new start never runs a
-            // second copy beside one left over. In a session of their own, a Ctrl-C in the
+            // second copy beside one left over. Nor does a restart: when a program dies,
+            // what it left in its session dies with it. In a session of their own, a Ctrl-C in the
             // foreground reaches twistrs alone, which stops them in order (SIGTERM, then
             // SIGKILL) instead of seeing them die of SIGINT and restarting them.
             let mut spec = ProcessSpec::new(&words[0])
                 .args(&words[1..])
                 .kill_time(policy.kill_time)
                 .parent_death_signal(Some(libc::SIGKILL))
-                .new_session(true);
+                .new_session(true)
+                .group_dies_with_it(true);
             if clear {
                 spec = spec.env_clear();
             }

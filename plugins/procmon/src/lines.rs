@@ -68,12 +68,36 @@ impl Lines {
     }
 }
 
-/// A line as text for the log: UTF-8 as it is, other bytes as `\xNN`.
+/// A line as text for the log: UTF-8 as it is, other bytes as `\xNN`, and control
+/// characters but the tab escaped too (`\x00`, `\x1b`, `\u{9b}`): a NUL would make the log
+/// a binary file to grep, and escape sequences would be played by the terminal that shows
+/// it. A CR before the newline is part of a CRLF line end, and left out.
 pub fn text(line: &[u8]) -> String {
     use std::fmt::Write;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut s = String::with_capacity(line.len());
     for chunk in line.utf8_chunks() {
-        s.push_str(chunk.valid());
+        let valid = chunk.valid();
+        // 0xc2 leads U+0080..U+00BF, which holds the C1 controls.
+        if valid
+            .bytes()
+            .any(|b| (b < 0x20 && b != b'\t') || b == 0x7f || b == 0xc2)
+        {
+            for c in valid.chars() {
+                match c {
+                    '\t' => s.push(c),
+                    c if c.is_ascii_control() => {
+                        let _ = write!(s, "\\x{:02x}", c as u32);
+                    }
+                    c if c.is_control() => {
+                        let _ = write!(s, "\\u{{{:x}}}", c as u32);
+                    }
+                    c => s.push(c),
+                }
+            }
+        } else {
+            s.push_str(valid);
+        }
         for b in chunk.invalid() {
             // Into the line itself: no String per byte.
             let _ = write!(s, "\\x{b:02x}");
@@ -124,6 +148,19 @@ mod tests {
     fn text_keeps_utf8_and_shows_other_bytes() {
         assert_eq!(text("héllo".as_bytes()), "héllo");
         assert_eq!(text(b"a\xffb"), "a\\xffb");
+    }
+
+    /// Found comparing the logs of twistd procmon and twistrs procmon: a NUL, an escape
+    /// sequence or a bell went into the log as they were (twistd's too, for a UTF-8 line).
+    #[test]
+    fn text_escapes_control_characters_but_the_tab() {
+        assert_eq!(
+            text(b"nul\x00 esc\x1b[31mred bel\x07 del\x7f\ttab"),
+            "nul\\x00 esc\\x1b[31mred bel\\x07 del\\x7f\ttab"
+        );
+        assert_eq!(text("c1 \u{9b}31m °C".as_bytes()), "c1 \\u{9b}31m °C");
+        assert_eq!(text(b"cr\rinside"), "cr\\x0dinside");
+        assert_eq!(text(b"crlf\r"), "crlf", "a CRLF line end is a line end");
     }
 
     proptest! {
