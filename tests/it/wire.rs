@@ -232,3 +232,38 @@ fn tcp6_on_loopback() {
         assert_eq!(read_n(&mut c, 3), b"six", "{listen}");
     }
 }
+
+/// Echo and chargen over UDP answer no datagram from a privileged port (another host's
+/// echo or chargen, say) or from an address no answer should go to, as openbsd-inetd's
+/// services and twistrs inetd's internal ones do not: one spoofed datagram from one's port
+/// to the other's (CERT CA-1996-01) would loop between them without end. Each drop is
+/// logged (at most once a minute per service). Before, both answered.
+#[test]
+fn udp_services_do_not_answer_a_privileged_port() {
+    let echo = Server::start(&["echo", "--listen", LOCAL_UDP]);
+    let chargen = Server::start(&["chargen", "--listen", LOCAL_UDP]);
+    // Binding one takes root, as the inetd tests' do.
+    let privileged = (600..1024)
+        .find_map(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).ok())
+        .expect("a free privileged UDP port (run as root)");
+    privileged
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    for (srv, label) in [(&echo, "'echo/udp'"), (&chargen, "'chargen/udp'")] {
+        let port = srv.ports()[0];
+        privileged.send_to(b"loop?", ("127.0.0.1", port)).unwrap();
+        let got = privileged.recv_from(&mut buf);
+        assert!(got.is_err(), "{label} answered: {got:?}");
+        srv.wait_until(
+            |l| {
+                l.iter()
+                    .any(|x| x.contains(label) && x.contains("dropped unanswered"))
+            },
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("{:?}", srv.lines()));
+        // A client is answered as before.
+        assert!(!udp_ask(port, b"still here").is_empty(), "{label}");
+    }
+}

@@ -7,7 +7,6 @@
 //! `--services`, and a line that does not read is an error naming the file and the line.
 
 pub mod conf;
-pub mod guard;
 pub mod plan;
 pub mod rate;
 pub mod server;

@@ -245,7 +245,7 @@ fn open(rc: &Rc<RefCell<State>>, h: &mut ServiceHost<'_>, sock: Socket) -> Resul
             } else {
                 // openbsd-inetd's guard: no answer to a privileged port (another small
                 // service: a loop) or to an address no answer goes to.
-                let guarded = crate::guard::Guarded::new((int.datagram)(), &label);
+                let guarded = twistrs_wire::guard::Guarded::new((int.datagram)(), &label, SYSTEM);
                 h.adopt_datagram_port(fd, &ep, Box::new(guarded))
             };
             (l.map_err(|e| e.to_string())?, Kind::Internal)

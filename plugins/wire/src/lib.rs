@@ -7,6 +7,7 @@
 mod chargen;
 mod clock;
 mod echo;
+pub mod guard;
 mod qotd;
 
 use twistrs_core::clap::{ArgMatches, Command};
@@ -113,6 +114,12 @@ pub(crate) fn service(
     factory: Box<dyn Factory>,
     udp: Option<DatagramBuilder>,
 ) -> Result<Box<dyn Service>, PluginError> {
+    // openbsd-inetd's guard, as inetd's internal services have it: without it one spoofed
+    // datagram from one small service's port to another's (echo to chargen) loops forever.
+    let label = format!("{}/udp", name.to_ascii_lowercase());
+    let udp = udp.map(|mut make| -> DatagramBuilder {
+        Box::new(move || Box::new(guard::Guarded::new(make(), &label, LOG_SYSTEM)))
+    });
     Ok(Box::new(ListeningService::new(
         name,
         listen.get(m)?,
@@ -120,6 +127,9 @@ pub(crate) fn service(
         udp,
     )))
 }
+
+/// The log system of the guard's warning.
+const LOG_SYSTEM: &str = "twistrs.wire";
 
 /// The `--max-connections` value.
 pub(crate) fn max_connections(m: &ArgMatches) -> Option<usize> {

@@ -1,4 +1,5 @@
-//! The guard of the internal datagram services, as openbsd-inetd's `dg_badinput`: a datagram
+//! The guard of the small datagram services (the wire plugins on `udp:` endpoints, and
+//! inetd's internal ones), as openbsd-inetd's `dg_badinput`: a datagram
 //! from a privileged port (below 1024, where the other small services live) or from an
 //! address no reply should go to (multicast, broadcast, 0.0.0.0/8) is dropped unanswered.
 //!
@@ -39,16 +40,19 @@ pub struct Guarded {
     inner: Box<dyn DatagramProtocol>,
     /// What the warning names: `echo/udp`.
     label: String,
+    /// The log system the warning goes to (the plugin's).
+    target: &'static str,
     handle: Option<Handle>,
     log: LogThrottle,
     dropped: u64,
 }
 
 impl Guarded {
-    pub fn new(inner: Box<dyn DatagramProtocol>, label: &str) -> Self {
+    pub fn new(inner: Box<dyn DatagramProtocol>, label: &str, target: &'static str) -> Self {
         Guarded {
             inner,
             label: label.to_string(),
+            target,
             handle: None,
             log: LogThrottle::new(Duration::from_secs(60)),
             dropped: 0,
@@ -74,7 +78,7 @@ impl DatagramProtocol for Guarded {
         // A flood of them is one line a minute.
         let now = self.handle.as_ref().map(Handle::now);
         if now.is_none_or(|n| self.log.allow(n)) {
-            log::warn!(target: crate::server::SYSTEM,
+            log::warn!(target: self.target,
                 "'{}': datagram from {from} dropped unanswered (a privileged port or an \
                  address no answer goes to: it could start a loop between two services); \
                  {} so far.", self.label, self.dropped);
