@@ -166,6 +166,19 @@ fn open_how(resolve: ResolveFlag) -> OpenHow {
         .resolve(resolve)
 }
 
+/// A path the server may not read: 403, unless it is a directory it may search (mode 0711,
+/// as home directories often are), which is opened with `O_PATH`: enough to serve an index
+/// file inside it, as twistd and nginx do; its listing is refused when it is asked for.
+fn search_only(dir: &OwnedFd, rel: &OsStr, resolve: ResolveFlag) -> Found {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(resolve);
+    match nix::fcntl::openat2(dir.as_fd(), rel, how) {
+        Ok(fd) => Found::Dir(fd),
+        Err(_) => Found::Forbidden("permission denied"),
+    }
+}
+
 impl Root {
     /// Opens the root (a directory or a single file).
     pub fn open(
@@ -218,6 +231,7 @@ impl Root {
                     Err(found) => return found,
                 }
             }
+            Err(nix::errno::Errno::EACCES) => return search_only(dir, rel, resolve),
             Err(e) => return errno_found(e),
         };
         let st = match nix::sys::stat::fstat(&fd) {
@@ -263,6 +277,7 @@ impl Root {
             | ResolveFlag::RESOLVE_NO_MAGICLINKS;
         nix::fcntl::openat2(dir.as_fd(), inside, open_how(resolve)).map_err(|e| match e {
             nix::errno::Errno::ELOOP => Found::Forbidden("a symlink changed while opening"),
+            nix::errno::Errno::EACCES => search_only(dir, inside.as_os_str(), resolve),
             e => errno_found(e),
         })
     }
@@ -338,11 +353,12 @@ impl Root {
         })
     }
 
-    /// Lists a directory: (name, is_dir, size), directories first, each group by name.
-    pub fn list(&self, dir: OwnedFd) -> Vec<(OsString, bool, u64)> {
-        let Ok(mut d) = nix::dir::Dir::from_fd(dir) else {
-            return Vec::new();
-        };
+    /// Lists a directory: (name, is_dir, size), directories first, each group by name. The
+    /// directory is opened again for reading through `dir` (which may be an `O_PATH`
+    /// descriptor of a directory that can be searched only): an error is the listing's.
+    pub fn list(&self, dir: &OwnedFd) -> Result<Vec<(OsString, bool, u64)>, nix::Error> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let mut d = nix::dir::Dir::openat(dir, ".", flags, nix::sys::stat::Mode::empty())?;
         let mut out = Vec::new();
         let names: Vec<OsString> = d
             .iter()
@@ -359,7 +375,7 @@ impl Root {
             }
         }
         out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        out
+        Ok(out)
     }
 
     /// Files in `dir_rel` named `stem.EXT`, for `--allow-ignore-ext`.
@@ -370,7 +386,8 @@ impl Root {
         let mut prefix = stem.as_bytes().to_vec();
         prefix.push(b'.');
         let mut v: Vec<OsString> = self
-            .list(fd)
+            .list(&fd)
+            .unwrap_or_default()
             .into_iter()
             .filter(|(n, is_dir, _)| !is_dir && n.as_bytes().starts_with(&prefix))
             .map(|(n, _, _)| n)

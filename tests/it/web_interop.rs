@@ -1,0 +1,100 @@
+//! The web plugin where an audit against twistd 26.10 and nginx found it answering otherwise:
+//! each test is what those peers (and the RFCs) do, with the clients that noticed.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::*;
+use crate::web::{Resp, read_resp};
+
+/// One request (raw bytes) on a new connection, and its response.
+fn ask(addr: SocketAddr, req: &[u8]) -> Resp {
+    let mut s = connect(addr);
+    send(&mut s, req);
+    read_resp(&mut s, req.starts_with(b"HEAD"))
+}
+
+fn get(addr: SocketAddr, path: &str) -> Resp {
+    ask(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn mode(p: &Path, m: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+}
+
+/// `twistrs -n [-u USER] web --path ROOT` on 127.0.0.1, with `extra` options.
+fn web(user: Option<&str>, root: &Path, extra: &[&str]) -> Server {
+    let root = root.to_str().unwrap();
+    let mut args = vec!["--pidfile="];
+    if let Some(u) = user {
+        args.extend(["-u", u]);
+    }
+    args.extend([
+        "web",
+        "--path",
+        root,
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// A directory the server cannot read but may search (0711, as home directories often are)
+/// still serves its index file, as twistd and nginx do, and only its listing is refused. An
+/// index file the server cannot read is a 403, as in twistd and nginx: never the listing of
+/// the directory it was put there to hide.
+#[test]
+fn unreadable_directories_and_index_files_as_twistd_and_nginx() {
+    let Some(nobody) = nobody_as_root("unreadable_directories_and_index_files_as_twistd_and_nginx")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    mode(root, 0o755);
+    for d in ["search", "search-bare", "hidden"] {
+        std::fs::create_dir(root.join(d)).unwrap();
+    }
+    std::fs::write(root.join("search/index.html"), "<p>search</p>").unwrap();
+    std::fs::write(root.join("search/f.txt"), "f").unwrap();
+    std::fs::write(root.join("search-bare/f.txt"), "f").unwrap();
+    std::fs::write(root.join("hidden/index.html"), "<p>hidden</p>").unwrap();
+    std::fs::write(root.join("hidden/secret-name.txt"), "s").unwrap();
+    mode(&root.join("search"), 0o711);
+    mode(&root.join("search-bare"), 0o711);
+    mode(&root.join("hidden/index.html"), 0o000);
+    let srv = web(Some(&nobody.name), root, &[]);
+    let a = srv.addr();
+
+    let r = get(a, "/search/");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"<p>search</p>"[..]));
+    let r = get(a, "/search");
+    assert_eq!((r.status, r.header("Location")), (302, Some("/search/")));
+    assert_eq!(get(a, "/search/f.txt").status, 200);
+    assert_eq!(get(a, "/search-bare/f.txt").status, 200);
+    assert_eq!(
+        get(a, "/search-bare/").status,
+        403,
+        "no listing: it cannot be read"
+    );
+
+    let r = get(a, "/hidden/");
+    assert_eq!(r.status, 403);
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(!body.contains("secret-name"), "the listing leaked: {body}");
+    assert!(
+        srv.wait_until(
+            |l| l.iter().any(|l| l.contains("Forbidden \"/hidden/\"")),
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "{:?}",
+        srv.lines()
+    );
+}
