@@ -158,7 +158,13 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let Some(n) = header_str(h.value).and_then(|v| v.parse::<u64>().ok()) else {
+            // RFC 9110 8.6: `1*DIGIT`, nothing else; Rust's parse would take `+5`, which
+            // twistd, nginx and any proxy in front refuse or read otherwise.
+            let digits = |v: &String| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+            let Some(n) = header_str(h.value)
+                .filter(digits)
+                .and_then(|v| v.parse::<u64>().ok())
+            else {
                 return Head::Error(reject(400, "invalid Content-Length"));
             };
             if length.is_some_and(|l| l != n) {
@@ -494,10 +500,16 @@ mod tests {
             status(b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n".to_vec()),
             413
         );
-        assert_eq!(
-            status(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n".to_vec()),
-            400
-        );
+        for bad in ["x", "+5", "-1", "5 5", "0x5", "", "5,5"] {
+            assert_eq!(
+                status(
+                    format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {bad}\r\n\r\n")
+                        .into_bytes()
+                ),
+                400,
+                "Content-Length: {bad}"
+            );
+        }
         assert_eq!(
             status(
                 b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
