@@ -155,6 +155,8 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
     };
     let mut length: Option<u64> = None;
     let mut chunked = false;
+    // A `close` anywhere wins over any `keep-alive` (RFC 9112 9.6), in whatever order.
+    let mut close = false;
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -181,7 +183,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
             let v = header_str(h.value).unwrap_or_default().to_ascii_lowercase();
             for token in v.split(',').map(str::trim) {
                 match token {
-                    "close" => r.keep_alive = false,
+                    "close" => close = true,
                     "keep-alive" => r.keep_alive = true,
                     _ => {}
                 }
@@ -216,6 +218,9 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
         } else if name.eq_ignore_ascii_case("if-range") {
             r.if_range = header_str(h.value);
         }
+    }
+    if close {
+        r.keep_alive = false;
     }
     if chunked && length.is_some() {
         // Both framings at once is the request-smuggling pattern (RFC 9112 6.1).
@@ -437,6 +442,18 @@ mod tests {
         assert!(!h(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(h(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
         assert!(h(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n").keep_alive);
+        // `close` wins, in one field or two, before or after a `keep-alive`.
+        for closing in [
+            "Connection: close, keep-alive\r\n",
+            "Connection: keep-alive, close\r\n",
+            "Connection: close\r\nConnection: keep-alive\r\n",
+            "Connection: Keep-Alive\r\nConnection: Close\r\n",
+        ] {
+            for v in ["1.0", "1.1"] {
+                let raw = format!("GET / HTTP/{v}\r\nHost: x\r\n{closing}\r\n");
+                assert!(!h(raw.as_bytes()).keep_alive, "{raw:?}");
+            }
+        }
         assert!(
             h(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
                 .expect_continue
