@@ -108,6 +108,27 @@ fn host_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b)
 }
 
+/// Whether a request line httparse found no HTTP/1.x in is a well-formed one naming another
+/// version (`GET / HTTP/2.0`: 505) rather than a malformed one (`GET /a b.txt HTTP/1.1`, a
+/// lowercase `http/1.1`, `HTTP/0.9`: 400, as nginx and twistd answer).
+fn names_other_version(buf: &[u8]) -> bool {
+    let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|b| *b == b' ');
+    let (Some(_), Some(_), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    match version.strip_prefix(b"HTTP/") {
+        Some([major, b'.', minor]) => {
+            major.is_ascii_digit() && minor.is_ascii_digit() && *major >= b'2'
+        }
+        Some([major]) => major.is_ascii_digit() && *major >= b'2',
+        _ => false,
+    }
+}
+
 /// Parses one request head from the start of `buf`.
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
     // Tolerate the empty lines some clients send between requests (RFC 9112 2.2).
@@ -135,7 +156,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
         Err(httparse::Error::TooManyHeaders) => {
             return Head::Error(reject(431, "too many header fields"));
         }
-        Err(httparse::Error::Version) => {
+        Err(httparse::Error::Version) if names_other_version(buf) => {
             return Head::Error(reject(505, "HTTP version not supported"));
         }
         Err(_) => return Head::Error(reject(400, "malformed request")),
@@ -512,6 +533,18 @@ mod tests {
             431
         );
         assert_eq!(status(b"GET / HTTP/2.0\r\n\r\n".to_vec()), 505);
+        assert_eq!(status(b"GET / HTTP/3\r\n\r\n".to_vec()), 505);
+        // Not another version: a malformed line (a space in the path, a lowercase or
+        // missing version, HTTP/0.9), 400 as nginx and twistd answer.
+        for bad in [
+            "GET /a b.txt HTTP/1.1",
+            "GET / http/1.1",
+            "GET / HTTP/0.9",
+            "GET / HTTP/1",
+            "GET / FTP/2.0",
+        ] {
+            assert_eq!(status(format!("{bad}\r\n\r\n").into_bytes()), 400, "{bad}");
+        }
         assert_eq!(status(b"GET\x01 / HTTP/1.1\r\n\r\n".to_vec()), 400);
         assert_eq!(
             status(b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n".to_vec()),
