@@ -212,7 +212,8 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
         } else if name.eq_ignore_ascii_case("expect") {
             let v = header_str(h.value).unwrap_or_default();
             if v.eq_ignore_ascii_case("100-continue") {
-                r.expect_continue = true;
+                // RFC 9110 10.1.1: ignored in an HTTP/1.0 request (no 1xx for such a client).
+                r.expect_continue = minor == 1;
             } else {
                 return Head::Error(reject(417, "unsupported expectation"));
             }
@@ -463,6 +464,11 @@ mod tests {
         assert!(!h(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(h(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
         assert!(h(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n").keep_alive);
+        assert!(
+            !h(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+                .expect_continue,
+            "an HTTP/1.0 client gets no 100 Continue"
+        );
         // `close` wins, in one field or two, before or after a `keep-alive`.
         for closing in [
             "Connection: close, keep-alive\r\n",
