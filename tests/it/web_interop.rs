@@ -98,3 +98,46 @@ fn unreadable_directories_and_index_files_as_twistd_and_nginx() {
         srv.lines()
     );
 }
+
+/// A `.tar.gz` is a file to download as it is, not a tar sent gzip-encoded: with
+/// `Content-Encoding: gzip` (twistd's answer) Chromium saved the unpacked tar under the
+/// `.tar.gz` name, as `curl --compressed` does here; nginx sends `application/gzip` bytes as
+/// they are. A compressed text file (`r.txt.gz`) is still sent as twistd sends it.
+#[test]
+fn a_tar_gz_downloads_as_it_is_and_a_txt_gz_as_twistd_sends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let gz = |text: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("printf '{text}' | gzip -c")])
+            .output()
+            .unwrap();
+        out.stdout
+    };
+    let archive = gz("an archive");
+    std::fs::write(dir.path().join("a.tar.gz"), &archive).unwrap();
+    std::fs::write(dir.path().join("data.gz"), &archive).unwrap();
+    std::fs::write(dir.path().join("r.txt.gz"), gz("some text")).unwrap();
+    let srv = web(None, dir.path(), &[]);
+    let url = |p: &str| format!("http://{}/{p}", srv.addr());
+    for name in ["a.tar.gz", "data.gz"] {
+        let r = get(srv.addr(), &format!("/{name}"));
+        assert_eq!(r.header("Content-Type"), Some("application/gzip"), "{name}");
+        assert_eq!(r.header("Content-Encoding"), None, "{name}");
+        let (rc, body) = crate::web::curl(&["--compressed", &url(name)]);
+        assert_eq!(
+            (rc, body),
+            (0, archive.clone()),
+            "{name}: the bytes as they are"
+        );
+    }
+    let r = get(srv.addr(), "/r.txt.gz");
+    assert_eq!(
+        (r.header("Content-Type"), r.header("Content-Encoding")),
+        (Some("text/plain"), Some("gzip"))
+    );
+    let (rc, body) = crate::web::curl(&["--compressed", &url("r.txt.gz")]);
+    assert_eq!((rc, body.as_slice()), (0, &b"some text"[..]));
+    // The listing says the same.
+    let listing = String::from_utf8(get(srv.addr(), "/").body).unwrap();
+    assert!(listing.contains("[application/gzip]"), "{listing}");
+}

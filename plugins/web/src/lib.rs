@@ -48,7 +48,8 @@ const WEB_NOTES: &str = "\
 Serves GET and HEAD over HTTP/1.0 and 1.1 with keep-alive, pipelining and Expect: 100-continue; \
 other methods get 405 with Allow; request bodies are read and dropped (413 above 1 MiB); an \
 HTTP/1.1 request without Host, or any request with two, gets 400 (RFC 9112). \
-Content-Type comes from the extension (.gz and .bz2 as Content-Encoding); Date, Last-Modified, \
+Content-Type comes from the extension (.gz and .bz2 after a text type as Content-Encoding, \
+other .gz and .bz2 files as they are); Date, Last-Modified, \
 ETag and Accept-Ranges are sent; If-None-Match and If-Modified-Since give 304; Range gives 206, \
 multipart/byteranges for several ranges, 416 when unsatisfiable, honouring If-Range. A directory \
 without its slash is redirected (302); index files are served, or twistd's listing. \

@@ -106,33 +106,59 @@ fn twistd_type(ext: &str) -> Option<&'static str> {
     })
 }
 
-/// Content-Type and Content-Encoding for a file name: `.gz`/`.bz2` are encodings of the
-/// inner name, as twistd serves them.
+/// Content-Type and Content-Encoding for a file name. As twistd, `.gz`/`.bz2` after a type a
+/// browser shows (text, JSON, JavaScript, XML, SVG) is an encoding of that type: `r.txt.gz` is
+/// text/plain, gzip. Any other (`a.tar.gz`, `data.gz`) is a compressed file, sent as one
+/// (application/gzip, application/x-bzip2, no encoding), as nginx, Apache and Python's
+/// http.server send it: with `Content-Encoding: gzip` a browser unpacks the download and
+/// saves the result under the `.gz` name.
 pub fn content_type(name: &OsStr, default: &str) -> (String, Option<&'static str>) {
     let name = Path::new(name);
-    let (inner, encoding) = match name.extension().and_then(OsStr::to_str) {
-        Some("gz") => (
-            Path::new(name.file_stem().unwrap_or_default()),
-            Some("gzip"),
-        ),
-        Some("bz2") => (
-            Path::new(name.file_stem().unwrap_or_default()),
-            Some("bzip2"),
-        ),
-        _ => (name, None),
+    let compressed = match name.extension().and_then(OsStr::to_str) {
+        Some("gz") => Some(("gzip", "application/gzip")),
+        Some("bz2") => Some(("bzip2", "application/x-bzip2")),
+        _ => None,
     };
-    let ext = inner
+    let Some((encoding, file_type)) = compressed else {
+        return (type_of(name, default), None);
+    };
+    let inner = Path::new(name.file_stem().unwrap_or_default());
+    if inner.extension().is_none() {
+        return (file_type.to_string(), None);
+    }
+    let t = type_of(inner, default);
+    if shown_by_browsers(&t) {
+        (t, Some(encoding))
+    } else {
+        (file_type.to_string(), None)
+    }
+}
+
+/// The type of a name by its extension: twistd's additions, then mime_guess, then `default`.
+fn type_of(name: &Path, default: &str) -> String {
+    let ext = name
         .extension()
         .and_then(OsStr::to_str)
         .map(str::to_ascii_lowercase);
-    let t = match ext.as_deref() {
+    match ext.as_deref() {
         None => default.to_string(),
         Some(e) => twistd_type(e)
             .map(str::to_string)
             .or_else(|| mime_guess::from_ext(e).first_raw().map(str::to_string))
             .unwrap_or_else(|| default.to_string()),
-    };
-    (t, encoding)
+    }
+}
+
+/// A type a browser displays rather than saves: what a gzip encoding of it is for.
+fn shown_by_browsers(t: &str) -> bool {
+    let essence = t.split(';').next().unwrap_or(t).trim();
+    essence.starts_with("text/")
+        || essence.ends_with("+xml")
+        || essence.ends_with("+json")
+        || matches!(
+            essence,
+            "application/json" | "application/javascript" | "application/xml"
+        )
 }
 
 /// What a failed open or stat says about the path: missing (404), refused (403), or a
@@ -406,7 +432,13 @@ mod tests {
         let t = |n: &str| content_type(OsStr::new(n), "text/html");
         assert_eq!(t("a.txt"), ("text/plain".into(), None));
         assert_eq!(t("r.txt.gz"), ("text/plain".into(), Some("gzip")));
-        assert_eq!(t("x.tar.bz2"), ("application/x-tar".into(), Some("bzip2")));
+        assert_eq!(t("r.svg.gz"), ("image/svg+xml".into(), Some("gzip")));
+        assert_eq!(t("d.json.bz2"), ("application/json".into(), Some("bzip2")));
+        // Archives are files: sent as they are, or a browser unpacks them.
+        assert_eq!(t("x.tar.gz"), ("application/gzip".into(), None));
+        assert_eq!(t("x.tar.bz2"), ("application/x-bzip2".into(), None));
+        assert_eq!(t("data.gz"), ("application/gzip".into(), None));
+        assert_eq!(t("disk.img.gz"), ("application/gzip".into(), None));
         assert_eq!(t("p.patch").0, "text/plain");
         assert_eq!(t("noext").0, "text/html", "the default for unknown");
         assert_eq!(t("weird.zzzq").0, "text/html");
