@@ -141,3 +141,34 @@ fn a_tar_gz_downloads_as_it_is_and_a_txt_gz_as_twistd_sends_it() {
     let listing = String::from_utf8(get(srv.addr(), "/").body).unwrap();
     assert!(listing.contains("[application/gzip]"), "{listing}");
 }
+
+/// `--add-header` naming a field each response sets itself would send it twice: twistd then
+/// answers with both Content-Length and `Transfer-Encoding: chunked`, two `Connection`s, two
+/// `Content-Type`s; this one sent two differing `Content-Length`s, which curl and browsers
+/// refuse. Refused at start, naming it; any other field is added as before.
+#[test]
+fn add_header_refuses_a_field_each_response_sets_itself() {
+    for own in [
+        "Content-Length: 3",
+        "transfer-encoding: chunked",
+        "Connection: keep-alive",
+        "Content-Type: text/plain; charset=utf-8",
+        "ETag: \"x\"",
+    ] {
+        let (code, _, err) = run(&["-n", "web", "--add-header", own]);
+        assert_eq!(code, 1, "{own}");
+        assert!(
+            err.contains("is set by each response itself"),
+            "{own}: {err}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "a").unwrap();
+    let srv = web(
+        None,
+        dir.path(),
+        &["--add-header", "Cache-Control: no-cache"],
+    );
+    let r = get(srv.addr(), "/a.txt");
+    assert_eq!(r.header("Cache-Control"), Some("no-cache"));
+}
