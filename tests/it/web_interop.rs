@@ -172,3 +172,37 @@ fn add_header_refuses_a_field_each_response_sets_itself() {
     let r = get(srv.addr(), "/a.txt");
     assert_eq!(r.header("Cache-Control"), Some("no-cache"));
 }
+
+/// The listing links each name by its own bytes, so a name that is not UTF-8 (`caf\xe9.txt`,
+/// as nginx links it: `caf%E9.txt`) can be followed; it linked the replacement character
+/// instead, a 404. Its title shows the path decoded, as twistd and nginx do.
+#[test]
+fn listing_links_every_name_to_itself_and_titles_the_decoded_path() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("dir with space");
+    std::fs::create_dir(&sub).unwrap();
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    std::fs::write(sub.join(latin1), "latin-1").unwrap();
+    std::fs::write(sub.join("ünï.txt"), "utf-8").unwrap();
+    let srv = web(None, dir.path(), &[]);
+    let page = String::from_utf8(get(srv.addr(), "/dir%20with%20space/").body).unwrap();
+    assert!(
+        page.contains("<title>Directory listing for /dir with space/</title>"),
+        "{page}"
+    );
+    let hrefs: Vec<&str> = page
+        .split("<a href=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    assert_eq!(hrefs, ["caf%E9.txt", "%C3%BCn%C3%AF.txt"], "{page}");
+    for (href, body) in hrefs.iter().zip(["latin-1", "utf-8"]) {
+        let r = get(srv.addr(), &format!("/dir%20with%20space/{href}"));
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, body.as_bytes()),
+            "{href}"
+        );
+    }
+}

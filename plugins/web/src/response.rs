@@ -6,7 +6,9 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::time::SystemTime;
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use std::os::unix::ffi::OsStrExt;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 
 pub const SERVER: &str = concat!("twistrs/", env!("CARGO_PKG_VERSION"));
 
@@ -135,7 +137,10 @@ pub fn listing(
     entries: &[(OsString, bool, u64)],
     typer: impl Fn(&OsString) -> (String, Option<&'static str>),
 ) -> String {
-    let title = html_escape::encode_text(url_path);
+    // The path as the names it is made of, as twistd and nginx title it (`/dir with space/`,
+    // not `/dir%20with%20space/`).
+    let decoded = percent_encoding::percent_decode_str(url_path).decode_utf8_lossy();
+    let title = html_escape::encode_text(&decoded);
     let mut out = format!(
         "<!DOCTYPE html>\n<html>\n<head>\n<title>Directory listing for {title}</title>\n<style>\n\
          .even-dir {{ background-color: #efe0ef }}\n.even {{ background-color: #eee }}\n\
@@ -149,7 +154,8 @@ pub fn listing(
     );
     for (i, (name, is_dir, size)) in entries.iter().enumerate() {
         let shown = name.to_string_lossy();
-        let link: String = utf8_percent_encode(&shown, LINK).collect();
+        // The name's own bytes, so a name that is not UTF-8 links to itself.
+        let link: String = percent_encode(name.as_bytes(), LINK).collect();
         let class = if i % 2 == 0 { "odd" } else { "even" };
         let (text, href, size, kind, enc) = if *is_dir {
             (
