@@ -201,12 +201,19 @@ pub enum Ranges {
 const MAX_RANGES: usize = 16;
 
 pub fn parse_ranges(header: Option<&str>, len: u64) -> Ranges {
-    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+    // The unit is compared case-insensitively (RFC 9110 14.1), as nginx does.
+    let spec = header.map(str::trim).and_then(|h| {
+        let (unit, set) = h.split_once('=')?;
+        unit.eq_ignore_ascii_case("bytes").then_some(set)
+    });
+    let Some(spec) = spec else {
         return Ranges::Whole;
     };
     let mut parts = Vec::new();
     let mut asked = 0;
-    for item in spec.split(',') {
+    // Empty list elements (`bytes=0-1,`) are allowed and skipped (RFC 9110 5.6.1), as twistd
+    // does.
+    for item in spec.split(',').filter(|i| !i.trim().is_empty()) {
         asked += 1;
         if asked > MAX_RANGES {
             return Ranges::Whole;
@@ -244,7 +251,9 @@ pub fn parse_ranges(header: Option<&str>, len: u64) -> Ranges {
         };
         parts.extend(range);
     }
-    if parts.is_empty() {
+    if asked == 0 {
+        Ranges::Whole
+    } else if parts.is_empty() {
         Ranges::Unsatisfiable
     } else {
         Ranges::Parts(parts)
@@ -268,6 +277,22 @@ mod tests {
         assert_eq!(p("bytes=20-30", 10), Ranges::Unsatisfiable);
         assert_eq!(p("bytes=5-2", 10), Ranges::Whole, "malformed: ignored");
         assert_eq!(p("items=1-2", 10), Ranges::Whole);
+        assert_eq!(
+            p("Bytes=2-4", 10),
+            Ranges::Parts(vec![(2, 4)]),
+            "the unit's case"
+        );
+        assert_eq!(
+            p("bytes=2-4,", 10),
+            Ranges::Parts(vec![(2, 4)]),
+            "empty elements"
+        );
+        assert_eq!(
+            p("bytes=, 2-4 ,,6-", 10),
+            Ranges::Parts(vec![(2, 4), (6, 9)])
+        );
+        assert_eq!(p("bytes=,", 10), Ranges::Whole, "no range at all");
+        assert_eq!(p("bytes = 2-4", 10), Ranges::Whole, "no spaces around '='");
         assert_eq!(p("bytes=x-2", 10), Ranges::Whole);
         let many = format!("bytes={}", vec!["0-0"; 17].join(","));
         assert_eq!(p(&many, 10), Ranges::Whole, "too many ranges");
