@@ -92,7 +92,7 @@ pub fn end(buf: &mut Vec<u8>, keep_alive: bool, http10: bool) {
 pub fn error_page(status: u16) -> String {
     let (title, detail) = match status {
         404 => ("No Such Resource", "File not found."),
-        403 => ("Forbidden", "Sorry, resource is forbidden."),
+        403 => ("Forbidden Resource", "Sorry, resource is forbidden."),
         405 => (
             "Method Not Allowed",
             "Only GET and HEAD are supported here.",
@@ -306,6 +306,12 @@ mod tests {
             error_page(404),
             "\n<html>\n  <head><title>404 - No Such Resource</title></head>\n  <body>\n    \
              <h1>No Such Resource</h1>\n    <p>File not found.</p>\n  </body>\n</html>\n"
+        );
+        // And an unreadable file (twistd's `ForbiddenResource`), 163 bytes.
+        assert_eq!(
+            error_page(403),
+            "\n<html>\n  <head><title>403 - Forbidden Resource</title></head>\n  <body>\n    \
+             <h1>Forbidden Resource</h1>\n    <p>Sorry, resource is forbidden.</p>\n  </body>\n</html>\n"
         );
     }
 
