@@ -134,6 +134,21 @@ pub fn content_type(name: &OsStr, default: &str) -> (String, Option<&'static str
     }
 }
 
+/// Where mime_guess is out of date or wrong: what twistd (from the system's mime.types) and
+/// nginx send, or the registered type (RFC 9239 for JavaScript, RFC 8081 for fonts, RFC 8878
+/// for zstd). Without it an `.rpm` was audio, a `.zst` (unknown) the `--mime-type` default.
+fn current_type(ext: &str) -> Option<&'static str> {
+    Some(match ext {
+        "mjs" => "text/javascript",
+        "rpm" => "application/x-redhat-package-manager",
+        "zst" => "application/zstd",
+        "m3u8" => "application/vnd.apple.mpegurl",
+        "woff" => "font/woff",
+        "otf" => "font/otf",
+        _ => return None,
+    })
+}
+
 /// The type of a name by its extension: twistd's additions, then mime_guess, then `default`.
 fn type_of(name: &Path, default: &str) -> String {
     let ext = name
@@ -143,6 +158,7 @@ fn type_of(name: &Path, default: &str) -> String {
     match ext.as_deref() {
         None => default.to_string(),
         Some(e) => twistd_type(e)
+            .or_else(|| current_type(e))
             .map(str::to_string)
             .or_else(|| mime_guess::from_ext(e).first_raw().map(str::to_string))
             .unwrap_or_else(|| default.to_string()),
@@ -443,6 +459,13 @@ mod tests {
         assert_eq!(t("noext").0, "text/html", "the default for unknown");
         assert_eq!(t("weird.zzzq").0, "text/html");
         assert_eq!(t("i.PNG").0, "image/png");
+        // As twistd and nginx type them, where mime_guess is out of date.
+        assert_eq!(t("m.mjs").0, "text/javascript");
+        assert_eq!(t("p.rpm").0, "application/x-redhat-package-manager");
+        assert_eq!(t("a.tar.zst").0, "application/zstd");
+        assert_eq!(t("s.m3u8").0, "application/vnd.apple.mpegurl");
+        assert_eq!(t("f.woff").0, "font/woff");
+        assert_eq!(t("f.otf").0, "font/otf");
     }
 
     #[test]
