@@ -274,7 +274,13 @@ pub struct ChunkedDiscard {
     digits: u8,
     total: u64,
     max: u64,
+    /// Bytes of chunk extensions and trailer fields so far: bounded apart from the data,
+    /// which they do not count in, or a client could send them for ever.
+    meta: usize,
 }
+
+/// The most bytes of chunk extensions and trailer fields one body may carry, as for a head.
+const CHUNK_META_MAX: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {
@@ -308,6 +314,7 @@ impl ChunkedDiscard {
             digits: 0,
             total: 0,
             max,
+            meta: 0,
         }
     }
 
@@ -317,6 +324,18 @@ impl ChunkedDiscard {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
+            if matches!(
+                self.state,
+                ChunkState::Extension | ChunkState::TrailerStart | ChunkState::TrailerLine
+            ) {
+                self.meta += 1;
+                if self.meta > CHUNK_META_MAX {
+                    return ChunkProgress::Error(reject(
+                        400,
+                        "chunk extensions or trailer fields too large",
+                    ));
+                }
+            }
             match self.state {
                 ChunkState::Size => match (b as char).to_digit(16) {
                     Some(d) => {
@@ -608,5 +627,23 @@ mod tests {
             d.feed(b"zz\r\n"),
             ChunkProgress::Error(Reject { status: 400, .. })
         ));
+        // Extensions and trailers, outside the data's limit, have one of their own: else a
+        // client keeps the connection reading one endless extension (or trailer) for ever.
+        for (head, endless) in [(&b"1;"[..], &b"x"[..]), (b"0\r\n", b"T: v\r\n")] {
+            let mut d = ChunkedDiscard::new(1000);
+            assert_eq!(d.feed(head), ChunkProgress::NeedMore);
+            let mut fed = 0;
+            let cut = loop {
+                match d.feed(&endless.repeat(1024)) {
+                    ChunkProgress::NeedMore => fed += endless.len() * 1024,
+                    other => break other,
+                }
+                assert!(fed < 1 << 20, "still reading after {fed} bytes");
+            };
+            assert!(
+                matches!(cut, ChunkProgress::Error(Reject { status: 400, .. })),
+                "{cut:?}"
+            );
+        }
     }
 }
