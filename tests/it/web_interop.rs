@@ -206,3 +206,30 @@ fn listing_links_every_name_to_itself_and_titles_the_decoded_path() {
         );
     }
 }
+
+/// The access log escapes what a request carries as twistd 26.10 does (the `repr` of its
+/// bytes, as nginx escapes them too): a UTF-8 User-Agent as its bytes, and one that is not
+/// UTF-8 logged rather than dropped for a `-` as if none had been sent.
+#[test]
+fn access_log_escapes_bytes_as_twistd_and_keeps_a_non_utf8_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "a").unwrap();
+    let log = dir.path().join("access.log");
+    let srv = web(None, dir.path(), &["-l", log.to_str().unwrap()]);
+    for agent in [&b"caf\xc3\xa9 \t x"[..], b"bad \xff end"] {
+        let mut req = b"GET /a.txt HTTP/1.1\r\nHost: x\r\nUser-Agent: ".to_vec();
+        req.extend_from_slice(agent);
+        req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+        assert_eq!(ask(srv.addr(), &req).status, 200);
+    }
+    let want = [r#""caf\xc3\xa9 \t x""#, r#""bad \xef\xbf\xbd end""#];
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if want.iter().all(|w| text.contains(w)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{want:?} not in the access log: {text}");
+}

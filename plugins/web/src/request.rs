@@ -102,6 +102,12 @@ fn header_str(v: &[u8]) -> Option<String> {
     std::str::from_utf8(v).ok().map(|s| s.trim().to_string())
 }
 
+/// A value kept for the access log only: one that is not UTF-8 is logged (escaped) with its
+/// bad bytes replaced, not dropped for a `-` as if it had not been sent.
+fn header_lossy(v: &[u8]) -> String {
+    String::from_utf8_lossy(v).trim().to_string()
+}
+
 /// A byte a Host value may hold: RFC 3986's unreserved, sub-delims, `%`, and `:[]` for the
 /// port and IPv6 literals.
 fn host_byte(b: u8) -> bool {
@@ -228,9 +234,9 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
             }
             r.host = Some(v);
         } else if name.eq_ignore_ascii_case("user-agent") {
-            r.user_agent = header_str(h.value);
+            r.user_agent = Some(header_lossy(h.value));
         } else if name.eq_ignore_ascii_case("referer") {
-            r.referer = header_str(h.value);
+            r.referer = Some(header_lossy(h.value));
         } else if name.eq_ignore_ascii_case("if-modified-since") {
             r.if_modified_since = header_str(h.value);
         } else if name.eq_ignore_ascii_case("if-none-match") {
