@@ -247,7 +247,10 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
             r.if_range = header_str(h.value);
         }
     }
-    if close {
+    // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (a proxy
+    // on the way may not have read it as chunked): answered, then the connection closes, as
+    // twistd does, so nothing after it is taken as the next request.
+    if close || (chunked && minor == 0) {
         r.keep_alive = false;
     }
     if chunked && length.is_some() {
@@ -493,6 +496,12 @@ mod tests {
             !h(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
                 .expect_continue,
             "an HTTP/1.0 client gets no 100 Continue"
+        );
+        let chunked10 =
+            h(b"POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(
+            !chunked10.keep_alive,
+            "an HTTP/1.0 chunked body: faulty framing, closed after"
         );
         // `close` wins, in one field or two, before or after a `keep-alive`.
         for closing in [
