@@ -233,3 +233,45 @@ fn access_log_escapes_bytes_as_twistd_and_keeps_a_non_utf8_agent() {
     }
     panic!("{want:?} not in the access log: {text}");
 }
+
+/// A small file rewritten in place while it is asked for (truncated, then written again, as
+/// a generated status file or feed often is) is always answered whole: 200 with as many
+/// bytes as its Content-Length says. Its read could find fewer bytes than its stat said,
+/// answered 500 with "Cannot serve ...: failed to fill whole buffer" logged (nginx, in the
+/// same race, sends fewer bytes than its Content-Length).
+#[test]
+fn a_small_file_rewritten_while_asked_for_is_never_a_500() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("status.json");
+    std::fs::write(&path, vec![b'x'; 50_000]).unwrap();
+    let srv = web(None, dir.path(), &[]);
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, path) = (stop.clone(), path.clone());
+        std::thread::spawn(move || {
+            let body = vec![b'y'; 50_000];
+            while !stop.load(Ordering::Relaxed) {
+                // Truncated, then written: the way `echo > file` and most programs rewrite.
+                std::fs::write(&path, &body).unwrap();
+            }
+        })
+    };
+    let mut s = connect(srv.addr());
+    let mut bad = Vec::new();
+    let start = std::time::Instant::now();
+    let mut asked = 0;
+    while start.elapsed() < Duration::from_secs(2) && bad.len() < 5 {
+        send(&mut s, b"GET /status.json HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = read_resp(&mut s, false);
+        asked += 1;
+        let len: usize = r.header("Content-Length").unwrap().parse().unwrap();
+        if r.status != 200 || r.body.len() != len {
+            bad.push((r.status, len, r.body.len()));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(bad.is_empty(), "{bad:?} of {asked} answers");
+    assert!(!srv.log_contains("Cannot serve"), "{:?}", srv.lines());
+}

@@ -208,6 +208,20 @@ fn open_how(resolve: ResolveFlag) -> OpenHow {
         .resolve(resolve)
 }
 
+/// Reads from the start of `file` into `buf` until it is full or the file ends; how much came.
+fn read_full_at(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// A path the server may not read: 403, unless it is a directory it may search (mode 0711,
 /// as home directories often are), which is opened with `O_PATH`: enough to serve an index
 /// file inside it, as twistd and nginx do; its listing is refused when it is asked for.
@@ -289,9 +303,9 @@ impl Root {
         }
         let name = Path::new(rel).file_name().unwrap_or(rel);
         match self.entry(File::from(fd), &st, name) {
-            Ok(e) => {
+            Ok((e, settled)) => {
                 let e = Rc::new(e);
-                if e.body.is_some() {
+                if e.body.is_some() && settled {
                     self.remember(rel, e.clone());
                 }
                 Found::File(e)
@@ -338,7 +352,7 @@ impl Root {
         };
         let name = self.path.file_name().unwrap_or_default().to_os_string();
         match self.entry(file, &st, &name) {
-            Ok(e) => Found::File(Rc::new(e)),
+            Ok((e, _)) => Found::File(Rc::new(e)),
             Err(e) => Found::Failed(e),
         }
     }
@@ -367,23 +381,47 @@ impl Root {
         c.bytes += len;
     }
 
-    fn entry(&self, file: File, st: &FileStat, name: &OsStr) -> std::io::Result<Entry> {
-        let size = st.st_size as u64;
+    /// The entry for an open file, and whether it is settled: a small file is read whole, and
+    /// one rewritten meanwhile (truncated, then written again, as a generated status file or
+    /// feed often is) can hold fewer bytes than its stat said. It is read again with a fresh
+    /// stat; one still moving after a few tries is served as read (its length what was read,
+    /// never a 500 nor a body shorter than its Content-Length) and not cached.
+    fn entry(&self, file: File, st: &FileStat, name: &OsStr) -> std::io::Result<(Entry, bool)> {
+        let mut st = *st;
+        let mut small = None;
+        if st.st_size as u64 <= CACHE_FILE_MAX {
+            for _ in 0..3 {
+                let mut buf = vec![0u8; st.st_size as usize];
+                let n = read_full_at(&file, &mut buf)?;
+                buf.truncate(n);
+                let settled = n as u64 == st.st_size as u64;
+                small = Some((buf, settled));
+                if settled {
+                    break;
+                }
+                st = nix::sys::stat::fstat(&file)?;
+                if st.st_size as u64 > CACHE_FILE_MAX {
+                    small = None;
+                    break;
+                }
+            }
+        }
+        let settled = small.as_ref().is_none_or(|(_, settled)| *settled);
+        let size = small
+            .as_ref()
+            .map_or(st.st_size as u64, |(b, _)| b.len() as u64);
         let mtime = UNIX_EPOCH
             + Duration::new(
                 st.st_mtime.max(0) as u64,
                 st.st_mtime_nsec.clamp(0, 999_999_999) as u32,
             );
         let (content_type, encoding) = content_type(name, &self.default_type);
-        let (body, file) = if size <= CACHE_FILE_MAX {
-            let mut buf = vec![0u8; size as usize];
-            file.read_exact_at(&mut buf, 0)?;
-            (Some(Rc::<[u8]>::from(buf)), None)
-        } else {
-            (None, Some(Rc::new(file)))
+        let (body, file) = match small {
+            Some((buf, _)) => (Some(Rc::<[u8]>::from(buf)), None),
+            None => (None, Some(Rc::new(file))),
         };
-        Ok(Entry {
-            stamp: Stamp::of(st),
+        let entry = Entry {
+            stamp: Stamp::of(&st),
             size,
             mtime,
             body,
@@ -392,7 +430,8 @@ impl Root {
             encoding,
             etag: format!("\"{:x}-{:x}-{:x}\"", st.st_mtime, st.st_mtime_nsec, size),
             last_modified: httpdate::fmt_http_date(mtime),
-        })
+        };
+        Ok((entry, settled))
     }
 
     /// Lists a directory: (name, is_dir, size), directories first, each group by name. The
