@@ -24,6 +24,7 @@ mod socks;
 mod support;
 mod tls;
 mod web;
+mod web_interop;
 mod web_room;
 mod web_tls;
 mod wire;

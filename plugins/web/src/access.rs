@@ -34,21 +34,28 @@ pub struct Line<'a> {
     pub duration: std::time::Duration,
 }
 
-/// Appends `s` escaped as twistd does: quotes and backslashes, and control characters as
-/// `\xHH`. Most fields need nothing, and are copied as they are.
+/// Appends `s` escaped as twistd does (Python's `repr` of the bytes): quotes and backslashes,
+/// `\t`, `\n`, `\r`, and every other byte outside printable ASCII as `\xHH` (nginx escapes
+/// the same bytes): a UTF-8 name is logged as its bytes, and no character in a request can
+/// make the line read otherwise on a terminal (a bidi override, a C1 control). Most fields
+/// need nothing, and are copied as they are.
 fn escape_into(out: &mut String, s: &str) {
-    if !s.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+    let plain = |b: u8| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\';
+    if s.bytes().all(plain) {
         out.push_str(s);
         return;
     }
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                let _ = std::fmt::Write::write_fmt(out, format_args!("\\x{:02x}", c as u32));
+    for b in s.bytes() {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\t' => out.push_str("\\t"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b if plain(b) => out.push(char::from(b)),
+            b => {
+                let _ = std::fmt::Write::write_fmt(out, format_args!("\\x{b:02x}"));
             }
-            c => out.push(c),
         }
     }
 }
@@ -202,6 +209,20 @@ mod tests {
             duration: std::time::Duration::ZERO,
         });
         assert!(zero.contains("\" 200 - \"http://x/\" \"-\""), "{zero}");
+        // As twistd 26.10 logged the same request (its `repr` of the bytes).
+        let odd = a.format(&Line {
+            client: "127.0.0.1",
+            request: "GET /x HTTP/1.1",
+            status: 200,
+            bytes: 1,
+            referer: Some("http://r/\"x\""),
+            agent: Some("ua \"q\" \\ \u{e9} \u{1} \t \u{202e}"),
+            duration: std::time::Duration::ZERO,
+        });
+        assert!(
+            odd.ends_with(r#""http://r/\"x\"" "ua \"q\" \\ \xc3\xa9 \x01 \t \xe2\x80\xae""#),
+            "{odd}"
+        );
         assert_eq!(split_request("GET /a b HTTP/1.1"), ("GET", "/a b"));
         assert_eq!(split_request("-"), ("-", "-"));
     }

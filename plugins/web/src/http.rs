@@ -460,13 +460,27 @@ impl Http {
                     match root.find(&p) {
                         Found::File(e) => return self.file(t, req, &e, f),
                         Found::Failed(e) => return self.failed(t, req, &e, f),
-                        _ => {}
+                        // An index that is there but refused hides the directory still: 403,
+                        // as twistd and nginx answer, never the listing it was put there to
+                        // hide.
+                        Found::Forbidden(why) => {
+                            log::info!(target: &t.system(), "Forbidden {:?}: index {idx:?}: {why}", req.target);
+                            return self.error(t, 403, f);
+                        }
+                        Found::Dir(_) | Found::NotFound => {}
                     }
                 }
                 if site.no_listing {
                     return self.error(t, 403, f);
                 }
-                let entries = root.list(fd);
+                let entries = match root.list(&fd) {
+                    Ok(entries) => entries,
+                    Err(nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) => {
+                        log::info!(target: &t.system(), "Forbidden {:?}: cannot list: permission denied", req.target);
+                        return self.error(t, 403, f);
+                    }
+                    Err(e) => return self.failed(t, req, &io::Error::from(e), f),
+                };
                 let html = response::listing(&url.raw, &entries, |n| {
                     crate::resource::content_type(n, &root.default_type)
                 });

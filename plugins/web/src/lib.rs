@@ -48,7 +48,8 @@ const WEB_NOTES: &str = "\
 Serves GET and HEAD over HTTP/1.0 and 1.1 with keep-alive, pipelining and Expect: 100-continue; \
 other methods get 405 with Allow; request bodies are read and dropped (413 above 1 MiB); an \
 HTTP/1.1 request without Host, or any request with two, gets 400 (RFC 9112). \
-Content-Type comes from the extension (.gz and .bz2 as Content-Encoding); Date, Last-Modified, \
+Content-Type comes from the extension (.gz and .bz2 after a text type as Content-Encoding, \
+other .gz and .bz2 files as they are); Date, Last-Modified, \
 ETag and Accept-Ranges are sent; If-None-Match and If-Modified-Since give 304; Range gives 206, \
 multipart/byteranges for several ranges, 416 when unsatisfiable, honouring If-Range. A directory \
 without its slash is redirected (302); index files are served, or twistd's listing. \
@@ -132,6 +133,30 @@ const TIMEOUT: TimeoutOpt = TimeoutOpt {
            slower than 500 bytes/s",
 };
 
+/// Fields each response sets itself, for its framing or from the file it sends: one added to
+/// every response too would make two (twistd sends `Content-Length` with an added
+/// `Transfer-Encoding: chunked`, two `Connection`s, a second `Content-Range`, the added
+/// `Last-Modified` instead of the file's), which clients reject or read either way.
+const OWN_FIELDS: &[&str] = &[
+    "Accept-Ranges",
+    "Allow",
+    "Connection",
+    "Content-Encoding",
+    "Content-Length",
+    "Content-Range",
+    "Content-Type",
+    "Date",
+    "ETag",
+    "Keep-Alive",
+    "Last-Modified",
+    "Location",
+    "Proxy-Connection",
+    "TE",
+    "Trailer",
+    "Transfer-Encoding",
+    "Upgrade",
+];
+
 fn header_line(s: &str) -> Result<String, String> {
     let (name, value) = s
         .split_once(':')
@@ -142,6 +167,11 @@ fn header_line(s: &str) -> Result<String, String> {
         || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
     {
         return Err(format!("'{s}' is not a valid header"));
+    }
+    if let Some(own) = OWN_FIELDS.iter().find(|f| f.eq_ignore_ascii_case(name)) {
+        return Err(format!(
+            "{own} is set by each response itself; adding it to every response would send two"
+        ));
     }
     Ok(format!("{name}: {value}"))
 }
@@ -220,7 +250,10 @@ fn options() -> Command {
                 .value_name("NAME: VALUE")
                 .action(ArgAction::Append)
                 .value_parser(header_line)
-                .help("A header added to every response, repeatable"),
+                .help(
+                    "A header added to every response, repeatable; not one each response sets \
+                     itself (Content-Type, Content-Length, Connection, ETag, Date, ...)",
+                ),
         )
         .arg(
             Arg::new("logfile")

@@ -32,10 +32,13 @@ pub enum PathError {
 /// Decodes a request target.
 pub fn decode(target: &str) -> Result<UrlPath, PathError> {
     let mut path = target.split(['?', '#']).next().unwrap_or("");
-    if let Some(rest) = path
-        .strip_prefix("http://")
-        .or_else(|| path.strip_prefix("https://"))
-    {
+    // The absolute form; its scheme in any case (RFC 3986 3.1: `HTTP://h/p`), as nginx takes it.
+    let scheme = |s: &str| {
+        path.get(..s.len())
+            .filter(|p| p.eq_ignore_ascii_case(s))
+            .map(|_| &path[s.len()..])
+    };
+    if let Some(rest) = scheme("http://").or_else(|| scheme("https://")) {
         path = rest.find('/').map_or("/", |i| &rest[i..]);
     }
     if !path.starts_with('/') {
@@ -124,6 +127,13 @@ mod tests {
             OsString::from("etc/passwd"),
             "the absolute form keeps only its path, under the root"
         );
+        for upper in ["HTTP://h/etc/passwd", "Https://h/etc/passwd"] {
+            assert_eq!(
+                decode(upper).unwrap().relative(),
+                OsString::from("etc/passwd"),
+                "{upper}: a scheme in any case"
+            );
+        }
         assert_eq!(decode("/./a/.").unwrap().relative(), OsString::from("a"));
         assert!(decode("/.hidden").unwrap().has_dotfile());
     }

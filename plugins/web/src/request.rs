@@ -102,10 +102,37 @@ fn header_str(v: &[u8]) -> Option<String> {
     std::str::from_utf8(v).ok().map(|s| s.trim().to_string())
 }
 
+/// A value kept for the access log only: one that is not UTF-8 is logged (escaped) with its
+/// bad bytes replaced, not dropped for a `-` as if it had not been sent.
+fn header_lossy(v: &[u8]) -> String {
+    String::from_utf8_lossy(v).trim().to_string()
+}
+
 /// A byte a Host value may hold: RFC 3986's unreserved, sub-delims, `%`, and `:[]` for the
 /// port and IPv6 literals.
 fn host_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b)
+}
+
+/// Whether a request line httparse found no HTTP/1.x in is a well-formed one naming another
+/// version (`GET / HTTP/2.0`: 505) rather than a malformed one (`GET /a b.txt HTTP/1.1`, a
+/// lowercase `http/1.1`, `HTTP/0.9`: 400, as nginx and twistd answer).
+fn names_other_version(buf: &[u8]) -> bool {
+    let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|b| *b == b' ');
+    let (Some(_), Some(_), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    match version.strip_prefix(b"HTTP/") {
+        Some([major, b'.', minor]) => {
+            major.is_ascii_digit() && minor.is_ascii_digit() && *major >= b'2'
+        }
+        Some([major]) => major.is_ascii_digit() && *major >= b'2',
+        _ => false,
+    }
 }
 
 /// Parses one request head from the start of `buf`.
@@ -135,7 +162,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
         Err(httparse::Error::TooManyHeaders) => {
             return Head::Error(reject(431, "too many header fields"));
         }
-        Err(httparse::Error::Version) => {
+        Err(httparse::Error::Version) if names_other_version(buf) => {
             return Head::Error(reject(505, "HTTP version not supported"));
         }
         Err(_) => return Head::Error(reject(400, "malformed request")),
@@ -155,10 +182,18 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
     };
     let mut length: Option<u64> = None;
     let mut chunked = false;
+    // A `close` anywhere wins over any `keep-alive` (RFC 9112 9.6), in whatever order.
+    let mut close = false;
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let Some(n) = header_str(h.value).and_then(|v| v.parse::<u64>().ok()) else {
+            // RFC 9110 8.6: `1*DIGIT`, nothing else; Rust's parse would take `+5`, which
+            // twistd, nginx and any proxy in front refuse or read otherwise.
+            let digits = |v: &String| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+            let Some(n) = header_str(h.value)
+                .filter(digits)
+                .and_then(|v| v.parse::<u64>().ok())
+            else {
                 return Head::Error(reject(400, "invalid Content-Length"));
             };
             if length.is_some_and(|l| l != n) {
@@ -175,7 +210,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
             let v = header_str(h.value).unwrap_or_default().to_ascii_lowercase();
             for token in v.split(',').map(str::trim) {
                 match token {
-                    "close" => r.keep_alive = false,
+                    "close" => close = true,
                     "keep-alive" => r.keep_alive = true,
                     _ => {}
                 }
@@ -183,7 +218,8 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
         } else if name.eq_ignore_ascii_case("expect") {
             let v = header_str(h.value).unwrap_or_default();
             if v.eq_ignore_ascii_case("100-continue") {
-                r.expect_continue = true;
+                // RFC 9110 10.1.1: ignored in an HTTP/1.0 request (no 1xx for such a client).
+                r.expect_continue = minor == 1;
             } else {
                 return Head::Error(reject(417, "unsupported expectation"));
             }
@@ -198,9 +234,9 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
             }
             r.host = Some(v);
         } else if name.eq_ignore_ascii_case("user-agent") {
-            r.user_agent = header_str(h.value);
+            r.user_agent = Some(header_lossy(h.value));
         } else if name.eq_ignore_ascii_case("referer") {
-            r.referer = header_str(h.value);
+            r.referer = Some(header_lossy(h.value));
         } else if name.eq_ignore_ascii_case("if-modified-since") {
             r.if_modified_since = header_str(h.value);
         } else if name.eq_ignore_ascii_case("if-none-match") {
@@ -210,6 +246,12 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
         } else if name.eq_ignore_ascii_case("if-range") {
             r.if_range = header_str(h.value);
         }
+    }
+    // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (a proxy
+    // on the way may not have read it as chunked): answered, then the connection closes, as
+    // twistd does, so nothing after it is taken as the next request.
+    if close || (chunked && minor == 0) {
+        r.keep_alive = false;
     }
     if chunked && length.is_some() {
         // Both framings at once is the request-smuggling pattern (RFC 9112 6.1).
@@ -241,7 +283,13 @@ pub struct ChunkedDiscard {
     digits: u8,
     total: u64,
     max: u64,
+    /// Bytes of chunk extensions and trailer fields so far: bounded apart from the data,
+    /// which they do not count in, or a client could send them for ever.
+    meta: usize,
 }
+
+/// The most bytes of chunk extensions and trailer fields one body may carry, as for a head.
+const CHUNK_META_MAX: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {
@@ -275,6 +323,7 @@ impl ChunkedDiscard {
             digits: 0,
             total: 0,
             max,
+            meta: 0,
         }
     }
 
@@ -284,6 +333,18 @@ impl ChunkedDiscard {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
+            if matches!(
+                self.state,
+                ChunkState::Extension | ChunkState::TrailerStart | ChunkState::TrailerLine
+            ) {
+                self.meta += 1;
+                if self.meta > CHUNK_META_MAX {
+                    return ChunkProgress::Error(reject(
+                        400,
+                        "chunk extensions or trailer fields too large",
+                    ));
+                }
+            }
             match self.state {
                 ChunkState::Size => match (b as char).to_digit(16) {
                     Some(d) => {
@@ -432,6 +493,29 @@ mod tests {
         assert!(h(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
         assert!(h(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n").keep_alive);
         assert!(
+            !h(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+                .expect_continue,
+            "an HTTP/1.0 client gets no 100 Continue"
+        );
+        let chunked10 =
+            h(b"POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(
+            !chunked10.keep_alive,
+            "an HTTP/1.0 chunked body: faulty framing, closed after"
+        );
+        // `close` wins, in one field or two, before or after a `keep-alive`.
+        for closing in [
+            "Connection: close, keep-alive\r\n",
+            "Connection: keep-alive, close\r\n",
+            "Connection: close\r\nConnection: keep-alive\r\n",
+            "Connection: Keep-Alive\r\nConnection: Close\r\n",
+        ] {
+            for v in ["1.0", "1.1"] {
+                let raw = format!("GET / HTTP/{v}\r\nHost: x\r\n{closing}\r\n");
+                assert!(!h(raw.as_bytes()).keep_alive, "{raw:?}");
+            }
+        }
+        assert!(
             h(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
                 .expect_continue
         );
@@ -489,15 +573,33 @@ mod tests {
             431
         );
         assert_eq!(status(b"GET / HTTP/2.0\r\n\r\n".to_vec()), 505);
+        assert_eq!(status(b"GET / HTTP/3\r\n\r\n".to_vec()), 505);
+        // Not another version: a malformed line (a space in the path, a lowercase or
+        // missing version, HTTP/0.9), 400 as nginx and twistd answer.
+        for bad in [
+            "GET /a b.txt HTTP/1.1",
+            "GET / http/1.1",
+            "GET / HTTP/0.9",
+            "GET / HTTP/1",
+            "GET / FTP/2.0",
+        ] {
+            assert_eq!(status(format!("{bad}\r\n\r\n").into_bytes()), 400, "{bad}");
+        }
         assert_eq!(status(b"GET\x01 / HTTP/1.1\r\n\r\n".to_vec()), 400);
         assert_eq!(
             status(b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n".to_vec()),
             413
         );
-        assert_eq!(
-            status(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n".to_vec()),
-            400
-        );
+        for bad in ["x", "+5", "-1", "5 5", "0x5", "", "5,5"] {
+            assert_eq!(
+                status(
+                    format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {bad}\r\n\r\n")
+                        .into_bytes()
+                ),
+                400,
+                "Content-Length: {bad}"
+            );
+        }
         assert_eq!(
             status(
                 b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -540,5 +642,23 @@ mod tests {
             d.feed(b"zz\r\n"),
             ChunkProgress::Error(Reject { status: 400, .. })
         ));
+        // Extensions and trailers, outside the data's limit, have one of their own: else a
+        // client keeps the connection reading one endless extension (or trailer) for ever.
+        for (head, endless) in [(&b"1;"[..], &b"x"[..]), (b"0\r\n", b"T: v\r\n")] {
+            let mut d = ChunkedDiscard::new(1000);
+            assert_eq!(d.feed(head), ChunkProgress::NeedMore);
+            let mut fed = 0;
+            let cut = loop {
+                match d.feed(&endless.repeat(1024)) {
+                    ChunkProgress::NeedMore => fed += endless.len() * 1024,
+                    other => break other,
+                }
+                assert!(fed < 1 << 20, "still reading after {fed} bytes");
+            };
+            assert!(
+                matches!(cut, ChunkProgress::Error(Reject { status: 400, .. })),
+                "{cut:?}"
+            );
+        }
     }
 }

@@ -106,33 +106,75 @@ fn twistd_type(ext: &str) -> Option<&'static str> {
     })
 }
 
-/// Content-Type and Content-Encoding for a file name: `.gz`/`.bz2` are encodings of the
-/// inner name, as twistd serves them.
+/// Content-Type and Content-Encoding for a file name. As twistd, `.gz`/`.bz2` after a type a
+/// browser shows (text, JSON, JavaScript, XML, SVG) is an encoding of that type: `r.txt.gz` is
+/// text/plain, gzip. Any other (`a.tar.gz`, `data.gz`) is a compressed file, sent as one
+/// (application/gzip, application/x-bzip2, no encoding), as nginx, Apache and Python's
+/// http.server send it: with `Content-Encoding: gzip` a browser unpacks the download and
+/// saves the result under the `.gz` name.
 pub fn content_type(name: &OsStr, default: &str) -> (String, Option<&'static str>) {
     let name = Path::new(name);
-    let (inner, encoding) = match name.extension().and_then(OsStr::to_str) {
-        Some("gz") => (
-            Path::new(name.file_stem().unwrap_or_default()),
-            Some("gzip"),
-        ),
-        Some("bz2") => (
-            Path::new(name.file_stem().unwrap_or_default()),
-            Some("bzip2"),
-        ),
-        _ => (name, None),
+    let compressed = match name.extension().and_then(OsStr::to_str) {
+        Some("gz") => Some(("gzip", "application/gzip")),
+        Some("bz2") => Some(("bzip2", "application/x-bzip2")),
+        _ => None,
     };
-    let ext = inner
+    let Some((encoding, file_type)) = compressed else {
+        return (type_of(name, default), None);
+    };
+    let inner = Path::new(name.file_stem().unwrap_or_default());
+    if inner.extension().is_none() {
+        return (file_type.to_string(), None);
+    }
+    let t = type_of(inner, default);
+    if shown_by_browsers(&t) {
+        (t, Some(encoding))
+    } else {
+        (file_type.to_string(), None)
+    }
+}
+
+/// Where mime_guess is out of date or wrong: what twistd (from the system's mime.types) and
+/// nginx send, or the registered type (RFC 9239 for JavaScript, RFC 8081 for fonts, RFC 8878
+/// for zstd). Without it an `.rpm` was audio, a `.zst` (unknown) the `--mime-type` default.
+fn current_type(ext: &str) -> Option<&'static str> {
+    Some(match ext {
+        "mjs" => "text/javascript",
+        "rpm" => "application/x-redhat-package-manager",
+        "zst" => "application/zstd",
+        "m3u8" => "application/vnd.apple.mpegurl",
+        "woff" => "font/woff",
+        "otf" => "font/otf",
+        _ => return None,
+    })
+}
+
+/// The type of a name by its extension: twistd's additions, then mime_guess, then `default`.
+fn type_of(name: &Path, default: &str) -> String {
+    let ext = name
         .extension()
         .and_then(OsStr::to_str)
         .map(str::to_ascii_lowercase);
-    let t = match ext.as_deref() {
+    match ext.as_deref() {
         None => default.to_string(),
         Some(e) => twistd_type(e)
+            .or_else(|| current_type(e))
             .map(str::to_string)
             .or_else(|| mime_guess::from_ext(e).first_raw().map(str::to_string))
             .unwrap_or_else(|| default.to_string()),
-    };
-    (t, encoding)
+    }
+}
+
+/// A type a browser displays rather than saves: what a gzip encoding of it is for.
+fn shown_by_browsers(t: &str) -> bool {
+    let essence = t.split(';').next().unwrap_or(t).trim();
+    essence.starts_with("text/")
+        || essence.ends_with("+xml")
+        || essence.ends_with("+json")
+        || matches!(
+            essence,
+            "application/json" | "application/javascript" | "application/xml"
+        )
 }
 
 /// What a failed open or stat says about the path: missing (404), refused (403), or a
@@ -164,6 +206,33 @@ fn open_how(resolve: ResolveFlag) -> OpenHow {
     OpenHow::new()
         .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
         .resolve(resolve)
+}
+
+/// Reads from the start of `file` into `buf` until it is full or the file ends; how much came.
+fn read_full_at(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// A path the server may not read: 403, unless it is a directory it may search (mode 0711,
+/// as home directories often are), which is opened with `O_PATH`: enough to serve an index
+/// file inside it, as twistd and nginx do; its listing is refused when it is asked for.
+fn search_only(dir: &OwnedFd, rel: &OsStr, resolve: ResolveFlag) -> Found {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(resolve);
+    match nix::fcntl::openat2(dir.as_fd(), rel, how) {
+        Ok(fd) => Found::Dir(fd),
+        Err(_) => Found::Forbidden("permission denied"),
+    }
 }
 
 impl Root {
@@ -218,6 +287,7 @@ impl Root {
                     Err(found) => return found,
                 }
             }
+            Err(nix::errno::Errno::EACCES) => return search_only(dir, rel, resolve),
             Err(e) => return errno_found(e),
         };
         let st = match nix::sys::stat::fstat(&fd) {
@@ -233,9 +303,9 @@ impl Root {
         }
         let name = Path::new(rel).file_name().unwrap_or(rel);
         match self.entry(File::from(fd), &st, name) {
-            Ok(e) => {
+            Ok((e, settled)) => {
                 let e = Rc::new(e);
-                if e.body.is_some() {
+                if e.body.is_some() && settled {
                     self.remember(rel, e.clone());
                 }
                 Found::File(e)
@@ -263,6 +333,7 @@ impl Root {
             | ResolveFlag::RESOLVE_NO_MAGICLINKS;
         nix::fcntl::openat2(dir.as_fd(), inside, open_how(resolve)).map_err(|e| match e {
             nix::errno::Errno::ELOOP => Found::Forbidden("a symlink changed while opening"),
+            nix::errno::Errno::EACCES => search_only(dir, inside.as_os_str(), resolve),
             e => errno_found(e),
         })
     }
@@ -281,7 +352,7 @@ impl Root {
         };
         let name = self.path.file_name().unwrap_or_default().to_os_string();
         match self.entry(file, &st, &name) {
-            Ok(e) => Found::File(Rc::new(e)),
+            Ok((e, _)) => Found::File(Rc::new(e)),
             Err(e) => Found::Failed(e),
         }
     }
@@ -310,23 +381,47 @@ impl Root {
         c.bytes += len;
     }
 
-    fn entry(&self, file: File, st: &FileStat, name: &OsStr) -> std::io::Result<Entry> {
-        let size = st.st_size as u64;
+    /// The entry for an open file, and whether it is settled: a small file is read whole, and
+    /// one rewritten meanwhile (truncated, then written again, as a generated status file or
+    /// feed often is) can hold fewer bytes than its stat said. It is read again with a fresh
+    /// stat; one still moving after a few tries is served as read (its length what was read,
+    /// never a 500 nor a body shorter than its Content-Length) and not cached.
+    fn entry(&self, file: File, st: &FileStat, name: &OsStr) -> std::io::Result<(Entry, bool)> {
+        let mut st = *st;
+        let mut small = None;
+        if st.st_size as u64 <= CACHE_FILE_MAX {
+            for _ in 0..3 {
+                let mut buf = vec![0u8; st.st_size as usize];
+                let n = read_full_at(&file, &mut buf)?;
+                buf.truncate(n);
+                let settled = n as u64 == st.st_size as u64;
+                small = Some((buf, settled));
+                if settled {
+                    break;
+                }
+                st = nix::sys::stat::fstat(&file)?;
+                if st.st_size as u64 > CACHE_FILE_MAX {
+                    small = None;
+                    break;
+                }
+            }
+        }
+        let settled = small.as_ref().is_none_or(|(_, settled)| *settled);
+        let size = small
+            .as_ref()
+            .map_or(st.st_size as u64, |(b, _)| b.len() as u64);
         let mtime = UNIX_EPOCH
             + Duration::new(
                 st.st_mtime.max(0) as u64,
                 st.st_mtime_nsec.clamp(0, 999_999_999) as u32,
             );
         let (content_type, encoding) = content_type(name, &self.default_type);
-        let (body, file) = if size <= CACHE_FILE_MAX {
-            let mut buf = vec![0u8; size as usize];
-            file.read_exact_at(&mut buf, 0)?;
-            (Some(Rc::<[u8]>::from(buf)), None)
-        } else {
-            (None, Some(Rc::new(file)))
+        let (body, file) = match small {
+            Some((buf, _)) => (Some(Rc::<[u8]>::from(buf)), None),
+            None => (None, Some(Rc::new(file))),
         };
-        Ok(Entry {
-            stamp: Stamp::of(st),
+        let entry = Entry {
+            stamp: Stamp::of(&st),
             size,
             mtime,
             body,
@@ -335,14 +430,16 @@ impl Root {
             encoding,
             etag: format!("\"{:x}-{:x}-{:x}\"", st.st_mtime, st.st_mtime_nsec, size),
             last_modified: httpdate::fmt_http_date(mtime),
-        })
+        };
+        Ok((entry, settled))
     }
 
-    /// Lists a directory: (name, is_dir, size), directories first, each group by name.
-    pub fn list(&self, dir: OwnedFd) -> Vec<(OsString, bool, u64)> {
-        let Ok(mut d) = nix::dir::Dir::from_fd(dir) else {
-            return Vec::new();
-        };
+    /// Lists a directory: (name, is_dir, size), directories first, each group by name. The
+    /// directory is opened again for reading through `dir` (which may be an `O_PATH`
+    /// descriptor of a directory that can be searched only): an error is the listing's.
+    pub fn list(&self, dir: &OwnedFd) -> Result<Vec<(OsString, bool, u64)>, nix::Error> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let mut d = nix::dir::Dir::openat(dir, ".", flags, nix::sys::stat::Mode::empty())?;
         let mut out = Vec::new();
         let names: Vec<OsString> = d
             .iter()
@@ -359,7 +456,7 @@ impl Root {
             }
         }
         out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        out
+        Ok(out)
     }
 
     /// Files in `dir_rel` named `stem.EXT`, for `--allow-ignore-ext`.
@@ -370,7 +467,8 @@ impl Root {
         let mut prefix = stem.as_bytes().to_vec();
         prefix.push(b'.');
         let mut v: Vec<OsString> = self
-            .list(fd)
+            .list(&fd)
+            .unwrap_or_default()
             .into_iter()
             .filter(|(n, is_dir, _)| !is_dir && n.as_bytes().starts_with(&prefix))
             .map(|(n, _, _)| n)
@@ -389,11 +487,24 @@ mod tests {
         let t = |n: &str| content_type(OsStr::new(n), "text/html");
         assert_eq!(t("a.txt"), ("text/plain".into(), None));
         assert_eq!(t("r.txt.gz"), ("text/plain".into(), Some("gzip")));
-        assert_eq!(t("x.tar.bz2"), ("application/x-tar".into(), Some("bzip2")));
+        assert_eq!(t("r.svg.gz"), ("image/svg+xml".into(), Some("gzip")));
+        assert_eq!(t("d.json.bz2"), ("application/json".into(), Some("bzip2")));
+        // Archives are files: sent as they are, or a browser unpacks them.
+        assert_eq!(t("x.tar.gz"), ("application/gzip".into(), None));
+        assert_eq!(t("x.tar.bz2"), ("application/x-bzip2".into(), None));
+        assert_eq!(t("data.gz"), ("application/gzip".into(), None));
+        assert_eq!(t("disk.img.gz"), ("application/gzip".into(), None));
         assert_eq!(t("p.patch").0, "text/plain");
         assert_eq!(t("noext").0, "text/html", "the default for unknown");
         assert_eq!(t("weird.zzzq").0, "text/html");
         assert_eq!(t("i.PNG").0, "image/png");
+        // As twistd and nginx type them, where mime_guess is out of date.
+        assert_eq!(t("m.mjs").0, "text/javascript");
+        assert_eq!(t("p.rpm").0, "application/x-redhat-package-manager");
+        assert_eq!(t("a.tar.zst").0, "application/zstd");
+        assert_eq!(t("s.m3u8").0, "application/vnd.apple.mpegurl");
+        assert_eq!(t("f.woff").0, "font/woff");
+        assert_eq!(t("f.otf").0, "font/otf");
     }
 
     #[test]

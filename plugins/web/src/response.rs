@@ -6,7 +6,9 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::time::SystemTime;
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use std::os::unix::ffi::OsStrExt;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 
 pub const SERVER: &str = concat!("twistrs/", env!("CARGO_PKG_VERSION"));
 
@@ -90,7 +92,7 @@ pub fn end(buf: &mut Vec<u8>, keep_alive: bool, http10: bool) {
 pub fn error_page(status: u16) -> String {
     let (title, detail) = match status {
         404 => ("No Such Resource", "File not found."),
-        403 => ("Forbidden", "Sorry, resource is forbidden."),
+        403 => ("Forbidden Resource", "Sorry, resource is forbidden."),
         405 => (
             "Method Not Allowed",
             "Only GET and HEAD are supported here.",
@@ -135,7 +137,10 @@ pub fn listing(
     entries: &[(OsString, bool, u64)],
     typer: impl Fn(&OsString) -> (String, Option<&'static str>),
 ) -> String {
-    let title = html_escape::encode_text(url_path);
+    // The path as the names it is made of, as twistd and nginx title it (`/dir with space/`,
+    // not `/dir%20with%20space/`).
+    let decoded = percent_encoding::percent_decode_str(url_path).decode_utf8_lossy();
+    let title = html_escape::encode_text(&decoded);
     let mut out = format!(
         "<!DOCTYPE html>\n<html>\n<head>\n<title>Directory listing for {title}</title>\n<style>\n\
          .even-dir {{ background-color: #efe0ef }}\n.even {{ background-color: #eee }}\n\
@@ -149,7 +154,8 @@ pub fn listing(
     );
     for (i, (name, is_dir, size)) in entries.iter().enumerate() {
         let shown = name.to_string_lossy();
-        let link: String = utf8_percent_encode(&shown, LINK).collect();
+        // The name's own bytes, so a name that is not UTF-8 links to itself.
+        let link: String = percent_encode(name.as_bytes(), LINK).collect();
         let class = if i % 2 == 0 { "odd" } else { "even" };
         let (text, href, size, kind, enc) = if *is_dir {
             (
@@ -195,12 +201,19 @@ pub enum Ranges {
 const MAX_RANGES: usize = 16;
 
 pub fn parse_ranges(header: Option<&str>, len: u64) -> Ranges {
-    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+    // The unit is compared case-insensitively (RFC 9110 14.1), as nginx does.
+    let spec = header.map(str::trim).and_then(|h| {
+        let (unit, set) = h.split_once('=')?;
+        unit.eq_ignore_ascii_case("bytes").then_some(set)
+    });
+    let Some(spec) = spec else {
         return Ranges::Whole;
     };
     let mut parts = Vec::new();
     let mut asked = 0;
-    for item in spec.split(',') {
+    // Empty list elements (`bytes=0-1,`) are allowed and skipped (RFC 9110 5.6.1), as twistd
+    // does.
+    for item in spec.split(',').filter(|i| !i.trim().is_empty()) {
         asked += 1;
         if asked > MAX_RANGES {
             return Ranges::Whole;
@@ -238,7 +251,9 @@ pub fn parse_ranges(header: Option<&str>, len: u64) -> Ranges {
         };
         parts.extend(range);
     }
-    if parts.is_empty() {
+    if asked == 0 {
+        Ranges::Whole
+    } else if parts.is_empty() {
         Ranges::Unsatisfiable
     } else {
         Ranges::Parts(parts)
@@ -262,6 +277,22 @@ mod tests {
         assert_eq!(p("bytes=20-30", 10), Ranges::Unsatisfiable);
         assert_eq!(p("bytes=5-2", 10), Ranges::Whole, "malformed: ignored");
         assert_eq!(p("items=1-2", 10), Ranges::Whole);
+        assert_eq!(
+            p("Bytes=2-4", 10),
+            Ranges::Parts(vec![(2, 4)]),
+            "the unit's case"
+        );
+        assert_eq!(
+            p("bytes=2-4,", 10),
+            Ranges::Parts(vec![(2, 4)]),
+            "empty elements"
+        );
+        assert_eq!(
+            p("bytes=, 2-4 ,,6-", 10),
+            Ranges::Parts(vec![(2, 4), (6, 9)])
+        );
+        assert_eq!(p("bytes=,", 10), Ranges::Whole, "no range at all");
+        assert_eq!(p("bytes = 2-4", 10), Ranges::Whole, "no spaces around '='");
         assert_eq!(p("bytes=x-2", 10), Ranges::Whole);
         let many = format!("bytes={}", vec!["0-0"; 17].join(","));
         assert_eq!(p(&many, 10), Ranges::Whole, "too many ranges");
@@ -275,6 +306,12 @@ mod tests {
             error_page(404),
             "\n<html>\n  <head><title>404 - No Such Resource</title></head>\n  <body>\n    \
              <h1>No Such Resource</h1>\n    <p>File not found.</p>\n  </body>\n</html>\n"
+        );
+        // And an unreadable file (twistd's `ForbiddenResource`), 163 bytes.
+        assert_eq!(
+            error_page(403),
+            "\n<html>\n  <head><title>403 - Forbidden Resource</title></head>\n  <body>\n    \
+             <h1>Forbidden Resource</h1>\n    <p>Sorry, resource is forbidden.</p>\n  </body>\n</html>\n"
         );
     }
 
