@@ -203,7 +203,7 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s k -l privkey -d 
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s i -l index -d 'Index file name, repeatable; replaces the default list index, index.html, index.htm' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s m -l mime-type -d 'Content-Type for files whose extension is unknown' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l ignore-ext -d 'Try this extension when a path is not found (/page serves page.html), repeatable' -r
-complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l add-header -d 'A header added to every response, repeatable; not one each response sets itself (Content-Type, Content-Length, Connection, ETag, Date, ...)' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l add-header -d 'A header added to every response, repeatable; one each response sets itself (Content-Type, Content-Length, Connection, ETag, Date, ...) is ignored, with a warning' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -s l -l logfile -d 'Access log file [default: the main log]' -r -F
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l max-connections -d 'Connections at once; accepting pauses at N and clients wait in the listen queue; 0: no limit' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand web" -l timeout -d 'Close a connection after SECONDS with nothing read or written, a client whose request head takes longer (408), and one whose request body, after SECONDS, comes slower than 500 bytes/s' -r

@@ -168,12 +168,27 @@ fn header_line(s: &str) -> Result<String, String> {
     {
         return Err(format!("'{s}' is not a valid header"));
     }
-    if let Some(own) = OWN_FIELDS.iter().find(|f| f.eq_ignore_ascii_case(name)) {
-        return Err(format!(
-            "{own} is set by each response itself; adding it to every response would send two"
-        ));
-    }
     Ok(format!("{name}: {value}"))
+}
+
+/// The `--add-header` fields to send: those naming a field of [`OWN_FIELDS`] are left out,
+/// each with a warning at start (the command line still starts, as it does with twistd,
+/// and no response carries two of a field).
+fn extra_headers(m: &ArgMatches) -> Vec<String> {
+    let given = m.get_many::<String>("add-header").into_iter().flatten();
+    given
+        .filter(|h| {
+            let name = h.split_once(':').map_or(h.as_str(), |(n, _)| n);
+            let Some(own) = OWN_FIELDS.iter().find(|f| f.eq_ignore_ascii_case(name)) else {
+                return true;
+            };
+            log::warn!(target: twistrs_core::logsys::BARE,
+                "web: --add-header '{h}' ignored: each response sets {own} itself, and \
+                 adding it would send two (twistd sends both)");
+            false
+        })
+        .cloned()
+        .collect()
 }
 
 fn options() -> Command {
@@ -251,8 +266,9 @@ fn options() -> Command {
                 .action(ArgAction::Append)
                 .value_parser(header_line)
                 .help(
-                    "A header added to every response, repeatable; not one each response sets \
-                     itself (Content-Type, Content-Length, Connection, ETag, Date, ...)",
+                    "A header added to every response, repeatable; one each response sets \
+                     itself (Content-Type, Content-Length, Connection, ETag, Date, ...) is \
+                     ignored, with a warning",
                 ),
         )
         .arg(
@@ -457,10 +473,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
         ignore_ext,
         allow_ignore_ext: m.get_flag("allow-ignore-ext"),
         no_listing: m.get_flag("no-listing"),
-        extra_headers: m
-            .get_many::<String>("add-header")
-            .map(|v| v.cloned().collect())
-            .unwrap_or_default(),
+        extra_headers: extra_headers(m),
         limits: Limits::default(),
         timeout: TIMEOUT.get(m),
         access: Rc::new(RefCell::new(AccessLog::main())),
