@@ -65,7 +65,9 @@ BIND listens on the address the client connected to and waits --connect-timeout 
 connection, from the address in the request unless that is 0.0.0.0. A UDP association \
 relays datagrams from the client's address only (its port too, if the request gave one, \
 else the port of its first datagram), and back only from destinations the client has sent \
-to; fragments are dropped. It ends when its TCP connection closes. \
+to; fragments are dropped. Datagrams leave by a port of their own on the unspecified \
+address, one per address family, so a loopback listener's client reaches other hosts. It \
+ends when its TCP connection closes. \
 Listening beyond the loopback interface without --auth logs a warning: anyone who can \
 reach the port can use the proxy. The connection log (-l, or the main log without it) has \
 one line per connection when it ends: client, version, command, destination, the address \

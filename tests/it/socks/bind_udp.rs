@@ -187,7 +187,11 @@ struct UdpEcho {
 
 impl UdpEcho {
     fn start() -> UdpEcho {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        UdpEcho::start_at("127.0.0.1:0")
+    }
+
+    fn start_at(at: &str) -> UdpEcho {
+        let sock = UdpSocket::bind(at).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let addr = sock.local_addr().unwrap();
@@ -301,4 +305,52 @@ fn udp_associate_relays_from_the_client_only() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(rebound, "the relay port was closed");
+}
+
+/// A UDP ASSOCIATE asked of the proxy at `at`, from `u`: the client's TCP connection and the
+/// relay's address.
+fn associate(at: SocketAddr, u: &UdpSocket) -> (TcpStream, SocketAddr) {
+    let mut c = connect(at);
+    greet5(&mut c);
+    send(&mut c, &request5(3, u.local_addr().unwrap()));
+    let (code, relay) = reply5(&mut c);
+    assert_eq!(code, 0);
+    (c, relay)
+}
+
+#[test]
+fn udp_datagrams_leave_for_either_family_whatever_address_the_client_reached() {
+    // The client's port is bound to the address the client reached (here the loopback, as
+    // with the default listener); datagrams leave by a port of their own, as dante's do, so
+    // they reach IPv6 from an IPv4 listener, IPv4 from an IPv6 one (and, outside a test,
+    // other hosts from a loopback listener: a socket bound to 127.0.0.1 cannot send there).
+    let (echo4, echo6) = (UdpEcho::start(), UdpEcho::start_at("[::1]:0"));
+    let s = socks(&[]);
+    let u = udp();
+    u.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let (_c, relay) = associate(s.addr(), &u);
+    u.send_to(&datagram(echo6.addr, b"to v6"), relay).unwrap();
+    assert_eq!(recv(&u), Some(datagram(echo6.addr, b"pong:to v6")));
+    u.send_to(&datagram(echo4.addr, b"to v4"), relay).unwrap();
+    assert_eq!(recv(&u), Some(datagram(echo4.addr, b"pong:to v4")));
+
+    let s6 = Server::start(&["socks", "--listen", "tcp6:0:interface=\\:\\:1"]);
+    let u6 = UdpSocket::bind("[::1]:0").unwrap();
+    u6.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let (_c6, relay6) = associate(
+        SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], s6.port())),
+        &u6,
+    );
+    assert!(relay6.is_ipv6(), "{relay6}");
+    u6.send_to(&datagram(echo4.addr, b"from v6"), relay6)
+        .unwrap();
+    assert_eq!(recv(&u6), Some(datagram(echo4.addr, b"pong:from v6")));
+    // By name: localhost is 127.0.0.1.
+    let mut named = b"\x00\x00\x00\x03\x09localhost".to_vec();
+    named.extend(echo4.addr.port().to_be_bytes());
+    named.extend(b"named");
+    u6.send_to(&named, relay6).unwrap();
+    assert_eq!(recv(&u6), Some(datagram(echo4.addr, b"pong:named")));
+    // Each reached the echo once.
+    assert_eq!(echo4.got.lock().unwrap().len(), 3);
 }
