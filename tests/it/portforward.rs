@@ -722,3 +722,70 @@ fn a_slow_but_steady_reader_outlives_the_idle_timeout() {
     );
     assert_eq!(count(&srv, "idle timeout"), 0, "{:?}", srv.lines());
 }
+
+/// Closes `s` with a TCP reset (SO_LINGER 0).
+fn reset(s: TcpStream) {
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(s);
+}
+
+/// How a read that waits for the end of `c` ends: `Ok(bytes)` at a FIN, `Err(kind)` else.
+fn end_of(c: &mut TcpStream) -> Result<usize, ErrorKind> {
+    let mut buf = [0u8; 4096];
+    let mut n = 0;
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return Ok(n),
+            Ok(k) => n += k,
+            Err(e) => return Err(e.kind()),
+        }
+    }
+}
+
+#[test]
+fn a_reset_on_either_side_reaches_the_other_as_a_reset() {
+    // dante passes a reset on; a FIN in its place would make a reply cut short by the
+    // destination's crash look whole to a client that reads to the end (HTTP/1.0).
+    let (tx, rx) = std::sync::mpsc::channel::<Result<usize, ErrorKind>>();
+    let tx = std::sync::Mutex::new(tx);
+    let dest = backend(move |mut s| {
+        let mut first = [0u8; 1];
+        let _ = s.read(&mut first);
+        match first[0] {
+            // "r": the destination resets after half a reply.
+            b'r' => {
+                send(&mut s, b"half a reply");
+                std::thread::sleep(Duration::from_millis(100));
+                reset(s);
+            }
+            // Else it waits to see how the client's side ends.
+            _ => {
+                let _ = tx.lock().unwrap().send(end_of(&mut s));
+            }
+        }
+    });
+    let srv = forwarder(&[], dest, &[]);
+
+    let mut c = connect(srv.addr());
+    send(&mut c, b"r");
+    let mut got = [0u8; 12];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"half a reply");
+    assert_eq!(end_of(&mut c), Err(ErrorKind::ConnectionReset));
+
+    let mut c = connect(srv.addr());
+    send(&mut c, b"w");
+    std::thread::sleep(Duration::from_millis(200));
+    reset(c);
+    let seen = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(seen, Err(ErrorKind::ConnectionReset));
+    assert!(srv.log_contains("the client closed first: Connection was lost: Connection reset"));
+
+    // A clean close is still a FIN.
+    let mut c = connect(srv.addr());
+    send(&mut c, b"w");
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), Ok(0));
+}

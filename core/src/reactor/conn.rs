@@ -138,7 +138,7 @@ impl Stream {
 
     /// SO_LINGER with a zero time: the close that follows sends a reset and drops what the
     /// kernel still holds to send (`Transport::reset_connection`).
-    fn reset_on_close(&self) {
+    pub(crate) fn reset_on_close(&self) {
         if let Stream::Tcp(s) = self {
             let l = libc::linger {
                 l_onoff: 1,
