@@ -618,11 +618,23 @@ impl Protocol for Socks {
     }
 
     fn stop_requested(&mut self, t: &mut Transport<'_>) {
-        match self.state {
+        match &self.state {
             // A client in the middle of its request may still finish it.
             State::Negotiating(_) => t.set_timeout(Some(STOP_GRACE)),
-            State::Connecting(_) | State::Relaying => {}
-            _ => t.lose_connection(),
+            // A request under way is carried out (a name's lookup, then its connect, within
+            // --connect-timeout), and its relay drains, all within the shutdown deadline.
+            State::Resolving(_) | State::Connecting(_) | State::Relaying => {}
+            // No new port is waited on: the BIND gets its failure reply.
+            State::BindWaiting(b) => {
+                let version = b.version;
+                let why = "the server stopped before the peer connected".to_string();
+                self.fail(t, version, Failure::General, why);
+            }
+            State::Udp(_) => {
+                self.entry().reason = Some("closed as the server stopped".into());
+                t.lose_connection();
+            }
+            State::Done => t.lose_connection(),
         }
     }
 
@@ -641,9 +653,13 @@ impl Protocol for Socks {
         }
         if e.result.is_empty() && e.cmd.is_some() {
             e.result = "failed";
-            e.reason = Some(format!(
-                "the client left before the request was carried out: {reason}"
-            ));
+            e.reason = Some(match reason {
+                // The shutdown deadline passed first (a lookup or a connect still under way).
+                Reason::Shutdown => {
+                    "the server stopped before the request was carried out".to_string()
+                }
+                _ => format!("the client left before the request was carried out: {reason}"),
+            });
         } else if e.result.is_empty() {
             e.result = "refused";
             e.reason = Some(format!("closed before a request: {reason}"));

@@ -177,6 +177,36 @@ fn a_bind_nobody_connects_to_times_out_with_0x06() {
     assert!(TcpStream::connect_timeout(&bound, Duration::from_secs(2)).is_err());
 }
 
+#[test]
+fn a_stop_fails_a_waiting_bind_with_its_reply_and_ends() {
+    // A BIND still waiting for its peer when the server stops gets its second reply, a
+    // failure, and the line says why; it was closed without a reply, its line blaming the
+    // client ("the client left"). The stop then ends at once, not at the shutdown deadline.
+    let mut s = socks(&[]);
+    let (mut c, bound) = bind5(&s);
+    s.signal(libc::SIGTERM);
+    let started = Instant::now();
+    assert_eq!(reply5(&mut c).0, 0x01);
+    assert!(closed(&mut c));
+    drop(c);
+    // The port closes (the reply may go out a moment before the port's close is carried out).
+    let gone = (0..100).any(|_| {
+        let refused = TcpStream::connect_timeout(&bound, Duration::from_secs(2)).is_err();
+        if !refused {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        refused
+    });
+    assert!(gone, "the BIND's port was closed");
+    s.wait(Duration::from_secs(10)).expect("stopped");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        s.log_contains("reason=\"the server stopped before the peer connected\""),
+        "{:?}",
+        s.lines()
+    );
+}
+
 /// A UDP server that answers `pong:` + what it got, and keeps what it got.
 struct UdpEcho {
     addr: SocketAddr,

@@ -258,3 +258,26 @@ fn an_idle_relay_is_logged_as_closed_by_the_idle_timeout() {
         "{log}"
     );
 }
+
+/// A graceful stop lets a request whose name is being looked up go on (as one connecting
+/// already does): it was closed without a reply, its line blaming the client.
+#[test]
+fn a_stop_lets_a_request_resolving_its_name_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = session(dir.path(), &[]);
+    // The lookup's answer never comes here (no reactor delivers it): the stop must not close.
+    h.feed(b"\x05\x01\x00\x05\x01\x00\x03\x11slow.test.invalid\x00\x50");
+    assert_eq!(h.take_output(), [5, 0]);
+    h.stop_requested();
+    h.advance(Duration::from_secs(5));
+    assert!(h.lost().is_none(), "the request goes on through the stop");
+    // Its own deadline still holds, and the client hears why.
+    h.advance(Duration::from_secs(26));
+    assert_eq!(h.take_output(), reply5(6, ([0, 0, 0, 0], 0).into()));
+    h.eof();
+    let log = log_of(&h, dir.path());
+    assert!(
+        log.contains("reason=\"slow.test.invalid:80 did not resolve within 30 s\""),
+        "{log}"
+    );
+}
