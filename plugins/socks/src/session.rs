@@ -105,6 +105,11 @@ fn resolve(name: String, port: u16) -> Resolved {
     Ok((name.as_str(), port).to_socket_addrs()?.collect())
 }
 
+/// 0.0.0.0, `::` or `::ffff:0.0.0.0`: what a connect or a datagram sends to this host.
+pub(crate) fn unspecified(ip: IpAddr) -> bool {
+    ip.to_canonical().is_unspecified()
+}
+
 /// The failure a relay's connect error stands for.
 fn failure_of(e: &ConnectError) -> Failure {
     match e {
@@ -225,9 +230,19 @@ impl Socks {
         t: &mut Transport<'_>,
         req: Request,
         rest: Vec<u8>,
-        addrs: Vec<SocketAddr>,
+        mut addrs: Vec<SocketAddr>,
         deadline: Instant,
     ) {
+        // The unspecified address (0.0.0.0, ::, ::ffff:0.0.0.0) is no host's: a connect to it
+        // reaches this host, past the rules that keep clients off the loopback (dante refuses
+        // it too). For BIND it means any peer, and stays.
+        if req.cmd == Cmd::Connect && addrs.iter().any(|a| unspecified(a.ip())) {
+            addrs.retain(|a| !unspecified(a.ip()));
+            if addrs.is_empty() {
+                let why = format!("{} is the unspecified address: no host's", req.target);
+                return self.fail(t, req.version, Failure::NotAllowed, why);
+            }
+        }
         let mut allowed: Vec<SocketAddr> = addrs
             .iter()
             .copied()

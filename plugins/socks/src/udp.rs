@@ -127,6 +127,10 @@ impl Association {
     /// Sends `payload` to `to` if the rules allow it, by the outgoing port of its family.
     fn send_out(&mut self, to: SocketAddr, payload: &[u8]) {
         let to = canonical(to);
+        if crate::session::unspecified(to.ip()) {
+            log::debug!(target: "twistrs.socks", "UDP datagram to {to} dropped: the unspecified address");
+            return;
+        }
         if !self.cfg.rules.allows(to) {
             log::debug!(target: "twistrs.socks", "UDP datagram to {to} dropped: refused by the rules");
             return;
