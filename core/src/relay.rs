@@ -338,7 +338,9 @@ pub(crate) fn join(
 /// its output leave first; anything else (reset, error, timeout, shutdown) aborts it. A peer
 /// that reset its connection is passed on as a reset, as dante does: a FIN would tell the
 /// other end that the stream ended where it was cut (a reply cut short would look whole to a
-/// client that reads to the end).
+/// client that reads to the end). But a peer whose FIN came first had sent all it had: its
+/// failure after that (a reset for bytes sent to it after its close: a server that answered
+/// an upload early, and closed) cuts nothing of what it sent, which still leaves first, whole.
 pub(crate) fn widow(st: &mut ConnState, reason: &Reason) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
     if let Some(relay) = st.link().relay() {
@@ -346,6 +348,10 @@ pub(crate) fn widow(st: &mut ConnState, reason: &Reason) -> bool {
     }
     match reason {
         Reason::Done => {
+            st.lose();
+            false
+        }
+        Reason::Io(_) if st.half_closed() => {
             st.lose();
             false
         }

@@ -789,3 +789,42 @@ fn a_reset_on_either_side_reaches_the_other_as_a_reset() {
     c.shutdown(Shutdown::Write).unwrap();
     assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), Ok(0));
 }
+
+#[test]
+fn a_reply_ended_by_a_fin_arrives_whole_though_a_reset_follows() {
+    // A destination that answers early (an upload refused), half-closes, and then resets
+    // for the bytes that keep coming: its FIN said the reply was whole, and all of it
+    // reaches a client that reads only later. The reset used to abort the client's side,
+    // dropping what the relay still held of the reply (up to 128 KiB).
+    const REPLY: usize = 1 << 20;
+    let dest = backend(|mut s| {
+        let mut first = [0u8; 1];
+        let _ = s.read(&mut first);
+        let reply: Vec<u8> = (0..REPLY).map(|i| (i % 251) as u8).collect();
+        let _ = s.write_all(&reply);
+        let _ = s.shutdown(Shutdown::Write);
+        std::thread::sleep(Duration::from_millis(200));
+        reset(s);
+    });
+    let srv = forwarder(&[], dest, &[]);
+    let mut c = connect(srv.addr());
+    send(&mut c, b"u");
+    // The upload goes on while the reply waits unread.
+    let mut w = c.try_clone().unwrap();
+    let uploader = std::thread::spawn(move || {
+        let chunk = vec![b'u'; 64 * 1024];
+        for _ in 0..64 {
+            if w.write_all(&chunk).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    let mut got = Vec::new();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let end = c.read_to_end(&mut got);
+    uploader.join().unwrap();
+    assert_eq!(got.len(), REPLY, "{end:?}");
+    assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+}
