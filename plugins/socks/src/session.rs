@@ -21,7 +21,7 @@ use twistrs_core::{Address, DelayedCall, OwnedPort, Protocol, Reason, STOP_GRACE
 use crate::bind::{BindEvent, BindFactory};
 use crate::config::Config;
 use crate::connlog::{ConnLog, Entry};
-use crate::negotiate::{Cmd, Failure, Host, Negotiator, Request, Step, Version, reply};
+use crate::negotiate::{Cmd, Failure, Host, Negotiator, Refusal, Request, Step, Version, reply};
 use crate::udp::{Activity, Association};
 
 /// Addresses of one name tried at most, in turn.
@@ -175,12 +175,22 @@ impl Socks {
                 Some(Step::Send(b)) => t.write(&b),
                 Some(Step::Close(b, why)) => {
                     crate::metrics::with(|m| m.refusal(&why));
+                    let refused = n.take_refused();
                     let (v, e) = (b.first().copied(), self.entry());
                     e.version = match v {
                         Some(0) => Some(Version::V4),
                         Some(_) => Some(Version::V5),
                         None => None,
                     };
+                    // What the line can say of who asked for what.
+                    if let Some(req) = refused {
+                        e.cmd = Some(req.cmd);
+                        e.target = Some(req.target);
+                        e.user = req.user.filter(|u| !u.is_empty());
+                    }
+                    if let Refusal::AuthFailed(user) = &why {
+                        e.user = Some(user.clone());
+                    }
                     return self.finish(t, &b, "refused", why.to_string());
                 }
                 Some(Step::Request(req)) => {
@@ -266,10 +276,7 @@ impl Socks {
             return self.fail(t, req.version, f, why);
         }
         match req.cmd {
-            Cmd::Bind => {
-                self.entry().address = Some(allowed[0]);
-                self.bind(t, req.version, allowed[0].ip(), rest)
-            }
+            Cmd::Bind => self.bind(t, req.version, allowed[0].ip(), rest),
             _ => {
                 allowed.reverse();
                 self.connect(t, req.version, allowed, rest, deadline)
@@ -359,6 +366,8 @@ impl Socks {
             Ok(port) => {
                 let bound = port.local_addr();
                 t.write(&reply(version, Ok(bound)));
+                // The port the peer is awaited on, until it comes (then the peer's address).
+                self.entry().address = Some(bound);
                 self.state = State::BindWaiting(Box::new(BindWaiting {
                     version,
                     expected,

@@ -200,6 +200,14 @@ fn a_stop_fails_a_waiting_bind_with_its_reply_and_ends() {
     assert!(gone, "the BIND's port was closed");
     s.wait(Duration::from_secs(10)).expect("stopped");
     assert!(started.elapsed() < Duration::from_secs(5));
+    // The line names the port it opened (it said the peer's address with port 0).
+    assert!(
+        s.log_contains(&format!(
+            "address={bound} user=- result=failed up=0 down=0 duration="
+        )),
+        "{:?}",
+        s.lines()
+    );
     assert!(
         s.log_contains("reason=\"the server stopped before the peer connected\""),
         "{:?}",
