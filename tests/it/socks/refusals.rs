@@ -149,6 +149,13 @@ fn a_refused_port_and_a_connect_timeout() {
         lines.iter().any(|l| l.contains("result=failed")),
         "{lines:?}"
     );
+    // What was left of the 1 s, told to the millisecond (it was 0.999985468 s).
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with(" reason=\"no connection within 1 s\"")),
+        "{lines:?}"
+    );
 }
 
 #[test]
