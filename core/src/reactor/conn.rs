@@ -460,6 +460,11 @@ impl Reactor {
                     let _ = self.poll.registry().deregister(source);
                 }
                 self.live_conns -= 1;
+                // Plaintext written before a handshake that never ended was held for its end,
+                // and never left: a relay's line must not count it as carried.
+                if c.conn.tls_done() == Some(false) {
+                    c.conn.st.out.sent = 0;
+                }
                 if let Some(f) = c.factory() {
                     let slot = &mut self.factories[f as usize];
                     let counts = &mut slot.origins[c.origin as usize].counts;

@@ -430,6 +430,16 @@ fn a_plaintext_destination_is_named_as_one() {
             .lines()
             .iter()
             .any(|l| l.contains("sent to a TLS port"))
+    ); // The client's bytes waited for a handshake that never ended: none reached it.
+    assert!(relay.log_contains("closed after "), "{:?}", relay.lines());
+    let line = relay
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("Relay "))
+        .unwrap_or_default();
+    assert!(
+        line.contains(": 0 bytes to the destination, 0 bytes to the client;"),
+        "{line}"
     );
 }
 
