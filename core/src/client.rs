@@ -295,7 +295,12 @@ impl fmt::Display for ConnectError {
             ConnectError::NameNotResolved { host, error } => {
                 write!(f, "cannot resolve '{host}': {error}")
             }
-            ConnectError::TimedOut(d) => write!(f, "no connection within {} s", d.as_secs_f64()),
+            // To the millisecond: a timeout that is what was left of a deadline (socks's, after
+            // a lookup) says 6 s, not 5.999985468 s.
+            ConnectError::TimedOut(d) => {
+                let secs = (d.as_secs_f64() * 1000.0).round() / 1000.0;
+                write!(f, "no connection within {secs} s")
+            }
             ConnectError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -321,6 +326,20 @@ mod tests {
 
     fn ep(s: &str) -> ClientEndpoint {
         s.parse().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_connect_timeout_is_told_to_the_millisecond() {
+        let told = |d| ConnectError::TimedOut(d).to_string();
+        assert_eq!(
+            told(Duration::from_nanos(5_999_985_468)),
+            "no connection within 6 s"
+        );
+        assert_eq!(
+            told(Duration::from_millis(2500)),
+            "no connection within 2.5 s"
+        );
+        assert_eq!(told(Duration::from_secs(30)), "no connection within 30 s");
     }
 
     #[test]

@@ -18,8 +18,8 @@
 //! side is no longer read, and it is read again below the low-water mark: a pair holds at most
 //! about the high-water mark plus one read per direction, however fast one end sends and
 //! however slowly the other reads. A FIN is carried through as a half-close (the reply still
-//! flows back); a clean close of one side closes the other once its output has left; a reset,
-//! an error or a timeout on one side aborts the other. On a graceful stop a relay is not asked
+//! flows back); a clean close of one side closes the other once its output has left; a reset on
+//! one side resets the other; an error or a timeout aborts it. On a graceful stop a relay is not asked
 //! to close: it finishes by itself, or the shutdown deadline closes it. When both sides have
 //! closed, `on_end` hears the bytes carried each way.
 
@@ -335,16 +335,33 @@ pub(crate) fn join(
 }
 
 /// What the side still open does when its peer has closed for `reason`: a clean close lets
-/// its output leave first; anything else (reset, error, timeout, shutdown) aborts it.
+/// its output leave first; anything else (reset, error, timeout, shutdown) aborts it. A peer
+/// that reset its connection is passed on as a reset, as dante does: a FIN would tell the
+/// other end that the stream ended where it was cut (a reply cut short would look whole to a
+/// client that reads to the end). But a peer whose FIN came first had sent all it had: its
+/// failure after that (a reset for bytes sent to it after its close: a server that answered
+/// an upload early, and closed) cuts nothing of what it sent, which still leaves first, whole.
 pub(crate) fn widow(st: &mut ConnState, reason: &Reason) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
     if let Some(relay) = st.link().relay() {
         st.set_link(Link::Widowed { relay });
     }
-    if reason.is_clean() {
-        st.lose();
-        false
-    } else {
-        true
+    match reason {
+        Reason::Done => {
+            st.lose();
+            false
+        }
+        Reason::Io(_) if st.half_closed() => {
+            st.lose();
+            false
+        }
+        Reason::Io(e) => {
+            if matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe) {
+                st.set_reset();
+            }
+            true
+        }
+        Reason::Aborted | Reason::Shutdown => true,
     }
 }
 

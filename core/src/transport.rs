@@ -305,6 +305,11 @@ impl ConnState {
         self.extra.as_ref().is_some_and(|e| e.reset)
     }
 
+    /// Makes the abort that follows a TCP reset (`Transport::reset_connection`'s flag).
+    pub(crate) fn set_reset(&mut self) {
+        self.extra.get_or_insert_with(Default::default).reset = true;
+    }
+
     /// Keeps relay `r` until the TLS handshake ends.
     pub(crate) fn defer_relay(&mut self, r: Box<ConnectRelay>) {
         self.extra

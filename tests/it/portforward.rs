@@ -722,3 +722,109 @@ fn a_slow_but_steady_reader_outlives_the_idle_timeout() {
     );
     assert_eq!(count(&srv, "idle timeout"), 0, "{:?}", srv.lines());
 }
+
+/// Closes `s` with a TCP reset (SO_LINGER 0).
+fn reset(s: TcpStream) {
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(s);
+}
+
+/// How a read that waits for the end of `c` ends: `Ok(bytes)` at a FIN, `Err(kind)` else.
+fn end_of(c: &mut TcpStream) -> Result<usize, ErrorKind> {
+    let mut buf = [0u8; 4096];
+    let mut n = 0;
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return Ok(n),
+            Ok(k) => n += k,
+            Err(e) => return Err(e.kind()),
+        }
+    }
+}
+
+#[test]
+fn a_reset_on_either_side_reaches_the_other_as_a_reset() {
+    // dante passes a reset on; a FIN in its place would make a reply cut short by the
+    // destination's crash look whole to a client that reads to the end (HTTP/1.0).
+    let (tx, rx) = std::sync::mpsc::channel::<Result<usize, ErrorKind>>();
+    let tx = std::sync::Mutex::new(tx);
+    let dest = backend(move |mut s| {
+        let mut first = [0u8; 1];
+        let _ = s.read(&mut first);
+        match first[0] {
+            // "r": the destination resets after half a reply.
+            b'r' => {
+                send(&mut s, b"half a reply");
+                std::thread::sleep(Duration::from_millis(100));
+                reset(s);
+            }
+            // Else it waits to see how the client's side ends.
+            _ => {
+                let _ = tx.lock().unwrap().send(end_of(&mut s));
+            }
+        }
+    });
+    let srv = forwarder(&[], dest, &[]);
+
+    let mut c = connect(srv.addr());
+    send(&mut c, b"r");
+    let mut got = [0u8; 12];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"half a reply");
+    assert_eq!(end_of(&mut c), Err(ErrorKind::ConnectionReset));
+
+    let mut c = connect(srv.addr());
+    send(&mut c, b"w");
+    std::thread::sleep(Duration::from_millis(200));
+    reset(c);
+    let seen = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(seen, Err(ErrorKind::ConnectionReset));
+    assert!(srv.log_contains("the client closed first: Connection was lost: Connection reset"));
+
+    // A clean close is still a FIN.
+    let mut c = connect(srv.addr());
+    send(&mut c, b"w");
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), Ok(0));
+}
+
+#[test]
+fn a_reply_ended_by_a_fin_arrives_whole_though_a_reset_follows() {
+    // A destination that answers early (an upload refused), half-closes, and then resets
+    // for the bytes that keep coming: its FIN said the reply was whole, and all of it
+    // reaches a client that reads only later. The reset used to abort the client's side,
+    // dropping what the relay still held of the reply (up to 128 KiB).
+    const REPLY: usize = 1 << 20;
+    let dest = backend(|mut s| {
+        let mut first = [0u8; 1];
+        let _ = s.read(&mut first);
+        let reply: Vec<u8> = (0..REPLY).map(|i| (i % 251) as u8).collect();
+        let _ = s.write_all(&reply);
+        let _ = s.shutdown(Shutdown::Write);
+        std::thread::sleep(Duration::from_millis(200));
+        reset(s);
+    });
+    let srv = forwarder(&[], dest, &[]);
+    let mut c = connect(srv.addr());
+    send(&mut c, b"u");
+    // The upload goes on while the reply waits unread.
+    let mut w = c.try_clone().unwrap();
+    let uploader = std::thread::spawn(move || {
+        let chunk = vec![b'u'; 64 * 1024];
+        for _ in 0..64 {
+            if w.write_all(&chunk).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    let mut got = Vec::new();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let end = c.read_to_end(&mut got);
+    uploader.join().unwrap();
+    assert_eq!(got.len(), REPLY, "{end:?}");
+    assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+}

@@ -163,7 +163,7 @@ impl Stream {
 
     /// SO_LINGER with a zero time: the close that follows sends a reset and drops what the
     /// kernel still holds to send (`Transport::reset_connection`).
-    fn reset_on_close(&self) {
+    pub(crate) fn reset_on_close(&self) {
         if let Stream::Tcp(s) = self {
             let l = libc::linger {
                 l_onoff: 1,
@@ -497,6 +497,11 @@ impl Reactor {
                     let _ = self.poll.registry().deregister(source);
                 }
                 self.live_conns -= 1;
+                // Plaintext written before a handshake that never ended was held for its end,
+                // and never left: a relay's line must not count it as carried.
+                if c.conn.tls_done() == Some(false) {
+                    c.conn.st.out.sent = 0;
+                }
                 if let Some(f) = c.factory() {
                     let slot = &mut self.factories[f as usize];
                     let counts = &mut slot.origins[c.origin as usize].counts;

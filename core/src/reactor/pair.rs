@@ -246,6 +246,9 @@ impl Reactor {
         let ended = p
             .record
             .closed(&c.st, &reason, self.handle.tick(), fin_carried);
+        if matches!(reason, Reason::Aborted) && c.st.wants_reset() {
+            c.socket.reset_on_close();
+        }
         p.st.pack(side, c.st, true);
         // The socket closes here, after the record heard.
         drop(c.socket);

@@ -62,6 +62,9 @@ thread_local! {
 /// the same for both.
 pub(crate) trait Session {
     type Data;
+    /// A server's session (a listener's), not a client's (a relay's `ssl:` destination): the
+    /// likely cause of a failure differs.
+    const SERVER: bool;
     fn process<'c, 'i>(&'c mut self, input: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
     fn is_handshaking(&self) -> bool;
     fn wants_write(&self) -> bool;
@@ -72,6 +75,7 @@ pub(crate) trait Session {
 
 impl Session for UnbufferedServerConnection {
     type Data = ServerConnectionData;
+    const SERVER: bool = true;
     fn process<'c, 'i>(&'c mut self, input: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(input)
     }
@@ -88,6 +92,7 @@ impl Session for UnbufferedServerConnection {
 
 impl Session for UnbufferedClientConnection {
     type Data = ClientConnectionData;
+    const SERVER: bool = false;
     fn process<'c, 'i>(&'c mut self, input: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(input)
     }
@@ -367,7 +372,11 @@ impl<S: Socket, C: Session> TlsStream<S, C> {
                 _ => break,
             }
         }
-        let text = explain(e);
+        let text = if C::SERVER {
+            explain(e)
+        } else {
+            explain_to_client(e)
+        };
         self.failed = Some((io::ErrorKind::InvalidData, text.clone()));
         io::Error::new(io::ErrorKind::InvalidData, text)
     }
@@ -613,6 +622,18 @@ fn explain(e: &rustls::Error) -> String {
             "the client offers no protocol version this listener speaks (TLS 1.2 and 1.3, or \
              what sslmethod allows; an old client?): {e}"
         ),
+        _ => e.to_string(),
+    }
+}
+
+/// What a failed session with a server (an `ssl:` destination) means, for the log: a
+/// plaintext answer is a destination that does not speak TLS, not a client at a TLS port.
+fn explain_to_client(e: &rustls::Error) -> String {
+    use rustls::{Error, InvalidMessage};
+    match e {
+        Error::InvalidMessage(InvalidMessage::InvalidContentType) => {
+            format!("the destination does not speak TLS (a plaintext port?): {e}")
+        }
         _ => e.to_string(),
     }
 }

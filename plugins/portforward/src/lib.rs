@@ -26,8 +26,8 @@ Each connection accepted is relayed to the destination: the bytes flow both ways
 and when one side reads slowly the other is no longer read (at most about 128 KiB is held per \
 direction). A half-close (FIN) is passed on and the other direction goes on, so a client that \
 half-closes after its request still gets the reply (twistd closes both). A clean close of one \
-side closes the other once its output has left; a reset, an error or the idle timeout closes \
-both. The destination's name is resolved for each connection, on a worker thread, and each \
+side closes the other once its output has left; a reset from one side is passed on to the \
+other as a reset; an error or the idle timeout closes both. The destination's name is resolved for each connection, on a worker thread, and each \
 of its addresses is tried in turn. A destination that cannot be reached closes the client \
 at once with one log line saying why; every relay logs one line when it ends, with the bytes \
 carried each way. On SIGTERM, relays in progress go on until they end or the shutdown \

@@ -51,7 +51,8 @@ Destination rules: --allow and --deny are checked in the order given, the first 
 decides, and a destination no rule matches is allowed. They apply to the address connected to: \
 a host name is resolved first, and the addresses the rules allow are tried in turn. For \
 BIND they apply to the address the client expects its peer at, and for UDP to each datagram's \
-destination. For example, to keep clients off the local networks and mail ports: \
+destination. The unspecified address (0.0.0.0, ::), which a connect takes to this host, is \
+refused whatever the rules say (0x02, 91), and a datagram to it is dropped. For example, to keep clients off the local networks and mail ports: \
 --deny 10.0.0.0/8 --deny 172.16.0.0/12 --deny 192.168.0.0/16 --deny 127.0.0.0/8 --deny ::1 \
 --deny 0.0.0.0/0:25 --deny [::/0]:25. Or to allow only web ports: --allow 0.0.0.0/0:80 \
 --allow 0.0.0.0/0:443 --deny 0.0.0.0/0 --deny ::/0. \
@@ -65,7 +66,9 @@ BIND listens on the address the client connected to and waits --connect-timeout 
 connection, from the address in the request unless that is 0.0.0.0. A UDP association \
 relays datagrams from the client's address only (its port too, if the request gave one, \
 else the port of its first datagram), and back only from destinations the client has sent \
-to; fragments are dropped. It ends when its TCP connection closes. \
+to; fragments are dropped. Datagrams leave by a port of their own on the unspecified \
+address, one per address family, so a loopback listener's client reaches other hosts. It \
+ends when its TCP connection closes. \
 Listening beyond the loopback interface without --auth logs a warning: anyone who can \
 reach the port can use the proxy. The connection log (-l, or the main log without it) has \
 one line per connection when it ends: client, version, command, destination, the address \

@@ -273,6 +273,9 @@ pub struct Negotiator {
     state: State,
     creds: Option<Rc<Credentials>>,
     user: Option<String>,
+    /// A complete request refused for who asked, not for what (SOCKS4 where a login is
+    /// required), for the log.
+    refused: Option<Request>,
 }
 
 /// Where a NUL-terminated field starting at `from` ends: `Ok(Some(nul))`, `Ok(None)` to wait
@@ -350,6 +353,7 @@ impl Negotiator {
             state: State::Version,
             creds,
             user: None,
+            refused: None,
         }
     }
 
@@ -379,6 +383,12 @@ impl Negotiator {
             State::Request4 => Some(Version::V4),
             State::Version | State::Done => None,
         }
+    }
+
+    /// The request a refusal cut off when it was complete (its command and destination are
+    /// known), once.
+    pub fn take_refused(&mut self) -> Option<Request> {
+        self.refused.take()
     }
 
     /// Bytes buffered and not yet taken.
@@ -548,6 +558,12 @@ impl Negotiator {
             c => return self.close(reply4(None), Refusal::Command(c)),
         };
         if self.creds.is_some() {
+            self.refused = host.map(|host| Request {
+                version: Version::V4,
+                cmd,
+                target: Target { host, port },
+                user: Some(user),
+            });
             return self.close(reply4(None), Refusal::Socks4WithAuth);
         }
         let Some(host) = host else {

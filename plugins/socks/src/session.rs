@@ -21,7 +21,7 @@ use twistrs_core::{Address, DelayedCall, OwnedPort, Protocol, Reason, STOP_GRACE
 use crate::bind::{BindEvent, BindFactory};
 use crate::config::Config;
 use crate::connlog::{ConnLog, Entry};
-use crate::negotiate::{Cmd, Failure, Host, Negotiator, Request, Step, Version, reply};
+use crate::negotiate::{Cmd, Failure, Host, Negotiator, Refusal, Request, Step, Version, reply};
 use crate::udp::{Activity, Association};
 
 /// Addresses of one name tried at most, in turn.
@@ -105,6 +105,11 @@ fn resolve(name: String, port: u16) -> Resolved {
     Ok((name.as_str(), port).to_socket_addrs()?.collect())
 }
 
+/// 0.0.0.0, `::` or `::ffff:0.0.0.0`: what a connect or a datagram sends to this host.
+pub(crate) fn unspecified(ip: IpAddr) -> bool {
+    ip.to_canonical().is_unspecified()
+}
+
 /// The failure a relay's connect error stands for.
 fn failure_of(e: &ConnectError) -> Failure {
     match e {
@@ -170,12 +175,22 @@ impl Socks {
                 Some(Step::Send(b)) => t.write(&b),
                 Some(Step::Close(b, why)) => {
                     crate::metrics::with(|m| m.refusal(&why));
+                    let refused = n.take_refused();
                     let (v, e) = (b.first().copied(), self.entry());
                     e.version = match v {
                         Some(0) => Some(Version::V4),
                         Some(_) => Some(Version::V5),
                         None => None,
                     };
+                    // What the line can say of who asked for what.
+                    if let Some(req) = refused {
+                        e.cmd = Some(req.cmd);
+                        e.target = Some(req.target);
+                        e.user = req.user.filter(|u| !u.is_empty());
+                    }
+                    if let Refusal::AuthFailed(user) = &why {
+                        e.user = Some(user.clone());
+                    }
                     return self.finish(t, &b, "refused", why.to_string());
                 }
                 Some(Step::Request(req)) => {
@@ -225,9 +240,19 @@ impl Socks {
         t: &mut Transport<'_>,
         req: Request,
         rest: Vec<u8>,
-        addrs: Vec<SocketAddr>,
+        mut addrs: Vec<SocketAddr>,
         deadline: Instant,
     ) {
+        // The unspecified address (0.0.0.0, ::, ::ffff:0.0.0.0) is no host's: a connect to it
+        // reaches this host, past the rules that keep clients off the loopback (dante refuses
+        // it too). For BIND it means any peer, and stays.
+        if req.cmd == Cmd::Connect && addrs.iter().any(|a| unspecified(a.ip())) {
+            addrs.retain(|a| !unspecified(a.ip()));
+            if addrs.is_empty() {
+                let why = format!("{} is the unspecified address: no host's", req.target);
+                return self.fail(t, req.version, Failure::NotAllowed, why);
+            }
+        }
         let mut allowed: Vec<SocketAddr> = addrs
             .iter()
             .copied()
@@ -251,10 +276,7 @@ impl Socks {
             return self.fail(t, req.version, f, why);
         }
         match req.cmd {
-            Cmd::Bind => {
-                self.entry().address = Some(allowed[0]);
-                self.bind(t, req.version, allowed[0].ip(), rest)
-            }
+            Cmd::Bind => self.bind(t, req.version, allowed[0].ip(), rest),
             _ => {
                 allowed.reverse();
                 self.connect(t, req.version, allowed, rest, deadline)
@@ -344,6 +366,8 @@ impl Socks {
             Ok(port) => {
                 let bound = port.local_addr();
                 t.write(&reply(version, Ok(bound)));
+                // The port the peer is awaited on, until it comes (then the peer's address).
+                self.entry().address = Some(bound);
                 self.state = State::BindWaiting(Box::new(BindWaiting {
                     version,
                     expected,
@@ -618,11 +642,23 @@ impl Protocol for Socks {
     }
 
     fn stop_requested(&mut self, t: &mut Transport<'_>) {
-        match self.state {
+        match &self.state {
             // A client in the middle of its request may still finish it.
             State::Negotiating(_) => t.set_timeout(Some(STOP_GRACE)),
-            State::Connecting(_) | State::Relaying => {}
-            _ => t.lose_connection(),
+            // A request under way is carried out (a name's lookup, then its connect, within
+            // --connect-timeout), and its relay drains, all within the shutdown deadline.
+            State::Resolving(_) | State::Connecting(_) | State::Relaying => {}
+            // No new port is waited on: the BIND gets its failure reply.
+            State::BindWaiting(b) => {
+                let version = b.version;
+                let why = "the server stopped before the peer connected".to_string();
+                self.fail(t, version, Failure::General, why);
+            }
+            State::Udp(_) => {
+                self.entry().reason = Some("closed as the server stopped".into());
+                t.lose_connection();
+            }
+            State::Done => t.lose_connection(),
         }
     }
 
@@ -641,9 +677,13 @@ impl Protocol for Socks {
         }
         if e.result.is_empty() && e.cmd.is_some() {
             e.result = "failed";
-            e.reason = Some(format!(
-                "the client left before the request was carried out: {reason}"
-            ));
+            e.reason = Some(match reason {
+                // The shutdown deadline passed first (a lookup or a connect still under way).
+                Reason::Shutdown => {
+                    "the server stopped before the request was carried out".to_string()
+                }
+                _ => format!("the client left before the request was carried out: {reason}"),
+            });
         } else if e.result.is_empty() {
             e.result = "refused";
             e.reason = Some(format!("closed before a request: {reason}"));

@@ -3,9 +3,13 @@
 //!
 //! Datagrams are taken from the client's address only (and its port, once known: given in the
 //! request, or the port of its first datagram); each is sent on to the destination its header
-//! names, if the rules allow it, a host name resolved on a worker thread first. Datagrams
-//! from elsewhere are relayed back to the client, behind a header naming their source, only
-//! from destinations the client has sent to: the port is not an open relay into the client.
+//! names, if the rules allow it, a host name resolved on a worker thread first. They leave by
+//! a port of their own, one per address family, bound to the unspecified address (dante's
+//! external socket): the client's port is bound to the address the client reached, often the
+//! loopback, from which no datagram could leave for another host, nor for the other family.
+//! Datagrams arriving there are relayed back to the client, behind a header naming their
+//! source, only from destinations the client has sent to: the port is not an open relay into
+//! the client.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -13,7 +17,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
-use twistrs_core::{ConnId, DatagramProtocol, DatagramTransport, Handle};
+use twistrs_core::{ConnId, DatagramProtocol, DatagramTransport, Handle, OwnedPort};
 
 use crate::config::Config;
 use crate::negotiate::Host;
@@ -51,8 +55,13 @@ pub struct Association {
     control: ConnId,
     handle: Handle,
     last_note: Option<Instant>,
-    /// The port's socket, to send once a name resolved.
+    /// The client's port's socket: what comes back goes to the client from it.
     sender: Option<Rc<UdpSocket>>,
+    /// The ports datagrams leave by, IPv4's and IPv6's, each opened at the first datagram
+    /// for its family.
+    out: [Option<OwnedPort>; 2],
+    /// This association, for the protocols of the ports it opens.
+    me: Weak<RefCell<Association>>,
     /// Where each datagram for the client is put behind its header.
     wrapped: Vec<u8>,
 }
@@ -66,21 +75,25 @@ impl Association {
         handle: Handle,
     ) -> Rc<RefCell<Association>> {
         let client_ip = client_ip.to_canonical();
-        Rc::new(RefCell::new(Association {
-            cfg,
-            client_ip,
-            client: client_port.map(|p| SocketAddr::new(client_ip, p)),
-            peers: HashSet::new(),
-            names: HashMap::new(),
-            lookups: 0,
-            up: 0,
-            down: 0,
-            control,
-            handle,
-            last_note: None,
-            sender: None,
-            wrapped: Vec::new(),
-        }))
+        Rc::new_cyclic(|me| {
+            RefCell::new(Association {
+                cfg,
+                client_ip,
+                client: client_port.map(|p| SocketAddr::new(client_ip, p)),
+                peers: HashSet::new(),
+                names: HashMap::new(),
+                lookups: 0,
+                up: 0,
+                down: 0,
+                control,
+                handle,
+                last_note: None,
+                sender: None,
+                out: [None, None],
+                me: me.clone(),
+                wrapped: Vec::new(),
+            })
+        })
     }
 
     /// The datagram protocol to open the port with.
@@ -111,27 +124,69 @@ impl Association {
         }
     }
 
-    /// Sends `payload` to `to` if the rules allow it: through the port's transport in its
-    /// callback, or through its socket afterwards.
-    fn send_out(&mut self, t: Option<&mut DatagramTransport<'_>>, to: SocketAddr, payload: &[u8]) {
+    /// Sends `payload` to `to` if the rules allow it, by the outgoing port of its family.
+    fn send_out(&mut self, to: SocketAddr, payload: &[u8]) {
+        let to = canonical(to);
+        if crate::session::unspecified(to.ip()) {
+            log::debug!(target: "twistrs.socks", "UDP datagram to {to} dropped: the unspecified address");
+            return;
+        }
         if !self.cfg.rules.allows(to) {
             log::debug!(target: "twistrs.socks", "UDP datagram to {to} dropped: refused by the rules");
             return;
         }
-        match t {
-            Some(t) => t.write(payload, to),
-            None => {
-                if let Some(s) = &self.sender
-                    && let Err(e) = s.send_to(payload, to)
-                {
-                    log::debug!(target: "twistrs.socks", "UDP datagram to {to} dropped: {e}");
+        let Some(port) = self.outgoing(to) else {
+            return;
+        };
+        if let Err(e) = port.send_to(payload, to) {
+            log::debug!(target: "twistrs.socks", "UDP datagram to {to} dropped: {e}");
+        }
+        if self.peers.len() < MAX_PEERS {
+            self.peers.insert(to);
+        }
+        self.up += payload.len() as u64;
+    }
+
+    /// The port datagrams for `to` leave by, opened on `0.0.0.0:0` or `[::]:0` the first
+    /// time: the system picks the source address its route takes.
+    fn outgoing(&mut self, to: SocketAddr) -> Option<&OwnedPort> {
+        let family = usize::from(to.is_ipv6());
+        if self.out[family].is_none() {
+            let at: SocketAddr = match family {
+                0 => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+                _ => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+            };
+            let proto = Box::new(OutgoingPort(self.me.clone()));
+            match self.handle.open_owned_udp(at, proto) {
+                Ok(port) => self.out[family] = Some(port),
+                Err(e) => {
+                    log::debug!(target: "twistrs.socks", "UDP datagram to {to} dropped: cannot open a port on {at}: {e}");
+                    return None;
                 }
             }
         }
-        if self.peers.len() < MAX_PEERS {
-            self.peers.insert(canonical(to));
+        self.out[family].as_ref()
+    }
+
+    /// A datagram from `from` on an outgoing port: to the client behind its header, if the
+    /// client sent to `from` before.
+    fn back_to_client(&mut self, data: &[u8], from: SocketAddr) {
+        let from = canonical(from);
+        let (Some(client), Some(sender)) = (self.client, self.sender.clone()) else {
+            return;
+        };
+        if !self.peers.contains(&from) {
+            log::debug!(target: "twistrs.socks", "UDP datagram from {from} dropped: not a destination the client sent to");
+            return;
         }
-        self.up += payload.len() as u64;
+        let mut wrapped = std::mem::take(&mut self.wrapped);
+        udp_header::wrap_into(&mut wrapped, from, data);
+        if let Err(e) = sender.send_to(&wrapped, client) {
+            log::debug!(target: "twistrs.socks", "UDP datagram for the client {client} dropped: {e}");
+        }
+        self.wrapped = wrapped;
+        self.down += data.len() as u64;
+        self.note_activity();
     }
 
     fn cached(&mut self, name: &str, now: Instant) -> Option<Vec<IpAddr>> {
@@ -200,7 +255,7 @@ fn resolve_then_send(
                     let now = a.handle.now();
                     a.names.insert(name, (ips.clone(), now));
                     if let Some(to) = a.pick(&ips, port) {
-                        a.send_out(None, to, &payload);
+                        a.send_out(to, &payload);
                     }
                 }
                 Err(e) => {
@@ -215,49 +270,54 @@ impl DatagramProtocol for AssociationPort {
         "SOCKSUDP"
     }
 
-    fn datagram_received(&mut self, t: &mut DatagramTransport<'_>, data: &[u8], from: SocketAddr) {
+    fn datagram_received(&mut self, _t: &mut DatagramTransport<'_>, data: &[u8], from: SocketAddr) {
         let weak = Rc::downgrade(&self.0);
         let mut a = self.0.borrow_mut();
-        if a.is_client(from) {
-            match udp_header::parse(data) {
-                Err(why) => {
-                    log::debug!(target: "twistrs.socks", "UDP datagram from {from} dropped: {why:?}")
-                }
-                Ok((target, payload)) => match target.host {
-                    Host::Ip(ip) => a.send_out(Some(t), SocketAddr::new(ip, target.port), payload),
-                    Host::Name(name) => {
-                        let now = a.handle.now();
-                        match a.cached(&name, now) {
-                            Some(ips) => {
-                                if let Some(to) = a.pick(&ips, target.port) {
-                                    a.send_out(Some(t), to, payload);
-                                }
-                            }
-                            None if a.lookups < MAX_LOOKUPS => {
-                                a.lookups += 1;
-                                let h = a.handle.clone();
-                                resolve_then_send(weak, &h, name, target.port, payload.to_vec());
-                            }
-                            None => {
-                                log::debug!(target: "twistrs.socks", "UDP datagram to {name} dropped: too many lookups")
-                            }
-                        }
-                    }
-                },
-            }
-        } else if a.peers.contains(&canonical(from)) {
-            let Some(client) = a.client else {
-                return;
-            };
-            let mut wrapped = std::mem::take(&mut a.wrapped);
-            udp_header::wrap_into(&mut wrapped, from, data);
-            t.write(&wrapped, client);
-            a.wrapped = wrapped;
-            a.down += data.len() as u64;
-        } else {
-            log::debug!(target: "twistrs.socks", "UDP datagram from {from} dropped: not the client, nor a destination it sent to");
+        if !a.is_client(from) {
+            log::debug!(target: "twistrs.socks", "UDP datagram from {from} dropped: not the client");
             return;
         }
+        match udp_header::parse(data) {
+            Err(why) => {
+                log::debug!(target: "twistrs.socks", "UDP datagram from {from} dropped: {why:?}")
+            }
+            Ok((target, payload)) => match target.host {
+                Host::Ip(ip) => a.send_out(SocketAddr::new(ip, target.port), payload),
+                Host::Name(name) => {
+                    let now = a.handle.now();
+                    match a.cached(&name, now) {
+                        Some(ips) => {
+                            if let Some(to) = a.pick(&ips, target.port) {
+                                a.send_out(to, payload);
+                            }
+                        }
+                        None if a.lookups < MAX_LOOKUPS => {
+                            a.lookups += 1;
+                            let h = a.handle.clone();
+                            resolve_then_send(weak, &h, name, target.port, payload.to_vec());
+                        }
+                        None => {
+                            log::debug!(target: "twistrs.socks", "UDP datagram to {name} dropped: too many lookups")
+                        }
+                    }
+                }
+            },
+        }
         a.note_activity();
+    }
+}
+
+/// The protocol of an outgoing port: what destinations answer goes back to the client.
+pub struct OutgoingPort(Weak<RefCell<Association>>);
+
+impl DatagramProtocol for OutgoingPort {
+    fn name(&self) -> &'static str {
+        "SOCKSUDP"
+    }
+
+    fn datagram_received(&mut self, _t: &mut DatagramTransport<'_>, data: &[u8], from: SocketAddr) {
+        if let Some(a) = self.0.upgrade() {
+            a.borrow_mut().back_to_client(data, from);
+        }
     }
 }

@@ -177,6 +177,44 @@ fn a_bind_nobody_connects_to_times_out_with_0x06() {
     assert!(TcpStream::connect_timeout(&bound, Duration::from_secs(2)).is_err());
 }
 
+#[test]
+fn a_stop_fails_a_waiting_bind_with_its_reply_and_ends() {
+    // A BIND still waiting for its peer when the server stops gets its second reply, a
+    // failure, and the line says why; it was closed without a reply, its line blaming the
+    // client ("the client left"). The stop then ends at once, not at the shutdown deadline.
+    let mut s = socks(&[]);
+    let (mut c, bound) = bind5(&s);
+    s.signal(libc::SIGTERM);
+    let started = Instant::now();
+    assert_eq!(reply5(&mut c).0, 0x01);
+    assert!(closed(&mut c));
+    drop(c);
+    // The port closes (the reply may go out a moment before the port's close is carried out).
+    let gone = (0..100).any(|_| {
+        let refused = TcpStream::connect_timeout(&bound, Duration::from_secs(2)).is_err();
+        if !refused {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        refused
+    });
+    assert!(gone, "the BIND's port was closed");
+    s.wait(Duration::from_secs(10)).expect("stopped");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The line names the port it opened (it said the peer's address with port 0).
+    assert!(
+        s.log_contains(&format!(
+            "address={bound} user=- result=failed up=0 down=0 duration="
+        )),
+        "{:?}",
+        s.lines()
+    );
+    assert!(
+        s.log_contains("reason=\"the server stopped before the peer connected\""),
+        "{:?}",
+        s.lines()
+    );
+}
+
 /// A UDP server that answers `pong:` + what it got, and keeps what it got.
 struct UdpEcho {
     addr: SocketAddr,
@@ -187,7 +225,11 @@ struct UdpEcho {
 
 impl UdpEcho {
     fn start() -> UdpEcho {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        UdpEcho::start_at("127.0.0.1:0")
+    }
+
+    fn start_at(at: &str) -> UdpEcho {
+        let sock = UdpSocket::bind(at).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let addr = sock.local_addr().unwrap();
@@ -301,4 +343,52 @@ fn udp_associate_relays_from_the_client_only() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(rebound, "the relay port was closed");
+}
+
+/// A UDP ASSOCIATE asked of the proxy at `at`, from `u`: the client's TCP connection and the
+/// relay's address.
+fn associate(at: SocketAddr, u: &UdpSocket) -> (TcpStream, SocketAddr) {
+    let mut c = connect(at);
+    greet5(&mut c);
+    send(&mut c, &request5(3, u.local_addr().unwrap()));
+    let (code, relay) = reply5(&mut c);
+    assert_eq!(code, 0);
+    (c, relay)
+}
+
+#[test]
+fn udp_datagrams_leave_for_either_family_whatever_address_the_client_reached() {
+    // The client's port is bound to the address the client reached (here the loopback, as
+    // with the default listener); datagrams leave by a port of their own, as dante's do, so
+    // they reach IPv6 from an IPv4 listener, IPv4 from an IPv6 one (and, outside a test,
+    // other hosts from a loopback listener: a socket bound to 127.0.0.1 cannot send there).
+    let (echo4, echo6) = (UdpEcho::start(), UdpEcho::start_at("[::1]:0"));
+    let s = socks(&[]);
+    let u = udp();
+    u.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let (_c, relay) = associate(s.addr(), &u);
+    u.send_to(&datagram(echo6.addr, b"to v6"), relay).unwrap();
+    assert_eq!(recv(&u), Some(datagram(echo6.addr, b"pong:to v6")));
+    u.send_to(&datagram(echo4.addr, b"to v4"), relay).unwrap();
+    assert_eq!(recv(&u), Some(datagram(echo4.addr, b"pong:to v4")));
+
+    let s6 = Server::start(&["socks", "--listen", "tcp6:0:interface=\\:\\:1"]);
+    let u6 = UdpSocket::bind("[::1]:0").unwrap();
+    u6.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let (_c6, relay6) = associate(
+        SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], s6.port())),
+        &u6,
+    );
+    assert!(relay6.is_ipv6(), "{relay6}");
+    u6.send_to(&datagram(echo4.addr, b"from v6"), relay6)
+        .unwrap();
+    assert_eq!(recv(&u6), Some(datagram(echo4.addr, b"pong:from v6")));
+    // By name: localhost is 127.0.0.1.
+    let mut named = b"\x00\x00\x00\x03\x09localhost".to_vec();
+    named.extend(echo4.addr.port().to_be_bytes());
+    named.extend(b"named");
+    u6.send_to(&named, relay6).unwrap();
+    assert_eq!(recv(&u6), Some(datagram(echo4.addr, b"pong:named")));
+    // Each reached the echo once.
+    assert_eq!(echo4.got.lock().unwrap().len(), 3);
 }

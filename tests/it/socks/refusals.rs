@@ -71,6 +71,56 @@ fn rules_refuse_with_0x02_and_91_and_cannot_be_dodged() {
 }
 
 #[test]
+fn the_unspecified_address_cannot_dodge_the_rules_to_this_host() {
+    // connect(0.0.0.0) reaches this host's loopback services (as :: and ::ffff:0.0.0.0 do):
+    // with the loopback denied, they were relayed there all the same. dante refuses them.
+    let backend = Backend::start();
+    let port = backend.port();
+    let s = socks(&["--deny", "127.0.0.0/8", "--deny", "::1"]);
+    let any: SocketAddr = ([0, 0, 0, 0], port).into();
+    assert_eq!(connect5(&s, any), 0x02);
+    assert_eq!(connect4(&s, any), 91);
+    for v6 in ["[::ffff:0.0.0.0]", "[::]"] {
+        let a: SocketAddr = format!("{v6}:{port}").parse().unwrap();
+        assert_eq!(connect5(&s, a), 0x02, "{a}");
+    }
+    let lines = wait_conn_lines(&s, 4);
+    assert!(
+        lines.iter().all(|l| l.contains("result=refused")
+            && l.contains(&format!(":{port} is the unspecified address: no host's"))),
+        "{lines:?}"
+    );
+    // Nor through a UDP association: the datagram is dropped, the next one still goes.
+    let echo = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    let allowed = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    let s = socks(&["--deny", "127.0.0.1/32"]);
+    let mut c = proxy(&s);
+    greet5(&mut c);
+    let u = udp();
+    send(&mut c, &request5(3, u.local_addr().unwrap()));
+    let (code, relay) = reply5(&mut c);
+    assert_eq!(code, 0);
+    let mut to_any = request5(0, ([0, 0, 0, 0], echo_port).into());
+    to_any[..3].copy_from_slice(&[0, 0, 0]);
+    to_any.extend(b"via 0.0.0.0");
+    u.send_to(&to_any, relay).unwrap();
+    let mut to_allowed = request5(0, allowed.local_addr().unwrap());
+    to_allowed[..3].copy_from_slice(&[0, 0, 0]);
+    to_allowed.extend(b"allowed");
+    u.send_to(&to_allowed, relay).unwrap();
+    allowed
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = allowed.recv(&mut buf).expect("the allowed datagram");
+    assert_eq!(&buf[..n], b"allowed");
+    echo.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(echo.recv(&mut buf).is_err(), "nothing reached 127.0.0.1");
+}
+
+#[test]
 fn a_refused_port_and_a_connect_timeout() {
     let s = socks(&["--connect-timeout", "1"]);
     let nobody: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -97,6 +147,13 @@ fn a_refused_port_and_a_connect_timeout() {
     let lines = wait_conn_lines(&s, 3);
     assert!(
         lines.iter().any(|l| l.contains("result=failed")),
+        "{lines:?}"
+    );
+    // What was left of the 1 s, told to the millisecond (it was 0.999985468 s).
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with(" reason=\"no connection within 1 s\"")),
         "{lines:?}"
     );
 }

@@ -403,6 +403,47 @@ for _ in range(2):
 }
 
 #[test]
+fn a_plaintext_destination_is_named_as_one() {
+    // A destination that answers a ClientHello in plaintext (an HTTP port): the line said
+    // "plaintext, such as HTTP, sent to a TLS port?", the words for a client at a listener.
+    let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = plain.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = plain.accept() {
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    let pki = Pki::new();
+    let cas = ca_dir(&pki);
+    let relay = forward_to(&format!(
+        "ssl:127.0.0.1:{port}:caCertsDir={}",
+        cas.path().display()
+    ));
+    assert_refused(
+        &relay,
+        "the destination does not speak TLS (a plaintext port?)",
+    );
+    assert!(
+        !relay
+            .lines()
+            .iter()
+            .any(|l| l.contains("sent to a TLS port"))
+    ); // The client's bytes waited for a handshake that never ended: none reached it.
+    assert!(relay.log_contains("closed after "), "{:?}", relay.lines());
+    let line = relay
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("Relay "))
+        .unwrap_or_default();
+    assert!(
+        line.contains(": 0 bytes to the destination, 0 bytes to the client;"),
+        "{line}"
+    );
+}
+
+#[test]
 fn a_silent_backend_ends_at_the_handshake_deadline() {
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();

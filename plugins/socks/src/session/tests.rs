@@ -17,9 +17,25 @@ use crate::rules::{Rule, Rules};
 
 /// A session with `rules`, logging to a file in `dir`.
 fn session(dir: &std::path::Path, rules: &[(bool, &str)]) -> RelayHarness<Socks> {
+    session_with(dir, rules, None)
+}
+
+/// A session with `rules` and, if given, `--auth` logins.
+fn session_with(
+    dir: &std::path::Path,
+    rules: &[(bool, &str)],
+    creds: Option<&[(&str, &str)]>,
+) -> RelayHarness<Socks> {
     let log = ConnLog::file(dir.join("socks.log")).unwrap();
+    let creds = creds.map(|c| {
+        Rc::new(
+            c.iter()
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+                .collect::<twistrs_core::auth::Credentials>(),
+        )
+    });
     let cfg = Config {
-        creds: None,
+        creds,
         rules: Rules(
             rules
                 .iter()
@@ -254,6 +270,59 @@ fn an_idle_relay_is_logged_as_closed_by_the_idle_timeout() {
     assert!(
         log.trim_end().ends_with(
             " reason=\"closed by the idle timeout: nothing carried either way for 3600 s\""
+        ),
+        "{log}"
+    );
+}
+
+/// A graceful stop lets a request whose name is being looked up go on (as one connecting
+/// already does): it was closed without a reply, its line blaming the client.
+#[test]
+fn a_stop_lets_a_request_resolving_its_name_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = session(dir.path(), &[]);
+    // The lookup's answer never comes here (no reactor delivers it): the stop must not close.
+    h.feed(b"\x05\x01\x00\x05\x01\x00\x03\x11slow.test.invalid\x00\x50");
+    assert_eq!(h.take_output(), [5, 0]);
+    h.stop_requested();
+    h.advance(Duration::from_secs(5));
+    assert!(h.lost().is_none(), "the request goes on through the stop");
+    // Its own deadline still holds, and the client hears why.
+    h.advance(Duration::from_secs(26));
+    assert_eq!(h.take_output(), reply5(6, ([0, 0, 0, 0], 0).into()));
+    h.eof();
+    let log = log_of(&h, dir.path());
+    assert!(
+        log.contains("reason=\"slow.test.invalid:80 did not resolve within 30 s\""),
+        "{log}"
+    );
+}
+
+/// A refusal's line says what is known of who asked for what: the user of a failed login,
+/// and the command and destination of a SOCKS4 request refused because a login is
+/// required; a waiting BIND's line names the port it opened, not the peer's address with
+/// port 0.
+#[test]
+fn refusal_lines_say_who_asked_for_what() {
+    let logins: &[(&str, &str)] = &[("joe", "secret")];
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = session_with(dir.path(), &[], Some(logins));
+    h.feed(b"\x05\x01\x02\x01\x03joe\x05wrong");
+    assert_eq!(h.take_output(), [5, 2, 1, 1]);
+    let log = log_of(&h, dir.path());
+    assert!(
+        log.contains(" version=5 command=- dest=- address=- user=\"joe\" result=refused "),
+        "{log}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = session_with(dir.path(), &[], Some(logins));
+    h.feed(b"\x04\x01\x00\x50\x0a\x00\x00\x01bob\x00");
+    assert_eq!(h.take_output(), [0, 91, 0, 0, 0, 0, 0, 0]);
+    let log = log_of(&h, dir.path());
+    assert!(
+        log.contains(
+            " version=4 command=CONNECT dest=10.0.0.1:80 address=- user=\"bob\" result=refused "
         ),
         "{log}"
     );
