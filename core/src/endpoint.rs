@@ -211,12 +211,22 @@ fn tokenize(s: &str) -> Result<Vec<Arg>, String> {
 fn bind<'a>(params: &[&'a str], args: Vec<Arg>) -> Result<Vec<(&'a str, String)>, String> {
     let mut bound: Vec<(&'a str, String)> = Vec::new();
     let mut keywords: Vec<(String, String)> = Vec::new();
+    // An empty argument beside one of these errors is most often an IPv6 address written
+    // with bare colons, which split it into more arguments (twistd's error is no clearer).
+    let hint = if args
+        .iter()
+        .any(|a| matches!(a, Arg::Pos(v) | Arg::Kw(_, v) if v.is_empty()))
+    {
+        " (a ':' inside a value is written '\\:', as in interface=\\:\\:1)"
+    } else {
+        ""
+    };
     for arg in args {
         match arg {
             Arg::Pos(v) => {
                 let Some(p) = params.get(bound.len()) else {
                     return Err(format!(
-                        "too many positional arguments (takes at most {})",
+                        "too many positional arguments (takes at most {}){hint}",
                         params.len()
                     ));
                 };
@@ -234,7 +244,7 @@ fn bind<'a>(params: &[&'a str], args: Vec<Arg>) -> Result<Vec<(&'a str, String)>
             ));
         };
         if i < positional {
-            return Err(format!("argument '{k}' given twice"));
+            return Err(format!("argument '{k}' given twice{hint}"));
         }
         match bound.iter_mut().find(|(n, _)| *n == params[i]) {
             Some(slot) => slot.1 = v,
@@ -768,6 +778,12 @@ mod tests {
         }
         // Unescaped, the colons split the string into more arguments.
         assert!(err("tcp6:80:interface=::1").contains("given twice"));
+        assert!(
+            err("tcp6:80:interface=::1").contains("is written '\\:', as in interface=\\:\\:1"),
+            "{}",
+            err("tcp6:80:interface=::1")
+        );
+        assert!(!err("tcp:80:port=81").contains("written"));
         assert!(err("tcp6:80:\\:\\:1:1:2").contains("too many"));
         // A path with '=' must be given by keyword, as in twistd.
         assert!(err("unix:/tmp/a=b").contains("unknown argument '/tmp/a'"));
