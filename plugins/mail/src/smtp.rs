@@ -110,6 +110,26 @@ fn clean_text(s: &str) -> bool {
     !s.is_empty() && !s.chars().any(char::is_control)
 }
 
+/// An address as a path's text (RFC 5321 4.1.2) for the headers we write: smtp-proto takes
+/// the quotes off a quoted local part (`"a b"@c` is `a b@c`), so a local part that is not a
+/// dot-atom is quoted again.
+fn path_text(addr: &str) -> String {
+    let Some((local, domain)) = addr.rsplit_once('@') else {
+        return addr.to_string();
+    };
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || !c.is_ascii() || "!#$%&'*+-/=?^_`{|}~".contains(c);
+    let dot_atom = local
+        .split('.')
+        .all(|w| !w.is_empty() && w.chars().all(atext));
+    if dot_atom {
+        addr.to_string()
+    } else {
+        let q = local.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("\"{q}\"@{domain}")
+    }
+}
+
 /// A HELO/EHLO argument: a domain or an address literal, printable ASCII only.
 fn clean_helo(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic())
@@ -706,15 +726,16 @@ impl Session {
             (true, true, true) => "esmtpsa",
         };
         let date = httpdate::fmt_http_date(std::time::SystemTime::now()).replace(" GMT", " +0000");
-        let rcpts = self
-            .rcpt_addrs
-            .iter()
-            .map(|r| format!("<{r}>"))
-            .collect::<Vec<_>>()
-            .join(", ");
         let id = queue_id();
+        // RFC 5321 4.4's FOR clause names one recipient. Only a message for one gets it, as
+        // postfix does: every copy has the same header, and a list of all the recipients
+        // would show each of them the others, Bcc included.
+        let tail = match &self.rcpt_addrs[..] {
+            [one] => format!("\n\tfor <{}>; {date}", path_text(one)),
+            _ => format!(";\n\t{date}"),
+        };
         let received = format!(
-            "Received: from {helo} ([{}] helo={helo})\n\tby {} with {with} id {id} (twistrs {})\n\tfor {rcpts}; {date}\n",
+            "Received: from {helo} ([{}] helo={helo})\n\tby {} with {with} id {id} (twistrs {}){tail}\n",
             self.peer,
             self.cfg.hostname,
             env!("CARGO_PKG_VERSION")
