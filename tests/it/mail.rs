@@ -122,7 +122,7 @@ s.quit()
     );
     let joe = new_files(&m.maildir("joe"));
     assert_eq!(joe.len(), 1);
-    assert!(joe[0].starts_with("Delivered-To: joe@example.com\nReceived: from client.test ([127.0.0.1] helo=client.test)\n\tby mx.test with esmtpa"), "{}", joe[0]);
+    assert!(joe[0].starts_with("Return-Path: <a@b.test>\nDelivered-To: joe@example.com\nReceived: from client.test ([127.0.0.1] helo=client.test)\n\tby mx.test with esmtpa"), "{}", joe[0]);
     assert!(
         joe[0].ends_with("Subject: one\n\n.dot first\nline two\n"),
         "dot-unstuffed: {}",
@@ -498,7 +498,9 @@ print('\n'.join(acked))
     }
     for f in &files {
         assert!(
-            f.starts_with("Delivered-To: joe@example.com\n") && f.ends_with(" \n"),
+            f.starts_with("Return-Path: <")
+                && f.contains(">\nDelivered-To: joe@example.com\n")
+                && f.ends_with(" \n"),
             "no partial file in new/: {f:?}"
         );
     }

@@ -3,6 +3,76 @@
 
 use crate::mail::{Mail, new_files, py};
 
+/// A Python SMTP/POP3 dialogue: `talk(port, [line, ...])` sends each line (CRLF added) and
+/// prints the whole reply to it, multi-line replies joined by `|`.
+const TALK: &str = r#"
+import socket, sys
+def talk(port, lines, pop=False):
+    s = socket.create_connection(('127.0.0.1', port), timeout=10)
+    f = s.makefile('rb')
+    def reply():
+        got = []
+        while True:
+            l = f.readline().decode('latin1').rstrip('\r\n')
+            got.append(l)
+            if pop or len(l) < 4 or l[3] != '-':
+                return '|'.join(got)
+    print('<', reply())
+    for l in lines:
+        s.sendall(l.encode('latin1') + b'\r\n')
+        print(l, '->', reply())
+    s.close()
+"#;
+
+fn talk(port: &str, body: &str) -> String {
+    let (code, out, err) = py(&format!("{TALK}\n{body}"), &[port]);
+    assert_eq!(code, 0, "{out}{err}");
+    out
+}
+
+/// Final delivery writes the envelope sender as `Return-Path:` (RFC 5321 4.4 "MUST"), first,
+/// as postfix's local and virtual delivery and dovecot do: without it getmail and fetchmail
+/// said `Return-Path: <unknown>`, and the envelope sender was lost once the message was
+/// stored. A quoted local part is quoted again, and `<>` stays `<>`.
+#[test]
+fn final_delivery_writes_the_return_path_first() {
+    let m = Mail::start(&["-E"]);
+    let out = talk(
+        &m.smtp(),
+        r#"
+talk(int(sys.argv[1]), ['EHLO c', 'MAIL FROM:<"a b"@x.test>', 'RCPT TO:<joe@example.com>', 'DATA',
+    'Subject: one\r\n\r\nbody\r\n.', 'MAIL FROM:<>', 'RCPT TO:<ann@example.com>', 'DATA',
+    'Subject: bounce\r\n\r\nbody\r\n.', 'QUIT'])
+"#,
+    );
+    assert_eq!(out.matches("-> 250 2.0.0").count(), 2, "{out}");
+    let joe = new_files(&m.maildir("joe"));
+    assert!(
+        joe[0].starts_with(
+            "Return-Path: <\"a b\"@x.test>\nDelivered-To: joe@example.com\nReceived: from c "
+        ),
+        "{joe:?}"
+    );
+    let ann = new_files(&m.maildir("ann"));
+    assert!(
+        ann[0].starts_with("Return-Path: <>\nDelivered-To: ann@example.com\n"),
+        "{ann:?}"
+    );
+    // What a POP3 client reads, as getmail takes the sender from it.
+    let (code, out, err) = py(
+        r#"
+import poplib, sys
+p = poplib.POP3('127.0.0.1', int(sys.argv[1]), timeout=10)
+p.user('joe@example.com'); p.pass_('secret')
+print(p.retr(1)[1][0])
+p.quit()
+"#,
+        &[&m.pop3()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("b'Return-Path: <\"a b\"@x.test>'"), "{out}");
+}
+
 /// The `Received:` header names the recipient only when there is one (RFC 5321 4.4's FOR
 /// takes one path), as postfix does. It listed them all, and every copy has the same header:
 /// each recipient saw the others, a Bcc recipient included.

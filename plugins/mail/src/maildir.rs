@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// One message for one or more Maildirs.
 #[derive(Debug)]
 pub struct Job {
+    /// The envelope sender (MAIL FROM, empty for `<>`), as a path's text: the
+    /// `Return-Path:` that final delivery writes first (RFC 5321 4.4).
+    pub sender: String,
     /// Our `Received:` header, written before `data`: kept apart so that a message of
     /// megabytes is not copied to put a few hundred octets in front of it.
     pub head: String,
@@ -31,7 +34,8 @@ pub struct Job {
 
 #[cfg(test)]
 impl Job {
-    /// The message as stored, less its `Delivered-To:` line, for tests to compare whole.
+    /// The message as stored, less its `Return-Path:` and `Delivered-To:` lines, for tests to
+    /// compare whole.
     pub fn whole(&self) -> Vec<u8> {
         [self.head.as_bytes(), &self.data].concat()
     }
@@ -76,12 +80,14 @@ mod tests {
         crate::config::make_maildir(&b).unwrap();
         let jobs = vec![
             Job {
+                sender: "s@y".into(),
                 head: String::new(),
                 data: b"Subject: one\n\nbody\n".to_vec(),
                 targets: vec![(a.clone(), "a@x".into()), (b.clone(), "b@x".into())],
                 memory: Default::default(),
             },
             Job {
+                sender: "s@y".into(),
                 head: String::new(),
                 data: b"Subject: two\n\n".to_vec(),
                 targets: vec![(dir.path().join("missing"), "m@x".into())],
@@ -94,8 +100,11 @@ mod tests {
         let box_a = crate::mailbox::scan(&a).unwrap();
         assert_eq!(box_a.len(), 1);
         let text = std::fs::read_to_string(&box_a[0].path).unwrap();
-        assert_eq!(text, "Delivered-To: a@x\nSubject: one\n\nbody\n");
-        assert_eq!(box_a[0].size, text.len() as u64 + 4, "CRLF octets");
+        assert_eq!(
+            text,
+            "Return-Path: <s@y>\nDelivered-To: a@x\nSubject: one\n\nbody\n"
+        );
+        assert_eq!(box_a[0].size, text.len() as u64 + 5, "CRLF octets");
         assert!(
             box_a[0]
                 .path

@@ -475,6 +475,7 @@ mod tests {
         let jobs: Vec<Job> = ["one", "two"]
             .iter()
             .map(|s| Job {
+                sender: String::new(),
                 head: String::new(),
                 data: format!("Subject: {s}\n\n.{s}\n").into_bytes(),
                 targets: vec![(path.join("joe"), "joe@example.com".into())],

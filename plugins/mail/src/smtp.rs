@@ -756,6 +756,7 @@ impl Session {
             start: std::time::Instant::now(),
         });
         let job = Job {
+            sender: self.from.as_deref().map(path_text).unwrap_or_default(),
             head: received,
             data: body,
             targets: std::mem::take(&mut self.rcpts),

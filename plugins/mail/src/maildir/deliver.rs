@@ -112,7 +112,12 @@ fn write_all(jobs: &[Job], host: &str, results: &mut [Result<(), String>]) -> Ve
         for (dir, rcpt) in &job.targets {
             let name = unique_name(host);
             let tmp = dir.join("tmp").join(&name);
-            let head = format!("Delivered-To: {rcpt}\n{}", job.head);
+            // Final delivery: the envelope sender first (RFC 5321 4.4), as postfix and dovecot
+            // write it, then the recipient this copy is for.
+            let head = format!(
+                "Return-Path: <{}>\nDelivered-To: {rcpt}\n{}",
+                job.sender, job.head
+            );
             let size = head.len() + job.data.len();
             // S= as twistd writes it; W= (the POP3 size) as dovecot does, for listing.
             let wire = crate::maildir::pop3_size(head.as_bytes()) + data_wire;
@@ -375,6 +380,7 @@ mod tests {
 
     fn job(subject: &str, targets: &[&PathBuf]) -> Job {
         Job {
+            sender: String::new(),
             head: String::new(),
             data: format!("Subject: {subject}\n\nbody\n").into_bytes(),
             targets: targets
