@@ -125,3 +125,36 @@ s.quit()
         new_files(&m.maildir("ann"))
     );
 }
+
+/// AUTH LOGIN with an initial response, the user name (`curl --sasl-ir`, RFC 4954 4), as
+/// dovecot's and Cyrus's SASL take it: it was ignored and the user name asked for again,
+/// so curl answered with the password and then had nothing left to give.
+#[test]
+fn auth_login_takes_the_user_name_as_an_initial_response() {
+    let m = Mail::start(&["-E", "--auth", "memory:joe:secret"]);
+    let msg = m.dir.path().join("msg");
+    std::fs::write(&msg, "Subject: curl\r\n\r\nbody\r\n").unwrap();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-m",
+            "20",
+            "-v",
+            "--sasl-ir",
+            "--login-options",
+            "AUTH=LOGIN",
+        ])
+        .arg(format!("smtp://127.0.0.1:{}", m.smtp()))
+        .args(["--mail-from", "a@b.test", "--mail-rcpt", "joe@example.com"])
+        .args(["--user", "joe:secret", "-T"])
+        .arg(&msg)
+        .output()
+        .expect("curl");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("> AUTH LOGIN am9l") && err.contains("< 235 2.7.0"),
+        "{err}"
+    );
+    assert_eq!(new_files(&m.maildir("joe")).len(), 1);
+}

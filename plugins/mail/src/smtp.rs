@@ -572,8 +572,14 @@ impl Session {
                         return self.check_plain(&ir, out);
                     }
                 } else if mechanism == AUTH_LOGIN {
-                    self.state = State::AuthLoginUser;
-                    out.extend_from_slice(b"334 VXNlcm5hbWU6\r\n");
+                    // An initial response (RFC 4954 4, `curl --sasl-ir`) is the user name,
+                    // as dovecot and Cyrus take it; `=` is an empty one, asked for again.
+                    if ir.is_empty() || ir == "=" {
+                        self.state = State::AuthLoginUser;
+                        out.extend_from_slice(b"334 VXNlcm5hbWU6\r\n");
+                    } else {
+                        return self.login_user(ir.as_bytes(), out);
+                    }
                 } else {
                     self.reply(out, 504, "5.5.4", "Unrecognized authentication type");
                 }
@@ -637,6 +643,18 @@ impl Session {
         (!self.cfg.fail_delay.is_zero()).then_some(Action::Delay(self.cfg.fail_delay))
     }
 
+    /// AUTH LOGIN's user name, base64: ask for the password, or fail.
+    fn login_user(&mut self, b64: &[u8], out: &mut Vec<u8>) -> Option<Action> {
+        match Self::b64(b64).and_then(|u| String::from_utf8(u).ok()) {
+            Some(u) => {
+                self.state = State::AuthLoginPass(u);
+                out.extend_from_slice(b"334 UGFzc3dvcmQ6\r\n");
+                None
+            }
+            None => self.finish_auth(None, out),
+        }
+    }
+
     fn auth_line(&mut self, line: Result<&[u8], ()>, out: &mut Vec<u8>) -> Option<Action> {
         let Ok(line) = line else {
             self.state = State::Command;
@@ -655,16 +673,7 @@ impl Session {
                 let s = String::from_utf8_lossy(trimmed).into_owned();
                 self.check_plain(&s, out)
             }
-            State::AuthLoginUser => {
-                match Self::b64(trimmed).and_then(|u| String::from_utf8(u).ok()) {
-                    Some(u) => {
-                        self.state = State::AuthLoginPass(u);
-                        out.extend_from_slice(b"334 UGFzc3dvcmQ6\r\n");
-                        None
-                    }
-                    None => self.finish_auth(None, out),
-                }
-            }
+            State::AuthLoginUser => self.login_user(trimmed, out),
             State::AuthLoginPass(user) => {
                 let pass = Self::b64(trimmed).and_then(|p| String::from_utf8(p).ok());
                 self.finish_auth(pass.map(|p| (user, p)), out)
@@ -932,6 +941,17 @@ mod tests {
             out.contains("334 VXNlcm5hbWU6") && out.contains("535 5.7.8"),
             "{out}"
         );
+        // The user name as an initial response (curl --sasl-ir), and `=` for none.
+        for login in [
+            "EHLO c\r\nAUTH LOGIN am9l\r\nc2VjcmV0\r\nQUIT\r\n",
+            "EHLO c\r\nAUTH LOGIN =\r\nam9l\r\nc2VjcmV0\r\nQUIT\r\n",
+        ] {
+            let (out, _) = session(cfg(dir.path(), true), login.as_bytes(), 3);
+            assert!(
+                out.contains("334 UGFzc3dvcmQ6\r\n235 2.7.0"),
+                "{login:?}: {out}"
+            );
+        }
         let (out, _) = session(
             cfg(dir.path(), false),
             b"bogus\r\nMAIL FROM:<a@b>\r\nfoo\r\nNOOP\r\n",
