@@ -1,7 +1,10 @@
 //! The mail plugin as real peers see it: what an audit against postfix, dovecot, getmail,
 //! fetchmail and curl found, each pinned with a client CI has (Python, curl, raw sockets).
 
+use std::time::Duration;
+
 use crate::mail::{Mail, new_files, py};
+use crate::support::*;
 
 /// A Python SMTP/POP3 dialogue: `talk(port, [line, ...])` sends each line (CRLF added) and
 /// prints the whole reply to it, multi-line replies joined by `|`.
@@ -157,4 +160,32 @@ fn auth_login_takes_the_user_name_as_an_initial_response() {
         "{err}"
     );
     assert_eq!(new_files(&m.maildir("joe")).len(), 1);
+}
+
+/// A client that sends its message and goes before reading the 250 has its
+/// message delivered, as postfix does, exactly once; and the log says so. The line was
+/// the session's, written when it heard back from the disk, and a session whose
+/// connection was gone by then never did: a message in the mailbox the log never
+/// mentioned.
+#[test]
+fn a_message_whose_client_left_before_its_250_is_delivered_once_and_logged() {
+    let m = Mail::start(&[]);
+    let mut s = connect(format!("127.0.0.1:{}", m.smtp()).parse().unwrap());
+    send(
+        &mut s,
+        b"HELO c\r\nMAIL FROM:<gone@b.test>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\n\
+          Subject: gone\r\n\r\nbody\r\n.\r\n",
+    );
+    // Closed at once: the server's first reply is answered with a reset, while the message
+    // is on its way to the disk.
+    drop(s);
+    let logged = m.srv.wait_until(
+        |l| {
+            l.iter()
+                .any(|l| l.contains("from <gone@b.test> to <joe@example.com>"))
+        },
+        Duration::from_secs(10),
+    );
+    assert_eq!(new_files(&m.maildir("joe")).len(), 1);
+    assert!(logged.is_some(), "no log line: {:?}", m.srv.lines());
 }

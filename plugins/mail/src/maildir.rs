@@ -30,6 +30,66 @@ pub struct Job {
     /// `data`'s octets in the process's budget, given back when the job is dropped (after
     /// its batch, on the delivery thread).
     pub memory: crate::memory::Reservation,
+    /// What the log says of the message once its batch is done (boxed: a job travels in
+    /// `smtp::Action`, whose other variants are small).
+    pub receipt: Box<Receipt>,
+}
+
+/// A message's log line and metrics, written when its batch is done whether or not its
+/// session is still there to answer: a client that went away before its 250 may still have
+/// had its message delivered, and the log must say so.
+#[derive(Debug)]
+pub struct Receipt {
+    pub peer: String,
+    pub id: String,
+    pub from: String,
+    /// The recipients, comma-separated.
+    pub to: String,
+    pub size: usize,
+    /// The end of DATA.
+    pub start: std::time::Instant,
+}
+
+impl Default for Receipt {
+    fn default() -> Self {
+        Receipt {
+            peer: String::new(),
+            id: String::new(),
+            from: String::new(),
+            to: String::new(),
+            size: 0,
+            start: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Receipt {
+    /// Logs the message's outcome and counts it.
+    pub fn log(&self, result: &Result<(), String>) {
+        let durable = self.start.elapsed();
+        let (peer, id, from, to, size) = (&self.peer, &self.id, &self.from, &self.to, self.size);
+        match result {
+            Ok(()) => {
+                crate::metrics::with(|m| {
+                    m.accepted.inc();
+                    m.durable.observe(durable.as_secs_f64());
+                });
+                log::info!(target: "twistrs.mail.smtp",
+                    client = peer.as_str(), queue_id = id.as_str(),
+                    sender = from.as_str(), recipients = to.as_str(), size = size,
+                    durable = durable.as_secs_f64();
+                    "{peer}: {id} from <{from}> to <{}>, {size} bytes, durable in {:.1} ms",
+                    to.replace(',', ">, <"), durable.as_secs_f64() * 1000.0);
+            }
+            Err(e) => {
+                crate::metrics::with(|m| m.failed.inc());
+                log::error!(target: "twistrs.mail.smtp",
+                    client = peer.as_str(), queue_id = id.as_str(),
+                    sender = from.as_str(), recipients = to.as_str(), size = size;
+                    "{peer}: {id} delivery failed: {e}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -85,6 +145,7 @@ mod tests {
                 data: b"Subject: one\n\nbody\n".to_vec(),
                 targets: vec![(a.clone(), "a@x".into()), (b.clone(), "b@x".into())],
                 memory: Default::default(),
+                receipt: Default::default(),
             },
             Job {
                 sender: "s@y".into(),
@@ -92,6 +153,7 @@ mod tests {
                 data: b"Subject: two\n\n".to_vec(),
                 targets: vec![(dir.path().join("missing"), "m@x".into())],
                 memory: Default::default(),
+                receipt: Default::default(),
             },
         ];
         let r = deliver_batch(&jobs, "host");

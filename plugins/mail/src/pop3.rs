@@ -480,6 +480,7 @@ mod tests {
                 data: format!("Subject: {s}\n\n.{s}\n").into_bytes(),
                 targets: vec![(path.join("joe"), "joe@example.com".into())],
                 memory: Default::default(),
+                receipt: Default::default(),
             })
             .collect();
         assert!(deliver_batch(&jobs, "h").iter().all(Result::is_ok));

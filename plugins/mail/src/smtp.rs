@@ -21,7 +21,7 @@ use twistrs_core::line::{Line, LineReceiver};
 
 use crate::config::{MailConfig, Refusal, Tls};
 use crate::data::{self, DataReader, Outcome};
-use crate::maildir::Job;
+use crate::maildir::{Job, Receipt};
 use crate::memory::Reservation;
 
 /// RFC 5321 4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
@@ -80,17 +80,6 @@ struct Session {
     auth_failures: u32,
     authed: Option<String>,
     tls: Tls,
-    /// The message being made durable, for its log line once it is.
-    delivering: Option<Delivery>,
-}
-
-/// What the log says of a message once it is durable (or failed).
-struct Delivery {
-    id: String,
-    from: String,
-    to: String,
-    size: usize,
-    start: std::time::Instant,
 }
 
 /// A message's queue id, in its `Received:` header and its log line: the second and a
@@ -154,7 +143,6 @@ impl Smtp {
                 auth_failures: 0,
                 authed: None,
                 tls: Tls::of(&cfg, false),
-                delivering: None,
                 cfg,
             },
         }
@@ -757,19 +745,21 @@ impl Session {
         // The header is a few hundred octets on a message already admitted: taken whatever
         // the limit.
         memory.grow(received.len());
-        self.delivering = Some(Delivery {
+        let receipt = Receipt {
+            peer: self.peer.clone(),
             id,
             from: self.from.clone().unwrap_or_default(),
             to: self.rcpt_addrs.join(","),
             size: received.len() + body.len(),
             start: std::time::Instant::now(),
-        });
+        };
         let job = Job {
             sender: self.from.as_deref().map(path_text).unwrap_or_default(),
             head: received,
             data: body,
             targets: std::mem::take(&mut self.rcpts),
             memory,
+            receipt: Box::new(receipt),
         };
         self.reset();
         self.state = State::Delivering;
@@ -781,42 +771,15 @@ impl Session {
             return;
         }
         self.state = State::Command;
-        let d = self.delivering.take().unwrap_or(Delivery {
-            id: String::new(),
-            from: String::new(),
-            to: String::new(),
-            size: 0,
-            start: std::time::Instant::now(),
-        });
-        let durable = d.start.elapsed();
+        // The log line is the batch's (`Receipt::log`), written even if the client is gone.
         match result {
-            Ok(()) => {
-                crate::metrics::with(|m| {
-                    m.accepted.inc();
-                    m.durable.observe(durable.as_secs_f64());
-                });
-                log::info!(target: "twistrs.mail.smtp",
-                    client = self.peer.as_str(), queue_id = d.id.as_str(),
-                    sender = d.from.as_str(), recipients = d.to.as_str(), size = d.size,
-                    durable = durable.as_secs_f64();
-                    "{}: {} from <{}> to <{}>, {} bytes, durable in {:.1} ms",
-                    self.peer, d.id, d.from, d.to.replace(',', ">, <"), d.size,
-                    durable.as_secs_f64() * 1000.0);
-                self.reply(out, 250, "2.0.0", "Delivery in progress")
-            }
-            Err(e) => {
-                crate::metrics::with(|m| m.failed.inc());
-                log::error!(target: "twistrs.mail.smtp",
-                    client = self.peer.as_str(), queue_id = d.id.as_str(),
-                    sender = d.from.as_str(), recipients = d.to.as_str(), size = d.size;
-                    "{}: {} delivery failed: {e}", self.peer, d.id);
-                self.reply(
-                    out,
-                    451,
-                    "4.3.0",
-                    "Requested action aborted: local error in processing",
-                );
-            }
+            Ok(()) => self.reply(out, 250, "2.0.0", "Delivery in progress"),
+            Err(_) => self.reply(
+                out,
+                451,
+                "4.3.0",
+                "Requested action aborted: local error in processing",
+            ),
         }
     }
 }

@@ -388,6 +388,7 @@ mod tests {
                 .map(|d| ((*d).clone(), "x@example.com".into()))
                 .collect(),
             memory: Default::default(),
+            receipt: Default::default(),
         }
     }
 
