@@ -189,3 +189,36 @@ fn a_message_whose_client_left_before_its_250_is_delivered_once_and_logged() {
     assert_eq!(new_files(&m.maildir("joe")).len(), 1);
     assert!(logged.is_some(), "no log line: {:?}", m.srv.lines());
 }
+
+/// `RCPT TO:<Postmaster>`, with no domain, MUST be accepted (RFC 5321 4.5.1); it got 501
+/// Invalid recipient address, as `<>` does. It is the postmaster of the default domain (or
+/// the first): delivered where `postmaster@DOMAIN` is, and 550 where that is refused.
+#[test]
+fn rcpt_to_postmaster_without_a_domain_is_ours() {
+    let m = Mail::start(&["-u", "postmaster=pm"]);
+    let out = talk(
+        &m.smtp(),
+        r#"
+talk(int(sys.argv[1]), ['HELO c', 'MAIL FROM:<a@b.test>', 'RCPT TO:<>', 'RCPT TO:<Postmaster>',
+    'DATA', 'Subject: pm\r\n\r\nbody\r\n.', 'QUIT'])
+"#,
+    );
+    assert!(out.contains("RCPT TO:<> -> 501"), "{out}");
+    assert!(out.contains("RCPT TO:<Postmaster> -> 250"), "{out}");
+    let pm = new_files(&m.maildir("postmaster"));
+    assert_eq!(pm.len(), 1, "{out}");
+    assert!(
+        pm[0].contains("Delivered-To: postmaster@example.com\n")
+            && pm[0].contains("\tfor <postmaster@example.com>; "),
+        "{}",
+        pm[0]
+    );
+    let m = Mail::start(&[]);
+    let out = talk(
+        &m.smtp(),
+        r#"
+talk(int(sys.argv[1]), ['HELO c', 'MAIL FROM:<a@b.test>', 'RCPT TO:<postmaster>', 'QUIT'])
+"#,
+    );
+    assert!(out.contains("RCPT TO:<postmaster> -> 550"), "{out}");
+}

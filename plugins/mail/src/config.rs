@@ -473,6 +473,14 @@ impl MailConfig {
         Ok(out)
     }
 
+    /// The address `RCPT TO:<Postmaster>` (no domain) means: postmaster of the default
+    /// domain, else of the first.
+    pub fn postmaster(&self) -> Option<String> {
+        let d = self.default.and_then(|i| self.domains.get(i));
+        d.or(self.domains.first())
+            .map(|d| format!("postmaster@{}", d.name))
+    }
+
     /// The domain and stored user name a POP3 login names: `user@domain`, or a bare `user`
     /// of the default; case as for SMTP recipients (the domain in any case, the user as given
     /// or in lower case).

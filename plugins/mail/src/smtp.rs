@@ -119,6 +119,15 @@ fn path_text(addr: &str) -> String {
     }
 }
 
+/// True if the RCPT line's path is `<postmaster>`, in any case.
+fn names_postmaster(line: &[u8]) -> bool {
+    line.iter().position(|&b| b == b'<').is_some_and(|i| {
+        line[i..]
+            .get(..12)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"<postmaster>"))
+    })
+}
+
 /// A HELO/EHLO argument: a domain or an address literal, printable ASCII only.
 fn clean_helo(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic())
@@ -474,21 +483,28 @@ impl Session {
                 if self.from.is_none() {
                     return self.bad(out, 503, "5.5.1", "Must have sender before recipient");
                 }
-                if !clean_text(&to.address) {
+                // RFC 5321 4.5.1: `RCPT TO:<Postmaster>`, no domain, MUST be supported; it
+                // is ours (the default domain's, else the first's), and smtp-proto hands it
+                // over as an empty address, as it does `<>`.
+                let postmaster = (to.address.is_empty() && names_postmaster(line))
+                    .then(|| self.cfg.postmaster())
+                    .flatten();
+                let to: &str = postmaster.as_deref().unwrap_or(&to.address);
+                if !clean_text(to) {
                     return self.bad(out, 501, "5.1.3", "Invalid recipient address");
                 }
                 if self.rcpt_addrs.len() >= self.cfg.max_recipients {
                     self.reply(out, 452, "4.5.3", "Too many recipients");
                     return None;
                 }
-                match self.cfg.resolve(&to.address) {
+                match self.cfg.resolve(to) {
                     Ok(targets) => {
                         for t in targets {
                             if !self.rcpts.contains(&t) {
                                 self.rcpts.push(t);
                             }
                         }
-                        self.rcpt_addrs.push(to.address.to_string());
+                        self.rcpt_addrs.push(to.to_string());
                         self.reply(out, 250, "2.1.5", "Recipient address accepted");
                     }
                     Err(r) => {
@@ -498,7 +514,7 @@ impl Session {
                             Refusal::Syntax => "5.1.3",
                         };
                         log::info!(target: "twistrs.mail.smtp",
-                            "{}: refused recipient <{}> ({r:?})", self.peer, to.address);
+                            "{}: refused recipient <{}> ({r:?})", self.peer, to);
                         crate::metrics::with(|m| m.recipients_refused.inc());
                         self.reply(out, 550, enh, "Cannot receive for specified address");
                     }
@@ -937,6 +953,19 @@ mod tests {
         let (out, jobs) = session(cfg(dir.path(), false), data.as_bytes(), 64);
         assert!(out.contains("500 Line too long (1000"), "{out}");
         assert!(jobs.is_empty());
+    }
+
+    #[test]
+    fn postmaster_without_a_domain_is_told_from_the_null_path() {
+        for (line, want) in [
+            (&b"RCPT TO:<Postmaster>\r\n"[..], true),
+            (b"RCPT TO: <POSTMASTER>\n", true),
+            (b"RCPT TO:<>\r\n", false),
+            (b"RCPT TO:<postmaster\r\n", false),
+            (b"RCPT TO:<postmasterx>\r\n", false),
+        ] {
+            assert_eq!(names_postmaster(line), want, "{line:?}");
+        }
     }
 
     #[test]
