@@ -567,6 +567,10 @@ impl Session {
                 if self.authed.is_some() {
                     return self.bad(out, 503, "5.5.1", "Already authenticated");
                 }
+                // RFC 4954 4: "MUST be rejected with a 503 reply", as postfix does.
+                if self.from.is_some() {
+                    return self.bad(out, 503, "5.5.1", "MAIL transaction in progress");
+                }
                 let ir = initial_response.to_string();
                 if mechanism == AUTH_PLAIN {
                     if ir.is_empty() {
@@ -918,6 +922,18 @@ mod tests {
         let (out, _) = session(cfg(dir.path(), true), login.as_bytes(), 3);
         assert!(
             out.contains("334 VXNlcm5hbWU6") && out.contains("535 5.7.8"),
+            "{out}"
+        );
+        // Not inside a transaction (RFC 4954 4); after RSET it is.
+        let plain_in = format!(
+            "EHLO c\r\nMAIL FROM:<a@b>\r\nAUTH PLAIN {plain}\r\nRSET\r\nAUTH PLAIN {plain}\r\n"
+        );
+        let (out, _) = session(cfg(dir.path(), true), plain_in.as_bytes(), 5);
+        assert!(
+            out.ends_with(
+                "250 2.1.0 Sender address accepted\r\n503 5.5.1 MAIL transaction in progress\r\n\
+                 250 2.0.0 I remember nothing.\r\n235 2.7.0 Authentication successful\r\n"
+            ),
             "{out}"
         );
         // The user name as an initial response (curl --sasl-ir), and `=` for none.
