@@ -13,10 +13,16 @@
 //! have injected) and starts again as after the greeting, so the client's new EHLO is the
 //! first thing it hears over TLS.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use base64::Engine;
-use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, Request};
+use smtp_proto::{
+    AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_BODY_BINARYMIME, MAIL_BY_NOTIFY,
+    MAIL_BY_RETURN, MAIL_BY_TRACE, MAIL_CONPERM, MAIL_REQUIRETLS, MAIL_RET_FULL, MAIL_RET_HDRS,
+    MAIL_SMTPUTF8, MailFrom, RCPT_CONNEG, RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE,
+    RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS, RCPT_RRVS_CONTINUE, RCPT_RRVS_REJECT, RcptTo, Request,
+};
 use twistrs_core::line::{Line, LineReceiver};
 
 use crate::config::{MailConfig, Refusal, Tls};
@@ -117,6 +123,49 @@ fn path_text(addr: &str) -> String {
         let q = local.replace('\\', "\\\\").replace('"', "\\\"");
         format!("\"{q}\"@{domain}")
     }
+}
+
+/// The first MAIL parameter of an extension this server does not offer, which RFC 5321
+/// 4.1.1.11 answers with 555 (smtp-proto parses them all): only SIZE, BODY=7BIT or 8BITMIME,
+/// and AUTH= where AUTH is offered, are taken. Accepting SMTPUTF8, DSN's RET and ENVID, or
+/// BODY=BINARYMIME without doing what they ask would be a silent lie.
+fn unoffered_mail_param(f: &MailFrom<Cow<'_, str>>, auth: bool) -> Option<&'static str> {
+    let by = MAIL_BY_NOTIFY | MAIL_BY_RETURN | MAIL_BY_TRACE;
+    [
+        (f.flags & MAIL_BODY_BINARYMIME != 0, "BODY=BINARYMIME"),
+        (f.flags & MAIL_SMTPUTF8 != 0, "SMTPUTF8"),
+        (f.flags & (MAIL_RET_FULL | MAIL_RET_HDRS) != 0, "RET"),
+        (f.env_id.is_some(), "ENVID"),
+        (f.flags & MAIL_REQUIRETLS != 0, "REQUIRETLS"),
+        (f.flags & MAIL_CONPERM != 0, "CONPERM"),
+        (f.by != 0 || f.flags & by != 0, "BY"),
+        (f.trans_id.is_some(), "TRANSID"),
+        (f.solicit.is_some(), "SOLICIT"),
+        (f.mtrk.is_some(), "MTRK"),
+        (f.hold_for != 0, "HOLDFOR"),
+        (f.hold_until != 0, "HOLDUNTIL"),
+        (f.mt_priority != 0, "MT-PRIORITY"),
+        (f.auth.is_some() && !auth, "AUTH"),
+    ]
+    .into_iter()
+    .find_map(|(given, name)| given.then_some(name))
+}
+
+/// The first RCPT parameter of an extension this server does not offer (DSN's NOTIFY and
+/// ORCPT, RRVS, CONNEG): none is.
+fn unoffered_rcpt_param(t: &RcptTo<Cow<'_, str>>) -> Option<&'static str> {
+    let notify = RCPT_NOTIFY_SUCCESS | RCPT_NOTIFY_FAILURE | RCPT_NOTIFY_DELAY | RCPT_NOTIFY_NEVER;
+    [
+        (t.flags & notify != 0, "NOTIFY"),
+        (t.orcpt.is_some(), "ORCPT"),
+        (
+            t.rrvs != 0 || t.flags & (RCPT_RRVS_REJECT | RCPT_RRVS_CONTINUE) != 0,
+            "RRVS",
+        ),
+        (t.flags & RCPT_CONNEG != 0, "CONNEG"),
+    ]
+    .into_iter()
+    .find_map(|(given, name)| given.then_some(name))
 }
 
 /// True if the RCPT line's path is `<postmaster>`, in any case.
@@ -391,6 +440,14 @@ impl Session {
             Err(ParseError::InvalidRecipientAddress) => {
                 return self.bad(out, 501, "5.1.3", "Invalid recipient address");
             }
+            // RFC 5321 4.1.1.11, as postfix: a parameter not recognised is 555.
+            Err(ParseError::UnsupportedParameter { param }) => {
+                let param: String = param.chars().filter(char::is_ascii_graphic).collect();
+                return self.bad(out, 555, "5.5.4", &format!("Unsupported option: {param}"));
+            }
+            Err(ParseError::InvalidParameter { param }) => {
+                return self.bad(out, 501, "5.5.4", &format!("Bad {param} parameter syntax"));
+            }
             Err(_) => return self.bad(out, 501, "5.5.4", "Invalid parameters"),
         };
         let host = self.cfg.hostname.clone();
@@ -437,6 +494,11 @@ impl Session {
                 if self.from.is_some() {
                     return self.bad(out, 503, "5.5.1", "Nested MAIL command");
                 }
+                let auth =
+                    self.extended && self.cfg.auth.is_some() && self.tls.allows_auth(&self.cfg);
+                if let Some(p) = unoffered_mail_param(&from, auth) {
+                    return self.bad(out, 555, "5.5.4", &format!("Unsupported option: {p}"));
+                }
                 if !from.address.is_empty() && !clean_text(&from.address) {
                     return self.bad(out, 501, "5.1.7", "Invalid sender address");
                 }
@@ -482,6 +544,9 @@ impl Session {
             Request::Rcpt { to } => {
                 if self.from.is_none() {
                     return self.bad(out, 503, "5.5.1", "Must have sender before recipient");
+                }
+                if let Some(p) = unoffered_rcpt_param(&to) {
+                    return self.bad(out, 555, "5.5.4", &format!("Unsupported option: {p}"));
                 }
                 // RFC 5321 4.5.1: `RCPT TO:<Postmaster>`, no domain, MUST be supported; it
                 // is ours (the default domain's, else the first's), and smtp-proto hands it
@@ -969,6 +1034,55 @@ mod tests {
         let (out, jobs) = session(cfg(dir.path(), false), data.as_bytes(), 64);
         assert!(out.contains("500 Line too long (1000"), "{out}");
         assert!(jobs.is_empty());
+    }
+
+    #[test]
+    fn parameters_of_extensions_not_offered_are_555() {
+        let dir = tempfile::tempdir().unwrap();
+        // A NOOP after each, or the test configuration's errors in a row close the session.
+        let input = [
+            "EHLO c",
+            "MAIL FROM:<a@b> SMTPUTF8",
+            "MAIL FROM:<a@b> BODY=BINARYMIME",
+            "MAIL FROM:<a@b> RET=HDRS ENVID=x",
+            "MAIL FROM:<a@b> FOO=bar",
+            "MAIL FROM:<a@b> SIZE",
+            "MAIL FROM:<a@b> SIZE=x",
+            "MAIL FROM:<a@b> AUTH=<> BODY=8BITMIME SIZE=10",
+            "RCPT TO:<joe@example.com> NOTIFY=NEVER",
+            "RCPT TO:<joe@example.com> ORCPT=rfc822;joe@example.com",
+            "RCPT TO:<joe@example.com>",
+        ]
+        .join("\r\nNOOP\r\n");
+        let (out, _) = session(cfg(dir.path(), true), format!("{input}\r\n").as_bytes(), 9);
+        let replies: Vec<&str> = out
+            .lines()
+            .skip(1)
+            .filter(|l| !l.starts_with("250-") && !l.ends_with("Nothing happens"))
+            .collect();
+        assert_eq!(
+            replies[1..],
+            [
+                "555 5.5.4 Unsupported option: SMTPUTF8",
+                "555 5.5.4 Unsupported option: BODY=BINARYMIME",
+                "555 5.5.4 Unsupported option: RET",
+                "555 5.5.4 Unsupported option: FOO=BAR",
+                "555 5.5.4 Unsupported option: SIZE",
+                "501 5.5.4 Bad SIZE parameter syntax",
+                "250 2.1.0 Sender address accepted",
+                "555 5.5.4 Unsupported option: NOTIFY",
+                "555 5.5.4 Unsupported option: ORCPT",
+                "250 2.1.5 Recipient address accepted",
+            ],
+            "{out}"
+        );
+        // AUTH= only where AUTH is offered: not to a HELO client.
+        let (out, _) = session(
+            cfg(dir.path(), true),
+            b"HELO c\r\nMAIL FROM:<a@b> AUTH=<>\r\n",
+            3,
+        );
+        assert!(out.ends_with("555 Unsupported option: AUTH\r\n"), "{out}");
     }
 
     #[test]
