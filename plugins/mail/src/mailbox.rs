@@ -121,6 +121,7 @@ fn pop3_size(path: &Path) -> io::Result<u64> {
     let mut buf = vec![0u8; CHUNK];
     let (mut total, mut lf, mut crlf) = (0u64, 0u64, 0u64);
     let mut last_cr = false;
+    let mut last = None;
     loop {
         let n = match f.read(&mut buf) {
             Ok(0) => break,
@@ -136,8 +137,16 @@ fn pop3_size(path: &Path) -> io::Result<u64> {
             crlf += 1;
         }
         last_cr = chunk.last() == Some(&b'\r');
+        last = chunk.last().copied();
     }
-    Ok(total + lf - crlf)
+    // A last line without its LF is ended as it is sent (`Encoder::finish`): CRLF after
+    // it, or an LF after its final CR.
+    let end = match last {
+        None | Some(b'\n') => 0,
+        Some(b'\r') => 1,
+        Some(_) => 2,
+    };
+    Ok(total + lf - crlf + end)
 }
 
 /// Lists `new/` and `cur/` oldest first, sizing each message as POP3 sends it.
@@ -423,6 +432,28 @@ mod tests {
         assert_eq!(msgs[0].size, 9, "LF counted as CRLF, CRLF once");
         assert_eq!(msgs[0].uid, "1.M1P1Q1.h");
         assert_eq!(msgs[1].size, 99, "W= is trusted");
+    }
+
+    /// LIST's size is what RETR sends (RFC 1939: octets, CRLF line ends, before the
+    /// byte-stuffing), for a file another program put there that does not end in LF too.
+    #[test]
+    fn the_counted_size_is_what_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        for data in [
+            &b"a\nb\r\nc\n"[..],
+            b"Subject: x\n\nno final newline",
+            b"body ends in CR\r",
+            b"a\n\r",
+            b"\r",
+            b"x",
+            b"",
+        ] {
+            let path = dir.path().join("m");
+            std::fs::write(&path, data).unwrap();
+            let sent = encode(data, None, 3);
+            let sent = sent.strip_suffix(b".\r\n").unwrap();
+            assert_eq!(pop3_size(&path).unwrap(), sent.len() as u64, "{data:?}");
+        }
     }
 
     #[test]
