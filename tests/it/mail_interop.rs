@@ -222,3 +222,46 @@ talk(int(sys.argv[1]), ['HELO c', 'MAIL FROM:<a@b.test>', 'RCPT TO:<postmaster>'
     );
     assert!(out.contains("RCPT TO:<postmaster> -> 550"), "{out}");
 }
+
+/// A Maildir has other readers (a MUA such as mutt, an IMAP server): one that moves a
+/// message from new/ to cur/ with flags while a POP3 session has it listed must not make
+/// RETR fail nor DELE come to nothing. They did: RETR said -ERR, and QUIT said "-ERR Some
+/// deleted messages were not removed" and left the message to be fetched again. A message
+/// another reader removed is gone, as the client wanted.
+#[test]
+fn pop3_follows_a_message_another_reader_moved_or_removed() {
+    let m = Mail::start(&[]);
+    for subject in ["one", "two"] {
+        let (code, out, err) = py(
+            &format!(
+                "import smtplib, sys\ns = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)\n\
+                 s.helo('c'); s.sendmail('a@b.test', ['joe@example.com'], 'Subject: {subject}\\r\\n\\r\\nhi\\r\\n'); s.quit()"
+            ),
+            &[&m.smtp()],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let (code, out, err) = py(
+        r#"
+import poplib, os, sys
+md = sys.argv[2]
+p = poplib.POP3('127.0.0.1', int(sys.argv[1]), timeout=10)
+p.user('joe@example.com'); p.pass_('secret')
+print('stat', p.stat()[0])
+first, second = sorted(os.listdir(md + '/new'))
+# mutt reads the first: new/ to cur/, seen; another reader removes the second.
+os.rename(md + '/new/' + first, md + '/cur/' + first + ':2,S')
+os.remove(md + '/new/' + second)
+print('retr', [l for l in p.retr(1)[1] if l.startswith(b'Subject')])
+p.dele(1); p.dele(2)
+print('quit', p.quit())
+print('left', os.listdir(md + '/cur'), os.listdir(md + '/new'))
+"#,
+        &[&m.pop3(), m.maildir("joe").to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("stat 2"), "{out}");
+    assert!(out.contains("retr [b'Subject: one']"), "{out}");
+    assert!(out.contains("quit b'+OK"), "{out}");
+    assert!(out.contains("left [] []"), "{out}");
+}

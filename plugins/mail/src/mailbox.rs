@@ -185,7 +185,7 @@ pub fn scan(dir: &Path) -> io::Result<Vec<Message>> {
                 Some(s) => s,
                 None => pop3_size(&path)?,
             };
-            let base = raw.split(|&b| b == b':' || b == b',').next().unwrap_or(raw);
+            let base = base_of(raw);
             let msg = Message {
                 path,
                 uid: uidl(base),
@@ -198,6 +198,55 @@ pub fn scan(dir: &Path) -> io::Result<Vec<Message>> {
     // Maildir names start with the delivery time: name order is arrival order.
     msgs.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(msgs.into_iter().map(|(_, m)| m).collect())
+}
+
+/// The base of a Maildir name, its unique part: up to the first `,` or `:`.
+fn base_of(name: &[u8]) -> &[u8] {
+    name.split(|&b| b == b':' || b == b',')
+        .next()
+        .unwrap_or(name)
+}
+
+/// Where the message listed at `path` is now, if another reader of the Maildir (a MUA, an
+/// IMAP server) has moved it since the listing: from `new/` to `cur/`, or renamed it in
+/// `cur/` with new flags. The same base in `new/` or `cur/`, other than `path` itself.
+fn moved(path: &Path) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let base = base_of(path.file_name()?.as_bytes());
+    let maildir = path.parent()?.parent()?;
+    ["cur", "new"].into_iter().find_map(|sub| {
+        std::fs::read_dir(maildir.join(sub))
+            .ok()?
+            .flatten()
+            .find(|e| base_of(e.file_name().as_bytes()) == base && e.path() != path)
+            .map(|e| e.path())
+    })
+}
+
+/// Opens the message listed at `path`, wherever it has been moved since (see `moved`).
+pub fn open_message(path: &Path) -> io::Result<File> {
+    match File::open(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match moved(path) {
+            Some(p) => File::open(p),
+            None => Err(e),
+        },
+        r => r,
+    }
+}
+
+/// Removes the message listed at `path` (UPDATE), wherever it has been moved since; one
+/// already gone is removed as far as the client is concerned.
+pub fn remove(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match moved(path) {
+            Some(p) => match std::fs::remove_file(p) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                r => r,
+            },
+            None => Ok(()),
+        },
+        r => r,
+    }
 }
 
 /// Reads the chunk of `file` at `offset` (empty at the end).

@@ -142,7 +142,14 @@ impl Pop3Protocol {
                     t.call_in_thread(move || {
                         let failed = paths
                             .iter()
-                            .filter(|p| std::fs::remove_file(p).is_err())
+                            .filter(|p| match mailbox::remove(p) {
+                                Ok(()) => false,
+                                Err(e) => {
+                                    log::error!(target: "twistrs.mail.pop3",
+                                        "cannot remove {}: {e}", p.display());
+                                    true
+                                }
+                            })
                             .count();
                         Ok(Removed(failed))
                     });
@@ -198,7 +205,7 @@ impl Pop3Protocol {
         t.call_in_thread(move || {
             let file = match file {
                 Some(f) => f,
-                None => File::open(&path)
+                None => mailbox::open_message(&path)
                     .map_err(|e| Failure::msg(format!("{}: {e}", path.display())))?,
             };
             let data = mailbox::read_chunk(&file, offset)
