@@ -265,3 +265,37 @@ print('left', os.listdir(md + '/cur'), os.listdir(md + '/new'))
     assert!(out.contains("quit b'+OK"), "{out}");
     assert!(out.contains("left [] []"), "{out}");
 }
+
+/// An aliases file brought from sendmail or postfix often has programs (`|procmail`),
+/// files and `:include:` lists, which twistd would run or write and twistrs does not: each
+/// is said in the log, with its line, where they were dropped without a word (mail for
+/// `lists: joe, |/usr/bin/archive` went to joe alone, silently). A name given twice has
+/// both lines' targets, as in twistd (the last line alone counted).
+#[test]
+fn aliases_twistrs_cannot_deliver_to_are_logged_and_repeated_names_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let aliases = dir.path().join("aliases");
+    std::fs::write(&aliases, "lists: joe, \"|/usr/bin/archive\"\nlists: ann\n").unwrap();
+    let m = Mail::start(&["-A", aliases.to_str().unwrap()]);
+    assert!(
+        m.srv.log_contains(&format!(
+            "aliases {}:1: lists: \"|/usr/bin/archive\" is a program",
+            aliases.display()
+        )),
+        "{:?}",
+        m.srv.lines()
+    );
+    let (code, out, err) = py(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)
+s.helo('c')
+print(s.sendmail('a@b.test', ['lists@example.com'], 'Subject: l\r\n\r\nhi\r\n'))
+s.quit()
+"#,
+        &[&m.smtp()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(new_files(&m.maildir("joe")).len(), 1);
+    assert_eq!(new_files(&m.maildir("ann")).len(), 1, "both lines count");
+}

@@ -362,6 +362,58 @@ impl Domain {
     }
 }
 
+/// Parses an aliases(5) file as twistd does: `name: target, target`, continuation lines
+/// start with whitespace, a line whose first non-blank character is `#` is a comment, and
+/// a name given twice has the targets of both. Targets are local users and addresses: a
+/// program (`|cmd`), a file (`/path`) or an `:include:`, which twistd would run or write
+/// and postfix's local(8) too, is not delivered to, and each is logged (with `FILE:LINE`)
+/// as it is read, so mail for such an alias is not refused or dropped without a word.
+fn parse_aliases(text: &str, file: &str) -> HashMap<String, Vec<String>> {
+    // (first line number, the logical line)
+    let mut logical: Vec<(usize, String)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with('#') {
+            continue;
+        }
+        if line.starts_with([' ', '\t']) && !logical.is_empty() {
+            if let Some((_, last)) = logical.last_mut() {
+                last.push_str(line);
+            }
+        } else if !line.trim().is_empty() {
+            logical.push((i + 1, line.to_string()));
+        }
+    }
+    let mut map: HashMap<String, Vec<String>> = HashMap::new();
+    for (n, l) in logical {
+        let Some((name, targets)) = l.split_once(':') else {
+            log::warn!(target: "twistrs.mail", "aliases {file}:{n}: no ':' in {l:?}, line skipped");
+            continue;
+        };
+        let name = name.trim().to_ascii_lowercase();
+        let mut kept = Vec::new();
+        for t in targets.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let bare = t.trim_matches('"');
+            let what = if bare.starts_with('|') {
+                Some("a program")
+            } else if bare.starts_with('/') {
+                Some("a file")
+            } else if bare.to_ascii_lowercase().starts_with(":include:") {
+                Some("an :include: list")
+            } else {
+                None
+            };
+            match what {
+                Some(what) => log::warn!(target: "twistrs.mail",
+                    "aliases {file}:{n}: {name}: {t} is {what}, which twistrs does not deliver to \
+                     (local users and addresses only): left out"),
+                None => kept.push(bare.to_string()),
+            }
+        }
+        map.entry(name).or_default().extend(kept);
+    }
+    map
+}
+
 impl Aliases {
     pub fn new(path: PathBuf) -> std::io::Result<Aliases> {
         // Read again when it changes, as the user privileges were dropped to.
@@ -382,29 +434,7 @@ impl Aliases {
         /// An aliases file is a line per name: 16 MiB is far more than any holds.
         const ALIASES_MAX: u64 = 16 << 20;
         let text = twistrs_core::files::read_config_string(&self.path, ALIASES_MAX)?;
-        let mut map = HashMap::new();
-        // aliases(5): "name: target, target", continuation lines start with whitespace.
-        let mut logical: Vec<String> = Vec::new();
-        for line in text.lines() {
-            let line = line.split('#').next().unwrap_or("");
-            if line.starts_with([' ', '\t']) && !logical.is_empty() {
-                if let Some(last) = logical.last_mut() {
-                    last.push_str(line);
-                }
-            } else if !line.trim().is_empty() {
-                logical.push(line.to_string());
-            }
-        }
-        for l in logical {
-            if let Some((name, targets)) = l.split_once(':') {
-                let t: Vec<String> = targets
-                    .split(',')
-                    .map(|t| t.trim().to_string())
-                    .filter(|t| !t.is_empty())
-                    .collect();
-                map.insert(name.trim().to_ascii_lowercase(), t);
-            }
-        }
+        let map = parse_aliases(&text, &self.path.display().to_string());
         *self.loaded.borrow_mut() = (mtime, map);
         Ok(())
     }
@@ -754,6 +784,39 @@ mod tests {
             )
         );
         assert_eq!(std::fs::read_to_string(&secret).unwrap(), "secret");
+    }
+
+    #[test]
+    fn aliases_are_read_as_twistd_reads_them() {
+        let text = "# a comment\n\
+                    team: joe, ann\n\
+                    Team: bob\n\
+                    \t, carl\n\
+                    tag: joe#work\n\
+                    quoted: \"joe\"\n\
+                    mixed: joe, \"|/usr/bin/procmail\", /var/log/mail, :include:/etc/list\n\
+                    only: |/bin/cat\n\
+                    nocolon\n";
+        let map = parse_aliases(text, "aliases");
+        let get = |n: &str| map.get(n).cloned();
+        assert_eq!(
+            get("team").unwrap(),
+            ["joe", "ann", "bob", "carl"],
+            "joined"
+        );
+        assert_eq!(
+            get("tag").unwrap(),
+            ["joe#work"],
+            "# only starts a comment line"
+        );
+        assert_eq!(get("quoted").unwrap(), ["joe"]);
+        assert_eq!(
+            get("mixed").unwrap(),
+            ["joe"],
+            "programs, files, includes left out"
+        );
+        assert_eq!(get("only").unwrap(), Vec::<String>::new());
+        assert_eq!(map.len(), 5, "{map:?}");
     }
 
     #[test]
