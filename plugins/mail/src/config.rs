@@ -480,11 +480,22 @@ impl MailConfig {
         let d = self.domain_of(domain).ok_or(Refusal::Foreign)?;
         let mut out = Vec::new();
         for user in d.expand(local) {
-            // An alias may name user@domain in another of our domains.
+            // An alias may name user@domain in another of our domains; not through `-D`,
+            // which takes in mail for other domains: an alias's someone@elsewhere.org is
+            // someone else than our someone, and twistrs does not relay.
             let (u, dom) = match user.rsplit_once('@') {
-                Some((u, dd)) => match self.domain_of(dd) {
+                Some((u, dd)) => match self
+                    .domains
+                    .iter()
+                    .find(|x| x.name == dd.to_ascii_lowercase())
+                {
                     Some(dd) => (u.to_string(), dd),
-                    None => continue,
+                    None => {
+                        log::warn!(target: "twistrs.mail",
+                            "alias {local}@{}: {user} is not in a domain of ours, and twistrs \
+                             does not relay: left out", d.name);
+                        continue;
+                    }
                 },
                 None => (user.clone(), d),
             };
@@ -825,7 +836,11 @@ mod tests {
         let path = dir.path().join("example.com");
         std::fs::create_dir_all(path.join("passwd")).unwrap();
         let aliases = dir.path().join("aliases");
-        std::fs::write(&aliases, "# comment\nsales: joe,\n  ann\nroot: joe\n").unwrap();
+        std::fs::write(
+            &aliases,
+            "# comment\nsales: joe,\n  ann\nroot: joe\next: joe@elsewhere.org, ann@EXAMPLE.com\n",
+        )
+        .unwrap();
         let d = Domain {
             name: "example.com".into(),
             path: path.clone(),
@@ -848,6 +863,16 @@ mod tests {
         assert_eq!(c.resolve("joe@elsewhere.org"), Err(Refusal::Foreign));
         assert_eq!(c.resolve("no-at-sign"), Err(Refusal::Syntax));
         assert_eq!(c.resolve("../../etc@example.com"), Err(Refusal::NoUser));
+        // A foreign alias target is not our namesake, even where -D takes other domains in.
+        let c = MailConfig {
+            default: Some(0),
+            ..c
+        };
+        assert_eq!(
+            c.resolve("ext@example.com").unwrap(),
+            vec![(path.join("ann"), "ann@example.com".into())]
+        );
+        assert_eq!(c.resolve("joe@elsewhere.org").unwrap().len(), 1, "-D");
         let mut d = c.domains.into_iter().next().unwrap();
         d.bounce_to_postmaster = true;
         let c = cfg(d);
