@@ -24,7 +24,16 @@ pub struct Domain {
     pub path: PathBuf,
     pub aliases: Option<Aliases>,
     pub bounce_to_postmaster: bool,
+    /// The users by case-folded name, as of passwd/'s mtime (`find_user`).
+    pub folded: Folded,
 }
+
+/// `passwd/`'s mtime when it was listed, and each folded user name with the one user it
+/// stands for (`None` for two that differ by case alone).
+pub type Folded = std::cell::RefCell<(
+    Option<std::time::SystemTime>,
+    HashMap<String, Option<String>>,
+)>;
 
 /// The parsed file and the mtime it was read at.
 type Loaded = (Option<SystemTime>, HashMap<String, Vec<String>>);
@@ -93,6 +102,18 @@ impl Tls {
 
 /// twistd's DirDBM file name for a key: Python's `base64.encodebytes` (a newline after every
 /// 76 characters and at the end), then `\n` -> `_` and `/` -> `-`.
+/// The user a DirDBM file name stands for (the inverse of [`dirdbm_name`]), if it is one.
+fn dirdbm_key(name: &str) -> Option<String> {
+    let b64: String = name
+        .strip_suffix('_')?
+        .chars()
+        .filter(|&c| c != '_')
+        .map(|c| if c == '-' { '/' } else { c })
+        .collect();
+    let key = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    String::from_utf8(key).ok()
+}
+
 pub fn dirdbm_name(key: &str) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(key.as_bytes());
     let mut out = String::new();
@@ -307,14 +328,42 @@ impl Domain {
         valid_user(user) && self.path.join("passwd").join(dirdbm_name(user)).is_file()
     }
 
-    /// The stored name of user `u`: as given, else in lower case (`JOE` reaches `joe`), the
-    /// same rule for SMTP recipients and POP3 logins.
+    /// The stored name of user `u`: as given, else in lower case (`JOE` reaches `joe`), else
+    /// the one user whose name is the same but for case (`bob` reaches `Bob`, as postfix
+    /// folds the case of local parts), the same rule for SMTP recipients and POP3 logins.
     pub fn find_user(&self, u: &str) -> Option<String> {
         if self.exists(u) {
             return Some(u.to_string());
         }
         let lower = u.to_ascii_lowercase();
-        (lower != u && self.exists(&lower)).then_some(lower)
+        if lower != u && self.exists(&lower) {
+            return Some(lower);
+        }
+        if !valid_user(u) {
+            return None;
+        }
+        // The users by folded name, listed again only when passwd/ has changed (users are
+        // added while running), so a recipient unknown in any case costs a stat.
+        let passwd = self.path.join("passwd");
+        let mtime = std::fs::metadata(&passwd).and_then(|m| m.modified()).ok()?;
+        let mut folded = self.folded.borrow_mut();
+        if folded.0 != Some(mtime) {
+            let mut map: HashMap<String, Option<String>> = HashMap::new();
+            let keys = std::fs::read_dir(&passwd).ok()?.flatten();
+            for k in keys.filter_map(|e| dirdbm_key(e.file_name().to_str()?)) {
+                // Two users told apart by case alone: which one is meant cannot be known.
+                map.entry(k.to_ascii_lowercase())
+                    .and_modify(|v| *v = None)
+                    .or_insert(Some(k));
+            }
+            *folded = (Some(mtime), map);
+        }
+        folded
+            .1
+            .get(&lower)
+            .cloned()
+            .flatten()
+            .filter(|k| self.exists(k))
     }
 
     /// Adds a user as twistd's `-u USER=PASS` does, or (`Setup::Check`) checks that it could
@@ -553,6 +602,7 @@ pub(crate) mod fixture {
             path,
             aliases: None,
             bounce_to_postmaster: false,
+            folded: Default::default(),
         };
         d.add_user("joe", "secret", Setup::Make).expect("user joe");
         d
@@ -629,6 +679,7 @@ mod tests {
             path: path.clone(),
             aliases: None,
             bounce_to_postmaster: false,
+            folded: Default::default(),
         };
         let file = path.join("passwd/am9l_");
         let stat = || {
@@ -671,6 +722,7 @@ mod tests {
             path,
             aliases: None,
             bounce_to_postmaster: false,
+            folded: Default::default(),
         };
         d.add_user("joe", "secret", Setup::Make).unwrap();
         d
@@ -798,6 +850,29 @@ mod tests {
     }
 
     #[test]
+    fn a_user_is_found_whatever_the_case_unless_two_differ_by_case_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = fresh(dir.path());
+        for u in ["joe", "Bob", "Ann", "ANN"] {
+            d.add_user(u, "pw", Setup::Make).unwrap();
+        }
+        assert_eq!(dirdbm_key(&dirdbm_name("Bob")).as_deref(), Some("Bob"));
+        assert_eq!(d.find_user("JOE").as_deref(), Some("joe"));
+        assert_eq!(d.find_user("bob").as_deref(), Some("Bob"));
+        assert_eq!(d.find_user("BOB").as_deref(), Some("Bob"));
+        assert_eq!(d.find_user("Ann").as_deref(), Some("Ann"), "as given first");
+        assert_eq!(d.find_user("ann"), None, "Ann or ANN: not known");
+        assert_eq!(d.find_user("nobody"), None);
+        assert_eq!(d.find_user("carl"), None);
+        d.add_user("Carl", "pw", Setup::Make).unwrap();
+        assert_eq!(
+            d.find_user("carl").as_deref(),
+            Some("Carl"),
+            "a user added while running"
+        );
+    }
+
+    #[test]
     fn aliases_are_read_as_twistd_reads_them() {
         let text = "# a comment\n\
                     team: joe, ann\n\
@@ -846,6 +921,7 @@ mod tests {
             path: path.clone(),
             aliases: Some(Aliases::new(aliases).unwrap()),
             bounce_to_postmaster: false,
+            folded: Default::default(),
         };
         d.add_user("joe", "secret", Setup::Make).unwrap();
         d.add_user("ann", "pw", Setup::Make).unwrap();

@@ -265,6 +265,7 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
             path,
             aliases: None,
             bounce_to_postmaster: false,
+            folded: Default::default(),
         });
     }
     for (pos, v) in positioned(m, "user") {
