@@ -299,3 +299,32 @@ s.quit()
     assert_eq!(new_files(&m.maildir("joe")).len(), 1);
     assert_eq!(new_files(&m.maildir("ann")).len(), 1, "both lines count");
 }
+
+/// A user added to `passwd/` by hand while running (a file named as DirDBM names it,
+/// holding the password) has no Maildir until something makes one. Delivery did not: every
+/// message for the user got 451 (postfix deferred and retried, and would bounce after
+/// days) until the user logged in over POP3. twistd's domain and postfix's virtual(8) make
+/// the Maildir at the first delivery; so does twistrs now.
+#[test]
+fn a_user_added_by_hand_gets_mail_before_any_pop3_login() {
+    let m = Mail::start(&[]);
+    let passwd = m.dir.path().join("example.com/passwd");
+    // DirDBM's name for "hand": base64, '\n' as '_'.
+    std::fs::write(passwd.join("aGFuZA==_"), "pw").unwrap();
+    let (code, out, err) = py(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)
+s.helo('c')
+try:
+    print('sent', s.sendmail('a@b.test', ['hand@example.com'], 'Subject: h\r\n\r\nhi\r\n'))
+except smtplib.SMTPDataError as e:
+    print('refused', e.smtp_code)
+s.quit()
+"#,
+        &[&m.smtp()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("sent {}"), "{out}");
+    assert_eq!(new_files(&m.maildir("hand")).len(), 1);
+}

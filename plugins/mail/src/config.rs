@@ -551,8 +551,8 @@ impl MailConfig {
             if let Some(u) = dom.find_user(&u) {
                 out.push((dom.path.join(&u), format!("{u}@{}", dom.name)));
             } else if dom.bounce_to_postmaster {
+                // Its Maildir is made, and flushed, at its first delivery.
                 let pm = dom.path.join("postmaster");
-                let _ = make_maildir(&pm);
                 out.push((pm, format!("postmaster@{}", dom.name)));
             }
         }

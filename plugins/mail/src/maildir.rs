@@ -151,7 +151,7 @@ mod tests {
                 sender: "s@y".into(),
                 head: String::new(),
                 data: b"Subject: two\n\n".to_vec(),
-                targets: vec![(dir.path().join("missing"), "m@x".into())],
+                targets: vec![(dir.path().join("gone/missing"), "m@x".into())],
                 memory: Default::default(),
                 receipt: Default::default(),
             },
