@@ -132,7 +132,7 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s H -l hostname -
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l auth -d 'SMTP AUTH credentials: file:PATH (user:pass lines) or memory:USER:PASS[:USER:PASS...]' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l help-auth-type -d 'Show help for a particular authentication type, and exit' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s R -l relay -r
-complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l max-message-size -d 'Largest message accepted, as transmitted (552 above)' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l max-message-size -d 'Largest message accepted, as transmitted (552 above); 0 for no limit of its own (postfix\'s message_size_limit = 0), --max-data-memory then bounds a message' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l max-data-memory -d 'Message data held in memory at once by all SMTP sessions of the process (per worker under --workers): DATA being received and messages waiting for the disk. A message that would go past it is read to its end and refused with 452 4.3.1, and the client retries later (552 5.3.4 if it is larger than the whole budget: it never could fit); a SIZE declared at MAIL gets the same answer there, before the transfer. The default, 256 MiB, takes 25 messages of the largest size at once where 1,000 sessions could otherwise hold 10 GiB' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l max-recipients -d 'Recipients per message (452 above)' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l certificate -d 'The certificate (chain) for STARTTLS and STLS, PEM; alone, the file holds the key too' -r -F

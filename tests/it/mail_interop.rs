@@ -328,3 +328,25 @@ s.quit()
     assert!(out.contains("sent {}"), "{out}");
     assert_eq!(new_files(&m.maildir("hand")).len(), 1);
 }
+
+/// `--max-message-size 0` advertised `SIZE 0`, which RFC 1870 reads as "no limit", and then
+/// refused every message with 552. It is now postfix's `message_size_limit = 0`: no limit
+/// of its own (a bare `SIZE`, as postfix says it), `--max-data-memory` bounding a message.
+#[test]
+fn max_message_size_0_is_no_limit_as_in_postfix() {
+    let m = Mail::start(&["-E", "--max-message-size", "0"]);
+    let (code, out, err) = py(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)
+s.ehlo('c')
+print('size', repr(s.esmtp_features.get('size')))
+print(s.sendmail('a@b.test', ['joe@example.com'], 'Subject: big\r\n\r\n' + ('x' * 70 + '\r\n') * 200000))
+s.quit()
+"#,
+        &[&m.smtp()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("size ''\n{}"), "{out}");
+    assert_eq!(new_files(&m.maildir("joe")).len(), 1);
+}

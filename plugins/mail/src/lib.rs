@@ -139,7 +139,7 @@ fn options() -> Command {
         .arg(Arg::new("disable-anonymous").long("disable-anonymous").action(ArgAction::SetTrue).hide(true))
         .arg(Arg::new("max-message-size").long("max-message-size").value_name("BYTES")
             .default_value(MAX_MESSAGE.to_string())
-            .value_parser(value_parser!(usize)).help("Largest message accepted, as transmitted (552 above)"))
+            .value_parser(value_parser!(usize)).help("Largest message accepted, as transmitted (552 above); 0 for no limit of its own (postfix's message_size_limit = 0), --max-data-memory then bounds a message"))
         .arg(Arg::new("max-data-memory").long("max-data-memory").value_name("BYTES")
             .default_value(MAX_DATA_MEMORY.to_string())
             .value_parser(value_parser!(u64).range(1..))
@@ -329,10 +329,11 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
         hostname: hostname.unwrap_or_else(system_hostname),
         esmtp: m.get_flag("esmtp"),
         auth,
-        max_message: m
-            .get_one::<usize>("max-message-size")
-            .copied()
-            .unwrap_or(MAX_MESSAGE),
+        // 0 is no limit, as postfix's message_size_limit = 0 (and RFC 1870's SIZE 0).
+        max_message: match m.get_one::<usize>("max-message-size").copied() {
+            Some(0) => usize::MAX,
+            n => n.unwrap_or(MAX_MESSAGE),
+        },
         data_memory: memory::DataMemory::new(
             m.get_one::<u64>("max-data-memory")
                 .copied()
@@ -459,7 +460,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
         &[],
         move || i64::try_from(pool.used()).unwrap_or(i64::MAX),
     );
-    if cfg.data_memory.limit() < cfg.max_message {
+    if cfg.data_memory.limit() < cfg.max_message && cfg.max_message != usize::MAX {
         log::warn!(target: "twistrs.mail",
             "--max-data-memory {} is below --max-message-size {}: messages larger than it are refused with 552",
             cfg.data_memory.limit(), cfg.max_message);

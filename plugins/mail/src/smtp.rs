@@ -473,7 +473,11 @@ impl Session {
                     format!("{host} Hello {}, nice to meet you", self.peer),
                     "PIPELINING".to_string(),
                     "8BITMIME".to_string(),
-                    format!("SIZE {}", self.cfg.max_message),
+                    // RFC 1870: a bare SIZE where there is no fixed limit, as postfix says it.
+                    match self.cfg.max_message {
+                        usize::MAX => "SIZE".to_string(),
+                        n => format!("SIZE {n}"),
+                    },
                     "ENHANCEDSTATUSCODES".to_string(),
                 ];
                 if self.cfg.auth.is_some() && self.tls.allows_auth(&self.cfg) {
