@@ -137,7 +137,7 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l max-data-memory
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l max-recipients -d 'Recipients per message (452 above)' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l certificate -d 'The certificate (chain) for STARTTLS and STLS, PEM; alone, the file holds the key too' -r -F
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l privkey -d 'The private key of --certificate, PEM; alone, the file holds the certificate too' -r -F
-complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l timeout -d 'Idle time before a session is closed (SMTP 421); also the time a command line may take to arrive, and a DATA transfer (plus its size at 500 bytes/s)' -r
+complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l timeout -d 'Idle time before a session is closed (SMTP 421); also the time a command line may take to arrive, and a DATA transfer (plus its size at 500 bytes/s). Not given, POP3 sessions get 600 (RFC 1939\'s least autologout time)' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l max-connections -d 'Connections at once; accepting pauses at N and clients wait in the listen queue; 0: no limit' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l max-connections-per-client -d 'Sessions at once from one client address, per protocol (postfix\'s smtpd_client_connection_count_limit); 0: no limit' -r
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l no-smtp -d 'Disable the default SMTP listener'

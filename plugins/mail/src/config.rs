@@ -62,6 +62,8 @@ pub struct MailConfig {
     pub max_recipients: usize,
     pub max_errors: u32,
     pub timeout: Duration,
+    /// POP3's idle time: `--timeout` where given, else at least RFC 1939's ten minutes.
+    pub pop3_timeout: Duration,
     /// How long the answer to a failed login waits (POP3 USER/PASS, APOP; SMTP AUTH), as
     /// dovecot's `auth_failure_delay`: a password guesser gets one try a second per session.
     pub fail_delay: Duration,
@@ -620,6 +622,7 @@ pub(crate) mod fixture {
             max_recipients: 10,
             max_errors: 3,
             timeout: Duration::from_secs(60),
+            pop3_timeout: Duration::from_secs(60),
             fail_delay: Duration::ZERO,
             tls: None,
             auth_requires_tls: false,
