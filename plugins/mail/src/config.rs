@@ -402,14 +402,9 @@ impl Domain {
         maildir_in(&dom, user.as_ref())
     }
 
-    /// Local users an address's local part reaches: itself, or what its alias names.
-    pub fn expand(&self, local: &str) -> Vec<String> {
-        if let Some(a) = &self.aliases
-            && let Some(targets) = a.lookup(local)
-        {
-            return targets;
-        }
-        vec![local.to_string()]
+    /// What the alias `local` names, if it is one.
+    pub fn expand(&self, local: &str) -> Option<Vec<String>> {
+        self.aliases.as_ref()?.lookup(local)
     }
 }
 
@@ -530,39 +525,73 @@ impl MailConfig {
         }
         let d = self.domain_of(domain).ok_or(Refusal::Foreign)?;
         let mut out = Vec::new();
-        for user in d.expand(local) {
+        // Aliases one recipient may go through: far more than any file nests.
+        let mut budget = 100;
+        self.expand_into(d, local, &mut Vec::new(), &mut budget, &mut out);
+        if out.is_empty() {
+            return Err(Refusal::NoUser);
+        }
+        Ok(out)
+    }
+
+    /// Adds to `out` the Maildirs `local` of `d` reaches: through its alias, whose targets
+    /// are aliases in turn (as twistd's and postfix's are), or as a user. `path` holds the
+    /// aliases that led here: one met again on it is taken for the user of that name
+    /// (postfix's `joe: joe, ann` keeps a copy for joe), so a loop ends; `budget` bounds the
+    /// aliases one recipient may go through, whatever the file.
+    fn expand_into(
+        &self,
+        d: &Domain,
+        local: &str,
+        path: &mut Vec<(String, String)>,
+        budget: &mut usize,
+        out: &mut Vec<(PathBuf, String)>,
+    ) {
+        let key = (d.name.clone(), local.to_ascii_lowercase());
+        let targets = if path.contains(&key) {
+            None
+        } else if *budget == 0 {
+            log::warn!(target: "twistrs.mail",
+                "alias {local}@{}: too many aliases for one recipient, taken as a user", d.name);
+            None
+        } else {
+            d.expand(local)
+        };
+        let Some(targets) = targets else {
+            let found = if let Some(u) = d.find_user(local) {
+                (d.path.join(&u), format!("{u}@{}", d.name))
+            } else if d.bounce_to_postmaster {
+                // Its Maildir is made, and flushed, at its first delivery.
+                (d.path.join("postmaster"), format!("postmaster@{}", d.name))
+            } else {
+                return;
+            };
+            if !out.contains(&found) {
+                out.push(found);
+            }
+            return;
+        };
+        *budget -= 1;
+        path.push(key);
+        for target in targets {
             // An alias may name user@domain in another of our domains; not through `-D`,
             // which takes in mail for other domains: an alias's someone@elsewhere.org is
             // someone else than our someone, and twistrs does not relay.
-            let (u, dom) = match user.rsplit_once('@') {
+            match target.rsplit_once('@') {
                 Some((u, dd)) => match self
                     .domains
                     .iter()
                     .find(|x| x.name == dd.to_ascii_lowercase())
                 {
-                    Some(dd) => (u.to_string(), dd),
-                    None => {
-                        log::warn!(target: "twistrs.mail",
-                            "alias {local}@{}: {user} is not in a domain of ours, and twistrs \
-                             does not relay: left out", d.name);
-                        continue;
-                    }
+                    Some(dd) => self.expand_into(dd, u, path, budget, out),
+                    None => log::warn!(target: "twistrs.mail",
+                        "alias {local}@{}: {target} is not in a domain of ours, and twistrs \
+                         does not relay: left out", d.name),
                 },
-                None => (user.clone(), d),
-            };
-            if let Some(u) = dom.find_user(&u) {
-                out.push((dom.path.join(&u), format!("{u}@{}", dom.name)));
-            } else if dom.bounce_to_postmaster {
-                // Its Maildir is made, and flushed, at its first delivery.
-                let pm = dom.path.join("postmaster");
-                out.push((pm, format!("postmaster@{}", dom.name)));
+                None => self.expand_into(d, &target, path, budget, out),
             }
         }
-        if out.is_empty() {
-            return Err(Refusal::NoUser);
-        }
-        out.dedup();
-        Ok(out)
+        path.pop();
     }
 
     /// The address `RCPT TO:<Postmaster>` (no domain) means: postmaster of the default
@@ -916,7 +945,8 @@ mod tests {
         let aliases = dir.path().join("aliases");
         std::fs::write(
             &aliases,
-            "# comment\nsales: joe,\n  ann\nroot: joe\next: joe@elsewhere.org, ann@EXAMPLE.com\n",
+            "# comment\nsales: joe,\n  ann\nroot: joe\next: joe@elsewhere.org, ann@EXAMPLE.com\n\
+             a: b\nb: joe\ndiamond: a, b\nsam: sam, ann\nloop1: loop2\nloop2: loop1\n",
         )
         .unwrap();
         let d = Domain {
@@ -928,6 +958,7 @@ mod tests {
         };
         d.add_user("joe", "secret", Setup::Make).unwrap();
         d.add_user("ann", "pw", Setup::Make).unwrap();
+        d.add_user("sam", "pw", Setup::Make).unwrap();
         assert!(path.join("passwd/am9l_").exists());
         assert!(path.join("joe/new").is_dir() && path.join("joe/.Trash/maildirfolder").exists());
         assert_eq!(d.password("joe").as_deref(), Some("secret"));
@@ -938,6 +969,19 @@ mod tests {
             vec![(path.join("joe"), "joe@example.com".into())]
         );
         assert_eq!(c.resolve("sales@example.com").unwrap().len(), 2);
+        // Aliases of aliases, as twistd and postfix expand them; a loop ends.
+        let joe = vec![(path.join("joe"), "joe@example.com".to_string())];
+        assert_eq!(c.resolve("a@example.com").unwrap(), joe);
+        assert_eq!(c.resolve("diamond@example.com").unwrap(), joe, "once");
+        assert_eq!(c.resolve("loop1@example.com"), Err(Refusal::NoUser));
+        assert_eq!(
+            c.resolve("sam@example.com").unwrap(),
+            [
+                (path.join("sam"), "sam@example.com".to_string()),
+                (path.join("ann"), "ann@example.com".to_string())
+            ],
+            "an alias that names itself keeps a copy for its user"
+        );
         assert_eq!(c.resolve("nobody@example.com"), Err(Refusal::NoUser));
         assert_eq!(c.resolve("joe@elsewhere.org"), Err(Refusal::Foreign));
         assert_eq!(c.resolve("no-at-sign"), Err(Refusal::Syntax));
