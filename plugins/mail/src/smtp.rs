@@ -674,9 +674,14 @@ impl Session {
     fn check_plain(&mut self, b64: &str, out: &mut Vec<u8>) -> Option<Action> {
         let creds = Self::b64(b64.as_bytes()).and_then(|d| {
             let mut parts = d.split(|b| *b == 0);
-            let _authz = parts.next()?;
+            let authz = parts.next()?;
             let user = String::from_utf8(parts.next()?.to_vec()).ok()?;
             let pass = String::from_utf8(parts.next()?.to_vec()).ok()?;
+            // RFC 4616 5: acting as another identity must be refused where no one may; here
+            // no one may (dovecot: only its master users).
+            if !authz.is_empty() && authz != user.as_bytes() {
+                return None;
+            }
             Some((user, pass))
         });
         self.finish_auth(creds, out)
@@ -993,6 +998,20 @@ mod tests {
             out.contains("334 VXNlcm5hbWU6") && out.contains("535 5.7.8"),
             "{out}"
         );
+        // An authorization identity: the user's own, or refused (RFC 4616 5).
+        for (authz, want) in [("joe", "235 2.7.0"), ("ann", "535 5.7.8")] {
+            let ir =
+                base64::engine::general_purpose::STANDARD.encode(format!("{authz}\0joe\0secret"));
+            let (out, _) = session(
+                cfg(dir.path(), true),
+                format!("EHLO c\r\nAUTH PLAIN {ir}\r\n").as_bytes(),
+                4,
+            );
+            assert!(
+                out.lines().last().is_some_and(|l| l.starts_with(want)),
+                "{authz}: {out}"
+            );
+        }
         // Not inside a transaction (RFC 4954 4); after RSET it is.
         let plain_in = format!(
             "EHLO c\r\nMAIL FROM:<a@b>\r\nAUTH PLAIN {plain}\r\nRSET\r\nAUTH PLAIN {plain}\r\n"
