@@ -20,13 +20,14 @@ pub(crate) fn py(script: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-struct Mail {
-    srv: Server,
-    dir: tempfile::TempDir,
+pub(crate) struct Mail {
+    pub(crate) srv: Server,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Mail {
-    fn start(extra: &[&str]) -> Mail {
+    /// example.com with joe (secret) and ann (pw), SMTP and POP3 on ports of their own.
+    pub(crate) fn start(extra: &[&str]) -> Mail {
         let dir = tempfile::tempdir().unwrap();
         let dom = format!("example.com={}", dir.path().join("example.com").display());
         let mut args = vec![
@@ -56,13 +57,13 @@ impl Mail {
             .unwrap_or_else(|| panic!("mail did not start: {:?}", srv.lines()));
         Mail { srv, dir }
     }
-    fn smtp(&self) -> String {
+    pub(crate) fn smtp(&self) -> String {
         self.srv.ports()[0].to_string()
     }
-    fn pop3(&self) -> String {
+    pub(crate) fn pop3(&self) -> String {
         self.srv.ports()[1].to_string()
     }
-    fn maildir(&self, user: &str) -> PathBuf {
+    pub(crate) fn maildir(&self, user: &str) -> PathBuf {
         self.dir.path().join("example.com").join(user)
     }
 }
@@ -121,7 +122,7 @@ s.quit()
     );
     let joe = new_files(&m.maildir("joe"));
     assert_eq!(joe.len(), 1);
-    assert!(joe[0].starts_with("Delivered-To: joe@example.com\nReceived: from client.test ([127.0.0.1] helo=client.test)\n\tby mx.test with esmtpa"), "{}", joe[0]);
+    assert!(joe[0].starts_with("Return-Path: <a@b.test>\nDelivered-To: joe@example.com\nReceived: from client.test ([127.0.0.1] helo=client.test)\n\tby mx.test with esmtpa"), "{}", joe[0]);
     assert!(
         joe[0].ends_with("Subject: one\n\n.dot first\nline two\n"),
         "dot-unstuffed: {}",
@@ -497,7 +498,9 @@ print('\n'.join(acked))
     }
     for f in &files {
         assert!(
-            f.starts_with("Delivered-To: joe@example.com\n") && f.ends_with(" \n"),
+            f.starts_with("Return-Path: <")
+                && f.contains(">\nDelivered-To: joe@example.com\n")
+                && f.ends_with(" \n"),
             "no partial file in new/: {f:?}"
         );
     }

@@ -13,6 +13,7 @@ mod lifecycle;
 mod load;
 mod logs;
 mod mail;
+mod mail_interop;
 mod mail_tls;
 mod man;
 mod metrics;

@@ -24,7 +24,16 @@ pub struct Domain {
     pub path: PathBuf,
     pub aliases: Option<Aliases>,
     pub bounce_to_postmaster: bool,
+    /// The users by case-folded name, as of passwd/'s mtime (`find_user`).
+    pub folded: Folded,
 }
+
+/// `passwd/`'s mtime when it was listed, and each folded user name with the one user it
+/// stands for (`None` for two that differ by case alone).
+pub type Folded = std::cell::RefCell<(
+    Option<std::time::SystemTime>,
+    HashMap<String, Option<String>>,
+)>;
 
 /// The parsed file and the mtime it was read at.
 type Loaded = (Option<SystemTime>, HashMap<String, Vec<String>>);
@@ -53,6 +62,8 @@ pub struct MailConfig {
     pub max_recipients: usize,
     pub max_errors: u32,
     pub timeout: Duration,
+    /// POP3's idle time: `--timeout` where given, else at least RFC 1939's ten minutes.
+    pub pop3_timeout: Duration,
     /// How long the answer to a failed login waits (POP3 USER/PASS, APOP; SMTP AUTH), as
     /// dovecot's `auth_failure_delay`: a password guesser gets one try a second per session.
     pub fail_delay: Duration,
@@ -93,6 +104,18 @@ impl Tls {
 
 /// twistd's DirDBM file name for a key: Python's `base64.encodebytes` (a newline after every
 /// 76 characters and at the end), then `\n` -> `_` and `/` -> `-`.
+/// The user a DirDBM file name stands for (the inverse of [`dirdbm_name`]), if it is one.
+fn dirdbm_key(name: &str) -> Option<String> {
+    let b64: String = name
+        .strip_suffix('_')?
+        .chars()
+        .filter(|&c| c != '_')
+        .map(|c| if c == '-' { '/' } else { c })
+        .collect();
+    let key = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    String::from_utf8(key).ok()
+}
+
 pub fn dirdbm_name(key: &str) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(key.as_bytes());
     let mut out = String::new();
@@ -307,14 +330,42 @@ impl Domain {
         valid_user(user) && self.path.join("passwd").join(dirdbm_name(user)).is_file()
     }
 
-    /// The stored name of user `u`: as given, else in lower case (`JOE` reaches `joe`), the
-    /// same rule for SMTP recipients and POP3 logins.
+    /// The stored name of user `u`: as given, else in lower case (`JOE` reaches `joe`), else
+    /// the one user whose name is the same but for case (`bob` reaches `Bob`, as postfix
+    /// folds the case of local parts), the same rule for SMTP recipients and POP3 logins.
     pub fn find_user(&self, u: &str) -> Option<String> {
         if self.exists(u) {
             return Some(u.to_string());
         }
         let lower = u.to_ascii_lowercase();
-        (lower != u && self.exists(&lower)).then_some(lower)
+        if lower != u && self.exists(&lower) {
+            return Some(lower);
+        }
+        if !valid_user(u) {
+            return None;
+        }
+        // The users by folded name, listed again only when passwd/ has changed (users are
+        // added while running), so a recipient unknown in any case costs a stat.
+        let passwd = self.path.join("passwd");
+        let mtime = std::fs::metadata(&passwd).and_then(|m| m.modified()).ok()?;
+        let mut folded = self.folded.borrow_mut();
+        if folded.0 != Some(mtime) {
+            let mut map: HashMap<String, Option<String>> = HashMap::new();
+            let keys = std::fs::read_dir(&passwd).ok()?.flatten();
+            for k in keys.filter_map(|e| dirdbm_key(e.file_name().to_str()?)) {
+                // Two users told apart by case alone: which one is meant cannot be known.
+                map.entry(k.to_ascii_lowercase())
+                    .and_modify(|v| *v = None)
+                    .or_insert(Some(k));
+            }
+            *folded = (Some(mtime), map);
+        }
+        folded
+            .1
+            .get(&lower)
+            .cloned()
+            .flatten()
+            .filter(|k| self.exists(k))
     }
 
     /// Adds a user as twistd's `-u USER=PASS` does, or (`Setup::Check`) checks that it could
@@ -351,15 +402,62 @@ impl Domain {
         maildir_in(&dom, user.as_ref())
     }
 
-    /// Local users an address's local part reaches: itself, or what its alias names.
-    pub fn expand(&self, local: &str) -> Vec<String> {
-        if let Some(a) = &self.aliases
-            && let Some(targets) = a.lookup(local)
-        {
-            return targets;
-        }
-        vec![local.to_string()]
+    /// What the alias `local` names, if it is one.
+    pub fn expand(&self, local: &str) -> Option<Vec<String>> {
+        self.aliases.as_ref()?.lookup(local)
     }
+}
+
+/// Parses an aliases(5) file as twistd does: `name: target, target`, continuation lines
+/// start with whitespace, a line whose first non-blank character is `#` is a comment, and
+/// a name given twice has the targets of both. Targets are local users and addresses: a
+/// program (`|cmd`), a file (`/path`) or an `:include:`, which twistd would run or write
+/// and postfix's local(8) too, is not delivered to, and each is logged (with `FILE:LINE`)
+/// as it is read, so mail for such an alias is not refused or dropped without a word.
+fn parse_aliases(text: &str, file: &str) -> HashMap<String, Vec<String>> {
+    // (first line number, the logical line)
+    let mut logical: Vec<(usize, String)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with('#') {
+            continue;
+        }
+        if line.starts_with([' ', '\t']) && !logical.is_empty() {
+            if let Some((_, last)) = logical.last_mut() {
+                last.push_str(line);
+            }
+        } else if !line.trim().is_empty() {
+            logical.push((i + 1, line.to_string()));
+        }
+    }
+    let mut map: HashMap<String, Vec<String>> = HashMap::new();
+    for (n, l) in logical {
+        let Some((name, targets)) = l.split_once(':') else {
+            log::warn!(target: "twistrs.mail", "aliases {file}:{n}: no ':' in {l:?}, line skipped");
+            continue;
+        };
+        let name = name.trim().to_ascii_lowercase();
+        let mut kept = Vec::new();
+        for t in targets.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let bare = t.trim_matches('"');
+            let what = if bare.starts_with('|') {
+                Some("a program")
+            } else if bare.starts_with('/') {
+                Some("a file")
+            } else if bare.to_ascii_lowercase().starts_with(":include:") {
+                Some("an :include: list")
+            } else {
+                None
+            };
+            match what {
+                Some(what) => log::warn!(target: "twistrs.mail",
+                    "aliases {file}:{n}: {name}: {t} is {what}, which twistrs does not deliver to \
+                     (local users and addresses only): left out"),
+                None => kept.push(bare.to_string()),
+            }
+        }
+        map.entry(name).or_default().extend(kept);
+    }
+    map
 }
 
 impl Aliases {
@@ -382,29 +480,7 @@ impl Aliases {
         /// An aliases file is a line per name: 16 MiB is far more than any holds.
         const ALIASES_MAX: u64 = 16 << 20;
         let text = twistrs_core::files::read_config_string(&self.path, ALIASES_MAX)?;
-        let mut map = HashMap::new();
-        // aliases(5): "name: target, target", continuation lines start with whitespace.
-        let mut logical: Vec<String> = Vec::new();
-        for line in text.lines() {
-            let line = line.split('#').next().unwrap_or("");
-            if line.starts_with([' ', '\t']) && !logical.is_empty() {
-                if let Some(last) = logical.last_mut() {
-                    last.push_str(line);
-                }
-            } else if !line.trim().is_empty() {
-                logical.push(line.to_string());
-            }
-        }
-        for l in logical {
-            if let Some((name, targets)) = l.split_once(':') {
-                let t: Vec<String> = targets
-                    .split(',')
-                    .map(|t| t.trim().to_string())
-                    .filter(|t| !t.is_empty())
-                    .collect();
-                map.insert(name.trim().to_ascii_lowercase(), t);
-            }
-        }
+        let map = parse_aliases(&text, &self.path.display().to_string());
         *self.loaded.borrow_mut() = (mtime, map);
         Ok(())
     }
@@ -449,28 +525,81 @@ impl MailConfig {
         }
         let d = self.domain_of(domain).ok_or(Refusal::Foreign)?;
         let mut out = Vec::new();
-        for user in d.expand(local) {
-            // An alias may name user@domain in another of our domains.
-            let (u, dom) = match user.rsplit_once('@') {
-                Some((u, dd)) => match self.domain_of(dd) {
-                    Some(dd) => (u.to_string(), dd),
-                    None => continue,
-                },
-                None => (user.clone(), d),
-            };
-            if let Some(u) = dom.find_user(&u) {
-                out.push((dom.path.join(&u), format!("{u}@{}", dom.name)));
-            } else if dom.bounce_to_postmaster {
-                let pm = dom.path.join("postmaster");
-                let _ = make_maildir(&pm);
-                out.push((pm, format!("postmaster@{}", dom.name)));
-            }
-        }
+        // Aliases one recipient may go through: far more than any file nests.
+        let mut budget = 100;
+        self.expand_into(d, local, &mut Vec::new(), &mut budget, &mut out);
         if out.is_empty() {
             return Err(Refusal::NoUser);
         }
-        out.dedup();
         Ok(out)
+    }
+
+    /// Adds to `out` the Maildirs `local` of `d` reaches: through its alias, whose targets
+    /// are aliases in turn (as twistd's and postfix's are), or as a user. `path` holds the
+    /// aliases that led here: one met again on it is taken for the user of that name
+    /// (postfix's `joe: joe, ann` keeps a copy for joe), so a loop ends; `budget` bounds the
+    /// aliases one recipient may go through, whatever the file.
+    fn expand_into(
+        &self,
+        d: &Domain,
+        local: &str,
+        path: &mut Vec<(String, String)>,
+        budget: &mut usize,
+        out: &mut Vec<(PathBuf, String)>,
+    ) {
+        let key = (d.name.clone(), local.to_ascii_lowercase());
+        let targets = if path.contains(&key) {
+            None
+        } else if *budget == 0 {
+            log::warn!(target: "twistrs.mail",
+                "alias {local}@{}: too many aliases for one recipient, taken as a user", d.name);
+            None
+        } else {
+            d.expand(local)
+        };
+        let Some(targets) = targets else {
+            let found = if let Some(u) = d.find_user(local) {
+                (d.path.join(&u), format!("{u}@{}", d.name))
+            } else if d.bounce_to_postmaster {
+                // Its Maildir is made, and flushed, at its first delivery.
+                (d.path.join("postmaster"), format!("postmaster@{}", d.name))
+            } else {
+                return;
+            };
+            if !out.contains(&found) {
+                out.push(found);
+            }
+            return;
+        };
+        *budget -= 1;
+        path.push(key);
+        for target in targets {
+            // An alias may name user@domain in another of our domains; not through `-D`,
+            // which takes in mail for other domains: an alias's someone@elsewhere.org is
+            // someone else than our someone, and twistrs does not relay.
+            match target.rsplit_once('@') {
+                Some((u, dd)) => match self
+                    .domains
+                    .iter()
+                    .find(|x| x.name == dd.to_ascii_lowercase())
+                {
+                    Some(dd) => self.expand_into(dd, u, path, budget, out),
+                    None => log::warn!(target: "twistrs.mail",
+                        "alias {local}@{}: {target} is not in a domain of ours, and twistrs \
+                         does not relay: left out", d.name),
+                },
+                None => self.expand_into(d, &target, path, budget, out),
+            }
+        }
+        path.pop();
+    }
+
+    /// The address `RCPT TO:<Postmaster>` (no domain) means: postmaster of the default
+    /// domain, else of the first.
+    pub fn postmaster(&self) -> Option<String> {
+        let d = self.default.and_then(|i| self.domains.get(i));
+        d.or(self.domains.first())
+            .map(|d| format!("postmaster@{}", d.name))
     }
 
     /// The domain and stored user name a POP3 login names: `user@domain`, or a bare `user`
@@ -504,6 +633,7 @@ pub(crate) mod fixture {
             path,
             aliases: None,
             bounce_to_postmaster: false,
+            folded: Default::default(),
         };
         d.add_user("joe", "secret", Setup::Make).expect("user joe");
         d
@@ -521,6 +651,7 @@ pub(crate) mod fixture {
             max_recipients: 10,
             max_errors: 3,
             timeout: Duration::from_secs(60),
+            pop3_timeout: Duration::from_secs(60),
             fail_delay: Duration::ZERO,
             tls: None,
             auth_requires_tls: false,
@@ -580,6 +711,7 @@ mod tests {
             path: path.clone(),
             aliases: None,
             bounce_to_postmaster: false,
+            folded: Default::default(),
         };
         let file = path.join("passwd/am9l_");
         let stat = || {
@@ -622,6 +754,7 @@ mod tests {
             path,
             aliases: None,
             bounce_to_postmaster: false,
+            folded: Default::default(),
         };
         d.add_user("joe", "secret", Setup::Make).unwrap();
         d
@@ -749,20 +882,83 @@ mod tests {
     }
 
     #[test]
+    fn a_user_is_found_whatever_the_case_unless_two_differ_by_case_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = fresh(dir.path());
+        for u in ["joe", "Bob", "Ann", "ANN"] {
+            d.add_user(u, "pw", Setup::Make).unwrap();
+        }
+        assert_eq!(dirdbm_key(&dirdbm_name("Bob")).as_deref(), Some("Bob"));
+        assert_eq!(d.find_user("JOE").as_deref(), Some("joe"));
+        assert_eq!(d.find_user("bob").as_deref(), Some("Bob"));
+        assert_eq!(d.find_user("BOB").as_deref(), Some("Bob"));
+        assert_eq!(d.find_user("Ann").as_deref(), Some("Ann"), "as given first");
+        assert_eq!(d.find_user("ann"), None, "Ann or ANN: not known");
+        assert_eq!(d.find_user("nobody"), None);
+        assert_eq!(d.find_user("carl"), None);
+        d.add_user("Carl", "pw", Setup::Make).unwrap();
+        assert_eq!(
+            d.find_user("carl").as_deref(),
+            Some("Carl"),
+            "a user added while running"
+        );
+    }
+
+    #[test]
+    fn aliases_are_read_as_twistd_reads_them() {
+        let text = "# a comment\n\
+                    team: joe, ann\n\
+                    Team: bob\n\
+                    \t, carl\n\
+                    tag: joe#work\n\
+                    quoted: \"joe\"\n\
+                    mixed: joe, \"|/usr/bin/procmail\", /var/log/mail, :include:/etc/list\n\
+                    only: |/bin/cat\n\
+                    nocolon\n";
+        let map = parse_aliases(text, "aliases");
+        let get = |n: &str| map.get(n).cloned();
+        assert_eq!(
+            get("team").unwrap(),
+            ["joe", "ann", "bob", "carl"],
+            "joined"
+        );
+        assert_eq!(
+            get("tag").unwrap(),
+            ["joe#work"],
+            "# only starts a comment line"
+        );
+        assert_eq!(get("quoted").unwrap(), ["joe"]);
+        assert_eq!(
+            get("mixed").unwrap(),
+            ["joe"],
+            "programs, files, includes left out"
+        );
+        assert_eq!(get("only").unwrap(), Vec::<String>::new());
+        assert_eq!(map.len(), 5, "{map:?}");
+    }
+
+    #[test]
     fn resolve_users_aliases_postmaster_and_foreign() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("example.com");
         std::fs::create_dir_all(path.join("passwd")).unwrap();
         let aliases = dir.path().join("aliases");
-        std::fs::write(&aliases, "# comment\nsales: joe,\n  ann\nroot: joe\n").unwrap();
+        std::fs::write(
+            &aliases,
+            "# comment\nsales: joe,\n  ann\nroot: joe\next: joe@elsewhere.org, ann@EXAMPLE.com\n\
+             a: b\nb: joe\ndiamond: a, b\nsam: sam, ann\nloop1: loop2\nloop2: loop1\n",
+        )
+        .unwrap();
         let d = Domain {
             name: "example.com".into(),
             path: path.clone(),
             aliases: Some(Aliases::new(aliases).unwrap()),
             bounce_to_postmaster: false,
+            folded: Default::default(),
         };
         d.add_user("joe", "secret", Setup::Make).unwrap();
         d.add_user("ann", "pw", Setup::Make).unwrap();
+        d.add_user("sam", "pw", Setup::Make).unwrap();
         assert!(path.join("passwd/am9l_").exists());
         assert!(path.join("joe/new").is_dir() && path.join("joe/.Trash/maildirfolder").exists());
         assert_eq!(d.password("joe").as_deref(), Some("secret"));
@@ -773,10 +969,33 @@ mod tests {
             vec![(path.join("joe"), "joe@example.com".into())]
         );
         assert_eq!(c.resolve("sales@example.com").unwrap().len(), 2);
+        // Aliases of aliases, as twistd and postfix expand them; a loop ends.
+        let joe = vec![(path.join("joe"), "joe@example.com".to_string())];
+        assert_eq!(c.resolve("a@example.com").unwrap(), joe);
+        assert_eq!(c.resolve("diamond@example.com").unwrap(), joe, "once");
+        assert_eq!(c.resolve("loop1@example.com"), Err(Refusal::NoUser));
+        assert_eq!(
+            c.resolve("sam@example.com").unwrap(),
+            [
+                (path.join("sam"), "sam@example.com".to_string()),
+                (path.join("ann"), "ann@example.com".to_string())
+            ],
+            "an alias that names itself keeps a copy for its user"
+        );
         assert_eq!(c.resolve("nobody@example.com"), Err(Refusal::NoUser));
         assert_eq!(c.resolve("joe@elsewhere.org"), Err(Refusal::Foreign));
         assert_eq!(c.resolve("no-at-sign"), Err(Refusal::Syntax));
         assert_eq!(c.resolve("../../etc@example.com"), Err(Refusal::NoUser));
+        // A foreign alias target is not our namesake, even where -D takes other domains in.
+        let c = MailConfig {
+            default: Some(0),
+            ..c
+        };
+        assert_eq!(
+            c.resolve("ext@example.com").unwrap(),
+            vec![(path.join("ann"), "ann@example.com".into())]
+        );
+        assert_eq!(c.resolve("joe@elsewhere.org").unwrap().len(), 1, "-D");
         let mut d = c.domains.into_iter().next().unwrap();
         d.bounce_to_postmaster = true;
         let c = cfg(d);

@@ -103,8 +103,11 @@ const PER_CLIENT: PerClientOpt = PerClientOpt {
 const TIMEOUT: TimeoutOpt = TimeoutOpt {
     default: 300,
     help: "Idle time before a session is closed (SMTP 421); also the time a command line may \
-           take to arrive, and a DATA transfer (plus its size at 500 bytes/s)",
+           take to arrive, and a DATA transfer (plus its size at 500 bytes/s). Not given, POP3 \
+           sessions get 600 (RFC 1939's least autologout time)",
 };
+/// RFC 1939's least POP3 autologout time, in seconds.
+const POP3_AUTOLOGOUT: u64 = 600;
 const MAX_MESSAGE: usize = 10 << 20;
 /// 256 MiB: 25 messages of the largest size at once, or thousands of ordinary ones, where
 /// 1,000 sessions of 10 MiB would hold 10 GiB.
@@ -139,7 +142,7 @@ fn options() -> Command {
         .arg(Arg::new("disable-anonymous").long("disable-anonymous").action(ArgAction::SetTrue).hide(true))
         .arg(Arg::new("max-message-size").long("max-message-size").value_name("BYTES")
             .default_value(MAX_MESSAGE.to_string())
-            .value_parser(value_parser!(usize)).help("Largest message accepted, as transmitted (552 above)"))
+            .value_parser(value_parser!(usize)).help("Largest message accepted, as transmitted (552 above); 0 for no limit of its own (postfix's message_size_limit = 0), --max-data-memory then bounds a message"))
         .arg(Arg::new("max-data-memory").long("max-data-memory").value_name("BYTES")
             .default_value(MAX_DATA_MEMORY.to_string())
             .value_parser(value_parser!(u64).range(1..))
@@ -265,6 +268,7 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
             path,
             aliases: None,
             bounce_to_postmaster: false,
+            folded: Default::default(),
         });
     }
     for (pos, v) in positioned(m, "user") {
@@ -328,10 +332,11 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
         hostname: hostname.unwrap_or_else(system_hostname),
         esmtp: m.get_flag("esmtp"),
         auth,
-        max_message: m
-            .get_one::<usize>("max-message-size")
-            .copied()
-            .unwrap_or(MAX_MESSAGE),
+        // 0 is no limit, as postfix's message_size_limit = 0 (and RFC 1870's SIZE 0).
+        max_message: match m.get_one::<usize>("max-message-size").copied() {
+            Some(0) => usize::MAX,
+            n => n.unwrap_or(MAX_MESSAGE),
+        },
         data_memory: memory::DataMemory::new(
             m.get_one::<u64>("max-data-memory")
                 .copied()
@@ -345,6 +350,15 @@ pub fn build_config(m: &ArgMatches) -> Result<MailConfig, PluginError> {
             .unwrap_or(MAX_RECIPIENTS) as usize,
         max_errors: 10,
         timeout: TIMEOUT.get(m),
+        // RFC 1939 3: a POP3 autologout timer "MUST be of at least 10 minutes' duration"
+        // (dovecot's is ten); the SMTP default, 300 s (postfix's smtpd_timeout), is not. A
+        // --timeout given is taken for both.
+        pop3_timeout: match m.value_source("timeout") {
+            Some(clap::parser::ValueSource::DefaultValue) | None => {
+                TIMEOUT.get(m).max(Duration::from_secs(POP3_AUTOLOGOUT))
+            }
+            Some(_) => TIMEOUT.get(m),
+        },
         fail_delay: Duration::from_secs(1),
         tls: starttls_context(m)?,
         auth_requires_tls: m.get_flag("auth-requires-tls"),
@@ -458,7 +472,7 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
         &[],
         move || i64::try_from(pool.used()).unwrap_or(i64::MAX),
     );
-    if cfg.data_memory.limit() < cfg.max_message {
+    if cfg.data_memory.limit() < cfg.max_message && cfg.max_message != usize::MAX {
         log::warn!(target: "twistrs.mail",
             "--max-data-memory {} is below --max-message-size {}: messages larger than it are refused with 552",
             cfg.data_memory.limit(), cfg.max_message);
@@ -510,4 +524,24 @@ fn make_service(m: &ArgMatches) -> Result<Box<dyn Service>, PluginError> {
         )));
     }
     Ok(Box::new(svc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 1939's ten minutes for POP3 when --timeout is not given; a given one is both's.
+    #[test]
+    fn pop3_autologout_is_at_least_ten_minutes_unless_timeout_is_given() {
+        let timeouts = |args: &[&str]| {
+            let m = options()
+                .try_get_matches_from([&["mail", "-H", "mx.test"], args].concat())
+                .unwrap();
+            let c = build_config(&m).unwrap();
+            (c.timeout.as_secs(), c.pop3_timeout.as_secs())
+        };
+        assert_eq!(timeouts(&[]), (300, 600));
+        assert_eq!(timeouts(&["--timeout", "30"]), (30, 30));
+        assert_eq!(timeouts(&["--timeout", "900"]), (900, 900));
+    }
 }

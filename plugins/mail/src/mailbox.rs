@@ -121,6 +121,7 @@ fn pop3_size(path: &Path) -> io::Result<u64> {
     let mut buf = vec![0u8; CHUNK];
     let (mut total, mut lf, mut crlf) = (0u64, 0u64, 0u64);
     let mut last_cr = false;
+    let mut last = None;
     loop {
         let n = match f.read(&mut buf) {
             Ok(0) => break,
@@ -136,12 +137,35 @@ fn pop3_size(path: &Path) -> io::Result<u64> {
             crlf += 1;
         }
         last_cr = chunk.last() == Some(&b'\r');
+        last = chunk.last().copied();
     }
-    Ok(total + lf - crlf)
+    // A last line without its LF is ended as it is sent (`Encoder::finish`): CRLF after
+    // it, or an LF after its final CR.
+    let end = match last {
+        None | Some(b'\n') => 0,
+        Some(b'\r') => 1,
+        Some(_) => 2,
+    };
+    Ok(total + lf - crlf + end)
+}
+
+/// The UIDL of a message whose Maildir name begins `base` (up to its first `,` or `:`):
+/// the base itself, which is unique and stays the same when the message moves to `cur/` or
+/// gets flags; but RFC 1939 allows 1 to 70 characters 0x21 to 0x7E, and a base longer than
+/// that (a long `-H` host name in twistrs' own names) or with other bytes (a file another
+/// program put there) is given as the MD5 of its bytes instead, as stable and as unique.
+fn uidl(base: &[u8]) -> String {
+    match std::str::from_utf8(base) {
+        Ok(s) if (1..=70).contains(&s.len()) && s.bytes().all(|b| (0x21..=0x7e).contains(&b)) => {
+            s.to_string()
+        }
+        _ => format!("{:x}", md5::compute(base)),
+    }
 }
 
 /// Lists `new/` and `cur/` oldest first, sizing each message as POP3 sends it.
 pub fn scan(dir: &Path) -> io::Result<Vec<Message>> {
+    use std::os::unix::ffi::OsStrExt;
     let mut msgs = Vec::new();
     for sub in ["cur", "new"] {
         let rd = match std::fs::read_dir(dir.join(sub)) {
@@ -150,26 +174,79 @@ pub fn scan(dir: &Path) -> io::Result<Vec<Message>> {
             Err(e) => return Err(e),
         };
         for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || !e.file_type().is_ok_and(|t| t.is_file()) {
+            let file_name = e.file_name();
+            let raw = file_name.as_bytes();
+            if raw.starts_with(b".") || !e.file_type().is_ok_and(|t| t.is_file()) {
                 continue;
             }
+            let name = String::from_utf8_lossy(raw);
             let path = e.path();
             let size = match size_from_name(&name) {
                 Some(s) => s,
                 None => pop3_size(&path)?,
             };
-            msgs.push(Message {
+            let base = base_of(raw);
+            let msg = Message {
                 path,
-                uid: name.split([':', ',']).next().unwrap_or(&name).to_string(),
+                uid: uidl(base),
                 size,
                 deleted: false,
-            });
+            };
+            msgs.push((base.to_vec(), msg));
         }
     }
     // Maildir names start with the delivery time: name order is arrival order.
-    msgs.sort_by(|a, b| a.uid.cmp(&b.uid));
-    Ok(msgs)
+    msgs.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(msgs.into_iter().map(|(_, m)| m).collect())
+}
+
+/// The base of a Maildir name, its unique part: up to the first `,` or `:`.
+fn base_of(name: &[u8]) -> &[u8] {
+    name.split(|&b| b == b':' || b == b',')
+        .next()
+        .unwrap_or(name)
+}
+
+/// Where the message listed at `path` is now, if another reader of the Maildir (a MUA, an
+/// IMAP server) has moved it since the listing: from `new/` to `cur/`, or renamed it in
+/// `cur/` with new flags. The same base in `new/` or `cur/`, other than `path` itself.
+fn moved(path: &Path) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let base = base_of(path.file_name()?.as_bytes());
+    let maildir = path.parent()?.parent()?;
+    ["cur", "new"].into_iter().find_map(|sub| {
+        std::fs::read_dir(maildir.join(sub))
+            .ok()?
+            .flatten()
+            .find(|e| base_of(e.file_name().as_bytes()) == base && e.path() != path)
+            .map(|e| e.path())
+    })
+}
+
+/// Opens the message listed at `path`, wherever it has been moved since (see `moved`).
+pub fn open_message(path: &Path) -> io::Result<File> {
+    match File::open(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match moved(path) {
+            Some(p) => File::open(p),
+            None => Err(e),
+        },
+        r => r,
+    }
+}
+
+/// Removes the message listed at `path` (UPDATE), wherever it has been moved since; one
+/// already gone is removed as far as the client is concerned.
+pub fn remove(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match moved(path) {
+            Some(p) => match std::fs::remove_file(p) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                r => r,
+            },
+            None => Ok(()),
+        },
+        r => r,
+    }
 }
 
 /// Reads the chunk of `file` at `offset` (empty at the end).
@@ -423,6 +500,71 @@ mod tests {
         assert_eq!(msgs[0].size, 9, "LF counted as CRLF, CRLF once");
         assert_eq!(msgs[0].uid, "1.M1P1Q1.h");
         assert_eq!(msgs[1].size, 99, "W= is trusted");
+    }
+
+    /// UIDLs are RFC 1939's (1 to 70 characters 0x21 to 0x7E), unique, and the same after a
+    /// move to cur/ with flags; messages stay in arrival order whatever their UIDL.
+    #[test]
+    fn uidls_are_short_printable_unique_and_stable() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        crate::config::make_maildir(dir.path()).unwrap();
+        let long = format!("2.M1P1Q2.{}", "h".repeat(80));
+        let names: [&[u8]; 4] = [
+            b"1.M1P1Q1.short,S=2,W=3",
+            long.as_bytes(),
+            b"3.M1P1Q3.caf\xe9 name",
+            b"4.M1P1Q4.caf\xef name",
+        ];
+        for n in names {
+            let n = std::ffi::OsStr::from_bytes(n);
+            std::fs::write(dir.path().join("new").join(n), "x\n").unwrap();
+        }
+        let msgs = scan(dir.path()).unwrap();
+        let uids: Vec<&str> = msgs.iter().map(|m| m.uid.as_str()).collect();
+        assert_eq!(uids[0], "1.M1P1Q1.short", "the name's base, as before");
+        for u in &uids {
+            assert!(
+                (1..=70).contains(&u.len()) && u.bytes().all(|b| (0x21..=0x7e).contains(&b)),
+                "{u:?}"
+            );
+        }
+        let mut unique = uids.clone();
+        unique.dedup();
+        assert_eq!(unique.len(), 4, "{uids:?}");
+        assert!(
+            msgs[1].path.to_string_lossy().contains(&long),
+            "arrival order"
+        );
+        // Read by a client that moves it to cur/ with flags: the same UIDL.
+        std::fs::rename(
+            dir.path().join("new").join(&long),
+            dir.path().join("cur").join(format!("{long}:2,S")),
+        )
+        .unwrap();
+        assert_eq!(scan(dir.path()).unwrap()[1].uid, uids[1]);
+    }
+
+    /// LIST's size is what RETR sends (RFC 1939: octets, CRLF line ends, before the
+    /// byte-stuffing), for a file another program put there that does not end in LF too.
+    #[test]
+    fn the_counted_size_is_what_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        for data in [
+            &b"a\nb\r\nc\n"[..],
+            b"Subject: x\n\nno final newline",
+            b"body ends in CR\r",
+            b"a\n\r",
+            b"\r",
+            b"x",
+            b"",
+        ] {
+            let path = dir.path().join("m");
+            std::fs::write(&path, data).unwrap();
+            let sent = encode(data, None, 3);
+            let sent = sent.strip_suffix(b".\r\n").unwrap();
+            assert_eq!(pop3_size(&path).unwrap(), sent.len() as u64, "{data:?}");
+        }
     }
 
     #[test]

@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// One message for one or more Maildirs.
 #[derive(Debug)]
 pub struct Job {
+    /// The envelope sender (MAIL FROM, empty for `<>`), as a path's text: the
+    /// `Return-Path:` that final delivery writes first (RFC 5321 4.4).
+    pub sender: String,
     /// Our `Received:` header, written before `data`: kept apart so that a message of
     /// megabytes is not copied to put a few hundred octets in front of it.
     pub head: String,
@@ -27,11 +30,72 @@ pub struct Job {
     /// `data`'s octets in the process's budget, given back when the job is dropped (after
     /// its batch, on the delivery thread).
     pub memory: crate::memory::Reservation,
+    /// What the log says of the message once its batch is done (boxed: a job travels in
+    /// `smtp::Action`, whose other variants are small).
+    pub receipt: Box<Receipt>,
+}
+
+/// A message's log line and metrics, written when its batch is done whether or not its
+/// session is still there to answer: a client that went away before its 250 may still have
+/// had its message delivered, and the log must say so.
+#[derive(Debug)]
+pub struct Receipt {
+    pub peer: String,
+    pub id: String,
+    pub from: String,
+    /// The recipients, comma-separated.
+    pub to: String,
+    pub size: usize,
+    /// The end of DATA.
+    pub start: std::time::Instant,
+}
+
+impl Default for Receipt {
+    fn default() -> Self {
+        Receipt {
+            peer: String::new(),
+            id: String::new(),
+            from: String::new(),
+            to: String::new(),
+            size: 0,
+            start: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Receipt {
+    /// Logs the message's outcome and counts it.
+    pub fn log(&self, result: &Result<(), String>) {
+        let durable = self.start.elapsed();
+        let (peer, id, from, to, size) = (&self.peer, &self.id, &self.from, &self.to, self.size);
+        match result {
+            Ok(()) => {
+                crate::metrics::with(|m| {
+                    m.accepted.inc();
+                    m.durable.observe(durable.as_secs_f64());
+                });
+                log::info!(target: "twistrs.mail.smtp",
+                    client = peer.as_str(), queue_id = id.as_str(),
+                    sender = from.as_str(), recipients = to.as_str(), size = size,
+                    durable = durable.as_secs_f64();
+                    "{peer}: {id} from <{from}> to <{}>, {size} bytes, durable in {:.1} ms",
+                    to.replace(',', ">, <"), durable.as_secs_f64() * 1000.0);
+            }
+            Err(e) => {
+                crate::metrics::with(|m| m.failed.inc());
+                log::error!(target: "twistrs.mail.smtp",
+                    client = peer.as_str(), queue_id = id.as_str(),
+                    sender = from.as_str(), recipients = to.as_str(), size = size;
+                    "{peer}: {id} delivery failed: {e}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 impl Job {
-    /// The message as stored, less its `Delivered-To:` line, for tests to compare whole.
+    /// The message as stored, less its `Return-Path:` and `Delivered-To:` lines, for tests to
+    /// compare whole.
     pub fn whole(&self) -> Vec<u8> {
         [self.head.as_bytes(), &self.data].concat()
     }
@@ -76,16 +140,20 @@ mod tests {
         crate::config::make_maildir(&b).unwrap();
         let jobs = vec![
             Job {
+                sender: "s@y".into(),
                 head: String::new(),
                 data: b"Subject: one\n\nbody\n".to_vec(),
                 targets: vec![(a.clone(), "a@x".into()), (b.clone(), "b@x".into())],
                 memory: Default::default(),
+                receipt: Default::default(),
             },
             Job {
+                sender: "s@y".into(),
                 head: String::new(),
                 data: b"Subject: two\n\n".to_vec(),
-                targets: vec![(dir.path().join("missing"), "m@x".into())],
+                targets: vec![(dir.path().join("gone/missing"), "m@x".into())],
                 memory: Default::default(),
+                receipt: Default::default(),
             },
         ];
         let r = deliver_batch(&jobs, "host");
@@ -94,8 +162,11 @@ mod tests {
         let box_a = crate::mailbox::scan(&a).unwrap();
         assert_eq!(box_a.len(), 1);
         let text = std::fs::read_to_string(&box_a[0].path).unwrap();
-        assert_eq!(text, "Delivered-To: a@x\nSubject: one\n\nbody\n");
-        assert_eq!(box_a[0].size, text.len() as u64 + 4, "CRLF octets");
+        assert_eq!(
+            text,
+            "Return-Path: <s@y>\nDelivered-To: a@x\nSubject: one\n\nbody\n"
+        );
+        assert_eq!(box_a[0].size, text.len() as u64 + 5, "CRLF octets");
         assert!(
             box_a[0]
                 .path

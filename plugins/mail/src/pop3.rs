@@ -475,10 +475,12 @@ mod tests {
         let jobs: Vec<Job> = ["one", "two"]
             .iter()
             .map(|s| Job {
+                sender: String::new(),
                 head: String::new(),
                 data: format!("Subject: {s}\n\n.{s}\n").into_bytes(),
                 targets: vec![(path.join("joe"), "joe@example.com".into())],
                 memory: Default::default(),
+                receipt: Default::default(),
             })
             .collect();
         assert!(deliver_batch(&jobs, "h").iter().all(Result::is_ok));

@@ -142,7 +142,14 @@ impl Pop3Protocol {
                     t.call_in_thread(move || {
                         let failed = paths
                             .iter()
-                            .filter(|p| std::fs::remove_file(p).is_err())
+                            .filter(|p| match mailbox::remove(p) {
+                                Ok(()) => false,
+                                Err(e) => {
+                                    log::error!(target: "twistrs.mail.pop3",
+                                        "cannot remove {}: {e}", p.display());
+                                    true
+                                }
+                            })
                             .count();
                         Ok(Removed(failed))
                     });
@@ -175,7 +182,9 @@ impl Pop3Protocol {
     fn watch_deadline(&mut self, t: &mut Transport<'_>) {
         let partial = self.core.partial_command() && !self.busy();
         match (&self.deadline, partial) {
-            (None, true) => self.deadline = Some(t.call_later(self.cfg.timeout, DEADLINE_TIMER)),
+            (None, true) => {
+                self.deadline = Some(t.call_later(self.cfg.pop3_timeout, DEADLINE_TIMER))
+            }
             (Some(_), false) => {
                 if let Some(d) = self.deadline.take() {
                     d.cancel();
@@ -198,7 +207,7 @@ impl Pop3Protocol {
         t.call_in_thread(move || {
             let file = match file {
                 Some(f) => f,
-                None => File::open(&path)
+                None => mailbox::open_message(&path)
                     .map_err(|e| Failure::msg(format!("{}: {e}", path.display())))?,
             };
             let data = mailbox::read_chunk(&file, offset)
@@ -252,7 +261,7 @@ impl Pop3Protocol {
 impl Protocol for Pop3Protocol {
     fn connection_made(&mut self, t: &mut Transport<'_>) {
         t.register_producer();
-        t.set_timeout(Some(self.cfg.timeout));
+        t.set_timeout(Some(self.cfg.pop3_timeout));
         self.core.set_tls(Tls::of(&self.cfg, t.is_secure()));
         self.core.greeting(&mut self.out);
         self.flush(t);

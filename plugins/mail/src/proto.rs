@@ -15,7 +15,7 @@ use twistrs_core::timer::later;
 use twistrs_core::{ConnId, DelayedCall, Handle, Protocol, Transport};
 
 use crate::config::{MailConfig, Tls};
-use crate::maildir::{Job, deliver_batch};
+use crate::maildir::{Job, Receipt, deliver_batch};
 use crate::smtp::{self, Smtp};
 
 /// A delivery's outcome, sent to its session.
@@ -48,7 +48,7 @@ pub fn submit(this: &Rc<RefCell<Deliveries>>, h: &Handle, conn: ConnId, job: Job
 }
 
 fn start(this: &Rc<RefCell<Deliveries>>, h: &Handle) {
-    let (ids, jobs, host): (Vec<ConnId>, Vec<Job>, String) = {
+    let (ids, mut jobs, host): (Vec<ConnId>, Vec<Job>, String) = {
         let mut d = this.borrow_mut();
         if d.queue.is_empty() {
             return;
@@ -57,12 +57,20 @@ fn start(this: &Rc<RefCell<Deliveries>>, h: &Handle) {
         let (ids, jobs) = std::mem::take(&mut d.queue).into_iter().unzip();
         (ids, jobs, d.host.clone())
     };
+    // Logged here, not by the session: its client may have gone before its 250.
+    let receipts: Vec<Box<Receipt>> = jobs
+        .iter_mut()
+        .map(|j| std::mem::take(&mut j.receipt))
+        .collect();
     let done = h.defer_to_thread(move || Ok(deliver_batch(&jobs, &host)));
     let (this_ok, h_ok, ids_ok) = (this.clone(), h.clone(), ids.clone());
     let (this_err, h_err) = (this.clone(), h.clone());
+    let receipts = Rc::new(receipts);
+    let receipts_err = receipts.clone();
     done.add_callbacks(
         move |results| {
-            for (id, r) in ids_ok.iter().zip(results) {
+            for ((id, r), receipt) in ids_ok.iter().zip(results).zip(receipts.iter()) {
+                receipt.log(&r);
                 h_ok.notify(*id, Box::new(Delivered(r)));
             }
             this_ok.borrow_mut().busy = false;
@@ -70,8 +78,10 @@ fn start(this: &Rc<RefCell<Deliveries>>, h: &Handle) {
             Ok(Vec::new())
         },
         move |f| {
-            for id in &ids {
-                h_err.notify(*id, Box::new(Delivered(Err(f.to_string()))));
+            for (id, receipt) in ids.iter().zip(receipts_err.iter()) {
+                let r = Err(f.to_string());
+                receipt.log(&r);
+                h_err.notify(*id, Box::new(Delivered(r)));
             }
             this_err.borrow_mut().busy = false;
             start(&this_err, &h_err);

@@ -13,15 +13,21 @@
 //! have injected) and starts again as after the greeting, so the client's new EHLO is the
 //! first thing it hears over TLS.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use base64::Engine;
-use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, Request};
+use smtp_proto::{
+    AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_BODY_BINARYMIME, MAIL_BY_NOTIFY,
+    MAIL_BY_RETURN, MAIL_BY_TRACE, MAIL_CONPERM, MAIL_REQUIRETLS, MAIL_RET_FULL, MAIL_RET_HDRS,
+    MAIL_SMTPUTF8, MailFrom, RCPT_CONNEG, RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE,
+    RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS, RCPT_RRVS_CONTINUE, RCPT_RRVS_REJECT, RcptTo, Request,
+};
 use twistrs_core::line::{Line, LineReceiver};
 
 use crate::config::{MailConfig, Refusal, Tls};
 use crate::data::{self, DataReader, Outcome};
-use crate::maildir::Job;
+use crate::maildir::{Job, Receipt};
 use crate::memory::Reservation;
 
 /// RFC 5321 4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
@@ -80,17 +86,6 @@ struct Session {
     auth_failures: u32,
     authed: Option<String>,
     tls: Tls,
-    /// The message being made durable, for its log line once it is.
-    delivering: Option<Delivery>,
-}
-
-/// What the log says of a message once it is durable (or failed).
-struct Delivery {
-    id: String,
-    from: String,
-    to: String,
-    size: usize,
-    start: std::time::Instant,
 }
 
 /// A message's queue id, in its `Received:` header and its log line: the second and a
@@ -108,6 +103,78 @@ fn queue_id() -> String {
 /// control characters, no DEL (RFC 5321 4.1.2 has no room for them in a domain or a path).
 fn clean_text(s: &str) -> bool {
     !s.is_empty() && !s.chars().any(char::is_control)
+}
+
+/// An address as a path's text (RFC 5321 4.1.2) for the headers we write: smtp-proto takes
+/// the quotes off a quoted local part (`"a b"@c` is `a b@c`), so a local part that is not a
+/// dot-atom is quoted again.
+fn path_text(addr: &str) -> String {
+    let Some((local, domain)) = addr.rsplit_once('@') else {
+        return addr.to_string();
+    };
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || !c.is_ascii() || "!#$%&'*+-/=?^_`{|}~".contains(c);
+    let dot_atom = local
+        .split('.')
+        .all(|w| !w.is_empty() && w.chars().all(atext));
+    if dot_atom {
+        addr.to_string()
+    } else {
+        let q = local.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("\"{q}\"@{domain}")
+    }
+}
+
+/// The first MAIL parameter of an extension this server does not offer, which RFC 5321
+/// 4.1.1.11 answers with 555 (smtp-proto parses them all): only SIZE, BODY=7BIT or 8BITMIME,
+/// and AUTH= where AUTH is offered, are taken. Accepting SMTPUTF8, DSN's RET and ENVID, or
+/// BODY=BINARYMIME without doing what they ask would be a silent lie.
+fn unoffered_mail_param(f: &MailFrom<Cow<'_, str>>, auth: bool) -> Option<&'static str> {
+    let by = MAIL_BY_NOTIFY | MAIL_BY_RETURN | MAIL_BY_TRACE;
+    [
+        (f.flags & MAIL_BODY_BINARYMIME != 0, "BODY=BINARYMIME"),
+        (f.flags & MAIL_SMTPUTF8 != 0, "SMTPUTF8"),
+        (f.flags & (MAIL_RET_FULL | MAIL_RET_HDRS) != 0, "RET"),
+        (f.env_id.is_some(), "ENVID"),
+        (f.flags & MAIL_REQUIRETLS != 0, "REQUIRETLS"),
+        (f.flags & MAIL_CONPERM != 0, "CONPERM"),
+        (f.by != 0 || f.flags & by != 0, "BY"),
+        (f.trans_id.is_some(), "TRANSID"),
+        (f.solicit.is_some(), "SOLICIT"),
+        (f.mtrk.is_some(), "MTRK"),
+        (f.hold_for != 0, "HOLDFOR"),
+        (f.hold_until != 0, "HOLDUNTIL"),
+        (f.mt_priority != 0, "MT-PRIORITY"),
+        (f.auth.is_some() && !auth, "AUTH"),
+    ]
+    .into_iter()
+    .find_map(|(given, name)| given.then_some(name))
+}
+
+/// The first RCPT parameter of an extension this server does not offer (DSN's NOTIFY and
+/// ORCPT, RRVS, CONNEG): none is.
+fn unoffered_rcpt_param(t: &RcptTo<Cow<'_, str>>) -> Option<&'static str> {
+    let notify = RCPT_NOTIFY_SUCCESS | RCPT_NOTIFY_FAILURE | RCPT_NOTIFY_DELAY | RCPT_NOTIFY_NEVER;
+    [
+        (t.flags & notify != 0, "NOTIFY"),
+        (t.orcpt.is_some(), "ORCPT"),
+        (
+            t.rrvs != 0 || t.flags & (RCPT_RRVS_REJECT | RCPT_RRVS_CONTINUE) != 0,
+            "RRVS",
+        ),
+        (t.flags & RCPT_CONNEG != 0, "CONNEG"),
+    ]
+    .into_iter()
+    .find_map(|(given, name)| given.then_some(name))
+}
+
+/// True if the RCPT line's path is `<postmaster>`, in any case.
+fn names_postmaster(line: &[u8]) -> bool {
+    line.iter().position(|&b| b == b'<').is_some_and(|i| {
+        line[i..]
+            .get(..12)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"<postmaster>"))
+    })
 }
 
 /// A HELO/EHLO argument: a domain or an address literal, printable ASCII only.
@@ -134,7 +201,6 @@ impl Smtp {
                 auth_failures: 0,
                 authed: None,
                 tls: Tls::of(&cfg, false),
-                delivering: None,
                 cfg,
             },
         }
@@ -374,6 +440,14 @@ impl Session {
             Err(ParseError::InvalidRecipientAddress) => {
                 return self.bad(out, 501, "5.1.3", "Invalid recipient address");
             }
+            // RFC 5321 4.1.1.11, as postfix: a parameter not recognised is 555.
+            Err(ParseError::UnsupportedParameter { param }) => {
+                let param: String = param.chars().filter(char::is_ascii_graphic).collect();
+                return self.bad(out, 555, "5.5.4", &format!("Unsupported option: {param}"));
+            }
+            Err(ParseError::InvalidParameter { param }) => {
+                return self.bad(out, 501, "5.5.4", &format!("Bad {param} parameter syntax"));
+            }
             Err(_) => return self.bad(out, 501, "5.5.4", "Invalid parameters"),
         };
         let host = self.cfg.hostname.clone();
@@ -399,7 +473,11 @@ impl Session {
                     format!("{host} Hello {}, nice to meet you", self.peer),
                     "PIPELINING".to_string(),
                     "8BITMIME".to_string(),
-                    format!("SIZE {}", self.cfg.max_message),
+                    // RFC 1870: a bare SIZE where there is no fixed limit, as postfix says it.
+                    match self.cfg.max_message {
+                        usize::MAX => "SIZE".to_string(),
+                        n => format!("SIZE {n}"),
+                    },
                     "ENHANCEDSTATUSCODES".to_string(),
                 ];
                 if self.cfg.auth.is_some() && self.tls.allows_auth(&self.cfg) {
@@ -419,6 +497,11 @@ impl Session {
                 }
                 if self.from.is_some() {
                     return self.bad(out, 503, "5.5.1", "Nested MAIL command");
+                }
+                let auth =
+                    self.extended && self.cfg.auth.is_some() && self.tls.allows_auth(&self.cfg);
+                if let Some(p) = unoffered_mail_param(&from, auth) {
+                    return self.bad(out, 555, "5.5.4", &format!("Unsupported option: {p}"));
                 }
                 if !from.address.is_empty() && !clean_text(&from.address) {
                     return self.bad(out, 501, "5.1.7", "Invalid sender address");
@@ -466,21 +549,31 @@ impl Session {
                 if self.from.is_none() {
                     return self.bad(out, 503, "5.5.1", "Must have sender before recipient");
                 }
-                if !clean_text(&to.address) {
+                if let Some(p) = unoffered_rcpt_param(&to) {
+                    return self.bad(out, 555, "5.5.4", &format!("Unsupported option: {p}"));
+                }
+                // RFC 5321 4.5.1: `RCPT TO:<Postmaster>`, no domain, MUST be supported; it
+                // is ours (the default domain's, else the first's), and smtp-proto hands it
+                // over as an empty address, as it does `<>`.
+                let postmaster = (to.address.is_empty() && names_postmaster(line))
+                    .then(|| self.cfg.postmaster())
+                    .flatten();
+                let to: &str = postmaster.as_deref().unwrap_or(&to.address);
+                if !clean_text(to) {
                     return self.bad(out, 501, "5.1.3", "Invalid recipient address");
                 }
                 if self.rcpt_addrs.len() >= self.cfg.max_recipients {
                     self.reply(out, 452, "4.5.3", "Too many recipients");
                     return None;
                 }
-                match self.cfg.resolve(&to.address) {
+                match self.cfg.resolve(to) {
                     Ok(targets) => {
                         for t in targets {
                             if !self.rcpts.contains(&t) {
                                 self.rcpts.push(t);
                             }
                         }
-                        self.rcpt_addrs.push(to.address.to_string());
+                        self.rcpt_addrs.push(to.to_string());
                         self.reply(out, 250, "2.1.5", "Recipient address accepted");
                     }
                     Err(r) => {
@@ -490,7 +583,7 @@ impl Session {
                             Refusal::Syntax => "5.1.3",
                         };
                         log::info!(target: "twistrs.mail.smtp",
-                            "{}: refused recipient <{}> ({r:?})", self.peer, to.address);
+                            "{}: refused recipient <{}> ({r:?})", self.peer, to);
                         crate::metrics::with(|m| m.recipients_refused.inc());
                         self.reply(out, 550, enh, "Cannot receive for specified address");
                     }
@@ -543,6 +636,10 @@ impl Session {
                 if self.authed.is_some() {
                     return self.bad(out, 503, "5.5.1", "Already authenticated");
                 }
+                // RFC 4954 4: "MUST be rejected with a 503 reply", as postfix does.
+                if self.from.is_some() {
+                    return self.bad(out, 503, "5.5.1", "MAIL transaction in progress");
+                }
                 let ir = initial_response.to_string();
                 if mechanism == AUTH_PLAIN {
                     if ir.is_empty() {
@@ -552,8 +649,14 @@ impl Session {
                         return self.check_plain(&ir, out);
                     }
                 } else if mechanism == AUTH_LOGIN {
-                    self.state = State::AuthLoginUser;
-                    out.extend_from_slice(b"334 VXNlcm5hbWU6\r\n");
+                    // An initial response (RFC 4954 4, `curl --sasl-ir`) is the user name,
+                    // as dovecot and Cyrus take it; `=` is an empty one, asked for again.
+                    if ir.is_empty() || ir == "=" {
+                        self.state = State::AuthLoginUser;
+                        out.extend_from_slice(b"334 VXNlcm5hbWU6\r\n");
+                    } else {
+                        return self.login_user(ir.as_bytes(), out);
+                    }
                 } else {
                     self.reply(out, 504, "5.5.4", "Unrecognized authentication type");
                 }
@@ -571,9 +674,14 @@ impl Session {
     fn check_plain(&mut self, b64: &str, out: &mut Vec<u8>) -> Option<Action> {
         let creds = Self::b64(b64.as_bytes()).and_then(|d| {
             let mut parts = d.split(|b| *b == 0);
-            let _authz = parts.next()?;
+            let authz = parts.next()?;
             let user = String::from_utf8(parts.next()?.to_vec()).ok()?;
             let pass = String::from_utf8(parts.next()?.to_vec()).ok()?;
+            // RFC 4616 5: acting as another identity must be refused where no one may; here
+            // no one may (dovecot: only its master users).
+            if !authz.is_empty() && authz != user.as_bytes() {
+                return None;
+            }
             Some((user, pass))
         });
         self.finish_auth(creds, out)
@@ -617,6 +725,18 @@ impl Session {
         (!self.cfg.fail_delay.is_zero()).then_some(Action::Delay(self.cfg.fail_delay))
     }
 
+    /// AUTH LOGIN's user name, base64: ask for the password, or fail.
+    fn login_user(&mut self, b64: &[u8], out: &mut Vec<u8>) -> Option<Action> {
+        match Self::b64(b64).and_then(|u| String::from_utf8(u).ok()) {
+            Some(u) => {
+                self.state = State::AuthLoginPass(u);
+                out.extend_from_slice(b"334 UGFzc3dvcmQ6\r\n");
+                None
+            }
+            None => self.finish_auth(None, out),
+        }
+    }
+
     fn auth_line(&mut self, line: Result<&[u8], ()>, out: &mut Vec<u8>) -> Option<Action> {
         let Ok(line) = line else {
             self.state = State::Command;
@@ -635,16 +755,7 @@ impl Session {
                 let s = String::from_utf8_lossy(trimmed).into_owned();
                 self.check_plain(&s, out)
             }
-            State::AuthLoginUser => {
-                match Self::b64(trimmed).and_then(|u| String::from_utf8(u).ok()) {
-                    Some(u) => {
-                        self.state = State::AuthLoginPass(u);
-                        out.extend_from_slice(b"334 UGFzc3dvcmQ6\r\n");
-                        None
-                    }
-                    None => self.finish_auth(None, out),
-                }
-            }
+            State::AuthLoginUser => self.login_user(trimmed, out),
             State::AuthLoginPass(user) => {
                 let pass = Self::b64(trimmed).and_then(|p| String::from_utf8(p).ok());
                 self.finish_auth(pass.map(|p| (user, p)), out)
@@ -706,15 +817,16 @@ impl Session {
             (true, true, true) => "esmtpsa",
         };
         let date = httpdate::fmt_http_date(std::time::SystemTime::now()).replace(" GMT", " +0000");
-        let rcpts = self
-            .rcpt_addrs
-            .iter()
-            .map(|r| format!("<{r}>"))
-            .collect::<Vec<_>>()
-            .join(", ");
         let id = queue_id();
+        // RFC 5321 4.4's FOR clause names one recipient. Only a message for one gets it, as
+        // postfix does: every copy has the same header, and a list of all the recipients
+        // would show each of them the others, Bcc included.
+        let tail = match &self.rcpt_addrs[..] {
+            [one] => format!("\n\tfor <{}>; {date}", path_text(one)),
+            _ => format!(";\n\t{date}"),
+        };
         let received = format!(
-            "Received: from {helo} ([{}] helo={helo})\n\tby {} with {with} id {id} (twistrs {})\n\tfor {rcpts}; {date}\n",
+            "Received: from {helo} ([{}] helo={helo})\n\tby {} with {with} id {id} (twistrs {}){tail}\n",
             self.peer,
             self.cfg.hostname,
             env!("CARGO_PKG_VERSION")
@@ -727,18 +839,21 @@ impl Session {
         // The header is a few hundred octets on a message already admitted: taken whatever
         // the limit.
         memory.grow(received.len());
-        self.delivering = Some(Delivery {
+        let receipt = Receipt {
+            peer: self.peer.clone(),
             id,
             from: self.from.clone().unwrap_or_default(),
             to: self.rcpt_addrs.join(","),
             size: received.len() + body.len(),
             start: std::time::Instant::now(),
-        });
+        };
         let job = Job {
+            sender: self.from.as_deref().map(path_text).unwrap_or_default(),
             head: received,
             data: body,
             targets: std::mem::take(&mut self.rcpts),
             memory,
+            receipt: Box::new(receipt),
         };
         self.reset();
         self.state = State::Delivering;
@@ -750,42 +865,15 @@ impl Session {
             return;
         }
         self.state = State::Command;
-        let d = self.delivering.take().unwrap_or(Delivery {
-            id: String::new(),
-            from: String::new(),
-            to: String::new(),
-            size: 0,
-            start: std::time::Instant::now(),
-        });
-        let durable = d.start.elapsed();
+        // The log line is the batch's (`Receipt::log`), written even if the client is gone.
         match result {
-            Ok(()) => {
-                crate::metrics::with(|m| {
-                    m.accepted.inc();
-                    m.durable.observe(durable.as_secs_f64());
-                });
-                log::info!(target: "twistrs.mail.smtp",
-                    client = self.peer.as_str(), queue_id = d.id.as_str(),
-                    sender = d.from.as_str(), recipients = d.to.as_str(), size = d.size,
-                    durable = durable.as_secs_f64();
-                    "{}: {} from <{}> to <{}>, {} bytes, durable in {:.1} ms",
-                    self.peer, d.id, d.from, d.to.replace(',', ">, <"), d.size,
-                    durable.as_secs_f64() * 1000.0);
-                self.reply(out, 250, "2.0.0", "Delivery in progress")
-            }
-            Err(e) => {
-                crate::metrics::with(|m| m.failed.inc());
-                log::error!(target: "twistrs.mail.smtp",
-                    client = self.peer.as_str(), queue_id = d.id.as_str(),
-                    sender = d.from.as_str(), recipients = d.to.as_str(), size = d.size;
-                    "{}: {} delivery failed: {e}", self.peer, d.id);
-                self.reply(
-                    out,
-                    451,
-                    "4.3.0",
-                    "Requested action aborted: local error in processing",
-                );
-            }
+            Ok(()) => self.reply(out, 250, "2.0.0", "Delivery in progress"),
+            Err(_) => self.reply(
+                out,
+                451,
+                "4.3.0",
+                "Requested action aborted: local error in processing",
+            ),
         }
     }
 }
@@ -910,6 +998,43 @@ mod tests {
             out.contains("334 VXNlcm5hbWU6") && out.contains("535 5.7.8"),
             "{out}"
         );
+        // An authorization identity: the user's own, or refused (RFC 4616 5).
+        for (authz, want) in [("joe", "235 2.7.0"), ("ann", "535 5.7.8")] {
+            let ir =
+                base64::engine::general_purpose::STANDARD.encode(format!("{authz}\0joe\0secret"));
+            let (out, _) = session(
+                cfg(dir.path(), true),
+                format!("EHLO c\r\nAUTH PLAIN {ir}\r\n").as_bytes(),
+                4,
+            );
+            assert!(
+                out.lines().last().is_some_and(|l| l.starts_with(want)),
+                "{authz}: {out}"
+            );
+        }
+        // Not inside a transaction (RFC 4954 4); after RSET it is.
+        let plain_in = format!(
+            "EHLO c\r\nMAIL FROM:<a@b>\r\nAUTH PLAIN {plain}\r\nRSET\r\nAUTH PLAIN {plain}\r\n"
+        );
+        let (out, _) = session(cfg(dir.path(), true), plain_in.as_bytes(), 5);
+        assert!(
+            out.ends_with(
+                "250 2.1.0 Sender address accepted\r\n503 5.5.1 MAIL transaction in progress\r\n\
+                 250 2.0.0 I remember nothing.\r\n235 2.7.0 Authentication successful\r\n"
+            ),
+            "{out}"
+        );
+        // The user name as an initial response (curl --sasl-ir), and `=` for none.
+        for login in [
+            "EHLO c\r\nAUTH LOGIN am9l\r\nc2VjcmV0\r\nQUIT\r\n",
+            "EHLO c\r\nAUTH LOGIN =\r\nam9l\r\nc2VjcmV0\r\nQUIT\r\n",
+        ] {
+            let (out, _) = session(cfg(dir.path(), true), login.as_bytes(), 3);
+            assert!(
+                out.contains("334 UGFzc3dvcmQ6\r\n235 2.7.0"),
+                "{login:?}: {out}"
+            );
+        }
         let (out, _) = session(
             cfg(dir.path(), false),
             b"bogus\r\nMAIL FROM:<a@b>\r\nfoo\r\nNOOP\r\n",
@@ -932,6 +1057,68 @@ mod tests {
         let (out, jobs) = session(cfg(dir.path(), false), data.as_bytes(), 64);
         assert!(out.contains("500 Line too long (1000"), "{out}");
         assert!(jobs.is_empty());
+    }
+
+    #[test]
+    fn parameters_of_extensions_not_offered_are_555() {
+        let dir = tempfile::tempdir().unwrap();
+        // A NOOP after each, or the test configuration's errors in a row close the session.
+        let input = [
+            "EHLO c",
+            "MAIL FROM:<a@b> SMTPUTF8",
+            "MAIL FROM:<a@b> BODY=BINARYMIME",
+            "MAIL FROM:<a@b> RET=HDRS ENVID=x",
+            "MAIL FROM:<a@b> FOO=bar",
+            "MAIL FROM:<a@b> SIZE",
+            "MAIL FROM:<a@b> SIZE=x",
+            "MAIL FROM:<a@b> AUTH=<> BODY=8BITMIME SIZE=10",
+            "RCPT TO:<joe@example.com> NOTIFY=NEVER",
+            "RCPT TO:<joe@example.com> ORCPT=rfc822;joe@example.com",
+            "RCPT TO:<joe@example.com>",
+        ]
+        .join("\r\nNOOP\r\n");
+        let (out, _) = session(cfg(dir.path(), true), format!("{input}\r\n").as_bytes(), 9);
+        let replies: Vec<&str> = out
+            .lines()
+            .skip(1)
+            .filter(|l| !l.starts_with("250-") && !l.ends_with("Nothing happens"))
+            .collect();
+        assert_eq!(
+            replies[1..],
+            [
+                "555 5.5.4 Unsupported option: SMTPUTF8",
+                "555 5.5.4 Unsupported option: BODY=BINARYMIME",
+                "555 5.5.4 Unsupported option: RET",
+                "555 5.5.4 Unsupported option: FOO=BAR",
+                "555 5.5.4 Unsupported option: SIZE",
+                "501 5.5.4 Bad SIZE parameter syntax",
+                "250 2.1.0 Sender address accepted",
+                "555 5.5.4 Unsupported option: NOTIFY",
+                "555 5.5.4 Unsupported option: ORCPT",
+                "250 2.1.5 Recipient address accepted",
+            ],
+            "{out}"
+        );
+        // AUTH= only where AUTH is offered: not to a HELO client.
+        let (out, _) = session(
+            cfg(dir.path(), true),
+            b"HELO c\r\nMAIL FROM:<a@b> AUTH=<>\r\n",
+            3,
+        );
+        assert!(out.ends_with("555 Unsupported option: AUTH\r\n"), "{out}");
+    }
+
+    #[test]
+    fn postmaster_without_a_domain_is_told_from_the_null_path() {
+        for (line, want) in [
+            (&b"RCPT TO:<Postmaster>\r\n"[..], true),
+            (b"RCPT TO: <POSTMASTER>\n", true),
+            (b"RCPT TO:<>\r\n", false),
+            (b"RCPT TO:<postmaster\r\n", false),
+            (b"RCPT TO:<postmasterx>\r\n", false),
+        ] {
+            assert_eq!(names_postmaster(line), want, "{line:?}");
+        }
     }
 
     #[test]

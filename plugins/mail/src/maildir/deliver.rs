@@ -83,6 +83,7 @@ pub fn deliver_batch(jobs: &[Job], host: &str) -> Vec<Result<(), String>> {
 
 fn deliver_with(jobs: &[Job], host: &str, flush: &Arc<dyn Flush>) -> Vec<Result<(), String>> {
     let mut results: Vec<Result<(), String>> = vec![Ok(()); jobs.len()];
+    make_missing(jobs, &mut results, flush);
     let mut copies = write_all(jobs, host, &mut results);
     flush_files(&mut copies, &mut results, flush);
     for c in &mut copies {
@@ -103,6 +104,46 @@ fn deliver_with(jobs: &[Job], host: &str, flush: &Arc<dyn Flush>) -> Vec<Result<
     results
 }
 
+/// Makes the Maildir of a target that has none yet: a user added to `passwd/` by hand (as
+/// twistd's domain directories allow, and postfix's virtual(8) and twistd make the Maildir
+/// at the first delivery), or the postmaster's under `-b`. Then it and the domain directory
+/// are flushed, so a message acknowledged in it does not vanish with the directory in a
+/// crash. Only in a domain directory that is there: one removed is not made again. A
+/// Maildir that cannot be made fails the jobs for it.
+fn make_missing(jobs: &[Job], results: &mut [Result<(), String>], flush: &Arc<dyn Flush>) {
+    let dirs: BTreeSet<&PathBuf> = jobs
+        .iter()
+        .flat_map(|j| j.targets.iter().map(|t| &t.0))
+        .collect();
+    for dir in dirs {
+        let Some(domain) = dir.parent().filter(|d| d.is_dir()) else {
+            continue;
+        };
+        // Only one that is not there at all: one that is there and broken is the
+        // operator's to mend, and its delivery fails as it is.
+        if dir.symlink_metadata().is_ok() {
+            continue;
+        }
+        let made = crate::config::make_maildir(dir)
+            .and_then(|()| flush.dir(dir))
+            .and_then(|()| flush.dir(domain));
+        match made {
+            Ok(()) => log::info!(target: "twistrs.mail.smtp", "made the Maildir {}", dir.display()),
+            Err(e) => {
+                for (j, job) in jobs.iter().enumerate() {
+                    if job.targets.iter().any(|t| &t.0 == dir) {
+                        fail(
+                            results,
+                            j,
+                            format!("cannot make the Maildir {}: {e}", dir.display()),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Writes every job's copies into `tmp/`, the headers and the message in one write each.
 fn write_all(jobs: &[Job], host: &str, results: &mut [Result<(), String>]) -> Vec<MessageCopy> {
     let mut copies = Vec::new();
@@ -112,7 +153,12 @@ fn write_all(jobs: &[Job], host: &str, results: &mut [Result<(), String>]) -> Ve
         for (dir, rcpt) in &job.targets {
             let name = unique_name(host);
             let tmp = dir.join("tmp").join(&name);
-            let head = format!("Delivered-To: {rcpt}\n{}", job.head);
+            // Final delivery: the envelope sender first (RFC 5321 4.4), as postfix and dovecot
+            // write it, then the recipient this copy is for.
+            let head = format!(
+                "Return-Path: <{}>\nDelivered-To: {rcpt}\n{}",
+                job.sender, job.head
+            );
             let size = head.len() + job.data.len();
             // S= as twistd writes it; W= (the POP3 size) as dovecot does, for listing.
             let wire = crate::maildir::pop3_size(head.as_bytes()) + data_wire;
@@ -375,6 +421,7 @@ mod tests {
 
     fn job(subject: &str, targets: &[&PathBuf]) -> Job {
         Job {
+            sender: String::new(),
             head: String::new(),
             data: format!("Subject: {subject}\n\nbody\n").into_bytes(),
             targets: targets
@@ -382,6 +429,7 @@ mod tests {
                 .map(|d| ((*d).clone(), "x@example.com".into()))
                 .collect(),
             memory: Default::default(),
+            receipt: Default::default(),
         }
     }
 
@@ -438,7 +486,11 @@ mod tests {
         }
 
         fn dir(&self, dir: &Path) -> io::Result<()> {
-            let held = subjects(dir.parent().unwrap(), "new");
+            let held = if dir.ends_with("new") {
+                subjects(dir.parent().unwrap(), "new")
+            } else {
+                Vec::new()
+            };
             self.dirs.lock().unwrap().push((dir.to_path_buf(), held));
             if self.bad_dir.as_deref() == Some(dir) {
                 return Err(io::Error::other("injected"));
@@ -475,6 +527,37 @@ mod tests {
         assert_eq!(subjects(&d[1], "new"), ["one", "three"]);
         for dir in &d {
             assert!(subjects(dir, "tmp").is_empty(), "nothing left in tmp/");
+        }
+    }
+
+    #[test]
+    fn a_user_without_a_maildir_gets_one_made_and_flushed_at_delivery() {
+        // A user added to passwd/ by hand, or -b's postmaster: the Maildir is made, and it
+        // and its domain directory flushed before the message in it is acknowledged.
+        let root = tempfile::tempdir().unwrap();
+        let domain = root.path().join("example.com");
+        let d = maildirs(&domain, &["joe"]);
+        let hand = domain.join("hand");
+        let gone = root.path().join("removed.org/x");
+        let jobs = [job("one", &[&d[0], &hand]), job("lost", &[&gone])];
+        let (r, disk) = Faulty::default().run(&jobs);
+        assert!(r[0].is_ok(), "{r:?}");
+        assert!(
+            r[1].is_err(),
+            "a removed domain directory is not made again"
+        );
+        assert!(!root.path().join("removed.org").exists());
+        assert_eq!(subjects(&hand, "new"), ["one"]);
+        assert!(
+            hand.join(".Trash/maildirfolder").exists(),
+            "as twistd makes it"
+        );
+        let dirs = disk.dirs();
+        for want in [&hand, &domain] {
+            assert!(
+                dirs.iter().any(|(p, _)| p == want),
+                "{want:?} flushed: {dirs:?}"
+            );
         }
     }
 

@@ -1,0 +1,352 @@
+//! The mail plugin as real peers see it: what an audit against postfix, dovecot, getmail,
+//! fetchmail and curl found, each pinned with a client CI has (Python, curl, raw sockets).
+
+use std::time::Duration;
+
+use crate::mail::{Mail, new_files, py};
+use crate::support::*;
+
+/// A Python SMTP/POP3 dialogue: `talk(port, [line, ...])` sends each line (CRLF added) and
+/// prints the whole reply to it, multi-line replies joined by `|`.
+const TALK: &str = r#"
+import socket, sys
+def talk(port, lines, pop=False):
+    s = socket.create_connection(('127.0.0.1', port), timeout=10)
+    f = s.makefile('rb')
+    def reply():
+        got = []
+        while True:
+            l = f.readline().decode('latin1').rstrip('\r\n')
+            got.append(l)
+            if pop or len(l) < 4 or l[3] != '-':
+                return '|'.join(got)
+    print('<', reply())
+    for l in lines:
+        s.sendall(l.encode('latin1') + b'\r\n')
+        print(l, '->', reply())
+    s.close()
+"#;
+
+fn talk(port: &str, body: &str) -> String {
+    let (code, out, err) = py(&format!("{TALK}\n{body}"), &[port]);
+    assert_eq!(code, 0, "{out}{err}");
+    out
+}
+
+/// Final delivery writes the envelope sender as `Return-Path:` (RFC 5321 4.4 "MUST"), first,
+/// as postfix's local and virtual delivery and dovecot do: without it getmail and fetchmail
+/// said `Return-Path: <unknown>`, and the envelope sender was lost once the message was
+/// stored. A quoted local part is quoted again, and `<>` stays `<>`.
+#[test]
+fn final_delivery_writes_the_return_path_first() {
+    let m = Mail::start(&["-E"]);
+    let out = talk(
+        &m.smtp(),
+        r#"
+talk(int(sys.argv[1]), ['EHLO c', 'MAIL FROM:<"a b"@x.test>', 'RCPT TO:<joe@example.com>', 'DATA',
+    'Subject: one\r\n\r\nbody\r\n.', 'MAIL FROM:<>', 'RCPT TO:<ann@example.com>', 'DATA',
+    'Subject: bounce\r\n\r\nbody\r\n.', 'QUIT'])
+"#,
+    );
+    assert_eq!(out.matches("-> 250 2.0.0").count(), 2, "{out}");
+    let joe = new_files(&m.maildir("joe"));
+    assert!(
+        joe[0].starts_with(
+            "Return-Path: <\"a b\"@x.test>\nDelivered-To: joe@example.com\nReceived: from c "
+        ),
+        "{joe:?}"
+    );
+    let ann = new_files(&m.maildir("ann"));
+    assert!(
+        ann[0].starts_with("Return-Path: <>\nDelivered-To: ann@example.com\n"),
+        "{ann:?}"
+    );
+    // What a POP3 client reads, as getmail takes the sender from it.
+    let (code, out, err) = py(
+        r#"
+import poplib, sys
+p = poplib.POP3('127.0.0.1', int(sys.argv[1]), timeout=10)
+p.user('joe@example.com'); p.pass_('secret')
+print(p.retr(1)[1][0])
+p.quit()
+"#,
+        &[&m.pop3()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("b'Return-Path: <\"a b\"@x.test>'"), "{out}");
+}
+
+/// The `Received:` header names the recipient only when there is one (RFC 5321 4.4's FOR
+/// takes one path), as postfix does. It listed them all, and every copy has the same header:
+/// each recipient saw the others, a Bcc recipient included.
+#[test]
+fn received_shows_no_recipient_to_another() {
+    let m = Mail::start(&[]);
+    let (code, out, err) = py(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)
+s.helo('c')
+# ann is a Bcc: in the envelope only.
+print(s.sendmail('a@b.test', ['joe@example.com', 'ann@example.com'], 'To: joe@example.com\r\nSubject: bcc\r\n\r\nhi\r\n'))
+s.quit()
+"#,
+        &[&m.smtp()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let joe = new_files(&m.maildir("joe"));
+    assert_eq!(joe.len(), 1);
+    assert!(!joe[0].contains("ann@"), "the Bcc shows: {}", joe[0]);
+    assert!(
+        joe[0].contains(")\n\tby mx.test with smtp id "),
+        "{}",
+        joe[0]
+    );
+    let ann = new_files(&m.maildir("ann"));
+    assert!(
+        !ann[0].replace("To: joe@example.com\n", "").contains("joe@"),
+        "{}",
+        ann[0]
+    );
+    // One recipient: named, as before.
+    let (code, out, err) = py(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)
+s.helo('c')
+print(s.sendmail('a@b.test', ['ann@example.com'], 'Subject: one\r\n\r\nhi\r\n'))
+s.quit()
+"#,
+        &[&m.smtp()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        new_files(&m.maildir("ann"))
+            .iter()
+            .any(|f| f.contains("\n\tfor <ann@example.com>; ")),
+        "{:?}",
+        new_files(&m.maildir("ann"))
+    );
+}
+
+/// AUTH LOGIN with an initial response, the user name (`curl --sasl-ir`, RFC 4954 4), as
+/// dovecot's and Cyrus's SASL take it: it was ignored and the user name asked for again,
+/// so curl answered with the password and then had nothing left to give.
+#[test]
+fn auth_login_takes_the_user_name_as_an_initial_response() {
+    let m = Mail::start(&["-E", "--auth", "memory:joe:secret"]);
+    let msg = m.dir.path().join("msg");
+    std::fs::write(&msg, "Subject: curl\r\n\r\nbody\r\n").unwrap();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-m",
+            "20",
+            "-v",
+            "--sasl-ir",
+            "--login-options",
+            "AUTH=LOGIN",
+        ])
+        .arg(format!("smtp://127.0.0.1:{}", m.smtp()))
+        .args(["--mail-from", "a@b.test", "--mail-rcpt", "joe@example.com"])
+        .args(["--user", "joe:secret", "-T"])
+        .arg(&msg)
+        .output()
+        .expect("curl");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("> AUTH LOGIN am9l") && err.contains("< 235 2.7.0"),
+        "{err}"
+    );
+    assert_eq!(new_files(&m.maildir("joe")).len(), 1);
+}
+
+/// A client that sends its message and goes before reading the 250 has its
+/// message delivered, as postfix does, exactly once; and the log says so. The line was
+/// the session's, written when it heard back from the disk, and a session whose
+/// connection was gone by then never did: a message in the mailbox the log never
+/// mentioned.
+#[test]
+fn a_message_whose_client_left_before_its_250_is_delivered_once_and_logged() {
+    let m = Mail::start(&[]);
+    let mut s = connect(format!("127.0.0.1:{}", m.smtp()).parse().unwrap());
+    send(
+        &mut s,
+        b"HELO c\r\nMAIL FROM:<gone@b.test>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\n\
+          Subject: gone\r\n\r\nbody\r\n.\r\n",
+    );
+    // Closed at once: the server's first reply is answered with a reset, while the message
+    // is on its way to the disk.
+    drop(s);
+    let logged = m.srv.wait_until(
+        |l| {
+            l.iter()
+                .any(|l| l.contains("from <gone@b.test> to <joe@example.com>"))
+        },
+        Duration::from_secs(10),
+    );
+    assert_eq!(new_files(&m.maildir("joe")).len(), 1);
+    assert!(logged.is_some(), "no log line: {:?}", m.srv.lines());
+}
+
+/// `RCPT TO:<Postmaster>`, with no domain, MUST be accepted (RFC 5321 4.5.1); it got 501
+/// Invalid recipient address, as `<>` does. It is the postmaster of the default domain (or
+/// the first): delivered where `postmaster@DOMAIN` is, and 550 where that is refused.
+#[test]
+fn rcpt_to_postmaster_without_a_domain_is_ours() {
+    let m = Mail::start(&["-u", "postmaster=pm"]);
+    let out = talk(
+        &m.smtp(),
+        r#"
+talk(int(sys.argv[1]), ['HELO c', 'MAIL FROM:<a@b.test>', 'RCPT TO:<>', 'RCPT TO:<Postmaster>',
+    'DATA', 'Subject: pm\r\n\r\nbody\r\n.', 'QUIT'])
+"#,
+    );
+    assert!(out.contains("RCPT TO:<> -> 501"), "{out}");
+    assert!(out.contains("RCPT TO:<Postmaster> -> 250"), "{out}");
+    let pm = new_files(&m.maildir("postmaster"));
+    assert_eq!(pm.len(), 1, "{out}");
+    assert!(
+        pm[0].contains("Delivered-To: postmaster@example.com\n")
+            && pm[0].contains("\tfor <postmaster@example.com>; "),
+        "{}",
+        pm[0]
+    );
+    let m = Mail::start(&[]);
+    let out = talk(
+        &m.smtp(),
+        r#"
+talk(int(sys.argv[1]), ['HELO c', 'MAIL FROM:<a@b.test>', 'RCPT TO:<postmaster>', 'QUIT'])
+"#,
+    );
+    assert!(out.contains("RCPT TO:<postmaster> -> 550"), "{out}");
+}
+
+/// A Maildir has other readers (a MUA such as mutt, an IMAP server): one that moves a
+/// message from new/ to cur/ with flags while a POP3 session has it listed must not make
+/// RETR fail nor DELE come to nothing. They did: RETR said -ERR, and QUIT said "-ERR Some
+/// deleted messages were not removed" and left the message to be fetched again. A message
+/// another reader removed is gone, as the client wanted.
+#[test]
+fn pop3_follows_a_message_another_reader_moved_or_removed() {
+    let m = Mail::start(&[]);
+    for subject in ["one", "two"] {
+        let (code, out, err) = py(
+            &format!(
+                "import smtplib, sys\ns = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)\n\
+                 s.helo('c'); s.sendmail('a@b.test', ['joe@example.com'], 'Subject: {subject}\\r\\n\\r\\nhi\\r\\n'); s.quit()"
+            ),
+            &[&m.smtp()],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let (code, out, err) = py(
+        r#"
+import poplib, os, sys
+md = sys.argv[2]
+p = poplib.POP3('127.0.0.1', int(sys.argv[1]), timeout=10)
+p.user('joe@example.com'); p.pass_('secret')
+print('stat', p.stat()[0])
+first, second = sorted(os.listdir(md + '/new'))
+# mutt reads the first: new/ to cur/, seen; another reader removes the second.
+os.rename(md + '/new/' + first, md + '/cur/' + first + ':2,S')
+os.remove(md + '/new/' + second)
+print('retr', [l for l in p.retr(1)[1] if l.startswith(b'Subject')])
+p.dele(1); p.dele(2)
+print('quit', p.quit())
+print('left', os.listdir(md + '/cur'), os.listdir(md + '/new'))
+"#,
+        &[&m.pop3(), m.maildir("joe").to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("stat 2"), "{out}");
+    assert!(out.contains("retr [b'Subject: one']"), "{out}");
+    assert!(out.contains("quit b'+OK"), "{out}");
+    assert!(out.contains("left [] []"), "{out}");
+}
+
+/// An aliases file brought from sendmail or postfix often has programs (`|procmail`),
+/// files and `:include:` lists, which twistd would run or write and twistrs does not: each
+/// is said in the log, with its line, where they were dropped without a word (mail for
+/// `lists: joe, |/usr/bin/archive` went to joe alone, silently). A name given twice has
+/// both lines' targets, as in twistd (the last line alone counted).
+#[test]
+fn aliases_twistrs_cannot_deliver_to_are_logged_and_repeated_names_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let aliases = dir.path().join("aliases");
+    std::fs::write(&aliases, "lists: joe, \"|/usr/bin/archive\"\nlists: ann\n").unwrap();
+    let m = Mail::start(&["-A", aliases.to_str().unwrap()]);
+    assert!(
+        m.srv.log_contains(&format!(
+            "aliases {}:1: lists: \"|/usr/bin/archive\" is a program",
+            aliases.display()
+        )),
+        "{:?}",
+        m.srv.lines()
+    );
+    let (code, out, err) = py(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)
+s.helo('c')
+print(s.sendmail('a@b.test', ['lists@example.com'], 'Subject: l\r\n\r\nhi\r\n'))
+s.quit()
+"#,
+        &[&m.smtp()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(new_files(&m.maildir("joe")).len(), 1);
+    assert_eq!(new_files(&m.maildir("ann")).len(), 1, "both lines count");
+}
+
+/// A user added to `passwd/` by hand while running (a file named as DirDBM names it,
+/// holding the password) has no Maildir until something makes one. Delivery did not: every
+/// message for the user got 451 (postfix deferred and retried, and would bounce after
+/// days) until the user logged in over POP3. twistd's domain and postfix's virtual(8) make
+/// the Maildir at the first delivery; so does twistrs now.
+#[test]
+fn a_user_added_by_hand_gets_mail_before_any_pop3_login() {
+    let m = Mail::start(&[]);
+    let passwd = m.dir.path().join("example.com/passwd");
+    // DirDBM's name for "hand": base64, '\n' as '_'.
+    std::fs::write(passwd.join("aGFuZA==_"), "pw").unwrap();
+    let (code, out, err) = py(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)
+s.helo('c')
+try:
+    print('sent', s.sendmail('a@b.test', ['hand@example.com'], 'Subject: h\r\n\r\nhi\r\n'))
+except smtplib.SMTPDataError as e:
+    print('refused', e.smtp_code)
+s.quit()
+"#,
+        &[&m.smtp()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("sent {}"), "{out}");
+    assert_eq!(new_files(&m.maildir("hand")).len(), 1);
+}
+
+/// `--max-message-size 0` advertised `SIZE 0`, which RFC 1870 reads as "no limit", and then
+/// refused every message with 552. It is now postfix's `message_size_limit = 0`: no limit
+/// of its own (a bare `SIZE`, as postfix says it), `--max-data-memory` bounding a message.
+#[test]
+fn max_message_size_0_is_no_limit_as_in_postfix() {
+    let m = Mail::start(&["-E", "--max-message-size", "0"]);
+    let (code, out, err) = py(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)
+s.ehlo('c')
+print('size', repr(s.esmtp_features.get('size')))
+print(s.sendmail('a@b.test', ['joe@example.com'], 'Subject: big\r\n\r\n' + ('x' * 70 + '\r\n') * 200000))
+s.quit()
+"#,
+        &[&m.smtp()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("size ''\n{}"), "{out}");
+    assert_eq!(new_files(&m.maildir("joe")).len(), 1);
+}
