@@ -350,3 +350,46 @@ s.quit()
     assert!(out.contains("size ''\n{}"), "{out}");
     assert_eq!(new_files(&m.maildir("joe")).len(), 1);
 }
+
+/// A message line of up to 16,384 octets (twistd's limit; HTML mailers send lines far past
+/// RFC 5321's 1000, and postfix takes any length) is delivered and read back over POP3 as
+/// sent; one octet more is refused with 500 and the session goes on. Before, any line over
+/// 1000 octets refused the message, which twistd and postfix deliver.
+#[test]
+fn message_lines_up_to_twistds_limit_are_delivered_whole() {
+    let m = Mail::start(&["-E"]);
+    let out = talk(
+        &m.smtp(),
+        r#"
+long = 'a' * 5000 + 'b' * 11384
+talk(int(sys.argv[1]), ['EHLO c', 'MAIL FROM:<x@y.test>', 'RCPT TO:<joe@example.com>', 'DATA',
+    'Subject: long\r\n\r\n' + long + '\r\nend\r\n.',
+    'MAIL FROM:<x@y.test>', 'RCPT TO:<joe@example.com>', 'DATA', long + 'c\r\n.', 'NOOP', 'QUIT'])
+"#,
+    );
+    assert_eq!(out.matches("-> 250 2.0.0 Delivery").count(), 1, "{out}");
+    assert!(out.contains("-> 500 5.5.2 Line too long (16384"), "{out}");
+    assert!(out.contains("NOOP -> 250"), "{out}");
+    let joe = new_files(&m.maildir("joe"));
+    assert_eq!(joe.len(), 1, "{joe:?}");
+    let long = format!("{}{}", "a".repeat(5000), "b".repeat(11384));
+    assert!(
+        joe[0].ends_with(&format!("\n\n{long}\nend\n")),
+        "{}",
+        joe[0].len()
+    );
+    let pop = talk(
+        &m.pop3(),
+        r#"
+import poplib
+poplib._MAXLINE = 20000
+p = poplib.POP3('127.0.0.1', int(sys.argv[1]), timeout=10)
+p.user('joe@example.com')
+p.pass_('secret')
+resp, lines, octets = p.retr(1)
+print('longest', max(len(l) for l in lines), 'octets', octets)
+p.quit()
+"#,
+    );
+    assert!(pop.contains("longest 16384 "), "{pop}");
+}

@@ -118,7 +118,7 @@ pub(crate) fn check_smtp(cfg: &Rc<MailConfig>, parts: &[&[u8]]) -> Result<(Vec<u
                 smtp::Action::Delay(_) => {}
             }
         }
-        if s.pending_input() > smtp::MAX_LINE + 2 && !closed {
+        if s.pending_input() > crate::data::MAX_LINE.max(smtp::MAX_LINE) + 2 && !closed {
             return Err(format!("{} bytes pending", s.pending_input()));
         }
         if closed {

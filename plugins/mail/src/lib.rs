@@ -52,7 +52,7 @@ group; what was there is left as it is, and warned of (at start and by --check) 
 cannot write the Maildir or read the password file. \
 SMTP: HELO, and with -E EHLO with PIPELINING, 8BITMIME, SIZE, ENHANCEDSTATUSCODES and AUTH \
 PLAIN/LOGIN; MAIL, RCPT, DATA, RSET, NOOP, QUIT, VRFY (252). Unknown users and other domains are \
-refused at RCPT (550): never a relay. Limits: --max-message-size (552), lines of 1000 octets \
+refused at RCPT (550): never a relay. Limits: --max-message-size (552), message lines of 16,384 octets \
 (500), --max-recipients (452), --max-data-memory (452 4.3.1 at MAIL for a declared SIZE, or at the end of DATA), ten bad commands in a row or --timeout idle (421). \
 A message is answered 250 only once it is in new/ and synced (tmp/, fsync, rename, directory \
 sync, in batches shared by concurrent sessions); a graceful stop finishes messages in DATA; at a restart the old process lets SMTP and POP3 sessions run on until the client quits, stopping them as at a stop 3 s before --shutdown-timeout (or at once if the service stops). \

@@ -30,8 +30,9 @@ use crate::data::{self, DataReader, Outcome};
 use crate::maildir::{Job, Receipt};
 use crate::memory::Reservation;
 
-/// RFC 5321 4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
-pub const MAX_LINE: usize = data::MAX_LINE;
+/// A command line is at most 1000 octets with its CRLF (RFC 5321 4.5.3.1.4's 512, with
+/// room for extensions' parameters); message lines have their own limit, [`data::MAX_TEXT`].
+pub const MAX_LINE: usize = 1000;
 /// Failed AUTHs before the session is closed (421), as POP3 closes after three failed logins;
 /// five, as a client with a wrong password tries each mechanism offered (smtplib: PLAIN,
 /// then LOGIN) before it gives up, and may be given a second password.
@@ -784,7 +785,8 @@ impl Session {
             Outcome::LongLine => {
                 crate::metrics::with(|m| m.rejected_long_line.inc());
                 self.reset();
-                self.reply(out, 500, "5.5.2", "Line too long (1000 octets at most)");
+                let why = format!("Line too long ({} octets at most)", data::MAX_TEXT);
+                self.reply(out, 500, "5.5.2", &why);
                 None
             }
             Outcome::NoStorage => {
@@ -1052,10 +1054,10 @@ mod tests {
         );
         let data = format!(
             "HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\n{}\r\n.\r\nQUIT\r\n",
-            "y".repeat(1100)
+            "y".repeat(16_385)
         );
         let (out, jobs) = session(cfg(dir.path(), false), data.as_bytes(), 64);
-        assert!(out.contains("500 Line too long (1000"), "{out}");
+        assert!(out.contains("500 Line too long (16384"), "{out}");
         assert!(jobs.is_empty());
     }
 
@@ -1393,7 +1395,7 @@ mod tests {
         // RSET cannot come mid-DATA, but a message refused as too big or with a long line
         // gives its octets back as soon as it is.
         let mut s = open(792);
-        run(&mut s, format!("{}\r\n", "z".repeat(1200)).as_bytes());
+        run(&mut s, format!("{}\r\n", "z".repeat(16_400)).as_bytes());
         assert_eq!(c.data_memory.used(), 0, "long line");
         let (out, _) = run(&mut s, b".\r\n");
         assert!(out.starts_with("500 5.5.2 Line too long"), "{out}");
