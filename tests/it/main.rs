@@ -6,6 +6,7 @@ mod daemon;
 mod dns;
 mod dns_answer;
 mod dns_fwd;
+mod dns_stub;
 mod dns_zone;
 mod inetd;
 mod interleave;

@@ -161,6 +161,18 @@ impl Upstream {
     /// The answer for the client of `req`, with TTLs lowered by `age` seconds; TC if it
     /// does not fit the client's limit.
     pub fn relay(&self, req: &Forward, age: u32) -> Vec<u8> {
+        if let Some(chase) = &req.chase {
+            // Whole, for the target's question, then read back behind the chain.
+            let plain = Forward {
+                chase: None,
+                edns: None,
+                limit: usize::MAX,
+                ..req.clone()
+            };
+            let whole = self.relay(&plain, age);
+            return crate::message::chased(req, chase, &whole)
+                .unwrap_or_else(|| crate::forward::servfail_bytes(req));
+        }
         let opt = req.edns.is_some();
         let size = 12 + req.question.len() + self.body.len() + if opt { 11 } else { 0 };
         let fits = size <= req.limit && 12 + req.question.len() == self.offset;

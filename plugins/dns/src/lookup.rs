@@ -137,6 +137,85 @@ impl Store {
     }
 }
 
+/// What a recursive server (`-r`) answers from the zones and the hosts file.
+#[derive(Debug)]
+pub enum Chased<'a> {
+    /// The answer is whole here (or not ours at all, or pending).
+    Found(Found<'a>),
+    /// A CNAME chain from our data to a name that is not ours: `cnames` (its records, in
+    /// order) come first in the client's answer, and `target` is forwarded.
+    Out { cnames: Answer<'a>, target: Dname },
+}
+
+impl Store {
+    /// The answer of a recursive server: a CNAME (or DNAME) chain that leaves a zone is
+    /// followed into the other zones and the hosts file, and out to the forwarder, as BIND
+    /// and dnsmasq follow it (RFC 1034 4.3.2 step 3a's restart), since a stub resolver
+    /// (glibc's) does not ask again for the target and would find no address. Without
+    /// recursion `lookup` stops at the zone's edge, as an authoritative server does.
+    pub fn lookup_recursive(&self, key: &[u8], qname: &Dname, qtype: Rtype) -> Chased<'_> {
+        let first = self.lookup(key, qname, qtype);
+        let Found::Answer(mut ans) = first else {
+            return Chased::Found(first);
+        };
+        if matches!(qtype, Rtype::CNAME | Rtype::ANY) {
+            return Chased::Found(Found::Answer(ans));
+        }
+        let mut seen: Vec<Box<[u8]>> = vec![key.into()];
+        while let Some(target) = dangling(&ans) {
+            let tkey = name::key(&target);
+            // A loop across zones, or a chain too long, ends here: the records so far.
+            if seen.contains(&tkey) || seen.len() > MAX_CHAIN {
+                break;
+            }
+            match self.lookup(&tkey, &target, qtype) {
+                Found::Answer(next) => merge(&mut ans, next),
+                Found::Pending => break,
+                Found::NotOurs => {
+                    return Chased::Out {
+                        cnames: ans,
+                        target,
+                    };
+                }
+            }
+            seen.push(tkey);
+        }
+        Chased::Found(Found::Answer(ans))
+    }
+}
+
+/// The target of the CNAME that ends `ans`'s chain, if the chain stops there with no record
+/// for it (it left the zone).
+fn dangling(ans: &Answer<'_>) -> Option<Dname> {
+    if ans.rcode != Rcode::NOERROR || !ans.authority.is_empty() {
+        return None;
+    }
+    let last = ans.answer.last().filter(|r| r.rtype == Rtype::CNAME)?;
+    let Some(ZoneRecordData::Cname(c)) = last.data.first() else {
+        return None;
+    };
+    let target = c.cname();
+    let t = name::key(target);
+    let answered = ans.answer.iter().any(|r| name::key(&r.owner) == t);
+    (!answered).then(|| target.clone())
+}
+
+/// `next`, the answer for a CNAME's target, appended to `ans`: its records after ours, its
+/// code and authority (an SOA of the other zone for NXDOMAIN or NODATA), a referral's glue
+/// first among the additional records.
+fn merge<'a>(ans: &mut Answer<'a>, mut next: Answer<'a>) {
+    ans.rcode = next.rcode;
+    ans.answer.append(&mut next.answer);
+    ans.authority = next.authority;
+    if next.required_glue > 0 {
+        next.additional.append(&mut ans.additional);
+        ans.additional = next.additional;
+        ans.required_glue = next.required_glue;
+    } else {
+        ans.additional.append(&mut next.additional);
+    }
+}
+
 /// A name of the hosts file: its addresses (or PTR), or no data; never NXDOMAIN, since the
 /// file says nothing about other names.
 fn from_hosts(node: &Node, qtype: Rtype) -> Answer<'_> {

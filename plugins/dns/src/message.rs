@@ -10,10 +10,12 @@ use domain::base::iana::{Class, Opcode, OptRcode, Rcode, Rtype};
 use domain::base::message_builder::{
     AdditionalBuilder, MessageBuilder, PushError, StaticCompressor,
 };
-use domain::base::{Name, Ttl};
+use domain::base::{Message, Name, ParsedName, Ttl};
+use domain::rdata::AllRecordData;
 
 use crate::lookup::{Answer, Rr};
 use crate::name;
+use crate::responder::{Chase, Forward};
 
 /// The EDNS0 payload size we offer and cap clients at (the DNS flag day 2020 value: no
 /// fragmentation on common paths).
@@ -358,6 +360,69 @@ pub fn answer(q: &Query<'_>, ans: &Answer<'_>, shape: Shape) -> Vec<u8> {
         push_opt(&mut add, OptRcode::NOERROR, e);
     }
     add.finish().into_target()
+}
+
+/// The client's answer to a question whose CNAME chain (`chase`) left our zones, its target
+/// forwarded: the client's question, the chain's records, then the records of `upstream`
+/// (the upstream's answer for the target, a whole message) under its code, not AA; TC if
+/// the chain and the answer do not fit, additional records left out when they do not.
+/// None if `upstream` does not read back.
+pub fn chased(req: &Forward, chase: &Chase, upstream: &[u8]) -> Option<Vec<u8>> {
+    let msg = Message::from_octets(upstream).ok()?;
+    let rcode = msg.header().rcode();
+    let opt = req.edns.is_some();
+    let mut mb = start(req.id, req.rd, req.cd, true, rcode, false);
+    mb.set_push_limit(req.limit.saturating_sub(if opt { OPT_LEN } else { 0 }));
+    let n = name::name_len(&chase.question, 0)?;
+    let qname = Name::from_slice(chase.question.get(..n)?).ok()?;
+    let (qtype, qclass) = (u16_at(&chase.question, n)?, u16_at(&chase.question, n + 2)?);
+    let mut qb = mb.question();
+    qb.push((qname, Rtype::from_int(qtype), Class::from_int(qclass)))
+        .ok()?;
+    let mut ab = qb.answer();
+    let mut full = chase.records.iter().any(|(owner, ttl, d)| {
+        ab.push((owner, Class::IN, Ttl::from_secs(*ttl), d))
+            .is_err()
+    });
+    for rec in msg
+        .answer()
+        .ok()?
+        .into_records::<AllRecordData<_, ParsedName<_>>>()
+    {
+        full = full || ab.push(rec.ok()?).is_err();
+    }
+    let mut nb = ab.authority();
+    for rec in msg
+        .authority()
+        .ok()?
+        .into_records::<AllRecordData<_, ParsedName<_>>>()
+    {
+        full = full || nb.push(rec.ok()?).is_err();
+    }
+    let mut add = nb.additional();
+    for rec in msg
+        .additional()
+        .ok()?
+        .into_records::<AllRecordData<_, ParsedName<_>>>()
+    {
+        if full || add.push(rec.ok()?).is_err() {
+            break;
+        }
+    }
+    if full {
+        let mut mb = start(req.id, req.rd, req.cd, true, rcode, false);
+        mb.header_mut().set_tc(true);
+        return Some(with_question(
+            mb,
+            &chase.question,
+            req.edns,
+            OptRcode::NOERROR,
+        ));
+    }
+    if let Some(e) = req.edns {
+        push_opt(&mut add, OptRcode::NOERROR, e);
+    }
+    Some(add.finish().into_target())
 }
 
 /// Header and question with TC set, and our OPT if the client sent one. The answer's AA

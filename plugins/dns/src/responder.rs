@@ -15,7 +15,7 @@ use domain::base::iana::{Class, Opcode, OptRcode, Rcode, Rtype};
 use domain::base::message_builder::{MessageBuilder, StaticCompressor};
 use domain::base::{Name, Ttl};
 
-use crate::lookup::{Answer, Found, Rr, Store};
+use crate::lookup::{Answer, Chased, Found, Rr, Store};
 use crate::message::{self, Edns, Parsed, Query, Shape};
 use crate::name;
 
@@ -58,6 +58,26 @@ pub struct Forward {
     pub edns: Option<Edns>,
     /// The largest answer the client takes.
     pub limit: usize,
+    /// Set when `question` is the target of a CNAME chain from our zones: the client asked
+    /// another question, and its answer starts with the chain.
+    pub chase: Option<Rc<Chase>>,
+}
+
+impl Forward {
+    /// The question section the client sent: the one its answer repeats.
+    pub fn client_question(&self) -> &[u8] {
+        self.chase.as_ref().map_or(&self.question, |c| &c.question)
+    }
+}
+
+/// A CNAME chain from our data that leaves it (`-r`): what the client asked, and the records
+/// that lead to the name forwarded.
+#[derive(Debug)]
+pub struct Chase {
+    /// The client's question section, as sent.
+    pub question: Vec<u8>,
+    /// The chain's records (CNAMEs, a DNAME): owner, TTL, data.
+    pub records: Vec<(name::Dname, u32, crate::zone::Data)>,
 }
 
 /// Who may transfer zones (AXFR): loopback always, and these networks.
@@ -221,7 +241,45 @@ impl Responder {
             Via::Udp => q.udp_limit(),
             Via::Tcp => u16::MAX as usize,
         };
-        match self.store.lookup(&key, &qname, q.qtype) {
+        let found = if self.recursion {
+            self.store.lookup_recursive(&key, &qname, q.qtype)
+        } else {
+            Chased::Found(self.store.lookup(&key, &qname, q.qtype))
+        };
+        let found = match found {
+            Chased::Found(f) => f,
+            Chased::Out { cnames, target } => {
+                let records = cnames
+                    .answer
+                    .iter()
+                    .flat_map(|rr| {
+                        rr.data
+                            .iter()
+                            .map(|d| (rr.owner.clone(), rr.ttl, d.clone()))
+                    })
+                    .collect();
+                let mut question = target.as_slice().to_vec();
+                question.extend_from_slice(&q.qtype.to_int().to_be_bytes());
+                question.extend_from_slice(&q.qclass.to_int().to_be_bytes());
+                let forward = Forward {
+                    id: q.id,
+                    rd: q.rd,
+                    cd: q.cd,
+                    question,
+                    key: name::key(&target),
+                    qtype: q.qtype,
+                    qclass: q.qclass,
+                    edns: q.edns,
+                    limit,
+                    chase: Some(Rc::new(Chase {
+                        question: q.question().to_vec(),
+                        records,
+                    })),
+                };
+                return (Reply::Forward(forward), Cached::No);
+            }
+        };
+        match found {
             Found::Answer(mut ans) => {
                 // RFC 6895 3.2: an answer to QCLASS * is not authoritative (this server
                 // holds class IN only), as NSD answers it.
@@ -247,6 +305,7 @@ impl Responder {
                     qclass: q.qclass,
                     edns: q.edns,
                     limit,
+                    chase: None,
                 }),
                 Cached::No,
             ),
