@@ -453,6 +453,15 @@ impl Handle {
         self.0.children.borrow().len()
     }
 
+    /// True if `pid` is a child the reactor started and has not reaped.
+    pub(crate) fn owns_child(&self, pid: i32) -> bool {
+        self.0
+            .children
+            .borrow()
+            .values()
+            .any(|c| c.id.pid as i32 == pid)
+    }
+
     /// Reaps every child of ours that has exited (waitpid with WNOHANG on each: a child
     /// started by other code in this process is never taken from it).
     pub(crate) fn reap_children(&self) -> Vec<(ProcessId, ProcessStatus)> {

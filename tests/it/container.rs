@@ -1,0 +1,99 @@
+//! twistrs as the first process of a container: PID 1 of a PID namespace of its own
+//! (`unshare --pid --fork` with /proc mounted anew, as `docker run IMAGE twistrs -n ...` has
+//! it). Orphans of the namespace are reaped, a stop drains and exits with the signal's
+//! status, and what PID 1 cannot do (a restart's re-exec, a daemon's fork) is refused with a
+//! message instead of ending the container.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// The wrapper that runs what follows it as PID 1 of a new PID namespace, with /proc of
+/// that namespace; None, after a skip line, where namespaces cannot be made.
+fn pid1(test: &str) -> Option<Vec<String>> {
+    unshared(
+        test,
+        "-fpm",
+        "mount -t proc proc /proc && exec \"$0\" \"$@\"",
+        "a PID namespace",
+    )
+}
+
+/// The PID (as we see it) of the twistrs that `unshare` (PID `outer`) runs as PID 1.
+fn inner(outer: u32) -> u32 {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if let Some((pid, _, _)) = children(outer)
+            .into_iter()
+            .find(|(_, _, argv)| argv.first().is_some_and(|a| a == BIN))
+        {
+            return pid;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("no twistrs under unshare (PID {outer})");
+}
+
+fn zombies(parent: u32) -> usize {
+    children(parent)
+        .into_iter()
+        .filter(|(_, st, _)| *st == 'Z')
+        .count()
+}
+
+#[test]
+fn as_pid1_orphans_are_reaped_and_a_stop_exits_143() {
+    let test = "as_pid1_orphans_are_reaped_and_a_stop_exits_143";
+    let Some(wrapper) = pid1(test) else { return };
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    // A program that leaves 20 orphans behind (each subshell exits at once; its `sleep` is
+    // handed to PID 1), then stays: as inetd's scripts that background a child, or a
+    // program that daemonizes.
+    let script = "for i in $(seq 20); do (sleep 0.05 &); done; echo left; exec sleep 1000";
+    let mut srv = Server::spawn_wrapped(
+        &wrapper,
+        &[
+            "--pidfile=",
+            "procmon",
+            "--name",
+            "leaver",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert!(srv.log_contains("[leaver] left"), "{:?}", srv.lines());
+    let pid = inner(srv.pid());
+    // The orphans exit 0.05 s after they were left; twistd (and twistrs before) left every
+    // one a zombie, for good.
+    let orphan = |argv: &[String]| argv == ["sleep", "0.05"];
+    let end = Instant::now() + Duration::from_secs(10);
+    while children(pid).iter().any(|(_, _, a)| orphan(a)) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let end = Instant::now() + Duration::from_secs(5);
+    while zombies(pid) > 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(zombies(pid), 0, "{:?}", children(pid));
+    // The program procmon runs is still its own, and still running.
+    assert!(
+        children(pid)
+            .iter()
+            .any(|(_, st, argv)| *st != 'Z' && argv.first().is_some_and(|a| a == "sleep")),
+        "{:?}",
+        children(pid)
+    );
+    // docker stop: SIGTERM from outside the namespace. A drain, and 143 (unshare exits with
+    // its child's status), as outside a container; twistd exits 0 there, its re-raise ignored.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let st = srv
+        .wait(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("did not stop: {:?}", srv.lines()));
+    assert_eq!(st.code(), Some(143), "{:?}", srv.lines());
+    assert!(srv.log_contains("Server Shut Down."), "{:?}", srv.lines());
+}
