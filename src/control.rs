@@ -326,6 +326,20 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
         );
         return 1;
     }
+    // PID 1 of its namespace (a container's first process, as seen from anywhere: the last
+    // PID of NSpid is the one in its own namespace) refuses too: said at once.
+    if std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|st| {
+        st.lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .and_then(|v| v.split_whitespace().last())
+            == Some("1")
+    }) {
+        say!(
+            "twistrs restart: PID {pid} is PID 1 of its PID namespace: {}",
+            crate::launcher::PID1_RESTART
+        );
+        return 1;
+    }
     // The report's directory, opened once and checked to hold this very pidfile: every step
     // with the report after this is relative to it (see `ReportDir`). Failing that, no report
     // is made and a success is told from the pidfile alone.

@@ -25,6 +25,19 @@ pub(crate) const LAUNCHER: &str = "twistrs.launcher";
 pub(crate) const CHROOTED_RESTART: &str =
     "a chrooted service cannot re-execute its binary; stop and start it instead";
 
+/// Why PID 1 of a PID namespace (a container's first process) cannot restart: a restart
+/// hands over to a new process and the old one exits, and the kernel ends every process of
+/// the namespace when its PID 1 exits. Said by the daemon, and by `twistrs restart` before it
+/// signals one.
+pub(crate) const PID1_RESTART: &str = "PID 1 of its PID namespace (a container's first \
+     process) cannot hand over to a new process: the namespace and every process in it end \
+     when PID 1 exits; restart the container instead";
+
+/// True if this process is PID 1 of its PID namespace.
+pub(crate) fn is_pid1() -> bool {
+    std::process::id() == 1
+}
+
 /// Exit status for every start-up failure, as twistd.
 const EXIT_FAILURE: i32 = 1;
 
@@ -960,9 +973,13 @@ fn restart(
             upgrade::write_status(&p.report_place(), text);
         }
     };
-    if plan.chroot.is_some() {
-        let msg = CHROOTED_RESTART;
-        log::error!(target: LAUNCHER, "Restart failed: {msg}");
+    if plan.chroot.is_some() || is_pid1() {
+        let msg = if is_pid1() {
+            PID1_RESTART
+        } else {
+            CHROOTED_RESTART
+        };
+        log::error!(target: LAUNCHER, "Restart failed: {msg}; still serving.");
         report(&format!("failed {msg}"));
         return Ok(None);
     }

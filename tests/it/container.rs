@@ -97,3 +97,55 @@ fn as_pid1_orphans_are_reaped_and_a_stop_exits_143() {
     assert_eq!(st.code(), Some(143), "{:?}", srv.lines());
     assert!(srv.log_contains("Server Shut Down."), "{:?}", srv.lines());
 }
+
+#[test]
+fn as_pid1_a_restart_is_refused_and_it_serves_on() {
+    let test = "as_pid1_a_restart_is_refused_and_it_serves_on";
+    let Some(wrapper) = pid1(test) else { return };
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    for workers in ["1", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let pf = format!("--pidfile={}", dir.path().join("t.pid").display());
+        let mut srv = Server::start_wrapped(
+            &wrapper,
+            &[&pf, "--workers", workers, "echo", "--listen", "tcp:0"],
+        );
+        let pid = inner(srv.pid());
+        // A restart hands over to a new process and the old one exits: as PID 1 that ends
+        // the namespace, the new process with it (the container stopped, exit 0, and
+        // `twistrs restart` run in it killed). `twistrs restart` says so at once.
+        let (code, _, err) = run(&["restart", &pf]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("PID 1 of its PID namespace"), "{err}");
+        // SIGUSR2 itself (`kill -USR2 1` in the container): refused in the log.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGUSR2,
+        )
+        .unwrap();
+        assert!(
+            srv.log_contains("Restart failed: PID 1 of its PID namespace"),
+            "{:?}",
+            srv.lines()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            stat(pid).is_some_and(|(st, _)| st != 'Z'),
+            "{:?}",
+            srv.lines()
+        );
+        let mut c = connect(srv.addr());
+        send(&mut c, b"still");
+        assert_eq!(read_n(&mut c, 5), b"still");
+        drop(c);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let st = srv
+            .wait(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("did not stop: {:?}", srv.lines()));
+        assert_eq!(st.code(), Some(143), "{:?}", srv.lines());
+    }
+}
