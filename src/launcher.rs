@@ -33,6 +33,11 @@ pub(crate) const PID1_RESTART: &str = "PID 1 of its PID namespace (a container's
      process) cannot hand over to a new process: the namespace and every process in it end \
      when PID 1 exits; restart the container instead";
 
+/// Why PID 1 does not daemonize: the daemon would be killed as its starter exits.
+const PID1_DAEMON: &str = "this process is PID 1 of its PID namespace (a container's first \
+     process): a daemon forked from it would be killed as it exits, and the container would \
+     stop; run twistrs in the foreground with -n (--nodaemon)";
+
 /// True if this process is PID 1 of its PID namespace.
 pub(crate) fn is_pid1() -> bool {
     std::process::id() == 1
@@ -289,6 +294,10 @@ impl Plan {
 fn plan(m: &ArgMatches, successor: bool) -> Result<Plan, String> {
     check_reactor(m)?;
     let daemon = !m.get_flag("nodaemon") && !successor;
+    if daemon && is_pid1() {
+        // twistd forks, exits 0, and its daemon dies with the namespace at once.
+        return Err(PID1_DAEMON.into());
+    }
     let start_dir =
         std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
     // Both paths resolve against the start directory, before --rundir, as in twistd.

@@ -149,3 +149,26 @@ fn as_pid1_a_restart_is_refused_and_it_serves_on() {
         assert_eq!(st.code(), Some(143), "{:?}", srv.lines());
     }
 }
+
+#[test]
+fn as_pid1_daemonizing_is_refused_with_a_hint() {
+    let test = "as_pid1_daemonizing_is_refused_with_a_hint";
+    let Some(wrapper) = pid1(test) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // `docker run IMAGE twistrs echo ...` without -n: twistd forks, exits 0, and its daemon
+    // is killed with the namespace at once, a container that stops at once, "successfully".
+    let out = std::process::Command::new(&wrapper[0])
+        .args(&wrapper[1..])
+        .args([BIN, "echo", "--listen", "tcp:0"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("PID 1 of its PID namespace"), "{err}");
+    assert!(err.contains("-n (--nodaemon)"), "{err}");
+    // Nothing of a start's making is left: no pidfile, no log.
+    assert!(!dir.path().join("twistrs.pid").exists());
+    assert!(!dir.path().join("twistrs.log").exists());
+}
