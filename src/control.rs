@@ -283,6 +283,15 @@ fn wait_released(held: &Held, timeout: Duration) -> bool {
 }
 
 fn stop(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
+    if pid == 1 {
+        // `docker exec CONTAINER twistrs stop`: once PID 1 exits, the kernel kills every
+        // process of the namespace, this one too, before it can say "stopped" (status 137).
+        println!(
+            "twistrs stop: stopping PID 1, the first process of this PID namespace (the \
+             container): it drains, then the namespace ends, and this command with it"
+        );
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+    }
     if let Err(e) = signal(held, pid, Signal::SIGTERM) {
         if held.released() {
             // It ended on its own between our look and the signal.

@@ -172,3 +172,31 @@ fn as_pid1_daemonizing_is_refused_with_a_hint() {
     assert!(!dir.path().join("twistrs.pid").exists());
     assert!(!dir.path().join("twistrs.log").exists());
 }
+
+#[test]
+fn as_pid1_a_stop_from_inside_says_it_ends_with_the_namespace() {
+    let test = "as_pid1_a_stop_from_inside_says_it_ends_with_the_namespace";
+    let Some(wrapper) = pid1(test) else { return };
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let pf = format!("--pidfile={}", dir.path().join("t.pid").display());
+    let mut srv = Server::start_wrapped(&wrapper, &[&pf, "echo", "--listen", "tcp:0"]);
+    let pid = inner(srv.pid());
+    // `docker exec CONTAINER twistrs stop`: in the namespace, killed with it once PID 1 is
+    // gone; it says so first, so its 137 is no surprise.
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-p", "-m", BIN, "stop", &pf])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("stopping PID 1, the first process"),
+        "{said} {out:?}"
+    );
+    let st = srv
+        .wait(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("did not stop: {:?}", srv.lines()));
+    assert_eq!(st.code(), Some(143), "{:?}", srv.lines());
+    assert!(srv.log_contains("Server Shut Down."), "{:?}", srv.lines());
+}
