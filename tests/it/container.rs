@@ -200,3 +200,32 @@ fn as_pid1_a_stop_from_inside_says_it_ends_with_the_namespace() {
     assert_eq!(st.code(), Some(143), "{:?}", srv.lines());
     assert!(srv.log_contains("Server Shut Down."), "{:?}", srv.lines());
 }
+
+#[test]
+fn as_pid1_children_left_by_the_entrypoint_are_reaped() {
+    let test = "as_pid1_children_left_by_the_entrypoint_are_reaped";
+    // An entrypoint script that starts a helper in the background, then execs twistrs: the
+    // helper is twistrs' child, exited before twistrs could hear its SIGCHLD.
+    let Some(wrapper) = unshared(
+        test,
+        "-fpm",
+        "mount -t proc proc /proc && { true & exec \"$0\" \"$@\"; }",
+        "a PID namespace",
+    ) else {
+        return;
+    };
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let mut srv = Server::start_wrapped(&wrapper, &["--pidfile=", "echo", "--listen", "tcp:0"]);
+    let pid = inner(srv.pid());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(zombies(pid), 0, "{:?}", children(pid));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(
+        srv.wait(Duration::from_secs(15)).and_then(|s| s.code()),
+        Some(143)
+    );
+}

@@ -453,13 +453,14 @@ impl Handle {
         self.0.children.borrow().len()
     }
 
-    /// True if `pid` is a child the reactor started and has not reaped.
-    pub(crate) fn owns_child(&self, pid: i32) -> bool {
+    /// The PIDs of the children the reactor started and has not reaped.
+    pub(crate) fn own_child_pids(&self) -> std::collections::HashSet<i32> {
         self.0
             .children
             .borrow()
             .values()
-            .any(|c| c.id.pid as i32 == pid)
+            .map(|c| c.id.pid as i32)
+            .collect()
     }
 
     /// Reaps every child of ours that has exited (waitpid with WNOHANG on each: a child

@@ -270,6 +270,9 @@ impl Reactor {
                 r.children.watching = true;
                 // As PID 1 of a container, every orphan of the namespace is ours to reap.
                 r.children.orphans = crate::process::receives_orphans();
+                // Children of the program that exec'd us (an entrypoint script's background
+                // helper) that exited before the handler was there: no SIGCHLD will come.
+                r.reap_orphans();
             }
             Ok(r)
         })

@@ -322,8 +322,8 @@ impl Reactor {
     /// claimed by other code (orphans of our children's children), so no zombie piles up.
     pub(crate) fn reap_orphans(&mut self) {
         if self.children.orphans {
-            let h = &self.handle;
-            let n = crate::process::reap_orphans(|pid| h.owns_child(pid));
+            let own = self.handle.own_child_pids();
+            let n = crate::process::reap_orphans(|pid| own.contains(&pid));
             if n > 0 {
                 log::debug!(target: "twistrs.reactor", "reaped {n} orphaned process(es)");
             }
