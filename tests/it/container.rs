@@ -111,6 +111,12 @@ fn as_pid1_a_restart_is_refused_and_it_serves_on() {
             &[&pf, "--workers", workers, "echo", "--listen", "tcp:0"],
         );
         let pid = inner(srv.pid());
+        // The pidfile says 1 (the PID in its namespace), read from outside: the lock holder,
+        // the same process, is no "other process" to warn of.
+        let (code, out, err) = run(&["status", &pf]);
+        assert_eq!(code, 0, "{out} {err}");
+        assert!(out.contains(&format!("PID {pid}")), "{out}");
+        assert_eq!(err, "", "{out}");
         // A restart hands over to a new process and the old one exits: as PID 1 that ends
         // the namespace, the new process with it (the container stopped, exit 0, and
         // `twistrs restart` run in it killed). `twistrs restart` says so at once.
