@@ -34,6 +34,21 @@ fn inner(outer: u32) -> u32 {
     panic!("no twistrs under unshare (PID {outer})");
 }
 
+/// SIGKILL to the twistrs a test runs as PID 1 (and so to its whole namespace) when the test
+/// ends, passed or failed: a killed `unshare` leaves its child running.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if argv(self.0).first().is_some_and(|a| a == BIN) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0 as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 fn zombies(parent: u32) -> usize {
     children(parent)
         .into_iter()
@@ -64,6 +79,7 @@ fn as_pid1_orphans_are_reaped_and_a_stop_exits_143() {
     );
     assert!(srv.log_contains("[leaver] left"), "{:?}", srv.lines());
     let pid = inner(srv.pid());
+    let _kill = KillOnDrop(pid);
     // The orphans exit 0.05 s after they were left; twistd (and twistrs before) left every
     // one a zombie, for good.
     let orphan = |argv: &[String]| argv == ["sleep", "0.05"];
@@ -111,6 +127,8 @@ fn as_pid1_a_restart_is_refused_and_it_serves_on() {
             &[&pf, "--workers", workers, "echo", "--listen", "tcp:0"],
         );
         let pid = inner(srv.pid());
+        let _kill = KillOnDrop(pid);
+        let _kill = KillOnDrop(pid);
         // The pidfile says 1 (the PID in its namespace), read from outside: the lock holder,
         // the same process, is no "other process" to warn of.
         let (code, out, err) = run(&["status", &pf]);
@@ -188,6 +206,7 @@ fn as_pid1_a_stop_from_inside_says_it_ends_with_the_namespace() {
     let pf = format!("--pidfile={}", dir.path().join("t.pid").display());
     let mut srv = Server::start_wrapped(&wrapper, &[&pf, "echo", "--listen", "tcp:0"]);
     let pid = inner(srv.pid());
+    let _kill = KillOnDrop(pid);
     // `docker exec CONTAINER twistrs stop`: in the namespace, killed with it once PID 1 is
     // gone; it says so first, so its 137 is no surprise.
     let out = std::process::Command::new("nsenter")
@@ -223,6 +242,7 @@ fn as_pid1_children_left_by_the_entrypoint_are_reaped() {
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     let mut srv = Server::start_wrapped(&wrapper, &["--pidfile=", "echo", "--listen", "tcp:0"]);
     let pid = inner(srv.pid());
+    let _kill = KillOnDrop(pid);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(zombies(pid), 0, "{:?}", children(pid));
     nix::sys::signal::kill(
