@@ -185,6 +185,18 @@ fn not_running(name: &str, path: &Path, left: bool, json: bool) -> i32 {
     }
 }
 
+/// `pid`'s PID in its innermost PID namespace (the last of /proc/PID/status's NSpid).
+fn own_namespace_pid(pid: i32) -> Option<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
 /// The process to act on: the holder of the lock. A file naming someone else is reported (on
 /// stderr) and overruled; several holders the file names none of, or a lock whose holder
 /// cannot be seen, are refused. `None` if the lock was released meanwhile.
@@ -200,6 +212,14 @@ fn holder_of(name: &str, path: &Path, held: &Held) -> Result<Option<i32>, String
             "{shown} is locked, but /proc cannot be read to find which process holds it: {e}"
         )),
         Ok(Holder::Named(pid)) => Ok(Some(pid)),
+        // The PID it has in its own PID namespace (a container's pidfile, on a volume, read
+        // from outside): the same process, nothing to report.
+        Ok(Holder::Other(pid))
+            if crate::holder::parse_pid(&held.named).is_some()
+                && crate::holder::parse_pid(&held.named) == own_namespace_pid(pid) =>
+        {
+            Ok(Some(pid))
+        }
         Ok(Holder::Other(pid)) => {
             say!(
                 "twistrs {name}: the pidfile {shown} {names}, but PID {pid} holds its lock: \
@@ -283,6 +303,15 @@ fn wait_released(held: &Held, timeout: Duration) -> bool {
 }
 
 fn stop(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
+    if pid == 1 {
+        // `docker exec CONTAINER twistrs stop`: once PID 1 exits, the kernel kills every
+        // process of the namespace, this one too, before it can say "stopped" (status 137).
+        println!(
+            "twistrs stop: stopping PID 1, the first process of this PID namespace (the \
+             container): it drains, then the namespace ends, and this command with it"
+        );
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+    }
     if let Err(e) = signal(held, pid, Signal::SIGTERM) {
         if held.released() {
             // It ended on its own between our look and the signal.
@@ -323,6 +352,15 @@ fn restart(path: &Path, held: &Held, pid: i32, timeout: Duration) -> i32 {
             "twistrs restart: PID {pid} runs chrooted in {}: {}",
             root.display(),
             crate::launcher::CHROOTED_RESTART
+        );
+        return 1;
+    }
+    // PID 1 of its namespace (a container's first process, as seen from anywhere: the last
+    // PID of NSpid is the one in its own namespace) refuses too: said at once.
+    if own_namespace_pid(pid) == Some(1) {
+        say!(
+            "twistrs restart: PID {pid} is PID 1 of its PID namespace: {}",
+            crate::launcher::PID1_RESTART
         );
         return 1;
     }

@@ -25,6 +25,24 @@ pub(crate) const LAUNCHER: &str = "twistrs.launcher";
 pub(crate) const CHROOTED_RESTART: &str =
     "a chrooted service cannot re-execute its binary; stop and start it instead";
 
+/// Why PID 1 of a PID namespace (a container's first process) cannot restart: a restart
+/// hands over to a new process and the old one exits, and the kernel ends every process of
+/// the namespace when its PID 1 exits. Said by the daemon, and by `twistrs restart` before it
+/// signals one.
+pub(crate) const PID1_RESTART: &str = "PID 1 of its PID namespace (a container's first \
+     process) cannot hand over to a new process: the namespace and every process in it end \
+     when PID 1 exits; restart the container instead";
+
+/// Why PID 1 does not daemonize: the daemon would be killed as its starter exits.
+const PID1_DAEMON: &str = "this process is PID 1 of its PID namespace (a container's first \
+     process): a daemon forked from it would be killed as it exits, and the container would \
+     stop; run twistrs in the foreground with -n (--nodaemon)";
+
+/// True if this process is PID 1 of its PID namespace.
+pub(crate) fn is_pid1() -> bool {
+    std::process::id() == 1
+}
+
 /// Exit status for every start-up failure, as twistd.
 const EXIT_FAILURE: i32 = 1;
 
@@ -276,6 +294,10 @@ impl Plan {
 fn plan(m: &ArgMatches, successor: bool) -> Result<Plan, String> {
     check_reactor(m)?;
     let daemon = !m.get_flag("nodaemon") && !successor;
+    if daemon && is_pid1() {
+        // twistd forks, exits 0, and its daemon dies with the namespace at once.
+        return Err(PID1_DAEMON.into());
+    }
     let start_dir =
         std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
     // Both paths resolve against the start directory, before --rundir, as in twistd.
@@ -960,9 +982,13 @@ fn restart(
             upgrade::write_status(&p.report_place(), text);
         }
     };
-    if plan.chroot.is_some() {
-        let msg = CHROOTED_RESTART;
-        log::error!(target: LAUNCHER, "Restart failed: {msg}");
+    if plan.chroot.is_some() || is_pid1() {
+        let msg = if is_pid1() {
+            PID1_RESTART
+        } else {
+            CHROOTED_RESTART
+        };
+        log::error!(target: LAUNCHER, "Restart failed: {msg}; still serving.");
         report(&format!("failed {msg}"));
         return Ok(None);
     }

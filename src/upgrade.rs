@@ -242,6 +242,8 @@ pub fn spawn_as(
     drop(w);
     drop(tickets);
     let child = spawned.map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    // Ours to wait for: the reactor's orphan reaping (as PID 1) must leave it alone.
+    twistrs_core::process::claim_child(child.id());
     Ok(Successor {
         child,
         ready: File::from(r),
@@ -311,6 +313,13 @@ impl Successor {
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        // Reaped, or given up: as PID 1, the reactor reaps it if it is still to be.
+        twistrs_core::process::release_child(self.child.id());
     }
 }
 

@@ -899,6 +899,12 @@ fn restart(
             upgrade::write_status(&p.report_place(), text);
         }
     };
+    if crate::launcher::is_pid1() {
+        let msg = crate::launcher::PID1_RESTART;
+        log::error!(target: LAUNCHER, "Restart failed: {msg}; still serving.");
+        report(&format!("failed {msg}"));
+        return Ok(None);
+    }
     // The master's own listener (`--metrics`) first, then the plugin's: the successor takes
     // the first socket of a given endpoint string for `--metrics`, so one given the same
     // string as a plugin's (`tcp:0`, say) is still matched up with its own.

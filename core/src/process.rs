@@ -29,7 +29,11 @@ use std::time::Duration;
 
 use crate::reactor::Handle;
 
+mod orphans;
 mod spawn;
+
+pub(crate) use orphans::reap_orphans;
+pub use orphans::{claim_child, receives_orphans, release_child};
 
 /// Variables that describe twistrs' own situation, never a child's: systemd's socket
 /// activation and notification socket, and the restart hand-over and its generation.

@@ -2,6 +2,7 @@
 
 mod check;
 mod cli;
+mod container;
 mod daemon;
 mod dns;
 mod dns_answer;

@@ -453,6 +453,16 @@ impl Handle {
         self.0.children.borrow().len()
     }
 
+    /// The PIDs of the children the reactor started and has not reaped.
+    pub(crate) fn own_child_pids(&self) -> std::collections::HashSet<i32> {
+        self.0
+            .children
+            .borrow()
+            .values()
+            .map(|c| c.id.pid as i32)
+            .collect()
+    }
+
     /// Reaps every child of ours that has exited (waitpid with WNOHANG on each: a child
     /// started by other code in this process is never taken from it).
     pub(crate) fn reap_children(&self) -> Vec<(ProcessId, ProcessStatus)> {

@@ -268,6 +268,11 @@ impl Reactor {
                 // disposition and mask were at exec (ignored would lose exit statuses).
                 r.watch_signal(SIGCHLD)?;
                 r.children.watching = true;
+                // As PID 1 of a container, every orphan of the namespace is ours to reap.
+                r.children.orphans = crate::process::receives_orphans();
+                // Children of the program that exec'd us (an entrypoint script's background
+                // helper) that exited before the handler was there: no SIGCHLD will come.
+                r.reap_orphans();
             }
             Ok(r)
         })
@@ -640,6 +645,8 @@ impl Reactor {
             // the whole process group (systemd's KillMode) just ended.
             self.children.reap_pending = true;
             self.reap_if_running();
+            // Orphans, even while a stop is pending: no one hears of them.
+            self.reap_orphans();
         }
     }
 

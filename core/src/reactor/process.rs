@@ -57,6 +57,9 @@ pub(crate) struct Children {
     pub(crate) redrive: Vec<usize>,
     /// A SIGCHLD came while a stop was pending: reap at the next turn.
     pub(crate) reap_pending: bool,
+    /// Orphans are handed to this process (PID 1 of a container, a subreaper): each SIGCHLD
+    /// also reaps the exited children nobody waits for (`process::reap_orphans`).
+    pub(crate) orphans: bool,
 }
 
 impl Reactor {
@@ -312,6 +315,18 @@ impl Reactor {
                 self.children.early.insert(id.serial, st);
             }
             self.run_commands();
+        }
+    }
+
+    /// As PID 1 (or a subreaper): reaps the exited children that are neither ours nor
+    /// claimed by other code (orphans of our children's children), so no zombie piles up.
+    pub(crate) fn reap_orphans(&mut self) {
+        if self.children.orphans {
+            let own = self.handle.own_child_pids();
+            let n = crate::process::reap_orphans(|pid| own.contains(&pid));
+            if n > 0 {
+                log::debug!(target: "twistrs.reactor", "reaped {n} orphaned process(es)");
+            }
         }
     }
 
