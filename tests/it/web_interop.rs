@@ -157,6 +157,7 @@ fn add_header_leaves_out_a_field_each_response_sets_itself() {
         "Connection: keep-alive",
         "Content-Type: application/x-other",
         "ETag: \"x\"",
+        "Server: hidden",
     ];
     let mut args = vec!["--add-header", "Cache-Control: no-cache"];
     for h in &own {
@@ -172,6 +173,7 @@ fn add_header_leaves_out_a_field_each_response_sets_itself() {
         "Connection",
         "Content-Type",
         "ETag",
+        "Server",
     ] {
         let n = r
             .headers

@@ -151,6 +151,7 @@ const OWN_FIELDS: &[&str] = &[
     "Last-Modified",
     "Location",
     "Proxy-Connection",
+    "Server",
     "TE",
     "Trailer",
     "Transfer-Encoding",

@@ -16,11 +16,15 @@ pub struct Limits {
     pub max_body: u64,
 }
 
+/// The bytes a request head may take, and the chunk extensions and trailer fields of one
+/// body ([`ChunkedDiscard`]).
+const HEAD_BYTES_MAX: usize = 16 * 1024;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_request_line: 8 * 1024,
-            max_header_bytes: 16 * 1024,
+            max_header_bytes: HEAD_BYTES_MAX,
             max_headers: MAX_HEADERS,
             max_body: 1024 * 1024,
         }
@@ -118,6 +122,9 @@ fn host_byte(b: u8) -> bool {
 /// version (`GET / HTTP/2.0`: 505) rather than a malformed one (`GET /a b.txt HTTP/1.1`, a
 /// lowercase `http/1.1`, `HTTP/0.9`: 400, as nginx and twistd answer).
 fn names_other_version(buf: &[u8]) -> bool {
+    // httparse skips empty lines before a request line (RFC 9112 2.2): so does this.
+    let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n'));
+    let buf = &buf[start.unwrap_or(buf.len())..];
     let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut parts = line.split(|b| *b == b' ');
@@ -289,7 +296,7 @@ pub struct ChunkedDiscard {
 }
 
 /// The most bytes of chunk extensions and trailer fields one body may carry, as for a head.
-const CHUNK_META_MAX: usize = 16 * 1024;
+const CHUNK_META_MAX: usize = HEAD_BYTES_MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {

@@ -222,9 +222,11 @@ fn read_full_at(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// A path the server may not read: 403, unless it is a directory it may search (mode 0711,
-/// as home directories often are), which is opened with `O_PATH`: enough to serve an index
-/// file inside it, as twistd and nginx do; its listing is refused when it is asked for.
+/// A path the server may not read: 403, unless it is a directory, which is opened with
+/// `O_PATH`: enough to serve an index file inside it when it may be searched (mode 0711, as
+/// home directories often are), as twistd and nginx do. `O_PATH` itself checks no
+/// permission on the directory: one that may not be searched either fails at its index
+/// (403, logged), and its listing is refused when it is asked for.
 fn search_only(dir: &OwnedFd, rel: &OsStr, resolve: ResolveFlag) -> Found {
     let how = OpenHow::new()
         .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
