@@ -215,8 +215,8 @@ fn holder_of(name: &str, path: &Path, held: &Held) -> Result<Option<i32>, String
         // The PID it has in its own PID namespace (a container's pidfile, on a volume, read
         // from outside): the same process, nothing to report.
         Ok(Holder::Other(pid))
-            if crate::holder::parse_pid(&held.named).is_some()
-                && crate::holder::parse_pid(&held.named) == own_namespace_pid(pid) =>
+            if crate::holder::parse_pid(&held.named)
+                .is_some_and(|n| own_namespace_pid(pid) == Some(n)) =>
         {
             Ok(Some(pid))
         }

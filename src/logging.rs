@@ -492,15 +492,14 @@ fn journal_of(sink: &Sink) -> bool {
 /// `line` with `<p>` before each of its lines: journald reads each line of the stream on
 /// its own, so a message's continuation lines need it too.
 fn with_priority(line: &str, p: u8) -> String {
-    let p = format!("<{p}>");
-    let (body, end) = match line.strip_suffix('\n') {
-        Some(b) => (b, "\n"),
-        None => (line, ""),
-    };
-    let mut out = String::with_capacity(line.len() + p.len());
-    out.push_str(&p);
-    out.push_str(&body.replace('\n', &format!("\n{p}")));
-    out.push_str(end);
+    // One buffer, so that the line still leaves in one write.
+    let mut out = String::with_capacity(line.len() + 8);
+    for piece in line.split_inclusive('\n') {
+        out.push('<');
+        out.push(char::from(b'0' + p % 10));
+        out.push('>');
+        out.push_str(piece);
+    }
     out
 }
 
@@ -625,8 +624,7 @@ impl Log for Logger {
                 *size += written as u64;
                 if loss.after(out, told, written, result) {
                     // Once per outage, for whoever watches a foreground process.
-                    let _ = writeln!(
-                        io::stderr(),
+                    say!(
                         "twistrs: cannot write to the log file {}: {}; the lines lost are \
                          counted and the count logged once it can be written again",
                         path.display(),

@@ -49,9 +49,17 @@ pub fn receives_orphans() -> bool {
 /// Our children, from /proc when /proc is our PID namespace's (its idea of our PID is ours:
 /// a host's /proc in a namespace of our own would name other PIDs); None otherwise.
 fn children_from_proc() -> Option<Vec<i32>> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let own: u32 = stat.split_whitespace().next()?.parse().ok()?;
-    if own != std::process::id() {
+    // Asked once: a process's PID namespace, and so the answer, never changes.
+    static PROC_IS_OURS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ours = *PROC_IS_OURS.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/stat").is_ok_and(|stat| {
+            stat.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+                == Some(std::process::id())
+        })
+    });
+    if !ours {
         return None;
     }
     let mut out = Vec::new();

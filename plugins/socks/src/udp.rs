@@ -200,12 +200,8 @@ impl Association {
         }
     }
 
-    /// The first address of `ips` the rules allow, or the first one (to be refused).
     fn pick(&self, ips: &[IpAddr], port: u16) -> Option<SocketAddr> {
-        let all = || ips.iter().map(|ip| SocketAddr::new(*ip, port));
-        all()
-            .find(|a| self.cfg.rules.allows(*a))
-            .or_else(|| all().next())
+        pick(&self.cfg.rules, ips, port)
     }
 
     fn note_activity(&mut self) {
@@ -319,5 +315,42 @@ impl DatagramProtocol for OutgoingPort {
         if let Some(a) = self.0.upgrade() {
             a.borrow_mut().back_to_client(data, from);
         }
+    }
+}
+
+/// The first address of `ips` the rules allow that is not the unspecified address (which
+/// Linux sends to this host, and `send_out` drops, as CONNECT skips it), or the first one
+/// (to be refused or dropped).
+fn pick(rules: &crate::rules::Rules, ips: &[IpAddr], port: u16) -> Option<SocketAddr> {
+    let all = || ips.iter().map(|ip| SocketAddr::new(*ip, port));
+    all()
+        .find(|a| !crate::session::unspecified(a.ip()) && rules.allows(*a))
+        .or_else(|| all().next())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name that resolves to 0.0.0.0 and a real address (a DNS sinkhole's answer beside a
+    /// real one) sends to the real one, as CONNECT does. Before, the datagram went to the
+    /// first address, 0.0.0.0, and was dropped.
+    #[test]
+    fn the_unspecified_address_is_passed_over() {
+        let rules = crate::rules::Rules::default();
+        let ips: Vec<IpAddr> = ["0.0.0.0", "192.0.2.7"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(
+            pick(&rules, &ips, 53),
+            Some("192.0.2.7:53".parse().unwrap())
+        );
+        let only: Vec<IpAddr> = vec!["::".parse().unwrap()];
+        assert_eq!(
+            pick(&rules, &only, 53),
+            Some("[::]:53".parse().unwrap()),
+            "to be dropped"
+        );
     }
 }
