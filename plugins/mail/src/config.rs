@@ -102,8 +102,6 @@ impl Tls {
     }
 }
 
-/// twistd's DirDBM file name for a key: Python's `base64.encodebytes` (a newline after every
-/// 76 characters and at the end), then `\n` -> `_` and `/` -> `-`.
 /// The user a DirDBM file name stands for (the inverse of [`dirdbm_name`]), if it is one.
 fn dirdbm_key(name: &str) -> Option<String> {
     let b64: String = name
@@ -116,6 +114,8 @@ fn dirdbm_key(name: &str) -> Option<String> {
     String::from_utf8(key).ok()
 }
 
+/// twistd's DirDBM file name for a key: Python's `base64.encodebytes` (a newline after every
+/// 76 characters and at the end), then `\n` -> `_` and `/` -> `-`.
 pub fn dirdbm_name(key: &str) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(key.as_bytes());
     let mut out = String::new();
@@ -402,9 +402,10 @@ impl Domain {
         maildir_in(&dom, user.as_ref())
     }
 
-    /// What the alias `local` names, if it is one.
+    /// What the alias `local` (in lower case) names, if it is one, as the file was last read
+    /// ([`Aliases::refresh`]).
     pub fn expand(&self, local: &str) -> Option<Vec<String>> {
-        self.aliases.as_ref()?.lookup(local)
+        self.aliases.as_ref()?.get(local)
     }
 }
 
@@ -485,16 +486,17 @@ impl Aliases {
         Ok(())
     }
 
-    /// The targets of `name`, reloading the file if it changed.
-    pub fn lookup(&self, name: &str) -> Option<Vec<String>> {
+    /// Reads the file again if it changed (a failure is logged, the old aliases kept):
+    /// once per recipient, before its expansion looks names up with [`Aliases::get`].
+    pub fn refresh(&self) {
         if let Err(e) = self.reload() {
             log::warn!(target: "twistrs.mail", "aliases {}: {e}", self.path.display());
         }
-        self.loaded
-            .borrow()
-            .1
-            .get(&name.to_ascii_lowercase())
-            .cloned()
+    }
+
+    /// The targets of `name` (lower case), as last read.
+    pub fn get(&self, name: &str) -> Option<Vec<String>> {
+        self.loaded.borrow().1.get(name).cloned()
     }
 }
 
@@ -509,11 +511,15 @@ pub enum Refusal {
 }
 
 impl MailConfig {
-    fn domain_of(&self, name: &str) -> Option<&Domain> {
+    /// The domain of ours named `name` (in any case), if any.
+    fn domain_named(&self, name: &str) -> Option<&Domain> {
         let name = name.to_ascii_lowercase();
-        self.domains
-            .iter()
-            .find(|d| d.name == name)
+        self.domains.iter().find(|d| d.name == name)
+    }
+
+    /// The domain of ours named `name`, or the default one (`-D`).
+    fn domain_of(&self, name: &str) -> Option<&Domain> {
+        self.domain_named(name)
             .or_else(|| self.default.and_then(|i| self.domains.get(i)))
     }
 
@@ -524,6 +530,10 @@ impl MailConfig {
             return Err(Refusal::Syntax);
         }
         let d = self.domain_of(domain).ok_or(Refusal::Foreign)?;
+        // Each aliases file is looked at once per recipient, not once per name expanded.
+        for a in self.domains.iter().filter_map(|d| d.aliases.as_ref()) {
+            a.refresh();
+        }
         let mut out = Vec::new();
         // Aliases one recipient may go through: far more than any file nests.
         let mut budget = 100;
@@ -555,7 +565,7 @@ impl MailConfig {
                 "alias {local}@{}: too many aliases for one recipient, taken as a user", d.name);
             None
         } else {
-            d.expand(local)
+            d.expand(&key.1)
         };
         let Some(targets) = targets else {
             let found = if let Some(u) = d.find_user(local) {
@@ -578,11 +588,7 @@ impl MailConfig {
             // which takes in mail for other domains: an alias's someone@elsewhere.org is
             // someone else than our someone, and twistrs does not relay.
             match target.rsplit_once('@') {
-                Some((u, dd)) => match self
-                    .domains
-                    .iter()
-                    .find(|x| x.name == dd.to_ascii_lowercase())
-                {
+                Some((u, dd)) => match self.domain_named(dd) {
                     Some(dd) => self.expand_into(dd, u, path, budget, out),
                     None => log::warn!(target: "twistrs.mail",
                         "alias {local}@{}: {target} is not in a domain of ours, and twistrs \
@@ -603,16 +609,11 @@ impl MailConfig {
     }
 
     /// The domain and stored user name a POP3 login names: `user@domain`, or a bare `user`
-    /// of the default; case as for SMTP recipients (the domain in any case, the user as given
-    /// or in lower case).
+    /// of the default; case as for SMTP recipients (the domain and the user in any case,
+    /// `Domain::find_user`).
     pub fn pop3_user(&self, login: &str) -> Option<(&Domain, String)> {
         let (user, dom) = match login.rsplit_once('@') {
-            Some((u, d)) => (
-                u,
-                self.domains
-                    .iter()
-                    .find(|x| x.name == d.to_ascii_lowercase())?,
-            ),
+            Some((u, d)) => (u, self.domain_named(d)?),
             None => (login, self.domains.get(self.default?)?),
         };
         Some((dom, dom.find_user(user)?))

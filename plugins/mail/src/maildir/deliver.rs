@@ -116,14 +116,15 @@ fn make_missing(jobs: &[Job], results: &mut [Result<(), String>], flush: &Arc<dy
         .flat_map(|j| j.targets.iter().map(|t| &t.0))
         .collect();
     for dir in dirs {
-        let Some(domain) = dir.parent().filter(|d| d.is_dir()) else {
-            continue;
-        };
         // Only one that is not there at all: one that is there and broken is the
-        // operator's to mend, and its delivery fails as it is.
+        // operator's to mend, and its delivery fails as it is. (Asked first: it is there
+        // for nearly every delivery, and then one stat is all this costs.)
         if dir.symlink_metadata().is_ok() {
             continue;
         }
+        let Some(domain) = dir.parent().filter(|d| d.is_dir()) else {
+            continue;
+        };
         let made = crate::config::make_maildir(dir)
             .and_then(|()| flush.dir(dir))
             .and_then(|()| flush.dir(domain));
