@@ -43,6 +43,18 @@ pub(crate) fn is_pid1() -> bool {
     std::process::id() == 1
 }
 
+/// Why this process cannot hand over to a successor at all, if it cannot: the one check for
+/// the single process and the master (`chrooted` is false for a master, which never chroots).
+pub(crate) fn cannot_restart(chrooted: bool) -> Option<&'static str> {
+    if is_pid1() {
+        Some(PID1_RESTART)
+    } else if chrooted {
+        Some(CHROOTED_RESTART)
+    } else {
+        None
+    }
+}
+
 /// Exit status for every start-up failure, as twistd.
 const EXIT_FAILURE: i32 = 1;
 
@@ -982,12 +994,7 @@ fn restart(
             upgrade::write_status(&p.report_place(), text);
         }
     };
-    if plan.chroot.is_some() || is_pid1() {
-        let msg = if is_pid1() {
-            PID1_RESTART
-        } else {
-            CHROOTED_RESTART
-        };
+    if let Some(msg) = cannot_restart(plan.chroot.is_some()) {
         log::error!(target: LAUNCHER, "Restart failed: {msg}; still serving.");
         report(&format!("failed {msg}"));
         return Ok(None);

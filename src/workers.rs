@@ -899,8 +899,7 @@ fn restart(
             upgrade::write_status(&p.report_place(), text);
         }
     };
-    if crate::launcher::is_pid1() {
-        let msg = crate::launcher::PID1_RESTART;
+    if let Some(msg) = crate::launcher::cannot_restart(false) {
         log::error!(target: LAUNCHER, "Restart failed: {msg}; still serving.");
         report(&format!("failed {msg}"));
         return Ok(None);
