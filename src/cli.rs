@@ -491,7 +491,9 @@ UDP, for plugins with a datagram service.
 A socket passed by systemd socket activation (LISTEN_PID, LISTEN_FDS; LISTEN_FDNAMES is not
 required).
 .TP
-.B ssl:PORT[:privateKey=server.pem][:certKey=FILE][:extraCertChain=FILE][:dhParameters=FILE][:sslmethod=NAME][:interface=ADDR][:backlog=511]
+.ad l
+.B ssl:PORT[:privateKey=server.pem]\:[:certKey=FILE]\:[:extraCertChain=FILE]\:[:dhParameters=FILE]\:[:sslmethod=NAME]\:[:interface=ADDR]\:[:backlog=511]
+.ad b
 TLS over TCP/IPv4, TLS 1.3 and 1.2 only (rustls). PEM files: \fBprivateKey\fR holds the key,
 and the certificate too unless \fBcertKey\fR names another file; \fBextraCertChain\fR adds every
 certificate of its file to the chain sent (the intermediates; a file without one is an error).
@@ -511,7 +513,9 @@ files changed), so a certificate added to
 it is served from the next handshake on, without a signal. twistd's re-scan only refreshes
 its default certificate: a new file is never served.
 .TP
-.B systemd:domain=INET|INET6:index=N:privateKey=FILE[:certKey=FILE][:extraCertChain=FILE][:dhParameters=FILE][:sslmethod=NAME]
+.ad l
+.B systemd:domain=INET|INET6:index=N:privateKey=FILE[:certKey=FILE]\:[:extraCertChain=FILE]\:[:dhParameters=FILE]\:[:sslmethod=NAME]
+.ad b
 .TQ
 .B systemd:domain=INET|INET6:index=N:certDir=CERTDIR
 TLS on a socket passed by systemd, with \fBssl:\fR's keywords or a \fBtls:\fR directory.

@@ -28,12 +28,29 @@ install -m 0644 completions/twistrs.bash "$stage/usr/share/bash-completion/compl
 install -m 0644 completions/_twistrs "$stage/usr/share/zsh/vendor-completions/_twistrs"
 install -m 0644 completions/twistrs.fish "$stage/usr/share/fish/vendor_completions.d/twistrs.fish"
 # One template unit per service plugin: twistrs-web@.service reads /etc/default/twistrs-web-%i.
-for plugin in web mail procmon echo; do
+# (The wire services other than echo run the same way; echo's unit shows the shape.)
+for plugin in web mail procmon dns inetd portforward socks echo; do
     sed "s/PLUGIN/$plugin/g" contrib/debian/unit.in >"$stage/usr/lib/systemd/system/twistrs-$plugin@.service"
 done
 install -m 0644 contrib/debian/logrotate "$stage/etc/logrotate.d/twistrs"
 install -m 0644 contrib/debian/default.example "$stage/usr/share/doc/twistrs/examples/twistrs-web-www"
-printf 'twistrs %s\nLicense: MIT\n' "$version" >"$stage/usr/share/doc/twistrs/copyright"
+# Debian's machine-readable copyright file (DEP-5), with the licence's whole text.
+{
+    printf 'Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n'
+    printf 'Upstream-Name: twistrs\n'
+    printf 'Comment: The binary links Rust crates under their own licences (MIT, Apache-2.0, ISC,\n'
+    printf ' BSD-3-Clause, Zlib, Unicode-3.0); Cargo.lock lists them with their versions.\n\n'
+    printf 'Files: *\n'
+    sed -n 's/^Copyright (c) /Copyright: /p' LICENSE
+    printf 'License: MIT\n'
+    sed -n '/^Permission/,$p' LICENSE | sed 's/^$/./; s/^/ /'
+} >"$stage/usr/share/doc/twistrs/copyright"
+# A native package's changelog (Debian policy 12.7), dated by the commit it is built from so
+# the same commit builds the same file.
+when=$(git log -1 --format=%aD 2>/dev/null || date -R)
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+printf 'twistrs (%s) unstable; urgency=medium\n\n  * Built from commit %s.\n\n -- twistrs developers <twistrs@example.invalid>  %s\n' \
+    "$version" "$commit" "$when" | gzip -9n >"$stage/usr/share/doc/twistrs/changelog.gz"
 install -m 0755 contrib/debian/postinst contrib/debian/prerm contrib/debian/postrm "$stage/DEBIAN/"
 echo /etc/logrotate.d/twistrs >"$stage/DEBIAN/conffiles"
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
@@ -49,9 +66,9 @@ Section: net
 Priority: optional
 Homepage: https://example.invalid/twistrs
 Description: Twisted's twistd, rebuilt in Rust
- One native binary running twistd's service plugins (web, mail, procmon, dns,
- inetd, portforward, socks and the RFC wire services) with twistd's command line,
- plus stop, status and restart.
+ One native binary running twistd's service plugins (web, mail, procmon,
+ dns, inetd, portforward, socks and the RFC wire services) with twistd's
+ command line, plus stop, status and restart.
 CONTROL
 out=target/debian/twistrs_${version}_${arch}.deb
 dpkg-deb --root-owner-group -Zxz --build "$stage" "$out" >/dev/null

@@ -10,6 +10,10 @@ fail() { echo "contrib/debian/test.sh: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || fail "needs root (dpkg -i)"
 if dpkg -s twistrs >/dev/null 2>&1; then fail "a twistrs package is installed already: not touching it"; fi
 deb=$(contrib/debian/build.sh "$@" | tail -1)
+# Debian's own checker of packages: no error and no warning (.ci/run installs it).
+if command -v lintian >/dev/null 2>&1; then
+    lint=$(lintian --fail-on error,warning "$deb" 2>&1) || fail "lintian: $lint"
+fi
 work=$(mktemp -d)
 pidfile=/run/twistrs-web-pkgtest/twistrs.pid
 log=/var/log/twistrs/web-pkgtest.log
@@ -33,6 +37,11 @@ grep -q '^ExecStart=/usr/bin/twistrs .* web \$TWISTRS_ARGS$' /usr/lib/systemd/sy
     || fail "twistrs-web@.service"
 grep -q '^EnvironmentFile=/etc/default/twistrs-web-%i$' /usr/lib/systemd/system/twistrs-web@.service \
     || fail "twistrs-web@.service reads no /etc/default file"
+# A unit for every service plugin but the wire services (echo stands for them).
+for plugin in web mail procmon dns inetd portforward socks echo; do
+    grep -q "^ExecStart=/usr/bin/twistrs .* $plugin \\\$TWISTRS_ARGS\$" "/usr/lib/systemd/system/twistrs-$plugin@.service" \
+        || fail "no twistrs-$plugin@.service running $plugin"
+done
 # The installed units as systemd reads them (the man pages they name are installed now);
 # systemd-analyze says what is wrong on stderr whatever its exit status.
 if command -v systemd-analyze >/dev/null 2>&1; then
