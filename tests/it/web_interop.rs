@@ -231,7 +231,9 @@ fn listing_links_every_name_to_itself_and_titles_the_decoded_path() {
 
 /// The access log escapes what a request carries as twistd 26.10 does (the `repr` of its
 /// bytes, as nginx escapes them too): a UTF-8 User-Agent as its bytes, and one that is not
-/// UTF-8 logged rather than dropped for a `-` as if none had been sent.
+/// UTF-8 logged rather than dropped for a `-` as if none had been sent, each byte as itself:
+/// twistd logged `curl -H $'User-Agent: a\xffb'` as `"a\xffb"` where this logged the bytes of
+/// U+FFFD (`"a\xef\xbf\xbdb"`). The Referer the same.
 #[test]
 fn access_log_escapes_bytes_as_twistd_and_keeps_a_non_utf8_agent() {
     let dir = tempfile::tempdir().unwrap();
@@ -244,11 +246,29 @@ fn access_log_escapes_bytes_as_twistd_and_keeps_a_non_utf8_agent() {
         req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
         assert_eq!(ask(srv.addr(), &req).status, 200);
     }
-    let want = [r#""caf\xc3\xa9 \t x""#, r#""bad \xef\xbf\xbd end""#];
+    // With curl, as it was compared with twistd: `curl -H $'User-Agent: c\xffd'`.
+    use std::os::unix::ffi::OsStrExt;
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "30", "-o", "/dev/null", "-H"])
+        .arg(std::ffi::OsStr::from_bytes(b"User-Agent: c\xffd"))
+        .arg(format!("http://{}/a.txt", srv.addr()))
+        .status()
+        .expect("curl");
+    assert!(out.success());
+    let mut raw = b"GET /a.txt HTTP/1.1\r\nHost: x\r\nReferer: http://r/\xfe\"\\\r\n".to_vec();
+    raw.extend_from_slice(b"User-Agent: a\xffb\r\nConnection: close\r\n\r\n");
+    assert_eq!(ask(srv.addr(), &raw).status, 200);
+    let want = [
+        r#""caf\xc3\xa9 \t x""#,
+        r#""bad \xff end""#,
+        r#""c\xffd""#,
+        r#"200 1 "http://r/\xfe\"\\" "a\xffb""#,
+    ];
     let mut text = String::new();
     for _ in 0..100 {
         text = std::fs::read_to_string(&log).unwrap_or_default();
         if want.iter().all(|w| text.contains(w)) {
+            assert!(!text.contains(r"\xef\xbf\xbd"), "U+FFFD logged: {text}");
             return;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -61,7 +61,8 @@ error) gets 500, and the error is logged. Limits: request line \
 request heads (408). At --max-connections, a client waiting is let in by closing the \
 keep-alive connection idle longest (between requests), as nginx does; never one reading a \
 request or sending a response. Files go out with sendfile; files up to 256 KiB are cached and checked \
-with one stat per request. The access log uses twistd's combined format and is reopened on \
+with one stat per request. The access log uses twistd's combined format (every byte outside \
+printable ASCII escaped as \\xHH, as twistd does) and is reopened on \
 SIGHUP and SIGUSR1; each line is written once its response has left, with the bytes that did, \
 and a response cut short is also reported in the main log with the reason. \
 HTTPS: --listen ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem, --listen tls:CERTDIR (a \

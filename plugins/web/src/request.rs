@@ -56,8 +56,10 @@ pub struct Request {
     pub keep_alive: bool,
     pub expect_continue: bool,
     pub host: Option<String>,
-    pub user_agent: Option<String>,
-    pub referer: Option<String>,
+    /// User-Agent and Referer as they came, bytes that are not UTF-8 included: the access log
+    /// escapes each byte, as twistd does.
+    pub user_agent: Option<Vec<u8>>,
+    pub referer: Option<Vec<u8>>,
     pub if_modified_since: Option<String>,
     pub if_none_match: Option<String>,
     pub range: Option<String>,
@@ -106,10 +108,10 @@ fn header_str(v: &[u8]) -> Option<String> {
     std::str::from_utf8(v).ok().map(|s| s.trim().to_string())
 }
 
-/// A value kept for the access log only: one that is not UTF-8 is logged (escaped) with its
-/// bad bytes replaced, not dropped for a `-` as if it had not been sent.
-fn header_lossy(v: &[u8]) -> String {
-    String::from_utf8_lossy(v).trim().to_string()
+/// A value kept as its bytes for the access log, which escapes each byte as twistd does: a
+/// User-Agent that is not UTF-8 is logged, not dropped for a `-`.
+fn header_bytes(v: &[u8]) -> Vec<u8> {
+    v.trim_ascii().to_vec()
 }
 
 /// A byte a Host value may hold: RFC 3986's unreserved, sub-delims, `%`, and `:[]` for the
@@ -241,9 +243,9 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
             }
             r.host = Some(v);
         } else if name.eq_ignore_ascii_case("user-agent") {
-            r.user_agent = Some(header_lossy(h.value));
+            r.user_agent = Some(header_bytes(h.value));
         } else if name.eq_ignore_ascii_case("referer") {
-            r.referer = Some(header_lossy(h.value));
+            r.referer = Some(header_bytes(h.value));
         } else if name.eq_ignore_ascii_case("if-modified-since") {
             r.if_modified_since = header_str(h.value);
         } else if name.eq_ignore_ascii_case("if-none-match") {
@@ -480,7 +482,7 @@ mod tests {
                     assert_eq!(r.target, "/a%20b/?q=1");
                     assert_eq!(r.minor, 1);
                     assert!(!r.keep_alive, "Connection: close");
-                    assert_eq!(r.user_agent.as_deref(), Some("curl/8.0"));
+                    assert_eq!(r.user_agent.as_deref(), Some(&b"curl/8.0"[..]));
                     assert_eq!(r.range.as_deref(), Some("bytes=0-1"));
                     assert_eq!(r.if_none_match.as_deref(), Some("\"e\""));
                     assert_eq!(r.body, Some(Body::None));
@@ -618,6 +620,17 @@ mod tests {
             status(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec()),
             501
         );
+    }
+
+    #[test]
+    fn user_agent_and_referer_are_kept_as_their_bytes() {
+        let raw = b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: a\xffb\r\nReferer: r\xfe\r\n\r\n";
+        let Head::Complete(r, _) = parse_head(raw, &Limits::default()) else {
+            panic!("not parsed");
+        };
+        // For the access log, which escapes each as twistd does.
+        assert_eq!(r.user_agent.as_deref(), Some(&b"a\xffb"[..]));
+        assert_eq!(r.referer.as_deref(), Some(&b"r\xfe"[..]));
     }
 
     #[test]
