@@ -6,7 +6,7 @@ use twistrs_core::testing::mutate::{campaign, mutate};
 use twistrs_core::testing::pieces;
 
 use crate::path::decode;
-use crate::request::{ChunkProgress, ChunkedDiscard, Head, Limits, parse_head};
+use crate::request::{ChunkProgress, ChunkedDiscard, Head, Limits, parse_head, request_line};
 use crate::response::{Ranges, parse_ranges};
 
 fn seeds() -> Vec<Vec<u8>> {
@@ -26,8 +26,18 @@ fn seeds() -> Vec<Vec<u8>> {
 /// outside the root; ranges inside the file; a chunked body ends at the same place in pieces.
 fn check(input: &[u8], cuts: &[usize]) -> Result<(), String> {
     let limits = Limits::default();
-    let Head::Complete(req, used) = parse_head(input, &limits) else {
-        return Ok(());
+    let (req, used) = match parse_head(input, &limits) {
+        Head::Complete(req, used) => (req, used),
+        Head::Error(_) => {
+            // What the access log would show: a line of the input, if anything.
+            if let Some(line) = request_line(input, &limits)
+                && !input.windows(line.len()).any(|w| w == line.as_bytes())
+            {
+                return Err(format!("request line {line:?} not in the input"));
+            }
+            return Ok(());
+        }
+        Head::Partial => return Ok(()),
     };
     if used > input.len() {
         return Err("used past the input".into());

@@ -218,6 +218,8 @@ impl Http {
                         self.state = State::Head;
                     }
                     ChunkProgress::Error(r) => {
+                        // The body of a request already answered (and logged): no request
+                        // line of its own.
                         self.reject(t, r.status, r.why, None);
                         return;
                     }
@@ -258,7 +260,8 @@ impl Http {
                             return;
                         }
                         Head::Error(r) => {
-                            self.reject(t, r.status, r.why, None);
+                            let line = request::request_line(buf, limits);
+                            self.reject(t, r.status, r.why, line);
                             return;
                         }
                         Head::Complete(req, used) => {
@@ -324,26 +327,28 @@ impl Http {
         t.lose_connection();
     }
 
-    /// Answers a request that cannot be parsed or framed, and closes.
-    fn reject(&mut self, t: &mut Transport<'_>, status: u16, why: &str, req: Option<&Request>) {
+    /// Answers a request that cannot be parsed or framed, and closes. `line` is its request
+    /// line when that came whole and well formed (`request::request_line`): the access log
+    /// shows it, as nginx's does, or `-` without it.
+    fn reject(&mut self, t: &mut Transport<'_>, status: u16, why: &str, line: Option<String>) {
         log::info!(target: &t.system(), "Bad request from {}: {why} ({status})", t.peer());
         self.done = true;
         self.input.clear();
         self.cancel_head_timer();
         let f = Framing {
             keep_alive: false,
-            head_only: req.is_some_and(|r| r.method() == Method::Head),
-            http10: req.is_some_and(|r| r.minor == 0),
+            // The answer to a HEAD has no body, refused or not.
+            head_only: line.as_deref().is_some_and(|l| l.starts_with("HEAD ")),
+            http10: false,
         };
         let sent = self.error(t, status, f);
-        let line = req.map_or_else(|| "-".to_string(), Request::line);
         self.outstanding.push(Pending {
-            line,
+            line: line.unwrap_or_else(|| "-".to_string()),
             status: sent.status,
             body: sent.bytes,
             end: t.bytes_written(),
-            referer: req.and_then(|r| r.referer.clone()),
-            agent: req.and_then(|r| r.user_agent.clone()),
+            referer: None,
+            agent: None,
             start: std::time::Instant::now(),
         });
         t.lose_connection();
@@ -822,7 +827,8 @@ impl Protocol for Http {
     /// Idle between requests: close. A client that stopped reading a response: abort.
     fn timeout_connection(&mut self, t: &mut Transport<'_>) {
         if !self.input.is_empty() && !self.done && matches!(self.state, State::Head) {
-            self.reject(t, 408, "request head timed out", None);
+            let line = request::request_line(self.input.peek(), &self.site.limits);
+            self.reject(t, 408, "request head timed out", line);
         } else if t.buffered() > 0 {
             t.abort_connection();
         } else {
@@ -837,7 +843,8 @@ impl Protocol for Http {
         if key == HEAD_TIMER {
             self.head_timer = None;
             if !self.input.is_empty() && !self.done {
-                self.reject(t, 408, "request head timed out", None);
+                let line = request::request_line(self.input.peek(), &self.site.limits);
+                self.reject(t, 408, "request head timed out", line);
             }
         } else if key == BODY_TIMER {
             self.body_timer_fired(t);
@@ -863,6 +870,10 @@ mod tests {
     use twistrs_core::testing::Harness;
 
     fn site(dir: &std::path::Path) -> Rc<Site> {
+        site_logging(dir, crate::access::AccessLog::main())
+    }
+
+    fn site_logging(dir: &std::path::Path, access: crate::access::AccessLog) -> Rc<Site> {
         Rc::new(Site {
             root: Root::open(dir, false, false, "text/html".into())
                 .unwrap()
@@ -874,7 +885,7 @@ mod tests {
             extra_headers: Vec::new(),
             limits: Limits::default(),
             timeout: Duration::from_secs(60),
-            access: Rc::new(RefCell::new(crate::access::AccessLog::main())),
+            access: Rc::new(RefCell::new(access)),
             boundary: "b".into(),
             metrics: Default::default(),
             idle: None,
@@ -917,6 +928,67 @@ mod tests {
         assert_eq!(answers, 400);
         assert_eq!(h.proto.outstanding.held(), 0);
         assert!(!h.reading_paused());
+    }
+
+    /// The status line and the body of the one response in `out`.
+    fn answer(out: &[u8]) -> (String, String) {
+        let text = String::from_utf8_lossy(out).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.lines().next().unwrap_or_default().to_string();
+        (status, body.to_string())
+    }
+
+    #[test]
+    fn a_refused_head_is_logged_with_its_request_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "x").unwrap();
+        let log = dir.path().join("access.log");
+        let site = site_logging(
+            dir.path(),
+            crate::access::AccessLog::file(log.clone()).unwrap(),
+        );
+        for (req, chunk) in [
+            (
+                &b"GET /a.txt?bad HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n"[..],
+                1,
+            ),
+            (
+                b"HEAD /h HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n",
+                7,
+            ),
+            (b"GET /a\"b HTTP/1.1\r\nX: y\r\n\r\n", 100),
+            (b"GET /a b.txt HTTP/1.1\r\nHost: x\r\n\r\n", 1),
+        ] {
+            let mut h = Harness::new(Http::new(site.clone()));
+            h.connect().feed_chunked(req, chunk);
+            let out = h.take_output();
+            let (status, body) = answer(&out);
+            assert!(status.starts_with("HTTP/1.1 400 "), "{status}");
+            assert_eq!(
+                body.is_empty(),
+                req.starts_with(b"HEAD"),
+                "a HEAD's 400 has no body"
+            );
+        }
+        // A head that timed out after its line.
+        let mut h = Harness::new(Http::new(site.clone()));
+        h.connect().feed(b"GET /slow HTTP/1.1\r\nHost: x\r\n");
+        h.advance(Duration::from_secs(61));
+        assert!(answer(&h.take_output()).0.starts_with("HTTP/1.1 408 "));
+        site.access.borrow_mut().flush();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        for (line, want) in lines.iter().zip([
+            r#""GET /a.txt?bad HTTP/1.1" 400 "#,
+            r#""HEAD /h HTTP/1.1" 400 - "#,
+            r#""GET /a\"b HTTP/1.1" 400 "#,
+            // A malformed line: `-`, as it is in every chunking.
+            r#""-" 400 "#,
+            r#""GET /slow HTTP/1.1" 408 "#,
+        ]) {
+            assert!(line.contains(want), "{want} not in {line}");
+        }
     }
 
     #[test]

@@ -64,7 +64,9 @@ request or sending a response. Files go out with sendfile; files up to 256 KiB a
 with one stat per request. The access log uses twistd's combined format (every byte outside \
 printable ASCII escaped as \\xHH, as twistd does) and is reopened on \
 SIGHUP and SIGUSR1; each line is written once its response has left, with the bytes that did, \
-and a response cut short is also reported in the main log with the reason. \
+and a response cut short is also reported in the main log with the reason. A request refused \
+after its request line came whole (a bad field, fields too large) is logged with that line; \
+one refused in its line, with -. \
 HTTPS: --listen ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem, --listen tls:CERTDIR (a \
 certificate per name, chosen by SNI), or twistd's --https PORT with -k KEY and -c CERT. Over \
 TLS everything above works the same, except that files are read and encrypted in bounded \

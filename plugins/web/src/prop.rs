@@ -6,7 +6,7 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use crate::request::{Body, ChunkProgress, ChunkedDiscard, Head, Limits, parse_head};
+use crate::request::{Body, ChunkProgress, ChunkedDiscard, Head, Limits, parse_head, request_line};
 use crate::response::{Ranges, parse_ranges};
 
 /// One header line's name and value, from the fields the parser acts on and arbitrary ones.
@@ -214,6 +214,47 @@ proptest! {
         let mut input = body.clone();
         input.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
         prop_assert_eq!(feed_in_pieces(&input, 1 << 20, &sizes), Fed::Done(body.len()));
+    }
+
+    /// A head refused after its request line shows that line whatever the pieces it came
+    /// in; a head refused in its line shows `-` whatever the pieces too.
+    #[test]
+    fn a_refused_head_shows_the_same_line_in_any_pieces(
+        buf in prop_oneof![
+            vec(any::<u8>(), 0..300),
+            (valid_head(), vec(any::<u8>(), 1..8), any::<prop::sample::Index>()).prop_map(|(mut h, junk, i)| {
+                // Junk put somewhere into a valid head, often making it refused.
+                let at = i.index(h.len());
+                h.splice(at..at, junk);
+                h
+            }),
+        ],
+        cut in vec(1usize..40, 0..20),
+    ) {
+        let l = Limits::default();
+        let mut whole = None;
+        for k in 1..=buf.len() {
+            if let Head::Error(r) = parse_head(&buf[..k], &l) {
+                whole = Some((r.status, request_line(&buf[..k], &l)));
+                break;
+            }
+        }
+        let mut at = 0;
+        let mut sizes = cut.iter().chain(std::iter::repeat(&usize::MAX));
+        let mut pieces = None;
+        while at < buf.len() {
+            at = at.saturating_add(*sizes.next().unwrap_or(&1)).min(buf.len());
+            if let Head::Error(r) = parse_head(&buf[..at], &l) {
+                pieces = Some((r.status, request_line(&buf[..at], &l)));
+                break;
+            }
+            if matches!(parse_head(&buf[..at], &l), Head::Complete(..)) {
+                break;
+            }
+        }
+        if pieces.is_some() {
+            prop_assert_eq!(pieces, whole);
+        }
     }
 
     /// No Range header makes the range parser panic, and every range it returns lies inside
