@@ -7,6 +7,7 @@
 //! are refused by name.
 
 pub mod access;
+pub mod cond;
 #[cfg(test)]
 mod fuzz;
 pub mod http;
@@ -50,7 +51,11 @@ other methods get 405 with Allow; request bodies are read and dropped (413 above
 HTTP/1.1 request without Host, or any request with two, gets 400 (RFC 9112). \
 Content-Type comes from the extension (.gz and .bz2 after a text type as Content-Encoding, \
 other .gz and .bz2 files as they are); Date, Last-Modified, \
-ETag and Accept-Ranges are sent; If-None-Match and If-Modified-Since give 304; Range gives 206, \
+ETag and Accept-Ranges are sent. Preconditions are evaluated in RFC 9110's order (section \
+13.2.2): If-Match (strong comparison; * matches what is there), else If-Unmodified-Since, \
+give 412 when they fail; then If-None-Match, else If-Modified-Since, give 304; a date that \
+is not one is ignored; a listing has no ETag and no date, so only * matches it; a 404 or a \
+redirect ignores them. Range gives 206, \
 multipart/byteranges for several ranges, 416 when unsatisfiable, honouring If-Range. A directory \
 without its slash is redirected (302); index files are served, or twistd's listing. \
 No request reads outside the root: '..', encoded slashes, backslashes and NUL are refused (404) \

@@ -60,10 +60,16 @@ pub struct Request {
     /// escapes each byte, as twistd does.
     pub user_agent: Option<Vec<u8>>,
     pub referer: Option<Vec<u8>>,
-    pub if_modified_since: Option<String>,
-    pub if_none_match: Option<String>,
+    /// The precondition fields, as they came (`cond.rs` reads them). A field sent on several
+    /// lines is one list joined with `, ` (RFC 9110 5.3): two `If-Match` lines are one list
+    /// of tags, and two dates are no valid date, which RFC 9110 13.1.3 and 13.1.4 say to
+    /// ignore.
+    pub if_match: Option<Vec<u8>>,
+    pub if_unmodified_since: Option<Vec<u8>>,
+    pub if_none_match: Option<Vec<u8>>,
+    pub if_modified_since: Option<Vec<u8>>,
+    pub if_range: Option<Vec<u8>>,
     pub range: Option<String>,
-    pub if_range: Option<String>,
     pub body: Option<Body>,
 }
 
@@ -79,6 +85,16 @@ impl Request {
     /// The request line as the access log shows it.
     pub fn line(&self) -> String {
         format!("{} {} HTTP/1.{}", self.method_name, self.target, self.minor)
+    }
+
+    /// The precondition fields, for `cond::evaluate`.
+    pub fn preconditions(&self) -> crate::cond::Preconditions<'_> {
+        crate::cond::Preconditions {
+            if_match: self.if_match.as_deref(),
+            if_unmodified_since: self.if_unmodified_since.as_deref(),
+            if_none_match: self.if_none_match.as_deref(),
+            if_modified_since: self.if_modified_since.as_deref(),
+        }
     }
 }
 
@@ -108,10 +124,22 @@ fn header_str(v: &[u8]) -> Option<String> {
     std::str::from_utf8(v).ok().map(|s| s.trim().to_string())
 }
 
-/// A value kept as its bytes for the access log, which escapes each byte as twistd does: a
-/// User-Agent that is not UTF-8 is logged, not dropped for a `-`.
+/// A value kept as its bytes: for the access log, which escapes each byte as twistd does (a
+/// User-Agent that is not UTF-8 is logged, not dropped for a `-`), and for the precondition
+/// fields, whose entity tags may hold any byte above 0x7f (RFC 9110 8.8.3).
 fn header_bytes(v: &[u8]) -> Vec<u8> {
     v.trim_ascii().to_vec()
+}
+
+/// Adds one line of a field to what came before of it: one list, joined with `, `.
+fn append_field(slot: &mut Option<Vec<u8>>, v: &[u8]) {
+    match slot {
+        Some(list) => {
+            list.extend_from_slice(b", ");
+            list.extend_from_slice(v.trim_ascii());
+        }
+        None => *slot = Some(header_bytes(v)),
+    }
 }
 
 /// The request line at the start of `buf`, when it has arrived whole and is well formed (a
@@ -290,14 +318,18 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
             r.user_agent = Some(header_bytes(h.value));
         } else if name.eq_ignore_ascii_case("referer") {
             r.referer = Some(header_bytes(h.value));
-        } else if name.eq_ignore_ascii_case("if-modified-since") {
-            r.if_modified_since = header_str(h.value);
+        } else if name.eq_ignore_ascii_case("if-match") {
+            append_field(&mut r.if_match, h.value);
+        } else if name.eq_ignore_ascii_case("if-unmodified-since") {
+            append_field(&mut r.if_unmodified_since, h.value);
         } else if name.eq_ignore_ascii_case("if-none-match") {
-            r.if_none_match = header_str(h.value);
+            append_field(&mut r.if_none_match, h.value);
+        } else if name.eq_ignore_ascii_case("if-modified-since") {
+            append_field(&mut r.if_modified_since, h.value);
         } else if name.eq_ignore_ascii_case("range") {
             r.range = header_str(h.value);
         } else if name.eq_ignore_ascii_case("if-range") {
-            r.if_range = header_str(h.value);
+            append_field(&mut r.if_range, h.value);
         }
     }
     // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (a proxy
@@ -528,7 +560,7 @@ mod tests {
                     assert!(!r.keep_alive, "Connection: close");
                     assert_eq!(r.user_agent.as_deref(), Some(&b"curl/8.0"[..]));
                     assert_eq!(r.range.as_deref(), Some("bytes=0-1"));
-                    assert_eq!(r.if_none_match.as_deref(), Some("\"e\""));
+                    assert_eq!(r.if_none_match.as_deref(), Some(&b"\"e\""[..]));
                     assert_eq!(r.body, Some(Body::None));
                 }
                 other => panic!("chunk {chunk}: {other:?}"),
@@ -758,6 +790,25 @@ mod tests {
             Some("GET /a.txt HTTP/1.1")
         );
         assert_eq!(request_line(b"\r\n\r\n", &small), None);
+    }
+
+    #[test]
+    fn precondition_fields_on_several_lines_are_one_list() {
+        let raw = b"GET / HTTP/1.1\r\nHost: x\r\nIf-Match: \"a\"\r\nif-match:  \"b\" \r\n\
+            If-None-Match: \"\xe9\"\r\nIf-Modified-Since: Mon, 01 Jan 2024 00:00:00 GMT\r\n\
+            If-Modified-Since: Tue, 02 Jan 2024 00:00:00 GMT\r\nIf-Unmodified-Since: x\r\n\
+            If-Range: \"r\"\r\n\r\n";
+        let Head::Complete(r, _) = parse_head(raw, &Limits::default()) else {
+            panic!("not parsed");
+        };
+        assert_eq!(r.if_match.as_deref(), Some(&b"\"a\", \"b\""[..]));
+        assert_eq!(r.if_none_match.as_deref(), Some(&b"\"\xe9\""[..]));
+        assert_eq!(
+            r.if_modified_since.as_deref(),
+            Some(&b"Mon, 01 Jan 2024 00:00:00 GMT, Tue, 02 Jan 2024 00:00:00 GMT"[..])
+        );
+        assert_eq!(r.if_unmodified_since.as_deref(), Some(&b"x"[..]));
+        assert_eq!(r.if_range.as_deref(), Some(&b"\"r\""[..]));
     }
 
     #[test]
