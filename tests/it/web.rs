@@ -215,6 +215,125 @@ fn files_types_headers_and_conditionals() {
     );
 }
 
+/// curl's status code and body for `args` (each `-H` a request field).
+fn curl_status(args: &[&str]) -> (String, Vec<u8>) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "30", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let mut body = out.stdout;
+    let at = body.iter().rposition(|b| *b == b'\n').unwrap();
+    let code = String::from_utf8_lossy(&body[at + 1..]).into_owned();
+    body.truncate(at);
+    (code, body)
+}
+
+/// If-Match and If-Unmodified-Since (RFC 9110 13.1.1, 13.1.4), which twistd ignores, are
+/// evaluated in the order of 13.2.2, as nginx 1.22 answers them (412) except where the RFC
+/// says otherwise: an If-Unmodified-Since that is no date, or that comes with an If-Match, or
+/// sent for a listing (no date to compare), is ignored, where nginx answers 412.
+#[test]
+fn if_match_and_if_unmodified_since_fail_with_412() {
+    let t = tree();
+    let srv = web(&t, &["--add-header", "X-Test: yes"]);
+    let a = srv.addr();
+    let url = format!("http://{a}/a.txt");
+    let r = get_path(a, "/a.txt");
+    let etag = r.header("ETag").unwrap().to_string();
+    let lm = r.header("Last-Modified").unwrap().to_string();
+    let before = "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:01 GMT";
+    let im = |tags: &str| format!("If-Match: {tags}");
+    for (fields, want) in [
+        (vec![im(&etag)], "200"),
+        (vec![im("*")], "200"),
+        (vec![im(&format!("\"stale\", {etag}"))], "200"),
+        (vec![im("\"stale\"")], "412"),
+        (vec![im(&format!("W/{etag}"))], "412"),
+        (vec![im("not-a-tag")], "412"),
+        (vec![format!("If-Unmodified-Since: {lm}")], "200"),
+        (vec![before.to_string()], "412"),
+        (vec!["If-Unmodified-Since: yesterday".to_string()], "200"),
+        (vec![im(&etag), before.to_string()], "200"),
+        (
+            vec![im("\"stale\""), format!("If-None-Match: {etag}")],
+            "412",
+        ),
+        (vec![im(&etag), format!("If-None-Match: {etag}")], "304"),
+        (
+            vec![before.to_string(), format!("If-None-Match: {etag}")],
+            "412",
+        ),
+        (vec![im("\"stale\""), "Range: bytes=0-1".to_string()], "412"),
+        (vec![im(&etag), "Range: bytes=0-1".to_string()], "206"),
+        (
+            vec![im("\"stale\""), "Range: bytes=50-60".to_string()],
+            "412",
+        ),
+    ] {
+        let mut args: Vec<&str> = Vec::new();
+        for f in &fields {
+            args.extend(["-H", f]);
+        }
+        args.push(&url);
+        let (code, body) = curl_status(&args);
+        assert_eq!(code, want, "{fields:?}");
+        if code == "412" {
+            let page = String::from_utf8_lossy(&body);
+            assert!(
+                page.contains("<title>412 - Precondition Failed</title>"),
+                "{page}"
+            );
+        }
+    }
+    // The 412 as a response of its own: twistd's page, the added headers, kept alive.
+    let mut s = connect(a);
+    send(
+        &mut s,
+        b"GET /a.txt HTTP/1.1\r\nHost: x\r\nIf-Match: \"stale\"\r\n\r\n",
+    );
+    let r = read_resp(&mut s, false);
+    assert_eq!(r.status, 412);
+    assert_eq!(r.header("X-Test"), Some("yes"));
+    assert_eq!(r.header("Content-Type"), Some("text/html; charset=utf-8"));
+    assert_eq!(r.header("Connection"), None, "the connection stays open");
+    send(
+        &mut s,
+        b"HEAD /a.txt HTTP/1.1\r\nHost: x\r\nIf-Unmodified-Since: Thu, 01 Jan 1970 00:00:01 GMT\r\n\r\n",
+    );
+    let h = read_resp(&mut s, true);
+    assert_eq!(h.status, 412, "HEAD too, without the page");
+    send(&mut s, b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(read_resp(&mut s, false).body, b"0123456789");
+    // A listing has no ETag and no date: only `*` matches it.
+    let list = format!("http://{a}/sub/");
+    for (field, want) in [
+        ("If-Match: *", "200"),
+        ("If-Match: \"x\"", "412"),
+        (before, "200"),
+        ("If-None-Match: *", "304"),
+    ] {
+        assert_eq!(curl_status(&["-H", field, &list]).0, want, "{field}");
+    }
+    // A 404 or a redirect ignores them (RFC 9110 13.2.1), as twistd and nginx do.
+    assert_eq!(
+        curl_status(&["-H", "If-Match: \"x\"", &format!("http://{a}/missing")]).0,
+        "404"
+    );
+    assert_eq!(
+        curl_status(&["-H", "If-Match: \"x\"", &format!("http://{a}/sub")]).0,
+        "302"
+    );
+    // Each 412 is in the access log as any answer is.
+    assert!(
+        srv.wait_until(
+            |l| l.iter().any(|l| l.contains("\"GET /a.txt HTTP/1.1\" 412 ")),
+            Duration::from_secs(5)
+        )
+        .is_some()
+    );
+}
+
 #[test]
 fn ranges_single_multiple_unsatisfiable_and_if_range() {
     let t = tree();

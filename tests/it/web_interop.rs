@@ -231,7 +231,9 @@ fn listing_links_every_name_to_itself_and_titles_the_decoded_path() {
 
 /// The access log escapes what a request carries as twistd 26.10 does (the `repr` of its
 /// bytes, as nginx escapes them too): a UTF-8 User-Agent as its bytes, and one that is not
-/// UTF-8 logged rather than dropped for a `-` as if none had been sent.
+/// UTF-8 logged rather than dropped for a `-` as if none had been sent, each byte as itself:
+/// twistd logged `curl -H $'User-Agent: a\xffb'` as `"a\xffb"` where this logged the bytes of
+/// U+FFFD (`"a\xef\xbf\xbdb"`). The Referer the same.
 #[test]
 fn access_log_escapes_bytes_as_twistd_and_keeps_a_non_utf8_agent() {
     let dir = tempfile::tempdir().unwrap();
@@ -244,16 +246,93 @@ fn access_log_escapes_bytes_as_twistd_and_keeps_a_non_utf8_agent() {
         req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
         assert_eq!(ask(srv.addr(), &req).status, 200);
     }
-    let want = [r#""caf\xc3\xa9 \t x""#, r#""bad \xef\xbf\xbd end""#];
+    // With curl, as it was compared with twistd: `curl -H $'User-Agent: c\xffd'`.
+    use std::os::unix::ffi::OsStrExt;
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "30", "-o", "/dev/null", "-H"])
+        .arg(std::ffi::OsStr::from_bytes(b"User-Agent: c\xffd"))
+        .arg(format!("http://{}/a.txt", srv.addr()))
+        .status()
+        .expect("curl");
+    assert!(out.success());
+    let mut raw = b"GET /a.txt HTTP/1.1\r\nHost: x\r\nReferer: http://r/\xfe\"\\\r\n".to_vec();
+    raw.extend_from_slice(b"User-Agent: a\xffb\r\nConnection: close\r\n\r\n");
+    assert_eq!(ask(srv.addr(), &raw).status, 200);
+    let want = [
+        r#""caf\xc3\xa9 \t x""#,
+        r#""bad \xff end""#,
+        r#""c\xffd""#,
+        r#"200 1 "http://r/\xfe\"\\" "a\xffb""#,
+    ];
     let mut text = String::new();
     for _ in 0..100 {
         text = std::fs::read_to_string(&log).unwrap_or_default();
         if want.iter().all(|w| text.contains(w)) {
+            assert!(!text.contains(r"\xef\xbf\xbd"), "U+FFFD logged: {text}");
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("{want:?} not in the access log: {text}");
+}
+
+/// A request refused after its request line came whole (a malformed field, a bad
+/// Content-Length, a missing Host, fields too large) is logged with that line, as nginx
+/// logs it, where this logged `-`; twistd logs nothing at all for these (its 400 is written
+/// before a request exists). A line itself refused (malformed, too long) is still `-`: it
+/// may be refused before its end has come.
+#[test]
+fn a_refused_request_is_logged_with_the_line_it_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "a").unwrap();
+    let log = dir.path().join("access.log");
+    let srv = web(None, dir.path(), &["-l", log.to_str().unwrap()]);
+    let big = format!("X-Big: {}\r\n", "y".repeat(20_000));
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (
+            b"GET /a.txt?bad-field HTTP/1.1\r\nHost: x\r\nBad Field: y\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            b"GET /a.txt?cl HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n".to_vec(),
+            400,
+        ),
+        (b"GET /a.txt?nohost HTTP/1.1\r\n\r\n".to_vec(), 400),
+        (
+            format!("GET /a.txt?big HTTP/1.1\r\nHost: x\r\n{big}\r\n").into_bytes(),
+            431,
+        ),
+        (b"GET /a b.txt HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400),
+    ];
+    for (req, status) in &cases {
+        assert_eq!(ask(srv.addr(), req).status, *status);
+    }
+    let (rc, _) = crate::web::curl(&[
+        "-o",
+        "/dev/null",
+        "-H",
+        "Content-Length: x",
+        &format!("http://{}/a.txt?curl", srv.addr()),
+    ]);
+    assert_eq!(rc, 0);
+    let want = [
+        r#""GET /a.txt?bad-field HTTP/1.1" 400 "#,
+        r#""GET /a.txt?cl HTTP/1.1" 400 "#,
+        r#""GET /a.txt?nohost HTTP/1.1" 400 "#,
+        r#""GET /a.txt?big HTTP/1.1" 431 "#,
+        r#""-" 400 "#,
+        r#""GET /a.txt?curl HTTP/1.1" 400 "#,
+    ];
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if want.iter().all(|w| text.contains(w)) {
+            assert_eq!(text.lines().count(), want.len(), "{text}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{want:?} not all in the access log: {text}");
 }
 
 /// A small file rewritten in place while it is asked for (truncated, then written again, as

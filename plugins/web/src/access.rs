@@ -28,24 +28,27 @@ pub struct Line<'a> {
     pub request: &'a str,
     pub status: u16,
     pub bytes: u64,
-    pub referer: Option<&'a str>,
-    pub agent: Option<&'a str>,
+    /// As the client sent them, bytes that are not UTF-8 included.
+    pub referer: Option<&'a [u8]>,
+    pub agent: Option<&'a [u8]>,
     /// From the request taken up to its response's last byte leaving.
     pub duration: std::time::Duration,
 }
 
 /// Appends `s` escaped as twistd does (Python's `repr` of the bytes): quotes and backslashes,
 /// `\t`, `\n`, `\r`, and every other byte outside printable ASCII as `\xHH` (nginx escapes
-/// the same bytes): a UTF-8 name is logged as its bytes, and no character in a request can
-/// make the line read otherwise on a terminal (a bidi override, a C1 control). Most fields
-/// need nothing, and are copied as they are.
-fn escape_into(out: &mut String, s: &str) {
+/// the same bytes): a UTF-8 name is logged as its bytes, a byte that is not UTF-8 as itself
+/// (`\xff`, as twistd logs it), and no character in a request can make the line read
+/// otherwise on a terminal (a bidi override, a C1 control). Most fields need nothing, and
+/// are copied as they are.
+fn escape_into(out: &mut String, s: &[u8]) {
     let plain = |b: u8| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\';
-    if s.bytes().all(plain) {
-        out.push_str(s);
+    if s.iter().all(|b| plain(*b)) {
+        // All printable ASCII.
+        out.extend(s.iter().map(|b| char::from(*b)));
         return;
     }
-    for b in s.bytes() {
+    for &b in s {
         match b {
             b'"' => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
@@ -115,11 +118,11 @@ impl AccessLog {
         let out = &mut self.line;
         out.clear();
         out.push('"');
-        escape_into(out, l.client);
+        escape_into(out, l.client.as_bytes());
         out.push_str("\" - - [");
         out.push_str(&self.stamp);
         out.push_str("] \"");
-        escape_into(out, l.request);
+        escape_into(out, l.request.as_bytes());
         let _ = write!(out, "\" {} ", l.status);
         if l.bytes == 0 {
             out.push('-');
@@ -127,9 +130,9 @@ impl AccessLog {
             let _ = write!(out, "{}", l.bytes);
         }
         out.push_str(" \"");
-        escape_into(out, l.referer.unwrap_or("-"));
+        escape_into(out, l.referer.unwrap_or(b"-"));
         out.push_str("\" \"");
-        escape_into(out, l.agent.unwrap_or("-"));
+        escape_into(out, l.agent.unwrap_or(b"-"));
         out.push('"');
     }
 
@@ -144,11 +147,15 @@ impl AccessLog {
         match &mut self.sink {
             Sink::Main => {
                 // The fields travel as key-values, for `--log-format json`; text ignores them.
+                // JSON holds text: a byte that is not UTF-8 is U+FFFD there (the line itself,
+                // in its `msg`, has it escaped as twistd logs it).
                 let (method, path) = split_request(l.request);
+                let referrer = String::from_utf8_lossy(l.referer.unwrap_or(b"-"));
+                let agent = String::from_utf8_lossy(l.agent.unwrap_or(b"-"));
                 log::info!(target: "twistrs.web.access",
                     client = l.client, method = method, path = path, status = l.status,
-                    bytes = l.bytes, referrer = l.referer.unwrap_or("-"),
-                    agent = l.agent.unwrap_or("-"), duration = l.duration.as_secs_f64();
+                    bytes = l.bytes, referrer = referrer.as_ref(), agent = agent.as_ref(),
+                    duration = l.duration.as_secs_f64();
                     "{}", self.line)
             }
             Sink::File(f) => {
@@ -188,7 +195,7 @@ mod tests {
             status: 200,
             bytes: 5,
             referer: None,
-            agent: Some("curl/8.0"),
+            agent: Some(b"curl/8.0"),
             duration: std::time::Duration::ZERO,
         });
         assert!(s.starts_with("\"127.0.0.1\" - - ["), "{s}");
@@ -204,7 +211,7 @@ mod tests {
             request: "HEAD / HTTP/1.1",
             status: 200,
             bytes: 0,
-            referer: Some("http://x/"),
+            referer: Some(b"http://x/"),
             agent: None,
             duration: std::time::Duration::ZERO,
         });
@@ -215,14 +222,26 @@ mod tests {
             request: "GET /x HTTP/1.1",
             status: 200,
             bytes: 1,
-            referer: Some("http://r/\"x\""),
-            agent: Some("ua \"q\" \\ \u{e9} \u{1} \t \u{202e}"),
+            referer: Some(b"http://r/\"x\"\xfe"),
+            agent: Some("ua \"q\" \\ \u{e9} \u{1} \t \u{202e}".as_bytes()),
             duration: std::time::Duration::ZERO,
         });
         assert!(
-            odd.ends_with(r#""http://r/\"x\"" "ua \"q\" \\ \xc3\xa9 \x01 \t \xe2\x80\xae""#),
+            odd.ends_with(r#""http://r/\"x\"\xfe" "ua \"q\" \\ \xc3\xa9 \x01 \t \xe2\x80\xae""#),
             "{odd}"
         );
+        // A byte that is not UTF-8 is logged as itself, as twistd 26.10 logs it
+        // (`User-Agent: a\xffb` gives `"a\xffb"`), not as U+FFFD's bytes.
+        let raw = a.format(&Line {
+            client: "127.0.0.1",
+            request: "GET / HTTP/1.1",
+            status: 200,
+            bytes: 1,
+            referer: None,
+            agent: Some(b"a\xffb"),
+            duration: std::time::Duration::ZERO,
+        });
+        assert!(raw.ends_with(r#" "-" "a\xffb""#), "{raw}");
         assert_eq!(split_request("GET /a b HTTP/1.1"), ("GET", "/a b"));
         assert_eq!(split_request("-"), ("-", "-"));
     }

@@ -17,6 +17,7 @@ use twistrs_core::line::InputBuffer;
 use twistrs_core::{DelayedCall, Protocol, Reason, Transport};
 
 use crate::access::{AccessLog, Line};
+use crate::cond::{self, Outcome, Validators};
 use crate::idle::IdleList;
 use crate::path::{self, PathError};
 use crate::pending::{Outstanding, Pending};
@@ -110,13 +111,12 @@ fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// `If-None-Match` against an ETag (weak comparison, as for GET).
-fn etag_matches(header: &str, etag: &str) -> bool {
-    let strip = |s: &str| s.trim().trim_start_matches("W/").to_string();
-    let want = strip(etag);
-    header
-        .split(',')
-        .any(|t| t.trim() == "*" || strip(t) == want)
+/// What a file's response carries to compare preconditions with.
+fn validators(e: &Entry) -> Validators<'_> {
+    Validators {
+        etag: Some(e.etag.as_bytes()),
+        modified: Some(unix_secs(e.mtime)),
+    }
 }
 
 impl Http {
@@ -218,6 +218,8 @@ impl Http {
                         self.state = State::Head;
                     }
                     ChunkProgress::Error(r) => {
+                        // The body of a request already answered (and logged): no request
+                        // line of its own.
                         self.reject(t, r.status, r.why, None);
                         return;
                     }
@@ -258,7 +260,8 @@ impl Http {
                             return;
                         }
                         Head::Error(r) => {
-                            self.reject(t, r.status, r.why, None);
+                            let line = request::request_line(buf, limits);
+                            self.reject(t, r.status, r.why, line);
                             return;
                         }
                         Head::Complete(req, used) => {
@@ -324,26 +327,28 @@ impl Http {
         t.lose_connection();
     }
 
-    /// Answers a request that cannot be parsed or framed, and closes.
-    fn reject(&mut self, t: &mut Transport<'_>, status: u16, why: &str, req: Option<&Request>) {
+    /// Answers a request that cannot be parsed or framed, and closes. `line` is its request
+    /// line when that came whole and well formed (`request::request_line`): the access log
+    /// shows it, as nginx's does, or `-` without it.
+    fn reject(&mut self, t: &mut Transport<'_>, status: u16, why: &str, line: Option<String>) {
         log::info!(target: &t.system(), "Bad request from {}: {why} ({status})", t.peer());
         self.done = true;
         self.input.clear();
         self.cancel_head_timer();
         let f = Framing {
             keep_alive: false,
-            head_only: req.is_some_and(|r| r.method() == Method::Head),
-            http10: req.is_some_and(|r| r.minor == 0),
+            // The answer to a HEAD has no body, refused or not.
+            head_only: line.as_deref().is_some_and(|l| l.starts_with("HEAD ")),
+            http10: false,
         };
         let sent = self.error(t, status, f);
-        let line = req.map_or_else(|| "-".to_string(), Request::line);
         self.outstanding.push(Pending {
-            line,
+            line: line.unwrap_or_else(|| "-".to_string()),
             status: sent.status,
             body: sent.bytes,
             end: t.bytes_written(),
-            referer: req.and_then(|r| r.referer.clone()),
-            agent: req.and_then(|r| r.user_agent.clone()),
+            referer: None,
+            agent: None,
             start: std::time::Instant::now(),
         });
         t.lose_connection();
@@ -432,7 +437,7 @@ impl Http {
         };
         let site = self.site.clone();
         let Some(root) = site.root.get() else {
-            return self.demo(t, &url.raw, f);
+            return self.demo(t, req, &url.raw, f);
         };
         if root.hide_dotfiles && url.has_dotfile() {
             return self.error(t, 404, f);
@@ -481,6 +486,9 @@ impl Http {
                     }
                     Err(e) => return self.failed(t, req, &io::Error::from(e), f),
                 };
+                if let Some(sent) = self.preconditions(t, req, &Validators::default(), None, f) {
+                    return sent;
+                }
                 let html = response::listing(&url.raw, &entries, |n| {
                     crate::resource::content_type(n, &root.default_type)
                 });
@@ -548,38 +556,56 @@ impl Http {
         Found::NotFound
     }
 
+    /// Evaluates the request's preconditions for a response that would be a 200 (RFC 9110
+    /// 13.2.1: a 404 or a redirect ignores them), and answers 304 or 412 when they say so.
+    /// `file`: the file the response would carry, whose validators a 304 repeats; None for a
+    /// generated page (a listing), which has none.
+    fn preconditions(
+        &mut self,
+        t: &mut Transport<'_>,
+        req: &Request,
+        v: &Validators<'_>,
+        file: Option<&Entry>,
+        f: Framing,
+    ) -> Option<Sent> {
+        let get_or_head = matches!(req.method(), Method::Get | Method::Head);
+        match cond::evaluate(&req.preconditions(), v, get_or_head) {
+            Outcome::Proceed => None,
+            Outcome::NotModified => {
+                self.scratch.clear();
+                response::begin(&mut self.scratch, 304, &self.site.extra_headers);
+                if let Some(e) = file {
+                    response::header(&mut self.scratch, "ETag", &e.etag);
+                    response::header(&mut self.scratch, "Last-Modified", &e.last_modified);
+                }
+                response::end(&mut self.scratch, f.keep_alive, f.http10);
+                t.write(&self.scratch);
+                Some(Sent {
+                    status: 304,
+                    bytes: 0,
+                })
+            }
+            // twistd's error page, as for every other error; the connection stays open.
+            Outcome::Failed => Some(self.error(t, 412, f)),
+        }
+    }
+
     fn file(&mut self, t: &mut Transport<'_>, req: &Request, e: &Rc<Entry>, f: Framing) -> Sent {
         let Framing {
             keep_alive,
             head_only,
             http10,
         } = f;
-        let not_modified = match (&req.if_none_match, &req.if_modified_since) {
-            (Some(inm), _) => etag_matches(inm, &e.etag),
-            (None, Some(ims)) => httpdate::parse_http_date(ims)
-                .is_ok_and(|since| unix_secs(e.mtime) <= unix_secs(since)),
-            (None, None) => false,
-        };
+        let v = validators(e);
+        if let Some(sent) = self.preconditions(t, req, &v, Some(e), f) {
+            return sent;
+        }
         let extra = &self.site.extra_headers;
         self.scratch.clear();
-        if not_modified {
-            response::begin(&mut self.scratch, 304, extra);
-            response::header(&mut self.scratch, "ETag", &e.etag);
-            response::header(&mut self.scratch, "Last-Modified", &e.last_modified);
-            response::end(&mut self.scratch, keep_alive, http10);
-            t.write(&self.scratch);
-            return Sent {
-                status: 304,
-                bytes: 0,
-            };
-        }
-        let range_applies = match &req.if_range {
-            None => true,
-            Some(v) if v.starts_with('"') || v.starts_with("W/") => v.trim() == e.etag,
-            Some(v) => {
-                httpdate::parse_http_date(v).is_ok_and(|d| unix_secs(d) == unix_secs(e.mtime))
-            }
-        };
+        let range_applies = req
+            .if_range
+            .as_deref()
+            .is_none_or(|ir| cond::if_range_holds(ir, &v));
         let ranges = if range_applies {
             response::parse_ranges(req.range.as_deref(), e.size)
         } else {
@@ -694,9 +720,12 @@ impl Http {
     }
 
     /// Without `--path`: a test page at `/`, as twistd's demo root.
-    fn demo(&mut self, t: &mut Transport<'_>, raw: &str, f: Framing) -> Sent {
+    fn demo(&mut self, t: &mut Transport<'_>, req: &Request, raw: &str, f: Framing) -> Sent {
         if raw != "/" {
             return self.error(t, 404, f);
+        }
+        if let Some(sent) = self.preconditions(t, req, &Validators::default(), None, f) {
+            return sent;
         }
         let body = b"<html><head><title>twistrs web</title></head><body>Hello! This is a twistrs web test page.</body></html>";
         self.page(t, 200, "text/html; charset=utf-8", body, f)
@@ -822,7 +851,8 @@ impl Protocol for Http {
     /// Idle between requests: close. A client that stopped reading a response: abort.
     fn timeout_connection(&mut self, t: &mut Transport<'_>) {
         if !self.input.is_empty() && !self.done && matches!(self.state, State::Head) {
-            self.reject(t, 408, "request head timed out", None);
+            let line = request::request_line(self.input.peek(), &self.site.limits);
+            self.reject(t, 408, "request head timed out", line);
         } else if t.buffered() > 0 {
             t.abort_connection();
         } else {
@@ -837,7 +867,8 @@ impl Protocol for Http {
         if key == HEAD_TIMER {
             self.head_timer = None;
             if !self.input.is_empty() && !self.done {
-                self.reject(t, 408, "request head timed out", None);
+                let line = request::request_line(self.input.peek(), &self.site.limits);
+                self.reject(t, 408, "request head timed out", line);
             }
         } else if key == BODY_TIMER {
             self.body_timer_fired(t);
@@ -863,6 +894,10 @@ mod tests {
     use twistrs_core::testing::Harness;
 
     fn site(dir: &std::path::Path) -> Rc<Site> {
+        site_logging(dir, crate::access::AccessLog::main())
+    }
+
+    fn site_logging(dir: &std::path::Path, access: crate::access::AccessLog) -> Rc<Site> {
         Rc::new(Site {
             root: Root::open(dir, false, false, "text/html".into())
                 .unwrap()
@@ -874,7 +909,7 @@ mod tests {
             extra_headers: Vec::new(),
             limits: Limits::default(),
             timeout: Duration::from_secs(60),
-            access: Rc::new(RefCell::new(crate::access::AccessLog::main())),
+            access: Rc::new(RefCell::new(access)),
             boundary: "b".into(),
             metrics: Default::default(),
             idle: None,
@@ -917,6 +952,163 @@ mod tests {
         assert_eq!(answers, 400);
         assert_eq!(h.proto.outstanding.held(), 0);
         assert!(!h.reading_paused());
+    }
+
+    /// The status line and the body of the one response in `out`.
+    fn answer(out: &[u8]) -> (String, String) {
+        let text = String::from_utf8_lossy(out).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.lines().next().unwrap_or_default().to_string();
+        (status, body.to_string())
+    }
+
+    #[test]
+    fn preconditions_on_files_listings_ranges_and_head() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "0123456789").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let site = site(dir.path());
+        let ask = |req: &str| {
+            let mut h = Harness::new(Http::new(site.clone()));
+            h.connect().feed(req.as_bytes());
+            let out = h.take_output();
+            (answer(&out), h.disconnecting(), out)
+        };
+        let ((_, _), _, out) = ask("GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let etag = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ETag: "))
+            .unwrap()
+            .to_string();
+        let get = |fields: &str| format!("GET /a.txt HTTP/1.1\r\nHost: x\r\n{fields}\r\n");
+
+        // A failed If-Match: 412 with twistd's error page, and the connection stays open.
+        let ((status, body), closing, _) = ask(&get("If-Match: \"nope\"\r\n"));
+        assert_eq!(status, "HTTP/1.1 412 Precondition Failed");
+        assert_eq!(body, response::error_page(412));
+        assert!(
+            body.contains("<title>412 - Precondition Failed</title>"),
+            "{body}"
+        );
+        assert!(!closing, "a 412 keeps the connection");
+        for (fields, want) in [
+            (format!("If-Match: {etag}\r\n"), "200"),
+            ("If-Match: *\r\n".to_string(), "200"),
+            (format!("If-Match: W/{etag}\r\n"), "412"),
+            (format!("If-Match: \"x\"\r\nIf-Match: {etag}\r\n"), "200"),
+            (
+                "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:01 GMT\r\n".into(),
+                "412",
+            ),
+            ("If-Unmodified-Since: never\r\n".into(), "200"),
+            (
+                format!("If-Match: \"x\"\r\nIf-None-Match: {etag}\r\n"),
+                "412",
+            ),
+            (
+                format!("If-Match: {etag}\r\nIf-None-Match: {etag}\r\n"),
+                "304",
+            ),
+            // Preconditions come before the Range: a failed one is 412, never 206 or 416.
+            ("Range: bytes=0-1\r\nIf-Match: \"x\"\r\n".into(), "412"),
+            ("Range: bytes=50-60\r\nIf-Match: \"x\"\r\n".into(), "412"),
+            (format!("Range: bytes=0-1\r\nIf-Match: {etag}\r\n"), "206"),
+            (format!("Range: bytes=0-1\r\nIf-Range: W/{etag}\r\n"), "200"),
+        ] {
+            let ((status, _), _, _) = ask(&get(&fields));
+            assert!(
+                status.starts_with(&format!("HTTP/1.1 {want} ")),
+                "{fields:?}: {status}"
+            );
+        }
+        // HEAD: the 412 without its body.
+        let ((status, body), _, _) =
+            ask("HEAD /a.txt HTTP/1.1\r\nHost: x\r\nIf-Match: \"x\"\r\n\r\n");
+        assert_eq!(
+            (status.as_str(), body.as_str()),
+            ("HTTP/1.1 412 Precondition Failed", "")
+        );
+        // A listing has no validators: `*` is all that matches it.
+        let list = |fields: &str| format!("GET /sub/ HTTP/1.1\r\nHost: x\r\n{fields}\r\n");
+        for (fields, want) in [
+            ("If-Match: *\r\n", "200"),
+            ("If-Match: \"x\"\r\n", "412"),
+            (
+                "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:01 GMT\r\n",
+                "200",
+            ),
+            ("If-None-Match: *\r\n", "304"),
+            ("If-None-Match: \"x\"\r\n", "200"),
+        ] {
+            let ((status, _), _, _) = ask(&list(fields));
+            assert!(
+                status.starts_with(&format!("HTTP/1.1 {want} ")),
+                "{fields:?}: {status}"
+            );
+        }
+        // What would not be a 200 ignores them (RFC 9110 13.2.1): a 404, a redirect.
+        for req in [
+            "GET /missing HTTP/1.1\r\nHost: x\r\nIf-Match: *\r\n\r\n",
+            "GET /sub HTTP/1.1\r\nHost: x\r\nIf-Match: \"x\"\r\n\r\n",
+            "POST /a.txt HTTP/1.1\r\nHost: x\r\nIf-Match: \"x\"\r\n\r\n",
+        ] {
+            let ((status, _), _, _) = ask(req);
+            assert!(!status.contains(" 412 "), "{req:?}: {status}");
+        }
+    }
+
+    #[test]
+    fn a_refused_head_is_logged_with_its_request_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "x").unwrap();
+        let log = dir.path().join("access.log");
+        let site = site_logging(
+            dir.path(),
+            crate::access::AccessLog::file(log.clone()).unwrap(),
+        );
+        for (req, chunk) in [
+            (
+                &b"GET /a.txt?bad HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n"[..],
+                1,
+            ),
+            (
+                b"HEAD /h HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n",
+                7,
+            ),
+            (b"GET /a\"b HTTP/1.1\r\nX: y\r\n\r\n", 100),
+            (b"GET /a b.txt HTTP/1.1\r\nHost: x\r\n\r\n", 1),
+        ] {
+            let mut h = Harness::new(Http::new(site.clone()));
+            h.connect().feed_chunked(req, chunk);
+            let out = h.take_output();
+            let (status, body) = answer(&out);
+            assert!(status.starts_with("HTTP/1.1 400 "), "{status}");
+            assert_eq!(
+                body.is_empty(),
+                req.starts_with(b"HEAD"),
+                "a HEAD's 400 has no body"
+            );
+        }
+        // A head that timed out after its line.
+        let mut h = Harness::new(Http::new(site.clone()));
+        h.connect().feed(b"GET /slow HTTP/1.1\r\nHost: x\r\n");
+        h.advance(Duration::from_secs(61));
+        assert!(answer(&h.take_output()).0.starts_with("HTTP/1.1 408 "));
+        site.access.borrow_mut().flush();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        for (line, want) in lines.iter().zip([
+            r#""GET /a.txt?bad HTTP/1.1" 400 "#,
+            r#""HEAD /h HTTP/1.1" 400 - "#,
+            r#""GET /a\"b HTTP/1.1" 400 "#,
+            // A malformed line: `-`, as it is in every chunking.
+            r#""-" 400 "#,
+            r#""GET /slow HTTP/1.1" 408 "#,
+        ]) {
+            assert!(line.contains(want), "{want} not in {line}");
+        }
     }
 
     #[test]

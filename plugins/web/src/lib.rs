@@ -7,6 +7,7 @@
 //! are refused by name.
 
 pub mod access;
+pub mod cond;
 #[cfg(test)]
 mod fuzz;
 pub mod http;
@@ -50,7 +51,11 @@ other methods get 405 with Allow; request bodies are read and dropped (413 above
 HTTP/1.1 request without Host, or any request with two, gets 400 (RFC 9112). \
 Content-Type comes from the extension (.gz and .bz2 after a text type as Content-Encoding, \
 other .gz and .bz2 files as they are); Date, Last-Modified, \
-ETag and Accept-Ranges are sent; If-None-Match and If-Modified-Since give 304; Range gives 206, \
+ETag and Accept-Ranges are sent. Preconditions are evaluated in RFC 9110's order (section \
+13.2.2): If-Match (strong comparison; * matches what is there), else If-Unmodified-Since, \
+give 412 when they fail; then If-None-Match, else If-Modified-Since, give 304; a date that \
+is not one is ignored; a listing has no ETag and no date, so only * matches it; a 404 or a \
+redirect ignores them. Range gives 206, \
 multipart/byteranges for several ranges, 416 when unsatisfiable, honouring If-Range. A directory \
 without its slash is redirected (302); index files are served, or twistd's listing. \
 No request reads outside the root: '..', encoded slashes, backslashes and NUL are refused (404) \
@@ -61,9 +66,12 @@ error) gets 500, and the error is logged. Limits: request line \
 request heads (408). At --max-connections, a client waiting is let in by closing the \
 keep-alive connection idle longest (between requests), as nginx does; never one reading a \
 request or sending a response. Files go out with sendfile; files up to 256 KiB are cached and checked \
-with one stat per request. The access log uses twistd's combined format and is reopened on \
+with one stat per request. The access log uses twistd's combined format (every byte outside \
+printable ASCII escaped as \\xHH, as twistd does) and is reopened on \
 SIGHUP and SIGUSR1; each line is written once its response has left, with the bytes that did, \
-and a response cut short is also reported in the main log with the reason. \
+and a response cut short is also reported in the main log with the reason. A request refused \
+after its request line came whole (a bad field, fields too large) is logged with that line; \
+one refused in its line, with -. \
 HTTPS: --listen ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem, --listen tls:CERTDIR (a \
 certificate per name, chosen by SNI), or twistd's --https PORT with -k KEY and -c CERT. Over \
 TLS everything above works the same, except that files are read and encrypted in bounded \

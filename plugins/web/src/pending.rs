@@ -15,8 +15,9 @@ pub struct Pending {
     /// The connection's `bytes_written` once the response was written: it has wholly left
     /// when `bytes_sent` reaches this.
     pub end: u64,
-    pub referer: Option<String>,
-    pub agent: Option<String>,
+    /// As they came, in bytes (the access log escapes each).
+    pub referer: Option<Vec<u8>>,
+    pub agent: Option<Vec<u8>>,
     /// When the request was taken up: the access log's duration runs to its last byte.
     pub start: std::time::Instant,
 }
@@ -46,8 +47,8 @@ impl Pending {
     fn size(&self) -> usize {
         std::mem::size_of::<Pending>()
             + self.line.capacity()
-            + self.referer.as_ref().map_or(0, String::capacity)
-            + self.agent.as_ref().map_or(0, String::capacity)
+            + self.referer.as_ref().map_or(0, Vec::capacity)
+            + self.agent.as_ref().map_or(0, Vec::capacity)
     }
 }
 

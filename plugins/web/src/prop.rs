@@ -1,4 +1,5 @@
-//! Property tests of the sans-IO parsers: the request head, the chunked-body skipper, ranges.
+//! Property tests of the sans-IO parsers: the request head, the chunked-body skipper, ranges,
+//! the preconditions.
 //!
 //! Each property runs 256 cases by default (cheap enough for every `cargo test`); a longer run
 //! by hand is `PROPTEST_CASES=100000 cargo test -p twistrs-web prop`.
@@ -6,7 +7,8 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use crate::request::{Body, ChunkProgress, ChunkedDiscard, Head, Limits, parse_head};
+use crate::cond::{Outcome, Preconditions, Validators, evaluate, if_range_holds};
+use crate::request::{Body, ChunkProgress, ChunkedDiscard, Head, Limits, parse_head, request_line};
 use crate::response::{Ranges, parse_ranges};
 
 /// One header line's name and value, from the fields the parser acts on and arbitrary ones.
@@ -20,6 +22,13 @@ fn header() -> impl Strategy<Value = (String, String)> {
         "[0-9]{1,7}".prop_map(|n| ("Content-Length".to_string(), n)),
         "bytes=[0-9]{0,3}-[0-9]{0,3}".prop_map(|r| ("Range".to_string(), r)),
         "[ -~]{0,20}".prop_map(|v| ("User-Agent".to_string(), v)),
+        "(\\*|(W/)?\"[a-z0-9-]{0,8}\"(, ?(W/)?\"[a-z0-9-]{0,8}\"){0,3})"
+            .prop_map(|v| ("If-Match".to_string(), v)),
+        "(W/)?\"[a-z0-9-]{0,8}\"".prop_map(|v| ("If-None-Match".to_string(), v)),
+        Just((
+            "If-Unmodified-Since".to_string(),
+            "Tue, 02 Jan 2024 03:04:05 GMT".to_string()
+        )),
     ];
     let any = (
         "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,12}",
@@ -122,6 +131,18 @@ fn chunked_body() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
+/// One entity tag: weak or not, and its opaque tag (with its quotes) from a few characters,
+/// `,` and bytes above 0x7f among them, so that tags often repeat.
+fn tag() -> impl Strategy<Value = (bool, Vec<u8>)> {
+    let etagc = prop_oneof![Just(b'a'), Just(b'b'), Just(b','), Just(b'!'), Just(0xe9u8)];
+    (any::<bool>(), vec(etagc, 0..3)).prop_map(|(weak, inner)| {
+        let mut opaque = vec![b'"'];
+        opaque.extend(inner);
+        opaque.push(b'"');
+        (weak, opaque)
+    })
+}
+
 /// A Range header whose positions lie around a file of `len` bytes: inside, at the end,
 /// past it, open-ended, and suffixes.
 fn ranges_near(len: u64) -> impl Strategy<Value = String> {
@@ -214,6 +235,110 @@ proptest! {
         let mut input = body.clone();
         input.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
         prop_assert_eq!(feed_in_pieces(&input, 1 << 20, &sizes), Fed::Done(body.len()));
+    }
+
+    /// No field values make the preconditions panic, and they answer as the RFC's order
+    /// says whatever the values: a 304 only for GET or HEAD, a 412 never from If-None-Match
+    /// of a GET, If-Modified-Since never against an If-None-Match.
+    #[test]
+    fn preconditions_never_panic_and_keep_their_order(
+        fields in vec(prop::option::of(vec(any::<u8>(), 0..40)), 4),
+        etag in prop::option::of(vec(any::<u8>(), 0..12)),
+        modified in prop::option::of(any::<u64>()),
+        get_or_head in any::<bool>(),
+    ) {
+        let p = Preconditions {
+            if_match: fields[0].as_deref(),
+            if_unmodified_since: fields[1].as_deref(),
+            if_none_match: fields[2].as_deref(),
+            if_modified_since: fields[3].as_deref(),
+        };
+        let v = Validators { etag: etag.as_deref(), modified };
+        let got = evaluate(&p, &v, get_or_head);
+        if got == Outcome::NotModified {
+            prop_assert!(get_or_head);
+        }
+        if p.if_match.is_none() && p.if_unmodified_since.is_none() {
+            prop_assert!(got != Outcome::Failed || !get_or_head);
+        }
+        // Without If-None-Match, If-Modified-Since alone may give 304; with it, its value
+        // does not count.
+        if p.if_none_match.is_some() {
+            let without = Preconditions { if_modified_since: None, ..p };
+            prop_assert_eq!(evaluate(&without, &v, get_or_head), got);
+        }
+        if let Some(ir) = fields[0].as_deref() {
+            let _ = if_range_holds(ir, &v);
+        }
+    }
+
+    /// A list of entity tags, however it is spaced and with empty elements, matches a
+    /// response's tag as RFC 9110 8.8.3.2 says: If-Match when one of its strong tags is
+    /// that tag, If-None-Match when one of its tags, weak or strong, has its opaque tag.
+    #[test]
+    fn a_list_of_tags_matches_as_the_rfc_compares(
+        tags in vec(tag(), 0..5),
+        seps in vec(prop_oneof![Just(","), Just(", "), Just(" ,\t"), Just(",,"), Just(" , , ")], 5),
+        (_, ours) in tag(),
+    ) {
+        let mut list = Vec::new();
+        for (i, (weak, opaque)) in tags.iter().enumerate() {
+            if i > 0 {
+                list.extend_from_slice(seps[i].as_bytes());
+            }
+            if *weak {
+                list.extend_from_slice(b"W/");
+            }
+            list.extend_from_slice(opaque);
+        }
+        let v = Validators { etag: Some(&ours), modified: None };
+        let strong = tags.iter().any(|(weak, o)| !weak && *o == ours);
+        let weak = tags.iter().any(|(_, o)| *o == ours);
+        let im = Preconditions { if_match: Some(&list), ..Default::default() };
+        prop_assert_eq!(evaluate(&im, &v, true) == Outcome::Proceed, strong, "If-Match: {:?}", String::from_utf8_lossy(&list));
+        let inm = Preconditions { if_none_match: Some(&list), ..Default::default() };
+        prop_assert_eq!(evaluate(&inm, &v, true) == Outcome::NotModified, weak, "If-None-Match: {:?}", String::from_utf8_lossy(&list));
+    }
+
+    /// A head refused after its request line shows that line whatever the pieces it came
+    /// in; a head refused in its line shows `-` whatever the pieces too.
+    #[test]
+    fn a_refused_head_shows_the_same_line_in_any_pieces(
+        buf in prop_oneof![
+            vec(any::<u8>(), 0..300),
+            (valid_head(), vec(any::<u8>(), 1..8), any::<prop::sample::Index>()).prop_map(|(mut h, junk, i)| {
+                // Junk put somewhere into a valid head, often making it refused.
+                let at = i.index(h.len());
+                h.splice(at..at, junk);
+                h
+            }),
+        ],
+        cut in vec(1usize..40, 0..20),
+    ) {
+        let l = Limits::default();
+        let mut whole = None;
+        for k in 1..=buf.len() {
+            if let Head::Error(r) = parse_head(&buf[..k], &l) {
+                whole = Some((r.status, request_line(&buf[..k], &l)));
+                break;
+            }
+        }
+        let mut at = 0;
+        let mut sizes = cut.iter().chain(std::iter::repeat(&usize::MAX));
+        let mut pieces = None;
+        while at < buf.len() {
+            at = at.saturating_add(*sizes.next().unwrap_or(&1)).min(buf.len());
+            if let Head::Error(r) = parse_head(&buf[..at], &l) {
+                pieces = Some((r.status, request_line(&buf[..at], &l)));
+                break;
+            }
+            if matches!(parse_head(&buf[..at], &l), Head::Complete(..)) {
+                break;
+            }
+        }
+        if pieces.is_some() {
+            prop_assert_eq!(pieces, whole);
+        }
     }
 
     /// No Range header makes the range parser panic, and every range it returns lies inside

@@ -56,12 +56,20 @@ pub struct Request {
     pub keep_alive: bool,
     pub expect_continue: bool,
     pub host: Option<String>,
-    pub user_agent: Option<String>,
-    pub referer: Option<String>,
-    pub if_modified_since: Option<String>,
-    pub if_none_match: Option<String>,
+    /// User-Agent and Referer as they came, bytes that are not UTF-8 included: the access log
+    /// escapes each byte, as twistd does.
+    pub user_agent: Option<Vec<u8>>,
+    pub referer: Option<Vec<u8>>,
+    /// The precondition fields, as they came (`cond.rs` reads them). A field sent on several
+    /// lines is one list joined with `, ` (RFC 9110 5.3): two `If-Match` lines are one list
+    /// of tags, and two dates are no valid date, which RFC 9110 13.1.3 and 13.1.4 say to
+    /// ignore.
+    pub if_match: Option<Vec<u8>>,
+    pub if_unmodified_since: Option<Vec<u8>>,
+    pub if_none_match: Option<Vec<u8>>,
+    pub if_modified_since: Option<Vec<u8>>,
+    pub if_range: Option<Vec<u8>>,
     pub range: Option<String>,
-    pub if_range: Option<String>,
     pub body: Option<Body>,
 }
 
@@ -77,6 +85,16 @@ impl Request {
     /// The request line as the access log shows it.
     pub fn line(&self) -> String {
         format!("{} {} HTTP/1.{}", self.method_name, self.target, self.minor)
+    }
+
+    /// The precondition fields, for `cond::evaluate`.
+    pub fn preconditions(&self) -> crate::cond::Preconditions<'_> {
+        crate::cond::Preconditions {
+            if_match: self.if_match.as_deref(),
+            if_unmodified_since: self.if_unmodified_since.as_deref(),
+            if_none_match: self.if_none_match.as_deref(),
+            if_modified_since: self.if_modified_since.as_deref(),
+        }
     }
 }
 
@@ -106,10 +124,54 @@ fn header_str(v: &[u8]) -> Option<String> {
     std::str::from_utf8(v).ok().map(|s| s.trim().to_string())
 }
 
-/// A value kept for the access log only: one that is not UTF-8 is logged (escaped) with its
-/// bad bytes replaced, not dropped for a `-` as if it had not been sent.
-fn header_lossy(v: &[u8]) -> String {
-    String::from_utf8_lossy(v).trim().to_string()
+/// A value kept as its bytes: for the access log, which escapes each byte as twistd does (a
+/// User-Agent that is not UTF-8 is logged, not dropped for a `-`), and for the precondition
+/// fields, whose entity tags may hold any byte above 0x7f (RFC 9110 8.8.3).
+fn header_bytes(v: &[u8]) -> Vec<u8> {
+    v.trim_ascii().to_vec()
+}
+
+/// Adds one line of a field to what came before of it: one list, joined with `, `.
+fn append_field(slot: &mut Option<Vec<u8>>, v: &[u8]) {
+    match slot {
+        Some(list) => {
+            list.extend_from_slice(b", ");
+            list.extend_from_slice(v.trim_ascii());
+        }
+        None => *slot = Some(header_bytes(v)),
+    }
+}
+
+/// The request line at the start of `buf`, when it has arrived whole and is well formed (a
+/// method, a target, `HTTP/1.x`): what the access log shows for a head refused after its
+/// line (a bad field, too many or too large fields, a bad Content-Length, a missing Host, a
+/// head that timed out). None for a line cut short, too long (414) or malformed (400, 505):
+/// a malformed line can be refused before its end has come, so whether it was whole would
+/// depend on how its bytes arrived; a refused line is logged as `-` whatever the chunking.
+pub fn request_line(buf: &[u8], limits: &Limits) -> Option<String> {
+    // The empty lines a client may send before a request (RFC 9112 2.2), as parse_head skips.
+    let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n'))?;
+    let buf = &buf[start..];
+    let end = memchr::memchr(b'\n', buf)?;
+    if end > limits.max_request_line {
+        return None;
+    }
+    let line = &buf[..end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // The line alone, as a head without fields: httparse's verdict on it, whatever follows.
+    let mut probe = Vec::with_capacity(line.len() + 4);
+    probe.extend_from_slice(line);
+    probe.extend_from_slice(b"\r\n\r\n");
+    let mut no_fields = [];
+    let mut req = httparse::Request::new(&mut no_fields);
+    match req.parse(&probe) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return None,
+    }
+    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+        return None;
+    };
+    Some(format!("{method} {path} HTTP/1.{minor}"))
 }
 
 /// A byte a Host value may hold: RFC 3986's unreserved, sub-delims, `%`, and `:[]` for the
@@ -119,26 +181,32 @@ fn host_byte(b: u8) -> bool {
 }
 
 /// Whether a request line httparse found no HTTP/1.x in is a well-formed one naming another
-/// version (`GET / HTTP/2.0`: 505) rather than a malformed one (`GET /a b.txt HTTP/1.1`, a
-/// lowercase `http/1.1`, `HTTP/0.9`: 400, as nginx and twistd answer).
-fn names_other_version(buf: &[u8]) -> bool {
+/// version (`GET / HTTP/2.0`: 505, `Some(true)`) rather than a malformed one (`GET /a b.txt
+/// HTTP/1.1`, a lowercase `http/1.1`, `HTTP/0.9`: 400, as nginx and twistd answer). None while
+/// the line has not ended and its version so far may still become another one (`HTTP/2`,
+/// `HTTP/2.`): the line's end decides, so the answer does not depend on where its bytes were
+/// cut (cut after `HTTP/2` it was 505 even for `HTTP/2x`, after `HTTP/2.` 400 for `HTTP/2.0`).
+fn names_other_version(buf: &[u8]) -> Option<bool> {
     // httparse skips empty lines before a request line (RFC 9112 2.2): so does this.
     let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n'));
     let buf = &buf[start.unwrap_or(buf.len())..];
-    let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
+    let (line, whole) = match memchr::memchr(b'\n', buf) {
+        Some(end) => (&buf[..end], true),
+        None => (buf, false),
+    };
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut parts = line.split(|b| *b == b' ');
     let (Some(_), Some(_), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return false;
+        return Some(false);
     };
+    let major = |m: &u8| m.is_ascii_digit() && *m >= b'2';
     match version.strip_prefix(b"HTTP/") {
-        Some([major, b'.', minor]) => {
-            major.is_ascii_digit() && minor.is_ascii_digit() && *major >= b'2'
-        }
-        Some([major]) => major.is_ascii_digit() && *major >= b'2',
-        _ => false,
+        Some([m, b'.', minor]) if major(m) && minor.is_ascii_digit() => whole.then_some(true),
+        Some([m]) if major(m) => whole.then_some(true),
+        Some([m, b'.']) if major(m) && !whole => None,
+        _ => Some(false),
     }
 }
 
@@ -169,9 +237,15 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
         Err(httparse::Error::TooManyHeaders) => {
             return Head::Error(reject(431, "too many header fields"));
         }
-        Err(httparse::Error::Version) if names_other_version(buf) => {
-            return Head::Error(reject(505, "HTTP version not supported"));
-        }
+        Err(httparse::Error::Version) => match names_other_version(buf) {
+            Some(true) => return Head::Error(reject(505, "HTTP version not supported")),
+            Some(false) => return Head::Error(reject(400, "malformed request")),
+            // The line's end decides; it is bounded by the request line's limit, above.
+            None if buf.len() > limits.max_header_bytes => {
+                return Head::Error(reject(431, "request header fields too large"));
+            }
+            None => return Head::Partial,
+        },
         Err(_) => return Head::Error(reject(400, "malformed request")),
     };
     if used > limits.max_header_bytes {
@@ -241,17 +315,21 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
             }
             r.host = Some(v);
         } else if name.eq_ignore_ascii_case("user-agent") {
-            r.user_agent = Some(header_lossy(h.value));
+            r.user_agent = Some(header_bytes(h.value));
         } else if name.eq_ignore_ascii_case("referer") {
-            r.referer = Some(header_lossy(h.value));
-        } else if name.eq_ignore_ascii_case("if-modified-since") {
-            r.if_modified_since = header_str(h.value);
+            r.referer = Some(header_bytes(h.value));
+        } else if name.eq_ignore_ascii_case("if-match") {
+            append_field(&mut r.if_match, h.value);
+        } else if name.eq_ignore_ascii_case("if-unmodified-since") {
+            append_field(&mut r.if_unmodified_since, h.value);
         } else if name.eq_ignore_ascii_case("if-none-match") {
-            r.if_none_match = header_str(h.value);
+            append_field(&mut r.if_none_match, h.value);
+        } else if name.eq_ignore_ascii_case("if-modified-since") {
+            append_field(&mut r.if_modified_since, h.value);
         } else if name.eq_ignore_ascii_case("range") {
             r.range = header_str(h.value);
         } else if name.eq_ignore_ascii_case("if-range") {
-            r.if_range = header_str(h.value);
+            append_field(&mut r.if_range, h.value);
         }
     }
     // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (a proxy
@@ -480,9 +558,9 @@ mod tests {
                     assert_eq!(r.target, "/a%20b/?q=1");
                     assert_eq!(r.minor, 1);
                     assert!(!r.keep_alive, "Connection: close");
-                    assert_eq!(r.user_agent.as_deref(), Some("curl/8.0"));
+                    assert_eq!(r.user_agent.as_deref(), Some(&b"curl/8.0"[..]));
                     assert_eq!(r.range.as_deref(), Some("bytes=0-1"));
-                    assert_eq!(r.if_none_match.as_deref(), Some("\"e\""));
+                    assert_eq!(r.if_none_match.as_deref(), Some(&b"\"e\""[..]));
                     assert_eq!(r.body, Some(Body::None));
                 }
                 other => panic!("chunk {chunk}: {other:?}"),
@@ -589,6 +667,10 @@ mod tests {
             "GET / HTTP/0.9",
             "GET / HTTP/1",
             "GET / FTP/2.0",
+            // Another version's start, then not one: 400 byte by byte too.
+            "GET / HTTP/2x",
+            "GET / HTTP/2.x",
+            "GET / HTTP/2.0x",
         ] {
             assert_eq!(status(format!("{bad}\r\n\r\n").into_bytes()), 400, "{bad}");
         }
@@ -618,6 +700,126 @@ mod tests {
             status(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec()),
             501
         );
+    }
+
+    /// What the access log shows for a refused head: its request line when that came whole
+    /// and well formed, `-` (None) otherwise, the same however the bytes arrived.
+    #[test]
+    fn a_refused_head_keeps_its_request_line_in_every_chunking() {
+        let small = Limits {
+            max_request_line: 64,
+            max_header_bytes: 256,
+            max_headers: 4,
+            max_body: 100,
+        };
+        let many: String = (0..5).map(|i| format!("X-{i}: y\r\n")).collect();
+        let big = format!("X: {}\r\n", "b".repeat(300));
+        let cases: Vec<(Vec<u8>, u16, Option<&str>)> = vec![
+            (
+                b"GET /a.txt?q HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n".to_vec(),
+                400,
+                Some("GET /a.txt?q HTTP/1.1"),
+            ),
+            (
+                b"\r\nHEAD / HTTP/1.0\r\nContent-Length: +5\r\n\r\n".to_vec(),
+                400,
+                Some("HEAD / HTTP/1.0"),
+            ),
+            (
+                b"GET / HTTP/1.1\nUser-Agent: a\n\n".to_vec(),
+                400,
+                Some("GET / HTTP/1.1"),
+            ),
+            (
+                b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n".to_vec(),
+                413,
+                Some("POST /up HTTP/1.1"),
+            ),
+            (
+                format!("GET /m HTTP/1.1\r\n{many}\r\n").into_bytes(),
+                431,
+                Some("GET /m HTTP/1.1"),
+            ),
+            (
+                format!("GET /b HTTP/1.1\r\n{big}\r\n").into_bytes(),
+                431,
+                Some("GET /b HTTP/1.1"),
+            ),
+            // The line itself refused: `-`, whether or not its end had come.
+            (
+                format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(100)).into_bytes(),
+                414,
+                None,
+            ),
+            (b"GET /a b.txt HTTP/1.1\r\n\r\n".to_vec(), 400, None),
+            (b"GET /a\xff.txt HTTP/1.1\r\n\r\n".to_vec(), 400, None),
+            (b"GET / HTTP/2.0\r\n\r\n".to_vec(), 505, None),
+            (
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(),
+                400,
+                None,
+            ),
+        ];
+        for (input, status, want) in cases {
+            let shown = String::from_utf8_lossy(&input).into_owned();
+            for chunk in 1..=input.len() {
+                let mut buf = Vec::new();
+                let mut got = None;
+                for piece in input.chunks(chunk) {
+                    buf.extend_from_slice(piece);
+                    match parse_head(&buf, &small) {
+                        Head::Partial => continue,
+                        Head::Error(r) => {
+                            got = Some((r.status, request_line(&buf, &small)));
+                            break;
+                        }
+                        Head::Complete(..) => panic!("{shown:?} accepted"),
+                    }
+                }
+                assert_eq!(
+                    got,
+                    Some((status, want.map(String::from))),
+                    "{shown:?} in pieces of {chunk}"
+                );
+            }
+        }
+        // A line cut short (a head that timed out before its line ended) is `-` too.
+        assert_eq!(request_line(b"GET /a.txt HT", &small), None);
+        assert_eq!(
+            request_line(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n", &small).as_deref(),
+            Some("GET /a.txt HTTP/1.1")
+        );
+        assert_eq!(request_line(b"\r\n\r\n", &small), None);
+    }
+
+    #[test]
+    fn precondition_fields_on_several_lines_are_one_list() {
+        let raw = b"GET / HTTP/1.1\r\nHost: x\r\nIf-Match: \"a\"\r\nif-match:  \"b\" \r\n\
+            If-None-Match: \"\xe9\"\r\nIf-Modified-Since: Mon, 01 Jan 2024 00:00:00 GMT\r\n\
+            If-Modified-Since: Tue, 02 Jan 2024 00:00:00 GMT\r\nIf-Unmodified-Since: x\r\n\
+            If-Range: \"r\"\r\n\r\n";
+        let Head::Complete(r, _) = parse_head(raw, &Limits::default()) else {
+            panic!("not parsed");
+        };
+        assert_eq!(r.if_match.as_deref(), Some(&b"\"a\", \"b\""[..]));
+        assert_eq!(r.if_none_match.as_deref(), Some(&b"\"\xe9\""[..]));
+        assert_eq!(
+            r.if_modified_since.as_deref(),
+            Some(&b"Mon, 01 Jan 2024 00:00:00 GMT, Tue, 02 Jan 2024 00:00:00 GMT"[..])
+        );
+        assert_eq!(r.if_unmodified_since.as_deref(), Some(&b"x"[..]));
+        assert_eq!(r.if_range.as_deref(), Some(&b"\"r\""[..]));
+    }
+
+    #[test]
+    fn user_agent_and_referer_are_kept_as_their_bytes() {
+        let raw = b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: a\xffb\r\nReferer: r\xfe\r\n\r\n";
+        let Head::Complete(r, _) = parse_head(raw, &Limits::default()) else {
+            panic!("not parsed");
+        };
+        // For the access log, which escapes each as twistd does.
+        assert_eq!(r.user_agent.as_deref(), Some(&b"a\xffb"[..]));
+        assert_eq!(r.referer.as_deref(), Some(&b"r\xfe"[..]));
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        412 => "Precondition Failed",
         408 => "Request Timeout",
         413 => "Content Too Large",
         414 => "URI Too Long",
