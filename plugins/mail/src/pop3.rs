@@ -25,6 +25,11 @@ use crate::mailbox::{Mailbox, Message, OpenError};
 const MAX_LINE: usize = 512;
 /// Failed logins before the connection is closed.
 const MAX_FAILURES: u32 = 3;
+/// Replies one [`Pop3::step`] writes before it stops taking commands: the caller sends them
+/// and steps again once its output has room. A client that pipelines a thousand LISTs of a
+/// large mailbox and reads nothing then holds this much of the server (and one reply), not
+/// every answer at once.
+pub const STEP_OUTPUT: usize = 64 * 1024;
 
 /// What the caller must do.
 #[derive(Debug)]
@@ -147,10 +152,12 @@ impl Pop3 {
         matches!(self.s.state, State::Closed)
     }
 
-    /// Processes whole lines until an action is needed or more input is.
+    /// Processes whole lines until an action is needed, more input is, or this call has
+    /// written [`STEP_OUTPUT`] octets of replies (step again when they are sent).
     pub fn step(&mut self, out: &mut Vec<u8>) -> Option<Action> {
+        let start = out.len();
         loop {
-            if self.waiting() || self.closed() {
+            if self.waiting() || self.closed() || out.len() - start >= STEP_OUTPUT {
                 return None;
             }
             let line = match self.lines.next_line()? {
@@ -577,6 +584,48 @@ mod tests {
             std::fs::read_to_string(&left[0].path)
                 .unwrap()
                 .contains("Subject: one")
+        );
+    }
+
+    /// One step writes about [`STEP_OUTPUT`] of replies at most, then leaves the rest of
+    /// the pipelined commands for the next: a client that sends a burst of LISTs of a large
+    /// mailbox and reads nothing cannot make the server hold all their answers at once.
+    #[test]
+    fn a_step_stops_taking_commands_once_its_replies_fill_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = setup(dir.path());
+        let new = dir.path().join("example.com/joe/new");
+        for i in 0..1000 {
+            std::fs::write(new.join(format!("9{i:04}.M1P1Q1.h")), "x\n").unwrap();
+        }
+        let mut p = Pop3::new(cfg, "<1.2@h>".into());
+        let mut out = Vec::new();
+        p.feed(b"USER joe\r\nPASS secret\r\n");
+        let open = p.step(&mut out).expect("the mailbox is opened");
+        assert!(!carry_out(&mut p, open, &mut out));
+        let one_list = {
+            let mut o = Vec::new();
+            p.feed(b"LIST\r\n");
+            assert!(p.step(&mut o).is_none());
+            o.len()
+        };
+        p.feed(&b"LIST\r\n".repeat(200));
+        let (mut calls, mut lists) = (0, 0);
+        while p.pending_input() > 0 && calls < 1000 {
+            let mut o = Vec::new();
+            assert!(p.step(&mut o).is_none());
+            assert!(
+                o.len() < STEP_OUTPUT + one_list,
+                "{} octets in one step",
+                o.len()
+            );
+            lists += o.len() / one_list;
+            calls += 1;
+        }
+        assert_eq!(lists, 200, "every LIST answered, in {calls} steps");
+        assert!(
+            calls >= 200 * one_list / (STEP_OUTPUT + one_list),
+            "{calls} steps"
         );
     }
 
