@@ -393,3 +393,84 @@ p.quit()
     );
     assert!(pop.contains("longest 16384 "), "{pop}");
 }
+
+/// RFC 2449 6.6: CAPA says PIPELINING (dovecot does too), and a client may send a whole
+/// session in one write: every command is answered, once and in order, behind the mailbox
+/// being opened at PASS, behind a RETR of a message of megabytes streamed in chunks, and
+/// behind QUIT's removals; a client that half-closes after its commands still gets them all.
+#[test]
+fn pop3_answers_a_whole_session_pipelined_in_one_write() {
+    let m = Mail::start(&[]);
+    let (code, out, err) = py(
+        r#"
+import smtplib, socket, sys
+big = 'Subject: big\r\n\r\n' + ''.join(
+    ('.dot %d\r\n' if i % 5 == 0 else 'line %d of the big one\r\n') % i for i in range(100000))
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=30)
+s.helo('c')
+for body in ['Subject: one\r\n\r\nhi\r\n', big, 'Subject: three\r\n\r\n.\r\nbye\r\n']:
+    s.sendmail('a@b.test', ['joe@example.com'], body)
+s.quit()
+
+MULTI = ('CAPA', 'LIST', 'RETR', 'TOP')
+def session(tag, cmds, half_close):
+    c = socket.create_connection(('127.0.0.1', int(sys.argv[2])), timeout=30)
+    f = c.makefile('rb')
+    f.readline()
+    c.sendall(b''.join(x.encode() + b'\r\n' for x in cmds))
+    if half_close:
+        c.shutdown(socket.SHUT_WR)
+    for cmd in cmds[:-1] if cmds[-1] == 'NOOP' else cmds:
+        first = f.readline()
+        lines = []
+        if first.startswith(b'+OK') and cmd.startswith(MULTI) and cmd != 'LIST 1':
+            for _ in range(1000000):
+                l = f.readline()
+                if l in (b'.\r\n', b''):
+                    break
+                lines.append(l[1:] if l.startswith(b'.') else l)
+        print(tag, cmd, '->', first.decode().strip(), len(lines))
+        if cmd == 'CAPA':
+            print(tag, 'capa', [l.decode().strip() for l in lines])
+        if b'Subject: big\r\n' in lines[:10]:
+            print(tag, 'big whole', b''.join(lines).endswith(big.encode()))
+    print(tag, 'then', f.read())
+
+session('a', ['CAPA', 'USER joe@example.com', 'PASS secret', 'STAT', 'LIST', 'RETR 2',
+    'UIDL 1', 'TOP 1 0', 'DELE 1', 'NOOP', 'LIST 1', 'RETR 3', 'QUIT', 'NOOP'], False)
+session('b', ['USER joe@example.com', 'PASS secret', 'RETR 1', 'STAT', 'DELE 2', 'QUIT'], True)
+"#,
+        &[&m.smtp(), &m.pop3()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let want = [
+        "a capa ['TOP', 'USER', 'UIDL', 'RESP-CODES', 'PIPELINING']",
+        "a USER joe@example.com -> +OK USER accepted, send PASS 0",
+        "a PASS secret -> +OK Maildrop has 3 messages 0",
+        "a LIST -> +OK 3",
+        "a RETR 2 -> +OK ",
+        "a big whole True",
+        "a UIDL 1 -> +OK 1 ",
+        "a DELE 1 -> +OK message 1 deleted 0",
+        "a NOOP -> +OK 0",
+        "a LIST 1 -> -ERR No such message 0",
+        "a RETR 3 -> +OK ",
+        "a QUIT -> +OK Bye 0",
+        "a then b''",
+        "b PASS secret -> +OK Maildrop has 2 messages 0",
+        "b big whole True",
+        "b DELE 2 -> +OK message 2 deleted 0",
+        "b QUIT -> +OK Bye 0",
+        "b then b''",
+    ];
+    let mut at = 0;
+    for w in want {
+        let found = out[at..]
+            .find(w)
+            .unwrap_or_else(|| panic!("{w:?}, in order: {out}"));
+        at += found + w.len();
+    }
+    let joe = new_files(&m.maildir("joe"));
+    assert_eq!(joe.len(), 1, "QUIT removed the ones deleted");
+    assert!(joe[0].contains("Subject: big"));
+}

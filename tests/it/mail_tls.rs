@@ -188,7 +188,7 @@ p.quit()
 "#,
     );
     assert!(
-        out.contains("capa ['RESP-CODES', 'STLS', 'TOP', 'UIDL', 'USER']"),
+        out.contains("capa ['PIPELINING', 'RESP-CODES', 'STLS', 'TOP', 'UIDL', 'USER']"),
         "{out}"
     );
     assert!(
@@ -196,7 +196,7 @@ p.quit()
         "{out}"
     );
     assert!(
-        out.contains("capa-tls ['RESP-CODES', 'TOP', 'UIDL', 'USER']"),
+        out.contains("capa-tls ['PIPELINING', 'RESP-CODES', 'TOP', 'UIDL', 'USER']"),
         "{out}"
     );
     assert!(
@@ -247,7 +247,8 @@ p.quit()
 "#,
     );
     assert!(
-        out.contains("capa ['RESP-CODES', 'TOP', 'UIDL', 'USER']") && out.contains("retr b'hi'"),
+        out.contains("capa ['PIPELINING', 'RESP-CODES', 'TOP', 'UIDL', 'USER']")
+            && out.contains("retr b'hi'"),
         "{out}"
     );
 }
@@ -339,7 +340,7 @@ print('user', line(s))
     assert!(out.contains("stls +OK Begin TLS negotiation"), "{out}");
     assert!(
         out.contains(
-            "capa ['+OK Capability list follows', 'TOP', 'USER', 'UIDL', 'RESP-CODES', '.']"
+            "capa ['+OK Capability list follows', 'TOP', 'USER', 'UIDL', 'RESP-CODES', 'PIPELINING', '.']"
         ),
         "the injected QUIT did not run: {out}"
     );
@@ -394,7 +395,7 @@ p.quit()
 "#,
     );
     assert!(
-        out.contains("capa ['RESP-CODES', 'STLS', 'TOP', 'UIDL']"),
+        out.contains("capa ['PIPELINING', 'RESP-CODES', 'STLS', 'TOP', 'UIDL']"),
         "no USER offered in plaintext: {out}"
     );
     assert!(
@@ -449,7 +450,7 @@ except poplib.error_proto as e:
 "#,
     );
     assert!(
-        out.contains("capa ['RESP-CODES', 'TOP', 'UIDL', 'USER']"),
+        out.contains("capa ['PIPELINING', 'RESP-CODES', 'TOP', 'UIDL', 'USER']"),
         "{out}"
     );
     assert!(out.contains("server b'-ERR TLS not available'"), "{out}");

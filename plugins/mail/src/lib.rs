@@ -57,8 +57,9 @@ refused at RCPT (550): never a relay. Limits: --max-message-size (552), message 
 A message is answered 250 only once it is in new/ and synced (tmp/, fsync, rename, directory \
 sync, in batches shared by concurrent sessions); a graceful stop finishes messages in DATA; at a restart the old process lets SMTP and POP3 sessions run on until the client quits, stopping them as at a stop 3 s before --shutdown-timeout (or at once if the service stops). \
 POP3: USER/PASS (user@domain, or a bare user of the -D domain), APOP, STAT, LIST, UIDL, RETR, \
-TOP, DELE, RSET, NOOP, QUIT, CAPA; deletions take effect at QUIT; the mailbox is locked while a \
-session holds it; a wrong password is answered after a second. \
+TOP, DELE, RSET, NOOP, QUIT, CAPA (with PIPELINING: commands sent without waiting are answered \
+in order); deletions take effect at QUIT; the mailbox is locked while a session holds it; a wrong \
+password is answered after a second. \
 TLS: with --certificate/--privkey, EHLO (-E) offers STARTTLS (RFC 3207) and CAPA offers STLS \
 (RFC 2595) on plaintext connections; whatever the client sent behind the command before the \
 handshake is thrown away, and the session starts over (a new EHLO; POP3 stays in \

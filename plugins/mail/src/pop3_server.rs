@@ -425,6 +425,81 @@ mod tests {
         (out, h.lost().is_some())
     }
 
+    /// Commands pipelined in one write, or cut anywhere, are answered in order on the
+    /// reactor side too: behind the mailbox being opened on a worker thread, behind a RETR
+    /// streamed a chunk at a time to a client that reads nothing meanwhile (commands are
+    /// taken only while the output has room), and behind QUIT's removals; a client that
+    /// half-closes after sending them all still gets every answer.
+    #[test]
+    fn pipelined_commands_are_answered_in_order_behind_the_worker_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = fixture::example_domain(dir.path());
+        let new = d.path.join("joe/new");
+        crate::config::make_maildir(&d.path.join("joe")).unwrap();
+        let cfg = Rc::new(MailConfig {
+            default: Some(0),
+            ..fixture::config(vec![d])
+        });
+        let mut big = b"Subject: big\n\n".to_vec();
+        for i in 0..8000 {
+            let dot = if i % 5 == 0 { "." } else { "" };
+            big.extend_from_slice(format!("{dot}line {i} of the big one\n").as_bytes());
+        }
+        let msgs: [(&str, &[u8]); 3] = [
+            ("1.M1P1Q1.h", b"Subject: one\n\nhi\n"),
+            ("2.M1P1Q1.h", &big),
+            ("3.M1P1Q1.h", b"Subject: three\n\n.\n"),
+        ];
+        let pop3 = |data: &[u8], top| {
+            let mut out = Vec::new();
+            let mut e = Encoder::new(top);
+            e.feed(data, &mut out);
+            e.finish(&mut out);
+            out
+        };
+        let size = |data: &[u8]| data.len() + data.iter().filter(|&&b| b == b'\n').count();
+        let want = [
+            b"+OK <b@h>\r\n+OK USER accepted, send PASS\r\n+OK Maildrop has 3 messages\r\n"
+                .to_vec(),
+            format!("+OK {} octets\r\n", size(&big)).into_bytes(),
+            pop3(&big, None),
+            format!(
+                "+OK \r\n+OK message 1 deleted\r\n+OK {} octets\r\n",
+                size(msgs[2].1)
+            )
+            .into_bytes(),
+            pop3(msgs[2].1, None),
+            format!("+OK {} octets\r\n", size(&big)).into_bytes(),
+            pop3(&big, Some(4000)),
+            format!(
+                "+OK \r\n2 {}\r\n3 {}\r\n.\r\n+OK 2 {}\r\n+OK Bye\r\n",
+                size(&big),
+                size(msgs[2].1),
+                size(&big) + size(msgs[2].1)
+            )
+            .into_bytes(),
+        ]
+        .concat();
+        let input =
+            b"USER joe\r\nPASS secret\r\nRETR 2\r\nNOOP\r\nDELE 1\r\nRETR 3\r\nTOP 2 4000\r\nLIST\r\nSTAT\r\nQUIT\r\nNOOP\r\n";
+        for (wait_every, eof) in [(0, false), (1, false), (4, true), (0, true)] {
+            for chunk in 1..=input.len() {
+                for (name, data) in msgs {
+                    std::fs::write(new.join(name), data).unwrap();
+                }
+                let (out, closed) = session(&cfg, input, chunk, wait_every, eof);
+                assert!(
+                    out == want,
+                    "wait every {wait_every}, eof {eof}, chunk {chunk}: {:?}",
+                    String::from_utf8_lossy(&out[out.len().saturating_sub(300)..])
+                );
+                assert!(closed, "closed after QUIT");
+                assert!(!new.join(msgs[0].0).exists(), "removed at QUIT");
+                assert!(new.join(msgs[1].0).exists());
+            }
+        }
+    }
+
     /// A client that sends its commands and half-closes gets the answers to all of them,
     /// however much output they make: the session stopped taking commands while the output
     /// was full (LIST and UIDL of a large mailbox), then took the half-close for the end and
