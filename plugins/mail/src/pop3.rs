@@ -19,7 +19,7 @@ use std::time::Duration;
 use twistrs_core::line::{Line, LineReceiver};
 
 use crate::config::{MailConfig, Tls};
-use crate::mailbox::{Mailbox, Message, OpenError};
+use crate::mailbox::{Mailbox, Message, OpenError, Whereabouts};
 
 /// Command lines longer than this are refused (RFC 2449 allows 255 octets of arguments).
 const MAX_LINE: usize = 512;
@@ -222,6 +222,14 @@ impl Pop3 {
             err(out, "Cannot read the message");
         }
         self.s.state = State::Transaction { login, mbox };
+    }
+
+    /// Reading a message found it moved by another reader of the Maildir, and with it where
+    /// every message is now: the mailbox follows them all.
+    pub fn relocated(&mut self, now: &Whereabouts) {
+        if let State::Transaction { mbox, .. } | State::Sending { mbox, .. } = &mut self.s.state {
+            mbox.follow(now);
+        }
     }
 
     /// UPDATE finished; `failed` files could not be removed. The lock goes now.
@@ -504,8 +512,13 @@ mod tests {
             Action::Delay(_, r) => out.extend_from_slice(&r),
             Action::Close => return true,
             Action::Open(dir) => p.opened(crate::mailbox::open(&dir), out),
-            Action::Send { path, size, top } => match std::fs::read(&path) {
-                Ok(data) => {
+            Action::Send { path, size, top } => match crate::mailbox::open_message(&path) {
+                Ok((mut file, moved)) => {
+                    if let Some(now) = moved {
+                        p.relocated(&now);
+                    }
+                    let mut data = Vec::new();
+                    std::io::Read::read_to_end(&mut file, &mut data).unwrap();
                     out.extend_from_slice(format!("+OK {size} octets\r\n").as_bytes());
                     let mut e = crate::mailbox::Encoder::new(top);
                     e.feed(&data, out);
@@ -782,6 +795,45 @@ mod tests {
         assert!(
             calls >= 200 * one_list / (STEP_OUTPUT + one_list),
             "{calls} steps"
+        );
+    }
+
+    /// Messages another reader moved to cur/ with flags after the login are retrieved and
+    /// removed all the same; the session follows the listing the first RETR made.
+    #[test]
+    fn a_session_follows_messages_another_reader_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = setup(dir.path());
+        let joe = dir.path().join("example.com/joe");
+        let mut p = Pop3::new(cfg, "<1.2@h>".into());
+        let mut out = Vec::new();
+        p.feed(b"USER joe\r\nPASS secret\r\n");
+        while let Some(a) = p.step(&mut out) {
+            carry_out(&mut p, a, &mut out);
+        }
+        for e in std::fs::read_dir(joe.join("new")).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            std::fs::rename(
+                joe.join("new").join(&name),
+                joe.join(format!("cur/{name}:2,S")),
+            )
+            .unwrap();
+        }
+        p.feed(b"RETR 2\r\nRETR 1\r\nDELE 1\r\nDELE 2\r\nQUIT\r\n");
+        while let Some(a) = p.step(&mut out) {
+            if carry_out(&mut p, a, &mut out) {
+                break;
+            }
+        }
+        let out = String::from_utf8(out).unwrap();
+        let (two, one) = (
+            out.find("..two").expect(&out),
+            out.find("..one").expect(&out),
+        );
+        assert!(two < one && out.ends_with("+OK Bye\r\n"), "{out}");
+        assert!(
+            read_mailbox(&joe).unwrap().is_empty(),
+            "both removed from cur/"
         );
     }
 

@@ -18,7 +18,7 @@ use twistrs_core::limit::PeerSlot;
 use twistrs_core::{DelayedCall, Failure, Protocol, Transport};
 
 use crate::config::{MailConfig, Tls};
-use crate::mailbox::{self, Encoder, Mailbox, OpenError};
+use crate::mailbox::{self, Encoder, Mailbox, OpenError, Whereabouts};
 use crate::pop3::{self, Pop3};
 
 /// Timer key: the delayed reply to a failed login is due.
@@ -38,6 +38,8 @@ struct Opened(Result<Mailbox, OpenError>);
 struct Chunk {
     file: File,
     data: Vec<u8>,
+    /// The message had been moved by another reader: where every message is now.
+    moved: Option<Whereabouts>,
 }
 
 /// UPDATE done on a worker thread: how many files could not be removed.
@@ -141,18 +143,12 @@ impl Pop3Protocol {
                 }
                 Some(pop3::Action::Update(paths)) => {
                     t.call_in_thread(move || {
-                        let failed = paths
-                            .iter()
-                            .filter(|p| match mailbox::remove(p) {
-                                Ok(()) => false,
-                                Err(e) => {
-                                    log::error!(target: "twistrs.mail.pop3",
-                                        "cannot remove {}: {e}", p.display());
-                                    true
-                                }
-                            })
-                            .count();
-                        Ok(Removed(failed))
+                        let failed = mailbox::remove_all(&paths);
+                        for (p, e) in &failed {
+                            log::error!(target: "twistrs.mail.pop3",
+                                "cannot remove {}: {e}", p.display());
+                        }
+                        Ok(Removed(failed.len()))
                     });
                 }
             }
@@ -209,14 +205,14 @@ impl Pop3Protocol {
         s.reading = true;
         let (file, path, offset) = (s.file.take(), s.path.clone(), s.offset);
         t.call_in_thread(move || {
-            let file = match file {
-                Some(f) => f,
+            let (file, moved) = match file {
+                Some(f) => (f, None),
                 None => mailbox::open_message(&path)
                     .map_err(|e| Failure::msg(format!("{}: {e}", path.display())))?,
             };
             let data = mailbox::read_chunk(&file, offset)
                 .map_err(|e| Failure::msg(format!("{}: {e}", path.display())))?;
-            Ok(Chunk { file, data })
+            Ok(Chunk { file, data, moved })
         });
     }
 
@@ -225,7 +221,7 @@ impl Pop3Protocol {
             return;
         };
         s.reading = false;
-        let chunk = match r {
+        let mut chunk = match r {
             Ok(c) => c,
             Err(f) if !s.started => {
                 self.sending = None;
@@ -239,6 +235,9 @@ impl Pop3Protocol {
                 return t.abort_connection();
             }
         };
+        if let Some(now) = chunk.moved.take() {
+            self.core.relocated(&now);
+        }
         if !s.started {
             s.started = true;
             self.out
