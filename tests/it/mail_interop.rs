@@ -474,3 +474,89 @@ session('b', ['USER joe@example.com', 'PASS secret', 'RETR 1', 'STAT', 'DELE 2',
     assert_eq!(joe.len(), 1, "QUIT removed the ones deleted");
     assert!(joe[0].contains("Subject: big"));
 }
+
+/// SMTPUTF8 (RFC 6531), as postfix offers it: Python's smtplib sends `MAIL ... SMTPUTF8` and
+/// UTF-8 addresses, which reach a UTF-8 user and alias; the stored copy's trace headers name
+/// them in UTF-8 and say `with UTF8SMTP`, and the message's own UTF-8 headers (RFC 6532)
+/// come out of POP3 octet for octet as they went in. Without it, postfix 3.7 bounced such
+/// mail (5.6.7, SMTPUTF8 required but not offered). UTF-8 sent without the parameter is
+/// taken as postfix takes it (postfix relays pre-SMTPUTF8 mail on that way); an address
+/// whose octets are not UTF-8 gets RFC 6531 3.5's 550/553 5.6.7, where it was taken before.
+#[test]
+fn smtputf8_addresses_and_utf8_headers_pass_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let aliases = dir.path().join("aliases");
+    std::fs::write(&aliases, "ålias: jöe\n").unwrap();
+    let m = Mail::start(&["-E", "-u", "jöe=pw", "-A", aliases.to_str().unwrap()]);
+    let (code, out, err) = py(
+        r#"
+import poplib, smtplib, sys
+msg = 'From: Jöran <jöran@b.test>\r\nTo: jöe@example.com\r\nSubject: grüße ✓\r\n\r\nbody ü\r\n'.encode()
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)
+s.ehlo('c')
+print('offered', s.has_extn('smtputf8'))
+print('one', s.sendmail('jöran@b.test', ['jöe@example.com'], msg, mail_options=['SMTPUTF8']))
+print('alias', s.sendmail('a@b.test', ['ålias@example.com', 'JöE@example.com'], msg, mail_options=['SMTPUTF8', 'BODY=8BITMIME']))
+try:
+    s.sendmail('a@b.test', ['JÖE@example.com'], msg, mail_options=['SMTPUTF8'])
+except smtplib.SMTPRecipientsRefused as e:
+    print('refused', e.recipients)
+s.quit()
+p = poplib.POP3('127.0.0.1', int(sys.argv[2]), timeout=10)
+p.user('jöe@example.com'); p.pass_('pw')
+lines = p.retr(1)[1]
+print('stored', lines[:6])
+print('intact', b'\r\n'.join(lines).endswith(msg.rstrip(b'\r\n')))
+p.quit()
+"#,
+        &[&m.smtp(), &m.pop3()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("offered True"), "{out}");
+    assert!(out.contains("one {}") && out.contains("alias {}"), "{out}");
+    assert!(
+        out.contains(
+            "refused {'JÖE@example.com': (550, b'5.1.1 Cannot receive for specified address')}"
+        ),
+        "only ASCII letters fold: {out}"
+    );
+    assert!(out.contains("intact True"), "{out}");
+    let stored = out.lines().find(|l| l.starts_with("stored")).unwrap();
+    let want = r"b'Return-Path: <j\xc3\xb6ran@b.test>', b'Delivered-To: j\xc3\xb6e@example.com', b'Received: from c ([127.0.0.1] helo=c)', b'\tby mx.test with UTF8SMTP id ";
+    assert!(stored.contains(want), "{stored}");
+    assert!(
+        stored.contains(r"for <j\xc3\xb6e@example.com>; "),
+        "{stored}"
+    );
+    let maildir = m.dir.path().join("example.com/jöe");
+    assert_eq!(new_files(&maildir).len(), 2, "the alias's copy too, once");
+    // Without SMTPUTF8: UTF-8 taken (`with esmtp`), Latin-1 refused at MAIL and at RCPT.
+    let out = talk(
+        &m.smtp(),
+        r#"
+u = lambda s: s.encode().decode('latin1')
+talk(int(sys.argv[1]), ['EHLO c', 'MAIL FROM:<j\xf6ran@b.test>', u('MAIL FROM:<jöran@b.test>'),
+    'RCPT TO:<j\xf6e@example.com>', u('RCPT TO:<jöe@example.com>'), 'DATA',
+    u('Subject: grüße\r\n\r\nbody\r\n.'), 'QUIT'])
+"#,
+    );
+    let refused = "Non-ASCII address not permitted: not UTF-8";
+    assert!(out.contains(&format!("-> 550 5.6.7 {refused}")), "{out}");
+    assert!(out.contains(&format!("-> 553 5.6.7 {refused}")), "{out}");
+    assert!(out.contains("-> 250 2.0.0 Delivery in progress"), "{out}");
+    let copies = new_files(&maildir);
+    assert_eq!(copies.len(), 3);
+    assert!(copies.iter().all(|c| c.contains("\nSubject: grüße")));
+    assert_eq!(
+        copies
+            .iter()
+            .filter(|c| c.contains(" with esmtp id "))
+            .count(),
+        1
+    );
+    assert!(
+        m.srv.log_contains(&format!("127.0.0.1: 553 {refused}")),
+        "{:?}",
+        m.srv.lines()
+    );
+}

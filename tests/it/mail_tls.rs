@@ -157,13 +157,15 @@ s.quit()
     );
     assert!(
         out.contains(
-            "plain ['8bitmime', 'auth', 'enhancedstatuscodes', 'pipelining', 'size', 'starttls']"
+            "plain ['8bitmime', 'auth', 'enhancedstatuscodes', 'pipelining', 'size', 'smtputf8', 'starttls']"
         ),
         "{out}"
     );
     assert!(out.contains("starttls 220 TLSv1.3"), "{out}");
     assert!(
-        out.contains("tls ['8bitmime', 'auth', 'enhancedstatuscodes', 'pipelining', 'size']\n"),
+        out.contains(
+            "tls ['8bitmime', 'auth', 'enhancedstatuscodes', 'pipelining', 'size', 'smtputf8']\n"
+        ),
         "not offered twice: {out}"
     );
     let joe = new_files(&m.maildir("joe"));
@@ -231,7 +233,7 @@ s.quit()
     );
     assert!(
         out.contains(
-            "features ['8bitmime', 'auth', 'enhancedstatuscodes', 'pipelining', 'size'] TLSv1.3"
+            "features ['8bitmime', 'auth', 'enhancedstatuscodes', 'pipelining', 'size', 'smtputf8'] TLSv1.3"
         ),
         "no STARTTLS on TLS: {out}"
     );
@@ -369,7 +371,7 @@ s.quit()
 "#,
     );
     assert!(
-        out.contains("plain ['8bitmime', 'enhancedstatuscodes', 'pipelining', 'size', 'starttls']"),
+        out.contains("plain ['8bitmime', 'enhancedstatuscodes', 'pipelining', 'size', 'smtputf8', 'starttls']"),
         "no AUTH offered in plaintext: {out}"
     );
     assert!(
@@ -428,7 +430,9 @@ print('noop', s.noop()[0])
 "#,
     );
     assert!(
-        out.contains("features ['8bitmime', 'auth', 'enhancedstatuscodes', 'pipelining', 'size']"),
+        out.contains(
+            "features ['8bitmime', 'auth', 'enhancedstatuscodes', 'pipelining', 'size', 'smtputf8']"
+        ),
         "{out}"
     );
     assert!(
