@@ -108,7 +108,9 @@ s.quit()
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("features ['8bitmime', 'auth', 'enhancedstatuscodes', 'pipelining', 'size']"),
+        out.contains(
+            "features ['8bitmime', 'auth', 'enhancedstatuscodes', 'pipelining', 'size', 'smtputf8']"
+        ),
         "{out}"
     );
     assert!(

@@ -393,3 +393,170 @@ p.quit()
     );
     assert!(pop.contains("longest 16384 "), "{pop}");
 }
+
+/// RFC 2449 6.6: CAPA says PIPELINING (dovecot does too), and a client may send a whole
+/// session in one write: every command is answered, once and in order, behind the mailbox
+/// being opened at PASS, behind a RETR of a message of megabytes streamed in chunks, and
+/// behind QUIT's removals; a client that half-closes after its commands still gets them all.
+#[test]
+fn pop3_answers_a_whole_session_pipelined_in_one_write() {
+    let m = Mail::start(&[]);
+    let (code, out, err) = py(
+        r#"
+import smtplib, socket, sys
+big = 'Subject: big\r\n\r\n' + ''.join(
+    ('.dot %d\r\n' if i % 5 == 0 else 'line %d of the big one\r\n') % i for i in range(100000))
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=30)
+s.helo('c')
+for body in ['Subject: one\r\n\r\nhi\r\n', big, 'Subject: three\r\n\r\n.\r\nbye\r\n']:
+    s.sendmail('a@b.test', ['joe@example.com'], body)
+s.quit()
+
+MULTI = ('CAPA', 'LIST', 'RETR', 'TOP')
+def session(tag, cmds, half_close):
+    c = socket.create_connection(('127.0.0.1', int(sys.argv[2])), timeout=30)
+    f = c.makefile('rb')
+    f.readline()
+    c.sendall(b''.join(x.encode() + b'\r\n' for x in cmds))
+    if half_close:
+        c.shutdown(socket.SHUT_WR)
+    for cmd in cmds[:-1] if cmds[-1] == 'NOOP' else cmds:
+        first = f.readline()
+        lines = []
+        if first.startswith(b'+OK') and cmd.startswith(MULTI) and cmd != 'LIST 1':
+            for _ in range(1000000):
+                l = f.readline()
+                if l in (b'.\r\n', b''):
+                    break
+                lines.append(l[1:] if l.startswith(b'.') else l)
+        print(tag, cmd, '->', first.decode().strip(), len(lines))
+        if cmd == 'CAPA':
+            print(tag, 'capa', [l.decode().strip() for l in lines])
+        if b'Subject: big\r\n' in lines[:10]:
+            print(tag, 'big whole', b''.join(lines).endswith(big.encode()))
+    print(tag, 'then', f.read())
+
+session('a', ['CAPA', 'USER joe@example.com', 'PASS secret', 'STAT', 'LIST', 'RETR 2',
+    'UIDL 1', 'TOP 1 0', 'DELE 1', 'NOOP', 'LIST 1', 'RETR 3', 'QUIT', 'NOOP'], False)
+session('b', ['USER joe@example.com', 'PASS secret', 'RETR 1', 'STAT', 'DELE 2', 'QUIT'], True)
+"#,
+        &[&m.smtp(), &m.pop3()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let want = [
+        "a capa ['TOP', 'USER', 'UIDL', 'RESP-CODES', 'PIPELINING']",
+        "a USER joe@example.com -> +OK USER accepted, send PASS 0",
+        "a PASS secret -> +OK Maildrop has 3 messages 0",
+        "a LIST -> +OK 3",
+        "a RETR 2 -> +OK ",
+        "a big whole True",
+        "a UIDL 1 -> +OK 1 ",
+        "a DELE 1 -> +OK message 1 deleted 0",
+        "a NOOP -> +OK 0",
+        "a LIST 1 -> -ERR No such message 0",
+        "a RETR 3 -> +OK ",
+        "a QUIT -> +OK Bye 0",
+        "a then b''",
+        "b PASS secret -> +OK Maildrop has 2 messages 0",
+        "b big whole True",
+        "b DELE 2 -> +OK message 2 deleted 0",
+        "b QUIT -> +OK Bye 0",
+        "b then b''",
+    ];
+    let mut at = 0;
+    for w in want {
+        let found = out[at..]
+            .find(w)
+            .unwrap_or_else(|| panic!("{w:?}, in order: {out}"));
+        at += found + w.len();
+    }
+    let joe = new_files(&m.maildir("joe"));
+    assert_eq!(joe.len(), 1, "QUIT removed the ones deleted");
+    assert!(joe[0].contains("Subject: big"));
+}
+
+/// SMTPUTF8 (RFC 6531), as postfix offers it: Python's smtplib sends `MAIL ... SMTPUTF8` and
+/// UTF-8 addresses, which reach a UTF-8 user and alias; the stored copy's trace headers name
+/// them in UTF-8 and say `with UTF8SMTP`, and the message's own UTF-8 headers (RFC 6532)
+/// come out of POP3 octet for octet as they went in. Without it, postfix 3.7 bounced such
+/// mail (5.6.7, SMTPUTF8 required but not offered). UTF-8 sent without the parameter is
+/// taken as postfix takes it (postfix relays pre-SMTPUTF8 mail on that way); an address
+/// whose octets are not UTF-8 gets RFC 6531 3.5's 550/553 5.6.7, where it was taken before.
+#[test]
+fn smtputf8_addresses_and_utf8_headers_pass_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let aliases = dir.path().join("aliases");
+    std::fs::write(&aliases, "ålias: jöe\n").unwrap();
+    let m = Mail::start(&["-E", "-u", "jöe=pw", "-A", aliases.to_str().unwrap()]);
+    let (code, out, err) = py(
+        r#"
+import poplib, smtplib, sys
+msg = 'From: Jöran <jöran@b.test>\r\nTo: jöe@example.com\r\nSubject: grüße ✓\r\n\r\nbody ü\r\n'.encode()
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)
+s.ehlo('c')
+print('offered', s.has_extn('smtputf8'))
+print('one', s.sendmail('jöran@b.test', ['jöe@example.com'], msg, mail_options=['SMTPUTF8']))
+print('alias', s.sendmail('a@b.test', ['ålias@example.com', 'JöE@example.com'], msg, mail_options=['SMTPUTF8', 'BODY=8BITMIME']))
+try:
+    s.sendmail('a@b.test', ['JÖE@example.com'], msg, mail_options=['SMTPUTF8'])
+except smtplib.SMTPRecipientsRefused as e:
+    print('refused', e.recipients)
+s.quit()
+p = poplib.POP3('127.0.0.1', int(sys.argv[2]), timeout=10)
+p.user('jöe@example.com'); p.pass_('pw')
+lines = p.retr(1)[1]
+print('stored', lines[:6])
+print('intact', b'\r\n'.join(lines).endswith(msg.rstrip(b'\r\n')))
+p.quit()
+"#,
+        &[&m.smtp(), &m.pop3()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("offered True"), "{out}");
+    assert!(out.contains("one {}") && out.contains("alias {}"), "{out}");
+    assert!(
+        out.contains(
+            "refused {'JÖE@example.com': (550, b'5.1.1 Cannot receive for specified address')}"
+        ),
+        "only ASCII letters fold: {out}"
+    );
+    assert!(out.contains("intact True"), "{out}");
+    let stored = out.lines().find(|l| l.starts_with("stored")).unwrap();
+    let want = r"b'Return-Path: <j\xc3\xb6ran@b.test>', b'Delivered-To: j\xc3\xb6e@example.com', b'Received: from c ([127.0.0.1] helo=c)', b'\tby mx.test with UTF8SMTP id ";
+    assert!(stored.contains(want), "{stored}");
+    assert!(
+        stored.contains(r"for <j\xc3\xb6e@example.com>; "),
+        "{stored}"
+    );
+    let maildir = m.dir.path().join("example.com/jöe");
+    assert_eq!(new_files(&maildir).len(), 2, "the alias's copy too, once");
+    // Without SMTPUTF8: UTF-8 taken (`with esmtp`), Latin-1 refused at MAIL and at RCPT.
+    let out = talk(
+        &m.smtp(),
+        r#"
+u = lambda s: s.encode().decode('latin1')
+talk(int(sys.argv[1]), ['EHLO c', 'MAIL FROM:<j\xf6ran@b.test>', u('MAIL FROM:<jöran@b.test>'),
+    'RCPT TO:<j\xf6e@example.com>', u('RCPT TO:<jöe@example.com>'), 'DATA',
+    u('Subject: grüße\r\n\r\nbody\r\n.'), 'QUIT'])
+"#,
+    );
+    let refused = "Non-ASCII address not permitted: not UTF-8";
+    assert!(out.contains(&format!("-> 550 5.6.7 {refused}")), "{out}");
+    assert!(out.contains(&format!("-> 553 5.6.7 {refused}")), "{out}");
+    assert!(out.contains("-> 250 2.0.0 Delivery in progress"), "{out}");
+    let copies = new_files(&maildir);
+    assert_eq!(copies.len(), 3);
+    assert!(copies.iter().all(|c| c.contains("\nSubject: grüße")));
+    assert_eq!(
+        copies
+            .iter()
+            .filter(|c| c.contains(" with esmtp id "))
+            .count(),
+        1
+    );
+    assert!(
+        m.srv.log_contains(&format!("127.0.0.1: 553 {refused}")),
+        "{:?}",
+        m.srv.lines()
+    );
+}

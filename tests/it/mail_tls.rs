@@ -157,13 +157,15 @@ s.quit()
     );
     assert!(
         out.contains(
-            "plain ['8bitmime', 'auth', 'enhancedstatuscodes', 'pipelining', 'size', 'starttls']"
+            "plain ['8bitmime', 'auth', 'enhancedstatuscodes', 'pipelining', 'size', 'smtputf8', 'starttls']"
         ),
         "{out}"
     );
     assert!(out.contains("starttls 220 TLSv1.3"), "{out}");
     assert!(
-        out.contains("tls ['8bitmime', 'auth', 'enhancedstatuscodes', 'pipelining', 'size']\n"),
+        out.contains(
+            "tls ['8bitmime', 'auth', 'enhancedstatuscodes', 'pipelining', 'size', 'smtputf8']\n"
+        ),
         "not offered twice: {out}"
     );
     let joe = new_files(&m.maildir("joe"));
@@ -188,7 +190,7 @@ p.quit()
 "#,
     );
     assert!(
-        out.contains("capa ['RESP-CODES', 'STLS', 'TOP', 'UIDL', 'USER']"),
+        out.contains("capa ['PIPELINING', 'RESP-CODES', 'STLS', 'TOP', 'UIDL', 'USER']"),
         "{out}"
     );
     assert!(
@@ -196,7 +198,7 @@ p.quit()
         "{out}"
     );
     assert!(
-        out.contains("capa-tls ['RESP-CODES', 'TOP', 'UIDL', 'USER']"),
+        out.contains("capa-tls ['PIPELINING', 'RESP-CODES', 'TOP', 'UIDL', 'USER']"),
         "{out}"
     );
     assert!(
@@ -231,7 +233,7 @@ s.quit()
     );
     assert!(
         out.contains(
-            "features ['8bitmime', 'auth', 'enhancedstatuscodes', 'pipelining', 'size'] TLSv1.3"
+            "features ['8bitmime', 'auth', 'enhancedstatuscodes', 'pipelining', 'size', 'smtputf8'] TLSv1.3"
         ),
         "no STARTTLS on TLS: {out}"
     );
@@ -247,7 +249,8 @@ p.quit()
 "#,
     );
     assert!(
-        out.contains("capa ['RESP-CODES', 'TOP', 'UIDL', 'USER']") && out.contains("retr b'hi'"),
+        out.contains("capa ['PIPELINING', 'RESP-CODES', 'TOP', 'UIDL', 'USER']")
+            && out.contains("retr b'hi'"),
         "{out}"
     );
 }
@@ -339,7 +342,7 @@ print('user', line(s))
     assert!(out.contains("stls +OK Begin TLS negotiation"), "{out}");
     assert!(
         out.contains(
-            "capa ['+OK Capability list follows', 'TOP', 'USER', 'UIDL', 'RESP-CODES', '.']"
+            "capa ['+OK Capability list follows', 'TOP', 'USER', 'UIDL', 'RESP-CODES', 'PIPELINING', '.']"
         ),
         "the injected QUIT did not run: {out}"
     );
@@ -368,7 +371,7 @@ s.quit()
 "#,
     );
     assert!(
-        out.contains("plain ['8bitmime', 'enhancedstatuscodes', 'pipelining', 'size', 'starttls']"),
+        out.contains("plain ['8bitmime', 'enhancedstatuscodes', 'pipelining', 'size', 'smtputf8', 'starttls']"),
         "no AUTH offered in plaintext: {out}"
     );
     assert!(
@@ -394,7 +397,7 @@ p.quit()
 "#,
     );
     assert!(
-        out.contains("capa ['RESP-CODES', 'STLS', 'TOP', 'UIDL']"),
+        out.contains("capa ['PIPELINING', 'RESP-CODES', 'STLS', 'TOP', 'UIDL']"),
         "no USER offered in plaintext: {out}"
     );
     assert!(
@@ -427,7 +430,9 @@ print('noop', s.noop()[0])
 "#,
     );
     assert!(
-        out.contains("features ['8bitmime', 'auth', 'enhancedstatuscodes', 'pipelining', 'size']"),
+        out.contains(
+            "features ['8bitmime', 'auth', 'enhancedstatuscodes', 'pipelining', 'size', 'smtputf8']"
+        ),
         "{out}"
     );
     assert!(
@@ -449,7 +454,7 @@ except poplib.error_proto as e:
 "#,
     );
     assert!(
-        out.contains("capa ['RESP-CODES', 'TOP', 'UIDL', 'USER']"),
+        out.contains("capa ['PIPELINING', 'RESP-CODES', 'TOP', 'UIDL', 'USER']"),
         "{out}"
     );
     assert!(out.contains("server b'-ERR TLS not available'"), "{out}");

@@ -1016,4 +1016,51 @@ mod tests {
         );
         assert!(c.pop3_user("nobody@example.com").is_none());
     }
+
+    /// UTF-8 user names and aliases (reached with SMTPUTF8) are matched with their ASCII
+    /// letters in any case and every other character exactly: `JöE` reaches `jöe`, `JÖE` does
+    /// not. Unicode case folding (postfix's, with smtputf8_enable) is not stable across
+    /// versions and is not one-to-one (`ß`, the Turkish dotless i), so two names would
+    /// reach one Maildir or not by the Unicode tables of the day.
+    #[test]
+    fn utf8_users_and_aliases_fold_ascii_case_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("example.com");
+        std::fs::create_dir_all(path.join("passwd")).unwrap();
+        let aliases = dir.path().join("aliases");
+        std::fs::write(&aliases, "ålias: jöe\nDÉV: Åsa\n").unwrap();
+        let d = Domain {
+            name: "example.com".into(),
+            path: path.clone(),
+            aliases: Some(Aliases::new(aliases).unwrap()),
+            bounce_to_postmaster: false,
+            folded: Default::default(),
+        };
+        d.add_user("jöe", "secret", Setup::Make).unwrap();
+        d.add_user("Åsa", "pw", Setup::Make).unwrap();
+        assert!(path.join("jöe/new").is_dir());
+        let c = fixture::config(vec![d]);
+        let to = |a: &str| c.resolve(a).map(|v| v[0].1.clone());
+        assert_eq!(to("jöe@example.com").unwrap(), "jöe@example.com");
+        assert_eq!(to("JöE@EXAMPLE.com").unwrap(), "jöe@example.com");
+        assert_eq!(to("JÖE@example.com"), Err(Refusal::NoUser));
+        assert_eq!(to("Åsa@example.com").unwrap(), "Åsa@example.com");
+        assert_eq!(
+            to("ÅSA@example.com").unwrap(),
+            "Åsa@example.com",
+            "s, a folded"
+        );
+        assert_eq!(to("åsa@example.com"), Err(Refusal::NoUser), "Å is not å");
+        assert_eq!(to("ålias@example.com").unwrap(), "jöe@example.com");
+        assert_eq!(to("åLIAS@example.com").unwrap(), "jöe@example.com");
+        assert_eq!(to("ÅLIAS@example.com"), Err(Refusal::NoUser));
+        assert_eq!(to("dÉv@example.com").unwrap(), "Åsa@example.com");
+        assert_eq!(to("dév@example.com"), Err(Refusal::NoUser), "É is not é");
+        assert_eq!(
+            c.pop3_user("JöE@example.com").map(|(_, u)| u),
+            Some("jöe".into()),
+            "POP3 logins by the same rule"
+        );
+        assert!(c.pop3_user("JÖE@example.com").is_none());
+    }
 }

@@ -50,15 +50,18 @@ Storage is twistd's: PATH/passwd/ holds one file per user named as twistd's DirD
 Started by root with the daemon's -u/-g, what the start makes of these is given to that user and \
 group; what was there is left as it is, and warned of (at start and by --check) if that user \
 cannot write the Maildir or read the password file. \
-SMTP: HELO, and with -E EHLO with PIPELINING, 8BITMIME, SIZE, ENHANCEDSTATUSCODES and AUTH \
-PLAIN/LOGIN; MAIL, RCPT, DATA, RSET, NOOP, QUIT, VRFY (252). Unknown users and other domains are \
-refused at RCPT (550): never a relay. Limits: --max-message-size (552), message lines of 16,384 octets \
+SMTP: HELO, and with -E EHLO with PIPELINING, 8BITMIME, SMTPUTF8, SIZE, ENHANCEDSTATUSCODES and \
+AUTH PLAIN/LOGIN; MAIL, RCPT, DATA, RSET, NOOP, QUIT, VRFY (252). Unknown users and other domains \
+are refused at RCPT (550): never a relay. UTF-8 addresses reach users and aliases named in UTF-8 \
+(ASCII letters in any case, the others exactly); Received: says UTF8SMTP when MAIL said SMTPUTF8; \
+an address that is not UTF-8 gets 550/553 5.6.7. Limits: --max-message-size (552), message lines of 16,384 octets \
 (500), --max-recipients (452), --max-data-memory (452 4.3.1 at MAIL for a declared SIZE, or at the end of DATA), ten bad commands in a row or --timeout idle (421). \
 A message is answered 250 only once it is in new/ and synced (tmp/, fsync, rename, directory \
 sync, in batches shared by concurrent sessions); a graceful stop finishes messages in DATA; at a restart the old process lets SMTP and POP3 sessions run on until the client quits, stopping them as at a stop 3 s before --shutdown-timeout (or at once if the service stops). \
 POP3: USER/PASS (user@domain, or a bare user of the -D domain), APOP, STAT, LIST, UIDL, RETR, \
-TOP, DELE, RSET, NOOP, QUIT, CAPA; deletions take effect at QUIT; the mailbox is locked while a \
-session holds it; a wrong password is answered after a second. \
+TOP, DELE, RSET, NOOP, QUIT, CAPA (with PIPELINING: commands sent without waiting are answered \
+in order); deletions take effect at QUIT; the mailbox is locked while a session holds it; a wrong \
+password is answered after a second. \
 TLS: with --certificate/--privkey, EHLO (-E) offers STARTTLS (RFC 3207) and CAPA offers STLS \
 (RFC 2595) on plaintext connections; whatever the client sent behind the command before the \
 handshake is thrown away, and the session starts over (a new EHLO; POP3 stays in \
@@ -135,7 +138,7 @@ fn options() -> Command {
         .arg(Arg::new("hostname").short('H').long("hostname").value_name("NAME")
             .help("The name in the greeting and Received: headers [default: this host's FQDN, as hostname -f]"))
         .arg(Arg::new("esmtp").short('E').long("esmtp").action(ArgAction::SetTrue)
-            .help("ESMTP: EHLO with PIPELINING, 8BITMIME, SIZE, ENHANCEDSTATUSCODES, AUTH (needs --hostname)"))
+            .help("ESMTP: EHLO with PIPELINING, 8BITMIME, SMTPUTF8, SIZE, ENHANCEDSTATUSCODES, AUTH (needs --hostname)"))
         .arg(auth_arg("SMTP AUTH credentials: file:PATH (user:pass lines) or memory:USER:PASS[:USER:PASS...]"))
         .args(auth_help_args())
         .arg(Arg::new("relay").short('R').long("relay").value_name("DIR").hide(true))

@@ -35,6 +35,18 @@ pub struct Mailbox {
     _lock: Flock<File>,
 }
 
+impl Mailbox {
+    /// Follows every listed message that `now` has elsewhere (a listing [`open_message`]
+    /// made for one that had moved): the next RETR or QUIT finds it without a listing.
+    pub fn follow(&mut self, now: &Whereabouts) {
+        for m in &mut self.msgs {
+            if let Some(p) = now.of(&m.path) {
+                m.path = p.to_path_buf();
+            }
+        }
+    }
+}
+
 /// Why a mailbox could not be opened.
 #[derive(Debug)]
 pub enum OpenError {
@@ -205,46 +217,158 @@ fn base_of(name: &[u8]) -> &[u8] {
         .unwrap_or(name)
 }
 
-/// Where the message listed at `path` is now, if another reader of the Maildir (a MUA, an
-/// IMAP server) has moved it since the listing: from `new/` to `cur/`, or renamed it in
-/// `cur/` with new flags. The same base in `new/` or `cur/`, other than `path` itself.
-fn moved(path: &Path) -> Option<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
-    let base = base_of(path.file_name()?.as_bytes());
-    let maildir = path.parent()?.parent()?;
-    ["cur", "new"].into_iter().find_map(|sub| {
-        std::fs::read_dir(maildir.join(sub))
-            .ok()?
-            .flatten()
-            .find(|e| base_of(e.file_name().as_bytes()) == base && e.path() != path)
-            .map(|e| e.path())
-    })
+/// Where the messages of one Maildir are now, by the base of their names: one listing of
+/// `cur/` and `new/`, taken when a listed message is no longer where it was, because another
+/// reader of the Maildir (a MUA, an IMAP server) moved it from `new/` to `cur/` or renamed
+/// it in `cur/` with new flags. Such a reader often moves them all at once: one listing then
+/// serves every message, where a listing per message made a mailbox of n messages cost n
+/// listings of n names.
+#[derive(Debug, Default)]
+pub struct Whereabouts(std::collections::HashMap<Vec<u8>, Vec<PathBuf>>);
+
+impl Whereabouts {
+    /// Lists `cur/` and `new/` of the Maildir at `dir` (one that cannot be read has nothing).
+    pub fn list(dir: &Path) -> Whereabouts {
+        use std::os::unix::ffi::OsStrExt;
+        let mut map: std::collections::HashMap<Vec<u8>, Vec<PathBuf>> = Default::default();
+        for sub in ["cur", "new"] {
+            let Ok(rd) = std::fs::read_dir(dir.join(sub)) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let base = base_of(e.file_name().as_bytes()).to_vec();
+                map.entry(base).or_default().push(e.path());
+            }
+        }
+        Whereabouts(map)
+    }
+
+    /// Where this listing has the message listed at `path`: the same base in `cur/`
+    /// (first) or `new/`, other than `path` itself.
+    fn find(&self, path: &Path) -> Found<'_> {
+        use std::os::unix::ffi::OsStrExt;
+        let Some(name) = path.file_name() else {
+            return Found::Gone;
+        };
+        match self.0.get(base_of(name.as_bytes())) {
+            None => Found::Gone,
+            Some(v) => v
+                .iter()
+                .find(|p| *p != path)
+                .map_or(Found::Stale, |p| Found::At(p)),
+        }
+    }
+
+    /// Where the message listed at `path` is now, if this listing has it elsewhere.
+    fn of(&self, path: &Path) -> Option<&Path> {
+        match self.find(path) {
+            Found::At(p) => Some(p),
+            Found::Gone | Found::Stale => None,
+        }
+    }
 }
 
-/// Opens the message listed at `path`, wherever it has been moved since (see `moved`).
-pub fn open_message(path: &Path) -> io::Result<File> {
+/// A message looked up in a [`Whereabouts`].
+enum Found<'a> {
+    /// Elsewhere than it was listed.
+    At(&'a Path),
+    /// No name with its base: another reader removed it.
+    Gone,
+    /// Only where it was listed, where it no longer is: it moved after this listing.
+    Stale,
+}
+
+/// The Maildir a listed message is in: `DIR/new/NAME` or `DIR/cur/NAME`.
+fn maildir_of(path: &Path) -> Option<&Path> {
+    path.parent()?.parent()
+}
+
+/// Opens the message listed at `path`, wherever it has been moved since. When it had moved,
+/// also where every message of its Maildir is now: the session follows them all
+/// ([`Mailbox::follow`]), so the next one that moved costs no listing of its own.
+pub fn open_message(path: &Path) -> io::Result<(File, Option<Whereabouts>)> {
+    open_message_in(path, Whereabouts::list)
+}
+
+/// [`open_message`], listing a Maildir with `list`.
+fn open_message_in(
+    path: &Path,
+    list: impl FnOnce(&Path) -> Whereabouts,
+) -> io::Result<(File, Option<Whereabouts>)> {
     match File::open(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => match moved(path) {
-            Some(p) => File::open(p),
-            None => Err(e),
-        },
-        r => r,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let Some(dir) = maildir_of(path) else {
+                return Err(e);
+            };
+            let now = list(dir);
+            match now.of(path) {
+                Some(p) => Ok((File::open(p)?, Some(now))),
+                None => Err(e),
+            }
+        }
+        r => r.map(|f| (f, None)),
     }
 }
 
-/// Removes the message listed at `path` (UPDATE), wherever it has been moved since; one
-/// already gone is removed as far as the client is concerned.
-pub fn remove(path: &Path) -> io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => match moved(path) {
-            Some(p) => match std::fs::remove_file(p) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                r => r,
-            },
-            None => Ok(()),
-        },
-        r => r,
+/// Removes the messages listed at `paths` (UPDATE), wherever they have been moved since;
+/// one already gone is removed as far as the client is concerned. Their Maildir is listed
+/// once for all those no longer where they were, and again only if a message moved after
+/// that listing. The ones that could not be removed, with why.
+pub fn remove_all(paths: &[PathBuf]) -> Vec<(PathBuf, io::Error)> {
+    remove_all_in(paths, Whereabouts::list)
+}
+
+/// [`remove_all`], listing a Maildir with `list`.
+fn remove_all_in(
+    paths: &[PathBuf],
+    mut list: impl FnMut(&Path) -> Whereabouts,
+) -> Vec<(PathBuf, io::Error)> {
+    let remove = |p: &Path| match std::fs::remove_file(p) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        r => r.map(|()| true),
+    };
+    let mut failed = Vec::new();
+    // The listing of each Maildir met (a session's paths are all in one), taken at the first
+    // message missing from it.
+    let mut listings: Vec<(&Path, Whereabouts)> = Vec::new();
+    for p in paths {
+        match remove(p) {
+            Ok(true) => continue,
+            Err(e) => {
+                failed.push((p.clone(), e));
+                continue;
+            }
+            Ok(false) => {}
+        }
+        let Some(dir) = maildir_of(p) else { continue };
+        let i = match listings.iter().position(|(d, _)| *d == dir) {
+            Some(i) => i,
+            None => {
+                listings.push((dir, list(dir)));
+                listings.len() - 1
+            }
+        };
+        // A message that moved (again) after the listing was taken gets a new one, once.
+        for again in [false, true] {
+            let stale = match listings[i].1.find(p) {
+                Found::Gone => false,
+                Found::Stale => true,
+                Found::At(now) => match remove(now) {
+                    Ok(true) => false,
+                    Ok(false) => true,
+                    Err(e) => {
+                        failed.push((p.clone(), e));
+                        false
+                    }
+                },
+            };
+            if !stale || again {
+                break;
+            }
+            listings[i].1 = list(dir);
+        }
     }
+    failed
 }
 
 /// Reads the chunk of `file` at `offset` (empty at the end).
@@ -564,6 +688,95 @@ mod tests {
             let sent = sent.strip_suffix(b".\r\n").unwrap();
             assert_eq!(pop3_size(&path).unwrap(), sent.len() as u64, "{data:?}");
         }
+    }
+
+    /// A Maildir of `n` messages in new/, listed as a session lists it.
+    fn maildir_of_n(dir: &Path, n: usize) -> Vec<PathBuf> {
+        crate::config::make_maildir(dir).unwrap();
+        for i in 0..n {
+            std::fs::write(dir.join(format!("new/{i:04}.M1P1Q1.h,S=2")), "x\n").unwrap();
+        }
+        scan(dir).unwrap().into_iter().map(|m| m.path).collect()
+    }
+
+    /// Another reader marks every message seen: new/ to cur/, with flags.
+    fn move_all_to_cur(dir: &Path) {
+        for e in std::fs::read_dir(dir.join("new")).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let to = dir.join(format!("cur/{name}:2,S"));
+            std::fs::rename(dir.join("new").join(&name), to).unwrap();
+        }
+    }
+
+    /// A listing that counts itself.
+    fn counted(n: &std::cell::Cell<usize>) -> impl FnMut(&Path) -> Whereabouts + '_ {
+        move |d| {
+            n.set(n.get() + 1);
+            Whereabouts::list(d)
+        }
+    }
+
+    /// QUIT after another reader moved the whole mailbox removes every message with one
+    /// listing of the Maildir: there was one per message, each of every name (a mailbox of
+    /// 10,000 messages cost 10,000 listings of 10,000 names). A message removed by another
+    /// reader needs no more; one moved again after the listing gets a new one.
+    #[test]
+    fn quit_lists_a_moved_mailbox_once_not_once_per_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = maildir_of_n(dir.path(), 200);
+        let n = std::cell::Cell::new(0);
+        assert!(remove_all_in(&paths[..10], counted(&n)).is_empty());
+        assert_eq!(n.get(), 0, "none moved: no listing");
+        move_all_to_cur(dir.path());
+        // Another reader also removed some.
+        for p in &paths[10..20] {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            std::fs::remove_file(dir.path().join(format!("cur/{name}:2,S"))).unwrap();
+        }
+        assert!(remove_all_in(&paths[10..150], counted(&n)).is_empty());
+        assert_eq!(n.get(), 1, "one listing for 140 moved or removed");
+        assert_eq!(scan(dir.path()).unwrap().len(), 50);
+        // A listing taken, then the rest moved again (flags changed): listed again, once
+        // per message that moved after it, and still removed.
+        n.set(0);
+        let failed = remove_all_in(&paths[150..], |d| {
+            let now = counted(&n)(d);
+            if n.get() == 1 {
+                for e in std::fs::read_dir(d.join("cur")).unwrap() {
+                    let p = e.unwrap().path();
+                    let flagged = format!("{}R", p.display());
+                    std::fs::rename(&p, flagged).unwrap();
+                }
+            }
+            now
+        });
+        assert!(failed.is_empty(), "{failed:?}");
+        assert_eq!(n.get(), 2, "the stale listing taken again, once");
+        assert!(scan(dir.path()).unwrap().is_empty());
+    }
+
+    /// RETR of a message another reader moved finds it with one listing, and the session
+    /// follows every message of that listing: the RETRs of the others need none.
+    #[test]
+    fn a_moved_message_is_found_and_the_mailbox_follows_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        maildir_of_n(dir.path(), 30);
+        let mut mbox = open(dir.path()).unwrap();
+        move_all_to_cur(dir.path());
+        let n = std::cell::Cell::new(0);
+        let (mut file, moved) = open_message_in(&mbox.msgs[0].path, counted(&n)).unwrap();
+        let mut data = String::new();
+        file.read_to_string(&mut data).unwrap();
+        assert_eq!((data.as_str(), n.get()), ("x\n", 1));
+        mbox.follow(&moved.expect("it had moved"));
+        for m in &mbox.msgs {
+            let (_, moved) = open_message_in(&m.path, counted(&n)).unwrap();
+            assert!(moved.is_none() && m.path.to_string_lossy().ends_with(":2,S"));
+        }
+        assert_eq!(n.get(), 1, "no listing for the others");
+        std::fs::remove_file(&mbox.msgs[1].path).unwrap();
+        let gone = open_message_in(&mbox.msgs[1].path, counted(&n));
+        assert_eq!(gone.unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

@@ -19,12 +19,17 @@ use std::time::Duration;
 use twistrs_core::line::{Line, LineReceiver};
 
 use crate::config::{MailConfig, Tls};
-use crate::mailbox::{Mailbox, Message, OpenError};
+use crate::mailbox::{Mailbox, Message, OpenError, Whereabouts};
 
 /// Command lines longer than this are refused (RFC 2449 allows 255 octets of arguments).
 const MAX_LINE: usize = 512;
 /// Failed logins before the connection is closed.
 const MAX_FAILURES: u32 = 3;
+/// Replies one [`Pop3::step`] writes before it stops taking commands: the caller sends them
+/// and steps again once its output has room. A client that pipelines a thousand LISTs of a
+/// large mailbox and reads nothing then holds this much of the server (and one reply), not
+/// every answer at once.
+pub const STEP_OUTPUT: usize = 64 * 1024;
 
 /// What the caller must do.
 #[derive(Debug)]
@@ -147,10 +152,12 @@ impl Pop3 {
         matches!(self.s.state, State::Closed)
     }
 
-    /// Processes whole lines until an action is needed or more input is.
+    /// Processes whole lines until an action is needed, more input is, or this call has
+    /// written [`STEP_OUTPUT`] octets of replies (step again when they are sent).
     pub fn step(&mut self, out: &mut Vec<u8>) -> Option<Action> {
+        let start = out.len();
         loop {
-            if self.waiting() || self.closed() {
+            if self.waiting() || self.closed() || out.len() - start >= STEP_OUTPUT {
                 return None;
             }
             let line = match self.lines.next_line()? {
@@ -215,6 +222,14 @@ impl Pop3 {
             err(out, "Cannot read the message");
         }
         self.s.state = State::Transaction { login, mbox };
+    }
+
+    /// Reading a message found it moved by another reader of the Maildir, and with it where
+    /// every message is now: the mailbox follows them all.
+    pub fn relocated(&mut self, now: &Whereabouts) {
+        if let State::Transaction { mbox, .. } | State::Sending { mbox, .. } = &mut self.s.state {
+            mbox.follow(now);
+        }
     }
 
     /// UPDATE finished; `failed` files could not be removed. The lock goes now.
@@ -317,7 +332,7 @@ impl Session {
         if self.tls.allows_auth(&self.cfg) {
             out.extend_from_slice(b"USER\r\n");
         }
-        out.extend_from_slice(b"UIDL\r\nRESP-CODES\r\n");
+        out.extend_from_slice(b"UIDL\r\nRESP-CODES\r\nPIPELINING\r\n");
         if self.tls == Tls::Offered && matches!(self.state, State::Auth { .. }) {
             out.extend_from_slice(b"STLS\r\n");
         }
@@ -497,8 +512,13 @@ mod tests {
             Action::Delay(_, r) => out.extend_from_slice(&r),
             Action::Close => return true,
             Action::Open(dir) => p.opened(crate::mailbox::open(&dir), out),
-            Action::Send { path, size, top } => match std::fs::read(&path) {
-                Ok(data) => {
+            Action::Send { path, size, top } => match crate::mailbox::open_message(&path) {
+                Ok((mut file, moved)) => {
+                    if let Some(now) = moved {
+                        p.relocated(&now);
+                    }
+                    let mut data = Vec::new();
+                    std::io::Read::read_to_end(&mut file, &mut data).unwrap();
                     out.extend_from_slice(format!("+OK {size} octets\r\n").as_bytes());
                     let mut e = crate::mailbox::Encoder::new(top);
                     e.feed(&data, out);
@@ -580,6 +600,243 @@ mod tests {
         );
     }
 
+    /// A message of `lines` lines, some beginning with a dot, put in joe's new/ after the
+    /// two `setup` delivered (as another program would); its POP3 form, whole.
+    fn add_big(dir: &std::path::Path, lines: usize) -> (PathBuf, Vec<u8>) {
+        let mut data = b"Subject: big\n\n".to_vec();
+        for i in 0..lines {
+            let dot = if i % 7 == 0 { "." } else { "" };
+            data.extend_from_slice(format!("{dot}line {i} of the big one\n").as_bytes());
+        }
+        let path = dir.join("example.com/joe/new/9999999999.M1P1Q1.big");
+        std::fs::write(&path, &data).unwrap();
+        let mut want = Vec::new();
+        let mut e = crate::mailbox::Encoder::new(None);
+        e.feed(&data, &mut want);
+        e.finish(&mut want);
+        (path, want)
+    }
+
+    /// The replies in `out` (after the greeting) cut one per command of `cmds`: multi-line
+    /// ones (CAPA, LIST and UIDL without an argument, RETR, TOP) up to their final dot.
+    fn replies(out: &[u8], cmds: &[&str]) -> Vec<Vec<u8>> {
+        let line_end = |from: usize| {
+            out[from..]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .map(|n| from + n + 2)
+        };
+        let mut at = line_end(0).expect("a greeting");
+        let mut got = Vec::new();
+        for cmd in cmds {
+            let Some(mut end) = line_end(at) else { break };
+            let multi = ["CAPA", "LIST", "UIDL", "RETR", "TOP"]
+                .iter()
+                .any(|m| cmd.starts_with(m))
+                && !matches!(*cmd, "LIST 1" | "UIDL 1")
+                && out[at..].starts_with(b"+OK");
+            // Lines after the first up to one that is a dot alone.
+            let mut line = end;
+            while multi && &out[line..end] != b".\r\n" {
+                line = end;
+                end = line_end(end).expect("a multi-line reply's end");
+            }
+            got.push(out[at..end].to_vec());
+            at = end;
+        }
+        assert_eq!(at, out.len(), "nothing after the last reply");
+        got
+    }
+
+    /// A session whose disk work (the mailbox opened at PASS, each message read, QUIT's
+    /// removals) is carried out only once `lag` more pieces of input have arrived, or the
+    /// input is all in: the commands pipelined behind each wait are buffered meanwhile.
+    fn run_lagging(cfg: Rc<MailConfig>, input: &[u8], chunk: usize, lag: usize) -> String {
+        let mut p = Pop3::new(cfg, "<1.2@h>".into());
+        let mut out = Vec::new();
+        p.greeting(&mut out);
+        let pieces: Vec<&[u8]> = input.chunks(chunk).collect();
+        let (mut next, mut pending) = (0, None::<(Action, usize)>);
+        // Each turn feeds a piece or carries out an action: bounded by their number.
+        for _ in 0..10 * (pieces.len() + 100) {
+            if let Some((_, fed)) = &pending
+                && (*fed >= lag || next == pieces.len())
+            {
+                let (a, _) = pending.take().expect("pending");
+                if carry_out(&mut p, a, &mut out) {
+                    break;
+                }
+            }
+            if pending.is_none()
+                && let Some(a) = p.step(&mut out)
+            {
+                pending = Some((a, 0));
+                continue;
+            }
+            if next == pieces.len() {
+                if pending.is_none() {
+                    break;
+                }
+                continue;
+            }
+            p.feed(pieces[next]);
+            next += 1;
+            if let Some((_, fed)) = &mut pending {
+                *fed += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    /// RFC 2449 6.6: commands sent together, without waiting, are answered in order, each
+    /// one once, whatever the cuts between them and whenever the disk work (opening the
+    /// mailbox, reading a large message, QUIT's removals) finishes with more commands
+    /// already buffered behind it; what follows QUIT is not answered.
+    #[test]
+    fn a_pipelined_session_is_answered_in_order_however_cut_and_whenever_the_disk_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = setup(dir.path());
+        let (big, big_pop3) = add_big(dir.path(), 6000);
+        let joe = dir.path().join("example.com/joe");
+        let first = read_mailbox(&joe).unwrap().remove(0);
+        let first_data = std::fs::read(&first.path).unwrap();
+        let cmds = [
+            "CAPA",
+            "USER joe@example.com",
+            "PASS secret",
+            "STAT",
+            "LIST",
+            "RETR 3",
+            "UIDL 1",
+            "TOP 1 0",
+            "DELE 1",
+            "NOOP",
+            "LIST 1",
+            "RETR 2",
+            "QUIT",
+            "NOOP",
+        ];
+        let input: String = cmds.iter().map(|c| format!("{c}\r\n")).collect();
+        let input = input.as_bytes();
+        let mut first_out = None;
+        for lag in [0, 1, 3, usize::MAX] {
+            for chunk in 1..=input.len() {
+                let out = run_lagging(cfg.clone(), input, chunk, lag);
+                // QUIT removed message 1: put it back for the next run.
+                assert!(!first.path.exists(), "{lag}/{chunk}: removed at QUIT");
+                std::fs::write(&first.path, &first_data).unwrap();
+                match &first_out {
+                    Some(f) => assert_eq!(&out, f, "lag {lag}, chunk {chunk}"),
+                    None => first_out = Some(out),
+                }
+            }
+        }
+        let out = first_out.unwrap();
+        let r = replies(out.as_bytes(), &cmds);
+        let text = |i: usize| String::from_utf8_lossy(&r[i]).into_owned();
+        assert_eq!(r.len(), cmds.len() - 1, "nothing after QUIT: {out}");
+        assert!(text(0).contains("\r\nPIPELINING\r\n"), "{}", text(0));
+        assert_eq!(text(1), "+OK USER accepted, send PASS\r\n");
+        assert_eq!(text(2), "+OK Maildrop has 3 messages\r\n");
+        let stored = std::fs::read(&big).unwrap();
+        let size = stored.len() + stored.iter().filter(|&&b| b == b'\n').count();
+        assert!(text(3).starts_with("+OK 3 ") && text(4).ends_with(&format!("3 {size}\r\n.\r\n")));
+        let retr = format!("+OK {size} octets\r\n");
+        assert_eq!(
+            r[5],
+            [retr.as_bytes(), &big_pop3].concat(),
+            "the big one whole"
+        );
+        assert!(text(6).starts_with("+OK 1 "));
+        assert!(text(7).starts_with("+OK ") && text(7).ends_with("Subject: one\r\n\r\n.\r\n"));
+        assert_eq!(text(8), "+OK message 1 deleted\r\n");
+        assert_eq!(text(9), "+OK \r\n");
+        assert_eq!(text(10), "-ERR No such message\r\n", "deleted");
+        assert!(text(11).ends_with("Subject: two\r\n\r\n..two\r\n.\r\n"));
+        assert_eq!(text(12), "+OK Bye\r\n");
+    }
+
+    /// One step writes about [`STEP_OUTPUT`] of replies at most, then leaves the rest of
+    /// the pipelined commands for the next: a client that sends a burst of LISTs of a large
+    /// mailbox and reads nothing cannot make the server hold all their answers at once.
+    #[test]
+    fn a_step_stops_taking_commands_once_its_replies_fill_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = setup(dir.path());
+        let new = dir.path().join("example.com/joe/new");
+        for i in 0..1000 {
+            std::fs::write(new.join(format!("9{i:04}.M1P1Q1.h")), "x\n").unwrap();
+        }
+        let mut p = Pop3::new(cfg, "<1.2@h>".into());
+        let mut out = Vec::new();
+        p.feed(b"USER joe\r\nPASS secret\r\n");
+        let open = p.step(&mut out).expect("the mailbox is opened");
+        assert!(!carry_out(&mut p, open, &mut out));
+        let one_list = {
+            let mut o = Vec::new();
+            p.feed(b"LIST\r\n");
+            assert!(p.step(&mut o).is_none());
+            o.len()
+        };
+        p.feed(&b"LIST\r\n".repeat(200));
+        let (mut calls, mut lists) = (0, 0);
+        while p.pending_input() > 0 && calls < 1000 {
+            let mut o = Vec::new();
+            assert!(p.step(&mut o).is_none());
+            assert!(
+                o.len() < STEP_OUTPUT + one_list,
+                "{} octets in one step",
+                o.len()
+            );
+            lists += o.len() / one_list;
+            calls += 1;
+        }
+        assert_eq!(lists, 200, "every LIST answered, in {calls} steps");
+        assert!(
+            calls >= 200 * one_list / (STEP_OUTPUT + one_list),
+            "{calls} steps"
+        );
+    }
+
+    /// Messages another reader moved to cur/ with flags after the login are retrieved and
+    /// removed all the same; the session follows the listing the first RETR made.
+    #[test]
+    fn a_session_follows_messages_another_reader_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = setup(dir.path());
+        let joe = dir.path().join("example.com/joe");
+        let mut p = Pop3::new(cfg, "<1.2@h>".into());
+        let mut out = Vec::new();
+        p.feed(b"USER joe\r\nPASS secret\r\n");
+        while let Some(a) = p.step(&mut out) {
+            carry_out(&mut p, a, &mut out);
+        }
+        for e in std::fs::read_dir(joe.join("new")).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            std::fs::rename(
+                joe.join("new").join(&name),
+                joe.join(format!("cur/{name}:2,S")),
+            )
+            .unwrap();
+        }
+        p.feed(b"RETR 2\r\nRETR 1\r\nDELE 1\r\nDELE 2\r\nQUIT\r\n");
+        while let Some(a) = p.step(&mut out) {
+            if carry_out(&mut p, a, &mut out) {
+                break;
+            }
+        }
+        let out = String::from_utf8(out).unwrap();
+        let (two, one) = (
+            out.find("..two").expect(&out),
+            out.find("..one").expect(&out),
+        );
+        assert!(two < one && out.ends_with("+OK Bye\r\n"), "{out}");
+        assert!(
+            read_mailbox(&joe).unwrap().is_empty(),
+            "both removed from cur/"
+        );
+    }
+
     #[test]
     fn an_over_long_line_is_refused_and_the_session_goes_on() {
         let long = format!(
@@ -633,7 +890,7 @@ mod tests {
     }
 
     const CAPA_TLS: &str =
-        "+OK Capability list follows\r\nTOP\r\nUSER\r\nUIDL\r\nRESP-CODES\r\n.\r\n";
+        "+OK Capability list follows\r\nTOP\r\nUSER\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\n.\r\n";
 
     #[test]
     fn stls_throws_away_what_followed_and_stays_in_authorization() {
@@ -654,7 +911,7 @@ mod tests {
                 let (out, upgrades) = run_parts(cfg.clone(), Tls::Offered, &parts);
                 assert_eq!(upgrades, 1, "{k}/{chunk}: {out}");
                 assert!(
-                    out.contains("RESP-CODES\r\nSTLS\r\n.\r\n"),
+                    out.contains("RESP-CODES\r\nPIPELINING\r\nSTLS\r\n.\r\n"),
                     "offered: {out}"
                 );
                 let at = out.find("+OK Begin TLS negotiation\r\n").expect(&out);
@@ -728,7 +985,7 @@ mod tests {
             let (plain, tls) = out.split_at(out.find("+OK Begin TLS").expect(&out));
             assert!(
                 plain.contains(
-                    "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nSTLS\r\n.\r\n"
+                    "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nSTLS\r\n.\r\n"
                 ),
                 "no USER before TLS: {plain}"
             );

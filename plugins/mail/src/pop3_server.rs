@@ -18,7 +18,7 @@ use twistrs_core::limit::PeerSlot;
 use twistrs_core::{DelayedCall, Failure, Protocol, Transport};
 
 use crate::config::{MailConfig, Tls};
-use crate::mailbox::{self, Encoder, Mailbox, OpenError};
+use crate::mailbox::{self, Encoder, Mailbox, OpenError, Whereabouts};
 use crate::pop3::{self, Pop3};
 
 /// Timer key: the delayed reply to a failed login is due.
@@ -27,8 +27,9 @@ const DELAY_TIMER: u64 = 1;
 const DEADLINE_TIMER: u64 = 2;
 /// Unprocessed input a session may hold while it waits (for the disk, a login delay).
 const PENDING_INPUT_MAX: usize = 64 * 1024;
-/// Commands are taken only while less than this waits to be sent.
-const OUTPUT_MAX: usize = 64 * 1024;
+/// Commands are taken only while less than this waits to be sent (and one `step` writes no
+/// more than about this much before it stops taking them).
+const OUTPUT_MAX: usize = pop3::STEP_OUTPUT;
 
 /// A mailbox opened on a worker thread.
 struct Opened(Result<Mailbox, OpenError>);
@@ -37,6 +38,8 @@ struct Opened(Result<Mailbox, OpenError>);
 struct Chunk {
     file: File,
     data: Vec<u8>,
+    /// The message had been moved by another reader: where every message is now.
+    moved: Option<Whereabouts>,
 }
 
 /// UPDATE done on a worker thread: how many files could not be removed.
@@ -140,18 +143,12 @@ impl Pop3Protocol {
                 }
                 Some(pop3::Action::Update(paths)) => {
                     t.call_in_thread(move || {
-                        let failed = paths
-                            .iter()
-                            .filter(|p| match mailbox::remove(p) {
-                                Ok(()) => false,
-                                Err(e) => {
-                                    log::error!(target: "twistrs.mail.pop3",
-                                        "cannot remove {}: {e}", p.display());
-                                    true
-                                }
-                            })
-                            .count();
-                        Ok(Removed(failed))
+                        let failed = mailbox::remove_all(&paths);
+                        for (p, e) in &failed {
+                            log::error!(target: "twistrs.mail.pop3",
+                                "cannot remove {}: {e}", p.display());
+                        }
+                        Ok(Removed(failed.len()))
                     });
                 }
             }
@@ -160,7 +157,10 @@ impl Pop3Protocol {
             t.write(b"-ERR Server shutting down\r\n");
             return self.close(t);
         }
-        if self.eof && !self.busy() {
+        // After a half-close, commands still buffered behind a full output are answered
+        // first (`resume_producing` takes them once it drains); only then is it the end.
+        let answers_due = t.buffered() >= OUTPUT_MAX && self.core.pending_input() > 0;
+        if self.eof && !self.busy() && !answers_due {
             return self.close(t);
         }
         // Stop reading while commands pile up behind a wait.
@@ -205,14 +205,14 @@ impl Pop3Protocol {
         s.reading = true;
         let (file, path, offset) = (s.file.take(), s.path.clone(), s.offset);
         t.call_in_thread(move || {
-            let file = match file {
-                Some(f) => f,
+            let (file, moved) = match file {
+                Some(f) => (f, None),
                 None => mailbox::open_message(&path)
                     .map_err(|e| Failure::msg(format!("{}: {e}", path.display())))?,
             };
             let data = mailbox::read_chunk(&file, offset)
                 .map_err(|e| Failure::msg(format!("{}: {e}", path.display())))?;
-            Ok(Chunk { file, data })
+            Ok(Chunk { file, data, moved })
         });
     }
 
@@ -221,7 +221,7 @@ impl Pop3Protocol {
             return;
         };
         s.reading = false;
-        let chunk = match r {
+        let mut chunk = match r {
             Ok(c) => c,
             Err(f) if !s.started => {
                 self.sending = None;
@@ -235,6 +235,9 @@ impl Pop3Protocol {
                 return t.abort_connection();
             }
         };
+        if let Some(now) = chunk.moved.take() {
+            self.core.relocated(&now);
+        }
         if !s.started {
             s.started = true;
             self.out
@@ -373,4 +376,199 @@ pub fn apop_banner(host: &str, n: u64) -> String {
         std::process::id(),
         now.subsec_nanos()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::fixture;
+    use twistrs_core::testing::Harness;
+
+    /// A slot of no limit (the harness has no factory).
+    fn slot() -> PeerSlot {
+        twistrs_core::limit::PeerLimit::new(0)
+            .admit(&twistrs_core::Address::Unix(None))
+            .expect("no limit")
+    }
+
+    /// A session fed `input` in `chunk`-byte pieces by a client that reads nothing until it
+    /// has sent it all (and then half-closes, with `eof`); the worker threads' results
+    /// (the mailbox, each chunk of a message, QUIT's removals) are delivered after every
+    /// `wait_every`th piece, or only once the input is all in. Everything the client got.
+    fn session(
+        cfg: &Rc<MailConfig>,
+        input: &[u8],
+        chunk: usize,
+        wait_every: usize,
+        eof: bool,
+    ) -> (Vec<u8>, bool) {
+        let mut h = Harness::new(Pop3Protocol::new(cfg.clone(), "<b@h>".into(), slot()));
+        h.connect();
+        for (i, piece) in input.chunks(chunk).enumerate() {
+            h.feed(piece);
+            if wait_every != 0 && i % wait_every == 0 {
+                h.wait_for_threads(Duration::from_secs(10));
+            }
+        }
+        if eof {
+            h.eof();
+        }
+        let mut out = Vec::new();
+        for _ in 0..10_000 {
+            h.wait_for_threads(Duration::from_secs(10));
+            out.extend(h.take_output());
+            if h.lost().is_some() {
+                break;
+            }
+        }
+        (out, h.lost().is_some())
+    }
+
+    /// Commands pipelined in one write, or cut anywhere, are answered in order on the
+    /// reactor side too: behind the mailbox being opened on a worker thread, behind a RETR
+    /// streamed a chunk at a time to a client that reads nothing meanwhile (commands are
+    /// taken only while the output has room), and behind QUIT's removals; a client that
+    /// half-closes after sending them all still gets every answer.
+    #[test]
+    fn pipelined_commands_are_answered_in_order_behind_the_worker_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = fixture::example_domain(dir.path());
+        let new = d.path.join("joe/new");
+        crate::config::make_maildir(&d.path.join("joe")).unwrap();
+        let cfg = Rc::new(MailConfig {
+            default: Some(0),
+            ..fixture::config(vec![d])
+        });
+        let mut big = b"Subject: big\n\n".to_vec();
+        for i in 0..8000 {
+            let dot = if i % 5 == 0 { "." } else { "" };
+            big.extend_from_slice(format!("{dot}line {i} of the big one\n").as_bytes());
+        }
+        let msgs: [(&str, &[u8]); 3] = [
+            ("1.M1P1Q1.h", b"Subject: one\n\nhi\n"),
+            ("2.M1P1Q1.h", &big),
+            ("3.M1P1Q1.h", b"Subject: three\n\n.\n"),
+        ];
+        let pop3 = |data: &[u8], top| {
+            let mut out = Vec::new();
+            let mut e = Encoder::new(top);
+            e.feed(data, &mut out);
+            e.finish(&mut out);
+            out
+        };
+        let size = |data: &[u8]| data.len() + data.iter().filter(|&&b| b == b'\n').count();
+        let want = [
+            b"+OK <b@h>\r\n+OK USER accepted, send PASS\r\n+OK Maildrop has 3 messages\r\n"
+                .to_vec(),
+            format!("+OK {} octets\r\n", size(&big)).into_bytes(),
+            pop3(&big, None),
+            format!(
+                "+OK \r\n+OK message 1 deleted\r\n+OK {} octets\r\n",
+                size(msgs[2].1)
+            )
+            .into_bytes(),
+            pop3(msgs[2].1, None),
+            format!("+OK {} octets\r\n", size(&big)).into_bytes(),
+            pop3(&big, Some(4000)),
+            format!(
+                "+OK \r\n2 {}\r\n3 {}\r\n.\r\n+OK 2 {}\r\n+OK Bye\r\n",
+                size(&big),
+                size(msgs[2].1),
+                size(&big) + size(msgs[2].1)
+            )
+            .into_bytes(),
+        ]
+        .concat();
+        let input =
+            b"USER joe\r\nPASS secret\r\nRETR 2\r\nNOOP\r\nDELE 1\r\nRETR 3\r\nTOP 2 4000\r\nLIST\r\nSTAT\r\nQUIT\r\nNOOP\r\n";
+        for (wait_every, eof) in [(0, false), (1, false), (4, true), (0, true)] {
+            for chunk in 1..=input.len() {
+                for (name, data) in msgs {
+                    std::fs::write(new.join(name), data).unwrap();
+                }
+                let (out, closed) = session(&cfg, input, chunk, wait_every, eof);
+                assert!(
+                    out == want,
+                    "wait every {wait_every}, eof {eof}, chunk {chunk}: {:?}",
+                    String::from_utf8_lossy(&out[out.len().saturating_sub(300)..])
+                );
+                assert!(closed, "closed after QUIT");
+                assert!(!new.join(msgs[0].0).exists(), "removed at QUIT");
+                assert!(new.join(msgs[1].0).exists());
+            }
+        }
+    }
+
+    /// A client that sends its commands and half-closes gets the answers to all of them,
+    /// however much output they make: the session stopped taking commands while the output
+    /// was full (LIST and UIDL of a large mailbox), then took the half-close for the end and
+    /// closed, so the rest were never answered and QUIT's deletions never done.
+    #[test]
+    fn a_half_closed_client_gets_every_answer_however_much_they_fill_the_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = fixture::example_domain(dir.path());
+        let new = d.path.join("joe/new");
+        crate::config::make_maildir(&d.path.join("joe")).unwrap();
+        for i in 0..4000 {
+            std::fs::write(new.join(format!("{i:05}.M1P1Q1.h")), "Subject: s\n\nhi\n").unwrap();
+        }
+        let cfg = Rc::new(MailConfig {
+            default: Some(0),
+            ..fixture::config(vec![d])
+        });
+        let input = b"USER joe\r\nPASS secret\r\nLIST\r\nUIDL\r\nLIST\r\nDELE 1\r\nQUIT\r\n";
+        for chunk in [1, 5, input.len()] {
+            let (out, closed) = session(&cfg, input, chunk, 0, true);
+            let out = String::from_utf8(out).unwrap();
+            assert!(closed);
+            assert_eq!(out.matches("\r\n4000 ").count(), 3, "LIST, UIDL, LIST");
+            assert!(
+                out.ends_with("\r\n.\r\n+OK message 1 deleted\r\n+OK Bye\r\n"),
+                "chunk {chunk}: {:?}",
+                &out[out.len().saturating_sub(100)..]
+            );
+            assert!(!new.join("00000.M1P1Q1.h").exists(), "removed at QUIT");
+            std::fs::write(new.join("00000.M1P1Q1.h"), "Subject: s\n\nhi\n").unwrap();
+        }
+    }
+
+    /// A client that pipelines a burst of LISTs of a large mailbox and reads nothing holds
+    /// about [`OUTPUT_MAX`] of output and the input it sent, not an answer per LIST: the
+    /// session takes commands only while the output has room, one step at a time.
+    #[test]
+    fn pipelined_lists_to_a_client_that_reads_nothing_hold_little() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = fixture::example_domain(dir.path());
+        let new = d.path.join("joe/new");
+        crate::config::make_maildir(&d.path.join("joe")).unwrap();
+        for i in 0..1000 {
+            std::fs::write(new.join(format!("{i:05}.M1P1Q1.h")), "x\n").unwrap();
+        }
+        let cfg = Rc::new(MailConfig {
+            default: Some(0),
+            ..fixture::config(vec![d])
+        });
+        let mut h = Harness::new(Pop3Protocol::new(cfg, "<b@h>".into(), slot()));
+        h.connect();
+        h.feed(b"USER joe\r\nPASS secret\r\n");
+        h.wait_for_threads(Duration::from_secs(10));
+        h.feed(&b"LIST\r\n".repeat(2000));
+        let held = h.output().len();
+        // One LIST is about 9 KiB: 2,000 of them would be 18 MiB.
+        assert!(held < 2 * OUTPUT_MAX, "{held} octets held for the client");
+        // The client reads as long as more comes.
+        let mut out = Vec::new();
+        for _ in 0..10_000 {
+            let more = h.take_output();
+            if more.is_empty() {
+                break;
+            }
+            out.extend(more);
+        }
+        assert_eq!(
+            out.windows(10).filter(|w| w == b"\r\n1000 3\r\n").count(),
+            2000,
+            "all answered once the client reads"
+        );
+    }
 }

@@ -87,6 +87,8 @@ struct Session {
     auth_failures: u32,
     authed: Option<String>,
     tls: Tls,
+    /// The transaction's MAIL said SMTPUTF8 (RFC 6531): its `Received:` says UTF8SMTP.
+    smtputf8: bool,
 }
 
 /// A message's queue id, in its `Received:` header and its log line: the second and a
@@ -128,13 +130,17 @@ fn path_text(addr: &str) -> String {
 
 /// The first MAIL parameter of an extension this server does not offer, which RFC 5321
 /// 4.1.1.11 answers with 555 (smtp-proto parses them all): only SIZE, BODY=7BIT or 8BITMIME,
-/// and AUTH= where AUTH is offered, are taken. Accepting SMTPUTF8, DSN's RET and ENVID, or
-/// BODY=BINARYMIME without doing what they ask would be a silent lie.
-fn unoffered_mail_param(f: &MailFrom<Cow<'_, str>>, auth: bool) -> Option<&'static str> {
+/// SMTPUTF8 after EHLO, and AUTH= where AUTH is offered, are taken. Accepting DSN's RET and
+/// ENVID, or BODY=BINARYMIME, without doing what they ask would be a silent lie.
+fn unoffered_mail_param(
+    f: &MailFrom<Cow<'_, str>>,
+    auth: bool,
+    extended: bool,
+) -> Option<&'static str> {
     let by = MAIL_BY_NOTIFY | MAIL_BY_RETURN | MAIL_BY_TRACE;
     [
         (f.flags & MAIL_BODY_BINARYMIME != 0, "BODY=BINARYMIME"),
-        (f.flags & MAIL_SMTPUTF8 != 0, "SMTPUTF8"),
+        (f.flags & MAIL_SMTPUTF8 != 0 && !extended, "SMTPUTF8"),
         (f.flags & (MAIL_RET_FULL | MAIL_RET_HDRS) != 0, "RET"),
         (f.env_id.is_some(), "ENVID"),
         (f.flags & MAIL_REQUIRETLS != 0, "REQUIRETLS"),
@@ -167,6 +173,18 @@ fn unoffered_rcpt_param(t: &RcptTo<Cow<'_, str>>) -> Option<&'static str> {
     ]
     .into_iter()
     .find_map(|(given, name)| given.then_some(name))
+}
+
+/// The refusal of an address that is not ASCII nor UTF-8.
+const NOT_UTF8: &str = "Non-ASCII address not permitted: not UTF-8";
+
+/// A MAIL or RCPT line whose octets beyond ASCII are not UTF-8. RFC 6531 allows UTF-8 in
+/// addresses after SMTPUTF8; one sent without it is taken all the same, as postfix takes it
+/// (pre-SMTPUTF8 mail flows carry UTF-8 local parts, and postfix relays such mail on without
+/// the parameter). Octets that are not UTF-8 at all (Latin-1, garbage) name no one: smtp-proto
+/// would put U+FFFD in their place, and that would reach the log and `Return-Path:`.
+fn not_utf8(line: &[u8]) -> bool {
+    !line.is_ascii() && std::str::from_utf8(line).is_err()
 }
 
 /// True if the RCPT line's path is `<postmaster>`, in any case.
@@ -202,6 +220,7 @@ impl Smtp {
                 auth_failures: 0,
                 authed: None,
                 tls: Tls::of(&cfg, false),
+                smtputf8: false,
                 cfg,
             },
         }
@@ -352,6 +371,7 @@ impl Session {
 
     fn reset(&mut self) {
         self.from = None;
+        self.smtputf8 = false;
         self.rcpts.clear();
         self.rcpt_addrs.clear();
         self.data = None;
@@ -474,6 +494,8 @@ impl Session {
                     format!("{host} Hello {}, nice to meet you", self.peer),
                     "PIPELINING".to_string(),
                     "8BITMIME".to_string(),
+                    // RFC 6531: UTF-8 addresses; the message itself passes as it came.
+                    "SMTPUTF8".to_string(),
                     // RFC 1870: a bare SIZE where there is no fixed limit, as postfix says it.
                     match self.cfg.max_message {
                         usize::MAX => "SIZE".to_string(),
@@ -501,8 +523,12 @@ impl Session {
                 }
                 let auth =
                     self.extended && self.cfg.auth.is_some() && self.tls.allows_auth(&self.cfg);
-                if let Some(p) = unoffered_mail_param(&from, auth) {
+                if let Some(p) = unoffered_mail_param(&from, auth, self.extended) {
                     return self.bad(out, 555, "5.5.4", &format!("Unsupported option: {p}"));
+                }
+                // RFC 6531 3.5: 550 and X.6.7 for a sender refused for its non-ASCII.
+                if not_utf8(line) {
+                    return self.bad(out, 550, "5.6.7", NOT_UTF8);
                 }
                 if !from.address.is_empty() && !clean_text(&from.address) {
                     return self.bad(out, 501, "5.1.7", "Invalid sender address");
@@ -544,6 +570,7 @@ impl Session {
                     return None;
                 }
                 self.from = Some(from.address.to_string());
+                self.smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
                 self.reply(out, 250, "2.1.0", "Sender address accepted");
             }
             Request::Rcpt { to } => {
@@ -552,6 +579,11 @@ impl Session {
                 }
                 if let Some(p) = unoffered_rcpt_param(&to) {
                     return self.bad(out, 555, "5.5.4", &format!("Unsupported option: {p}"));
+                }
+                // RFC 6531 3.5: 553 and X.6.7 for a recipient refused for its non-ASCII.
+                if not_utf8(line) {
+                    crate::metrics::with(|m| m.recipients_refused.inc());
+                    return self.bad(out, 553, "5.6.7", NOT_UTF8);
                 }
                 // RFC 5321 4.5.1: `RCPT TO:<Postmaster>`, no domain, MUST be supported; it
                 // is ours (the default domain's, else the first's), and smtp-proto hands it
@@ -806,17 +838,23 @@ impl Session {
 
     fn make_job(&mut self, body: Vec<u8>) -> Action {
         let helo = self.helo.clone().unwrap_or_default();
-        // RFC 3848's protocol types: S for TLS, A for an authenticated client.
+        // RFC 3848's protocol types: S for TLS, A for an authenticated client; RFC 6531
+        // 4.3's UTF8SMTP ones for a transaction that said SMTPUTF8 (which needs EHLO).
         let with = match (
             self.extended,
+            self.smtputf8,
             self.tls == Tls::Active,
             self.authed.is_some(),
         ) {
-            (false, _, _) => "smtp",
-            (true, false, false) => "esmtp",
-            (true, false, true) => "esmtpa",
-            (true, true, false) => "esmtps",
-            (true, true, true) => "esmtpsa",
+            (false, _, _, _) => "smtp",
+            (true, false, false, false) => "esmtp",
+            (true, false, false, true) => "esmtpa",
+            (true, false, true, false) => "esmtps",
+            (true, false, true, true) => "esmtpsa",
+            (true, true, false, false) => "UTF8SMTP",
+            (true, true, false, true) => "UTF8SMTPA",
+            (true, true, true, false) => "UTF8SMTPS",
+            (true, true, true, true) => "UTF8SMTPSA",
         };
         let date = httpdate::fmt_http_date(std::time::SystemTime::now()).replace(" GMT", " +0000");
         let id = queue_id();
@@ -980,7 +1018,7 @@ mod tests {
             "x".repeat(250)
         );
         let (out, jobs) = session(cfg(dir.path(), true), input.as_bytes(), 7);
-        assert!(out.contains("250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 200\r\n250-ENHANCEDSTATUSCODES\r\n250 AUTH PLAIN LOGIN"), "{out}");
+        assert!(out.contains("250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-SIZE 200\r\n250-ENHANCEDSTATUSCODES\r\n250 AUTH PLAIN LOGIN"), "{out}");
         assert!(out.contains("235 2.7.0"));
         assert!(
             out.contains("552 5.3.4 Message size exceeds"),
@@ -1067,7 +1105,7 @@ mod tests {
         // A NOOP after each, or the test configuration's errors in a row close the session.
         let input = [
             "EHLO c",
-            "MAIL FROM:<a@b> SMTPUTF8",
+            "MAIL FROM:<a@b> SMTPUTF8=yes",
             "MAIL FROM:<a@b> BODY=BINARYMIME",
             "MAIL FROM:<a@b> RET=HDRS ENVID=x",
             "MAIL FROM:<a@b> FOO=bar",
@@ -1088,7 +1126,7 @@ mod tests {
         assert_eq!(
             replies[1..],
             [
-                "555 5.5.4 Unsupported option: SMTPUTF8",
+                "555 5.5.4 Unsupported option: SMTPUTF8=YES",
                 "555 5.5.4 Unsupported option: BODY=BINARYMIME",
                 "555 5.5.4 Unsupported option: RET",
                 "555 5.5.4 Unsupported option: FOO=BAR",
@@ -1108,6 +1146,203 @@ mod tests {
             3,
         );
         assert!(out.ends_with("555 Unsupported option: AUTH\r\n"), "{out}");
+        // SMTPUTF8 likewise: offered by EHLO only.
+        let (out, _) = session(
+            cfg(dir.path(), true),
+            b"HELO c\r\nMAIL FROM:<a@b> SMTPUTF8\r\n",
+            3,
+        );
+        assert!(
+            out.ends_with("555 Unsupported option: SMTPUTF8\r\n"),
+            "{out}"
+        );
+    }
+
+    /// RFC 6531: EHLO offers SMTPUTF8, and UTF-8 addresses reach UTF-8 users and aliases
+    /// (ASCII letters in any case, the others exactly); a message whose MAIL said SMTPUTF8
+    /// gets `with UTF8SMTP` in its `Received:`. UTF-8 sent without the parameter is taken
+    /// too, as postfix takes it (postfix relays such pre-SMTPUTF8 mail on without it). An
+    /// address with octets that are not UTF-8 gets RFC 6531 3.5's refusal, 550 or 553 5.6.7:
+    /// it was taken, and smtp-proto's U+FFFD for each bad octet went into `Return-Path:`.
+    /// The message passes as it came, UTF-8 headers and all.
+    #[test]
+    fn smtputf8_in_every_chunking() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = fixture::example_domain(dir.path());
+        d.add_user("jöe", "pw", crate::config::Setup::Make).unwrap();
+        let aliases = dir.path().join("aliases");
+        std::fs::write(&aliases, "ålias: jöe\n").unwrap();
+        d.aliases = Some(crate::config::Aliases::new(aliases).unwrap());
+        let c = Rc::new(MailConfig {
+            hostname: "mx.test".into(),
+            esmtp: true,
+            max_message: 10_000,
+            ..fixture::config(vec![d])
+        });
+        let message =
+            "From: Jöran <jöran@b.test>\r\nSubject: grüße ✓\r\n\r\nbody ü\r\n.".as_bytes();
+        let lines: [&[u8]; 20] = [
+            b"EHLO c",
+            "MAIL FROM:<jöran@b.test>".as_bytes(),
+            "RCPT TO:<jöe@example.com>".as_bytes(),
+            b"RCPT TO:<j\xf6e@example.com>",
+            b"DATA",
+            message,
+            "MAIL FROM:<jöran@b.test> SMTPUTF8".as_bytes(),
+            b"RCPT TO:<j\xc3@example.com>",
+            "RCPT TO:<JÖE@example.com>".as_bytes(),
+            "RCPT TO:<JöE@Example.COM>".as_bytes(),
+            b"DATA",
+            message,
+            b"MAIL FROM:<a@b.test> BODY=8BITMIME SMTPUTF8",
+            "RCPT TO:<ålias@example.com>".as_bytes(),
+            b"RCPT TO:<joe@example.com>",
+            b"DATA",
+            message,
+            b"MAIL FROM:<j\xf6ran@b.test>",
+            b"QUIT",
+            b"",
+        ];
+        let input = lines.join(&b"\r\n"[..]);
+        let (first, jobs) = session(c.clone(), &input, input.len());
+        let replies: Vec<&str> = first.lines().filter(|l| !l.starts_with("250-")).collect();
+        let not_utf8 = "5.6.7 Non-ASCII address not permitted: not UTF-8";
+        assert_eq!(
+            replies[1..],
+            [
+                "250 ENHANCEDSTATUSCODES",
+                "250 2.1.0 Sender address accepted",
+                "250 2.1.5 Recipient address accepted",
+                &format!("553 {not_utf8}"),
+                "354 Continue",
+                "250 2.0.0 Delivery in progress",
+                "250 2.1.0 Sender address accepted",
+                &format!("553 {not_utf8}"),
+                "550 5.1.1 Cannot receive for specified address",
+                "250 2.1.5 Recipient address accepted",
+                "354 Continue",
+                "250 2.0.0 Delivery in progress",
+                "250 2.1.0 Sender address accepted",
+                "250 2.1.5 Recipient address accepted",
+                "250 2.1.5 Recipient address accepted",
+                "354 Continue",
+                "250 2.0.0 Delivery in progress",
+                &format!("550 {not_utf8}"),
+                "221 2.0.0 See you later",
+            ],
+            "{first}"
+        );
+        assert!(
+            first.contains("250-8BITMIME\r\n250-SMTPUTF8\r\n"),
+            "{first}"
+        );
+        let text = |j: &Job| String::from_utf8(j.whole()).unwrap();
+        let joe = (
+            dir.path().join("example.com/jöe"),
+            "jöe@example.com".to_string(),
+        );
+        assert_eq!(jobs.len(), 3);
+        for j in &jobs[..2] {
+            assert_eq!(j.sender, "jöran@b.test");
+            assert_eq!(j.targets, std::slice::from_ref(&joe));
+            assert!(
+                text(j).ends_with("\nFrom: Jöran <jöran@b.test>\nSubject: grüße ✓\n\nbody ü\n"),
+                "{}",
+                text(j)
+            );
+        }
+        assert!(
+            text(&jobs[0]).contains(" with esmtp id ")
+                && text(&jobs[0]).contains("\tfor <jöe@example.com>; "),
+            "no SMTPUTF8 said: {}",
+            text(&jobs[0])
+        );
+        assert!(
+            text(&jobs[1]).contains(" with UTF8SMTP id ")
+                && text(&jobs[1]).contains("\tfor <JöE@Example.COM>; "),
+            "{}",
+            text(&jobs[1])
+        );
+        assert_eq!(jobs[2].targets.len(), 2, "the alias's jöe and joe");
+        for chunk in 1..input.len() {
+            let (out, again) = session(c.clone(), &input, chunk);
+            assert_eq!(out, first, "chunk {chunk}");
+            assert_eq!(again.len(), 3);
+        }
+        // A HELO client cannot say SMTPUTF8 (555); its UTF-8 is taken, other octets are not.
+        let (out, jobs) = session(
+            c.clone(),
+            b"HELO c\r\nMAIL FROM:<a@b> SMTPUTF8\r\nMAIL FROM:<j\xc3\xb6ran@b.test>\r\nRCPT TO:<j\xf6e@example.com>\r\nRCPT TO:<j\xc3\xb6e@example.com>\r\nDATA\r\nx\r\n.\r\n",
+            5,
+        );
+        assert!(
+            out.ends_with(
+                "555 Unsupported option: SMTPUTF8\r\n250 Sender address accepted\r\n\
+                 553 Non-ASCII address not permitted: not UTF-8\r\n250 Recipient address accepted\r\n\
+                 354 Continue\r\n250 Delivery in progress\r\n"
+            ),
+            "{out}"
+        );
+        assert!(text(&jobs[0]).contains(" with smtp id "));
+    }
+
+    /// RFC 6531 4.3's WITH types, by TLS and AUTH, as RFC 3848's are for ESMTP.
+    #[test]
+    fn received_says_utf8smtp_with_its_s_and_a() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = base64::engine::general_purpose::STANDARD.encode(b"\0joe\0secret");
+        for (tls, auth, with) in [
+            (Tls::Unavailable, false, "UTF8SMTP"),
+            (Tls::Unavailable, true, "UTF8SMTPA"),
+            (Tls::Active, false, "UTF8SMTPS"),
+            (Tls::Active, true, "UTF8SMTPSA"),
+        ] {
+            let auth = if auth {
+                format!("AUTH PLAIN {plain}\r\n")
+            } else {
+                String::new()
+            };
+            let input = format!(
+                "EHLO c\r\n{auth}MAIL FROM:<a@b> SMTPUTF8\r\nRCPT TO:<joe@example.com>\r\nDATA\r\nx\r\n.\r\n"
+            );
+            let (out, jobs, _) = session_parts(cfg(dir.path(), true), tls, &[input.as_bytes()]);
+            let text = String::from_utf8(jobs[0].whole()).expect(&out);
+            assert!(text.contains(&format!(" with {with} id ")), "{text}");
+        }
+    }
+
+    /// A UTF-8 address is held to smtp-proto's 256 octets (not characters), and a MAIL line
+    /// to the 1000 octets of any command line, SMTPUTF8 or not.
+    #[test]
+    fn utf8_addresses_keep_the_limits_in_octets() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg_sized(dir.path(), true, 10_000);
+        let fits = format!("{}@b.test", "ö".repeat(124));
+        let over = format!("{}@b.test", "ö".repeat(125));
+        assert_eq!((fits.len(), over.chars().count()), (255, 132));
+        let input = format!(
+            "EHLO c\r\nMAIL FROM:<{over}> SMTPUTF8\r\nMAIL FROM:<{fits}> SMTPUTF8\r\nRSET\r\n\
+             MAIL FROM:<a@b> SMTPUTF8 {}\r\nNOOP\r\n",
+            "x".repeat(990)
+        );
+        let mut input = input.into_bytes();
+        input.extend_from_slice(b"MAIL FROM:<j\xff@b> SMTPUTF8\r\n");
+        for chunk in [1, 7, input.len()] {
+            let (out, _) = session(c.clone(), &input, chunk);
+            let replies: Vec<&str> = out.lines().filter(|l| !l.starts_with("250-")).collect();
+            assert_eq!(
+                replies[2..],
+                [
+                    "501 5.1.7 Invalid sender address",
+                    "250 2.1.0 Sender address accepted",
+                    "250 2.0.0 I remember nothing.",
+                    "500 5.5.2 Line too long",
+                    "250 2.0.0 Nothing happens",
+                    "550 5.6.7 Non-ASCII address not permitted: not UTF-8",
+                ],
+                "chunk {chunk}: {out}"
+            );
+        }
     }
 
     #[test]
@@ -1230,6 +1465,7 @@ mod tests {
                     codes,
                     [
                         "220 ",
+                        "250-",
                         "250-",
                         "250-",
                         "250-",
@@ -1447,8 +1683,8 @@ mod tests {
                     tls.lines().map(|l| &l[..4]).collect::<Vec<_>>(),
                     // "P": unknown; MAIL before a new EHLO; EHLO; MAIL, RCPT, DATA, 250, QUIT.
                     [
-                        "500 ", "503 ", "250-", "250-", "250-", "250-", "250-", "250 ", "250 ",
-                        "250 ", "354 ", "250 ", "221 "
+                        "500 ", "503 ", "250-", "250-", "250-", "250-", "250-", "250-", "250 ",
+                        "250 ", "250 ", "354 ", "250 ", "221 "
                     ],
                     "{k}/{chunk}: nothing injected ran, the session starts over: {tls}"
                 );
