@@ -41,6 +41,12 @@ use crate::pop3_server::{Pop3Protocol, apop_banner};
 use crate::proto::{Deliveries, Refused, SmtpProtocol};
 use twistrs_core::limit::PeerLimit;
 
+/// Replies one step of a session (SMTP's or POP3's) writes before it stops taking pipelined
+/// commands: the caller sends them and steps again once its output has room. A client that
+/// pipelines a thousand LISTs of a large mailbox (or EHLOs) and reads nothing then holds
+/// this much of the server (and one reply), not every answer at once.
+pub const STEP_OUTPUT: usize = 64 * 1024;
+
 const ABOUT: &str = "An email service: SMTP into Maildir, POP3 out of it (twistd's mail).";
 
 /// The behaviour, for `--help` and the man page.

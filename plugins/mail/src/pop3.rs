@@ -25,11 +25,9 @@ use crate::mailbox::{Mailbox, Message, OpenError, Whereabouts};
 const MAX_LINE: usize = 512;
 /// Failed logins before the connection is closed.
 const MAX_FAILURES: u32 = 3;
-/// Replies one [`Pop3::step`] writes before it stops taking commands: the caller sends them
-/// and steps again once its output has room. A client that pipelines a thousand LISTs of a
-/// large mailbox and reads nothing then holds this much of the server (and one reply), not
-/// every answer at once.
-pub const STEP_OUTPUT: usize = 64 * 1024;
+/// Replies one [`Pop3::step`] writes before it stops taking commands (shared with SMTP: see
+/// [`crate::STEP_OUTPUT`]).
+pub use crate::STEP_OUTPUT;
 
 /// What the caller must do.
 #[derive(Debug)]

@@ -196,7 +196,12 @@ impl SmtpProtocol {
             self.close(t);
             return;
         }
-        if self.eof && !self.core.delivering() {
+        // After a half-close, commands still buffered behind a full output are answered
+        // first (`resume_producing` takes them once it drains); only then is it the end.
+        // (This step's replies are still in `out`.)
+        let held = t.buffered() + self.out.len();
+        let answers_due = held >= crate::STEP_OUTPUT && self.core.pending_input() > 0;
+        if self.eof && !self.core.delivering() && !answers_due {
             // Everything the client sent before its FIN has been answered.
             self.close(t);
             return;
@@ -272,6 +277,8 @@ impl SmtpProtocol {
 
 impl Protocol for SmtpProtocol {
     fn connection_made(&mut self, t: &mut Transport<'_>) {
+        // A producer: told when a full output drains, to take the commands behind it.
+        t.register_producer();
         t.set_timeout(Some(self.cfg.timeout));
         self.core.set_tls(Tls::of(&self.cfg, t.is_secure()));
         self.core.greeting(&mut self.out);
@@ -294,6 +301,13 @@ impl Protocol for SmtpProtocol {
     fn read_eof(&mut self, t: &mut Transport<'_>) {
         self.eof = true;
         if !self.core.delivering() {
+            self.pump(t);
+        }
+    }
+
+    /// The output drained: take the pipelined commands a full output held back.
+    fn resume_producing(&mut self, t: &mut Transport<'_>) {
+        if self.core.pending_input() > 0 && !self.core.delivering() && !self.held {
             self.pump(t);
         }
     }
@@ -454,7 +468,14 @@ mod tests {
         h.handle().wait_for_threads(Duration::from_secs(10));
         h.notify(Box::new(Delivered(Ok(()))));
         assert!(!h.reading_paused(), "reading resumes once answered");
-        let after = String::from_utf8(h.take_output()).unwrap();
+        let mut after = String::new();
+        for _ in 0..1000 {
+            let more = String::from_utf8(h.take_output()).unwrap();
+            if more.is_empty() {
+                break;
+            }
+            after.push_str(&more);
+        }
         assert!(
             after.starts_with("250 Delivery in progress\r\n250 Nothing happens\r\n"),
             "{}",
@@ -561,5 +582,75 @@ mod tests {
             !out.contains("STLS") && out.ends_with(".\r\n+OK USER accepted, send PASS\r\n"),
             "still AUTHORIZATION: {out}"
         );
+    }
+
+    /// An EHLO session of `cfg` (ESMTP on).
+    fn ehlo_session(dir: &std::path::Path) -> Harness<SmtpProtocol> {
+        let cfg = Rc::new(MailConfig {
+            esmtp: true,
+            ..fixture::config(vec![fixture::example_domain(dir)])
+        });
+        let store = Deliveries::new("h".into());
+        let mut h = Harness::new(SmtpProtocol::new(cfg, store, "127.0.0.1".into(), slot()));
+        h.connect().take_output();
+        h
+    }
+
+    /// A client that pipelines a burst of EHLOs (each reply many times its command) and
+    /// reads nothing holds about [`crate::STEP_OUTPUT`] of output, not an answer per EHLO:
+    /// the session takes commands only while the output has room.
+    #[test]
+    fn pipelined_ehlos_to_a_client_that_reads_nothing_hold_little() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = ehlo_session(dir.path());
+        h.feed(b"EHLO c\r\n");
+        let one = h.take_output().len();
+        h.feed(&b"EHLO c\r\n".repeat(20_000));
+        let held = h.output().len();
+        assert!(
+            held < 2 * crate::STEP_OUTPUT,
+            "{held} octets held for the client (all: {})",
+            20_000 * one
+        );
+        let mut out = Vec::new();
+        for _ in 0..10_000 {
+            let more = h.take_output();
+            if more.is_empty() {
+                break;
+            }
+            out.extend(more);
+        }
+        assert_eq!(
+            out.len(),
+            20_000 * one,
+            "all answered once the client reads"
+        );
+    }
+
+    /// A client that sends its commands and half-closes gets the answers to all of them,
+    /// however much output they make, QUIT's included: the output filling up is not the end.
+    #[test]
+    fn a_half_closed_client_gets_every_answer_however_much_they_fill_the_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = ehlo_session(dir.path());
+        let mut input = b"EHLO c\r\n".repeat(5000);
+        input.extend_from_slice(b"NOOP\r\nQUIT\r\n");
+        h.feed(&input).eof();
+        let mut out = Vec::new();
+        for _ in 0..10_000 {
+            let more = h.take_output();
+            if more.is_empty() {
+                break;
+            }
+            out.extend(more);
+        }
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(out.matches("250-h Hello").count(), 5000, "every EHLO");
+        assert!(
+            out.ends_with("250 2.0.0 Nothing happens\r\n221 2.0.0 See you later\r\n"),
+            "{}",
+            &out[out.len().saturating_sub(80)..]
+        );
+        assert!(h.lost().is_some(), "closed at the end");
     }
 }

@@ -280,9 +280,14 @@ impl Smtp {
         self.s.state == State::Closed
     }
 
-    /// Processes input until an action is needed or more input is.
+    /// Processes input until an action is needed, more input is, or this call has written
+    /// [`STEP_OUTPUT`](crate::STEP_OUTPUT) octets of replies (step again when they are sent).
     pub fn step(&mut self, out: &mut Vec<u8>) -> Option<Action> {
+        let start = out.len();
         loop {
+            if out.len() - start >= crate::STEP_OUTPUT {
+                return None;
+            }
             match self.s.state {
                 State::Delivering | State::Closed => return None,
                 State::Data => {
@@ -1800,5 +1805,41 @@ mod tests {
         );
         assert!(out.contains("235 2.7.0"), "{out}");
         assert!(String::from_utf8_lossy(&jobs[0].whole()).contains("with esmtpa "));
+    }
+
+    /// One step writes about [`crate::STEP_OUTPUT`] of replies at most, then leaves the rest
+    /// of the pipelined commands for the next: a client that sends a burst of EHLOs (a reply
+    /// many times its command) and reads nothing cannot make the server hold every answer.
+    #[test]
+    fn a_step_stops_taking_commands_once_its_replies_fill_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Smtp::new(cfg(dir.path(), true), "127.0.0.1".into());
+        let mut out = Vec::new();
+        s.greeting(&mut out);
+        let one = {
+            let mut o = Vec::new();
+            s.feed(b"EHLO c\r\n");
+            assert!(s.step(&mut o).is_none());
+            o.len()
+        };
+        assert!(one > 100, "EHLO's reply is many times its command: {one}");
+        s.feed(&b"EHLO c\r\n".repeat(5000));
+        let (mut calls, mut replies) = (0, 0);
+        while s.pending_input() > 0 && calls < 10_000 {
+            let mut o = Vec::new();
+            assert!(s.step(&mut o).is_none());
+            assert!(
+                o.len() < crate::STEP_OUTPUT + one,
+                "{} octets in one step",
+                o.len()
+            );
+            replies += o.len() / one;
+            calls += 1;
+        }
+        assert_eq!(replies, 5000, "every EHLO answered, in {calls} steps");
+        assert!(
+            calls >= 5000 * one / (crate::STEP_OUTPUT + one),
+            "{calls} steps"
+        );
     }
 }
