@@ -1133,25 +1133,23 @@ fn a_file_that_cannot_be_opened_at_the_descriptor_limit_is_a_500() {
     let t = tree();
     let srv = web(&t, &[]);
     let pid = srv.pid();
-    // A new descriptor takes the lowest free number, which must be below the limit: with
-    // the limit just above the second free number, two connections fit and the file the
-    // second asks for does not.
-    let open = open_fds(pid);
-    let free: Vec<u64> = (0..).filter(|n| !open.contains(n)).take(2).collect();
-    let limit = free[1] + 1;
-    set_fd_limit(pid, limit);
-    let below = || open_fds(pid).iter().filter(|n| **n < limit).count() as u64;
+    // Both connections are accepted first, under the ordinary limit; then the limit is put
+    // at the lowest free number, so every number below it is taken and the file the second
+    // asks for cannot be opened. (Setting it before they connected left the second to an
+    // accept at the limit, which a descriptor the server held for a moment could refuse.)
+    let before = open_fds(pid).len();
     let _first = connect(srv.addr());
     let mut second = connect(srv.addr());
     let end = Instant::now() + Duration::from_secs(5);
-    while below() < limit && Instant::now() < end {
+    while open_fds(pid).len() < before + 2 && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(
-        below(),
-        limit,
-        "both connections accepted, every number taken"
-    );
+    let open = open_fds(pid);
+    assert_eq!(open.len(), before + 2, "both connections accepted");
+    let limit = (0..).find(|n| !open.contains(n)).unwrap_or(0);
+    set_fd_limit(pid, limit);
+    let below = || open_fds(pid).iter().filter(|n| **n < limit).count() as u64;
+    assert_eq!(below(), limit, "every number below the limit taken");
     send(&mut second, b"GET /data.bin HTTP/1.1\r\nHost: x\r\n\r\n");
     let r = read_resp(&mut second, false);
     assert_eq!(r.status, 500, "{}", String::from_utf8_lossy(&r.body));
