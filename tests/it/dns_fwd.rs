@@ -457,3 +457,93 @@ fn dns_fwd_a_slow_upstream_beside_dead_ones_is_waited_for() {
         assert!(!asked(s).is_empty(), "the dead ones were asked too");
     }
 }
+
+const PARENT: &str = "\
+$ORIGIN example.test.
+$TTL 300
+@ SOA ns h 1 3600 600 86400 60
+@ NS ns
+ns A 127.0.0.1
+www A 192.0.2.1
+child NS ns.child
+ns.child A 127.0.0.1
+into CNAME www.child
+";
+
+const CHILD: &str = "\
+$ORIGIN child.example.test.
+$TTL 300
+@ SOA ns h 1 3600 600 86400 60
+@ NS ns
+ns A 127.0.0.1
+www A 192.0.2.88
+";
+
+/// With -r, a name below a delegation in our zone, asked with RD, gets the upstream's
+/// answer, as from BIND with forwarders and `recursion yes` (checked side by side: BIND
+/// relayed its forwarder's answer, twistd answers NXDOMAIN below the cut). Before, it got
+/// the referral, which a stub resolver cannot follow (glibc's found no address). Without
+/// RD, or without -r, the referral stays, for a resolver that iterates.
+#[test]
+fn dns_fwd_a_name_below_our_delegation_is_forwarded_with_rd() {
+    let up = Dns::start(
+        &[("child.example.test", CHILD)],
+        &["--bindzone", "{dir}/child.example.test", "-v"],
+    );
+    let conf = format!(
+        "nameserver 127.0.0.1#{}\noptions timeout:2 attempts:1\n",
+        up.port
+    );
+    let fwd = Dns::start(
+        &[("example.test", PARENT), ("resolv.conf", &conf)],
+        &[
+            "--bindzone",
+            "{dir}/example.test",
+            "--resolv-conf",
+            "{dir}/resolv.conf",
+        ],
+    );
+    let ask = |d: &Dns, rd: &str, name: &str| {
+        d.dig(&[
+            rd,
+            "+noall",
+            "+comments",
+            "+answer",
+            "+authority",
+            name,
+            "A",
+        ])
+    };
+    let out = ask(&fwd, "+rec", "www.child.example.test");
+    assert_eq!(status(&out), "NOERROR", "{out}");
+    assert!(out.contains("flags: qr rd ra;"), "not authoritative: {out}");
+    assert_eq!(
+        answers(&out),
+        ["www.child.example.test. 300 IN A 192.0.2.88"]
+    );
+    let out = ask(&fwd, "+rec", "into.example.test");
+    assert_eq!(
+        answers(&out),
+        [
+            "into.example.test. 300 IN CNAME www.child.example.test.",
+            "www.child.example.test. 300 IN A 192.0.2.88"
+        ],
+        "{out}"
+    );
+    assert_eq!(up.count("www.child.example.test A from"), 2);
+
+    let referral = ["child.example.test. 300 IN NS ns.child.example.test."];
+    let out = ask(&fwd, "+norec", "www.child.example.test");
+    assert_eq!(answers(&out), referral, "without RD: {out}");
+    let auth = Dns::start(
+        &[("example.test", PARENT)],
+        &["--bindzone", "{dir}/example.test"],
+    );
+    let out = ask(&auth, "+rec", "www.child.example.test");
+    assert_eq!(answers(&out), referral, "without -r: {out}");
+    assert_eq!(
+        up.count("www.child.example.test A from"),
+        2,
+        "asked no more"
+    );
+}
