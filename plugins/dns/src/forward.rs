@@ -22,9 +22,11 @@ use crate::responder::Forward;
 
 /// Twisted's and glibc's default when resolv.conf names no server.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:53";
-/// Questions in flight at most, each with a port of its own: beyond it (a flood of
-/// questions, spoofed sources) SERVFAIL, before the ports take every descriptor the
-/// listeners need (Unbound's num-queries-per-thread).
+/// Clients waiting for a forwarded answer at most, and so questions in flight, each with a
+/// port of its own: beyond it (a flood of questions, spoofed sources) SERVFAIL, before the
+/// ports take every descriptor the listeners need (Unbound's num-queries-per-thread). A
+/// client joining a question in flight counts too (BIND's recursive-clients), so joining
+/// does not let a flood hold more than this many clients' requests.
 pub const MAX_PENDING: usize = 1024;
 
 /// How long a forwarded question may take, every try included, before SERVFAIL: under the
@@ -199,6 +201,8 @@ pub struct Forwarder {
     pending: HashMap<u64, Pending>,
     /// The question in flight for each key, which the same question joins.
     in_flight: HashMap<Key, u64>,
+    /// Clients waiting, over every question.
+    waiting: usize,
     next: u64,
 }
 
@@ -222,6 +226,7 @@ impl Forwarder {
             conf,
             pending: HashMap::new(),
             in_flight: HashMap::new(),
+            waiting: 0,
             next: 0,
         }
     }
@@ -267,13 +272,14 @@ impl Forwarder {
             {
                 return Vec::new();
             }
-            if p.waiters.len() >= MAX_JOINED {
+            if p.waiters.len() >= MAX_JOINED || self.waiting >= MAX_PENDING {
                 return vec![servfail(client, &req)];
             }
             p.waiters.push((client, req));
+            self.waiting += 1;
             return Vec::new();
         }
-        let Some(server) = self.server(0).filter(|_| self.pending.len() < MAX_PENDING) else {
+        let Some(server) = self.server(0).filter(|_| self.waiting < MAX_PENDING) else {
             return vec![servfail(client, &req)];
         };
         let token = self.next;
@@ -284,6 +290,7 @@ impl Forwarder {
         };
         let query = Forwarder::query(&req);
         self.in_flight.insert(key.clone(), token);
+        self.waiting += 1;
         self.pending.insert(
             token,
             Pending {
@@ -446,6 +453,7 @@ impl Forwarder {
         if self.in_flight.get(&p.key) == Some(&token) {
             self.in_flight.remove(&p.key);
         }
+        self.waiting -= p.waiters.len();
         let mut out = Vec::new();
         if let Some(port) = p.port {
             out.push(Action::Close(port));
@@ -712,7 +720,29 @@ pub(crate) mod tests {
             panic!("{a:?}")
         };
         assert_eq!(read(bytes).rcode, Rcode::SERVFAIL);
+        // Joining counts too: another client of a question in flight.
+        let other = Client::Udp {
+            port: port(7),
+            addr: "127.0.0.1:4000".parse().unwrap(),
+        };
+        let a = f.start(req("n0.example.com", Rtype::A), other);
+        let [Action::Reply { bytes, .. }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        assert_eq!(read(bytes).rcode, Rcode::SERVFAIL);
         assert_eq!(f.pending(), MAX_PENDING);
+        // One answered (its timers run out): room for one more.
+        let a = f.opened(0, port(1));
+        assert!(matches!(a.as_slice(), [Action::Send { .. }, _]), "{a:?}");
+        let a = f.timed_out(0, 1);
+        assert!(matches!(a.as_slice(), [Action::Send { .. }, _]), "{a:?}");
+        let a = f.timed_out(0, 2);
+        assert!(
+            matches!(a.as_slice(), [Action::Close(_), Action::Reply { .. }]),
+            "{a:?}"
+        );
+        let a = f.start(req("web.example.com", Rtype::A), client());
+        assert!(matches!(a.as_slice(), [Action::OpenUdp { .. }]), "{a:?}");
     }
 
     /// The tries go out `interval` apart, in turn over the servers, and SERVFAIL comes one
