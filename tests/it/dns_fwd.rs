@@ -2,10 +2,13 @@
 //! upstreams that are twistrs themselves: one with zones, one without (REFUSED), one whose
 //! secondary zone never arrives (SERVFAIL). dig asks; nothing else is needed.
 
-use std::net::TcpListener;
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::time::{Duration, Instant};
 
-use crate::dns::{Dns, ScriptPeer, answers, dig, eventually, primary, python_with_dnspython};
+use crate::dns::{
+    Dns, ScriptPeer, answers, dig, eventually, primary, python_with_dnspython, query,
+};
 
 /// A forwarder to `servers` in that order (one try each, `timeout` seconds), with `args`.
 fn forwarder(servers: &[u16], timeout: u32, args: &[&str]) -> Dns {
@@ -280,4 +283,267 @@ fn dns_fwd_the_do_and_cd_bits_go_up_and_key_the_cache() {
             "asked with {want} once, then from the cache"
         );
     }
+}
+
+/// `count` upstreams that never answer: UDP sockets nobody reads (the kernel keeps what
+/// comes, for `asked` to read afterwards).
+fn dead_upstreams(count: usize) -> Vec<UdpSocket> {
+    (0..count)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").expect("a UDP port"))
+        .collect()
+}
+
+/// What a dead upstream was sent: the source of each datagram, and its id.
+fn asked(s: &UdpSocket) -> Vec<(SocketAddr, u16)> {
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        match s.recv_from(&mut buf) {
+            Ok((n, from)) if n >= 2 => got.push((from, u16::from_be_bytes([buf[0], buf[1]]))),
+            _ => break,
+        }
+    }
+    got
+}
+
+/// A stub client: asks `q` from one port, and asks again with the same bytes (the same id)
+/// every second until an answer comes, as glibc's resolver and dig retry; listens for
+/// `listen` in all. Each answer, with when it came.
+fn stub_ask(port: u16, q: &[u8], listen: Duration) -> Vec<(Duration, Vec<u8>)> {
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let t0 = Instant::now();
+    c.send_to(q, ("127.0.0.1", port)).unwrap();
+    let mut next = Duration::from_secs(1);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while t0.elapsed() < listen {
+        let now = t0.elapsed();
+        let wait = if got.is_empty() {
+            next.min(listen)
+        } else {
+            listen
+        };
+        c.set_read_timeout(Some(
+            wait.saturating_sub(now).max(Duration::from_millis(10)),
+        ))
+        .unwrap();
+        match c.recv_from(&mut buf) {
+            Ok((n, _)) => got.push((t0.elapsed(), buf[..n].to_vec())),
+            Err(_) if got.is_empty() && t0.elapsed() >= next => {
+                c.send_to(q, ("127.0.0.1", port)).unwrap();
+                next += Duration::from_secs(1);
+            }
+            Err(_) => {}
+        }
+    }
+    got
+}
+
+/// With three upstreams that never answer and resolv.conf's defaults (2 s a try, 2 rounds),
+/// a client gets SERVFAIL within 5 s: the forwarder's tries are spread over its 4 s
+/// deadline, every server asked twice. Before, it asked them one after another for 2 s
+/// each and answered after 12 s, when glibc's stub (timeout:5) and dig (+time=5) had given
+/// up and asked again, each retry starting another 12 s round of tries. The client's
+/// retries (the same id from the same port, once a second) join the question: one answer,
+/// and the upstreams see one question (one source port, one id), whose answer a second
+/// client asking meanwhile gets too.
+///
+/// The bound is not a measure of speed: 4 s is the deadline the forwarder sets itself, a
+/// protocol timer under the 5 s a stub waits, and the extra second is the margin for a
+/// loaded machine. Nothing here is quick: the tries wait out their timers.
+#[test]
+fn dns_fwd_dead_upstreams_are_servfail_within_a_stubs_wait() {
+    let dead = dead_upstreams(3);
+    let conf: String = dead
+        .iter()
+        .map(|s| format!("nameserver 127.0.0.1#{}\n", s.local_addr().unwrap().port()))
+        .collect();
+    let fwd = Dns::start(
+        &[("resolv.conf", &conf)],
+        &["--resolv-conf", "{dir}/resolv.conf", "-v"],
+    );
+    let q = query("www.example.com", 1);
+    let port = fwd.port;
+    let other = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        let mut q2 = query("WWW.example.com", 1);
+        q2[..2].copy_from_slice(&[0x56, 0x78]);
+        stub_ask(port, &q2, Duration::from_secs(6))
+    });
+    let got = stub_ask(fwd.port, &q, Duration::from_secs(7));
+    let theirs = other.join().unwrap();
+    assert_eq!(
+        got.len(),
+        1,
+        "one answer to a question and its retries: {got:?}"
+    );
+    let (when, answer) = &got[0];
+    assert_eq!(answer[..2], q[..2], "the client's id");
+    assert_eq!(answer[3] & 0x0f, 2, "SERVFAIL: {answer:?}");
+    assert!(
+        *when < Duration::from_secs(5),
+        "SERVFAIL after {when:?}: a stub resolver gave up at 5 s"
+    );
+    assert_eq!(theirs.len(), 1, "{theirs:?}");
+    assert_eq!(theirs[0].1[..2], [0x56, 0x78]);
+    assert_eq!(
+        theirs[0].1[3] & 0x0f,
+        2,
+        "SERVFAIL to the second client too"
+    );
+    // Every server asked in both rounds, by one question: one port, one id.
+    let tries: Vec<Vec<(SocketAddr, u16)>> = dead.iter().map(asked).collect();
+    let sources: BTreeSet<_> = tries.iter().flatten().collect();
+    assert!(
+        tries.iter().all(|t| t.len() == 2) && sources.len() == 1,
+        "{tries:?}"
+    );
+    assert_eq!(fwd.count("forwarded, SERVFAIL"), 2, "{:?}", fwd.srv.lines());
+}
+
+/// An upstream that answers every question with `A 192.0.2.77` after the delay given as its
+/// argument (seconds), and prints `asked` for each.
+const SLOW_UPSTREAM: &str = r#"
+import socket, sys, threading, time
+import dns.message, dns.rrset
+delay = float(sys.argv[1])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+s.settimeout(1)
+print(s.getsockname()[1], flush=True)
+def answer(data, peer):
+    q = dns.message.from_wire(data)
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text(q.question[0].name, 300, "IN", "A", "192.0.2.77"))
+    s.sendto(r.to_wire(), peer)
+end = time.time() + 120
+while time.time() < end:
+    try:
+        data, peer = s.recvfrom(4096)
+    except socket.timeout:
+        continue
+    print("asked", flush=True)
+    threading.Timer(delay, answer, (data, peer)).start()
+"#;
+
+/// A slow upstream (an answer 1.5 s after each question) beside dead ones is waited for,
+/// first or last in resolv.conf: the tries to the dead ones go out meanwhile, and the slow
+/// one's answer still counts (BIND asks its forwarders so, 1.2 s apart). Last of three, it
+/// is asked 1.33 s in and answers at 2.83 s, within the 4 s deadline.
+#[test]
+fn dns_fwd_a_slow_upstream_beside_dead_ones_is_waited_for() {
+    let slow = ScriptPeer::start(python_with_dnspython(), SLOW_UPSTREAM, &["1.5"]);
+    let dead = dead_upstreams(2);
+    let d: Vec<String> = dead
+        .iter()
+        .map(|s| format!("nameserver 127.0.0.1#{}\n", s.local_addr().unwrap().port()))
+        .collect();
+    let s = format!("nameserver 127.0.0.1#{}\n", slow.port);
+    for (order, conf) in [
+        ("first", format!("{s}{}{}", d[0], d[1])),
+        ("last", format!("{}{}{s}", d[0], d[1])),
+    ] {
+        let fwd = Dns::start(
+            &[("resolv.conf", &conf)],
+            &["--resolv-conf", "{dir}/resolv.conf"],
+        );
+        let name = format!("{order}.example.org");
+        let out = fwd.dig(&["+time=8", "+noall", "+comments", "+answer", &name, "A"]);
+        assert_eq!(status(&out), "NOERROR", "slow upstream {order}: {out}");
+        assert_eq!(answers(&out), [format!("{name}. 300 IN A 192.0.2.77")]);
+    }
+    for s in &dead {
+        assert!(!asked(s).is_empty(), "the dead ones were asked too");
+    }
+}
+
+const PARENT: &str = "\
+$ORIGIN example.test.
+$TTL 300
+@ SOA ns h 1 3600 600 86400 60
+@ NS ns
+ns A 127.0.0.1
+www A 192.0.2.1
+child NS ns.child
+ns.child A 127.0.0.1
+into CNAME www.child
+";
+
+const CHILD: &str = "\
+$ORIGIN child.example.test.
+$TTL 300
+@ SOA ns h 1 3600 600 86400 60
+@ NS ns
+ns A 127.0.0.1
+www A 192.0.2.88
+";
+
+/// With -r, a name below a delegation in our zone, asked with RD, gets the upstream's
+/// answer, as from BIND with forwarders and `recursion yes` (checked side by side: BIND
+/// relayed its forwarder's answer, twistd answers NXDOMAIN below the cut). Before, it got
+/// the referral, which a stub resolver cannot follow (glibc's found no address). Without
+/// RD, or without -r, the referral stays, for a resolver that iterates.
+#[test]
+fn dns_fwd_a_name_below_our_delegation_is_forwarded_with_rd() {
+    let up = Dns::start(
+        &[("child.example.test", CHILD)],
+        &["--bindzone", "{dir}/child.example.test", "-v"],
+    );
+    let conf = format!(
+        "nameserver 127.0.0.1#{}\noptions timeout:2 attempts:1\n",
+        up.port
+    );
+    let fwd = Dns::start(
+        &[("example.test", PARENT), ("resolv.conf", &conf)],
+        &[
+            "--bindzone",
+            "{dir}/example.test",
+            "--resolv-conf",
+            "{dir}/resolv.conf",
+        ],
+    );
+    let ask = |d: &Dns, rd: &str, name: &str| {
+        d.dig(&[
+            rd,
+            "+noall",
+            "+comments",
+            "+answer",
+            "+authority",
+            name,
+            "A",
+        ])
+    };
+    let out = ask(&fwd, "+rec", "www.child.example.test");
+    assert_eq!(status(&out), "NOERROR", "{out}");
+    assert!(out.contains("flags: qr rd ra;"), "not authoritative: {out}");
+    assert_eq!(
+        answers(&out),
+        ["www.child.example.test. 300 IN A 192.0.2.88"]
+    );
+    let out = ask(&fwd, "+rec", "into.example.test");
+    assert_eq!(
+        answers(&out),
+        [
+            "into.example.test. 300 IN CNAME www.child.example.test.",
+            "www.child.example.test. 300 IN A 192.0.2.88"
+        ],
+        "{out}"
+    );
+    assert_eq!(up.count("www.child.example.test A from"), 2);
+
+    let referral = ["child.example.test. 300 IN NS ns.child.example.test."];
+    let out = ask(&fwd, "+norec", "www.child.example.test");
+    assert_eq!(answers(&out), referral, "without RD: {out}");
+    let auth = Dns::start(
+        &[("example.test", PARENT)],
+        &["--bindzone", "{dir}/example.test"],
+    );
+    let out = ask(&auth, "+rec", "www.child.example.test");
+    assert_eq!(answers(&out), referral, "without -r: {out}");
+    assert_eq!(
+        up.count("www.child.example.test A from"),
+        2,
+        "asked no more"
+    );
 }

@@ -20,6 +20,18 @@ cross CNAME hop
 hop CNAME www.other.test.
 out CNAME www.up.test.
 gone CNAME nope.up.test.
+deleg NS ns.deleg
+ns.deleg A 127.0.0.2
+";
+
+/// The child of local.test's delegation, on the upstream.
+const DELEG: &str = "\
+$ORIGIN deleg.local.test.
+$TTL 300
+@ SOA ns h 1 3600 600 86400 60
+@ NS ns
+ns A 127.0.0.2
+www A 127.0.0.40
 ";
 
 const OTHER: &str = "\
@@ -72,6 +84,7 @@ impl Net {
             ("local.test", LOCAL),
             ("other.test", OTHER),
             ("up.test", UP),
+            ("deleg.local.test", DELEG),
             (
                 "upstream.conf",
                 "nameserver 127.0.0.2\noptions timeout:2 attempts:1\n",
@@ -85,10 +98,11 @@ impl Net {
         }
         let p = |name: &str| dir.path().join(name).display().to_string();
         let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-        let (local, other, up, conf) = (
+        let (local, other, up, deleg, conf) = (
             p("local.test"),
             p("other.test"),
             p("up.test"),
+            p("deleg.local.test"),
             p("upstream.conf"),
         );
         let fwd = Server::start_wrapped(
@@ -120,6 +134,8 @@ impl Net {
                 "53",
                 "--bindzone",
                 &up,
+                "--bindzone",
+                &deleg,
                 "-v",
             ],
         );
@@ -200,4 +216,20 @@ fn dns_stub_glibc_resolves_a_cname_out_of_our_zones() {
         "import socket; print(socket.getaddrinfo('out', 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0])",
     ]);
     assert_eq!((code, out.trim()), (0, "127.0.0.30"));
+}
+
+/// A name below a delegation in our zone resolves through twistrs `-r` (the upstream
+/// answers for the child zone), as through BIND with `recursion yes` and forwarders. Before,
+/// the referral came back, which glibc does not follow: getent found no address (exit 2).
+#[test]
+fn dns_stub_glibc_resolves_a_name_below_our_delegation() {
+    let Some(n) = Net::start("dns_stub_glibc_resolves_a_name_below_our_delegation") else {
+        return;
+    };
+    let (code, out) = n.stub(&["getent", "ahostsv4", "www.deleg.local.test"]);
+    assert!(
+        code == 0 && out.contains("127.0.0.40"),
+        "{code} {out}\n{:?}",
+        n.fwd.lines()
+    );
 }

@@ -418,3 +418,65 @@ fn every_transfer_message_answers_the_clients_opt() {
         assert_eq!(records, 2000 + 2 + 2, "every record, the SOA twice");
     }
 }
+
+/// The name a forwarded question asks for.
+fn forwarded_name(f: &crate::responder::Forward) -> String {
+    domain::base::Name::from_slice(&f.question[..f.question.len() - 4])
+        .unwrap()
+        .to_string()
+}
+
+/// With `-r` and RD, a name at or below a delegation of ours is forwarded, as BIND with
+/// forwarders and `recursion yes` forwards it (found side by side: BIND relayed the
+/// upstream's answer, twistrs sent the referral, which a stub resolver cannot follow;
+/// twistd answers NXDOMAIN below the cut); a chain that ends below the cut has its records
+/// and its target forwarded. The DS at the cut is the parent's (ours), and without RD or
+/// without `-r` the referral stays.
+#[test]
+fn names_below_a_delegation_are_forwarded_with_recursion_and_rd() {
+    let mut r = loops();
+    r.recursion = true;
+    for (name, qtype) in [
+        ("www.sub.loop.test", Rtype::A),
+        ("WWW.Sub.loop.test", Rtype::MX),
+        ("sub.loop.test", Rtype::NS),
+        ("sub.loop.test", Rtype::A),
+        ("a.b.sub.loop.test", Rtype::CNAME),
+    ] {
+        match r.respond(&query(name, qtype, None), Via::Udp, PEER) {
+            Reply::Forward(f) => {
+                assert_eq!(forwarded_name(&f), name);
+                assert!(f.chase.is_none() && f.rd);
+            }
+            other => panic!("{name} {qtype}: {other:?}"),
+        }
+    }
+    let Reply::Forward(f) = r.respond(&query("x.tosub.loop.test", Rtype::A, None), Via::Udp, PEER)
+    else {
+        panic!("the chain into the cut is not forwarded")
+    };
+    assert_eq!(forwarded_name(&f), "x.sub.loop.test");
+    let chase = f.chase.as_ref().expect("a chase");
+    assert_eq!(chase.records.len(), 2, "the DNAME and its CNAME: {chase:?}");
+    let ds = ask(&mut r, "sub.loop.test", Rtype::DS);
+    assert!(
+        ds.aa && ds.rcode == Rcode::NOERROR && ds.answer.is_empty(),
+        "{ds:?}"
+    );
+
+    // Without RD, or without -r: the referral.
+    let mut norec = query("www.sub.loop.test", Rtype::A, None);
+    norec[2] &= !0x01;
+    for recursion in [true, false] {
+        let mut r = loops();
+        r.recursion = recursion;
+        for q in [&norec, &query("www.sub.loop.test", Rtype::A, None)] {
+            if recursion && q[2] & 0x01 != 0 {
+                continue;
+            }
+            let a = read(&send(&mut r, q, Via::Udp));
+            assert_eq!(a.authority, ["sub.loop.test 300 NS ns.sub.loop.test."]);
+            assert!(a.answer.is_empty() && !a.aa && a.ra == recursion, "{a:?}");
+        }
+    }
+}

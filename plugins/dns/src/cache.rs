@@ -271,7 +271,7 @@ fn names_parse(msg: &[u8], offset: usize, ttls: &[usize], records: usize) -> boo
 /// answer asked for with DO carries the upstream's RRSIGs and NSECs, and one asked for with
 /// CD may be data a validating upstream would have refused, so neither is given to a client
 /// that asked otherwise (as BIND and Unbound key theirs).
-type Key = (Box<[u8]>, u16, u16, u8);
+pub(crate) type Key = (Box<[u8]>, u16, u16, u8);
 
 struct Entry {
     answer: Rc<Upstream>,
@@ -312,7 +312,7 @@ impl Cache {
         }
     }
 
-    fn key(req: &Forward) -> Key {
+    pub(crate) fn key(req: &Forward) -> Key {
         let dnssec_ok = req.edns.is_some_and(|e| e.dnssec_ok);
         let bits = u8::from(dnssec_ok) | u8::from(req.cd) << 1;
         (

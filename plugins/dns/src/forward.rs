@@ -1,6 +1,9 @@
 //! `-r`: questions outside the zones go to the name servers of resolv.conf, over UDP from a
 //! port of their own (a random source port and a random id per question, as Twisted's client
-//! does), tried in turn with a timeout each, then over TCP when the answer is truncated.
+//! does): the servers are asked in turn, each try a fraction of the deadline after the one
+//! before, and every server asked is still listened to, until [`DEADLINE`]; then over TCP
+//! when the answer is truncated. A question asked again while it is on its way (a client's
+//! retry, or another client's) joins it.
 //!
 //! The forwarder is sans-IO: it is told what happened (a port opened, a datagram came, a timer
 //! fired, a TCP answer came or failed) and answers with [`Action`]s for the reactor glue.
@@ -14,15 +17,26 @@ use std::time::Duration;
 use domain::base::iana::Rcode;
 use twistrs_core::{ConnId, PortId};
 
-use crate::cache::{Bad, Upstream};
+use crate::cache::{Bad, Cache, Key, Upstream};
 use crate::responder::Forward;
 
 /// Twisted's and glibc's default when resolv.conf names no server.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:53";
-/// Questions in flight at most, each with a port of its own: beyond it (a flood of
-/// questions, spoofed sources) SERVFAIL, before the ports take every descriptor the
-/// listeners need (Unbound's num-queries-per-thread).
+/// Clients waiting for a forwarded answer at most, and so questions in flight, each with a
+/// port of its own: beyond it (a flood of questions, spoofed sources) SERVFAIL, before the
+/// ports take every descriptor the listeners need (Unbound's num-queries-per-thread). A
+/// client joining a question in flight counts too (BIND's recursive-clients), so joining
+/// does not let a flood hold more than this many clients' requests.
 pub const MAX_PENDING: usize = 1024;
+
+/// How long a forwarded question may take, every try included, before SERVFAIL: under the
+/// 5 s a stub resolver waits for an answer (glibc's `timeout:5`, dig's `+time=5`), so that a
+/// client whose upstreams are all dead gets SERVFAIL on its first try, not a timeout and a
+/// retry. BIND gives up on dead forwarders after 10 s, twistd's client after 60 s a server.
+pub const DEADLINE: Duration = Duration::from_secs(4);
+/// Clients waiting for one question in flight at most (BIND's `max-clients-per-query`): more
+/// asking the same get SERVFAIL at once.
+pub const MAX_JOINED: usize = 100;
 
 /// resolv.conf is a few lines (the C library uses three name servers): 1 MiB is plenty.
 pub const RESOLV_CONF_MAX: u64 = 1 << 20;
@@ -31,7 +45,8 @@ pub const RESOLV_CONF_MAX: u64 = 1 << 20;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvConf {
     pub servers: Vec<SocketAddr>,
-    /// Per try (`options timeout:N`).
+    /// How long a try waits before the next goes out (`options timeout:N`), unless the
+    /// tries would not fit in [`DEADLINE`]: see [`ResolvConf::interval`].
     pub timeout: Duration,
     /// Rounds over the servers (`options attempts:N`).
     pub attempts: u32,
@@ -81,6 +96,19 @@ impl ResolvConf {
         }
         conf
     }
+
+    /// Tries in all: every server, `attempts` rounds.
+    pub fn tries(&self) -> u32 {
+        self.attempts * self.servers.len().max(1) as u32
+    }
+
+    /// The time from one try to the next, and from the last to SERVFAIL: `timeout`, or less
+    /// so that every try goes out within [`DEADLINE`] (3 servers, 2 rounds: 0.67 s).
+    /// Earlier servers are still listened to, so a slow one (an answer after 2 s) is still
+    /// heard while the next are asked, as BIND asks its forwarders.
+    pub fn interval(&self) -> Duration {
+        self.timeout.min(DEADLINE / self.tries())
+    }
 }
 
 fn parse_server(s: &str) -> Option<SocketAddr> {
@@ -126,10 +154,10 @@ pub enum Action {
         bytes: Vec<u8>,
         to: SocketAddr,
     },
-    /// Call `timed_out(token, try_no)` after `after`.
+    /// Call `timed_out(token, step)` after `after`.
     Arm {
         token: u64,
-        try_no: u32,
+        step: u32,
         after: Duration,
     },
     /// Ask over TCP: connect, send `bytes` (unframed), hand the answer to `tcp_answer`.
@@ -153,17 +181,28 @@ pub enum Action {
 }
 
 struct Pending {
-    client: Client,
-    req: Forward,
+    /// Who waits for the answer: the client that asked first, and those whose same question
+    /// (the cache's key) came while it was on its way, each answered with its own id,
+    /// question and size.
+    waiters: Vec<(Client, Forward)>,
+    key: Key,
     query: Vec<u8>,
+    /// The UDP port; `None` before it opens and once the question went over TCP.
     port: Option<PortId>,
-    try_no: u32,
+    /// Tries sent: try `k` went to server `k % n`.
+    sent: u32,
+    /// Per server: asked, and not answered with a failure since, so it may still answer.
+    outstanding: Vec<bool>,
 }
 
 /// Questions on their way upstream.
 pub struct Forwarder {
     pub conf: ResolvConf,
     pending: HashMap<u64, Pending>,
+    /// The question in flight for each key, which the same question joins.
+    in_flight: HashMap<Key, u64>,
+    /// Clients waiting, over every question.
+    waiting: usize,
     next: u64,
 }
 
@@ -186,6 +225,8 @@ impl Forwarder {
         Forwarder {
             conf,
             pending: HashMap::new(),
+            in_flight: HashMap::new(),
+            waiting: 0,
             next: 0,
         }
     }
@@ -214,60 +255,92 @@ impl Forwarder {
         (n > 0).then(|| self.conf.servers[try_no as usize % n])
     }
 
-    fn tries(&self) -> u32 {
-        self.conf.attempts * self.conf.servers.len().max(1) as u32
-    }
-
-    /// A new question: open a port for it.
+    /// A question from a client. The same question already on its way is joined (as
+    /// twistd's client and BIND join it), so a stub resolver's retry does not start a second
+    /// round of tries that ends after its last retry gave up; the same client asking again
+    /// with the same id gets the one answer. Otherwise a port is opened for it.
     pub fn start(&mut self, req: Forward, client: Client) -> Vec<Action> {
-        let token = self.next;
-        self.next += 1;
-        let Some(server) = self.server(0).filter(|_| self.pending.len() < MAX_PENDING) else {
+        let key = Cache::key(&req);
+        if let Some(p) = self
+            .in_flight
+            .get(&key)
+            .and_then(|t| self.pending.get_mut(t))
+        {
+            if p.waiters
+                .iter()
+                .any(|(c, r)| *c == client && r.id == req.id)
+            {
+                return Vec::new();
+            }
+            if p.waiters.len() >= MAX_JOINED || self.waiting >= MAX_PENDING {
+                return vec![servfail(client, &req)];
+            }
+            p.waiters.push((client, req));
+            self.waiting += 1;
+            return Vec::new();
+        }
+        let Some(server) = self.server(0).filter(|_| self.waiting < MAX_PENDING) else {
             return vec![servfail(client, &req)];
         };
+        let token = self.next;
+        self.next += 1;
         let bind = match server {
             SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
             SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
         };
         let query = Forwarder::query(&req);
+        self.in_flight.insert(key.clone(), token);
+        self.waiting += 1;
         self.pending.insert(
             token,
             Pending {
-                client,
-                req,
+                waiters: vec![(client, req)],
+                key,
                 query,
                 port: None,
-                try_no: 0,
+                sent: 0,
+                outstanding: vec![false; self.conf.servers.len()],
             },
         );
         vec![Action::OpenUdp { token, bind }]
     }
 
-    fn send(&self, token: u64, p: &Pending) -> Vec<Action> {
+    /// Sends the next try, and arms the timer for the one after it (after the last, the
+    /// deadline).
+    fn send_next(&mut self, token: u64) -> Vec<Action> {
+        let interval = self.conf.interval();
+        let servers = &self.conf.servers;
+        let Some(p) = self.pending.get_mut(&token) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
-        if let (Some(port), Some(to)) = (p.port, self.server(p.try_no)) {
+        let server = p.sent as usize % servers.len().max(1);
+        if let (Some(port), Some(&to)) = (p.port, servers.get(server)) {
             out.push(Action::Send {
                 port,
                 bytes: p.query.clone(),
                 to,
             });
+            if let Some(o) = p.outstanding.get_mut(server) {
+                *o = true;
+            }
         }
+        p.sent += 1;
         out.push(Action::Arm {
             token,
-            try_no: p.try_no,
-            after: self.conf.timeout,
+            step: p.sent,
+            after: interval,
         });
         out
     }
 
-    /// The question's port is open: send.
+    /// The question's port is open: the first try.
     pub fn opened(&mut self, token: u64, port: PortId) -> Vec<Action> {
         let Some(p) = self.pending.get_mut(&token) else {
             return vec![Action::Close(port)];
         };
         p.port = Some(port);
-        let p = &self.pending[&token];
-        self.send(token, p)
+        self.send_next(token)
     }
 
     /// No port could be opened.
@@ -275,38 +348,64 @@ impl Forwarder {
         self.finish(token, None)
     }
 
-    /// A datagram on the question's port.
+    /// A datagram on the question's port: an answer counts from any server asked so far.
     pub fn datagram(&mut self, token: u64, from: SocketAddr, msg: &[u8]) -> Vec<Action> {
         let Some(p) = self.pending.get(&token) else {
             return Vec::new();
         };
-        if Some(from) != self.server(p.try_no) {
-            return Vec::new(); // not from the server asked: ignored (spoofing)
-        }
+        let asked = p.sent.min(self.conf.servers.len() as u32) as usize;
+        let Some(server) = self.conf.servers[..asked].iter().position(|s| *s == from) else {
+            return Vec::new(); // not from a server asked: ignored (spoofing)
+        };
         match Upstream::parse(msg, &p.query) {
-            Ok(up) if next_server(msg, &up) => self.retry(token),
+            Ok(up) if next_server(msg, &up) => self.server_failed(token, server),
             Ok(up) => self.finish(token, Some(up)),
             Err(Bad::NotOurs) => Vec::new(),
             Err(Bad::Truncated) => {
+                let timeout = self.tcp_timeout(p.sent);
                 let mut out = Vec::new();
-                if let Some(port) = p.port {
+                let Some(p) = self.pending.get_mut(&token) else {
+                    return out;
+                };
+                if let Some(port) = p.port.take() {
                     out.push(Action::Close(port));
                 }
-                let p = self.pending.get_mut(&token).map(|p| {
-                    p.port = None;
-                    &*p
+                out.push(Action::Connect {
+                    token,
+                    to: from,
+                    bytes: p.query.clone(),
+                    timeout,
                 });
-                if let Some(p) = p {
-                    out.push(Action::Connect {
-                        token,
-                        to: from,
-                        bytes: p.query.clone(),
-                        timeout: self.conf.timeout,
-                    });
-                }
                 out
             }
-            Err(Bad::Malformed) => self.retry(token),
+            Err(Bad::Malformed) => self.server_failed(token, server),
+        }
+    }
+
+    /// The TCP question after a truncated answer gets what is left of the deadline (at
+    /// least what the tries not yet sent would have had), and at least a second.
+    fn tcp_timeout(&self, sent: u32) -> Duration {
+        let left = self.conf.tries().saturating_sub(sent);
+        (self.conf.interval() * left).max(Duration::from_secs(1))
+    }
+
+    /// Server `server` answered with its failure: the next try goes out at once, as glibc's
+    /// resolver moves on at once; once every try is out, SERVFAIL as soon as no server asked
+    /// may still answer.
+    fn server_failed(&mut self, token: u64, server: usize) -> Vec<Action> {
+        let tries = self.conf.tries();
+        let Some(p) = self.pending.get_mut(&token) else {
+            return Vec::new();
+        };
+        if let Some(o) = p.outstanding.get_mut(server) {
+            *o = false;
+        }
+        if p.sent < tries {
+            self.send_next(token)
+        } else if p.outstanding.contains(&true) {
+            Vec::new()
+        } else {
+            self.finish(token, None)
         }
     }
 
@@ -326,35 +425,35 @@ impl Forwarder {
         self.finish(token, None)
     }
 
-    /// A try's timer fired: the next server, or SERVFAIL after the last.
-    pub fn timed_out(&mut self, token: u64, try_no: u32) -> Vec<Action> {
+    /// The timer of `step` fired with no answer: the next try, or after the last, SERVFAIL.
+    pub fn timed_out(&mut self, token: u64, step: u32) -> Vec<Action> {
         match self.pending.get(&token) {
-            Some(p) if p.try_no == try_no && p.port.is_some() => self.retry(token),
-            _ => Vec::new(), // answered, or moved on to TCP (which has its own timeout)
+            // Answered, a try sent early (a server failed), or moved on to TCP (which has its
+            // own timeout): a stale timer.
+            Some(p) if p.sent == step && p.port.is_some() => {
+                if p.sent < self.conf.tries() {
+                    self.send_next(token)
+                } else {
+                    self.finish(token, None)
+                }
+            }
+            _ => Vec::new(),
         }
     }
 
-    fn retry(&mut self, token: u64) -> Vec<Action> {
-        let tries = self.tries();
-        let Some(p) = self.pending.get_mut(&token) else {
-            return Vec::new();
-        };
-        p.try_no += 1;
-        if p.try_no >= tries {
-            return self.finish(token, None);
-        }
-        let p = &self.pending[&token];
-        self.send(token, p)
-    }
-
-    /// The question is done: relay the answer (and keep it), or SERVFAIL. An answer is
-    /// NOERROR or NXDOMAIN; any other code (the last server's SERVFAIL or REFUSED, a FORMERR
-    /// to our query) is SERVFAIL to the client, as twistd answers (its client turns them into
-    /// errors, its server those into SERVFAIL): a REFUSED relayed would read as our policy.
+    /// The question is done: relay the answer to each client waiting (and keep it), or
+    /// SERVFAIL. An answer is NOERROR or NXDOMAIN; any other code (the last server's
+    /// SERVFAIL or REFUSED, a FORMERR to our query) is SERVFAIL to the client, as twistd
+    /// answers (its client turns them into errors, its server those into SERVFAIL): a
+    /// REFUSED relayed would read as our policy.
     fn finish(&mut self, token: u64, answer: Option<Upstream>) -> Vec<Action> {
         let Some(p) = self.pending.remove(&token) else {
             return Vec::new();
         };
+        if self.in_flight.get(&p.key) == Some(&token) {
+            self.in_flight.remove(&p.key);
+        }
+        self.waiting -= p.waiters.len();
         let mut out = Vec::new();
         if let Some(port) = p.port {
             out.push(Action::Close(port));
@@ -367,16 +466,22 @@ impl Forwarder {
         });
         match answer {
             Some(up) => {
-                out.push(Action::Reply {
-                    client: p.client,
-                    bytes: up.relay(&p.req, 0),
-                });
-                out.push(Action::Keep {
-                    req: p.req,
-                    answer: Rc::new(up),
-                });
+                let mut kept = None;
+                for (client, req) in p.waiters {
+                    out.push(Action::Reply {
+                        client,
+                        bytes: up.relay(&req, 0),
+                    });
+                    kept.get_or_insert(req);
+                }
+                if let Some(req) = kept {
+                    out.push(Action::Keep {
+                        req,
+                        answer: Rc::new(up),
+                    });
+                }
             }
-            None => out.push(servfail(p.client, &p.req)),
+            None => out.extend(p.waiters.iter().map(|(c, r)| servfail(*c, r))),
         }
         out
     }
@@ -440,7 +545,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::cache::Cache;
     use crate::responder::{Reply, Responder, Via};
-    use crate::tests::{query, read};
+    use crate::tests::{Read, query, read};
     use domain::base::iana::Rtype;
     use std::time::Instant;
 
@@ -606,8 +711,8 @@ pub(crate) mod tests {
     #[test]
     fn questions_in_flight_are_bounded() {
         let mut f = Forwarder::new(conf(&["127.0.0.1:5301"]));
-        for _ in 0..MAX_PENDING {
-            let a = f.start(req("web.example.com", Rtype::A), client());
+        for i in 0..MAX_PENDING {
+            let a = f.start(req(&format!("n{i}.example.com"), Rtype::A), client());
             assert!(matches!(a.as_slice(), [Action::OpenUdp { .. }]), "{a:?}");
         }
         let a = f.start(req("web.example.com", Rtype::A), client());
@@ -615,9 +720,34 @@ pub(crate) mod tests {
             panic!("{a:?}")
         };
         assert_eq!(read(bytes).rcode, Rcode::SERVFAIL);
+        // Joining counts too: another client of a question in flight.
+        let other = Client::Udp {
+            port: port(7),
+            addr: "127.0.0.1:4000".parse().unwrap(),
+        };
+        let a = f.start(req("n0.example.com", Rtype::A), other);
+        let [Action::Reply { bytes, .. }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        assert_eq!(read(bytes).rcode, Rcode::SERVFAIL);
         assert_eq!(f.pending(), MAX_PENDING);
+        // One answered (its timers run out): room for one more.
+        let a = f.opened(0, port(1));
+        assert!(matches!(a.as_slice(), [Action::Send { .. }, _]), "{a:?}");
+        let a = f.timed_out(0, 1);
+        assert!(matches!(a.as_slice(), [Action::Send { .. }, _]), "{a:?}");
+        let a = f.timed_out(0, 2);
+        assert!(
+            matches!(a.as_slice(), [Action::Close(_), Action::Reply { .. }]),
+            "{a:?}"
+        );
+        let a = f.start(req("web.example.com", Rtype::A), client());
+        assert!(matches!(a.as_slice(), [Action::OpenUdp { .. }]), "{a:?}");
     }
 
+    /// The tries go out `interval` apart, in turn over the servers, and SERVFAIL comes one
+    /// interval after the last: 2 servers, 2 rounds of 1 s each (as resolv.conf says: 4 s
+    /// fit the deadline). A stale timer does nothing.
     #[test]
     fn timeouts_move_to_the_next_server_then_servfail() {
         let mut f = Forwarder::new(conf(&["127.0.0.1:5301", "127.0.0.1:5302"]));
@@ -626,27 +756,167 @@ pub(crate) mod tests {
             panic!()
         };
         let token = *token;
-        f.opened(token, port(1));
-        let mut servers = Vec::new();
-        for try_no in 0..4 {
-            let a = f.timed_out(token, try_no);
+        let a = f.opened(token, port(1));
+        let [Action::Send { to, .. }, Action::Arm { step: 1, after, .. }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        assert_eq!(*after, Duration::from_secs(1));
+        let mut servers = vec![to.port()];
+        for step in 1..=4 {
+            let a = f.timed_out(token, step);
             match a.as_slice() {
-                [Action::Send { to, .. }, Action::Arm { try_no: n, .. }] => {
-                    assert_eq!(*n, try_no + 1);
+                [Action::Send { to, .. }, Action::Arm { step: n, .. }] => {
+                    assert_eq!(*n, step + 1);
                     servers.push(to.port());
                 }
                 [Action::Close(_), Action::Reply { bytes, .. }] => {
-                    assert_eq!(try_no, 3, "2 servers x 2 attempts");
+                    assert_eq!(step, 4, "2 servers x 2 attempts");
                     assert_eq!(read(bytes).rcode, Rcode::SERVFAIL);
                 }
                 other => panic!("{other:?}"),
             }
         }
-        assert_eq!(servers, [5302, 5301, 5302]);
+        assert_eq!(servers, [5301, 5302, 5301, 5302]);
         assert!(
-            f.timed_out(token, 0).is_empty(),
+            f.timed_out(token, 1).is_empty(),
             "a stale timer does nothing"
         );
+    }
+
+    /// resolv.conf's schedule, fitted into the deadline: glibc's own defaults (5 s, 2
+    /// rounds) with three servers would take 30 s; here the six tries go out 0.67 s apart
+    /// and SERVFAIL comes at 4 s. A schedule shorter than the deadline is kept as it is.
+    /// Before, each try waited its whole timeout: 3 servers x 2 rounds x 2 s = 12 s, after
+    /// a stub resolver had given up (5 s).
+    #[test]
+    fn the_tries_fit_in_the_deadline() {
+        let three = ["127.0.0.1:5301", "127.0.0.1:5302", "127.0.0.1:5303"];
+        for (text, tries, interval) in [
+            ("", 6, DEADLINE / 6),
+            ("options timeout:5 attempts:2\n", 6, DEADLINE / 6),
+            ("options timeout:1 attempts:1\n", 3, Duration::from_secs(1)),
+        ] {
+            let mut c = ResolvConf::parse(text);
+            c.servers = three.iter().map(|s| s.parse().unwrap()).collect();
+            assert_eq!((c.tries(), c.interval()), (tries, interval), "{text}");
+            assert!(c.interval() * c.tries() <= DEADLINE);
+        }
+        let one = ResolvConf::parse("nameserver 127.0.0.1\n");
+        assert_eq!(
+            (one.tries(), one.interval()),
+            (2, Duration::from_secs(2)),
+            "one server, the defaults: as before, 2 tries of 2 s"
+        );
+    }
+
+    /// While a later server is asked, an earlier one's answer still counts (a slow upstream
+    /// is not given up on because the next was asked): the answer is relayed, and the
+    /// timers left are stale.
+    #[test]
+    fn an_earlier_servers_answer_counts_after_the_next_was_asked() {
+        let mut f = Forwarder::new(conf(&["127.0.0.1:5301", "127.0.0.1:5302"]));
+        let (token, sent, first) = started(&mut f);
+        let a = f.timed_out(token, 1);
+        assert!(matches!(a.as_slice(), [Action::Send { to, .. }, _] if to.port() == 5302));
+        // Not from a server asked: ignored.
+        let stranger = "127.0.0.1:5303".parse().unwrap();
+        assert!(
+            f.datagram(token, stranger, &upstream_answer(&sent))
+                .is_empty()
+        );
+        let a = f.datagram(token, first, &upstream_answer(&sent));
+        let [
+            Action::Close(_),
+            Action::Reply { bytes, .. },
+            Action::Keep { .. },
+        ] = a.as_slice()
+        else {
+            panic!("{a:?}")
+        };
+        assert_eq!(read(bytes).answer, ["web.example.com 300 A 192.0.2.3"]);
+        assert!(f.timed_out(token, 2).is_empty());
+        assert_eq!(f.pending(), 0);
+    }
+
+    /// The same question while it is on its way joins it, as twistd's client and BIND join
+    /// it: another client's (another id, the name in other case) gets the answer with its own
+    /// id and question; the same client asking again with the same id (a stub's retry) gets
+    /// the one answer; the upstream is asked once. Before, each started its own round of
+    /// tries, so a stub retrying every 5 s against dead upstreams began one every 5 s.
+    /// Past `MAX_JOINED` clients, SERVFAIL at once; once answered, the question starts anew.
+    #[test]
+    fn the_same_question_in_flight_is_joined() {
+        let mut f = Forwarder::new(conf(&["127.0.0.1:5301"]));
+        let (token, sent, to) = started(&mut f);
+        let other = Client::Udp {
+            port: port(7),
+            addr: "127.0.0.1:4000".parse().unwrap(),
+        };
+        let mut theirs = req("WEB.Example.com", Rtype::A);
+        theirs.id = 0x1234;
+        assert!(f.start(theirs.clone(), other).is_empty(), "joined");
+        assert!(f.start(theirs.clone(), other).is_empty(), "its retry");
+        assert!(
+            f.start(req("web.example.com", Rtype::A), client())
+                .is_empty(),
+            "the first client's retry"
+        );
+        let mut cd = req("web.example.com", Rtype::A);
+        cd.cd = true;
+        assert!(
+            matches!(f.start(cd, client()).as_slice(), [Action::OpenUdp { .. }]),
+            "another key (CD): a question of its own"
+        );
+        assert_eq!(f.pending(), 2);
+        for i in 2..MAX_JOINED {
+            let c = Client::Udp {
+                port: port(7),
+                addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 4000 + i as u16),
+            };
+            assert!(f.start(theirs.clone(), c).is_empty());
+        }
+        let late = Client::Udp {
+            port: port(7),
+            addr: "127.0.0.1:9999".parse().unwrap(),
+        };
+        let a = f.start(theirs.clone(), late);
+        let [Action::Reply { client: who, bytes }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        assert_eq!((*who, read(bytes).rcode), (late, Rcode::SERVFAIL));
+
+        let a = f.datagram(token, to, &upstream_answer(&sent));
+        let replies: Vec<(Client, Read)> = a
+            .iter()
+            .filter_map(|x| match x {
+                Action::Reply { client, bytes } => Some((*client, read(bytes))),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(replies.len(), MAX_JOINED, "each client once");
+        assert_eq!((replies[0].0, replies[0].1.id), (client(), 0xABCD));
+        assert_eq!((replies[1].0, replies[1].1.id), (other, 0x1234));
+        assert!(replies.iter().all(|(_, r)| r.answer.len() == 1));
+        let m = domain::base::Message::from_octets(match &a[2] {
+            Action::Reply { bytes, .. } => bytes.as_slice(),
+            x => panic!("{x:?}"),
+        })
+        .unwrap();
+        assert_eq!(
+            m.first_question().unwrap().qname().to_string(),
+            "WEB.Example.com",
+            "its own question"
+        );
+        assert_eq!(
+            a.iter()
+                .filter(|x| matches!(x, Action::Keep { .. }))
+                .count(),
+            1
+        );
+        assert!(matches!(
+            f.start(theirs, other).as_slice(),
+            [Action::OpenUdp { .. }]
+        ));
     }
 
     /// What the forwarder sent, answered with `rcode` and nothing else, RA set unless a
@@ -688,18 +958,12 @@ pub(crate) mod tests {
             let (token, sent, first) = started(&mut f);
             assert_eq!(first.port(), 5301);
             let a = f.datagram(token, first, &bare_answer(&sent, rcode, ra));
-            let [
-                Action::Send { bytes, to, .. },
-                Action::Arm { try_no: 1, .. },
-            ] = a.as_slice()
-            else {
+            let [Action::Send { bytes, to, .. }, Action::Arm { step: 2, .. }] = a.as_slice() else {
                 panic!("{rcode}: {a:?}")
             };
             assert_eq!((to.port(), bytes), (5302, &sent), "{rcode}");
-            // The first server's late answers no longer count; the second's does.
-            assert!(f.datagram(token, first, &upstream_answer(&sent)).is_empty());
             assert!(
-                f.timed_out(token, 0).is_empty(),
+                f.timed_out(token, 1).is_empty(),
                 "the first try's timer is stale"
             );
             let a = f.datagram(token, *to, &upstream_answer(&sent));
@@ -712,34 +976,36 @@ pub(crate) mod tests {
 
     /// When every try fails (refusals and timeouts alike, attempts x servers in all), the
     /// client gets SERVFAIL, never an upstream's REFUSED, which would read as our policy;
-    /// and nothing is kept.
+    /// and nothing is kept. Once every try is out, SERVFAIL waits for a server asked that
+    /// has not failed since, and comes as soon as none is left.
     #[test]
     fn every_server_failing_is_servfail_within_the_same_tries() {
         let mut f = Forwarder::new(conf(&["127.0.0.1:5301", "127.0.0.1:5302"]));
-        let (token, sent, mut to) = started(&mut f);
-        let mut servers = vec![to.port()];
-        for try_no in 0..4u32 {
-            let a = if try_no == 2 {
-                f.timed_out(token, try_no)
-            } else {
-                f.datagram(token, to, &bare_answer(&sent, Rcode::REFUSED, true))
+        let (token, sent, one) = started(&mut f);
+        let two: SocketAddr = "127.0.0.1:5302".parse().unwrap();
+        let refused = bare_answer(&sent, Rcode::REFUSED, true);
+        let mut servers = vec![one.port()];
+        // 5301 refuses: 5302 at once; its timer: 5301 again; 5302 refuses: 5302 again.
+        for a in [
+            f.datagram(token, one, &refused),
+            f.timed_out(token, 2),
+            f.datagram(token, two, &refused),
+        ] {
+            let [Action::Send { to, .. }, Action::Arm { .. }] = a.as_slice() else {
+                panic!("{a:?}")
             };
-            match a.as_slice() {
-                [Action::Send { to: next, .. }, Action::Arm { try_no: n, .. }] => {
-                    assert_eq!(*n, try_no + 1);
-                    to = *next;
-                    servers.push(to.port());
-                }
-                [Action::Close(_), Action::Reply { bytes, .. }] => {
-                    assert_eq!(try_no, 3, "2 servers x 2 attempts: {servers:?}");
-                    let r = read(bytes);
-                    assert_eq!((r.rcode, r.ra), (Rcode::SERVFAIL, true));
-                    assert_eq!(r.opt, Some(crate::message::OUR_PAYLOAD));
-                }
-                other => panic!("{try_no}: {other:?}"),
-            }
+            servers.push(to.port());
         }
         assert_eq!(servers, [5301, 5302, 5301, 5302]);
+        // Every try out; 5302 refuses again, 5301 (asked again) may still answer.
+        assert!(f.datagram(token, two, &refused).is_empty());
+        let a = f.datagram(token, one, &refused);
+        let [Action::Close(_), Action::Reply { bytes, .. }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        let r = read(bytes);
+        assert_eq!((r.rcode, r.ra), (Rcode::SERVFAIL, true));
+        assert_eq!(r.opt, Some(crate::message::OUR_PAYLOAD));
         assert_eq!(f.pending(), 0);
     }
 

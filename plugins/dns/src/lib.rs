@@ -52,9 +52,12 @@ endpoints of any kind and, unless -p or -i is given too, replaces that pair. \
 Answers, in this order: the zones of --bindzone files and --secondary zones (authoritative: \
 AA, NXDOMAIN and NODATA with the SOA, wildcards, delegations with glue, CNAMEs followed inside \
 the zone, addresses of MX, NS and SRV targets); the --hosts-file (A, AAAA and PTR); with -r, \
-the cache (-c) and then the name servers of --resolv-conf (/etc/resolv.conf), over UDP with \
-a timeout and retries, over TCP when the answer is truncated; with -r, a CNAME chain that \
-leaves a zone is followed into the other zones, the hosts file and the forwarder. Without -r, other names are \
+the cache (-c) and then the name servers of --resolv-conf (/etc/resolv.conf), over UDP, \
+asked in turn (its timeout:N and attempts:N, all the tries within 4 s, then SERVFAIL; the \
+same question asked again meanwhile joins the one on its way), over TCP when the answer is \
+truncated; with -r, a CNAME chain that leaves a zone is followed into the other zones, the \
+hosts file and the forwarder, and a name below a delegation of ours asked with RD is \
+forwarded. Without -r, other names are \
 REFUSED. UDP answers over 512 bytes, or over the client's EDNS0 size (at most 1232), are \
 truncated (TC) and complete over TCP. Zone transfers (AXFR, TCP) are served to loopback \
 clients and to --allow-transfer networks. A --secondary zone answers SERVFAIL until its first \

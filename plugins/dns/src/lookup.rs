@@ -50,6 +50,9 @@ pub struct Answer<'a> {
     /// The first this many additional sets are glue a referral needs (RFC 9471): if they do
     /// not fit, the answer is truncated; the rest is dropped quietly when space runs out.
     pub required_glue: usize,
+    /// A referral: the name (or the target its CNAME chain ends at) is below a delegation,
+    /// and the NS set in the authority section is the child zone's.
+    pub delegation: bool,
 }
 
 impl Default for Answer<'_> {
@@ -61,6 +64,7 @@ impl Default for Answer<'_> {
             authority: Vec::new(),
             additional: Vec::new(),
             required_glue: 0,
+            delegation: false,
         }
     }
 }
@@ -153,16 +157,45 @@ impl Store {
     /// and dnsmasq follow it (RFC 1034 4.3.2 step 3a's restart), since a stub resolver
     /// (glibc's) does not ask again for the target and would find no address. Without
     /// recursion `lookup` stops at the zone's edge, as an authoritative server does.
-    pub fn lookup_recursive(&self, key: &[u8], qname: &Dname, qtype: Rtype) -> Chased<'_> {
+    ///
+    /// With `through_cuts` (the client asked for recursion, RD), a name at or below a
+    /// delegation in our zones is forwarded too, as BIND with forwarders and `recursion yes`
+    /// forwards it: the client wants the child zone's answer, which the referral only points
+    /// at, and a stub resolver does not follow referrals. Without RD the referral stays: a
+    /// resolver iterating to us needs it.
+    pub fn lookup_recursive(
+        &self,
+        key: &[u8],
+        qname: &Dname,
+        qtype: Rtype,
+        through_cuts: bool,
+    ) -> Chased<'_> {
         let first = self.lookup(key, qname, qtype);
         let Found::Answer(mut ans) = first else {
             return Chased::Found(first);
         };
-        if matches!(qtype, Rtype::CNAME | Rtype::ANY) {
-            return Chased::Found(Found::Answer(ans));
-        }
         let mut seen: Vec<Box<[u8]>> = vec![key.into()];
-        while let Some(target) = dangling(&ans) {
+        loop {
+            if through_cuts && ans.delegation {
+                // The name that met the cut: the question's, or the chain's last target.
+                return match chain_end(&ans) {
+                    None => Chased::Found(Found::NotOurs),
+                    Some(target) => {
+                        ans.authority.clear();
+                        ans.additional.clear();
+                        ans.required_glue = 0;
+                        ans.delegation = false;
+                        Chased::Out {
+                            cnames: ans,
+                            target,
+                        }
+                    }
+                };
+            }
+            if matches!(qtype, Rtype::CNAME | Rtype::ANY) {
+                break;
+            }
+            let Some(target) = dangling(&ans) else { break };
             let tkey = name::key(&target);
             // A loop across zones, or a chain too long, ends here: the records so far.
             if seen.contains(&tkey) || seen.len() > MAX_CHAIN {
@@ -184,12 +217,8 @@ impl Store {
     }
 }
 
-/// The target of the CNAME that ends `ans`'s chain, if the chain stops there with no record
-/// for it (it left the zone).
-fn dangling(ans: &Answer<'_>) -> Option<Dname> {
-    if ans.rcode != Rcode::NOERROR || !ans.authority.is_empty() {
-        return None;
-    }
+/// The target of the CNAME that ends `ans`'s chain, if no record of the answer is for it.
+fn chain_end(ans: &Answer<'_>) -> Option<Dname> {
     let last = ans.answer.last().filter(|r| r.rtype == Rtype::CNAME)?;
     let Some(ZoneRecordData::Cname(c)) = last.data.first() else {
         return None;
@@ -200,11 +229,21 @@ fn dangling(ans: &Answer<'_>) -> Option<Dname> {
     (!answered).then(|| target.clone())
 }
 
+/// The target of the CNAME that ends `ans`'s chain, if the chain stops there with no record
+/// for it (it left the zone).
+fn dangling(ans: &Answer<'_>) -> Option<Dname> {
+    if ans.rcode != Rcode::NOERROR || !ans.authority.is_empty() {
+        return None;
+    }
+    chain_end(ans)
+}
+
 /// `next`, the answer for a CNAME's target, appended to `ans`: its records after ours, its
 /// code and authority (an SOA of the other zone for NXDOMAIN or NODATA), a referral's glue
 /// first among the additional records.
 fn merge<'a>(ans: &mut Answer<'a>, mut next: Answer<'a>) {
     ans.rcode = next.rcode;
+    ans.delegation = next.delegation;
     ans.answer.append(&mut next.answer);
     ans.authority = next.authority;
     if next.required_glue > 0 {
@@ -428,6 +467,7 @@ fn negative<'z>(zone: &'z Zone, ans: &mut Answer<'z>) {
 fn referral<'z>(zone: &'z Zone, cut: &'z Node, ns: &'z Rrset, ans: &mut Answer<'z>) {
     ans.rcode = Rcode::NOERROR;
     ans.aa = ans.answer.iter().any(|r| r.rtype == Rtype::CNAME);
+    ans.delegation = true;
     ans.authority.push(Rr::of(&cut.name, ns));
     let cut_key = name::key(&cut.name);
     for d in &ns.data {

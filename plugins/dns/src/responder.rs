@@ -242,7 +242,7 @@ impl Responder {
             Via::Tcp => u16::MAX as usize,
         };
         let found = if self.recursion {
-            self.store.lookup_recursive(&key, &qname, q.qtype)
+            self.store.lookup_recursive(&key, &qname, q.qtype, q.rd)
         } else {
             Chased::Found(self.store.lookup(&key, &qname, q.qtype))
         };

@@ -392,16 +392,12 @@ impl Server {
                     }),
                 ),
                 Action::Send { port, bytes, to } => h.send_datagram(port, bytes, to),
-                Action::Arm {
-                    token,
-                    try_no,
-                    after,
-                } => {
+                Action::Arm { token, step, after } => {
                     let me = self.me.clone();
                     h.call_later(after, move || {
                         if let Some(s) = me.upgrade() {
                             s.borrow_mut().with_forwarder(|f| {
-                                let actions = f.timed_out(token, try_no);
+                                let actions = f.timed_out(token, step);
                                 // Nothing to do: the answer came, or the question moved on.
                                 if !actions.is_empty() {
                                     crate::metrics::with(|m| m.forward_timeouts.inc());
