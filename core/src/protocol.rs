@@ -194,6 +194,12 @@ pub trait DatagramProtocol {
     /// (Client ports) the socket could not be made; no other callback follows.
     fn open_failed(&mut self, _error: &std::io::Error) {}
 
+    /// A datagram sent with `Handle::send_datagram` could not leave: no route to `to`, an
+    /// address the host cannot reach from this port (IPv6 switched off). A resolver moves on
+    /// to its next server at once rather than waiting out a try that never went. A full
+    /// socket buffer is not reported: that datagram is lost, as the network loses one.
+    fn send_failed(&mut self, _to: SocketAddr, _error: &std::io::Error) {}
+
     /// The port stopped.
     fn stop_protocol(&mut self) {}
 }

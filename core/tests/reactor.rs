@@ -660,6 +660,64 @@ fn client_udp_ports_relay_through_a_listener() {
     );
 }
 
+/// A datagram sent with `Handle::send_datagram` that cannot leave the port (an IPv6
+/// destination from an IPv4 port) is reported to the port's protocol, so a resolver can move
+/// on to its next server at once; one that leaves is not. Before, it was dropped with a debug
+/// line only, and the resolver waited out a try that never went.
+#[test]
+fn a_datagram_that_cannot_leave_is_reported_to_its_port() {
+    use std::net::UdpSocket;
+    use twistrs_core::{DatagramProtocol, DatagramTransport, Handle};
+
+    struct Client {
+        handle: Handle,
+        live: SocketAddr,
+        failed: Rc<RefCell<Vec<(SocketAddr, std::io::ErrorKind)>>>,
+    }
+    impl DatagramProtocol for Client {
+        fn name(&self) -> &'static str {
+            "Client"
+        }
+        fn port_opened(&mut self, t: &mut DatagramTransport<'_>) {
+            let port = t.port();
+            self.handle.send_datagram(port, b"one".to_vec(), self.live);
+            self.handle
+                .send_datagram(port, b"two".to_vec(), "[::1]:9".parse().unwrap());
+        }
+        fn datagram_received(&mut self, _: &mut DatagramTransport<'_>, _: &[u8], _: SocketAddr) {}
+        fn send_failed(&mut self, to: SocketAddr, error: &std::io::Error) {
+            self.failed.borrow_mut().push((to, error.kind()));
+            self.handle.stop();
+        }
+    }
+
+    let live = UdpSocket::bind("127.0.0.1:0").unwrap();
+    live.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = quiet_reactor();
+    let h = r.handle();
+    let failed = Rc::new(RefCell::new(Vec::new()));
+    h.open_udp(
+        "127.0.0.1:0".parse().unwrap(),
+        Box::new(Client {
+            handle: h.clone(),
+            live: live.local_addr().unwrap(),
+            failed: failed.clone(),
+        }),
+    );
+    let guard = h.call_later(Duration::from_secs(5), {
+        let h = h.clone();
+        move || h.stop()
+    });
+    r.run().expect("run");
+    guard.cancel();
+    let mut buf = [0u8; 16];
+    let (n, _) = live.recv_from(&mut buf).expect("the first datagram left");
+    assert_eq!(&buf[..n], b"one");
+    let failed = failed.borrow();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "[::1]:9".parse::<SocketAddr>().unwrap());
+}
+
 /// Writes its connection's log system and closes.
 struct SaySystem;
 impl Protocol for SaySystem {

@@ -210,13 +210,18 @@ impl Reactor {
         }));
     }
 
-    /// `Handle::send_datagram`: one datagram from a port, outside its own callbacks.
+    /// `Handle::send_datagram`: one datagram from a port, outside its own callbacks. The
+    /// protocol hears of a datagram that cannot leave (`send_failed`), not of one a full
+    /// buffer dropped.
     pub(crate) fn send_datagram(&mut self, port: PortId, data: &[u8], to: SocketAddr) {
         if let Some(Entry::Udp(u)) = self.entries.get_mut(port.key as usize)
             && u.id == port
             && let Err(e) = u.sock.send_to(data, to)
         {
             log::debug!(target: "twistrs.udp", "datagram to {to} dropped: {e}");
+            if e.kind() != io::ErrorKind::WouldBlock {
+                u.proto.send_failed(to, &e);
+            }
         }
     }
 
