@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::dns::{
     Dns, ScriptPeer, answers, dig, eventually, primary, python_with_dnspython, query,
 };
+use crate::support::skip;
 
 /// A forwarder to `servers` in that order (one try each, `timeout` seconds), with `args`.
 fn forwarder(servers: &[u16], timeout: u32, args: &[&str]) -> Dns {
@@ -403,13 +404,15 @@ fn dns_fwd_dead_upstreams_are_servfail_within_a_stubs_wait() {
 }
 
 /// An upstream that answers every question with `A 192.0.2.77` after the delay given as its
-/// argument (seconds), and prints `asked` for each.
+/// first argument (seconds), and prints `asked` for each; on 127.0.0.1, or the address given
+/// as its second.
 const SLOW_UPSTREAM: &str = r#"
 import socket, sys, threading, time
 import dns.message, dns.rrset
 delay = float(sys.argv[1])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", 0))
+host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((host, 0))
 s.settimeout(1)
 print(s.getsockname()[1], flush=True)
 def answer(data, peer):
@@ -546,4 +549,52 @@ fn dns_fwd_a_name_below_our_delegation_is_forwarded_with_rd() {
         2,
         "asked no more"
     );
+}
+
+/// resolv.conf naming a dead server of one family before a live one of the other (an IPv6
+/// router's and an IPv4 one's): the live one is asked from a port of its own family and
+/// answers, either way round, as glibc (a socket per server) and twistd (a port per try, of
+/// the server's family) get it. Before, the question's one port was the first server's
+/// family: an IPv4 server asked from the IPv6 port answered to it from `::ffff:127.0.0.1`,
+/// not the address listed, and was ignored; an IPv6 server could not be sent to from the
+/// IPv4 port at all. Either way, SERVFAIL after 4 s.
+#[test]
+fn dns_fwd_servers_of_both_families_are_asked() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        skip(
+            "dns_fwd_servers_of_both_families_are_asked",
+            "no IPv6 loopback",
+        );
+        return;
+    }
+    for (dead_at, live_at) in [("[::1]:0", "127.0.0.1"), ("127.0.0.1:0", "::1")] {
+        let dead = UdpSocket::bind(dead_at).unwrap();
+        let live = ScriptPeer::start(python_with_dnspython(), SLOW_UPSTREAM, &["0", live_at]);
+        let live_addr = SocketAddr::new(live_at.parse().unwrap(), live.port);
+        let conf = format!(
+            "nameserver {}\nnameserver {live_addr}\noptions timeout:1 attempts:1\n",
+            dead.local_addr().unwrap()
+        );
+        let fwd = Dns::start(
+            &[("resolv.conf", &conf)],
+            &["--resolv-conf", "{dir}/resolv.conf"],
+        );
+        let out = fwd.dig(&[
+            "+time=8",
+            "+noall",
+            "+comments",
+            "+answer",
+            "both.example.org",
+            "A",
+        ]);
+        let case = format!("{dead_at} dead, {live_addr} live");
+        assert_eq!(status(&out), "NOERROR", "{case}: {out}");
+        assert_eq!(
+            answers(&out),
+            ["both.example.org. 300 IN A 192.0.2.77"],
+            "{case}"
+        );
+        assert_eq!(asked(&dead).len(), 1, "{case}: the dead one asked first");
+        assert_eq!(live.count("asked"), 1, "{case}");
+    }
 }

@@ -59,8 +59,17 @@ struct Net {
     dir: tempfile::TempDir,
 }
 
+/// The forwarder's resolv.conf: the upstream, 2 s a try, one round.
+const UPSTREAM: &str = "nameserver 127.0.0.2\noptions timeout:2 attempts:1\n";
+
 impl Net {
     fn start(test: &str) -> Option<Net> {
+        Net::start_with(test, "", UPSTREAM)
+    }
+
+    /// With `setup` run first in the namespace (a shell command and `&&`), and the forwarder
+    /// asking the servers of `upstream` (a resolv.conf).
+    fn start_with(test: &str, setup: &str, upstream: &str) -> Option<Net> {
         for tool in ["nsenter", "getent", "ip"] {
             if Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])
@@ -71,24 +80,19 @@ impl Net {
                 return None;
             }
         }
-        let wrapper = unshared(
-            test,
-            "-n",
-            // An address besides 127.0.0.1: glibc's AI_ADDRCONFIG (getent ahostsv4) asks
-            // nothing where 127.0.0.1 is the only IPv4 address.
-            "ip link set lo up && ip addr add 127.0.0.2/8 dev lo && exec \"$0\" \"$@\"",
-            "a network namespace",
-        )?;
+        // An address besides 127.0.0.1: glibc's AI_ADDRCONFIG (getent ahostsv4) asks
+        // nothing where 127.0.0.1 is the only IPv4 address.
+        let script = format!(
+            "{setup}ip link set lo up && ip addr add 127.0.0.2/8 dev lo && exec \"$0\" \"$@\""
+        );
+        let wrapper = unshared(test, "-n", &script, "a network namespace")?;
         let dir = tempfile::tempdir().unwrap();
         let files = [
             ("local.test", LOCAL),
             ("other.test", OTHER),
             ("up.test", UP),
             ("deleg.local.test", DELEG),
-            (
-                "upstream.conf",
-                "nameserver 127.0.0.2\noptions timeout:2 attempts:1\n",
-            ),
+            ("upstream.conf", upstream),
             ("nsswitch.conf", "hosts: files dns\n"),
             ("hosts", "127.0.0.1 localhost\n"),
             ("resolv.conf", "nameserver 127.0.0.1\nsearch local.test\n"),
@@ -230,6 +234,54 @@ fn dns_stub_glibc_resolves_a_name_below_our_delegation() {
     assert!(
         code == 0 && out.contains("127.0.0.40"),
         "{code} {out}\n{:?}",
+        n.fwd.lines()
+    );
+}
+
+/// IPv6 switched off in the namespace (as Docker leaves a container): a socket of that
+/// family opens, but nothing leaves it (EADDRNOTAVAIL).
+const NO_IPV6: &str = "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && \
+                       echo 1 > /proc/sys/net/ipv6/conf/lo/disable_ipv6 && ";
+
+/// On a host whose IPv6 is switched off, an IPv6 server listed first is a try that fails at
+/// once: the IPv4 server after it is asked at once, and answers, with a warning in the log,
+/// as glibc moves on when it cannot connect its socket to a server. Before, the try waited
+/// out its 2 s as if it had left (and before that, the IPv4 server could not be asked from
+/// the IPv6 server's port at all).
+#[test]
+fn dns_stub_an_ipv6_server_on_a_host_without_ipv6_is_skipped_at_once() {
+    let test = "dns_stub_an_ipv6_server_on_a_host_without_ipv6_is_skipped_at_once";
+    let conf = "nameserver ::1\nnameserver 127.0.0.2\noptions timeout:2 attempts:1\n";
+    let Some(n) = Net::start_with(test, NO_IPV6, conf) else {
+        return;
+    };
+    let t0 = std::time::Instant::now();
+    let (code, out) = n.stub(&[
+        "dig",
+        "@127.0.0.1",
+        "+time=5",
+        "+tries=1",
+        "+noall",
+        "+comments",
+        "+answer",
+        "www.up.test",
+        "A",
+    ]);
+    let took = t0.elapsed();
+    assert!(
+        code == 0 && out.contains("status: NOERROR") && out.contains("127.0.0.30"),
+        "{code} {out}\n{:?}",
+        n.fwd.lines()
+    );
+    // The next try is 2 s after the first unless the failed one hands over at once; the
+    // rest is the margin of a loaded machine.
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "{took:?}: the IPv4 server was asked when the IPv6 try's time ran out"
+    );
+    assert!(
+        n.fwd.log_contains("Cannot send a question to [::1]:53"),
+        "{:?}",
         n.fwd.lines()
     );
 }

@@ -1,9 +1,9 @@
-//! `-r`: questions outside the zones go to the name servers of resolv.conf, over UDP from a
-//! port of their own (a random source port and a random id per question, as Twisted's client
-//! does): the servers are asked in turn, each try a fraction of the deadline after the one
-//! before, and every server asked is still listened to, until [`DEADLINE`]; then over TCP
-//! when the answer is truncated. A question asked again while it is on its way (a client's
-//! retry, or another client's) joins it.
+//! `-r`: questions outside the zones go to the name servers of resolv.conf, over UDP from
+//! ports of their own (a random source port per address family its servers need, and a random
+//! id, per question, as Twisted's client does): the servers are asked in turn, each try a
+//! fraction of the deadline after the one before, and every server asked is still listened
+//! to, until [`DEADLINE`]; then over TCP when the answer is truncated. A question asked again
+//! while it is on its way (a client's retry, or another client's) joins it.
 //!
 //! The forwarder is sans-IO: it is told what happened (a port opened, a datagram came, a timer
 //! fired, a TCP answer came or failed) and answers with [`Action`]s for the reactor glue.
@@ -121,6 +121,36 @@ fn parse_server(s: &str) -> Option<SocketAddr> {
     s.parse().ok()
 }
 
+/// An address family: a question has a UDP port for each its servers need, as glibc has a
+/// socket per server of its family; an IPv4 server cannot be asked from an IPv6 port (the
+/// kernel sends from a dual-stack one, but the answer comes back from a mapped address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(addr: SocketAddr) -> Family {
+        match addr {
+            SocketAddr::V4(_) => Family::V4,
+            SocketAddr::V6(_) => Family::V6,
+        }
+    }
+
+    /// Where its port binds: any address, a port the kernel picks at random.
+    pub fn any(self) -> SocketAddr {
+        match self {
+            Family::V4 => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            Family::V6 => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Who asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Client {
@@ -143,10 +173,10 @@ impl Client {
 /// What the reactor glue is to do.
 #[derive(Debug)]
 pub enum Action {
-    /// Open a UDP port bound to `bind` for question `token`.
+    /// Open a UDP port of `family` (bound to [`Family::any`]) for question `token`.
     OpenUdp {
         token: u64,
-        bind: SocketAddr,
+        family: Family,
     },
     /// Send a datagram from a port.
     Send {
@@ -180,6 +210,18 @@ pub enum Action {
     },
 }
 
+/// A question's UDP port of one family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Port {
+    /// No try of this family was due yet.
+    Unopened,
+    /// Asked for: the try due waits for it.
+    Opening,
+    Open(PortId),
+    /// It could not be opened: each try of this family fails at once.
+    Failed,
+}
+
 struct Pending {
     /// Who waits for the answer: the client that asked first, and those whose same question
     /// (the cache's key) came while it was on its way, each answered with its own id,
@@ -187,8 +229,11 @@ struct Pending {
     waiters: Vec<(Client, Forward)>,
     key: Key,
     query: Vec<u8>,
-    /// The UDP port; `None` before it opens and once the question went over TCP.
-    port: Option<PortId>,
+    /// The UDP ports, by [`Family::index`]: opened when a try of that family is first due,
+    /// closed once the question went over TCP.
+    ports: [Port; 2],
+    /// Gone over TCP after a truncated answer.
+    tcp: bool,
     /// Tries sent: try `k` went to server `k % n`.
     sent: u32,
     /// Per server: asked, and not answered with a failure since, so it may still answer.
@@ -250,15 +295,10 @@ impl Forwarder {
         q
     }
 
-    fn server(&self, try_no: u32) -> Option<SocketAddr> {
-        let n = self.conf.servers.len();
-        (n > 0).then(|| self.conf.servers[try_no as usize % n])
-    }
-
     /// A question from a client. The same question already on its way is joined (as
     /// twistd's client and BIND join it), so a stub resolver's retry does not start a second
     /// round of tries that ends after its last retry gave up; the same client asking again
-    /// with the same id gets the one answer. Otherwise a port is opened for it.
+    /// with the same id gets the one answer. Otherwise a port is opened for its first try.
     pub fn start(&mut self, req: Forward, client: Client) -> Vec<Action> {
         let key = Cache::key(&req);
         if let Some(p) = self
@@ -279,15 +319,11 @@ impl Forwarder {
             self.waiting += 1;
             return Vec::new();
         }
-        let Some(server) = self.server(0).filter(|_| self.waiting < MAX_PENDING) else {
+        if self.conf.servers.is_empty() || self.waiting >= MAX_PENDING {
             return vec![servfail(client, &req)];
-        };
+        }
         let token = self.next;
         self.next += 1;
-        let bind = match server {
-            SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-            SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
-        };
         let query = Forwarder::query(&req);
         self.in_flight.insert(key.clone(), token);
         self.waiting += 1;
@@ -297,79 +333,143 @@ impl Forwarder {
                 waiters: vec![(client, req)],
                 key,
                 query,
-                port: None,
+                ports: [Port::Unopened; 2],
+                tcp: false,
                 sent: 0,
                 outstanding: vec![false; self.conf.servers.len()],
             },
         );
-        vec![Action::OpenUdp { token, bind }]
+        self.send_next(token)
     }
 
     /// Sends the next try, and arms the timer for the one after it (after the last, the
-    /// deadline).
+    /// deadline). A try whose family has no port yet asks for one and waits for it (the
+    /// reactor opens it at once); one whose port could not be opened fails at once, and the
+    /// try after it goes out instead, as glibc skips a server it cannot make a socket for.
     fn send_next(&mut self, token: u64) -> Vec<Action> {
         let interval = self.conf.interval();
+        let tries = self.conf.tries();
         let servers = &self.conf.servers;
         let Some(p) = self.pending.get_mut(&token) else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        let server = p.sent as usize % servers.len().max(1);
-        if let (Some(port), Some(&to)) = (p.port, servers.get(server)) {
-            out.push(Action::Send {
-                port,
-                bytes: p.query.clone(),
-                to,
-            });
-            if let Some(o) = p.outstanding.get_mut(server) {
-                *o = true;
+        if p.tcp || servers.is_empty() {
+            return Vec::new();
+        }
+        while p.sent < tries {
+            let server = p.sent as usize % servers.len();
+            let to = servers[server];
+            let family = Family::of(to);
+            match p.ports[family.index()] {
+                Port::Unopened => {
+                    p.ports[family.index()] = Port::Opening;
+                    return vec![Action::OpenUdp { token, family }];
+                }
+                Port::Opening => return Vec::new(),
+                Port::Open(port) => {
+                    if let Some(o) = p.outstanding.get_mut(server) {
+                        *o = true;
+                    }
+                    p.sent += 1;
+                    return vec![
+                        Action::Send {
+                            port,
+                            bytes: p.query.clone(),
+                            to,
+                        },
+                        Action::Arm {
+                            token,
+                            step: p.sent,
+                            after: interval,
+                        },
+                    ];
+                }
+                Port::Failed => p.sent += 1,
             }
         }
-        p.sent += 1;
-        out.push(Action::Arm {
-            token,
-            step: p.sent,
-            after: interval,
-        });
-        out
+        // The last tries failed at once: the servers asked before them have until the
+        // deadline, if any may still answer.
+        if p.outstanding.contains(&true) {
+            vec![Action::Arm {
+                token,
+                step: p.sent,
+                after: interval,
+            }]
+        } else {
+            self.finish(token, None)
+        }
     }
 
-    /// The question's port is open: the first try.
-    pub fn opened(&mut self, token: u64, port: PortId) -> Vec<Action> {
-        let Some(p) = self.pending.get_mut(&token) else {
-            return vec![Action::Close(port)];
+    /// The question's port of `family` is open: the try that waited for it.
+    pub fn opened(&mut self, token: u64, family: Family, port: PortId) -> Vec<Action> {
+        match self.pending.get_mut(&token) {
+            Some(p) if !p.tcp && p.ports[family.index()] == Port::Opening => {
+                p.ports[family.index()] = Port::Open(port);
+                self.send_next(token)
+            }
+            // Answered meanwhile, or gone over TCP.
+            _ => vec![Action::Close(port)],
+        }
+    }
+
+    /// No port of `family` could be opened (no IPv6 on this host; no descriptor left): the
+    /// try that waited for it fails, and so will every other try of that family; the next
+    /// try goes out at once.
+    pub fn open_failed(&mut self, token: u64, family: Family) -> Vec<Action> {
+        match self.pending.get_mut(&token) {
+            Some(p) if p.ports[family.index()] == Port::Opening => {
+                p.ports[family.index()] = Port::Failed;
+                self.send_next(token)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// A try could not leave its port (`to` unreachable: IPv6 switched off, no route): that
+    /// server failed, as glibc moves on when it cannot connect its socket to a server.
+    pub fn send_failed(&mut self, token: u64, to: SocketAddr) -> Vec<Action> {
+        let Some(p) = self.pending.get(&token).filter(|p| !p.tcp) else {
+            return Vec::new();
         };
-        p.port = Some(port);
-        self.send_next(token)
+        let asked = p.sent.min(self.conf.servers.len() as u32) as usize;
+        match self.conf.servers[..asked].iter().position(|s| *s == to) {
+            Some(server) => self.server_failed(token, server),
+            None => Vec::new(),
+        }
     }
 
-    /// No port could be opened.
-    pub fn open_failed(&mut self, token: u64) -> Vec<Action> {
-        self.finish(token, None)
-    }
-
-    /// A datagram on the question's port: an answer counts from any server asked so far.
-    pub fn datagram(&mut self, token: u64, from: SocketAddr, msg: &[u8]) -> Vec<Action> {
+    /// A datagram on the question's port of `family`: an answer counts from any server asked
+    /// so far, if it came to the port that server was asked from.
+    pub fn datagram(
+        &mut self,
+        token: u64,
+        family: Family,
+        from: SocketAddr,
+        msg: &[u8],
+    ) -> Vec<Action> {
         let Some(p) = self.pending.get(&token) else {
             return Vec::new();
         };
         let asked = p.sent.min(self.conf.servers.len() as u32) as usize;
-        let Some(server) = self.conf.servers[..asked].iter().position(|s| *s == from) else {
+        let Some(server) = self.conf.servers[..asked]
+            .iter()
+            .position(|s| *s == from && Family::of(*s) == family)
+        else {
             return Vec::new(); // not from a server asked: ignored (spoofing)
         };
         match Upstream::parse(msg, &p.query) {
             Ok(up) if next_server(msg, &up) => self.server_failed(token, server),
             Ok(up) => self.finish(token, Some(up)),
             Err(Bad::NotOurs) => Vec::new(),
+            // Already over TCP: the answer it gives is the one.
+            Err(Bad::Truncated) if p.tcp => Vec::new(),
             Err(Bad::Truncated) => {
                 let timeout = self.tcp_timeout(p.sent);
-                let mut out = Vec::new();
                 let Some(p) = self.pending.get_mut(&token) else {
-                    return out;
+                    return Vec::new();
                 };
-                if let Some(port) = p.port.take() {
-                    out.push(Action::Close(port));
-                }
+                p.tcp = true;
+                let mut out = close_ports(&mut p.ports);
                 out.push(Action::Connect {
                     token,
                     to: from,
@@ -430,7 +530,7 @@ impl Forwarder {
         match self.pending.get(&token) {
             // Answered, a try sent early (a server failed), or moved on to TCP (which has its
             // own timeout): a stale timer.
-            Some(p) if p.sent == step && p.port.is_some() => {
+            Some(p) if p.sent == step && !p.tcp => {
                 if p.sent < self.conf.tries() {
                     self.send_next(token)
                 } else {
@@ -454,10 +554,8 @@ impl Forwarder {
             self.in_flight.remove(&p.key);
         }
         self.waiting -= p.waiters.len();
-        let mut out = Vec::new();
-        if let Some(port) = p.port {
-            out.push(Action::Close(port));
-        }
+        let mut ports = p.ports;
+        let mut out = close_ports(&mut ports);
         let answer = answer.filter(|up| {
             matches!(
                 Rcode::checked_from_int(up.rcode),
@@ -485,6 +583,18 @@ impl Forwarder {
         }
         out
     }
+}
+
+/// Closes the ports open: a port still opening is closed when it opens, its question gone.
+fn close_ports(ports: &mut [Port; 2]) -> Vec<Action> {
+    let mut out = Vec::new();
+    for p in ports {
+        if let Port::Open(id) = *p {
+            out.push(Action::Close(id));
+            *p = Port::Unopened;
+        }
+    }
+    out
 }
 
 /// Whether an upstream answer is that server's failure rather than an answer, so that the
@@ -599,11 +709,11 @@ pub(crate) mod tests {
         let [Action::OpenUdp { token, .. }] = a.as_slice() else {
             panic!("{a:?}")
         };
-        let a = f.opened(*token, port(1));
+        let a = f.opened(*token, Family::V4, port(1));
         let [Action::Send { bytes, to, .. }, _] = a.as_slice() else {
             panic!("{a:?}")
         };
-        f.datagram(*token, *to, &upstream_answer(bytes))
+        f.datagram(*token, Family::V4, *to, &upstream_answer(bytes))
             .into_iter()
             .find_map(|x| match x {
                 Action::Keep { answer, .. } => Some(answer),
@@ -635,11 +745,12 @@ pub(crate) mod tests {
     fn a_question_goes_up_and_its_answer_comes_back() {
         let mut f = Forwarder::new(conf(&["127.0.0.1:5301"]));
         let a = f.start(req("WEB.example.com", Rtype::A), client());
-        let [Action::OpenUdp { token, bind }] = a.as_slice() else {
+        let [Action::OpenUdp { token, family }] = a.as_slice() else {
             panic!("{a:?}")
         };
-        assert_eq!(bind.port(), 0);
-        let a = f.opened(*token, port(1));
+        assert_eq!(*family, Family::V4);
+        assert_eq!(family.any().port(), 0, "a port the kernel picks");
+        let a = f.opened(*token, Family::V4, port(1));
         let [Action::Send { bytes, to, .. }, Action::Arm { .. }] = a.as_slice() else {
             panic!("{a:?}")
         };
@@ -647,13 +758,18 @@ pub(crate) mod tests {
         let answer = upstream_answer(bytes);
         // From another address or with another id: ignored.
         assert!(
-            f.datagram(*token, "127.0.0.1:5302".parse().unwrap(), &answer)
-                .is_empty()
+            f.datagram(
+                *token,
+                Family::V4,
+                "127.0.0.1:5302".parse().unwrap(),
+                &answer
+            )
+            .is_empty()
         );
         let mut wrong = answer.clone();
         wrong[0] ^= 1;
-        assert!(f.datagram(*token, *to, &wrong).is_empty());
-        let a = f.datagram(*token, *to, &answer);
+        assert!(f.datagram(*token, Family::V4, *to, &wrong).is_empty());
+        let a = f.datagram(*token, Family::V4, *to, &answer);
         let [
             Action::Close(_),
             Action::Reply { bytes, .. },
@@ -698,7 +814,7 @@ pub(crate) mod tests {
             let [Action::OpenUdp { token, .. }] = a.as_slice() else {
                 panic!("{a:?}")
             };
-            let a = f.opened(*token, port(1));
+            let a = f.opened(*token, Family::V4, port(1));
             let [Action::Send { bytes, .. }, _] = a.as_slice() else {
                 panic!("{a:?}")
             };
@@ -732,7 +848,7 @@ pub(crate) mod tests {
         assert_eq!(read(bytes).rcode, Rcode::SERVFAIL);
         assert_eq!(f.pending(), MAX_PENDING);
         // One answered (its timers run out): room for one more.
-        let a = f.opened(0, port(1));
+        let a = f.opened(0, Family::V4, port(1));
         assert!(matches!(a.as_slice(), [Action::Send { .. }, _]), "{a:?}");
         let a = f.timed_out(0, 1);
         assert!(matches!(a.as_slice(), [Action::Send { .. }, _]), "{a:?}");
@@ -756,7 +872,7 @@ pub(crate) mod tests {
             panic!()
         };
         let token = *token;
-        let a = f.opened(token, port(1));
+        let a = f.opened(token, Family::V4, port(1));
         let [Action::Send { to, .. }, Action::Arm { step: 1, after, .. }] = a.as_slice() else {
             panic!("{a:?}")
         };
@@ -821,10 +937,10 @@ pub(crate) mod tests {
         // Not from a server asked: ignored.
         let stranger = "127.0.0.1:5303".parse().unwrap();
         assert!(
-            f.datagram(token, stranger, &upstream_answer(&sent))
+            f.datagram(token, Family::V4, stranger, &upstream_answer(&sent))
                 .is_empty()
         );
-        let a = f.datagram(token, first, &upstream_answer(&sent));
+        let a = f.datagram(token, Family::V4, first, &upstream_answer(&sent));
         let [
             Action::Close(_),
             Action::Reply { bytes, .. },
@@ -885,7 +1001,7 @@ pub(crate) mod tests {
         };
         assert_eq!((*who, read(bytes).rcode), (late, Rcode::SERVFAIL));
 
-        let a = f.datagram(token, to, &upstream_answer(&sent));
+        let a = f.datagram(token, Family::V4, to, &upstream_answer(&sent));
         let replies: Vec<(Client, Read)> = a
             .iter()
             .filter_map(|x| match x {
@@ -935,7 +1051,7 @@ pub(crate) mod tests {
             panic!("{a:?}")
         };
         let token = *token;
-        let a = f.opened(token, port(1));
+        let a = f.opened(token, Family::V4, port(1));
         let [Action::Send { bytes, to, .. }, Action::Arm { .. }] = a.as_slice() else {
             panic!("{a:?}")
         };
@@ -957,7 +1073,7 @@ pub(crate) mod tests {
             let mut f = Forwarder::new(conf(&["127.0.0.1:5301", "127.0.0.1:5302"]));
             let (token, sent, first) = started(&mut f);
             assert_eq!(first.port(), 5301);
-            let a = f.datagram(token, first, &bare_answer(&sent, rcode, ra));
+            let a = f.datagram(token, Family::V4, first, &bare_answer(&sent, rcode, ra));
             let [Action::Send { bytes, to, .. }, Action::Arm { step: 2, .. }] = a.as_slice() else {
                 panic!("{rcode}: {a:?}")
             };
@@ -966,7 +1082,7 @@ pub(crate) mod tests {
                 f.timed_out(token, 1).is_empty(),
                 "the first try's timer is stale"
             );
-            let a = f.datagram(token, *to, &upstream_answer(&sent));
+            let a = f.datagram(token, Family::V4, *to, &upstream_answer(&sent));
             let [_, Action::Reply { bytes, .. }, Action::Keep { .. }] = a.as_slice() else {
                 panic!("{rcode}: {a:?}")
             };
@@ -987,9 +1103,9 @@ pub(crate) mod tests {
         let mut servers = vec![one.port()];
         // 5301 refuses: 5302 at once; its timer: 5301 again; 5302 refuses: 5302 again.
         for a in [
-            f.datagram(token, one, &refused),
+            f.datagram(token, Family::V4, one, &refused),
             f.timed_out(token, 2),
-            f.datagram(token, two, &refused),
+            f.datagram(token, Family::V4, two, &refused),
         ] {
             let [Action::Send { to, .. }, Action::Arm { .. }] = a.as_slice() else {
                 panic!("{a:?}")
@@ -998,8 +1114,8 @@ pub(crate) mod tests {
         }
         assert_eq!(servers, [5301, 5302, 5301, 5302]);
         // Every try out; 5302 refuses again, 5301 (asked again) may still answer.
-        assert!(f.datagram(token, two, &refused).is_empty());
-        let a = f.datagram(token, one, &refused);
+        assert!(f.datagram(token, Family::V4, two, &refused).is_empty());
+        let a = f.datagram(token, Family::V4, one, &refused);
         let [Action::Close(_), Action::Reply { bytes, .. }] = a.as_slice() else {
             panic!("{a:?}")
         };
@@ -1021,7 +1137,7 @@ pub(crate) mod tests {
         ] {
             let mut f = Forwarder::new(conf(&["127.0.0.1:5301", "127.0.0.1:5302"]));
             let (token, sent, to) = started(&mut f);
-            let a = f.datagram(token, to, &bare_answer(&sent, rcode, true));
+            let a = f.datagram(token, Family::V4, to, &bare_answer(&sent, rcode, true));
             let (Action::Close(_), Some(Action::Reply { bytes, .. })) = (&a[0], a.get(1)) else {
                 panic!("{rcode}: {a:?}")
             };
@@ -1033,7 +1149,7 @@ pub(crate) mod tests {
         let mut tc = bare_answer(&sent, Rcode::NOERROR, true);
         tc[2] |= 0x02;
         assert!(matches!(
-            f.datagram(token, to, &tc).as_slice(),
+            f.datagram(token, Family::V4, to, &tc).as_slice(),
             [Action::Close(_), Action::Connect { .. }]
         ));
         let a = f.tcp_answer(token, &bare_answer(&sent, Rcode::REFUSED, true));
@@ -1051,14 +1167,14 @@ pub(crate) mod tests {
             panic!()
         };
         let token = *token;
-        let a = f.opened(token, port(1));
+        let a = f.opened(token, Family::V4, port(1));
         let [Action::Send { bytes, to, .. }, _] = a.as_slice() else {
             panic!()
         };
         let sent = bytes.clone();
         let udp = upstream_answer(&sent);
         assert!(read(&udp).tc);
-        let a = f.datagram(token, *to, &udp);
+        let a = f.datagram(token, Family::V4, *to, &udp);
         let [Action::Close(_), Action::Connect { bytes, .. }] = a.as_slice() else {
             panic!("{a:?}")
         };
@@ -1087,11 +1203,11 @@ pub(crate) mod tests {
         let [Action::OpenUdp { token, .. }] = a.as_slice() else {
             panic!()
         };
-        let a = f.opened(*token, port(1));
+        let a = f.opened(*token, Family::V4, port(1));
         let [Action::Send { bytes, to, .. }, _] = a.as_slice() else {
             panic!()
         };
-        let a = f.datagram(*token, *to, &upstream_answer(bytes));
+        let a = f.datagram(*token, Family::V4, *to, &upstream_answer(bytes));
         let [_, Action::Reply { bytes, .. }, Action::Keep { answer, .. }] = a.as_slice() else {
             panic!()
         };
@@ -1163,11 +1279,11 @@ pub(crate) mod tests {
         let [Action::OpenUdp { token, .. }] = a.as_slice() else {
             panic!("{a:?}")
         };
-        let a = f.opened(*token, port(1));
+        let a = f.opened(*token, Family::V4, port(1));
         let [Action::Send { bytes, to, .. }, _] = a.as_slice() else {
             panic!("{a:?}")
         };
-        let mut a = f.datagram(*token, *to, &upstream_answer(bytes));
+        let mut a = f.datagram(*token, Family::V4, *to, &upstream_answer(bytes));
         if let [_, Action::Connect { token, bytes, .. }] = a.as_slice() {
             let mut up = Responder::new(crate::tests::store());
             let Reply::Send(whole) = up.respond(bytes, Via::Tcp, "127.0.0.1".parse().unwrap())
@@ -1268,5 +1384,223 @@ pub(crate) mod tests {
         r.recursion = false;
         let edge = read(&chased(&mut r, "cross.local.test", None));
         assert_eq!(edge.answer.len(), 2, "{edge:?}");
+    }
+
+    /// A question's UDP port of one family in, its answer out.
+    fn send_of(a: &[Action]) -> (PortId, SocketAddr) {
+        match a {
+            [Action::Send { port, to, .. }, Action::Arm { .. }] => (*port, *to),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// resolv.conf naming an IPv6 server before an IPv4 one (a router's of each, common):
+    /// each is asked from a port of its own family, the second opened when its first try is
+    /// due, and each port is used again for its family's next try; an answer counts only on
+    /// the port its server was asked from. Before, the one port was the first server's
+    /// family: the IPv4 server's answer came back to it from `[::ffff:127.0.0.1]` and was
+    /// ignored, and the other way round an IPv6 server was never asked, so a live server of
+    /// the other family ended in SERVFAIL after 4 s.
+    #[test]
+    fn servers_of_both_families_are_asked_each_from_a_port_of_its_family() {
+        let mut f = Forwarder::new(conf(&["[::1]:5301", "127.0.0.1:5302"]));
+        let a = f.start(req("web.example.com", Rtype::A), client());
+        let [
+            Action::OpenUdp {
+                token,
+                family: Family::V6,
+            },
+        ] = a.as_slice()
+        else {
+            panic!("{a:?}")
+        };
+        let token = *token;
+        assert_eq!(Family::V6.any(), "[::]:0".parse().unwrap());
+        let (p6, to) = send_of(&f.opened(token, Family::V6, port(6)));
+        assert_eq!((p6, to), (port(6), "[::1]:5301".parse().unwrap()));
+        let a = f.timed_out(token, 1);
+        assert!(
+            matches!(
+                a.as_slice(),
+                [Action::OpenUdp {
+                    family: Family::V4,
+                    ..
+                }]
+            ),
+            "the IPv4 try waits for its port: {a:?}"
+        );
+        let a = f.opened(token, Family::V4, port(4));
+        let [
+            Action::Send {
+                port: p4,
+                bytes,
+                to,
+            },
+            Action::Arm { step: 2, .. },
+        ] = a.as_slice()
+        else {
+            panic!("{a:?}")
+        };
+        assert_eq!((*p4, *to), (port(4), "127.0.0.1:5302".parse().unwrap()));
+        let sent = bytes.clone();
+        // The second round: each family's port again, none opened anew.
+        assert_eq!(
+            send_of(&f.timed_out(token, 2)),
+            (port(6), "[::1]:5301".parse().unwrap())
+        );
+        let answer = upstream_answer(&sent);
+        let v4: SocketAddr = "127.0.0.1:5302".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5302".parse().unwrap();
+        assert!(
+            f.datagram(token, Family::V6, v4, &answer).is_empty(),
+            "not the port it was asked from"
+        );
+        assert!(
+            f.datagram(token, Family::V6, mapped, &answer).is_empty(),
+            "a mapped address is not the server listed"
+        );
+        let a = f.datagram(token, Family::V4, v4, &answer);
+        let [
+            Action::Close(one),
+            Action::Close(two),
+            Action::Reply { bytes, .. },
+            Action::Keep { .. },
+        ] = a.as_slice()
+        else {
+            panic!("{a:?}")
+        };
+        assert_eq!((*one, *two), (port(4), port(6)), "both ports closed");
+        assert_eq!(read(bytes).answer, ["web.example.com 300 A 192.0.2.3"]);
+        assert_eq!(f.pending(), 0);
+    }
+
+    /// A host without IPv6: the IPv6 port cannot be opened, so each try to the IPv6 server
+    /// fails at once and the next try (the IPv4 server) goes out instead, its port opened
+    /// then; no IPv6 port is asked for again. The question ends at the deadline of its tries
+    /// like any other. With only IPv6 servers, SERVFAIL at once.
+    #[test]
+    fn a_family_without_a_port_fails_its_tries_at_once() {
+        let mut f = Forwarder::new(conf(&["[::1]:5301", "127.0.0.1:5302"]));
+        let a = f.start(req("web.example.com", Rtype::A), client());
+        let [
+            Action::OpenUdp {
+                token,
+                family: Family::V6,
+            },
+        ] = a.as_slice()
+        else {
+            panic!("{a:?}")
+        };
+        let token = *token;
+        let a = f.open_failed(token, Family::V6);
+        assert!(
+            matches!(
+                a.as_slice(),
+                [Action::OpenUdp {
+                    family: Family::V4,
+                    ..
+                }]
+            ),
+            "{a:?}"
+        );
+        let a = f.opened(token, Family::V4, port(4));
+        let [Action::Send { to, .. }, Action::Arm { step: 2, .. }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        assert_eq!(to.port(), 5302);
+        // Try 3 (IPv6) fails at once: try 4 (IPv4) goes out in its place.
+        let a = f.timed_out(token, 2);
+        let [Action::Send { to, .. }, Action::Arm { step: 4, .. }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        assert_eq!(to.port(), 5302);
+        let a = f.timed_out(token, 4);
+        let [Action::Close(_), Action::Reply { bytes, .. }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        assert_eq!(read(bytes).rcode, Rcode::SERVFAIL);
+        assert_eq!(f.pending(), 0);
+
+        // The last try's family has no port: the server asked before it has the last
+        // interval still, a timer of its own.
+        let mut f = Forwarder::new(conf(&["127.0.0.1:5301", "[::1]:5302"]));
+        let (token, _, first) = started(&mut f);
+        let a = f.timed_out(token, 1);
+        assert!(matches!(a.as_slice(), [Action::OpenUdp { .. }]), "{a:?}");
+        let a = f.open_failed(token, Family::V6);
+        let [Action::Send { to, .. }, Action::Arm { step: 3, .. }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        assert_eq!(*to, first);
+        let a = f.timed_out(token, 3);
+        assert!(
+            matches!(a.as_slice(), [Action::Arm { step: 4, after, .. }] if *after == Duration::from_secs(1)),
+            "{a:?}"
+        );
+        let a = f.timed_out(token, 4);
+        assert!(matches!(a.as_slice(), [_, Action::Reply { .. }]), "{a:?}");
+
+        let mut f = Forwarder::new(conf(&["[::1]:5301", "[::1]:5302"]));
+        let a = f.start(req("web.example.com", Rtype::A), client());
+        let [Action::OpenUdp { token, .. }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        let a = f.open_failed(*token, Family::V6);
+        let [Action::Reply { bytes, .. }] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        assert_eq!(read(bytes).rcode, Rcode::SERVFAIL);
+        assert_eq!(f.pending(), 0);
+    }
+
+    /// A try that cannot leave its port (IPv6 switched off: EADDRNOTAVAIL; no route) fails
+    /// that server at once, and the next try goes out, as glibc moves on when it cannot
+    /// connect its socket to a server; its timer is stale. Before, the try waited out its
+    /// interval as if sent. Once every try is out, the servers asked before still have
+    /// until the deadline: a late answer counts.
+    #[test]
+    fn a_try_that_cannot_leave_fails_at_once() {
+        let mut f = Forwarder::new(conf(&["127.0.0.1:5301", "[::1]:5302"]));
+        let (token, sent, first) = started(&mut f);
+        let a = f.timed_out(token, 1);
+        assert!(
+            matches!(
+                a.as_slice(),
+                [Action::OpenUdp {
+                    family: Family::V6,
+                    ..
+                }]
+            ),
+            "{a:?}"
+        );
+        let six: SocketAddr = "[::1]:5302".parse().unwrap();
+        assert_eq!(
+            send_of(&f.opened(token, Family::V6, port(6))),
+            (port(6), six)
+        );
+        assert!(
+            f.send_failed(token, "[::1]:5399".parse().unwrap())
+                .is_empty(),
+            "not a server asked"
+        );
+        // Try 3 at once: the first server again.
+        assert_eq!(send_of(&f.send_failed(token, six)), (port(1), first));
+        assert!(f.timed_out(token, 2).is_empty(), "stale");
+        // Try 4 cannot leave either: every try is out, the first server may still answer
+        // until the deadline.
+        assert_eq!(send_of(&f.timed_out(token, 3)), (port(6), six));
+        assert!(
+            f.send_failed(token, six).is_empty(),
+            "no SERVFAIL yet: try 4's timer is the deadline"
+        );
+        let a = f.datagram(token, Family::V4, first, &upstream_answer(&sent));
+        assert!(
+            matches!(
+                a.as_slice(),
+                [_, _, Action::Reply { .. }, Action::Keep { .. }]
+            ),
+            "{a:?}"
+        );
+        assert!(f.timed_out(token, 4).is_empty());
     }
 }

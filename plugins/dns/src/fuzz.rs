@@ -16,7 +16,7 @@ use domain::rdata::AllRecordData;
 use twistrs_core::line::InputBuffer;
 use twistrs_core::testing::mutate::{campaign, mutate};
 
-use crate::forward::{Action, Client, Forwarder, ResolvConf};
+use crate::forward::{Action, Client, Family, Forwarder, ResolvConf};
 use crate::lookup::Store;
 use crate::message::{self, Parsed};
 use crate::responder::{Forward, Reply, Responder, Via};
@@ -242,7 +242,7 @@ pub(crate) fn forward_once(
         return Err(format!("{a:?}"));
     };
     let token = *token;
-    let a = f.opened(token, twistrs_core::testing::port_id(1));
+    let a = f.opened(token, Family::V4, twistrs_core::testing::port_id(1));
     let Some((sent, to)) = a.iter().find_map(|x| match x {
         Action::Send { bytes, to, .. } => Some((bytes.clone(), *to)),
         _ => None,
@@ -253,7 +253,7 @@ pub(crate) fn forward_once(
     let a = if tcp {
         f.tcp_answer(token, &msg)
     } else {
-        f.datagram(token, to, &msg)
+        f.datagram(token, Family::V4, to, &msg)
     };
     check_replies(&a, req).map_err(|e| format!("{e}; upstream sent {msg:02x?}"))
 }

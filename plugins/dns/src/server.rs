@@ -23,7 +23,7 @@ use twistrs_core::{
 };
 
 use crate::cache::Cache;
-use crate::forward::{Action, Client, Forwarder, ResolvConf};
+use crate::forward::{Action, Client, Family, Forwarder, ResolvConf};
 use crate::hosts::Hosts;
 use crate::lookup::Store;
 use crate::responder::{AxfrAllow, Forward, Reply, Responder, Via};
@@ -82,6 +82,9 @@ pub struct Server {
     config: Config,
     forwarder: Option<Forwarder>,
     cache: Option<Cache>,
+    /// Upstream servers (and, as `Family::any`, port families) whose failure to be asked was
+    /// logged, with the kind of error: once each until a reload, not once a question.
+    warned: std::collections::HashSet<(SocketAddr, std::io::ErrorKind)>,
     zones: Vec<Rc<Zone>>,
     hosts: Option<Rc<Hosts>>,
     secondaries: Vec<Secondary>,
@@ -153,6 +156,7 @@ impl Server {
             config,
             forwarder,
             cache,
+            warned: Default::default(),
             zones,
             hosts,
             secondaries,
@@ -291,7 +295,11 @@ impl Server {
             None => {}
         }
         match (loaded.resolv_conf, &mut self.forwarder) {
-            (Some(Ok(c)), Some(f)) => f.conf = c,
+            (Some(Ok(c)), Some(f)) => {
+                f.conf = c;
+                // Servers read before may be gone, or back.
+                self.warned.clear();
+            }
             (Some(Err(e)), _) => {
                 log::error!(target: "twistrs.dns", "{e}; keeping the servers read before")
             }
@@ -357,6 +365,19 @@ impl Server {
         }
     }
 
+    /// Logs that a server (or, as `Family::any`, a port family) could not be asked, the
+    /// first time for that error.
+    fn warn_once(
+        &mut self,
+        what: SocketAddr,
+        error: &std::io::Error,
+        line: impl FnOnce() -> String,
+    ) {
+        if self.warned.insert((what, error.kind())) {
+            log::warn!(target: "twistrs.dns", "{}", line());
+        }
+    }
+
     /// `-v`: a forwarded question's line, once its answer is known.
     fn log_answer(&self, bytes: &[u8], client: Client, how: &str) {
         if self.config.verbose > 0 {
@@ -384,10 +405,11 @@ impl Server {
         let Some(h) = self.handle.clone() else { return };
         for a in actions {
             match a {
-                Action::OpenUdp { token, bind } => h.open_udp(
-                    bind,
+                Action::OpenUdp { token, family } => h.open_udp(
+                    family.any(),
                     Box::new(UpstreamPort {
                         token,
+                        family,
                         server: self.me.clone(),
                     }),
                 ),
@@ -828,9 +850,10 @@ impl Protocol for DnsStream {
     }
 }
 
-/// The UDP port of one forwarded question.
+/// A UDP port of one forwarded question, for its servers of one family.
 struct UpstreamPort {
     token: u64,
+    family: Family,
     server: Weak<RefCell<Server>>,
 }
 
@@ -843,21 +866,38 @@ impl DatagramProtocol for UpstreamPort {
         let port: PortId = t.port();
         if let Some(s) = self.server.upgrade() {
             s.borrow_mut()
-                .with_forwarder(|f| f.opened(self.token, port));
+                .with_forwarder(|f| f.opened(self.token, self.family, port));
         }
     }
 
     fn open_failed(&mut self, error: &std::io::Error) {
-        log::warn!(target: "twistrs.dns", "Cannot open a port to forward a question: {error}");
         if let Some(s) = self.server.upgrade() {
-            s.borrow_mut().with_forwarder(|f| f.open_failed(self.token));
+            let mut s = s.borrow_mut();
+            let any = self.family.any();
+            s.warn_once(any, error, || {
+                format!(
+                    "Cannot open a port on {any} to forward questions: {error}; \
+                     the servers of its family are skipped"
+                )
+            });
+            s.with_forwarder(|f| f.open_failed(self.token, self.family));
+        }
+    }
+
+    fn send_failed(&mut self, to: SocketAddr, error: &std::io::Error) {
+        if let Some(s) = self.server.upgrade() {
+            let mut s = s.borrow_mut();
+            s.warn_once(to, error, || {
+                format!("Cannot send a question to {to}: {error}; the next server is asked")
+            });
+            s.with_forwarder(|f| f.send_failed(self.token, to));
         }
     }
 
     fn datagram_received(&mut self, _t: &mut DatagramTransport<'_>, data: &[u8], from: SocketAddr) {
         if let Some(s) = self.server.upgrade() {
             s.borrow_mut()
-                .with_forwarder(|f| f.datagram(self.token, from, data));
+                .with_forwarder(|f| f.datagram(self.token, self.family, from, data));
         }
     }
 }
