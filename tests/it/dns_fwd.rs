@@ -598,3 +598,78 @@ fn dns_fwd_servers_of_both_families_are_asked() {
         assert_eq!(live.count("asked"), 1, "{case}");
     }
 }
+
+/// Asks `q` once from a port of its own; the answer and how long it took, or None after
+/// `wait`.
+fn ask_once(port: u16, q: &[u8], wait: Duration) -> Option<(Duration, Vec<u8>)> {
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(wait)).unwrap();
+    let t0 = Instant::now();
+    c.send_to(q, ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = c.recv_from(&mut buf).ok()?;
+    Some((t0.elapsed(), buf[..n].to_vec()))
+}
+
+/// A question that ran out the forwarder's deadline (its upstreams dead) gets SERVFAIL at
+/// once when asked again within a second, the upstreams not asked, as from BIND
+/// (`servfail-ttl`, 1 s): glibc asks again at once after a SERVFAIL, and waited out a second
+/// deadline (`getent` took 8 s). After the second, a new chase. With `-c` or without: it is
+/// no cache of records. Before, each time a new chase.
+#[test]
+fn dns_fwd_a_question_that_ran_out_its_deadline_fails_at_once_for_a_second() {
+    for args in [&[][..], &["-c"][..]] {
+        let dead = dead_upstreams(2);
+        let conf: String = dead
+            .iter()
+            .map(|s| format!("nameserver 127.0.0.1#{}\n", s.local_addr().unwrap().port()))
+            .chain(["options timeout:1 attempts:1\n".to_string()])
+            .collect();
+        let mut all = vec!["--resolv-conf", "{dir}/resolv.conf", "-v"];
+        all.extend_from_slice(args);
+        let fwd = Dns::start(&[("resolv.conf", &conf)], &all);
+        let servfail = |what: &str, got: Option<(Duration, Vec<u8>)>, id: &[u8]| {
+            let (took, answer) = got.unwrap_or_else(|| panic!("{args:?} {what}: no answer"));
+            assert_eq!(answer[..2], *id, "{args:?} {what}: the client's id");
+            assert_eq!(answer[3] & 0x0f, 2, "{args:?} {what}: SERVFAIL {answer:?}");
+            took
+        };
+        let q = query("www.example.com", 1);
+        let first = ask_once(fwd.port, &q, Duration::from_secs(6));
+        servfail("the first", first, &q[..2]);
+        let t_failed = Instant::now();
+        let tries = |d: &[UdpSocket]| d.iter().map(|s| asked(s).len()).collect::<Vec<_>>();
+        assert_eq!(
+            tries(&dead),
+            [1, 1],
+            "{args:?}: each dead upstream asked once"
+        );
+
+        // Asked again at once (another id, another case): SERVFAIL without asking.
+        let mut again_q = query("WWW.example.com", 1);
+        again_q[..2].copy_from_slice(&[0x43, 0x21]);
+        let took = servfail(
+            "asked again",
+            ask_once(fwd.port, &again_q, Duration::from_secs(6)),
+            &[0x43, 0x21],
+        );
+        assert!(
+            took < Duration::from_millis(500),
+            "{args:?}: {took:?}, the deadline (2 s) waited out again"
+        );
+        assert_eq!(tries(&dead), [0, 0], "{args:?}: no upstream asked again");
+        assert_eq!(
+            fwd.count("WWW.example.com A from 127.0.0.1: a failure remembered, SERVFAIL"),
+            1,
+            "{args:?}: {:?}",
+            fwd.srv.lines()
+        );
+
+        // A second on: a new chase.
+        std::thread::sleep(Duration::from_millis(1200).saturating_sub(t_failed.elapsed()));
+        let third = ask_once(fwd.port, &again_q, Duration::from_secs(6));
+        let took = servfail("a second later", third, &[0x43, 0x21]);
+        assert!(took >= Duration::from_secs(1), "{args:?}: {took:?}");
+        assert_eq!(tries(&dead), [1, 1], "{args:?}: asked anew");
+    }
+}

@@ -285,3 +285,28 @@ fn dns_stub_an_ipv6_server_on_a_host_without_ipv6_is_skipped_at_once() {
         n.fwd.lines()
     );
 }
+
+/// glibc asks again at once after a SERVFAIL (its second attempt), so with dead upstreams
+/// `getent` waited out the forwarder's 4 s deadline twice: 8 s. The forwarder now remembers
+/// for 1 s that the question ran out its deadline (as BIND's servfail-ttl), and the second
+/// attempt gets SERVFAIL at once: one deadline.
+#[test]
+fn dns_stub_glibc_with_dead_upstreams_waits_one_deadline() {
+    let test = "dns_stub_glibc_with_dead_upstreams_waits_one_deadline";
+    // Nothing listens on 127.0.0.9: the forwarder's socket is not connected, so it hears no
+    // ICMP refusal either, and waits as for a dead server.
+    let conf = "nameserver 127.0.0.9\noptions timeout:2 attempts:2\n";
+    let Some(n) = Net::start_with(test, "", conf) else {
+        return;
+    };
+    let t0 = std::time::Instant::now();
+    let (code, out) = n.stub(&["getent", "ahostsv4", "www.dead.test"]);
+    let took = t0.elapsed();
+    assert_eq!((code, out.as_str()), (2, ""), "{:?}", n.fwd.lines());
+    let remembered = "www.dead.test A from 127.0.0.1: a failure remembered, SERVFAIL";
+    assert!(n.fwd.log_contains(remembered), "{:?}", n.fwd.lines());
+    assert!(
+        took < std::time::Duration::from_secs(6),
+        "{took:?}: a second 4 s round"
+    );
+}

@@ -3,16 +3,17 @@
 //! id, per question, as Twisted's client does): the servers are asked in turn, each try a
 //! fraction of the deadline after the one before, and every server asked is still listened
 //! to, until [`DEADLINE`]; then over TCP when the answer is truncated. A question asked again
-//! while it is on its way (a client's retry, or another client's) joins it.
+//! while it is on its way (a client's retry, or another client's) joins it, and one that ran
+//! out its deadline gets SERVFAIL at once for [`FAILURE_MEMORY`] ([`Failures`]).
 //!
 //! The forwarder is sans-IO: it is told what happened (a port opened, a datagram came, a timer
 //! fired, a TCP answer came or failed) and answers with [`Action`]s for the reactor glue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use domain::base::iana::Rcode;
 use twistrs_core::{ConnId, PortId};
@@ -37,6 +38,14 @@ pub const DEADLINE: Duration = Duration::from_secs(4);
 /// Clients waiting for one question in flight at most (BIND's `max-clients-per-query`): more
 /// asking the same get SERVFAIL at once.
 pub const MAX_JOINED: usize = 100;
+
+/// How long the same question gets SERVFAIL at once after one ran out its deadline (BIND's
+/// `servfail-ttl` default; RFC 2308 7.1 allows up to 5 minutes): glibc asks again at once
+/// after a SERVFAIL, which without it started a second 4 s round (`getent hosts` took 8 s).
+pub const FAILURE_MEMORY: Duration = Duration::from_secs(1);
+/// Failures remembered at most, the oldest dropped first: as many as questions may be in
+/// flight, so every failure of the last second is there but under a flood.
+pub const MAX_FAILURES: usize = MAX_PENDING;
 
 /// resolv.conf is a few lines (the C library uses three name servers): 1 MiB is plenty.
 pub const RESOLV_CONF_MAX: u64 = 1 << 20;
@@ -207,6 +216,10 @@ pub enum Action {
     Keep {
         req: Forward,
         answer: Rc<Upstream>,
+    },
+    /// The question ran out its deadline: remember it in [`Failures`].
+    Failed {
+        key: Key,
     },
 }
 
@@ -525,7 +538,9 @@ impl Forwarder {
         self.finish(token, None)
     }
 
-    /// The timer of `step` fired with no answer: the next try, or after the last, SERVFAIL.
+    /// The timer of `step` fired with no answer: the next try, or after the last, SERVFAIL,
+    /// remembered for [`FAILURE_MEMORY`] (asking again at once would wait out the deadline
+    /// again).
     pub fn timed_out(&mut self, token: u64, step: u32) -> Vec<Action> {
         match self.pending.get(&token) {
             // Answered, a try sent early (a server failed), or moved on to TCP (which has its
@@ -534,7 +549,10 @@ impl Forwarder {
                 if p.sent < self.conf.tries() {
                     self.send_next(token)
                 } else {
-                    self.finish(token, None)
+                    let key = p.key.clone();
+                    let mut out = self.finish(token, None);
+                    out.push(Action::Failed { key });
+                    out
                 }
             }
             _ => Vec::new(),
@@ -648,6 +666,70 @@ pub fn servfail_bytes(req: &Forward) -> Vec<u8> {
         b.extend_from_slice(&crate::cache::opt_record(edns.dnssec_ok));
     }
     b
+}
+
+/// Questions that ran out their deadline lately, by key: the same question within
+/// [`FAILURE_MEMORY`] gets SERVFAIL at once instead of another 4 s chase, as BIND's
+/// `servfail-ttl` answers. Only a deadline is remembered: a SERVFAIL made of the upstreams'
+/// own failures (SERVFAIL, REFUSED) came fast, so asking again costs the client nothing, and
+/// the upstream keeps its own (BIND's 1 s). Kept whether `-c` is given or not: it is not a
+/// cache of records but the end of the question, like the joining of one in flight.
+#[derive(Default)]
+pub struct Failures {
+    at: HashMap<Key, Instant>,
+    /// Oldest first: every entry lives as long, so the front expires first.
+    order: VecDeque<(Key, Instant)>,
+}
+
+impl Failures {
+    /// Remembers that `key`'s question failed `now`; past [`MAX_FAILURES`], the oldest goes.
+    pub fn remember(&mut self, key: Key, now: Instant) {
+        self.expire(now);
+        while self.order.len() >= MAX_FAILURES {
+            self.pop();
+        }
+        self.order.push_back((key.clone(), now));
+        self.at.insert(key, now);
+    }
+
+    /// Whether `key`'s question failed within the last [`FAILURE_MEMORY`].
+    pub fn failed(&mut self, key: &Key, now: Instant) -> bool {
+        self.expire(now);
+        self.at.contains_key(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+
+    /// Forgets them all (the servers changed).
+    pub fn clear(&mut self) {
+        self.at.clear();
+        self.order.clear();
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while self
+            .order
+            .front()
+            .is_some_and(|(_, at)| now.saturating_duration_since(*at) >= FAILURE_MEMORY)
+        {
+            self.pop();
+        }
+    }
+
+    /// Drops the oldest position, and its entry unless the key was remembered again since.
+    fn pop(&mut self) {
+        if let Some((key, at)) = self.order.pop_front()
+            && self.at.get(&key) == Some(&at)
+        {
+            self.at.remove(&key);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -854,7 +936,14 @@ pub(crate) mod tests {
         assert!(matches!(a.as_slice(), [Action::Send { .. }, _]), "{a:?}");
         let a = f.timed_out(0, 2);
         assert!(
-            matches!(a.as_slice(), [Action::Close(_), Action::Reply { .. }]),
+            matches!(
+                a.as_slice(),
+                [
+                    Action::Close(_),
+                    Action::Reply { .. },
+                    Action::Failed { .. }
+                ]
+            ),
             "{a:?}"
         );
         let a = f.start(req("web.example.com", Rtype::A), client());
@@ -885,9 +974,14 @@ pub(crate) mod tests {
                     assert_eq!(*n, step + 1);
                     servers.push(to.port());
                 }
-                [Action::Close(_), Action::Reply { bytes, .. }] => {
+                [
+                    Action::Close(_),
+                    Action::Reply { bytes, .. },
+                    Action::Failed { key },
+                ] => {
                     assert_eq!(step, 4, "2 servers x 2 attempts");
                     assert_eq!(read(bytes).rcode, Rcode::SERVFAIL);
+                    assert_eq!(*key, Cache::key(&req("web.example.com", Rtype::A)));
                 }
                 other => panic!("{other:?}"),
             }
@@ -1093,7 +1187,8 @@ pub(crate) mod tests {
     /// When every try fails (refusals and timeouts alike, attempts x servers in all), the
     /// client gets SERVFAIL, never an upstream's REFUSED, which would read as our policy;
     /// and nothing is kept. Once every try is out, SERVFAIL waits for a server asked that
-    /// has not failed since, and comes as soon as none is left.
+    /// has not failed since, and comes as soon as none is left. Not remembered as a failure
+    /// (no `Failed`): it came before the deadline.
     #[test]
     fn every_server_failing_is_servfail_within_the_same_tries() {
         let mut f = Forwarder::new(conf(&["127.0.0.1:5301", "127.0.0.1:5302"]));
@@ -1477,7 +1572,8 @@ pub(crate) mod tests {
     /// A host without IPv6: the IPv6 port cannot be opened, so each try to the IPv6 server
     /// fails at once and the next try (the IPv4 server) goes out instead, its port opened
     /// then; no IPv6 port is asked for again. The question ends at the deadline of its tries
-    /// like any other. With only IPv6 servers, SERVFAIL at once.
+    /// like any other, and is remembered as a failure. With only IPv6 servers, SERVFAIL at
+    /// once, not remembered (nothing was waited for).
     #[test]
     fn a_family_without_a_port_fails_its_tries_at_once() {
         let mut f = Forwarder::new(conf(&["[::1]:5301", "127.0.0.1:5302"]));
@@ -1515,7 +1611,12 @@ pub(crate) mod tests {
         };
         assert_eq!(to.port(), 5302);
         let a = f.timed_out(token, 4);
-        let [Action::Close(_), Action::Reply { bytes, .. }] = a.as_slice() else {
+        let [
+            Action::Close(_),
+            Action::Reply { bytes, .. },
+            Action::Failed { .. },
+        ] = a.as_slice()
+        else {
             panic!("{a:?}")
         };
         assert_eq!(read(bytes).rcode, Rcode::SERVFAIL);
@@ -1538,7 +1639,13 @@ pub(crate) mod tests {
             "{a:?}"
         );
         let a = f.timed_out(token, 4);
-        assert!(matches!(a.as_slice(), [_, Action::Reply { .. }]), "{a:?}");
+        assert!(
+            matches!(
+                a.as_slice(),
+                [_, Action::Reply { .. }, Action::Failed { .. }]
+            ),
+            "{a:?}"
+        );
 
         let mut f = Forwarder::new(conf(&["[::1]:5301", "[::1]:5302"]));
         let a = f.start(req("web.example.com", Rtype::A), client());
@@ -1602,5 +1709,39 @@ pub(crate) mod tests {
             "{a:?}"
         );
         assert!(f.timed_out(token, 4).is_empty());
+    }
+
+    /// A failure is remembered for `FAILURE_MEMORY`, by key, and at most `MAX_FAILURES` of
+    /// them, the oldest dropped first.
+    #[test]
+    fn failures_are_remembered_a_second_and_bounded() {
+        let mut m = Failures::default();
+        let key = |i: usize| Cache::key(&req(&format!("n{i}.example.com"), Rtype::A));
+        let t0 = Instant::now();
+        m.remember(key(0), t0);
+        assert!(m.failed(&key(0), t0 + FAILURE_MEMORY - Duration::from_millis(1)));
+        assert!(!m.failed(&key(1), t0), "another question");
+        let mut aaaa = Cache::key(&req("n0.example.com", Rtype::AAAA));
+        assert!(!m.failed(&aaaa, t0), "another type");
+        aaaa.3 = 1;
+        assert!(!m.failed(&aaaa, t0));
+        assert!(
+            !m.failed(&key(0), t0 + FAILURE_MEMORY),
+            "forgotten after a second"
+        );
+        assert!(m.is_empty());
+
+        for i in 0..=MAX_FAILURES {
+            m.remember(key(i), t0);
+        }
+        assert_eq!(m.len(), MAX_FAILURES);
+        assert!(!m.failed(&key(0), t0), "the oldest went first");
+        assert!(m.failed(&key(1), t0) && m.failed(&key(MAX_FAILURES), t0));
+        // Remembered again later: the first position's expiry leaves the later one.
+        m.clear();
+        m.remember(key(0), t0);
+        m.remember(key(0), t0 + Duration::from_millis(500));
+        assert!(m.failed(&key(0), t0 + Duration::from_millis(1200)));
+        assert!(!m.failed(&key(0), t0 + Duration::from_millis(1500)));
     }
 }

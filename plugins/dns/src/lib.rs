@@ -54,7 +54,8 @@ AA, NXDOMAIN and NODATA with the SOA, wildcards, delegations with glue, CNAMEs f
 the zone, addresses of MX, NS and SRV targets); the --hosts-file (A, AAAA and PTR); with -r, \
 the cache (-c) and then the name servers of --resolv-conf (/etc/resolv.conf), over UDP, \
 asked in turn (its timeout:N and attempts:N, all the tries within 4 s, then SERVFAIL; the \
-same question asked again meanwhile joins the one on its way), over TCP when the answer is \
+same question asked again meanwhile joins the one on its way, and within 1 s after the 4 s \
+gets SERVFAIL at once), over TCP when the answer is \
 truncated; with -r, a CNAME chain that leaves a zone is followed into the other zones, the \
 hosts file and the forwarder, and a name below a delegation of ours asked with RD is \
 forwarded. Without -r, other names are \

@@ -23,7 +23,7 @@ use twistrs_core::{
 };
 
 use crate::cache::Cache;
-use crate::forward::{Action, Client, Family, Forwarder, ResolvConf};
+use crate::forward::{Action, Client, Failures, Family, Forwarder, ResolvConf};
 use crate::hosts::Hosts;
 use crate::lookup::Store;
 use crate::responder::{AxfrAllow, Forward, Reply, Responder, Via};
@@ -82,6 +82,8 @@ pub struct Server {
     config: Config,
     forwarder: Option<Forwarder>,
     cache: Option<Cache>,
+    /// Questions that ran out the forwarder's deadline lately (with or without `-c`).
+    failures: Failures,
     /// Upstream servers (and, as `Family::any`, port families) whose failure to be asked was
     /// logged, with the kind of error: once each until a reload, not once a question.
     warned: std::collections::HashSet<(SocketAddr, std::io::ErrorKind)>,
@@ -156,6 +158,7 @@ impl Server {
             config,
             forwarder,
             cache,
+            failures: Failures::default(),
             warned: Default::default(),
             zones,
             hosts,
@@ -297,7 +300,9 @@ impl Server {
         match (loaded.resolv_conf, &mut self.forwarder) {
             (Some(Ok(c)), Some(f)) => {
                 f.conf = c;
-                // Servers read before may be gone, or back.
+                // Servers read before may be gone, or back; their failures say nothing of
+                // these.
+                self.failures.clear();
                 self.warned.clear();
             }
             (Some(Err(e)), _) => {
@@ -358,6 +363,16 @@ impl Server {
                 self.log_answer(&bytes, client, "from the cache");
                 return self.deliver(client, bytes);
             }
+        }
+        if self.forwarder.is_some() && self.failures.failed(&Cache::key(&req), now) {
+            // Ran out the deadline within the last second: SERVFAIL again, without asking.
+            let bytes = crate::forward::servfail_bytes(&req);
+            crate::metrics::with(|m| {
+                m.forwarded.inc();
+                m.rcode(&bytes);
+            });
+            self.log_answer(&bytes, client, "a failure remembered");
+            return self.deliver(client, bytes);
         }
         if let Some(f) = &mut self.forwarder {
             let actions = f.start(req, client);
@@ -461,6 +476,7 @@ impl Server {
                         crate::metrics::with(|m| m.cache_entries.set(len));
                     }
                 }
+                Action::Failed { key } => self.failures.remember(key, h.now()),
             }
         }
     }
