@@ -86,6 +86,16 @@ impl Dns {
             .filter(|l| l.contains(needle))
             .count()
     }
+
+    /// The lines containing `needle`, once there are `n` of them or after 5 s: the log comes
+    /// through a pipe a thread of ours reads, so a line may follow the answer by a moment.
+    pub(crate) fn count_reaching(&self, needle: &str, n: usize) -> usize {
+        self.srv.wait_until(
+            |l| l.iter().filter(|x| x.contains(needle)).count() >= n,
+            Duration::from_secs(5),
+        );
+        self.count(needle)
+    }
 }
 
 pub(crate) fn dig(port: u16, args: &[&str]) -> String {
@@ -821,6 +831,16 @@ impl ScriptPeer {
             .iter()
             .filter(|l| *l == line)
             .count()
+    }
+
+    /// The lines containing `line`, once there are `n` of them or after 5 s (the script's
+    /// output comes through a pipe a thread of ours reads).
+    pub(crate) fn count_reaching(&self, line: &str, n: usize) -> usize {
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while self.count(line) < n && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.count(line)
     }
 }
 
