@@ -144,7 +144,7 @@ complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l no-smtp -d 'Dis
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l no-pop3 -d 'Disable the default POP3 listener'
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s D -l default -d 'Make the last -d domain the default (other domains, bare POP3 names)'
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s b -l bounce-to-postmaster -d 'Deliver mail for unknown users of the last -d domain to its postmaster'
-complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s E -l esmtp -d 'ESMTP: EHLO with PIPELINING, 8BITMIME, SIZE, ENHANCEDSTATUSCODES, AUTH (needs --hostname)'
+complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -s E -l esmtp -d 'ESMTP: EHLO with PIPELINING, 8BITMIME, SMTPUTF8, SIZE, ENHANCEDSTATUSCODES, AUTH (needs --hostname)'
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l help-auth -d 'Show all authentication methods available, and exit'
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l disable-anonymous
 complete -c twistrs -n "__fish_twistrs_using_subcommand mail" -l auth-requires-tls -d 'Refuse SMTP AUTH and POP3 USER/PASS/APOP on connections that are not TLS (postfix\'s smtpd_tls_auth_only, dovecot\'s disable_plaintext_auth)'
