@@ -289,8 +289,13 @@ impl<S: Socket> Conn<S> {
                 return Ok(());
             }
             // A relay's side is not held back by its own output: that is its peer's to
-            // wait for (the producer pauses it), this side's input goes elsewhere.
-            let backed_up = self.st.buffered() >= d.high && self.st.link().peer().is_none();
+            // wait for (the producer pauses it), this side's input goes elsewhere. Nor is a
+            // TLS handshake: the output waits for its end, which only reading brings (a
+            // protocol that writes past the mark at once, chargen, waited for the handshake's
+            // deadline); the read that ends it is the last before the mark holds again.
+            let backed_up = self.st.buffered() >= d.high
+                && self.st.link().peer().is_none()
+                && !self.socket.handshaking();
             if self.st.is(Flag::ReadPaused) || backed_up || *reads >= READS_PER_TURN {
                 self.st.set(Flag::ReadPending, true);
                 return Ok(());

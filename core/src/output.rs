@@ -138,7 +138,16 @@ impl Output {
         }
         let w = self.waiting.get_or_insert_with(Default::default);
         match &mut w.queue {
-            None => w.buf.extend_from_slice(data),
+            None => {
+                // Bytes already sent make no room: what waits moves to the front rather than
+                // the buffer growing round them (a slow reader's buffer held up to 64 KiB of
+                // sent bytes besides the high-water mark and a read: 190 KiB for an echo).
+                if w.pos > 0 && w.buf.len() + data.len() > w.buf.capacity() {
+                    w.buf.drain(..w.pos);
+                    w.pos = 0;
+                }
+                w.buf.extend_from_slice(data)
+            }
             Some(q) => {
                 q.bytes += data.len() as u64;
                 match q.chunks.back_mut() {
@@ -331,5 +340,76 @@ impl Waiting {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket that takes `room` more bytes, and keeps them.
+    #[derive(Default)]
+    struct Sink {
+        room: usize,
+        got: Vec<u8>,
+    }
+
+    impl io::Read for Sink {
+        fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    }
+
+    impl Socket for Sink {
+        fn send(&mut self, buf: &[u8], _more: bool) -> io::Result<usize> {
+            let n = buf.len().min(self.room);
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.room -= n;
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn send_file(&mut self, _: &File, _: u64, _: usize) -> io::Result<usize> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn set_cork(&mut self, _on: bool) {}
+        fn shutdown_write(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A slow reader takes part of the output; the next write must grow the buffer: the bytes
+    /// already sent go first, so the buffer holds only what waits. Kept, they made an echo's
+    /// buffer (the high-water mark and one read) up to 192 KiB.
+    #[test]
+    fn sent_bytes_make_way_before_the_buffer_grows() {
+        let mut o = Output::default();
+        let mut s = Sink::default();
+        let (a, b) = (vec![b'a'; 64 * 1024], vec![b'b'; 64 * 1024]);
+        o.write(&a);
+        s.room = 40 * 1024;
+        o.flush(&mut s).unwrap();
+        o.write(&b);
+        let w = o.waiting.as_ref().unwrap();
+        assert_eq!(
+            (w.buf.len(), o.buffered()),
+            (88 * 1024, 88 * 1024),
+            "no sent bytes kept"
+        );
+        // Written again while the buffer has room: nothing moves (no copy per write).
+        s.room = 8 * 1024;
+        o.flush(&mut s).unwrap();
+        o.write(b"c");
+        let w = o.waiting.as_ref().unwrap();
+        assert_eq!(w.pos, 8 * 1024, "sent bytes stay while there is room");
+        s.room = usize::MAX;
+        o.flush(&mut s).unwrap();
+        assert_eq!(
+            s.got,
+            [a, b, b"c".to_vec()].concat(),
+            "every byte, in order"
+        );
+        assert_eq!(o.buffered(), 0);
     }
 }

@@ -46,6 +46,8 @@ struct MemorySocket {
     error: Option<io::ErrorKind>,
     /// What the kernel would still hold to send (`Socket::queued_out`), as a test sets it.
     kernel: u32,
+    /// A TLS handshake is going on (`Socket::handshaking`), as a test sets it.
+    handshake: bool,
 }
 
 impl Read for MemorySocket {
@@ -101,6 +103,10 @@ impl Socket for MemorySocket {
 
     fn queued_out(&mut self) -> u32 {
         self.kernel
+    }
+
+    fn handshaking(&self) -> bool {
+        self.handshake
     }
 
     /// No real handshake in tests: the connection goes on in plaintext, marked secure.
@@ -609,6 +615,37 @@ mod tests {
         fn resume_producing(&mut self, t: &mut Transport<'_>) {
             t.write(&[b'x'; 1024]);
         }
+    }
+
+    /// Writes 128 KiB at once, as chargen does, and keeps what it reads.
+    #[derive(Default)]
+    struct Eager {
+        got: Vec<u8>,
+    }
+
+    impl Protocol for Eager {
+        fn connection_made(&mut self, t: &mut Transport<'_>) {
+            t.write(&[b'x'; 128 * 1024]);
+        }
+        fn data_received(&mut self, _t: &mut Transport<'_>, data: &[u8]) {
+            self.got.extend_from_slice(data);
+        }
+    }
+
+    /// Output past the high-water mark stops reading, except during a TLS handshake: the
+    /// output waits for the handshake's end, which only reading brings. Before, a protocol
+    /// that wrote that much at once (chargen over TLS) never finished a handshake.
+    #[test]
+    fn a_handshake_is_read_though_the_output_is_past_the_high_water_mark() {
+        let mut h = Harness::new(Eager::default());
+        h.conn.socket.handshake = true;
+        h.connect().feed(b"handshake");
+        assert_eq!(h.proto.got, b"handshake", "read during the handshake");
+        h.conn.socket.handshake = false;
+        h.feed(b"after");
+        assert_eq!(h.proto.got, b"handshake", "not read once it is done");
+        h.take_output();
+        assert_eq!(h.proto.got, b"handshakeafter", "read once the output left");
     }
 
     #[test]

@@ -3,13 +3,14 @@
 //! secondary zone never arrives (SERVFAIL). dig asks; nothing else is needed.
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::dns::{
     Dns, ScriptPeer, answers, dig, eventually, primary, python_with_dnspython, query,
 };
-use crate::support::skip;
+use crate::support::{read_n, skip};
 
 /// A forwarder to `servers` in that order (one try each, `timeout` seconds), with `args`.
 fn forwarder(servers: &[u16], timeout: u32, args: &[&str]) -> Dns {
@@ -678,4 +679,132 @@ fn dns_fwd_a_question_that_ran_out_its_deadline_fails_at_once_for_a_second() {
         assert!(took >= Duration::from_secs(1), "{args:?}: {took:?}");
         assert_eq!(tries(&dead), [1, 1], "{args:?}: asked anew");
     }
+}
+
+/// A client that pipelines forwarded queries for large answers (a wildcard's 60 KB TXT set
+/// upstream, fetched over TCP after the truncated UDP answer) and reads nothing: the server
+/// keeps at most 16 of its questions upstream, and takes the next ones as answers leave, so
+/// it holds about 16 answers for it. Before, every query read was forwarded at once (up to
+/// the forwarder's 1,024 in flight) and every answer written as it came: 18 MB held for
+/// such a client of 1,500 queries. Then every answer arrives, whole.
+#[test]
+fn dns_fwd_pipelined_tcp_queries_for_large_answers_wait_for_the_reader() {
+    let mut zone = "$ORIGIN big.test.\n$TTL 300\n@ SOA ns h 1 2 3 4 300\n@ NS ns\nns A 192.0.2.1\n"
+        .to_string();
+    for i in 0..240 {
+        zone.push_str(&format!("*.wild TXT \"{i:04}{}\"\n", "x".repeat(240)));
+    }
+    let up = Dns::start(&[("big.test", &zone)], &["--bindzone", "{dir}/big.test"]);
+    let fwd = forwarder(&[up.port], 5, &[]);
+    // Each question in flight holds a UDP port of its own until its (truncated) answer
+    // comes; a TCP connection then, which lingers after it for a while.
+    let udp_ports = || udp_sockets(fwd.srv.pid());
+    const N: usize = 400;
+    let mut input = Vec::new();
+    for i in 0..N {
+        let q = query(&format!("n{i}.wild.big.test"), 16);
+        input.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        input.extend_from_slice(&q);
+    }
+    // A small receive buffer: the kernel holds little of what the client does not read.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&SocketAddr::from(([127, 0, 0, 1], fwd.port)).into())
+        .unwrap();
+    let mut c: std::net::TcpStream = sock.into();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // One question first, read whole: the answer is large.
+    c.write_all(&input[..input.len() / N]).unwrap();
+    let len = read_n(&mut c, 2);
+    let size = u16::from_be_bytes([len[0], len[1]]) as usize;
+    assert!(size > 60_000, "{size}");
+    read_n(&mut c, size);
+    let (before, rss_before) = (udp_ports(), fwd.srv.rss_kib());
+    c.write_all(&input[input.len() / N..]).unwrap();
+    // While nothing is read: the questions upstream at once (each holds a port), and memory.
+    let (mut most, mut grew) = (0, 0);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(3) {
+        most = most.max(udp_ports().saturating_sub(before));
+        grew = grew.max(fwd.srv.rss_kib().saturating_sub(rss_before));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        most <= 16,
+        "{most} UDP ports open upstream at once for one connection's {N} questions"
+    );
+    assert!(
+        grew < 6 * 1024,
+        "the server grew by {grew} KiB for {N} unread answers of {size} bytes"
+    );
+    for i in 1..N {
+        let len = read_n(&mut c, 2);
+        let msg = read_n(&mut c, u16::from_be_bytes([len[0], len[1]]) as usize);
+        assert_eq!((msg.len() > 60_000, msg[3] & 0xF), (true, 0), "answer {i}");
+    }
+}
+
+/// The UDP sockets process `pid` holds: its descriptors that are sockets listed in its
+/// network namespace's `/proc/net/udp` (and `udp6`).
+fn udp_sockets(pid: u32) -> usize {
+    let mut udp = std::collections::HashSet::new();
+    for table in ["udp", "udp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        // The inode is the tenth column.
+        udp.extend(
+            text.lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().nth(9)?.parse::<u64>().ok()),
+        );
+    }
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    l.to_str()?
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .filter(|i| udp.contains(i))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A client that sends forwarded queries over TCP and half-closes at once (`printf ... | nc
+/// -N`) gets every answer: they come from upstream after its EOF. Before, the EOF closed the
+/// connection once the output had left, and answers still upstream were lost.
+#[test]
+fn dns_fwd_a_half_closed_tcp_client_gets_the_answers_still_upstream() {
+    let up = primary();
+    let fwd = forwarder(&[up.port], 3, &[]);
+    let names = ["www.example.com", "web.example.com", "mail.example.com"];
+    let mut input = Vec::new();
+    for n in names {
+        let q = query(n, 1);
+        input.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        input.extend_from_slice(&q);
+    }
+    let mut c = std::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], fwd.port))).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(&input).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut c, &mut got).unwrap();
+    let mut answers = 0;
+    let mut at = 0;
+    while at + 2 <= got.len() {
+        let len = u16::from_be_bytes([got[at], got[at + 1]]) as usize;
+        let msg = &got[at + 2..at + 2 + len];
+        assert_eq!(msg[3] & 0xF, 0, "NOERROR");
+        answers += 1;
+        at += 2 + len;
+    }
+    assert_eq!(
+        (answers, at),
+        (3, got.len()),
+        "every answer, whole, then the end"
+    );
 }

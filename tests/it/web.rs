@@ -415,6 +415,16 @@ fn ranges_single_multiple_unsatisfiable_and_if_range() {
     );
     let (code, out) = curl(&["-r", "3-5", &format!("http://{a}/a.txt")]);
     assert_eq!((code, out.as_slice()), (0, b"345".as_slice()));
+    // Ranges that add up to more than the file (copies of it): the whole file, as nginx
+    // answers, never a multipart body larger than the file.
+    let r = get(
+        a,
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=0-,0-,2-\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, b"0123456789".as_slice())
+    );
 }
 
 #[test]
@@ -1124,6 +1134,55 @@ fn open_fds(pid: u32) -> Vec<u64> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[test]
+fn pipelined_ranges_of_a_large_file_hold_one_descriptor_at_a_time() {
+    // A client that pipelines one-byte ranges of a file too large for the cache and reads
+    // nothing: each response keeps its file open until it has left, and the server used to
+    // answer on until 1 MiB (or 64 KiB of log lines) waited, holding a descriptor per
+    // response: some 350 per connection. It now takes no request while a file is leaving.
+    let t = tree();
+    let srv = web(&t, &[]);
+    let pid = srv.pid();
+    let before = open_fds(pid).len();
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&srv.addr().into()).unwrap();
+    let mut c: std::net::TcpStream = sock.into();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Some 10 MB of answers: more than the kernel's buffers on both sides hold.
+    const N: usize = 40_000;
+    let req = b"GET /data.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\n\r\n";
+    let mut w = c.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        for _ in 0..N {
+            if w.write_all(req).is_err() {
+                break;
+            }
+        }
+    });
+    // The most descriptors the server holds while the client reads nothing, over 1.5 s.
+    let mut most = 0;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(1500) {
+        most = most.max(open_fds(pid).len().saturating_sub(before));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        most <= 3,
+        "{most} descriptors for one connection (its socket and one file)"
+    );
+    let mut r = std::io::BufReader::new(&mut c);
+    for i in 0..N {
+        let resp = read_resp(&mut r, false);
+        assert_eq!(
+            (resp.status, resp.body.as_slice()),
+            (206, [0u8].as_slice()),
+            "answer {i}"
+        );
+    }
+    sender.join().unwrap();
 }
 
 #[test]

@@ -39,6 +39,13 @@ pub const MAX_TCP_QUERY: usize = 4096;
 /// one read of small queries for a large RRset would otherwise queue thousands of answers
 /// (63 KB of queries held 108 MB for a client that never read).
 const TCP_OUTPUT_MAX: usize = 256 * 1024;
+/// Questions one TCP connection may have forwarded and not yet answered: further queries wait
+/// (and reading stops) until answers come. Each answer is written when it comes, whatever the
+/// output holds, so without it one read of some 1,800 queries for names whose answers are
+/// large (a wildcard's 60 KB TXT set upstream, fetched over TCP) held every answer at once:
+/// 18 MB for such a client that read nothing, up to the forwarder's 1,024 questions in
+/// flight (64 MB). BIND serves 23 pipelined queries of a connection at once.
+const MAX_FORWARDED: usize = 16;
 /// `DnsStream`'s timer key for a query that has not arrived whole within `--timeout` (the
 /// other keys are where a transfer ends in the output, past its bytes, so never 0; the
 /// reactor keeps the keys at the top of the range for itself).
@@ -374,9 +381,14 @@ impl Server {
             self.log_answer(&bytes, client, "a failure remembered");
             return self.deliver(client, bytes);
         }
-        if let Some(f) = &mut self.forwarder {
-            let actions = f.start(req, client);
-            self.run(actions);
+        match &mut self.forwarder {
+            Some(f) => {
+                let actions = f.start(req, client);
+                self.run(actions);
+            }
+            // Not asked without one (`responder.recursion`); were it, the client still gets
+            // its one answer, which a TCP connection counts on.
+            None => self.deliver(client, crate::forward::servfail_bytes(&req)),
         }
     }
 
@@ -647,17 +659,11 @@ impl Factory for DnsFactory {
     }
 
     fn build_protocol(&mut self, _peer: &Address) -> Option<Box<dyn Protocol>> {
-        Some(Box::new(DnsStream {
-            server: self.server.clone(),
-            input: InputBuffer::new(),
-            timeout: self.timeout,
-            xfr_deadline: self.xfr_deadline,
-            xfrs: VecDeque::new(),
-            xfr_timer: false,
-            held: false,
-            partial: None,
-            stopping: false,
-        }))
+        Some(Box::new(DnsStream::new(
+            self.server.clone(),
+            self.timeout,
+            self.xfr_deadline,
+        )))
     }
 
     fn max_connections(&self) -> Option<usize> {
@@ -690,9 +696,57 @@ struct DnsStream {
     /// A graceful stop (a stop, or the old process of a restart) came: the connection closes
     /// once no query is left to answer.
     stopping: bool,
+    /// Queries forwarded upstream whose answers (or SERVFAILs) have not come back: each
+    /// comes once, through `notified`. At most [`MAX_FORWARDED`].
+    forwarded: usize,
+    /// The client half-closed: the connection closes once the queries sent before it are
+    /// answered (the forwarded ones too, whose answers come later).
+    eof: bool,
 }
 
 impl DnsStream {
+    fn new(server: Weak<RefCell<Server>>, timeout: Duration, xfr_deadline: Duration) -> Self {
+        DnsStream {
+            server,
+            input: InputBuffer::new(),
+            timeout,
+            xfr_deadline,
+            xfrs: VecDeque::new(),
+            xfr_timer: false,
+            held: false,
+            partial: None,
+            stopping: false,
+            forwarded: 0,
+            eof: false,
+        }
+    }
+
+    /// Queries must wait: a transfer still leaving, the answers waiting to leave, or the
+    /// questions forwarded and not yet answered.
+    fn must_wait(&self, t: &Transport<'_>) -> bool {
+        !self.xfrs.is_empty() || t.buffered() >= TCP_OUTPUT_MAX || self.forwarded >= MAX_FORWARDED
+    }
+
+    /// Takes the queries held back, if nothing makes them wait any more.
+    fn resume(&mut self, t: &mut Transport<'_>) {
+        if self.held {
+            self.arm_xfr_deadline(t);
+            if !self.must_wait(t) {
+                self.held = false;
+                t.resume_producing();
+                self.serve_input(t);
+            }
+        }
+        self.close_if_answered(t);
+    }
+
+    /// After the client's EOF, closes once every query it sent is answered: none waits in
+    /// the input (a partial one never will be whole) and no forwarded answer is to come.
+    fn close_if_answered(&mut self, t: &mut Transport<'_>) {
+        if self.eof && !self.held && self.forwarded == 0 {
+            t.lose_connection();
+        }
+    }
     fn cancel_partial(&mut self) {
         if let Some(c) = self.partial.take() {
             c.cancel();
@@ -726,7 +780,7 @@ impl DnsStream {
         };
         loop {
             self.arm_xfr_deadline(t);
-            if !self.xfrs.is_empty() || t.buffered() >= TCP_OUTPUT_MAX {
+            if self.must_wait(t) {
                 if !self.held {
                     self.held = true;
                     t.pause_producing();
@@ -782,7 +836,9 @@ impl DnsStream {
                                  (no header, or a response): closing", m.len());
                             return t.lose_connection();
                         }
-                        Some(Reply::Forward(_)) | None => {}
+                        // Forwarded: its answer comes through `notified`.
+                        None => self.forwarded += 1,
+                        Some(Reply::Forward(_)) => {}
                     }
                 }
             }
@@ -803,19 +859,27 @@ impl Protocol for DnsStream {
     }
 
     fn resume_producing(&mut self, t: &mut Transport<'_>) {
-        if self.held {
-            self.arm_xfr_deadline(t);
-            if self.xfrs.is_empty() && t.buffered() < TCP_OUTPUT_MAX {
-                self.held = false;
-                t.resume_producing();
-                self.serve_input(t);
-            }
-        }
+        self.resume(t);
+    }
+
+    /// The client half-closed: the answers to what it sent before still go out, forwarded
+    /// ones included (the default closed once the output had left, dropping answers still
+    /// upstream).
+    fn read_eof(&mut self, t: &mut Transport<'_>) {
+        self.eof = true;
+        self.cancel_partial();
+        self.close_if_answered(t);
     }
 
     fn notified(&mut self, t: &mut Transport<'_>, msg: Box<dyn Any>) {
         if let Ok(a) = msg.downcast::<Answer>() {
             t.write(&stream::frame(&a.0));
+            self.forwarded = self.forwarded.saturating_sub(1);
+            self.resume(t);
+            if self.stopping && self.forwarded == 0 && self.input.is_empty() && self.xfrs.is_empty()
+            {
+                t.lose_connection();
+            }
         }
     }
 
@@ -858,7 +922,11 @@ impl Protocol for DnsStream {
         // old process stopped accepting, say) and its first query is on its way, or unread
         // in the socket, which a close now would answer with a reset.
         self.stopping = true;
-        if self.input.is_empty() && t.bytes_written() > 0 && self.xfrs.is_empty() {
+        if self.input.is_empty()
+            && t.bytes_written() > 0
+            && self.xfrs.is_empty()
+            && self.forwarded == 0
+        {
             t.lose_connection();
         } else {
             t.set_timeout(Some(twistrs_core::STOP_GRACE));
@@ -1102,6 +1170,113 @@ impl Protocol for Xfr {
 mod tests {
     use super::*;
     use crate::forward::tests::{kept_answer, req};
+    use twistrs_core::testing::Harness;
+
+    /// A forwarder (to a server that never answers: the test hands the answers in) and a
+    /// TCP connection to it, on a string transport; the tempdir holds its resolv.conf.
+    fn forwarding_stream() -> (Shared, Harness<DnsStream>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("resolv.conf");
+        std::fs::write(&conf, "nameserver 127.0.0.1#9\n").unwrap();
+        let server = Server::load(Config {
+            resolv_conf: Some(conf),
+            ..Config::default()
+        })
+        .unwrap();
+        let stream = DnsStream::new(
+            Rc::downgrade(&server),
+            Duration::from_secs(30),
+            Duration::from_secs(600),
+        );
+        let mut h = Harness::new(stream);
+        server.borrow_mut().handle = Some(h.handle().clone());
+        h.connect();
+        (server, h, dir)
+    }
+
+    /// `n` framed queries for names outside every zone: each is forwarded.
+    fn forwarded_queries(n: usize) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| {
+                let q = crate::tests::query(&format!("q{i}.example.org"), Rtype::TXT, None);
+                stream::frame(&q)
+            })
+            .collect()
+    }
+
+    /// The answers in `out`: length-framed messages.
+    fn frames(out: &[u8]) -> Vec<Vec<u8>> {
+        let mut buf = InputBuffer::new();
+        buf.feed(out);
+        let mut got = Vec::new();
+        while let Frame::Message(m) = stream::next(&mut buf, u16::MAX as usize) {
+            got.push(m);
+        }
+        got
+    }
+
+    fn pending(server: &Shared) -> usize {
+        server
+            .borrow()
+            .forwarder
+            .as_ref()
+            .map_or(0, Forwarder::pending)
+    }
+
+    /// A client that pipelines many forwarded queries has at most `MAX_FORWARDED` of them
+    /// upstream at once: each answer is written as it comes, whatever the output holds, so
+    /// one read of queries for large answers held every answer at once (18 MB measured).
+    /// The rest are read and forwarded as answers come back, and all are answered.
+    #[test]
+    fn forwarded_queries_of_one_connection_wait_for_answers_past_the_limit() {
+        let (server, mut h, _dir) = forwarding_stream();
+        h.feed(&forwarded_queries(100));
+        assert_eq!(pending(&server), MAX_FORWARDED, "forwarded at once");
+        assert!(h.reading_paused(), "the rest wait, and reading stops");
+        let mut answered = 0;
+        for round in 0..100 {
+            if answered == 100 {
+                break;
+            }
+            let before = h.proto.forwarded;
+            assert!(before <= MAX_FORWARDED, "round {round}: {before} upstream");
+            for _ in 0..before {
+                h.notify(Box::new(Answer(format!("answer {answered}").into_bytes())));
+                answered += 1;
+            }
+        }
+        assert_eq!(answered, 100);
+        let out = frames(&h.take_output());
+        assert_eq!(out.len(), 100, "every query answered once");
+        assert_eq!(out[99], b"answer 99");
+        assert_eq!(h.proto.forwarded, 0);
+        assert!(!h.reading_paused());
+    }
+
+    /// A client that sends forwarded queries and half-closes gets their answers, which
+    /// come after its EOF; the connection closes after the last.
+    #[test]
+    fn a_half_closed_client_gets_the_answers_still_upstream() {
+        let (_server, mut h, _dir) = forwarding_stream();
+        h.feed(&forwarded_queries(3)).eof();
+        assert!(
+            h.lost().is_none() && !h.disconnecting(),
+            "open for the answers"
+        );
+        for i in 0..3 {
+            h.notify(Box::new(Answer(format!("answer {i}").into_bytes())));
+        }
+        let out = frames(&h.take_output());
+        assert_eq!(
+            out,
+            [
+                b"answer 0".to_vec(),
+                b"answer 1".to_vec(),
+                b"answer 2".to_vec()
+            ]
+        );
+        assert!(h.lost().is_some(), "closed after the last answer");
+    }
 
     /// A cache hit's line says so, with the code and count the zones' lines give; the
     /// server logged every forwarded question `forwarded`, cache hits too, and no code.

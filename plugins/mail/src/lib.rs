@@ -47,6 +47,16 @@ use twistrs_core::limit::PeerLimit;
 /// this much of the server (and one reply), not every answer at once.
 pub const STEP_OUTPUT: usize = 64 * 1024;
 
+/// Empties a session's reply buffer once the transport has its bytes, and gives back an
+/// allocation a step (or a message's chunk) made large: kept, every session that once
+/// answered a pipelined burst held its step's worth (64 KiB and a reply) for its life.
+pub(crate) fn release(out: &mut Vec<u8>) {
+    out.clear();
+    if out.capacity() > 4096 {
+        *out = Vec::new();
+    }
+}
+
 const ABOUT: &str = "An email service: SMTP into Maildir, POP3 out of it (twistd's mail).";
 
 /// The behaviour, for `--help` and the man page.

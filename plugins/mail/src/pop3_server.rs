@@ -94,7 +94,7 @@ impl Pop3Protocol {
     fn flush(&mut self, t: &mut Transport<'_>) {
         if !self.out.is_empty() {
             t.write(&self.out);
-            self.out.clear();
+            crate::release(&mut self.out);
         }
     }
 
@@ -570,5 +570,7 @@ mod tests {
             2000,
             "all answered once the client reads"
         );
+        // The session, idle again, keeps no step's worth of scratch for its life.
+        assert!(h.proto.out.capacity() <= 4096, "{}", h.proto.out.capacity());
     }
 }

@@ -156,7 +156,7 @@ impl SmtpProtocol {
     fn flush(&mut self, t: &mut Transport<'_>) {
         if !self.out.is_empty() {
             t.write(&self.out);
-            self.out.clear();
+            crate::release(&mut self.out);
         }
     }
 
@@ -625,6 +625,8 @@ mod tests {
             20_000 * one,
             "all answered once the client reads"
         );
+        // The session, idle again, keeps no step's worth of scratch for its life.
+        assert!(h.proto.out.capacity() <= 4096, "{}", h.proto.out.capacity());
     }
 
     /// A client that sends its commands and half-closes gets the answers to all of them,

@@ -25,8 +25,11 @@ use crate::request::{self, Body, ChunkProgress, ChunkedDiscard, Head, Limits, Me
 use crate::resource::{Entry, Found, Root};
 use crate::response::{self, Ranges};
 
-/// Stop taking pipelined requests while this much output waits.
-const PIPELINE_OUTPUT_MAX: usize = 1024 * 1024;
+/// Stop taking pipelined requests while this much output waits (files included): the
+/// reactor's high-water mark, as mail's sessions stop a step. A client that pipelines GETs of
+/// a cached 256 KiB file (or of a large listing) and reads nothing then holds this and one
+/// response; with 1 MiB here it held 1.3 MiB per connection.
+const PIPELINE_OUTPUT_MAX: usize = 64 * 1024;
 /// Stop taking pipelined requests while the access lines of unsent responses hold this much
 /// (a fat head can earn a 200-byte answer; its line waits until the answer has left).
 const PENDING_LOG_MAX: usize = 64 * 1024;
@@ -90,6 +93,11 @@ pub struct Http {
     client: String,
     /// Responses whose access log line waits for them to leave.
     outstanding: Outstanding,
+    /// Where the last response that queued a file ends in the output: no request is taken
+    /// while one is still leaving, so a connection holds one open file at a time. Pipelined
+    /// `Range: bytes=0-0` requests of a large file (each a few hundred bytes of output, each
+    /// an open descriptor until sent) held some 350 descriptors per connection before.
+    file_end: u64,
 }
 
 /// How a response is framed: whether the connection stays open, a HEAD (headers only),
@@ -134,6 +142,7 @@ impl Http {
             scratch: Vec::with_capacity(512),
             client: String::new(),
             outstanding: Outstanding::default(),
+            file_end: 0,
         }
     }
 
@@ -288,10 +297,12 @@ impl Http {
         }
     }
 
-    /// Too much waits to leave to take another request: output, or the access lines that
-    /// wait for it.
+    /// Too much waits to leave to take another request: output, the access lines that
+    /// wait for it, or a file (an open descriptor).
     fn backed_up(&self, t: &Transport<'_>) -> bool {
-        t.buffered() >= PIPELINE_OUTPUT_MAX || self.outstanding.held() >= PENDING_LOG_MAX
+        t.buffered() >= PIPELINE_OUTPUT_MAX
+            || self.outstanding.held() >= PENDING_LOG_MAX
+            || t.bytes_sent() < self.file_end
     }
 
     /// A body's deadline: `--timeout`, then one more second for every `BODY_MIN_RATE` bytes
@@ -627,8 +638,8 @@ impl Http {
                 common(&mut self.scratch);
                 response::end(&mut self.scratch, keep_alive, http10);
                 t.write(&self.scratch);
-                if !head_only {
-                    send_body(t, e, 0, e.size);
+                if !head_only && send_body(t, e, 0, e.size) {
+                    self.file_end = t.bytes_written();
                 }
                 Sent {
                     status: 200,
@@ -663,8 +674,8 @@ impl Http {
                 common(&mut self.scratch);
                 response::end(&mut self.scratch, keep_alive, http10);
                 t.write(&self.scratch);
-                if !head_only {
-                    send_body(t, e, a, b - a + 1);
+                if !head_only && send_body(t, e, a, b - a + 1) {
+                    self.file_end = t.bytes_written();
                 }
                 Sent {
                     status: 206,
@@ -699,7 +710,9 @@ impl Http {
                 if !head_only {
                     for (h, (a, b)) in part_heads.iter().zip(&parts) {
                         t.write(h.as_bytes());
-                        send_body(t, e, *a, b - a + 1);
+                        if send_body(t, e, *a, b - a + 1) {
+                            self.file_end = t.bytes_written();
+                        }
                     }
                     t.write(tail.as_bytes());
                 }
@@ -781,15 +794,20 @@ impl Http {
     }
 }
 
-/// The body bytes `[offset, offset+len)` of a file: from the cache, or with sendfile.
-fn send_body(t: &mut Transport<'_>, e: &Entry, offset: u64, len: u64) {
+/// The body bytes `[offset, offset+len)` of a file: from the cache, or with sendfile; true
+/// if the open file was queued.
+fn send_body(t: &mut Transport<'_>, e: &Entry, offset: u64, len: u64) -> bool {
     if let Some(b) = &e.body {
         let (a, z) = (offset as usize, (offset + len) as usize);
         if let Some(slice) = b.get(a..z) {
             t.write(slice);
         }
+        false
     } else if let Some(f) = &e.file {
         t.send_file(f.clone(), offset, len);
+        true
+    } else {
+        false
     }
 }
 
@@ -952,6 +970,67 @@ mod tests {
         assert_eq!(answers, 400);
         assert_eq!(h.proto.outstanding.held(), 0);
         assert!(!h.reading_paused());
+    }
+
+    /// Everything the client is sent once it reads it all (bounded).
+    fn read_all(h: &mut Harness<Http>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..10_000 {
+            let more = h.take_output();
+            if more.is_empty() {
+                break;
+            }
+            out.extend(more);
+        }
+        out
+    }
+
+    #[test]
+    fn pipelined_requests_to_a_client_that_reads_nothing_hold_one_step_of_output() {
+        // A cached file of 200 KB asked for 300 times in 64 KiB reads by a client that reads
+        // nothing: the protocol stops taking requests once the output holds the reactor's
+        // high-water mark (64 KiB), so the connection holds that and one response, not 60 MB
+        // (nor the 1 MiB and a response of an older budget).
+        let dir = tempfile::tempdir().unwrap();
+        let size = 200_000;
+        std::fs::write(dir.path().join("c.bin"), vec![b'c'; size]).unwrap();
+        let mut h = Harness::new(Http::new(site(dir.path())));
+        h.connect();
+        let req = "GET /c.bin HTTP/1.1\r\nHost: x\r\n\r\n";
+        h.feed_chunked(req.repeat(300).as_bytes(), 64 * 1024);
+        let held = h.output().len();
+        assert!(
+            held < 64 * 1024 + size + 1024,
+            "{held} bytes held for the client"
+        );
+        assert!(h.reading_paused(), "reading stops meanwhile");
+        let out = read_all(&mut h);
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(text.matches("HTTP/1.1 200 ").count(), 300, "all answered");
+        assert!(!h.reading_paused());
+    }
+
+    #[test]
+    fn pipelined_requests_for_a_large_file_hold_one_open_file() {
+        // Each response with a file region keeps the file open until it has left: pipelined
+        // one-byte ranges of a file too large for the cache (a few hundred bytes of output
+        // each) held a descriptor per response, hundreds per connection. One at a time now.
+        let dir = tempfile::tempdir().unwrap();
+        let size = 300_000;
+        std::fs::write(dir.path().join("big.bin"), vec![b'b'; size]).unwrap();
+        let mut h = Harness::new(Http::new(site(dir.path())));
+        h.connect();
+        let req = "GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\n\r\n";
+        h.feed(req.repeat(200).as_bytes());
+        assert_eq!(
+            h.proto.outstanding.count(),
+            1,
+            "one response (one open file) waits for the client"
+        );
+        let out = read_all(&mut h);
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(text.matches("HTTP/1.1 206 ").count(), 200, "all answered");
+        assert_eq!(h.proto.outstanding.count(), 0);
     }
 
     /// The status line and the body of the one response in `out`.

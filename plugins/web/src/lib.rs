@@ -56,7 +56,8 @@ ETag and Accept-Ranges are sent. Preconditions are evaluated in RFC 9110's order
 give 412 when they fail; then If-None-Match, else If-Modified-Since, give 304; a date that \
 is not one is ignored; a listing has no ETag and no date, so only * matches it; a 404 or a \
 redirect ignores them. Range gives 206, \
-multipart/byteranges for several ranges, 416 when unsatisfiable, honouring If-Range. A directory \
+multipart/byteranges for several ranges, 416 when unsatisfiable, honouring If-Range; more than \
+16 ranges, or ranges adding up to more than the file, get the whole file (as nginx). A directory \
 without its slash is redirected (302); index files are served, or twistd's listing. \
 No request reads outside the root: '..', encoded slashes, backslashes and NUL are refused (404) \
 and symlinks leaving the root are refused (403) unless --follow-symlinks. A file that cannot be \

@@ -57,6 +57,12 @@ impl Outstanding {
         self.held
     }
 
+    /// Responses waiting (tests count them).
+    #[cfg(test)]
+    pub fn count(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
     pub fn push(&mut self, p: Pending) {
         self.held += p.size();
         if self.first.is_none() {

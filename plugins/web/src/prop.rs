@@ -341,8 +341,8 @@ proptest! {
         }
     }
 
-    /// No Range header makes the range parser panic, and every range it returns lies inside
-    /// the file.
+    /// No Range header makes the range parser panic, every range it returns lies inside
+    /// the file, and together they are no larger than the file.
     #[test]
     fn every_range_lies_inside_the_file(
         (header, len) in prop_oneof![
@@ -354,9 +354,12 @@ proptest! {
         match parse_ranges(Some(&header), len) {
             Ranges::Parts(parts) => {
                 prop_assert!(!parts.is_empty() && parts.len() <= 16);
+                let mut total = 0u64;
                 for (a, b) in parts {
                     prop_assert!(a <= b && b < len, "{}-{} of {}", a, b, len);
+                    total += b - a + 1;
                 }
+                prop_assert!(total <= len, "{} bytes of {}", total, len);
             }
             Ranges::Whole | Ranges::Unsatisfiable => {}
         }

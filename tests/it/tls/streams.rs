@@ -225,6 +225,47 @@ fn a_protocol_that_writes_and_closes_at_once_is_served_after_the_handshake() {
     );
 }
 
+/// Reads `argv[3]` bytes of chargen over TLS: `same=True` if they are RFC 864's lines.
+const CHARGEN: &str = r#"
+port, ca, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = connect(port, ca, 'localhost')
+got = b''
+while len(got) < n:
+    d = s.recv(65536)
+    if not d:
+        break
+    got += d
+printable = bytes(range(32, 127))
+cycle = b''.join(bytes(printable[(i + j) % 95] for j in range(72)) + b'\r\n' for i in range(95))
+want = (cycle * (n // len(cycle) + 1))[:n]
+got = got[:n]
+print('got=%d' % len(got))
+print('same=%s' % (got == want), flush=True)
+"#;
+
+/// chargen writes 64 KiB at once, before the handshake is done; reading must go on while
+/// that output waits for the handshake, or the handshake never ends (it waited for its 10 s
+/// deadline: the reactor stopped reading at the output's high-water mark).
+#[test]
+fn chargen_over_tls_streams_from_the_handshake_on() {
+    let pki = Pki::new();
+    pki.leaf("server", "localhost", &["localhost"]);
+    let both = pki.combined("server");
+    let ep = format!("ssl:0:privateKey={both}:interface=127.0.0.1");
+    let s = Server::start(&["--pidfile=", "chargen", "--listen", &ep]);
+    let port = s.port().to_string();
+    let out = python(
+        CHARGEN,
+        &[&port, &pki.ca(), "300000"],
+        Duration::from_secs(8),
+    );
+    assert_eq!(
+        (field(&out, "got"), field(&out, "same")),
+        (Some("300000"), Some("True")),
+        "{out}"
+    );
+}
+
 /// Opens `argv[3]` TLS connections, each echoing 100 bytes once, and holds them open until its
 /// stdin closes: `open=N` once they all are.
 const IDLE: &str = r#"

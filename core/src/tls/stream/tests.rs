@@ -724,3 +724,33 @@ fn a_read_that_takes_only_handshake_records_says_it_took_input() {
     assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
     assert!(!p.server.took_input(), "the flag is the last read's");
 }
+
+/// A client that asks for a key update with every byte it sends and reads nothing: rustls
+/// answers at most one update at a time (the answer leaves with our next record) and refuses
+/// a run of more than 32 without data between them, so the records the server holds for such
+/// a client stay a few, whatever it sends.
+#[test]
+fn key_update_requests_from_a_client_that_reads_nothing_hold_nothing() {
+    let mut p = Peer::connected(TLS13, 64 * 1024);
+    // The socket takes nothing more: what the server has to send stays with it.
+    let full = p.pipe().wire.len();
+    p.pipe().room = Some(full);
+    for _ in 0..5000 {
+        p.client.refresh_traffic_keys().unwrap();
+        p.client.writer().write_all(b"k").unwrap();
+        p.client_sends();
+        p.server_reads();
+    }
+    assert!(p.error.is_none(), "{:?}", p.error);
+    assert_eq!(p.got.len(), 5000);
+    assert!(
+        p.server.outgoing.len() < 256,
+        "{} bytes of records held for the client",
+        p.server.outgoing.len()
+    );
+    // Our answer goes with our next record; then the client reads on as before.
+    p.pipe().room = None;
+    p.server_writes(b"answer");
+    p.run();
+    assert_eq!(p.back, b"answer");
+}
