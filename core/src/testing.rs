@@ -285,6 +285,21 @@ impl<P: Protocol + 'static> Harness<P> {
         out
     }
 
+    /// Takes output until no more comes (bounded): a peer that goes on reading for as long as
+    /// the protocol produces, across every drain of its output (a producer resumed, a step
+    /// budget taken up again).
+    pub fn take_all_output(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..10_000 {
+            let more = self.take_output();
+            if more.is_empty() {
+                break;
+            }
+            out.extend(more);
+        }
+        out
+    }
+
     /// Moves the clock and fires what came due: protocol timers and idle timeouts.
     pub fn advance(&mut self, d: Duration) -> &mut Self {
         self.handle.clock().advance(d);

@@ -626,6 +626,14 @@ impl MailConfig {
 pub(crate) mod fixture {
     use super::*;
 
+    /// A connection slot of no limit, for a session on the test harness (which has no
+    /// factory to give one).
+    pub(crate) fn slot() -> twistrs_core::limit::PeerSlot {
+        twistrs_core::limit::PeerLimit::new(0)
+            .admit(&twistrs_core::Address::Unix(None))
+            .expect("no limit")
+    }
+
     pub(crate) fn example_domain(dir: &Path) -> Domain {
         let path = dir.join("example.com");
         std::fs::create_dir_all(path.join("passwd")).expect("domain directory");

@@ -381,15 +381,8 @@ pub fn apop_banner(host: &str, n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::fixture;
+    use crate::config::fixture::{self, slot};
     use twistrs_core::testing::Harness;
-
-    /// A slot of no limit (the harness has no factory).
-    fn slot() -> PeerSlot {
-        twistrs_core::limit::PeerLimit::new(0)
-            .admit(&twistrs_core::Address::Unix(None))
-            .expect("no limit")
-    }
 
     /// A session fed `input` in `chunk`-byte pieces by a client that reads nothing until it
     /// has sent it all (and then half-closes, with `eof`); the worker threads' results
@@ -557,14 +550,7 @@ mod tests {
         // One LIST is about 9 KiB: 2,000 of them would be 18 MiB.
         assert!(held < 2 * OUTPUT_MAX, "{held} octets held for the client");
         // The client reads as long as more comes.
-        let mut out = Vec::new();
-        for _ in 0..10_000 {
-            let more = h.take_output();
-            if more.is_empty() {
-                break;
-            }
-            out.extend(more);
-        }
+        let out = h.take_all_output();
         assert_eq!(
             out.windows(10).filter(|w| w == b"\r\n1000 3\r\n").count(),
             2000,

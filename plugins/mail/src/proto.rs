@@ -382,15 +382,9 @@ impl Protocol for Refused {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{MailConfig, fixture};
+    use crate::config::MailConfig;
+    use crate::config::fixture::{self, slot};
     use twistrs_core::testing::Harness;
-
-    /// A slot of no limit (the harness has no factory).
-    fn slot() -> PeerSlot {
-        twistrs_core::limit::PeerLimit::new(0)
-            .admit(&twistrs_core::Address::Unix(None))
-            .expect("no limit")
-    }
 
     #[test]
     fn idle_sessions_are_told_and_closed() {
@@ -468,14 +462,7 @@ mod tests {
         h.handle().wait_for_threads(Duration::from_secs(10));
         h.notify(Box::new(Delivered(Ok(()))));
         assert!(!h.reading_paused(), "reading resumes once answered");
-        let mut after = String::new();
-        for _ in 0..1000 {
-            let more = String::from_utf8(h.take_output()).unwrap();
-            if more.is_empty() {
-                break;
-            }
-            after.push_str(&more);
-        }
+        let after = String::from_utf8(h.take_all_output()).unwrap();
         assert!(
             after.starts_with("250 Delivery in progress\r\n250 Nothing happens\r\n"),
             "{}",
@@ -612,14 +599,7 @@ mod tests {
             "{held} octets held for the client (all: {})",
             20_000 * one
         );
-        let mut out = Vec::new();
-        for _ in 0..10_000 {
-            let more = h.take_output();
-            if more.is_empty() {
-                break;
-            }
-            out.extend(more);
-        }
+        let out = h.take_all_output();
         assert_eq!(
             out.len(),
             20_000 * one,
@@ -638,14 +618,7 @@ mod tests {
         let mut input = b"EHLO c\r\n".repeat(5000);
         input.extend_from_slice(b"NOOP\r\nQUIT\r\n");
         h.feed(&input).eof();
-        let mut out = Vec::new();
-        for _ in 0..10_000 {
-            let more = h.take_output();
-            if more.is_empty() {
-                break;
-            }
-            out.extend(more);
-        }
+        let out = h.take_all_output();
         let out = String::from_utf8(out).unwrap();
         assert_eq!(out.matches("250-h Hello").count(), 5000, "every EHLO");
         assert!(

@@ -972,19 +972,6 @@ mod tests {
         assert!(!h.reading_paused());
     }
 
-    /// Everything the client is sent once it reads it all (bounded).
-    fn read_all(h: &mut Harness<Http>) -> Vec<u8> {
-        let mut out = Vec::new();
-        for _ in 0..10_000 {
-            let more = h.take_output();
-            if more.is_empty() {
-                break;
-            }
-            out.extend(more);
-        }
-        out
-    }
-
     #[test]
     fn pipelined_requests_to_a_client_that_reads_nothing_hold_one_step_of_output() {
         // A cached file of 200 KB asked for 300 times in 64 KiB reads by a client that reads
@@ -1004,7 +991,7 @@ mod tests {
             "{held} bytes held for the client"
         );
         assert!(h.reading_paused(), "reading stops meanwhile");
-        let out = read_all(&mut h);
+        let out = h.take_all_output();
         let text = String::from_utf8_lossy(&out);
         assert_eq!(text.matches("HTTP/1.1 200 ").count(), 300, "all answered");
         assert!(!h.reading_paused());
@@ -1027,7 +1014,7 @@ mod tests {
             1,
             "one response (one open file) waits for the client"
         );
-        let out = read_all(&mut h);
+        let out = h.take_all_output();
         let text = String::from_utf8_lossy(&out);
         assert_eq!(text.matches("HTTP/1.1 206 ").count(), 200, "all answered");
         assert_eq!(h.proto.outstanding.count(), 0);
