@@ -300,7 +300,16 @@ fn at_the_limit_a_handshake_that_keeps_sending_is_not_given_up() {
     let (port, metrics) = (port_of(&s, "Echo (TLS)"), port_of(&s, "Metrics"));
     let child = super::spawn_python(TRICKLE, &[&port.to_string(), &pki.ca()]);
     // Once it holds the one slot, a client waits in the listen queue for the whole handshake.
-    std::thread::sleep(Duration::from_millis(300));
+    // (Waited for by the server's count: a fixed 300 ms let a slow Python start connect
+    // after the waiting client, which then held the slot, silent, and was closed for it.)
+    let body = scrape_until(metrics, |b| {
+        value(b, "twistrs_connections_accepted_total", "Echo") >= 1
+    });
+    assert_eq!(
+        value(&body, "twistrs_connections_accepted_total", "Echo"),
+        1,
+        "the trickling client holds the slot: {body}"
+    );
     let _waiting = connect(SocketAddr::from(([127, 0, 0, 1], port)));
     let out = super::wait_output(child, Duration::from_secs(30));
     let out = String::from_utf8_lossy(&out.stdout);
