@@ -243,19 +243,23 @@ impl Whereabouts {
         Whereabouts(map)
     }
 
-    /// Where this listing has the message listed at `path`: the same base in `cur/`
-    /// (first) or `new/`, other than `path` itself.
+    /// Where this listing has the message listed at `path`: the one other name with the
+    /// same base, in `cur/` or `new/`. Two or more (names another program gave, `msg,1` and
+    /// `msg,2`, share a base) say nothing of which it became: then it is taken as gone,
+    /// never as one of them, which RETR would serve and QUIT would remove in its place.
     fn find(&self, path: &Path) -> Found<'_> {
         use std::os::unix::ffi::OsStrExt;
         let Some(name) = path.file_name() else {
             return Found::Gone;
         };
-        match self.0.get(base_of(name.as_bytes())) {
-            None => Found::Gone,
-            Some(v) => v
-                .iter()
-                .find(|p| *p != path)
-                .map_or(Found::Stale, |p| Found::At(p)),
+        let Some(v) = self.0.get(base_of(name.as_bytes())) else {
+            return Found::Gone;
+        };
+        let mut others = v.iter().filter(|p| *p != path);
+        match (others.next(), others.next()) {
+            (None, _) => Found::Stale,
+            (Some(p), None) => Found::At(p),
+            (Some(_), Some(_)) => Found::Gone,
         }
     }
 
@@ -666,6 +670,36 @@ mod tests {
         )
         .unwrap();
         assert_eq!(scan(dir.path()).unwrap()[1].uid, uids[1]);
+    }
+
+    /// Two names that share a base (another program's `msg,1` and `msg,2`): when the
+    /// listed one is gone, neither is taken for it, so QUIT does not remove the other and
+    /// RETR does not serve it.
+    #[test]
+    fn a_base_two_names_share_is_no_message_s_new_place() {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        let gone = dir.path().join("new/msg,1");
+        std::fs::write(dir.path().join("new/msg,2"), "b").unwrap();
+        std::fs::write(dir.path().join("cur/msg,3"), "c").unwrap();
+        assert!(
+            open_message(&gone).is_err(),
+            "the other message is not served"
+        );
+        assert!(remove_all(&[gone]).is_empty(), "gone counts as removed");
+        assert!(
+            dir.path().join("new/msg,2").exists(),
+            "the other message is kept"
+        );
+        assert!(dir.path().join("cur/msg,3").exists());
+        // One other name with the base is where the message went.
+        std::fs::remove_file(dir.path().join("cur/msg,3")).unwrap();
+        let (mut f, _) = open_message(&dir.path().join("new/msg,1")).unwrap();
+        let mut got = String::new();
+        std::io::Read::read_to_string(&mut f, &mut got).unwrap();
+        assert_eq!(got, "b");
     }
 
     /// LIST's size is what RETR sends (RFC 1939: octets, CRLF line ends, before the
