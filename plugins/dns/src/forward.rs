@@ -81,7 +81,11 @@ impl ResolvConf {
             let mut words = line.split_whitespace();
             match words.next() {
                 Some("nameserver") => {
-                    if let Some(a) = words.next().and_then(parse_server) {
+                    // A server listed twice is one server: asked once a round, and its
+                    // failure counted (a second entry kept it "outstanding" for good).
+                    if let Some(a) = words.next().and_then(parse_server)
+                        && !conf.servers.contains(&a)
+                    {
                         conf.servers.push(a);
                     }
                 }
@@ -319,9 +323,13 @@ impl Forwarder {
             .get(&key)
             .and_then(|t| self.pending.get_mut(t))
         {
-            if p.waiters
-                .iter()
-                .any(|(c, r)| *c == client && r.id == req.id)
+            // A UDP client's retry (same port, same id) waits for the one answer. Over TCP
+            // the same id twice is two pipelined questions, each owed its answer (the
+            // connection counts them, and reads no more until they are answered).
+            if matches!(client, Client::Udp { .. })
+                && p.waiters
+                    .iter()
+                    .any(|(c, r)| *c == client && r.id == req.id)
             {
                 return Vec::new();
             }
@@ -821,6 +829,13 @@ pub(crate) mod tests {
         assert_eq!((c.timeout, c.attempts), (Duration::from_secs(3), 4));
         let empty = ResolvConf::parse("");
         assert_eq!(empty.servers, [DEFAULT_SERVER.parse().unwrap()]);
+        // A server listed twice is one server.
+        let twice =
+            ResolvConf::parse("nameserver 192.0.2.1\nnameserver ::1\nnameserver 192.0.2.1\n");
+        assert_eq!(
+            twice.servers,
+            ["192.0.2.1:53".parse().unwrap(), "[::1]:53".parse().unwrap()]
+        );
     }
 
     #[test]
@@ -1050,8 +1065,8 @@ pub(crate) mod tests {
 
     /// The same question while it is on its way joins it, as twistd's client and BIND join
     /// it: another client's (another id, the name in other case) gets the answer with its own
-    /// id and question; the same client asking again with the same id (a stub's retry) gets
-    /// the one answer; the upstream is asked once. Before, each started its own round of
+    /// id and question; the same UDP client asking again with the same id (a stub's retry)
+    /// gets the one answer; the upstream is asked once. Before, each started its own round of
     /// tries, so a stub retrying every 5 s against dead upstreams began one every 5 s.
     /// Past `MAX_JOINED` clients, SERVFAIL at once; once answered, the question starts anew.
     #[test]
@@ -1066,11 +1081,6 @@ pub(crate) mod tests {
         theirs.id = 0x1234;
         assert!(f.start(theirs.clone(), other).is_empty(), "joined");
         assert!(f.start(theirs.clone(), other).is_empty(), "its retry");
-        assert!(
-            f.start(req("web.example.com", Rtype::A), client())
-                .is_empty(),
-            "the first client's retry"
-        );
         let mut cd = req("web.example.com", Rtype::A);
         cd.cd = true;
         assert!(
@@ -1127,6 +1137,26 @@ pub(crate) mod tests {
             f.start(theirs, other).as_slice(),
             [Action::OpenUdp { .. }]
         ));
+    }
+
+    /// Over TCP the same id twice is two pipelined questions, not a retry: each gets its
+    /// answer. Dropping the second left the connection counting a question never answered,
+    /// so at its limit of questions upstream it read no more, and never closed after EOF.
+    #[test]
+    fn the_same_id_twice_over_tcp_is_answered_twice() {
+        let mut f = Forwarder::new(conf(&["127.0.0.1:5301"]));
+        let (token, sent, to) = started(&mut f);
+        assert!(
+            f.start(req("web.example.com", Rtype::A), client())
+                .is_empty(),
+            "joined"
+        );
+        let a = f.datagram(token, Family::V4, to, &upstream_answer(&sent));
+        let replies = a
+            .iter()
+            .filter(|x| matches!(x, Action::Reply { client: c, .. } if *c == client()))
+            .count();
+        assert_eq!(replies, 2, "{a:?}");
     }
 
     /// What the forwarder sent, answered with `rcode` and nothing else, RA set unless a
@@ -1721,10 +1751,11 @@ pub(crate) mod tests {
         m.remember(key(0), t0);
         assert!(m.failed(&key(0), t0 + FAILURE_MEMORY - Duration::from_millis(1)));
         assert!(!m.failed(&key(1), t0), "another question");
-        let mut aaaa = Cache::key(&req("n0.example.com", Rtype::AAAA));
+        let aaaa = Cache::key(&req("n0.example.com", Rtype::AAAA));
         assert!(!m.failed(&aaaa, t0), "another type");
-        aaaa.3 = 1;
-        assert!(!m.failed(&aaaa, t0));
+        let mut bits = key(0);
+        bits.3 = 1;
+        assert!(!m.failed(&bits, t0), "other DO/CD bits");
         assert!(
             !m.failed(&key(0), t0 + FAILURE_MEMORY),
             "forgotten after a second"
