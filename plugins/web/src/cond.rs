@@ -78,9 +78,15 @@ pub fn evaluate(p: &Preconditions<'_>, v: &Validators<'_>, get_or_head: bool) ->
 /// representation, which is always a right answer.
 pub fn if_range_holds(value: &[u8], v: &Validators<'_>) -> bool {
     if value.starts_with(b"\"") || value.starts_with(b"W/") {
-        let mut tags = Vec::new();
-        let whole = each_tag(value, |weak, opaque| tags.push((weak, opaque)));
-        return whole && matches!(tags.as_slice(), [(false, opaque)] if Some(*opaque) == v.etag);
+        // Exactly one tag, strong and the response's: counted as they come, nothing kept.
+        let (mut count, mut first) = (0, None);
+        let whole = each_tag(value, |weak, opaque| {
+            count += 1;
+            first.get_or_insert((weak, opaque));
+        });
+        return whole
+            && count == 1
+            && matches!(first, Some((false, opaque)) if Some(opaque) == v.etag);
     }
     matches!((http_date(value), v.modified), (Some(d), Some(m)) if d == m)
 }
