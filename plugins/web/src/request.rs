@@ -142,6 +142,19 @@ fn append_field(slot: &mut Option<Vec<u8>>, v: &[u8]) {
     }
 }
 
+/// The first line of `buf` after the empty lines a client may send before a request (RFC
+/// 9112 2.2, which httparse skips too), without its LF (its CR, if any, is the caller's to
+/// strip: the length limit counts it), and whether its end has come.
+fn first_line(buf: &[u8]) -> (&[u8], bool) {
+    let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n'));
+    let buf = &buf[start.unwrap_or(buf.len())..];
+    let (line, whole) = match memchr::memchr(b'\n', buf) {
+        Some(end) => (&buf[..end], true),
+        None => (buf, false),
+    };
+    (line, whole)
+}
+
 /// The request line at the start of `buf`, when it has arrived whole and is well formed (a
 /// method, a target, `HTTP/1.x`): what the access log shows for a head refused after its
 /// line (a bad field, too many or too large fields, a bad Content-Length, a missing Host, a
@@ -149,14 +162,12 @@ fn append_field(slot: &mut Option<Vec<u8>>, v: &[u8]) {
 /// a malformed line can be refused before its end has come, so whether it was whole would
 /// depend on how its bytes arrived; a refused line is logged as `-` whatever the chunking.
 pub fn request_line(buf: &[u8], limits: &Limits) -> Option<String> {
-    // The empty lines a client may send before a request (RFC 9112 2.2), as parse_head skips.
-    let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n'))?;
-    let buf = &buf[start..];
-    let end = memchr::memchr(b'\n', buf)?;
-    if end > limits.max_request_line {
+    let (line, true) = first_line(buf) else {
+        return None;
+    };
+    if line.len() > limits.max_request_line {
         return None;
     }
-    let line = &buf[..end];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     // The line alone, as a head without fields: httparse's verdict on it, whatever follows.
     let mut probe = Vec::with_capacity(line.len() + 4);
@@ -187,13 +198,7 @@ fn host_byte(b: u8) -> bool {
 /// `HTTP/2.`): the line's end decides, so the answer does not depend on where its bytes were
 /// cut (cut after `HTTP/2` it was 505 even for `HTTP/2x`, after `HTTP/2.` 400 for `HTTP/2.0`).
 fn names_other_version(buf: &[u8]) -> Option<bool> {
-    // httparse skips empty lines before a request line (RFC 9112 2.2): so does this.
-    let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n'));
-    let buf = &buf[start.unwrap_or(buf.len())..];
-    let (line, whole) = match memchr::memchr(b'\n', buf) {
-        Some(end) => (&buf[..end], true),
-        None => (buf, false),
-    };
+    let (line, whole) = first_line(buf);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut parts = line.split(|b| *b == b' ');
     let (Some(_), Some(_), Some(version), None) =
