@@ -14,7 +14,7 @@
 //! alone gets 451, and the client's retry cannot deliver it twice. What remains is a crash
 //! between the first rename and the 250 (see ARCHITECTURE.md, "All or nothing per message").
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -83,8 +83,7 @@ pub fn deliver_batch(jobs: &[Job], host: &str) -> Vec<Result<(), String>> {
 
 fn deliver_with(jobs: &[Job], host: &str, flush: &Arc<dyn Flush>) -> Vec<Result<(), String>> {
     let mut results: Vec<Result<(), String>> = vec![Ok(()); jobs.len()];
-    make_missing(jobs, &mut results, flush);
-    let mut copies = write_all(jobs, host, &mut results);
+    let mut copies = write_all(jobs, host, &mut results, flush);
     flush_files(&mut copies, &mut results, flush);
     for c in &mut copies {
         if results[c.job].is_err() {
@@ -104,50 +103,54 @@ fn deliver_with(jobs: &[Job], host: &str, flush: &Arc<dyn Flush>) -> Vec<Result<
     results
 }
 
-/// Makes the Maildir of a target that has none yet: a user added to `passwd/` by hand (as
-/// twistd's domain directories allow, and postfix's virtual(8) and twistd make the Maildir
-/// at the first delivery), or the postmaster's under `-b`. Then it and the domain directory
-/// are flushed, so a message acknowledged in it does not vanish with the directory in a
-/// crash. Only in a domain directory that is there: one removed is not made again. A
-/// Maildir that cannot be made fails the jobs for it.
-fn make_missing(jobs: &[Job], results: &mut [Result<(), String>], flush: &Arc<dyn Flush>) {
-    let dirs: BTreeSet<&PathBuf> = jobs
-        .iter()
-        .flat_map(|j| j.targets.iter().map(|t| &t.0))
-        .collect();
-    for dir in dirs {
-        // Only one that is not there at all: one that is there and broken is the
-        // operator's to mend, and its delivery fails as it is. (Asked first: it is there
-        // for nearly every delivery, and then one stat is all this costs.)
-        if dir.symlink_metadata().is_ok() {
-            continue;
-        }
-        let Some(domain) = dir.parent().filter(|d| d.is_dir()) else {
-            continue;
-        };
-        let made = crate::config::make_maildir(dir)
-            .and_then(|()| flush.dir(dir))
-            .and_then(|()| flush.dir(domain));
-        match made {
-            Ok(()) => log::info!(target: "twistrs.mail.smtp", "made the Maildir {}", dir.display()),
-            Err(e) => {
-                for (j, job) in jobs.iter().enumerate() {
-                    if job.targets.iter().any(|t| &t.0 == dir) {
-                        fail(
-                            results,
-                            j,
-                            format!("cannot make the Maildir {}: {e}", dir.display()),
-                        );
-                    }
-                }
-            }
-        }
+/// Makes the Maildir `dir` of a target that has none yet: a user added to `passwd/` by hand
+/// (as twistd's domain directories allow, and postfix's virtual(8) and twistd make the
+/// Maildir at the first delivery), or the postmaster's under `-b`. Then it and the domain
+/// directory are flushed, so a message acknowledged in it does not vanish with the directory
+/// in a crash. Asked only once a create in its `tmp/` has failed with NotFound: the Maildir
+/// is there for nearly every delivery, and a stat of each target per batch cost a system
+/// call for nothing. `None` when there is nothing to make: `dir` is there (one there and
+/// broken is the operator's to mend, and its delivery fails as it is), or its domain
+/// directory is not (one removed is not made again); else whether it was made, tried once a
+/// batch (`tried`).
+fn make_missing(
+    dir: &Path,
+    flush: &Arc<dyn Flush>,
+    tried: &mut BTreeMap<PathBuf, Option<Result<(), String>>>,
+) -> Option<Result<(), String>> {
+    if let Some(done) = tried.get(dir) {
+        return done.clone();
     }
+    let made = if dir.symlink_metadata().is_ok() {
+        None
+    } else {
+        dir.parent().filter(|d| d.is_dir()).map(|domain| {
+            let made = crate::config::make_maildir(dir)
+                .and_then(|()| flush.dir(dir))
+                .and_then(|()| flush.dir(domain));
+            match made {
+                Ok(()) => {
+                    log::info!(target: "twistrs.mail.smtp", "made the Maildir {}", dir.display());
+                    Ok(())
+                }
+                Err(e) => Err(format!("cannot make the Maildir {}: {e}", dir.display())),
+            }
+        })
+    };
+    tried.insert(dir.to_path_buf(), made.clone());
+    made
 }
 
-/// Writes every job's copies into `tmp/`, the headers and the message in one write each.
-fn write_all(jobs: &[Job], host: &str, results: &mut [Result<(), String>]) -> Vec<MessageCopy> {
+/// Writes every job's copies into `tmp/`, the headers and the message in one write each;
+/// a target without a Maildir gets one made first ([`make_missing`]).
+fn write_all(
+    jobs: &[Job],
+    host: &str,
+    results: &mut [Result<(), String>],
+    flush: &Arc<dyn Flush>,
+) -> Vec<MessageCopy> {
     let mut copies = Vec::new();
+    let mut tried = BTreeMap::new();
     for (j, job) in jobs.iter().enumerate() {
         // The message's POP3 size, counted once for all its copies: a scan of every octet.
         let data_wire = crate::maildir::pop3_size(&job.data);
@@ -164,15 +167,26 @@ fn write_all(jobs: &[Job], host: &str, results: &mut [Result<(), String>]) -> Ve
             // S= as twistd writes it; W= (the POP3 size) as dovecot does, for listing.
             let wire = crate::maildir::pop3_size(head.as_bytes()) + data_wire;
             let new = dir.join("new").join(format!("{name},S={size},W={wire}"));
-            let written = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .and_then(|mut f| {
-                    write_both(&mut f, head.as_bytes(), &job.data)?;
-                    Ok(f)
-                });
+            let create = || {
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
+                write_both(&mut f, head.as_bytes(), &job.data)?;
+                Ok(f)
+            };
+            let mut written: io::Result<File> = create();
+            if matches!(&written, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+                match make_missing(dir, flush, &mut tried) {
+                    Some(Ok(())) => written = create(),
+                    Some(Err(why)) => {
+                        fail(results, j, why);
+                        continue;
+                    }
+                    None => {}
+                }
+            }
             match written {
                 Ok(file) => copies.push(MessageCopy {
                     job: j,
@@ -560,6 +574,38 @@ mod tests {
                 "{want:?} flushed: {dirs:?}"
             );
         }
+    }
+
+    /// The Maildir is looked for only when a write into its `tmp/` finds nothing there: one
+    /// removed while running is made again (once for all the messages of a batch), and one
+    /// that is there without its `tmp/` is left for the operator, its messages failed.
+    #[test]
+    fn a_maildir_removed_while_running_is_made_again_and_a_broken_one_is_not() {
+        let root = tempfile::tempdir().unwrap();
+        let domain = root.path().join("example.com");
+        let d = maildirs(&domain, &["joe", "ann"]);
+        assert!(deliver_batch(&[job("before", &[&d[0]])], "h")[0].is_ok());
+        std::fs::remove_dir_all(&d[0]).unwrap();
+        std::fs::remove_dir(d[1].join("tmp")).unwrap();
+        let jobs = [
+            job("one", &[&d[0]]),
+            job("two", &[&d[1], &d[0]]),
+            job("three", &[&d[0]]),
+        ];
+        let (r, disk) = Faulty::default().run(&jobs);
+        assert!(r[0].is_ok() && r[2].is_ok(), "{r:?}");
+        let e = r[1].as_ref().unwrap_err();
+        assert!(e.contains("cannot write") && e.contains("/ann/tmp/"), "{e}");
+        assert_eq!(subjects(&d[0], "new"), ["one", "three"]);
+        assert!(!d[1].join("tmp").exists(), "a broken Maildir is not mended");
+        let flushed = |p: &Path| disk.dirs().iter().filter(|(q, _)| q == p).count();
+        assert_eq!(
+            flushed(&d[0]),
+            1,
+            "made and flushed once: {:?}",
+            disk.dirs()
+        );
+        assert_eq!(flushed(&domain), 1, "{:?}", disk.dirs());
     }
 
     #[test]
