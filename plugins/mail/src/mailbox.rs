@@ -131,32 +131,61 @@ fn size_from_name(name: &str) -> Option<u64> {
 fn pop3_size(path: &Path) -> io::Result<u64> {
     let mut f = File::open(path)?;
     let mut buf = vec![0u8; CHUNK];
-    let (mut total, mut lf, mut crlf) = (0u64, 0u64, 0u64);
-    let mut last = None;
+    let mut size = Pop3Size::default();
     loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
+        match f.read(&mut buf) {
+            Ok(0) => return Ok(size.total()),
+            Ok(n) => size.feed(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
-        };
-        let chunk = &buf[..n];
-        total += n as u64;
-        lf += memchr::memchr_iter(b'\n', chunk).count() as u64;
-        crlf += memchr::memmem::find_iter(chunk, b"\r\n").count() as u64;
-        if last == Some(b'\r') && chunk.first() == Some(&b'\n') {
-            crlf += 1;
         }
-        last = chunk.last().copied();
     }
-    // A last line without its LF is ended as it is sent (`Encoder::finish`): CRLF after
-    // it, or an LF after its final CR.
-    let end = match last {
-        None | Some(b'\n') => 0,
-        Some(b'\r') => 1,
-        Some(_) => 2,
-    };
-    Ok(total + lf - crlf + end)
+}
+
+/// The octets of a message as POP3 sends it (every line end a CRLF, a last line without its
+/// LF ended as [`Encoder::finish`] ends it, before the byte-stuffing), counted a piece at a
+/// time: the one count behind a listing's sizes and the `,W=` that delivery writes into a
+/// name, so LIST says the same of a message whichever of them it reads.
+#[derive(Debug, Default)]
+pub struct Pop3Size {
+    total: u64,
+    lf: u64,
+    crlf: u64,
+    last: Option<u8>,
+}
+
+impl Pop3Size {
+    /// The size of `data` whole.
+    pub fn of(data: &[u8]) -> u64 {
+        let mut size = Pop3Size::default();
+        size.feed(data);
+        size.total()
+    }
+
+    /// Counts the next piece of the message.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let Some(&last) = chunk.last() else { return };
+        self.total += chunk.len() as u64;
+        self.lf += memchr::memchr_iter(b'\n', chunk).count() as u64;
+        self.crlf += memchr::memmem::find_iter(chunk, b"\r\n").count() as u64;
+        // A CRLF cut between two pieces.
+        if self.last == Some(b'\r') && chunk[0] == b'\n' {
+            self.crlf += 1;
+        }
+        self.last = Some(last);
+    }
+
+    /// The size of what was fed, as the message it is.
+    pub fn total(&self) -> u64 {
+        // A last line without its LF is ended as it is sent: CRLF after it, or an LF after
+        // its final CR.
+        let end = match self.last {
+            None | Some(b'\n') => 0,
+            Some(b'\r') => 1,
+            Some(_) => 2,
+        };
+        self.total + self.lf - self.crlf + end
+    }
 }
 
 /// The UIDL of a message whose Maildir name begins `base` (up to its first `,` or `:`):
@@ -721,6 +750,56 @@ mod tests {
             let sent = encode(data, None, 3);
             let sent = sent.strip_suffix(b".\r\n").unwrap();
             assert_eq!(pop3_size(&path).unwrap(), sent.len() as u64, "{data:?}");
+        }
+    }
+
+    /// The size delivery writes into a name (`,W=`) and the size counted from a file that
+    /// has none are one count, and both are what RETR sends less its byte-stuffing: for a
+    /// message without a final newline, with bare LFs, bare CRs, lines starting with `.`,
+    /// and a CRLF cut by the edge of the counting buffer.
+    #[test]
+    fn the_size_in_a_delivered_name_is_the_counted_size() {
+        let mut cut = vec![b'x'; CHUNK - 1];
+        cut.extend_from_slice(b"\r\nafter the chunk\n");
+        let msgs: [&[u8]; 9] = [
+            b"Subject: s\n\nbody\n",
+            b"Subject: x\n\nno final newline",
+            b"bare\nLF\r\nand CRLF\n",
+            b".dot\n..two\n.\n\n.\r\nend\n",
+            b"ends in CR\r",
+            b"a bare\rCR\n\r\n",
+            b"",
+            b".",
+            &cut,
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let md = dir.path().join("m");
+        crate::config::make_maildir(&md).unwrap();
+        for data in msgs {
+            let job = crate::maildir::Job {
+                sender: "s@y".into(),
+                head: String::new(),
+                data: data.to_vec(),
+                targets: vec![(md.clone(), "u@x".into())],
+                memory: Default::default(),
+                receipt: Default::default(),
+            };
+            assert!(crate::maildir::deliver_batch(&[job], "h")[0].is_ok());
+            let msgs = scan(&md).unwrap();
+            let path = &msgs[0].path;
+            let named = size_from_name(&path.file_name().unwrap().to_string_lossy());
+            let counted = pop3_size(path).unwrap();
+            let stored = std::fs::read(path).unwrap();
+            let sent = encode(&stored, None, 7);
+            let sent = sent.strip_suffix(b".\r\n").unwrap();
+            let stuffed = sent
+                .split(|&b| b == b'\n')
+                .filter(|l| l.starts_with(b".."))
+                .count();
+            let what = String::from_utf8_lossy(&data[..data.len().min(40)]);
+            assert_eq!(named, Some(counted), "{what:?}");
+            assert_eq!(counted, (sent.len() - stuffed) as u64, "{what:?}");
+            std::fs::remove_file(path).unwrap();
         }
     }
 

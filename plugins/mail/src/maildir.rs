@@ -120,14 +120,6 @@ pub fn unique_name(host: &str) -> String {
     )
 }
 
-/// The size of `data` as POP3 sends it (every LF a CRLF): dovecot's `,W=` in a Maildir name,
-/// so a mailbox is listed without reading its messages.
-pub fn pop3_size(data: &[u8]) -> u64 {
-    let lf = memchr::memchr_iter(b'\n', data).count();
-    let crlf = memchr::memmem::find_iter(data, b"\r\n").count();
-    (data.len() + lf - crlf) as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

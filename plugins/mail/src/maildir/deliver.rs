@@ -23,6 +23,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 
 use super::{Job, unique_name};
+use crate::mailbox::Pop3Size;
 
 /// The flushes a delivery needs. Production uses [`Disk`]; tests put failures in.
 trait Flush: Send + Sync {
@@ -153,7 +154,7 @@ fn write_all(
     let mut tried = BTreeMap::new();
     for (j, job) in jobs.iter().enumerate() {
         // The message's POP3 size, counted once for all its copies: a scan of every octet.
-        let data_wire = crate::maildir::pop3_size(&job.data);
+        let data_wire = Pop3Size::of(&job.data);
         for (dir, rcpt) in &job.targets {
             let name = unique_name(host);
             let tmp = dir.join("tmp").join(&name);
@@ -164,8 +165,10 @@ fn write_all(
                 job.sender, job.head
             );
             let size = head.len() + job.data.len();
-            // S= as twistd writes it; W= (the POP3 size) as dovecot does, for listing.
-            let wire = crate::maildir::pop3_size(head.as_bytes()) + data_wire;
+            // S= as twistd writes it; W= (the POP3 size) as dovecot does, for listing. The
+            // head's lines all end in LF, so its size and the message's add up.
+            debug_assert!(head.ends_with('\n'));
+            let wire = Pop3Size::of(head.as_bytes()) + data_wire;
             let new = dir.join("new").join(format!("{name},S={size},W={wire}"));
             let create = || {
                 let mut f = OpenOptions::new()
