@@ -31,8 +31,9 @@ pub struct Job {
     /// its batch, on the delivery thread).
     pub memory: crate::memory::Reservation,
     /// What the log says of the message once its batch is done (boxed: a job travels in
-    /// `smtp::Action`, whose other variants are small).
-    pub receipt: Box<Receipt>,
+    /// `smtp::Action`, whose other variants are small). Taken out (`Option::take`, which
+    /// allocates nothing) for the reactor thread when the job goes to the delivery thread.
+    pub receipt: Option<Box<Receipt>>,
 }
 
 /// A message's log line and metrics, written when its batch is done whether or not its
@@ -48,19 +49,6 @@ pub struct Receipt {
     pub size: usize,
     /// The end of DATA.
     pub start: std::time::Instant,
-}
-
-impl Default for Receipt {
-    fn default() -> Self {
-        Receipt {
-            peer: String::new(),
-            id: String::new(),
-            from: String::new(),
-            to: String::new(),
-            size: 0,
-            start: std::time::Instant::now(),
-        }
-    }
 }
 
 impl Receipt {

@@ -58,10 +58,7 @@ fn start(this: &Rc<RefCell<Deliveries>>, h: &Handle) {
         (ids, jobs, d.host.clone())
     };
     // Logged here, not by the session: its client may have gone before its 250.
-    let receipts: Vec<Box<Receipt>> = jobs
-        .iter_mut()
-        .map(|j| std::mem::take(&mut j.receipt))
-        .collect();
+    let receipts: Vec<Option<Box<Receipt>>> = jobs.iter_mut().map(|j| j.receipt.take()).collect();
     let done = h.defer_to_thread(move || Ok(deliver_batch(&jobs, &host)));
     let (this_ok, h_ok, ids_ok) = (this.clone(), h.clone(), ids.clone());
     let (this_err, h_err) = (this.clone(), h.clone());
@@ -70,7 +67,9 @@ fn start(this: &Rc<RefCell<Deliveries>>, h: &Handle) {
     done.add_callbacks(
         move |results| {
             for ((id, r), receipt) in ids_ok.iter().zip(results).zip(receipts.iter()) {
-                receipt.log(&r);
+                if let Some(receipt) = receipt {
+                    receipt.log(&r);
+                }
                 h_ok.notify(*id, Box::new(Delivered(r)));
             }
             this_ok.borrow_mut().busy = false;
@@ -80,7 +79,9 @@ fn start(this: &Rc<RefCell<Deliveries>>, h: &Handle) {
         move |f| {
             for (id, receipt) in ids.iter().zip(receipts_err.iter()) {
                 let r = Err(f.to_string());
-                receipt.log(&r);
+                if let Some(receipt) = receipt {
+                    receipt.log(&r);
+                }
                 h_err.notify(*id, Box::new(Delivered(r)));
             }
             this_err.borrow_mut().busy = false;

@@ -898,7 +898,7 @@ impl Session {
             data: body,
             targets: std::mem::take(&mut self.rcpts),
             memory,
-            receipt: Box::new(receipt),
+            receipt: Some(Box::new(receipt)),
         };
         self.reset();
         self.state = State::Delivering;
