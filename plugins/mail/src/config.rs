@@ -637,15 +637,21 @@ pub(crate) mod fixture {
     pub(crate) fn example_domain(dir: &Path) -> Domain {
         let path = dir.join("example.com");
         std::fs::create_dir_all(path.join("passwd")).expect("domain directory");
-        let d = Domain {
-            name: "example.com".into(),
-            path,
-            aliases: None,
-            bounce_to_postmaster: false,
-            folded: Default::default(),
-        };
+        let d = example_com(path, None);
         d.add_user("joe", "secret", Setup::Make).expect("user joe");
         d
+    }
+
+    /// The domain `example.com` at `path` (made by the caller, as its test needs), with
+    /// `aliases` and no postmaster bounce.
+    pub(crate) fn example_com(path: PathBuf, aliases: Option<Aliases>) -> Domain {
+        Domain {
+            name: "example.com".into(),
+            path,
+            aliases,
+            bounce_to_postmaster: false,
+            folded: Default::default(),
+        }
     }
 
     pub(crate) fn config(domains: Vec<Domain>) -> MailConfig {
@@ -715,13 +721,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("example.com");
         std::fs::create_dir_all(path.join("passwd")).unwrap();
-        let d = Domain {
-            name: "example.com".into(),
-            path: path.clone(),
-            aliases: None,
-            bounce_to_postmaster: false,
-            folded: Default::default(),
-        };
+        let d = fixture::example_com(path.clone(), None);
         let file = path.join("passwd/am9l_");
         let stat = || {
             let m = std::fs::metadata(&file).unwrap();
@@ -758,13 +758,7 @@ mod tests {
     fn fresh(dir: &Path) -> Domain {
         let path = dir.join("example.com");
         Setup::Make.domain(&path).unwrap();
-        let d = Domain {
-            name: "example.com".into(),
-            path,
-            aliases: None,
-            bounce_to_postmaster: false,
-            folded: Default::default(),
-        };
+        let d = fixture::example_com(path, None);
         d.add_user("joe", "secret", Setup::Make).unwrap();
         d
     }
@@ -958,13 +952,7 @@ mod tests {
              a: b\nb: joe\ndiamond: a, b\nsam: sam, ann\nloop1: loop2\nloop2: loop1\n",
         )
         .unwrap();
-        let d = Domain {
-            name: "example.com".into(),
-            path: path.clone(),
-            aliases: Some(Aliases::new(aliases).unwrap()),
-            bounce_to_postmaster: false,
-            folded: Default::default(),
-        };
+        let d = fixture::example_com(path.clone(), Some(Aliases::new(aliases).unwrap()));
         d.add_user("joe", "secret", Setup::Make).unwrap();
         d.add_user("ann", "pw", Setup::Make).unwrap();
         d.add_user("sam", "pw", Setup::Make).unwrap();
@@ -1037,13 +1025,7 @@ mod tests {
         std::fs::create_dir_all(path.join("passwd")).unwrap();
         let aliases = dir.path().join("aliases");
         std::fs::write(&aliases, "ålias: jöe\nDÉV: Åsa\n").unwrap();
-        let d = Domain {
-            name: "example.com".into(),
-            path: path.clone(),
-            aliases: Some(Aliases::new(aliases).unwrap()),
-            bounce_to_postmaster: false,
-            folded: Default::default(),
-        };
+        let d = fixture::example_com(path.clone(), Some(Aliases::new(aliases).unwrap()));
         d.add_user("jöe", "secret", Setup::Make).unwrap();
         d.add_user("Åsa", "pw", Setup::Make).unwrap();
         assert!(path.join("jöe/new").is_dir());
