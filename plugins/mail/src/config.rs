@@ -102,6 +102,25 @@ impl Tls {
     }
 }
 
+/// The key a user or alias name is matched by whatever its case. An ASCII name is in ASCII
+/// lower case, as it always was; a name with other letters is in Unicode lower case, so a
+/// local part in another case reaches the same Maildir, as postfix 3.7 (`smtputf8_enable`)
+/// takes it: `ÖLAF` and `Ölaf` reach `ölaf`, `ΣΟΦΊΑ` reaches `σοφία`. Not postfix's full
+/// case folding (ICU's), where `ß` is `ss`: `STRASSE`, an ASCII name, would then reach
+/// `straße`, and an ASCII name's match must not depend on the non-ASCII users. For the same
+/// reason a name that lower-cases to ASCII (the Kelvin sign is `k`) keeps the ASCII rule.
+/// Users whose names meet are each reached only as written ([`Domain::find_user`]);
+/// aliases whose names meet are joined, as `Team` and `team` always were.
+pub fn fold(name: &str) -> String {
+    if !name.is_ascii() {
+        let lower = name.to_lowercase();
+        if !lower.is_ascii() {
+            return lower;
+        }
+    }
+    name.to_ascii_lowercase()
+}
+
 /// The user a DirDBM file name stands for (the inverse of [`dirdbm_name`]), if it is one.
 fn dirdbm_key(name: &str) -> Option<String> {
     let b64: String = name
@@ -331,8 +350,9 @@ impl Domain {
     }
 
     /// The stored name of user `u`: as given, else in lower case (`JOE` reaches `joe`), else
-    /// the one user whose name is the same but for case (`bob` reaches `Bob`, as postfix
-    /// folds the case of local parts), the same rule for SMTP recipients and POP3 logins.
+    /// the one user whose name is the same but for case ([`fold`]: `bob` reaches `Bob`,
+    /// `ÖLAF` reaches `Ölaf`, as postfix folds the case of local parts), the same rule for
+    /// SMTP recipients and POP3 logins.
     pub fn find_user(&self, u: &str) -> Option<String> {
         if self.exists(u) {
             return Some(u.to_string());
@@ -354,7 +374,7 @@ impl Domain {
             let keys = std::fs::read_dir(&passwd).ok()?.flatten();
             for k in keys.filter_map(|e| dirdbm_key(e.file_name().to_str()?)) {
                 // Two users told apart by case alone: which one is meant cannot be known.
-                map.entry(k.to_ascii_lowercase())
+                map.entry(fold(&k))
                     .and_modify(|v| *v = None)
                     .or_insert(Some(k));
             }
@@ -362,7 +382,7 @@ impl Domain {
         }
         folded
             .1
-            .get(&lower)
+            .get(&fold(u))
             .cloned()
             .flatten()
             .filter(|k| self.exists(k))
@@ -402,7 +422,7 @@ impl Domain {
         maildir_in(&dom, user.as_ref())
     }
 
-    /// What the alias `local` (in lower case) names, if it is one, as the file was last read
+    /// What the alias `local` (folded, [`fold`]) names, if it is one, as the file was last read
     /// ([`Aliases::refresh`]).
     pub fn expand(&self, local: &str) -> Option<Vec<String>> {
         self.aliases.as_ref()?.get(local)
@@ -436,7 +456,7 @@ fn parse_aliases(text: &str, file: &str) -> HashMap<String, Vec<String>> {
             log::warn!(target: "twistrs.mail", "aliases {file}:{n}: no ':' in {l:?}, line skipped");
             continue;
         };
-        let name = name.trim().to_ascii_lowercase();
+        let name = fold(name.trim());
         let mut kept = Vec::new();
         for t in targets.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             let bare = t.trim_matches('"');
@@ -494,7 +514,7 @@ impl Aliases {
         }
     }
 
-    /// The targets of `name` (lower case), as last read.
+    /// The targets of `name` (folded, [`fold`]), as last read.
     pub fn get(&self, name: &str) -> Option<Vec<String>> {
         self.loaded.borrow().1.get(name).cloned()
     }
@@ -557,7 +577,7 @@ impl MailConfig {
         budget: &mut usize,
         out: &mut Vec<(PathBuf, String)>,
     ) {
-        let key = (d.name.clone(), local.to_ascii_lowercase());
+        let key = (d.name.clone(), fold(local));
         let targets = if path.contains(&key) {
             None
         } else if *budget == 0 {
@@ -1013,44 +1033,75 @@ mod tests {
         assert!(c.pop3_user("nobody@example.com").is_none());
     }
 
-    /// UTF-8 user names and aliases (reached with SMTPUTF8) are matched with their ASCII
-    /// letters in any case and every other character exactly: `JöE` reaches `jöe`, `JÖE` does
-    /// not. Unicode case folding (postfix's, with smtputf8_enable) is not stable across
-    /// versions and is not one-to-one (`ß`, the Turkish dotless i), so two names would
-    /// reach one Maildir or not by the Unicode tables of the day.
+    /// UTF-8 user names and aliases (reached with SMTPUTF8) are matched whatever their case,
+    /// as postfix 3.7 matches them with smtputf8_enable: `JÖE` reaches `jöe`; `Ø` is another
+    /// letter than `Ö`; an ASCII name keeps the ASCII rule (`STRASSE` is not `straße`). Two
+    /// names that fold alike are each reached only as written.
     #[test]
-    fn utf8_users_and_aliases_fold_ascii_case_only() {
+    fn utf8_users_and_aliases_fold_unicode_case() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("example.com");
         std::fs::create_dir_all(path.join("passwd")).unwrap();
         let aliases = dir.path().join("aliases");
         std::fs::write(&aliases, "ålias: jöe\nDÉV: Åsa\n").unwrap();
         let d = fixture::example_com(path.clone(), Some(Aliases::new(aliases).unwrap()));
-        d.add_user("jöe", "secret", Setup::Make).unwrap();
-        d.add_user("Åsa", "pw", Setup::Make).unwrap();
+        for u in ["jöe", "Åsa", "straße", "σοφία", "Ωmega", "ωMEGA"] {
+            d.add_user(u, "pw", Setup::Make).unwrap();
+        }
         assert!(path.join("jöe/new").is_dir());
         let c = fixture::config(vec![d]);
         let to = |a: &str| c.resolve(a).map(|v| v[0].1.clone());
         assert_eq!(to("jöe@example.com").unwrap(), "jöe@example.com");
         assert_eq!(to("JöE@EXAMPLE.com").unwrap(), "jöe@example.com");
-        assert_eq!(to("JÖE@example.com"), Err(Refusal::NoUser));
-        assert_eq!(to("Åsa@example.com").unwrap(), "Åsa@example.com");
+        assert_eq!(to("JÖE@example.com").unwrap(), "jöe@example.com");
+        assert_eq!(to("JØE@example.com"), Err(Refusal::NoUser), "Ø is not Ö");
+        assert_eq!(to("ÅSA@example.com").unwrap(), "Åsa@example.com");
+        assert_eq!(to("åsa@example.com").unwrap(), "Åsa@example.com");
         assert_eq!(
-            to("ÅSA@example.com").unwrap(),
-            "Åsa@example.com",
-            "s, a folded"
+            to("STRASSE@example.com"),
+            Err(Refusal::NoUser),
+            "ASCII: as before"
         );
-        assert_eq!(to("åsa@example.com"), Err(Refusal::NoUser), "Å is not å");
-        assert_eq!(to("ålias@example.com").unwrap(), "jöe@example.com");
-        assert_eq!(to("åLIAS@example.com").unwrap(), "jöe@example.com");
-        assert_eq!(to("ÅLIAS@example.com"), Err(Refusal::NoUser));
-        assert_eq!(to("dÉv@example.com").unwrap(), "Åsa@example.com");
-        assert_eq!(to("dév@example.com"), Err(Refusal::NoUser), "É is not é");
+        assert_eq!(to("STRAẞE@example.com").unwrap(), "straße@example.com");
+        assert_eq!(to("ΣΟΦΊΑ@example.com").unwrap(), "σοφία@example.com");
         assert_eq!(
-            c.pop3_user("JöE@example.com").map(|(_, u)| u),
+            to("Ωmega@example.com").unwrap(),
+            "Ωmega@example.com",
+            "as given"
+        );
+        assert_eq!(
+            to("ωmega@example.com"),
+            Err(Refusal::NoUser),
+            "Ωmega or ωMEGA"
+        );
+        assert_eq!(to("ålias@example.com").unwrap(), "jöe@example.com");
+        assert_eq!(to("ÅLIAS@example.com").unwrap(), "jöe@example.com");
+        assert_eq!(to("dév@example.com").unwrap(), "Åsa@example.com");
+        assert_eq!(
+            c.pop3_user("JÖE@example.com").map(|(_, u)| u),
             Some("jöe".into()),
             "POP3 logins by the same rule"
         );
-        assert!(c.pop3_user("JÖE@example.com").is_none());
+        assert!(c.pop3_user("JØE@example.com").is_none());
+    }
+
+    /// An ASCII name is matched as it always was, whatever the non-ASCII users: one that
+    /// lower-cases to ASCII (the Kelvin sign is `k`) stands for no ASCII user and makes none
+    /// ambiguous; it keeps the ASCII rule itself.
+    #[test]
+    fn ascii_names_fold_as_before_whatever_the_other_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = fresh(dir.path());
+        for u in ["Kim", "\u{212A}im", "ſam", "Sam"] {
+            d.add_user(u, "pw", Setup::Make).unwrap();
+        }
+        assert_eq!(fold("JoE"), "joe");
+        assert_eq!(fold("\u{212A}IM"), "\u{212A}im");
+        assert_eq!(d.find_user("KIM").as_deref(), Some("Kim"));
+        assert_eq!(d.find_user("kim").as_deref(), Some("Kim"));
+        assert_eq!(d.find_user("SAM").as_deref(), Some("Sam"));
+        assert_eq!(d.find_user("\u{212A}IM").as_deref(), Some("\u{212A}im"));
+        assert_eq!(d.find_user("ſAM").as_deref(), Some("ſam"));
+        assert_eq!(d.find_user("\u{212A}am"), None, "no ASCII user by its fold");
     }
 }

@@ -69,7 +69,7 @@ cannot write the Maildir or read the password file. \
 SMTP: HELO, and with -E EHLO with PIPELINING, 8BITMIME, SMTPUTF8, SIZE, ENHANCEDSTATUSCODES and \
 AUTH PLAIN/LOGIN; MAIL, RCPT, DATA, RSET, NOOP, QUIT, VRFY (252). Unknown users and other domains \
 are refused at RCPT (550): never a relay. UTF-8 addresses reach users and aliases named in UTF-8 \
-(ASCII letters in any case, the others exactly); Received: says UTF8SMTP when MAIL said SMTPUTF8; \
+in any case, as postfix takes them (ÖLAF reaches ölaf; an ASCII name by its ASCII letters alone); Received: says UTF8SMTP when MAIL said SMTPUTF8; \
 an address that is not UTF-8 gets 550/553 5.6.7. Limits: --max-message-size (552), message lines of 16,384 octets \
 (500), --max-recipients (452), --max-data-memory (452 4.3.1 at MAIL for a declared SIZE, or at the end of DATA), ten bad commands in a row or --timeout idle (421). \
 A message is answered 250 only once it is in new/ and synced (tmp/, fsync, rename, directory \

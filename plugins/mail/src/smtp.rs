@@ -1164,7 +1164,7 @@ mod tests {
     }
 
     /// RFC 6531: EHLO offers SMTPUTF8, and UTF-8 addresses reach UTF-8 users and aliases
-    /// (ASCII letters in any case, the others exactly); a message whose MAIL said SMTPUTF8
+    /// in any case (`config::fold`); a message whose MAIL said SMTPUTF8
     /// gets `with UTF8SMTP` in its `Received:`. UTF-8 sent without the parameter is taken
     /// too, as postfix takes it (postfix relays such pre-SMTPUTF8 mail on without it). An
     /// address with octets that are not UTF-8 gets RFC 6531 3.5's refusal, 550 or 553 5.6.7:
@@ -1195,8 +1195,8 @@ mod tests {
             message,
             "MAIL FROM:<jöran@b.test> SMTPUTF8".as_bytes(),
             b"RCPT TO:<j\xc3@example.com>",
-            "RCPT TO:<JÖE@example.com>".as_bytes(),
-            "RCPT TO:<JöE@Example.COM>".as_bytes(),
+            "RCPT TO:<JØE@example.com>".as_bytes(),
+            "RCPT TO:<JÖE@Example.COM>".as_bytes(),
             b"DATA",
             message,
             b"MAIL FROM:<a@b.test> BODY=8BITMIME SMTPUTF8",
@@ -1264,7 +1264,7 @@ mod tests {
         );
         assert!(
             text(&jobs[1]).contains(" with UTF8SMTP id ")
-                && text(&jobs[1]).contains("\tfor <JöE@Example.COM>; "),
+                && text(&jobs[1]).contains("\tfor <JÖE@Example.COM>; "),
             "{}",
             text(&jobs[1])
         );
