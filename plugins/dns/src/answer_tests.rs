@@ -355,6 +355,7 @@ fn ixfr_is_answered_with_the_soa_or_the_whole_zone() {
     let Reply::Transfer(msgs) = r.respond(&ixfr("example.com", 7), Via::Tcp, PEER) else {
         panic!("no transfer")
     };
+    let msgs: Vec<Vec<u8>> = msgs.collect();
     let m = Message::from_octets(&msgs[0][..]).unwrap();
     assert_eq!(m.sole_question().unwrap().qtype(), Rtype::IXFR);
     let all: Vec<String> = msgs.iter().flat_map(|m| read(m).answer).collect();
@@ -404,6 +405,7 @@ fn every_transfer_message_answers_the_clients_opt() {
         let Reply::Transfer(msgs) = r.respond(&q, Via::Tcp, PEER) else {
             panic!("no transfer")
         };
+        let msgs: Vec<Vec<u8>> = msgs.collect();
         assert!(msgs.len() > 5, "{} messages", msgs.len());
         let mut records = 0;
         for m in &msgs {

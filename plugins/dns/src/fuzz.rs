@@ -106,7 +106,7 @@ pub(crate) fn check_respond(r: &mut Responder, msg: &[u8], via: Via) -> Result<R
             }
         }
         Reply::Transfer(msgs) => {
-            for m in msgs {
+            for m in &msgs.clone().collect::<Vec<_>>() {
                 if m.get(..2) != id {
                     return Err("a transfer message with another id".into());
                 }
@@ -262,7 +262,7 @@ pub(crate) fn forward_once(
 pub(crate) fn upstream(up: &mut Responder, sent: &[u8], via: Via) -> Vec<u8> {
     match up.respond(sent, via, PEER) {
         Reply::Send(b) => b,
-        Reply::Transfer(m) => m.concat(),
+        Reply::Transfer(m) => m.collect::<Vec<_>>().concat(),
         _ => Vec::new(),
     }
 }
@@ -311,6 +311,7 @@ pub(crate) fn transfer_seed() -> (Vec<u8>, Vec<Vec<u8>>) {
     let Reply::Transfer(msgs) = primary.respond(&axfr_q, Via::Tcp, PEER) else {
         panic!("no transfer")
     };
+    let msgs: Vec<Vec<u8>> = msgs.collect();
     (soa, msgs)
 }
 

@@ -7,6 +7,7 @@
 
 #[cfg(test)]
 mod answer_tests;
+pub mod axfr;
 pub mod bindsyntax;
 pub mod cache;
 pub mod forward;

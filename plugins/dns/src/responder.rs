@@ -11,18 +11,16 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use domain::base::Name;
 use domain::base::iana::{Class, Opcode, OptRcode, Rcode, Rtype};
-use domain::base::message_builder::{MessageBuilder, StaticCompressor};
-use domain::base::{Name, Ttl};
 
+use crate::axfr::ZoneCopy;
 use crate::lookup::{Answer, Chased, Found, Rr, Store};
 use crate::message::{self, Edns, Parsed, Query, Shape};
 use crate::name;
 
 /// Answers remembered, in bytes of keys and answers, before the memory starts over.
 const MEMO_BYTES: usize = 8 << 20;
-/// An AXFR message's size (RFC 5936 leaves it to the server; BIND's is 16 KiB).
-const AXFR_MESSAGE: usize = 16 * 1024;
 
 /// How the message arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,8 +33,8 @@ pub enum Via {
 #[derive(Debug)]
 pub enum Reply {
     Send(Vec<u8>),
-    /// A zone transfer: several messages, over TCP.
-    Transfer(Vec<Vec<u8>>),
+    /// A zone transfer over TCP: its messages, made as they are taken.
+    Transfer(ZoneCopy),
     /// Nothing (no header to answer, or a response).
     Drop,
     /// Not ours, and `-r` is on: ask the upstream servers.
@@ -209,7 +207,7 @@ impl Responder {
         let what = match reply {
             Reply::Send(b) => summary(b),
             // Written to the connection's output now; the stream says if it never all left.
-            Reply::Transfer(m) => format!("a transfer of {} messages, sending", m.len()),
+            Reply::Transfer(_) => "a transfer, sending".into(),
             Reply::Drop => "nothing".into(),
             Reply::Forward(_) => "forwarded".into(),
         };
@@ -329,7 +327,7 @@ impl Responder {
         };
         let current = theirs == ours.serial || crate::secondary::serial_newer(theirs, ours.serial);
         if via == Via::Tcp && !current {
-            return self.send_zone(q, zone);
+            return self.send_zone(q, zone, peer);
         }
         let ans = Answer {
             aa: true,
@@ -351,18 +349,18 @@ impl Responder {
     }
 
     /// AXFR (RFC 5936): the zone's SOA, every record, the SOA again, in messages of up to
-    /// 16 KiB; refused to clients not allowed, NOTAUTH for a name that is no zone's apex.
+    /// 16 KiB (`ZoneCopy`); refused to clients not allowed, NOTAUTH for a name that is no zone's apex.
     /// An IXFR answered whole is the same, its question IXFR.
     fn transfer(&self, q: &Query<'_>, peer: IpAddr) -> Reply {
         match self.transfer_zone(q, peer) {
-            Ok(zone) => self.send_zone(q, zone),
+            Ok(zone) => self.send_zone(q, zone, peer),
             Err(refused) => refused,
         }
     }
 
     /// The zone a transfer (AXFR or IXFR) of `q` is for, if `peer` may have it; else the
     /// refusal: REFUSED to a client not allowed, NOTAUTH for a name that is no zone's apex.
-    fn transfer_zone(&self, q: &Query<'_>, peer: IpAddr) -> Result<&crate::zone::Zone, Reply> {
+    fn transfer_zone(&self, q: &Query<'_>, peer: IpAddr) -> Result<&Rc<crate::zone::Zone>, Reply> {
         if !self.axfr.allows(peer) {
             log::warn!(target: "twistrs.dns", "Zone transfer refused to {peer}");
             return Err(Reply::Send(message::refuse(
@@ -373,69 +371,16 @@ impl Responder {
         }
         self.store
             .zone_at(&name::key_of(q.qname))
-            .map(|z| &**z)
             .ok_or_else(|| Reply::Send(message::refuse(q, OptRcode::NOTAUTH, self.recursion)))
     }
 
-    /// `zone` whole, as AXFR sends it (an IXFR answered whole too, its question IXFR), each
-    /// message with an OPT if the question had one.
-    fn send_zone(&self, q: &Query<'_>, zone: &crate::zone::Zone) -> Reply {
-        let Some(soa) = zone.soa() else {
+    /// `zone` whole, as AXFR sends it (an IXFR answered whole too, its question IXFR), made
+    /// a message at a time as the connection's output has room.
+    fn send_zone(&self, q: &Query<'_>, zone: &Rc<crate::zone::Zone>, peer: IpAddr) -> Reply {
+        if zone.soa().is_none() {
             return Reply::Send(message::refuse(q, OptRcode::SERVFAIL, self.recursion));
-        };
-        let mut records = Vec::new();
-        let soa_rec = soa.data.first().map(|d| (&zone.apex, soa.ttl, d));
-        records.extend(soa_rec);
-        for node in zone.nodes() {
-            for set in node.rrsets.iter().filter(|s| s.rtype != Rtype::SOA) {
-                records.extend(set.data.iter().map(|d| (&node.name, set.ttl, d)));
-            }
         }
-        records.extend(soa_rec);
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < records.len() {
-            let target = StaticCompressor::new(Vec::with_capacity(AXFR_MESSAGE));
-            let Ok(mut mb) = MessageBuilder::from_target(target);
-            let opt = if q.edns.is_some() {
-                message::OPT_LEN
-            } else {
-                0
-            };
-            mb.set_push_limit(AXFR_MESSAGE - opt);
-            let h = mb.header_mut();
-            h.set_id(q.id);
-            h.set_qr(true);
-            h.set_aa(true);
-            let mut qb = mb.question();
-            if out.is_empty()
-                && let Ok(n) = Name::from_slice(q.qname)
-            {
-                let _ = qb.push((n, q.qtype, Class::IN));
-            }
-            let mut ab = qb.answer();
-            let first = i;
-            while let Some((owner, ttl, d)) = records.get(i) {
-                if ab
-                    .push((*owner, Class::IN, Ttl::from_secs(*ttl), *d))
-                    .is_err()
-                {
-                    break;
-                }
-                i += 1;
-            }
-            if i == first {
-                // A record larger than a message: the transfer cannot go on.
-                return Reply::Send(message::refuse(q, OptRcode::SERVFAIL, self.recursion));
-            }
-            // Each message answers the client's OPT with ours (RFC 6891 7), as BIND's do.
-            let mut add = ab.additional();
-            if let Some(e) = q.edns {
-                message::push_opt(&mut add, OptRcode::NOERROR, e);
-            }
-            out.push(add.finish().into_target());
-        }
-        Reply::Transfer(out)
+        Reply::Transfer(ZoneCopy::new(zone.clone(), q.msg, self.recursion, peer))
     }
 }
 

@@ -377,6 +377,7 @@ mod tests {
         else {
             panic!()
         };
+        let msgs: Vec<Vec<u8>> = msgs.collect();
         let mut done = None;
         for (i, m) in msgs.iter().enumerate() {
             match t.message(m) {
@@ -422,6 +423,7 @@ mod tests {
         else {
             panic!()
         };
+        let msgs: Vec<Vec<u8>> = msgs.collect();
         let [msg] = msgs.as_slice() else {
             panic!("one message")
         };

@@ -8,7 +8,6 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
@@ -22,6 +21,7 @@ use twistrs_core::{
     PortId, Protocol, Reason, Transport,
 };
 
+use crate::axfr::ZoneCopy;
 use crate::cache::Cache;
 use crate::forward::{Action, Client, Failures, Family, Forwarder, ResolvConf};
 use crate::hosts::Hosts;
@@ -46,10 +46,14 @@ const TCP_OUTPUT_MAX: usize = 256 * 1024;
 /// 18 MB for such a client that read nothing, up to the forwarder's 1,024 questions in
 /// flight (64 MB). BIND serves 23 pipelined queries of a connection at once.
 const MAX_FORWARDED: usize = 16;
-/// `DnsStream`'s timer key for a query that has not arrived whole within `--timeout` (the
-/// other keys are where a transfer ends in the output, past its bytes, so never 0; the
-/// reactor keeps the keys at the top of the range for itself).
+/// `DnsStream`'s timer key for a query that has not arrived whole within `--timeout`.
 const PARTIAL_KEY: u64 = 0;
+/// `DnsStream`'s timer key for the transfer's deadline (`--transfer-timeout`).
+const XFR_KEY: u64 = 1;
+/// Unsent output below which a transfer served writes its next message: the reactor's
+/// high-water mark, so a client that reads nothing holds this and one message (16 KiB) of
+/// its transfer, not the whole zone.
+const XFR_OUTPUT: usize = 64 * 1024;
 /// How long a refresh may wait for the primary to connect or to send anything (the
 /// overall limit, `--transfer-timeout`, is `Config::xfr_deadline`), and the retry while no
 /// copy exists.
@@ -671,23 +675,33 @@ impl Factory for DnsFactory {
     }
 }
 
+/// A transfer being sent on a connection.
+struct Sending {
+    /// The messages still to make; `None` once all are written.
+    copy: Option<ZoneCopy>,
+    /// Where the transfer ends in the output, once written whole: it is done once the bytes
+    /// sent reach it.
+    end: u64,
+    /// `--transfer-timeout`, from the query: a client that reads a byte now and then is cut
+    /// off.
+    deadline: DelayedCall,
+}
+
 /// One TCP client: length-prefixed queries in, answers out, in any order.
 struct DnsStream {
     server: Weak<RefCell<Server>>,
     input: InputBuffer,
     timeout: Duration,
     /// How long an AXFR served may take to leave: the idle timeout alone lets a client that
-    /// reads a byte now and then hold the zone's copy in memory for ever.
+    /// reads a byte now and then hold the zone (the version it is sent, which a reload may
+    /// have replaced) and the connection for ever.
     xfr_deadline: Duration,
-    /// The AXFRs still leaving, oldest first: when each must be gone by, and where it ends
-    /// in the output.
-    xfrs: VecDeque<(Instant, u64)>,
-    /// One timer at a time, for the oldest: a client asking for transfer after transfer
-    /// on one connection cannot fill the reactor's timer queue.
-    xfr_timer: bool,
-    /// Queries wait, and reading stops, while a transfer is still leaving (each AXFR writes a
-    /// copy of its zone, and a client pipelining them would have every copy held at once), or
-    /// while the answers waiting to leave pass `TCP_OUTPUT_MAX`.
+    /// The transfer being sent, one per connection.
+    xfr: Option<Sending>,
+    /// Queries wait, and reading stops, while a transfer is being sent (its messages are
+    /// made as the output drains, and a client pipelining transfers would otherwise have a
+    /// zone's copy made for each at once), or while the answers waiting to leave pass
+    /// `TCP_OUTPUT_MAX`.
     held: bool,
     /// The deadline of a query begun but not whole: the idle timeout alone lets a client
     /// that sends a byte now and then hold a connection (and, with enough of them, every
@@ -711,8 +725,7 @@ impl DnsStream {
             input: InputBuffer::new(),
             timeout,
             xfr_deadline,
-            xfrs: VecDeque::new(),
-            xfr_timer: false,
+            xfr: None,
             held: false,
             partial: None,
             stopping: false,
@@ -724,13 +737,13 @@ impl DnsStream {
     /// Queries must wait: a transfer still leaving, the answers waiting to leave, or the
     /// questions forwarded and not yet answered.
     fn must_wait(&self, t: &Transport<'_>) -> bool {
-        !self.xfrs.is_empty() || t.buffered() >= TCP_OUTPUT_MAX || self.forwarded >= MAX_FORWARDED
+        self.xfr.is_some() || t.buffered() >= TCP_OUTPUT_MAX || self.forwarded >= MAX_FORWARDED
     }
 
     /// Takes the queries held back, if nothing makes them wait any more.
     fn resume(&mut self, t: &mut Transport<'_>) {
         if self.held {
-            self.arm_xfr_deadline(t);
+            self.send_xfr(t);
             if !self.must_wait(t) {
                 self.held = false;
                 t.resume_producing();
@@ -753,18 +766,26 @@ impl DnsStream {
         }
     }
 
-    /// Forgets the transfers that have left, and sets the timer for the oldest still leaving.
-    fn arm_xfr_deadline(&mut self, t: &mut Transport<'_>) {
-        let sent = t.bytes_sent();
-        while self.xfrs.front().is_some_and(|&(_, end)| end <= sent) {
-            self.xfrs.pop_front();
+    /// Writes the transfer's next messages while the output holds less than `XFR_OUTPUT`
+    /// (the rest wait for `resume_producing`), and forgets the transfer once it has all left.
+    fn send_xfr(&mut self, t: &mut Transport<'_>) {
+        let Some(x) = &mut self.xfr else { return };
+        while let Some(copy) = &mut x.copy {
+            if t.buffered() >= XFR_OUTPUT {
+                return;
+            }
+            match copy.next() {
+                Some(m) => t.write(&stream::frame(&m)),
+                None => {
+                    // Done once the bytes sent reach its end.
+                    x.copy = None;
+                    x.end = t.bytes_written();
+                }
+            }
         }
-        if self.xfr_timer {
-            return;
-        }
-        if let Some(&(by, end)) = self.xfrs.front() {
-            t.call_later(by.saturating_duration_since(Instant::now()), end);
-            self.xfr_timer = true;
+        if t.bytes_sent() >= x.end {
+            x.deadline.cancel();
+            self.xfr = None;
         }
     }
 
@@ -779,7 +800,7 @@ impl DnsStream {
             return;
         };
         loop {
-            self.arm_xfr_deadline(t);
+            self.send_xfr(t);
             if self.must_wait(t) {
                 if !self.held {
                     self.held = true;
@@ -816,16 +837,13 @@ impl DnsStream {
                         },
                     ) {
                         Some(Reply::Send(b)) => t.write(&stream::frame(&b)),
-                        Some(Reply::Transfer(msgs)) => {
-                            for m in msgs {
-                                t.write(&stream::frame(&m));
-                            }
-                            // Where the transfer ends in the output: it is done once the
-                            // bytes sent reach it.
-                            let end = t.bytes_written();
-                            self.xfrs
-                                .push_back((Instant::now() + self.xfr_deadline, end));
-                            self.arm_xfr_deadline(t);
+                        // Sent from the top of the loop, as the output has room; queries wait.
+                        Some(Reply::Transfer(copy)) => {
+                            self.xfr = Some(Sending {
+                                copy: Some(copy),
+                                end: u64::MAX,
+                                deadline: t.call_later(self.xfr_deadline, XFR_KEY),
+                            });
                         }
                         // No header to answer (under 12 bytes) or a response: over UDP
                         // such datagrams go unlogged (a spoofed flood would fill the log);
@@ -876,17 +894,15 @@ impl Protocol for DnsStream {
             t.write(&stream::frame(&a.0));
             self.forwarded = self.forwarded.saturating_sub(1);
             self.resume(t);
-            if self.stopping && self.forwarded == 0 && self.input.is_empty() && self.xfrs.is_empty()
-            {
+            if self.stopping && self.forwarded == 0 && self.input.is_empty() && self.xfr.is_none() {
                 t.lose_connection();
             }
         }
     }
 
-    /// A query begun `--timeout` ago and still not whole, or the oldest AXFR's deadline (the
-    /// key is where it ends in the output).
-    fn timer_fired(&mut self, t: &mut Transport<'_>, end: u64) {
-        if end == PARTIAL_KEY {
+    /// A query begun `--timeout` ago and still not whole, or the transfer's deadline.
+    fn timer_fired(&mut self, t: &mut Transport<'_>, key: u64) {
+        if key == PARTIAL_KEY {
             self.partial = None;
             if self.held {
                 // The input waits for our output to leave, not for the client.
@@ -901,8 +917,10 @@ impl Protocol for DnsStream {
             );
             return t.lose_connection();
         }
-        self.xfr_timer = false;
-        if t.bytes_sent() < end {
+        // The deadline is cancelled once the transfer has left; it may have left since the
+        // last callback.
+        self.send_xfr(t);
+        if key == XFR_KEY && self.xfr.is_some() {
             log::info!(
                 target: "twistrs.dns",
                 "AXFR to {} not sent after {} s (--transfer-timeout): closing",
@@ -910,9 +928,9 @@ impl Protocol for DnsStream {
                 self.xfr_deadline.as_secs()
             );
             // A reset: the kernel's copy of the rest goes too.
-            return t.reset_connection();
+            self.xfr = None;
+            t.reset_connection();
         }
-        self.arm_xfr_deadline(t);
     }
 
     fn stop_requested(&mut self, t: &mut Transport<'_>) {
@@ -924,7 +942,7 @@ impl Protocol for DnsStream {
         self.stopping = true;
         if self.input.is_empty()
             && t.bytes_written() > 0
-            && self.xfrs.is_empty()
+            && self.xfr.is_none()
             && self.forwarded == 0
         {
             t.lose_connection();
@@ -1302,5 +1320,142 @@ mod tests {
             answer_line(&[0; 5], peer, "forwarded"),
             "? TYPE0 from 192.0.2.9: forwarded, NOERROR, 0 answers"
         );
+    }
+
+    /// A server whose only zone is `zone`, and a TCP connection to it on a string
+    /// transport whose peer reads nothing until the test takes the output.
+    fn transfer_stream(zone: Zone, deadline: Duration) -> (Shared, Harness<DnsStream>) {
+        let server = Server::load(Config::default()).unwrap();
+        {
+            let mut s = server.borrow_mut();
+            s.zones = vec![Rc::new(zone)];
+            s.rebuild();
+        }
+        let stream = DnsStream::new(Rc::downgrade(&server), Duration::from_secs(30), deadline);
+        let mut h = Harness::new(stream);
+        server.borrow_mut().handle = Some(h.handle().clone());
+        h.connect();
+        (server, h)
+    }
+
+    /// The most a transfer leaves in a connection's output: the high-water mark and one
+    /// framed message.
+    const HELD_MOST: usize = XFR_OUTPUT + crate::axfr::AXFR_MESSAGE + 2;
+
+    /// The serials of the SOA records in `msgs`, and how many records they hold.
+    fn soa_serials(msgs: &[Vec<u8>]) -> (Vec<String>, usize) {
+        let records: Vec<String> = msgs
+            .iter()
+            .flat_map(|m| crate::tests::read(m).answer)
+            .collect();
+        let serials = records
+            .iter()
+            .filter(|r| r.contains(" SOA "))
+            .map(|r| r.split(' ').nth(5).unwrap_or("?").to_string())
+            .collect();
+        (serials, records.len())
+    }
+
+    /// A transfer of a 20,000-name zone (0.7 MB) to a client that reads nothing holds at
+    /// most the high-water mark and one message in the connection's output, not the whole
+    /// copy (written at once, it held all 0.7 MB); taken a piece at a time, it is the
+    /// transfer built at once, byte for byte, and every piece left the output as bounded.
+    /// Queries sent behind it wait for it, then are answered.
+    #[test]
+    fn a_transfer_to_a_client_that_reads_nothing_holds_one_window_of_it() {
+        let zone = crate::axfr::tests::zone(1, 20_000, "h");
+        let q = crate::tests::query("example.com", Rtype::AXFR, None);
+        let whole = crate::axfr::tests::at_once(&zone, &q);
+        let size: usize = whole.iter().map(|m| m.len() + 2).sum();
+        assert!(size > 600_000, "{size} bytes");
+        let (_server, mut h) = transfer_stream(zone, Duration::from_secs(600));
+        let mut input = stream::frame(&q);
+        input.extend(stream::frame(&crate::tests::query(
+            "h7.example.com",
+            Rtype::A,
+            None,
+        )));
+        h.feed(&input);
+        let held = h.output().len();
+        assert!(
+            held > 0 && held <= HELD_MOST,
+            "{held} bytes held of a {size}-byte transfer"
+        );
+        assert!(h.reading_paused(), "the query behind it waits");
+        let mut out = Vec::new();
+        let mut takes = 0;
+        for _ in 0..1000 {
+            let piece = h.take_output();
+            if piece.is_empty() {
+                break;
+            }
+            takes += 1;
+            out.extend(piece);
+            assert!(h.output().len() <= HELD_MOST, "{} held", h.output().len());
+        }
+        assert!(takes > 3, "taken in {takes} pieces");
+        let mut got = frames(&out);
+        let after = got.pop().expect("the answer to the query behind");
+        assert_eq!(
+            crate::tests::read(&after).answer,
+            ["h7.example.com 300 A 10.0.0.7"]
+        );
+        assert_eq!(got.len(), whole.len(), "messages");
+        assert!(
+            got == whole,
+            "the transfer differs from the one built at once"
+        );
+        assert!(h.proto.xfr.is_none() && !h.reading_paused());
+    }
+
+    /// The zone replaced (a reload, a refresh) after the first messages of a transfer have
+    /// gone: the rest of the transfer is still the old version's, its records and its
+    /// closing SOA, and the next transfer is the new one's.
+    #[test]
+    fn a_transfer_goes_on_from_the_zone_it_began_with_after_a_reload() {
+        let old = crate::axfr::tests::zone(1, 20_000, "h");
+        let q = crate::tests::query("example.com", Rtype::AXFR, None);
+        let whole = crate::axfr::tests::at_once(&old, &q);
+        let (server, mut h) = transfer_stream(old, Duration::from_secs(600));
+        h.feed(&stream::frame(&q));
+        let mut out = h.take_output();
+        let first = frames(&out).len();
+        assert!(
+            first > 0 && first < whole.len(),
+            "{first} of {} messages before the reload",
+            whole.len()
+        );
+        let new = crate::axfr::tests::zone(2, 100, "new");
+        {
+            let mut s = server.borrow_mut();
+            s.zones = vec![Rc::new(new)];
+            s.rebuild();
+        }
+        out.extend(h.take_all_output());
+        let got = frames(&out);
+        let (serials, records) = soa_serials(&got);
+        assert_eq!(serials, ["1", "1"], "the opening and closing SOA");
+        assert_eq!(records, 20_000 + 3);
+        assert!(got == whole, "the old version's transfer, whole");
+        h.feed(&stream::frame(&q));
+        let (serials, records) = soa_serials(&frames(&h.take_all_output()));
+        assert_eq!((serials, records), (vec!["2".into(), "2".into()], 100 + 3));
+    }
+
+    /// `--transfer-timeout` (here shorter than the idle timeout) still cuts off a client
+    /// that takes nothing of its transfer.
+    #[test]
+    fn a_transfer_not_taken_by_its_deadline_is_cut_off() {
+        let zone = crate::axfr::tests::zone(1, 20_000, "h");
+        let (_server, mut h) = transfer_stream(zone, Duration::from_secs(10));
+        h.feed(&stream::frame(&crate::tests::query(
+            "example.com",
+            Rtype::AXFR,
+            None,
+        )));
+        h.advance(Duration::from_secs(9));
+        assert!(h.lost().is_none());
+        h.advance(Duration::from_secs(2));
+        assert!(h.lost().is_some(), "cut off at the deadline");
     }
 }

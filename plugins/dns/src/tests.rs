@@ -499,6 +499,7 @@ fn zone_transfers_to_loopback_only() {
     let Reply::Transfer(msgs) = r.respond(&q, Via::Tcp, PEER) else {
         panic!()
     };
+    let msgs: Vec<Vec<u8>> = msgs.collect();
     let mut all = Vec::new();
     for m in &msgs {
         all.extend(read(m).answer);

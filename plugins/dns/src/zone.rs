@@ -76,7 +76,12 @@ impl std::fmt::Display for ZoneError {
 pub struct Zone {
     pub apex: Dname,
     apex_key: Box<[u8]>,
-    nodes: HashMap<Box<[u8]>, Node>,
+    /// Each name's place in `list`.
+    index: HashMap<Box<[u8]>, usize>,
+    /// The names in the order they were added, the apex first: a transfer served walks them
+    /// by position, so it can stop when its client's output is full and go on later (a map's
+    /// iteration cannot be resumed).
+    list: Vec<Node>,
     /// Some node holds a DNAME: only then does a lookup look for one on its way down (a
     /// map look-up more per answer, which zones without DNAME need not pay).
     dnames: bool,
@@ -86,18 +91,16 @@ impl Zone {
     /// An empty zone at `apex`.
     pub fn new(apex: Dname) -> Zone {
         let apex_key = name::key(&apex);
-        let mut nodes = HashMap::new();
-        nodes.insert(
-            apex_key.clone(),
-            Node {
-                name: apex.clone(),
-                rrsets: Vec::new(),
-            },
-        );
+        let index = HashMap::from([(apex_key.clone(), 0)]);
+        let list = vec![Node {
+            name: apex.clone(),
+            rrsets: Vec::new(),
+        }];
         Zone {
             apex,
             apex_key,
-            nodes,
+            index,
+            list,
             dnames: false,
         }
     }
@@ -123,23 +126,18 @@ impl Zone {
         // walk stops at the apex, not at the first node (above the apex there is none).
         let apex = &*self.apex_key;
         for k in name::suffixes(&key).take_while(|k| *k != apex).skip(1) {
-            if self.nodes.contains_key(k) {
+            if self.index.contains_key(k) {
                 break;
             }
             if let Some(n) = name::from_key(k) {
-                self.nodes.insert(
-                    k.into(),
-                    Node {
-                        name: n,
-                        rrsets: Vec::new(),
-                    },
-                );
+                Zone::add_node(&mut self.index, &mut self.list, k.into(), n);
             }
         }
-        let node = self.nodes.entry(key).or_insert_with(|| Node {
-            name: owner,
-            rrsets: Vec::new(),
-        });
+        let at = match self.index.get(&key) {
+            Some(&at) => at,
+            None => Zone::add_node(&mut self.index, &mut self.list, key, owner),
+        };
+        let node = &mut self.list[at];
         match node.rrsets.iter_mut().find(|r| r.rtype == rtype) {
             Some(set) if rtype == Rtype::SOA => {
                 set.ttl = ttl;
@@ -160,13 +158,29 @@ impl Zone {
         Ok(())
     }
 
+    /// A new empty node; its place in `list`.
+    fn add_node(
+        index: &mut HashMap<Box<[u8]>, usize>,
+        list: &mut Vec<Node>,
+        key: Box<[u8]>,
+        name: Dname,
+    ) -> usize {
+        let at = list.len();
+        list.push(Node {
+            name,
+            rrsets: Vec::new(),
+        });
+        index.insert(key, at);
+        at
+    }
+
     /// Drops duplicate records (the first of each stays, in order), then checks the whole:
     /// an SOA at the apex; one DNAME record at most at a name (BIND's "multiple RRs of
     /// singleton type"); one CNAME record at most at a name, and beside it only the
     /// DNSSEC records that sign it and chain past it, RRSIG and NSEC (RFC 2181 10.1, RFC 4035
     /// 2.5; NSEC3 sits at hashed owners, not beside a CNAME). Called once all the records are in.
     pub fn check(&mut self) -> Result<(), ZoneError> {
-        for node in self.nodes.values_mut() {
+        for node in &mut self.list {
             for set in node.rrsets.iter_mut().filter(|s| s.data.len() > 1) {
                 let mut seen = std::collections::HashSet::with_capacity(set.data.len());
                 set.data.retain(|d| seen.insert(d.clone()));
@@ -175,7 +189,7 @@ impl Zone {
         if self.soa().is_none() {
             return Err(ZoneError::NoSoa);
         }
-        for node in self.nodes.values() {
+        for node in &self.list {
             if node.get(Rtype::DNAME).is_some_and(|d| d.data.len() > 1) {
                 return Err(ZoneError::TwoOf(node.name.to_string(), Rtype::DNAME));
             }
@@ -194,12 +208,17 @@ impl Zone {
     }
 
     pub fn node(&self, key: &[u8]) -> Option<&Node> {
-        self.nodes.get(key)
+        self.list.get(*self.index.get(key)?)
+    }
+
+    /// The `i`th node in the order of `nodes`.
+    pub fn node_at(&self, i: usize) -> Option<&Node> {
+        self.list.get(i)
     }
 
     /// The apex's SOA record set.
     pub fn soa(&self) -> Option<&Rrset> {
-        self.nodes.get(&self.apex_key)?.get(Rtype::SOA)
+        self.list.first()?.get(Rtype::SOA)
     }
 
     /// The SOA's serial, refresh, retry, expire and minimum.
@@ -218,22 +237,16 @@ impl Zone {
 
     /// Names in the zone, empty non-terminals included.
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.list.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.list.is_empty()
     }
 
-    /// Every node, the apex first (for AXFR, which starts and ends with the SOA).
+    /// Every node, the apex first, then in the order they were added.
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
-        let apex = self.nodes.get(&self.apex_key);
-        apex.into_iter().chain(
-            self.nodes
-                .iter()
-                .filter(|(k, _)| **k != self.apex_key)
-                .map(|(_, n)| n),
-        )
+        self.list.iter()
     }
 }
 
