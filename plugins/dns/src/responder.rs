@@ -206,8 +206,12 @@ impl Responder {
         let name = Name::from_slice(q.qname).map_or_else(|_| "?".into(), |n| n.to_string());
         let what = match reply {
             Reply::Send(b) => summary(b),
-            // Written to the connection's output now; the stream says if it never all left.
-            Reply::Transfer(_) => "a transfer, sending".into(),
+            // Its messages are made as the connection's output drains; the stream says if it
+            // never all left.
+            Reply::Transfer(c) => format!(
+                "a transfer of serial {}, sending",
+                c.zone().soa_timers().map_or(0, |t| t.serial)
+            ),
             Reply::Drop => "nothing".into(),
             Reply::Forward(_) => "forwarded".into(),
         };
