@@ -331,11 +331,16 @@ impl Cache {
 
     /// The client's answer from the cache, if a live one is there.
     pub fn answer(&mut self, req: &Forward, now: Instant) -> Option<Vec<u8>> {
-        let key = Cache::key(req);
-        let e = self.map.get(&key)?;
+        self.answer_by(&Cache::key(req), req, now)
+    }
+
+    /// `answer`, with `req`'s key (`Cache::key`) built already: the server builds it once
+    /// per forwarded question, for the cache, the failures remembered and the forwarder.
+    pub fn answer_by(&mut self, key: &Key, req: &Forward, now: Instant) -> Option<Vec<u8>> {
+        let e = self.map.get(key)?;
         let age = now.saturating_duration_since(e.stored);
         if age >= Duration::from_secs(u64::from(e.answer.keep)) {
-            self.remove(&key);
+            self.remove(key);
             return None;
         }
         Some(e.answer.relay(req, age.as_secs() as u32))

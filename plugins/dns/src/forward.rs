@@ -317,7 +317,11 @@ impl Forwarder {
     /// round of tries that ends after its last retry gave up; the same client asking again
     /// with the same id gets the one answer. Otherwise a port is opened for its first try.
     pub fn start(&mut self, req: Forward, client: Client) -> Vec<Action> {
-        let key = Cache::key(&req);
+        self.start_by(Cache::key(&req), req, client)
+    }
+
+    /// `start`, with `req`'s key (`Cache::key`) built already.
+    pub fn start_by(&mut self, key: Key, req: Forward, client: Client) -> Vec<Action> {
         if let Some(p) = self
             .in_flight
             .get(&key)

@@ -357,8 +357,10 @@ impl Server {
 
     fn forward(&mut self, req: Forward, client: Client) {
         let now = self.handle.as_ref().map_or_else(Instant::now, Handle::now);
+        // Built once: the cache, the failures remembered and the forwarder all key by it.
+        let key = Cache::key(&req);
         if let Some(c) = self.cache.as_mut() {
-            let hit = c.answer(&req, now);
+            let hit = c.answer_by(&key, &req, now);
             let len = c.len();
             crate::metrics::with(|m| {
                 m.cache_entries.set(len as i64);
@@ -375,7 +377,7 @@ impl Server {
                 return self.deliver(client, bytes);
             }
         }
-        if self.forwarder.is_some() && self.failures.failed(&Cache::key(&req), now) {
+        if self.forwarder.is_some() && self.failures.failed(&key, now) {
             // Ran out the deadline within the last second: SERVFAIL again, without asking.
             let bytes = crate::forward::servfail_bytes(&req);
             crate::metrics::with(|m| {
@@ -387,7 +389,7 @@ impl Server {
         }
         match &mut self.forwarder {
             Some(f) => {
-                let actions = f.start(req, client);
+                let actions = f.start_by(key, req, client);
                 self.run(actions);
             }
             // Not asked without one (`responder.recursion`); were it, the client still gets
