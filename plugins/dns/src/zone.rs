@@ -180,6 +180,8 @@ impl Zone {
     /// DNSSEC records that sign it and chain past it, RRSIG and NSEC (RFC 2181 10.1, RFC 4035
     /// 2.5; NSEC3 sits at hashed owners, not beside a CNAME). Called once all the records are in.
     pub fn check(&mut self) -> Result<(), ZoneError> {
+        // The names are all in: the list's growth slack (up to as much again) goes.
+        self.list.shrink_to_fit();
         for node in &mut self.list {
             for set in node.rrsets.iter_mut().filter(|s| s.data.len() > 1) {
                 let mut seen = std::collections::HashSet::with_capacity(set.data.len());
