@@ -1444,6 +1444,25 @@ mod tests {
         assert_eq!((serials, records), (vec!["2".into(), "2".into()], 100 + 3));
     }
 
+    /// A client that asks for a transfer and half-closes gets all of it, made as it reads;
+    /// the connection closes after its last message.
+    #[test]
+    fn a_half_closed_client_gets_its_whole_transfer() {
+        let zone = crate::axfr::tests::zone(1, 5_000, "h");
+        let q = crate::tests::query("example.com", Rtype::AXFR, None);
+        let whole = crate::axfr::tests::at_once(&zone, &q);
+        let (_server, mut h) = transfer_stream(zone, Duration::from_secs(600));
+        h.feed(&stream::frame(&q)).eof();
+        assert!(
+            h.lost().is_none() && !h.disconnecting(),
+            "open for the rest"
+        );
+        assert!(h.output().len() <= HELD_MOST);
+        let got = frames(&h.take_all_output());
+        assert!(got == whole, "{} of {} messages", got.len(), whole.len());
+        assert!(h.lost().is_some(), "closed after the last message");
+    }
+
     /// `--transfer-timeout` (here shorter than the idle timeout) still cuts off a client
     /// that takes nothing of its transfer.
     #[test]
