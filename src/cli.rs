@@ -532,8 +532,9 @@ per signal, and logged once. \fBtwistrs restart\fR reads them again in the new
 process. A client that has not finished its handshake after 10 seconds, or that speaks
 plaintext, garbage or TLS 1.1 or older, is closed (with an alert where TLS allows one) and
 logged in one line. At the plugin's \fB--max-connections\fR, with a client waiting, the
-connection whose handshake has gone on longest is closed for it once that is over 1 second
-(the service has had nothing from it); one whose handshake is done never is.
+connection in its handshake that has sent nothing for longest is closed for it once it has been
+silent for over 1 second (twice its retransmission timeout where that is longer, on a slow
+path; the service has had nothing from it); one whose handshake is done never is.
 .SH DAEMON
 Without \fB-n\fR, twistrs starts in twistd's order: the pidfile is checked (a running twistrs
 holds a lock on it), the log file opened, the plugin's service built, \fB--chroot\fR and \fB--rundir\fR entered, the umask
