@@ -6,7 +6,7 @@
 # 2-core machine), and server memory per idle connection.
 # Run by hand, not in CI: see bench/README.md. Results go to bench/results/.
 #
-# Knobs (environment): BENCH_SERVERS="twistrs floor twisted asyncio", BENCH_TWISTRS_BINS=
+# Knobs (environment): BENCH_SERVERS="twistrs twistrs_w2 floor twisted asyncio", BENCH_TWISTRS_BINS=
 # "LABEL=PATH" (other twistrs builds run beside, as twistrs-LABEL), BENCH_CONNS=64,
 # BENCH_SECS=5, BENCH_WARMUP=1, BENCH_IDLE_CONNS=10000, BENCH_PIN=1 (server on CPU 0,
 # load generator on CPU 1; 0 lets the scheduler place both), BENCH_BUILD=1 (0 runs the

@@ -13,7 +13,8 @@
 # Needs smtp-source (Debian: DEBIAN_FRONTEND=noninteractive apt-get install -y postfix,
 # "No configuration"; the script never starts postfix itself) and aiosmtpd in bench/.venv
 # (installed by the script if missing).
-# Knobs (environment): BENCH_SERVERS="twistrs aiosmtpd aiosmtpd-fsync aiosmtpd-nosync", BENCH_MSGS=2000,
+# Knobs (environment): BENCH_SERVERS="twistrs twistrs_w2 aiosmtpd aiosmtpd-fsync aiosmtpd-nosync",
+# BENCH_MSGS=2000,
 # BENCH_SESSIONS=20, BENCH_SIZE=1024 (payload bytes per message), BENCH_RUNS=3 (runs per
 # mode, median reported), BENCH_WARMUP_MSGS=200 (discarded, before the runs),
 # BENCH_POP3_MSGS=200, BENCH_FSYNC_ITERS=200, BENCH_PIN=1 (servers on CPU 0, smtp-source

@@ -6,16 +6,17 @@
 # Run by hand, not in CI: see bench/README.md ("Web"). Results go to bench/results/.
 #
 # Needs wrk and nginx (Debian: apt-get install -y nginx-light wrk) and curl.
-# Knobs (environment): BENCH_SERVERS="twistrs twistd nginx", BENCH_TWISTRS_BINS="LABEL=PATH"
+# Knobs (environment): BENCH_SERVERS="twistrs twistd nginx twistrs_w2 nginx_w2",
+# BENCH_TWISTRS_BINS="LABEL=PATH"
 # (other twistrs builds run beside, as twistrs-LABEL), BENCH_CONNS=64,
 # BENCH_MANY_CONNS=1000, BENCH_SECS=5, BENCH_WARMUP=1, BENCH_STARTS=5 (start-up runs,
 # median reported), BENCH_WRK_THREADS=1, BENCH_PIN=1 (servers on CPU 0, wrk and the
 # start-up poller on CPU 1; 0 lets the scheduler place them), BENCH_BUILD=1 (0 runs the
 # twistrs binary already in target/release), BENCH_BACKLOG= (empty: each server's own
-# listen backlog, 50 for twistrs and twistd, 511 for nginx; a number gives all three it).
-# Two more servers run on every core: twistrs_w2 (twistrs --workers 2) and nginx_w2
+# listen backlog, 511 for twistrs and nginx, 50 for twistd; a number gives every server it).
+# Two of the servers run on every core: twistrs_w2 (twistrs --workers 2) and nginx_w2
 # (worker_processes 2), not pinned (their workers share both CPUs with wrk): compare them
-# with each other (BENCH_SERVERS="twistrs nginx twistrs_w2 nginx_w2" runs all four).
+# with each other (BENCH_SERVERS="twistrs nginx twistrs_w2 nginx_w2" runs those four).
 # BENCH_TWISTRS_ARGS="OPTIONS" adds global options to the twistrs servers (twistrs,
 # twistrs-LABEL, twistrs_metrics, twistrs_w2); twistrs_metrics is twistrs with --metrics on
 # a port of its own (BENCH_SERVERS="twistrs twistrs_metrics" measures what counting costs).
