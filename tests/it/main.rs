@@ -9,6 +9,7 @@ mod dns_answer;
 mod dns_fwd;
 mod dns_stub;
 mod dns_zone;
+mod docs;
 mod inetd;
 mod interleave;
 mod lifecycle;
