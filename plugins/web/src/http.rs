@@ -269,8 +269,8 @@ impl Http {
                             return;
                         }
                         Head::Error(r) => {
-                            let line = request::request_line(buf, limits);
-                            self.reject(t, r.status, r.why, line);
+                            let head = request::refused(buf, limits);
+                            self.reject(t, r.status, r.why, head);
                             return;
                         }
                         Head::Complete(req, used) => {
@@ -338,10 +338,17 @@ impl Http {
         t.lose_connection();
     }
 
-    /// Answers a request that cannot be parsed or framed, and closes. `line` is its request
-    /// line when that came whole and well formed (`request::request_line`): the access log
-    /// shows it, as nginx's does, or `-` without it.
-    fn reject(&mut self, t: &mut Transport<'_>, status: u16, why: &str, line: Option<String>) {
+    /// Answers a request that cannot be parsed or framed, and closes. `head` is its request
+    /// line when that came whole and well formed, with the User-Agent and Referer read
+    /// before it was refused (`request::refused`): the access log shows them, as nginx's
+    /// does, or `-` without them.
+    fn reject(
+        &mut self,
+        t: &mut Transport<'_>,
+        status: u16,
+        why: &str,
+        head: Option<request::Refused>,
+    ) {
         log::info!(target: &t.system(), "Bad request from {}: {why} ({status})", t.peer());
         self.done = true;
         self.input.clear();
@@ -349,17 +356,21 @@ impl Http {
         let f = Framing {
             keep_alive: false,
             // The answer to a HEAD has no body, refused or not.
-            head_only: line.as_deref().is_some_and(|l| l.starts_with("HEAD ")),
+            head_only: head.as_ref().is_some_and(|h| h.line.starts_with("HEAD ")),
             http10: false,
         };
         let sent = self.error(t, status, f);
+        let (line, referer, agent) = match head {
+            Some(h) => (h.line, h.referer, h.agent),
+            None => ("-".to_string(), None, None),
+        };
         self.outstanding.push(Pending {
-            line: line.unwrap_or_else(|| "-".to_string()),
+            line,
             status: sent.status,
             body: sent.bytes,
             end: t.bytes_written(),
-            referer: None,
-            agent: None,
+            referer,
+            agent,
             start: std::time::Instant::now(),
         });
         t.lose_connection();
@@ -869,8 +880,8 @@ impl Protocol for Http {
     /// Idle between requests: close. A client that stopped reading a response: abort.
     fn timeout_connection(&mut self, t: &mut Transport<'_>) {
         if !self.input.is_empty() && !self.done && matches!(self.state, State::Head) {
-            let line = request::request_line(self.input.peek(), &self.site.limits);
-            self.reject(t, 408, "request head timed out", line);
+            let head = request::refused(self.input.peek(), &self.site.limits);
+            self.reject(t, 408, "request head timed out", head);
         } else if t.buffered() > 0 {
             t.abort_connection();
         } else {
@@ -885,8 +896,8 @@ impl Protocol for Http {
         if key == HEAD_TIMER {
             self.head_timer = None;
             if !self.input.is_empty() && !self.done {
-                let line = request::request_line(self.input.peek(), &self.site.limits);
-                self.reject(t, 408, "request head timed out", line);
+                let head = request::refused(self.input.peek(), &self.site.limits);
+                self.reject(t, 408, "request head timed out", head);
             }
         } else if key == BODY_TIMER {
             self.body_timer_fired(t);
@@ -1135,7 +1146,7 @@ mod tests {
         );
         for (req, chunk) in [
             (
-                &b"GET /a.txt?bad HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n"[..],
+                &b"GET /a.txt?bad HTTP/1.1\r\nHost: x\r\nUser-Agent: u\r\nBad Header: y\r\n\r\n"[..],
                 1,
             ),
             (
@@ -1158,22 +1169,26 @@ mod tests {
         }
         // A head that timed out after its line.
         let mut h = Harness::new(Http::new(site.clone()));
-        h.connect().feed(b"GET /slow HTTP/1.1\r\nHost: x\r\n");
+        h.connect()
+            .feed(b"GET /slow HTTP/1.1\r\nHost: x\r\nReferer: r\r\nUser-Agent: cut sh");
         h.advance(Duration::from_secs(61));
         assert!(answer(&h.take_output()).0.starts_with("HTTP/1.1 408 "));
         site.access.borrow_mut().flush();
         let text = std::fs::read_to_string(&log).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 5, "{text}");
-        for (line, want) in lines.iter().zip([
-            r#""GET /a.txt?bad HTTP/1.1" 400 "#,
-            r#""HEAD /h HTTP/1.1" 400 - "#,
-            r#""GET /a\"b HTTP/1.1" 400 "#,
+        for (line, (want, fields)) in lines.iter().zip([
+            // With the User-Agent and Referer read before the refused field, as nginx.
+            (r#""GET /a.txt?bad HTTP/1.1" 400 "#, r#" "-" "u""#),
+            (r#""HEAD /h HTTP/1.1" 400 - "#, r#" "-" "-""#),
+            (r#""GET /a\"b HTTP/1.1" 400 "#, r#" "-" "-""#),
             // A malformed line: `-`, as it is in every chunking.
-            r#""-" 400 "#,
-            r#""GET /slow HTTP/1.1" 408 "#,
+            (r#""-" 400 "#, r#" "-" "-""#),
+            // A User-Agent cut short by the timeout is not logged.
+            (r#""GET /slow HTTP/1.1" 408 "#, r#" "r" "-""#),
         ]) {
             assert!(line.contains(want), "{want} not in {line}");
+            assert!(line.ends_with(fields), "{fields} not at the end of {line}");
         }
     }
 

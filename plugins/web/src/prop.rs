@@ -8,7 +8,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use crate::cond::{Outcome, Preconditions, Validators, evaluate, if_range_holds};
-use crate::request::{Body, ChunkProgress, ChunkedDiscard, Head, Limits, parse_head, request_line};
+use crate::request::{Body, ChunkProgress, ChunkedDiscard, Head, Limits, parse_head, refused};
 use crate::response::{Ranges, parse_ranges};
 
 /// One header line's name and value, from the fields the parser acts on and arbitrary ones.
@@ -22,6 +22,7 @@ fn header() -> impl Strategy<Value = (String, String)> {
         "[0-9]{1,7}".prop_map(|n| ("Content-Length".to_string(), n)),
         "bytes=[0-9]{0,3}-[0-9]{0,3}".prop_map(|r| ("Range".to_string(), r)),
         "[ -~]{0,20}".prop_map(|v| ("User-Agent".to_string(), v)),
+        "[ -~]{0,20}".prop_map(|v| ("Referer".to_string(), v)),
         "(\\*|(W/)?\"[a-z0-9-]{0,8}\"(, ?(W/)?\"[a-z0-9-]{0,8}\"){0,3})"
             .prop_map(|v| ("If-Match".to_string(), v)),
         "(W/)?\"[a-z0-9-]{0,8}\"".prop_map(|v| ("If-None-Match".to_string(), v)),
@@ -300,8 +301,9 @@ proptest! {
         prop_assert_eq!(evaluate(&inm, &v, true) == Outcome::NotModified, weak, "If-None-Match: {:?}", String::from_utf8_lossy(&list));
     }
 
-    /// A head refused after its request line shows that line whatever the pieces it came
-    /// in; a head refused in its line shows `-` whatever the pieces too.
+    /// A head refused after its request line shows that line, and the same User-Agent and
+    /// Referer, whatever the pieces it came in; a head refused in its line shows `-`
+    /// whatever the pieces too.
     #[test]
     fn a_refused_head_shows_the_same_line_in_any_pieces(
         buf in prop_oneof![
@@ -319,7 +321,7 @@ proptest! {
         let mut whole = None;
         for k in 1..=buf.len() {
             if let Head::Error(r) = parse_head(&buf[..k], &l) {
-                whole = Some((r.status, request_line(&buf[..k], &l)));
+                whole = Some((r.status, refused(&buf[..k], &l)));
                 break;
             }
         }
@@ -329,7 +331,7 @@ proptest! {
         while at < buf.len() {
             at = at.saturating_add(*sizes.next().unwrap_or(&1)).min(buf.len());
             if let Head::Error(r) = parse_head(&buf[..at], &l) {
-                pieces = Some((r.status, request_line(&buf[..at], &l)));
+                pieces = Some((r.status, refused(&buf[..at], &l)));
                 break;
             }
             if matches!(parse_head(&buf[..at], &l), Head::Complete(..)) {

@@ -185,6 +185,83 @@ pub fn request_line(buf: &[u8], limits: &Limits) -> Option<String> {
     Some(format!("{method} {path} HTTP/1.{minor}"))
 }
 
+/// What the access log shows of a head refused after its request line arrived whole and well
+/// formed: that line, and the User-Agent and Referer among the fields read before the one
+/// that got it refused, as nginx logs them (twistd logs no line at all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub line: String,
+    pub agent: Option<Vec<u8>>,
+    pub referer: Option<Vec<u8>>,
+}
+
+/// The request line and the logged fields of a refused head (`buf` as it was when it was
+/// refused); None when the line itself was refused or cut short (`request_line`).
+///
+/// The fields are read from the bytes already buffered, one whole line at a time, in order,
+/// and the reading stops where nginx stops: at the end of the head, at a line cut short, at
+/// one httparse refuses, at a second or malformed Host (refused at that line; a bad
+/// Content-Length or Transfer-Encoding is refused only once the head is read, so the fields
+/// after it are logged), after `max_headers` fields, and at `max_header_bytes`. So what is
+/// logged does not depend on how the bytes arrived, and it is never more than a head within
+/// the limits holds. A field sent twice is logged as its last line, as for a head that is
+/// served (twistd's `getHeader`; nginx logs the first).
+pub fn refused(buf: &[u8], limits: &Limits) -> Option<Refused> {
+    let line = request_line(buf, limits)?;
+    let mut r = Refused {
+        line,
+        agent: None,
+        referer: None,
+    };
+    let window = &buf[..buf.len().min(limits.max_header_bytes)];
+    let start = window.iter().position(|b| !matches!(b, b'\r' | b'\n'));
+    let mut rest = &window[start.unwrap_or(window.len())..];
+    // Past the request line, which came whole (it may end beyond the window).
+    rest = match memchr::memchr(b'\n', rest) {
+        Some(end) => &rest[end + 1..],
+        None => &[],
+    };
+    let mut probe = Vec::new();
+    let mut host = false;
+    for _ in 0..limits.max_headers.min(MAX_HEADERS) {
+        let Some(end) = memchr::memchr(b'\n', rest) else {
+            break;
+        };
+        let field = &rest[..end];
+        rest = &rest[end + 1..];
+        let field = field.strip_suffix(b"\r").unwrap_or(field);
+        if field.is_empty() {
+            break;
+        }
+        // httparse's verdict on this line alone, as it judged it in the head.
+        probe.clear();
+        probe.extend_from_slice(field);
+        probe.extend_from_slice(b"\r\n\r\n");
+        let mut one = [httparse::EMPTY_HEADER; 1];
+        let Ok(httparse::Status::Complete((_, [h]))) = httparse::parse_headers(&probe, &mut one)
+        else {
+            break;
+        };
+        if h.name.eq_ignore_ascii_case("host") {
+            if host || host_value(h.value).is_none() {
+                break;
+            }
+            host = true;
+        } else if h.name.eq_ignore_ascii_case("user-agent") {
+            r.agent = Some(header_bytes(h.value));
+        } else if h.name.eq_ignore_ascii_case("referer") {
+            r.referer = Some(header_bytes(h.value));
+        }
+    }
+    Some(r)
+}
+
+/// A Host value as RFC 9112 3.2 allows it (`uri-host [":" port]`), or None for a 400.
+fn host_value(v: &[u8]) -> Option<String> {
+    let v = header_str(v).unwrap_or_default();
+    v.bytes().all(host_byte).then_some(v)
+}
+
 /// A byte a Host value may hold: RFC 3986's unreserved, sub-delims, `%`, and `:[]` for the
 /// port and IPv6 literals.
 fn host_byte(b: u8) -> bool {
@@ -314,10 +391,9 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Head {
             if r.host.is_some() {
                 return Head::Error(reject(400, "more than one Host"));
             }
-            let v = header_str(h.value).unwrap_or_default();
-            if !v.bytes().all(host_byte) {
+            let Some(v) = host_value(h.value) else {
                 return Head::Error(reject(400, "invalid Host"));
-            }
+            };
             r.host = Some(v);
         } else if name.eq_ignore_ascii_case("user-agent") {
             r.user_agent = Some(header_bytes(h.value));
@@ -704,6 +780,112 @@ mod tests {
         assert_eq!(
             status(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec()),
             501
+        );
+    }
+
+    /// The User-Agent and Referer of a refused head: those read before the field that got
+    /// it refused, as nginx 1.22 logs them, the same however the bytes arrived.
+    #[test]
+    fn a_refused_head_keeps_the_fields_read_before_it_in_every_chunking() {
+        let small = Limits {
+            max_request_line: 64,
+            max_header_bytes: 256,
+            max_headers: 4,
+            max_body: 100,
+        };
+        let ur = "User-Agent: ua\r\nReferer: ref\r\n";
+        let long = "a".repeat(300);
+        type Want = (u16, Option<&'static [u8]>, Option<&'static [u8]>);
+        let cases: Vec<(Vec<u8>, Want)> = vec![
+            // Refused at a line: the fields before it, none after it.
+            (
+                format!("GET / HTTP/1.1\r\nHost: x\r\n{ur}Bad Header: y\r\n\r\n").into(),
+                (400, Some(b"ua"), Some(b"ref")),
+            ),
+            (
+                format!("GET / HTTP/1.1\r\nHost: x\r\nX: a\x01b\r\n{ur}\r\n").into(),
+                (400, None, None),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: ua\r\nHost: y\r\nReferer: r\r\n\r\n"
+                    .to_vec(),
+                (400, Some(b"ua"), None),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nReferer: r\r\nHost: a b\r\nUser-Agent: ua\r\n\r\n".to_vec(),
+                (400, None, Some(b"r")),
+            ),
+            // Refused once the head is read: all its fields, those after the bad one too.
+            (
+                format!("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n{ur}\r\n").into(),
+                (400, Some(b"ua"), Some(b"ref")),
+            ),
+            (
+                format!("POST / HTTP/1.1\r\nHost: x\r\n{ur}Transfer-Encoding: gzip\r\n\r\n").into(),
+                (501, Some(b"ua"), Some(b"ref")),
+            ),
+            (
+                format!("GET / HTTP/1.1\r\n{ur}\r\n").into(),
+                (400, Some(b"ua"), Some(b"ref")),
+            ),
+            (
+                format!("PUT / HTTP/1.1\r\nHost: x\r\n{ur}Content-Length: 101\r\n\r\n").into(),
+                (413, Some(b"ua"), Some(b"ref")),
+            ),
+            // Too many fields: those before the one past the limit.
+            (
+                format!("GET / HTTP/1.1\r\n{ur}X: 1\r\nX: 2\r\nX: 3\r\n\r\n").into(),
+                (431, Some(b"ua"), Some(b"ref")),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nReferer: r\r\nX: 1\r\nX: 2\r\nX: 3\r\nUser-Agent: ua\r\n\r\n"
+                    .to_vec(),
+                (431, None, Some(b"r")),
+            ),
+            // Too large: the whole lines within the limit.
+            (
+                format!("GET / HTTP/1.1\r\nReferer: r\r\nUser-Agent: {long}\r\n\r\n").into(),
+                (431, None, Some(b"r")),
+            ),
+            // The last of two, and bytes that are no UTF-8, as for a head that is served.
+            (
+                b"GET / HTTP/1.1\r\nUser-Agent: one\r\nUser-Agent: a\xffb\r\nExpect: x\r\n\r\n"
+                    .to_vec(),
+                (417, Some(b"a\xffb"), None),
+            ),
+        ];
+        for (input, want) in cases {
+            let shown = String::from_utf8_lossy(&input).into_owned();
+            for chunk in 1..=input.len() {
+                let mut buf = Vec::new();
+                let mut got = None;
+                for piece in input.chunks(chunk) {
+                    buf.extend_from_slice(piece);
+                    match parse_head(&buf, &small) {
+                        Head::Partial => continue,
+                        Head::Error(r) => {
+                            let f = refused(&buf, &small).expect("a whole request line");
+                            got = Some((r.status, f.agent, f.referer));
+                            break;
+                        }
+                        Head::Complete(..) => panic!("{shown:?} accepted"),
+                    }
+                }
+                let want = (
+                    want.0,
+                    want.1.map(<[u8]>::to_vec),
+                    want.2.map(<[u8]>::to_vec),
+                );
+                assert_eq!(got, Some(want), "{shown:?} in pieces of {chunk}");
+            }
+        }
+        // A head that timed out: the whole lines that came.
+        let f = refused(b"GET / HTTP/1.1\r\nUser-Agent: ua\r\nReferer: r", &small).unwrap();
+        assert_eq!((f.agent.as_deref(), f.referer), (Some(&b"ua"[..]), None));
+        // A line refused: nothing.
+        assert_eq!(
+            refused(b"GET /a b HTTP/1.1\r\nUser-Agent: ua\r\n\r\n", &small),
+            None
         );
     }
 
