@@ -500,8 +500,13 @@ impl Http {
                 if site.no_listing {
                     return self.error(t, 403, f);
                 }
-                let entries = match root.list(&fd) {
-                    Ok(entries) => entries,
+                // Opened first, so a directory that cannot be read is a 403 whatever the
+                // preconditions say (RFC 9110 13.2.1: they apply to what would be a 200);
+                // read only once they have passed: a listing has no ETag and no date (its
+                // sizes change without the directory's mtime), so nothing read from it
+                // decides a 304 or a 412.
+                let dir = match root.open_listing(&fd) {
+                    Ok(dir) => dir,
                     Err(nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) => {
                         log::info!(target: &t.system(), "Forbidden {:?}: cannot list: permission denied", req.target);
                         return self.error(t, 403, f);
@@ -511,6 +516,7 @@ impl Http {
                 if let Some(sent) = self.preconditions(t, req, &Validators::default(), None, f) {
                     return sent;
                 }
+                let entries = root.read_listing(dir);
                 let html = response::listing(&url.raw, &entries, |n| {
                     crate::resource::content_type(n, &root.default_type)
                 });
@@ -1106,8 +1112,10 @@ mod tests {
             (status.as_str(), body.as_str()),
             ("HTTP/1.1 412 Precondition Failed", "")
         );
-        // A listing has no validators: `*` is all that matches it.
+        // A listing has no validators: `*` is all that matches it. The directory is read
+        // only for a 200: a 304 or a 412 is answered without reading it.
         let list = |fields: &str| format!("GET /sub/ HTTP/1.1\r\nHost: x\r\n{fields}\r\n");
+        let read = || site.root.get().unwrap().listings_read.get();
         for (fields, want) in [
             ("If-Match: *\r\n", "200"),
             ("If-Match: \"x\"\r\n", "412"),
@@ -1116,13 +1124,27 @@ mod tests {
                 "200",
             ),
             ("If-None-Match: *\r\n", "304"),
+            ("HEAD", "304"),
             ("If-None-Match: \"x\"\r\n", "200"),
         ] {
-            let ((status, _), _, _) = ask(&list(fields));
+            let before = read();
+            let req = match fields {
+                "HEAD" => "HEAD /sub/ HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\n\r\n".into(),
+                _ => list(fields),
+            };
+            let ((status, body), _, _) = ask(&req);
             assert!(
                 status.starts_with(&format!("HTTP/1.1 {want} ")),
                 "{fields:?}: {status}"
             );
+            assert_eq!(
+                read() - before,
+                usize::from(want == "200"),
+                "{fields:?}: reads"
+            );
+            if want == "200" {
+                assert!(body.contains("Directory listing for /sub/"), "{body}");
+            }
         }
         // What would not be a 200 ignores them (RFC 9110 13.2.1): a 404, a redirect.
         for req in [

@@ -85,6 +85,9 @@ pub struct Root {
     pub hide_dotfiles: bool,
     pub default_type: String,
     cache: RefCell<Cache>,
+    /// How many directories `read_listing` has read: what the tests count.
+    #[cfg(test)]
+    pub listings_read: std::cell::Cell<usize>,
 }
 
 #[derive(Default)]
@@ -261,6 +264,8 @@ impl Root {
             hide_dotfiles,
             default_type,
             cache: RefCell::new(Cache::default()),
+            #[cfg(test)]
+            listings_read: Default::default(),
         })
     }
 
@@ -436,12 +441,21 @@ impl Root {
         Ok((entry, settled))
     }
 
-    /// Lists a directory: (name, is_dir, size), directories first, each group by name. The
-    /// directory is opened again for reading through `dir` (which may be an `O_PATH`
-    /// descriptor of a directory that can be searched only): an error is the listing's.
-    pub fn list(&self, dir: &OwnedFd) -> Result<Vec<(OsString, bool, u64)>, nix::Error> {
+    /// Opens a directory for its listing, without reading it: again, through `dir` (which may
+    /// be an `O_PATH` descriptor of a directory that can be searched only), so an error here
+    /// (403 for a directory that cannot be read) is the listing's. Apart from `read_listing`
+    /// so the preconditions come between: a listing has no validators (`Validators::default`,
+    /// nothing in it is compared), so a 304 or 412 is known before the directory is read.
+    pub fn open_listing(&self, dir: &OwnedFd) -> Result<nix::dir::Dir, nix::Error> {
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let mut d = nix::dir::Dir::openat(dir, ".", flags, nix::sys::stat::Mode::empty())?;
+        nix::dir::Dir::openat(dir, ".", flags, nix::sys::stat::Mode::empty())
+    }
+
+    /// Reads a directory `open_listing` opened: (name, is_dir, size), directories first, each
+    /// group by name. An entry that goes away meanwhile is left out.
+    pub fn read_listing(&self, mut d: nix::dir::Dir) -> Vec<(OsString, bool, u64)> {
+        #[cfg(test)]
+        self.listings_read.set(self.listings_read.get() + 1);
         let mut out = Vec::new();
         let names: Vec<OsString> = d
             .iter()
@@ -458,7 +472,7 @@ impl Root {
             }
         }
         out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        Ok(out)
+        out
     }
 
     /// Files in `dir_rel` named `stem.EXT`, for `--allow-ignore-ext`.
@@ -469,7 +483,8 @@ impl Root {
         let mut prefix = stem.as_bytes().to_vec();
         prefix.push(b'.');
         let mut v: Vec<OsString> = self
-            .list(&fd)
+            .open_listing(&fd)
+            .map(|d| self.read_listing(d))
             .unwrap_or_default()
             .into_iter()
             .filter(|(n, is_dir, _)| !is_dir && n.as_bytes().starts_with(&prefix))
