@@ -7,7 +7,7 @@ use twistrs_core::testing::pieces;
 
 use crate::cond::{Validators, evaluate, if_range_holds};
 use crate::path::decode;
-use crate::request::{ChunkProgress, ChunkedDiscard, Head, Limits, parse_head, request_line};
+use crate::request::{ChunkProgress, ChunkedDiscard, Head, Limits, parse_head, refused};
 use crate::response::{Ranges, parse_ranges};
 
 fn seeds() -> Vec<Vec<u8>> {
@@ -17,7 +17,7 @@ fn seeds() -> Vec<Vec<u8>> {
         "POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\nExpect: 100-continue\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\n",
         "PUT http://h/x/./y/ HTTP/1.1\nHost: [::1]:80\nContent-Length: 3\n\nabc",
         "HEAD /%00/%5c HTTP/1.1\r\nHost: h\r\nRange: bytes=5-2\r\nConnection: close\r\n\r\n",
-        "GET /a HTTP/1.1\r\nHost: h\r\nIf-Match: \"x\", W/\"y\"\r\nIf-None-Match: *\r\nIf-Unmodified-Since: Tue, 02 Jan 2024 03:04:05 GMT\r\nIf-Modified-Since: Mon Jan  1 00:00:00 2024\r\nIf-Range: W/\"x\"\r\n\r\n",
+        "GET /a HTTP/1.1\r\nHost: h\r\nUser-Agent: u/1\r\nReferer: http://r/\r\nIf-Match: \"x\", W/\"y\"\r\nIf-None-Match: *\r\nIf-Unmodified-Since: Tue, 02 Jan 2024 03:04:05 GMT\r\nIf-Modified-Since: Mon Jan  1 00:00:00 2024\r\nIf-Range: W/\"x\"\r\n\r\n",
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
@@ -31,11 +31,23 @@ fn check(input: &[u8], cuts: &[usize]) -> Result<(), String> {
     let (req, used) = match parse_head(input, &limits) {
         Head::Complete(req, used) => (req, used),
         Head::Error(_) => {
-            // What the access log would show: a line of the input, if anything.
-            if let Some(line) = request_line(input, &limits)
-                && !input.windows(line.len()).any(|w| w == line.as_bytes())
-            {
-                return Err(format!("request line {line:?} not in the input"));
+            // What the access log would show: a line of the input, if anything, and the
+            // User-Agent and Referer bytes as they are in it.
+            if let Some(r) = refused(input, &limits) {
+                let shown = [
+                    Some(r.line.as_bytes()),
+                    r.agent.as_deref(),
+                    r.referer.as_deref(),
+                ];
+                for field in shown.into_iter().flatten() {
+                    if !input
+                        .windows(field.len().max(1))
+                        .any(|w| w.starts_with(field))
+                    {
+                        let field = String::from_utf8_lossy(field);
+                        return Err(format!("logged {field:?} not in the input"));
+                    }
+                }
             }
             return Ok(());
         }
