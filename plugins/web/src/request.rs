@@ -256,9 +256,11 @@ pub fn refused(buf: &[u8], limits: &Limits) -> Option<Refused> {
     Some(r)
 }
 
-/// A Host value as RFC 9112 3.2 allows it (`uri-host [":" port]`), or None for a 400.
+/// A Host value as RFC 9112 3.2 allows it (`uri-host [":" port]`), or None for a 400: bytes
+/// that are not UTF-8 too, as any other byte outside a host (`café` in UTF-8 is a 400; `\xff`
+/// was taken for an empty Host).
 fn host_value(v: &[u8]) -> Option<String> {
-    let v = header_str(v).unwrap_or_default();
+    let v = header_str(v)?;
     v.bytes().all(host_byte).then_some(v)
 }
 
@@ -699,6 +701,16 @@ mod tests {
         assert_eq!(status(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
         assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"), 400);
         assert_eq!(status(b"GET / HTTP/1.1\r\nHost: u@h\r\n\r\n"), 400);
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nHost: \xff\r\n\r\n"),
+            400,
+            "not UTF-8"
+        );
+        assert_eq!(status(b"GET / HTTP/1.0\r\nHost: a\xffb\r\n\r\n"), 400);
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: café\r\n\r\n".as_bytes()),
+            400
+        );
         assert_eq!(status(b"GET / HTTP/1.0\r\n\r\n"), 200);
         assert_eq!(status(b"GET / HTTP/1.1\r\nHost:\r\n\r\n"), 200, "empty");
         assert_eq!(status(b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"), 200);
