@@ -86,9 +86,9 @@ pub fn load_warning(path: &Path) -> Result<(Zone, Vec<LoadError>), LoadError> {
     };
     read_file(path, origin, &mut ctx)?;
     let warnings = std::mem::take(&mut ctx.warnings);
-    let err = |r: &Read, message: String| LoadError {
-        file: files[r.file].clone(),
-        line: Some(r.line),
+    let err = |file: usize, line: usize, message: String| LoadError {
+        file: files[file].clone(),
+        line: Some(line),
         message,
     };
     let soa = records
@@ -106,15 +106,28 @@ pub fn load_warning(path: &Path) -> Result<(Zone, Vec<LoadError>), LoadError> {
         [one] => one.owner.clone(),
         [first, second, ..] => {
             return Err(err(
-                second,
+                second.file,
+                second.line,
                 format!("a second SOA record (the first is for {})", first.owner),
             ));
         }
     };
     let mut zone = Zone::new(apex);
-    for r in &records {
-        if let Err(e) = zone.insert(r.owner.clone(), r.ttl, r.data.clone()) {
-            return Err(err(r, e.to_string()));
+    // The records move into the zone: a clone of a name's `Bytes` allocates a shared header
+    // (32 bytes a name and a name in data) that the zone would keep. Only the CNAMEs and
+    // DNAMEs stay here, to blame a line if `check` refuses the zone.
+    let mut aliases = Vec::new();
+    for r in records {
+        if matches!(r.data.rtype(), Rtype::CNAME | Rtype::DNAME) {
+            aliases.push(Read {
+                owner: r.owner.clone(),
+                data: r.data.clone(),
+                ..r
+            });
+        }
+        let (file, line) = (r.file, r.line);
+        if let Err(e) = zone.insert(r.owner, r.ttl, r.data) {
+            return Err(err(file, line, e.to_string()));
         }
     }
     if let Err(e) = zone.check() {
@@ -129,13 +142,13 @@ pub fn load_warning(path: &Path) -> Result<(Zone, Vec<LoadError>), LoadError> {
                 && e.owner()
                     .is_some_and(|o| o.eq_ignore_ascii_case(&r.owner.to_string()))
         };
-        let first = records.iter().find(at);
+        let first = aliases.iter().find(at);
         let bad = match (&e, first) {
-            (ZoneError::TwoOf(..), Some(f)) => records.iter().filter(at).find(|r| r.data != f.data),
+            (ZoneError::TwoOf(..), Some(f)) => aliases.iter().filter(at).find(|r| r.data != f.data),
             (_, f) => f,
         };
         return Err(match bad {
-            Some(r) => err(r, e.to_string()),
+            Some(r) => err(r.file, r.line, e.to_string()),
             None => LoadError {
                 file: path.to_path_buf(),
                 line: None,
@@ -283,12 +296,15 @@ fn read_part(
                 let rec: domain::base::Record<Dname, Data> = rec
                     .try_flatten_into()
                     .map_err(|_| here("a name too long".into()))?;
+                // Moved out, not cloned: a clone of the scanner's `Bytes` allocates a shared
+                // header (32 bytes a name) that the zone would keep.
+                let (owner, data) = rec.into_owner_and_data();
                 let data = match stand_in {
-                    Some(rtype) => own_type(rec.data(), rtype).map_err(here)?,
-                    None => rec.data().clone(),
+                    Some(rtype) => own_type(&data, rtype).map_err(here)?,
+                    None => data,
                 };
                 ctx.out.push(Read {
-                    owner: rec.owner().clone(),
+                    owner,
                     ttl,
                     data,
                     file,
