@@ -16,6 +16,8 @@ mod fuzz;
 pub mod generate;
 pub mod hosts;
 pub mod lookup;
+#[cfg(test)]
+mod memory_tests;
 pub mod message;
 pub mod metrics;
 pub mod name;

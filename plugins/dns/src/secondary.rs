@@ -280,11 +280,14 @@ impl Transfer {
                         outside.first.get_or_insert_with(|| r.owner().clone());
                         continue;
                     }
-                    if let Some(z) = zone.as_mut()
-                        && let Err(e) =
-                            z.insert(r.owner().clone(), r.ttl().as_secs(), r.data().clone())
-                    {
-                        return self.fail(e.to_string());
+                    if let Some(z) = zone.as_mut() {
+                        // Moved, not cloned: a clone of a name's `Bytes` allocates a shared
+                        // header (32 bytes a name) that the zone would keep.
+                        let ttl = r.ttl().as_secs();
+                        let (owner, data) = r.into_owner_and_data();
+                        if let Err(e) = z.insert(owner, ttl, data) {
+                            return self.fail(e.to_string());
+                        }
                     }
                 }
                 if soas >= 2 {
