@@ -184,7 +184,11 @@ impl Zone {
             None => {
                 // Room for one set at first (a `Vec`'s first push makes room for four, 128
                 // bytes, and most names hold one set); shrunk after, the room stays taken.
-                node.rrsets.reserve_exact(1);
+                // Only the first: from the second set on the list grows by doubling, not by
+                // one reallocation per type.
+                if node.rrsets.is_empty() {
+                    node.rrsets.reserve_exact(1);
+                }
                 node.rrsets.push(Rrset {
                     rtype,
                     ttl,
@@ -401,6 +405,31 @@ pub(crate) mod tests {
         }
         assert!(z.node(&name::key(&n("sub.example.com"))).is_some());
         assert!(z.node(&name::key(&n("h50.sub.example.com"))).is_none());
+    }
+
+    /// A name of many types grows its list of sets by doubling: reserving room for exactly
+    /// one more at each new type (meant for the first alone) made 20,000 types at one name
+    /// 20,000 reallocations, each a copy of the list (1.5 s in a debug build).
+    #[test]
+    fn a_name_of_many_types_grows_its_sets_by_doubling() {
+        let mut z = Zone::new(n("example.com"));
+        z.insert(n("example.com"), 60, soa(1)).unwrap();
+        for t in 0..5u16 {
+            let data = domain::base::rdata::UnknownRecordData::from_octets(
+                Rtype::from_int(65280 + t),
+                bytes::Bytes::from_static(b"x"),
+            )
+            .map(Data::Unknown)
+            .unwrap();
+            z.insert(n("many.example.com"), 60, data).unwrap();
+        }
+        let node = z.node(&name::key(&n("many.example.com"))).unwrap();
+        assert_eq!(node.rrsets.len(), 5);
+        assert!(
+            node.rrsets.capacity() > 5,
+            "grown one at a time: capacity {}",
+            node.rrsets.capacity()
+        );
     }
 
     #[test]
