@@ -264,3 +264,47 @@ fn dns_zone_spf_afsdb_rt_kx_uri_eui_and_loc_are_read_in_their_text_forms() {
         assert_eq!(ask(&d, name, rtype), [want], "{name} {rtype}");
     }
 }
+
+const CERT_TYPES: &str = "\
+$TTL 300
+@    SOA ns h 1 1 1 600 60
+@    NS ns
+ns   A 192.0.2.1
+dh   DHCID ( AAIBY2/AuCccgoJbsaxcQc9TUapptP69l
+             OjxfNuVAA2kjEA= )
+sm   SMIMEA 3 1 1 0123456789abcdef
+c1   CERT PKIX 12345 RSASHA256 AQID BAU=
+c2   CERT iacpkix 1 13 AA==
+";
+
+/// DHCID, SMIMEA and CERT in their text forms are served as dig prints them back, the
+/// mnemonics as BIND 9.18's `named-compilezone -F text` wrote them for the same zone.
+/// Before, each stopped the start with "write it as RFC 3597's TYPEnn \# LEN HEX".
+#[test]
+fn dns_zone_dhcid_smimea_and_cert_are_read_in_their_text_forms() {
+    let d = serve("t.test", CERT_TYPES, &[]);
+    for (name, rtype, want) in [
+        (
+            "dh.t.test",
+            "DHCID",
+            "dh.t.test. 300 IN DHCID AAIBY2/AuCccgoJbsaxcQc9TUapptP69lOjxfNuVAA2kjEA=",
+        ),
+        (
+            "sm.t.test",
+            "SMIMEA",
+            "sm.t.test. 300 IN SMIMEA 3 1 1 0123456789ABCDEF",
+        ),
+        (
+            "c1.t.test",
+            "CERT",
+            "c1.t.test. 300 IN CERT PKIX 12345 RSASHA256 AQIDBAU=",
+        ),
+        (
+            "c2.t.test",
+            "CERT",
+            "c2.t.test. 300 IN CERT IACPKIX 1 ECDSAP256SHA256 AA==",
+        ),
+    ] {
+        assert_eq!(ask(&d, name, rtype), [want], "{name} {rtype}");
+    }
+}

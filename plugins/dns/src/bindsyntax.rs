@@ -10,9 +10,9 @@
 //!   it, as BIND and NSD do, while each file's scanner starts afresh.
 //!
 //! - Types whose text form the scanner lacks but one it reads has the same shape are read
-//!   as that one (SPF as TXT; AFSDB, RT and KX as MX) and noted ([`Part::stand_ins`]), for
-//!   the loader to give the records their own type; URI, EUI48, EUI64 and LOC are written in
-//!   RFC 3597's generic form (`TYPEnn \# LEN HEX`).
+//!   as that one (SPF as TXT; AFSDB, RT and KX as MX; SMIMEA as TLSA) and noted
+//!   ([`Part::stand_ins`]), for the loader to give the records their own type; URI, EUI48,
+//!   EUI64, LOC, DHCID and CERT are written in RFC 3597's generic form (`TYPEnn \# LEN HEX`).
 //!
 //! Only tokens are rewritten, found with the scanner's rules (quotes, `;` comments,
 //! parentheses, `\` escapes), and no line end is added or removed, so every line number
@@ -327,15 +327,24 @@ fn edits(
 /// Types read with another's text form, whose data has the same shape on the wire: (name,
 /// code, stand-in). SPF is TXT's strings (RFC 7208 3.1); AFSDB (RFC 1183 1), RT (RFC 1183
 /// 3.3) and KX (RFC 2230) are a 16-bit number and a name, as MX is.
-const STAND_INS: [(&str, u16, &str); 4] = [
+/// SMIMEA is TLSA's text and wire form (RFC 8162 2.1).
+const STAND_INS: [(&str, u16, &str); 5] = [
     ("SPF", 99, "TXT"),
     ("AFSDB", 18, "MX"),
     ("RT", 21, "MX"),
     ("KX", 36, "MX"),
+    ("SMIMEA", 53, "TLSA"),
 ];
 
 /// Types without names in their data, written here in RFC 3597's generic form.
-const GENERIC: [(&str, u16); 4] = [("URI", 256), ("EUI48", 108), ("EUI64", 109), ("LOC", 29)];
+const GENERIC: [(&str, u16); 6] = [
+    ("URI", 256),
+    ("EUI48", 108),
+    ("EUI64", 109),
+    ("LOC", 29),
+    ("DHCID", 49),
+    ("CERT", 37),
+];
 
 /// The wire form of a [`GENERIC`] type's data, from its words (each with whether it was
 /// quoted).
@@ -367,6 +376,9 @@ fn generic_rdata(name: &str, words: &[(&[u8], bool)]) -> Result<Vec<u8>, String>
             Ok(out)
         }
         "LOC" => loc_rdata(words),
+        // RFC 4701 3.4: one base64 blob, which may be split by blanks.
+        "DHCID" => base64_words("DHCID", words),
+        "CERT" => cert_rdata(words),
         // RFC 7043 3.2 and 4.2: hex pairs joined by hyphens, 6 or 8 of them.
         _ => {
             let want = if name == "EUI48" { 6 } else { 8 };
@@ -390,6 +402,89 @@ fn generic_rdata(name: &str, words: &[(&[u8], bool)]) -> Result<Vec<u8>, String>
                 .collect()
         }
     }
+}
+
+/// The bytes of base64 words joined (blanks may split the blob, as in BIND), at least one.
+fn base64_words(what: &str, words: &[(&[u8], bool)]) -> Result<Vec<u8>, String> {
+    let mut text = String::new();
+    for (w, quoted) in words {
+        let w = std::str::from_utf8(w)
+            .ok()
+            .filter(|_| !quoted)
+            .ok_or_else(|| format!("{what}: expected base64"))?;
+        text.push_str(w);
+    }
+    if text.is_empty() {
+        return Err(format!("{what}: no base64 data"));
+    }
+    domain::utils::base64::decode::<Vec<u8>>(&text).map_err(|e| format!("{what}: bad base64 ({e})"))
+}
+
+/// A number up to `max`, or one of `names` (in any case), as BIND reads CERT's fields.
+fn number_or_name(w: &[u8], max: u32, names: &[(&str, u32)]) -> Option<u32> {
+    let w = std::str::from_utf8(w).ok()?;
+    if w.bytes().all(|b| b.is_ascii_digit()) {
+        return w.parse::<u32>().ok().filter(|v| *v <= max);
+    }
+    names
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(w))
+        .map(|&(_, v)| v)
+}
+
+/// CERT's certificate types (RFC 4398 2.1), as BIND names them.
+const CERT_TYPES: [(&str, u32); 10] = [
+    ("PKIX", 1),
+    ("SPKI", 2),
+    ("PGP", 3),
+    ("IPKIX", 4),
+    ("ISPKI", 5),
+    ("IPGP", 6),
+    ("ACPKIX", 7),
+    ("IACPKIX", 8),
+    ("URI", 253),
+    ("OID", 254),
+];
+
+/// DNSSEC algorithm mnemonics (RFC 4034 A.1 and its successors), as BIND's
+/// `dns_secalg_fromtext` reads them.
+const ALGORITHMS: [(&str, u32); 17] = [
+    ("RSAMD5", 1),
+    ("DH", 2),
+    ("DSA", 3),
+    ("ECC", 4),
+    ("RSASHA1", 5),
+    ("NSEC3DSA", 6),
+    ("NSEC3RSASHA1", 7),
+    ("RSASHA256", 8),
+    ("RSASHA512", 10),
+    ("ECCGOST", 12),
+    ("ECDSAP256SHA256", 13),
+    ("ECDSAP384SHA384", 14),
+    ("ED25519", 15),
+    ("ED448", 16),
+    ("INDIRECT", 252),
+    ("PRIVATEDNS", 253),
+    ("PRIVATEOID", 254),
+];
+
+/// CERT's data (RFC 4398 2.2): type, key tag, algorithm, then the certificate in base64.
+fn cert_rdata(words: &[(&[u8], bool)]) -> Result<Vec<u8>, String> {
+    let [(ctype, false), (tag, false), (alg, false), rest @ ..] = words else {
+        return Err("CERT: expected a type, a key tag, an algorithm and base64".into());
+    };
+    let ctype = number_or_name(ctype, 0xffff, &CERT_TYPES)
+        .ok_or("CERT: the type is not a number up to 65535 or PKIX, SPKI, PGP, ...")?;
+    let tag =
+        number_or_name(tag, 0xffff, &[]).ok_or("CERT: the key tag is not a number up to 65535")?;
+    let alg = number_or_name(alg, 0xff, &ALGORITHMS)
+        .ok_or("CERT: the algorithm is not a number up to 255 or a mnemonic (RSASHA256, ...)")?;
+    let mut out = Vec::new();
+    out.extend_from_slice(&(ctype as u16).to_be_bytes());
+    out.extend_from_slice(&(tag as u16).to_be_bytes());
+    out.push(alg as u8);
+    out.extend(base64_words("CERT", rest)?);
+    Ok(out)
 }
 
 /// LOC's data (RFC 1876 3): `d1 [m1 [s1]] N|S d2 [m2 [s2]] E|W alt[m] [size[m] [hp[m]
