@@ -275,13 +275,14 @@ dh   DHCID ( AAIBY2/AuCccgoJbsaxcQc9TUapptP69l
 sm   SMIMEA 3 1 1 0123456789abcdef
 c1   CERT PKIX 12345 RSASHA256 AQID BAU=
 c2   CERT iacpkix 1 13 AA==
+apl  APL 1:192.168.32.0/21 !2:2001:db8::/32
 ";
 
-/// DHCID, SMIMEA and CERT in their text forms are served as dig prints them back, the
+/// DHCID, SMIMEA, CERT and APL in their text forms are served as dig prints them back, the
 /// mnemonics as BIND 9.18's `named-compilezone -F text` wrote them for the same zone.
 /// Before, each stopped the start with "write it as RFC 3597's TYPEnn \# LEN HEX".
 #[test]
-fn dns_zone_dhcid_smimea_and_cert_are_read_in_their_text_forms() {
+fn dns_zone_rarer_types_are_read_in_their_text_forms() {
     let d = serve("t.test", CERT_TYPES, &[]);
     for (name, rtype, want) in [
         (
@@ -303,6 +304,11 @@ fn dns_zone_dhcid_smimea_and_cert_are_read_in_their_text_forms() {
             "c2.t.test",
             "CERT",
             "c2.t.test. 300 IN CERT IACPKIX 1 ECDSAP256SHA256 AA==",
+        ),
+        (
+            "apl.t.test",
+            "APL",
+            "apl.t.test. 300 IN APL 1:192.168.32.0/21 !2:2001:db8::/32",
         ),
     ] {
         assert_eq!(ask(&d, name, rtype), [want], "{name} {rtype}");

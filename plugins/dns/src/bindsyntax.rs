@@ -12,7 +12,7 @@
 //! - Types whose text form the scanner lacks but one it reads has the same shape are read
 //!   as that one (SPF as TXT; AFSDB, RT and KX as MX; SMIMEA as TLSA) and noted
 //!   ([`Part::stand_ins`]), for the loader to give the records their own type; URI, EUI48,
-//!   EUI64, LOC, DHCID and CERT are written in RFC 3597's generic form (`TYPEnn \# LEN HEX`).
+//!   EUI64, LOC, DHCID, CERT and APL are written in RFC 3597's generic form (`TYPEnn \# LEN HEX`).
 //!
 //! Only tokens are rewritten, found with the scanner's rules (quotes, `;` comments,
 //! parentheses, `\` escapes), and no line end is added or removed, so every line number
@@ -337,13 +337,14 @@ const STAND_INS: [(&str, u16, &str); 5] = [
 ];
 
 /// Types without names in their data, written here in RFC 3597's generic form.
-const GENERIC: [(&str, u16); 6] = [
+const GENERIC: [(&str, u16); 7] = [
     ("URI", 256),
     ("EUI48", 108),
     ("EUI64", 109),
     ("LOC", 29),
     ("DHCID", 49),
     ("CERT", 37),
+    ("APL", 42),
 ];
 
 /// The wire form of a [`GENERIC`] type's data, from its words (each with whether it was
@@ -379,6 +380,7 @@ fn generic_rdata(name: &str, words: &[(&[u8], bool)]) -> Result<Vec<u8>, String>
         // RFC 4701 3.4: one base64 blob, which may be split by blanks.
         "DHCID" => base64_words("DHCID", words),
         "CERT" => cert_rdata(words),
+        "APL" => apl_rdata(words),
         // RFC 7043 3.2 and 4.2: hex pairs joined by hyphens, 6 or 8 of them.
         _ => {
             let want = if name == "EUI48" { 6 } else { 8 };
@@ -484,6 +486,60 @@ fn cert_rdata(words: &[(&[u8], bool)]) -> Result<Vec<u8>, String> {
     out.extend_from_slice(&(tag as u16).to_be_bytes());
     out.push(alg as u8);
     out.extend(base64_words("CERT", rest)?);
+    Ok(out)
+}
+
+/// APL's data (RFC 3123 4): items `[!]afi:address/prefix`, none or more, for address
+/// families 1 (IPv4) and 2 (IPv6), each the address's bytes without the trailing zeros.
+/// As BIND, bits past the prefix are kept and duplicates are not merged.
+fn apl_rdata(words: &[(&[u8], bool)]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    for (w, quoted) in words {
+        let text = std::str::from_utf8(w).unwrap_or("");
+        let why = || format!("APL: {text:?} is not [!]afi:address/prefix");
+        if *quoted {
+            return Err(why());
+        }
+        let (negate, item) = match text.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let (afi, rest) = item.split_once(':').ok_or_else(why)?;
+        let (addr, prefix) = rest.rsplit_once('/').ok_or_else(why)?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(afi) || !digits(prefix) {
+            return Err(why());
+        }
+        let afi: u16 = afi.parse().map_err(|_| why())?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| format!("APL: prefix {prefix} is too long"))?;
+        let (bytes, max) = match afi {
+            1 => (
+                addr.parse::<std::net::Ipv4Addr>()
+                    .map_err(|_| format!("APL: {addr:?} is not an IPv4 address"))?
+                    .octets()
+                    .to_vec(),
+                32,
+            ),
+            2 => (
+                addr.parse::<std::net::Ipv6Addr>()
+                    .map_err(|_| format!("APL: {addr:?} is not an IPv6 address"))?
+                    .octets()
+                    .to_vec(),
+                128,
+            ),
+            _ => return Err(format!("APL: address family {afi} (1 and 2 are read)")),
+        };
+        if prefix > max {
+            return Err(format!("APL: prefix {prefix} is over {max}"));
+        }
+        let len = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+        out.extend_from_slice(&afi.to_be_bytes());
+        out.push(prefix);
+        out.push(len as u8 | if negate { 0x80 } else { 0 });
+        out.extend_from_slice(&bytes[..len]);
+    }
     Ok(out)
 }
 

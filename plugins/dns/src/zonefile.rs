@@ -361,10 +361,10 @@ fn scanner_error(path: &Path, line: Option<usize>, text: &str) -> LoadError {
     let mut parts = text.splitn(3, ':');
     let own = parts.next().and_then(|l| l.parse().ok());
     let mut message = parts.nth(1).unwrap_or(text).trim().to_string();
-    // The scanner's words for a type whose text form it lacks (WKS, X25, APL, ...): say
+    // The scanner's words for a type whose text form it lacks (WKS, X25, HIP, ...): say
     // what to write instead.
     if message.contains("unknown record type with concrete data") {
-        message = "a record type whose text form is not read here (WKS, X25, APL, HIP, \
+        message = "a record type whose text form is not read here (WKS, X25, HIP, NID, \
                    ...): write it as RFC 3597's TYPEnn \\# LEN HEX"
             .into();
     }
@@ -1122,6 +1122,70 @@ d DNAME b.example.net.
                 d.path(),
                 "b.test",
                 &format!("{SOA}\n{bad}\n"),
+                Some(3),
+                says,
+            );
+        }
+    }
+
+    /// APL (RFC 3123) in its text form loads to the wire data BIND 9.18's
+    /// `named-compilezone -F raw` wrote for the same lines: trailing zero bytes dropped, bits
+    /// past the prefix kept, an empty list allowed. Errors are those BIND refuses.
+    #[test]
+    fn apl_records_are_read() {
+        let d = tempfile::tempdir().unwrap();
+        reads_as(
+            d.path(),
+            &[
+                (
+                    "a1",
+                    Rtype::APL,
+                    "1:192.168.32.0/21 !1:192.168.38.0/28",
+                    "0001 15 03 c0a820 0001 1c 83 c0a826",
+                ),
+                (
+                    "a2",
+                    Rtype::APL,
+                    "( 1:224.0.0.0/4\n 2:FF00:0:0:0:0:0:0:0/8 )",
+                    "0001 04 01 e0 0002 08 01 ff",
+                ),
+                ("a3", Rtype::APL, "1:192.168.32.1/21", "0001 15 04 c0a82001"),
+                (
+                    "a4",
+                    Rtype::APL,
+                    "2:::/0 1:0.0.0.0/0",
+                    "0002 00 00 0001 00 00",
+                ),
+                (
+                    "a5",
+                    Rtype::APL,
+                    "2:2001:db8::1/128 01:1.2.0.0/8",
+                    "0002 80 10 20010db8000000000000000000000001 0001 08 02 0102",
+                ),
+            ],
+        );
+        // An empty list is an APL record with no data, as BIND reads it.
+        let z = load(&write(d.path(), "e.test", &format!("{SOA}e APL\n"))).unwrap();
+        assert_eq!(wire_of(&z, "e.e.test", Rtype::APL), b"");
+        for (bad, says) in [
+            ("3:1.2.3.4/8", "APL: address family 3"),
+            ("1:1.2.3.4/33", "APL: prefix 33 is over 32"),
+            ("2:::/129", "APL: prefix 129 is over 128"),
+            ("1:1.2.3.4/300", "APL: prefix 300 is too long"),
+            (
+                "1:1.2.3.4",
+                "APL: \"1:1.2.3.4\" is not [!]afi:address/prefix",
+            ),
+            ("1:1.2.3/8", "APL: \"1.2.3\" is not an IPv4 address"),
+            ("2:1.2.3.4/8", "is not an IPv6 address"),
+            ("!!1:1.2.3.4/8", "is not [!]afi"),
+            ("x:1.2.3.4/8", "is not [!]afi"),
+            ("\"1:1.2.3.4/8\"", "is not [!]afi"),
+        ] {
+            fails(
+                d.path(),
+                "b.test",
+                &format!("{SOA}\nx APL {bad}\n"),
                 Some(3),
                 says,
             );
