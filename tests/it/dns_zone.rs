@@ -276,9 +276,10 @@ sm   SMIMEA 3 1 1 0123456789abcdef
 c1   CERT PKIX 12345 RSASHA256 AQID BAU=
 c2   CERT iacpkix 1 13 AA==
 apl  APL 1:192.168.32.0/21 !2:2001:db8::/32
+@    CSYNC 66 3 A NS AAAA
 ";
 
-/// DHCID, SMIMEA, CERT and APL in their text forms are served as dig prints them back, the
+/// DHCID, SMIMEA, CERT, APL and CSYNC in their text forms are served as dig prints them back, the
 /// mnemonics as BIND 9.18's `named-compilezone -F text` wrote them for the same zone.
 /// Before, each stopped the start with "write it as RFC 3597's TYPEnn \# LEN HEX".
 #[test]
@@ -310,6 +311,7 @@ fn dns_zone_rarer_types_are_read_in_their_text_forms() {
             "APL",
             "apl.t.test. 300 IN APL 1:192.168.32.0/21 !2:2001:db8::/32",
         ),
+        ("t.test", "CSYNC", "t.test. 300 IN CSYNC 66 3 A NS AAAA"),
     ] {
         assert_eq!(ask(&d, name, rtype), [want], "{name} {rtype}");
     }

@@ -12,7 +12,7 @@
 //! - Types whose text form the scanner lacks but one it reads has the same shape are read
 //!   as that one (SPF as TXT; AFSDB, RT and KX as MX; SMIMEA as TLSA) and noted
 //!   ([`Part::stand_ins`]), for the loader to give the records their own type; URI, EUI48,
-//!   EUI64, LOC, DHCID, CERT and APL are written in RFC 3597's generic form (`TYPEnn \# LEN HEX`).
+//!   EUI64, LOC, DHCID, CERT, APL and CSYNC are written in RFC 3597's generic form (`TYPEnn \# LEN HEX`).
 //!
 //! Only tokens are rewritten, found with the scanner's rules (quotes, `;` comments,
 //! parentheses, `\` escapes), and no line end is added or removed, so every line number
@@ -337,7 +337,7 @@ const STAND_INS: [(&str, u16, &str); 5] = [
 ];
 
 /// Types without names in their data, written here in RFC 3597's generic form.
-const GENERIC: [(&str, u16); 7] = [
+const GENERIC: [(&str, u16); 8] = [
     ("URI", 256),
     ("EUI48", 108),
     ("EUI64", 109),
@@ -345,6 +345,7 @@ const GENERIC: [(&str, u16); 7] = [
     ("DHCID", 49),
     ("CERT", 37),
     ("APL", 42),
+    ("CSYNC", 62),
 ];
 
 /// The wire form of a [`GENERIC`] type's data, from its words (each with whether it was
@@ -381,6 +382,7 @@ fn generic_rdata(name: &str, words: &[(&[u8], bool)]) -> Result<Vec<u8>, String>
         "DHCID" => base64_words("DHCID", words),
         "CERT" => cert_rdata(words),
         "APL" => apl_rdata(words),
+        "CSYNC" => csync_rdata(words),
         // RFC 7043 3.2 and 4.2: hex pairs joined by hyphens, 6 or 8 of them.
         _ => {
             let want = if name == "EUI48" { 6 } else { 8 };
@@ -540,6 +542,58 @@ fn apl_rdata(words: &[(&[u8], bool)]) -> Result<Vec<u8>, String> {
         out.push(len as u8 | if negate { 0x80 } else { 0 });
         out.extend_from_slice(&bytes[..len]);
     }
+    Ok(out)
+}
+
+/// CSYNC's data (RFC 7477 2.1.1): SOA serial, flags, and the types as NSEC's bitmap.
+fn csync_rdata(words: &[(&[u8], bool)]) -> Result<Vec<u8>, String> {
+    let [(serial, false), (flags, false), types @ ..] = words else {
+        return Err("CSYNC: expected a serial, flags and types".into());
+    };
+    let serial = number_or_name(serial, u32::MAX, &[])
+        .ok_or("CSYNC: the serial is not a number up to 4294967295")?;
+    let flags = number_or_name(flags, 0xffff, &[])
+        .ok_or("CSYNC: the flags are not a number up to 65535")?;
+    let mut out = Vec::new();
+    out.extend_from_slice(&serial.to_be_bytes());
+    out.extend_from_slice(&(flags as u16).to_be_bytes());
+    out.extend(type_bitmap("CSYNC", types)?);
+    Ok(out)
+}
+
+/// RFC 4034 4.1.2's type bitmap of type names (mnemonics or `TYPEnn`, in any order, any
+/// repeated), as NSEC and CSYNC hold it; none makes an empty bitmap, as BIND writes it.
+fn type_bitmap(what: &str, words: &[(&[u8], bool)]) -> Result<Vec<u8>, String> {
+    let mut types = std::collections::BTreeSet::new();
+    for (w, quoted) in words {
+        let text = String::from_utf8_lossy(w);
+        let rtype = (!quoted)
+            .then(|| text.parse::<domain::base::iana::Rtype>().ok())
+            .flatten()
+            .ok_or_else(|| format!("{what}: {text:?} is not a record type"))?;
+        types.insert(rtype.to_int());
+    }
+    let mut out = Vec::new();
+    let mut window: Option<(u8, [u8; 32])> = None;
+    let flush = |w: Option<(u8, [u8; 32])>, out: &mut Vec<u8>| {
+        if let Some((n, bits)) = w {
+            let len = bits.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+            out.push(n);
+            out.push(len as u8);
+            out.extend_from_slice(&bits[..len]);
+        }
+    };
+    for t in types {
+        let (n, low) = ((t >> 8) as u8, (t & 0xff) as usize);
+        if window.is_none_or(|(w, _)| w != n) {
+            flush(window.take(), &mut out);
+            window = Some((n, [0; 32]));
+        }
+        if let Some((_, bits)) = window.as_mut() {
+            bits[low / 8] |= 0x80 >> (low % 8);
+        }
+    }
+    flush(window, &mut out);
     Ok(out)
 }
 

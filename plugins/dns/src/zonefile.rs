@@ -1191,4 +1191,57 @@ d DNAME b.example.net.
             );
         }
     }
+
+    /// CSYNC (RFC 7477) in its text form loads to the wire data BIND 9.18's
+    /// `named-compilezone -F raw` wrote for the same lines: the types as NSEC's bitmap, in
+    /// any order and case, repeated, `TYPEnn`, over several windows, or none.
+    #[test]
+    fn csync_records_are_read() {
+        let d = tempfile::tempdir().unwrap();
+        reads_as(
+            d.path(),
+            &[
+                (
+                    "c1",
+                    Rtype::CSYNC,
+                    "66 3 A NS AAAA",
+                    "00000042 0003 00 04 60000008",
+                ),
+                ("c2", Rtype::CSYNC, "0 0", "00000000 0000"),
+                (
+                    "c3",
+                    Rtype::CSYNC,
+                    "4294967295 65535 ( TYPE65535 a\n TYPE1 caa )",
+                    &format!(
+                        "ffffffff ffff 00 01 40 01 01 40 ff 20 {}01",
+                        "00".repeat(31)
+                    ),
+                ),
+                ("c4", Rtype::CSYNC, "1 0 A A", "00000001 0000 00 01 40"),
+                (
+                    "c5",
+                    Rtype::CSYNC,
+                    "1 0 NSEC3 RRSIG SIG",
+                    "00000001 0000 00 07 00000080000220",
+                ),
+            ],
+        );
+        for (bad, says) in [
+            ("4294967296 0 A", "CSYNC: the serial"),
+            ("1 65536 A", "CSYNC: the flags"),
+            ("1 0 FOO", "CSYNC: \"FOO\" is not a record type"),
+            ("1 0 TYPE65536", "CSYNC: \"TYPE65536\" is not a record type"),
+            ("1 0 \"A\"", "is not a record type"),
+            ("1", "CSYNC: expected a serial"),
+            ("x 0 A", "CSYNC: the serial"),
+        ] {
+            fails(
+                d.path(),
+                "b.test",
+                &format!("{SOA}\nx CSYNC {bad}\n"),
+                Some(3),
+                says,
+            );
+        }
+    }
 }
