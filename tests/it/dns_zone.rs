@@ -277,9 +277,11 @@ c1   CERT PKIX 12345 RSASHA256 AQID BAU=
 c2   CERT iacpkix 1 13 AA==
 apl  APL 1:192.168.32.0/21 !2:2001:db8::/32
 @    CSYNC 66 3 A NS AAAA
+key  KEY ZONE|SIG1 DNSSEC RSASHA256 AwEAAQ==
+key  SIG KEY RSASHA256 3 300 20300101000000 20200101000000 12345 t.test. AQID
 ";
 
-/// DHCID, SMIMEA, CERT, APL and CSYNC in their text forms are served as dig prints them back, the
+/// DHCID, SMIMEA, CERT, APL, CSYNC, KEY and SIG in their text forms are served as dig prints them back, the
 /// mnemonics as BIND 9.18's `named-compilezone -F text` wrote them for the same zone.
 /// Before, each stopped the start with "write it as RFC 3597's TYPEnn \# LEN HEX".
 #[test]
@@ -312,6 +314,16 @@ fn dns_zone_rarer_types_are_read_in_their_text_forms() {
             "apl.t.test. 300 IN APL 1:192.168.32.0/21 !2:2001:db8::/32",
         ),
         ("t.test", "CSYNC", "t.test. 300 IN CSYNC 66 3 A NS AAAA"),
+        (
+            "key.t.test",
+            "KEY",
+            "key.t.test. 300 IN KEY 257 3 8 AwEAAQ==",
+        ),
+        (
+            "key.t.test",
+            "SIG",
+            "key.t.test. 300 IN SIG KEY 8 3 300 20300101000000 20200101000000 12345 t.test. AQID",
+        ),
     ] {
         assert_eq!(ask(&d, name, rtype), [want], "{name} {rtype}");
     }

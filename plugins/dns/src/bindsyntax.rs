@@ -10,9 +10,9 @@
 //!   it, as BIND and NSD do, while each file's scanner starts afresh.
 //!
 //! - Types whose text form the scanner lacks but one it reads has the same shape are read
-//!   as that one (SPF as TXT; AFSDB, RT and KX as MX; SMIMEA as TLSA) and noted
+//!   as that one (SPF as TXT; AFSDB, RT and KX as MX; SMIMEA as TLSA; SIG as RRSIG) and noted
 //!   ([`Part::stand_ins`]), for the loader to give the records their own type; URI, EUI48,
-//!   EUI64, LOC, DHCID, CERT, APL and CSYNC are written in RFC 3597's generic form (`TYPEnn \# LEN HEX`).
+//!   EUI64, LOC, DHCID, CERT, APL, CSYNC and KEY are written in RFC 3597's generic form (`TYPEnn \# LEN HEX`).
 //!
 //! Only tokens are rewritten, found with the scanner's rules (quotes, `;` comments,
 //! parentheses, `\` escapes), and no line end is added or removed, so every line number
@@ -286,6 +286,23 @@ fn edits(
                 with: stand_in.as_bytes().to_vec(),
             });
             stand_ins.push((e.line, code));
+            // The scanner's RRSIG takes an empty signature; BIND refuses one.
+            if name == "SIG" && e.toks.len() <= k + 9 {
+                return Err((
+                    e.line,
+                    "SIG: expected the type covered, algorithm, labels, \
+                                     TTL, expiration, inception, key tag, signer and base64"
+                        .into(),
+                ));
+            }
+            // SIG's algorithm as a mnemonic (BIND reads RSASHA256 and the like), which the
+            // scanner's RRSIG takes only as a number.
+            if name == "SIG"
+                && let Some(alg) = e.toks.get(k + 2).filter(|a| !a.quoted)
+                && let Some(n) = number_or_name(word(alg), 0xff, &ALGORITHMS)
+            {
+                edits.push(replace(alg, n));
+            }
         } else if let Some(&(_, code)) = GENERIC.iter().find(|(n, _)| *n == name) {
             let data = &e.toks[k + 1..];
             let words: Vec<(&[u8], bool)> = data.iter().map(|d| (word(d), d.quoted)).collect();
@@ -327,17 +344,19 @@ fn edits(
 /// Types read with another's text form, whose data has the same shape on the wire: (name,
 /// code, stand-in). SPF is TXT's strings (RFC 7208 3.1); AFSDB (RFC 1183 1), RT (RFC 1183
 /// 3.3) and KX (RFC 2230) are a 16-bit number and a name, as MX is.
-/// SMIMEA is TLSA's text and wire form (RFC 8162 2.1).
-const STAND_INS: [(&str, u16, &str); 5] = [
+/// SMIMEA is TLSA's text and wire form (RFC 8162 2.1); SIG is RRSIG's (RFC 4034 3 took
+/// RFC 2535's SIG over).
+const STAND_INS: [(&str, u16, &str); 6] = [
     ("SPF", 99, "TXT"),
     ("AFSDB", 18, "MX"),
     ("RT", 21, "MX"),
     ("KX", 36, "MX"),
     ("SMIMEA", 53, "TLSA"),
+    ("SIG", 24, "RRSIG"),
 ];
 
 /// Types without names in their data, written here in RFC 3597's generic form.
-const GENERIC: [(&str, u16); 8] = [
+const GENERIC: [(&str, u16); 9] = [
     ("URI", 256),
     ("EUI48", 108),
     ("EUI64", 109),
@@ -346,6 +365,7 @@ const GENERIC: [(&str, u16); 8] = [
     ("CERT", 37),
     ("APL", 42),
     ("CSYNC", 62),
+    ("KEY", 25),
 ];
 
 /// The wire form of a [`GENERIC`] type's data, from its words (each with whether it was
@@ -383,6 +403,7 @@ fn generic_rdata(name: &str, words: &[(&[u8], bool)]) -> Result<Vec<u8>, String>
         "CERT" => cert_rdata(words),
         "APL" => apl_rdata(words),
         "CSYNC" => csync_rdata(words),
+        "KEY" => key_rdata(words),
         // RFC 7043 3.2 and 4.2: hex pairs joined by hyphens, 6 or 8 of them.
         _ => {
             let want = if name == "EUI48" { 6 } else { 8 };
@@ -594,6 +615,93 @@ fn type_bitmap(what: &str, words: &[(&[u8], bool)]) -> Result<Vec<u8>, String> {
         }
     }
     flush(window, &mut out);
+    Ok(out)
+}
+
+/// KEY's flags (RFC 2535 3.1.2) as BIND's `dns_keyflags_fromtext` names them, joined by `|`.
+const KEY_FLAGS: [(&str, u32); 32] = [
+    ("NOCONF", 0x4000),
+    ("NOAUTH", 0x8000),
+    ("NOKEY", 0xc000),
+    ("FLAG2", 0x2000),
+    ("EXTEND", 0x1000),
+    ("FLAG4", 0x0800),
+    ("FLAG5", 0x0400),
+    ("USER", 0),
+    ("ZONE", 0x0100),
+    ("HOST", 0x0200),
+    ("NTYP3", 0x0300),
+    ("FLAG8", 0x0080),
+    ("FLAG9", 0x0040),
+    ("FLAG10", 0x0020),
+    ("FLAG11", 0x0010),
+    ("SIG0", 0),
+    ("SIG1", 1),
+    ("SIG2", 2),
+    ("SIG3", 3),
+    ("SIG4", 4),
+    ("SIG5", 5),
+    ("SIG6", 6),
+    ("SIG7", 7),
+    ("SIG8", 8),
+    ("SIG9", 9),
+    ("SIG10", 10),
+    ("SIG11", 11),
+    ("SIG12", 12),
+    ("SIG13", 13),
+    ("SIG14", 14),
+    ("SIG15", 15),
+    ("KSK", 1),
+];
+
+/// KEY's protocols (RFC 2535 3.1.3) as BIND's `dns_secproto_fromtext` names them.
+const KEY_PROTOCOLS: [(&str, u32); 6] = [
+    ("NONE", 0),
+    ("TLS", 1),
+    ("EMAIL", 2),
+    ("DNSSEC", 3),
+    ("IPSEC", 4),
+    ("ALL", 255),
+];
+
+/// KEY's data (RFC 2535 3.1, DNSKEY's text form): flags (a decimal or `0x` hex number, or
+/// names joined by `|`), protocol, algorithm, and the key in base64, which a key whose
+/// flags say NOKEY (both top bits) has none of, as BIND reads it.
+fn key_rdata(words: &[(&[u8], bool)]) -> Result<Vec<u8>, String> {
+    let [(flags, false), (proto, false), (alg, false), rest @ ..] = words else {
+        return Err("KEY: expected flags, a protocol, an algorithm and base64".into());
+    };
+    let text = std::str::from_utf8(flags).unwrap_or("");
+    let hex = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    let flags = match hex {
+        Some(h) => u32::from_str_radix(h, 16).ok().filter(|v| *v <= 0xffff),
+        None if text.bytes().all(|b| b.is_ascii_digit()) => number_or_name(flags, 0xffff, &[]),
+        None => text.split('|').try_fold(0, |v, name| {
+            KEY_FLAGS
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|&(_, f)| v | f)
+        }),
+    }
+    .ok_or("KEY: the flags are not a number up to 65535 or names (ZONE|SIG1, ...)")?;
+    let proto = number_or_name(proto, 0xff, &KEY_PROTOCOLS)
+        .ok_or("KEY: the protocol is not a number up to 255 or DNSSEC, IPSEC, ...")?;
+    let alg = number_or_name(alg, 0xff, &ALGORITHMS)
+        .ok_or("KEY: the algorithm is not a number up to 255 or a mnemonic (RSASHA256, ...)")?;
+    let mut out = Vec::new();
+    out.extend_from_slice(&(flags as u16).to_be_bytes());
+    out.push(proto as u8);
+    out.push(alg as u8);
+    if flags & 0xc000 == 0xc000 {
+        if !rest.is_empty() {
+            return Err("KEY: a key whose flags say NOKEY has no key data".into());
+        }
+    } else {
+        out.extend(base64_words("KEY", rest)?);
+    }
     Ok(out)
 }
 

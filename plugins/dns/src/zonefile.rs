@@ -1244,4 +1244,78 @@ d DNAME b.example.net.
             );
         }
     }
+
+    /// KEY (RFC 2535, DNSKEY's text form, with BIND's flag and protocol names) and SIG
+    /// (RRSIG's text form) load to the wire data BIND 9.18's `named-compilezone -F raw`
+    /// wrote for the same lines; a KEY whose flags say NOKEY has no key data.
+    #[test]
+    fn key_and_sig_records_are_read() {
+        let d = tempfile::tempdir().unwrap();
+        reads_as(
+            d.path(),
+            &[
+                ("k1", Rtype::KEY, "256 3 8 AwEAAQ==", "0100 03 08 03010001"),
+                ("k2", Rtype::KEY, "0xC000 3 8", "c000 03 08"),
+                (
+                    "k3",
+                    Rtype::KEY,
+                    "512 3 RSASHA1 AQID BAU=",
+                    "0200 03 05 0102030405",
+                ),
+                ("k4", Rtype::KEY, "0400 DNSSEC 8 AQID", "0190 03 08 010203"),
+                (
+                    "k5",
+                    Rtype::KEY,
+                    "NOAUTH|HOST|SIG3 ipsec 253 AQID",
+                    "8203 04 fd 010203",
+                ),
+                ("k6", Rtype::KEY, "zone|ksk ALL 8 AQID", "0101 ff 08 010203"),
+                ("k7", Rtype::KEY, "NOKEY NONE 8", "c000 00 08"),
+                (
+                    "s1",
+                    Rtype::SIG,
+                    "A 8 3 300 20300101000000 20200101000000 12345 t.test. AQID",
+                    "0001 08 03 0000012c 70dbd880 5e0be100 3039 0174047465737400 010203",
+                ),
+                (
+                    "s2",
+                    Rtype::SIG,
+                    "TYPE65 RSASHA256 3 300 20300101000000 20200101000000 1 rel AQID",
+                    "0041 08 03 0000012c 70dbd880 5e0be100 0001 0372656c0172047465737400 010203",
+                ),
+            ],
+        );
+        for (bad, says) in [
+            ("x KEY 0xC000 3 8 AQID", "KEY: a key whose flags say NOKEY"),
+            ("x KEY 256 3 8", "KEY: no base64 data"),
+            ("x KEY 65536 3 8 AQID", "KEY: the flags"),
+            ("x KEY 0x10000 3 8 AQID", "KEY: the flags"),
+            ("x KEY 0xq 3 8 AQID", "KEY: the flags"),
+            ("x KEY ZONE|BOGUS 3 8 AQID", "KEY: the flags"),
+            ("x KEY 256 256 8 AQID", "KEY: the protocol"),
+            ("x KEY 256 3 256 AQID", "KEY: the algorithm"),
+            ("x KEY 256 3 8 \"AQID\"", "KEY: expected base64"),
+            ("x KEY 256 3", "KEY: expected flags"),
+            (
+                "x SIG A 8 3 300 20300101000000 20200101000000 1 rel",
+                "SIG: expected the type covered",
+            ),
+            (
+                "x SIG A 8 3 300 20300101000000 20300101000000 1 rel AQ!D",
+                "",
+            ),
+            (
+                "x SIG A BOGUS 3 300 20300101000000 20300101000000 1 rel AQID",
+                "",
+            ),
+        ] {
+            fails(
+                d.path(),
+                "b.test",
+                &format!("{SOA}\n{bad}\n"),
+                Some(3),
+                says,
+            );
+        }
+    }
 }
