@@ -278,10 +278,11 @@ c2   CERT iacpkix 1 13 AA==
 apl  APL 1:192.168.32.0/21 !2:2001:db8::/32
 @    CSYNC 66 3 A NS AAAA
 key  KEY ZONE|SIG1 DNSSEC RSASHA256 AwEAAQ==
+wks  WKS 192.0.2.1 tcp smtp http 0
 key  SIG KEY RSASHA256 3 300 20300101000000 20200101000000 12345 t.test. AQID
 ";
 
-/// DHCID, SMIMEA, CERT, APL, CSYNC, KEY and SIG in their text forms are served as dig prints them back, the
+/// DHCID, SMIMEA, CERT, APL, CSYNC, KEY, SIG and WKS in their text forms are served as dig prints them back, the
 /// mnemonics as BIND 9.18's `named-compilezone -F text` wrote them for the same zone.
 /// Before, each stopped the start with "write it as RFC 3597's TYPEnn \# LEN HEX".
 #[test]

@@ -12,7 +12,7 @@
 //! - Types whose text form the scanner lacks but one it reads has the same shape are read
 //!   as that one (SPF as TXT; AFSDB, RT and KX as MX; SMIMEA as TLSA; SIG as RRSIG) and noted
 //!   ([`Part::stand_ins`]), for the loader to give the records their own type; URI, EUI48,
-//!   EUI64, LOC, DHCID, CERT, APL, CSYNC and KEY are written in RFC 3597's generic form (`TYPEnn \# LEN HEX`).
+//!   EUI64, LOC, DHCID, CERT, APL, CSYNC, KEY and WKS are written in RFC 3597's generic form (`TYPEnn \# LEN HEX`).
 //!
 //! Only tokens are rewritten, found with the scanner's rules (quotes, `;` comments,
 //! parentheses, `\` escapes), and no line end is added or removed, so every line number
@@ -356,7 +356,7 @@ const STAND_INS: [(&str, u16, &str); 6] = [
 ];
 
 /// Types without names in their data, written here in RFC 3597's generic form.
-const GENERIC: [(&str, u16); 9] = [
+const GENERIC: [(&str, u16); 10] = [
     ("URI", 256),
     ("EUI48", 108),
     ("EUI64", 109),
@@ -366,6 +366,7 @@ const GENERIC: [(&str, u16); 9] = [
     ("APL", 42),
     ("CSYNC", 62),
     ("KEY", 25),
+    ("WKS", 11),
 ];
 
 /// The wire form of a [`GENERIC`] type's data, from its words (each with whether it was
@@ -404,6 +405,7 @@ fn generic_rdata(name: &str, words: &[(&[u8], bool)]) -> Result<Vec<u8>, String>
         "APL" => apl_rdata(words),
         "CSYNC" => csync_rdata(words),
         "KEY" => key_rdata(words),
+        "WKS" => wks_rdata(words),
         // RFC 7043 3.2 and 4.2: hex pairs joined by hyphens, 6 or 8 of them.
         _ => {
             let want = if name == "EUI48" { 6 } else { 8 };
@@ -703,6 +705,91 @@ fn key_rdata(words: &[(&[u8], bool)]) -> Result<Vec<u8>, String> {
         out.extend(base64_words("KEY", rest)?);
     }
     Ok(out)
+}
+
+/// WKS's data (RFC 1035 3.4.2): an IPv4 address, a protocol (a number, or a name or alias
+/// in /etc/protocols), and services (numbers, or names or aliases in /etc/services for the
+/// protocol when it is TCP or UDP, for any otherwise) as a bitmap of ports, as BIND reads it
+/// with `getprotobyname` and `getservbyname`.
+fn wks_rdata(words: &[(&[u8], bool)]) -> Result<Vec<u8>, String> {
+    let [(addr, false), (proto, false), services @ ..] = words else {
+        return Err("WKS: expected an IPv4 address, a protocol and services".into());
+    };
+    let addr = std::str::from_utf8(addr).unwrap_or("");
+    let addr: std::net::Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("WKS: {addr:?} is not an IPv4 address"))?;
+    let proto = std::str::from_utf8(proto).unwrap_or("");
+    let proto = number(proto, 0xff)
+        .or_else(|| lookup("/etc/protocols", proto, None))
+        .ok_or_else(|| {
+            format!("WKS: protocol {proto:?} is not a number up to 255 or in /etc/protocols")
+        })?;
+    let by = match proto {
+        6 => Some("tcp"),
+        17 => Some("udp"),
+        _ => None,
+    };
+    let mut bits = Vec::new();
+    for (w, quoted) in services {
+        let text = std::str::from_utf8(w).unwrap_or("");
+        let port = (!quoted)
+            .then(|| {
+                number(text, 0xffff)
+                    .or_else(|| lookup("/etc/services", &text.to_ascii_lowercase(), Some(by)))
+                    .or_else(|| lookup("/etc/services", text, Some(by)))
+            })
+            .flatten()
+            .ok_or_else(|| {
+                format!(
+                    "WKS: service {text:?} is not a port up to 65535 or in /etc/services{}",
+                    by.map(|b| format!(" for {b}")).unwrap_or_default()
+                )
+            })? as usize;
+        if bits.len() <= port / 8 {
+            bits.resize(port / 8 + 1, 0);
+        }
+        bits[port / 8] |= 0x80 >> (port % 8);
+    }
+    let mut out = addr.octets().to_vec();
+    out.push(proto as u8);
+    out.extend(bits);
+    Ok(out)
+}
+
+/// A decimal number up to `max`.
+fn number(w: &str, max: u32) -> Option<u32> {
+    (!w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| w.parse::<u32>().ok().filter(|v| *v <= max))
+        .flatten()
+}
+
+/// The number of `name` (its first word or an alias) in /etc/protocols (`by` is `None`)
+/// or /etc/services (`by` the protocol its entry must be for, if any), as glibc finds it.
+fn lookup(file: &str, name: &str, by: Option<Option<&str>>) -> Option<u32> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|line| {
+        let line = line.split('#').next().unwrap_or("");
+        let mut f = line.split_whitespace();
+        let first = f.next()?;
+        let value = f.next()?;
+        if first != name && !f.clone().any(|a| a == name) {
+            return None;
+        }
+        let (num, proto) = match by {
+            None => (value, None),
+            Some(_) => {
+                let (n, p) = value.split_once('/')?;
+                (n, Some(p))
+            }
+        };
+        if let Some(Some(want)) = by
+            && proto != Some(want)
+        {
+            return None;
+        }
+        num.parse().ok()
+    })
 }
 
 /// LOC's data (RFC 1876 3): `d1 [m1 [s1]] N|S d2 [m2 [s2]] E|W alt[m] [size[m] [hp[m]
