@@ -221,7 +221,8 @@ impl Zone {
     /// an SOA at the apex; one DNAME record at most at a name (BIND's "multiple RRs of
     /// singleton type"); one CNAME record at most at a name, and beside it only the
     /// DNSSEC records that sign it and chain past it, RRSIG and NSEC (RFC 2181 10.1, RFC 4035
-    /// 2.5; NSEC3 sits at hashed owners, not beside a CNAME). Called once all the records are in.
+    /// 2.5; NSEC3 sits at hashed owners, not beside a CNAME), and RFC 2535's SIG and KEY, as
+    /// BIND 9.18 allows them (not NXT, which it refuses). Called once all the records are in.
     pub fn check(&mut self) -> Result<(), ZoneError> {
         // The names are all in: the list's growth slack (up to as much again) goes.
         self.list.shrink_to_fit();
@@ -247,7 +248,12 @@ impl Zone {
             if cname.data.len() > 1 {
                 return Err(ZoneError::TwoOf(node.name.to_string(), Rtype::CNAME));
             }
-            let beside = |t: Rtype| t == Rtype::CNAME || t == Rtype::RRSIG || t == Rtype::NSEC;
+            let beside = |t: Rtype| {
+                matches!(
+                    t,
+                    Rtype::CNAME | Rtype::RRSIG | Rtype::NSEC | Rtype::SIG | Rtype::KEY
+                )
+            };
             if !node.rrsets.iter().all(|s| beside(s.rtype)) {
                 return Err(ZoneError::CnameAndOther(node.name.to_string()));
             }

@@ -1317,6 +1317,24 @@ d DNAME b.example.net.
                 says,
             );
         }
+        // SIG and KEY may sit beside a CNAME (RFC 2181 10.1), as BIND 9.18 loads them; NXT,
+        // which BIND refuses there, may not.
+        let beside = format!(
+            "{SOA}w CNAME ns\nw SIG CNAME 8 3 300 20300101000000 20200101000000 1 c.test. AQID\n\
+             w KEY 256 3 8 AQID\n"
+        );
+        let z = load(&write(d.path(), "c.test", &beside)).unwrap();
+        assert_eq!(
+            wire_of(&z, "w.c.test", Rtype::KEY),
+            hex("0100 03 08 010203")
+        );
+        fails(
+            d.path(),
+            "c.test",
+            &format!("{beside}w TYPE30 \\# 1 00\n"),
+            Some(2),
+            "w.c.test has a CNAME and other data",
+        );
     }
 
     /// WKS (RFC 1035 3.4.2) in its text form loads to the wire data BIND 9.18's
