@@ -229,6 +229,19 @@ fn ports_of(lines: &[String]) -> Vec<u16> {
         .collect()
 }
 
+/// The text of the file at `path` once `done` holds for it, or as it is after `timeout` (a
+/// log written by the server after its answer: the caller's assertions say what was missing).
+pub fn file_when(path: &std::path::Path, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
+    let end = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if done(&text) || Instant::now() >= end {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn count_ports(lines: &[String]) -> usize {
     lines.iter().filter(|l| l.contains(" starting on ")).count()
 }

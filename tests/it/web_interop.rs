@@ -264,16 +264,14 @@ fn access_log_escapes_bytes_as_twistd_and_keeps_a_non_utf8_agent() {
         r#""c\xffd""#,
         r#"200 1 "http://r/\xfe\"\\" "a\xffb""#,
     ];
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = std::fs::read_to_string(&log).unwrap_or_default();
-        if want.iter().all(|w| text.contains(w)) {
-            assert!(!text.contains(r"\xef\xbf\xbd"), "U+FFFD logged: {text}");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{want:?} not in the access log: {text}");
+    let text = file_when(&log, Duration::from_secs(5), |t| {
+        want.iter().all(|w| t.contains(w))
+    });
+    assert!(
+        want.iter().all(|w| text.contains(w)),
+        "{want:?} not in the access log: {text}"
+    );
+    assert!(!text.contains(r"\xef\xbf\xbd"), "U+FFFD logged: {text}");
 }
 
 /// A request refused after its request line came whole (a malformed field, a bad
@@ -323,16 +321,14 @@ fn a_refused_request_is_logged_with_the_line_it_sent() {
         r#""-" 400 "#,
         r#""GET /a.txt?curl HTTP/1.1" 400 "#,
     ];
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = std::fs::read_to_string(&log).unwrap_or_default();
-        if want.iter().all(|w| text.contains(w)) {
-            assert_eq!(text.lines().count(), want.len(), "{text}");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{want:?} not all in the access log: {text}");
+    let text = file_when(&log, Duration::from_secs(5), |t| {
+        want.iter().all(|w| t.contains(w))
+    });
+    assert!(
+        want.iter().all(|w| text.contains(w)),
+        "{want:?} not all in the access log: {text}"
+    );
+    assert_eq!(text.lines().count(), want.len(), "{text}");
 }
 
 /// A refused request's User-Agent and Referer are logged when they came before the field
@@ -408,14 +404,9 @@ fn a_refused_request_is_logged_with_the_agent_and_referer_it_sent() {
             r#" "http://from/" "curl-agent""#,
         ),
     ];
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.lines().count() >= want.len() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let text = file_when(&log, Duration::from_secs(5), |t| {
+        t.lines().count() >= want.len()
+    });
     for (request, fields) in want {
         let line = text.lines().find(|l| l.contains(request));
         assert!(
