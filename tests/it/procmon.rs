@@ -76,15 +76,30 @@ fn inheritable_fds(pid: u32) -> Vec<String> {
     out
 }
 
-/// A child's descriptors and environment hold nothing of twistrs'.
+/// A child's descriptors and environment hold nothing of twistrs'. A program just started
+/// opens descriptors of its own for a moment (strace of `sleep`: fd 3 for ld.so.cache,
+/// libc.so.6, then locale.alias; a fd 3 was seen once in CI), so its set is read until it
+/// settles (bounded); a descriptor that twistrs leaked stays, and fails.
 fn assert_clean_child(child: u32) {
-    let fds: BTreeSet<String> = std::fs::read_dir(format!("/proc/{child}/fd"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let fds = || -> BTreeSet<String> {
+        std::fs::read_dir(format!("/proc/{child}/fd"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
     let want: BTreeSet<String> = ["0", "1", "2"].map(String::from).into();
-    assert_eq!(fds, want, "descriptors of the child {child}");
+    let end = Instant::now() + Duration::from_secs(3);
+    let mut seen = fds();
+    while seen != want && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+        seen = fds();
+    }
+    let targets: Vec<_> = seen
+        .iter()
+        .map(|fd| std::fs::read_link(format!("/proc/{child}/fd/{fd}")))
+        .collect();
+    assert_eq!(seen, want, "descriptors of the child {child}: {targets:?}");
     assert_eq!(
         std::fs::read_link(format!("/proc/{child}/fd/0")).unwrap(),
         Path::new("/dev/null")
