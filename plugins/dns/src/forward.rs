@@ -800,14 +800,12 @@ pub(crate) mod tests {
     pub(crate) fn kept_answer(r: &Forward) -> Rc<Upstream> {
         let mut f = Forwarder::new(conf(&["127.0.0.1:5301"]));
         let a = f.start(r.clone(), client());
-        let [Action::OpenUdp { token, .. }] = a.as_slice() else {
-            panic!("{a:?}")
-        };
-        let a = f.opened(*token, Family::V4, port(1));
+        let token = open_of(&a, Family::V4);
+        let a = f.opened(token, Family::V4, port(1));
         let [Action::Send { bytes, to, .. }, _] = a.as_slice() else {
             panic!("{a:?}")
         };
-        f.datagram(*token, Family::V4, *to, &upstream_answer(bytes))
+        f.datagram(token, Family::V4, *to, &upstream_answer(bytes))
             .into_iter()
             .find_map(|x| match x {
                 Action::Keep { answer, .. } => Some(answer),
@@ -846,12 +844,9 @@ pub(crate) mod tests {
     fn a_question_goes_up_and_its_answer_comes_back() {
         let mut f = Forwarder::new(conf(&["127.0.0.1:5301"]));
         let a = f.start(req("WEB.example.com", Rtype::A), client());
-        let [Action::OpenUdp { token, family }] = a.as_slice() else {
-            panic!("{a:?}")
-        };
-        assert_eq!(*family, Family::V4);
-        assert_eq!(family.any().port(), 0, "a port the kernel picks");
-        let a = f.opened(*token, Family::V4, port(1));
+        let token = open_of(&a, Family::V4);
+        assert_eq!(Family::V4.any().port(), 0, "a port the kernel picks");
+        let a = f.opened(token, Family::V4, port(1));
         let [Action::Send { bytes, to, .. }, Action::Arm { .. }] = a.as_slice() else {
             panic!("{a:?}")
         };
@@ -860,7 +855,7 @@ pub(crate) mod tests {
         // From another address or with another id: ignored.
         assert!(
             f.datagram(
-                *token,
+                token,
                 Family::V4,
                 "127.0.0.1:5302".parse().unwrap(),
                 &answer
@@ -869,8 +864,8 @@ pub(crate) mod tests {
         );
         let mut wrong = answer.clone();
         wrong[0] ^= 1;
-        assert!(f.datagram(*token, Family::V4, *to, &wrong).is_empty());
-        let a = f.datagram(*token, Family::V4, *to, &answer);
+        assert!(f.datagram(token, Family::V4, *to, &wrong).is_empty());
+        let a = f.datagram(token, Family::V4, *to, &answer);
         let [
             Action::Close(_),
             Action::Reply { bytes, .. },
@@ -912,10 +907,8 @@ pub(crate) mod tests {
             });
             let mut f = Forwarder::new(conf(&["127.0.0.1:5301"]));
             let a = f.start(r, client());
-            let [Action::OpenUdp { token, .. }] = a.as_slice() else {
-                panic!("{a:?}")
-            };
-            let a = f.opened(*token, Family::V4, port(1));
+            let token = open_of(&a, Family::V4);
+            let a = f.opened(token, Family::V4, port(1));
             let [Action::Send { bytes, .. }, _] = a.as_slice() else {
                 panic!("{a:?}")
             };
@@ -976,10 +969,7 @@ pub(crate) mod tests {
     fn timeouts_move_to_the_next_server_then_servfail() {
         let mut f = Forwarder::new(conf(&["127.0.0.1:5301", "127.0.0.1:5302"]));
         let a = f.start(req("web.example.com", Rtype::A), client());
-        let [Action::OpenUdp { token, .. }] = a.as_slice() else {
-            panic!()
-        };
-        let token = *token;
+        let token = open_of(&a, Family::V4);
         let a = f.opened(token, Family::V4, port(1));
         let [Action::Send { to, .. }, Action::Arm { step: 1, after, .. }] = a.as_slice() else {
             panic!("{a:?}")
@@ -1175,10 +1165,7 @@ pub(crate) mod tests {
     /// A question started, its port open: the token and where its first try went.
     fn started(f: &mut Forwarder) -> (u64, Vec<u8>, SocketAddr) {
         let a = f.start(req("web.example.com", Rtype::A), client());
-        let [Action::OpenUdp { token, .. }] = a.as_slice() else {
-            panic!("{a:?}")
-        };
-        let token = *token;
+        let token = open_of(&a, Family::V4);
         let a = f.opened(token, Family::V4, port(1));
         let [Action::Send { bytes, to, .. }, Action::Arm { .. }] = a.as_slice() else {
             panic!("{a:?}")
@@ -1292,10 +1279,7 @@ pub(crate) mod tests {
     fn truncated_answers_are_asked_again_over_tcp() {
         let mut f = Forwarder::new(conf(&["127.0.0.1:5301"]));
         let a = f.start(req("big.example.com", Rtype::TXT), client());
-        let [Action::OpenUdp { token, .. }] = a.as_slice() else {
-            panic!()
-        };
-        let token = *token;
+        let token = open_of(&a, Family::V4);
         let a = f.opened(token, Family::V4, port(1));
         let [Action::Send { bytes, to, .. }, _] = a.as_slice() else {
             panic!()
@@ -1329,14 +1313,12 @@ pub(crate) mod tests {
         let mut f = Forwarder::new(conf(&["127.0.0.1:5301"]));
         let r = req("nope.example.com", Rtype::A);
         let a = f.start(r.clone(), client());
-        let [Action::OpenUdp { token, .. }] = a.as_slice() else {
-            panic!()
-        };
-        let a = f.opened(*token, Family::V4, port(1));
+        let token = open_of(&a, Family::V4);
+        let a = f.opened(token, Family::V4, port(1));
         let [Action::Send { bytes, to, .. }, _] = a.as_slice() else {
             panic!()
         };
-        let a = f.datagram(*token, Family::V4, *to, &upstream_answer(bytes));
+        let a = f.datagram(token, Family::V4, *to, &upstream_answer(bytes));
         let [_, Action::Reply { bytes, .. }, Action::Keep { answer, .. }] = a.as_slice() else {
             panic!()
         };
@@ -1405,14 +1387,12 @@ pub(crate) mod tests {
         };
         let mut f = Forwarder::new(conf(&["127.0.0.1:5301"]));
         let a = f.start(req, client());
-        let [Action::OpenUdp { token, .. }] = a.as_slice() else {
-            panic!("{a:?}")
-        };
-        let a = f.opened(*token, Family::V4, port(1));
+        let token = open_of(&a, Family::V4);
+        let a = f.opened(token, Family::V4, port(1));
         let [Action::Send { bytes, to, .. }, _] = a.as_slice() else {
             panic!("{a:?}")
         };
-        let mut a = f.datagram(*token, Family::V4, *to, &upstream_answer(bytes));
+        let mut a = f.datagram(token, Family::V4, *to, &upstream_answer(bytes));
         if let [_, Action::Connect { token, bytes, .. }] = a.as_slice() {
             let mut up = Responder::new(crate::tests::store());
             let Reply::Send(whole) = up.respond(bytes, Via::Tcp, "127.0.0.1".parse().unwrap())
@@ -1515,6 +1495,15 @@ pub(crate) mod tests {
         assert_eq!(edge.answer.len(), 2, "{edge:?}");
     }
 
+    /// The question's token from `a`, which must be just the opening of a UDP port of
+    /// `family`.
+    fn open_of(a: &[Action], family: Family) -> u64 {
+        match a {
+            [Action::OpenUdp { token, family: f }] if *f == family => *token,
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// A question's UDP port of one family in, its answer out.
     fn send_of(a: &[Action]) -> (PortId, SocketAddr) {
         match a {
@@ -1534,16 +1523,7 @@ pub(crate) mod tests {
     fn servers_of_both_families_are_asked_each_from_a_port_of_its_family() {
         let mut f = Forwarder::new(conf(&["[::1]:5301", "127.0.0.1:5302"]));
         let a = f.start(req("web.example.com", Rtype::A), client());
-        let [
-            Action::OpenUdp {
-                token,
-                family: Family::V6,
-            },
-        ] = a.as_slice()
-        else {
-            panic!("{a:?}")
-        };
-        let token = *token;
+        let token = open_of(&a, Family::V6);
         assert_eq!(Family::V6.any(), "[::]:0".parse().unwrap());
         let (p6, to) = send_of(&f.opened(token, Family::V6, port(6)));
         assert_eq!((p6, to), (port(6), "[::1]:5301".parse().unwrap()));
@@ -1612,16 +1592,7 @@ pub(crate) mod tests {
     fn a_family_without_a_port_fails_its_tries_at_once() {
         let mut f = Forwarder::new(conf(&["[::1]:5301", "127.0.0.1:5302"]));
         let a = f.start(req("web.example.com", Rtype::A), client());
-        let [
-            Action::OpenUdp {
-                token,
-                family: Family::V6,
-            },
-        ] = a.as_slice()
-        else {
-            panic!("{a:?}")
-        };
-        let token = *token;
+        let token = open_of(&a, Family::V6);
         let a = f.open_failed(token, Family::V6);
         assert!(
             matches!(
@@ -1683,10 +1654,8 @@ pub(crate) mod tests {
 
         let mut f = Forwarder::new(conf(&["[::1]:5301", "[::1]:5302"]));
         let a = f.start(req("web.example.com", Rtype::A), client());
-        let [Action::OpenUdp { token, .. }] = a.as_slice() else {
-            panic!("{a:?}")
-        };
-        let a = f.open_failed(*token, Family::V6);
+        let token = open_of(&a, Family::V6);
+        let a = f.open_failed(token, Family::V6);
         let [Action::Reply { bytes, .. }] = a.as_slice() else {
             panic!("{a:?}")
         };
