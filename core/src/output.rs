@@ -142,7 +142,12 @@ impl Output {
                 // Bytes already sent make no room: what waits moves to the front rather than
                 // the buffer growing round them (a slow reader's buffer held up to 64 KiB of
                 // sent bytes besides the high-water mark and a read: 190 KiB for an echo).
-                if w.pos > 0 && w.buf.len() + data.len() > w.buf.capacity() {
+                // Only when that frees at least as much as it moves (as `consumed` does), so
+                // a byte sent at a time cannot make each write copy the whole buffer.
+                if w.pos > 0
+                    && w.pos * 2 >= w.buf.len()
+                    && w.buf.len() + data.len() > w.buf.capacity()
+                {
                     w.buf.drain(..w.pos);
                     w.pos = 0;
                 }
