@@ -587,37 +587,18 @@ fn csync_rdata(words: &[(&[u8], bool)]) -> Result<Vec<u8>, String> {
 /// RFC 4034 4.1.2's type bitmap of type names (mnemonics or `TYPEnn`, in any order, any
 /// repeated), as NSEC and CSYNC hold it; none makes an empty bitmap, as BIND writes it.
 fn type_bitmap(what: &str, words: &[(&[u8], bool)]) -> Result<Vec<u8>, String> {
-    let mut types = std::collections::BTreeSet::new();
+    // domain's NSEC builder: any order, repeats merged, none an empty bitmap.
+    let mut b = domain::rdata::dnssec::RtypeBitmapBuilder::new_vec();
     for (w, quoted) in words {
         let text = String::from_utf8_lossy(w);
         let rtype = (!quoted)
             .then(|| text.parse::<domain::base::iana::Rtype>().ok())
             .flatten()
             .ok_or_else(|| format!("{what}: {text:?} is not a record type"))?;
-        types.insert(rtype.to_int());
+        b.add(rtype)
+            .map_err(|_| format!("{what}: the type bitmap is too long"))?;
     }
-    let mut out = Vec::new();
-    let mut window: Option<(u8, [u8; 32])> = None;
-    let flush = |w: Option<(u8, [u8; 32])>, out: &mut Vec<u8>| {
-        if let Some((n, bits)) = w {
-            let len = bits.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
-            out.push(n);
-            out.push(len as u8);
-            out.extend_from_slice(&bits[..len]);
-        }
-    };
-    for t in types {
-        let (n, low) = ((t >> 8) as u8, (t & 0xff) as usize);
-        if window.is_none_or(|(w, _)| w != n) {
-            flush(window.take(), &mut out);
-            window = Some((n, [0; 32]));
-        }
-        if let Some((_, bits)) = window.as_mut() {
-            bits[low / 8] |= 0x80 >> (low % 8);
-        }
-    }
-    flush(window, &mut out);
-    Ok(out)
+    Ok(b.finalize().as_slice().to_vec())
 }
 
 /// KEY's flags (RFC 2535 3.1.2) as BIND's `dns_keyflags_fromtext` names them, joined by `|`.
@@ -721,7 +702,13 @@ fn wks_rdata(words: &[(&[u8], bool)]) -> Result<Vec<u8>, String> {
         .map_err(|_| format!("WKS: {addr:?} is not an IPv4 address"))?;
     let proto = std::str::from_utf8(proto).unwrap_or("");
     let proto = number(proto, 0xff)
-        .or_else(|| lookup("/etc/protocols", proto, None))
+        .or_else(|| {
+            lookup(
+                &std::fs::read_to_string("/etc/protocols").ok()?,
+                proto,
+                None,
+            )
+        })
         .ok_or_else(|| {
             format!("WKS: protocol {proto:?} is not a number up to 255 or in /etc/protocols")
         })?;
@@ -730,14 +717,19 @@ fn wks_rdata(words: &[(&[u8], bool)]) -> Result<Vec<u8>, String> {
         17 => Some("udp"),
         _ => None,
     };
+    // /etc/services read once for the record, and only if a service is named.
+    let file = std::cell::OnceCell::new();
+    let known = || -> &str {
+        file.get_or_init(|| std::fs::read_to_string("/etc/services").unwrap_or_default())
+    };
     let mut bits = Vec::new();
     for (w, quoted) in services {
         let text = std::str::from_utf8(w).unwrap_or("");
         let port = (!quoted)
             .then(|| {
                 number(text, 0xffff)
-                    .or_else(|| lookup("/etc/services", &text.to_ascii_lowercase(), Some(by)))
-                    .or_else(|| lookup("/etc/services", text, Some(by)))
+                    .or_else(|| lookup(known(), &text.to_ascii_lowercase(), Some(by)))
+                    .or_else(|| lookup(known(), text, Some(by)))
             })
             .flatten()
             .ok_or_else(|| {
@@ -764,10 +756,9 @@ fn number(w: &str, max: u32) -> Option<u32> {
         .flatten()
 }
 
-/// The number of `name` (its first word or an alias) in /etc/protocols (`by` is `None`)
+/// The number of `name` (its first word or an alias) in `text`, /etc/protocols (`by` is `None`)
 /// or /etc/services (`by` the protocol its entry must be for, if any), as glibc finds it.
-fn lookup(file: &str, name: &str, by: Option<Option<&str>>) -> Option<u32> {
-    let text = std::fs::read_to_string(file).ok()?;
+fn lookup(text: &str, name: &str, by: Option<Option<&str>>) -> Option<u32> {
     text.lines().find_map(|line| {
         let line = line.split('#').next().unwrap_or("");
         let mut f = line.split_whitespace();
